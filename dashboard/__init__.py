@@ -1,0 +1,1 @@
+"""The Plotly Dash dashboard (live signals, performance, quality, universe, health). Filled by issue 6."""

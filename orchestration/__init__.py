@@ -1,0 +1,1 @@
+"""Dagster Definitions, resources, jobs, schedules and sensors. Filled by issue 5."""

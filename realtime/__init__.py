@@ -1,0 +1,1 @@
+"""The realtime service: Binance transport, book sync, capture/replay, the simulated exchange."""

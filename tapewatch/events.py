@@ -1,0 +1,110 @@
+"""Typed market-data events: one frozen struct per Binance wire message.
+
+Decoded once at the edge (:mod:`tapewatch.parse`); nothing past the parser sees a raw dict or a string
+price. Prices and quantities are parsed from Binance's decimal strings into the nearest double (correctly
+rounded), so the same text always gives the same key and distinct ticks never collide; the raw text stays
+byte-exact in the capture files. A price must be finite and > 0, a quantity finite and >= 0: anything else
+fails decoding and is counted as ``bad_value``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+Price = Annotated[float, msgspec.Meta(gt=0, lt=1e15)]
+Qty = Annotated[float, msgspec.Meta(ge=0, lt=1e18)]
+Level = tuple[Price, Qty]
+
+
+class DepthUpdate(msgspec.Struct, frozen=True, gc=False):
+    """``<symbol>@depth[@100ms|@0ms|@500ms]``: a diff of the book between update ids ``first_id..final_id``."""
+
+    symbol: str = msgspec.field(name="s")
+    event_time: int = msgspec.field(name="E")
+    transaction_time: int = msgspec.field(name="T")
+    first_id: int = msgspec.field(name="U")
+    final_id: int = msgspec.field(name="u")
+    prev_final_id: int = msgspec.field(name="pu")
+    bids: list[Level] = msgspec.field(name="b")
+    asks: list[Level] = msgspec.field(name="a")
+
+
+class DepthSnapshot(msgspec.Struct, frozen=True, gc=False):
+    """REST ``/fapi/v1/depth`` body. ``E``/``T`` are absent from old COIN-M and spot-style answers."""
+
+    last_update_id: int = msgspec.field(name="lastUpdateId")
+    bids: list[Level]
+    asks: list[Level]
+    event_time: int = msgspec.field(name="E", default=0)
+    transaction_time: int = msgspec.field(name="T", default=0)
+
+
+class BookTicker(msgspec.Struct, frozen=True, gc=False):
+    """``<symbol>@bookTicker``: best bid/ask as of update id ``update_id``."""
+
+    symbol: str = msgspec.field(name="s")
+    update_id: int = msgspec.field(name="u")
+    bid_price: Price = msgspec.field(name="b")
+    bid_qty: Qty = msgspec.field(name="B")
+    ask_price: Price = msgspec.field(name="a")
+    ask_qty: Qty = msgspec.field(name="A")
+    event_time: int = msgspec.field(name="E", default=0)
+    transaction_time: int = msgspec.field(name="T", default=0)
+
+
+class AggTrade(msgspec.Struct, frozen=True, gc=False):
+    """``<symbol>@aggTrade``. ``buyer_is_maker`` true means the aggressor sold."""
+
+    symbol: str = msgspec.field(name="s")
+    event_time: int = msgspec.field(name="E")
+    agg_id: int = msgspec.field(name="a")
+    price: Price = msgspec.field(name="p")
+    qty: Annotated[float, msgspec.Meta(gt=0, lt=1e18)] = msgspec.field(name="q")
+    first_trade_id: int = msgspec.field(name="f")
+    last_trade_id: int = msgspec.field(name="l")
+    trade_time: int = msgspec.field(name="T")
+    buyer_is_maker: bool = msgspec.field(name="m")
+
+
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """``<symbol>@trade`` (single fills). ``kind`` is ``MARKET`` for ordinary trades."""
+
+    symbol: str = msgspec.field(name="s")
+    event_time: int = msgspec.field(name="E")
+    trade_id: int = msgspec.field(name="t")
+    price: Price = msgspec.field(name="p")
+    qty: Annotated[float, msgspec.Meta(gt=0, lt=1e18)] = msgspec.field(name="q")
+    trade_time: int = msgspec.field(name="T")
+    buyer_is_maker: bool = msgspec.field(name="m")
+    kind: str = msgspec.field(name="X", default="MARKET")
+
+
+class Candle(msgspec.Struct, frozen=True, gc=False):
+    """The ``k`` object of a kline event (and one row of REST klines)."""
+
+    open_time: int = msgspec.field(name="t")
+    close_time: int = msgspec.field(name="T")
+    interval: str = msgspec.field(name="i")
+    open: Price = msgspec.field(name="o")
+    close: Price = msgspec.field(name="c")
+    high: Price = msgspec.field(name="h")
+    low: Price = msgspec.field(name="l")
+    volume: Qty = msgspec.field(name="v")
+    trades: int = msgspec.field(name="n")
+    closed: bool = msgspec.field(name="x")
+    quote_volume: Qty = msgspec.field(name="q")
+    taker_buy_volume: Qty = msgspec.field(name="V", default=0.0)
+    taker_buy_quote_volume: Qty = msgspec.field(name="Q", default=0.0)
+
+
+class Kline(msgspec.Struct, frozen=True, gc=False):
+    """``<symbol>@kline_<interval>``: the forming (``closed`` false) or just-closed candle."""
+
+    symbol: str = msgspec.field(name="s")
+    event_time: int = msgspec.field(name="E")
+    candle: Candle = msgspec.field(name="k")
+
+
+MarketEvent = DepthUpdate | DepthSnapshot | BookTicker | AggTrade | Trade | Kline

@@ -1,0 +1,214 @@
+"""Per-symbol market state fed by typed frames: order book, top-of-book proof, trade flow, candles.
+
+The same object serves live, replay and tests: it never fetches anything. When a book needs a snapshot,
+:meth:`Market.on_frame` returns a :class:`SnapshotNeeded` and the caller decides whether to fetch one
+(live) or to wait for the captured one (replay).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from tapewatch.book import Applied, Buffered, NeedsResync, OrderBook, Outcome
+from tapewatch.candles import CandleSeries
+from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline, Trade
+from tapewatch.parse import Frame
+from tapewatch.settings import Settings
+from tapewatch.streams import Kind
+from tapewatch.topcheck import TopCheck
+from tapewatch.trade_flow import TradeWindow
+
+log = logging.getLogger(__name__)
+
+VWAP_WINDOW_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class MarketConfig:
+    trade_window_ms: int = 300_000
+    vwap_window_ms: int = VWAP_WINDOW_MS
+    large_trade_size: float = 50_000.0
+    stale_after_ms: int = 5_000
+    kline_history_bars: int = 100
+    imbalance_levels: int = 10
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> MarketConfig:
+        return cls(
+            trade_window_ms=s.trade_history_window * 1000,
+            large_trade_size=s.large_trade_size,
+            stale_after_ms=int(s.book_stale_after * 1000),
+            kline_history_bars=s.kline_history_bars,
+        )
+
+
+class SnapshotNeeded(NamedTuple):
+    """The book of ``symbol`` needs a REST snapshot (cold start, gap, crossed book, stream restart)."""
+
+    symbol: str
+    reason: str
+
+
+class SymbolState:
+    """Everything tapewatch knows about one symbol right now."""
+
+    __slots__ = (
+        "book",
+        "candles",
+        "check",
+        "flow",
+        "last_agg_id",
+        "last_event_time",
+        "last_ticker_id",
+        "last_trade_id",
+        "snapshot_pending",
+        "symbol",
+        "vwap",
+    )
+
+    def __init__(self, symbol: str, config: MarketConfig) -> None:
+        self.symbol = symbol
+        self.book = OrderBook(symbol)
+        self.check = TopCheck()
+        self.flow = TradeWindow(config.trade_window_ms, config.large_trade_size)
+        self.vwap = TradeWindow(config.vwap_window_ms, config.large_trade_size)
+        self.candles: dict[str, CandleSeries] = {}
+        self.last_agg_id = -1
+        self.last_trade_id = -1
+        self.last_ticker_id = -1
+        self.last_event_time = 0
+        self.snapshot_pending = False
+
+    def features(self, imbalance_levels: int = 10) -> dict[str, float | int | None]:
+        """The replay summary's per-symbol block (DESIGN.md §3), as of this symbol's last event."""
+        top = self.book.top() if self.book.synced else None
+        return {
+            "update_id": self.book.last_update_id,
+            "best_bid": top.bid_price if top else None,
+            "best_ask": top.ask_price if top else None,
+            "imbalance_top10": round(self.book.imbalance(imbalance_levels), 12) if top else None,
+            "large_buys_300s": self.flow.large_buys,
+            "large_sells_300s": self.flow.large_sells,
+            "quote_volume_300s": round(self.flow.quote_volume, 6),
+            "vwap_1h": round(v, 10) if (v := self.vwap.vwap) is not None else None,
+        }
+
+
+class Market:
+    """All symbols' state; :meth:`on_frame` is the single entry point for market data."""
+
+    def __init__(self, config: MarketConfig | None = None) -> None:
+        self.config = config or MarketConfig()
+        self.symbols: dict[str, SymbolState] = {}
+        self.counters: Counter[str] = Counter()
+
+    def state(self, symbol: str) -> SymbolState:
+        st = self.symbols.get(symbol)
+        if st is None:
+            st = self.symbols[symbol] = SymbolState(symbol, self.config)
+        return st
+
+    def on_frame(self, frame: Frame) -> SnapshotNeeded | None:
+        """Apply one decoded frame. Returns a snapshot request when the symbol's book needs one."""
+        self.counters["messages"] += 1
+        st = self.state(frame.symbol)
+        kind, ev = frame.kind, frame.event
+        if kind is Kind.DEPTH:
+            assert isinstance(ev, DepthUpdate)
+            st.last_event_time = ev.event_time
+            return self._book_outcome(st, st.book.apply(ev))
+        if kind is Kind.BOOK_TICKER:
+            assert isinstance(ev, BookTicker)
+            if ev.update_id <= st.last_ticker_id:
+                self.counters["out_of_order_book_ticker"] += 1
+                return None
+            st.last_ticker_id = ev.update_id
+            st.check.on_ticker(ev)
+            return None
+        if kind is Kind.AGG_TRADE:
+            assert isinstance(ev, AggTrade)
+            if ev.agg_id <= st.last_agg_id:
+                self.counters["out_of_order_trade"] += 1
+                return None
+            st.last_agg_id = ev.agg_id
+            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+            return None
+        if kind is Kind.TRADE:
+            assert isinstance(ev, Trade)
+            if ev.trade_id <= st.last_trade_id:
+                self.counters["out_of_order_trade"] += 1
+                return None
+            st.last_trade_id = ev.trade_id
+            if ev.kind == "MARKET":
+                self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+            return None
+        if kind is Kind.KLINE:
+            assert isinstance(ev, Kline)
+            series = st.candles.get(ev.candle.interval)
+            if series is None:
+                series = st.candles[ev.candle.interval] = CandleSeries(self.config.kline_history_bars)
+            series.update(ev.candle)
+            return None
+        if kind is Kind.SNAPSHOT:
+            assert isinstance(ev, DepthSnapshot)
+            self.counters["snapshots"] += 1
+            st.snapshot_pending = False
+            st.check.reset()
+            return self._book_outcome(st, st.book.load_snapshot(ev))
+        return None
+
+    def restart_stream(self, symbol: str, reason: str) -> SnapshotNeeded:
+        """The depth stream of ``symbol`` (re)connected: its book must be rebuilt from a new snapshot."""
+        st = self.state(symbol)
+        st.book.reset(reason)
+        st.check.reset()
+        st.snapshot_pending = True
+        return SnapshotNeeded(symbol, reason)
+
+    def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
+        if time < st.flow.last_time:
+            self.counters["trade_time_regressed"] += 1
+        st.flow.add(time, price, qty, buyer_is_maker)
+        st.vwap.add(time, price, qty, buyer_is_maker)
+
+    def _book_outcome(self, st: SymbolState, outcome: Outcome) -> SnapshotNeeded | None:
+        if isinstance(outcome, Applied):
+            book = st.book
+            st.check.on_book(book.last_update_id, book.top())
+            if outcome.synced_now:
+                self.counters["syncs"] += 1
+            return None
+        if isinstance(outcome, NeedsResync):
+            self.counters["resync_requests"] += 1
+            st.check.reset()
+            log.warning(
+                "book out of sync: %s", outcome.reason, extra={"symbol": st.symbol, "stream": "depth"}
+            )
+            st.snapshot_pending = True
+            return SnapshotNeeded(st.symbol, outcome.reason)
+        if isinstance(outcome, Buffered) and not st.snapshot_pending:
+            st.snapshot_pending = True
+            return SnapshotNeeded(st.symbol, "cold start")
+        return None
+
+    # --- totals --------------------------------------------------------------------------------------
+    def totals(self) -> dict[str, int]:
+        books = [s.book for s in self.symbols.values()]
+        checks = [s.check for s in self.symbols.values()]
+        return {
+            "gaps": sum(b.gaps for b in books),
+            "resyncs": sum(b.resyncs for b in books),
+            "book_checks": sum(c.checks for c in checks),
+            "book_mismatches": sum(c.mismatches for c in checks),
+            "out_of_order": self.counters["out_of_order_trade"] + self.counters["out_of_order_book_ticker"],
+        }
+
+    def final(self) -> dict[str, dict[str, float | int | None]]:
+        return {
+            sym: st.features(self.config.imbalance_levels)
+            for sym, st in sorted(self.symbols.items())
+            if st.book.last_update_id or len(st.vwap)
+        }

@@ -1,0 +1,152 @@
+"""Decode raw frames (websocket combined-stream frames, capture lines) into typed events.
+
+A frame that cannot be decoded is never raised into the service: it is counted under a reason
+(``malformed_json``, ``schema``, ``bad_value``, ``unknown_stream``, ``ignored``) and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline, MarketEvent, Trade
+from tapewatch.streams import Kind, UnknownStream, parse_stream
+
+log = logging.getLogger(__name__)
+
+_DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
+    Kind.DEPTH: msgspec.json.Decoder(DepthUpdate, strict=False),
+    Kind.BOOK_TICKER: msgspec.json.Decoder(BookTicker, strict=False),
+    Kind.AGG_TRADE: msgspec.json.Decoder(AggTrade, strict=False),
+    Kind.TRADE: msgspec.json.Decoder(Trade, strict=False),
+    Kind.KLINE: msgspec.json.Decoder(Kline, strict=False),
+    Kind.SNAPSHOT: msgspec.json.Decoder(DepthSnapshot, strict=False),
+}
+
+REST_DEPTH_PATHS = ("/fapi/v1/depth", "/dapi/v1/depth")
+
+
+class CaptureLine(msgspec.Struct, frozen=True, gc=False):
+    """One line of a capture file; ``data`` stays undecoded until its stream is known."""
+
+    recv: int
+    stream: str
+    data: msgspec.Raw
+
+
+class Envelope(msgspec.Struct, frozen=True, gc=False):
+    """A combined-stream websocket frame ``{"stream": ..., "data": ...}``."""
+
+    stream: str
+    data: msgspec.Raw
+
+
+class Frame(NamedTuple):
+    """A decoded frame: receive time (ms), stream name, symbol (upper case), kind and typed event."""
+
+    recv: int
+    stream: str
+    symbol: str
+    kind: Kind
+    event: MarketEvent
+
+
+_line_decoder = msgspec.json.Decoder(CaptureLine)
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def _rest_target(stream: str) -> tuple[str, Kind] | None:
+    """(SYMBOL, SNAPSHOT) for a captured depth snapshot ``rest:/fapi/v1/depth?symbol=X&limit=N``."""
+    url = urlsplit(stream[5:])
+    if url.path not in REST_DEPTH_PATHS:
+        return None
+    symbols = parse_qs(url.query).get("symbol")
+    if not symbols:
+        return None
+    return symbols[0].upper(), Kind.SNAPSHOT
+
+
+class FrameDecoder:
+    """Decodes frames into :class:`Frame` and counts every rejection by reason.
+
+    ``rejected`` counts per reason; ``rejected_by_stream`` per (reason, stream) so an operator can see
+    which stream sends bad data.
+    """
+
+    def __init__(self) -> None:
+        self.rejected: Counter[str] = Counter()
+        self.rejected_by_stream: Counter[tuple[str, str]] = Counter()
+        self.decoded = 0
+        self._streams: dict[str, tuple[str, Kind] | None] = {}
+
+    def _reject(self, reason: str, stream: str, detail: object = "") -> None:
+        self.rejected[reason] += 1
+        self.rejected_by_stream[(reason, stream)] += 1
+        if reason != "ignored" and (self.rejected[reason] <= 10 or self.rejected[reason] % 1000 == 0):
+            log.warning(
+                "frame rejected (%s) on %s: %s",
+                reason,
+                stream,
+                detail,
+                extra={"stream": stream, "reason": reason},
+            )
+
+    def _target(self, stream: str) -> tuple[str, Kind] | None:
+        try:
+            return self._streams[stream]
+        except KeyError:
+            pass
+        target: tuple[str, Kind] | None
+        if stream.startswith("rest:"):
+            target = _rest_target(stream)
+        else:
+            try:
+                name = parse_stream(stream)
+                target = (name.symbol, name.kind) if name.kind in _DECODERS else None
+            except UnknownStream:
+                target = None
+        if len(self._streams) < 100_000:
+            self._streams[stream] = target
+        return target
+
+    def decode_payload(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
+        """Decode one payload of a known stream name; None (and counted) when it cannot be used."""
+        target = self._target(stream)
+        if target is None:
+            self._reject("ignored" if stream.startswith("rest:") else "unknown_stream", stream)
+            return None
+        symbol, kind = target
+        try:
+            event = _DECODERS[kind].decode(data)
+        except msgspec.ValidationError as exc:
+            msg = str(exc)
+            reason = "bad_value" if (" > " in msg or " >= " in msg or " < " in msg) else "schema"
+            self._reject(reason, stream, msg)
+            return None
+        except msgspec.DecodeError as exc:
+            self._reject("malformed_json", stream, exc)
+            return None
+        self.decoded += 1
+        return Frame(recv, stream, symbol, kind, event)
+
+    def decode_capture_line(self, line: bytes) -> Frame | None:
+        """Decode one capture line ``{"recv", "stream", "data"}``."""
+        try:
+            cap = _line_decoder.decode(line)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._reject("malformed_json", "<capture>", exc)
+            return None
+        return self.decode_payload(cap.recv, cap.stream, cap.data)
+
+    def decode_ws_frame(self, recv: int, frame: bytes | str) -> Frame | None:
+        """Decode one combined-stream websocket frame; control replies must be filtered before this."""
+        try:
+            env = _envelope_decoder.decode(frame)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._reject("malformed_json", "<ws>", exc)
+            return None
+        return self.decode_payload(recv, env.stream, env.data)

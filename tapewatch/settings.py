@@ -1,0 +1,241 @@
+"""One typed settings object for every tapewatch process.
+
+Values come, highest priority first, from keyword overrides, ``TAPEWATCH_*`` environment variables,
+an optional YAML file (``TAPEWATCH_CONFIG_FILE`` or ``--config``) and the defaults below. The spec's
+CONFIG and DATA_CONFIG keys keep their names (``TAPEWATCH_MIN_24H_VOLUME`` sets ``min_24h_volume``).
+A bad value fails at start with a :class:`~tapewatch.errors.ConfigError` naming the key and its range.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from tapewatch.errors import ConfigError
+
+#: Kline intervals Binance USD-M accepts.
+TIMEFRAMES: tuple[str, ...] = (
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
+)  # fmt: skip
+Timeframe = Literal[
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"
+]
+#: Depth snapshot sizes Binance USD-M accepts, with their request weight.
+SNAPSHOT_WEIGHTS: dict[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+SnapshotLimit = Literal[5, 10, 20, 50, 100, 500, 1000]
+
+ENV_PREFIX = "TAPEWATCH_"
+CONFIG_FILE_ENV = "TAPEWATCH_CONFIG_FILE"
+
+
+class Settings(BaseSettings):
+    """Every setting of tapewatch. Field descriptions double as the settings reference in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
+
+    # --- spec CONFIG ---------------------------------------------------------------------------------
+    mode: Literal["SIGNAL_ONLY"] = Field("SIGNAL_ONLY", description="Signals only: tapewatch never trades.")
+    universe_rescan_interval: float = Field(
+        6, gt=0, le=168, description="Hours between full universe rescans."
+    )
+    min_24h_volume: float = Field(50_000_000, ge=0, description="Minimum 24h quote volume, USD.")
+    min_open_interest: float = Field(10_000_000, ge=0, description="Minimum open interest, USD.")
+    max_spread: float = Field(0.0002, gt=0, lt=1, description="Maximum relative spread (0.0002 = 0.02 %).")
+    orderbook_imbalance_threshold: float = Field(0.28, gt=0, lt=1, description="|top-10 imbalance| needed.")
+    min_large_trades: int = Field(3, ge=1, le=1000, description="Large trades needed in the trade window.")
+    large_trade_size: float = Field(50_000, gt=0, description="Quote size (USD) from which a trade is large.")
+    volume_confirmation_multiplier: float = Field(1.8, gt=0, le=100, description="Volume intensity needed.")
+    primary_tf: Timeframe = Field("15m", description="Primary timeframe (RSI, ATR, levels).")
+    context_tf: Timeframe = Field("1h", description="Context timeframe (rolling VWAP window).")
+    max_daily_signals: int = Field(
+        80, ge=0, le=10_000, description="Signals per UTC day (event time), all tiers."
+    )
+    max_concurrent_signals: int = Field(5, ge=0, le=1000, description="Open signals at once.")
+    correlation_threshold: float = Field(0.6, ge=0, le=1, description="Reject above this return correlation.")
+
+    # --- spec DATA_CONFIG ----------------------------------------------------------------------------
+    orderbook_depth: int = Field(20, ge=1, le=1000, description="Book levels kept in views and Redis.")
+    trade_history_window: int = Field(300, ge=1, le=86_400, description="Seconds of trades analysed.")
+    kline_history_bars: int = Field(100, ge=1, le=1500, description="Candles of context per symbol.")
+    update_frequency: Literal[100, 250, 500] = Field(100, description="Depth stream speed, ms.")
+
+    # --- universe --------------------------------------------------------------------------------------
+    universe_size: int = Field(30, ge=1, le=2000, description="Symbols kept after scoring.")
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Fixed universe (comma list); empty = chosen by score."
+    )
+
+    # --- storage ---------------------------------------------------------------------------------------
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset = embedded server under var/.")
+    redis_url: str | None = Field(None, description="Redis URL; unset = embedded server under var/.")
+    var_dir: Path = Field(Path("var"), description="Where embedded servers, captures and reports live.")
+
+    # --- Binance endpoints -----------------------------------------------------------------------------
+    binance_rest_url: str = Field("https://fapi.binance.com", description="REST base URL.")
+    binance_ws_public_url: str = Field("wss://fstream.binance.com/public", description="depth, bookTicker.")
+    binance_ws_market_url: str = Field("wss://fstream.binance.com/market", description="aggTrade, klines.")
+
+    # --- REST limits -----------------------------------------------------------------------------------
+    rest_weight_limit: int = Field(2400, ge=1, le=100_000, description="Binance request weight per minute.")
+    rest_weight_target: float = Field(
+        0.8, gt=0, le=1, description="Share of the weight limit we use at most."
+    )
+    resync_weight_share: float = Field(0.5, gt=0, le=1, description="Share of the limit snapshots may use.")
+    rest_timeout: float = Field(10, gt=0, le=300, description="Seconds before a REST request times out.")
+    rest_max_retries: int = Field(5, ge=0, le=50, description="Retries of a REST call on 5xx or timeout.")
+
+    # --- websockets ------------------------------------------------------------------------------------
+    ws_max_streams_per_connection: int = Field(200, ge=1, le=1024, description="Streams per connection.")
+    ws_control_rate: float = Field(3, gt=0, le=10, description="SUBSCRIBE/UNSUBSCRIBE messages per second.")
+    ws_connect_interval: float = Field(1.0, ge=0, le=60, description="Seconds between new connections.")
+    ws_stale_after: float = Field(
+        15, gt=0, le=3600, description="Reconnect a connection silent this long (s)."
+    )
+    ws_rollover_after: float = Field(23.5, gt=0, le=24, description="Hours before a planned rollover.")
+    ws_backoff_base: float = Field(0.5, gt=0, le=60, description="First reconnect backoff ceiling (s).")
+    ws_backoff_max: float = Field(30, gt=0, le=3600, description="Largest reconnect backoff (s).")
+
+    # --- order books -----------------------------------------------------------------------------------
+    snapshot_limit: SnapshotLimit = Field(1000, description="Depth snapshot size for the universe's symbols.")
+    tail_snapshot_limit: SnapshotLimit = Field(100, description="Snapshot size for symbols outside the top.")
+    book_stale_after: float = Field(
+        5, gt=0, le=3600, description="A book with no update this long is stale (s)."
+    )
+    resync_min_interval: float = Field(
+        1.0, ge=0, le=600, description="Seconds between resyncs of one symbol."
+    )
+
+    # --- capture ---------------------------------------------------------------------------------------
+    capture_enabled: bool = Field(True, description="Write every incoming frame to var/capture/.")
+    capture_flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between capture flushes.")
+
+    # --- simulator and logging -------------------------------------------------------------------------
+    sim_host: str = Field("127.0.0.1", description="Simulated exchange host.")
+    sim_port: int = Field(8765, ge=1, le=65535, description="Simulated exchange port.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("postgresql", "postgresql+psycopg", "postgres"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("binance_rest_url")
+    @classmethod
+    def _check_rest_url(cls, value: str) -> str:
+        return _check_url(value, ("http", "https")) or value
+
+    @field_validator("binance_ws_public_url", "binance_ws_market_url")
+    @classmethod
+    def _check_ws_url(cls, value: str) -> str:
+        return _check_url(value, ("ws", "wss")) or value
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [s for s in value.replace(" ", "").split(",") if s]
+        if isinstance(value, list | tuple):
+            bad = [s for s in value if not (isinstance(s, str) and s.isalnum())]
+            if bad:
+                raise ValueError(f"symbols must be letters and digits, like BTCUSDT; got {bad!r}")
+            return tuple(s.upper() for s in value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file))
+        return tuple(sources)
+
+    @property
+    def capture_dir(self) -> Path:
+        return self.var_dir / "capture"
+
+    @property
+    def usable_weight_per_minute(self) -> int:
+        return int(self.rest_weight_limit * self.rest_weight_target)
+
+
+_yaml_file: Path | None = None
+
+
+def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.netloc or parts.path or parts.query):
+        raise ValueError(
+            f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}; got {value!r}"
+        )
+    return value
+
+
+def allowed_range(name: str) -> str:
+    """Human-readable allowed values of a field, e.g. ``> 0 and < 1`` or ``one of 15m, 1h``."""
+    field = Settings.model_fields[name]
+    bounds: list[str] = []
+    for meta in field.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            bound = getattr(meta, attr, None)
+            if bound is not None:
+                bounds.append(f"{sign} {bound}")
+    if bounds:
+        return " and ".join(bounds)
+    args = getattr(field.annotation, "__args__", ())
+    if args and all(isinstance(a, str | int) for a in args):
+        return "one of " + ", ".join(str(a) for a in args)
+    return field.description or "see the settings reference"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings, or raise ConfigError with one line per bad key (env name, value, allowed range)."""
+    global _yaml_file
+    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    if path is not None:
+        _yaml_file = Path(path)
+        if not _yaml_file.is_file():
+            raise ConfigError(
+                f"config file {_yaml_file} does not exist (set by --config or {CONFIG_FILE_ENV})"
+            )
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "?"
+            env = ENV_PREFIX + key.upper()
+            if err["type"] == "extra_forbidden":
+                lines.append(f"unknown setting {key!r}: remove it (see the settings reference in the README)")
+                continue
+            allowed = allowed_range(key) if key in Settings.model_fields else ""
+            lines.append(f"{key} ({env}) = {err.get('input')!r}: {err['msg']}; allowed: {allowed}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    finally:
+        _yaml_file = None

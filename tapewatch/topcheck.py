@@ -1,0 +1,64 @@
+"""Proof that a local book is right: compare it with Binance's ``bookTicker`` at the same update id.
+
+A bookTicker and a depth diff that carry the same ``u`` describe the same instant, but they arrive on
+separate streams in either order. The checker remembers recent book tops by ``u`` and recent
+bookTickers by ``u`` (both bounded) and compares whichever arrives second. A bookTicker whose ``u``
+falls strictly inside a diff's ``[U, u]`` shows a state a diff-built book never has: it is not
+comparable and is not counted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from tapewatch.book import Top
+from tapewatch.events import BookTicker
+
+
+@dataclass(slots=True)
+class TopCheck:
+    """Per-symbol comparison state; ``checks``/``mismatches`` are the counts the replay reports."""
+
+    keep: int = 512
+    checks: int = 0
+    mismatches: int = 0
+    samples: list[str] = field(default_factory=list)
+    _tops: OrderedDict[int, Top] = field(default_factory=OrderedDict)
+    _tickers: OrderedDict[int, BookTicker] = field(default_factory=OrderedDict)
+
+    def on_book(self, update_id: int, top: Top | None) -> None:
+        """Record the top of book right after the diff with final id ``update_id`` was applied."""
+        if top is None:
+            return
+        ticker = self._tickers.pop(update_id, None)
+        if ticker is not None:
+            self._compare(ticker, top)
+            return
+        self._tops[update_id] = top
+        if len(self._tops) > self.keep:
+            self._tops.popitem(last=False)
+
+    def on_ticker(self, ticker: BookTicker) -> None:
+        top = self._tops.pop(ticker.update_id, None)
+        if top is not None:
+            self._compare(ticker, top)
+            return
+        self._tickers[ticker.update_id] = ticker
+        if len(self._tickers) > self.keep:
+            self._tickers.popitem(last=False)
+
+    def reset(self) -> None:
+        """Forget pending tops and tickers (the book was resynced)."""
+        self._tops.clear()
+        self._tickers.clear()
+
+    def _compare(self, t: BookTicker, top: Top) -> None:
+        self.checks += 1
+        if (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty) != tuple(top):
+            self.mismatches += 1
+            if len(self.samples) < 10:
+                self.samples.append(
+                    f"{t.symbol} u={t.update_id}: ticker {t.bid_price}x{t.bid_qty} / {t.ask_price}x{t.ask_qty}"
+                    f" vs book {top.bid_price}x{top.bid_qty} / {top.ask_price}x{top.ask_qty}"
+                )

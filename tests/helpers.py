@@ -1,0 +1,48 @@
+"""Shared test helpers: paths of the real recordings and small event builders."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+from tapewatch.events import DepthSnapshot, DepthUpdate
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+RECORDINGS = SHARED / "data" / "binance-futures"
+FIXTURES = SHARED / "data" / "binance-fixtures" / "nautilus"
+USDM_CRYPTOFEED = RECORDINGS / "cryptofeed-usdm-20210722-sushi-ctk.jsonl.gz"
+COINM_CRYPTOFEED = RECORDINGS / "cryptofeed-coinm-20210722-7sym.jsonl.gz"
+USDM_HFTBACKTEST = RECORDINGS / "hftbacktest-usdm-20240808-btcusdt.jsonl.gz"
+ALL_RECORDINGS = (USDM_CRYPTOFEED, COINM_CRYPTOFEED, USDM_HFTBACKTEST)
+
+
+def recording_lines(path: Path) -> Iterator[bytes]:
+    with gzip.open(path, "rb") as fh:
+        for line in fh:
+            yield line.rstrip(b"\n")
+
+
+def diff(
+    first: int,
+    final: int,
+    prev: int,
+    bids: list[tuple[float, float]] | None = None,
+    asks: list[tuple[float, float]] | None = None,
+    symbol: str = "BTCUSDT",
+    time: int = 1_000,
+) -> DepthUpdate:
+    return DepthUpdate(symbol, time, time, first, final, prev, bids or [], asks or [])
+
+
+def snapshot(
+    last_update_id: int,
+    bids: list[tuple[float, float]] | None = None,
+    asks: list[tuple[float, float]] | None = None,
+) -> DepthSnapshot:
+    return DepthSnapshot(
+        last_update_id,
+        bids if bids is not None else [(100.0, 1.0), (99.0, 2.0)],
+        asks if asks is not None else [(101.0, 1.0), (102.0, 3.0)],
+    )

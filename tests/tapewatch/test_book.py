@@ -1,0 +1,159 @@
+"""The order-book state machine: Binance USD-M's snapshot + diff procedure, edge cases of the real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tapewatch.book import Applied, Buffered, Dropped, Health, NeedsResync, OrderBook
+from tapewatch.market import Market
+from tapewatch.parse import FrameDecoder
+from tests.helpers import ALL_RECORDINGS, RECORDINGS, diff, recording_lines, snapshot
+
+
+def synced_book() -> OrderBook:
+    book = OrderBook("BTCUSDT")
+    assert book.apply(diff(90, 105, 80, bids=[(100.0, 5.0)])) == Buffered()
+    assert book.load_snapshot(snapshot(100)) == Applied(synced_now=True)
+    return book
+
+
+def test_buffered_events_older_than_snapshot_are_dropped_and_spanning_event_applied() -> None:
+    book = OrderBook("BTCUSDT")
+    book.apply(diff(50, 60, 40, bids=[(100.0, 9.0)]))  # u < lastUpdateId: dropped
+    book.apply(diff(61, 105, 60, bids=[(100.0, 5.0)]))  # U <= 100 <= u: the sync event
+    book.apply(diff(106, 110, 105, asks=[(101.0, 0.0)]))
+    assert book.load_snapshot(snapshot(100)) == Applied(synced_now=True)
+    assert book.synced
+    assert book.last_update_id == 110
+    assert book.bids.best() == (100.0, 5.0)
+    assert book.asks.best() == (102.0, 3.0)  # 101 removed by quantity 0
+    assert book.dropped == 1
+
+
+def test_sync_event_with_u_equal_to_last_update_id_is_accepted() -> None:
+    # The futures rule accepts u == lastUpdateId (AKRO, KEEP, CTK, ETH in the real data).
+    book = OrderBook("CTKUSDT")
+    book.apply(diff(95, 100, 90))
+    assert book.load_snapshot(snapshot(100)) == Applied(synced_now=True)
+    assert book.apply(diff(140, 150, 100)) == Applied()
+
+
+def test_sync_event_with_big_U_equal_to_last_update_id_is_accepted() -> None:
+    book = OrderBook("SUSHIUSDT")
+    book.apply(diff(100, 120, 90))
+    assert book.load_snapshot(snapshot(100)) == Applied(synced_now=True)
+
+
+def test_snapshot_before_any_spanning_event_waits_for_it() -> None:
+    book = OrderBook("BTCUSDT")
+    assert isinstance(book.load_snapshot(snapshot(100)), Dropped)
+    assert not book.synced
+    assert isinstance(book.apply(diff(80, 99, 70)), Dropped)
+    assert book.apply(diff(99, 103, 99)) == Applied(synced_now=True)
+
+
+def test_snapshot_older_than_the_stream_needs_resync() -> None:
+    book = OrderBook("BTCUSDT")
+    book.apply(diff(200, 210, 190))
+    outcome = book.load_snapshot(snapshot(100))
+    assert isinstance(outcome, NeedsResync)
+    assert "snapshot too old" in outcome.reason
+    assert book.buffered == 1  # the event is kept for the next snapshot
+    assert book.load_snapshot(snapshot(205)) == Applied(synced_now=True)
+
+
+def test_gap_in_pu_chain_marks_out_of_sync_and_clears_the_book() -> None:
+    book = synced_book()
+    outcome = book.apply(diff(120, 130, 110))  # pu 110 != last u 105
+    assert isinstance(outcome, NeedsResync)
+    assert "gap" in outcome.reason
+    assert not book.synced
+    assert book.top() is None
+    assert book.gaps == 1 and book.resyncs == 1
+    assert not book.is_usable(now_ms=1_000, stale_after_ms=5_000)
+    # after a new snapshot the buffered event that broke the chain is applied
+    assert book.load_snapshot(snapshot(125)) == Applied(synced_now=True)
+    assert book.last_update_id == 130
+
+
+def test_duplicate_event_is_dropped_without_resync() -> None:
+    book = synced_book()
+    assert isinstance(book.apply(diff(90, 105, 80)), Dropped)
+    assert book.synced
+
+
+def test_crossed_book_is_never_used() -> None:
+    book = synced_book()
+    outcome = book.apply(diff(106, 107, 105, bids=[(101.5, 1.0)]))  # bid above best ask 101
+    assert isinstance(outcome, NeedsResync)
+    assert "crossed" in outcome.reason
+    assert not book.synced
+
+
+def test_health_reports_stale_when_no_update_for_too_long() -> None:
+    book = synced_book()
+    assert book.health(now_ms=1_000 + 4_000, stale_after_ms=5_000).state is Health.SYNCED
+    assert book.health(now_ms=1_000 + 6_000, stale_after_ms=5_000).state is Health.STALE
+    assert not book.is_usable(now_ms=1_000 + 6_000, stale_after_ms=5_000)
+
+
+def test_views_top_imbalance_and_depth() -> None:
+    book = synced_book()
+    assert book.bids.top(2) == [(100.0, 5.0), (99.0, 2.0)]
+    assert book.asks.top(5) == [(101.0, 1.0), (102.0, 3.0)]
+    assert book.imbalance(10) == pytest.approx((7 - 4) / 11)
+    bid_usd, ask_usd = book.depth_within(0.01)  # mid 100.5: bids >= 99.495, asks <= 101.505
+    assert bid_usd == pytest.approx(100 * 5)
+    assert ask_usd == pytest.approx(101 * 1)
+
+
+def test_level_inserted_and_removed_keeps_sorted_order() -> None:
+    book = synced_book()
+    book.apply(diff(106, 107, 105, bids=[(99.5, 1.0), (98.0, 4.0)], asks=[(101.5, 2.0)]))
+    assert [p for p, _ in book.bids.top(10)] == [100.0, 99.5, 99.0, 98.0]
+    assert [p for p, _ in book.asks.top(10)] == [101.0, 101.5, 102.0]
+    book.apply(diff(108, 109, 107, bids=[(100.0, 0.0), (97.0, 0.0)]))  # 97 never existed: ignored
+    assert book.bids.best() == (99.5, 1.0)
+
+
+@pytest.mark.parametrize("path", ALL_RECORDINGS, ids=lambda p: p.name.split(".")[0])
+def test_real_recordings_sync_without_gaps_and_match_book_ticker(path) -> None:  # type: ignore[no-untyped-def]
+    """Every snapshot joins its stream, zero gaps, and the top of book equals bookTicker at the same u."""
+    check = json.loads((RECORDINGS / path.name.replace(".jsonl.gz", ".check.json")).read_text())
+    decoder, market = FrameDecoder(), Market()
+    for line in recording_lines(path):
+        frame = decoder.decode_capture_line(line)
+        if frame is not None:
+            market.on_frame(frame)
+    assert decoder.rejected.keys() <= {"ignored"}
+    assert set(check) == {s for s, st in market.symbols.items() if st.book.last_update_id}
+    for symbol, expected in check.items():
+        st = market.symbols[symbol]
+        rebuilt = expected["book_rebuild"]
+        assert st.book.synced, symbol
+        assert st.book.gaps == 0 and st.book.resyncs == 0
+        assert st.book.applied == rebuilt["events_applied"], symbol
+        assert st.check.checks == rebuilt["top_of_book_matches"], symbol
+        assert st.check.mismatches == 0, st.check.samples
+        assert st.book.last_update_id == expected["depth_last_u"]
+
+
+def test_deleting_a_diff_from_a_real_recording_is_detected_and_resynced() -> None:
+    lines = list(recording_lines(RECORDINGS / "cryptofeed-usdm-20210722-sushi-ctk.jsonl.gz"))
+    depth = [i for i, line in enumerate(lines) if b'"sushiusdt@depth@100ms"' in line]
+    del lines[depth[len(depth) // 2]]
+    # The recording holds no later snapshot, so after the gap the book must stay out of sync (never used).
+    decoder, market = FrameDecoder(), Market()
+    requests = []
+    for line in lines:
+        frame = decoder.decode_capture_line(line)
+        if frame is not None and (req := market.on_frame(frame)) is not None:
+            requests.append(req)
+    st = market.symbols["SUSHIUSDT"]
+    assert st.book.gaps == 1
+    assert not st.book.synced
+    assert any(r.symbol == "SUSHIUSDT" and "gap" in r.reason for r in requests)
+    assert st.features()["best_bid"] is None  # an unsynced book exposes nothing
+    assert market.symbols["CTKUSDT"].book.synced  # the other symbol is unaffected

@@ -1,0 +1,145 @@
+"""Decoding frames into typed events; every bad frame is counted by reason, never raised."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline
+from tapewatch.parse import FrameDecoder
+from tapewatch.streams import Kind
+from tests.helpers import FIXTURES
+
+
+def capture_line(stream: str, data: object) -> bytes:
+    return json.dumps({"recv": 1, "stream": stream, "data": data}).encode()
+
+
+def fixture(name: str) -> object:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_documented_payloads_decode_into_typed_events() -> None:
+    d = FrameDecoder()
+    depth = d.decode_capture_line(
+        capture_line("btcusdt@depth@100ms", fixture("ws_futures_usdt_depth_update.json"))
+    )
+    assert depth is not None and isinstance(depth.event, DepthUpdate)
+    assert depth.symbol == "BTCUSDT" and depth.kind is Kind.DEPTH
+    assert all(isinstance(p, float) and isinstance(q, float) for p, q in depth.event.bids)
+    # unknown extra fields (ps, st) are tolerated
+    extra = d.decode_capture_line(capture_line("btcusdt@depth", fixture("ws_futures_depth_update.json")))
+    assert extra is not None and isinstance(extra.event, DepthUpdate)
+    ticker = d.decode_capture_line(capture_line("btcusdt@bookTicker", fixture("ws_futures_book_ticker.json")))
+    assert ticker is not None and isinstance(ticker.event, BookTicker)
+    snap = d.decode_capture_line(
+        capture_line("rest:/fapi/v1/depth?symbol=BTCUSDT&limit=1000", fixture("usdt_futures_depth.json"))
+    )
+    assert snap is not None and isinstance(snap.event, DepthSnapshot) and snap.symbol == "BTCUSDT"
+    assert d.rejected == {}
+
+
+def test_trade_and_kline_payloads() -> None:
+    d = FrameDecoder()
+    agg = {
+        "e": "aggTrade",
+        "E": 5,
+        "a": 7,
+        "s": "ETHUSDT",
+        "p": "3000.5",
+        "q": "2.000",
+        "f": 1,
+        "l": 2,
+        "T": 4,
+        "m": True,
+    }
+    frame = d.decode_capture_line(capture_line("ethusdt@aggTrade", agg))
+    assert frame is not None and isinstance(frame.event, AggTrade)
+    assert frame.event.price == 3000.5 and frame.event.buyer_is_maker
+    k = {
+        "t": 0, "T": 59_999, "s": "ETHUSDT", "i": "1m", "f": 1, "L": 2, "o": "1", "c": "2", "h": "3",
+        "l": "0.5", "v": "10", "n": 2, "x": True, "q": "15", "V": "5", "Q": "7", "B": "0",
+    }  # fmt: skip
+    frame = d.decode_capture_line(
+        capture_line("ethusdt@kline_1m", {"e": "kline", "E": 60_000, "s": "ETHUSDT", "k": k})
+    )
+    assert frame is not None and isinstance(frame.event, Kline)
+    assert frame.event.candle.closed and frame.event.candle.quote_volume == 15.0
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"recv": 1, "stream": "btcusdt@aggTrade", "data": {', "malformed_json"),
+        (b"not json at all", "malformed_json"),
+        (b'{"recv": "x", "stream": 1}', "malformed_json"),
+        (capture_line("btcusdt@aggTrade", {"e": "aggTrade", "s": "BTCUSDT"}), "schema"),
+        (
+            capture_line("btcusdt@bookTicker", {"u": 1, "s": "X", "b": "NaN", "B": "1", "a": "2", "A": "1"}),
+            "bad_value",
+        ),
+        (
+            capture_line("btcusdt@bookTicker", {"u": 1, "s": "X", "b": "0", "B": "1", "a": "2", "A": "1"}),
+            "bad_value",
+        ),
+        (
+            capture_line("btcusdt@bookTicker", {"u": 1, "s": "X", "b": "1", "B": "-1", "a": "2", "A": "1"}),
+            "bad_value",
+        ),
+        (
+            capture_line("btcusdt@bookTicker", {"u": 1, "s": "X", "b": "inf", "B": "1", "a": "2", "A": "1"}),
+            "bad_value",
+        ),
+        (
+            capture_line("btcusdt@bookTicker", {"u": 1, "s": "X", "b": "abc", "B": "1", "a": "2", "A": "1"}),
+            "schema",
+        ),
+        (capture_line("btcusdt@markPriceXYZ", {}), "unknown_stream"),
+        (capture_line("no-at-sign", {}), "unknown_stream"),
+        (capture_line("rest:/fapi/v1/exchangeInfo", {}), "ignored"),
+    ],
+)
+def test_bad_frames_are_counted_by_reason(line: bytes, reason: str) -> None:
+    d = FrameDecoder()
+    assert d.decode_capture_line(line) is None
+    assert d.rejected == {reason: 1}
+
+
+def test_zero_quantity_in_a_diff_is_valid_but_negative_is_not() -> None:
+    d = FrameDecoder()
+    ev = {
+        "e": "depthUpdate",
+        "E": 1,
+        "T": 1,
+        "s": "BTCUSDT",
+        "U": 1,
+        "u": 2,
+        "pu": 0,
+        "b": [["1.0", "0"]],
+        "a": [],
+    }
+    assert d.decode_capture_line(capture_line("btcusdt@depth@100ms", ev)) is not None
+    ev["b"] = [["1.0", "-2"]]
+    assert d.decode_capture_line(capture_line("btcusdt@depth@100ms", ev)) is None
+    assert d.rejected_by_stream == {("bad_value", "btcusdt@depth@100ms"): 1}
+
+
+def test_ws_envelope() -> None:
+    d = FrameDecoder()
+    payload = {
+        "e": "aggTrade",
+        "E": 5,
+        "a": 7,
+        "s": "ETHUSDT",
+        "p": "1",
+        "q": "2",
+        "f": 1,
+        "l": 2,
+        "T": 4,
+        "m": False,
+    }
+    frame = d.decode_ws_frame(99, json.dumps({"stream": "ethusdt@aggTrade", "data": payload}))
+    assert frame is not None and frame.recv == 99 and frame.kind is Kind.AGG_TRADE
+    assert d.decode_ws_frame(99, b'{"result": null, "id": 1}') is None
+    assert d.rejected == {"malformed_json": 1}
