@@ -14,9 +14,7 @@ from typing import Any
 
 from realtime.capture import iter_capture
 from tapewatch.market import Market, MarketConfig
-from tapewatch.parse import FrameDecoder
-
-MALFORMED_REASONS = ("malformed_json", "schema", "bad_value", "unknown_stream")
+from tapewatch.parse import MALFORMED_REASONS, FrameDecoder
 
 
 def replay(paths: Iterable[Path], config: MarketConfig | None = None) -> dict[str, Any]:

@@ -16,7 +16,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     from tapewatch import logs
 
     settings = load_settings(args.config)
-    logs.configure(settings.log_level if not getattr(args, "verbose", False) else "DEBUG", settings.log_format)
+    logs.configure(
+        settings.log_level if not getattr(args, "verbose", False) else "DEBUG", settings.log_format
+    )
     return settings
 
 
@@ -40,12 +42,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if summary["book_mismatches"] == 0 else 1
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from realtime.main import exchange_settings
+    from realtime.main import main as run_main
+    from tapewatch.adapters.db import open_database
+    from tapewatch.adapters.embedded import ensure_redis
+
+    settings = exchange_settings(_settings(args), args.exchange)
+    if args.symbols:
+        settings = settings.model_copy(
+            update={"symbols": tuple(s.strip().upper() for s in args.symbols.split(","))}
+        )
+    open_database(settings).dispose()  # migrations at start-up
+    redis_url = ensure_redis(settings)
+    return run_main(settings, redis_url=redis_url, duration=args.duration, status_every=args.status_every)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from tapewatch.adapters.db import cli_upgrade
+
+    applied = cli_upgrade(_settings(args))
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tapewatch",
         description="Order-flow signals for Binance USD-M perpetual futures (signals only, never orders).",
     )
-    parser.add_argument("--config", type=Path, default=None, help="YAML settings file (or TAPEWATCH_CONFIG_FILE)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="YAML settings file (or TAPEWATCH_CONFIG_FILE)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -53,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="capture files (*.jsonl.gz) or directories of them")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("run", help="the realtime service: books, trade flow, capture, live state in Redis")
+    p.add_argument("--exchange", choices=("binance", "sim"), default="binance", help="market data source")
+    p.add_argument("--symbols", help="comma-separated symbols (default: TAPEWATCH_SYMBOLS or top by volume)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--status-every", type=float, default=None, help="print the live state every N seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = dbsub.add_parser("upgrade", help="apply pending migrations from sql/")
+    up.set_defaults(func=cmd_db)
     return parser
 
 

@@ -104,6 +104,8 @@ class Market:
         self.config = config or MarketConfig()
         self.symbols: dict[str, SymbolState] = {}
         self.counters: Counter[str] = Counter()
+        #: The exchange's "now": the latest event time seen on any symbol (staleness is judged against it).
+        self.now_ms = 0
 
     def state(self, symbol: str) -> SymbolState:
         st = self.symbols.get(symbol)
@@ -119,6 +121,8 @@ class Market:
         if kind is Kind.DEPTH:
             assert isinstance(ev, DepthUpdate)
             st.last_event_time = ev.event_time
+            if ev.event_time > self.now_ms:
+                self.now_ms = ev.event_time
             return self._book_outcome(st, st.book.apply(ev))
         if kind is Kind.BOOK_TICKER:
             assert isinstance(ev, BookTicker)
@@ -159,6 +163,11 @@ class Market:
             st.check.reset()
             return self._book_outcome(st, st.book.load_snapshot(ev))
         return None
+
+    def book_usable(self, symbol: str) -> bool:
+        """True when the symbol's book is synced, not crossed and fresh against the exchange's now."""
+        st = self.symbols.get(symbol)
+        return st is not None and st.book.is_usable(self.now_ms, self.config.stale_after_ms)
 
     def restart_stream(self, symbol: str, reason: str) -> SnapshotNeeded:
         """The depth stream of ``symbol`` (re)connected: its book must be rebuilt from a new snapshot."""

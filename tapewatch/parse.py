@@ -28,6 +28,8 @@ _DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
 }
 
 REST_DEPTH_PATHS = ("/fapi/v1/depth", "/dapi/v1/depth")
+#: Rejection reasons that mean the exchange (or the wire) sent something wrong.
+MALFORMED_REASONS = ("malformed_json", "schema", "bad_value", "unknown_stream")
 
 
 class CaptureLine(msgspec.Struct, frozen=True, gc=False):

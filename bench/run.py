@@ -1,0 +1,134 @@
+"""Replay benchmarks: replay rate vs raw gzip+JSON decode rate of the same files, and book update cost.
+
+Usage: ``make bench`` (or ``.venv/bin/python bench/run.py [--quick]``). Prints one block per capture and a
+JSON line with every figure. Sim captures are recorded once into ``var/bench/`` (deterministic by seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
+from realtime.replay import replay  # noqa: E402
+from realtime.sim.record import record  # noqa: E402
+from tapewatch.book import OrderBook  # noqa: E402
+from tapewatch.events import DepthSnapshot, DepthUpdate  # noqa: E402
+from tapewatch.parse import FrameDecoder  # noqa: E402
+from tapewatch.streams import Kind  # noqa: E402
+
+RECORDINGS = ROOT.parent / "shared" / "data" / "binance-futures"
+BENCH_DIR = ROOT / "var" / "bench"
+
+
+def sim_capture(symbols: int, minutes: float, seed: int = 1) -> Path:
+    out = BENCH_DIR / f"sim-{symbols}sym-{minutes:g}min-seed{seed}"
+    capture = out / "var" / "capture"
+    if not (out / "episodes.json").exists():
+        print(f"recording sim capture: {symbols} symbols x {minutes:g} min (once) ...", flush=True)
+        t = time.perf_counter()
+        record(out, int(minutes * 60_000), seed=seed, symbols=symbols)
+        print(f"  recorded in {time.perf_counter() - t:.1f} s", flush=True)
+    return capture
+
+
+def best_of(n: int, fn):  # type: ignore[no-untyped-def]
+    best, result = float("inf"), None
+    for _ in range(n):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def book_update_cost(paths: list[Path]) -> dict[str, float]:
+    """Seconds per applied depth event, measured on pre-decoded events (decode excluded)."""
+    decoder = FrameDecoder()
+    per_symbol: dict[str, list[DepthSnapshot | DepthUpdate]] = {}
+    for line in iter_capture(paths):
+        frame = decoder.decode_capture_line(line)
+        if frame is not None and frame.kind in (Kind.DEPTH, Kind.SNAPSHOT):
+            assert isinstance(frame.event, DepthSnapshot | DepthUpdate)
+            per_symbol.setdefault(frame.symbol, []).append(frame.event)
+    events = 0
+    levels = 0
+    start = time.perf_counter()
+    for symbol, evs in per_symbol.items():
+        book = OrderBook(symbol)
+        for ev in evs:
+            if isinstance(ev, DepthSnapshot):
+                book.load_snapshot(ev)
+            else:
+                book.apply(ev)
+                events += 1
+                levels += len(ev.bids) + len(ev.asks)
+    seconds = time.perf_counter() - start
+    return {
+        "depth_events": events,
+        "levels": levels,
+        "us_per_event": round(seconds / max(events, 1) * 1e6, 3),
+        "ns_per_level": round(seconds / max(levels, 1) * 1e9, 1),
+    }
+
+
+def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
+    raw_s, raw = best_of(repeat, lambda: count_and_decode_raw(paths))
+    rep_s, summary = best_of(repeat, lambda: replay(paths))
+    span_ms = _span_ms(paths)
+    fig: dict[str, object] = {
+        "capture": name,
+        "messages": raw.lines,
+        "bytes_mb": round(raw.bytes / 1e6, 1),
+        "raw_decode_msg_s": round(raw.lines / raw_s),
+        "replay_msg_s": round(summary["messages"] / rep_s),
+        "replay_over_raw": round(rep_s / raw_s, 2),
+        "capture_span_s": round(span_ms / 1000, 1),
+        "capture_msg_s": round(raw.lines / (span_ms / 1000), 1) if span_ms else None,
+        "speedup_vs_real_time": round(span_ms / 1000 / rep_s, 1) if span_ms else None,
+        "book_mismatches": summary["book_mismatches"],
+        "gaps": summary["gaps"],
+        **book_update_cost(paths),
+    }
+    print(
+        f"\n== {name}: {raw.lines:,} messages, {fig['bytes_mb']} MB of JSON, {fig['capture_span_s']} s of market\n"
+        f"  raw gzip+JSON decode : {fig['raw_decode_msg_s']:>10,} msg/s\n"
+        f"  replay (decode+books): {fig['replay_msg_s']:>10,} msg/s   = {fig['replay_over_raw']}x the raw cost\n"
+        f"  replay vs real time  : {fig['speedup_vs_real_time']}x  (capture produced {fig['capture_msg_s']} msg/s)\n"
+        f"  book update          : {fig['us_per_event']} us per depth event, {fig['ns_per_level']} ns per level\n"
+        f"  checks               : gaps {fig['gaps']}, bookTicker mismatches {fig['book_mismatches']}",
+        flush=True,
+    )
+    return fig
+
+
+def _span_ms(paths: list[Path]) -> int:
+    first = last = None
+    for line in iter_capture(paths):
+        recv = json.loads(line[: line.index(b",")] + b"}")["recv"]
+        first = recv if first is None else first
+        last = recv
+    return (last - first) if first is not None and last is not None else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="skip the 800-symbol capture")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    figures = []
+    for path in sorted(RECORDINGS.glob("*.jsonl.gz")):
+        figures.append(measure(path.name, [path], args.repeat))
+    figures.append(measure("sim 50 symbols x 10 min", [sim_capture(50, 10)], args.repeat))
+    if not args.quick:
+        figures.append(measure("sim 800 symbols x 2 min (whole market)", [sim_capture(800, 2)], 1))
+    print(json.dumps({"bench": "replay", "figures": figures}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Entry point of ``tapewatch run``: build the service's parts from the settings and run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Literal
+
+from realtime.capture import CaptureWriter
+from realtime.service import FeedService, summary
+from realtime.ws_pool import StreamPool
+from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.redis_state import AsyncRedisState
+from tapewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Exchange = Literal["binance", "sim"]
+
+
+def exchange_settings(
+    settings: Settings, exchange: Exchange, host: str | None = None, port: int | None = None
+) -> Settings:
+    """The settings with the Binance URLs pointed at the simulated exchange when ``exchange`` is ``sim``."""
+    if exchange == "binance":
+        return settings
+    host = host or settings.sim_host
+    port = port or settings.sim_port
+    return settings.model_copy(
+        update={
+            "binance_rest_url": f"http://{host}:{port}",
+            "binance_ws_public_url": f"ws://{host}:{port}/public",
+            "binance_ws_market_url": f"ws://{host}:{port}/market",
+        }
+    )
+
+
+async def run_service(
+    settings: Settings,
+    *,
+    redis_url: str | None,
+    duration: float | None = None,
+    status_every: float | None = None,
+    print_status: Callable[[str], None] = print,
+    stop: asyncio.Event | None = None,
+) -> FeedService:
+    """Run the realtime service until ``stop`` is set, ``duration`` seconds pass, or it is cancelled."""
+    stop = stop or asyncio.Event()
+    capture = (
+        CaptureWriter(settings.capture_dir, settings.capture_flush_interval)
+        if settings.capture_enabled
+        else None
+    )
+    redis = AsyncRedisState.from_url(redis_url) if redis_url else None
+    try:
+        async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
+            service = FeedService(settings, rest=rest, pool=pool, capture=capture, redis=redis)
+            task = asyncio.create_task(service.run(), name="feed-service")
+            status_task = (
+                asyncio.create_task(_status_loop(service, status_every, print_status))
+                if status_every
+                else None
+            )
+            waiters = [asyncio.create_task(stop.wait()), task]
+            if duration is not None:
+                waiters.append(asyncio.create_task(asyncio.sleep(duration)))
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for t in [*waiters, *([status_task] if status_task else [])]:
+                t.cancel()
+            for t in [*waiters, *([status_task] if status_task else [])]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            log.info("realtime service stopped: %s", summary(service))
+            return service
+    finally:
+        if capture is not None:
+            capture.close()
+        if redis is not None:
+            await redis.aclose()
+
+
+async def _status_loop(service: FeedService, every: float, out: Callable[[str], None]) -> None:
+    while True:
+        await asyncio.sleep(every)
+        out(service.status_table())
+
+
+def main(
+    settings: Settings, *, redis_url: str | None, duration: float | None, status_every: float | None
+) -> int:
+    """Run in the foreground; SIGINT/SIGTERM stop it cleanly."""
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_service(
+            settings,
+            redis_url=redis_url,
+            duration=duration,
+            status_every=status_every,
+            print_status=lambda text: print(text, flush=True, file=sys.stdout),
+            stop=stop,
+        )
+
+    asyncio.run(_main())
+    return 0

@@ -1,0 +1,252 @@
+"""``tapewatch run``: the realtime service wiring transport, capture, book sync and market state.
+
+One asyncio process. Frames flow transport -> capture (byte-exact) -> decode -> market state; books that
+need a snapshot ask the scheduler, whose answers are captured and applied in the same loop, so a capture
+replays into exactly the books the live run had. Live state (heartbeat, per-symbol feed stats, metrics)
+goes to Redis once a second; Redis being away is counted and logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from typing import Any
+
+from realtime.capture import CaptureWriter
+from realtime.snapshots import RestAnswer, SnapshotScheduler
+from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
+from realtime.ws_pool import StreamPool
+from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
+from tapewatch.errors import StorageUnavailable
+from tapewatch.events import DepthSnapshot
+from tapewatch.market import Market, MarketConfig
+from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
+from tapewatch.settings import Settings
+from tapewatch.streams import Kind, UnknownStream, parse_stream, symbol_streams
+from tapewatch.universe import top_by_volume, tradable_perpetuals
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "realtime"
+TIMEFRAMES = ("1m", "15m")
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def choose_universe(rest: BinanceRest, settings: Settings) -> list[str]:
+    """``Settings.symbols`` if given (unknown names are dropped with an error), else the top by volume."""
+    info, _ = await rest.exchange_info()
+    tradable = tradable_perpetuals(info.symbols)
+    if settings.symbols:
+        unknown = sorted(set(settings.symbols) - tradable)
+        if unknown:
+            log.error(
+                "not tradable USDT perpetuals, ignored: %s (check TAPEWATCH_SYMBOLS)", ", ".join(unknown)
+            )
+        return [s for s in settings.symbols if s in tradable]
+    tickers, _ = await rest.ticker_24hr()
+    return top_by_volume(tradable, tickers, settings.universe_size)
+
+
+class FeedService:
+    """The market-data half of the realtime service."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rest: BinanceRest,
+        pool: StreamPool,
+        capture: CaptureWriter | None = None,
+        redis: AsyncRedisState | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rest = rest
+        self.pool = pool
+        self.capture = capture
+        self.redis = redis
+        self.decoder = FrameDecoder()
+        self.market = Market(MarketConfig.from_settings(settings))
+        self.universe: list[str] = []
+        self.counters: Counter[str] = Counter()
+        self.started_ms = _wall_ms()
+        self._lag_ms: dict[str, int] = {}
+        self.snapshots = SnapshotScheduler(
+            self._fetch_snapshot,
+            self._on_snapshot,
+            limit_for=self._snapshot_limit,
+            min_interval=settings.resync_min_interval,
+        )
+
+    # --- universe -------------------------------------------------------------------------------------
+    def set_universe(self, symbols: list[str]) -> None:
+        """Watch exactly these symbols (subscribe/unsubscribe live; no reconnect)."""
+        for gone in set(self.universe) - set(symbols):
+            self.snapshots.cancel(gone)
+        self.universe = list(symbols)
+        streams = [
+            s for sym in symbols for s in symbol_streams(sym, self.settings.update_frequency, TIMEFRAMES)
+        ]
+        self.pool.set_streams(streams)
+        log.info("universe: %d symbols, %d streams", len(symbols), len(streams))
+
+    def _snapshot_limit(self, symbol: str) -> int:
+        top = self.universe[: self.settings.universe_size]
+        return self.settings.snapshot_limit if symbol in top else self.settings.tail_snapshot_limit
+
+    # --- frames ---------------------------------------------------------------------------------------
+    def handle(self, item: Received | StreamsStarted | StreamsStopped) -> None:
+        """Process one delivery of the transport (never raises for bad data)."""
+        if isinstance(item, Received):
+            if self.capture is not None:
+                self.capture.write(item.recv_ms, item.stream, item.raw)
+            frame = self.decoder.decode_payload(item.recv_ms, item.stream, item.raw)
+            if frame is not None:
+                self._apply(frame)
+            return
+        for stream in item.streams:
+            try:
+                name = parse_stream(stream)
+            except UnknownStream:
+                continue
+            if name.kind is not Kind.DEPTH:
+                continue
+            if isinstance(item, StreamsStarted):
+                # frames after this marker do not continue the old ones: the book starts over
+                self.counters[f"depth_restart_{item.reason}"] += 1
+                request = self.market.restart_stream(name.symbol, f"depth stream {item.reason}")
+                self.snapshots.request(request.symbol, request.reason)
+            else:
+                self.snapshots.cancel(name.symbol)
+
+    def _apply(self, frame: Frame) -> None:
+        event_time = getattr(frame.event, "event_time", 0)
+        if event_time:
+            self._lag_ms[frame.symbol] = frame.recv - event_time
+        request = self.market.on_frame(frame)
+        if request is not None:
+            self.snapshots.request(request.symbol, request.reason)
+
+    async def _fetch_snapshot(self, symbol: str, limit: int) -> tuple[DepthSnapshot, RestAnswer]:
+        return await self.rest.depth(symbol, limit)
+
+    def _on_snapshot(self, symbol: str, snapshot: DepthSnapshot, answer: RestAnswer) -> None:
+        recv = _wall_ms()
+        if self.capture is not None:
+            self.capture.write(recv, answer.stream, answer.body)
+        self._apply(Frame(recv, answer.stream, symbol, Kind.SNAPSHOT, snapshot))
+
+    async def consume(self) -> None:
+        """Drain the transport queue forever."""
+        frames = self.pool.frames
+        while True:
+            item = await frames.get()
+            self.handle(item)
+
+    # --- live state -----------------------------------------------------------------------------------
+    def feed(self, symbol: str) -> SymbolFeed:
+        st = self.market.state(symbol)
+        book = st.book
+        health = book.health(self.market.now_ms, self.market.config.stale_after_ms)
+        usable = health.state == "synced"
+        top = book.top() if usable else None
+        return SymbolFeed(
+            state=str(health.state),
+            update_id=book.last_update_id or None,
+            best_bid=top.bid_price if top else None,
+            best_ask=top.ask_price if top else None,
+            imbalance_top10=round(book.imbalance(10), 6) if usable else None,
+            last_event_ms=book.last_event_time or None,
+            lag_ms=self._lag_ms.get(symbol),
+            messages=book.applied,
+            gaps=book.gaps,
+            resyncs=book.resyncs,
+            book_checks=st.check.checks,
+            book_mismatches=st.check.mismatches,
+        )
+
+    def metrics(self) -> dict[str, int | float]:
+        totals = self.market.totals()
+        pool = self.pool.stats
+        return {
+            "messages": self.market.counters["messages"],
+            "malformed": sum(self.decoder.rejected[r] for r in MALFORMED_REASONS),
+            "symbols": len(self.universe),
+            "synced": sum(1 for s in self.universe if self.market.book_usable(s)),
+            "snapshots_waiting": self.snapshots.waiting,
+            "snapshots_fetched": self.snapshots.counters["fetched"],
+            "queue_drops": self.pool.frames.drops,
+            "reconnects": sum(pool.reconnects.values()),
+            "redis_errors": self.counters["redis_errors"],
+            **totals,
+        }
+
+    async def publish_loop(self, interval: float = 1.0) -> None:
+        """Heartbeat, per-symbol feed stats and metrics to Redis, once per ``interval``."""
+        if self.redis is None:
+            return
+        pid = os.getpid()
+        while True:
+            try:
+                await self.redis.beat(COMPONENT, ttl_s=max(10.0, interval * 10), info={"pid": pid})
+                for symbol in self.universe:
+                    await self.redis.publish_feed(symbol, self.feed(symbol), ttl_s=max(60.0, interval * 60))
+                await self.redis.publish_metrics(self.metrics(), COMPONENT)
+            except StorageUnavailable as exc:
+                self.counters["redis_errors"] += 1
+                if self.counters["redis_errors"] in (1, 10) or self.counters["redis_errors"] % 100 == 0:
+                    log.warning("cannot publish live state to Redis (will keep trying): %s", exc)
+            await asyncio.sleep(interval)
+
+    def status_table(self, limit: int = 12) -> str:
+        """A plain-text table of the live book and flow state of the first ``limit`` symbols."""
+        rows = [
+            f"{'symbol':<12}{'book':<11}{'bid':>14}{'ask':>14}{'imb10':>8}{'LB5m':>6}{'LS5m':>6}"
+            f"{'qvol5m $':>14}{'vwap1h':>14}{'gaps':>6}{'resync':>7}{'checks':>8}{'bad':>5}"
+        ]
+        for symbol in self.universe[:limit]:
+            f = self.feed(symbol)
+            st = self.market.state(symbol)
+            vwap = st.vwap.vwap
+            rows.append(
+                f"{symbol:<12}{f.state:<11}{_num(f.best_bid):>14}{_num(f.best_ask):>14}"
+                f"{_num(f.imbalance_top10, 3):>8}{st.flow.large_buys:>6}{st.flow.large_sells:>6}"
+                f"{st.flow.quote_volume:>14,.0f}{_num(vwap):>14}{f.gaps:>6}{f.resyncs:>7}"
+                f"{f.book_checks:>8}{f.book_mismatches:>5}"
+            )
+        m = self.metrics()
+        rows.append(
+            f"messages {m['messages']:,}  synced {m['synced']}/{m['symbols']}  malformed {m['malformed']}  "
+            f"gaps {m['gaps']}  resyncs {m['resyncs']}  reconnects {m['reconnects']}  "
+            f"book checks {m['book_checks']:,} (mismatches {m['book_mismatches']})"
+        )
+        return "\n".join(rows)
+
+    async def run(self, symbols: list[str] | None = None) -> None:
+        """Choose the universe (unless given), subscribe and process until cancelled."""
+        if symbols is None:
+            symbols = await choose_universe(self.rest, self.settings)
+        if not symbols:
+            log.error("the universe is empty: no symbol to watch (check TAPEWATCH_SYMBOLS / UNIVERSE_SIZE)")
+        self.set_universe(symbols)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.consume(), name="consume")
+            group.create_task(self.snapshots.run(), name="snapshots")
+            group.create_task(self.publish_loop(), name="publish")
+
+
+def _num(value: float | None, digits: int = 6) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def summary(service: FeedService) -> dict[str, Any]:
+    """End-of-run summary (same keys as replay where they mean the same)."""
+    return {**service.metrics(), "rejected": dict(service.decoder.rejected)}
