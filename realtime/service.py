@@ -175,7 +175,7 @@ class FeedService:
         totals = self.market.totals()
         pool = self.pool.stats
         return {
-            "messages": self.market.counters["messages"],
+            "messages": self.market.messages,
             "malformed": sum(self.decoder.rejected[r] for r in MALFORMED_REASONS),
             "symbols": len(self.universe),
             "synced": sum(1 for s in self.universe if self.market.book_usable(s)),

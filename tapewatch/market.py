@@ -8,9 +8,10 @@ The same object serves live, replay and tests: it never fetches anything. When a
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tapewatch.book import Applied, Buffered, NeedsResync, OrderBook, Outcome
 from tapewatch.candles import CandleSeries
@@ -106,6 +107,18 @@ class Market:
         self.counters: Counter[str] = Counter()
         #: The exchange's "now": the latest event time seen on any symbol (staleness is judged against it).
         self.now_ms = 0
+        self.messages = 0
+        self._handlers: dict[Kind, Callable[[SymbolState, Any], SnapshotNeeded | None]] = defaultdict(
+            lambda: self._ignore,
+            {
+                Kind.DEPTH: self._on_depth,
+                Kind.BOOK_TICKER: self._on_book_ticker,
+                Kind.AGG_TRADE: self._on_agg_trade,
+                Kind.TRADE: self._on_trade,
+                Kind.KLINE: self._on_kline,
+                Kind.SNAPSHOT: self._on_snapshot,
+            },
+        )
 
     def state(self, symbol: str) -> SymbolState:
         st = self.symbols.get(symbol)
@@ -115,53 +128,55 @@ class Market:
 
     def on_frame(self, frame: Frame) -> SnapshotNeeded | None:
         """Apply one decoded frame. Returns a snapshot request when the symbol's book needs one."""
-        self.counters["messages"] += 1
-        st = self.state(frame.symbol)
-        kind, ev = frame.kind, frame.event
-        if kind is Kind.DEPTH:
-            assert isinstance(ev, DepthUpdate)
-            st.last_event_time = ev.event_time
-            if ev.event_time > self.now_ms:
-                self.now_ms = ev.event_time
-            return self._book_outcome(st, st.book.apply(ev))
-        if kind is Kind.BOOK_TICKER:
-            assert isinstance(ev, BookTicker)
-            if ev.update_id <= st.last_ticker_id:
-                self.counters["out_of_order_book_ticker"] += 1
-                return None
-            st.last_ticker_id = ev.update_id
-            st.check.on_ticker(ev)
-            return None
-        if kind is Kind.AGG_TRADE:
-            assert isinstance(ev, AggTrade)
-            if ev.agg_id <= st.last_agg_id:
-                self.counters["out_of_order_trade"] += 1
-                return None
-            st.last_agg_id = ev.agg_id
+        self.messages += 1
+        st = self.symbols.get(frame.symbol)
+        if st is None:
+            st = self.state(frame.symbol)
+        return self._handlers[frame.kind](st, frame.event)
+
+    # One handler per event kind (a dict lookup beats an if-chain on the hot path).
+    def _on_depth(self, st: SymbolState, ev: DepthUpdate) -> SnapshotNeeded | None:
+        st.last_event_time = t = ev.event_time
+        if t > self.now_ms:
+            self.now_ms = t
+        return self._book_outcome(st, st.book.apply(ev))
+
+    def _on_book_ticker(self, st: SymbolState, ev: BookTicker) -> None:
+        if ev.update_id <= st.last_ticker_id:
+            self.counters["out_of_order_book_ticker"] += 1
+            return
+        st.last_ticker_id = ev.update_id
+        st.check.on_ticker(ev)
+
+    def _on_agg_trade(self, st: SymbolState, ev: AggTrade) -> None:
+        if ev.agg_id <= st.last_agg_id:
+            self.counters["out_of_order_trade"] += 1
+            return
+        st.last_agg_id = ev.agg_id
+        self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+
+    def _on_trade(self, st: SymbolState, ev: Trade) -> None:
+        if ev.trade_id <= st.last_trade_id:
+            self.counters["out_of_order_trade"] += 1
+            return
+        st.last_trade_id = ev.trade_id
+        if ev.kind == "MARKET":
             self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
-            return None
-        if kind is Kind.TRADE:
-            assert isinstance(ev, Trade)
-            if ev.trade_id <= st.last_trade_id:
-                self.counters["out_of_order_trade"] += 1
-                return None
-            st.last_trade_id = ev.trade_id
-            if ev.kind == "MARKET":
-                self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
-            return None
-        if kind is Kind.KLINE:
-            assert isinstance(ev, Kline)
-            series = st.candles.get(ev.candle.interval)
-            if series is None:
-                series = st.candles[ev.candle.interval] = CandleSeries(self.config.kline_history_bars)
-            series.update(ev.candle)
-            return None
-        if kind is Kind.SNAPSHOT:
-            assert isinstance(ev, DepthSnapshot)
-            self.counters["snapshots"] += 1
-            st.snapshot_pending = False
-            st.check.reset()
-            return self._book_outcome(st, st.book.load_snapshot(ev))
+
+    def _on_kline(self, st: SymbolState, ev: Kline) -> None:
+        series = st.candles.get(ev.candle.interval)
+        if series is None:
+            series = st.candles[ev.candle.interval] = CandleSeries(self.config.kline_history_bars)
+        series.update(ev.candle)
+
+    def _on_snapshot(self, st: SymbolState, ev: DepthSnapshot) -> SnapshotNeeded | None:
+        self.counters["snapshots"] += 1
+        st.snapshot_pending = False
+        st.check.reset()
+        return self._book_outcome(st, st.book.load_snapshot(ev))
+
+    @staticmethod
+    def _ignore(st: SymbolState, ev: object) -> None:
         return None
 
     def book_usable(self, symbol: str) -> bool:
