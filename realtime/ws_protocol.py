@@ -1,0 +1,76 @@
+"""Binance's combined-stream websocket protocol, without I/O: URLs, control messages, frame classification.
+
+A combined-stream connection ``<base>/stream?streams=a/b/c`` carries two kinds of text frames:
+data ``{"stream": "<name>", "data": {...}}`` and replies to our control messages
+``{"result": null, "id": 7}`` or ``{"error": {"code": 2, "msg": "..."}, "id": 7}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+Method = Literal["SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS"]
+
+
+class Incoming(msgspec.Struct, frozen=True, gc=False):
+    """Any frame on a combined-stream connection. ``data``/``result``/``error`` stay undecoded;
+    an absent one is an empty :class:`msgspec.Raw`."""
+
+    stream: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    id: int | None = None
+    result: msgspec.Raw = msgspec.Raw()
+    error: msgspec.Raw = msgspec.Raw()
+
+
+class _Control(msgspec.Struct, frozen=True):
+    method: str
+    params: list[str]
+    id: int
+
+
+class _ErrorBody(msgspec.Struct, frozen=True):
+    code: int | None = None
+    msg: str = ""
+
+
+incoming_decoder = msgspec.json.Decoder(Incoming)
+_list_decoder = msgspec.json.Decoder(list[str])
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
+_encoder = msgspec.json.Encoder()
+
+
+def combined_url(base: str, streams: Sequence[str]) -> str:
+    """``<base>/stream?streams=a/b/c``; stream names are ``[a-z0-9_@]`` and need no escaping."""
+    return f"{base.rstrip('/')}/stream?streams={'/'.join(streams)}"
+
+
+def control_message(method: Method, params: Sequence[str], request_id: int) -> str:
+    """The JSON text of a control message, e.g. ``{"method":"SUBSCRIBE","params":[...],"id":1}``."""
+    return _encoder.encode(_Control(method, list(params), request_id)).decode()
+
+
+def has_error(frame: Incoming) -> bool:
+    """True when a reply carries a non-null ``error``."""
+    return len(frame.error) > 0 and bytes(frame.error) != b"null"
+
+
+def describe_error(frame: Incoming) -> str:
+    """``code N: message`` of an error reply (the raw text when it is not Binance's usual shape)."""
+    raw = bytes(frame.error)
+    try:
+        body = _error_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return raw.decode(errors="replace")[:200]
+    return f"code {body.code}: {body.msg}"
+
+
+def decode_list_result(frame: Incoming) -> list[str] | None:
+    """The stream names of a ``LIST_SUBSCRIPTIONS`` reply, or None when the result is not a list."""
+    try:
+        return _list_decoder.decode(frame.result)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
