@@ -1,0 +1,125 @@
+"""Every Redis key and stream name of tapewatch, in one place.
+
+Processes talk through these names (and the SQL schema), so a name is defined here and nowhere else. All of
+them sit under one prefix, ``tw:`` in production; tests use a unique prefix each so they never meet.
+
+| name                               | type   | holds                                                        |
+|------------------------------------|--------|--------------------------------------------------------------|
+| ``tw:heartbeat:<component>``       | string | JSON ``{"component", "ts" (ms), "pid", "host", "info"}``, TTL |
+| ``tw:components``                  | set    | every component that ever sent a heartbeat (so status can say which is down) |
+| ``tw:symbol:<SYMBOL>:feed``        | hash   | live feed stats and book health of one symbol (``SymbolFeed``), TTL |
+| ``tw:symbols:feed``                | set    | symbols that have a feed hash                                |
+| ``tw:metrics:<component>``         | hash   | counters/gauges snapshot of a component, plus ``updated_ms``   |
+| ``tw:control:universe``            | string | JSON array of symbols the service must follow; absent = its own choice |
+| ``tw:control:paused``              | string | why signalling is paused; absent = not paused                |
+| ``tw:control:backup_feed``         | string | ``1`` = use the backup market-data feed; absent = primary      |
+| ``tw:control:max_universe``        | string | most symbols to follow (shrink under load); absent = no cap  |
+| ``tw:control:events``              | stream | one entry per control change, so the service wakes up        |
+| ``tw:stream:signals``              | stream | published signals                                            |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: The prefix of every production key.
+PREFIX = "tw:"
+
+#: Components that send heartbeats and metrics.
+REALTIME = "realtime"
+DAGSTER = "dagster"
+DASHBOARD = "dashboard"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_SYMBOL = re.compile(r"^[A-Z0-9]+$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*:$")
+
+
+def check_component(component: str) -> str:
+    """``component`` if it is a valid component name (lower-case letters, digits, ``_ . -``); else ValueError."""
+    if not _NAME.match(component):
+        raise ValueError(f"component names are lower-case letters, digits, '_', '.', '-'; got {component!r}")
+    return component
+
+
+def check_symbol(symbol: str) -> str:
+    """``symbol`` if it is a Binance symbol (upper-case letters and digits, like BTCUSDT); else ValueError."""
+    if not _SYMBOL.match(symbol):
+        raise ValueError(f"symbols are upper-case letters and digits, like BTCUSDT; got {symbol!r}")
+    return symbol
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """The names of every key and stream under one prefix. ``KEYS`` is the production one."""
+
+    prefix: str = PREFIX
+
+    def __post_init__(self) -> None:
+        # No glob characters: patterns built from the prefix must match only our keys.
+        if not _PREFIX.match(self.prefix):
+            raise ValueError(
+                f"a key prefix is words separated and ended by ':', like 'tw:'; got {self.prefix!r}"
+            )
+
+    def heartbeat(self, component: str) -> str:
+        """String: the heartbeat JSON of ``component``; expires when the component stops beating."""
+        return f"{self.prefix}heartbeat:{check_component(component)}"
+
+    @property
+    def components(self) -> str:
+        """Set: every component that ever sent a heartbeat."""
+        return f"{self.prefix}components"
+
+    def symbol_feed(self, symbol: str) -> str:
+        """Hash: live feed stats and book health of ``symbol``."""
+        return f"{self.prefix}symbol:{check_symbol(symbol)}:feed"
+
+    @property
+    def feed_symbols(self) -> str:
+        """Set: the symbols that have a feed hash."""
+        return f"{self.prefix}symbols:feed"
+
+    def metrics(self, component: str = REALTIME) -> str:
+        """Hash: the latest counters/gauges snapshot of ``component``."""
+        return f"{self.prefix}metrics:{check_component(component)}"
+
+    @property
+    def control_universe(self) -> str:
+        """String: JSON array of the symbols the service must follow; absent = the service chooses."""
+        return f"{self.prefix}control:universe"
+
+    @property
+    def control_paused(self) -> str:
+        """String: why signalling is paused; absent = not paused."""
+        return f"{self.prefix}control:paused"
+
+    @property
+    def control_backup_feed(self) -> str:
+        """String: ``1`` = switch to the backup market-data feed; absent = primary feed."""
+        return f"{self.prefix}control:backup_feed"
+
+    @property
+    def control_max_universe(self) -> str:
+        """String: the most symbols the service may follow (it sheds load); absent = no cap."""
+        return f"{self.prefix}control:max_universe"
+
+    @property
+    def control_events(self) -> str:
+        """Stream: one entry per control change (``command``, ``value``, ``ts``, ``source``)."""
+        return f"{self.prefix}control:events"
+
+    @property
+    def signals_stream(self) -> str:
+        """Stream: published signals."""
+        return f"{self.prefix}stream:signals"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN/KEYS pattern matching every key of this keyspace (and nothing else)."""
+        return f"{self.prefix}*"
+
+
+#: The production keyspace.
+KEYS = Keyspace()

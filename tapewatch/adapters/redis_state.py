@@ -1,0 +1,275 @@
+"""Typed access to the live state in Redis: heartbeats, per-symbol feed stats, metrics, control keys.
+
+``AsyncRedisState`` (redis.asyncio) is what the realtime service writes with; ``RedisState`` (sync) is what
+tools read and command with (``tapewatch status``, Dagster, the dashboard). Each operation is written once,
+in ``redis_ops``, and run here by either client. Any Redis failure surfaces as StorageUnavailable, so a caller can count it and carry on::
+
+    try:
+        await state.beat(REALTIME)
+    except StorageUnavailable:
+        counters["redis_errors"] += 1
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from tapewatch.adapters.redis_keys import KEYS, REALTIME, Keyspace
+from tapewatch.adapters.redis_ops import (
+    MAX_BLOCK_MS,
+    Clock,
+    ControlEvent,
+    ControlState,
+    Heartbeat,
+    Op,
+    Ops,
+    SymbolFeed,
+    T,
+    call,
+)
+from tapewatch.errors import ConfigError, StorageUnavailable
+
+# The records callers use, importable from here with the classes that return them.
+__all__ = [
+    "MAX_BLOCK_MS",
+    "AsyncRedisState",
+    "ControlEvent",
+    "ControlState",
+    "Heartbeat",
+    "RedisState",
+    "SymbolFeed",
+]
+
+log = logging.getLogger(__name__)
+
+_SOCKET_TIMEOUT = 10.0  # > MAX_BLOCK_MS: a blocking XREAD must end before the socket gives up on it
+_CONNECT_TIMEOUT = 3.0
+_RETRIES = 2
+
+
+# --- running ops --------------------------------------------------------------------------------------
+
+
+def _describe(client: redis.Redis | redis.asyncio.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+@contextmanager
+def _storage_errors(where: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StorageUnavailable(
+            f"Redis at {where} is unavailable ({type(exc).__name__}: {exc}). Check that the server is running "
+            "and that TAPEWATCH_REDIS_URL points to it (leave it unset to use the embedded server under the "
+            "var dir)."
+        ) from exc
+
+
+def _client_options(
+    url: str, retry: type[redis.retry.Retry] | type[redis.asyncio.retry.Retry]
+) -> dict[str, Any]:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"Redis URL must start with redis://, rediss:// or unix://; got {url.split(':')[0]!r}"
+        )
+    return {
+        "decode_responses": True,
+        "protocol": 2,  # the reply shapes the decoders expect (RESP3 nests XREAD replies differently)
+        "socket_connect_timeout": _CONNECT_TIMEOUT,
+        "socket_timeout": _SOCKET_TIMEOUT,
+        "health_check_interval": 30,
+        # redis-py's default (10 retries) blocks a caller ~4 s per call while Redis is down; a couple of
+        # quick retries ride out a blip, then the caller hears StorageUnavailable and counts it.
+        "retry": retry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), _RETRIES),
+    }
+
+
+class RedisState:
+    """Synchronous access for tools: read everything, change control keys, publish heartbeats."""
+
+    def __init__(self, client: redis.Redis, *, keys: Keyspace = KEYS, clock: Clock = time.time) -> None:
+        self.client = client
+        self.keys = keys
+        self._ops = Ops(keys, clock)
+        self._where = _describe(client)
+
+    @classmethod
+    def from_url(cls, url: str, *, keys: Keyspace = KEYS, clock: Clock = time.time) -> RedisState:
+        """A state on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+        return cls(
+            redis.Redis.from_url(url, **_client_options(url, redis.retry.Retry)), keys=keys, clock=clock
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _run(self, op: Op[T]) -> T:
+        while True:
+            with _storage_errors(self._where):
+                pipe = self.client.pipeline(transaction=op.transaction)
+                for name, args, kwargs in op.calls:
+                    getattr(pipe, name)(*args, **kwargs)
+                replies = pipe.execute(raise_on_error=op.raise_on_error)
+            result = op.finish(replies)
+            if not isinstance(result, Op):
+                return result
+            op = result
+
+    def ping(self) -> None:
+        """Return when Redis answers; raise StorageUnavailable with advice otherwise."""
+        self._run(Op((call("ping"),), lambda _: None))
+
+    def beat(
+        self,
+        component: str,
+        *,
+        ttl_s: float = 30.0,
+        info: Mapping[str, str | int | float | bool] | None = None,
+    ) -> None:
+        """Record that ``component`` is alive; the heartbeat expires after ``ttl_s`` unless renewed."""
+        self._run(self._ops.beat(component, ttl_s, info))
+
+    def heartbeat(self, component: str) -> Heartbeat | None:
+        """The live heartbeat of ``component``; None when it expired (the component is down) or is unreadable."""
+        return self._run(self._ops.heartbeat(component))
+
+    def heartbeats(self) -> dict[str, Heartbeat | None]:
+        """Every component that ever beat, with its live heartbeat or None (down)."""
+        return self._run(self._ops.heartbeats())
+
+    def forget_component(self, component: str) -> None:
+        """Drop a decommissioned component so that status stops reporting it down."""
+        self._run(self._ops.forget_component(component))
+
+    def feed(self, symbol: str) -> SymbolFeed | None:
+        """The feed stats of ``symbol``; None when expired, never published or unreadable."""
+        return self._run(self._ops.feed(symbol))
+
+    def feeds(self) -> dict[str, SymbolFeed]:
+        """The feed stats of every symbol that has them."""
+        return self._run(self._ops.feeds())
+
+    def metrics(self, component: str = REALTIME) -> dict[str, float]:
+        """The last metrics snapshot of ``component`` (``updated_ms`` included); {} when there is none."""
+        return self._run(self._ops.metrics(component))
+
+    def read_control(self) -> ControlState:
+        """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""
+        return self._run(self._ops.read_control())
+
+    def set_universe(self, symbols: Sequence[str] | None, *, source: str) -> None:
+        """Make the service follow ``symbols`` (None: let it choose again). ValueError for a bad symbol."""
+        self._run(self._ops.set_universe(symbols, source))
+
+    def pause(self, reason: str, *, source: str) -> None:
+        """Pause signalling (the service keeps its books and capture) until ``resume``."""
+        if not reason:
+            raise ValueError("a pause needs a reason: it is shown to operators")
+        self._run(self._ops.set_control(self.keys.control_paused, "paused", reason, source))
+
+    def resume(self, *, source: str) -> None:
+        """Resume signalling."""
+        self._run(self._ops.set_control(self.keys.control_paused, "paused", None, source))
+
+    def set_backup_feed(self, on: bool, *, source: str) -> None:
+        """Switch the service to the backup market-data feed (True) or back to the primary one."""
+        self._run(
+            self._ops.set_control(self.keys.control_backup_feed, "backup_feed", "1" if on else None, source)
+        )
+
+    def set_max_universe(self, limit: int | None, *, source: str) -> None:
+        """Cap the number of symbols the service follows (None: no cap). ValueError unless ``limit >= 1``."""
+        self._run(self._ops.set_max_universe(limit, source))
+
+    def control_events(self, after: str = "0-0", *, count: int = 100) -> list[ControlEvent]:
+        """Control changes after stream id ``after`` (oldest first, at most ``count``)."""
+        return self._run(self._ops.control_events(after, None, count))
+
+
+class AsyncRedisState:
+    """Asynchronous access for the realtime service: publish its state, read and wait for control changes."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, *, keys: Keyspace = KEYS, clock: Clock = time.time
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self._ops = Ops(keys, clock)
+        self._where = _describe(client)
+
+    @classmethod
+    def from_url(cls, url: str, *, keys: Keyspace = KEYS, clock: Clock = time.time) -> AsyncRedisState:
+        """A state on a new asyncio client for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+        client = redis.asyncio.Redis.from_url(url, **_client_options(url, redis.asyncio.retry.Retry))
+        return cls(client, keys=keys, clock=clock)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _run(self, op: Op[T]) -> T:
+        while True:
+            with _storage_errors(self._where):
+                pipe = self.client.pipeline(transaction=op.transaction)
+                for name, args, kwargs in op.calls:
+                    getattr(pipe, name)(*args, **kwargs)
+                replies = await pipe.execute(raise_on_error=op.raise_on_error)
+            result = op.finish(replies)
+            if not isinstance(result, Op):
+                return result
+            op = result
+
+    async def ping(self) -> None:
+        """Return when Redis answers; raise StorageUnavailable with advice otherwise."""
+        await self._run(Op((call("ping"),), lambda _: None))
+
+    async def beat(
+        self,
+        component: str = REALTIME,
+        *,
+        ttl_s: float = 30.0,
+        info: Mapping[str, str | int | float | bool] | None = None,
+    ) -> None:
+        """Record that ``component`` is alive; the heartbeat expires after ``ttl_s`` unless renewed."""
+        await self._run(self._ops.beat(component, ttl_s, info))
+
+    async def publish_feed(self, symbol: str, feed: SymbolFeed, *, ttl_s: float = 300.0) -> None:
+        """Replace the feed stats of ``symbol`` (they expire after ``ttl_s`` unless published again)."""
+        await self._run(self._ops.publish_feed(symbol, feed, ttl_s))
+
+    async def remove_feed(self, symbol: str) -> None:
+        """Drop the feed stats of a symbol that left the universe."""
+        await self._run(self._ops.remove_feed(symbol))
+
+    async def publish_metrics(self, values: Mapping[str, int | float], component: str = REALTIME) -> None:
+        """Replace the metrics snapshot of ``component`` (``updated_ms`` is added)."""
+        await self._run(self._ops.publish_metrics(values, component))
+
+    async def read_control(self) -> ControlState:
+        """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""
+        return await self._run(self._ops.read_control())
+
+    async def last_control_event_id(self) -> str:
+        """The id of the newest control event ("0-0" when none): where to start waiting from."""
+        return await self._run(self._ops.last_control_event_id())
+
+    async def control_events(
+        self, after: str, *, block_ms: int | None = None, count: int = 100
+    ) -> list[ControlEvent]:
+        """Control changes after stream id ``after``; with ``block_ms``, wait that long (<= 5000) for one.
+
+        The control keys are the truth and the events only wake the service: on any event, ``read_control``."""
+        return await self._run(self._ops.control_events(after, block_ms, count))

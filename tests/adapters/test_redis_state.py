@@ -1,0 +1,370 @@
+"""Redis keys and the typed state wrapper, against a real Redis (the session's, or one of the test's own)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from tapewatch.adapters.embedded import start_redis, stop_redis
+from tapewatch.adapters.redis_keys import KEYS, REALTIME, Keyspace
+from tapewatch.adapters.redis_state import AsyncRedisState, ControlState, RedisState, SymbolFeed
+from tapewatch.errors import ConfigError, StorageUnavailable
+
+NOW = 1_723_111_200.0  # 2024-08-08 10:00:00 UTC, a fixed wall clock
+
+
+def clock() -> float:
+    return NOW
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- key names (no server) --------------------------------------------------------------------------------
+
+
+def test_production_key_names() -> None:
+    assert KEYS.heartbeat("realtime") == "tw:heartbeat:realtime"
+    assert KEYS.symbol_feed("BTCUSDT") == "tw:symbol:BTCUSDT:feed"
+    assert KEYS.metrics() == "tw:metrics:realtime"
+    assert (KEYS.control_universe, KEYS.control_paused) == ("tw:control:universe", "tw:control:paused")
+    assert (KEYS.control_backup_feed, KEYS.control_max_universe) == (
+        "tw:control:backup_feed",
+        "tw:control:max_universe",
+    )
+    assert KEYS.control_events == "tw:control:events"
+    assert KEYS.signals_stream == "tw:stream:signals"
+    assert KEYS.pattern == "tw:*"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: KEYS.heartbeat(""),
+        lambda: KEYS.heartbeat("real time"),
+        lambda: KEYS.heartbeat("a:b"),
+        lambda: KEYS.metrics("*"),
+        lambda: KEYS.symbol_feed("btcusdt"),
+        lambda: KEYS.symbol_feed("BTC*"),
+        lambda: Keyspace("tw"),
+        lambda: Keyspace("tw*:"),
+        lambda: Keyspace(""),
+    ],
+)
+def test_names_that_could_collide_or_glob_are_refused(make: object) -> None:
+    with pytest.raises(ValueError):
+        make()  # type: ignore[operator]
+
+
+# --- heartbeats -------------------------------------------------------------------------------------------
+
+
+def test_heartbeats_carry_time_pid_and_expire(redis_state: RedisState, redis_client: redis.Redis) -> None:
+    state = RedisState(redis_state.client, keys=redis_state.keys, clock=clock)
+    assert state.heartbeats() == {}
+    state.beat("realtime", ttl_s=15, info={"symbols": 30, "exchange": "sim"})
+    beat = state.heartbeat("realtime")
+    assert beat is not None
+    assert (beat.component, beat.ts, beat.info) == (
+        "realtime",
+        int(NOW * 1000),
+        {"symbols": 30, "exchange": "sim"},
+    )
+    assert beat.pid > 0 and beat.host
+    assert beat.age(int(NOW * 1000) + 2500) == 2.5
+    assert 0 < redis_client.pttl(state.keys.heartbeat("realtime")) <= 15_000
+    state.beat("dagster")
+    assert set(state.heartbeats()) == {"realtime", "dagster"}
+    # Expiry is what "down" looks like: the component stays known, its heartbeat is gone.
+    redis_client.delete(state.keys.heartbeat("dagster"))
+    beats = state.heartbeats()
+    assert beats["dagster"] is None and beats["realtime"] == beat
+    state.forget_component("dagster")
+    assert set(state.heartbeats()) == {"realtime"}
+
+
+def test_an_unreadable_heartbeat_reads_as_down(redis_state: RedisState, redis_client: redis.Redis) -> None:
+    redis_state.beat("realtime")
+    redis_client.set(redis_state.keys.heartbeat("realtime"), "{not json")
+    assert redis_state.heartbeat("realtime") is None
+    assert redis_state.heartbeats() == {"realtime": None}
+    with pytest.raises(ValueError):
+        redis_state.beat("realtime", ttl_s=0)
+
+
+# --- feed stats and metrics (written async by the service, read sync by tools) -----------------------------
+
+
+def test_feed_stats_round_trip_and_replace(
+    redis_url: str, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    synced = SymbolFeed(
+        state="synced",
+        update_id=7_000_001,
+        best_bid=64_000.1,
+        best_ask=64_000.2,
+        imbalance_top10=-0.3125,
+        last_event_ms=1_723_111_199_900,
+        lag_ms=12.5,
+        messages=1200,
+        gaps=1,
+        resyncs=1,
+    )
+    resyncing = SymbolFeed(state="resyncing", messages=1300, gaps=2, resyncs=2)
+
+    async def service() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys, clock=clock)
+        try:
+            await state.publish_feed("BTCUSDT", synced, ttl_s=60)
+            await state.publish_feed("ETHUSDT", resyncing)
+            await state.publish_feed("ETHUSDT", resyncing)
+        finally:
+            await state.aclose()
+
+    asyncio.run(service())
+    stamped = int(NOW * 1000)
+    assert redis_state.feed("BTCUSDT") == msgspec.structs.replace(synced, updated_ms=stamped)
+    assert 0 < redis_client.pttl(redis_state.keys.symbol_feed("BTCUSDT")) <= 60_000
+    assert set(redis_state.feeds()) == {"BTCUSDT", "ETHUSDT"}
+
+    async def book_lost() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys, clock=clock)
+        try:
+            await state.publish_feed("BTCUSDT", resyncing)
+            await state.remove_feed("ETHUSDT")
+        finally:
+            await state.aclose()
+
+    asyncio.run(book_lost())
+    btc = redis_state.feed("BTCUSDT")
+    assert btc is not None and btc.state == "resyncing" and btc.best_bid is None and btc.update_id is None
+    assert set(redis_state.feeds()) == {"BTCUSDT"}
+    assert redis_state.feed("ETHUSDT") is None
+
+
+def test_unreadable_feed_stats_are_skipped(redis_state: RedisState, redis_client: redis.Redis) -> None:
+    keys = redis_state.keys
+    redis_client.hset(keys.symbol_feed("BTCUSDT"), mapping={"state": "synced", "update_id": "many"})
+    redis_client.sadd(keys.feed_symbols, "BTCUSDT", "XRPUSDT")  # XRPUSDT: listed, but its hash expired
+    assert redis_state.feed("BTCUSDT") is None
+    assert redis_state.feeds() == {}
+
+
+def test_metrics_snapshots_replace_each_other(
+    redis_url: str, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    async def service() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys, clock=clock)
+        try:
+            await state.publish_metrics({"messages": 10, "redis_errors": 1, "old_gauge": 0.5})
+            await state.publish_metrics({"messages": 25, "redis_errors": 1, "loop_lag_ms": 3.25})
+        finally:
+            await state.aclose()
+
+    asyncio.run(service())
+    assert redis_state.metrics(REALTIME) == {
+        "messages": 25.0,
+        "redis_errors": 1.0,
+        "loop_lag_ms": 3.25,
+        "updated_ms": NOW * 1000,
+    }
+    redis_client.hset(redis_state.keys.metrics(REALTIME), "broken", "n/a")
+    assert "broken" not in redis_state.metrics(REALTIME)
+    assert redis_state.metrics("dashboard") == {}
+
+
+# --- control ----------------------------------------------------------------------------------------------
+
+
+def test_control_changes_reach_the_service(redis_url: str, redis_state: RedisState) -> None:
+    assert redis_state.read_control() == ControlState()
+    redis_state.set_universe(["BTCUSDT", "ETHUSDT"], source="rescan")
+    redis_state.pause("data quality: 3 sigma anomaly", source="sensor")
+    redis_state.set_backup_feed(True, source="sensor")
+    redis_state.set_max_universe(12, source="sensor")
+
+    async def service() -> ControlState:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys)
+        try:
+            return await state.read_control()
+        finally:
+            await state.aclose()
+
+    control = asyncio.run(service())
+    assert control == ControlState(
+        universe=("BTCUSDT", "ETHUSDT"),
+        paused_reason="data quality: 3 sigma anomaly",
+        backup_feed=True,
+        max_universe=12,
+    )
+    assert control.paused
+    events = redis_state.control_events()
+    assert [(e.command, e.source) for e in events] == [
+        ("universe", "rescan"),
+        ("paused", "sensor"),
+        ("backup_feed", "sensor"),
+        ("max_universe", "sensor"),
+    ]
+    assert events[0].value == '["BTCUSDT","ETHUSDT"]' and events[3].value == "12"
+    redis_state.set_universe(None, source="operator")
+    redis_state.resume(source="operator")
+    redis_state.set_backup_feed(False, source="operator")
+    redis_state.set_max_universe(None, source="operator")
+    assert redis_state.read_control() == ControlState()
+    assert [e.command for e in redis_state.control_events(events[-1].id)] == [
+        "universe",
+        "paused",
+        "backup_feed",
+        "max_universe",
+    ]
+
+
+def test_a_control_change_wakes_a_waiting_service(redis_url: str, redis_state: RedisState) -> None:
+    async def service() -> tuple[list[str], float]:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys)
+        try:
+            after = await state.last_control_event_id()
+            assert after == "0-0"
+            assert await state.control_events(after) == []  # nothing yet, and no blocking without block_ms
+            # The change comes from another process while the service waits.
+            operator = threading.Timer(0.05, lambda: redis_state.pause("operator", source="cli"))
+            operator.start()
+            started = time.monotonic()
+            events = await state.control_events(after, block_ms=5000)
+            waited = time.monotonic() - started
+            operator.join()
+            return [e.command for e in events], waited
+        finally:
+            await state.aclose()
+
+    commands, waited = asyncio.run(service())
+    assert commands == ["paused"]
+    assert waited < 2.0  # woken by the event, not by the 5 s timeout
+
+
+def test_hostile_control_values_are_ignored_and_reported(
+    redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    keys = redis_state.keys
+    redis_client.set(keys.control_universe, "BTCUSDT,ETHUSDT")  # not JSON
+    redis_client.set(keys.control_backup_feed, "maybe")
+    redis_client.set(keys.control_max_universe, "-3")
+    redis_client.rpush(keys.control_paused, "oops")  # wrong type: GET fails with WRONGTYPE
+    control = redis_state.read_control()
+    assert (control.universe, control.backup_feed, control.max_universe, control.paused) == (
+        None,
+        False,
+        None,
+        False,
+    )
+    assert set(control.invalid) == {
+        keys.control_universe,
+        keys.control_backup_feed,
+        keys.control_max_universe,
+        keys.control_paused,
+    }
+    redis_client.set(keys.control_universe, '["BTCUSDT", "btc usdt"]')
+    assert redis_state.read_control().universe is None
+    # Values an operator types by hand are understood.
+    redis_client.set(keys.control_universe, '["SOLUSDT"]')
+    redis_client.set(keys.control_backup_feed, "1")
+    redis_client.set(keys.control_max_universe, "5")
+    redis_client.delete(keys.control_paused)
+    assert redis_state.read_control() == ControlState(universe=("SOLUSDT",), backup_feed=True, max_universe=5)
+
+
+def test_bad_control_commands_are_refused_before_reaching_redis(redis_state: RedisState) -> None:
+    with pytest.raises(TypeError):
+        redis_state.set_universe("BTCUSDT", source="cli")
+    with pytest.raises(ValueError, match="BTC-USDT"):
+        redis_state.set_universe(["BTCUSDT", "BTC-USDT"], source="cli")
+    for limit in (0, -1, True):
+        with pytest.raises(ValueError):
+            redis_state.set_max_universe(limit, source="cli")
+    with pytest.raises(ValueError, match="reason"):
+        redis_state.pause("", source="cli")
+    assert redis_state.read_control() == ControlState()
+    assert redis_state.control_events() == []
+
+
+def test_waiting_longer_than_the_socket_timeout_is_refused(redis_url: str, redis_keys: Keyspace) -> None:
+    async def service() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_keys)
+        try:
+            with pytest.raises(ValueError, match="block_ms"):
+                await state.control_events("0-0", block_ms=60_000)
+        finally:
+            await state.aclose()
+
+    asyncio.run(service())
+
+
+# --- Redis unreachable or going away ----------------------------------------------------------------------
+
+
+def test_a_bad_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="redis://"):
+        RedisState.from_url("http://127.0.0.1:6379")
+
+
+def test_an_unreachable_redis_is_storage_unavailable_with_advice() -> None:
+    state = RedisState.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    try:
+        with pytest.raises(StorageUnavailable) as caught:
+            state.ping()
+        assert "TAPEWATCH_REDIS_URL" in str(caught.value) and "running" in str(caught.value)
+    finally:
+        state.close()
+
+
+@pytest.mark.db
+def test_redis_going_away_and_coming_back(server_tmp_path: Path) -> None:
+    # A Redis of this test's own: stopping the session's (or the machine's) server would hurt others.
+    redis_dir = server_tmp_path / "redis"
+    url = start_redis(redis_dir)
+    keys = Keyspace("twtest:outage:")
+    tool = RedisState.from_url(url, keys=keys)
+    try:
+        tool.pause("maintenance", source="test")
+
+        async def service_while(up: bool) -> int:
+            """Run what the service does each second; count the failures as the service would."""
+            state = AsyncRedisState.from_url(url, keys=keys)
+            errors = 0
+            try:
+                for step in (state.beat(), state.publish_metrics({"messages": 1}), state.read_control()):
+                    try:
+                        result = await step
+                        if isinstance(result, ControlState):
+                            assert result.paused_reason == "maintenance"
+                    except StorageUnavailable as exc:
+                        assert "TAPEWATCH_REDIS_URL" in str(exc)
+                        errors += 1
+                assert up == (errors == 0)
+            finally:
+                await state.aclose()
+            return errors
+
+        assert asyncio.run(service_while(up=True)) == 0
+        assert stop_redis(redis_dir)
+        assert asyncio.run(service_while(up=False)) == 3
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="unix://"):
+            tool.read_control()
+        assert time.monotonic() - started < 2.0  # a short retry, not redis-py's default ~4 s of them
+        start_redis(redis_dir)
+        assert tool.read_control().paused_reason == "maintenance"  # kept in the append-only file
+        assert asyncio.run(service_while(up=True)) == 0
+    finally:
+        tool.close()
+        stop_redis(redis_dir)
