@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="PostgreSQL URL; unset = embedded server under var/.")
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded server under var/.")
     var_dir: Path = Field(Path("var"), description="Where embedded servers, captures and reports live.")
+    redis_prefix: str = Field(
+        "tw:", pattern=r"^([A-Za-z0-9_-]+:)+$", description="Prefix of every Redis key, like tw: (one per deployment)."
+    )
 
     # --- Binance endpoints -----------------------------------------------------------------------------
     binance_rest_url: str = Field("https://fapi.binance.com", description="REST base URL.")
@@ -122,6 +125,47 @@ class Settings(BaseSettings):
     capture_enabled: bool = Field(True, description="Write every incoming frame to var/capture/.")
     capture_flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between capture flushes.")
 
+    # --- signal management (spec 8.1 SIGNAL_MANAGEMENT) and trade plans -------------------------------------
+    max_daily_high: int = Field(20, ge=0, le=10_000, description="HIGH signals per UTC day (event time).")
+    max_daily_medium: int = Field(40, ge=0, le=10_000, description="MEDIUM signals per UTC day (event time).")
+    max_daily_low: int = Field(20, ge=0, le=10_000, description="LOW signals per UTC day (event time).")
+    response_window_high: float = Field(
+        60, gt=0, le=86_400, description="Seconds a HIGH signal's entry may trigger (spec: immediate)."
+    )
+    response_window_medium: float = Field(
+        300, gt=0, le=86_400, description="Seconds a MEDIUM signal's entry may trigger (spec: <5min)."
+    )
+    response_window_low: float = Field(
+        900, gt=0, le=86_400, description="Seconds a LOW signal's entry may trigger (spec: <15min)."
+    )
+    hold_time_high_min: float = Field(15, gt=0, le=10_080, description="HIGH hold band, lower bound (min).")
+    hold_time_high_max: float = Field(45, gt=0, le=10_080, description="HIGH hold band, upper bound (min).")
+    hold_time_medium_min: float = Field(
+        30, gt=0, le=10_080, description="MEDIUM hold band, lower bound (min)."
+    )
+    hold_time_medium_max: float = Field(
+        90, gt=0, le=10_080, description="MEDIUM hold band, upper bound (min)."
+    )
+    hold_time_low_min: float = Field(60, gt=0, le=10_080, description="LOW hold band, lower bound (min).")
+    hold_time_low_max: float = Field(180, gt=0, le=10_080, description="LOW hold band, upper bound (min).")
+    risk_per_signal: float = Field(
+        0.005, gt=0, le=0.1, description="Share of capital lost at the stop (sizes the position)."
+    )
+    max_position_size: float = Field(
+        1.0, gt=0, le=100, description="Largest suggested position, notional as a share of capital."
+    )
+    taker_fee: float = Field(0.0005, ge=0, lt=0.01, description="Taker fee per side (0.0005 = 0.05 %).")
+    tp1_r: float = Field(1.0, gt=0, le=50, description="First target, in R (multiples of the stop distance).")
+    tp2_r: float = Field(2.0, gt=0, le=50, description="Second target, in R; above tp1_r.")
+    move_stop_to_entry_at_tp1: bool = Field(True, description="Move the stop to the entry once TP1 is hit.")
+    cooldown_after_loss: int = Field(
+        3, ge=0, le=1000, description="Candidates suppressed on a symbol after a stop-out."
+    )
+    stop_atr_multiple: float = Field(1.5, gt=0, le=50, description="Widest stop, in ATR(15m) from the entry.")
+    min_stop_atr_multiple: float = Field(
+        0.5, ge=0, le=50, description="Closest stop, in ATR(15m); at most stop_atr_multiple."
+    )
+
     # --- simulator and logging -------------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulated exchange host.")
     sim_port: int = Field(8765, ge=1, le=65535, description="Simulated exchange port.")
@@ -147,6 +191,31 @@ class Settings(BaseSettings):
     @classmethod
     def _check_ws_url(cls, value: str) -> str:
         return _check_url(value, ("ws", "wss")) or value
+
+    @field_validator("hold_time_high_max", "hold_time_medium_max", "hold_time_low_max")
+    @classmethod
+    def _check_hold_band(cls, value: float, info: ValidationInfo) -> float:
+        lower_key = str(info.field_name).removesuffix("_max") + "_min"
+        lower = info.data.get(lower_key)
+        if lower is not None and value <= lower:
+            raise ValueError(f"must be above {lower_key} ({lower})")
+        return value
+
+    @field_validator("tp2_r")
+    @classmethod
+    def _check_tp2_r(cls, value: float, info: ValidationInfo) -> float:
+        tp1 = info.data.get("tp1_r")
+        if tp1 is not None and value <= tp1:
+            raise ValueError(f"must be above tp1_r ({tp1})")
+        return value
+
+    @field_validator("min_stop_atr_multiple")
+    @classmethod
+    def _check_min_stop(cls, value: float, info: ValidationInfo) -> float:
+        widest = info.data.get("stop_atr_multiple")
+        if widest is not None and value > widest:
+            raise ValueError(f"must be at most stop_atr_multiple ({widest})")
+        return value
 
     @field_validator("symbols", mode="before")
     @classmethod

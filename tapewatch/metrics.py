@@ -1,0 +1,254 @@
+"""Performance metrics of finished signals (spec 9.1), daily and weekly, per tier and overall. Pure.
+
+Definitions (the README repeats them for operators):
+
+- A signal belongs to the **UTC day (and week) of its creation** event time.
+- ``signals_generated``: signals issued; ``signals_triggered``: those whose entry traded within the response
+  window. A **win** is a triggered signal whose P&L in R after fees is above 0; ``win_rate = wins /
+  triggered`` (None when none triggered). A TP1-then-entry "break-even" is a win (half closed at +1 R).
+- ``average_hold_minutes``: mean time from trigger to end over triggered signals.
+- ``total_pnl_r`` / ``total_pnl_pct``: sums of the signals' P&L in R and in % of capital (no compounding).
+- **Sharpe ratio**: of the daily R series (the sum of ``pnl_r`` of each UTC day's signals, a day without
+  signals counting 0): ``mean / sample stdev (n-1) × sqrt(365)`` — crypto trades every day of the year, and the
+  risk-free rate is 0 (R is already excess over flat). None with fewer than 2 days or no variation. The daily
+  block uses the trailing ``sharpe_days`` (30) days ending at its day, the weekly block its 7 days,
+  :func:`summarize` the days from the first to the last signal (or the range given).
+- **Max drawdown**: the largest fall of the cumulative R curve (starting at 0, signals in the order they
+  ended) below an earlier peak, as a positive number of R.
+- Weekly: ``best_symbols`` / ``worst_symbols``: the ``top_n`` (3) symbols with the highest / lowest total R
+  (ties by name; the lists overlap when there are fewer than 2·n symbols). ``strategy_efficiency``: total R
+  per signal generated. Trends: least-squares slope, per week, of the weekly win rate and of the weekly mean
+  quality score over the ``trend_weeks`` (8) weeks ending with this one (weeks without data are left out;
+  None with fewer than 2 points).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+
+import msgspec
+
+from tapewatch.outcome import Outcome
+from tapewatch.quality import TIERS, Tier
+
+DAY_MS = 86_400_000
+EPOCH = date(1970, 1, 1)
+#: Periods per year of the daily series, for the Sharpe ratio.
+DAYS_PER_YEAR = 365
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True):
+    """Spec 9.1 daily block for a set of signals (see the module docstring for each definition)."""
+
+    signals_generated: int = 0
+    signals_triggered: int = 0
+    wins: int = 0
+    win_rate: float | None = None
+    average_hold_minutes: float | None = None
+    total_pnl_r: float = 0.0
+    total_pnl_pct: float = 0.0
+    sharpe_ratio: float | None = None
+    max_drawdown_r: float = 0.0
+    mean_quality: float | None = None
+
+    def to_spec(self) -> dict[str, float | int | None]:
+        """The keys of spec 9.1 ``PERFORMANCE_METRICS['daily']`` (hold in minutes, P&L and drawdown in R),
+        plus ``total_pnl_pct``."""
+        return {
+            "signals_generated": self.signals_generated,
+            "signals_triggered": self.signals_triggered,
+            "win_rate": self.win_rate,
+            "average_hold_time": self.average_hold_minutes,
+            "total_pnl": self.total_pnl_r,
+            "total_pnl_pct": self.total_pnl_pct,
+            "sharpe_ratio": self.sharpe_ratio,
+            "max_drawdown": self.max_drawdown_r,
+        }
+
+
+class DailyMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    day: date
+    overall: Summary
+    by_tier: dict[Tier, Summary]
+
+
+class SymbolTotal(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    signals: int
+    total_r: float
+
+
+class WeeklyMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    week_start: date
+    overall: Summary
+    by_tier: dict[Tier, Summary]
+    best_symbols: tuple[SymbolTotal, ...]
+    worst_symbols: tuple[SymbolTotal, ...]
+    strategy_efficiency: float | None
+    win_rate_trend: float | None
+    quality_trend: float | None
+
+
+def day_of(event_time: int) -> date:
+    """The UTC date of an event time in ms."""
+    return EPOCH + timedelta(days=event_time // DAY_MS)
+
+
+def sharpe_ratio(daily_r: Sequence[float]) -> float | None:
+    """``mean / sample stdev × sqrt(365)`` of a daily R series; None below 2 days or without variation."""
+    if len(daily_r) < 2:
+        return None
+    spread = statistics.stdev(daily_r)
+    if spread == 0 or not math.isfinite(spread):
+        return None
+    return statistics.fmean(daily_r) / spread * math.sqrt(DAYS_PER_YEAR)
+
+
+def max_drawdown(pnl_r: Iterable[float]) -> float:
+    """Largest fall of the cumulative sum of ``pnl_r`` (from 0) below its running peak, >= 0."""
+    total = peak = worst = 0.0
+    for r in pnl_r:
+        total += r
+        peak = max(peak, total)
+        worst = max(worst, peak - total)
+    return worst
+
+
+def slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of ``(x, y)`` points; None with fewer than 2 distinct x."""
+    if len(points) < 2:
+        return None
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+def daily_r(outcomes: Iterable[Outcome], first: date, last: date) -> list[float]:
+    """R per UTC day from ``first`` to ``last`` inclusive (0 for a day without signals)."""
+    by_day: dict[date, float] = defaultdict(float)
+    for o in outcomes:
+        by_day[day_of(o.signal.created)] += o.pnl_r
+    return [by_day[first + timedelta(days=i)] for i in range((last - first).days + 1)]
+
+
+def _finished(outcomes: Iterable[Outcome]) -> list[Outcome]:
+    result = list(outcomes)
+    for o in result:
+        if not o.finished:
+            raise ValueError(
+                f"signal {o.signal.signal_id} ({o.signal.symbol}) is still {o.state}: metrics need finished"
+                " outcomes"
+            )
+    return result
+
+
+def _between(outcomes: Iterable[Outcome], first: date, last: date) -> list[Outcome]:
+    return _finished(o for o in outcomes if first <= day_of(o.signal.created) <= last)
+
+
+def _summary(members: Sequence[Outcome], sharpe: float | None) -> Summary:
+    triggered = [o for o in members if o.triggered]
+    wins = sum(1 for o in triggered if o.won)
+    holds = [o.hold_ms for o in triggered if o.hold_ms is not None]
+    ended = sorted(members, key=lambda o: (o.exit_time or 0, o.signal.created, o.signal.signal_id))
+    return Summary(
+        signals_generated=len(members),
+        signals_triggered=len(triggered),
+        wins=wins,
+        win_rate=wins / len(triggered) if triggered else None,
+        average_hold_minutes=statistics.fmean(holds) / 60_000 if holds else None,
+        total_pnl_r=math.fsum(o.pnl_r for o in members),
+        total_pnl_pct=math.fsum(o.pnl_pct for o in members),
+        sharpe_ratio=sharpe,
+        max_drawdown_r=max_drawdown(o.pnl_r for o in ended),
+        mean_quality=statistics.fmean(o.signal.quality_score for o in members) if members else None,
+    )
+
+
+def summarize(
+    outcomes: Iterable[Outcome], first_day: date | None = None, last_day: date | None = None
+) -> Summary:
+    """The summary of all ``outcomes`` (all must be finished; ValueError otherwise), Sharpe over the days
+    ``first_day``..``last_day`` (default: the first and last day with a signal)."""
+    members = _finished(outcomes)
+    days = [day_of(o.signal.created) for o in members]
+    first = first_day or (min(days) if days else None)
+    last = last_day or (max(days) if days else None)
+    sharpe = sharpe_ratio(daily_r(members, first, last)) if first and last else None
+    return _summary(members, sharpe)
+
+
+def _by_tier(
+    members: Sequence[Outcome], window: Sequence[Outcome], first: date, last: date
+) -> tuple[Summary, dict[Tier, Summary]]:
+    overall = _summary(members, sharpe_ratio(daily_r(window, first, last)))
+    by_tier = {
+        tier: _summary(
+            [o for o in members if o.signal.tier == tier],
+            sharpe_ratio(daily_r((o for o in window if o.signal.tier == tier), first, last)),
+        )
+        for tier in TIERS
+    }
+    return overall, by_tier
+
+
+def daily_metrics(outcomes: Iterable[Outcome], day: date, *, sharpe_days: int = 30) -> DailyMetrics:
+    """The daily block of ``day`` (signals created that UTC day), overall and per tier; the Sharpe ratio over
+    the ``sharpe_days`` days ending at ``day``. Outcomes outside that window are ignored; those inside must
+    be finished (ValueError otherwise)."""
+    if sharpe_days < 2:
+        raise ValueError(f"sharpe_days must be >= 2; got {sharpe_days}")
+    first = day - timedelta(days=sharpe_days - 1)
+    window = _between(outcomes, first, day)
+    members = [o for o in window if day_of(o.signal.created) == day]
+    overall, by_tier = _by_tier(members, window, first, day)
+    return DailyMetrics(day=day, overall=overall, by_tier=by_tier)
+
+
+def weekly_metrics(
+    outcomes: Iterable[Outcome], week_start: date, *, trend_weeks: int = 8, top_n: int = 3
+) -> WeeklyMetrics:
+    """The weekly block of the 7 days from ``week_start`` (see the module docstring); the trends look back
+    ``trend_weeks`` weeks. Outcomes in that span must be finished (ValueError otherwise)."""
+    if trend_weeks < 2 or top_n < 1:
+        raise ValueError(f"need trend_weeks >= 2 and top_n >= 1; got {trend_weeks}, {top_n}")
+    week_end = week_start + timedelta(days=6)
+    span = _between(outcomes, week_start - timedelta(weeks=trend_weeks - 1), week_end)
+    members = [o for o in span if week_start <= day_of(o.signal.created)]
+    overall, by_tier = _by_tier(members, members, week_start, week_end)
+
+    totals: dict[str, list[float]] = defaultdict(list)
+    for o in members:
+        totals[o.signal.symbol].append(o.pnl_r)
+    symbols = [SymbolTotal(symbol=s, signals=len(rs), total_r=math.fsum(rs)) for s, rs in totals.items()]
+    best = sorted(symbols, key=lambda t: (-t.total_r, t.symbol))[:top_n]
+    worst = sorted(symbols, key=lambda t: (t.total_r, t.symbol))[:top_n]
+
+    win_points: list[tuple[float, float]] = []
+    quality_points: list[tuple[float, float]] = []
+    for k in range(-(trend_weeks - 1), 1):
+        start = week_start + timedelta(weeks=k)
+        week = [o for o in span if start <= day_of(o.signal.created) < start + timedelta(weeks=1)]
+        summary = _summary(week, None)
+        if summary.win_rate is not None:
+            win_points.append((k, summary.win_rate))
+        if summary.mean_quality is not None:
+            quality_points.append((k, summary.mean_quality))
+
+    return WeeklyMetrics(
+        week_start=week_start,
+        overall=overall,
+        by_tier=by_tier,
+        best_symbols=tuple(best),
+        worst_symbols=tuple(worst),
+        strategy_efficiency=overall.total_pnl_r / len(members) if members else None,
+        win_rate_trend=slope(win_points),
+        quality_trend=slope(quality_points),
+    )

@@ -1,0 +1,513 @@
+"""What a signal would have done: trigger, targets, stop or expiry, P&L after fees, MFE/MAE. Pure.
+
+One set of rules, two ways to feed it: :class:`OutcomeTracker` follows a live signal trade by trade (and
+reports each state change as an :class:`OutcomeEvent`, the EXIT signals), and :func:`evaluate_candles`
+computes the authoritative outcome from 1-minute candles. A trade is the degenerate candle whose open, high,
+low and close are its price, so both go through the same state machine.
+
+States: ``WAITING`` → ``TRIGGERED`` → ``TP1`` → ``TP2`` | ``STOPPED`` | ``EXPIRED`` (final states are TP2,
+STOPPED and EXPIRED; ``WAITING`` may also end ``EXPIRED`` untriggered).
+
+- **Trigger**: price trades through the entry (``>= entry`` LONG, ``<= entry`` SHORT) at an event time within
+  ``[created, created + response window]`` of the tier (HIGH 60 s, MEDIUM 300 s, LOW 900 s; a trade at
+  exactly the deadline still counts, a candle must open before it); else the signal ends EXPIRED
+  untriggered at the deadline. The fill is the entry price.
+- **Targets**: ``tp1_share`` (50 %) is closed at TP1, the rest at TP2, both at the target price (limit orders:
+  no better fill is assumed). After TP1 the stop moves to the entry (``move_stop_to_entry``).
+- **Stop**: the rest is closed at the stop, or at the first price beyond it when the market gaps through
+  (a trade past the stop, a candle that opens past it): a stop fills at that price or worse.
+- **Expiry**: at the tier's upper hold bound (45/90/180 min) after the trigger, the rest is closed at the last
+  price seen at or before that time (for candles: the close of the last candle opening before it).
+- **Within one price range the order is unknown**, so the worst order is assumed: the stop is tested before a
+  target, and again after each target (a candle that holds the stop and a target counts the stop; a candle
+  that reaches TP1 and comes back to the entry counts TP1 then the stop at entry). The candle that triggers
+  the signal counts in full, its part before the trigger included (conservative for stops).
+- **P&L** of each part: ``(sign·(exit - entry) - fee·(entry + exit)) / R`` in R (R = |entry - stop| at
+  creation, fee the taker fee per side), summed over parts by share; in % of capital it is the same return on
+  notional times ``position_size`` (the signal's ``suggested_position_size``) × 100.
+- **MFE / MAE** in R, as non-negative distances: the best favourable and worst adverse move from the entry
+  while the position was open. On a range that ends the signal at its stop, only the levels the signal is
+  deemed to have reached count.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+import msgspec
+
+from tapewatch.features import check_price
+from tapewatch.quality import TIERS, Tier, priority_levels
+from tapewatch.rules import DIRECTIONS, Direction
+from tapewatch.settings import Settings
+from tapewatch.trade_plan import TP1_SHARE
+
+log = logging.getLogger(__name__)
+
+MINUTE_MS = 60_000
+
+
+class OutcomeState(enum.StrEnum):
+    WAITING = "WAITING"
+    TRIGGERED = "TRIGGERED"
+    TP1 = "TP1"
+    TP2 = "TP2"
+    STOPPED = "STOPPED"
+    EXPIRED = "EXPIRED"
+
+
+FINAL_STATES = frozenset({OutcomeState.TP2, OutcomeState.STOPPED, OutcomeState.EXPIRED})
+
+
+def check_kind(symbol: str, direction: str, tier: str) -> None:
+    """Raise ValueError unless ``direction`` is LONG/SHORT and ``tier`` HIGH/MEDIUM/LOW (typed input can still
+    come from JSON or a database row)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"{symbol}: direction must be LONG or SHORT; got {direction!r}")
+    if tier not in TIERS:
+        raise ValueError(f"{symbol}: tier must be HIGH, MEDIUM or LOW; got {tier!r}")
+
+
+class OpenSignal(msgspec.Struct, frozen=True, kw_only=True):
+    """The parts of an ENTRY signal its outcome depends on. ``created`` is its event time (ms);
+    ``position_size`` its ``suggested_position_size`` (notional as a share of capital)."""
+
+    signal_id: str
+    symbol: str
+    direction: Direction
+    tier: Tier
+    created: int
+    entry: float
+    stop: float
+    tp1: float
+    tp2: float
+    position_size: float = 0.0
+    quality_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_kind(self.symbol, self.direction, self.tier)
+        if self.created < 0:
+            raise ValueError(f"{self.symbol}: created must be epoch ms >= 0; got {self.created}")
+        for name in ("entry", "stop", "tp1", "tp2"):
+            check_price(f"{self.symbol} {name}", getattr(self, name))
+        s = self.sign
+        if not (s * self.stop < s * self.entry < s * self.tp1 < s * self.tp2):
+            order = "stop < entry < tp1 < tp2" if s > 0 else "stop > entry > tp1 > tp2"
+            raise ValueError(
+                f"{self.symbol} {self.direction}: need {order}; got stop={self.stop} entry={self.entry} "
+                f"tp1={self.tp1} tp2={self.tp2}"
+            )
+        if not (math.isfinite(self.position_size) and self.position_size >= 0):
+            raise ValueError(
+                f"{self.symbol}: position_size must be finite and >= 0; got {self.position_size}"
+            )
+        if not (math.isfinite(self.quality_score) and 0 <= self.quality_score <= 100):
+            raise ValueError(
+                f"{self.symbol}: quality_score must be within [0, 100]; got {self.quality_score}"
+            )
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.direction == "LONG" else -1.0
+
+    @property
+    def risk(self) -> float:
+        """R: the stop distance per unit, at creation."""
+        return abs(self.entry - self.stop)
+
+
+def _tier_ms(values: Mapping[Tier, int], what: str) -> None:
+    for tier in TIERS:
+        if tier not in values or values[tier] <= 0:
+            raise ValueError(f"{what} needs a value > 0 ms for {tier}; got {dict(values)}")
+
+
+class OutcomeParams(msgspec.Struct, frozen=True, kw_only=True):
+    """The rules' knobs: response window and upper hold bound per tier (ms), taker fee per side,
+    share closed at TP1, and whether the stop moves to the entry at TP1."""
+
+    response_ms: dict[Tier, int] = msgspec.field(
+        default_factory=lambda: {"HIGH": 60_000, "MEDIUM": 300_000, "LOW": 900_000}
+    )
+    hold_ms: dict[Tier, int] = msgspec.field(
+        default_factory=lambda: {"HIGH": 45 * MINUTE_MS, "MEDIUM": 90 * MINUTE_MS, "LOW": 180 * MINUTE_MS}
+    )
+    taker_fee: float = 0.0005
+    tp1_share: float = TP1_SHARE
+    move_stop_to_entry: bool = True
+
+    def __post_init__(self) -> None:
+        _tier_ms(self.response_ms, "response_ms")
+        _tier_ms(self.hold_ms, "hold_ms")
+        if not (math.isfinite(self.taker_fee) and 0 <= self.taker_fee < 0.01):
+            raise ValueError(f"taker_fee must be within [0, 0.01); got {self.taker_fee}")
+        # 1.0 would leave nothing for TP2: the TP1 state would already be final.
+        if not (math.isfinite(self.tp1_share) and 0 <= self.tp1_share < 1):
+            raise ValueError(f"tp1_share must be within [0, 1); got {self.tp1_share}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutcomeParams:
+        levels = priority_levels(settings)
+        return cls(
+            response_ms={t: p.response_window_ms for t, p in levels.items()},
+            hold_ms={t: p.hold_max_ms for t, p in levels.items()},
+            taker_fee=settings.taker_fee,
+            move_stop_to_entry=settings.move_stop_to_entry_at_tp1,
+        )
+
+
+class OutcomeEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A state change of a signal: the EXIT signal of TP1, TP2, STOPPED and EXPIRED (and TRIGGERED).
+
+    ``price`` is the fill (None when expiring untriggered); ``closed_share`` the share of the position this
+    event closed; ``realized_r`` the P&L in R after fees realised so far, this event included."""
+
+    signal_id: str
+    symbol: str
+    state: OutcomeState
+    time: int
+    price: float | None
+    closed_share: float
+    realized_r: float
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a signal as of event time ``as_of``: final when ``finished``, else provisional
+    (``pnl_r``/``pnl_pct`` then hold what is realised so far). ``exit_time``/``exit_price`` are those of the
+    event that finished it; ``last_price`` the last price seen while the position was open."""
+
+    signal: OpenSignal
+    state: OutcomeState
+    as_of: int
+    trigger_time: int | None = None
+    tp1_time: int | None = None
+    exit_time: int | None = None
+    exit_price: float | None = None
+    last_price: float | None = None
+    pnl_r: float = 0.0
+    pnl_pct: float = 0.0
+    mfe_r: float = 0.0
+    mae_r: float = 0.0
+    events: tuple[OutcomeEvent, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def triggered(self) -> bool:
+        return self.trigger_time is not None
+
+    @property
+    def tp1_hit(self) -> bool:
+        return self.tp1_time is not None
+
+    @property
+    def stopped_out(self) -> bool:
+        """Stopped before TP1: a loss, which starts the cooldown of the symbol (a stop at the entry after
+        TP1 is a break-even, not a stop-out)."""
+        return self.state is OutcomeState.STOPPED and not self.tp1_hit
+
+    @property
+    def won(self) -> bool:
+        """A triggered signal whose P&L in R after fees is above 0."""
+        return self.triggered and self.pnl_r > 0
+
+    @property
+    def hold_ms(self) -> int | None:
+        """From trigger to the end; None unless triggered and finished."""
+        if self.trigger_time is None or self.exit_time is None:
+            return None
+        return self.exit_time - self.trigger_time
+
+
+class _Life:
+    """The state machine both feeds share. ``step`` takes one price range at the current event time."""
+
+    __slots__ = (
+        "events",
+        "hold_deadline",
+        "last_price",
+        "mae",
+        "mfe",
+        "now",
+        "open_share",
+        "params",
+        "realized_r",
+        "realized_ret",
+        "sig",
+        "state",
+        "stop",
+        "tp1_time",
+        "trigger_deadline",
+        "trigger_time",
+    )
+
+    def __init__(self, sig: OpenSignal, params: OutcomeParams) -> None:
+        self.sig = sig
+        self.params = params
+        self.state = OutcomeState.WAITING
+        self.stop = sig.stop
+        self.now = sig.created
+        self.trigger_deadline = sig.created + params.response_ms[sig.tier]
+        self.hold_deadline: int | None = None
+        self.trigger_time: int | None = None
+        self.tp1_time: int | None = None
+        self.last_price: float | None = None
+        self.open_share = 1.0
+        self.realized_r = 0.0
+        self.realized_ret = 0.0  # return on notional, after fees, summed by share
+        self.mfe = 0.0
+        self.mae = 0.0
+        self.events: list[OutcomeEvent] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def deadline(self) -> int:
+        """The next deadline: of the trigger while waiting, else of the hold."""
+        return self.trigger_deadline if self.hold_deadline is None else self.hold_deadline
+
+    def _excursion(self, price: float) -> float:
+        return self.sig.sign * (price - self.sig.entry) / self.sig.risk
+
+    def _emit(self, state: OutcomeState, price: float | None, share: float) -> None:
+        self.state = state
+        self.events.append(
+            OutcomeEvent(
+                signal_id=self.sig.signal_id,
+                symbol=self.sig.symbol,
+                state=state,
+                time=self.now,
+                price=price,
+                closed_share=share,
+                realized_r=self.realized_r,
+            )
+        )
+
+    def _close(self, state: OutcomeState, price: float, share: float) -> None:
+        entry, fee = self.sig.entry, self.params.taker_fee
+        pnl = self.sig.sign * (price - entry) - fee * (entry + price)  # per unit, after both sides' fees
+        self.realized_r += share * pnl / self.sig.risk
+        self.realized_ret += share * pnl / entry
+        self.open_share -= share
+        self._emit(state, price, share)
+
+    def _trigger(self) -> None:
+        self.trigger_time = self.now
+        self.hold_deadline = self.now + self.params.hold_ms[self.sig.tier]
+        self._emit(OutcomeState.TRIGGERED, self.sig.entry, 0.0)
+
+    def advance(self, now: int) -> None:
+        """Move event time to ``now`` (never backwards) and expire the signal if a deadline has passed."""
+        if self.finished:
+            return
+        if now <= self.deadline:
+            self.now = max(self.now, now)
+        elif self.state is OutcomeState.WAITING:
+            self.now = self.deadline
+            self._emit(OutcomeState.EXPIRED, None, 0.0)
+        else:
+            self.now = self.deadline
+            # the range that triggered set last_price; the entry only stands in for a resumed row without it
+            price = self.last_price if self.last_price is not None else self.sig.entry
+            self._close(OutcomeState.EXPIRED, price, self.open_share)
+
+    def step(self, first: float, low: float, high: float, last: float) -> None:
+        """Apply prices traded at ``self.now`` (call :meth:`advance` first): ``first``/``last`` the range's
+        first and last price. Stops are tested before targets, and again after each target."""
+        if self.finished:
+            return
+        sign = self.sig.sign
+        favourable, adverse = (high, low) if sign > 0 else (low, high)
+        # A stop fills at the range's first price when the position was already open when the range began
+        # and that price is past the stop (a gap); otherwise at the stop itself.
+        gap_fill = self.state is not OutcomeState.WAITING
+        if self.state is OutcomeState.WAITING:
+            if sign * (favourable - self.sig.entry) < 0:
+                return
+            self._trigger()
+        while True:
+            if sign * (self.stop - adverse) >= 0:
+                fill = first if gap_fill and sign * (self.stop - first) >= 0 else self.stop
+                self.mae = max(self.mae, -self._excursion(fill))
+                self._close(OutcomeState.STOPPED, fill, self.open_share)
+                return
+            after_tp1 = self.state is OutcomeState.TP1
+            target = self.sig.tp2 if after_tp1 else self.sig.tp1
+            if sign * (favourable - target) < 0:
+                break
+            self.mfe = max(self.mfe, self._excursion(target))
+            if after_tp1:
+                # the stop was not reached in this range (tested above), so its whole adverse side counts
+                self.mae = max(self.mae, -self._excursion(adverse))
+                self._close(OutcomeState.TP2, target, self.open_share)
+                return
+            self.tp1_time = self.now
+            self._close(OutcomeState.TP1, target, self.params.tp1_share)
+            if self.params.move_stop_to_entry:
+                self.stop = self.sig.entry
+            gap_fill = False  # the price has been at TP1 since the range began
+        self.mfe = max(self.mfe, self._excursion(favourable))
+        self.mae = max(self.mae, -self._excursion(adverse))
+        self.last_price = last
+
+    def outcome(self) -> Outcome:
+        exit_event = self.events[-1] if self.finished else None
+        return Outcome(
+            signal=self.sig,
+            state=self.state,
+            as_of=self.now,
+            trigger_time=self.trigger_time,
+            tp1_time=self.tp1_time,
+            exit_time=exit_event.time if exit_event else None,
+            exit_price=exit_event.price if exit_event else None,
+            last_price=self.last_price,
+            pnl_r=self.realized_r,
+            pnl_pct=self.realized_ret * self.sig.position_size * 100.0,
+            mfe_r=self.mfe,
+            mae_r=self.mae,
+            events=tuple(self.events),
+        )
+
+    @classmethod
+    def resume(cls, outcome: Outcome, params: OutcomeParams) -> _Life:
+        """Rebuild the machine from a provisional outcome (its events replayed), e.g. after a restart."""
+        life = cls(outcome.signal, params)
+        for event in outcome.events:
+            life.now = event.time
+            if event.state is OutcomeState.TRIGGERED:
+                life._trigger()
+            elif event.state is OutcomeState.EXPIRED and event.price is None:
+                life._emit(OutcomeState.EXPIRED, None, 0.0)
+            else:
+                assert event.price is not None
+                life._close(event.state, event.price, event.closed_share)
+                if event.state is OutcomeState.TP1:
+                    life.tp1_time = event.time
+                    if params.move_stop_to_entry:
+                        life.stop = life.sig.entry
+        life.now = max(life.now, outcome.as_of)
+        life.last_price = outcome.last_price
+        life.mfe, life.mae = outcome.mfe_r, outcome.mae_r
+        return life
+
+
+class OutcomeTracker:
+    """Follows one live signal on its symbol's trades (event time, price), in arrival order.
+
+    Each call returns the state changes it caused (empty when none). Trades before the signal's creation
+    and bad prices (NaN, infinite, <= 0) are counted and skipped; once finished, input is ignored.
+    ``on_time`` lets a quiet symbol expire on the event time of other streams.
+    """
+
+    __slots__ = ("_life", "bad_prices", "early_trades")
+
+    def __init__(self, signal: OpenSignal, params: OutcomeParams | None = None) -> None:
+        self._life = _Life(signal, params or OutcomeParams())
+        self.bad_prices = 0
+        self.early_trades = 0
+
+    @classmethod
+    def resume(cls, outcome: Outcome, params: OutcomeParams | None = None) -> OutcomeTracker:
+        """A tracker that continues from ``outcome`` (as stored before a restart) as if never stopped."""
+        tracker = cls(outcome.signal, params)
+        tracker._life = _Life.resume(outcome, params or OutcomeParams())
+        return tracker
+
+    @property
+    def state(self) -> OutcomeState:
+        return self._life.state
+
+    @property
+    def finished(self) -> bool:
+        return self._life.finished
+
+    def outcome(self) -> Outcome:
+        return self._life.outcome()
+
+    def on_trade(self, time: int, price: float) -> list[OutcomeEvent]:
+        life = self._life
+        if life.finished:
+            return []
+        if not (math.isfinite(price) and price > 0):
+            self.bad_prices += 1
+            log.debug("bad trade price %r skipped", price, extra={"symbol": life.sig.symbol})
+            return []
+        if time < life.sig.created:
+            self.early_trades += 1
+            return []
+        seen = len(life.events)
+        life.advance(time)
+        life.step(price, price, price, price)
+        return life.events[seen:]
+
+    def on_time(self, now: int) -> list[OutcomeEvent]:
+        life = self._life
+        seen = len(life.events)
+        life.advance(now)
+        return life.events[seen:]
+
+
+class Bar(Protocol):
+    """An OHLC candle; :class:`tapewatch.events.Candle` is one."""
+
+    @property
+    def open_time(self) -> int: ...
+    @property
+    def close_time(self) -> int: ...
+    @property
+    def open(self) -> float: ...
+    @property
+    def high(self) -> float: ...
+    @property
+    def low(self) -> float: ...
+    @property
+    def close(self) -> float: ...
+
+
+def _check_bar(bar: Bar) -> None:
+    prices = (bar.open, bar.high, bar.low, bar.close)
+    if not all(math.isfinite(p) and p > 0 for p in prices):
+        raise ValueError(f"candle at {bar.open_time}: prices must be finite and > 0; got {prices}")
+    if not bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high:
+        raise ValueError(f"candle at {bar.open_time}: need low <= open, close <= high; got {prices}")
+    if bar.close_time < bar.open_time:
+        raise ValueError(f"candle at {bar.open_time}: close_time {bar.close_time} is before its open")
+
+
+def evaluate_candles(
+    signal: OpenSignal, candles: Iterable[Bar], params: OutcomeParams | None = None, until: int | None = None
+) -> Outcome:
+    """The outcome of ``signal`` over 1-minute candles, by the module's rules.
+
+    Windows count in whole candles: a candle counts toward the response window or the hold if it opens
+    before the deadline (one opening at the deadline lies after it). Candles that close before the signal's
+    creation are skipped; the others are taken in open-time order, each at the event time
+    ``max(open_time, time so far)``. ``until`` is the last event time the data covers (default: the last
+    candle's ``close_time``): once it reaches the deadline the signal expires; before that the outcome may
+    be provisional (not ``finished``). Raises ValueError on an impossible candle.
+    """
+    life = _Life(signal, params or OutcomeParams())
+    bars = sorted(candles, key=lambda b: b.open_time)
+    for bar in bars:
+        _check_bar(bar)
+    for bar in bars:
+        if bar.close_time < signal.created:
+            continue
+        if bar.open_time >= life.deadline:
+            break
+        life.advance(bar.open_time)
+        life.step(bar.open, bar.low, bar.high, bar.close)
+        if life.finished:
+            break
+    end = until if until is not None else (bars[-1].close_time if bars else None)
+    if end is not None and not life.finished and end + 1 >= life.deadline:
+        life.advance(life.deadline + 1)  # every candle opening before the deadline has been seen
+    return life.outcome()

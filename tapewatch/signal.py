@@ -1,0 +1,364 @@
+"""The Signal (spec 8.2, every field kept, plus its evidence) and the Candidate record, with JSON codecs.
+
+Ids are deterministic so a re-run, a replay or a restart never mints a second id for the same signal
+(DESIGN §3): an ENTRY's ``signal_id`` is the UUIDv5, under :data:`NAMESPACE`, of
+``"<symbol>|<direction>|<trigger event time ms>"``; an EXIT's id is the UUIDv5 of its exit reason under the
+parent's id as namespace. A candidate shares the id of the signal it became (or would have become).
+
+Both types validate themselves at construction and at JSON decoding: a NaN, a price <= 0, a stop or target
+on the wrong side of the entry raises :class:`ValueError` (``msgspec.ValidationError`` when decoding, a
+ValueError subclass) with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from tapewatch.features import DataQuality, Features, check_price
+from tapewatch.quality import QualityScore, Tier, priority_levels, score_features
+from tapewatch.rules import Condition, Direction, Evaluation, fmt_num
+from tapewatch.settings import Settings
+from tapewatch.trade_plan import TradePlan, confidence, expected_hold_time, plan_trade
+
+#: The tapewatch namespace of every signal id (fixed forever: changing it changes every id).
+NAMESPACE = uuid.UUID("5d0c1a4e-7a3b-5f0e-9c2d-7461706577a1")
+
+SignalType = Literal["ENTRY", "EXIT"]
+ExitReason = Literal["TP1", "TP2", "STOP", "EXPIRED"]
+EXIT_REASONS: tuple[ExitReason, ...] = ("TP1", "TP2", "STOP", "EXPIRED")
+#: The candidate fate of a setup that became a signal; any other fate is a rejection reason code.
+FATE_SIGNAL = "signal"
+FATE_LOW_QUALITY = "low_quality"
+#: No trade plan could be made: ATR(15m) unknown, or targets that would fall to zero or below.
+FATE_NO_PLAN = "no_plan"
+
+_PRICE_DIGITS = 10
+
+
+def signal_id_for(symbol: str, direction: Direction, trigger_time_ms: int) -> str:
+    """The ENTRY signal id (and candidate id) of a setup: UUIDv5 of ``symbol|direction|time``."""
+    if trigger_time_ms < 0:
+        raise ValueError(f"trigger event time must be epoch ms >= 0; got {trigger_time_ms}")
+    return str(uuid.uuid5(NAMESPACE, f"{symbol}|{direction}|{trigger_time_ms}"))
+
+
+def exit_signal_id(parent_id: str, reason: ExitReason) -> str:
+    """The EXIT signal id: UUIDv5 of the exit reason under the parent signal's id as namespace."""
+    return str(uuid.uuid5(uuid.UUID(parent_id), reason))
+
+
+def iso_timestamp(event_time_ms: int) -> str:
+    """Event time (epoch ms) as ISO-8601 UTC with milliseconds: ``2024-01-01T00:00:00.000Z``."""
+    moment = datetime.fromtimestamp(event_time_ms // 1000, tz=UTC)  # whole seconds: no float rounding
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{event_time_ms % 1000:03d}Z"
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    """A spec 8.2 signal (all fields, same names) plus the evidence a trader needs to trust it.
+
+    Evidence: ``event_time`` (ms, the trigger's exchange time; ``timestamp`` is it in ISO form),
+    ``reasons`` (one line per condition met), ``data_quality``. EXIT signals (``signal_type == "EXIT"``) also
+    carry ``exit_reason``, ``parent_signal_id`` and ``exit_price``; their price levels are the parent's.
+    """
+
+    signal_id: str
+    symbol: str
+    direction: Direction
+    signal_type: SignalType
+    priority: Tier
+    timestamp: str
+    entry_price: float
+    stop_loss: float
+    take_profit_1: float
+    take_profit_2: float
+    quality_score: int
+    orderbook_imbalance: float
+    large_trades_count: int
+    volume_intensity: float
+    confidence: float
+    suggested_position_size: float
+    risk_reward_ratio: float
+    expected_hold_time: str
+    event_time: int
+    reasons: list[str] = msgspec.field(default_factory=list)
+    data_quality: DataQuality = msgspec.field(default_factory=DataQuality)
+    exit_reason: ExitReason | None = None
+    parent_signal_id: str | None = None
+    exit_price: float | None = None
+
+    def __post_init__(self) -> None:
+        who = f"signal {self.symbol} {self.direction}"
+        for name in ("entry_price", "stop_loss", "take_profit_1", "take_profit_2"):
+            check_price(f"{who} {name}", getattr(self, name))
+        check_plan_sides(
+            self.direction, self.entry_price, self.stop_loss, self.take_profit_1, self.take_profit_2
+        )
+        if not 0 <= self.quality_score <= 100:
+            raise ValueError(f"{who}: quality_score must be within [0, 100]; got {self.quality_score}")
+        if not (math.isfinite(self.orderbook_imbalance) and -1 <= self.orderbook_imbalance <= 1):
+            raise ValueError(
+                f"{who}: orderbook_imbalance must be within [-1, 1]; got {self.orderbook_imbalance}"
+            )
+        if self.large_trades_count < 0:
+            raise ValueError(f"{who}: large_trades_count must be >= 0; got {self.large_trades_count}")
+        for name in ("volume_intensity", "risk_reward_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{who}: {name} must be finite and >= 0; got {value}")
+        if not (math.isfinite(self.confidence) and 0 <= self.confidence <= 1):
+            raise ValueError(f"{who}: confidence must be within [0, 1]; got {self.confidence}")
+        if not (math.isfinite(self.suggested_position_size) and self.suggested_position_size > 0):
+            raise ValueError(
+                f"{who}: suggested_position_size must be > 0; got {self.suggested_position_size}"
+            )
+        if self.event_time < 0 or self.timestamp != iso_timestamp(self.event_time):
+            raise ValueError(
+                f"{who}: timestamp {self.timestamp!r} does not match event_time {self.event_time} ms"
+            )
+        uuid.UUID(self.signal_id)  # raises ValueError on a malformed id
+        self._check_kind(who)
+
+    def _check_kind(self, who: str) -> None:
+        if self.signal_type == "ENTRY":
+            if (
+                self.exit_reason is not None
+                or self.parent_signal_id is not None
+                or self.exit_price is not None
+            ):
+                raise ValueError(f"{who}: an ENTRY signal has no exit_reason, parent_signal_id or exit_price")
+            return
+        if self.exit_reason is None or self.parent_signal_id is None or self.exit_price is None:
+            raise ValueError(f"{who}: an EXIT signal needs exit_reason, parent_signal_id and exit_price")
+        check_price(f"{who} exit_price", self.exit_price)
+        if self.signal_id != exit_signal_id(self.parent_signal_id, self.exit_reason):
+            raise ValueError(f"{who}: EXIT signal_id must be UUIDv5(parent id, {self.exit_reason})")
+
+
+def check_plan_sides(direction: Direction, entry: float, stop: float, tp1: float, tp2: float) -> None:
+    """Raise ValueError unless the stop is on the losing side of the entry and TP1, then TP2, on the
+    winning side (LONG: stop < entry < TP1 <= TP2; SHORT mirrored)."""
+    long = direction == "LONG"
+    if (stop >= entry) if long else (stop <= entry):
+        side = "below" if long else "above"
+        raise ValueError(f"{direction} stop_loss {stop} must be {side} entry_price {entry}")
+    if (not entry < tp1 <= tp2) if long else (not entry > tp1 >= tp2):
+        order = "entry < TP1 <= TP2" if long else "entry > TP1 >= TP2"
+        raise ValueError(f"{direction} targets must satisfy {order}; got entry {entry}, TP1 {tp1}, TP2 {tp2}")
+
+
+def make_entry_signal(
+    features: Features,
+    evaluation: Evaluation,
+    quality: QualityScore,
+    plan: TradePlan,
+    *,
+    confidence: float,
+    expected_hold_time: str,
+) -> Signal:
+    """The ENTRY signal of a passed evaluation. Raises ValueError when the evaluation did not pass, the
+    quality has no tier (below 50), or the parts disagree (other symbol, time or direction)."""
+    if not evaluation.passed:
+        raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
+    if quality.tier is None:
+        raise ValueError(f"{evaluation.symbol}: quality {quality.score} is below 50, not a signal")
+    if (features.symbol, features.event_time) != (evaluation.symbol, evaluation.event_time):
+        raise ValueError("features and evaluation are of different symbols or event times")
+    if plan.direction != evaluation.direction:
+        raise ValueError(f"plan is {plan.direction} but the evaluation is {evaluation.direction}")
+    if features.volume_intensity is None:
+        raise ValueError(f"{features.symbol}: volume_intensity is unknown")
+    long = evaluation.direction == "LONG"
+    return Signal(
+        signal_id=signal_id_for(features.symbol, evaluation.direction, features.event_time),
+        symbol=features.symbol,
+        direction=evaluation.direction,
+        signal_type="ENTRY",
+        priority=quality.tier,
+        timestamp=iso_timestamp(features.event_time),
+        entry_price=plan.entry,
+        stop_loss=plan.stop,
+        take_profit_1=plan.take_profit_1,
+        take_profit_2=plan.take_profit_2,
+        quality_score=quality.score,
+        orderbook_imbalance=features.imbalance_top10,
+        large_trades_count=features.large_buys if long else features.large_sells,
+        volume_intensity=features.volume_intensity,
+        confidence=confidence,
+        suggested_position_size=plan.suggested_position_size,
+        risk_reward_ratio=plan.risk_reward_ratio,
+        expected_hold_time=expected_hold_time,
+        event_time=features.event_time,
+        reasons=evaluation.reasons,
+        data_quality=features.data_quality,
+    )
+
+
+def make_exit_signal(parent: Signal, reason: ExitReason, exit_price: float, event_time: int) -> Signal:
+    """The EXIT signal closing ``parent`` for ``reason`` at ``exit_price`` (event time ``event_time`` ms)."""
+    if parent.signal_type != "ENTRY":
+        raise ValueError(f"signal {parent.signal_id} is an EXIT; only an ENTRY can be exited")
+    if reason not in EXIT_REASONS:
+        raise ValueError(f"exit reason must be one of {', '.join(EXIT_REASONS)}; got {reason!r}")
+    check_price("exit_price", exit_price)
+    if event_time < parent.event_time:
+        raise ValueError(f"exit at {event_time} ms precedes the entry signal at {parent.event_time} ms")
+    return msgspec.structs.replace(
+        parent,
+        signal_id=exit_signal_id(parent.signal_id, reason),
+        signal_type="EXIT",
+        timestamp=iso_timestamp(event_time),
+        event_time=event_time,
+        reasons=[f"{reason} at {fmt_num(exit_price, _PRICE_DIGITS)}"],
+        exit_reason=reason,
+        parent_signal_id=parent.signal_id,
+        exit_price=exit_price,
+    )
+
+
+class TierHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcomes of the past signals of one tier: ``tp1_hits`` of ``signals`` reached TP1 before their stop
+    (for :func:`~tapewatch.trade_plan.confidence`), and their hold times in ms (for the expected hold)."""
+
+    tp1_hits: int = 0
+    signals: int = 0
+    hold_ms: list[int] = msgspec.field(default_factory=list)
+
+
+class Proposal(msgspec.Struct, frozen=True, kw_only=True):
+    """What the pure pipeline makes of a passed evaluation: an ENTRY signal for the risk gate to admit
+    (``fate == "signal"``), or no signal with the reason (``low_quality``, ``no_plan``)."""
+
+    quality: QualityScore
+    signal: Signal | None
+    fate: str
+    fate_detail: str = ""
+
+
+def propose(
+    features: Features,
+    evaluation: Evaluation,
+    settings: Settings,
+    history: Mapping[Tier, TierHistory] | None = None,
+) -> Proposal:
+    """Score a passed evaluation, plan its trade and build its ENTRY signal, using ``history`` of the
+    signal's tier (none known = the quality prior and the middle of the hold band). Raises ValueError when
+    the evaluation did not pass; a low score or an impossible plan is a Proposal without a signal."""
+    if not evaluation.passed:
+        raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
+    quality = score_features(features)
+    if quality.tier is None:
+        return Proposal(
+            quality=quality, signal=None, fate=FATE_LOW_QUALITY, fate_detail=f"score {quality.score} < 50"
+        )
+    if not features.atr_15m:
+        return Proposal(quality=quality, signal=None, fate=FATE_NO_PLAN, fate_detail="ATR(15m) unknown")
+    long = evaluation.direction == "LONG"
+    try:
+        plan = plan_trade(
+            evaluation.direction,
+            features.best_bid,
+            features.best_ask,
+            features.atr_15m,
+            features.support if long else features.resistance,
+            settings,
+        )
+    except ValueError as exc:
+        return Proposal(quality=quality, signal=None, fate=FATE_NO_PLAN, fate_detail=str(exc))
+    past = (history or {}).get(quality.tier, TierHistory())
+    signal = make_entry_signal(
+        features,
+        evaluation,
+        quality,
+        plan,
+        confidence=confidence(past.tp1_hits, past.signals, quality.score),
+        expected_hold_time=expected_hold_time(priority_levels(settings)[quality.tier], past.hold_ms),
+    )
+    return Proposal(quality=quality, signal=signal, fate=FATE_SIGNAL)
+
+
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
+    """A setup whose required conditions held, with everything needed to re-score it later: the feature
+    vector, every condition met and unmet, its quality, and its fate: ``"signal"`` (then ``signal_id`` is
+    set) or a rejection code (``low_quality``, ``no_plan``, or the risk gate's reasons), detailed in
+    ``fate_detail`` ("correlation with ETHUSDT r=0.72")."""
+
+    candidate_id: str
+    symbol: str
+    direction: Direction
+    event_time: int
+    features: Features
+    conditions: list[Condition]
+    quality: QualityScore
+    fate: str
+    fate_detail: str = ""
+    signal_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.fate:
+            raise ValueError("a candidate's fate is 'signal' or a rejection reason; got an empty string")
+        if (self.fate == FATE_SIGNAL) != (self.signal_id is not None):
+            raise ValueError(
+                f"candidate {self.candidate_id}: signal_id is set exactly when the fate is 'signal'"
+            )
+        if (self.features.symbol, self.features.event_time) != (self.symbol, self.event_time):
+            raise ValueError(f"candidate {self.candidate_id}: features are of another symbol or event time")
+
+    @property
+    def is_signal(self) -> bool:
+        return self.fate == FATE_SIGNAL
+
+    @property
+    def conditions_met(self) -> list[str]:
+        return [c.name for c in self.conditions if c.met]
+
+    @property
+    def conditions_unmet(self) -> list[str]:
+        return [c.name for c in self.conditions if not c.met]
+
+
+def make_candidate(
+    features: Features, evaluation: Evaluation, quality: QualityScore, fate: str, fate_detail: str = ""
+) -> Candidate:
+    """The candidate record of a passed evaluation; ``fate == "signal"`` links it to the signal of the same
+    id. Raises ValueError when the evaluation did not pass (a near miss is not a candidate)."""
+    if not evaluation.passed:
+        raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
+    cid = signal_id_for(evaluation.symbol, evaluation.direction, evaluation.event_time)
+    return Candidate(
+        candidate_id=cid,
+        symbol=evaluation.symbol,
+        direction=evaluation.direction,
+        event_time=evaluation.event_time,
+        features=features,
+        conditions=evaluation.conditions,
+        quality=quality,
+        fate=fate,
+        fate_detail=fate_detail,
+        signal_id=cid if fate == FATE_SIGNAL else None,
+    )
+
+
+_signal_decoder = msgspec.json.Decoder(Signal)
+_candidate_decoder = msgspec.json.Decoder(Candidate)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(record: Signal | Candidate) -> bytes:
+    """JSON of a signal or candidate (field names as spec 8.2)."""
+    return _encoder.encode(record)
+
+
+def decode_signal(data: bytes | str) -> Signal:
+    """A signal from its JSON; raises ValueError (``msgspec.ValidationError``/``DecodeError``) when bad."""
+    return _signal_decoder.decode(data)
+
+
+def decode_candidate(data: bytes | str) -> Candidate:
+    """A candidate from its JSON; raises ValueError (``msgspec.ValidationError``/``DecodeError``) when bad."""
+    return _candidate_decoder.decode(data)
