@@ -14,6 +14,7 @@ from realtime.capture import CaptureWriter
 from realtime.service import FeedService, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
 from tapewatch.settings import Settings
 
@@ -55,7 +56,7 @@ async def run_service(
         if settings.capture_enabled
         else None
     )
-    redis = AsyncRedisState.from_url(redis_url) if redis_url else None
+    redis = AsyncRedisState.from_url(redis_url, keys=Keyspace(prefix=settings.redis_prefix)) if redis_url else None
     try:
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
             service = FeedService(settings, rest=rest, pool=pool, capture=capture, redis=redis)

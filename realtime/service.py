@@ -176,7 +176,9 @@ class FeedService:
         pool = self.pool.stats
         return {
             "messages": self.market.messages,
-            "malformed": sum(self.decoder.rejected[r] for r in MALFORMED_REASONS),
+            "malformed": sum(self.decoder.rejected[r] for r in MALFORMED_REASONS)
+            + pool.malformed
+            + pool.unowned_frames,
             "symbols": len(self.universe),
             "synced": sum(1 for s in self.universe if self.market.book_usable(s)),
             "snapshots_waiting": self.snapshots.waiting,

@@ -58,6 +58,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(settings, redis_url=redis_url, duration=args.duration, status_every=args.status_every)
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from realtime.sim.faults import parse_duration, parse_faults
+
+    settings = _settings(args)
+    if args.record:
+        from realtime.sim.record import record
+
+        if args.duration is None:
+            raise ConfigError("sim --record needs --duration, e.g. --duration 2h")
+        result = record(
+            Path(args.record), int(parse_duration(args.duration) * 1000), seed=args.seed, symbols=args.symbols
+        )
+        print(
+            f"recorded {result.lines} lines into {len(result.files)} files; {len(result.episodes)} episodes"
+        )
+        return 0
+    from realtime.sim.server import serve
+
+    try:
+        faults = parse_faults(args.faults) if args.faults else None
+    except ValueError as exc:
+        raise ConfigError(f"--faults: {exc}") from exc
+    host = args.host or settings.sim_host
+    port = args.port if args.port is not None else settings.sim_port
+    try:
+        asyncio.run(serve(host, port, args.seed, args.symbols, args.speed, faults))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); set --port or TAPEWATCH_SIM_PORT"
+        ) from exc
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from realtime.demo import run_demo
+    from tapewatch.adapters.db import open_database
+    from tapewatch.adapters.embedded import ensure_redis
+
+    settings = _settings(args)
+    print(">> starting PostgreSQL and Redis (embedded unless TAPEWATCH_DATABASE_URL / TAPEWATCH_REDIS_URL)")
+    open_database(settings).dispose()
+    redis_url = ensure_redis(settings)
+    return run_demo(
+        settings,
+        redis_url=redis_url,
+        seed=args.seed,
+        symbols=args.symbols,
+        speed=args.speed,
+        duration=args.duration,
+        status_every=args.status_every,
+    )
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from tapewatch.adapters.db import cli_upgrade
 
@@ -88,6 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--status-every", type=float, default=None, help="print the live state every N seconds")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sim", help="the simulated Binance USD-M exchange (REST + websockets on 127.0.0.1)")
+    p.add_argument("--host", default=None, help="listen address (default TAPEWATCH_SIM_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default TAPEWATCH_SIM_PORT, 8765)")
+    p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same market")
+    p.add_argument("--symbols", type=int, default=40, help="number of perpetual symbols (up to 800)")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    p.add_argument(
+        "--faults", default=None, help="fault schedule, e.g. gap=30s,drop=5m,malformed=1m,rest5xx=0.02"
+    )
+    p.add_argument("--record", metavar="DIR", default=None, help="write a capture without any network")
+    p.add_argument("--duration", default=None, help="with --record: simulated time to record, e.g. 2h, 10m")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("demo", help="the simulated exchange and the realtime service, with a live table")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--symbols", type=int, default=40)
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--status-every", type=float, default=5.0, help="seconds between live tables")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")

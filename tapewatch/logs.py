@@ -7,6 +7,7 @@ import logging
 import sys
 
 STRUCTURED_FIELDS = ("symbol", "stream", "reason", "component")
+NOISY_LOGGERS = ("httpx", "httpcore", "websockets.server", "websockets.client")
 
 
 class TextFormatter(logging.Formatter):
@@ -48,3 +49,6 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Third-party request/connection chatter drowns our own lines at INFO.
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
