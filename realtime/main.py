@@ -56,7 +56,11 @@ async def run_service(
         if settings.capture_enabled
         else None
     )
-    redis = AsyncRedisState.from_url(redis_url, keys=Keyspace(prefix=settings.redis_prefix)) if redis_url else None
+    redis = (
+        AsyncRedisState.from_url(redis_url, keys=Keyspace(prefix=settings.redis_prefix))
+        if redis_url
+        else None
+    )
     try:
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
             service = FeedService(settings, rest=rest, pool=pool, capture=capture, redis=redis)

@@ -83,7 +83,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded server under var/.")
     var_dir: Path = Field(Path("var"), description="Where embedded servers, captures and reports live.")
     redis_prefix: str = Field(
-        "tw:", pattern=r"^([A-Za-z0-9_-]+:)+$", description="Prefix of every Redis key, like tw: (one per deployment)."
+        "tw:",
+        pattern=r"^([A-Za-z0-9_-]+:)+$",
+        description="Prefix of every Redis key, like tw: (one per deployment).",
     )
 
     # --- Binance endpoints -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Redis, and a replay of the capture the run wrote rebuilds the same state."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,13 @@ def settings_for(sim: SimExchange, var_dir: Path, prefix: str, **extra: object) 
     return exchange_settings(base, "sim", host=sim.host, port=sim.port)
 
 
-async def run_with(sim: SimExchange, settings: Settings, redis_url: str, seconds: float, faults=None) -> FeedService:  # type: ignore[no-untyped-def]
+async def run_with(
+    sim: SimExchange,
+    settings: Settings,
+    redis_url: str,
+    seconds: float,
+    faults: Callable[[SimExchange], Awaitable[None]] | None = None,
+) -> FeedService:
     stop = asyncio.Event()
 
     async def inject() -> None:
@@ -81,7 +88,9 @@ def test_books_stay_exact_and_replay_rebuilds_the_same_state(
     assert summary["final"] == market.final()
 
 
-def test_books_recover_from_every_injected_fault(tmp_path: Path, redis_url: str, redis_keys: Keyspace) -> None:
+def test_books_recover_from_every_injected_fault(
+    tmp_path: Path, redis_url: str, redis_keys: Keyspace
+) -> None:
     async def faults(sim: SimExchange) -> None:
         await asyncio.sleep(2.5)  # let the books sync first
         symbol = service_symbols[0]
