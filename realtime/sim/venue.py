@@ -1,0 +1,271 @@
+"""The simulated venue: listings, history, market, candles and publisher behind one object.
+
+Both the network server and record mode drive a :class:`Venue`: ``step()`` advances the market one
+step and returns the stream messages due. The read-only queries below are what the REST endpoints
+answer; they never touch the market's random numbers, so clients cannot change what the market does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from realtime.sim import protocol as p
+from realtime.sim.candles import HISTORY_MINUTES, INTERVAL_MS, MINUTE, CandleBook, generate_history
+from realtime.sim.model import STEP_MS, Market, SymbolState
+from realtime.sim.publisher import Msg, Publisher, Want
+from realtime.sim.symbols import SymbolSpec, build_universe, extra_listings
+
+_OLD_LISTING = 1569398400000  # 2019-09-25, when Binance listed BTCUSDT
+
+
+class Venue:
+    """A deterministic simulated exchange (no I/O): same arguments, same market."""
+
+    def __init__(
+        self,
+        seed: int,
+        symbols: int,
+        start_ms: int,
+        depth_speeds: Sequence[int] = (100, 250, 500),
+        kline_intervals: Sequence[str] = tuple(INTERVAL_MS),
+        history_minutes: int = HISTORY_MINUTES,
+        episode_rate_scale: float = 1.0,
+    ) -> None:
+        self.seed = seed
+        self.specs: list[SymbolSpec] = build_universe(symbols)
+        start = start_ms - start_ms % STEP_MS
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, 0x4157]))
+        )
+        minute = start - start % MINUTE
+        histories = [generate_history(spec, rng, minute, history_minutes) for spec in self.specs]
+        self.market = Market(
+            self.specs,
+            seed,
+            start,
+            [h.next_trade_id for h in histories],
+            episode_rate_scale=episode_rate_scale,
+        )
+        self.candles = [
+            CandleBook(spec, h, start, kline_intervals) for spec, h in zip(self.specs, histories, strict=True)
+        ]
+        self.publisher = Publisher(self.market, self.candles, depth_speeds, kline_intervals)
+        self.index = {spec.symbol: spec.index for spec in self.specs}
+        self._exchange_info: dict[str, Any] | None = None
+
+    @property
+    def now_ms(self) -> int:
+        return self.market.now_ms
+
+    def step(self, want: Want) -> list[Msg]:
+        """Advance one step; the messages due now (payloads only for streams ``want`` accepts)."""
+        self.market.step()
+        return self.publisher.publish(want)
+
+    def symbol(self, name: str) -> SymbolState | None:
+        i = self.index.get(name.upper())
+        return None if i is None else self.market.symbols[i]
+
+    # --- REST bodies -----------------------------------------------------------------------------------
+    def snapshot(self, sym: SymbolState, limit: int) -> str:
+        """``/fapi/v1/depth`` body: the book right now; ``lastUpdateId`` is the symbol's last change id."""
+        spec = sym.spec
+        pd, qd = spec.price_decimals, spec.qty_decimals
+        bids = p.levels(sym.bids.top(limit), pd, qd)
+        asks = p.levels(sym.asks.top(limit), pd, qd)
+        return (
+            f'{{"lastUpdateId":{sym.last_id},"E":{self.now_ms},"T":{sym.last_change_ms},'
+            f'"bids":[{bids}],"asks":[{asks}]}}'
+        )
+
+    def ticker_24h(self, sym: SymbolState) -> dict[str, Any]:
+        spec = sym.spec
+        pd, qd = spec.price_decimals, spec.qty_decimals
+        s = self.candles[spec.index].day_stats(self.now_ms)
+        last = self.candles[spec.index].forming[MINUTE].c
+        change = last - s.open
+        avg = s.quote / (s.volume * spec.step) if s.volume else 0.0
+        return {
+            "symbol": spec.symbol,
+            "priceChange": p.fixed(change, pd),
+            "priceChangePercent": f"{100 * change / s.open:.3f}" if s.open else "0.000",
+            "weightedAvgPrice": p.decimal(avg, pd),
+            "lastPrice": p.fixed(last, pd),
+            "lastQty": p.fixed(sym.last_qty, qd),
+            "openPrice": p.fixed(s.open, pd),
+            "highPrice": p.fixed(s.high, pd),
+            "lowPrice": p.fixed(s.low, pd),
+            "volume": p.fixed(s.volume, qd),
+            "quoteVolume": p.decimal(s.quote, 2),
+            "openTime": s.open_time,
+            "closeTime": self.now_ms,
+            "firstId": s.first_id,
+            "lastId": sym.trade_id - 1,
+            "count": s.count,
+        }
+
+    def book_ticker(self, sym: SymbolState) -> dict[str, Any]:
+        spec = sym.spec
+        b, bq, a, aq = sym.top
+        pd, qd = spec.price_decimals, spec.qty_decimals
+        return {
+            "lastUpdateId": sym.last_id,
+            "symbol": spec.symbol,
+            "bidPrice": p.fixed(b, pd),
+            "bidQty": p.fixed(bq, qd),
+            "askPrice": p.fixed(a, pd),
+            "askQty": p.fixed(aq, qd),
+            "time": sym.last_change_ms,
+        }
+
+    def open_interest(self, sym: SymbolState) -> dict[str, Any]:
+        """Open interest in base units: the symbol's level, drifting a few percent over the day."""
+        spec = sym.spec
+        wave = 1 + 0.03 * math.sin(2 * math.pi * self.now_ms / 21_600_000 + spec.index)
+        steps = round(spec.open_interest_usd / spec.price * wave / spec.step)
+        return {"openInterest": p.fixed(steps, spec.qty_decimals), "symbol": spec.symbol, "time": self.now_ms}
+
+    def agg_trades(
+        self, sym: SymbolState, from_id: int | None, start: int | None, end: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Recent aggTrades (the last few thousand), Binance's fromId / startTime / endTime selection."""
+        spec = sym.spec
+        rows = list(self.publisher.recent[spec.index])
+        if from_id is not None:
+            rows = [r for r in rows if r[0] >= from_id][:limit]
+        elif start is not None or end is not None:
+            lo = start if start is not None else (end or 0) - 3_600_000
+            hi = end if end is not None else lo + 3_600_000
+            rows = [r for r in rows if lo <= r[5] <= hi][:limit]
+        else:
+            rows = rows[-limit:]
+        pd, qd = spec.price_decimals, spec.qty_decimals
+        return [
+            {"a": a, "p": p.fixed(t, pd), "q": p.fixed(q, qd), "f": f, "l": last, "T": ts, "m": m}
+            for a, t, q, f, last, ts, m in rows
+        ]
+
+    def klines(
+        self, sym: SymbolState, interval: str, start: int | None, end: int | None, limit: int
+    ) -> list[Any]:
+        spec = sym.spec
+        ms = INTERVAL_MS[interval]
+        rows = self.candles[spec.index].klines(ms, start, end, limit)
+        return [p.kline_row(r, ms, spec.price_decimals, spec.qty_decimals) for r in rows]
+
+    def exchange_info(self) -> dict[str, Any]:
+        if self._exchange_info is None:
+            self._exchange_info = _exchange_info(self.specs, self.market.start_ms)
+        return {**self._exchange_info, "serverTime": self.now_ms}
+
+
+def _filters(spec_tick: str, spec_step: str, min_price: str, max_qty: str) -> list[dict[str, Any]]:
+    return [
+        {"minPrice": min_price, "maxPrice": "1000000", "filterType": "PRICE_FILTER", "tickSize": spec_tick},
+        {"stepSize": spec_step, "filterType": "LOT_SIZE", "maxQty": max_qty, "minQty": spec_step},
+        {"stepSize": spec_step, "filterType": "MARKET_LOT_SIZE", "maxQty": max_qty, "minQty": spec_step},
+        {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
+        {"limit": 10, "filterType": "MAX_NUM_ALGO_ORDERS"},
+        {"notional": "5", "filterType": "MIN_NOTIONAL"},
+        {
+            "multiplierDown": "0.8500",
+            "multiplierUp": "1.1500",
+            "multiplierDecimal": "4",
+            "filterType": "PERCENT_PRICE",
+        },
+    ]
+
+
+def _symbol_entry(
+    symbol: str, pair: str, contract: str, status: str, base: str, quote: str, delivery: int, onboard: int,
+    pd: int, qd: int,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "symbol": symbol,
+        "pair": pair,
+        "contractType": contract,
+        "deliveryDate": delivery,
+        "onboardDate": onboard,
+        "status": status,
+        "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000",
+        "baseAsset": base,
+        "quoteAsset": quote,
+        "marginAsset": quote,
+        "pricePrecision": pd,
+        "quantityPrecision": qd,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "underlyingSubType": [],
+        "settlePlan": 0,
+        "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500",
+        "marketTakeBound": "0.05",
+        "filters": _filters(p.fixed(1, pd), p.fixed(1, qd), p.fixed(1, pd), "1000000"),
+        "orderTypes": [
+            "LIMIT",
+            "MARKET",
+            "STOP",
+            "STOP_MARKET",
+            "TAKE_PROFIT",
+            "TAKE_PROFIT_MARKET",
+            "TRAILING_STOP_MARKET",
+        ],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+    }
+
+
+def _exchange_info(specs: Sequence[SymbolSpec], start_ms: int) -> dict[str, Any]:
+    never = 4133404800000
+    symbols = [
+        _symbol_entry(
+            s.symbol,
+            s.symbol,
+            "PERPETUAL",
+            "TRADING",
+            s.base,
+            "USDT",
+            never,
+            _OLD_LISTING if s.index < 50 else start_ms - (200 + s.index) * 86_400_000,
+            s.price_decimals,
+            s.qty_decimals,
+        )
+        for s in specs
+    ]
+    for x in extra_listings():
+        symbols.append(
+            _symbol_entry(
+                x.symbol,
+                x.pair,
+                x.contract_type,
+                x.status,
+                x.base,
+                x.quote,
+                x.delivery_date,
+                _OLD_LISTING,
+                2,
+                3,
+            )
+        )
+    return {
+        "timezone": "UTC",
+        "serverTime": start_ms,
+        "futuresType": "U_MARGINED",
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+        ],
+        "exchangeFilters": [],
+        "assets": [
+            {"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"},
+            {"asset": "USDC", "marginAvailable": True, "autoAssetExchange": "-10000"},
+            {"asset": "BTC", "marginAvailable": True, "autoAssetExchange": "-0.10000000"},
+        ],
+        "symbols": symbols,
+    }

@@ -1,0 +1,196 @@
+"""REST endpoints of the running simulator: shapes, headers, weights, errors, 429 then 418."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from realtime.sim import SimExchange
+from realtime.sim.ratelimit import WeightLimiter
+
+from .support import run
+
+
+async def _get(sim: SimExchange, path: str, **params: Any) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=sim.rest_url, timeout=10) as client:
+        return await client.get(path, params=params)
+
+
+def test_endpoints_answer_binance_shapes_with_the_weight_header() -> None:
+    async def scenario() -> dict[str, httpx.Response]:
+        async with SimExchange(port=0, symbols=12, speed=20) as sim:
+            await sim.wait_until(sim.now_ms + 3_000)  # a few simulated seconds of trades
+            out = {
+                "ping": await _get(sim, "/fapi/v1/ping"),
+                "time": await _get(sim, "/fapi/v1/time"),
+                "info": await _get(sim, "/fapi/v1/exchangeInfo"),
+                "t1": await _get(sim, "/fapi/v1/ticker/24hr", symbol="ETHUSDT"),
+                "tall": await _get(sim, "/fapi/v1/ticker/24hr"),
+                "depth": await _get(sim, "/fapi/v1/depth", symbol="BTCUSDT", limit=20),
+                "klines": await _get(sim, "/fapi/v1/klines", symbol="BTCUSDT", interval="1h", limit=24),
+                "oi": await _get(sim, "/fapi/v1/openInterest", symbol="BTCUSDT"),
+                "agg": await _get(sim, "/fapi/v1/aggTrades", symbol="BTCUSDT", limit=5),
+                "bt": await _get(sim, "/fapi/v1/ticker/bookTicker", symbol="BTCUSDT"),
+                "btall": await _get(sim, "/fapi/v1/ticker/bookTicker"),
+            }
+            out["time_now"] = httpx.Response(200, json={"now": sim.now_ms})
+            return out
+
+    r = run(scenario())
+    for name, resp in r.items():
+        assert resp.status_code == 200, (name, resp.text)
+        if name != "time_now":
+            assert resp.headers["content-type"].startswith("application/json")
+            assert int(resp.headers["x-mbx-used-weight-1m"]) >= 1
+    assert r["ping"].json() == {}
+    assert abs(r["time"].json()["serverTime"] - r["time_now"].json()["now"]) < 60_000
+    info = r["info"].json()
+    assert info["rateLimits"][0] == {
+        "rateLimitType": "REQUEST_WEIGHT",
+        "interval": "MINUTE",
+        "intervalNum": 1,
+        "limit": 2400,
+    }
+    tradable = [
+        s["symbol"] for s in info["symbols"]
+        if s["contractType"] == "PERPETUAL" and s["status"] == "TRADING" and s["quoteAsset"] == "USDT"
+    ]  # fmt: skip
+    assert len(tradable) == 12 and len(info["symbols"]) > 12  # the others are filtered out by a client
+    btc = next(s for s in info["symbols"] if s["symbol"] == "BTCUSDT")
+    price_filter = next(f for f in btc["filters"] if f["filterType"] == "PRICE_FILTER")
+    lot = next(f for f in btc["filters"] if f["filterType"] == "LOT_SIZE")
+    assert price_filter["tickSize"] == "0.1" and lot["stepSize"] == "0.001"
+    t1 = r["t1"].json()
+    assert set(t1) >= {
+        "symbol",
+        "priceChange",
+        "priceChangePercent",
+        "lastPrice",
+        "volume",
+        "quoteVolume",
+        "openTime",
+        "closeTime",
+        "count",
+    }
+    assert len(r["tall"].json()) == 12
+    depth = r["depth"].json()
+    assert list(depth) == ["lastUpdateId", "E", "T", "bids", "asks"]
+    assert len(depth["bids"]) == 20 and all(
+        isinstance(p, str) and isinstance(q, str) for p, q in depth["bids"]
+    )
+    assert float(depth["bids"][0][0]) < float(depth["asks"][0][0])
+    assert [float(b[0]) for b in depth["bids"]] == sorted((float(b[0]) for b in depth["bids"]), reverse=True)
+    klines = r["klines"].json()
+    assert len(klines) == 24 and len(klines[0]) == 12
+    open_time, o, h, low, c, v, close_time, q, n, tv, tq, ignore = klines[-1]
+    assert close_time == open_time + 3_600_000 - 1 and ignore == "0" and isinstance(n, int)
+    assert float(low) <= float(o) <= float(h) and float(low) <= float(c) <= float(h)
+    assert all(isinstance(x, str) for x in (v, q, tv, tq))
+    assert set(r["oi"].json()) == {"openInterest", "symbol", "time"}
+    agg = r["agg"].json()
+    assert len(agg) == 5 and set(agg[0]) == {"a", "p", "q", "f", "l", "T", "m"}
+    assert set(r["bt"].json()) >= {"symbol", "bidPrice", "bidQty", "askPrice", "askQty", "time"}
+    assert len(r["btall"].json()) == 12
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "weight"),
+    [
+        ("/fapi/v1/ping", {}, 1),
+        ("/fapi/v1/exchangeInfo", {}, 1),
+        ("/fapi/v1/ticker/24hr", {"symbol": "BTCUSDT"}, 1),
+        ("/fapi/v1/ticker/24hr", {}, 40),
+        ("/fapi/v1/depth", {"symbol": "BTCUSDT", "limit": 5}, 2),
+        ("/fapi/v1/depth", {"symbol": "BTCUSDT", "limit": 50}, 2),
+        ("/fapi/v1/depth", {"symbol": "BTCUSDT", "limit": 100}, 5),
+        ("/fapi/v1/depth", {"symbol": "BTCUSDT", "limit": 500}, 10),
+        ("/fapi/v1/depth", {"symbol": "BTCUSDT", "limit": 1000}, 20),
+        ("/fapi/v1/klines", {"symbol": "BTCUSDT", "interval": "1m", "limit": 99}, 1),
+        ("/fapi/v1/klines", {"symbol": "BTCUSDT", "interval": "1m", "limit": 100}, 2),
+        ("/fapi/v1/klines", {"symbol": "BTCUSDT", "interval": "1m", "limit": 1000}, 5),
+        ("/fapi/v1/klines", {"symbol": "BTCUSDT", "interval": "1m", "limit": 1500}, 10),
+        ("/fapi/v1/aggTrades", {"symbol": "BTCUSDT"}, 20),
+        ("/fapi/v1/ticker/bookTicker", {}, 5),
+        ("/fapi/v1/depth", {"symbol": "NOPEUSDT"}, 10),  # refused, but charged like Binance
+    ],
+)
+def test_each_request_costs_binances_weight(path: str, params: dict[str, Any], weight: int) -> None:
+    async def scenario() -> tuple[int, int]:
+        async with SimExchange(port=0, symbols=3, speed=20) as sim:
+            first = await _get(sim, "/fapi/v1/time")
+            second = await _get(sim, path, **params)
+            return int(first.headers["x-mbx-used-weight-1m"]), int(second.headers["x-mbx-used-weight-1m"])
+
+    before, after = run(scenario())
+    assert after - before == weight
+
+
+def test_bad_requests_get_binances_error_codes() -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with SimExchange(port=0, symbols=3, speed=20) as sim:
+            return [
+                await _get(sim, "/fapi/v1/depth", symbol="NOPEUSDT"),
+                await _get(sim, "/fapi/v1/ticker/24hr", symbol="NOPEUSDT"),
+                await _get(sim, "/fapi/v1/depth", symbol="BTCUSDT", limit=7),
+                await _get(sim, "/fapi/v1/klines", symbol="BTCUSDT", interval="7m"),
+                await _get(sim, "/fapi/v1/klines", symbol="BTCUSDT", interval="1m", limit=1501),
+                await _get(sim, "/fapi/v1/depth"),
+                await _get(sim, "/fapi/v1/depth", symbol="BTCUSDT", limit="ten"),
+                await _get(sim, "/fapi/v1/nothing"),
+                await _get(sim, "/elsewhere"),
+            ]
+
+    r = run(scenario())
+    assert [x.status_code for x in r] == [400, 400, 400, 400, 400, 400, 400, 404, 404]
+    assert r[0].json() == {"code": -1121, "msg": "Invalid symbol."}
+    assert r[1].json()["code"] == -1121
+    assert r[2].json() == {"code": -4021, "msg": "7 is not valid depth limit"}
+    assert r[3].json() == {"code": -1120, "msg": "Invalid interval."}
+    assert r[4].json()["code"] == -1130
+    assert r[5].json()["code"] == -1102
+    assert r[6].json()["code"] == -1100
+    assert all("x-mbx-used-weight-1m" in x.headers for x in r[:8])
+
+
+def test_over_the_weight_limit_429_then_hammering_on_418() -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with SimExchange(port=0, symbols=3, speed=20, weight_limit=100) as sim:
+            out = []
+            async with httpx.AsyncClient(base_url=sim.rest_url) as client:
+                for _ in range(12):
+                    out.append(await client.get("/fapi/v1/aggTrades", params={"symbol": "BTCUSDT"}))
+            return out
+
+    r = run(scenario())
+    codes = [x.status_code for x in r]
+    assert codes[:5] == [200] * 5
+    assert codes[5] == 429
+    assert r[5].json()["code"] == -1003 and int(r[5].headers["retry-after"]) >= 1
+    assert 418 in codes
+    ban = r[codes.index(418)]
+    assert ban.json()["code"] == -1003 and "banned until" in ban.json()["msg"]
+    assert int(ban.headers["retry-after"]) >= 60
+    assert codes[codes.index(418) :] == [418] * (12 - codes.index(418))
+
+
+def test_weight_window_rolls_and_bans_expire_on_the_injected_clock() -> None:
+    now = [0.0]
+    limiter = WeightLimiter(limit=100, clock=lambda: now[0], ban_after=2, ban_seconds=120)
+    assert limiter.charge(60).status == 200
+    now[0] = 30.0
+    assert limiter.charge(40).status == 200
+    refused = limiter.charge(10)
+    assert refused.status == 429 and refused.retry_after == 30  # the first 60 leave the window at t=60
+    now[0] = 61.0
+    assert limiter.charge(10).status == 200  # backed off long enough: allowed again
+    assert limiter.peek() == 50
+    assert limiter.charge(60).status == 429
+    assert limiter.charge(60).status == 429  # one violation during the back-off
+    ban = limiter.charge(60)  # second violation: banned
+    assert ban.status == 418 and ban.retry_after == 120
+    now[0] = 61.0 + 119
+    assert limiter.charge(1).status == 418
+    now[0] = 61.0 + 121
+    assert limiter.charge(1).status == 200
