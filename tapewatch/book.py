@@ -63,6 +63,8 @@ class NeedsResync:
 
 
 Outcome = Applied | Buffered | Dropped | NeedsResync
+#: The deepest snapshot Binance serves; past it nothing better can be had, so no blind-spot check applies.
+FULL_DEPTH = 1000
 APPLIED = Applied()
 APPLIED_SYNC = Applied(synced_now=True)
 BUFFERED = Buffered()
@@ -158,6 +160,11 @@ class OrderBook:
         self.gaps = 0
         self.resyncs = 0
         self.crossed_events = 0
+        self.beyond_snapshot = 0
+        # Worst prices the snapshot listed: past them the book only knows levels a diff has mentioned,
+        # so a best price beyond them may be wrong (a partial snapshot's blind spot).
+        self._bid_floor = 0.0
+        self._ask_ceiling = float("inf")
         self.applied = 0
         self.dropped = 0
         self._buffer: deque[DepthUpdate] = deque(maxlen=max_buffer)
@@ -181,10 +188,18 @@ class OrderBook:
             return BUFFERED
         return self._try_first(ev)
 
-    def load_snapshot(self, snap: DepthSnapshot) -> Outcome:
-        """Load a REST snapshot and replay the buffered diffs over it."""
+    def load_snapshot(self, snap: DepthSnapshot, limit: int | None = None) -> Outcome:
+        """Load a REST snapshot and replay the buffered diffs over it.
+
+        ``limit`` is the depth that was asked for. A partial snapshot (``limit`` below 1000 and as many
+        levels as asked) knows nothing past its worst price: when the best price moves past it, the top may
+        miss a level no diff ever mentioned, so the book asks for a resync.
+        """
         self.bids.load(snap.bids)
         self.asks.load(snap.asks)
+        partial = limit if limit is not None and limit < FULL_DEPTH else None
+        self._bid_floor = snap.bids[-1][0] if partial and len(snap.bids) >= partial else 0.0
+        self._ask_ceiling = snap.asks[-1][0] if partial and len(snap.asks) >= partial else float("inf")
         self.snapshot_id = self.last_update_id = snap.last_update_id
         self.last_event_time = snap.event_time or self.last_event_time
         self.state = BookState.WAITING_SYNC_EVENT
@@ -227,6 +242,11 @@ class OrderBook:
             bid, ask = self.bids.best(), self.asks.best()
             self._go_out_of_sync()
             return NeedsResync(f"crossed book after u={ev.final_id}: bid {bid} >= ask {ask}")
+        bids, asks = self.bids.keys, self.asks.keys
+        if (bids and -bids[0] < self._bid_floor) or (asks and asks[0] > self._ask_ceiling):
+            self.beyond_snapshot += 1
+            self._go_out_of_sync()
+            return NeedsResync(f"price moved beyond the snapshot's depth after u={ev.final_id}")
         return APPLIED_SYNC if synced_now else APPLIED
 
     def _go_out_of_sync(self) -> None:

@@ -46,6 +46,13 @@ class MarketConfig:
         )
 
 
+def snapshot_limit(stream: str) -> int | None:
+    """The ``limit`` of a captured snapshot's request, ``rest:/fapi/v1/depth?symbol=X&limit=100`` -> 100."""
+    _, sep, rest = stream.partition("limit=")
+    digits = rest.split("&", 1)[0]
+    return int(digits) if sep and digits.isdigit() else None
+
+
 class SnapshotNeeded(NamedTuple):
     """The book of ``symbol`` needs a REST snapshot (cold start, gap, crossed book, stream restart)."""
 
@@ -108,6 +115,7 @@ class Market:
         #: The exchange's "now": the latest event time seen on any symbol (staleness is judged against it).
         self.now_ms = 0
         self.messages = 0
+        self._snapshot_limit: int | None = None
         self._handlers: dict[Kind, Callable[[SymbolState, Any], SnapshotNeeded | None]] = defaultdict(
             lambda: self._ignore,
             {
@@ -132,6 +140,8 @@ class Market:
         st = self.symbols.get(frame.symbol)
         if st is None:
             st = self.state(frame.symbol)
+        if frame.kind is Kind.SNAPSHOT:
+            self._snapshot_limit = snapshot_limit(frame.stream)
         return self._handlers[frame.kind](st, frame.event)
 
     # One handler per event kind (a dict lookup beats an if-chain on the hot path).
@@ -173,7 +183,7 @@ class Market:
         self.counters["snapshots"] += 1
         st.snapshot_pending = False
         st.check.reset()
-        return self._book_outcome(st, st.book.load_snapshot(ev))
+        return self._book_outcome(st, st.book.load_snapshot(ev, self._snapshot_limit))
 
     @staticmethod
     def _ignore(st: SymbolState, ev: object) -> None:

@@ -92,6 +92,27 @@ def test_crossed_book_is_never_used() -> None:
     assert not book.synced
 
 
+def test_price_beyond_a_partial_snapshot_needs_resync() -> None:
+    """A 2-level snapshot knows nothing below 99: once the best bid is gone past it the top may be wrong."""
+
+    def synced_partial() -> OrderBook:
+        book = OrderBook("BTCUSDT")
+        book.apply(diff(90, 105, 80, bids=[(100.0, 5.0)]))
+        assert book.load_snapshot(snapshot(100), limit=2) == Applied(synced_now=True)
+        return book
+
+    full = synced_book()  # the same levels from a full-depth snapshot: no blind spot is assumed
+    assert full.apply(diff(106, 107, 105, bids=[(100.0, 0.0), (99.0, 0.0), (98.5, 1.0)])) == Applied()
+    book = synced_partial()  # bids 100 (qty 5), 99; asks 101, 102
+    assert book.apply(diff(106, 107, 105, bids=[(100.0, 0.0)])) == Applied()  # best bid 99: still known
+    outcome = book.apply(diff(108, 109, 107, bids=[(99.0, 0.0), (98.5, 1.0)]))
+    assert isinstance(outcome, NeedsResync) and "beyond the snapshot" in outcome.reason
+    assert book.beyond_snapshot == 1 and not book.synced
+    book2 = synced_partial()
+    outcome = book2.apply(diff(106, 107, 105, asks=[(101.0, 0.0), (102.0, 0.0), (103.0, 2.0)]))
+    assert isinstance(outcome, NeedsResync)
+
+
 def test_health_reports_stale_when_no_update_for_too_long() -> None:
     book = synced_book()
     assert book.health(now_ms=1_000 + 4_000, stale_after_ms=5_000).state is Health.SYNCED
