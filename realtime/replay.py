@@ -1,26 +1,50 @@
-"""Replay captures through the same code as live (decode -> market state), as fast as possible.
+"""Replay captures through the same code as live (decode -> market state -> signal engine), as fast as
+possible.
 
 Lines are processed in file order, which is the order the live run received them, so a replay rebuilds
-the same books the live run had. Snapshot requests are not acted on: the snapshots the live run fetched
-are in the capture and arrive in their place.
+the same books and emits the same signals as the live run. Snapshot requests are not acted on: the
+snapshots the live run fetched are in the capture and arrive in their place.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from realtime.capture import iter_capture
+from tapewatch.engine import SignalEngine
 from tapewatch.market import Market, MarketConfig
+from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, FrameDecoder
+from tapewatch.settings import Settings
+from tapewatch.signal import Candidate, Signal
 
 
-def replay(paths: Iterable[Path], config: MarketConfig | None = None) -> dict[str, Any]:
-    """Replay capture files (or directories of them) and return the summary object of ``replay --json``."""
+@dataclass
+class ReplayResult:
+    """The summary object of ``replay --json`` plus every record the engine produced."""
+
+    summary: dict[str, Any]
+    candidates: list[Candidate] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    finished: list[Outcome] = field(default_factory=list)
+    engine: SignalEngine | None = None
+
+
+def run_replay(
+    paths: Iterable[Path], settings: Settings | None = None, *, signals: bool = True
+) -> ReplayResult:
+    """Replay capture files (or directories of them) through decode, books and (unless ``signals`` is
+    false) the signal engine."""
+    settings = settings or Settings()
     decoder = FrameDecoder()
-    market = Market(config)
+    market = Market(MarketConfig.from_settings(settings))
+    engine = SignalEngine(settings, market) if signals else None
+    result = ReplayResult(summary={}, engine=engine)
     messages = 0
     snapshot_requests = 0
     start = time.perf_counter()
@@ -29,11 +53,18 @@ def replay(paths: Iterable[Path], config: MarketConfig | None = None) -> dict[st
     for line in iter_capture(paths):
         messages += 1
         frame = decode(line)
-        if frame is not None and on_frame(frame) is not None:
+        if frame is None:
+            continue
+        if on_frame(frame) is not None:
             snapshot_requests += 1
+        if engine is not None and (out := engine.on_frame(frame)) is not None:
+            result.candidates.extend(out.candidates)
+            result.signals.extend(out.signals)
+            result.finished.extend(out.finished)
     seconds = time.perf_counter() - start
     totals = market.totals()
-    return {
+    entries = [s for s in result.signals if s.signal_type == "ENTRY"]
+    result.summary = {
         "messages": messages,
         "seconds": round(seconds, 6),
         "messages_per_second": round(messages / seconds, 1) if seconds > 0 else 0.0,
@@ -45,7 +76,20 @@ def replay(paths: Iterable[Path], config: MarketConfig | None = None) -> dict[st
         "out_of_order": totals["out_of_order"],
         "book_checks": totals["book_checks"],
         "book_mismatches": totals["book_mismatches"],
-        "candidates": 0,
-        "signals": 0,
+        "candidates": len(result.candidates),
+        "signals": len(entries),
+        "exits": len(result.signals) - len(entries),
+        "candidate_fates": dict(sorted(Counter(c.fate for c in result.candidates).items())),
+        "not_evaluated": {k: v for k, v in sorted(engine.counters.items()) if k.startswith("not_")}
+        if engine
+        else {},
         "final": market.final(),
     }
+    return result
+
+
+def replay(
+    paths: Iterable[Path], settings: Settings | None = None, *, signals: bool = True
+) -> dict[str, Any]:
+    """The summary object of ``tapewatch replay --json``."""
+    return run_replay(paths, settings, signals=signals).summary

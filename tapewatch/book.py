@@ -161,6 +161,7 @@ class OrderBook:
         self.resyncs = 0
         self.crossed_events = 0
         self.beyond_snapshot = 0
+        self.synced_at = 0  # event time of the diff that completed the last (re)sync
         # Worst prices the snapshot listed: past them the book only knows levels a diff has mentioned,
         # so a best price beyond them may be wrong (a partial snapshot's blind spot).
         self._bid_floor = 0.0
@@ -237,6 +238,8 @@ class OrderBook:
         self.last_event_time = ev.event_time
         self.state = BookState.SYNCED
         self.applied += 1
+        if synced_now:
+            self.synced_at = ev.event_time
         if self.is_crossed():
             self.crossed_events += 1
             bid, ask = self.bids.best(), self.asks.best()

@@ -24,10 +24,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from realtime.replay import replay
-    from tapewatch.market import MarketConfig
 
     settings = _settings(args)
-    summary = replay([Path(p) for p in args.files], MarketConfig.from_settings(settings))
+    summary = replay([Path(p) for p in args.files], settings)
     if args.json:
         print(json.dumps(summary, sort_keys=False))
     else:
@@ -35,7 +34,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"{summary['messages']} messages in {summary['seconds']:.3f} s "
             f"({summary['messages_per_second']:.0f}/s); malformed {summary['malformed']}, gaps {summary['gaps']}, "
             f"resyncs {summary['resyncs']}, book checks {summary['book_checks']} "
-            f"({summary['book_mismatches']} mismatches)"
+            f"({summary['book_mismatches']} mismatches); candidates {summary['candidates']}, "
+            f"signals {summary['signals']}"
         )
         for symbol, feats in summary["final"].items():
             print(f"  {symbol}: " + ", ".join(f"{k}={v}" for k, v in feats.items()))

@@ -107,4 +107,53 @@ class Kline(msgspec.Struct, frozen=True, gc=False):
     candle: Candle = msgspec.field(name="k")
 
 
-MarketEvent = DepthUpdate | DepthSnapshot | BookTicker | AggTrade | Trade | Kline
+class KlineHistory(msgspec.Struct, frozen=True, gc=False):
+    """Candles of one symbol and interval fetched by REST (history at start or after a gap), oldest first."""
+
+    interval: str
+    candles: list[Candle]
+
+
+class KlineRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One row of ``/fapi/v1/klines`` (an array; the trailing "ignore" element is dropped)."""
+
+    open_time: int
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Qty
+    close_time: int
+    quote_volume: Qty
+    trades: int
+    taker_buy_volume: Qty
+    taker_buy_quote_volume: Qty
+
+
+def candles_from_rows(rows: list[KlineRow], interval: str, now_ms: int) -> list[Candle]:
+    """Kline rows as :class:`Candle` s; a row is ``closed`` when its close time is before ``now_ms``.
+
+    Binance returns the still-forming candle last; ``now_ms`` (the caller's estimate of exchange time)
+    tells it apart.
+    """
+    return [
+        Candle(
+            open_time=r.open_time,
+            close_time=r.close_time,
+            interval=interval,
+            open=r.open,
+            close=r.close,
+            high=r.high,
+            low=r.low,
+            volume=r.volume,
+            trades=r.trades,
+            closed=r.close_time < now_ms,
+            quote_volume=r.quote_volume,
+            taker_buy_volume=r.taker_buy_volume,
+            taker_buy_quote_volume=r.taker_buy_quote_volume,
+        )
+        for r in rows
+    ]
+
+
+MarketEvent = DepthUpdate | DepthSnapshot | BookTicker | AggTrade | Trade | Kline | KlineHistory

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from tapewatch.book import Applied, Buffered, NeedsResync, OrderBook, Outcome
 from tapewatch.candles import CandleSeries
-from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline, Trade
+from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline, KlineHistory, Trade
 from tapewatch.parse import Frame
 from tapewatch.settings import Settings
 from tapewatch.streams import Kind
@@ -125,6 +125,7 @@ class Market:
                 Kind.TRADE: self._on_trade,
                 Kind.KLINE: self._on_kline,
                 Kind.SNAPSHOT: self._on_snapshot,
+                Kind.KLINES: self._on_kline_history,
             },
         )
 
@@ -174,10 +175,22 @@ class Market:
             self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
 
     def _on_kline(self, st: SymbolState, ev: Kline) -> None:
-        series = st.candles.get(ev.candle.interval)
+        self.series(st, ev.candle.interval).update(ev.candle)
+
+    def _on_kline_history(self, st: SymbolState, ev: KlineHistory) -> None:
+        self.series(st, ev.interval).extend_history(ev.candles)
+
+    def series(self, st: SymbolState, interval: str) -> CandleSeries:
+        """The candle series of ``interval`` (1m keeps enough for 240 minutes of returns)."""
+        series = st.candles.get(interval)
         if series is None:
-            series = st.candles[ev.candle.interval] = CandleSeries(self.config.kline_history_bars)
-        series.update(ev.candle)
+            keep = (
+                max(self.config.kline_history_bars, 260)
+                if interval == "1m"
+                else self.config.kline_history_bars
+            )
+            series = st.candles[interval] = CandleSeries(keep)
+        return series
 
     def _on_snapshot(self, st: SymbolState, ev: DepthSnapshot) -> SnapshotNeeded | None:
         self.counters["snapshots"] += 1

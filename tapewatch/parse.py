@@ -13,7 +13,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline, MarketEvent, Trade
+from tapewatch.events import (
+    AggTrade,
+    BookTicker,
+    DepthSnapshot,
+    DepthUpdate,
+    Kline,
+    KlineHistory,
+    KlineRow,
+    MarketEvent,
+    Trade,
+    candles_from_rows,
+)
 from tapewatch.streams import Kind, UnknownStream, parse_stream
 
 log = logging.getLogger(__name__)
@@ -25,9 +36,11 @@ _DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
     Kind.TRADE: msgspec.json.Decoder(Trade, strict=False),
     Kind.KLINE: msgspec.json.Decoder(Kline, strict=False),
     Kind.SNAPSHOT: msgspec.json.Decoder(DepthSnapshot, strict=False),
+    Kind.KLINES: msgspec.json.Decoder(list[KlineRow], strict=False),
 }
 
 REST_DEPTH_PATHS = ("/fapi/v1/depth", "/dapi/v1/depth")
+REST_KLINES_PATHS = ("/fapi/v1/klines", "/dapi/v1/klines")
 #: Rejection reasons that mean the exchange (or the wire) sent something wrong.
 MALFORMED_REASONS = ("malformed_json", "schema", "bad_value", "unknown_stream")
 
@@ -61,15 +74,19 @@ _line_decoder = msgspec.json.Decoder(CaptureLine)
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
-def _rest_target(stream: str) -> tuple[str, Kind] | None:
-    """(SYMBOL, SNAPSHOT) for a captured depth snapshot ``rest:/fapi/v1/depth?symbol=X&limit=N``."""
+def _rest_target(stream: str) -> tuple[str, Kind, str] | None:
+    """(SYMBOL, kind, interval) of a captured REST answer replay uses: a depth snapshot
+    ``rest:/fapi/v1/depth?symbol=X&limit=N`` or kline history ``rest:/fapi/v1/klines?symbol=X&interval=15m``."""
     url = urlsplit(stream[5:])
-    if url.path not in REST_DEPTH_PATHS:
-        return None
-    symbols = parse_qs(url.query).get("symbol")
+    query = parse_qs(url.query)
+    symbols = query.get("symbol")
     if not symbols:
         return None
-    return symbols[0].upper(), Kind.SNAPSHOT
+    if url.path in REST_DEPTH_PATHS:
+        return symbols[0].upper(), Kind.SNAPSHOT, ""
+    if url.path in REST_KLINES_PATHS and query.get("interval"):
+        return symbols[0].upper(), Kind.KLINES, query["interval"][0]
+    return None
 
 
 class FrameDecoder:
@@ -83,7 +100,7 @@ class FrameDecoder:
         self.rejected: Counter[str] = Counter()
         self.rejected_by_stream: Counter[tuple[str, str]] = Counter()
         self.decoded = 0
-        self._streams: dict[str, tuple[str, Kind] | None] = {}
+        self._streams: dict[str, tuple[str, Kind, str] | None] = {}
 
     def _reject(self, reason: str, stream: str, detail: object = "") -> None:
         self.rejected[reason] += 1
@@ -97,18 +114,18 @@ class FrameDecoder:
                 extra={"stream": stream, "reason": reason},
             )
 
-    def _target(self, stream: str) -> tuple[str, Kind] | None:
+    def _target(self, stream: str) -> tuple[str, Kind, str] | None:
         try:
             return self._streams[stream]
         except KeyError:
             pass
-        target: tuple[str, Kind] | None
+        target: tuple[str, Kind, str] | None
         if stream.startswith("rest:"):
             target = _rest_target(stream)
         else:
             try:
                 name = parse_stream(stream)
-                target = (name.symbol, name.kind) if name.kind in _DECODERS else None
+                target = (name.symbol, name.kind, name.detail) if name.kind in _DECODERS else None
             except UnknownStream:
                 target = None
         if len(self._streams) < 100_000:
@@ -121,9 +138,12 @@ class FrameDecoder:
         if target is None:
             self._reject("ignored" if stream.startswith("rest:") else "unknown_stream", stream)
             return None
-        symbol, kind = target
+        symbol, kind, detail = target
         try:
             event = _DECODERS[kind].decode(data)
+            if kind is Kind.KLINES:
+                # Binance lists the forming candle last; its close time is still ahead of the answer
+                event = KlineHistory(detail, candles_from_rows(event, detail, recv))
         except msgspec.ValidationError as exc:
             msg = str(exc)
             reason = "bad_value" if (" > " in msg or " >= " in msg or " < " in msg) else "schema"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         1.0, ge=0, le=600, description="Seconds between resyncs of one symbol."
     )
 
+    # --- signal engine ---------------------------------------------------------------------------------
+    setup_reset_seconds: float = Field(
+        120, ge=0, le=3600, description="A setup is new again after its conditions failed this long (s)."
+    )
+
     # --- capture ---------------------------------------------------------------------------------------
     capture_enabled: bool = Field(True, description="Write every incoming frame to var/capture/.")
     capture_flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between capture flushes.")
@@ -167,6 +172,80 @@ class Settings(BaseSettings):
     min_stop_atr_multiple: float = Field(
         0.5, ge=0, le=50, description="Closest stop, in ATR(15m); at most stop_atr_multiple."
     )
+
+    # --- dispatch: storage buffer, outbox relay, notifiers ---------------------------------------------------
+    pending_writes_max: int = Field(
+        10_000,
+        ge=10,
+        le=10_000_000,
+        description="Signals+candidates held in memory while PostgreSQL is down.",
+    )
+    outbox_poll_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between outbox relay passes when not woken."
+    )
+    outbox_batch: int = Field(100, ge=1, le=10_000, description="Outbox rows published per relay pass.")
+    outbox_retry_max: float = Field(
+        30, gt=0, le=3600, description="Longest wait (s) between relay retries while Redis is down."
+    )
+    signals_stream_maxlen: int = Field(
+        100_000, ge=1000, le=100_000_000, description="Entries kept in the Redis signal stream (approx.)."
+    )
+    notify_queue_size: int = Field(1000, ge=1, le=1_000_000, description="Signals queued per notifier.")
+    notify_max_age: float = Field(
+        900, ge=0, le=86_400, description="At start, notify published signals at most this old (s)."
+    )
+    webhook_url: str | None = Field(None, description="POST every published signal here (JSON); unset = off.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the X-Tapewatch-Signature header; required with webhook_url."
+    )
+    webhook_timeout: float = Field(5, gt=0, le=120, description="Seconds before a webhook POST times out.")
+    webhook_max_attempts: int = Field(
+        5, ge=1, le=100, description="Webhook tries per signal before giving up."
+    )
+    webhook_backoff_base: float = Field(
+        0.5, gt=0, le=60, description="First webhook retry delay (s), doubling."
+    )
+    webhook_backoff_max: float = Field(30, gt=0, le=3600, description="Longest webhook retry delay (s).")
+    telegram_bot_token: SecretStr | None = Field(
+        None, description="Telegram bot token; unset = Telegram off."
+    )
+    telegram_chat_id: str | None = Field(
+        None, description="Telegram chat to post to; required with the token."
+    )
+    telegram_api_url: str = Field("https://api.telegram.org", description="Telegram Bot API base URL.")
+    telegram_max_per_minute: int = Field(
+        20, ge=1, le=1000, description="Telegram messages per minute; beyond, one digest per minute."
+    )
+    telegram_timeout: float = Field(10, gt=0, le=120, description="Seconds before a Telegram call times out.")
+    telegram_max_attempts: int = Field(5, ge=1, le=100, description="Telegram tries per message.")
+    telegram_retry_after_max: float = Field(
+        300, gt=0, le=3600, description="Longest 429 retry_after (s) honoured; longer gives up."
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("http", "https"))
+
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _check_telegram_api_url(cls, value: str) -> str:
+        return _check_url(value, ("http", "https")) or value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("webhook_url") and not (value and value.get_secret_value()):
+            raise ValueError("webhook_url is set: set webhook_secret too (receivers verify the signature)")
+        return value
+
+    @field_validator("telegram_chat_id")
+    @classmethod
+    def _check_telegram_chat(cls, value: str | None, info: ValidationInfo) -> str | None:
+        token = info.data.get("telegram_bot_token")
+        if bool(token is not None and token.get_secret_value()) != bool(value):
+            raise ValueError("set both telegram_bot_token and telegram_chat_id, or neither")
+        return value
 
     # --- simulator and logging -------------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulated exchange host.")

@@ -23,6 +23,7 @@ class Kind(StrEnum):
     MARK_PRICE = "markPrice"
     FORCE_ORDER = "forceOrder"
     SNAPSHOT = "snapshot"
+    KLINES = "klines"  # REST kline history
 
 
 _ROUTES: dict[Kind, Path] = {

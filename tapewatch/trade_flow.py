@@ -95,5 +95,10 @@ class TradeWindow:
         return len(self._trades)
 
     @property
+    def last_price(self) -> float | None:
+        """Price of the most recent trade in the window."""
+        return self._trades[-1].price if self._trades else None
+
+    @property
     def vwap(self) -> float | None:
         return self.pq / self.q if self.q > 0 else None

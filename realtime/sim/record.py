@@ -25,6 +25,7 @@ from realtime.capture_writer import capture_path
 from realtime.sim.draws import Draws
 from realtime.sim.episodes import Episode, ground_truth_json
 from realtime.sim.faults import parse_duration
+from realtime.sim.protocol import dumps
 from realtime.sim.venue import Venue
 from tapewatch.settings import SNAPSHOT_WEIGHTS
 
@@ -111,6 +112,10 @@ class _Writer:
         self._close()
 
 
+#: (interval, limit) of the kline history fetched at start, as ``tapewatch run`` does.
+HISTORY_KLINES = (("15m", 101), ("1m", 261))
+
+
 def record(
     out_dir: Path,
     duration_ms: int,
@@ -158,6 +163,14 @@ def record(
     jitter = Draws(np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFF, 0x7EC]))))
     public, market = _Connection(jitter), _Connection(jitter)
     rest: deque[tuple[int, str]] = deque()
+    # As the live service does at start: the candle history behind the 15m context and 1m returns.
+    for n, spec in enumerate(venue.specs):
+        sym = venue.market.symbols[spec.index]
+        for interval, limit in HISTORY_KLINES:
+            recv = start + 50 + n // 8
+            stream = f"rest:/fapi/v1/klines?symbol={spec.symbol}&interval={interval}&limit={limit}"
+            body = dumps(venue.klines(sym, interval, None, None, limit)).decode()
+            rest.append((recv, f'{{"recv":{recv},"stream":"{stream}","data":{body}}}\n'))
     writer = _Writer(out_dir / "var" / "capture")
 
     # Initial snapshot requests, in symbol order, spread out by their REST weight.

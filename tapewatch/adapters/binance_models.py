@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from tapewatch.events import AggTrade, Candle, DepthSnapshot, Price, Qty
+from tapewatch.events import AggTrade, DepthSnapshot, KlineRow, Price, Qty, candles_from_rows
 
 Finite = Annotated[float, msgspec.Meta(gt=-1e18, lt=1e18)]
 
@@ -160,48 +160,6 @@ class RestAggTrade(msgspec.Struct, frozen=True, gc=False):
     last_trade_id: int = msgspec.field(name="l")
     trade_time: int = msgspec.field(name="T")
     buyer_is_maker: bool = msgspec.field(name="m")
-
-
-class KlineRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """One row of ``/fapi/v1/klines`` (an array; the trailing "ignore" element is dropped)."""
-
-    open_time: int
-    open: Price
-    high: Price
-    low: Price
-    close: Price
-    volume: Qty
-    close_time: int
-    quote_volume: Qty
-    trades: int
-    taker_buy_volume: Qty
-    taker_buy_quote_volume: Qty
-
-
-def candles_from_rows(rows: list[KlineRow], interval: str, now_ms: int) -> list[Candle]:
-    """Kline rows as :class:`Candle` s; a row is ``closed`` when its close time is before ``now_ms``.
-
-    Binance returns the still-forming candle last; ``now_ms`` (the caller's estimate of exchange time)
-    tells it apart.
-    """
-    return [
-        Candle(
-            open_time=r.open_time,
-            close_time=r.close_time,
-            interval=interval,
-            open=r.open,
-            close=r.close,
-            high=r.high,
-            low=r.low,
-            volume=r.volume,
-            trades=r.trades,
-            closed=r.close_time < now_ms,
-            quote_volume=r.quote_volume,
-            taker_buy_volume=r.taker_buy_volume,
-            taker_buy_quote_volume=r.taker_buy_quote_volume,
-        )
-        for r in rows
-    ]
 
 
 def agg_trades_from_rest(rows: list[RestAggTrade], symbol: str) -> list[AggTrade]:

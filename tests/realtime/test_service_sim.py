@@ -15,7 +15,6 @@ from realtime.service import FeedService
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
-from tapewatch.market import MarketConfig
 from tapewatch.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
@@ -82,7 +81,7 @@ def test_books_stay_exact_and_replay_rebuilds_the_same_state(
     finally:
         state.close()
     # the capture replays into exactly the state the live run ended with
-    summary = replay([tmp_path / "capture"], MarketConfig.from_settings(load_settings()))
+    summary = replay([tmp_path / "capture"], load_settings())
     assert summary["book_mismatches"] == 0
     assert summary["messages"] == market.messages
     assert summary["final"] == market.final()

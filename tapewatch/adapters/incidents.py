@@ -1,0 +1,274 @@
+"""Feed incidents in PostgreSQL (table ``feed_incidents``, sql/0001): record, resolve, list.
+
+The realtime service queues *changes* and writes them in batches with :func:`write_changes`, in order, in
+one transaction:
+
+- :class:`NewIncident` inserts a row. Conditions that last (a stale feed, a book out of sync, a dropped
+  connection, a ban) are inserted open (``resolved_at`` NULL); point events (a minute of malformed frames)
+  may come already resolved.
+- :class:`Resolve` closes every open row of one (kind, symbol, stream): the feed resumed, the book resynced.
+- :class:`CloseLeftovers` closes what a previous run of the service left open (it cannot resolve them).
+
+``tapewatch status`` reads :func:`open_incidents` and :func:`incident_counts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from tapewatch.adapters.db import Database
+from tapewatch.errors import MigrationError
+
+log = logging.getLogger(__name__)
+
+#: The kinds the table accepts (its CHECK constraint).
+KINDS: Final = ("gap", "resync", "reconnect", "stale", "malformed", "rate_limited", "banned")
+#: Longest detail stored; a longer one is cut (a hostile payload quoted in a message must stay small).
+MAX_DETAIL: Final = 2000
+_SYMBOL = re.compile(r"^[A-Z0-9]+$")
+_UNDEFINED_TABLE = "42P01"
+
+
+def _check(kind: str, symbol: str | None, event_time: int | None = None) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"incident kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if symbol is not None and not _SYMBOL.match(symbol):
+        raise ValueError(f"incident symbols are upper-case letters and digits, like BTCUSDT; got {symbol!r}")
+    if event_time is not None and event_time < 0:
+        raise ValueError(f"event_time is epoch ms >= 0; got {event_time}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewIncident:
+    """A row to insert. ``recorded_at`` is when the service saw it (not when the row reached the database,
+    which may be later after an outage); ``resolved_at`` is set for point events. ValueError for a kind,
+    symbol or event time the table would refuse."""
+
+    kind: str
+    recorded_at: datetime
+    symbol: str | None = None
+    stream: str | None = None
+    detail: str = ""
+    event_time: int | None = None
+    resolved_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.kind, self.symbol, self.event_time)
+        if len(self.detail) > MAX_DETAIL:
+            object.__setattr__(self, "detail", self.detail[: MAX_DETAIL - 1] + "…")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Close every open row of (kind, symbol, stream) at ``resolved_at``; ``note`` is appended to detail."""
+
+    kind: str
+    resolved_at: datetime
+    symbol: str | None = None
+    stream: str | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.kind, self.symbol)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseLeftovers:
+    """Close every row still open that was recorded before ``before`` (a previous run's), noting why."""
+
+    before: datetime
+    note: str = "closed: the realtime service restarted"
+
+
+Change = NewIncident | Resolve | CloseLeftovers
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """One row of ``feed_incidents``."""
+
+    id: int
+    kind: str
+    symbol: str | None
+    stream: str | None
+    detail: str
+    event_time: int | None
+    recorded_at: datetime
+    resolved_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The row with ISO 8601 times, for ``tapewatch status --json`` and the dashboard."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "symbol": self.symbol,
+            "stream": self.stream,
+            "detail": self.detail,
+            "event_time": self.event_time,
+            "recorded_at": self.recorded_at.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIncidents:
+    """How many incidents are open, and the newest of them (newest first)."""
+
+    total: int
+    newest: list[IncidentRow]
+
+
+_INSERT = sa.text(
+    "INSERT INTO feed_incidents (kind, symbol, stream, detail, event_time, recorded_at, resolved_at) "
+    "VALUES (:kind, :symbol, :stream, :detail, :event_time, :recorded_at, :resolved_at)"
+)
+# GREATEST keeps the CHECK (resolved_at >= recorded_at) when the wall clock stepped back in between.
+_RESOLVE = sa.text(
+    "UPDATE feed_incidents SET resolved_at = GREATEST(:resolved_at, recorded_at), "
+    "detail = CASE WHEN :note = '' THEN detail WHEN detail = '' THEN :note ELSE detail || '; ' || :note END "
+    "WHERE resolved_at IS NULL AND kind = :kind "
+    "AND symbol IS NOT DISTINCT FROM :symbol AND stream IS NOT DISTINCT FROM :stream"
+)
+_CLOSE_LEFTOVERS = sa.text(
+    "UPDATE feed_incidents SET resolved_at = GREATEST(:before, recorded_at), "
+    "detail = CASE WHEN detail = '' THEN :note ELSE detail || '; ' || :note END "
+    "WHERE resolved_at IS NULL AND recorded_at < :before"
+)
+_COLUMNS = "id, kind, symbol, stream, detail, event_time, recorded_at, resolved_at"
+
+
+def _params(change: Change) -> dict[str, Any]:
+    if isinstance(change, NewIncident):
+        return {
+            "kind": change.kind,
+            "symbol": change.symbol,
+            "stream": change.stream,
+            "detail": change.detail,
+            "event_time": change.event_time,
+            "recorded_at": change.recorded_at,
+            "resolved_at": change.resolved_at,
+        }
+    if isinstance(change, Resolve):
+        return {
+            "kind": change.kind,
+            "symbol": change.symbol,
+            "stream": change.stream,
+            "note": change.note,
+            "resolved_at": change.resolved_at,
+        }
+    return {"before": change.before, "note": change.note}
+
+
+_STATEMENTS: dict[type, sa.TextClause] = {
+    NewIncident: _INSERT,
+    Resolve: _RESOLVE,
+    CloseLeftovers: _CLOSE_LEFTOVERS,
+}
+
+
+def apply_changes(conn: Connection, changes: Sequence[Change]) -> None:
+    """Run ``changes`` in order on ``conn`` (runs of one type go as one executemany)."""
+    for kind, run in groupby(changes, key=type):
+        conn.execute(_STATEMENTS[kind], [_params(c) for c in run])
+
+
+def write_changes(db: Database, changes: Sequence[Change]) -> int:
+    """Write ``changes`` in order, in one transaction; return how many were refused by the database.
+
+    When the batch fails on a statement error (a value the table refuses), each change is retried in its
+    own transaction and those that still fail are logged and skipped: one bad row never blocks the rest.
+    Raises StorageUnavailable when PostgreSQL cannot be reached (nothing of the batch is lost then: the
+    caller keeps it and retries)."""
+    if not changes:
+        return 0
+    try:
+        with db.begin() as conn:
+            apply_changes(conn, changes)
+        return 0
+    except sa_exc.DBAPIError as exc:
+        log.warning("a batch of %d incident changes was refused (%s); writing them one by one", len(changes), _first_line(exc))
+    refused = 0
+    for change in changes:
+        try:
+            with db.begin() as conn:
+                apply_changes(conn, [change])
+        except sa_exc.DBAPIError as exc:
+            refused += 1
+            log.error("incident change refused by PostgreSQL, skipped: %r (%s)", change, _first_line(exc))
+    return refused
+
+
+def _first_line(exc: sa_exc.DBAPIError) -> str:
+    text = str(exc.orig or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def open_incidents(db: Database, limit: int = 20) -> OpenIncidents:
+    """How many incidents are open, and the ``limit`` newest open ones (newest first).
+
+    Raises StorageUnavailable when PostgreSQL cannot be reached, MigrationError when the table is missing."""
+    with _reading(db) as conn:
+        total = conn.execute(sa.text("SELECT count(*) FROM feed_incidents WHERE resolved_at IS NULL")).scalar()
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {_COLUMNS} FROM feed_incidents WHERE resolved_at IS NULL "
+                "ORDER BY recorded_at DESC, id DESC LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return OpenIncidents(int(total or 0), [IncidentRow(*row) for row in rows])
+
+
+def incident_counts(db: Database, since: datetime) -> dict[str, int]:
+    """Incidents recorded at or after ``since``, counted by kind (kinds with none are left out)."""
+    with _reading(db) as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT kind, count(*) FROM feed_incidents WHERE recorded_at >= :since GROUP BY kind ORDER BY kind"
+            ),
+            {"since": since},
+        )
+        return {str(kind): int(n) for kind, n in rows}
+
+
+def list_incidents(
+    db: Database, *, kind: str | None = None, symbol: str | None = None, limit: int = 100
+) -> list[IncidentRow]:
+    """The newest ``limit`` incidents (open or not), optionally of one kind and/or symbol, newest first."""
+    with _reading(db) as conn:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {_COLUMNS} FROM feed_incidents "
+                "WHERE (CAST(:kind AS text) IS NULL OR kind = :kind) "
+                "AND (CAST(:symbol AS text) IS NULL OR symbol = :symbol) "
+                "ORDER BY recorded_at DESC, id DESC LIMIT :limit"
+            ),
+            {"kind": kind, "symbol": symbol, "limit": limit},
+        )
+        return [IncidentRow(*row) for row in rows]
+
+
+@contextmanager
+def _reading(db: Database) -> Iterator[Connection]:
+    """``db.begin()`` that turns a missing table into MigrationError naming the command that fixes it."""
+    try:
+        with db.begin() as conn:
+            yield conn
+    except sa_exc.ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_TABLE:
+            raise
+        raise MigrationError(
+            "table feed_incidents does not exist: the database is not migrated; "
+            "run `tapewatch db upgrade` (or start `tapewatch run`, which migrates)"
+        ) from exc

@@ -1,0 +1,324 @@
+"""The signal engine: evaluate symbols on their events, gate candidates, follow signals to their end.
+
+Pure: fed the same frames it produces the same candidates, signals and exits, live or in replay (every
+time is the exchange's event time). Call :meth:`SignalEngine.on_frame` after ``Market.on_frame`` for each
+frame. A symbol is evaluated on its depth and trade events, only while its book is usable; a cheap test of
+the required conditions runs first and the full feature vector (candles, levels) is built only when it
+passes. One candidate per symbol and direction while the setup persists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tapewatch.candle_features import candle_features
+from tapewatch.correlation import return_correlation
+from tapewatch.events import Candle
+from tapewatch.features import DataQuality, Features
+from tapewatch.market import Market, SymbolState
+from tapewatch.outcome import OpenSignal, Outcome, OutcomeEvent, OutcomeParams, OutcomeState, OutcomeTracker
+from tapewatch.parse import Frame
+from tapewatch.quality import Tier
+from tapewatch.risk import Candidate as RiskCandidate
+from tapewatch.risk import RiskParams, RiskState, gate
+from tapewatch.rules import Direction, check
+from tapewatch.settings import Settings
+from tapewatch.signal import (
+    FATE_SIGNAL,
+    Candidate,
+    ExitReason,
+    Signal,
+    TierHistory,
+    make_candidate,
+    make_exit_signal,
+    propose,
+)
+from tapewatch.streams import Kind
+from tapewatch.volume import average_window_volume
+
+log = logging.getLogger(__name__)
+
+PRIMARY_TF = "15m"
+RETURNS_TF = "1m"
+_EXIT_REASONS: dict[OutcomeState, ExitReason] = {
+    OutcomeState.TP1: "TP1",
+    OutcomeState.TP2: "TP2",
+    OutcomeState.STOPPED: "STOP",
+    OutcomeState.EXPIRED: "EXPIRED",
+}
+
+
+@dataclass(slots=True)
+class EngineOutput:
+    """What one frame produced: candidates (every fate), signals (ENTRY and EXIT), finished outcomes."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    finished: list[Outcome] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.candidates or self.signals or self.finished)
+
+
+@dataclass(slots=True)
+class _Open:
+    signal: Signal
+    tracker: OutcomeTracker
+
+
+class SignalEngine:
+    """Candidates, signals and live outcomes from the market state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        market: Market,
+        *,
+        risk_state: RiskState | None = None,
+        history: dict[Tier, TierHistory] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.market = market
+        self.risk = risk_state or RiskState()
+        self.risk_params = RiskParams.from_settings(settings)
+        self.outcome_params = OutcomeParams.from_settings(settings)
+        self.history: dict[Tier, TierHistory] = dict(history or {})
+        self.open: dict[str, _Open] = {}
+        self.counters: Counter[str] = Counter()  # evaluations and the reasons a symbol was not evaluated
+        # (symbol, direction) -> event time the required conditions last held: a setup lasts until they have
+        # been unmet for setup_reset_ms, so a setup flickering around a threshold stays one candidate.
+        self._active: dict[tuple[str, Direction], int] = {}
+        self._reset_ms = int(settings.setup_reset_seconds * 1000)
+        self._context: dict[str, tuple[int, float | None]] = {}  # symbol -> (last 15m open time, avg volume)
+        self._last_tick = 0
+        self._window_s = settings.trade_history_window
+
+    # --- entry point ------------------------------------------------------------------------------------
+    def on_frame(self, frame: Frame) -> EngineOutput | None:
+        kind = frame.kind
+        if kind is not Kind.DEPTH and kind is not Kind.AGG_TRADE and kind is not Kind.TRADE:
+            return None
+        st = self.market.symbols.get(frame.symbol)
+        if st is None:
+            return None
+        out = EngineOutput()
+        now = self.market.now_ms
+        if kind is not Kind.DEPTH:
+            now = max(now, st.flow.last_time)
+            if self.open:
+                self._follow(st, out)
+        if self.open and now - self._last_tick >= 1000:
+            self._last_tick = now
+            self._expire(now, out)
+        self._evaluate(st, now, out)
+        return out if out else None
+
+    # --- evaluation -------------------------------------------------------------------------------------
+    def _evaluate(self, st: SymbolState, now: int, out: EngineOutput) -> None:
+        symbol = st.symbol
+        book = self.market.symbols[symbol].book
+        health = book.health(now, self.market.config.stale_after_ms)
+        if health.state != "synced":
+            self.counters[f"not_evaluated_{health.state}"] += 1
+            return
+        price, vwap = st.flow.last_price, st.vwap.vwap
+        if price is None or vwap is None:
+            self.counters["not_evaluated_no_trades"] += 1
+            return
+        self.counters["evaluations"] += 1
+        s = self.settings
+        imbalance = book.imbalance(self.market.config.imbalance_levels)
+        intensity = self._intensity(st)
+        volume_ok = intensity is not None and intensity > s.volume_confirmation_multiplier
+        threshold, min_large = s.orderbook_imbalance_threshold, s.min_large_trades
+        setups: tuple[tuple[Direction, bool], ...] = (
+            (
+                "LONG",
+                volume_ok and imbalance > threshold and st.flow.large_buys >= min_large and price > vwap,
+            ),
+            (
+                "SHORT",
+                volume_ok and imbalance < -threshold and st.flow.large_sells >= min_large and price < vwap,
+            ),
+        )
+        for direction, ok in setups:
+            if not ok:
+                continue
+            key = (symbol, direction)
+            last = self._active.get(key)
+            self._active[key] = now
+            if last is not None and now - last <= self._reset_ms:
+                continue  # the setup persists: one candidate is enough
+            self._candidate(st, direction, now, imbalance, intensity, price, vwap, out)
+
+    def _intensity(self, st: SymbolState) -> float | None:
+        series = st.candles.get(PRIMARY_TF)
+        if series is None or not series.closed:
+            return None
+        last_open = series.closed[-1].open_time
+        cached = self._context.get(st.symbol)
+        if cached is None or cached[0] != last_open:
+            avg = average_window_volume(list(series.closed), self._window_s, self.settings.kline_history_bars)
+            cached = self._context[st.symbol] = (last_open, avg)
+        avg = cached[1]
+        return st.flow.quote_volume / avg if avg else None
+
+    def _features(
+        self, st: SymbolState, now: int, imbalance: float, intensity: float | None, price: float, vwap: float
+    ) -> Features:
+        book = st.book
+        top = book.top()
+        assert top is not None  # the book is synced
+        bars: Sequence[Candle] = st.candles[PRIMARY_TF].bars() if PRIMARY_TF in st.candles else []
+        cf = candle_features(bars, price) if bars else None
+        bid_usd, ask_usd = book.depth_within(0.01)
+        return Features(
+            symbol=st.symbol,
+            event_time=now,
+            price=price,
+            best_bid=top.bid_price,
+            best_ask=top.ask_price,
+            imbalance_top10=imbalance,
+            large_buys=st.flow.large_buys,
+            large_sells=st.flow.large_sells,
+            volume_intensity=intensity,
+            vwap_1h=vwap,
+            rsi9=cf.rsi if cf else None,
+            bullish_divergence=(cf.divergence == "bullish") if cf else None,
+            bearish_divergence=(cf.divergence == "bearish") if cf else None,
+            support=cf.support if cf else None,
+            resistance=cf.resistance if cf else None,
+            atr_15m=cf.atr if cf else None,
+            data_quality=DataQuality(
+                book_sync_age_ms=max(0, now - book.synced_at) if book.synced_at else None,
+                gaps_in_window=book.gaps,
+                resyncs_in_window=book.resyncs,
+                depth_bid_usd=bid_usd,
+                depth_ask_usd=ask_usd,
+            ),
+        )
+
+    def _candidate(
+        self,
+        st: SymbolState,
+        direction: Direction,
+        now: int,
+        imbalance: float,
+        intensity: float | None,
+        price: float,
+        vwap: float,
+        out: EngineOutput,
+    ) -> None:
+        try:
+            features = self._features(st, now, imbalance, intensity, price, vwap)
+        except ValueError as exc:
+            self.counters["bad_features"] += 1
+            log.warning("cannot build features: %s", exc, extra={"symbol": st.symbol})
+            return
+        evaluation = check(features, self.settings, direction)
+        if not evaluation.passed:  # the cheap test and the rules disagree: the rules win
+            self.counters["rules_rejected"] += 1
+            return
+        proposal = propose(features, evaluation, self.settings, self.history)
+        signal = proposal.signal
+        if signal is None:
+            out.candidates.append(
+                make_candidate(features, evaluation, proposal.quality, proposal.fate, proposal.fate_detail)
+            )
+            return
+        tier = signal.priority
+        decision = gate(
+            RiskCandidate(
+                signal_id=signal.signal_id, symbol=st.symbol, direction=direction, tier=tier, event_time=now
+            ),
+            self.risk,
+            self.risk_params,
+            lambda a, b: self._correlation(a, b, now),
+        )
+        self.risk.record(decision)
+        if not decision.passed:
+            fate = str(decision.rule)
+            out.candidates.append(
+                make_candidate(features, evaluation, proposal.quality, fate, decision.reason or fate)
+            )
+            return
+        out.candidates.append(make_candidate(features, evaluation, proposal.quality, FATE_SIGNAL))
+        out.signals.append(signal)
+        self.open[signal.signal_id] = _Open(
+            signal,
+            OutcomeTracker(
+                OpenSignal(
+                    signal_id=signal.signal_id,
+                    symbol=signal.symbol,
+                    direction=direction,
+                    tier=tier,
+                    created=now,
+                    entry=signal.entry_price,
+                    stop=signal.stop_loss,
+                    tp1=signal.take_profit_1,
+                    tp2=signal.take_profit_2,
+                    position_size=signal.suggested_position_size,
+                    quality_score=signal.quality_score,
+                ),
+                self.outcome_params,
+            ),
+        )
+        self.counters["signals"] += 1
+
+    def _correlation(self, a: str, b: str, now: int) -> float | None:
+        sa, sb = self.market.symbols.get(a), self.market.symbols.get(b)
+        if sa is None or sb is None or RETURNS_TF not in sa.candles or RETURNS_TF not in sb.candles:
+            return None
+        return return_correlation(
+            sa.candles[RETURNS_TF].bars(include_forming=False),
+            sb.candles[RETURNS_TF].bars(include_forming=False),
+            end_time=now,
+        )
+
+    # --- following open signals -------------------------------------------------------------------------
+    def _follow(self, st: SymbolState, out: EngineOutput) -> None:
+        price, time = st.flow.last_price, st.flow.last_time
+        if price is None:
+            return
+        for sid, held in list(self.open.items()):
+            if held.signal.symbol == st.symbol:
+                self._emit(sid, held, held.tracker.on_trade(time, price), price, out)
+
+    def _expire(self, now: int, out: EngineOutput) -> None:
+        for sid, held in list(self.open.items()):
+            events = held.tracker.on_time(now)
+            if events:
+                last = self.market.symbols[held.signal.symbol].flow.last_price or held.signal.entry_price
+                self._emit(sid, held, events, last, out)
+
+    def _emit(
+        self, sid: str, held: _Open, events: list[OutcomeEvent], last_price: float, out: EngineOutput
+    ) -> None:
+        for ev in events:
+            reason = _EXIT_REASONS.get(ev.state)
+            if reason is not None:
+                out.signals.append(
+                    make_exit_signal(
+                        held.signal, reason, ev.price if ev.price is not None else last_price, ev.time
+                    )
+                )
+        if held.tracker.finished:
+            outcome = held.tracker.outcome()
+            del self.open[sid]
+            self.risk.finish(outcome, self.risk_params)
+            self._learn(outcome)
+            out.finished.append(outcome)
+
+    def _learn(self, outcome: Outcome) -> None:
+        """Feed the tier history behind ``confidence`` and ``expected_hold_time``."""
+        if not outcome.triggered:
+            return
+        tier = outcome.signal.tier
+        past = self.history.get(tier, TierHistory())
+        holds = [*past.hold_ms, outcome.hold_ms][-200:] if outcome.hold_ms is not None else list(past.hold_ms)
+        self.history[tier] = TierHistory(
+            tp1_hits=past.tp1_hits + (1 if outcome.tp1_hit else 0), signals=past.signals + 1, hold_ms=holds
+        )
