@@ -42,11 +42,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if summary["book_mismatches"] == 0 else 1
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from realtime.backtest import backtest
+
+    result = backtest([Path(p) for p in args.files], _settings(args))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    m = result["metrics"]
+    print(
+        f"{result['messages']} messages, {result['candidates']} candidates, {result['signals']} signals "
+        f"({result['open_at_end']} still open at the end)"
+    )
+    print("  " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    for s in result["signal_list"]:
+        o = s["outcome"] or {}
+        print(
+            f"  {s['timestamp']} {s['symbol']:<12} {s['direction']:<5} {s['priority']:<6} q={s['quality_score']:<3}"
+            f" entry {s['entry_price']:g} stop {s['stop_loss']:g} -> {o.get('state')} {o.get('pnl_r')}"
+        )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from realtime.main import exchange_settings
     from realtime.main import main as run_main
     from tapewatch.adapters.db import open_database
-    from tapewatch.adapters.embedded import ensure_redis
+    from tapewatch.adapters.embedded import ensure_database, ensure_redis
 
     settings = exchange_settings(_settings(args), args.exchange)
     if args.symbols:
@@ -55,7 +77,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     open_database(settings).dispose()  # migrations at start-up
     redis_url = ensure_redis(settings)
-    return run_main(settings, redis_url=redis_url, duration=args.duration, status_every=args.status_every)
+    return run_main(
+        settings,
+        redis_url=redis_url,
+        database_url=ensure_database(settings),
+        duration=args.duration,
+        status_every=args.status_every,
+    )
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -96,7 +124,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from realtime.demo import run_demo
     from tapewatch.adapters.db import open_database
-    from tapewatch.adapters.embedded import ensure_redis
+    from tapewatch.adapters.embedded import ensure_database, ensure_redis
 
     settings = _settings(args)
     print(">> starting PostgreSQL and Redis (embedded unless TAPEWATCH_DATABASE_URL / TAPEWATCH_REDIS_URL)")
@@ -105,12 +133,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(
         settings,
         redis_url=redis_url,
+        database_url=ensure_database(settings),
         seed=args.seed,
         symbols=args.symbols,
         speed=args.speed,
         duration=args.duration,
         status_every=args.status_every,
     )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tapewatch.adapters.status import format_status, gather_status
+
+    status = gather_status(_settings(args))
+    print(json.dumps(status.to_json()) if args.json else format_status(status))
+    return 0 if status.ok else 1
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -136,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="capture files (*.jsonl.gz) or directories of them")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "backtest", help="replay captures, follow every signal to its end and print the metrics"
+    )
+    p.add_argument("files", nargs="+", help="capture files (*.jsonl.gz) or directories of them")
+    p.add_argument("--json", action="store_true", help="print a JSON object as the last line of stdout")
+    p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("run", help="the realtime service: books, trade flow, capture, live state in Redis")
     p.add_argument("--exchange", choices=("binance", "sim"), default="binance", help="market data source")
@@ -169,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dbsub.add_parser("upgrade", help="apply pending migrations from sql/")
     up.set_defaults(func=cmd_db)
+
+    p = sub.add_parser(
+        "status", help="each component up/down, realtime metrics, open feed incidents (exit 1 if not healthy)"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON object as the last line of stdout")
+    p.set_defaults(func=cmd_status)
     return parser
 
 
