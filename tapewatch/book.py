@@ -131,7 +131,7 @@ class _Side:
 
     def volume(self, n: int) -> float:
         sign, qty = self.sign, self.qty
-        return sum(qty[sign * k] for k in self.keys[:n])
+        return sum([qty[sign * k] for k in self.keys[:n]])
 
     def notional_within(self, limit_price: float) -> float:
         """Σ price·qty of levels at or better than ``limit_price``."""

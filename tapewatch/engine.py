@@ -118,36 +118,38 @@ class SignalEngine:
 
     # --- evaluation -------------------------------------------------------------------------------------
     def _evaluate(self, st: SymbolState, now: int, out: EngineOutput) -> None:
-        symbol = st.symbol
-        book = self.market.symbols[symbol].book
+        # Cheapest conditions first: most events end at the large-trade count, before the book is read.
+        s = self.settings
+        flow = st.flow
+        min_large = s.min_large_trades
+        buys_ok, sells_ok = flow.large_buys >= min_large, flow.large_sells >= min_large
+        self.counters["evaluations"] += 1
+        if not (buys_ok or sells_ok):
+            return
+        price, vwap = flow.last_price, st.vwap.vwap
+        if price is None or vwap is None:
+            return
+        long_ok, short_ok = buys_ok and price > vwap, sells_ok and price < vwap
+        if not (long_ok or short_ok):
+            return
+        intensity = self._intensity(st)
+        if intensity is None or intensity <= s.volume_confirmation_multiplier:
+            return
+        book = st.book
         health = book.health(now, self.market.config.stale_after_ms)
-        if health.state != "synced":
+        if health.state != "synced":  # a feature is never read from a book that is not synced and fresh
             self.counters[f"not_evaluated_{health.state}"] += 1
             return
-        price, vwap = st.flow.last_price, st.vwap.vwap
-        if price is None or vwap is None:
-            self.counters["not_evaluated_no_trades"] += 1
-            return
-        self.counters["evaluations"] += 1
-        s = self.settings
         imbalance = book.imbalance(self.market.config.imbalance_levels)
-        intensity = self._intensity(st)
-        volume_ok = intensity is not None and intensity > s.volume_confirmation_multiplier
-        threshold, min_large = s.orderbook_imbalance_threshold, s.min_large_trades
+        threshold = s.orderbook_imbalance_threshold
         setups: tuple[tuple[Direction, bool], ...] = (
-            (
-                "LONG",
-                volume_ok and imbalance > threshold and st.flow.large_buys >= min_large and price > vwap,
-            ),
-            (
-                "SHORT",
-                volume_ok and imbalance < -threshold and st.flow.large_sells >= min_large and price < vwap,
-            ),
+            ("LONG", long_ok and imbalance > threshold),
+            ("SHORT", short_ok and imbalance < -threshold),
         )
         for direction, ok in setups:
             if not ok:
                 continue
-            key = (symbol, direction)
+            key = (st.symbol, direction)
             last = self._active.get(key)
             self._active[key] = now
             if last is not None and now - last <= self._reset_ms:
