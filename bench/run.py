@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,8 +28,12 @@ RECORDINGS = ROOT.parent / "shared" / "data" / "binance-futures"
 BENCH_DIR = ROOT / "var" / "bench"
 
 
+#: Bump when the simulator's record output changes, so cached captures are recorded again.
+SIM_FORMAT = 2
+
+
 def sim_capture(symbols: int, minutes: float, seed: int = 1) -> Path:
-    out = BENCH_DIR / f"sim-{symbols}sym-{minutes:g}min-seed{seed}"
+    out = BENCH_DIR / f"sim-v{SIM_FORMAT}-{symbols}sym-{minutes:g}min-seed{seed}"
     capture = out / "var" / "capture"
     if not (out / "episodes.json").exists():
         print(f"recording sim capture: {symbols} symbols x {minutes:g} min (once) ...", flush=True)
@@ -79,7 +84,8 @@ def book_update_cost(paths: list[Path]) -> dict[str, float]:
 
 def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
     raw_s, raw = best_of(repeat, lambda: count_and_decode_raw(paths))
-    rep_s, summary = best_of(repeat, lambda: replay(paths))
+    rep_s, summary = best_of(repeat, lambda: replay(paths, signals=False))
+    eng_s, eng = best_of(1, lambda: replay(paths))
     span_ms = _span_ms(paths)
     fig: dict[str, object] = {
         "capture": name,
@@ -88,6 +94,8 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
         "raw_decode_msg_s": round(raw.lines / raw_s),
         "replay_msg_s": round(summary["messages"] / rep_s),
         "replay_over_raw": round(rep_s / raw_s, 2),
+        "replay_with_engine_msg_s": round(eng["messages"] / eng_s),
+        "signals": eng["signals"],
         "capture_span_s": round(span_ms / 1000, 1),
         "capture_msg_s": round(raw.lines / (span_ms / 1000), 1) if span_ms else None,
         "speedup_vs_real_time": round(span_ms / 1000 / rep_s, 1) if span_ms else None,
@@ -99,6 +107,7 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
         f"\n== {name}: {raw.lines:,} messages, {fig['bytes_mb']} MB of JSON, {fig['capture_span_s']} s of market\n"
         f"  raw gzip+JSON decode : {fig['raw_decode_msg_s']:>10,} msg/s\n"
         f"  replay (decode+books): {fig['replay_msg_s']:>10,} msg/s   = {fig['replay_over_raw']}x the raw cost\n"
+        f"  replay + signal engine: {fig['replay_with_engine_msg_s']:>9,} msg/s   ({fig['signals']} signals)\n"
         f"  replay vs real time  : {fig['speedup_vs_real_time']}x  (capture produced {fig['capture_msg_s']} msg/s)\n"
         f"  book update          : {fig['us_per_event']} us per depth event, {fig['ns_per_level']} ns per level\n"
         f"  checks               : gaps {fig['gaps']}, bookTicker mismatches {fig['book_mismatches']}",
@@ -117,6 +126,7 @@ def _span_ms(paths: list[Path]) -> int:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.ERROR)  # resyncs and rejects are counted in the figures
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the 800-symbol capture")
     parser.add_argument("--repeat", type=int, default=3)
@@ -126,7 +136,7 @@ def main() -> None:
         figures.append(measure(path.name, [path], args.repeat))
     figures.append(measure("sim 50 symbols x 10 min", [sim_capture(50, 10)], args.repeat))
     if not args.quick:
-        figures.append(measure("sim 800 symbols x 2 min (whole market)", [sim_capture(800, 2)], 1))
+        figures.append(measure("sim 800 symbols x 5 min (whole market)", [sim_capture(800, 5)], 1))
     print(json.dumps({"bench": "replay", "figures": figures}))
 
 

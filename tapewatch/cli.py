@@ -150,6 +150,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status.ok else 1
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from tapewatch.settings_doc import readme_section
+
+    if args.markdown:
+        print(readme_section())
+        return 0
+    settings = _settings(args)
+    for name, value in settings.model_dump().items():
+        print(f"{name} = {value!r}")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from tapewatch.adapters.db import cli_upgrade
 
@@ -209,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-every", type=float, default=5.0, help="seconds between live tables")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("settings", help="print the effective settings (or the reference table)")
+    p.add_argument("--markdown", action="store_true", help="the README's settings reference")
+    p.set_defaults(func=cmd_settings)
+
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dbsub.add_parser("upgrade", help="apply pending migrations from sql/")
@@ -238,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `tapewatch settings --markdown | head`
+        sys.stderr.close()
+        return 0
     return code
 
 
