@@ -49,6 +49,7 @@ def run_demo(
     settings: Settings,
     *,
     redis_url: str,
+    database_url: str | None = None,
     seed: int,
     symbols: int,
     speed: float,
@@ -72,6 +73,7 @@ def run_demo(
         return run_main(
             exchange_settings(settings, "sim"),
             redis_url=redis_url,
+            database_url=database_url,
             duration=duration,
             status_every=status_every,
         )

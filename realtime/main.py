@@ -11,9 +11,11 @@ from collections.abc import Callable
 from typing import Literal
 
 from realtime.capture import CaptureWriter
+from realtime.incidents import IncidentRecorder
 from realtime.service import FeedService, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
 from tapewatch.settings import Settings
@@ -44,12 +46,15 @@ async def run_service(
     settings: Settings,
     *,
     redis_url: str | None,
+    database_url: str | None = None,
     duration: float | None = None,
     status_every: float | None = None,
     print_status: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
 ) -> FeedService:
-    """Run the realtime service until ``stop`` is set, ``duration`` seconds pass, or it is cancelled."""
+    """Run the realtime service until ``stop`` is set, ``duration`` seconds pass, or it is cancelled.
+
+    With ``database_url`` (migrated already), feed incidents are recorded in PostgreSQL."""
     stop = stop or asyncio.Event()
     capture = (
         CaptureWriter(settings.capture_dir, settings.capture_flush_interval)
@@ -61,9 +66,13 @@ async def run_service(
         if redis_url
         else None
     )
+    database = Database(database_url, application_name="tapewatch-realtime") if database_url else None
     try:
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
-            service = FeedService(settings, rest=rest, pool=pool, capture=capture, redis=redis)
+            incidents = IncidentRecorder(database) if database is not None else None
+            service = FeedService(
+                settings, rest=rest, pool=pool, capture=capture, redis=redis, incidents=incidents
+            )
             task = asyncio.create_task(service.run(), name="feed-service")
             status_task = (
                 asyncio.create_task(_status_loop(service, status_every, print_status))
@@ -79,6 +88,7 @@ async def run_service(
             for t in [*waiters, *([status_task] if status_task else [])]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            await service.close_incidents()
             log.info("realtime service stopped: %s", summary(service))
             return service
     finally:
@@ -86,6 +96,8 @@ async def run_service(
             capture.close()
         if redis is not None:
             await redis.aclose()
+        if database is not None:
+            database.dispose()
 
 
 async def _status_loop(service: FeedService, every: float, out: Callable[[str], None]) -> None:
@@ -95,7 +107,12 @@ async def _status_loop(service: FeedService, every: float, out: Callable[[str], 
 
 
 def main(
-    settings: Settings, *, redis_url: str | None, duration: float | None, status_every: float | None
+    settings: Settings,
+    *,
+    redis_url: str | None,
+    duration: float | None,
+    status_every: float | None,
+    database_url: str | None = None,
 ) -> int:
     """Run in the foreground; SIGINT/SIGTERM stop it cleanly."""
 
@@ -107,6 +124,7 @@ def main(
         await run_service(
             settings,
             redis_url=redis_url,
+            database_url=database_url,
             duration=duration,
             status_every=status_every,
             print_status=lambda text: print(text, flush=True, file=sys.stdout),

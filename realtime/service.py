@@ -3,7 +3,9 @@
 One asyncio process. Frames flow transport -> capture (byte-exact) -> decode -> market state; books that
 need a snapshot ask the scheduler, whose answers are captured and applied in the same loop, so a capture
 replays into exactly the books the live run had. Live state (heartbeat, per-symbol feed stats, metrics)
-goes to Redis once a second; Redis being away is counted and logged, never fatal.
+goes to Redis once a second; Redis being away is counted and logged, never fatal. Feed incidents (gaps,
+resyncs, reconnects, stale books, malformed frames, 429/418) go to PostgreSQL through an IncidentRecorder,
+which never blocks the loop.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections import Counter
 from typing import Any
 
 from realtime.capture import CaptureWriter
+from realtime.incident_watch import IncidentWatch
+from realtime.incidents import IncidentRecorder
 from realtime.snapshots import RestAnswer, SnapshotScheduler
 from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
@@ -23,7 +27,7 @@ from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
 from tapewatch.errors import StorageUnavailable
 from tapewatch.events import DepthSnapshot
-from tapewatch.market import Market, MarketConfig
+from tapewatch.market import Market, MarketConfig, SnapshotNeeded
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.settings import Settings
 from tapewatch.streams import Kind, UnknownStream, parse_stream, symbol_streams
@@ -65,12 +69,17 @@ class FeedService:
         pool: StreamPool,
         capture: CaptureWriter | None = None,
         redis: AsyncRedisState | None = None,
+        incidents: IncidentRecorder | None = None,
     ) -> None:
         self.settings = settings
         self.rest = rest
         self.pool = pool
         self.capture = capture
         self.redis = redis
+        self.incidents = incidents
+        self.watch = (
+            IncidentWatch(incidents, update_frequency=settings.update_frequency) if incidents else None
+        )
         self.decoder = FrameDecoder()
         self.market = Market(MarketConfig.from_settings(settings))
         self.universe: list[str] = []
@@ -110,6 +119,8 @@ class FeedService:
             if frame is not None:
                 self._apply(frame)
             return
+        if self.watch is not None:
+            self.watch.on_marker(item)
         for stream in item.streams:
             try:
                 name = parse_stream(stream)
@@ -121,7 +132,7 @@ class FeedService:
                 # frames after this marker do not continue the old ones: the book starts over
                 self.counters[f"depth_restart_{item.reason}"] += 1
                 request = self.market.restart_stream(name.symbol, f"depth stream {item.reason}")
-                self.snapshots.request(request.symbol, request.reason)
+                self._snapshot_needed(request, None)
             else:
                 self.snapshots.cancel(name.symbol)
 
@@ -131,7 +142,12 @@ class FeedService:
             self._lag_ms[frame.symbol] = frame.recv - event_time
         request = self.market.on_frame(frame)
         if request is not None:
-            self.snapshots.request(request.symbol, request.reason)
+            self._snapshot_needed(request, event_time)
+
+    def _snapshot_needed(self, request: SnapshotNeeded, event_time: int | None) -> None:
+        self.snapshots.request(request.symbol, request.reason)
+        if self.watch is not None:
+            self.watch.on_snapshot_needed(request.symbol, request.reason, event_time)
 
     async def _fetch_snapshot(self, symbol: str, limit: int) -> tuple[DepthSnapshot, RestAnswer]:
         return await self.rest.depth(symbol, limit)
@@ -187,6 +203,7 @@ class FeedService:
             "reconnects": sum(pool.reconnects.values()),
             "redis_errors": self.counters["redis_errors"],
             **totals,
+            **(self.incidents.metrics() if self.incidents is not None else {}),
         }
 
     async def publish_loop(self, interval: float = 1.0) -> None:
@@ -205,6 +222,26 @@ class FeedService:
                 if self.counters["redis_errors"] in (1, 10) or self.counters["redis_errors"] % 100 == 0:
                     log.warning("cannot publish live state to Redis (will keep trying): %s", exc)
             await asyncio.sleep(interval)
+
+    async def incident_loop(self, interval: float = 1.0) -> None:
+        """Check books, counters and the REST client for incidents once per ``interval``."""
+        if self.watch is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.watch.check(self.market, self.universe, self.decoder, self.pool.stats, self.rest)
+            except Exception:
+                # A bug in the watch must not stop the feed: log it and keep checking.
+                self.counters["incident_check_errors"] += 1
+                log.exception("incident check failed")
+
+    async def close_incidents(self, within: float = 5.0) -> None:
+        """At shutdown: record the pending malformed-frame counts and write every queued incident."""
+        if self.watch is not None:
+            self.watch.flush()
+        if self.incidents is not None:
+            await self.incidents.close(within)
 
     def status_table(self, limit: int = 12) -> str:
         """A plain-text table of the live book and flow state of the first ``limit`` symbols."""
@@ -241,6 +278,9 @@ class FeedService:
             group.create_task(self.consume(), name="consume")
             group.create_task(self.snapshots.run(), name="snapshots")
             group.create_task(self.publish_loop(), name="publish")
+            if self.incidents is not None:
+                group.create_task(self.incidents.run(), name="incidents")
+                group.create_task(self.incident_loop(), name="incident-watch")
 
 
 def _num(value: float | None, digits: int = 6) -> str:

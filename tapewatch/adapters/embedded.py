@@ -67,6 +67,27 @@ def ensure_redis(settings: Settings) -> str:
     return start_redis(settings.var_dir / "redis")
 
 
+def find_database(settings: Settings) -> str | None:
+    """``settings.database_url``, or the URL of the embedded PostgreSQL if it is running; None otherwise.
+
+    Never starts a server: for tools that only look (``tapewatch status``)."""
+    if settings.database_url is not None:
+        return settings.database_url
+    pgdata = (settings.var_dir / "pg").resolve()
+    postmaster = _postmaster(pgdata)
+    if postmaster is None or _server_process(postmaster.pid, "postgres", pgdata) is None:
+        return None
+    return postmaster.url(PG_DATABASE)
+
+
+def find_redis(settings: Settings) -> str | None:
+    """``settings.redis_url``, or the URL of the embedded Redis if it answers; None otherwise (never starts it)."""
+    if settings.redis_url is not None:
+        return settings.redis_url
+    redis_dir = settings.var_dir / "redis"
+    return redis_url(redis_dir) if _redis_answers(redis_socket_path(redis_dir)) else None
+
+
 def stop_embedded(var_dir: Path) -> None:
     """Stop the embedded PostgreSQL and Redis under ``var_dir`` cleanly; a no-op for those not running.
 

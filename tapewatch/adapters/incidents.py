@@ -197,7 +197,11 @@ def write_changes(db: Database, changes: Sequence[Change]) -> int:
             apply_changes(conn, changes)
         return 0
     except sa_exc.DBAPIError as exc:
-        log.warning("a batch of %d incident changes was refused (%s); writing them one by one", len(changes), _first_line(exc))
+        log.warning(
+            "a batch of %d incident changes was refused (%s); writing them one by one",
+            len(changes),
+            _first_line(exc),
+        )
     refused = 0
     for change in changes:
         try:
@@ -219,7 +223,9 @@ def open_incidents(db: Database, limit: int = 20) -> OpenIncidents:
 
     Raises StorageUnavailable when PostgreSQL cannot be reached, MigrationError when the table is missing."""
     with _reading(db) as conn:
-        total = conn.execute(sa.text("SELECT count(*) FROM feed_incidents WHERE resolved_at IS NULL")).scalar()
+        total = conn.execute(
+            sa.text("SELECT count(*) FROM feed_incidents WHERE resolved_at IS NULL")
+        ).scalar()
         rows = conn.execute(
             sa.text(
                 f"SELECT {_COLUMNS} FROM feed_incidents WHERE resolved_at IS NULL "

@@ -16,6 +16,13 @@ them sit under one prefix, ``tw:`` in production; tests use a unique prefix each
 | ``tw:control:max_universe``        | string | most symbols to follow (shrink under load); absent = no cap  |
 | ``tw:control:events``              | stream | one entry per control change, so the service wakes up        |
 | ``tw:stream:signals``              | stream | published signals                                            |
+| ``tw:last_signal``                 | string | JSON ``{"ts" (ms), "info"}`` of the newest signal published (no TTL) |
+| ``tw:last_rescan``                 | string | JSON ``{"ts" (ms), "info"}`` of the newest universe rescan (no TTL) |
+
+``last_signal`` and ``last_rescan`` are what ``tapewatch status`` shows (``none yet`` while absent). The signal
+dispatch writes ``last_signal`` with ``RedisState.set_last_signal`` / ``AsyncRedisState.set_last_signal``
+(``info``: ``signal_id``, ``symbol``, ``direction``, ``priority``, ``event_time``); the rescan job writes
+``last_rescan`` with ``set_last_rescan`` (``info``: ``run_id``, ``symbols``, ``added``, ``removed``).
 """
 
 from __future__ import annotations
@@ -114,6 +121,16 @@ class Keyspace:
     def signals_stream(self) -> str:
         """Stream: published signals."""
         return f"{self.prefix}stream:signals"
+
+    @property
+    def last_signal(self) -> str:
+        """String: JSON ``{"ts", "info"}`` of the newest signal published; absent = none yet."""
+        return f"{self.prefix}last_signal"
+
+    @property
+    def last_rescan(self) -> str:
+        """String: JSON ``{"ts", "info"}`` of the newest universe rescan; absent = none yet."""
+        return f"{self.prefix}last_rescan"
 
     @property
     def pattern(self) -> str:

@@ -93,6 +93,18 @@ class ControlEvent(msgspec.Struct, frozen=True, kw_only=True):
     source: str
 
 
+class LastEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """The newest occurrence of something (a signal, a universe rescan): when it was recorded (wall clock,
+    ms) and a few details (``signal_id``, ``symbol``, ``run_id``, ...)."""
+
+    ts: int
+    info: dict[str, str | int | float | bool | None] = {}
+
+    def age(self, now_ms: int) -> float:
+        """Seconds since it was recorded."""
+        return max(0, now_ms - self.ts) / 1000
+
+
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 
@@ -213,6 +225,14 @@ class Ops:
             (call("hgetall", self.keys.metrics(component)),), lambda r: _decode_metrics(component, r[0])
         )
 
+    # --- newest signal / rescan --------------------------------------------------------------------------
+    def set_last(self, key: str, info: Mapping[str, str | int | float | bool | None]) -> Op[None]:
+        event = LastEvent(ts=self.now_ms(), info=dict(info))
+        return Op((call("set", key, msgspec.json.encode(event)),), lambda _: None)
+
+    def last(self, key: str) -> Op[LastEvent | None]:
+        return Op((call("get", key),), lambda r: _decode_last(key, r[0]))
+
     # --- control -------------------------------------------------------------------------------------
     def read_control(self) -> Op[ControlState]:
         keys = self.keys
@@ -269,6 +289,16 @@ def _decode_heartbeat(raw: str | None) -> Heartbeat | None:
         return msgspec.json.decode(raw, type=Heartbeat)
     except msgspec.DecodeError as exc:
         log.warning("unreadable heartbeat %r: %s", raw[:200], exc)
+        return None
+
+
+def _decode_last(key: str, raw: str | None) -> LastEvent | None:
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=LastEvent)
+    except msgspec.DecodeError as exc:
+        log.warning("unreadable %s %r: %s", key, raw[:200], exc)
         return None
 
 

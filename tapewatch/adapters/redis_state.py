@@ -31,6 +31,7 @@ from tapewatch.adapters.redis_ops import (
     ControlEvent,
     ControlState,
     Heartbeat,
+    LastEvent,
     Op,
     Ops,
     SymbolFeed,
@@ -46,6 +47,7 @@ __all__ = [
     "ControlEvent",
     "ControlState",
     "Heartbeat",
+    "LastEvent",
     "RedisState",
     "SymbolFeed",
 ]
@@ -167,6 +169,22 @@ class RedisState:
         """The last metrics snapshot of ``component`` (``updated_ms`` included); {} when there is none."""
         return self._run(self._ops.metrics(component))
 
+    def set_last_signal(self, info: Mapping[str, str | int | float | bool | None]) -> None:
+        """Record the newest published signal (``info``: signal_id, symbol, direction, ...), stamped now."""
+        self._run(self._ops.set_last(self.keys.last_signal, info))
+
+    def last_signal(self) -> LastEvent | None:
+        """The newest published signal; None when none was ever recorded (or it is unreadable)."""
+        return self._run(self._ops.last(self.keys.last_signal))
+
+    def set_last_rescan(self, info: Mapping[str, str | int | float | bool | None]) -> None:
+        """Record the newest universe rescan (``info``: run_id, symbols, ...), stamped now."""
+        self._run(self._ops.set_last(self.keys.last_rescan, info))
+
+    def last_rescan(self) -> LastEvent | None:
+        """The newest universe rescan; None when none was ever recorded (or it is unreadable)."""
+        return self._run(self._ops.last(self.keys.last_rescan))
+
     def read_control(self) -> ControlState:
         """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""
         return self._run(self._ops.read_control())
@@ -257,6 +275,14 @@ class AsyncRedisState:
     async def publish_metrics(self, values: Mapping[str, int | float], component: str = REALTIME) -> None:
         """Replace the metrics snapshot of ``component`` (``updated_ms`` is added)."""
         await self._run(self._ops.publish_metrics(values, component))
+
+    async def set_last_signal(self, info: Mapping[str, str | int | float | bool | None]) -> None:
+        """Record the newest published signal (``info``: signal_id, symbol, direction, ...), stamped now."""
+        await self._run(self._ops.set_last(self.keys.last_signal, info))
+
+    async def set_last_rescan(self, info: Mapping[str, str | int | float | bool | None]) -> None:
+        """Record the newest universe rescan (``info``: run_id, symbols, ...), stamped now."""
+        await self._run(self._ops.set_last(self.keys.last_rescan, info))
 
     async def read_control(self) -> ControlState:
         """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""

@@ -63,7 +63,7 @@ def test_each_snapshot_arrives_after_a_few_diffs_and_a_diff_spans_it(tmp_path: P
     for line in capture_lines(tmp_path):
         frame = decoder.decode_capture_line(line)
         assert frame is not None
-        if frame.stream.startswith("rest:"):
+        if frame.stream.startswith("rest:/fapi/v1/depth"):
             assert frame.stream == f"rest:/fapi/v1/depth?symbol={frame.symbol}&limit=1000"
             snapshot_id[frame.symbol] = frame.event.last_update_id  # type: ignore[union-attr]
         elif isinstance(frame.event, DepthUpdate):
@@ -82,7 +82,7 @@ def test_an_injected_gap_is_followed_by_a_resync_snapshot(tmp_path: Path) -> Non
     snapshots: list[str] = []
     for line in capture_lines(tmp_path):
         frame = books.decoder.decode_capture_line(line)
-        if frame is not None and frame.stream.startswith("rest:"):
+        if frame is not None and frame.stream.startswith("rest:/fapi/v1/depth"):
             snapshots.append(frame.symbol)
         books.feed(frame)
     assert books.gaps == 1
@@ -127,7 +127,7 @@ def test_episodes_json_is_the_ground_truth_of_planted_episodes(tmp_path: Path) -
             continue
         book = books.setdefault(frame.symbol, OrderBook(frame.symbol))
         ev = frame.event
-        if frame.stream.startswith("rest:"):
+        if frame.stream.startswith("rest:/fapi/v1/depth"):
             book.load_snapshot(ev)  # type: ignore[arg-type]
         elif isinstance(ev, DepthUpdate):
             book.apply(ev)
@@ -171,3 +171,24 @@ def test_gap_specs_parse() -> None:
     for bad in ("ETHUSDT", "@5m", "ETH-USDT@5m", "ETHUSDT@soon"):
         with pytest.raises(ValueError):
             parse_gap(bad)
+
+
+def test_capture_starts_with_the_kline_history_a_live_run_fetches(tmp_path: Path) -> None:
+    from realtime.sim.record import HISTORY_KLINES
+    from tapewatch.market import Market
+
+    record(tmp_path, 5_000, seed=4, symbols=3)
+    decoder, market = FrameDecoder(), Market()
+    streams = []
+    for line in capture_lines(tmp_path):
+        frame = decoder.decode_capture_line(line)
+        assert frame is not None
+        if frame.stream.startswith("rest:/fapi/v1/klines"):
+            streams.append(frame.stream)
+        market.on_frame(frame)
+    assert len(streams) == 3 * len(HISTORY_KLINES)
+    for st in market.symbols.values():
+        assert len(st.candles["15m"].closed) == 100  # the kline_history_bars context
+        assert len(st.candles["1m"].closed) >= 240  # four hours of 1-minute returns for correlation
+        closes = [c.open_time for c in st.candles["15m"].closed]
+        assert closes == sorted(closes) and closes[-1] - closes[0] == 99 * 900_000

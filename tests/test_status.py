@@ -1,0 +1,258 @@
+"""``tapewatch status``: components, realtime metrics, feeds, newest signal/rescan, open incidents, exit codes.
+
+Runs the real command in-process (``tapewatch.cli.main``) against real Redis and PostgreSQL, with the settings
+pointed at this test's Redis prefix and database through the environment, as an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.embedded import find_database, find_redis, start_postgres, start_redis, stop_embedded
+from tapewatch.adapters.incidents import NewIncident, write_changes
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, SymbolFeed
+from tapewatch.cli import main
+from tapewatch.settings import Settings
+from tests.adapters.rest_test_server import closed_port
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # The command configures logging for a process (root handler on stderr); undo it after each test.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    redis_url: str,
+    redis_keys: Keyspace,
+    migrated_database_url: str,
+) -> pytest.MonkeyPatch:
+    """The environment of an operator whose settings point at this test's Redis prefix and database."""
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("TAPEWATCH_REDIS_URL", redis_url)
+    monkeypatch.setenv("TAPEWATCH_REDIS_PREFIX", redis_keys.prefix)
+    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", migrated_database_url)
+    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(tmp_path / "var"))
+    return monkeypatch
+
+
+def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["status", *args])
+    return code, capsys.readouterr().out
+
+
+def status_json(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code, out = status(capsys, "--json")
+    return code, json.loads(out.strip().splitlines()[-1])
+
+
+def run_realtime(redis_url: str, keys: Keyspace, feeds: dict[str, str]) -> None:
+    """What a running realtime service leaves in Redis: heartbeat, metrics, per-symbol feed states."""
+
+    async def publish() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=keys)
+        try:
+            await state.beat("realtime", ttl_s=30, info={"pid": 4242})
+            await state.publish_metrics({"messages": 123_456, "symbols": len(feeds), "synced": 2, "gaps": 1})
+            for symbol, feed_state in feeds.items():
+                await state.publish_feed(symbol, SymbolFeed(state=feed_state))
+        finally:
+            await state.aclose()
+
+    asyncio.run(publish())
+
+
+def test_a_healthy_platform_exits_0_with_every_section(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    migrated_database_url: str,
+) -> None:
+    run_realtime(redis_url, redis_keys, {"BTCUSDT": "synced", "ETHUSDT": "synced", "SOLUSDT": "stale"})
+    now = datetime.now(UTC)
+    db = Database(migrated_database_url)
+    try:
+        write_changes(
+            db,
+            [NewIncident("stale", now, f"SYM{i}", f"sym{i}@depth@100ms", f"stale #{i}") for i in range(25)]
+            + [NewIncident("malformed", now, None, None, "3 malformed frames", resolved_at=now)],
+        )
+    finally:
+        db.dispose()
+
+    code, report = status_json(capsys)
+    assert code == 0 and report["ok"] is True and report["problems"] == []
+    assert report["redis_ok"] is True and report["database_ok"] is True
+    realtime = report["components"]["realtime"]
+    assert realtime["up"] is True and realtime["pid"] == os.getpid() and 0 <= realtime["heartbeat_age_s"] < 30
+    assert report["metrics"]["messages"] == 123_456 and report["metrics"]["updated_ms"] > 0
+    assert report["feeds"] == {"total": 3, "stale": 1, "synced": 2}
+    assert report["last_signal"] is None and report["last_rescan"] is None
+    incidents = report["incidents"]
+    assert incidents["open"] == 25 and len(incidents["newest_open"]) == 20
+    assert incidents["newest_open"][0]["detail"] == "stale #24"  # newest first
+    assert incidents["last_hour"] == {"malformed": 1, "stale": 25}
+
+    code, table = status(capsys)
+    assert code == 0
+    assert table.splitlines()[0].endswith(": OK")
+    assert "realtime      up" in table and "messages 123,456" in table
+    assert "feeds:    3 symbols (stale 1, synced 2)" in table
+    assert "last_signal: none yet" in table and "last_rescan: none yet" in table
+    assert "open incidents: 25 (the newest 20 shown)" in table and "stale #24" in table
+    assert "stale #4" not in table
+
+
+def test_the_newest_signal_and_rescan_are_shown_once_recorded(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    run_realtime(redis_url, redis_keys, {})
+    redis_state.set_last_signal({"signal_id": "abc", "symbol": "BTCUSDT", "direction": "LONG"})
+    redis_state.set_last_rescan({"run_id": "r1", "symbols": 30})
+    code, report = status_json(capsys)
+    assert code == 0
+    assert report["last_signal"]["info"] == {"signal_id": "abc", "symbol": "BTCUSDT", "direction": "LONG"}
+    assert report["last_rescan"]["info"] == {"run_id": "r1", "symbols": 30}
+    assert abs(report["last_signal"]["ts"] / 1000 - time.time()) < 60
+    _, table = status(capsys)
+    assert "last_signal: " in table and "signal_id=abc, symbol=BTCUSDT, direction=LONG" in table
+    assert "last_rescan: " in table and "run_id=r1, symbols=30" in table
+
+
+def test_nothing_ever_ran_is_a_failure_that_says_how_to_start(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = status_json(capsys)
+    assert code == 1 and report["ok"] is False
+    assert report["components"] == {}
+    assert report["problems"] == ["no realtime heartbeat yet: start `tapewatch run` or `make demo`"]
+    assert report["incidents"]["open"] == 0
+    code, table = status(capsys)
+    assert code == 1 and "1 PROBLEM" in table.splitlines()[0] and "open incidents: none" in table
+
+
+def test_a_component_whose_heartbeat_expired_is_down(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    run_realtime(redis_url, redis_keys, {})
+    redis_state.beat("dagster", ttl_s=0.05)
+    deadline = time.monotonic() + 5
+    while redis_state.heartbeat("dagster") is not None:  # Redis expires it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    code, report = status_json(capsys)
+    assert code == 1
+    assert report["components"]["dagster"] == {
+        "up": False,
+        "heartbeat_age_s": None,
+        "pid": None,
+        "host": None,
+    }
+    assert report["components"]["realtime"]["up"] is True
+    assert report["problems"] == ["component dagster is down (its heartbeat expired)"]
+    _, table = status(capsys)
+    assert "dagster       DOWN" in table
+
+
+def test_an_unreachable_redis_is_a_failure_naming_its_setting(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with closed_port() as port:
+        env.setenv("TAPEWATCH_REDIS_URL", f"redis://:secret@127.0.0.1:{port}/0")
+        code, report = status_json(capsys)
+    assert code == 1
+    (problem,) = report["problems"]
+    assert "TAPEWATCH_REDIS_URL" in problem and str(port) in problem and "secret" not in json.dumps(report)
+    assert report["redis_ok"] is False and report["database_ok"] is True
+    assert report["incidents"]["open"] == 0  # PostgreSQL was still read
+
+
+def test_an_unreachable_postgresql_is_a_failure_naming_its_setting(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keys: Keyspace,
+) -> None:
+    run_realtime(redis_url, redis_keys, {})
+    with closed_port() as port:
+        env.setenv("TAPEWATCH_DATABASE_URL", f"postgresql://tw:secret@127.0.0.1:{port}/tapewatch")
+        code, report = status_json(capsys)
+    assert code == 1
+    (problem,) = report["problems"]
+    assert "TAPEWATCH_DATABASE_URL" in problem and "secret" not in json.dumps(report)
+    assert report["redis_ok"] is True and report["database_ok"] is False
+    assert report["incidents"]["open"] is None and report["components"]["realtime"]["up"] is True
+
+
+def test_without_urls_or_running_servers_nothing_is_started(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    monkeypatch.delenv("TAPEWATCH_REDIS_URL", raising=False)
+    monkeypatch.delenv("TAPEWATCH_DATABASE_URL", raising=False)
+    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(tmp_path / "var"))
+    code, report = status_json(capsys)
+    assert code == 1
+    redis_problem, pg_problem = report["problems"]
+    assert "Redis is not running" in redis_problem and "TAPEWATCH_REDIS_URL" in redis_problem
+    assert "no realtime heartbeat yet" in redis_problem
+    assert "PostgreSQL is not running" in pg_problem and "TAPEWATCH_DATABASE_URL" in pg_problem
+    assert not (tmp_path / "var").exists(), "status must never start the embedded servers"
+    _, table = status(capsys)
+    assert "last_signal: unknown (Redis not readable)" in table
+
+
+@pytest.mark.slow
+def test_running_embedded_servers_are_found_and_an_unmigrated_database_is_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], server_tmp_path: Path
+) -> None:
+    var = server_tmp_path / "var"
+    settings = Settings(var_dir=var, database_url=None, redis_url=None)
+    assert find_redis(settings) is None and find_database(settings) is None
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    monkeypatch.delenv("TAPEWATCH_REDIS_URL", raising=False)
+    monkeypatch.delenv("TAPEWATCH_DATABASE_URL", raising=False)
+    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(var))
+    try:
+        redis_url = start_redis(var / "redis")
+        database_url = start_postgres(var / "pg")
+        assert find_redis(settings) == redis_url and find_database(settings) == database_url
+        code, report = status_json(capsys)
+    finally:
+        stop_embedded(var)
+    assert code == 1
+    assert report["redis"].startswith("unix://") and report["database"].startswith("postgresql+psycopg://")
+    no_heartbeat, not_migrated = report["problems"]
+    assert no_heartbeat.startswith("no realtime heartbeat yet")
+    assert "not migrated" in not_migrated and "tapewatch db upgrade" in not_migrated
+    assert find_redis(settings) is None and find_database(settings) is None  # stopped again
