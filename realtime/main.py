@@ -12,7 +12,7 @@ from typing import Literal
 
 from realtime.capture import CaptureWriter
 from realtime.incidents import IncidentRecorder
-from realtime.service import FeedService, summary
+from realtime.service import FeedService, SignalSink, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
@@ -51,6 +51,7 @@ async def run_service(
     status_every: float | None = None,
     print_status: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
+    sink: SignalSink | None = None,
 ) -> FeedService:
     """Run the realtime service until ``stop`` is set, ``duration`` seconds pass, or it is cancelled.
 
@@ -71,7 +72,7 @@ async def run_service(
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
             incidents = IncidentRecorder(database) if database is not None else None
             service = FeedService(
-                settings, rest=rest, pool=pool, capture=capture, redis=redis, incidents=incidents
+                settings, rest=rest, pool=pool, capture=capture, redis=redis, incidents=incidents, sink=sink
             )
             task = asyncio.create_task(service.run(), name="feed-service")
             status_task = (

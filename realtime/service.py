@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from realtime.capture import CaptureWriter
 from realtime.incident_watch import IncidentWatch
@@ -25,9 +25,10 @@ from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
-from tapewatch.errors import StorageUnavailable
+from tapewatch.engine import EngineOutput, SignalEngine
+from tapewatch.errors import FatalError, RetryableError, StorageUnavailable
 from tapewatch.events import DepthSnapshot
-from tapewatch.market import Market, MarketConfig, SnapshotNeeded
+from tapewatch.market import Market, MarketConfig, SnapshotNeeded, history_klines
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.settings import Settings
 from tapewatch.streams import Kind, UnknownStream, parse_stream, symbol_streams
@@ -58,6 +59,13 @@ async def choose_universe(rest: BinanceRest, settings: Settings) -> list[str]:
     return top_by_volume(tradable, tickers, settings.universe_size)
 
 
+class SignalSink(Protocol):
+    """Where the engine's candidates, signals and finished outcomes go (storage, streams, notifiers). It
+    must not block: it queues and returns."""
+
+    def accept(self, output: EngineOutput) -> None: ...
+
+
 class FeedService:
     """The market-data half of the realtime service."""
 
@@ -70,6 +78,7 @@ class FeedService:
         capture: CaptureWriter | None = None,
         redis: AsyncRedisState | None = None,
         incidents: IncidentRecorder | None = None,
+        sink: SignalSink | None = None,
     ) -> None:
         self.settings = settings
         self.rest = rest
@@ -86,6 +95,9 @@ class FeedService:
         self.counters: Counter[str] = Counter()
         self.started_ms = _wall_ms()
         self._lag_ms: dict[str, int] = {}
+        self.engine = SignalEngine(settings, self.market)
+        self.sink = sink
+        self._history_tasks: set[asyncio.Task[None]] = set()
         self.snapshots = SnapshotScheduler(
             self._fetch_snapshot,
             self._on_snapshot,
@@ -98,12 +110,33 @@ class FeedService:
         """Watch exactly these symbols (subscribe/unsubscribe live; no reconnect)."""
         for gone in set(self.universe) - set(symbols):
             self.snapshots.cancel(gone)
+        for new in [s for s in symbols if s not in self.universe]:
+            task = asyncio.get_running_loop().create_task(self._fetch_history(new), name=f"history-{new}")
+            self._history_tasks.add(task)
+            task.add_done_callback(self._history_tasks.discard)
         self.universe = list(symbols)
         streams = [
             s for sym in symbols for s in symbol_streams(sym, self.settings.update_frequency, TIMEFRAMES)
         ]
         self.pool.set_streams(streams)
         log.info("universe: %d symbols, %d streams", len(symbols), len(streams))
+
+    async def _fetch_history(self, symbol: str) -> None:
+        """The candle history behind the 15m context and the 1m returns, captured and applied like a frame
+        (so a replay decodes exactly what the live run applied)."""
+        for interval, limit in history_klines(self.settings.kline_history_bars):
+            try:
+                _, answer = await self.rest.klines(symbol, interval, limit)
+            except (RetryableError, FatalError) as exc:
+                self.counters["history_failed"] += 1
+                log.warning("no %s kline history: %s", interval, exc, extra={"symbol": symbol})
+                continue
+            recv = _wall_ms()
+            if self.capture is not None:
+                self.capture.write(recv, answer.stream, answer.body)
+            frame = self.decoder.decode_payload(recv, answer.stream, answer.body)
+            if frame is not None:
+                self._apply(frame)
 
     def _snapshot_limit(self, symbol: str) -> int:
         top = self.universe[: self.settings.universe_size]
@@ -143,6 +176,23 @@ class FeedService:
         request = self.market.on_frame(frame)
         if request is not None:
             self._snapshot_needed(request, event_time)
+        out = self.engine.on_frame(frame)
+        if out is not None:
+            self.counters["engine_outputs"] += 1
+            for signal in out.signals:
+                log.info(
+                    "%s %s %s %s at %s (quality %s): %s",
+                    signal.signal_type,
+                    signal.priority,
+                    signal.direction,
+                    signal.symbol,
+                    signal.entry_price,
+                    signal.quality_score,
+                    "; ".join(signal.reasons),
+                    extra={"symbol": signal.symbol},
+                )
+            if self.sink is not None:
+                self.sink.accept(out)
 
     def _snapshot_needed(self, request: SnapshotNeeded, event_time: int | None) -> None:
         self.snapshots.request(request.symbol, request.reason)
@@ -202,6 +252,9 @@ class FeedService:
             "queue_drops": self.pool.frames.drops,
             "reconnects": sum(pool.reconnects.values()),
             "redis_errors": self.counters["redis_errors"],
+            "evaluations": self.engine.counters["evaluations"],
+            "signals": self.engine.counters["signals"],
+            "open_signals": len(self.engine.open),
             **totals,
             **(self.incidents.metrics() if self.incidents is not None else {}),
         }

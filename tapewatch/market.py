@@ -25,6 +25,14 @@ from tapewatch.trade_flow import TradeWindow
 log = logging.getLogger(__name__)
 
 VWAP_WINDOW_MS = 3_600_000
+#: 1-minute candles kept for the 240-minute return correlation (plus margin for gaps).
+RETURNS_HISTORY_BARS = 261
+
+
+def history_klines(kline_history_bars: int) -> tuple[tuple[str, int], ...]:
+    """(interval, limit) of the REST kline history a symbol needs at start: the 15m context of
+    ``kline_history_bars`` closed candles (one more for the forming one) and four hours of 1m candles."""
+    return (("15m", kline_history_bars + 1), ("1m", RETURNS_HISTORY_BARS))
 
 
 @dataclass(frozen=True, slots=True)

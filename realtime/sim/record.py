@@ -27,6 +27,7 @@ from realtime.sim.episodes import Episode, ground_truth_json
 from realtime.sim.faults import parse_duration
 from realtime.sim.protocol import dumps
 from realtime.sim.venue import Venue
+from tapewatch.market import history_klines
 from tapewatch.settings import SNAPSHOT_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,8 @@ class _Writer:
         self._close()
 
 
-#: (interval, limit) of the kline history fetched at start, as ``tapewatch run`` does.
-HISTORY_KLINES = (("15m", 101), ("1m", 261))
+#: (interval, limit) of the kline history fetched at start, as ``tapewatch run`` does with the defaults.
+HISTORY_KLINES = history_klines(100)
 
 
 def record(

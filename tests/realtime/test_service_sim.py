@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from realtime.main import exchange_settings, run_service
-from realtime.replay import replay
+from realtime.replay import replay, run_replay
 from realtime.service import FeedService
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.engine import EngineOutput
 from tapewatch.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
@@ -130,3 +131,44 @@ def test_books_recover_from_every_injected_fault(
     assert service.pool.stats.reconnects, "the dropped connections were reconnected"
     for symbol in service.universe:
         assert market.book_usable(symbol), (symbol, market.state(symbol).book.health(market.now_ms, 5000))
+
+
+class ListSink:
+    """Collects what the engine produced during a live run."""
+
+    def __init__(self) -> None:
+        self.outputs: list[EngineOutput] = []
+
+    def accept(self, output: EngineOutput) -> None:
+        self.outputs.append(output)
+
+
+def test_live_signals_are_the_ones_a_replay_of_the_capture_gives(
+    tmp_path: Path, redis_url: str, redis_keys: Keyspace
+) -> None:
+    """An accelerated market with planted episodes: the live run's signal ids come back from its capture."""
+    sink = ListSink()
+
+    async def scenario() -> FeedService:
+        async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=12.0) as sim:
+            settings = settings_for(sim, tmp_path, redis_keys.prefix)
+            stop = asyncio.Event()
+
+            async def stopper() -> None:
+                await asyncio.sleep(25)
+                stop.set()
+
+            task = asyncio.create_task(stopper())
+            service = await run_service(settings, redis_url=redis_url, stop=stop, sink=sink)
+            await task
+            return service
+
+    service = asyncio.run(scenario())
+    live = [s.signal_id for out in sink.outputs for s in out.signals]
+    live_candidates = [c.candidate_id for out in sink.outputs for c in out.candidates]
+    assert service.engine.counters["evaluations"] > 0
+    assert live, "no signal in 1000 simulated seconds with planted episodes"
+    result = run_replay([tmp_path / "capture"], load_settings())
+    assert [s.signal_id for s in result.signals] == live
+    assert [c.candidate_id for c in result.candidates] == live_candidates
+    assert result.summary["book_mismatches"] == 0
