@@ -1,0 +1,123 @@
+"""Dispatch: the path of a signal from the engine to PostgreSQL, the Redis stream and the notifiers, as one
+object the realtime service creates, feeds and runs.
+
+::
+
+    engine ─► PendingWrites ─► PostgreSQL (signals + outbox, candidates, outcomes)
+                                   │ outbox rows
+                                   ▼
+                              OutboxRelay ─► Redis stream ``signals_stream``
+                                   │ published rows
+                                   ▼
+                              Notifications ─► webhook, Telegram (each on its own worker)
+
+Nothing here blocks the engine: :meth:`Dispatch.add` only queues. :meth:`Dispatch.run` runs the three
+tasks; each survives its outages on its own (see their modules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict
+
+import redis.asyncio
+
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.notifiers import Notifications
+from tapewatch.adapters.outbox import Outbox, OutboxRelay
+from tapewatch.adapters.pending_writes import PendingWrites
+from tapewatch.adapters.redis_keys import KEYS, Keyspace
+from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.engine import EngineOutput
+from tapewatch.errors import StorageUnavailable
+from tapewatch.outcome import Outcome
+from tapewatch.settings import Settings
+from tapewatch.signal import Candidate, Signal
+
+log = logging.getLogger(__name__)
+
+
+class Dispatch:
+    """Storage buffer, outbox relay and notifiers, wired together."""
+
+    def __init__(
+        self, store: SignalStore, pending: PendingWrites, relay: OutboxRelay, notifications: Notifications
+    ):
+        self.store = store
+        self.pending = pending
+        self.relay = relay
+        self.notifications = notifications
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, db: Database, client: redis.asyncio.Redis, *, keys: Keyspace = KEYS
+    ) -> Dispatch:
+        """The dispatch of ``settings`` on an open database and an asyncio Redis client (e.g. the
+        ``client`` of an ``AsyncRedisState``); notifiers as configured (none is fine)."""
+        store = SignalStore(db)
+        notifications = Notifications.from_settings(settings, db)
+        relay = OutboxRelay.from_settings(
+            Outbox(db), client, settings, keys=keys, on_published=notifications.offer
+        )
+        pending = PendingWrites.from_settings(store, settings, on_signals=relay.wake)
+        return cls(store, pending, relay, notifications)
+
+    def add(
+        self,
+        signals: Iterable[Signal] = (),
+        candidates: Iterable[Candidate] = (),
+        outcomes: Iterable[Outcome] = (),
+    ) -> None:
+        """Queue what the engine produced (never blocks): signals in order, candidates, latest outcomes."""
+        self.pending.add_signals(signals)
+        self.pending.add_candidates(candidates)
+        for outcome in outcomes:
+            self.pending.add_outcome(outcome)
+
+    def accept(self, output: EngineOutput) -> None:
+        """The realtime service's ``SignalSink``: queue one engine step's candidates, signals and finished
+        outcomes (never blocks)."""
+        self.add(output.signals, output.candidates, output.finished)
+
+    async def run(self) -> None:
+        """Run the writer, the relay and the notifiers until cancelled."""
+        await asyncio.gather(self.pending.run(), self.relay.run(), self.notifications.run())
+
+    async def aclose(self, grace: float = 10.0) -> bool:
+        """Last chance before exit: write what is held and publish what is stored, within ``grace`` s;
+        then close the notifiers. True when nothing was left behind. What is left is logged: stored
+        signals are published at the next start; held ones are lost with the process."""
+        done = False
+        try:
+            async with asyncio.timeout(grace):
+                done = await self.pending.flush()
+                await self.relay.publish_pending()
+                done = done and self.relay.healthy
+        except (TimeoutError, StorageUnavailable):
+            done = False
+        if not done:
+            log.warning(
+                "stopping with %d signals and %d candidates not written (relay: %s)",
+                self.pending.held_signals,
+                self.pending.held_candidates,
+                self.relay.last_error or "timed out",
+            )
+        with contextlib.suppress(Exception):
+            await self.notifications.aclose()
+        return done
+
+    def metrics(self) -> dict[str, int]:
+        """Counters for the metrics hash in Redis: ``pending_*``, ``relay_*``, ``notify_<name>_*``."""
+        values = {f"pending_{k}": v for k, v in asdict(self.pending.stats).items()}
+        values |= {
+            "pending_held_signals": self.pending.held_signals,
+            "pending_held_candidates": self.pending.held_candidates,
+        }
+        values |= {f"relay_{k}": v for k, v in asdict(self.relay.stats).items()}
+        values["relay_healthy"] = int(self.relay.healthy)
+        for worker in self.notifications.workers:
+            values |= {f"notify_{worker.name}_{k}": v for k, v in asdict(worker.stats).items()}
+        return values

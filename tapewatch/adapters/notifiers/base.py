@@ -1,0 +1,283 @@
+"""What every notifier shares: the notice, the delivery record, the ``notifications`` table, and the worker
+that isolates one notifier from the others and from the relay.
+
+Each notifier runs in its own :class:`NotifierWorker` (its own queue and task): a slow or failing notifier
+delays only itself. Offering a notice never blocks; a full queue drops the notice for that notifier (counted,
+logged). Delivery is **at most once** per signal and notifier: before sending, the worker claims the
+``(signal_id, notifier)`` row of ``notifications``; a notice whose row exists (already sent, failed, or
+claimed by a process that died while sending) is skipped. The row ends ``sent``, ``failed`` (with the last
+error) or ``folded`` (waiting for a Telegram digest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import sqlalchemy as sa
+
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.outbox import OutboxRow
+from tapewatch.errors import StorageUnavailable
+from tapewatch.signal import Signal, decode_signal
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+Status = Literal["sent", "failed", "folded"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A published signal to notify: the signal and the exact JSON that was published."""
+
+    signal: Signal
+    payload: bytes
+
+    @classmethod
+    def from_row(cls, row: OutboxRow) -> Notice:
+        """The notice of an outbox row; ValueError when its payload is not a valid signal."""
+        return cls(decode_signal(row.payload), row.payload.encode())
+
+    @property
+    def signal_id(self) -> str:
+        return self.signal.signal_id
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of one notice: ``sent`` (``detail`` says how), ``failed`` (``detail``: the last error),
+    ``folded`` (held for a digest; a later delivery says sent or failed). ``attempts``: requests made."""
+
+    signal_id: str
+    status: Status
+    attempts: int = 0
+    detail: str = ""
+
+
+class Notifier(Protocol):
+    """A destination for published signals. ``submit`` delivers one notice (retrying as it sees fit) and
+    returns what became of it and of any notice it had held; ``due``/``flush`` serve notifiers that hold
+    notices for later (a digest): ``due()`` is the clock time ``flush`` has work, None when nothing is held."""
+
+    name: str
+
+    async def submit(self, notice: Notice) -> list[Delivery]: ...
+
+    def due(self) -> float | None: ...
+
+    async def flush(self) -> list[Delivery]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Deliveries:
+    """The ``notifications`` table (synchronous; workers call it through ``asyncio.to_thread``)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def claim(self, signal_id: str, notifier: str) -> bool:
+        """Claim the delivery of ``signal_id`` to ``notifier``; False when it was claimed before."""
+        query = sa.text(
+            "INSERT INTO notifications (signal_id, notifier) VALUES (:s, :n) "
+            "ON CONFLICT DO NOTHING RETURNING signal_id"
+        )
+        with self.db.begin() as conn:
+            return conn.execute(query, {"s": signal_id, "n": notifier}).first() is not None
+
+    def record(self, notifier: str, delivery: Delivery) -> None:
+        """Store what became of a claimed delivery."""
+        query = sa.text(
+            "UPDATE notifications SET status = :status, attempts = attempts + :attempts, detail = :detail, "
+            "updated_at = now() WHERE signal_id = :s AND notifier = :n"
+        )
+        params = {
+            "status": delivery.status,
+            "attempts": delivery.attempts,
+            "detail": delivery.detail[:1000],
+            "s": delivery.signal_id,
+            "n": notifier,
+        }
+        with self.db.begin() as conn:
+            conn.execute(query, params)
+
+    def get(self, signal_id: str, notifier: str) -> tuple[str, int, str] | None:
+        """(status, attempts, detail) of a delivery; None when never claimed."""
+        query = sa.text(
+            "SELECT status, attempts, detail FROM notifications WHERE signal_id = :s AND notifier = :n"
+        )
+        with self.db.begin() as conn:
+            row = conn.execute(query, {"s": signal_id, "n": notifier}).first()
+        return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
+
+    def unnotified(self, notifier: str, max_age_s: float, limit: int = 1000) -> list[OutboxRow]:
+        """Published rows at most ``max_age_s`` old that ``notifier`` never claimed, oldest first: what a
+        process that stopped between publishing and notifying left undone."""
+        query = sa.text(
+            "SELECT o.seq, o.signal_id::text, o.payload, o.attempts FROM outbox o "
+            "WHERE o.published_at IS NOT NULL AND o.published_at >= now() - make_interval(secs => :age) "
+            "AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.signal_id = o.signal_id AND n.notifier = :n) "
+            "ORDER BY o.seq LIMIT :limit"
+        )
+        with self.db.begin() as conn:
+            rows = conn.execute(query, {"n": notifier, "age": max_age_s, "limit": limit})
+            return [OutboxRow(*row) for row in rows]
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of one notifier since start. ``skipped``: notices claimed before (never sent twice);
+    ``dropped``: notices refused by a full queue; ``errors``: the notifier raised (a bug, caught)."""
+
+    offered: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    sent: int = 0
+    failed: int = 0
+    folded: int = 0
+    errors: int = 0
+    storage_errors: int = 0
+
+
+class NotifierWorker:
+    """Runs one notifier on its own queue and task, recording each delivery in ``notifications``."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        deliveries: Deliveries,
+        *,
+        queue_size: int = 1000,
+        claim_attempts: int = 5,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.notifier = notifier
+        self.name = notifier.name
+        self.deliveries = deliveries
+        self.claim_attempts = claim_attempts
+        self.stats = WorkerStats()
+        self._queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=queue_size)
+        self._unhandled = 0
+        self._clock = clock
+        self._sleep = sleep
+
+    def offer(self, notice: Notice) -> bool:
+        """Queue ``notice`` for this notifier without waiting; False (counted, logged) when the queue is full."""
+        self.stats.offered += 1
+        try:
+            self._queue.put_nowait(notice)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+            log.warning(
+                "%s queue full (%d): signal %s will not be notified there",
+                self.name,
+                self._queue.maxsize,
+                notice.signal_id,
+                extra={"notifier": self.name, "symbol": notice.signal.symbol},
+            )
+            return False
+        self._unhandled += 1
+        return True
+
+    @property
+    def unhandled(self) -> int:
+        """Notices offered and not yet handled (queued, or being delivered)."""
+        return self._unhandled
+
+    async def join(self) -> None:
+        """Return when every notice offered so far has been handled (sent, failed, skipped or folded)."""
+        await self._queue.join()
+
+    async def run(self) -> None:
+        """Deliver queued notices one by one, and flush held ones (digests) when due. Runs until cancelled."""
+        while True:
+            due = self.notifier.due()
+            timeout = None if due is None else max(0.0, due - self._clock())
+            try:
+                notice = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                await self.flush()
+                continue
+            try:
+                await self.handle(notice)
+            finally:
+                self._unhandled -= 1
+                self._queue.task_done()
+
+    async def handle(self, notice: Notice) -> None:
+        """Claim, deliver and record one notice; never raises (a failure is recorded and logged)."""
+        if not await self._claim(notice):
+            return
+        try:
+            deliveries = await self.notifier.submit(notice)
+        except Exception as exc:
+            self.stats.errors += 1
+            log.exception(
+                "%s failed on signal %s", self.name, notice.signal_id, extra={"notifier": self.name}
+            )
+            deliveries = [Delivery(notice.signal_id, "failed", 0, f"{type(exc).__name__}: {exc}")]
+        await self._record(deliveries)
+
+    async def flush(self) -> None:
+        """Send what the notifier holds and is due (a digest); never raises."""
+        try:
+            deliveries = await self.notifier.flush()
+        except Exception:
+            self.stats.errors += 1
+            log.exception("%s failed to flush", self.name, extra={"notifier": self.name})
+            return
+        await self._record(deliveries)
+
+    async def _claim(self, notice: Notice) -> bool:
+        delay = 0.5
+        for attempt in range(1, self.claim_attempts + 1):
+            try:
+                claimed = await asyncio.to_thread(self.deliveries.claim, notice.signal_id, self.name)
+            except StorageUnavailable as exc:
+                self.stats.storage_errors += 1
+                if attempt == self.claim_attempts:
+                    log.error(
+                        "%s: signal %s not notified: PostgreSQL is unavailable to record the delivery (%s)",
+                        self.name,
+                        notice.signal_id,
+                        exc,
+                        extra={"notifier": self.name},
+                    )
+                    return False
+                await self._sleep(delay)
+                delay *= 2
+                continue
+            if not claimed:
+                self.stats.skipped += 1
+            return claimed
+        return False
+
+    async def _record(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            if delivery.status == "sent":
+                self.stats.sent += 1
+            elif delivery.status == "failed":
+                self.stats.failed += 1
+                log.warning(
+                    "%s gave up on signal %s after %d attempts: %s",
+                    self.name,
+                    delivery.signal_id,
+                    delivery.attempts,
+                    delivery.detail,
+                    extra={"notifier": self.name},
+                )
+            else:
+                self.stats.folded += 1
+            try:
+                await asyncio.to_thread(self.deliveries.record, self.name, delivery)
+            except StorageUnavailable as exc:
+                # the claim stays: the signal is never sent twice; only its final status is unknown
+                self.stats.storage_errors += 1
+                log.warning("%s: could not record the delivery of %s: %s", self.name, delivery.signal_id, exc)

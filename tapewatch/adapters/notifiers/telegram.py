@@ -1,0 +1,296 @@
+"""The Telegram notifier: one message per signal through the Bot API, folded into a digest during bursts.
+
+``POST <telegram_api_url>/bot<token>/sendMessage`` with ``{"chat_id", "text"}`` (plain text, so nothing in a
+reason can break Markdown). Telegram limits bots to about 20 messages a minute in a group, so at most
+``telegram_max_per_minute`` messages are sent per clock minute; the signals beyond it are **folded** into
+one digest message, sent when the minute is over (it takes the first slot of the minute it is sent in), so a
+burst never floods the chat: every minute carries at most the cap, digest included.
+
+A 429 answer's ``parameters.retry_after`` (or ``Retry-After`` header) is honoured: wait that long, then
+retry (up to ``telegram_retry_after_max`` s, beyond which the message fails). 5xx, timeouts and connection
+errors are retried with exponential backoff; other errors (a bad token, a chat the bot cannot post to) fail
+at once. Up to ``telegram_max_attempts`` requests per message. The token is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import httpx
+import msgspec
+
+from tapewatch.adapters.notifiers.base import Clock, Delivery, Notice, Sleep
+from tapewatch.settings import Settings
+from tapewatch.signal import Signal
+
+log = logging.getLogger(__name__)
+
+#: Telegram's limit on a message's text.
+MAX_TEXT = 4096
+
+
+class _Parameters(msgspec.Struct):
+    retry_after: float | None = None
+
+
+class _Answer(msgspec.Struct):
+    ok: bool = False
+    error_code: int | None = None
+    description: str = ""
+    parameters: _Parameters | None = None
+
+
+class _RedactToken(logging.Filter):
+    """Masks a bot token in httpx's request log lines (the Bot API puts the token in the URL path)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(self.token in str(a) for a in record.args):
+            record.args = tuple(
+                str(a).replace(self.token, "<token>") if self.token in str(a) else a for a in record.args
+            )
+        return True
+
+
+def _redact_in_http_logs(token: str) -> None:
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactToken) and f.token == token for f in logger.filters):
+            logger.addFilter(_RedactToken(token))
+
+
+def _num(value: float) -> str:
+    return f"{value:.10g}"
+
+
+def format_signal(signal: Signal) -> str:
+    """The message of one signal: direction, symbol, tier and quality; the trade plan; the reasons."""
+    if signal.signal_type == "EXIT":
+        price = _num(signal.exit_price) if signal.exit_price is not None else "?"
+        lines = [
+            f"⚪ EXIT {signal.exit_reason} · {signal.direction} {signal.symbol} at {price}",
+            f"Entry {_num(signal.entry_price)} · Stop {_num(signal.stop_loss)} · TP1 "
+            f"{_num(signal.take_profit_1)} · TP2 {_num(signal.take_profit_2)}",
+            f"{signal.timestamp} · {signal.signal_id} (entry {signal.parent_signal_id})",
+        ]
+    else:
+        mark = "🟢" if signal.direction == "LONG" else "🔴"
+        lines = [
+            f"{mark} {signal.direction} {signal.symbol} · {signal.priority} · quality {signal.quality_score}",
+            f"Entry {_num(signal.entry_price)} · Stop {_num(signal.stop_loss)} · TP1 "
+            f"{_num(signal.take_profit_1)} · TP2 {_num(signal.take_profit_2)}",
+            f"R:R {signal.risk_reward_ratio:.2f} · confidence {signal.confidence:.0%} · size "
+            f"{signal.suggested_position_size:.2%} of capital · hold ~{signal.expected_hold_time}",
+            *(["Why: " + "; ".join(signal.reasons)] if signal.reasons else []),
+            f"{signal.timestamp} · {signal.signal_id}",
+        ]
+    return _clip("\n".join(lines))
+
+
+def _one_line(signal: Signal) -> str:
+    if signal.signal_type == "EXIT":
+        price = _num(signal.exit_price) if signal.exit_price is not None else "?"
+        return f"• EXIT {signal.exit_reason} {signal.direction} {signal.symbol} at {price}"
+    return (
+        f"• {signal.direction} {signal.symbol} {signal.priority} q{signal.quality_score} · entry "
+        f"{_num(signal.entry_price)} stop {_num(signal.stop_loss)} TP1 {_num(signal.take_profit_1)} "
+        f"TP2 {_num(signal.take_profit_2)}"
+    )
+
+
+def format_digest(signals: Sequence[Signal], cap: int) -> str:
+    """One message for the signals folded in a minute: a line each, cut to Telegram's length limit."""
+    head = f"📋 {len(signals)} more signals in the last minute (over the cap of {cap} messages a minute):"
+    lines = [head]
+    size = len(head)
+    for i, signal in enumerate(signals):
+        line = _one_line(signal)
+        rest = len(signals) - i
+        if size + len(line) + 1 > MAX_TEXT - 40 and rest > 0:
+            lines.append(f"… and {rest} more")
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+class TelegramNotifier:
+    """Posts notices to one Telegram chat (see the module docstring)."""
+
+    name = "telegram"
+
+    def __init__(
+        self,
+        token: str,
+        chat_id: str,
+        *,
+        api_url: str = "https://api.telegram.org",
+        max_per_minute: int = 20,
+        max_attempts: int = 5,
+        retry_after_max: float = 300.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        timeout: float = 10.0,
+        client: httpx.AsyncClient | None = None,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not token or not chat_id:
+            raise ValueError("Telegram needs a bot token and a chat id")
+        if max_per_minute < 1 or max_attempts < 1:
+            raise ValueError(
+                f"max_per_minute and max_attempts must be >= 1; got {max_per_minute}, {max_attempts}"
+            )
+        self._url = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
+        _redact_in_http_logs(token)
+        self._api_url = api_url
+        self.chat_id = chat_id
+        self.max_per_minute = max_per_minute
+        self.max_attempts = max_attempts
+        self.retry_after_max = retry_after_max
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.messages = 0  # messages Telegram accepted, digests included
+        self.digests = 0
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._clock = clock
+        self._sleep = sleep
+        self._minute = -1
+        self._sent_in_minute = 0
+        self._folded: list[Notice] = []
+        self._folded_minute = -1
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, clock: Clock = time.time, sleep: Sleep = asyncio.sleep
+    ) -> TelegramNotifier:
+        """The Telegram notifier of ``settings``; ValueError when the token or the chat id is unset."""
+        if settings.telegram_bot_token is None or not settings.telegram_chat_id:
+            raise ValueError("telegram_bot_token and telegram_chat_id must both be set")
+        return cls(
+            settings.telegram_bot_token.get_secret_value(),
+            settings.telegram_chat_id,
+            api_url=settings.telegram_api_url,
+            max_per_minute=settings.telegram_max_per_minute,
+            max_attempts=settings.telegram_max_attempts,
+            retry_after_max=settings.telegram_retry_after_max,
+            timeout=settings.telegram_timeout,
+            clock=clock,
+            sleep=sleep,
+        )
+
+    def __repr__(self) -> str:
+        return f"TelegramNotifier({self._api_url!r}, chat {self.chat_id!r})"  # never the token
+
+    # --- the per-minute cap ------------------------------------------------------------------------------
+    def _take_slot(self) -> bool:
+        """Use one message of the current minute; False when the cap is reached."""
+        minute = math.floor(self._clock() / 60)
+        if minute != self._minute:
+            self._minute, self._sent_in_minute = minute, 0
+        if self._sent_in_minute >= self.max_per_minute:
+            return False
+        self._sent_in_minute += 1
+        return True
+
+    def due(self) -> float | None:
+        """When the held digest may go: the start of the minute after the one its signals were folded in."""
+        return None if not self._folded else (self._folded_minute + 1) * 60.0
+
+    async def submit(self, notice: Notice) -> list[Delivery]:
+        done = await self.flush()  # a digest of an earlier minute goes before anything newer
+        if not self._take_slot():
+            if not self._folded:
+                self._folded_minute = self._minute
+            self._folded.append(notice)
+            return [
+                *done,
+                Delivery(notice.signal_id, "folded", 0, "over the per-minute cap: in the next digest"),
+            ]
+        ok, attempts, detail = await self._send(format_signal(notice.signal))
+        return [*done, Delivery(notice.signal_id, "sent" if ok else "failed", attempts, detail)]
+
+    async def flush(self) -> list[Delivery]:
+        due = self.due()
+        if due is None or self._clock() < due:
+            return []
+        folded, self._folded = self._folded, []
+        # The digest counts in the minute it is sent in; it takes that minute's first slot, since submit
+        # flushes before sending anything in a new minute.
+        self._take_slot()
+        text = format_digest([n.signal for n in folded], self.max_per_minute)
+        ok, attempts, detail = await self._send(text)
+        if ok:
+            self.digests += 1
+            detail = f"in a digest of {len(folded)}"
+        return [Delivery(n.signal_id, "sent" if ok else "failed", attempts, detail) for n in folded]
+
+    # --- the Bot API ------------------------------------------------------------------------------------
+    async def _send(self, text: str) -> tuple[bool, int, str]:
+        """POST one message; (accepted, requests made, what happened)."""
+        body = {"chat_id": self.chat_id, "text": text, "disable_web_page_preview": True}
+        error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            pause = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+            try:
+                response = await self._client.post(self._url, json=body)
+            except httpx.TimeoutException:
+                error = "timed out"
+            except httpx.TransportError as exc:
+                error = type(exc).__name__  # the message would contain the URL, and with it the token
+            else:
+                answer = _answer(response)
+                if response.status_code == 200 and answer.ok:
+                    self.messages += 1
+                    return True, attempt, "sent"
+                error = f"HTTP {response.status_code}: {answer.description or response.text[:200]}".strip()
+                if response.status_code == 429:
+                    wait = _retry_after(response, answer)
+                    if wait > self.retry_after_max:
+                        return False, attempt, f"{error} (retry_after {wait:g} s is over the maximum)"
+                    pause = wait
+                elif response.status_code < 500:
+                    return False, attempt, error
+            log.info(
+                "Telegram attempt %d/%d failed (%s)",
+                attempt,
+                self.max_attempts,
+                error,
+                extra={"notifier": self.name},
+            )
+            if attempt < self.max_attempts:
+                await self._sleep(pause)
+        return False, self.max_attempts, error
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _answer(response: httpx.Response) -> _Answer:
+    try:
+        return msgspec.json.decode(response.content, type=_Answer)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _Answer()
+
+
+def _retry_after(response: httpx.Response, answer: _Answer) -> float:
+    """Seconds Telegram asks us to wait: ``parameters.retry_after``, else ``Retry-After``, else 1."""
+    if answer.parameters is not None and answer.parameters.retry_after is not None:
+        value = answer.parameters.retry_after
+    else:
+        try:
+            value = float(response.headers.get("Retry-After", "1"))
+        except ValueError:
+            value = 1.0
+    return value if math.isfinite(value) and value >= 0 else 1.0

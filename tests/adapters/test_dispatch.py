@@ -1,0 +1,85 @@
+"""Dispatch end to end: engine output -> PostgreSQL -> Redis stream -> webhook, with real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.dispatch import Dispatch
+from tapewatch.adapters.notifiers import verify_signature
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import AsyncRedisState
+from tapewatch.engine import EngineOutput
+from tapewatch.settings import load_settings
+from tests.adapters.http_sink import HttpSink
+from tests.adapters.signal_builders import candidate, entry, exit_of, win
+
+SECRET = "dispatch-secret"
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Iterator[Database]:
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
+
+
+def test_engine_output_reaches_postgresql_the_stream_and_the_webhook_once(
+    db: Database, engine: Engine, redis_url: str, redis_client: redis.Redis, redis_keys: Keyspace
+) -> None:
+    opening = entry()
+    closing = exit_of(opening, "TP2")
+    with HttpSink() as server:
+        settings = load_settings(
+            webhook_url=server.url + "/signals", webhook_secret=SECRET, outbox_poll_interval=30
+        )
+
+        async def service() -> tuple[bool, dict[str, int]]:
+            client = AsyncRedisState.from_url(redis_url).client
+            dispatch = Dispatch.from_settings(settings, db, client, keys=redis_keys)
+            task = asyncio.create_task(dispatch.run())
+            try:
+                dispatch.accept(
+                    EngineOutput(
+                        candidates=[candidate(), candidate("ETHUSDT", fate="concurrency")], signals=[opening]
+                    )
+                )
+                dispatch.add([closing, opening], outcomes=[win(opening)])  # a repeat is not a new signal
+                async with asyncio.timeout(20):
+                    while len(server.requests) < 2:  # noqa: ASYNC110 - woken by the writes, not the 30 s poll
+                        await asyncio.sleep(0.01)
+                    await dispatch.notifications.join()  # the deliveries are recorded
+                metrics = dispatch.metrics()
+            finally:
+                task.cancel()
+                closed = await dispatch.aclose(grace=5)
+                await client.aclose()
+            return closed, metrics
+
+        closed, metrics = asyncio.run(service())
+    assert closed
+    stream = redis_client.xrange(redis_keys.signals_stream)
+    assert [f["signal_id"] for _, f in stream] == [opening.signal_id, closing.signal_id]
+    assert [json.loads(r.body)["signal_id"] for r in server.requests] == [
+        opening.signal_id,
+        closing.signal_id,
+    ]
+    assert all(verify_signature(SECRET, r.body, r.headers["x-tapewatch-signature"]) for r in server.requests)
+    with engine.connect() as conn:
+        counts = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM signals), (SELECT count(*) FROM candidates), "
+                "(SELECT count(*) FROM signal_outcomes), (SELECT count(*) FROM notifications WHERE status = 'sent')"
+            )
+        ).one()
+    assert tuple(counts) == (2, 2, 1, 2)
+    assert metrics["pending_written_signals"] == 2 and metrics["pending_duplicate_signals"] == 1
+    assert metrics["relay_published"] == 2 and metrics["relay_healthy"] == 1
+    assert metrics["notify_webhook_sent"] == 2
