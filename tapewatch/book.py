@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+import msgspec
+
 from tapewatch.events import DepthSnapshot, DepthUpdate, Level
 
 
@@ -70,7 +72,9 @@ APPLIED_SYNC = Applied(synced_now=True)
 BUFFERED = Buffered()
 
 
-class Top(NamedTuple):
+class Top(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """Best bid and ask with their quantities (a C-level struct: one is made per applied diff)."""
+
     bid_price: float
     bid_qty: float
     ask_price: float

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -60,8 +60,10 @@ class Envelope(msgspec.Struct, frozen=True, gc=False):
     data: msgspec.Raw
 
 
-class Frame(NamedTuple):
-    """A decoded frame: receive time (ms), stream name, symbol (upper case), kind and typed event."""
+class Frame(msgspec.Struct, frozen=True, gc=False):
+    """A decoded frame: receive time (ms), stream name, symbol (upper case), kind and typed event.
+
+    A msgspec struct rather than a NamedTuple: one is made per message, and its construction is C code."""
 
     recv: int
     stream: str

@@ -9,11 +9,13 @@ comparable and is not counted.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from tapewatch.book import Top
 from tapewatch.events import BookTicker
+
+V = TypeVar("V")
 
 
 @dataclass(slots=True)
@@ -24,8 +26,10 @@ class TopCheck:
     checks: int = 0
     mismatches: int = 0
     samples: list[str] = field(default_factory=list)
-    _tops: OrderedDict[int, Top] = field(default_factory=OrderedDict)
-    _tickers: OrderedDict[int, BookTicker] = field(default_factory=OrderedDict)
+    # Insertion-ordered dicts trimmed to the newest ``keep`` entries once they hold twice that many
+    # (amortised O(1): no per-event bookkeeping on the hot path).
+    _tops: dict[int, Top] = field(default_factory=dict)
+    _tickers: dict[int, BookTicker] = field(default_factory=dict)
 
     def on_book(self, update_id: int, top: Top | None) -> None:
         """Record the top of book right after the diff with final id ``update_id`` was applied."""
@@ -35,18 +39,20 @@ class TopCheck:
         if ticker is not None:
             self._compare(ticker, top)
             return
-        self._tops[update_id] = top
-        if len(self._tops) > self.keep:
-            self._tops.popitem(last=False)
+        tops = self._tops
+        tops[update_id] = top
+        if len(tops) > 2 * self.keep:
+            self._tops = _newest(tops, self.keep)
 
     def on_ticker(self, ticker: BookTicker) -> None:
         top = self._tops.pop(ticker.update_id, None)
         if top is not None:
             self._compare(ticker, top)
             return
-        self._tickers[ticker.update_id] = ticker
-        if len(self._tickers) > self.keep:
-            self._tickers.popitem(last=False)
+        tickers = self._tickers
+        tickers[ticker.update_id] = ticker
+        if len(tickers) > 2 * self.keep:
+            self._tickers = _newest(tickers, self.keep)
 
     def reset(self) -> None:
         """Forget pending tops and tickers (the book was resynced)."""
@@ -55,10 +61,20 @@ class TopCheck:
 
     def _compare(self, t: BookTicker, top: Top) -> None:
         self.checks += 1
-        if (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty) != tuple(top):
+        if (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty) != (
+            top.bid_price,
+            top.bid_qty,
+            top.ask_price,
+            top.ask_qty,
+        ):
             self.mismatches += 1
             if len(self.samples) < 10:
                 self.samples.append(
                     f"{t.symbol} u={t.update_id}: ticker {t.bid_price}x{t.bid_qty} / {t.ask_price}x{t.ask_qty}"
                     f" vs book {top.bid_price}x{top.bid_qty} / {top.ask_price}x{top.ask_qty}"
                 )
+
+
+def _newest(entries: dict[int, V], keep: int) -> dict[int, V]:
+    items = list(entries.items())
+    return dict(items[-keep:])

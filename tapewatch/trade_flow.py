@@ -8,10 +8,13 @@ Running sums are kept as trades enter and leave, never rebuilt.
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple
+
+import msgspec
 
 
-class FlowTrade(NamedTuple):
+class FlowTrade(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One trade in a window (a C-level struct: one is made per trade)."""
+
     time: int
     price: float
     qty: float
