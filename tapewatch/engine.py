@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tapewatch.candle_features import candle_features
@@ -53,14 +53,16 @@ _EXIT_REASONS: dict[OutcomeState, ExitReason] = {
 
 @dataclass(slots=True)
 class EngineOutput:
-    """What one frame produced: candidates (every fate), signals (ENTRY and EXIT), finished outcomes."""
+    """What one frame produced: candidates (every fate), signals (ENTRY and EXIT), the outcomes that changed
+    state (``updated``, so a restart resumes them) and those that finished."""
 
     candidates: list[Candidate] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     finished: list[Outcome] = field(default_factory=list)
+    updated: list[Outcome] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.candidates or self.signals or self.finished)
+        return bool(self.candidates or self.signals or self.finished or self.updated)
 
 
 @dataclass(slots=True)
@@ -249,25 +251,7 @@ class SignalEngine:
             return
         out.candidates.append(make_candidate(features, evaluation, proposal.quality, FATE_SIGNAL))
         out.signals.append(signal)
-        self.open[signal.signal_id] = _Open(
-            signal,
-            OutcomeTracker(
-                OpenSignal(
-                    signal_id=signal.signal_id,
-                    symbol=signal.symbol,
-                    direction=direction,
-                    tier=tier,
-                    created=now,
-                    entry=signal.entry_price,
-                    stop=signal.stop_loss,
-                    tp1=signal.take_profit_1,
-                    tp2=signal.take_profit_2,
-                    position_size=signal.suggested_position_size,
-                    quality_score=signal.quality_score,
-                ),
-                self.outcome_params,
-            ),
-        )
+        self.open[signal.signal_id] = _Open(signal, OutcomeTracker(open_signal(signal), self.outcome_params))
         self.counters["signals"] += 1
 
     def _correlation(self, a: str, b: str, now: int) -> float | None:
@@ -307,12 +291,50 @@ class SignalEngine:
                         held.signal, reason, ev.price if ev.price is not None else last_price, ev.time
                     )
                 )
+        if events and not held.tracker.finished:
+            out.updated.append(held.tracker.outcome())
         if held.tracker.finished:
             outcome = held.tracker.outcome()
             del self.open[sid]
             self.risk.finish(outcome, self.risk_params)
             self._learn(outcome)
             out.finished.append(outcome)
+
+    # --- restart ------------------------------------------------------------------------------------------
+    def resume(
+        self,
+        open_signals: Iterable[tuple[Signal, Outcome | None]],
+        *,
+        day_counts: Mapping[int, Mapping[Tier, int]] = {},
+        cooldowns: Mapping[str, int] = {},
+    ) -> None:
+        """Rebuild after a restart from what was stored: the signals still open (with their outcome so far),
+        the signals already counted per UTC day (the daily caps) and the cooldowns left per symbol."""
+        for signal, outcome in open_signals:
+            if signal.signal_type != "ENTRY" or signal.signal_id in self.open:
+                continue
+            tracker = (
+                OutcomeTracker.resume(outcome, self.outcome_params)
+                if outcome is not None
+                else OutcomeTracker(open_signal(signal), self.outcome_params)
+            )
+            self.open[signal.signal_id] = _Open(signal, tracker)
+            self.risk.open(_risk_candidate(signal))
+        for day, counts in day_counts.items():
+            for tier, n in counts.items():
+                for i in range(n):
+                    self.risk.count(
+                        RiskCandidate(
+                            signal_id=f"restored-{day}-{tier}-{i}",
+                            symbol="RESTORED",
+                            direction="LONG",
+                            tier=tier,
+                            event_time=day * DAY_MS,
+                        )
+                    )
+        for symbol, left in cooldowns.items():
+            if left > 0:
+                self.risk.start_cooldown(symbol, left)
 
     def _learn(self, outcome: Outcome) -> None:
         """Feed the tier history behind ``confidence`` and ``expected_hold_time``."""
@@ -324,3 +346,33 @@ class SignalEngine:
         self.history[tier] = TierHistory(
             tp1_hits=past.tp1_hits + (1 if outcome.tp1_hit else 0), signals=past.signals + 1, hold_ms=holds
         )
+
+
+DAY_MS = 86_400_000
+
+
+def open_signal(signal: Signal) -> OpenSignal:
+    """The outcome tracker's view of an ENTRY signal."""
+    return OpenSignal(
+        signal_id=signal.signal_id,
+        symbol=signal.symbol,
+        direction=signal.direction,
+        tier=signal.priority,
+        created=signal.event_time,
+        entry=signal.entry_price,
+        stop=signal.stop_loss,
+        tp1=signal.take_profit_1,
+        tp2=signal.take_profit_2,
+        position_size=signal.suggested_position_size,
+        quality_score=signal.quality_score,
+    )
+
+
+def _risk_candidate(signal: Signal) -> RiskCandidate:
+    return RiskCandidate(
+        signal_id=signal.signal_id,
+        symbol=signal.symbol,
+        direction=signal.direction,
+        tier=signal.priority,
+        event_time=signal.event_time,
+    )

@@ -78,9 +78,9 @@ class Dispatch:
             self.pending.add_outcome(outcome)
 
     def accept(self, output: EngineOutput) -> None:
-        """The realtime service's ``SignalSink``: queue one engine step's candidates, signals and finished
-        outcomes (never blocks)."""
-        self.add(output.signals, output.candidates, output.finished)
+        """The realtime service's ``SignalSink``: queue one engine step's candidates, signals and the
+        outcomes that changed or finished (never blocks)."""
+        self.add(output.signals, output.candidates, [*output.updated, *output.finished])
 
     async def run(self) -> None:
         """Run the writer, the relay and the notifiers until cancelled."""

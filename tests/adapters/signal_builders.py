@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tapewatch.outcome import OpenSignal, Outcome, OutcomeParams, OutcomeTracker
+from tapewatch.engine import open_signal
+from tapewatch.outcome import Outcome, OutcomeParams, OutcomeTracker
 from tapewatch.rules import check
 from tapewatch.settings import load_settings
 from tapewatch.signal import Candidate, ExitReason, Signal, make_candidate, make_exit_signal, propose
@@ -49,23 +50,6 @@ def exit_of(signal: Signal, reason: ExitReason, *, after: int = 5 * MINUTE) -> S
         "EXPIRED": signal.entry_price,
     }[reason]
     return make_exit_signal(signal, reason, price, signal.event_time + after)
-
-
-def open_signal(signal: Signal) -> OpenSignal:
-    """The outcome tracker's view of ``signal`` (as the engine builds it)."""
-    return OpenSignal(
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        direction=signal.direction,
-        tier=signal.priority,
-        created=signal.event_time,
-        entry=signal.entry_price,
-        stop=signal.stop_loss,
-        tp1=signal.take_profit_1,
-        tp2=signal.take_profit_2,
-        position_size=signal.suggested_position_size,
-        quality_score=signal.quality_score,
-    )
 
 
 def outcome_of(signal: Signal, path: Sequence[tuple[int, float]]) -> Outcome:
