@@ -172,3 +172,42 @@ def test_live_signals_are_the_ones_a_replay_of_the_capture_gives(
     assert [s.signal_id for s in result.signals] == live
     assert [c.candidate_id for c in result.candidates] == live_candidates
     assert result.summary["book_mismatches"] == 0
+
+
+def test_books_recover_from_a_stale_stream_a_429_and_the_connection_cut(
+    tmp_path: Path, redis_url: str, redis_keys: Keyspace
+) -> None:
+    """A depth stream that goes quiet (its book goes stale, then resumes past a gap), a 429 on the snapshots
+    that follow, and the exchange cutting every connection at its age limit (Binance's 24-hour cut)."""
+    symbols: list[str] = []
+
+    async def faults(sim: SimExchange) -> None:
+        await asyncio.sleep(2.5)
+        sim.faults.stale(f"{symbols[0].lower()}@depth@100ms", 1.5)
+        await asyncio.sleep(2.0)
+        sim.faults.rest_error(429, count=1, path="/fapi/v1/depth")
+        sim.faults.cut_connections_after(1.0)  # every connection is now past its age: cut
+        await asyncio.sleep(1.5)
+        sim.faults.cut_connections_after(86_400)
+
+    async def scenario() -> FeedService:
+        async with SimExchange(port=0, seed=8, symbols=8, speed=1.0) as sim:
+            settings = settings_for(sim, tmp_path, redis_keys.prefix)
+            from tapewatch.adapters.binance_rest import BinanceRest
+            from tapewatch.universe import top_by_volume, tradable_perpetuals
+
+            async with BinanceRest.from_settings(settings) as rest:
+                info, _ = await rest.exchange_info()
+                tickers, _ = await rest.ticker_24hr()
+            symbols.extend(top_by_volume(tradable_perpetuals(info.symbols), tickers, 5))
+            return await run_with(sim, settings, redis_url, 8.0, faults)
+
+    service = asyncio.run(scenario())
+    market = service.market
+    totals = market.totals()
+    assert totals["book_mismatches"] == 0
+    assert market.state(symbols[0]).book.gaps >= 1  # the stream resumed past the diffs it never sent
+    assert service.pool.stats.reconnects.total() >= 2  # both routed connections were cut and came back
+    assert service.rest.stats.requests[("depth", "429")] >= 1
+    for symbol in service.universe:
+        assert market.book_usable(symbol), (symbol, market.state(symbol).book.health(market.now_ms, 5000))
