@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable
 from typing import Literal
 
+from realtime.backup_feed import BackupConfig
 from realtime.capture import CaptureWriter
+from realtime.control import ControlConfig
 from realtime.incidents import IncidentRecorder
 from realtime.service import FeedService, SignalSink, summary
 from realtime.ws_pool import StreamPool
@@ -52,10 +54,15 @@ async def run_service(
     print_status: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
     sink: SignalSink | None = None,
+    control: ControlConfig | None = None,
+    backup: BackupConfig | None = None,
+    started: Callable[[FeedService], None] | None = None,
 ) -> FeedService:
     """Run the realtime service until ``stop`` is set, ``duration`` seconds pass, or it is cancelled.
 
-    With ``database_url`` (migrated already), feed incidents are recorded in PostgreSQL."""
+    With ``database_url`` (migrated already), feed incidents are recorded in PostgreSQL. With ``redis_url`` the
+    service obeys the control keys (``control`` tunes the loop); ``backup`` tunes the REST backup feed.
+    ``started`` is called with the service once it is built (before it runs)."""
     stop = stop or asyncio.Event()
     capture = (
         CaptureWriter(settings.capture_dir, settings.capture_flush_interval)
@@ -72,8 +79,18 @@ async def run_service(
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
             incidents = IncidentRecorder(database) if database is not None else None
             service = FeedService(
-                settings, rest=rest, pool=pool, capture=capture, redis=redis, incidents=incidents, sink=sink
+                settings,
+                rest=rest,
+                pool=pool,
+                capture=capture,
+                redis=redis,
+                incidents=incidents,
+                sink=sink,
+                control=control,
+                backup=backup,
             )
+            if started is not None:
+                started(service)
             task = asyncio.create_task(service.run(), name="feed-service")
             status_task = (
                 asyncio.create_task(_status_loop(service, status_every, print_status))

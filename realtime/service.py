@@ -5,7 +5,9 @@ need a snapshot ask the scheduler, whose answers are captured and applied in the
 replays into exactly the books the live run had. Live state (heartbeat, per-symbol feed stats, metrics)
 goes to Redis once a second; Redis being away is counted and logged, never fatal. Feed incidents (gaps,
 resyncs, reconnects, stale books, malformed frames, 429/418) go to PostgreSQL through an IncidentRecorder,
-which never blocks the loop.
+which never blocks the loop. The platform steers the running service through the Redis control keys
+(:mod:`realtime.control`: universe, pause, max_universe, and the switch to REST polling of
+:mod:`realtime.backup_feed`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Collection
 from typing import Any, Protocol
 
+from realtime.backup_feed import BackupConfig, BackupFeed, Polled
 from realtime.capture import CaptureWriter
+from realtime.control import ControlConfig, ControlLoop
 from realtime.incident_watch import IncidentWatch
 from realtime.incidents import IncidentRecorder
 from realtime.snapshots import RestAnswer, SnapshotScheduler
@@ -44,19 +49,24 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def choose_universe(rest: BinanceRest, settings: Settings) -> list[str]:
-    """``Settings.symbols`` if given (unknown names are dropped with an error), else the top by volume."""
-    info, _ = await rest.exchange_info()
-    tradable = tradable_perpetuals(info.symbols)
+async def choose_universe(
+    rest: BinanceRest, settings: Settings, tradable: Collection[str] | None = None
+) -> list[str]:
+    """``Settings.symbols`` if given (unknown names are dropped with an error), else the top by volume.
+
+    ``tradable``: the tradable symbols of exchangeInfo when already fetched."""
+    if tradable is None:
+        info, _ = await rest.exchange_info()
+        tradable = tradable_perpetuals(info.symbols)
     if settings.symbols:
-        unknown = sorted(set(settings.symbols) - tradable)
+        unknown = sorted(set(settings.symbols) - set(tradable))
         if unknown:
             log.error(
                 "not tradable USDT perpetuals, ignored: %s (check TAPEWATCH_SYMBOLS)", ", ".join(unknown)
             )
         return [s for s in settings.symbols if s in tradable]
     tickers, _ = await rest.ticker_24hr()
-    return top_by_volume(tradable, tickers, settings.universe_size)
+    return top_by_volume(set(tradable), tickers, settings.universe_size)
 
 
 class SignalSink(Protocol):
@@ -79,6 +89,8 @@ class FeedService:
         redis: AsyncRedisState | None = None,
         incidents: IncidentRecorder | None = None,
         sink: SignalSink | None = None,
+        control: ControlConfig | None = None,
+        backup: BackupConfig | None = None,
     ) -> None:
         self.settings = settings
         self.rest = rest
@@ -104,6 +116,19 @@ class FeedService:
             limit_for=self._snapshot_limit,
             min_interval=settings.resync_min_interval,
         )
+        self._tradable: frozenset[str] | None = None
+        self.backup = BackupFeed(
+            rest,
+            self.decoder,
+            self.apply_polled,
+            last_trade_id=lambda symbol: self.market.state(symbol).last_agg_id,
+            config=backup or BackupConfig.from_settings(settings),
+        )
+        self.control = (
+            ControlLoop(redis, self, tradable=self.tradable_symbols, config=control)
+            if redis is not None
+            else None
+        )
 
     # --- universe -------------------------------------------------------------------------------------
     def set_universe(self, symbols: list[str]) -> None:
@@ -115,11 +140,49 @@ class FeedService:
             self._history_tasks.add(task)
             task.add_done_callback(self._history_tasks.discard)
         self.universe = list(symbols)
-        streams = [
-            s for sym in symbols for s in symbol_streams(sym, self.settings.update_frequency, TIMEFRAMES)
-        ]
+        if self.backup.on:  # the websockets stay off: the backup feed polls the new universe
+            self.backup.set_symbols(symbols)
+            log.info("universe: %d symbols, polled by the backup feed", len(symbols))
+            return
+        streams = self._streams(symbols)
         self.pool.set_streams(streams)
         log.info("universe: %d symbols, %d streams", len(symbols), len(streams))
+
+    def _streams(self, symbols: list[str]) -> list[str]:
+        return [s for sym in symbols for s in symbol_streams(sym, self.settings.update_frequency, TIMEFRAMES)]
+
+    async def tradable_symbols(self) -> frozenset[str]:
+        """The tradable USDT perpetuals of exchangeInfo, fetched once and kept (the REST client's errors
+        are raised while it cannot be fetched)."""
+        if self._tradable is None:
+            info, _ = await self.rest.exchange_info()
+            self._tradable = frozenset(tradable_perpetuals(info.symbols))
+        return self._tradable
+
+    # --- control (realtime.control steers these) ------------------------------------------------------
+    def set_paused(self, reason: str | None) -> None:
+        """Pause signalling (``reason`` given) or resume it: while paused, candidates are still evaluated and
+        stored, with fate ``paused``."""
+        self.engine.risk.paused = reason is not None
+
+    async def set_backup_feed(self, on: bool) -> None:
+        """Switch to REST polling (websocket streams unsubscribed) or back to the websockets (subscribed
+        again after a last trades poll; books resync as after a reconnect)."""
+        if on == self.backup.on:
+            return
+        if on:
+            self.pool.set_streams([])
+            self.backup.start(self.universe)
+        else:
+            await self.backup.stop()
+            self.pool.set_streams(self._streams(self.universe))
+
+    def apply_polled(self, polled: Polled) -> None:
+        """An answer of the backup feed: captured byte-exact, then its frames applied like live frames."""
+        if self.capture is not None:
+            self.capture.write(polled.recv, polled.stream, polled.body)
+        for frame in polled.frames:
+            self._apply(frame)
 
     async def _fetch_history(self, symbol: str) -> None:
         """The candle history behind the 15m context and the 1m returns, captured and applied like a frame
@@ -255,6 +318,8 @@ class FeedService:
             "evaluations": self.engine.counters["evaluations"],
             "signals": self.engine.counters["signals"],
             "open_signals": len(self.engine.open),
+            **self.backup.metrics(),
+            **(self.control.metrics() if self.control is not None else {}),
             **totals,
             **(self.incidents.metrics() if self.incidents is not None else {}),
         }
@@ -266,7 +331,8 @@ class FeedService:
         pid = os.getpid()
         while True:
             try:
-                await self.redis.beat(COMPONENT, ttl_s=max(10.0, interval * 10), info={"pid": pid})
+                info = {"pid": pid, **(self.control.info() if self.control is not None else {})}
+                await self.redis.beat(COMPONENT, ttl_s=max(10.0, interval * 10), info=info)
                 for symbol in self.universe:
                     await self.redis.publish_feed(symbol, self.feed(symbol), ttl_s=max(60.0, interval * 60))
                 await self.redis.publish_metrics(self.metrics(), COMPONENT)
@@ -323,11 +389,21 @@ class FeedService:
     async def run(self, symbols: list[str] | None = None) -> None:
         """Choose the universe (unless given), subscribe and process until cancelled."""
         if symbols is None:
-            symbols = await choose_universe(self.rest, self.settings)
+            symbols = await choose_universe(self.rest, self.settings, await self.tradable_symbols())
         if not symbols:
             log.error("the universe is empty: no symbol to watch (check TAPEWATCH_SYMBOLS / UNIVERSE_SIZE)")
         self.set_universe(symbols)
+        if self.control is not None:
+            await self.control.sync()  # before the first frame: a paused service never lets a signal through
+        try:
+            await self._run_tasks()
+        finally:
+            await self.backup.stop(catch_up=False)
+
+    async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as group:
+            if self.control is not None:
+                group.create_task(self.control.run(), name="control")
             group.create_task(self.consume(), name="consume")
             group.create_task(self.snapshots.run(), name="snapshots")
             group.create_task(self.publish_loop(), name="publish")

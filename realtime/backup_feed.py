@@ -1,0 +1,344 @@
+"""The backup market-data feed: REST polling of depth, aggTrades and klines while the websockets are off.
+
+Spec 11.1 ``switch_to_backup_feed``: when the websocket feed fails, the platform switches the service to REST.
+Three pollers then cycle over the universe, each paced to its share of the process's REST weight budget
+(:class:`BackupConfig`), so the backup feed never starves the other callers nor trips Binance's limit:
+
+- depth snapshots (``limit`` 50, weight 2): a polled snapshot stands alone (no diff stream follows it);
+- aggTrades (weight 20): continued with ``fromId`` from the last trade the market state holds, so no trade is
+  counted twice and none is skipped while Binance still has it; a full page is followed by the next at once;
+- klines (weight 1), less often: the last few 1m and 15m bars.
+
+Every answer is handed to the service as a :class:`Polled`: the raw body for the capture (byte-exact, under
+the request's ``rest:`` stream name) and the frames to apply. Depth and kline frames are decoded from that body
+by the frame decoder, exactly as a replay of the capture line decodes them. Trade frames are the typed answer,
+one ``AggTrade`` frame per row in order, which is what ``tapewatch.parse`` must make of a
+``rest:/fapi/v1/aggTrades?...`` line for a replay to see them (it ignores such lines today). Depth polls carry
+the stream name of their request plus the fragment ``#poll``: a fragment is never sent, so the name still says
+exactly what was asked, and it tells a replay that the snapshot stands alone (a resync snapshot, which diffs
+continue, has none).
+
+Stopping runs one last aggTrades poll per symbol (bounded by ``catch_up_timeout``), so the websockets take over
+close to where REST left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import NamedTuple
+
+from realtime.pacer import Pacer
+from realtime.timebase import REAL_TIME, Timebase
+from tapewatch.adapters import binance_weights as weights
+from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.errors import BinanceRequestError, IpBanned, RetryableError
+from tapewatch.parse import Frame, FrameDecoder
+from tapewatch.settings import SNAPSHOT_WEIGHTS, Settings
+from tapewatch.streams import Kind
+
+log = logging.getLogger(__name__)
+
+#: Appended to the stream name of a polled depth snapshot (see the module docstring).
+POLL_FRAGMENT = "#poll"
+
+
+class Poll(StrEnum):
+    DEPTH = "depth"
+    TRADES = "trades"
+    KLINES = "klines"
+
+
+class Polled(NamedTuple):
+    """One REST answer of the backup feed: capture it as ``(recv, stream, body)``, then apply ``frames``."""
+
+    recv: int
+    stream: str
+    body: bytes
+    frames: tuple[Frame, ...]
+
+
+Deliver = Callable[[Polled], None]
+LastTradeId = Callable[[str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupConfig:
+    """What the backup feed polls and how fast.
+
+    ``weight_per_minute`` is the process's usable REST weight (``Settings.usable_weight_per_minute``); each
+    poller gets its ``*_share`` of it (together at most 1, the rest stays for other callers) and never polls
+    one symbol more often than its ``*_every`` seconds.
+    """
+
+    weight_per_minute: int = 1920
+    depth_share: float = 0.4
+    trades_share: float = 0.5
+    klines_share: float = 0.05
+    depth_limit: int = 50
+    depth_every: float = 1.0
+    trades_limit: int = weights.MAX_AGG_TRADES_LIMIT
+    trades_every: float = 1.0
+    trades_max_pages: int = 3
+    klines_every: float = 60.0
+    klines_limit: int = 3
+    intervals: tuple[str, ...] = ("1m", "15m")
+    catch_up_timeout: float = 10.0
+    refused_pause: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.weight_per_minute < 1:
+            raise ValueError(f"backup feed weight_per_minute must be >= 1; got {self.weight_per_minute}")
+        shares = (self.depth_share, self.trades_share, self.klines_share)
+        if any(not 0 < s <= 1 for s in shares) or sum(shares) > 1 + 1e-9:
+            raise ValueError(f"backup feed shares must be in (0, 1] and sum to at most 1; got {shares}")
+        if self.depth_limit not in SNAPSHOT_WEIGHTS:
+            raise ValueError(f"depth_limit must be one of {sorted(SNAPSHOT_WEIGHTS)}; got {self.depth_limit}")
+        weights.klines_weight(self.klines_limit)  # ValueError outside 1..1500
+        if not 1 <= self.trades_limit <= weights.MAX_AGG_TRADES_LIMIT or self.trades_max_pages < 1:
+            raise ValueError("trades_limit must be within 1..1000 and trades_max_pages >= 1")
+        if min(self.depth_every, self.trades_every, self.klines_every, self.catch_up_timeout) <= 0:
+            raise ValueError("backup feed intervals and catch_up_timeout must be > 0 s")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BackupConfig:
+        return cls(weight_per_minute=settings.usable_weight_per_minute)
+
+    def weight(self, poll: Poll) -> int:
+        """Request weight of one poll of ``poll``."""
+        if poll is Poll.DEPTH:
+            return weights.depth_weight(self.depth_limit)
+        if poll is Poll.TRADES:
+            return weights.AGG_TRADES_WEIGHT
+        return weights.klines_weight(self.klines_limit)
+
+    def spacing(self, poll: Poll) -> float:
+        """Seconds between two requests of ``poll`` so that it stays within its share of the budget."""
+        share = {Poll.DEPTH: self.depth_share, Poll.TRADES: self.trades_share, Poll.KLINES: self.klines_share}
+        return self.weight(poll) * 60.0 / (share[poll] * self.weight_per_minute)
+
+    def round_seconds(self, poll: Poll, symbols: int) -> float:
+        """How long one round of ``poll`` over ``symbols`` symbols takes: how stale its data gets."""
+        requests = symbols * (len(self.intervals) if poll is Poll.KLINES else 1)
+        every = {Poll.DEPTH: self.depth_every, Poll.TRADES: self.trades_every, Poll.KLINES: self.klines_every}
+        return max(every[poll], requests * self.spacing(poll))
+
+
+class BackupFeed:
+    """REST polling of the universe while switched on (:meth:`start` ... :meth:`stop`).
+
+    ``deliver`` is called in the event loop with every answer, in the order received. ``last_trade_id``
+    returns the id of the newest aggTrade the market state holds for a symbol (-1 when none): polls continue
+    from it. Errors are counted and logged, never raised: a symbol Binance refuses is skipped for
+    ``refused_pause`` seconds, a ban waits until it ends.
+    """
+
+    def __init__(
+        self,
+        rest: BinanceRest,
+        decoder: FrameDecoder,
+        deliver: Deliver,
+        *,
+        last_trade_id: LastTradeId,
+        config: BackupConfig | None = None,
+        timebase: Timebase = REAL_TIME,
+    ) -> None:
+        self.rest = rest
+        self.decoder = decoder
+        self.config = config or BackupConfig()
+        self.counters: Counter[str] = Counter()
+        self._deliver = deliver
+        self._last_trade_id = last_trade_id
+        self._tb = timebase
+        self._symbols: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._refused: dict[str, float] = {}  # symbol -> monotonic time until which it is skipped
+        self._pacers = {poll: Pacer(self.config.spacing(poll), timebase) for poll in Poll}
+
+    @property
+    def on(self) -> bool:
+        return bool(self._tasks)
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._symbols)
+
+    def set_symbols(self, symbols: Sequence[str]) -> None:
+        """Poll these symbols from the next request on."""
+        self._symbols = list(dict.fromkeys(symbols))
+        for gone in set(self._refused) - set(self._symbols):
+            del self._refused[gone]
+
+    def start(self, symbols: Sequence[str]) -> None:
+        """Start polling ``symbols`` (call from the event loop; a second start only changes the symbols)."""
+        self.set_symbols(symbols)
+        if self._tasks:
+            return
+        self.counters["starts"] += 1
+        self._tasks = [asyncio.create_task(self._poll_loop(poll), name=f"backup-{poll}") for poll in Poll]
+        log.info(
+            "backup feed on: polling %d symbols over REST (depth every %.1f s, aggTrades every %.1f s)",
+            len(self._symbols),
+            self.config.round_seconds(Poll.DEPTH, len(self._symbols)),
+            self.config.round_seconds(Poll.TRADES, len(self._symbols)),
+        )
+
+    async def stop(self, *, catch_up: bool = True) -> None:
+        """Stop polling; with ``catch_up``, first fetch each symbol's trades since its last poll."""
+        tasks = self._tasks
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if catch_up:
+            await self._catch_up()
+        self._tasks = []  # on until here: a universe change meanwhile still goes to this feed
+        log.info("backup feed off")
+
+    # --- polling ------------------------------------------------------------------------------------------
+    async def _poll_loop(self, poll: Poll) -> None:
+        every = {
+            Poll.DEPTH: self.config.depth_every,
+            Poll.TRADES: self.config.trades_every,
+            Poll.KLINES: self.config.klines_every,
+        }[poll]
+        while True:
+            started = self._tb.monotonic()
+            for symbol in list(self._symbols):
+                if symbol not in self._symbols or self._skipped(symbol):
+                    continue  # left the universe meanwhile, or refused by Binance
+                if poll is Poll.KLINES:
+                    for interval in self.config.intervals:
+                        await self._pacers[poll].wait()
+                        await self._guarded(poll, symbol, partial(self._poll_klines, symbol, interval))
+                elif poll is Poll.DEPTH:
+                    await self._pacers[poll].wait()
+                    await self._guarded(poll, symbol, partial(self._poll_depth, symbol))
+                else:
+                    for _ in range(self.config.trades_max_pages):
+                        await self._pacers[poll].wait()
+                        full = await self._guarded(poll, symbol, partial(self._poll_trades, symbol))
+                        if not full:
+                            break
+                        self.counters["trades_full_pages"] += 1  # behind: fetch the next page now
+            rest = every - (self._tb.monotonic() - started)
+            await self._tb.sleep(max(rest, 0.01))
+
+    def _skipped(self, symbol: str) -> bool:
+        until = self._refused.get(symbol)
+        if until is None:
+            return False
+        if self._tb.monotonic() >= until:
+            del self._refused[symbol]
+            return False
+        return True
+
+    async def _guarded(self, poll: Poll, symbol: str, request: Callable[[], Awaitable[bool]]) -> bool:
+        """Run one poll; count and log its failure instead of raising. True when a full trades page came."""
+        try:
+            result = await request()
+            self.counters[f"polls_{poll}"] += 1
+            return bool(result)
+        except BinanceRequestError as exc:
+            self.counters["refused"] += 1
+            self._refused[symbol] = self._tb.monotonic() + self.config.refused_pause
+            log.error(
+                "backup feed: Binance refused %s of %s, skipping the symbol for %.0f s: %s",
+                poll,
+                symbol,
+                self.config.refused_pause,
+                exc,
+                extra={"symbol": symbol},
+            )
+        except IpBanned as exc:
+            self.counters["banned"] += 1
+            wait = max(1.0, (exc.until_ms - self._tb.wall_ms()) / 1000)
+            log.error("backup feed: IP banned, polling resumes in %.0f s", wait, extra={"symbol": symbol})
+            await self._tb.sleep(wait)
+        except RetryableError as exc:
+            self.counters[f"errors_{poll}"] += 1
+            n = self.counters[f"errors_{poll}"]
+            if n <= 10 or n % 100 == 0:
+                log.warning("backup feed: %s of %s failed: %s", poll, symbol, exc, extra={"symbol": symbol})
+        except Exception:
+            # A bug here must not end the backup feed (the websockets are off): log it and go on polling.
+            self.counters["bugs"] += 1
+            log.exception("backup feed: %s of %s failed unexpectedly", poll, symbol, extra={"symbol": symbol})
+        return False
+
+    async def _poll_depth(self, symbol: str) -> bool:
+        _, answer = await self.rest.depth(symbol, self.config.depth_limit)
+        self._deliver_decoded(answer.stream + POLL_FRAGMENT, answer.body)
+        return False
+
+    async def _poll_trades(self, symbol: str) -> bool:
+        last = self._last_trade_id(symbol)
+        limit = self.config.trades_limit
+        trades, answer = await self.rest.agg_trades(
+            symbol, from_id=last + 1 if last >= 0 else None, limit=limit
+        )
+        recv = self._tb.wall_ms()
+        stream = answer.stream
+        frames = tuple(Frame(recv, stream, symbol, Kind.AGG_TRADE, trade) for trade in trades)
+        self._deliver(Polled(recv, stream, answer.body, frames))
+        self.counters["trades"] += len(frames)
+        return len(trades) >= limit
+
+    async def _poll_klines(self, symbol: str, interval: str) -> bool:
+        _, answer = await self.rest.klines(symbol, interval, self.config.klines_limit)
+        self._deliver_decoded(answer.stream, answer.body)
+        return False
+
+    def _deliver_decoded(self, stream: str, body: bytes) -> None:
+        # Decoded by the frame decoder itself, as a replay of the capture line is: the same frame by
+        # construction, whatever the decoder makes of the stream name.
+        recv = self._tb.wall_ms()
+        frame = self.decoder.decode_payload(recv, stream, body)
+        self._deliver(Polled(recv, stream, body, () if frame is None else (frame,)))
+
+    async def _catch_up(self) -> None:
+        symbols = [s for s in self._symbols if not self._skipped(s)]
+        done = 0
+
+        async def one(symbol: str) -> None:
+            nonlocal done
+            await self._guarded(Poll.TRADES, symbol, partial(self._poll_trades, symbol))
+            done += 1
+
+        tasks = [asyncio.create_task(one(s)) for s in symbols]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.catch_up_timeout):
+                await asyncio.gather(*tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.counters["catch_up_missed"] += len(symbols) - done
+        if done < len(symbols):
+            log.warning(
+                "backup feed: trades of %d of %d symbols not caught up within %.0f s",
+                len(symbols) - done,
+                len(symbols),
+                self.config.catch_up_timeout,
+            )
+
+    # --- what operators see -------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, int | float]:
+        """Counters of the backup feed as numbers (for the metrics hash)."""
+        c = self.counters
+        return {
+            "backup_feed_on": int(self.on),
+            "backup_polls_depth": c["polls_depth"],
+            "backup_polls_trades": c["polls_trades"],
+            "backup_polls_klines": c["polls_klines"],
+            "backup_trades": c["trades"],
+            "backup_trades_full_pages": c["trades_full_pages"],
+            "backup_errors": c["errors_depth"] + c["errors_trades"] + c["errors_klines"] + c["bugs"],
+            "backup_refused": c["refused"],
+        }

@@ -1,0 +1,424 @@
+"""Control commands for the running realtime service, read from Redis (issue 4 "Control", spec 11.1).
+
+The platform (Dagster sensors, the dashboard, operators) writes the control keys of
+:mod:`tapewatch.adapters.redis_keys` with ``RedisState`` (``set_universe``, ``pause``/``resume``,
+``set_backup_feed``, ``set_max_universe``); every write also appends an entry to the control stream. The keys
+are the truth and the stream only wakes the service: :class:`ControlLoop` reads the keys at start, then waits
+on the stream (a blocking XREAD with a timeout, so a quiet Redis costs one idle connection), re-reads every key
+on any entry, and re-reads them anyway every ``reread_every`` seconds in case an entry was missed. It applies
+only what changed, logs each change in one line and counts it:
+
+- ``universe``: follow the listed symbols, live (subscribe/unsubscribe, no reconnect); unknown or non-tradable
+  symbols are logged and ignored. Absent: the universe the service chose at start.
+- ``max_universe``: keep the first N symbols of that universe (shed load); the full one returns when the key
+  goes.
+- ``paused``: the risk gate rejects every candidate with fate ``paused`` (candidates are still evaluated and
+  stored, books and capture go on).
+- ``backup_feed``: websockets off and REST polling on (:mod:`realtime.backup_feed`), and back.
+
+Redis being away never stops the service: what was applied stays applied, the outage is logged once (and its
+end), and the loop retries with capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from realtime.backoff import Backoff
+from realtime.timebase import REAL_TIME, Timebase
+from tapewatch.adapters.redis_state import MAX_BLOCK_MS, AsyncRedisState, ControlEvent, ControlState
+from tapewatch.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+_EXTRA = {"component": "control"}
+
+UniverseSource = Literal["start", "control"]
+
+
+class Steerable(Protocol):
+    """What the control loop steers (:class:`realtime.service.FeedService` is one): the symbols followed now,
+    in order; ``set_universe`` (live, no reconnect); ``set_paused`` (a reason, or None to resume);
+    ``set_backup_feed`` (True: REST polling, False: back to the websockets)."""
+
+    @property
+    def universe(self) -> list[str]: ...
+    def set_universe(self, symbols: list[str]) -> None: ...
+    def set_paused(self, reason: str | None) -> None: ...
+    async def set_backup_feed(self, on: bool) -> None: ...
+
+
+TradableSymbols = Callable[[], Awaitable[Collection[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """Timing of the control loop (seconds).
+
+    ``reread_every``: the keys are re-read at least this often even when no event arrives.
+    ``recheck_after``: a universe that could not be checked yet (exchangeInfo unavailable) is retried this soon.
+    ``retry_base``/``retry_cap``: backoff while Redis is unavailable (full jitter, doubling up to the cap).
+    """
+
+    reread_every: float = 30.0
+    recheck_after: float = 5.0
+    retry_base: float = 0.5
+    retry_cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("reread_every", "recheck_after", "retry_base", "retry_cap"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"control {name} must be > 0 s; got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedControl:
+    """What the service does now because of the control keys (published in metrics and the heartbeat).
+
+    ``base`` is the full universe (the control key's valid symbols, or the start-up choice: ``source``);
+    ``universe`` is what is followed after ``max_universe``."""
+
+    base: tuple[str, ...]
+    source: UniverseSource
+    universe: tuple[str, ...]
+    max_universe: int | None = None
+    paused_reason: str | None = None
+    backup_feed: bool = False
+    invalid_keys: int = 0
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_reason is not None
+
+
+def first_n(symbols: Sequence[str], limit: int | None) -> tuple[str, ...]:
+    """The first ``limit`` of ``symbols`` in their order (all of them when ``limit`` is None)."""
+    return tuple(symbols if limit is None else symbols[:limit])
+
+
+def known_symbols(
+    symbols: Sequence[str], tradable: Collection[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(kept, ignored)``: the tradable symbols of ``symbols`` in order without repeats, and the others."""
+    kept = tuple(s for s in dict.fromkeys(symbols) if s in tradable)
+    ignored = tuple(s for s in dict.fromkeys(symbols) if s not in tradable)
+    return kept, ignored
+
+
+def _describe_change(old: Sequence[str], new: Sequence[str]) -> str:
+    added = [s for s in new if s not in old]
+    removed = [s for s in old if s not in new]
+    parts = []
+    if added:
+        parts.append("+" + ",".join(added[:10]) + ("..." if len(added) > 10 else ""))
+    if removed:
+        parts.append("-" + ",".join(removed[:10]) + ("..." if len(removed) > 10 else ""))
+    return " ".join(parts) or "same symbols, new order"
+
+
+class ControlLoop:
+    """Applies the Redis control keys to a running service; :meth:`run` until cancelled, never raises for
+    Redis or command trouble.
+
+    ``tradable`` returns the tradable symbols of exchangeInfo (the service fetches them once at start-up and
+    keeps them); it is only called when the control key names a universe.
+    """
+
+    def __init__(
+        self,
+        redis: AsyncRedisState,
+        target: Steerable,
+        *,
+        tradable: TradableSymbols,
+        config: ControlConfig | None = None,
+        timebase: Timebase = REAL_TIME,
+    ) -> None:
+        self.redis = redis
+        self.target = target
+        self.config = config or ControlConfig()
+        self.counters: Counter[str] = Counter()
+        self.applied: AppliedControl | None = None
+        self.redis_up = True
+        self._tradable = tradable
+        self._tb = timebase
+        self._backoff = Backoff(
+            self.config.retry_base, self.config.retry_cap, healthy_after=float("inf"), random=timebase.random
+        )
+        self._down_since: float | None = None
+        self._failures = 0
+        # The last universe command judged, and the verdict (so a periodic re-read does not log it again).
+        self._judged: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
+        self._unchecked = False
+        self._start_universe: tuple[str, ...] = ()
+
+    # --- the loop -------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Apply the control state now, then on every control event and every ``reread_every`` seconds."""
+        after: str | None = None
+        next_read = 0.0
+        cause = "start"
+        while True:
+            try:
+                if after is None:
+                    # The newest event id first, then the keys: a change after this read has a newer event.
+                    after = await self.redis.last_control_event_id()
+                    _honour_cancel()
+                    if not self.redis_up:
+                        cause = "Redis back"
+                    self._redis_ok()
+                    await self._read_and_apply(cause)
+                    next_read = self._next_read()
+                wait_ms = int((next_read - self._tb.monotonic()) * 1000)
+                if wait_ms <= 0:
+                    await self._read_and_apply("periodic re-read")
+                    next_read = self._next_read()
+                    continue
+                # BLOCK 0 would wait forever: the wait is kept within 1 ms .. MAX_BLOCK_MS.
+                events = await self.redis.control_events(after, block_ms=min(max(wait_ms, 1), MAX_BLOCK_MS))
+                _honour_cancel()
+                self._redis_ok()
+                if events:
+                    after = events[-1].id
+                    await self._read_and_apply(_cause(events))
+                    next_read = self._next_read()
+            except StorageUnavailable as exc:
+                after = None
+                await self._redis_failed(exc)
+            except Exception:
+                # A bug in applying a command must not take the service down: log it, retry later.
+                self.counters["errors"] += 1
+                log.exception("control: applying the control state failed; retrying", extra=_EXTRA)
+                after, cause = None, "retry after an error"
+                await self._tb.sleep(self._backoff.next_delay(self._tb.monotonic()))
+
+    async def sync(self, cause: str = "start") -> bool:
+        """Read the control keys once and apply them; False (logged, counted) when Redis is unavailable or
+        applying failed."""
+        try:
+            await self._read_and_apply(cause)
+        except StorageUnavailable as exc:
+            self._note_failure(exc)
+            return False
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("control: applying the control state failed; the loop retries", extra=_EXTRA)
+            return False
+        self._redis_ok()
+        return True
+
+    def _next_read(self) -> float:
+        wait = self.config.reread_every
+        if self._unchecked:
+            wait = min(wait, self.config.recheck_after)
+        return self._tb.monotonic() + wait
+
+    async def _read_and_apply(self, cause: str) -> None:
+        state = await self.redis.read_control()
+        _honour_cancel()
+        self.counters["reads"] += 1
+        await self.apply(state, cause)
+
+    # --- applying -------------------------------------------------------------------------------------------
+    async def apply(self, state: ControlState, cause: str = "") -> AppliedControl:
+        """Make the service do what ``state`` asks, changing only what differs from what is applied."""
+        before = self.applied
+        if before is None:
+            start = tuple(self.target.universe)
+            before = AppliedControl(base=start, source="start", universe=start)
+            self._start_universe = start
+        why = f" ({cause})" if cause else ""
+        base, source = await self._base_universe(state, before)
+        universe = first_n(base, state.max_universe)
+        after = AppliedControl(
+            base=base,
+            source=source,
+            universe=universe,
+            max_universe=state.max_universe,
+            paused_reason=state.paused_reason,
+            backup_feed=state.backup_feed,
+            invalid_keys=len(state.invalid),
+        )
+        if after.paused_reason != before.paused_reason:
+            self.target.set_paused(after.paused_reason)
+            if after.paused:
+                self._applied("pause", "signalling paused: %r%s", after.paused_reason, why)
+            else:
+                self._applied("resume", "signalling resumed%s", why)
+        # Websockets off before a universe change (nothing to subscribe), back on after it (subscribe once).
+        if after.backup_feed and not before.backup_feed:
+            await self.target.set_backup_feed(True)
+            self._applied(
+                "backup_feed_on", "switched to the backup feed: websockets off, REST polling%s", why
+            )
+        cap_changed = after.max_universe != before.max_universe
+        cap = "" if after.max_universe is None else f", max_universe {after.max_universe}"
+        if cap_changed:
+            self.counters["applied_max_universe"] += 1
+            cap = ", max_universe removed" if after.max_universe is None else cap
+        current = list(self.target.universe)
+        if list(universe) != current:
+            self.target.set_universe(list(universe))
+            self._applied(
+                "universe",
+                "universe now %d of %d symbols (%s%s): %s%s",
+                len(universe),
+                len(base),
+                "control key" if source == "control" else "start-up choice",
+                cap,
+                _describe_change(current, universe),
+                why,
+            )
+        elif cap_changed:
+            self._log("universe unchanged at %d symbols%s%s", len(universe), cap, why)
+        if before.backup_feed and not after.backup_feed:
+            await self.target.set_backup_feed(False)
+            self._applied("backup_feed_off", "back on the websocket feed; books resync%s", why)
+        self.applied = after
+        return after
+
+    async def _base_universe(
+        self, state: ControlState, before: AppliedControl
+    ) -> tuple[tuple[str, ...], UniverseSource]:
+        """The full universe ``state`` asks for, checked against exchangeInfo; the current one while the
+        request cannot be checked or names no tradable symbol."""
+        if state.universe is None:
+            self._judged = None
+            self._unchecked = False
+            return self._start_universe, "start"
+        asked = state.universe
+        if self._judged is not None and self._judged[0] == asked:
+            verdict = self._judged[1]
+            return (verdict, "control") if verdict is not None else (before.base, before.source)
+        try:
+            tradable = await self._tradable()
+        except Exception as exc:  # the REST client's errors, whatever they are: check again soon
+            if not self._unchecked:
+                log.warning(
+                    "control: cannot check the universe of %d symbols against exchangeInfo (%s); keeping %d "
+                    "symbols and retrying",
+                    len(asked),
+                    exc,
+                    len(before.base),
+                    extra=_EXTRA,
+                )
+            self._unchecked = True
+            self.counters["universe_unchecked"] += 1
+            return before.base, before.source
+        self._unchecked = False
+        kept, ignored = known_symbols(asked, tradable)
+        if ignored:
+            self.counters["ignored_symbols"] += len(ignored)
+            log.warning(
+                "control: ignoring %d unknown or non-tradable symbols of the universe: %s",
+                len(ignored),
+                ", ".join(ignored[:20]) + (" ..." if len(ignored) > 20 else ""),
+                extra=_EXTRA,
+            )
+        if asked and not kept:
+            self.counters["rejected"] += 1
+            log.error(
+                "control: the universe names no tradable symbol; keeping the current %d symbols",
+                len(before.base),
+                extra=_EXTRA,
+            )
+            self._judged = (asked, None)
+            return before.base, before.source
+        self._judged = (asked, kept)
+        return kept, "control"
+
+    def _applied(self, command: str, message: str, *args: object) -> None:
+        self.counters[f"applied_{command}"] += 1
+        self._log(message, *args)
+
+    @staticmethod
+    def _log(message: str, *args: object) -> None:
+        log.info("control: " + message, *args, extra=_EXTRA)
+
+    # --- Redis trouble --------------------------------------------------------------------------------------
+    def _note_failure(self, exc: StorageUnavailable) -> None:
+        self.counters["redis_errors"] += 1
+        self._failures += 1
+        if self.redis_up:
+            self.redis_up = False
+            self._down_since = self._tb.monotonic()
+            log.warning(
+                "control: Redis unavailable, keeping the applied control state and retrying: %s",
+                exc,
+                extra=_EXTRA,
+            )
+
+    async def _redis_failed(self, exc: StorageUnavailable) -> None:
+        self._note_failure(exc)
+        await self._tb.sleep(self._backoff.next_delay(self._tb.monotonic()))
+
+    def _redis_ok(self) -> None:
+        if not self.redis_up:
+            down = self._tb.monotonic() - (self._down_since or self._tb.monotonic())
+            log.info(
+                "control: Redis reachable again after %.1f s (%d failed attempts)",
+                down,
+                self._failures,
+                extra=_EXTRA,
+            )
+            self.redis_up = True
+            self._failures = 0
+        self._backoff.reset()
+
+    # --- what operators see ---------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, int | float]:
+        """Counters and the applied state as numbers (for the metrics hash)."""
+        a = self.applied
+        out: dict[str, int | float] = {
+            "control_redis_up": int(self.redis_up),
+            "control_redis_errors": self.counters["redis_errors"],
+            "control_reads": self.counters["reads"],
+            "control_commands": sum(n for k, n in self.counters.items() if k.startswith("applied_")),
+            "control_ignored_symbols": self.counters["ignored_symbols"],
+            "control_errors": self.counters["errors"],
+        }
+        if a is not None:
+            out.update(
+                control_paused=int(a.paused),
+                control_backup_feed=int(a.backup_feed),
+                control_max_universe=a.max_universe or 0,
+                control_universe_symbols=len(a.universe),
+                control_universe_from_key=int(a.source == "control"),
+                control_invalid_keys=a.invalid_keys,
+            )
+        return out
+
+    def info(self) -> dict[str, str | int | float | bool]:
+        """The applied control state for the heartbeat (what the dashboard shows next to "realtime up")."""
+        a = self.applied
+        if a is None:
+            return {"control": "not read yet"}
+        return {
+            "paused": a.paused_reason or "",
+            "backup_feed": a.backup_feed,
+            "max_universe": a.max_universe or 0,
+            "universe": len(a.universe),
+            "universe_source": a.source,
+            "control_redis": "up" if self.redis_up else "down",
+        }
+
+
+def _honour_cancel() -> None:
+    """Raise CancelledError when this task was asked to stop during the last await.
+
+    Python 3.11's ``asyncio.wait_for`` (redis-py connects with it) returns normally when the cancellation lands
+    just as the connection completes; the task still counts the request (``cancelling()``), so it is honoured
+    here instead of lost (a lost one leaves the service's task group waiting forever at shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _cause(events: Sequence[ControlEvent]) -> str:
+    """``paused by dashboard, universe by dagster`` for a batch of control events."""
+    seen = dict.fromkeys(f"{e.command or '?'} by {e.source or '?'}" for e in events)
+    return ", ".join(seen)

@@ -1,0 +1,269 @@
+"""The REST backup feed: its pacing within the weight budget, trades continued by id, frames as the capture
+holds them, and the switch of the running service from the websockets to REST and back."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from realtime.backup_feed import POLL_FRAGMENT, BackupConfig, BackupFeed, Poll, Polled
+from realtime.capture import iter_capture
+from realtime.replay import replay
+from realtime.sim.server import SimExchange
+from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import RedisState
+from tapewatch.events import DepthSnapshot, KlineHistory
+from tapewatch.market import Market
+from tapewatch.parse import FrameDecoder
+from tapewatch.settings import load_settings
+from tapewatch.streams import Kind, symbol_streams
+from tapewatch.universe import tradable_perpetuals
+from tests.realtime.control_helpers import all_synced, running_service, sim_settings, wait_for
+
+# --- pacing, as arithmetic ----------------------------------------------------------------------------------
+
+
+def test_each_poller_stays_within_its_share_of_the_weight_budget() -> None:
+    config = BackupConfig.from_settings(load_settings())  # 80 % of Binance's 2400 a minute
+    assert config.weight_per_minute == 1920
+    assert config.spacing(Poll.DEPTH) == pytest.approx(2 * 60 / (0.4 * 1920))
+    assert config.spacing(Poll.TRADES) == pytest.approx(20 * 60 / (0.5 * 1920))
+    per_minute = {poll: config.weight(poll) * 60 / config.spacing(poll) for poll in Poll}
+    assert per_minute[Poll.DEPTH] == pytest.approx(0.4 * 1920)
+    assert sum(per_minute.values()) <= 0.95 * 1920 + 1e-6  # the rest stays for the other callers
+    # 30 symbols: a book every 4.7 s, the trades of a symbol every 37.5 s, candles once a minute
+    assert config.round_seconds(Poll.DEPTH, 30) == pytest.approx(4.6875)
+    assert config.round_seconds(Poll.TRADES, 30) == pytest.approx(37.5)
+    assert config.round_seconds(Poll.KLINES, 30) == pytest.approx(60 * 0.625 * 2 / 1.25)
+    # a small universe is polled no faster than the per-symbol floor
+    assert config.round_seconds(Poll.DEPTH, 2) == config.depth_every == 1.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("depth_share", 0.6, "sum to at most 1"),
+        ("trades_share", 0.0, "shares"),
+        ("depth_limit", 7, "depth_limit"),
+        ("trades_limit", 1001, "trades_limit"),
+        ("klines_limit", 0, "klines limit"),
+        ("depth_every", 0.0, "intervals"),
+        ("weight_per_minute", 0, "weight_per_minute"),
+    ],
+)
+def test_bad_configs_are_refused_with_the_field_named(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BackupConfig(**{field: value})  # type: ignore[arg-type]
+
+
+# --- polling the simulated exchange's REST API --------------------------------------------------------------
+
+
+def _contiguous(ids: list[int]) -> bool:
+    return all(b == a + 1 for a, b in itertools.pairwise(ids))
+
+
+@pytest.mark.slow
+def test_polls_continue_by_trade_id_and_carry_the_capture_stream_names(tmp_path: Path) -> None:
+    """Two real symbols and one the exchange does not list, polled for a few seconds into a real Market."""
+    delivered: list[Polled] = []
+    requests: list[tuple[float, str]] = []
+
+    async def scenario() -> tuple[BackupFeed, Market, list[str], float, int]:
+        async with SimExchange(port=0, seed=7, symbols=5, speed=5.0) as sim:
+            settings = sim_settings(sim, tmp_path, "twtest:unused:")
+            market = Market()
+
+            def deliver(polled: Polled) -> None:
+                delivered.append(polled)
+                requests.append((time.monotonic(), polled.stream))
+                for frame in polled.frames:
+                    market.on_frame(frame)
+
+            async with BinanceRest.from_settings(settings) as rest:
+                info, _ = await rest.exchange_info()
+                symbols = sorted(tradable_perpetuals(info.symbols))[:2]
+                feed = BackupFeed(
+                    rest,
+                    FrameDecoder(),
+                    deliver,
+                    last_trade_id=lambda s: market.state(s).last_agg_id,
+                    config=BackupConfig.from_settings(settings),
+                )
+                started = time.monotonic()
+                feed.start([*symbols, "NOPEUSDT"])
+                assert feed.on
+                await wait_for(
+                    lambda: sum("aggTrades" in s for _, s in requests) >= 4, "two trade polls a symbol"
+                )
+                polling = time.monotonic() - started
+                before_stop = len(delivered)
+                await feed.stop()  # with the catch-up poll
+                assert not feed.on
+                caught_up = len(delivered) - before_stop
+                await asyncio.sleep(0.3)
+                assert len(delivered) == before_stop + caught_up  # nothing after stop
+                return feed, market, symbols, polling, caught_up
+
+    feed, market, symbols, polling, caught_up = asyncio.run(scenario())
+    assert caught_up == len(symbols)  # one last aggTrades poll each; the refused symbol is not asked again
+
+    trades: dict[str, list[int]] = defaultdict(list)
+    for polled in delivered:
+        if "/aggTrades?" not in polled.stream:
+            continue
+        symbol = polled.frames[0].symbol if polled.frames else ""
+        if symbol and trades[symbol]:
+            # each poll continues right after the newest trade already held
+            assert f"fromId={trades[symbol][-1] + 1}&" in polled.stream
+        rows = msgspec.json.decode(polled.body)
+        assert [f.event.agg_id for f in polled.frames] == [r["a"] for r in rows]  # type: ignore[union-attr]
+        assert all(f.kind is Kind.AGG_TRADE and f.stream == polled.stream for f in polled.frames)
+        trades[symbol].extend(f.event.agg_id for f in polled.frames)  # type: ignore[union-attr]
+    for symbol in symbols:
+        ids = trades[symbol]
+        assert len(ids) > 10 and _contiguous(ids), symbol  # every trade once, none skipped
+        assert market.state(symbol).last_agg_id == ids[-1]
+    assert market.counters["out_of_order_trade"] == 0
+
+    depth = [p for p in delivered if "/depth?" in p.stream]
+    assert depth and all(p.stream.endswith(f"&limit=50{POLL_FRAGMENT}") for p in depth)
+    for polled in depth:
+        (frame,) = polled.frames
+        assert frame.kind is Kind.SNAPSHOT and isinstance(frame.event, DepthSnapshot)
+        # what a replay of the capture line decodes today: the same snapshot of the same symbol
+        again = FrameDecoder().decode_payload(polled.recv, polled.stream, polled.body)
+        assert again is not None and again == frame
+
+    klines = [p for p in delivered if "/klines?" in p.stream]
+    assert {p.frames[0].event.interval for p in klines} == {"1m", "15m"}  # type: ignore[union-attr]
+    assert all(isinstance(p.frames[0].event, KlineHistory) for p in klines)
+
+    # NOPEUSDT: refused once, then skipped by every poller; the other symbols went on
+    assert feed.counters["refused"] == 1
+    refusals = {key: n for key, n in feed.rest.stats.requests.items() if key[1] == "400"}
+    assert sum(refusals.values()) == 1
+    # pacing: aggTrades requests no closer than their share of the budget allows
+    trade_times = [t for t, s in requests if "/aggTrades?" in s][: -len(symbols)]  # without the catch-up
+    assert len(trade_times) <= 1 + polling / feed.config.spacing(Poll.TRADES) + 1
+    gaps = [b - a for a, b in itertools.pairwise(trade_times)]
+    assert min(gaps) >= feed.config.spacing(Poll.TRADES) * 0.9
+    assert feed.metrics()["backup_feed_on"] == 0 and feed.metrics()["backup_trades"] == sum(
+        map(len, trades.values())
+    )
+
+
+# --- the running service, switched by the control key ---------------------------------------------------------
+
+
+def _effective_trades(capture: Path) -> dict[str, list[tuple[int, str]]]:
+    """Per symbol, the aggTrade ids the market counted (first time an id beyond the newest was seen), in
+    capture order, with where each came from (``ws`` or ``rest``)."""
+    newest: dict[str, int] = defaultdict(lambda: -1)
+    counted: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for line in iter_capture([capture]):
+        record = json.loads(line)
+        stream, data = record["stream"], record["data"]
+        if stream.endswith("@aggTrade"):
+            rows, symbol, source = [data], data["s"], "ws"
+        elif stream.startswith("rest:/fapi/v1/aggTrades?"):
+            rows, symbol, source = data, stream.split("symbol=")[1].split("&")[0], "rest"
+        else:
+            continue
+        for row in rows:
+            if row["a"] > newest[symbol]:
+                newest[symbol] = row["a"]
+                counted[symbol].append((row["a"], source))
+    return counted
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_service_switches_to_rest_polling_and_back(
+    tmp_path: Path, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    universe: list[str] = []
+
+    async def scenario() -> None:
+        async with SimExchange(port=0, seed=5, symbols=8, speed=2.0) as sim:
+            settings = sim_settings(sim, tmp_path, redis_keys.prefix, universe_size=3)
+            async with running_service(settings, redis_url) as run:
+                service = run.service
+                universe.extend(service.universe)
+                await wait_for(lambda: all_synced(service), "books synced")
+                await wait_for(
+                    lambda: all(service.market.state(s).last_agg_id >= 0 for s in universe),
+                    "trades of every symbol over the websockets",
+                )
+                streams = {s for sym in universe for s in symbol_streams(sym, 100, ("1m", "15m"))}
+                assert service.pool.streams() == streams
+                last_ws = {s: service.market.state(s).last_agg_id for s in universe}
+
+                await asyncio.to_thread(redis_state.set_backup_feed, True, source="health-sensor")
+                await wait_for(lambda: service.backup.on, "the backup feed on")
+                assert service.pool.streams() == set()
+                await wait_for(
+                    lambda: not any(sim.hub.wants(s) for s in streams), "unsubscribed at the exchange"
+                )
+                frames = service.pool.stats.frames_total()
+                await wait_for(
+                    lambda: all(service.market.state(s).last_agg_id > last_ws[s] for s in universe),
+                    "trades of every symbol over REST",
+                )
+                assert service.pool.stats.frames_total() == frames  # not one websocket frame meanwhile
+                published: list[dict[str, float]] = [{}]
+
+                async def read_metrics() -> None:
+                    published[0] = await asyncio.to_thread(redis_state.metrics)
+
+                while published[0].get("backup_feed_on") != 1.0:  # published once a second
+                    await read_metrics()
+                    await asyncio.sleep(0.1)
+                assert published[0]["control_backup_feed"] == 1.0
+
+                # a universe change while on REST: polled, not subscribed
+                await asyncio.to_thread(redis_state.set_max_universe, 2, source="test")
+                await wait_for(lambda: service.universe == universe[:2], "shrunk")
+                assert service.backup.symbols == universe[:2] and service.pool.streams() == set()
+                await asyncio.to_thread(redis_state.set_max_universe, None, source="test")
+                await wait_for(lambda: service.backup.symbols == universe, "restored")
+
+                await asyncio.to_thread(redis_state.set_backup_feed, False, source="health-sensor")
+                await wait_for(lambda: service.pool.streams() == streams, "back on the websockets")
+                assert not service.backup.on
+                await wait_for(lambda: all_synced(service), "books resynced from the websockets")
+                last_rest = {s: service.market.state(s).last_agg_id for s in universe}
+                await wait_for(
+                    lambda: all(service.market.state(s).last_agg_id > last_rest[s] for s in universe),
+                    "trades over the websockets again",
+                )
+                assert service.backup.counters["trades"] > 0
+                assert service.control is not None
+                assert service.control.counters["applied_backup_feed_on"] == 1
+                assert service.control.counters["applied_backup_feed_off"] == 1
+                assert run.alive()
+
+    asyncio.run(scenario())
+
+    capture = tmp_path / "capture"
+    counted = _effective_trades(capture)
+    for symbol in universe:
+        sources = [source for _, source in counted[symbol]]
+        assert "rest" in sources and sources[0] == "ws" and sources[-1] == "ws", symbol
+        # from the websockets to REST and through REST, every trade counted once and none skipped
+        last_rest = max(i for i, (_, source) in enumerate(counted[symbol]) if source == "rest")
+        ids = [agg_id for agg_id, _ in counted[symbol][: last_rest + 1]]
+        assert _contiguous(ids), symbol
+    lines = [json.loads(line)["stream"] for line in iter_capture([capture])]
+    assert any(s.startswith("rest:/fapi/v1/depth?") and s.endswith(POLL_FRAGMENT) for s in lines)
+    # the capture with its polled answers replays into exact books
+    summary = replay([capture], load_settings(), signals=False)
+    assert summary["book_mismatches"] == 0
