@@ -15,6 +15,7 @@ from realtime.capture import CaptureWriter
 from realtime.control import ControlConfig
 from realtime.incidents import IncidentRecorder
 from realtime.service import FeedService, SignalSink, summary
+from realtime.signal_desk import open_dispatch, restore_engine
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
@@ -78,6 +79,11 @@ async def run_service(
     try:
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
             incidents = IncidentRecorder(database) if database is not None else None
+            dispatch = None
+            if sink is None and database is not None and redis is not None:
+                # signals go to PostgreSQL, the Redis stream and the notifiers (exactly once)
+                dispatch = open_dispatch(settings, database, redis)
+                sink = dispatch
             service = FeedService(
                 settings,
                 rest=rest,
@@ -89,6 +95,10 @@ async def run_service(
                 control=control,
                 backup=backup,
             )
+            dispatch_task = None
+            if dispatch is not None:
+                await asyncio.to_thread(restore_engine, service.engine, dispatch)
+                dispatch_task = asyncio.create_task(dispatch.run(), name="dispatch")
             if started is not None:
                 started(service)
             task = asyncio.create_task(service.run(), name="feed-service")
@@ -107,6 +117,12 @@ async def run_service(
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await service.close_incidents()
+            if dispatch is not None and dispatch_task is not None:
+                dispatch_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dispatch_task
+                if not await dispatch.aclose(grace=10):
+                    log.error("some signals were not written or published before exit (see above)")
             log.info("realtime service stopped: %s", summary(service))
             return service
     finally:

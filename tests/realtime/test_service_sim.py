@@ -8,11 +8,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis
+import sqlalchemy
 
 from realtime.main import exchange_settings, run_service
 from realtime.replay import replay, run_replay
 from realtime.service import FeedService
 from realtime.sim.server import SimExchange
+from tapewatch.adapters.db import normalize_url
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.engine import EngineOutput
@@ -211,3 +214,48 @@ def test_books_recover_from_a_stale_stream_a_429_and_the_connection_cut(
     assert service.rest.stats.requests[("depth", "429")] >= 1
     for symbol in service.universe:
         assert market.book_usable(symbol), (symbol, market.state(symbol).book.health(market.now_ms, 5000))
+
+
+def test_live_signals_are_stored_and_published_exactly_once(
+    tmp_path: Path, redis_url: str, redis_keys: Keyspace, migrated_database_url: str
+) -> None:
+    """With PostgreSQL and Redis, every signal of the live run is one row and one stream entry."""
+
+    async def scenario() -> FeedService:
+        async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=12.0) as sim:
+            settings = settings_for(sim, tmp_path, redis_keys.prefix)
+            stop = asyncio.Event()
+
+            async def stopper() -> None:
+                await asyncio.sleep(25)
+                stop.set()
+
+            task = asyncio.create_task(stopper())
+            service = await run_service(
+                settings, redis_url=redis_url, database_url=migrated_database_url, stop=stop
+            )
+            await task
+            return service
+
+    service = asyncio.run(scenario())
+    expected = [s.signal_id for s in run_replay([tmp_path / "capture"], load_settings()).signals]
+    assert expected, "no signal in 1000 simulated seconds with planted episodes"
+    engine = sqlalchemy.create_engine(normalize_url(migrated_database_url))
+    try:
+        with engine.connect() as conn:
+            stored = [str(r[0]) for r in conn.execute(sqlalchemy.text("SELECT signal_id FROM signals"))]
+            published = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            )
+            unpublished = published.scalar_one()
+    finally:
+        engine.dispose()
+    assert sorted(stored) == sorted(expected)
+    assert unpublished == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        entries = client.xrange(redis_keys.signals_stream)
+    finally:
+        client.close()
+    assert sorted(fields["signal_id"] for _, fields in entries) == sorted(expected)
+    assert service.engine.counters["signals"] >= 1
