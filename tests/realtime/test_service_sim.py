@@ -13,8 +13,9 @@ import sqlalchemy
 
 from realtime.main import exchange_settings, run_service
 from realtime.replay import replay, run_replay
-from realtime.service import FeedService
+from realtime.service import FeedService, choose_universe
 from realtime.sim.server import SimExchange
+from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import normalize_url
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
@@ -34,6 +35,12 @@ def settings_for(sim: SimExchange, var_dir: Path, prefix: str, **extra: object) 
         **extra,
     )
     return exchange_settings(base, "sim", host=sim.host, port=sim.port)
+
+
+async def universe_of(settings: Settings) -> list[str]:
+    """The symbols the service will choose at start (the same function it uses)."""
+    async with BinanceRest.from_settings(settings) as rest:
+        return await choose_universe(rest, settings)
 
 
 async def run_with(
@@ -111,13 +118,7 @@ def test_books_recover_from_every_injected_fault(
     async def scenario() -> FeedService:
         async with SimExchange(port=0, seed=5, symbols=10, speed=1.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix, rest_max_retries=3)
-            from tapewatch.adapters.binance_rest import BinanceRest
-            from tapewatch.universe import top_by_volume, tradable_perpetuals
-
-            async with BinanceRest.from_settings(settings) as rest:
-                info, _ = await rest.exchange_info()
-                tickers, _ = await rest.ticker_24hr()
-            service_symbols.extend(top_by_volume(tradable_perpetuals(info.symbols), tickers, 5))
+            service_symbols.extend(await universe_of(settings))
             return await run_with(sim, settings, redis_url, 6.0, faults)
 
     service = asyncio.run(scenario())
@@ -196,13 +197,7 @@ def test_books_recover_from_a_stale_stream_a_429_and_the_connection_cut(
     async def scenario() -> FeedService:
         async with SimExchange(port=0, seed=8, symbols=8, speed=1.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix)
-            from tapewatch.adapters.binance_rest import BinanceRest
-            from tapewatch.universe import top_by_volume, tradable_perpetuals
-
-            async with BinanceRest.from_settings(settings) as rest:
-                info, _ = await rest.exchange_info()
-                tickers, _ = await rest.ticker_24hr()
-            symbols.extend(top_by_volume(tradable_perpetuals(info.symbols), tickers, 5))
+            symbols.extend(await universe_of(settings))
             return await run_with(sim, settings, redis_url, 8.0, faults)
 
     service = asyncio.run(scenario())
