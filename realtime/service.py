@@ -108,6 +108,7 @@ class FeedService:
         self.started_ms = _wall_ms()
         self._lag_ms: dict[str, int] = {}
         self.engine = SignalEngine(settings, self.market)
+        self.last_signal: dict[str, str] | None = None  # the newest signal, for `tapewatch status`
         self.sink = sink
         self._history_tasks: set[asyncio.Task[None]] = set()
         self.snapshots = SnapshotScheduler(
@@ -254,6 +255,14 @@ class FeedService:
                     "; ".join(signal.reasons),
                     extra={"symbol": signal.symbol},
                 )
+                self.last_signal = {
+                    "signal_id": signal.signal_id,
+                    "signal_type": signal.signal_type,
+                    "symbol": signal.symbol,
+                    "direction": signal.direction,
+                    "priority": signal.priority,
+                    "timestamp": signal.timestamp,
+                }
             if self.sink is not None:
                 self.sink.accept(out)
 
@@ -329,6 +338,7 @@ class FeedService:
         if self.redis is None:
             return
         pid = os.getpid()
+        published_signal: dict[str, str] | None = None
         while True:
             try:
                 info = {"pid": pid, **(self.control.info() if self.control is not None else {})}
@@ -336,6 +346,9 @@ class FeedService:
                 for symbol in self.universe:
                     await self.redis.publish_feed(symbol, self.feed(symbol), ttl_s=max(60.0, interval * 60))
                 await self.redis.publish_metrics(self.metrics(), COMPONENT)
+                if self.last_signal is not None and self.last_signal is not published_signal:
+                    await self.redis.set_last_signal(self.last_signal)  # what `tapewatch status` shows
+                    published_signal = self.last_signal
             except StorageUnavailable as exc:
                 self.counters["redis_errors"] += 1
                 if self.counters["redis_errors"] in (1, 10) or self.counters["redis_errors"] % 100 == 0:

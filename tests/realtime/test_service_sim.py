@@ -254,3 +254,9 @@ def test_live_signals_are_stored_and_published_exactly_once(
         client.close()
     assert sorted(fields["signal_id"] for _, fields in entries) == sorted(expected)
     assert service.engine.counters["signals"] >= 1
+    state = RedisState.from_url(redis_url, keys=redis_keys)
+    try:
+        last = state.last_signal()  # what `tapewatch status` prints as last_signal
+    finally:
+        state.close()
+    assert last is not None and last.info["signal_id"] in expected  # published once a second
