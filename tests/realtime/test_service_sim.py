@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -49,7 +50,9 @@ async def run_with(
     redis_url: str,
     seconds: float,
     faults: Callable[[SimExchange], Awaitable[None]] | None = None,
+    **service: Any,
 ) -> FeedService:
+    """Run the service against ``sim`` for ``seconds`` after the fault script; ``service`` goes to run_service."""
     stop = asyncio.Event()
 
     async def inject() -> None:
@@ -61,7 +64,7 @@ async def run_with(
             stop.set()  # a failing fault script must not leave the service running
 
     injector = asyncio.create_task(inject())
-    service = await run_service(settings, redis_url=redis_url, stop=stop)
+    service = await run_service(settings, redis_url=redis_url, stop=stop, **service)
     await injector
     return service
 
@@ -156,16 +159,7 @@ def test_live_signals_are_the_ones_a_replay_of_the_capture_gives(
     async def scenario() -> FeedService:
         async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=12.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix)
-            stop = asyncio.Event()
-
-            async def stopper() -> None:
-                await asyncio.sleep(25)
-                stop.set()
-
-            task = asyncio.create_task(stopper())
-            service = await run_service(settings, redis_url=redis_url, stop=stop, sink=sink)
-            await task
-            return service
+            return await run_with(sim, settings, redis_url, 25.0, sink=sink)
 
     service = asyncio.run(scenario())
     live = [s.signal_id for out in sink.outputs for s in out.signals]
@@ -219,18 +213,7 @@ def test_live_signals_are_stored_and_published_exactly_once(
     async def scenario() -> FeedService:
         async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=12.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix)
-            stop = asyncio.Event()
-
-            async def stopper() -> None:
-                await asyncio.sleep(25)
-                stop.set()
-
-            task = asyncio.create_task(stopper())
-            service = await run_service(
-                settings, redis_url=redis_url, database_url=migrated_database_url, stop=stop
-            )
-            await task
-            return service
+            return await run_with(sim, settings, redis_url, 25.0, database_url=migrated_database_url)
 
     service = asyncio.run(scenario())
     expected = [s.signal_id for s in run_replay([tmp_path / "capture"], load_settings()).signals]
