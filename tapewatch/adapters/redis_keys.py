@@ -18,6 +18,8 @@ them sit under one prefix, ``tw:`` in production; tests use a unique prefix each
 | ``tw:stream:signals``              | stream | published signals                                            |
 | ``tw:last_signal``                 | string | JSON ``{"ts" (ms), "info"}`` of the newest signal published (no TTL) |
 | ``tw:last_rescan``                 | string | JSON ``{"ts" (ms), "info"}`` of the newest universe rescan (no TTL) |
+| ``tw:open_signals``                | hash   | signal_id → JSON of an open ENTRY signal with its live outcome (state, unrealised R) |
+| ``tw:symbol:<SYMBOL>:features``    | string | JSON of the symbol's last evaluated feature vector (``{"ts", "features"}``), TTL |
 
 ``last_signal`` and ``last_rescan`` are what ``tapewatch status`` shows (``none yet`` while absent). The signal
 dispatch writes ``last_signal`` with ``RedisState.set_last_signal`` / ``AsyncRedisState.set_last_signal``
@@ -131,6 +133,15 @@ class Keyspace:
     def last_rescan(self) -> str:
         """String: JSON ``{"ts", "info"}`` of the newest universe rescan; absent = none yet."""
         return f"{self.prefix}last_rescan"
+
+    @property
+    def open_signals(self) -> str:
+        """Hash: signal_id → JSON of an open ENTRY signal with its live outcome; removed when it finishes."""
+        return f"{self.prefix}open_signals"
+
+    def symbol_features(self, symbol: str) -> str:
+        """String: JSON ``{"ts", "features"}`` of the last feature vector evaluated for ``symbol``."""
+        return f"{self.prefix}symbol:{check_symbol(symbol)}:features"
 
     @property
     def pattern(self) -> str:

@@ -63,6 +63,12 @@ class SymbolFeed(msgspec.Struct, frozen=True, kw_only=True):
     malformed: int = 0
     book_checks: int = 0
     book_mismatches: int = 0
+    # liquidity as the emergency-exclusion sensor reads it: relative spread (ask-bid)/mid, USD resting within
+    # 1 % of mid (both sides), quote volume of the trade window, last trade price
+    spread: float | None = None
+    depth_1pct_usd: float | None = None
+    quote_volume_window: float | None = None
+    last_price: float | None = None
     updated_ms: int = 0
 
 
