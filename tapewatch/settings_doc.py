@@ -30,3 +30,17 @@ def render_markdown() -> str:
 
 def readme_section() -> str:
     return f"{BEGIN}\n{render_markdown()}\n{END}"
+
+
+def update_readme(text: str) -> str:
+    """``text`` (the README) with its settings reference replaced by the current one."""
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    return text[:start] + readme_section() + text[end:]
+
+
+if __name__ == "__main__":  # `python -m tapewatch.settings_doc README.md` rewrites the README's table
+    import sys
+    from pathlib import Path
+
+    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    readme.write_text(update_readme(readme.read_text()))
