@@ -10,8 +10,10 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.local_http import LocalHttpServer, QuietHandler
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,7 @@ class Request:
         return json.loads(self.body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class HttpSink:
+class HttpSink(LocalHttpServer):
     """``url`` is its base URL; ``requests`` what it received, in order."""
 
     def __init__(self, answers: list[Answer] | Callable[[Request], Answer] | None = None) -> None:
@@ -48,14 +46,7 @@ class HttpSink:
         self._answers: list[Answer] | Callable[[Request], Answer] = answers or [Answer()]
         self._served = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(_handler(self), name="http-sink")
 
     def answer_with(self, answers: list[Answer] | Callable[[Request], Answer]) -> None:
         with self._lock:
@@ -70,39 +61,13 @@ class HttpSink:
             self._served += 1
             return answer
 
-    def __enter__(self) -> HttpSink:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
 
 def _handler(sink: HttpSink) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             answer = sink._next(Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            if answer.delay and sink._stop.wait(answer.delay):
-                return
-            try:
-                self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer.body)))
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(answer.body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client timed out and left
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+            sink.reply(self, answer.status, answer.body, answer.headers, answer.delay)
 
     return Handler

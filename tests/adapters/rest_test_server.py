@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+
+from tests.local_http import LocalHttpServer, QuietHandler
 
 USED_WEIGHT = "X-MBX-USED-WEIGHT-1M"
 
@@ -68,12 +69,7 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # hundreds of concurrent connects must not overflow the listen backlog
-
-
-class RestTestServer:
+class RestTestServer(LocalHttpServer):
     """Scripted Binance-like REST server; ``url`` is its base URL."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, window: float = 60.0) -> None:
@@ -83,16 +79,7 @@ class RestTestServer:
         self.seen: list[Seen] = []
         self._routes: dict[str, _Route] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _make_handler(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.01,), name="rest-test-server", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(_make_handler(self), name="rest-test-server")
 
     def route(
         self, path: str, replies: Reply | list[Reply] | Callable[[str], Reply], weight: int = 1
@@ -123,40 +110,15 @@ class RestTestServer:
             used = sum(s.weight for s in self.seen if s.time > now - self.window)
         return reply, used if self.report_weight else None
 
-    def __enter__(self) -> RestTestServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
 
 def _make_handler(server: RestTestServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             reply, used = server._answer(self.path)
-            if reply.delay and server._stop.wait(reply.delay):
-                return
-            try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply.body)))
-                if used is not None and USED_WEIGHT not in reply.headers:
-                    self.send_header(USED_WEIGHT, str(used))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(reply.body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client timed out and left
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+            headers = dict(reply.headers)
+            if used is not None and USED_WEIGHT not in headers:
+                headers[USED_WEIGHT] = str(used)
+            server.reply(self, reply.status, reply.body, headers, reply.delay)
 
     return Handler
 
