@@ -33,6 +33,7 @@ from realtime.backoff import Backoff
 from realtime.timebase import REAL_TIME, Timebase
 from tapewatch.adapters.redis_state import MAX_BLOCK_MS, AsyncRedisState, ControlEvent, ControlState
 from tapewatch.errors import StorageUnavailable
+from tapewatch.sharding import WHOLE, Shard
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ class ControlLoop:
     Redis or command trouble.
 
     ``tradable`` returns the tradable symbols of exchangeInfo (the service fetches them once at start-up and
-    keeps them); it is only called when the control key names a universe.
+    keeps them); it is only called when the control key names a universe. With ``shard`` (``--shard I/N``)
+    the control keys stay global — the universe and ``max_universe`` are the platform's whole choice — and
+    this instance follows only the symbols of its shard among them.
     """
 
     def __init__(
@@ -137,9 +140,11 @@ class ControlLoop:
         tradable: TradableSymbols,
         config: ControlConfig | None = None,
         timebase: Timebase = REAL_TIME,
+        shard: Shard = WHOLE,
     ) -> None:
         self.redis = redis
         self.target = target
+        self.shard = shard
         self.config = config or ControlConfig()
         self.counters: Counter[str] = Counter()
         self.applied: AppliedControl | None = None
@@ -233,7 +238,7 @@ class ControlLoop:
             self._start_universe = start
         why = f" ({cause})" if cause else ""
         base, source = await self._base_universe(state, before)
-        universe = first_n(base, state.max_universe)
+        universe = tuple(self.shard.select(first_n(base, state.max_universe)))
         after = AppliedControl(
             base=base,
             source=source,

@@ -472,3 +472,30 @@ def test_redis_going_away_does_not_stop_the_service(
     messages = [r.getMessage() for r in caplog.records if r.name == "realtime.control"]
     assert sum("Redis unavailable" in m for m in messages) == 1
     assert sum("Redis reachable again" in m for m in messages) == 1
+
+
+def test_shards_split_the_global_universe_and_its_cap(redis_url: str, redis_keys: Keyspace) -> None:
+    from tapewatch.adapters.redis_state import ControlState
+    from tapewatch.sharding import Shard
+
+    async def scenario() -> list[list[str]]:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_keys)
+        try:
+            parts = []
+            for index in range(2):
+                target = Target()
+                loop = ControlLoop(state, target, tradable=_tradable, shard=Shard(index, 2))
+                await loop.apply(ControlState(universe=tuple(sorted(TRADABLE))))
+                whole = list(target.universe)
+                await loop.apply(ControlState(universe=tuple(sorted(TRADABLE)), max_universe=3))
+                capped = list(target.universe)
+                parts.append(whole)
+                assert set(capped) == set(whole) & set(sorted(TRADABLE)[:3])
+            return parts
+        finally:
+            await state.aclose()
+
+    first, second = asyncio.run(scenario())
+    assert not set(first) & set(second)
+    assert sorted(first + second) == sorted(TRADABLE)
+    assert first and second
