@@ -199,6 +199,32 @@ def _by_tier(
     return overall, by_tier
 
 
+def symbol_totals(outcomes: Iterable[Outcome]) -> list[SymbolTotal]:
+    """Signals and total R per symbol, by symbol name."""
+    totals: dict[str, list[float]] = defaultdict(list)
+    for o in outcomes:
+        totals[o.signal.symbol].append(o.pnl_r)
+    return [SymbolTotal(symbol=s, signals=len(rs), total_r=math.fsum(rs)) for s, rs in sorted(totals.items())]
+
+
+def best_and_worst(totals: Sequence[SymbolTotal], top_n: int) -> tuple[list[SymbolTotal], list[SymbolTotal]]:
+    """The ``top_n`` symbols with the highest and with the lowest total R (ties by name)."""
+    best = sorted(totals, key=lambda t: (-t.total_r, t.symbol))[:top_n]
+    worst = sorted(totals, key=lambda t: (t.total_r, t.symbol))[:top_n]
+    return best, worst
+
+
+def period_metrics(
+    outcomes: Iterable[Outcome], first_day: date, last_day: date
+) -> tuple[Summary, dict[Tier, Summary]]:
+    """Overall and per-tier summaries of the signals created from ``first_day`` to ``last_day`` (inclusive),
+    the Sharpe ratio over those days. Outcomes outside are ignored; those inside must be finished."""
+    if last_day < first_day:
+        raise ValueError(f"last_day {last_day} is before first_day {first_day}")
+    members = _between(outcomes, first_day, last_day)
+    return _by_tier(members, members, first_day, last_day)
+
+
 def daily_metrics(outcomes: Iterable[Outcome], day: date, *, sharpe_days: int = 30) -> DailyMetrics:
     """The daily block of ``day`` (signals created that UTC day), overall and per tier; the Sharpe ratio over
     the ``sharpe_days`` days ending at ``day``. Outcomes outside that window are ignored; those inside must
@@ -224,12 +250,7 @@ def weekly_metrics(
     members = [o for o in span if week_start <= day_of(o.signal.created)]
     overall, by_tier = _by_tier(members, members, week_start, week_end)
 
-    totals: dict[str, list[float]] = defaultdict(list)
-    for o in members:
-        totals[o.signal.symbol].append(o.pnl_r)
-    symbols = [SymbolTotal(symbol=s, signals=len(rs), total_r=math.fsum(rs)) for s, rs in totals.items()]
-    best = sorted(symbols, key=lambda t: (-t.total_r, t.symbol))[:top_n]
-    worst = sorted(symbols, key=lambda t: (t.total_r, t.symbol))[:top_n]
+    best, worst = best_and_worst(symbol_totals(members), top_n)
 
     win_points: list[tuple[float, float]] = []
     quality_points: list[tuple[float, float]] = []

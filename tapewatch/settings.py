@@ -78,6 +78,72 @@ class Settings(BaseSettings):
         (), description="Fixed universe (comma list); empty = chosen by score."
     )
 
+    # --- universe selection (issue 5: spec 4.1 score, rescans, quick and emergency checks) -------------------
+    universe_weight_volume: float = Field(0.35, ge=0, le=1, description="Score weight of 24h volume (spec).")
+    universe_weight_liquidity: float = Field(
+        0.25, ge=0, le=1, description="Score weight of depth within 1 % of mid (spec)."
+    )
+    universe_weight_volatility: float = Field(
+        0.20, ge=0, le=1, description="Score weight of ATR/price (spec)."
+    )
+    universe_weight_activity: float = Field(0.20, ge=0, le=1, description="Score weight of trades/s (spec).")
+    universe_ref_volume: float = Field(
+        100_000_000, gt=0, description="24h quote volume (USD) worth a full volume score (spec $100M)."
+    )
+    universe_ref_depth: float = Field(
+        2_000_000, gt=0, description="Depth within 1 % of mid (USD) worth a full liquidity score (spec $2M)."
+    )
+    universe_ref_atr_ratio: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="ATR/price worth a full volatility score (spec 0.1 is for daily ATR; 0.02 for 1h).",
+    )
+    universe_ref_trades_per_second: float = Field(
+        10, gt=0, description="Trades per second worth a full activity score (spec 10)."
+    )
+    universe_atr_interval: Timeframe = Field("1h", description="Candle interval of the universe's ATR.")
+    universe_atr_period: int = Field(14, ge=1, le=500, description="ATR period (candles) for the universe.")
+    universe_depth_limit: SnapshotLimit = Field(
+        500, description="Depth snapshot levels read per candidate for spread and depth within 1 %."
+    )
+    min_depth_1pct_usd: float = Field(
+        0, ge=0, description="Minimum depth within 1 % of mid, USD (0 = no minimum; the spec has none)."
+    )
+    emergency_volume_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Emergency exclusion when live volume, scaled to 24h, is below this × min_24h_volume.",
+    )
+    emergency_strikes: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Emergency checks in a row (30 s apart) a symbol must fail to be excluded.",
+    )
+
+    # --- Dagster instance (issue 5) ----------------------------------------------------------------------
+    dagster_host: str = Field("127.0.0.1", description="Dagster webserver host (tapewatch dagster, rescan).")
+    dagster_port: int = Field(3000, ge=1, le=65535, description="Dagster webserver port.")
+    dagster_max_concurrent_runs: int = Field(
+        4, ge=1, le=100, description="Dagster runs at once (queued run coordinator)."
+    )
+
+    # --- outcomes, metrics and reports (issue 5: spec 9.1, 13.2) --------------------------------------------
+    outcome_pnl_tolerance: float = Field(
+        0.05, ge=0, le=10, description="Live vs batch outcome P&L difference (R) above which they disagree."
+    )
+    metrics_sharpe_days: int = Field(
+        30, ge=2, le=3650, description="Days of daily R behind the daily Sharpe ratio (annualised by sqrt 365)."
+    )
+    metrics_trend_weeks: int = Field(
+        8, ge=2, le=520, description="Weeks behind the weekly win-rate and quality trends."
+    )
+    metrics_top_symbols: int = Field(
+        3, ge=1, le=100, description="Best and worst symbols listed per week and report."
+    )
+
     # --- storage ---------------------------------------------------------------------------------------
     database_url: str | None = Field(None, description="PostgreSQL URL; unset = embedded server under var/.")
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded server under var/.")
@@ -173,6 +239,12 @@ class Settings(BaseSettings):
         0.5, ge=0, le=50, description="Closest stop, in ATR(15m); at most stop_atr_multiple."
     )
 
+    # --- scale-out (issue 7) ----------------------------------------------------------------------------------
+    shard: str = Field(
+        "0/1",
+        description="I/N: this realtime instance follows shard I of N of the universe (0/1 = all of it).",
+    )
+
     # --- dispatch: storage buffer, outbox relay, notifiers ---------------------------------------------------
     pending_writes_max: int = Field(
         10_000,
@@ -247,6 +319,85 @@ class Settings(BaseSettings):
             raise ValueError("set both telegram_bot_token and telegram_chat_id, or neither")
         return value
 
+    # --- realtime live state in Redis (open signals, features, metrics, quiet symbols, loop lag) -------------
+    live_state_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between live-state writes (unrealised R, features, metrics)."
+    )
+    features_ttl: float = Field(
+        120, gt=0, le=86_400, description="Seconds a symbol's last features stay in Redis unless refreshed."
+    )
+    symbol_quiet_after: float = Field(
+        30, gt=0, le=3600, description="Seconds without an event on a symbol, while others flow, = quiet."
+    )
+    loop_lag_warn: float = Field(
+        0.5, gt=0, le=60, description="Event-loop lag (s) above which a late wake-up is logged and counted."
+    )
+
+    # --- health sensors (spec 11.1 HEALTH_CHECKS), market-data archive, monthly tuning (issue 5) ----------
+    timeout_threshold: int = Field(
+        5, ge=1, le=1000, description="Consecutive failed connectivity checks before the backup feed."
+    )
+    api_recovery_checks: int = Field(
+        2, ge=1, le=1000, description="Consecutive good connectivity checks before the primary feed again."
+    )
+    heartbeat_max_age: float = Field(
+        30, gt=0, le=3600, description="A realtime heartbeat older than this (s) fails a connectivity check."
+    )
+    anomaly_threshold: float = Field(
+        3, gt=0, le=100, description="Standard deviations from the rolling mean that make an anomaly."
+    )
+    anomaly_window: int = Field(
+        30, ge=2, le=10_000, description="Checks the rolling mean/std of each data-quality series spans."
+    )
+    anomaly_min_samples: int = Field(
+        10, ge=2, le=10_000, description="Checks of a series before it can be anomalous (warm-up)."
+    )
+    data_quality_clean_checks: int = Field(
+        5, ge=1, le=1000, description="Consecutive clean data-quality checks before signalling resumes."
+    )
+    cpu_threshold: float = Field(
+        80, gt=0, le=100, description="CPU use (%) above which the universe shrinks."
+    )
+    memory_threshold: float = Field(
+        85, gt=0, le=100, description="Memory use (%) above which the universe shrinks."
+    )
+    performance_trip_checks: int = Field(
+        2, ge=1, le=1000, description="Consecutive overloaded checks before the universe shrinks (again)."
+    )
+    performance_clear_checks: int = Field(
+        10, ge=1, le=1000, description="Consecutive healthy checks before the universe cap is lifted."
+    )
+    min_universe_under_load: int = Field(
+        5, ge=1, le=2000, description="The universe is never shrunk below this many symbols."
+    )
+    capture_retention_hours: float = Field(
+        72, ge=1, le=100_000, description="Raw capture files older than this (h) are pruned once archived."
+    )
+    archive_max_gap_seconds: float = Field(
+        120, gt=0, le=86_400, description="Archive check: largest silence (s) in a symbol's trades or tops."
+    )
+    tuning_min_samples: int = Field(
+        30, ge=1, le=1_000_000, description="Scored signals a parameter set needs in-sample to be proposed."
+    )
+    tuning_weeks: int = Field(
+        5, ge=2, le=52, description="Weeks of candidates tuning reads: all but the last fit, the last judges."
+    )
+
+    # --- dashboard (issue 6) -----------------------------------------------------------------------------
+    dashboard_host: str = Field(
+        "127.0.0.1", min_length=1, description="Dashboard listen address; not loopback = password required."
+    )
+    dashboard_port: int = Field(8050, ge=1, le=65535, description="Dashboard listen port.")
+    dashboard_user: str = Field(
+        "tapewatch", min_length=1, description="Basic-auth user name of the dashboard (with the password)."
+    )
+    dashboard_password: SecretStr | None = Field(
+        None, description="Basic-auth password; required when dashboard_host is not 127.0.0.1/localhost."
+    )
+    dashboard_refresh: float = Field(
+        1.0, ge=0.2, le=2, description="Seconds between the dashboard's live updates (at most 2)."
+    )
+
     # --- simulator and logging -------------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulated exchange host.")
     sim_port: int = Field(8765, ge=1, le=65535, description="Simulated exchange port.")
@@ -297,6 +448,13 @@ class Settings(BaseSettings):
         if widest is not None and value > widest:
             raise ValueError(f"must be at most stop_atr_multiple ({widest})")
         return value
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        from tapewatch.sharding import parse_shard
+
+        return parse_shard(value).label
 
     @field_validator("symbols", mode="before")
     @classmethod

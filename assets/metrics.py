@@ -1,0 +1,145 @@
+"""``daily_metrics`` and ``weekly_metrics``: spec 9.1 performance from the stored outcomes.
+
+Both read the finished outcomes of ``signal_outcomes`` (``tapewatch.adapters.performance_store``), compute
+with ``tapewatch.metrics`` and store the result in PostgreSQL (tables ``daily_metrics``, ``weekly_metrics``)
+and as asset metadata. Signals whose outcome is not final yet are left out and counted as
+``signals_open``; materialising the partition again later (a backfill) gives the final numbers.
+"""
+
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+
+from assets.outcomes import DAILY_PARTITIONS, PARTITIONS_START, day_ms, day_of_partition, signal_outcomes
+from orchestration.resources import DatabaseResource, TapewatchSettings
+from tapewatch import metrics
+from tapewatch.adapters.performance_store import (
+    finished_outcomes,
+    save_daily,
+    save_weekly,
+    unfinished_counts,
+)
+from tapewatch.metrics import Summary
+from tapewatch.quality import Tier
+
+#: Weeks from Monday to Sunday (UTC); the key is the Monday.
+WEEKLY_PARTITIONS = dg.WeeklyPartitionsDefinition(start_date=PARTITIONS_START, day_offset=1, timezone="UTC")
+
+
+def summary_markdown(rows: dict[str, Summary]) -> str:
+    """A Markdown table of spec 9.1 summaries, one row per name (``ALL``, ``HIGH``, ...)."""
+
+    def cell(v: float | int | None, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    lines = [
+        "| | generated | triggered | win rate | avg hold min | total R | total % | Sharpe | max DD R |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in rows.items():
+        lines.append(
+            f"| {name} | {s.signals_generated} | {s.signals_triggered} | {cell(s.win_rate, '.1%')} "
+            f"| {cell(s.average_hold_minutes, '.1f')} | {s.total_pnl_r:+.3f} | {s.total_pnl_pct:+.3f} "
+            f"| {cell(s.sharpe_ratio, '.2f')} | {s.max_drawdown_r:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _rows(overall: Summary, by_tier: Mapping[Tier, Summary]) -> dict[str, Summary]:
+    return {"ALL": overall, **{str(t): s for t, s in by_tier.items()}}
+
+
+def spec_numbers(summary: Summary) -> dict[str, float | int]:
+    """The spec 9.1 keys of ``summary`` that have a value (metadata cannot hold None)."""
+    return {k: v for k, v in summary.to_spec().items() if v is not None}
+
+
+@dg.asset(
+    partitions_def=DAILY_PARTITIONS,
+    deps=[signal_outcomes],
+    group_name="performance",
+    description="Spec 9.1 daily metrics per tier and overall (UTC day of signal creation).",
+)
+def daily_metrics(
+    context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
+) -> dg.MaterializeResult[Any]:
+    cfg = settings.settings()
+    day = day_of_partition(context.partition_key)
+    window_start = day - timedelta(days=cfg.metrics_sharpe_days - 1)
+    end = day_ms(day + timedelta(days=1))
+    with database.open() as db:
+        outcomes = finished_outcomes(db, day_ms(window_start), end)
+        open_by_tier = unfinished_counts(db, day_ms(day), end)
+        result = metrics.daily_metrics(outcomes, day, sharpe_days=cfg.metrics_sharpe_days)
+        save_daily(db, result, open_by_tier)
+    return dg.MaterializeResult(
+        metadata={
+            "day": day.isoformat(),
+            **spec_numbers(result.overall),
+            "signals_open": sum(open_by_tier.values()),
+            "by_tier": dg.MetadataValue.md(summary_markdown(_rows(result.overall, result.by_tier))),
+            "sharpe_annualisation": f"daily R over {cfg.metrics_sharpe_days} days, mean/stdev x sqrt(365)",
+        }
+    )
+
+
+def week_of_partition(key: str) -> date:
+    """The Monday of a weekly partition key; ValueError when the key is not a Monday."""
+    monday = date.fromisoformat(key)
+    if monday.weekday() != 0:
+        raise ValueError(f"weekly partition keys are Mondays; {key} is not")
+    return monday
+
+
+@dg.asset(
+    partitions_def=WEEKLY_PARTITIONS,
+    deps=[signal_outcomes],
+    group_name="performance",
+    description="Spec 9.1 weekly metrics: best/worst symbols, strategy efficiency, quality trends.",
+)
+def weekly_metrics(
+    context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
+) -> dg.MaterializeResult[Any]:
+    cfg = settings.settings()
+    monday = week_of_partition(context.partition_key)
+    span_start = monday - timedelta(weeks=cfg.metrics_trend_weeks - 1)
+    end = day_ms(monday + timedelta(days=7))
+    with database.open() as db:
+        outcomes = finished_outcomes(db, day_ms(span_start), end)
+        still_open = sum(unfinished_counts(db, day_ms(monday), end).values())
+        result = metrics.weekly_metrics(
+            outcomes, monday, trend_weeks=cfg.metrics_trend_weeks, top_n=cfg.metrics_top_symbols
+        )
+        save_weekly(db, result, still_open)
+    symbols = "\n".join(
+        [
+            "| | symbol | signals | total R |",
+            "|---|---|---|---|",
+            *(f"| best | {t.symbol} | {t.signals} | {t.total_r:+.3f} |" for t in result.best_symbols),
+            *(f"| worst | {t.symbol} | {t.signals} | {t.total_r:+.3f} |" for t in result.worst_symbols),
+        ]
+    )
+    trends = {
+        k: v
+        for k, v in {
+            "strategy_efficiency": result.strategy_efficiency,
+            "win_rate_trend": result.win_rate_trend,
+            "quality_trend": result.quality_trend,
+        }.items()
+        if v is not None
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "week_start": monday.isoformat(),
+            **spec_numbers(result.overall),
+            **trends,
+            "signals_open": still_open,
+            "symbols": dg.MetadataValue.md(symbols),
+            "by_tier": dg.MetadataValue.md(summary_markdown(_rows(result.overall, result.by_tier))),
+        }
+    )
+
+
+__all__ = ["WEEKLY_PARTITIONS", "daily_metrics", "spec_numbers", "summary_markdown", "weekly_metrics"]

@@ -1,0 +1,318 @@
+"""A report as Markdown and as one self-contained HTML page, with SVG charts. Pure.
+
+Both formats are made from the same sections (heading, notes, a table, a chart), so they always say the
+same thing. The HTML inlines its charts and style: no script, nothing fetched, it opens offline. The
+Markdown links its charts as ``.svg`` files in a folder beside it (``chart_dir``); ``preview_markdown``
+is the same text without the images, for places that cannot show local files (the Dagster UI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+import msgspec
+
+from tapewatch.metrics import Summary, SymbolTotal
+from tapewatch.reports import svg
+from tapewatch.reports.content import ReportContent
+
+Table = tuple[tuple[str, ...], list[tuple[str, ...]]]
+#: Most symbols shown in the per-symbol table and chart; most incidents listed one by one.
+MAX_SYMBOLS = 20
+MAX_INCIDENTS = 30
+
+_STYLE = """
+body { font-family: Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 900px; color: #1f2328; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; } th { background: #f6f8fa; }
+.note { color: #57606a; } .empty { font-weight: bold; font-size: 1.1em; }
+"""
+
+
+class Section(msgspec.Struct, frozen=True, kw_only=True):
+    heading: str
+    notes: list[str] = msgspec.field(default_factory=list)
+    table: Table | None = None
+    chart: str | None = None
+
+
+class RenderedReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The report in both formats, and the SVG of each chart by file stem (``equity_r`` → equity_r.svg)."""
+
+    markdown: str
+    preview_markdown: str
+    html: str
+    charts: dict[str, str]
+
+
+def fmt_pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def fmt_num(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _summary_row(name: str, s: Summary) -> tuple[str, ...]:
+    return (
+        name,
+        str(s.signals_generated),
+        str(s.signals_triggered),
+        str(s.wins),
+        fmt_pct(s.win_rate),
+        fmt_num(s.average_hold_minutes, 1),
+        fmt_num(s.total_pnl_r, 2, sign=True),
+        fmt_num(s.total_pnl_pct, 3, sign=True),
+        fmt_num(s.sharpe_ratio),
+        fmt_num(s.max_drawdown_r),
+    )
+
+
+def sections(c: ReportContent) -> list[Section]:
+    """The report's sections, in order (the same for Markdown and HTML)."""
+    head = [
+        f"Signals created from {c.first_day.isoformat()} to {c.last_day.isoformat()} (UTC days of event time). "
+        f"Generated {c.generated_at.strftime('%Y-%m-%d %H:%M')} UTC.",
+    ]
+    if c.signals == 0:
+        head.append(
+            "No signals in this period yet: nothing has finished, so there is no performance to show."
+        )
+    if c.open_signals:
+        head.append(
+            f"{c.open_signals} signal(s) of this period were still open and are not counted; "
+            "re-run the report (or its partition) once they have finished."
+        )
+    summary_table: Table = (
+        ("tier", "signals", "triggered", "wins", "win rate", "avg hold min", "total R", "total %", "Sharpe",
+         "max DD R"),
+        [_summary_row("ALL", c.overall), *(_summary_row(t, s) for t, s in c.by_tier.items())],
+    )  # fmt: skip
+    sharpe_note = (
+        f"Sharpe: daily R series over the {c.sharpe_days} days ending this day, mean / stdev × √365."
+        if c.kind == "daily"
+        else "Sharpe: daily R series over the period's days, mean / stdev × √365."
+    )
+    out = [
+        Section(heading="Summary", notes=head),
+        Section(heading="Performance (spec 9.1)", notes=[sharpe_note], table=summary_table),
+    ]
+    strategy = [f"Strategy efficiency (total R per signal): {fmt_num(c.strategy_efficiency, 3, sign=True)}"]
+    if c.kind == "weekly":
+        strategy.append(f"Win-rate trend: {fmt_pct(c.win_rate_trend)} points per week")
+        strategy.append(f"Mean-quality trend: {fmt_num(c.quality_trend, 2, sign=True)} points per week")
+    out.append(
+        Section(
+            heading="Best and worst symbols",
+            notes=strategy,
+            table=(
+                ("rank", "best", "R", "worst", "R"),
+                [
+                    (
+                        str(i + 1),
+                        b.symbol if b else "",
+                        fmt_num(b.total_r, 2, sign=True) if b else "",
+                        w.symbol if w else "",
+                        fmt_num(w.total_r, 2, sign=True) if w else "",
+                    )
+                    for i, (b, w) in enumerate(_pairs(c.best_symbols, c.worst_symbols))
+                ],
+            ),
+        )
+    )
+    out.append(Section(heading="Equity curve", notes=["Cumulative P&L in R, signals in the order they ended."],
+                       chart="equity_r"))  # fmt: skip
+    out.append(
+        Section(
+            heading="Win rate by tier",
+            table=(
+                ("tier", "triggered", "win rate"),
+                [(t, str(s.signals_triggered), fmt_pct(s.win_rate)) for t, s in c.by_tier.items()],
+            ),
+            chart="win_rate_tier",
+        )
+    )
+    out.append(
+        Section(
+            heading="Win rate by symbol",
+            table=(
+                ("symbol", "signals", "triggered", "win rate", "total R"),
+                [
+                    (
+                        r.symbol,
+                        str(r.signals),
+                        str(r.triggered),
+                        fmt_pct(r.win_rate),
+                        fmt_num(r.total_r, 2, True),
+                    )
+                    for r in c.by_symbol[:MAX_SYMBOLS]
+                ],
+            ),
+            chart="win_rate_symbol",
+        )
+    )
+    out.append(
+        Section(
+            heading="Quality vs outcome",
+            notes=["Each dot is a triggered signal: its quality score and its P&L in R."],
+            table=(
+                ("quality", "signals", "win rate", "mean R"),
+                [
+                    (f"{q.low}–{q.high}", str(q.signals), fmt_pct(q.win_rate), fmt_num(q.mean_r, 3, True))
+                    for q in c.quality
+                ],
+            ),
+            chart="quality_vs_outcome",
+        )
+    )
+    out.append(
+        Section(
+            heading="Signal counts and rejection reasons",
+            notes=[
+                "Candidates that passed the required conditions, by fate: 'signal' or why it was rejected."
+            ]
+            + ([] if c.fates else ["No candidates in this period."]),
+            table=(("fate", "candidates"), [(f, str(n)) for f, n in c.fates]) if c.fates else None,
+            chart="fates" if c.fates else None,
+        )
+    )
+    incident_notes = [] if c.incidents else ["No system incidents in this period."]
+    if len(c.incidents) > MAX_INCIDENTS:
+        incident_notes.append(f"The first {MAX_INCIDENTS} of {len(c.incidents)} are listed.")
+    out.append(
+        Section(
+            heading="System incidents",
+            notes=incident_notes,
+            table=(
+                ("started (UTC)", "ended", "source", "kind", "symbol", "detail"),
+                [
+                    (
+                        i.started.strftime("%Y-%m-%d %H:%M:%S"),
+                        i.ended.strftime("%Y-%m-%d %H:%M:%S") if i.ended else "open",
+                        i.source,
+                        i.kind,
+                        i.symbol or "",
+                        i.detail[:120],
+                    )
+                    for i in c.incidents[:MAX_INCIDENTS]
+                ],
+            )
+            if c.incidents
+            else None,
+            chart="incidents" if c.incidents else None,
+        )
+    )
+    out.append(
+        Section(
+            heading="Outcome checks",
+            notes=[
+                f"{c.disagreements} signal(s) of this period had a live outcome that the 1-minute candles "
+                "contradict (the candle value is the one counted)."
+            ],
+        )
+    )
+    return out
+
+
+def _pairs(
+    a: Sequence[SymbolTotal], b: Sequence[SymbolTotal]
+) -> list[tuple[SymbolTotal | None, SymbolTotal | None]]:
+    n = max(len(a), len(b))
+    return [(a[i] if i < len(a) else None, b[i] if i < len(b) else None) for i in range(n)]
+
+
+def charts(c: ReportContent) -> dict[str, str]:
+    """The SVG of each chart the sections name."""
+    return {
+        "equity_r": svg.line_chart(c.equity_r, "Equity curve (R)", x_label="finished signals", y_label="R"),
+        "win_rate_tier": svg.bar_chart(
+            [(t, s.win_rate) for t, s in c.by_tier.items() if s.win_rate is not None],
+            "Win rate by tier",
+            fmt=fmt_pct,
+            max_value=1.0,
+        ),
+        "win_rate_symbol": svg.bar_chart(
+            [(r.symbol, r.win_rate) for r in c.by_symbol[:MAX_SYMBOLS] if r.win_rate is not None],
+            "Win rate by symbol",
+            fmt=fmt_pct,
+            max_value=1.0,
+        ),
+        "quality_vs_outcome": svg.scatter_chart(
+            c.quality_points, "Quality vs outcome", x_label="quality score", y_label="P&L (R)"
+        ),
+        "fates": svg.bar_chart(
+            [(f, float(n)) for f, n in c.fates], "Candidates by fate", fmt=lambda v: f"{v:.0f}"
+        ),
+        "incidents": svg.bar_chart(
+            [(k, float(n)) for k, n in c.incident_counts], "Incidents by kind", fmt=lambda v: f"{v:.0f}"
+        ),
+    }
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(c: ReportContent, parts: list[Section], chart_dir: str | None) -> str:
+    lines = [f"# {c.title}", ""]
+    for s in parts:
+        lines += [f"## {s.heading}", ""]
+        for note in s.notes:
+            lines += [note, ""]
+        if s.table is not None:
+            header, rows = s.table
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join("---" for _ in header) + "|")
+            lines += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in rows]
+            lines.append("")
+        if s.chart is not None and chart_dir is not None:
+            lines += [f"![{s.heading}]({chart_dir}/{s.chart}.svg)", ""]
+    return "\n".join(lines)
+
+
+def _html(c: ReportContent, parts: list[Section], svgs: dict[str, str]) -> str:
+    body = [f"<h1>{escape(c.title)}</h1>"]
+    for s in parts:
+        body.append(f"<h2>{escape(s.heading)}</h2>")
+        for note in s.notes:
+            cls = "empty" if note.startswith("No signals") else "note"
+            body.append(f'<p class="{cls}">{escape(note)}</p>')
+        if s.table is not None:
+            header, rows = s.table
+            body.append(
+                "<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>"
+            )
+            body.append(
+                "<tbody>"
+                + "".join("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in row) + "</tr>" for row in rows)
+                + "</tbody></table>"
+            )
+        if s.chart is not None:
+            body.append(f'<figure id="chart-{s.chart}">{svgs[s.chart]}</figure>')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>tapewatch — {escape(c.title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def render(content: ReportContent, chart_dir: str) -> RenderedReport:
+    """The report in Markdown (charts linked from ``chart_dir``), preview Markdown (no images) and HTML."""
+    parts = sections(content)
+    svgs = charts(content)
+    used = {s.chart for s in parts if s.chart is not None}
+    return RenderedReport(
+        markdown=_markdown(content, parts, chart_dir),
+        preview_markdown=_markdown(content, parts, None),
+        html=_html(content, parts, svgs),
+        charts={name: text for name, text in svgs.items() if name in used},
+    )
+
+
+__all__ = ["RenderedReport", "Section", "charts", "fmt_num", "fmt_pct", "render", "sections"]

@@ -1,0 +1,349 @@
+"""Outcome, metrics and report assets materialised against real PostgreSQL and the simulator's REST klines.
+
+The simulator (manual clock, fixed seed) starts at 2024-03-06 00:00 UTC with 25 hours of deterministic
+1-minute history behind it, so the whole of 2024-03-05 (partition ``D``) has klines. Signals are planted on
+``D`` with levels read from the klines the simulator serves, so their outcomes are known by hand:
+
+- ``expiry``  BTCUSDT HIGH LONG 10:00:01, entry = the 10:00 open, stop and targets beyond the window's
+  range: triggers at once, expires after 45 min at the close of the 10:45 candle. No live outcome (the live
+  tracker missed it).
+- ``never``   BTCUSDT HIGH LONG 11:00:01, entry 5 % above the response window's high: never triggers,
+  EXPIRED untriggered, 0 R. Its live outcome is WAITING (unfinished): filled by the batch.
+- ``planted`` ETHUSDT HIGH LONG 12:00:01, built like ``expiry``; a live outcome says TP2: the batch
+  disagrees (EXPIRED), its value is stored and the asset check warns with the signal listed.
+"""
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import msgspec
+import pytest
+
+from assets.metrics import daily_metrics, weekly_metrics
+from assets.outcomes import AGREEMENT_CHECK, signal_outcomes
+from assets.reports import daily_report, monthly_report, weekly_report
+from orchestration import performance
+from orchestration.performance import (
+    daily_keys,
+    daily_report_schedule,
+    monthly_key,
+    monthly_report_schedule,
+    weekly_key,
+    weekly_report_schedule,
+)
+from orchestration.resources import BinanceRestResource, DatabaseResource, TapewatchSettings
+from realtime.sim import SimExchange
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.performance_store import get_report, list_reports, load_daily, load_weekly
+from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.engine import open_signal
+from tapewatch.outcome import OutcomeParams, OutcomeState, OutcomeTracker
+from tapewatch.signal import Signal, iso_timestamp, signal_id_for
+from tests.adapters.signal_builders import entry
+
+START = int(datetime(2024, 3, 6, tzinfo=UTC).timestamp() * 1000)
+D = "2024-03-05"
+D_MS = int(datetime(2024, 3, 5, tzinfo=UTC).timestamp() * 1000)
+M = 60_000
+FEE = 0.0005
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimExchange]:
+    """The simulator on a free port, its event loop in a thread of its own (Dagster runs in this one)."""
+    loop = asyncio.new_event_loop()
+    exchange = SimExchange(port=0, seed=11, symbols=5, manual=True, start_ms=START)
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(exchange.start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(exchange.stop())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="sim", daemon=True)
+    thread.start()
+    assert started.wait(30), "the simulator did not start"
+    yield exchange
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(30)
+
+
+def klines(sim: SimExchange, symbol: str, start: int, end: int) -> list[list[Any]]:
+    resp = httpx.get(
+        f"{sim.rest_url}/fapi/v1/klines",
+        params={"symbol": symbol, "interval": "1m", "startTime": start, "endTime": end, "limit": 1500},
+        timeout=10,
+    )
+    resp.raise_for_status()
+    rows: list[list[Any]] = resp.json()
+    return rows
+
+
+def make_signal(symbol: str, created: int, entry_price: float, stop: float, tp1: float, tp2: float) -> Signal:
+    base = entry(symbol)
+    return msgspec.structs.replace(
+        base,
+        signal_id=signal_id_for(symbol, "LONG", created),
+        symbol=symbol,
+        priority="HIGH",
+        event_time=created,
+        timestamp=iso_timestamp(created),
+        entry_price=entry_price,
+        stop_loss=stop,
+        take_profit_1=tp1,
+        take_profit_2=tp2,
+    )
+
+
+def around(sim: SimExchange, symbol: str, created: int) -> tuple[Signal, float]:
+    """A signal entering at the open of its minute with levels outside the next 47 minutes' range, and
+    the P&L in R it must end with (expiry at the close of the candle 45 minutes later)."""
+    minute = created - created % M
+    rows = klines(sim, symbol, minute, minute + 46 * M)
+    assert len(rows) == 47 and rows[0][0] == minute
+    low, high = min(float(r[3]) for r in rows), max(float(r[2]) for r in rows)
+    price = float(rows[0][1])
+    sig = make_signal(symbol, created, price, low - price * 0.01, high + price * 0.01, high + price * 0.02)
+    exit_price = float(rows[45][4])  # the 10:45 candle opens before the deadline 10:45:01; 10:46 after it
+    pnl_r = ((exit_price - price) - FEE * (price + exit_price)) / (price - sig.stop_loss)
+    return sig, pnl_r
+
+
+@pytest.fixture
+def planted(sim: SimExchange, migrated_database_url: str) -> Iterator[dict[str, Any]]:
+    expiry, expiry_r = around(sim, "BTCUSDT", D_MS + 10 * 60 * M + 1000)
+    planted, planted_r = around(sim, "ETHUSDT", D_MS + 12 * 60 * M + 1000)
+    created = D_MS + 11 * 60 * M + 1000
+    window = klines(sim, "BTCUSDT", created - created % M, created - created % M + M)
+    top = max(float(r[2]) for r in window) * 1.05
+    never = make_signal("BTCUSDT", created, top, top * 0.99, top * 1.01, top * 1.02)
+
+    db = Database(migrated_database_url)
+    store = SignalStore(db)
+    store.save_signals([expiry, never, planted])
+    params = OutcomeParams()
+    waiting = OutcomeTracker(open_signal(never), params)
+    waiting.on_trade(created + 10, top * 0.9)
+    store.save_outcome(waiting.outcome())
+    wrong = OutcomeTracker(open_signal(planted), params)
+    for dt, price in ((10, planted.entry_price), (M, planted.take_profit_1), (2 * M, planted.take_profit_2)):
+        wrong.on_trade(planted.event_time + dt, price)
+    assert wrong.outcome().state is OutcomeState.TP2
+    store.save_outcome(wrong.outcome())
+    yield {
+        "db": db,
+        "expiry": (expiry, expiry_r),
+        "never": never,
+        "planted": (planted, planted_r, wrong.outcome().pnl_r),
+    }
+    db.dispose()
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every message of the first step failure's error chain (Dagster wraps the asset's exception)."""
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    parts = []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause or error.context
+    return "\n".join(parts)
+
+
+def resources(sim_url: str, database_url: str, var_dir: Path) -> dict[str, Any]:
+    return {
+        "settings": TapewatchSettings(overrides={"var_dir": str(var_dir)}),
+        "database": DatabaseResource(url=database_url),
+        "binance": BinanceRestResource(base_url=sim_url, max_retries=0, timeout=5),
+    }
+
+
+def test_outcomes_metrics_and_report_of_a_day(
+    sim: SimExchange, planted: dict[str, Any], migrated_database_url: str, tmp_path: Path
+) -> None:
+    res = resources(sim.rest_url, migrated_database_url, tmp_path)
+    result = dg.materialize([signal_outcomes, daily_metrics, daily_report], partition_key=D, resources=res)
+    assert result.success
+
+    # outcomes: every signal settled by the batch, the planted live value replaced
+    store = SignalStore(planted["db"])
+    expiry, expiry_r = planted["expiry"]
+    planted_sig, planted_r, wrong_r = planted["planted"]
+    got = {name: store.get_outcome(s.signal_id) for name, s in
+           (("expiry", expiry), ("never", planted["never"]), ("planted", planted_sig))}  # fmt: skip
+    assert all(g is not None and g[1] == "batch" for g in got.values())
+    assert got["expiry"][0].state is OutcomeState.EXPIRED  # type: ignore[index]
+    assert got["expiry"][0].pnl_r == pytest.approx(expiry_r)  # type: ignore[index]
+    assert got["never"][0].state is OutcomeState.EXPIRED and not got["never"][0].triggered  # type: ignore[index]
+    assert got["planted"][0].state is OutcomeState.EXPIRED  # type: ignore[index]
+    assert got["planted"][0].pnl_r == pytest.approx(planted_r)  # type: ignore[index]
+
+    meta = result.asset_materializations_for_node("signal_outcomes")[0].metadata
+    values = {k: v.value for k, v in meta.items()}
+    assert values["due"] == 3 and values["written"] == 3
+    assert values["filled_missed_by_live"] == 2 and values["disagreed_with_live"] == 1
+    assert values["fetch_failed"] == 0 and values["incomplete_klines"] == 0
+
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == AGREEMENT_CHECK and not check.passed
+    assert check.severity is dg.AssetCheckSeverity.WARN
+    listing = check.metadata["list"].value
+    assert planted_sig.signal_id in listing and "TP2" in listing and "EXPIRED" in listing
+    assert f"{wrong_r:+.4f}" in listing
+
+    # metrics: 3 signals, 2 triggered (the untriggered one counts as sent, not in the win rate)
+    rows = load_daily(planted["db"], date(2024, 3, 5))
+    overall = rows["ALL"]
+    assert (overall["signals_generated"], overall["signals_triggered"], overall["signals_open"]) == (3, 2, 0)
+    assert overall["total_pnl_r"] == pytest.approx(expiry_r + planted_r)
+    assert overall["wins"] == (expiry_r > 0) + (planted_r > 0)
+    assert overall["average_hold_minutes"] == pytest.approx(45.0)
+    assert rows["HIGH"]["signals_generated"] == 3 and rows["LOW"]["signals_generated"] == 0
+    day_meta = result.asset_materializations_for_node("daily_metrics")[0].metadata
+    assert day_meta["total_pnl"].value == pytest.approx(expiry_r + planted_r)
+    assert "| ALL | 3 | 2 |" in day_meta["by_tier"].value
+
+    # the report: files, database row, metadata preview
+    md, html = tmp_path / "reports/daily" / f"{D}.md", tmp_path / "reports/daily" / f"{D}.html"
+    text = md.read_text()
+    assert "# Daily report — 2024-03-05 (UTC)" in text and "| ALL | 3 | 2 |" in text
+    assert f"![Equity curve]({D}/equity_r.svg)" in text
+    assert (tmp_path / "reports/daily" / D / "equity_r.svg").read_text().startswith("<svg")
+    page = html.read_text()
+    assert "<svg" in page and "<script" not in page
+    assert "1 signal(s) of this period had a live outcome that the 1-minute candles contradict" in page
+    stored = get_report(planted["db"], "daily", D)
+    assert stored is not None and stored.signals == 3 and stored.html == page
+    assert [r.period for r in list_reports(planted["db"], "daily")] == [D]
+    preview = result.asset_materializations_for_node("daily_report")[0].metadata["preview"].value
+    assert "Daily report — 2024-03-05" in preview and "![" not in preview
+
+    # a second run has nothing left to settle: batch outcomes are final
+    again = dg.materialize([signal_outcomes], partition_key=D, resources=res)
+    meta2 = {
+        k: v.value for k, v in again.asset_materializations_for_node("signal_outcomes")[0].metadata.items()
+    }
+    assert meta2["signals_pending"] == 0 and meta2["due"] == 0
+    assert again.get_asset_check_evaluations()[0].passed
+
+
+def test_backfill_of_past_daily_partitions_and_the_weekly_and_monthly_assets(
+    sim: SimExchange, planted: dict[str, Any], migrated_database_url: str, tmp_path: Path
+) -> None:
+    res = resources(sim.rest_url, migrated_database_url, tmp_path)
+    for key in ("2024-03-04", D):  # a backfill of two past days: one empty, one with signals
+        assert dg.materialize(
+            [signal_outcomes, daily_metrics, daily_report], partition_key=key, resources=res
+        ).success
+    empty = load_daily(planted["db"], date(2024, 3, 4))["ALL"]
+    assert empty["signals_generated"] == 0 and empty["win_rate"] is None
+    assert "No signals in this period yet" in (tmp_path / "reports/daily/2024-03-04.md").read_text()
+    assert load_daily(planted["db"], date(2024, 3, 5))["ALL"]["signals_generated"] == 3
+
+    week = dg.materialize([weekly_metrics, weekly_report], partition_key="2024-03-04", resources=res)
+    assert week.success
+    row = load_weekly(planted["db"], date(2024, 3, 4))
+    assert row is not None and row["signals_generated"] == 3
+    expiry_r, planted_r = planted["expiry"][1], planted["planted"][1]
+    assert row["strategy_efficiency"] == pytest.approx((expiry_r + planted_r) / 3)
+    assert {s["symbol"] for s in row["best_symbols"]} == {"BTCUSDT", "ETHUSDT"}
+    assert "Weekly report — 2024-W10" in (tmp_path / "reports/weekly/2024-03-04.html").read_text()
+
+    month = dg.materialize([monthly_report], partition_key="2024-03-01", resources=res)
+    assert month.success
+    report = get_report(planted["db"], "monthly", "2024-03-01")
+    assert report is not None and report.signals == 3 and "Monthly report — 2024-03" in report.markdown
+    assert [r.kind for r in list_reports(planted["db"])][:2] == ["daily", "daily"]
+
+
+def test_unknown_symbol_is_counted_and_an_unreachable_exchange_fails_clearly(
+    sim: SimExchange, migrated_database_url: str, tmp_path: Path
+) -> None:
+    db = Database(migrated_database_url)
+    try:
+        store = SignalStore(db)
+        store.save_signal(make_signal("NOSUCHUSDT", D_MS + 60 * M, 100.0, 99.0, 101.0, 102.0))
+        res = resources(sim.rest_url, migrated_database_url, tmp_path)
+        result = dg.materialize([signal_outcomes], partition_key=D, resources=res, raise_on_error=False)
+        assert not result.success  # the only due signal could not be fetched
+        assert "no klines could be fetched" in failure_text(result)
+
+        store.save_signal(make_signal("BTCUSDT", D_MS + 70 * M, 1.0, 0.5, 1.5, 2.0))
+        mixed = dg.materialize([signal_outcomes], partition_key=D, resources=res)
+        meta = {
+            k: v.value
+            for k, v in mixed.asset_materializations_for_node("signal_outcomes")[0].metadata.items()
+        }
+        assert meta["due"] == 2 and meta["fetch_failed"] == 1 and meta["written"] == 1
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        down = resources(f"http://127.0.0.1:{port}", migrated_database_url, tmp_path)
+        result = dg.materialize([signal_outcomes], partition_key=D, resources=down, raise_on_error=False)
+        assert not result.success
+        assert "TAPEWATCH_BINANCE_REST_URL" in failure_text(result)
+    finally:
+        db.dispose()
+
+
+def test_an_unreachable_database_fails_the_report_with_advice(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    res = resources("http://127.0.0.1:1", f"postgresql://tw@127.0.0.1:{port}/tapewatch", tmp_path)
+    result = dg.materialize([daily_report], partition_key=D, resources=res, raise_on_error=False)
+    assert not result.success
+    assert "TAPEWATCH_DATABASE_URL" in failure_text(result)
+
+
+# --- schedules -----------------------------------------------------------------------------------------------
+def test_schedule_partitions() -> None:
+    at = datetime(2024, 3, 12, 0, 10, tzinfo=UTC)  # a Tuesday
+    assert daily_keys(at) == [("2024-03-11", "first"), ("2024-03-10", "final")]
+    assert daily_keys(datetime(2024, 1, 2, 0, 10, tzinfo=UTC)) == [("2024-01-01", "first")]
+    assert weekly_key(datetime(2024, 3, 11, 0, 30, tzinfo=UTC)) == "2024-03-04"
+    assert weekly_key(datetime(2024, 1, 1, 0, 30, tzinfo=UTC)) is None
+    assert monthly_key(datetime(2024, 3, 1, 0, 50, tzinfo=UTC)) == "2024-02-01"
+    assert monthly_key(datetime(2025, 1, 1, 0, 50, tzinfo=UTC)) == "2024-12-01"
+    assert monthly_key(datetime(2024, 1, 1, 0, 50, tzinfo=UTC)) is None
+
+
+def _context(at: datetime) -> dg.ScheduleEvaluationContext:
+    # partition keys of run requests are checked against the jobs, which the repository holds
+    repo = dg.Definitions.merge(
+        performance.defs,
+        dg.Definitions(
+            resources=resources("http://127.0.0.1:1", "postgresql://tw@127.0.0.1:1/x", Path("var"))
+        ),
+    ).get_repository_def()
+    return dg.build_schedule_context(scheduled_execution_time=at, repository_def=repo)
+
+
+def test_schedules_request_the_right_partitions() -> None:
+    assert daily_report_schedule.cron_schedule == "10 0 * * *"
+    assert daily_report_schedule.execution_timezone == "UTC"
+    ctx = _context(datetime(2024, 3, 6, 0, 10, tzinfo=UTC))
+    requests = daily_report_schedule.evaluate_tick(ctx).run_requests or []
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("2024-03-05", "2024-03-05:first"),
+        ("2024-03-04", "2024-03-04:final"),
+    ]
+    assert weekly_report_schedule.cron_schedule == "30 0 * * 1"
+    ctx = _context(datetime(2024, 3, 11, 0, 30, tzinfo=UTC))
+    assert [r.partition_key for r in weekly_report_schedule.evaluate_tick(ctx).run_requests or []] == [
+        "2024-03-04"
+    ]
+    assert monthly_report_schedule.cron_schedule == "50 0 1 * *"
+    ctx = _context(datetime(2024, 1, 1, 0, 50, tzinfo=UTC))
+    tick = monthly_report_schedule.evaluate_tick(ctx)
+    assert not tick.run_requests and tick.skip_message and "no full month" in tick.skip_message

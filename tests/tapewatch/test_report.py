@@ -1,0 +1,178 @@
+"""Reports from a fixed set of signals: the numbers by hand, charts inline, offline HTML, empty periods."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from xml.etree import ElementTree
+
+import pytest
+
+from tapewatch.reports import Incident, ReportInput, build_content, lookback_start, period_of, render
+from tapewatch.reports.svg import bar_chart, line_chart, scatter_chart
+from tests.tapewatch.outcome_helpers import MONDAY, SCENARIOS, absolute, make_signal, track
+from tests.tapewatch.test_metrics import fixed_set
+
+DAY = date(2024, 3, 4)
+NOW = datetime(2024, 3, 5, 0, 10, tzinfo=UTC)
+GAP = Incident(
+    source="feed",
+    kind="gap",
+    symbol="BTCUSDT",
+    detail="pu 5 != 4 | resync",
+    started=datetime(2024, 3, 4, 2, tzinfo=UTC),
+)
+PAUSE = Incident(
+    source="health",
+    kind="data_quality",
+    detail="spread z 4.1; action: signalling paused",
+    started=datetime(2024, 3, 4, 6, tzinfo=UTC),
+    ended=datetime(2024, 3, 4, 6, 5, tzinfo=UTC),
+)
+
+
+def daily_input(**changes: object) -> ReportInput:
+    base: dict[str, object] = {
+        "kind": "daily",
+        "first_day": DAY,
+        "end_day": date(2024, 3, 5),
+        "generated_at": NOW,
+        "outcomes": tuple(fixed_set()),
+        "open_signals": 1,
+        "fates": {"signal": 5, "cooldown": 2, "low_quality": 7},
+        "incidents": (PAUSE, GAP),
+        "disagreements": 1,
+    }
+    base.update(changes)
+    return ReportInput(**base)  # type: ignore[arg-type]
+
+
+def test_content_by_hand() -> None:
+    c = build_content(daily_input())
+    assert c.title == "Daily report — 2024-03-04 (UTC)"
+    assert (c.signals, c.open_signals, c.disagreements) == (5, 1, 1)
+    assert c.overall.total_pnl_r == pytest.approx(-0.1002)
+    assert c.overall.win_rate == pytest.approx(0.6)
+    # signals in the order they ended: win, loss, break-even, expiry, same-candle stop
+    assert c.equity_r == pytest.approx([1.39925, 0.29975, 0.6995, 0.9993, -0.1002])
+    by_symbol = {r.symbol: r for r in c.by_symbol}
+    assert by_symbol["BTCUSDT"].signals == 2 and by_symbol["BTCUSDT"].win_rate == 1.0
+    assert by_symbol["BTCUSDT"].total_r == pytest.approx(1.799)
+    assert c.by_symbol[0].symbol == "BTCUSDT"  # most signals first
+    buckets = {(q.low, q.high): q for q in c.quality}
+    assert buckets[(50, 60)].signals == 1 and buckets[(50, 60)].mean_r == pytest.approx(-1.0995)
+    assert buckets[(80, 90)].signals == 3 and buckets[(80, 90)].win_rate == 1.0
+    assert buckets[(90, 100)].signals == 0 and buckets[(90, 100)].win_rate is None
+    assert c.strategy_efficiency == pytest.approx(-0.1002 / 5)
+    assert [s.symbol for s in c.best_symbols] == ["BTCUSDT", "SOLUSDT", "ETHUSDT"]
+    assert c.fates == [("signal", 5), ("low_quality", 7), ("cooldown", 2)]  # 'signal' first, then by count
+    assert [i.kind for i in c.incidents] == ["gap", "data_quality"]  # by start time
+    assert c.incident_counts == [("feed: gap", 1), ("health: data_quality", 1)]
+
+
+def test_markdown_and_html_say_the_same_numbers() -> None:
+    r = render(build_content(daily_input()), chart_dir="2024-03-04")
+    for text in (r.markdown, r.html):
+        assert "Daily report — 2024-03-04 (UTC)" in text
+        assert "60.0 %" in text and "-0.10" in text and "1.50" in text  # win rate, total R, max drawdown
+        assert "1 signal(s) of this period were still open" in text
+        assert "low_quality" in text and "data_quality" in text
+    assert "| ALL | 5 | 5 | 3 | 60.0 % | 15.0 | -0.10 | -0.050 | -3.49 | 1.50 |" in r.markdown
+    assert "pu 5 != 4 \\| resync" in r.markdown  # a pipe in a cell does not break the table
+
+
+def test_html_is_self_contained_and_its_charts_parse() -> None:
+    r = render(build_content(daily_input()), chart_dir="2024-03-04")
+    html = r.html
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<script" not in html.lower()
+    assert not re.search(r"\b(src|href)=", html)  # nothing is fetched: it opens offline
+    assert re.findall(r"https?://[^\s\"']+", html) == ["http://www.w3.org/2000/svg"] * html.count("<svg")
+    assert set(r.charts) == {"equity_r", "win_rate_tier", "win_rate_symbol", "quality_vs_outcome", "fates",
+                             "incidents"}  # fmt: skip
+    for name, svg in r.charts.items():
+        root = ElementTree.fromstring(svg)  # well-formed XML
+        assert root.tag == "{http://www.w3.org/2000/svg}svg", name
+        assert f'id="chart-{name}"' in html
+    assert r.charts["equity_r"].count("<polyline") == 1
+    assert r.charts["quality_vs_outcome"].count("<circle") == 5  # every triggered signal
+
+
+def test_markdown_links_its_charts_and_the_preview_does_not() -> None:
+    r = render(build_content(daily_input()), chart_dir="2024-03-04")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", r.markdown)
+    assert sorted(links) == sorted(f"2024-03-04/{name}.svg" for name in r.charts)
+    assert "![" not in r.preview_markdown
+    shown = [line for line in r.markdown.splitlines() if line and not line.startswith("![")]
+    assert [line for line in r.preview_markdown.splitlines() if line] == shown
+
+
+def test_an_empty_period_gives_a_report_that_says_so() -> None:
+    data = daily_input(outcomes=(), open_signals=0, fates={}, incidents=(), disagreements=0)
+    c = build_content(data)
+    assert c.signals == 0 and c.equity_r == [] and c.overall.win_rate is None
+    r = render(c, chart_dir="2024-03-04")
+    for text in (r.markdown, r.html):
+        assert "No signals in this period yet" in text
+        assert "No candidates in this period." in text
+        assert "No system incidents in this period." in text
+    assert "no data" in r.charts["equity_r"]
+    assert set(r.charts) == {"equity_r", "win_rate_tier", "win_rate_symbol", "quality_vs_outcome"}
+
+
+def test_weekly_report_has_trends_and_monthly_has_best_symbols() -> None:
+    week = build_content(
+        ReportInput(kind="weekly", first_day=DAY, end_day=date(2024, 3, 11), generated_at=NOW,
+                    outcomes=tuple(fixed_set()) + tuple(fixed_set(MONDAY - 7 * 86_400_000)))
+    )  # fmt: skip
+    assert week.title == "Weekly report — 2024-W10 (2024-03-04 to 2024-03-10, UTC)"
+    assert week.signals == 5
+    assert week.win_rate_trend == pytest.approx(0.0)  # 60 % both weeks
+    assert week.quality_trend == pytest.approx(0.0)
+    assert "Win-rate trend: 0.0 % points per week" in render(week, "2024-03-04").markdown
+    month = build_content(
+        ReportInput(kind="monthly", first_day=date(2024, 3, 1), end_day=date(2024, 4, 1), generated_at=NOW,
+                    outcomes=tuple(fixed_set()))
+    )  # fmt: skip
+    assert month.title == "Monthly report — 2024-03 (UTC)"
+    assert [s.symbol for s in month.worst_symbols] == ["ETHUSDT", "XRPUSDT", "SOLUSDT"]
+    assert month.win_rate_trend is None
+
+
+def test_unfinished_outcomes_are_refused() -> None:
+    sig = make_signal()
+    still_open = track(sig, absolute(sig, SCENARIOS["win"])[:3])  # TP1 reached, TP2 not yet
+    assert not still_open.finished
+    with pytest.raises(ValueError, match="metrics need finished outcomes"):
+        build_content(daily_input(outcomes=(still_open,)))
+
+
+def test_periods_and_lookback() -> None:
+    wednesday = date(2024, 3, 6)
+    assert period_of("daily", wednesday) == (wednesday, date(2024, 3, 7))
+    assert period_of("weekly", wednesday) == (date(2024, 3, 4), date(2024, 3, 11))
+    assert period_of("monthly", date(2024, 12, 31)) == (date(2024, 12, 1), date(2025, 1, 1))
+    assert lookback_start("daily", DAY, sharpe_days=30) == date(2024, 2, 4)
+    assert lookback_start("weekly", DAY, trend_weeks=8) == date(2024, 1, 15)
+    assert lookback_start("monthly", date(2024, 3, 1)) == date(2024, 3, 1)
+    with pytest.raises(ValueError, match="report kind"):
+        period_of("yearly", DAY)  # type: ignore[arg-type]
+
+
+def test_bad_report_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="report kind"):
+        daily_input(kind="hourly")
+    with pytest.raises(ValueError, match="period is empty"):
+        daily_input(end_day=DAY)
+
+
+def test_svg_charts_escape_labels_and_handle_edge_values() -> None:
+    svg = bar_chart([("<b>&", 0.5), ("neg", -1.0)], "Rates & <things>", max_value=1.0)
+    root = ElementTree.fromstring(svg)
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "Rates & <things>" in texts and "<b>&" in texts
+    assert 'width="0.0"' in svg  # a negative value draws no bar
+    flat = line_chart([0.0, 0.0], "Flat", x_label="n", y_label="R")
+    ElementTree.fromstring(flat)
+    nan = scatter_chart([(float("nan"), 1.0)], "NaN only", x_label="q", y_label="R")
+    assert "no data" in nan
