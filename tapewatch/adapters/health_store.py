@@ -1,0 +1,166 @@
+"""Health incidents in PostgreSQL (table ``health_incidents``, sql/0005): open, close, list.
+
+The health sensors open an incident when they act (backup feed, pause, shrink of the universe) and close it
+on recovery. At most one incident per kind is open at a time (a unique partial index): opening a kind that is
+already open returns the open one, so a sensor tick that is retried never records the same action twice.
+``tapewatch status`` lists the open ones next to the feed incidents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
+
+from tapewatch.adapters.db import Database
+from tapewatch.errors import MigrationError
+
+#: The kinds the table accepts: one per health sensor.
+KINDS: Final = ("api_connectivity", "data_quality", "system_performance")
+_UNDEFINED_TABLE = "42P01"
+_COLUMNS = 'id, kind, reason, action, recovery, "values", started_at, ended_at'
+
+
+@dataclass(frozen=True, slots=True)
+class HealthIncident:
+    """One row of ``health_incidents``; ``ended_at`` None = still open."""
+
+    id: int
+    kind: str
+    reason: str
+    action: str
+    recovery: str | None
+    values: dict[str, Any]
+    started_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def open(self) -> bool:
+        return self.ended_at is None
+
+    def to_json(self) -> dict[str, Any]:
+        """The row with ISO 8601 times (``tapewatch status --json``, the dashboard)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "reason": self.reason,
+            "action": self.action,
+            "recovery": self.recovery,
+            "values": self.values,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+        }
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"health incident kind must be one of {', '.join(KINDS)}; got {kind!r}")
+
+
+def open_incident(
+    db: Database,
+    kind: str,
+    *,
+    reason: str,
+    action: str,
+    values: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
+) -> HealthIncident:
+    """Open an incident of ``kind`` (started ``at``, default now) and return it; when one of that kind is
+    open already, return that one with its ``values`` replaced by these (nothing else changes).
+
+    ValueError for an unknown kind or an empty reason/action; StorageUnavailable when PostgreSQL is down."""
+    _check_kind(kind)
+    if not reason or not action:
+        raise ValueError("a health incident needs a reason and an action: operators read them")
+    params = {"kind": kind, "reason": reason, "action": action, "values": dict(values or {}), "at": at}
+    with _reading(db) as conn:
+        row = conn.execute(
+            sa.text(
+                'INSERT INTO health_incidents (kind, reason, action, "values", started_at) '
+                "VALUES (:kind, :reason, :action, :values, COALESCE(:at, now())) "
+                'ON CONFLICT (kind) WHERE ended_at IS NULL DO UPDATE SET "values" = EXCLUDED."values" '
+                f"RETURNING {_COLUMNS}"
+            ).bindparams(sa.bindparam("values", type_=JSONB), sa.bindparam("at", type_=sa.DateTime(True))),
+            params,
+        ).one()
+        return HealthIncident(*row)
+
+
+def close_incident(
+    db: Database,
+    kind: str,
+    *,
+    recovery: str,
+    values: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
+) -> HealthIncident | None:
+    """Close the open incident of ``kind`` (ended ``at``, default now), noting what was done on recovery and
+    merging ``values`` into its values; return it, or None when none was open (closing is idempotent)."""
+    _check_kind(kind)
+    if not recovery:
+        raise ValueError("closing a health incident needs the recovery action taken")
+    with _reading(db) as conn:
+        row = conn.execute(
+            sa.text(
+                "UPDATE health_incidents SET ended_at = GREATEST(COALESCE(:at, now()), started_at), "
+                'recovery = :recovery, "values" = "values" || :values '
+                f"WHERE kind = :kind AND ended_at IS NULL RETURNING {_COLUMNS}"
+            ).bindparams(sa.bindparam("values", type_=JSONB), sa.bindparam("at", type_=sa.DateTime(True))),
+            {"kind": kind, "recovery": recovery, "values": dict(values or {}), "at": at},
+        ).first()
+        return None if row is None else HealthIncident(*row)
+
+
+def open_health_incidents(db: Database) -> list[HealthIncident]:
+    """The open incidents (at most one per kind), newest first."""
+    with _reading(db) as conn:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {_COLUMNS} FROM health_incidents WHERE ended_at IS NULL ORDER BY started_at DESC, id DESC"
+            )
+        )
+        return [HealthIncident(*row) for row in rows]
+
+
+def list_health_incidents(
+    db: Database, *, kind: str | None = None, since: datetime | None = None, limit: int = 100
+) -> list[HealthIncident]:
+    """The newest ``limit`` incidents (open or closed), of one kind or all, started at or after ``since``."""
+    if kind is not None:
+        _check_kind(kind)
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1; got {limit}")
+    with _reading(db) as conn:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {_COLUMNS} FROM health_incidents "
+                "WHERE (CAST(:kind AS text) IS NULL OR kind = :kind) "
+                "AND (CAST(:since AS timestamptz) IS NULL OR started_at >= :since) "
+                "ORDER BY started_at DESC, id DESC LIMIT :limit"
+            ),
+            {"kind": kind, "since": since, "limit": limit},
+        )
+        return [HealthIncident(*row) for row in rows]
+
+
+@contextmanager
+def _reading(db: Database) -> Iterator[Connection]:
+    """``db.begin()`` that turns a missing table into MigrationError naming the command that fixes it."""
+    try:
+        with db.begin() as conn:
+            yield conn
+    except sa_exc.ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_TABLE:
+            raise
+        raise MigrationError(
+            "table health_incidents does not exist: the database is not migrated; "
+            "run `tapewatch db upgrade` (or start `tapewatch run`, which migrates)"
+        ) from exc

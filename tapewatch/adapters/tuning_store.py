@@ -1,0 +1,296 @@
+"""Tuning proposals and their application in PostgreSQL (tables of sql/0005): the dashboard's Apply button,
+``tapewatch tuning`` and the realtime service's start-up all go through here.
+
+- :func:`propose` reads the candidates of the tuning window, runs :func:`tapewatch.tuning.tune` and stores
+  the proposal (never applying it).
+- :func:`apply_proposal` / :func:`rollback` record who did what and when in ``tuning_applications``; the
+  newest row holds the parameters in force, and each row remembers which row a rollback returns to, so
+  successive rollbacks walk back through earlier sets down to the settings' own values.
+- :func:`active_parameters` is what is in force; :func:`with_active_parameters` lays it over a settings
+  object (values the operator set explicitly — environment, YAML, command line — win and are reported).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
+
+from tapewatch.adapters.db import Database
+from tapewatch.settings import Settings
+from tapewatch.tuning import (
+    Params,
+    Sample,
+    Tuning,
+    TuningError,
+    UnknownProposal,
+    check_parameters,
+    current_parameters,
+    tune,
+)
+
+log = logging.getLogger(__name__)
+
+# Apply and rollback read the row in force and write the next one: they must not interleave.
+_LOCK_KEY = 0x7477_7475_6E65_0001  # "twtune" + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """One row of ``tuning_proposals``; results are ``tapewatch.tuning.Result.to_json`` objects."""
+
+    id: int
+    created_at: datetime
+    status: str
+    window_start: int
+    split_at: int
+    window_end: int
+    parameters: dict[str, Any]
+    current_parameters: dict[str, Any]
+    in_sample: dict[str, Any]
+    out_of_sample: dict[str, Any]
+    current_in_sample: dict[str, Any]
+    current_out_of_sample: dict[str, Any]
+    counts: dict[str, Any]
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **{k: getattr(self, k) for k in self.__slots__ if k != "created_at"},
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedTuning:
+    """One row of ``tuning_applications``: after it, ``parameters`` are in force ({} = the settings' own)."""
+
+    id: int
+    action: str
+    proposal_id: int | None
+    parameters: dict[str, float | int]
+    undo_to: int | None
+    actor: str
+    applied_at: datetime
+
+
+_PROPOSAL_COLUMNS = (
+    "id, created_at, status, window_start, split_at, window_end, parameters, current_parameters, in_sample, "
+    "out_of_sample, current_in_sample, current_out_of_sample, counts, note"
+)
+_APPLIED_COLUMNS = "id, action, proposal_id, parameters, undo_to, actor, applied_at"
+
+
+def load_samples(db: Database, start_ms: int, end_ms: int) -> list[Sample]:
+    """The candidates with ``start_ms <= event_time < end_ms`` as tuning samples, with the outcome of those
+    that became signals and finished (others: unknown)."""
+    with db.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.event_time, c.direction, c.features, c.tier, "
+                "CASE WHEN o.finished THEN o.pnl_r END AS pnl_r "
+                "FROM candidates c LEFT JOIN signal_outcomes o ON o.signal_id = c.signal_id "
+                "WHERE c.event_time >= :start AND c.event_time < :end ORDER BY c.event_time"
+            ),
+            {"start": start_ms, "end": end_ms},
+        ).all()
+    samples = []
+    for row in rows:
+        f = row.features
+        samples.append(
+            Sample(
+                event_time=int(row.event_time),
+                direction=row.direction,
+                imbalance=float(f["imbalance_top10"]),
+                large_buys=int(f["large_buys"]),
+                large_sells=int(f["large_sells"]),
+                volume_intensity=None if f.get("volume_intensity") is None else float(f["volume_intensity"]),
+                tier=row.tier,
+                pnl_r=None if row.pnl_r is None else float(row.pnl_r),
+            )
+        )
+    return samples
+
+
+def propose(db: Database, settings: Settings, *, now_ms: int) -> Proposal:
+    """Run the tuning over the window ending at ``now_ms`` and store its proposal (not applied)."""
+    base = current_parameters(settings)
+    base.update(active_parameters(db))
+    start = now_ms - settings.tuning_weeks * 7 * 86_400_000
+    result = tune(
+        load_samples(db, start, now_ms),
+        base,
+        now_ms=now_ms,
+        weeks=settings.tuning_weeks,
+        min_samples=settings.tuning_min_samples,
+    )
+    return get_proposal(db, save_proposal(db, result))
+
+
+def save_proposal(db: Database, t: Tuning) -> int:
+    """Store a tuning result as a proposal; its id."""
+    params = {
+        "status": t.status,
+        "window_start": t.window_start,
+        "split_at": t.split_at,
+        "window_end": t.window_end,
+        "parameters": t.parameters,
+        "current_parameters": t.current,
+        "in_sample": t.in_sample.to_json(),
+        "out_of_sample": t.out_of_sample.to_json(),
+        "current_in_sample": t.current_in_sample.to_json(),
+        "current_out_of_sample": t.current_out_of_sample.to_json(),
+        "counts": t.counts,
+        "note": t.note,
+    }
+    json_keys = [k for k in params if k not in ("status", "window_start", "split_at", "window_end", "note")]
+    stmt = sa.text(
+        f"INSERT INTO tuning_proposals ({', '.join(params)}) VALUES ({', '.join(':' + k for k in params)}) "
+        "RETURNING id"
+    ).bindparams(*(sa.bindparam(k, type_=JSONB) for k in json_keys))
+    with db.begin() as conn:
+        return int(conn.execute(stmt, params).scalar_one())
+
+
+def list_proposals(db: Database, limit: int = 20) -> list[Proposal]:
+    """The newest ``limit`` proposals, newest first."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1; got {limit}")
+    with db.begin() as conn:
+        rows = conn.execute(
+            sa.text(f"SELECT {_PROPOSAL_COLUMNS} FROM tuning_proposals ORDER BY id DESC LIMIT :limit"),
+            {"limit": limit},
+        )
+        return [Proposal(*row) for row in rows]
+
+
+def get_proposal(db: Database, proposal_id: int) -> Proposal:
+    """The proposal ``proposal_id``; UnknownProposal when there is none."""
+    with db.begin() as conn:
+        return _proposal(conn, proposal_id)
+
+
+def _proposal(conn: Connection, proposal_id: int) -> Proposal:
+    row = conn.execute(
+        sa.text(f"SELECT {_PROPOSAL_COLUMNS} FROM tuning_proposals WHERE id = :id"), {"id": proposal_id}
+    ).first()
+    if row is None:
+        raise UnknownProposal(f"no tuning proposal {proposal_id}; list them with `tapewatch tuning list`")
+    return Proposal(*row)
+
+
+def _in_force(conn: Connection) -> AppliedTuning | None:
+    row = conn.execute(
+        sa.text(f"SELECT {_APPLIED_COLUMNS} FROM tuning_applications ORDER BY id DESC LIMIT 1")
+    ).first()
+    return None if row is None else AppliedTuning(*row)
+
+
+def _insert(
+    conn: Connection, action: str, proposal_id: int | None, params: Params, undo_to: int | None, actor: str
+) -> AppliedTuning:
+    row = conn.execute(
+        sa.text(
+            "INSERT INTO tuning_applications (action, proposal_id, parameters, undo_to, actor) "
+            f"VALUES (:action, :proposal_id, :parameters, :undo_to, :actor) RETURNING {_APPLIED_COLUMNS}"
+        ).bindparams(sa.bindparam("parameters", type_=JSONB)),
+        {
+            "action": action,
+            "proposal_id": proposal_id,
+            "parameters": params,
+            "undo_to": undo_to,
+            "actor": actor,
+        },
+    ).one()
+    return AppliedTuning(*row)
+
+
+def _actor(actor: str) -> str:
+    actor = actor.strip()
+    if not actor:
+        raise TuningError("say who applies or rolls back a tuning (actor): it is recorded")
+    return actor
+
+
+def apply_proposal(db: Database, proposal_id: int, *, actor: str) -> AppliedTuning:
+    """Put the parameters of proposal ``proposal_id`` in force, recording ``actor`` and the time.
+
+    Raises UnknownProposal for an unknown id, TuningError when the proposal has nothing to apply (status
+    ``no_change`` / ``insufficient_data``) or its parameters are out of range. Applying the proposal already
+    in force records nothing and returns the row in force (a double click applies once). Takes effect when
+    the realtime service next starts."""
+    who = _actor(actor)
+    with db.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        proposal = _proposal(conn, proposal_id)
+        if proposal.status != "proposed":
+            raise TuningError(
+                f"tuning proposal {proposal_id} is '{proposal.status}' ({proposal.note}): nothing to apply"
+            )
+        params = check_parameters(proposal.parameters)
+        current = _in_force(conn)
+        if current is not None and current.action == "apply" and current.proposal_id == proposal_id:
+            return current
+        return _insert(conn, "apply", proposal_id, params, None if current is None else current.id, who)
+
+
+def rollback(db: Database, *, actor: str) -> AppliedTuning | None:
+    """Return to the parameter set in force before the current one (the settings' own values after the
+    first apply), recording ``actor``; None when nothing is applied (nothing to roll back)."""
+    who = _actor(actor)
+    with db.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        current = _in_force(conn)
+        if current is None or (not current.parameters and current.undo_to is None):
+            return None
+        target = None
+        if current.undo_to is not None:
+            row = conn.execute(
+                sa.text(f"SELECT {_APPLIED_COLUMNS} FROM tuning_applications WHERE id = :id"),
+                {"id": current.undo_to},
+            ).one()
+            target = AppliedTuning(*row)
+        return _insert(
+            conn,
+            "rollback",
+            None if target is None else target.proposal_id,
+            {} if target is None else target.parameters,
+            None if target is None else target.undo_to,
+            who,
+        )
+
+
+def history(db: Database, limit: int = 20) -> list[AppliedTuning]:
+    """The newest applies and rollbacks, newest first."""
+    with db.begin() as conn:
+        rows = conn.execute(
+            sa.text(f"SELECT {_APPLIED_COLUMNS} FROM tuning_applications ORDER BY id DESC LIMIT :limit"),
+            {"limit": limit},
+        )
+        return [AppliedTuning(*row) for row in rows]
+
+
+def active_parameters(db: Database) -> dict[str, float | int]:
+    """The tuned parameters in force ({} when none: the settings' own values apply)."""
+    with db.begin() as conn:
+        current = _in_force(conn)
+    return {} if current is None else dict(current.parameters)
+
+
+def with_active_parameters(db: Database, settings: Settings) -> tuple[Settings, Params, Params]:
+    """``settings`` with the tuned parameters in force laid over it; also what was applied and what was
+    skipped because the operator set that value explicitly (environment, YAML, command line win)."""
+    active = check_parameters(active_parameters(db))
+    explicit = settings.model_fields_set
+    applied = {k: v for k, v in active.items() if k not in explicit}
+    skipped = {k: v for k, v in active.items() if k in explicit}
+    if applied:
+        log.info("tuned parameters in force: %s", applied)
+    if skipped:
+        log.warning("tuned parameters not applied because they are set explicitly: %s", skipped)
+    return settings.model_copy(update=applied), applied, skipped

@@ -1,0 +1,266 @@
+"""Data-quality anomalies (spec 11.1 ``data_quality``): values beyond k standard deviations of their
+rolling mean, on the live feed stats of every symbol and on the service's totals. Pure: the sensor passes
+the samples and "now", and keeps the returned :class:`QualityState` in its cursor.
+
+Series checked at every call (one per minute):
+
+- per symbol: ``price_jump`` = ``|ln(price / previous price)|`` between two checks, ``spread`` (relative,
+  as published), ``message_rate`` = new messages per second since the previous check;
+- overall (the realtime metrics hash): ``message_rate`` and ``resync_rate`` (book resyncs per second).
+
+Rolling mean and variance are exponentially weighted over ``window`` checks (``alpha = 2 / (window + 1)``),
+so the cursor holds three numbers per series, not a window of values. A value is anomalous when the series
+has ``min_samples`` checks behind it and ``|value - mean| > k * std`` (only upwards for jumps, spreads and
+resyncs: a calmer market is no anomaly; both ways for message rates: a silent feed is one). ``std`` has a
+floor (:data:`STD_FLOOR`, or 5 % of the mean): a series that never moved has zero variance, and without a
+floor the first tick of any size would be "infinitely many sigmas". Each value is folded into its series
+after it was judged, so a lasting change of regime stops being anomalous after a while.
+
+A check is *dirty* (signalling should pause) when an overall series is anomalous or when at least
+``min_symbols`` symbols (all of them, if fewer follow) have an anomalous series: with ~100 series tested a
+minute, one lone 3-sigma value is expected now and then from heavy-tailed markets alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from tapewatch.health import Streak
+
+#: Smallest standard deviation assumed per series kind (units of the series).
+STD_FLOOR: dict[str, float] = {
+    "price_jump": 1e-4,  # 1 bp of log return
+    "spread": 1e-5,  # 0.1 bp
+    "message_rate": 0.5,  # messages per second
+    "resync_rate": 0.02,  # resyncs per second (about one a minute)
+}
+#: Relative floor: std is at least this share of |mean|.
+REL_STD_FLOOR = 0.05
+_BOTH_WAYS = frozenset({"message_rate"})
+OVERALL = "*"
+
+
+class Stat(msgspec.Struct, frozen=True, array_like=True):
+    """Exponentially weighted count, mean and variance of one series."""
+
+    n: int = 0
+    mean: float = 0.0
+    var: float = 0.0
+
+    def add(self, x: float, alpha: float) -> Stat:
+        """The statistics with ``x`` folded in (the first value sets the mean)."""
+        if self.n == 0:
+            return Stat(1, x, 0.0)
+        diff = x - self.mean
+        incr = alpha * diff
+        return Stat(self.n + 1, self.mean + incr, (1 - alpha) * (self.var + diff * incr))
+
+    def deviation(self, x: float, kind: str) -> float:
+        """``(x - mean) / std`` with the floors of ``kind`` applied."""
+        std = max(math.sqrt(max(self.var, 0.0)), STD_FLOOR[kind], REL_STD_FLOOR * abs(self.mean))
+        return (x - self.mean) / std
+
+
+class Prev(msgspec.Struct, frozen=True, kw_only=True):
+    """What a symbol (or the totals) looked like at the previous check, for jumps and rates."""
+
+    ts_ms: int = 0
+    price: float | None = None
+    messages: int | None = None
+    resyncs: int | None = None
+
+
+class SeriesState(msgspec.Struct, frozen=True, kw_only=True):
+    """The previous sample and the rolling statistics of one symbol (or of the totals, ``OVERALL``)."""
+
+    prev: Prev = msgspec.field(default_factory=Prev)
+    stats: dict[str, Stat] = {}
+
+
+class QualityState(msgspec.Struct, frozen=True, kw_only=True):
+    """The data-quality sensor's memory: per symbol and overall, and its streak of dirty checks."""
+
+    series: dict[str, SeriesState] = {}
+    streak: Streak = msgspec.field(default_factory=Streak)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSample:
+    """One symbol's live stats (``SymbolFeed``): None = unknown (the service has not published it)."""
+
+    symbol: str
+    updated_ms: int
+    last_price: float | None
+    spread: float | None
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class TotalsSample:
+    """The realtime service's totals (its metrics hash): messages and resyncs since it started."""
+
+    updated_ms: int
+    messages: int | None
+    resyncs: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A value ``sigmas`` standard deviations from the rolling mean of ``symbol``'s ``series``."""
+
+    symbol: str
+    series: str
+    value: float
+    mean: float
+    sigmas: float
+
+    def describe(self) -> str:
+        who = "overall" if self.symbol == OVERALL else self.symbol
+        return f"{who} {self.series} {self.value:.6g} is {self.sigmas:+.1f} sd from its mean {self.mean:.6g}"
+
+
+@dataclass(frozen=True, slots=True)
+class QualityConfig:
+    """``k`` (anomaly_threshold), ``window``, ``min_samples``, ``min_symbols`` — see the module docstring."""
+
+    k: float = 3.0
+    window: int = 30
+    min_samples: int = 10
+    min_symbols: int = 3
+
+    def __post_init__(self) -> None:
+        if not (self.k > 0 and self.window >= 2 and self.min_samples >= 2 and self.min_symbols >= 1):
+            raise ValueError(f"bad data-quality config: {self}")
+
+    @property
+    def alpha(self) -> float:
+        return 2.0 / (self.window + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """What one check found: the anomalies, whether the check is dirty, how many values were judged,
+    how many were unknown (None in the feed), and counter resets seen (a restarted service)."""
+
+    anomalies: list[Anomaly]
+    dirty: bool
+    judged: int
+    unknown: int
+    resets: int
+    symbols: int
+    details: dict[str, int] = field(default_factory=dict)
+
+
+def assess(
+    state: QualityState,
+    feeds: Mapping[str, FeedSample],
+    totals: TotalsSample | None,
+    config: QualityConfig,
+) -> tuple[QualityState, Assessment]:
+    """Judge one check's samples against the rolling statistics, then fold them in.
+
+    Symbols whose stats were not republished since the previous check (same ``updated_ms``) are left as
+    they are; symbols that left the feed are forgotten (the cursor stays bounded)."""
+    found: list[Anomaly] = []
+    counts = {"judged": 0, "unknown": 0, "resets": 0}
+    series: dict[str, SeriesState] = {}
+    for symbol, feed in sorted(feeds.items()):
+        old = state.series.get(symbol, SeriesState())
+        values = _feed_values(old.prev, feed, counts)
+        prev = Prev(ts_ms=feed.updated_ms, price=feed.last_price, messages=feed.messages)
+        series[symbol] = _judge(symbol, old, values, prev, config, found, counts)
+    if totals is not None:
+        old = state.series.get(OVERALL, SeriesState())
+        values = _total_values(old.prev, totals, counts)
+        prev = Prev(ts_ms=totals.updated_ms, messages=totals.messages, resyncs=totals.resyncs)
+        series[OVERALL] = _judge(OVERALL, old, values, prev, config, found, counts)
+    anomalous_symbols = {a.symbol for a in found if a.symbol != OVERALL}
+    needed = max(1, min(config.min_symbols, len(feeds)))
+    dirty = any(a.symbol == OVERALL for a in found) or len(anomalous_symbols) >= needed
+    assessment = Assessment(
+        anomalies=sorted(found, key=lambda a: -abs(a.sigmas)),
+        dirty=dirty,
+        judged=counts["judged"],
+        unknown=counts["unknown"],
+        resets=counts["resets"],
+        symbols=len(feeds),
+        details={"anomalous_symbols": len(anomalous_symbols), "symbols_needed": needed},
+    )
+    return QualityState(series=series, streak=state.streak), assessment
+
+
+def _feed_values(prev: Prev, feed: FeedSample, counts: dict[str, int]) -> dict[str, float] | None:
+    if feed.updated_ms <= prev.ts_ms:
+        return None  # nothing new since the previous check
+    values: dict[str, float] = {}
+    if feed.spread is None:
+        counts["unknown"] += 1
+    elif math.isfinite(feed.spread) and feed.spread >= 0:
+        values["spread"] = feed.spread
+    if feed.last_price is None or not (math.isfinite(feed.last_price) and feed.last_price > 0):
+        counts["unknown"] += 1
+    elif prev.price is not None and prev.price > 0:
+        values["price_jump"] = abs(math.log(feed.last_price / prev.price))
+    rate = _rate(prev.messages, feed.messages, prev.ts_ms, feed.updated_ms, counts)
+    if rate is not None:
+        values["message_rate"] = rate
+    return values
+
+
+def _total_values(prev: Prev, totals: TotalsSample, counts: dict[str, int]) -> dict[str, float] | None:
+    if totals.updated_ms <= prev.ts_ms:
+        return None
+    values: dict[str, float] = {}
+    for name, old, new in (
+        ("message_rate", prev.messages, totals.messages),
+        ("resync_rate", prev.resyncs, totals.resyncs),
+    ):
+        if new is None:
+            counts["unknown"] += 1
+            continue
+        rate = _rate(old, new, prev.ts_ms, totals.updated_ms, counts)
+        if rate is not None:
+            values[name] = rate
+    return values
+
+
+def _rate(old: int | None, new: int, old_ms: int, new_ms: int, counts: dict[str, int]) -> float | None:
+    if old is None or old_ms <= 0 or new_ms <= old_ms:
+        return None
+    if new < old:
+        counts["resets"] += 1  # the service restarted: its counters began again
+        return None
+    return (new - old) * 1000.0 / (new_ms - old_ms)
+
+
+def _judge(
+    symbol: str,
+    old: SeriesState,
+    values: dict[str, float] | None,
+    prev: Prev,
+    config: QualityConfig,
+    found: list[Anomaly],
+    counts: dict[str, int],
+) -> SeriesState:
+    if values is None:
+        return old
+    stats = dict(old.stats)
+    for name, value in values.items():
+        stat = stats.get(name, Stat())
+        if stat.n >= config.min_samples:
+            counts["judged"] += 1
+            sigmas = stat.deviation(value, name)
+            if _beyond(sigmas, config.k, name):
+                found.append(Anomaly(symbol, name, value, stat.mean, sigmas))
+        stats[name] = stat.add(value, config.alpha)
+    return SeriesState(prev=prev, stats=stats)
+
+
+def _beyond(sigmas: float, k: float, kind: str) -> bool:
+    side: Literal["both", "up"] = "both" if kind in _BOTH_WAYS else "up"
+    return abs(sigmas) > k if side == "both" else sigmas > k

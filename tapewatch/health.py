@@ -1,0 +1,123 @@
+"""Decisions of the health sensors (spec 11.1), pure: what is wrong, and when to act or recover.
+
+The three Dagster sensors (``orchestration/health.py``) measure, call these functions, and act on what they
+return; they keep each function's state in their cursor (JSON, :func:`encode_state` / :func:`decode_state`).
+Nothing here reads a clock: "now" and every measurement are arguments.
+
+- :class:`Streak` counts consecutive failing and passing checks: ``trip_after`` failures in a row trip it
+  (act), ``clear_after`` passes in a row while tripped recover it (undo). While tripped, every further
+  ``trip_after`` failures in a row escalate (the performance sensor shrinks the universe again).
+- :func:`connectivity_problems`: the REST ping failed, or the realtime heartbeat is missing or too old.
+- :func:`overload`: CPU or memory above its threshold; :func:`shrunk_universe` halves the universe.
+- Data quality: :mod:`tapewatch.anomaly`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TypeVar
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class Transition(enum.Enum):
+    """What a check changed: nothing, a trip (act), an escalation (act again), or a recovery (undo)."""
+
+    NONE = "none"
+    TRIP = "trip"
+    ESCALATE = "escalate"
+    RECOVER = "recover"
+
+
+class Streak(msgspec.Struct, frozen=True, kw_only=True):
+    """Consecutive failing (``failures``) and passing (``passes``) checks, and whether the action is in force.
+
+    ``failures`` counts since the last action while tripped, so escalations come every ``trip_after``."""
+
+    failures: int = 0
+    passes: int = 0
+    tripped: bool = False
+
+    def step(self, failing: bool, *, trip_after: int, clear_after: int) -> tuple[Streak, Transition]:
+        """The streak after one more check, and what it changed.
+
+        Trips when ``trip_after`` checks in a row failed (``>=``: a trip whose action could not be taken is
+        retried at the next failing check by keeping the old, untripped streak); recovers when ``clear_after``
+        checks in a row passed while tripped."""
+        if trip_after < 1 or clear_after < 1:
+            raise ValueError(f"trip_after and clear_after must be >= 1; got {trip_after}, {clear_after}")
+        if failing:
+            failures = self.failures + 1
+            if failures >= trip_after:
+                move = Transition.ESCALATE if self.tripped else Transition.TRIP
+                return Streak(failures=0, passes=0, tripped=True), move
+            return Streak(failures=failures, passes=0, tripped=self.tripped), Transition.NONE
+        passes = self.passes + 1
+        if self.tripped and passes >= clear_after:
+            return Streak(), Transition.RECOVER
+        # a passing check breaks a run of failures
+        return Streak(failures=0, passes=passes if self.tripped else 0, tripped=self.tripped), Transition.NONE
+
+
+def connectivity_problems(
+    *, rest_error: str | None, heartbeat_age_s: float | None, heartbeat_max_age_s: float
+) -> list[str]:
+    """Why a connectivity check fails (empty: it passes).
+
+    ``rest_error``: None when the REST ping answered, else what went wrong; ``heartbeat_age_s``: age of the
+    realtime heartbeat, None when there is none (expired, or Redis unreadable)."""
+    problems: list[str] = []
+    if rest_error is not None:
+        problems.append(f"Binance REST ping failed: {rest_error}")
+    if heartbeat_age_s is None:
+        problems.append("no realtime heartbeat (the service is down or Redis is unreadable)")
+    elif heartbeat_age_s > heartbeat_max_age_s:
+        problems.append(f"realtime heartbeat is {heartbeat_age_s:.0f} s old (> {heartbeat_max_age_s:g} s)")
+    return problems
+
+
+def overload(
+    *, cpu_percent: float, memory_percent: float, cpu_threshold: float, memory_threshold: float
+) -> list[str]:
+    """Why the machine is overloaded (empty: it is not): CPU above ``cpu_threshold`` %, memory above
+    ``memory_threshold`` % (strictly above, as spec 11.1 states "CPU > 80 %")."""
+    for name, value in (("cpu_percent", cpu_percent), ("memory_percent", memory_percent)):
+        if not 0.0 <= value <= 100.0:
+            raise ValueError(f"{name} must be within [0, 100]; got {value}")
+    problems: list[str] = []
+    if cpu_percent > cpu_threshold:
+        problems.append(f"CPU {cpu_percent:.0f} % > {cpu_threshold:g} %")
+    if memory_percent > memory_threshold:
+        problems.append(f"memory {memory_percent:.0f} % > {memory_threshold:g} %")
+    return problems
+
+
+def shrunk_universe(current: int, floor: int) -> int | None:
+    """The cap that halves a universe of ``current`` symbols, never below ``floor``; None when it cannot
+    shrink (already at or below the floor)."""
+    if current < 0 or floor < 1:
+        raise ValueError(f"current must be >= 0 and floor >= 1; got {current}, {floor}")
+    target = max(floor, current // 2)
+    return target if target < current else None
+
+
+def encode_state(state: msgspec.Struct) -> str:
+    """A sensor's state as its cursor (compact JSON)."""
+    return msgspec.json.encode(state).decode()
+
+
+def decode_state(cursor: str | None, kind: type[S]) -> tuple[S, str | None]:
+    """The state kept in ``cursor``, and a warning when it could not be read (then a fresh state: a cursor
+    from an older version, or edited by hand, must not stop the sensor)."""
+    if not cursor:
+        return kind(), None
+    try:
+        return msgspec.json.decode(cursor, type=kind), None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("unreadable sensor cursor, starting afresh: %s", exc)
+        return kind(), f"unreadable cursor ignored ({exc}); state started afresh"

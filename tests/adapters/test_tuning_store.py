@@ -1,0 +1,208 @@
+"""Tuning proposals against real PostgreSQL: stored candidates and outcomes re-scored, proposal, apply,
+rollback (who/when), the overlay ``tapewatch run`` uses, the ``tapewatch tuning`` command and the asset."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.tuning import tuning_proposal
+from orchestration.resources import DatabaseResource, TapewatchSettings
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.adapters.tuning_store import (
+    active_parameters,
+    apply_proposal,
+    get_proposal,
+    history,
+    list_proposals,
+    load_samples,
+    propose,
+    rollback,
+    with_active_parameters,
+)
+from tapewatch.cli import main
+from tapewatch.settings import load_settings
+from tapewatch.tuning import WEEK_MS, TuningError, UnknownProposal
+from tests.adapters.signal_builders import candidate, entry, loss, win
+
+HOUR = 3_600_000
+# 2024-02-05: five weeks after the builders' T0 (2024-01-01)
+NOW = 1_704_067_200_123 + 5 * WEEK_MS
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Iterator[Database]:
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def store_history(db: Database, *, per_week: int = 4) -> None:
+    """Every week: setups with imbalance 0.30 are stopped out, those with 0.45 reach TP2; plus a rejected
+    candidate (outcome unknown)."""
+    store = SignalStore(db)
+    for week in range(5):
+        start = NOW - (5 - week) * WEEK_MS
+        for i in range(per_week):
+            for n, (imbalance, won) in enumerate(((0.30, False), (0.45, True))):
+                t = start + i * HOUR + n * 60_000
+                symbol = f"S{week}{i}{n}USDT"
+                signal = entry(symbol, t, imbalance_top10=imbalance)
+                cand = candidate(symbol, t, imbalance_top10=imbalance)
+                assert cand.signal_id == signal.signal_id
+                store.save_signal(signal)
+                store.save_candidates([cand])
+                store.save_outcome(win(signal) if won else loss(signal), source="batch")
+        store.save_candidates([candidate("REJUSDT", start + 30 * HOUR, "correlation", imbalance_top10=0.5)])
+
+
+def settings(**extra: object) -> object:
+    return load_settings(tuning_min_samples=8, **extra)
+
+
+def test_samples_join_candidates_with_finished_outcomes(db: Database) -> None:
+    store_history(db, per_week=1)
+    samples = load_samples(db, NOW - 5 * WEEK_MS, NOW)
+    assert len(samples) == 15
+    known = [s for s in samples if s.pnl_r is not None]
+    assert len(known) == 10
+    assert {round(s.imbalance, 2) for s in known} == {0.30, 0.45}
+    assert all(s.pnl_r > 0 for s in known if s.imbalance > 0.4)
+    assert all(s.pnl_r < 0 for s in known if s.imbalance < 0.4)
+
+
+def test_propose_apply_and_rollback_record_who_and_when(db: Database) -> None:
+    store_history(db)
+    proposal = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    assert proposal.status == "proposed", proposal.note
+    assert proposal.parameters["orderbook_imbalance_threshold"] > 0.30
+    assert proposal.current_parameters["orderbook_imbalance_threshold"] == 0.28
+    assert proposal.in_sample["signals"] == 16 and proposal.in_sample["win_rate"] == 1.0
+    assert proposal.current_in_sample["signals"] == 32 and proposal.current_in_sample["win_rate"] == 0.5
+    assert proposal.out_of_sample["signals"] == 4 and proposal.current_out_of_sample["signals"] == 8
+    assert proposal.counts["unknown_outcome"] == 5
+    assert active_parameters(db) == {}  # never applied by itself
+    assert [p.id for p in list_proposals(db)] == [proposal.id]
+
+    applied = apply_proposal(db, proposal.id, actor="alice")
+    assert (applied.action, applied.actor, applied.proposal_id) == ("apply", "alice", proposal.id)
+    assert active_parameters(db) == proposal.parameters
+    assert apply_proposal(db, proposal.id, actor="alice").id == applied.id  # a double click applies once
+
+    undone = rollback(db, actor="bob")
+    assert undone is not None and (undone.action, undone.actor, undone.parameters) == ("rollback", "bob", {})
+    assert active_parameters(db) == {}
+    assert rollback(db, actor="bob") is None  # the settings' own values: nothing left to undo
+    assert [(h.action, h.actor) for h in history(db)] == [("rollback", "bob"), ("apply", "alice")]
+    assert history(db)[0].applied_at >= history(db)[1].applied_at
+
+
+def test_successive_rollbacks_walk_back_through_earlier_sets(db: Database) -> None:
+    store_history(db)
+    first = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    apply_proposal(db, first.id, actor="alice")
+    # next month, with the first set in force, the tuning starts from it
+    second = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    assert second.current_parameters == first.parameters
+    assert second.status == "no_change"
+    with pytest.raises(TuningError, match=r"'no_change'.*nothing to apply"):
+        apply_proposal(db, second.id, actor="alice")
+    third = get_proposal(db, first.id)
+    apply_proposal(db, third.id, actor="carol")  # already in force: recorded once
+    assert len(history(db)) == 1
+    rollback(db, actor="dave")
+    assert active_parameters(db) == {}
+
+
+def test_unknown_ids_and_missing_actors_are_clear_errors(db: Database) -> None:
+    with pytest.raises(
+        UnknownProposal, match="no tuning proposal 999; list them with `tapewatch tuning list`"
+    ):
+        get_proposal(db, 999)
+    with pytest.raises(UnknownProposal):
+        apply_proposal(db, 999, actor="alice")
+    with pytest.raises(TuningError, match="actor"):
+        rollback(db, actor="  ")
+    empty = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    assert empty.status == "insufficient_data"
+    with pytest.raises(TuningError, match="insufficient_data"):
+        apply_proposal(db, empty.id, actor="alice")
+
+
+def test_the_service_overlay_uses_applied_values_unless_set_explicitly(db: Database) -> None:
+    store_history(db)
+    proposal = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    apply_proposal(db, proposal.id, actor="alice")
+    tuned, applied, skipped = with_active_parameters(db, load_settings())
+    assert tuned.orderbook_imbalance_threshold == proposal.parameters["orderbook_imbalance_threshold"]
+    assert skipped == {} and applied == proposal.parameters
+    pinned, _, skipped = with_active_parameters(db, load_settings(orderbook_imbalance_threshold=0.3))
+    assert pinned.orderbook_imbalance_threshold == 0.3
+    assert set(skipped) == {"orderbook_imbalance_threshold"}
+
+
+def test_the_tuning_command(
+    db: Database,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", migrated_database_url)
+    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(tmp_path))
+    assert main(["tuning", "list"]) == 0
+    assert "no tuning proposals yet" in capsys.readouterr().out
+    store_history(db)
+    proposal = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+
+    assert main(["tuning", "show", str(proposal.id), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "proposed" and shown["parameters"] == proposal.parameters
+    assert main(["tuning", "apply", str(proposal.id), "--actor", "ops-team"]) == 0
+    assert f"proposal {proposal.id} in force" in capsys.readouterr().out
+    assert main(["tuning", "list"]) == 0
+    assert "<- in force" in capsys.readouterr().out
+    assert history(db)[0].actor == "ops-team"
+    assert main(["tuning", "rollback"]) == 0
+    out = capsys.readouterr().out
+    assert "rolled back" in out and "the settings' own values" in out
+    assert history(db)[0].actor.endswith("(cli)")
+    assert main(["tuning", "rollback"]) == 0
+    assert "nothing to roll back" in capsys.readouterr().out
+    assert main(["tuning", "apply", "4242"]) == 1
+    assert "no tuning proposal 4242" in capsys.readouterr().err
+
+
+def test_the_monthly_asset_stores_a_proposal_and_applies_nothing(
+    db: Database, migrated_database_url: str
+) -> None:
+    result = dg.materialize(
+        [tuning_proposal],
+        resources={
+            "settings": TapewatchSettings(overrides={"tuning_min_samples": "1"}),
+            "database": DatabaseResource(url=migrated_database_url),
+        },
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("tuning_proposal")[0].metadata
+    [proposal] = list_proposals(db)
+    assert metadata["proposal_id"].value == proposal.id
+    assert metadata["status"].value == "insufficient_data"  # no candidates in the last five weeks
+    assert "| current |" in metadata["comparison"].value
+    assert active_parameters(db) == {}

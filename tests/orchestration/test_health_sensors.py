@@ -1,0 +1,307 @@
+"""The health sensors through ``build_sensor_context`` against real Redis, PostgreSQL and a real REST endpoint
+(the simulated exchange, or a closed port for an unreachable API)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from orchestration.health import (
+    PAUSE_PREFIX,
+    api_connectivity_sensor,
+    data_quality_sensor,
+    performance_sensor,
+)
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.health_store import list_health_incidents, open_health_incidents
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, SymbolFeed
+from tests.orchestration.health_support import closed_port_url, resources, sim_exchange, tick
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Database:
+    database = Database(migrated_database_url)
+    yield database  # type: ignore[misc]
+    database.dispose()
+
+
+def test_api_connectivity_switches_to_backup_after_five_failures_and_back(
+    migrated_database_url: str,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    redis_state.beat("realtime", ttl_s=60)
+    with sim_exchange() as rest_url:
+        up = resources(migrated_database_url, redis_url, redis_keys, rest_url, var_dir=str(tmp_path))
+        result = tick(api_connectivity_sensor, None, up)
+        assert "REST and heartbeat fine" in str(result.skip_reason)
+        cursor = result.cursor
+
+        down = resources(
+            migrated_database_url, redis_url, redis_keys, closed_port_url(), var_dir=str(tmp_path)
+        )
+        for n in range(1, 5):
+            result = tick(api_connectivity_sensor, cursor, down)
+            cursor = result.cursor
+            assert "Binance REST ping failed" in str(result.skip_reason)
+            assert f"failures {n}" in str(result.skip_reason)
+            assert not redis_state.read_control().backup_feed
+        result = tick(api_connectivity_sensor, cursor, down)
+        cursor = result.cursor
+        assert "-> backup feed on" in str(result.skip_reason)
+        assert redis_state.read_control().backup_feed
+        [incident] = open_health_incidents(db)
+        assert (incident.kind, incident.action) == ("api_connectivity", "backup feed on")
+        assert "5 failed checks in a row" in incident.reason and "ConnectError" in incident.reason
+
+        # still failing: nothing new is opened, the switch stays
+        for _ in range(6):
+            cursor = tick(api_connectivity_sensor, cursor, down).cursor
+        assert len(list_health_incidents(db)) == 1
+        assert redis_state.read_control().backup_feed
+
+        # recovery takes two good checks (api_recovery_checks)
+        result = tick(api_connectivity_sensor, cursor, up)
+        assert redis_state.read_control().backup_feed
+        result = tick(api_connectivity_sensor, result.cursor, up)
+        assert "-> primary feed" in str(result.skip_reason)
+    assert not redis_state.read_control().backup_feed
+    assert open_health_incidents(db) == []
+    [closed] = list_health_incidents(db, kind="api_connectivity")
+    assert closed.recovery == "primary feed" and closed.ended_at is not None
+    assert closed.ended_at >= closed.started_at
+    events = [(e.command, e.value, e.source) for e in redis_state.control_events()]
+    assert events == [("backup_feed", "1", "dagster:health"), ("backup_feed", "", "dagster:health")]
+
+
+def test_a_missing_heartbeat_fails_the_check_even_when_rest_answers(
+    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+) -> None:
+    with sim_exchange() as rest_url:
+        res = resources(
+            migrated_database_url,
+            redis_url,
+            redis_keys,
+            rest_url,
+            var_dir=str(tmp_path),
+            timeout_threshold="2",
+        )
+        first = tick(api_connectivity_sensor, None, res)
+        assert "no realtime heartbeat" in str(first.skip_reason)
+        second = tick(api_connectivity_sensor, first.cursor, res)
+    assert "-> backup feed on" in str(second.skip_reason)
+    assert redis_state.read_control().backup_feed
+
+
+def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
+    migrated_database_url: str,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    settings = {"var_dir": str(tmp_path), "timeout_threshold": "1"}
+    broken_db = f"postgresql://nobody@{closed_port_url().removeprefix('http://')}/nothing"
+    res = resources(broken_db, redis_url, redis_keys, closed_port_url(), **settings)
+    result = tick(api_connectivity_sensor, None, res)
+    assert "could not trip" in str(result.skip_reason) and "PostgreSQL" in str(result.skip_reason)
+    good = resources(migrated_database_url, redis_url, redis_keys, closed_port_url(), **settings)
+    result = tick(api_connectivity_sensor, result.cursor, good)
+    assert "-> backup feed on" in str(result.skip_reason)
+    assert [i.kind for i in open_health_incidents(db)] == ["api_connectivity"]
+
+
+def _publish(redis_url: str, keys: Keyspace, minute: int, feeds: dict[str, SymbolFeed], resyncs: int) -> None:
+    now = 1_800_000_000.0 + minute * 60
+
+    async def main() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=keys, clock=lambda: now)
+        try:
+            for symbol, feed in feeds.items():
+                await state.publish_feed(symbol, feed)
+            await state.publish_metrics({"messages": minute * 3000, "resyncs": resyncs})
+        finally:
+            await state.aclose()
+
+    asyncio.run(main())
+
+
+def _calm(minute: int, rng: random.Random, wide: frozenset[str] = frozenset()) -> dict[str, SymbolFeed]:
+    out = {}
+    for i, symbol in enumerate(("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")):
+        spread = 0.01 if symbol in wide else 0.0002 + rng.gauss(0, 0.00001)
+        out[symbol] = SymbolFeed(
+            state="synced",
+            messages=minute * 700 + rng.randint(-20, 20),
+            last_price=(10.0 + i) * (1 + rng.gauss(0, 0.0003)),
+            spread=spread,
+        )
+    return out
+
+
+def test_data_quality_pauses_on_anomalies_and_resumes_when_clean(
+    migrated_database_url: str,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    res = resources(
+        migrated_database_url,
+        redis_url,
+        redis_keys,
+        var_dir=str(tmp_path),
+        anomaly_min_samples="5",
+        data_quality_clean_checks="2",
+    )
+    rng = random.Random(5)
+    cursor = None
+    for minute in range(1, 9):
+        _publish(redis_url, redis_keys, minute, _calm(minute, rng), resyncs=2)
+        result = tick(data_quality_sensor, cursor, res)
+        cursor = result.cursor
+        assert "no anomaly" in str(result.skip_reason)
+    assert not redis_state.read_control().paused
+
+    _publish(redis_url, redis_keys, 9, _calm(9, rng, frozenset({"AAAUSDT", "BBBUSDT", "CCCUSDT"})), resyncs=2)
+    result = tick(data_quality_sensor, cursor, res)
+    cursor = result.cursor
+    assert "-> paused" in str(result.skip_reason)
+    reason = redis_state.read_control().paused_reason
+    assert reason is not None and reason.startswith(PAUSE_PREFIX) and "spread" in reason
+    [incident] = open_health_incidents(db)
+    assert incident.kind == "data_quality" and incident.action == "signalling paused"
+    assert incident.values["anomalous_symbols"] == 3
+
+    for minute in (10, 11):
+        _publish(redis_url, redis_keys, minute, _calm(minute, rng), resyncs=2)
+        result = tick(data_quality_sensor, cursor, res)
+        cursor = result.cursor
+    assert "-> resumed" in str(result.skip_reason)
+    assert not redis_state.read_control().paused
+    [closed] = list_health_incidents(db, kind="data_quality")
+    assert closed.recovery == "signalling resumed"
+
+
+def test_data_quality_never_lifts_an_operators_own_pause(
+    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+) -> None:
+    res = resources(
+        migrated_database_url,
+        redis_url,
+        redis_keys,
+        var_dir=str(tmp_path),
+        anomaly_min_samples="3",
+        data_quality_clean_checks="1",
+    )
+    rng = random.Random(9)
+    cursor = None
+    for minute in range(1, 6):
+        _publish(redis_url, redis_keys, minute, _calm(minute, rng), resyncs=0)
+        cursor = tick(data_quality_sensor, cursor, res).cursor
+    _publish(redis_url, redis_keys, 6, _calm(6, rng), resyncs=500)  # a resync storm: dirty on its own
+    result = tick(data_quality_sensor, cursor, res)
+    assert "-> paused" in str(result.skip_reason) and "resync_rate" in str(result.skip_reason)
+    redis_state.pause("maintenance window", source="operator")
+    _publish(redis_url, redis_keys, 7, _calm(7, rng), resyncs=500)
+    result = tick(data_quality_sensor, result.cursor, res)
+    assert "-> resumed" in str(result.skip_reason)
+    assert redis_state.read_control().paused_reason == "maintenance window"
+
+
+def test_data_quality_reports_redis_down_without_losing_its_memory(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    res = resources(
+        migrated_database_url,
+        closed_port_url().replace("http", "redis"),
+        Keyspace("twtest:down:"),
+        var_dir=str(tmp_path),
+    )
+    result = tick(
+        data_quality_sensor, '{"series": {}, "streak": {"failures": 0, "passes": 1, "tripped": true}}', res
+    )
+    assert "Redis unavailable" in str(result.skip_reason)
+    assert '"tripped":true' in str(result.cursor)
+
+
+def test_system_performance_halves_the_universe_and_restores_the_operators_cap(
+    migrated_database_url: str,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    load = {"cpu": 95.0, "memory": 40.0}
+    sensor = performance_sensor(lambda: (load["cpu"], load["memory"]))
+    res = resources(
+        migrated_database_url,
+        redis_url,
+        redis_keys,
+        var_dir=str(tmp_path),
+        performance_trip_checks="2",
+        performance_clear_checks="2",
+        min_universe_under_load="6",
+    )
+    redis_state.set_max_universe(40, source="operator")
+    first = tick(sensor, None, res)
+    assert "CPU 95 % > 80 %" in str(first.skip_reason)
+    assert redis_state.read_control().max_universe == 40
+    second = tick(sensor, first.cursor, res)
+    assert "universe capped at 20 (was 40)" in str(second.skip_reason)
+    assert redis_state.read_control().max_universe == 20
+    cursor = second.cursor
+    for _ in range(2):
+        cursor = tick(sensor, cursor, res).cursor
+    assert redis_state.read_control().max_universe == 10
+    for _ in range(2):
+        cursor = tick(sensor, cursor, res).cursor
+    assert redis_state.read_control().max_universe == 6  # the floor
+    for _ in range(2):
+        result = tick(sensor, cursor, res)
+        cursor = result.cursor
+    assert "at the floor, not shrunk" in str(result.skip_reason)
+    [incident] = open_health_incidents(db)
+    assert incident.kind == "system_performance" and incident.values["previous_cap"] == 40
+
+    load["cpu"] = 20.0
+    cursor = tick(sensor, cursor, res).cursor
+    assert redis_state.read_control().max_universe == 6
+    result = tick(sensor, cursor, res)
+    assert "universe cap back to 40" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 40
+    [closed] = list_health_incidents(db, kind="system_performance")
+    assert closed.recovery == "universe cap back to 40"
+
+
+def test_memory_overload_without_a_cap_shrinks_the_followed_universe_and_lifts_it_after(
+    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+) -> None:
+    load = {"memory": 91.0}
+    sensor = performance_sensor(lambda: (10.0, load["memory"]))
+    res = resources(
+        migrated_database_url,
+        redis_url,
+        redis_keys,
+        var_dir=str(tmp_path),
+        performance_trip_checks="1",
+        performance_clear_checks="1",
+    )
+    redis_state.set_universe([f"S{i}USDT" for i in range(16)], source="operator")
+    result = tick(sensor, None, res)
+    assert "memory 91 % > 85 %" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 8
+    load["memory"] = 50.0
+    result = tick(sensor, result.cursor, res)
+    assert "universe cap lifted" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe is None

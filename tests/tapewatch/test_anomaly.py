@@ -1,0 +1,160 @@
+"""Data-quality anomalies: rolling statistics, the k-sigma rule per series, dirty checks, edge cases."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import msgspec
+import pytest
+
+from tapewatch.anomaly import (
+    OVERALL,
+    FeedSample,
+    QualityConfig,
+    QualityState,
+    Stat,
+    TotalsSample,
+    assess,
+)
+
+CONFIG = QualityConfig(k=3.0, window=30, min_samples=10, min_symbols=2)
+SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+
+
+def test_stat_tracks_the_mean_and_variance_of_a_steady_series() -> None:
+    stat = Stat()
+    rng = random.Random(1)
+    for _ in range(2000):
+        stat = stat.add(10.0 + rng.gauss(0, 2.0), CONFIG.alpha)
+    assert stat.mean == pytest.approx(10.0, abs=0.6)
+    assert math.sqrt(stat.var) == pytest.approx(2.0, rel=0.3)
+    assert stat.deviation(stat.mean + 3 * math.sqrt(stat.var), "message_rate") == pytest.approx(3.0, rel=1e-6)
+
+
+def test_std_floor_keeps_a_flat_series_from_making_infinite_sigmas() -> None:
+    stat = Stat()
+    for _ in range(20):
+        stat = stat.add(0.0002, CONFIG.alpha)
+    assert stat.var == pytest.approx(0.0, abs=1e-18)
+    # 0.00005 above a perfectly flat spread is 5 floors (1e-5) away
+    assert stat.deviation(0.00025, "spread") == pytest.approx(5.0)
+
+
+def feeds(
+    minute: int, rng: random.Random, **override: tuple[float | None, float | None, int]
+) -> dict[str, FeedSample]:
+    out = {}
+    for i, symbol in enumerate(SYMBOLS):
+        price = 100.0 * (1 + i) * math.exp(rng.gauss(0, 0.0005))
+        spread = 0.0002 + rng.gauss(0, 0.00001)
+        messages = minute * 600 + int(rng.gauss(0, 10))
+        if symbol in override:
+            p, s, m = override[symbol]
+            price = price if p is None else p
+            spread = spread if s is None else s
+            messages = messages if m < 0 else m
+        out[symbol] = FeedSample(symbol, 1_000_000 + minute * 60_000, price, spread, messages)
+    return out
+
+
+def warm(minutes: int = 25, seed: int = 7) -> tuple[QualityState, random.Random]:
+    rng = random.Random(seed)
+    state = QualityState()
+    for minute in range(1, minutes + 1):
+        totals = TotalsSample(1_000_000 + minute * 60_000, minute * 1800, minute)
+        state, found = assess(state, feeds(minute, rng), totals, CONFIG)
+        assert not found.dirty, found.anomalies
+    return state, rng
+
+
+def test_a_calm_market_is_clean_and_the_state_survives_the_cursor() -> None:
+    state, _ = warm()
+    assert set(state.series) == {*SYMBOLS, OVERALL}
+    assert set(state.series["AAAUSDT"].stats) == {"price_jump", "spread", "message_rate"}
+    assert set(state.series[OVERALL].stats) == {"message_rate", "resync_rate"}
+    cursor = msgspec.json.encode(state)
+    assert msgspec.json.decode(cursor, type=QualityState) == state
+
+
+def test_one_symbol_alone_is_reported_but_not_dirty() -> None:
+    state, rng = warm()
+    minute = 26
+    sample = feeds(minute, rng, AAAUSDT=(None, 0.002, -1))  # spread ten times wider
+    state, found = assess(
+        state, sample, TotalsSample(1_000_000 + minute * 60_000, minute * 1800, minute), CONFIG
+    )
+    assert [(a.symbol, a.series) for a in found.anomalies] == [("AAAUSDT", "spread")]
+    assert found.anomalies[0].sigmas > 3
+    assert not found.dirty  # min_symbols is 2
+
+
+def test_anomalies_on_enough_symbols_make_a_dirty_check() -> None:
+    state, rng = warm()
+    minute = 26
+    sample = feeds(minute, rng, AAAUSDT=(150.0, None, -1), BBBUSDT=(None, 0.003, -1))
+    _, found = assess(state, sample, TotalsSample(1_000_000 + minute * 60_000, minute * 1800, minute), CONFIG)
+    assert {(a.symbol, a.series) for a in found.anomalies} == {
+        ("AAAUSDT", "price_jump"),
+        ("BBBUSDT", "spread"),
+    }
+    assert found.dirty
+    assert "AAAUSDT price_jump" in found.anomalies[0].describe() or "BBBUSDT" in found.anomalies[0].describe()
+
+
+def test_an_overall_resync_burst_or_a_silent_feed_is_dirty_on_its_own() -> None:
+    state, rng = warm()
+    minute = 26
+    burst = TotalsSample(1_000_000 + minute * 60_000, minute * 1800, 25 + 40)  # 40 resyncs in a minute
+    _, found = assess(state, feeds(minute, rng), burst, CONFIG)
+    assert [(a.symbol, a.series) for a in found.anomalies] == [(OVERALL, "resync_rate")]
+    assert found.dirty
+    silent = TotalsSample(1_000_000 + minute * 60_000, 25 * 1800 + 10, 25)  # messages almost stopped
+    _, found = assess(state, feeds(minute, rng), silent, CONFIG)
+    assert [(a.symbol, a.series, a.sigmas < 0) for a in found.anomalies] == [(OVERALL, "message_rate", True)]
+
+
+def test_narrower_spreads_and_quieter_prices_are_not_anomalies() -> None:
+    state, rng = warm()
+    minute = 26
+    sample = feeds(minute, rng, AAAUSDT=(None, 0.00001, -1), BBBUSDT=(None, 0.00001, -1))
+    _, found = assess(state, sample, None, CONFIG)
+    assert found.anomalies == []
+
+
+def test_unknown_values_are_counted_and_stale_symbols_are_not_judged_twice() -> None:
+    state, rng = warm()
+    minute = 26
+    sample = feeds(minute, rng)
+    sample["AAAUSDT"] = FeedSample(
+        "AAAUSDT", sample["AAAUSDT"].updated_ms, None, None, sample["AAAUSDT"].messages
+    )
+    state2, found = assess(state, sample, None, CONFIG)
+    assert found.unknown == 2
+    # the same samples again: nothing was republished, nothing is judged, the state is unchanged
+    state3, again = assess(state2, sample, None, CONFIG)
+    assert again.judged == 0
+    assert state3.series["BBBUSDT"] == state2.series["BBBUSDT"]
+
+
+def test_counter_reset_after_a_restart_is_not_a_rate_and_left_symbols_are_forgotten() -> None:
+    state, rng = warm()
+    minute = 26
+    sample = {k: v for k, v in feeds(minute, rng, AAAUSDT=(None, None, 5)).items() if k != "CCCUSDT"}
+    new, found = assess(state, sample, None, CONFIG)
+    assert found.resets == 1
+    assert "CCCUSDT" not in new.series
+    assert not any(a.series == "message_rate" for a in found.anomalies)
+
+
+def test_warm_up_judges_nothing() -> None:
+    rng = random.Random(3)
+    state = QualityState()
+    state, found = assess(state, feeds(1, rng), None, CONFIG)
+    state, found = assess(state, feeds(2, rng, AAAUSDT=(500.0, 0.5, -1)), None, CONFIG)
+    assert found.judged == 0 and found.anomalies == []
+
+
+def test_bad_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="data-quality config"):
+        QualityConfig(k=0)
