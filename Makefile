@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapewatch needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
@@ -25,7 +25,21 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint
+	@$(MAKE) --no-print-directory browser
 	$(BIN)/pytest
+
+# The dashboard's browser test drives headless Chromium through chromedriver (Debian's packages). Installed
+# when missing and possible (root with apt); otherwise a clear message, and the test skips (it fails under CI).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo ">> installing chromium and chromium-driver for the dashboard's browser test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	else \
+		echo ">> chromium/chromedriver are missing and cannot be installed here (needs root and apt-get):"; \
+		echo ">> the dashboard's browser test will be skipped. Install them: apt-get install -y chromium chromium-driver"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -75,7 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"symbols": tuple(s.strip().upper() for s in args.symbols.split(","))}
         )
-    open_database(settings).dispose()  # migrations at start-up
+    db = open_database(settings)  # migrations at start-up
+    try:
+        from tapewatch.adapters.tuning_store import with_active_parameters
+
+        # the applied tuning (tapewatch tuning apply); values the operator set explicitly still win
+        settings = with_active_parameters(db, settings)[0]
+    finally:
+        db.dispose()
     redis_url = ensure_redis(settings)
     return run_main(
         settings,
@@ -113,7 +120,23 @@ def cmd_sim(args: argparse.Namespace) -> int:
     host = args.host or settings.sim_host
     port = args.port if args.port is not None else settings.sim_port
     try:
-        asyncio.run(serve(host, port, args.seed, args.symbols, args.speed, faults))
+        if args.episode_rate != 1.0 or args.clock_file is not None:
+            from realtime.demo import serve_sim  # the demo's simulator: more episodes, resumable clock
+
+            asyncio.run(
+                serve_sim(
+                    host,
+                    port,
+                    seed=args.seed,
+                    symbols=args.symbols,
+                    speed=args.speed,
+                    episode_rate=args.episode_rate,
+                    clock_file=args.clock_file,
+                    faults=faults,
+                )
+            )
+        else:
+            asyncio.run(serve(host, port, args.seed, args.symbols, args.speed, faults))
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port} ({exc.strerror}); set --port or TAPEWATCH_SIM_PORT"
@@ -122,24 +145,29 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from realtime.demo import run_demo
-    from tapewatch.adapters.db import open_database
-    from tapewatch.adapters.embedded import ensure_database, ensure_redis
+    from tapewatch.platform import DemoOptions, run_demo
 
-    settings = _settings(args)
-    print(">> starting PostgreSQL and Redis (embedded unless TAPEWATCH_DATABASE_URL / TAPEWATCH_REDIS_URL)")
-    open_database(settings).dispose()
-    redis_url = ensure_redis(settings)
-    return run_demo(
-        settings,
-        redis_url=redis_url,
-        database_url=ensure_database(settings),
+    options = DemoOptions(
         seed=args.seed,
         symbols=args.symbols,
         speed=args.speed,
+        episode_rate=args.episode_rate,
+        daily_cap_scale=args.daily_cap_scale,
         duration=args.duration,
         status_every=args.status_every,
+        dagster=not args.no_dagster,
+        dashboard=not args.no_dashboard,
     )
+    return run_demo(_settings(args), options, commands=available_commands(), config=args.config)
+
+
+def available_commands() -> frozenset[str]:
+    """The subcommands of this installation (the demo starts Dagster and the dashboard when they exist)."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return frozenset(action.choices)
+    return frozenset()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -167,6 +195,111 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     applied = cli_upgrade(_settings(args))
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.app import check_bind, serve
+    from tapewatch.adapters.db import open_database
+    from tapewatch.adapters.embedded import ensure_database, ensure_redis
+
+    settings = _settings(args)
+    host = args.host or settings.dashboard_host
+    port = args.port if args.port is not None else settings.dashboard_port
+    password = settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
+    check_bind(host, password)  # before starting anything
+    open_database(settings).dispose()  # migrations at start-up
+    serve(settings, database_url=ensure_database(settings), redis_url=ensure_redis(settings), host=host, port=port)
+    return 0
+
+
+def cmd_dagster(args: argparse.Namespace) -> int:
+    from tapewatch.adapters.dagster_home import run_dagster
+
+    return run_dagster(_settings(args), args.port)
+
+
+def cmd_rescan(args: argparse.Namespace) -> int:
+    from tapewatch.adapters.dagster_runs import launch_and_wait
+    from tapewatch.adapters.db import open_database
+    from tapewatch.adapters.universe_store import rescan_by_run
+
+    settings = _settings(args)
+    host, port = settings.dagster_host, settings.dagster_port
+    outcome = launch_and_wait(
+        host,
+        port,
+        "universe_rescan_job",
+        timeout=args.timeout,
+        on_status=lambda s: print(f"   {s}", flush=True),
+    )
+    print(f"run {outcome.run_id}: {outcome.status} after {outcome.seconds:.0f} s")
+    print(f"   http://{host}:{port}/runs/{outcome.run_id}")
+    if not outcome.ok:
+        return 1
+    db = open_database(settings)
+    try:
+        rescan = rescan_by_run(db, outcome.run_id)
+    finally:
+        db.dispose()
+    if rescan is None:
+        print("the run succeeded but stored no rescan (another database?)", file=sys.stderr)
+        return 1
+    print(f"universe (rescan {rescan.rescan_id}, {len(rescan.symbols)} symbols): {' '.join(rescan.symbols)}")
+    print(f"added: {' '.join(rescan.added) or '-'}")
+    print(f"removed: {' '.join(rescan.removed) or '-'}")
+    return 0
+
+
+def cmd_tuning(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    from tapewatch.adapters import tuning_store as ts
+    from tapewatch.adapters.db import open_database
+
+    settings = _settings(args)
+    actor = args.actor if getattr(args, "actor", None) else f"{getpass.getuser()} (cli)"
+    db = open_database(settings)
+    try:
+        if args.tuning_command == "list":
+            active = ts.history(db, 1)
+            in_force = active[0].proposal_id if active and active[0].parameters else None
+            rows = ts.list_proposals(db, args.limit)
+            if args.json:
+                print(json.dumps([p.to_json() for p in rows]))
+                return 0
+            if not rows:
+                print(
+                    "no tuning proposals yet (the monthly schedule makes one; or `tapewatch tuning propose`)"
+                )
+            for p in rows:
+                mark = "  <- in force" if p.id == in_force else ""
+                print(f"{p.id:>5}  {p.created_at:%Y-%m-%d %H:%M}  {p.status:<18} {p.note}{mark}")
+        elif args.tuning_command == "show":
+            p = ts.get_proposal(db, args.id)
+            print(json.dumps(p.to_json(), indent=None if args.json else 2))
+        elif args.tuning_command == "propose":
+            p = ts.propose(db, settings, now_ms=int(time.time() * 1000))
+            print(f"proposal {p.id}: {p.status}: {p.note}")
+        elif args.tuning_command == "apply":
+            done = ts.apply_proposal(db, args.id, actor=actor)
+            at = f"{done.applied_at:%Y-%m-%d %H:%M:%S %Z}"
+            print(
+                f"proposal {args.id} in force (record {done.id}, by {done.actor} at {at}): {done.parameters}; "
+                "restart `tapewatch run` to use it"
+            )
+        else:
+            undone = ts.rollback(db, actor=actor)
+            if undone is None:
+                print("nothing to roll back: the settings' own parameters are in force")
+            else:
+                now = undone.parameters or "the settings' own values"
+                print(
+                    f"rolled back (record {undone.id}, by {undone.actor}): now {now}; restart `tapewatch run`"
+                )
+    finally:
+        db.dispose()
     return 0
 
 
@@ -211,14 +344,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--record", metavar="DIR", default=None, help="write a capture without any network")
     p.add_argument("--duration", default=None, help="with --record: simulated time to record, e.g. 2h, 10m")
+    p.add_argument(
+        "--episode-rate", type=float, default=1.0, help="planted order-flow episodes, times the usual rate"
+    )
+    p.add_argument(
+        "--clock-file",
+        type=Path,
+        default=None,
+        help="resume the simulated clock from this file and keep it saved",
+    )
     p.set_defaults(func=cmd_sim)
 
-    p = sub.add_parser("demo", help="the simulated exchange and the realtime service, with a live table")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--symbols", type=int, default=40)
-    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    p = sub.add_parser(
+        "demo",
+        help="the whole platform on the simulated exchange: realtime, Dagster, dashboard (Ctrl-C stops it)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="simulated market seed")
+    p.add_argument("--symbols", type=int, default=20, help="simulated perpetual symbols")
+    p.add_argument("--speed", type=float, default=20.0, help="simulated seconds per wall second")
+    p.add_argument("--episode-rate", type=float, default=3.0, help="planted episodes, times the usual rate")
+    p.add_argument(
+        "--daily-cap-scale", type=int, default=10, help="daily signal caps times this (unless set explicitly)"
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--status-every", type=float, default=5.0, help="seconds between live tables")
+    p.add_argument(
+        "--status-every", type=float, default=15.0, help="seconds between status lines/live tables"
+    )
+    p.add_argument("--no-dagster", action="store_true", help="do not start the Dagster webserver and daemon")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("settings", help="print the effective settings (or the reference table)")
@@ -235,6 +388,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print a JSON object as the last line of stdout")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tuning", help="monthly tuning proposals: list, show, propose, apply, rollback")
+    tsub = p.add_subparsers(dest="tuning_command", required=True, metavar="ACTION")
+    t = tsub.add_parser("list", help="the newest proposals")
+    t.add_argument("--limit", type=int, default=20)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tuning)
+    t = tsub.add_parser("show", help="one proposal: parameters and results beside the current ones")
+    t.add_argument("id", type=int)
+    t.add_argument("--json", action="store_true", help="one line of JSON")
+    t.set_defaults(func=cmd_tuning)
+    t = tsub.add_parser("propose", help="run the tuning now and store a proposal (never applied)")
+    t.set_defaults(func=cmd_tuning)
+    for action, helptext in (
+        ("apply", "put a proposal in force"),
+        ("rollback", "return to the previous set"),
+    ):
+        t = tsub.add_parser(action, help=helptext + " (used by `tapewatch run` at its next start)")
+        if action == "apply":
+            t.add_argument("id", type=int)
+        t.add_argument("--actor", default=None, help="who does it (default: the OS user)")
+        t.set_defaults(func=cmd_tuning)
+
+    p = sub.add_parser("dashboard", help="the Dash dashboard: live signals, performance, quality, health")
+    p.add_argument("--host", default=None, help="listen address (default TAPEWATCH_DASHBOARD_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default TAPEWATCH_DASHBOARD_PORT, 8050)")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("dagster", help="the Dagster webserver and daemon (Ctrl-C stops both)")
+    p.add_argument("--port", type=int, default=None, help="webserver port (default TAPEWATCH_DAGSTER_PORT, 3000)")
+    p.set_defaults(func=cmd_dagster)
+
+    p = sub.add_parser("rescan", help="launch the universe rescan in the running Dagster instance and wait")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the run to finish")
+    p.set_defaults(func=cmd_rescan)
     return parser
 
 

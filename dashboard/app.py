@@ -1,0 +1,156 @@
+"""The Dash app: the shell (navigation, live status pills, outage banner) around the pages, basic auth when
+bound beyond loopback, and the process heartbeat. ``tapewatch dashboard`` calls :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from pathlib import Path
+
+import dash
+from dash import Input, Output, dcc, html
+
+from dashboard import backend as be
+from dashboard import ui
+from tapewatch.adapters.redis_keys import DASHBOARD, REALTIME
+from tapewatch.errors import ConfigError, StorageUnavailable
+from tapewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: The page modules, in navigation order.
+PAGES = ("live", "performance", "quality", "system", "universe", "health", "reports")
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+HEARTBEAT_EVERY = 10.0
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def check_bind(host: str, password: str | None) -> None:
+    """Refuse (ConfigError) to serve beyond loopback without a password: the dashboard can pause signalling."""
+    if host not in LOOPBACK and not password:
+        raise ConfigError(
+            f"the dashboard is bound to {host}, beyond this machine: set TAPEWATCH_DASHBOARD_PASSWORD (and "
+            "optionally TAPEWATCH_DASHBOARD_USER) to require basic auth, or bind to 127.0.0.1"
+        )
+
+
+def status_pills(backend: be.Backend, problems: list[str]) -> list[html.Span]:
+    """PostgreSQL, Redis and realtime up/down, and whether signalling is paused, as coloured pills."""
+    pills: list[html.Span] = []
+    pg_down = any(p.startswith("PostgreSQL") for p in problems)
+    redis_down = any(p.startswith("Redis") for p in problems)
+    pills.append(html.Span("PostgreSQL", className=f"tw-pill {'bad' if pg_down else 'ok'}"))
+    pills.append(html.Span("Redis", className=f"tw-pill {'bad' if redis_down else 'ok'}"))
+    if not redis_down:
+        try:
+            beat = backend.redis.heartbeat(REALTIME)
+            control = backend.redis.read_control()
+        except StorageUnavailable:
+            return pills
+        pills.append(html.Span("realtime", className=f"tw-pill {'ok' if beat else 'bad'}"))
+        if control.paused:
+            pills.append(html.Span("PAUSED", className="tw-pill warn", title=control.paused_reason or ""))
+        if control.backup_feed:
+            pills.append(html.Span("backup feed", className="tw-pill warn"))
+    return pills
+
+
+def shell_status() -> tuple[list[html.Span], html.Div]:
+    """The shell's pills and outage banner (callback body, also called by tests)."""
+    backend = be.current()
+    problems = be.storage_problems(backend)
+    return status_pills(backend, problems), ui.banner(problems)
+
+
+def _layout() -> html.Div:
+    links = [
+        dcc.Link(page["name"], href=page["relative_path"], id=f"nav-{page['module'].rsplit('.', 1)[-1]}")
+        for page in dash.page_registry.values()
+    ]
+    return html.Div(
+        [
+            html.Nav(
+                [
+                    html.Span("tapewatch", className="tw-brand"),
+                    *links,
+                    html.Span(id="shell-status", className="tw-nav-right"),
+                ],
+                className="tw-nav",
+            ),
+            html.Div(id="shell-banner"),
+            dcc.Interval(id="shell-interval", interval=2000),
+            html.Main(dash.page_container, className="tw-page"),
+        ]
+    )
+
+
+def create_app(backend: be.Backend, *, password: str | None = None) -> dash.Dash:
+    """The Dash app on ``backend`` (installed for every callback); basic auth when ``password`` is set."""
+    be.use(backend)
+    app = dash.Dash(
+        __name__,
+        use_pages=True,
+        pages_folder="",
+        assets_folder=str(ASSETS),
+        title="tapewatch",
+        update_title="",
+        suppress_callback_exceptions=True,
+    )
+    for name in PAGES:
+        importlib.import_module(f"dashboard.pages.{name}")
+    app.layout = _layout
+    if password:
+        import dash_auth
+
+        dash_auth.BasicAuth(app, {backend.settings.dashboard_user: password})
+
+    @app.callback(
+        Output("shell-status", "children"),
+        Output("shell-banner", "children"),
+        Input("shell-interval", "n_intervals"),
+    )
+    def _shell(_: int | None) -> tuple[list[html.Span], html.Div]:
+        return shell_status()
+
+    return app
+
+
+def _heartbeat(backend: be.Backend, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            backend.redis.beat(
+                DASHBOARD, ttl_s=HEARTBEAT_EVERY * 3, info={"port": backend.settings.dashboard_port}
+            )
+        except StorageUnavailable as exc:
+            log.warning("dashboard heartbeat failed (will retry): %s", exc)
+        stop.wait(HEARTBEAT_EVERY)
+
+
+def serve(settings: Settings, *, database_url: str, redis_url: str, host: str, port: int) -> None:
+    """Run the dashboard until interrupted (ConfigError when bound beyond loopback without a password)."""
+    from tapewatch.adapters.db import Database
+    from tapewatch.adapters.redis_keys import Keyspace
+    from tapewatch.adapters.redis_state import RedisState
+
+    password = settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
+    check_bind(host, password)
+    backend = be.Backend(
+        settings=settings.model_copy(update={"dashboard_port": port}),
+        db=Database(database_url, application_name="tapewatch-dashboard"),
+        redis=RedisState.from_url(redis_url, keys=Keyspace(settings.redis_prefix)),
+        dagster=be.DagsterLauncher(settings.dagster_host, settings.dagster_port),
+    )
+    app = create_app(backend, password=password)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(backend, stop), name="dashboard-heartbeat", daemon=True)
+    beat.start()
+    print(
+        f">> tapewatch dashboard on http://{host}:{port}/" + (" (basic auth)" if password else ""), flush=True
+    )
+    try:
+        app.run(host=host, port=port, debug=False)
+    finally:
+        stop.set()
+        backend.close()

@@ -1,0 +1,1 @@
+"""One module per dashboard page (each calls ``dash.register_page``; imported by ``dashboard.app``)."""

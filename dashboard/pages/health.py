@@ -1,0 +1,208 @@
+"""Health: the control state (signalling paused, backup feed, reduced universe) with Pause / Resume buttons,
+health incidents (start, end, reason, action taken), feed incidents, and the audit log of operator actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html
+
+from dashboard import actions, ui
+from dashboard import backend as be
+from tapewatch.adapters import dashboard_queries as q
+from tapewatch.adapters import health_store, incidents
+from tapewatch.errors import StorageUnavailable
+
+DEFAULT_REASON = "paused from the dashboard"
+SOURCE = "dashboard"
+
+
+def layout(**_: Any) -> html.Div:
+    refresh_ms = int(be.current().settings.dashboard_refresh * 1000)
+    return html.Div(
+        [
+            dcc.Interval(id="health-interval", interval=max(refresh_ms, 1000)),
+            html.Div(id="health-banner"),
+            ui.section(
+                "Control",
+                html.Dl(id="health-control", className="tw-kv"),
+                html.Div(
+                    [
+                        dcc.Input(
+                            id="health-reason",
+                            placeholder="why pause? (shown to operators)",
+                            className="tw-input",
+                            type="text",
+                        ),
+                        html.Button(
+                            "Pause signalling", id="health-pause", className="tw-btn danger", n_clicks=0
+                        ),
+                        html.Button(
+                            "Resume signalling", id="health-resume", className="tw-btn go", n_clicks=0
+                        ),
+                        html.Span(id="health-action-result", className="tw-muted"),
+                    ],
+                    className="tw-controls",
+                ),
+            ),
+            ui.section(
+                "Health incidents (sensors)",
+                ui.grid(
+                    "health-incidents",
+                    [
+                        ui.column("started_at", "start"),
+                        ui.column("ended_at", "end"),
+                        ui.column("kind", "kind"),
+                        ui.column("reason", "reason", flex=2),
+                        ui.column("action", "action taken"),
+                        ui.column("recovery", "recovery"),
+                    ],
+                    height=200,
+                ),
+            ),
+            html.Div(
+                [
+                    ui.section(
+                        "Feed incidents",
+                        ui.grid(
+                            "health-feed-incidents",
+                            [
+                                ui.column("recorded_at", "recorded"),
+                                ui.column("resolved_at", "resolved"),
+                                ui.column("kind", "kind"),
+                                ui.column("symbol", "symbol"),
+                                ui.column("detail", "detail", flex=2),
+                            ],
+                            height=240,
+                        ),
+                    ),
+                    ui.section(
+                        "Operator actions",
+                        ui.grid(
+                            "health-actions",
+                            [
+                                ui.column("recorded_at", "when"),
+                                ui.column("action", "action"),
+                                ui.column("detail", "detail"),
+                                ui.column("actor", "user"),
+                                ui.column("client_addr", "from"),
+                                ui.column("result", "result"),
+                                ui.column("error", "error"),
+                            ],
+                            height=240,
+                        ),
+                    ),
+                ],
+                className="tw-row",
+            ),
+        ]
+    )
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "open"
+
+
+def control_facts(backend: be.Backend) -> list[Any]:
+    """The control state as a definition list (StorageUnavailable when Redis is down)."""
+    control = backend.redis.read_control()
+    facts = [
+        ("signalling", f"PAUSED — {control.paused_reason}" if control.paused else "live"),
+        ("market data", "backup feed (REST polling)" if control.backup_feed else "primary (websockets)"),
+        (
+            "universe cap",
+            "none" if control.max_universe is None else f"{control.max_universe} symbols (reduced)",
+        ),
+        (
+            "universe",
+            "chosen by score" if control.universe is None else f"{len(control.universe)} symbols set",
+        ),
+    ]
+    if control.invalid:
+        facts.append(("unreadable control keys", ", ".join(control.invalid)))
+    return [item for k, v in facts for item in (html.Dt(k), html.Dd(v))]
+
+
+def health_view(backend: be.Backend) -> tuple[Any, ...]:
+    """Control facts, health incidents, feed incidents, operator actions, banner."""
+    problems: list[str] = []
+    try:
+        control = control_facts(backend)
+    except StorageUnavailable as exc:
+        control, problems = [html.Dt("control"), html.Dd("unknown (Redis unavailable)")], [str(exc)]
+    health, problem = be.attempt(lambda: health_store.list_health_incidents(backend.db, limit=100))
+    feed, problem2 = be.attempt(lambda: incidents.list_incidents(backend.db, limit=200))
+    done, problem3 = be.attempt(lambda: q.recent_actions(backend.db, limit=100))
+    problems += [p for p in (problem, problem2, problem3) if p and p not in problems]
+    health_rows = [
+        {**h.to_json(), "started_at": _when(h.started_at), "ended_at": _when(h.ended_at)}
+        for h in health or []
+    ]
+    feed_rows = [
+        {**i.to_json(), "recorded_at": _when(i.recorded_at), "resolved_at": _when(i.resolved_at)}
+        for i in feed or []
+    ]
+    action_rows = [
+        {
+            "recorded_at": _when(a.recorded_at),
+            "action": a.action,
+            "detail": a.detail,
+            "actor": a.actor,
+            "client_addr": a.client_addr,
+            "result": a.result,
+            "error": a.error,
+        }
+        for a in done or []
+    ]
+    return control, health_rows, feed_rows, action_rows, ui.banner(problems)
+
+
+def pause(backend: be.Backend, reason: str | None, who: actions.Origin) -> str:
+    """Pause signalling (recorded with its origin); the operator's message."""
+    why = (reason or "").strip() or DEFAULT_REASON
+    return actions.perform(
+        backend, "pause", why, who, lambda: backend.redis.pause(why, source=f"{SOURCE}:{who.actor}")
+    ).message
+
+
+def resume(backend: be.Backend, who: actions.Origin) -> str:
+    """Resume signalling (recorded with its origin); the operator's message."""
+    return actions.perform(
+        backend, "resume", "", who, lambda: backend.redis.resume(source=f"{SOURCE}:{who.actor}")
+    ).message
+
+
+@callback(
+    Output("health-action-result", "children"),
+    Input("health-pause", "n_clicks"),
+    Input("health-resume", "n_clicks"),
+    State("health-reason", "value"),
+    prevent_initial_call=True,
+)
+def control_button(pause_clicks: int | None, resume_clicks: int | None, reason: str | None) -> str:
+    """Pause or Resume (a POST), recorded with time and origin."""
+    if dash.ctx.triggered_id == "health-pause" and pause_clicks:
+        return pause(be.current(), reason, actions.origin())
+    if dash.ctx.triggered_id == "health-resume" and resume_clicks:
+        return resume(be.current(), actions.origin())
+    return ""
+
+
+@callback(
+    Output("health-control", "children"),
+    Output("health-incidents", "rowData"),
+    Output("health-feed-incidents", "rowData"),
+    Output("health-actions", "rowData"),
+    Output("health-banner", "children"),
+    Input("health-interval", "n_intervals"),
+    Input("health-action-result", "children"),
+)
+def refresh_health(_: int | None, __: Any) -> tuple[Any, ...]:
+    return health_view(be.current())
+
+
+# registered last, with its layout function (Dash reads the layout at registration)
+dash.register_page(
+    __name__, path="/health", name="Health", title="tapewatch · Health", order=5, layout=layout
+)

@@ -1,0 +1,153 @@
+"""Performance: finished signals by symbol and by tier over a chosen period — signals, win rate, total and
+average R, P&L %, Sharpe, drawdown — and the equity curve in R. Definitions in tapewatch.adapters.dashboard_stats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import dash
+from dash import Input, Output, callback, dcc, html
+
+from dashboard import backend as be
+from dashboard import ui
+from tapewatch.adapters import dashboard_queries as q
+from tapewatch.adapters import dashboard_stats as stats
+
+DAY_MS = 86_400_000
+#: Period choices: label → days back (None: everything stored).
+PERIODS: dict[str, int | None] = {"24 h": 1, "7 days": 7, "30 days": 30, "90 days": 90, "all": None}
+NO_FINISHED = (
+    "No finished signals in this period yet — outcomes appear once signals hit a target, the stop or expire."
+)
+
+STAT_COLUMNS = [
+    ui.column("signals", "signals", "num", valueFormatter={"function": "params.value"}),
+    ui.column("triggered", "triggered", "num", valueFormatter={"function": "params.value"}),
+    ui.column("win_rate", "win rate", "pct"),
+    ui.column("total_r", "total R", "r"),
+    ui.column("avg_r", "avg R", "r"),
+    ui.column("pnl_pct", "P&L %", "num"),
+    ui.column("sharpe", "Sharpe", "num"),
+    ui.column("max_drawdown_r", "max DD R", "num"),
+    ui.column("avg_hold_min", "avg hold min", "num"),
+]
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            dcc.Interval(id="performance-interval", interval=30_000),
+            html.Div(id="performance-banner"),
+            html.Div(
+                [
+                    html.Span("period", className="tw-muted"),
+                    dcc.Dropdown(
+                        id="performance-period",
+                        options=list(PERIODS),
+                        value="7 days",
+                        clearable=False,
+                        style={"width": "140px"},
+                    ),
+                    html.Span("tier", className="tw-muted"),
+                    dcc.Dropdown(
+                        id="performance-tier",
+                        options=["all", "HIGH", "MEDIUM", "LOW"],
+                        value="all",
+                        clearable=False,
+                        style={"width": "120px"},
+                    ),
+                ],
+                className="tw-controls",
+            ),
+            html.Div(id="performance-kpis", className="tw-kpis"),
+            html.Div(id="performance-empty"),
+            ui.section("Equity curve (cumulative R, by exit time)", dcc.Graph(id="performance-equity")),
+            html.Div(
+                [
+                    ui.section(
+                        "By symbol",
+                        ui.grid(
+                            "performance-symbols",
+                            [ui.column("key", "symbol", pinned="left", width=110), *STAT_COLUMNS],
+                            height=320,
+                        ),
+                    ),
+                    ui.section(
+                        "By tier",
+                        ui.grid(
+                            "performance-tiers",
+                            [ui.column("key", "tier", "priority"), *STAT_COLUMNS],
+                            height=140,
+                        ),
+                    ),
+                ],
+                className="tw-row",
+            ),
+        ]
+    )
+
+
+def period_range(backend: be.Backend, period: str) -> tuple[int, int]:
+    """``[since, until)`` in ms for a period label (ValueError for an unknown one)."""
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}; choose one of {', '.join(PERIODS)}")
+    now = backend.now_ms()
+    days = PERIODS[period]
+    return (0 if days is None else now - days * DAY_MS), now + 1
+
+
+def performance_view(backend: be.Backend, period: str, tier: str) -> tuple[Any, ...]:
+    """KPIs, equity figure, per-symbol rows, per-tier rows, banner and empty state for the chosen period."""
+    since, until = period_range(backend, period)
+    chosen = None if tier == "all" else tier
+    rows, problem = be.attempt(lambda: q.finished_signals(backend.db, since, until, tier=chosen))
+    fig = ui.figure(height=300)
+    if problem or rows is None:
+        return [], fig, [], [], ui.banner([problem or "no data"]), html.Div()
+    first, last = stats.period_days(rows, since, until)
+    overall = stats.summarize_group("all", rows, first, last)
+    kpis = [
+        ui.kpi("finished signals", str(overall.signals)),
+        ui.kpi("win rate", ui.fmt_pct(overall.win_rate)),
+        ui.kpi("total R", ui.fmt_r(overall.total_r), ui.tone_of(overall.total_r)),
+        ui.kpi("avg R", ui.fmt_r(overall.avg_r), ui.tone_of(overall.avg_r)),
+        ui.kpi("P&L %", ui.fmt_num(overall.pnl_pct, 2), ui.tone_of(overall.pnl_pct)),
+        ui.kpi("Sharpe", ui.fmt_num(overall.sharpe, 2)),
+        ui.kpi("max drawdown", f"{overall.max_drawdown_r:.2f} R"),
+    ]
+    curve = stats.equity_curve(rows)
+    if curve:
+        fig.add_scatter(
+            x=[ui.fmt_time(t) for t, _ in curve],
+            y=[r for _, r in curve],
+            mode="lines",
+            fill="tozeroy",
+            line={"color": "#58a6ff", "width": 1.5},
+            name="cumulative R",
+        )
+    by_symbol = [asdict(s) for s in stats.group_by(rows, lambda r: r.symbol, first, last)]
+    by_tier = [asdict(s) for s in stats.group_by(rows, lambda r: r.tier, first, last)]
+    empty = ui.empty(NO_FINISHED) if not rows else html.Div()
+    return kpis, fig, by_symbol, by_tier, ui.banner([]), empty
+
+
+@callback(
+    Output("performance-kpis", "children"),
+    Output("performance-equity", "figure"),
+    Output("performance-symbols", "rowData"),
+    Output("performance-tiers", "rowData"),
+    Output("performance-banner", "children"),
+    Output("performance-empty", "children"),
+    Input("performance-period", "value"),
+    Input("performance-tier", "value"),
+    Input("performance-interval", "n_intervals"),
+)
+def refresh_performance(period: str, tier: str, _: int | None) -> tuple[Any, ...]:
+    return performance_view(be.current(), period, tier)
+
+
+# registered last, with its layout function (Dash reads the layout at registration)
+dash.register_page(
+    __name__, path="/performance", name="Performance", title="tapewatch · Performance", order=1, layout=layout
+)

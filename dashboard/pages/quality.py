@@ -1,0 +1,158 @@
+"""Quality: quality scores against outcomes (win rate by quality band, calibration of ``confidence``), the
+rejection reasons of candidates over time, and the tuning parameters (current against proposed) with Apply."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html
+
+from dashboard import actions, tuning_panel, ui
+from dashboard import backend as be
+from dashboard.pages.performance import PERIODS, period_range
+from tapewatch.adapters import dashboard_queries as q
+from tapewatch.adapters import dashboard_stats as stats
+
+SCATTER_POINTS = 2000
+HOUR_MS = 3_600_000
+NO_HISTORY = "No finished signals in this period yet — quality bands and calibration need outcomes."
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            dcc.Interval(id="quality-interval", interval=60_000),
+            html.Div(id="quality-banner"),
+            html.Div(
+                [
+                    html.Span("period", className="tw-muted"),
+                    dcc.Dropdown(
+                        id="quality-period",
+                        options=list(PERIODS),
+                        value="30 days",
+                        clearable=False,
+                        style={"width": "140px"},
+                    ),
+                ],
+                className="tw-controls",
+            ),
+            html.Div(id="quality-empty"),
+            html.Div(
+                [
+                    ui.section("Win rate by quality band", dcc.Graph(id="quality-bands")),
+                    ui.section(
+                        "Calibration of confidence (TP1 before stop)", dcc.Graph(id="quality-calibration")
+                    ),
+                ],
+                className="tw-row",
+            ),
+            html.Div(
+                [
+                    ui.section("Quality score against outcome (R)", dcc.Graph(id="quality-scatter")),
+                    ui.section(
+                        "Candidates by fate over time (rejection reasons)", dcc.Graph(id="quality-rejections")
+                    ),
+                ],
+                className="tw-row",
+            ),
+            tuning_panel.layout(),
+        ]
+    )
+
+
+def quality_view(backend: be.Backend, period: str) -> tuple[Any, ...]:
+    """Bands figure, calibration figure, scatter figure, rejections figure, banner, empty state."""
+    since, until = period_range(backend, period)
+    rows, problem = be.attempt(lambda: q.finished_signals(backend.db, since, until))
+    span = until - max(since, backend.now_ms() - 400 * 86_400_000)
+    bucket = HOUR_MS if span <= 3 * 86_400_000 else 24 * HOUR_MS
+    fates, problem2 = be.attempt(lambda: q.rejection_counts(backend.db, since, until, bucket))
+    problems = [p for p in (problem, problem2) if p]
+    bands_fig, cal_fig = ui.figure(height=260), ui.figure(height=260)
+    scatter_fig, rej_fig = ui.figure(height=280), ui.figure(height=280)
+    rows = rows or []
+    bands = stats.quality_bands(rows)
+    bands_fig.add_bar(
+        x=[b.label for b in bands],
+        y=[(b.win_rate or 0) * 100 for b in bands],
+        name="win rate %",
+        marker_color="#58a6ff",
+        text=[f"n={b.signals} · {ui.fmt_r(b.avg_r)}" for b in bands],
+        textposition="outside",
+    )
+    bands_fig.update_yaxes(title="win rate %", range=[0, 110])
+    cal = stats.calibration(rows)
+    cal_fig.add_scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot", "color": ui.MUTED}
+    )
+    cal_fig.add_scatter(
+        x=[b.mean_confidence for b in cal],
+        y=[b.tp1_rate for b in cal],
+        mode="markers+lines",
+        name="observed",
+        marker={"size": [max(6, min(20, b.signals**0.5)) for b in cal]},
+        text=[f"{b.label}: n={b.triggered}" for b in cal],
+        line={"color": "#f0883e"},
+    )
+    cal_fig.update_xaxes(title="confidence", range=[0, 1])
+    cal_fig.update_yaxes(title="observed TP1 rate", range=[0, 1])
+    for tier, colour in ui.PRIORITY_COLOURS.items():
+        mine = [r for r in rows[-SCATTER_POINTS:] if r.tier == tier]
+        if mine:
+            scatter_fig.add_scatter(
+                x=[r.quality_score for r in mine],
+                y=[r.pnl_r for r in mine],
+                mode="markers",
+                name=tier,
+                marker={"color": colour, "size": 5, "opacity": 0.7},
+            )
+    scatter_fig.update_xaxes(title="quality score")
+    scatter_fig.update_yaxes(title="P&L R")
+    by_fate: dict[str, dict[int, int]] = defaultdict(dict)
+    for start, fate, n in fates or []:
+        by_fate[fate][start] = n
+    for fate in sorted(by_fate, key=lambda f: (f != "signal", f)):
+        points = sorted(by_fate[fate].items())
+        rej_fig.add_bar(x=[ui.fmt_time(t) for t, _ in points], y=[n for _, n in points], name=fate)
+    rej_fig.update_layout(barmode="stack")
+    empty = ui.empty(NO_HISTORY) if not rows and not problems else html.Div()
+    return bands_fig, cal_fig, scatter_fig, rej_fig, ui.banner(problems), empty
+
+
+@callback(
+    Output("quality-bands", "figure"),
+    Output("quality-calibration", "figure"),
+    Output("quality-scatter", "figure"),
+    Output("quality-rejections", "figure"),
+    Output("quality-banner", "children"),
+    Output("quality-empty", "children"),
+    Input("quality-period", "value"),
+    Input("quality-interval", "n_intervals"),
+)
+def refresh_quality(period: str, _: int | None) -> tuple[Any, ...]:
+    return quality_view(be.current(), period)
+
+
+@callback(
+    Output("quality-tuning", "children"),
+    Output("quality-proposal", "data"),
+    Output("quality-apply-result", "children"),
+    Input("quality-apply", "n_clicks"),
+    Input("quality-interval", "n_intervals"),
+    State("quality-proposal", "data"),
+)
+def tuning(n_clicks: int | None, _: int | None, proposal_id: Any) -> tuple[Any, Any, Any]:
+    """The tuning table; on Apply (a POST), apply the shown proposal first and say what happened."""
+    applied = None
+    if dash.ctx.triggered_id == "quality-apply" and n_clicks:
+        applied = tuning_panel.apply(be.current(), proposal_id, actions.origin())
+    table, shown = tuning_panel.view(be.current())
+    return table, shown, applied
+
+
+# registered last, with its layout function (Dash reads the layout at registration)
+dash.register_page(
+    __name__, path="/quality", name="Quality", title="tapewatch · Quality", order=2, layout=layout
+)

@@ -1,0 +1,374 @@
+"""What the dashboard reads from PostgreSQL: signal pages, finished-signal history, rejections, operator actions.
+
+Every query of the Dash app lives here (callbacks hold no SQL). Large tables are paged on the server: the
+signal grid asks for rows ``start..end`` with AG Grid's sort and filter models, which are translated into
+SQL through a whitelist of columns (:data:`SIGNAL_COLUMNS`) — an unknown column or filter type is a
+ValueError, never interpolated. Every function raises :class:`~tapewatch.errors.StorageUnavailable` when
+PostgreSQL cannot be reached (the dashboard shows its outage banner and retries on its next tick).
+
+Pure aggregation of the rows read here (summaries per symbol/tier, quality bands, calibration) is in
+:mod:`tapewatch.adapters.dashboard_stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.signal_store import signal_outcomes, signals
+from tapewatch.quality import TIERS
+
+#: Most rows one grid request may ask for (AG Grid's infinite model asks for 100 at a time by default).
+MAX_PAGE = 1000
+
+_o = signal_outcomes.c
+_s = signals.c
+
+#: Grid column id → SQL expression. Only these can be shown, sorted or filtered.
+SIGNAL_COLUMNS: dict[str, ColumnElement[Any]] = {
+    "signal_id": sa.cast(_s.signal_id, sa.Text),
+    "event_time": _s.event_time,
+    "symbol": _s.symbol,
+    "direction": _s.direction,
+    "priority": _s.priority,
+    "quality_score": _s.quality_score,
+    "confidence": _s.confidence,
+    "entry_price": _s.entry_price,
+    "stop_loss": _s.stop_loss,
+    "take_profit_1": _s.take_profit_1,
+    "take_profit_2": _s.take_profit_2,
+    "risk_reward_ratio": _s.risk_reward_ratio,
+    "orderbook_imbalance": _s.orderbook_imbalance,
+    "large_trades_count": _s.large_trades_count,
+    "volume_intensity": _s.volume_intensity,
+    "suggested_position_size": _s.suggested_position_size,
+    # no outcome row yet: the signal waits for its trigger
+    "state": sa.func.coalesce(_o.state, "WAITING"),
+    "pnl_r": _o.pnl_r,
+    "pnl_pct": _o.pnl_pct,
+    "mfe_r": _o.mfe_r,
+    "mae_r": _o.mae_r,
+    "trigger_time": _o.trigger_time,
+    "exit_time": _o.exit_time,
+}
+TEXT_COLUMNS = frozenset({"signal_id", "symbol", "direction", "priority", "state"})
+
+_Op = Callable[[ColumnElement[Any], Any], ColumnElement[bool]]
+_TEXT_OPS: dict[str, _Op] = {
+    "equals": lambda c, v: c == v,
+    "notEqual": lambda c, v: c != v,
+    "contains": lambda c, v: c.ilike(f"%{_escape(v)}%", escape="\\"),
+    "notContains": lambda c, v: sa.not_(c.ilike(f"%{_escape(v)}%", escape="\\")),
+    "startsWith": lambda c, v: c.ilike(f"{_escape(v)}%", escape="\\"),
+    "endsWith": lambda c, v: c.ilike(f"%{_escape(v)}", escape="\\"),
+}
+_NUMBER_OPS: dict[str, _Op] = {
+    "equals": lambda c, v: c == v,
+    "notEqual": lambda c, v: c != v,
+    "lessThan": lambda c, v: c < v,
+    "lessThanOrEqual": lambda c, v: c <= v,
+    "greaterThan": lambda c, v: c > v,
+    "greaterThanOrEqual": lambda c, v: c >= v,
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Rows ``start..start+len(rows)`` of a filtered, sorted table and how many rows match in all."""
+
+    rows: list[dict[str, Any]]
+    total: int
+
+
+def _column(col_id: str) -> ColumnElement[Any]:
+    try:
+        return SIGNAL_COLUMNS[col_id]
+    except KeyError:
+        raise ValueError(f"unknown column {col_id!r}; known: {', '.join(sorted(SIGNAL_COLUMNS))}") from None
+
+
+def _condition(col_id: str, spec: Mapping[str, Any]) -> ColumnElement[bool]:
+    """One AG Grid filter (simple or ``{operator, conditions}``) of column ``col_id`` as a SQL condition."""
+    if "conditions" in spec:
+        parts = [_condition(col_id, c) for c in spec["conditions"]]
+        if not parts:
+            raise ValueError(f"filter of {col_id!r} has no conditions")
+        operator = str(spec.get("operator", "AND")).upper()
+        if operator not in ("AND", "OR"):
+            raise ValueError(f"filter operator must be AND or OR; got {operator!r}")
+        return sa.and_(*parts) if operator == "AND" else sa.or_(*parts)
+    column = _column(col_id)
+    kind = spec.get("filterType", "text")
+    op = spec.get("type", "equals")
+    if op == "blank":
+        return column.is_(None)
+    if op == "notBlank":
+        return column.is_not(None)
+    if kind == "text":
+        if col_id not in TEXT_COLUMNS:
+            raise ValueError(f"column {col_id!r} is numeric: use a number filter")
+        text_op = _TEXT_OPS.get(op)
+        if text_op is None:
+            raise ValueError(f"unknown text filter {op!r}; known: {', '.join(_TEXT_OPS)}")
+        return text_op(column, str(spec.get("filter", "")))
+    if kind == "number":
+        if col_id in TEXT_COLUMNS:
+            raise ValueError(f"column {col_id!r} is text: use a text filter")
+        value = _number(spec.get("filter"), col_id)
+        if op == "inRange":
+            return column.between(value, _number(spec.get("filterTo"), col_id))
+        number_op = _NUMBER_OPS.get(op)
+        if number_op is None:
+            raise ValueError(f"unknown number filter {op!r}; known: {', '.join(_NUMBER_OPS)}, inRange")
+        return number_op(column, value)
+    raise ValueError(f"unsupported filter type {kind!r} (text or number)")
+
+
+def _number(value: Any, col_id: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"filter of {col_id!r} needs a number; got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"filter of {col_id!r} needs a number; got {value!r}") from None
+
+
+def signal_filters(filter_model: Mapping[str, Any] | None) -> list[ColumnElement[bool]]:
+    """AG Grid's ``filterModel`` as SQL conditions over the whitelisted columns; ValueError for anything else."""
+    return [_condition(col_id, spec) for col_id, spec in (filter_model or {}).items()]
+
+
+def signal_order(sort_model: Sequence[Mapping[str, Any]] | None) -> list[ColumnElement[Any]]:
+    """AG Grid's ``sortModel`` as ORDER BY terms (newest first by default, signal id as the tie-break)."""
+    terms: list[ColumnElement[Any]] = []
+    for item in sort_model or ():
+        column = _column(str(item.get("colId")))
+        direction = item.get("sort")
+        if direction not in ("asc", "desc"):
+            raise ValueError(f"sort direction must be asc or desc; got {direction!r}")
+        terms.append(column.asc().nulls_last() if direction == "asc" else column.desc().nulls_last())
+    if not terms:
+        terms.append(_s.event_time.desc())
+    terms.append(_s.signal_id.desc())  # a stable order, so pages never repeat or skip a row
+    return terms
+
+
+def signal_page(
+    db: Database,
+    start: int,
+    end: int,
+    *,
+    sort_model: Sequence[Mapping[str, Any]] | None = None,
+    filter_model: Mapping[str, Any] | None = None,
+    since_ms: int | None = None,
+) -> Page:
+    """ENTRY signals with their stored outcome, rows ``start`` (inclusive) to ``end`` (exclusive) of the
+    filtered, sorted list, and the filtered total. ``since_ms``: only signals created at or after it.
+
+    ValueError for a bad range (``0 <= start < end``, at most :data:`MAX_PAGE` rows) or model."""
+    if not (0 <= start < end) or end - start > MAX_PAGE:
+        raise ValueError(f"rows {start}..{end}: need 0 <= start < end and at most {MAX_PAGE} rows")
+    conditions = [_s.signal_type == "ENTRY", *signal_filters(filter_model)]
+    if since_ms is not None:
+        conditions.append(_s.event_time >= since_ms)
+    joined = signals.outerjoin(signal_outcomes, _o.signal_id == _s.signal_id)
+    query = (
+        sa.select(*(expr.label(name) for name, expr in SIGNAL_COLUMNS.items()))
+        .select_from(joined)
+        .where(*conditions)
+        .order_by(*signal_order(sort_model))
+        .offset(start)
+        .limit(end - start)
+    )
+    count = sa.select(sa.func.count()).select_from(joined).where(*conditions)
+    with db.begin() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+        total = int(conn.execute(count).scalar_one())
+    return Page(rows=rows, total=total)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedSignal:
+    """The fields of a finished ENTRY signal that performance and quality statistics need."""
+
+    symbol: str
+    tier: str
+    created_ms: int
+    quality_score: int
+    confidence: float
+    trigger_ms: int | None
+    tp1_ms: int | None
+    exit_ms: int | None
+    pnl_r: float
+    pnl_pct: float
+
+
+def finished_signals(
+    db: Database, since_ms: int, until_ms: int, *, tier: str | None = None, symbol: str | None = None
+) -> list[FinishedSignal]:
+    """ENTRY signals created in ``[since_ms, until_ms)`` whose outcome is final, in the order they ended
+    (exit time, then creation): what the equity curve and the drawdown walk through."""
+    if tier is not None and tier not in TIERS:
+        raise ValueError(f"tier must be one of {', '.join(TIERS)}; got {tier!r}")
+    if until_ms <= since_ms:
+        raise ValueError(f"empty period: until ({until_ms}) must be after since ({since_ms})")
+    query = (
+        sa.select(
+            _s.symbol,
+            _s.priority,
+            _s.event_time,
+            _s.quality_score,
+            _s.confidence,
+            _o.trigger_time,
+            _o.tp1_time,
+            _o.exit_time,
+            _o.pnl_r,
+            _o.pnl_pct,
+        )
+        .join(signal_outcomes, _o.signal_id == _s.signal_id)
+        .where(
+            _s.signal_type == "ENTRY",
+            _o.finished,
+            _s.event_time >= since_ms,
+            _s.event_time < until_ms,
+        )
+        .order_by(_o.exit_time.asc().nulls_first(), _s.event_time, _s.signal_id)
+    )
+    if tier is not None:
+        query = query.where(_s.priority == tier)
+    if symbol is not None:
+        query = query.where(_s.symbol == symbol)
+    with db.begin() as conn:
+        return [
+            FinishedSignal(
+                symbol=row[0],
+                tier=row[1],
+                created_ms=row[2],
+                quality_score=row[3],
+                confidence=row[4],
+                trigger_ms=row[5],
+                tp1_ms=row[6],
+                exit_ms=row[7],
+                pnl_r=row[8],
+                pnl_pct=row[9],
+            )
+            for row in conn.execute(query)
+        ]
+
+
+def signal_counts(db: Database, since_ms: int) -> dict[str, int]:
+    """ENTRY signals created at or after ``since_ms``: ``total``, ``open`` (outcome not final) and
+    ``finished``."""
+    query = (
+        sa.select(
+            sa.func.count(),
+            sa.func.count().filter(_o.finished.is_(True)),
+        )
+        .select_from(signals.outerjoin(signal_outcomes, _o.signal_id == _s.signal_id))
+        .where(_s.signal_type == "ENTRY", _s.event_time >= since_ms)
+    )
+    with db.begin() as conn:
+        total, finished = conn.execute(query).one()
+    return {"total": int(total), "finished": int(finished), "open": int(total) - int(finished)}
+
+
+def rejection_counts(
+    db: Database, since_ms: int, until_ms: int, bucket_ms: int
+) -> list[tuple[int, str, int]]:
+    """Candidates per time bucket (start of the bucket, ms of event time) and fate (``signal`` or the
+    rejection reason), oldest first: the Quality page's rejection reasons over time."""
+    if bucket_ms < 60_000:
+        raise ValueError(f"bucket must be at least a minute; got {bucket_ms} ms")
+    query = sa.text(
+        "SELECT (event_time / :b) * :b AS bucket, fate, count(*) FROM candidates "
+        "WHERE event_time >= :since AND event_time < :until GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    with db.begin() as conn:
+        rows = conn.execute(query, {"b": bucket_ms, "since": since_ms, "until": until_ms})
+        return [(int(b), str(fate), int(n)) for b, fate, n in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """One row of ``operator_actions`` (sql/0006): a state change asked from the dashboard."""
+
+    id: int
+    action: str
+    detail: str
+    actor: str
+    client_addr: str
+    source: str
+    result: str
+    error: str
+    recorded_at: datetime
+
+
+def record_action(
+    db: Database,
+    action: str,
+    *,
+    actor: str,
+    client_addr: str,
+    detail: str = "",
+    error: str = "",
+    source: str = "dashboard",
+) -> int:
+    """Store one operator action (``error`` empty: it succeeded); return its id."""
+    with db.begin() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "INSERT INTO operator_actions (action, detail, actor, client_addr, source, result, error) "
+                    "VALUES (:action, :detail, :actor, :addr, :source, :result, :error) RETURNING id"
+                ),
+                {
+                    "action": action,
+                    "detail": detail[:1000],
+                    "actor": actor or "anonymous",
+                    "addr": client_addr,
+                    "source": source,
+                    "result": "failed" if error else "ok",
+                    "error": error[:1000],
+                },
+            ).scalar_one()
+        )
+
+
+def recent_actions(db: Database, limit: int = 50) -> list[OperatorAction]:
+    """The newest ``limit`` operator actions, newest first."""
+    with db.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT id, action, detail, actor, client_addr, source, result, error, recorded_at "
+                "FROM operator_actions ORDER BY recorded_at DESC, id DESC LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return [OperatorAction(*row) for row in rows]
+
+
+__all__ = [
+    "MAX_PAGE",
+    "SIGNAL_COLUMNS",
+    "FinishedSignal",
+    "OperatorAction",
+    "Page",
+    "finished_signals",
+    "recent_actions",
+    "record_action",
+    "rejection_counts",
+    "signal_counts",
+    "signal_filters",
+    "signal_order",
+    "signal_page",
+]

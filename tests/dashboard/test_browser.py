@@ -1,0 +1,190 @@
+"""The dashboard in a real browser: `tapewatch dashboard` as a subprocess on seeded PostgreSQL and Redis, headless
+Chromium through chromedriver (Debian's packages; `make test` installs them). Every page is opened, its key
+elements checked against the seeded data and screenshotted under var/screenshots/; Pause and Resume are clicked
+and the control state is read back from Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from tapewatch.adapters.dashboard_queries import recent_actions
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import RedisState
+from tests.dashboard.support import NOW_MS, free_port, publish_open, seed_signals
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+PAGES = {
+    "live": ("/", "live-open-grid"),
+    "performance": ("/performance", "performance-symbols"),
+    "quality": ("/quality", "quality-bands"),
+    "system": ("/system", "system-components"),
+    "universe": ("/universe", "universe-rescan"),
+    "health": ("/health", "health-pause"),
+    "reports": ("/reports", "reports-body"),
+}
+
+
+def _browser_or_skip() -> None:
+    if CHROMIUM.exists() and CHROMEDRIVER.exists():
+        return
+    reason = (
+        "headless Chromium is not installed: `apt-get install -y chromium chromium-driver` "
+        "(`make test` does it when run as root with apt)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(reason + " — required in CI")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def dashboard_url(migrated_database_url: str, redis_url: str, redis_keys: Keyspace) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TAPEWATCH_DATABASE_URL": migrated_database_url,
+        "TAPEWATCH_REDIS_URL": redis_url,
+        "TAPEWATCH_REDIS_PREFIX": redis_keys.prefix,
+        "TAPEWATCH_DAGSTER_PORT": str(free_port()),
+        "TAPEWATCH_DASHBOARD_REFRESH": "1",
+    }
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below, after the process ends)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapewatch.cli", "dashboard", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/_dash-layout", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"the dashboard did not start: {log.read().decode()[-3000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _driver(profile: Path):  # type: ignore[no-untyped-def]
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def test_every_page_in_a_real_browser(
+    dashboard_url: str, migrated_database_url: str, redis_url: str, redis_keys: Keyspace
+) -> None:
+    _browser_or_skip()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    db = Database(migrated_database_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    state = RedisState.from_url(redis_url, keys=redis_keys)
+    try:
+        made = seed_signals(db)
+        publish_open(client, redis_keys, made["open"])
+        client.set(
+            redis_keys.symbol_features("SOLUSDT"),
+            msgspec.json.encode(
+                {"ts": NOW_MS, "features": {"price": made["open"].entry_price, "imbalance_top10": 0.41}}
+            ),
+        )
+        state.beat("realtime")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="tw-chromium-") as profile:
+            driver = _driver(Path(profile))
+            wait = WebDriverWait(driver, 30)
+            try:
+                for name, (path, key) in PAGES.items():
+                    driver.get(dashboard_url + path)
+                    wait.until(ec.presence_of_element_located((By.ID, key)))
+                    if name == "live":
+                        # the open signal from Redis and the history rows from PostgreSQL
+                        wait.until(lambda d: "SOLUSDT" in d.find_element(By.ID, "live-open-grid").text)
+                        wait.until(lambda d: "ETHUSDT" in d.find_element(By.ID, "live-history-grid").text)
+                        assert "TRIGGERED" in driver.find_element(By.ID, "live-open-grid").text
+                    elif name == "performance":
+                        driver.find_element(By.ID, "performance-period").click()
+                        wait.until(lambda d: "all" in d.page_source)
+                        for option in driver.find_elements(By.CSS_SELECTOR, "[role=option]"):
+                            if option.text.strip() == "all":
+                                option.click()
+                                break
+                        wait.until(lambda d: "BTCUSDT" in d.find_element(By.ID, "performance-symbols").text)
+                    elif name == "system":
+                        wait.until(lambda d: "realtime" in d.find_element(By.ID, "system-components").text)
+                    elif name == "health":
+                        driver.find_element(By.ID, "health-reason").send_keys("browser test")
+                        driver.find_element(By.ID, "health-pause").click()
+                        wait.until(lambda d: state.read_control().paused_reason == "browser test")
+                        wait.until(lambda d: "PAUSED" in d.find_element(By.ID, "health-control").text)
+                        driver.find_element(By.ID, "health-resume").click()
+                        wait.until(lambda d: not state.read_control().paused)
+                        wait.until(lambda d: "resume" in d.find_element(By.ID, "health-actions").text)
+                    elif name == "universe":
+                        wait.until(lambda d: "No universe rescan yet" in d.page_source)
+                    elif name == "reports":
+                        wait.until(lambda d: "No reports yet" in d.page_source)
+                    time.sleep(0.5)  # let charts finish drawing before the screenshot
+                    assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+            finally:
+                driver.quit()
+        recorded = [(a.action, a.result, a.actor) for a in reversed(recent_actions(db))]
+        assert recorded == [("pause", "ok", "anonymous"), ("resume", "ok", "anonymous")]
+        docs = ROOT / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SCREENSHOTS / "live.png", docs / "live.png")
+    finally:
+        state.close()
+        client.close()
+        db.dispose()

@@ -1,0 +1,346 @@
+"""Every page's callbacks, called as plain functions with data seeded in real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+
+from dashboard import actions, app, tuning_panel
+from dashboard import backend as be
+from dashboard.pages import health, live, performance, quality, reports, system, universe
+from tapewatch.adapters import dashboard_queries as q
+from tapewatch.adapters.embedded import start_redis, stop_redis
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.signal_store import SignalStore
+from tests.adapters.signal_builders import entry
+from tests.dashboard.support import NOW_MS, make_backend, publish_open, seed_signals
+
+WHO = actions.Origin(actor="alice", client_addr="10.1.2.3")
+
+
+def text_of(component: Any) -> str:
+    """Every string inside a Dash component tree."""
+    if component is None:
+        return ""
+    if isinstance(component, str | int | float):
+        return str(component)
+    if isinstance(component, list | tuple):
+        return " ".join(text_of(c) for c in component)
+    return text_of(getattr(component, "children", None))
+
+
+def test_live_fresh_install_reads_well(backend: be.Backend) -> None:
+    rows, message, kpis, banner, symbols = live.refresh_live(0)
+    assert rows == [] and symbols == []
+    assert "not running" in text_of(message)  # no realtime heartbeat at all
+    backend.redis.beat("realtime")
+    _, message, *_ = live.refresh_live(1)
+    assert text_of(message) == live.WARMING_UP
+    assert "Unavailable" not in text_of(banner)
+    assert "none yet" in text_of(kpis)
+
+
+def test_live_shows_open_signals_and_the_symbol_panel(
+    backend: be.Backend, redis_client: redis.Redis, redis_keys: Keyspace
+) -> None:
+    made = seed_signals(backend.db)
+    publish_open(redis_client, redis_keys, made["open"])
+    redis_client.set(
+        redis_keys.symbol_features("SOLUSDT"),
+        msgspec.json.encode(
+            {
+                "ts": NOW_MS,
+                "features": {"price": 101.5, "imbalance_top10": 0.41, "large_buys": 4, "large_sells": 1},
+            }
+        ),
+    )
+    backend.redis.beat("realtime")
+    rows, message, kpis, _banner, symbols = live.refresh_live(0)
+    assert [r["signal_id"] for r in rows] == [made["open"].signal_id]
+    assert rows[0]["state"] == "TRIGGERED" and rows[0]["unrealised_r"] > 0
+    assert symbols == ["SOLUSDT"] and text_of(message) == ""
+    assert "1" in text_of(kpis)
+    book, fig, prices = live.refresh_symbol(0, "SOLUSDT", {})
+    facts = text_of(book)
+    assert "0.410" in facts and "4 / 1" in facts
+    assert prices["SOLUSDT"][-1] == [NOW_MS, 101.5]
+    levels = {round(shape["y0"], 6) for shape in fig.layout.shapes}
+    assert round(made["open"].stop_loss, 6) in levels and round(made["open"].take_profit_2, 6) in levels
+
+
+def test_live_history_grid_is_paged_sorted_and_filtered_on_the_server(backend: be.Backend) -> None:
+    seed_signals(backend.db)
+    response, error = live.history_block(
+        {"startRow": 0, "endRow": 2, "sortModel": [{"colId": "symbol", "sort": "asc"}]}
+    )
+    assert error == "" and response["rowCount"] == 4
+    assert [r["symbol"] for r in response["rowData"]] == ["BTCUSDT", "BTCUSDT"]
+    response, error = live.history_block(
+        {
+            "startRow": 0,
+            "endRow": 100,
+            "filterModel": {"state": {"filterType": "text", "type": "equals", "filter": "STOPPED"}},
+        }
+    )
+    assert [r["symbol"] for r in response["rowData"]] == ["ETHUSDT"]
+    response, error = live.history_block(
+        {"startRow": 0, "endRow": 100, "sortModel": [{"colId": "payload", "sort": "asc"}]}
+    )
+    assert response == {"rowData": [], "rowCount": 0} and "unknown column" in error
+
+
+def test_performance_by_symbol_and_tier(backend: be.Backend) -> None:
+    made = seed_signals(backend.db)
+    kpis, fig, by_symbol, by_tier, _banner, empty = performance.refresh_performance("7 days", "all", 0)
+    assert {r["key"]: r["signals"] for r in by_symbol} == {"BTCUSDT": 2, "ETHUSDT": 1}
+    btc = next(r for r in by_symbol if r["key"] == "BTCUSDT")
+    assert btc["win_rate"] == 1.0 and btc["total_r"] > 0
+    assert sum(r["signals"] for r in by_tier) == 3
+    assert len(fig.data) == 1 and len(fig.data[0].y) == 3
+    assert "finished signals" in text_of(kpis) and text_of(empty) == ""
+    # a tier filter narrows everything; a period without signals says so
+    tier = made["loss"].priority
+    _, _, by_symbol, _, _, _ = performance.refresh_performance("all", tier, 0)
+    assert all(r["key"] in ("BTCUSDT", "ETHUSDT") for r in by_symbol)
+    backend.clock = lambda: (NOW_MS + 30 * 86_400_000) / 1000
+    _, _, rows, _, _, empty = performance.refresh_performance("24 h", "all", 0)
+    assert rows == [] and text_of(empty) == performance.NO_FINISHED
+
+
+def test_quality_page(backend: be.Backend) -> None:
+    seed_signals(backend.db)
+    bands, cal, scatter, rejections, _banner, empty = quality.refresh_quality("30 days", 0)
+    assert sum(int(t.split("=")[1].split(" ")[0]) for t in bands.data[0].text) == 3
+    assert {trace.name for trace in rejections.data} == {"signal", "cooldown", "correlation"}
+    assert sum(len(t.x) for t in scatter.data) == 3
+    assert len(cal.data) == 2 and text_of(empty) == ""
+    table, proposal = tuning_panel.view(backend)
+    assert proposal is None and text_of(table) == tuning_panel.NO_PROPOSAL
+
+
+def test_tuning_side_by_side_and_apply(backend: be.Backend) -> None:
+    import json
+
+    import sqlalchemy as sa
+
+    from tapewatch.adapters import tuning_store
+
+    result = json.dumps({"signals": 40, "wins": 22, "win_rate": 0.55, "mean_r": 0.2, "total_r": 8.0})
+    with backend.db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO tuning_proposals (window_start, split_at, window_end, status, parameters, "
+                "current_parameters, in_sample, out_of_sample, current_in_sample, current_out_of_sample, note) "
+                "VALUES (0, 1, 2, 'proposed', CAST(:p AS jsonb), CAST(:c AS jsonb), CAST(:r AS jsonb), "
+                "CAST(:r AS jsonb), CAST(:r AS jsonb), CAST(:r AS jsonb), 'better out of sample')"
+            ),
+            {
+                "p": json.dumps({"orderbook_imbalance_threshold": 0.32, "min_large_trades": 3}),
+                "c": json.dumps({"orderbook_imbalance_threshold": 0.28, "min_large_trades": 3}),
+                "r": result,
+            },
+        )
+    table, proposal_id = tuning_panel.view(backend)
+    assert proposal_id is not None and "better out of sample" in text_of(table)
+    grid = table.children[1]
+    assert {r["parameter"]: (r["in_force"], r["proposed"], r["changed"]) for r in grid.rowData} == {
+        "orderbook_imbalance_threshold": (0.28, 0.32, "yes"),
+        "min_large_trades": (3, 3, ""),
+    }
+    message = tuning_panel.apply(backend, proposal_id, WHO)
+    assert message.startswith("apply_tuning done"), message
+    assert tuning_store.active_parameters(backend.db)["orderbook_imbalance_threshold"] == 0.32
+    assert [(a.action, a.actor) for a in q.recent_actions(backend.db)] == [("apply_tuning", "alice")]
+    assert "failed" in tuning_panel.apply(backend, 999, WHO)  # an unknown proposal: said, and recorded
+
+
+def test_system_page_shows_live_metrics_and_heartbeats(
+    backend: be.Backend, redis_client: redis.Redis, redis_keys: Keyspace
+) -> None:
+    _, _, _, _, _, _, empty, history = system.refresh_system(0, [])
+    assert text_of(empty) == system.NO_METRICS
+    redis_client.hset(
+        redis_keys.metrics("realtime"),
+        mapping={
+            "msgs_per_s_depth": "120.0",
+            "msgs_per_s_aggTrade": "80.0",
+            "signal_latency_ms_p50": "12.0",
+            "signal_latency_ms_p99": "48.0",
+            "loop_lag_ms_p99": "3.0",
+            "reconnects": "2.0",
+            "resyncs": "1.0",
+        },
+    )
+    backend.redis.beat("realtime")
+    kpis, streams, _trend, components, metrics, _banner, empty, history = system.refresh_system(0, history)
+    shown = text_of(kpis)
+    assert "200" in shown and "48 ms" in shown and "12 ms" in shown
+    assert list(streams.data[0].x) == ["depth", "aggTrade"]
+    assert [c["component"] for c in components] == ["realtime"] and components[0]["status"] == "up"
+    assert components[0]["rss_mb"] is not None  # this process: it is on this host
+    assert {m["name"] for m in metrics} >= {"reconnects", "resyncs"}
+    assert len(history) == 2
+
+
+def test_pause_and_resume_change_redis_and_are_recorded(backend: be.Backend) -> None:
+    message = health.pause(backend, "  news in 5 min ", WHO)
+    assert message == "pause done (news in 5 min)"
+    assert backend.redis.read_control().paused_reason == "news in 5 min"
+    control, *_ = health.refresh_health(0, None)
+    assert "PAUSED" in text_of(control)
+    assert health.resume(backend, WHO) == "resume done"
+    assert not backend.redis.read_control().paused
+    _, _, _, action_rows, _banner = health.refresh_health(0, None)
+    assert [(a["action"], a["actor"], a["client_addr"], a["result"]) for a in action_rows] == [
+        ("resume", "alice", "10.1.2.3", "ok"),
+        ("pause", "alice", "10.1.2.3", "ok"),
+    ]
+    events = backend.redis.control_events()
+    assert [e.source for e in events] == ["dashboard:alice", "dashboard:alice"]
+
+
+def test_rescan_without_dagster_fails_clearly_and_is_recorded(backend: be.Backend) -> None:
+    message, run_id = universe.rescan(backend, WHO)
+    assert run_id is None and "rescan failed" in message and "tapewatch dagster" in message
+    (row,) = q.recent_actions(backend.db)
+    assert (row.action, row.result) == ("rescan", "failed")
+    assert "status unknown" in universe.run_status(backend, "abc123")
+
+
+def test_universe_page(backend: be.Backend) -> None:
+    from tapewatch.adapters import universe_store
+    from tapewatch.universe import Minimums, SymbolStats, select_universe
+
+    _, members, _, _, _, empty, _ = universe.refresh_universe(0, None, None)
+    assert members == [] and text_of(empty) == universe.NO_RESCAN
+    stats = [
+        SymbolStats(
+            "BTCUSDT",
+            quote_volume_24h=9e9,
+            open_interest_usd=5e9,
+            spread=0.00001,
+            depth_1pct_usd=5e7,
+            atr_ratio=0.01,
+            trades_per_second=50,
+            last_price=60000,
+        ),
+        SymbolStats(
+            "DOGEUSDT",
+            quote_volume_24h=1e6,
+            open_interest_usd=1e6,
+            spread=0.00001,
+            depth_1pct_usd=1e5,
+            atr_ratio=0.01,
+            trades_per_second=5,
+            last_price=0.1,
+        ),
+    ]
+    selection = select_universe(
+        stats, 30, Minimums(min_24h_volume=5e7, min_open_interest=1e7, max_spread=0.0002)
+    )
+    universe_store.save_rescan(backend.db, selection.decisions, run_id="run-1")
+    _kpis, members, rescans, _exclusions, _banner, empty, status = universe.refresh_universe(0, None, "x")
+    assert [(m["symbol"], m["selected"]) for m in members] == [("BTCUSDT", "yes"), ("DOGEUSDT", "")]
+    assert members[1]["reason"] == "below_min_volume"
+    assert rescans[0]["added"] == "BTCUSDT" and status == "x"
+
+
+def test_reports_page(backend: be.Backend) -> None:
+    from datetime import date
+
+    from tapewatch.adapters.performance_store import StoredReport, save_report
+
+    options, value, _ = reports.refresh_reports("all", 0, None)
+    assert options == [] and value is None
+    assert text_of(reports.show_report(None)) == reports.NO_REPORTS
+    save_report(
+        backend.db,
+        StoredReport(
+            kind="daily",
+            period="2024-01-01",
+            period_start=date(2024, 1, 1),
+            period_end=date(2024, 1, 2),
+            markdown_path="reports/daily/2024-01-01.md",
+            html_path="reports/daily/2024-01-01.html",
+            markdown="# Daily report 2024-01-01\n\n| signals | 3 |",
+            html="<h1>Daily</h1>",
+            signals=3,
+        ),
+    )
+    options, value, _banner = reports.refresh_reports("daily", 0, None)
+    assert value == "daily|2024-01-01" and "3 signals" in options[0]["label"]
+    assert "Daily report 2024-01-01" in reports.show_report(value).children
+
+
+def test_an_outage_shows_a_banner_on_every_page(down_backend: be.Backend) -> None:
+    *_, banner, _ = live.refresh_live(0)
+    assert "TAPEWATCH_REDIS_URL" in text_of(banner) or "TAPEWATCH_DATABASE_URL" in text_of(banner)
+    assert "TAPEWATCH_DATABASE_URL" in text_of(performance.refresh_performance("7 days", "all", 0)[4])
+    assert "TAPEWATCH_DATABASE_URL" in text_of(quality.refresh_quality("7 days", 0)[4])
+    assert "TAPEWATCH_REDIS_URL" in text_of(system.refresh_system(0, [])[5])
+    assert "TAPEWATCH_REDIS_URL" in text_of(health.refresh_health(0, None)[4])
+    assert "TAPEWATCH_DATABASE_URL" in text_of(universe.refresh_universe(0, None, None)[4])
+    assert "TAPEWATCH_DATABASE_URL" in text_of(reports.refresh_reports("all", 0, None)[2])
+    pills, banner = app.shell_status()
+    assert "bad" in " ".join(p.className for p in pills) and "Unavailable" in text_of(banner)
+    # a button during an outage says so instead of failing silently
+    assert "pause failed" in health.pause(down_backend, "x", WHO)
+    assert "not recorded" in health.pause(down_backend, "x", WHO)
+
+
+def test_the_page_recovers_when_redis_returns(
+    dash_app: Any, migrated_database_url: str, server_tmp_path: Path
+) -> None:
+    url = start_redis(server_tmp_path / "redis")
+    state = RedisState.from_url(url, keys=Keyspace("twtest:recover:"))
+    backend = make_backend(migrated_database_url, state)
+    be.use(backend)
+    try:
+        assert "Unavailable" not in text_of(live.refresh_live(0)[3])
+        stop_redis(server_tmp_path / "redis")
+        assert "TAPEWATCH_REDIS_URL" in text_of(live.refresh_live(1)[3])
+        start_redis(server_tmp_path / "redis")
+        assert "Unavailable" not in text_of(
+            live.refresh_live(2)[3]
+        )  # same client, no restart of the dashboard
+    finally:
+        be.use(None)
+        backend.close()
+        stop_redis(server_tmp_path / "redis")
+
+
+def test_bind_beyond_loopback_needs_a_password() -> None:
+    import pytest
+
+    from tapewatch.errors import ConfigError
+
+    app.check_bind("127.0.0.1", None)
+    app.check_bind("localhost", None)
+    app.check_bind("0.0.0.0", "s3cret")
+    with pytest.raises(ConfigError, match="TAPEWATCH_DASHBOARD_PASSWORD"):
+        app.check_bind("0.0.0.0", None)
+
+
+def test_basic_auth_user_is_read_from_the_header() -> None:
+    import base64
+
+    header = "Basic " + base64.b64encode(b"bob:pw").decode()
+    assert actions._basic_user(header) == "bob"
+    assert actions._basic_user(None) == "anonymous"
+    assert actions._basic_user("Basic !!!") == "anonymous"
+
+
+def test_unused_entry_builder_is_valid() -> None:
+    assert SignalStore is not None and entry("BTCUSDT").symbol == "BTCUSDT"
+
+
+def test_the_command_refuses_a_public_bind_without_password(capsys: Any, monkeypatch: Any) -> None:
+    from tapewatch.cli import main
+
+    monkeypatch.delenv("TAPEWATCH_DASHBOARD_PASSWORD", raising=False)
+    assert main(["dashboard", "--host", "0.0.0.0", "--port", "8999"]) == 2
+    assert "TAPEWATCH_DASHBOARD_PASSWORD" in capsys.readouterr().err

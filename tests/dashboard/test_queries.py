@@ -1,0 +1,148 @@
+"""The dashboard's reads on real PostgreSQL: server-side paging with whitelisted sort/filter, finished
+signals, rejections, the operator-action log, and an unreachable server."""
+
+from __future__ import annotations
+
+import pytest
+
+from tapewatch.adapters import dashboard_queries as q
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.errors import StorageUnavailable
+from tests.adapters.signal_builders import T0
+from tests.dashboard.support import DAY, closed_url, many_entries, seed_signals
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Database:
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
+
+
+def test_pages_cover_every_row_once_in_a_stable_order(db: Database) -> None:
+    SignalStore(db).save_signals(list(many_entries(250)))
+    ids: list[str] = []
+    for start in range(0, 250, 100):
+        page = q.signal_page(db, start, start + 100)
+        assert page.total == 250
+        ids += [row["signal_id"] for row in page.rows]
+    assert len(ids) == len(set(ids)) == 250
+    first = q.signal_page(db, 0, 3).rows
+    assert [r["event_time"] for r in first] == sorted((r["event_time"] for r in first), reverse=True)
+    assert first[0]["event_time"] == T0 + 249 * 1000
+    assert first[0]["state"] == "WAITING"  # no outcome yet
+
+
+def test_sort_and_filter_run_in_sql(db: Database) -> None:
+    seed_signals(db)
+    page = q.signal_page(
+        db,
+        0,
+        10,
+        sort_model=[{"colId": "pnl_r", "sort": "desc"}],
+        filter_model={"symbol": {"filterType": "text", "type": "equals", "filter": "BTCUSDT"}},
+    )
+    assert page.total == 2
+    assert {r["symbol"] for r in page.rows} == {"BTCUSDT"}
+    assert all(r["state"] == "TP2" and r["pnl_r"] > 0 for r in page.rows)
+    losers = q.signal_page(
+        db, 0, 10, filter_model={"pnl_r": {"filterType": "number", "type": "lessThan", "filter": 0}}
+    )
+    assert [r["symbol"] for r in losers.rows] == ["ETHUSDT"]
+    either = q.signal_page(
+        db,
+        0,
+        10,
+        filter_model={
+            "symbol": {
+                "operator": "OR",
+                "conditions": [
+                    {"filterType": "text", "type": "startsWith", "filter": "sol"},
+                    {"filterType": "text", "type": "contains", "filter": "ETH"},
+                ],
+            }
+        },
+    )
+    assert sorted(r["symbol"] for r in either.rows) == ["ETHUSDT", "SOLUSDT"]
+    # a LIKE wildcard typed by the user is a character, not a pattern
+    assert (
+        q.signal_page(
+            db, 0, 10, filter_model={"symbol": {"filterType": "text", "type": "contains", "filter": "%"}}
+        ).total
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("sort_model", "filter_model", "message"),
+    [
+        ([{"colId": "payload; DROP TABLE signals", "sort": "asc"}], None, "unknown column"),
+        ([{"colId": "symbol", "sort": "sideways"}], None, "asc or desc"),
+        (None, {"symbol": {"filterType": "number", "type": "equals", "filter": 1}}, "is text"),
+        (None, {"pnl_r": {"filterType": "number", "type": "lessThan", "filter": "abc"}}, "needs a number"),
+        (None, {"pnl_r": {"filterType": "date", "type": "equals", "filter": 1}}, "unsupported filter"),
+        (None, {"symbol": {"filterType": "text", "type": "regex", "filter": "."}}, "unknown text filter"),
+    ],
+)
+def test_bad_grid_requests_are_refused_with_a_reason(
+    db: Database, sort_model, filter_model, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        q.signal_page(db, 0, 10, sort_model=sort_model, filter_model=filter_model)
+
+
+def test_page_bounds_are_checked(db: Database) -> None:
+    with pytest.raises(ValueError, match="start < end"):
+        q.signal_page(db, 10, 10)
+    with pytest.raises(ValueError, match="at most"):
+        q.signal_page(db, 0, q.MAX_PAGE + 1)
+
+
+def test_finished_signals_and_counts(db: Database) -> None:
+    made = seed_signals(db)
+    rows = q.finished_signals(db, 0, T0 + DAY)
+    assert sorted(r.symbol for r in rows) == ["BTCUSDT", "BTCUSDT", "ETHUSDT"]  # the open one is not finished
+    assert [r.exit_ms for r in rows] == sorted(r.exit_ms for r in rows)
+    assert q.finished_signals(db, 0, T0 + DAY, tier=made["loss"].priority, symbol="ETHUSDT")[0].pnl_r < 0
+    assert q.signal_counts(db, 0) == {"total": 4, "finished": 3, "open": 1}
+    with pytest.raises(ValueError, match="tier"):
+        q.finished_signals(db, 0, 1, tier="URGENT")
+    with pytest.raises(ValueError, match="empty period"):
+        q.finished_signals(db, 5, 5)
+
+
+def test_rejections_by_bucket_and_fate(db: Database) -> None:
+    seed_signals(db)
+    counts = q.rejection_counts(db, 0, T0 + DAY, 3_600_000)
+    assert {(fate, n) for _, fate, n in counts} == {("signal", 1), ("cooldown", 1), ("correlation", 1)}
+    assert all(b % 3_600_000 == 0 for b, _, _ in counts)
+    with pytest.raises(ValueError, match="minute"):
+        q.rejection_counts(db, 0, 1, 1000)
+
+
+def test_operator_actions_are_recorded_newest_first(db: Database) -> None:
+    q.record_action(db, "pause", actor="alice", client_addr="10.0.0.7", detail="news")
+    q.record_action(db, "rescan", actor="bob", client_addr="10.0.0.8", error="Dagster down")
+    newest, oldest = q.recent_actions(db)
+    assert (newest.action, newest.result, newest.error, newest.actor) == (
+        "rescan",
+        "failed",
+        "Dagster down",
+        "bob",
+    )
+    assert (oldest.action, oldest.result, oldest.client_addr, oldest.detail) == (
+        "pause",
+        "ok",
+        "10.0.0.7",
+        "news",
+    )
+
+
+def test_unreachable_database_raises_storage_unavailable() -> None:
+    db = Database(closed_url("postgresql"), connect_timeout=2)
+    try:
+        with pytest.raises(StorageUnavailable, match="TAPEWATCH_DATABASE_URL"):
+            q.signal_page(db, 0, 10)
+    finally:
+        db.dispose()
