@@ -1,7 +1,195 @@
-"""Dagster definitions of one area (see orchestration/definitions.py); filled by its issue-5 workstream."""
+"""Universe selection in Dagster (spec 4.2): the full rescan, the hourly quick check, emergency exclusion.
 
-from __future__ import annotations
+- ``universe_rescan_job`` materializes the universe assets (``assets.universe``); launched by
+  ``universe_rescan_schedule`` every ``universe_rescan_interval`` hours (the cron is built from the setting
+  when the code location loads), from the UI, and by ``tapewatch rescan``.
+- ``universe_quick_check_job`` (``universe_quick_check_schedule``, hourly): the minimums only, measured now for
+  the symbols of the current universe; failing ones leave at once (a new version, kind ``quick``).
+- ``emergency_exclusion_sensor`` (every 30 s): the live spread, depth and volume the realtime service keeps
+  in Redis; a symbol breaking the minimums for ``emergency_strikes`` checks in a row is excluded by a run of
+  ``universe_exclusion_job`` (one run per symbol, so each exclusion shows in the UI with its reason).
+
+Schedules and the sensor run by default. Exclusions last until the next full rescan re-measures everything.
+"""
+
+import json
 
 import dagster as dg
+import msgspec
 
-defs = dg.Definitions()
+from assets.universe import UNIVERSE_ASSETS
+from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
+from tapewatch.adapters.universe_fetch import fetch_statistics
+from tapewatch.adapters.universe_store import current_universe, exclude, publish
+from tapewatch.errors import StorageUnavailable
+from tapewatch.settings import load_settings
+from tapewatch.universe import Reason, minimums_from, rescan_cron
+from tapewatch.universe_checks import (
+    EmergencyCheck,
+    Exclusion,
+    LiveLiquidity,
+    emergency_check,
+    emergency_rules_from,
+    quick_check,
+)
+
+SENSOR_INTERVAL = 30
+
+universe_rescan_job = dg.define_asset_job(
+    "universe_rescan_job",
+    selection=dg.AssetSelection.assets(*UNIVERSE_ASSETS),
+    description="Full universe rescan (spec 4): statistics, scores, minimums, top universe_size; stored and published.",
+)
+
+
+@dg.op(description="Minimums only, measured now, on the current universe; failing symbols leave at once.")
+def universe_quick_check(
+    context: dg.OpExecutionContext,
+    settings: TapewatchSettings,
+    database: DatabaseResource,
+    redis: RedisResource,
+    binance: BinanceRestResource,
+) -> None:
+    config = settings.settings()
+    with database.open() as db:
+        current = current_universe(db)
+        if current is None or not current.symbols:
+            context.log.info("no universe stored yet: nothing to check (run universe_rescan_job first)")
+            return
+        report = binance.run(lambda c: fetch_statistics(c, current.symbols, config, full=False), config)
+        result = quick_check(current.symbols, {s.symbol: s for s in report.stats}, minimums_from(config))
+        rescan = exclude(db, result.excluded, source="quick_check", run_id=context.run_id)
+    if rescan is not None:
+        with redis.open() as state:
+            publish(state, rescan, source="universe_quick_check")
+    for e in result.excluded:
+        context.log.warning(f"excluded {e.symbol}: {e.detail}")
+    context.add_output_metadata(
+        {
+            "checked": len(current.symbols),
+            "excluded": dg.MetadataValue.json({e.symbol: e.detail for e in result.excluded}),
+            "unknown (kept)": dg.MetadataValue.json(list(result.unknown)),
+        }
+    )
+
+
+@dg.job(description="Hourly quick check of the universe against the minimums (spec 4.2).")
+def universe_quick_check_job() -> None:
+    universe_quick_check()
+
+
+class ExclusionConfig(dg.Config):
+    """One emergency exclusion, as the sensor decided it."""
+
+    symbol: str
+    reason: str
+    detail: str
+    values_json: str = "{}"
+
+
+@dg.op(description="Remove one symbol from the universe at once (emergency exclusion), with its reason.")
+def universe_exclusion(
+    context: dg.OpExecutionContext, config: ExclusionConfig, database: DatabaseResource, redis: RedisResource
+) -> None:
+    exclusion = Exclusion(config.symbol, Reason(config.reason), config.detail, json.loads(config.values_json))
+    with database.open() as db:
+        rescan = exclude(db, [exclusion], source="emergency", run_id=context.run_id)
+    if rescan is None:
+        context.log.info(f"{config.symbol} is no longer in the universe: nothing to do")
+        return
+    with redis.open() as state:
+        publish(state, rescan, source="emergency_exclusion")
+    context.log.warning(f"excluded {config.symbol}: {config.detail}")
+
+
+@dg.job(description="Emergency exclusion of one symbol (launched by emergency_exclusion_sensor).")
+def universe_exclusion_job() -> None:
+    universe_exclusion()
+
+
+universe_rescan_schedule = dg.ScheduleDefinition(
+    name="universe_rescan_schedule",
+    job=universe_rescan_job,
+    # read when the code location loads: a changed interval needs a reload (the UI's "Reload" button)
+    cron_schedule=rescan_cron(load_settings().universe_rescan_interval),
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Full universe rescan every universe_rescan_interval hours.",
+)
+
+universe_quick_check_schedule = dg.ScheduleDefinition(
+    name="universe_quick_check_schedule",
+    job=universe_quick_check_job,
+    cron_schedule="30 * * * *",  # half past: never at the same minute as a full rescan
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly: minimums only on the current universe; failing symbols leave at once.",
+)
+
+
+class _Cursor(msgspec.Struct, frozen=True):
+    strikes: dict[str, int] = {}
+
+
+def emergency_requests(check: EmergencyCheck, rescan_id: int) -> list[dg.RunRequest]:
+    """One run of ``universe_exclusion_job`` per exclusion; the run key makes a repeat a no-op."""
+    return [
+        dg.RunRequest(
+            run_key=f"emergency:{e.symbol}:{rescan_id}",
+            run_config={
+                "ops": {
+                    "universe_exclusion": {
+                        "config": {
+                            "symbol": e.symbol,
+                            "reason": e.reason.value,
+                            "detail": e.detail,
+                            "values_json": json.dumps(e.values),
+                        }
+                    }
+                }
+            },
+            tags={"tapewatch/symbol": e.symbol, "tapewatch/reason": e.reason.value},
+        )
+        for e in check.exclusions
+    ]
+
+
+@dg.sensor(
+    job=universe_exclusion_job,
+    minimum_interval_seconds=SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Live spread/depth/volume from Redis; excludes a symbol breaking the minimums (spec 4.2).",
+)
+def emergency_exclusion_sensor(
+    context: dg.SensorEvaluationContext,
+    settings: TapewatchSettings,
+    database: DatabaseResource,
+    redis: RedisResource,
+) -> dg.SensorResult:
+    cursor = msgspec.json.decode(context.cursor, type=_Cursor) if context.cursor else _Cursor()
+    try:
+        with database.open() as db:
+            current = current_universe(db)
+        with redis.open() as state:
+            feeds = state.feeds()
+    except StorageUnavailable as exc:
+        return dg.SensorResult(skip_reason=f"storage unavailable, retrying next tick: {exc}")
+    if current is None:
+        return dg.SensorResult(skip_reason="no universe stored yet")
+    live = {s: LiveLiquidity(s, f.spread, f.depth_1pct_usd, f.quote_volume_window) for s, f in feeds.items()}
+    check = emergency_check(current.symbols, live, emergency_rules_from(settings.settings()), cursor.strikes)
+    new_cursor = msgspec.json.encode(_Cursor(check.strikes)).decode()
+    requests = emergency_requests(check, current.rescan_id)
+    if not requests:
+        struck = ", ".join(f"{s}×{n}" for s, n in sorted(check.strikes.items())) or "none"
+        skip = f"{len(current.symbols)} symbols checked, {len(check.unknown)} unknown; strikes: {struck}"
+        return dg.SensorResult(skip_reason=skip, cursor=new_cursor)
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+defs = dg.Definitions(
+    assets=UNIVERSE_ASSETS,
+    jobs=[universe_rescan_job, universe_quick_check_job, universe_exclusion_job],
+    schedules=[universe_rescan_schedule, universe_quick_check_schedule],
+    sensors=[emergency_exclusion_sensor],
+)

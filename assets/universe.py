@@ -1,0 +1,145 @@
+"""Universe selection (spec 4) as Dagster assets: exchange symbols → per-symbol statistics → scores → universe.
+
+Bodies are short: the fetching is :mod:`tapewatch.adapters.universe_fetch`, the scoring and selection
+:func:`tapewatch.universe.select_universe`, the history :mod:`tapewatch.adapters.universe_store`. The
+``universe`` asset stores the rescan as a new version in PostgreSQL and hands it to the realtime service
+through the Redis control key (``RedisState.set_universe``).
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
+from tapewatch.adapters.universe_fetch import exchange_symbols as fetch_exchange_symbols
+from tapewatch.adapters.universe_fetch import failed_share, fetch_statistics
+from tapewatch.adapters.universe_store import publish, save_rescan
+from tapewatch.settings import Settings
+from tapewatch.universe import (
+    Selection,
+    SymbolStats,
+    minimums_from,
+    references_from,
+    select_universe,
+    weights_from,
+)
+
+GROUP = "universe"
+#: More failed per-symbol fetches than this share and the rescan stops: the universe stays as it is.
+MAX_FAILED_SHARE = 0.5
+
+
+@dg.asset(group_name=GROUP, compute_kind="binance")
+def exchange_symbols(
+    context: dg.AssetExecutionContext, settings: TapewatchSettings, binance: BinanceRestResource
+) -> list[str]:
+    """Binance USD-M contracts that are perpetual, TRADING and USDT-margined (``exchangeInfo``)."""
+    symbols = binance.run(fetch_exchange_symbols, settings.settings())
+    context.add_output_metadata({"symbols": len(symbols)})
+    return symbols
+
+
+@dg.asset(group_name=GROUP, compute_kind="binance")
+def symbol_statistics(
+    context: dg.AssetExecutionContext,
+    settings: TapewatchSettings,
+    binance: BinanceRestResource,
+    exchange_symbols: list[str],
+) -> list[SymbolStats]:
+    """Per symbol: 24h quote volume, open interest in USD, spread and depth within 1 % of mid, ATR/price,
+    trades per second. Symbols below the volume minimum get only their ticker numbers (no extra calls)."""
+    config = settings.settings()
+    report = binance.run(lambda client: fetch_statistics(client, exchange_symbols, config), config)
+    if failed_share(report) > MAX_FAILED_SHARE:
+        raise dg.Failure(
+            f"REST calls failed for {report.failed} of {report.fetched} symbols; the universe is left as it is",
+            metadata={"first errors": "; ".join(e for s in report.stats for e in s.errors[:1])[:2000]},
+        )
+    context.add_output_metadata(
+        {
+            "symbols": len(report.stats),
+            "measured (above the volume minimum)": report.fetched,
+            "with a failed call": report.failed,
+            "request weight": report.weight,
+        }
+    )
+    return report.stats
+
+
+def _params(config: Settings) -> dict[str, Any]:
+    w, r, m = weights_from(config), references_from(config), minimums_from(config)
+    return {
+        "universe_size": config.universe_size,
+        "minimums": {k: getattr(m, k) for k in m.__slots__},
+        "weights": {k: getattr(w, k) for k in w.__slots__},
+        "references": {k: getattr(r, k) for k in r.__slots__},
+        "atr": f"ATR({config.universe_atr_period}) on {config.universe_atr_interval}",
+    }
+
+
+def _table(selection: Selection, limit: int = 40) -> str:
+    lines = ["| rank | symbol | score | reason |", "|---:|---|---:|---|"]
+    for d in selection.decisions[:limit]:
+        score = "" if d.score is None else f"{d.score:.1f}"
+        lines.append(f"| {d.rank or ''} | {d.symbol} | {score} | {d.detail} |")
+    return "\n".join(lines)
+
+
+@dg.asset(group_name=GROUP, compute_kind="python")
+def symbol_scores(
+    context: dg.AssetExecutionContext, settings: TapewatchSettings, symbol_statistics: list[SymbolStats]
+) -> Selection:
+    """Spec 4.1 score of every symbol, the minimums, the rank, and the reason each one is in or out."""
+    config = settings.settings()
+    selection = select_universe(
+        symbol_statistics,
+        config.universe_size,
+        minimums_from(config),
+        weights_from(config),
+        references_from(config),
+    )
+    context.add_output_metadata(
+        {
+            "selected": len(selection.symbols),
+            "reasons": dg.MetadataValue.json(selection.reasons()),
+            "ranking": dg.MetadataValue.md(_table(selection)),
+        }
+    )
+    return selection
+
+
+@dg.asset(group_name=GROUP, compute_kind="postgres")
+def universe(
+    context: dg.AssetExecutionContext,
+    settings: TapewatchSettings,
+    database: DatabaseResource,
+    redis: RedisResource,
+    symbol_scores: Selection,
+) -> list[str]:
+    """The universe: stored as a new version in PostgreSQL and published to the realtime service.
+
+    An empty selection is refused (the run fails, nothing changes): watching nothing is never what an
+    operator wants from a rescan; the scores asset's metadata shows why every symbol was out."""
+    if not symbol_scores.symbols:
+        raise dg.Failure(
+            "no symbol passed the minimums; the universe is left as it is",
+            metadata={"reasons": dg.MetadataValue.json(symbol_scores.reasons())},
+        )
+    with database.open() as db:
+        rescan = save_rescan(
+            db, symbol_scores.decisions, run_id=context.run.run_id, params=_params(settings.settings())
+        )
+    with redis.open() as state:
+        publish(state, rescan, source="universe_rescan")
+    context.add_output_metadata(
+        {
+            "rescan_id": rescan.rescan_id,
+            "symbols": dg.MetadataValue.json(list(rescan.symbols)),
+            "added": dg.MetadataValue.json(list(rescan.added)),
+            "removed": dg.MetadataValue.json(list(rescan.removed)),
+        }
+    )
+    return list(rescan.symbols)
+
+
+UNIVERSE_ASSETS = [exchange_symbols, symbol_statistics, symbol_scores, universe]

@@ -1,0 +1,227 @@
+"""The Dagster instance of tapewatch: its home, its storage, its environment and its two processes.
+
+- **Home**: ``DAGSTER_HOME`` = ``<var_dir>/dagster`` with a generated ``dagster.yaml`` (mode 0600: it holds
+  the database URL).
+- **Storage**: ``dagster-postgres`` on the same PostgreSQL server as tapewatch, in a database of its own,
+  ``<tapewatch database>_dagster`` (``tapewatch_dagster`` on the embedded server), created when missing.
+  Dagster's tables never mix with ours, and dropping one database never touches the other.
+- **Runs**: the queued run coordinator (at most ``dagster_max_concurrent_runs`` at once, dequeued by the
+  daemon) and the default launcher (each run a subprocess of the code server). This works the same under
+  ``dagster dev`` and under ``dagster-webserver`` + ``dagster-daemon``; schedules and sensors need the daemon.
+- **Environment**: :func:`dagster_env` is what a Dagster process needs: ``DAGSTER_HOME`` and the settings of
+  this process as ``TAPEWATCH_*`` variables (the resources of ``orchestration.definitions`` read
+  ``TAPEWATCH_DATABASE_URL``, ``TAPEWATCH_REDIS_URL``, ``TAPEWATCH_REDIS_PREFIX`` and
+  ``TAPEWATCH_BINANCE_REST_URL`` through ``dg.EnvVar``; ``TapewatchSettings`` reads the rest).
+- **Processes**: :func:`dagster_commands` gives the two command lines; :func:`run_dagster` (``tapewatch
+  dagster``) runs them under :class:`tapewatch.supervisor.Supervisor` until Ctrl-C/SIGTERM.
+
+``tapewatch demo`` calls :func:`prepare_dagster_home`, :func:`dagster_env` and :func:`dagster_commands`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from tapewatch.adapters.dagster_runs import job_available
+from tapewatch.adapters.db import open_database
+from tapewatch.adapters.embedded import ensure_database, ensure_redis
+from tapewatch.errors import ConfigError, StorageUnavailable
+from tapewatch.settings import ENV_PREFIX, Settings
+
+#: The repository root: ``workspace.yaml`` is there, and Dagster processes run there (it imports
+#: ``orchestration.definitions``).
+ROOT = Path(__file__).resolve().parents[2]
+WORKSPACE = ROOT / "workspace.yaml"
+#: The job ``tapewatch rescan`` launches; its presence means the code location has loaded.
+RESCAN_JOB = "universe_rescan_job"
+#: Seconds the webserver may take to load the code location (two busy cores: be patient).
+READY_TIMEOUT = 240.0
+
+
+def dagster_home(settings: Settings) -> Path:
+    """``<var_dir>/dagster`` as an absolute path (the directory ``DAGSTER_HOME`` points at)."""
+    return (settings.var_dir / "dagster").resolve()
+
+
+def dagster_database_url(database_url: str) -> str:
+    """The URL of Dagster's database: tapewatch's server, database ``<name>_dagster``, with the psycopg2
+    driver named (``postgresql+psycopg2://``): dagster-postgres needs it (its ``NOTIFY`` statements fail
+    under psycopg 3, SQLAlchemy 2.1's default). Unix-socket URLs (``?host=/path``) keep their query."""
+    url = sa.make_url(database_url)
+    name = url.database or "tapewatch"
+    return url.set(drivername="postgresql+psycopg2", database=f"{name}_dagster").render_as_string(
+        hide_password=False
+    )
+
+
+def ensure_dagster_database(database_url: str) -> str:
+    """Create Dagster's database on tapewatch's server if it is missing; return its URL.
+
+    Raises StorageUnavailable when the server does not answer and ConfigError when the database is missing
+    and our user may not create it (the message says what to run)."""
+    target = dagster_database_url(database_url)
+    name = sa.make_url(target).database
+    libpq = sa.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(libpq, autocommit=True, connect_timeout=5) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{name}"')  # name derived from ours: letters, digits, _
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigError(
+            f"Dagster's database {name!r} does not exist and this user may not create it ({exc}); "
+            f"run `CREATE DATABASE {name}` as an administrator"
+        ) from exc
+    except psycopg.OperationalError as exc:
+        raise StorageUnavailable(f"PostgreSQL does not answer for Dagster's database: {exc}") from exc
+    return target
+
+
+def dagster_yaml(postgres_url: str, max_concurrent_runs: int, home: Path) -> str:
+    """The ``dagster.yaml`` of the instance (JSON is valid YAML: no quoting surprises in the URL)."""
+    import json
+
+    config: dict[str, Any] = {
+        "storage": {"postgres": {"postgres_url": postgres_url}},
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"max_concurrent_runs": max_concurrent_runs},
+        },
+        "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
+        "local_artifact_storage": {
+            "module": "dagster.core.storage.root",
+            "class": "LocalArtifactStorage",
+            "config": {"base_dir": str(home / "storage")},
+        },
+        "code_servers": {"local_startup_timeout": int(READY_TIMEOUT)},
+        "telemetry": {"enabled": False},
+    }
+    return "# generated by tapewatch (tapewatch.adapters.dagster_home); rewritten at every start\n" + (
+        json.dumps(config, indent=2) + "\n"
+    )
+
+
+def prepare_dagster_home(settings: Settings, database_url: str) -> Path:
+    """Create ``<var_dir>/dagster`` with its ``dagster.yaml`` (storage in Dagster's own database on the server
+    of ``database_url``, created when missing); return the directory, for ``DAGSTER_HOME``."""
+    home = dagster_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    text = dagster_yaml(ensure_dagster_database(database_url), settings.dagster_max_concurrent_runs, home)
+    path = home / "dagster.yaml"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name("dagster.yaml.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    return home
+
+
+def _env_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Path):
+        return str(value.resolve())
+    return str(value)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting that differs from its default, as ``TAPEWATCH_*`` variables (so a child process rebuilds
+    the same settings from its environment, whatever file or variables this one read them from)."""
+    env: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value == field.default and name != "var_dir":  # var_dir: always absolute, the cwd changes
+            continue
+        text = _env_value(value)
+        if text is not None:
+            env[ENV_PREFIX + name.upper()] = text
+    return env
+
+
+def dagster_env(settings: Settings, database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of a Dagster process (webserver, daemon, ``dagster dev``): this process's environment,
+    the settings as ``TAPEWATCH_*``, the resolved database and Redis URLs, and ``DAGSTER_HOME``."""
+    env = {**os.environ, **settings_env(settings)}
+    env.update(
+        {
+            "DAGSTER_HOME": str(dagster_home(settings)),
+            "TAPEWATCH_DATABASE_URL": database_url,
+            "TAPEWATCH_REDIS_URL": redis_url,
+            "TAPEWATCH_REDIS_PREFIX": settings.redis_prefix,
+            "TAPEWATCH_BINANCE_REST_URL": settings.binance_rest_url,
+        }
+    )
+    return env
+
+
+def _tool(name: str) -> str:
+    # the console scripts of this interpreter's environment (the venv), whatever PATH says
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def webserver_command(host: str, port: int) -> list[str]:
+    """``dagster-webserver -w workspace.yaml -h HOST -p PORT`` (run it with cwd = the repository root)."""
+    return [_tool("dagster-webserver"), "-w", str(WORKSPACE), "-h", host, "-p", str(port)]
+
+
+def daemon_command() -> list[str]:
+    """``dagster-daemon run -w workspace.yaml``: schedules, sensors and the run queue."""
+    return [_tool("dagster-daemon"), "run", "-w", str(WORKSPACE)]
+
+
+def dagster_commands(settings: Settings, port: int | None = None) -> dict[str, list[str]]:
+    """The two processes of the instance by name (``dagster-web``, ``dagster-daemon``), webserver on
+    ``settings.dagster_host`` and ``port`` (default ``settings.dagster_port``)."""
+    return {
+        "dagster-web": webserver_command(settings.dagster_host, port or settings.dagster_port),
+        "dagster-daemon": daemon_command(),
+    }
+
+
+def run_dagster(settings: Settings, port: int | None = None) -> int:
+    """``tapewatch dagster``: embedded servers, the home, then webserver + daemon until Ctrl-C/SIGTERM.
+
+    Raises ConfigError when the port is taken (naming ``dagster_port``). Returns the exit code: 0 after a
+    requested stop, a child's code when one dies (its last lines are printed)."""
+    from tapewatch.platform import port_free
+    from tapewatch.supervisor import ChildFailed, ChildSpec, Supervisor
+
+    port = port or settings.dagster_port
+    if not port_free(settings.dagster_host, port):
+        raise ConfigError(
+            f"port {settings.dagster_host}:{port} for the Dagster webserver is taken; use --port or set "
+            f"TAPEWATCH_DAGSTER_PORT (setting dagster_port) to a free port, or stop what holds it"
+        )
+    open_database(settings).dispose()  # migrations before any asset runs
+    database_url, redis_url = ensure_database(settings), ensure_redis(settings)
+    prepare_dagster_home(settings, database_url)
+    env = dagster_env(settings, database_url, redis_url)
+    with Supervisor(run_dir=settings.var_dir / "run", name="dagster") as sup:
+        try:
+            for name, argv in dagster_commands(settings, port).items():
+                sup.start(ChildSpec(name, argv, env=env, cwd=ROOT))
+            seconds = sup.wait_until(
+                "dagster-web",
+                # ready = the code location is loaded (``tapewatch rescan`` works from then on)
+                lambda: job_available(settings.dagster_host, port, RESCAN_JOB),
+                timeout=READY_TIMEOUT,
+            )
+        except ChildFailed as exc:
+            sup.say(str(exc))
+            return 1
+        sup.say(f"Dagster is up at http://{settings.dagster_host}:{port} ({seconds:.0f} s); Ctrl-C stops it")
+        return sup.run()

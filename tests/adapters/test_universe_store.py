@@ -1,0 +1,162 @@
+"""The universe's history in PostgreSQL: full rescans, exclusions as new versions, diffs, reads, errors."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.universe_store import (
+    current_universe,
+    exclude,
+    exclusions,
+    members,
+    recent_rescans,
+    rescan_by_run,
+    save_rescan,
+)
+from tapewatch.errors import StorageUnavailable
+from tapewatch.universe import Minimums, Reason, SymbolStats, select_universe
+from tapewatch.universe_checks import Exclusion
+
+MINS = Minimums(min_24h_volume=50e6, min_open_interest=10e6, max_spread=0.0002)
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Iterator[Database]:
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
+
+
+def stats(symbol: str, volume: float, **extra: float | None) -> SymbolStats:
+    base: dict[str, float | None] = {
+        "open_interest_usd": 20e6,
+        "spread": 0.0001,
+        "depth_1pct_usd": 1e6,
+        "atr_ratio": 0.01,
+        "trades_per_second": 5.0,
+        "last_price": 3.0,
+    }
+    base.update(extra)
+    return SymbolStats(symbol, quote_volume_24h=volume, **base)  # type: ignore[arg-type]
+
+
+def test_empty_history_reads_as_none_and_empty_lists(db: Database) -> None:
+    assert current_universe(db) is None
+    assert recent_rescans(db) == [] and exclusions(db) == [] and members(db, 12345) == []
+    assert rescan_by_run(db, "no-such-run") is None
+    # excluding before any rescan changes nothing
+    assert exclude(db, [Exclusion("AUSDT", Reason.SPREAD_TOO_WIDE, "wide")], source="emergency") is None
+
+
+def test_a_full_rescan_is_stored_with_every_symbol_its_stats_and_reason(db: Database) -> None:
+    candidates = [
+        stats("AUSDT", 900e6),
+        stats("BUSDT", 300e6),
+        stats("CUSDT", 90e6),
+        stats("THINUSDT", 5e6),
+        SymbolStats("BROKENUSDT", quote_volume_24h=80e6, errors=("depth: HTTP 503",)),
+    ]
+    sel = select_universe(candidates, 2, MINS)
+    saved = save_rescan(db, sel.decisions, run_id="run-1", params={"universe_size": 2})
+    assert saved.kind == "full" and saved.symbols == ("AUSDT", "BUSDT") and saved.run_id == "run-1"
+    assert saved.added == ("AUSDT", "BUSDT") and saved.removed == ()
+    assert saved.candidates == 5 and saved.params == {"universe_size": 2}
+    assert saved.reason_counts == {
+        "selected": 2,
+        "rank_beyond_size": 1,
+        "below_min_volume": 1,
+        "missing_statistic": 1,
+    }
+    rows = members(db, saved.rescan_id)
+    assert [(m.symbol, m.rank, m.reason) for m in rows] == [
+        ("AUSDT", 1, Reason.SELECTED),
+        ("BUSDT", 2, Reason.SELECTED),
+        ("CUSDT", 3, Reason.RANK_BEYOND_SIZE),
+        ("BROKENUSDT", None, Reason.MISSING_STATISTIC),
+        ("THINUSDT", None, Reason.BELOW_MIN_VOLUME),
+    ]
+    a = rows[0]
+    assert a.stats == candidates[0] and a.score == pytest.approx(sel.decisions[0].score)
+    assert a.volume_score == 1.0 and a.liquidity_score == 0.5
+    broken = rows[3]
+    assert broken.score is None and broken.stats.errors == ("depth: HTTP 503",)
+    assert current_universe(db) == saved == rescan_by_run(db, "run-1")
+
+
+def test_exclusions_make_new_versions_and_diffs_follow_the_history(db: Database) -> None:
+    first = save_rescan(
+        db, select_universe([stats(s, v) for s, v in [("AUSDT", 9e8), ("BUSDT", 5e8)]], 5, MINS).decisions
+    )
+    second = save_rescan(
+        db,
+        select_universe(
+            [stats(s, v) for s, v in [("AUSDT", 9e8), ("BUSDT", 5e8), ("CUSDT", 3e8)]], 5, MINS
+        ).decisions,
+        run_id="run-2",
+    )
+    assert second.added == ("CUSDT",) and second.removed == ()
+    wide = Exclusion(
+        "BUSDT", Reason.SPREAD_TOO_WIDE, "live spread 0.1000% > 0.0200%", {"spread": 0.001, "strikes": 3.0}
+    )
+    ghost = Exclusion("ZZZUSDT", Reason.SPREAD_TOO_WIDE, "not in the universe")
+    third = exclude(db, [wide, ghost], source="emergency", run_id="run-3")
+    assert third is not None
+    assert third.kind == "emergency" and third.symbols == ("AUSDT", "CUSDT") and third.removed == ("BUSDT",)
+    rows = {m.symbol: m for m in members(db, third.rescan_id)}
+    assert rows["BUSDT"].reason is Reason.SPREAD_TOO_WIDE and not rows["BUSDT"].selected
+    assert rows["BUSDT"].rank is None and rows["BUSDT"].stats.quote_volume_24h == 5e8
+    assert rows["CUSDT"].rank == 2 and "emergency" in rows["CUSDT"].detail
+    # the same exclusion again (a repeated sensor run): nothing to do
+    assert exclude(db, [wide], source="emergency") is None
+    recorded = exclusions(db)
+    assert [(e.symbol, e.source, e.reason, e.rescan_id, e.run_id) for e in recorded] == [
+        ("BUSDT", "emergency", Reason.SPREAD_TOO_WIDE, third.rescan_id, "run-3")
+    ]
+    assert recorded[0].values == {"spread": 0.001, "strikes": 3.0}
+    quick = exclude(db, [Exclusion("AUSDT", Reason.BELOW_MIN_VOLUME, "24h volume low")], source="quick_check")
+    assert quick is not None and quick.kind == "quick" and quick.symbols == ("CUSDT",)
+    history = recent_rescans(db, limit=10)
+    assert [r.rescan_id for r in history] == [
+        quick.rescan_id,
+        third.rescan_id,
+        second.rescan_id,
+        first.rescan_id,
+    ]
+    assert [r.removed for r in history] == [("AUSDT",), ("BUSDT",), (), ()]
+    assert [r.kind for r in recent_rescans(db, kind="full")] == ["full", "full"]
+    assert [e.symbol for e in exclusions(db, symbol="ausdt")] == ["AUSDT"]
+    assert current_universe(db) == quick
+    with pytest.raises(ValueError, match="at least 1"):
+        recent_rescans(db, limit=0)
+
+
+def test_the_schema_refuses_bad_rows(db: Database) -> None:
+    with pytest.raises(sa.exc.IntegrityError), db.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO universe_rescans (kind, symbols, candidates) VALUES ('weekly', '{}', 0)")
+        )
+    with pytest.raises(sa.exc.IntegrityError), db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO universe_exclusions (symbol, reason, source) VALUES ('AUSDT', 'selected', 'emergency')"
+            )
+        )
+
+
+def test_postgres_down_is_storage_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = Database(f"postgresql://tw@127.0.0.1:{port}/tapewatch", connect_timeout=2)
+    try:
+        with pytest.raises(StorageUnavailable):
+            current_universe(down)
+        with pytest.raises(StorageUnavailable):
+            save_rescan(down, [])
+    finally:
+        down.dispose()

@@ -1,0 +1,217 @@
+"""The universe assets, quick check, exclusion job and emergency sensor against real PostgreSQL, Redis and the
+simulated exchange's REST."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from assets.universe import UNIVERSE_ASSETS
+from orchestration.universe import (
+    emergency_exclusion_sensor,
+    universe_exclusion_job,
+    universe_quick_check_job,
+    universe_rescan_job,
+    universe_rescan_schedule,
+)
+from realtime.sim.server import SimExchange
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_ops import SymbolFeed
+from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.universe_store import current_universe, exclusions, members, recent_rescans
+from tapewatch.universe import Reason
+from tests.orchestration.universe_support import publish_feeds, resources, sim_in_thread
+
+# the first 20 simulated symbols: 15 liquid, ATOM too wide, FIL and ETC thin, MKR low open interest; UNI is
+# a wide one whose $50M volume sits at the minimum (either reason keeps it out)
+WIDE, THIN, LOW_OI = {"ATOMUSDT"}, {"FILUSDT", "ETCUSDT"}, {"MKRUSDT"}
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimExchange]:
+    with sim_in_thread(seed=4, symbols=20, speed=1.0) as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Iterator[Database]:
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
+
+
+def rescan(
+    sim: SimExchange, url: str, redis_url: str, keys: Keyspace, **overrides: str
+) -> dg.ExecuteInProcessResult:
+    res = resources(url, redis_url, keys, sim.rest_url, **{"universe_size": "5", **overrides})
+    return dg.materialize(UNIVERSE_ASSETS, resources=res, run_config={})
+
+
+def test_a_rescan_stores_every_symbol_with_rank_and_reason_and_publishes_the_universe(
+    sim: SimExchange,
+    migrated_database_url: str,
+    db: Database,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    result = rescan(sim, migrated_database_url, redis_url, redis_keys)
+    assert result.success
+    tradable = result.output_for_node("exchange_symbols")
+    assert len(tradable) == 20 and "BTCUSDT_260327" not in tradable and "BTCUSDC" not in tradable
+    assert "OLDCOINUSDT" not in tradable  # SETTLING
+    current = current_universe(db)
+    assert current is not None and current.kind == "full" and current.run_id == result.run_id
+    assert len(current.symbols) == 5 and current.added == current.symbols
+    assert result.output_for_node("universe") == list(current.symbols)
+    rows = {m.symbol: m for m in members(db, current.rescan_id)}
+    assert set(rows) == set(tradable)
+    ranked = sorted((m for m in rows.values() if m.rank is not None), key=lambda m: m.rank or 0)
+    assert [m.rank for m in ranked] == list(range(1, 16))  # the 15 liquid symbols pass the minimums
+    assert [m.symbol for m in ranked[:5]] == list(current.symbols)
+    assert all(m.reason is Reason.SELECTED for m in ranked[:5])
+    assert all(m.reason is Reason.RANK_BEYOND_SIZE for m in ranked[5:])
+    scores = [m.score or 0.0 for m in ranked]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 100
+    assert {s for s, m in rows.items() if m.reason is Reason.SPREAD_TOO_WIDE} - {"UNIUSDT"} == WIDE
+    assert {s for s, m in rows.items() if m.reason is Reason.BELOW_MIN_VOLUME} - {"UNIUSDT"} == THIN
+    assert rows["UNIUSDT"].reason in (Reason.SPREAD_TOO_WIDE, Reason.BELOW_MIN_VOLUME)
+    assert {s for s, m in rows.items() if m.reason is Reason.BELOW_MIN_OPEN_INTEREST} == LOW_OI
+    btc = rows["BTCUSDT"]
+    assert btc.stats.quote_volume_24h and btc.stats.quote_volume_24h > 1e9
+    assert btc.stats.open_interest_usd and btc.stats.open_interest_usd > 1e8
+    assert btc.stats.depth_1pct_usd and btc.stats.atr_ratio and btc.stats.trades_per_second
+    assert btc.volume_score == 1.0
+    # thin symbols were not measured beyond their ticker (the prefilter saves request weight)
+    assert rows["FILUSDT"].stats.depth_1pct_usd is None and rows["FILUSDT"].stats.trades_per_second
+    # published to the realtime service
+    assert redis_state.read_control().universe == current.symbols
+    last = redis_state.last_rescan()
+    assert last is not None and last.info["rescan_id"] == current.rescan_id and last.info["symbols"] == 5
+    # metadata of the scores asset explains the ranking
+    mats = result.asset_materializations_for_node("symbol_scores")
+    assert "ranking" in mats[0].metadata
+
+
+def test_a_failed_call_leaves_one_symbol_out_with_the_error_and_a_second_rescan_diffs(
+    sim: SimExchange, migrated_database_url: str, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    assert rescan(sim, migrated_database_url, redis_url, redis_keys).success
+    sim.faults.rest_error(503, count=1, path="/fapi/v1/openInterest")
+    second = rescan(sim, migrated_database_url, redis_url, redis_keys, universe_size="6")
+    assert second.success
+    history = recent_rescans(db)
+    assert len(history) == 2 and history[0].run_id == second.run_id
+    rows = members(db, history[0].rescan_id)
+    broken = [m for m in rows if m.reason is Reason.MISSING_STATISTIC]
+    assert len(broken) == 1 and "open interest" in broken[0].detail and "503" in broken[0].detail
+    assert broken[0].stats.open_interest_usd is None
+    assert len(history[0].symbols) == 6
+    assert set(history[0].added) == set(history[0].symbols) - set(history[1].symbols)
+
+
+def test_an_empty_selection_fails_and_leaves_the_universe_unchanged(
+    sim: SimExchange,
+    migrated_database_url: str,
+    db: Database,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    result = dg.materialize(
+        UNIVERSE_ASSETS,
+        resources=resources(
+            migrated_database_url, redis_url, redis_keys, sim.rest_url, min_24h_volume="1e15"
+        ),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert current_universe(db) is None and redis_state.read_control().universe is None
+
+
+def test_quick_check_and_emergency_exclusion_remove_symbols_as_runs(
+    sim: SimExchange,
+    migrated_database_url: str,
+    db: Database,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    res = resources(migrated_database_url, redis_url, redis_keys, sim.rest_url, universe_size="5")
+    # before any rescan the quick check has nothing to do
+    assert universe_quick_check_job.execute_in_process(resources=res).success
+    assert current_universe(db) is None
+    assert dg.materialize(UNIVERSE_ASSETS, resources=res).success
+    first = current_universe(db)
+    assert first is not None
+    # the quick check with a minimum between the two smallest 24h volumes of the universe: the smallest leaves
+    chosen = sorted(
+        (m for m in members(db, first.rescan_id) if m.selected), key=lambda m: m.stats.quote_volume_24h or 0
+    )
+    smallest, next_up = (m.stats.quote_volume_24h or 0.0 for m in chosen[:2])
+    strict = resources(
+        migrated_database_url,
+        redis_url,
+        redis_keys,
+        sim.rest_url,
+        min_24h_volume=str((smallest * next_up) ** 0.5),
+    )
+    quick = universe_quick_check_job.execute_in_process(resources=strict)
+    assert quick.success
+    after_quick = current_universe(db)
+    assert (
+        after_quick is not None and after_quick.kind == "quick" and after_quick.removed == (chosen[0].symbol,)
+    )
+    (record,) = exclusions(db)
+    assert record.source == "quick_check" and record.reason is Reason.BELOW_MIN_VOLUME
+    assert redis_state.read_control().universe == after_quick.symbols
+
+    # the emergency sensor: the best symbol's live spread is far too wide, the second is unknown
+    top, second = after_quick.symbols[0], after_quick.symbols[1]
+    feeds = {
+        top: SymbolFeed(state="synced", spread=0.01, depth_1pct_usd=5e6, quote_volume_window=5e6),
+        second: SymbolFeed(state="resyncing"),
+    }
+    for s in after_quick.symbols[2:]:
+        feeds[s] = SymbolFeed(state="synced", spread=0.00005, depth_1pct_usd=5e6, quote_volume_window=5e6)
+    publish_feeds(redis_url, redis_keys, feeds)
+    cursor = None
+    for strike in (1, 2):  # emergency_strikes = 3 by default
+        ctx = dg.build_sensor_context(cursor=cursor, resources=res)
+        out = emergency_exclusion_sensor(ctx)
+        assert isinstance(out, dg.SensorResult) and not out.run_requests
+        assert f"{top}×{strike}" in str(out.skip_reason) and "1 unknown" in str(out.skip_reason)
+        cursor = out.cursor
+    out = emergency_exclusion_sensor(dg.build_sensor_context(cursor=cursor, resources=res))
+    assert isinstance(out, dg.SensorResult)
+    (request,) = out.run_requests or []
+    assert request.tags["tapewatch/symbol"] == top and request.tags["tapewatch/reason"] == "spread_too_wide"
+    run = universe_exclusion_job.execute_in_process(run_config=request.run_config, resources=res)
+    assert run.success
+    after = current_universe(db)
+    assert after is not None and after.kind == "emergency" and after.removed == (top,)
+    assert top not in (redis_state.read_control().universe or ())
+    (emergency,) = [e for e in exclusions(db) if e.source == "emergency"]
+    assert emergency.symbol == top and emergency.run_id == run.run_id and emergency.values["spread"] == 0.01
+    # the same request again (a retried run) changes nothing
+    assert universe_exclusion_job.execute_in_process(run_config=request.run_config, resources=res).success
+    assert current_universe(db) == after
+
+
+def test_the_sensor_skips_without_a_universe_or_storage(
+    migrated_database_url: str, redis_url: str, redis_keys: Keyspace
+) -> None:
+    res = resources(migrated_database_url, redis_url, redis_keys)
+    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res))
+    assert isinstance(out, dg.SensorResult) and out.skip_reason and "no universe" in str(out.skip_reason)
+    down = {**res, "redis": type(res["redis"])(url="redis://127.0.0.1:9/0", prefix=redis_keys.prefix)}
+    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=down))
+    assert isinstance(out, dg.SensorResult) and "storage unavailable" in str(out.skip_reason)
+
+
+def test_jobs_and_schedule_are_wired() -> None:
+    assert universe_rescan_schedule.cron_schedule == "0 */6 * * *"
+    assert universe_rescan_schedule.job_name == universe_rescan_job.name == "universe_rescan_job"
