@@ -6,12 +6,15 @@ pointed at this test's Redis prefix and database through the environment, as an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +259,91 @@ def test_running_embedded_servers_are_found_and_an_unmigrated_database_is_report
     assert no_heartbeat.startswith("no realtime heartbeat yet")
     assert "not migrated" in not_migrated and "tapewatch db upgrade" in not_migrated
     assert find_redis(settings) is None and find_database(settings) is None  # stopped again
+
+
+# --- web servers (Dagster webserver, dashboard) probed over HTTP ----------------------------------------
+
+
+@contextlib.contextmanager
+def http_server(status_code: int = 200) -> Iterator[int]:
+    """A real HTTP server on a free port answering every GET with ``status_code``; yields the port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status_code)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_web_servers_are_probed_and_a_silent_one_with_a_live_heartbeat_is_down(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    run_realtime(redis_url, redis_keys, {})
+    redis_state.beat("dashboard", ttl_s=30)  # the dashboard process lives...
+    with http_server(200) as dagster_port, closed_port() as dashboard_port:
+        env.setenv("TAPEWATCH_DAGSTER_PORT", str(dagster_port))
+        env.setenv("TAPEWATCH_DASHBOARD_PORT", str(dashboard_port))  # ...but its server does not answer
+        code, report = status_json(capsys)
+        _, table = status(capsys)
+    assert code == 1
+    assert report["services"] == {
+        "dagster": {"url": f"http://127.0.0.1:{dagster_port}/server_info", "reachable": True},
+        "dashboard": {"url": f"http://127.0.0.1:{dashboard_port}/", "reachable": False},
+    }
+    (problem,) = report["problems"]
+    assert problem.startswith(f"dashboard does not answer on http://127.0.0.1:{dashboard_port}/")
+    assert "tapewatch dashboard" in problem and "TAPEWATCH_DASHBOARD_HOST/PORT" in problem
+    assert "dagster web   up" in table and "dashboard web no answer" in table
+
+
+def test_a_web_server_that_never_ran_here_is_not_a_problem(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keys: Keyspace,
+) -> None:
+    run_realtime(redis_url, redis_keys, {})
+    with closed_port() as port, http_server(401) as behind_login:
+        env.setenv("TAPEWATCH_DAGSTER_PORT", str(port))
+        env.setenv("TAPEWATCH_DASHBOARD_PORT", str(behind_login))  # 401: up, behind its password
+        code, report = status_json(capsys)
+    assert code == 0 and report["problems"] == []
+    assert report["services"]["dagster"]["reachable"] is False
+    assert report["services"]["dashboard"]["reachable"] is True
+
+
+def test_the_one_line_status_of_the_demo_console(
+    env: pytest.MonkeyPatch, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    from tapewatch.adapters.status import format_status_line, gather_status
+    from tapewatch.settings import load_settings
+
+    with closed_port() as port:
+        env.setenv("TAPEWATCH_DAGSTER_PORT", str(port))
+        env.setenv("TAPEWATCH_DASHBOARD_PORT", str(port))
+        line = format_status_line(gather_status(load_settings()))
+        assert line.startswith("status: no component yet")
+        assert "dagster web down, dashboard web down" in line and "no signal yet" in line
+        assert "open incidents 0" in line and "1 problem(s): no realtime heartbeat yet" in line
+
+        run_realtime(redis_url, redis_keys, {})
+        redis_state.set_last_signal({"signal_type": "ENTRY", "symbol": "BTCUSDT", "direction": "LONG"})
+        line = format_status_line(gather_status(load_settings()))
+    assert line.startswith("status: realtime up · ")
+    assert "last signal " in line and "(ENTRY BTCUSDT LONG)" in line and "problem" not in line

@@ -12,6 +12,8 @@ servers are used when they are running (``find_redis``/``find_database``); they 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import find_database, find_redis
+from tapewatch.adapters.health_store import HealthIncident, open_health_incidents
 from tapewatch.adapters.incidents import IncidentRow, incident_counts, open_incidents
-from tapewatch.adapters.redis_keys import REALTIME, Keyspace
+from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, Keyspace
 from tapewatch.adapters.redis_state import LastEvent, RedisState
 from tapewatch.errors import TapewatchError
 from tapewatch.settings import Settings
@@ -56,6 +59,15 @@ class ComponentStatus:
     host: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """A web server of the platform probed over HTTP: the Dagster webserver, the dashboard."""
+
+    name: str
+    url: str
+    reachable: bool
+
+
 @dataclass(slots=True)
 class Status:
     """Everything ``tapewatch status`` reports. ``None`` fields could not be read (see ``problems``)."""
@@ -66,6 +78,7 @@ class Status:
     redis_ok: bool = False
     database_ok: bool = False
     components: list[ComponentStatus] = field(default_factory=list)
+    services: list[ServiceStatus] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     feeds: dict[str, int] = field(default_factory=dict)
     last_signal: LastEvent | None = None
@@ -73,6 +86,8 @@ class Status:
     open_incidents: int | None = None
     incidents: list[IncidentRow] = field(default_factory=list)
     recent_incidents: dict[str, int] = field(default_factory=dict)
+    # open actions of the health sensors (backup feed, pause, shrink): table health_incidents
+    health_incidents: list[HealthIncident] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -94,6 +109,7 @@ class Status:
                 c.name: {"up": c.up, "heartbeat_age_s": c.age_s, "pid": c.pid, "host": c.host}
                 for c in self.components
             },
+            "services": {s.name: {"url": s.url, "reachable": s.reachable} for s in self.services},
             "metrics": self.metrics,
             "feeds": self.feeds,
             "last_signal": _last_json(self.last_signal, now_ms),
@@ -102,6 +118,7 @@ class Status:
                 "open": self.open_incidents,
                 "newest_open": [row.to_json() for row in self.incidents],
                 "last_hour": self.recent_incidents,
+                "health_open": [row.to_json() for row in self.health_incidents],
             },
             "problems": self.problems,
         }
@@ -119,6 +136,7 @@ def gather_status(
     """Read the platform's state; every failure becomes a line of ``problems`` rather than an exception."""
     status = Status(checked_at=datetime.fromtimestamp(clock(), UTC))
     _from_redis(status, settings, clock)
+    _from_http(status, settings)
     _from_database(status, settings, incident_limit)
     return status
 
@@ -162,6 +180,40 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
     status.feeds = {"total": len(feeds), **dict(sorted(counts.items()))}
 
 
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` answers HTTP with a status below 500 (401 counts: the server is up behind a login)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # a configured local URL
+            return int(response.status) < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def service_urls(settings: Settings) -> dict[str, str]:
+    """The URL each web component answers on when it is up (what ``tapewatch status`` probes)."""
+    return {
+        DAGSTER: f"http://{settings.dagster_host}:{settings.dagster_port}/server_info",
+        DASHBOARD: f"http://{settings.dashboard_host}:{settings.dashboard_port}/",
+    }
+
+
+def _from_http(status: Status, settings: Settings) -> None:
+    """Probe the web servers. One that does not answer is a problem when its component's heartbeat is up (the
+    process lives but its server does not answer); an expired heartbeat is reported already, and a component
+    that never sent one is not part of this deployment (running without Dagster or the dashboard is fine)."""
+    beating = {c.name for c in status.components if c.up}
+    for name, url in service_urls(settings).items():
+        reachable = http_ok(url)
+        status.services.append(ServiceStatus(name, url, reachable))
+        if not reachable and name in beating:
+            status.problems.append(
+                f"{name} does not answer on {url}: start it with `tapewatch {name}` (or `make demo`), "
+                f"or set TAPEWATCH_{name.upper()}_HOST/PORT to where it runs"
+            )
+
+
 def _from_database(status: Status, settings: Settings, limit: int) -> None:
     url = find_database(settings)
     if url is None:
@@ -180,6 +232,7 @@ def _from_database(status: Status, settings: Settings, limit: int) -> None:
         found = open_incidents(db, limit)
         status.open_incidents, status.incidents = found.total, found.newest
         status.recent_incidents = incident_counts(db, status.checked_at - timedelta(hours=1))
+        status.health_incidents = open_health_incidents(db)
         status.database_ok = True
     except TapewatchError as exc:
         status.problems.append(str(exc))
@@ -216,6 +269,10 @@ def format_status(status: Status) -> str:
             lines.append(
                 f"{c.name:<14}{'up' if c.up else 'DOWN':<7}{age:>12}  {c.pid or '-'!s:<8}{c.host or '-'}"
             )
+    if status.services:
+        lines.append("")
+        for svc in status.services:
+            lines.append(f"{svc.name + ' web':<14}{'up' if svc.reachable else 'no answer':<10} {svc.url}")
     if status.metrics:
         shown = [
             f"{label} {status.metrics[key]:,.0f}" for key, label in SHOWN_METRICS if key in status.metrics
@@ -251,9 +308,46 @@ def format_status(status: Status) -> str:
         if status.recent_incidents:
             recent = ", ".join(f"{kind} {n}" for kind, n in status.recent_incidents.items())
             lines.append(f"  recorded in the last hour: {recent}")
+        lines += _health_lines(status.health_incidents)
     if status.problems:
         lines += ["", "problems:", *(f"  - {problem}" for problem in status.problems)]
     return "\n".join(lines)
+
+
+def format_status_line(status: Status) -> str:
+    """One line for a running platform's console: components, newest signal, open incidents, problems."""
+    now_ms = int(status.checked_at.timestamp() * 1000)
+    parts = [
+        ", ".join(f"{c.name} {'up' if c.up else 'DOWN'}" for c in status.components) or "no component yet"
+    ]
+    web = [f"{s.name} web {'up' if s.reachable else 'down'}" for s in status.services]
+    if web:
+        parts.append(", ".join(web))
+    if status.redis_ok:
+        last = status.last_signal
+        if last is None:
+            parts.append("no signal yet")
+        else:
+            what = " ".join(str(last.info.get(k, "")) for k in ("signal_type", "symbol", "direction"))
+            parts.append(f"last signal {_age(last.age(now_ms))} ago ({what.strip()})")
+    if status.open_incidents is not None:
+        parts.append(f"open incidents {status.open_incidents}")
+    if status.problems:
+        parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
+    return "status: " + " · ".join(parts)
+
+
+def _health_lines(incidents: list[HealthIncident]) -> list[str]:
+    """The open health incidents (what the health sensors did and why), or "none"."""
+    if not incidents:
+        return ["  health actions in force: none"]
+    lines = [f"  health actions in force: {len(incidents)}"]
+    for row in incidents:
+        lines.append(
+            f"  {row.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {row.kind:<19}{_cut(row.action, 30):<31}"
+            f"{_cut(row.reason, 90)}"
+        )
+    return lines
 
 
 def _incidents_title(status: Status) -> str:
