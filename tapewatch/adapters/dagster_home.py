@@ -20,10 +20,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import sqlalchemy as sa
@@ -32,8 +33,15 @@ from pydantic import SecretStr
 from tapewatch.adapters.dagster_runs import job_available
 from tapewatch.adapters.db import open_database
 from tapewatch.adapters.embedded import ensure_database, ensure_redis
+from tapewatch.adapters.redis_keys import DAGSTER, Keyspace
+from tapewatch.adapters.redis_state import RedisState
 from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.settings import ENV_PREFIX, Settings
+
+if TYPE_CHECKING:
+    from tapewatch.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 #: The repository root: ``workspace.yaml`` is there, and Dagster processes run there (it imports
 #: ``orchestration.definitions``).
@@ -198,7 +206,7 @@ def run_dagster(settings: Settings, port: int | None = None) -> int:
     Raises ConfigError when the port is taken (naming ``dagster_port``). Returns the exit code: 0 after a
     requested stop, a child's code when one dies (its last lines are printed)."""
     from tapewatch.platform import port_free
-    from tapewatch.supervisor import ChildFailed, ChildSpec, Supervisor
+    from tapewatch.supervisor import ChildFailed, Supervisor
 
     port = port or settings.dagster_port
     if not port_free(settings.dagster_host, port):
@@ -212,16 +220,60 @@ def run_dagster(settings: Settings, port: int | None = None) -> int:
     env = dagster_env(settings, database_url, redis_url)
     with Supervisor(run_dir=settings.var_dir / "run", name="dagster") as sup:
         try:
-            for name, argv in dagster_commands(settings, port).items():
-                sup.start(ChildSpec(name, argv, env=env, cwd=ROOT))
-            seconds = sup.wait_until(
-                "dagster-web",
-                # ready = the code location is loaded (``tapewatch rescan`` works from then on)
-                lambda: job_available(settings.dagster_host, port, RESCAN_JOB),
-                timeout=READY_TIMEOUT,
-            )
+            seconds = start_instance(sup, settings, port, env)
         except ChildFailed as exc:
             sup.say(str(exc))
             return 1
         sup.say(f"Dagster is up at http://{settings.dagster_host}:{port} ({seconds:.0f} s); Ctrl-C stops it")
-        return sup.run()
+        beat = _heartbeat(settings, redis_url, port)
+        try:
+            return sup.run(tick=beat.send, every=HEARTBEAT_EVERY)
+        finally:
+            beat.close()
+
+
+def start_instance(
+    sup: Supervisor, settings: Settings, port: int, env: dict[str, str], timeout: float = READY_TIMEOUT
+) -> float:
+    """Start the webserver, wait until its code location serves the rescan job, then start the daemon;
+    return the seconds the webserver took. Raises ChildFailed (a child died, or the timeout passed).
+
+    In that order because on a new instance both processes would create Dagster's tables at once, and one
+    of them fails on "relation already exists"."""
+    from tapewatch.supervisor import ChildSpec
+
+    commands = dagster_commands(settings, port)
+    sup.start(ChildSpec("dagster-web", commands["dagster-web"], env=env, cwd=ROOT))
+    seconds = sup.wait_until(
+        "dagster-web",
+        # ready = the code location is loaded (``tapewatch rescan`` works from then on)
+        lambda: job_available(settings.dagster_host, port, RESCAN_JOB),
+        timeout=timeout,
+    )
+    sup.start(ChildSpec("dagster-daemon", commands["dagster-daemon"], env=env, cwd=ROOT))
+    return seconds
+
+
+#: Seconds between the Dagster heartbeats ``tapewatch status`` reads (component ``dagster``).
+HEARTBEAT_EVERY = 10.0
+
+
+class _Heartbeat:
+    def __init__(self, state: RedisState, info: dict[str, str | int | float | bool]) -> None:
+        self.state, self.info = state, info
+
+    def send(self) -> None:
+        try:
+            self.state.beat(DAGSTER, ttl_s=HEARTBEAT_EVERY * 3, info=self.info)
+        except StorageUnavailable as exc:  # Redis down: status will say so; Dagster itself is fine
+            log.warning("dagster heartbeat not sent: %s", exc)
+
+    def close(self) -> None:
+        self.state.close()
+
+
+def _heartbeat(settings: Settings, redis_url: str, port: int) -> _Heartbeat:
+    state = RedisState.from_url(redis_url, keys=Keyspace(settings.redis_prefix))
+    beat = _Heartbeat(state, {"url": f"http://{settings.dagster_host}:{port}"})
+    beat.send()
+    return beat

@@ -23,6 +23,7 @@ from tapewatch.adapters.dagster_home import (
     prepare_dagster_home,
     run_dagster,
     settings_env,
+    start_instance,
 )
 from tapewatch.adapters.dagster_runs import DagsterUnavailable, job_available, launch_and_wait
 from tapewatch.adapters.db import Database
@@ -32,7 +33,7 @@ from tapewatch.adapters.universe_store import current_universe
 from tapewatch.cli import main
 from tapewatch.errors import ConfigError
 from tapewatch.settings import Settings, load_settings
-from tapewatch.supervisor import ChildSpec, Supervisor
+from tapewatch.supervisor import Supervisor
 from tests.orchestration.universe_support import sim_in_thread
 
 
@@ -158,9 +159,7 @@ def test_rescan_runs_the_job_in_a_running_instance(
     env = dagster_env(settings, migrated_database_url, redis_url)
     log = io.StringIO()
     with Supervisor(run_dir=settings.var_dir / "run", name="dagster", out=log, handle_signals=False) as sup:
-        for name, argv in dagster_commands(settings).items():
-            sup.start(ChildSpec(name, argv, env=env, cwd=ROOT))
-        sup.wait_until("dagster-web", lambda: job_available("127.0.0.1", port, RESCAN_JOB), timeout=240)
+        start_instance(sup, settings, port, env, timeout=240)
         for key, value in {
             "TAPEWATCH_DATABASE_URL": migrated_database_url,
             "TAPEWATCH_REDIS_URL": redis_url,
