@@ -145,7 +145,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tapewatch.platform import DemoOptions, run_demo
+    from tapewatch.adapters.platform import DemoOptions, run_demo
 
     options = DemoOptions(
         seed=args.seed,

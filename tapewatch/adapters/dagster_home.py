@@ -13,7 +13,7 @@
   ``TAPEWATCH_DATABASE_URL``, ``TAPEWATCH_REDIS_URL``, ``TAPEWATCH_REDIS_PREFIX`` and
   ``TAPEWATCH_BINANCE_REST_URL`` through ``dg.EnvVar``; ``TapewatchSettings`` reads the rest).
 - **Processes**: :func:`dagster_commands` gives the two command lines; :func:`run_dagster` (``tapewatch
-  dagster``) runs them under :class:`tapewatch.supervisor.Supervisor` until Ctrl-C/SIGTERM.
+  dagster``) runs them under :class:`tapewatch.adapters.supervisor.Supervisor` until Ctrl-C/SIGTERM.
 
 ``tapewatch demo`` calls :func:`prepare_dagster_home`, :func:`dagster_env` and :func:`dagster_commands`.
 """
@@ -39,7 +39,7 @@ from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
-    from tapewatch.supervisor import Supervisor
+    from tapewatch.adapters.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,8 @@ def run_dagster(settings: Settings, port: int | None = None) -> int:
 
     Raises ConfigError when the port is taken (naming ``dagster_port``). Returns the exit code: 0 after a
     requested stop, a child's code when one dies (its last lines are printed)."""
-    from tapewatch.platform import port_free
-    from tapewatch.supervisor import ChildFailed, Supervisor
+    from tapewatch.adapters.platform import port_free
+    from tapewatch.adapters.supervisor import ChildFailed, Supervisor
 
     port = port or settings.dagster_port
     if not port_free(settings.dagster_host, port):
@@ -240,7 +240,7 @@ def start_instance(
 
     In that order because on a new instance both processes would create Dagster's tables at once, and one
     of them fails on "relation already exists"."""
-    from tapewatch.supervisor import ChildSpec
+    from tapewatch.adapters.supervisor import ChildSpec
 
     commands = dagster_commands(settings, port)
     sup.start(ChildSpec("dagster-web", commands["dagster-web"], env=env, cwd=ROOT))

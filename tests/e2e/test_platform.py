@@ -32,9 +32,9 @@ import pytest
 import redis
 
 from tapewatch.adapters.embedded import find_database, find_redis
+from tapewatch.adapters.platform import DemoOptions, demo_overrides
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.cli import available_commands
-from tapewatch.platform import DemoOptions, demo_overrides
 from tapewatch.settings import Settings, load_settings
 
 pytestmark = pytest.mark.e2e
@@ -331,7 +331,7 @@ def test_a_second_demo_on_the_same_var_dir_says_which_one_runs(server_tmp_path: 
 
 def test_a_stale_lock_file_does_not_block_the_next_start(server_tmp_path: Path) -> None:
     """A lock file left by a killed demo (nobody holds its flock) is taken over, not reported."""
-    from tapewatch.platform import demo_lock
+    from tapewatch.adapters.platform import demo_lock
 
     var_dir = server_tmp_path / "var"
     var_dir.mkdir()

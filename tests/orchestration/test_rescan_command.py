@@ -29,11 +29,11 @@ from tapewatch.adapters.dagster_runs import DagsterUnavailable, job_available, l
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.supervisor import Supervisor
 from tapewatch.adapters.universe_store import current_universe
 from tapewatch.cli import main
 from tapewatch.errors import ConfigError
 from tapewatch.settings import Settings, load_settings
-from tapewatch.supervisor import Supervisor
 from tests.orchestration.universe_support import sim_in_thread
 
 

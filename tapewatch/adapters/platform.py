@@ -10,7 +10,7 @@ Order of start (each step waits until the previous one answers, and says so):
 6. ``tapewatch dagster`` and ``tapewatch dashboard`` when this installation has those commands (ready when
    they answer HTTP).
 
-Every process is a ``tapewatch ...`` child of a :class:`~tapewatch.supervisor.Supervisor`: their output is
+Every process is a ``tapewatch ...`` child of a :class:`~tapewatch.adapters.supervisor.Supervisor`: their output is
 streamed with a prefix, a child that dies stops the platform (with its last lines), and Ctrl-C stops them all
 in reverse order. The embedded servers are stopped too when this demo started them (servers that were already
 running belong to someone else and are left alone). PostgreSQL and Redis keep the data, so the next demo
@@ -46,9 +46,9 @@ from tapewatch.adapters.embedded import (
 from tapewatch.adapters.redis_keys import REALTIME, Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.status import format_status_line, gather_status, http_ok, service_urls
+from tapewatch.adapters.supervisor import ChildFailed, ChildSpec, Supervisor
 from tapewatch.errors import ConfigError, FatalError
 from tapewatch.settings import Settings
-from tapewatch.supervisor import ChildFailed, ChildSpec, Supervisor
 
 #: Seconds each part may take to answer after it started (a cold Dagster start is the slowest).
 READY_TIMEOUTS = {"sim": 60.0, "realtime": 120.0, "dagster": 240.0, "dashboard": 120.0}

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tapewatch.supervisor import ChildFailed, ChildSpec, Supervisor, group_members, kill_leftovers
+from tapewatch.adapters.supervisor import ChildFailed, ChildSpec, Supervisor, group_members, kill_leftovers
 
 PY = sys.executable
 
@@ -164,7 +164,7 @@ def test_children_file_exists_while_running_and_is_removed_on_stop(tmp_path: Pat
 SUPERVISED = """
 import sys, time
 from pathlib import Path
-from tapewatch.supervisor import ChildSpec, Supervisor
+from tapewatch.adapters.supervisor import ChildSpec, Supervisor
 sup = Supervisor(run_dir=Path(sys.argv[1]), name="demo")
 sup.__enter__()
 child = sup.start(ChildSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"]))
