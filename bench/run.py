@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.engine import measure_engine  # noqa: E402
 from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
 from realtime.replay import replay  # noqa: E402
 from realtime.sim.record import record  # noqa: E402
@@ -32,13 +33,14 @@ BENCH_DIR = ROOT / "var" / "bench"
 SIM_FORMAT = 2
 
 
-def sim_capture(symbols: int, minutes: float, seed: int = 1) -> Path:
-    out = BENCH_DIR / f"sim-v{SIM_FORMAT}-{symbols}sym-{minutes:g}min-seed{seed}"
+def sim_capture(symbols: int, minutes: float, seed: int = 1, episode_rate: float = 1.0) -> Path:
+    episodes = f"-episodes{episode_rate:g}" if episode_rate != 1.0 else ""
+    out = BENCH_DIR / f"sim-v{SIM_FORMAT}-{symbols}sym-{minutes:g}min-seed{seed}{episodes}"
     capture = out / "var" / "capture"
     if not (out / "episodes.json").exists():
         print(f"recording sim capture: {symbols} symbols x {minutes:g} min (once) ...", flush=True)
         t = time.perf_counter()
-        record(out, int(minutes * 60_000), seed=seed, symbols=symbols)
+        record(out, int(minutes * 60_000), seed=seed, symbols=symbols, episode_rate_scale=episode_rate)
         print(f"  recorded in {time.perf_counter() - t:.1f} s", flush=True)
     return capture
 
@@ -130,7 +132,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the 800-symbol capture")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--engine-only", action="store_true", help="only the signal-engine figures")
     args = parser.parse_args()
+    # the signal engine on a whole-market-shaped capture: 300 symbols (issue 4)
+    engine = measure_engine(
+        "sim 300 symbols x 5 min",
+        [sim_capture(300, 5)],
+        "sim 20 symbols x 30 min, planted episodes x10",
+        [sim_capture(20, 30, episode_rate=10.0)],
+    )
+    if args.engine_only:
+        print(json.dumps({"bench": "engine", "figures": [engine]}))
+        return
     figures = []
     for path in sorted(RECORDINGS.glob("*.jsonl.gz")):
         figures.append(measure(path.name, [path], args.repeat))
@@ -138,6 +151,7 @@ def main() -> None:
     if not args.quick:
         figures.append(measure("sim 800 symbols x 5 min (whole market)", [sim_capture(800, 5)], 1))
     print(json.dumps({"bench": "replay", "figures": figures}))
+    print(json.dumps({"bench": "engine", "figures": [engine]}))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from realtime.backup_feed import BackupConfig
 from realtime.capture import CaptureWriter
 from realtime.control import ControlConfig
 from realtime.incidents import IncidentRecorder
-from realtime.service import FeedService, SignalSink, summary
+from realtime.service import FeedService, SignalSink
 from realtime.signal_desk import open_dispatch, restore_engine
+from realtime.status_view import status_table, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
@@ -137,7 +138,7 @@ async def run_service(
 async def _status_loop(service: FeedService, every: float, out: Callable[[str], None]) -> None:
     while True:
         await asyncio.sleep(every)
-        out(service.status_table())
+        out(status_table(service))
 
 
 def main(

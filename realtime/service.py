@@ -18,14 +18,18 @@ import os
 import time
 from collections import Counter
 from collections.abc import Collection
-from typing import Any, Protocol
+from typing import Protocol
 
 from realtime.backup_feed import BackupConfig, BackupFeed, Polled
 from realtime.capture import CaptureWriter
 from realtime.control import ControlConfig, ControlLoop
 from realtime.incident_watch import IncidentWatch
 from realtime.incidents import IncidentRecorder
+from realtime.live_metrics import LatencyRing, QuietWatch, RateMeter
+from realtime.live_state import LiveState
+from realtime.loop_lag import LoopLagMonitor
 from realtime.snapshots import RestAnswer, SnapshotScheduler
+from realtime.status_view import symbol_feed
 from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
@@ -106,8 +110,22 @@ class FeedService:
         self.universe: list[str] = []
         self.counters: Counter[str] = Counter()
         self.started_ms = _wall_ms()
-        self._lag_ms: dict[str, int] = {}
+        self.lag_ms: dict[str, int] = {}
+        self._last_recv: dict[str, int] = {}  # symbol -> local receive time of its newest frame
+        self._joined: dict[str, int] = {}  # symbol -> when it joined the universe (wall clock, ms)
+        self._kinds: Counter[Kind] = Counter()  # frames applied per stream kind
+        self.rates = RateMeter()
+        self.latency = LatencyRing()
+        self.quiet = QuietWatch(int(settings.symbol_quiet_after * 1000))
+        self.loop_lag = LoopLagMonitor(warn_after=settings.loop_lag_warn)
         self.engine = SignalEngine(settings, self.market)
+        self.live = (
+            LiveState(
+                redis, self.engine, interval=settings.live_state_interval, features_ttl=settings.features_ttl
+            )
+            if redis is not None
+            else None
+        )
         self.last_signal: dict[str, str] | None = None  # the newest signal, for `tapewatch status`
         self.sink = sink
         self._history_tasks: set[asyncio.Task[None]] = set()
@@ -137,6 +155,7 @@ class FeedService:
         for gone in set(self.universe) - set(symbols):
             self.snapshots.cancel(gone)
         for new in [s for s in symbols if s not in self.universe]:
+            self._joined[new] = _wall_ms()
             task = asyncio.get_running_loop().create_task(self._fetch_history(new), name=f"history-{new}")
             self._history_tasks.add(task)
             task.add_done_callback(self._history_tasks.discard)
@@ -236,14 +255,19 @@ class FeedService:
     def _apply(self, frame: Frame) -> None:
         event_time = getattr(frame.event, "event_time", 0)
         if event_time:
-            self._lag_ms[frame.symbol] = frame.recv - event_time
+            self.lag_ms[frame.symbol] = frame.recv - event_time
+        self._last_recv[frame.symbol] = frame.recv
+        self._kinds[frame.kind] += 1
         request = self.market.on_frame(frame)
         if request is not None:
             self._snapshot_needed(request, event_time)
         out = self.engine.on_frame(frame)
         if out is not None:
             self.counters["engine_outputs"] += 1
+            handed = _wall_ms()
             for signal in out.signals:
+                if signal.signal_type == "ENTRY":
+                    self.latency.add(handed - signal.event_time)  # event -> signal, wall clock
                 log.info(
                     "%s %s %s %s at %s (quality %s): %s",
                     signal.signal_type,
@@ -265,6 +289,8 @@ class FeedService:
                 }
             if self.sink is not None:
                 self.sink.accept(out)
+            if self.live is not None:
+                self.live.on_output(out)
 
     def _snapshot_needed(self, request: SnapshotNeeded, event_time: int | None) -> None:
         self.snapshots.request(request.symbol, request.reason)
@@ -289,25 +315,8 @@ class FeedService:
 
     # --- live state -----------------------------------------------------------------------------------
     def feed(self, symbol: str) -> SymbolFeed:
-        st = self.market.state(symbol)
-        book = st.book
-        health = book.health(self.market.now_ms, self.market.config.stale_after_ms)
-        usable = health.state == "synced"
-        top = book.top() if usable else None
-        return SymbolFeed(
-            state=str(health.state),
-            update_id=book.last_update_id or None,
-            best_bid=top.bid_price if top else None,
-            best_ask=top.ask_price if top else None,
-            imbalance_top10=round(book.imbalance(10), 6) if usable else None,
-            last_event_ms=book.last_event_time or None,
-            lag_ms=self._lag_ms.get(symbol),
-            messages=book.applied,
-            gaps=book.gaps,
-            resyncs=book.resyncs,
-            book_checks=st.check.checks,
-            book_mismatches=st.check.mismatches,
-        )
+        """The symbol's feed stats as published (see :func:`realtime.status_view.symbol_feed`)."""
+        return symbol_feed(self, symbol)
 
     def metrics(self) -> dict[str, int | float]:
         totals = self.market.totals()
@@ -325,8 +334,14 @@ class FeedService:
             "reconnects": sum(pool.reconnects.values()),
             "redis_errors": self.counters["redis_errors"],
             "evaluations": self.engine.counters["evaluations"],
+            **{k: v for k, v in self.engine.counters.items() if k.startswith("not_evaluated_")},
             "signals": self.engine.counters["signals"],
             "open_signals": len(self.engine.open),
+            **self.rates.rates,
+            **self.latency.metrics(),
+            **self.quiet.metrics(),
+            **self.loop_lag.metrics(),
+            **(self.live.metrics() if self.live is not None else {}),
             **self.backup.metrics(),
             **(self.control.metrics() if self.control is not None else {}),
             **totals,
@@ -340,6 +355,7 @@ class FeedService:
         pid = os.getpid()
         published_signal: dict[str, str] | None = None
         while True:
+            self.observe()
             try:
                 info = {"pid": pid, **(self.control.info() if self.control is not None else {})}
                 await self.redis.beat(COMPONENT, ttl_s=max(10.0, interval * 10), info=info)
@@ -354,6 +370,11 @@ class FeedService:
                 if self.counters["redis_errors"] in (1, 10) or self.counters["redis_errors"] % 100 == 0:
                     log.warning("cannot publish live state to Redis (will keep trying): %s", exc)
             await asyncio.sleep(interval)
+
+    def observe(self) -> None:
+        """Once per publish: the message rates since the last call, and which symbols have gone quiet."""
+        self.rates.update(self._kinds, time.monotonic())
+        self.quiet.check(self._last_recv, self.universe, _wall_ms(), self._joined)
 
     async def incident_loop(self, interval: float = 1.0) -> None:
         """Check books, counters and the REST client for incidents once per ``interval``."""
@@ -374,30 +395,6 @@ class FeedService:
             self.watch.flush()
         if self.incidents is not None:
             await self.incidents.close(within)
-
-    def status_table(self, limit: int = 12) -> str:
-        """A plain-text table of the live book and flow state of the first ``limit`` symbols."""
-        rows = [
-            f"{'symbol':<12}{'book':<11}{'bid':>14}{'ask':>14}{'imb10':>8}{'LB5m':>6}{'LS5m':>6}"
-            f"{'qvol5m $':>14}{'vwap1h':>14}{'gaps':>6}{'resync':>7}{'checks':>8}{'bad':>5}"
-        ]
-        for symbol in self.universe[:limit]:
-            f = self.feed(symbol)
-            st = self.market.state(symbol)
-            vwap = st.vwap.vwap
-            rows.append(
-                f"{symbol:<12}{f.state:<11}{_num(f.best_bid):>14}{_num(f.best_ask):>14}"
-                f"{_num(f.imbalance_top10, 3):>8}{st.flow.large_buys:>6}{st.flow.large_sells:>6}"
-                f"{st.flow.quote_volume:>14,.0f}{_num(vwap):>14}{f.gaps:>6}{f.resyncs:>7}"
-                f"{f.book_checks:>8}{f.book_mismatches:>5}"
-            )
-        m = self.metrics()
-        rows.append(
-            f"messages {m['messages']:,}  synced {m['synced']}/{m['symbols']}  malformed {m['malformed']}  "
-            f"gaps {m['gaps']}  resyncs {m['resyncs']}  reconnects {m['reconnects']}  "
-            f"book checks {m['book_checks']:,} (mismatches {m['book_mismatches']})"
-        )
-        return "\n".join(rows)
 
     async def run(self, symbols: list[str] | None = None) -> None:
         """Choose the universe (unless given), subscribe and process until cancelled."""
@@ -420,17 +417,9 @@ class FeedService:
             group.create_task(self.consume(), name="consume")
             group.create_task(self.snapshots.run(), name="snapshots")
             group.create_task(self.publish_loop(), name="publish")
+            group.create_task(self.loop_lag.run(), name="loop-lag")
+            if self.live is not None:
+                group.create_task(self.live.run(), name="live-state")
             if self.incidents is not None:
                 group.create_task(self.incidents.run(), name="incidents")
                 group.create_task(self.incident_loop(), name="incident-watch")
-
-
-def _num(value: float | None, digits: int = 6) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}"
-
-
-def summary(service: FeedService) -> dict[str, Any]:
-    """End-of-run summary (same keys as replay where they mean the same)."""
-    return {**service.metrics(), "rejected": dict(service.decoder.rejected)}

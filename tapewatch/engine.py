@@ -71,6 +71,16 @@ class _Open:
     tracker: OutcomeTracker
 
 
+@dataclass(slots=True)
+class SymbolCounts:
+    """How often a symbol was evaluated, the event time of the last evaluation, and why setups on it could
+    not be judged (``book_stale``, ``book_resyncing``, ``book_crossed``, ``no_context``)."""
+
+    evaluations: int = 0
+    last_evaluated: int = 0
+    not_evaluated: Counter[str] = field(default_factory=Counter)
+
+
 class SignalEngine:
     """Candidates, signals and live outcomes from the market state."""
 
@@ -90,6 +100,7 @@ class SignalEngine:
         self.history: dict[Tier, TierHistory] = dict(history or {})
         self.open: dict[str, _Open] = {}
         self.counters: Counter[str] = Counter()  # evaluations and the reasons a symbol was not evaluated
+        self.per_symbol: dict[str, SymbolCounts] = {}  # the same, per symbol
         # (symbol, direction) -> event time the required conditions last held: a setup lasts until they have
         # been unmet for setup_reset_ms, so a setup flickering around a threshold stays one candidate.
         self._active: dict[tuple[str, Direction], int] = {}
@@ -126,6 +137,11 @@ class SignalEngine:
         min_large = s.min_large_trades
         buys_ok, sells_ok = flow.large_buys >= min_large, flow.large_sells >= min_large
         self.counters["evaluations"] += 1
+        counts = self.per_symbol.get(st.symbol)
+        if counts is None:
+            counts = self.per_symbol[st.symbol] = SymbolCounts()
+        counts.evaluations += 1
+        counts.last_evaluated = now
         if not (buys_ok or sells_ok):
             return
         price, vwap = flow.last_price, st.vwap.vwap
@@ -134,13 +150,16 @@ class SignalEngine:
         long_ok, short_ok = buys_ok and price > vwap, sells_ok and price < vwap
         if not (long_ok or short_ok):
             return
-        intensity = self._intensity(st)
-        if intensity is None or intensity <= s.volume_confirmation_multiplier:
+        intensity = self.intensity(st)
+        if intensity is None:  # no 15m context yet (kline history missing): the setup cannot be judged
+            self._not_evaluated(counts, "no_context")
+            return
+        if intensity <= s.volume_confirmation_multiplier:
             return
         book = st.book
         health = book.health(now, self.market.config.stale_after_ms)
         if health.state != "synced":  # a feature is never read from a book that is not synced and fresh
-            self.counters[f"not_evaluated_{health.state}"] += 1
+            self._not_evaluated(counts, f"book_{health.state}")
             return
         imbalance = book.imbalance(self.market.config.imbalance_levels)
         threshold = s.orderbook_imbalance_threshold
@@ -158,7 +177,13 @@ class SignalEngine:
                 continue  # the setup persists: one candidate is enough
             self._candidate(st, direction, now, imbalance, intensity, price, vwap, out)
 
-    def _intensity(self, st: SymbolState) -> float | None:
+    def _not_evaluated(self, counts: SymbolCounts, reason: str) -> None:
+        self.counters[f"not_evaluated_{reason}"] += 1
+        counts.not_evaluated[reason] += 1
+
+    def intensity(self, st: SymbolState) -> float | None:
+        """Volume intensity of the symbol now: trade-window quote volume over its average in the 15m
+        context; None without closed 15m candles."""
         series = st.candles.get(PRIMARY_TF)
         if series is None or not series.closed:
             return None

@@ -69,6 +69,12 @@ class SymbolFeed(msgspec.Struct, frozen=True, kw_only=True):
     depth_1pct_usd: float | None = None
     quote_volume_window: float | None = None
     last_price: float | None = None
+    # the signal engine on this symbol: evaluations, setups it could not judge (book not usable, no 15m
+    # context) and the commonest reason; quiet_s: seconds without any event while other symbols flow
+    evaluations: int = 0
+    not_evaluated: int = 0
+    not_evaluated_reason: str | None = None
+    quiet_s: float | None = None
     updated_ms: int = 0
 
 
@@ -239,6 +245,40 @@ class Ops:
     def last(self, key: str) -> Op[LastEvent | None]:
         return Op((call("get", key),), lambda r: _decode_last(key, r[0]))
 
+    # --- open signals and per-symbol features (the dashboard's live view) --------------------------------
+    def update_open_signals(
+        self, changed: Mapping[str, Mapping[str, Any]], removed: Sequence[str], replace: bool
+    ) -> Op[None]:
+        key = self.keys.open_signals
+        calls: list[Call] = []
+        if replace:
+            calls.append(call("delete", key))  # a rebuild: signals finished while the service was down go
+        elif removed:
+            calls.append(call("hdel", key, *removed))
+        if changed:
+            mapping = {sid: msgspec.json.encode(dict(value)).decode() for sid, value in changed.items()}
+            calls.append(call("hset", key, mapping=mapping))
+        return Op(tuple(calls), lambda _: None, transaction=True)
+
+    def open_signals(self) -> Op[dict[str, dict[str, Any]]]:
+        return Op((call("hgetall", self.keys.open_signals),), lambda r: _decode_open_signals(r[0]))
+
+    def publish_features(
+        self, features: Mapping[str, tuple[int, Mapping[str, Any]]], ttl_s: float
+    ) -> Op[None]:
+        if ttl_s <= 0:
+            raise ValueError(f"features ttl must be > 0 s; got {ttl_s}")
+        px = max(1, int(ttl_s * 1000))
+        calls = tuple(
+            call("set", self.keys.symbol_features(symbol), _encode_features(ts, values), px=px)
+            for symbol, (ts, values) in features.items()
+        )
+        return Op(calls, lambda _: None)
+
+    def symbol_features(self, symbol: str) -> Op[dict[str, Any] | None]:
+        key = self.keys.symbol_features(symbol)
+        return Op((call("get", key),), lambda r: _decode_features(key, r[0]))
+
     # --- control -------------------------------------------------------------------------------------
     def read_control(self) -> Op[ControlState]:
         keys = self.keys
@@ -306,6 +346,39 @@ def _decode_last(key: str, raw: str | None) -> LastEvent | None:
     except msgspec.DecodeError as exc:
         log.warning("unreadable %s %r: %s", key, raw[:200], exc)
         return None
+
+
+def _encode_features(ts: int, values: Mapping[str, Any]) -> bytes:
+    return msgspec.json.encode({"ts": ts, "features": dict(values)})
+
+
+def _decode_features(key: str, raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None  # expired, or never published
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        log.warning("unreadable %s %r: %s", key, raw[:200], exc)
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("features"), dict):
+        log.warning("%s is not {ts, features}: %r", key, raw[:200])
+        return None
+    return value
+
+
+def _decode_open_signals(raw: dict[str, str]) -> dict[str, dict[str, Any]]:
+    signals: dict[str, dict[str, Any]] = {}
+    for signal_id, text in raw.items():
+        try:
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError as exc:
+            log.warning("unreadable open signal %s %r: %s", signal_id, text[:200], exc)
+            continue
+        if isinstance(value, dict):
+            signals[signal_id] = value
+        else:
+            log.warning("open signal %s is not a JSON object: %r", signal_id, text[:200])
+    return signals
 
 
 def _decode_feed(symbol: str, raw: dict[str, str]) -> SymbolFeed | None:

@@ -12,6 +12,7 @@ in ``redis_ops``, and run here by either client. Any Redis failure surfaces as S
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -79,6 +80,17 @@ def _storage_errors(where: str) -> Iterator[None]:
             "and that TAPEWATCH_REDIS_URL points to it (leave it unset to use the embedded server under the "
             "var dir)."
         ) from exc
+
+
+def _honour_cancel() -> None:
+    """Raise CancelledError when the current task was asked to stop during the last await but it returned.
+
+    Python 3.11's ``asyncio.wait_for`` (redis-py connects and writes with it) returns normally when the
+    cancellation lands just as the inner await completes; the task still counts the request (``cancelling()``).
+    Swallowed, it would leave a cancelled task running (a task group then waits forever at shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _client_options(
@@ -185,6 +197,17 @@ class RedisState:
         """The newest universe rescan; None when none was ever recorded (or it is unreadable)."""
         return self._run(self._ops.last(self.keys.last_rescan))
 
+    def open_signals(self) -> dict[str, dict[str, Any]]:
+        """The open ENTRY signals by signal_id: the spec 8.2 fields plus ``state`` (WAITING, TRIGGERED, TP1),
+        ``unrealised_r``, ``realised_r``, ``last_price``, ``updated_ms``; {} when none (unreadable entries
+        are logged and skipped)."""
+        return self._run(self._ops.open_signals())
+
+    def symbol_features(self, symbol: str) -> dict[str, Any] | None:
+        """``{"ts", "features"}`` of the symbol's last evaluation (``ts``: its event time, ms); None when
+        expired, never published or unreadable."""
+        return self._run(self._ops.symbol_features(symbol))
+
     def read_control(self) -> ControlState:
         """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""
         return self._run(self._ops.read_control())
@@ -245,6 +268,7 @@ class AsyncRedisState:
                 for name, args, kwargs in op.calls:
                     getattr(pipe, name)(*args, **kwargs)
                 replies = await pipe.execute(raise_on_error=op.raise_on_error)
+            _honour_cancel()
             result = op.finish(replies)
             if not isinstance(result, Op):
                 return result
@@ -283,6 +307,23 @@ class AsyncRedisState:
     async def set_last_rescan(self, info: Mapping[str, str | int | float | bool | None]) -> None:
         """Record the newest universe rescan (``info``: run_id, symbols, ...), stamped now."""
         await self._run(self._ops.set_last(self.keys.last_rescan, info))
+
+    async def update_open_signals(
+        self,
+        changed: Mapping[str, Mapping[str, Any]],
+        removed: Sequence[str] = (),
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Write the open signals that changed (signal_id → JSON object) and drop the finished ones, in one
+        transaction; ``replace`` drops every other entry first (the rebuild at start)."""
+        await self._run(self._ops.update_open_signals(changed, removed, replace))
+
+    async def publish_features(
+        self, features: Mapping[str, tuple[int, Mapping[str, Any]]], *, ttl_s: float = 120.0
+    ) -> None:
+        """Set each symbol's last features: symbol → (event time ms, feature values); expire after ``ttl_s``."""
+        await self._run(self._ops.publish_features(features, ttl_s))
 
     async def read_control(self) -> ControlState:
         """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -181,6 +182,100 @@ def test_metrics_snapshots_replace_each_other(
     redis_client.hset(redis_state.keys.metrics(REALTIME), "broken", "n/a")
     assert "broken" not in redis_state.metrics(REALTIME)
     assert redis_state.metrics("dashboard") == {}
+
+
+# --- open signals and per-symbol features (written by the service, read by the dashboard) -----------------
+
+
+def test_open_signals_are_updated_removed_and_rebuilt(
+    redis_url: str, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    a = {"signal_id": "a", "symbol": "BTCUSDT", "state": "WAITING", "unrealised_r": 0.0, "entry_price": 10.5}
+    b = {"signal_id": "b", "symbol": "ETHUSDT", "state": "TRIGGERED", "unrealised_r": -0.25}
+
+    async def service(*steps: tuple[dict[str, dict[str, object]], list[str], bool]) -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys, clock=clock)
+        try:
+            for changed, removed, replace in steps:
+                await state.update_open_signals(changed, removed, replace=replace)
+        finally:
+            await state.aclose()
+
+    assert redis_state.open_signals() == {}
+    asyncio.run(service(({"a": a, "b": b}, [], False)))
+    assert redis_state.open_signals() == {"a": a, "b": b}
+    moved = {**a, "state": "TRIGGERED", "unrealised_r": 0.5}
+    asyncio.run(service(({"a": moved}, ["b"], False)))
+    assert redis_state.open_signals() == {"a": moved}
+    # a rebuild at start replaces everything (a signal that finished while the service was down goes)
+    asyncio.run(service(({"b": b}, [], True)))
+    assert redis_state.open_signals() == {"b": b}
+    asyncio.run(service(({}, [], True)))
+    assert redis_state.open_signals() == {}
+    # a hand-edited entry is skipped, the others are read
+    redis_client.hset(
+        redis_state.keys.open_signals, mapping={"x": "{not json", "y": "[1]", "b": msgspec.json.encode(b)}
+    )
+    assert redis_state.open_signals() == {"b": b}
+
+
+def test_symbol_features_round_trip_with_ttl(
+    redis_url: str, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    btc = {"price": 64_000.5, "imbalance_top10": 0.31, "large_buys": 4, "book": "synced"}
+
+    async def service() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys, clock=clock)
+        try:
+            await state.publish_features({"BTCUSDT": (1_723_111_199_000, btc), "ETHUSDT": (5, {})}, ttl_s=30)
+            with pytest.raises(ValueError, match="ttl"):
+                await state.publish_features({"BTCUSDT": (1, btc)}, ttl_s=0)
+        finally:
+            await state.aclose()
+
+    asyncio.run(service())
+    assert redis_state.symbol_features("BTCUSDT") == {"ts": 1_723_111_199_000, "features": btc}
+    assert redis_state.symbol_features("ETHUSDT") == {"ts": 5, "features": {}}
+    assert 0 < redis_client.pttl(redis_state.keys.symbol_features("BTCUSDT")) <= 30_000
+    assert redis_state.symbol_features("XRPUSDT") is None  # never published (or expired)
+    redis_client.set(redis_state.keys.symbol_features("XRPUSDT"), "{broken")
+    assert redis_state.symbol_features("XRPUSDT") is None
+    redis_client.set(redis_state.keys.symbol_features("XRPUSDT"), '{"ts": 1, "features": 3}')
+    assert redis_state.symbol_features("XRPUSDT") is None
+    with pytest.raises(ValueError):
+        redis_state.symbol_features("xrpusdt")
+
+
+# --- cancellation -----------------------------------------------------------------------------------------
+
+
+def test_a_cancellation_swallowed_inside_a_call_is_raised_again(redis_url: str, redis_keys: Keyspace) -> None:
+    """Python 3.11's wait_for can return normally although the task was cancelled meanwhile (redis-py
+    connects and writes through it): the call must not return as if nothing happened."""
+
+    async def scenario() -> tuple[bool, bool]:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_keys)
+        try:
+            await state.ping()  # connected: the later call goes straight to the socket
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            # what wait_for does in the race: the CancelledError is caught and not re-raised, but the request
+            # still counts (task.cancelling() == 1)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)
+            raised = False
+            try:
+                await state.beat("realtime", ttl_s=5)
+            except asyncio.CancelledError:
+                raised = True
+            task.uncancel()
+            await state.ping()  # once the request is withdrawn, calls work again
+            return raised, task.cancelling() == 0
+        finally:
+            await state.aclose()
+
+    assert asyncio.run(scenario()) == (True, True)
 
 
 # --- control ----------------------------------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Views of the running service's state: the feed stats of a symbol (what ``publish_feed`` writes), the
+plain-text status table of ``tapewatch run --status-every`` and the end-of-run summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from tapewatch.adapters.redis_state import SymbolFeed
+
+if TYPE_CHECKING:
+    from realtime.service import FeedService
+
+
+def symbol_feed(service: FeedService, symbol: str) -> SymbolFeed:
+    """The symbol's feed stats as published (book figures None while the book is not usable); the
+    liquidity figures are computed here, once per publish, not per message."""
+    st = service.market.state(symbol)
+    book = st.book
+    health = book.health(service.market.now_ms, service.market.config.stale_after_ms)
+    usable = health.state == "synced"
+    top = book.top() if usable else None
+    spread = depth = None
+    if top is not None:
+        mid = (top.bid_price + top.ask_price) / 2
+        spread = round((top.ask_price - top.bid_price) / mid, 9)
+        depth = round(sum(book.depth_within(0.01)), 2)
+    counts = service.engine.per_symbol.get(symbol)
+    not_evaluated = counts.not_evaluated if counts is not None else Counter[str]()
+    quiet_ms = service.quiet.quiet.get(symbol)
+    return SymbolFeed(
+        state=str(health.state),
+        update_id=book.last_update_id or None,
+        best_bid=top.bid_price if top else None,
+        best_ask=top.ask_price if top else None,
+        imbalance_top10=round(book.imbalance(10), 6) if usable else None,
+        last_event_ms=book.last_event_time or None,
+        lag_ms=service.lag_ms.get(symbol),
+        messages=book.applied,
+        gaps=book.gaps,
+        resyncs=book.resyncs,
+        book_checks=st.check.checks,
+        book_mismatches=st.check.mismatches,
+        spread=spread,
+        depth_1pct_usd=depth,
+        quote_volume_window=round(st.flow.quote_volume, 2) if len(st.flow) else None,
+        last_price=st.flow.last_price,
+        evaluations=counts.evaluations if counts is not None else 0,
+        not_evaluated=sum(not_evaluated.values()),
+        not_evaluated_reason=not_evaluated.most_common(1)[0][0] if not_evaluated else None,
+        quiet_s=quiet_ms / 1000 if quiet_ms is not None else None,
+    )
+
+
+def status_table(service: FeedService, limit: int = 12) -> str:
+    """A plain-text table of the live book and flow state of the first ``limit`` symbols."""
+    rows = [
+        f"{'symbol':<12}{'book':<11}{'bid':>14}{'ask':>14}{'imb10':>8}{'LB5m':>6}{'LS5m':>6}"
+        f"{'qvol5m $':>14}{'vwap1h':>14}{'gaps':>6}{'resync':>7}{'checks':>8}{'bad':>5}"
+    ]
+    for symbol in service.universe[:limit]:
+        f = symbol_feed(service, symbol)
+        st = service.market.state(symbol)
+        vwap = st.vwap.vwap
+        rows.append(
+            f"{symbol:<12}{f.state:<11}{_num(f.best_bid):>14}{_num(f.best_ask):>14}"
+            f"{_num(f.imbalance_top10, 3):>8}{st.flow.large_buys:>6}{st.flow.large_sells:>6}"
+            f"{st.flow.quote_volume:>14,.0f}{_num(vwap):>14}{f.gaps:>6}{f.resyncs:>7}"
+            f"{f.book_checks:>8}{f.book_mismatches:>5}"
+        )
+    m = service.metrics()
+    rows.append(
+        f"messages {m['messages']:,}  synced {m['synced']}/{m['symbols']}  malformed {m['malformed']}  "
+        f"gaps {m['gaps']}  resyncs {m['resyncs']}  reconnects {m['reconnects']}  "
+        f"book checks {m['book_checks']:,} (mismatches {m['book_mismatches']})"
+    )
+    return "\n".join(rows)
+
+
+def _num(value: float | None, digits: int = 6) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def summary(service: FeedService) -> dict[str, Any]:
+    """End-of-run summary (same keys as replay where they mean the same)."""
+    return {**service.metrics(), "rejected": dict(service.decoder.rejected)}
