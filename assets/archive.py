@@ -5,19 +5,25 @@ Per hour ``H`` (partition key ``YYYY-MM-DD-HH:00``) it reads ``<var_dir>/capture
 ``trades.parquet`` (aggTrade), ``book_tops.parquet`` (bookTicker) and ``candles.parquet`` (closed klines),
 zstd-compressed, each replaced atomically. Checks (computed here, reported with the materialization):
 
-- ``rows_present``: every table has rows when the hour has capture lines;
-- ``no_time_gaps``: per symbol, no silence longer than ``archive_max_gap_seconds`` between consecutive
-  trades or book tops within the hour (a warning: a quiet symbol can legitimately not trade);
+- ``rows_present``: every table has rows when the hour has capture lines; fails when the hour's file exists
+  but yields no line, or was damaged (bytes that did not inflate were skipped: their lines are lost);
+- ``no_time_gaps``: per symbol, no silence longer than ``archive_max_gap_seconds`` in its trades or book
+  tops, counting from the start of the hour to the first event and from the last event to the end of the
+  hour; a symbol expected but without rows (it has frames in another stream of this hour, or rows in the
+  archive of the hour before or after) is silent the whole hour. A warning: a quiet symbol can
+  legitimately not trade, and a symbol that joined or left the universe at the hour's edge shows too;
 - ``monotone_ids``: per symbol, in receive order, aggregate trade ids strictly increase and book-top update
   ids never decrease (an error: the capture was reordered or duplicated).
 
-Then raw capture files of archived hours older than ``capture_retention_hours`` are pruned.
+Only an hour read whole (file present, lines read, nothing damaged) is recorded as archived; then raw
+capture files of recorded hours older than ``capture_retention_hours`` are pruned. A damaged hour keeps
+its raw file (its Parquet holds what could be read) until an operator deals with it.
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -99,7 +105,8 @@ def write_tables(directory: Path, tables: Mapping[str, pa.Table]) -> dict[str, P
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """The longest silence of one symbol's stream within the hour."""
+    """The longest silence of one symbol's stream within the hour, starting at ``after_ms`` (the hour's start
+    when the silence opens the hour)."""
 
     table: str
     symbol: str
@@ -107,21 +114,41 @@ class Gap:
     after_ms: int
 
 
-def longest_gaps(table: pa.Table, time_column: str, name: str) -> list[Gap]:
-    """Per symbol, the longest interval between consecutive event times (sorted), longest first."""
-    if table.num_rows == 0:
-        return []
-    symbols = np.asarray(table.column("symbol").to_pylist())
-    times = table.column(time_column).to_numpy()
+def longest_gaps(
+    table: pa.Table,
+    time_column: str,
+    name: str,
+    *,
+    start_ms: int,
+    end_ms: int,
+    expected: Iterable[str] = (),
+) -> list[Gap]:
+    """Per symbol, the longest silence within ``[start_ms, end_ms)``: between consecutive event times, from
+    ``start_ms`` to the first and from the last to ``end_ms`` (times outside the hour count as its edges).
+    A symbol of ``expected`` without rows is silent the whole hour. Longest first."""
+    symbols = np.asarray(table.column("symbol").to_pylist(), dtype=object)
+    times = np.clip(table.column(time_column).to_numpy(), start_ms, end_ms)
     gaps: list[Gap] = []
-    for symbol in np.unique(symbols):
-        t = np.sort(times[symbols == symbol])
-        if len(t) < 2:
-            continue
+    for symbol in np.unique(symbols) if len(symbols) else ():
+        t = np.concatenate(([start_ms], np.sort(times[symbols == symbol]), [end_ms]))
         diffs = np.diff(t)
         i = int(np.argmax(diffs))
         gaps.append(Gap(name, str(symbol), int(diffs[i]), int(t[i])))
-    return sorted(gaps, key=lambda g: -g.gap_ms)
+    present = set(symbols.tolist())
+    gaps += [Gap(name, s, end_ms - start_ms, start_ms) for s in sorted(set(expected) - present)]
+    return sorted(gaps, key=lambda g: (-g.gap_ms, g.symbol))
+
+
+def neighbour_symbols(var_dir: Path, hour: datetime) -> set[str]:
+    """The symbols with rows in the archive (trades or book tops) of the hour before or after ``hour``;
+    an hour not archived adds none."""
+    found: set[str] = set()
+    for other in (hour - timedelta(hours=1), hour + timedelta(hours=1)):
+        for name in ("trades", "book_tops"):
+            path = archive_dir(var_dir, other) / f"{name}.parquet"
+            if path.is_file():
+                found.update(pq.read_table(path, columns=["symbol"]).column("symbol").unique().to_pylist())
+    return found
 
 
 def id_violations(table: pa.Table, id_column: str, *, strict: bool) -> dict[str, int]:
@@ -140,16 +167,43 @@ def id_violations(table: pa.Table, id_column: str, *, strict: bool) -> dict[str,
     return found
 
 
-def check_results(
-    cols: HourColumns, tables: Mapping[str, pa.Table], max_gap_ms: int
-) -> list[dg.AssetCheckResult]:
-    """The three checks of an archived hour (see the module docstring)."""
-    counts = {name: table.num_rows for name, table in tables.items()}
+def _rows_verdict(cols: HourColumns, counts: Mapping[str, int]) -> tuple[bool, str]:
     empty = [name for name, n in counts.items() if n == 0]
-    rows_ok = cols.lines == 0 or not empty
-    gaps = longest_gaps(tables["trades"], "trade_time", "trades") + longest_gaps(
-        tables["book_tops"], "event_time", "book_tops"
+    if not cols.files:
+        return True, "no capture for this hour"
+    if cols.lines == 0:
+        return False, "the capture file exists but yielded no line (empty or unreadable); not recorded"
+    if cols.damaged:
+        return False, (
+            f"the capture file is damaged ({cols.damaged} stretch(es) that do not inflate were skipped; "
+            "their lines are lost): not recorded as archived, so its raw file is never pruned"
+        )
+    return (not empty, "every table has rows" if not empty else f"empty despite {cols.lines} lines: {empty}")
+
+
+def check_results(
+    cols: HourColumns,
+    tables: Mapping[str, pa.Table],
+    max_gap_ms: int,
+    *,
+    hour: datetime,
+    expected: Iterable[str] = (),
+) -> list[dg.AssetCheckResult]:
+    """The three checks of an archived hour (see the module docstring); ``expected``: symbols that should
+    have rows (besides those seen in the hour's capture)."""
+    counts = {name: table.num_rows for name, table in tables.items()}
+    rows_ok, rows_note = _rows_verdict(cols, counts)
+    start = int(hour_start(hour).timestamp() * 1000)
+    bounds = {"start_ms": start, "end_ms": start + 3_600_000}
+    # an hour without capture has nothing to judge: its absence is rows_present's business
+    wanted = (cols.symbols | set(expected)) if cols.lines else set()
+    gaps = longest_gaps(tables["trades"], "trade_time", "trades", expected=wanted, **bounds) + longest_gaps(
+        tables["book_tops"], "event_time", "book_tops", expected=wanted, **bounds
     )
+    missing = {
+        name: sorted(wanted - set(tables[name].column("symbol").to_pylist()))
+        for name in ("trades", "book_tops")
+    }
     too_long = [g for g in gaps if g.gap_ms > max_gap_ms]
     trade_bad = id_violations(tables["trades"], "agg_id", strict=True)
     top_bad = id_violations(tables["book_tops"], "update_id", strict=False)
@@ -158,23 +212,25 @@ def check_results(
             check_name="rows_present",
             passed=rows_ok,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=(
-                "no capture for this hour"
-                if cols.lines == 0
-                else ("every table has rows" if rows_ok else f"empty despite {cols.lines} lines: {empty}")
-            ),
-            metadata={"lines": cols.lines, **{f"{k}_rows": v for k, v in counts.items()}},
+            description=rows_note,
+            metadata={
+                "lines": cols.lines,
+                "damaged": cols.damaged,
+                **{f"{k}_rows": v for k, v in counts.items()},
+            },
         ),
         dg.AssetCheckResult(
             check_name="no_time_gaps",
-            passed=not too_long,
+            passed=not too_long and not any(missing.values()),
             severity=dg.AssetCheckSeverity.WARN,
             description=(
                 f"longest silence {max((g.gap_ms for g in gaps), default=0) / 1000:g} s "
                 f"(limit {max_gap_ms / 1000:g} s)"
+                + "".join(f"; no {name} for {', '.join(syms)}" for name, syms in missing.items() if syms)
             ),
             metadata={
                 "gaps_over_limit": len(too_long),
+                "missing_symbols": missing,
                 "worst": [
                     f"{g.table} {g.symbol} {g.gap_ms / 1000:g} s after {g.after_ms}" for g in too_long[:10]
                 ],
@@ -209,7 +265,7 @@ def market_data_archive(
     tables = to_tables(cols)
     written = write_tables(archive_dir(s.var_dir, hour), tables) if cols.lines else {}
     with database.open() as db:
-        if cols.lines:
+        if cols.complete:  # a damaged hour is not recorded, so its raw file is never pruned
             record_archived(db, hour, cols)
         pruned = prune_captures(
             db, s.var_dir, now=datetime.now(UTC), retention_hours=s.capture_retention_hours
@@ -221,6 +277,8 @@ def market_data_archive(
             "hour": hour.isoformat(),
             "capture_lines": cols.lines,
             "torn_lines": cols.torn_lines,
+            "damaged_stretches": cols.damaged,
+            "recorded": cols.complete,
             "rejected": dict(cols.rejected),
             "forming_candles_skipped": cols.forming_candles,
             **{f"{name}_rows": t.num_rows for name, t in tables.items()},
@@ -228,5 +286,11 @@ def market_data_archive(
             "pruned_files": len(pruned.deleted),
             "pruned_bytes": pruned.freed_bytes,
         },
-        check_results=check_results(cols, tables, int(s.archive_max_gap_seconds * 1000)),
+        check_results=check_results(
+            cols,
+            tables,
+            int(s.archive_max_gap_seconds * 1000),
+            hour=hour,
+            expected=neighbour_symbols(s.var_dir, hour),
+        ),
     )

@@ -13,16 +13,27 @@ Sensors (running by default; each keeps its memory in its cursor, JSON):
   cap the operator had before is restored.
 
 Every action opens a health incident and every recovery closes it (``tapewatch.adapters.health_store``).
-Sensors launch no runs: each tick ends with a skip reason saying what it saw and did. An action that fails
-(Redis or PostgreSQL down) is retried at the next tick; a repeated action is harmless (idempotent).
+Sensors launch no runs: each tick ends with a skip reason saying what it saw and did.
+
+Failures: a Redis action that fails did not take effect, so the streak is kept one check short and the action
+is retried at the next tick. Once a Redis action succeeded, the transition (and the cap) is committed to the
+cursor at once; an incident write PostgreSQL refuses is kept in the cursor as pending and only that write is
+retried, in order, at later ticks (with the time the action took effect).
+
+Ownership: a sensor undoes only what it did. A pause, a backup feed or a universe cap found in force that
+this sensor did not set is left as it is (the incident says so), and on recovery it is not lifted; a cap the
+operator changed while the sensor held its own is not overwritten by the restore.
 """
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import dagster as dg
 import msgspec
 import psutil
+from msgspec.structs import replace
 
 from assets.archive import market_data_archive
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
@@ -32,37 +43,87 @@ from tapewatch.adapters.redis_state import RedisState
 from tapewatch.anomaly import FeedSample, QualityConfig, QualityState, TotalsSample, assess
 from tapewatch.errors import StorageUnavailable, TapewatchError
 from tapewatch.health import (
+    PendingIncident,
     Streak,
     Transition,
     connectivity_problems,
     decode_state,
     encode_state,
     overload,
+    queued,
     shrunk_universe,
 )
 
 SOURCE = "dagster:health"
 PAUSE_PREFIX = "data quality: "
 _RUNNING = dg.DefaultSensorStatus.RUNNING
+_Pending = tuple[PendingIncident, ...]
 
 
 class ConnectivityState(msgspec.Struct, frozen=True, kw_only=True):
+    """``backup_ours``: the backup feed in force is this sensor's (it switches off only its own);
+    ``pending``: incident changes not recorded yet."""
+
     streak: Streak = msgspec.field(default_factory=Streak)
+    backup_ours: bool = False
+    pending: _Pending = ()
+
+
+class DataQualityState(QualityState, frozen=True, kw_only=True):
+    """The anomaly statistics and streak, ``paused_ours`` (the pause in force is this sensor's: it resumes
+    only its own) and ``pending`` incident changes not recorded yet."""
+
+    paused_ours: bool = False
+    pending: _Pending = ()
 
 
 class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):
-    """``cap``: the universe cap this sensor set (None: none); ``previous_cap``: the one it replaced."""
+    """``cap``: the universe cap this sensor set and holds (None: none); ``previous_cap``: the one to restore
+    on recovery (the operator's); ``pending``: incident changes not recorded yet."""
 
     streak: Streak = msgspec.field(default_factory=Streak)
     cap: int | None = None
     previous_cap: int | None = None
+    pending: _Pending = ()
 
 
 def _retry(old: Streak, move: Transition, trip_after: int, clear_after: int) -> Streak:
-    """The streak to keep when the action of ``move`` failed: one check short of taking it again."""
+    """The streak to keep when the Redis action of ``move`` failed (it did not take effect): one check
+    short of taking it again."""
     if move is Transition.RECOVER:
         return Streak(passes=clear_after - 1, tripped=True)
     return Streak(failures=trip_after - 1, tripped=old.tripped)
+
+
+def _change(
+    kind: str, op: Literal["open", "close"], text: str, values: dict[str, Any], action: str = ""
+) -> PendingIncident:
+    return PendingIncident(
+        kind=kind, op=op, text=text, action=action, values=values, at_ms=int(time.time() * 1000)
+    )
+
+
+def _record(database: DatabaseResource, pending: _Pending) -> tuple[_Pending, str]:
+    """Write ``pending`` incident changes in order; the ones left (from the first that failed) and a note
+    for the skip reason (empty when all were written)."""
+    if not pending:
+        return (), ""
+    done = 0
+    try:
+        with database.open() as db:
+            for change in pending:
+                at = datetime.fromtimestamp(change.at_ms / 1000, UTC)
+                if change.op == "open":
+                    open_incident(
+                        db, change.kind, reason=change.text, action=change.action, values=change.values, at=at
+                    )
+                else:
+                    close_incident(db, change.kind, recovery=change.text, values=change.values, at=at)
+                done += 1
+    except TapewatchError as exc:
+        left = pending[done:]
+        return left, f"; incident not recorded yet ({exc}); {len(left)} change(s) kept, retried next tick"
+    return (), ""
 
 
 def _result(message: str, cursor: msgspec.Struct, warning: str | None) -> dg.SensorResult:
@@ -105,30 +166,43 @@ def api_connectivity_sensor(
             bool(problems), trip_after=s.timeout_threshold, clear_after=s.api_recovery_checks
         )
         values = {"problems": problems, "heartbeat_age_s": age, "rest_error": rest_error}
+        new, done = msgspec.structs.replace(state, streak=streak), ""
         try:
             if move is Transition.TRIP:
-                rs.set_backup_feed(True, source=SOURCE)
-                with database.open() as db:
-                    open_incident(
-                        db,
-                        "api_connectivity",
-                        reason=f"{s.timeout_threshold} failed checks in a row: " + "; ".join(problems),
-                        action="backup feed on",
-                        values=values,
+                if rs.read_control().backup_feed and not state.backup_ours:
+                    action, ours = (
+                        "backup feed already on (not switched on by this sensor), left as is",
+                        False,
                     )
+                else:
+                    rs.set_backup_feed(True, source=SOURCE)
+                    action, ours = "backup feed on", True
+                reason = f"{s.timeout_threshold} failed checks in a row: " + "; ".join(problems)
+                change = _change("api_connectivity", "open", reason, values, action)
+                new, done = (
+                    replace(new, backup_ours=ours, pending=queued(state.pending, change)),
+                    f" -> {action}",
+                )
             elif move is Transition.RECOVER:
-                rs.set_backup_feed(False, source=SOURCE)
-                with database.open() as db:
-                    close_incident(db, "api_connectivity", recovery="primary feed", values=values)
+                if state.backup_ours:
+                    rs.set_backup_feed(False, source=SOURCE)
+                    recovery = "primary feed"
+                else:
+                    recovery = "backup feed left on: not switched on by this sensor"
+                change = _change("api_connectivity", "close", recovery, values)
+                new, done = (
+                    replace(new, backup_ours=False, pending=queued(state.pending, change)),
+                    f" -> {recovery}",
+                )
         except TapewatchError as exc:
-            kept = ConnectivityState(
-                streak=_retry(state.streak, move, s.timeout_threshold, s.api_recovery_checks)
+            kept = replace(
+                state, streak=_retry(state.streak, move, s.timeout_threshold, s.api_recovery_checks)
             )
             return _result(f"could not {move.value} ({exc}); retrying next tick", kept, warning)
+    pending, note = _record(database, new.pending)
     summary = "; ".join(problems) if problems else "REST and heartbeat fine"
-    done = {Transition.TRIP: " -> backup feed on", Transition.RECOVER: " -> primary feed"}.get(move, "")
     tail = f"failures {streak.failures}, passes {streak.passes}, backup {'on' if streak.tripped else 'off'}"
-    return _result(f"{summary}{done} ({tail})", ConnectivityState(streak=streak), warning)
+    return _result(f"{summary}{done} ({tail}){note}", replace(new, pending=pending), warning)
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=_RUNNING, description="Feed anomalies > k sd.")
@@ -139,7 +213,7 @@ def data_quality_sensor(
     database: DatabaseResource,
 ) -> dg.SensorResult:
     s = settings.settings()
-    state, warning = decode_state(context.cursor, QualityState)
+    state, warning = decode_state(context.cursor, DataQualityState)
     config = QualityConfig(
         k=s.anomaly_threshold, window=s.anomaly_window, min_samples=s.anomaly_min_samples, min_symbols=3
     )
@@ -159,43 +233,53 @@ def data_quality_sensor(
                 _count(metrics.get("messages")),
                 _count(metrics.get("resyncs")),
             )
-        new, found = assess(state, samples, totals, config)
-        streak, move = new.streak.step(found.dirty, trip_after=1, clear_after=s.data_quality_clean_checks)
+        judged, found = assess(state, samples, totals, config)
+        streak, move = judged.streak.step(found.dirty, trip_after=1, clear_after=s.data_quality_clean_checks)
+        # every field assess() judged, plus what only this sensor keeps
+        new = replace(state, **{**msgspec.structs.asdict(judged), "streak": streak})
         values = {
             "anomalies": [a.describe() for a in found.anomalies[:20]],
             "anomalous_symbols": found.details["anomalous_symbols"],
             "judged": found.judged,
             "unknown": found.unknown,
         }
+        done = ""
         try:
             if move is Transition.TRIP:
                 reason = PAUSE_PREFIX + "; ".join(a.describe() for a in found.anomalies[:3])
-                rs.pause(reason, source=SOURCE)
-                with database.open() as db:
-                    open_incident(
-                        db, "data_quality", reason=reason, action="signalling paused", values=values
-                    )
-            elif move is Transition.RECOVER:
-                # an operator's own pause is not ours to lift
                 paused = rs.read_control().paused_reason
-                if paused is not None and paused.startswith(PAUSE_PREFIX):
+                if paused is not None and not (state.paused_ours and paused.startswith(PAUSE_PREFIX)):
+                    # someone else's pause is in force: ours would overwrite its reason, then lift it
+                    action, ours = f"signalling already paused ({paused}), left as is", False
+                else:
+                    rs.pause(reason, source=SOURCE)
+                    action, ours = "signalling paused", True
+                change = _change("data_quality", "open", reason, values, action)
+                new = replace(new, paused_ours=ours, pending=queued(state.pending, change))
+                done = " -> paused" if ours else f" -> {action}"
+            elif move is Transition.RECOVER:
+                # an operator's own pause (even one put over ours) is not ours to lift
+                paused = rs.read_control().paused_reason
+                if state.paused_ours and paused is not None and paused.startswith(PAUSE_PREFIX):
                     rs.resume(source=SOURCE)
-                with database.open() as db:
-                    close_incident(db, "data_quality", recovery="signalling resumed", values=values)
+                    recovery = "signalling resumed"
+                else:
+                    recovery = "pause left in force: not this sensor's"
+                change = _change("data_quality", "close", recovery, values)
+                new = replace(new, paused_ours=False, pending=queued(state.pending, change))
+                done = " -> resumed" if recovery == "signalling resumed" else f" -> {recovery}"
         except TapewatchError as exc:
-            kept = msgspec.structs.replace(
-                new, streak=_retry(new.streak, move, 1, s.data_quality_clean_checks)
-            )
+            kept = replace(new, streak=_retry(judged.streak, move, 1, s.data_quality_clean_checks))
             return _result(f"could not {move.value} ({exc}); retrying next tick", kept, warning)
+    pending, note = _record(database, new.pending)
     head = (
         f"{len(found.anomalies)} anomalies ({found.details['anomalous_symbols']} symbols): "
         + "; ".join(a.describe() for a in found.anomalies[:3])
         if found.anomalies
         else "no anomaly"
     )
-    done = {Transition.TRIP: " -> paused", Transition.RECOVER: " -> resumed"}.get(move, "")
     tail = f"{found.symbols} symbols, {found.judged} values judged, {found.unknown} unknown"
-    return _result(f"{head}{done} ({tail})", msgspec.structs.replace(new, streak=streak), warning)
+    return _result(f"{head}{done} ({tail}){note}", replace(new, pending=pending), warning)
 
 
 def _count(value: float | None) -> int | None:
@@ -215,6 +299,57 @@ def _universe_size(rs: RedisState, fallback: int) -> int:
     if feeds:
         return feeds
     return len(control.universe) if control.universe else fallback
+
+
+def _shrink(
+    rs: RedisState,
+    state: PerformanceState,
+    streak: Streak,
+    move: Transition,
+    values: dict[str, Any],
+    fallback: int,
+    floor: int,
+) -> tuple[PerformanceState, str]:
+    """Halve the universe (a trip, or an escalation while the overload lasts); the new state and a note."""
+    live = rs.read_control().max_universe
+    # the cap to restore: the one in force at the trip, or one the operator set while we held ours
+    previous = live if move is Transition.TRIP or live != state.cap else state.previous_cap
+    current = live if live is not None else _universe_size(rs, fallback)
+    target = shrunk_universe(current, floor)
+    if target is not None:
+        rs.set_max_universe(target, source=SOURCE)
+        note = f" -> universe capped at {target} (was {current})"
+    else:
+        note = f" -> universe of {current} is at the floor, not shrunk"
+    cap = target if target is not None else (state.cap if live == state.cap else None)
+    change = _change(
+        "system_performance",
+        "open",
+        "; ".join(values["problems"]),
+        {**values, "cap": cap, "previous_cap": previous},
+        note.removeprefix(" -> "),
+    )
+    return PerformanceState(
+        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change)
+    ), note
+
+
+def _restore(
+    rs: RedisState, state: PerformanceState, streak: Streak, values: dict[str, Any]
+) -> tuple[PerformanceState, str]:
+    """Put back the cap the universe had before the overload, unless someone changed ours since."""
+    live = rs.read_control().max_universe
+    if state.cap is None:
+        recovery = "universe cap unchanged (it was never shrunk)"
+    elif live == state.cap:
+        rs.set_max_universe(state.previous_cap, source=SOURCE)
+        recovery = "universe cap " + (
+            "lifted" if state.previous_cap is None else f"back to {state.previous_cap}"
+        )
+    else:
+        recovery = f"universe cap {live} set by someone else since the shrink, left as is"
+    change = _change("system_performance", "close", recovery, values)
+    return PerformanceState(streak=streak, pending=queued(state.pending, change)), f" -> {recovery}"
 
 
 def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorDefinition:
@@ -244,50 +379,26 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
         streak, move = state.streak.step(
             bool(problems), trip_after=s.performance_trip_checks, clear_after=s.performance_clear_checks
         )
-        new = msgspec.structs.replace(state, streak=streak)
+        new = replace(state, streak=streak)
         values = {"cpu_percent": cpu, "memory_percent": memory, "problems": problems}
         note = ""
         try:
             with redis.open() as rs:
                 if move in (Transition.TRIP, Transition.ESCALATE):
-                    current = state.cap if state.cap is not None else _universe_size(rs, s.universe_size)
-                    target = shrunk_universe(current, s.min_universe_under_load)
-                    previous = (
-                        rs.read_control().max_universe if move is Transition.TRIP else state.previous_cap
+                    new, note = _shrink(
+                        rs, state, streak, move, values, s.universe_size, s.min_universe_under_load
                     )
-                    if target is not None:
-                        rs.set_max_universe(target, source=SOURCE)
-                        note = f" -> universe capped at {target} (was {current})"
-                    else:
-                        note = f" -> universe of {current} is at the floor, not shrunk"
-                    new = PerformanceState(
-                        streak=streak, cap=target if target is not None else current, previous_cap=previous
-                    )
-                    with database.open() as db:
-                        open_incident(
-                            db,
-                            "system_performance",
-                            reason="; ".join(problems),
-                            action=note.removeprefix(" -> "),
-                            values={**values, "cap": new.cap, "previous_cap": previous},
-                        )
                 elif move is Transition.RECOVER:
-                    rs.set_max_universe(state.previous_cap, source=SOURCE)
-                    restored = "lifted" if state.previous_cap is None else f"back to {state.previous_cap}"
-                    note = f" -> universe cap {restored}"
-                    new = PerformanceState(streak=streak)
-                    with database.open() as db:
-                        close_incident(
-                            db, "system_performance", recovery=f"universe cap {restored}", values=values
-                        )
-        except TapewatchError as exc:
-            kept = msgspec.structs.replace(
+                    new, note = _restore(rs, state, streak, values)
+        except TapewatchError as exc:  # Redis: the action did not take effect
+            kept = replace(
                 state,
                 streak=_retry(state.streak, move, s.performance_trip_checks, s.performance_clear_checks),
             )
             return _result(f"could not {move.value} ({exc}); retrying next tick", kept, warning)
+        pending, unrecorded = _record(database, new.pending)
         head = "; ".join(problems) if problems else f"CPU {cpu:.0f} %, memory {memory:.0f} %: fine"
-        return _result(f"{head}{note}", new, warning)
+        return _result(f"{head}{note}{unrecorded}", replace(new, pending=pending), warning)
 
     return system_performance_sensor
 

@@ -5,9 +5,14 @@
   a LOW signal created late in the evening can stay open until about 03:15, so the second run is the one
   with every outcome final.
 - ``weekly_performance_job`` (weeks from Monday): ``weekly_metrics`` → ``weekly_report``;
-  ``weekly_report_schedule`` runs it on Mondays at 00:30 UTC for the week that just ended.
-- ``monthly_report_job``: ``monthly_report``; ``monthly_report_schedule`` on the 1st at 00:50 UTC for the
-  month that just ended.
+  ``weekly_report_schedule`` runs it on Tuesdays at 01:30 UTC for the week that ended on Sunday.
+- ``monthly_report_job``: ``monthly_report``; ``monthly_report_schedule`` on the 2nd at 01:50 UTC for the
+  month before.
+
+Why not Monday and the 1st: the weekly and monthly numbers read the stored outcomes, and the outcomes of
+the period's last day are final only after its second daily pass (00:10 UTC two days later: Tuesday for a
+Sunday, the 2nd for the last day of a month). Run earlier, they would miss the late signals' outcomes; the
+hour and more after 00:10 leaves the daily runs time to finish.
 
 Backfills of any past partition run from the UI (asset graph → select → Materialize → partitions).
 """
@@ -78,11 +83,11 @@ def daily_report_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunR
 
 @dg.schedule(
     name="weekly_report_schedule",
-    cron_schedule="30 0 * * 1",
+    cron_schedule="30 1 * * 2",
     execution_timezone="UTC",
     job=weekly_performance_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Mondays 00:30 UTC: the weekly metrics and report of the week that just ended.",
+    description="Tuesdays 01:30 UTC (after the final daily pass of Sunday): the week that just ended.",
 )
 def weekly_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     key = weekly_key(context.scheduled_execution_time)
@@ -93,11 +98,11 @@ def weekly_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReque
 
 @dg.schedule(
     name="monthly_report_schedule",
-    cron_schedule="50 0 1 * *",
+    cron_schedule="50 1 2 * *",
     execution_timezone="UTC",
     job=monthly_report_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The 1st, 00:50 UTC: the report of the month that just ended.",
+    description="The 2nd, 01:50 UTC (after the final daily pass of the month's last day): the month before.",
 )
 def monthly_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     key = monthly_key(context.scheduled_execution_time)

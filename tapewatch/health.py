@@ -10,19 +10,24 @@ Nothing here reads a clock: "now" and every measurement are arguments.
 - :func:`connectivity_problems`: the REST ping failed, or the realtime heartbeat is missing or too old.
 - :func:`overload`: CPU or memory above its threshold; :func:`shrunk_universe` halves the universe.
 - Data quality: :mod:`tapewatch.anomaly`.
+- :class:`PendingIncident` / :func:`queued`: an incident change whose action already took effect (in Redis)
+  but that PostgreSQL could not record yet. The sensor commits the action to its cursor at once and keeps the
+  write there, retrying only the write: the action is never taken twice, nor forgotten.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=msgspec.Struct)
+#: Incident changes a sensor keeps while PostgreSQL is down; the oldest go beyond this (logged).
+MAX_PENDING = 50
 
 
 class Transition(enum.Enum):
@@ -121,3 +126,30 @@ def decode_state(cursor: str | None, kind: type[S]) -> tuple[S, str | None]:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.warning("unreadable sensor cursor, starting afresh: %s", exc)
         return kind(), f"unreadable cursor ignored ({exc}); state started afresh"
+
+
+class PendingIncident(msgspec.Struct, frozen=True, kw_only=True):
+    """An incident change to record: ``open`` (``text`` is the reason) or ``close`` (``text`` is the recovery)
+    of the health incident ``kind``, at ``at_ms`` (wall clock, ms: when the action took effect)."""
+
+    kind: str
+    op: Literal["open", "close"]
+    text: str
+    action: str = ""
+    values: dict[str, Any] = {}
+    at_ms: int
+
+
+def queued(
+    pending: tuple[PendingIncident, ...], change: PendingIncident, *, limit: int = MAX_PENDING
+) -> tuple[PendingIncident, ...]:
+    """``pending`` with ``change`` after it, in order; beyond ``limit`` the oldest are dropped (and logged:
+    PostgreSQL has been down for that many actions, and the cursor must stay bounded)."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1; got {limit}")
+    out = (*pending, change)
+    if len(out) > limit:
+        dropped = out[: len(out) - limit]
+        log.warning("%d unrecorded health incident change(s) dropped: %s", len(dropped), dropped)
+        out = out[len(out) - limit :]
+    return out

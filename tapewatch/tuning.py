@@ -18,8 +18,13 @@ good from bad signals.
 
 Walk-forward: the window is ``weeks`` weeks of event time ending at ``now``; all weeks but the last fit (pick
 the set with the best mean R per signal among those keeping ``min_samples`` signals in-sample), the last week
-judges. The proposal stands only if the chosen set beats the current one in-sample and does not do worse
-out-of-sample; otherwise the current parameters are kept (``no_change``).
+judges. The proposal stands only if the chosen set beats the current one in-sample, keeps at least
+:func:`min_out_of_sample` signals in the judged week (the in-sample minimum per fitting week; fewer:
+``insufficient_data``, a set never judged is never proposed) and does not do worse there than the current
+set; otherwise the current parameters are kept (``no_change``).
+
+Win rate is the one of spec 9.1 (``tapewatch.metrics``): wins over **triggered** signals, a win being a
+triggered signal with P&L above 0 R; mean and total R are over every signal (an untriggered one counts 0 R).
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ class UnknownProposal(TuningError):
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One stored candidate as tuning sees it. ``pnl_r`` None = outcome unknown (rejected, or not finished)."""
+    """One stored candidate as tuning sees it. ``pnl_r`` None = outcome unknown (rejected, or not finished);
+    ``triggered``: its entry traded (False for an unknown outcome or a signal that expired untriggered)."""
 
     event_time: int
     direction: Literal["LONG", "SHORT"]
@@ -72,6 +78,7 @@ class Sample:
     volume_intensity: float | None
     tier: str | None
     pnl_r: float | None
+    triggered: bool
 
     def passes(self, params: Mapping[str, float | int]) -> bool:
         """True when the features meet the required conditions of ``params``."""
@@ -88,16 +95,18 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """How a parameter set's signals did: count, wins (R > 0), win rate, mean and total R, per tier."""
+    """How a parameter set's signals did: count, triggered, wins (triggered, R > 0), win rate (wins /
+    triggered, as spec 9.1), mean R per signal and total R, per tier."""
 
     signals: int = 0
     wins: int = 0
     total_r: float = 0.0
-    by_tier: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_tier: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    triggered: int = 0
 
     @property
     def win_rate(self) -> float | None:
-        return self.wins / self.signals if self.signals else None
+        return self.wins / self.triggered if self.triggered else None
 
     @property
     def mean_r(self) -> float | None:
@@ -106,6 +115,7 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         return {
             "signals": self.signals,
+            "triggered": self.triggered,
             "wins": self.wins,
             "win_rate": self.win_rate,
             "mean_r": self.mean_r,
@@ -116,21 +126,22 @@ class Result:
 
 def score(samples: Iterable[Sample], params: Mapping[str, float | int]) -> Result:
     """The result of ``params`` on the samples with a known outcome."""
-    signals = wins = 0
-    total = 0.0
-    tiers: dict[str, list[float]] = {}
-    for s in samples:
-        if s.pnl_r is None or not s.passes(params):
-            continue
-        signals += 1
-        wins += s.pnl_r > 0
-        total += s.pnl_r
-        tiers.setdefault(s.tier or "none", []).append(s.pnl_r)
-    by_tier = {
-        tier: {"signals": len(rs), "win_rate": sum(r > 0 for r in rs) / len(rs), "mean_r": sum(rs) / len(rs)}
-        for tier, rs in sorted(tiers.items())
-    }
-    return Result(signals, wins, round(total, 10), by_tier)
+    kept = [s for s in samples if s.pnl_r is not None and s.passes(params)]
+    tiers: dict[str, list[Sample]] = {}
+    for s in kept:
+        tiers.setdefault(s.tier or "none", []).append(s)
+    by_tier: dict[str, dict[str, float | None]] = {}
+    for tier, mine in sorted(tiers.items()):
+        part = _tally(mine)
+        by_tier[tier] = {"signals": part.signals, "win_rate": part.win_rate, "mean_r": part.mean_r}
+    whole = _tally(kept)
+    return Result(whole.signals, whole.wins, whole.total_r, by_tier, whole.triggered)
+
+
+def _tally(samples: Sequence[Sample]) -> Result:
+    r = [0.0 if s.pnl_r is None else s.pnl_r for s in samples]
+    wins = sum(1 for s, pnl in zip(samples, r, strict=True) if s.triggered and pnl > 0)
+    return Result(len(samples), wins, round(math.fsum(r), 10), {}, sum(1 for s in samples if s.triggered))
 
 
 def current_parameters(settings: Settings) -> Params:
@@ -224,7 +235,15 @@ def tune(
     if best == base:
         return make("no_change", base, "no set in the grid beats the current parameters in-sample")
     best_out = score(judge, best)
-    if best_out.signals and cur_out.signals and (best_out.mean_r or 0.0) < (cur_out.mean_r or 0.0):
+    needed = min_out_of_sample(min_samples, weeks)
+    if best_out.signals < needed or best_out.mean_r is None or cur_out.mean_r is None:
+        return make(
+            "insufficient_data",
+            base,
+            f"the best in-sample set ({_describe(best)}) kept {best_out.signals} signals in the judged week "
+            f"< {needed} needed to judge it out of sample; current parameters kept",
+        )
+    if best_out.mean_r < cur_out.mean_r:
         return make(
             "no_change",
             base,
@@ -234,8 +253,15 @@ def tune(
     return make("proposed", best, f"mean R per signal in-sample {cur_in.mean_r:.3f} -> {best_in.mean_r:.3f}")
 
 
+def min_out_of_sample(min_samples: int, weeks: int) -> int:
+    """Signals the judged week must keep: the in-sample minimum per fitting week, at least 1."""
+    return max(1, math.ceil(min_samples / (weeks - 1)))
+
+
 def _better(a: Result, b: Result) -> bool:
-    ma, mb = a.mean_r or -math.inf, b.mean_r or -math.inf
+    # None (no signal) is worst; a mean of exactly 0.0 R is a real value, not a missing one
+    ma = a.mean_r if a.mean_r is not None else -math.inf
+    mb = b.mean_r if b.mean_r is not None else -math.inf
     return ma > mb + 1e-12 or (abs(ma - mb) <= 1e-12 and a.signals > b.signals)
 
 

@@ -2,11 +2,13 @@
 
 Capture files are gzip JSON Lines, one per UTC hour: ``<var_dir>/capture/YYYY/MM/DD/HH.jsonl.gz`` (a restart
 within the hour appends a gzip member to the same file). :func:`read_hour` reads every complete line of an
-hour, decodes it with :class:`~tapewatch.parse.FrameDecoder` and gathers three column sets: trades
-(``aggTrade``), book tops (``bookTicker``) and closed candles (``kline``, the final state of each candle).
-Depth diffs and REST answers are not archived (the book can be rebuilt from the raw capture while it is
-kept). A torn last line (the writer was killed mid-write) is skipped and counted; lines the decoder refuses
-are counted by reason.
+hour with the reader replay uses (:mod:`tapewatch.adapters.capture_reader`: a member a killed writer left
+without its trailer, followed by the restarted writer's member, is read whole), decodes it with
+:class:`~tapewatch.parse.FrameDecoder` and gathers three column sets: trades (``aggTrade``), book tops
+(``bookTicker``) and closed candles (``kline``, the final state of each candle). Depth diffs and REST answers
+are not archived (the book can be rebuilt from the raw capture while it is kept). Torn lines (the writer was
+killed mid-write) are skipped and counted; damaged stretches (bytes that do not inflate: their lines are
+lost) are counted in ``damaged``; lines the decoder refuses are counted by reason.
 
 The table ``archive_hours`` (sql/0005) records what was archived, with the size of each file then; pruning
 deletes the raw files of archived hours older than the retention, and only when a file is still exactly the
@@ -16,27 +18,21 @@ size it had when archived (a file that grew afterwards is archived again first).
 from __future__ import annotations
 
 import logging
-import zlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from tapewatch.adapters.capture_reader import ReadStats, iter_capture
 from tapewatch.adapters.db import Database
-from tapewatch.errors import CaptureError
 from tapewatch.events import AggTrade, BookTicker, Kline
 from tapewatch.parse import FrameDecoder
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
 
 TRADE_COLUMNS = (
     "symbol", "recv", "event_time", "trade_time", "agg_id", "first_trade_id", "last_trade_id",
@@ -68,13 +64,17 @@ def hour_path(var_dir: Path, hour: datetime) -> Path:
 class HourColumns:
     """The decoded rows of an hour, column by column, and what could not be used.
 
-    ``lines``: complete lines read; ``torn_lines``: partial lines skipped at a cut; ``rejected``: lines
-    the decoder refused, by reason; ``forming_candles``: kline updates of candles not yet closed (skipped)."""
+    ``lines``: complete lines read; ``torn_lines``: partial lines skipped at a cut; ``damaged``: stretches
+    of the file that did not inflate (their lines are lost: the read was cut short); ``rejected``: lines the
+    decoder refused, by reason; ``forming_candles``: kline updates of candles not yet closed (skipped);
+    ``symbols``: every symbol with a decoded frame in any stream (depth and REST answers included)."""
 
     files: list[tuple[str, int]] = field(default_factory=list)
     lines: int = 0
     torn_lines: int = 0
+    damaged: int = 0
     forming_candles: int = 0
+    symbols: set[str] = field(default_factory=set)
     rejected: Counter[str] = field(default_factory=Counter)
     trades: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in TRADE_COLUMNS})
     tops: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in TOP_COLUMNS})
@@ -83,6 +83,12 @@ class HourColumns:
     @property
     def rejected_total(self) -> int:
         return sum(n for reason, n in self.rejected.items() if reason != "ignored")
+
+    @property
+    def complete(self) -> bool:
+        """True when the hour's file was read whole: it exists, yielded lines and nothing was damaged.
+        Only such an hour is recorded as archived (and so may have its raw file pruned)."""
+        return bool(self.files) and self.lines > 0 and self.damaged == 0
 
 
 def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
@@ -95,11 +101,13 @@ def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
         return out
     out.files.append((path.relative_to(var_dir).as_posix(), path.stat().st_size))
     decoder = FrameDecoder()
-    for line in iter_lines(path, out):
+    stats = ReadStats()
+    for line in iter_capture([path], stats):
         out.lines += 1
         frame = decoder.decode_capture_line(line)
         if frame is None:
             continue
+        out.symbols.add(frame.symbol)
         event = frame.event
         if isinstance(event, AggTrade):
             _append(out.trades, frame.symbol, frame.recv, event)
@@ -111,6 +119,7 @@ def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
             else:
                 out.forming_candles += 1
     out.rejected.update(decoder.rejected)
+    out.torn_lines, out.damaged = stats.torn_lines, stats.damaged
     return out
 
 
@@ -143,54 +152,6 @@ def _append_candle(cols: dict[str, list[Any]], symbol: str, k: Kline) -> None:
         strict=True,
     ):  # fmt: skip
         cols[name].append(value)
-
-
-def iter_lines(path: Path, out: HourColumns) -> Iterator[bytes]:
-    """Complete lines of a gzip capture file (every member), without newlines; empty lines skipped.
-
-    Where the gzip stream is cut short or damaged, reading of the file stops there: the partial line before
-    the cut is skipped and counted in ``out.torn_lines`` (unless it is a whole JSON object: written, but
-    cut right before its newline)."""
-    with path.open("rb") as fh:
-        if fh.read(2) != _GZIP_MAGIC:
-            raise CaptureError(f"{path} is not a gzip file; capture files are gzip JSON Lines")
-        fh.seek(0)
-        carry = b""
-        inflater = zlib.decompressobj(wbits=31)
-        cut = False
-        while chunk := fh.read(_CHUNK):
-            data = chunk
-            text = b""
-            try:
-                while data:
-                    text += inflater.decompress(data)
-                    data = inflater.unused_data
-                    if data or inflater.eof:
-                        # a member ended: the next one (a restart's append) starts afresh
-                        inflater = zlib.decompressobj(wbits=31)
-            except zlib.error as exc:
-                log.warning("capture file %s is damaged (%s); reading stops at the damage", path, exc)
-                cut = True
-            pieces = (carry + text).split(b"\n")
-            carry = pieces.pop()
-            yield from (p for p in pieces if p)
-            if cut:
-                break
-    if carry:
-        if _whole(carry):
-            yield carry
-        else:
-            out.torn_lines += 1
-            log.warning("capture file %s ends with a torn line (%d bytes), skipped", path, len(carry))
-
-
-def _whole(text: bytes) -> bool:
-    # A proper prefix of a JSON object is never valid JSON: this tells a whole line from a torn one.
-    try:
-        msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return False
-    return True
 
 
 # --- the archive record and pruning -----------------------------------------------------------------------

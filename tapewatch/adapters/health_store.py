@@ -8,23 +8,20 @@ already open returns the open one, so a sensor tick that is retried never record
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection
 
 from tapewatch.adapters.db import Database
-from tapewatch.errors import MigrationError
+from tapewatch.adapters.incidents import reading
 
 #: The kinds the table accepts: one per health sensor.
 KINDS: Final = ("api_connectivity", "data_quality", "system_performance")
-_UNDEFINED_TABLE = "42P01"
+_TABLE = "health_incidents"
 _COLUMNS = 'id, kind, reason, action, recovery, "values", started_at, ended_at'
 
 
@@ -81,7 +78,7 @@ def open_incident(
     if not reason or not action:
         raise ValueError("a health incident needs a reason and an action: operators read them")
     params = {"kind": kind, "reason": reason, "action": action, "values": dict(values or {}), "at": at}
-    with _reading(db) as conn:
+    with reading(db, _TABLE) as conn:
         row = conn.execute(
             sa.text(
                 'INSERT INTO health_incidents (kind, reason, action, "values", started_at) '
@@ -107,7 +104,7 @@ def close_incident(
     _check_kind(kind)
     if not recovery:
         raise ValueError("closing a health incident needs the recovery action taken")
-    with _reading(db) as conn:
+    with reading(db, _TABLE) as conn:
         row = conn.execute(
             sa.text(
                 "UPDATE health_incidents SET ended_at = GREATEST(COALESCE(:at, now()), started_at), "
@@ -121,7 +118,7 @@ def close_incident(
 
 def open_health_incidents(db: Database) -> list[HealthIncident]:
     """The open incidents (at most one per kind), newest first."""
-    with _reading(db) as conn:
+    with reading(db, _TABLE) as conn:
         rows = conn.execute(
             sa.text(
                 f"SELECT {_COLUMNS} FROM health_incidents WHERE ended_at IS NULL ORDER BY started_at DESC, id DESC"
@@ -138,7 +135,7 @@ def list_health_incidents(
         _check_kind(kind)
     if limit < 1:
         raise ValueError(f"limit must be >= 1; got {limit}")
-    with _reading(db) as conn:
+    with reading(db, _TABLE) as conn:
         rows = conn.execute(
             sa.text(
                 f"SELECT {_COLUMNS} FROM health_incidents "
@@ -149,18 +146,3 @@ def list_health_incidents(
             {"kind": kind, "since": since, "limit": limit},
         )
         return [HealthIncident(*row) for row in rows]
-
-
-@contextmanager
-def _reading(db: Database) -> Iterator[Connection]:
-    """``db.begin()`` that turns a missing table into MigrationError naming the command that fixes it."""
-    try:
-        with db.begin() as conn:
-            yield conn
-    except sa_exc.ProgrammingError as exc:
-        if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_TABLE:
-            raise
-        raise MigrationError(
-            "table health_incidents does not exist: the database is not migrated; "
-            "run `tapewatch db upgrade` (or start `tapewatch run`, which migrates)"
-        ) from exc

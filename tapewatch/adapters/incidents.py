@@ -222,7 +222,7 @@ def open_incidents(db: Database, limit: int = 20) -> OpenIncidents:
     """How many incidents are open, and the ``limit`` newest open ones (newest first).
 
     Raises StorageUnavailable when PostgreSQL cannot be reached, MigrationError when the table is missing."""
-    with _reading(db) as conn:
+    with reading(db, "feed_incidents") as conn:
         total = conn.execute(
             sa.text("SELECT count(*) FROM feed_incidents WHERE resolved_at IS NULL")
         ).scalar()
@@ -238,7 +238,7 @@ def open_incidents(db: Database, limit: int = 20) -> OpenIncidents:
 
 def incident_counts(db: Database, since: datetime) -> dict[str, int]:
     """Incidents recorded at or after ``since``, counted by kind (kinds with none are left out)."""
-    with _reading(db) as conn:
+    with reading(db, "feed_incidents") as conn:
         rows = conn.execute(
             sa.text(
                 "SELECT kind, count(*) FROM feed_incidents WHERE recorded_at >= :since GROUP BY kind ORDER BY kind"
@@ -252,7 +252,7 @@ def list_incidents(
     db: Database, *, kind: str | None = None, symbol: str | None = None, limit: int = 100
 ) -> list[IncidentRow]:
     """The newest ``limit`` incidents (open or not), optionally of one kind and/or symbol, newest first."""
-    with _reading(db) as conn:
+    with reading(db, "feed_incidents") as conn:
         rows = conn.execute(
             sa.text(
                 f"SELECT {_COLUMNS} FROM feed_incidents "
@@ -266,8 +266,9 @@ def list_incidents(
 
 
 @contextmanager
-def _reading(db: Database) -> Iterator[Connection]:
-    """``db.begin()`` that turns a missing table into MigrationError naming the command that fixes it."""
+def reading(db: Database, table: str) -> Iterator[Connection]:
+    """``db.begin()`` that turns a missing ``table`` into MigrationError naming the command that fixes it
+    (shared by the feed and health incident tables)."""
     try:
         with db.begin() as conn:
             yield conn
@@ -275,6 +276,6 @@ def _reading(db: Database) -> Iterator[Connection]:
         if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_TABLE:
             raise
         raise MigrationError(
-            "table feed_incidents does not exist: the database is not migrated; "
+            f"table {table} does not exist: the database is not migrated; "
             "run `tapewatch db upgrade` (or start `tapewatch run`, which migrates)"
         ) from exc

@@ -93,7 +93,8 @@ def load_samples(db: Database, start_ms: int, end_ms: int) -> list[Sample]:
         rows = conn.execute(
             sa.text(
                 "SELECT c.event_time, c.direction, c.features, c.tier, "
-                "CASE WHEN o.finished THEN o.pnl_r END AS pnl_r "
+                "CASE WHEN o.finished THEN o.pnl_r END AS pnl_r, "
+                "COALESCE(o.finished AND o.trigger_time IS NOT NULL, false) AS triggered "
                 "FROM candidates c LEFT JOIN signal_outcomes o ON o.signal_id = c.signal_id "
                 "WHERE c.event_time >= :start AND c.event_time < :end ORDER BY c.event_time"
             ),
@@ -112,6 +113,7 @@ def load_samples(db: Database, start_ms: int, end_ms: int) -> list[Sample]:
                 volume_intensity=None if f.get("volume_intensity") is None else float(f["volume_intensity"]),
                 tier=row.tier,
                 pnl_r=None if row.pnl_r is None else float(row.pnl_r),
+                triggered=bool(row.triggered),
             )
         )
     return samples

@@ -9,10 +9,11 @@ from before the period (the look-back of the daily Sharpe ratio and of the weekl
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Literal
 
@@ -25,6 +26,7 @@ from tapewatch.metrics import (
     daily_metrics,
     day_of,
     period_metrics,
+    summarize,
     symbol_totals,
     weekly_metrics,
 )
@@ -141,8 +143,8 @@ def lookback_start(kind: ReportKind, first_day: date, *, sharpe_days: int = 30, 
 
 
 def _win_rate(outcomes: Sequence[Outcome]) -> float | None:
-    triggered = [o for o in outcomes if o.triggered]
-    return sum(1 for o in triggered if o.won) / len(triggered) if triggered else None
+    # the spec 9.1 definition (wins / triggered), from tapewatch.metrics: one definition everywhere
+    return summarize(outcomes).win_rate
 
 
 def _symbol_rows(members: Sequence[Outcome]) -> list[SymbolRow]:
@@ -191,7 +193,7 @@ def build_content(data: ReportInput) -> ReportContent:
     members = [o for o in data.outcomes if data.first_day <= day_of(o.signal.created) <= last_day]
     overall, by_tier = _summaries(data, last_day)
     ended = sorted(members, key=lambda o: (o.exit_time or 0, o.signal.created, o.signal.signal_id))
-    equity = _cumulative(o.pnl_r for o in ended)
+    equity = list(itertools.accumulate(o.pnl_r for o in ended))
     efficiency = overall.total_pnl_r / len(members) if members else None
     win_trend = quality_trend = None
     if data.kind == "weekly":
@@ -235,14 +237,6 @@ def build_content(data: ReportInput) -> ReportContent:
         disagreements=data.disagreements,
         sharpe_days=data.sharpe_days,
     )
-
-
-def _cumulative(values: Iterable[float]) -> list[float]:
-    total, out = 0.0, []
-    for v in values:
-        total += v
-        out.append(total)
-    return out
 
 
 def _title(kind: ReportKind, first: date, last: date) -> str:

@@ -84,6 +84,8 @@ def test_samples_join_candidates_with_finished_outcomes(db: Database) -> None:
     assert {round(s.imbalance, 2) for s in known} == {0.30, 0.45}
     assert all(s.pnl_r > 0 for s in known if s.imbalance > 0.4)
     assert all(s.pnl_r < 0 for s in known if s.imbalance < 0.4)
+    # the builders' wins and losses traded through their entry; an unknown outcome never counts as triggered
+    assert all(s.triggered for s in known) and not any(s.triggered for s in samples if s.pnl_r is None)
 
 
 def test_propose_apply_and_rollback_record_who_and_when(db: Database) -> None:

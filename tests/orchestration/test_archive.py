@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
+import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,15 +14,32 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.archive import archive_dir, id_violations, longest_gaps, market_data_archive, to_tables
+from assets.archive import (
+    Gap,
+    archive_dir,
+    check_results,
+    id_violations,
+    longest_gaps,
+    market_data_archive,
+    neighbour_symbols,
+    to_tables,
+    write_tables,
+)
 from orchestration.resources import DatabaseResource, TapewatchSettings
 from realtime.sim.record import record
-from tapewatch.adapters.capture_files import archived_hour, hour_path, prune_captures, read_hour
+from tapewatch.adapters.capture_files import (
+    HourColumns,
+    archived_hour,
+    hour_path,
+    prune_captures,
+    read_hour,
+)
 from tapewatch.adapters.db import Database
 from tapewatch.errors import CaptureError
 
 HOUR = datetime(2026, 1, 5, 0, tzinfo=UTC)
 PARTITION = "2026-01-05-00:00"
+BOUNDS = {"start_ms": int(HOUR.timestamp() * 1000), "end_ms": int(HOUR.timestamp() * 1000) + 3_600_000}
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +172,63 @@ def test_checks_find_gaps_and_ids_out_of_order(recorded: Path) -> None:
         cols.tops[name] = [column[i] for i in keep]
     tables = to_tables(cols)
     assert id_violations(tables["trades"], "agg_id", strict=True) == {cols.trades["symbol"][first]: 1}
-    gaps = longest_gaps(tables["book_tops"], "event_time", "book_tops")
+    gaps = longest_gaps(tables["book_tops"], "event_time", "book_tops", **BOUNDS)
     assert gaps[0].symbol == symbol and gaps[0].gap_ms >= 300_000
+
+
+def test_silences_at_the_edges_of_the_hour_and_missing_symbols_are_gaps(recorded: Path) -> None:
+    cols = read_hour(recorded, HOUR)
+    # the recording covers the first 20 minutes: its last 40 are silent for every symbol
+    tables = to_tables(cols)
+    gaps = longest_gaps(tables["trades"], "trade_time", "trades", **BOUNDS)
+    assert len(gaps) == 3 and all(g.gap_ms >= 39 * 60_000 for g in gaps)
+    assert all(g.after_ms + g.gap_ms == BOUNDS["end_ms"] for g in gaps)
+    # an outage at the start of the hour: one symbol's first 15 minutes dropped
+    symbol = cols.trades["symbol"][0]
+    cut = BOUNDS["start_ms"] + 15 * 60_000
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(cols.trades["symbol"], cols.trades["trade_time"], strict=True))
+        if s != symbol or t >= cut
+    ]
+    head = {name: [column[i] for i in keep if cols.trades["trade_time"][i] < BOUNDS["start_ms"] + 20 * 60_000]
+            for name, column in cols.trades.items()}  # fmt: skip
+    table = to_tables(_with(cols, trades=head))["trades"]
+    first = longest_gaps(table, "trade_time", "trades", start_ms=BOUNDS["start_ms"], end_ms=cut + 5 * 60_000)
+    assert first[0].symbol == symbol and first[0].after_ms == BOUNDS["start_ms"]
+    assert first[0].gap_ms >= 15 * 60_000 > max(g.gap_ms for g in first[1:])
+    # a symbol expected (seen elsewhere) without a single row is silent the whole hour
+    missing = longest_gaps(tables["trades"], "trade_time", "trades", expected={"ZZZUSDT"}, **BOUNDS)
+    assert missing[0] == Gap("trades", "ZZZUSDT", 3_600_000, BOUNDS["start_ms"])
+
+
+def test_the_gap_check_flags_symbols_of_the_streams_and_of_the_neighbour_hours(recorded: Path) -> None:
+    cols = read_hour(recorded, HOUR)
+    assert len(cols.symbols) == 3
+    tables = to_tables(cols)
+    quiet = sorted(cols.symbols)[0]
+    keep = [i for i, s in enumerate(cols.trades["symbol"]) if s != quiet]
+    trades = {name: [column[i] for i in keep] for name, column in cols.trades.items()}
+    tables = to_tables(_with(cols, trades=trades))
+    checks = {c.check_name: c for c in check_results(cols, tables, 3_600_000, hour=HOUR)}
+    # a symbol with book tops and depth but no trade in the whole hour
+    assert not checks["no_time_gaps"].passed
+    assert checks["no_time_gaps"].metadata["missing_symbols"].value == {"trades": [quiet], "book_tops": []}
+    neighbours = check_results(cols, to_tables(cols), 3_600_000, hour=HOUR, expected={"GONEUSDT"})
+    gap = {c.check_name: c for c in neighbours}["no_time_gaps"]
+    assert not gap.passed
+    assert gap.metadata["missing_symbols"].value == {"trades": ["GONEUSDT"], "book_tops": ["GONEUSDT"]}
+
+
+def test_neighbour_symbols_come_from_the_archives_of_the_hours_around(recorded: Path, tmp_path: Path) -> None:
+    tables = to_tables(read_hour(recorded, HOUR))
+    assert neighbour_symbols(tmp_path, HOUR) == set()
+    write_tables(archive_dir(tmp_path, HOUR - timedelta(hours=1)), tables)
+    assert neighbour_symbols(tmp_path, HOUR) == set(tables["trades"].column("symbol").to_pylist())
+
+
+def _with(cols: HourColumns, **columns: dict[str, list[object]]) -> HourColumns:
+    return dataclasses.replace(cols, **columns)
 
 
 def test_pruning_deletes_only_archived_unchanged_files_past_retention(
@@ -187,3 +261,100 @@ def test_pruning_deletes_only_archived_unchanged_files_past_retention(
     finally:
         db.dispose()
     assert (archive_dir(var_dir, HOUR) / "trades.parquet").exists()
+
+
+def _member(lines: list[bytes], *, finish: bool) -> bytes:
+    """A gzip member as the capture writer makes it; without its trailer when the writer was killed."""
+    comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+    body = comp.compress(b"".join(x + b"\n" for x in lines))
+    return body + comp.flush(zlib.Z_FINISH if finish else zlib.Z_SYNC_FLUSH)
+
+
+def _trade_lines(start: int, n: int) -> list[bytes]:
+    t0 = int(HOUR.timestamp() * 1000) + start * 1000
+    return [
+        b'{"recv":%d,"stream":"aaausdt@aggTrade","data":{"e":"aggTrade","E":%d,"s":"AAAUSDT","a":%d,'
+        b'"p":"10.5","q":"2","f":%d,"l":%d,"T":%d,"m":false}}'
+        % (t0 + i, t0 + i, start + i, start + i, start + i, t0 + i)
+        for i in range(n)
+    ]
+
+
+def _capture(var_dir: Path, data: bytes) -> Path:
+    """``data`` as the capture file of HOUR under ``var_dir``."""
+    target = hour_path(var_dir, HOUR)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
+def test_a_killed_member_followed_by_a_restart_loses_no_line(tmp_path: Path) -> None:
+    # A writer killed mid-hour leaves a member without trailer; the restarted writer appends a new member.
+    before, killed, after = _trade_lines(0, 100), _trade_lines(100, 40), _trade_lines(140, 100)
+    target = hour_path(tmp_path, HOUR)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(
+        _member(before, finish=True) + _member(killed, finish=False) + _member(after, finish=True)
+    )
+    cols = read_hour(tmp_path, HOUR)
+    assert cols.lines == 240 and not cols.damaged
+    assert cols.trades["agg_id"] == list(range(240))
+    # the same when the kill cut the member mid-write (not on a flush point): only the torn line is lost
+    torn = _member(killed, finish=False)
+    target.write_bytes(_member(before, finish=True) + torn[: len(torn) - 7] + _member(after, finish=True))
+    cut = read_hour(tmp_path, HOUR)
+    assert cut.trades["agg_id"][:100] == list(range(100)) and cut.trades["agg_id"][-100:] == list(
+        range(140, 240)
+    )
+    assert 200 <= cut.lines < 240 and cut.torn_lines <= 1 and not cut.damaged
+
+
+def test_a_file_that_yields_nothing_fails_rows_present_and_is_not_recorded(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    var_dir = tmp_path / "var"
+    target = _capture(var_dir, _member(_trade_lines(0, 50), finish=False)[:10])  # killed after its header
+    result = materialize(var_dir, migrated_database_url, capture_retention_hours="1")
+    assert result.success
+    rows = {c.check_name: c for c in result.get_asset_check_evaluations()}["rows_present"]
+    assert not rows.passed and "yielded no line" in str(rows.description)
+    db = Database(migrated_database_url)
+    try:
+        assert archived_hour(db, HOUR) is None
+    finally:
+        db.dispose()
+    assert target.exists()
+
+
+def test_a_damaged_hour_is_archived_as_read_but_never_recorded_or_pruned(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    var_dir = tmp_path / "var"
+    damaged = bytearray(_member(_trade_lines(100, 200), finish=True))
+    for off in range(len(damaged) // 2, len(damaged) // 2 + 40):
+        damaged[off] ^= 0x5A
+    target = _capture(
+        var_dir,
+        _member(_trade_lines(0, 100), finish=True)
+        + bytes(damaged)
+        + _member(_trade_lines(300, 100), finish=True),
+    )
+    cols = read_hour(var_dir, HOUR)
+    assert cols.damaged >= 1 and not cols.complete
+    assert cols.trades["agg_id"][:100] == list(range(100))
+    assert cols.trades["agg_id"][-100:] == list(range(300, 400))  # read on after the damage
+    # retention 1 h: an hour recorded as archived would have its raw file deleted right away
+    result = materialize(var_dir, migrated_database_url, capture_retention_hours="1")
+    assert result.success
+    rows = {c.check_name: c for c in result.get_asset_check_evaluations()}["rows_present"]
+    assert not rows.passed and "damaged" in str(rows.description)
+    materialization = result.asset_materializations_for_node("market_data_archive")[0]
+    assert materialization.metadata["recorded"].value is False
+    assert pq.read_table(archive_dir(var_dir, HOUR) / "trades.parquet").num_rows == cols.lines
+    db = Database(migrated_database_url)
+    try:
+        assert archived_hour(db, HOUR) is None
+        assert prune_captures(db, var_dir, now=HOUR + timedelta(days=30), retention_hours=0).deleted == []
+    finally:
+        db.dispose()
+    assert target.exists()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import pytest
 
 from orchestration.health import (
@@ -100,6 +102,20 @@ def test_a_missing_heartbeat_fails_the_check_even_when_rest_answers(
     assert redis_state.read_control().backup_feed
 
 
+def _broken_db() -> str:
+    return f"postgresql://nobody@{closed_port_url().removeprefix('http://')}/nothing"
+
+
+def _quick_performance(tmp_path: Path) -> dict[str, str]:
+    """Settings that trip and clear the performance sensor at the first check."""
+    return {
+        "var_dir": str(tmp_path),
+        "performance_trip_checks": "1",
+        "performance_clear_checks": "1",
+        "min_universe_under_load": "2",
+    }
+
+
 def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
     migrated_database_url: str,
     redis_url: str,
@@ -109,14 +125,99 @@ def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
     tmp_path: Path,
 ) -> None:
     settings = {"var_dir": str(tmp_path), "timeout_threshold": "1"}
-    broken_db = f"postgresql://nobody@{closed_port_url().removeprefix('http://')}/nothing"
-    res = resources(broken_db, redis_url, redis_keys, closed_port_url(), **settings)
+    res = resources(_broken_db(), redis_url, redis_keys, closed_port_url(), **settings)
     result = tick(api_connectivity_sensor, None, res)
-    assert "could not trip" in str(result.skip_reason) and "PostgreSQL" in str(result.skip_reason)
-    good = resources(migrated_database_url, redis_url, redis_keys, closed_port_url(), **settings)
-    result = tick(api_connectivity_sensor, result.cursor, good)
+    # the switch took effect though PostgreSQL is down: the cursor must know it is in force
+    assert redis_state.read_control().backup_feed
     assert "-> backup feed on" in str(result.skip_reason)
-    assert [i.kind for i in open_health_incidents(db)] == ["api_connectivity"]
+    assert "not recorded yet" in str(result.skip_reason) and "PostgreSQL" in str(result.skip_reason)
+    redis_state.beat("realtime", ttl_s=60)
+    with sim_exchange() as rest_url:
+        good = resources(migrated_database_url, redis_url, redis_keys, rest_url, **settings)
+        result = tick(api_connectivity_sensor, result.cursor, good)
+        # the pending incident is written when PostgreSQL is back; the switch is not taken again
+        [incident] = open_health_incidents(db)
+        assert (incident.kind, incident.action) == ("api_connectivity", "backup feed on")
+        assert redis_state.read_control().backup_feed  # one good check of two
+        result = tick(api_connectivity_sensor, result.cursor, good)
+    assert "-> primary feed" in str(result.skip_reason)
+    assert not redis_state.read_control().backup_feed
+    [closed] = list_health_incidents(db, kind="api_connectivity")
+    assert closed.recovery == "primary feed" and closed.ended_at is not None
+    assert [e.value for e in redis_state.control_events()] == ["1", ""]
+
+
+def _operator_cap_of_40(
+    database_url: str, redis_url: str, redis_state: RedisState, tmp_path: Path
+) -> tuple[dict[str, float], dg.SensorDefinition, dict[str, Any], dict[str, Any]]:
+    """An operator's universe cap of 40; the CPU load the sensor reads (95 %, overloaded), the sensor, and
+    its resources with PostgreSQL up and down."""
+    load = {"cpu": 95.0}
+    sensor = performance_sensor(lambda: (load["cpu"], 40.0))
+    settings = _quick_performance(tmp_path)
+    redis_state.set_max_universe(40, source="operator")
+    good = resources(database_url, redis_url, redis_state.keys, **settings)
+    return load, sensor, good, resources(_broken_db(), redis_url, redis_state.keys, **settings)
+
+
+def test_a_shrink_that_cannot_be_recorded_is_remembered(
+    migrated_database_url: str, redis_url: str, redis_state: RedisState, db: Database, tmp_path: Path
+) -> None:
+    load, sensor, good, broken = _operator_cap_of_40(migrated_database_url, redis_url, redis_state, tmp_path)
+    result = tick(sensor, None, broken)
+    assert redis_state.read_control().max_universe == 20 and "not recorded yet" in str(result.skip_reason)
+    result = tick(sensor, result.cursor, good)  # still overloaded: halves again, from 20
+    assert redis_state.read_control().max_universe == 10
+    [incident] = open_health_incidents(db)
+    assert incident.values["previous_cap"] == 40
+    load["cpu"] = 10.0
+    result = tick(sensor, result.cursor, good)
+    assert "universe cap back to 40" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 40  # the operator's cap, not the first shrink's
+
+
+def test_a_recovery_that_cannot_be_recorded_is_remembered(
+    migrated_database_url: str, redis_url: str, redis_state: RedisState, db: Database, tmp_path: Path
+) -> None:
+    load, sensor, good, broken = _operator_cap_of_40(migrated_database_url, redis_url, redis_state, tmp_path)
+    result = tick(sensor, None, good)
+    assert redis_state.read_control().max_universe == 20
+    load["cpu"] = 10.0
+    result = tick(sensor, result.cursor, broken)
+    assert redis_state.read_control().max_universe == 40 and "not recorded yet" in str(result.skip_reason)
+    # overloaded again: a new shrink of the operator's 40, after the first incident is closed
+    load["cpu"] = 95.0
+    result = tick(sensor, result.cursor, good)
+    assert "universe capped at 20 (was 40)" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 20
+    first, second = sorted(list_health_incidents(db, kind="system_performance"), key=lambda i: i.id)
+    assert first.recovery == "universe cap back to 40" and first.ended_at is not None
+    assert second.open and second.values["previous_cap"] == 40
+
+
+def test_the_operators_backup_feed_is_left_on(
+    migrated_database_url: str,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    settings = {"var_dir": str(tmp_path), "timeout_threshold": "1", "api_recovery_checks": "1"}
+    redis_state.set_backup_feed(True, source="operator")
+    result = tick(api_connectivity_sensor, None, resources(migrated_database_url, redis_url, redis_keys,
+                                                            closed_port_url(), **settings))  # fmt: skip
+    assert "already on" in str(result.skip_reason)
+    [incident] = open_health_incidents(db)
+    assert "left as is" in incident.action
+    redis_state.beat("realtime", ttl_s=60)
+    with sim_exchange() as rest_url:
+        good = resources(migrated_database_url, redis_url, redis_keys, rest_url, **settings)
+        result = tick(api_connectivity_sensor, result.cursor, good)
+    assert redis_state.read_control().backup_feed  # the operator switched it on: theirs to switch off
+    [closed] = list_health_incidents(db, kind="api_connectivity")
+    assert closed.ended_at is not None and "left on" in str(closed.recovery)
+    assert [(e.value, e.source) for e in redis_state.control_events()] == [("1", "operator")]
 
 
 def _publish(redis_url: str, keys: Keyspace, minute: int, feeds: dict[str, SymbolFeed], resyncs: int) -> None:
@@ -192,13 +293,15 @@ def test_data_quality_pauses_on_anomalies_and_resumes_when_clean(
     assert closed.recovery == "signalling resumed"
 
 
-def test_data_quality_never_lifts_an_operators_own_pause(
-    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
-) -> None:
+def _calm_quality(
+    database_url: str, redis_url: str, keys: Keyspace, tmp_path: Path
+) -> tuple[dict[str, object], random.Random, str | None]:
+    """Resources judging after 3 samples and clearing after 1 clean check, the random source, and the cursor
+    after five calm minutes."""
     res = resources(
-        migrated_database_url,
+        database_url,
         redis_url,
-        redis_keys,
+        keys,
         var_dir=str(tmp_path),
         anomaly_min_samples="3",
         data_quality_clean_checks="1",
@@ -206,16 +309,61 @@ def test_data_quality_never_lifts_an_operators_own_pause(
     rng = random.Random(9)
     cursor = None
     for minute in range(1, 6):
-        _publish(redis_url, redis_keys, minute, _calm(minute, rng), resyncs=0)
+        _publish(redis_url, keys, minute, _calm(minute, rng), resyncs=0)
         cursor = tick(data_quality_sensor, cursor, res).cursor
+    return res, rng, cursor
+
+
+def test_data_quality_never_lifts_an_operators_own_pause(
+    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+) -> None:
+    res, rng, cursor = _calm_quality(migrated_database_url, redis_url, redis_keys, tmp_path)
     _publish(redis_url, redis_keys, 6, _calm(6, rng), resyncs=500)  # a resync storm: dirty on its own
     result = tick(data_quality_sensor, cursor, res)
     assert "-> paused" in str(result.skip_reason) and "resync_rate" in str(result.skip_reason)
     redis_state.pause("maintenance window", source="operator")
     _publish(redis_url, redis_keys, 7, _calm(7, rng), resyncs=500)
     result = tick(data_quality_sensor, result.cursor, res)
-    assert "-> resumed" in str(result.skip_reason)
+    assert "-> pause left in force" in str(result.skip_reason)
     assert redis_state.read_control().paused_reason == "maintenance window"
+
+
+def test_data_quality_leaves_a_pause_it_found_in_place(
+    migrated_database_url: str,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    db: Database,
+    tmp_path: Path,
+) -> None:
+    res, rng, cursor = _calm_quality(migrated_database_url, redis_url, redis_keys, tmp_path)
+    redis_state.pause("maintenance window", source="operator")
+    _publish(redis_url, redis_keys, 6, _calm(6, rng), resyncs=500)
+    result = tick(data_quality_sensor, cursor, res)
+    assert "already paused" in str(result.skip_reason)
+    assert redis_state.read_control().paused_reason == "maintenance window"
+    _publish(redis_url, redis_keys, 7, _calm(7, rng), resyncs=500)
+    result = tick(data_quality_sensor, result.cursor, res)
+    assert redis_state.read_control().paused_reason == "maintenance window"
+    [closed] = list_health_incidents(db, kind="data_quality")
+    assert closed.ended_at is not None and "left" in str(closed.recovery)
+    assert [e.source for e in redis_state.control_events()] == ["operator"]
+
+
+def test_a_cap_the_operator_set_while_shrunk_is_not_overwritten_on_recovery(
+    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+) -> None:
+    load = {"cpu": 95.0}
+    sensor = performance_sensor(lambda: (load["cpu"], 40.0))
+    res = resources(migrated_database_url, redis_url, redis_keys, **_quick_performance(tmp_path))
+    redis_state.set_max_universe(40, source="operator")
+    result = tick(sensor, None, res)
+    assert redis_state.read_control().max_universe == 20
+    redis_state.set_max_universe(12, source="operator")
+    load["cpu"] = 10.0
+    result = tick(sensor, result.cursor, res)
+    assert "left as is" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 12
 
 
 def test_data_quality_reports_redis_down_without_losing_its_memory(

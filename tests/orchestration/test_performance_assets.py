@@ -17,7 +17,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import dagster as dg
 import httpx
 import msgspec
 import pytest
+from dagster._utils.schedules import cron_string_iterator  # dagster's own cron reading: the real tick times
 
 from assets.metrics import daily_metrics, weekly_metrics
 from assets.outcomes import AGREEMENT_CHECK, signal_outcomes
@@ -338,12 +339,42 @@ def test_schedules_request_the_right_partitions() -> None:
         ("2024-03-05", "2024-03-05:first"),
         ("2024-03-04", "2024-03-04:final"),
     ]
-    assert weekly_report_schedule.cron_schedule == "30 0 * * 1"
-    ctx = _context(datetime(2024, 3, 11, 0, 30, tzinfo=UTC))
+    assert weekly_report_schedule.cron_schedule == "30 1 * * 2"
+    ctx = _context(datetime(2024, 3, 12, 1, 30, tzinfo=UTC))
     assert [r.partition_key for r in weekly_report_schedule.evaluate_tick(ctx).run_requests or []] == [
         "2024-03-04"
     ]
-    assert monthly_report_schedule.cron_schedule == "50 0 1 * *"
-    ctx = _context(datetime(2024, 1, 1, 0, 50, tzinfo=UTC))
+    assert monthly_report_schedule.cron_schedule == "50 1 2 * *"
+    ctx = _context(datetime(2024, 1, 2, 1, 50, tzinfo=UTC))
     tick = monthly_report_schedule.evaluate_tick(ctx)
     assert not tick.run_requests and tick.skip_message and "no full month" in tick.skip_message
+
+
+def _ticks(cron: str, after: datetime) -> Iterator[datetime]:
+    return cron_string_iterator(after.timestamp(), cron, "UTC")
+
+
+def _final_pass(day: date) -> datetime:
+    """When the daily schedule runs the pass that makes ``day``'s outcomes final."""
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+    return next(
+        t
+        for t in _ticks(daily_report_schedule.cron_schedule, end)
+        if (day.isoformat(), "final") in daily_keys(t)
+    )
+
+
+@pytest.mark.parametrize(
+    "last_day", [date(2024, 3, 10), date(2024, 12, 29), date(2025, 2, 28), date(2024, 12, 31)]
+)
+def test_weekly_and_monthly_reports_run_after_the_final_daily_pass_of_their_last_day(last_day: date) -> None:
+    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC)
+    margin = timedelta(hours=1)  # the daily runs' time to finish
+    if last_day.weekday() == 6:  # a Sunday: a week ends
+        weekly = next(_ticks(weekly_report_schedule.cron_schedule, end))
+        assert weekly >= _final_pass(last_day) + margin
+        assert weekly_key(weekly) == (last_day - timedelta(days=6)).isoformat()
+    if (last_day + timedelta(days=1)).day == 1:  # a month ends
+        monthly = next(_ticks(monthly_report_schedule.cron_schedule, end))
+        assert monthly >= _final_pass(last_day) + margin
+        assert monthly_key(monthly) == last_day.replace(day=1).isoformat()

@@ -20,7 +20,6 @@ import msgspec
 import orjson
 import pytest
 
-from realtime import capture_reader
 from realtime.capture import (
     MS_PER_HOUR,
     CaptureWriter,
@@ -31,6 +30,7 @@ from realtime.capture import (
     count_and_decode_raw,
     iter_capture,
 )
+from tapewatch.adapters import capture_reader
 from tapewatch.errors import CaptureError
 from tapewatch.parse import CaptureLine
 from tests.helpers import ALL_RECORDINGS, ROOT, USDM_CRYPTOFEED, recording_lines

@@ -6,12 +6,14 @@ import msgspec
 import pytest
 
 from tapewatch.health import (
+    PendingIncident,
     Streak,
     Transition,
     connectivity_problems,
     decode_state,
     encode_state,
     overload,
+    queued,
     shrunk_universe,
 )
 
@@ -97,3 +99,19 @@ def test_state_round_trips_through_the_cursor_and_a_bad_cursor_starts_afresh() -
     fresh, warning = decode_state('{"streak": "nonsense"}', Memory)
     assert fresh == Memory()
     assert warning is not None and "afresh" in warning
+
+
+def _change(n: int) -> PendingIncident:
+    return PendingIncident(kind="data_quality", op="open" if n % 2 else "close", text=f"c{n}", at_ms=n)
+
+
+def test_pending_incident_changes_keep_their_order_and_stay_bounded() -> None:
+    pending: tuple[PendingIncident, ...] = ()
+    for n in range(1, 6):
+        pending = queued(pending, _change(n), limit=3)
+    assert [c.text for c in pending] == ["c3", "c4", "c5"]  # the oldest went first
+    # they survive the cursor, in order
+    back = msgspec.json.decode(msgspec.json.encode(pending), type=tuple[PendingIncident, ...])
+    assert back == pending
+    with pytest.raises(ValueError, match="limit"):
+        queued((), _change(1), limit=0)

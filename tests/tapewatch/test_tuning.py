@@ -12,6 +12,7 @@ from tapewatch.tuning import (
     check_parameters,
     current_parameters,
     grid,
+    min_out_of_sample,
     score,
     tune,
 )
@@ -21,7 +22,7 @@ CURRENT = current_parameters(load_settings())
 
 
 def sample(t: int, imbalance: float, pnl_r: float | None, *, short: bool = False, large: int = 4, vol: float = 2.1,
-           tier: str = "MEDIUM") -> Sample:  # fmt: skip
+           tier: str = "MEDIUM", triggered: bool | None = None) -> Sample:  # fmt: skip
     return Sample(
         event_time=t,
         direction="SHORT" if short else "LONG",
@@ -31,6 +32,7 @@ def sample(t: int, imbalance: float, pnl_r: float | None, *, short: bool = False
         volume_intensity=vol,
         tier=tier,
         pnl_r=pnl_r,
+        triggered=pnl_r is not None if triggered is None else triggered,
     )
 
 
@@ -66,6 +68,7 @@ def test_score_keeps_what_still_passes_on_each_side_and_skips_unknown_outcomes()
     ]
     everything = score(samples, CURRENT)
     assert (everything.signals, everything.wins, everything.total_r) == (4, 3, 3.0)
+    assert everything.triggered == 4 and everything.win_rate == 0.75
     tight = score(samples, {**CURRENT, "orderbook_imbalance_threshold": 0.35, "min_large_trades": 4})
     assert (tight.signals, tight.total_r, tight.mean_r) == (2, 3.0, 1.5)
     assert tight.by_tier == {
@@ -73,6 +76,22 @@ def test_score_keeps_what_still_passes_on_each_side_and_skips_unknown_outcomes()
         "MEDIUM": {"signals": 1, "win_rate": 1.0, "mean_r": 1.0},
     }
     assert score([], CURRENT).mean_r is None
+
+
+def test_win_rate_is_over_triggered_signals_as_in_the_metrics() -> None:
+    samples = [
+        sample(1, 0.45, 1.5),
+        sample(2, 0.45, -1.0),
+        sample(3, 0.45, 0.0, triggered=False),  # expired untriggered: 0 R, not a loss
+        sample(4, 0.45, 0.0, triggered=False),
+    ]
+    result = score(samples, CURRENT)
+    assert (result.signals, result.triggered, result.wins) == (4, 2, 1)
+    assert result.win_rate == 0.5  # tapewatch.metrics: wins / triggered, not wins / signals (0.25)
+    assert result.mean_r == pytest.approx(0.125)
+    assert result.by_tier == {"MEDIUM": {"signals": 4, "win_rate": 0.5, "mean_r": 0.125}}
+    assert result.to_json()["triggered"] == 2
+    assert score([sample(1, 0.45, 0.0, triggered=False)], CURRENT).win_rate is None
 
 
 def history(weeks: int = 5, per_week: int = 6, oos_flip: bool = False) -> list[Sample]:
@@ -116,6 +135,27 @@ def test_too_few_samples_is_reported_not_tuned() -> None:
     assert "8 scored signals" in result.note and "tuning_min_samples (30)" in result.note
     with pytest.raises(ValueError, match="weeks"):
         tune([], CURRENT, now_ms=NOW, weeks=1, min_samples=1)
+
+
+def test_a_current_mean_of_exactly_zero_is_not_beaten_by_a_worse_set() -> None:
+    fit_start = NOW - 5 * WEEK_MS
+    fit = [sample(fit_start + i * 3_600_000, 0.30, 1.0) for i in range(10)]
+    fit += [sample(fit_start + i * 3_600_000 + 60_000, 0.45, -1.0) for i in range(10)]  # current: 0.0 R mean
+    judge = [sample(NOW - WEEK_MS + i * 3_600_000, 0.45, 1.0) for i in range(10)]
+    result = tune(fit + judge, CURRENT, now_ms=NOW, weeks=5, min_samples=5)
+    assert result.current_in_sample.mean_r == 0.0
+    assert result.status == "no_change" and result.parameters == CURRENT
+
+
+def test_a_set_never_judged_out_of_sample_is_not_proposed() -> None:
+    fitting_only = [s for s in history() if s.event_time < NOW - WEEK_MS]
+    result = tune(fitting_only, CURRENT, now_ms=NOW, weeks=5, min_samples=10)
+    assert result.status == "insufficient_data" and result.parameters == CURRENT
+    assert "0 signals in the judged week < 3 needed" in result.note
+    # one strong setup in the judged week is still too few (10 in-sample over 4 weeks: 3 a week)
+    one = [*fitting_only, sample(NOW - WEEK_MS + 3_600_000, 0.45, 1.5)]
+    assert tune(one, CURRENT, now_ms=NOW, weeks=5, min_samples=10).status == "insufficient_data"
+    assert min_out_of_sample(10, 5) == 3 and min_out_of_sample(1, 8) == 1
 
 
 def test_nothing_better_is_no_change() -> None:

@@ -1,0 +1,325 @@
+"""Read capture files back as raw lines: the one reader of replay (``realtime``) and the archive (Dagster).
+
+It lives in ``tapewatch.adapters`` so both sides import it (they may not import each other);
+``realtime.capture_reader`` re-exports it. It is the replay hot path: keep it fast. Files are read in large chunks and inflated with zlib directly (not :mod:`gzip`, which gives up on the
+files a killed writer leaves). What a real capture can hold, and what the reader does with it:
+
+- concatenated gzip members (a restart within the hour appends one): read as one stream;
+- a member without its trailer (the writer was killed), possibly followed by the member of a restarted
+  writer: every complete line is read, the reader resumes at the next member (even when the kill cut
+  the member mid-write, since the capture writer's member header is recognised);
+- a torn last line (a truncated copy, a write cut short): skipped;
+- damaged bytes inside a member: the lines before them are read, the reader resumes at the next member.
+  Damaged deflate data can inflate to garbage before zlib notices; such lines are yielded and left to
+  the frame decoder, which counts them as malformed.
+
+A break is benign when the writer was killed (every line it flushed is read) and **damage** when bytes had
+to be skipped (lines in them are lost): :class:`ReadStats` counts the two apart, so the archive can refuse to
+record, and so to prune, a file it could not read whole. Each file that was cut short or damaged gets ONE
+warning naming it. Missing files and files that are not
+gzip (when named ``.gz``) raise :class:`~tapewatch.errors.CaptureError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from tapewatch.errors import CaptureError
+
+log = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b\x08"  # gzip id bytes + deflate method: where a member starts
+# The header zlib writes (and so the capture writer): no flags, no mtime. Eight fixed bytes turn up by
+# chance in compressed data once in 2**64 positions, so where they appear a new member starts, whatever
+# came before (a member cut mid-write would otherwise swallow the next one as garbage).
+MEMBER_HEADER = GZIP_MAGIC + b"\x00\x00\x00\x00\x00"
+_CHUNK = 1 << 20  # compressed bytes per read
+_SCAN = 1 << 20  # bytes per read when searching for the next member
+_PLAIN_CHUNK = 1 << 23  # bytes per read of a plain .jsonl file
+_MAX_OUT = 1 << 23  # decompressed bytes per zlib call: bounds memory on a pathological file
+
+
+@dataclass
+class ReadStats:
+    """What a read went through: ``files`` read, ``lines`` yielded, ``torn_files`` (cut short or damaged),
+    ``skipped_bytes`` (decompressed bytes of torn or damaged lines that were not yielded), ``torn_lines``
+    (partial lines skipped at a break), ``damaged`` (stretches of bytes that did not inflate and were skipped:
+    whatever they held is lost)."""
+
+    files: int = 0
+    lines: int = 0
+    torn_files: int = 0
+    skipped_bytes: int = 0
+    torn_lines: int = 0
+    damaged: int = 0
+
+
+def capture_files(paths: Iterable[Path | str]) -> list[Path]:
+    """The capture files to read, in order: files as given, directories expanded to their
+    ``*.jsonl.gz`` files (recursively) sorted by path. Raises CaptureError for a missing path or a
+    directory that holds no capture file, before anything is read."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.jsonl.gz") if f.is_file())
+            if not found:
+                raise CaptureError(f"no capture files (*.jsonl.gz) under directory {p}")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CaptureError(f"capture file not found: {p}")
+    return files
+
+
+def iter_capture(paths: Iterable[Path | str], stats: ReadStats | None = None) -> Iterator[bytes]:
+    """Yield every complete line (bytes, without the newline) of the given capture files, in order.
+
+    Accepts gzip files (``.jsonl.gz``, concatenated members allowed) and plain ``.jsonl`` files. Empty
+    lines are skipped. Paths are checked before the first line is yielded (see :func:`capture_files`);
+    a ``.gz`` file that is not gzip raises CaptureError when it is reached. ``stats``, if given, is
+    updated as the lines are read.
+    """
+    files = capture_files(paths)
+    return _iter_files(files, stats if stats is not None else ReadStats())
+
+
+def _iter_files(files: list[Path], stats: ReadStats) -> Iterator[bytes]:
+    for path in files:
+        yield from _iter_file(path, stats)
+
+
+def _iter_file(path: Path, stats: ReadStats) -> Iterator[bytes]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise CaptureError(f"cannot open capture file {path}: {exc.strerror}") from exc
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, len(GZIP_MAGIC), 0)
+        stats.files += 1
+        if not head:
+            return
+        # 0x1f never starts a JSON line: a gzip file, possibly with its first member cut after a byte.
+        if head[:1] == GZIP_MAGIC[:1]:
+            yield from _split_lines(_inflate(fd, size, stats), path, stats)
+        elif path.name.endswith(".gz"):
+            raise CaptureError(f"{path} is not a gzip file (starts with {head!r}); capture files are gzip")
+        else:
+            yield from _split_lines(_read_plain(fd), path, stats)
+    finally:
+        os.close(fd)
+
+
+def _read_plain(fd: int) -> Iterator[bytes]:
+    while chunk := os.read(fd, _PLAIN_CHUNK):
+        yield chunk
+
+
+def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -> Iterator[bytes]:
+    """Cut text pieces into lines; ``None`` marks a break in the text (the partial line before it is
+    dropped). Logs one warning for the file if anything was cut short."""
+    carry = b""
+    breaks = 0
+    skipped = 0
+    for piece in pieces:
+        if piece is None:
+            breaks += 1
+            if carry:
+                if _is_json(carry):  # torn right before its newline: the line itself is whole
+                    stats.lines += 1
+                    yield carry
+                else:
+                    skipped += len(carry)
+                    stats.torn_lines += 1
+                carry = b""
+            continue
+        if carry:
+            piece = carry + piece
+        lines = piece.split(b"\n")
+        carry = lines.pop()
+        stats.lines += len(lines) - lines.count(b"")
+        yield from filter(None, lines)
+    if carry:
+        # No newline after the last line: yield it if it is whole (a hand-made file), else it is torn.
+        if _is_json(carry):
+            stats.lines += 1
+            yield carry
+        else:
+            breaks += 1
+            skipped += len(carry)
+            stats.torn_lines += 1
+    if breaks:
+        stats.torn_files += 1
+        stats.skipped_bytes += skipped
+        log.warning(
+            "capture file %s was cut short (writer killed, truncated copy or damaged): "
+            "%d break(s), %d bytes of torn lines skipped; every complete line was read",
+            path,
+            breaks,
+            skipped,
+            extra={"path": str(path)},
+        )
+
+
+def _is_json(text: bytes) -> bool:
+    # A proper prefix of a JSON object is never valid JSON, so this tells a whole line from a torn one.
+    try:
+        msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _inflate(fd: int, size: int, stats: ReadStats) -> Iterator[bytes | None]:
+    """Decompressed text of every gzip member of the file; None where the text breaks (a member cut
+    short, damaged bytes skipped). Counts each damaged stretch in ``stats.damaged``."""
+    pos = 0
+    while pos < size:
+        head = os.pread(fd, len(GZIP_MAGIC), pos)
+        if head != GZIP_MAGIC:
+            if GZIP_MAGIC.startswith(head):  # the file ends inside a member header
+                yield None
+                return
+            if _all_zero(fd, pos, size):
+                return  # zero padding after the last member, which gzip tolerates too
+            yield None  # bytes that are not a member: skip to the next one
+            stats.damaged += 1
+            pos = _find_magic(fd, pos + 1, size)
+            continue
+        pos = yield from _member(fd, pos, size, stats)
+
+
+def _member(fd: int, start: int, size: int, stats: ReadStats) -> Generator[bytes | None, None, int]:
+    """Inflate the member at ``start``; return the offset where the next member may start."""
+    d = zlib.decompressobj(31)
+    pos = start
+    while pos < size:
+        want = min(_CHUNK, size - pos)
+        # Read a little further so a member header straddling the end of the piece is seen.
+        piece = os.pread(fd, want + len(MEMBER_HEADER) - 1, pos)
+        b = piece.find(MEMBER_HEADER, 1 if pos == start else 0)
+        # A writer's header starts the next member even if this one never ended: a writer killed
+        # mid-write leaves a member cut anywhere, and its restart appends a new member right after.
+        piece = piece[:b] if b >= 0 else piece[:want]
+        end = pos + len(piece)
+        backup = d.copy()
+        emitted = 0
+        try:
+            for out in _decompress(d, piece):
+                emitted += len(out)
+                yield out
+        except zlib.error:
+            resume = yield from _recover(backup, fd, start, pos, end, size, emitted, stats)
+            yield None
+            return resume
+        if d.eof:
+            return end - len(d.unused_data)
+        pos = end
+        if b >= 0:
+            break
+    try:  # no trailer: the writer was killed or the file was truncated; take what zlib still holds
+        rest = d.flush()
+    except zlib.error:
+        rest = b""
+    if rest:
+        yield rest
+    yield None
+    return pos
+
+
+def _decompress(d: zlib._Decompress, data: bytes) -> Iterator[bytes]:
+    out = d.decompress(data, _MAX_OUT)
+    if out:
+        yield out
+    while d.unconsumed_tail and not d.eof:
+        out = d.decompress(d.unconsumed_tail, _MAX_OUT)
+        if out:
+            yield out
+
+
+def _inflate_prefix(backup: zlib._Decompress, data: bytes) -> bytes | None:
+    """The text ``data`` inflates to from the state ``backup``; None if it does not inflate."""
+    d = backup.copy()
+    try:
+        outs = list(_decompress(d, data))
+        outs.append(d.flush())
+    except zlib.error:
+        return None
+    return b"".join(outs)
+
+
+def _recover(
+    backup: zlib._Decompress,
+    fd: int,
+    start: int,
+    pos: int,
+    end: int,
+    size: int,
+    emitted: int,
+    stats: ReadStats,
+) -> Generator[bytes, None, int]:
+    """The member starting at ``start`` failed to inflate within [pos, end). Salvage its text up to the
+    break and return the offset of the next member (``size`` if there is none).
+
+    A member from another gzip writer cut short and followed by a new member: inflating up to the new
+    member's id bytes works, one byte more fails, so the last id-bytes position up to which the member
+    still inflates is where the next member starts. Otherwise the member is damaged: its text is kept
+    up to the damage (found by bisection) and reading resumes at the next id bytes after it.
+    """
+    window = os.pread(fd, min(end + len(GZIP_MAGIC) - 1, size) - pos, pos)
+    candidates: list[int] = []
+    i = window.find(GZIP_MAGIC)
+    while i >= 0:
+        if pos + i > start:
+            candidates.append(i)
+        i = window.find(GZIP_MAGIC, i + 1)
+    for i in reversed(candidates):
+        text = _inflate_prefix(backup, window[:i])
+        if text is not None:
+            if len(text) > emitted:
+                yield text[emitted:]
+            return pos + i
+    stats.damaged += 1
+    lo, hi = 0, end - pos  # window[:lo] inflates, window[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _inflate_prefix(backup, window[:mid]) is None:
+            hi = mid
+        else:
+            lo = mid
+    text = _inflate_prefix(backup, window[:lo]) or b""
+    if len(text) > emitted:
+        yield text[emitted:]
+    # Every candidate failed, so all lie after the damage: the first is where to look for a member.
+    return pos + candidates[0] if candidates else _find_magic(fd, end, size)
+
+
+def _all_zero(fd: int, pos: int, size: int) -> bool:
+    while pos < size:
+        block = os.pread(fd, min(_SCAN, size - pos), pos)
+        if not block or block.strip(b"\x00"):
+            return not block
+        pos += len(block)
+    return True
+
+
+def _find_magic(fd: int, pos: int, size: int) -> int:
+    """Offset of the next gzip member id bytes at or after ``pos``; ``size`` if there is none."""
+    overlap = len(GZIP_MAGIC) - 1
+    while pos < size:
+        block = os.pread(fd, min(_SCAN, size - pos), pos)
+        i = block.find(GZIP_MAGIC)
+        if i >= 0:
+            return pos + i
+        if len(block) <= overlap:
+            break
+        pos += len(block) - overlap
+    return size
