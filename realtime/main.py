@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 from realtime.backup_feed import BackupConfig
@@ -21,8 +22,13 @@ from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.adapters.redis_state import AsyncRedisState
+from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
+from tapewatch.adapters.risk_ledger import RiskLedger
+from tapewatch.engine import RemoteCloses
+from tapewatch.errors import ConfigError, StorageUnavailable
+from tapewatch.risk import RiskParams
 from tapewatch.settings import Settings
+from tapewatch.sharding import Shard, parse_shard
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,27 @@ def exchange_settings(
     )
 
 
+def capture_dir(settings: Settings, shard: Shard) -> Path:
+    """Where this instance writes its capture: ``capture_dir``, or ``capture_dir/shard-IofN`` for a shard (two
+    processes never append to the same hour file; replay one shard's directory to reproduce that shard)."""
+    if shard.whole:
+        return settings.capture_dir
+    return settings.capture_dir / f"shard-{shard.index}of{shard.count}"
+
+
+def remote_closes_reader(state: RedisState) -> RemoteCloses:
+    """Another shard's 1m closes from Redis for the correlation rule; unknown (None) while Redis is away."""
+
+    def read(symbol: str) -> list[tuple[int, float]] | None:
+        try:
+            return state.closes(symbol)
+        except StorageUnavailable as exc:
+            log.warning("cannot read the 1m closes of %s from Redis (correlation unknown): %s", symbol, exc)
+            return None
+
+    return read
+
+
 async def run_service(
     settings: Settings,
     *,
@@ -64,10 +91,19 @@ async def run_service(
 
     With ``database_url`` (migrated already), feed incidents are recorded in PostgreSQL. With ``redis_url`` the
     service obeys the control keys (``control`` tunes the loop); ``backup`` tunes the REST backup feed.
-    ``started`` is called with the service once it is built (before it runs)."""
+    ``started`` is called with the service once it is built (before it runs).
+
+    With ``settings.shard`` I/N, N > 1, both URLs are required: the global risk ledger lives in PostgreSQL and
+    the shards' 1m closes in Redis (ConfigError otherwise)."""
     stop = stop or asyncio.Event()
+    shard = parse_shard(settings.shard)
+    if not shard.whole and not (database_url and redis_url):
+        raise ConfigError(
+            f"--shard {shard.label}: shards share their risk limits through PostgreSQL and Redis; set "
+            "TAPEWATCH_DATABASE_URL and TAPEWATCH_REDIS_URL (the same ones for every shard)"
+        )
     capture = (
-        CaptureWriter(settings.capture_dir, settings.capture_flush_interval)
+        CaptureWriter(capture_dir(settings, shard), settings.capture_flush_interval)
         if settings.capture_enabled
         else None
     )
@@ -77,6 +113,11 @@ async def run_service(
         else None
     )
     database = Database(database_url, application_name="tapewatch-realtime") if database_url else None
+    # scale-out: the ledger judges each candidate against every shard; other shards' closes come from Redis
+    ledger = closes_state = None
+    if not shard.whole and database is not None and redis_url:
+        ledger = RiskLedger(database, RiskParams.from_settings(settings), shard=shard.label)
+        closes_state = RedisState.from_url(redis_url, keys=Keyspace(prefix=settings.redis_prefix))
     try:
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
             incidents = IncidentRecorder(database) if database is not None else None
@@ -95,6 +136,8 @@ async def run_service(
                 sink=sink,
                 control=control,
                 backup=backup,
+                shared_gate=ledger,
+                remote_closes=remote_closes_reader(closes_state) if closes_state is not None else None,
             )
             dispatch_task = None
             if dispatch is not None:
@@ -131,6 +174,8 @@ async def run_service(
             capture.close()
         if redis is not None:
             await redis.aclose()
+        if closes_state is not None:
+            closes_state.close()
         if database is not None:
             database.dispose()
 

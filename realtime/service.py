@@ -8,6 +8,12 @@ resyncs, reconnects, stale books, malformed frames, 429/418) go to PostgreSQL th
 which never blocks the loop. The platform steers the running service through the Redis control keys
 (:mod:`realtime.control`: universe, pause, max_universe, and the switch to REST polling of
 :mod:`realtime.backup_feed`).
+
+Scale-out (``--shard I/N``, N > 1): the service follows only its shard's symbols of the global universe,
+beats and publishes metrics as ``realtime-IofN``, checks every candidate against the other shards in the
+``shared_gate`` (the PostgreSQL risk ledger) and publishes its symbols' 1m closes for their correlation rule
+(:mod:`realtime.closes_publisher`). Frames of streams no longer followed (in flight when a symbol left the
+universe) are counted as ``late_unsubscribed`` and dropped before capture, never as malformed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Protocol
 
 from realtime.backup_feed import BackupConfig, BackupFeed, Polled
 from realtime.capture import CaptureWriter
+from realtime.closes_publisher import ClosesPublisher
 from realtime.control import ControlConfig, ControlLoop
 from realtime.incident_watch import IncidentWatch
 from realtime.incidents import IncidentRecorder
@@ -34,12 +41,15 @@ from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
-from tapewatch.engine import EngineOutput, SignalEngine
+from tapewatch.book import BookState
+from tapewatch.engine import EngineOutput, RemoteCloses, SignalEngine
 from tapewatch.errors import FatalError, RetryableError, StorageUnavailable
 from tapewatch.events import DepthSnapshot
 from tapewatch.market import Market, MarketConfig, SnapshotNeeded, history_klines
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
+from tapewatch.risk import SharedGate
 from tapewatch.settings import Settings
+from tapewatch.sharding import Shard, parse_shard
 from tapewatch.streams import Kind, UnknownStream, parse_stream, symbol_streams
 from tapewatch.universe import top_by_volume, tradable_perpetuals
 
@@ -47,6 +57,11 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "realtime"
 TIMEFRAMES = ("1m", "15m")
+
+
+def component_name(shard: Shard) -> str:
+    """The heartbeat/metrics component of a realtime instance: ``realtime``, or ``realtime-0of2`` for a shard."""
+    return COMPONENT if shard.whole else f"{COMPONENT}-{shard.index}of{shard.count}"
 
 
 def _wall_ms() -> int:
@@ -95,8 +110,12 @@ class FeedService:
         sink: SignalSink | None = None,
         control: ControlConfig | None = None,
         backup: BackupConfig | None = None,
+        shared_gate: SharedGate | None = None,
+        remote_closes: RemoteCloses | None = None,
     ) -> None:
         self.settings = settings
+        self.shard = parse_shard(settings.shard)
+        self.component = component_name(self.shard)
         self.rest = rest
         self.pool = pool
         self.capture = capture
@@ -108,6 +127,7 @@ class FeedService:
         self.decoder = FrameDecoder()
         self.market = Market(MarketConfig.from_settings(settings))
         self.universe: list[str] = []
+        self._wanted: frozenset[str] = frozenset()  # the streams of the universe: others' frames are late
         self.counters: Counter[str] = Counter()
         self.started_ms = _wall_ms()
         self.lag_ms: dict[str, int] = {}
@@ -118,7 +138,12 @@ class FeedService:
         self.latency = LatencyRing()
         self.quiet = QuietWatch(int(settings.symbol_quiet_after * 1000))
         self.loop_lag = LoopLagMonitor(warn_after=settings.loop_lag_warn)
-        self.engine = SignalEngine(settings, self.market)
+        self.engine = SignalEngine(
+            settings, self.market, shared_gate=shared_gate, remote_closes=remote_closes, shard=self.shard
+        )
+        self.closes = (
+            ClosesPublisher(redis, self.market) if redis is not None and not self.shard.whole else None
+        )
         self.live = (
             LiveState(
                 redis, self.engine, interval=settings.live_state_interval, features_ttl=settings.features_ttl
@@ -144,7 +169,7 @@ class FeedService:
             config=backup or BackupConfig.from_settings(settings),
         )
         self.control = (
-            ControlLoop(redis, self, tradable=self.tradable_symbols, config=control)
+            ControlLoop(redis, self, tradable=self.tradable_symbols, config=control, shard=self.shard)
             if redis is not None
             else None
         )
@@ -160,6 +185,7 @@ class FeedService:
             self._history_tasks.add(task)
             task.add_done_callback(self._history_tasks.discard)
         self.universe = list(symbols)
+        self._wanted = frozenset(self._streams(self.universe))
         if self.backup.on:  # the websockets stay off: the backup feed polls the new universe
             self.backup.set_symbols(symbols)
             log.info("universe: %d symbols, polled by the backup feed", len(symbols))
@@ -229,6 +255,10 @@ class FeedService:
     def handle(self, item: Received | StreamsStarted | StreamsStopped) -> None:
         """Process one delivery of the transport (never raises for bad data)."""
         if isinstance(item, Received):
+            if item.stream not in self._wanted:
+                # in flight when its symbol left the universe: not applied, not captured (replay = live)
+                self.counters["late_unsubscribed"] += 1
+                return
             if self.capture is not None:
                 self.capture.write(item.recv_ms, item.stream, item.raw)
             frame = self.decoder.decode_payload(item.recv_ms, item.stream, item.raw)
@@ -325,7 +355,10 @@ class FeedService:
             "messages": self.market.messages,
             "malformed": sum(self.decoder.rejected[r] for r in MALFORMED_REASONS)
             + pool.malformed
-            + pool.unowned_frames,
+            + pool.unowned_frames
+            - pool.late_unsubscribed,
+            # frames of symbols that just left the universe: expected, so apart from malformed
+            "late_unsubscribed": pool.late_unsubscribed + self.counters["late_unsubscribed"],
             "symbols": len(self.universe),
             "synced": sum(1 for s in self.universe if self.market.book_usable(s)),
             "snapshots_waiting": self.snapshots.waiting,
@@ -336,6 +369,8 @@ class FeedService:
             "evaluations": self.engine.counters["evaluations"],
             **{k: v for k, v in self.engine.counters.items() if k.startswith("not_evaluated_")},
             "signals": self.engine.counters["signals"],
+            **{k: v for k, v in self.engine.counters.items() if k.startswith("shared_gate_")},
+            **({"closes_published": self.closes.published} if self.closes is not None else {}),
             "open_signals": len(self.engine.open),
             **self.rates.rates,
             **self.latency.metrics(),
@@ -343,6 +378,10 @@ class FeedService:
             **self.loop_lag.metrics(),
             **(self.live.metrics() if self.live is not None else {}),
             **self.backup.metrics(),
+            "backup_polled_books": sum(
+                1 for s in self.universe if self.market.state(s).book.state is BookState.POLLED
+            ),
+            "backup_polls_dropped": self.market.counters["polled_snapshots_dropped"],
             **(self.control.metrics() if self.control is not None else {}),
             **totals,
             **(self.incidents.metrics() if self.incidents is not None else {}),
@@ -358,10 +397,14 @@ class FeedService:
             self.observe()
             try:
                 info = {"pid": pid, **(self.control.info() if self.control is not None else {})}
-                await self.redis.beat(COMPONENT, ttl_s=max(10.0, interval * 10), info=info)
+                if not self.shard.whole:
+                    info["shard"] = self.shard.label
+                await self.redis.beat(self.component, ttl_s=max(10.0, interval * 10), info=info)
                 for symbol in self.universe:
                     await self.redis.publish_feed(symbol, self.feed(symbol), ttl_s=max(60.0, interval * 60))
-                await self.redis.publish_metrics(self.metrics(), COMPONENT)
+                await self.redis.publish_metrics(self.metrics(), self.component)
+                if self.closes is not None:
+                    await self.closes.publish(self.universe)
                 if self.last_signal is not None and self.last_signal is not published_signal:
                     await self.redis.set_last_signal(self.last_signal)  # what `tapewatch status` shows
                     published_signal = self.last_signal
@@ -400,6 +443,10 @@ class FeedService:
         """Choose the universe (unless given), subscribe and process until cancelled."""
         if symbols is None:
             symbols = await choose_universe(self.rest, self.settings, await self.tradable_symbols())
+            if not self.shard.whole:
+                chosen = len(symbols)
+                symbols = self.shard.select(symbols)  # every shard makes the same global choice
+                log.info("shard %s: %d of the %d symbols chosen", self.shard.label, len(symbols), chosen)
         if not symbols:
             log.error("the universe is empty: no symbol to watch (check TAPEWATCH_SYMBOLS / UNIVERSE_SIZE)")
         self.set_universe(symbols)

@@ -100,6 +100,8 @@ class WsConnection:
         self.path = path
         self.subscribed: set[str] = set(streams)
         self.owned: set[str] = set(streams)
+        # streams unsubscribed here: their frames still in flight are late, not unknown (issue 7)
+        self.released: set[str] = set()
         self.on_data = on_data
         self._stats = stats
         self._tb = timebase
@@ -193,6 +195,8 @@ class WsConnection:
                 self.on_data(self, stream, bytes(frame.data), recv_ms)
             else:
                 self._stats.unowned_frames += 1
+                if stream in self.released:
+                    self._stats.late_unsubscribed += 1
         elif frame.id is not None:
             self._on_reply(frame)
         elif has_error(frame):
@@ -302,6 +306,7 @@ class WsConnection:
         now = self._tb.monotonic()
         self.subscribed.update(batch)
         self.owned.update(batch)
+        self.released.difference_update(batch)
         for s in batch:
             self.last_frame_at[s] = now
         # The marker goes out before the request so it precedes every frame of these streams.
@@ -315,6 +320,7 @@ class WsConnection:
         self.subscribed.difference_update(batch)
         stopped = tuple(s for s in batch if s in self.owned)
         self.owned.difference_update(batch)
+        self.released.update(batch)
         for s in batch:
             self.last_frame_at.pop(s, None)
         if stopped:

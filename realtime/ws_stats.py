@@ -27,6 +27,7 @@ class TransportStats:
     malformed: int = 0
     unexpected_replies: int = 0
     unowned_frames: int = 0
+    late_unsubscribed: int = 0  # of unowned_frames: those still in flight after their stream's UNSUBSCRIBE
     stale_stream_reports: int = 0
     rollover_duplicates_dropped: int = 0
     rollover_unmatched_streams: int = 0
@@ -52,6 +53,7 @@ class TransportStats:
             "malformed": self.malformed,
             "unexpected_replies": self.unexpected_replies,
             "unowned_frames": self.unowned_frames,
+            "late_unsubscribed": self.late_unsubscribed,
             "stale_stream_reports": self.stale_stream_reports,
             "rollover_duplicates_dropped": self.rollover_duplicates_dropped,
             "rollover_unmatched_streams": self.rollover_unmatched_streams,

@@ -5,13 +5,18 @@ time is the exchange's event time). Call :meth:`SignalEngine.on_frame` after ``M
 frame. A symbol is evaluated on its depth and trade events, only while its book is usable; a cheap test of
 the required conditions runs first and the full feature vector (candles, levels) is built only when it
 passes. One candidate per symbol and direction while the setup persists.
+
+With shards (``tapewatch run --shard I/N``) a candidate that passes the local risk gate is then reserved in
+the ``shared_gate`` (the global ledger); a rejection there is its fate, and a ledger that cannot be reached
+rejects it with fate ``shared_gate_unavailable`` (fail closed: an unchecked signal is not issued). Symbols of
+other shards are correlated through ``remote_closes``, their closed 1m closes as the other shards publish them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tapewatch.candle_features import candle_features
@@ -21,11 +26,24 @@ from tapewatch.features import DataQuality, Features
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import OpenSignal, Outcome, OutcomeEvent, OutcomeParams, OutcomeState, OutcomeTracker
 from tapewatch.parse import Frame
+from tapewatch.polled import depth_coverage
 from tapewatch.quality import Tier
+from tapewatch.risk import DAY_MS as DAY_MS  # re-exported: realtime.signal_desk reads it from here
+from tapewatch.risk import (
+    FATE_SHARED_GATE_UNAVAILABLE,
+    Decision,
+    RiskParams,
+    RiskState,
+    SharedGate,
+    closes_as_candles,
+    gate,
+    release_shared,
+    reserve_shared,
+)
 from tapewatch.risk import Candidate as RiskCandidate
-from tapewatch.risk import RiskParams, RiskState, gate
 from tapewatch.rules import Direction, check
 from tapewatch.settings import Settings
+from tapewatch.sharding import WHOLE, Shard
 from tapewatch.signal import (
     FATE_SIGNAL,
     Candidate,
@@ -40,6 +58,10 @@ from tapewatch.streams import Kind
 from tapewatch.volume import average_window_volume
 
 log = logging.getLogger(__name__)
+
+#: ``remote_closes(symbol)``: (open time, close) of a symbol's latest closed 1m candles, oldest first, as
+#: another shard published them; None when unknown.
+RemoteCloses = Callable[[str], Sequence[tuple[int, float]] | None]
 
 PRIMARY_TF = "15m"
 RETURNS_TF = "1m"
@@ -91,8 +113,14 @@ class SignalEngine:
         *,
         risk_state: RiskState | None = None,
         history: dict[Tier, TierHistory] | None = None,
+        shared_gate: SharedGate | None = None,
+        remote_closes: RemoteCloses | None = None,
+        shard: Shard = WHOLE,
     ) -> None:
         self.settings = settings
+        self.shared_gate = shared_gate
+        self.remote_closes = remote_closes
+        self.shard = shard
         self.market = market
         self.risk = risk_state or RiskState()
         self.risk_params = RiskParams.from_settings(settings)
@@ -204,6 +232,7 @@ class SignalEngine:
         bars: Sequence[Candle] = st.candles[PRIMARY_TF].bars() if PRIMARY_TF in st.candles else []
         cf = candle_features(bars, price) if bars else None
         bid_usd, ask_usd = book.depth_within(0.01)
+        coverage = depth_coverage(book, 0.01)  # a polled book knows 50 levels a side: flagged
         return Features(
             symbol=st.symbol,
             event_time=now,
@@ -227,6 +256,9 @@ class SignalEngine:
                 resyncs_in_window=book.resyncs,
                 depth_bid_usd=bid_usd,
                 depth_ask_usd=ask_usd,
+                book_source=coverage.source,
+                depth_levels=coverage.levels,
+                depth_truncated=coverage.truncated,
             ),
         )
 
@@ -259,14 +291,25 @@ class SignalEngine:
             )
             return
         tier = signal.priority
-        decision = gate(
-            RiskCandidate(
-                signal_id=signal.signal_id, symbol=st.symbol, direction=direction, tier=tier, event_time=now
-            ),
-            self.risk,
-            self.risk_params,
-            lambda a, b: self._correlation(a, b, now),
+        risk_candidate = RiskCandidate(
+            signal_id=signal.signal_id, symbol=st.symbol, direction=direction, tier=tier, event_time=now
         )
+        decision: Decision | None = gate(
+            risk_candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now)
+        )
+        if decision is not None and decision.passed and self.shared_gate is not None:
+            decision = self._reserve(risk_candidate)
+        if decision is None:
+            out.candidates.append(
+                make_candidate(
+                    features,
+                    evaluation,
+                    proposal.quality,
+                    FATE_SHARED_GATE_UNAVAILABLE,
+                    "the global risk ledger (PostgreSQL) is unreachable: not issued unchecked",
+                )
+            )
+            return
         self.risk.record(decision)
         if not decision.passed:
             fate = str(decision.rule)
@@ -279,15 +322,42 @@ class SignalEngine:
         self.open[signal.signal_id] = _Open(signal, OutcomeTracker(open_signal(signal), self.outcome_params))
         self.counters["signals"] += 1
 
-    def _correlation(self, a: str, b: str, now: int) -> float | None:
-        sa, sb = self.market.symbols.get(a), self.market.symbols.get(b)
-        if sa is None or sb is None or RETURNS_TF not in sa.candles or RETURNS_TF not in sb.candles:
-            return None
-        return return_correlation(
-            sa.candles[RETURNS_TF].bars(include_forming=False),
-            sb.candles[RETURNS_TF].bars(include_forming=False),
-            end_time=now,
+    def _reserve(self, candidate: RiskCandidate) -> Decision | None:
+        """The shared gate's verdict on a candidate the local gate passed; None when it cannot be reached."""
+        assert self.shared_gate is not None
+        tier, p = candidate.tier, self.outcome_params
+        # the latest a signal can still be open: trigger window, then the upper hold bound
+        expires_at = candidate.event_time + p.response_ms[tier] + p.hold_ms[tier]
+        decision = reserve_shared(
+            self.shared_gate, candidate, expires_at, lambda a, b: self.correlation(a, b, candidate.event_time)
         )
+        if decision is None:
+            self.counters[FATE_SHARED_GATE_UNAVAILABLE] += 1
+        elif not decision.passed:
+            self.counters["shared_gate_rejected"] += 1
+        return decision
+
+    def _release(self, outcome: Outcome) -> None:
+        at = outcome.exit_time if outcome.exit_time is not None else outcome.as_of
+        if self.shared_gate is not None and release_shared(self.shared_gate, outcome.signal, at) is None:
+            self.counters["shared_gate_release_errors"] += 1
+
+    def correlation(self, a: str, b: str, now: int) -> float | None:
+        """Return correlation of ``a`` and ``b`` over the 1m closes up to event time ``now``; a symbol this
+        engine does not follow is read from ``remote_closes`` (another shard's). None when unknown."""
+        bars_a, bars_b = self._returns_bars(a), self._returns_bars(b)
+        if bars_a is None or bars_b is None:
+            return None
+        return return_correlation(bars_a, bars_b, end_time=now)
+
+    def _returns_bars(self, symbol: str) -> Sequence[Candle] | None:
+        st = self.market.symbols.get(symbol)
+        if st is not None and RETURNS_TF in st.candles:
+            return st.candles[RETURNS_TF].bars(include_forming=False)
+        if self.remote_closes is None:
+            return None
+        closes = self.remote_closes(symbol)
+        return closes_as_candles(closes) if closes else None
 
     # --- following open signals -------------------------------------------------------------------------
     def _follow(self, st: SymbolState, out: EngineOutput) -> None:
@@ -322,6 +392,7 @@ class SignalEngine:
             outcome = held.tracker.outcome()
             del self.open[sid]
             self.risk.finish(outcome, self.risk_params)
+            self._release(outcome)
             self._learn(outcome)
             out.finished.append(outcome)
 
@@ -334,9 +405,14 @@ class SignalEngine:
         cooldowns: Mapping[str, int] = {},
     ) -> None:
         """Rebuild after a restart from what was stored: the signals still open (with their outcome so far),
-        the signals already counted per UTC day (the daily caps) and the cooldowns left per symbol."""
+        the signals already counted per UTC day (the daily caps) and the cooldowns left per symbol.
+
+        Open signals of symbols another shard owns are left to it (their reservations in the shared gate stay
+        as they are; this engine's own are already reserved, and reserving is idempotent)."""
         for signal, outcome in open_signals:
             if signal.signal_type != "ENTRY" or signal.signal_id in self.open:
+                continue
+            if not self.shard.owns(signal.symbol):
                 continue
             tracker = (
                 OutcomeTracker.resume(outcome, self.outcome_params)
@@ -371,9 +447,6 @@ class SignalEngine:
         self.history[tier] = TierHistory(
             tp1_hits=past.tp1_hits + (1 if outcome.tp1_hit else 0), signals=past.signals + 1, hold_ms=holds
         )
-
-
-DAY_MS = 86_400_000
 
 
 def open_signal(signal: Signal) -> OpenSignal:

@@ -27,16 +27,21 @@ starts a cooldown. Keeping the gate side-effect free lets monthly tuning re-scor
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, Protocol
 
 import msgspec
 
-from tapewatch.outcome import Outcome, check_kind
+from tapewatch.errors import StorageUnavailable
+from tapewatch.events import Candle
+from tapewatch.outcome import OpenSignal, Outcome, check_kind
 from tapewatch.quality import TIERS, Tier, priority_levels
 from tapewatch.rules import Direction
 from tapewatch.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 
@@ -46,6 +51,8 @@ RULES: tuple[Rule, ...] = ("paused", "cooldown", "tier_daily_cap", "daily_cap", 
 
 #: ``correlation(symbol_a, symbol_b)``: return correlation of two symbols now, or None when unknown.
 Correlation = Callable[[str, str], float | None]
+#: Fate of a candidate that passed the local gate but could not be checked against the other shards.
+FATE_SHARED_GATE_UNAVAILABLE = "shared_gate_unavailable"
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -269,3 +276,68 @@ def gate(candidate: Candidate, state: RiskState, params: RiskParams, correlation
         if reason is not None:
             return Decision(candidate=candidate, rule=rule, reason=reason)
     return Decision(candidate=candidate)
+
+
+class SharedGate(Protocol):
+    """The limits that span realtime shards (``tapewatch run --shard I/N``), judged after :func:`gate` passed.
+
+    :class:`tapewatch.adapters.risk_ledger.RiskLedger` is the implementation: the daily caps, concurrency and
+    correlation against every shard's open signals, atomically. ``reserve`` returns the verdict (a passed one
+    holds the slot until ``release`` or ``expires_at``, event time ms; reserving the same ``signal_id`` again
+    passes without counting twice) and raises :class:`tapewatch.errors.StorageUnavailable` when it cannot be
+    checked; ``release`` frees the slot at event time ``at`` (False when it was not held)."""
+
+    def reserve(self, candidate: Candidate, expires_at: int, correlation: Correlation) -> Decision: ...
+
+    def release(self, signal_id: str, at: int) -> bool: ...
+
+
+def reserve_shared(
+    shared: SharedGate, candidate: Candidate, expires_at: int, correlation: Correlation
+) -> Decision | None:
+    """``shared.reserve`` of a candidate the local gate passed; None (logged) when the shared gate cannot be
+    reached — the caller then does not issue the signal (fail closed)."""
+    try:
+        return shared.reserve(candidate, expires_at, correlation)
+    except StorageUnavailable as exc:
+        log.warning(
+            "candidate not issued: the global risk ledger is unreachable: %s",
+            exc,
+            extra={"symbol": candidate.symbol},
+        )
+        return None
+
+
+def release_shared(shared: SharedGate, signal: OpenSignal, at: int) -> bool | None:
+    """``shared.release`` of a finished signal; None (logged) when the shared gate cannot be reached — its
+    reservation then frees itself at its ``expires_at``."""
+    try:
+        return shared.release(signal.signal_id, at)
+    except StorageUnavailable as exc:
+        log.warning(
+            "cannot release the signal in the global risk ledger (it frees at its expiry): %s",
+            exc,
+            extra={"symbol": signal.symbol},
+        )
+        return None
+
+
+def closes_as_candles(closes: Sequence[tuple[int, float]], interval: str = "1m") -> list[Candle]:
+    """Flat closed candles from (open time, close) pairs: all the return correlation reads of another shard's
+    symbol (see :data:`tapewatch.engine.RemoteCloses`)."""
+    return [
+        Candle(
+            open_time=t,
+            close_time=t + 59_999,
+            interval=interval,
+            open=c,
+            close=c,
+            high=c,
+            low=c,
+            volume=0.0,
+            trades=0,
+            closed=True,
+            quote_volume=0.0,
+        )
+        for t, c in closes
+    ]

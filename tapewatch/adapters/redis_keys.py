@@ -20,6 +20,7 @@ them sit under one prefix, ``tw:`` in production; tests use a unique prefix each
 | ``tw:last_rescan``                 | string | JSON ``{"ts" (ms), "info"}`` of the newest universe rescan (no TTL) |
 | ``tw:open_signals``                | hash   | signal_id → JSON of an open ENTRY signal with its live outcome (state, unrealised R) |
 | ``tw:symbol:<SYMBOL>:features``    | string | JSON of the symbol's last evaluated feature vector (``{"ts", "features"}``), TTL |
+| ``tw:symbol:<SYMBOL>:closes``      | string | JSON ``{"ts", "bars": [[open_time, close], ...]}``: its last closed 1m closes, published by the shard that owns it (``--shard I/N``, N > 1) for the others' correlation rule, TTL |
 
 ``last_signal`` and ``last_rescan`` are what ``tapewatch status`` shows (``none yet`` while absent). The signal
 dispatch writes ``last_signal`` with ``RedisState.set_last_signal`` / ``AsyncRedisState.set_last_signal``
@@ -142,6 +143,10 @@ class Keyspace:
     def symbol_features(self, symbol: str) -> str:
         """String: JSON ``{"ts", "features"}`` of the last feature vector evaluated for ``symbol``."""
         return f"{self.prefix}symbol:{check_symbol(symbol)}:features"
+
+    def closes(self, symbol: str) -> str:
+        """String: JSON ``{"ts", "bars"}`` of ``symbol``'s last closed 1m closes (published by its shard)."""
+        return f"{self.prefix}symbol:{check_symbol(symbol)}:closes"
 
     @property
     def pattern(self) -> str:

@@ -279,6 +279,21 @@ class Ops:
         key = self.keys.symbol_features(symbol)
         return Op((call("get", key),), lambda r: _decode_features(key, r[0]))
 
+    # --- 1m closes of each shard's symbols (the other shards' correlation rule) ---------------------------
+    def publish_closes(self, closes: Mapping[str, Sequence[tuple[int, float]]], ttl_s: float) -> Op[None]:
+        if ttl_s <= 0:
+            raise ValueError(f"closes ttl must be > 0 s; got {ttl_s}")
+        px, ts = max(1, int(ttl_s * 1000)), self.now_ms()
+        calls = tuple(
+            call("set", self.keys.closes(symbol), msgspec.json.encode({"ts": ts, "bars": list(bars)}), px=px)
+            for symbol, bars in closes.items()
+        )
+        return Op(calls, lambda _: None)
+
+    def closes(self, symbol: str) -> Op[list[tuple[int, float]] | None]:
+        key = self.keys.closes(symbol)
+        return Op((call("get", key),), lambda r: _decode_closes(key, r[0]))
+
     # --- control -------------------------------------------------------------------------------------
     def read_control(self) -> Op[ControlState]:
         keys = self.keys
@@ -350,6 +365,21 @@ def _decode_last(key: str, raw: str | None) -> LastEvent | None:
 
 def _encode_features(ts: int, values: Mapping[str, Any]) -> bytes:
     return msgspec.json.encode({"ts": ts, "features": dict(values)})
+
+
+class _Closes(msgspec.Struct, frozen=True):
+    ts: int
+    bars: list[tuple[int, float]]
+
+
+def _decode_closes(key: str, raw: str | None) -> list[tuple[int, float]] | None:
+    if raw is None:
+        return None  # expired, or never published
+    try:
+        return msgspec.json.decode(raw, type=_Closes).bars
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("unreadable %s %r: %s", key, raw[:200], exc)
+        return None
 
 
 def _decode_features(key: str, raw: str | None) -> dict[str, Any] | None:

@@ -208,6 +208,11 @@ class RedisState:
         expired, never published or unreadable."""
         return self._run(self._ops.symbol_features(symbol))
 
+    def closes(self, symbol: str) -> list[tuple[int, float]] | None:
+        """(open time, close) of ``symbol``'s last closed 1m candles, oldest first, as its shard published
+        them; None when expired, never published or unreadable."""
+        return self._run(self._ops.closes(symbol))
+
     def read_control(self) -> ControlState:
         """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""
         return self._run(self._ops.read_control())
@@ -324,6 +329,13 @@ class AsyncRedisState:
     ) -> None:
         """Set each symbol's last features: symbol → (event time ms, feature values); expire after ``ttl_s``."""
         await self._run(self._ops.publish_features(features, ttl_s))
+
+    async def publish_closes(
+        self, closes: Mapping[str, Sequence[tuple[int, float]]], *, ttl_s: float = 300.0
+    ) -> None:
+        """Set each symbol's last closed 1m closes (symbol → [(open time, close), ...], oldest first) for the
+        other shards' correlation rule; they expire after ``ttl_s``."""
+        await self._run(self._ops.publish_closes(closes, ttl_s))
 
     async def read_control(self) -> ControlState:
         """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""

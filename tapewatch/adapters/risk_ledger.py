@@ -38,9 +38,11 @@ from tapewatch.risk import (
 _LOCK_KEY = 0x7461706577726973
 
 _RESERVED = sa.text("SELECT 1 FROM risk_reservations WHERE signal_id = CAST(:sid AS uuid)")
+# Every unreleased reservation not yet expired counts, even one with a later event time: shards' clocks differ
+# by their feed lag, and a shard a few ms behind must still see the slot a shard ahead has just taken.
 _OPEN = sa.text(
     "SELECT signal_id::text, symbol, direction, tier, event_time FROM risk_reservations "
-    "WHERE released_at IS NULL AND expires_at > :now AND event_time <= :now ORDER BY event_time"
+    "WHERE released_at IS NULL AND expires_at > :now ORDER BY event_time"
 )
 _DAY_COUNTS = sa.text("SELECT tier, count(*) FROM risk_reservations WHERE day = :day GROUP BY tier")
 _INSERT = sa.text(

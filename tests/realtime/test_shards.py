@@ -1,0 +1,356 @@
+"""Scale-out (``tapewatch run --shard I/N``): two shards on one machine against the simulator keep the global
+risk limits and duplicate nothing; the pieces they rely on (closes in Redis, per-shard names and captures) and
+the late frames of a shrinking universe, which are counted as such and never as malformed."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gzip
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import httpx
+import orjson
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from realtime.control import ControlConfig
+from realtime.main import capture_dir, exchange_settings, remote_closes_reader, run_service
+from realtime.service import component_name
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
+from tapewatch.adapters.risk_ledger import RiskLedger
+from tapewatch.adapters.status import realtime_shards, sum_metrics
+from tapewatch.errors import ConfigError
+from tapewatch.risk import Candidate, RiskParams
+from tapewatch.settings import Settings, load_settings
+from tapewatch.sharding import Shard, shard_of
+from tests.realtime.control_helpers import all_synced, running_service, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- the pieces ------------------------------------------------------------------------------------------------
+
+
+def test_names_and_capture_directories_per_shard(tmp_path: Path) -> None:
+    settings = load_settings(var_dir=tmp_path)
+    assert component_name(Shard(0, 1)) == "realtime" and component_name(Shard(1, 3)) == "realtime-1of3"
+    assert capture_dir(settings, Shard(0, 1)) == settings.capture_dir
+    assert capture_dir(settings, Shard(0, 2)) == settings.capture_dir / "shard-0of2"
+    assert capture_dir(settings, Shard(0, 2)) != capture_dir(settings, Shard(1, 2))
+    assert realtime_shards(["dagster", "realtime-1of2", "realtime", "realtime-0of2"]) == [
+        "realtime-0of2",
+        "realtime-1of2",
+    ]
+    assert sum_metrics([{"signals": 2.0, "updated_ms": 50.0}, {"signals": 3.0, "updated_ms": 40.0}]) == {
+        "signals": 5.0,
+        "updated_ms": 40.0,
+    }
+
+
+def test_a_shard_without_postgresql_or_redis_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(var_dir=tmp_path, shard="1/2")
+    with pytest.raises(ConfigError, match="TAPEWATCH_DATABASE_URL and TAPEWATCH_REDIS_URL"):
+        asyncio.run(run_service(settings, redis_url="redis://127.0.0.1:1", database_url=None))
+
+
+@pytest.mark.db
+def test_closes_go_through_redis_and_bad_ones_read_as_unknown(redis_url: str, redis_keys: Keyspace) -> None:
+    bars = [(1_700_000_040_000 + i * 60_000, 100.0 + i) for i in range(241)]
+
+    async def publish() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_keys)
+        try:
+            await state.publish_closes({"BTCUSDT": bars}, ttl_s=60)
+        finally:
+            await state.aclose()
+
+    asyncio.run(publish())
+    state = RedisState.from_url(redis_url, keys=redis_keys)
+    try:
+        read = remote_closes_reader(state)
+        assert read("BTCUSDT") == bars
+        assert read("ETHUSDT") is None  # never published
+        state.client.set(redis_keys.closes("ETHUSDT"), "not json")
+        assert read("ETHUSDT") is None  # unreadable: unknown, logged
+        assert 0 < state.client.pttl(redis_keys.closes("BTCUSDT")) <= 60_000
+    finally:
+        state.close()
+    down = RedisState.from_url("redis://127.0.0.1:1", keys=redis_keys)
+    try:
+        assert remote_closes_reader(down)("BTCUSDT") is None  # Redis away: unknown, never a crash
+    finally:
+        down.close()
+
+
+# --- late frames of a shrinking universe ---------------------------------------------------------------------
+
+
+@pytest.mark.db
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_frames_of_symbols_that_just_left_are_late_not_malformed(
+    tmp_path: Path, redis_url: str, redis_keys: Keyspace
+) -> None:
+    port = _free_port()
+    with open(tmp_path / "sim.log", "wb") as log:
+        # the simulator in its own process: it keeps sending while the service's loop stalls below
+        sim = _start(["sim", "--port", str(port), "--seed", "11", "--symbols", "12"], dict(os.environ), log)
+        try:
+            assert _wait("simulator up", lambda: _sim_up(port), 30, [sim]), "the simulator did not start"
+            base = load_settings(
+                var_dir=tmp_path,
+                redis_prefix=redis_keys.prefix,
+                ws_connect_interval=0.05,
+                resync_min_interval=0.2,
+                universe_size=10,
+            )
+            asyncio.run(_shrink_while_frames_flow(exchange_settings(base, "sim", port=port), redis_url))
+        finally:
+            sim.kill()
+            sim.wait(10)
+
+
+async def _shrink_while_frames_flow(settings: Settings, redis_url: str) -> None:
+    # no periodic re-read: the universe is changed below as the control loop would change it
+    async with running_service(settings, redis_url, control=ControlConfig(reread_every=600)) as run:
+        service = run.service
+        start = list(service.universe)
+        await wait_for(lambda: all_synced(service), "books synced", within=30)
+        frames_before = service.market.messages
+        # A rescan cuts the universe to 2 symbols with a backlog in flight: the loop stalls half a second
+        # (the simulator's frames of every stream pile up in the sockets), then the universe shrinks, as the
+        # control loop shrinks it on a rescan.
+        time.sleep(0.5)  # noqa: ASYNC251 - the stall is the point
+        service.set_universe(start[:2])
+        frozen = {s: service.market.state(s).book.last_update_id for s in start[2:]}
+        await asyncio.sleep(2.0)  # the backlog is read, the UNSUBSCRIBEs are sent and answered
+        metrics = service.metrics()
+        assert metrics["late_unsubscribed"] > 0
+        # every unowned frame was one of a stream just let go: none of an unknown stream
+        stats = service.pool.stats
+        assert metrics["malformed"] == 0 and stats.unowned_frames == stats.late_unsubscribed
+        assert service.market.messages > frames_before
+        # nothing of the symbols that left reached their books after they left
+        assert {s: service.market.state(s).book.last_update_id for s in start[2:]} == frozen
+        assert run.alive()
+
+
+def _sim_up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/fapi/v1/ping", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# --- the ledger under clock skew -----------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_a_shard_behind_in_event_time_still_sees_the_slot_taken_ahead(migrated_database_url: str) -> None:
+    def cand(symbol: str, t: int) -> Candidate:
+        sid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{symbol}{t}"))
+        return Candidate(signal_id=sid, symbol=symbol, direction="LONG", tier="HIGH", event_time=t)
+
+    db = Database(migrated_database_url)
+    try:
+        params = RiskParams(max_concurrent_signals=1)
+        ahead, behind = RiskLedger(db, params, shard="0/2"), RiskLedger(db, params, shard="1/2")
+        t0 = 1_700_000_000_000
+        assert ahead.reserve(cand("AUSDT", t0 + 50), t0 + 3_600_000, lambda a, b: None).passed
+        # shard 1's feed lags 50 ms: its candidate is earlier in event time, but the one slot is gone
+        late = behind.reserve(cand("BUSDT", t0), t0 + 3_600_000, lambda a, b: None)
+        assert late.rule == "concurrency" and (late.reason or "").endswith("(all shards)")
+    finally:
+        db.dispose()
+
+
+# --- two shards against the simulator ------------------------------------------------------------------------
+
+CONCURRENT = 2
+DAILY = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, procs: list[subprocess.Popen[bytes]]) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` passes (False); a process that exits fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"{what}: {proc.args!r} exited with {proc.returncode}")
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _start(args: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tapewatch.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _scalar(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+def _capture_symbols(root: Path) -> set[str]:
+    symbols = set()
+    for path in root.rglob("*.jsonl.gz"):
+        with gzip.open(path, "rb") as fh:
+            for line in fh:
+                stream = orjson.loads(line)["stream"]
+                if not stream.startswith("rest:"):
+                    symbols.add(stream.split("@", 1)[0].upper())
+    return symbols
+
+
+@pytest.mark.db
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_two_shards_keep_the_global_limits_and_duplicate_nothing(
+    tmp_path: Path, migrated_database_url: str, engine: Engine, redis_url: str, redis_keys: Keyspace
+) -> None:
+    port = _free_port()
+    var = tmp_path / "var"
+    env = {
+        **os.environ,
+        "TAPEWATCH_DATABASE_URL": migrated_database_url,
+        "TAPEWATCH_REDIS_URL": redis_url,
+        "TAPEWATCH_REDIS_PREFIX": redis_keys.prefix,
+        "TAPEWATCH_VAR_DIR": str(var),
+        "TAPEWATCH_SIM_PORT": str(port),
+        "TAPEWATCH_UNIVERSE_SIZE": "10",
+        "TAPEWATCH_WS_CONNECT_INTERVAL": "0.05",
+        # tight limits, so that they bind; stops and targets far away, so signals stay open and overlap
+        "TAPEWATCH_MAX_CONCURRENT_SIGNALS": str(CONCURRENT),
+        "TAPEWATCH_MAX_DAILY_SIGNALS": str(DAILY),
+        "TAPEWATCH_STOP_ATR_MULTIPLE": "10",
+        "TAPEWATCH_MIN_STOP_ATR_MULTIPLE": "10",
+        "TAPEWATCH_TP1_R": "5",
+        "TAPEWATCH_TP2_R": "10",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = [open(tmp_path / n, "wb") for n in ("sim.log", "shard0.log", "shard1.log")]  # noqa: SIM115
+    global_rejections = "SELECT count(*) FROM candidates WHERE fate_detail LIKE '%(all shards)'"
+    entries = "SELECT count(*) FROM signals WHERE signal_type = 'ENTRY'"
+    try:
+        sim_args = ["sim", "--port", str(port), "--seed", "3", "--symbols", "10", "--speed", "30"]
+        procs.append(_start([*sim_args, "--episode-rate", "30"], env, logs[0]))
+
+        assert _wait("simulator up", lambda: _sim_up(port), 30, procs), "the simulator did not start"
+        for index in range(2):
+            procs.append(_start(["run", "--exchange", "sim", "--shard", f"{index}/2"], env, logs[1 + index]))
+        # until the limits have bound across shards (or the time bound)
+        _wait(
+            "global limits reached",
+            lambda: _scalar(engine, global_rejections) >= 2 and _scalar(engine, entries) >= 3,
+            100,
+            procs,
+        )
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            components = client.smembers(redis_keys.components)
+            shard_metrics = [client.hgetall(redis_keys.metrics(f"realtime-{i}of2")) for i in range(2)]
+        finally:
+            client.close()
+        _wait(
+            "every stored signal published",
+            lambda: _scalar(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0,
+            20,
+            procs,
+        )
+        for proc in procs[1:]:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs[1:]:
+            assert proc.wait(30) == 0
+        procs[1:] = []
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+        for fh in logs:
+            fh.close()
+    shard_logs = [(tmp_path / f"shard{i}.log").read_text(errors="replace") for i in range(2)]
+
+    # each shard beat under its own name and followed only its own symbols; together, all of them
+    assert {"realtime-0of2", "realtime-1of2"} <= components and "realtime" not in components
+    followed = [int(float(m.get("symbols", 0))) for m in shard_metrics]
+    assert all(followed) and sum(followed) == 10, (followed, shard_logs[0][-2000:])
+    captured = [_capture_symbols(var / "capture" / f"shard-{i}of2") for i in range(2)]
+    assert captured[0] and captured[1] and not captured[0] & captured[1]
+    assert all(shard_of(s, 2) == i for i in range(2) for s in captured[i])
+    assert not list((var / "capture").glob("[0-9]*"))  # nothing written outside the shard directories
+
+    with engine.connect() as conn:
+        ids = [str(r[0]) for r in conn.execute(sa.text("SELECT signal_id FROM signals"))]
+        reservations = conn.execute(
+            sa.text(
+                "SELECT signal_id::text, symbol, tier, event_time, day, expires_at, released_at, shard "
+                "FROM risk_reservations ORDER BY event_time"
+            )
+        ).all()
+        entry_ids = {
+            str(r[0])
+            for r in conn.execute(sa.text("SELECT signal_id FROM signals WHERE signal_type = 'ENTRY'"))
+        }
+        rejected = [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT fate_detail FROM candidates WHERE fate_detail LIKE '%(all shards)'")
+            )
+        ]
+    # no signal twice, in PostgreSQL or in the Redis stream; every ENTRY was reserved by the shard owning it
+    assert len(ids) == len(set(ids)) and len(entry_ids) >= 2
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stream = client.xrange(redis_keys.signals_stream)
+    finally:
+        client.close()
+    published = collections.Counter(fields["signal_id"] for _, fields in stream)
+    assert published and max(published.values()) == 1 and set(published) == set(ids)
+    assert {r.signal_id for r in reservations} == entry_ids
+    assert all(r.shard == f"{shard_of(r.symbol, 2)}/2" for r in reservations)
+    assert {r.shard for r in reservations} == {"0/2", "1/2"}, "both shards issued signals"
+
+    # the caps held across both shards: per UTC day, and at every moment. A slot is held from the signal's
+    # event time to its release (or expiry); the shards' event clocks differ by their feed lag, so a release
+    # is allowed TOLERANCE ms of event time (a fraction of a wall second at speed 30)
+    per_day = collections.Counter(r.day for r in reservations)
+    assert max(per_day.values()) <= DAILY
+    tolerance = 10_000
+    for r in reservations:
+        holding = [
+            o
+            for o in reservations
+            if o.event_time
+            <= r.event_time
+            < (o.released_at if o.released_at is not None else o.expires_at) - tolerance
+        ]
+        assert len(holding) <= CONCURRENT, (r, holding)
+    # and the limits were reached globally: candidates were turned away by the ledger, for all shards
+    assert rejected and any("concurrent" in d or "daily cap" in d for d in rejected), rejected
