@@ -44,8 +44,10 @@ class LiveState:
         interval: float = 1.0,
         features_ttl: float = 120.0,
         wall_ms: Callable[[], int] = _wall_ms,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.redis = redis
+        self.owns = owns  # a shard's symbols: its rebuild leaves the other shards' open signals alone
         self.engine = engine
         self.interval = interval
         self.features_ttl = features_ttl
@@ -96,7 +98,7 @@ class LiveState:
         self._dirty, self._removed = set(), set()
         try:
             if changed or removed or rebuild:
-                await self.redis.update_open_signals(changed, removed, replace=rebuild)
+                await self.redis.update_open_signals(changed, removed, replace=rebuild, owns=self.owns)
                 self.counters["live_writes"] += 1
                 if rebuild:
                     self.counters["live_rebuilds"] += 1

@@ -146,7 +146,11 @@ class FeedService:
         )
         self.live = (
             LiveState(
-                redis, self.engine, interval=settings.live_state_interval, features_ttl=settings.features_ttl
+                redis,
+                self.engine,
+                interval=settings.live_state_interval,
+                features_ttl=settings.features_ttl,
+                owns=None if self.shard.whole else self.shard.owns,
             )
             if redis is not None
             else None

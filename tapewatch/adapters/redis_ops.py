@@ -247,9 +247,24 @@ class Ops:
 
     # --- open signals and per-symbol features (the dashboard's live view) --------------------------------
     def update_open_signals(
-        self, changed: Mapping[str, Mapping[str, Any]], removed: Sequence[str], replace: bool
+        self,
+        changed: Mapping[str, Mapping[str, Any]],
+        removed: Sequence[str],
+        replace: bool,
+        owns: Callable[[str], bool] | None = None,
     ) -> Op[None]:
         key = self.keys.open_signals
+        if replace and owns is not None:
+            # a shard's rebuild: read the hash, then drop only the entries of the symbols it owns (the
+            # other shards' open signals stay)
+            def scoped(replies: list[Any]) -> Op[None]:
+                entries = _decode_open_signals(replies[0])
+                stale = [
+                    sid for sid, v in entries.items() if owns(str(v.get("symbol", ""))) and sid not in changed
+                ]
+                return self.update_open_signals(changed, stale, replace=False)
+
+            return Op((call("hgetall", key),), scoped)
         calls: list[Call] = []
         if replace:
             calls.append(call("delete", key))  # a rebuild: signals finished while the service was down go

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -319,10 +319,12 @@ class AsyncRedisState:
         removed: Sequence[str] = (),
         *,
         replace: bool = False,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         """Write the open signals that changed (signal_id → JSON object) and drop the finished ones, in one
-        transaction; ``replace`` drops every other entry first (the rebuild at start)."""
-        await self._run(self._ops.update_open_signals(changed, removed, replace))
+        transaction; ``replace`` drops every other entry first (the rebuild at start) — with ``owns`` (a
+        shard), only the other entries of the symbols it owns."""
+        await self._run(self._ops.update_open_signals(changed, removed, replace, owns))
 
     async def publish_features(
         self, features: Mapping[str, tuple[int, Mapping[str, Any]]], *, ttl_s: float = 120.0

@@ -463,3 +463,26 @@ def test_redis_going_away_and_coming_back(server_tmp_path: Path) -> None:
     finally:
         tool.close()
         stop_redis(redis_dir)
+
+
+def test_a_shards_rebuild_leaves_the_other_shards_open_signals(
+    redis_url: str, redis_state: RedisState
+) -> None:
+    mine_old = {
+        "signal_id": "m1",
+        "symbol": "BTCUSDT",
+        "state": "WAITING",
+    }  # finished while this shard was down
+    mine_new = {"signal_id": "m2", "symbol": "BTCUSDT", "state": "TRIGGERED"}
+    theirs = {"signal_id": "t1", "symbol": "ETHUSDT", "state": "TRIGGERED"}
+
+    async def rebuild() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys, clock=clock)
+        try:
+            await state.update_open_signals({"m1": mine_old, "t1": theirs}, [], replace=False)
+            await state.update_open_signals({"m2": mine_new}, [], replace=True, owns=lambda s: s == "BTCUSDT")
+        finally:
+            await state.aclose()
+
+    asyncio.run(rebuild())
+    assert redis_state.open_signals() == {"m2": mine_new, "t1": theirs}
