@@ -60,6 +60,15 @@ def hour_path(var_dir: Path, hour: datetime) -> Path:
     return var_dir / "capture" / f"{h:%Y}" / f"{h:%m}" / f"{h:%d}" / f"{h:%H}.jsonl.gz"
 
 
+def hour_paths(var_dir: Path, hour: datetime) -> list[Path]:
+    """Every capture file of ``hour`` that exists: the single instance's, then each shard's
+    (``var_dir/capture/shard-IofN/YYYY/MM/DD/HH.jsonl.gz``, written by ``tapewatch run --shard I/N``)."""
+    single = hour_path(var_dir, hour)
+    tail = single.relative_to(var_dir / "capture")
+    shards = sorted(d / tail for d in (var_dir / "capture").glob("shard-*") if d.is_dir())
+    return [path for path in [single, *shards] if path.is_file()]
+
+
 @dataclass(slots=True)
 class HourColumns:
     """The decoded rows of an hour, column by column, and what could not be used.
@@ -92,17 +101,18 @@ class HourColumns:
 
 
 def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
-    """Every usable row of the capture of ``hour`` (empty columns when there is no file).
+    """Every usable row of the capture files of ``hour`` (all shards'; empty columns when there is none).
 
     Raises CaptureError when the file exists but is not gzip."""
     out = HourColumns()
-    path = hour_path(var_dir, hour)
-    if not path.is_file():
+    paths = hour_paths(var_dir, hour)
+    if not paths:
         return out
-    out.files.append((path.relative_to(var_dir).as_posix(), path.stat().st_size))
+    for path in paths:
+        out.files.append((path.relative_to(var_dir).as_posix(), path.stat().st_size))
     decoder = FrameDecoder()
     stats = ReadStats()
-    for line in iter_capture([path], stats):
+    for line in iter_capture(paths, stats):
         out.lines += 1
         frame = decoder.decode_capture_line(line)
         if frame is None:

@@ -135,6 +135,24 @@ def test_a_torn_last_line_is_skipped_and_counted(recorded: Path, tmp_path: Path)
     assert cut.lines == cols.lines
 
 
+def test_the_shards_captures_of_an_hour_are_archived_together(recorded: Path, tmp_path: Path) -> None:
+    var_dir = tmp_path / "var"
+    whole = hour_path(recorded, HOUR).read_bytes()
+    single = hour_path(var_dir, HOUR)
+    for shard in ("shard-0of2", "shard-1of2"):
+        target = var_dir / "capture" / shard / single.relative_to(var_dir / "capture")
+        target.parent.mkdir(parents=True)
+        target.write_bytes(whole)
+    (var_dir / "capture" / "shard-2of3").mkdir()  # a shard with nothing this hour
+    cols = read_hour(var_dir, HOUR)
+    assert [rel for rel, _ in cols.files] == [
+        f"capture/shard-0of2/{single.relative_to(var_dir / 'capture').as_posix()}",
+        f"capture/shard-1of2/{single.relative_to(var_dir / 'capture').as_posix()}",
+    ]
+    assert cols.lines == 2 * capture_counts(hour_path(recorded, HOUR))["lines"]
+    assert cols.complete
+
+
 def test_a_file_that_is_not_gzip_is_a_clear_error(tmp_path: Path) -> None:
     target = hour_path(tmp_path, HOUR)
     target.parent.mkdir(parents=True)
