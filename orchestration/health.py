@@ -220,7 +220,7 @@ def data_quality_sensor(
     with redis.open() as rs:
         try:
             feeds = rs.feeds()
-            metrics = rs.metrics(REALTIME)
+            metrics = rs.realtime_metrics()
         except StorageUnavailable as exc:
             return _result(f"Redis unavailable, nothing judged: {exc}", state, warning)
         samples = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -112,6 +112,30 @@ def _client_options(
     }
 
 
+def realtime_shards(components: Iterable[str]) -> list[str]:
+    """The realtime shards (``realtime-0of2``, ...) among ``components``, sorted."""
+    return sorted(c for c in components if c.startswith(REALTIME + "-"))
+
+
+#: Metric name endings that are latencies or levels: shards combine them by their worst, not their sum.
+_WORST_OF = ("_p50", "_p99", "_max", "_ms")
+
+
+def combine_metrics(snapshots: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Several shards' metrics as one realtime: counters and rates summed, latency and lag figures (names
+    ending ``_p50``, ``_p99``, ``_max``, ``_ms``) the worst shard's, ``updated_ms`` the oldest."""
+    total: dict[str, float] = {}
+    for values in snapshots:
+        for name, value in values.items():
+            if name == "updated_ms":
+                total[name] = min(total.get(name, value), value)
+            elif name.endswith(_WORST_OF):
+                total[name] = max(total.get(name, value), value)
+            else:
+                total[name] = total.get(name, 0.0) + value
+    return total
+
+
 class RedisState:
     """Synchronous access for tools: read everything, change control keys, publish heartbeats."""
 
@@ -180,6 +204,14 @@ class RedisState:
     def metrics(self, component: str = REALTIME) -> dict[str, float]:
         """The last metrics snapshot of ``component`` (``updated_ms`` included); {} when there is none."""
         return self._run(self._ops.metrics(component))
+
+    def realtime_metrics(self) -> dict[str, float]:
+        """The realtime service's metrics: the single instance's, or every shard's (``realtime-IofN``, from
+        ``tapewatch run --shard I/N``) combined by :func:`combine_metrics`."""
+        shards = realtime_shards(self.heartbeats())
+        if not shards:
+            return self.metrics(REALTIME)
+        return combine_metrics([self.metrics(name) for name in shards])
 
     def set_last_signal(self, info: Mapping[str, str | int | float | bool | None]) -> None:
         """Record the newest published signal (``info``: signal_id, symbol, direction, ...), stamped now."""

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +26,7 @@ from tapewatch.adapters.embedded import find_database, find_redis
 from tapewatch.adapters.health_store import HealthIncident, open_health_incidents
 from tapewatch.adapters.incidents import IncidentRow, incident_counts, open_incidents
 from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, Keyspace
-from tapewatch.adapters.redis_state import LastEvent, RedisState
+from tapewatch.adapters.redis_state import LastEvent, RedisState, realtime_shards
 from tapewatch.errors import TapewatchError
 from tapewatch.settings import Settings
 
@@ -158,9 +158,7 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
     try:
         beats = state.heartbeats()
         shards = realtime_shards(beats)  # `tapewatch run --shard I/N`: realtime-IofN each
-        status.metrics = (
-            sum_metrics([state.metrics(name) for name in shards]) if shards else state.metrics(REALTIME)
-        )
+        status.metrics = state.realtime_metrics()
         feeds = state.feeds()
         status.last_signal = state.last_signal()
         status.last_rescan = state.last_rescan()
@@ -181,23 +179,6 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
         status.problems.append(NO_REALTIME)
     counts = Counter(feed.state or "unknown" for feed in feeds.values())
     status.feeds = {"total": len(feeds), **dict(sorted(counts.items()))}
-
-
-def realtime_shards(components: Iterable[str]) -> list[str]:
-    """The realtime shards (``realtime-0of2``, ...) among ``components``, sorted."""
-    return sorted(c for c in components if c.startswith(REALTIME + "-"))
-
-
-def sum_metrics(snapshots: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """The shards' metrics as one realtime: counters and gauges summed, ``updated_ms`` the oldest."""
-    total: dict[str, float] = {}
-    for values in snapshots:
-        for name, value in values.items():
-            if name == "updated_ms":
-                total[name] = min(total.get(name, value), value)
-            else:
-                total[name] = total.get(name, 0.0) + value
-    return total
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

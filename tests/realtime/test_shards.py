@@ -30,9 +30,8 @@ from realtime.main import capture_dir, exchange_settings, remote_closes_reader, 
 from realtime.service import component_name
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
+from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, combine_metrics, realtime_shards
 from tapewatch.adapters.risk_ledger import RiskLedger
-from tapewatch.adapters.status import realtime_shards, sum_metrics
 from tapewatch.errors import ConfigError
 from tapewatch.risk import Candidate, RiskParams
 from tapewatch.settings import Settings, load_settings
@@ -55,9 +54,13 @@ def test_names_and_capture_directories_per_shard(tmp_path: Path) -> None:
         "realtime-0of2",
         "realtime-1of2",
     ]
-    assert sum_metrics([{"signals": 2.0, "updated_ms": 50.0}, {"signals": 3.0, "updated_ms": 40.0}]) == {
-        "signals": 5.0,
-        "updated_ms": 40.0,
+    shard_a = {"signals": 2.0, "signal_latency_ms_p99": 9.0, "loop_lag_ms_max": 3.0, "updated_ms": 50.0}
+    shard_b = {"signals": 3.0, "signal_latency_ms_p99": 4.0, "loop_lag_ms_max": 7.0, "updated_ms": 40.0}
+    assert combine_metrics([shard_a, shard_b]) == {
+        "signals": 5.0,  # counters add up
+        "signal_latency_ms_p99": 9.0,  # latencies and lags: the worst shard's
+        "loop_lag_ms_max": 7.0,
+        "updated_ms": 40.0,  # the oldest snapshot
     }
 
 
