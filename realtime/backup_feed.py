@@ -10,13 +10,14 @@ Three pollers then cycle over the universe, each paced to its share of the proce
 - klines (weight 1), less often: the last few 1m and 15m bars.
 
 Every answer is handed to the service as a :class:`Polled`: the raw body for the capture (byte-exact, under
-the request's ``rest:`` stream name) and the frames to apply. Depth and kline frames are decoded from that body
-by the frame decoder, exactly as a replay of the capture line decodes them. Trade frames are the typed answer,
-one ``AggTrade`` frame per row in order, which is what ``tapewatch.parse`` must make of a
-``rest:/fapi/v1/aggTrades?...`` line for a replay to see them (it ignores such lines today). Depth polls carry
-the stream name of their request plus the fragment ``#poll``: a fragment is never sent, so the name still says
-exactly what was asked, and it tells a replay that the snapshot stands alone (a resync snapshot, which diffs
-continue, has none).
+the request's ``rest:`` stream name) and the frames to apply, decoded from that body by the frame decoder
+exactly as a replay of the capture line decodes them (:mod:`tapewatch.polled`): one ``AggTrade`` frame per
+row of an aggTrades page, in order; one ``Kline`` frame per polled kline row (they move the candles forward,
+replacing the forming bar the stopped kline stream left); one snapshot frame per depth poll. Depth and klines
+polls carry the stream name of their request plus the fragment ``#poll&every_ms=N``: a fragment is never sent,
+so the name still says exactly what was asked; it tells a replay that the answer stands alone (a resync
+snapshot, which diffs continue, has none) and that the next poll of the same symbol is due within N ms, the
+interval the book's freshness is judged against.
 
 Stopping runs one last aggTrades poll per symbol (bounded by ``catch_up_timeout``), so the websockets take over
 close to where REST left off.
@@ -40,13 +41,12 @@ from tapewatch.adapters import binance_weights as weights
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.errors import BinanceRequestError, IpBanned, RetryableError
 from tapewatch.parse import Frame, FrameDecoder
+from tapewatch.polled import POLL_FRAGMENT, poll_stream
 from tapewatch.settings import SNAPSHOT_WEIGHTS, Settings
-from tapewatch.streams import Kind
 
 log = logging.getLogger(__name__)
 
-#: Appended to the stream name of a polled depth snapshot (see the module docstring).
-POLL_FRAGMENT = "#poll"
+__all__ = ["POLL_FRAGMENT", "BackupConfig", "BackupFeed", "Poll", "Polled"]
 
 
 class Poll(StrEnum):
@@ -273,9 +273,13 @@ class BackupFeed:
             log.exception("backup feed: %s of %s failed unexpectedly", poll, symbol, extra={"symbol": symbol})
         return False
 
+    def every_ms(self, poll: Poll) -> int:
+        """The interval (ms) until the next poll of ``poll`` of one symbol at the current universe size."""
+        return round(self.config.round_seconds(poll, max(1, len(self._symbols))) * 1000)
+
     async def _poll_depth(self, symbol: str) -> bool:
         _, answer = await self.rest.depth(symbol, self.config.depth_limit)
-        self._deliver_decoded(answer.stream + POLL_FRAGMENT, answer.body)
+        self._deliver_decoded(poll_stream(answer.stream, self.every_ms(Poll.DEPTH)), answer.body)
         return False
 
     async def _poll_trades(self, symbol: str) -> bool:
@@ -284,24 +288,22 @@ class BackupFeed:
         trades, answer = await self.rest.agg_trades(
             symbol, from_id=last + 1 if last >= 0 else None, limit=limit
         )
-        recv = self._tb.wall_ms()
-        stream = answer.stream
-        frames = tuple(Frame(recv, stream, symbol, Kind.AGG_TRADE, trade) for trade in trades)
-        self._deliver(Polled(recv, stream, answer.body, frames))
+        frames = self._deliver_decoded(answer.stream, answer.body)
         self.counters["trades"] += len(frames)
         return len(trades) >= limit
 
     async def _poll_klines(self, symbol: str, interval: str) -> bool:
         _, answer = await self.rest.klines(symbol, interval, self.config.klines_limit)
-        self._deliver_decoded(answer.stream, answer.body)
+        self._deliver_decoded(poll_stream(answer.stream, self.every_ms(Poll.KLINES)), answer.body)
         return False
 
-    def _deliver_decoded(self, stream: str, body: bytes) -> None:
-        # Decoded by the frame decoder itself, as a replay of the capture line is: the same frame by
+    def _deliver_decoded(self, stream: str, body: bytes) -> tuple[Frame, ...]:
+        # Decoded by the frame decoder itself, as a replay of the capture line is: the same frames by
         # construction, whatever the decoder makes of the stream name.
         recv = self._tb.wall_ms()
-        frame = self.decoder.decode_payload(recv, stream, body)
-        self._deliver(Polled(recv, stream, body, () if frame is None else (frame,)))
+        frames = tuple(self.decoder.decode_frames(recv, stream, body))
+        self._deliver(Polled(recv, stream, body, frames))
+        return frames
 
     async def _catch_up(self) -> None:
         symbols = [s for s in self._symbols if not self._skipped(s)]

@@ -19,7 +19,7 @@ from realtime.capture import iter_capture
 from tapewatch.engine import SignalEngine
 from tapewatch.market import Market, MarketConfig
 from tapewatch.outcome import Outcome
-from tapewatch.parse import MALFORMED_REASONS, FrameDecoder
+from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.settings import Settings
 from tapewatch.signal import Candidate, Signal
 
@@ -50,10 +50,24 @@ def run_replay(
     start = time.perf_counter()
     on_frame = market.on_frame
     decode = decoder.decode_capture_line
+    take_pending = decoder.take_pending
+
+    def step(frame: Frame) -> None:
+        """One frame through the market and the engine (the loop below inlines the same for speed)."""
+        nonlocal snapshot_requests
+        if on_frame(frame) is not None:
+            snapshot_requests += 1
+        if engine is not None and (out := engine.on_frame(frame)) is not None:
+            result.candidates.extend(out.candidates)
+            result.signals.extend(out.signals)
+            result.finished.extend(out.finished)
+
     for line in iter_capture(paths):
         messages += 1
         frame = decode(line)
         if frame is None:
+            for polled in take_pending():  # a backup-feed page (aggTrades, klines): a frame per row, in order
+                step(polled)
             continue
         if on_frame(frame) is not None:
             snapshot_requests += 1

@@ -9,12 +9,14 @@ Procedure ("How to manage a local order book correctly", USD-M):
 
 :meth:`OrderBook.apply` and :meth:`OrderBook.load_snapshot` return what happened (:class:`Applied`,
 :class:`Buffered`, :class:`Dropped`, :class:`NeedsResync`); the caller decides what to fetch and when.
+While the websockets are off, :meth:`OrderBook.load_polled` loads the backup feed's REST polls instead: each
+stands alone (state POLLED, fresh for the poll interval), and a diff on such a book starts a normal resync.
 Nothing here reads a clock: ``now_ms`` is passed in where freshness matters.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,6 +31,9 @@ class BookState(StrEnum):
     WAITING_SNAPSHOT = "waiting_snapshot"  # buffering diffs, no snapshot yet (cold start or after a gap)
     WAITING_SYNC_EVENT = "waiting_sync_event"  # snapshot loaded, waiting for the diff that spans it
     SYNCED = "synced"
+    # levels of a snapshot the backup feed polled (REST, websockets off): usable on its own, never continued
+    # by diffs (see OrderBook.load_polled)
+    POLLED = "polled"
 
 
 class Health(StrEnum):
@@ -36,6 +41,13 @@ class Health(StrEnum):
     RESYNCING = "resyncing"
     STALE = "stale"
     CROSSED = "crossed"
+
+
+# Module constants for the hot path: reading an enum member through its class costs ~100 ns in 3.11.
+_WAITING_SNAPSHOT = BookState.WAITING_SNAPSHOT
+_WAITING_SYNC_EVENT = BookState.WAITING_SYNC_EVENT
+_SYNCED = BookState.SYNCED
+_POLLED = BookState.POLLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,62 +102,116 @@ class BookHealth(NamedTuple):
     resyncs: int
 
 
+def _update_side(qty_map: dict[float, float], keys: list[float], levels: list[Level]) -> None:
+    """Apply one side of a diff: set each level's quantity, quantity 0 removes the level; ``keys`` (the
+    prices of ``qty_map``) stays sorted ascending. The hot loop of replay: one dict probe per level, and a
+    bisect only when a price appears or disappears."""
+    for price, qty in levels:
+        if qty:
+            if price not in qty_map:
+                insort(keys, price)
+            qty_map[price] = qty
+        elif qty_map.pop(price, None) is not None:
+            del keys[bisect_left(keys, price)]
+
+
 class _Side:
-    """One side of the book: qty by price plus the prices kept sorted best-first (bids negated)."""
+    """One side of the book: quantity by price, plus the prices kept sorted ascending (``keys``).
 
-    __slots__ = ("keys", "qty", "sign")
+    Prices are the exact doubles the decoder made from Binance's text, used as they are: no sign flip or
+    tick conversion on the hot path. Bids are best last, asks best first (see :class:`_Bids`, :class:`_Asks`).
+    """
 
-    def __init__(self, is_bid: bool) -> None:
-        self.sign = -1.0 if is_bid else 1.0
+    __slots__ = ("keys", "qty")
+
+    def __init__(self) -> None:
         self.qty: dict[float, float] = {}
-        self.keys: list[float] = []  # sign * price, ascending = best first
+        self.keys: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
     def clear(self) -> None:
         self.qty.clear()
         self.keys.clear()
 
     def load(self, levels: list[Level]) -> None:
-        self.clear()
+        """Replace the side with a snapshot's levels (quantity 0 is no level)."""
+        qty_map: dict[float, float] = {}
         for price, qty in levels:
             if qty > 0:
-                self.qty[price] = qty
-        self.keys = sorted(self.sign * p for p in self.qty)
-
-    def update(self, levels: list[Level]) -> None:
-        qty_map, keys, sign = self.qty, self.keys, self.sign
-        for price, qty in levels:
-            if qty == 0.0:
-                if qty_map.pop(price, None) is not None:
-                    k = sign * price
-                    del keys[bisect_left(keys, k)]
-            else:
-                if price not in qty_map:
-                    insort(keys, sign * price)
                 qty_map[price] = qty
+        self.qty = qty_map
+        self.keys = sorted(qty_map)
 
     def best(self) -> tuple[float, float] | None:
-        if not self.keys:
+        raise NotImplementedError
+
+    def top(self, n: int) -> list[tuple[float, float]]:
+        """The best ``n`` levels, best first."""
+        raise NotImplementedError
+
+    def volume(self, n: int) -> float:
+        """Σ qty of the best ``n`` levels (summed best first)."""
+        qty = self.qty
+        return sum([qty[p] for p in self._best_prices(n)])
+
+    def _best_prices(self, n: int) -> list[float]:
+        raise NotImplementedError
+
+    def notional_within(self, limit_price: float) -> float:
+        """Σ price·qty of levels at or better than ``limit_price`` (summed best first)."""
+        raise NotImplementedError
+
+
+class _Bids(_Side):
+    __slots__ = ()
+
+    def best(self) -> tuple[float, float] | None:
+        keys = self.keys
+        if not keys:
             return None
-        price = self.sign * self.keys[0]
+        price = keys[-1]
         return price, self.qty[price]
 
     def top(self, n: int) -> list[tuple[float, float]]:
-        sign, qty = self.sign, self.qty
-        return [(sign * k, qty[sign * k]) for k in self.keys[:n]]
+        qty = self.qty
+        return [(p, qty[p]) for p in self._best_prices(n)]
 
-    def volume(self, n: int) -> float:
-        sign, qty = self.sign, self.qty
-        return sum([qty[sign * k] for k in self.keys[:n]])
+    def _best_prices(self, n: int) -> list[float]:
+        return self.keys[-n:][::-1] if n > 0 else []
 
     def notional_within(self, limit_price: float) -> float:
-        """Σ price·qty of levels at or better than ``limit_price``."""
-        sign, qty = self.sign, self.qty
-        bound = sign * limit_price
+        keys, qty = self.keys, self.qty
         total = 0.0
-        for k in self.keys:
-            if k > bound:
-                break
-            price = sign * k
+        for i in range(len(keys) - 1, bisect_left(keys, limit_price) - 1, -1):
+            price = keys[i]
+            total += price * qty[price]
+        return total
+
+
+class _Asks(_Side):
+    __slots__ = ()
+
+    def best(self) -> tuple[float, float] | None:
+        keys = self.keys
+        if not keys:
+            return None
+        price = keys[0]
+        return price, self.qty[price]
+
+    def top(self, n: int) -> list[tuple[float, float]]:
+        qty = self.qty
+        return [(p, qty[p]) for p in self._best_prices(n)]
+
+    def _best_prices(self, n: int) -> list[float]:
+        return self.keys[:n] if n > 0 else []
+
+    def notional_within(self, limit_price: float) -> float:
+        keys, qty = self.keys, self.qty
+        total = 0.0
+        for i in range(bisect_right(keys, limit_price)):
+            price = keys[i]
             total += price * qty[price]
         return total
 
@@ -155,9 +221,9 @@ class OrderBook:
 
     def __init__(self, symbol: str, max_buffer: int = 5000) -> None:
         self.symbol = symbol
-        self.bids = _Side(is_bid=True)
-        self.asks = _Side(is_bid=False)
-        self.state = BookState.WAITING_SNAPSHOT
+        self.bids: _Side = _Bids()
+        self.asks: _Side = _Asks()
+        self.state = _WAITING_SNAPSHOT
         self.last_update_id = 0
         self.last_event_time = 0
         self.snapshot_id = 0
@@ -173,24 +239,34 @@ class OrderBook:
         self.applied = 0
         self.dropped = 0
         self._buffer: deque[DepthUpdate] = deque(maxlen=max_buffer)
+        # A polled book (state POLLED): the poller's interval between two polls of it, and the levels per side
+        # its snapshot listed (the fewer of the two sides).
+        self.polled_every_ms = 0
+        self.polled_levels = 0
 
     # --- state machine -------------------------------------------------------------------------------
     def apply(self, ev: DepthUpdate) -> Outcome:
         """Feed one depth diff."""
-        if self.state is BookState.SYNCED:
-            if ev.final_id <= self.last_update_id:
+        if self.state is _SYNCED:
+            last = self.last_update_id
+            if ev.final_id <= last:
                 self.dropped += 1
-                return Dropped(f"duplicate or old event u={ev.final_id} <= {self.last_update_id}")
-            if ev.prev_final_id != self.last_update_id:
+                return Dropped(f"duplicate or old event u={ev.final_id} <= {last}")
+            if ev.prev_final_id != last:
                 self.gaps += 1
-                reason = f"gap: pu={ev.prev_final_id} but last applied u={self.last_update_id}"
+                reason = f"gap: pu={ev.prev_final_id} but last applied u={last}"
                 self._go_out_of_sync()
                 self._buffer.append(ev)
                 return NeedsResync(reason)
             return self._apply_diff(ev, synced_now=False)
-        if self.state is BookState.WAITING_SNAPSHOT:
+        if self.state is _WAITING_SNAPSHOT:
             self._buffer.append(ev)
             return BUFFERED
+        if self.state is _POLLED:
+            # Nothing says where a diff stream would take over a polled book: never join them silently.
+            self._go_out_of_sync()
+            self._buffer.append(ev)
+            return NeedsResync(f"diff U={ev.first_id} on a polled book: resync by snapshot + diffs")
         return self._try_first(ev)
 
     def load_snapshot(self, snap: DepthSnapshot, limit: int | None = None) -> Outcome:
@@ -207,7 +283,7 @@ class OrderBook:
         self._ask_ceiling = snap.asks[-1][0] if partial and len(snap.asks) >= partial else float("inf")
         self.snapshot_id = self.last_update_id = snap.last_update_id
         self.last_event_time = snap.event_time or self.last_event_time
-        self.state = BookState.WAITING_SYNC_EVENT
+        self.state = _WAITING_SYNC_EVENT
         buffered, self._buffer = list(self._buffer), deque(maxlen=self._buffer.maxlen)
         outcome: Outcome = Dropped("snapshot loaded; waiting for the event that spans it")
         for i, ev in enumerate(buffered):
@@ -218,6 +294,42 @@ class OrderBook:
             if isinstance(result, Applied):
                 outcome = APPLIED_SYNC if result.synced_now or outcome is APPLIED_SYNC else result
         return outcome
+
+    def load_polled(self, snap: DepthSnapshot, every_ms: int = 0) -> Outcome:
+        """Load a snapshot the backup feed polled: it replaces the levels and stands alone (state POLLED).
+
+        No diff continues it: the book is usable at once, as of the snapshot's event time, and stays fresh
+        for ``every_ms`` (the poller's interval between two polls of this book) beyond the ``stale_after_ms``
+        its reader allows (see :meth:`health`). A diff arriving later never joins it (see :meth:`apply`).
+        Dropped, the book unchanged: a snapshot without event time (its age cannot be judged), one older than
+        the update id the book holds, and one with an empty or crossed side.
+        """
+        time = snap.event_time or snap.transaction_time
+        if not time:
+            self.dropped += 1
+            return Dropped("polled snapshot without event time (E or T): its age cannot be judged")
+        if snap.last_update_id < self.last_update_id and self.synced:
+            self.dropped += 1
+            return Dropped(
+                f"polled snapshot older than the book: {snap.last_update_id} < {self.last_update_id}"
+            )
+        if not snap.bids or not snap.asks or max(p for p, _ in snap.bids) >= min(p for p, _ in snap.asks):
+            self.dropped += 1
+            return Dropped(f"polled snapshot {snap.last_update_id} has an empty or crossed side")
+        first = self.state is not _POLLED
+        self.bids.load(snap.bids)
+        self.asks.load(snap.asks)
+        # a whole new view each poll: no partial-depth guard (that is for diffs) and no buffered diffs carried
+        self._bid_floor, self._ask_ceiling = 0.0, float("inf")
+        self._buffer.clear()
+        self.snapshot_id = 0
+        self.last_update_id = snap.last_update_id
+        self.last_event_time = self.synced_at = time
+        self.polled_every_ms = max(0, every_ms)
+        self.polled_levels = min(len(snap.bids), len(snap.asks))
+        self.state = _POLLED
+        self.applied += 1
+        return APPLIED_SYNC if first else APPLIED
 
     def reset(self, reason: str = "reset") -> NeedsResync:
         """Forget the book (e.g. the stream reconnected); the caller must fetch a new snapshot."""
@@ -236,30 +348,41 @@ class OrderBook:
         return self._apply_diff(ev, synced_now=True)
 
     def _apply_diff(self, ev: DepthUpdate, synced_now: bool) -> Outcome:
-        self.bids.update(ev.bids)
-        self.asks.update(ev.asks)
+        bids, asks = self.bids, self.asks
+        if ev.bids:  # a 100 ms diff often moves one side only
+            _update_side(bids.qty, bids.keys, ev.bids)
+        if ev.asks:
+            _update_side(asks.qty, asks.keys, ev.asks)
         self.last_update_id = ev.final_id
         self.last_event_time = ev.event_time
-        self.state = BookState.SYNCED
+        self.state = _SYNCED
         self.applied += 1
         if synced_now:
             self.synced_at = ev.event_time
+        # One comparison chain on the hot path; the rare bad cases are sorted out in _check_top.
+        bk, ak = bids.keys, asks.keys
+        if bk and ak and self._bid_floor <= bk[-1] < ak[0] <= self._ask_ceiling:
+            return APPLIED_SYNC if synced_now else APPLIED
+        return self._check_top(ev, synced_now)
+
+    def _check_top(self, ev: DepthUpdate, synced_now: bool) -> Outcome:
+        """After a diff left a side empty, crossed the book, or moved past a partial snapshot's depth."""
         if self.is_crossed():
             self.crossed_events += 1
             bid, ask = self.bids.best(), self.asks.best()
             self._go_out_of_sync()
             return NeedsResync(f"crossed book after u={ev.final_id}: bid {bid} >= ask {ask}")
-        bids, asks = self.bids.keys, self.asks.keys
-        if (bids and -bids[0] < self._bid_floor) or (asks and asks[0] > self._ask_ceiling):
+        bk, ak = self.bids.keys, self.asks.keys
+        if (bk and bk[-1] < self._bid_floor) or (ak and ak[0] > self._ask_ceiling):
             self.beyond_snapshot += 1
             self._go_out_of_sync()
             return NeedsResync(f"price moved beyond the snapshot's depth after u={ev.final_id}")
         return APPLIED_SYNC if synced_now else APPLIED
 
     def _go_out_of_sync(self) -> None:
-        if self.state is not BookState.WAITING_SNAPSHOT:
+        if self.state is not _WAITING_SNAPSHOT:
             self.resyncs += 1
-        self.state = BookState.WAITING_SNAPSHOT
+        self.state = _WAITING_SNAPSHOT
         self.bids.clear()
         self.asks.clear()
         self.snapshot_id = 0
@@ -268,20 +391,23 @@ class OrderBook:
     # --- reading -------------------------------------------------------------------------------------
     @property
     def synced(self) -> bool:
-        return self.state is BookState.SYNCED
+        """True while the book holds a consistent view: synced by snapshot + diffs, or loaded from a poll."""
+        return self.state is _SYNCED or self.state is _POLLED
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     def is_crossed(self) -> bool:
-        if not self.bids.keys or not self.asks.keys:
-            return False
-        return -self.bids.keys[0] >= self.asks.keys[0]
+        bk, ak = self.bids.keys, self.asks.keys
+        return bool(bk and ak and bk[-1] >= ak[0])
 
     def health(self, now_ms: int, stale_after_ms: int) -> BookHealth:
         age = max(0, now_ms - self.last_event_time) if self.last_event_time else -1
-        if self.state is not BookState.SYNCED:
+        if self.state is _POLLED:
+            # renewed once per poll round, not every 100 ms: fresh until the next poll is due, plus the tolerance
+            stale_after_ms += self.polled_every_ms
+        if self.state is not _SYNCED and self.state is not _POLLED:
             state = Health.RESYNCING
         elif self.is_crossed():
             state = Health.CROSSED
@@ -292,14 +418,20 @@ class OrderBook:
         return BookHealth(state, self.last_update_id, self.last_event_time, age, self.gaps, self.resyncs)
 
     def is_usable(self, now_ms: int, stale_after_ms: int) -> bool:
-        """Synced, not crossed, and updated within ``stale_after_ms`` of ``now_ms``."""
-        return self.health(now_ms, stale_after_ms).state is Health.SYNCED
+        """Synced, not crossed, and updated within ``stale_after_ms`` of ``now_ms`` (``health`` says SYNCED)."""
+        last = self.last_event_time
+        if self.state is not _SYNCED or not last or self.is_crossed():
+            # a polled book has its own freshness (see health)
+            return self.state is _POLLED and self.health(now_ms, stale_after_ms).state is Health.SYNCED
+        return max(0, now_ms - last) <= stale_after_ms
 
     def top(self) -> Top | None:
-        bid, ask = self.bids.best(), self.asks.best()
-        if bid is None or ask is None:
+        """Best bid and ask with their quantities; None while a side is empty."""
+        bk, ak = self.bids.keys, self.asks.keys
+        if not bk or not ak:
             return None
-        return Top(bid[0], bid[1], ask[0], ask[1])
+        bid, ask = bk[-1], ak[0]
+        return Top(bid, self.bids.qty[bid], ask, self.asks.qty[ask])
 
     def imbalance(self, levels: int = 10) -> float:
         """``(bid - ask) / (bid + ask)`` of the quantities on the top ``levels`` levels; 0 when empty."""

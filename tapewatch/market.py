@@ -8,15 +8,16 @@ The same object serves live, replay and tests: it never fetches anything. When a
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from tapewatch.book import Applied, Buffered, NeedsResync, OrderBook, Outcome
+from tapewatch.book import APPLIED, Applied, Buffered, Dropped, NeedsResync, OrderBook, Outcome
 from tapewatch.candles import CandleSeries
 from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline, KlineHistory, Trade
 from tapewatch.parse import Frame
+from tapewatch.polled import PolledSnapshot
 from tapewatch.settings import Settings
 from tapewatch.streams import Kind
 from tapewatch.topcheck import TopCheck
@@ -25,6 +26,7 @@ from tapewatch.trade_flow import TradeWindow
 log = logging.getLogger(__name__)
 
 VWAP_WINDOW_MS = 3_600_000
+_SNAPSHOT = Kind.SNAPSHOT  # a module constant: read once per frame on the hot path
 #: 1-minute candles kept for the 240-minute return correlation (plus margin for gaps).
 RETURNS_HISTORY_BARS = 261
 
@@ -124,8 +126,11 @@ class Market:
         self.now_ms = 0
         self.messages = 0
         self._snapshot_limit: int | None = None
-        self._handlers: dict[Kind, Callable[[SymbolState, Any], SnapshotNeeded | None]] = defaultdict(
-            lambda: self._ignore,
+        # A plain dict holding every kind (a defaultdict misses the interpreter's fast dict subscript).
+        self._handlers: dict[Kind, Callable[[SymbolState, Any], SnapshotNeeded | None]] = {
+            kind: self._ignore for kind in Kind
+        }
+        self._handlers.update(
             {
                 Kind.DEPTH: self._on_depth,
                 Kind.BOOK_TICKER: self._on_book_ticker,
@@ -134,7 +139,7 @@ class Market:
                 Kind.KLINE: self._on_kline,
                 Kind.SNAPSHOT: self._on_snapshot,
                 Kind.KLINES: self._on_kline_history,
-            },
+            }
         )
 
     def state(self, symbol: str) -> SymbolState:
@@ -149,16 +154,22 @@ class Market:
         st = self.symbols.get(frame.symbol)
         if st is None:
             st = self.state(frame.symbol)
-        if frame.kind is Kind.SNAPSHOT:
+        kind = frame.kind
+        if kind is _SNAPSHOT:
             self._snapshot_limit = snapshot_limit(frame.stream)
-        return self._handlers[frame.kind](st, frame.event)
+        return self._handlers[kind](st, frame.event)
 
     # One handler per event kind (a dict lookup beats an if-chain on the hot path).
     def _on_depth(self, st: SymbolState, ev: DepthUpdate) -> SnapshotNeeded | None:
         st.last_event_time = t = ev.event_time
         if t > self.now_ms:
             self.now_ms = t
-        return self._book_outcome(st, st.book.apply(ev))
+        book = st.book
+        outcome = book.apply(ev)
+        if outcome is APPLIED:  # the common case, without the dispatch of _book_outcome
+            st.check.on_book(ev.final_id, book.top())
+            return None
+        return self._book_outcome(st, outcome)
 
     def _on_book_ticker(self, st: SymbolState, ev: BookTicker) -> None:
         if ev.update_id <= st.last_ticker_id:
@@ -183,7 +194,9 @@ class Market:
             self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
 
     def _on_kline(self, st: SymbolState, ev: Kline) -> None:
-        self.series(st, ev.candle.interval).update(ev.candle)
+        candle = ev.candle
+        series = st.candles.get(candle.interval)
+        (series or self.series(st, candle.interval)).update(candle)
 
     def _on_kline_history(self, st: SymbolState, ev: KlineHistory) -> None:
         self.series(st, ev.interval).extend_history(ev.candles)
@@ -201,10 +214,28 @@ class Market:
         return series
 
     def _on_snapshot(self, st: SymbolState, ev: DepthSnapshot) -> SnapshotNeeded | None:
+        if type(ev) is PolledSnapshot:
+            return self._on_polled(st, ev)
         self.counters["snapshots"] += 1
         st.snapshot_pending = False
         st.check.reset()
         return self._book_outcome(st, st.book.load_snapshot(ev, self._snapshot_limit))
+
+    def _on_polled(self, st: SymbolState, ev: PolledSnapshot) -> SnapshotNeeded | None:
+        """A snapshot the backup feed polled: the book is loaded from it alone (``OrderBook.load_polled``),
+        and its event time advances the exchange's now as a diff's would (no diffs come meanwhile)."""
+        self.counters["polled_snapshots"] += 1
+        outcome = st.book.load_polled(ev, ev.every_ms)
+        if isinstance(outcome, Dropped):
+            self.counters["polled_snapshots_dropped"] += 1
+            log.debug("polled snapshot dropped: %s", outcome.reason, extra={"symbol": st.symbol})
+            return None
+        st.last_event_time = t = st.book.last_event_time
+        if t > self.now_ms:
+            self.now_ms = t
+        st.snapshot_pending = False
+        st.check.reset()
+        return self._book_outcome(st, outcome)
 
     @staticmethod
     def _ignore(st: SymbolState, ev: object) -> None:

@@ -2,6 +2,10 @@
 
 A frame that cannot be decoded is never raised into the service: it is counted under a reason
 (``malformed_json``, ``schema``, ``bad_value``, ``unknown_stream``, ``ignored``) and skipped.
+
+The backup feed's REST answers (:mod:`tapewatch.polled`) decode here too: a polled depth snapshot into one frame,
+an aggTrades page or polled klines into one frame per row (``take_pending`` after the None they return, or
+``decode_frames`` for all of them at once).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from tapewatch.events import (
     Trade,
     candles_from_rows,
 )
+from tapewatch.polled import PolledTarget, decode_polled, polled_target
 from tapewatch.streams import Kind, UnknownStream, parse_stream
 
 log = logging.getLogger(__name__)
@@ -112,13 +117,18 @@ _FAST_KIND: dict[type, Kind] = {
     _TradeE: Kind.TRADE,
     _KlineE: Kind.KLINE,
 }
+_FAST_TYPE: dict[Kind, type] = {kind: cls for cls, kind in _FAST_KIND.items()}
 _envelope_decoder = msgspec.json.Decoder(Envelope)
+#: Route of a stream the fast path cannot take (a REST answer, an unknown stream): no payload has this type.
+_NO_FAST_TYPE = type(None)
 
 
 def _rest_target(stream: str) -> tuple[str, Kind, str] | None:
     """(SYMBOL, kind, interval) of a captured REST answer replay uses: a depth snapshot
     ``rest:/fapi/v1/depth?symbol=X&limit=N`` or kline history ``rest:/fapi/v1/klines?symbol=X&interval=15m``."""
     url = urlsplit(stream[5:])
+    if url.fragment:
+        return None  # a backup-feed poll (``#poll``): see tapewatch.polled
     query = parse_qs(url.query)
     symbols = query.get("symbol")
     if not symbols:
@@ -142,6 +152,10 @@ class FrameDecoder:
         self.rejected_by_stream: Counter[tuple[str, str]] = Counter()
         self.decoded = 0
         self._streams: dict[str, tuple[str, Kind, str] | None] = {}
+        # stream -> (SYMBOL, kind, payload type the fast path must have decoded): one probe per line
+        self._fast_routes: dict[str, tuple[str, Kind, type]] = {}
+        self._polled: dict[str, PolledTarget | None] = {}
+        self._pending: list[Frame] = []  # the frames of the last polled page (see take_pending)
 
     def _reject(self, reason: str, stream: str, detail: object = "") -> None:
         self.rejected[reason] += 1
@@ -173,11 +187,24 @@ class FrameDecoder:
             self._streams[stream] = target
         return target
 
+    def _fast_route(self, stream: str) -> tuple[str, Kind, type]:
+        target = self._target(stream)
+        if target is None or target[1] not in _FAST_TYPE:
+            # REST answers and unknown streams: a type no payload has, so they take the two-step way
+            route: tuple[str, Kind, type] = ("", Kind.SNAPSHOT, _NO_FAST_TYPE)
+        else:
+            route = (target[0], target[1], _FAST_TYPE[target[1]])
+        if len(self._fast_routes) < 100_000:
+            self._fast_routes[stream] = route
+        return route
+
     def decode_payload(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
         """Decode one payload of a known stream name; None (and counted) when it cannot be used."""
         target = self._target(stream)
         if target is None:
-            self._reject("ignored" if stream.startswith("rest:") else "unknown_stream", stream)
+            if stream.startswith("rest:"):
+                return self._decode_polled(recv, stream, data)
+            self._reject("unknown_stream", stream)
             return None
         symbol, kind, detail = target
         try:
@@ -185,16 +212,59 @@ class FrameDecoder:
             if kind is Kind.KLINES:
                 # Binance lists the forming candle last; its close time is still ahead of the answer
                 event = KlineHistory(detail, candles_from_rows(event, detail, recv))
-        except msgspec.ValidationError as exc:
-            msg = str(exc)
-            reason = "bad_value" if (" > " in msg or " >= " in msg or " < " in msg) else "schema"
-            self._reject(reason, stream, msg)
-            return None
-        except msgspec.DecodeError as exc:
-            self._reject("malformed_json", stream, exc)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._reject_body(stream, exc)
             return None
         self.decoded += 1
         return Frame(recv, stream, symbol, kind, event)
+
+    def _reject_body(self, stream: str, exc: msgspec.ValidationError | msgspec.DecodeError) -> None:
+        if isinstance(exc, msgspec.ValidationError):
+            msg = str(exc)
+            reason = "bad_value" if (" > " in msg or " >= " in msg or " < " in msg) else "schema"
+            self._reject(reason, stream, msg)
+        else:
+            self._reject("malformed_json", stream, exc)
+
+    # --- the backup feed's polls (tapewatch.polled) ---------------------------------------------------------
+    def _decode_polled(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
+        """A ``rest:`` answer no other route takes: a polled depth snapshot (returned), an aggTrades page or
+        polled klines (several frames: None is returned and the frames wait in :meth:`take_pending`), or
+        something replay does not use (counted ``ignored``)."""
+        target = self._polled.get(stream)
+        if target is None:
+            target = polled_target(stream)
+            if len(self._polled) < 100_000:
+                self._polled[stream] = target
+        if target is None:
+            self._reject("ignored", stream)
+            return None
+        try:
+            events = decode_polled(target, recv, data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._reject_body(stream, exc)
+            return None
+        symbol, kind = target.symbol, target.kind
+        self.decoded += 1
+        if kind is Kind.SNAPSHOT:
+            return Frame(recv, stream, symbol, kind, events[0])
+        self._pending = [Frame(recv, stream, symbol, kind, event) for event in events]
+        return None
+
+    def take_pending(self) -> list[Frame]:
+        """The frames of the last page decoded (an aggTrades page, polled klines), in order; each once.
+
+        :meth:`decode_payload` and :meth:`decode_capture_line` return None for such a line: a caller that
+        applies frames (replay) takes them here right after that None."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def decode_frames(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> list[Frame]:
+        """Every frame of one payload, in order: one for a stream message or a REST snapshot or history,
+        one per row of a polled page; none when it cannot be used (counted)."""
+        self._pending = []
+        frame = self.decode_payload(recv, stream, data)
+        return [frame] if frame is not None else self.take_pending()
 
     def decode_capture_line(self, line: bytes) -> Frame | None:
         """Decode one capture line ``{"recv", "stream", "data"}``."""
@@ -203,11 +273,11 @@ class FrameDecoder:
         except (msgspec.ValidationError, msgspec.DecodeError):
             pass
         else:
-            target = self._target(fast.stream)
-            event = fast.data
-            if target is not None and _FAST_KIND[type(event)] is target[1]:
+            stream, event = fast.stream, fast.data
+            route = self._fast_routes.get(stream) or self._fast_route(stream)
+            if type(event) is route[2]:  # the payload is what the stream name says it carries
                 self.decoded += 1
-                return Frame(fast.recv, fast.stream, target[0], target[1], event)
+                return Frame(fast.recv, stream, route[0], route[1], event)
         try:
             cap = _line_decoder.decode(line)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -20,9 +20,10 @@ from realtime.sim.server import SimExchange
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
-from tapewatch.events import DepthSnapshot, KlineHistory
+from tapewatch.events import DepthSnapshot, Kline
 from tapewatch.market import Market
 from tapewatch.parse import FrameDecoder
+from tapewatch.polled import PolledSnapshot
 from tapewatch.settings import load_settings
 from tapewatch.streams import Kind, symbol_streams
 from tapewatch.universe import tradable_perpetuals
@@ -135,17 +136,21 @@ def test_polls_continue_by_trade_id_and_carry_the_capture_stream_names(tmp_path:
     assert market.counters["out_of_order_trade"] == 0
 
     depth = [p for p in delivered if "/depth?" in p.stream]
-    assert depth and all(p.stream.endswith(f"&limit=50{POLL_FRAGMENT}") for p in depth)
+    assert depth and all(f"&limit=50{POLL_FRAGMENT}&every_ms=" in p.stream for p in depth)
     for polled in depth:
         (frame,) = polled.frames
         assert frame.kind is Kind.SNAPSHOT and isinstance(frame.event, DepthSnapshot)
-        # what a replay of the capture line decodes today: the same snapshot of the same symbol
+        # what a replay of the capture line decodes: the same standalone snapshot of the same symbol
         again = FrameDecoder().decode_payload(polled.recv, polled.stream, polled.body)
-        assert again is not None and again == frame
+        assert again is not None and again == frame and isinstance(again.event, PolledSnapshot)
+        assert again.event.every_ms == round(feed.config.round_seconds(Poll.DEPTH, 3) * 1000)
 
     klines = [p for p in delivered if "/klines?" in p.stream]
-    assert {p.frames[0].event.interval for p in klines} == {"1m", "15m"}  # type: ignore[union-attr]
-    assert all(isinstance(p.frames[0].event, KlineHistory) for p in klines)
+    assert klines and all(POLL_FRAGMENT in p.stream for p in klines)
+    # one Kline frame per row, oldest first, as the kline stream would have moved the candles
+    assert {f.event.candle.interval for p in klines for f in p.frames} == {"1m", "15m"}  # type: ignore[union-attr]
+    assert all(len(p.frames) == feed.config.klines_limit for p in klines)
+    assert all(f.kind is Kind.KLINE and isinstance(f.event, Kline) for p in klines for f in p.frames)
 
     # NOPEUSDT: refused once, then skipped by every poller; the other symbols went on
     assert feed.counters["refused"] == 1
@@ -263,7 +268,7 @@ def test_the_service_switches_to_rest_polling_and_back(
         ids = [agg_id for agg_id, _ in counted[symbol][: last_rest + 1]]
         assert _contiguous(ids), symbol
     lines = [json.loads(line)["stream"] for line in iter_capture([capture])]
-    assert any(s.startswith("rest:/fapi/v1/depth?") and s.endswith(POLL_FRAGMENT) for s in lines)
+    assert any(s.startswith("rest:/fapi/v1/depth?") and f"{POLL_FRAGMENT}&every_ms=" in s for s in lines)
     # the capture with its polled answers replays into exact books
     summary = replay([capture], load_settings(), signals=False)
     assert summary["book_mismatches"] == 0
