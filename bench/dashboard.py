@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dashboard import backend as be
 from dashboard.app import create_app
+from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import ensure_database, ensure_redis
 from tapewatch.adapters.redis_keys import Keyspace
@@ -130,7 +131,7 @@ def main() -> int:
             settings=settings,
             db=db,
             redis=state,
-            dagster=be.DagsterLauncher(settings.dagster_host, settings.dagster_port),
+            dagster=DagsterRuns(settings.dagster_host, settings.dagster_port),
         )
         create_app(backend)
         from dashboard.pages import health, live, performance, quality, reports, system, universe

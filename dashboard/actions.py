@@ -70,7 +70,7 @@ def perform(
         extra = change()
         if extra:
             detail = f"{detail} {extra}".strip()
-    except (TapewatchError, be.DagsterUnavailable, ValueError, LookupError) as exc:
+    except (TapewatchError, ValueError, LookupError) as exc:  # DagsterUnavailable is a TapewatchError
         error = str(exc) or type(exc).__name__
     recorded = True
     try:

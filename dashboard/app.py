@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from dash import Input, Output, dcc, html
 
 from dashboard import backend as be
 from dashboard import ui
+from dashboard.process_usage import MB, ProcessSampler
 from tapewatch.adapters.redis_keys import DASHBOARD, REALTIME
 from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.settings import Settings
@@ -101,10 +103,6 @@ def create_app(backend: be.Backend, *, password: str | None = None) -> dash.Dash
     for name in PAGES:
         importlib.import_module(f"dashboard.pages.{name}")
     app.layout = _layout
-    if password:
-        import dash_auth
-
-        dash_auth.BasicAuth(app, {backend.settings.dashboard_user: password})
 
     @app.callback(
         Output("shell-status", "children"),
@@ -114,15 +112,44 @@ def create_app(backend: be.Backend, *, password: str | None = None) -> dash.Dash
     def _shell(_: int | None) -> tuple[list[html.Span], html.Div]:
         return shell_status()
 
+    set_up(app)
+    if password:  # after set_up: its request goes in without credentials
+        import dash_auth
+
+        dash_auth.BasicAuth(app, {backend.settings.dashboard_user: password})
     return app
 
 
+def set_up(app: dash.Dash) -> None:
+    """Finish the app's setup now, in this one thread, before it serves anyone.
+
+    Dash completes an app on its first request (hooks that merge the pages' callbacks into the app and add
+    the page router), each hook setting its "done" flag *before* doing the work and without a lock: concurrent
+    first requests then see a half-built app — a dependency list without the pages' callbacks (seen: 1 KB
+    instead of 7 KB), or a callback Dash does not know yet, a 500. One request through Flask's test client
+    runs those hooks before the server opens; ValueError if it does not answer 200."""
+    response = app.server.test_client().get(app.config.requests_pathname_prefix)
+    if response.status_code != 200:
+        raise ValueError(f"the dashboard failed its set-up request: HTTP {response.status_code}")
+
+
+def heartbeat_info(backend: be.Backend, sampler: ProcessSampler) -> dict[str, int | float]:
+    """What the dashboard publishes in its heartbeat: its port, and its own CPU % (since the previous beat;
+    left out on the first) and resident memory in bytes (``cpu``, ``rss``: what the System page reads)."""
+    info: dict[str, int | float] = {"port": backend.settings.dashboard_port}
+    cpu, rss_mb = sampler.sample(os.getpid())
+    if cpu is not None:
+        info["cpu"] = round(cpu, 1)
+    if rss_mb is not None:
+        info["rss"] = int(rss_mb * MB)
+    return info
+
+
 def _heartbeat(backend: be.Backend, stop: threading.Event) -> None:
+    sampler = ProcessSampler()
     while not stop.is_set():
         try:
-            backend.redis.beat(
-                DASHBOARD, ttl_s=HEARTBEAT_EVERY * 3, info={"port": backend.settings.dashboard_port}
-            )
+            backend.redis.beat(DASHBOARD, ttl_s=HEARTBEAT_EVERY * 3, info=heartbeat_info(backend, sampler))
         except StorageUnavailable as exc:
             log.warning("dashboard heartbeat failed (will retry): %s", exc)
         stop.wait(HEARTBEAT_EVERY)
@@ -130,6 +157,7 @@ def _heartbeat(backend: be.Backend, stop: threading.Event) -> None:
 
 def serve(settings: Settings, *, database_url: str, redis_url: str, host: str, port: int) -> None:
     """Run the dashboard until interrupted (ConfigError when bound beyond loopback without a password)."""
+    from tapewatch.adapters.dagster_runs import DagsterRuns
     from tapewatch.adapters.db import Database
     from tapewatch.adapters.redis_keys import Keyspace
     from tapewatch.adapters.redis_state import RedisState
@@ -140,7 +168,7 @@ def serve(settings: Settings, *, database_url: str, redis_url: str, host: str, p
         settings=settings.model_copy(update={"dashboard_port": port}),
         db=Database(database_url, application_name="tapewatch-dashboard"),
         redis=RedisState.from_url(redis_url, keys=Keyspace(settings.redis_prefix)),
-        dagster=be.DagsterLauncher(settings.dagster_host, settings.dagster_port),
+        dagster=DagsterRuns(settings.dagster_host, settings.dagster_port),
     )
     app = create_app(backend, password=password)
     stop = threading.Event()

@@ -14,9 +14,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from tapewatch.adapters.dagster_runs import DagsterUnavailable, webserver_problem
+from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.errors import MigrationError, StorageUnavailable
@@ -26,68 +26,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: The Dagster job the Rescan button launches.
-RESCAN_JOB = "universe_rescan_job"
-
-
-@dataclass
-class DagsterLauncher:
-    """Launches and follows Dagster runs through the webserver's GraphQL API (never by importing the code
-    location: the dashboard and orchestration are separate processes)."""
-
-    host: str
-    port: int
-    timeout: float = 10.0
-
-    def _client(self) -> Any:
-        from dagster_graphql import DagsterGraphQLClient
-
-        # the same preflight as `tapewatch rescan`: the client hides a refused connection in a query error
-        problem = webserver_problem(self.host, self.port, timeout=self.timeout)
-        if problem is not None:
-            raise DagsterUnavailable(self._advice(problem))
-        try:
-            return DagsterGraphQLClient(self.host, port_number=self.port, timeout=int(self.timeout))
-        except Exception as exc:  # the client connects (and fetches the schema) on construction
-            raise DagsterUnavailable(self._advice(exc)) from exc
-
-    def _advice(self, exc: BaseException) -> str:
-        return (
-            f"Dagster at {self.host}:{self.port} is unavailable ({type(exc).__name__}: {exc}). Start it with "
-            "`tapewatch dagster` (or `make demo`), or set TAPEWATCH_DAGSTER_HOST / TAPEWATCH_DAGSTER_PORT."
-        )
-
-    def _explain(self, exc: BaseException, refused: str) -> str:
-        # The client wraps a failed HTTP request (nothing listening, a timeout) in the same error class as a
-        # refusal by Dagster; the cause tells them apart.
-        if exc.__cause__ is not None:
-            return self._advice(exc.__cause__)
-        return f"{refused}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-
-    def launch(self, job_name: str) -> str:
-        """Submit a run of ``job_name``; its run id."""
-        from dagster_graphql import DagsterGraphQLClientError
-
-        client = self._client()
-        try:
-            return str(client.submit_job_execution(job_name))
-        except DagsterGraphQLClientError as exc:
-            raise DagsterUnavailable(self._explain(exc, f"Dagster refused to launch {job_name}")) from exc
-        except Exception as exc:
-            raise DagsterUnavailable(self._advice(exc)) from exc
-
-    def run_status(self, run_id: str) -> str:
-        """The status of run ``run_id`` (QUEUED, STARTED, SUCCESS, FAILURE, CANCELED, ...)."""
-        from dagster_graphql import DagsterGraphQLClientError
-
-        client = self._client()
-        try:
-            return str(client.get_run_status(run_id).value)
-        except DagsterGraphQLClientError as exc:
-            raise DagsterUnavailable(self._explain(exc, f"Dagster does not know run {run_id}")) from exc
-        except Exception as exc:
-            raise DagsterUnavailable(self._advice(exc)) from exc
-
 
 @dataclass
 class Backend:
@@ -96,7 +34,7 @@ class Backend:
     settings: Settings
     db: Database
     redis: RedisState
-    dagster: DagsterLauncher
+    dagster: DagsterRuns
     clock: Callable[[], float] = field(default=time.time)
 
     def now_ms(self) -> int:

@@ -13,6 +13,9 @@ Definitions (the README repeats them for operators):
   risk-free rate is 0 (R is already excess over flat). None with fewer than 2 days or no variation. The daily
   block uses the trailing ``sharpe_days`` (30) days ending at its day, the weekly block its 7 days,
   :func:`summarize` the days from the first to the last signal (or the range given).
+- **From SQL**: a consumer that aggregates in the database (the dashboard) computes a :class:`Tally` (counts
+  and sums) per group and the daily R moments, and derives the same :class:`Summary` through
+  :func:`summary_of` and :func:`sharpe_from_sums`; row-level code passes any :class:`Finished` to :func:`tally`.
 - **Max drawdown**: the largest fall of the cumulative R curve (starting at 0, signals in the order they
   ended) below an earlier peak, as a positive number of R.
 - Weekly: ``best_symbols`` / ``worst_symbols``: the ``top_n`` (3) symbols with the highest / lowest total R
@@ -25,10 +28,14 @@ Definitions (the README repeats them for operators):
 from __future__ import annotations
 
 import math
+import operator
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
+from itertools import accumulate
+from typing import Protocol
 
 import msgspec
 
@@ -39,6 +46,157 @@ DAY_MS = 86_400_000
 EPOCH = date(1970, 1, 1)
 #: Periods per year of the daily series, for the Sharpe ratio.
 DAYS_PER_YEAR = 365
+
+
+class Finished(Protocol):
+    """A finished signal as the metrics see it (an :class:`Outcome` through :func:`finished_view`, or a row
+    read by the dashboard): times in ms of event time, P&L after fees."""
+
+    @property
+    def created_ms(self) -> int: ...
+    @property
+    def trigger_ms(self) -> int | None: ...
+    @property
+    def exit_ms(self) -> int | None: ...
+    @property
+    def pnl_r(self) -> float: ...
+    @property
+    def pnl_pct(self) -> float: ...
+    @property
+    def quality_score(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Counts and sums over a group of finished signals: everything a :class:`Summary` derives from except
+    the Sharpe ratio and the drawdown (which need the daily series and the order the signals ended).
+
+    ``triggered``: signals with a trigger time; ``wins``: triggered with ``pnl_r > 0``; ``holds`` /
+    ``hold_ms_total``: triggered signals with an exit time and the sum of their trigger→exit times."""
+
+    signals: int = 0
+    triggered: int = 0
+    wins: int = 0
+    holds: int = 0
+    hold_ms_total: float = 0.0
+    total_r: float = 0.0
+    total_pct: float = 0.0
+    quality_total: float = 0.0
+
+    def __add__(self, other: Tally) -> Tally:
+        """The tally of both groups together (they must not share signals)."""
+        return Tally(
+            signals=self.signals + other.signals,
+            triggered=self.triggered + other.triggered,
+            wins=self.wins + other.wins,
+            holds=self.holds + other.holds,
+            hold_ms_total=self.hold_ms_total + other.hold_ms_total,
+            total_r=self.total_r + other.total_r,
+            total_pct=self.total_pct + other.total_pct,
+            quality_total=self.quality_total + other.quality_total,
+        )
+
+    @property
+    def win_rate(self) -> float | None:
+        """``wins / triggered``; None when none triggered."""
+        return self.wins / self.triggered if self.triggered else None
+
+    @property
+    def average_r(self) -> float | None:
+        """Total R per signal (None without signals)."""
+        return self.total_r / self.signals if self.signals else None
+
+    @property
+    def average_hold_minutes(self) -> float | None:
+        return self.hold_ms_total / self.holds / 60_000 if self.holds else None
+
+    @property
+    def mean_quality(self) -> float | None:
+        return self.quality_total / self.signals if self.signals else None
+
+
+class _OutcomeView:
+    """An :class:`Outcome` seen as a :class:`Finished`."""
+
+    __slots__ = ("_o",)
+
+    def __init__(self, outcome: Outcome) -> None:
+        self._o = outcome
+
+    @property
+    def created_ms(self) -> int:
+        return self._o.signal.created
+
+    @property
+    def trigger_ms(self) -> int | None:
+        return self._o.trigger_time
+
+    @property
+    def exit_ms(self) -> int | None:
+        return self._o.exit_time
+
+    @property
+    def pnl_r(self) -> float:
+        return self._o.pnl_r
+
+    @property
+    def pnl_pct(self) -> float:
+        return self._o.pnl_pct
+
+    @property
+    def quality_score(self) -> float:
+        return self._o.signal.quality_score
+
+
+def finished_view(outcome: Outcome) -> Finished:
+    """``outcome`` as a :class:`Finished` (no copy)."""
+    return _OutcomeView(outcome)
+
+
+def tally(rows: Iterable[Finished]) -> Tally:
+    """The :class:`Tally` of ``rows`` (each counted once; the caller decides which rows belong)."""
+    signals = triggered = wins = holds = 0
+    hold_total = 0.0
+    r: list[float] = []
+    pct: list[float] = []
+    quality = 0.0
+    for row in rows:
+        signals += 1
+        r.append(row.pnl_r)
+        pct.append(row.pnl_pct)
+        quality += row.quality_score
+        if row.trigger_ms is not None:
+            triggered += 1
+            wins += row.pnl_r > 0
+            if row.exit_ms is not None:
+                holds += 1
+                hold_total += row.exit_ms - row.trigger_ms
+    return Tally(
+        signals=signals,
+        triggered=triggered,
+        wins=wins,
+        holds=holds,
+        hold_ms_total=hold_total,
+        total_r=math.fsum(r),
+        total_pct=math.fsum(pct),
+        quality_total=quality,
+    )
+
+
+def summary_of(t: Tally, *, sharpe: float | None, max_drawdown_r: float) -> Summary:
+    """The :class:`Summary` of a tallied group, with its Sharpe ratio and drawdown computed by the caller."""
+    return Summary(
+        signals_generated=t.signals,
+        signals_triggered=t.triggered,
+        wins=t.wins,
+        win_rate=t.win_rate,
+        average_hold_minutes=t.average_hold_minutes,
+        total_pnl_r=t.total_r,
+        total_pnl_pct=t.total_pct,
+        sharpe_ratio=sharpe,
+        max_drawdown_r=max_drawdown_r,
+        mean_quality=t.mean_quality,
+    )
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +212,11 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     sharpe_ratio: float | None = None
     max_drawdown_r: float = 0.0
     mean_quality: float | None = None
+
+    @property
+    def average_r(self) -> float | None:
+        """Total R per signal generated (None without signals)."""
+        return self.total_pnl_r / self.signals_generated if self.signals_generated else None
 
     def to_spec(self) -> dict[str, float | int | None]:
         """The keys of spec 9.1 ``PERFORMANCE_METRICS['daily']`` (hold in minutes, P&L and drawdown in R),
@@ -108,14 +271,25 @@ def sharpe_ratio(daily_r: Sequence[float]) -> float | None:
     return statistics.fmean(daily_r) / spread * math.sqrt(DAYS_PER_YEAR)
 
 
+def sharpe_from_sums(days: int, total: float, total_sq: float) -> float | None:
+    """:func:`sharpe_ratio` of a daily R series given only its length, its sum and its sum of squares (days
+    without signals add 0 to both): what a database can aggregate. None below 2 days or without variation."""
+    if days < 2:
+        return None
+    mean = total / days
+    variance = (total_sq - days * mean * mean) / (days - 1)
+    # the sums lose the exact zero of a constant series: a variance at rounding level is none
+    if not math.isfinite(variance) or variance <= 1e-12 * max(total_sq / days, 1e-300):
+        return None
+    return mean / math.sqrt(variance) * math.sqrt(DAYS_PER_YEAR)
+
+
 def max_drawdown(pnl_r: Iterable[float]) -> float:
     """Largest fall of the cumulative sum of ``pnl_r`` (from 0) below its running peak, >= 0."""
-    total = peak = worst = 0.0
-    for r in pnl_r:
-        total += r
-        peak = max(peak, total)
-        worst = max(worst, peak - total)
-    return worst
+    # C-level loops (the dashboard runs this over 100,000 signals): the curve from 0, its running peak, the
+    # largest gap between them
+    curve = list(accumulate(pnl_r, initial=0.0))
+    return float(max(map(operator.sub, accumulate(curve, max), curve)))
 
 
 def slope(points: Sequence[tuple[float, float]]) -> float | None:
@@ -154,21 +328,11 @@ def _between(outcomes: Iterable[Outcome], first: date, last: date) -> list[Outco
 
 
 def _summary(members: Sequence[Outcome], sharpe: float | None) -> Summary:
-    triggered = [o for o in members if o.triggered]
-    wins = sum(1 for o in triggered if o.won)
-    holds = [o.hold_ms for o in triggered if o.hold_ms is not None]
     ended = sorted(members, key=lambda o: (o.exit_time or 0, o.signal.created, o.signal.signal_id))
-    return Summary(
-        signals_generated=len(members),
-        signals_triggered=len(triggered),
-        wins=wins,
-        win_rate=wins / len(triggered) if triggered else None,
-        average_hold_minutes=statistics.fmean(holds) / 60_000 if holds else None,
-        total_pnl_r=math.fsum(o.pnl_r for o in members),
-        total_pnl_pct=math.fsum(o.pnl_pct for o in members),
-        sharpe_ratio=sharpe,
+    return summary_of(
+        tally(finished_view(o) for o in members),
+        sharpe=sharpe,
         max_drawdown_r=max_drawdown(o.pnl_r for o in ended),
-        mean_quality=statistics.fmean(o.signal.quality_score for o in members) if members else None,
     )
 
 

@@ -1,9 +1,9 @@
 """Performance: finished signals by symbol and by tier over a chosen period — signals, win rate, total and
-average R, P&L %, Sharpe, drawdown — and the equity curve in R. Definitions in tapewatch.adapters.dashboard_stats."""
+average R, P&L %, Sharpe, drawdown — and the equity curve in R. Aggregated in PostgreSQL by
+tapewatch.adapters.dashboard_stats; the definitions are tapewatch.metrics' and tapewatch.signal_stats'."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import dash
@@ -11,10 +11,9 @@ from dash import Input, Output, callback, dcc, html
 
 from dashboard import backend as be
 from dashboard import ui
-from tapewatch.adapters import dashboard_queries as q
 from tapewatch.adapters import dashboard_stats as stats
+from tapewatch.metrics import DAY_MS, Summary
 
-DAY_MS = 86_400_000
 #: Period choices: label → days back (None: everything stored).
 PERIODS: dict[str, int | None] = {"24 h": 1, "7 days": 7, "30 days": 30, "90 days": 90, "all": None}
 NO_FINISHED = (
@@ -97,38 +96,54 @@ def period_range(backend: be.Backend, period: str) -> tuple[int, int]:
     return (0 if days is None else now - days * DAY_MS), now + 1
 
 
+def stat_row(key: str, s: Summary) -> dict[str, Any]:
+    """One row of the per-symbol or per-tier grid."""
+    return {
+        "key": key,
+        "signals": s.signals_generated,
+        "triggered": s.signals_triggered,
+        "win_rate": s.win_rate,
+        "total_r": s.total_pnl_r,
+        "avg_r": s.average_r,
+        "pnl_pct": s.total_pnl_pct,
+        "sharpe": s.sharpe_ratio,
+        "max_drawdown_r": s.max_drawdown_r,
+        "avg_hold_min": s.average_hold_minutes,
+    }
+
+
 def performance_view(backend: be.Backend, period: str, tier: str) -> tuple[Any, ...]:
     """KPIs, equity figure, per-symbol rows, per-tier rows, banner and empty state for the chosen period."""
     since, until = period_range(backend, period)
     chosen = None if tier == "all" else tier
-    rows, problem = be.attempt(lambda: q.finished_signals(backend.db, since, until, tier=chosen))
+    found, problem = be.attempt(
+        lambda: stats.performance(backend.db, since, until, open_ended=PERIODS[period] is None, tier=chosen)
+    )
     fig = ui.figure(height=300)
-    if problem or rows is None:
+    if problem or found is None:
         return [], fig, [], [], ui.banner([problem or "no data"]), html.Div()
-    first, last = stats.period_days(rows, since, until)
-    overall = stats.summarize_group("all", rows, first, last)
+    overall = found.overall
     kpis = [
-        ui.kpi("finished signals", str(overall.signals)),
+        ui.kpi("finished signals", str(overall.signals_generated)),
         ui.kpi("win rate", ui.fmt_pct(overall.win_rate)),
-        ui.kpi("total R", ui.fmt_r(overall.total_r), ui.tone_of(overall.total_r)),
-        ui.kpi("avg R", ui.fmt_r(overall.avg_r), ui.tone_of(overall.avg_r)),
-        ui.kpi("P&L %", ui.fmt_num(overall.pnl_pct, 2), ui.tone_of(overall.pnl_pct)),
-        ui.kpi("Sharpe", ui.fmt_num(overall.sharpe, 2)),
+        ui.kpi("total R", ui.fmt_r(overall.total_pnl_r), ui.tone_of(overall.total_pnl_r)),
+        ui.kpi("avg R", ui.fmt_r(overall.average_r), ui.tone_of(overall.average_r)),
+        ui.kpi("P&L %", ui.fmt_num(overall.total_pnl_pct, 2), ui.tone_of(overall.total_pnl_pct)),
+        ui.kpi("Sharpe", ui.fmt_num(overall.sharpe_ratio, 2)),
         ui.kpi("max drawdown", f"{overall.max_drawdown_r:.2f} R"),
     ]
-    curve = stats.equity_curve(rows)
-    if curve:
+    if found.curve:
         fig.add_scatter(
-            x=[ui.fmt_time(t) for t, _ in curve],
-            y=[r for _, r in curve],
+            x=[ui.fmt_time(t) for t, _ in found.curve],
+            y=[r for _, r in found.curve],
             mode="lines",
             fill="tozeroy",
             line={"color": "#58a6ff", "width": 1.5},
             name="cumulative R",
         )
-    by_symbol = [asdict(s) for s in stats.group_by(rows, lambda r: r.symbol, first, last)]
-    by_tier = [asdict(s) for s in stats.group_by(rows, lambda r: r.tier, first, last)]
-    empty = ui.empty(NO_FINISHED) if not rows else html.Div()
+    by_symbol = [stat_row(g.key, g.summary) for g in found.by_symbol]
+    by_tier = [stat_row(g.key, g.summary) for g in found.by_tier]
+    empty = ui.empty(NO_FINISHED) if not overall.signals_generated else html.Div()
     return kpis, fig, by_symbol, by_tier, ui.banner([]), empty
 
 

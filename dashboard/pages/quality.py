@@ -14,6 +14,7 @@ from dashboard import backend as be
 from dashboard.pages.performance import PERIODS, period_range
 from tapewatch.adapters import dashboard_queries as q
 from tapewatch.adapters import dashboard_stats as stats
+from tapewatch.metrics import DAY_MS
 
 SCATTER_POINTS = 2000
 HOUR_MS = 3_600_000
@@ -65,45 +66,49 @@ def layout(**_: Any) -> html.Div:
 def quality_view(backend: be.Backend, period: str) -> tuple[Any, ...]:
     """Bands figure, calibration figure, scatter figure, rejections figure, banner, empty state."""
     since, until = period_range(backend, period)
-    rows, problem = be.attempt(lambda: q.finished_signals(backend.db, since, until))
-    span = until - max(since, backend.now_ms() - 400 * 86_400_000)
-    bucket = HOUR_MS if span <= 3 * 86_400_000 else 24 * HOUR_MS
+    found, problem = be.attempt(
+        lambda: (
+            stats.quality(backend.db, since, until),
+            stats.quality_points(backend.db, since, until, SCATTER_POINTS),
+        )
+    )
+    span = until - max(since, backend.now_ms() - 400 * DAY_MS)
+    bucket = HOUR_MS if span <= 3 * DAY_MS else 24 * HOUR_MS
     fates, problem2 = be.attempt(lambda: q.rejection_counts(backend.db, since, until, bucket))
     problems = [p for p in (problem, problem2) if p]
     bands_fig, cal_fig = ui.figure(height=260), ui.figure(height=260)
     scatter_fig, rej_fig = ui.figure(height=280), ui.figure(height=280)
-    rows = rows or []
-    bands = stats.quality_bands(rows)
+    (bands, cal), points = found if found is not None else (([], []), [])
     bands_fig.add_bar(
         x=[b.label for b in bands],
-        y=[(b.win_rate or 0) * 100 for b in bands],
+        y=[(b.tally.win_rate or 0) * 100 for b in bands],
         name="win rate %",
         marker_color="#58a6ff",
-        text=[f"n={b.signals} · {ui.fmt_r(b.avg_r)}" for b in bands],
+        text=[f"n={b.tally.signals} · {ui.fmt_r(b.tally.average_r)}" for b in bands],
         textposition="outside",
     )
     bands_fig.update_yaxes(title="win rate %", range=[0, 110])
-    cal = stats.calibration(rows)
     cal_fig.add_scatter(
         x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot", "color": ui.MUTED}
     )
+    # every number of a decile is over its triggered signals: confidence is P(TP1 | triggered)
     cal_fig.add_scatter(
         x=[b.mean_confidence for b in cal],
         y=[b.tp1_rate for b in cal],
         mode="markers+lines",
         name="observed",
-        marker={"size": [max(6, min(20, b.signals**0.5)) for b in cal]},
-        text=[f"{b.label}: n={b.triggered}" for b in cal],
+        marker={"size": [max(6, min(20, b.tally.triggered**0.5)) for b in cal]},
+        text=[f"{b.label}: n={b.tally.triggered} triggered" for b in cal],
         line={"color": "#f0883e"},
     )
-    cal_fig.update_xaxes(title="confidence", range=[0, 1])
+    cal_fig.update_xaxes(title="confidence (mean of the triggered)", range=[0, 1])
     cal_fig.update_yaxes(title="observed TP1 rate", range=[0, 1])
     for tier, colour in ui.PRIORITY_COLOURS.items():
-        mine = [r for r in rows[-SCATTER_POINTS:] if r.tier == tier]
+        mine = [(quality, r) for t, quality, r in points if t == tier]
         if mine:
             scatter_fig.add_scatter(
-                x=[r.quality_score for r in mine],
-                y=[r.pnl_r for r in mine],
+                x=[quality for quality, _ in mine],
+                y=[r for _, r in mine],
                 mode="markers",
                 name=tier,
                 marker={"color": colour, "size": 5, "opacity": 0.7},
@@ -114,10 +119,11 @@ def quality_view(backend: be.Backend, period: str) -> tuple[Any, ...]:
     for start, fate, n in fates or []:
         by_fate[fate][start] = n
     for fate in sorted(by_fate, key=lambda f: (f != "signal", f)):
-        points = sorted(by_fate[fate].items())
-        rej_fig.add_bar(x=[ui.fmt_time(t) for t, _ in points], y=[n for _, n in points], name=fate)
+        counts = sorted(by_fate[fate].items())
+        rej_fig.add_bar(x=[ui.fmt_time(t) for t, _ in counts], y=[n for _, n in counts], name=fate)
     rej_fig.update_layout(barmode="stack")
-    empty = ui.empty(NO_HISTORY) if not rows and not problems else html.Div()
+    finished = sum(b.tally.signals for b in bands)
+    empty = ui.empty(NO_HISTORY) if not finished and not problems else html.Div()
     return bands_fig, cal_fig, scatter_fig, rej_fig, ui.banner(problems), empty
 
 

@@ -4,7 +4,7 @@ the heartbeat age of every process — live."""
 
 from __future__ import annotations
 
-import socket
+from collections.abc import Mapping
 from typing import Any
 
 import dash
@@ -13,7 +13,7 @@ from dash import Input, Output, State, callback, dcc, html
 
 from dashboard import backend as be
 from dashboard import ui
-from tapewatch.adapters.redis_keys import REALTIME
+from dashboard.process_usage import ProcessSampler, this_host, usage_from_info
 from tapewatch.errors import StorageUnavailable
 
 HISTORY_POINTS = 300
@@ -70,16 +70,23 @@ def layout(**_: Any) -> html.Div:
     )
 
 
-def process_usage(pid: int | None, host: str | None) -> tuple[float | None, float | None]:
-    """(CPU %, resident MB) of a process on this host; (None, None) when it is elsewhere or gone."""
-    if pid is None or (host and host != socket.gethostname()):
-        return None, None
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            return proc.cpu_percent(interval=None), proc.memory_info().rss / 1_048_576
-    except (psutil.Error, OSError):
-        return None, None
+#: One sampler for the app's life: CPU % needs the previous sample of the same process.
+SAMPLER = ProcessSampler()
+
+
+def process_usage(
+    pid: int | None, host: str | None, info: Mapping[str, object] | None = None
+) -> tuple[float | None, float | None]:
+    """(CPU %, resident MB) of a process: what it published in its heartbeat ``info`` (``cpu``, ``rss``) when
+    it did, else sampled here when it runs on this host (CPU unknown, None, on the first sample); (None,
+    None) when it is elsewhere or gone."""
+    cpu, rss = usage_from_info(info or {})
+    if cpu is not None and rss is not None:
+        return cpu, rss
+    if pid is None or (host and host != this_host()):
+        return cpu, rss
+    sampled_cpu, sampled_rss = SAMPLER.sample(pid)
+    return (cpu if cpu is not None else sampled_cpu), (rss if rss is not None else sampled_rss)
 
 
 def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tuple[Any, ...]:
@@ -89,7 +96,7 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
     metrics: dict[str, float] = {}
     beats: dict[str, Any] = {}
     try:
-        metrics = backend.redis.metrics(REALTIME)
+        metrics = backend.redis.realtime_metrics()
         beats = backend.redis.heartbeats()
     except StorageUnavailable:
         pass  # in the banner already
@@ -113,7 +120,7 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
         streams.add_bar(x=list(rates), y=list(rates.values()), marker_color="#58a6ff")
     components = []
     for name, beat in sorted(beats.items()):
-        cpu_p, rss = process_usage(beat.pid, beat.host) if beat else (None, None)
+        cpu_p, rss = process_usage(beat.pid, beat.host, beat.info) if beat else (None, None)
         components.append(
             {
                 "component": name,
@@ -121,10 +128,11 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
                 "age_s": round(beat.age(now), 1) if beat else None,
                 "pid": beat.pid if beat else None,
                 "host": beat.host if beat else None,
-                "cpu_percent": cpu_p,
+                "cpu_percent": None if cpu_p is None else round(cpu_p, 1),
                 "rss_mb": None if rss is None else round(rss, 1),
             }
         )
+    SAMPLER.forget_dead()
     point = {
         "t": now,
         "cpu": cpu,

@@ -11,9 +11,12 @@ from dash import Input, Output, State, callback, dcc, html
 from dashboard import actions, ui
 from dashboard import backend as be
 from tapewatch.adapters import universe_store
+from tapewatch.adapters.dagster_runs import FINISHED, RESCAN_JOB, DagsterUnavailable
 
 NO_RESCAN = "No universe rescan yet — Dagster runs one every few hours; press Rescan now to run one."
-FINAL_RUN_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+#: After Dagster did not answer, the run's status is asked again only this much later (a hung webserver
+#: would otherwise hold a worker for the client's timeout on every 5 s tick).
+RETRY_MS = 30_000
 
 
 def layout(**_: Any) -> html.Div:
@@ -189,37 +192,51 @@ def rescan(backend: be.Backend, who: actions.Origin) -> tuple[str, str | None]:
     launched: list[str] = []
 
     def change() -> str:
-        run_id = backend.dagster.launch(be.RESCAN_JOB)
+        run_id = backend.dagster.launch(RESCAN_JOB)
         launched.append(run_id)
         return f"run {run_id}"
 
-    result = actions.perform(backend, "rescan", be.RESCAN_JOB, who, change)
+    result = actions.perform(backend, "rescan", RESCAN_JOB, who, change)
     return result.message, launched[0] if launched else None
 
 
-def run_status(backend: be.Backend, run_id: str | None) -> str:
-    """What the Rescan run is doing now, in words."""
-    if not run_id:
-        return ""
+def follow_run(
+    backend: be.Backend, run: dict[str, Any] | None, shown: str
+) -> tuple[str, dict[str, Any] | None]:
+    """The Rescan run's status in words and what to remember of the run for the next tick.
+
+    ``run`` is ``{"run_id": ..., "retry_at": ms}`` (None: nothing to follow, Dagster is not asked). A finished
+    run (SUCCESS, FAILURE, CANCELED) is forgotten, so polling stops; when Dagster does not answer, it is asked
+    again only after :data:`RETRY_MS`, the last words shown meanwhile."""
+    if not run or not run.get("run_id"):
+        return shown, None
+    run_id, now = str(run["run_id"]), backend.now_ms()
+    if now < int(run.get("retry_at") or 0):
+        return shown, run
     try:
-        status = backend.dagster.run_status(run_id)
-    except be.DagsterUnavailable as exc:
-        return f"run {run_id[:8]}: status unknown ({exc})"
-    return f"run {run_id[:8]}: {status}" + ("" if status in FINAL_RUN_STATES else " …")
+        status = backend.dagster.status(run_id)
+    except DagsterUnavailable as exc:
+        return f"run {run_id[:8]}: status unknown, retrying in {RETRY_MS // 1000} s ({exc})", {
+            "run_id": run_id,
+            "retry_at": now + RETRY_MS,
+        }
+    if status in FINISHED:
+        return f"run {run_id[:8]}: {status}", None
+    return f"run {run_id[:8]}: {status} …", {"run_id": run_id}
 
 
 @callback(
-    Output("universe-run", "data"),
+    Output("universe-run", "data", allow_duplicate=True),
     Output("universe-run-status", "children", allow_duplicate=True),
     Input("universe-rescan", "n_clicks"),
     prevent_initial_call=True,
 )
 def rescan_button(n_clicks: int | None) -> tuple[Any, str]:
-    """Rescan now (a POST), recorded with time and origin."""
+    """Rescan now (a POST), recorded with time and origin; the run is then followed by the page's ticks."""
     if not n_clicks:
         return dash.no_update, ""
     message, run_id = rescan(be.current(), actions.origin())
-    return (run_id if run_id else dash.no_update), message
+    return ({"run_id": run_id} if run_id else dash.no_update), message
 
 
 @callback(
@@ -230,13 +247,14 @@ def rescan_button(n_clicks: int | None) -> tuple[Any, str]:
     Output("universe-banner", "children"),
     Output("universe-empty", "children"),
     Output("universe-run-status", "children"),
+    Output("universe-run", "data"),
     Input("universe-interval", "n_intervals"),
     State("universe-run", "data"),
     State("universe-run-status", "children"),
 )
-def refresh_universe(_: int | None, run_id: str | None, shown: str | None) -> tuple[Any, ...]:
-    status = run_status(be.current(), run_id) if run_id else (shown or "")
-    return (*universe_view(be.current()), status)
+def refresh_universe(_: int | None, run: dict[str, Any] | None, shown: str | None) -> tuple[Any, ...]:
+    status, follow = follow_run(be.current(), run, shown or "")
+    return (*universe_view(be.current()), status, follow if follow != run else dash.no_update)
 
 
 # registered last, with its layout function (Dash reads the layout at registration)

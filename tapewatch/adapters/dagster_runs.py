@@ -1,7 +1,7 @@
 """Launch a job in the running Dagster instance and wait for its end, through the webserver's GraphQL API.
 
-Used by ``tapewatch rescan``; nothing here imports the code location (``orchestration``): the job is named,
-the webserver resolves it. Errors are :class:`DagsterUnavailable` with what to do.
+Used by ``tapewatch rescan`` and the dashboard's Rescan button (:class:`DagsterRuns`); nothing here imports
+the code location (``orchestration``): the job is named, the webserver resolves it. Errors are :class:`DagsterUnavailable` with what to do.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from tapewatch.errors import TapewatchError
 
+#: The universe rescan job (``orchestration.universe``): ``tapewatch rescan`` and the dashboard launch it by
+#: this name, and its presence tells that the code location has loaded.
+RESCAN_JOB = "universe_rescan_job"
 #: Run statuses after which a run never changes again.
 FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
@@ -68,11 +71,68 @@ def job_available(host: str, port: int, job_name: str, timeout: float = 10.0) ->
     return any(job.get("name") == job_name for node in nodes for job in node.get("jobs") or [])
 
 
-def _advice(host: str, port: int, exc: BaseException) -> str:
-    return (
-        f"no Dagster instance answers at http://{host}:{port} ({type(exc).__name__}: {exc}); start it with "
-        "`tapewatch dagster` or `make demo`, or set TAPEWATCH_DAGSTER_HOST / TAPEWATCH_DAGSTER_PORT"
-    )
+@dataclass(frozen=True, slots=True)
+class DagsterRuns:
+    """The runs of the Dagster webserver on ``host:port``, through its GraphQL API: :meth:`launch` submits a
+    job and returns at once, :meth:`status` reads a run's status (one short HTTP request, no client to build).
+    ``tapewatch rescan`` (:func:`launch_and_wait`) and the dashboard's Rescan button both use it."""
+
+    host: str
+    port: int
+    timeout: float = 10.0
+
+    def advice(self, exc: BaseException) -> str:
+        """What to do when nothing (or something else) answers."""
+        return (
+            f"no Dagster instance answers at http://{self.host}:{self.port} ({type(exc).__name__}: {exc}); "
+            "start it with `tapewatch dagster` or `make demo`, or set TAPEWATCH_DAGSTER_HOST / "
+            "TAPEWATCH_DAGSTER_PORT"
+        )
+
+    def _refused(self, exc: BaseException, what: str) -> DagsterUnavailable:
+        # The client wraps a failed HTTP request (nothing listening, a timeout) in the same error class as a
+        # refusal by Dagster; the cause tells them apart.
+        if exc.__cause__ is not None:
+            return DagsterUnavailable(self.advice(exc.__cause__))
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return DagsterUnavailable(f"{what}: {first}")
+
+    def launch(self, job_name: str) -> str:
+        """Submit a run of ``job_name``; its run id. DagsterUnavailable when the webserver does not answer or
+        does not know the job."""
+        from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+        # the client hides a refused connection in a generic query error: ask the webserver first
+        problem = webserver_problem(self.host, self.port, timeout=self.timeout)
+        if problem is not None:
+            raise DagsterUnavailable(self.advice(problem))
+        try:
+            client = DagsterGraphQLClient(self.host, port_number=self.port, timeout=max(1, int(self.timeout)))
+            return str(client.submit_job_execution(job_name))
+        except DagsterGraphQLClientError as exc:
+            raise self._refused(exc, f"Dagster refused to launch {job_name}") from exc
+        except Exception as exc:  # the client connects (and fetches the schema) on construction
+            raise DagsterUnavailable(self.advice(exc)) from exc
+
+    def status(self, run_id: str) -> str:
+        """The status of run ``run_id`` (QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED, ...).
+        DagsterUnavailable when the webserver does not answer or does not know the run."""
+        from dagster_graphql.client.client_queries import GET_PIPELINE_RUN_STATUS_QUERY
+
+        body = json.dumps({"query": GET_PIPELINE_RUN_STATUS_QUERY, "variables": {"runId": run_id}}).encode()
+        request = urllib.request.Request(
+            f"http://{self.host}:{self.port}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                answer = json.loads(resp.read())
+            result = answer["data"]["pipelineRunOrError"]
+            kind = result["__typename"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DagsterUnavailable(self.advice(exc)) from exc
+        if kind in ("Run", "PipelineRun"):
+            return str(result["status"])
+        raise DagsterUnavailable(f"Dagster does not know run {run_id}: {result.get('message') or kind}")
 
 
 def launch_and_wait(
@@ -90,28 +150,11 @@ def launch_and_wait(
 
     ``on_status`` is called whenever the status changes (QUEUED, STARTING, STARTED, ...). Raises
     DagsterUnavailable when the webserver does not answer or does not know the job."""
-    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
-
-    # the client wraps a refused connection in a generic query error: ask the webserver first
-    problem = webserver_problem(host, port)
-    if problem is not None:
-        raise DagsterUnavailable(_advice(host, port, problem))
-    try:
-        client = DagsterGraphQLClient(host, port_number=port, timeout=30)
-    except Exception as exc:
-        raise DagsterUnavailable(_advice(host, port, exc)) from exc
-    try:
-        run_id = str(client.submit_job_execution(job_name))
-    except DagsterGraphQLClientError as exc:
-        raise DagsterUnavailable(f"Dagster refused to launch {job_name}: {exc}") from exc
-    except Exception as exc:
-        raise DagsterUnavailable(_advice(host, port, exc)) from exc
+    runs = DagsterRuns(host, port, timeout=30.0)
+    run_id = runs.launch(job_name)
     t0, last = clock(), ""
     while True:
-        try:
-            status = str(client.get_run_status(run_id).value)
-        except Exception as exc:
-            raise DagsterUnavailable(_advice(host, port, exc)) from exc
+        status = runs.status(run_id)
         if status != last and on_status is not None:
             on_status(status)
         last = status

@@ -6,8 +6,8 @@ SQL through a whitelist of columns (:data:`SIGNAL_COLUMNS`) — an unknown colum
 ValueError, never interpolated. Every function raises :class:`~tapewatch.errors.StorageUnavailable` when
 PostgreSQL cannot be reached (the dashboard shows its outage banner and retries on its next tick).
 
-Pure aggregation of the rows read here (summaries per symbol/tier, quality bands, calibration) is in
-:mod:`tapewatch.adapters.dashboard_stats`.
+The statistics of finished signals (summaries per symbol/tier, quality bands, calibration) are aggregated
+in SQL by :mod:`tapewatch.adapters.dashboard_stats`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.signal_store import signal_outcomes, signals
-from tapewatch.quality import TIERS
 
 #: Most rows one grid request may ask for (AG Grid's infinite model asks for 100 at a time by default).
 MAX_PAGE = 1000
@@ -197,75 +196,6 @@ def signal_page(
     return Page(rows=rows, total=total)
 
 
-@dataclass(frozen=True, slots=True)
-class FinishedSignal:
-    """The fields of a finished ENTRY signal that performance and quality statistics need."""
-
-    symbol: str
-    tier: str
-    created_ms: int
-    quality_score: int
-    confidence: float
-    trigger_ms: int | None
-    tp1_ms: int | None
-    exit_ms: int | None
-    pnl_r: float
-    pnl_pct: float
-
-
-def finished_signals(
-    db: Database, since_ms: int, until_ms: int, *, tier: str | None = None, symbol: str | None = None
-) -> list[FinishedSignal]:
-    """ENTRY signals created in ``[since_ms, until_ms)`` whose outcome is final, in the order they ended
-    (exit time, then creation): what the equity curve and the drawdown walk through."""
-    if tier is not None and tier not in TIERS:
-        raise ValueError(f"tier must be one of {', '.join(TIERS)}; got {tier!r}")
-    if until_ms <= since_ms:
-        raise ValueError(f"empty period: until ({until_ms}) must be after since ({since_ms})")
-    query = (
-        sa.select(
-            _s.symbol,
-            _s.priority,
-            _s.event_time,
-            _s.quality_score,
-            _s.confidence,
-            _o.trigger_time,
-            _o.tp1_time,
-            _o.exit_time,
-            _o.pnl_r,
-            _o.pnl_pct,
-        )
-        .join(signal_outcomes, _o.signal_id == _s.signal_id)
-        .where(
-            _s.signal_type == "ENTRY",
-            _o.finished,
-            _s.event_time >= since_ms,
-            _s.event_time < until_ms,
-        )
-        .order_by(_o.exit_time.asc().nulls_first(), _s.event_time, _s.signal_id)
-    )
-    if tier is not None:
-        query = query.where(_s.priority == tier)
-    if symbol is not None:
-        query = query.where(_s.symbol == symbol)
-    with db.begin() as conn:
-        return [
-            FinishedSignal(
-                symbol=row[0],
-                tier=row[1],
-                created_ms=row[2],
-                quality_score=row[3],
-                confidence=row[4],
-                trigger_ms=row[5],
-                tp1_ms=row[6],
-                exit_ms=row[7],
-                pnl_r=row[8],
-                pnl_pct=row[9],
-            )
-            for row in conn.execute(query)
-        ]
-
-
 def signal_counts(db: Database, since_ms: int) -> dict[str, int]:
     """ENTRY signals created at or after ``since_ms``: ``total``, ``open`` (outcome not final) and
     ``finished``."""
@@ -360,10 +290,8 @@ def recent_actions(db: Database, limit: int = 50) -> list[OperatorAction]:
 __all__ = [
     "MAX_PAGE",
     "SIGNAL_COLUMNS",
-    "FinishedSignal",
     "OperatorAction",
     "Page",
-    "finished_signals",
     "recent_actions",
     "record_action",
     "rejection_counts",

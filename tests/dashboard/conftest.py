@@ -10,6 +10,7 @@ import pytest
 
 from dashboard import backend as be
 from dashboard.app import create_app
+from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
@@ -24,7 +25,7 @@ def _idle_app() -> dash.Dash:
         settings=load_settings(),
         db=Database(closed_url("postgresql"), connect_timeout=2),
         redis=RedisState.from_url(closed_url("redis")),
-        dagster=be.DagsterLauncher("127.0.0.1", 1),
+        dagster=DagsterRuns("127.0.0.1", 1),
     )
     app = create_app(idle)
     be.use(None)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from contextlib import closing
 
+import msgspec
+
 from dashboard import backend as be
+from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.engine import open_signal
 from tapewatch.live_view import open_signal_view
+from tapewatch.outcome import Outcome, OutcomeState
 from tapewatch.settings import load_settings
 from tapewatch.signal import Signal
 from tests.adapters.signal_builders import MINUTE, T0, candidate, entry, loss, triggered, win
+from tests.local_http import LocalHttpServer, QuietHandler
 
 DAY = 86_400_000
 #: "Now" of the seeded world: a day after the first seeded signal.
@@ -40,7 +47,7 @@ def make_backend(database_url: str, redis: RedisState, *, now_ms: int = NOW_MS) 
         settings=settings,
         db=Database(database_url, connect_timeout=2),
         redis=redis,
-        dagster=be.DagsterLauncher("127.0.0.1", free_port(), timeout=2),
+        dagster=DagsterRuns("127.0.0.1", free_port(), timeout=2),
         clock=lambda: now_ms / 1000,
     )
 
@@ -70,10 +77,51 @@ def seed_signals(db: Database) -> dict[str, Signal]:
     return made
 
 
+def finished(
+    symbol: str,
+    t: int,
+    pnl_r: float,
+    *,
+    tier: str = "HIGH",
+    quality: int = 80,
+    confidence: float = 0.6,
+    triggered: bool = True,
+    tp1: bool = False,
+    hold_ms: int = 10 * MINUTE,
+) -> tuple[Signal, Outcome]:
+    """A real ENTRY signal on ``symbol`` created at ``t`` with the tier, quality and confidence a test needs,
+    and its finished outcome (untriggered: expired with 0 R)."""
+    signal = msgspec.structs.replace(
+        entry(symbol, t), priority=tier, quality_score=quality, confidence=confidence
+    )
+    if not triggered:
+        outcome = Outcome(
+            signal=open_signal(signal), state=OutcomeState.EXPIRED, as_of=t + hold_ms, exit_time=t + hold_ms
+        )
+        return signal, outcome
+    return signal, Outcome(
+        signal=open_signal(signal),
+        state=OutcomeState.TP2 if pnl_r > 0 else OutcomeState.STOPPED,
+        as_of=t + 1000 + hold_ms,
+        trigger_time=t + 1000,
+        tp1_time=t + 2 * MINUTE if tp1 else None,
+        exit_time=t + 1000 + hold_ms,
+        pnl_r=pnl_r,
+        pnl_pct=pnl_r * 0.5,
+    )
+
+
+def store_finished(db: Database, made: list[tuple[Signal, Outcome]]) -> list[Outcome]:
+    """Store the signals and outcomes made by :func:`finished`; the outcomes."""
+    store = SignalStore(db)
+    store.save_signals([signal for signal, _ in made])
+    for _, outcome in made:
+        store.save_outcome(outcome)
+    return [outcome for _, outcome in made]
+
+
 def publish_open(redis_client: object, keys: object, signal: Signal) -> None:
     """Write ``signal`` into the open-signals hash as the realtime service does (its live outcome view)."""
-    import msgspec
-
     outcome = triggered(signal)
     view = open_signal_view(signal, outcome, (signal.entry_price + signal.take_profit_1) / 2, 0.0005, NOW_MS)
     redis_client.hset(keys.open_signals, signal.signal_id, msgspec.json.encode(view).decode())  # type: ignore[attr-defined]
@@ -82,3 +130,30 @@ def publish_open(redis_client: object, keys: object, signal: Signal) -> None:
 def many_entries(n: int) -> Iterator[Signal]:
     for i in range(n):
         yield entry(["BTCUSDT", "ETHUSDT", "SOLUSDT"][i % 3], T0 + i * 1000, short=bool(i % 2))
+
+
+class DagsterStatusServer(LocalHttpServer):
+    """A real HTTP server on 127.0.0.1 answering Dagster's GraphQL run-status query with scripted statuses
+    (the last repeats; ``None`` answers 503, a webserver that is down), counting the requests it got."""
+
+    def __init__(self, statuses: list[str | None]) -> None:
+        self.statuses = statuses
+        self.requests = 0
+        server = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = server.statuses[min(server.requests, len(server.statuses) - 1)]
+                server.requests += 1
+                if status is None:
+                    server.reply(self, 503, b'{"error": "down"}', {})
+                    return
+                answer = {"data": {"pipelineRunOrError": {"__typename": "Run", "status": status}}}
+                server.reply(self, 200, json.dumps(answer).encode(), {})
+
+        super().__init__(Handler, name="dagster-status")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import dash
 import msgspec
+import pytest
 import redis
 
 from dashboard import actions, app, tuning_panel
 from dashboard import backend as be
 from dashboard.pages import health, live, performance, quality, reports, system, universe
+from dashboard.process_usage import ProcessSampler
 from tapewatch.adapters import dashboard_queries as q
+from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.embedded import start_redis, stop_redis
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
-from tapewatch.adapters.signal_store import SignalStore
-from tests.adapters.signal_builders import entry
-from tests.dashboard.support import NOW_MS, make_backend, publish_open, seed_signals
+from tests.adapters.signal_builders import T0
+from tests.dashboard.support import (
+    DAY,
+    NOW_MS,
+    DagsterStatusServer,
+    finished,
+    make_backend,
+    publish_open,
+    seed_signals,
+    store_finished,
+)
 
 WHO = actions.Origin(actor="alice", client_addr="10.1.2.3")
+HOUR = 3_600_000
 
 
 def text_of(component: Any) -> str:
@@ -94,7 +111,7 @@ def test_live_history_grid_is_paged_sorted_and_filtered_on_the_server(backend: b
 
 
 def test_performance_by_symbol_and_tier(backend: be.Backend) -> None:
-    made = seed_signals(backend.db)
+    seed_signals(backend.db)
     kpis, fig, by_symbol, by_tier, _banner, empty = performance.refresh_performance("7 days", "all", 0)
     assert {r["key"]: r["signals"] for r in by_symbol} == {"BTCUSDT": 2, "ETHUSDT": 1}
     btc = next(r for r in by_symbol if r["key"] == "BTCUSDT")
@@ -102,10 +119,22 @@ def test_performance_by_symbol_and_tier(backend: be.Backend) -> None:
     assert sum(r["signals"] for r in by_tier) == 3
     assert len(fig.data) == 1 and len(fig.data[0].y) == 3
     assert "finished signals" in text_of(kpis) and text_of(empty) == ""
-    # a tier filter narrows everything; a period without signals says so
-    tier = made["loss"].priority
-    _, _, by_symbol, _, _, _ = performance.refresh_performance("all", tier, 0)
-    assert all(r["key"] in ("BTCUSDT", "ETHUSDT") for r in by_symbol)
+    # a tier filter narrows everything: seed other tiers (every seeded signal so far is HIGH)
+    store_finished(
+        backend.db,
+        [
+            finished("ADAUSDT", T0 + 2 * HOUR, -1.0, tier="MEDIUM", quality=68),
+            finished("ADAUSDT", T0 + 3 * HOUR, 1.45, tier="MEDIUM", quality=72),
+            finished("XRPUSDT", T0 + 4 * HOUR, 0.4, tier="LOW", quality=55),
+        ],
+    )
+    kpis, _, by_symbol, by_tier, _, _ = performance.refresh_performance("all", "MEDIUM", 0)
+    assert [(r["key"], r["signals"], r["win_rate"]) for r in by_symbol] == [("ADAUSDT", 2, 0.5)]
+    assert [(r["key"], r["signals"]) for r in by_tier] == [("MEDIUM", 2)]
+    _, _, by_symbol, by_tier, _, _ = performance.refresh_performance("all", "all", 0)
+    assert {r["key"]: r["signals"] for r in by_tier} == {"HIGH": 3, "MEDIUM": 2, "LOW": 1}
+    assert {r["key"] for r in by_symbol} == {"BTCUSDT", "ETHUSDT", "ADAUSDT", "XRPUSDT"}
+    # a period without signals says so
     backend.clock = lambda: (NOW_MS + 30 * 86_400_000) / 1000
     _, _, rows, _, _, empty = performance.refresh_performance("24 h", "all", 0)
     assert rows == [] and text_of(empty) == performance.NO_FINISHED
@@ -208,14 +237,43 @@ def test_rescan_without_dagster_fails_clearly_and_is_recorded(backend: be.Backen
     assert run_id is None and "rescan failed" in message and "tapewatch dagster" in message
     (row,) = q.recent_actions(backend.db)
     assert (row.action, row.result) == ("rescan", "failed")
-    assert "status unknown" in universe.run_status(backend, "abc123")
+    status, run = universe.follow_run(backend, {"run_id": "abc123"}, "")
+    assert "status unknown" in status and "tapewatch dagster" in status
+    assert run == {"run_id": "abc123", "retry_at": NOW_MS + universe.RETRY_MS}
+
+
+def test_a_finished_rescan_run_is_no_longer_polled(backend: be.Backend) -> None:
+    with DagsterStatusServer(["STARTED", "SUCCESS"]) as dagster:
+        backend.dagster = DagsterRuns("127.0.0.1", dagster.port, timeout=2)
+        *_, status, run = universe.refresh_universe(0, {"run_id": "abcdef123456"}, "rescan done")
+        assert status == "run abcdef12: STARTED …" and run is dash.no_update  # still followed
+        *_, status, run = universe.refresh_universe(1, {"run_id": "abcdef123456"}, status)
+        assert status == "run abcdef12: SUCCESS" and run is None  # finished: forgotten
+        assert dagster.requests == 2
+        # the next ticks (the store now holds None) keep the last words and never ask Dagster again
+        for tick in range(2, 5):
+            *_, status, run = universe.refresh_universe(tick, None, status)
+            assert status == "run abcdef12: SUCCESS" and run is dash.no_update
+        assert dagster.requests == 2
+
+
+def test_a_run_status_is_asked_again_only_after_a_pause_when_dagster_is_down(backend: be.Backend) -> None:
+    with DagsterStatusServer([None, "FAILURE"]) as dagster:
+        backend.dagster = DagsterRuns("127.0.0.1", dagster.port, timeout=2)
+        *_, status, run = universe.refresh_universe(0, {"run_id": "abcdef123456"}, "")
+        assert "status unknown" in status and run == {"run_id": "abcdef123456", "retry_at": NOW_MS + 30_000}
+        *_, again, same = universe.refresh_universe(1, run, status)
+        assert (again, same, dagster.requests) == (status, dash.no_update, 1)  # not asked during the pause
+        backend.clock = lambda: (NOW_MS + 30_000) / 1000
+        *_, status, run = universe.refresh_universe(2, run, status)
+        assert status == "run abcdef12: FAILURE" and run is None and dagster.requests == 2
 
 
 def test_universe_page(backend: be.Backend) -> None:
     from tapewatch.adapters import universe_store
     from tapewatch.universe import Minimums, SymbolStats, select_universe
 
-    _, members, _, _, _, empty, _ = universe.refresh_universe(0, None, None)
+    _, members, _, _, _, empty, _, _ = universe.refresh_universe(0, None, None)
     assert members == [] and text_of(empty) == universe.NO_RESCAN
     stats = [
         SymbolStats(
@@ -243,7 +301,7 @@ def test_universe_page(backend: be.Backend) -> None:
         stats, 30, Minimums(min_24h_volume=5e7, min_open_interest=1e7, max_spread=0.0002)
     )
     universe_store.save_rescan(backend.db, selection.decisions, run_id="run-1")
-    _kpis, members, rescans, _exclusions, _banner, empty, status = universe.refresh_universe(0, None, "x")
+    _kpis, members, rescans, _exclusions, _banner, empty, status, _ = universe.refresh_universe(0, None, "x")
     assert [(m["symbol"], m["selected"]) for m in members] == [("BTCUSDT", "yes"), ("DOGEUSDT", "")]
     assert members[1]["reason"] == "below_min_volume"
     assert rescans[0]["added"] == "BTCUSDT" and status == "x"
@@ -334,13 +392,84 @@ def test_basic_auth_user_is_read_from_the_header() -> None:
     assert actions._basic_user("Basic !!!") == "anonymous"
 
 
-def test_unused_entry_builder_is_valid() -> None:
-    assert SignalStore is not None and entry("BTCUSDT").symbol == "BTCUSDT"
-
-
 def test_the_command_refuses_a_public_bind_without_password(capsys: Any, monkeypatch: Any) -> None:
     from tapewatch.cli import main
 
     monkeypatch.delenv("TAPEWATCH_DASHBOARD_PASSWORD", raising=False)
     assert main(["dashboard", "--host", "0.0.0.0", "--port", "8999"]) == 2
     assert "TAPEWATCH_DASHBOARD_PASSWORD" in capsys.readouterr().err
+
+
+def test_performance_sharpe_runs_over_the_whole_chosen_period(backend: be.Backend) -> None:
+    d0 = 19_723 * DAY  # 2024-01-01 00:00 UTC
+    store_finished(
+        backend.db,
+        [
+            finished("BTCUSDT", d0 + DAY + 10 * HOUR, 2.0),
+            finished("ETHUSDT", d0 + 3 * DAY + 10 * HOUR, -1.0),
+            finished("BTCUSDT", d0 + 4 * DAY + 10 * HOUR, 1.5),
+        ],
+    )
+    backend.clock = lambda: (d0 + 7 * DAY - 1) / 1000  # "7 days" = 2023-12-31 23:59:59.999 .. now
+    kpis, *_ = performance.refresh_performance("7 days", "all", 0)
+    # the 8 UTC days it touches: 0, 0, 2, 0, -1, 1.5, 0, 0 -> mean 0.3125, sample variance
+    # (7.25 - 8 * 0.3125²) / 7 = 0.924107; 0.3125 / 0.961305 * sqrt(365) = 6.21 (not 8.67, the Sharpe of the
+    # 4 days from the first to the last signal)
+    assert "6.21 Sharpe" in text_of(kpis)
+    kpis, *_ = performance.refresh_performance("all", "all", 0)
+    assert "8.67 Sharpe" in text_of(kpis)  # only "all" is narrowed to the days with signals
+
+
+def test_confidence_calibration_is_over_triggered_signals(backend: be.Backend) -> None:
+    store_finished(
+        backend.db,
+        [
+            finished("BTCUSDT", T0, 1.45, confidence=0.72, tp1=True),
+            finished("BTCUSDT", T0 + 1, -1.05, confidence=0.74),
+            finished("ETHUSDT", T0 + 2, 0.0, confidence=0.78, triggered=False),
+            finished("ETHUSDT", T0 + 3, 0.0, confidence=0.79, triggered=False),
+        ],
+    )
+    _, cal, *_ = quality.refresh_quality("7 days", 0)
+    observed = cal.data[1]
+    assert list(observed.x) == [pytest.approx(0.73)]  # the triggered: (0.72 + 0.74) / 2, not 0.7575
+    assert list(observed.y) == [0.5]
+    assert list(observed.marker.size) == [6] and list(observed.text) == ["0.7–0.8: n=2 triggered"]
+
+
+def test_process_cpu_is_measured_between_samples(backend: be.Backend) -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        system.process_usage(busy.pid, socket.gethostname())  # the first sample has nothing to compare with
+        time.sleep(0.5)
+        cpu, rss = system.process_usage(busy.pid, socket.gethostname())
+        assert cpu is not None and cpu > 0 and rss is not None and rss > 0
+    finally:
+        busy.kill()
+        busy.wait()
+    assert system.process_usage(busy.pid, socket.gethostname()) == (None, None)  # gone
+    assert system.process_usage(1, "another-host") == (None, None)  # elsewhere, publishing nothing
+
+
+def test_system_page_reads_cpu_and_memory_from_heartbeats(backend: be.Backend) -> None:
+    backend.redis.beat("realtime", info={"cpu": 37.5, "rss": 300 * 1_048_576})
+    backend.redis.beat("dashboard", info=app.heartbeat_info(backend, ProcessSampler()))
+    *_, components, _, _, _, _ = system.refresh_system(0, [])
+    rows = {c["component"]: c for c in components}
+    assert (rows["realtime"]["cpu_percent"], rows["realtime"]["rss_mb"]) == (37.5, 300.0)
+    assert rows["dashboard"]["rss_mb"] > 0
+    sampler = ProcessSampler()
+    first, second = app.heartbeat_info(backend, sampler), app.heartbeat_info(backend, sampler)
+    assert "cpu" not in first and first["rss"] > 0  # no CPU % before a second sample
+    assert second["cpu"] >= 0 and second["port"] == backend.settings.dashboard_port
+
+
+def test_the_app_is_complete_before_it_serves_its_first_request(dash_app: Any) -> None:
+    # Dash finishes an app on its first request without a lock: concurrent first requests saw it half-built
+    # (a dependency list without the pages' callbacks). create_app now finishes it before serving.
+    outputs = " ".join(dash_app.callback_map)
+    for expected in ("live-open-grid", "performance-kpis", "quality-bands", "system-kpis", "universe-run"):
+        assert expected in outputs, expected
+    assert "_pages_content.children" in outputs  # the page router
+    served = dash_app.server.test_client().get("/_dash-dependencies").get_json()
+    assert len(served) == len(dash_app._callback_list) >= 17

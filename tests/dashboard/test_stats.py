@@ -1,85 +1,214 @@
-"""The dashboard's statistics over finished signals (pure)."""
+"""The dashboard's statistics: the pure definitions (tapewatch.signal_stats, tapewatch.metrics' tally and
+Sharpe from sums) and their aggregation in real PostgreSQL (tapewatch.adapters.dashboard_stats), checked
+against hand-computed values and against the metrics the reports use."""
 
 from __future__ import annotations
 
-from datetime import date
+import math
+import random
+from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
-from tapewatch.adapters import dashboard_stats as stats
-from tapewatch.adapters.dashboard_queries import FinishedSignal
-from tapewatch.metrics import DAY_MS
+from tapewatch import metrics
+from tapewatch import signal_stats as st
+from tapewatch.adapters import dashboard_stats as ds
+from tapewatch.adapters.db import Database
+from tapewatch.errors import StorageUnavailable
+from tapewatch.metrics import DAY_MS, Tally
+from tapewatch.outcome import Outcome
+from tests.dashboard.support import closed_url, finished, store_finished
 
-D0 = 19_723 * DAY_MS  # 2024-01-01
+D0 = 19_723 * DAY_MS  # 2024-01-01 00:00 UTC
+HOUR = 3_600_000
 
 
-def row(
-    symbol: str,
-    tier: str,
-    day: int,
-    pnl_r: float,
-    *,
-    q: int = 70,
-    conf: float = 0.5,
-    tp1: bool = False,
-    triggered: bool = True,
-) -> FinishedSignal:
-    t = D0 + day * DAY_MS
-    return FinishedSignal(
-        symbol=symbol,
-        tier=tier,
-        created_ms=t,
-        quality_score=q,
-        confidence=conf,
-        trigger_ms=t + 1000 if triggered else None,
-        tp1_ms=t + 60_000 if tp1 else None,
-        exit_ms=t + 601_000,
-        pnl_r=pnl_r,
-        pnl_pct=pnl_r * 0.5,
+@pytest.fixture
+def db(migrated_database_url: str) -> Iterator[Database]:
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
+
+
+# --- pure -----------------------------------------------------------------------------------------------
+
+
+def test_sharpe_from_sums_is_the_sharpe_of_the_series() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        series = [rng.choice([0.0, 0.0, rng.uniform(-3, 3)]) for _ in range(rng.randint(2, 60))]
+        expected = metrics.sharpe_ratio(series)
+        got = metrics.sharpe_from_sums(len(series), math.fsum(series), math.fsum(x * x for x in series))
+        assert (got is None) == (expected is None)
+        if expected is not None:
+            assert got == pytest.approx(expected, rel=1e-9)
+    assert metrics.sharpe_from_sums(1, 2.0, 4.0) is None  # one day
+    assert metrics.sharpe_from_sums(30, 30 * 1.45, 30 * 1.45**2) is None  # no variation (rounding aside)
+    assert metrics.sharpe_from_sums(5, 0.0, 0.0) is None
+
+
+def test_a_chosen_period_counts_every_day_it_touches() -> None:
+    week = st.sharpe_day_count(D0, D0 + 7 * DAY_MS, open_ended=False, first_ms=0, last_ms=0)
+    assert week == 7
+    # a rolling 7 × 24 h window (now - 7 d .. now) touches 8 UTC days
+    now = D0 + 7 * DAY_MS - 1
+    assert st.sharpe_day_count(now - 7 * DAY_MS, now + 1, open_ended=False, first_ms=0, last_ms=0) == 8
+    # only "all time" is narrowed to the days with signals
+    days = st.sharpe_day_count(
+        0, D0 + 99 * DAY_MS, open_ended=True, first_ms=D0 + DAY_MS + 5, last_ms=D0 + 4 * DAY_MS + 7
     )
-
-
-def test_group_stats_use_the_spec_definitions() -> None:
-    rows = [
-        row("BTC", "HIGH", 0, 2.0),
-        row("BTC", "HIGH", 1, -1.0),
-        row("ETH", "LOW", 1, 0.0, triggered=False),
-    ]
-    first, last = stats.period_days(rows, 0, D0 + 10 * DAY_MS)
-    assert (first, last) == (date(2024, 1, 1), date(2024, 1, 2))
-    overall = stats.summarize_group("all", rows, first, last)
-    assert (overall.signals, overall.triggered, overall.wins) == (3, 2, 1)
-    assert overall.win_rate == 0.5
-    assert overall.total_r == pytest.approx(1.0)
-    assert overall.avg_r == pytest.approx(1 / 3)
-    assert overall.max_drawdown_r == pytest.approx(1.0)
-    assert overall.avg_hold_min == pytest.approx(10.0)
-    assert overall.sharpe is not None and overall.sharpe > 0
-    by_symbol = stats.group_by(rows, lambda r: r.symbol, first, last)
-    assert [(g.key, g.signals) for g in by_symbol] == [("BTC", 2), ("ETH", 1)]
-    assert by_symbol[1].win_rate is None  # none triggered
+    assert days == 4
+    with pytest.raises(ValueError, match="empty period"):
+        st.sharpe_day_count(5, 5, open_ended=False, first_ms=0, last_ms=0)
 
 
 def test_equity_curve_thins_but_keeps_the_end() -> None:
-    rows = [row("BTC", "HIGH", 0, 1.0) for _ in range(5000)]
-    curve = stats.equity_curve(rows, max_points=100)
+    curve = st.equity_curve(((i, 1.0) for i in range(5000)), max_points=100)
     assert len(curve) == 100
-    assert curve[-1][1] == pytest.approx(5000.0)
+    assert curve[-1] == (4999, pytest.approx(5000.0))
     assert [r for _, r in curve] == sorted(r for _, r in curve)
-    with pytest.raises(ValueError):
-        stats.equity_curve(rows, max_points=1)
+    assert st.equity_curve([(1, 2.0), (2, -1.0)]) == [(1, 2.0), (2, 1.0)]
+    with pytest.raises(ValueError, match="max_points"):
+        st.equity_curve([], max_points=1)
 
 
-def test_quality_bands_and_calibration() -> None:
-    rows = [
-        row("A", "HIGH", 0, 1.0, q=92, conf=0.81, tp1=True),
-        row("A", "HIGH", 0, -1.0, q=85, conf=0.79),
-        row("B", "LOW", 0, -1.0, q=55, conf=0.42),
-    ]
-    bands = {b.label: b for b in stats.quality_bands(rows)}
+def test_drawdowns_per_group_follow_the_order_signals_ended() -> None:
+    dd = st.drawdowns([("A", "HIGH", 2.0), ("B", "LOW", -1.0), ("A", "HIGH", -1.5), ("A", "LOW", 0.5)])
+    assert dd.overall == pytest.approx(2.5)  # peak 2.0, low -0.5
+    assert dd.by_symbol == {"A": pytest.approx(1.5), "B": pytest.approx(1.0)}
+    assert dd.by_tier == {"HIGH": pytest.approx(1.5), "LOW": pytest.approx(1.0)}
+
+
+def test_bands_merge_scores_and_calibration_refuses_untriggered_groups() -> None:
+    one = Tally(signals=1, triggered=1, wins=1, total_r=1.0)
+    lost = Tally(signals=1, triggered=1, total_r=-1.0)
+    bands = {
+        b.label: b for b in st.quality_bands([(91, one, 1, 0.8), (97, lost, 0, 0.7), (55, lost, 0, 0.4)])
+    }
     assert list(bands) == ["50–59", "60–69", "70–79", "80–89", "90–100"]
-    assert (bands["90–100"].win_rate, bands["80–89"].win_rate, bands["50–59"].win_rate) == (1.0, 0.0, 0.0)
-    assert bands["60–69"].signals == 0 and bands["60–69"].win_rate is None
-    cal = stats.calibration(rows)
-    assert [(b.label, b.signals) for b in cal] == [("0.4–0.5", 1), ("0.7–0.8", 1), ("0.8–0.9", 1)]
-    assert cal[-1].tp1_rate == 1.0 and cal[0].tp1_rate == 0.0
+    assert bands["90–100"].tally.signals == 2 and bands["90–100"].tally.win_rate == 0.5
+    assert bands["90–100"].tp1_rate == 0.5 and bands["90–100"].mean_confidence == pytest.approx(0.75)
+    assert bands["60–69"].tally.signals == 0 and bands["60–69"].tally.win_rate is None
+    cal = st.calibration([(7, one, 1, 0.72), (10, lost, 0, 1.0)])  # a confidence of 1.0 is in the top decile
+    assert [(b.label, b.tally.triggered) for b in cal] == [("0.7–0.8", 1), ("0.9–1.0", 1)]
+    with pytest.raises(ValueError, match="triggered signals only"):
+        st.calibration([(7, Tally(signals=2, triggered=1), 0, 0.7)])
+
+
+# --- aggregated in PostgreSQL ----------------------------------------------------------------------------
+
+
+def _three_days(db: Database) -> list[Outcome]:
+    """+2 R on day 1, -1 R on day 3, +1.5 R on day 4 of the week from D0 (three days with signals)."""
+    return store_finished(
+        db,
+        [
+            finished("BTCUSDT", D0 + DAY_MS + 10 * HOUR, 2.0),
+            finished("ETHUSDT", D0 + 3 * DAY_MS + 10 * HOUR, -1.0, tier="MEDIUM", quality=65),
+            finished("BTCUSDT", D0 + 4 * DAY_MS + 10 * HOUR, 1.5),
+        ],
+    )
+
+
+def test_sharpe_of_a_chosen_period_counts_its_days_without_signals(db: Database) -> None:
+    _three_days(db)
+    week = ds.performance(db, D0, D0 + 7 * DAY_MS)
+    # daily R over the 7 days: 0, 2, 0, -1, 1.5, 0, 0 -> mean 2.5/7 = 0.357143, sample variance
+    # (7.25 - 7 * 0.357143²) / 6 = 1.059524, stdev 1.029332; 0.357143 / 1.029332 * sqrt(365) = 6.6288
+    assert week.sharpe_days == 7
+    assert week.overall.sharpe_ratio == pytest.approx(6.62877, abs=1e-4)
+    # "all time" runs from the first to the last day with a signal: 2, 0, -1, 1.5 -> 8.6721
+    everything = ds.performance(db, 0, D0 + 30 * DAY_MS, open_ended=True)
+    assert everything.sharpe_days == 4
+    assert everything.overall.sharpe_ratio == pytest.approx(8.67214, abs=1e-4)
+
+
+def test_sql_aggregates_equal_the_metrics_of_the_reports(db: Database) -> None:
+    rng = random.Random(3)
+    made = []
+    for i in range(60):
+        t = D0 + rng.randrange(7 * DAY_MS)
+        r = rng.choice([-1.05, 1.45, 0.4, -0.2])
+        made.append(
+            finished(
+                rng.choice(["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
+                t + i,  # distinct times: distinct signal ids
+                r,
+                tier=rng.choice(["HIGH", "MEDIUM", "LOW"]),
+                quality=rng.randint(50, 100),
+                confidence=rng.uniform(0, 1),
+                triggered=rng.random() > 0.2,
+                tp1=r > 0,
+                hold_ms=rng.randrange(60_000, 3_600_000),
+            )
+        )
+    outcomes = store_finished(db, made)
+    got = ds.performance(db, D0, D0 + 7 * DAY_MS)
+    overall, by_tier = metrics.period_metrics(outcomes, metrics.day_of(D0), metrics.day_of(D0) + timedelta(6))
+
+    def same(a: metrics.Summary, b: metrics.Summary) -> None:
+        assert (a.signals_generated, a.signals_triggered, a.wins) == (
+            b.signals_generated,
+            b.signals_triggered,
+            b.wins,
+        )
+        for name in ("win_rate", "average_hold_minutes", "total_pnl_r", "total_pnl_pct", "sharpe_ratio"):
+            assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-9), name
+        assert a.max_drawdown_r == pytest.approx(b.max_drawdown_r, abs=1e-9)
+        assert a.mean_quality == pytest.approx(b.mean_quality)
+
+    same(got.overall, overall)
+    for group in got.by_tier:
+        same(group.summary, by_tier[group.key])  # type: ignore[index]
+    for group in got.by_symbol:
+        mine = [o for o in outcomes if o.signal.symbol == group.key]
+        same(group.summary, metrics.summarize(mine, metrics.day_of(D0), metrics.day_of(D0) + timedelta(6)))
+    totals = [g.summary.total_pnl_r for g in got.by_symbol]
+    assert totals == sorted(totals, reverse=True)
+    assert got.curve[-1][1] == pytest.approx(overall.total_pnl_r)
+    # a tier filter narrows everything to that tier
+    high = ds.performance(db, D0, D0 + 7 * DAY_MS, tier="HIGH")
+    same(high.overall, by_tier["HIGH"])
+    assert [g.key for g in high.by_tier] == ["HIGH"]
+
+
+def test_calibration_is_measured_over_triggered_signals_only(db: Database) -> None:
+    store_finished(
+        db,
+        [
+            finished("BTCUSDT", D0, 1.45, confidence=0.72, tp1=True),
+            finished("BTCUSDT", D0 + 1, -1.05, confidence=0.74),
+            finished("ETHUSDT", D0 + 2, 0.0, confidence=0.78, triggered=False),
+            finished("ETHUSDT", D0 + 3, 0.0, confidence=0.79, triggered=False),
+            finished(
+                "SOLUSDT", D0 + 4, 0.0, confidence=0.31, triggered=False
+            ),  # a decile with none triggered
+        ],
+    )
+    bands, cal = ds.quality(db, D0, D0 + DAY_MS)
+    (decile,) = cal
+    assert decile.label == "0.7–0.8"
+    assert decile.tally.signals == decile.tally.triggered == 2
+    assert decile.mean_confidence == pytest.approx(0.73)  # not 0.7575, the mean with the untriggered
+    assert decile.tp1_rate == 0.5
+    assert sum(b.tally.signals for b in bands) == 5  # quality bands count every finished signal
+    # the scatter shows the last signals to end: the two triggered ones (they ended a second later)
+    assert ds.quality_points(db, D0, D0 + DAY_MS, limit=2) == [("HIGH", 80, -1.05), ("HIGH", 80, 1.45)]
+
+
+def test_bad_requests_and_an_unreachable_database(db: Database) -> None:
+    with pytest.raises(ValueError, match="tier must be one of"):
+        ds.performance(db, 0, 1, tier="URGENT")
+    with pytest.raises(ValueError, match="empty period"):
+        ds.quality(db, 5, 5)
+    with pytest.raises(ValueError, match="limit"):
+        ds.quality_points(db, 0, 1, limit=0)
+    empty = ds.performance(db, 0, D0)
+    assert empty.overall.signals_generated == 0 and empty.by_symbol == [] and empty.curve == []
+    down = Database(closed_url("postgresql"), connect_timeout=2)
+    try:
+        with pytest.raises(StorageUnavailable, match="TAPEWATCH_DATABASE_URL"):
+            ds.performance(down, 0, D0)
+    finally:
+        down.dispose()
