@@ -13,7 +13,7 @@ import dagster as dg
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
 from tapewatch.adapters.universe_fetch import exchange_symbols as fetch_exchange_symbols
 from tapewatch.adapters.universe_fetch import failed_share, fetch_statistics
-from tapewatch.adapters.universe_store import publish, save_rescan
+from tapewatch.adapters.universe_store import publish_current, save_rescan
 from tapewatch.settings import Settings
 from tapewatch.universe import (
     Selection,
@@ -125,12 +125,15 @@ def universe(
             "no symbol passed the minimums; the universe is left as it is",
             metadata={"reasons": dg.MetadataValue.json(symbol_scores.reasons())},
         )
-    with database.open() as db:
+    with database.open() as db, redis.open() as state:
         rescan = save_rescan(
             db, symbol_scores.decisions, run_id=context.run.run_id, params=_params(settings.settings())
         )
-    with redis.open() as state:
-        publish(state, rescan, source="universe_rescan")
+        published = publish_current(db, state, source="universe_rescan")
+    if published is not None and published.rescan_id != rescan.rescan_id:
+        context.log.warning(
+            f"a newer universe version ({published.rescan_id}) was stored meanwhile: published it"
+        )
     context.add_output_metadata(
         {
             "rescan_id": rescan.rescan_id,

@@ -2,7 +2,8 @@
 
 - ``universe_rescan_job`` materializes the universe assets (``assets.universe``); launched by
   ``universe_rescan_schedule`` every ``universe_rescan_interval`` hours (the cron is built from the setting
-  when the code location loads), from the UI, and by ``tapewatch rescan``.
+  when the code location loads; unreadable settings give the default 6 h and a warning, never a code location
+  that fails to load), from the UI, and by ``tapewatch rescan``.
 - ``universe_quick_check_job`` (``universe_quick_check_schedule``, hourly): the minimums only, measured now for
   the symbols of the current universe; failing ones leave at once (a new version, kind ``quick``).
 - ``emergency_exclusion_sensor`` (every 30 s): the live spread, depth and volume the realtime service keeps
@@ -13,16 +14,19 @@ Schedules and the sensor run by default. Exclusions last until the next full res
 """
 
 import json
+import logging
+from collections.abc import Callable
 
 import dagster as dg
 import msgspec
 
 from assets.universe import UNIVERSE_ASSETS
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
+from tapewatch.adapters.dagster_runs import RESCAN_JOB
 from tapewatch.adapters.universe_fetch import fetch_statistics
-from tapewatch.adapters.universe_store import current_universe, exclude, publish
-from tapewatch.errors import StorageUnavailable
-from tapewatch.settings import load_settings
+from tapewatch.adapters.universe_store import current_universe, exclude, publish_current
+from tapewatch.errors import ConfigError, StorageUnavailable
+from tapewatch.settings import Settings, load_settings
 from tapewatch.universe import Reason, minimums_from, rescan_cron
 from tapewatch.universe_checks import (
     EmergencyCheck,
@@ -33,10 +37,12 @@ from tapewatch.universe_checks import (
     quick_check,
 )
 
+log = logging.getLogger(__name__)
+
 SENSOR_INTERVAL = 30
 
 universe_rescan_job = dg.define_asset_job(
-    "universe_rescan_job",
+    RESCAN_JOB,
     selection=dg.AssetSelection.assets(*UNIVERSE_ASSETS),
     description="Full universe rescan (spec 4): statistics, scores, minimums, top universe_size; stored and published.",
 )
@@ -59,9 +65,9 @@ def universe_quick_check(
         report = binance.run(lambda c: fetch_statistics(c, current.symbols, config, full=False), config)
         result = quick_check(current.symbols, {s.symbol: s for s in report.stats}, minimums_from(config))
         rescan = exclude(db, result.excluded, source="quick_check", run_id=context.run_id)
-    if rescan is not None:
-        with redis.open() as state:
-            publish(state, rescan, source="universe_quick_check")
+        if rescan is not None:
+            with redis.open() as state:
+                publish_current(db, state, source="universe_quick_check")
     for e in result.excluded:
         context.log.warning(f"excluded {e.symbol}: {e.detail}")
     context.add_output_metadata(
@@ -94,11 +100,11 @@ def universe_exclusion(
     exclusion = Exclusion(config.symbol, Reason(config.reason), config.detail, json.loads(config.values_json))
     with database.open() as db:
         rescan = exclude(db, [exclusion], source="emergency", run_id=context.run_id)
-    if rescan is None:
-        context.log.info(f"{config.symbol} is no longer in the universe: nothing to do")
-        return
-    with redis.open() as state:
-        publish(state, rescan, source="emergency_exclusion")
+        if rescan is None:
+            context.log.info(f"{config.symbol} is no longer in the universe: nothing to do")
+            return
+        with redis.open() as state:
+            publish_current(db, state, source="emergency_exclusion")
     context.log.warning(f"excluded {config.symbol}: {config.detail}")
 
 
@@ -107,14 +113,34 @@ def universe_exclusion_job() -> None:
     universe_exclusion()
 
 
+def rescan_schedule_cron(load: Callable[[], Settings] = load_settings) -> tuple[str, str]:
+    """The cron and the description of ``universe_rescan_schedule``, from ``universe_rescan_interval``.
+
+    Never raises: settings that cannot be read (a bad ``TAPEWATCH_*`` value, a missing config file) give the
+    default interval, a logged warning and a description saying why, so the code location still loads (the
+    runs themselves then fail on the same ConfigError, with its message)."""
+    default = float(Settings.model_fields["universe_rescan_interval"].default)
+    try:
+        hours = load().universe_rescan_interval
+    except ConfigError as exc:
+        problem = str(exc).replace("\n", " ")
+        log.warning("universe_rescan_schedule uses the default %g h: %s", default, problem)
+        return rescan_cron(default), (
+            f"Full universe rescan every {default:g} h: the settings could not be read, so the default "
+            f"{default:g} h is used until they are fixed and the code location reloaded ({problem})"
+        )
+    return rescan_cron(hours), f"Full universe rescan every {hours:g} h (universe_rescan_interval)."
+
+
+_RESCAN_CRON, _RESCAN_DESCRIPTION = rescan_schedule_cron()
 universe_rescan_schedule = dg.ScheduleDefinition(
     name="universe_rescan_schedule",
     job=universe_rescan_job,
     # read when the code location loads: a changed interval needs a reload (the UI's "Reload" button)
-    cron_schedule=rescan_cron(load_settings().universe_rescan_interval),
+    cron_schedule=_RESCAN_CRON,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Full universe rescan every universe_rescan_interval hours.",
+    description=_RESCAN_DESCRIPTION,
 )
 
 universe_quick_check_schedule = dg.ScheduleDefinition(
@@ -176,7 +202,12 @@ def emergency_exclusion_sensor(
         return dg.SensorResult(skip_reason=f"storage unavailable, retrying next tick: {exc}")
     if current is None:
         return dg.SensorResult(skip_reason="no universe stored yet")
-    live = {s: LiveLiquidity(s, f.spread, f.depth_1pct_usd, f.quote_volume_window) for s, f in feeds.items()}
+    live = {
+        s: LiveLiquidity(
+            s, f.spread, f.depth_1pct_usd, f.quote_volume_window, f.last_event_ms, f.updated_ms, f.quiet_s
+        )
+        for s, f in feeds.items()
+    }
     check = emergency_check(current.symbols, live, emergency_rules_from(settings.settings()), cursor.strikes)
     new_cursor = msgspec.json.encode(_Cursor(check.strikes)).decode()
     requests = emergency_requests(check, current.rescan_id)

@@ -75,6 +75,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"symbols": tuple(s.strip().upper() for s in args.symbols.split(","))}
         )
+    if args.shard:  # scale-out: this instance follows shard I of N (model_copy does not validate: parse here)
+        from tapewatch.sharding import parse_shard
+
+        try:
+            settings = settings.model_copy(update={"shard": parse_shard(args.shard).label})
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     db = open_database(settings)  # migrations at start-up
     try:
         from tapewatch.adapters.tuning_store import with_active_parameters
@@ -220,7 +227,7 @@ def cmd_dagster(args: argparse.Namespace) -> int:
 
 
 def cmd_rescan(args: argparse.Namespace) -> int:
-    from tapewatch.adapters.dagster_runs import launch_and_wait
+    from tapewatch.adapters.dagster_runs import RESCAN_JOB, launch_and_wait
     from tapewatch.adapters.db import open_database
     from tapewatch.adapters.universe_store import rescan_by_run
 
@@ -229,7 +236,7 @@ def cmd_rescan(args: argparse.Namespace) -> int:
     outcome = launch_and_wait(
         host,
         port,
-        "universe_rescan_job",
+        RESCAN_JOB,
         timeout=args.timeout,
         on_status=lambda s: print(f"   {s}", flush=True),
     )
@@ -331,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", help="comma-separated symbols (default: TAPEWATCH_SYMBOLS or top by volume)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--status-every", type=float, default=None, help="print the live state every N seconds")
+    p.add_argument(
+        "--shard", default=None, help="I/N: follow shard I of N of the universe (default TAPEWATCH_SHARD)"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sim", help="the simulated Binance USD-M exchange (REST + websockets on 127.0.0.1)")

@@ -233,32 +233,35 @@ def fmt_usd(value: float) -> str:
 def minimum_failure(stats: SymbolStats, minimums: Minimums) -> tuple[Reason, str] | None:
     """The first minimum ``stats`` break (volume, open interest, spread, depth), or None.
 
-    A statistic that is missing or invalid is a failure too (``missing_statistic``), except that a volume
-    below the minimum is reported as such even when the other statistics were never fetched."""
+    Only what the minimums use is required: 24h volume, open interest, spread, and depth when
+    ``min_depth_1pct_usd`` > 0 (the score inputs are :func:`select_universe`'s business, so the quick check,
+    which fetches no klines, still judges by the minimums). A measured value that breaks its minimum wins
+    over another statistic that is missing (a failed open-interest call never hides a 2 % spread); with no
+    measured breach, a required statistic missing or invalid is ``missing_statistic``."""
     volume = _stat(stats, "quote_volume_24h")
-    if volume is None:
-        return Reason.MISSING_STATISTIC, _missing_detail(stats, ["quote_volume_24h"])
-    if volume < minimums.min_24h_volume:
+    oi = _stat(stats, "open_interest_usd")
+    spread = _stat(stats, "spread")
+    depth = _stat(stats, "depth_1pct_usd")
+    if volume is not None and volume < minimums.min_24h_volume:
         return Reason.BELOW_MIN_VOLUME, f"24h volume ${fmt_usd(volume)} < ${fmt_usd(minimums.min_24h_volume)}"
-    missing = [n for n in (*_SCORE_INPUTS, "open_interest_usd", "spread") if _stat(stats, n) is None]
-    if missing:
-        return Reason.MISSING_STATISTIC, _missing_detail(stats, missing)
-    oi, spread, depth = (
-        float(_stat(stats, n) or 0.0) for n in ("open_interest_usd", "spread", "depth_1pct_usd")
-    )
-    if oi < minimums.min_open_interest:
+    if oi is not None and oi < minimums.min_open_interest:
         return (
             Reason.BELOW_MIN_OPEN_INTEREST,
             f"open interest ${fmt_usd(oi)} < ${fmt_usd(minimums.min_open_interest)}",
         )
-    if spread > minimums.max_spread:
+    if spread is not None and spread > minimums.max_spread:
         return Reason.SPREAD_TOO_WIDE, f"spread {spread:.4%} > {minimums.max_spread:.4%}"
-    if depth < minimums.min_depth_1pct_usd:
+    depth_required = minimums.min_depth_1pct_usd > 0
+    if depth_required and depth is not None and depth < minimums.min_depth_1pct_usd:
         return (
             Reason.BELOW_MIN_DEPTH,
             f"depth ±1% ${fmt_usd(depth)} < ${fmt_usd(minimums.min_depth_1pct_usd)}",
         )
-    return None
+    required = {"quote_volume_24h": volume, "open_interest_usd": oi, "spread": spread}
+    if depth_required:
+        required["depth_1pct_usd"] = depth
+    missing = [name for name, value in required.items() if value is None]
+    return (Reason.MISSING_STATISTIC, _missing_detail(stats, missing)) if missing else None
 
 
 def _missing_detail(stats: SymbolStats, names: list[str]) -> str:
@@ -291,9 +294,10 @@ def select_universe(
         value = None if components is None else score(components, weights)
         failure = minimum_failure(stats, minimums)
         if failure is not None or components is None or value is None:
+            # past the minimums a full rescan needs every score input; name the missing ones
             reason, detail = failure or (
                 Reason.MISSING_STATISTIC,
-                _missing_detail(stats, list(_SCORE_INPUTS)),
+                _missing_detail(stats, [n for n in _SCORE_INPUTS if _stat(stats, n) is None]),
             )
             failed.append(Decision(symbol, False, reason, detail, None, value, components, stats))
             continue

@@ -34,8 +34,9 @@ class QuickCheck:
 
 
 def quick_check(universe: Sequence[str], stats: Mapping[str, SymbolStats], minimums: Minimums) -> QuickCheck:
-    """Minimums only, on the symbols of ``universe`` (order kept). A symbol with a missing statistic is
-    *kept* and listed as unknown: a failed request between rescans must not empty the universe."""
+    """Minimums only, on the symbols of ``universe`` (order kept). A symbol lacking a statistic the minimums
+    need (and breaking none it has) is *kept* and listed as unknown: a failed request between rescans must not
+    empty the universe. Score inputs (ATR/price, trades per second) play no part here."""
     kept: list[str] = []
     excluded: list[Exclusion] = []
     unknown: list[str] = []
@@ -54,19 +55,41 @@ def quick_check(universe: Sequence[str], stats: Mapping[str, SymbolStats], minim
 
 @dataclass(frozen=True, slots=True)
 class LiveLiquidity:
-    """What the realtime service publishes about one symbol's market right now (None = not known)."""
+    """What the realtime service publishes about one symbol's market right now (None = not known).
+
+    ``last_event_ms`` is the exchange time of the symbol's newest book event, ``updated_ms`` the wall clock
+    when the service published these values, ``quiet_s`` the seconds the service has received nothing for
+    the symbol while others flow (None when it is not quiet)."""
 
     symbol: str
     spread: float | None = None
     depth_1pct_usd: float | None = None
     quote_volume_window: float | None = None
+    last_event_ms: int | None = None
+    updated_ms: int | None = None
+    quiet_s: float | None = None
+
+
+def silent_seconds(live: LiveLiquidity) -> float | None:
+    """How long the symbol has had no market event, as of its publication: the larger of ``updated_ms -
+    last_event_ms`` and ``quiet_s``; None when neither is known."""
+    ages: list[float] = []
+    if live.last_event_ms is not None and live.updated_ms:
+        ages.append((live.updated_ms - live.last_event_ms) / 1000)
+    quiet = usable(live.quiet_s)
+    if quiet is not None:
+        ages.append(quiet)
+    return max(ages) if ages else None
 
 
 @dataclass(frozen=True, slots=True)
 class EmergencyRules:
     """When a live symbol breaks the minimums: its spread above ``max_spread``, its depth within 1 % below
     ``min_depth_1pct_usd``, or its quote volume over the trade window, scaled to 24 h, below
-    ``volume_fraction`` × ``min_24h_volume`` — for ``strikes`` checks in a row (one bad read is noise)."""
+    ``volume_fraction`` × ``min_24h_volume`` — for ``strikes`` checks in a row (one bad read is noise).
+
+    A symbol silent (no event) for longer than the window has a window volume of 0, whatever the service
+    still publishes: its trade window forgets old trades only when a new one arrives."""
 
     max_spread: float
     min_depth_1pct_usd: float
@@ -85,8 +108,21 @@ class EmergencyCheck:
     unknown: tuple[str, ...]
 
 
-def live_violation(live: LiveLiquidity, rules: EmergencyRules) -> tuple[Reason, str] | None:
-    """The first rule ``live`` breaks now, or None (also when the values are unknown)."""
+def _silent(live: LiveLiquidity, rules: EmergencyRules) -> float | None:
+    """``live``'s silence in seconds when it is longer than the trade window, else None."""
+    silent = silent_seconds(live)
+    return (
+        silent if silent is not None and rules.window_seconds > 0 and silent > rules.window_seconds else None
+    )
+
+
+def live_violation(
+    live: LiveLiquidity, rules: EmergencyRules, market_flows: bool = True
+) -> tuple[Reason, str] | None:
+    """The first rule ``live`` breaks now, or None (also when the values are unknown).
+
+    ``market_flows`` False (no symbol of the universe had an event within the window: the feed, not the
+    symbol, is down) turns off the silence rule."""
     spread = usable(live.spread)
     if spread is not None and spread > rules.max_spread:
         return Reason.SPREAD_TOO_WIDE, f"live spread {spread:.4%} > {rules.max_spread:.4%}"
@@ -96,10 +132,16 @@ def live_violation(live: LiveLiquidity, rules: EmergencyRules) -> tuple[Reason, 
             Reason.BELOW_MIN_DEPTH,
             f"live depth ±1% ${fmt_usd(depth)} < ${fmt_usd(rules.min_depth_1pct_usd)}",
         )
+    floor = rules.volume_fraction * rules.min_24h_volume
+    silent = _silent(live, rules) if market_flows else None
+    if silent is not None and floor > 0:
+        return Reason.BELOW_MIN_VOLUME, (
+            f"no event for {silent:.0f} s (> the {rules.window_seconds:g} s trade window) while other symbols "
+            f"flow: live volume $0 < {rules.volume_fraction:g} × ${fmt_usd(rules.min_24h_volume)}"
+        )
     window = usable(live.quote_volume_window)
     if window is not None and rules.window_seconds > 0:
         daily = window * 86_400 / rules.window_seconds
-        floor = rules.volume_fraction * rules.min_24h_volume
         if daily < floor:
             return Reason.BELOW_MIN_VOLUME, (
                 f"live volume ${fmt_usd(window)} in {rules.window_seconds:g} s (${fmt_usd(daily)}/24h) "
@@ -116,18 +158,25 @@ def emergency_check(
 ) -> EmergencyCheck:
     """Which symbols of ``universe`` to exclude now, given the live values and the strikes so far.
 
-    A symbol without live values, or with all of them unknown (None), is neither excluded nor struck."""
+    A symbol without live values, or with all of them unknown (None), is neither excluded nor struck. The
+    silence rule applies only while the market flows (some symbol of the universe had an event within the
+    trade window): when all are silent the feed is down, and that never empties the universe."""
     exclusions: list[Exclusion] = []
     counts: dict[str, int] = {}
     unknown: list[str] = []
+    present = [live[s] for s in universe if s in live]
+    market_flows = any(
+        (age := silent_seconds(v)) is not None and age <= rules.window_seconds for v in present
+    )
     for symbol in universe:
         values = live.get(symbol)
-        if values is None or all(
-            usable(v) is None for v in (values.spread, values.depth_1pct_usd, values.quote_volume_window)
+        if values is None or (
+            all(usable(v) is None for v in (values.spread, values.depth_1pct_usd, values.quote_volume_window))
+            and (not market_flows or _silent(values, rules) is None)
         ):
             unknown.append(symbol)
             continue
-        violation = live_violation(values, rules)
+        violation = live_violation(values, rules, market_flows)
         if violation is None:
             continue
         count = strikes.get(symbol, 0) + 1
@@ -136,6 +185,7 @@ def emergency_check(
                 "spread": values.spread,
                 "depth_1pct_usd": values.depth_1pct_usd,
                 "quote_volume_window": values.quote_volume_window,
+                "silent_s": silent_seconds(values),
                 "strikes": float(count),
             }
             exclusions.append(Exclusion(symbol, violation[0], violation[1], recorded))

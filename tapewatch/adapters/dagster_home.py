@@ -30,7 +30,7 @@ import psycopg
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from tapewatch.adapters.dagster_runs import job_available
+from tapewatch.adapters.dagster_runs import RESCAN_JOB, job_available
 from tapewatch.adapters.db import open_database
 from tapewatch.adapters.embedded import ensure_database, ensure_redis
 from tapewatch.adapters.redis_keys import DAGSTER, Keyspace
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 #: ``orchestration.definitions``).
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = ROOT / "workspace.yaml"
-#: The job ``tapewatch rescan`` launches; its presence means the code location has loaded.
-RESCAN_JOB = "universe_rescan_job"
 #: Seconds the webserver may take to load the code location (two busy cores: be patient).
 READY_TIMEOUT = 240.0
 

@@ -4,7 +4,8 @@ Every change of the universe is a new *version* (a ``universe_rescans`` row with
 row per symbol it evaluated): a full rescan writes every candidate with its statistics, score and reason;
 a quick check or an emergency exclusion copies the current universe, marks the excluded symbols out with
 their reason, and records each exclusion in ``universe_exclusions``. The newest version is the current
-universe. Versions are written under one advisory lock, so two writers never fork the history.
+universe. Versions are written under one advisory lock, so two writers never fork the history, and
+:func:`publish_current` hands the newest one to Redis under the same lock, so publishes keep that order.
 
 Read side (the dashboard's): :func:`current_universe`, :func:`recent_rescans` (with the symbols added and
 removed against the version before), :func:`members`, :func:`exclusions`, :func:`rescan_by_run`. Every
@@ -170,6 +171,17 @@ def _insert_version(
     return rescan_id
 
 
+def _lock(conn: Connection) -> None:
+    """Become the one writer of universe versions until ``conn``'s transaction ends."""
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+
+
+def _lock_and_latest(conn: Connection) -> int | None:
+    """:func:`_lock`, then the newest version's id (None before the first)."""
+    _lock(conn)
+    return _latest_id(conn)
+
+
 def save_rescan(
     db: Database,
     decisions: Sequence[Decision],
@@ -180,7 +192,7 @@ def save_rescan(
     """Store a full rescan (every candidate's decision) as the new current universe; return it."""
     selected = [d.symbol for d in sorted((d for d in decisions if d.selected), key=lambda d: d.rank or 0)]
     with db.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        _lock(conn)
         rescan_id = _insert_version(conn, "full", selected, decisions, run_id, params or {})
         return _rescan(conn, rescan_id)
 
@@ -198,8 +210,7 @@ def exclude(
     Symbols not in the current universe are skipped (already gone: a repeated sensor run changes
     nothing). Returns the new version, or None when nothing was removed (or no universe exists yet)."""
     with db.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-        current = _latest_id(conn)
+        current = _lock_and_latest(conn)
         if current is None:
             return None
         previous = _members(conn, current)
@@ -372,17 +383,28 @@ def exclusions(db: Database, limit: int = 100, symbol: str | None = None) -> lis
         ]
 
 
-def publish(state: RedisState, rescan: Rescan, *, source: str) -> None:
-    """Hand ``rescan``'s universe to the realtime service (control key ``universe``) and record it as the
-    last rescan (``tapewatch status``, the dashboard). Raises StorageUnavailable when Redis is down."""
-    state.set_universe(list(rescan.symbols), source=source)
-    state.set_last_rescan(
-        {
-            "rescan_id": rescan.rescan_id,
-            "kind": rescan.kind,
-            "run_id": rescan.run_id,
-            "symbols": len(rescan.symbols),
-            "added": ",".join(rescan.added),
-            "removed": ",".join(rescan.removed),
-        }
-    )
+def publish_current(db: Database, state: RedisState, *, source: str) -> Rescan | None:
+    """Hand the *newest* version to the realtime service (control key ``universe``) and record it as the last
+    rescan (``tapewatch status``, the dashboard); return it, or None before the first version.
+
+    Writers call this after committing their version, but it publishes whatever is newest, read and written
+    under the writers' advisory lock: a slow run that publishes late publishes the newer version another run
+    stored meanwhile, never its own older one. Raises StorageUnavailable when PostgreSQL or Redis is down."""
+    with db.begin() as conn:
+        latest = _lock_and_latest(conn)
+        if latest is None:
+            return None
+        rescan = _rescan(conn, latest)
+        # still under the lock: no newer version can commit (and publish) between this read and this write
+        state.set_universe(list(rescan.symbols), source=source)
+        state.set_last_rescan(
+            {
+                "rescan_id": rescan.rescan_id,
+                "kind": rescan.kind,
+                "run_id": rescan.run_id,
+                "symbols": len(rescan.symbols),
+                "added": ",".join(rescan.added),
+                "removed": ",".join(rescan.removed),
+            }
+        )
+        return rescan

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
 
 from tapewatch.adapters.db import Database
+from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.universe_store import (
+    Rescan,
     current_universe,
     exclude,
     exclusions,
     members,
+    publish_current,
     recent_rescans,
     rescan_by_run,
     save_rescan,
@@ -133,6 +137,92 @@ def test_exclusions_make_new_versions_and_diffs_follow_the_history(db: Database)
     assert current_universe(db) == quick
     with pytest.raises(ValueError, match="at least 1"):
         recent_rescans(db, limit=0)
+
+
+def version(db: Database, *symbols: str) -> Rescan:
+    """A full rescan selecting ``symbols`` (decreasing volume), stored."""
+    candidates = [stats(s, 9e8 - i * 1e8) for i, s in enumerate(symbols)]
+    return save_rescan(db, select_universe(candidates, 5, MINS).decisions)
+
+
+def test_a_late_publish_of_an_older_write_publishes_the_newest_version(
+    db: Database, redis_state: RedisState
+) -> None:
+    assert publish_current(db, redis_state, source="test") is None  # nothing stored yet: nothing published
+    assert redis_state.read_control().universe is None
+    older = version(db, "AUSDT", "BUSDT")
+    newer = version(db, "AUSDT", "CUSDT")
+    # the run that stored the newer version publishes first; the slow run of the older one publishes last
+    assert publish_current(db, redis_state, source="newer run") == newer
+    assert publish_current(db, redis_state, source="older run") == newer
+    assert older.rescan_id < newer.rescan_id
+    assert redis_state.read_control().universe == ("AUSDT", "CUSDT")
+    last = redis_state.last_rescan()
+    assert last is not None and last.info["rescan_id"] == newer.rescan_id and last.info["added"] == "CUSDT"
+
+
+class PausedState(RedisState):
+    """The real RedisState, paused just before it writes the universe (to interleave two runs exactly)."""
+
+    def __init__(self, base: RedisState) -> None:
+        super().__init__(base.client, keys=base.keys)
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def set_universe(self, symbols: Sequence[str] | None, *, source: str) -> None:
+        self.reached.set()
+        assert self.go.wait(60), "the test never let the publish go on"
+        super().set_universe(symbols, source=source)
+
+
+def lock_waiters(db: Database) -> int:
+    with db.begin() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_version_stored_while_an_older_one_is_being_published_is_published_after_it(
+    db: Database, redis_state: RedisState
+) -> None:
+    # run A has read the newest version (v1) and is about to write it to Redis when run B stores v2 and
+    # publishes it; A's write must not land after B's
+    version(db, "AUSDT", "BUSDT")
+    paused = PausedState(redis_state)
+    errors: list[BaseException] = []
+
+    def run(fn: Callable[[], object]) -> threading.Thread:
+        def body() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    a = run(lambda: publish_current(db, paused, source="run A"))
+    assert paused.reached.wait(60)
+    b = run(lambda: (version(db, "AUSDT", "CUSDT"), publish_current(db, redis_state, source="run B")))
+    # B either waits for A's lock (the fix) or gets through at once (the race): wait for one of the two
+    for _ in range(600):
+        if not b.is_alive() or lock_waiters(db):
+            break
+        b.join(0.05)
+    paused.go.set()
+    a.join(60)
+    b.join(60)
+    assert not errors and not a.is_alive() and not b.is_alive()
+    newest = current_universe(db)
+    assert newest is not None and newest.symbols == ("AUSDT", "CUSDT")
+    assert redis_state.read_control().universe == newest.symbols
+    last = redis_state.last_rescan()
+    assert last is not None and last.info["rescan_id"] == newest.rescan_id
 
 
 def test_the_schema_refuses_bad_rows(db: Database) -> None:

@@ -3,6 +3,11 @@ simulated exchange's REST."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -11,18 +16,28 @@ import pytest
 from assets.universe import UNIVERSE_ASSETS
 from orchestration.universe import (
     emergency_exclusion_sensor,
+    rescan_schedule_cron,
     universe_exclusion_job,
     universe_quick_check_job,
     universe_rescan_job,
     universe_rescan_schedule,
 )
 from realtime.sim.server import SimExchange
+from tapewatch.adapters.dagster_home import ROOT
+from tapewatch.adapters.dagster_runs import RESCAN_JOB
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_ops import SymbolFeed
 from tapewatch.adapters.redis_state import RedisState
-from tapewatch.adapters.universe_store import current_universe, exclusions, members, recent_rescans
-from tapewatch.universe import Reason
+from tapewatch.adapters.universe_store import (
+    current_universe,
+    exclusions,
+    members,
+    recent_rescans,
+    save_rescan,
+)
+from tapewatch.settings import load_settings
+from tapewatch.universe import Reason, SymbolStats, minimums_from, select_universe
 from tests.orchestration.universe_support import publish_feeds, resources, sim_in_thread
 
 # the first 20 simulated symbols: 15 liquid, ATOM too wide, FIL and ETC thin, MKR low open interest; UNI is
@@ -201,6 +216,89 @@ def test_quick_check_and_emergency_exclusion_remove_symbols_as_runs(
     assert current_universe(db) == after
 
 
+@pytest.mark.parametrize(
+    ("loose", "reason", "out"),
+    [
+        # a rescan without the open-interest minimum lets the low-open-interest symbol in; the quick check at
+        # the default minimum ($10M) takes it out
+        ({"min_open_interest": "0"}, Reason.BELOW_MIN_OPEN_INTEREST, LOW_OI),
+        # likewise the wide symbol (2-4 ticks by design) with a 1 % spread allowed, then the default 0.02 %
+        ({"max_spread": "0.01"}, Reason.SPREAD_TOO_WIDE, WIDE),
+    ],
+)
+def test_quick_check_excludes_on_open_interest_and_spread_not_only_volume(
+    sim: SimExchange,
+    migrated_database_url: str,
+    db: Database,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    loose: dict[str, str],
+    reason: Reason,
+    out: set[str],
+) -> None:
+    # the quick check fetches no klines: ATR/price is unknown and must not make every symbol "unknown, kept"
+    assert rescan(sim, migrated_database_url, redis_url, redis_keys, universe_size="20", **loose).success
+    first = current_universe(db)
+    assert first is not None and out <= set(first.symbols)
+    res = resources(migrated_database_url, redis_url, redis_keys, sim.rest_url)
+    run = universe_quick_check_job.execute_in_process(resources=res)
+    assert run.success
+    after = current_universe(db)
+    assert after is not None and after.kind == "quick"
+    excluded = {e.symbol: e.reason for e in exclusions(db)}
+    assert {s: excluded.get(s) for s in out} == dict.fromkeys(out, reason)
+    # UNI: a wide symbol whose volume sits at the minimum, out for either reason
+    assert set(excluded) - out <= {"UNIUSDT"} and set(after.removed) == set(excluded)
+    assert set(after.symbols) == set(first.symbols) - set(excluded)
+    (output,) = [e for e in run.events_for_node("universe_quick_check") if e.is_successful_output]
+    assert output.step_output_data.metadata["unknown (kept)"].value == []
+    assert redis_state.read_control().universe == after.symbols
+
+
+def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_volume_looks_healthy(
+    migrated_database_url: str, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    # the trade window keeps its last 300 s of volume until a new trade arrives: only the age of the last
+    # event shows that a symbol stopped
+    healthy = {
+        "quote_volume_24h": 1e9,
+        "open_interest_usd": 1e8,
+        "spread": 0.0001,
+        "depth_1pct_usd": 5e6,
+        "atr_ratio": 0.02,
+        "trades_per_second": 5.0,
+    }
+    picked = select_universe(
+        [SymbolStats(s, **healthy) for s in ("AUSDT", "BUSDT")],  # type: ignore[arg-type]
+        2,
+        minimums_from(load_settings()),
+    )
+    save_rescan(db, picked.decisions)
+    now = int(time.time() * 1000)  # updated_ms is the publisher's wall clock; 400 s is no timing margin
+    live = {"state": "synced", "spread": 0.0001, "depth_1pct_usd": 5e6, "quote_volume_window": 5e6}
+    publish_feeds(
+        redis_url,
+        redis_keys,
+        {
+            "AUSDT": SymbolFeed(**live, last_event_ms=now - 400_000),  # type: ignore[arg-type]
+            "BUSDT": SymbolFeed(**live, last_event_ms=now),  # type: ignore[arg-type]
+        },
+    )
+    res = resources(migrated_database_url, redis_url, redis_keys, emergency_strikes="2")
+    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res))
+    assert isinstance(out, dg.SensorResult) and not out.run_requests and "AUSDT×1" in str(out.skip_reason)
+    out = emergency_exclusion_sensor(dg.build_sensor_context(cursor=out.cursor, resources=res))
+    assert isinstance(out, dg.SensorResult)
+    (request,) = out.run_requests or []
+    assert request.tags == {"tapewatch/symbol": "AUSDT", "tapewatch/reason": "below_min_volume"}
+    config = request.run_config["ops"]["universe_exclusion"]["config"]
+    assert "no event for" in config["detail"] and "live volume $0" in config["detail"]
+    assert universe_exclusion_job.execute_in_process(run_config=request.run_config, resources=res).success
+    after = current_universe(db)
+    assert after is not None and after.symbols == ("BUSDT",) and after.removed == ("AUSDT",)
+
+
 def test_the_sensor_skips_without_a_universe_or_storage(
     migrated_database_url: str, redis_url: str, redis_keys: Keyspace
 ) -> None:
@@ -214,4 +312,31 @@ def test_the_sensor_skips_without_a_universe_or_storage(
 
 def test_jobs_and_schedule_are_wired() -> None:
     assert universe_rescan_schedule.cron_schedule == "0 */6 * * *"
-    assert universe_rescan_schedule.job_name == universe_rescan_job.name == "universe_rescan_job"
+    assert universe_rescan_schedule.job_name == universe_rescan_job.name == RESCAN_JOB
+
+
+def test_the_rescan_cron_follows_the_setting_and_falls_back_on_a_bad_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cron, description = rescan_schedule_cron(lambda: load_settings(universe_rescan_interval=2))
+    assert cron == "0 */2 * * *" and "every 2 h" in description
+    with caplog.at_level(logging.WARNING):
+        cron, description = rescan_schedule_cron(lambda: load_settings(universe_rescan_interval="abc"))
+    assert cron == "0 */6 * * *"
+    assert "TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in description and "default 6 h" in description
+    assert any("TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bad_setting_never_stops_the_code_location_from_loading() -> None:
+    # Dagster imports the code location in a process of its own, with the operator's environment
+    env = {**os.environ, "TAPEWATCH_UNIVERSE_RESCAN_INTERVAL": "abc"}
+    script = (
+        "from orchestration.definitions import defs\n"
+        "s = defs.resolve_schedule_def('universe_rescan_schedule')\n"
+        "print(s.cron_schedule, '|', s.description)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("0 */6 * * * |") and "TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in proc.stdout

@@ -186,8 +186,48 @@ def test_quick_check_applies_minimums_only_and_keeps_unknowns() -> None:
     assert [e.symbol for e in result.excluded] == ["BUSDT", "CUSDT"]
     assert [e.reason for e in result.excluded] == [Reason.BELOW_MIN_VOLUME, Reason.SPREAD_TOO_WIDE]
     assert result.excluded[0].values["quote_volume_24h"] == 10e6
-    # ... but a statistic missing is "unknown": a failed request between rescans never empties the universe
-    assert result.kept == ("AUSDT", "DUSDT") and result.unknown == ("AUSDT", "DUSDT")
+    # ... but a statistic the minimums need that is missing is "unknown": a failed request between rescans
+    # never empties the universe
+    assert result.kept == ("AUSDT", "DUSDT") and result.unknown == ("DUSDT",)
+
+
+def test_quick_check_excludes_on_spread_and_open_interest_measured_without_klines() -> None:
+    # the quick check fetches no klines (measure(..., candles=None)): ATR/price is unknown, and that must not
+    # turn every symbol above the volume minimum into "unknown, kept"
+    ticker = TickerStats("WIDEUSDT", quote_volume=80e6, last_price=2.0, count=864_000)
+    wide_book = DepthSnapshot(1, [(1.98, 1e6)], [(2.02, 1e6)])  # a 2 % spread
+    tight_book = DepthSnapshot(1, [(1.9999, 1e6)], [(2.0001, 1e6)])
+    wide = measure(ticker, depth=wide_book, candles=None, open_interest=1e7)
+    low_oi = measure(replace(ticker, symbol="LOWOIUSDT"), depth=tight_book, candles=None, open_interest=5.0)
+    fine = measure(replace(ticker, symbol="FINEUSDT"), depth=tight_book, candles=None, open_interest=1e7)
+    no_oi = measure(replace(ticker, symbol="NOOIUSDT"), depth=tight_book, open_interest="HTTP 503")
+    assert wide.atr_ratio is None and low_oi.open_interest_usd == 10.0
+    measured = {s.symbol: s for s in (wide, low_oi, fine, no_oi)}
+    result = quick_check(list(measured), measured, MINS)
+    assert [(e.symbol, e.reason) for e in result.excluded] == [
+        ("WIDEUSDT", Reason.SPREAD_TOO_WIDE),
+        ("LOWOIUSDT", Reason.BELOW_MIN_OPEN_INTEREST),
+    ]
+    assert "2.0000% > 0.0200%" in result.excluded[0].detail
+    assert result.kept == ("FINEUSDT", "NOOIUSDT") and result.unknown == ("NOOIUSDT",)
+    # depth is required only when its minimum is on
+    no_depth = replace(fine, symbol="NODEPTHUSDT", depth_1pct_usd=None)
+    assert quick_check(["NODEPTHUSDT"], {"NODEPTHUSDT": no_depth}, MINS).unknown == ()
+    strict = replace(MINS, min_depth_1pct_usd=100_000)
+    assert quick_check(["NODEPTHUSDT"], {"NODEPTHUSDT": no_depth}, strict).unknown == ("NODEPTHUSDT",)
+
+
+def test_a_measured_minimum_breach_wins_over_another_missing_statistic() -> None:
+    # an open-interest call failed, but the spread measured is far too wide: out for the spread
+    broken = stats("XUSDT", open_interest_usd=None, spread=0.01)
+    (excl,) = quick_check(["XUSDT"], {"XUSDT": broken}, MINS).excluded
+    assert excl.reason is Reason.SPREAD_TOO_WIDE
+    d = select_universe([broken], 1, MINS).decisions[0]
+    assert d.reason is Reason.SPREAD_TOO_WIDE and d.rank is None
+    # a full rescan still needs every score input: a missing one is named in the reason
+    no_atr = stats("YUSDT", atr_ratio=None)
+    d = select_universe([no_atr], 1, MINS).decisions[0]
+    assert d.reason is Reason.MISSING_STATISTIC and d.detail == "no valid atr_ratio"
 
 
 RULES = EmergencyRules(
@@ -245,6 +285,58 @@ def test_emergency_treats_none_and_nan_as_unknown_never_excluding() -> None:
     result = emergency_check(["AUSDT", "BUSDT", "CUSDT"], live, rules, {"AUSDT": 2})
     assert result.exclusions == () and result.strikes == {}
     assert result.unknown == ("AUSDT", "BUSDT", "CUSDT")
+
+
+NOW = 1_700_000_000_000
+
+
+def test_emergency_a_symbol_silent_longer_than_the_trade_window_has_no_volume() -> None:
+    # the trade window drops old trades only when a new one arrives: a symbol that stopped trading keeps
+    # publishing its last healthy 300 s volume; its last event, older than the window, says the truth
+    rules = replace(RULES, strikes=2)
+    stopped = LiveLiquidity(
+        "AUSDT", quote_volume_window=1e6, last_event_ms=NOW - 301_000, updated_ms=NOW, quiet_s=None
+    )
+    flowing = replace(HEALTHY, symbol="BUSDT", last_event_ms=NOW - 100, updated_ms=NOW)
+    live = {"AUSDT": stopped, "BUSDT": flowing}
+    first = emergency_check(["AUSDT", "BUSDT"], live, rules, {})
+    assert first.exclusions == () and first.strikes == {"AUSDT": 1}
+    second = emergency_check(["AUSDT", "BUSDT"], live, rules, first.strikes)
+    (excl,) = second.exclusions
+    assert excl.symbol == "AUSDT" and excl.reason is Reason.BELOW_MIN_VOLUME
+    assert "no event for 301 s" in excl.detail and "$0" in excl.detail
+    assert excl.values["silent_s"] == 301 and excl.values["quote_volume_window"] == 1e6
+    # within the window the published volume stands
+    recent = replace(stopped, last_event_ms=NOW - 299_000)
+    assert emergency_check(["AUSDT", "BUSDT"], {**live, "AUSDT": recent}, rules, {}).strikes == {}
+
+
+def test_emergency_silence_is_read_from_quiet_s_too_and_counts_as_known() -> None:
+    rules = replace(RULES, strikes=1)
+    # no book, no trades since the service subscribed: only the service's quiet time says anything
+    never = LiveLiquidity("AUSDT", updated_ms=NOW, quiet_s=400.0)
+    flowing = replace(HEALTHY, symbol="BUSDT", last_event_ms=NOW - 100, updated_ms=NOW)
+    result = emergency_check(["AUSDT", "BUSDT"], {"AUSDT": never, "BUSDT": flowing}, rules, {})
+    assert [(e.symbol, e.reason) for e in result.exclusions] == [("AUSDT", Reason.BELOW_MIN_VOLUME)]
+    assert result.unknown == ()
+
+
+def test_emergency_never_excludes_for_silence_when_the_whole_feed_is_silent() -> None:
+    # every symbol silent is the feed (or the host's clock) failing, the connectivity sensor's business;
+    # emptying the universe for it would be wrong
+    rules = replace(RULES, strikes=1)
+    live = {
+        s: LiveLiquidity(
+            s, spread=0.0001, quote_volume_window=1e6, last_event_ms=NOW - 900_000, updated_ms=NOW
+        )
+        for s in ("AUSDT", "BUSDT")
+    }
+    result = emergency_check(["AUSDT", "BUSDT"], live, rules, {})
+    assert result.exclusions == () and result.strikes == {}
+    # ... but a spread breach is still one
+    live["BUSDT"] = replace(live["BUSDT"], spread=0.01)
+    (excl,) = emergency_check(["AUSDT", "BUSDT"], live, rules, {}).exclusions
+    assert excl.symbol == "BUSDT" and excl.reason is Reason.SPREAD_TOO_WIDE
 
 
 def test_settings_build_the_rules() -> None:
