@@ -114,20 +114,20 @@ def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
     stats = ReadStats()
     for line in iter_capture(paths, stats):
         out.lines += 1
-        frame = decoder.decode_capture_line(line)
-        if frame is None:
-            continue
-        out.symbols.add(frame.symbol)
-        event = frame.event
-        if isinstance(event, AggTrade):
-            _append(out.trades, frame.symbol, frame.recv, event)
-        elif isinstance(event, BookTicker):
-            _append_top(out.tops, frame.symbol, frame.recv, event)
-        elif isinstance(event, Kline):
-            if event.candle.closed:
-                _append_candle(out.candles, frame.symbol, event)
-            else:
-                out.forming_candles += 1
+        first = decoder.decode_capture_line(line)
+        # a backup-feed page (polled aggTrades or klines) decodes to several frames, taken after the None
+        for frame in [first] if first is not None else decoder.take_pending():
+            out.symbols.add(frame.symbol)
+            event = frame.event
+            if isinstance(event, AggTrade):
+                _append(out.trades, frame.symbol, frame.recv, event)
+            elif isinstance(event, BookTicker):
+                _append_top(out.tops, frame.symbol, frame.recv, event)
+            elif isinstance(event, Kline):
+                if event.candle.closed:
+                    _append_candle(out.candles, frame.symbol, event)
+                else:
+                    out.forming_candles += 1
     out.rejected.update(decoder.rejected)
     out.torn_lines, out.damaged = stats.torn_lines, stats.damaged
     return out

@@ -376,3 +376,25 @@ def test_a_damaged_hour_is_archived_as_read_but_never_recorded_or_pruned(
     finally:
         db.dispose()
     assert target.exists()
+
+
+def test_trades_polled_by_the_backup_feed_are_archived(tmp_path: Path) -> None:
+    import json
+
+    var_dir = tmp_path / "var"
+    target = hour_path(var_dir, HOUR)
+    target.parent.mkdir(parents=True)
+    t0 = int(HOUR.timestamp() * 1000) + 1_000
+    rows = [
+        {"a": 10 + i, "p": "100.5", "q": "2", "f": 20 + i, "l": 20 + i, "T": t0 + i, "m": i % 2 == 0}
+        for i in range(3)
+    ]
+    page = {
+        "recv": t0 + 10,
+        "stream": "rest:/fapi/v1/aggTrades?symbol=BTCUSDT&fromId=10&limit=1000",
+        "data": rows,
+    }
+    target.write_bytes(gzip.compress((json.dumps(page) + "\n").encode()))
+    cols = read_hour(var_dir, HOUR)
+    assert cols.lines == 1
+    assert len(cols.trades["symbol"]) == 3 and set(cols.trades["symbol"]) == {"BTCUSDT"}
