@@ -157,3 +157,33 @@ def candles_from_rows(rows: list[KlineRow], interval: str, now_ms: int) -> list[
 
 
 MarketEvent = DepthUpdate | DepthSnapshot | BookTicker | AggTrade | Trade | Kline | KlineHistory
+
+
+class RestAggTrade(msgspec.Struct, frozen=True, gc=False):
+    """One element of ``/fapi/v1/aggTrades`` (the stream payload without ``s`` and ``E``)."""
+
+    agg_id: int = msgspec.field(name="a")
+    price: Price = msgspec.field(name="p")
+    qty: Annotated[float, msgspec.Meta(gt=0, lt=1e18)] = msgspec.field(name="q")
+    first_trade_id: int = msgspec.field(name="f")
+    last_trade_id: int = msgspec.field(name="l")
+    trade_time: int = msgspec.field(name="T")
+    buyer_is_maker: bool = msgspec.field(name="m")
+
+
+def agg_trades_from_rest(rows: list[RestAggTrade], symbol: str) -> list[AggTrade]:
+    """REST aggTrades as stream :class:`AggTrade` s of ``symbol``; event time is the trade time."""
+    return [
+        AggTrade(
+            symbol=symbol,
+            event_time=r.trade_time,
+            agg_id=r.agg_id,
+            price=r.price,
+            qty=r.qty,
+            first_trade_id=r.first_trade_id,
+            last_trade_id=r.last_trade_id,
+            trade_time=r.trade_time,
+            buyer_is_maker=r.buyer_is_maker,
+        )
+        for r in rows
+    ]

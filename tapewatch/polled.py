@@ -23,9 +23,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from tapewatch.adapters.binance_models import RestAggTrade, agg_trades_from_rest
 from tapewatch.book import BookState, OrderBook
-from tapewatch.events import AggTrade, DepthSnapshot, Kline, KlineRow, candles_from_rows
+from tapewatch.events import (
+    AggTrade,
+    DepthSnapshot,
+    Kline,
+    KlineRow,
+    RestAggTrade,
+    agg_trades_from_rest,
+    candles_from_rows,
+)
 from tapewatch.streams import Kind
 
 #: Appended to the stream name of a polled depth or klines request (with ``&every_ms=<interval>``).
