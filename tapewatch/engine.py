@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from tapewatch.candle_features import candle_features
 from tapewatch.correlation import return_correlation
 from tapewatch.events import Candle
-from tapewatch.features import DataQuality, Features
+from tapewatch.features import DataQuality, Features, large_trade_sizes
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import OpenSignal, Outcome, OutcomeEvent, OutcomeParams, OutcomeState, OutcomeTracker
 from tapewatch.parse import Frame
@@ -233,6 +233,7 @@ class SignalEngine:
         cf = candle_features(bars, price) if bars else None
         bid_usd, ask_usd = book.depth_within(0.01)
         coverage = depth_coverage(book, 0.01)  # a polled book knows 50 levels a side: flagged
+        buy_sizes, sell_sizes = large_trade_sizes(st.flow)  # kept so tuning can re-count at a larger size
         return Features(
             symbol=st.symbol,
             event_time=now,
@@ -242,6 +243,8 @@ class SignalEngine:
             imbalance_top10=imbalance,
             large_buys=st.flow.large_buys,
             large_sells=st.flow.large_sells,
+            large_buy_sizes=buy_sizes,
+            large_sell_sizes=sell_sizes,
             volume_intensity=intensity,
             vwap_1h=vwap,
             rsi9=cf.rsi if cf else None,

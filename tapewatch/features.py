@@ -10,6 +10,7 @@ and at JSON decoding, so a bad number never reaches a rule, a stored candidate o
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Iterable
 from typing import Literal
@@ -151,7 +152,7 @@ def _check_sizes(symbol: str, name: str, sizes: tuple[int, ...] | None, count: i
         raise ValueError(
             f"{symbol}: {name} holds {len(sizes)} sizes; at most min(count {count}, {LARGE_SIZES_KEPT}) allowed"
         )
-    if any(s < 0 for s in sizes) or any(a < b for a, b in zip(sizes, sizes[1:], strict=False)):
+    if any(s < 0 for s in sizes) or any(a < b for a, b in itertools.pairwise(sizes)):
         raise ValueError(f"{symbol}: {name} must be sizes >= 0, largest first; got {list(sizes)}")
 
 

@@ -7,8 +7,10 @@ Score (0-100), exactly as spec 7.2:
   required condition uses ``volume_confirmation_multiplier``, DESIGN §4);
 - large trades ``n = max(large_buys, large_sells)``: ``min(n * 8, 35)``.
 
-Tiers: HIGH ``>= 80``, MEDIUM ``>= 65``, LOW ``>= 50``. Below 50 is not a signal: the setup is logged as a
-candidate with the fate "low_quality".
+Tiers: HIGH ``>= 80``, MEDIUM ``>= 65``, LOW ``>= 50`` by default; the breakpoints are the settings
+``quality_high_min`` / ``quality_medium_min`` / ``quality_low_min`` (:func:`breakpoints`), which monthly tuning
+may tighten. Below the LOW minimum is not a signal: the setup is logged as a candidate with the fate
+"low_quality".
 """
 
 from __future__ import annotations
@@ -24,12 +26,43 @@ from tapewatch.settings import Settings
 Tier = Literal["HIGH", "MEDIUM", "LOW"]
 TIERS: tuple[Tier, ...] = ("HIGH", "MEDIUM", "LOW")
 
-#: Lowest score of each tier (spec 8.1 ``min_quality``), highest tier first.
+#: Lowest score of each tier by default (spec 8.1 ``min_quality``), highest tier first.
 MIN_QUALITY: dict[Tier, int] = {"HIGH": 80, "MEDIUM": 65, "LOW": 50}
 
 
+class Breakpoints(msgspec.Struct, frozen=True, kw_only=True):
+    """The lowest score of each tier; ``0 <= low < medium < high <= 100`` (else ValueError)."""
+
+    high: int = MIN_QUALITY["HIGH"]
+    medium: int = MIN_QUALITY["MEDIUM"]
+    low: int = MIN_QUALITY["LOW"]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low < self.medium < self.high <= 100:
+            raise ValueError(
+                "quality breakpoints must be ordered 0 <= low < medium < high <= 100; "
+                f"got low={self.low}, medium={self.medium}, high={self.high}"
+            )
+
+    def minimum(self, tier: Tier) -> int:
+        """The lowest score of ``tier``."""
+        return {"HIGH": self.high, "MEDIUM": self.medium, "LOW": self.low}[tier]
+
+
+#: The spec's breakpoints (80 / 65 / 50).
+DEFAULT_BREAKPOINTS = Breakpoints()
+
+
+def breakpoints(settings: Settings) -> Breakpoints:
+    """The tier breakpoints in force in ``settings``."""
+    return Breakpoints(
+        high=settings.quality_high_min, medium=settings.quality_medium_min, low=settings.quality_low_min
+    )
+
+
 class QualityScore(msgspec.Struct, frozen=True, kw_only=True):
-    """The spec 7.2 score with its three parts; ``tier`` is None below 50 (a candidate, not a signal)."""
+    """The spec 7.2 score with its three parts; ``tier`` is None below the LOW minimum (a candidate, not a
+    signal)."""
 
     imbalance_points: int
     volume_points: int
@@ -67,18 +100,26 @@ def large_trade_points(large_buys: int, large_sells: int) -> int:
     return min(max(large_buys, large_sells) * 8, 35)
 
 
-def tier_for(score: int) -> Tier | None:
-    """HIGH from 80, MEDIUM from 65, LOW from 50; None below 50 (not a signal)."""
+def tier_for(score: int, breakpoints: Breakpoints = DEFAULT_BREAKPOINTS) -> Tier | None:
+    """The tier of ``score``: HIGH from ``breakpoints.high`` (80), MEDIUM from ``.medium`` (65), LOW from
+    ``.low`` (50); None below ``.low`` (not a signal)."""
     if not 0 <= score <= 100:
         raise ValueError(f"quality score must be within [0, 100]; got {score}")
-    for tier in TIERS:
-        if score >= MIN_QUALITY[tier]:
-            return tier
+    if score >= breakpoints.high:
+        return "HIGH"
+    if score >= breakpoints.medium:
+        return "MEDIUM"
+    if score >= breakpoints.low:
+        return "LOW"
     return None
 
 
 def score_quality(
-    imbalance: float, volume_intensity: float, large_buys: int, large_sells: int
+    imbalance: float,
+    volume_intensity: float,
+    large_buys: int,
+    large_sells: int,
+    breakpoints: Breakpoints = DEFAULT_BREAKPOINTS,
 ) -> QualityScore:
     """The spec 7.2 score of these values, with its parts and tier."""
     parts = (
@@ -92,17 +133,21 @@ def score_quality(
         volume_points=parts[1],
         large_trade_points=parts[2],
         score=total,
-        tier=tier_for(total),
+        tier=tier_for(total, breakpoints),
     )
 
 
-def score_features(features: Features) -> QualityScore:
-    """The spec 7.2 score of a feature vector. Raises ValueError when volume intensity is unknown: a setup
-    without it cannot pass the required conditions, so it is never scored."""
+def score_features(features: Features, breakpoints: Breakpoints = DEFAULT_BREAKPOINTS) -> QualityScore:
+    """The spec 7.2 score of a feature vector, tiered by ``breakpoints``. Raises ValueError when volume
+    intensity is unknown: a setup without it cannot pass the required conditions, so it is never scored."""
     if features.volume_intensity is None:
         raise ValueError(f"{features.symbol}: volume_intensity is unknown; cannot score quality")
     return score_quality(
-        features.imbalance_top10, features.volume_intensity, features.large_buys, features.large_sells
+        features.imbalance_top10,
+        features.volume_intensity,
+        features.large_buys,
+        features.large_sells,
+        breakpoints,
     )
 
 
@@ -125,6 +170,7 @@ class PriorityLevel(msgspec.Struct, frozen=True, kw_only=True):
 def priority_levels(settings: Settings) -> dict[Tier, PriorityLevel]:
     """The spec 8.1 table (max daily, response window, hold band per tier) as configured in ``settings``."""
     s = settings
+    bp = breakpoints(settings)
     rows: dict[Tier, tuple[int, float, float, float]] = {
         "HIGH": (s.max_daily_high, s.response_window_high, s.hold_time_high_min, s.hold_time_high_max),
         "MEDIUM": (
@@ -138,7 +184,7 @@ def priority_levels(settings: Settings) -> dict[Tier, PriorityLevel]:
     return {
         tier: PriorityLevel(
             tier=tier,
-            min_quality=MIN_QUALITY[tier],
+            min_quality=bp.minimum(tier),
             max_daily=max_daily,
             response_window_ms=round(window_s * 1000),
             hold_min_ms=round(hold_min * 60_000),

@@ -194,6 +194,26 @@ class Settings(BaseSettings):
         120, ge=0, le=3600, description="A setup is new again after its conditions failed this long (s)."
     )
 
+    # --- quality tiers (spec 7.2 / 8.1 min_quality; tuned monthly, issue 5) ------------------------------
+    quality_low_min: int = Field(
+        50, ge=0, le=100, description="Lowest quality score of a LOW signal (below: a candidate only)."
+    )
+    quality_medium_min: int = Field(
+        65, ge=0, le=100, description="Lowest quality score of a MEDIUM signal (above quality_low_min)."
+    )
+    quality_high_min: int = Field(
+        80, ge=0, le=100, description="Lowest quality score of a HIGH signal (above quality_medium_min)."
+    )
+
+    @field_validator("quality_medium_min", "quality_high_min")
+    @classmethod
+    def _check_quality_order(cls, value: int, info: ValidationInfo) -> int:
+        lower_key = "quality_low_min" if info.field_name == "quality_medium_min" else "quality_medium_min"
+        lower = info.data.get(lower_key)
+        if lower is not None and value <= lower:
+            raise ValueError(f"must be above {lower_key} ({lower})")
+        return value
+
     # --- capture ---------------------------------------------------------------------------------------
     capture_enabled: bool = Field(True, description="Write every incoming frame to var/capture/.")
     capture_flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between capture flushes.")

@@ -21,7 +21,7 @@ from typing import Literal
 import msgspec
 
 from tapewatch.features import DataQuality, Features, check_price
-from tapewatch.quality import QualityScore, Tier, priority_levels, score_features
+from tapewatch.quality import QualityScore, Tier, breakpoints, priority_levels, score_features
 from tapewatch.rules import Condition, Direction, Evaluation, fmt_num
 from tapewatch.settings import Settings
 from tapewatch.trade_plan import TradePlan, confidence, expected_hold_time, plan_trade
@@ -251,10 +251,14 @@ def propose(
     the evaluation did not pass; a low score or an impossible plan is a Proposal without a signal."""
     if not evaluation.passed:
         raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
-    quality = score_features(features)
+    tiers = breakpoints(settings)  # the quality_*_min settings, which monthly tuning may tighten
+    quality = score_features(features, tiers)
     if quality.tier is None:
         return Proposal(
-            quality=quality, signal=None, fate=FATE_LOW_QUALITY, fate_detail=f"score {quality.score} < 50"
+            quality=quality,
+            signal=None,
+            fate=FATE_LOW_QUALITY,
+            fate_detail=f"score {quality.score} < {tiers.low}",
         )
     if not features.atr_15m:
         return Proposal(quality=quality, signal=None, fate=FATE_NO_PLAN, fate_detail="ATR(15m) unknown")

@@ -9,19 +9,33 @@ sample's features still meet the set's required conditions (spec 7.1):
 - large trades on its side ``>= min_large_trades``;
 - ``volume_intensity > volume_confirmation_multiplier``.
 
+A tier is re-computed under the set's breakpoints from the candidate's stored quality score (spec 7.2); a
+candidate whose score falls below the set's LOW minimum is no longer a signal.
+
 Stored candidates passed the thresholds in force when they were recorded, so a looser threshold would admit
-setups that were never stored: the grid only tightens from the current values. ``large_trade_size`` cannot be
-re-scored from features (they hold counts at the size in force, not the trade sizes), so it stays at its
-current value. The spec 7.2 quality breakpoints are fixed constants (``tapewatch.quality``), not settings, so
-they are not tuned; each result is broken down by tier so the operator sees whether the tiers still separate
-good from bad signals.
+setups that were never stored: the grid only **tightens** from the current values (thresholds up, counts up,
+``large_trade_size`` up, quality breakpoints up). Each tightening only removes signals or moves them down a
+tier, never admits one that was not stored:
+
+- ``large_trade_size``: each feature vector keeps the sizes of its largest large trades per side
+  (:data:`tapewatch.features.LARGE_SIZES_KEPT`), so large trades are re-counted at a larger size, the required
+  ``min_large_trades`` re-applied and the quality score's large-trade points re-computed. A candidate stored
+  before the sizes were recorded cannot be re-counted: it is left out of every set that changes the size
+  (counted as ``undecided`` in that set's result, and said in the note).
+- Quality breakpoints: ``quality_low_min`` decides which candidates are signals, so it is part of the search
+  above. ``quality_high_min`` / ``quality_medium_min`` only move signals between tiers and cannot change the
+  mean R; they are chosen afterwards, for the chosen thresholds, to **separate** the tiers: most adjacent
+  tiers (HIGH over MEDIUM, MEDIUM over LOW) whose in-sample mean R is in order, each with at least
+  :func:`min_out_of_sample` signals, then the widest smallest gap; a change stands only if it keeps as many
+  tiers in order out of sample as the current breakpoints. A re-tiered signal keeps the outcome tracked under
+  its original tier (response window and hold differ per tier): the per-tier results are an estimate.
 
 Walk-forward: the window is ``weeks`` weeks of event time ending at ``now``; all weeks but the last fit (pick
 the set with the best mean R per signal among those keeping ``min_samples`` signals in-sample), the last week
 judges. The proposal stands only if the chosen set beats the current one in-sample, keeps at least
 :func:`min_out_of_sample` signals in the judged week (the in-sample minimum per fitting week; fewer:
 ``insufficient_data``, a set never judged is never proposed) and does not do worse there than the current
-set; otherwise the current parameters are kept (``no_change``).
+set; otherwise the current thresholds are kept (``no_change``) — the tier breakpoints may still be proposed.
 
 Win rate is the one of spec 9.1 (``tapewatch.metrics``): wins over **triggered** signals, a win being a
 triggered signal with P&L above 0 R; mean and total R are over every signal (an untriggered one counts 0 R).
@@ -39,6 +53,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from tapewatch.errors import FatalError
+from tapewatch.quality import Breakpoints, Tier, large_trade_points, tier_for
 from tapewatch.settings import Settings, allowed_range
 
 WEEK_MS = 7 * 86_400_000
@@ -48,10 +63,15 @@ TUNABLE: tuple[str, ...] = (
     "min_large_trades",
     "large_trade_size",
     "volume_confirmation_multiplier",
+    "quality_low_min",
+    "quality_medium_min",
+    "quality_high_min",
 )
 #: How far the grid tightens each threshold from its current value.
 RATIO_STEPS = (1.0, 1.1, 1.25, 1.5)
 COUNT_STEPS = (0, 1, 2, 3)
+#: Quality points added to a tier breakpoint (spec 7.2 scores move in steps of 5 or more, but for 8 per trade).
+BREAKPOINT_STEPS = (0, 5, 10)
 
 Params = dict[str, float | int]
 Status = Literal["proposed", "no_change", "insufficient_data"]
@@ -68,7 +88,9 @@ class UnknownProposal(TuningError):
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One stored candidate as tuning sees it. ``pnl_r`` None = outcome unknown (rejected, or not finished);
-    ``triggered``: its entry traded (False for an unknown outcome or a signal that expired untriggered)."""
+    ``triggered``: its entry traded (False for an unknown outcome or a signal that expired untriggered).
+    ``quality_score`` is the stored spec 7.2 score; ``large_buy_sizes`` / ``large_sell_sizes`` the stored
+    large-trade sizes (None: stored before they were recorded), counted at ``large_trade_size``."""
 
     event_time: int
     direction: Literal["LONG", "SHORT"]
@@ -79,30 +101,94 @@ class Sample:
     tier: str | None
     pnl_r: float | None
     triggered: bool
+    quality_score: int
+    large_buy_sizes: tuple[int, ...] | None = None
+    large_sell_sizes: tuple[int, ...] | None = None
+    large_trade_size: float = 50_000.0
 
-    def passes(self, params: Mapping[str, float | int]) -> bool:
-        """True when the features meet the required conditions of ``params``."""
+    def passes(self, params: Mapping[str, float | int]) -> bool | None:
+        """True when the features meet the required conditions of ``params`` and the quality score (large
+        trades re-counted at its ``large_trade_size``) reaches its LOW minimum; None when that cannot be
+        known (the size changes and the sizes were not stored)."""
+        return self.view(params["large_trade_size"], _breakpoints(params)).passes(params)
+
+    def view(self, size: float, breakpoints: Breakpoints) -> View:
+        """The sample as seen at ``size`` and ``breakpoints`` (what :meth:`View.passes` then checks)."""
         long = self.direction == "LONG"
+        buys = _recount(self.large_buys, self.large_buy_sizes, self.large_trade_size, size)
+        sells = _recount(self.large_sells, self.large_sell_sizes, self.large_trade_size, size)
+        if buys is None or sells is None:
+            return View(self, 0.0, 0, False, None, decided=False)
+        own = buys if long else sells
+        # the large-trade points cap at 5 trades, and a cut-short list always holds 50: the lower bounds do
+        points = large_trade_points(buys[0], sells[0]) - large_trade_points(self.large_buys, self.large_sells)
+        quality = min(100, max(0, self.quality_score + points))
         imbalance = self.imbalance if long else -self.imbalance
-        large = self.large_buys if long else self.large_sells
-        return (
-            imbalance > params["orderbook_imbalance_threshold"]
-            and large >= params["min_large_trades"]
-            and self.volume_intensity is not None
-            and self.volume_intensity > params["volume_confirmation_multiplier"]
-        )
+        return View(self, imbalance, own[0], own[1], tier_for(quality, breakpoints), decided=True)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A sample at one large-trade size and one set of breakpoints: its side's imbalance, large trades (at
+    least ``large``; exactly when ``exact``), its tier (None: below LOW, not a signal); ``decided`` False when
+    the large trades cannot be re-counted at that size."""
+
+    sample: Sample
+    imbalance: float
+    large: int
+    exact: bool
+    tier: Tier | None
+    decided: bool
+
+    def passes(self, params: Mapping[str, float | int]) -> bool | None:
+        """The required conditions and the LOW minimum under ``params``; None when undecidable."""
+        if not self.decided:
+            return None
+        vol = self.sample.volume_intensity
+        if not (
+            self.imbalance > params["orderbook_imbalance_threshold"]
+            and vol is not None
+            and vol > params["volume_confirmation_multiplier"]
+            and self.tier is not None
+        ):
+            return False
+        if self.large >= params["min_large_trades"]:
+            return True
+        return False if self.exact else None
+
+
+def _recount(
+    count: int, sizes: tuple[int, ...] | None, counted_at: float, size: float
+) -> tuple[int, bool] | None:
+    """(at least n, exactly n?) large trades at ``size``; None when unknown (no sizes, or a smaller size)."""
+    if size == counted_at:
+        return count, True
+    if sizes is None or size < counted_at:
+        return None
+    n = sum(1 for s in sizes if s >= size)
+    return n, not (n == len(sizes) < count)  # every kept size passes, but not all were kept: at least n
+
+
+def _breakpoints(params: Mapping[str, float | int]) -> Breakpoints:
+    return Breakpoints(
+        high=int(params["quality_high_min"]),
+        medium=int(params["quality_medium_min"]),
+        low=int(params["quality_low_min"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     """How a parameter set's signals did: count, triggered, wins (triggered, R > 0), win rate (wins /
-    triggered, as spec 9.1), mean R per signal and total R, per tier."""
+    triggered, as spec 9.1), mean R per signal and total R, per tier; ``undecided``: signals with a known
+    outcome left out because the set could not be checked on them (sizes not stored)."""
 
     signals: int = 0
     wins: int = 0
     total_r: float = 0.0
     by_tier: dict[str, dict[str, float | None]] = field(default_factory=dict)
     triggered: int = 0
+    undecided: int = 0
 
     @property
     def win_rate(self) -> float | None:
@@ -121,21 +207,35 @@ class Result:
             "mean_r": self.mean_r,
             "total_r": self.total_r,
             "by_tier": self.by_tier,
+            "undecided": self.undecided,
         }
 
 
 def score(samples: Iterable[Sample], params: Mapping[str, float | int]) -> Result:
-    """The result of ``params`` on the samples with a known outcome."""
-    kept = [s for s in samples if s.pnl_r is not None and s.passes(params)]
+    """The result of ``params`` on the samples with a known outcome, each tiered by the set's breakpoints."""
+    size, bp = params["large_trade_size"], _breakpoints(params)
+    return score_views([s.view(size, bp) for s in samples if s.pnl_r is not None], params)
+
+
+def score_views(views: Iterable[View], params: Mapping[str, float | int]) -> Result:
+    """:func:`score` on views already taken at the set's size and breakpoints (the grid shares them)."""
+    kept: list[View] = []
+    undecided = 0
+    for v in views:
+        ok = v.passes(params)
+        if ok:
+            kept.append(v)
+        elif ok is None:
+            undecided += 1
     tiers: dict[str, list[Sample]] = {}
-    for s in kept:
-        tiers.setdefault(s.tier or "none", []).append(s)
+    for v in kept:
+        tiers.setdefault(v.tier or "none", []).append(v.sample)
     by_tier: dict[str, dict[str, float | None]] = {}
     for tier, mine in sorted(tiers.items()):
         part = _tally(mine)
         by_tier[tier] = {"signals": part.signals, "win_rate": part.win_rate, "mean_r": part.mean_r}
-    whole = _tally(kept)
-    return Result(whole.signals, whole.wins, whole.total_r, by_tier, whole.triggered)
+    whole = _tally([v.sample for v in kept])
+    return Result(whole.signals, whole.wins, whole.total_r, by_tier, whole.triggered, undecided)
 
 
 def _tally(samples: Sequence[Sample]) -> Result:
@@ -150,24 +250,62 @@ def current_parameters(settings: Settings) -> Params:
 
 
 def grid(current: Mapping[str, float | int]) -> list[Params]:
-    """Every parameter set tried: each threshold at its current value and tightened by the steps (kept within
-    its allowed range), ``large_trade_size`` fixed. The current set comes first."""
+    """Every parameter set the search tries: each threshold, ``large_trade_size`` and ``quality_low_min`` at
+    its current value and tightened by the steps (kept within its allowed range, LOW below MEDIUM), HIGH and
+    MEDIUM at their current values (:func:`tier_grid` varies them). The current set comes first."""
     imb = current["orderbook_imbalance_threshold"]
     vol = current["volume_confirmation_multiplier"]
     large = int(current["min_large_trades"])
+    size = current["large_trade_size"]
+    low, medium = int(current["quality_low_min"]), int(current["quality_medium_min"])
     imbalances = sorted({round(imb * r, 6) for r in RATIO_STEPS if imb * r < 1})
     volumes = sorted({round(vol * r, 6) for r in RATIO_STEPS if vol * r <= 100})
     counts = sorted({large + c for c in COUNT_STEPS if large + c <= 1000})
+    sizes = sorted({round(size * r) if r != 1.0 else size for r in RATIO_STEPS})
+    lows = sorted({low + c for c in BREAKPOINT_STEPS if low + c < medium})
     sets = [
         {
+            **current,
             "orderbook_imbalance_threshold": i,
             "min_large_trades": n,
-            "large_trade_size": current["large_trade_size"],
+            "large_trade_size": z,
             "volume_confirmation_multiplier": v,
+            "quality_low_min": q,
         }
-        for i, n, v in itertools.product(imbalances, counts, volumes)
+        for z, q, i, n, v in itertools.product(sizes, lows, imbalances, counts, volumes)
     ]
     return sorted(sets, key=lambda p: p != dict(current))
+
+
+def tier_grid(params: Mapping[str, float | int]) -> list[Params]:
+    """``params`` with MEDIUM and HIGH at their values and tightened by :data:`BREAKPOINT_STEPS`, kept ordered
+    (LOW < MEDIUM < HIGH <= 100); ``params`` itself first."""
+    low, medium, high = (
+        int(params[k]) for k in ("quality_low_min", "quality_medium_min", "quality_high_min")
+    )
+    return [
+        {**params, "quality_medium_min": m, "quality_high_min": h}
+        for m in (medium + c for c in BREAKPOINT_STEPS)
+        for h in (high + c for c in BREAKPOINT_STEPS)
+        if low < m < h <= 100
+    ]
+
+
+def separation(result: Result, tier_min: int) -> tuple[int, float]:
+    """How well ``result``'s tiers separate: (adjacent tier pairs — HIGH over MEDIUM, MEDIUM over LOW — both
+    with ``tier_min`` signals and the upper's mean R strictly above the lower's, the smallest such gap; 0 when
+    none). Higher is better."""
+    means: list[float | None] = []
+    for tier in ("HIGH", "MEDIUM", "LOW"):
+        part = result.by_tier.get(tier, {})
+        mean, n = part.get("mean_r"), part.get("signals") or 0
+        means.append(float(mean) if mean is not None and n >= tier_min else None)
+    gaps = [
+        upper - lower
+        for upper, lower in itertools.pairwise(means)
+        if upper is not None and lower is not None and upper > lower + 1e-12
+    ]
+    return len(gaps), min(gaps, default=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +334,20 @@ def tune(
     weeks: int,
     min_samples: int,
 ) -> Tuning:
-    """Walk-forward search of :func:`grid` over the samples of the ``weeks`` weeks before ``now_ms``."""
+    """Walk-forward search of :func:`grid` over the samples of the ``weeks`` weeks before ``now_ms``, then of
+    :func:`tier_grid` for the chosen thresholds."""
     if weeks < 2 or min_samples < 1:
         raise ValueError(f"weeks must be >= 2 and min_samples >= 1; got {weeks}, {min_samples}")
     start, split = now_ms - weeks * WEEK_MS, now_ms - WEEK_MS
     fit = [s for s in samples if start <= s.event_time < split]
     judge = [s for s in samples if split <= s.event_time < now_ms]
-    known = sum(1 for s in fit + judge if s.pnl_r is not None)
+    scored = [s for s in fit if s.pnl_r is not None]
+    known = len(scored) + sum(1 for s in judge if s.pnl_r is not None)
+    without_sizes = sum(
+        1
+        for s in fit + judge
+        if s.pnl_r is not None and (s.large_buy_sizes is None or s.large_sell_sizes is None)
+    )
     base = dict(current)
     cur_in, cur_out = score(fit, base), score(judge, base)
     candidates = grid(base)
@@ -213,9 +358,24 @@ def tune(
         "fit_candidates": len(fit),
         "judge_candidates": len(judge),
         "grid": len(candidates),
+        "tier_grid": len(tier_grid(base)),
+        "without_sizes": without_sizes,
     }
+    views: dict[tuple[float, Breakpoints], list[View]] = {}
+
+    def fit_score(params: Params) -> Result:
+        # the grid has few sizes and breakpoint sets: each sample is re-counted and re-tiered once per pair
+        key = (params["large_trade_size"], _breakpoints(params))
+        if key not in views:
+            views[key] = [s.view(*key) for s in scored]
+        return score_views(views[key], params)
 
     def make(status: Status, params: Params, note: str) -> Tuning:
+        if without_sizes:
+            note += (
+                f"; {without_sizes} scored candidates were stored without large-trade sizes: left out of "
+                f"every set that raises large_trade_size above {base['large_trade_size']:g}"
+            )
         return Tuning(
             status, start, split, now_ms, params, base, score(fit, params), score(judge, params),
             cur_in, cur_out, counts, note,
@@ -227,30 +387,78 @@ def tune(
             base,
             f"{cur_in.signals} scored signals in the fitting weeks < tuning_min_samples ({min_samples})",
         )
+    status, chosen, note = _thresholds(
+        fit_score, score, judge, base, cur_in, cur_out, candidates, min_samples, weeks
+    )
+    tiers, tier_note = _tiers(fit_score, judge, chosen, min_out_of_sample(min_samples, weeks))
+    if tiers != chosen:
+        return make("proposed", tiers, f"{note}; {tier_note}")
+    return make(status, chosen, f"{note}; {tier_note}" if tier_note else note)
+
+
+def _thresholds(
+    fit_score: Callable[[Params], Result],
+    score_of: Callable[[Iterable[Sample], Mapping[str, float | int]], Result],
+    judge: Sequence[Sample],
+    base: Params,
+    cur_in: Result,
+    cur_out: Result,
+    candidates: Sequence[Params],
+    min_samples: int,
+    weeks: int,
+) -> tuple[Status, Params, str]:
+    """The walk-forward choice among the grid: (status, the chosen set — ``base`` unless proposed, note)."""
     best, best_in = base, cur_in
     for params in candidates[1:]:
-        result = score(fit, params)
+        result = fit_score(params)
         if result.signals >= min_samples and _better(result, best_in):
             best, best_in = params, result
     if best == base:
-        return make("no_change", base, "no set in the grid beats the current parameters in-sample")
-    best_out = score(judge, best)
+        return "no_change", base, "no set in the grid beats the current thresholds in-sample"
+    best_out = score_of(judge, best)
     needed = min_out_of_sample(min_samples, weeks)
     if best_out.signals < needed or best_out.mean_r is None or cur_out.mean_r is None:
-        return make(
+        return (
             "insufficient_data",
             base,
             f"the best in-sample set ({_describe(best)}) kept {best_out.signals} signals in the judged week "
-            f"< {needed} needed to judge it out of sample; current parameters kept",
+            f"< {needed} needed to judge it out of sample; current thresholds kept",
         )
     if best_out.mean_r < cur_out.mean_r:
-        return make(
+        return (
             "no_change",
             base,
             f"the best in-sample set ({_describe(best)}) did worse out of sample "
-            f"({best_out.mean_r:.3f} R vs {cur_out.mean_r:.3f} R per signal); current parameters kept",
+            f"({best_out.mean_r:.3f} R vs {cur_out.mean_r:.3f} R per signal); current thresholds kept",
         )
-    return make("proposed", best, f"mean R per signal in-sample {cur_in.mean_r:.3f} -> {best_in.mean_r:.3f}")
+    return "proposed", best, f"mean R per signal in-sample {cur_in.mean_r:.3f} -> {best_in.mean_r:.3f}"
+
+
+def _tiers(
+    fit_score: Callable[[Params], Result], judge: Sequence[Sample], basis: Params, tier_min: int
+) -> tuple[Params, str]:
+    """The MEDIUM/HIGH breakpoints that best separate the tiers in-sample for ``basis`` (see the module
+    docstring), with a note; ``basis`` itself (and "" or why not) when none does better."""
+    best, best_key = basis, separation(fit_score(basis), tier_min)
+    for params in tier_grid(basis)[1:]:
+        key = separation(fit_score(params), tier_min)
+        if key > best_key:
+            best, best_key = params, key
+    if best == basis:
+        return basis, ""
+    was_out = separation(score(judge, basis), tier_min)[0]
+    now_out = separation(score(judge, best), tier_min)[0]
+    label = f"quality_medium_min={best['quality_medium_min']}, quality_high_min={best['quality_high_min']}"
+    if now_out < was_out:
+        return (
+            basis,
+            f"tier breakpoints kept: {label} orders fewer tiers out of sample ({now_out} < {was_out})",
+        )
+    was_in = separation(fit_score(basis), tier_min)[0]
+    return (
+        best,
+        f"tiers separate better with {label} ({was_in} -> {best_key[0]} of 2 tier pairs in order in-sample)",
+    )
 
 
 def min_out_of_sample(min_samples: int, weeks: int) -> int:
@@ -289,9 +497,17 @@ def check_parameters(params: Mapping[str, Any]) -> Params:
         for meta in spec.metadata:
             if not all(_within(checked, meta, attr) for attr in _BOUNDS):
                 bad.append(f"{name} = {value!r} is out of range; allowed: {allowed_range(name)}")
+    if not bad and all(k in out for k in _BREAKPOINT_KEYS):
+        try:
+            _breakpoints(out)
+        except ValueError as exc:
+            bad.append(str(exc))
     if bad:
         raise TuningError("bad tuning parameters: " + "; ".join(dict.fromkeys(bad)))
     return out
+
+
+_BREAKPOINT_KEYS = ("quality_low_min", "quality_medium_min", "quality_high_min")
 
 
 _BOUNDS: dict[str, Callable[[float, float], bool]] = {

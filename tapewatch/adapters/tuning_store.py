@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
 from tapewatch.adapters.db import Database
+from tapewatch.quality import breakpoints
 from tapewatch.settings import Settings
 from tapewatch.tuning import (
     Params,
@@ -86,13 +87,16 @@ _PROPOSAL_COLUMNS = (
 _APPLIED_COLUMNS = "id, action, proposal_id, parameters, undo_to, actor, applied_at"
 
 
-def load_samples(db: Database, start_ms: int, end_ms: int) -> list[Sample]:
+def load_samples(
+    db: Database, start_ms: int, end_ms: int, large_trade_size: float = 50_000.0
+) -> list[Sample]:
     """The candidates with ``start_ms <= event_time < end_ms`` as tuning samples, with the outcome of those
-    that became signals and finished (others: unknown)."""
+    that became signals and finished (others: unknown), their stored quality score and large-trade sizes
+    (None for candidates stored before the sizes were), counted at ``large_trade_size`` (the one in force)."""
     with db.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT c.event_time, c.direction, c.features, c.tier, "
+                "SELECT c.event_time, c.direction, c.features, c.tier, c.quality_score, "
                 "CASE WHEN o.finished THEN o.pnl_r END AS pnl_r, "
                 "COALESCE(o.finished AND o.trigger_time IS NOT NULL, false) AS triggered "
                 "FROM candidates c LEFT JOIN signal_outcomes o ON o.signal_id = c.signal_id "
@@ -114,9 +118,17 @@ def load_samples(db: Database, start_ms: int, end_ms: int) -> list[Sample]:
                 tier=row.tier,
                 pnl_r=None if row.pnl_r is None else float(row.pnl_r),
                 triggered=bool(row.triggered),
+                quality_score=int(row.quality_score),
+                large_buy_sizes=_sizes(f.get("large_buy_sizes")),
+                large_sell_sizes=_sizes(f.get("large_sell_sizes")),
+                large_trade_size=large_trade_size,
             )
         )
     return samples
+
+
+def _sizes(value: Any) -> tuple[int, ...] | None:
+    return None if value is None else tuple(int(v) for v in value)
 
 
 def propose(db: Database, settings: Settings, *, now_ms: int) -> Proposal:
@@ -125,7 +137,7 @@ def propose(db: Database, settings: Settings, *, now_ms: int) -> Proposal:
     base.update(active_parameters(db))
     start = now_ms - settings.tuning_weeks * 7 * 86_400_000
     result = tune(
-        load_samples(db, start, now_ms),
+        load_samples(db, start, now_ms, float(base["large_trade_size"])),
         base,
         now_ms=now_ms,
         weeks=settings.tuning_weeks,
@@ -295,4 +307,14 @@ def with_active_parameters(db: Database, settings: Settings) -> tuple[Settings, 
         log.info("tuned parameters in force: %s", applied)
     if skipped:
         log.warning("tuned parameters not applied because they are set explicitly: %s", skipped)
-    return settings.model_copy(update=applied), applied, skipped
+    tuned = settings.model_copy(
+        update=applied
+    )  # model_copy does not validate: the tier order is checked here
+    try:
+        breakpoints(tuned)
+    except ValueError as exc:
+        raise TuningError(
+            f"the applied tuning and the explicit settings together give bad quality tiers ({exc}); "
+            "change the explicit quality_*_min settings or `tapewatch tuning rollback`"
+        ) from exc
+    return tuned, applied, skipped

@@ -208,3 +208,44 @@ def test_the_monthly_asset_stores_a_proposal_and_applies_nothing(
     assert metadata["status"].value == "insufficient_data"  # no candidates in the last five weeks
     assert "| current |" in metadata["comparison"].value
     assert active_parameters(db) == {}
+
+
+def test_samples_carry_the_stored_quality_score_and_large_trade_sizes(db: Database) -> None:
+    store = SignalStore(db)
+    t = NOW - 2 * WEEK_MS
+    sized = candidate(
+        "NEWUSDT", t, large_buys=3, large_buy_sizes=(90_000, 60_000, 50_000), large_sell_sizes=()
+    )
+    old = candidate("OLDUSDT", t + 1)  # stored before the sizes were recorded
+    store.save_candidates([sized, old])
+    by_time = {s.event_time: s for s in load_samples(db, t, t + 2, 55_000.0)}
+    new, before = by_time[t], by_time[t + 1]
+    assert new.quality_score == sized.quality.score and new.tier == sized.quality.tier
+    assert (new.large_buy_sizes, new.large_sell_sizes, new.large_trade_size) == (
+        (90_000, 60_000, 50_000),
+        (),
+        55_000.0,
+    )
+    assert before.large_buy_sizes is None and before.quality_score == old.quality.score
+
+
+def test_the_service_overlay_applies_tuned_breakpoints_and_refuses_a_disordered_mix(db: Database) -> None:
+    store_history(db)
+    proposal_id = propose(db, settings(), now_ms=NOW).id  # type: ignore[arg-type]
+    with db.begin() as conn:  # a proposal that raises the tiers, as the tier search would
+        conn.exec_driver_sql(
+            "UPDATE tuning_proposals SET status = 'proposed', parameters = parameters || "
+            '\'{"quality_low_min": 55, "quality_medium_min": 70, "quality_high_min": 85}\'::jsonb '
+            f"WHERE id = {proposal_id}"
+        )
+    apply_proposal(db, proposal_id, actor="alice")
+    tuned, applied, _ = with_active_parameters(db, load_settings())
+    assert (tuned.quality_low_min, tuned.quality_medium_min, tuned.quality_high_min) == (55, 70, 85)
+    assert applied["quality_high_min"] == 85
+    # an explicit MEDIUM below the tuned LOW would disorder the tiers: a clear error, not a silent mix
+    with pytest.raises(
+        TuningError, match=r"bad quality tiers .*low=55, medium=52.*`tapewatch tuning rollback`"
+    ):
+        with_active_parameters(db, load_settings(quality_medium_min=52, quality_high_min=60))
+    rollback(db, actor="alice")
+    assert with_active_parameters(db, load_settings())[0].quality_low_min == 50

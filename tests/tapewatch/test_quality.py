@@ -8,7 +8,9 @@ import pytest
 
 from tapewatch.errors import ConfigError
 from tapewatch.quality import (
+    Breakpoints,
     QualityScore,
+    breakpoints,
     imbalance_points,
     large_trade_points,
     priority_levels,
@@ -161,3 +163,52 @@ def test_inconsistent_signal_settings_fail_clearly(overrides: dict[str, float], 
     with pytest.raises(ConfigError) as err:
         load_settings(None, **overrides)
     assert expected in str(err.value)
+
+
+def test_tiers_follow_the_breakpoint_settings() -> None:
+    s = load_settings(quality_low_min=55, quality_medium_min=70, quality_high_min=85)
+    bp = breakpoints(s)
+    assert bp == Breakpoints(high=85, medium=70, low=55)
+    assert [tier_for(x, bp) for x in (85, 84, 70, 69, 55, 54)] == [
+        "HIGH",
+        "MEDIUM",
+        "MEDIUM",
+        "LOW",
+        "LOW",
+        None,
+    ]
+    assert score_quality(0.35, 2.1, 2, 0, bp).tier == "MEDIUM"  # 25 + 30 + 16 = 71
+    assert score_quality(0.35, 2.1, 2, 0).tier == "MEDIUM" and score_quality(0.45, 2.1, 2, 0).tier == "HIGH"
+    assert {t: p.min_quality for t, p in priority_levels(s).items()} == {"HIGH": 85, "MEDIUM": 70, "LOW": 55}
+    assert breakpoints(load_settings()) == Breakpoints(high=80, medium=65, low=50)
+
+
+def test_a_low_score_under_a_raised_low_minimum_is_a_candidate_with_the_minimum_named() -> None:
+    from tapewatch.rules import check
+    from tapewatch.signal import FATE_LOW_QUALITY, propose
+
+    f = long_setup(imbalance_top10=0.35, volume_intensity=2.1, large_buys=3, large_sells=0)  # 25 + 30 + 24
+    s = load_settings(quality_low_min=80, quality_medium_min=90, quality_high_min=95)
+    low = propose(f, check(f, s, "LONG"), s)
+    assert (low.fate, low.fate_detail, low.signal) == (FATE_LOW_QUALITY, "score 79 < 80", None)
+    default = load_settings()
+    assert propose(f, check(f, default, "LONG"), default).quality.tier == "MEDIUM"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"quality_medium_min": 50},
+            "quality_medium_min (TAPEWATCH_QUALITY_MEDIUM_MIN) = 50: Value error, must be above quality_low_min (50)",
+        ),
+        ({"quality_high_min": 60}, "must be above quality_medium_min (65)"),
+        ({"quality_low_min": 101}, "allowed: >= 0 and <= 100"),
+    ],
+)
+def test_disordered_breakpoints_fail_clearly(overrides: dict[str, int], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, **overrides)
+    assert expected in str(err.value)
+    with pytest.raises(ValueError, match="ordered 0 <= low < medium < high <= 100; got low=70"):
+        Breakpoints(high=80, medium=65, low=70)
