@@ -66,7 +66,9 @@ class TradeWindow:
                 self.large_buys += 1
         if time > self.last_time:
             self.last_time = time
-        self._expire(self.last_time - self.window_ms)
+        cutoff = self.last_time - self.window_ms
+        if self._trades[0].time < cutoff:  # checked here: most trades expire nothing, and a call costs
+            self._expire(cutoff)
 
     def _expire(self, cutoff: int) -> None:
         trades = self._trades

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -178,3 +179,57 @@ def test_deleting_a_diff_from_a_real_recording_is_detected_and_resynced() -> Non
     assert any(r.symbol == "SUSHIUSDT" and "gap" in r.reason for r in requests)
     assert st.features()["best_bid"] is None  # an unsynced book exposes nothing
     assert market.symbols["CTKUSDT"].book.synced  # the other symbol is unaffected
+
+
+def test_book_matches_a_plain_dict_reference_over_random_diffs() -> None:
+    """The sorted price lists (bids best last, asks best first) stay exactly the dict's levels, and every
+    reader agrees with a naive computation over a plain dict, through inserts, updates and removals."""
+    rng = random.Random(7)
+    ticks = [round(95 + 0.25 * i, 2) for i in range(41)]  # 95.00 .. 105.00
+    ref_bids = {p: float(rng.randint(1, 9)) for p in ticks if p < 100}
+    ref_asks = {p: float(rng.randint(1, 9)) for p in ticks if p > 100.5}
+    book = OrderBook("BTCUSDT")
+    book.apply(diff(90, 100, 80))
+    book.load_snapshot(snapshot(100, sorted(ref_bids.items(), reverse=True), sorted(ref_asks.items())))
+    last = 100
+    for _ in range(2_000):
+        bid_levels = [
+            (p, float(rng.choice([0, 0, 1, 2, 5]))) for p in rng.sample([t for t in ticks if t < 100], 3)
+        ]
+        ask_levels = [
+            (p, float(rng.choice([0, 0, 1, 2, 5]))) for p in rng.sample([t for t in ticks if t > 100.5], 3)
+        ]
+        for ref, levels in ((ref_bids, bid_levels), (ref_asks, ask_levels)):
+            for p, q in levels:
+                if q:
+                    ref[p] = q
+                else:
+                    ref.pop(p, None)
+        outcome = book.apply(diff(last + 1, last + 2, last, bids=bid_levels, asks=ask_levels))
+        last += 2
+        assert outcome == Applied() if ref_bids and ref_asks else isinstance(outcome, Applied)
+        want_bids = sorted(ref_bids.items(), reverse=True)
+        want_asks = sorted(ref_asks.items())
+        assert book.bids.top(100) == want_bids and book.asks.top(100) == want_asks
+        assert book.bids.best() == (want_bids[0] if want_bids else None)
+        assert book.asks.best() == (want_asks[0] if want_asks else None)
+        assert book.bids.volume(10) == sum(q for _, q in want_bids[:10])
+        if want_bids and want_asks:
+            top = book.top()
+            assert top is not None and (top.bid_price, top.ask_price) == (want_bids[0][0], want_asks[0][0])
+            assert book.bids.notional_within(99.0) == sum(p * q for p, q in want_bids if p >= 99.0)
+            assert book.asks.notional_within(102.0) == sum(p * q for p, q in want_asks if p <= 102.0)
+
+
+def test_side_readers_at_their_edges() -> None:
+    book = synced_book()  # bids 100 x5, 99 x2; asks 101 x1, 102 x3
+    assert book.bids.top(0) == [] and book.asks.top(0) == [] and book.bids.volume(0) == 0
+    assert book.bids.top(50) == [(100.0, 5.0), (99.0, 2.0)] and book.asks.top(1) == [(101.0, 1.0)]
+    # the limit price itself counts (at or better than)
+    assert book.bids.notional_within(99.0) == 100 * 5 + 99 * 2
+    assert book.bids.notional_within(99.5) == 100 * 5
+    assert book.asks.notional_within(102.0) == 101 * 1 + 102 * 3
+    assert book.asks.notional_within(100.0) == 0.0
+    book.apply(diff(106, 107, 105, bids=[(100.0, 0.0), (99.0, 0.0)]))  # the bid side emptied: no top, no use
+    assert book.bids.best() is None and book.top() is None and book.imbalance() == -1.0  # asks only
+    assert book.synced and not book.is_crossed()
