@@ -22,6 +22,7 @@ from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.settings import Settings
 from tapewatch.signal import Candidate, Signal
+from tapewatch.streams import Kind
 
 
 @dataclass
@@ -53,8 +54,13 @@ def run_replay(
     take_pending = decoder.take_pending
 
     def step(frame: Frame) -> None:
-        """One frame through the market and the engine (the loop below inlines the same for speed)."""
+        """One frame through the market and the engine (the loop below inlines the same for speed). A
+        captured command (pause/resume) goes to the engine only."""
         nonlocal snapshot_requests
+        if frame.kind is Kind.CONTROL:
+            if engine is not None:
+                engine.on_frame(frame)
+            return
         if on_frame(frame) is not None:
             snapshot_requests += 1
         if engine is not None and (out := engine.on_frame(frame)) is not None:

@@ -26,6 +26,8 @@ from collections import Counter
 from collections.abc import Collection
 from typing import Protocol
 
+import msgspec
+
 from realtime.backup_feed import BackupConfig, BackupFeed, Polled
 from realtime.capture import CaptureWriter
 from realtime.closes_publisher import ClosesPublisher
@@ -44,7 +46,7 @@ from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
 from tapewatch.book import BookState
 from tapewatch.engine import EngineOutput, RemoteCloses, SignalEngine
 from tapewatch.errors import FatalError, RetryableError, StorageUnavailable
-from tapewatch.events import DepthSnapshot
+from tapewatch.events import CONTROL_PAUSED, ControlChange, DepthSnapshot
 from tapewatch.market import Market, MarketConfig, SnapshotNeeded, history_klines
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.risk import SharedGate
@@ -212,8 +214,12 @@ class FeedService:
     # --- control (realtime.control steers these) ------------------------------------------------------
     def set_paused(self, reason: str | None) -> None:
         """Pause signalling (``reason`` given) or resume it: while paused, candidates are still evaluated and
-        stored, with fate ``paused``."""
-        self.engine.risk.paused = reason is not None
+        stored, with fate ``paused``). The command is captured (stream ``control:paused``) where it took effect,
+        so a replay of the capture pauses at the same place in the tape and issues the same signals."""
+        self.engine.set_paused(reason is not None)
+        if self.capture is not None:
+            body = msgspec.json.encode(ControlChange(paused=reason is not None, reason=reason or ""))
+            self.capture.write(int(time.time() * 1000), CONTROL_PAUSED, body)
 
     async def set_backup_feed(self, on: bool) -> None:
         """Switch to REST polling (websocket streams unsubscribed) or back to the websockets (subscribed

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from tapewatch.candle_features import candle_features
 from tapewatch.correlation import return_correlation
-from tapewatch.events import Candle
+from tapewatch.events import Candle, ControlChange
 from tapewatch.features import DataQuality, Features, large_trade_sizes
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import OpenSignal, Outcome, OutcomeEvent, OutcomeParams, OutcomeState, OutcomeTracker
@@ -141,6 +141,8 @@ class SignalEngine:
     def on_frame(self, frame: Frame) -> EngineOutput | None:
         kind = frame.kind
         if kind is not Kind.DEPTH and kind is not Kind.AGG_TRADE and kind is not Kind.TRADE:
+            if kind is Kind.CONTROL and isinstance(frame.event, ControlChange):
+                self.set_paused(frame.event.paused)
             return None
         st = self.market.symbols.get(frame.symbol)
         if st is None:
@@ -156,6 +158,11 @@ class SignalEngine:
             self._expire(now, out)
         self._evaluate(st, now, out)
         return out if out else None
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause signalling (candidates are still evaluated and stored, with fate ``paused``) or resume it.
+        Live, the control loop calls it; in a replay, the captured ``control:paused`` frame does."""
+        self.risk.paused = paused
 
     # --- evaluation -------------------------------------------------------------------------------------
     def _evaluate(self, st: SymbolState, now: int, out: EngineOutput) -> None:

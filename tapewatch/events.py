@@ -114,6 +114,18 @@ class KlineHistory(msgspec.Struct, frozen=True, gc=False):
     candles: list[Candle]
 
 
+class ControlChange(msgspec.Struct, frozen=True, gc=False):
+    """A platform command the engine obeys, captured so a replay obeys it at the same place in the tape
+    (stream ``control:paused``): signalling paused (with why) or resumed."""
+
+    paused: bool
+    reason: str = ""
+
+
+#: The capture stream of pause/resume commands (see :class:`ControlChange`).
+CONTROL_PAUSED = "control:paused"
+
+
 class KlineRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One row of ``/fapi/v1/klines`` (an array; the trailing "ignore" element is dropped)."""
 
@@ -156,7 +168,9 @@ def candles_from_rows(rows: list[KlineRow], interval: str, now_ms: int) -> list[
     ]
 
 
-MarketEvent = DepthUpdate | DepthSnapshot | BookTicker | AggTrade | Trade | Kline | KlineHistory
+MarketEvent = (
+    DepthUpdate | DepthSnapshot | BookTicker | AggTrade | Trade | Kline | KlineHistory | ControlChange
+)
 
 
 class RestAggTrade(msgspec.Struct, frozen=True, gc=False):

@@ -18,8 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from tapewatch.events import (
+    CONTROL_PAUSED,
     AggTrade,
     BookTicker,
+    ControlChange,
     DepthSnapshot,
     DepthUpdate,
     Kline,
@@ -78,6 +80,7 @@ class Frame(msgspec.Struct, frozen=True, gc=False):
 
 
 _line_decoder = msgspec.json.Decoder(CaptureLine)
+_control_decoder = msgspec.json.Decoder(ControlChange)
 
 
 # Fast path for capture lines of websocket payloads: one decode of the whole line, the payload type picked
@@ -204,6 +207,9 @@ class FrameDecoder:
         if target is None:
             if stream.startswith("rest:"):
                 return self._decode_polled(recv, stream, data)
+            if stream == CONTROL_PAUSED:
+                self._decode_control(recv, stream, data)
+                return None
             self._reject("unknown_stream", stream)
             return None
         symbol, kind, detail = target
@@ -250,6 +256,17 @@ class FrameDecoder:
             return Frame(recv, stream, symbol, kind, events[0])
         self._pending = [Frame(recv, stream, symbol, kind, event) for event in events]
         return None
+
+    def _decode_control(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> None:
+        """A captured pause/resume: like a page, it waits in :meth:`take_pending` (None is returned), so only
+        the callers that apply pending frames see it — never the market's per-message path."""
+        try:
+            event = _control_decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._reject_body(stream, exc)
+            return
+        self.decoded += 1
+        self._pending = [Frame(recv, stream, "", Kind.CONTROL, event)]
 
     def take_pending(self) -> list[Frame]:
         """The frames of the last page decoded (an aggTrades page, polled klines), in order; each once.

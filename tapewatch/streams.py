@@ -24,6 +24,7 @@ class Kind(StrEnum):
     FORCE_ORDER = "forceOrder"
     SNAPSHOT = "snapshot"
     KLINES = "klines"  # REST kline history
+    CONTROL = "control"  # a captured platform command (pause/resume), not market data
 
 
 _ROUTES: dict[Kind, Path] = {

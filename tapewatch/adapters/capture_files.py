@@ -117,6 +117,8 @@ def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
         first = decoder.decode_capture_line(line)
         # a backup-feed page (polled aggTrades or klines) decodes to several frames, taken after the None
         for frame in [first] if first is not None else decoder.take_pending():
+            if not frame.symbol:  # a captured command (pause/resume), not market data
+                continue
             out.symbols.add(frame.symbol)
             event = frame.event
             if isinstance(event, AggTrade):

@@ -105,3 +105,30 @@ def test_backtest_lists_every_signal_with_spec_fields_and_metrics(
     finished = [s for s in result["signal_list"] if s["outcome"]["finished"]]
     assert result["metrics"]["signals_generated"] == len(finished)
     assert result["open_at_end"] == len(result["signal_list"]) - len(finished)
+
+
+def test_a_captured_pause_is_obeyed_by_the_replay(
+    capture: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The live service captures pause/resume where it took effect (stream ``control:paused``): a replay pauses
+    at the same place in the tape, so it issues the live run's signals and no others."""
+    import gzip
+
+    from tapewatch.events import CONTROL_PAUSED
+
+    path, _ = capture
+    files = sorted(path.rglob("*.jsonl.gz"))
+    lines = [line for f in files for line in gzip.decompress(f.read_bytes()).splitlines(keepends=True)]
+    plain = replay([path], Settings())
+    assert plain["signals"] > 0
+    pause = json.dumps({"recv": 0, "stream": CONTROL_PAUSED, "data": {"paused": True, "reason": "ops"}})
+    paused_file = tmp_path / "paused" / "00.jsonl.gz"
+    paused_file.parent.mkdir()
+    paused_file.write_bytes(gzip.compress(pause.encode() + b"\n" + b"".join(lines)))
+    paused = replay([paused_file], Settings())
+    assert paused["signals"] == 0
+    assert paused["candidate_fates"].get("paused", 0) > 0
+    assert paused["final"] == plain["final"]  # the market itself is untouched by the command
+    resume = json.dumps({"recv": 0, "stream": CONTROL_PAUSED, "data": {"paused": False, "reason": ""}})
+    paused_file.write_bytes(gzip.compress(pause.encode() + b"\n" + resume.encode() + b"\n" + b"".join(lines)))
+    assert replay([paused_file], Settings())["signals"] == plain["signals"]

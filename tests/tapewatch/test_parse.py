@@ -143,3 +143,16 @@ def test_ws_envelope() -> None:
     assert frame is not None and frame.recv == 99 and frame.kind is Kind.AGG_TRADE
     assert d.decode_ws_frame(99, b'{"result": null, "id": 1}') is None
     assert d.rejected == {"malformed_json": 1}
+
+
+def test_a_captured_pause_decodes_to_a_control_frame_for_the_engine_only() -> None:
+    from tapewatch.events import CONTROL_PAUSED, ControlChange
+
+    decoder = FrameDecoder()
+    line = b'{"recv":1,"stream":"' + CONTROL_PAUSED.encode() + b'","data":{"paused":true,"reason":"ops"}}'
+    assert decoder.decode_capture_line(line) is None  # never handed to the market's per-message path
+    (frame,) = decoder.take_pending()
+    assert frame.kind is Kind.CONTROL and frame.event == ControlChange(paused=True, reason="ops")
+    bad = b'{"recv":1,"stream":"' + CONTROL_PAUSED.encode() + b'","data":{"paused":"maybe"}}'
+    assert decoder.decode_capture_line(bad) is None and decoder.take_pending() == []
+    assert decoder.rejected["schema"] == 1
