@@ -15,6 +15,7 @@ import dagster as dg
 from assets.outcomes import DAILY_PARTITIONS, PARTITIONS_START, day_ms, day_of_partition, signal_outcomes
 from orchestration.resources import DatabaseResource, TapewatchSettings
 from tapewatch import metrics
+from tapewatch.adapters.db import Database
 from tapewatch.adapters.performance_store import (
     finished_outcomes,
     save_daily,
@@ -22,6 +23,7 @@ from tapewatch.adapters.performance_store import (
     unfinished_counts,
 )
 from tapewatch.metrics import Summary
+from tapewatch.outcome import Outcome
 from tapewatch.quality import Tier
 
 #: Weeks from Monday to Sunday (UTC); the key is the Monday.
@@ -56,6 +58,16 @@ def spec_numbers(summary: Summary) -> dict[str, float | int]:
     return {k: v for k, v in summary.to_spec().items() if v is not None}
 
 
+def period_outcomes(
+    db: Database, since: date, first: date, end: date
+) -> tuple[list[Outcome], dict[Tier, int]]:
+    """What the metrics of the period ``[first, end)`` (UTC days of signal creation) are computed from: the
+    finished outcomes of ``[since, end)`` (``since`` <= ``first``: the look-back of the Sharpe ratio and the
+    trends) and, per tier, the signals of the period whose outcome is not final yet."""
+    end_ms = day_ms(end)
+    return finished_outcomes(db, day_ms(since), end_ms), unfinished_counts(db, day_ms(first), end_ms)
+
+
 @dg.asset(
     partitions_def=DAILY_PARTITIONS,
     deps=[signal_outcomes],
@@ -68,10 +80,8 @@ def daily_metrics(
     cfg = settings.settings()
     day = day_of_partition(context.partition_key)
     window_start = day - timedelta(days=cfg.metrics_sharpe_days - 1)
-    end = day_ms(day + timedelta(days=1))
     with database.open() as db:
-        outcomes = finished_outcomes(db, day_ms(window_start), end)
-        open_by_tier = unfinished_counts(db, day_ms(day), end)
+        outcomes, open_by_tier = period_outcomes(db, window_start, day, day + timedelta(days=1))
         result = metrics.daily_metrics(outcomes, day, sharpe_days=cfg.metrics_sharpe_days)
         save_daily(db, result, open_by_tier)
     return dg.MaterializeResult(
@@ -105,10 +115,9 @@ def weekly_metrics(
     cfg = settings.settings()
     monday = week_of_partition(context.partition_key)
     span_start = monday - timedelta(weeks=cfg.metrics_trend_weeks - 1)
-    end = day_ms(monday + timedelta(days=7))
     with database.open() as db:
-        outcomes = finished_outcomes(db, day_ms(span_start), end)
-        still_open = sum(unfinished_counts(db, day_ms(monday), end).values())
+        outcomes, open_by_tier = period_outcomes(db, span_start, monday, monday + timedelta(days=7))
+        still_open = sum(open_by_tier.values())
         result = metrics.weekly_metrics(
             outcomes, monday, trend_weeks=cfg.metrics_trend_weeks, top_n=cfg.metrics_top_symbols
         )
@@ -142,4 +151,11 @@ def weekly_metrics(
     )
 
 
-__all__ = ["WEEKLY_PARTITIONS", "daily_metrics", "spec_numbers", "summary_markdown", "weekly_metrics"]
+__all__ = [
+    "WEEKLY_PARTITIONS",
+    "daily_metrics",
+    "period_outcomes",
+    "spec_numbers",
+    "summary_markdown",
+    "weekly_metrics",
+]

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.metrics import WEEKLY_PARTITIONS, daily_metrics, weekly_metrics
+from assets.metrics import WEEKLY_PARTITIONS, daily_metrics, period_outcomes, weekly_metrics
 from assets.outcomes import DAILY_PARTITIONS, PARTITIONS_START, day_ms, signal_outcomes
 from orchestration.resources import DatabaseResource, TapewatchSettings
 from tapewatch.adapters.db import Database
@@ -20,10 +20,8 @@ from tapewatch.adapters.performance_store import (
     StoredReport,
     disagreement_count,
     fate_counts,
-    finished_outcomes,
     incidents,
     save_report,
-    unfinished_counts,
 )
 from tapewatch.adapters.report_files import write_report
 from tapewatch.reports import (
@@ -53,13 +51,14 @@ def publish_report(
     since = lookback_start(
         kind, first, sharpe_days=cfg.metrics_sharpe_days, trend_weeks=cfg.metrics_trend_weeks
     )
+    outcomes, open_by_tier = period_outcomes(db, since, first, end)
     data = ReportInput(
         kind=kind,
         first_day=first,
         end_day=end,
         generated_at=now,
-        outcomes=tuple(finished_outcomes(db, day_ms(since), end_ms)),
-        open_signals=sum(unfinished_counts(db, start_ms, end_ms).values()),
+        outcomes=tuple(outcomes),
+        open_signals=sum(open_by_tier.values()),
         fates=fate_counts(db, start_ms, end_ms),
         incidents=tuple(incidents(db, _midnight(first), _midnight(end))),
         disagreements=disagreement_count(db, start_ms, end_ms),
@@ -87,58 +86,56 @@ def publish_report(
 
 def _report_asset(
     kind: ReportKind,
-    context: dg.AssetExecutionContext,
-    settings: TapewatchSettings,
-    database: DatabaseResource,
-) -> dg.MaterializeResult[Any]:
-    cfg = settings.settings()
-    with database.open() as db:
-        report, rendered = publish_report(db, cfg, kind, context.partition_key, datetime.now(UTC))
-    return dg.MaterializeResult(
-        metadata={
-            "period": report.period,
-            "signals": report.signals,
-            "markdown_path": dg.MetadataValue.path(report.markdown_path),
-            "html_path": dg.MetadataValue.path(report.html_path),
-            "preview": dg.MetadataValue.md(rendered.preview_markdown),
-        }
+    partitions_def: dg.PartitionsDefinition,
+    deps: list[dg.AssetsDefinition],
+    description: str,
+) -> dg.AssetsDefinition:
+    """The ``<kind>_report`` asset: publishes the report of its partition's period (``publish_report``)."""
+
+    @dg.asset(
+        name=f"{kind}_report",
+        partitions_def=partitions_def,
+        deps=deps,
+        group_name="reports",
+        description=description,
     )
+    def report_asset(
+        context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
+    ) -> dg.MaterializeResult[Any]:
+        cfg = settings.settings()
+        with database.open() as db:
+            report, rendered = publish_report(db, cfg, kind, context.partition_key, datetime.now(UTC))
+        return dg.MaterializeResult(
+            metadata={
+                "period": report.period,
+                "signals": report.signals,
+                "markdown_path": dg.MetadataValue.path(report.markdown_path),
+                "html_path": dg.MetadataValue.path(report.html_path),
+                "preview": dg.MetadataValue.md(rendered.preview_markdown),
+            }
+        )
+
+    return report_asset
 
 
-@dg.asset(
-    partitions_def=DAILY_PARTITIONS,
-    deps=[signal_outcomes, daily_metrics],
-    group_name="reports",
-    description="Daily performance report (Markdown + HTML with charts), var/reports/daily/.",
+daily_report = _report_asset(
+    "daily",
+    DAILY_PARTITIONS,
+    [signal_outcomes, daily_metrics],
+    "Daily performance report (Markdown + HTML with charts), var/reports/daily/.",
 )
-def daily_report(
-    context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
-) -> dg.MaterializeResult[Any]:
-    return _report_asset("daily", context, settings, database)
-
-
-@dg.asset(
-    partitions_def=WEEKLY_PARTITIONS,
-    deps=[weekly_metrics],
-    group_name="reports",
-    description="Weekly strategy report (Markdown + HTML with charts), var/reports/weekly/.",
+weekly_report = _report_asset(
+    "weekly",
+    WEEKLY_PARTITIONS,
+    [weekly_metrics],
+    "Weekly strategy report (Markdown + HTML with charts), var/reports/weekly/.",
 )
-def weekly_report(
-    context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
-) -> dg.MaterializeResult[Any]:
-    return _report_asset("weekly", context, settings, database)
-
-
-@dg.asset(
-    partitions_def=MONTHLY_PARTITIONS,
-    deps=[signal_outcomes],
-    group_name="reports",
-    description="Monthly performance report (Markdown + HTML with charts), var/reports/monthly/.",
+monthly_report = _report_asset(
+    "monthly",
+    MONTHLY_PARTITIONS,
+    [signal_outcomes],
+    "Monthly performance report (Markdown + HTML with charts), var/reports/monthly/.",
 )
-def monthly_report(
-    context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
-) -> dg.MaterializeResult[Any]:
-    return _report_asset("monthly", context, settings, database)
 
 
 __all__ = ["MONTHLY_PARTITIONS", "daily_report", "monthly_report", "publish_report", "weekly_report"]

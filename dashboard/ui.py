@@ -11,7 +11,7 @@ from typing import Any
 
 import dash_ag_grid as dag
 import plotly.graph_objects as go
-from dash import html
+from dash import dcc, html
 
 BG = "#0e1117"
 PANEL = "#161b22"
@@ -166,13 +166,14 @@ _SIGNED_STYLE = {
 _PRICE = {"function": "params.value == null ? '—' : d3.format(',.6~g')(params.value)"}
 _FIXED2 = {"function": "params.value == null ? '—' : d3.format(',.2f')(params.value)"}
 _SIGNED_R = {"function": "params.value == null ? '—' : d3.format('+.2f')(params.value)"}
+_AS_IS = {"function": "params.value"}
 _PERCENT = {"function": "params.value == null ? '—' : d3.format('.1%')(params.value)"}
 _TIME = {"function": "params.value == null ? '—' : d3.utcFormat('%m-%d %H:%M:%S')(params.value)"}
 
 
 def column(field: str, header: str, kind: str = "text", **extra: Any) -> dict[str, Any]:
-    """An AG Grid column of ``kind``: text, priority, direction, state, price, num, r (signed, coloured),
-    pct (a share), time (epoch ms, UTC)."""
+    """An AG Grid column of ``kind``: text, priority, direction, state, price, num, int (shown as it is: counts,
+    scores), r (signed, coloured), pct (a share), time (epoch ms, UTC)."""
     spec: dict[str, Any] = {"field": field, "headerName": header}
     if kind == "priority":
         spec.update(cellStyle=_PRIORITY_STYLE, filter="agTextColumnFilter", width=82)
@@ -184,6 +185,8 @@ def column(field: str, header: str, kind: str = "text", **extra: Any) -> dict[st
         spec.update(valueFormatter=_PRICE, filter="agNumberColumnFilter", type="rightAligned")
     elif kind == "num":
         spec.update(valueFormatter=_FIXED2, filter="agNumberColumnFilter", type="rightAligned")
+    elif kind == "int":
+        spec.update(valueFormatter=_AS_IS, filter="agNumberColumnFilter", type="rightAligned")
     elif kind == "r":
         spec.update(
             valueFormatter=_SIGNED_R,
@@ -222,3 +225,22 @@ def section(title: str, *children: Any, **kwargs: Any) -> html.Section:
     return html.Section(
         [html.H3(title, className="tw-section-title"), *children], className="tw-panel", **kwargs
     )
+
+
+def table(title: str, component_id: str, columns: list[dict[str, Any]], **grid_args: Any) -> html.Section:
+    """A titled panel holding one table: ``grid(component_id, columns, **grid_args)``."""
+    return section(title, grid(component_id, columns, **grid_args))
+
+
+def choice(label: str, component_id: str, options: Sequence[str], value: str, width: int) -> list[Any]:
+    """A labelled drop-down for a page's controls row: one of ``options``, ``value`` at first, never empty."""
+    return [
+        html.Span(label, className="tw-muted"),
+        dcc.Dropdown(
+            id=component_id,
+            options=list(options),
+            value=value,
+            clearable=False,
+            style={"width": f"{width}px"},
+        ),
+    ]

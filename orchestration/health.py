@@ -87,12 +87,24 @@ class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):
     pending: _Pending = ()
 
 
-def _retry(old: Streak, move: Transition, trip_after: int, clear_after: int) -> Streak:
-    """The streak to keep when the Redis action of ``move`` failed (it did not take effect): one check
-    short of taking it again."""
+def _retry_next_tick(
+    kept: msgspec.Struct,
+    old: Streak,
+    move: Transition,
+    thresholds: tuple[int, int],
+    exc: TapewatchError,
+    warning: str | None,
+) -> dg.SensorResult:
+    """The result when the Redis action of ``move`` failed (it did not take effect): the state ``kept``
+    with a streak one check short of taking it again (``thresholds``: trip after, clear after)."""
+    trip_after, clear_after = thresholds
     if move is Transition.RECOVER:
-        return Streak(passes=clear_after - 1, tripped=True)
-    return Streak(failures=trip_after - 1, tripped=old.tripped)
+        streak = Streak(passes=clear_after - 1, tripped=True)
+    else:
+        streak = Streak(failures=trip_after - 1, tripped=old.tripped)
+    return _result(
+        f"could not {move.value} ({exc}); retrying next tick", replace(kept, streak=streak), warning
+    )
 
 
 def _change(
@@ -195,10 +207,8 @@ def api_connectivity_sensor(
                     f" -> {recovery}",
                 )
         except TapewatchError as exc:
-            kept = replace(
-                state, streak=_retry(state.streak, move, s.timeout_threshold, s.api_recovery_checks)
-            )
-            return _result(f"could not {move.value} ({exc}); retrying next tick", kept, warning)
+            thresholds = (s.timeout_threshold, s.api_recovery_checks)
+            return _retry_next_tick(state, state.streak, move, thresholds, exc, warning)
     pending, note = _record(database, new.pending)
     summary = "; ".join(problems) if problems else "REST and heartbeat fine"
     tail = f"failures {streak.failures}, passes {streak.passes}, backup {'on' if streak.tripped else 'off'}"
@@ -269,8 +279,8 @@ def data_quality_sensor(
                 new = replace(new, paused_ours=False, pending=queued(state.pending, change))
                 done = " -> resumed" if recovery == "signalling resumed" else f" -> {recovery}"
         except TapewatchError as exc:
-            kept = replace(new, streak=_retry(judged.streak, move, 1, s.data_quality_clean_checks))
-            return _result(f"could not {move.value} ({exc}); retrying next tick", kept, warning)
+            thresholds = (1, s.data_quality_clean_checks)
+            return _retry_next_tick(new, judged.streak, move, thresholds, exc, warning)
     pending, note = _record(database, new.pending)
     head = (
         f"{len(found.anomalies)} anomalies ({found.details['anomalous_symbols']} symbols): "
@@ -391,11 +401,8 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
                 elif move is Transition.RECOVER:
                     new, note = _restore(rs, state, streak, values)
         except TapewatchError as exc:  # Redis: the action did not take effect
-            kept = replace(
-                state,
-                streak=_retry(state.streak, move, s.performance_trip_checks, s.performance_clear_checks),
-            )
-            return _result(f"could not {move.value} ({exc}); retrying next tick", kept, warning)
+            thresholds = (s.performance_trip_checks, s.performance_clear_checks)
+            return _retry_next_tick(state, state.streak, move, thresholds, exc, warning)
         pending, unrecorded = _record(database, new.pending)
         head = "; ".join(problems) if problems else f"CPU {cpu:.0f} %, memory {memory:.0f} %: fine"
         return _result(f"{head}{note}{unrecorded}", replace(new, pending=pending), warning)

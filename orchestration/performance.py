@@ -19,6 +19,7 @@ Backfills of any past partition run from the UI (asset graph → select → Mate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -81,34 +82,50 @@ def daily_report_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunR
     ]
 
 
-@dg.schedule(
-    name="weekly_report_schedule",
-    cron_schedule="30 1 * * 2",
-    execution_timezone="UTC",
-    job=weekly_performance_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Tuesdays 01:30 UTC (after the final daily pass of Sunday): the week that just ended.",
-)
-def weekly_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    key = weekly_key(context.scheduled_execution_time)
-    if key is None:
-        return dg.SkipReason(f"no full week since {PARTITIONS_START} yet")
-    return dg.RunRequest(run_key=key, partition_key=key)
+def _period_schedule(
+    name: str,
+    cron_schedule: str,
+    job: dg.UnresolvedAssetJobDefinition,
+    description: str,
+    key_at: Callable[[datetime], str | None],
+    period: str,
+) -> dg.ScheduleDefinition:
+    """A schedule running ``job`` for the partition ``key_at(tick time)``, skipping (naming the ``period``)
+    while there is none yet."""
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        job=job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+    def period_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        key = key_at(context.scheduled_execution_time)
+        if key is None:
+            return dg.SkipReason(f"no full {period} since {PARTITIONS_START} yet")
+        return dg.RunRequest(run_key=key, partition_key=key)
+
+    return period_schedule
 
 
-@dg.schedule(
-    name="monthly_report_schedule",
-    cron_schedule="50 1 2 * *",
-    execution_timezone="UTC",
-    job=monthly_report_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The 2nd, 01:50 UTC (after the final daily pass of the month's last day): the month before.",
+weekly_report_schedule = _period_schedule(
+    "weekly_report_schedule",
+    "30 1 * * 2",
+    weekly_performance_job,
+    "Tuesdays 01:30 UTC (after the final daily pass of Sunday): the week that just ended.",
+    weekly_key,
+    "week",
 )
-def monthly_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    key = monthly_key(context.scheduled_execution_time)
-    if key is None:
-        return dg.SkipReason(f"no full month since {PARTITIONS_START} yet")
-    return dg.RunRequest(run_key=key, partition_key=key)
+monthly_report_schedule = _period_schedule(
+    "monthly_report_schedule",
+    "50 1 2 * *",
+    monthly_report_job,
+    "The 2nd, 01:50 UTC (after the final daily pass of the month's last day): the month before.",
+    monthly_key,
+    "month",
+)
 
 
 defs = dg.Definitions(

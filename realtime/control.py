@@ -22,7 +22,6 @@ end), and the loop retries with capped exponential backoff.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -172,7 +171,6 @@ class ControlLoop:
                 if after is None:
                     # The newest event id first, then the keys: a change after this read has a newer event.
                     after = await self.redis.last_control_event_id()
-                    _honour_cancel()
                     if not self.redis_up:
                         cause = "Redis back"
                     self._redis_ok()
@@ -185,7 +183,6 @@ class ControlLoop:
                     continue
                 # BLOCK 0 would wait forever: the wait is kept within 1 ms .. MAX_BLOCK_MS.
                 events = await self.redis.control_events(after, block_ms=min(max(wait_ms, 1), MAX_BLOCK_MS))
-                _honour_cancel()
                 self._redis_ok()
                 if events:
                     after = events[-1].id
@@ -224,7 +221,6 @@ class ControlLoop:
 
     async def _read_and_apply(self, cause: str) -> None:
         state = await self.redis.read_control()
-        _honour_cancel()
         self.counters["reads"] += 1
         await self.apply(state, cause)
 
@@ -410,17 +406,6 @@ class ControlLoop:
             "universe_source": a.source,
             "control_redis": "up" if self.redis_up else "down",
         }
-
-
-def _honour_cancel() -> None:
-    """Raise CancelledError when this task was asked to stop during the last await.
-
-    Python 3.11's ``asyncio.wait_for`` (redis-py connects with it) returns normally when the cancellation lands
-    just as the connection completes; the task still counts the request (``cancelling()``), so it is honoured
-    here instead of lost (a lost one leaves the service's task group waiting forever at shutdown)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _cause(events: Sequence[ControlEvent]) -> str:

@@ -69,6 +69,18 @@ class _Request:
     reply: asyncio.Future[Incoming] | None = field(default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionSetup:
+    """What the connections of one slot share: the transport counters, the clock, the control-message rate
+    (per second), and the sinks of stream markers and of control requests that failed."""
+
+    stats: TransportStats
+    timebase: Timebase
+    control_rate: float
+    emit: MarkerSink
+    on_control_failed: FailureSink
+
+
 def _drop(conn: WsConnection, stream: str, raw: bytes, recv_ms: int) -> None:
     """A sink for frames nobody should see (an old connection after a rollover switched)."""
 
@@ -88,12 +100,8 @@ class WsConnection:
         path: str,
         streams: Sequence[str],
         *,
-        stats: TransportStats,
-        timebase: Timebase,
-        control_rate: float,
+        setup: ConnectionSetup,
         on_data: DataSink,
-        emit: MarkerSink,
-        on_control_failed: FailureSink,
     ) -> None:
         self.ws = ws
         self.conn_id = conn_id
@@ -103,11 +111,11 @@ class WsConnection:
         # streams unsubscribed here: their frames still in flight are late, not unknown (issue 7)
         self.released: set[str] = set()
         self.on_data = on_data
-        self._stats = stats
-        self._tb = timebase
-        self._emit = emit
-        self._on_control_failed = on_control_failed
-        self._pacer = Pacer(CONTROL_SPACING_MARGIN / control_rate, timebase)
+        self._stats = setup.stats
+        timebase = self._tb = setup.timebase
+        self._emit = setup.emit
+        self._on_control_failed = setup.on_control_failed
+        self._pacer = Pacer(CONTROL_SPACING_MARGIN / setup.control_rate, timebase)
         self._pending: dict[int, _Request] = {}
         self._next_id = 1
         now = timebase.monotonic()
@@ -125,12 +133,8 @@ class WsConnection:
         path: str,
         streams: Sequence[str],
         *,
-        stats: TransportStats,
-        timebase: Timebase,
-        control_rate: float,
+        setup: ConnectionSetup,
         on_data: DataSink,
-        emit: MarkerSink,
-        on_control_failed: FailureSink,
     ) -> WsConnection:
         """Connect to ``<base_url>/stream?streams=...``; raises one of :data:`CONNECT_ERRORS` on failure."""
         ws = await connect(
@@ -142,18 +146,7 @@ class WsConnection:
             max_size=MAX_SIZE,
             max_queue=MAX_QUEUE,
         )
-        return cls(
-            ws,
-            conn_id,
-            path,
-            streams,
-            stats=stats,
-            timebase=timebase,
-            control_rate=control_rate,
-            on_data=on_data,
-            emit=emit,
-            on_control_failed=on_control_failed,
-        )
+        return cls(ws, conn_id, path, streams, setup=setup, on_data=on_data)
 
     # --- reading --------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from realtime.backoff import Backoff
 from realtime.pacer import Pacer
 from realtime.timebase import Timebase
 from realtime.ws_config import TransportConfig
-from realtime.ws_connection import CONNECT_ERRORS, DataSink, WsConnection
+from realtime.ws_connection import CONNECT_ERRORS, ConnectionSetup, DataSink, WsConnection
 from realtime.ws_delivery import FrameQueue, Received, StreamsStarted, StreamsStopped
 from realtime.ws_handover import Rolled, hand_over
 from realtime.ws_protocol import Method
@@ -70,6 +70,13 @@ class StreamSlot:
         self._wake_control = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._setup = ConnectionSetup(
+            stats=stats,
+            timebase=timebase,
+            control_rate=config.control_rate,
+            emit=self._emit,
+            on_control_failed=self._on_control_failed,
+        )
 
     # --- control from the pool -------------------------------------------------------------------------
 
@@ -144,12 +151,8 @@ class StreamSlot:
             f"{self.name}#{self._generation}",
             self.path,
             streams,
-            stats=self._stats,
-            timebase=self._tb,
-            control_rate=self._cfg.control_rate,
+            setup=self._setup,
             on_data=on_data,
-            emit=self._emit,
-            on_control_failed=self._on_control_failed,
         )
         self._stats.connects += 1
         self._stats.connections_open += 1

@@ -85,6 +85,12 @@ def run_realtime(redis_url: str, keys: Keyspace, feeds: dict[str, str]) -> None:
     asyncio.run(publish())
 
 
+@pytest.fixture
+def realtime_up(redis_url: str, redis_keys: Keyspace) -> None:
+    """A realtime service is up (``run_realtime`` without feeds)."""
+    run_realtime(redis_url, redis_keys, {})
+
+
 def test_a_healthy_platform_exits_0_with_every_section(
     env: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -129,13 +135,8 @@ def test_a_healthy_platform_exits_0_with_every_section(
 
 
 def test_the_newest_signal_and_rescan_are_shown_once_recorded(
-    env: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None, redis_state: RedisState
 ) -> None:
-    run_realtime(redis_url, redis_keys, {})
     redis_state.set_last_signal({"signal_id": "abc", "symbol": "BTCUSDT", "direction": "LONG"})
     redis_state.set_last_rescan({"run_id": "r1", "symbols": 30})
     code, report = status_json(capsys)
@@ -161,13 +162,8 @@ def test_nothing_ever_ran_is_a_failure_that_says_how_to_start(
 
 
 def test_a_component_whose_heartbeat_expired_is_down(
-    env: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None, redis_state: RedisState
 ) -> None:
-    run_realtime(redis_url, redis_keys, {})
     redis_state.beat("dagster", ttl_s=0.05)
     deadline = time.monotonic() + 5
     while redis_state.heartbeat("dagster") is not None:  # Redis expires it
@@ -201,12 +197,8 @@ def test_an_unreachable_redis_is_a_failure_naming_its_setting(
 
 
 def test_an_unreachable_postgresql_is_a_failure_naming_its_setting(
-    env: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    redis_url: str,
-    redis_keys: Keyspace,
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None
 ) -> None:
-    run_realtime(redis_url, redis_keys, {})
     with closed_port() as port:
         env.setenv("TAPEWATCH_DATABASE_URL", f"postgresql://tw:secret@127.0.0.1:{port}/tapewatch")
         code, report = status_json(capsys)
@@ -288,13 +280,8 @@ def http_server(status_code: int = 200) -> Iterator[int]:
 
 
 def test_web_servers_are_probed_and_a_silent_one_with_a_live_heartbeat_is_down(
-    env: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None, redis_state: RedisState
 ) -> None:
-    run_realtime(redis_url, redis_keys, {})
     redis_state.beat("dashboard", ttl_s=30)  # the dashboard process lives...
     with http_server(200) as dagster_port, closed_port() as dashboard_port:
         env.setenv("TAPEWATCH_DAGSTER_PORT", str(dagster_port))
@@ -313,12 +300,8 @@ def test_web_servers_are_probed_and_a_silent_one_with_a_live_heartbeat_is_down(
 
 
 def test_a_web_server_that_never_ran_here_is_not_a_problem(
-    env: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    redis_url: str,
-    redis_keys: Keyspace,
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None
 ) -> None:
-    run_realtime(redis_url, redis_keys, {})
     with closed_port() as port, http_server(401) as behind_login:
         env.setenv("TAPEWATCH_DAGSTER_PORT", str(port))
         env.setenv("TAPEWATCH_DASHBOARD_PORT", str(behind_login))  # 401: up, behind its password

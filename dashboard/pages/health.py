@@ -46,52 +46,46 @@ def layout(**_: Any) -> html.Div:
                     className="tw-controls",
                 ),
             ),
-            ui.section(
+            ui.table(
                 "Health incidents (sensors)",
-                ui.grid(
-                    "health-incidents",
-                    [
-                        ui.column("started_at", "start"),
-                        ui.column("ended_at", "end"),
-                        ui.column("kind", "kind"),
-                        ui.column("reason", "reason", flex=2),
-                        ui.column("action", "action taken"),
-                        ui.column("recovery", "recovery"),
-                    ],
-                    height=200,
-                ),
+                "health-incidents",
+                [
+                    ui.column("started_at", "start"),
+                    ui.column("ended_at", "end"),
+                    ui.column("kind", "kind"),
+                    ui.column("reason", "reason", flex=2),
+                    ui.column("action", "action taken"),
+                    ui.column("recovery", "recovery"),
+                ],
+                height=200,
             ),
             html.Div(
                 [
-                    ui.section(
+                    ui.table(
                         "Feed incidents",
-                        ui.grid(
-                            "health-feed-incidents",
-                            [
-                                ui.column("recorded_at", "recorded"),
-                                ui.column("resolved_at", "resolved"),
-                                ui.column("kind", "kind"),
-                                ui.column("symbol", "symbol"),
-                                ui.column("detail", "detail", flex=2),
-                            ],
-                            height=240,
-                        ),
+                        "health-feed-incidents",
+                        [
+                            ui.column("recorded_at", "recorded"),
+                            ui.column("resolved_at", "resolved"),
+                            ui.column("kind", "kind"),
+                            ui.column("symbol", "symbol"),
+                            ui.column("detail", "detail", flex=2),
+                        ],
+                        height=240,
                     ),
-                    ui.section(
+                    ui.table(
                         "Operator actions",
-                        ui.grid(
-                            "health-actions",
-                            [
-                                ui.column("recorded_at", "when"),
-                                ui.column("action", "action"),
-                                ui.column("detail", "detail"),
-                                ui.column("actor", "user"),
-                                ui.column("client_addr", "from"),
-                                ui.column("result", "result"),
-                                ui.column("error", "error"),
-                            ],
-                            height=240,
-                        ),
+                        "health-actions",
+                        [
+                            ui.column("recorded_at", "when"),
+                            ui.column("action", "action"),
+                            ui.column("detail", "detail"),
+                            ui.column("actor", "user"),
+                            ui.column("client_addr", "from"),
+                            ui.column("result", "result"),
+                            ui.column("error", "error"),
+                        ],
+                        height=240,
                     ),
                 ],
                 className="tw-row",

@@ -23,34 +23,34 @@ WARMING_UP = (
 )
 NOT_RUNNING = "The realtime service is not running: start it with `tapewatch run` (or `make demo`)."
 
+
+def _signal_columns(state_header: str, **time_args: Any) -> list[dict[str, Any]]:
+    """The columns every signal table starts with: time, symbol, direction, priority, state and levels."""
+    return [
+        ui.column("event_time", "time (UTC)", "time", **time_args),
+        ui.column("symbol", "symbol", width=110),
+        ui.column("direction", "dir", "direction"),
+        ui.column("priority", "priority", "priority"),
+        ui.column("state", state_header, "state"),
+        ui.column("entry_price", "entry", "price"),
+        ui.column("stop_loss", "stop", "price"),
+        ui.column("take_profit_1", "TP1", "price"),
+        ui.column("take_profit_2", "TP2", "price"),
+    ]
+
+
 OPEN_COLUMNS = [
-    ui.column("event_time", "time (UTC)", "time", sort="desc"),
-    ui.column("symbol", "symbol", width=110),
-    ui.column("direction", "dir", "direction"),
-    ui.column("priority", "priority", "priority"),
-    ui.column("state", "status", "state"),
-    ui.column("entry_price", "entry", "price"),
-    ui.column("stop_loss", "stop", "price"),
-    ui.column("take_profit_1", "TP1", "price"),
-    ui.column("take_profit_2", "TP2", "price"),
+    *_signal_columns("status", sort="desc"),
     ui.column("last_price", "last", "price"),
     ui.column("unrealised_r", "unreal. R", "r"),
     ui.column("realised_r", "real. R", "r"),
-    ui.column("quality_score", "quality", "num", valueFormatter={"function": "params.value"}),
+    ui.column("quality_score", "quality", "int"),
     ui.column("confidence", "conf.", "pct"),
     ui.column("risk_reward_ratio", "R:R", "num"),
 ]
 HISTORY_COLUMNS = [
-    ui.column("event_time", "time (UTC)", "time"),
-    ui.column("symbol", "symbol", width=110),
-    ui.column("direction", "dir", "direction"),
-    ui.column("priority", "priority", "priority"),
-    ui.column("state", "outcome", "state"),
-    ui.column("entry_price", "entry", "price"),
-    ui.column("stop_loss", "stop", "price"),
-    ui.column("take_profit_1", "TP1", "price"),
-    ui.column("take_profit_2", "TP2", "price"),
-    ui.column("quality_score", "quality", "num", valueFormatter={"function": "params.value"}),
+    *_signal_columns("outcome"),
+    ui.column("quality_score", "quality", "int"),
     ui.column("confidence", "conf.", "pct"),
     ui.column("pnl_r", "P&L R", "r"),
     ui.column("pnl_pct", "P&L %", "num"),

@@ -21,8 +21,8 @@ NO_FINISHED = (
 )
 
 STAT_COLUMNS = [
-    ui.column("signals", "signals", "num", valueFormatter={"function": "params.value"}),
-    ui.column("triggered", "triggered", "num", valueFormatter={"function": "params.value"}),
+    ui.column("signals", "signals", "int"),
+    ui.column("triggered", "triggered", "int"),
     ui.column("win_rate", "win rate", "pct"),
     ui.column("total_r", "total R", "r"),
     ui.column("avg_r", "avg R", "r"),
@@ -40,21 +40,9 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="performance-banner"),
             html.Div(
                 [
-                    html.Span("period", className="tw-muted"),
-                    dcc.Dropdown(
-                        id="performance-period",
-                        options=list(PERIODS),
-                        value="7 days",
-                        clearable=False,
-                        style={"width": "140px"},
-                    ),
-                    html.Span("tier", className="tw-muted"),
-                    dcc.Dropdown(
-                        id="performance-tier",
-                        options=["all", "HIGH", "MEDIUM", "LOW"],
-                        value="all",
-                        clearable=False,
-                        style={"width": "120px"},
+                    *ui.choice("period", "performance-period", list(PERIODS), "7 days", width=140),
+                    *ui.choice(
+                        "tier", "performance-tier", ["all", "HIGH", "MEDIUM", "LOW"], "all", width=120
                     ),
                 ],
                 className="tw-controls",
@@ -64,21 +52,17 @@ def layout(**_: Any) -> html.Div:
             ui.section("Equity curve (cumulative R, by exit time)", dcc.Graph(id="performance-equity")),
             html.Div(
                 [
-                    ui.section(
+                    ui.table(
                         "By symbol",
-                        ui.grid(
-                            "performance-symbols",
-                            [ui.column("key", "symbol", pinned="left", width=110), *STAT_COLUMNS],
-                            height=320,
-                        ),
+                        "performance-symbols",
+                        [ui.column("key", "symbol", pinned="left", width=110), *STAT_COLUMNS],
+                        height=320,
                     ),
-                    ui.section(
+                    ui.table(
                         "By tier",
-                        ui.grid(
-                            "performance-tiers",
-                            [ui.column("key", "tier", "priority"), *STAT_COLUMNS],
-                            height=140,
-                        ),
+                        "performance-tiers",
+                        [ui.column("key", "tier", "priority"), *STAT_COLUMNS],
+                        height=140,
                     ),
                 ],
                 className="tw-row",

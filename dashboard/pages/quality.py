@@ -27,16 +27,7 @@ def layout(**_: Any) -> html.Div:
             dcc.Interval(id="quality-interval", interval=60_000),
             html.Div(id="quality-banner"),
             html.Div(
-                [
-                    html.Span("period", className="tw-muted"),
-                    dcc.Dropdown(
-                        id="quality-period",
-                        options=list(PERIODS),
-                        value="30 days",
-                        clearable=False,
-                        style={"width": "140px"},
-                    ),
-                ],
+                ui.choice("period", "quality-period", list(PERIODS), "30 days", width=140),
                 className="tw-controls",
             ),
             html.Div(id="quality-empty"),

@@ -39,29 +39,25 @@ def layout(**_: Any) -> html.Div:
             ),
             html.Div(
                 [
-                    ui.section(
+                    ui.table(
                         "Processes (heartbeats)",
-                        ui.grid(
-                            "system-components",
-                            [
-                                ui.column("component", "component"),
-                                ui.column("status", "status"),
-                                ui.column("age_s", "heartbeat age s", "num"),
-                                ui.column("pid", "pid"),
-                                ui.column("host", "host"),
-                                ui.column("cpu_percent", "CPU %", "num"),
-                                ui.column("rss_mb", "memory MB", "num"),
-                            ],
-                            height=170,
-                        ),
+                        "system-components",
+                        [
+                            ui.column("component", "component"),
+                            ui.column("status", "status"),
+                            ui.column("age_s", "heartbeat age s", "num"),
+                            ui.column("pid", "pid"),
+                            ui.column("host", "host"),
+                            ui.column("cpu_percent", "CPU %", "num"),
+                            ui.column("rss_mb", "memory MB", "num"),
+                        ],
+                        height=170,
                     ),
-                    ui.section(
+                    ui.table(
                         "All realtime metrics",
-                        ui.grid(
-                            "system-metrics",
-                            [ui.column("name", "metric"), ui.column("value", "value", "num")],
-                            height=170,
-                        ),
+                        "system-metrics",
+                        [ui.column("name", "metric"), ui.column("value", "value", "num")],
+                        height=170,
                     ),
                 ],
                 className="tw-row",

@@ -34,79 +34,71 @@ def layout(**_: Any) -> html.Div:
             ),
             html.Div(id="universe-kpis", className="tw-kpis"),
             html.Div(id="universe-empty"),
-            ui.section(
+            ui.table(
                 "Symbols of the current universe (and the candidates left out)",
-                ui.grid(
-                    "universe-members",
-                    [
-                        ui.column(
-                            "rank",
-                            "rank",
-                            "num",
-                            valueFormatter={"function": "params.value ?? '—'"},
-                            width=70,
-                        ),
-                        ui.column("symbol", "symbol", width=110),
-                        ui.column("selected", "in", width=60),
-                        ui.column("reason", "reason"),
-                        ui.column("score", "score", "num"),
-                        ui.column("volume_score", "volume", "num"),
-                        ui.column("liquidity_score", "liquidity", "num"),
-                        ui.column("volatility_score", "volatility", "num"),
-                        ui.column("activity_score", "activity", "num"),
-                        ui.column(
-                            "quote_volume_24h",
-                            "24h volume $",
-                            "num",
-                            valueFormatter={
-                                "function": "params.value == null ? '—' : d3.format(',.3s')(params.value)"
-                            },
-                        ),
-                        ui.column("spread", "spread", "pct"),
-                        ui.column(
-                            "depth_1pct_usd",
-                            "depth 1% $",
-                            "num",
-                            valueFormatter={
-                                "function": "params.value == null ? '—' : d3.format(',.3s')(params.value)"
-                            },
-                        ),
-                    ],
-                    height=330,
-                ),
+                "universe-members",
+                [
+                    ui.column(
+                        "rank",
+                        "rank",
+                        "num",
+                        valueFormatter={"function": "params.value ?? '—'"},
+                        width=70,
+                    ),
+                    ui.column("symbol", "symbol", width=110),
+                    ui.column("selected", "in", width=60),
+                    ui.column("reason", "reason"),
+                    ui.column("score", "score", "num"),
+                    ui.column("volume_score", "volume", "num"),
+                    ui.column("liquidity_score", "liquidity", "num"),
+                    ui.column("volatility_score", "volatility", "num"),
+                    ui.column("activity_score", "activity", "num"),
+                    ui.column(
+                        "quote_volume_24h",
+                        "24h volume $",
+                        "num",
+                        valueFormatter={
+                            "function": "params.value == null ? '—' : d3.format(',.3s')(params.value)"
+                        },
+                    ),
+                    ui.column("spread", "spread", "pct"),
+                    ui.column(
+                        "depth_1pct_usd",
+                        "depth 1% $",
+                        "num",
+                        valueFormatter={
+                            "function": "params.value == null ? '—' : d3.format(',.3s')(params.value)"
+                        },
+                    ),
+                ],
+                height=330,
             ),
             html.Div(
                 [
-                    ui.section(
+                    ui.table(
                         "Last rescans",
-                        ui.grid(
-                            "universe-rescans",
-                            [
-                                ui.column("created_at", "when"),
-                                ui.column("kind", "kind"),
-                                ui.column(
-                                    "symbols", "symbols", "num", valueFormatter={"function": "params.value"}
-                                ),
-                                ui.column("added", "added", flex=1),
-                                ui.column("removed", "removed", flex=1),
-                                ui.column("run_id", "run"),
-                            ],
-                            height=220,
-                        ),
+                        "universe-rescans",
+                        [
+                            ui.column("created_at", "when"),
+                            ui.column("kind", "kind"),
+                            ui.column("symbols", "symbols", "int"),
+                            ui.column("added", "added", flex=1),
+                            ui.column("removed", "removed", flex=1),
+                            ui.column("run_id", "run"),
+                        ],
+                        height=220,
                     ),
-                    ui.section(
+                    ui.table(
                         "Exclusions",
-                        ui.grid(
-                            "universe-exclusions",
-                            [
-                                ui.column("created_at", "when"),
-                                ui.column("symbol", "symbol"),
-                                ui.column("reason", "reason"),
-                                ui.column("detail", "detail", flex=2),
-                                ui.column("source", "by"),
-                            ],
-                            height=220,
-                        ),
+                        "universe-exclusions",
+                        [
+                            ui.column("created_at", "when"),
+                            ui.column("symbol", "symbol"),
+                            ui.column("reason", "reason"),
+                            ui.column("detail", "detail", flex=2),
+                            ui.column("source", "by"),
+                        ],
+                        height=220,
                     ),
                 ],
                 className="tw-row",

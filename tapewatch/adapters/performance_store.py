@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.signal_store import SignalStore, signal_outcomes, signals
+from tapewatch.adapters.signal_store import SignalStore, entries_with_outcomes, signal_outcomes, signals
 from tapewatch.metrics import DailyMetrics, Summary, WeeklyMetrics
 from tapewatch.outcome import Outcome
 from tapewatch.outcome_batch import Disagreement
@@ -147,26 +147,13 @@ def entries_to_settle(db: Database, start_ms: int, end_ms: int) -> list[PendingE
     """ENTRY signals created in ``[start_ms, end_ms)`` whose outcome is missing, live, or not finished,
     oldest first (a finished batch outcome is final and is not computed again)."""
     o = signal_outcomes.c
-    query = (
-        sa.select(signals.c.payload, o.outcome)
-        .select_from(signals.outerjoin(signal_outcomes, o.signal_id == signals.c.signal_id))
-        .where(
-            signals.c.signal_type == "ENTRY",
-            signals.c.event_time >= start_ms,
-            signals.c.event_time < end_ms,
-            sa.or_(o.signal_id.is_(None), o.source != "batch", sa.not_(o.finished)),
-        )
-        .order_by(signals.c.event_time, signals.c.signal_id)
+    entries = entries_with_outcomes(
+        db,
+        signals.c.event_time >= start_ms,
+        signals.c.event_time < end_ms,
+        sa.or_(o.signal_id.is_(None), o.source != "batch", sa.not_(o.finished)),
     )
-    with db.begin() as conn:
-        rows = conn.execute(query).all()
-    return [
-        PendingEntry(
-            signal=msgspec.convert(row.payload, Signal),
-            live=None if row.outcome is None else msgspec.convert(row.outcome, Outcome),
-        )
-        for row in rows
-    ]
+    return [PendingEntry(signal=signal, live=live) for signal, live in entries]
 
 
 def save_batch(db: Database, outcomes: Sequence[Outcome], disagreements: Sequence[Disagreement]) -> int:

@@ -21,6 +21,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import ReturningInsert
 
 from tapewatch.adapters.db import Database
 from tapewatch.outcome import Outcome, OutcomeState
@@ -204,6 +205,34 @@ def outcome_row(outcome: Outcome, source: OutcomeSource) -> dict[str, Any]:
     }
 
 
+def entries_with_outcomes(
+    db: Database, *where: sa.ColumnElement[bool]
+) -> list[tuple[Signal, Outcome | None]]:
+    """The ENTRY signals matching ``where``, each with its stored outcome (None: none yet), oldest first.
+    ``where`` may name columns of ``signals`` and of ``signal_outcomes`` (outer-joined: NULL without one)."""
+    o = signal_outcomes.c
+    query = (
+        sa.select(signals.c.payload, o.outcome)
+        .select_from(signals.outerjoin(signal_outcomes, o.signal_id == signals.c.signal_id))
+        .where(signals.c.signal_type == "ENTRY", *where)
+        .order_by(signals.c.event_time, signals.c.signal_id)
+    )
+    with db.begin() as conn:
+        rows = conn.execute(query).all()
+    return [
+        (
+            msgspec.convert(row.payload, Signal),
+            None if row.outcome is None else msgspec.convert(row.outcome, Outcome),
+        )
+        for row in rows
+    ]
+
+
+def _insert_new(table: sa.Table, key: sa.Column[Any]) -> ReturningInsert[Any]:
+    """An INSERT into ``table`` that skips a row already stored and returns the ``key`` of each new one."""
+    return insert(table).on_conflict_do_nothing().returning(key)
+
+
 class SignalStore:
     """Reads and writes signals, candidates and outcomes; safe to share between threads."""
 
@@ -230,10 +259,7 @@ class SignalStore:
 
     @staticmethod
     def _insert_signal(conn: Connection, signal: Signal) -> bool:
-        stmt = (
-            insert(signals).values(signal_row(signal)).on_conflict_do_nothing().returning(signals.c.signal_id)
-        )
-        if conn.execute(stmt).first() is None:
+        if conn.execute(_insert_new(signals, signals.c.signal_id), signal_row(signal)).first() is None:
             return False
         conn.execute(outbox.insert().values(signal_id=signal.signal_id, payload=encode(signal).decode()))
         return True
@@ -242,7 +268,7 @@ class SignalStore:
         """Store the candidates (one transaction); return how many were new (a stored setup is skipped)."""
         if not batch:
             return 0
-        stmt = insert(candidates).on_conflict_do_nothing().returning(candidates.c.candidate_id)
+        stmt = _insert_new(candidates, candidates.c.candidate_id)
         with self.db.begin() as conn:
             return len(conn.execute(stmt, [candidate_row(c) for c in batch]).all())
 
@@ -290,21 +316,8 @@ class SignalStore:
     def open_signals(self) -> list[OpenEntry]:
         """ENTRY signals whose outcome is not final (no outcome yet, or a provisional one), oldest first."""
         o = signal_outcomes.c
-        query = (
-            sa.select(signals.c.payload, o.outcome)
-            .select_from(signals.outerjoin(signal_outcomes, o.signal_id == signals.c.signal_id))
-            .where(signals.c.signal_type == "ENTRY", sa.or_(o.signal_id.is_(None), sa.not_(o.finished)))
-            .order_by(signals.c.event_time, signals.c.signal_id)
-        )
-        with self.db.begin() as conn:
-            rows = conn.execute(query).all()
-        return [
-            OpenEntry(
-                signal=msgspec.convert(row.payload, Signal),
-                outcome=None if row.outcome is None else msgspec.convert(row.outcome, Outcome),
-            )
-            for row in rows
-        ]
+        not_final = sa.or_(o.signal_id.is_(None), sa.not_(o.finished))
+        return [OpenEntry(signal=s, outcome=out) for s, out in entries_with_outcomes(self.db, not_final)]
 
     def tier_history(self, limit: int = TIER_HISTORY_LIMIT) -> dict[Tier, TierHistory]:
         """Per tier, the last ``limit`` finished and triggered signals (by exit time): how many reached TP1

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 import pytest
@@ -25,30 +27,54 @@ from tests.orchestration.health_support import closed_port_url, resources, sim_e
 
 
 @pytest.fixture
-def db(migrated_database_url: str) -> Database:
+def db(migrated_database_url: str) -> Iterator[Database]:
     database = Database(migrated_database_url)
-    yield database  # type: ignore[misc]
+    yield database
     database.dispose()
 
 
+class Resources(Protocol):
+    def __call__(
+        self, rest_url: str | None = None, *, database_url: str | None = None, **settings: str
+    ) -> dict[str, Any]:
+        """The sensors' resources on this test's PostgreSQL (or ``database_url``), Redis and var directory,
+        REST at ``rest_url``, with ``settings`` overridden."""
+        ...
+
+
+@pytest.fixture
+def res_for(migrated_database_url: str, redis_url: str, redis_keys: Keyspace, tmp_path: Path) -> Resources:
+    def make(
+        rest_url: str | None = None, *, database_url: str | None = None, **settings: str
+    ) -> dict[str, Any]:
+        url = database_url or migrated_database_url
+        return resources(url, redis_url, redis_keys, rest_url, var_dir=str(tmp_path), **settings)
+
+    return make
+
+
+@dataclass
+class Load:
+    """The CPU and memory load (%) that the performance sensor of ``sensor()`` reads at each tick."""
+
+    cpu: float = 10.0
+    memory: float = 40.0
+
+    def sensor(self) -> dg.SensorDefinition:
+        return performance_sensor(lambda: (self.cpu, self.memory))
+
+
 def test_api_connectivity_switches_to_backup_after_five_failures_and_back(
-    migrated_database_url: str,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
-    db: Database,
-    tmp_path: Path,
+    res_for: Resources, redis_state: RedisState, db: Database
 ) -> None:
     redis_state.beat("realtime", ttl_s=60)
     with sim_exchange() as rest_url:
-        up = resources(migrated_database_url, redis_url, redis_keys, rest_url, var_dir=str(tmp_path))
+        up = res_for(rest_url)
         result = tick(api_connectivity_sensor, None, up)
         assert "REST and heartbeat fine" in str(result.skip_reason)
         cursor = result.cursor
 
-        down = resources(
-            migrated_database_url, redis_url, redis_keys, closed_port_url(), var_dir=str(tmp_path)
-        )
+        down = res_for(closed_port_url())
         for n in range(1, 5):
             result = tick(api_connectivity_sensor, cursor, down)
             cursor = result.cursor
@@ -84,17 +110,10 @@ def test_api_connectivity_switches_to_backup_after_five_failures_and_back(
 
 
 def test_a_missing_heartbeat_fails_the_check_even_when_rest_answers(
-    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+    res_for: Resources, redis_state: RedisState
 ) -> None:
     with sim_exchange() as rest_url:
-        res = resources(
-            migrated_database_url,
-            redis_url,
-            redis_keys,
-            rest_url,
-            var_dir=str(tmp_path),
-            timeout_threshold="2",
-        )
+        res = res_for(rest_url, timeout_threshold="2")
         first = tick(api_connectivity_sensor, None, res)
         assert "no realtime heartbeat" in str(first.skip_reason)
         second = tick(api_connectivity_sensor, first.cursor, res)
@@ -106,26 +125,18 @@ def _broken_db() -> str:
     return f"postgresql://nobody@{closed_port_url().removeprefix('http://')}/nothing"
 
 
-def _quick_performance(tmp_path: Path) -> dict[str, str]:
-    """Settings that trip and clear the performance sensor at the first check."""
-    return {
-        "var_dir": str(tmp_path),
-        "performance_trip_checks": "1",
-        "performance_clear_checks": "1",
-        "min_universe_under_load": "2",
-    }
+# Settings that trip and clear the performance sensor at the first check.
+QUICK_PERFORMANCE = {
+    "performance_trip_checks": "1",
+    "performance_clear_checks": "1",
+    "min_universe_under_load": "2",
+}
 
 
 def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
-    migrated_database_url: str,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
-    db: Database,
-    tmp_path: Path,
+    res_for: Resources, redis_state: RedisState, db: Database
 ) -> None:
-    settings = {"var_dir": str(tmp_path), "timeout_threshold": "1"}
-    res = resources(_broken_db(), redis_url, redis_keys, closed_port_url(), **settings)
+    res = res_for(closed_port_url(), database_url=_broken_db(), timeout_threshold="1")
     result = tick(api_connectivity_sensor, None, res)
     # the switch took effect though PostgreSQL is down: the cursor must know it is in force
     assert redis_state.read_control().backup_feed
@@ -133,7 +144,7 @@ def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
     assert "not recorded yet" in str(result.skip_reason) and "PostgreSQL" in str(result.skip_reason)
     redis_state.beat("realtime", ttl_s=60)
     with sim_exchange() as rest_url:
-        good = resources(migrated_database_url, redis_url, redis_keys, rest_url, **settings)
+        good = res_for(rest_url, timeout_threshold="1")
         result = tick(api_connectivity_sensor, result.cursor, good)
         # the pending incident is written when PostgreSQL is back; the switch is not taken again
         [incident] = open_health_incidents(db)
@@ -148,45 +159,43 @@ def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
 
 
 def _operator_cap_of_40(
-    database_url: str, redis_url: str, redis_state: RedisState, tmp_path: Path
-) -> tuple[dict[str, float], dg.SensorDefinition, dict[str, Any], dict[str, Any]]:
-    """An operator's universe cap of 40; the CPU load the sensor reads (95 %, overloaded), the sensor, and
+    res_for: Resources, redis_state: RedisState
+) -> tuple[Load, dg.SensorDefinition, dict[str, Any], dict[str, Any]]:
+    """An operator's universe cap of 40; the load the sensor reads (CPU 95 %, overloaded), the sensor, and
     its resources with PostgreSQL up and down."""
-    load = {"cpu": 95.0}
-    sensor = performance_sensor(lambda: (load["cpu"], 40.0))
-    settings = _quick_performance(tmp_path)
+    load = Load(cpu=95.0)
     redis_state.set_max_universe(40, source="operator")
-    good = resources(database_url, redis_url, redis_state.keys, **settings)
-    return load, sensor, good, resources(_broken_db(), redis_url, redis_state.keys, **settings)
+    good = res_for(**QUICK_PERFORMANCE)
+    return load, load.sensor(), good, res_for(database_url=_broken_db(), **QUICK_PERFORMANCE)
 
 
 def test_a_shrink_that_cannot_be_recorded_is_remembered(
-    migrated_database_url: str, redis_url: str, redis_state: RedisState, db: Database, tmp_path: Path
+    res_for: Resources, redis_state: RedisState, db: Database
 ) -> None:
-    load, sensor, good, broken = _operator_cap_of_40(migrated_database_url, redis_url, redis_state, tmp_path)
+    load, sensor, good, broken = _operator_cap_of_40(res_for, redis_state)
     result = tick(sensor, None, broken)
     assert redis_state.read_control().max_universe == 20 and "not recorded yet" in str(result.skip_reason)
     result = tick(sensor, result.cursor, good)  # still overloaded: halves again, from 20
     assert redis_state.read_control().max_universe == 10
     [incident] = open_health_incidents(db)
     assert incident.values["previous_cap"] == 40
-    load["cpu"] = 10.0
+    load.cpu = 10.0
     result = tick(sensor, result.cursor, good)
     assert "universe cap back to 40" in str(result.skip_reason)
     assert redis_state.read_control().max_universe == 40  # the operator's cap, not the first shrink's
 
 
 def test_a_recovery_that_cannot_be_recorded_is_remembered(
-    migrated_database_url: str, redis_url: str, redis_state: RedisState, db: Database, tmp_path: Path
+    res_for: Resources, redis_state: RedisState, db: Database
 ) -> None:
-    load, sensor, good, broken = _operator_cap_of_40(migrated_database_url, redis_url, redis_state, tmp_path)
+    load, sensor, good, broken = _operator_cap_of_40(res_for, redis_state)
     result = tick(sensor, None, good)
     assert redis_state.read_control().max_universe == 20
-    load["cpu"] = 10.0
+    load.cpu = 10.0
     result = tick(sensor, result.cursor, broken)
     assert redis_state.read_control().max_universe == 40 and "not recorded yet" in str(result.skip_reason)
     # overloaded again: a new shrink of the operator's 40, after the first incident is closed
-    load["cpu"] = 95.0
+    load.cpu = 95.0
     result = tick(sensor, result.cursor, good)
     assert "universe capped at 20 (was 40)" in str(result.skip_reason)
     assert redis_state.read_control().max_universe == 20
@@ -196,28 +205,25 @@ def test_a_recovery_that_cannot_be_recorded_is_remembered(
 
 
 def test_the_operators_backup_feed_is_left_on(
-    migrated_database_url: str,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
-    db: Database,
-    tmp_path: Path,
+    res_for: Resources, redis_state: RedisState, db: Database
 ) -> None:
-    settings = {"var_dir": str(tmp_path), "timeout_threshold": "1", "api_recovery_checks": "1"}
+    settings = {"timeout_threshold": "1", "api_recovery_checks": "1"}
     redis_state.set_backup_feed(True, source="operator")
-    result = tick(api_connectivity_sensor, None, resources(migrated_database_url, redis_url, redis_keys,
-                                                            closed_port_url(), **settings))  # fmt: skip
+    result = tick(api_connectivity_sensor, None, res_for(closed_port_url(), **settings))
     assert "already on" in str(result.skip_reason)
     [incident] = open_health_incidents(db)
     assert "left as is" in incident.action
     redis_state.beat("realtime", ttl_s=60)
     with sim_exchange() as rest_url:
-        good = resources(migrated_database_url, redis_url, redis_keys, rest_url, **settings)
+        good = res_for(rest_url, **settings)
         result = tick(api_connectivity_sensor, result.cursor, good)
     assert redis_state.read_control().backup_feed  # the operator switched it on: theirs to switch off
     [closed] = list_health_incidents(db, kind="api_connectivity")
     assert closed.ended_at is not None and "left on" in str(closed.recovery)
     assert [(e.value, e.source) for e in redis_state.control_events()] == [("1", "operator")]
+
+
+QualityTick = Callable[[str | None, int, dict[str, SymbolFeed], int], dg.SensorResult]
 
 
 def _publish(redis_url: str, keys: Keyspace, minute: int, feeds: dict[str, SymbolFeed], resyncs: int) -> None:
@@ -235,6 +241,17 @@ def _publish(redis_url: str, keys: Keyspace, minute: int, feeds: dict[str, Symbo
     asyncio.run(main())
 
 
+def _quality_ticks(res: dict[str, Any], redis_url: str, keys: Keyspace) -> QualityTick:
+    """``(cursor, minute, feeds, resyncs)``: publish that minute's feeds and metrics as the realtime service
+    would, then one tick of the data quality sensor on ``res``."""
+
+    def at(cursor: str | None, minute: int, feeds: dict[str, SymbolFeed], resyncs: int) -> dg.SensorResult:
+        _publish(redis_url, keys, minute, feeds, resyncs)
+        return tick(data_quality_sensor, cursor, res)
+
+    return at
+
+
 def _calm(minute: int, rng: random.Random, wide: frozenset[str] = frozenset()) -> dict[str, SymbolFeed]:
     out = {}
     for i, symbol in enumerate(("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")):
@@ -249,32 +266,20 @@ def _calm(minute: int, rng: random.Random, wide: frozenset[str] = frozenset()) -
 
 
 def test_data_quality_pauses_on_anomalies_and_resumes_when_clean(
-    migrated_database_url: str,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
-    db: Database,
-    tmp_path: Path,
+    res_for: Resources, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, db: Database
 ) -> None:
-    res = resources(
-        migrated_database_url,
-        redis_url,
-        redis_keys,
-        var_dir=str(tmp_path),
-        anomaly_min_samples="5",
-        data_quality_clean_checks="2",
+    quality_at = _quality_ticks(
+        res_for(anomaly_min_samples="5", data_quality_clean_checks="2"), redis_url, redis_keys
     )
     rng = random.Random(5)
     cursor = None
     for minute in range(1, 9):
-        _publish(redis_url, redis_keys, minute, _calm(minute, rng), resyncs=2)
-        result = tick(data_quality_sensor, cursor, res)
+        result = quality_at(cursor, minute, _calm(minute, rng), 2)
         cursor = result.cursor
         assert "no anomaly" in str(result.skip_reason)
     assert not redis_state.read_control().paused
 
-    _publish(redis_url, redis_keys, 9, _calm(9, rng, frozenset({"AAAUSDT", "BBBUSDT", "CCCUSDT"})), resyncs=2)
-    result = tick(data_quality_sensor, cursor, res)
+    result = quality_at(cursor, 9, _calm(9, rng, frozenset({"AAAUSDT", "BBBUSDT", "CCCUSDT"})), 2)
     cursor = result.cursor
     assert "-> paused" in str(result.skip_reason)
     reason = redis_state.read_control().paused_reason
@@ -284,8 +289,7 @@ def test_data_quality_pauses_on_anomalies_and_resumes_when_clean(
     assert incident.values["anomalous_symbols"] == 3
 
     for minute in (10, 11):
-        _publish(redis_url, redis_keys, minute, _calm(minute, rng), resyncs=2)
-        result = tick(data_quality_sensor, cursor, res)
+        result = quality_at(cursor, minute, _calm(minute, rng), 2)
         cursor = result.cursor
     assert "-> resumed" in str(result.skip_reason)
     assert not redis_state.read_control().paused
@@ -294,56 +298,41 @@ def test_data_quality_pauses_on_anomalies_and_resumes_when_clean(
 
 
 def _calm_quality(
-    database_url: str, redis_url: str, keys: Keyspace, tmp_path: Path
-) -> tuple[dict[str, object], random.Random, str | None]:
-    """Resources judging after 3 samples and clearing after 1 clean check, the random source, and the cursor
-    after five calm minutes."""
-    res = resources(
-        database_url,
-        redis_url,
-        keys,
-        var_dir=str(tmp_path),
-        anomaly_min_samples="3",
-        data_quality_clean_checks="1",
+    res_for: Resources, redis_url: str, keys: Keyspace
+) -> tuple[QualityTick, random.Random, str | None]:
+    """Data quality ticks judging after 3 samples and clearing after 1 clean check, the random source, and
+    the cursor after five calm minutes."""
+    quality_at = _quality_ticks(
+        res_for(anomaly_min_samples="3", data_quality_clean_checks="1"), redis_url, keys
     )
     rng = random.Random(9)
     cursor = None
     for minute in range(1, 6):
-        _publish(redis_url, keys, minute, _calm(minute, rng), resyncs=0)
-        cursor = tick(data_quality_sensor, cursor, res).cursor
-    return res, rng, cursor
+        cursor = quality_at(cursor, minute, _calm(minute, rng), 0).cursor
+    return quality_at, rng, cursor
 
 
 def test_data_quality_never_lifts_an_operators_own_pause(
-    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+    res_for: Resources, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
 ) -> None:
-    res, rng, cursor = _calm_quality(migrated_database_url, redis_url, redis_keys, tmp_path)
-    _publish(redis_url, redis_keys, 6, _calm(6, rng), resyncs=500)  # a resync storm: dirty on its own
-    result = tick(data_quality_sensor, cursor, res)
+    quality_at, rng, cursor = _calm_quality(res_for, redis_url, redis_keys)
+    result = quality_at(cursor, 6, _calm(6, rng), 500)  # a resync storm: dirty on its own
     assert "-> paused" in str(result.skip_reason) and "resync_rate" in str(result.skip_reason)
     redis_state.pause("maintenance window", source="operator")
-    _publish(redis_url, redis_keys, 7, _calm(7, rng), resyncs=500)
-    result = tick(data_quality_sensor, result.cursor, res)
+    result = quality_at(result.cursor, 7, _calm(7, rng), 500)
     assert "-> pause left in force" in str(result.skip_reason)
     assert redis_state.read_control().paused_reason == "maintenance window"
 
 
 def test_data_quality_leaves_a_pause_it_found_in_place(
-    migrated_database_url: str,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
-    db: Database,
-    tmp_path: Path,
+    res_for: Resources, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, db: Database
 ) -> None:
-    res, rng, cursor = _calm_quality(migrated_database_url, redis_url, redis_keys, tmp_path)
+    quality_at, rng, cursor = _calm_quality(res_for, redis_url, redis_keys)
     redis_state.pause("maintenance window", source="operator")
-    _publish(redis_url, redis_keys, 6, _calm(6, rng), resyncs=500)
-    result = tick(data_quality_sensor, cursor, res)
+    result = quality_at(cursor, 6, _calm(6, rng), 500)
     assert "already paused" in str(result.skip_reason)
     assert redis_state.read_control().paused_reason == "maintenance window"
-    _publish(redis_url, redis_keys, 7, _calm(7, rng), resyncs=500)
-    result = tick(data_quality_sensor, result.cursor, res)
+    result = quality_at(result.cursor, 7, _calm(7, rng), 500)
     assert redis_state.read_control().paused_reason == "maintenance window"
     [closed] = list_health_incidents(db, kind="data_quality")
     assert closed.ended_at is not None and "left" in str(closed.recovery)
@@ -351,16 +340,16 @@ def test_data_quality_leaves_a_pause_it_found_in_place(
 
 
 def test_a_cap_the_operator_set_while_shrunk_is_not_overwritten_on_recovery(
-    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+    res_for: Resources, redis_state: RedisState
 ) -> None:
-    load = {"cpu": 95.0}
-    sensor = performance_sensor(lambda: (load["cpu"], 40.0))
-    res = resources(migrated_database_url, redis_url, redis_keys, **_quick_performance(tmp_path))
+    load = Load(cpu=95.0)
+    sensor = load.sensor()
+    res = res_for(**QUICK_PERFORMANCE)
     redis_state.set_max_universe(40, source="operator")
     result = tick(sensor, None, res)
     assert redis_state.read_control().max_universe == 20
     redis_state.set_max_universe(12, source="operator")
-    load["cpu"] = 10.0
+    load.cpu = 10.0
     result = tick(sensor, result.cursor, res)
     assert "left as is" in str(result.skip_reason)
     assert redis_state.read_control().max_universe == 12
@@ -383,24 +372,11 @@ def test_data_quality_reports_redis_down_without_losing_its_memory(
 
 
 def test_system_performance_halves_the_universe_and_restores_the_operators_cap(
-    migrated_database_url: str,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
-    db: Database,
-    tmp_path: Path,
+    res_for: Resources, redis_state: RedisState, db: Database
 ) -> None:
-    load = {"cpu": 95.0, "memory": 40.0}
-    sensor = performance_sensor(lambda: (load["cpu"], load["memory"]))
-    res = resources(
-        migrated_database_url,
-        redis_url,
-        redis_keys,
-        var_dir=str(tmp_path),
-        performance_trip_checks="2",
-        performance_clear_checks="2",
-        min_universe_under_load="6",
-    )
+    load = Load(cpu=95.0, memory=40.0)
+    sensor = load.sensor()
+    res = res_for(performance_trip_checks="2", performance_clear_checks="2", min_universe_under_load="6")
     redis_state.set_max_universe(40, source="operator")
     first = tick(sensor, None, res)
     assert "CPU 95 % > 80 %" in str(first.skip_reason)
@@ -422,7 +398,7 @@ def test_system_performance_halves_the_universe_and_restores_the_operators_cap(
     [incident] = open_health_incidents(db)
     assert incident.kind == "system_performance" and incident.values["previous_cap"] == 40
 
-    load["cpu"] = 20.0
+    load.cpu = 20.0
     cursor = tick(sensor, cursor, res).cursor
     assert redis_state.read_control().max_universe == 6
     result = tick(sensor, cursor, res)
@@ -433,23 +409,36 @@ def test_system_performance_halves_the_universe_and_restores_the_operators_cap(
 
 
 def test_memory_overload_without_a_cap_shrinks_the_followed_universe_and_lifts_it_after(
-    migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState, tmp_path: Path
+    res_for: Resources, redis_state: RedisState
 ) -> None:
-    load = {"memory": 91.0}
-    sensor = performance_sensor(lambda: (10.0, load["memory"]))
-    res = resources(
-        migrated_database_url,
-        redis_url,
-        redis_keys,
-        var_dir=str(tmp_path),
-        performance_trip_checks="1",
-        performance_clear_checks="1",
-    )
+    load = Load(cpu=10.0, memory=91.0)
+    sensor = load.sensor()
+    res = res_for(performance_trip_checks="1", performance_clear_checks="1")
     redis_state.set_universe([f"S{i}USDT" for i in range(16)], source="operator")
     result = tick(sensor, None, res)
     assert "memory 91 % > 85 %" in str(result.skip_reason)
     assert redis_state.read_control().max_universe == 8
-    load["memory"] = 50.0
+    load.memory = 50.0
     result = tick(sensor, result.cursor, res)
     assert "universe cap lifted" in str(result.skip_reason)
     assert redis_state.read_control().max_universe is None
+
+
+def test_an_action_redis_refused_is_taken_at_the_next_tick(
+    res_for: Resources, redis_state: RedisState, migrated_database_url: str
+) -> None:
+    load = Load(cpu=95.0)
+    sensor = load.sensor()
+    redis_state.set_max_universe(40, source="operator")
+    settings = {**QUICK_PERFORMANCE, "performance_trip_checks": "2"}
+    down = resources(
+        migrated_database_url, closed_port_url().replace("http", "redis"), redis_state.keys, **settings
+    )
+    first = tick(sensor, None, res_for(**settings))  # one overloaded check of two
+    result = tick(sensor, first.cursor, down)
+    assert "could not trip" in str(result.skip_reason) and "retrying next tick" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 40
+    # one check short of tripping again: the next overloaded tick with Redis back takes the action
+    result = tick(sensor, result.cursor, res_for(**settings))
+    assert "universe capped at 20 (was 40)" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 20

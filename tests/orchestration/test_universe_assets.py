@@ -3,12 +3,14 @@ simulated exchange's REST."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -58,22 +60,24 @@ def db(migrated_database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-def rescan(
-    sim: SimExchange, url: str, redis_url: str, keys: Keyspace, **overrides: str
-) -> dg.ExecuteInProcessResult:
-    res = resources(url, redis_url, keys, sim.rest_url, **{"universe_size": "5", **overrides})
+Resources = functools.partial[dict[str, Any]]
+
+
+@pytest.fixture
+def res_for(migrated_database_url: str, redis_url: str, redis_keys: Keyspace) -> Resources:
+    """``res_for(rest_url, **overrides)``: the resources on this test's PostgreSQL and Redis."""
+    return functools.partial(resources, migrated_database_url, redis_url, redis_keys)
+
+
+def rescan(sim: SimExchange, res_for: Resources, **overrides: str) -> dg.ExecuteInProcessResult:
+    res = res_for(sim.rest_url, **{"universe_size": "5", **overrides})
     return dg.materialize(UNIVERSE_ASSETS, resources=res, run_config={})
 
 
 def test_a_rescan_stores_every_symbol_with_rank_and_reason_and_publishes_the_universe(
-    sim: SimExchange,
-    migrated_database_url: str,
-    db: Database,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
+    sim: SimExchange, res_for: Resources, db: Database, redis_state: RedisState
 ) -> None:
-    result = rescan(sim, migrated_database_url, redis_url, redis_keys)
+    result = rescan(sim, res_for)
     assert result.success
     tradable = result.output_for_node("exchange_symbols")
     assert len(tradable) == 20 and "BTCUSDT_260327" not in tradable and "BTCUSDC" not in tradable
@@ -112,11 +116,11 @@ def test_a_rescan_stores_every_symbol_with_rank_and_reason_and_publishes_the_uni
 
 
 def test_a_failed_call_leaves_one_symbol_out_with_the_error_and_a_second_rescan_diffs(
-    sim: SimExchange, migrated_database_url: str, db: Database, redis_url: str, redis_keys: Keyspace
+    sim: SimExchange, res_for: Resources, db: Database
 ) -> None:
-    assert rescan(sim, migrated_database_url, redis_url, redis_keys).success
+    assert rescan(sim, res_for).success
     sim.faults.rest_error(503, count=1, path="/fapi/v1/openInterest")
-    second = rescan(sim, migrated_database_url, redis_url, redis_keys, universe_size="6")
+    second = rescan(sim, res_for, universe_size="6")
     assert second.success
     history = recent_rescans(db)
     assert len(history) == 2 and history[0].run_id == second.run_id
@@ -129,33 +133,23 @@ def test_a_failed_call_leaves_one_symbol_out_with_the_error_and_a_second_rescan_
 
 
 def test_an_empty_selection_fails_and_leaves_the_universe_unchanged(
-    sim: SimExchange,
-    migrated_database_url: str,
-    db: Database,
-    redis_url: str,
-    redis_keys: Keyspace,
-    redis_state: RedisState,
+    sim: SimExchange, res_for: Resources, db: Database, redis_state: RedisState
 ) -> None:
-    result = dg.materialize(
-        UNIVERSE_ASSETS,
-        resources=resources(
-            migrated_database_url, redis_url, redis_keys, sim.rest_url, min_24h_volume="1e15"
-        ),
-        raise_on_error=False,
-    )
+    res = res_for(sim.rest_url, min_24h_volume="1e15")
+    result = dg.materialize(UNIVERSE_ASSETS, resources=res, raise_on_error=False)
     assert not result.success
     assert current_universe(db) is None and redis_state.read_control().universe is None
 
 
 def test_quick_check_and_emergency_exclusion_remove_symbols_as_runs(
     sim: SimExchange,
-    migrated_database_url: str,
+    res_for: Resources,
     db: Database,
     redis_url: str,
     redis_keys: Keyspace,
     redis_state: RedisState,
 ) -> None:
-    res = resources(migrated_database_url, redis_url, redis_keys, sim.rest_url, universe_size="5")
+    res = res_for(sim.rest_url, universe_size="5")
     # before any rescan the quick check has nothing to do
     assert universe_quick_check_job.execute_in_process(resources=res).success
     assert current_universe(db) is None
@@ -167,13 +161,7 @@ def test_quick_check_and_emergency_exclusion_remove_symbols_as_runs(
         (m for m in members(db, first.rescan_id) if m.selected), key=lambda m: m.stats.quote_volume_24h or 0
     )
     smallest, next_up = (m.stats.quote_volume_24h or 0.0 for m in chosen[:2])
-    strict = resources(
-        migrated_database_url,
-        redis_url,
-        redis_keys,
-        sim.rest_url,
-        min_24h_volume=str((smallest * next_up) ** 0.5),
-    )
+    strict = res_for(sim.rest_url, min_24h_volume=str((smallest * next_up) ** 0.5))
     quick = universe_quick_check_job.execute_in_process(resources=strict)
     assert quick.success
     after_quick = current_universe(db)
@@ -228,20 +216,18 @@ def test_quick_check_and_emergency_exclusion_remove_symbols_as_runs(
 )
 def test_quick_check_excludes_on_open_interest_and_spread_not_only_volume(
     sim: SimExchange,
-    migrated_database_url: str,
+    res_for: Resources,
     db: Database,
-    redis_url: str,
-    redis_keys: Keyspace,
     redis_state: RedisState,
     loose: dict[str, str],
     reason: Reason,
     out: set[str],
 ) -> None:
     # the quick check fetches no klines: ATR/price is unknown and must not make every symbol "unknown, kept"
-    assert rescan(sim, migrated_database_url, redis_url, redis_keys, universe_size="20", **loose).success
+    assert rescan(sim, res_for, universe_size="20", **loose).success
     first = current_universe(db)
     assert first is not None and out <= set(first.symbols)
-    res = resources(migrated_database_url, redis_url, redis_keys, sim.rest_url)
+    res = res_for(sim.rest_url)
     run = universe_quick_check_job.execute_in_process(resources=res)
     assert run.success
     after = current_universe(db)
@@ -257,7 +243,7 @@ def test_quick_check_excludes_on_open_interest_and_spread_not_only_volume(
 
 
 def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_volume_looks_healthy(
-    migrated_database_url: str, db: Database, redis_url: str, redis_keys: Keyspace
+    res_for: Resources, db: Database, redis_url: str, redis_keys: Keyspace
 ) -> None:
     # the trade window keeps its last 300 s of volume until a new trade arrives: only the age of the last
     # event shows that a symbol stopped
@@ -285,7 +271,7 @@ def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_vol
             "BUSDT": SymbolFeed(**live, last_event_ms=now),  # type: ignore[arg-type]
         },
     )
-    res = resources(migrated_database_url, redis_url, redis_keys, emergency_strikes="2")
+    res = res_for(emergency_strikes="2")
     out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res))
     assert isinstance(out, dg.SensorResult) and not out.run_requests and "AUSDT×1" in str(out.skip_reason)
     out = emergency_exclusion_sensor(dg.build_sensor_context(cursor=out.cursor, resources=res))
@@ -299,10 +285,8 @@ def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_vol
     assert after is not None and after.symbols == ("BUSDT",) and after.removed == ("AUSDT",)
 
 
-def test_the_sensor_skips_without_a_universe_or_storage(
-    migrated_database_url: str, redis_url: str, redis_keys: Keyspace
-) -> None:
-    res = resources(migrated_database_url, redis_url, redis_keys)
+def test_the_sensor_skips_without_a_universe_or_storage(res_for: Resources, redis_keys: Keyspace) -> None:
+    res = res_for()
     out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res))
     assert isinstance(out, dg.SensorResult) and out.skip_reason and "no universe" in str(out.skip_reason)
     down = {**res, "redis": type(res["redis"])(url="redis://127.0.0.1:9/0", prefix=redis_keys.prefix)}

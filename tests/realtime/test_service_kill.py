@@ -5,142 +5,73 @@ one entry of the Redis signal stream, and the signals open at the kill are resum
 from __future__ import annotations
 
 import collections
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
-import httpx
 import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tapewatch.adapters.redis_keys import Keyspace
+from tests.realtime.processes import (
+    count,
+    free_port,
+    processes,
+    service_env,
+    start_cli,
+    start_sim,
+    wait_while_running,
+)
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float, procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise AssertionError(f"{what}: {proc.args!r} exited with {proc.returncode}")
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
-
-
-def _count(engine: Engine, sql: str) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text(sql)).scalar_one())
-
-
-def _start(args: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tapewatch.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def test_a_killed_service_loses_and_duplicates_nothing(
     tmp_path: Path, migrated_database_url: str, engine: Engine, redis_url: str, redis_keys: Keyspace
 ) -> None:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "TAPEWATCH_DATABASE_URL": migrated_database_url,
-        "TAPEWATCH_REDIS_URL": redis_url,
-        "TAPEWATCH_REDIS_PREFIX": redis_keys.prefix,
-        "TAPEWATCH_VAR_DIR": str(tmp_path / "var"),
-        "TAPEWATCH_SIM_PORT": str(port),
-        "TAPEWATCH_UNIVERSE_SIZE": "5",
-        "TAPEWATCH_WS_CONNECT_INTERVAL": "0.05",
-        # stops and targets far away: triggered signals stay open across the kill, to be resumed
-        "TAPEWATCH_STOP_ATR_MULTIPLE": "10",
-        "TAPEWATCH_MIN_STOP_ATR_MULTIPLE": "10",
-        "TAPEWATCH_TP1_R": "5",
-        "TAPEWATCH_TP2_R": "10",
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = [open(tmp_path / name, "wb") for name in ("sim.log", "run1.log", "run2.log")]  # noqa: SIM115
-    try:
-        sim = _start(
-            [
-                "sim",
-                "--port",
-                str(port),
-                "--seed",
-                "3",
-                "--symbols",
-                "6",
-                "--speed",
-                "30",
-                "--episode-rate",
-                "30",
-            ],
-            env,
-            logs[0],
-        )
-        procs.append(sim)
-
-        def sim_up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/fapi/v1/ping", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait("simulator up", sim_up, 30, procs)
+    port = free_port()
+    # far stops (service_env): triggered signals stay open across the kill, to be resumed
+    env = service_env(
+        database_url=migrated_database_url,
+        redis_url=redis_url,
+        keys=redis_keys,
+        var_dir=tmp_path / "var",
+        sim_port=port,
+        universe_size=5,
+    )
+    with processes(tmp_path, "sim.log", "run1.log", "run2.log") as (procs, logs):
+        sim_args = ["--seed", "3", "--symbols", "6", "--speed", "30", "--episode-rate", "30"]
+        start_sim(port, env, logs[0], procs, *sim_args)
         entries = "SELECT count(*) FROM signals WHERE signal_type = 'ENTRY'"
         # first run: killed without warning once a signal is stored
-        first = _start(["run", "--exchange", "sim"], env, logs[1])
+        first = start_cli(["run", "--exchange", "sim"], env, logs[1])
         procs.append(first)
-        _wait("a first signal", lambda: _count(engine, entries) >= 1, 120, procs)
+        _wait("a first signal", lambda: count(engine, entries) >= 1, 120, procs)
         time.sleep(0.3)  # the relay and the outcome writes are mid-flight now; the signal is still open
         procs.remove(first)
         first.send_signal(signal.SIGKILL)
         assert first.wait(10) == -signal.SIGKILL
-        stored_at_kill = _count(engine, "SELECT count(*) FROM signals")
-        entries_at_kill = _count(engine, entries)
+        stored_at_kill = count(engine, "SELECT count(*) FROM signals")
+        entries_at_kill = count(engine, entries)
         open_at_kill = _open_entries(engine)
         # second run: resumes, then more signals come
-        second = _start(["run", "--exchange", "sim"], env, logs[2])
+        second = start_cli(["run", "--exchange", "sim"], env, logs[2])
         procs.append(second)
-        _wait("more signals after the restart", lambda: _count(engine, entries) > entries_at_kill, 150, procs)
+        _wait("more signals after the restart", lambda: count(engine, entries) > entries_at_kill, 150, procs)
         _wait(
             "every stored signal published",
-            lambda: _count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0,
+            lambda: count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0,
             30,
             procs,
         )
         procs.remove(second)
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(10)
-        for fh in logs:
-            fh.close()
     run2 = (tmp_path / "run2.log").read_text(errors="replace")
     # the engine resumed the signals open at the kill
     restored = re.search(r"engine restored: (\d+) open signals", run2)
@@ -170,6 +101,10 @@ def test_a_killed_service_loses_and_duplicates_nothing(
     assert open_at_kill <= followed, open_at_kill - followed
     # the signals still open at the end are those of the live view (the rebuild dropped none, added none)
     assert set(open_hash) <= {sid for sid in ids}
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    assert wait_while_running(what, check, timeout, procs), f"{what}: not within {timeout:.0f} s"
 
 
 def _open_entries(engine: Engine) -> set[str]:

@@ -9,16 +9,10 @@ import collections
 import gzip
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
-import httpx
 import orjson
 import pytest
 import redis
@@ -37,9 +31,15 @@ from tapewatch.risk import Candidate, RiskParams
 from tapewatch.settings import Settings, load_settings
 from tapewatch.sharding import Shard, shard_of
 from tests.realtime.control_helpers import all_synced, running_service, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.realtime.processes import (
+    count,
+    free_port,
+    processes,
+    service_env,
+    start_cli,
+    start_sim,
+    wait_while_running,
+)
 
 # --- the pieces ------------------------------------------------------------------------------------------------
 
@@ -108,23 +108,18 @@ def test_closes_go_through_redis_and_bad_ones_read_as_unknown(redis_url: str, re
 def test_frames_of_symbols_that_just_left_are_late_not_malformed(
     tmp_path: Path, redis_url: str, redis_keys: Keyspace
 ) -> None:
-    port = _free_port()
-    with open(tmp_path / "sim.log", "wb") as log:
+    port = free_port()
+    with processes(tmp_path, "sim.log") as (procs, (log,)):
         # the simulator in its own process: it keeps sending while the service's loop stalls below
-        sim = _start(["sim", "--port", str(port), "--seed", "11", "--symbols", "12"], dict(os.environ), log)
-        try:
-            assert _wait("simulator up", lambda: _sim_up(port), 30, [sim]), "the simulator did not start"
-            base = load_settings(
-                var_dir=tmp_path,
-                redis_prefix=redis_keys.prefix,
-                ws_connect_interval=0.05,
-                resync_min_interval=0.2,
-                universe_size=10,
-            )
-            asyncio.run(_shrink_while_frames_flow(exchange_settings(base, "sim", port=port), redis_url))
-        finally:
-            sim.kill()
-            sim.wait(10)
+        start_sim(port, dict(os.environ), log, procs, "--seed", "11", "--symbols", "12")
+        base = load_settings(
+            var_dir=tmp_path,
+            redis_prefix=redis_keys.prefix,
+            ws_connect_interval=0.05,
+            resync_min_interval=0.2,
+            universe_size=10,
+        )
+        asyncio.run(_shrink_while_frames_flow(exchange_settings(base, "sim", port=port), redis_url))
 
 
 async def _shrink_while_frames_flow(settings: Settings, redis_url: str) -> None:
@@ -150,13 +145,6 @@ async def _shrink_while_frames_flow(settings: Settings, redis_url: str) -> None:
         # nothing of the symbols that left reached their books after they left
         assert {s: service.market.state(s).book.last_update_id for s in start[2:]} == frozen
         assert run.alive()
-
-
-def _sim_up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/fapi/v1/ping", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 # --- the ledger under clock skew -----------------------------------------------------------------------------
@@ -187,40 +175,6 @@ CONCURRENT = 2
 DAILY = 6
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float, procs: list[subprocess.Popen[bytes]]) -> bool:
-    """Poll ``check`` until it holds (True) or ``timeout`` passes (False); a process that exits fails."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise AssertionError(f"{what}: {proc.args!r} exited with {proc.returncode}")
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def _start(args: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tapewatch.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _scalar(engine: Engine, sql: str) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text(sql)).scalar_one())
-
-
 def _capture_symbols(root: Path) -> set[str]:
     symbols = set()
     for path in root.rglob("*.jsonl.gz"):
@@ -238,40 +192,32 @@ def _capture_symbols(root: Path) -> set[str]:
 def test_two_shards_keep_the_global_limits_and_duplicate_nothing(
     tmp_path: Path, migrated_database_url: str, engine: Engine, redis_url: str, redis_keys: Keyspace
 ) -> None:
-    port = _free_port()
+    port = free_port()
     var = tmp_path / "var"
-    env = {
-        **os.environ,
-        "TAPEWATCH_DATABASE_URL": migrated_database_url,
-        "TAPEWATCH_REDIS_URL": redis_url,
-        "TAPEWATCH_REDIS_PREFIX": redis_keys.prefix,
-        "TAPEWATCH_VAR_DIR": str(var),
-        "TAPEWATCH_SIM_PORT": str(port),
-        "TAPEWATCH_UNIVERSE_SIZE": "10",
-        "TAPEWATCH_WS_CONNECT_INTERVAL": "0.05",
-        # tight limits, so that they bind; stops and targets far away, so signals stay open and overlap
-        "TAPEWATCH_MAX_CONCURRENT_SIGNALS": str(CONCURRENT),
-        "TAPEWATCH_MAX_DAILY_SIGNALS": str(DAILY),
-        "TAPEWATCH_STOP_ATR_MULTIPLE": "10",
-        "TAPEWATCH_MIN_STOP_ATR_MULTIPLE": "10",
-        "TAPEWATCH_TP1_R": "5",
-        "TAPEWATCH_TP2_R": "10",
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = [open(tmp_path / n, "wb") for n in ("sim.log", "shard0.log", "shard1.log")]  # noqa: SIM115
+    # tight limits, so that they bind; far stops (service_env), so signals stay open and overlap
+    env = service_env(
+        database_url=migrated_database_url,
+        redis_url=redis_url,
+        keys=redis_keys,
+        var_dir=var,
+        sim_port=port,
+        universe_size=10,
+        TAPEWATCH_MAX_CONCURRENT_SIGNALS=str(CONCURRENT),
+        TAPEWATCH_MAX_DAILY_SIGNALS=str(DAILY),
+    )
     global_rejections = "SELECT count(*) FROM candidates WHERE fate_detail LIKE '%(all shards)'"
     entries = "SELECT count(*) FROM signals WHERE signal_type = 'ENTRY'"
-    try:
-        sim_args = ["sim", "--port", str(port), "--seed", "3", "--symbols", "10", "--speed", "30"]
-        procs.append(_start([*sim_args, "--episode-rate", "30"], env, logs[0]))
-
-        assert _wait("simulator up", lambda: _sim_up(port), 30, procs), "the simulator did not start"
+    with processes(tmp_path, "sim.log", "shard0.log", "shard1.log") as (procs, logs):
+        sim_args = ["--seed", "3", "--symbols", "10", "--speed", "30", "--episode-rate", "30"]
+        start_sim(port, env, logs[0], procs, *sim_args)
         for index in range(2):
-            procs.append(_start(["run", "--exchange", "sim", "--shard", f"{index}/2"], env, logs[1 + index]))
+            procs.append(
+                start_cli(["run", "--exchange", "sim", "--shard", f"{index}/2"], env, logs[1 + index])
+            )
         # until the limits have bound across shards (or the time bound)
-        _wait(
+        wait_while_running(
             "global limits reached",
-            lambda: _scalar(engine, global_rejections) >= 2 and _scalar(engine, entries) >= 3,
+            lambda: count(engine, global_rejections) >= 2 and count(engine, entries) >= 3,
             100,
             procs,
         )
@@ -281,9 +227,9 @@ def test_two_shards_keep_the_global_limits_and_duplicate_nothing(
             shard_metrics = [client.hgetall(redis_keys.metrics(f"realtime-{i}of2")) for i in range(2)]
         finally:
             client.close()
-        _wait(
+        wait_while_running(
             "every stored signal published",
-            lambda: _scalar(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0,
+            lambda: count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0,
             20,
             procs,
         )
@@ -292,12 +238,6 @@ def test_two_shards_keep_the_global_limits_and_duplicate_nothing(
         for proc in procs[1:]:
             assert proc.wait(30) == 0
         procs[1:] = []
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(10)
-        for fh in logs:
-            fh.close()
     shard_logs = [(tmp_path / f"shard{i}.log").read_text(errors="replace") for i in range(2)]
 
     # each shard beat under its own name and followed only its own symbols; together, all of them
