@@ -216,7 +216,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     password = settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
     check_bind(host, password)  # before starting anything
     open_database(settings).dispose()  # migrations at start-up
-    serve(settings, database_url=ensure_database(settings), redis_url=ensure_redis(settings), host=host, port=port)
+    serve(
+        settings,
+        database_url=ensure_database(settings),
+        redis_url=ensure_redis(settings),
+        host=host,
+        port=port,
+    )
     return 0
 
 
@@ -422,12 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
         t.set_defaults(func=cmd_tuning)
 
     p = sub.add_parser("dashboard", help="the Dash dashboard: live signals, performance, quality, health")
-    p.add_argument("--host", default=None, help="listen address (default TAPEWATCH_DASHBOARD_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="listen port (default TAPEWATCH_DASHBOARD_PORT, 8050)")
+    p.add_argument(
+        "--host", default=None, help="listen address (default TAPEWATCH_DASHBOARD_HOST, 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port", type=int, default=None, help="listen port (default TAPEWATCH_DASHBOARD_PORT, 8050)"
+    )
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("dagster", help="the Dagster webserver and daemon (Ctrl-C stops both)")
-    p.add_argument("--port", type=int, default=None, help="webserver port (default TAPEWATCH_DAGSTER_PORT, 3000)")
+    p.add_argument(
+        "--port", type=int, default=None, help="webserver port (default TAPEWATCH_DAGSTER_PORT, 3000)"
+    )
     p.set_defaults(func=cmd_dagster)
 
     p = sub.add_parser("rescan", help="launch the universe rescan in the running Dagster instance and wait")

@@ -135,7 +135,10 @@ class Settings(BaseSettings):
         0.05, ge=0, le=10, description="Live vs batch outcome P&L difference (R) above which they disagree."
     )
     metrics_sharpe_days: int = Field(
-        30, ge=2, le=3650, description="Days of daily R behind the daily Sharpe ratio (annualised by sqrt 365)."
+        30,
+        ge=2,
+        le=3650,
+        description="Days of daily R behind the daily Sharpe ratio (annualised by sqrt 365).",
     )
     metrics_trend_weeks: int = Field(
         8, ge=2, le=520, description="Weeks behind the weekly win-rate and quality trends."
