@@ -26,7 +26,7 @@ lint: $(STAMP)
 
 test: lint
 	@$(MAKE) --no-print-directory browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadfile
 
 # The dashboard's browser test drives headless Chromium through chromedriver (Debian's packages). Installed
 # when missing and possible (root with apt); otherwise a clear message, and the test skips (it fails under CI).
