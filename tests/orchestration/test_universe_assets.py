@@ -234,8 +234,10 @@ def test_quick_check_excludes_on_open_interest_and_spread_not_only_volume(
     assert after is not None and after.kind == "quick"
     excluded = {e.symbol: e.reason for e in exclusions(db)}
     assert {s: excluded.get(s) for s in out} == dict.fromkeys(out, reason)
-    # UNI: a wide symbol whose volume sits at the minimum, out for either reason
-    assert set(excluded) - out <= {"UNIUSDT"} and set(after.removed) == set(excluded)
+    # others may leave too (the simulated spread of a major can touch the minimum at the moment of the check,
+    # UNI's volume sits at it): each for a minimum it measurably broke, and every removal recorded
+    minimums = {Reason.BELOW_MIN_VOLUME, Reason.BELOW_MIN_OPEN_INTEREST, Reason.SPREAD_TOO_WIDE}
+    assert set(excluded.values()) <= minimums and set(after.removed) == set(excluded)
     assert set(after.symbols) == set(first.symbols) - set(excluded)
     (output,) = [e for e in run.events_for_node("universe_quick_check") if e.is_successful_output]
     assert output.step_output_data.metadata["unknown (kept)"].value == []
