@@ -7,7 +7,8 @@ import logging
 import sys
 
 STRUCTURED_FIELDS = ("symbol", "stream", "reason", "component")
-NOISY_LOGGERS = ("httpx", "httpcore", "websockets.server", "websockets.client")
+# pgserver logs every initdb/pg_ctl command line and its whole output at INFO (a wall of text on a first start)
+NOISY_LOGGERS = ("httpx", "httpcore", "websockets.server", "websockets.client", "pgserver")
 
 
 class TextFormatter(logging.Formatter):
