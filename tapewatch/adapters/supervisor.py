@@ -324,7 +324,8 @@ def group_members(pgid: int) -> list[psutil.Process]:
     """The live (not zombie) processes of group ``pgid``."""
     members = []
     for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error):
+        # a process may end between the listing and the getpgid (ProcessLookupError, an OSError)
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
             if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 members.append(proc)
     return members
