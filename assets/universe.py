@@ -51,9 +51,11 @@ def symbol_statistics(
     config = settings.settings()
     report = binance.run(lambda client: fetch_statistics(client, exchange_symbols, config), config)
     if failed_share(report) > MAX_FAILED_SHARE:
+        first = "; ".join(f"{s.symbol}: {s.errors[0]}" for s in report.stats if s.errors)[:2000]
         raise dg.Failure(
-            f"REST calls failed for {report.failed} of {report.fetched} symbols; the universe is left as it is",
-            metadata={"first errors": "; ".join(e for s in report.stats for e in s.errors[:1])[:2000]},
+            f"REST calls failed for {report.failed} of {report.fetched} symbols; the universe is left as it is. "
+            f"First errors: {first[:600]}",
+            metadata={"first errors": first},
         )
     context.add_output_metadata(
         {

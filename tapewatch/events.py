@@ -146,8 +146,12 @@ def candles_from_rows(rows: list[KlineRow], interval: str, now_ms: int) -> list[
     """Kline rows as :class:`Candle` s; a row is ``closed`` when its close time is before ``now_ms``.
 
     Binance returns the still-forming candle last; ``now_ms`` (the caller's estimate of exchange time)
-    tells it apart.
+    tells it apart. Every row before the last is closed whatever ``now_ms`` says: the exchange has opened the
+    next candle, so it is past their close (a caller's clock behind the exchange's — a simulator at
+    ``--speed`` — must not turn closed candles into forming ones).
     """
+    if rows:
+        now_ms = max(now_ms, rows[-1].open_time)
     return [
         Candle(
             open_time=r.open_time,

@@ -28,3 +28,18 @@ def test_history_fill_and_bound() -> None:
     assert added == 5  # bars 0..4 are before the forming bar 5
     assert [c.open_time for c in s.closed] == [120_000, 180_000, 240_000]
     assert s.update(bar(240_000, 1.0, False)) is False and s.stale_updates == 1
+
+
+def test_rows_before_the_last_are_closed_even_when_the_callers_clock_is_behind() -> None:
+    from tapewatch.events import KlineRow, candles_from_rows
+
+    hour = 3_600_000
+    rows = [
+        KlineRow(t, 1.0, 2.0, 0.5, 1.5, 10.0, t + hour - 1, 15.0, 3, 5.0, 7.5)
+        for t in range(10 * hour, 14 * hour, hour)
+    ]
+    # the caller's clock sits in the first candle (a simulator running 30x ahead of it)
+    candles = candles_from_rows(rows, "1h", 10 * hour + 5)
+    assert [c.closed for c in candles] == [True, True, True, False]
+    # a clock past the last close closes the last row too
+    assert candles_from_rows(rows, "1h", 14 * hour)[-1].closed
