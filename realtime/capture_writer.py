@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+from zlib_ng import zlib_ng as zlib
 
 log = logging.getLogger(__name__)
 

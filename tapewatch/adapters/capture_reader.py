@@ -1,8 +1,9 @@
 """Read capture files back as raw lines: the one reader of replay (``realtime``) and the archive (Dagster).
 
 It lives in ``tapewatch.adapters`` so both sides import it (they may not import each other);
-``realtime.capture_reader`` re-exports it. It is the replay hot path: keep it fast. Files are read in large chunks and inflated with zlib directly (not :mod:`gzip`, which gives up on the
-files a killed writer leaves). What a real capture can hold, and what the reader does with it:
+``realtime.capture_reader`` re-exports it. It is the replay hot path: keep it fast. Files are read in large chunks and inflated directly (not :mod:`gzip`, which gives up on the
+files a killed writer leaves), by zlib-ng's drop-in ``zlib`` module: the same gzip format, inflated about
+twice as fast as the standard library's zlib (bench: ~1.25 → ~1.0 µs per line of the 800-symbol capture). What a real capture can hold, and what the reader does with it:
 
 - concatenated gzip members (a restart within the hour appends one): read as one stream;
 - a member without its trailer (the writer was killed), possibly followed by the member of a restarted
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import logging
 import os
-import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
 import msgspec
+from zlib_ng import zlib_ng
 
 from tapewatch.errors import CaptureError
 
@@ -44,6 +46,26 @@ _CHUNK = 1 << 20  # compressed bytes per read
 _SCAN = 1 << 20  # bytes per read when searching for the next member
 _PLAIN_CHUNK = 1 << 23  # bytes per read of a plain .jsonl file
 _MAX_OUT = 1 << 23  # decompressed bytes per zlib call: bounds memory on a pathological file
+
+
+class _Inflater(Protocol):
+    """A zlib decompress object (zlib-ng's stub leaves ``copy`` out)."""
+
+    unused_data: bytes
+    unconsumed_tail: bytes
+    eof: bool
+
+    def decompress(self, data: bytes, max_length: int = 0, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+    def copy(self) -> _Inflater: ...
+
+
+#: zlib-ng's error class (its stub types it as an instance).
+_ZlibError = cast(type[Exception], zlib_ng.error)
+
+
+def _inflater() -> _Inflater:
+    return cast(_Inflater, zlib_ng.decompressobj(31))  # wbits 31: a gzip member
 
 
 @dataclass
@@ -199,7 +221,7 @@ def _inflate(fd: int, size: int, stats: ReadStats) -> Iterator[bytes | None]:
 
 def _member(fd: int, start: int, size: int, stats: ReadStats) -> Generator[bytes | None, None, int]:
     """Inflate the member at ``start``; return the offset where the next member may start."""
-    d = zlib.decompressobj(31)
+    d = _inflater()
     pos = start
     while pos < size:
         want = min(_CHUNK, size - pos)
@@ -216,7 +238,7 @@ def _member(fd: int, start: int, size: int, stats: ReadStats) -> Generator[bytes
             for out in _decompress(d, piece):
                 emitted += len(out)
                 yield out
-        except zlib.error:
+        except _ZlibError:
             resume = yield from _recover(backup, fd, start, pos, end, size, emitted, stats)
             yield None
             return resume
@@ -227,7 +249,7 @@ def _member(fd: int, start: int, size: int, stats: ReadStats) -> Generator[bytes
             break
     try:  # no trailer: the writer was killed or the file was truncated; take what zlib still holds
         rest = d.flush()
-    except zlib.error:
+    except _ZlibError:
         rest = b""
     if rest:
         yield rest
@@ -235,7 +257,7 @@ def _member(fd: int, start: int, size: int, stats: ReadStats) -> Generator[bytes
     return pos
 
 
-def _decompress(d: zlib._Decompress, data: bytes) -> Iterator[bytes]:
+def _decompress(d: _Inflater, data: bytes) -> Iterator[bytes]:
     out = d.decompress(data, _MAX_OUT)
     if out:
         yield out
@@ -245,19 +267,19 @@ def _decompress(d: zlib._Decompress, data: bytes) -> Iterator[bytes]:
             yield out
 
 
-def _inflate_prefix(backup: zlib._Decompress, data: bytes) -> bytes | None:
+def _inflate_prefix(backup: _Inflater, data: bytes) -> bytes | None:
     """The text ``data`` inflates to from the state ``backup``; None if it does not inflate."""
     d = backup.copy()
     try:
         outs = list(_decompress(d, data))
         outs.append(d.flush())
-    except zlib.error:
+    except _ZlibError:
         return None
     return b"".join(outs)
 
 
 def _recover(
-    backup: zlib._Decompress,
+    backup: _Inflater,
     fd: int,
     start: int,
     pos: int,
