@@ -2,9 +2,15 @@
 
 A :class:`StreamSlot` owns at most ``max_streams_per_connection`` streams of one path. Its supervisor
 task connects (paced across the pool, with backoff after failures), keeps the server's subscriptions
-equal to the wanted set by paced SUBSCRIBE/UNSUBSCRIBE, watches for a silent connection (reconnect) or a
-silent stream (report), and replaces the connection before Binance's 24-hour cut (see
-:mod:`realtime.ws_handover`).
+equal to the wanted set by paced SUBSCRIBE/UNSUBSCRIBE, and replaces the connection before Binance's
+24-hour cut (see :mod:`realtime.ws_handover`).
+
+The stale watchdog looks at the connection every ``tick``. A connection silent as a whole for
+``stale_after`` seconds is reconnected, every time (with backoff). On a connection whose other streams
+flow, a silent stream of a continuous kind (depth, bookTicker) gets the connection reconnected once, then
+is only reported until it delivers again (a quiet market, not a reconnect loop); a silent aggTrade, trade
+or kline stream is only reported (see :mod:`realtime.ws_watchdog`). Only this slot's connection is
+reconnected; the pool's other connections are untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from realtime.ws_delivery import FrameQueue, Received, StreamsStarted, StreamsSt
 from realtime.ws_handover import Rolled, hand_over
 from realtime.ws_protocol import Method
 from realtime.ws_stats import TransportStats
+from realtime.ws_watchdog import StreamWatch
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,7 @@ class StreamSlot:
         self.base_url = base_url
         self.desired: set[str] = set()
         self.failed: set[str] = set()
-        self.stale_streams: set[str] = set()
+        self.watch = StreamWatch()
         self.conn: WsConnection | None = None
         self._cfg = config
         self._stats = stats
@@ -87,6 +94,7 @@ class StreamSlot:
             raise ValueError(f"{self.name}: {len(self.desired)} streams exceed the per-connection limit")
         self.failed.clear()
         self._failures.clear()
+        self.watch.keep_only(self.desired)
         self._wake_supervisor.set()
         self._wake_control.set()
 
@@ -197,11 +205,19 @@ class StreamSlot:
                         self._stats.reconnects["rollover"] += 1
                         continue
                 if conn.owned and conn.silent_for(now) >= cfg.stale_after:
-                    log.warning("%s: no data for %.1f s, reconnecting", conn.conn_id, conn.silent_for(now))
+                    log.warning(
+                        "%s: no data for %.1f s, reconnecting",
+                        conn.conn_id,
+                        conn.silent_for(now),
+                        extra={"conn": conn.conn_id},
+                    )
                     await conn.close("stale")
                     ended = await reader
                     return ended
-                self._check_streams(conn, now)
+                if self._check_streams(conn, now, may_reconnect=rollover is None):
+                    await conn.close("stale")
+                    ended = await reader
+                    return ended
                 conn.expire_requests(now, cfg.reply_timeout)
                 if rollover is None and now >= rollover_at:
                     self._rolling = True
@@ -220,7 +236,7 @@ class StreamSlot:
             await asyncio.gather(control, return_exceptions=True)
             self._rolling = False
             self.conn = None
-            self.stale_streams.clear()
+            self.watch.connection_ended()
             conn.stop_delivering()
             stopped = tuple(sorted(conn.owned))
             if stopped:
@@ -295,23 +311,44 @@ class StreamSlot:
 
     # --- watchdog and rollover ---------------------------------------------------------------------------------
 
-    def _check_streams(self, conn: WsConnection, now: float) -> None:
-        """Report streams silent for ``stale_after`` on a connection that is otherwise alive."""
-        silent = set(conn.silent_streams(now, self._cfg.stale_after))
-        for stream in silent - self.stale_streams:
-            self._stats.stale_stream_reports += 1
+    @property
+    def stale_streams(self) -> set[str]:
+        """Streams silent for ``stale_after`` on the live connection, reported rather than reconnected for."""
+        return self.watch.reported
+
+    def _check_streams(self, conn: WsConnection, now: float, *, may_reconnect: bool) -> bool:
+        """Judge the silent streams of ``conn`` (otherwise alive); True: reconnect it for one of them."""
+        after = self._cfg.stale_after
+        verdict = self.watch.check(
+            conn.silent_streams(now, after), self._stats.frames, may_reconnect=may_reconnect
+        )
+        for stream in verdict.reconnect_for:
+            self._stats.stale_stream_reconnects[stream] += 1
             log.warning(
-                "%s: stream %s silent for %.0f s",
+                "%s: stream %s silent for %g s while the connection's other streams flow; "
+                "reconnecting this connection",
                 conn.conn_id,
                 stream,
-                self._cfg.stale_after,
+                after,
                 extra={"stream": stream, "conn": conn.conn_id},
             )
-        for stream in self.stale_streams - silent:
+        self._stats.stale_stream_reports += len(verdict.reported)
+        self._stats.stale_stream_quiet += len(verdict.quiet)
+        for stream in verdict.reported:
+            quiet = stream in verdict.quiet
+            log.warning(
+                "%s: stream %s silent for %g s%s",
+                conn.conn_id,
+                stream,
+                after,
+                " again after a reconnect: a quiet market, reported only" if quiet else "",
+                extra={"stream": stream, "conn": conn.conn_id},
+            )
+        for stream in verdict.resumed:
             log.info(
                 "%s: stream %s resumed", conn.conn_id, stream, extra={"stream": stream, "conn": conn.conn_id}
             )
-        self.stale_streams = silent
+        return bool(verdict.reconnect_for)
 
     async def _roll_over(self, old: WsConnection) -> Rolled | None:
         await self._pacer.wait()

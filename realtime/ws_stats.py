@@ -6,8 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Why an established connection was replaced: a read error or protocol failure, the stale watchdog,
-#: a planned rollover before Binance's 24-hour cut, or the server closing it cleanly.
+#: Why an established connection was replaced: a read error or protocol failure, the stale watchdog (the
+#: whole connection silent, or one of its depth/bookTicker streams), a planned rollover before Binance's
+#: 24-hour cut, or the server closing it cleanly.
 RECONNECT_REASONS = ("error", "stale", "rollover", "server_close")
 
 
@@ -28,7 +29,10 @@ class TransportStats:
     unexpected_replies: int = 0
     unowned_frames: int = 0
     late_unsubscribed: int = 0  # of unowned_frames: those still in flight after their stream's UNSUBSCRIBE
-    stale_stream_reports: int = 0
+    stale_stream_reports: int = 0  # silent streams reported (once per silence)
+    stale_stream_quiet: int = 0  # of those: continuous streams silent again after their reconnect
+    # per stream: reconnects of its connection because this continuous stream alone was silent
+    stale_stream_reconnects: Counter[str] = field(default_factory=Counter)
     rollover_duplicates_dropped: int = 0
     rollover_unmatched_streams: int = 0
     invalid_streams: int = 0
@@ -55,6 +59,8 @@ class TransportStats:
             "unowned_frames": self.unowned_frames,
             "late_unsubscribed": self.late_unsubscribed,
             "stale_stream_reports": self.stale_stream_reports,
+            "stale_stream_quiet": self.stale_stream_quiet,
+            "stale_stream_reconnects": dict(self.stale_stream_reconnects),
             "rollover_duplicates_dropped": self.rollover_duplicates_dropped,
             "rollover_unmatched_streams": self.rollover_unmatched_streams,
             "invalid_streams": self.invalid_streams,

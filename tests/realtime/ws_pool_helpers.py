@@ -22,10 +22,11 @@ def make_pool(server: BinanceWsServer, timebase: Timebase | None = None, **confi
     return StreamPool(settings, config=cfg, timebase=timebase or Timebase())
 
 
-async def up(server: BinanceWsServer, pool: StreamPool, n: int) -> None:
+async def up(server: BinanceWsServer, pool: StreamPool, n: int, within: float = 5.0) -> None:
     """Wait until both ends see ``n`` open connections."""
     await eventually(
         lambda: len(server.open_conns()) == n and sum(bool(c.conn_id) for c in pool.connections()) == n,
+        within=within,
         what=f"{n} connections up",
     )
 

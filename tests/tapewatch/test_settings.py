@@ -52,6 +52,8 @@ def test_env_and_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("snapshot_limit", 42, "allowed: one of 5, 10, 20, 50, 100, 500, 1000"),
         ("symbols", "BTC-USDT", "letters and digits"),
         ("min_large_trades", 0, ">= 1"),
+        # Binance cuts every connection at 24 h: the planned rollover must come strictly before.
+        ("ws_rollover_after", 24, "= 24: Input should be less than 24; allowed: > 0 and < 24"),
     ],
 )
 def test_bad_values_name_the_key_and_range(key: str, value: object, expected: str) -> None:
