@@ -2,6 +2,7 @@
 
 Used by ``tapewatch rescan`` and the dashboard's Rescan button (:class:`DagsterRuns`); nothing here imports
 the code location (``orchestration``): the job is named, the webserver resolves it. Errors are :class:`DagsterUnavailable` with what to do.
+A failed run says why through :meth:`DagsterRuns.failures` (its step failures, read from the run's event log).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tapewatch.errors import TapewatchError
 
@@ -37,6 +39,68 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return self.status == "SUCCESS"
+
+
+#: Longest error message kept per link of an error chain (a message may embed a whole response body).
+MAX_ERROR_CHARS = 1000
+#: The wrapper Dagster puts around an exception raised in an op or asset: its own message says only that.
+_STEP_WRAPPER = "DagsterExecutionStepExecutionError"
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailure:
+    """Why a run failed: the step that failed (None when the run failed outside any step, e.g. its worker
+    did not start) and its error chain, outermost first (each ``module.Class: message``)."""
+
+    step: str | None
+    errors: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        """Human-readable lines: the step and its error, then each cause."""
+        where = f"step {self.step} failed" if self.step else "the run failed"
+        first, *causes = self.errors or ("(no error recorded)",)
+        return [f"{where}: {first}", *(f"   caused by {cause}" for cause in causes)]
+
+
+def _error_chain(error: Mapping[str, Any] | None, fallback: str) -> tuple[str, ...]:
+    """The messages of a GraphQL ``PythonError`` and its causes; Dagster's step wrapper is left out when
+    it has a cause (the cause is the exception the op raised)."""
+    if not error:
+        return (fallback.strip(),) if fallback.strip() else ()
+    links = [error, *(error.get("causes") or [])]
+    if len(links) > 1 and links[0].get("className") == _STEP_WRAPPER:
+        links = links[1:]
+    texts = (" ".join(str(link.get("message") or link.get("className") or "").split()) for link in links)
+    return tuple(text[:MAX_ERROR_CHARS] for text in texts if text)
+
+
+def _lists_steps(run: RunFailure) -> bool:
+    """True for Dagster's plain run failure message, 'Execution of run for "job" failed. Steps failed: [...]'."""
+    return len(run.errors) == 1 and "Steps failed:" in run.errors[0]
+
+
+# The run's event log (``logsForRun``), only its failure events. Schema of dagster-graphql 1.13:
+# ExecutionStepFailureEvent and RunFailureEvent are MessageEvents (message, stepKey) and ErrorEvents (error:
+# PythonError, whose ``causes`` are the explicit ``raise ... from`` chain).
+_FAILURES_QUERY = """
+query RunFailures($runId: ID!, $cursor: String, $limit: Int) {
+  logsForRun(runId: $runId, afterCursor: $cursor, limit: $limit) {
+    __typename
+    ... on EventConnection {
+      cursor
+      hasMore
+      events {
+        __typename
+        ... on ExecutionStepFailureEvent { stepKey message error { ...errorChain } }
+        ... on RunFailureEvent { message error { ...errorChain } }
+      }
+    }
+    ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+fragment errorChain on PythonError { className message causes { className message } }
+"""
 
 
 def webserver_problem(host: str, port: int, timeout: float = 5.0) -> BaseException | None:
@@ -114,25 +178,65 @@ class DagsterRuns:
         except Exception as exc:  # the client connects (and fetches the schema) on construction
             raise DagsterUnavailable(self.advice(exc)) from exc
 
-    def status(self, run_id: str) -> str:
-        """The status of run ``run_id`` (QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED, ...).
-        DagsterUnavailable when the webserver does not answer or does not know the run."""
-        from dagster_graphql.client.client_queries import GET_PIPELINE_RUN_STATUS_QUERY
-
-        body = json.dumps({"query": GET_PIPELINE_RUN_STATUS_QUERY, "variables": {"runId": run_id}}).encode()
+    def _query(self, query: str, variables: Mapping[str, Any], field: str) -> dict[str, Any]:
+        """``data[field]`` of one GraphQL request (with its ``__typename``); DagsterUnavailable when the
+        webserver does not answer, or answers something else."""
+        body = json.dumps({"query": query, "variables": dict(variables)}).encode()
         request = urllib.request.Request(
             f"http://{self.host}:{self.port}/graphql", data=body, headers={"Content-Type": "application/json"}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 answer = json.loads(resp.read())
-            result = answer["data"]["pipelineRunOrError"]
-            kind = result["__typename"]
+            result = answer["data"][field]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DagsterUnavailable(self.advice(exc)) from exc
+        if not isinstance(result, dict) or "__typename" not in result:
+            raise DagsterUnavailable(self.advice(ValueError(f"unexpected {field}: {result!r}"[:300])))
+        return result
+
+    def status(self, run_id: str) -> str:
+        """The status of run ``run_id`` (QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED, ...).
+        DagsterUnavailable when the webserver does not answer or does not know the run."""
+        from dagster_graphql.client.client_queries import GET_PIPELINE_RUN_STATUS_QUERY
+
+        result = self._query(GET_PIPELINE_RUN_STATUS_QUERY, {"runId": run_id}, "pipelineRunOrError")
+        kind = result["__typename"]
         if kind in ("Run", "PipelineRun"):
             return str(result["status"])
         raise DagsterUnavailable(f"Dagster does not know run {run_id}: {result.get('message') or kind}")
+
+    def failures(self, run_id: str, page: int = 1000, max_pages: int = 20) -> list[RunFailure]:
+        """Why run ``run_id`` failed: each failed step with its error, in the order they failed; the run's own
+        failure only when no step failed or it names an error the steps do not. Reads at most ``max_pages``
+        pages of ``page`` events. DagsterUnavailable when the webserver does not answer or does not know the
+        run."""
+        steps: list[RunFailure] = []
+        runs: list[RunFailure] = []
+        cursor: str | None = None
+        for _ in range(max_pages):
+            variables = {"runId": run_id, "cursor": cursor, "limit": page}
+            result = self._query(_FAILURES_QUERY, variables, "logsForRun")
+            if result["__typename"] != "EventConnection":
+                raise DagsterUnavailable(
+                    f"Dagster cannot list the events of run {run_id}: "
+                    f"{result.get('message') or result['__typename']}"
+                )
+            for event in result.get("events") or []:
+                kind, message = event.get("__typename"), str(event.get("message") or "")
+                if kind == "ExecutionStepFailureEvent":
+                    steps.append(RunFailure(event.get("stepKey"), _error_chain(event.get("error"), message)))
+                elif kind == "RunFailureEvent":
+                    runs.append(RunFailure(None, _error_chain(event.get("error"), message)))
+            cursor = result.get("cursor")
+            if not result.get("hasMore"):
+                break
+        if not steps:
+            return runs
+        # the run's failure repeats the step's error (Dagster 1.13) or says "Steps failed: [...]": keep it only
+        # when it names an error of its own
+        known = {step.errors for step in steps}
+        return steps + [run for run in runs if run.errors not in known and not _lists_steps(run)]
 
 
 def launch_and_wait(

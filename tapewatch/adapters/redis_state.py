@@ -26,19 +26,8 @@ import redis.retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from tapewatch.adapters.redis_keys import KEYS, REALTIME, Keyspace
-from tapewatch.adapters.redis_ops import (
-    MAX_BLOCK_MS,
-    Clock,
-    ControlEvent,
-    ControlState,
-    Heartbeat,
-    LastEvent,
-    Op,
-    Ops,
-    SymbolFeed,
-    T,
-    call,
-)
+from tapewatch.adapters.redis_ops import MAX_BLOCK_MS, Clock, Op, Ops, T, call
+from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat, LastEvent, SymbolFeed
 from tapewatch.errors import ConfigError, StorageUnavailable
 
 # The records callers use, importable from here with the classes that return them.

@@ -34,7 +34,7 @@ import redis
 from tapewatch.adapters.embedded import find_database, find_redis
 from tapewatch.adapters.platform import DemoOptions, demo_overrides
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.cli import available_commands
+from tapewatch.cli_parser import available_commands
 from tapewatch.settings import Settings, load_settings
 
 pytestmark = pytest.mark.e2e

@@ -1,11 +1,12 @@
 """``tapewatch dagster``'s instance and ``tapewatch rescan``: the home and environment, the error paths, and a
-rescan launched in a running webserver + daemon (e2e)."""
+rescan launched in a running webserver + daemon (e2e), then one that fails and says why."""
 
 from __future__ import annotations
 
 import io
 import os
 import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,7 +174,28 @@ def test_rescan_runs_the_job_in_a_running_instance(
         # an unknown job is refused with Dagster's reason
         with pytest.raises(DagsterUnavailable, match="refused to launch no_such_job"):
             launch_and_wait("127.0.0.1", port, "no_such_job", timeout=5)
+        # a failed run says why on stderr: every exchangeInfo answers 500 now, so its first step fails
+        fault = "/sim/faults?action=rest_error&status=500&count=1000&path=/fapi/v1/exchangeInfo"
+        post = urllib.request.Request(settings.binance_rest_url + fault, method="POST")
+        urllib.request.urlopen(post, timeout=10).close()
+        failed_code = main(["rescan", "--timeout", "400"])
+        failed = capsys.readouterr()
+        assert failed_code == 1, (
+            failed.out + failed.err + "\n--- dagster output ---\n" + log.getvalue()[-5000:]
+        )
         pids = [c.pid for c in sup.children]
+    failed_run = (
+        next(line for line in failed.out.splitlines() if line.startswith("run ")).split()[1].rstrip(":")
+    )
+    assert (
+        f"run {failed_run}: FAILURE" in failed.out
+        and f"http://127.0.0.1:{port}/runs/{failed_run}" in failed.out
+    )
+    assert (
+        "step exchange_symbols failed: tapewatch.errors.FeedError: GET /fapi/v1/exchangeInfo: HTTP 500 on all 6"
+        in failed.err
+    ), failed.err
+    assert "the run failed" not in failed.err  # the run's failure event repeats the step's error: said once
     assert "QUEUED" in out and "SUCCESS" in out
     run_line = next(line for line in out.splitlines() if line.startswith("run "))
     run_id = run_line.split()[1].rstrip(":")

@@ -29,8 +29,8 @@ from tapewatch.adapters.dagster_home import ROOT
 from tapewatch.adapters.dagster_runs import RESCAN_JOB
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.adapters.redis_ops import SymbolFeed
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.redis_values import SymbolFeed
 from tapewatch.adapters.universe_store import (
     current_universe,
     exclusions,

@@ -11,8 +11,8 @@ from typing import Any
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.adapters.redis_ops import SymbolFeed
 from tapewatch.adapters.redis_state import AsyncRedisState
+from tapewatch.adapters.redis_values import SymbolFeed
 
 
 @contextmanager

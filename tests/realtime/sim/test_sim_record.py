@@ -192,3 +192,33 @@ def test_capture_starts_with_the_kline_history_a_live_run_fetches(tmp_path: Path
         assert len(st.candles["1m"].closed) >= 240  # four hours of 1-minute returns for correlation
         closes = [c.open_time for c in st.candles["15m"].closed]
         assert closes == sorted(closes) and closes[-1] - closes[0] == 99 * 900_000
+
+
+def test_the_record_command_takes_gaps_and_the_episode_rate_and_refuses_faults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tapewatch.cli import main
+
+    common = ["sim", "--seed", "5", "--symbols", "4", "--duration", "20s"]
+    assert main([*common, "--record", str(tmp_path / "gap"), "--gap", "ETHUSDT@10s"]) == 0
+    books = Books()
+    for line in capture_lines(tmp_path / "gap"):
+        books.feed(books.decoder.decode_capture_line(line))
+    assert books.gaps == 1 and books.mismatches == 0
+
+    # the episode rate reaches the recording (at the usual rate no episode starts in 330 s): the same bytes as
+    # record() with that scale
+    rate = ["sim", "--seed", "5", "--symbols", "2", "--duration", "330s", "--episode-rate", "200"]
+    assert main([*rate, "--record", str(tmp_path / "cli")]) == 0
+    record(tmp_path / "api", 330_000, seed=5, symbols=2, episode_rate_scale=200)
+    assert _files(tmp_path / "cli") == _files(tmp_path / "api")
+    assert json.loads((tmp_path / "cli" / "episodes.json").read_text())
+    capsys.readouterr()
+
+    # faults cannot apply to a recording (no connection): refused with what to do instead, nothing written
+    assert main([*common, "--record", str(tmp_path / "faults"), "--faults", "gap=30s"]) == 2
+    assert "--gap SYMBOL@OFFSET" in capsys.readouterr().err and not (tmp_path / "faults").exists()
+    assert main([*common, "--record", str(tmp_path / "bad"), "--gap", "ETHUSDT"]) == 2
+    assert "SYMBOL@OFFSET" in capsys.readouterr().err
+    assert main(["sim", "--gap", "ETHUSDT@1m"]) == 2
+    assert "--record" in capsys.readouterr().err

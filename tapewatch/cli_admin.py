@@ -1,0 +1,138 @@
+"""The ``tapewatch`` commands that inspect and administer the platform: status, settings, db, rescan, tuning."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tapewatch.cli_commands import settings_for
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tapewatch.adapters.status import format_status, gather_status
+
+    status = gather_status(settings_for(args))
+    print(json.dumps(status.to_json()) if args.json else format_status(status))
+    return 0 if status.ok else 1
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from tapewatch.settings_doc import readme_section
+
+    if args.markdown:
+        print(readme_section())
+        return 0
+    settings = settings_for(args)
+    for name, value in settings.model_dump().items():
+        print(f"{name} = {value!r}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from tapewatch.adapters.db import cli_upgrade
+
+    applied = cli_upgrade(settings_for(args))
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_rescan(args: argparse.Namespace) -> int:
+    from tapewatch.adapters.dagster_runs import RESCAN_JOB, launch_and_wait
+    from tapewatch.adapters.db import open_database
+    from tapewatch.adapters.universe_store import rescan_by_run
+
+    settings = settings_for(args)
+    host, port = settings.dagster_host, settings.dagster_port
+    outcome = launch_and_wait(
+        host,
+        port,
+        RESCAN_JOB,
+        timeout=args.timeout,
+        on_status=lambda s: print(f"   {s}", flush=True),
+    )
+    print(f"run {outcome.run_id}: {outcome.status} after {outcome.seconds:.0f} s")
+    print(f"   http://{host}:{port}/runs/{outcome.run_id}", flush=True)
+    if not outcome.ok:
+        if outcome.status == "FAILURE":
+            _print_failures(host, port, outcome.run_id)
+        return 1
+    db = open_database(settings)
+    try:
+        rescan = rescan_by_run(db, outcome.run_id)
+    finally:
+        db.dispose()
+    if rescan is None:
+        print("the run succeeded but stored no rescan (another database?)", file=sys.stderr)
+        return 1
+    print(f"universe (rescan {rescan.rescan_id}, {len(rescan.symbols)} symbols): {' '.join(rescan.symbols)}")
+    print(f"added: {' '.join(rescan.added) or '-'}")
+    print(f"removed: {' '.join(rescan.removed) or '-'}")
+    return 0
+
+
+def _print_failures(host: str, port: int, run_id: str) -> None:
+    """Why the run failed, on stderr: each failed step and its error (or why that could not be read)."""
+    from tapewatch.adapters.dagster_runs import DagsterRuns, DagsterUnavailable
+
+    try:
+        failures = DagsterRuns(host, port, timeout=30.0).failures(run_id)
+    except DagsterUnavailable as exc:
+        print(f"could not read why the run failed: {exc}", file=sys.stderr)
+        return
+    if not failures:
+        print("the run's events name no failed step; see its page above", file=sys.stderr)
+    for failure in failures:
+        print("\n".join(failure.lines()), file=sys.stderr)
+
+
+def cmd_tuning(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    from tapewatch.adapters import tuning_store as ts
+    from tapewatch.adapters.db import open_database
+
+    settings = settings_for(args)
+    actor = args.actor if getattr(args, "actor", None) else f"{getpass.getuser()} (cli)"
+    db = open_database(settings)
+    try:
+        if args.tuning_command == "list":
+            active = ts.history(db, 1)
+            in_force = active[0].proposal_id if active and active[0].parameters else None
+            rows = ts.list_proposals(db, args.limit)
+            if args.json:
+                print(json.dumps([p.to_json() for p in rows]))
+                return 0
+            if not rows:
+                print(
+                    "no tuning proposals yet (the monthly schedule makes one; or `tapewatch tuning propose`)"
+                )
+            for p in rows:
+                mark = "  <- in force" if p.id == in_force else ""
+                print(f"{p.id:>5}  {p.created_at:%Y-%m-%d %H:%M}  {p.status:<18} {p.note}{mark}")
+        elif args.tuning_command == "show":
+            p = ts.get_proposal(db, args.id)
+            print(json.dumps(p.to_json(), indent=None if args.json else 2))
+        elif args.tuning_command == "propose":
+            p = ts.propose(db, settings, now_ms=int(time.time() * 1000))
+            print(f"proposal {p.id}: {p.status}: {p.note}")
+        elif args.tuning_command == "apply":
+            done = ts.apply_proposal(db, args.id, actor=actor)
+            at = f"{done.applied_at:%Y-%m-%d %H:%M:%S %Z}"
+            print(
+                f"proposal {args.id} in force (record {done.id}, by {done.actor} at {at}): {done.parameters}; "
+                "restart `tapewatch run` to use it"
+            )
+        else:
+            undone = ts.rollback(db, actor=actor)
+            if undone is None:
+                print("nothing to roll back: the settings' own parameters are in force")
+            else:
+                now = undone.parameters or "the settings' own values"
+                print(
+                    f"rolled back (record {undone.id}, by {undone.actor}): now {now}; restart `tapewatch run`"
+                )
+    finally:
+        db.dispose()
+    return 0

@@ -1,0 +1,165 @@
+"""The ``tapewatch`` command line: every subcommand, its options, and the function that runs it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tapewatch.cli_admin import cmd_db, cmd_rescan, cmd_settings, cmd_status, cmd_tuning
+from tapewatch.cli_commands import (
+    cmd_backtest,
+    cmd_dagster,
+    cmd_dashboard,
+    cmd_demo,
+    cmd_replay,
+    cmd_run,
+    cmd_sim,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tapewatch",
+        description="Order-flow signals for Binance USD-M perpetual futures (signals only, never orders).",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="YAML settings file (or TAPEWATCH_CONFIG_FILE)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="replay capture files through the live code, as fast as possible")
+    p.add_argument("files", nargs="+", help="capture files (*.jsonl.gz) or directories of them")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "backtest", help="replay captures, follow every signal to its end and print the metrics"
+    )
+    p.add_argument("files", nargs="+", help="capture files (*.jsonl.gz) or directories of them")
+    p.add_argument("--json", action="store_true", help="print a JSON object as the last line of stdout")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("run", help="the realtime service: books, trade flow, capture, live state in Redis")
+    p.add_argument("--exchange", choices=("binance", "sim"), default="binance", help="market data source")
+    p.add_argument("--symbols", help="comma-separated symbols (default: TAPEWATCH_SYMBOLS or top by volume)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--status-every", type=float, default=None, help="print the live state every N seconds")
+    p.add_argument(
+        "--shard", default=None, help="I/N: follow shard I of N of the universe (default TAPEWATCH_SHARD)"
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sim", help="the simulated Binance USD-M exchange (REST + websockets on 127.0.0.1)")
+    p.add_argument("--host", default=None, help="listen address (default TAPEWATCH_SIM_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default TAPEWATCH_SIM_PORT, 8765)")
+    p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same market")
+    p.add_argument("--symbols", type=int, default=40, help="number of perpetual symbols (up to 800)")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    p.add_argument(
+        "--faults", default=None, help="fault schedule, e.g. gap=30s,drop=5m,malformed=1m,rest5xx=0.02"
+    )
+    p.add_argument("--record", metavar="DIR", default=None, help="write a capture without any network")
+    p.add_argument("--duration", default=None, help="with --record: simulated time to record, e.g. 2h, 10m")
+    p.add_argument(
+        "--gap",
+        action="append",
+        default=[],
+        metavar="SYMBOL@OFFSET",
+        help="with --record: drop one depth diff of SYMBOL at OFFSET (e.g. ETHUSDT@30m), a resync follows",
+    )
+    p.add_argument(
+        "--episode-rate", type=float, default=1.0, help="planted order-flow episodes, times the usual rate"
+    )
+    p.add_argument(
+        "--clock-file",
+        type=Path,
+        default=None,
+        help="resume the simulated clock from this file and keep it saved",
+    )
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole platform on the simulated exchange: realtime, Dagster, dashboard (Ctrl-C stops it)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="simulated market seed")
+    p.add_argument("--symbols", type=int, default=20, help="simulated perpetual symbols")
+    p.add_argument("--speed", type=float, default=20.0, help="simulated seconds per wall second")
+    p.add_argument("--episode-rate", type=float, default=3.0, help="planted episodes, times the usual rate")
+    p.add_argument(
+        "--daily-cap-scale", type=int, default=10, help="daily signal caps times this (unless set explicitly)"
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--status-every", type=float, default=15.0, help="seconds between status lines/live tables"
+    )
+    p.add_argument("--no-dagster", action="store_true", help="do not start the Dagster webserver and daemon")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("settings", help="print the effective settings (or the reference table)")
+    p.add_argument("--markdown", action="store_true", help="the README's settings reference")
+    p.set_defaults(func=cmd_settings)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = dbsub.add_parser("upgrade", help="apply pending migrations from sql/")
+    up.set_defaults(func=cmd_db)
+
+    p = sub.add_parser(
+        "status", help="each component up/down, realtime metrics, open feed incidents (exit 1 if not healthy)"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON object as the last line of stdout")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tuning", help="monthly tuning proposals: list, show, propose, apply, rollback")
+    tsub = p.add_subparsers(dest="tuning_command", required=True, metavar="ACTION")
+    t = tsub.add_parser("list", help="the newest proposals")
+    t.add_argument("--limit", type=int, default=20)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tuning)
+    t = tsub.add_parser("show", help="one proposal: parameters and results beside the current ones")
+    t.add_argument("id", type=int)
+    t.add_argument("--json", action="store_true", help="one line of JSON")
+    t.set_defaults(func=cmd_tuning)
+    t = tsub.add_parser("propose", help="run the tuning now and store a proposal (never applied)")
+    t.set_defaults(func=cmd_tuning)
+    for action, helptext in (
+        ("apply", "put a proposal in force"),
+        ("rollback", "return to the previous set"),
+    ):
+        t = tsub.add_parser(action, help=helptext + " (used by `tapewatch run` at its next start)")
+        if action == "apply":
+            t.add_argument("id", type=int)
+        t.add_argument("--actor", default=None, help="who does it (default: the OS user)")
+        t.set_defaults(func=cmd_tuning)
+
+    p = sub.add_parser("dashboard", help="the Dash dashboard: live signals, performance, quality, health")
+    p.add_argument(
+        "--host", default=None, help="listen address (default TAPEWATCH_DASHBOARD_HOST, 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port", type=int, default=None, help="listen port (default TAPEWATCH_DASHBOARD_PORT, 8050)"
+    )
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("dagster", help="the Dagster webserver and daemon (Ctrl-C stops both)")
+    p.add_argument(
+        "--port", type=int, default=None, help="webserver port (default TAPEWATCH_DAGSTER_PORT, 3000)"
+    )
+    p.set_defaults(func=cmd_dagster)
+
+    p = sub.add_parser("rescan", help="launch the universe rescan in the running Dagster instance and wait")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the run to finish")
+    p.set_defaults(func=cmd_rescan)
+    return parser
+
+
+def available_commands() -> frozenset[str]:
+    """The subcommands of this installation (the demo starts Dagster and the dashboard when they exist)."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return frozenset(action.choices)
+    return frozenset()
