@@ -46,7 +46,7 @@ from tapewatch.settings import SNAPSHOT_WEIGHTS, Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["POLL_FRAGMENT", "BackupConfig", "BackupFeed", "Poll", "Polled"]
+__all__ = ["POLL_FRAGMENT", "BackupConfig", "BackupFeed", "Poll", "Polled", "fetch_trades_page"]
 
 
 class Poll(StrEnum):
@@ -66,6 +66,23 @@ class Polled(NamedTuple):
 
 Deliver = Callable[[Polled], None]
 LastTradeId = Callable[[str], int]
+
+
+async def fetch_trades_page(
+    rest: BinanceRest,
+    decoder: FrameDecoder,
+    symbol: str,
+    from_id: int | None,
+    limit: int,
+    wall_ms: Callable[[], int],
+) -> tuple[Polled, bool]:
+    """One ``/fapi/v1/aggTrades`` page from ``from_id`` (the newest trades when None) as a :class:`Polled`
+    (one ``AggTrade`` frame per row, decoded from the body as a replay of the capture line decodes it), and
+    whether the page was full (more may follow). The REST client's errors are raised."""
+    trades, answer = await rest.agg_trades(symbol, from_id=from_id, limit=limit)
+    recv = wall_ms()
+    frames = tuple(decoder.decode_frames(recv, answer.stream, answer.body))
+    return Polled(recv, answer.stream, answer.body, frames), len(trades) >= limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +301,17 @@ class BackupFeed:
 
     async def _poll_trades(self, symbol: str) -> bool:
         last = self._last_trade_id(symbol)
-        limit = self.config.trades_limit
-        trades, answer = await self.rest.agg_trades(
-            symbol, from_id=last + 1 if last >= 0 else None, limit=limit
+        polled, full = await fetch_trades_page(
+            self.rest,
+            self.decoder,
+            symbol,
+            last + 1 if last >= 0 else None,
+            self.config.trades_limit,
+            self._tb.wall_ms,
         )
-        frames = self._deliver_decoded(answer.stream, answer.body)
-        self.counters["trades"] += len(frames)
-        return len(trades) >= limit
+        self._deliver(polled)
+        self.counters["trades"] += len(polled.frames)
+        return full
 
     async def _poll_klines(self, symbol: str, interval: str) -> bool:
         _, answer = await self.rest.klines(symbol, interval, self.config.klines_limit)

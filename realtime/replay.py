@@ -2,8 +2,8 @@
 possible.
 
 Lines are processed in file order, which is the order the live run received them, so a replay rebuilds
-the same books and emits the same signals as the live run. Snapshot requests are not acted on: the
-snapshots the live run fetched are in the capture and arrive in their place.
+the same books and emits the same signals as the live run. Snapshot and aggTrade fill requests are not acted
+on: the snapshots and trade pages the live run fetched are in the capture and arrive in their place.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from realtime.capture import iter_capture
 from tapewatch.engine import SignalEngine
-from tapewatch.market import Market, MarketConfig
+from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, SnapshotNeeded
 from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.settings import Settings
@@ -47,7 +47,7 @@ def run_replay(
     engine = SignalEngine(settings, market) if signals else None
     result = ReplayResult(summary={}, engine=engine)
     messages = 0
-    snapshot_requests = 0
+    requests: Counter[str] = Counter()  # what the market asked for: snapshots, aggTrade fills
     start = time.perf_counter()
     on_frame = market.on_frame
     decode = decoder.decode_capture_line
@@ -56,13 +56,12 @@ def run_replay(
     def step(frame: Frame) -> None:
         """One frame through the market and the engine (the loop below inlines the same for speed). A
         captured command (pause/resume) goes to the engine only."""
-        nonlocal snapshot_requests
         if frame.kind is Kind.CONTROL:
             if engine is not None:
                 engine.on_frame(frame)
             return
-        if on_frame(frame) is not None:
-            snapshot_requests += 1
+        if (request := on_frame(frame)) is not None:
+            requests["snapshot" if isinstance(request, SnapshotNeeded) else "fill"] += 1
         if engine is not None and (out := engine.on_frame(frame)) is not None:
             result.candidates.extend(out.candidates)
             result.signals.extend(out.signals)
@@ -75,8 +74,8 @@ def run_replay(
             for polled in take_pending():  # a backup-feed page (aggTrades, klines): a frame per row, in order
                 step(polled)
             continue
-        if on_frame(frame) is not None:
-            snapshot_requests += 1
+        if (request := on_frame(frame)) is not None:
+            requests["snapshot" if isinstance(request, SnapshotNeeded) else "fill"] += 1
         if engine is not None and (out := engine.on_frame(frame)) is not None:
             result.candidates.extend(out.candidates)
             result.signals.extend(out.signals)
@@ -92,8 +91,11 @@ def run_replay(
         "rejected": dict(sorted(decoder.rejected.items())),
         "gaps": totals["gaps"],
         "resyncs": totals["resyncs"],
-        "snapshot_requests": snapshot_requests,
+        "snapshot_requests": requests["snapshot"],
         "out_of_order": totals["out_of_order"],
+        # aggTrade id gaps: trades missing, filled from the captured REST answers, lost (never received)
+        **{name: totals[name] for name in TRADE_GAP_COUNTERS},
+        "trade_fill_requests": requests["fill"],
         "book_checks": totals["book_checks"],
         "book_mismatches": totals["book_mismatches"],
         "candidates": len(result.candidates),

@@ -2,7 +2,8 @@
 
 One asyncio process. Frames flow transport -> capture (byte-exact) -> decode -> market state; books that
 need a snapshot ask the scheduler, whose answers are captured and applied in the same loop, so a capture
-replays into exactly the books the live run had. Live state (heartbeat, per-symbol feed stats, metrics)
+replays into exactly the books the live run had; an aggTrade id gap is filled the same way from REST
+(:mod:`realtime.trade_fill`). Live state (heartbeat, per-symbol feed stats, metrics)
 goes to Redis once a second; Redis being away is counted and logged, never fatal. Feed incidents (gaps,
 resyncs, reconnects, stale books, malformed frames, 429/418) go to PostgreSQL through an IncidentRecorder,
 which never blocks the loop. The platform steers the running service through the Redis control keys
@@ -39,6 +40,7 @@ from realtime.live_state import LiveState
 from realtime.loop_lag import LoopLagMonitor
 from realtime.snapshots import RestAnswer, SnapshotScheduler
 from realtime.status_view import symbol_feed
+from realtime.trade_fill import TradeFiller
 from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
@@ -174,6 +176,8 @@ class FeedService:
             last_trade_id=lambda symbol: self.market.state(symbol).last_agg_id,
             config=backup or BackupConfig.from_settings(settings),
         )
+        # the trades an aggTrade id gap misses (a reconnect, the switch back from the backup feed)
+        self.fills = TradeFiller(rest, self.decoder, self.apply_polled, wanted=self.market.fill_pending)
         self.control = (
             ControlLoop(redis, self, tradable=self.tradable_symbols, config=control, shard=self.shard)
             if redis is not None
@@ -185,6 +189,7 @@ class FeedService:
         """Watch exactly these symbols (subscribe/unsubscribe live; no reconnect)."""
         for gone in set(self.universe) - set(symbols):
             self.snapshots.cancel(gone)
+            self.fills.cancel(gone)
         for new in [s for s in symbols if s not in self.universe]:
             self._joined[new] = _wall_ms()
             task = asyncio.get_running_loop().create_task(self._fetch_history(new), name=f"history-{new}")
@@ -300,7 +305,13 @@ class FeedService:
         self._kinds[frame.kind] += 1
         request = self.market.on_frame(frame)
         if request is not None:
-            self._snapshot_needed(request, event_time)
+            if isinstance(request, SnapshotNeeded):
+                self._snapshot_needed(request, event_time)
+            elif self.backup.on:
+                # the backup feed polls trades from the newest one the market holds: it fills the gap itself
+                self.counters["trade_fill_by_backup"] += 1
+            else:
+                self.fills.request(request)
         out = self.engine.on_frame(frame)
         if out is not None:
             self.counters["engine_outputs"] += 1
@@ -388,6 +399,7 @@ class FeedService:
             **self.loop_lag.metrics(),
             **(self.live.metrics() if self.live is not None else {}),
             **self.backup.metrics(),
+            **self.fills.metrics(),
             "backup_polled_books": sum(
                 1 for s in self.universe if self.market.state(s).book.state is BookState.POLLED
             ),
@@ -473,6 +485,7 @@ class FeedService:
                 group.create_task(self.control.run(), name="control")
             group.create_task(self.consume(), name="consume")
             group.create_task(self.snapshots.run(), name="snapshots")
+            group.create_task(self.fills.run(), name="trade-fill")
             group.create_task(self.publish_loop(), name="publish")
             group.create_task(self.loop_lag.run(), name="loop-lag")
             if self.live is not None:

@@ -153,6 +153,8 @@ class SignalEngine:
             now = max(now, st.flow.last_time)
             if self.open:
                 self._follow(st, out)
+            elif st.caught_up:
+                st.caught_up = []  # no open signal to follow them
         if self.open and now - self._last_tick >= 1000:
             self._last_tick = now
             self._expire(now, out)
@@ -371,6 +373,16 @@ class SignalEngine:
 
     # --- following open signals -------------------------------------------------------------------------
     def _follow(self, st: SymbolState, out: EngineOutput) -> None:
+        if st.caught_up:  # a filled aggTrade gap applied these at once: every price counts, in order
+            caught, st.caught_up = st.caught_up, []
+            for sid, held in list(self.open.items()):
+                if held.signal.symbol == st.symbol:
+                    for trade_time, trade_price in caught:
+                        self._emit(
+                            sid, held, held.tracker.on_trade(trade_time, trade_price), trade_price, out
+                        )
+                        if held.tracker.finished:
+                            break
         price, time = st.flow.last_price, st.flow.last_time
         if price is None:
             return

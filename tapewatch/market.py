@@ -2,13 +2,15 @@
 
 The same object serves live, replay and tests: it never fetches anything. When a book needs a snapshot,
 :meth:`Market.on_frame` returns a :class:`SnapshotNeeded` and the caller decides whether to fetch one
-(live) or to wait for the captured one (replay).
+(live) or to wait for the captured one (replay); when aggTrade ids skip, it returns a
+:class:`~tapewatch.trade_gaps.TradeFillNeeded` and holds the symbol's later trades until the missing ones
+arrive or the gap is given up by trade time (:mod:`tapewatch.trade_gaps`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -22,6 +24,14 @@ from tapewatch.settings import Settings
 from tapewatch.streams import Kind
 from tapewatch.topcheck import TopCheck
 from tapewatch.trade_flow import TradeWindow
+from tapewatch.trade_gaps import (
+    DUPLICATE,
+    HELD,
+    PendingFill,
+    Resolved,
+    TradeFillNeeded,
+    TradeGapConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +39,10 @@ VWAP_WINDOW_MS = 3_600_000
 _SNAPSHOT = Kind.SNAPSHOT  # a module constant: read once per frame on the hot path
 #: 1-minute candles kept for the 240-minute return correlation (plus margin for gaps).
 RETURNS_HISTORY_BARS = 261
+#: Lost-trade id ranges kept per symbol for operators and tests (the counters keep counting past it).
+LOST_RANGES_KEPT = 100
+#: The trade-gap counters of :meth:`Market.totals` (the metrics hash and the replay summary show them).
+TRADE_GAP_COUNTERS = ("trade_gaps", "trades_missing", "trades_filled", "trades_lost")
 
 
 def history_klines(kline_history_bars: int) -> tuple[tuple[str, int], ...]:
@@ -45,6 +59,8 @@ class MarketConfig:
     stale_after_ms: int = 5_000
     kline_history_bars: int = 100
     imbalance_levels: int = 10
+    trade_fill_timeout_ms: int = 10_000  # see TradeGapConfig
+    trade_fill_max_held: int = 20_000
 
     @classmethod
     def from_settings(cls, s: Settings) -> MarketConfig:
@@ -53,6 +69,7 @@ class MarketConfig:
             large_trade_size=s.large_trade_size,
             stale_after_ms=int(s.book_stale_after * 1000),
             kline_history_bars=s.kline_history_bars,
+            trade_fill_timeout_ms=round(s.trade_fill_timeout * 1000),
         )
 
 
@@ -70,18 +87,25 @@ class SnapshotNeeded(NamedTuple):
     reason: str
 
 
+#: What :meth:`Market.on_frame` may ask of its caller: a book snapshot or the trades of an aggTrade gap.
+Request = SnapshotNeeded | TradeFillNeeded | None
+
+
 class SymbolState:
     """Everything tapewatch knows about one symbol right now."""
 
     __slots__ = (
         "book",
         "candles",
+        "caught_up",
         "check",
+        "fill",
         "flow",
         "last_agg_id",
         "last_event_time",
         "last_ticker_id",
         "last_trade_id",
+        "lost",
         "snapshot_pending",
         "symbol",
         "vwap",
@@ -95,6 +119,11 @@ class SymbolState:
         self.vwap = TradeWindow(config.vwap_window_ms, config.large_trade_size)
         self.candles: dict[str, CandleSeries] = {}
         self.last_agg_id = -1
+        self.fill: PendingFill | None = None  # an open aggTrade gap: later trades wait in it
+        self.lost: deque[tuple[int, int]] = deque(maxlen=LOST_RANGES_KEPT)  # aggTrade ids given up
+        # (trade time, price) of the trades the last resolved gap applied at once, in id order: the followers of
+        # open signals (the engine) read them after the frame, since flow.last_price shows only the last
+        self.caught_up: list[tuple[int, float]] = []
         self.last_trade_id = -1
         self.last_ticker_id = -1
         self.last_event_time = 0
@@ -126,8 +155,9 @@ class Market:
         self.now_ms = 0
         self.messages = 0
         self._snapshot_limit: int | None = None
+        self._gap_config = TradeGapConfig(self.config.trade_fill_timeout_ms, self.config.trade_fill_max_held)
         # A plain dict holding every kind (a defaultdict misses the interpreter's fast dict subscript).
-        self._handlers: dict[Kind, Callable[[SymbolState, Any], SnapshotNeeded | None]] = {
+        self._handlers: dict[Kind, Callable[[SymbolState, Any], Request]] = {
             kind: self._ignore for kind in Kind
         }
         self._handlers.update(
@@ -148,8 +178,9 @@ class Market:
             st = self.symbols[symbol] = SymbolState(symbol, self.config)
         return st
 
-    def on_frame(self, frame: Frame) -> SnapshotNeeded | None:
-        """Apply one decoded frame. Returns a snapshot request when the symbol's book needs one."""
+    def on_frame(self, frame: Frame) -> Request:
+        """Apply one decoded frame. Returns a snapshot request when the symbol's book needs one, a fill
+        request when its aggTrade ids skipped."""
         self.messages += 1
         st = self.symbols.get(frame.symbol)
         if st is None:
@@ -178,12 +209,83 @@ class Market:
         st.last_ticker_id = ev.update_id
         st.check.on_ticker(ev)
 
-    def _on_agg_trade(self, st: SymbolState, ev: AggTrade) -> None:
-        if ev.agg_id <= st.last_agg_id:
+    def _on_agg_trade(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded | None:
+        if st.fill is not None:
+            return self._on_held_trade(st, st.fill, ev)
+        a, last = ev.agg_id, st.last_agg_id
+        if a <= last:
             self.counters["out_of_order_trade"] += 1
-            return
-        st.last_agg_id = ev.agg_id
+            return None
+        if a != last + 1 and last >= 0:
+            return self._open_gap(st, ev)
+        st.last_agg_id = a
         self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+        return None
+
+    # --- aggTrade gaps (tapewatch.trade_gaps) ---------------------------------------------------------
+    def _open_gap(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded:
+        fill = st.fill = PendingFill(st.last_agg_id + 1, ev, self._gap_config)
+        request = TradeFillNeeded(st.symbol, fill.from_id, fill.to_id)
+        self.counters["trade_gaps"] += 1
+        self.counters["trades_missing"] += request.missing
+        log.info(
+            "aggTrade gap: %d trades missing (%s), later trades held until filled",
+            request.missing,
+            request.reason,
+            extra={"symbol": st.symbol, "stream": "aggTrade"},
+        )
+        return request
+
+    def _on_held_trade(self, st: SymbolState, fill: PendingFill, ev: AggTrade) -> TradeFillNeeded | None:
+        outcome = fill.add(ev)
+        if outcome is HELD:
+            return None
+        if outcome is DUPLICATE:
+            self.counters["out_of_order_trade"] += 1
+            return None
+        assert isinstance(outcome, Resolved)
+        return self._resolve_gap(st, fill, outcome)
+
+    def _resolve_gap(self, st: SymbolState, fill: PendingFill, done: Resolved) -> TradeFillNeeded | None:
+        """Apply the filled trades, then the held ones in id order (a hole among them opens a new gap:
+        its request is returned while that gap is still open)."""
+        st.fill = None
+        self.counters["trades_filled"] += len(done.filled)
+        for ev in done.filled:
+            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+        st.last_agg_id = fill.to_id
+        if done.lost:
+            lost = sum(b - a + 1 for a, b in done.lost)
+            self.counters["trades_lost"] += lost
+            st.lost.extend(done.lost)
+            log.warning(
+                "aggTrade gap given up: %d of %d trades never received (ids %s)",
+                lost,
+                fill.to_id - fill.from_id + 1,
+                ", ".join(f"{a}..{b}" for a, b in done.lost[:5]),
+                extra={"symbol": st.symbol, "stream": "aggTrade"},
+            )
+        request: TradeFillNeeded | None = None
+        for ev in done.held:
+            request = self._on_agg_trade(st, ev) or request
+        # replaced, not extended: a consumer drains it after every frame, and without one it stays one batch
+        last = st.last_agg_id
+        st.caught_up = [(ev.trade_time, ev.price) for ev in done.filled] + [
+            (ev.trade_time, ev.price) for ev in done.held if ev.agg_id <= last
+        ]
+        pending = st.fill
+        if (
+            request is not None
+            and pending is not None
+            and pending.request == (request.from_id, request.to_id)
+        ):
+            return request
+        return None
+
+    def fill_pending(self, symbol: str, from_id: int) -> bool:
+        """True while ``symbol`` still waits for trades from ``from_id`` on (a fill request is still wanted)."""
+        st = self.symbols.get(symbol)
+        return st is not None and st.fill is not None and st.fill.from_id <= from_id <= st.fill.to_id
 
     def _on_trade(self, st: SymbolState, ev: Trade) -> None:
         if ev.trade_id <= st.last_trade_id:
@@ -213,7 +315,7 @@ class Market:
             series = st.candles[interval] = CandleSeries(keep)
         return series
 
-    def _on_snapshot(self, st: SymbolState, ev: DepthSnapshot) -> SnapshotNeeded | None:
+    def _on_snapshot(self, st: SymbolState, ev: DepthSnapshot) -> Request:
         if type(ev) is PolledSnapshot:
             return self._on_polled(st, ev)
         self.counters["snapshots"] += 1
@@ -290,6 +392,7 @@ class Market:
             "book_checks": sum(c.checks for c in checks),
             "book_mismatches": sum(c.mismatches for c in checks),
             "out_of_order": self.counters["out_of_order_trade"] + self.counters["out_of_order_book_ticker"],
+            **{name: self.counters[name] for name in TRADE_GAP_COUNTERS},
         }
 
     def final(self) -> dict[str, dict[str, float | int | None]]:

@@ -159,8 +159,14 @@ class Settings(BaseSettings):
 
     # --- Binance endpoints -----------------------------------------------------------------------------
     binance_rest_url: str = Field("https://fapi.binance.com", description="REST base URL.")
-    binance_ws_public_url: str = Field("wss://fstream.binance.com/public", description="depth, bookTicker.")
-    binance_ws_market_url: str = Field("wss://fstream.binance.com/market", description="aggTrade, klines.")
+    binance_ws_public_url: str = Field(
+        "wss://fstream.binance.com/public",
+        description="A ws:// or wss:// base URL: the route of depth and bookTicker.",
+    )
+    binance_ws_market_url: str = Field(
+        "wss://fstream.binance.com/market",
+        description="A ws:// or wss:// base URL: the route of aggTrade and klines.",
+    )
 
     # --- REST limits -----------------------------------------------------------------------------------
     rest_weight_limit: int = Field(2400, ge=1, le=100_000, description="Binance request weight per minute.")
@@ -176,9 +182,14 @@ class Settings(BaseSettings):
     ws_control_rate: float = Field(3, gt=0, le=10, description="SUBSCRIBE/UNSUBSCRIBE messages per second.")
     ws_connect_interval: float = Field(1.0, ge=0, le=60, description="Seconds between new connections.")
     ws_stale_after: float = Field(
-        15, gt=0, le=3600, description="Reconnect a connection silent this long (s)."
+        15,
+        gt=0,
+        le=3600,
+        description="Reconnect a connection silent this long, or one of its depth/bookTicker streams (s).",
     )
-    ws_rollover_after: float = Field(23.5, gt=0, le=24, description="Hours before a planned rollover.")
+    ws_rollover_after: float = Field(
+        23.5, gt=0, lt=24, description="Hours before a planned rollover (Binance cuts at 24)."
+    )
     ws_backoff_base: float = Field(0.5, gt=0, le=60, description="First reconnect backoff ceiling (s).")
     ws_backoff_max: float = Field(30, gt=0, le=3600, description="Largest reconnect backoff (s).")
 
@@ -190,6 +201,12 @@ class Settings(BaseSettings):
     )
     resync_min_interval: float = Field(
         1.0, ge=0, le=600, description="Seconds between resyncs of one symbol."
+    )
+    trade_fill_timeout: float = Field(
+        10,
+        ge=0,
+        le=600,
+        description="Trade time (s) an aggTrade id gap waits for its REST fill before its trades count as lost.",
     )
 
     # --- signal engine ---------------------------------------------------------------------------------

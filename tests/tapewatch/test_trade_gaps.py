@@ -1,0 +1,205 @@
+"""aggTrade id gaps in the market state: detected, held, filled in id order, or given up by trade time."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from tapewatch.events import AggTrade
+from tapewatch.market import Market, MarketConfig, SnapshotNeeded
+from tapewatch.parse import Frame, FrameDecoder
+from tapewatch.streams import Kind
+from tapewatch.trade_gaps import PendingFill, TradeFillNeeded, TradeGapConfig, missing_ranges
+
+SYMBOL = "BTCUSDT"
+STREAM = "btcusdt@aggTrade"
+
+
+def trade(agg_id: int, time: int | None = None) -> AggTrade:
+    """Trade ``agg_id``: time 1000·id unless given, price 100 + id (so the last price names the last id)."""
+    t = agg_id * 1000 if time is None else time
+    return AggTrade(SYMBOL, t, agg_id, 100.0 + agg_id, 1.0, agg_id, agg_id, t, agg_id % 2 == 0)
+
+
+def ws(market: Market, agg_id: int, time: int | None = None) -> SnapshotNeeded | TradeFillNeeded | None:
+    return market.on_frame(Frame(1, STREAM, SYMBOL, Kind.AGG_TRADE, trade(agg_id, time)))
+
+
+def rest_page(market: Market, ids: list[int], from_id: int) -> list[SnapshotNeeded | TradeFillNeeded | None]:
+    """A REST aggTrades page of ``ids``, decoded as the service and a replay decode it (one frame a row)."""
+    rows = [
+        {
+            "a": t.agg_id,
+            "p": str(t.price),
+            "q": "1",
+            "f": t.agg_id,
+            "l": t.agg_id,
+            "T": t.trade_time,
+            "m": False,
+        }
+        for t in map(trade, ids)
+    ]
+    stream = f"rest:/fapi/v1/aggTrades?symbol={SYMBOL}&fromId={from_id}&limit=1000"
+    frames = FrameDecoder().decode_frames(2, stream, msgspec.json.encode(rows))
+    assert len(frames) == len(ids) and all(f.kind is Kind.AGG_TRADE for f in frames)
+    return [market.on_frame(f) for f in frames]
+
+
+def market_with(timeout_ms: int = 10_000, max_held: int = 1000) -> Market:
+    return Market(MarketConfig(trade_fill_timeout_ms=timeout_ms, trade_fill_max_held=max_held))
+
+
+def gap_counters(market: Market) -> dict[str, int]:
+    totals = market.totals()
+    return {k: totals[k] for k in ("trade_gaps", "trades_missing", "trades_filled", "trades_lost")}
+
+
+def test_consecutive_ids_ask_for_nothing() -> None:
+    market = market_with()
+    assert [ws(market, i) for i in range(10, 20)] == [None] * 10
+    st = market.state(SYMBOL)
+    assert len(st.vwap) == 10 and st.last_agg_id == 19 and st.fill is None
+    assert gap_counters(market) == {
+        "trade_gaps": 0,
+        "trades_missing": 0,
+        "trades_filled": 0,
+        "trades_lost": 0,
+    }
+
+
+def test_a_gap_asks_for_the_missing_ids_and_holds_later_trades() -> None:
+    market = market_with()
+    ws(market, 1)
+    ws(market, 2)
+    request = ws(market, 6)
+    assert request == TradeFillNeeded(SYMBOL, 3, 5)
+    assert request.missing == 3 and "3..5" in request.reason
+    assert ws(market, 7) is None  # held too, no second request
+    st = market.state(SYMBOL)
+    assert len(st.vwap) == 2 and st.vwap.last_price == 102.0  # 6 and 7 wait for 3..5
+    assert st.last_agg_id == 2
+    assert market.fill_pending(SYMBOL, 3) and market.fill_pending(SYMBOL, 5)
+    assert not market.fill_pending(SYMBOL, 6) and not market.fill_pending("ETHUSDT", 3)
+    assert gap_counters(market)["trade_gaps"] == 1 and gap_counters(market)["trades_missing"] == 3
+
+
+def test_the_fill_enters_the_windows_before_the_held_trades_in_id_order() -> None:
+    market = market_with()
+    for i in (1, 2, 6, 7):
+        ws(market, i)
+    # the REST page from fromId=3 repeats 6 and 7, which are held already: dropped (out_of_order)
+    assert rest_page(market, [3, 4, 5, 6, 7], from_id=3) == [None] * 5
+    st = market.state(SYMBOL)
+    assert st.fill is None and st.last_agg_id == 7
+    assert len(st.vwap) == 7 and st.vwap.last_price == 107.0
+    assert market.counters["trade_time_regressed"] == 0  # 3, 4, 5 entered before 6 and 7
+    assert market.counters["out_of_order_trade"] == 2
+    assert gap_counters(market) == {
+        "trade_gaps": 1,
+        "trades_missing": 3,
+        "trades_filled": 3,
+        "trades_lost": 0,
+    }
+    assert ws(market, 8) is None and len(st.vwap) == 8  # back to normal
+    assert not market.fill_pending(SYMBOL, 3)
+
+
+def test_duplicates_while_waiting_are_dropped_and_counted() -> None:
+    market = market_with()
+    for i in (1, 2, 5):
+        ws(market, i)
+    ws(market, 5)  # the websocket repeats the held trade
+    rest_page(market, [1, 2, 3, 3], from_id=1)  # older than the gap, and a row twice
+    st = market.state(SYMBOL)
+    assert st.fill is not None and st.fill.filled == 1 and st.fill.held == 1
+    assert market.counters["out_of_order_trade"] == 4
+    rest_page(market, [4], from_id=4)
+    assert st.fill is None and len(st.vwap) == 5 and st.vwap.last_price == 105.0
+
+
+def test_give_up_by_trade_time_applies_the_held_trades_and_counts_the_lost_ids() -> None:
+    market = market_with(timeout_ms=10_000)
+    ws(market, 1, time=1_000)
+    ws(market, 2, time=2_000)
+    ws(market, 10, time=20_000)  # 3..9 missing
+    rest_page(market, [5], from_id=3)  # a partial fill: 5 arrived, the rest never does
+    assert ws(market, 11, time=30_000) is None  # exactly the timeout: still waiting
+    st = market.state(SYMBOL)
+    assert st.fill is not None and len(st.vwap) == 2
+    assert ws(market, 12, time=30_001) is None  # past it: given up, by trade time alone
+    assert st.fill is None and st.last_agg_id == 12
+    assert len(st.vwap) == 2 + 1 + 3 and st.vwap.last_price == 112.0
+    assert list(st.lost) == [(3, 4), (6, 9)]
+    assert gap_counters(market) == {
+        "trade_gaps": 1,
+        "trades_missing": 7,
+        "trades_filled": 1,
+        "trades_lost": 6,
+    }
+    # a fill answer that comes after the give-up changes nothing
+    rest_page(market, [3, 4, 6], from_id=3)
+    assert len(st.vwap) == 6 and market.totals()["trades_lost"] == 6
+
+
+def test_give_up_when_the_held_trades_exceed_the_bound() -> None:
+    market = market_with(timeout_ms=10**9, max_held=3)
+    ws(market, 1)
+    ws(market, 3)  # 2 missing; 3 held
+    for i in (4, 5):
+        ws(market, i)
+    st = market.state(SYMBOL)
+    assert st.fill is not None and st.fill.held == 3
+    ws(market, 6)  # a fourth: over the bound
+    assert st.fill is None and len(st.vwap) == 5 and list(st.lost) == [(2, 2)]
+
+
+def test_a_hole_among_the_held_trades_opens_the_next_gap_when_the_first_is_filled() -> None:
+    market = market_with()
+    for i in (1, 4, 7):  # 2..3 missing; 7 held, which skips 5..6 too
+        ws(market, i)
+    results = rest_page(market, [2, 3], from_id=2)
+    assert results == [None, TradeFillNeeded(SYMBOL, 5, 6)]
+    st = market.state(SYMBOL)
+    assert len(st.vwap) == 4 and st.last_agg_id == 4 and st.fill is not None
+    rest_page(market, [5, 6], from_id=5)
+    assert len(st.vwap) == 7 and market.counters["trade_time_regressed"] == 0
+    assert gap_counters(market) == {
+        "trade_gaps": 2,
+        "trades_missing": 4,
+        "trades_filled": 4,
+        "trades_lost": 0,
+    }
+
+
+def test_the_first_trade_of_a_symbol_is_never_a_gap() -> None:
+    market = market_with()
+    assert ws(market, 1_000_000) is None
+    assert rest_page(market, [1_000_001, 1_000_002], from_id=1_000_001) == [None, None]
+    assert market.totals()["trade_gaps"] == 0
+
+
+def test_the_same_frames_give_the_same_decisions() -> None:
+    """Live and replay see the same frames: every decision and counter must repeat exactly."""
+
+    def run() -> tuple[list[object], dict[str, int], list[tuple[int, int]]]:
+        market = market_with(timeout_ms=3_000)
+        out: list[object] = [ws(market, i) for i in (1, 2, 9, 10, 11)]
+        out += rest_page(market, [3, 4], from_id=3)
+        out += [ws(market, i) for i in (12, 13, 14, 15, 20, 21)]
+        return out, gap_counters(market), list(market.state(SYMBOL).lost)
+
+    first = run()
+    assert first == run()
+    # 3..8 missing, 3 and 4 filled, 5..8 given up at 13 (T 13000 > 9000 + 3000); 16..19 still awaited
+    assert first[1] == {"trade_gaps": 2, "trades_missing": 10, "trades_filled": 2, "trades_lost": 4}
+    assert first[2] == [(5, 8)] and first[0][-2] == TradeFillNeeded(SYMBOL, 16, 19)
+
+
+def test_missing_ranges_and_config_bounds() -> None:
+    have = {i: trade(i) for i in (3, 4, 7)}
+    assert missing_ranges(1, 9, have) == [(1, 2), (5, 6), (8, 9)]
+    assert missing_ranges(3, 4, {i: trade(i) for i in (3, 4)}) == []
+    with pytest.raises(ValueError):
+        TradeGapConfig(max_held=0)
+    fill = PendingFill(3, trade(6), TradeGapConfig())
+    assert fill.request == (3, 5)
