@@ -17,8 +17,11 @@ twice as fast as the standard library's zlib (bench: ~1.25 → ~1.0 µs per line
 A break is benign when the writer was killed (every line it flushed is read) and **damage** when bytes had
 to be skipped (lines in them are lost): :class:`ReadStats` counts the two apart, so the archive can refuse to
 record, and so to prune, a file it could not read whole. Each file that was cut short or damaged gets ONE
-warning naming it. Missing files and files that are not
+warning naming it, which says whether lines were lost. Missing files and files that are not
 gzip (when named ``.gz``) raise :class:`~tapewatch.errors.CaptureError`.
+
+Files are read in event order whatever order they are given in: by the ``recv`` of their first line (see
+:func:`capture_files`), so one capture split in pieces replays the same however the pieces are listed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Protocol, cast
 import msgspec
 from zlib_ng import zlib_ng
 
+from tapewatch.adapters.capture_order import in_event_order
 from tapewatch.errors import CaptureError
 
 log = logging.getLogger(__name__)
@@ -84,9 +88,12 @@ class ReadStats:
 
 
 def capture_files(paths: Iterable[Path | str]) -> list[Path]:
-    """The capture files to read, in order: files as given, directories expanded to their
-    ``*.jsonl.gz`` files (recursively) sorted by path. Raises CaptureError for a missing path or a
-    directory that holds no capture file, before anything is read."""
+    """The capture files to read, in event order: files as given, directories expanded to their
+    ``*.jsonl.gz`` files (recursively) sorted by path, then all of them ordered by the ``recv`` of their
+    first line (a stable sort: only the first line of each file is read). A file whose first line cannot be
+    read (empty, not gzip, damaged) stays right after the file listed before it. Logs one INFO line when
+    this changed the order. Raises CaptureError for a missing path or a directory that holds no capture
+    file, before anything is read."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -98,7 +105,7 @@ def capture_files(paths: Iterable[Path | str]) -> list[Path]:
             files.append(p)
         else:
             raise CaptureError(f"capture file not found: {p}")
-    return files
+    return in_event_order(files)
 
 
 def iter_capture(paths: Iterable[Path | str], stats: ReadStats | None = None) -> Iterator[bytes]:
@@ -151,6 +158,7 @@ def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -
     carry = b""
     breaks = 0
     skipped = 0
+    damaged = stats.damaged  # before this file
     for piece in pieces:
         if piece is None:
             breaks += 1
@@ -178,11 +186,24 @@ def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -
             breaks += 1
             skipped += len(carry)
             stats.torn_lines += 1
-    if breaks:
-        stats.torn_files += 1
-        stats.skipped_bytes += skipped
+    if not breaks:
+        return
+    stats.torn_files += 1
+    stats.skipped_bytes += skipped
+    if stats.damaged > damaged:
         log.warning(
-            "capture file %s was cut short (writer killed, truncated copy or damaged): "
+            "capture file %s is damaged: %d stretch(es) of bytes did not inflate and were skipped, so the "
+            "lines in them were lost (lines inflated from damaged bytes are garbage, counted as malformed); "
+            "%d break(s), %d bytes of torn lines skipped",
+            path,
+            stats.damaged - damaged,
+            breaks,
+            skipped,
+            extra={"path": str(path)},
+        )
+    else:
+        log.warning(
+            "capture file %s was cut short (writer killed or truncated copy): "
             "%d break(s), %d bytes of torn lines skipped; every complete line was read",
             path,
             breaks,

@@ -1,0 +1,181 @@
+"""The ``tapewatch replay`` command line, in-process (``tapewatch.cli.main``) and once as the installed console
+script: exit codes and messages for bad input, the ``--json`` summary, determinism, the bookTicker proof
+failing the run, and files given out of event order."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from realtime.sim.record import record
+from tapewatch.cli import main
+from tests.helpers import recording_lines
+
+SUMMARY_KEYS = {"messages", "seconds", "messages_per_second", "malformed", "gaps", "resyncs", "book_checks",
+                "book_mismatches", "candidates", "signals", "final"}  # fmt: skip
+FINAL_KEYS = {"update_id", "best_bid", "best_ask", "imbalance_top10", "large_buys_300s", "large_sells_300s",
+              "quote_volume_300s", "vwap_1h"}  # fmt: skip
+TIMINGS = ("seconds", "messages_per_second")
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three minutes of three simulated symbols: one hour file, books synced by snapshot + diffs."""
+    out = tmp_path_factory.mktemp("replaycli")
+    record(out, 180_000, seed=5, symbols=3)
+    (path,) = sorted(out.rglob("*.jsonl.gz"))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _settings_and_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The command reads the environment for its settings and configures logging for a process (root handler on
+    # stderr, which capsys captures); undo the latter after each test.
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("TAPEWATCH_LOG_LEVEL", "INFO")
+    monkeypatch.setenv("TAPEWATCH_LOG_FORMAT", "text")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def replay(capsys: pytest.CaptureFixture[str], *args: Path | str) -> tuple[int, str, str]:
+    code = main(["replay", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def replay_json(capsys: pytest.CaptureFixture[str], *files: Path) -> tuple[int, dict[str, Any], str]:
+    code, out, err = replay(capsys, "--json", *files)
+    return code, json.loads(out.strip().splitlines()[-1]), err
+
+
+def untimed(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in TIMINGS}
+
+
+def write_gz(path: Path, lines: list[bytes], tail: bytes = b"") -> Path:
+    path.write_bytes(gzip.compress(b"".join(x + b"\n" for x in lines) + tail, mtime=0))
+    return path
+
+
+def test_a_missing_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere" / "00.jsonl.gz"
+    code, out, err = replay(capsys, missing)
+    assert code == 2 and out == ""
+    assert str(missing) in err and "not found" in err
+
+
+def test_a_gz_file_that_is_not_gzip_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_bytes(b'{"recv":1,"stream":"btcusdt@aggTrade","data":{}}\n')
+    code, out, err = replay(capsys, "--json", fake)
+    assert code == 2 and out == ""
+    assert f"{fake} is not a gzip file" in err
+
+
+def test_the_json_summary_has_every_documented_key_and_two_runs_agree(
+    capture: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, first, _ = replay_json(capsys, capture)
+    assert code == 0
+    assert first.keys() >= SUMMARY_KEYS
+    assert first["messages"] == sum(1 for _ in recording_lines(capture))
+    assert (first["malformed"], first["gaps"], first["resyncs"], first["book_mismatches"]) == (0, 0, 0, 0)
+    assert first["book_checks"] > 1000  # the proof ran: the books were compared with bookTicker
+    assert set(first["final"]) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    for symbol, features in first["final"].items():
+        assert features.keys() >= FINAL_KEYS, symbol
+        assert features["best_bid"] < features["best_ask"]
+    _, second, _ = replay_json(capsys, capture)
+    assert untimed(second) == untimed(first)
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = list(recording_lines(capture))
+    whole = write_gz(tmp_path / "whole.jsonl.gz", lines)
+    torn = write_gz(tmp_path / "torn.jsonl.gz", lines[:-1], tail=lines[-1][: len(lines[-1]) // 2])
+    _, expected, _ = replay_json(capsys, write_gz(tmp_path / "head.jsonl.gz", lines[:-1]))
+    code, summary, err = replay_json(capsys, torn)
+    assert code == 0
+    assert untimed(summary) == untimed(expected) and summary["malformed"] == 0
+    assert summary["messages"] == len(lines) - 1
+    (warning,) = [x for x in err.splitlines() if "WARNING" in x]
+    assert str(torn) in warning and "every complete line was read" in warning
+    _, out, err = replay(capsys, whole)
+    assert "WARNING" not in err and out.startswith(f"{len(lines)} messages")
+
+
+def test_a_book_ticker_that_disagrees_with_the_book_fails_the_replay(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = list(recording_lines(capture))
+    # A bookTicker late in the capture that carries the final update id of a depth diff of its symbol: the
+    # proof compares it with the book (a ticker inside a diff's range would not be compared).
+    diff_ids: dict[str, set[int]] = {}
+    for raw in lines:
+        obj = json.loads(raw)
+        if obj["stream"].endswith("@depth@100ms"):
+            diff_ids.setdefault(obj["data"]["s"], set()).add(obj["data"]["u"])
+    at = next(
+        i
+        for i in range(len(lines) * 3 // 4, len(lines))
+        if (obj := json.loads(lines[i]))["stream"].endswith("@bookTicker")
+        and obj["data"]["u"] in diff_ids[obj["data"]["s"]]
+    )
+    ticker = json.loads(lines[at])["data"]
+    qty = f'"B":"{ticker["B"]}"'.encode()
+    assert lines[at].count(qty) == 1
+    wrong = lines[at].replace(qty, f'"B":"{float(ticker["B"]) + 1:.3f}"'.encode())
+    altered = [*lines[:at], wrong, *lines[at + 1 :]]
+    _, good, _ = replay_json(capsys, capture)
+    code, bad, _ = replay_json(capsys, write_gz(tmp_path / "altered.jsonl.gz", altered))
+    assert code == 1
+    assert (bad["book_checks"], bad["book_mismatches"]) == (good["book_checks"], 1)
+    code, out, _ = replay(capsys, tmp_path / "altered.jsonl.gz")
+    assert code == 1 and "(1 mismatches)" in out
+
+
+def test_files_given_out_of_event_order_replay_as_in_order(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = list(recording_lines(capture))
+    p1 = write_gz(tmp_path / "p1.jsonl.gz", lines[: len(lines) // 2])
+    p2 = write_gz(tmp_path / "p2.jsonl.gz", lines[len(lines) // 2 :])
+    _, whole, _ = replay_json(capsys, capture)
+    code, forward, err = replay_json(capsys, p1, p2)
+    assert code == 0 and "not given in event order" not in err
+    code, backward, err = replay_json(capsys, p2, p1)
+    assert code == 0
+    assert untimed(backward) == untimed(forward) == untimed(whole)
+    assert backward["out_of_order"] == 0 and backward["book_checks"] > 1000
+    (note,) = [x for x in err.splitlines() if "not given in event order" in x]
+    assert "INFO" in note and note.index(str(p1)) < note.index(str(p2))
+
+
+def test_the_console_script_prints_the_same_summary(
+    capture: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = Path(sys.executable).with_name("tapewatch")
+    done = subprocess.run(
+        [str(script), "replay", "--json", str(capture)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    _, in_process, _ = replay_json(capsys, capture)
+    assert untimed(json.loads(done.stdout.strip().splitlines()[-1])) == untimed(in_process)

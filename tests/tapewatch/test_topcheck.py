@@ -1,0 +1,142 @@
+"""The bookTicker proof (``tapewatch.topcheck``) can fail: a ticker that disagrees with the local book at the
+same update id is counted as a mismatch, on any of the four fields, whichever of the two arrives first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tapewatch.book import OrderBook, Top
+from tapewatch.events import BookTicker
+from tapewatch.market import Market
+from tapewatch.parse import FrameDecoder
+from tapewatch.topcheck import TopCheck
+from tests.helpers import diff, snapshot
+
+FIELDS = ["bid_price", "bid_qty", "ask_price", "ask_qty"]
+ORDERS = ["ticker_first", "book_first"]
+WRONG = {
+    "bid_price": 99.5,
+    "bid_qty": 4.0,
+    "ask_price": 101.5,
+    "ask_qty": 2.5,
+}  # each keeps the book uncrossed
+
+
+def book_at_107() -> tuple[OrderBook, Top]:
+    book = OrderBook("BTCUSDT")
+    book.apply(diff(90, 105, 80, bids=[(100.0, 5.0)]))
+    book.load_snapshot(snapshot(100))
+    book.apply(diff(106, 107, 105, bids=[(100.0, 6.0)], asks=[(101.0, 0.5)]))
+    top = book.top()
+    assert top is not None and book.last_update_id == 107
+    return book, top
+
+
+def ticker_of(top: Top, update_id: int, **wrong: float) -> BookTicker:
+    fields = {f: getattr(top, f) for f in FIELDS} | wrong
+    return BookTicker("BTCUSDT", update_id, **fields)
+
+
+def compare(check: TopCheck, ticker: BookTicker, top: Top, order: str) -> None:
+    if order == "ticker_first":
+        check.on_ticker(ticker)
+        check.on_book(107, top)
+    else:
+        check.on_book(107, top)
+        check.on_ticker(ticker)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("field", FIELDS)
+def test_a_ticker_that_disagrees_with_the_book_is_a_mismatch(field: str, order: str) -> None:
+    _, top = book_at_107()
+    check = TopCheck()
+    compare(check, ticker_of(top, 107, **{field: WRONG[field]}), top, order)
+    assert (check.checks, check.mismatches) == (1, 1)
+    (sample,) = check.samples
+    assert "BTCUSDT u=107" in sample and str(WRONG[field]) in sample
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_ticker_that_agrees_is_checked_and_not_a_mismatch(order: str) -> None:
+    _, top = book_at_107()
+    check = TopCheck()
+    compare(check, ticker_of(top, 107), top, order)
+    assert (check.checks, check.mismatches, check.samples) == (1, 0, [])
+
+
+def test_a_ticker_at_another_update_id_is_not_compared_even_when_it_disagrees() -> None:
+    _, top = book_at_107()
+    check = TopCheck()
+    check.on_book(107, top)
+    check.on_ticker(ticker_of(top, 106, bid_qty=9.0))  # inside the diff 106..107: no book state to match
+    assert (check.checks, check.mismatches) == (0, 0)
+    check.reset()  # a resync forgets the pending top: a late ticker finds nothing to compare with
+    check.on_ticker(ticker_of(top, 107, bid_qty=9.0))
+    assert (check.checks, check.mismatches) == (0, 0)
+
+
+# --- the same through the market, from capture lines --------------------------------------------------
+
+T0 = 1_723_158_000_000
+
+
+def line(stream: str, data: dict[str, object], recv: int = T0) -> bytes:
+    return json.dumps({"recv": recv, "stream": stream, "data": data}).encode()
+
+
+def depth(first: int, final: int, prev: int, bids: list[list[str]], asks: list[list[str]]) -> bytes:
+    data = {"e": "depthUpdate", "E": T0 + final, "T": T0 + final, "s": "BTCUSDT", "U": first, "u": final,
+            "pu": prev, "b": bids, "a": asks}  # fmt: skip
+    return line("btcusdt@depth@100ms", data)
+
+
+def ticker(u: int, b: str, bq: str, a: str, aq: str) -> bytes:
+    data = {
+        "e": "bookTicker",
+        "u": u,
+        "s": "BTCUSDT",
+        "b": b,
+        "B": bq,
+        "a": a,
+        "A": aq,
+        "E": T0 + u,
+        "T": T0 + u,
+    }
+    return line("btcusdt@bookTicker", data)
+
+
+def market_lines(order: str, wrong_ticker: bytes | None) -> list[bytes]:
+    snap = {"lastUpdateId": 100, "E": T0, "T": T0, "bids": [["100.0", "1.0"], ["99.0", "2.0"]],
+            "asks": [["101.0", "1.0"], ["102.0", "3.0"]]}  # fmt: skip
+    sync = depth(90, 105, 80, [["100.0", "5.0"]], [])
+    last = depth(106, 107, 105, [["100.0", "6.0"]], [["101.0", "0.5"]])
+    good_105 = ticker(105, "100.0", "5.0", "101.0", "1.0")
+    t107 = wrong_ticker or ticker(107, "100.0", "6.0", "101.0", "0.5")
+    body = [sync, line("rest:/fapi/v1/depth?symbol=BTCUSDT&limit=1000", snap), good_105]
+    return [*body, t107, last] if order == "ticker_first" else [*body, last, t107]
+
+
+def run_market(lines: list[bytes]) -> Market:
+    decoder, market = FrameDecoder(), Market()
+    for raw in lines:
+        frame = decoder.decode_capture_line(raw)
+        assert frame is not None, raw
+        market.on_frame(frame)
+    assert market.symbols["BTCUSDT"].book.synced
+    return market
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize(
+    "wrong",
+    [ticker(107, "100.1", "6.0", "101.0", "0.5"), ticker(107, "100.0", "6.0", "101.0", "0.4")],
+    ids=["price", "quantity"],
+)
+def test_the_market_counts_a_ticker_that_disagrees_with_its_book(order: str, wrong: bytes) -> None:
+    good = run_market(market_lines(order, None)).totals()
+    assert (good["book_checks"], good["book_mismatches"]) == (2, 0)  # u=105 (the sync) and u=107
+    bad = run_market(market_lines(order, wrong)).totals()
+    assert (bad["book_checks"], bad["book_mismatches"]) == (2, 1)
