@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -345,12 +345,6 @@ class WsConnection:
     def silent_for(self, now: float) -> float:
         """Seconds since any delivered stream of this connection last sent data (or since it opened)."""
         return now - self.last_data_at
-
-    def silent_streams(self, now: float, after: float) -> Iterator[str]:
-        """Owned streams that have sent nothing for ``after`` seconds."""
-        for stream, at in self.last_frame_at.items():
-            if now - at >= after:
-                yield stream
 
     def stop_delivering(self) -> None:
         """Deliver nothing more (frames are still read, so pings keep being answered)."""

@@ -7,10 +7,12 @@ equal to the wanted set by paced SUBSCRIBE/UNSUBSCRIBE, and replaces the connect
 
 The stale watchdog looks at the connection every ``tick``. A connection silent as a whole for
 ``stale_after`` seconds is reconnected, every time (with backoff). On a connection whose other streams
-flow, a silent stream of a continuous kind (depth, bookTicker) gets the connection reconnected once, then
-is only reported until it delivers again (a quiet market, not a reconnect loop); a silent aggTrade, trade
-or kline stream is only reported (see :mod:`realtime.ws_watchdog`). Only this slot's connection is
-reconnected; the pool's other connections are untouched.
+flow, a silent stream of a continuous kind (depth, bookTicker) gets the connection reconnected, then is
+only reported until it delivers again (a quiet market, not a reconnect loop), and each later reconnect it
+causes needs twice the silence of the one before (``stale_after × 2**n``, capped; forgiven after an hour
+of normal flow); a silent aggTrade, trade or kline stream is only reported (see
+:mod:`realtime.ws_watchdog`). Only this slot's connection is reconnected; the pool's other connections are
+untouched.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class StreamSlot:
         self.base_url = base_url
         self.desired: set[str] = set()
         self.failed: set[str] = set()
-        self.watch = StreamWatch()
+        self.watch = StreamWatch(config.stale_after)
         self.conn: WsConnection | None = None
         self._cfg = config
         self._stats = stats
@@ -318,30 +320,36 @@ class StreamSlot:
 
     def _check_streams(self, conn: WsConnection, now: float, *, may_reconnect: bool) -> bool:
         """Judge the silent streams of ``conn`` (otherwise alive); True: reconnect it for one of them."""
-        after = self._cfg.stale_after
-        verdict = self.watch.check(
-            conn.silent_streams(now, after), self._stats.frames, may_reconnect=may_reconnect
-        )
+        watch = self.watch
+        silences = {stream: now - at for stream, at in conn.last_frame_at.items()}
+        verdict = watch.check(silences, self._stats.frames, now=now, may_reconnect=may_reconnect)
         for stream in verdict.reconnect_for:
             self._stats.stale_stream_reconnects[stream] += 1
             log.warning(
-                "%s: stream %s silent for %g s while the connection's other streams flow; "
-                "reconnecting this connection",
+                "%s: stream %s silent for %.1f s while the connection's other streams flow; "
+                "reconnecting this connection (reconnect %d for this stream, next needs %g s of silence)",
                 conn.conn_id,
                 stream,
-                after,
+                silences[stream],
+                self._stats.stale_stream_reconnects[stream],
+                watch.limit(stream),
                 extra={"stream": stream, "conn": conn.conn_id},
             )
         self._stats.stale_stream_reports += len(verdict.reported)
         self._stats.stale_stream_quiet += len(verdict.quiet)
         for stream in verdict.reported:
-            quiet = stream in verdict.quiet
+            if stream not in verdict.quiet:
+                why = ""
+            elif stream in watch.suspects:
+                why = " again after its reconnect: a quiet market, reported only until it delivers"
+            else:
+                why = f": a sparse market, reported only until silent for {watch.limit(stream):g} s"
             log.warning(
-                "%s: stream %s silent for %g s%s",
+                "%s: stream %s silent for %.1f s%s",
                 conn.conn_id,
                 stream,
-                after,
-                " again after a reconnect: a quiet market, reported only" if quiet else "",
+                silences[stream],
+                why,
                 extra={"stream": stream, "conn": conn.conn_id},
             )
         for stream in verdict.resumed:

@@ -131,7 +131,11 @@ def test_stale_watchdog_reconnects_only_the_silent_connection_and_reports_a_sile
     run(body)
 
 
-def test_a_silent_depth_stream_on_a_busy_connection_reconnects_that_connection_once_until_it_speaks() -> None:
+def test_a_silent_depth_stream_on_a_busy_connection_reconnects_that_connection_once_until_it_speaks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="realtime.ws_slot")
+
     async def body() -> None:
         async with (
             BinanceWsServer() as server,
@@ -160,11 +164,18 @@ def test_a_silent_depth_stream_on_a_busy_connection_reconnects_that_connection_o
             assert [c.path for c in server.conns].count("public") == 2
             assert pool.stats.stale_stream_reports == 1 and pool.stats.reconnects.total() == 1
 
-            # Once it has delivered again, its next silence is worth a reconnect again.
+            # Once it has delivered again, its next silence is worth a reconnect again, but a longer one: each
+            # repeat reconnect for the same stream needs twice the silence (a sparse market backs off).
             assert await server.publish("a@depth@100ms", b'{"seq":1}') == 1
             await eventually(lambda: pool.stats.reconnects["stale"] == 2, what="reconnect after it spoke")
             assert pool.stats.stale_stream_reconnects == {"a@depth@100ms": 2}
             assert [c.path for c in server.conns].count("market") == 1
+            silences = [
+                float(r.getMessage().split(" silent for ", 1)[1].split(" s ", 1)[0])
+                for r in caplog.records
+                if "reconnecting this connection (reconnect 2 for this stream" in r.getMessage()
+            ]
+            assert len(silences) == 1 and silences[0] >= 2 * 0.5
 
     run(body)
 
