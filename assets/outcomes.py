@@ -19,11 +19,11 @@ import dagster as dg
 from orchestration.resources import BinanceRestResource, DatabaseResource, TapewatchSettings
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.performance_store import entries_to_settle, save_batch
-from tapewatch.engine import open_signal
 from tapewatch.errors import TapewatchError
 from tapewatch.events import Candle
 from tapewatch.outcome import OpenSignal, Outcome, OutcomeParams
 from tapewatch.outcome_batch import BatchRun, Disagreement, batch_outcome, is_due, kline_window
+from tapewatch.signal_follow import open_signal
 
 #: First day of the daily, weekly and monthly partitions (a Monday); backfills reach back to it.
 PARTITIONS_START = "2024-01-01"

@@ -3,11 +3,11 @@
 One asyncio process. Frames flow transport -> capture (byte-exact) -> decode -> market state; books that
 need a snapshot ask the scheduler, whose answers are captured and applied in the same loop, so a capture
 replays into exactly the books the live run had; an aggTrade id gap is filled the same way from REST
-(:mod:`realtime.trade_fill`). Live state (heartbeat, per-symbol feed stats, metrics)
-goes to Redis once a second; Redis being away is counted and logged, never fatal. Feed incidents (gaps,
-resyncs, reconnects, stale books, malformed frames, 429/418) go to PostgreSQL through an IncidentRecorder,
-which never blocks the loop. The platform steers the running service through the Redis control keys
-(:mod:`realtime.control`: universe, pause, max_universe, and the switch to REST polling of
+(:mod:`realtime.trade_fill`). Live state (heartbeat, per-symbol feed stats, metrics) goes to Redis once a
+second (:mod:`realtime.service_publish`); Redis being away is counted and logged, never fatal. Feed
+incidents (gaps, resyncs, reconnects, stale books, malformed frames, 429/418) go to PostgreSQL through an
+IncidentRecorder, which never blocks the loop. The platform steers the running service through the Redis
+control keys (:mod:`realtime.control`: universe, pause, max_universe, and the switch to REST polling of
 :mod:`realtime.backup_feed`).
 
 Scale-out (``--shard I/N``, N > 1): the service follows only its shard's symbols of the global universe,
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Collection
@@ -38,6 +37,7 @@ from realtime.incidents import IncidentRecorder
 from realtime.live_metrics import LatencyRing, QuietWatch, RateMeter
 from realtime.live_state import LiveState
 from realtime.loop_lag import LoopLagMonitor
+from realtime.service_publish import component_name, publish_loop, service_metrics, signal_record
 from realtime.snapshots import RestAnswer, SnapshotScheduler
 from realtime.status_view import symbol_feed
 from realtime.trade_fill import TradeFiller
@@ -45,27 +45,20 @@ from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
-from tapewatch.book import BookState
 from tapewatch.engine import EngineOutput, RemoteCloses, SignalEngine
-from tapewatch.errors import FatalError, RetryableError, StorageUnavailable
+from tapewatch.errors import FatalError, RetryableError
 from tapewatch.events import CONTROL_PAUSED, ControlChange, DepthSnapshot
 from tapewatch.market import Market, MarketConfig, SnapshotNeeded, history_klines
-from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
+from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.risk import SharedGate
 from tapewatch.settings import Settings
-from tapewatch.sharding import Shard, parse_shard
+from tapewatch.sharding import parse_shard
 from tapewatch.streams import Kind, UnknownStream, parse_stream, symbol_streams
 from tapewatch.universe import top_by_volume, tradable_perpetuals
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "realtime"
 TIMEFRAMES = ("1m", "15m")
-
-
-def component_name(shard: Shard) -> str:
-    """The heartbeat/metrics component of a realtime instance: ``realtime``, or ``realtime-0of2`` for a shard."""
-    return COMPONENT if shard.whole else f"{COMPONENT}-{shard.index}of{shard.count}"
 
 
 def _wall_ms() -> int:
@@ -330,14 +323,7 @@ class FeedService:
                     "; ".join(signal.reasons),
                     extra={"symbol": signal.symbol},
                 )
-                self.last_signal = {
-                    "signal_id": signal.signal_id,
-                    "signal_type": signal.signal_type,
-                    "symbol": signal.symbol,
-                    "direction": signal.direction,
-                    "priority": signal.priority,
-                    "timestamp": signal.timestamp,
-                }
+                self.last_signal = signal_record(signal)
             if self.sink is not None:
                 self.sink.accept(out)
             if self.live is not None:
@@ -370,71 +356,8 @@ class FeedService:
         return symbol_feed(self, symbol)
 
     def metrics(self) -> dict[str, int | float]:
-        totals = self.market.totals()
-        pool = self.pool.stats
-        return {
-            "messages": self.market.messages,
-            "malformed": sum(self.decoder.rejected[r] for r in MALFORMED_REASONS)
-            + pool.malformed
-            + pool.unowned_frames
-            - pool.late_unsubscribed,
-            # frames of symbols that just left the universe: expected, so apart from malformed
-            "late_unsubscribed": pool.late_unsubscribed + self.counters["late_unsubscribed"],
-            "symbols": len(self.universe),
-            "synced": sum(1 for s in self.universe if self.market.book_usable(s)),
-            "snapshots_waiting": self.snapshots.waiting,
-            "snapshots_fetched": self.snapshots.counters["fetched"],
-            "queue_drops": self.pool.frames.drops,
-            "reconnects": sum(pool.reconnects.values()),
-            "redis_errors": self.counters["redis_errors"],
-            "evaluations": self.engine.counters["evaluations"],
-            **{k: v for k, v in self.engine.counters.items() if k.startswith("not_evaluated_")},
-            "signals": self.engine.counters["signals"],
-            **{k: v for k, v in self.engine.counters.items() if k.startswith("shared_gate_")},
-            **({"closes_published": self.closes.published} if self.closes is not None else {}),
-            "open_signals": len(self.engine.open),
-            **self.rates.rates,
-            **self.latency.metrics(),
-            **self.quiet.metrics(),
-            **self.loop_lag.metrics(),
-            **(self.live.metrics() if self.live is not None else {}),
-            **self.backup.metrics(),
-            **self.fills.metrics(),
-            "backup_polled_books": sum(
-                1 for s in self.universe if self.market.state(s).book.state is BookState.POLLED
-            ),
-            "backup_polls_dropped": self.market.counters["polled_snapshots_dropped"],
-            **(self.control.metrics() if self.control is not None else {}),
-            **totals,
-            **(self.incidents.metrics() if self.incidents is not None else {}),
-        }
-
-    async def publish_loop(self, interval: float = 1.0) -> None:
-        """Heartbeat, per-symbol feed stats and metrics to Redis, once per ``interval``."""
-        if self.redis is None:
-            return
-        pid = os.getpid()
-        published_signal: dict[str, str] | None = None
-        while True:
-            self.observe()
-            try:
-                info = {"pid": pid, **(self.control.info() if self.control is not None else {})}
-                if not self.shard.whole:
-                    info["shard"] = self.shard.label
-                await self.redis.beat(self.component, ttl_s=max(10.0, interval * 10), info=info)
-                for symbol in self.universe:
-                    await self.redis.publish_feed(symbol, self.feed(symbol), ttl_s=max(60.0, interval * 60))
-                await self.redis.publish_metrics(self.metrics(), self.component)
-                if self.closes is not None:
-                    await self.closes.publish(self.universe)
-                if self.last_signal is not None and self.last_signal is not published_signal:
-                    await self.redis.set_last_signal(self.last_signal)  # what `tapewatch status` shows
-                    published_signal = self.last_signal
-            except StorageUnavailable as exc:
-                self.counters["redis_errors"] += 1
-                if self.counters["redis_errors"] in (1, 10) or self.counters["redis_errors"] % 100 == 0:
-                    log.warning("cannot publish live state to Redis (will keep trying): %s", exc)
-            await asyncio.sleep(interval)
+        """The metrics snapshot as published (see :func:`realtime.service_publish.service_metrics`)."""
+        return service_metrics(self)
 
     def observe(self) -> None:
         """Once per publish: the message rates since the last call, and which symbols have gone quiet."""
@@ -486,7 +409,7 @@ class FeedService:
             group.create_task(self.consume(), name="consume")
             group.create_task(self.snapshots.run(), name="snapshots")
             group.create_task(self.fills.run(), name="trade-fill")
-            group.create_task(self.publish_loop(), name="publish")
+            group.create_task(publish_loop(self), name="publish")
             group.create_task(self.loop_lag.run(), name="loop-lag")
             if self.live is not None:
                 group.create_task(self.live.run(), name="live-state")

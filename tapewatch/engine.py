@@ -4,7 +4,8 @@ Pure: fed the same frames it produces the same candidates, signals and exits, li
 time is the exchange's event time). Call :meth:`SignalEngine.on_frame` after ``Market.on_frame`` for each
 frame. A symbol is evaluated on its depth and trade events, only while its book is usable; a cheap test of
 the required conditions runs first and the full feature vector (candles, levels) is built only when it
-passes. One candidate per symbol and direction while the setup persists.
+passes. One candidate per symbol and direction while the setup persists. Its signals are followed to their
+end by :class:`tapewatch.signal_follow.OpenSignals`.
 
 With shards (``tapewatch run --shard I/N``) a candidate that passes the local risk gate is then reserved in
 the ``shared_gate`` (the global ledger); a rejection there is its fate, and a ledger that cannot be reached
@@ -24,7 +25,7 @@ from tapewatch.correlation import return_correlation
 from tapewatch.events import Candle, ControlChange
 from tapewatch.features import DataQuality, Features, large_trade_sizes
 from tapewatch.market import Market, SymbolState
-from tapewatch.outcome import OpenSignal, Outcome, OutcomeEvent, OutcomeParams, OutcomeState, OutcomeTracker
+from tapewatch.outcome import Outcome, OutcomeParams
 from tapewatch.parse import Frame
 from tapewatch.polled import depth_coverage
 from tapewatch.quality import Tier
@@ -44,16 +45,8 @@ from tapewatch.risk import Candidate as RiskCandidate
 from tapewatch.rules import Direction, check
 from tapewatch.settings import Settings
 from tapewatch.sharding import WHOLE, Shard
-from tapewatch.signal import (
-    FATE_SIGNAL,
-    Candidate,
-    ExitReason,
-    Signal,
-    TierHistory,
-    make_candidate,
-    make_exit_signal,
-    propose,
-)
+from tapewatch.signal import FATE_SIGNAL, Candidate, Signal, TierHistory, make_candidate, propose
+from tapewatch.signal_follow import HeldSignal, OpenSignals, learn
 from tapewatch.streams import Kind
 from tapewatch.volume import average_window_volume
 
@@ -65,12 +58,6 @@ RemoteCloses = Callable[[str], Sequence[tuple[int, float]] | None]
 
 PRIMARY_TF = "15m"
 RETURNS_TF = "1m"
-_EXIT_REASONS: dict[OutcomeState, ExitReason] = {
-    OutcomeState.TP1: "TP1",
-    OutcomeState.TP2: "TP2",
-    OutcomeState.STOPPED: "STOP",
-    OutcomeState.EXPIRED: "EXPIRED",
-}
 
 
 @dataclass(slots=True)
@@ -85,12 +72,6 @@ class EngineOutput:
 
     def __bool__(self) -> bool:
         return bool(self.candidates or self.signals or self.finished or self.updated)
-
-
-@dataclass(slots=True)
-class _Open:
-    signal: Signal
-    tracker: OutcomeTracker
 
 
 @dataclass(slots=True)
@@ -126,7 +107,8 @@ class SignalEngine:
         self.risk_params = RiskParams.from_settings(settings)
         self.outcome_params = OutcomeParams.from_settings(settings)
         self.history: dict[Tier, TierHistory] = dict(history or {})
-        self.open: dict[str, _Open] = {}
+        self._following = OpenSignals(self.outcome_params, self._finish)
+        self.open: dict[str, HeldSignal] = self._following.held  # the open signals by id (the same dict)
         self.counters: Counter[str] = Counter()  # evaluations and the reasons a symbol was not evaluated
         self.per_symbol: dict[str, SymbolCounts] = {}  # the same, per symbol
         # (symbol, direction) -> event time the required conditions last held: a setup lasts until they have
@@ -152,12 +134,12 @@ class SignalEngine:
         if kind is not Kind.DEPTH:
             now = max(now, st.flow.last_time)
             if self.open:
-                self._follow(st, out)
+                self._following.follow(st, out)
             elif st.caught_up:
                 st.caught_up = []  # no open signal to follow them
         if self.open and now - self._last_tick >= 1000:
             self._last_tick = now
-            self._expire(now, out)
+            self._following.expire(now, self.market.symbols, out)
         self._evaluate(st, now, out)
         return out if out else None
 
@@ -331,7 +313,7 @@ class SignalEngine:
             return
         out.candidates.append(make_candidate(features, evaluation, proposal.quality, FATE_SIGNAL))
         out.signals.append(signal)
-        self.open[signal.signal_id] = _Open(signal, OutcomeTracker(open_signal(signal), self.outcome_params))
+        self._following.add(signal)
         self.counters["signals"] += 1
 
     def _reserve(self, candidate: RiskCandidate) -> Decision | None:
@@ -349,10 +331,13 @@ class SignalEngine:
             self.counters["shared_gate_rejected"] += 1
         return decision
 
-    def _release(self, outcome: Outcome) -> None:
+    def _finish(self, outcome: Outcome) -> None:
+        """A followed signal ended: free its risk slot and shared-gate reservation, feed its tier history."""
+        self.risk.finish(outcome, self.risk_params)
         at = outcome.exit_time if outcome.exit_time is not None else outcome.as_of
         if self.shared_gate is not None and release_shared(self.shared_gate, outcome.signal, at) is None:
             self.counters["shared_gate_release_errors"] += 1
+        learn(self.history, outcome)
 
     def correlation(self, a: str, b: str, now: int) -> float | None:
         """Return correlation of ``a`` and ``b`` over the 1m closes up to event time ``now``; a symbol this
@@ -370,53 +355,6 @@ class SignalEngine:
             return None
         closes = self.remote_closes(symbol)
         return closes_as_candles(closes) if closes else None
-
-    # --- following open signals -------------------------------------------------------------------------
-    def _follow(self, st: SymbolState, out: EngineOutput) -> None:
-        if st.caught_up:  # a filled aggTrade gap applied these at once: every price counts, in order
-            caught, st.caught_up = st.caught_up, []
-            for sid, held in list(self.open.items()):
-                if held.signal.symbol == st.symbol:
-                    for trade_time, trade_price in caught:
-                        self._emit(
-                            sid, held, held.tracker.on_trade(trade_time, trade_price), trade_price, out
-                        )
-                        if held.tracker.finished:
-                            break
-        price, time = st.flow.last_price, st.flow.last_time
-        if price is None:
-            return
-        for sid, held in list(self.open.items()):
-            if held.signal.symbol == st.symbol:
-                self._emit(sid, held, held.tracker.on_trade(time, price), price, out)
-
-    def _expire(self, now: int, out: EngineOutput) -> None:
-        for sid, held in list(self.open.items()):
-            events = held.tracker.on_time(now)
-            if events:
-                last = self.market.symbols[held.signal.symbol].flow.last_price or held.signal.entry_price
-                self._emit(sid, held, events, last, out)
-
-    def _emit(
-        self, sid: str, held: _Open, events: list[OutcomeEvent], last_price: float, out: EngineOutput
-    ) -> None:
-        for ev in events:
-            reason = _EXIT_REASONS.get(ev.state)
-            if reason is not None:
-                out.signals.append(
-                    make_exit_signal(
-                        held.signal, reason, ev.price if ev.price is not None else last_price, ev.time
-                    )
-                )
-        if events and not held.tracker.finished:
-            out.updated.append(held.tracker.outcome())
-        if held.tracker.finished:
-            outcome = held.tracker.outcome()
-            del self.open[sid]
-            self.risk.finish(outcome, self.risk_params)
-            self._release(outcome)
-            self._learn(outcome)
-            out.finished.append(outcome)
 
     # --- restart ------------------------------------------------------------------------------------------
     def resume(
@@ -436,12 +374,7 @@ class SignalEngine:
                 continue
             if not self.shard.owns(signal.symbol):
                 continue
-            tracker = (
-                OutcomeTracker.resume(outcome, self.outcome_params)
-                if outcome is not None
-                else OutcomeTracker(open_signal(signal), self.outcome_params)
-            )
-            self.open[signal.signal_id] = _Open(signal, tracker)
+            self._following.add(signal, outcome)
             self.risk.open(_risk_candidate(signal))
         for day, counts in day_counts.items():
             for tier, n in counts.items():
@@ -458,34 +391,6 @@ class SignalEngine:
         for symbol, left in cooldowns.items():
             if left > 0:
                 self.risk.start_cooldown(symbol, left)
-
-    def _learn(self, outcome: Outcome) -> None:
-        """Feed the tier history behind ``confidence`` and ``expected_hold_time``."""
-        if not outcome.triggered:
-            return
-        tier = outcome.signal.tier
-        past = self.history.get(tier, TierHistory())
-        holds = [*past.hold_ms, outcome.hold_ms][-200:] if outcome.hold_ms is not None else list(past.hold_ms)
-        self.history[tier] = TierHistory(
-            tp1_hits=past.tp1_hits + (1 if outcome.tp1_hit else 0), signals=past.signals + 1, hold_ms=holds
-        )
-
-
-def open_signal(signal: Signal) -> OpenSignal:
-    """The outcome tracker's view of an ENTRY signal."""
-    return OpenSignal(
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        direction=signal.direction,
-        tier=signal.priority,
-        created=signal.event_time,
-        entry=signal.entry_price,
-        stop=signal.stop_loss,
-        tp1=signal.take_profit_1,
-        tp2=signal.take_profit_2,
-        position_size=signal.suggested_position_size,
-        quality_score=signal.quality_score,
-    )
 
 
 def _risk_candidate(signal: Signal) -> RiskCandidate:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tapewatch.engine import open_signal
 from tapewatch.outcome import Outcome, OutcomeParams, OutcomeTracker
 from tapewatch.rules import check
 from tapewatch.settings import load_settings
 from tapewatch.signal import Candidate, ExitReason, Signal, make_candidate, make_exit_signal, propose
+from tapewatch.signal_follow import open_signal
 from tests.tapewatch.feature_builders import T0, long_setup, short_setup
 
 S = load_settings()

@@ -14,11 +14,11 @@ from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.signal_store import SignalStore
-from tapewatch.engine import open_signal
 from tapewatch.live_view import open_signal_view
 from tapewatch.outcome import Outcome, OutcomeState
 from tapewatch.settings import load_settings
 from tapewatch.signal import Signal
+from tapewatch.signal_follow import open_signal
 from tests.adapters.signal_builders import MINUTE, T0, candidate, entry, loss, triggered, win
 from tests.local_http import LocalHttpServer, QuietHandler
 

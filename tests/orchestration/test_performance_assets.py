@@ -44,9 +44,9 @@ from realtime.sim import SimExchange
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.performance_store import get_report, list_reports, load_daily, load_weekly
 from tapewatch.adapters.signal_store import SignalStore
-from tapewatch.engine import open_signal
 from tapewatch.outcome import OutcomeParams, OutcomeState, OutcomeTracker
 from tapewatch.signal import Signal, iso_timestamp, signal_id_for
+from tapewatch.signal_follow import open_signal
 from tests.adapters.signal_builders import entry
 
 START = int(datetime(2024, 3, 6, tzinfo=UTC).timestamp() * 1000)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from realtime.control import ControlConfig
 from realtime.main import capture_dir, exchange_settings, remote_closes_reader, run_service
-from realtime.service import component_name
+from realtime.service_publish import component_name
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, combine_metrics, realtime_shards

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from tapewatch.engine import DAY_MS, SignalEngine, open_signal
+from tapewatch.engine import DAY_MS, SignalEngine
 from tapewatch.market import Market
 from tapewatch.outcome import OutcomeState
 from tapewatch.risk import utc_day
 from tapewatch.settings import load_settings
+from tapewatch.signal_follow import open_signal
 from tests.adapters.signal_builders import entry, triggered
 
 

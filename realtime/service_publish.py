@@ -1,0 +1,113 @@
+"""What the realtime service publishes to Redis once a second: its heartbeat (as :func:`component_name`),
+each symbol's feed stats, the metrics dict (:func:`service_metrics`), a shard's 1m closes and the newest
+signal (:func:`signal_record`, what ``tapewatch status`` shows). Redis being away is counted as
+``redis_errors`` and logged, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from tapewatch.book import BookState
+from tapewatch.errors import StorageUnavailable
+from tapewatch.parse import MALFORMED_REASONS
+from tapewatch.sharding import Shard
+from tapewatch.signal import Signal
+
+if TYPE_CHECKING:
+    from realtime.service import FeedService
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "realtime"
+
+
+def component_name(shard: Shard) -> str:
+    """The heartbeat/metrics component of a realtime instance: ``realtime``, or ``realtime-0of2`` for a shard."""
+    return COMPONENT if shard.whole else f"{COMPONENT}-{shard.index}of{shard.count}"
+
+
+def signal_record(signal: Signal) -> dict[str, str]:
+    """The newest signal as ``tapewatch status`` shows it."""
+    return {
+        "signal_id": signal.signal_id,
+        "signal_type": signal.signal_type,
+        "symbol": signal.symbol,
+        "direction": signal.direction,
+        "priority": signal.priority,
+        "timestamp": signal.timestamp,
+    }
+
+
+def service_metrics(service: FeedService) -> dict[str, int | float]:
+    """The service's metrics snapshot: feed, books, engine, latency, backup feed, control and incidents."""
+    market, engine, pool = service.market, service.engine, service.pool.stats
+    universe = service.universe
+    return {
+        "messages": market.messages,
+        "malformed": sum(service.decoder.rejected[r] for r in MALFORMED_REASONS)
+        + pool.malformed
+        + pool.unowned_frames
+        - pool.late_unsubscribed,
+        # frames of symbols that just left the universe: expected, so apart from malformed
+        "late_unsubscribed": pool.late_unsubscribed + service.counters["late_unsubscribed"],
+        "symbols": len(universe),
+        "synced": sum(1 for s in universe if market.book_usable(s)),
+        "snapshots_waiting": service.snapshots.waiting,
+        "snapshots_fetched": service.snapshots.counters["fetched"],
+        "queue_drops": service.pool.frames.drops,
+        "reconnects": sum(pool.reconnects.values()),
+        "redis_errors": service.counters["redis_errors"],
+        "evaluations": engine.counters["evaluations"],
+        **{k: v for k, v in engine.counters.items() if k.startswith("not_evaluated_")},
+        "signals": engine.counters["signals"],
+        **{k: v for k, v in engine.counters.items() if k.startswith("shared_gate_")},
+        **({"closes_published": service.closes.published} if service.closes is not None else {}),
+        "open_signals": len(engine.open),
+        **service.rates.rates,
+        **service.latency.metrics(),
+        **service.quiet.metrics(),
+        **service.loop_lag.metrics(),
+        **(service.live.metrics() if service.live is not None else {}),
+        **service.backup.metrics(),
+        **service.fills.metrics(),
+        "backup_polled_books": sum(1 for s in universe if market.state(s).book.state is BookState.POLLED),
+        "backup_polls_dropped": market.counters["polled_snapshots_dropped"],
+        **(service.control.metrics() if service.control is not None else {}),
+        **market.totals(),
+        **(service.incidents.metrics() if service.incidents is not None else {}),
+    }
+
+
+async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
+    """Heartbeat, per-symbol feed stats and metrics to Redis, once per ``interval`` (returns at once
+    without Redis)."""
+    redis = service.redis
+    if redis is None:
+        return
+    pid = os.getpid()
+    published_signal: dict[str, str] | None = None
+    while True:
+        service.observe()
+        try:
+            info = {"pid": pid, **(service.control.info() if service.control is not None else {})}
+            if not service.shard.whole:
+                info["shard"] = service.shard.label
+            await redis.beat(service.component, ttl_s=max(10.0, interval * 10), info=info)
+            for symbol in service.universe:
+                await redis.publish_feed(symbol, service.feed(symbol), ttl_s=max(60.0, interval * 60))
+            await redis.publish_metrics(service.metrics(), service.component)
+            if service.closes is not None:
+                await service.closes.publish(service.universe)
+            last_signal = service.last_signal
+            if last_signal is not None and last_signal is not published_signal:
+                await redis.set_last_signal(last_signal)  # what `tapewatch status` shows
+                published_signal = last_signal
+        except StorageUnavailable as exc:
+            service.counters["redis_errors"] += 1
+            errors = service.counters["redis_errors"]
+            if errors in (1, 10) or errors % 100 == 0:
+                log.warning("cannot publish live state to Redis (will keep trying): %s", exc)
+        await asyncio.sleep(interval)

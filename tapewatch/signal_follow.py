@@ -1,0 +1,132 @@
+"""Following open signals to their end: each open ENTRY signal's outcome tracker fed with its symbol's trades
+and the clock, and the EXIT signals and outcome updates that produces.
+
+Owned by :class:`tapewatch.engine.SignalEngine` and pure like it: every time is the exchange's event time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tapewatch.market import SymbolState
+from tapewatch.outcome import OpenSignal, Outcome, OutcomeEvent, OutcomeParams, OutcomeState, OutcomeTracker
+from tapewatch.quality import Tier
+from tapewatch.signal import ExitReason, Signal, TierHistory, make_exit_signal
+
+if TYPE_CHECKING:
+    from tapewatch.engine import EngineOutput
+
+_EXIT_REASONS: dict[OutcomeState, ExitReason] = {
+    OutcomeState.TP1: "TP1",
+    OutcomeState.TP2: "TP2",
+    OutcomeState.STOPPED: "STOP",
+    OutcomeState.EXPIRED: "EXPIRED",
+}
+
+
+@dataclass(slots=True)
+class HeldSignal:
+    """An open ENTRY signal and the tracker of its outcome so far."""
+
+    signal: Signal
+    tracker: OutcomeTracker
+
+
+class OpenSignals:
+    """The open ENTRY signals by id (``held``), followed until their outcome is final.
+
+    ``on_finish`` is called with each final outcome as it ends (the engine frees its risk slot and its
+    shared-gate reservation), before the outcome is put in the frame's ``EngineOutput.finished``."""
+
+    def __init__(self, params: OutcomeParams, on_finish: Callable[[Outcome], None]) -> None:
+        self.params = params
+        self.held: dict[str, HeldSignal] = {}
+        self._on_finish = on_finish
+
+    def add(self, signal: Signal, outcome: Outcome | None = None) -> None:
+        """Follow an ENTRY signal: a new one, or one resumed with its ``outcome`` so far."""
+        tracker = (
+            OutcomeTracker.resume(outcome, self.params)
+            if outcome is not None
+            else OutcomeTracker(open_signal(signal), self.params)
+        )
+        self.held[signal.signal_id] = HeldSignal(signal, tracker)
+
+    def follow(self, st: SymbolState, out: EngineOutput) -> None:
+        """Feed the symbol's newest trade (and the trades a filled aggTrade gap applied at once) to its
+        open signals."""
+        if st.caught_up:  # a filled aggTrade gap applied these at once: every price counts, in order
+            caught, st.caught_up = st.caught_up, []
+            for sid, held in list(self.held.items()):
+                if held.signal.symbol == st.symbol:
+                    for trade_time, trade_price in caught:
+                        self._emit(
+                            sid, held, held.tracker.on_trade(trade_time, trade_price), trade_price, out
+                        )
+                        if held.tracker.finished:
+                            break
+        price, time = st.flow.last_price, st.flow.last_time
+        if price is None:
+            return
+        for sid, held in list(self.held.items()):
+            if held.signal.symbol == st.symbol:
+                self._emit(sid, held, held.tracker.on_trade(time, price), price, out)
+
+    def expire(self, now: int, symbols: Mapping[str, SymbolState], out: EngineOutput) -> None:
+        """Advance every open signal's clock to event time ``now`` (trigger windows, hold bounds)."""
+        for sid, held in list(self.held.items()):
+            events = held.tracker.on_time(now)
+            if events:
+                last = symbols[held.signal.symbol].flow.last_price or held.signal.entry_price
+                self._emit(sid, held, events, last, out)
+
+    def _emit(
+        self, sid: str, held: HeldSignal, events: list[OutcomeEvent], last_price: float, out: EngineOutput
+    ) -> None:
+        for ev in events:
+            reason = _EXIT_REASONS.get(ev.state)
+            if reason is not None:
+                out.signals.append(
+                    make_exit_signal(
+                        held.signal, reason, ev.price if ev.price is not None else last_price, ev.time
+                    )
+                )
+        if events and not held.tracker.finished:
+            out.updated.append(held.tracker.outcome())
+        if held.tracker.finished:
+            outcome = held.tracker.outcome()
+            del self.held[sid]
+            self._on_finish(outcome)
+            out.finished.append(outcome)
+
+
+def learn(history: dict[Tier, TierHistory], outcome: Outcome) -> None:
+    """Feed a finished outcome to the tier history behind ``confidence`` and ``expected_hold_time`` (a
+    signal that never triggered teaches nothing)."""
+    if not outcome.triggered:
+        return
+    tier = outcome.signal.tier
+    past = history.get(tier, TierHistory())
+    holds = [*past.hold_ms, outcome.hold_ms][-200:] if outcome.hold_ms is not None else list(past.hold_ms)
+    history[tier] = TierHistory(
+        tp1_hits=past.tp1_hits + (1 if outcome.tp1_hit else 0), signals=past.signals + 1, hold_ms=holds
+    )
+
+
+def open_signal(signal: Signal) -> OpenSignal:
+    """The outcome tracker's view of an ENTRY signal."""
+    return OpenSignal(
+        signal_id=signal.signal_id,
+        symbol=signal.symbol,
+        direction=signal.direction,
+        tier=signal.priority,
+        created=signal.event_time,
+        entry=signal.entry_price,
+        stop=signal.stop_loss,
+        tp1=signal.take_profit_1,
+        tp2=signal.take_profit_2,
+        position_size=signal.suggested_position_size,
+        quality_score=signal.quality_score,
+    )
