@@ -5,7 +5,8 @@ Three pollers then cycle over the universe, each paced to its share of the proce
 (:class:`BackupConfig`), so the backup feed never starves the other callers nor trips Binance's limit:
 
 - depth snapshots (``limit`` 50, weight 2): a polled snapshot stands alone (no diff stream follows it);
-- aggTrades (weight 20): continued with ``fromId`` from the last trade the market state holds, so no trade is
+- aggTrades (weight 20): continued with ``fromId`` = the first trade id the market state still needs (the one
+  after its last applied trade, or inside an open id gap the first one not received yet), so no trade is
   counted twice and none is skipped while Binance still has it; a full page is followed by the next at once;
 - klines (weight 1), less often: the last few 1m and 15m bars.
 
@@ -65,7 +66,8 @@ class Polled(NamedTuple):
 
 
 Deliver = Callable[[Polled], None]
-LastTradeId = Callable[[str], int]
+#: symbol -> the first aggTrade id the market still needs (None: none known yet, poll the newest).
+NextTradeId = Callable[[str], int | None]
 
 
 async def fetch_trades_page(
@@ -150,9 +152,9 @@ class BackupConfig:
 class BackupFeed:
     """REST polling of the universe while switched on (:meth:`start` ... :meth:`stop`).
 
-    ``deliver`` is called in the event loop with every answer, in the order received. ``last_trade_id``
-    returns the id of the newest aggTrade the market state holds for a symbol (-1 when none): polls continue
-    from it. Errors are counted and logged, never raised: a symbol Binance refuses is skipped for
+    ``deliver`` is called in the event loop with every answer, in the order received. ``next_trade_id``
+    returns the first aggTrade id the market state still needs of a symbol (``Market.next_trade_id``; None
+    when it has none yet): polls continue from it. Errors are counted and logged, never raised: a symbol Binance refuses is skipped for
     ``refused_pause`` seconds, a ban waits until it ends.
     """
 
@@ -162,7 +164,7 @@ class BackupFeed:
         decoder: FrameDecoder,
         deliver: Deliver,
         *,
-        last_trade_id: LastTradeId,
+        next_trade_id: NextTradeId,
         config: BackupConfig | None = None,
         timebase: Timebase = REAL_TIME,
     ) -> None:
@@ -171,7 +173,7 @@ class BackupFeed:
         self.config = config or BackupConfig()
         self.counters: Counter[str] = Counter()
         self._deliver = deliver
-        self._last_trade_id = last_trade_id
+        self._next_trade_id = next_trade_id
         self._tb = timebase
         self._symbols: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -300,12 +302,11 @@ class BackupFeed:
         return False
 
     async def _poll_trades(self, symbol: str) -> bool:
-        last = self._last_trade_id(symbol)
         polled, full = await fetch_trades_page(
             self.rest,
             self.decoder,
             symbol,
-            last + 1 if last >= 0 else None,
+            self._next_trade_id(symbol),
             self.config.trades_limit,
             self._tb.wall_ms,
         )

@@ -93,7 +93,8 @@ def run_replay(
         "resyncs": totals["resyncs"],
         "snapshot_requests": requests["snapshot"],
         "out_of_order": totals["out_of_order"],
-        # aggTrade id gaps: trades missing, filled from the captured REST answers, lost (never received)
+        # aggTrade id gaps: trades missing, filled from the captured REST answers, lost (never received),
+        # skipped (too many or too long ago to fetch), pending (open gaps when the capture ends)
         **{name: totals[name] for name in TRADE_GAP_COUNTERS},
         "trade_fill_requests": requests["fill"],
         "book_checks": totals["book_checks"],

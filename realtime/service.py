@@ -166,7 +166,7 @@ class FeedService:
             rest,
             self.decoder,
             self.apply_polled,
-            last_trade_id=lambda symbol: self.market.state(symbol).last_agg_id,
+            next_trade_id=self.market.next_trade_id,
             config=backup or BackupConfig.from_settings(settings),
         )
         # the trades an aggTrade id gap misses (a reconnect, the switch back from the backup feed)

@@ -1,9 +1,10 @@
 """Fetch the aggTrades an id gap misses (the market state's :class:`~tapewatch.trade_gaps.TradeFillNeeded`).
 
 The market holds a symbol's later trades while its gap is open; this worker fetches
-``/fapi/v1/aggTrades?symbol=S&fromId=F&limit=1000`` pages (the backup feed's own page fetch,
-:func:`realtime.backup_feed.fetch_trades_page`, through the weight-accounted REST client) until the gap is
-covered, and hands each page to ``deliver``, which captures it under its ``rest:`` stream name and applies
+``/fapi/v1/aggTrades?symbol=S&fromId=F&limit=N`` pages (the backup feed's own page fetch,
+:func:`realtime.backup_feed.fetch_trades_page`, through the weight-accounted REST client; ``N`` is the ids
+still missing, at most 1000: rows past the gap would only repeat the held trades, and the weight is the same)
+until the gap is covered, and hands each page to ``deliver``, which captures it under its ``rest:`` stream name and applies
 its frames — so a replay of the capture applies the same rows at the same place in the tape.
 
 Requests are served one at a time, newest per symbol: after a reconnect of many streams the weight budget
@@ -21,17 +22,17 @@ from collections.abc import Callable
 
 from realtime.backup_feed import Deliver, fetch_trades_page
 from realtime.timebase import REAL_TIME, Timebase
-from tapewatch.adapters import binance_weights as weights
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.errors import FatalError, RetryableError
 from tapewatch.events import AggTrade
 from tapewatch.parse import FrameDecoder
-from tapewatch.trade_gaps import TradeFillNeeded
+from tapewatch.trade_gaps import FILL_MAX_PAGES, FILL_PAGE_SIZE, TradeFillNeeded
 
 log = logging.getLogger(__name__)
 
-#: Pages fetched for one gap at most (a longer outage is given up, its trades counted lost).
-MAX_FILL_PAGES = 10
+#: Pages fetched for one gap at most: the market skips a wider gap instead of asking for it
+#: (``MarketConfig.trade_fill_max_ids`` = pages × page size), so a fill always covers its gap.
+MAX_FILL_PAGES = FILL_MAX_PAGES
 
 #: ``(symbol, from_id)`` -> whether the market still waits for trades from ``from_id`` on.
 StillWanted = Callable[[str, int], bool]
@@ -47,7 +48,7 @@ class TradeFiller:
         deliver: Deliver,
         *,
         wanted: StillWanted,
-        limit: int = weights.MAX_AGG_TRADES_LIMIT,
+        limit: int = FILL_PAGE_SIZE,
         max_pages: int = MAX_FILL_PAGES,
         timebase: Timebase = REAL_TIME,
     ) -> None:
@@ -96,8 +97,9 @@ class TradeFiller:
                     self.counters["skipped"] += 1  # filled or given up before its turn: no weight spent
                 return
             try:
+                limit = min(self._limit, need.to_id - from_id + 1)
                 polled, full = await fetch_trades_page(
-                    self.rest, self.decoder, need.symbol, from_id, self._limit, self._tb.wall_ms
+                    self.rest, self.decoder, need.symbol, from_id, limit, self._tb.wall_ms
                 )
             except (RetryableError, FatalError) as exc:
                 self.counters["failed"] += 1

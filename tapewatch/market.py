@@ -17,21 +17,16 @@ from typing import Any, NamedTuple
 
 from tapewatch.book import APPLIED, Applied, Buffered, Dropped, NeedsResync, OrderBook, Outcome
 from tapewatch.candles import CandleSeries
-from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline, KlineHistory, Trade
+from tapewatch.events import BookTicker, DepthSnapshot, DepthUpdate, Kline, KlineHistory
+from tapewatch.market_trades import TRADE_GAP_COUNTERS as TRADE_GAP_COUNTERS
+from tapewatch.market_trades import MarketTrades
 from tapewatch.parse import Frame
 from tapewatch.polled import PolledSnapshot
 from tapewatch.settings import Settings
 from tapewatch.streams import Kind
 from tapewatch.topcheck import TopCheck
 from tapewatch.trade_flow import TradeWindow
-from tapewatch.trade_gaps import (
-    DUPLICATE,
-    HELD,
-    PendingFill,
-    Resolved,
-    TradeFillNeeded,
-    TradeGapConfig,
-)
+from tapewatch.trade_gaps import FILL_MAX_PAGES, FILL_PAGE_SIZE, PendingFill, TradeFillNeeded, TradeGapConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +36,6 @@ _SNAPSHOT = Kind.SNAPSHOT  # a module constant: read once per frame on the hot p
 RETURNS_HISTORY_BARS = 261
 #: Lost-trade id ranges kept per symbol for operators and tests (the counters keep counting past it).
 LOST_RANGES_KEPT = 100
-#: The trade-gap counters of :meth:`Market.totals` (the metrics hash and the replay summary show them).
-TRADE_GAP_COUNTERS = ("trade_gaps", "trades_missing", "trades_filled", "trades_lost")
 
 
 def history_klines(kline_history_bars: int) -> tuple[tuple[str, int], ...]:
@@ -61,6 +54,7 @@ class MarketConfig:
     imbalance_levels: int = 10
     trade_fill_timeout_ms: int = 10_000  # see TradeGapConfig
     trade_fill_max_held: int = 20_000
+    trade_fill_max_ids: int = FILL_MAX_PAGES * FILL_PAGE_SIZE  # a wider gap is skipped, not filled
 
     @classmethod
     def from_settings(cls, s: Settings) -> MarketConfig:
@@ -144,8 +138,9 @@ class SymbolState:
         }
 
 
-class Market:
-    """All symbols' state; :meth:`on_frame` is the single entry point for market data."""
+class Market(MarketTrades):
+    """All symbols' state; :meth:`on_frame` is the single entry point for market data (the trade side, aggTrade
+    gaps included, in :class:`~tapewatch.market_trades.MarketTrades`)."""
 
     def __init__(self, config: MarketConfig | None = None) -> None:
         self.config = config or MarketConfig()
@@ -155,7 +150,13 @@ class Market:
         self.now_ms = 0
         self.messages = 0
         self._snapshot_limit: int | None = None
-        self._gap_config = TradeGapConfig(self.config.trade_fill_timeout_ms, self.config.trade_fill_max_held)
+        c = self.config
+        self._gap_config = TradeGapConfig(
+            c.trade_fill_timeout_ms,
+            c.trade_fill_max_held,
+            c.trade_fill_max_ids,
+            max(c.trade_window_ms, c.vwap_window_ms),  # a gap older than the longest window is skipped
+        )
         # A plain dict holding every kind (a defaultdict misses the interpreter's fast dict subscript).
         self._handlers: dict[Kind, Callable[[SymbolState, Any], Request]] = {
             kind: self._ignore for kind in Kind
@@ -208,92 +209,6 @@ class Market:
             return
         st.last_ticker_id = ev.update_id
         st.check.on_ticker(ev)
-
-    def _on_agg_trade(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded | None:
-        if st.fill is not None:
-            return self._on_held_trade(st, st.fill, ev)
-        a, last = ev.agg_id, st.last_agg_id
-        if a <= last:
-            self.counters["out_of_order_trade"] += 1
-            return None
-        if a != last + 1 and last >= 0:
-            return self._open_gap(st, ev)
-        st.last_agg_id = a
-        self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
-        return None
-
-    # --- aggTrade gaps (tapewatch.trade_gaps) ---------------------------------------------------------
-    def _open_gap(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded:
-        fill = st.fill = PendingFill(st.last_agg_id + 1, ev, self._gap_config)
-        request = TradeFillNeeded(st.symbol, fill.from_id, fill.to_id)
-        self.counters["trade_gaps"] += 1
-        self.counters["trades_missing"] += request.missing
-        log.info(
-            "aggTrade gap: %d trades missing (%s), later trades held until filled",
-            request.missing,
-            request.reason,
-            extra={"symbol": st.symbol, "stream": "aggTrade"},
-        )
-        return request
-
-    def _on_held_trade(self, st: SymbolState, fill: PendingFill, ev: AggTrade) -> TradeFillNeeded | None:
-        outcome = fill.add(ev)
-        if outcome is HELD:
-            return None
-        if outcome is DUPLICATE:
-            self.counters["out_of_order_trade"] += 1
-            return None
-        assert isinstance(outcome, Resolved)
-        return self._resolve_gap(st, fill, outcome)
-
-    def _resolve_gap(self, st: SymbolState, fill: PendingFill, done: Resolved) -> TradeFillNeeded | None:
-        """Apply the filled trades, then the held ones in id order (a hole among them opens a new gap:
-        its request is returned while that gap is still open)."""
-        st.fill = None
-        self.counters["trades_filled"] += len(done.filled)
-        for ev in done.filled:
-            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
-        st.last_agg_id = fill.to_id
-        if done.lost:
-            lost = sum(b - a + 1 for a, b in done.lost)
-            self.counters["trades_lost"] += lost
-            st.lost.extend(done.lost)
-            log.warning(
-                "aggTrade gap given up: %d of %d trades never received (ids %s)",
-                lost,
-                fill.to_id - fill.from_id + 1,
-                ", ".join(f"{a}..{b}" for a, b in done.lost[:5]),
-                extra={"symbol": st.symbol, "stream": "aggTrade"},
-            )
-        request: TradeFillNeeded | None = None
-        for ev in done.held:
-            request = self._on_agg_trade(st, ev) or request
-        # replaced, not extended: a consumer drains it after every frame, and without one it stays one batch
-        last = st.last_agg_id
-        st.caught_up = [(ev.trade_time, ev.price) for ev in done.filled] + [
-            (ev.trade_time, ev.price) for ev in done.held if ev.agg_id <= last
-        ]
-        pending = st.fill
-        if (
-            request is not None
-            and pending is not None
-            and pending.request == (request.from_id, request.to_id)
-        ):
-            return request
-        return None
-
-    def fill_pending(self, symbol: str, from_id: int) -> bool:
-        """True while ``symbol`` still waits for trades from ``from_id`` on (a fill request is still wanted)."""
-        st = self.symbols.get(symbol)
-        return st is not None and st.fill is not None and st.fill.from_id <= from_id <= st.fill.to_id
-
-    def _on_trade(self, st: SymbolState, ev: Trade) -> None:
-        if ev.trade_id <= st.last_trade_id:
-            self.counters["out_of_order_trade"] += 1
-            return
-        st.last_trade_id = ev.trade_id
-        if ev.kind == "MARKET":
-            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
 
     def _on_kline(self, st: SymbolState, ev: Kline) -> None:
         candle = ev.candle
@@ -356,12 +271,6 @@ class Market:
         st.snapshot_pending = True
         return SnapshotNeeded(symbol, reason)
 
-    def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
-        if time < st.flow.last_time:
-            self.counters["trade_time_regressed"] += 1
-        st.flow.add(time, price, qty, buyer_is_maker)
-        st.vwap.add(time, price, qty, buyer_is_maker)
-
     def _book_outcome(self, st: SymbolState, outcome: Outcome) -> SnapshotNeeded | None:
         if isinstance(outcome, Applied):
             book = st.book
@@ -392,7 +301,7 @@ class Market:
             "book_checks": sum(c.checks for c in checks),
             "book_mismatches": sum(c.mismatches for c in checks),
             "out_of_order": self.counters["out_of_order_trade"] + self.counters["out_of_order_book_ticker"],
-            **{name: self.counters[name] for name in TRADE_GAP_COUNTERS},
+            **self.trade_gap_totals(),
         }
 
     def final(self) -> dict[str, dict[str, float | int | None]]:

@@ -10,6 +10,10 @@ id order. The fill comes back as ordinary aggTrade frames (a REST ``aggTrades`` 
 Giving up never reads a clock: when the held trades span more than ``timeout_ms`` of trade time, or more
 than ``max_held`` trades are held, the gap is resolved with what arrived and the rest counts as lost. Replay
 of the capture therefore takes exactly the decisions the live run took.
+
+A gap the fetcher could not fill (more ids than ``max_ids``, its pages times their size) or one that opened
+longer ago than the longest trade window (``max_age_ms``: a symbol back in the universe after days) is not
+filled at all: :meth:`TradeGapConfig.skip_reason` names why, and the market applies the trade at once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from tapewatch.events import AggTrade
+
+#: aggTrades a fill fetches per page (Binance's largest ``limit``) and pages per gap at most: a gap of more
+#: ids is not filled (the fetcher, :mod:`realtime.trade_fill`, and the market's skip rule share these).
+FILL_PAGE_SIZE = 1000
+FILL_MAX_PAGES = 10
 
 
 class TradeFillNeeded(NamedTuple):
@@ -39,14 +48,28 @@ class TradeFillNeeded(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class TradeGapConfig:
     """``timeout_ms``: trade time the held trades may span before the gap is given up; ``max_held``: the
-    most trades held meanwhile (whichever is reached first)."""
+    most trades held meanwhile (whichever is reached first). ``max_ids``: the widest gap filled;
+    ``max_age_ms``: the longest trade time since the last applied trade a gap is filled across."""
 
     timeout_ms: int = 10_000
     max_held: int = 20_000
+    max_ids: int = FILL_MAX_PAGES * FILL_PAGE_SIZE
+    max_age_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
-        if self.timeout_ms < 0 or self.max_held < 1:
-            raise ValueError(f"trade gap timeout_ms must be >= 0 and max_held >= 1; got {self}")
+        if self.timeout_ms < 0 or self.max_held < 1 or self.max_ids < 1 or self.max_age_ms < 0:
+            raise ValueError(
+                f"trade gap timeout_ms and max_age_ms must be >= 0, max_held and max_ids >= 1; got {self}"
+            )
+
+    def skip_reason(self, missing: int, since_ms: int) -> str | None:
+        """Why a gap of ``missing`` ids opened ``since_ms`` of trade time after the last applied trade is not
+        worth filling (None: fill it)."""
+        if missing > self.max_ids:
+            return f"{missing} ids, more than the {self.max_ids} a fill fetches"
+        if since_ms > self.max_age_ms:
+            return f"{since_ms / 1000:.0f} s after the last trade, longer than the {self.max_age_ms // 1000} s window"
+        return None
 
 
 class Resolved(NamedTuple):
@@ -69,7 +92,7 @@ HELD = "held"
 class PendingFill:
     """One symbol's open gap: ids ``from_id..to_id`` missing; ``first`` (id ``to_id + 1``) revealed it."""
 
-    __slots__ = ("_filled", "_held", "_max_held", "_timeout_ms", "first_time", "from_id", "to_id")
+    __slots__ = ("_filled", "_held", "_max_held", "_timeout_ms", "first_time", "from_id", "next_id", "to_id")
 
     def __init__(self, from_id: int, first: AggTrade, config: TradeGapConfig) -> None:
         self.from_id = from_id
@@ -79,6 +102,8 @@ class PendingFill:
         self._max_held = config.max_held
         self._filled: dict[int, AggTrade] = {}
         self._held: dict[int, AggTrade] = {first.agg_id: first}
+        #: the first id still missing: ``from_id`` plus the ids received contiguously from it
+        self.next_id = from_id
 
     @property
     def request(self) -> tuple[int, int]:
@@ -92,6 +117,11 @@ class PendingFill:
     def filled(self) -> int:
         return len(self._filled)
 
+    @property
+    def missing(self) -> int:
+        """Ids of the gap (counted filled or lost when it resolves)."""
+        return self.to_id - self.from_id + 1
+
     def add(self, ev: AggTrade) -> Resolved | str:
         """Take one more trade of the symbol: :data:`DUPLICATE`, :data:`HELD`, or the gap
         :class:`Resolved` (complete, or given up because the held trades now span more than the timeout of
@@ -103,6 +133,8 @@ class PendingFill:
             self._filled[a] = ev
             if len(self._filled) == self.to_id - self.from_id + 1:
                 return self._resolve(gave_up=False)
+            while self.next_id in self._filled:
+                self.next_id += 1
             return HELD
         self._held[a] = ev
         if ev.trade_time - self.first_time > self._timeout_ms or len(self._held) > self._max_held:

@@ -20,14 +20,16 @@ from realtime.sim.server import SimExchange
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
-from tapewatch.events import DepthSnapshot, Kline
+from tapewatch.events import AggTrade, DepthSnapshot, Kline
 from tapewatch.market import Market
 from tapewatch.parse import FrameDecoder
 from tapewatch.polled import PolledSnapshot
 from tapewatch.settings import load_settings
 from tapewatch.streams import Kind, symbol_streams
+from tapewatch.trade_gaps import TradeFillNeeded
 from tapewatch.universe import tradable_perpetuals
 from tests.realtime.control_helpers import all_synced, running_service, sim_settings, wait_for
+from tests.realtime.test_trade_fill_sim import symbol_with_trades, ws_frame
 
 # --- pacing, as arithmetic ----------------------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ def test_polls_continue_by_trade_id_and_carry_the_capture_stream_names(tmp_path:
                     rest,
                     FrameDecoder(),
                     deliver,
-                    last_trade_id=lambda s: market.state(s).last_agg_id,
+                    next_trade_id=market.next_trade_id,
                     config=BackupConfig.from_settings(settings),
                 )
                 started = time.monotonic()
@@ -164,6 +166,55 @@ def test_polls_continue_by_trade_id_and_carry_the_capture_stream_names(tmp_path:
     assert feed.metrics()["backup_feed_on"] == 0 and feed.metrics()["backup_trades"] == sum(
         map(len, trades.values())
     )
+
+
+@pytest.mark.slow
+def test_polls_inside_an_open_gap_wider_than_a_page_fill_it_and_move_on(tmp_path: Path) -> None:
+    """A websocket reconnect left a gap of 249 ids just before the switch to REST: the trades polls fill it
+    page by page (each from the first id still missing) and go on past it, no page asked twice."""
+    delivered: list[Polled] = []
+
+    async def scenario() -> tuple[Market, AggTrade]:
+        async with SimExchange(port=0, seed=3, symbols=3, speed=5.0) as sim:
+            settings = sim_settings(sim, tmp_path, "twtest:unused:")
+            async with BinanceRest.from_settings(settings) as rest:
+                symbol, trades = await symbol_with_trades(rest, 400)
+                market = Market()
+                before, after = trades[-400], trades[-150]
+                assert market.on_frame(ws_frame(before)) is None
+                assert market.on_frame(ws_frame(after)) == TradeFillNeeded(
+                    symbol, before.agg_id + 1, after.agg_id - 1
+                )
+
+                def deliver(polled: Polled) -> None:
+                    delivered.append(polled)
+                    for frame in polled.frames:
+                        market.on_frame(frame)
+
+                config = BackupConfig(trades_limit=100, depth_share=0.1, klines_share=0.05, trades_share=0.8)
+                feed = BackupFeed(
+                    rest, FrameDecoder(), deliver, next_trade_id=market.next_trade_id, config=config
+                )
+                feed.start([symbol])
+                st = market.state(symbol)
+                await wait_for(
+                    lambda: st.fill is None and st.last_agg_id > after.agg_id,
+                    "the gap filled and trades past it polled",
+                    within=60,
+                )
+                await feed.stop(catch_up=False)
+                return market, before
+
+    market, before = asyncio.run(scenario())
+    st = market.state(before.symbol)
+    polls = [p for p in delivered if "/aggTrades?" in p.stream]
+    from_ids = [int(p.stream.split("fromId=")[1].split("&")[0]) for p in polls]
+    assert from_ids[:3] == [before.agg_id + 1, before.agg_id + 101, before.agg_id + 201]
+    assert from_ids == sorted(set(from_ids))  # every poll further on: none repeated
+    assert market.counters["out_of_order_trade"] == 1  # the held trade, in the third page
+    totals = market.totals()
+    assert totals["trades_filled"] == totals["trades_missing"] == 249 and totals["trades_pending"] == 0
+    assert len(st.vwap) == st.last_agg_id - before.agg_id + 1  # every id once, none skipped
 
 
 # --- the running service, switched by the control key ---------------------------------------------------------

@@ -9,18 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from realtime.backup_feed import Polled
 from realtime.capture import iter_capture
 from realtime.replay import run_replay
 from realtime.service import FeedService
 from realtime.sim.server import SimExchange
+from realtime.trade_fill import MAX_FILL_PAGES, TradeFiller
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.events import AggTrade
-from tapewatch.market import TRADE_GAP_COUNTERS
-from tapewatch.parse import FrameDecoder
+from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig
+from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.settings import load_settings
 from tapewatch.streams import Kind
+from tapewatch.trade_gaps import FILL_PAGE_SIZE, TradeFillNeeded
+from tapewatch.universe import tradable_perpetuals
 from tests.realtime.control_helpers import all_synced, running_service, sim_settings, wait_for
 from tests.realtime.test_service_sim import run_with, settings_for, universe_of
 
@@ -106,16 +110,16 @@ def test_trade_gaps_after_dropped_connections_are_filled_and_replay_counts_the_s
     assert totals["trade_gaps"] >= 1, "the quiet aggTrade stream left no gap"
     assert totals["trades_filled"] >= 1 and metrics["trade_fill_pages"] >= 1
     assert metrics["trade_fill_failed"] == 0
-    pending = sum(
-        st.fill.to_id - st.fill.from_id + 1 - st.fill.filled for st in market.symbols.values() if st.fill
+    assert totals["trades_pending"] == sum(st.fill.missing for st in market.symbols.values() if st.fill)
+    assert totals["trades_missing"] == (
+        totals["trades_filled"] + totals["trades_lost"] + totals["trades_skipped"] + totals["trades_pending"]
     )
-    assert totals["trades_missing"] == totals["trades_filled"] + totals["trades_lost"] + pending
     assert market.counters["trade_time_regressed"] == 0  # every trade entered in id order
     assert compared[0] >= len(service.universe) - 1, "too few symbols compared with the exchange"
     # the capture holds the fill answers where they were applied: a replay counts the same
     summary = run_replay([tmp_path / "capture"], load_settings(trade_fill_timeout=60)).summary
     assert {k: summary[k] for k in TRADE_GAP_COUNTERS} == {k: totals[k] for k in TRADE_GAP_COUNTERS}
-    assert summary["trade_fill_requests"] == totals["trade_gaps"]
+    assert summary["trade_fill_requests"] == totals["trade_gaps"] - totals["trade_gaps_skipped"]
     assert summary["final"] == market.final()
 
 
@@ -197,3 +201,64 @@ def test_trades_missed_on_the_switch_back_from_the_backup_feed_are_filled(
     summary = run_replay([tmp_path / "capture"], load_settings(trade_fill_timeout=60)).summary
     assert {k: summary[k] for k in TRADE_GAP_COUNTERS} == {k: totals[k] for k in TRADE_GAP_COUNTERS}
     assert summary["final"] == service.market.final()
+
+
+async def symbol_with_trades(rest: BinanceRest, count: int) -> tuple[str, list[AggTrade]]:
+    """A symbol of the simulated exchange and its newest trades, once it has at least ``count``."""
+    info, _ = await rest.exchange_info()
+    symbol = sorted(tradable_perpetuals(info.symbols))[0]
+
+    async def enough() -> list[AggTrade]:
+        while True:
+            trades, _ = await rest.agg_trades(symbol, limit=1000)
+            if len(trades) >= count:
+                return trades
+            await asyncio.sleep(0.2)
+
+    return symbol, await asyncio.wait_for(enough(), 60)
+
+
+def ws_frame(trade: AggTrade) -> Frame:
+    return Frame(1, f"{trade.symbol.lower()}@aggTrade", trade.symbol, Kind.AGG_TRADE, trade)
+
+
+def test_fill_pages_ask_for_the_missing_ids_only(tmp_path: Path) -> None:
+    """Rows past the gap would repeat the held trades (counted out of order): a page asks for no more than
+    the ids still missing; a gap wider than a page takes several, each from where the last one ended."""
+    assert MarketConfig().trade_fill_max_ids == MAX_FILL_PAGES * FILL_PAGE_SIZE  # a wider gap is skipped
+
+    async def scenario() -> dict[str, tuple[Market, list[Polled], AggTrade]]:
+        async with SimExchange(port=0, seed=3, symbols=3, speed=5.0) as sim:
+            settings = sim_settings(sim, tmp_path, "twtest:unused:")
+            async with BinanceRest.from_settings(settings) as rest:
+                _, trades = await symbol_with_trades(rest, 400)
+                cases = {"narrow": (trades[-400], trades[-396]), "wide": (trades[-300], trades[-49])}
+                out = {}
+                for name, (before, after) in cases.items():
+                    market, delivered = Market(), []
+
+                    def deliver(
+                        polled: Polled, market: Market = market, into: list[Polled] = delivered
+                    ) -> None:
+                        into.append(polled)
+                        for frame in polled.frames:
+                            market.on_frame(frame)
+
+                    filler = TradeFiller(rest, FrameDecoder(), deliver, wanted=market.fill_pending, limit=100)
+                    assert market.on_frame(ws_frame(before)) is None
+                    request = market.on_frame(ws_frame(after))
+                    assert isinstance(request, TradeFillNeeded)
+                    await filler.fill(request)
+                    out[name] = market, delivered, after
+                return out
+
+    results = asyncio.run(scenario())
+    for name, limits in {"narrow": ["3"], "wide": ["100", "100", "50"]}.items():
+        market, delivered, after = results[name]
+        assert [p.stream.split("limit=")[1] for p in delivered] == limits, name
+        st = market.state(after.symbol)
+        assert st.fill is None and st.last_agg_id == after.agg_id, name
+        assert market.counters["out_of_order_trade"] == 0, name  # no held trade fetched again
+        totals = market.totals()
+        assert totals["trades_filled"] == totals["trades_missing"] == sum(map(int, limits)), name
+        assert len(st.vwap) == totals["trades_filled"] + 2, name

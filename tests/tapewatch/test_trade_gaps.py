@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from tapewatch.events import AggTrade
-from tapewatch.market import Market, MarketConfig, SnapshotNeeded
+from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, SnapshotNeeded
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.streams import Kind
 from tapewatch.trade_gaps import PendingFill, TradeFillNeeded, TradeGapConfig, missing_ranges
@@ -203,3 +203,107 @@ def test_missing_ranges_and_config_bounds() -> None:
         TradeGapConfig(max_held=0)
     fill = PendingFill(3, trade(6), TradeGapConfig())
     assert fill.request == (3, 5)
+
+
+def test_next_trade_id_is_the_first_id_still_missing_so_polls_inside_a_wide_gap_move_on() -> None:
+    """The backup feed polls from ``next_trade_id``: inside a gap wider than a page it must move past the ids
+    already received (``last_agg_id`` stands still until the gap closes), or every poll repeats one page."""
+    market = Market(MarketConfig(vwap_window_ms=10_000_000))  # trade i at i s: the ids span 5000 s
+    assert market.next_trade_id(SYMBOL) is None  # no trade yet: poll the newest
+    ws(market, 1)
+    assert market.next_trade_id(SYMBOL) == 2
+    assert ws(market, 5000) == TradeFillNeeded(SYMBOL, 2, 4999)
+    assert market.next_trade_id(SYMBOL) == 2
+    rest_page(market, [2, 3, 5], from_id=2)
+    assert market.next_trade_id(SYMBOL) == 4  # 5 came, 4 did not: 4 is still needed
+    rest_page(market, [4], from_id=4)
+    assert market.next_trade_id(SYMBOL) == 6
+    st = market.state(SYMBOL)
+    polls = 0
+    while (frm := market.next_trade_id(SYMBOL)) is not None and frm <= 5000 and polls < 20:
+        rest_page(market, list(range(frm, frm + 1000)), from_id=frm)  # what the backup feed's poll returns
+        polls += 1
+    assert st.fill is None and st.last_agg_id == 5005 and polls == 5
+    assert len(st.vwap) == 5005 and market.counters["trade_time_regressed"] == 0
+    assert market.counters["out_of_order_trade"] == 1  # only 5000, the held trade, came twice
+    assert market.next_trade_id(SYMBOL) == 5006
+    assert gap_counters(market) == {
+        "trade_gaps": 1,
+        "trades_missing": 4998,
+        "trades_filled": 4998,
+        "trades_lost": 0,
+    }
+
+
+def test_a_gap_wider_than_a_fill_fetches_is_skipped_not_filled() -> None:
+    """A symbol back in the universe days later: millions of ids behind. Nothing is fetched nor held."""
+    day = 86_400_000
+    market = market_with(max_held=20_000)
+    for i in range(90, 101):
+        ws(market, i, time=i)
+    assert ws(market, 10_000_100, time=3 * day) is None  # no fill request
+    st = market.state(SYMBOL)
+    assert st.fill is None and st.last_agg_id == 10_000_100 and st.vwap.last_price == 100.0 + 10_000_100
+    assert ws(market, 10_000_101, time=3 * day + 1000) is None and st.last_agg_id == 10_000_101
+    assert not st.lost and st.caught_up == []
+    totals = market.totals()
+    assert {k: totals[k] for k in TRADE_GAP_COUNTERS} == {
+        "trade_gaps": 1,
+        "trade_gaps_skipped": 1,
+        "trades_missing": 9_999_999,
+        "trades_filled": 0,
+        "trades_lost": 0,
+        "trades_skipped": 9_999_999,
+        "trades_pending": 0,
+    }
+
+
+def test_a_gap_exactly_as_wide_as_a_fill_fetches_is_filled_one_wider_skipped() -> None:
+    market = Market(MarketConfig(trade_fill_max_ids=50))
+    ws(market, 1, time=0)
+    assert ws(market, 52, time=1) == TradeFillNeeded(SYMBOL, 2, 51)  # 50 missing: fetched
+    rest_page(market, list(range(2, 52)), from_id=2)
+    assert market.state(SYMBOL).fill is None
+    assert ws(market, 104, time=2) is None  # 53..103: 51 missing, skipped
+    totals = market.totals()
+    assert totals["trade_gaps"] == 2 and totals["trade_gaps_skipped"] == 1
+    assert totals["trades_skipped"] == 51 and totals["trades_filled"] == 50
+    assert market.state(SYMBOL).last_agg_id == 104
+
+
+def test_a_gap_opened_longer_ago_than_the_longest_window_is_skipped() -> None:
+    hour = 3_600_000
+    market = market_with()
+    ws(market, 1, time=1_000)
+    assert ws(market, 5, time=1_000 + hour) == TradeFillNeeded(SYMBOL, 2, 4)  # exactly the 1 h window: filled
+    rest_page(market, [2, 3, 4], from_id=2)
+    assert market.state(SYMBOL).fill is None
+    assert ws(market, 9, time=2_001 + 2 * hour) is None  # 6..8 missing, 1 h + 1 ms after trade 5: skipped
+    st = market.state(SYMBOL)
+    assert st.fill is None and st.last_agg_id == 9
+    totals = market.totals()
+    assert totals["trade_gaps_skipped"] == 1 and totals["trades_skipped"] == 3 and totals["trades_lost"] == 0
+
+
+def test_pending_ids_are_counted_so_the_gap_figures_add_up() -> None:
+    market = market_with(timeout_ms=10_000)
+    ws(market, 1, time=1_000)
+    ws(market, 2, time=2_000)
+    ws(market, 6, time=3_000)  # 3..5 missing
+    ws(market, 7, time=4_000)
+
+    def figures() -> dict[str, int]:
+        totals = market.totals()
+        assert totals["trades_missing"] == (
+            totals["trades_filled"]
+            + totals["trades_lost"]
+            + totals["trades_skipped"]
+            + totals["trades_pending"]
+        )
+        return {k: totals[k] for k in ("trades_filled", "trades_lost", "trades_pending")}
+
+    assert figures() == {"trades_filled": 0, "trades_lost": 0, "trades_pending": 3}
+    rest_page(market, [4], from_id=3)  # received, counted filled when the gap resolves
+    assert figures() == {"trades_filled": 0, "trades_lost": 0, "trades_pending": 3}
+    ws(market, 8, time=14_000)  # past the timeout: given up
+    assert figures() == {"trades_filled": 1, "trades_lost": 2, "trades_pending": 0}

@@ -1,0 +1,164 @@
+"""The trade side of the market state: aggTrade and trade frames into a symbol's windows, and aggTrade id gaps.
+
+A mixin of :class:`tapewatch.market.Market` (kept apart to keep that module small). A trade whose id skips
+past the last applied one + 1 opens a gap (:mod:`tapewatch.trade_gaps`): the market returns a
+:class:`~tapewatch.trade_gaps.TradeFillNeeded` and holds the symbol's later trades until the missing ones
+arrive or the gap is given up by trade time; a gap too wide to fetch or opened longer ago than the longest
+trade window is skipped instead (counted, the trade applied at once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from tapewatch.events import AggTrade, Trade
+from tapewatch.trade_gaps import DUPLICATE, HELD, PendingFill, Resolved, TradeFillNeeded, TradeGapConfig
+
+if TYPE_CHECKING:
+    from tapewatch.market import SymbolState
+
+log = logging.getLogger(__name__)
+
+#: The trade-gap figures of :meth:`MarketTrades.trade_gap_totals` (the metrics hash and the replay summary
+#: show them): trades_missing = trades_filled + trades_lost + trades_skipped + trades_pending.
+TRADE_GAP_COUNTERS = (
+    "trade_gaps",
+    "trade_gaps_skipped",
+    "trades_missing",
+    "trades_filled",
+    "trades_lost",
+    "trades_skipped",
+    "trades_pending",
+)
+
+
+class MarketTrades:
+    """The aggTrade/trade handlers and gap bookkeeping of :class:`~tapewatch.market.Market`."""
+
+    symbols: dict[str, SymbolState]
+    counters: Counter[str]
+    _gap_config: TradeGapConfig
+
+    def _on_agg_trade(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded | None:
+        if st.fill is not None:
+            return self._on_held_trade(st, st.fill, ev)
+        a, last = ev.agg_id, st.last_agg_id
+        if a <= last:
+            self.counters["out_of_order_trade"] += 1
+            return None
+        if a != last + 1 and last >= 0:
+            return self._open_gap(st, ev)
+        st.last_agg_id = a
+        self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+        return None
+
+    # --- aggTrade gaps ----------------------------------------------------------------------------------
+    def _open_gap(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded | None:
+        request = TradeFillNeeded(st.symbol, st.last_agg_id + 1, ev.agg_id - 1)
+        self.counters["trade_gaps"] += 1
+        self.counters["trades_missing"] += request.missing
+        skip = self._gap_config.skip_reason(request.missing, ev.trade_time - st.vwap.last_time)
+        if skip is not None:  # too large or too long ago to matter: go on from this trade
+            self.counters["trade_gaps_skipped"] += 1
+            self.counters["trades_skipped"] += request.missing
+            log.warning(
+                "aggTrade gap not filled (%s): %s, trades go on from id %d",
+                request.reason,
+                skip,
+                ev.agg_id,
+                extra={"symbol": st.symbol, "stream": "aggTrade"},
+            )
+            st.last_agg_id = ev.agg_id
+            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+            return None
+        st.fill = PendingFill(request.from_id, ev, self._gap_config)
+        log.info(
+            "aggTrade gap: %d trades missing (%s), later trades held until filled",
+            request.missing,
+            request.reason,
+            extra={"symbol": st.symbol, "stream": "aggTrade"},
+        )
+        return request
+
+    def _on_held_trade(self, st: SymbolState, fill: PendingFill, ev: AggTrade) -> TradeFillNeeded | None:
+        outcome = fill.add(ev)
+        if outcome is HELD:
+            return None
+        if outcome is DUPLICATE:
+            self.counters["out_of_order_trade"] += 1
+            return None
+        assert isinstance(outcome, Resolved)
+        return self._resolve_gap(st, fill, outcome)
+
+    def _resolve_gap(self, st: SymbolState, fill: PendingFill, done: Resolved) -> TradeFillNeeded | None:
+        """Apply the filled trades, then the held ones in id order (a hole among them opens a new gap:
+        its request is returned while that gap is still open)."""
+        st.fill = None
+        self.counters["trades_filled"] += len(done.filled)
+        for ev in done.filled:
+            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+        st.last_agg_id = fill.to_id
+        if done.lost:
+            lost = sum(b - a + 1 for a, b in done.lost)
+            self.counters["trades_lost"] += lost
+            st.lost.extend(done.lost)
+            log.warning(
+                "aggTrade gap given up: %d of %d trades never received (ids %s)",
+                lost,
+                fill.to_id - fill.from_id + 1,
+                ", ".join(f"{a}..{b}" for a, b in done.lost[:5]),
+                extra={"symbol": st.symbol, "stream": "aggTrade"},
+            )
+        request: TradeFillNeeded | None = None
+        for ev in done.held:
+            request = self._on_agg_trade(st, ev) or request
+        # replaced, not extended: a consumer drains it after every frame, and without one it stays one batch
+        last = st.last_agg_id
+        st.caught_up = [(ev.trade_time, ev.price) for ev in done.filled] + [
+            (ev.trade_time, ev.price) for ev in done.held if ev.agg_id <= last
+        ]
+        pending = st.fill
+        if (
+            request is not None
+            and pending is not None
+            and pending.request == (request.from_id, request.to_id)
+        ):
+            return request
+        return None
+
+    def next_trade_id(self, symbol: str) -> int | None:
+        """The first aggTrade id of ``symbol`` the market still needs (where REST polling continues): inside
+        an open gap the first one not received yet, else the one after the last applied; None (poll the
+        newest) before any trade."""
+        st = self.symbols.get(symbol)
+        if st is None or st.last_agg_id < 0:
+            return None
+        return st.fill.next_id if st.fill is not None else st.last_agg_id + 1
+
+    def fill_pending(self, symbol: str, from_id: int) -> bool:
+        """True while ``symbol`` still waits for trades from ``from_id`` on (a fill request is still wanted)."""
+        st = self.symbols.get(symbol)
+        return st is not None and st.fill is not None and st.fill.from_id <= from_id <= st.fill.to_id
+
+    def _on_trade(self, st: SymbolState, ev: Trade) -> None:
+        if ev.trade_id <= st.last_trade_id:
+            self.counters["out_of_order_trade"] += 1
+            return
+        st.last_trade_id = ev.trade_id
+        if ev.kind == "MARKET":
+            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+
+    def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
+        if time < st.flow.last_time:
+            self.counters["trade_time_regressed"] += 1
+        st.flow.add(time, price, qty, buyer_is_maker)
+        st.vwap.add(time, price, qty, buyer_is_maker)
+
+    def trade_gap_totals(self) -> dict[str, int]:
+        """The :data:`TRADE_GAP_COUNTERS` figures; ``trades_pending``: the ids of the open gaps, not yet counted
+        filled or lost (the ids an open gap already received count as filled when it resolves)."""
+        totals = {name: self.counters[name] for name in TRADE_GAP_COUNTERS}
+        totals["trades_pending"] = sum(s.fill.missing for s in self.symbols.values() if s.fill is not None)
+        return totals
