@@ -1,7 +1,9 @@
 """Replay captures through the same code as live (decode -> market state -> signal engine), as fast as
 possible.
 
-Lines are processed in file order, which is the order the live run received them, so a replay rebuilds
+Files are read in event order (ordered by their first line's ``recv``, see
+:mod:`tapewatch.adapters.capture_order`) and lines in file order, which is the order the live run received
+them, so a replay rebuilds
 the same books and emits the same signals as the live run. Snapshot and aggTrade fill requests are not acted
 on: the snapshots and trade pages the live run fetched are in the capture and arrive in their place.
 """
