@@ -10,9 +10,12 @@ twice as fast as the standard library's zlib (bench: ~1.25 → ~1.0 µs per line
   writer: every complete line is read, the reader resumes at the next member (even when the kill cut
   the member mid-write, since the capture writer's member header is recognised);
 - a torn last line (a truncated copy, a write cut short): skipped;
-- damaged bytes inside a member: the lines before them are read, the reader resumes at the next member.
-  Damaged deflate data can inflate to garbage before zlib notices; such lines are yielded and left to
-  the frame decoder, which counts them as malformed.
+- damaged bytes inside a member: the reader resumes at the writer's next full-flush point after them
+  (:mod:`~tapewatch.adapters.capture_resume`), so the lines of that flush interval (about a second) are
+  lost and every later line is read. In a file without full flushes (written before they were used) the
+  lines before the damage are read and the reader resumes at the next member. Damaged deflate data can
+  inflate to garbage without zlib noticing until the member's CRC; such lines (of that interval only,
+  with full flushes) are yielded and left to the frame decoder, which counts them as malformed.
 
 A break is benign when the writer was killed (every line it flushed is read) and **damage** when bytes had
 to be skipped (lines in them are lost): :class:`ReadStats` counts the two apart, so the archive can refuse to
@@ -37,6 +40,7 @@ import msgspec
 from zlib_ng import zlib_ng
 
 from tapewatch.adapters.capture_order import in_event_order
+from tapewatch.adapters.capture_resume import Resume, find_resume
 from tapewatch.errors import CaptureError
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ _CHUNK = 1 << 20  # compressed bytes per read
 _SCAN = 1 << 20  # bytes per read when searching for the next member
 _PLAIN_CHUNK = 1 << 23  # bytes per read of a plain .jsonl file
 _MAX_OUT = 1 << 23  # decompressed bytes per zlib call: bounds memory on a pathological file
+_TRAILER = 8  # gzip member trailer: CRC-32 and length
 
 
 class _Inflater(Protocol):
@@ -70,6 +75,10 @@ _ZlibError = cast(type[Exception], zlib_ng.error)
 
 def _inflater() -> _Inflater:
     return cast(_Inflater, zlib_ng.decompressobj(31))  # wbits 31: a gzip member
+
+
+def _raw_inflater() -> _Inflater:
+    return cast(_Inflater, zlib_ng.decompressobj(-15))  # wbits -15: raw deflate, from a full-flush point
 
 
 @dataclass
@@ -243,6 +252,7 @@ def _inflate(fd: int, size: int, stats: ReadStats) -> Iterator[bytes | None]:
 def _member(fd: int, start: int, size: int, stats: ReadStats) -> Generator[bytes | None, None, int]:
     """Inflate the member at ``start``; return the offset where the next member may start."""
     d = _inflater()
+    raw = False  # resumed at a full-flush point after damage: a raw inflater, which leaves the trailer
     pos = start
     while pos < size:
         want = min(_CHUNK, size - pos)
@@ -260,11 +270,14 @@ def _member(fd: int, start: int, size: int, stats: ReadStats) -> Generator[bytes
                 emitted += len(out)
                 yield out
         except _ZlibError:
-            resume = yield from _recover(backup, fd, start, pos, end, size, emitted, stats)
+            resume, in_member = yield from _recover(backup, fd, start, pos, end, size, emitted, b >= 0, stats)
             yield None
-            return resume
+            if not in_member:
+                return resume
+            d, raw, pos = _raw_inflater(), True, resume
+            continue
         if d.eof:
-            return end - len(d.unused_data)
+            return end - len(d.unused_data) + (_TRAILER if raw else 0)
         pos = end
         if b >= 0:
             break
@@ -307,15 +320,20 @@ def _recover(
     end: int,
     size: int,
     emitted: int,
+    member_ends: bool,
     stats: ReadStats,
-) -> Generator[bytes, None, int]:
-    """The member starting at ``start`` failed to inflate within [pos, end). Salvage its text up to the
-    break and return the offset of the next member (``size`` if there is none).
+) -> Generator[bytes, None, tuple[int, bool]]:
+    """The member starting at ``start`` failed to inflate within [pos, end) (``member_ends``: a member
+    header follows ``end``). Salvage its text up to the break and return where to go on: ``(offset, True)``
+    to resume in this member with a raw inflater, ``(offset, False)`` for the next member (``size`` if
+    there is none).
 
     A member from another gzip writer cut short and followed by a new member: inflating up to the new
     member's id bytes works, one byte more fails, so the last id-bytes position up to which the member
-    still inflates is where the next member starts. Otherwise the member is damaged: its text is kept
-    up to the damage (found by bisection) and reading resumes at the next id bytes after it.
+    still inflates is where the next member starts. Otherwise the member is damaged: the damage is found
+    by bisection, and reading resumes at the full-flush point after it (see
+    :mod:`~tapewatch.adapters.capture_resume`; the lines of that flush interval are lost), or, in a file
+    without full flushes, the text is kept up to the damage and reading resumes at the next id bytes.
     """
     window = os.pread(fd, min(end + len(GZIP_MAGIC) - 1, size) - pos, pos)
     candidates: list[int] = []
@@ -329,7 +347,7 @@ def _recover(
         if text is not None:
             if len(text) > emitted:
                 yield text[emitted:]
-            return pos + i
+            return pos + i, False
     stats.damaged += 1
     lo, hi = 0, end - pos  # window[:lo] inflates, window[:hi] does not
     while hi - lo > 1:
@@ -338,11 +356,26 @@ def _recover(
             hi = mid
         else:
             lo = mid
-    text = _inflate_prefix(backup, window[:lo]) or b""
+    resume = _flush_resume(fd, start, pos, end, size, lo, member_ends, emitted == 0)
+    text = _inflate_prefix(backup, window[: lo if resume is None else resume.keep]) or b""
     if len(text) > emitted:
         yield text[emitted:]
+    if resume is not None:
+        return pos + resume.at, True
     # Every candidate failed, so all lie after the damage: the first is where to look for a member.
-    return pos + candidates[0] if candidates else _find_magic(fd, end, size)
+    return (pos + candidates[0] if candidates else _find_magic(fd, end, size)), False
+
+
+def _flush_resume(
+    fd: int, start: int, pos: int, end: int, size: int, bad: int, member_ends: bool, look_back: bool
+) -> Resume | None:
+    """The full-flush point to resume at after damage at ``pos + bad``, searched up to the member's end
+    (at most ``_SCAN`` bytes past ``end``); offsets relative to ``pos``."""
+    data = os.pread(fd, (end if member_ends else min(size, end + _SCAN)) - pos, pos)
+    if not member_ends:  # the member may end in the extra chunk, where another writer's member starts
+        h = data.find(MEMBER_HEADER, max(1 if pos == start else 0, end - pos - len(MEMBER_HEADER) + 1))
+        data = data if h < 0 else data[:h]
+    return find_resume(data, bad, _is_json, look_back=look_back)
 
 
 def _all_zero(fd: int, pos: int, size: int) -> bool:
