@@ -47,7 +47,7 @@ from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
 from tapewatch.engine import EngineOutput, RemoteCloses, SignalEngine
 from tapewatch.errors import FatalError, RetryableError
-from tapewatch.events import CONTROL_PAUSED, ControlChange, DepthSnapshot
+from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChange, DepthRestart, DepthSnapshot
 from tapewatch.market import Market, MarketConfig, SnapshotNeeded, history_klines
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.risk import SharedGate
@@ -283,10 +283,16 @@ class FeedService:
             if name.kind is not Kind.DEPTH:
                 continue
             if isinstance(item, StreamsStarted):
-                # frames after this marker do not continue the old ones: the book starts over
+                # frames after this marker do not continue the old ones: the book starts over, through the frame
+                # captured here in order with the frames, so a replay restarts it at the same place in the tape
                 self.counters[f"depth_restart_{item.reason}"] += 1
-                request = self.market.restart_stream(name.symbol, f"depth stream {item.reason}")
-                self._snapshot_needed(request, None)
+                restart = DepthRestart(name.symbol, item.reason)
+                recv = _wall_ms()  # the marker carries no time: when it took effect
+                if self.capture is not None:
+                    self.capture.write(recv, CONTROL_DEPTH_RESTART, msgspec.json.encode(restart))
+                frame = Frame(recv, CONTROL_DEPTH_RESTART, name.symbol, Kind.CONTROL, restart)
+                if isinstance(request := self.market.on_frame(frame), SnapshotNeeded):
+                    self._snapshot_needed(request, None)
             else:
                 self.snapshots.cancel(name.symbol)
 

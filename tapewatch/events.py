@@ -126,6 +126,20 @@ class ControlChange(msgspec.Struct, frozen=True, gc=False):
 CONTROL_PAUSED = "control:paused"
 
 
+class DepthRestart(msgspec.Struct, frozen=True, gc=False):
+    """The depth stream of ``symbol`` (re)started (``reason``: ``connect``, ``reconnect``, ``subscribe``,
+    ``rollover``): the frames after it do not continue the ones before, so the book starts over from a new
+    snapshot. Captured (stream ``control:depth_restart``) where the live service restarted the book, so a replay
+    restarts it at the same place in the tape."""
+
+    symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # as the stream name has it
+    reason: str = ""
+
+
+#: The capture stream of depth stream restarts (see :class:`DepthRestart`).
+CONTROL_DEPTH_RESTART = "control:depth_restart"
+
+
 class KlineRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One row of ``/fapi/v1/klines`` (an array; the trailing "ignore" element is dropped)."""
 
@@ -173,7 +187,15 @@ def candles_from_rows(rows: list[KlineRow], interval: str, now_ms: int) -> list[
 
 
 MarketEvent = (
-    DepthUpdate | DepthSnapshot | BookTicker | AggTrade | Trade | Kline | KlineHistory | ControlChange
+    DepthUpdate
+    | DepthSnapshot
+    | BookTicker
+    | AggTrade
+    | Trade
+    | Kline
+    | KlineHistory
+    | ControlChange
+    | DepthRestart
 )
 
 

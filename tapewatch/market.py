@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from tapewatch.book import APPLIED, Applied, Buffered, Dropped, NeedsResync, OrderBook, Outcome
 from tapewatch.candles import CandleSeries
-from tapewatch.events import BookTicker, DepthSnapshot, DepthUpdate, Kline, KlineHistory
+from tapewatch.events import BookTicker, DepthRestart, DepthSnapshot, DepthUpdate, Kline, KlineHistory
 from tapewatch.market_trades import TRADE_GAP_COUNTERS as TRADE_GAP_COUNTERS
 from tapewatch.market_trades import MarketTrades
 from tapewatch.parse import Frame
@@ -170,6 +170,7 @@ class Market(MarketTrades):
                 Kind.KLINE: self._on_kline,
                 Kind.SNAPSHOT: self._on_snapshot,
                 Kind.KLINES: self._on_kline_history,
+                Kind.CONTROL: self._on_control,
             }
         )
 
@@ -256,6 +257,13 @@ class Market(MarketTrades):
 
     @staticmethod
     def _ignore(st: SymbolState, ev: object) -> None:
+        return None
+
+    def _on_control(self, st: SymbolState, ev: object) -> SnapshotNeeded | None:
+        """A captured depth stream restart restarts the book, live and in replay alike (the live service
+        applies the frame it captures); other commands (pause/resume) are the engine's."""
+        if type(ev) is DepthRestart:
+            return self.restart_stream(st.symbol, f"depth stream {ev.reason}")
         return None
 
     def book_usable(self, symbol: str) -> bool:

@@ -18,10 +18,12 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from tapewatch.events import (
+    CONTROL_DEPTH_RESTART,
     CONTROL_PAUSED,
     AggTrade,
     BookTicker,
     ControlChange,
+    DepthRestart,
     DepthSnapshot,
     DepthUpdate,
     Kline,
@@ -81,6 +83,7 @@ class Frame(msgspec.Struct, frozen=True, gc=False):
 
 _line_decoder = msgspec.json.Decoder(CaptureLine)
 _control_decoder = msgspec.json.Decoder(ControlChange)
+_restart_decoder = msgspec.json.Decoder(DepthRestart)
 
 
 # Fast path for capture lines of websocket payloads: one decode of the whole line, the payload type picked
@@ -210,6 +213,8 @@ class FrameDecoder:
             if stream == CONTROL_PAUSED:
                 self._decode_control(recv, stream, data)
                 return None
+            if stream == CONTROL_DEPTH_RESTART:
+                return self._decode_restart(recv, stream, data)
             self._reject("unknown_stream", stream)
             return None
         symbol, kind, detail = target
@@ -267,6 +272,17 @@ class FrameDecoder:
             return
         self.decoded += 1
         self._pending = [Frame(recv, stream, "", Kind.CONTROL, event)]
+
+    def _decode_restart(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
+        """A captured depth stream restart: unlike a pause it is returned, a :attr:`Kind.CONTROL` frame of its
+        symbol, so it takes the market's per-message path (``Market.on_frame`` restarts the book)."""
+        try:
+            event = _restart_decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            self._reject_body(stream, exc)
+            return None
+        self.decoded += 1
+        return Frame(recv, stream, event.symbol, Kind.CONTROL, event)
 
     def take_pending(self) -> list[Frame]:
         """The frames of the last page decoded (an aggTrades page, polled klines), in order; each once.

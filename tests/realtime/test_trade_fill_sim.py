@@ -121,6 +121,11 @@ def test_trade_gaps_after_dropped_connections_are_filled_and_replay_counts_the_s
     assert {k: summary[k] for k in TRADE_GAP_COUNTERS} == {k: totals[k] for k in TRADE_GAP_COUNTERS}
     assert summary["trade_fill_requests"] == totals["trade_gaps"] - totals["trade_gaps_skipped"]
     assert summary["final"] == market.final()
+    # each depth stream restart (connect, then the reconnect) is captured where it restarted the book: without
+    # it a replay could keep the old book when the new connection's first diff continued the old sequence
+    restarts = sum(n for key, n in service.counters.items() if key.startswith("depth_restart_"))
+    captured = sum(b"control:depth_restart" in line for line in iter_capture([tmp_path / "capture"]))
+    assert restarts > len(service.universe) and captured == restarts
 
 
 def test_a_failed_fill_is_counted_and_the_gap_given_up_by_trade_time(
