@@ -37,7 +37,13 @@ from realtime.incidents import IncidentRecorder
 from realtime.live_metrics import LatencyRing, QuietWatch, RateMeter
 from realtime.live_state import LiveState
 from realtime.loop_lag import LoopLagMonitor
-from realtime.service_publish import component_name, publish_loop, service_metrics, signal_record
+from realtime.service_publish import (
+    component_name,
+    publish_last_signal,
+    publish_loop,
+    service_metrics,
+    signal_record,
+)
 from realtime.snapshots import RestAnswer, SnapshotScheduler
 from realtime.status_view import symbol_feed
 from realtime.trade_fill import TradeFiller
@@ -407,6 +413,7 @@ class FeedService:
             await self._run_tasks()
         finally:
             await self.backup.stop(catch_up=False)
+            await publish_last_signal(self)  # a signal of the last second is shown by `tapewatch status` too
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as group:

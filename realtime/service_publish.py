@@ -111,3 +111,16 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
             if errors in (1, 10) or errors % 100 == 0:
                 log.warning("cannot publish live state to Redis (will keep trying): %s", exc)
         await asyncio.sleep(interval)
+
+
+async def publish_last_signal(service: FeedService, within_s: float = 2.0) -> None:
+    """On the way out: record the newest signal once more (the publish loop runs once a second, so a signal of
+    the last second would otherwise never reach ``tapewatch status``). Best effort, bounded by ``within_s``."""
+    redis, last = service.redis, service.last_signal
+    if redis is None or last is None:
+        return
+    try:
+        async with asyncio.timeout(within_s):
+            await redis.set_last_signal(last)
+    except (StorageUnavailable, TimeoutError) as exc:
+        log.warning("cannot record the last signal in Redis on the way out: %s", exc)

@@ -181,7 +181,7 @@ def _capture_symbols(root: Path) -> set[str]:
         with gzip.open(path, "rb") as fh:
             for line in fh:
                 stream = orjson.loads(line)["stream"]
-                if not stream.startswith("rest:"):
+                if not stream.startswith(("rest:", "control:")):
                     symbols.add(stream.split("@", 1)[0].upper())
     return symbols
 
