@@ -5,8 +5,12 @@ Names written (component ``realtime``):
 
 - ``msgs_per_s_depth``, ``msgs_per_s_bookTicker``, ``msgs_per_s_aggTrade``, ``msgs_per_s_kline``: frames
   of that kind applied per second over the last publish interval;
-- ``signal_latency_ms_p50``, ``signal_latency_ms_p99``, ``signal_latency_samples``: wall clock when an ENTRY
-  is handed to dispatch minus its trigger's event time, over the most recent ``ring`` signals;
+- ``signal_latency_ms_p50``, ``signal_latency_ms_p99``, ``signal_latency_samples``: event→signal inside
+  tapewatch: wall clock when an ENTRY is handed to dispatch minus the receive time of the frame that produced
+  it (queueing in the event loop included), over the most recent 256 signals;
+- ``signal_age_ms_p50``, ``signal_age_ms_p99``: the same hand-over minus the exchange's event time of that
+  frame (adds the exchange → us delay and any clock offset; against the simulator, whose clock runs at
+  ``--speed``, it is not meaningful);
 - ``quiet_symbols`` (now) and ``quiet_symbol_events`` (since start): symbols without any event for
   ``symbol_quiet_after`` seconds while the others still flow.
 """
@@ -53,19 +57,27 @@ class RateMeter:
 
 
 class LatencyRing:
-    """The most recent event→signal latencies (ms)."""
+    """The most recent event→signal latencies (ms): from our receipt of the triggering frame and from its
+    exchange event time."""
 
     def __init__(self, size: int = 256) -> None:
         self.values: deque[float] = deque(maxlen=size)
+        self.ages: deque[float] = deque(maxlen=size)
 
-    def add(self, latency_ms: float) -> None:
-        self.values.append(latency_ms)
+    def add(self, handed_ms: float, recv_ms: int, event_time_ms: int) -> None:
+        """One signal handed over at ``handed_ms`` (wall clock, fractional) from a frame received at
+        ``recv_ms`` (the capture's whole milliseconds, so a figure reads up to 1 ms high) whose exchange
+        event time is ``event_time_ms``."""
+        self.values.append(max(0.0, handed_ms - recv_ms))
+        self.ages.append(handed_ms - event_time_ms)
 
     def metrics(self) -> dict[str, float]:
         return {
             "signal_latency_ms_p50": percentile(self.values, 50) or 0.0,
             "signal_latency_ms_p99": percentile(self.values, 99) or 0.0,
             "signal_latency_samples": len(self.values),
+            "signal_age_ms_p50": percentile(self.ages, 50) or 0.0,
+            "signal_age_ms_p99": percentile(self.ages, 99) or 0.0,
         }
 
 

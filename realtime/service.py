@@ -320,10 +320,10 @@ class FeedService:
         out = self.engine.on_frame(frame)
         if out is not None:
             self.counters["engine_outputs"] += 1
-            handed = _wall_ms()
+            handed = time.time_ns() / 1e6
             for signal in out.signals:
                 if signal.signal_type == "ENTRY":
-                    self.latency.add(handed - signal.event_time)  # event -> signal, wall clock
+                    self.latency.add(handed, frame.recv, signal.event_time)
                 log.info(
                     "%s %s %s %s at %s (quality %s): %s",
                     signal.signal_type,
