@@ -12,16 +12,24 @@ released by its shard; one whose shard died stops counting at ``expires_at`` (tr
 bound), so a dead shard cannot hold slots forever. When PostgreSQL is unreachable the reservation fails
 closed (StorageUnavailable): the caller rejects the candidate and counts it — with shards, a signal that
 cannot be checked against the others is not issued.
+
+The calls are synchronous on the realtime service's event loop, so each is bounded: a statement (or the wait
+for the lock) longer than ``statement_timeout_s`` is cancelled, and after a failure the ledger fails fast,
+without trying, for ``retry_after_s`` — a PostgreSQL outage then costs one connect timeout per
+``retry_after_s``, not one per candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from tapewatch.adapters.db import Database
+from tapewatch.errors import StorageUnavailable
 from tapewatch.risk import (
     Candidate,
     Correlation,
@@ -66,16 +74,50 @@ class LedgerCounts:
 class RiskLedger:
     """Reserve and release signals in the shared ledger (one per deployment, in the tapewatch database)."""
 
-    def __init__(self, db: Database, params: RiskParams, *, shard: str = "0/1") -> None:
+    def __init__(
+        self,
+        db: Database,
+        params: RiskParams,
+        *,
+        shard: str = "0/1",
+        statement_timeout_s: float = 2.0,
+        retry_after_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
         self.params = params
         self.shard = shard
+        self._timeout_ms = max(1, round(statement_timeout_s * 1000))
+        self._retry_after_s = retry_after_s
+        self._clock = clock
+        self._down_until = float("-inf")
+        self._down_reason = ""
+        #: calls refused without trying while the ledger was failing fast
+        self.refused = 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A bounded transaction; fails fast (StorageUnavailable) within ``retry_after_s`` of a failure."""
+        if self._clock() < self._down_until:
+            self.refused += 1
+            raise StorageUnavailable(
+                f"{self._down_reason} (not retried for {self._retry_after_s:g} s after the last failure)"
+            )
+        try:
+            with self.db.begin() as conn:
+                conn.execute(sa.text(f"SET LOCAL statement_timeout = {self._timeout_ms}"))
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = {self._timeout_ms}"))
+                yield conn
+        except StorageUnavailable as exc:
+            self._down_until = self._clock() + self._retry_after_s
+            self._down_reason = str(exc)
+            raise
 
     def reserve(self, candidate: Candidate, expires_at: int, correlation: Correlation) -> Decision:
         """Judge ``candidate`` against every shard's signals (daily caps, concurrency, correlation) and, if it
         passes, reserve it. Already reserved (a restart) → passed again, counted once. Raises
-        StorageUnavailable when PostgreSQL is unreachable."""
-        with self.db.begin() as conn:
+        StorageUnavailable when PostgreSQL is unreachable or too slow."""
+        with self._transaction() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
             if conn.execute(_RESERVED, {"sid": candidate.signal_id}).first() is not None:
                 return Decision(candidate=candidate)
@@ -99,12 +141,12 @@ class RiskLedger:
 
     def release(self, signal_id: str, at: int) -> bool:
         """Mark ``signal_id`` finished at event time ``at``; False when it was not open here."""
-        with self.db.begin() as conn:
+        with self._transaction() as conn:
             return bool(conn.execute(_RELEASE, {"sid": signal_id, "at": at}).rowcount)
 
     def counts(self, now: int, day: int) -> LedgerCounts:
         """Open reservations at event time ``now`` and the signals per tier of UTC ``day``."""
-        with self.db.begin() as conn:
+        with self._transaction() as conn:
             return _counts(conn, now, day)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
 from tapewatch.adapters.db import Database
+from tapewatch.adapters.risk_ledger import _LOCK_KEY as LOCK_KEY
 from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.errors import StorageUnavailable
 from tapewatch.risk import DAY_MS, Candidate, RiskParams
@@ -149,3 +152,44 @@ def test_an_unreachable_database_fails_closed() -> None:
             RiskLedger(db, RiskParams()).reserve(cand("AUSDT"), T0 + HOUR, no_corr)
     finally:
         db.dispose()
+
+
+def test_an_unreachable_database_fails_fast_until_the_retry_window_ends() -> None:
+    now = [100.0]
+    db = Database("postgresql://postgres@127.0.0.1:1/none", connect_timeout=1)
+    ledger = RiskLedger(db, RiskParams(), retry_after_s=10.0, clock=lambda: now[0])
+    try:
+        with pytest.raises(StorageUnavailable, match=r"127\.0\.0\.1:1"):
+            ledger.reserve(cand("AUSDT"), T0 + HOUR, no_corr)
+        assert ledger.refused == 0
+        # within the window: refused at once, with the reason and when it is tried again
+        now[0] += 9.0
+        with pytest.raises(StorageUnavailable, match="not retried for 10 s"):
+            ledger.release(cand("AUSDT").signal_id, T0 + HOUR)
+        assert ledger.refused == 1
+        # after it: tried again (and fails again, opening a new window)
+        now[0] += 1.5
+        with pytest.raises(StorageUnavailable, match="is unavailable"):
+            ledger.reserve(cand("AUSDT"), T0 + HOUR, no_corr)
+        assert ledger.refused == 1
+    finally:
+        db.dispose()
+
+
+def test_a_ledger_lock_held_too_long_fails_closed_instead_of_blocking(
+    db: Database, migrated_database_url: str
+) -> None:
+    holder = Database(migrated_database_url)
+    ledger = RiskLedger(db, RiskParams(), statement_timeout_s=0.3, retry_after_s=0.0)
+    try:
+        with holder.begin() as conn:
+            # another shard stuck inside its reservation transaction
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+            t = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                ledger.reserve(cand("BUSDT"), T0 + HOUR, no_corr)
+            assert time.monotonic() - t < 5
+        # the lock released, the same candidate passes
+        assert ledger.reserve(cand("BUSDT"), T0 + HOUR, no_corr).passed
+    finally:
+        holder.dispose()
