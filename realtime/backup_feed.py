@@ -7,7 +7,10 @@ Three pollers then cycle over the universe, each paced to its share of the proce
 - depth snapshots (``limit`` 50, weight 2): a polled snapshot stands alone (no diff stream follows it);
 - aggTrades (weight 20): continued with ``fromId`` = the first trade id the market state still needs (the one
   after its last applied trade, or inside an open id gap the first one not received yet), so no trade is
-  counted twice and none is skipped while Binance still has it; a full page is followed by the next at once;
+  counted twice and none is skipped while Binance still has it; a full page is followed by the next at once.
+  A symbol whose trades the market knows only from longer ago than a gap is filled across (back in the
+  universe hours later) is polled from the newest page instead, and the market skips that gap as it skips a
+  websocket one (``Market.next_trade_id``);
 - klines (weight 1), less often: the last few 1m and 15m bars.
 
 Every answer is handed to the service as a :class:`Polled`: the raw body for the capture (byte-exact, under
@@ -66,7 +69,8 @@ class Polled(NamedTuple):
 
 
 Deliver = Callable[[Polled], None]
-#: symbol -> the first aggTrade id the market still needs (None: none known yet, poll the newest).
+#: symbol -> the first aggTrade id the market still needs (None: none known yet or too old to page through,
+#: poll the newest).
 NextTradeId = Callable[[str], int | None]
 
 

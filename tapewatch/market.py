@@ -102,6 +102,7 @@ class SymbolState:
         "lost",
         "snapshot_pending",
         "symbol",
+        "trades_checked_ms",
         "vwap",
     )
 
@@ -119,6 +120,8 @@ class SymbolState:
         # open signals (the engine) read them after the frame, since flow.last_price shows only the last
         self.caught_up: list[tuple[int, float]] = []
         self.last_trade_id = -1
+        # the exchange's now when a trade page brought nothing newer than last_agg_id (Market.next_trade_id)
+        self.trades_checked_ms = 0
         self.last_ticker_id = -1
         self.last_event_time = 0
         self.snapshot_pending = False

@@ -39,6 +39,7 @@ class MarketTrades:
 
     symbols: dict[str, SymbolState]
     counters: Counter[str]
+    now_ms: int
     _gap_config: TradeGapConfig
 
     def _on_agg_trade(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded | None:
@@ -47,6 +48,7 @@ class MarketTrades:
         a, last = ev.agg_id, st.last_agg_id
         if a <= last:
             self.counters["out_of_order_trade"] += 1
+            st.trades_checked_ms = self.now_ms  # the exchange has nothing newer than what is applied
             return None
         if a != last + 1 and last >= 0:
             return self._open_gap(st, ev)
@@ -130,12 +132,23 @@ class MarketTrades:
 
     def next_trade_id(self, symbol: str) -> int | None:
         """The first aggTrade id of ``symbol`` the market still needs (where REST polling continues): inside
-        an open gap the first one not received yet, else the one after the last applied; None (poll the
-        newest) before any trade."""
+        an open gap the first one not received yet, else the one after the last applied. None (poll the
+        newest) before any trade, and when the symbol's trades are known only up to longer ago, by the
+        exchange's now (:attr:`now_ms`), than a gap is filled across (:meth:`TradeGapConfig.too_old`): a symbol
+        back in the universe hours later. The newest page's first trade then opens a gap that the skip rule
+        skips as the page is applied (``trade_gaps_skipped``, ``trades_skipped``), live and in replay alike,
+        instead of the poll paging through hours of stale trades.
+
+        Known up to: the last applied trade's time, or later when a page brought only trades already applied
+        (a quiet or halted symbol: its polls go on from the last id, and ask for the newest once an hour)."""
         st = self.symbols.get(symbol)
         if st is None or st.last_agg_id < 0:
             return None
-        return st.fill.next_id if st.fill is not None else st.last_agg_id + 1
+        if st.fill is not None:
+            return st.fill.next_id  # judged worth filling when it opened: at most max_ids, a few pages
+        if self._gap_config.too_old(self.now_ms - max(st.vwap.last_time, st.trades_checked_ms)):
+            return None
+        return st.last_agg_id + 1
 
     def fill_pending(self, symbol: str, from_id: int) -> bool:
         """True while ``symbol`` still waits for trades from ``from_id`` on (a fill request is still wanted)."""

@@ -67,9 +67,14 @@ class TradeGapConfig:
         worth filling (None: fill it)."""
         if missing > self.max_ids:
             return f"{missing} ids, more than the {self.max_ids} a fill fetches"
-        if since_ms > self.max_age_ms:
+        if self.too_old(since_ms):
             return f"{since_ms / 1000:.0f} s after the last trade, longer than the {self.max_age_ms // 1000} s window"
         return None
+
+    def too_old(self, since_ms: int) -> bool:
+        """True when trades ``since_ms`` of trade time after the last applied one are past filling (the age half
+        of :meth:`skip_reason`, which the backup feed's start point also follows)."""
+        return since_ms > self.max_age_ms
 
 
 class Resolved(NamedTuple):

@@ -14,16 +14,16 @@ import msgspec
 import pytest
 
 from realtime.backup_feed import POLL_FRAGMENT, BackupConfig, BackupFeed, Poll, Polled
-from realtime.capture import iter_capture
+from realtime.capture import CaptureWriter, iter_capture
 from realtime.replay import replay
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.events import AggTrade, DepthSnapshot, Kline
-from tapewatch.market import Market
+from tapewatch.market import TRADE_GAP_COUNTERS, Market
 from tapewatch.parse import FrameDecoder
-from tapewatch.polled import PolledSnapshot
+from tapewatch.polled import PolledSnapshot, poll_stream
 from tapewatch.settings import load_settings
 from tapewatch.streams import Kind, symbol_streams
 from tapewatch.trade_gaps import TradeFillNeeded
@@ -215,6 +215,83 @@ def test_polls_inside_an_open_gap_wider_than_a_page_fill_it_and_move_on(tmp_path
     totals = market.totals()
     assert totals["trades_filled"] == totals["trades_missing"] == 249 and totals["trades_pending"] == 0
     assert len(st.vwap) == st.last_agg_id - before.agg_id + 1  # every id once, none skipped
+
+
+@pytest.mark.slow
+def test_a_symbol_back_hours_later_is_polled_from_the_newest_trades_and_a_replay_counts_the_same(
+    tmp_path: Path,
+) -> None:
+    """The market still holds the symbol's trades of two hours ago (it left the universe, and is back while the
+    backup feed is on): the first poll asks for the newest page instead of paging on from the old id, the gap
+    it reveals is skipped and counted, later polls continue by id, and a replay of the capture counts the same."""
+    hour = 3_600_000
+    delivered: list[Polled] = []
+
+    async def scenario() -> tuple[Market, int]:
+        async with SimExchange(port=0, seed=3, symbols=3, speed=5.0) as sim:
+            settings = sim_settings(sim, tmp_path, "twtest:unused:")
+            async with BinanceRest.from_settings(settings) as rest:
+                symbol, trades = await symbol_with_trades(rest, 400)
+                market, decoder = Market(), FrameDecoder()
+                with CaptureWriter(tmp_path / "capture") as capture:
+
+                    def deliver(polled: Polled) -> None:
+                        capture.write(polled.recv, polled.stream, polled.body)
+                        delivered.append(polled)
+                        for frame in polled.frames:
+                            market.on_frame(frame)
+
+                    # what the market kept of the symbol two hours ago: one trade, applied from a captured page
+                    old = trades[-400]
+                    row = {
+                        "a": old.agg_id,
+                        "p": "1.5",
+                        "q": "1",
+                        "f": 1,
+                        "l": 1,
+                        "T": old.trade_time - 2 * hour,
+                    }
+                    stale = f"rest:/fapi/v1/aggTrades?symbol={symbol}&fromId={old.agg_id}&limit=1"
+                    body = msgspec.json.encode([{**row, "m": False}])
+                    recv = int(time.time() * 1000)
+                    deliver(Polled(recv, stale, body, tuple(decoder.decode_frames(recv, stale, body))))
+                    # the exchange's now, from a book poll (other symbols' polls move it on in the service)
+                    _, answer = await rest.depth(symbol, 50)
+                    book = poll_stream(answer.stream, 1000)
+                    frames = tuple(decoder.decode_frames(recv, book, answer.body))
+                    deliver(Polled(recv, book, answer.body, frames))
+                    assert market.next_trade_id(symbol) is None
+
+                    config = BackupConfig(
+                        trades_limit=100, depth_share=0.1, klines_share=0.05, trades_share=0.8
+                    )
+                    feed = BackupFeed(
+                        rest, decoder, deliver, next_trade_id=market.next_trade_id, config=config
+                    )
+                    feed.start([symbol])
+                    await wait_for(
+                        lambda: sum("/aggTrades?" in p.stream for p in delivered) >= 3, "two trade polls"
+                    )
+                    await feed.stop(catch_up=False)
+                return market, old.agg_id
+
+    market, old_id = asyncio.run(scenario())
+    polls = [p for p in delivered if "/aggTrades?" in p.stream][1:]  # without the seeded page
+    assert "fromId=" not in polls[0].stream  # the newest page, not the page after the old id
+    first = polls[0].frames[0].event
+    assert isinstance(first, AggTrade) and first.agg_id > old_id + 100
+    for before, after in itertools.pairwise(polls):
+        last = before.frames[-1].event if before.frames else None
+        if isinstance(last, AggTrade):
+            assert f"fromId={last.agg_id + 1}&" in after.stream  # then on by id, as ever
+    totals = market.totals()
+    gap = {k: totals[k] for k in TRADE_GAP_COUNTERS}
+    assert gap["trade_gaps"] == gap["trade_gaps_skipped"] == 1
+    assert gap["trades_skipped"] == gap["trades_missing"] == first.agg_id - old_id - 1
+    assert market.counters["out_of_order_trade"] == 0
+    summary = replay([tmp_path / "capture"], load_settings(), signals=False)
+    assert {k: summary[k] for k in TRADE_GAP_COUNTERS} == gap
+    assert summary["out_of_order"] == 0 and summary["trade_fill_requests"] == 0
 
 
 # --- the running service, switched by the control key ---------------------------------------------------------

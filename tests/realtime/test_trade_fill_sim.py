@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
 def first_streamed_ids(capture: Path) -> dict[str, int]:
     """Per symbol, the id of the first aggTrade the capture holds (the first the market applied), a row of a
     polled or fill page included (the backup feed may deliver a symbol's first trades)."""
-    decoder, first = FrameDecoder(), {}
+    decoder = FrameDecoder()
+    first: dict[str, int] = {}
     for line in iter_capture([capture]):
         frame = decoder.decode_capture_line(line)
         for f in [frame] if frame is not None else decoder.take_pending():
@@ -161,6 +162,11 @@ def test_a_failed_fill_is_counted_and_the_gap_given_up_by_trade_time(
     )
     summary = run_replay([tmp_path / "capture"], load_settings(trade_fill_timeout=0.5)).summary
     assert {k: summary[k] for k in TRADE_GAP_COUNTERS} == {k: totals[k] for k in TRADE_GAP_COUNTERS}
+    # a failed request leaves nothing in the capture (only fetched pages are written): replay cannot count
+    # trade_fill_failed, and does not pretend to
+    pages = sum(b"/fapi/v1/aggTrades?" in line for line in iter_capture([tmp_path / "capture"]))
+    assert pages == service.metrics()["trade_fill_pages"]
+    assert "trade_fill_failed" not in summary
 
 
 def test_trades_missed_on_the_switch_back_from_the_backup_feed_are_filled(
@@ -242,7 +248,8 @@ def test_fill_pages_ask_for_the_missing_ids_only(tmp_path: Path) -> None:
                 cases = {"narrow": (trades[-400], trades[-396]), "wide": (trades[-300], trades[-49])}
                 out = {}
                 for name, (before, after) in cases.items():
-                    market, delivered = Market(), []
+                    market = Market()
+                    delivered: list[Polled] = []
 
                     def deliver(
                         polled: Polled, market: Market = market, into: list[Polled] = delivered

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tapewatch.events import AggTrade
+from tapewatch.events import AggTrade, DepthUpdate
 from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, SnapshotNeeded
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.streams import Kind
@@ -25,8 +25,11 @@ def ws(market: Market, agg_id: int, time: int | None = None) -> SnapshotNeeded |
     return market.on_frame(Frame(1, STREAM, SYMBOL, Kind.AGG_TRADE, trade(agg_id, time)))
 
 
-def rest_page(market: Market, ids: list[int], from_id: int) -> list[SnapshotNeeded | TradeFillNeeded | None]:
-    """A REST aggTrades page of ``ids``, decoded as the service and a replay decode it (one frame a row)."""
+def rest_page(
+    market: Market, ids: list[int], from_id: int | None
+) -> list[SnapshotNeeded | TradeFillNeeded | None]:
+    """A REST aggTrades page of ``ids`` (``from_id`` None: the newest trades), decoded as the service and a
+    replay decode it (one frame a row)."""
     rows = [
         {
             "a": t.agg_id,
@@ -39,7 +42,8 @@ def rest_page(market: Market, ids: list[int], from_id: int) -> list[SnapshotNeed
         }
         for t in map(trade, ids)
     ]
-    stream = f"rest:/fapi/v1/aggTrades?symbol={SYMBOL}&fromId={from_id}&limit=1000"
+    start = "" if from_id is None else f"&fromId={from_id}"
+    stream = f"rest:/fapi/v1/aggTrades?symbol={SYMBOL}{start}&limit=1000"
     frames = FrameDecoder().decode_frames(2, stream, msgspec.json.encode(rows))
     assert len(frames) == len(ids) and all(f.kind is Kind.AGG_TRADE for f in frames)
     return [market.on_frame(f) for f in frames]
@@ -307,3 +311,57 @@ def test_pending_ids_are_counted_so_the_gap_figures_add_up() -> None:
     assert figures() == {"trades_filled": 0, "trades_lost": 0, "trades_pending": 3}
     ws(market, 8, time=14_000)  # past the timeout: given up
     assert figures() == {"trades_filled": 1, "trades_lost": 2, "trades_pending": 0}
+
+
+def exchange_now(market: Market, time: int) -> None:
+    """A depth diff of another symbol at event time ``time``: the market's clock (the exchange's now) moves on."""
+    diff = DepthUpdate("ETHUSDT", time, time, 1, 1, 0, [], [])
+    market.on_frame(Frame(1, "ethusdt@depth@100ms", "ETHUSDT", Kind.DEPTH, diff))
+
+
+def test_a_symbol_back_hours_later_is_polled_from_the_newest_trades_and_its_gap_skipped() -> None:
+    """Left the universe and back while the backup feed is on: polling from the old last id would page through
+    hours of stale trades (weight 20 a page). Past the skip rule's age the poll asks for the newest page, whose
+    first trade opens the gap the skip rule skips and counts, as a websocket trade would."""
+    hour = 3_600_000
+    market = market_with()
+    for i in range(1, 11):
+        ws(market, i)  # trade i at i s
+    exchange_now(market, 10_000 + hour)  # exactly the window after the last trade: still worth continuing
+    assert market.next_trade_id(SYMBOL) == 11
+    exchange_now(market, 3_700_000)
+    assert market.next_trade_id(SYMBOL) is None  # the backup feed polls the newest page
+    assert rest_page(market, list(range(3700, 3705)), from_id=None) == [None] * 5  # nothing fetched or held
+    st = market.state(SYMBOL)
+    assert st.fill is None and st.last_agg_id == 3704 and market.next_trade_id(SYMBOL) == 3705
+    totals = market.totals()
+    assert {k: totals[k] for k in TRADE_GAP_COUNTERS} == {
+        "trade_gaps": 1,
+        "trade_gaps_skipped": 1,
+        "trades_missing": 3689,  # 11..3699
+        "trades_filled": 0,
+        "trades_lost": 0,
+        "trades_skipped": 3689,
+        "trades_pending": 0,
+    }
+    assert market.counters["out_of_order_trade"] == 0
+
+
+def test_a_quiet_symbol_asks_for_the_newest_trades_once_an_hour_not_every_poll() -> None:
+    """No trade for over an hour (a halted symbol): the newest page brings only applied trades, which shows
+    the state is current, so the polls go on from the last id (empty pages) instead of repeating them."""
+    hour = 3_600_000
+    market = market_with()
+    for i in range(1, 11):
+        ws(market, i)
+    exchange_now(market, 10_001 + hour)
+    assert market.next_trade_id(SYMBOL) is None
+    rest_page(market, list(range(1, 11)), from_id=None)  # nothing new
+    assert market.counters["out_of_order_trade"] == 10 and market.state(SYMBOL).last_agg_id == 10
+    assert market.next_trade_id(SYMBOL) == 11
+    exchange_now(market, 10_001 + 2 * hour)
+    assert market.next_trade_id(SYMBOL) == 11  # checked an hour ago, to the millisecond
+    exchange_now(market, 10_002 + 2 * hour)
+    assert market.next_trade_id(SYMBOL) is None
+    rest_page(market, [10, 11], from_id=None)  # trading again: 11 continues the ids
+    assert market.next_trade_id(SYMBOL) == 12 and market.totals()["trade_gaps"] == 0
