@@ -3,7 +3,9 @@
 Per UTC day ``D`` (partition ``YYYY-MM-DD``, the day of the signals' creation event time) it takes the ENTRY
 signals of ``D`` that have no finished batch outcome yet (none at all: the live tracker missed them while
 the service was down; a live one; an unfinished one) and whose last possible end has passed
-(``tapewatch.outcome_batch``), fetches each one's 1-minute klines through ``BinanceRestResource``,
+(``tapewatch.outcome_batch``), fetches each one's 1-minute klines through ``BinanceRestResource``, and the
+aggTrades from its creation to the end of that minute (the exact first bar; without them the creation candle
+counts with its favourable extreme capped at the entry: metadata ``creation_minute_exact`` / ``_capped``),
 evaluates them (``tapewatch.outcome.evaluate_candles``: same-candle stop and target counts the stop) and
 stores the result with ``source='batch'``, which replaces the live value. The check
 ``batch_agrees_with_live`` warns, with the list, when a finished live outcome differs from the batch one
@@ -15,6 +17,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import msgspec
 
 from orchestration.resources import BinanceRestResource, DatabaseResource, TapewatchSettings
 from tapewatch.adapters.binance_rest import BinanceRest
@@ -22,7 +25,16 @@ from tapewatch.adapters.performance_store import entries_to_settle, save_batch
 from tapewatch.errors import TapewatchError
 from tapewatch.events import Candle
 from tapewatch.outcome import OpenSignal, Outcome, OutcomeParams
-from tapewatch.outcome_batch import BatchRun, Disagreement, batch_outcome, is_due, kline_window
+from tapewatch.outcome_batch import (
+    BatchRun,
+    CreationBar,
+    Disagreement,
+    batch_outcome,
+    creation_bars,
+    creation_span,
+    is_due,
+    kline_windows,
+)
 from tapewatch.signal_follow import open_signal
 
 #: First day of the daily, weekly and monthly partitions (a Monday); backfills reach back to it.
@@ -31,6 +43,12 @@ DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, tim
 AGREEMENT_CHECK = "batch_agrees_with_live"
 #: Kline requests in flight at once (the client's weight budget paces them further).
 FETCH_CONCURRENCY = 8
+#: aggTrades per request (Binance's maximum) and pages at most for one creation minute (weight 20 each);
+#: beyond that the creation candle counts capped.
+TRADE_PAGE = 1000
+MAX_TRADE_PAGES = 20
+#: Binance serves aggTrades "not older than one year": older creation minutes count capped without asking.
+AGG_TRADES_HISTORY_MS = 365 * 86_400_000
 
 
 def day_of_partition(key: str) -> date:
@@ -43,22 +61,68 @@ def day_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
+class Fetched(msgspec.Struct, kw_only=True):
+    """What one signal's outcome is computed from: its klines, and the trades of its creation span (None: not
+    to be had, ``note`` says why; the creation candle then counts capped)."""
+
+    candles: list[Candle]
+    trades: list[tuple[int, float]] | None
+    note: str = ""
+
+
+async def fetch_klines(client: BinanceRest, sig: OpenSignal, params: OutcomeParams) -> list[Candle]:
+    """The 1-minute klines of the signal's outcome window (one request per 1,500 minutes)."""
+    candles: list[Candle] = []
+    for w in kline_windows(sig, params):
+        page, _ = await client.klines(sig.symbol, "1m", limit=w.limit, start_ms=w.start_ms, end_ms=w.end_ms)
+        candles += page
+    return candles
+
+
+async def fetch_creation_trades(
+    client: BinanceRest, sig: OpenSignal, now_ms: int
+) -> list[tuple[int, float]] | str:
+    """(event time, price) of every aggTrade from the signal's creation to the end of its minute, paged by
+    time (``startTime`` = the last trade's time, repeats dropped by id); a string says why there are none to
+    be had (too old for Binance, too many pages)."""
+    span = creation_span(sig)
+    if span is None:
+        return []
+    if now_ms - sig.created > AGG_TRADES_HISTORY_MS:
+        return "older than Binance keeps aggTrades"
+    trades: list[tuple[int, float]] = []
+    start, last_id = span[0], -1
+    for _ in range(MAX_TRADE_PAGES):
+        page, _ = await client.agg_trades(sig.symbol, start_ms=start, end_ms=span[1], limit=TRADE_PAGE)
+        new = [t for t in page if t.agg_id > last_id]
+        trades += [(t.trade_time, t.price) for t in new]
+        if len(page) < TRADE_PAGE:
+            return trades
+        if not new:
+            return f"more than {TRADE_PAGE} aggTrades in one millisecond"
+        last_id, start = new[-1].agg_id, new[-1].trade_time
+    return f"more than {MAX_TRADE_PAGES * TRADE_PAGE} aggTrades in the creation minute"
+
+
 async def fetch_candles(
-    client: BinanceRest, signals: list[OpenSignal], params: OutcomeParams
-) -> dict[str, list[Candle] | str]:
-    """Per signal id, the 1-minute klines of its outcome window, or the error that prevented it."""
+    client: BinanceRest, signals: list[OpenSignal], params: OutcomeParams, now_ms: int
+) -> dict[str, Fetched | str]:
+    """Per signal id, its klines and creation trades, or the error that prevented fetching the klines."""
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-    async def one(sig: OpenSignal) -> tuple[str, list[Candle] | str]:
-        window = kline_window(sig, params)
+    async def one(sig: OpenSignal) -> tuple[str, Fetched | str]:
         async with gate:
             try:
-                candles, _ = await client.klines(
-                    sig.symbol, "1m", limit=window.limit, start_ms=window.start_ms, end_ms=window.end_ms
-                )
+                candles = await fetch_klines(client, sig, params)
             except (TapewatchError, ValueError) as exc:
                 return sig.signal_id, f"{type(exc).__name__}: {exc}"
-        return sig.signal_id, candles
+            try:
+                trades = await fetch_creation_trades(client, sig, now_ms)
+            except (TapewatchError, ValueError) as exc:
+                trades = f"{type(exc).__name__}: {exc}"
+        if isinstance(trades, str):
+            return sig.signal_id, Fetched(candles=candles, trades=None, note=trades)
+        return sig.signal_id, Fetched(candles=candles, trades=trades)
 
     return dict(await asyncio.gather(*(one(s) for s in signals)))
 
@@ -118,18 +182,22 @@ def signal_outcomes(
     with database.open() as db:
         pending = entries_to_settle(db, day_ms(day), day_ms(day + timedelta(days=1)))
         due = [(p, open_signal(p.signal)) for p in pending if is_due(open_signal(p.signal), params, now_ms)]
+        signals = [s for _, s in due]
         fetched = (
-            binance.run(lambda client: fetch_candles(client, [s for _, s in due], params), cfg) if due else {}
+            binance.run(lambda client: fetch_candles(client, signals, params, now_ms), cfg) if due else {}
         )
         run = BatchRun(due=len(due))
         outcomes: list[Outcome] = []
         for entry, sig in due:
-            candles = fetched[sig.signal_id]
-            if isinstance(candles, str):
-                run.failed[sig.signal_id] = candles
+            got = fetched[sig.signal_id]
+            if isinstance(got, str):
+                run.failed[sig.signal_id] = got
                 continue
-            batch = batch_outcome(sig, candles, params)
-            run.record(entry.live, batch, cfg.outcome_pnl_tolerance)
+            bars, creation = creation_bars(sig, got.candles, got.trades)
+            if creation is CreationBar.CAPPED:
+                context.log.info("signal %s: creation minute counted capped: %s", sig.signal_id, got.note)
+            batch = batch_outcome(sig, bars, params)
+            run.record(entry.live, batch, cfg.outcome_pnl_tolerance, creation)
             if batch is not None:
                 outcomes.append(batch)
         if due and len(run.failed) == len(due):
@@ -152,6 +220,8 @@ def signal_outcomes(
             "disagreed_with_live": len(run.disagreements),
             "incomplete_klines": run.incomplete,
             "fetch_failed": len(run.failed),
+            "creation_minute_exact": run.creation.get(CreationBar.EXACT.value, 0),
+            "creation_minute_capped": run.creation.get(CreationBar.CAPPED.value, 0),
         },
         check_results=[agreement_check(run)],
     )
@@ -161,9 +231,12 @@ __all__ = [
     "AGREEMENT_CHECK",
     "DAILY_PARTITIONS",
     "PARTITIONS_START",
+    "Fetched",
     "agreement_check",
     "day_ms",
     "day_of_partition",
     "fetch_candles",
+    "fetch_creation_trades",
+    "fetch_klines",
     "signal_outcomes",
 ]

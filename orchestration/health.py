@@ -2,8 +2,11 @@
 
 Sensors (running by default; each keeps its memory in its cursor, JSON):
 
-- ``api_connectivity_sensor`` (30 s): Binance REST ping and the realtime heartbeat. ``timeout_threshold``
-  failing checks in a row → the service switches to its backup feed; ``api_recovery_checks`` good ones → back.
+- ``api_connectivity_sensor`` (30 s): the Binance REST ping, the realtime heartbeat and what the websockets
+  deliver (``ws_silent_ms`` in the metrics hash; while the backup feed is on, the sensor's own websocket probe).
+  ``timeout_threshold`` checks in a row with the websockets silent while REST answers → the service switches
+  to its backup feed; ``api_recovery_checks`` with the websockets delivering → back. REST down or the service
+  down is an incident reported, never a switch (``tapewatch.health.judge_connectivity``).
 - ``data_quality_sensor`` (60 s): anomalies beyond ``anomaly_threshold`` standard deviations in price jumps,
   spreads and message rates per symbol, and overall message and resync rates (``tapewatch.anomaly``) →
   signalling paused; ``data_quality_clean_checks`` clean checks → resumed.
@@ -26,7 +29,7 @@ operator changed while the sensor held its own is not overwritten by the restore
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,6 +37,8 @@ import dagster as dg
 import msgspec
 import psutil
 from msgspec.structs import replace
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect as ws_connect
 
 from assets.archive import market_data_archive
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
@@ -43,12 +48,13 @@ from tapewatch.adapters.redis_state import RedisState
 from tapewatch.anomaly import FeedSample, QualityConfig, QualityState, TotalsSample, assess
 from tapewatch.errors import StorageUnavailable, TapewatchError
 from tapewatch.health import (
+    Connectivity,
     PendingIncident,
     Streak,
     Transition,
-    connectivity_problems,
     decode_state,
     encode_state,
+    judge_connectivity,
     overload,
     queued,
     shrunk_universe,
@@ -61,10 +67,12 @@ _Pending = tuple[PendingIncident, ...]
 
 
 class ConnectivityState(msgspec.Struct, frozen=True, kw_only=True):
-    """``backup_ours``: the backup feed in force is this sensor's (it switches off only its own);
+    """``streak``: checks with any problem (the incident); ``feed``: checks the backup feed would answer
+    (its switch); ``backup_ours``: the backup feed in force is this sensor's (it switches off only its own);
     ``pending``: incident changes not recorded yet."""
 
     streak: Streak = msgspec.field(default_factory=Streak)
+    feed: Streak = msgspec.field(default_factory=Streak)
     backup_ours: bool = False
     pending: _Pending = ()
 
@@ -94,16 +102,17 @@ def _retry_next_tick(
     thresholds: tuple[int, int],
     exc: TapewatchError,
     warning: str | None,
+    field: str = "streak",
 ) -> dg.SensorResult:
     """The result when the Redis action of ``move`` failed (it did not take effect): the state ``kept``
-    with a streak one check short of taking it again (``thresholds``: trip after, clear after)."""
+    with its streak ``field`` one check short of taking it again (``thresholds``: trip after, clear after)."""
     trip_after, clear_after = thresholds
     if move is Transition.RECOVER:
         streak = Streak(passes=clear_after - 1, tripped=True)
     else:
         streak = Streak(failures=trip_after - 1, tripped=old.tripped)
     return _result(
-        f"could not {move.value} ({exc}); retrying next tick", replace(kept, streak=streak), warning
+        f"could not {move.value} ({exc}); retrying next tick", replace(kept, **{field: streak}), warning
     )
 
 
@@ -154,7 +163,70 @@ def _ping(binance: BinanceRestResource, timeout: float) -> str | None:
     return None
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=_RUNNING, description="Binance REST and heartbeat.")
+def _probe(base_url: str, symbols: Sequence[str], timeout: float) -> str | None:
+    """None when a websocket on ``base_url`` (the public route) delivers a bookTicker frame of one of
+    ``symbols`` within ``timeout`` s, else why not: the primary feed judged while the service's are off."""
+    streams = "/".join(f"{sym.lower()}@bookTicker" for sym in symbols)
+    try:
+        with ws_connect(
+            f"{base_url.rstrip('/')}/stream?streams={streams}", open_timeout=timeout, close_timeout=1
+        ) as ws:
+            ws.recv(timeout=timeout)
+    except TimeoutError:
+        return f"no frame within {timeout:g} s"
+    except (OSError, WebSocketException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _probe_symbols(rs: RedisState) -> list[str]:
+    """Up to three symbols of the live universe to probe (BTCUSDT when none is known)."""
+    universe = rs.read_control().universe or tuple(sorted(rs.feeds()))
+    return list(universe[:3]) or ["BTCUSDT"]
+
+
+def _feed_move(rs: RedisState, state: ConnectivityState, move: Transition) -> tuple[str | None, bool]:
+    """Take the backup feed's transition; what was done (None: nothing) and whether the feed is ours."""
+    if move is Transition.TRIP:
+        if rs.read_control().backup_feed and not state.backup_ours:
+            return "backup feed already on (not switched on by this sensor), left as is", False
+        rs.set_backup_feed(True, source=SOURCE)
+        return "backup feed on", True
+    if move is Transition.RECOVER:
+        if state.backup_ours:
+            rs.set_backup_feed(False, source=SOURCE)
+            return "primary feed", False
+        return "backup feed left on: not switched on by this sensor", False
+    return None, state.backup_ours
+
+
+def _incident_changes(
+    alarm: Transition,
+    was_open: bool,
+    feed_done: str | None,
+    found: Connectivity,
+    values: dict[str, Any],
+    trip_after: int,
+) -> list[PendingIncident]:
+    """The incident changes of one check: opened on the alarm's trip, closed on its recovery; a feed switch
+    while problems keep it open closes it and opens the next with the new action (every action has its
+    incident; a switch back with nothing wrong left is closed by the alarm's recovery)."""
+    reason = "; ".join(found.problems)
+    if alarm is Transition.TRIP:
+        reason = f"{trip_after} failed checks in a row: {reason}"
+        return [_change("api_connectivity", "open", reason, values, feed_done or found.report)]
+    if alarm is Transition.RECOVER:
+        return [_change("api_connectivity", "close", feed_done or "connectivity restored", values)]
+    if feed_done is not None and was_open and found.problems:
+        action = found.report if feed_done == "primary feed" else feed_done
+        return [
+            _change("api_connectivity", "close", feed_done, values),
+            _change("api_connectivity", "open", reason, values, action),
+        ]
+    return []
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=_RUNNING, description="Binance REST and websockets.")
 def api_connectivity_sensor(
     context: dg.SensorEvaluationContext,
     settings: TapewatchSettings,
@@ -164,55 +236,66 @@ def api_connectivity_sensor(
 ) -> dg.SensorResult:
     s = settings.settings()
     state, warning = decode_state(context.cursor, ConnectivityState)
-    rest_error = _ping(binance, min(s.rest_timeout, 5.0))
+    if state.backup_ours and not state.feed.tripped:  # a cursor from before the feed had its own streak
+        state = replace(state, feed=Streak(tripped=True))
+    timeout = min(s.rest_timeout, 5.0)
+    rest_error = _ping(binance, timeout)
     with redis.open() as rs:
+        age, silent, backup_on, probe_error, redis_down = None, None, False, None, False
         try:
             beat = rs.heartbeat(REALTIME)
             age = None if beat is None else beat.age(int(time.time() * 1000))
+            silent = _seconds(rs.realtime_metrics().get("ws_silent_ms"))
+            backup_on = rs.read_control().backup_feed
+            if backup_on:
+                probe_error = _probe(s.binance_ws_public_url, _probe_symbols(rs), timeout)
         except StorageUnavailable:
-            age = None
-        problems = connectivity_problems(
-            rest_error=rest_error, heartbeat_age_s=age, heartbeat_max_age_s=s.heartbeat_max_age
+            redis_down = True  # judged as a missing heartbeat
+        found = judge_connectivity(
+            rest_error=rest_error,
+            heartbeat_age_s=age,
+            ws_silent_s=silent,
+            probe_error=probe_error,
+            backup_on=backup_on,
+            backup_ours=state.backup_ours,
+            max_age_s=s.heartbeat_max_age,
         )
-        streak, move = state.streak.step(
-            bool(problems), trip_after=s.timeout_threshold, clear_after=s.api_recovery_checks
+        steps = {"trip_after": s.timeout_threshold, "clear_after": s.api_recovery_checks}
+        alarm, alarm_move = state.streak.step(bool(found.problems), **steps)
+        # unread control state says nothing about the feed: the backup feed's streak waits for a real reading
+        feed, feed_move = (
+            (state.feed, Transition.NONE) if redis_down else state.feed.step(found.backup_failing, **steps)
         )
-        values = {"problems": problems, "heartbeat_age_s": age, "rest_error": rest_error}
-        new, done = msgspec.structs.replace(state, streak=streak), ""
+        values = {
+            "problems": found.problems,
+            "heartbeat_age_s": age,
+            "rest_error": rest_error,
+            "ws_silent_s": silent,
+            "probe_error": probe_error,
+        }
         try:
-            if move is Transition.TRIP:
-                if rs.read_control().backup_feed and not state.backup_ours:
-                    action, ours = (
-                        "backup feed already on (not switched on by this sensor), left as is",
-                        False,
-                    )
-                else:
-                    rs.set_backup_feed(True, source=SOURCE)
-                    action, ours = "backup feed on", True
-                reason = f"{s.timeout_threshold} failed checks in a row: " + "; ".join(problems)
-                change = _change("api_connectivity", "open", reason, values, action)
-                new, done = (
-                    replace(new, backup_ours=ours, pending=queued(state.pending, change)),
-                    f" -> {action}",
-                )
-            elif move is Transition.RECOVER:
-                if state.backup_ours:
-                    rs.set_backup_feed(False, source=SOURCE)
-                    recovery = "primary feed"
-                else:
-                    recovery = "backup feed left on: not switched on by this sensor"
-                change = _change("api_connectivity", "close", recovery, values)
-                new, done = (
-                    replace(new, backup_ours=False, pending=queued(state.pending, change)),
-                    f" -> {recovery}",
-                )
+            feed_done, ours = _feed_move(rs, state, feed_move)
         except TapewatchError as exc:
             thresholds = (s.timeout_threshold, s.api_recovery_checks)
-            return _retry_next_tick(state, state.streak, move, thresholds, exc, warning)
+            return _retry_next_tick(state, state.feed, feed_move, thresholds, exc, warning, field="feed")
+    changes = _incident_changes(
+        alarm_move, state.streak.tripped, feed_done, found, values, s.timeout_threshold
+    )
+    pending = state.pending
+    for change in changes:
+        pending = queued(pending, change)
+    new = replace(state, streak=alarm, feed=feed, backup_ours=ours, pending=pending)
     pending, note = _record(database, new.pending)
-    summary = "; ".join(problems) if problems else "REST and heartbeat fine"
-    tail = f"failures {streak.failures}, passes {streak.passes}, backup {'on' if streak.tripped else 'off'}"
+    summary = "; ".join(found.problems) if found.problems else "REST and websockets fine"
+    done = (
+        f" -> {feed_done}" if feed_done else (f" -> {found.report}" if alarm_move is Transition.TRIP else "")
+    )
+    tail = f"failures {alarm.failures}, passes {alarm.passes}, backup {'on' if backup_on else 'off'}"
     return _result(f"{summary}{done} ({tail}){note}", replace(new, pending=pending), warning)
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=_RUNNING, description="Feed anomalies > k sd.")

@@ -5,17 +5,22 @@
   when the code location loads; unreadable settings give the default 6 h and a warning, never a code location
   that fails to load), from the UI, and by ``tapewatch rescan``.
 - ``universe_quick_check_job`` (``universe_quick_check_schedule``, hourly): the minimums only, measured now for
-  the symbols of the current universe; failing ones leave at once (a new version, kind ``quick``).
+  the symbols of the current universe; failing ones leave at once (a new version, kind ``quick``). A spread
+  above the maximum in the REST snapshot must be confirmed by the fresh live spread in Redis.
 - ``emergency_exclusion_sensor`` (every 30 s): the live spread, depth and volume the realtime service keeps
   in Redis; a symbol breaking the minimums for ``emergency_strikes`` checks in a row is excluded by a run of
   ``universe_exclusion_job`` (one run per symbol, so each exclusion shows in the UI with its reason).
+
+Both exclude nobody when more than ``max_exclusion_share`` of the universe breaks a minimum at once (a
+market-wide condition: logged as a warning, shown in the run's metadata or the sensor's skip reason).
 
 Schedules and the sensor run by default. Exclusions last until the next full rescan re-measures everything.
 """
 
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 import dagster as dg
 import msgspec
@@ -23,23 +28,48 @@ import msgspec
 from assets.universe import UNIVERSE_ASSETS
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
 from tapewatch.adapters.dagster_runs import RESCAN_JOB
+from tapewatch.adapters.redis_values import SymbolFeed
 from tapewatch.adapters.universe_fetch import fetch_statistics
 from tapewatch.adapters.universe_store import current_universe, exclude, publish_current
 from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.settings import Settings, load_settings
 from tapewatch.universe import Reason, minimums_from, rescan_cron
 from tapewatch.universe_checks import (
+    FEED_STALE_AFTER_S,
     EmergencyCheck,
     Exclusion,
     LiveLiquidity,
     emergency_check,
     emergency_rules_from,
+    fresh_spreads,
     quick_check,
 )
 
 log = logging.getLogger(__name__)
 
 SENSOR_INTERVAL = 30
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def live_liquidity(feeds: Mapping[str, SymbolFeed]) -> dict[str, LiveLiquidity]:
+    """The liquidity figures of the feed stats the realtime service published."""
+    return {
+        s: LiveLiquidity(
+            s,
+            f.spread,
+            f.depth_1pct_usd,
+            f.quote_volume_window,
+            f.last_event_ms,
+            f.updated_ms,
+            f.quiet_s,
+            f.window_covered_s,
+        )
+        for s, f in feeds.items()
+    }
+
 
 universe_rescan_job = dg.define_asset_job(
     RESCAN_JOB,
@@ -63,11 +93,28 @@ def universe_quick_check(
             context.log.info("no universe stored yet: nothing to check (run universe_rescan_job first)")
             return
         report = binance.run(lambda c: fetch_statistics(c, current.symbols, config, full=False), config)
-        result = quick_check(current.symbols, {s.symbol: s for s in report.stats}, minimums_from(config))
+        # the REST spread is one snapshot: a spread failure stands only if the live spread confirms it
+        try:
+            with redis.open() as state:
+                spreads = fresh_spreads(live_liquidity(state.feeds()), _now_ms(), FEED_STALE_AFTER_S)
+        except StorageUnavailable as exc:
+            context.log.warning(
+                f"no live spreads ({exc}): spread failures cannot be confirmed, none excludes"
+            )
+            spreads = {}
+        result = quick_check(
+            current.symbols,
+            {s.symbol: s for s in report.stats},
+            minimums_from(config),
+            live_spread=spreads,
+            max_share=config.max_exclusion_share,
+        )
         rescan = exclude(db, result.excluded, source="quick_check", run_id=context.run_id)
         if rescan is not None:
             with redis.open() as state:
                 publish_current(db, state, source="universe_quick_check")
+    if result.market_wide is not None:
+        context.log.warning(result.market_wide)
     for e in result.excluded:
         context.log.warning(f"excluded {e.symbol}: {e.detail}")
     context.add_output_metadata(
@@ -75,6 +122,11 @@ def universe_quick_check(
             "checked": len(current.symbols),
             "excluded": dg.MetadataValue.json({e.symbol: e.detail for e in result.excluded}),
             "unknown (kept)": dg.MetadataValue.json(list(result.unknown)),
+            "spread not confirmed live (kept unless another minimum fails)": dg.MetadataValue.json(
+                list(result.unconfirmed)
+            ),
+            "market-wide (nobody excluded)": result.market_wide or "no",
+            "held back": dg.MetadataValue.json({e.symbol: e.detail for e in result.held}),
         }
     )
 
@@ -99,6 +151,7 @@ def universe_exclusion(
 ) -> None:
     exclusion = Exclusion(config.symbol, Reason(config.reason), config.detail, json.loads(config.values_json))
     with database.open() as db:
+        # EmptyUniverseRefused (the last symbol) fails the run: it shows in the UI, the universe stays
         rescan = exclude(db, [exclusion], source="emergency", run_id=context.run_id)
         if rescan is None:
             context.log.info(f"{config.symbol} is no longer in the universe: nothing to do")
@@ -202,18 +255,30 @@ def emergency_exclusion_sensor(
         return dg.SensorResult(skip_reason=f"storage unavailable, retrying next tick: {exc}")
     if current is None:
         return dg.SensorResult(skip_reason="no universe stored yet")
-    live = {
-        s: LiveLiquidity(
-            s, f.spread, f.depth_1pct_usd, f.quote_volume_window, f.last_event_ms, f.updated_ms, f.quiet_s
-        )
-        for s, f in feeds.items()
-    }
-    check = emergency_check(current.symbols, live, emergency_rules_from(settings.settings()), cursor.strikes)
+    check = emergency_check(
+        current.symbols,
+        live_liquidity(feeds),
+        emergency_rules_from(settings.settings()),
+        cursor.strikes,
+        now_ms=_now_ms(),
+    )
     new_cursor = msgspec.json.encode(_Cursor(check.strikes)).decode()
     requests = emergency_requests(check, current.rescan_id)
+    if check.stale:
+        context.log.warning(
+            f"{len(check.stale)} symbols' live values are older than {FEED_STALE_AFTER_S:g} s (is the realtime "
+            f"service publishing?): ignored: {', '.join(check.stale[:10])}"
+        )
+    if check.market_wide is not None:
+        context.log.warning(check.market_wide)
     if not requests:
         struck = ", ".join(f"{s}×{n}" for s, n in sorted(check.strikes.items())) or "none"
-        skip = f"{len(current.symbols)} symbols checked, {len(check.unknown)} unknown; strikes: {struck}"
+        skip = (
+            f"{len(current.symbols)} symbols checked, {len(check.unknown)} unknown, {len(check.stale)} stale; "
+            f"strikes: {struck}"
+        )
+        if check.market_wide is not None:
+            skip = f"{check.market_wide}. {skip}"
         return dg.SensorResult(skip_reason=skip, cursor=new_cursor)
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 

@@ -286,7 +286,7 @@ class ControlLoop:
         self, state: ControlState, before: AppliedControl
     ) -> tuple[tuple[str, ...], UniverseSource]:
         """The full universe ``state`` asks for, checked against exchangeInfo; the current one while the
-        request cannot be checked or names no tradable symbol."""
+        request cannot be checked or names no tradable symbol (an empty list included)."""
         if state.universe is None:
             self._judged = None
             self._unchecked = False
@@ -320,10 +320,11 @@ class ControlLoop:
                 ", ".join(ignored[:20]) + (" ..." if len(ignored) > 20 else ""),
                 extra=_EXTRA,
             )
-        if asked and not kept:
+        if not kept:  # an empty list too: watching nothing is never what the platform means
             self.counters["rejected"] += 1
             log.error(
-                "control: the universe names no tradable symbol; keeping the current %d symbols",
+                "control: the universe %s; keeping the current %d symbols",
+                "names no tradable symbol" if asked else "is empty",
                 len(before.base),
                 extra=_EXTRA,
             )

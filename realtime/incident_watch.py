@@ -189,9 +189,8 @@ class IncidentWatch:
                         event_time=health.last_event_time or None,
                     )
             elif symbol in self._stale:
-                self._resolve_stale(
-                    symbol, "updates resumed" if health.state is not Health.RESYNCING else "book resyncing"
-                )
+                out_of_sync = health.state is Health.RESYNCING or health.state is Health.SYNCING
+                self._resolve_stale(symbol, f"book {health.state}" if out_of_sync else "updates resumed")
         for symbol in self._stale - members:
             self._resolve_stale(symbol, "symbol left the universe")
 

@@ -299,6 +299,7 @@ class FeedService:
                 frame = Frame(recv, CONTROL_DEPTH_RESTART, name.symbol, Kind.CONTROL, restart)
                 if isinstance(request := self.market.on_frame(frame), SnapshotNeeded):
                     self._snapshot_needed(request, None)
+                self.engine.on_frame(frame)  # as in replay: the engine notes the restart where it happened
             else:
                 self.snapshots.cancel(name.symbol)
 
@@ -366,6 +367,11 @@ class FeedService:
     def feed(self, symbol: str) -> SymbolFeed:
         """The symbol's feed stats as published (see :func:`realtime.status_view.symbol_feed`)."""
         return symbol_feed(self, symbol)
+
+    def joined_ms(self, symbol: str) -> int | None:
+        """Wall clock (ms) when ``symbol`` last joined the universe (its trades are counted from then on);
+        None when it never did."""
+        return self._joined.get(symbol)
 
     def metrics(self) -> dict[str, int | float]:
         """The metrics snapshot as published (see :func:`realtime.service_publish.service_metrics`)."""

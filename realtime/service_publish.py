@@ -1,6 +1,7 @@
 """What the realtime service publishes to Redis once a second: its heartbeat (as :func:`component_name`),
-each symbol's feed stats, the metrics dict (:func:`service_metrics`), a shard's 1m closes and the newest
-signal (:func:`signal_record`, what ``tapewatch status`` shows). Redis being away is counted as
+each symbol's feed stats, the metrics dict (:func:`service_metrics`, plus ``ws_silent_ms``:
+:class:`WsSilence`), a shard's 1m closes and the newest signal (:func:`signal_record`, what
+``tapewatch status`` shows). Redis being away is counted as
 ``redis_errors`` and logged, never fatal."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
 
 from tapewatch.book import BookState
@@ -81,6 +83,23 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
     }
 
 
+class WsSilence:
+    """How long the websockets have delivered no frame while they were meant to (the connectivity sensor's
+    measure of the primary feed: the heartbeat beats whether or not data arrives)."""
+
+    def __init__(self, frames: int, now_s: float) -> None:
+        self._frames = frames
+        self._since = now_s
+
+    def update(self, frames: int, now_s: float, *, expected: bool) -> int:
+        """``ws_silent_ms`` now: ms since the frame count (``frames``, received so far) last grew, counted
+        only while frames are ``expected`` (a universe to follow and the backup feed off); ``now_s`` is a
+        monotonic clock."""
+        if frames != self._frames or not expected:
+            self._frames, self._since = frames, now_s
+        return int((now_s - self._since) * 1000)
+
+
 async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
     """Heartbeat, per-symbol feed stats and metrics to Redis, once per ``interval`` (returns at once
     without Redis)."""
@@ -89,8 +108,11 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
         return
     pid = os.getpid()
     published_signal: dict[str, str] | None = None
+    silence = WsSilence(service.pool.stats.frames_total(), time.monotonic())
     while True:
         service.observe()
+        expected = bool(service.universe) and not service.backup.on
+        silent_ms = silence.update(service.pool.stats.frames_total(), time.monotonic(), expected=expected)
         try:
             info = {"pid": pid, **(service.control.info() if service.control is not None else {})}
             if not service.shard.whole:
@@ -98,7 +120,7 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
             await redis.beat(service.component, ttl_s=max(10.0, interval * 10), info=info)
             for symbol in service.universe:
                 await redis.publish_feed(symbol, service.feed(symbol), ttl_s=max(60.0, interval * 60))
-            await redis.publish_metrics(service.metrics(), service.component)
+            await redis.publish_metrics({**service.metrics(), "ws_silent_ms": silent_ms}, service.component)
             if service.closes is not None:
                 await service.closes.publish(service.universe)
             last_signal = service.last_signal

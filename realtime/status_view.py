@@ -3,6 +3,7 @@ plain-text status table of ``tapewatch run --status-every`` and the end-of-run s
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,20 @@ if TYPE_CHECKING:
     from realtime.service import FeedService
 
 
-def symbol_feed(service: FeedService, symbol: str) -> SymbolFeed:
+def window_covered_s(joined_ms: int | None, now_ms: int, window_ms: int) -> float | None:
+    """Seconds of trades the trade window covers at ``now_ms`` (wall clock) for a symbol whose trades are
+    counted since ``joined_ms`` (it joined the universe, or the service started): the window, or less while
+    it fills; None when the symbol never joined."""
+    if joined_ms is None:
+        return None
+    return round(max(0, min(window_ms, now_ms - joined_ms)) / 1000, 3)
+
+
+def symbol_feed(service: FeedService, symbol: str, now_ms: int | None = None) -> SymbolFeed:
     """The symbol's feed stats as published (book figures None while the book is not usable); the
-    liquidity figures are computed here, once per publish, not per message."""
+    liquidity figures are computed here, once per publish, not per message. ``now_ms``: the wall clock
+    (default: read now), against which the seconds the trade window covers are measured."""
+    wall_ms = int(time.time() * 1000) if now_ms is None else now_ms
     st = service.market.state(symbol)
     book = st.book
     health = book.health(service.market.now_ms, service.market.config.stale_after_ms)
@@ -44,6 +56,7 @@ def symbol_feed(service: FeedService, symbol: str) -> SymbolFeed:
         spread=spread,
         depth_1pct_usd=depth,
         quote_volume_window=round(st.flow.quote_volume, 2) if len(st.flow) else None,
+        window_covered_s=window_covered_s(service.joined_ms(symbol), wall_ms, st.flow.window_ms),
         last_price=st.flow.last_price,
         evaluations=counts.evaluations if counts is not None else 0,
         not_evaluated=sum(not_evaluated.values()),

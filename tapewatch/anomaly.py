@@ -12,8 +12,9 @@ Rolling mean and variance are exponentially weighted over ``window`` checks (``a
 so the cursor holds three numbers per series, not a window of values. A value is anomalous when the series
 has ``min_samples`` checks behind it and ``|value - mean| > k * std`` (only upwards for jumps, spreads and
 resyncs: a calmer market is no anomaly; both ways for message rates: a silent feed is one). ``std`` has a
-floor (:data:`STD_FLOOR`, or 5 % of the mean): a series that never moved has zero variance, and without a
-floor the first tick of any size would be "infinitely many sigmas". Each value is folded into its series
+floor (:data:`STD_FLOOR`, or 5 % of the mean; half the mean for spreads, :data:`REL_STD_FLOOR`): a series that
+never moved has zero variance, and without a floor the first tick of any size would be "infinitely many
+sigmas"; a spread moves in whole ticks, so one tick more than usual must not count as many sigmas. Each value is folded into its series
 after it was judged, so a lasting change of regime stops being anomalous after a while.
 
 A check is *dirty* (signalling should pause) when an overall series is anomalous or when at least
@@ -39,8 +40,14 @@ STD_FLOOR: dict[str, float] = {
     "message_rate": 0.5,  # messages per second
     "resync_rate": 0.02,  # resyncs per second (about one a minute)
 }
-#: Relative floor: std is at least this share of |mean|.
-REL_STD_FLOOR = 0.05
+#: Relative floor: std is at least this share of |mean| (:data:`REL_STD_FLOOR_DEFAULT` for kinds not listed).
+#: A spread is counted in ticks: on a liquid symbol it sits at one tick and now and then shows two, a
+#: change of +100 % of its mean that no amount of history makes rare in sd terms (after a run of identical
+#: one-tick spreads the variance is ~0, so 5 % of the mean made one two-tick reading 10-20 sd and paused
+#: signalling for nothing). Half the mean is about half a tick there: one tick of change stays ~2 sd, a
+#: spread must exceed ``1 + k/2`` times its mean (2.5x at k = 3) to count, which a real blow-out does.
+REL_STD_FLOOR: dict[str, float] = {"spread": 0.5}
+REL_STD_FLOOR_DEFAULT = 0.05
 _BOTH_WAYS = frozenset({"message_rate"})
 OVERALL = "*"
 
@@ -62,7 +69,8 @@ class Stat(msgspec.Struct, frozen=True, array_like=True):
 
     def deviation(self, x: float, kind: str) -> float:
         """``(x - mean) / std`` with the floors of ``kind`` applied."""
-        std = max(math.sqrt(max(self.var, 0.0)), STD_FLOOR[kind], REL_STD_FLOOR * abs(self.mean))
+        rel = REL_STD_FLOOR.get(kind, REL_STD_FLOOR_DEFAULT)
+        std = max(math.sqrt(max(self.var, 0.0)), STD_FLOOR[kind], rel * abs(self.mean))
         return (x - self.mean) / std
 
 

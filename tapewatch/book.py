@@ -38,7 +38,8 @@ class BookState(StrEnum):
 
 class Health(StrEnum):
     SYNCED = "synced"
-    RESYNCING = "resyncing"
+    SYNCING = "syncing"  # never synced yet (cold start, a symbol just added): waiting for its first snapshot
+    RESYNCING = "resyncing"  # synced once, then out of sync (a gap, a crossed book, a stream restart)
     STALE = "stale"
     CROSSED = "crossed"
 
@@ -232,6 +233,9 @@ class OrderBook:
         self.crossed_events = 0
         self.beyond_snapshot = 0
         self.synced_at = 0  # event time of the diff that completed the last (re)sync
+        # True once the book has held a consistent view (synced, or loaded from a poll): out of sync after
+        # that it is resyncing, before it only syncing (a cold start is no fault).
+        self.ever_synced = False
         # Worst prices the snapshot listed: past them the book only knows levels a diff has mentioned,
         # so a best price beyond them may be wrong (a partial snapshot's blind spot).
         self._bid_floor = 0.0
@@ -328,6 +332,7 @@ class OrderBook:
         self.polled_every_ms = max(0, every_ms)
         self.polled_levels = min(len(snap.bids), len(snap.asks))
         self.state = _POLLED
+        self.ever_synced = True
         self.applied += 1
         return APPLIED_SYNC if first else APPLIED
 
@@ -359,6 +364,7 @@ class OrderBook:
         self.applied += 1
         if synced_now:
             self.synced_at = ev.event_time
+            self.ever_synced = True
         # One comparison chain on the hot path; the rare bad cases are sorted out in _check_top.
         bk, ak = bids.keys, asks.keys
         if bk and ak and self._bid_floor <= bk[-1] < ak[0] <= self._ask_ceiling:
@@ -403,12 +409,14 @@ class OrderBook:
         return bool(bk and ak and bk[-1] >= ak[0])
 
     def health(self, now_ms: int, stale_after_ms: int) -> BookHealth:
+        """The book's state as its readers name it: SYNCING until it first synced, RESYNCING when out of sync
+        after that, else CROSSED, STALE (no update within ``stale_after_ms`` of ``now_ms``) or SYNCED."""
         age = max(0, now_ms - self.last_event_time) if self.last_event_time else -1
         if self.state is _POLLED:
             # renewed once per poll round, not every 100 ms: fresh until the next poll is due, plus the tolerance
             stale_after_ms += self.polled_every_ms
         if self.state is not _SYNCED and self.state is not _POLLED:
-            state = Health.RESYNCING
+            state = Health.RESYNCING if self.ever_synced else Health.SYNCING
         elif self.is_crossed():
             state = Health.CROSSED
         elif age < 0 or age > stale_after_ms:

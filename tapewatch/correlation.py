@@ -2,11 +2,14 @@
 
 Pearson correlation of 1-minute log returns over the last 240 minutes: the two symbols' 1m candles are
 aligned by open time, and a return is taken between consecutive *common* minutes, so both series always
-measure the same interval even when one misses a candle.
+measure the same interval even when one misses a candle. The returns are those of the candles that closed
+within the window, each from the close before it: 240 closed candles and the one before them, 241 closes,
+give the 240 returns.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -75,28 +78,39 @@ def pearson(a: npt.ArrayLike, b: npt.ArrayLike, min_points: int = MIN_POINTS) ->
 def aligned_closes(
     a: Sequence[Candle], b: Sequence[Candle], window_ms: int = WINDOW_MS, end_time: int | None = None
 ) -> tuple[FloatArray, FloatArray]:
-    """Closes of ``a`` and ``b`` at the open times both have, oldest first, within ``window_ms``.
+    """Closes of ``a`` and ``b`` at the open times both have, oldest first, for the returns of ``window_ms``.
 
-    The window is ``(end - window_ms, end]`` in open time; ``end`` is ``end_time`` when given (the
-    evaluation's event time; later candles are ignored), else the latest common open time. Raises ValueError
-    for bad candles (see :func:`tapewatch.indicators.check_candles`) or a non-positive window.
+    Those of the common candles that closed within ``(end - window_ms, end]`` (by close time), preceded by
+    the common close just before them, the base of the first return, when it closed at most one candle
+    length before the window (a full 240-minute window of 1m candles: 241 closes, 240 returns). ``end`` is
+    ``end_time`` when given (the evaluation's event time; candles closing after it are ignored), else the
+    latest common close time. Raises ValueError for bad candles (see
+    :func:`tapewatch.indicators.check_candles`) or a non-positive window.
     """
     check_period(window_ms, "window_ms")
     check_candles(a)
     check_candles(b)
     b_close = {c.open_time: c.close for c in b}
-    common = [(c.open_time, c.close, b_close[c.open_time]) for c in a if c.open_time in b_close]
+    # (open time, close time, close of a, close of b) of the common candles, oldest first
+    common = [(c.open_time, c.close_time, c.close, b_close[c.open_time]) for c in a if c.open_time in b_close]
     if end_time is not None:
-        common = [row for row in common if row[0] <= end_time]
+        common = [row for row in common if row[1] <= end_time]
+    empty = np.empty(0, dtype=np.float64)
     if not common:
-        empty = np.empty(0, dtype=np.float64)
         return empty, empty.copy()
-    end = common[-1][0] if end_time is None else end_time
+    end = common[-1][1] if end_time is None else end_time
     start = end - window_ms
-    rows = [row for row in common if row[0] > start]
+    first = bisect.bisect_right([row[1] for row in common], start)
+    if first == len(common):  # nothing closed within the window
+        return empty, empty.copy()
+    if first > 0:
+        o, c = common[first - 1][:2]
+        if c > start - (c - o + 1):  # the base closed at most one candle length before the window
+            first -= 1
+    rows = common[first:]
     return (
-        np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows)),
         np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows)),
+        np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows)),
     )
 
 
@@ -110,7 +124,7 @@ def return_correlation(
     """Pearson correlation of the log returns of two symbols' aligned 1m closes (see :func:`aligned_closes`).
 
     Pass closed 1m candles, oldest first. None with fewer than ``min_points`` aligned returns or a flat
-    series. 240 one-minute candles give 239 returns.
+    series. A full window gives 240 returns, from 241 closes.
     """
     xa, xb = aligned_closes(a, b, window_ms, end_time)
     return pearson(log_returns(xa), log_returns(xb), min_points)

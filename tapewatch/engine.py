@@ -2,10 +2,12 @@
 
 Pure: fed the same frames it produces the same candidates, signals and exits, live or in replay (every
 time is the exchange's event time). Call :meth:`SignalEngine.on_frame` after ``Market.on_frame`` for each
-frame. A symbol is evaluated on its depth and trade events, only while its book is usable; a cheap test of
-the required conditions runs first and the full feature vector (candles, levels) is built only when it
-passes. One candidate per symbol and direction while the setup persists. Its signals are followed to their
-end by :class:`tapewatch.signal_follow.OpenSignals`.
+frame. A symbol is evaluated on its depth and trade events, only while its book is usable and its trades are
+current (none held by an aggTrade gap fill, the last one at most ``trade_stale_after`` before the event); a
+cheap test of the required conditions runs first and the full feature vector (candles, levels) is built only
+when it passes. One candidate per symbol and direction while the setup persists, unless its tier rises or the
+risk gate that held it back would now pass (:mod:`tapewatch.setups`). Its signals are followed to their end
+by :class:`tapewatch.signal_follow.OpenSignals`.
 
 With shards (``tapewatch run --shard I/N``) a candidate that passes the local risk gate is then reserved in
 the ``shared_gate`` (the global ledger); a rejection there is its fate, and a ledger that cannot be reached
@@ -20,15 +22,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tapewatch.candle_features import candle_features
+from tapewatch.book_incidents import BookIncidents
 from tapewatch.correlation import return_correlation
 from tapewatch.events import Candle, ControlChange
-from tapewatch.features import DataQuality, Features, large_trade_sizes
+from tapewatch.feature_vector import PRIMARY_TF, feature_vector
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import Outcome, OutcomeParams
 from tapewatch.parse import Frame
-from tapewatch.polled import depth_coverage
-from tapewatch.quality import Tier
+from tapewatch.quality import Tier, breakpoints, score_quality
 from tapewatch.risk import DAY_MS as DAY_MS  # re-exported: realtime.signal_desk reads it from here
 from tapewatch.risk import (
     FATE_SHARED_GATE_UNAVAILABLE,
@@ -44,8 +45,17 @@ from tapewatch.risk import (
 from tapewatch.risk import Candidate as RiskCandidate
 from tapewatch.rules import Direction, check
 from tapewatch.settings import Settings
+from tapewatch.setups import Setups
 from tapewatch.sharding import WHOLE, Shard
-from tapewatch.signal import FATE_SIGNAL, Candidate, Signal, TierHistory, make_candidate, propose
+from tapewatch.signal import (
+    FATE_SIGNAL,
+    Candidate,
+    Signal,
+    TierHistory,
+    make_candidate,
+    propose,
+    signal_id_for,
+)
 from tapewatch.signal_follow import HeldSignal, OpenSignals, learn
 from tapewatch.streams import Kind
 from tapewatch.volume import average_window_volume
@@ -56,7 +66,6 @@ log = logging.getLogger(__name__)
 #: another shard published them; None when unknown.
 RemoteCloses = Callable[[str], Sequence[tuple[int, float]] | None]
 
-PRIMARY_TF = "15m"
 RETURNS_TF = "1m"
 
 
@@ -77,7 +86,8 @@ class EngineOutput:
 @dataclass(slots=True)
 class SymbolCounts:
     """How often a symbol was evaluated, the event time of the last evaluation, and why setups on it could
-    not be judged (``book_stale``, ``book_resyncing``, ``book_crossed``, ``no_context``)."""
+    not be judged (``book_stale``, ``book_syncing`` before its first sync, ``book_resyncing`` out of sync after
+    it, ``book_crossed``, ``no_context``, ``trades_stale``, ``trades_filling``)."""
 
     evaluations: int = 0
     last_evaluated: int = 0
@@ -111,10 +121,10 @@ class SignalEngine:
         self.open: dict[str, HeldSignal] = self._following.held  # the open signals by id (the same dict)
         self.counters: Counter[str] = Counter()  # evaluations and the reasons a symbol was not evaluated
         self.per_symbol: dict[str, SymbolCounts] = {}  # the same, per symbol
-        # (symbol, direction) -> event time the required conditions last held: a setup lasts until they have
-        # been unmet for setup_reset_ms, so a setup flickering around a threshold stays one candidate.
-        self._active: dict[tuple[str, Direction], int] = {}
-        self._reset_ms = int(settings.setup_reset_seconds * 1000)
+        self._setups = Setups(int(settings.setup_reset_seconds * 1000))
+        self._breakpoints = breakpoints(settings)
+        self._trade_stale_ms = round(settings.trade_stale_after * 1000)
+        self._incidents: dict[str, BookIncidents] = {}  # symbol -> its book's gaps and resyncs by event time
         self._context: dict[str, tuple[int, float | None]] = {}  # symbol -> (last 15m open time, avg volume)
         self._last_tick = 0
         self._window_s = settings.trade_history_window
@@ -125,10 +135,14 @@ class SignalEngine:
         if kind is not Kind.DEPTH and kind is not Kind.AGG_TRADE and kind is not Kind.TRADE:
             if kind is Kind.CONTROL and isinstance(frame.event, ControlChange):
                 self.set_paused(frame.event.paused)
+            if kind is Kind.SNAPSHOT or kind is Kind.CONTROL:  # a resync (a stream restart is a control)
+                self._observe_book(frame.symbol)
             return None
         st = self.market.symbols.get(frame.symbol)
         if st is None:
             return None
+        if kind is Kind.DEPTH:
+            self._observe_book(frame.symbol)
         out = EngineOutput()
         now = self.market.now_ms
         if kind is not Kind.DEPTH:
@@ -147,6 +161,16 @@ class SignalEngine:
         """Pause signalling (candidates are still evaluated and stored, with fate ``paused``) or resume it.
         Live, the control loop calls it; in a replay, the captured ``control:paused`` frame does."""
         self.risk.paused = paused
+
+    def _observe_book(self, symbol: str) -> None:
+        """Note when the symbol's book counted a new gap or resync (for ``gaps_in_window``)."""
+        st = self.market.symbols.get(symbol)
+        if st is None:
+            return
+        incidents = self._incidents.get(symbol)
+        if incidents is None:
+            incidents = self._incidents[symbol] = BookIncidents(self._window_s * 1000)
+        incidents.observe(st.book.gaps, st.book.resyncs, self.market.now_ms)
 
     # --- evaluation -------------------------------------------------------------------------------------
     def _evaluate(self, st: SymbolState, now: int, out: EngineOutput) -> None:
@@ -169,6 +193,14 @@ class SignalEngine:
         long_ok, short_ok = buys_ok and price > vwap, sells_ok and price < vwap
         if not (long_ok or short_ok):
             return
+        # Trade features are as of the last applied trade (DESIGN §4): while a gap fill holds the later trades
+        # the window has a hole, and long after the last trade (the stream down) they describe the past.
+        if st.fill is not None:
+            self._not_evaluated(counts, "trades_filling")
+            return
+        if now - flow.last_time > self._trade_stale_ms:
+            self._not_evaluated(counts, "trades_stale")
+            return
         intensity = self.intensity(st)
         if intensity is None:  # no 15m context yet (kline history missing): the setup cannot be judged
             self._not_evaluated(counts, "no_context")
@@ -186,15 +218,35 @@ class SignalEngine:
             ("LONG", long_ok and imbalance > threshold),
             ("SHORT", short_ok and imbalance < -threshold),
         )
+        tier: Tier | None = None
         for direction, ok in setups:
             if not ok:
                 continue
-            key = (st.symbol, direction)
-            last = self._active.get(key)
-            self._active[key] = now
-            if last is not None and now - last <= self._reset_ms:
-                continue  # the setup persists: one candidate is enough
-            self._candidate(st, direction, now, imbalance, intensity, price, vwap, out)
+            if tier is None:  # the quality score is direction-agnostic
+                q = score_quality(imbalance, intensity, flow.large_buys, flow.large_sells, self._breakpoints)
+                tier = q.tier
+            verdict = self._setups.on_held(st.symbol, direction, now, tier)
+            if verdict == "skip":
+                continue
+            quiet = verdict == "recheck"
+            if quiet and (tier is None or not self._gate_would_pass(st.symbol, direction, tier, now)):
+                continue  # still held back: no row, nothing used up
+            fate = self._candidate(st, direction, now, imbalance, intensity, price, vwap, out, quiet=quiet)
+            if (
+                fate is not None or not quiet
+            ):  # a quiet re-check that changed nothing leaves the setup as it was
+                self._setups.judged(st.symbol, direction, now, tier, fate)
+
+    def _gate_would_pass(self, symbol: str, direction: Direction, tier: Tier, now: int) -> bool:
+        """The local risk gate's verdict on the setup now, read-only (a cooldown is not used up)."""
+        candidate = RiskCandidate(
+            signal_id=signal_id_for(symbol, direction, now),
+            symbol=symbol,
+            direction=direction,
+            tier=tier,
+            event_time=now,
+        )
+        return gate(candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now)).passed
 
     def _not_evaluated(self, counts: SymbolCounts, reason: str) -> None:
         self.counters[f"not_evaluated_{reason}"] += 1
@@ -214,48 +266,6 @@ class SignalEngine:
         avg = cached[1]
         return st.flow.quote_volume / avg if avg else None
 
-    def _features(
-        self, st: SymbolState, now: int, imbalance: float, intensity: float | None, price: float, vwap: float
-    ) -> Features:
-        book = st.book
-        top = book.top()
-        assert top is not None  # the book is synced
-        bars: Sequence[Candle] = st.candles[PRIMARY_TF].bars() if PRIMARY_TF in st.candles else []
-        cf = candle_features(bars, price) if bars else None
-        bid_usd, ask_usd = book.depth_within(0.01)
-        coverage = depth_coverage(book, 0.01)  # a polled book knows 50 levels a side: flagged
-        buy_sizes, sell_sizes = large_trade_sizes(st.flow)  # kept so tuning can re-count at a larger size
-        return Features(
-            symbol=st.symbol,
-            event_time=now,
-            price=price,
-            best_bid=top.bid_price,
-            best_ask=top.ask_price,
-            imbalance_top10=imbalance,
-            large_buys=st.flow.large_buys,
-            large_sells=st.flow.large_sells,
-            large_buy_sizes=buy_sizes,
-            large_sell_sizes=sell_sizes,
-            volume_intensity=intensity,
-            vwap_1h=vwap,
-            rsi9=cf.rsi if cf else None,
-            bullish_divergence=(cf.divergence == "bullish") if cf else None,
-            bearish_divergence=(cf.divergence == "bearish") if cf else None,
-            support=cf.support if cf else None,
-            resistance=cf.resistance if cf else None,
-            atr_15m=cf.atr if cf else None,
-            data_quality=DataQuality(
-                book_sync_age_ms=max(0, now - book.synced_at) if book.synced_at else None,
-                gaps_in_window=book.gaps,
-                resyncs_in_window=book.resyncs,
-                depth_bid_usd=bid_usd,
-                depth_ask_usd=ask_usd,
-                book_source=coverage.source,
-                depth_levels=coverage.levels,
-                depth_truncated=coverage.truncated,
-            ),
-        )
-
     def _candidate(
         self,
         st: SymbolState,
@@ -266,33 +276,50 @@ class SignalEngine:
         price: float,
         vwap: float,
         out: EngineOutput,
-    ) -> None:
+        *,
+        quiet: bool = False,
+    ) -> str | None:
+        """Judge the setup: a candidate row (and the signal, if it passes) in ``out``; returns its fate, None
+        when no row was made. ``quiet``: a re-check of a setup held back, which makes a row only when it
+        becomes a signal and records no rejection."""
         try:
-            features = self._features(st, now, imbalance, intensity, price, vwap)
+            incidents = self._incidents.get(st.symbol)
+            features = feature_vector(st, now, imbalance, intensity, price, vwap, incidents)
         except ValueError as exc:
-            self.counters["bad_features"] += 1
-            log.warning("cannot build features: %s", exc, extra={"symbol": st.symbol})
-            return
+            if not quiet:  # counted once per setup, not once per re-check
+                self.counters["bad_features"] += 1
+                log.warning("cannot build features: %s", exc, extra={"symbol": st.symbol})
+            return None
         evaluation = check(features, self.settings, direction)
         if not evaluation.passed:  # the cheap test and the rules disagree: the rules win
-            self.counters["rules_rejected"] += 1
-            return
+            if not quiet:
+                self.counters["rules_rejected"] += 1
+            return None
         proposal = propose(features, evaluation, self.settings, self.history)
         signal = proposal.signal
         if signal is None:
+            if quiet:
+                return None
             out.candidates.append(
                 make_candidate(features, evaluation, proposal.quality, proposal.fate, proposal.fate_detail)
             )
-            return
-        tier = signal.priority
+            return proposal.fate
         risk_candidate = RiskCandidate(
-            signal_id=signal.signal_id, symbol=st.symbol, direction=direction, tier=tier, event_time=now
+            signal_id=signal.signal_id,
+            symbol=st.symbol,
+            direction=direction,
+            tier=signal.priority,
+            event_time=now,
         )
         decision: Decision | None = gate(
             risk_candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now)
         )
         if decision is not None and decision.passed and self.shared_gate is not None:
-            decision = self._reserve(risk_candidate)
+            decision = self._reserve(risk_candidate, quiet)
+            if quiet and (decision is None or not decision.passed):
+                self._setups.held_by_shared_gate(st.symbol, direction, now)
+        if quiet and (decision is None or not decision.passed):
+            return None
         if decision is None:
             out.candidates.append(
                 make_candidate(
@@ -303,21 +330,23 @@ class SignalEngine:
                     "the global risk ledger (PostgreSQL) is unreachable: not issued unchecked",
                 )
             )
-            return
+            return FATE_SHARED_GATE_UNAVAILABLE
         self.risk.record(decision)
         if not decision.passed:
             fate = str(decision.rule)
             out.candidates.append(
                 make_candidate(features, evaluation, proposal.quality, fate, decision.reason or fate)
             )
-            return
+            return fate
         out.candidates.append(make_candidate(features, evaluation, proposal.quality, FATE_SIGNAL))
         out.signals.append(signal)
         self._following.add(signal)
         self.counters["signals"] += 1
+        return FATE_SIGNAL
 
-    def _reserve(self, candidate: RiskCandidate) -> Decision | None:
-        """The shared gate's verdict on a candidate the local gate passed; None when it cannot be reached."""
+    def _reserve(self, candidate: RiskCandidate, recheck: bool = False) -> Decision | None:
+        """The shared gate's verdict on a candidate the local gate passed; None when it cannot be reached.
+        A ``recheck`` of a setup held back (no row unless it passes) is counted apart."""
         assert self.shared_gate is not None
         tier, p = candidate.tier, self.outcome_params
         # the latest a signal can still be open: trigger window, then the upper hold bound
@@ -325,10 +354,14 @@ class SignalEngine:
         decision = reserve_shared(
             self.shared_gate, candidate, expires_at, lambda a, b: self.correlation(a, b, candidate.event_time)
         )
-        if decision is None:
-            self.counters[FATE_SHARED_GATE_UNAVAILABLE] += 1
-        elif not decision.passed:
-            self.counters["shared_gate_rejected"] += 1
+        if decision is not None and decision.passed:
+            return decision
+        if recheck:
+            self.counters["shared_gate_rechecks_held"] += 1
+        else:
+            self.counters[
+                "shared_gate_rejected" if decision is not None else FATE_SHARED_GATE_UNAVAILABLE
+            ] += 1
         return decision
 
     def _finish(self, outcome: Outcome) -> None:

@@ -7,7 +7,8 @@ Nothing here reads a clock: "now" and every measurement are arguments.
 - :class:`Streak` counts consecutive failing and passing checks: ``trip_after`` failures in a row trip it
   (act), ``clear_after`` passes in a row while tripped recover it (undo). While tripped, every further
   ``trip_after`` failures in a row escalate (the performance sensor shrinks the universe again).
-- :func:`connectivity_problems`: the REST ping failed, or the realtime heartbeat is missing or too old.
+- :func:`judge_connectivity`: the REST ping failed, the realtime heartbeat is missing or too old, or the
+  websockets deliver nothing; and whether the backup feed is the answer (only to a websocket failure).
 - :func:`overload`: CPU or memory above its threshold; :func:`shrunk_universe` halves the universe.
 - Data quality: :mod:`tapewatch.anomaly`.
 - :class:`PendingIncident` / :func:`queued`: an incident change whose action already took effect (in Redis)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -69,21 +71,71 @@ class Streak(msgspec.Struct, frozen=True, kw_only=True):
         return Streak(failures=0, passes=passes if self.tripped else 0, tripped=self.tripped), Transition.NONE
 
 
-def connectivity_problems(
-    *, rest_error: str | None, heartbeat_age_s: float | None, heartbeat_max_age_s: float
-) -> list[str]:
-    """Why a connectivity check fails (empty: it passes).
+@dataclass(frozen=True, slots=True)
+class Connectivity:
+    """What one connectivity check found.
+
+    ``problems``: everything wrong (empty: the check passes) — the health incident's reason;
+    ``backup_failing``: the check fails *for the backup feed's streak*: the websockets deliver nothing while
+    the backup feed can do better (the realtime service is alive to run it and REST answers to be polled), or,
+    while this sensor's backup feed is in force, the websocket probe still gets nothing (a pass then means
+    the websockets deliver again: back to the primary feed, whatever REST does);
+    ``report``: what the check does about ``problems`` when the backup feed is not the answer."""
+
+    problems: list[str]
+    backup_failing: bool
+    report: str
+
+
+def judge_connectivity(
+    *,
+    rest_error: str | None,
+    heartbeat_age_s: float | None,
+    ws_silent_s: float | None,
+    probe_error: str | None,
+    backup_on: bool,
+    backup_ours: bool,
+    max_age_s: float,
+) -> Connectivity:
+    """Judge the REST API and the websocket feed separately (spec 11.1 ``api_connectivity``).
 
     ``rest_error``: None when the REST ping answered, else what went wrong; ``heartbeat_age_s``: age of the
-    realtime heartbeat, None when there is none (expired, or Redis unreadable)."""
+    realtime heartbeat (None: none, expired or unreadable); ``ws_silent_s``: how long the service's websockets
+    have delivered no frame while they were meant to (None: not published); ``probe_error``: while the backup
+    feed is on (``backup_on``; the service's websockets are then off), None when the sensor's own websocket
+    probe received a frame, else why not; ``backup_ours``: that backup feed is this sensor's; ``max_age_s``:
+    the heartbeat's maximum age and the longest websocket silence.
+
+    The backup feed (REST polling, inside the service) is the answer only to a websocket failure: with REST
+    down it would poll a dead API and switch off the websockets that still deliver, and with the service
+    down nothing runs it. Those are reported, never acted on."""
     problems: list[str] = []
-    if rest_error is not None:
+    rest_ok = rest_error is None
+    if not rest_ok:
         problems.append(f"Binance REST ping failed: {rest_error}")
+    alive = heartbeat_age_s is not None and heartbeat_age_s <= max_age_s
     if heartbeat_age_s is None:
         problems.append("no realtime heartbeat (the service is down or Redis is unreadable)")
-    elif heartbeat_age_s > heartbeat_max_age_s:
-        problems.append(f"realtime heartbeat is {heartbeat_age_s:.0f} s old (> {heartbeat_max_age_s:g} s)")
-    return problems
+    elif not alive:
+        problems.append(f"realtime heartbeat is {heartbeat_age_s:.0f} s old (> {max_age_s:g} s)")
+    if backup_on:
+        ws_down = probe_error is not None
+        if ws_down:
+            problems.append(f"websocket probe got no frame: {probe_error}")
+    else:
+        ws_down = alive and ws_silent_s is not None and ws_silent_s > max_age_s
+        if ws_down and ws_silent_s is not None:
+            problems.append(f"websockets delivered nothing for {ws_silent_s:.0f} s (> {max_age_s:g} s)")
+    backup_failing = ws_down and (backup_ours or (rest_ok and alive))
+    if not alive:
+        report = "reported only: the realtime service is not running, and the backup feed runs inside it"
+    elif not rest_ok and ws_down:
+        report = "reported only: REST is down too, and the backup feed polls it"
+    elif not rest_ok:
+        report = "reported only: the websockets deliver; snapshots and resyncs cannot be fetched meanwhile"
+    else:
+        report = "reported only"
+    return Connectivity(problems=problems, backup_failing=backup_failing, report=report)
 
 
 def overload(

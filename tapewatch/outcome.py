@@ -22,6 +22,11 @@ STOPPED and EXPIRED; ``WAITING`` may also end ``EXPIRED`` untriggered).
   target, and again after each target (a candle that holds the stop and a target counts the stop; a candle
   that reaches TP1 and comes back to the entry counts TP1 then the stop at entry). The candle that triggers
   the signal counts in full, its part before the trigger included (conservative for stops).
+- **The creation minute**: a candle that opens before the signal's creation and closes after it mixes prices
+  from before the signal existed with prices after. Its adverse extreme counts (it may be after creation: the
+  worst order), its favourable one is capped at the entry (``LONG high = min(high, entry)``, SHORT mirrored):
+  a target touched before the signal existed is never credited. Where the trades are at hand, the batch
+  replaces that candle by the exact partial bar ``[created, minute end)`` (:mod:`tapewatch.outcome_batch`).
 - **P&L** of each part: ``(sign·(exit - entry) - fee·(entry + exit)) / R`` in R (R = |entry - stop| at
   creation, fee the taker fee per side), summed over parts by share; in % of capital it is the same return on
   notional times ``position_size`` (the signal's ``suggested_position_size``) × 100.
@@ -330,7 +335,8 @@ def evaluate_candles(
 
     Windows count in whole candles: a candle counts toward the response window or the hold if it opens
     before the deadline (one opening at the deadline lies after it). Candles that close before the signal's
-    creation are skipped; the others are taken in open-time order, each at the event time
+    creation are skipped; one that straddles it counts with its favourable extreme capped at the entry (see
+    the module docstring); the others are taken in open-time order, each at the event time
     ``max(open_time, time so far)``. ``until`` is the last event time the data covers (default: the last
     candle's ``close_time``): once it reaches the deadline the signal expires; before that the outcome may
     be provisional (not ``finished``). Raises ValueError on an impossible candle.
@@ -345,7 +351,13 @@ def evaluate_candles(
         if bar.open_time >= life.deadline:
             break
         life.advance(bar.open_time)
-        life.step(bar.open, bar.low, bar.high, bar.close)
+        low, high = bar.low, bar.high
+        if bar.open_time < signal.created:  # prices from before the signal existed reach no target
+            if signal.sign > 0:
+                high = min(high, signal.entry)
+            else:
+                low = max(low, signal.entry)
+        life.step(bar.open, low, high, bar.close)
         if life.finished:
             break
     end = until if until is not None else (bars[-1].close_time if bars else None)

@@ -3,7 +3,14 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
 
 - A signal is **due** for its batch outcome once event time ``now`` has passed its last possible end:
   ``created + response window + upper hold bound`` of its tier (after that, whatever happened, it is over).
-- Its candles are the 1-minute klines from the minute of its creation to that end (one REST request).
+- Its candles are the 1-minute klines from the minute of its creation to that end (one REST request per
+  1,500 minutes: :func:`kline_windows`).
+- **The creation minute** holds prices from before the signal existed. When the signal was created inside a
+  minute, its candle is replaced by the exact partial bar ``[created, minute end)`` built from that span's
+  trades (:func:`creation_bars`: open = first trade, high/low/close over those trades; no trade, no bar).
+  Where no trades can be had (a failed request, input without trades) or they contradict the candle, the
+  candle stays and :func:`tapewatch.outcome.evaluate_candles` caps its favourable extreme at the entry
+  (the worst order). :class:`CreationBar` says which was used.
 - Only candles that are closed count (a forming candle's range can still grow). When the candles do not
   reach the end (the exchange has no data for part of the window), the outcome is **incomplete** and is not
   stored: the live value, if any, stays until a later run has the data.
@@ -15,8 +22,9 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -30,7 +38,7 @@ from tapewatch.outcome import (
     evaluate_candles,
 )
 
-#: Binance serves at most this many klines per request; the longest window (LOW: 15 + 180 min) fits.
+#: Binance serves at most this many klines per request; longer windows take several requests.
 MAX_KLINES = 1500
 
 
@@ -71,18 +79,91 @@ def is_due(signal: OpenSignal, params: OutcomeParams, now_ms: int) -> bool:
     return now_ms > last_end(signal, params)
 
 
-def kline_window(signal: OpenSignal, params: OutcomeParams) -> KlineWindow:
-    """The klines request of ``signal``: from the minute of its creation to the minute of its last end."""
+def kline_windows(signal: OpenSignal, params: OutcomeParams) -> list[KlineWindow]:
+    """The klines requests of ``signal``: from the minute of its creation to the minute of its last end, in
+    consecutive pages of at most :data:`MAX_KLINES` minutes (a LOW hold may last up to a week)."""
     start = signal.created - signal.created % MINUTE_MS
     end_time = last_end(signal, params)
     end = end_time - end_time % MINUTE_MS
-    limit = (end - start) // MINUTE_MS + 1
-    if limit > MAX_KLINES:
-        raise ValueError(
-            f"{signal.symbol}: the outcome window of {limit} minutes exceeds {MAX_KLINES} klines; "
-            "lower the response window or hold time of its tier"
-        )
-    return KlineWindow(symbol=signal.symbol, start_ms=start, end_ms=end, limit=limit)
+    windows = []
+    while start <= end:
+        page_end = min(end, start + (MAX_KLINES - 1) * MINUTE_MS)
+        limit = (page_end - start) // MINUTE_MS + 1
+        windows.append(KlineWindow(symbol=signal.symbol, start_ms=start, end_ms=page_end, limit=limit))
+        start = page_end + MINUTE_MS
+    return windows
+
+
+class CreationBar(enum.StrEnum):
+    """How the minute of a signal's creation was counted."""
+
+    EXACT = "exact"  # the partial bar [created, minute end) from that span's trades (or none: no trade)
+    CAPPED = "capped"  # the whole candle, its favourable extreme capped at the entry (no usable trades)
+    ALIGNED = "aligned"  # created on a minute boundary, or no candle of that minute: nothing to settle
+
+
+class PriceBar(msgspec.Struct, frozen=True, kw_only=True):
+    """A price range over ``[open_time, close_time]`` (ms): the part of the creation minute after the signal."""
+
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+
+
+def creation_span(signal: OpenSignal) -> tuple[int, int] | None:
+    """``(created, last ms of its minute)``, the span whose trades make the partial first bar; None when the
+    signal was created on a minute boundary (its first candle starts with it)."""
+    if signal.created % MINUTE_MS == 0:
+        return None
+    return signal.created, signal.created - signal.created % MINUTE_MS + MINUTE_MS - 1
+
+
+def partial_bar(signal: OpenSignal, trades: Iterable[tuple[int, float]]) -> PriceBar | None:
+    """The bar of ``trades`` (event time, price) traded in the creation span, in time order; None when
+    nothing traded there (or the signal was created on a minute boundary)."""
+    span = creation_span(signal)
+    if span is None:
+        return None
+    inside = [(t, p) for t, p in trades if span[0] <= t <= span[1]]
+    prices = [p for _, p in sorted(inside, key=lambda trade: trade[0])]  # stable: same-ms trades keep order
+    if not prices:
+        return None
+    return PriceBar(
+        open_time=span[0],
+        close_time=span[1],
+        open=prices[0],
+        high=max(prices),
+        low=min(prices),
+        close=prices[-1],
+    )
+
+
+def creation_bars(
+    signal: OpenSignal, candles: Iterable[Bar], trades: Sequence[tuple[int, float]] | None
+) -> tuple[list[Bar], CreationBar]:
+    """``candles`` with the candle straddling the signal's creation replaced by the exact partial bar of
+    ``trades`` (all trades of the creation span, in any order; None: they could not be had). The candle stays
+    (counted capped by :func:`evaluate_candles`) when ``trades`` is None or contradicts it (a price outside
+    its range: the two sources disagree, so neither is trusted over the worst order)."""
+    bars = list(candles)
+    span = creation_span(signal)
+    minute = (
+        None
+        if span is None
+        else next((b for b in bars if b.open_time < signal.created <= b.close_time), None)
+    )
+    if span is None or minute is None:
+        return bars, CreationBar.ALIGNED
+    if trades is None:
+        return bars, CreationBar.CAPPED
+    bar = partial_bar(signal, trades)
+    if bar is not None and not minute.low <= bar.low <= bar.high <= minute.high:
+        return bars, CreationBar.CAPPED
+    rest = [b for b in bars if b is not minute]
+    return (rest if bar is None else [bar, *rest]), CreationBar.EXACT
 
 
 def batch_outcome(signal: OpenSignal, candles: Iterable[Bar], params: OutcomeParams) -> Outcome | None:
@@ -127,11 +208,20 @@ class BatchRun(msgspec.Struct, kw_only=True):
     filled: int = 0  # no live outcome, or an unfinished one: the live tracker missed the end
     agreed: int = 0
     incomplete: int = 0  # candles stop short of the end: nothing written
+    creation: dict[str, int] = msgspec.field(default_factory=dict)  # CreationBar value -> signals
     failed: dict[str, str] = msgspec.field(default_factory=dict)  # signal id -> error
     disagreements: list[Disagreement] = msgspec.field(default_factory=list)
 
-    def record(self, live: Outcome | None, batch: Outcome | None, tolerance_r: float) -> None:
-        """Count one signal's result (``batch`` None: incomplete data)."""
+    def record(
+        self,
+        live: Outcome | None,
+        batch: Outcome | None,
+        tolerance_r: float,
+        creation: CreationBar | None = None,
+    ) -> None:
+        """Count one signal's result (``batch`` None: incomplete data) and how its creation minute counted."""
+        if creation is not None:
+            self.creation[creation.value] = self.creation.get(creation.value, 0) + 1
         if batch is None:
             self.incomplete += 1
             return
@@ -149,11 +239,16 @@ class BatchRun(msgspec.Struct, kw_only=True):
 __all__ = [
     "MAX_KLINES",
     "BatchRun",
+    "CreationBar",
     "Disagreement",
     "KlineWindow",
+    "PriceBar",
     "batch_outcome",
+    "creation_bars",
+    "creation_span",
     "disagreement",
     "is_due",
-    "kline_window",
+    "kline_windows",
     "last_end",
+    "partial_bar",
 ]

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
         le=100,
         description="Emergency checks in a row (30 s apart) a symbol must fail to be excluded.",
     )
+    max_exclusion_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A quick or emergency check where more than this share of the universe breaks a minimum "
+        "at once excludes nobody: a market-wide condition, logged (1 = off).",
+    )
 
     # --- Dagster instance (issue 5) ----------------------------------------------------------------------
     dagster_host: str = Field("127.0.0.1", description="Dagster webserver host (tapewatch dagster, rescan).")
@@ -198,6 +205,12 @@ class Settings(BaseSettings):
     tail_snapshot_limit: SnapshotLimit = Field(100, description="Snapshot size for symbols outside the top.")
     book_stale_after: float = Field(
         5, gt=0, le=3600, description="A book with no update this long is stale (s)."
+    )
+    trade_stale_after: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="A symbol whose last trade is this much older than the event (s) is not evaluated.",
     )
     resync_min_interval: float = Field(
         1.0, ge=0, le=600, description="Seconds between resyncs of one symbol."
@@ -381,7 +394,10 @@ class Settings(BaseSettings):
         2, ge=1, le=1000, description="Consecutive good connectivity checks before the primary feed again."
     )
     heartbeat_max_age: float = Field(
-        30, gt=0, le=3600, description="A realtime heartbeat older than this (s) fails a connectivity check."
+        30,
+        gt=0,
+        le=3600,
+        description="A realtime heartbeat older, or websockets silent longer, than this (s) fails a connectivity check.",
     )
     anomaly_threshold: float = Field(
         3, gt=0, le=100, description="Standard deviations from the rolling mean that make an anomaly."

@@ -163,6 +163,38 @@ def _history_rows(h: History, lo: int, hi: int) -> list[Row]:
     return rows
 
 
+#: Where in its minute each synthesized history trade lies (ms): the open, the two extremes, the close.
+_HISTORY_TRADE_OFFSETS = (0, 15_000, 30_000, 59_000)
+# A synthesized history aggTrade: agg id, tick, qty (steps), first and last trade id, time, buyer is maker.
+HistoryTrade = tuple[int, int, int, int, int, int, bool]
+
+
+def history_trades(h: History, start: int, end: int) -> list[HistoryTrade]:
+    """aggTrades consistent with the history candles, for minutes before the start (which have no real trades),
+    traded in ``[start, end]``: four a minute (the open, the extreme on the way, the other extreme, the close,
+    at 0, 15, 30 and 59 s; down first when the candle closes up). Agg ids run up to just below the first live
+    one, trade ids are the candle's, so REST answers stay in id order across the start."""
+    lo = max(0, (start - h.start_ms) // MINUTE)
+    hi = min(len(h.trades), (end - h.start_ms) // MINUTE + 1)
+    if hi <= lo:
+        return []
+    agg_base = h.next_trade_id // 2 + 1 - len(_HISTORY_TRADE_OFFSETS) * len(h.trades)
+    out: list[HistoryTrade] = []
+    for k, row in enumerate(_history_rows(h, lo, hi), start=lo):
+        t, o, high, low, c, volume, _, n, _, _, first, _ = row
+        ticks = (o, low, high, c) if c >= o else (o, high, low, c)
+        parts = len(ticks)
+        for j, (tick, offset) in enumerate(zip(ticks, _HISTORY_TRADE_OFFSETS, strict=True)):
+            if not start <= t + offset <= end:
+                continue
+            f = first + n * j // parts
+            last = max(f, first + n * (j + 1) // parts - 1)
+            qty = max(1, volume // parts)
+            up = j > 0 and tick >= ticks[j - 1]
+            out.append((agg_base + parts * k + j, tick, qty, f, last, t + offset, not up))
+    return out
+
+
 class CandleBook:
     """One symbol's 1-minute candles (history + live) and its forming candles of ``intervals``."""
 

@@ -145,8 +145,9 @@ def _answer(venue: Venue, path: str, params: Mapping[str, str]) -> Reply | Snaps
         limit = _int(params, "limit", 500) or 0
         if not 1 <= limit <= MAX_AGG_TRADES_LIMIT:
             raise BadRequest(-1130, "Data sent for parameter 'limit' is not valid.")
-        rows = venue.agg_trades(
-            sym, _int(params, "fromId"), _int(params, "startTime"), _int(params, "endTime"), limit
-        )
+        start, end = _int(params, "startTime"), _int(params, "endTime")
+        if start is not None and end is not None and end - start >= 3_600_000:
+            raise BadRequest(-1127, "More than 1 hours between startTime and endTime.")
+        rows = venue.agg_trades(sym, _int(params, "fromId"), start, end, limit)
         return _ok(rows)
     raise BadRequest(-5000, f"Path {path}, Method GET is invalid", status=404)

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from realtime.sim import protocol as p
-from realtime.sim.candles import HISTORY_MINUTES, INTERVAL_MS, MINUTE, CandleBook, generate_history
+from realtime.sim.candles import (
+    HISTORY_MINUTES,
+    INTERVAL_MS,
+    MINUTE,
+    CandleBook,
+    generate_history,
+    history_trades,
+)
 from realtime.sim.model import STEP_MS, Market, SymbolState
 from realtime.sim.publisher import Msg, Publisher, Want
 from realtime.sim.symbols import SymbolSpec, build_universe, extra_listings
@@ -132,7 +139,10 @@ class Venue:
     def agg_trades(
         self, sym: SymbolState, from_id: int | None, start: int | None, end: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        """Recent aggTrades (the last few thousand), Binance's fromId / startTime / endTime selection."""
+        """Recent aggTrades (the last few thousand), Binance's fromId / startTime / endTime selection (both
+        bounds inclusive). A time range reaching into the history before the start is answered with trades
+        synthesized from its 1-minute candles (:func:`~realtime.sim.candles.history_trades`), so a client can
+        ask for any minute the klines show; ``fromId`` pages the live trades only."""
         spec = sym.spec
         rows = list(self.publisher.recent[spec.index])
         if from_id is not None:
@@ -140,7 +150,8 @@ class Venue:
         elif start is not None or end is not None:
             lo = start if start is not None else (end or 0) - 3_600_000
             hi = end if end is not None else lo + 3_600_000
-            rows = [r for r in rows if lo <= r[5] <= hi][:limit]
+            past = history_trades(self.candles[spec.index].history, lo, hi)
+            rows = (past + [r for r in rows if lo <= r[5] <= hi])[:limit]
         else:
             rows = rows[-limit:]
         pd, qd = spec.price_decimals, spec.qty_decimals

@@ -38,8 +38,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
 class SymbolFeed(msgspec.Struct, frozen=True, kw_only=True):
     """Live feed stats and book health of one symbol, as the realtime service last published them.
 
-    ``state`` is the service's word for the book (e.g. ``synced``, ``resyncing``, ``stale``); book fields
-    are None while the book is not usable. ``updated_ms`` is set on publishing (wall clock)."""
+    ``state`` is the service's word for the book (``synced``; ``syncing`` before its first sync, ``resyncing``
+    out of sync after it; ``stale``; ``crossed``); book fields are None while the book is not usable.
+    ``updated_ms`` is set on publishing (wall clock)."""
 
     state: str = ""
     update_id: int | None = None
@@ -55,10 +56,12 @@ class SymbolFeed(msgspec.Struct, frozen=True, kw_only=True):
     book_checks: int = 0
     book_mismatches: int = 0
     # liquidity as the emergency-exclusion sensor reads it: relative spread (ask-bid)/mid, USD resting within
-    # 1 % of mid (both sides), quote volume of the trade window, last trade price
+    # 1 % of mid (both sides), quote volume of the trade window and the seconds of trades it covers (less
+    # than the window for a while after the service started or the symbol joined), last trade price
     spread: float | None = None
     depth_1pct_usd: float | None = None
     quote_volume_window: float | None = None
+    window_covered_s: float | None = None
     last_price: float | None = None
     # the signal engine on this symbol: evaluations, setups it could not judge (book not usable, no 15m
     # context) and the commonest reason; quiet_s: seconds without any event while other symbols flow

@@ -14,6 +14,7 @@ function raises :class:`~tapewatch.errors.StorageUnavailable` when PostgreSQL ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +26,11 @@ from sqlalchemy.engine import Connection
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.errors import FatalError
 from tapewatch.universe import STAT_NAMES, Decision, Reason, ScoreComponents, SymbolStats
 from tapewatch.universe_checks import Exclusion
+
+log = logging.getLogger(__name__)
 
 RescanKind = Literal["full", "quick", "emergency"]
 ExclusionSource = Literal["quick_check", "emergency"]
@@ -197,6 +201,11 @@ def save_rescan(
         return _rescan(conn, rescan_id)
 
 
+class EmptyUniverseRefused(FatalError):
+    """An exclusion would have removed every symbol left in the universe; nothing was stored. Watching
+    nothing is never the answer: the next full rescan measures everything again."""
+
+
 def exclude(
     db: Database,
     excluded: Sequence[Exclusion],
@@ -208,7 +217,8 @@ def exclude(
     ``emergency``) and one ``universe_exclusions`` row per symbol actually removed.
 
     Symbols not in the current universe are skipped (already gone: a repeated sensor run changes
-    nothing). Returns the new version, or None when nothing was removed (or no universe exists yet)."""
+    nothing). Returns the new version, or None when nothing was removed (or no universe exists yet).
+    Raises :class:`EmptyUniverseRefused`, storing nothing, when no symbol would be left."""
     with db.begin() as conn:
         current = _lock_and_latest(conn)
         if current is None:
@@ -228,6 +238,17 @@ def exclude(
                 rows.append(_as_decision(m, True, Reason.SELECTED, detail, len(kept)))
             else:
                 rows.append(_as_decision(m, False, gone.reason, gone.detail, None))
+        if not kept:
+            names = ", ".join(sorted(by_symbol))
+            log.error(
+                "universe: refused to exclude %s (%s): no symbol would be left",
+                names,
+                source,
+                extra={"symbol": names},
+            )
+            raise EmptyUniverseRefused(
+                f"excluding {names} ({source}) would leave the universe empty; it is left as it is"
+            )
         rescan_id = _insert_version(conn, _KIND_OF_SOURCE[source], kept, rows, run_id, {"source": source})
         conn.execute(
             exclusions_table.insert(),

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.universe_store import (
+    EmptyUniverseRefused,
     Rescan,
     current_universe,
     exclude,
@@ -55,6 +56,23 @@ def test_empty_history_reads_as_none_and_empty_lists(db: Database) -> None:
     assert rescan_by_run(db, "no-such-run") is None
     # excluding before any rescan changes nothing
     assert exclude(db, [Exclusion("AUSDT", Reason.SPREAD_TOO_WIDE, "wide")], source="emergency") is None
+
+
+def test_an_exclusion_never_stores_an_empty_universe(db: Database) -> None:
+    first = save_rescan(
+        db, select_universe([stats(s, v) for s, v in [("AUSDT", 9e8), ("BUSDT", 5e8)]], 5, MINS).decisions
+    )
+    every = [Exclusion(s, Reason.SPREAD_TOO_WIDE, "live spread wide") for s in ("AUSDT", "BUSDT")]
+    with pytest.raises(EmptyUniverseRefused, match="would leave the universe empty"):
+        exclude(db, every, source="quick_check")
+    assert current_universe(db) == first and exclusions(db) == []
+    # one at a time (an emergency run per symbol): the first goes, the last one stays
+    assert exclude(db, every[:1], source="emergency") is not None
+    with pytest.raises(EmptyUniverseRefused):
+        exclude(db, every[1:], source="emergency")
+    after = current_universe(db)
+    assert after is not None and after.symbols == ("BUSDT",)
+    assert [e.symbol for e in exclusions(db)] == ["AUSDT"]
 
 
 def test_a_full_rescan_is_stored_with_every_symbol_its_stats_and_reason(db: Database) -> None:

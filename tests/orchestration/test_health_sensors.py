@@ -64,38 +64,63 @@ class Load:
         return performance_sensor(lambda: (self.cpu, self.memory))
 
 
-def test_api_connectivity_switches_to_backup_after_five_failures_and_back(
-    res_for: Resources, redis_state: RedisState, db: Database
+def _service(redis_url: str, keys: Keyspace, ws_silent_ms: int) -> None:
+    """A live realtime service as the sensor sees it: a heartbeat, and metrics saying how long its websockets
+    have delivered nothing."""
+
+    async def main() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=keys)
+        try:
+            await state.beat("realtime", ttl_s=60)
+            await state.publish_metrics({"messages": 1000, "ws_silent_ms": ws_silent_ms})
+        finally:
+            await state.aclose()
+
+    asyncio.run(main())
+
+
+def _ws(rest_url: str) -> str:
+    """The simulated exchange's public websocket route (same port as its REST)."""
+    return rest_url.replace("http://", "ws://") + "/public"
+
+
+def test_silent_websockets_switch_to_the_backup_feed_and_back(
+    res_for: Resources, redis_state: RedisState, db: Database, redis_url: str, redis_keys: Keyspace
 ) -> None:
-    redis_state.beat("realtime", ttl_s=60)
+    # audit (a): websockets silent while REST answers and the service beats -> backup feed on
+    _service(redis_url, redis_keys, ws_silent_ms=400)
     with sim_exchange() as rest_url:
-        up = res_for(rest_url)
+        up = res_for(rest_url, binance_ws_public_url=_ws(rest_url))
         result = tick(api_connectivity_sensor, None, up)
-        assert "REST and heartbeat fine" in str(result.skip_reason)
+        assert "REST and websockets fine" in str(result.skip_reason)
         cursor = result.cursor
 
-        down = res_for(closed_port_url())
+        _service(redis_url, redis_keys, ws_silent_ms=95_000)
         for n in range(1, 5):
-            result = tick(api_connectivity_sensor, cursor, down)
+            result = tick(api_connectivity_sensor, cursor, up)
             cursor = result.cursor
-            assert "Binance REST ping failed" in str(result.skip_reason)
+            assert "websockets delivered nothing for 95 s" in str(result.skip_reason)
             assert f"failures {n}" in str(result.skip_reason)
             assert not redis_state.read_control().backup_feed
-        result = tick(api_connectivity_sensor, cursor, down)
+        result = tick(api_connectivity_sensor, cursor, up)
         cursor = result.cursor
         assert "-> backup feed on" in str(result.skip_reason)
         assert redis_state.read_control().backup_feed
         [incident] = open_health_incidents(db)
         assert (incident.kind, incident.action) == ("api_connectivity", "backup feed on")
-        assert "5 failed checks in a row" in incident.reason and "ConnectError" in incident.reason
+        assert "5 failed checks in a row" in incident.reason and "websockets delivered" in incident.reason
 
-        # still failing: nothing new is opened, the switch stays
+        # on the backup feed the service's websockets are off: the sensor's probe judges them; a dead
+        # websocket endpoint keeps the backup feed, and nothing new is opened
+        dead_ws = res_for(rest_url, binance_ws_public_url=_ws(closed_port_url()))
         for _ in range(6):
-            cursor = tick(api_connectivity_sensor, cursor, down).cursor
+            result = tick(api_connectivity_sensor, cursor, dead_ws)
+            cursor = result.cursor
+        assert "websocket probe got no frame" in str(result.skip_reason)
         assert len(list_health_incidents(db)) == 1
         assert redis_state.read_control().backup_feed
 
-        # recovery takes two good checks (api_recovery_checks)
+        # recovery takes two checks with the probe receiving frames (api_recovery_checks)
         result = tick(api_connectivity_sensor, cursor, up)
         assert redis_state.read_control().backup_feed
         result = tick(api_connectivity_sensor, result.cursor, up)
@@ -109,16 +134,50 @@ def test_api_connectivity_switches_to_backup_after_five_failures_and_back(
     assert events == [("backup_feed", "1", "dagster:health"), ("backup_feed", "", "dagster:health")]
 
 
-def test_a_missing_heartbeat_fails_the_check_even_when_rest_answers(
-    res_for: Resources, redis_state: RedisState
+def test_rest_down_while_websockets_deliver_is_reported_never_switched(
+    res_for: Resources, redis_state: RedisState, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    # audit (b): the backup feed would switch off the working websockets and poll the dead REST API
+    _service(redis_url, redis_keys, ws_silent_ms=300)
+    down = res_for(closed_port_url())
+    cursor = None
+    for _ in range(12):
+        result = tick(api_connectivity_sensor, cursor, down)
+        cursor = result.cursor
+        assert not redis_state.read_control().backup_feed
+    assert "Binance REST ping failed" in str(result.skip_reason)
+    [incident] = open_health_incidents(db)
+    assert incident.kind == "api_connectivity" and "ConnectError" in incident.reason
+    assert "reported only" in incident.action and "snapshots and resyncs" in incident.action
+    # the websockets die too: both down, still no switch to a feed that polls the dead API
+    _service(redis_url, redis_keys, ws_silent_ms=60_000)
+    for _ in range(6):
+        cursor = tick(api_connectivity_sensor, cursor, down).cursor
+    assert not redis_state.read_control().backup_feed
+    assert redis_state.control_events() == []
+    # everything back: the incident closes
+    _service(redis_url, redis_keys, ws_silent_ms=300)
+    with sim_exchange() as rest_url:
+        up = res_for(rest_url)
+        cursor = tick(api_connectivity_sensor, cursor, up).cursor
+        result = tick(api_connectivity_sensor, cursor, up)
+    assert "REST and websockets fine" in str(result.skip_reason)
+    [closed] = list_health_incidents(db, kind="api_connectivity")
+    assert closed.ended_at is not None and closed.recovery == "connectivity restored"
+
+
+def test_a_missing_heartbeat_is_reported_not_answered_with_the_backup_feed(
+    res_for: Resources, redis_state: RedisState, db: Database
 ) -> None:
     with sim_exchange() as rest_url:
         res = res_for(rest_url, timeout_threshold="2")
         first = tick(api_connectivity_sensor, None, res)
         assert "no realtime heartbeat" in str(first.skip_reason)
         second = tick(api_connectivity_sensor, first.cursor, res)
-    assert "-> backup feed on" in str(second.skip_reason)
-    assert redis_state.read_control().backup_feed
+    assert "not running" in str(second.skip_reason)
+    assert not redis_state.read_control().backup_feed  # the backup feed runs inside the dead service
+    [incident] = open_health_incidents(db)
+    assert "no realtime heartbeat" in incident.reason
 
 
 def _broken_db() -> str:
@@ -134,17 +193,18 @@ QUICK_PERFORMANCE = {
 
 
 def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
-    res_for: Resources, redis_state: RedisState, db: Database
+    res_for: Resources, redis_state: RedisState, db: Database, redis_url: str, redis_keys: Keyspace
 ) -> None:
-    res = res_for(closed_port_url(), database_url=_broken_db(), timeout_threshold="1")
-    result = tick(api_connectivity_sensor, None, res)
-    # the switch took effect though PostgreSQL is down: the cursor must know it is in force
-    assert redis_state.read_control().backup_feed
-    assert "-> backup feed on" in str(result.skip_reason)
-    assert "not recorded yet" in str(result.skip_reason) and "PostgreSQL" in str(result.skip_reason)
-    redis_state.beat("realtime", ttl_s=60)
+    _service(redis_url, redis_keys, ws_silent_ms=60_000)
     with sim_exchange() as rest_url:
-        good = res_for(rest_url, timeout_threshold="1")
+        ws = _ws(rest_url)
+        res = res_for(rest_url, database_url=_broken_db(), timeout_threshold="1", binance_ws_public_url=ws)
+        result = tick(api_connectivity_sensor, None, res)
+        # the switch took effect though PostgreSQL is down: the cursor must know it is in force
+        assert redis_state.read_control().backup_feed
+        assert "-> backup feed on" in str(result.skip_reason)
+        assert "not recorded yet" in str(result.skip_reason) and "PostgreSQL" in str(result.skip_reason)
+        good = res_for(rest_url, timeout_threshold="1", binance_ws_public_url=ws)
         result = tick(api_connectivity_sensor, result.cursor, good)
         # the pending incident is written when PostgreSQL is back; the switch is not taken again
         [incident] = open_health_incidents(db)
@@ -205,17 +265,18 @@ def test_a_recovery_that_cannot_be_recorded_is_remembered(
 
 
 def test_the_operators_backup_feed_is_left_on(
-    res_for: Resources, redis_state: RedisState, db: Database
+    res_for: Resources, redis_state: RedisState, db: Database, redis_url: str, redis_keys: Keyspace
 ) -> None:
     settings = {"timeout_threshold": "1", "api_recovery_checks": "1"}
     redis_state.set_backup_feed(True, source="operator")
-    result = tick(api_connectivity_sensor, None, res_for(closed_port_url(), **settings))
-    assert "already on" in str(result.skip_reason)
-    [incident] = open_health_incidents(db)
-    assert "left as is" in incident.action
-    redis_state.beat("realtime", ttl_s=60)
+    _service(redis_url, redis_keys, ws_silent_ms=0)
     with sim_exchange() as rest_url:
-        good = res_for(rest_url, **settings)
+        dead_ws = res_for(rest_url, binance_ws_public_url=_ws(closed_port_url()), **settings)
+        result = tick(api_connectivity_sensor, None, dead_ws)
+        assert "already on" in str(result.skip_reason)
+        [incident] = open_health_incidents(db)
+        assert "left as is" in incident.action
+        good = res_for(rest_url, binance_ws_public_url=_ws(rest_url), **settings)
         result = tick(api_connectivity_sensor, result.cursor, good)
     assert redis_state.read_control().backup_feed  # the operator switched it on: theirs to switch off
     [closed] = list_health_incidents(db, kind="api_connectivity")
@@ -442,3 +503,39 @@ def test_an_action_redis_refused_is_taken_at_the_next_tick(
     result = tick(sensor, result.cursor, res_for(**settings))
     assert "universe capped at 20 (was 40)" in str(result.skip_reason)
     assert redis_state.read_control().max_universe == 20
+
+
+def test_a_tick_that_cannot_read_redis_does_not_count_toward_the_primary_feed(
+    res_for: Resources,
+    redis_state: RedisState,
+    migrated_database_url: str,
+    redis_url: str,
+    redis_keys: Keyspace,
+    tmp_path: Path,
+) -> None:
+    _service(redis_url, redis_keys, ws_silent_ms=95_000)
+    with sim_exchange() as rest_url:
+        up = res_for(rest_url, binance_ws_public_url=_ws(rest_url))
+        cursor = None
+        for _ in range(5):
+            result = tick(api_connectivity_sensor, cursor, up)
+            cursor = result.cursor
+        assert redis_state.read_control().backup_feed
+        # Redis away for a tick: the control state is unknown, so it is no good check of the feed
+        redis_away = closed_port_url().replace("http://", "redis://") + "/0"
+        no_redis = resources(
+            migrated_database_url,
+            redis_away,
+            redis_keys,
+            rest_url,
+            var_dir=str(tmp_path),
+            binance_ws_public_url=_ws(rest_url),
+        )
+        result = tick(api_connectivity_sensor, cursor, no_redis)
+        cursor = result.cursor
+        # still two good checks with the probe receiving frames before the switch back (api_recovery_checks)
+        result = tick(api_connectivity_sensor, cursor, up)
+        assert redis_state.read_control().backup_feed, result.skip_reason
+        result = tick(api_connectivity_sensor, result.cursor, up)
+        assert "-> primary feed" in str(result.skip_reason)
+    assert not redis_state.read_control().backup_feed

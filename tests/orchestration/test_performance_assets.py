@@ -14,8 +14,10 @@ The simulator (manual clock, fixed seed) starts at 2024-03-06 00:00 UTC with 25 
 """
 
 import asyncio
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -59,8 +61,14 @@ FEE = 0.0005
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimExchange]:
     """The simulator on a free port, its event loop in a thread of its own (Dagster runs in this one)."""
+    with serve_sim(START) as exchange:
+        yield exchange
+
+
+@contextlib.contextmanager
+def serve_sim(start_ms: int) -> Iterator[SimExchange]:
     loop = asyncio.new_event_loop()
-    exchange = SimExchange(port=0, seed=11, symbols=5, manual=True, start_ms=START)
+    exchange = SimExchange(port=0, seed=11, symbols=5, manual=True, start_ms=start_ms)
     started = threading.Event()
 
     def serve() -> None:
@@ -295,6 +303,53 @@ def test_unknown_symbol_is_counted_and_an_unreachable_exchange_fails_clearly(
         assert "TAPEWATCH_BINANCE_REST_URL" in failure_text(result)
     finally:
         db.dispose()
+
+
+def test_the_creation_minute_counts_only_trades_after_the_signal(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A signal created 20 s into a minute whose low (at 15 s, before it) lies under its stop, and nothing after
+    reaches the stop or a target: the aggTrades of [created, minute end] make it expire (the capped candle
+    would have stopped it). Binance serves aggTrades for a year, so this day is yesterday's."""
+    today = int(time.time() * 1000) // 86_400_000 * 86_400_000
+    day = today - 86_400_000
+    with serve_sim(today) as exchange:
+        rows = klines(exchange, "BTCUSDT", day, day + 1439 * M)
+        ohlc = [tuple(float(x) for x in r[1:5]) for r in rows]
+        for i in range(60, 1380):  # the minute's low comes first when it closes up (the simulator's order)
+            o, _, low, c = ohlc[i]
+            later = ohlc[i + 1 : i + 47]
+            floor = min(c, *(r[2] for r in later))
+            if c >= o and low < floor - c * 0.0005:
+                break
+        else:
+            pytest.fail("no suitable minute in the simulated history")
+        top = max(r[1] for r in ohlc[i : i + 47])
+        stop = (low + floor) / 2
+        sig = make_signal("BTCUSDT", day + i * M + 20_000, c, stop, top * 1.01, top * 1.02)
+        exit_price = ohlc[i + 45][3]
+        expected_r = ((exit_price - c) - FEE * (c + exit_price)) / (c - stop)
+        db = Database(migrated_database_url)
+        try:
+            SignalStore(db).save_signal(sig)
+            res = resources(exchange.rest_url, migrated_database_url, tmp_path)
+            key = datetime.fromtimestamp(day / 1000, UTC).date().isoformat()
+            result = dg.materialize([signal_outcomes], partition_key=key, resources=res)
+            meta = {
+                k: v.value
+                for k, v in result.asset_materializations_for_node("signal_outcomes")[0].metadata.items()
+            }
+            assert (meta["written"], meta["creation_minute_exact"], meta["creation_minute_capped"]) == (
+                1,
+                1,
+                0,
+            )
+            got = SignalStore(db).get_outcome(sig.signal_id)
+            assert got is not None and got[1] == "batch"
+            assert got[0].state is OutcomeState.EXPIRED and got[0].trigger_time == sig.event_time
+            assert got[0].pnl_r == pytest.approx(expected_r)
+        finally:
+            db.dispose()
 
 
 def test_an_unreachable_database_fails_the_report_with_advice(tmp_path: Path) -> None:

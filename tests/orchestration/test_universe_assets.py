@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import msgspec
 import pytest
 
 from assets.universe import UNIVERSE_ASSETS
@@ -40,7 +41,7 @@ from tapewatch.adapters.universe_store import (
 )
 from tapewatch.settings import load_settings
 from tapewatch.universe import Reason, SymbolStats, minimums_from, select_universe
-from tests.orchestration.universe_support import publish_feeds, resources, sim_in_thread
+from tests.orchestration.universe_support import publish_feeds, publishing_feeds, resources, sim_in_thread
 
 # the first 20 simulated symbols: 15 liquid, ATOM too wide, FIL and ETC thin, MKR low open interest; UNI is
 # a wide one whose $50M volume sits at the minimum (either reason keeps it out)
@@ -219,6 +220,8 @@ def test_quick_check_excludes_on_open_interest_and_spread_not_only_volume(
     sim: SimExchange,
     res_for: Resources,
     db: Database,
+    redis_url: str,
+    redis_keys: Keyspace,
     redis_state: RedisState,
     loose: dict[str, str],
     reason: Reason,
@@ -228,15 +231,20 @@ def test_quick_check_excludes_on_open_interest_and_spread_not_only_volume(
     assert rescan(sim, res_for, universe_size="20", **loose).success
     first = current_universe(db)
     assert first is not None and out <= set(first.symbols)
+    # a spread failure of the REST snapshot must be confirmed by the live spread: the wide symbol's is wide
+    live = {"state": "synced", "depth_1pct_usd": 5e6}
+    feeds = {s: SymbolFeed(**live, spread=0.001 if s in WIDE else 0.0001) for s in first.symbols}  # type: ignore[arg-type]
     res = res_for(sim.rest_url)
-    run = universe_quick_check_job.execute_in_process(resources=res)
+    with publishing_feeds(redis_url, redis_keys, feeds):
+        run = universe_quick_check_job.execute_in_process(resources=res)
     assert run.success
     after = current_universe(db)
     assert after is not None and after.kind == "quick"
     excluded = {e.symbol: e.reason for e in exclusions(db)}
     assert {s: excluded.get(s) for s in out} == dict.fromkeys(out, reason)
-    # others may leave too (the simulated spread of a major can touch the minimum at the moment of the check,
-    # UNI's volume sits at it): each for a minimum it measurably broke, and every removal recorded
+    # others may leave too (UNI's volume sits at the minimum; a major whose REST spread touches the maximum at
+    # that moment stays: its live spread does not confirm it): each for a minimum it measurably broke, and
+    # every removal recorded
     minimums = {Reason.BELOW_MIN_VOLUME, Reason.BELOW_MIN_OPEN_INTEREST, Reason.SPREAD_TOO_WIDE}
     assert set(excluded.values()) <= minimums and set(after.removed) == set(excluded)
     assert set(after.symbols) == set(first.symbols) - set(excluded)
@@ -245,11 +253,8 @@ def test_quick_check_excludes_on_open_interest_and_spread_not_only_volume(
     assert redis_state.read_control().universe == after.symbols
 
 
-def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_volume_looks_healthy(
-    res_for: Resources, db: Database, redis_url: str, redis_keys: Keyspace
-) -> None:
-    # the trade window keeps its last 300 s of volume until a new trade arrives: only the age of the last
-    # event shows that a symbol stopped
+def save_healthy_universe(db: Database, symbols: tuple[str, ...]) -> None:
+    """Store a full rescan that selected ``symbols``, every one comfortably above the minimums."""
     healthy = {
         "quote_volume_24h": 1e9,
         "open_interest_usd": 1e8,
@@ -259,11 +264,57 @@ def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_vol
         "trades_per_second": 5.0,
     }
     picked = select_universe(
-        [SymbolStats(s, **healthy) for s in ("AUSDT", "BUSDT")],  # type: ignore[arg-type]
-        2,
+        [SymbolStats(s, **healthy) for s in symbols],  # type: ignore[arg-type]
+        len(symbols),
         minimums_from(load_settings()),
     )
     save_rescan(db, picked.decisions)
+
+
+def test_a_quick_check_failing_most_of_the_universe_excludes_nobody(
+    sim: SimExchange, res_for: Resources, db: Database, redis_state: RedisState
+) -> None:
+    assert rescan(sim, res_for).success
+    first = current_universe(db)
+    assert first is not None and len(first.symbols) == 5
+    # a minimum nobody meets: that is the market (or a bad setting), not five bad symbols
+    run = universe_quick_check_job.execute_in_process(resources=res_for(sim.rest_url, min_24h_volume="1e15"))
+    assert run.success
+    assert current_universe(db) == first and exclusions(db) == []
+    assert redis_state.read_control().universe == first.symbols
+    (output,) = [e for e in run.events_for_node("universe_quick_check") if e.is_successful_output]
+    metadata = output.step_output_data.metadata
+    assert "5 of 5 symbols break a minimum at once" in str(metadata["market-wide (nobody excluded)"].value)
+    assert set(metadata["held back"].value) == set(first.symbols)  # type: ignore[arg-type]
+    assert metadata["excluded"].value == {}
+
+
+def test_the_sensor_ignores_values_of_a_service_that_stopped_publishing(
+    res_for: Resources, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    symbols = ("AUSDT", "BUSDT", "CUSDT")
+    save_healthy_universe(db, symbols)
+    fine = SymbolFeed(state="synced", spread=0.0001, depth_1pct_usd=5e6)
+    feeds = {"AUSDT": msgspec.structs.replace(fine, spread=0.01), "BUSDT": fine, "CUSDT": fine}
+    publish_feeds(redis_url, redis_keys, feeds)
+    res = res_for(emergency_strikes="2")
+    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res))
+    assert isinstance(out, dg.SensorResult) and "AUSDT×1" in str(out.skip_reason)
+    # the service dies: its last values live on in Redis until they expire, 20 s old at the next tick
+    publish_feeds(redis_url, redis_keys, feeds, age_s=20)
+    out = emergency_exclusion_sensor(dg.build_sensor_context(cursor=out.cursor, resources=res))
+    assert isinstance(out, dg.SensorResult) and not out.run_requests
+    assert "3 stale" in str(out.skip_reason) and "AUSDT×1" in str(out.skip_reason)
+    after = current_universe(db)
+    assert after is not None and after.symbols == symbols
+
+
+def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_volume_looks_healthy(
+    res_for: Resources, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    # the trade window keeps its last 300 s of volume until a new trade arrives: only the age of the last
+    # event shows that a symbol stopped
+    save_healthy_universe(db, ("AUSDT", "BUSDT"))
     now = int(time.time() * 1000)  # updated_ms is the publisher's wall clock; 400 s is no timing margin
     live = {"state": "synced", "spread": 0.0001, "depth_1pct_usd": 5e6, "quote_volume_window": 5e6}
     publish_feeds(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -60,11 +61,11 @@ def resources(
     }
 
 
-def publish_feeds(redis_url: str, keys: Keyspace, feeds: dict[str, SymbolFeed]) -> None:
-    """Publish live feed stats as the realtime service does."""
+def publish_feeds(redis_url: str, keys: Keyspace, feeds: dict[str, SymbolFeed], age_s: float = 0.0) -> None:
+    """Publish live feed stats as the realtime service does (``age_s`` seconds ago: a service that stopped)."""
 
     async def main() -> None:
-        state = AsyncRedisState.from_url(redis_url, keys=keys)
+        state = AsyncRedisState.from_url(redis_url, keys=keys, clock=lambda: time.time() - age_s)
         try:
             for symbol, feed in feeds.items():
                 await state.publish_feed(symbol, feed)
@@ -72,3 +73,24 @@ def publish_feeds(redis_url: str, keys: Keyspace, feeds: dict[str, SymbolFeed]) 
             await state.aclose()
 
     asyncio.run(main())
+
+
+@contextmanager
+def publishing_feeds(redis_url: str, keys: Keyspace, feeds: dict[str, SymbolFeed]) -> Iterator[None]:
+    """Republish ``feeds`` every half second until exit, as a running realtime service keeps them fresh (a
+    run that waits for request weight must not find them stale)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            publish_feeds(redis_url, keys, feeds)
+            stop.wait(0.5)
+
+    publish_feeds(redis_url, keys, feeds)
+    thread = threading.Thread(target=loop, name="feeds", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)

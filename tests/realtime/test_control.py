@@ -201,6 +201,27 @@ def test_unknown_symbols_are_ignored_and_a_universe_of_none_is_refused(
     assert sum("names no tradable symbol" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_an_empty_universe_is_refused(
+    redis_url: str, redis_keys: Keyspace, redis_state: RedisState, caplog: pytest.LogCaptureFixture
+) -> None:
+    # whoever writes it (a bug, an exclusion that removed everything): watching nothing is never meant
+    caplog.set_level(logging.INFO, logger="realtime.control")
+
+    async def scenario() -> None:
+        target = Target()
+        state, loop, task = await _with_loop(redis_url, redis_keys, target, ControlConfig(reread_every=0.1))
+        try:
+            await asyncio.to_thread(redis_state.set_universe, [], source="dagster")
+            await wait_for(lambda: loop.counters["rejected"] == 1, "the empty universe refused")
+            await asyncio.sleep(0.3)
+            assert target.universe == START and target.calls == []
+        finally:
+            await _stop(state, task)
+
+    asyncio.run(scenario())
+    assert sum("the universe is empty" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_a_universe_waits_until_exchange_info_can_check_it(
     redis_url: str, redis_keys: Keyspace, redis_state: RedisState
 ) -> None:

@@ -171,7 +171,7 @@ def test_a_shard_behind_in_event_time_still_sees_the_slot_taken_ahead(migrated_d
 
 # --- two shards against the simulator ------------------------------------------------------------------------
 
-CONCURRENT = 2
+CONCURRENT = 3
 DAILY = 6
 
 
@@ -207,6 +207,8 @@ def test_two_shards_keep_the_global_limits_and_duplicate_nothing(
     )
     global_rejections = "SELECT count(*) FROM candidates WHERE fate_detail LIKE '%(all shards)'"
     entries = "SELECT count(*) FROM signals WHERE signal_type = 'ENTRY'"
+    # a held-back setup takes a freed slot at once, so which shard wins the slots is a race: wait for both
+    shards = "SELECT count(DISTINCT shard) FROM risk_reservations"
     with processes(tmp_path, "sim.log", "shard0.log", "shard1.log") as (procs, logs):
         sim_args = ["--seed", "3", "--symbols", "10", "--speed", "30", "--episode-rate", "30"]
         start_sim(port, env, logs[0], procs, *sim_args)
@@ -214,10 +216,14 @@ def test_two_shards_keep_the_global_limits_and_duplicate_nothing(
             procs.append(
                 start_cli(["run", "--exchange", "sim", "--shard", f"{index}/2"], env, logs[1 + index])
             )
-        # until the limits have bound across shards (or the time bound)
+        # until the limits have bound across shards and each shard holds a signal (or the time bound)
         wait_while_running(
             "global limits reached",
-            lambda: count(engine, global_rejections) >= 2 and count(engine, entries) >= 3,
+            lambda: (
+                count(engine, global_rejections) >= 2
+                and count(engine, entries) >= CONCURRENT
+                and count(engine, shards) == 2
+            ),
             100,
             procs,
         )

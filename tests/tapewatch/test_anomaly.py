@@ -37,8 +37,48 @@ def test_std_floor_keeps_a_flat_series_from_making_infinite_sigmas() -> None:
     for _ in range(20):
         stat = stat.add(0.0002, CONFIG.alpha)
     assert stat.var == pytest.approx(0.0, abs=1e-18)
-    # 0.00005 above a perfectly flat spread is 5 floors (1e-5) away
-    assert stat.deviation(0.00025, "spread") == pytest.approx(5.0)
+    # a flat message rate of 10/s: 1/s above it is 2 floors (0.5/s) away
+    rate = Stat()
+    for _ in range(20):
+        rate = rate.add(10.0, CONFIG.alpha)
+    assert rate.deviation(11.0, "message_rate") == pytest.approx(2.0)
+    # a spread's floor is half its mean: one tick more than a flat one-tick spread is 2 sd, not 20
+    assert stat.deviation(0.0004, "spread") == pytest.approx(2.0)
+
+
+def _one_tick_market(minutes: int, wide: float, p_two_ticks: float, seed: int = 1) -> list[tuple[int, bool]]:
+    """30 symbols on a calm market whose spreads are one tick (1-2 bp), now and then two; from minute 40 on
+    every symbol's spread is ``wide`` times its tick. Each minute: (symbols with an anomalous spread, dirty)."""
+    rng = random.Random(seed)
+    config = QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
+    state, out = QualityState(), []
+    for t in range(minutes):
+        sample = {}
+        for i in range(30):
+            tick = 1e-4 * (1 + i / 30)
+            ticks = wide if t >= 40 else (2 if rng.random() < p_two_ticks else 1)
+            price = 100.0 * (1 + rng.gauss(0, 1e-5))  # price jumps well inside their 1 bp floor
+            sample[f"S{i}"] = FeedSample(f"S{i}", 1_000_000 + t * 60_000, price, tick * ticks, 500 * t)
+        state, found = assess(state, sample, None, config)
+        out.append((sum(a.series == "spread" for a in found.anomalies), found.dirty))
+    return out
+
+
+def test_a_one_tick_spread_flip_is_not_an_anomaly() -> None:
+    # the audit's case: 5 % of minutes show a two-tick spread; the old floor (5 % of the mean) made each
+    # such reading 10-20 sd and paused signalling more than half the time
+    calm = _one_tick_market(40, wide=1, p_two_ticks=0.05)
+    assert sum(n for n, _ in calm[10:]) == 0
+    assert not any(dirty for _, dirty in calm)
+
+
+def test_a_real_spread_blow_out_is_still_an_anomaly() -> None:
+    blown = _one_tick_market(41, wide=5, p_two_ticks=0.05)  # every spread five ticks at minute 40
+    anomalous, dirty = blown[-1]
+    assert anomalous == 30 and dirty
+    # three ticks (just above the 2.5x line at k = 3) is one; two and a half is not
+    assert _one_tick_market(41, wide=3, p_two_ticks=0.0)[-1] == (30, True)
+    assert _one_tick_market(41, wide=2.4, p_two_ticks=0.0)[-1] == (0, False)
 
 
 def feeds(

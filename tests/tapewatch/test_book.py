@@ -8,6 +8,7 @@ import random
 import pytest
 
 from tapewatch.book import Applied, Buffered, Dropped, Health, NeedsResync, OrderBook
+from tapewatch.events import DepthSnapshot
 from tapewatch.market import Market
 from tapewatch.parse import FrameDecoder
 from tests.helpers import ALL_RECORDINGS, RECORDINGS, diff, recording_lines, snapshot
@@ -119,6 +120,32 @@ def test_health_reports_stale_when_no_update_for_too_long() -> None:
     assert book.health(now_ms=1_000 + 4_000, stale_after_ms=5_000).state is Health.SYNCED
     assert book.health(now_ms=1_000 + 6_000, stale_after_ms=5_000).state is Health.STALE
     assert not book.is_usable(now_ms=1_000 + 6_000, stale_after_ms=5_000)
+
+
+def test_health_says_syncing_until_the_first_sync_and_resyncing_after_a_gap() -> None:
+    """A cold start (or a symbol just added) is no fault: only a book that was synced once is resyncing."""
+    book = OrderBook("BTCUSDT")
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.SYNCING
+    book.apply(diff(90, 105, 80, bids=[(100.0, 5.0)]))
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.SYNCING  # diffs buffered
+    assert isinstance(book.load_snapshot(snapshot(10)), NeedsResync)  # the first snapshot too old
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.SYNCING
+    assert book.load_snapshot(snapshot(100)) == Applied(synced_now=True)
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.SYNCED
+    assert isinstance(book.apply(diff(120, 130, 110)), NeedsResync)  # a gap
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.RESYNCING
+    assert book.load_snapshot(snapshot(125)) == Applied(synced_now=True)
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.SYNCED
+    book.reset("depth stream reconnect")  # a stream restart after a sync: resyncing, not syncing
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.RESYNCING
+
+
+def test_a_polled_book_that_a_diff_knocks_out_is_resyncing() -> None:
+    book = OrderBook("BTCUSDT")
+    polled = DepthSnapshot(100, [(100.0, 1.0)], [(101.0, 1.0)], event_time=1_000, transaction_time=1_000)
+    assert book.load_polled(polled) == Applied(synced_now=True)
+    assert isinstance(book.apply(diff(120, 130, 110)), NeedsResync)
+    assert book.health(now_ms=1_000, stale_after_ms=5_000).state is Health.RESYNCING
 
 
 def test_views_top_imbalance_and_depth() -> None:

@@ -107,7 +107,8 @@ def reference_return_correlation(a: list[Candle], b: list[Candle], window: int =
     sb = pd.Series({c.open_time: c.close for c in b})
     df = pd.concat([sa, sb], axis=1, join="inner").sort_index()
     end = df.index.max()
-    df = df[df.index > end - window * M1]
+    first = int((df.index > end - window * M1).argmax())
+    df = df.iloc[max(first - 1, 0) :]  # the close before the window is the base of its first return
     rets = np.log(df).diff().dropna()
     return float(rets[0].corr(rets[1]))
 
@@ -128,12 +129,37 @@ def test_only_the_last_240_minutes_count_and_end_time_selects_an_earlier_window(
     # b moves against a for the first 260 minutes, then with it: log returns -r, then 2r
     b = minutes([1e4 / c if i < 260 else c**2 / closes[259] ** 3 * 1e4 for i, c in enumerate(closes)])
     xa, xb = aligned_closes(a, b)
-    assert len(xa) == len(xb) == 240 and xa[0] == closes[260]
+    assert len(xa) == len(xb) == 241 and xa[0] == closes[259]  # the base of the first return, then 260..499
     assert return_correlation(a, b) == pytest.approx(1.0)
-    end = 259 * M1  # the window (end - 240 min, end] holds minutes 20..259
+    end = 260 * M1  # minutes 20..259 closed within (end - 240 min, end]; minute 19's close is their base
     xa, _ = aligned_closes(a, b, end_time=end)
-    assert len(xa) == 240 and xa[-1] == closes[259]
+    assert len(xa) == 241 and xa[0] == closes[19] and xa[-1] == closes[259]
     assert return_correlation(a, b, end_time=end) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 30_000, M1 - 2])  # M1 - 1: minute 300 would have closed
+def test_a_full_window_gives_240_returns_at_any_time_within_the_minute(offset: int) -> None:
+    closes = walk(300, seed=6)
+    a, b = minutes(closes), minutes([c * 1.5 for c in closes])
+    now = 300 * M1 + offset  # minute 299 closed at 300 * M1 - 1; minute 300 is forming (not passed)
+    xa, xb = aligned_closes(a, b, end_time=now)
+    assert len(log_returns(xa)) == len(log_returns(xb)) == 240
+    assert xa[0] == closes[59] and xa[-1] == closes[299]
+
+
+def test_a_candle_closing_after_end_time_is_left_out_and_an_old_base_is_not_taken() -> None:
+    closes = walk(300, seed=7)
+    a, b = minutes(closes), minutes([c * 0.5 for c in closes])
+    xa, _ = aligned_closes(a, b, end_time=300 * M1 - 2)  # minute 299 closes 1 ms later
+    assert len(xa) == 241 and xa[-1] == closes[298] and xa[0] == closes[58]
+    # minute 59 (the base) missing: minute 58 closed more than one candle before the window, no base
+    gap = minutes(closes, skip=frozenset({59}))
+    xa, _ = aligned_closes(gap, b, end_time=300 * M1)
+    assert len(xa) == 240 and xa[0] == closes[60]
+    # minute 60 (the first of the window) missing: 59 is the base, its return spans to minute 61
+    gap = minutes(closes, skip=frozenset({60}))
+    xa, _ = aligned_closes(gap, b, end_time=300 * M1)
+    assert len(xa) == 240 and xa[0] == closes[59] and xa[1] == closes[61]
 
 
 def test_too_few_common_minutes_gives_none() -> None:

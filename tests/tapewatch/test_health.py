@@ -6,12 +6,13 @@ import msgspec
 import pytest
 
 from tapewatch.health import (
+    Connectivity,
     PendingIncident,
     Streak,
     Transition,
-    connectivity_problems,
     decode_state,
     encode_state,
+    judge_connectivity,
     overload,
     queued,
     shrunk_universe,
@@ -56,18 +57,68 @@ def test_one_check_trips_at_once_and_bad_parameters_are_refused() -> None:
         Streak().step(True, trip_after=0, clear_after=1)
 
 
-def test_connectivity_problems_name_each_cause() -> None:
-    assert connectivity_problems(rest_error=None, heartbeat_age_s=2.0, heartbeat_max_age_s=30) == []
-    problems = connectivity_problems(
-        rest_error="ConnectError: refused", heartbeat_age_s=None, heartbeat_max_age_s=30
+def _judge(
+    rest: str | None = None,
+    age: float | None = 1.0,
+    silent: float | None = 0.5,
+    probe: str | None = None,
+    backup_on: bool = False,
+    ours: bool = False,
+) -> Connectivity:
+    return judge_connectivity(
+        rest_error=rest,
+        heartbeat_age_s=age,
+        ws_silent_s=silent,
+        probe_error=probe,
+        backup_on=backup_on,
+        backup_ours=ours,
+        max_age_s=30,
     )
-    assert problems == [
+
+
+def test_connectivity_problems_name_each_cause() -> None:
+    assert _judge() == Connectivity(problems=[], backup_failing=False, report="reported only")
+    assert _judge(rest="ConnectError: refused", age=None).problems == [
         "Binance REST ping failed: ConnectError: refused",
         "no realtime heartbeat (the service is down or Redis is unreadable)",
     ]
-    assert connectivity_problems(rest_error=None, heartbeat_age_s=45.0, heartbeat_max_age_s=30) == [
-        "realtime heartbeat is 45 s old (> 30 s)"
+    assert _judge(age=45.0).problems == ["realtime heartbeat is 45 s old (> 30 s)"]
+    assert _judge(silent=31.0).problems == ["websockets delivered nothing for 31 s (> 30 s)"]
+    assert _judge(backup_on=True, probe="no frame within 5 s").problems == [
+        "websocket probe got no frame: no frame within 5 s"
     ]
+
+
+def test_silent_websockets_with_rest_answering_call_for_the_backup_feed() -> None:
+    assert _judge(silent=30.0).backup_failing is False  # boundary: silent for exactly the limit
+    assert _judge(silent=30.5).backup_failing is True
+    # a silence figure of a dead service is stale: that is the heartbeat's problem, and no backup can run
+    dead = _judge(silent=300.0, age=None)
+    assert dead.backup_failing is False and "not running" in dead.report
+    assert _judge(silent=None).problems == []  # not published (an older service): not judged
+
+
+def test_rest_down_never_calls_for_the_backup_feed() -> None:
+    # (b) of the audit: REST down while the websockets deliver -> reported, the websockets stay on
+    rest_down = _judge(rest="ConnectError: timed out", silent=0.2)
+    assert rest_down.problems and rest_down.backup_failing is False
+    assert "websockets deliver" in rest_down.report and "snapshots" in rest_down.report
+    # both down: the backup feed would poll the dead REST API
+    both = _judge(rest="ConnectError: timed out", silent=60.0)
+    assert len(both.problems) == 2 and both.backup_failing is False
+    assert "REST is down too" in both.report
+
+
+def test_on_the_backup_feed_the_probe_decides_the_way_back() -> None:
+    # the service's websockets are off by design: their silence is not judged, the probe is
+    assert _judge(backup_on=True, ours=True, silent=600.0).backup_failing is False  # probe got a frame
+    assert _judge(backup_on=True, ours=True, probe="refused").backup_failing is True  # stay on backup
+    # the websockets are back while REST is down: this sensor's backup feed must go (it polls a dead API)
+    assert _judge(backup_on=True, ours=True, rest="timed out").backup_failing is False
+    # both down on our backup feed: stay as is (failing keeps it, no switch to websockets that are dead)
+    assert _judge(backup_on=True, ours=True, rest="timed out", probe="refused").backup_failing is True
+    # someone else's backup feed with the websockets dead and REST down: nothing to switch
+    assert _judge(backup_on=True, rest="timed out", probe="refused").backup_failing is False
 
 
 def test_overload_is_strictly_above_the_threshold() -> None:

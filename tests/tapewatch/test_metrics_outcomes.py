@@ -8,6 +8,7 @@ TP2 +1.899 R, stop -1.0995 R, entry -0.1 R per part. The fixed set is ``test_met
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import date
 
@@ -15,14 +16,19 @@ import msgspec
 import pytest
 
 from tapewatch.metrics import best_and_worst, period_metrics, symbol_totals
-from tapewatch.outcome import OutcomeParams, OutcomeState
+from tapewatch.outcome import Outcome, OutcomeParams, OutcomeState, evaluate_candles
 from tapewatch.outcome_batch import (
     BatchRun,
+    CreationBar,
+    PriceBar,
     batch_outcome,
+    creation_bars,
+    creation_span,
     disagreement,
     is_due,
-    kline_window,
+    kline_windows,
     last_end,
+    partial_bar,
 )
 from tests.tapewatch.outcome_helpers import (
     M1,
@@ -55,18 +61,22 @@ def test_a_signal_is_due_after_its_response_window_and_hold_bound() -> None:
 
 def test_kline_window_spans_creation_minute_to_last_end_minute() -> None:
     sig = make_signal(MONDAY + 30_000, tier="HIGH")  # 30 s into the minute
-    w = kline_window(sig, P)
+    (w,) = kline_windows(sig, P)
     assert (w.symbol, w.start_ms) == ("BTCUSDT", MONDAY)
     assert w.end_ms == MONDAY + 46 * M1  # last end MONDAY + 46.5 min, its minute opens at 46
     assert w.limit == 47
-    low = kline_window(make_signal(MONDAY, tier="LOW"), P)
+    (low,) = kline_windows(make_signal(MONDAY, tier="LOW"), P)
     assert low.limit == 196  # 15 + 180 minutes, and the last one
 
 
-def test_a_window_longer_than_binance_serves_is_a_clear_error() -> None:
-    params = OutcomeParams(hold_ms={"HIGH": 2000 * M1, "MEDIUM": 90 * M1, "LOW": 180 * M1})
-    with pytest.raises(ValueError, match="exceeds 1500 klines"):
-        kline_window(make_signal(MONDAY), params)
+def test_a_window_longer_than_binance_serves_is_paged() -> None:
+    # the settings allow a LOW hold of a week: 15 + 10,080 minutes, and the last one
+    params = OutcomeParams(hold_ms={"HIGH": 45 * M1, "MEDIUM": 90 * M1, "LOW": 10_080 * M1})
+    windows = kline_windows(make_signal(MONDAY, tier="LOW"), params)
+    assert [w.limit for w in windows] == [1500] * 6 + [10_096 - 9000]
+    assert windows[0].start_ms == MONDAY and windows[-1].end_ms == MONDAY + 10_095 * M1
+    for a, b in itertools.pairwise(windows):
+        assert b.start_ms == a.end_ms + M1 and a.end_ms - a.start_ms == 1499 * M1
 
 
 # --- the batch outcome ------------------------------------------------------------------------------------
@@ -199,3 +209,90 @@ def test_symbol_totals_and_best_and_worst_by_hand() -> None:
     best, worst = best_and_worst(symbol_totals(fixed_set()), 3)
     assert [t.symbol for t in best] == ["BTCUSDT", "SOLUSDT", "ETHUSDT"]  # ETH before XRP on the tie
     assert [t.symbol for t in worst] == ["ETHUSDT", "XRPUSDT", "SOLUSDT"]
+
+
+# --- the creation minute (audit /tmp/a2/precreation.py): exact partial bar, or the capped candle ---------
+NO_FEE = OutcomeParams(taker_fee=0.0)
+CREATED = MONDAY + 40_000  # 12:00:40
+
+
+def _bar(minute: int, o: float, h: float, low: float, c: float) -> PriceBar:
+    return PriceBar(open_time=minute, close_time=minute + M1 - 1, open=o, high=h, low=low, close=c)
+
+
+# case A: TP1 (101.1) traded at 12:00:05, before the signal; afterwards the price only falls
+CASE_A = (
+    [_bar(MONDAY, 100.5, 101.1, 99.95, 100.0), _bar(MONDAY + M1, 100.0, 100.05, 99.5, 99.6),
+     _bar(MONDAY + 2 * M1, 99.6, 99.7, 98.9, 99.0)],
+    [(MONDAY + 5_000, 101.1), (CREATED, 100.0), (CREATED + 5_000, 99.95)],
+)  # fmt: skip
+# case B: a dip under the stop (98.9) at 12:00:03, before the signal; afterwards the price rises to TP2
+CASE_B = (
+    [_bar(MONDAY, 99.2, 100.2, 98.9, 100.1), _bar(MONDAY + M1, 100.1, 101.2, 100.05, 101.1),
+     _bar(MONDAY + 2 * M1, 101.1, 102.1, 101.0, 102.0)],
+    [(MONDAY + 3_000, 98.9), (CREATED, 100.1)],
+)  # fmt: skip
+
+
+def _settle(case: tuple[list[PriceBar], list[tuple[int, float]]], exact: bool) -> tuple[Outcome, CreationBar]:
+    sig = make_signal(CREATED, tier="MEDIUM")
+    bars, trades = case
+    span = creation_span(sig)
+    assert span == (CREATED, MONDAY + M1 - 1)
+    # the asset asks Binance for [created, minute end] only; the earlier trade is not in its answer
+    inside = [(t, p) for t, p in trades if t >= CREATED]
+    settled, how = creation_bars(sig, bars, inside if exact else None)
+    outcome = batch_outcome(sig, settled, NO_FEE)
+    assert outcome is None or outcome.state is not OutcomeState.WAITING
+    return evaluate_candles(sig, settled, NO_FEE, until=MONDAY + 10 * 60 * M1), how
+
+
+def test_exact_partial_bar_matches_the_live_tracker() -> None:
+    for case, state, pnl_r in ((CASE_A, OutcomeState.STOPPED, -1.0), (CASE_B, OutcomeState.TP2, 1.5)):
+        o, how = _settle(case, exact=True)
+        assert how is CreationBar.EXACT
+        assert o.state is state and o.pnl_r == pytest.approx(pnl_r)
+        assert o.trigger_time == CREATED
+    a, _ = _settle(CASE_A, exact=True)
+    assert not a.tp1_hit and a.mfe_r == pytest.approx(0.05)  # 100.05 in the next minute
+
+
+def test_without_trades_the_creation_candle_counts_capped() -> None:
+    a, how = _settle(CASE_A, exact=False)
+    assert how is CreationBar.CAPPED
+    assert a.state is OutcomeState.STOPPED and not a.tp1_hit and a.pnl_r == pytest.approx(-1.0)
+    # case B: the dip may have come after creation; the worst order counts it
+    b, _ = _settle(CASE_B, exact=False)
+    assert b.state is OutcomeState.STOPPED and b.pnl_r == pytest.approx(-1.0)
+
+
+def test_partial_bar_is_built_from_the_trades_of_the_creation_span_only() -> None:
+    sig = make_signal(CREATED)
+    trades = [(CREATED + 9_000, 100.3), (CREATED - 1, 90.0), (CREATED, 100.1), (CREATED + 9_000, 99.8),
+              (MONDAY + M1 - 1, 100.2), (MONDAY + M1, 120.0)]  # fmt: skip
+    assert partial_bar(sig, trades) == PriceBar(
+        open_time=CREATED, close_time=MONDAY + M1 - 1, open=100.1, high=100.3, low=99.8, close=100.2
+    )
+    assert partial_bar(sig, [(CREATED - 1, 100.0)]) is None
+    on_boundary = make_signal(MONDAY)
+    assert creation_span(on_boundary) is None and partial_bar(on_boundary, [(MONDAY, 100.0)]) is None
+
+
+def test_creation_bars_drops_a_quiet_creation_minute_and_keeps_contradicted_candles() -> None:
+    sig = make_signal(CREATED)
+    bars = CASE_A[0]
+    settled, how = creation_bars(sig, bars, [])  # nothing traded after creation in that minute
+    assert how is CreationBar.EXACT and settled == bars[1:]
+    # a trade outside the candle's range: the sources disagree, the capped candle stays
+    settled, how = creation_bars(sig, bars, [(CREATED + 1, 101.5)])
+    assert how is CreationBar.CAPPED and settled == bars
+    assert creation_bars(make_signal(MONDAY), bars, None) == (bars, CreationBar.ALIGNED)
+    assert creation_bars(sig, bars[1:], None) == (bars[1:], CreationBar.ALIGNED)
+
+
+def test_batch_run_counts_how_the_creation_minute_was_counted() -> None:
+    run = BatchRun(due=3)
+    run.record(None, None, 0.05, CreationBar.EXACT)
+    run.record(None, None, 0.05, CreationBar.CAPPED)
+    run.record(None, None, 0.05, CreationBar.EXACT)
+    assert run.creation == {"exact": 2, "capped": 1}

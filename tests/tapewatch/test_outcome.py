@@ -9,6 +9,7 @@ import random
 import msgspec
 import pytest
 
+from tapewatch.events import Candle
 from tapewatch.outcome import (
     OpenSignal,
     Outcome,
@@ -386,3 +387,32 @@ def test_outcome_round_trips_through_json_and_resumes_from_it() -> None:
     for t, p in trades[2:]:
         resumed.on_trade(t, p)
     assert resumed.outcome() == track(signal, trades)
+
+
+# --- the creation minute: prices from before the signal existed (audit /tmp/a2/precreation.py) ------------
+def _bar(minute: int, o: float, h: float, low: float, c: float) -> Candle:
+    return Candle(
+        open_time=minute, close_time=minute + M1 - 1, interval="1m", open=o, high=h, low=low, close=c,
+        volume=1.0, trades=1, closed=True, quote_volume=c,
+    )  # fmt: skip
+
+
+def test_a_target_touched_before_creation_is_not_credited() -> None:
+    # case A: 101.1 (TP1) traded at 12:00:05, the signal is created at 12:00:40, then the price falls
+    params = OutcomeParams(taker_fee=0.0)
+    signal = make_signal(MONDAY + 40_000, tier="MEDIUM")
+    bars = [
+        _bar(MONDAY, 100.5, 101.1, 99.95, 100.0),
+        _bar(MONDAY + M1, 100.0, 100.05, 99.5, 99.6),
+        _bar(MONDAY + 2 * M1, 99.6, 99.7, 98.9, 99.0),
+    ]
+    o = evaluate_candles(signal, bars, params)
+    assert not o.tp1_hit and o.state is S.STOPPED and o.pnl_r == pytest.approx(-1.0)
+    assert o.mfe_r == pytest.approx(0.05) and o.trigger_time == signal.created
+
+
+def test_a_short_target_touched_before_creation_is_not_credited() -> None:
+    params = OutcomeParams(taker_fee=0.0)
+    signal = make_signal(MONDAY + 40_000, direction="SHORT")  # entry 100, stop 101, TP1 99
+    o = evaluate_candles(signal, [_bar(MONDAY, 99.5, 100.05, 98.9, 100.0)], params, until=MONDAY + 46 * M1)
+    assert o.triggered and not o.tp1_hit and o.state is S.EXPIRED and o.exit_price == 100.0

@@ -182,7 +182,7 @@ def test_quick_check_applies_minimums_only_and_keeps_unknowns() -> None:
         "CUSDT": stats("CUSDT", spread=0.001),
         # DUSDT could not be measured at all
     }
-    result = quick_check(universe, measured, MINS)
+    result = quick_check(universe, measured, MINS, live_spread={"CUSDT": 0.001})
     assert [e.symbol for e in result.excluded] == ["BUSDT", "CUSDT"]
     assert [e.reason for e in result.excluded] == [Reason.BELOW_MIN_VOLUME, Reason.SPREAD_TOO_WIDE]
     assert result.excluded[0].values["quote_volume_24h"] == 10e6
@@ -203,7 +203,7 @@ def test_quick_check_excludes_on_spread_and_open_interest_measured_without_kline
     no_oi = measure(replace(ticker, symbol="NOOIUSDT"), depth=tight_book, open_interest="HTTP 503")
     assert wide.atr_ratio is None and low_oi.open_interest_usd == 10.0
     measured = {s.symbol: s for s in (wide, low_oi, fine, no_oi)}
-    result = quick_check(list(measured), measured, MINS)
+    result = quick_check(list(measured), measured, MINS, live_spread={"WIDEUSDT": 0.02})
     assert [(e.symbol, e.reason) for e in result.excluded] == [
         ("WIDEUSDT", Reason.SPREAD_TOO_WIDE),
         ("LOWOIUSDT", Reason.BELOW_MIN_OPEN_INTEREST),
@@ -212,15 +212,19 @@ def test_quick_check_excludes_on_spread_and_open_interest_measured_without_kline
     assert result.kept == ("FINEUSDT", "NOOIUSDT") and result.unknown == ("NOOIUSDT",)
     # depth is required only when its minimum is on
     no_depth = replace(fine, symbol="NODEPTHUSDT", depth_1pct_usd=None)
-    assert quick_check(["NODEPTHUSDT"], {"NODEPTHUSDT": no_depth}, MINS).unknown == ()
+    assert quick_check(["NODEPTHUSDT"], {"NODEPTHUSDT": no_depth}, MINS, live_spread={}).unknown == ()
     strict = replace(MINS, min_depth_1pct_usd=100_000)
-    assert quick_check(["NODEPTHUSDT"], {"NODEPTHUSDT": no_depth}, strict).unknown == ("NODEPTHUSDT",)
+    assert quick_check(["NODEPTHUSDT"], {"NODEPTHUSDT": no_depth}, strict, live_spread={}).unknown == (
+        "NODEPTHUSDT",
+    )
 
 
 def test_a_measured_minimum_breach_wins_over_another_missing_statistic() -> None:
     # an open-interest call failed, but the spread measured is far too wide: out for the spread
     broken = stats("XUSDT", open_interest_usd=None, spread=0.01)
-    (excl,) = quick_check(["XUSDT"], {"XUSDT": broken}, MINS).excluded
+    (excl,) = quick_check(
+        ["XUSDT"], {"XUSDT": broken}, MINS, live_spread={"XUSDT": 0.01}, max_share=1.0
+    ).excluded
     assert excl.reason is Reason.SPREAD_TOO_WIDE
     d = select_universe([broken], 1, MINS).decisions[0]
     assert d.reason is Reason.SPREAD_TOO_WIDE and d.rank is None
@@ -230,6 +234,7 @@ def test_a_measured_minimum_breach_wins_over_another_missing_statistic() -> None
     assert d.reason is Reason.MISSING_STATISTIC and d.detail == "no valid atr_ratio"
 
 
+NOW = 1_700_000_000_000
 RULES = EmergencyRules(
     max_spread=0.0002,
     min_depth_1pct_usd=50_000,
@@ -237,6 +242,7 @@ RULES = EmergencyRules(
     volume_fraction=0.25,
     window_seconds=300,
     strikes=3,
+    max_share=1.0,  # these tests are about one symbol's rules; the market-wide guard: test_universe_checks.py
 )
 # 12.5M/24h needed: over 300 s that is 43,403 USD
 HEALTHY = LiveLiquidity("AUSDT", spread=0.0001, depth_1pct_usd=1e6, quote_volume_window=1e6)
@@ -246,15 +252,15 @@ def test_emergency_needs_consecutive_strikes_and_resets_on_a_good_read() -> None
     wide = LiveLiquidity("AUSDT", spread=0.001, depth_1pct_usd=1e6, quote_volume_window=1e6)
     strikes: dict[str, int] = {}
     for expected in (1, 2):
-        result = emergency_check(["AUSDT"], {"AUSDT": wide}, RULES, strikes)
+        result = emergency_check(["AUSDT"], {"AUSDT": wide}, RULES, strikes, now_ms=NOW)
         assert result.exclusions == () and result.strikes == {"AUSDT": expected}
         strikes = result.strikes
-    result = emergency_check(["AUSDT"], {"AUSDT": HEALTHY}, RULES, strikes)
+    result = emergency_check(["AUSDT"], {"AUSDT": HEALTHY}, RULES, strikes, now_ms=NOW)
     assert result.strikes == {}  # a good read forgives
     strikes = result.strikes
     for _ in range(2):
-        strikes = emergency_check(["AUSDT"], {"AUSDT": wide}, RULES, strikes).strikes
-    result = emergency_check(["AUSDT"], {"AUSDT": wide}, RULES, strikes)
+        strikes = emergency_check(["AUSDT"], {"AUSDT": wide}, RULES, strikes, now_ms=NOW).strikes
+    result = emergency_check(["AUSDT"], {"AUSDT": wide}, RULES, strikes, now_ms=NOW)
     (excl,) = result.exclusions
     assert excl.reason is Reason.SPREAD_TOO_WIDE and excl.values["spread"] == 0.001
     assert excl.values["strikes"] == 3 and "live spread" in excl.detail
@@ -266,8 +272,9 @@ def test_emergency_on_depth_and_on_volume_scaled_to_a_day() -> None:
     shallow = LiveLiquidity("AUSDT", spread=0.0001, depth_1pct_usd=10_000, quote_volume_window=1e6)
     quiet = LiveLiquidity("BUSDT", spread=0.0001, depth_1pct_usd=1e6, quote_volume_window=40_000)
     enough = LiveLiquidity("CUSDT", spread=0.0001, depth_1pct_usd=1e6, quote_volume_window=45_000)
+    quiet, enough = (replace(v, window_covered_s=300.0) for v in (quiet, enough))
     live = {"AUSDT": shallow, "BUSDT": quiet, "CUSDT": enough}
-    result = emergency_check(["AUSDT", "BUSDT", "CUSDT"], live, rules, {})
+    result = emergency_check(["AUSDT", "BUSDT", "CUSDT"], live, rules, {}, now_ms=NOW)
     assert [(e.symbol, e.reason) for e in result.exclusions] == [
         ("AUSDT", Reason.BELOW_MIN_DEPTH),
         ("BUSDT", Reason.BELOW_MIN_VOLUME),
@@ -282,12 +289,9 @@ def test_emergency_treats_none_and_nan_as_unknown_never_excluding() -> None:
         "BUSDT": LiveLiquidity("BUSDT", spread=math.nan, depth_1pct_usd=None, quote_volume_window=None),
         "OTHERUSDT": LiveLiquidity("OTHERUSDT", spread=0.5),  # not in the universe: not ours to exclude
     }
-    result = emergency_check(["AUSDT", "BUSDT", "CUSDT"], live, rules, {"AUSDT": 2})
+    result = emergency_check(["AUSDT", "BUSDT", "CUSDT"], live, rules, {"AUSDT": 2}, now_ms=NOW)
     assert result.exclusions == () and result.strikes == {}
     assert result.unknown == ("AUSDT", "BUSDT", "CUSDT")
-
-
-NOW = 1_700_000_000_000
 
 
 def test_emergency_a_symbol_silent_longer_than_the_trade_window_has_no_volume() -> None:
@@ -299,16 +303,16 @@ def test_emergency_a_symbol_silent_longer_than_the_trade_window_has_no_volume() 
     )
     flowing = replace(HEALTHY, symbol="BUSDT", last_event_ms=NOW - 100, updated_ms=NOW)
     live = {"AUSDT": stopped, "BUSDT": flowing}
-    first = emergency_check(["AUSDT", "BUSDT"], live, rules, {})
+    first = emergency_check(["AUSDT", "BUSDT"], live, rules, {}, now_ms=NOW)
     assert first.exclusions == () and first.strikes == {"AUSDT": 1}
-    second = emergency_check(["AUSDT", "BUSDT"], live, rules, first.strikes)
+    second = emergency_check(["AUSDT", "BUSDT"], live, rules, first.strikes, now_ms=NOW)
     (excl,) = second.exclusions
     assert excl.symbol == "AUSDT" and excl.reason is Reason.BELOW_MIN_VOLUME
     assert "no event for 301 s" in excl.detail and "$0" in excl.detail
     assert excl.values["silent_s"] == 301 and excl.values["quote_volume_window"] == 1e6
     # within the window the published volume stands
     recent = replace(stopped, last_event_ms=NOW - 299_000)
-    assert emergency_check(["AUSDT", "BUSDT"], {**live, "AUSDT": recent}, rules, {}).strikes == {}
+    assert emergency_check(["AUSDT", "BUSDT"], {**live, "AUSDT": recent}, rules, {}, now_ms=NOW).strikes == {}
 
 
 def test_emergency_silence_is_read_from_quiet_s_too_and_counts_as_known() -> None:
@@ -316,7 +320,7 @@ def test_emergency_silence_is_read_from_quiet_s_too_and_counts_as_known() -> Non
     # no book, no trades since the service subscribed: only the service's quiet time says anything
     never = LiveLiquidity("AUSDT", updated_ms=NOW, quiet_s=400.0)
     flowing = replace(HEALTHY, symbol="BUSDT", last_event_ms=NOW - 100, updated_ms=NOW)
-    result = emergency_check(["AUSDT", "BUSDT"], {"AUSDT": never, "BUSDT": flowing}, rules, {})
+    result = emergency_check(["AUSDT", "BUSDT"], {"AUSDT": never, "BUSDT": flowing}, rules, {}, now_ms=NOW)
     assert [(e.symbol, e.reason) for e in result.exclusions] == [("AUSDT", Reason.BELOW_MIN_VOLUME)]
     assert result.unknown == ()
 
@@ -331,11 +335,11 @@ def test_emergency_never_excludes_for_silence_when_the_whole_feed_is_silent() ->
         )
         for s in ("AUSDT", "BUSDT")
     }
-    result = emergency_check(["AUSDT", "BUSDT"], live, rules, {})
+    result = emergency_check(["AUSDT", "BUSDT"], live, rules, {}, now_ms=NOW)
     assert result.exclusions == () and result.strikes == {}
     # ... but a spread breach is still one
     live["BUSDT"] = replace(live["BUSDT"], spread=0.01)
-    (excl,) = emergency_check(["AUSDT", "BUSDT"], live, rules, {}).exclusions
+    (excl,) = emergency_check(["AUSDT", "BUSDT"], live, rules, {}, now_ms=NOW).exclusions
     assert excl.symbol == "BUSDT" and excl.reason is Reason.SPREAD_TOO_WIDE
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import httpx
+import msgspec
 import pytest
 
 from realtime.sim import SimExchange
 from realtime.sim.ratelimit import WeightLimiter
+from realtime.sim.rest import Reply, answer
+from realtime.sim.venue import Venue
 
 from .support import run
 
@@ -194,3 +197,39 @@ def test_weight_window_rolls_and_bans_expire_on_the_injected_clock() -> None:
     assert limiter.charge(1).status == 418
     now[0] = 61.0 + 121
     assert limiter.charge(1).status == 200
+
+
+def test_agg_trades_of_a_history_minute_match_its_kline_and_a_range_over_an_hour_is_refused() -> None:
+    start = 1_709_683_200_000  # 2024-03-06 00:00 UTC
+    venue = Venue(seed=3, symbols=3, start_ms=start)
+    minute = start - 90 * 60_000  # in the history before the start: no real trades there
+    params = {"symbol": "BTCUSDT", "interval": "1m", "startTime": str(minute), "limit": "1"}
+    kline = msgspec.json.decode(cast(Reply, answer(venue, "/fapi/v1/klines", params)).body)[0]
+    o, h, low, c = (float(x) for x in kline[1:5])
+
+    def trades(lo: int, hi: int) -> list[dict[str, Any]]:
+        q = {"symbol": "BTCUSDT", "startTime": str(lo), "endTime": str(hi)}
+        reply = answer(venue, "/fapi/v1/aggTrades", q)
+        assert isinstance(reply, Reply) and reply.status == 200, reply
+        rows: list[dict[str, Any]] = msgspec.json.decode(reply.body)
+        return rows
+
+    whole = trades(minute, minute + 59_999)
+    prices = [float(t["p"]) for t in whole]
+    assert (prices[0], max(prices), min(prices), prices[-1]) == (o, h, low, c)
+    assert all(minute <= t["T"] < minute + 60_000 for t in whole)
+    assert [t["a"] for t in whole] == sorted({t["a"] for t in whole})
+    later = trades(minute + 20_000, minute + 59_999)  # inclusive bounds: only the part after 20 s
+    assert later == [t for t in whole if t["T"] >= minute + 20_000] and 0 < len(later) < len(whole)
+    # the history's ids stay below the live trades' (fromId paging runs forward across the start)
+    venue.step(lambda _: True)
+    while not venue.publisher.recent[0]:
+        venue.step(lambda _: True)
+    assert whole[-1]["a"] < venue.publisher.recent[0][0][0]
+    refused = answer(
+        venue,
+        "/fapi/v1/aggTrades",
+        {"symbol": "BTCUSDT", "startTime": str(minute), "endTime": str(minute + 3_600_000)},
+    )
+    assert isinstance(refused, Reply) and refused.status == 400
+    assert msgspec.json.decode(refused.body)["code"] == -1127

@@ -1,0 +1,120 @@
+"""When the engine judges a symbol: never on a tape that stopped (stale trades) or has a hole (an aggTrade gap
+being filled), and with the book's gaps and resyncs counted over the trade window, not the book's lifetime."""
+
+from __future__ import annotations
+
+import pytest
+
+from tapewatch.book_incidents import MAX_KEPT, BookIncidents
+
+from .engine_rig import Rig
+
+T = 1_700_000_100_000
+LAST_TRADE = T + 22
+
+
+def ask_heavy_tape(rig: Rig) -> None:
+    """3 large buys above the VWAP while the book leans to the asks: no LONG setup yet (last trade T + 22)."""
+    rig.context()
+    rig.snapshot([(99.9, 10.0)], [(100.1, 100.0)], T)
+    rig.depth(T)
+    rig.trade(T + 10, 99.0, 10.0)
+    for i in range(3):
+        rig.trade(T + 20 + i, 100.0, 7000.0)
+    assert not rig.candidates()
+
+
+@pytest.mark.parametrize(("after_ms", "evaluated"), [(60_000, True), (60_001, False)])
+def test_a_symbol_whose_last_trade_is_older_than_trade_stale_after_is_not_evaluated(
+    after_ms: int, evaluated: bool
+) -> None:
+    rig = Rig()  # trade_stale_after: 60 s
+    ask_heavy_tape(rig)
+    rig.depth(LAST_TRADE + after_ms, bids=[(99.9, 500.0)])  # the book turns: a LONG setup, on the old tape
+    counts = rig.engine.per_symbol["BTCUSDT"].not_evaluated
+    if evaluated:
+        assert [c.fate for c in rig.candidates()] == ["signal"]
+        assert counts["trades_stale"] == 0
+    else:
+        assert rig.candidates() == []
+        assert counts["trades_stale"] == 1 and rig.engine.counters["not_evaluated_trades_stale"] == 1
+
+
+def test_twenty_minutes_of_depth_after_the_last_trade_make_no_candidate() -> None:
+    rig = Rig()
+    ask_heavy_tape(rig)
+    for k in range(1, 1201):
+        rig.depth(T + k * 1000, bids=[(99.9, 500.0)] if k == 1200 else [])
+    assert rig.candidates() == []
+    assert rig.engine.counters["not_evaluated_trades_stale"] == 1200 - 60  # each depth event after 60 s
+    # the tape resumes: its window now ends at the new trades, and the setup on them is judged at once
+    for i in range(3):
+        rig.trade(T + 1_200_500 + i, 100.0, 7000.0)
+    [candidate] = rig.candidates()
+    assert candidate.fate == "signal" and candidate.event_time == T + 1_200_502
+
+
+def test_a_symbol_is_not_evaluated_while_a_gap_fill_holds_its_trades() -> None:
+    rig = Rig()
+    ask_heavy_tape(rig)
+    rig.trade(T + 500, 100.0, 1.0, skip=2)  # ids 5 and 6 missing: held until the fill
+    assert rig.market.symbols["BTCUSDT"].fill is not None
+    rig.depth(T + 1000, bids=[(99.9, 500.0)])
+    assert rig.candidates() == []
+    assert rig.engine.per_symbol["BTCUSDT"].not_evaluated["trades_filling"] == 2  # the held trade, the depth
+    rig.fill([(5, T + 100, 100.0, 1.0), (6, T + 200, 100.0, 1.0)])
+    assert rig.market.symbols["BTCUSDT"].fill is None
+    assert [c.fate for c in rig.candidates()] == ["signal"]
+
+
+def with_a_gap_at(rig: Rig, t: int) -> None:
+    """A book synced at ``t - 1000`` that has a sequence gap (and so a resync) at ``t``, then resyncs."""
+    rig.context(end=(t + 3_600_000) // 900_000 * 900_000)
+    rig.snapshot([(99.9, 10.0)], [(100.1, 100.0)], t - 1000)
+    rig.depth(t - 1000)
+    rig.depth(t, skip=5)
+    rig.snapshot([(99.9, 10.0)], [(100.1, 100.0)], t + 500)
+    rig.depth(t + 1000)
+    book = rig.market.symbols["BTCUSDT"].book
+    assert (book.gaps, book.resyncs, book.synced) == (1, 1, True)
+
+
+@pytest.mark.parametrize(("after_ms", "in_window"), [(300_000, 1), (300_001, 0), (2_400_000, 0)])
+def test_gaps_and_resyncs_in_window_count_those_within_the_trade_window(
+    after_ms: int, in_window: int
+) -> None:
+    rig = Rig()  # trade window: 300 s
+    gap = T + 10_000
+    with_a_gap_at(rig, gap)
+    at = gap + after_ms  # the third large buy, the evaluation that makes the candidate
+    rig.depth(at - 1000, bids=[(99.9, 500.0)])
+    rig.trade(at - 30, 99.0, 10.0)
+    for i in (2, 1, 0):
+        rig.trade(at - i, 100.0, 7000.0)
+    [signal] = rig.signals()
+    assert signal.event_time == at
+    assert signal.data_quality.gaps_in_window == in_window
+    assert signal.data_quality.resyncs_in_window == in_window
+
+
+def test_book_incidents_count_by_event_time_within_the_window() -> None:
+    incidents = BookIncidents(300_000)
+    incidents.observe(0, 0, 1_000)
+    assert incidents.counts(1_000) == (0, 0)
+    incidents.observe(1, 1, 2_000)
+    incidents.observe(3, 1, 5_000)  # two more gaps seen at once
+    assert incidents.counts(5_000) == (3, 1)
+    assert incidents.counts(302_000) == (3, 1)  # the window is inclusive, as the trade window
+    assert incidents.counts(302_001) == (2, 0)
+    assert incidents.counts(305_001) == (0, 0)
+    incidents.observe(3, 2, 400_000)
+    assert incidents.counts(400_000) == (0, 1)
+
+
+def test_book_incidents_keep_bounded_memory() -> None:
+    incidents = BookIncidents(10**12)
+    incidents.observe(10 * MAX_KEPT, 0, 1)
+    for k in range(2, 3 * MAX_KEPT):
+        incidents.observe(10 * MAX_KEPT + k, 0, k)
+    gaps, _ = incidents.counts(3 * MAX_KEPT)
+    assert gaps == MAX_KEPT  # saturated, never more memory
