@@ -21,6 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from tapewatch.book_incidents import BookIncidents
 from tapewatch.correlation import return_correlation
@@ -193,13 +194,9 @@ class SignalEngine:
         long_ok, short_ok = buys_ok and price > vwap, sells_ok and price < vwap
         if not (long_ok or short_ok):
             return
-        # Trade features are as of the last applied trade (DESIGN §4): while a gap fill holds the later trades
-        # the window has a hole, and long after the last trade (the stream down) they describe the past.
-        if st.fill is not None:
-            self._not_evaluated(counts, "trades_filling")
-            return
-        if now - flow.last_time > self._trade_stale_ms:
-            self._not_evaluated(counts, "trades_stale")
+        trades = self.trades_state(st, now)
+        if trades != "fresh":
+            self._not_evaluated(counts, f"trades_{trades}")
             return
         intensity = self.intensity(st)
         if intensity is None:  # no 15m context yet (kline history missing): the setup cannot be judged
@@ -247,6 +244,16 @@ class SignalEngine:
             event_time=now,
         )
         return gate(candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now)).passed
+
+    def trades_state(self, st: SymbolState, now: int) -> Literal["fresh", "filling", "stale"]:
+        """Whether the symbol's trade features may be judged at event time ``now``. They are as of the last
+        applied trade (DESIGN §4): while a gap fill holds the later trades the window has a hole
+        (``filling``), and long after the last trade (the stream down) they describe the past (``stale``)."""
+        if st.fill is not None:
+            return "filling"
+        if now - st.flow.last_time > self._trade_stale_ms:
+            return "stale"
+        return "fresh"
 
     def _not_evaluated(self, counts: SymbolCounts, reason: str) -> None:
         self.counters[f"not_evaluated_{reason}"] += 1

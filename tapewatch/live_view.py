@@ -124,6 +124,8 @@ def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any
     above = price is not None and vwap is not None and price > vwap
     below = price is not None and vwap is not None and price < vwap
     threshold = s.orderbook_imbalance_threshold
+    trades = engine.trades_state(st, engine.market.now_ms)
+    fresh = trades == "fresh"  # the engine judges no setup on stale or held-back trades
     features: dict[str, Any] = {
         "price": price,
         "vwap_1h": vwap,
@@ -137,15 +139,18 @@ def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any
         "depth_bid_usd": None if bid_usd is None else round(bid_usd, 2),
         "depth_ask_usd": None if ask_usd is None else round(ask_usd, 2),
         "book": str(health.state),
+        "trades": trades,
         "long_required": bool(
-            flow.large_buys >= s.min_large_trades
+            fresh
+            and flow.large_buys >= s.min_large_trades
             and above
             and volume_ok
             and imbalance is not None
             and imbalance > threshold
         ),
         "short_required": bool(
-            flow.large_sells >= s.min_large_trades
+            fresh
+            and flow.large_sells >= s.min_large_trades
             and below
             and volume_ok
             and imbalance is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tapewatch.book_incidents import MAX_KEPT, BookIncidents
+from tapewatch.live_view import live_features
 
 from .engine_rig import Rig
 
@@ -118,3 +119,15 @@ def test_book_incidents_keep_bounded_memory() -> None:
         incidents.observe(10 * MAX_KEPT + k, 0, k)
     gaps, _ = incidents.counts(3 * MAX_KEPT)
     assert gaps == MAX_KEPT  # saturated, never more memory
+
+
+def test_the_live_view_shows_no_required_conditions_met_on_a_stale_tape() -> None:
+    rig = Rig()
+    ask_heavy_tape(rig)
+    rig.depth(LAST_TRADE + 30_000, bids=[(99.9, 500.0)])  # a LONG setup on a fresh tape: judged
+    view = live_features(rig.engine, "BTCUSDT")
+    assert view is not None and view[1]["trades"] == "fresh" and view[1]["long_required"] is True
+    rig.depth(LAST_TRADE + 60_001)  # the tape stopped: the engine skips the symbol, and the view says so
+    view = live_features(rig.engine, "BTCUSDT")
+    assert view is not None and view[1]["trades"] == "stale"
+    assert view[1]["long_required"] is False and view[1]["short_required"] is False
