@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from realtime.backup_feed import BackupConfig
-from realtime.capture import CaptureWriter
+from realtime.capture import CaptureStats, CaptureWriter
 from realtime.control import ControlConfig
 from realtime.incidents import IncidentRecorder
 from realtime.service import FeedService, SignalSink
@@ -21,6 +21,7 @@ from realtime.status_view import status_table, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
+from tapewatch.adapters.dispatch import DispatchStopped
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
 from tapewatch.adapters.risk_ledger import RiskLedger
@@ -73,6 +74,65 @@ def remote_closes_reader(state: RedisState) -> RemoteCloses:
     return read
 
 
+def _ending(exc: BaseException | None) -> str:
+    """How a task ended, in one line: its error (each error of a task group), or that it returned."""
+    if exc is None:
+        return "it returned"
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_ending(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def watch_dispatch(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Stop the service (``stop``) the moment the dispatch task ends other than by cancellation, and say so
+    loudly: the engine would run on while its signals are no longer stored or published (see
+    :func:`dispatch_failure` for the error the service then exits with)."""
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if done.cancelled():
+            return
+        exc = done.exception()
+        log.critical(
+            "the signal dispatch stopped while the service runs (%s): signals are no longer stored or "
+            "published; stopping the service so that its supervisor restarts it",
+            _ending(exc),
+            exc_info=exc,
+        )
+        stop.set()
+
+    task.add_done_callback(ended)
+
+
+def dispatch_failure(task: asyncio.Task[None] | None) -> DispatchStopped | None:
+    """The error to exit with when the dispatch ``task`` ended by itself (None while it runs or once cancelled)."""
+    if task is None or not task.done() or task.cancelled():
+        return None
+    exc = task.exception()
+    failure = DispatchStopped(f"the signal dispatch stopped ({_ending(exc)})")
+    failure.__cause__ = exc
+    return failure
+
+
+def close_capture(capture: CaptureWriter, timeout: float | None = None) -> CaptureStats:
+    """Close the capture and log what it wrote and what it lost (a warning when frames were dropped or lines
+    lost: the capture, and so a replay of this run, is incomplete)."""
+    stats = capture.close(timeout)
+    incomplete = stats.dropped or stats.lost or stats.rejected or stats.queued
+    log.log(
+        logging.WARNING if incomplete else logging.INFO,
+        "capture closed: %d lines in %d files; %d frames dropped (queue full or closed), %d lines lost to "
+        "disk errors (%d errors), %d frames rejected, %d left in the queue",
+        stats.lines,
+        stats.files,
+        stats.dropped,
+        stats.lost,
+        stats.errors,
+        stats.rejected,
+        stats.queued,
+    )
+    return stats
+
+
 async def run_service(
     settings: Settings,
     *,
@@ -92,6 +152,9 @@ async def run_service(
     With ``database_url`` (migrated already), feed incidents are recorded in PostgreSQL. With ``redis_url`` the
     service obeys the control keys (``control`` tunes the loop); ``backup`` tunes the REST backup feed.
     ``started`` is called with the service once it is built (before it runs).
+
+    Should the signal dispatch (PostgreSQL writer, outbox relay) end while the service runs, the service stops
+    and DispatchStopped is raised once it has shut down (``tapewatch run`` exits with status 1).
 
     With ``settings.shard`` I/N, N > 1, both URLs are required: the global risk ledger lives in PostgreSQL and
     the shards' 1m closes in Redis (ConfigError otherwise)."""
@@ -143,6 +206,7 @@ async def run_service(
             if dispatch is not None:
                 await asyncio.to_thread(restore_engine, service.engine, dispatch)
                 dispatch_task = asyncio.create_task(dispatch.run(), name="dispatch")
+                watch_dispatch(dispatch_task, stop)
             if started is not None:
                 started(service)
             task = asyncio.create_task(service.run(), name="feed-service")
@@ -161,17 +225,21 @@ async def run_service(
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await service.close_incidents()
+            failure = dispatch_failure(dispatch_task)
             if dispatch is not None and dispatch_task is not None:
-                dispatch_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await dispatch_task
+                if not dispatch_task.done():
+                    dispatch_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await dispatch_task
                 if not await dispatch.aclose(grace=10):
                     log.error("some signals were not written or published before exit (see above)")
             log.info("realtime service stopped: %s", summary(service))
+            if failure is not None:
+                raise failure
             return service
     finally:
         if capture is not None:
-            capture.close()
+            close_capture(capture)
         if redis is not None:
             await redis.aclose()
         if closes_state is not None:

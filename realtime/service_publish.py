@@ -12,6 +12,8 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from realtime.capture import CaptureWriter
+from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.book import BookState
 from tapewatch.errors import StorageUnavailable
 from tapewatch.parse import MALFORMED_REASONS
@@ -43,8 +45,25 @@ def signal_record(signal: Signal) -> dict[str, str]:
     }
 
 
+def capture_metrics(capture: CaptureWriter | None) -> dict[str, int]:
+    """``capture_*``: what the capture wrote and what it lost (frames dropped on a full queue, lines lost to
+    disk errors): a replay of a run whose capture lost frames is not the run. Empty without a capture."""
+    if capture is None:
+        return {}
+    stats = capture.stats()
+    return {
+        "capture_lines": stats.lines,
+        "capture_dropped": stats.dropped,
+        "capture_lost": stats.lost,
+        "capture_errors": stats.errors,
+        "capture_rejected": stats.rejected,
+        "capture_queued": stats.queued,
+    }
+
+
 def service_metrics(service: FeedService) -> dict[str, int | float]:
-    """The service's metrics snapshot: feed, books, engine, latency, backup feed, control and incidents."""
+    """The service's metrics snapshot: feed, books, candles, engine, latency, backup feed, control, incidents,
+    the capture and the signal dispatch (``pending_*``, ``relay_*``, ``notify_*``: see ``Dispatch.metrics``)."""
     market, engine, pool = service.market, service.engine, service.pool.stats
     universe = service.universe
     return {
@@ -62,8 +81,15 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "queue_drops": service.pool.frames.drops,
         "reconnects": sum(pool.reconnects.values()),
         "redis_errors": service.counters["redis_errors"],
+        # klines for a bar older than the newest one, ignored
+        "candle_stale_updates": sum(
+            series.stale_updates for st in market.symbols.values() for series in st.candles.values()
+        ),
         "evaluations": engine.counters["evaluations"],
         **{k: v for k, v in engine.counters.items() if k.startswith("not_evaluated_")},
+        # setups the engine could not judge (features failed: logged per symbol) or whose rules disagreed
+        "bad_features": engine.counters["bad_features"],
+        "rules_rejected": engine.counters["rules_rejected"],
         "signals": engine.counters["signals"],
         **{k: v for k, v in engine.counters.items() if k.startswith("shared_gate_")},
         **({"closes_published": service.closes.published} if service.closes is not None else {}),
@@ -80,6 +106,8 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         **(service.control.metrics() if service.control is not None else {}),
         **market.totals(),
         **(service.incidents.metrics() if service.incidents is not None else {}),
+        **capture_metrics(service.capture),
+        **(service.sink.metrics() if isinstance(service.sink, Dispatch) else {}),
     }
 
 

@@ -3,8 +3,8 @@
 Decoded once at the edge (:mod:`tapewatch.parse`); nothing past the parser sees a raw dict or a string
 price. Prices and quantities are parsed from Binance's decimal strings into the nearest double (correctly
 rounded), so the same text always gives the same key and distinct ticks never collide; the raw text stays
-byte-exact in the capture files. A price must be finite and > 0, a quantity finite and >= 0: anything else
-fails decoding and is counted as ``bad_value``.
+byte-exact in the capture files. A price must be finite and > 0, a quantity finite and >= 0, and a candle
+possible (``low <= open, close <= high``): anything else fails decoding and is counted as ``bad_value``.
 """
 
 from __future__ import annotations
@@ -81,8 +81,21 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     kind: str = msgspec.field(name="X", default="MARKET")
 
 
+def check_ohlc(open_: float, high: float, low: float, close: float) -> None:
+    """Raise ValueError when the prices break ``low <= open, close <= high``: such a candle would sit in the
+    history and fail every feature computation of its symbol (msgspec turns the error into a
+    ``ValidationError`` at decode, counted as ``bad_value``). A NaN breaks no comparison here: finiteness is
+    the decoder's bound (:data:`Price`) and the analytics' check."""
+    if low > high or open_ < low or open_ > high or close < low or close > high:
+        raise ValueError(
+            f"impossible candle: needs low <= open, close <= high; got open {open_}, high {high}, "
+            f"low {low}, close {close}"
+        )
+
+
 class Candle(msgspec.Struct, frozen=True, gc=False):
-    """The ``k`` object of a kline event (and one row of REST klines)."""
+    """The ``k`` object of a kline event (and one row of REST klines). Impossible prices (see
+    :func:`check_ohlc`) fail decoding and construction alike."""
 
     open_time: int = msgspec.field(name="t")
     close_time: int = msgspec.field(name="T")
@@ -97,6 +110,9 @@ class Candle(msgspec.Struct, frozen=True, gc=False):
     quote_volume: Qty = msgspec.field(name="q")
     taker_buy_volume: Qty = msgspec.field(name="V", default=0.0)
     taker_buy_quote_volume: Qty = msgspec.field(name="Q", default=0.0)
+
+    def __post_init__(self) -> None:
+        check_ohlc(self.open, self.high, self.low, self.close)
 
 
 class Kline(msgspec.Struct, frozen=True, gc=False):
@@ -154,6 +170,10 @@ class KlineRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     trades: int
     taker_buy_volume: Qty
     taker_buy_quote_volume: Qty
+
+    def __post_init__(self) -> None:
+        # checked here too, so a bad row fails the answer's decode rather than candles_from_rows
+        check_ohlc(self.open, self.high, self.low, self.close)
 
 
 def candles_from_rows(rows: list[KlineRow], interval: str, now_ms: int) -> list[Candle]:

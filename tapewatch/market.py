@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from tapewatch.book import APPLIED, Applied, Buffered, Dropped, NeedsResync, OrderBook, Outcome
 from tapewatch.candles import CandleSeries
 from tapewatch.events import BookTicker, DepthRestart, DepthSnapshot, DepthUpdate, Kline, KlineHistory
+from tapewatch.market_clock import CLOCK_TOLERANCE_MS
 from tapewatch.market_trades import TRADE_GAP_COUNTERS as TRADE_GAP_COUNTERS
 from tapewatch.market_trades import MarketTrades
 from tapewatch.parse import Frame
@@ -55,6 +56,7 @@ class MarketConfig:
     trade_fill_timeout_ms: int = 10_000  # see TradeGapConfig
     trade_fill_max_held: int = 20_000
     trade_fill_max_ids: int = FILL_MAX_PAGES * FILL_PAGE_SIZE  # a wider gap is skipped, not filled
+    clock_tolerance_ms: int = CLOCK_TOLERANCE_MS  # see tapewatch.market_clock
 
     @classmethod
     def from_settings(cls, s: Settings) -> MarketConfig:
@@ -143,14 +145,23 @@ class SymbolState:
 
 class Market(MarketTrades):
     """All symbols' state; :meth:`on_frame` is the single entry point for market data (the trade side, aggTrade
-    gaps included, in :class:`~tapewatch.market_trades.MarketTrades`)."""
+    gaps included, in :class:`~tapewatch.market_trades.MarketTrades`).
+
+    :attr:`now_ms` is the exchange's "now", against which every book's staleness is judged and by which the
+    engine expires signals: the latest event time of a depth diff or polled snapshot of any symbol. It advances
+    freely by up to ``config.clock_tolerance_ms`` (60 s) of event time per frame. A frame further ahead — a diff,
+    a polled snapshot or a trade — is rejected and counted (``event_time_ahead``) unless it confirms a jump
+    another frame beyond the tolerance suggested before the clock moved on: one of another symbol (after an
+    outage every symbol comes back minutes later), or, of the same symbol, within the tolerance of that frame's
+    time (a single-symbol universe). A confirmed jump (``event_time_jumps``) costs its first frame. The rule reads
+    the frames' own times only, never ``recv`` or the wall clock (the simulator's accelerated clock outruns
+    both), so a replay takes the live run's decisions (:mod:`tapewatch.market_clock`)."""
 
     def __init__(self, config: MarketConfig | None = None) -> None:
         self.config = config or MarketConfig()
+        super().__init__(self.config.clock_tolerance_ms)
         self.symbols: dict[str, SymbolState] = {}
         self.counters: Counter[str] = Counter()
-        #: The exchange's "now": the latest event time seen on any symbol (staleness is judged against it).
-        self.now_ms = 0
         self.messages = 0
         self._snapshot_limit: int | None = None
         c = self.config
@@ -197,9 +208,14 @@ class Market(MarketTrades):
 
     # One handler per event kind (a dict lookup beats an if-chain on the hot path).
     def _on_depth(self, st: SymbolState, ev: DepthUpdate) -> SnapshotNeeded | None:
-        st.last_event_time = t = ev.event_time
+        t = ev.event_time
         if t > self.now_ms:
+            # far ahead of the clock and not confirmed: neither the book nor the clock takes it
+            if t > self.ahead_ms and not self.jump(st.symbol, t):
+                return None
             self.now_ms = t
+            self.ahead_ms = t + self.clock_tolerance_ms
+        st.last_event_time = t
         book = st.book
         outcome = book.apply(ev)
         if outcome is APPLIED:  # the common case, without the dispatch of _book_outcome
@@ -246,14 +262,16 @@ class Market(MarketTrades):
         """A snapshot the backup feed polled: the book is loaded from it alone (``OrderBook.load_polled``),
         and its event time advances the exchange's now as a diff's would (no diffs come meanwhile)."""
         self.counters["polled_snapshots"] += 1
+        t = ev.event_time or ev.transaction_time  # the time the book takes (OrderBook.load_polled)
+        if t > self.ahead_ms and not self.jump(st.symbol, t):
+            return None
         outcome = st.book.load_polled(ev, ev.every_ms)
         if isinstance(outcome, Dropped):
             self.counters["polled_snapshots_dropped"] += 1
             log.debug("polled snapshot dropped: %s", outcome.reason, extra={"symbol": st.symbol})
             return None
         st.last_event_time = t = st.book.last_event_time
-        if t > self.now_ms:
-            self.now_ms = t
+        self.advance(t)
         st.snapshot_pending = False
         st.check.reset()
         return self._book_outcome(st, outcome)
@@ -312,6 +330,8 @@ class Market(MarketTrades):
             "book_checks": sum(c.checks for c in checks),
             "book_mismatches": sum(c.mismatches for c in checks),
             "out_of_order": self.counters["out_of_order_trade"] + self.counters["out_of_order_book_ticker"],
+            "event_time_ahead": self.counters["event_time_ahead"],
+            "event_time_jumps": self.counters["event_time_jumps"],
             **self.trade_gap_totals(),
         }
 

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from tapewatch.events import AggTrade, Trade
+from tapewatch.market_clock import MarketClock
 from tapewatch.trade_gaps import DUPLICATE, HELD, PendingFill, Resolved, TradeFillNeeded, TradeGapConfig
 
 if TYPE_CHECKING:
@@ -34,12 +35,13 @@ TRADE_GAP_COUNTERS = (
 )
 
 
-class MarketTrades:
-    """The aggTrade/trade handlers and gap bookkeeping of :class:`~tapewatch.market.Market`."""
+class MarketTrades(MarketClock):
+    """The aggTrade/trade handlers and gap bookkeeping of :class:`~tapewatch.market.Market`. A trade stamped
+    beyond the tolerance of the exchange's clock (:mod:`tapewatch.market_clock`) keeps its id but never enters the
+    windows: counted ``event_time_ahead``, it would hold them at its time and keep every trade in them."""
 
     symbols: dict[str, SymbolState]
     counters: Counter[str]
-    now_ms: int
     _gap_config: TradeGapConfig
 
     def _on_agg_trade(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded | None:
@@ -99,8 +101,14 @@ class MarketTrades:
         its request is returned while that gap is still open)."""
         st.fill = None
         self.counters["trades_filled"] += len(done.filled)
-        for ev in done.filled:
-            self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+        # the trades applied at once, in id order, for the followers of open signals (the engine) to read after the
+        # frame, since flow.last_price shows only the last; replaced, not extended: a consumer drains it after every
+        # frame, and without one it stays one batch
+        caught_up = [
+            (ev.trade_time, ev.price)
+            for ev in done.filled
+            if self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
+        ]
         st.last_agg_id = fill.to_id
         if done.lost:
             lost = sum(b - a + 1 for a, b in done.lost)
@@ -116,11 +124,11 @@ class MarketTrades:
         request: TradeFillNeeded | None = None
         for ev in done.held:
             request = self._on_agg_trade(st, ev) or request
-        # replaced, not extended: a consumer drains it after every frame, and without one it stays one batch
-        last = st.last_agg_id
-        st.caught_up = [(ev.trade_time, ev.price) for ev in done.filled] + [
-            (ev.trade_time, ev.price) for ev in done.held if ev.agg_id <= last
-        ]
+            # applied (not held by a new gap) and not rejected as ahead of the clock: no trade is before the clock
+            # starts, and trades never start it; after, the clock never moves back
+            if ev.agg_id <= st.last_agg_id and (not self.now_ms or ev.trade_time <= self.ahead_ms):
+                caught_up.append((ev.trade_time, ev.price))
+        st.caught_up = caught_up
         pending = st.fill
         if (
             request is not None
@@ -163,11 +171,15 @@ class MarketTrades:
         if ev.kind == "MARKET":
             self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
 
-    def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
+    def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> bool:
+        """Add a trade to the symbol's windows; False when it is rejected as ahead of the clock."""
+        if time > self.ahead_ms and not self.jump(st.symbol, time, trade=True):
+            return False
         if time < st.flow.last_time:
             self.counters["trade_time_regressed"] += 1
         st.flow.add(time, price, qty, buyer_is_maker)
         st.vwap.add(time, price, qty, buyer_is_maker)
+        return True
 
     def trade_gap_totals(self) -> dict[str, int]:
         """The :data:`TRADE_GAP_COUNTERS` figures; ``trades_pending``: the ids of the open gaps, not yet counted

@@ -52,6 +52,8 @@ REST_DEPTH_PATHS = ("/fapi/v1/depth", "/dapi/v1/depth")
 REST_KLINES_PATHS = ("/fapi/v1/klines", "/dapi/v1/klines")
 #: Rejection reasons that mean the exchange (or the wire) sent something wrong.
 MALFORMED_REASONS = ("malformed_json", "schema", "bad_value", "unknown_stream")
+#: What a value-out-of-bounds message holds (msgspec's ``Meta`` bounds, :func:`tapewatch.events.check_ohlc`).
+_BOUND_MARKS = (" > ", " >= ", " < ", " <= ")
 
 
 class CaptureLine(msgspec.Struct, frozen=True, gc=False):
@@ -232,7 +234,8 @@ class FrameDecoder:
     def _reject_body(self, stream: str, exc: msgspec.ValidationError | msgspec.DecodeError) -> None:
         if isinstance(exc, msgspec.ValidationError):
             msg = str(exc)
-            reason = "bad_value" if (" > " in msg or " >= " in msg or " < " in msg) else "schema"
+            # a bound msgspec checks ("Expected `float` > 0") or a cross-field one (an impossible candle)
+            reason = "bad_value" if any(op in msg for op in _BOUND_MARKS) else "schema"
             self._reject(reason, stream, msg)
         else:
             self._reject("malformed_json", stream, exc)

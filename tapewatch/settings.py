@@ -3,23 +3,28 @@
 Values come, highest priority first, from keyword overrides, ``TAPEWATCH_*`` environment variables,
 an optional YAML file (``TAPEWATCH_CONFIG_FILE`` or ``--config``) and the defaults below. The spec's
 CONFIG and DATA_CONFIG keys keep their names (``TAPEWATCH_MIN_24H_VOLUME`` sets ``min_24h_volume``).
-A bad value fails at start with a :class:`~tapewatch.errors.ConfigError` naming the key and its range.
+A bad value fails at start with a :class:`~tapewatch.errors.ConfigError` naming the key and its range; so
+do a YAML file that does not parse (with its line) or is not a mapping, an infinite or NaN number, and a
+``TAPEWATCH_*`` environment variable that is neither a setting nor in :data:`NON_SETTING_ENV` (a typo).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from tapewatch.errors import ConfigError
@@ -37,13 +42,26 @@ SnapshotLimit = Literal[5, 10, 20, 50, 100, 500, 1000]
 
 ENV_PREFIX = "TAPEWATCH_"
 CONFIG_FILE_ENV = "TAPEWATCH_CONFIG_FILE"
+#: The ``TAPEWATCH_*`` environment variables that are not settings, with who reads them. Every other
+#: ``TAPEWATCH_*`` variable must name a setting: a misspelt setting name is refused, not ignored.
+NON_SETTING_ENV: dict[str, str] = {
+    CONFIG_FILE_ENV: "the YAML settings file (load_settings; --config wins)",
+    "TAPEWATCH_TEST_DATABASE_URL": "tests: the PostgreSQL to use (tests/conftest.py)",
+    "TAPEWATCH_TEST_REDIS_URL": "tests: the Redis to use (tests/conftest.py)",
+    "TAPEWATCH_UPDATE_README_SCREENSHOT": "tests: =1 makes the browser test refresh the README screenshot",
+}
 
 
 class Settings(BaseSettings):
     """Every setting of tapewatch. Field descriptions double as the settings reference in the README."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        # `inf` passes `gt=0` and no upper bound: TAPEWATCH_LARGE_TRADE_SIZE=inf would silence every signal.
+        allow_inf_nan=False,
     )
 
     # --- spec CONFIG ---------------------------------------------------------------------------------
@@ -534,8 +552,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if _yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file))
+        if _yaml_data is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=_yaml_data))
         return tuple(sources)
 
     @property
@@ -547,7 +565,8 @@ class Settings(BaseSettings):
         return int(self.rest_weight_limit * self.rest_weight_target)
 
 
-_yaml_file: Path | None = None
+#: The YAML file's settings while :func:`load_settings` builds a Settings (read there, so its errors are ours).
+_yaml_data: dict[str, Any] | None = None
 
 
 def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
@@ -578,28 +597,80 @@ def allowed_range(name: str) -> str:
     return field.description or "see the settings reference"
 
 
-def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build the settings, or raise ConfigError with one line per bad key (env name, value, allowed range)."""
-    global _yaml_file
-    path = config_file or os.environ.get(CONFIG_FILE_ENV)
-    if path is not None:
-        _yaml_file = Path(path)
-        if not _yaml_file.is_file():
-            raise ConfigError(
-                f"config file {_yaml_file} does not exist (set by --config or {CONFIG_FILE_ENV})"
-            )
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a YAML file, or ConfigError naming the file, the line of a syntax error and the fix."""
+    where = f"config file {path} (set by --config or {CONFIG_FILE_ENV})"
+    if not path.is_file():
+        raise ConfigError(f"{where} does not exist")
     try:
-        return Settings(**overrides)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"{where} is not valid YAML{at}: {problem}; fix it (one `key: value` per line, "
+            "lists as [a, b]; see the settings reference in the README)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read: {exc}") from None
+    if data is None:  # an empty file (or only comments): no settings
+        return {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a single {type(data).__name__} value"
+        raise ConfigError(
+            f"{where} must map setting names to values (`max_spread: 0.0003`, one per line); it holds {kind}"
+        )
+    return data
+
+
+def _did_you_mean(key: str, known: set[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"did you mean {prefix}{close[0]}? " if close else ""
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``TAPEWATCH_*`` variable of ``environ`` that is neither a setting nor in NON_SETTING_ENV,
+    naming the closest known name when there is one."""
+    known = {name.upper() for name in Settings.model_fields} | {
+        name.removeprefix(ENV_PREFIX) for name in NON_SETTING_ENV
+    }
+    lines = []
+    for name in sorted(environ):
+        key = name.upper().removeprefix(ENV_PREFIX)
+        if name.upper().startswith(ENV_PREFIX) and key not in known:
+            # Compared without the prefix, which every name shares and which would make anything look close.
+            lines.append(
+                f"unknown environment variable {name}: {_did_you_mean(key, known, ENV_PREFIX)}rename or "
+                "unset it (every TAPEWATCH_* variable must be a setting; see the settings reference in the README)"
+            )
+    return lines
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings, or raise ConfigError with one line per bad key (env name, value, allowed range)
+    and per unknown ``TAPEWATCH_*`` environment variable."""
+    global _yaml_data
+    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    lines = unknown_env(os.environ)
+    settings: Settings | None = None
+    try:
+        _yaml_data = read_config_file(Path(path)) if path is not None else None
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        lines = []
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else "?"
             env = ENV_PREFIX + key.upper()
             if err["type"] == "extra_forbidden":
-                lines.append(f"unknown setting {key!r}: remove it (see the settings reference in the README)")
+                hint = _did_you_mean(key, set(Settings.model_fields))
+                lines.append(
+                    f"unknown setting {key!r}: {hint}remove it (see the settings reference in the README)"
+                )
                 continue
             allowed = allowed_range(key) if key in Settings.model_fields else ""
             lines.append(f"{key} ({env}) = {err.get('input')!r}: {err['msg']}; allowed: {allowed}")
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
     finally:
-        _yaml_file = None
+        _yaml_data = None
+    if settings is None or lines:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines))
+    return settings

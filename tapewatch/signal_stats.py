@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from tapewatch.metrics import DAY_MS, Tally, max_drawdown
 
-#: Quality bands of the Quality page (lower bounds; signals start at 50; the last band ends at 100).
-QUALITY_BANDS = (50, 60, 70, 80, 90)
+#: Quality bands of the Quality page and the reports (lower bounds; the last band ends at 100). Signals start
+#: at 50 unless ``quality_low_min`` is lowered: the first band holds what is below 50, and is shown only then.
+QUALITY_BANDS = (0, 50, 60, 70, 80, 90)
 #: Confidence deciles: 0 holds [0, 0.1), ..., 9 holds [0.9, 1.0].
 DECILES = 10
 
@@ -105,12 +106,29 @@ class Band:
 
 
 def quality_band(score: float) -> int:
-    """The index in :data:`QUALITY_BANDS` of a quality score (below 50 counts in the first band)."""
+    """The index in :data:`QUALITY_BANDS` of a quality score (0: below 50)."""
     index = 0
     for i, low in enumerate(QUALITY_BANDS):
         if score >= low:
             index = i
     return index
+
+
+def band_bounds(index: int) -> tuple[int, int]:
+    """``[low, high)`` of a quality band (the last one's high is 101: a score of 100 is in it)."""
+    low = QUALITY_BANDS[index]
+    return low, (QUALITY_BANDS[index + 1] if index + 1 < len(QUALITY_BANDS) else 101)
+
+
+def band_label(index: int) -> str:
+    """``<50``, ``50–59``, ..., ``90–100``: labels that do not overlap."""
+    low, high = band_bounds(index)
+    return f"<{high}" if index == 0 else f"{low}–{high - 1}"
+
+
+def shown_bands(counts: dict[int, int]) -> list[int]:
+    """The band indexes to show, given the signals in each: every band, but "<50" only when it holds some."""
+    return [i for i in range(len(QUALITY_BANDS)) if i > 0 or counts.get(i, 0)]
 
 
 def _merged(groups: Iterable[tuple[int, Tally, int, float]]) -> dict[int, tuple[Tally, int, float]]:
@@ -122,14 +140,14 @@ def _merged(groups: Iterable[tuple[int, Tally, int, float]]) -> dict[int, tuple[
 
 
 def quality_bands(groups: Iterable[tuple[int, Tally, int, float]]) -> list[Band]:
-    """Every quality band (50–59, ..., 90–100), empty ones included, from groups of finished signals given
-    as ``(quality score, tally, TP1 hits of the triggered, confidence total of the triggered)``."""
+    """Every quality band (50–59, ..., 90–100, empty ones included; <50 when it holds signals) from groups of
+    finished signals given as ``(quality score, tally, TP1 hits of the triggered, confidence total of the
+    triggered)``."""
     found = _merged((quality_band(score), t, tp1, conf) for score, t, tp1, conf in groups)
     bands: list[Band] = []
-    for i, low in enumerate(QUALITY_BANDS):
-        high = QUALITY_BANDS[i + 1] if i + 1 < len(QUALITY_BANDS) else 101
+    for i in shown_bands({i: t.signals for i, (t, _, _) in found.items()}):
         t, tp1, conf = found.get(i, (Tally(), 0, 0.0))
-        bands.append(Band(f"{low}–{high - 1}", low, high, t, tp1, conf))
+        bands.append(Band(band_label(i), *band_bounds(i), t, tp1, conf))
     return bands
 
 
@@ -158,6 +176,8 @@ __all__ = [
     "QUALITY_BANDS",
     "Band",
     "Drawdowns",
+    "band_bounds",
+    "band_label",
     "calibration",
     "decile",
     "drawdowns",
@@ -165,4 +185,5 @@ __all__ = [
     "quality_band",
     "quality_bands",
     "sharpe_day_count",
+    "shown_bands",
 ]

@@ -52,7 +52,8 @@ class TradeWindow:
         self._expired = 0
 
     def add(self, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
-        """Add a trade. A trade older than the latest one is still counted (windows end at the latest)."""
+        """Add a trade. A trade older than the latest one is still counted (windows end at the latest); one stamped
+        far ahead would hold the window at its time, so the market never adds one (:mod:`tapewatch.market_clock`)."""
         quote = price * qty
         trade = FlowTrade(time, price, qty, quote, buyer_is_maker, quote >= self.large_trade_size)
         self._trades.append(trade)

@@ -119,7 +119,8 @@ def control_facts(backend: be.Backend) -> list[Any]:
 
 
 def health_view(backend: be.Backend) -> tuple[Any, ...]:
-    """Control facts, health incidents, feed incidents, operator actions, banner."""
+    """Control facts, health incidents, feed incidents, operator actions, banner (a table whose read failed is
+    ``no_update``)."""
     problems: list[str] = []
     try:
         control = control_facts(backend)
@@ -129,15 +130,29 @@ def health_view(backend: be.Backend) -> tuple[Any, ...]:
     feed, problem2 = be.attempt(lambda: incidents.list_incidents(backend.db, limit=200))
     done, problem3 = be.attempt(lambda: q.recent_actions(backend.db, limit=100))
     problems += [p for p in (problem, problem2, problem3) if p and p not in problems]
-    health_rows = [
-        {**h.to_json(), "started_at": _when(h.started_at), "ended_at": _when(h.ended_at)}
-        for h in health or []
-    ]
-    feed_rows = [
+    # a table whose read failed keeps its last rows (no_update) under the banner
+    return (
+        control,
+        dash.no_update if health is None else _health_rows(health),
+        dash.no_update if feed is None else _feed_rows(feed),
+        dash.no_update if done is None else _action_rows(done),
+        ui.banner(problems),
+    )
+
+
+def _health_rows(health: list[health_store.HealthIncident]) -> list[dict[str, Any]]:
+    return [{**h.to_json(), "started_at": _when(h.started_at), "ended_at": _when(h.ended_at)} for h in health]
+
+
+def _feed_rows(feed: list[incidents.IncidentRow]) -> list[dict[str, Any]]:
+    return [
         {**i.to_json(), "recorded_at": _when(i.recorded_at), "resolved_at": _when(i.resolved_at)}
-        for i in feed or []
+        for i in feed
     ]
-    action_rows = [
+
+
+def _action_rows(done: list[q.OperatorAction]) -> list[dict[str, Any]]:
+    return [
         {
             "recorded_at": _when(a.recorded_at),
             "action": a.action,
@@ -147,9 +162,8 @@ def health_view(backend: be.Backend) -> tuple[Any, ...]:
             "result": a.result,
             "error": a.error,
         }
-        for a in done or []
+        for a in done
     ]
-    return control, health_rows, feed_rows, action_rows, ui.banner(problems)
 
 
 def pause(backend: be.Backend, reason: str | None, who: actions.Origin) -> str:

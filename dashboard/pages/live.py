@@ -11,8 +11,8 @@ from dash import Input, Output, State, callback, dcc, html
 
 from dashboard import backend as be
 from dashboard import ui
+from dashboard.realtime_status import RealtimeStatus, read_status
 from tapewatch.adapters import dashboard_queries as q
-from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.errors import StorageUnavailable
 
 #: Price points kept per symbol for the live chart (at 1 s refresh: 15 minutes).
@@ -114,10 +114,10 @@ def open_signals(backend: be.Backend) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-int(r.get("event_time") or 0), str(r.get("signal_id"))))
 
 
-def live_state(
-    backend: be.Backend,
-) -> tuple[list[dict[str, Any]], html.Div, list[html.Div], html.Div, list[str]]:
-    """Open-signal rows, the empty state, the KPIs, the banner and the symbols to pick from."""
+def live_state(backend: be.Backend) -> tuple[Any, ...]:
+    """Open-signal rows, the empty state (or the notice that they are frozen), the KPIs, the banner and the
+    symbols to pick from. With Redis down, the rows, the message, the KPIs and the symbols keep their last
+    data (``no_update``) under the banner."""
     problems: list[str] = []
     rows, problem = be.attempt(lambda: open_signals(backend))
     if problem:
@@ -125,37 +125,63 @@ def live_state(
     counts, problem = be.attempt(lambda: q.signal_counts(backend.db, backend.now_ms() - 86_400_000))
     if problem:
         problems.append(problem)
-    running, last, feeds, paused = None, None, [], None
+    realtime, last, feeds, paused = None, None, [], None
     try:
-        running = backend.redis.heartbeat(REALTIME) is not None
+        realtime, _ = read_status(backend.redis)
         last = backend.redis.last_signal()
         feeds = sorted(backend.redis.feeds())
         paused = backend.redis.read_control().paused_reason
     except StorageUnavailable:
         pass  # already in the banner
-    rows = rows or []
-    if rows:
+    if rows is None or realtime is None:
+        no = dash.no_update
+        return no, no, no, ui.banner(problems), no
+    now = backend.now_ms()
+    if rows and not realtime.running:
+        message = frozen_notice(realtime, rows, now)
+    elif rows:
         message = html.Div()
-    elif running is False:
+    elif not realtime.running:
         message = ui.empty(NOT_RUNNING)
     elif counts is not None and counts["total"] == 0 and last is None:
         message = ui.empty(WARMING_UP)
     else:
         message = ui.empty(NO_SIGNALS)
-    now = backend.now_ms()
+    unrealised = sum(float(r.get("unrealised_r") or 0) for r in rows)
     kpis = [
         ui.kpi("open signals", str(len(rows))),
         ui.kpi("signals 24 h", "—" if counts is None else str(counts["total"])),
         ui.kpi(
-            "unrealised R",
-            ui.fmt_r(sum(float(r.get("unrealised_r") or 0) for r in rows)),
-            ui.tone_of(sum(float(r.get("unrealised_r") or 0) for r in rows)),
+            "unrealised R" if realtime.running else "unrealised R (frozen)",
+            ui.fmt_r(unrealised),
+            ui.tone_of(unrealised) if realtime.running else "stale",
         ),
         ui.kpi("last signal", "none yet" if last is None else ui.fmt_age(last.age(now)) + " ago"),
-        ui.kpi("signalling", "PAUSED" if paused else ("live" if running else "—"), "bad" if paused else ""),
+        ui.kpi(
+            "signalling",
+            "PAUSED" if paused else ("live" if realtime.running else "not running"),
+            "bad" if paused or not realtime.running else "",
+        ),
     ]
     symbols = sorted({str(r["symbol"]) for r in rows} | set(feeds))
     return rows, message, kpis, ui.banner(problems), symbols
+
+
+def frozen_notice(realtime: RealtimeStatus, rows: list[dict[str, Any]], now: int) -> html.Div:
+    """The open signals are shown but nobody follows them: say since when (the service's last publish, else
+    the newest update of a row)."""
+    updates = [int(r["updated_ms"]) for r in rows if r.get("updated_ms")]
+    since = realtime.published_ms or (max(updates) if updates else None)
+    when = (
+        ""
+        if since is None
+        else f" since {ui.fmt_time(since)} UTC ({ui.fmt_age(max(0, now - since) / 1000)} ago)"
+    )
+    return html.Div(
+        f"The realtime service is not running{when} — open signals are not being followed: their status, last "
+        "price and unrealised R are as of then. Start it with `tapewatch run`.",
+        className="tw-notice",
+    )
 
 
 def _levels(backend: be.Backend, symbol: str, open_rows: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -97,15 +97,17 @@ def stat_row(key: str, s: Summary) -> dict[str, Any]:
 
 
 def performance_view(backend: be.Backend, period: str, tier: str) -> tuple[Any, ...]:
-    """KPIs, equity figure, per-symbol rows, per-tier rows, banner and empty state for the chosen period."""
+    """KPIs, equity figure, per-symbol rows, per-tier rows, banner and empty state for the chosen period
+    (during an outage every output but the banner is ``no_update``)."""
     since, until = period_range(backend, period)
     chosen = None if tier == "all" else tier
     found, problem = be.attempt(
         lambda: stats.performance(backend.db, since, until, open_ended=PERIODS[period] is None, tier=chosen)
     )
-    fig = ui.figure(height=300)
     if problem or found is None:
-        return [], fig, [], [], ui.banner([problem or "no data"]), html.Div()
+        # an outage: the page keeps its last data (no_update) under the banner
+        return (*(dash.no_update,) * 4, ui.banner([problem or "no data"]), dash.no_update)
+    fig = ui.figure(height=300)
     overall = found.overall
     kpis = [
         ui.kpi("finished signals", str(overall.signals_generated)),

@@ -55,7 +55,8 @@ def layout(**_: Any) -> html.Div:
 
 
 def quality_view(backend: be.Backend, period: str) -> tuple[Any, ...]:
-    """Bands figure, calibration figure, scatter figure, rejections figure, banner, empty state."""
+    """Bands figure, calibration figure, scatter figure, rejections figure, banner, empty state (during an
+    outage every output but the banner is ``no_update``)."""
     since, until = period_range(backend, period)
     found, problem = be.attempt(
         lambda: (
@@ -67,9 +68,12 @@ def quality_view(backend: be.Backend, period: str) -> tuple[Any, ...]:
     bucket = HOUR_MS if span <= 3 * DAY_MS else 24 * HOUR_MS
     fates, problem2 = be.attempt(lambda: q.rejection_counts(backend.db, since, until, bucket))
     problems = [p for p in (problem, problem2) if p]
+    if problems or found is None or fates is None:
+        # an outage: the page keeps its last figures (no_update) under the banner
+        return (*(dash.no_update,) * 4, ui.banner(problems or ["no data"]), dash.no_update)
     bands_fig, cal_fig = ui.figure(height=260), ui.figure(height=260)
     scatter_fig, rej_fig = ui.figure(height=280), ui.figure(height=280)
-    (bands, cal), points = found if found is not None else (([], []), [])
+    (bands, cal), points = found
     bands_fig.add_bar(
         x=[b.label for b in bands],
         y=[(b.tally.win_rate or 0) * 100 for b in bands],
@@ -107,15 +111,15 @@ def quality_view(backend: be.Backend, period: str) -> tuple[Any, ...]:
     scatter_fig.update_xaxes(title="quality score")
     scatter_fig.update_yaxes(title="P&L R")
     by_fate: dict[str, dict[int, int]] = defaultdict(dict)
-    for start, fate, n in fates or []:
+    for start, fate, n in fates:
         by_fate[fate][start] = n
     for fate in sorted(by_fate, key=lambda f: (f != "signal", f)):
         counts = sorted(by_fate[fate].items())
         rej_fig.add_bar(x=[ui.fmt_time(t) for t, _ in counts], y=[n for _, n in counts], name=fate)
     rej_fig.update_layout(barmode="stack")
     finished = sum(b.tally.signals for b in bands)
-    empty = ui.empty(NO_HISTORY) if not finished and not problems else html.Div()
-    return bands_fig, cal_fig, scatter_fig, rej_fig, ui.banner(problems), empty
+    empty = ui.empty(NO_HISTORY) if not finished else html.Div()
+    return bands_fig, cal_fig, scatter_fig, rej_fig, ui.banner([]), empty
 
 
 @callback(

@@ -38,13 +38,14 @@ def layout(**_: Any) -> html.Div:
     )
 
 
-def report_options(backend: be.Backend, kind: str) -> tuple[list[dict[str, str]], str | None, Any]:
-    """Dropdown options (``kind|period``), the newest one, and the banner."""
+def report_options(backend: be.Backend, kind: str) -> tuple[Any, Any, Any]:
+    """Dropdown options (``kind|period``), the newest one, and the banner; during an outage the options and
+    the choice are ``no_update`` (the page keeps the report it shows) and the banner says why."""
     found, problem = be.attempt(
         lambda: performance_store.list_reports(backend.db, None if kind == "all" else kind, limit=200)
     )
     if problem or found is None:
-        return [], None, ui.banner([problem or "no data"])
+        return dash.no_update, dash.no_update, ui.banner([problem or "no data"])
     options = [
         {"label": f"{r.kind} · {r.period} ({r.signals} signals)", "value": f"{r.kind}|{r.period}"}
         for r in found
@@ -53,7 +54,8 @@ def report_options(backend: be.Backend, kind: str) -> tuple[list[dict[str, str]]
 
 
 def report_body(backend: be.Backend, choice: str | None) -> Any:
-    """The chosen report's text (Markdown rendered in the page), or what to expect."""
+    """The chosen report as its self-contained HTML page (tables and inline SVG charts) in a sandboxed frame,
+    or what to expect. (Its Markdown links the charts as files beside it, which this server does not serve.)"""
     if not choice:
         return ui.empty(NO_REPORTS)
     kind, _, period = choice.partition("|")
@@ -62,7 +64,10 @@ def report_body(backend: be.Backend, choice: str | None) -> Any:
         return html.Div(problem, className="tw-error")
     if report is None:
         return ui.empty(f"The {kind} report of {period} is no longer stored.")
-    return dcc.Markdown(report.markdown, className="tw-report", id="reports-text")
+    if not report.html:
+        return dcc.Markdown(report.markdown, className="tw-report", id="reports-text")
+    # sandbox="": no script, no navigation; the report needs neither (its HTML inlines style and charts)
+    return html.Iframe(srcDoc=report.html, sandbox="", className="tw-report-frame", id="reports-text")
 
 
 @callback(
@@ -75,6 +80,8 @@ def report_body(backend: be.Backend, choice: str | None) -> Any:
 )
 def refresh_reports(kind: str, _: int | None, chosen: str | None) -> tuple[Any, ...]:
     options, newest, banner = report_options(be.current(), kind)
+    if options is dash.no_update:
+        return options, newest, banner
     keep = chosen if chosen in {o["value"] for o in options} else newest
     return options, keep, banner
 

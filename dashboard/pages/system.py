@@ -14,11 +14,13 @@ from dash import Input, Output, State, callback, dcc, html
 from dashboard import backend as be
 from dashboard import ui
 from dashboard.process_usage import ProcessSampler, this_host, usage_from_info
+from dashboard.realtime_status import UPDATED, RealtimeStatus, status_of
 from tapewatch.errors import StorageUnavailable
 
 HISTORY_POINTS = 300
 RATE_PREFIX = "msgs_per_s_"
 NO_METRICS = "No realtime metrics yet — start the service with `tapewatch run` (or `make demo`)."
+NOT_RUNNING = "The realtime service is not running (no heartbeat): start it with `tapewatch run`."
 
 
 def layout(**_: Any) -> html.Div:
@@ -86,34 +88,52 @@ def process_usage(
 
 
 def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tuple[Any, ...]:
-    """KPIs, per-stream figure, trend figure, component rows, metric rows, banner, empty state, history."""
+    """KPIs, per-stream figure, trend figure, component rows, metric rows, banner, notice, history.
+
+    The realtime figures are live only while its heartbeat is and its metrics are recent (see
+    :mod:`dashboard.realtime_status`); otherwise they are greyed and labelled with their age. With Redis down,
+    the per-stream figure and both tables keep their last data (``no_update``) under the banner."""
     now = backend.now_ms()
     problems = be.storage_problems(backend)
     metrics: dict[str, float] = {}
     beats: dict[str, Any] = {}
+    redis_down = False
     try:
         metrics = backend.redis.realtime_metrics()
         beats = backend.redis.heartbeats()
     except StorageUnavailable:
-        pass  # in the banner already
+        redis_down = True  # in the banner already
+    realtime = status_of(beats, metrics)
+    live = realtime.fresh(now)
+    figures = {k: v for k, v in metrics.items() if k != UPDATED}
     cpu = psutil.cpu_percent(interval=None)
     memory = psutil.virtual_memory().percent
-    rates = {k.removeprefix(RATE_PREFIX): v for k, v in metrics.items() if k.startswith(RATE_PREFIX)}
+    rates = {k.removeprefix(RATE_PREFIX): v for k, v in figures.items() if k.startswith(RATE_PREFIX)}
+    tone = "" if live else "stale"
+
+    def figure_kpi(label: str, value: str) -> html.Div:
+        return ui.kpi(label if live or value == "—" else f"{label} (stale)", value, tone)
+
     kpis = [
         ui.kpi("host CPU", f"{cpu:.0f} %", "bad" if cpu > backend.settings.cpu_threshold else ""),
         ui.kpi("host memory", f"{memory:.0f} %", "bad" if memory > backend.settings.memory_threshold else ""),
-        ui.kpi("messages/s", ui.fmt_num(sum(rates.values()), 0) if rates else "—"),
-        ui.kpi("event→signal p50", _ms(metrics.get("signal_latency_ms_p50"))),
-        ui.kpi("event→signal p99", _ms(metrics.get("signal_latency_ms_p99"))),
-        ui.kpi("loop lag p99", _ms(metrics.get("loop_lag_ms_p99"))),
-        ui.kpi("reconnects", ui.fmt_num(metrics.get("reconnects"), 0)),
-        ui.kpi("resyncs", ui.fmt_num(metrics.get("resyncs"), 0)),
+        figure_kpi("messages/s", ui.fmt_num(sum(rates.values()), 0) if rates else "—"),
+        figure_kpi("event→signal p50", _ms(figures.get("signal_latency_ms_p50"))),
+        figure_kpi("event→signal p99", _ms(figures.get("signal_latency_ms_p99"))),
+        figure_kpi("loop lag p99", _ms(figures.get("loop_lag_ms_p99"))),
+        figure_kpi("reconnects", ui.fmt_num(figures.get("reconnects"), 0)),
+        figure_kpi("resyncs", ui.fmt_num(figures.get("resyncs"), 0)),
         ui.kpi("PostgreSQL", "down" if any(p.startswith("PostgreSQL") for p in problems) else "up"),
         ui.kpi("Redis", "down" if any(p.startswith("Redis") for p in problems) else "up"),
     ]
-    streams = ui.figure(height=240)
+    history = [*(history or []), _trend_point(now, cpu, memory, figures if live else {})][-HISTORY_POINTS:]
+    trend = _trend(history)
+    if redis_down:
+        no = dash.no_update
+        return kpis, no, trend, no, no, ui.banner(problems), no, history
+    streams = ui.figure(height=240, title="" if live or not rates else f"stale: {realtime.as_of(now)}")
     if rates:
-        streams.add_bar(x=list(rates), y=list(rates.values()), marker_color="#58a6ff")
+        streams.add_bar(x=list(rates), y=list(rates.values()), marker_color="#58a6ff" if live else ui.MUTED)
     components = []
     for name, beat in sorted(beats.items()):
         cpu_p, rss = process_usage(beat.pid, beat.host, beat.info) if beat else (None, None)
@@ -129,23 +149,51 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
             }
         )
     SAMPLER.forget_dead()
-    point = {
+    rows = [{"name": k, "value": v} for k, v in sorted(figures.items())]
+    return (
+        kpis,
+        streams,
+        trend,
+        components,
+        rows,
+        ui.banner(problems),
+        _notice(realtime, now, figures, problems),
+        history,
+    )
+
+
+def _notice(realtime: RealtimeStatus, now: int, figures: dict[str, float], problems: list[str]) -> html.Div:
+    """What the realtime figures are: nothing to say when live; why they are stale, or absent, otherwise."""
+    if realtime.fresh(now) or problems:
+        return html.Div()
+    if not figures:
+        return ui.empty(NO_METRICS)
+    if not realtime.running:
+        return ui.empty(f"{NOT_RUNNING} The realtime figures are stale, {realtime.as_of(now)}.")
+    return ui.empty(
+        f"The realtime service has stopped publishing its metrics: they are {realtime.as_of(now)}."
+    )
+
+
+def _trend_point(now: int, cpu: float, memory: float, figures: dict[str, float]) -> dict[str, Any]:
+    # stale latency is not plotted as if measured now
+    return {
         "t": now,
         "cpu": cpu,
         "memory": memory,
-        "p99": metrics.get("signal_latency_ms_p99"),
-        "lag": metrics.get("loop_lag_ms_p99"),
+        "p99": figures.get("signal_latency_ms_p99"),
+        "lag": figures.get("loop_lag_ms_p99"),
     }
-    history = [*(history or []), point][-HISTORY_POINTS:]
+
+
+def _trend(history: list[dict[str, Any]]) -> Any:
     trend = ui.figure(height=240)
     times = [ui.fmt_time(int(p["t"])) for p in history]
     trend.add_scatter(x=times, y=[p["cpu"] for p in history], name="CPU %", mode="lines")
     trend.add_scatter(x=times, y=[p["memory"] for p in history], name="memory %", mode="lines")
     trend.add_scatter(x=times, y=[p["p99"] for p in history], name="latency p99 ms", mode="lines", yaxis="y2")
     trend.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "ms"})
-    rows = [{"name": k, "value": v} for k, v in sorted(metrics.items())]
-    empty = ui.empty(NO_METRICS) if not metrics and not problems else html.Div()
-    return kpis, streams, trend, components, rows, ui.banner(problems), empty, history
+    return trend
 
 
 def _ms(value: float | None) -> str:

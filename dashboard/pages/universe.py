@@ -126,7 +126,8 @@ def universe_view(backend: be.Backend) -> tuple[Any, ...]:
 
     found, problem = be.attempt(read)
     if problem or found is None:
-        return [], [], [], [], ui.banner([problem or "no data"]), html.Div()
+        # an outage: the page keeps its last data (no_update) under the banner
+        return (*(dash.no_update,) * 4, ui.banner([problem or "no data"]), dash.no_update)
     current, members, rescans, exclusions = found
     if current is None:
         return [], [], [], [], ui.banner([]), ui.empty(NO_RESCAN)

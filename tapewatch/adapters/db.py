@@ -96,12 +96,24 @@ def normalize_url(url: str) -> str:
 def create_engine(url: str, *, connect_timeout: int = 5, application_name: str = "tapewatch") -> Engine:
     """An engine on the psycopg 3 driver that checks a pooled connection before using it.
 
-    ``connect_timeout`` (seconds, libpq's minimum is 2) bounds how long an unreachable server blocks a call."""
-    return sa.create_engine(
+    ``connect_timeout`` (seconds, libpq's minimum is 2) bounds how long an unreachable server blocks a call.
+    Every session is in UTC, whatever the server's, database's, role's or client's (``PGTZ``) default: a
+    ``timestamptz`` read back is a UTC datetime, so what reports and pages label UTC is UTC."""
+    engine = sa.create_engine(
         normalize_url(url),
         pool_pre_ping=True,
         connect_args={"connect_timeout": connect_timeout, "application_name": application_name},
     )
+    sa.event.listen(engine, "connect", _session_in_utc)
+    return engine
+
+
+def _session_in_utc(dbapi_connection: psycopg.Connection[object], _record: object) -> None:
+    # a SET, not the startup option ``-c timezone=UTC``: libpq sends PGTZ after the options, so PGTZ would win;
+    # committed, as SET is transactional and the pool's first rollback would undo it
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
 
 
 @contextmanager

@@ -12,7 +12,8 @@ object the realtime service creates, feeds and runs.
                               Notifications ─► webhook, Telegram (each on its own worker)
 
 Nothing here blocks the engine: :meth:`Dispatch.add` only queues. :meth:`Dispatch.run` runs the three
-tasks; each survives its outages on its own (see their modules).
+tasks; each survives its outages on its own (see their modules). Should one of them end all the same (a bug),
+:meth:`Dispatch.run` ends with it, so the service can stop rather than run on without storing or publishing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import asdict
 
 import redis.asyncio
@@ -32,12 +33,22 @@ from tapewatch.adapters.pending_writes import PendingWrites
 from tapewatch.adapters.redis_keys import KEYS, Keyspace
 from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.engine import EngineOutput
-from tapewatch.errors import StorageUnavailable
+from tapewatch.errors import FatalError, StorageUnavailable
 from tapewatch.outcome import Outcome
 from tapewatch.settings import Settings
 from tapewatch.signal import Candidate, Signal
 
 log = logging.getLogger(__name__)
+
+
+class DispatchStopped(FatalError):
+    """The dispatch (storage writer, outbox relay or notifiers) ended while the service ran: signals would no
+    longer be stored or published. The service stops with an error so that its supervisor restarts it."""
+
+
+async def _until_cancelled(name: str, work: Awaitable[None]) -> None:
+    await work
+    raise DispatchStopped(f"the {name} returned; it should run until cancelled")
 
 
 class Dispatch:
@@ -83,8 +94,13 @@ class Dispatch:
         self.add(output.signals, output.candidates, [*output.updated, *output.finished])
 
     async def run(self) -> None:
-        """Run the writer, the relay and the notifiers until cancelled."""
-        await asyncio.gather(self.pending.run(), self.relay.run(), self.notifications.run())
+        """Run the writer, the relay and the notifiers until cancelled. Never returns: if the writer or the
+        relay raises or returns (or the notifiers raise), the others are cancelled and the error is raised (an
+        ``ExceptionGroup``). The notifiers return at once when none is configured."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_until_cancelled("storage writer", self.pending.run()), name="pending-writes")
+            group.create_task(_until_cancelled("outbox relay", self.relay.run()), name="outbox-relay")
+            group.create_task(self.notifications.run(), name="notifiers")
 
     async def aclose(self, grace: float = 10.0) -> bool:
         """Last chance before exit: write what is held and publish what is stored, within ``grace`` s;

@@ -14,7 +14,8 @@ Exactly once, whatever dies when:
   relay stops and says so (``conflicts``), rather than lose signals silently;
 - Redis down: rows stay unpublished (``redis_errors``, one log line per outage) and are published in order
   when it returns, retried with a growing pause up to ``retry_max`` seconds;
-- PostgreSQL down: nothing can be read or marked; the same retry.
+- PostgreSQL down, or answering with an error (a read-only server after a failover, a missing grant): nothing
+  can be read or marked; the same retry (``storage_errors``). No database error ends the relay.
 
 Rows are published strictly in ``seq`` order and a pass stops at the first failure, since a later id once in
 the stream would make an earlier one impossible to add. Writers commit outbox rows in ``seq`` order (an
@@ -34,6 +35,7 @@ import msgspec
 import redis
 import redis.asyncio
 import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import KEYS, Keyspace
@@ -110,7 +112,8 @@ class Outbox:
 @dataclass(slots=True)
 class RelayStats:
     """Counters since start. ``already_published``: rows found in the stream by a re-XADD (the previous
-    relay died between XADD and UPDATE); ``conflicts``: a different signal under the row's stream id."""
+    relay died between XADD and UPDATE); ``conflicts``: a different signal under the row's stream id;
+    ``storage_errors``: passes failed on PostgreSQL (unreachable, or any database error)."""
 
     passes: int = 0
     published: int = 0
@@ -263,6 +266,11 @@ class OutboxRelay:
         except StorageUnavailable as exc:
             await self._failed(exc, "postgresql")
             return done
+        except sa_exc.SQLAlchemyError as exc:
+            # reachable but failing (read-only after a failover, a missing grant, a lock timeout): a failed
+            # pass like any other; an exception here would end the relay and leave the signals unpublished
+            await self._failed(StorageUnavailable(_database_error(exc)), "postgresql")
+            return done
         except PublishRefused as exc:
             await self._failed(exc, "refused")
             return done
@@ -290,8 +298,8 @@ class OutboxRelay:
             )
 
     async def _record_error(self, row: OutboxRow, exc: Exception) -> None:
-        # PostgreSQL may be down too; the relay's own log says what happened
-        with contextlib.suppress(StorageUnavailable):
+        # PostgreSQL may be down or failing too; the relay's own log says what happened
+        with contextlib.suppress(StorageUnavailable, sa_exc.SQLAlchemyError):
             await asyncio.to_thread(self.outbox.record_error, row.seq, str(exc))
 
     def _notify(self, rows: list[OutboxRow]) -> None:
@@ -326,7 +334,7 @@ class OutboxRelay:
     async def _pending_or_none(self) -> int | None:
         try:
             return await asyncio.to_thread(self.outbox.pending)
-        except StorageUnavailable:
+        except (StorageUnavailable, sa_exc.SQLAlchemyError):
             return None
 
     def _recovered(self) -> None:
@@ -353,6 +361,13 @@ class OutboxRelay:
             else:
                 await self._sleep(delay)
                 delay = min(self.retry_max, delay * 2)
+
+
+def _database_error(exc: sa_exc.SQLAlchemyError) -> str:
+    """A database error in one line: the driver's message without SQLAlchemy's statement and link."""
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"PostgreSQL error ({type(cause).__name__}: {first})"
 
 
 def _text(value: object) -> str | None:

@@ -32,11 +32,10 @@ from tapewatch.metrics import (
 )
 from tapewatch.outcome import Outcome
 from tapewatch.quality import TIERS, Tier
+from tapewatch.signal_stats import band_bounds, band_label, quality_band, shown_bands
 
 ReportKind = Literal["daily", "weekly", "monthly"]
 REPORT_KINDS: tuple[ReportKind, ...] = ("daily", "weekly", "monthly")
-#: Quality-score buckets of the "quality vs outcome" table: [low, high).
-QUALITY_BUCKETS: tuple[tuple[int, int], ...] = ((50, 60), (60, 70), (70, 80), (80, 90), (90, 101))
 
 
 class Incident(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +83,10 @@ class SymbolRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QualityRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A quality band of the "quality vs outcome" table (the Quality page's bands): ``[low, high)``, the top
+    one ``[90, 100]``; ``label`` like ``50–59`` or ``<50``."""
+
+    label: str
     low: int
     high: int
     signals: int
@@ -165,11 +168,16 @@ def _symbol_rows(members: Sequence[Outcome]) -> list[SymbolRow]:
 
 
 def _quality_rows(members: Sequence[Outcome]) -> list[QualityRow]:
+    by_band: dict[int, list[Outcome]] = defaultdict(list)
+    for o in members:
+        by_band[quality_band(o.signal.quality_score)].append(o)
     rows = []
-    for low, high in QUALITY_BUCKETS:
-        mine = [o for o in members if low <= o.signal.quality_score < high]
+    for band in shown_bands({i: len(mine) for i, mine in by_band.items()}):
+        mine = by_band.get(band, [])
+        low, high = band_bounds(band)
         rows.append(
             QualityRow(
+                label=band_label(band),
                 low=low,
                 high=min(high, 100),
                 signals=len(mine),
@@ -249,7 +257,6 @@ def _title(kind: ReportKind, first: date, last: date) -> str:
 
 
 __all__ = [
-    "QUALITY_BUCKETS",
     "REPORT_KINDS",
     "Incident",
     "QualityRow",

@@ -52,6 +52,11 @@ def fmt_pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f} %"
 
 
+def fmt_points(rate: float | None) -> str:
+    """A change of a rate in percentage points, signed: ``+5.0 points`` (a rate of 0.05)."""
+    return "—" if rate is None else f"{rate * 100:+.1f} points"
+
+
 def fmt_num(value: float | None, digits: int = 2, sign: bool = False) -> str:
     if value is None:
         return "—"
@@ -104,7 +109,7 @@ def sections(c: ReportContent) -> list[Section]:
     ]
     strategy = [f"Strategy efficiency (total R per signal): {fmt_num(c.strategy_efficiency, 3, sign=True)}"]
     if c.kind == "weekly":
-        strategy.append(f"Win-rate trend: {fmt_pct(c.win_rate_trend)} points per week")
+        strategy.append(f"Win-rate trend: {fmt_points(c.win_rate_trend)} per week")
         strategy.append(f"Mean-quality trend: {fmt_num(c.quality_trend, 2, sign=True)} points per week")
     out.append(
         Section(
@@ -163,7 +168,7 @@ def sections(c: ReportContent) -> list[Section]:
             table=(
                 ("quality", "signals", "win rate", "mean R"),
                 [
-                    (f"{q.low}–{q.high}", str(q.signals), fmt_pct(q.win_rate), fmt_num(q.mean_r, 3, True))
+                    (q.label, str(q.signals), fmt_pct(q.win_rate), fmt_num(q.mean_r, 3, True))
                     for q in c.quality
                 ],
             ),
@@ -315,4 +320,4 @@ def render(content: ReportContent, chart_dir: str) -> RenderedReport:
     )
 
 
-__all__ = ["RenderedReport", "Section", "charts", "fmt_num", "fmt_pct", "render", "sections"]
+__all__ = ["RenderedReport", "Section", "charts", "fmt_num", "fmt_pct", "fmt_points", "render", "sections"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.dispatch import Dispatch
+from tapewatch.adapters.dispatch import Dispatch, DispatchStopped
 from tapewatch.adapters.notifiers import verify_signature
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
@@ -83,3 +84,40 @@ def test_engine_output_reaches_postgresql_the_stream_and_the_webhook_once(
     assert metrics["pending_written_signals"] == 2 and metrics["pending_duplicate_signals"] == 1
     assert metrics["relay_published"] == 2 and metrics["relay_healthy"] == 1
     assert metrics["notify_webhook_sent"] == 2
+
+
+def test_run_ends_with_an_error_when_the_relay_stops_and_takes_the_writer_with_it(
+    db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    """The relay ending (a bug) used to leave the writer and the notifiers running under ``gather`` and the
+    dispatch task pending forever: nothing told the service its signals were no longer published."""
+
+    async def service() -> tuple[BaseException | None, bool]:
+        client = AsyncRedisState.from_url(redis_url).client
+        dispatch = Dispatch.from_settings(load_settings(), db, client, keys=redis_keys)
+        returned = asyncio.Event()
+
+        async def relay_that_returns() -> None:
+            await returned.wait()
+
+        dispatch.relay.run = relay_that_returns  # type: ignore[method-assign]
+        task = asyncio.create_task(dispatch.run())
+        try:
+            await asyncio.sleep(0.1)
+            assert not task.done()  # writer, relay and notifiers run
+            returned.set()
+            async with asyncio.timeout(5):
+                with contextlib.suppress(BaseException):
+                    await task
+            writers = [t for t in asyncio.all_tasks() if t.get_name() == "pending-writes"]
+            return task.exception(), not writers
+        finally:
+            task.cancel()
+            await dispatch.aclose(grace=1)
+            await client.aclose()
+
+    error, writer_gone = asyncio.run(service())
+    assert isinstance(error, ExceptionGroup)
+    (stopped,) = error.exceptions
+    assert isinstance(stopped, DispatchStopped) and "outbox relay returned" in str(stopped)
+    assert writer_gone  # the others were cancelled with it

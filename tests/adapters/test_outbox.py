@@ -9,7 +9,7 @@ import signal as signals
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -233,6 +233,61 @@ def test_run_publishes_when_woken_and_retries_with_a_growing_pause(
         stop_redis(redis_dir)
     assert pauses == [0.5, 1.0, 2.0]  # doubling, capped at retry_max
     assert elapsed < 25  # woken, not polled: no 30 s poll interval was waited
+
+
+def test_a_database_error_is_a_failed_pass_and_the_relay_publishes_once_it_is_gone(
+    db: Database, engine: Engine, redis_url: str, redis_keys: Keyspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a lost connection but an error (here: the table is away; a read-only server after a failover does
+    the same): the relay used to end on it, leaving the signals unpublished while the service ran on."""
+    store = SignalStore(db)
+    pauses: list[float] = []
+
+    def rename(old: str, new: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0.01)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(20):
+            while not condition():  # noqa: ASYNC110 - the relay is another task; no event to await
+                await asyncio.sleep(0.01)
+
+    async def service() -> OutboxRelay:
+        client = _async_client(redis_url)
+        relay = _relay(client, db, redis_keys, poll_interval=30.0, retry_base=0.5, retry_max=2.0, sleep=sleep)
+        task = asyncio.create_task(relay.run())
+        try:
+            store.save_signal(entry())
+            relay.wake()
+            await until(lambda: relay.stats.published == 1)
+            store.save_signals(entries(2, start=10_000_000))  # not woken: they wait for the next pass
+            await asyncio.to_thread(rename, "outbox", "outbox_away")
+            relay.wake()
+            await until(lambda: relay.stats.storage_errors >= 3)
+            assert not task.done(), task
+            assert not relay.healthy and relay.stats.outages == 1 and relay.stats.published == 1
+            assert relay.last_error is not None and "outbox" in relay.last_error
+            await asyncio.to_thread(rename, "outbox_away", "outbox")
+            await until(lambda: relay.stats.published == 3)
+            assert relay.healthy and not task.done()
+            return relay
+        finally:
+            task.cancel()
+            await client.aclose()
+
+    with caplog.at_level(logging.INFO, logger="tapewatch.adapters.outbox"):
+        relay = asyncio.run(service())
+    assert pauses[:3] == [0.5, 1.0, 2.0]  # retried with the usual backoff
+    stream = _stream(redis_url, redis_keys)
+    assert len(stream) == 3 and len({f["signal_id"] for _, f in stream}) == 3
+    assert all(r.published_at is not None for r in _outbox_rows(engine))
+    assert 'relation "outbox" does not exist' in caplog.text  # the driver's message, said once
+    assert caplog.text.count("cannot publish signals") == 1
+    assert f"publishing again after {relay.stats.storage_errors} failed passes: 2 signals" in caplog.text
 
 
 # --- a real process kill ------------------------------------------------------------------------------

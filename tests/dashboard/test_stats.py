@@ -96,6 +96,13 @@ def test_bands_merge_scores_and_calibration_refuses_untriggered_groups() -> None
         st.calibration([(7, Tally(signals=2, triggered=1), 0, 0.7)])
 
 
+def test_a_score_below_50_has_its_own_band_as_in_the_reports() -> None:
+    lost = Tally(signals=1, triggered=1, total_r=-1.0)
+    bands = st.quality_bands([(45, lost, 0, 0.4), (55, lost, 0, 0.4)])
+    assert [(b.label, b.tally.signals) for b in bands][:2] == [("<50", 1), ("50–59", 1)]
+    assert (bands[0].low, bands[0].high) == (0, 50)
+
+
 # --- aggregated in PostgreSQL ----------------------------------------------------------------------------
 
 

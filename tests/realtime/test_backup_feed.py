@@ -255,11 +255,13 @@ def test_a_symbol_back_hours_later_is_polled_from_the_newest_trades_and_a_replay
                     body = msgspec.json.encode([{**row, "m": False}])
                     recv = int(time.time() * 1000)
                     deliver(Polled(recv, stale, body, tuple(decoder.decode_frames(recv, stale, body))))
-                    # the exchange's now, from a book poll (other symbols' polls move it on in the service)
-                    _, answer = await rest.depth(symbol, 50)
-                    book = poll_stream(answer.stream, 1000)
-                    frames = tuple(decoder.decode_frames(recv, book, answer.body))
-                    deliver(Polled(recv, book, answer.body, frames))
+                    # the exchange's now, from book polls (other symbols' polls move it on in the service): the
+                    # first, two hours past the last trade known, is a jump the clock takes once the next confirms
+                    for _ in range(2):
+                        _, answer = await rest.depth(symbol, 50)
+                        book = poll_stream(answer.stream, 1000)
+                        frames = tuple(decoder.decode_frames(recv, book, answer.body))
+                        deliver(Polled(recv, book, answer.body, frames))
                     assert market.next_trade_id(symbol) is None
 
                     config = BackupConfig(

@@ -5,10 +5,21 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import msgspec
+
 from tapewatch.events import Candle
 
 M15 = 900_000
 M1 = 60_000
+
+
+def unchecked(candle: Candle, **changes: object) -> Candle:
+    """A copy of ``candle`` with ``changes`` set past its construction check (an impossible candle cannot be
+    built or decoded): for testing the analytics' own defences."""
+    copy = msgspec.structs.replace(candle)
+    for field, value in changes.items():
+        msgspec.structs.force_setattr(copy, field, value)
+    return copy
 
 
 def make_candle(

@@ -63,6 +63,13 @@ class Rig:
         if out is not None:
             self.outputs.append(out)
 
+    def clock(self, time: int) -> None:
+        """Diffs of two other symbols at ``time``: the exchange's now moves there at once, a jump past the clock's
+        tolerance confirmed market-wide (one symbol's frame alone that far ahead is rejected)."""
+        for sym in ("ETHUSDT", "SOLUSDT"):
+            ev = DepthUpdate(sym, time, time, 1, 1, 0, [], [])
+            self.frame(Frame(0, f"{sym.lower()}@depth@100ms", sym, Kind.DEPTH, ev))
+
     def context(self, end: int = T0) -> None:
         self.feed(
             Kind.KLINES,

@@ -31,6 +31,7 @@ def test_a_symbol_whose_last_trade_is_older_than_trade_stale_after_is_not_evalua
 ) -> None:
     rig = Rig()  # trade_stale_after: 60 s
     ask_heavy_tape(rig)
+    rig.clock(LAST_TRADE + after_ms - 100)
     rig.depth(LAST_TRADE + after_ms, bids=[(99.9, 500.0)])  # the book turns: a LONG setup, on the old tape
     counts = rig.engine.per_symbol["BTCUSDT"].not_evaluated
     if evaluated:
@@ -88,6 +89,7 @@ def test_gaps_and_resyncs_in_window_count_those_within_the_trade_window(
     gap = T + 10_000
     with_a_gap_at(rig, gap)
     at = gap + after_ms  # the third large buy, the evaluation that makes the candidate
+    rig.clock(at - 1100)
     rig.depth(at - 1000, bids=[(99.9, 500.0)])
     rig.trade(at - 30, 99.0, 10.0)
     for i in (2, 1, 0):

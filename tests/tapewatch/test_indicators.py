@@ -12,7 +12,7 @@ import pytest
 from tapewatch.events import Candle
 from tapewatch.indicators import WilderATR, WilderRSI, atr, check_candles, rsi, rsi_series
 
-from .candle_helpers import make_candle, random_walk, series
+from .candle_helpers import make_candle, random_walk, series, unchecked
 
 
 def reference_rsi(closes: list[float], period: int) -> float:
@@ -168,13 +168,20 @@ def test_atr_rejects_bad_candles() -> None:
     with pytest.raises(ValueError, match=r"candle\[5\]\.high must be finite"):
         atr(nan_high, 14)
     with pytest.raises(ValueError, match=r"candle\[3\] has high 1\.0 below low 2\.0"):
-        atr([*good[:3], make_candle(good[3].open_time, 1.0, 2.0, 1.5), *good[4:]], 14)
+        atr(
+            [
+                *good[:3],
+                unchecked(make_candle(good[3].open_time, 2.0, 1.0, 1.5), high=1.0, low=2.0),
+                *good[4:],
+            ],
+            14,
+        )
     with pytest.raises(ValueError, match="oldest first"):
         atr(list(reversed(good)), 14)
     with pytest.raises(ValueError, match="oldest first"):
         atr([good[0], good[0]], 1)  # the same bar twice
     with pytest.raises(ValueError, match=r"\.close must be finite"):
-        WilderATR(14).update(make_candle(0, 2.0, 1.0, math.inf, open_=1.5))
+        WilderATR(14).update(unchecked(make_candle(0, 2.0, 1.0, 1.5), close=math.inf))
 
 
 def test_check_candles_accepts_real_shaped_candles() -> None:

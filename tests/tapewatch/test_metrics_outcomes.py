@@ -30,6 +30,7 @@ from tapewatch.outcome_batch import (
     last_end,
     partial_bar,
 )
+from tests.tapewatch.candle_helpers import unchecked
 from tests.tapewatch.outcome_helpers import (
     M1,
     MONDAY,
@@ -114,7 +115,7 @@ def test_a_forming_candle_is_not_used() -> None:
 
 def test_an_impossible_candle_is_a_value_error() -> None:
     bars = candles("win")
-    bars[0] = msgspec.structs.replace(bars[0], low=bars[0].high + 1)
+    bars[0] = unchecked(bars[0], low=bars[0].high + 1)
     with pytest.raises(ValueError, match="low <= open"):
         batch_outcome(make_signal(), bars, P)
 

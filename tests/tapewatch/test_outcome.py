@@ -19,6 +19,7 @@ from tapewatch.outcome import (
     evaluate_candles,
 )
 from tapewatch.settings import load_settings
+from tests.tapewatch.candle_helpers import unchecked
 from tests.tapewatch.outcome_helpers import (
     M1,
     MONDAY,
@@ -261,8 +262,8 @@ def test_impossible_candles_are_rejected_with_a_clear_error() -> None:
     signal = make_signal()
     (good,) = candles_from_trades([(MONDAY, 100.0)])
     for bad, message in (
-        (msgspec.structs.replace(good, high=99.0), "need low <= open, close <= high"),
-        (msgspec.structs.replace(good, low=101.0), "need low <= open, close <= high"),
+        (unchecked(good, high=99.0), "need low <= open, close <= high"),
+        (unchecked(good, low=101.0), "need low <= open, close <= high"),
         (msgspec.structs.replace(good, close=math.nan), "prices must be finite and > 0"),
         (msgspec.structs.replace(good, close_time=good.open_time - 1), "close_time .* is before its open"),
     ):

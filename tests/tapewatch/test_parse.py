@@ -6,10 +6,13 @@ import json
 
 import pytest
 
-from tapewatch.events import AggTrade, BookTicker, DepthSnapshot, DepthUpdate, Kline
+from tapewatch.events import AggTrade, BookTicker, Candle, DepthSnapshot, DepthUpdate, Kline
 from tapewatch.parse import FrameDecoder
+from tapewatch.polled import poll_stream
 from tapewatch.streams import Kind
 from tests.helpers import FIXTURES
+
+KLINES_POLL = poll_stream("rest:/fapi/v1/klines?symbol=BTCUSDT&interval=15m&limit=2", 900_000)
 
 
 def capture_line(stream: str, data: object) -> bytes:
@@ -156,3 +159,40 @@ def test_a_captured_pause_decodes_to_a_control_frame_for_the_engine_only() -> No
     bad = b'{"recv":1,"stream":"' + CONTROL_PAUSED.encode() + b'","data":{"paused":"maybe"}}'
     assert decoder.decode_capture_line(bad) is None and decoder.take_pending() == []
     assert decoder.rejected["schema"] == 1
+
+
+def _kline(high: str, low: str, open_: str = "100", close: str = "100") -> dict[str, object]:
+    k = {"t": 0, "T": 899_999, "i": "15m", "o": open_, "c": close, "h": high, "l": low, "v": "1", "n": 1,
+         "x": True, "q": "100"}  # fmt: skip
+    return {"e": "kline", "E": 900_000, "s": "BTCUSDT", "k": k}
+
+
+@pytest.mark.parametrize(
+    ("high", "low", "open_", "close"),
+    [("90", "110", "100", "100"), ("101", "99", "102", "100"), ("101", "99", "100", "98")],
+    ids=["high_below_low", "open_above_high", "close_below_low"],
+)
+def test_an_impossible_candle_is_rejected_as_a_bad_value(high: str, low: str, open_: str, close: str) -> None:
+    """Such a bar would stay in the history and fail every evaluation of its symbol (candle_features raises)."""
+    d = FrameDecoder()
+    stream = "btcusdt@kline_15m"
+    kline = _kline(high, low, open_, close)
+    assert d.decode_capture_line(capture_line(stream, kline)) is None  # the fast path and the two-step way
+    assert d.decode_ws_frame(1, json.dumps({"stream": stream, "data": kline})) is None
+    assert d.rejected_by_stream == {("bad_value", stream): 2}
+    row = [0, open_, high, low, close, "1", 899_999, "100", 1, "0", "0", "0"]
+    for rest in ("rest:/fapi/v1/klines?symbol=BTCUSDT&interval=15m&limit=2", KLINES_POLL):
+        # a good row does not save the answer: Binance never sends one bad row alone
+        good = [0, "100", "101", "99", "100", "1", 899_999, "100", 1, "0", "0", "0"]
+        assert d.decode_frames(1, rest, json.dumps([good, row]).encode()) == []
+        assert d.rejected_by_stream[("bad_value", rest)] == 1
+    with pytest.raises(ValueError, match="impossible candle"):
+        Candle(0, 899_999, "15m", float(open_), float(close), float(high), float(low), 1.0, 1, True, 100.0)
+
+
+def test_a_flat_or_touching_candle_is_possible() -> None:
+    d = FrameDecoder()
+    for high, low, open_, close in (("100", "100", "100", "100"), ("101", "99", "99", "101")):
+        frame = d.decode_capture_line(capture_line("btcusdt@kline_15m", _kline(high, low, open_, close)))
+        assert frame is not None and isinstance(frame.event, Kline)
+    assert d.rejected == {}

@@ -6,6 +6,7 @@ import re
 from datetime import UTC, date, datetime
 from xml.etree import ElementTree
 
+import msgspec
 import pytest
 
 from tapewatch.reports import Incident, ReportInput, build_content, lookback_start, period_of, render
@@ -129,7 +130,7 @@ def test_weekly_report_has_trends_and_monthly_has_best_symbols() -> None:
     assert week.signals == 5
     assert week.win_rate_trend == pytest.approx(0.0)  # 60 % both weeks
     assert week.quality_trend == pytest.approx(0.0)
-    assert "Win-rate trend: 0.0 % points per week" in render(week, "2024-03-04").markdown
+    assert "Win-rate trend: +0.0 points per week" in render(week, "2024-03-04").markdown
     month = build_content(
         ReportInput(kind="monthly", first_day=date(2024, 3, 1), end_day=date(2024, 4, 1), generated_at=NOW,
                     outcomes=tuple(fixed_set()))
@@ -176,3 +177,27 @@ def test_svg_charts_escape_labels_and_handle_edge_values() -> None:
     ElementTree.fromstring(flat)
     nan = scatter_chart([(float("nan"), 1.0)], "NaN only", x_label="q", y_label="R")
     assert "no data" in nan
+
+
+def test_a_signal_below_quality_50_is_in_a_band_of_its_own() -> None:
+    # quality_low_min lowered to 40: the quality-70 loss of the fixed set scored 45 instead
+    outcomes = [
+        msgspec.structs.replace(o, signal=msgspec.structs.replace(o.signal, quality_score=45))
+        if o.signal.quality_score == 70
+        else o
+        for o in fixed_set()
+    ]
+    c = build_content(daily_input(outcomes=tuple(outcomes)))
+    assert [q.label for q in c.quality] == ["<50", "50–59", "60–69", "70–79", "80–89", "90–100"]
+    assert sum(q.signals for q in c.quality) == c.signals == 5  # none dropped
+    assert (c.quality[0].signals, c.quality[0].win_rate) == (1, 0.0)
+    markdown = render(c, "2024-03-04").markdown
+    assert "| <50 | 1 | 0.0 % |" in markdown and "| 50–59 |" in markdown and "50–60" not in markdown
+    # without such a signal the band is not shown
+    assert build_content(daily_input()).quality[0].label == "50–59"
+
+
+def test_the_win_rate_trend_is_signed_in_points() -> None:
+    from tapewatch.reports.render import fmt_points
+
+    assert (fmt_points(0.05), fmt_points(-0.05), fmt_points(None)) == ("+5.0 points", "-5.0 points", "—")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from tapewatch.cli import main
 from tapewatch.errors import ConfigError
-from tapewatch.settings import Settings, load_settings
+from tapewatch.settings import NON_SETTING_ENV, Settings, load_settings
 
 
 def test_spec_defaults() -> None:
@@ -58,7 +60,7 @@ def test_env_and_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bad_values_name_the_key_and_range(key: str, value: object, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
-        load_settings(**{key: value})
+        load_settings(None, **{key: value})
     assert key in str(err.value) and expected in str(err.value)
 
 
@@ -74,3 +76,103 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError):
         s.max_spread = 0.5  # type: ignore[misc]
     assert isinstance(s, Settings)
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "tapewatch.yaml"
+    cfg.write_text("min_large_trades: 5\nmax_spread: [1,\n  bad: :\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert f"config file {cfg}" in str(err.value)
+    assert "is not valid YAML at line 3, column 8" in str(err.value)
+    assert "one `key: value` per line" in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "a list"), ("just words\n", "a single str value")])
+def test_yaml_top_level_must_be_a_mapping(tmp_path: Path, text: str, kind: str) -> None:
+    cfg = tmp_path / "tapewatch.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=f"{cfg} .*must map setting names to values.*; it holds {kind}$"):
+        load_settings(cfg)
+
+
+def test_empty_yaml_means_defaults(tmp_path: Path) -> None:
+    cfg = tmp_path / "tapewatch.yaml"
+    cfg.write_text("# nothing set here\n")
+    assert load_settings(cfg) == load_settings()
+
+
+def test_cli_reports_a_bad_yaml_file_as_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "tapewatch.yaml"
+    cfg.write_text("max_spread: [1,\n")
+    assert main(["--config", str(cfg), "settings"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tapewatch: configuration error: config file {cfg}")
+    assert "is not valid YAML at line 2" in err and "Traceback" not in err
+
+
+# `inf` passed `gt=0` on fields with no upper bound: TAPEWATCH_LARGE_TRADE_SIZE=inf meant no trade is ever large.
+@pytest.mark.parametrize(
+    "key", ["large_trade_size", "min_24h_volume", "universe_ref_depth", "min_depth_1pct_usd"]
+)
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_inf_and_nan_are_refused_with_the_key(key: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = "TAPEWATCH_" + key.upper()
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=f"{key} \\({env}\\) = '{value}': Input should be a finite number"):
+        load_settings()
+    monkeypatch.delenv(env)
+    with pytest.raises(ConfigError, match=f"{key} \\({env}\\) = {value}: Input should be a finite number"):
+        load_settings(None, **{key: float(value)})
+
+
+def test_unknown_env_var_is_refused_with_the_closest_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAPEWATCH_MAX_SPREED", "0.001")
+    monkeypatch.setenv("TAPEWATCH_FOO", "1")
+    for allowed in NON_SETTING_ENV.keys() - {"TAPEWATCH_CONFIG_FILE"}:  # not settings, read elsewhere
+        monkeypatch.setenv(allowed, "1")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    lines = str(err.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "unknown environment variable TAPEWATCH_FOO",
+        "unknown environment variable TAPEWATCH_MAX_SPREED",
+    ]
+    assert "did you mean" not in lines[0]
+    assert "did you mean TAPEWATCH_MAX_SPREAD? rename or unset it" in lines[1]
+    monkeypatch.delenv("TAPEWATCH_MAX_SPREED")
+    monkeypatch.delenv("TAPEWATCH_FOO")
+    assert load_settings().max_spread == 0.0002  # the allow-listed ones alone are fine
+
+
+def test_unknown_yaml_key_gets_a_suggestion(tmp_path: Path) -> None:
+    cfg = tmp_path / "tapewatch.yaml"
+    cfg.write_text("max_spred: 0.001\n")
+    with pytest.raises(
+        ConfigError, match="unknown setting 'max_spred': did you mean max_spread\\? remove it"
+    ):
+        load_settings(cfg)
+
+
+def test_every_tapewatch_variable_the_repository_names_is_a_setting_or_allow_listed() -> None:
+    """A new non-setting variable (a test switch, a path) must join NON_SETTING_ENV, or load_settings refuses it."""
+    root = Path(__file__).resolve().parents[2]
+    files = [root / name for name in ("Makefile", "README.md", ".ci/run", "workspace.yaml", "pyproject.toml")]
+    for top in ("tapewatch", "realtime", "orchestration", "assets", "dashboard", "tests", "bench", "docs"):
+        files += [p for p in (root / top).rglob("*") if p.suffix in {".py", ".md", ".yaml", ".toml", ".sh"}]
+    # `TAPEWATCH_{name.upper()}_PORT` and `TAPEWATCH_<KEY>` are built from setting names: not literal names;
+    # the README quotes the error for a misspelt one.
+    here = Path(__file__).resolve()  # this file names bad variables on purpose
+    names = {
+        m
+        for f in files
+        if f.is_file() and f.resolve() != here
+        for m in re.findall(
+            r"(?<!unknown environment variable )\bTAPEWATCH_[A-Z0-9_]+\b(?![{<])", f.read_text()
+        )
+    }
+    assert "TAPEWATCH_CONFIG_FILE" in names and "TAPEWATCH_MAX_SPREAD" in names
+    known = {"TAPEWATCH_" + name.upper() for name in Settings.model_fields} | NON_SETTING_ENV.keys()
+    assert sorted(names - known) == []

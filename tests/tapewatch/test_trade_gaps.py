@@ -314,9 +314,11 @@ def test_pending_ids_are_counted_so_the_gap_figures_add_up() -> None:
 
 
 def exchange_now(market: Market, time: int) -> None:
-    """A depth diff of another symbol at event time ``time``: the market's clock (the exchange's now) moves on."""
-    diff = DepthUpdate("ETHUSDT", time, time, 1, 1, 0, [], [])
-    market.on_frame(Frame(1, "ethusdt@depth@100ms", "ETHUSDT", Kind.DEPTH, diff))
+    """Depth diffs of two other symbols at event time ``time``: the market's clock (the exchange's now) moves on
+    (a jump past the clock's tolerance is taken once a second symbol confirms it)."""
+    for sym in ("ETHUSDT", "SOLUSDT"):
+        diff = DepthUpdate(sym, time, time, 1, 1, 0, [], [])
+        market.on_frame(Frame(1, f"{sym.lower()}@depth@100ms", sym, Kind.DEPTH, diff))
 
 
 def test_a_symbol_back_hours_later_is_polled_from_the_newest_trades_and_its_gap_skipped() -> None:

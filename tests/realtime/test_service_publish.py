@@ -1,0 +1,85 @@
+"""The realtime metrics hash tells what used to be counted and never shown: setups the engine could not judge,
+stale klines, the capture's losses and the signal dispatch's health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from realtime.capture import CaptureWriter
+from realtime.service import FeedService
+from realtime.ws_pool import StreamPool
+from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.dispatch import Dispatch
+from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.adapters.redis_state import AsyncRedisState
+from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.settings import load_settings
+from tests.adapters.signal_builders import entry
+
+M15 = 900_000
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Iterator[Database]:
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
+
+
+def _kline(i: int) -> bytes:
+    k = {"t": i * M15, "T": i * M15 + M15 - 1, "i": "15m", "o": "100", "c": "100", "h": "101", "l": "99",
+         "v": "1", "n": 1, "x": True, "q": "100"}  # fmt: skip
+    return json.dumps({"e": "kline", "E": i * M15 + M15, "s": "BTCUSDT", "k": k}).encode()
+
+
+def test_the_metrics_hash_shows_engine_candle_capture_and_dispatch_losses(
+    tmp_path: Path, db: Database, engine: Engine, redis_url: str, redis_keys: Keyspace
+) -> None:
+    settings = load_settings(var_dir=tmp_path)
+    capture = CaptureWriter(tmp_path / "capture")
+
+    async def scenario() -> tuple[dict[str, int | float], dict[str, int | float]]:
+        client = AsyncRedisState.from_url(redis_url, keys=redis_keys).client
+        dispatch = Dispatch.from_settings(settings, db, client, keys=redis_keys)
+        service = FeedService(
+            settings,
+            rest=BinanceRest.from_settings(settings),
+            pool=StreamPool(settings),
+            capture=capture,
+            sink=dispatch,
+        )
+        try:
+            for i in (5, 6, 4):  # the third is older than the newest bar: ignored
+                frame = service.decoder.decode_payload(1, "btcusdt@kline_15m", _kline(i))
+                assert frame is not None
+                service.market.on_frame(frame)
+            service.engine.counters.update(bad_features=2, rules_rejected=1)
+            capture.write(1_700_000_000_000, "btcusdt@kline_15m", _kline(7))
+            assert capture.flush(5)
+            capture.close(5)
+            capture.write(1_700_000_000_001, "btcusdt@kline_15m", _kline(8))  # closed: dropped
+            healthy = service.metrics()
+            # the relay fails a pass (the outbox is away): the hash says so
+            SignalStore(db).save_signal(entry())
+            with engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE outbox RENAME TO outbox_away"))
+            assert await dispatch.relay.publish_pending() == 0
+            return healthy, service.metrics()
+        finally:
+            await client.aclose()
+
+    healthy, failing = asyncio.run(scenario())
+    assert healthy["candle_stale_updates"] == 1
+    assert (healthy["bad_features"], healthy["rules_rejected"]) == (2, 1)
+    assert (healthy["capture_lines"], healthy["capture_dropped"], healthy["capture_lost"]) == (1, 1, 0)
+    assert healthy["capture_errors"] == healthy["capture_queued"] == 0
+    assert healthy["relay_healthy"] == 1 and healthy["pending_held_signals"] == 0
+    assert failing["relay_healthy"] == 0 and failing["relay_storage_errors"] == 1

@@ -1,0 +1,278 @@
+"""The exchange's now of the market state: one frame stamped far ahead cannot move it, a real jump can.
+
+A frame more than the tolerance (60 s of event time) past the clock is rejected and counted unless another
+symbol's frame (or, alone, the same symbol's next one) confirms the jump (:mod:`tapewatch.market_clock`).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tapewatch.engine import SignalEngine
+from tapewatch.events import AggTrade, DepthRestart, DepthSnapshot, DepthUpdate
+from tapewatch.market import Market, MarketConfig
+from tapewatch.market_clock import CLOCK_TOLERANCE_MS, MarketClock
+from tapewatch.parse import Frame
+from tapewatch.polled import PolledSnapshot
+from tapewatch.settings import load_settings
+from tapewatch.streams import Kind
+from tests.adapters.signal_builders import entry
+
+T = 1_700_000_000_000
+YEAR = 365 * 86_400_000
+OUTAGE = 5 * 60_000
+
+
+class Feed:
+    """Hand-made frames of a few symbols, each symbol's diffs continuing its last one; ``recv`` is the frames'
+    receive time (the clock must never read it)."""
+
+    def __init__(self, market: Market | None = None, recv: int = 1) -> None:
+        self.market = market or Market()
+        self.recv = recv
+        self.uid: dict[str, int] = {}
+        self.agg: dict[str, int] = {}
+
+    def send(self, symbol: str, kind: Kind, stream: str, event: object) -> Frame:
+        frame = Frame(self.recv, stream, symbol, kind, event)  # type: ignore[arg-type]
+        self.market.on_frame(frame)
+        return frame
+
+    def diff(self, symbol: str, t: int, bid: float = 100.0) -> Frame:
+        u = self.uid.get(symbol, 10)
+        self.uid[symbol] = u + 2
+        ev = DepthUpdate(symbol, t, t, u + 1, u + 2, u, [(bid, 1.0)], [])
+        return self.send(symbol, Kind.DEPTH, f"{symbol.lower()}@depth@100ms", ev)
+
+    def synced(self, symbol: str, t: int) -> None:
+        """Cold start: a diff, the snapshot it needs, the next diff; the book is synced as of ``t``."""
+        u = self.uid.get(symbol, 10)
+        ev = DepthUpdate(symbol, t, t, u - 5, u, u - 6, [(100.0, 1.0)], [(101.0, 1.0)])
+        self.send(symbol, Kind.DEPTH, f"{symbol.lower()}@depth@100ms", ev)
+        self.snapshot(symbol, t, u - 3)
+        self.uid[symbol] = u
+        self.diff(symbol, t)
+        assert self.market.book_usable(symbol)
+
+    def snapshot(self, symbol: str, t: int, last_update_id: int) -> None:
+        snap = DepthSnapshot(last_update_id, [(100.0, 1.0)], [(101.0, 1.0)], t, t)
+        self.send(symbol, Kind.SNAPSHOT, f"rest:/fapi/v1/depth?symbol={symbol}&limit=1000", snap)
+
+    def restart(self, symbol: str) -> None:
+        self.send(symbol, Kind.CONTROL, "control:depth_restart", DepthRestart(symbol, "reconnect"))
+
+    def trade(self, symbol: str, t: int, qty: float = 1.0) -> Frame:
+        a = self.agg.get(symbol, 0) + 1
+        self.agg[symbol] = a
+        ev = AggTrade(symbol, t, a, 100.0, qty, a, a, t, False)
+        return self.send(symbol, Kind.AGG_TRADE, f"{symbol.lower()}@aggTrade", ev)
+
+    def counts(self) -> tuple[int, int]:
+        totals = self.market.totals()
+        return totals["event_time_ahead"], totals["event_time_jumps"]
+
+
+def two_books(market: Market | None = None, recv: int = 1) -> Feed:
+    feed = Feed(market, recv)
+    feed.synced("BTCUSDT", T)
+    feed.synced("ETHUSDT", T + 50)
+    return feed
+
+
+def test_one_diff_a_year_ahead_on_eth_leaves_btc_usable_and_is_counted() -> None:
+    feed = two_books()
+    market = feed.market
+    eth = market.symbols["ETHUSDT"]
+    applied = eth.book.applied
+    feed.diff("ETHUSDT", T + YEAR)
+    assert market.now_ms == T + 50 and feed.counts() == (1, 0)
+    assert (
+        eth.book.applied == applied and eth.last_event_time == T + 50
+    )  # neither the book nor the clock took it
+    feed.diff("BTCUSDT", T + 200)
+    assert market.now_ms == T + 200
+    assert market.book_usable("BTCUSDT") and market.book_usable("ETHUSDT")
+    # ETH's next diff does not continue the book it never applied: a resync, not a book read past a hole
+    feed.diff("ETHUSDT", T + 300)
+    assert eth.book.gaps == 1 and eth.snapshot_pending and not market.book_usable("ETHUSDT")
+    assert market.book_usable("BTCUSDT") and feed.counts() == (1, 0)
+
+
+def test_the_same_symbol_stamped_ahead_again_stays_rejected_while_others_move_the_clock() -> None:
+    feed = two_books()
+    for k in range(1, 4):
+        feed.diff("ETHUSDT", T + YEAR + k)
+        feed.diff("BTCUSDT", T + 100 * k)  # the market runs on: the suspect is void
+    assert feed.market.now_ms == T + 300 and feed.counts() == (3, 0)
+    assert feed.market.book_usable("BTCUSDT")
+
+
+@pytest.mark.parametrize(("ahead", "taken"), [(CLOCK_TOLERANCE_MS, True), (CLOCK_TOLERANCE_MS + 1, False)])
+def test_the_clock_advances_freely_by_up_to_the_tolerance(ahead: int, taken: bool) -> None:
+    feed = two_books()
+    feed.diff("ETHUSDT", T + 50 + ahead)
+    assert feed.market.now_ms == (T + 50 + ahead if taken else T + 50)
+    assert feed.counts() == ((0, 0) if taken else (1, 0))
+
+
+def test_a_market_wide_jump_after_an_outage_is_accepted() -> None:
+    """Every symbol's stream comes back five minutes later: the second symbol's frame confirms the first's."""
+    feed = two_books()
+    market = feed.market
+    back = T + OUTAGE
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        feed.restart(symbol)
+    feed.diff("BTCUSDT", back)  # the suspect: rejected
+    feed.diff("ETHUSDT", back + 20)  # another symbol also far ahead: the jump is real
+    assert market.now_ms == back + 20 and feed.counts() == (1, 1)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        feed.diff(symbol, back + 100)
+        feed.snapshot(symbol, back + 100, feed.uid[symbol] - 1)
+        feed.diff(symbol, back + 200)
+        assert market.book_usable(symbol)
+    assert market.now_ms == back + 200 and feed.counts() == (1, 1)
+
+
+def test_a_single_symbol_universe_after_an_outage_is_accepted() -> None:
+    feed = Feed()
+    feed.synced("BTCUSDT", T)
+    market = feed.market
+    back = T + OUTAGE
+    feed.restart("BTCUSDT")
+    feed.diff("BTCUSDT", back)
+    assert market.now_ms == T and feed.counts() == (1, 0)
+    feed.diff("BTCUSDT", back + 100)  # its own next frame, within the tolerance of the first: confirmed
+    assert market.now_ms == back + 100 and feed.counts() == (1, 1)
+    feed.snapshot("BTCUSDT", back + 100, feed.uid["BTCUSDT"] - 1)
+    feed.diff("BTCUSDT", back + 200)
+    assert market.book_usable("BTCUSDT")
+
+
+def test_a_single_symbol_frame_far_from_its_suspect_does_not_confirm_it() -> None:
+    feed = Feed()
+    feed.synced("BTCUSDT", T)
+    feed.diff("BTCUSDT", T + YEAR)
+    feed.diff("BTCUSDT", T + 2 * YEAR)  # not within the tolerance of the suspect: a new suspect
+    assert feed.market.now_ms == T and feed.counts() == (2, 0)
+
+
+def test_a_confirming_frame_far_beyond_the_suspect_moves_the_clock_to_the_suspect_only() -> None:
+    feed = two_books()
+    feed.diff("BTCUSDT", T + OUTAGE)
+    feed.diff("ETHUSDT", T + YEAR)  # confirms the jump to T + OUTAGE, but is itself a year past it
+    assert feed.market.now_ms == T + OUTAGE and feed.counts() == (2, 1)
+
+
+def test_a_future_trade_stays_out_of_the_window_and_is_counted() -> None:
+    feed = Feed()
+    feed.synced("BTCUSDT", T)
+    st = feed.market.symbols["BTCUSDT"]
+    feed.trade("BTCUSDT", T + 1)
+    feed.trade("BTCUSDT", T + 10**10, qty=1000.0)
+    feed.trade("BTCUSDT", T + 2)
+    assert len(st.flow) == 2 and st.flow.last_time == T + 2 and st.flow.large_buys == 0
+    assert st.flow.quote_volume == 200.0 and len(st.vwap) == 2
+    assert feed.counts() == (1, 0) and feed.market.counters["trade_time_regressed"] == 0
+    assert st.last_agg_id == 3  # its id is taken: no gap opened for it
+    # the window still slides: as the clock and the trades move on, the old trades leave it
+    for k in range(1, 6):
+        feed.diff("BTCUSDT", T + k * 60_000)
+    feed.trade("BTCUSDT", T + 300_010)
+    assert len(st.flow) == 1 and st.flow.last_time == T + 300_010 and feed.counts() == (1, 0)
+
+
+def fill_page(feed: Feed, agg_id: int, t: int) -> None:
+    """The REST page that fills the aggTrade gap of id ``agg_id``, one trade at ``t``."""
+    page = AggTrade("BTCUSDT", t, agg_id, 100.0, 1.0, agg_id, agg_id, t, False)
+    stream = f"rest:/fapi/v1/aggTrades?symbol=BTCUSDT&fromId={agg_id}&limit=1000"
+    feed.send("BTCUSDT", Kind.AGG_TRADE, stream, page)
+
+
+@pytest.mark.parametrize("ahead", ["filled", "held"])
+def test_a_trade_of_a_resolved_gap_stamped_ahead_is_not_handed_to_the_followers(ahead: str) -> None:
+    """An aggTrade gap resolves: the trades it applies at once reach the open signals' followers (caught_up),
+    except one the clock rejected (a trade of the gap or one held after it; two minutes ahead, so that the gap
+    is still worth filling)."""
+    feed = Feed()
+    feed.synced("BTCUSDT", T)
+    st = feed.market.symbols["BTCUSDT"]
+    late = T + 120_000
+    feed.trade("BTCUSDT", T + 1)
+    feed.agg["BTCUSDT"] = 2  # id 2 missing: the next trades are held
+    feed.trade("BTCUSDT", late if ahead == "held" else T + 3)
+    feed.trade("BTCUSDT", T + 4)
+    assert st.fill is not None
+    fill_page(feed, 2, late if ahead == "filled" else T + 2)
+    assert st.fill is None and st.last_agg_id == 4 and feed.counts() == (1, 0)
+    kept = [(T + 3, 100.0), (T + 4, 100.0)] if ahead == "filled" else [(T + 2, 100.0), (T + 4, 100.0)]
+    assert st.caught_up == kept and len(st.flow) == 3
+
+
+def test_a_polled_snapshot_far_ahead_is_not_loaded() -> None:
+    feed = two_books()
+    st = feed.market.symbols["BTCUSDT"]
+    snap = PolledSnapshot(999, [(99.0, 1.0)], [(99.5, 1.0)], T + YEAR, T + YEAR, every_ms=5000)
+    feed.send(
+        "BTCUSDT", Kind.SNAPSHOT, "rest:/fapi/v1/depth?symbol=BTCUSDT&limit=50#poll&every_ms=5000", snap
+    )
+    assert feed.market.now_ms == T + 50 and feed.counts() == (1, 0)
+    assert st.book.last_update_id != 999 and feed.market.book_usable("BTCUSDT")
+
+
+def test_before_the_clock_starts_a_first_diff_far_past_the_trades_is_a_suspect() -> None:
+    """Trades came first (they never start the clock): the first diff is judged against the latest of them."""
+    feed = Feed()
+    feed.trade("BTCUSDT", T)
+    feed.diff("ETHUSDT", T + YEAR)
+    assert feed.market.now_ms == 0 and feed.counts() == (1, 0)
+    feed.diff("BTCUSDT", T + 500)
+    assert feed.market.now_ms == T + 500 and feed.counts() == (1, 0)
+
+
+def test_with_no_frame_before_it_the_first_diff_starts_the_clock() -> None:
+    feed = Feed()
+    feed.diff("ETHUSDT", T + YEAR)
+    assert feed.market.now_ms == T + YEAR and feed.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("first", ["depth", "trade"])
+def test_an_open_signal_is_not_expired_by_another_symbols_diff_a_year_ahead(first: str) -> None:
+    settings = load_settings()
+    market = Market(MarketConfig.from_settings(settings))
+    engine = SignalEngine(settings, market)
+    signal = entry("BTCUSDT")
+    t = signal.event_time
+    engine.resume([(signal, None)])
+    feed = Feed(market)
+    outputs = []
+
+    def both(frame: Frame) -> None:
+        if (out := engine.on_frame(frame)) is not None:
+            outputs.append(out)
+
+    both(feed.diff("BTCUSDT", t + 1000) if first == "depth" else feed.trade("BTCUSDT", t + 1000))
+    both(feed.diff("ETHUSDT", t + YEAR))
+    both(feed.trade("BTCUSDT", t + 2000))
+    assert len(engine.open) == 1
+    assert [s for out in outputs for s in out.signals] == [] and [
+        f for out in outputs for f in out.finished
+    ] == []
+
+
+def test_the_rule_reads_event_times_only_never_recv() -> None:
+    """Live and replay take the same decisions: the same frames received at any other time give the same clock."""
+
+    def run(recv: int) -> tuple[int, tuple[int, int]]:
+        feed = two_books(recv=recv)
+        feed.diff("ETHUSDT", T + YEAR)  # rejected
+        feed.diff("BTCUSDT", T + 100)  # the clock moves on: the suspect is void
+        feed.diff("BTCUSDT", T + OUTAGE)  # rejected
+        feed.diff("ETHUSDT", T + OUTAGE + 10)  # confirms
+        return feed.market.now_ms, feed.counts()
+
+    assert run(1) == run(T) == run(T + 10 * YEAR) == (T + OUTAGE + 10, (2, 1))
+
+
+def test_the_tolerance_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="tolerance"):
+        MarketClock(0)
