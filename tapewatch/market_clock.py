@@ -18,7 +18,9 @@ outruns — so a replay takes the decisions the live run took:
   lies within the tolerance of that time, else it becomes the next suspect.
 - A frame that advances the clock normally voids the suspect: other symbols still run on the old time, so one
   symbol's stamps far ahead are its own fault and each is rejected.
-- Trades never advance the clock (they confirm a jump, like any frame). Before the first diff or polled snapshot
+- Trades never advance the clock (they confirm a jump, like any frame). A trade within the tolerance of its
+  own symbol's last accepted trade is taken as it is, so a tape that runs on while every depth stream is quiet
+  loses nothing. Before the first diff or polled snapshot
   starts it, trades are taken as they come, and that first frame is a suspect when it lies beyond the tolerance
   of the latest trade seen (with no trade before it, it is trusted).
 

@@ -173,7 +173,13 @@ class MarketTrades(MarketClock):
 
     def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> bool:
         """Add a trade to the symbol's windows; False when it is rejected as ahead of the clock."""
-        if time > self.ahead_ms and not self.jump(st.symbol, time, trade=True):
+        if (
+            time > self.ahead_ms
+            # a tape running on while every depth stream is quiet: within the tolerance of the symbol's own
+            # last trade it is its own clock, not a frame ahead of the market's
+            and not (st.flow.last_time and time - st.flow.last_time <= self.clock_tolerance_ms)
+            and not self.jump(st.symbol, time, trade=True)
+        ):
             return False
         if time < st.flow.last_time:
             self.counters["trade_time_regressed"] += 1

@@ -131,8 +131,9 @@ def live_state(backend: be.Backend) -> tuple[Any, ...]:
         last = backend.redis.last_signal()
         feeds = sorted(backend.redis.feeds())
         paused = backend.redis.read_control().paused_reason
-    except StorageUnavailable:
-        pass  # already in the banner
+    except StorageUnavailable as exc:
+        if not problems:  # Redis went away between the reads: the banner must say so
+            problems.append(str(exc))
     if rows is None or realtime is None:
         no = dash.no_update
         return no, no, no, ui.banner(problems), no

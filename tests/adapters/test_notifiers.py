@@ -482,3 +482,32 @@ def test_incomplete_notifier_settings_are_refused_with_the_key(
     with pytest.raises(ConfigError, match=message) as caught:
         load_settings(**overrides)
     assert TOKEN not in str(caught.value)
+
+
+class _RefusingDeliveries(Deliveries):
+    """The backlog query fails with a real database error that is not a disconnect (as a missing grant does)."""
+
+    def unnotified(self, notifier: str, max_age_s: float, limit: int = 1000) -> list[OutboxRow]:
+        with self.db.begin() as conn:
+            conn.execute(sa.text("SELECT * FROM no_such_table_for_the_backlog"))
+        return []
+
+
+def test_a_backlog_the_database_refuses_is_logged_and_dispatch_goes_on(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    deliveries = _RefusingDeliveries(db)
+
+    async def run() -> None:
+        worker = NotifierWorker(WebhookNotifier("http://127.0.0.1:9/", SECRET), deliveries)
+        notifications = Notifications([worker], deliveries)
+        task = asyncio.create_task(notifications.run())
+        await asyncio.sleep(0.5)
+        assert not task.done()  # the workers run: the backlog failure did not end the notifications
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await notifications.aclose()
+
+    with caplog.at_level(logging.WARNING):
+        _run(run())
+    assert any("could not read the notification backlog" in r.getMessage() for r in caplog.records)

@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dash
+import pytest
 import redis
 from dash import html
 
 from dashboard import backend as be
 from dashboard.pages import health, live, performance, quality, reports, system, universe
 from tapewatch.adapters.redis_keys import Keyspace
+from tapewatch.errors import StorageUnavailable
 from tests.adapters.signal_builders import T0
 from tests.dashboard.support import NOW_MS, publish_open, seed_signals
 from tests.dashboard.test_pages import text_of
@@ -121,3 +123,18 @@ def test_a_sharded_realtime_service_counts_as_running(backend: be.Backend) -> No
     backend.redis.beat("realtime-0of2")
     _, message, kpis, _, _ = live.refresh_live(0)
     assert text_of(message) != live.NOT_RUNNING and "live" in text_of(kpis)
+
+
+def test_live_page_banner_says_so_when_redis_goes_away_between_its_reads(
+    backend: be.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.redis.beat("realtime")
+
+    def gone() -> None:
+        raise StorageUnavailable("Redis at redis://127.0.0.1:6379 is unavailable (connection reset)")
+
+    # the open signals were read; Redis went away before the last signal was (a fault injected between reads)
+    monkeypatch.setattr(backend.redis, "last_signal", gone)
+    rows, _, _, banner, _ = live.refresh_live(0)
+    assert rows == []  # what was read is shown
+    assert "unavailable" in text_of(banner)  # and the banner says a read failed (it was empty)

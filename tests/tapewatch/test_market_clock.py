@@ -276,3 +276,16 @@ def test_the_rule_reads_event_times_only_never_recv() -> None:
 def test_the_tolerance_must_be_positive() -> None:
     with pytest.raises(ValueError, match="tolerance"):
         MarketClock(0)
+
+
+def test_trades_flow_on_while_every_depth_stream_is_quiet() -> None:
+    feed = Feed()
+    feed.synced("BTCUSDT", T)
+    st = feed.market.symbols["BTCUSDT"]
+    for k in range(1, 301):  # five minutes of trades a second, no depth diff at all
+        feed.trade("BTCUSDT", T + k * 1_000)
+    assert feed.counts() == (0, 0)  # nothing rejected, no jump
+    assert st.flow.last_time == T + 300_000 and len(st.vwap) == 300
+    # a trade far ahead of its own tape is still rejected
+    feed.trade("BTCUSDT", T + 10**10)
+    assert feed.counts() == (1, 0) and st.flow.last_time == T + 300_000

@@ -13,6 +13,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.notifiers.base import (
     Deliveries,
@@ -112,7 +114,8 @@ class Notifications:
         and restarted after a pause, the others keep running."""
         try:
             await self.offer_backlog()
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, SQLAlchemyError) as exc:
+            # the backlog is a nicety: a database that refuses it (a grant, a failover) must not stop dispatch
             log.warning("could not read the notification backlog: %s", exc)
         if self.workers:
             await asyncio.gather(*(self._supervise(w) for w in self.workers))
