@@ -92,7 +92,10 @@ def apply(backend: be.Backend, proposal_id: int | None, who: actions.Origin) -> 
         return "nothing to apply: the newest tuning run proposes no change"
 
     def change() -> str:
-        done = tuning_store.apply_proposal(backend.db, int(proposal_id), actor=who.actor)
+        # an out-of-date proposal is refused (its message says why); only the CLI can --force it
+        done = tuning_store.apply_proposal(
+            backend.db, int(proposal_id), actor=who.actor, settings=backend.settings
+        )
         return f"(record {done.id}; restart `tapewatch run` to use it)"
 
     return actions.perform(backend, "apply_tuning", f"proposal {proposal_id}", who, change).message

@@ -118,7 +118,7 @@ def cmd_tuning(args: argparse.Namespace) -> int:
             p = ts.propose(db, settings, now_ms=int(time.time() * 1000))
             print(f"proposal {p.id}: {p.status}: {p.note}")
         elif args.tuning_command == "apply":
-            done = ts.apply_proposal(db, args.id, actor=actor)
+            done = ts.apply_proposal(db, args.id, actor=actor, settings=settings, force=args.force)
             at = f"{done.applied_at:%Y-%m-%d %H:%M:%S %Z}"
             print(
                 f"proposal {args.id} in force (record {done.id}, by {done.actor} at {at}): {done.parameters}; "

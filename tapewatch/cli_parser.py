@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         t = tsub.add_parser(action, help=helptext + " (used by `tapewatch run` at its next start)")
         if action == "apply":
             t.add_argument("id", type=int)
+            t.add_argument(
+                "--force",
+                action="store_true",
+                help="apply even a proposal scored against other parameters than those in force",
+            )
         t.add_argument("--actor", default=None, help="who does it (default: the OS user)")
         t.set_defaults(func=cmd_tuning)
 

@@ -26,8 +26,9 @@ tier, never admits one that was not stored:
   above. ``quality_high_min`` / ``quality_medium_min`` only move signals between tiers and cannot change the
   mean R; they are chosen afterwards, for the chosen thresholds, to **separate** the tiers: most adjacent
   tiers (HIGH over MEDIUM, MEDIUM over LOW) whose in-sample mean R is in order, each with at least
-  :func:`min_out_of_sample` signals, then the widest smallest gap; a change stands only if it keeps as many
-  tiers in order out of sample as the current breakpoints. A re-tiered signal keeps the outcome tracked under
+  :func:`min_out_of_sample` signals, then the widest smallest gap; a change stands only if it puts at least
+  one tier pair in order out of sample (each tier with that many signals in the judged week: a change never
+  judged is never proposed) and keeps as many tiers in order there as the current breakpoints. A re-tiered signal keeps the outcome tracked under
   its original tier (response window and hold differ per tier): the per-tier results are an estimate.
 
 Walk-forward: the window is ``weeks`` weeks of event time ending at ``now``; all weeks but the last fit (pick
@@ -324,6 +325,12 @@ def _tiers(
     was_out = separation(score(judge, basis), tier_min)[0]
     now_out = separation(score(judge, best), tier_min)[0]
     label = f"quality_medium_min={best['quality_medium_min']}, quality_high_min={best['quality_high_min']}"
+    if now_out == 0:  # no judged tier pair (too few signals per tier in the judged week): never judged
+        return (
+            basis,
+            f"tier breakpoints kept: {label} orders no tier pair out of sample (each tier needs "
+            f"{tier_min} signals in the judged week)",
+        )
     if now_out < was_out:
         return (
             basis,

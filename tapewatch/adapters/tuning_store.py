@@ -132,9 +132,10 @@ def _sizes(value: Any) -> tuple[int, ...] | None:
 
 
 def propose(db: Database, settings: Settings, *, now_ms: int) -> Proposal:
-    """Run the tuning over the window ending at ``now_ms`` and store its proposal (not applied)."""
-    base = current_parameters(settings)
-    base.update(active_parameters(db))
+    """Run the tuning over the window ending at ``now_ms`` and store its proposal (not applied). It starts
+    from the parameters in force, as ``tapewatch run`` gets them: the applied tuning under the values the
+    operator set explicitly."""
+    base = current_parameters(with_active_parameters(db, settings)[0])
     start = now_ms - settings.tuning_weeks * 7 * 86_400_000
     result = tune(
         load_samples(db, start, now_ms, float(base["large_trade_size"])),
@@ -231,13 +232,17 @@ def _actor(actor: str) -> str:
     return actor
 
 
-def apply_proposal(db: Database, proposal_id: int, *, actor: str) -> AppliedTuning:
+def apply_proposal(
+    db: Database, proposal_id: int, *, actor: str, settings: Settings, force: bool = False
+) -> AppliedTuning:
     """Put the parameters of proposal ``proposal_id`` in force, recording ``actor`` and the time.
 
     Raises UnknownProposal for an unknown id, TuningError when the proposal has nothing to apply (status
-    ``no_change`` / ``insufficient_data``) or its parameters are out of range. Applying the proposal already
-    in force records nothing and returns the row in force (a double click applies once). Takes effect when
-    the realtime service next starts."""
+    ``no_change`` / ``insufficient_data``), its parameters are out of range, or it is out of date: scored
+    against other parameters than those in force now (``settings`` with the applied tuning laid over it, as
+    ``tapewatch run`` uses them) — applying it would silently undo what changed since; ``force`` applies it
+    anyway. Applying the proposal already in force records nothing and returns the row in force (a double
+    click applies once). Takes effect when the realtime service next starts."""
     who = _actor(actor)
     with db.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
@@ -250,6 +255,21 @@ def apply_proposal(db: Database, proposal_id: int, *, actor: str) -> AppliedTuni
         current = _in_force(conn)
         if current is not None and current.action == "apply" and current.proposal_id == proposal_id:
             return current
+        in_force = current_parameters(_overlay(settings, {} if current is None else current.parameters)[0])
+        changed = {
+            k: (v, in_force[k])
+            for k, v in proposal.current_parameters.items()
+            if k in in_force and v != in_force[k]
+        }
+        if changed and not force:
+            differences = ", ".join(
+                f"{k} scored at {was:g}, in force {now:g}" for k, (was, now) in changed.items()
+            )
+            raise TuningError(
+                f"tuning proposal {proposal_id} is out of date: it was scored against other parameters than "
+                f"those in force ({differences}); applying it would undo what changed since. Make a fresh "
+                "proposal with `tapewatch tuning propose` (or `tapewatch tuning apply ID --force`)"
+            )
         return _insert(conn, "apply", proposal_id, params, None if current is None else current.id, who)
 
 
@@ -299,14 +319,20 @@ def active_parameters(db: Database) -> dict[str, float | int]:
 def with_active_parameters(db: Database, settings: Settings) -> tuple[Settings, Params, Params]:
     """``settings`` with the tuned parameters in force laid over it; also what was applied and what was
     skipped because the operator set that value explicitly (environment, YAML, command line win)."""
-    active = check_parameters(active_parameters(db))
-    explicit = settings.model_fields_set
-    applied = {k: v for k, v in active.items() if k not in explicit}
-    skipped = {k: v for k, v in active.items() if k in explicit}
+    tuned, applied, skipped = _overlay(settings, active_parameters(db))
     if applied:
         log.info("tuned parameters in force: %s", applied)
     if skipped:
         log.warning("tuned parameters not applied because they are set explicitly: %s", skipped)
+    return tuned, applied, skipped
+
+
+def _overlay(settings: Settings, active: dict[str, Any]) -> tuple[Settings, Params, Params]:
+    """``settings`` with the applied parameters ``active`` laid over it, but for those set explicitly."""
+    checked = check_parameters(active)
+    explicit = settings.model_fields_set
+    applied = {k: v for k, v in checked.items() if k not in explicit}
+    skipped = {k: v for k, v in checked.items() if k in explicit}
     tuned = settings.model_copy(
         update=applied
     )  # model_copy does not validate: the tier order is checked here

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from assets.tuning import tuning_proposal
 from orchestration.resources import DatabaseResource, TapewatchSettings
@@ -28,7 +29,7 @@ from tapewatch.adapters.tuning_store import (
 )
 from tapewatch.cli import main
 from tapewatch.settings import load_settings
-from tapewatch.tuning import WEEK_MS, TuningError, UnknownProposal
+from tapewatch.tuning import WEEK_MS, TuningError, UnknownProposal, current_parameters
 from tests.adapters.signal_builders import candidate, entry, loss, win
 
 HOUR = 3_600_000
@@ -101,10 +102,12 @@ def test_propose_apply_and_rollback_record_who_and_when(db: Database) -> None:
     assert active_parameters(db) == {}  # never applied by itself
     assert [p.id for p in list_proposals(db)] == [proposal.id]
 
-    applied = apply_proposal(db, proposal.id, actor="alice")
+    applied = apply_proposal(db, proposal.id, actor="alice", settings=load_settings())
     assert (applied.action, applied.actor, applied.proposal_id) == ("apply", "alice", proposal.id)
     assert active_parameters(db) == proposal.parameters
-    assert apply_proposal(db, proposal.id, actor="alice").id == applied.id  # a double click applies once
+    assert (
+        apply_proposal(db, proposal.id, actor="alice", settings=load_settings()).id == applied.id
+    )  # a double click applies once
 
     undone = rollback(db, actor="bob")
     assert undone is not None and (undone.action, undone.actor, undone.parameters) == ("rollback", "bob", {})
@@ -117,15 +120,15 @@ def test_propose_apply_and_rollback_record_who_and_when(db: Database) -> None:
 def test_successive_rollbacks_walk_back_through_earlier_sets(db: Database) -> None:
     store_history(db)
     first = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
-    apply_proposal(db, first.id, actor="alice")
+    apply_proposal(db, first.id, actor="alice", settings=load_settings())
     # next month, with the first set in force, the tuning starts from it
     second = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
     assert second.current_parameters == first.parameters
     assert second.status == "no_change"
     with pytest.raises(TuningError, match=r"'no_change'.*nothing to apply"):
-        apply_proposal(db, second.id, actor="alice")
+        apply_proposal(db, second.id, actor="alice", settings=load_settings())
     third = get_proposal(db, first.id)
-    apply_proposal(db, third.id, actor="carol")  # already in force: recorded once
+    apply_proposal(db, third.id, actor="carol", settings=load_settings())  # already in force: recorded once
     assert len(history(db)) == 1
     rollback(db, actor="dave")
     assert active_parameters(db) == {}
@@ -137,19 +140,53 @@ def test_unknown_ids_and_missing_actors_are_clear_errors(db: Database) -> None:
     ):
         get_proposal(db, 999)
     with pytest.raises(UnknownProposal):
-        apply_proposal(db, 999, actor="alice")
+        apply_proposal(db, 999, actor="alice", settings=load_settings())
     with pytest.raises(TuningError, match="actor"):
         rollback(db, actor="  ")
     empty = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
     assert empty.status == "insufficient_data"
     with pytest.raises(TuningError, match="insufficient_data"):
-        apply_proposal(db, empty.id, actor="alice")
+        apply_proposal(db, empty.id, actor="alice", settings=load_settings())
+
+
+def test_a_proposal_starts_from_what_the_service_uses_explicit_settings_included(db: Database) -> None:
+    store_history(db)
+    first = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    apply_proposal(db, first.id, actor="alice", settings=load_settings())
+    pinned = settings(orderbook_imbalance_threshold=0.35)  # the operator's value wins in `tapewatch run`
+    in_run = with_active_parameters(db, pinned)[0]  # type: ignore[arg-type]
+    proposal = propose(db, pinned, now_ms=NOW)  # type: ignore[arg-type]
+    assert proposal.current_parameters["orderbook_imbalance_threshold"] == 0.35
+    assert proposal.current_parameters == current_parameters(in_run)
+
+
+def test_an_out_of_date_proposal_is_refused_unless_forced(db: Database) -> None:
+    store_history(db)
+    stale = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    # another set is put in force after the proposal was scored against the settings' own values
+    other = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    raised = json.dumps({**stale.current_parameters, "min_large_trades": 5})
+    with db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE tuning_proposals SET parameters = CAST(:p AS jsonb) WHERE id = :id"),
+            {"p": raised, "id": other.id},
+        )
+    apply_proposal(db, other.id, actor="alice", settings=load_settings())
+    with pytest.raises(TuningError, match=r"out of date.*min_large_trades scored at 3, in force 5.*propose"):
+        apply_proposal(db, stale.id, actor="bob", settings=load_settings())
+    assert active_parameters(db)["min_large_trades"] == 5 and len(history(db)) == 1
+    forced = apply_proposal(db, stale.id, actor="bob", settings=load_settings(), force=True)
+    assert active_parameters(db) == stale.parameters and forced.undo_to == history(db)[1].id
+    # an explicit setting is what is in force: with min_large_trades=3 set, the proposal is up to date
+    rollback(db, actor="bob")
+    pinned = load_settings(min_large_trades=3)
+    assert apply_proposal(db, stale.id, actor="bob", settings=pinned).proposal_id == stale.id
 
 
 def test_the_service_overlay_uses_applied_values_unless_set_explicitly(db: Database) -> None:
     store_history(db)
     proposal = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
-    apply_proposal(db, proposal.id, actor="alice")
+    apply_proposal(db, proposal.id, actor="alice", settings=load_settings())
     tuned, applied, skipped = with_active_parameters(db, load_settings())
     assert tuned.orderbook_imbalance_threshold == proposal.parameters["orderbook_imbalance_threshold"]
     assert skipped == {} and applied == proposal.parameters
@@ -187,6 +224,13 @@ def test_the_tuning_command(
     assert history(db)[0].actor.endswith("(cli)")
     assert main(["tuning", "rollback"]) == 0
     assert "nothing to roll back" in capsys.readouterr().out
+    stale = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    assert main(["tuning", "apply", str(proposal.id)]) == 0  # now the first proposal is in force
+    capsys.readouterr()
+    assert main(["tuning", "apply", str(stale.id)]) == 1
+    assert "out of date" in capsys.readouterr().err and active_parameters(db) == proposal.parameters
+    assert main(["tuning", "apply", str(stale.id), "--force"]) == 0
+    assert history(db)[0].proposal_id == stale.id
     assert main(["tuning", "apply", "4242"]) == 1
     assert "no tuning proposal 4242" in capsys.readouterr().err
 
@@ -238,7 +282,7 @@ def test_the_service_overlay_applies_tuned_breakpoints_and_refuses_a_disordered_
             '\'{"quality_low_min": 55, "quality_medium_min": 70, "quality_high_min": 85}\'::jsonb '
             f"WHERE id = {proposal_id}"
         )
-    apply_proposal(db, proposal_id, actor="alice")
+    apply_proposal(db, proposal_id, actor="alice", settings=load_settings())
     tuned, applied, _ = with_active_parameters(db, load_settings())
     assert (tuned.quality_low_min, tuned.quality_medium_min, tuned.quality_high_min) == (55, 70, 85)
     assert applied["quality_high_min"] == 85

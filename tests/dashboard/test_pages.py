@@ -185,6 +185,23 @@ def test_tuning_side_by_side_and_apply(backend: be.Backend) -> None:
     assert tuning_store.active_parameters(backend.db)["orderbook_imbalance_threshold"] == 0.32
     assert [(a.action, a.actor) for a in q.recent_actions(backend.db)] == [("apply_tuning", "alice")]
     assert "failed" in tuning_panel.apply(backend, 999, WHO)  # an unknown proposal: said, and recorded
+    # a proposal scored against the settings' own values, now out of date: refused with the reason
+    with backend.db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO tuning_proposals (window_start, split_at, window_end, status, parameters, "
+                "current_parameters, in_sample, out_of_sample, current_in_sample, current_out_of_sample, note) "
+                "SELECT window_start, split_at, window_end, status, '{\"min_large_trades\": 4}'::jsonb, "
+                "current_parameters, in_sample, out_of_sample, current_in_sample, current_out_of_sample, note "
+                "FROM tuning_proposals WHERE id = :id"
+            ),
+            {"id": proposal_id},
+        )
+    _, stale_id = tuning_panel.view(backend)
+    refused = tuning_panel.apply(backend, stale_id, WHO)
+    assert "apply_tuning failed" in refused and "out of date" in refused, refused
+    assert "orderbook_imbalance_threshold scored at 0.28, in force 0.32" in refused
+    assert tuning_store.active_parameters(backend.db)["orderbook_imbalance_threshold"] == 0.32
 
 
 def test_system_page_shows_live_metrics_and_heartbeats(

@@ -348,6 +348,18 @@ def test_a_tier_change_that_fails_out_of_sample_is_not_proposed() -> None:
     assert "tier breakpoints kept" in result.note and "fewer tiers out of sample" in result.note
 
 
+def test_a_tier_change_never_judged_out_of_sample_is_not_proposed() -> None:
+    current = {**CURRENT, "quality_medium_min": 55}
+    fitting_only = [s for s in tiered() if s.event_time < NOW - WEEK_MS]
+    result = tune(fitting_only, current, now_ms=NOW, weeks=5, min_samples=8)
+    assert result.status == "no_change" and result.parameters == current
+    assert "tier breakpoints kept" in result.note and "orders no tier pair out of sample" in result.note
+    # one signal per tier in the judged week is below the 2 a tier needs (8 over 4 fitting weeks): still kept
+    one_each = fitting_only + [s for s in tiered() if s.event_time >= NOW - WEEK_MS][:4]
+    assert len(one_each) == len(fitting_only) + 4
+    assert tune(one_each, current, now_ms=NOW, weeks=5, min_samples=8).parameters == current
+
+
 def test_breakpoints_must_stay_ordered_to_be_applied() -> None:
     assert check_parameters({"quality_low_min": 55, "quality_medium_min": 70, "quality_high_min": 85}) == {
         "quality_low_min": 55,
