@@ -59,6 +59,7 @@ from tapewatch.health import (
     queued,
     shrunk_universe,
 )
+from tapewatch.streams import combined_url
 
 SOURCE = "dagster:health"
 PAUSE_PREFIX = "data quality: "
@@ -166,11 +167,9 @@ def _ping(binance: BinanceRestResource, timeout: float) -> str | None:
 def _probe(base_url: str, symbols: Sequence[str], timeout: float) -> str | None:
     """None when a websocket on ``base_url`` (the public route) delivers a bookTicker frame of one of
     ``symbols`` within ``timeout`` s, else why not: the primary feed judged while the service's are off."""
-    streams = "/".join(f"{sym.lower()}@bookTicker" for sym in symbols)
+    streams = [f"{sym.lower()}@bookTicker" for sym in symbols]
     try:
-        with ws_connect(
-            f"{base_url.rstrip('/')}/stream?streams={streams}", open_timeout=timeout, close_timeout=1
-        ) as ws:
+        with ws_connect(combined_url(base_url, streams), open_timeout=timeout, close_timeout=1) as ws:
             ws.recv(timeout=timeout)
     except TimeoutError:
         return f"no frame within {timeout:g} s"

@@ -28,7 +28,6 @@ from realtime.ws_delivery import StreamsStarted, StreamsStopped
 from realtime.ws_protocol import (
     Incoming,
     Method,
-    combined_url,
     control_message,
     decode_list_result,
     describe_error,
@@ -36,6 +35,7 @@ from realtime.ws_protocol import (
     incoming_decoder,
 )
 from realtime.ws_stats import TransportStats
+from tapewatch.streams import combined_url
 
 log = logging.getLogger(__name__)
 

@@ -43,11 +43,6 @@ _error_decoder = msgspec.json.Decoder(_ErrorBody)
 _encoder = msgspec.json.Encoder()
 
 
-def combined_url(base: str, streams: Sequence[str]) -> str:
-    """``<base>/stream?streams=a/b/c``; stream names are ``[a-z0-9_@]`` and need no escaping."""
-    return f"{base.rstrip('/')}/stream?streams={'/'.join(streams)}"
-
-
 def control_message(method: Method, params: Sequence[str], request_id: int) -> str:
     """The JSON text of a control message, e.g. ``{"method":"SUBSCRIBE","params":[...],"id":1}``."""
     return _encoder.encode(_Control(method, list(params), request_id)).decode()

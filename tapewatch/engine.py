@@ -243,7 +243,11 @@ class SignalEngine:
             tier=tier,
             event_time=now,
         )
-        return gate(candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now)).passed
+        return self._local_gate(candidate, now).passed
+
+    def _local_gate(self, candidate: RiskCandidate, now: int) -> Decision:
+        """The risk gate on this engine's state at event time ``now`` (nothing recorded)."""
+        return gate(candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now))
 
     def trades_state(self, st: SymbolState, now: int) -> Literal["fresh", "filling", "stale"]:
         """Whether the symbol's trade features may be judged at event time ``now``. They are as of the last
@@ -318,9 +322,7 @@ class SignalEngine:
             tier=signal.priority,
             event_time=now,
         )
-        decision: Decision | None = gate(
-            risk_candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now)
-        )
+        decision: Decision | None = self._local_gate(risk_candidate, now)
         if decision is not None and decision.passed and self.shared_gate is not None:
             decision = self._reserve(risk_candidate, quiet)
             if quiet and (decision is None or not decision.passed):

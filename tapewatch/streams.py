@@ -8,6 +8,7 @@ subscription goes through :func:`route`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Literal, NamedTuple
 
@@ -83,3 +84,9 @@ def symbol_streams(symbol: str, update_frequency: int, timeframes: tuple[str, ..
     s = symbol.lower()
     depth = f"{s}@depth" if update_frequency == 250 else f"{s}@depth@{update_frequency}ms"
     return [depth, f"{s}@bookTicker", f"{s}@aggTrade", *(f"{s}@kline_{tf}" for tf in timeframes)]
+
+
+def combined_url(base: str, streams: Sequence[str]) -> str:
+    """``<base>/stream?streams=a/b/c`` (a combined-stream connection on a routed ``base``); stream names are
+    ``[a-z0-9_@]`` and need no escaping."""
+    return f"{base.rstrip('/')}/stream?streams={'/'.join(streams)}"

@@ -9,13 +9,13 @@ import pytest
 
 from realtime.ws_delivery import FrameQueue, Received, StreamsStarted, StreamsStopped
 from realtime.ws_protocol import (
-    combined_url,
     control_message,
     decode_list_result,
     describe_error,
     has_error,
     incoming_decoder,
 )
+from tapewatch.streams import combined_url
 
 
 def test_full_queue_drops_and_counts_frames_but_keeps_markers() -> None:
