@@ -86,15 +86,6 @@ def test_live_state_reaches_redis_while_the_service_runs(
         for _, hash_ in samples:
             assert set(hash_) <= entries, set(hash_) - entries
             seen.update(hash_)
-        print(
-            "DEBUG",
-            [
-                (o.state, o.signal.created, o.as_of, o.trigger_time, o.exit_time)
-                for out in sink.outputs
-                for o in out.finished
-            ],
-            [s.priority for out in sink.outputs for s in out.signals],
-        )
         assert seen, "no open signal ever reached Redis"
         for view in seen.values():
             assert view["state"] in OPEN_STATES
@@ -111,9 +102,13 @@ def test_live_state_reaches_redis_while_the_service_runs(
             assert f.spread is not None and f.best_ask is not None and f.best_bid is not None
             mid = (f.best_ask + f.best_bid) / 2
             assert f.spread == pytest.approx((f.best_ask - f.best_bid) / mid, abs=1e-8) and f.spread > 0
-            assert f.depth_1pct_usd is not None and f.depth_1pct_usd > 0
+            # a book whose spread is wider than 2 % (a planted sweep) has nothing within 1 % of mid
+            assert f.depth_1pct_usd is not None and f.depth_1pct_usd >= 0
+            if f.spread < 0.02:
+                assert f.depth_1pct_usd > 0, f
             assert f.last_price is not None and f.best_bid is not None
             assert f.quote_volume_window is not None and f.quote_volume_window >= 0
+        assert any(f.depth_1pct_usd for f in synced)
         assert sum(f.evaluations for f in feeds.values()) > 0
         # the last features of an evaluated symbol
         evaluated = [s for s, c in service.engine.per_symbol.items() if c.evaluations]
