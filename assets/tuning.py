@@ -47,6 +47,8 @@ def tuning_proposal(
             "status": proposal.status,
             "note": proposal.note,
             "counts": proposal.counts,
+            # the applied tuning it was scored under ({} = the settings' own): what apply checks it against
+            "scored_under": dg.MetadataValue.json(proposal.applied_parameters or {}),
             "comparison": dg.MetadataValue.md("\n".join(rows)),
             "apply_with": f"tapewatch tuning apply {proposal.id}",
         }

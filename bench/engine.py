@@ -24,7 +24,7 @@ from tapewatch.events import AggTrade
 from tapewatch.live_view import percentile
 from tapewatch.market import Market, MarketConfig
 from tapewatch.parse import Frame, FrameDecoder
-from tapewatch.settings import Settings
+from tapewatch.settings import Settings, load_settings
 from tapewatch.streams import Kind
 from tapewatch.trade_flow import TradeWindow
 from tests.tapewatch.test_trade_flow import SpecTradeFlowAnalyzer
@@ -148,7 +148,7 @@ def measure_engine(
 ) -> dict[str, Any]:
     """Rate, memory and trade flow on ``paths`` (the whole-market shape); latency on ``latency_paths`` (a
     capture with planted episodes, so that signals come)."""
-    settings = Settings()
+    settings = load_settings()  # as the service loads them: a misspelt TAPEWATCH_* variable is refused
     frames = decode_all(paths)
     fig: dict[str, Any] = {"capture": name, **engine_rate(frames, settings)}
     fig |= memory_per_symbol(frames, settings)

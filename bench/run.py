@@ -34,7 +34,7 @@ BENCH_DIR = ROOT / "var" / "bench"
 
 
 #: Bump when the simulator's record output changes, so cached captures are recorded again.
-SIM_FORMAT = 2
+SIM_FORMAT = 3
 
 
 def sim_capture(symbols: int, minutes: float, seed: int = 1, episode_rate: float = 1.0) -> Path:
@@ -61,7 +61,11 @@ def best_of(n: int, fn):  # type: ignore[no-untyped-def]
 
 
 def book_update_cost(paths: list[Path]) -> dict[str, float]:
-    """Seconds per applied depth event, measured on pre-decoded events (decode excluded)."""
+    """Book update cost on pre-decoded events (decode excluded), per depth event and per level.
+
+    Both, with the levels per event: a diff's cost is mostly per level (a dict probe, a bisect when a price
+    appears or goes), plus a fixed part per event, so ns per level alone flatters captures of wide diffs (the
+    recordings: 8-68 levels per diff) and penalises narrow ones (the simulator's few levels per diff)."""
     decoder = FrameDecoder()
     per_symbol: dict[str, list[DepthSnapshot | DepthUpdate]] = {}
     for line in iter_capture(paths):
@@ -87,6 +91,7 @@ def book_update_cost(paths: list[Path]) -> dict[str, float]:
         "levels": levels,
         "us_per_event": round(seconds / max(events, 1) * 1e6, 3),
         "ns_per_level": round(seconds / max(levels, 1) * 1e9, 1),
+        "levels_per_event": round(levels / max(events, 1), 1),
     }
 
 
@@ -123,7 +128,8 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
         f"  replay (all market state): {fig['replay_msg_s']:>7,} msg/s   = {fig['replay_over_raw']}x the raw cost\n"
         f"  replay + signal engine: {fig['replay_with_engine_msg_s']:>9,} msg/s   ({fig['signals']} signals)\n"
         f"  replay vs real time  : {fig['speedup_vs_real_time']}x  (capture produced {fig['capture_msg_s']} msg/s)\n"
-        f"  book update          : {fig['us_per_event']} us per depth event, {fig['ns_per_level']} ns per level\n"
+        f"  book update          : {fig['us_per_event']} us per depth event, {fig['ns_per_level']} ns per level"
+        f" ({fig['levels_per_event']} levels per event)\n"
         f"  checks               : gaps {fig['gaps']}, bookTicker mismatches {fig['book_mismatches']}",
         flush=True,
     )

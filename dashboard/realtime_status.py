@@ -2,7 +2,8 @@
 
 Its metrics hash and open-signals hash have no expiry (``tapewatch status`` reads the last snapshot on
 purpose), so a page must not show them as live on their own: they are live only while a realtime heartbeat
-(the single service's or any shard's) is there and the metrics were published within :data:`STALE_AFTER_MS`.
+(the single service's or any shard's) is there and the metrics were published within the
+``dashboard_stale_after`` setting (default ten publish intervals of 1 s: a late wake-up or two is not a stop).
 """
 
 from __future__ import annotations
@@ -15,23 +16,26 @@ from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.adapters.redis_values import Heartbeat
 
-#: Metrics older than this are stale: ten publish intervals of the realtime service (1 s each), as long as its
-#: heartbeat lives.
-STALE_AFTER_MS = 10_000
 #: The metrics hash's timestamp (when it was published), not a metric.
 UPDATED = "updated_ms"
 
 
 @dataclass(frozen=True)
 class RealtimeStatus:
-    """Whether a realtime heartbeat is live, and when its metrics were last published (epoch ms, or None)."""
+    """Whether a realtime heartbeat is live, when its metrics were last published (epoch ms, or None), and
+    how old they may be to count as live (ms, from ``dashboard_stale_after``)."""
 
     running: bool
     published_ms: int | None
+    stale_after_ms: int
 
     def fresh(self, now_ms: int) -> bool:
         """The service runs and its metrics are recent: its figures may be shown as live."""
-        return self.running and self.published_ms is not None and now_ms - self.published_ms <= STALE_AFTER_MS
+        return (
+            self.running
+            and self.published_ms is not None
+            and now_ms - self.published_ms <= self.stale_after_ms
+        )
 
     def as_of(self, now_ms: int) -> str:
         """``as of 2024-03-11 10:00:00 UTC, 5 min ago`` (the last publish), or ``never published``."""
@@ -41,15 +45,22 @@ class RealtimeStatus:
         return f"as of {ui.fmt_time(self.published_ms)} UTC, {age} ago"
 
 
-def status_of(beats: Mapping[str, Heartbeat | None], metrics: Mapping[str, float]) -> RealtimeStatus:
-    """The status from every component's heartbeat (None: expired) and the realtime metrics snapshot."""
+def status_of(
+    beats: Mapping[str, Heartbeat | None], metrics: Mapping[str, float], stale_after_s: float
+) -> RealtimeStatus:
+    """The status from every component's heartbeat (None: expired), the realtime metrics snapshot and the
+    ``dashboard_stale_after`` setting (seconds)."""
     names = {REALTIME, *realtime_shards(beats)}
     running = any(beats.get(name) is not None for name in names)
     published = metrics.get(UPDATED)
-    return RealtimeStatus(running=running, published_ms=None if published is None else int(published))
+    return RealtimeStatus(
+        running=running,
+        published_ms=None if published is None else int(published),
+        stale_after_ms=round(stale_after_s * 1000),
+    )
 
 
-def read_status(redis: RedisState) -> tuple[RealtimeStatus, dict[str, float]]:
+def read_status(redis: RedisState, stale_after_s: float) -> tuple[RealtimeStatus, dict[str, float]]:
     """The realtime status and its metrics snapshot (StorageUnavailable when Redis is down)."""
     metrics = redis.realtime_metrics()
-    return status_of(redis.heartbeats(), metrics), metrics
+    return status_of(redis.heartbeats(), metrics, stale_after_s), metrics

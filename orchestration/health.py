@@ -5,8 +5,11 @@ Sensors (running by default; each keeps its memory in its cursor, JSON):
 - ``api_connectivity_sensor`` (30 s): the Binance REST ping, the realtime heartbeat and what the websockets
   deliver (``ws_silent_ms`` in the metrics hash; while the backup feed is on, the sensor's own websocket probe).
   ``timeout_threshold`` checks in a row with the websockets silent while REST answers → the service switches
-  to its backup feed; ``api_recovery_checks`` with the websockets delivering → back. REST down or the service
-  down is an incident reported, never a switch (``tapewatch.health.judge_connectivity``).
+  to its backup feed; ``api_recovery_checks`` with the probe receiving, and at least ``backup_min_dwell`` s on
+  the backup feed → back (with REST down, back at once: the backup feed polls it). The probe is not the
+  service: a switch back followed within the probation by a new switch on (the service's websockets silent
+  again) failed, and doubles the next dwell, up to ``backup_max_dwell`` (``tapewatch.health.FeedDwell``).
+  REST down or the service down is an incident reported, never a switch (``judge_connectivity``).
 - ``data_quality_sensor`` (60 s): anomalies beyond ``anomaly_threshold`` standard deviations in price jumps,
   spreads and message rates per symbol, and overall message and resync rates (``tapewatch.anomaly``) →
   signalling paused; ``data_quality_clean_checks`` clean checks → resumed.
@@ -26,12 +29,20 @@ retried, in order, at later ticks (with the time the action took effect).
 Ownership: a sensor undoes only what it did. A pause, a backup feed or a universe cap found in force that
 this sensor did not set is left as it is (the incident says so), and on recovery it is not lifted; a cap the
 operator changed while the sensor held its own is not overwritten by the restore.
+
+A cursor that is lost (reset from the UI, unreadable) would forget what the sensor did and leave its action in
+force for good, so a sensor whose cursor has not yet been checked (``recovered`` false) first reads what it
+did from durable state: its open incident in PostgreSQL (the action "backup feed on"; the ``cap`` and
+``previous_cap`` of a shrink) and, for the pause, the ``data quality: `` prefix of the pause reason in Redis.
+What is still in force is taken back as its own, and an open incident as an alarm in force, so the recovery
+lifts it and closes the incident as if the cursor had never been lost. While PostgreSQL cannot be read the
+check is retried at the next tick (the pause is recovered from its prefix meanwhile).
 """
 
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 import msgspec
@@ -42,13 +53,19 @@ from websockets.sync.client import connect as ws_connect
 
 from assets.archive import market_data_archive
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
-from tapewatch.adapters.health_store import close_incident, open_incident
+from tapewatch.adapters.health_store import (
+    HealthIncident,
+    close_incident,
+    open_health_incidents,
+    open_incident,
+)
 from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.anomaly import FeedSample, QualityConfig, QualityState, TotalsSample, assess
 from tapewatch.errors import StorageUnavailable, TapewatchError
 from tapewatch.health import (
     Connectivity,
+    FeedDwell,
     PendingIncident,
     Streak,
     Transition,
@@ -64,36 +81,47 @@ from tapewatch.streams import combined_url
 SOURCE = "dagster:health"
 PAUSE_PREFIX = "data quality: "
 _RUNNING = dg.DefaultSensorStatus.RUNNING
+#: Seconds between two connectivity checks (at least): the dwell's probation counts in them.
+CONNECTIVITY_INTERVAL_S = 30
 _Pending = tuple[PendingIncident, ...]
 
 
 class ConnectivityState(msgspec.Struct, frozen=True, kw_only=True):
     """``streak``: checks with any problem (the incident); ``feed``: checks the backup feed would answer
     (its switch); ``backup_ours``: the backup feed in force is this sensor's (it switches off only its own);
+    ``switched_ms``: when this sensor last switched the feed, either way (wall clock, ms; None: never);
+    ``relapses``: switch backs in a row that failed (the dwell doubles with each);
     ``pending``: incident changes not recorded yet."""
 
     streak: Streak = msgspec.field(default_factory=Streak)
     feed: Streak = msgspec.field(default_factory=Streak)
     backup_ours: bool = False
+    switched_ms: int | None = None
+    relapses: int = 0
     pending: _Pending = ()
+    recovered: bool = False
 
 
 class DataQualityState(QualityState, frozen=True, kw_only=True):
     """The anomaly statistics and streak, ``paused_ours`` (the pause in force is this sensor's: it resumes
-    only its own) and ``pending`` incident changes not recorded yet."""
+    only its own), ``pending`` incident changes not recorded yet and ``recovered`` (what it did before its
+    cursor was lost has been read back from durable state)."""
 
     paused_ours: bool = False
     pending: _Pending = ()
+    recovered: bool = False
 
 
 class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):
     """``cap``: the universe cap this sensor set and holds (None: none); ``previous_cap``: the one to restore
-    on recovery (the operator's); ``pending``: incident changes not recorded yet."""
+    on recovery (the operator's); ``pending``: incident changes not recorded yet; ``recovered``: what it did
+    before its cursor was lost has been read back from durable state."""
 
     streak: Streak = msgspec.field(default_factory=Streak)
     cap: int | None = None
     previous_cap: int | None = None
     pending: _Pending = ()
+    recovered: bool = False
 
 
 def _retry_next_tick(
@@ -146,6 +174,101 @@ def _record(database: DatabaseResource, pending: _Pending) -> tuple[_Pending, st
         left = pending[done:]
         return left, f"; incident not recorded yet ({exc}); {len(left)} change(s) kept, retried next tick"
     return (), ""
+
+
+def _open_incident(database: DatabaseResource, kind: str, pending: _Pending) -> HealthIncident | None:
+    """The open health incident of ``kind`` as recorded in PostgreSQL (None: none, or a change of that kind
+    still waits in ``pending``: the cursor knows better). Raises TapewatchError when PostgreSQL is down."""
+    if any(change.kind == kind for change in pending):
+        return None
+    with database.open() as db:
+        return next((i for i in open_health_incidents(db) if i.kind == kind), None)
+
+
+def _unrecovered(exc: TapewatchError) -> str:
+    return f"; what this sensor did before its cursor was lost not read yet ({exc}), retried next tick"
+
+
+_Recovering = TypeVar("_Recovering", ConnectivityState, PerformanceState)
+
+
+def _taken_back(
+    state: _Recovering, kind: str, database: DatabaseResource
+) -> tuple[_Recovering, HealthIncident | None, str]:
+    """The common first step after a lost cursor: the sensor's open incident of ``kind`` (None when it was
+    done before, there is none, or the alarm is already in force), ``state`` marked ``recovered`` and with its
+    alarm in force while that incident is open, and a note when PostgreSQL could not be read (retried)."""
+    if state.recovered:
+        return state, None, ""
+    try:
+        incident = _open_incident(database, kind, state.pending)
+    except TapewatchError as exc:
+        return state, None, _unrecovered(exc)
+    state = replace(state, recovered=True)
+    if incident is None or state.streak.tripped:
+        return state, None, ""
+    return replace(state, streak=Streak(tripped=True)), incident, ""
+
+
+def _recover_feed(
+    state: ConnectivityState, backup_on: bool, database: DatabaseResource
+) -> tuple[ConnectivityState, str]:
+    """``state`` with the backup feed taken back as this sensor's when its open incident says it switched it
+    on (action ``backup feed on``) and it is still on, and the alarm in force while that incident is open;
+    and a note for the skip reason. Done once per cursor (``recovered``)."""
+    state, incident, note = _taken_back(state, "api_connectivity", database)
+    if incident is None:
+        return state, note
+    if backup_on:  # the feed's switch was in force too: its recovery says whose backup feed it is
+        state = replace(state, feed=Streak(tripped=True))
+    if backup_on and incident.action == "backup feed on" and not state.backup_ours:
+        started = int(incident.started_at.timestamp() * 1000)
+        state = replace(state, backup_ours=True, switched_ms=started)
+        return state, f"; backup feed taken back as this sensor's (incident {incident.id})"
+    return state, f"; open incident {incident.id} taken back"
+
+
+def _recover_pause(
+    state: DataQualityState, paused: str | None, database: DatabaseResource
+) -> tuple[DataQualityState, str]:
+    """``state`` with a pause of this sensor's (its reason starts with :data:`PAUSE_PREFIX`) taken back as its
+    own, and the alarm in force while that pause or its open incident lasts; and a note. Done once per cursor
+    (``recovered``); without PostgreSQL the pause is still recovered from its prefix and the incident is read
+    at the next tick."""
+    if state.recovered:
+        return state, ""
+    ours = paused is not None and paused.startswith(PAUSE_PREFIX) and not state.paused_ours
+    note = ""
+    try:
+        incident = _open_incident(database, "data_quality", state.pending)
+        state = replace(state, recovered=True)
+    except TapewatchError as exc:
+        incident, note = None, _unrecovered(exc)
+    if ours:
+        state = replace(state, paused_ours=True)
+        note = f"; pause ({paused}) taken back as this sensor's{note}"
+    elif incident is not None and not state.streak.tripped:
+        note = f"; open incident {incident.id} taken back{note}"
+    if (ours or incident is not None) and not state.streak.tripped:
+        state = replace(state, streak=Streak(tripped=True))
+    return state, note
+
+
+def _recover_cap(
+    state: PerformanceState, rs: RedisState, database: DatabaseResource
+) -> tuple[PerformanceState, str]:
+    """``state`` with the universe cap of this sensor's open incident (its ``cap`` and ``previous_cap``) taken
+    back when that cap is still in force, and the alarm in force while the incident is open; and a note.
+    Done once per cursor (``recovered``)."""
+    state, incident, note = _taken_back(state, "system_performance", database)
+    if incident is None:
+        return state, note
+    cap, previous = incident.values.get("cap"), incident.values.get("previous_cap")
+    if isinstance(cap, int) and cap == rs.read_control().max_universe:
+        previous = previous if isinstance(previous, int) else None
+        state = replace(state, cap=cap, previous_cap=previous)
+        return state, f"; universe cap {cap} taken back as this sensor's (to restore: {previous})"
+    return state, f"; open incident {incident.id} taken back"
 
 
 def _result(message: str, cursor: msgspec.Struct, warning: str | None) -> dg.SensorResult:
@@ -206,11 +329,13 @@ def _incident_changes(
     found: Connectivity,
     values: dict[str, Any],
     trip_after: int,
+    why: str = "",
 ) -> list[PendingIncident]:
     """The incident changes of one check: opened on the alarm's trip, closed on its recovery; a feed switch
     while problems keep it open closes it and opens the next with the new action (every action has its
-    incident; a switch back with nothing wrong left is closed by the alarm's recovery)."""
-    reason = "; ".join(found.problems)
+    incident; a switch back with nothing wrong left is closed by the alarm's recovery). ``why``: what the
+    switch adds to the reason (a failed switch back)."""
+    reason = "; ".join(found.problems) + why
     if alarm is Transition.TRIP:
         reason = f"{trip_after} failed checks in a row: {reason}"
         return [_change("api_connectivity", "open", reason, values, feed_done or found.report)]
@@ -225,7 +350,56 @@ def _incident_changes(
     return []
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=_RUNNING, description="Binance REST and websockets.")
+def _held_back(
+    state: ConnectivityState,
+    feed: Streak,
+    move: Transition,
+    rest_ok: bool,
+    dwell: FeedDwell,
+    now_ms: int,
+    clear_after: int,
+) -> tuple[Streak, Transition, str]:
+    """The feed's streak and move once the minimum dwell is applied, and a note: a switch back of this
+    sensor's backup feed before its dwell is over waits, one passing check short of it (the first passing
+    check after the dwell takes it). Not with REST down: the backup feed then polls a dead API."""
+    if move is not Transition.RECOVER or not state.backup_ours or not rest_ok:
+        return feed, move, ""
+    switched = now_ms if state.switched_ms is None else state.switched_ms  # a cursor from before the dwell
+    wait = dwell.wait_s(switched_ms=switched, relapses=state.relapses, now_ms=now_ms)
+    if wait <= 0:
+        return feed, move, ""
+    required = dwell.required_s(state.relapses)
+    note = f"switch back in {wait:.0f} s (minimum dwell {required:.0f} s on the backup feed)"
+    return Streak(passes=clear_after - 1, tripped=True), Transition.NONE, note
+
+
+def _switched(
+    state: ConnectivityState, feed_done: str | None, dwell: FeedDwell, now_ms: int
+) -> tuple[ConnectivityState, str]:
+    """``state`` after this check's switch (``feed_done``; none: as it was): when it happened and the failed
+    switch backs in a row; and what a switch on adds to the incident's reason (a failed switch back)."""
+    if feed_done == "primary feed":
+        return replace(state, switched_ms=now_ms), ""
+    if feed_done != "backup feed on":
+        return state, ""
+    back_ms = None if state.backup_ours else state.switched_ms
+    if not dwell.relapsed(switched_back_ms=back_ms, now_ms=now_ms):
+        return replace(state, switched_ms=now_ms, relapses=0), ""
+    relapses = state.relapses + 1
+    ago = (now_ms - (back_ms or now_ms)) / 1000
+    why = (
+        f"; switch back failed: the service's websockets were silent again {ago:.0f} s after it"
+        f" (the probe received, the service did not); the backup feed stays on at least"
+        f" {dwell.required_s(relapses):.0f} s (failed switch backs in a row: {relapses})"
+    )
+    return replace(state, switched_ms=now_ms, relapses=relapses), why
+
+
+@dg.sensor(
+    minimum_interval_seconds=CONNECTIVITY_INTERVAL_S,
+    default_status=_RUNNING,
+    description="Binance REST and websockets.",
+)
 def api_connectivity_sensor(
     context: dg.SensorEvaluationContext,
     settings: TapewatchSettings,
@@ -250,6 +424,9 @@ def api_connectivity_sensor(
                 probe_error = _probe(s.binance_ws_public_url, _probe_symbols(rs), timeout)
         except StorageUnavailable:
             redis_down = True  # judged as a missing heartbeat
+        recovered = ""
+        if not redis_down:  # the backup feed's owner is judged on a real reading of it
+            state, recovered = _recover_feed(state, backup_on, database)
         found = judge_connectivity(
             rest_error=rest_error,
             heartbeat_age_s=age,
@@ -265,6 +442,17 @@ def api_connectivity_sensor(
         feed, feed_move = (
             (state.feed, Transition.NONE) if redis_down else state.feed.step(found.backup_failing, **steps)
         )
+        now_ms = int(time.time() * 1000)
+        dwell = FeedDwell.of(
+            min_s=s.backup_min_dwell,
+            max_s=s.backup_max_dwell,
+            max_age_s=s.heartbeat_max_age,
+            trip_after=s.timeout_threshold,
+            interval_s=CONNECTIVITY_INTERVAL_S,
+        )
+        feed, feed_move, held = _held_back(
+            state, feed, feed_move, rest_error is None, dwell, now_ms, s.api_recovery_checks
+        )
         values = {
             "problems": found.problems,
             "heartbeat_age_s": age,
@@ -277,20 +465,26 @@ def api_connectivity_sensor(
         except TapewatchError as exc:
             thresholds = (s.timeout_threshold, s.api_recovery_checks)
             return _retry_next_tick(state, state.feed, feed_move, thresholds, exc, warning, field="feed")
+    switched, why = _switched(state, feed_done, dwell, now_ms)
+    if alarm_move is Transition.RECOVER and ours:
+        # nothing wrong is seen, but this sensor's backup feed is still on (its dwell): the incident stays open
+        alarm, alarm_move = Streak(passes=s.api_recovery_checks - 1, tripped=True), Transition.NONE
     changes = _incident_changes(
-        alarm_move, state.streak.tripped, feed_done, found, values, s.timeout_threshold
+        alarm_move, state.streak.tripped, feed_done, found, values, s.timeout_threshold, why
     )
     pending = state.pending
     for change in changes:
         pending = queued(pending, change)
-    new = replace(state, streak=alarm, feed=feed, backup_ours=ours, pending=pending)
+    new = replace(switched, streak=alarm, feed=feed, backup_ours=ours, pending=pending)
     pending, note = _record(database, new.pending)
     summary = "; ".join(found.problems) if found.problems else "REST and websockets fine"
     done = (
-        f" -> {feed_done}" if feed_done else (f" -> {found.report}" if alarm_move is Transition.TRIP else "")
+        f" -> {feed_done}{why}"
+        if feed_done
+        else (f" -> {found.report}" if alarm_move is Transition.TRIP else (f" -> {held}" if held else ""))
     )
     tail = f"failures {alarm.failures}, passes {alarm.passes}, backup {'on' if backup_on else 'off'}"
-    return _result(f"{summary}{done} ({tail}){note}", replace(new, pending=pending), warning)
+    return _result(f"{summary}{done} ({tail}){recovered}{note}", replace(new, pending=pending), warning)
 
 
 def _seconds(ms: float | None) -> float | None:
@@ -313,8 +507,10 @@ def data_quality_sensor(
         try:
             feeds = rs.feeds()
             metrics = rs.realtime_metrics()
+            paused_now = rs.read_control().paused_reason
         except StorageUnavailable as exc:
             return _result(f"Redis unavailable, nothing judged: {exc}", state, warning)
+        state, recovered = _recover_pause(state, paused_now, database)
         samples = {
             sym: FeedSample(sym, f.updated_ms, f.last_price, f.spread, f.messages) for sym, f in feeds.items()
         }
@@ -371,7 +567,7 @@ def data_quality_sensor(
         else "no anomaly"
     )
     tail = f"{found.symbols} symbols, {found.judged} values judged, {found.unknown} unknown"
-    return _result(f"{head}{done} ({tail}){note}", replace(new, pending=pending), warning)
+    return _result(f"{head}{done} ({tail}){recovered}{note}", replace(new, pending=pending), warning)
 
 
 def _count(value: float | None) -> int | None:
@@ -422,7 +618,7 @@ def _shrink(
         note.removeprefix(" -> "),
     )
     return PerformanceState(
-        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change)
+        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change), recovered=True
     ), note
 
 
@@ -441,7 +637,8 @@ def _restore(
     else:
         recovery = f"universe cap {live} set by someone else since the shrink, left as is"
     change = _change("system_performance", "close", recovery, values)
-    return PerformanceState(streak=streak, pending=queued(state.pending, change)), f" -> {recovery}"
+    state = PerformanceState(streak=streak, pending=queued(state.pending, change), recovered=True)
+    return state, f" -> {recovery}"
 
 
 def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorDefinition:
@@ -461,6 +658,13 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
     ) -> dg.SensorResult:
         s = settings.settings()
         state, warning = decode_state(context.cursor, PerformanceState)
+        recovered = ""
+        if not state.recovered:
+            try:
+                with redis.open() as rs:
+                    state, recovered = _recover_cap(state, rs, database)
+            except TapewatchError as exc:  # Redis down: read back at the next tick
+                recovered = _unrecovered(exc)
         cpu, memory = measure()
         problems = overload(
             cpu_percent=cpu,
@@ -487,7 +691,7 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
             return _retry_next_tick(state, state.streak, move, thresholds, exc, warning)
         pending, unrecorded = _record(database, new.pending)
         head = "; ".join(problems) if problems else f"CPU {cpu:.0f} %, memory {memory:.0f} %: fine"
-        return _result(f"{head}{note}{unrecorded}", replace(new, pending=pending), warning)
+        return _result(f"{head}{note}{recovered}{unrecorded}", replace(new, pending=pending), warning)
 
     return system_performance_sensor
 

@@ -1,8 +1,10 @@
 """The resources every Dagster asset, sensor and job uses, one interface each.
 
-Each is a ``dagster.ConfigurableResource`` configured in ``orchestration.definitions`` with ``dg.EnvVar`` (the
-same variables as the settings object, so ``tapewatch dagster``/``tapewatch demo`` export them from the
-settings and the embedded servers); nothing here reads the environment at import. Tests build them directly
+Each is a ``dagster.ConfigurableResource`` configured in ``orchestration.definitions``: the database and Redis
+URLs with ``dg.EnvVar`` (``tapewatch dagster``/``tapewatch demo`` export them from the settings and the
+embedded servers); the Redis key prefix and the REST base URL, when not configured, come from the settings
+object at run time (``TAPEWATCH_REDIS_PREFIX``/``TAPEWATCH_BINANCE_REST_URL`` or the settings' defaults, so
+``dagster dev`` works without them). Nothing here reads the environment at import. Tests build them directly
 with the URLs of their real PostgreSQL, Redis and simulated exchange.
 
 - ``TapewatchSettings``: the typed settings object (thresholds, tiers, limits, paths).
@@ -30,7 +32,7 @@ from tapewatch.settings import Settings, load_settings
 T = TypeVar("T")
 
 
-class TapewatchSettings(dg.ConfigurableResource):  # type: ignore[misc]
+class TapewatchSettings(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The settings object (``tapewatch.settings.Settings``): env vars plus the optional YAML file.
 
     ``overrides`` (setting name → value) win over both; tests use them instead of the environment."""
@@ -42,7 +44,7 @@ class TapewatchSettings(dg.ConfigurableResource):  # type: ignore[misc]
         return load_settings(self.config_file, **(self.overrides or {}))
 
 
-class DatabaseResource(dg.ConfigurableResource):  # type: ignore[misc]
+class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The PostgreSQL of tapewatch. ``database()`` opens it once per run, migrated (idempotent)."""
 
     url: str
@@ -59,35 +61,45 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[misc]
             db.dispose()
 
 
-class RedisResource(dg.ConfigurableResource):  # type: ignore[misc]
-    """The live state in Redis (heartbeats, per-symbol feed stats, metrics, control keys)."""
+class RedisResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The live state in Redis (heartbeats, per-symbol feed stats, metrics, control keys).
+
+    ``prefix`` None: the settings' ``redis_prefix`` (``TAPEWATCH_REDIS_PREFIX``, else its default), read
+    when a run opens it."""
 
     url: str
-    prefix: str = "tw:"
+    prefix: str | None = None
+
+    def key_prefix(self) -> str:
+        """The configured prefix, or the settings' ``redis_prefix``."""
+        return self.prefix if self.prefix is not None else load_settings().redis_prefix
 
     @contextmanager
     def open(self) -> Iterator[RedisState]:
-        """A ``RedisState`` on ``url`` under ``prefix``, closed afterwards."""
-        state = RedisState.from_url(self.url, keys=Keyspace(self.prefix))
+        """A ``RedisState`` on ``url`` under ``key_prefix()``, closed afterwards."""
+        state = RedisState.from_url(self.url, keys=Keyspace(self.key_prefix()))
         try:
             yield state
         finally:
             state.close()
 
 
-class BinanceRestResource(dg.ConfigurableResource):  # type: ignore[misc]
-    """Binance USD-M REST market data (public endpoints, no keys), or the simulator at the same paths."""
+class BinanceRestResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Binance USD-M REST market data (public endpoints, no keys), or the simulator at the same paths.
 
-    base_url: str
+    ``base_url`` None: the settings' ``binance_rest_url`` (``TAPEWATCH_BINANCE_REST_URL``, else Binance)."""
+
+    base_url: str | None = None
     timeout: float = 10.0
     max_retries: int = 5
 
     def run(self, call: Callable[[BinanceRest], Awaitable[T]], settings: Settings | None = None) -> T:
-        """Run ``call`` with a client of ``base_url`` (its own weight budget) and return its result."""
+        """Run ``call`` with a client of ``base_url`` (or the settings' ``binance_rest_url``; its own weight
+        budget) and return its result."""
         base = settings if settings is not None else load_settings()
         configured = base.model_copy(
             update={
-                "binance_rest_url": self.base_url,
+                "binance_rest_url": self.base_url if self.base_url is not None else base.binance_rest_url,
                 "rest_timeout": self.timeout,
                 "rest_max_retries": self.max_retries,
             }

@@ -27,7 +27,7 @@ import msgspec
 
 from assets.universe import UNIVERSE_ASSETS
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
-from tapewatch.adapters.dagster_runs import RESCAN_JOB
+from tapewatch.adapters.dagster_runs import EXCLUSIVE_TAG, RESCAN_EXCLUSIVE, RESCAN_JOB, RETRY_TAGS
 from tapewatch.adapters.redis_values import SymbolFeed
 from tapewatch.adapters.universe_fetch import fetch_statistics
 from tapewatch.adapters.universe_store import current_universe, exclude, publish_current
@@ -35,7 +35,6 @@ from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.settings import Settings, load_settings
 from tapewatch.universe import Reason, minimums_from, rescan_cron
 from tapewatch.universe_checks import (
-    FEED_STALE_AFTER_S,
     EmergencyCheck,
     Exclusion,
     LiveLiquidity,
@@ -75,6 +74,8 @@ universe_rescan_job = dg.define_asset_job(
     RESCAN_JOB,
     selection=dg.AssetSelection.assets(*UNIVERSE_ASSETS),
     description="Full universe rescan (spec 4): statistics, scores, minimums, top universe_size; stored and published.",
+    # one rescan at a time (the run coordinator's tag limit), retried when it fails
+    tags={EXCLUSIVE_TAG: RESCAN_EXCLUSIVE, **RETRY_TAGS},
 )
 
 
@@ -96,7 +97,9 @@ def universe_quick_check(
         # the REST spread is one snapshot: a spread failure stands only if the live spread confirms it
         try:
             with redis.open() as state:
-                spreads = fresh_spreads(live_liquidity(state.feeds()), _now_ms(), FEED_STALE_AFTER_S)
+                spreads = fresh_spreads(
+                    live_liquidity(state.feeds()), _now_ms(), config.universe_live_stale_after
+                )
         except StorageUnavailable as exc:
             context.log.warning(
                 f"no live spreads ({exc}): spread failures cannot be confirmed, none excludes"
@@ -161,7 +164,11 @@ def universe_exclusion(
     context.log.warning(f"excluded {config.symbol}: {config.detail}")
 
 
-@dg.job(description="Emergency exclusion of one symbol (launched by emergency_exclusion_sensor).")
+@dg.job(
+    description="Emergency exclusion of one symbol (launched by emergency_exclusion_sensor).",
+    # the sensor never re-requests a run key it used: the daemon's retries are what repeat a failed one
+    tags=RETRY_TAGS,
+)
 def universe_exclusion_job() -> None:
     universe_exclusion()
 
@@ -255,10 +262,11 @@ def emergency_exclusion_sensor(
         return dg.SensorResult(skip_reason=f"storage unavailable, retrying next tick: {exc}")
     if current is None:
         return dg.SensorResult(skip_reason="no universe stored yet")
+    rules = emergency_rules_from(settings.settings())
     check = emergency_check(
         current.symbols,
         live_liquidity(feeds),
-        emergency_rules_from(settings.settings()),
+        rules,
         cursor.strikes,
         now_ms=_now_ms(),
     )
@@ -266,7 +274,7 @@ def emergency_exclusion_sensor(
     requests = emergency_requests(check, current.rescan_id)
     if check.stale:
         context.log.warning(
-            f"{len(check.stale)} symbols' live values are older than {FEED_STALE_AFTER_S:g} s (is the realtime "
+            f"{len(check.stale)} symbols' live values are older than {rules.stale_after_s:g} s (is the realtime "
             f"service publishing?): ignored: {', '.join(check.stale[:10])}"
         )
     if check.market_wide is not None:

@@ -44,6 +44,7 @@ from realtime.timebase import REAL_TIME, Timebase
 from tapewatch.adapters import binance_weights as weights
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.errors import BinanceRequestError, IpBanned, RetryableError
+from tapewatch.events import rows_sent
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.polled import POLL_FRAGMENT, poll_stream
 from tapewatch.settings import SNAPSHOT_WEIGHTS, Settings
@@ -84,11 +85,15 @@ async def fetch_trades_page(
 ) -> tuple[Polled, bool]:
     """One ``/fapi/v1/aggTrades`` page from ``from_id`` (the newest trades when None) as a :class:`Polled`
     (one ``AggTrade`` frame per row, decoded from the body as a replay of the capture line decodes it), and
-    whether the page was full (more may follow). The REST client's errors are raised."""
-    trades, answer = await rest.agg_trades(symbol, from_id=from_id, limit=limit)
+    whether the page was full (more may follow). The REST client's errors are raised.
+
+    Full is judged on the rows the exchange sent, not on the trades kept: a page of ``limit`` rows with one
+    bad trade dropped (counted by the client) still means more trades wait, so paging goes on at once."""
+    _, answer = await rest.agg_trades(symbol, from_id=from_id, limit=limit)
     recv = wall_ms()
     frames = tuple(decoder.decode_frames(recv, answer.stream, answer.body))
-    return Polled(recv, answer.stream, answer.body, frames), len(trades) >= limit
+    full = rows_sent(answer.body) >= limit
+    return Polled(recv, answer.stream, answer.body, frames), full
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from tapewatch.engine import SignalEngine
 from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, SnapshotNeeded
 from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
-from tapewatch.settings import Settings
+from tapewatch.settings import Settings, load_settings
 from tapewatch.signal import Candidate, Signal
 from tapewatch.streams import Kind
 
@@ -42,8 +42,9 @@ def run_replay(
     paths: Iterable[Path], settings: Settings | None = None, *, signals: bool = True
 ) -> ReplayResult:
     """Replay capture files (or directories of them) through decode, books and (unless ``signals`` is
-    false) the signal engine."""
-    settings = settings or Settings()
+    false) the signal engine. Without ``settings``, they are loaded as the CLI loads them (environment and
+    ``TAPEWATCH_CONFIG_FILE``, unknown ``TAPEWATCH_*`` variables refused): a bare Settings() would skip both."""
+    settings = settings or load_settings()
     decoder = FrameDecoder()
     market = Market(MarketConfig.from_settings(settings))
     engine = SignalEngine(settings, market) if signals else None

@@ -16,32 +16,42 @@ Nothing here reads a clock: ``now_ms`` is passed in where freshness matters.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import NamedTuple
 
-import msgspec
+from tapewatch.book_sides import Asks, Bids, Side, update_side
+from tapewatch.book_types import (
+    APPLIED,
+    APPLIED_SYNC,
+    BUFFERED,
+    FULL_DEPTH,
+    Applied,
+    BookHealth,
+    BookState,
+    Buffered,
+    Dropped,
+    Health,
+    NeedsResync,
+    Outcome,
+    Top,
+)
+from tapewatch.events import DepthSnapshot, DepthUpdate
 
-from tapewatch.events import DepthSnapshot, DepthUpdate, Level
-
-
-class BookState(StrEnum):
-    WAITING_SNAPSHOT = "waiting_snapshot"  # buffering diffs, no snapshot yet (cold start or after a gap)
-    WAITING_SYNC_EVENT = "waiting_sync_event"  # snapshot loaded, waiting for the diff that spans it
-    SYNCED = "synced"
-    # levels of a snapshot the backup feed polled (REST, websockets off): usable on its own, never continued
-    # by diffs (see OrderBook.load_polled)
-    POLLED = "polled"
-
-
-class Health(StrEnum):
-    SYNCED = "synced"
-    SYNCING = "syncing"  # never synced yet (cold start, a symbol just added): waiting for its first snapshot
-    RESYNCING = "resyncing"  # synced once, then out of sync (a gap, a crossed book, a stream restart)
-    STALE = "stale"
-    CROSSED = "crossed"
+__all__ = [
+    "APPLIED",
+    "APPLIED_SYNC",
+    "BUFFERED",
+    "FULL_DEPTH",
+    "Applied",
+    "BookHealth",
+    "BookState",
+    "Buffered",
+    "Dropped",
+    "Health",
+    "NeedsResync",
+    "OrderBook",
+    "Outcome",
+    "Top",
+]
 
 
 # Module constants for the hot path: reading an enum member through its class costs ~100 ns in 3.11.
@@ -51,179 +61,13 @@ _SYNCED = BookState.SYNCED
 _POLLED = BookState.POLLED
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """The event was applied; ``synced_now`` is true for the event that completed a (re)sync."""
-
-    synced_now: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Buffered:
-    """Held until a snapshot arrives."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    """Ignored without harm (older than the snapshot, or a duplicate)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class NeedsResync:
-    """The book is out of sync and must not be used; fetch a new snapshot."""
-
-    reason: str
-
-
-Outcome = Applied | Buffered | Dropped | NeedsResync
-#: The deepest snapshot Binance serves; past it nothing better can be had, so no blind-spot check applies.
-FULL_DEPTH = 1000
-APPLIED = Applied()
-APPLIED_SYNC = Applied(synced_now=True)
-BUFFERED = Buffered()
-
-
-class Top(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """Best bid and ask with their quantities (a C-level struct: one is made per applied diff)."""
-
-    bid_price: float
-    bid_qty: float
-    ask_price: float
-    ask_qty: float
-
-
-class BookHealth(NamedTuple):
-    state: Health
-    last_update_id: int
-    last_event_time: int
-    age_ms: int
-    gaps: int
-    resyncs: int
-
-
-def _update_side(qty_map: dict[float, float], keys: list[float], levels: list[Level]) -> None:
-    """Apply one side of a diff: set each level's quantity, quantity 0 removes the level; ``keys`` (the
-    prices of ``qty_map``) stays sorted ascending. The hot loop of replay: one dict probe per level, and a
-    bisect only when a price appears or disappears."""
-    for price, qty in levels:
-        if qty:
-            if price not in qty_map:
-                insort(keys, price)
-            qty_map[price] = qty
-        elif qty_map.pop(price, None) is not None:
-            del keys[bisect_left(keys, price)]
-
-
-class _Side:
-    """One side of the book: quantity by price, plus the prices kept sorted ascending (``keys``).
-
-    Prices are the exact doubles the decoder made from Binance's text, used as they are: no sign flip or
-    tick conversion on the hot path. Bids are best last, asks best first (see :class:`_Bids`, :class:`_Asks`).
-    """
-
-    __slots__ = ("keys", "qty")
-
-    def __init__(self) -> None:
-        self.qty: dict[float, float] = {}
-        self.keys: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def clear(self) -> None:
-        self.qty.clear()
-        self.keys.clear()
-
-    def load(self, levels: list[Level]) -> None:
-        """Replace the side with a snapshot's levels (quantity 0 is no level)."""
-        qty_map: dict[float, float] = {}
-        for price, qty in levels:
-            if qty > 0:
-                qty_map[price] = qty
-        self.qty = qty_map
-        self.keys = sorted(qty_map)
-
-    def best(self) -> tuple[float, float] | None:
-        raise NotImplementedError
-
-    def top(self, n: int) -> list[tuple[float, float]]:
-        """The best ``n`` levels, best first."""
-        raise NotImplementedError
-
-    def volume(self, n: int) -> float:
-        """Σ qty of the best ``n`` levels (summed best first)."""
-        qty = self.qty
-        return sum([qty[p] for p in self._best_prices(n)])
-
-    def _best_prices(self, n: int) -> list[float]:
-        raise NotImplementedError
-
-    def notional_within(self, limit_price: float) -> float:
-        """Σ price·qty of levels at or better than ``limit_price`` (summed best first)."""
-        raise NotImplementedError
-
-
-class _Bids(_Side):
-    __slots__ = ()
-
-    def best(self) -> tuple[float, float] | None:
-        keys = self.keys
-        if not keys:
-            return None
-        price = keys[-1]
-        return price, self.qty[price]
-
-    def top(self, n: int) -> list[tuple[float, float]]:
-        qty = self.qty
-        return [(p, qty[p]) for p in self._best_prices(n)]
-
-    def _best_prices(self, n: int) -> list[float]:
-        return self.keys[-n:][::-1] if n > 0 else []
-
-    def notional_within(self, limit_price: float) -> float:
-        keys, qty = self.keys, self.qty
-        total = 0.0
-        for i in range(len(keys) - 1, bisect_left(keys, limit_price) - 1, -1):
-            price = keys[i]
-            total += price * qty[price]
-        return total
-
-
-class _Asks(_Side):
-    __slots__ = ()
-
-    def best(self) -> tuple[float, float] | None:
-        keys = self.keys
-        if not keys:
-            return None
-        price = keys[0]
-        return price, self.qty[price]
-
-    def top(self, n: int) -> list[tuple[float, float]]:
-        qty = self.qty
-        return [(p, qty[p]) for p in self._best_prices(n)]
-
-    def _best_prices(self, n: int) -> list[float]:
-        return self.keys[:n] if n > 0 else []
-
-    def notional_within(self, limit_price: float) -> float:
-        keys, qty = self.keys, self.qty
-        total = 0.0
-        for i in range(bisect_right(keys, limit_price)):
-            price = keys[i]
-            total += price * qty[price]
-        return total
-
-
 class OrderBook:
     """The local book of one symbol. Read it only while :meth:`is_usable` says so."""
 
     def __init__(self, symbol: str, max_buffer: int = 5000) -> None:
         self.symbol = symbol
-        self.bids: _Side = _Bids()
-        self.asks: _Side = _Asks()
+        self.bids: Side = Bids()
+        self.asks: Side = Asks()
         self.state = _WAITING_SNAPSHOT
         self.last_update_id = 0
         self.last_event_time = 0
@@ -250,19 +94,41 @@ class OrderBook:
 
     # --- state machine -------------------------------------------------------------------------------
     def apply(self, ev: DepthUpdate) -> Outcome:
-        """Feed one depth diff."""
-        if self.state is _SYNCED:
-            last = self.last_update_id
-            if ev.final_id <= last:
-                self.dropped += 1
-                return Dropped(f"duplicate or old event u={ev.final_id} <= {last}")
-            if ev.prev_final_id != last:
-                self.gaps += 1
-                reason = f"gap: pu={ev.prev_final_id} but last applied u={last}"
-                self._go_out_of_sync()
-                self._buffer.append(ev)
-                return NeedsResync(reason)
-            return self._apply_diff(ev, synced_now=False)
+        """Feed one depth diff.
+
+        The synced case is the hot loop of replay (one call per diff, a diff often carries 1-3 levels), so it
+        is written out here: one method call per diff, the sides' dict and key list read once."""
+        if self.state is not _SYNCED:
+            return self._apply_unsynced(ev)
+        last = self.last_update_id
+        final = ev.final_id
+        if final <= last:
+            self.dropped += 1
+            return Dropped(f"duplicate or old event u={final} <= {last}")
+        if ev.prev_final_id != last:
+            self.gaps += 1
+            reason = f"gap: pu={ev.prev_final_id} but last applied u={last}"
+            self._go_out_of_sync()
+            self._buffer.append(ev)
+            return NeedsResync(reason)
+        levels = ev.bids
+        bk = self.bids.keys
+        if levels:  # a 100 ms diff often moves one side only
+            update_side(self.bids.qty, bk, levels)
+        levels = ev.asks
+        ak = self.asks.keys
+        if levels:
+            update_side(self.asks.qty, ak, levels)
+        self.last_update_id = final
+        self.last_event_time = ev.event_time
+        self.applied += 1
+        # One comparison chain; the rare bad cases are sorted out in _check_top.
+        if bk and ak and self._bid_floor <= bk[-1] < ak[0] <= self._ask_ceiling:
+            return APPLIED
+        return self._check_top(ev, False)
+
+    def _apply_unsynced(self, ev: DepthUpdate) -> Outcome:
+        """A diff while waiting for a snapshot (buffered), for the event spanning it, or on a polled book."""
         if self.state is _WAITING_SNAPSHOT:
             self._buffer.append(ev)
             return BUFFERED
@@ -355,9 +221,9 @@ class OrderBook:
     def _apply_diff(self, ev: DepthUpdate, synced_now: bool) -> Outcome:
         bids, asks = self.bids, self.asks
         if ev.bids:  # a 100 ms diff often moves one side only
-            _update_side(bids.qty, bids.keys, ev.bids)
+            update_side(bids.qty, bids.keys, ev.bids)
         if ev.asks:
-            _update_side(asks.qty, asks.keys, ev.asks)
+            update_side(asks.qty, asks.keys, ev.asks)
         self.last_update_id = ev.final_id
         self.last_event_time = ev.event_time
         self.state = _SYNCED

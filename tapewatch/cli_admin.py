@@ -37,6 +37,28 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``tapewatch rescan`` exit codes (README, CLI section): 0 the rescan succeeded; 1 it failed or was cancelled
+#: (or no instance answers); 2 a configuration error; ``RESCAN_TIMED_OUT`` we stopped waiting, the run goes on.
+RESCAN_TIMED_OUT = 3
+
+
+def timeout_advice(run_id: str, status: str, seconds: float, url: str) -> str:
+    """What a rescan that did not finish in time means, for stderr: the run goes on, and what its status says."""
+    lines = [
+        f"timed out after {seconds:.0f} s waiting for run {run_id} (still {status}); the run continues in "
+        f"Dagster: follow it at {url}, or wait longer with --timeout"
+    ]
+    if status == "QUEUED":
+        lines.append(
+            "QUEUED means it was never started: the Dagster daemon is not running (start `tapewatch dagster`), "
+            "or the run queue is full (dagster_max_concurrent_runs) or another rescan is still running (one "
+            "at a time)"
+        )
+    elif status in ("NOT_STARTED", "STARTING"):
+        lines.append(f"{status} means its worker has not started yet (loading the code location)")
+    return "\n".join(lines)
+
+
 def cmd_rescan(args: argparse.Namespace) -> int:
     from tapewatch.adapters.dagster_runs import RESCAN_JOB, launch_and_wait
     from tapewatch.adapters.db import open_database
@@ -51,8 +73,12 @@ def cmd_rescan(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         on_status=lambda s: print(f"   {s}", flush=True),
     )
+    url = f"http://{host}:{port}/runs/{outcome.run_id}"
     print(f"run {outcome.run_id}: {outcome.status} after {outcome.seconds:.0f} s")
-    print(f"   http://{host}:{port}/runs/{outcome.run_id}", flush=True)
+    print(f"   {url}", flush=True)
+    if not outcome.finished:
+        print(timeout_advice(outcome.run_id, outcome.status, outcome.seconds, url), file=sys.stderr)
+        return RESCAN_TIMED_OUT
     if not outcome.ok:
         if outcome.status == "FAILURE":
             _print_failures(host, port, outcome.run_id)

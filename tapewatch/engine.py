@@ -307,12 +307,20 @@ class SignalEngine:
                 self.counters["rules_rejected"] += 1
             return None
         proposal = propose(features, evaluation, self.settings, self.history)
+        size = st.flow.large_trade_size  # what large_buys / large_sells were counted at: kept for tuning
         signal = proposal.signal
         if signal is None:
             if quiet:
                 return None
             out.candidates.append(
-                make_candidate(features, evaluation, proposal.quality, proposal.fate, proposal.fate_detail)
+                make_candidate(
+                    features,
+                    evaluation,
+                    proposal.quality,
+                    proposal.fate,
+                    proposal.fate_detail,
+                    large_trade_size=size,
+                )
             )
             return proposal.fate
         risk_candidate = RiskCandidate(
@@ -337,6 +345,7 @@ class SignalEngine:
                     proposal.quality,
                     FATE_SHARED_GATE_UNAVAILABLE,
                     "the global risk ledger (PostgreSQL) is unreachable: not issued unchecked",
+                    large_trade_size=size,
                 )
             )
             return FATE_SHARED_GATE_UNAVAILABLE
@@ -344,10 +353,19 @@ class SignalEngine:
         if not decision.passed:
             fate = str(decision.rule)
             out.candidates.append(
-                make_candidate(features, evaluation, proposal.quality, fate, decision.reason or fate)
+                make_candidate(
+                    features,
+                    evaluation,
+                    proposal.quality,
+                    fate,
+                    decision.reason or fate,
+                    large_trade_size=size,
+                )
             )
             return fate
-        out.candidates.append(make_candidate(features, evaluation, proposal.quality, FATE_SIGNAL))
+        out.candidates.append(
+            make_candidate(features, evaluation, proposal.quality, FATE_SIGNAL, large_trade_size=size)
+        )
         out.signals.append(signal)
         self._following.add(signal)
         self.counters["signals"] += 1

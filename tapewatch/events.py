@@ -5,11 +5,13 @@ price. Prices and quantities are parsed from Binance's decimal strings into the 
 rounded), so the same text always gives the same key and distinct ticks never collide; the raw text stays
 byte-exact in the capture files. A price must be finite and > 0, a quantity finite and >= 0, and a candle
 possible (``low <= open, close <= high``): anything else fails decoding and is counted as ``bad_value``.
+A REST answer that is a list of rows (klines, aggTrades, all tickers) is decoded row by row when a row is
+bad (:class:`RowsDecoder`): the bad row is dropped and reported, the good rows are kept.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -247,3 +249,74 @@ def agg_trades_from_rest(rows: list[RestAggTrade], symbol: str) -> list[AggTrade
         )
         for r in rows
     ]
+
+
+R = TypeVar("R")
+_RAW_ROWS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def rows_sent(body: bytes) -> int:
+    """How many rows a JSON list answer holds, bad ones included (0 when it is not a list: the client has
+    rejected such a body before this is asked). A page is full by this count, not by the rows kept: a page
+    of ``limit`` rows with one bad row dropped still means more rows wait."""
+    try:
+        return len(_RAW_ROWS.decode(body))
+    except msgspec.DecodeError:
+        return 0
+
+
+class BadRow(NamedTuple):
+    """One element of a REST list answer that failed decoding: its position, its key as far as it can be read
+    (a kline's open time, an aggTrade's id, a ticker's symbol; None when unreadable) and why it failed."""
+
+    position: int
+    key: object
+    error: str
+
+
+def _row_key(raw: msgspec.Raw) -> object:
+    """The identifying field of an undecodable row, for the log line that reports it."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, list) and value:
+        return value[0]  # a kline row: its open time
+    if isinstance(value, dict):
+        return value.get("symbol", value.get("a"))  # a ticker's symbol, an aggTrade's id
+    return None
+
+
+class RowsDecoder(Generic[R]):
+    """Decodes a JSON list of ``row`` s, dropping the rows that fail (one impossible kline, one ticker with a
+    negative price) instead of losing the whole answer: ``decode`` returns the good rows, in order, and the
+    bad ones as :class:`BadRow` s for the caller to count and log.
+
+    The whole list is decoded at once first (the usual case costs nothing extra); only when that fails are the
+    rows decoded one by one. A body that is not JSON or not a list, or a non-empty list whose every row fails
+    (the format changed, not one bad value), still raises ``msgspec.DecodeError`` / ``ValidationError``.
+    Use it only where a row can be missing without making the rest wrong (not for a depth snapshot's levels).
+    """
+
+    def __init__(self, row: type[R]) -> None:
+        self.row = row
+        self._whole = msgspec.json.Decoder(list[row], strict=False)  # type: ignore[valid-type]
+        self._one = msgspec.json.Decoder(row, strict=False)
+
+    def decode(self, data: bytes | msgspec.Raw) -> tuple[list[R], list[BadRow]]:
+        """The good rows and the bad ones of the JSON list ``data``."""
+        try:
+            return self._whole.decode(data), []
+        except msgspec.ValidationError:
+            pass
+        raws = _RAW_ROWS.decode(data)
+        rows: list[R] = []
+        bad: list[BadRow] = []
+        for index, raw in enumerate(raws):
+            try:
+                rows.append(self._one.decode(raw))
+            except msgspec.ValidationError as exc:
+                bad.append(BadRow(index, _row_key(raw), f"row {index}: {exc}"))
+        if not rows:
+            raise msgspec.ValidationError(f"all {len(raws)} rows are bad; the first: {bad[0].error}")
+        return rows, bad

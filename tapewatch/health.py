@@ -9,6 +9,12 @@ Nothing here reads a clock: "now" and every measurement are arguments.
   ``trip_after`` failures in a row escalate (the performance sensor shrinks the universe again).
 - :func:`judge_connectivity`: the REST ping failed, the realtime heartbeat is missing or too old, or the
   websockets deliver nothing; and whether the backup feed is the answer (only to a websocket failure).
+- :class:`FeedDwell`: the hysteresis of the switch back from the backup feed. While it is on, the service's
+  websockets are unsubscribed and say nothing; only the sensor's own probe can be judged, and the probe may
+  receive while the service's websockets would not (another host, network path or subscription). So the
+  switch back also waits a minimum dwell, doubled after each switch back that failed (the service's
+  websockets silent again soon after it), up to a maximum: a lying probe costs a switch every dwell, not
+  every few checks.
 - :func:`overload`: CPU or memory above its threshold; :func:`shrunk_universe` halves the universe.
 - Data quality: :mod:`tapewatch.anomaly`.
 - :class:`PendingIncident` / :func:`queued`: an incident change whose action already took effect (in Redis)
@@ -87,6 +93,15 @@ class Connectivity:
     report: str
 
 
+#: The heartbeat key expires when the service stops renewing it (its TTL: 10 s at the default 1 s publish
+#: interval, well under ``heartbeat_max_age``), so a stopped or stalled service shows as a missing heartbeat,
+#: never as an old one; an old one is seen only with a TTL longer than ``heartbeat_max_age``.
+NO_HEARTBEAT = (
+    "no realtime heartbeat: its key expired, not renewed for longer than its TTL (the service is down or "
+    "stalled), or Redis is unreadable"
+)
+
+
 def judge_connectivity(
     *,
     rest_error: str | None,
@@ -115,7 +130,7 @@ def judge_connectivity(
         problems.append(f"Binance REST ping failed: {rest_error}")
     alive = heartbeat_age_s is not None and heartbeat_age_s <= max_age_s
     if heartbeat_age_s is None:
-        problems.append("no realtime heartbeat (the service is down or Redis is unreadable)")
+        problems.append(NO_HEARTBEAT)
     elif not alive:
         problems.append(f"realtime heartbeat is {heartbeat_age_s:.0f} s old (> {max_age_s:g} s)")
     if backup_on:
@@ -136,6 +151,46 @@ def judge_connectivity(
     else:
         report = "reported only"
     return Connectivity(problems=problems, backup_failing=backup_failing, report=report)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedDwell:
+    """How long this sensor's backup feed stays on at least before the switch back (``min_s``, doubled for each
+    failed switch back in a row, at most ``max_s``; 0: no dwell), and how soon after a switch back a new switch
+    to the backup feed counts as that switch back failing (``probation_s``)."""
+
+    min_s: float
+    max_s: float
+    probation_s: float
+
+    @classmethod
+    def of(
+        cls, *, min_s: float, max_s: float, max_age_s: float, trip_after: int, interval_s: float
+    ) -> FeedDwell:
+        """The dwell of the settings. The probation is the minimum dwell, but never shorter than the time a
+        silence of the service's websockets takes to trip the switch (``max_age_s`` of silence, then
+        ``trip_after`` checks ``interval_s`` apart, plus one check of slack): else no failure could be seen."""
+        if min_s < 0 or max_s < 0 or max_age_s <= 0 or trip_after < 1 or interval_s <= 0:
+            raise ValueError(
+                f"dwell and check figures must be positive; got min_s={min_s}, max_s={max_s}, "
+                f"max_age_s={max_age_s}, trip_after={trip_after}, interval_s={interval_s}"
+            )
+        detect = max_age_s + (trip_after + 1) * interval_s
+        return cls(min_s=min_s, max_s=max(max_s, min_s), probation_s=max(min_s, detect))
+
+    def required_s(self, relapses: int) -> float:
+        """The dwell after ``relapses`` failed switch backs in a row."""
+        return min(self.max_s, self.min_s * 2.0 ** min(max(relapses, 0), 32))
+
+    def wait_s(self, *, switched_ms: int, relapses: int, now_ms: int) -> float:
+        """Seconds the backup feed switched on at ``switched_ms`` must still stay on (0: the switch back may
+        go)."""
+        return max(0.0, self.required_s(relapses) - (now_ms - switched_ms) / 1000)
+
+    def relapsed(self, *, switched_back_ms: int | None, now_ms: int) -> bool:
+        """Whether a switch to the backup feed now means the switch back at ``switched_back_ms`` (None: none
+        since the last switch on) failed: it came within the probation."""
+        return switched_back_ms is not None and now_ms - switched_back_ms < self.probation_s * 1000
 
 
 def overload(

@@ -150,12 +150,11 @@ class Market(MarketTrades):
     :attr:`now_ms` is the exchange's "now", against which every book's staleness is judged and by which the
     engine expires signals: the latest event time of a depth diff or polled snapshot of any symbol. It advances
     freely by up to ``config.clock_tolerance_ms`` (60 s) of event time per frame. A frame further ahead — a diff,
-    a polled snapshot or a trade — is rejected and counted (``event_time_ahead``) unless it confirms a jump
-    another frame beyond the tolerance suggested before the clock moved on: one of another symbol (after an
-    outage every symbol comes back minutes later), or, of the same symbol, within the tolerance of that frame's
-    time (a single-symbol universe). A confirmed jump (``event_time_jumps``) costs its first frame. The rule reads
-    the frames' own times only, never ``recv`` or the wall clock (the simulator's accelerated clock outruns
-    both), so a replay takes the live run's decisions (:mod:`tapewatch.market_clock`)."""
+    a polled snapshot or a trade — is held until a jump is confirmed by consistent frames of a quorum of symbols
+    (three, fewer in a smaller universe), then applied; else it is rejected and counted (``event_time_ahead``).
+    A kline whose bar opens beyond the tolerance is rejected (``kline_ahead``). The rule reads the frames' own
+    times only, never ``recv`` or the wall clock (the simulator's accelerated clock outruns both), so a replay
+    takes the live run's decisions (:mod:`tapewatch.market_clock`)."""
 
     def __init__(self, config: MarketConfig | None = None) -> None:
         self.config = config or MarketConfig()
@@ -210,18 +209,46 @@ class Market(MarketTrades):
     def _on_depth(self, st: SymbolState, ev: DepthUpdate) -> SnapshotNeeded | None:
         t = ev.event_time
         if t > self.now_ms:
-            # far ahead of the clock and not confirmed: neither the book nor the clock takes it
-            if t > self.ahead_ms and not self.jump(st.symbol, t):
+            if t <= self.ahead_ms:  # the common path
+                self.now_ms = t
+                self.ahead_ms = t + self.clock_tolerance_ms
+            elif self.jump(st.symbol, t, lambda: self._held_diff(st, ev)):
+                self.advance(t)  # never back: the held frames a jump applied may lie past this one
+            else:  # far ahead of the clock and not confirmed: neither the book nor the clock takes it (yet)
                 return None
-            self.now_ms = t
-            self.ahead_ms = t + self.clock_tolerance_ms
         st.last_event_time = t
         book = st.book
         outcome = book.apply(ev)
         if outcome is APPLIED:  # the common case, without the dispatch of _book_outcome
-            st.check.on_book(ev.final_id, book.top())
+            st.check.on_sides(ev.final_id, book.bids, book.asks)  # the bookTicker proof, no Top unless kept
             return None
         return self._book_outcome(st, outcome)
+
+    def _held_diff(self, st: SymbolState, ev: DepthUpdate) -> None:
+        """Apply a diff held far ahead of the clock, now that its jump is confirmed (the clock is within the
+        tolerance of it)."""
+        self.advance(ev.event_time)
+        st.last_event_time = ev.event_time
+        self._held_request(st, self._book_outcome(st, st.book.apply(ev)))
+
+    def _held_request(self, st: SymbolState, request: SnapshotNeeded | None) -> None:
+        """What a held frame's replay asked for: no caller waits for it, so a book it leaves needing a snapshot
+        keeps none pending and the symbol's next diff asks for one (counted, logged)."""
+        if request is not None:
+            st.snapshot_pending = False
+            self.counters["held_frame_resyncs"] += 1
+            log.warning(
+                "a frame held for a clock jump left the book needing a snapshot: the next diff asks for it",
+                extra={"symbol": st.symbol, "stream": "depth"},
+            )
+
+    def active_symbols(self) -> int:
+        """Symbols whose diffs or polls the clock took within the tolerance of now (at least 1): the quorum of a
+        jump is capped by it. Read once per candidate jump, never on the common path."""
+        since = self.now_ms - self.clock_tolerance_ms
+        return max(
+            1, sum(1 for s in self.symbols.values() if s.last_event_time and s.last_event_time >= since)
+        )
 
     def _on_book_ticker(self, st: SymbolState, ev: BookTicker) -> None:
         if ev.update_id <= st.last_ticker_id:
@@ -232,11 +259,33 @@ class Market(MarketTrades):
 
     def _on_kline(self, st: SymbolState, ev: Kline) -> None:
         candle = ev.candle
+        if candle.open_time > self.ahead_ms and self._kline_ahead(st, candle.open_time):
+            return
         series = st.candles.get(candle.interval)
         (series or self.series(st, candle.interval)).update(candle)
 
     def _on_kline_history(self, st: SymbolState, ev: KlineHistory) -> None:
-        self.series(st, ev.interval).extend_history(ev.candles)
+        candles = ev.candles
+        if candles and max(c.open_time for c in candles) > self.ahead_ms:
+            candles = [c for c in candles if not self._kline_ahead(st, c.open_time)]
+        self.series(st, ev.interval).extend_history(candles)
+
+    def _kline_ahead(self, st: SymbolState, open_time: int) -> bool:
+        """Whether a bar opening at ``open_time`` lies beyond the tolerance of the running clock: every later
+        bar would look older than it and be ignored, freezing the series, so it is rejected (counted
+        ``kline_ahead``). Before the clock starts, and after a jump, bars are taken as they come."""
+        now = self.now_ms
+        if not now or open_time <= now + self.clock_tolerance_ms:
+            return False
+        n = self.counters["kline_ahead"] = self.counters["kline_ahead"] + 1
+        if n & (n - 1) == 0:
+            log.warning(
+                "kline opening %.1f s ahead of the exchange clock rejected (%d so far)",
+                (open_time - now) / 1000,
+                n,
+                extra={"symbol": st.symbol, "stream": "kline"},
+            )
+        return True
 
     def series(self, st: SymbolState, interval: str) -> CandleSeries:
         """The candle series of ``interval`` (1m keeps enough for 240 minutes of returns)."""
@@ -263,8 +312,14 @@ class Market(MarketTrades):
         and its event time advances the exchange's now as a diff's would (no diffs come meanwhile)."""
         self.counters["polled_snapshots"] += 1
         t = ev.event_time or ev.transaction_time  # the time the book takes (OrderBook.load_polled)
-        if t > self.ahead_ms and not self.jump(st.symbol, t):
+        if t > self.ahead_ms and not self.jump(
+            st.symbol, t, lambda: self._held_request(st, self._load_polled(st, ev))
+        ):
             return None
+        return self._load_polled(st, ev)
+
+    def _load_polled(self, st: SymbolState, ev: PolledSnapshot) -> SnapshotNeeded | None:
+        """Load a polled snapshot whose time the clock accepts (at once, or held until a jump was confirmed)."""
         outcome = st.book.load_polled(ev, ev.every_ms)
         if isinstance(outcome, Dropped):
             self.counters["polled_snapshots_dropped"] += 1
@@ -303,7 +358,7 @@ class Market(MarketTrades):
     def _book_outcome(self, st: SymbolState, outcome: Outcome) -> SnapshotNeeded | None:
         if isinstance(outcome, Applied):
             book = st.book
-            st.check.on_book(book.last_update_id, book.top())
+            st.check.on_sides(book.last_update_id, book.bids, book.asks)
             if outcome.synced_now:
                 self.counters["syncs"] += 1
             return None
@@ -332,6 +387,9 @@ class Market(MarketTrades):
             "out_of_order": self.counters["out_of_order_trade"] + self.counters["out_of_order_book_ticker"],
             "event_time_ahead": self.counters["event_time_ahead"],
             "event_time_jumps": self.counters["event_time_jumps"],
+            "event_time_held": self.held,
+            "held_frame_resyncs": self.counters["held_frame_resyncs"],
+            "kline_ahead": self.counters["kline_ahead"],
             **self.trade_gap_totals(),
         }
 

@@ -123,10 +123,10 @@ class MarketTrades(MarketClock):
             )
         request: TradeFillNeeded | None = None
         for ev in done.held:
+            deferred = self.deferred
             request = self._on_agg_trade(st, ev) or request
-            # applied (not held by a new gap) and not rejected as ahead of the clock: no trade is before the clock
-            # starts, and trades never start it; after, the clock never moves back
-            if ev.agg_id <= st.last_agg_id and (not self.now_ms or ev.trade_time <= self.ahead_ms):
+            # applied (not held by a new gap) and taken by the windows (not held or rejected as ahead of the clock)
+            if ev.agg_id <= st.last_agg_id and self.deferred == deferred:
                 caught_up.append((ev.trade_time, ev.price))
         st.caught_up = caught_up
         pending = st.fill
@@ -172,20 +172,26 @@ class MarketTrades(MarketClock):
             self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
 
     def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> bool:
-        """Add a trade to the symbol's windows; False when it is rejected as ahead of the clock."""
+        """Add a trade to the symbol's windows; False when it is held or rejected as ahead of the clock."""
         if (
             time > self.ahead_ms
             # a tape running on while every depth stream is quiet: within the tolerance of the symbol's own
             # last trade it is its own clock, not a frame ahead of the market's
             and not (st.flow.last_time and time - st.flow.last_time <= self.clock_tolerance_ms)
-            and not self.jump(st.symbol, time, trade=True)
+            and not self.jump(
+                st.symbol, time, lambda: self._add_trade(st, time, price, qty, buyer_is_maker), trade=True
+            )
         ):
             return False
+        self._add_trade(st, time, price, qty, buyer_is_maker)
+        return True
+
+    def _add_trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
+        """Add a trade the clock accepted (at once, or held until its jump was confirmed) to the windows."""
         if time < st.flow.last_time:
             self.counters["trade_time_regressed"] += 1
         st.flow.add(time, price, qty, buyer_is_maker)
         st.vwap.add(time, price, qty, buyer_is_maker)
-        return True
 
     def trade_gap_totals(self) -> dict[str, int]:
         """The :data:`TRADE_GAP_COUNTERS` figures; ``trades_pending``: the ids of the open gaps, not yet counted

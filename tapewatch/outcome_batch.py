@@ -14,6 +14,15 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
 - Only candles that are closed count (a forming candle's range can still grow). When the candles do not
   reach the end (the exchange has no data for part of the window), the outcome is **incomplete** and is not
   stored: the live value, if any, stays until a later run has the data.
+- **A hole** (a minute missing among the candles the outcome depends on: from the first whole minute after
+  creation to the signal's exit) makes it incomplete too, logged with the symbol and the missing minutes:
+  the stop may have been hit in exactly that minute. Binance sends a candle for every minute the market was
+  open, a zero-volume one (open = high = low = close = the last price) when nothing traded, so a hole is
+  either a row the client dropped as bad (``dropped_rows``: a later request may get it right) or an exchange
+  outage (no trading: that minute never comes). So a hole is retried by every pass but the last one: the
+  day's final pass (and a run by hand, e.g. a backfill) passes ``settle_holes`` and the outcome is then
+  **settled from the candles that exist** (during an outage nothing traded, and the candle after it opens at
+  the price the market resumed at), logged as a warning naming the holes.
 - A **disagreement** is a live outcome that is finished and differs from the batch one in its final state,
   or in P&L by more than ``tolerance_r`` R. The batch value is stored either way (batch beats live); the
   disagreement is reported. Trades and candles legitimately differ when one minute holds both the stop and
@@ -23,8 +32,10 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -38,8 +49,12 @@ from tapewatch.outcome import (
     evaluate_candles,
 )
 
+log = logging.getLogger(__name__)
+
 #: Binance serves at most this many klines per request; longer windows take several requests.
 MAX_KLINES = 1500
+#: Missing minutes named in one log line at most (the count is always given).
+_HOLES_LOGGED = 10
 
 
 class KlineWindow(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,15 +181,57 @@ def creation_bars(
     return (rest if bar is None else [bar, *rest]), CreationBar.EXACT
 
 
-def batch_outcome(signal: OpenSignal, candles: Iterable[Bar], params: OutcomeParams) -> Outcome | None:
-    """The outcome of ``signal`` from its closed 1-minute candles; None when they stop short of its end
-    (incomplete data: nothing to store). Raises ValueError on an impossible candle."""
+def missing_minutes(signal: OpenSignal, bars: Iterable[Bar], until: int) -> list[int]:
+    """Open times of the 1-minute candles missing from ``bars`` among those the outcome reads before event
+    time ``until`` (exclusive): from the signal's first whole minute on. The minute of a creation inside a
+    minute is not asked for: its candle may rightly be replaced by the partial bar, or dropped when nothing
+    traded after the signal (:func:`creation_bars`)."""
+    first = signal.created + (-signal.created) % MINUTE_MS  # the creation minute when created on its start
+    present = {b.open_time - b.open_time % MINUTE_MS for b in bars}
+    return [minute for minute in range(first, until, MINUTE_MS) if minute not in present]
+
+
+def _minutes_text(minutes: Sequence[int]) -> str:
+    shown = ", ".join(
+        datetime.fromtimestamp(m / 1000, UTC).strftime("%Y-%m-%d %H:%M") for m in minutes[:_HOLES_LOGGED]
+    )
+    more = f" and {len(minutes) - _HOLES_LOGGED} more" if len(minutes) > _HOLES_LOGGED else ""
+    return f"{len(minutes)} minute(s): {shown}{more} UTC"
+
+
+def batch_outcome(
+    signal: OpenSignal, candles: Iterable[Bar], params: OutcomeParams, *, settle_holes: bool = False
+) -> Outcome | None:
+    """The outcome of ``signal`` from its closed 1-minute candles; None when they stop short of its end or
+    miss a minute it depends on (incomplete data: nothing to store, retried by the next pass). With
+    ``settle_holes`` (the last pass over the day), a hole is taken as permanent (an exchange outage) and the
+    outcome is settled from the candles that exist, with a warning. Raises ValueError on an impossible
+    candle."""
     bars = sorted(candles, key=lambda b: b.open_time)
     closed = [b for b in bars if getattr(b, "closed", True)]
     if not closed:
         return None
     outcome = evaluate_candles(signal, closed, params)
-    return outcome if outcome.finished else None
+    end = last_end(signal, params)
+    until = outcome.exit_time if outcome.exit_time is not None else end + 1
+    holes = missing_minutes(signal, bars, until)  # a forming candle is late, not missing
+    if not holes:
+        return outcome if outcome.finished else None
+    where = {"symbol": signal.symbol, "signal_id": signal.signal_id, "missing_minutes": len(holes)}
+    if not settle_holes:
+        log.warning(
+            "%s %s: klines miss %s; outcome left unsettled, retried by the next pass",
+            signal.symbol, signal.signal_id, _minutes_text(holes), extra=where,
+        )  # fmt: skip
+        return None
+    settled = evaluate_candles(signal, closed, params, until=end)  # the end is past: what exists is all
+    log.warning(
+        "%s %s: klines still miss %s on the last pass (an exchange outage: no trading then); "
+        "outcome settled from the candles that exist: %s",
+        signal.symbol, signal.signal_id, _minutes_text(holes),
+        settled.state.value, extra={**where, "settled_with_holes": True},
+    )  # fmt: skip
+    return settled if settled.finished else None
 
 
 def disagreement(live: Outcome, batch: Outcome, tolerance_r: float) -> Disagreement | None:
@@ -250,5 +307,6 @@ __all__ = [
     "is_due",
     "kline_windows",
     "last_end",
+    "missing_minutes",
     "partial_bar",
 ]

@@ -6,6 +6,10 @@ A frame that cannot be decoded is never raised into the service: it is counted u
 The backup feed's REST answers (:mod:`tapewatch.polled`) decode here too: a polled depth snapshot into one frame,
 an aggTrades page or polled klines into one frame per row (``take_pending`` after the None they return, or
 ``decode_frames`` for all of them at once).
+
+A REST list answer (kline history, an aggTrades page, polled klines) with a few bad rows keeps its good rows:
+each bad row is counted under its own reason (``bad_value`` or ``schema``) and logged, and the rest is decoded
+(:class:`tapewatch.events.RowsDecoder`); a dropped kline is a missing candle, a dropped trade a missing id.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tapewatch.events import (
     CONTROL_DEPTH_RESTART,
     CONTROL_PAUSED,
     AggTrade,
+    BadRow,
     BookTicker,
     ControlChange,
     DepthRestart,
@@ -30,6 +35,7 @@ from tapewatch.events import (
     KlineHistory,
     KlineRow,
     MarketEvent,
+    RowsDecoder,
     Trade,
     candles_from_rows,
 )
@@ -45,8 +51,8 @@ _DECODERS: dict[Kind, msgspec.json.Decoder[Any]] = {
     Kind.TRADE: msgspec.json.Decoder(Trade, strict=False),
     Kind.KLINE: msgspec.json.Decoder(Kline, strict=False),
     Kind.SNAPSHOT: msgspec.json.Decoder(DepthSnapshot, strict=False),
-    Kind.KLINES: msgspec.json.Decoder(list[KlineRow], strict=False),
 }
+_KLINE_ROWS = RowsDecoder(KlineRow)
 
 REST_DEPTH_PATHS = ("/fapi/v1/depth", "/dapi/v1/depth")
 REST_KLINES_PATHS = ("/fapi/v1/klines", "/dapi/v1/klines")
@@ -148,6 +154,12 @@ def _rest_target(stream: str) -> tuple[str, Kind, str] | None:
     return None
 
 
+def _invalid_reason(msg: str) -> str:
+    """``bad_value`` for a bound msgspec checks ("Expected `float` > 0") or a cross-field one (an impossible
+    candle), else ``schema``."""
+    return "bad_value" if any(op in msg for op in _BOUND_MARKS) else "schema"
+
+
 class FrameDecoder:
     """Decodes frames into :class:`Frame` and counts every rejection by reason.
 
@@ -221,10 +233,13 @@ class FrameDecoder:
             return None
         symbol, kind, detail = target
         try:
-            event = _DECODERS[kind].decode(data)
             if kind is Kind.KLINES:
+                rows, bad = _KLINE_ROWS.decode(data)
+                self._reject_rows(stream, bad)
                 # Binance lists the forming candle last; its close time is still ahead of the answer
-                event = KlineHistory(detail, candles_from_rows(event, detail, recv))
+                event = KlineHistory(detail, candles_from_rows(rows, detail, recv))
+            else:
+                event = _DECODERS[kind].decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._reject_body(stream, exc)
             return None
@@ -234,11 +249,14 @@ class FrameDecoder:
     def _reject_body(self, stream: str, exc: msgspec.ValidationError | msgspec.DecodeError) -> None:
         if isinstance(exc, msgspec.ValidationError):
             msg = str(exc)
-            # a bound msgspec checks ("Expected `float` > 0") or a cross-field one (an impossible candle)
-            reason = "bad_value" if any(op in msg for op in _BOUND_MARKS) else "schema"
-            self._reject(reason, stream, msg)
+            self._reject(_invalid_reason(msg), stream, msg)
         else:
             self._reject("malformed_json", stream, exc)
+
+    def _reject_rows(self, stream: str, bad: list[BadRow]) -> None:
+        """Count and log each row dropped from an answer whose other rows are used."""
+        for row in bad:
+            self._reject(_invalid_reason(row.error), stream, f"row dropped (key {row.key}): {row.error}")
 
     # --- the backup feed's polls (tapewatch.polled) ---------------------------------------------------------
     def _decode_polled(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
@@ -254,7 +272,7 @@ class FrameDecoder:
             self._reject("ignored", stream)
             return None
         try:
-            events = decode_polled(target, recv, data)
+            events = decode_polled(target, recv, data, lambda bad: self._reject_rows(stream, bad))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._reject_body(stream, exc)
             return None

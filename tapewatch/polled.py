@@ -18,6 +18,7 @@ depth answer without ``#poll`` is the start-up history or a resync snapshot, dec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,10 +27,12 @@ import msgspec
 from tapewatch.book import BookState, OrderBook
 from tapewatch.events import (
     AggTrade,
+    BadRow,
     DepthSnapshot,
     Kline,
     KlineRow,
     RestAggTrade,
+    RowsDecoder,
     agg_trades_from_rest,
     candles_from_rows,
 )
@@ -90,15 +93,20 @@ def polled_target(stream: str) -> PolledTarget | None:
 
 
 _SNAPSHOT_DECODER = msgspec.json.Decoder(DepthSnapshot, strict=False)
-_TRADES_DECODER = msgspec.json.Decoder(list[RestAggTrade], strict=False)
-_KLINES_DECODER = msgspec.json.Decoder(list[KlineRow], strict=False)
+_TRADES_DECODER = RowsDecoder(RestAggTrade)
+_KLINES_DECODER = RowsDecoder(KlineRow)
 
 
 def decode_polled(
-    target: PolledTarget, recv: int, data: bytes | msgspec.Raw
+    target: PolledTarget,
+    recv: int,
+    data: bytes | msgspec.Raw,
+    on_bad_rows: Callable[[list[BadRow]], None],
 ) -> list[PolledSnapshot] | list[AggTrade] | list[Kline]:
     """The events of one polled answer, in order (one snapshot, or one per row). Raises
-    ``msgspec.ValidationError`` / ``msgspec.DecodeError`` for a body that does not fit."""
+    ``msgspec.ValidationError`` / ``msgspec.DecodeError`` for a body that does not fit, and for a snapshot with
+    one bad level (a book without it would be wrong). A bad row of an aggTrades page or of polled klines is
+    left out and passed to ``on_bad_rows`` (to be counted): the other rows are kept."""
     if target.kind is Kind.SNAPSHOT:
         snap = _SNAPSHOT_DECODER.decode(data)
         return [
@@ -112,8 +120,14 @@ def decode_polled(
             )
         ]
     if target.kind is Kind.AGG_TRADE:
-        return agg_trades_from_rest(_TRADES_DECODER.decode(data), target.symbol)
-    candles = candles_from_rows(_KLINES_DECODER.decode(data), target.interval, recv)
+        trades, bad = _TRADES_DECODER.decode(data)
+        if bad:
+            on_bad_rows(bad)
+        return agg_trades_from_rest(trades, target.symbol)
+    rows, bad = _KLINES_DECODER.decode(data)
+    if bad:
+        on_bad_rows(bad)
+    candles = candles_from_rows(rows, target.interval, recv)
     return [Kline(symbol=target.symbol, event_time=recv, candle=c) for c in candles]
 
 

@@ -290,7 +290,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     """A setup whose required conditions held, with everything needed to re-score it later: the feature
     vector, every condition met and unmet, its quality, and its fate: ``"signal"`` (then ``signal_id`` is
     set) or a rejection code (``low_quality``, ``no_plan``, or the risk gate's reasons), detailed in
-    ``fate_detail`` ("correlation with ETHUSDT r=0.72")."""
+    ``fate_detail`` ("correlation with ETHUSDT r=0.72"). ``large_trade_size``: the size (USD) its large trades
+    were counted at, so tuning re-counts it from there (None: not recorded)."""
 
     candidate_id: str
     symbol: str
@@ -302,8 +303,15 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     fate: str
     fate_detail: str = ""
     signal_id: str | None = None
+    large_trade_size: float | None = None
 
     def __post_init__(self) -> None:
+        if self.large_trade_size is not None and not (
+            math.isfinite(self.large_trade_size) and self.large_trade_size > 0
+        ):
+            raise ValueError(
+                f"candidate {self.candidate_id}: large_trade_size must be a size > 0; got {self.large_trade_size}"
+            )
         if not self.fate:
             raise ValueError("a candidate's fate is 'signal' or a rejection reason; got an empty string")
         if (self.fate == FATE_SIGNAL) != (self.signal_id is not None):
@@ -327,10 +335,17 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def make_candidate(
-    features: Features, evaluation: Evaluation, quality: QualityScore, fate: str, fate_detail: str = ""
+    features: Features,
+    evaluation: Evaluation,
+    quality: QualityScore,
+    fate: str,
+    fate_detail: str = "",
+    *,
+    large_trade_size: float | None = None,
 ) -> Candidate:
     """The candidate record of a passed evaluation; ``fate == "signal"`` links it to the signal of the same
-    id. Raises ValueError when the evaluation did not pass (a near miss is not a candidate)."""
+    id; ``large_trade_size`` is the size its large trades were counted at (kept for tuning). Raises
+    ValueError when the evaluation did not pass (a near miss is not a candidate)."""
     if not evaluation.passed:
         raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
     cid = signal_id_for(evaluation.symbol, evaluation.direction, evaluation.event_time)
@@ -345,6 +360,7 @@ def make_candidate(
         fate=fate,
         fate_detail=fate_detail,
         signal_id=cid if fate == FATE_SIGNAL else None,
+        large_trade_size=large_trade_size,
     )
 
 

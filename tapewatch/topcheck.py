@@ -10,9 +10,11 @@ comparable and is not counted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TypeVar
 
 from tapewatch.book import Top
+from tapewatch.book_sides import Side
 from tapewatch.events import BookTicker
 
 V = TypeVar("V")
@@ -39,10 +41,37 @@ class TopCheck:
         if ticker is not None:
             self._compare(ticker, top)
             return
+        self._store(update_id, top)
+
+    def on_sides(self, update_id: int, bids: Side, asks: Side) -> None:
+        """:meth:`on_book` for the top of ``bids`` / ``asks`` (a book's sides right after the diff with final id
+        ``update_id``), same result. The per-diff path of :class:`~tapewatch.market.Market`: a :class:`Top` is
+        built only when it is kept for a later ticker (or a mismatch is reported), not when a pending ticker
+        is compared at once, and a symbol without pending tickers skips their lookup."""
+        bk, ak = bids.keys, asks.keys
+        if not bk or not ak:
+            return
+        bid, ask = bk[-1], ak[0]
+        if self._tickers:
+            ticker = self._tickers.pop(update_id, None)
+            if ticker is not None:
+                self.checks += 1
+                if (ticker.bid_price, ticker.bid_qty, ticker.ask_price, ticker.ask_qty) != (
+                    bid,
+                    bids.qty[bid],
+                    ask,
+                    asks.qty[ask],
+                ):
+                    self._mismatch(ticker, Top(bid, bids.qty[bid], ask, asks.qty[ask]))
+                return
+        self._store(update_id, Top(bid, bids.qty[bid], ask, asks.qty[ask]))
+
+    def _store(self, update_id: int, top: Top) -> None:
+        """Keep ``top`` for a ticker of ``update_id`` still to come (the newest ``keep`` survive a trim)."""
         tops = self._tops
         tops[update_id] = top
         if len(tops) > 2 * self.keep:
-            self._tops = _newest(tops, self.keep)
+            _drop_oldest(tops, self.keep)
 
     def on_ticker(self, ticker: BookTicker) -> None:
         top = self._tops.pop(ticker.update_id, None)
@@ -52,7 +81,7 @@ class TopCheck:
         tickers = self._tickers
         tickers[ticker.update_id] = ticker
         if len(tickers) > 2 * self.keep:
-            self._tickers = _newest(tickers, self.keep)
+            _drop_oldest(tickers, self.keep)
 
     def reset(self) -> None:
         """Forget pending tops and tickers (the book was resynced)."""
@@ -67,14 +96,19 @@ class TopCheck:
             top.ask_price,
             top.ask_qty,
         ):
-            self.mismatches += 1
-            if len(self.samples) < 10:
-                self.samples.append(
-                    f"{t.symbol} u={t.update_id}: ticker {t.bid_price}x{t.bid_qty} / {t.ask_price}x{t.ask_qty}"
-                    f" vs book {top.bid_price}x{top.bid_qty} / {top.ask_price}x{top.ask_qty}"
-                )
+            self._mismatch(t, top)
+
+    def _mismatch(self, t: BookTicker, top: Top) -> None:
+        """Count a ticker that disagrees with the book at its update id; keep the first 10 as samples."""
+        self.mismatches += 1
+        if len(self.samples) < 10:
+            self.samples.append(
+                f"{t.symbol} u={t.update_id}: ticker {t.bid_price}x{t.bid_qty} / {t.ask_price}x{t.ask_qty}"
+                f" vs book {top.bid_price}x{top.bid_qty} / {top.ask_price}x{top.ask_qty}"
+            )
 
 
-def _newest(entries: dict[int, V], keep: int) -> dict[int, V]:
-    items = list(entries.items())
-    return dict(items[-keep:])
+def _drop_oldest(entries: dict[int, V], keep: int) -> None:
+    """Trim an insertion-ordered dict to its newest ``keep`` entries, in place (no copy of the survivors)."""
+    for key in list(islice(entries, len(entries) - keep)):
+        del entries[key]

@@ -19,9 +19,11 @@ tier, never admits one that was not stored:
 
 - ``large_trade_size``: each feature vector keeps the sizes of its largest large trades per side
   (:data:`tapewatch.features.LARGE_SIZES_KEPT`), so large trades are re-counted at a larger size, the required
-  ``min_large_trades`` re-applied and the quality score's large-trade points re-computed. A candidate stored
-  before the sizes were recorded cannot be re-counted: it is left out of every set that changes the size
-  (counted as ``undecided`` in that set's result, and said in the note).
+  ``min_large_trades`` re-applied and the quality score's large-trade points re-computed. Each candidate is
+  re-counted from the size it was itself counted at (stored with it; one stored before that was recorded is
+  taken as counted at the current size). A candidate stored before the sizes were recorded cannot be
+  re-counted, nor can any candidate at a size below the one it was counted at (the size was lowered since):
+  it is left out of every such set (counted as ``undecided`` in that set's result, and said in the note).
 - Quality breakpoints: ``quality_low_min`` decides which candidates are signals, so it is part of the search
   above. ``quality_high_min`` / ``quality_medium_min`` only move signals between tiers and cannot change the
   mean R; they are chosen afterwards, for the chosen thresholds, to **separate** the tiers: most adjacent
@@ -225,6 +227,10 @@ def tune(
         if s.pnl_r is not None and (s.large_buy_sizes is None or s.large_sell_sizes is None)
     )
     base = dict(current)
+    # counted at another size than the current one (changed while the window was stored)
+    other_size = sum(
+        1 for s in fit + judge if s.pnl_r is not None and s.large_trade_size != base["large_trade_size"]
+    )
     cur_in, cur_out = score(fit, base), score(judge, base)
     candidates = grid(base)
     counts = {
@@ -236,6 +242,7 @@ def tune(
         "grid": len(candidates),
         "tier_grid": len(tier_grid(base)),
         "without_sizes": without_sizes,
+        "other_size": other_size,
     }
     views: dict[tuple[float, Breakpoints], list[View]] = {}
 
@@ -250,7 +257,13 @@ def tune(
         if without_sizes:
             note += (
                 f"; {without_sizes} scored candidates were stored without large-trade sizes: left out of "
-                f"every set that raises large_trade_size above {base['large_trade_size']:g}"
+                "every set whose large_trade_size is not the one they were counted at"
+            )
+        if other_size:
+            note += (
+                f"; {other_size} scored candidates were counted at another large_trade_size than "
+                f"{base['large_trade_size']:g}: each is re-counted from its own, and left out of every set "
+                "below it"
             )
         return Tuning(
             status, start, split, now_ms, params, base, score(fit, params), score(judge, params),

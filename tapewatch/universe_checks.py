@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from tapewatch.settings import Settings
 from tapewatch.universe import Minimums, Reason, SymbolStats, fmt_usd, minimum_failure, usable
 
-#: Live values published longer ago than this (s) are stale and count for nothing (no strike, no
-#: forgiving). The realtime service publishes every second; five missed publishes mean it stopped or
-#: stalls, while a busy event loop (late by up to a second or two) and a small clock difference between
-#: the sensor's host and the service's stay inside. Dead values otherwise live on until their 60 s expiry.
+#: Default of ``universe_live_stale_after``: live values published longer ago than this (s) are stale and
+#: count for nothing (no strike, no forgiving). The realtime service publishes every second; five missed
+#: publishes mean it stopped or stalls, while a busy event loop (late by up to a second or two) and a small
+#: clock difference between the sensor's host and the service's stay inside. Dead values otherwise live on
+#: until their 60 s expiry.
 FEED_STALE_AFTER_S = 5.0
 #: Default of ``max_exclusion_share``: more than half of the universe breaking a minimum at once is the market.
 MAX_EXCLUSION_SHARE = 0.5
@@ -334,4 +335,5 @@ def emergency_rules_from(settings: Settings) -> EmergencyRules:
         window_seconds=float(settings.trade_history_window),
         strikes=settings.emergency_strikes,
         max_share=settings.max_exclusion_share,
+        stale_after_s=settings.universe_live_stale_after,
     )

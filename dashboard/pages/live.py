@@ -127,7 +127,7 @@ def live_state(backend: be.Backend) -> tuple[Any, ...]:
         problems.append(problem)
     realtime, last, feeds, paused = None, None, [], None
     try:
-        realtime, _ = read_status(backend.redis)
+        realtime, _ = read_status(backend.redis, backend.settings.dashboard_stale_after)
         last = backend.redis.last_signal()
         feeds = sorted(backend.redis.feeds())
         paused = backend.redis.read_control().paused_reason

@@ -103,7 +103,7 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
         beats = backend.redis.heartbeats()
     except StorageUnavailable:
         redis_down = True  # in the banner already
-    realtime = status_of(beats, metrics)
+    realtime = status_of(beats, metrics, backend.settings.dashboard_stale_after)
     live = realtime.fresh(now)
     figures = {k: v for k, v in metrics.items() if k != UPDATED}
     cpu = psutil.cpu_percent(interval=None)

@@ -5,7 +5,8 @@ Paths are Binance's routed ones: ``/public/ws/<stream>[/<stream>...]`` (raw fram
 ``/market``. A stream is delivered only on the path :func:`tapewatch.streams.route` gives it; on the
 wrong path it is accepted, listed, and silently never delivered, as Binance does. Control messages
 ``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``, ``SET_PROPERTY``/``GET_PROPERTY`` (``combined``)
-get Binance's replies; more than :data:`MAX_STREAMS` streams on a connection is an error reply.
+get Binance's replies; more than :data:`MAX_STREAMS` streams on a connection, or a SUBSCRIBE naming a malformed
+stream (``{"code": 2, "msg": "Invalid request: invalid stream"}``, nothing subscribed), is an error reply.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast
 
-from tapewatch.streams import UnknownStream, route
+from tapewatch.streams import UnknownStream, parse_stream, route
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,15 @@ def _routable(stream: str, where: Route) -> bool:
         return False
 
 
+def _parses(stream: str) -> bool:
+    """Whether ``stream`` is a well-formed single-symbol stream name (Binance refuses the others)."""
+    try:
+        parse_stream(stream)
+    except UnknownStream:
+        return False
+    return True
+
+
 class Hub:
     """Who listens to which stream, and delivery of each payload to them."""
 
@@ -87,6 +97,7 @@ class Hub:
         self._raw: dict[str, set[ServerConnection]] = {}
         self._combined: dict[str, set[ServerConnection]] = {}
         self.clients: dict[ServerConnection, Client] = {}
+        self.invalid_subscribes = 0  # SUBSCRIBE requests refused for a malformed stream name
 
     def wants(self, stream: str) -> bool:
         return stream in self._raw or stream in self._combined
@@ -169,6 +180,18 @@ class Hub:
             if not all(isinstance(p, str) for p in params):
                 return _error(2, "Invalid request: stream names must be strings", rid)
             if method == "SUBSCRIBE":
+                bad = [p for p in params if not _parses(p)]
+                if bad:
+                    self.invalid_subscribes += 1
+                    log.warning(
+                        "refused SUBSCRIBE of a malformed stream name",
+                        extra={
+                            "stream": bad[0][:100],
+                            "malformed": len(bad),
+                            "count": self.invalid_subscribes,
+                        },
+                    )
+                    return _error(2, "Invalid request: invalid stream", rid)
                 error = self.subscribe(client, params)
                 if error is not None:
                     return _error(2, error, rid)

@@ -37,6 +37,8 @@ NEVER = 2**62
 FIRST_UPDATE_ID = 7_000_000_000_000
 MAX_WALK = 5  # a taker order sweeps at most this many levels (the rest is cancelled, IOC)
 LEAN_PER_STEP = 0.5  # during an episode, chance per step that a maker re-sizes a top-10 level its way
+MAX_EXTRA_LEVELS = 12  # a side holds at most this many levels more than its spec's ``levels``
+GAP_SCAN = 64  # makers look for holes to refill among this many levels nearest the touch
 
 # (update id, time ms, is_ask, tick, qty)
 Change = tuple[int, int, bool, int, int]
@@ -313,6 +315,38 @@ class Market:
         tick = max(target_ask, bids.best() + 1)
         if tick < asks.best():
             self._set(sym, True, tick, self._qty(sym, True, 0), t)
+        self._refill_dense(sym, False, t)
+        self._refill_dense(sym, True, t)
+
+    def _refill_dense(self, sym: SymbolState, is_ask: bool, t: int) -> None:
+        """Quote every empty tick of the one-tick-apart block behind the touch.
+
+        A requote or a sweep removes levels near the touch; without this makers would put back only the
+        new best level, the block behind it would thin out and the next sweep would open a hole of
+        hundreds of ticks (spreads of several percent on liquid symbols)."""
+        side = sym.asks if is_ask else sym.bids
+        best, outward = side.best(), side.sign
+        for k in range(1, sym.spec.dense_levels):
+            tick = best + outward * k
+            if side.get(tick) == 0:
+                self._set(sym, is_ask, tick, self._qty(sym, is_ask, k), t)
+        cap = sym.spec.levels + MAX_EXTRA_LEVELS
+        while len(side) > cap:  # makers far out cancel as many as were added, so the side stays bounded
+            self._set(sym, is_ask, side.worst(), 0, t)
+
+    def _first_gap(self, sym: SymbolState, side: Side) -> tuple[int, int] | None:
+        """The first unusually wide gap from the touch, as (depth, tick of the level before it), or None.
+
+        Within the dense block levels are one tick apart; further out makers space them ``level_gap`` to
+        ``2 * level_gap - 1`` ticks apart, so a wider step means takers or cancels left a hole there. Only the
+        first :data:`GAP_SCAN` levels are looked at: holes further out never reach the spread."""
+        spec = sym.spec
+        keys = side.keys
+        dense, wide = spec.dense_levels, 2 * spec.level_gap
+        for k in range(min(len(keys), GAP_SCAN) - 1):
+            if keys[k + 1] - keys[k] > (1 if k + 1 < dense else wide):
+                return k, side.sign * keys[k]
+        return None
 
     def _maker(self, sym: SymbolState, t: int, fair: float) -> None:
         d = self._draws
@@ -336,9 +370,16 @@ class Market:
             return
         outward = side.sign  # bids grow downward, asks upward
         if n < spec.levels:
-            tick = side.worst() + outward * (spec.level_gap + d.below(spec.level_gap))
-            self._set(sym, is_ask, tick, self._qty(sym, is_ask, n), t)
-        elif n > spec.levels + 12:
+            # Refill the hole nearest the touch first; extend the far end only when there is none.
+            gap = self._first_gap(sym, side)
+            if gap is None:
+                tick = side.worst() + outward * (spec.level_gap + d.below(spec.level_gap))
+                self._set(sym, is_ask, tick, self._qty(sym, is_ask, n), t)
+            else:
+                depth, inner = gap
+                step = 1 if depth + 1 < spec.dense_levels else spec.level_gap + d.below(spec.level_gap)
+                self._set(sym, is_ask, inner + outward * step, self._qty(sym, is_ask, depth + 1), t)
+        elif n > spec.levels + MAX_EXTRA_LEVELS:
             self._set(sym, is_ask, side.worst(), 0, t)
         else:
             depth = min(n - 2, int(d.exp(10.0)))

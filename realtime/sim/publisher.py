@@ -18,12 +18,12 @@ Candles are updated from every fill whether or not anyone listens, so REST and s
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from realtime.sim import protocol as p
 from realtime.sim.candles import INTERVAL_MS, CandleBook
-from realtime.sim.model import Fill, Market, SymbolState
+from realtime.sim.model import Market, SymbolState
+from realtime.sim.tape import TradeTape
 
 # (routed path, stream name, payload text, event time)
 Msg = tuple[str, str, str, int]
@@ -32,7 +32,6 @@ Want = Callable[[str], bool]
 DEPTH_SUFFIX: dict[int, str] = {100: "@depth@100ms", 250: "@depth", 500: "@depth@500ms"}
 KLINE_PUSH_MS = 250
 FUNDING_MS = 8 * 3_600_000
-RECENT_TRADES = 2000  # aggTrades kept per symbol for REST /fapi/v1/aggTrades
 
 
 class _Names:
@@ -74,7 +73,7 @@ class Publisher:
         self._ticker_dirty: set[int] = set()
         self._period_dirty: set[int] = set()
         self._traded: set[int] = set()
-        self.recent: list[deque[Fill]] = [deque(maxlen=RECENT_TRADES) for _ in range(n)]
+        self.recent = [TradeTape() for _ in range(n)]  # for REST /fapi/v1/aggTrades
 
     def publish(self, want: Want) -> list[Msg]:
         """The messages due at ``market.now_ms`` (call once after every :meth:`Market.step`)."""

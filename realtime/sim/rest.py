@@ -65,6 +65,14 @@ def _int(params: Mapping[str, str], key: str, default: int | None = None) -> int
     return int(raw)
 
 
+def _time_range(params: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """``startTime`` and ``endTime``; a start after the end is Binance's -1023 (not an empty answer)."""
+    start, end = _int(params, "startTime"), _int(params, "endTime")
+    if start is not None and end is not None and start > end:
+        raise BadRequest(-1023, "Start time is greater than end time.")
+    return start, end
+
+
 def _klines_weight(limit: int) -> int:
     return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
@@ -136,7 +144,7 @@ def _answer(venue: Venue, path: str, params: Mapping[str, str]) -> Reply | Snaps
         limit = _int(params, "limit", DEFAULT_KLINES_LIMIT) or 0
         if not 1 <= limit <= MAX_KLINES_LIMIT:
             raise BadRequest(-1130, "Data sent for parameter 'limit' is not valid.")
-        start, end = _int(params, "startTime"), _int(params, "endTime")
+        start, end = _time_range(params)
         return _ok(venue.klines(sym, interval, start, end, limit))
     if path == "/fapi/v1/openInterest":
         return _ok(venue.open_interest(_symbol(venue, params)))
@@ -145,7 +153,7 @@ def _answer(venue: Venue, path: str, params: Mapping[str, str]) -> Reply | Snaps
         limit = _int(params, "limit", 500) or 0
         if not 1 <= limit <= MAX_AGG_TRADES_LIMIT:
             raise BadRequest(-1130, "Data sent for parameter 'limit' is not valid.")
-        start, end = _int(params, "startTime"), _int(params, "endTime")
+        start, end = _time_range(params)
         if start is not None and end is not None and end - start >= 3_600_000:
             raise BadRequest(-1127, "More than 1 hours between startTime and endTime.")
         rows = venue.agg_trades(sym, _int(params, "fromId"), start, end, limit)

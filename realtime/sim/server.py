@@ -358,6 +358,8 @@ class SimExchange:
                 "now_ms": self.venue.now_ms, "speed": self.speed, "symbols": len(self.venue.specs),
                 "connections": len(self.hub.clients), "episodes": len(self.venue.market.episodes),
                 "weight_used": self.limiter.peek(),
+                "agg_trades_from_id_too_old": self.venue.agg_trades_from_id_too_old,
+                "invalid_subscribes": self.hub.invalid_subscribes,
             }  # fmt: skip
             return _response(200, dumps(status), self.limiter.peek())
         if path == "/sim/episodes":

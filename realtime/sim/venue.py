@@ -7,6 +7,7 @@ answer; they never touch the market's random numbers, so clients cannot change w
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -22,9 +23,11 @@ from realtime.sim.candles import (
     generate_history,
     history_trades,
 )
-from realtime.sim.model import STEP_MS, Market, SymbolState
+from realtime.sim.model import STEP_MS, Fill, Market, SymbolState
 from realtime.sim.publisher import Msg, Publisher, Want
 from realtime.sim.symbols import SymbolSpec, build_universe, extra_listings
+
+log = logging.getLogger(__name__)
 
 _OLD_LISTING = 1569398400000  # 2019-09-25, when Binance listed BTCUSDT
 
@@ -63,6 +66,7 @@ class Venue:
         self.publisher = Publisher(self.market, self.candles, depth_speeds, kline_intervals)
         self.index = {spec.symbol: spec.index for spec in self.specs}
         self._exchange_info: dict[str, Any] | None = None
+        self.agg_trades_from_id_too_old = 0  # fromId requests older than the trades kept (Binance has them)
 
     @property
     def now_ms(self) -> int:
@@ -139,21 +143,33 @@ class Venue:
     def agg_trades(
         self, sym: SymbolState, from_id: int | None, start: int | None, end: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        """Recent aggTrades (the last few thousand), Binance's fromId / startTime / endTime selection (both
-        bounds inclusive). A time range reaching into the history before the start is answered with trades
-        synthesized from its 1-minute candles (:func:`~realtime.sim.candles.history_trades`), so a client can
-        ask for any minute the klines show; ``fromId`` pages the live trades only."""
+        """Recent aggTrades (at least the last :data:`~realtime.sim.tape.KEEP`), Binance's fromId / startTime /
+        endTime selection (both bounds inclusive). A time range reaching into the history before the start is
+        answered with trades synthesized from its 1-minute candles (:func:`~realtime.sim.candles.history_trades`),
+        so a client can ask for any minute the klines show; ``fromId`` pages the live trades only.
+
+        Binance keeps every trade; a ``fromId`` older than the oldest kept is answered from the oldest kept (the
+        answer starts later than asked), counted in ``agg_trades_from_id_too_old`` (``/sim/status``) and logged."""
         spec = sym.spec
-        rows = list(self.publisher.recent[spec.index])
+        tape = self.publisher.recent[spec.index]
+        rows: list[Fill]
         if from_id is not None:
-            rows = [r for r in rows if r[0] >= from_id][:limit]
+            oldest = tape.first_id
+            if oldest is not None and from_id < oldest:
+                self.agg_trades_from_id_too_old += 1
+                log.warning(
+                    "sim aggTrades fromId older than the trades kept; answering from the oldest kept",
+                    extra={"symbol": spec.symbol, "from_id": from_id, "oldest_kept": oldest,
+                           "missing": oldest - from_id, "count": self.agg_trades_from_id_too_old},
+                )  # fmt: skip
+            rows = tape.since(from_id, limit)
         elif start is not None or end is not None:
             lo = start if start is not None else (end or 0) - 3_600_000
             hi = end if end is not None else lo + 3_600_000
             past = history_trades(self.candles[spec.index].history, lo, hi)
-            rows = (past + [r for r in rows if lo <= r[5] <= hi])[:limit]
+            rows = (past + tape.between(lo, hi, limit))[:limit]
         else:
-            rows = rows[-limit:]
+            rows = tape.latest(limit)
         pd, qd = spec.price_decimals, spec.qty_decimals
         return [
             {"a": a, "p": p.fixed(t, pd), "q": p.fixed(q, qd), "f": f, "l": last, "T": ts, "m": m}

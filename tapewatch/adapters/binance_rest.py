@@ -5,23 +5,35 @@ Each call returns ``(typed value, RestResponse)``: the value decoded with msgspe
 :class:`~tapewatch.events.AggTrade`) and the response with the body bytes exactly as received, which the
 realtime service writes to its capture as ``{"stream": response.stream, "data": <body>}``. Weight,
 retries and errors are handled by :class:`~tapewatch.adapters.rest_session.RestSession`.
+
+List answers (klines, aggTrades, all 24h tickers, all book tickers, the contracts of exchangeInfo) keep their
+good rows when some are bad (an impossible candle, a negative price): each bad row is dropped, logged with what
+identifies it and counted in ``stats.dropped_rows``; a dropped kline is a missing candle, a dropped aggTrade a
+missing trade id, a dropped ticker or contract a symbol the answer did not list. A depth snapshot with one bad
+level is rejected whole (:class:`~tapewatch.errors.FeedError`, counted in ``malformed``): a book loaded
+without a level would be wrong, so the caller fetches another snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
-from typing import overload
+from typing import TypeVar, overload
+
+import msgspec
 
 from tapewatch.adapters import binance_weights as weights
 from tapewatch.adapters.binance_models import (
     ExchangeInfo,
     KlineRow,
     OpenInterest,
+    RateLimit,
     RestAggTrade,
     RestBookTicker,
     ServerTime,
+    SymbolInfo,
     Ticker24hr,
     agg_trades_from_rest,
     candles_from_rows,
@@ -29,21 +41,46 @@ from tapewatch.adapters.binance_models import (
 )
 from tapewatch.adapters.rest_session import RestResponse, RestSession
 from tapewatch.adapters.weight_budget import Clock, Sleep, WeightBudget
-from tapewatch.events import AggTrade, Candle, DepthSnapshot
+from tapewatch.events import AggTrade, BadRow, Candle, DepthSnapshot, RowsDecoder
 from tapewatch.settings import TIMEFRAMES, Settings
 
 __all__ = ["BinanceRest", "RestResponse"]
 
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+class _ExchangeInfoBody(msgspec.Struct, frozen=True, gc=False):
+    """exchangeInfo with its contracts left undecoded, so one bad contract does not lose the others."""
+
+    server_time: int = msgspec.field(name="serverTime")
+    symbols: msgspec.Raw
+    timezone: str = "UTC"
+    rate_limits: list[RateLimit] = msgspec.field(name="rateLimits", default_factory=list)
+
+
+class _ExchangeInfoDecoder:
+    """Decodes exchangeInfo keeping its good contracts when some are bad (returned as :class:`BadRow` s)."""
+
+    _body = decoder(_ExchangeInfoBody)
+    _symbols = RowsDecoder(SymbolInfo)
+
+    def decode(self, buf: bytes) -> tuple[ExchangeInfo, list[BadRow]]:
+        body = self._body.decode(buf)
+        symbols, bad = self._symbols.decode(body.symbols)
+        return ExchangeInfo(body.server_time, symbols, body.timezone, body.rate_limits), bad
+
+
 _DEC_SERVER_TIME = decoder(ServerTime)
-_DEC_EXCHANGE_INFO = decoder(ExchangeInfo)
+_DEC_EXCHANGE_INFO = _ExchangeInfoDecoder()
 _DEC_TICKER = decoder(Ticker24hr)
-_DEC_TICKERS = decoder(list[Ticker24hr])
+_DEC_TICKERS = RowsDecoder(Ticker24hr)
 _DEC_DEPTH = decoder(DepthSnapshot)
-_DEC_KLINES = decoder(list[KlineRow])
+_DEC_KLINES = RowsDecoder(KlineRow)
 _DEC_OPEN_INTEREST = decoder(OpenInterest)
-_DEC_AGG_TRADES = decoder(list[RestAggTrade])
+_DEC_AGG_TRADES = RowsDecoder(RestAggTrade)
 _DEC_BOOK_TICKER = decoder(RestBookTicker)
-_DEC_BOOK_TICKERS = decoder(list[RestBookTicker])
+_DEC_BOOK_TICKERS = RowsDecoder(RestBookTicker)
 _HOUR_MS = 3_600_000
 
 
@@ -83,6 +120,24 @@ class BinanceRest(RestSession):
             on_response=on_response,
         )
 
+    def _rows(self, endpoint: str, resp: RestResponse, dec: RowsDecoder[R], what: str, key: str) -> list[R]:
+        """The good rows of a list answer (FeedError when it is not one, or when every row is bad); each bad row
+        is counted in ``stats.dropped_rows[endpoint]`` and logged as ``what`` with its ``key`` field."""
+        rows, bad = self.decode(endpoint, resp, dec)
+        for row in bad:
+            self._dropped(endpoint, resp, what, key, row, len(rows))
+        return rows
+
+    def _dropped(
+        self, endpoint: str, resp: RestResponse, what: str, key: str, row: BadRow, kept: int
+    ) -> None:
+        self.stats.dropped_rows[endpoint] += 1
+        log.warning(
+            "GET %s: dropped a bad %s (%s %s): %s; the %d good rows are kept",
+            resp.path_and_query, what, key, row.key, row.error, kept,
+            extra={"endpoint": endpoint, "stream": resp.stream},
+        )  # fmt: skip
+
     async def ping(self) -> RestResponse:
         """``/fapi/v1/ping``: the API answers (weight 1)."""
         return await self.get("ping", "/fapi/v1/ping", {}, weights.PING_WEIGHT)
@@ -95,7 +150,10 @@ class BinanceRest(RestSession):
     async def exchange_info(self) -> tuple[ExchangeInfo, RestResponse]:
         """``/fapi/v1/exchangeInfo``: every contract and the rate limits (weight 1)."""
         resp = await self.get("exchangeInfo", "/fapi/v1/exchangeInfo", {}, weights.EXCHANGE_INFO_WEIGHT)
-        return self.decode("exchangeInfo", resp, _DEC_EXCHANGE_INFO), resp
+        info, bad = self.decode("exchangeInfo", resp, _DEC_EXCHANGE_INFO)
+        for row in bad:  # a contract left out is one we do not trade: the others stay usable
+            self._dropped("exchangeInfo", resp, "contract", "symbol", row, len(info.symbols))
+        return info, resp
 
     @overload
     async def ticker_24hr(self, symbol: str) -> tuple[Ticker24hr, RestResponse]: ...
@@ -109,7 +167,7 @@ class BinanceRest(RestSession):
         weight = weights.ticker_24hr_weight(symbol is not None)
         resp = await self.get("ticker24hr", "/fapi/v1/ticker/24hr", params, weight)
         if symbol is None:
-            return self.decode("ticker24hr", resp, _DEC_TICKERS), resp
+            return self._rows("ticker24hr", resp, _DEC_TICKERS, "ticker", "symbol"), resp
         return self.decode("ticker24hr", resp, _DEC_TICKER), resp
 
     async def depth(self, symbol: str, limit: int = 1000) -> tuple[DepthSnapshot, RestResponse]:
@@ -143,7 +201,7 @@ class BinanceRest(RestSession):
             "endTime": end_ms,
         }
         resp = await self.get("klines", "/fapi/v1/klines", params, weight)
-        rows = self.decode("klines", resp, _DEC_KLINES)
+        rows = self._rows("klines", resp, _DEC_KLINES, f"{params['symbol']} {interval} kline", "open time")
         return candles_from_rows(rows, interval, int(self._wall_clock() * 1000)), resp
 
     async def open_interest(self, symbol: str) -> tuple[OpenInterest, RestResponse]:
@@ -177,7 +235,8 @@ class BinanceRest(RestSession):
             "limit": limit,
         }
         resp = await self.get("aggTrades", "/fapi/v1/aggTrades", params, weights.AGG_TRADES_WEIGHT)
-        return agg_trades_from_rest(self.decode("aggTrades", resp, _DEC_AGG_TRADES), name), resp
+        rows = self._rows("aggTrades", resp, _DEC_AGG_TRADES, f"{name} aggTrade", "id")
+        return agg_trades_from_rest(rows, name), resp
 
     @overload
     async def book_ticker(self, symbol: str) -> tuple[RestBookTicker, RestResponse]: ...
@@ -191,5 +250,5 @@ class BinanceRest(RestSession):
         weight = weights.book_ticker_weight(symbol is not None)
         resp = await self.get("bookTicker", "/fapi/v1/ticker/bookTicker", params, weight)
         if symbol is None:
-            return self.decode("bookTicker", resp, _DEC_BOOK_TICKERS), resp
+            return self._rows("bookTicker", resp, _DEC_BOOK_TICKERS, "book ticker", "symbol"), resp
         return self.decode("bookTicker", resp, _DEC_BOOK_TICKER), resp

@@ -6,8 +6,16 @@
   ``<tapewatch database>_dagster`` (``tapewatch_dagster`` on the embedded server), created when missing.
   Dagster's tables never mix with ours, and dropping one database never touches the other.
 - **Runs**: the queued run coordinator (at most ``dagster_max_concurrent_runs`` at once, dequeued by the
-  daemon) and the default launcher (each run a subprocess of the code server). This works the same under
-  ``dagster dev`` and under ``dagster-webserver`` + ``dagster-daemon``; schedules and sensors need the daemon.
+  daemon; one rescan at a time through the ``tapewatch/exclusive`` tag) and the default launcher (each run a
+  subprocess of the code server). This works the same under ``dagster dev`` and under ``dagster-webserver`` +
+  ``dagster-daemon``; schedules and sensors need the daemon.
+- **Run monitoring** (daemon): a run stuck STARTING for ``RUN_START_TIMEOUT_S`` or running longer than
+  ``RUN_MAX_RUNTIME_S`` is failed, so a dead worker never holds a queue slot forever (the default launcher
+  cannot probe a worker's health: the runtime limit is the backstop); ``tapewatch dagster`` fails the runs a
+  previous instance left in progress before it starts (:func:`fail_orphaned_runs`).
+- **Run retries**: a failed run of a job tagged ``dagster/max_retries`` is re-launched that many times
+  (``RETRY_TAGS`` of ``tapewatch.adapters.dagster_runs``: the rescan, report and exclusion jobs).
+- **Retention**: sensor and schedule ticks are purged after ``TICK_RETENTION_DAYS`` (skipped ones sooner).
 - **Environment**: :func:`dagster_env` is what a Dagster process needs: ``DAGSTER_HOME`` and the settings of
   this process as ``TAPEWATCH_*`` variables (the resources of ``orchestration.definitions`` read
   ``TAPEWATCH_DATABASE_URL``, ``TAPEWATCH_REDIS_URL``, ``TAPEWATCH_REDIS_PREFIX`` and
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +39,7 @@ import psycopg
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from tapewatch.adapters.dagster_runs import RESCAN_JOB, job_available
+from tapewatch.adapters.dagster_runs import EXCLUSIVE_TAG, RESCAN_EXCLUSIVE, RESCAN_JOB, job_available
 from tapewatch.adapters.db import open_database
 from tapewatch.adapters.embedded import ensure_database, ensure_redis
 from tapewatch.adapters.redis_keys import DAGSTER, Keyspace
@@ -49,6 +58,19 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = ROOT / "workspace.yaml"
 #: Seconds the webserver may take to load the code location (two busy cores: be patient).
 READY_TIMEOUT = 240.0
+#: Run monitoring: a run still STARTING after this many seconds failed to start (its worker loads the code
+#: location first: ``READY_TIMEOUT`` plus a margin).
+RUN_START_TIMEOUT_S = int(READY_TIMEOUT) + 60
+#: Run monitoring: the longest any run may take. The longest jobs (a full rescan paced by the REST weight
+#: budget, the monthly tuning re-scoring, a daily outcomes pass after an outage) take minutes to tens of
+#: minutes; ``tapewatch rescan`` waits 15 min by default. Two hours leaves ample headroom and still frees a
+#: slot held by a dead worker the same morning.
+RUN_MAX_RUNTIME_S = 2 * 3600
+#: Seconds between the daemon's run monitoring passes.
+RUN_MONITOR_POLL_S = 60
+#: Days sensor and schedule ticks are kept (skipped ticks: the 30 s sensors make thousands a day).
+TICK_RETENTION_DAYS = 30
+SKIPPED_TICK_RETENTION_DAYS = 7
 
 
 def dagster_home(settings: Settings) -> Path:
@@ -95,10 +117,34 @@ def dagster_yaml(postgres_url: str, max_concurrent_runs: int, home: Path) -> str
 
     config: dict[str, Any] = {
         "storage": {"postgres": {"postgres_url": postgres_url}},
+        # one rescan at a time (EXCLUSIVE_TAG on the rescan job): a second one waits QUEUED
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
-            "config": {"max_concurrent_runs": max_concurrent_runs},
+            "config": {
+                "max_concurrent_runs": max_concurrent_runs,
+                "tag_concurrency_limits": [{"key": EXCLUSIVE_TAG, "value": RESCAN_EXCLUSIVE, "limit": 1}],
+            },
+        },
+        "run_monitoring": {
+            "enabled": True,
+            "start_timeout_seconds": RUN_START_TIMEOUT_S,
+            "max_runtime_seconds": RUN_MAX_RUNTIME_S,
+            "poll_interval_seconds": RUN_MONITOR_POLL_S,
+        },
+        # retries only where a job sets the dagster/max_retries tag (retry_on_asset_or_op_failure: an op
+        # that failed on a transient REST or storage error gets its second chance too)
+        "run_retries": {"enabled": True, "max_retries": 0},
+        "retention": {
+            kind: {
+                "purge_after_days": {
+                    "skipped": SKIPPED_TICK_RETENTION_DAYS,
+                    "success": TICK_RETENTION_DAYS,
+                    "failure": TICK_RETENTION_DAYS,
+                    "started": TICK_RETENTION_DAYS,
+                }
+            }
+            for kind in ("schedule", "sensor")
         },
         "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
         "local_artifact_storage": {
@@ -128,6 +174,40 @@ def prepare_dagster_home(settings: Settings, database_url: str) -> Path:
         tmp.chmod(0o600)
         os.replace(tmp, path)
     return home
+
+
+def orphans_command(home: Path) -> list[str]:
+    """The one-shot process that fails the runs a previous instance left in progress
+    (:mod:`orchestration.orphans`; a process of its own, as the webserver and the daemon are, since the domain
+    package never imports Dagster)."""
+    return [sys.executable, "-m", "orchestration.orphans", str(home)]
+
+
+def fail_orphaned_runs(home: Path, env: dict[str, str], timeout: float = 120.0) -> list[str]:
+    """Run :func:`orphans_command`; return the ids of the runs it marked failed. Raises ChildFailed with the
+    process's last lines when it fails."""
+    from tapewatch.adapters.supervisor import ChildFailed
+
+    try:
+        done = subprocess.run(
+            orphans_command(home),
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ChildFailed(
+            f"failing the runs a previous Dagster instance left took over {timeout:.0f} s"
+        ) from exc
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise ChildFailed(
+            f"failing the runs a previous Dagster instance left failed (exit {done.returncode}):\n{tail}"
+        )
+    return done.stdout.split()
 
 
 def _env_value(value: Any) -> str | None:
@@ -215,14 +295,17 @@ def run_dagster(settings: Settings, port: int | None = None) -> int:
         )
     open_database(settings).dispose()  # migrations before any asset runs
     database_url, redis_url = ensure_database(settings), ensure_redis(settings)
-    prepare_dagster_home(settings, database_url)
+    home = prepare_dagster_home(settings, database_url)
     env = dagster_env(settings, database_url, redis_url)
     with Supervisor(run_dir=settings.var_dir / "run", name="dagster") as sup:
-        try:
+        try:  # inside the supervisor: a second `tapewatch dagster` stops at its lock before touching runs
+            orphans = fail_orphaned_runs(home, env)
             seconds = start_instance(sup, settings, port, env)
         except ChildFailed as exc:
             sup.say(str(exc))
             return 1
+        if orphans:
+            sup.say(f"{len(orphans)} run(s) left in progress by the previous instance marked failed")
         sup.say(f"Dagster is up at http://{settings.dagster_host}:{port} ({seconds:.0f} s); Ctrl-C stops it")
         beat = _heartbeat(settings, redis_url, port)
         try:

@@ -19,6 +19,15 @@ from tapewatch.errors import TapewatchError
 #: The universe rescan job (``orchestration.universe``): ``tapewatch rescan`` and the dashboard launch it by
 #: this name, and its presence tells that the code location has loaded.
 RESCAN_JOB = "universe_rescan_job"
+#: The run tag the run coordinator limits to one run per value (``tag_concurrency_limits`` of the generated
+#: ``dagster.yaml``) and its value on the rescan job: never two rescans at once (schedule, CLI, dashboard).
+EXCLUSIVE_TAG = "tapewatch/exclusive"
+RESCAN_EXCLUSIVE = "universe_rescan"
+#: Automatic re-executions of a failed run (``run_retries`` of the generated ``dagster.yaml``): the tags of
+#: the jobs that must not stay failed (the rescan, the reports, the emergency exclusions; the daemon launches
+#: the retry itself, so a sensor's run key that is never requested again does not prevent it).
+MAX_RETRIES = 2
+RETRY_TAGS: Mapping[str, str] = {"dagster/max_retries": str(MAX_RETRIES)}
 #: Run statuses after which a run never changes again.
 FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
@@ -39,6 +48,11 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return self.status == "SUCCESS"
+
+    @property
+    def finished(self) -> bool:
+        """False when we stopped waiting before the run ended (it goes on in Dagster)."""
+        return self.status in FINISHED
 
 
 #: Longest error message kept per link of an error chain (a message may embed a whole response body).

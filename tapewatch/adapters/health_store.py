@@ -19,8 +19,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.incidents import reading
 
-#: The kinds the table accepts: one per health sensor.
-KINDS: Final = ("api_connectivity", "data_quality", "system_performance")
+#: The kinds the table accepts: one per health sensor, and failed Dagster runs (``orchestration.run_alerts``).
+KINDS: Final = ("api_connectivity", "data_quality", "system_performance", "dagster_run")
 _TABLE = "health_incidents"
 _COLUMNS = 'id, kind, reason, action, recovery, "values", started_at, ended_at'
 

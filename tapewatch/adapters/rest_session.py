@@ -11,7 +11,8 @@ map onto the tapewatch error tree:
 - ``5xx``, timeouts, connection errors -> retried with exponential backoff and full jitter, then
   :class:`~tapewatch.errors.FeedError`;
 - other ``4xx`` -> :class:`~tapewatch.errors.BinanceRequestError` with Binance's ``code``/``msg``, no retry;
-- a 2xx body that is not the expected JSON -> :class:`~tapewatch.errors.FeedError`, counted in ``malformed``.
+- a 2xx body that is not the expected JSON -> :class:`~tapewatch.errors.FeedError`, counted in ``malformed``
+  (a list answer with a few bad rows keeps its good rows: the bad ones are counted in ``dropped_rows``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -39,6 +40,15 @@ from tapewatch.errors import BinanceRequestError, FeedError, IpBanned, RateLimit
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class BodyDecoder(Protocol[T_co]):
+    """What :meth:`RestSession.decode` decodes with: a msgspec decoder, or a row-tolerant one
+    (:class:`tapewatch.events.RowsDecoder`)."""
+
+    def decode(self, buf: bytes) -> T_co: ...
+
 
 USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 #: Pause after a 429 that carries no usable Retry-After: the rest of a weight window.
@@ -70,6 +80,7 @@ class RestStats:
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     retries: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
+    dropped_rows: Counter[str] = field(default_factory=Counter)  # bad rows left out of a kept answer
     rate_limited: int = 0
     banned: int = 0
     backoff_seconds: float = 0.0
@@ -177,6 +188,7 @@ class RestSession:
             "requests": {f"{ep} {status}": n for (ep, status), n in sorted(s.requests.items())},
             "retries": dict(s.retries),
             "malformed": dict(s.malformed),
+            "dropped_rows": dict(s.dropped_rows),
             "rate_limited": s.rate_limited,
             "banned": s.banned,
             "backoff_seconds": s.backoff_seconds,
@@ -258,7 +270,7 @@ class RestSession:
                 )
             raise FeedError(f"GET {path_and_query}: unexpected HTTP {status}: {msg}")
 
-    def decode(self, endpoint: str, resp: RestResponse, dec: msgspec.json.Decoder[T]) -> T:
+    def decode(self, endpoint: str, resp: RestResponse, dec: BodyDecoder[T]) -> T:
         """Decode a 2xx body, or raise FeedError (counted in ``malformed``); then call ``on_response``."""
         try:
             value = dec.decode(resp.body)

@@ -103,6 +103,7 @@ candidates = sa.Table(
     sa.Column("fate", sa.Text),
     sa.Column("fate_detail", sa.Text),
     sa.Column("signal_id", UUID(as_uuid=False)),
+    sa.Column("large_trade_size", sa.Double),
 )
 
 signal_outcomes = sa.Table(
@@ -180,6 +181,7 @@ def candidate_row(candidate: Candidate) -> dict[str, Any]:
         "fate": candidate.fate,
         "fate_detail": candidate.fate_detail,
         "signal_id": candidate.signal_id,
+        "large_trade_size": candidate.large_trade_size,
     }
 
 

@@ -25,6 +25,7 @@ from tapewatch.adapters.db import Database
 from tapewatch.quality import breakpoints
 from tapewatch.settings import Settings
 from tapewatch.tuning import (
+    TUNABLE,
     Params,
     Sample,
     Tuning,
@@ -59,6 +60,8 @@ class Proposal:
     current_out_of_sample: dict[str, Any]
     counts: dict[str, Any]
     note: str
+    #: the applied tuning in force when it was scored ({} = none); None: stored before that was recorded
+    applied_parameters: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,7 +85,7 @@ class AppliedTuning:
 
 _PROPOSAL_COLUMNS = (
     "id, created_at, status, window_start, split_at, window_end, parameters, current_parameters, in_sample, "
-    "out_of_sample, current_in_sample, current_out_of_sample, counts, note"
+    "out_of_sample, current_in_sample, current_out_of_sample, counts, note, applied_parameters"
 )
 _APPLIED_COLUMNS = "id, action, proposal_id, parameters, undo_to, actor, applied_at"
 
@@ -92,11 +95,15 @@ def load_samples(
 ) -> list[Sample]:
     """The candidates with ``start_ms <= event_time < end_ms`` as tuning samples, with the outcome of those
     that became signals and finished (others: unknown), their stored quality score and large-trade sizes
-    (None for candidates stored before the sizes were), counted at ``large_trade_size`` (the one in force)."""
+    (None for candidates stored before the sizes were), each counted at its own stored ``large_trade_size``.
+
+    A candidate stored before that size was recorded (column NULL, sql/0008) is taken as counted at
+    ``large_trade_size`` (pass the one in force): right unless the size changed while it was stored."""
     with db.begin() as conn:
         rows = conn.execute(
             sa.text(
                 "SELECT c.event_time, c.direction, c.features, c.tier, c.quality_score, "
+                "c.large_trade_size AS counted_at, "
                 "CASE WHEN o.finished THEN o.pnl_r END AS pnl_r, "
                 "COALESCE(o.finished AND o.trigger_time IS NOT NULL, false) AS triggered "
                 "FROM candidates c LEFT JOIN signal_outcomes o ON o.signal_id = c.signal_id "
@@ -121,7 +128,7 @@ def load_samples(
                 quality_score=int(row.quality_score),
                 large_buy_sizes=_sizes(f.get("large_buy_sizes")),
                 large_sell_sizes=_sizes(f.get("large_sell_sizes")),
-                large_trade_size=large_trade_size,
+                large_trade_size=large_trade_size if row.counted_at is None else float(row.counted_at),
             )
         )
     return samples
@@ -134,8 +141,10 @@ def _sizes(value: Any) -> tuple[int, ...] | None:
 def propose(db: Database, settings: Settings, *, now_ms: int) -> Proposal:
     """Run the tuning over the window ending at ``now_ms`` and store its proposal (not applied). It starts
     from the parameters in force, as ``tapewatch run`` gets them: the applied tuning under the values the
-    operator set explicitly."""
-    base = current_parameters(with_active_parameters(db, settings)[0])
+    operator set explicitly (in ``settings``). The applied tuning it read is stored with the proposal: what
+    :func:`apply_proposal` checks it against."""
+    applied = active_parameters(db)
+    base = current_parameters(_with_active(settings, applied)[0])
     start = now_ms - settings.tuning_weeks * 7 * 86_400_000
     result = tune(
         load_samples(db, start, now_ms, float(base["large_trade_size"])),
@@ -144,11 +153,12 @@ def propose(db: Database, settings: Settings, *, now_ms: int) -> Proposal:
         weeks=settings.tuning_weeks,
         min_samples=settings.tuning_min_samples,
     )
-    return get_proposal(db, save_proposal(db, result))
+    return get_proposal(db, save_proposal(db, result, applied=applied))
 
 
-def save_proposal(db: Database, t: Tuning) -> int:
-    """Store a tuning result as a proposal; its id."""
+def save_proposal(db: Database, t: Tuning, *, applied: Params | None) -> int:
+    """Store a tuning result as a proposal, scored under the applied tuning ``applied`` ({} = none; None =
+    unknown, then :func:`apply_proposal` falls back to the applying process's settings); its id."""
     params = {
         "status": t.status,
         "window_start": t.window_start,
@@ -162,12 +172,13 @@ def save_proposal(db: Database, t: Tuning) -> int:
         "current_out_of_sample": t.current_out_of_sample.to_json(),
         "counts": t.counts,
         "note": t.note,
+        "applied_parameters": applied,
     }
     json_keys = [k for k in params if k not in ("status", "window_start", "split_at", "window_end", "note")]
     stmt = sa.text(
         f"INSERT INTO tuning_proposals ({', '.join(params)}) VALUES ({', '.join(':' + k for k in params)}) "
         "RETURNING id"
-    ).bindparams(*(sa.bindparam(k, type_=JSONB) for k in json_keys))
+    ).bindparams(*(sa.bindparam(k, type_=JSONB(none_as_null=k == "applied_parameters")) for k in json_keys))
     with db.begin() as conn:
         return int(conn.execute(stmt, params).scalar_one())
 
@@ -238,11 +249,14 @@ def apply_proposal(
     """Put the parameters of proposal ``proposal_id`` in force, recording ``actor`` and the time.
 
     Raises UnknownProposal for an unknown id, TuningError when the proposal has nothing to apply (status
-    ``no_change`` / ``insufficient_data``), its parameters are out of range, or it is out of date: scored
-    against other parameters than those in force now (``settings`` with the applied tuning laid over it, as
-    ``tapewatch run`` uses them) — applying it would silently undo what changed since; ``force`` applies it
-    anyway. Applying the proposal already in force records nothing and returns the row in force (a double
-    click applies once). Takes effect when the realtime service next starts."""
+    ``no_change`` / ``insufficient_data``), its parameters are out of range, or it is out of date: the
+    applied tuning in force now gives another value to some parameter than the one in force when the
+    proposal was scored (stored with it) — applying it would silently undo what changed since; ``force``
+    applies it anyway. The check reads the database only (see :func:`_tuning_changes`), so the settings of
+    the process that applies (CLI, dashboard) neither refuse a valid proposal nor pass a stale one; only a
+    proposal stored before sql/0008 is checked against ``settings`` with the applied tuning laid over it.
+    Applying the proposal already in force records nothing and returns the row in force (a double click
+    applies once). Takes effect when the realtime service next starts."""
     who = _actor(actor)
     with db.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
@@ -255,12 +269,16 @@ def apply_proposal(
         current = _in_force(conn)
         if current is not None and current.action == "apply" and current.proposal_id == proposal_id:
             return current
-        in_force = current_parameters(_overlay(settings, {} if current is None else current.parameters)[0])
-        changed = {
-            k: (v, in_force[k])
-            for k, v in proposal.current_parameters.items()
-            if k in in_force and v != in_force[k]
-        }
+        applied_now = {} if current is None else current.parameters
+        if proposal.applied_parameters is not None:
+            changed = _tuning_changes(proposal.applied_parameters, applied_now)
+        else:  # stored before sql/0008: only this process's settings can say what the service uses
+            in_force = current_parameters(_overlay(settings, applied_now)[0])
+            changed = {
+                k: (v, in_force[k])
+                for k, v in proposal.current_parameters.items()
+                if k in in_force and v != in_force[k]
+            }
         if changed and not force:
             differences = ", ".join(
                 f"{k} scored at {was:g}, in force {now:g}" for k, (was, now) in changed.items()
@@ -271,6 +289,22 @@ def apply_proposal(
                 "proposal with `tapewatch tuning propose` (or `tapewatch tuning apply ID --force`)"
             )
         return _insert(conn, "apply", proposal_id, params, None if current is None else current.id, who)
+
+
+def _tuning_changes(then: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The tunable parameters whose applied value differs between two applied sets, as (then, now); a name
+    missing from a set ({} = the settings' own values) takes its built-in default. Why this reference: a
+    value set explicitly where the service runs wins over any applied tuning and cannot be known from another
+    process, and every other value is the applied one or, failing that, the same built-in default in every
+    process of this version. So comparing applied sets, defaults filled in, is what the service sees change
+    — whatever the settings of the process that proposes or applies."""
+    changed: dict[str, tuple[Any, Any]] = {}
+    for name in TUNABLE:
+        default = Settings.model_fields[name].default
+        was, is_now = then.get(name, default), now.get(name, default)
+        if was != is_now:
+            changed[name] = (was, is_now)
+    return changed
 
 
 def rollback(db: Database, *, actor: str) -> AppliedTuning | None:
@@ -319,7 +353,12 @@ def active_parameters(db: Database) -> dict[str, float | int]:
 def with_active_parameters(db: Database, settings: Settings) -> tuple[Settings, Params, Params]:
     """``settings`` with the tuned parameters in force laid over it; also what was applied and what was
     skipped because the operator set that value explicitly (environment, YAML, command line win)."""
-    tuned, applied, skipped = _overlay(settings, active_parameters(db))
+    return _with_active(settings, active_parameters(db))
+
+
+def _with_active(settings: Settings, active: dict[str, Any]) -> tuple[Settings, Params, Params]:
+    """:func:`with_active_parameters` with the applied parameters ``active`` already read."""
+    tuned, applied, skipped = _overlay(settings, active)
     if applied:
         log.info("tuned parameters in force: %s", applied)
     if skipped:

@@ -8,7 +8,9 @@ ourselves; a larger market simply waits for the budget (the client paces every c
 
 A failed call (5xx after retries, timeout, -1121 invalid symbol, a malformed body) is recorded as that
 symbol's error and its statistic stays missing; it never fails the whole rescan. An IP ban does: every
-call would fail, and a universe built from nothing must not replace the current one.
+call would fail, and a universe built from nothing must not replace the current one. One bad row of the 24h
+tickers (a negative price) loses only its symbol: the client drops it (counted in ``dropped_rows``, logged) and
+the symbol is skipped like one Binance did not list; a dropped kline leaves the ATR one candle short.
 """
 
 from __future__ import annotations

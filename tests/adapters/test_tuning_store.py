@@ -7,8 +7,10 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import msgspec
 import pytest
 import sqlalchemy as sa
 
@@ -29,7 +31,7 @@ from tapewatch.adapters.tuning_store import (
 )
 from tapewatch.cli import main
 from tapewatch.settings import load_settings
-from tapewatch.tuning import WEEK_MS, TuningError, UnknownProposal, current_parameters
+from tapewatch.tuning import WEEK_MS, TuningError, UnknownProposal, current_parameters, score
 from tests.adapters.signal_builders import candidate, entry, loss, win
 
 HOUR = 3_600_000
@@ -177,10 +179,12 @@ def test_an_out_of_date_proposal_is_refused_unless_forced(db: Database) -> None:
     assert active_parameters(db)["min_large_trades"] == 5 and len(history(db)) == 1
     forced = apply_proposal(db, stale.id, actor="bob", settings=load_settings(), force=True)
     assert active_parameters(db) == stale.parameters and forced.undo_to == history(db)[1].id
-    # an explicit setting is what is in force: with min_large_trades=3 set, the proposal is up to date
+    # an explicit value in the applying process alone says nothing of the service: still out of date
     rollback(db, actor="bob")
     pinned = load_settings(min_large_trades=3)
-    assert apply_proposal(db, stale.id, actor="bob", settings=pinned).proposal_id == stale.id
+    with pytest.raises(TuningError, match=r"out of date.*min_large_trades scored at 3, in force 5"):
+        apply_proposal(db, stale.id, actor="bob", settings=pinned)
+    assert active_parameters(db)["min_large_trades"] == 5
 
 
 def test_the_service_overlay_uses_applied_values_unless_set_explicitly(db: Database) -> None:
@@ -251,6 +255,7 @@ def test_the_monthly_asset_stores_a_proposal_and_applies_nothing(
     assert metadata["proposal_id"].value == proposal.id
     assert metadata["status"].value == "insufficient_data"  # no candidates in the last five weeks
     assert "| current |" in metadata["comparison"].value
+    assert metadata["scored_under"].value == {} == proposal.applied_parameters  # nothing applied yet
     assert active_parameters(db) == {}
 
 
@@ -293,3 +298,126 @@ def test_the_service_overlay_applies_tuned_breakpoints_and_refuses_a_disordered_
         with_active_parameters(db, load_settings(quality_medium_min=52, quality_high_min=60))
     rollback(db, actor="alice")
     assert with_active_parameters(db, load_settings())[0].quality_low_min == 50
+
+
+# --- what each candidate was counted at, and the out-of-date check from another process ------------------
+
+
+def test_each_candidate_is_recounted_from_the_large_trade_size_it_was_counted_at(db: Database) -> None:
+    store = SignalStore(db)
+    t = NOW - 2 * WEEK_MS
+    # 3 large buys counted at 50 000; large_trade_size was raised to 60 000 (an apply) before the tuning ran
+    sizes: dict[str, Any] = {
+        "large_buys": 3,
+        "large_buy_sizes": (90_000, 60_000, 50_000),
+        "large_sell_sizes": (),
+    }
+    at_50k = msgspec.structs.replace(candidate("OLDUSDT", t, **sizes), large_trade_size=50_000.0)
+    at_60k = msgspec.structs.replace(candidate("NEWUSDT", t + 1, **sizes), large_trade_size=60_000.0)
+    unknown = candidate("NULUSDT", t + 2, **sizes)  # stored before the size was recorded
+    assert unknown.large_trade_size is None
+    store.save_candidates([at_50k, at_60k, unknown])
+    with db.begin() as conn:
+        stored: dict[str, float | None] = dict(
+            conn.execute(sa.text("SELECT symbol, large_trade_size FROM candidates")).all()
+        )
+    assert stored == {"OLDUSDT": 50_000.0, "NEWUSDT": 60_000.0, "NULUSDT": None}
+
+    by_time = {s.event_time: s for s in load_samples(db, t, t + 3, 60_000.0)}
+    old, new, null = by_time[t], by_time[t + 1], by_time[t + 2]
+    assert (old.large_trade_size, new.large_trade_size, null.large_trade_size) == (
+        50_000.0,
+        60_000.0,
+        60_000.0,
+    )
+    at_60k_params = {**current_parameters(load_settings()), "large_trade_size": 60_000, "min_large_trades": 3}
+    # counted at 50 000, only 2 of its trades reach 60 000: no longer 3 large trades
+    assert old.passes(at_60k_params) is False
+    # counted at 60 000 already: its 3 are exact; NULL takes the size in force (the documented fallback)
+    assert new.passes(at_60k_params) is True and null.passes(at_60k_params) is True
+    # a size below the one it was counted at cannot be re-counted: undecided, never guessed
+    assert new.passes({**at_60k_params, "large_trade_size": 50_000}) is None
+
+
+def test_a_proposal_counts_candidates_stored_at_another_size(db: Database) -> None:
+    store_history(db, per_week=1)
+    with db.begin() as conn:  # the first two weeks were recorded before large_trade_size went to 60 000
+        conn.execute(
+            sa.text("UPDATE candidates SET large_trade_size = 50000 WHERE event_time < :t"),
+            {"t": NOW - 3 * WEEK_MS},
+        )
+    proposal = propose(db, settings(large_trade_size=60_000), now_ms=NOW)  # type: ignore[arg-type]
+    assert proposal.counts["other_size"] == 2 * 2  # two scored signals a week
+    assert "4 scored candidates were counted at another large_trade_size than 60000" in proposal.note
+    samples = load_samples(db, NOW - 5 * WEEK_MS, NOW, 60_000.0)
+    assert {s.large_trade_size for s in samples if s.event_time < NOW - 3 * WEEK_MS} == {50_000.0}
+    # the builders store no sizes: counted at 50 000, they cannot be re-counted at 60 000 and are left out of
+    # the current set (the old code took them as counted at 60 000 and kept them)
+    current = score(samples, proposal.current_parameters)
+    assert current.undecided == 4 and current.signals == 6
+    assert proposal.current_in_sample["undecided"] == 4
+
+
+def test_an_apply_from_a_process_with_other_explicit_settings_does_not_refuse_a_valid_proposal(
+    db: Database,
+) -> None:
+    store_history(db)
+    # proposed where the imbalance threshold is pinned (e.g. the Dagster daemon's env), applied from a
+    # shell without it, and the other way round: the applied tuning did not change, so both are up to date
+    pinned = propose(db, settings(orderbook_imbalance_threshold=0.29), now_ms=NOW)  # type: ignore[arg-type]
+    plain = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    assert pinned.status == plain.status == "proposed" and pinned.applied_parameters == {}
+    assert apply_proposal(db, pinned.id, actor="alice", settings=load_settings()).proposal_id == pinned.id
+    rollback(db, actor="alice")  # back to the settings' own values: what both were scored under
+    elsewhere = load_settings(orderbook_imbalance_threshold=0.35)  # the dashboard's own env
+    assert apply_proposal(db, plain.id, actor="bob", settings=elsewhere).proposal_id == plain.id
+    # the next proposal is scored under the applied set, and stores it
+    after = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    assert after.applied_parameters == plain.parameters
+
+
+def test_a_rollback_to_the_set_a_proposal_was_scored_under_keeps_it_up_to_date(db: Database) -> None:
+    store_history(db)
+    first = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    apply_proposal(db, first.id, actor="alice", settings=load_settings())
+    scored = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    raised = json.dumps({**first.parameters, "quality_low_min": 55, "quality_medium_min": 70})
+    with db.begin() as conn:  # make it something to apply: tighter LOW and MEDIUM than the set in force
+        conn.execute(
+            sa.text(
+                "UPDATE tuning_proposals SET status = 'proposed', parameters = CAST(:p AS jsonb) WHERE id = :id"
+            ),
+            {"p": raised, "id": scored.id},
+        )
+    other = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    bumped = json.dumps({**first.parameters, "min_large_trades": 6})
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE tuning_proposals SET status = 'proposed', parameters = CAST(:p AS jsonb) WHERE id = :id"
+            ),
+            {"p": bumped, "id": other.id},
+        )
+    apply_proposal(db, other.id, actor="alice", settings=load_settings())
+    with pytest.raises(TuningError, match=r"min_large_trades scored at 3, in force 6"):
+        apply_proposal(db, scored.id, actor="bob", settings=load_settings())
+    rollback(db, actor="alice")  # the first set is in force again (a new row, the same values)
+    dashboard = load_settings(orderbook_imbalance_threshold=0.35)  # an env var of the dashboard alone
+    assert apply_proposal(db, scored.id, actor="bob", settings=dashboard).proposal_id == scored.id
+
+
+def test_a_proposal_stored_before_the_applied_set_was_recorded_uses_the_old_check(db: Database) -> None:
+    store_history(db)
+    proposal = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]
+    with db.begin() as conn:  # as sql/0008 leaves a proposal stored before it
+        conn.execute(
+            sa.text("UPDATE tuning_proposals SET applied_parameters = NULL WHERE id = :id"),
+            {"id": proposal.id},
+        )
+    assert get_proposal(db, proposal.id).applied_parameters is None
+    # only the applying process's settings can say what is in force then: its explicit value counts
+    with pytest.raises(TuningError, match=r"orderbook_imbalance_threshold scored at 0.28, in force 0.35"):
+        apply_proposal(
+            db, proposal.id, actor="bob", settings=load_settings(orderbook_imbalance_threshold=0.35)
+        )
+    assert apply_proposal(db, proposal.id, actor="bob", settings=load_settings()).proposal_id == proposal.id

@@ -190,7 +190,11 @@ def test_checks_find_gaps_and_ids_out_of_order(recorded: Path) -> None:
         cols.tops[name] = [column[i] for i in keep]
     tables = to_tables(cols)
     assert id_violations(tables["trades"], "agg_id", strict=True) == {cols.trades["symbol"][first]: 1}
-    gaps = longest_gaps(tables["book_tops"], "event_time", "book_tops", **BOUNDS)
+    # within the 20 recorded minutes (over the whole hour the 40 silent minutes after them would decide)
+    start_ms = BOUNDS["start_ms"]
+    gaps = longest_gaps(
+        tables["book_tops"], "event_time", "book_tops", start_ms=start_ms, end_ms=start_ms + 1_200_000
+    )
     assert gaps[0].symbol == symbol and gaps[0].gap_ms >= 300_000
 
 

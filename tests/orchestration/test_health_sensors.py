@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ def test_silent_websockets_switch_to_the_backup_feed_and_back(
     # audit (a): websockets silent while REST answers and the service beats -> backup feed on
     _service(redis_url, redis_keys, ws_silent_ms=400)
     with sim_exchange() as rest_url:
-        up = res_for(rest_url, binance_ws_public_url=_ws(rest_url))
+        # no minimum dwell: the recovery checks alone (the dwell has a test of its own)
+        up = res_for(rest_url, binance_ws_public_url=_ws(rest_url), backup_min_dwell="0")
         result = tick(api_connectivity_sensor, None, up)
         assert "REST and websockets fine" in str(result.skip_reason)
         cursor = result.cursor
@@ -112,7 +114,7 @@ def test_silent_websockets_switch_to_the_backup_feed_and_back(
 
         # on the backup feed the service's websockets are off: the sensor's probe judges them; a dead
         # websocket endpoint keeps the backup feed, and nothing new is opened
-        dead_ws = res_for(rest_url, binance_ws_public_url=_ws(closed_port_url()))
+        dead_ws = res_for(rest_url, binance_ws_public_url=_ws(closed_port_url()), backup_min_dwell="0")
         for _ in range(6):
             result = tick(api_connectivity_sensor, cursor, dead_ws)
             cursor = result.cursor
@@ -198,13 +200,14 @@ def test_an_action_that_cannot_be_recorded_is_retried_next_tick(
     _service(redis_url, redis_keys, ws_silent_ms=60_000)
     with sim_exchange() as rest_url:
         ws = _ws(rest_url)
-        res = res_for(rest_url, database_url=_broken_db(), timeout_threshold="1", binance_ws_public_url=ws)
+        quick = {"timeout_threshold": "1", "backup_min_dwell": "0"}
+        res = res_for(rest_url, database_url=_broken_db(), binance_ws_public_url=ws, **quick)
         result = tick(api_connectivity_sensor, None, res)
         # the switch took effect though PostgreSQL is down: the cursor must know it is in force
         assert redis_state.read_control().backup_feed
         assert "-> backup feed on" in str(result.skip_reason)
         assert "not recorded yet" in str(result.skip_reason) and "PostgreSQL" in str(result.skip_reason)
-        good = res_for(rest_url, timeout_threshold="1", binance_ws_public_url=ws)
+        good = res_for(rest_url, binance_ws_public_url=ws, **quick)
         result = tick(api_connectivity_sensor, result.cursor, good)
         # the pending incident is written when PostgreSQL is back; the switch is not taken again
         [incident] = open_health_incidents(db)
@@ -515,7 +518,7 @@ def test_a_tick_that_cannot_read_redis_does_not_count_toward_the_primary_feed(
 ) -> None:
     _service(redis_url, redis_keys, ws_silent_ms=95_000)
     with sim_exchange() as rest_url:
-        up = res_for(rest_url, binance_ws_public_url=_ws(rest_url))
+        up = res_for(rest_url, binance_ws_public_url=_ws(rest_url), backup_min_dwell="0")
         cursor = None
         for _ in range(5):
             result = tick(api_connectivity_sensor, cursor, up)
@@ -530,6 +533,7 @@ def test_a_tick_that_cannot_read_redis_does_not_count_toward_the_primary_feed(
             rest_url,
             var_dir=str(tmp_path),
             binance_ws_public_url=_ws(rest_url),
+            backup_min_dwell="0",
         )
         result = tick(api_connectivity_sensor, cursor, no_redis)
         cursor = result.cursor
@@ -539,3 +543,162 @@ def test_a_tick_that_cannot_read_redis_does_not_count_toward_the_primary_feed(
         result = tick(api_connectivity_sensor, result.cursor, up)
         assert "-> primary feed" in str(result.skip_reason)
     assert not redis_state.read_control().backup_feed
+
+
+def _aged(cursor: str | None, seconds: float) -> str | None:
+    """``cursor`` as the connectivity sensor finds it ``seconds`` later: its switch happened that much earlier
+    (the wall clock the sensor keeps in its cursor; older cursors keep none)."""
+    if cursor is None:
+        return None
+    data = json.loads(cursor)
+    if data.get("switched_ms") is not None:
+        data["switched_ms"] -= int(seconds * 1000)
+    return json.dumps(data)
+
+
+def test_a_service_whose_own_websockets_stay_silent_does_not_flap_between_feeds(
+    res_for: Resources, redis_state: RedisState, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    # the service's websockets get nothing (its own network path, say) while the sensor's probe gets frames:
+    # on the backup feed the service's websockets are unsubscribed (silence 0, not judged), and back on the
+    # primary feed they are silent again. 40 ticks of 30 s (20 minutes).
+    switches: list[tuple[int, str]] = []
+    with sim_exchange() as rest_url:
+        res = res_for(rest_url, binance_ws_public_url=_ws(rest_url))
+        cursor = None
+        for n in range(40):
+            backup = redis_state.read_control().backup_feed
+            _service(redis_url, redis_keys, ws_silent_ms=0 if backup else 95_000)
+            result = tick(api_connectivity_sensor, cursor, res)
+            cursor = _aged(result.cursor, 30)
+            if redis_state.read_control().backup_feed != backup:
+                switches.append((n, "backup" if not backup else "primary"))
+    # on at the 5th silent check; back after the 300 s minimum dwell (10 ticks) with the probe fine; the
+    # service silent again at once: a failed switch back, so the next dwell is twice as long (600 s)
+    assert switches == [(4, "backup"), (14, "primary"), (19, "backup"), (39, "primary")], switches
+    incidents = sorted(list_health_incidents(db, kind="api_connectivity"), key=lambda i: i.id)
+    assert [i.action for i in incidents][:2] == ["backup feed on", "backup feed on"]
+    assert "switch back failed" in incidents[1].reason and "600 s" in incidents[1].reason
+    assert incidents[0].recovery == "primary feed" and incidents[1].recovery == "primary feed"
+
+
+def test_with_rest_down_this_sensors_backup_feed_goes_before_its_dwell_is_over(
+    res_for: Resources, redis_state: RedisState, redis_url: str, redis_keys: Keyspace
+) -> None:
+    _service(redis_url, redis_keys, ws_silent_ms=95_000)
+    with sim_exchange() as rest_url:
+        ws = _ws(rest_url)
+        result = tick(
+            api_connectivity_sensor, None, res_for(rest_url, binance_ws_public_url=ws, timeout_threshold="1")
+        )
+        assert redis_state.read_control().backup_feed
+        # probe fine with REST answering: the dwell (300 s by default) holds the backup feed
+        for _ in range(3):
+            result = tick(api_connectivity_sensor, result.cursor, res_for(rest_url, binance_ws_public_url=ws))
+        assert "minimum dwell 300 s" in str(result.skip_reason)
+        assert redis_state.read_control().backup_feed
+        # REST goes down: the backup feed would poll a dead API, so back to the websockets at once
+        rest_down = res_for(closed_port_url(), binance_ws_public_url=ws)
+        result = tick(api_connectivity_sensor, result.cursor, rest_down)
+    assert "-> primary feed" in str(result.skip_reason)
+    assert not redis_state.read_control().backup_feed
+
+
+# --- a cursor reset does not orphan what the sensor did -----------------------------------------------------
+
+LOST_CURSORS = [None, "{not json"]  # reset from the UI; unreadable
+
+
+@pytest.mark.parametrize("lost", LOST_CURSORS, ids=["reset", "unreadable"])
+def test_data_quality_lifts_its_own_pause_after_its_cursor_is_lost(
+    res_for: Resources,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+    db: Database,
+    lost: str | None,
+) -> None:
+    quality_at, rng, cursor = _calm_quality(res_for, redis_url, redis_keys)
+    result = quality_at(cursor, 6, _calm(6, rng), 500)  # a resync storm
+    assert "-> paused" in str(result.skip_reason)
+    result = quality_at(lost, 7, _calm(7, rng), 0)  # the cursor is gone; the next check is clean
+    assert "taken back as this sensor's" in str(result.skip_reason)
+    assert "-> resumed" in str(result.skip_reason)
+    assert not redis_state.read_control().paused
+    [closed] = list_health_incidents(db, kind="data_quality")
+    assert closed.recovery == "signalling resumed"
+    assert [e.value for e in redis_state.control_events()][-1] == ""  # resumed by the sensor itself
+    # an operator's pause is never taken for the sensor's, reset or not
+    redis_state.pause("maintenance window", source="operator")
+    result = quality_at(lost, 8, _calm(8, rng), 0)
+    assert "taken back" not in str(result.skip_reason)
+    assert redis_state.read_control().paused_reason == "maintenance window"
+
+
+def test_data_quality_recovers_its_pause_from_the_prefix_while_postgresql_is_down(
+    res_for: Resources, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    quality_at, rng, cursor = _calm_quality(res_for, redis_url, redis_keys)
+    assert "-> paused" in str(quality_at(cursor, 6, _calm(6, rng), 500).skip_reason)
+    no_db = _quality_ticks(
+        res_for(database_url=_broken_db(), anomaly_min_samples="3", data_quality_clean_checks="1"),
+        redis_url,
+        redis_keys,
+    )
+    result = no_db(None, 7, _calm(7, rng), 0)
+    assert "-> resumed" in str(result.skip_reason)
+    assert "not read yet" in str(result.skip_reason)  # the incident is read (and closed) later
+    assert not redis_state.read_control().paused
+
+
+def test_the_connectivity_sensor_switches_its_backup_feed_off_after_its_cursor_is_reset(
+    res_for: Resources, redis_state: RedisState, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    settings = {"timeout_threshold": "1", "api_recovery_checks": "1", "backup_min_dwell": "0"}
+    _service(redis_url, redis_keys, ws_silent_ms=95_000)
+    with sim_exchange() as rest_url:
+        up = res_for(rest_url, binance_ws_public_url=_ws(rest_url), **settings)
+        result = tick(api_connectivity_sensor, None, up)
+        assert "-> backup feed on" in str(result.skip_reason)
+        result = tick(api_connectivity_sensor, None, up)  # reset; the probe receives: back to primary
+    assert "backup feed taken back as this sensor's" in str(result.skip_reason)
+    assert "-> primary feed" in str(result.skip_reason)
+    assert not redis_state.read_control().backup_feed
+    assert open_health_incidents(db) == []
+    events = [(e.value, e.source) for e in redis_state.control_events()]
+    assert events == [("1", "dagster:health"), ("", "dagster:health")]
+
+
+def test_the_operators_backup_feed_stays_on_after_a_reset(
+    res_for: Resources, redis_state: RedisState, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    settings = {"timeout_threshold": "1", "api_recovery_checks": "1", "backup_min_dwell": "0"}
+    redis_state.set_backup_feed(True, source="operator")
+    _service(redis_url, redis_keys, ws_silent_ms=0)
+    with sim_exchange() as rest_url:
+        dead_ws = res_for(rest_url, binance_ws_public_url=_ws(closed_port_url()), **settings)
+        assert "already on" in str(tick(api_connectivity_sensor, None, dead_ws).skip_reason)
+        good = res_for(rest_url, binance_ws_public_url=_ws(rest_url), **settings)
+        result = tick(api_connectivity_sensor, None, good)  # reset
+    assert "open incident" in str(result.skip_reason) and "taken back" in str(result.skip_reason)
+    assert redis_state.read_control().backup_feed  # the operator's: still on
+    [closed] = list_health_incidents(db, kind="api_connectivity")
+    assert closed.ended_at is not None and "left on" in str(closed.recovery)
+
+
+def test_system_performance_restores_the_operators_cap_after_its_cursor_is_reset(
+    res_for: Resources, redis_state: RedisState, db: Database
+) -> None:
+    load = Load(cpu=95.0)
+    sensor = load.sensor()
+    res = res_for(**QUICK_PERFORMANCE)
+    redis_state.set_max_universe(40, source="operator")
+    tick(sensor, None, res)
+    assert redis_state.read_control().max_universe == 20
+    load.cpu = 10.0
+    result = tick(sensor, None, res)  # reset, and the load is gone
+    assert "universe cap 20 taken back as this sensor's (to restore: 40)" in str(result.skip_reason)
+    assert "universe cap back to 40" in str(result.skip_reason)
+    assert redis_state.read_control().max_universe == 40
+    [closed] = list_health_incidents(db, kind="system_performance")
+    assert closed.recovery == "universe cap back to 40"

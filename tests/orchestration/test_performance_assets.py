@@ -15,6 +15,7 @@ The simulator (manual clock, fixed seed) starts at 2024-03-06 00:00 UTC with 25 
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import threading
 import time
@@ -27,7 +28,9 @@ import dagster as dg
 import httpx
 import msgspec
 import pytest
-from dagster._utils.schedules import cron_string_iterator  # dagster's own cron reading: the real tick times
+from dagster._utils.schedules import (  # dagster's own cron reading (lists too): the real tick times
+    schedule_execution_time_iterator,
+)
 
 from assets.metrics import daily_metrics, weekly_metrics
 from assets.outcomes import AGREEMENT_CHECK, signal_outcomes
@@ -46,7 +49,11 @@ from realtime.sim import SimExchange
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.performance_store import get_report, list_reports, load_daily, load_weekly
 from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.errors import ConfigError
 from tapewatch.outcome import OutcomeParams, OutcomeState, OutcomeTracker
+from tapewatch.outcome_batch import is_due
+from tapewatch.quality import Tier
+from tapewatch.settings import Settings, load_settings
 from tapewatch.signal import Signal, iso_timestamp, signal_id_for
 from tapewatch.signal_follow import open_signal
 from tests.adapters.signal_builders import entry
@@ -242,7 +249,26 @@ def test_outcomes_metrics_and_report_of_a_day(
         k: v.value for k, v in again.asset_materializations_for_node("signal_outcomes")[0].metadata.items()
     }
     assert meta2["signals_pending"] == 0 and meta2["due"] == 0
-    assert again.get_asset_check_evaluations()[0].passed
+    # ... but the day's check still fails: it judges every disagreement stored for the day
+    (final,) = again.get_asset_check_evaluations()
+    assert not final.passed and final.partition == D
+    assert final.metadata["disagreements"].value == 1 and final.metadata["found_by_this_run"].value == 0
+
+
+def test_the_agreement_check_keeps_one_result_per_day(
+    sim: SimExchange, planted: dict[str, Any], migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A failing day stays failing when a later run checks another day (the check is partitioned)."""
+    res = resources(sim.rest_url, migrated_database_url, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    for key in (D, "2024-03-04"):  # the day with a disagreement, then a clean day
+        assert dg.materialize([signal_outcomes], partition_key=key, resources=res, instance=instance).success
+    check = dg.AssetCheckKey(dg.AssetKey("signal_outcomes"), AGREEMENT_CHECK)
+    by_day = {
+        info.partition_key: info.latest_execution_status.value
+        for info in instance.event_log_storage.get_asset_check_partition_info([check])
+    }
+    assert by_day == {D: "FAILED", "2024-03-04": "SUCCEEDED"}
 
 
 def test_backfill_of_past_daily_partitions_and_the_weekly_and_monthly_assets(
@@ -363,15 +389,45 @@ def test_an_unreachable_database_fails_the_report_with_advice(tmp_path: Path) ->
 
 
 # --- schedules -----------------------------------------------------------------------------------------------
-def test_schedule_partitions() -> None:
-    at = datetime(2024, 3, 12, 0, 10, tzinfo=UTC)  # a Tuesday
-    assert daily_keys(at) == [("2024-03-11", "first"), ("2024-03-10", "final")]
-    assert daily_keys(datetime(2024, 1, 2, 0, 10, tzinfo=UTC)) == [("2024-01-01", "first")]
-    assert weekly_key(datetime(2024, 3, 11, 0, 30, tzinfo=UTC)) == "2024-03-04"
-    assert weekly_key(datetime(2024, 1, 1, 0, 30, tzinfo=UTC)) is None
-    assert monthly_key(datetime(2024, 3, 1, 0, 50, tzinfo=UTC)) == "2024-02-01"
-    assert monthly_key(datetime(2025, 1, 1, 0, 50, tzinfo=UTC)) == "2024-12-01"
-    assert monthly_key(datetime(2024, 1, 1, 0, 50, tzinfo=UTC)) is None
+#: Settings of the schedule cases: the defaults; the LOW hold bound at 2 days (a day's last signal can stay
+#: open until 00:15 three days later); a LOW hold that puts the final pass at 00:10 the day after (one tick
+#: runs both passes); the largest bounds the settings allow (LOW response window 1 day, hold 7 days).
+CASES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "two_day_hold": {"hold_time_low_max": 2 * 1440},
+    "same_tick": {"hold_time_low_max": 1440 - 15},
+    "longest": {"response_window_low": 86_400, "hold_time_low_max": 10_080},
+}
+
+
+def params_of(case: str) -> OutcomeParams:
+    return OutcomeParams.from_settings(load_settings(**CASES[case]))
+
+
+def times_of(case: str) -> performance.ReportTimes:
+    return performance.ReportTimes.from_params(params_of(case))
+
+
+DEFAULT = times_of("default")
+
+
+def at(day: str, clock: str) -> datetime:
+    return datetime.fromisoformat(f"{day}T{clock}+00:00")
+
+
+def test_schedule_partitions_with_the_default_settings() -> None:
+    assert performance.REPORT_TIMES == DEFAULT
+    # 00:10 the first pass of yesterday; 03:25 (LOW: 15 min window + 180 min hold + 10 min) its final pass
+    assert daily_keys(at("2024-03-12", "00:10")) == [("2024-03-11", "first")]
+    assert daily_keys(at("2024-03-12", "03:25")) == [("2024-03-11", "final")]
+    assert daily_keys(at("2024-03-12", "02:00")) == []
+    assert daily_keys(at("2024-01-02", "00:10")) == [("2024-01-01", "first")]
+    assert daily_keys(at("2024-01-01", "03:25")) == []  # 2023-12-31 is before the first partition
+    assert weekly_key(at("2024-03-11", "03:55")) == "2024-03-04"  # a Monday: the week that ended on Sunday
+    assert weekly_key(at("2024-01-01", "03:55")) is None
+    assert monthly_key(at("2024-03-01", "04:15")) == "2024-02-01"
+    assert monthly_key(at("2025-01-01", "04:15")) == "2024-12-01"
+    assert monthly_key(at("2024-01-01", "04:15")) is None
 
 
 def _context(at: datetime) -> dg.ScheduleEvaluationContext:
@@ -385,51 +441,130 @@ def _context(at: datetime) -> dg.ScheduleEvaluationContext:
     return dg.build_schedule_context(scheduled_execution_time=at, repository_def=repo)
 
 
+def _requests(schedule: dg.ScheduleDefinition, when: datetime) -> list[tuple[str | None, str | None, str]]:
+    """(partition, run key, pass tag) of the runs ``schedule`` asks for at tick ``when``."""
+    tick = schedule.evaluate_tick(_context(when))
+    return [(r.partition_key, r.run_key, r.tags.get("tapewatch/pass", "")) for r in tick.run_requests or []]
+
+
 def test_schedules_request_the_right_partitions() -> None:
-    assert daily_report_schedule.cron_schedule == "10 0 * * *"
+    assert daily_report_schedule.cron_schedule == ["10 0 * * *", "25 3 * * *"]
     assert daily_report_schedule.execution_timezone == "UTC"
-    ctx = _context(datetime(2024, 3, 6, 0, 10, tzinfo=UTC))
-    requests = daily_report_schedule.evaluate_tick(ctx).run_requests or []
-    assert [(r.partition_key, r.run_key) for r in requests] == [
-        ("2024-03-05", "2024-03-05:first"),
-        ("2024-03-04", "2024-03-04:final"),
+    assert _requests(daily_report_schedule, at("2024-03-06", "00:10")) == [
+        ("2024-03-05", "2024-03-05:first", "first")
     ]
-    assert weekly_report_schedule.cron_schedule == "30 1 * * 2"
-    ctx = _context(datetime(2024, 3, 12, 1, 30, tzinfo=UTC))
-    assert [r.partition_key for r in weekly_report_schedule.evaluate_tick(ctx).run_requests or []] == [
-        "2024-03-04"
+    assert _requests(daily_report_schedule, at("2024-03-06", "03:25")) == [
+        ("2024-03-05", "2024-03-05:final", "final")
     ]
-    assert monthly_report_schedule.cron_schedule == "50 1 2 * *"
-    ctx = _context(datetime(2024, 1, 2, 1, 50, tzinfo=UTC))
-    tick = monthly_report_schedule.evaluate_tick(ctx)
+    assert weekly_report_schedule.cron_schedule == "55 3 * * 1"  # Mondays
+    assert _requests(weekly_report_schedule, at("2024-03-11", "03:55")) == [("2024-03-04", "2024-03-04", "")]
+    assert monthly_report_schedule.cron_schedule == "15 4 1 * *"  # the 1st
+    assert _requests(monthly_report_schedule, at("2024-03-01", "04:15")) == [("2024-02-01", "2024-02-01", "")]
+    tick = monthly_report_schedule.evaluate_tick(_context(at("2024-01-01", "04:15")))
     assert not tick.run_requests and tick.skip_message and "no full month" in tick.skip_message
 
 
-def _ticks(cron: str, after: datetime) -> Iterator[datetime]:
-    return cron_string_iterator(after.timestamp(), cron, "UTC")
+def test_a_longer_hold_shifts_the_final_pass_and_the_reports_by_whole_days() -> None:
+    daily, weekly, monthly = performance.report_schedules(times_of("two_day_hold"))
+    assert daily.cron_schedule == ["10 0 * * *", "25 0 * * *"]
+    assert weekly.cron_schedule == "55 0 * * 3"  # Monday + 2 days
+    assert monthly.cron_schedule == "15 1 3 * *"  # the 1st + 2 days
+    assert _requests(daily, at("2024-03-13", "00:10")) == [("2024-03-12", "2024-03-12:first", "first")]
+    assert _requests(daily, at("2024-03-13", "00:25")) == [("2024-03-10", "2024-03-10:final", "final")]
+    assert _requests(weekly, at("2024-03-13", "00:55")) == [("2024-03-04", "2024-03-04", "")]
+    assert _requests(monthly, at("2024-03-03", "01:15")) == [("2024-02-01", "2024-02-01", "")]
+    skipped = daily.evaluate_tick(_context(at("2024-03-13", "02:00")))
+    assert not skipped.run_requests and skipped.skip_message and "00:25 UTC (final)" in skipped.skip_message
 
 
-def _final_pass(day: date) -> datetime:
-    """When the daily schedule runs the pass that makes ``day``'s outcomes final."""
+def test_a_final_pass_at_00_10_runs_in_the_first_pass_tick() -> None:
+    daily, _, _ = performance.report_schedules(times_of("same_tick"))
+    assert daily.cron_schedule == ["10 0 * * *"]
+    assert _requests(daily, at("2024-03-13", "00:10")) == [
+        ("2024-03-12", "2024-03-12:first", "first"),
+        ("2024-03-11", "2024-03-11:final", "final"),
+    ]
+
+
+def test_unreadable_settings_give_the_default_times_and_say_so() -> None:
+    def broken() -> Settings:
+        raise ConfigError("invalid settings:\n  hold_time_low_max (TAPEWATCH_HOLD_TIME_LOW_MAX) = 'x'")
+
+    times, note = performance.report_times(broken)
+    assert times == DEFAULT
+    assert "could not be read" in note and "TAPEWATCH_HOLD_TIME_LOW_MAX" in note
+    two_days = performance.report_times(lambda: load_settings(**CASES["two_day_hold"]))
+    assert two_days == (times_of("two_day_hold"), "")
+
+
+def _ticks(schedule: dg.ScheduleDefinition, after: datetime) -> Iterator[datetime]:
+    """The schedule's next ticks after ``after`` (a year's worth at most, so a missing one fails the test)."""
+    ticks = schedule_execution_time_iterator(after.timestamp(), schedule.cron_schedule, "UTC")
+    return itertools.islice(ticks, 800)
+
+
+def _final_pass(daily: dg.ScheduleDefinition, times: performance.ReportTimes, day: date) -> datetime:
+    """When ``daily`` runs the pass that makes ``day``'s outcomes final (read from its ticks and keys)."""
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-    return next(
-        t
-        for t in _ticks(daily_report_schedule.cron_schedule, end)
-        if (day.isoformat(), "final") in daily_keys(t)
+    return next(t for t in _ticks(daily, end) if (day.isoformat(), "final") in daily_keys(t, times))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("tier", ["HIGH", "MEDIUM", "LOW"])
+def test_every_signal_of_a_sunday_is_settled_by_its_final_pass(case: str, tier: Tier) -> None:
+    """A signal created in a Sunday's last millisecond is due (the outcome module's own last-possible-end
+    test) at the final pass; for the slowest tier, not much earlier (the pass does not wait needlessly)."""
+    params, times = params_of(case), times_of(case)
+    sunday = date(2024, 3, 10)
+    created = (
+        int(datetime.combine(sunday + timedelta(days=1), datetime.min.time(), UTC).timestamp() * 1000) - 1
     )
+    late = open_signal(msgspec.structs.replace(entry("BTCUSDT", created), priority=tier))
+    assert late.tier == tier and late.created == created
+    daily, _, _ = performance.report_schedules(times)
+    final_ms = int(_final_pass(daily, times, sunday).timestamp() * 1000)
+    assert is_due(late, params, final_ms)
+    if tier == "LOW":  # the slowest tier in every case
+        too_early = final_ms - int((performance.FINAL_MARGIN + timedelta(minutes=1)).total_seconds() * 1000)
+        assert not is_due(late, params, too_early)
 
 
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize(
-    "last_day", [date(2024, 3, 10), date(2024, 12, 29), date(2025, 2, 28), date(2024, 12, 31)]
+    "last_day",
+    [date(2024, 3, 10), date(2024, 12, 29), date(2025, 2, 28), date(2024, 12, 31), date(2024, 2, 29)],
 )
-def test_weekly_and_monthly_reports_run_after_the_final_daily_pass_of_their_last_day(last_day: date) -> None:
+def test_weekly_and_monthly_reports_run_after_the_final_daily_pass_of_their_last_day(
+    case: str, last_day: date
+) -> None:
+    times = times_of(case)
+    daily, weekly_schedule, monthly_schedule = performance.report_schedules(times)
     end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC)
-    margin = timedelta(hours=1)  # the daily runs' time to finish
+    margin = timedelta(minutes=30)  # the daily runs' time to finish
+    final = _final_pass(daily, times, last_day)
     if last_day.weekday() == 6:  # a Sunday: a week ends
-        weekly = next(_ticks(weekly_report_schedule.cron_schedule, end))
-        assert weekly >= _final_pass(last_day) + margin
-        assert weekly_key(weekly) == (last_day - timedelta(days=6)).isoformat()
+        week = (last_day - timedelta(days=6)).isoformat()
+        weekly = next(t for t in _ticks(weekly_schedule, end) if weekly_key(t, times) == week)
+        assert final + margin <= weekly < final + timedelta(hours=1)  # the first tick for it, soon after
+        if case == "default":
+            assert weekly.weekday() == 0 and weekly.date() == end.date()  # that Monday
     if (last_day + timedelta(days=1)).day == 1:  # a month ends
-        monthly = next(_ticks(monthly_report_schedule.cron_schedule, end))
-        assert monthly >= _final_pass(last_day) + margin
-        assert monthly_key(monthly) == last_day.replace(day=1).isoformat()
+        month = last_day.replace(day=1).isoformat()
+        monthly = next(t for t in _ticks(monthly_schedule, end) if monthly_key(t, times) == month)
+        assert final + margin <= monthly < final + timedelta(hours=1)
+        if case == "default":
+            assert monthly.date() == end.date()  # that 1st
+
+
+def test_monthly_tuning_runs_on_the_1st_after_the_month_s_final_outcomes_and_its_report() -> None:
+    """The tuning proposal re-scores the month's candidates against their outcomes: it ticks on the 1st, after
+    the final daily pass of the month's last day and after the monthly report, with the default settings."""
+    from orchestration.tuning import tuning_schedule
+
+    daily, _, monthly_schedule = performance.report_schedules(performance.REPORT_TIMES)
+    last_day = date(2026, 2, 28)
+    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC)
+    tuning = next(_ticks(tuning_schedule, end))
+    assert tuning.date() == end.date()  # the 1st
+    assert tuning > _final_pass(daily, performance.REPORT_TIMES, last_day)
+    assert tuning > next(_ticks(monthly_schedule, end))

@@ -33,6 +33,7 @@ from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.supervisor import Supervisor
 from tapewatch.adapters.universe_store import current_universe
 from tapewatch.cli import main
+from tapewatch.cli_admin import RESCAN_TIMED_OUT, timeout_advice
 from tapewatch.errors import ConfigError
 from tapewatch.settings import Settings, load_settings
 from tests.orchestration.universe_support import sim_in_thread
@@ -183,7 +184,12 @@ def test_rescan_runs_the_job_in_a_running_instance(
         assert failed_code == 1, (
             failed.out + failed.err + "\n--- dagster output ---\n" + log.getvalue()[-5000:]
         )
+        # a rescan we stop waiting for says so, and that it goes on; its own exit code
+        timed_out_code = main(["rescan", "--timeout", "0"])
+        timed_out = capsys.readouterr()
         pids = [c.pid for c in sup.children]
+    assert timed_out_code == RESCAN_TIMED_OUT, timed_out.out + timed_out.err
+    assert "timed out after 0 s waiting for run" in timed_out.err and "the run continues" in timed_out.err
     failed_run = (
         next(line for line in failed.out.splitlines() if line.startswith("run ")).split()[1].rstrip(":")
     )
@@ -221,3 +227,11 @@ def test_rescan_runs_the_job_in_a_running_instance(
         if str(port) in " ".join(p.info["cmdline"] or []) and "dagster" in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
+
+
+def test_a_queued_rescan_that_timed_out_says_what_queued_means() -> None:
+    text = timeout_advice("r1", "QUEUED", 50.4, "http://127.0.0.1:3000/runs/r1")
+    assert text.startswith("timed out after 50 s waiting for run r1 (still QUEUED); the run continues")
+    assert "http://127.0.0.1:3000/runs/r1" in text
+    assert "daemon is not running" in text and "queue is full" in text
+    assert "daemon" not in timeout_advice("r1", "STARTED", 50, "u")

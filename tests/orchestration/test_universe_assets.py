@@ -39,6 +39,7 @@ from tapewatch.adapters.universe_store import (
     recent_rescans,
     save_rescan,
 )
+from tapewatch.errors import ConfigError
 from tapewatch.settings import load_settings
 from tapewatch.universe import Reason, SymbolStats, minimums_from, select_universe
 from tests.orchestration.universe_support import publish_feeds, publishing_feeds, resources, sim_in_thread
@@ -363,6 +364,21 @@ def test_the_rescan_cron_follows_the_setting_and_falls_back_on_a_bad_one(
     assert cron == "0 */6 * * *"
     assert "TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in description and "default 6 h" in description
     assert any("TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("hours", [36, 7, 1.5, 0.001])
+def test_an_interval_cron_cannot_repeat_evenly_is_refused_by_name(
+    hours: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """36 h used to run daily and 7 h at 00, 07, 14, 21, 00: the schedule says so instead of rounding."""
+    with pytest.raises(ConfigError, match="universe_rescan_interval must repeat evenly") as raised:
+        load_settings(universe_rescan_interval=hours)
+    assert "TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in str(raised.value) and "1, 2, 3, 4, 6, 8, 12 or 24" in str(
+        raised.value
+    )
+    with caplog.at_level(logging.WARNING):
+        cron, description = rescan_schedule_cron(lambda: load_settings(universe_rescan_interval=hours))
+    assert cron == "0 */6 * * *" and "repeat evenly" in description
 
 
 def test_a_bad_setting_never_stops_the_code_location_from_loading() -> None:

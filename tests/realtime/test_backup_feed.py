@@ -13,13 +13,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from realtime.backup_feed import POLL_FRAGMENT, BackupConfig, BackupFeed, Poll, Polled
+from realtime.backup_feed import POLL_FRAGMENT, BackupConfig, BackupFeed, Poll, Polled, fetch_trades_page
 from realtime.capture import CaptureWriter, iter_capture
 from realtime.replay import replay
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.weight_budget import WeightBudget
 from tapewatch.events import AggTrade, DepthSnapshot, Kline
 from tapewatch.market import TRADE_GAP_COUNTERS, Market
 from tapewatch.parse import FrameDecoder
@@ -28,6 +29,7 @@ from tapewatch.settings import load_settings
 from tapewatch.streams import Kind, symbol_streams
 from tapewatch.trade_gaps import TradeFillNeeded
 from tapewatch.universe import tradable_perpetuals
+from tests.adapters.rest_test_server import FakeClock, Reply, RestTestServer
 from tests.realtime.control_helpers import all_synced, running_service, sim_settings, wait_for
 from tests.realtime.test_trade_fill_sim import symbol_with_trades, ws_frame
 
@@ -402,3 +404,51 @@ def test_the_service_switches_to_rest_polling_and_back(
     # the capture with its polled answers replays into exact books
     summary = replay([capture], load_settings(), signals=False)
     assert summary["book_mismatches"] == 0
+
+
+# --- a page with a bad trade dropped ------------------------------------------------------------------------
+
+
+def _agg_row(agg_id: int, price: str = "100") -> dict[str, object]:
+    return {
+        "a": agg_id,
+        "p": price,
+        "q": "1",
+        "f": agg_id,
+        "l": agg_id,
+        "T": 1_700_000_000_000 + agg_id,
+        "m": True,
+    }
+
+
+def _page_full(rows: list[dict[str, object]], limit: int) -> tuple[list[int], bool, dict[str, int]]:
+    """``fetch_trades_page`` against a local REST server answering ``rows``: the trade ids delivered, whether
+    the page counted as full, and the client's dropped-row counter."""
+
+    async def main(url: str) -> tuple[Polled, bool, dict[str, int]]:
+        clock = FakeClock()
+        budget = WeightBudget(1920, snapshot_capacity=960, clock=clock, sleep=clock.sleep)
+        async with BinanceRest(url, budget, sleep=clock.sleep) as rest:
+            polled, full = await fetch_trades_page(rest, FrameDecoder(), "BTCUSDT", 1, limit, lambda: 0)
+            return polled, full, dict(rest.stats.dropped_rows)
+
+    with RestTestServer() as server:
+        server.route("/fapi/v1/aggTrades", Reply(body=msgspec.json.encode(rows)), weight=20)
+        polled, full, dropped = asyncio.run(main(server.url))
+    ids = [f.event.agg_id for f in polled.frames if isinstance(f.event, AggTrade)]
+    return ids, full, dropped
+
+
+def test_a_full_page_with_one_bad_trade_dropped_still_counts_as_full() -> None:
+    """Binance sent ``limit`` rows, so more trades wait: paging must go on at once, not at the next poll."""
+    rows = [_agg_row(1), _agg_row(2, price="0"), _agg_row(3), _agg_row(4)]
+    ids, full, dropped = _page_full(rows, limit=4)
+    assert ids == [1, 3, 4]  # the bad trade is left out of the frames ...
+    assert dropped == {"aggTrades": 1}  # ... and counted by the client
+    assert full  # 4 rows sent for a limit of 4: the page was full
+
+
+def test_a_short_page_with_a_bad_trade_is_not_full() -> None:
+    ids, full, _ = _page_full([_agg_row(1), _agg_row(2, price="0"), _agg_row(3)], limit=4)
+    assert ids == [1, 3]
+    assert not full

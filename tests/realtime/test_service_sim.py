@@ -157,7 +157,7 @@ def test_live_signals_are_the_ones_a_replay_of_the_capture_gives(
     sink = ListSink()
 
     async def scenario() -> FeedService:
-        async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=12.0) as sim:
+        async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=20.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix)
             return await run_with(sim, settings, redis_url, 25.0, sink=sink)
 
@@ -211,7 +211,7 @@ def test_live_signals_are_stored_and_published_exactly_once(
     """With PostgreSQL and Redis, every signal of the live run is one row and one stream entry."""
 
     async def scenario() -> FeedService:
-        async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=12.0) as sim:
+        async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=20.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix)
             return await run_with(sim, settings, redis_url, 25.0, database_url=migrated_database_url)
 

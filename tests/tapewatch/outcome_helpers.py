@@ -92,6 +92,33 @@ def candles_from_trades(trades: Sequence[tuple[int, float]]) -> list[Candle]:
     ]
 
 
+def binance_candles(trades: Sequence[tuple[int, float]]) -> list[Candle]:
+    """1-minute candles of absolute-time trades as Binance serves them: one for every minute from the first
+    trade's to the last one's, a minute without trades being a zero-volume candle at the last price."""
+    candles: list[Candle] = []
+    for candle in candles_from_trades(trades):
+        while candles and candles[-1].open_time + M1 < candle.open_time:
+            last = candles[-1]
+            start = last.open_time + M1
+            candles.append(
+                Candle(
+                    open_time=start,
+                    close_time=start + M1 - 1,
+                    interval="1m",
+                    open=last.close,
+                    close=last.close,
+                    high=last.close,
+                    low=last.close,
+                    volume=0.0,
+                    trades=0,
+                    closed=True,
+                    quote_volume=0.0,
+                )
+            )
+        candles.append(candle)
+    return candles
+
+
 def absolute(signal: OpenSignal, path: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
     return [(signal.created + t, p) for t, p in path]
 

@@ -260,3 +260,15 @@ def test_side_readers_at_their_edges() -> None:
     book.apply(diff(106, 107, 105, bids=[(100.0, 0.0), (99.0, 0.0)]))  # the bid side emptied: no top, no use
     assert book.bids.best() is None and book.top() is None and book.imbalance() == -1.0  # asks only
     assert book.synced and not book.is_crossed()
+
+
+def test_book_names_are_the_split_modules_own_objects() -> None:
+    """The result types and sides moved to tapewatch.book_types / book_sides: ``from tapewatch.book import X``
+    must give the very same classes, or an ``isinstance`` against one import path fails for the other."""
+    from tapewatch import book, book_sides, book_types
+
+    for name in ("Applied", "Buffered", "Dropped", "NeedsResync", "Top", "BookHealth", "BookState", "Health"):
+        assert getattr(book, name) is getattr(book_types, name), name
+    ob = book.OrderBook("X")
+    assert isinstance(ob.bids, book_sides.Bids) and isinstance(ob.asks, book_sides.Asks)
+    assert isinstance(ob.reset(), book_types.NeedsResync)

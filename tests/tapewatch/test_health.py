@@ -7,6 +7,7 @@ import pytest
 
 from tapewatch.health import (
     Connectivity,
+    FeedDwell,
     PendingIncident,
     Streak,
     Transition,
@@ -80,7 +81,8 @@ def test_connectivity_problems_name_each_cause() -> None:
     assert _judge() == Connectivity(problems=[], backup_failing=False, report="reported only")
     assert _judge(rest="ConnectError: refused", age=None).problems == [
         "Binance REST ping failed: ConnectError: refused",
-        "no realtime heartbeat (the service is down or Redis is unreadable)",
+        "no realtime heartbeat: its key expired, not renewed for longer than its TTL (the service is down or "
+        "stalled), or Redis is unreadable",
     ]
     assert _judge(age=45.0).problems == ["realtime heartbeat is 45 s old (> 30 s)"]
     assert _judge(silent=31.0).problems == ["websockets delivered nothing for 31 s (> 30 s)"]
@@ -166,3 +168,23 @@ def test_pending_incident_changes_keep_their_order_and_stay_bounded() -> None:
     assert back == pending
     with pytest.raises(ValueError, match="limit"):
         queued((), _change(1), limit=0)
+
+
+def test_the_backup_feeds_dwell_doubles_with_each_failed_switch_back_up_to_its_maximum() -> None:
+    dwell = FeedDwell.of(min_s=300, max_s=1000, max_age_s=30, trip_after=5, interval_s=30)
+    assert [dwell.required_s(n) for n in range(4)] == [300, 600, 1000, 1000]
+    assert dwell.wait_s(switched_ms=0, relapses=0, now_ms=100_000) == 200
+    assert dwell.wait_s(switched_ms=0, relapses=1, now_ms=700_000) == 0
+    # a switch on 299 s after a switch back: that switch back failed; at 300 s it had held
+    assert dwell.relapsed(switched_back_ms=0, now_ms=299_000)
+    assert not dwell.relapsed(switched_back_ms=0, now_ms=300_000)
+    assert not dwell.relapsed(switched_back_ms=None, now_ms=1)
+
+
+def test_the_probation_is_never_shorter_than_a_silence_takes_to_trip() -> None:
+    # no dwell asked for: none, but a failed switch back is still recognised (30 s + 6 checks of 30 s)
+    none = FeedDwell.of(min_s=0, max_s=3600, max_age_s=30, trip_after=5, interval_s=30)
+    assert none.required_s(3) == 0 and none.probation_s == 210
+    assert FeedDwell.of(min_s=600, max_s=60, max_age_s=30, trip_after=1, interval_s=30).required_s(2) == 600
+    with pytest.raises(ValueError, match="trip_after=0"):
+        FeedDwell.of(min_s=1, max_s=1, max_age_s=30, trip_after=0, interval_s=30)

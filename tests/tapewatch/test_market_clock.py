@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 
 from tapewatch.engine import SignalEngine
-from tapewatch.events import AggTrade, DepthRestart, DepthSnapshot, DepthUpdate
+from tapewatch.events import (
+    AggTrade,
+    DepthRestart,
+    DepthSnapshot,
+    DepthUpdate,
+    Kline,
+    KlineHistory,
+)
 from tapewatch.market import Market, MarketConfig
 from tapewatch.market_clock import CLOCK_TOLERANCE_MS, MarketClock
 from tapewatch.parse import Frame
@@ -17,6 +24,7 @@ from tapewatch.polled import PolledSnapshot
 from tapewatch.settings import load_settings
 from tapewatch.streams import Kind
 from tests.adapters.signal_builders import entry
+from tests.tapewatch.candle_helpers import make_candle
 
 T = 1_700_000_000_000
 YEAR = 365 * 86_400_000
@@ -69,7 +77,8 @@ class Feed:
 
     def counts(self) -> tuple[int, int]:
         totals = self.market.totals()
-        return totals["event_time_ahead"], totals["event_time_jumps"]
+        """(frames not applied: rejected or held, jumps)."""
+        return totals["event_time_ahead"] + totals["event_time_held"], totals["event_time_jumps"]
 
 
 def two_books(market: Market | None = None, recv: int = 1) -> Feed:
@@ -122,15 +131,15 @@ def test_a_market_wide_jump_after_an_outage_is_accepted() -> None:
     back = T + OUTAGE
     for symbol in ("BTCUSDT", "ETHUSDT"):
         feed.restart(symbol)
-    feed.diff("BTCUSDT", back)  # the suspect: rejected
-    feed.diff("ETHUSDT", back + 20)  # another symbol also far ahead: the jump is real
-    assert market.now_ms == back + 20 and feed.counts() == (1, 1)
+    feed.diff("BTCUSDT", back)  # the suspect: held
+    feed.diff("ETHUSDT", back + 20)  # another symbol also far ahead (two active symbols): the jump is real
+    assert market.now_ms == back + 20 and feed.counts() == (0, 1)  # the held diff was applied: nothing lost
     for symbol in ("BTCUSDT", "ETHUSDT"):
         feed.diff(symbol, back + 100)
         feed.snapshot(symbol, back + 100, feed.uid[symbol] - 1)
         feed.diff(symbol, back + 200)
         assert market.book_usable(symbol)
-    assert market.now_ms == back + 200 and feed.counts() == (1, 1)
+    assert market.now_ms == back + 200 and feed.counts() == (0, 1)
 
 
 def test_a_single_symbol_universe_after_an_outage_is_accepted() -> None:
@@ -142,7 +151,7 @@ def test_a_single_symbol_universe_after_an_outage_is_accepted() -> None:
     feed.diff("BTCUSDT", back)
     assert market.now_ms == T and feed.counts() == (1, 0)
     feed.diff("BTCUSDT", back + 100)  # its own next frame, within the tolerance of the first: confirmed
-    assert market.now_ms == back + 100 and feed.counts() == (1, 1)
+    assert market.now_ms == back + 100 and feed.counts() == (0, 1)
     feed.snapshot("BTCUSDT", back + 100, feed.uid["BTCUSDT"] - 1)
     feed.diff("BTCUSDT", back + 200)
     assert market.book_usable("BTCUSDT")
@@ -156,11 +165,14 @@ def test_a_single_symbol_frame_far_from_its_suspect_does_not_confirm_it() -> Non
     assert feed.market.now_ms == T and feed.counts() == (2, 0)
 
 
-def test_a_confirming_frame_far_beyond_the_suspect_moves_the_clock_to_the_suspect_only() -> None:
+def test_frames_far_ahead_that_disagree_with_each_other_confirm_nothing() -> None:
     feed = two_books()
     feed.diff("BTCUSDT", T + OUTAGE)
-    feed.diff("ETHUSDT", T + YEAR)  # confirms the jump to T + OUTAGE, but is itself a year past it
-    assert feed.market.now_ms == T + OUTAGE and feed.counts() == (2, 1)
+    feed.diff(
+        "ETHUSDT", T + YEAR
+    )  # far ahead too, but a year past the first: a new candidate, BTC's rejected
+    assert feed.market.now_ms == T + 50 and feed.counts() == (2, 0)
+    assert feed.market.totals()["event_time_held"] == 1
 
 
 def test_a_future_trade_stays_out_of_the_window_and_is_counted() -> None:
@@ -264,13 +276,13 @@ def test_the_rule_reads_event_times_only_never_recv() -> None:
 
     def run(recv: int) -> tuple[int, tuple[int, int]]:
         feed = two_books(recv=recv)
-        feed.diff("ETHUSDT", T + YEAR)  # rejected
-        feed.diff("BTCUSDT", T + 100)  # the clock moves on: the suspect is void
-        feed.diff("BTCUSDT", T + OUTAGE)  # rejected
-        feed.diff("ETHUSDT", T + OUTAGE + 10)  # confirms
+        feed.diff("ETHUSDT", T + YEAR)  # held
+        feed.diff("BTCUSDT", T + 100)  # the clock moves on: the suspect is void, rejected
+        feed.diff("BTCUSDT", T + OUTAGE)  # held
+        feed.diff("ETHUSDT", T + OUTAGE + 10)  # confirms (two active symbols): the held diff is applied
         return feed.market.now_ms, feed.counts()
 
-    assert run(1) == run(T) == run(T + 10 * YEAR) == (T + OUTAGE + 10, (2, 1))
+    assert run(1) == run(T) == run(T + 10 * YEAR) == (T + OUTAGE + 10, (1, 1))
 
 
 def test_the_tolerance_must_be_positive() -> None:
@@ -289,3 +301,143 @@ def test_trades_flow_on_while_every_depth_stream_is_quiet() -> None:
     # a trade far ahead of its own tape is still rejected
     feed.trade("BTCUSDT", T + 10**10)
     assert feed.counts() == (1, 0) and st.flow.last_time == T + 300_000
+
+
+# --- a real jump costs no frame (held, applied once confirmed) ---------------------------------------------
+def test_a_synced_book_runs_on_without_a_resync_after_a_market_wide_pause() -> None:
+    """The streams stay connected while the exchange pauses five minutes: BTC's first diff after it is held,
+    not lost, so BTC's next diff continues its book (no gap, no snapshot request of weight 20)."""
+    feed = two_books()
+    market = feed.market
+    btc = market.symbols["BTCUSDT"]
+    back = T + OUTAGE
+    assert market.on_frame(frame_of(feed, "BTCUSDT", back)) is None  # held
+    assert btc.book.last_event_time == T and feed.counts() == (1, 0)
+    feed.diff("ETHUSDT", back + 20)  # confirms (two active symbols): BTC's held diff is applied first
+    assert btc.book.last_event_time == back and btc.last_event_time == back and feed.counts() == (0, 1)
+    assert market.on_frame(frame_of(feed, "BTCUSDT", back + 100)) is None  # continues the book
+    assert btc.book.gaps == 0 and btc.book.resyncs == 0 and not btc.snapshot_pending
+    assert market.book_usable("BTCUSDT") and market.book_usable("ETHUSDT")
+
+
+def frame_of(feed: Feed, symbol: str, t: int) -> Frame:
+    """The next diff of ``symbol`` at ``t``, not sent (to read what :meth:`Market.on_frame` returns)."""
+    u = feed.uid.get(symbol, 10)
+    feed.uid[symbol] = u + 2
+    ev = DepthUpdate(symbol, t, t, u + 1, u + 2, u, [(100.0, 1.0)], [])
+    return Frame(feed.recv, f"{symbol.lower()}@depth@100ms", symbol, Kind.DEPTH, ev)
+
+
+def test_a_polled_snapshot_and_a_trade_held_for_a_jump_are_applied_once_it_is_confirmed() -> None:
+    feed = two_books()
+    market = feed.market
+    btc = market.symbols["BTCUSDT"]
+    back = T + OUTAGE
+    feed.trade("BTCUSDT", back - 10)  # held: far ahead of the clock and of BTC's (empty) tape
+    snap = PolledSnapshot(999, [(99.0, 1.0)], [(99.5, 1.0)], back, back, every_ms=5000)
+    feed.send(
+        "BTCUSDT", Kind.SNAPSHOT, "rest:/fapi/v1/depth?symbol=BTCUSDT&limit=50#poll&every_ms=5000", snap
+    )
+    assert len(btc.flow) == 0 and btc.book.last_update_id != 999 and market.totals()["event_time_held"] == 2
+    feed.diff("ETHUSDT", back + 20)
+    assert market.now_ms == back + 20 and feed.counts() == (0, 1)
+    assert (
+        btc.flow.last_time == back - 10 and btc.book.last_update_id == 999 and market.book_usable("BTCUSDT")
+    )
+
+
+# --- a quorum of consistent symbols, not two frames ----------------------------------------------------------
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT")
+
+
+def five_books() -> Feed:
+    feed = Feed()
+    for k, symbol in enumerate(SYMBOLS):
+        feed.synced(symbol, T + 10 * k)
+    return feed
+
+
+def test_every_symbol_back_five_minutes_after_a_silence_is_a_jump_within_three_frames() -> None:
+    feed = five_books()
+    market = feed.market
+    back = T + OUTAGE
+    for k, symbol in enumerate(SYMBOLS[:3]):
+        feed.diff(symbol, back + k)
+    assert market.now_ms == back + 2 and feed.counts() == (0, 1)  # the third symbol confirms; none lost
+    for k, symbol in enumerate(SYMBOLS):
+        feed.diff(symbol, back + 100 + k)
+        assert market.book_usable(symbol) and market.symbols[symbol].book.gaps == 0
+    assert feed.counts() == (0, 1)
+
+
+@pytest.mark.parametrize("bad", [(YEAR, YEAR + 20), (YEAR, 2 * YEAR)], ids=["consistent", "inconsistent"])
+def test_two_bad_frames_of_two_symbols_do_not_move_the_clock(bad: tuple[int, int]) -> None:
+    """A corrupted relay stamps two frames of two symbols far ahead: two symbols are not a quorum of five."""
+    feed = five_books()
+    market = feed.market
+    feed.diff("BTCUSDT", T + bad[0])
+    feed.diff("ETHUSDT", T + bad[1])
+    assert market.now_ms == T + 40 and feed.counts() == (2, 0) and market.totals()["event_time_jumps"] == 0
+    feed.diff("SOLUSDT", T + 500)  # the market runs on: both are rejected for good
+    assert market.now_ms == T + 500 and market.totals()["event_time_ahead"] == 2
+    assert market.totals()["event_time_held"] == 0
+    for symbol in SYMBOLS[2:]:
+        assert market.book_usable(symbol)
+
+
+def test_three_bad_frames_that_disagree_with_each_other_do_not_move_the_clock() -> None:
+    feed = five_books()
+    for k, symbol in enumerate(SYMBOLS[:3]):
+        feed.diff(symbol, T + (k + 1) * YEAR)
+    assert feed.market.now_ms == T + 40 and feed.counts() == (3, 0)
+
+
+def test_a_jump_of_two_symbols_is_enough_in_a_two_symbol_universe_that_was_five() -> None:
+    """Symbols that left the universe (their books silent for longer than the tolerance) do not count."""
+    feed = five_books()
+    for k in range(1, 4):
+        feed.diff("BTCUSDT", T + 50_000 * k)
+        feed.diff("ETHUSDT", T + 50_000 * k + 10)
+    back = T + 150_010 + OUTAGE
+    feed.diff("BTCUSDT", back)
+    feed.diff("ETHUSDT", back + 10)
+    assert feed.market.now_ms == back + 10 and feed.counts() == (0, 1)
+
+
+# --- klines, bookTickers, REST snapshots ---------------------------------------------------------------------
+def kline(symbol: str, event_time: int, open_time: int, closed: bool = False) -> Kline:
+    return Kline(
+        symbol, event_time, make_candle(open_time, 101.0, 99.0, 100.0, closed=closed, length_ms=60_000)
+    )
+
+
+def test_a_kline_bar_opening_a_year_ahead_does_not_freeze_the_series() -> None:
+    feed = two_books()
+    market = feed.market
+    stream = "btcusdt@kline_1m"
+    feed.send("BTCUSDT", Kind.KLINE, stream, kline("BTCUSDT", T + YEAR, T + YEAR, closed=True))
+    assert market.counters["kline_ahead"] == 1 and "1m" not in market.symbols["BTCUSDT"].candles
+    feed.send("BTCUSDT", Kind.KLINE, stream, kline("BTCUSDT", T + 50, T - 60_000, closed=True))
+    feed.send("BTCUSDT", Kind.KLINE, stream, kline("BTCUSDT", T + YEAR, T))  # E far ahead is never read
+    series = market.symbols["BTCUSDT"].candles["1m"]
+    assert [c.open_time for c in series.closed] == [T - 60_000] and series.forming is not None
+    assert series.forming.open_time == T and series.stale_updates == 0 and market.counters["kline_ahead"] == 1
+    rows = [make_candle(T - 120_000, 101.0, 99.0, 100.0, length_ms=60_000)]
+    rows.append(make_candle(T + YEAR, 101.0, 99.0, 100.0, length_ms=60_000))
+    feed.send(
+        "ETHUSDT", Kind.KLINES, "rest:/fapi/v1/klines?symbol=ETHUSDT&interval=1m", KlineHistory("1m", rows)
+    )
+    assert [c.open_time for c in market.symbols["ETHUSDT"].candles["1m"].closed] == [T - 120_000]
+    assert market.counters["kline_ahead"] == 2 and market.now_ms == T + 50
+
+
+def test_the_clock_never_moves_back_when_the_confirming_frame_is_older_than_a_held_one() -> None:
+    """The held frames are applied first (BTC's moves the clock to +30 s); the confirming SOL diff, stamped
+    earlier, must not pull the clock back behind a book it already took."""
+    feed = five_books()
+    m = feed.market
+    back = T + OUTAGE
+    feed.diff("BTCUSDT", back + 30_000)
+    feed.diff("ETHUSDT", back + 10_000)
+    feed.diff("SOLUSDT", back)
+    assert m.now_ms == back + 30_000 and m.counters["event_time_jumps"] == 1

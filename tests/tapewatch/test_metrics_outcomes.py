@@ -36,7 +36,7 @@ from tests.tapewatch.outcome_helpers import (
     MONDAY,
     SCENARIOS,
     absolute,
-    candles_from_trades,
+    binance_candles,
     make_signal,
     scenario_outcome,
     track,
@@ -47,7 +47,8 @@ P = OutcomeParams()
 
 
 def candles(name: str, signal_created: int = MONDAY) -> list:  # type: ignore[type-arg]
-    return candles_from_trades(absolute(make_signal(signal_created), SCENARIOS[name]))
+    """The scenario's candles as Binance serves them (quiet minutes as zero-volume candles: no hole)."""
+    return binance_candles(absolute(make_signal(signal_created), SCENARIOS[name]))
 
 
 # --- when a signal is due and which klines it needs -----------------------------------------------------
@@ -107,9 +108,10 @@ def test_candles_that_stop_short_of_the_end_give_no_outcome() -> None:
 
 def test_a_forming_candle_is_not_used() -> None:
     bars = candles("expiry")
-    # the candle of minute 45 (the bound) is still forming: without it the data ends before the deadline
-    bars = [msgspec.structs.replace(c, closed=False) if c.open_time == MONDAY + 45 * M1 else c for c in bars]
-    bars = [c for c in bars if c.open_time <= MONDAY + 45 * M1]
+    # the candle of minute 44 (the last before the bound) is still forming: without it the data ends before
+    # the deadline
+    bars = [msgspec.structs.replace(c, closed=False) if c.open_time == MONDAY + 44 * M1 else c for c in bars]
+    bars = [c for c in bars if c.open_time <= MONDAY + 44 * M1]
     assert batch_outcome(make_signal(), bars, P) is None
 
 

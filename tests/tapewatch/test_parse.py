@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tapewatch.events import AggTrade, BookTicker, Candle, DepthSnapshot, DepthUpdate, Kline
+from tapewatch.events import AggTrade, BookTicker, Candle, DepthSnapshot, DepthUpdate, Kline, KlineHistory
 from tapewatch.parse import FrameDecoder
 from tapewatch.polled import poll_stream
 from tapewatch.streams import Kind
@@ -182,9 +182,18 @@ def test_an_impossible_candle_is_rejected_as_a_bad_value(high: str, low: str, op
     assert d.rejected_by_stream == {("bad_value", stream): 2}
     row = [0, open_, high, low, close, "1", 899_999, "100", 1, "0", "0", "0"]
     for rest in ("rest:/fapi/v1/klines?symbol=BTCUSDT&interval=15m&limit=2", KLINES_POLL):
-        # a good row does not save the answer: Binance never sends one bad row alone
+        # the bad row is dropped and counted, the good one kept (see test_rest_bad_rows)
         good = [0, "100", "101", "99", "100", "1", 899_999, "100", 1, "0", "0", "0"]
-        assert d.decode_frames(1, rest, json.dumps([good, row]).encode()) == []
+        (frame,) = d.decode_frames(1, rest, json.dumps([good, row]).encode())
+        event = frame.event
+        candles = (
+            event.candles
+            if isinstance(event, KlineHistory)
+            else [event.candle]
+            if isinstance(event, Kline)
+            else []
+        )
+        assert [(c.high, c.low) for c in candles] == [(101.0, 99.0)]
         assert d.rejected_by_stream[("bad_value", rest)] == 1
     with pytest.raises(ValueError, match="impossible candle"):
         Candle(0, 899_999, "15m", float(open_), float(close), float(high), float(low), 1.0, 1, True, 100.0)

@@ -176,3 +176,20 @@ def test_every_tapewatch_variable_the_repository_names_is_a_setting_or_allow_lis
     assert "TAPEWATCH_CONFIG_FILE" in names and "TAPEWATCH_MAX_SPREAD" in names
     known = {"TAPEWATCH_" + name.upper() for name in Settings.model_fields} | NON_SETTING_ENV.keys()
     assert sorted(names - known) == []
+
+
+def test_a_replay_without_settings_loads_them_as_the_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run_replay/replay (bench/run.py calls it so) built a bare Settings(): a misspelt variable was ignored
+    from realtime.replay import replay
+
+    monkeypatch.setenv("TAPEWATCH_MAX_SPRED", "0.001")
+    with pytest.raises(ConfigError, match="unknown environment variable TAPEWATCH_MAX_SPRED"):
+        replay([tmp_path])
+    monkeypatch.delenv("TAPEWATCH_MAX_SPRED")
+    cfg = tmp_path / "tapewatch.yaml"
+    cfg.write_text("max_spread: 2\n")  # the YAML file named by the environment is read, and checked
+    monkeypatch.setenv("TAPEWATCH_CONFIG_FILE", str(cfg))
+    with pytest.raises(ConfigError, match="max_spread"):
+        replay([tmp_path])

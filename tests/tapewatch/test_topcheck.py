@@ -4,6 +4,7 @@ same update id is counted as a mismatch, on any of the four fields, whichever of
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -140,3 +141,52 @@ def test_the_market_counts_a_ticker_that_disagrees_with_its_book(order: str, wro
     assert (good["book_checks"], good["book_mismatches"]) == (2, 0)  # u=105 (the sync) and u=107
     bad = run_market(market_lines(order, wrong)).totals()
     assert (bad["book_checks"], bad["book_mismatches"]) == (2, 1)
+
+
+# --- the market's per-diff form (on_sides) against the reference (on_book of book.top()) -----------------
+
+
+def test_on_sides_keeps_the_result_of_on_book_of_the_top_step_by_step() -> None:
+    """``Market`` records each applied diff with ``on_sides`` (no Top built for a ticker compared at once):
+    over a random run of diffs (empty sides included), tickers before and after their diff, agreeing or not,
+    resets, and a small ``keep`` so trims happen often, it keeps exactly what ``on_book(update_id,
+    book.top())`` keeps (counts, samples, pending tops and tickers, in order)."""
+    rng = random.Random(13)
+    fast, reference = TopCheck(keep=4), TopCheck(keep=4)
+    book = OrderBook("BTCUSDT")
+    update_id = 0
+    seen: list[Top] = []  # tops of past diffs, so tickers can agree with them
+    for _ in range(5_000):
+        step = rng.random()
+        if step < 0.5:  # a diff: new best levels, sometimes an empty side
+            update_id += rng.randint(1, 3)
+            book.bids.load(
+                [] if rng.random() < 0.05 else [(rng.choice([99.0, 99.5, 100.0]), float(rng.randint(1, 3)))]
+            )
+            book.asks.load(
+                [] if rng.random() < 0.05 else [(rng.choice([101.0, 101.5]), float(rng.randint(1, 3)))]
+            )
+            fast.on_sides(update_id, book.bids, book.asks)
+            top = book.top()
+            reference.on_book(update_id, top)
+            if top is not None:
+                seen.append(top)
+        elif step < 0.95:  # a ticker at a past, current or next id, agreeing with some past top or not
+            u = update_id + rng.randint(-6, 3)
+            base = rng.choice(seen) if seen and rng.random() < 0.8 else Top(98.0, 1.0, 102.0, 1.0)
+            t = BookTicker("BTCUSDT", u, base.bid_price, base.bid_qty, base.ask_price, base.ask_qty)
+            fast.on_ticker(t)
+            reference.on_ticker(t)
+        else:
+            fast.reset()
+            reference.reset()
+        assert (fast.checks, fast.mismatches, fast.samples) == (
+            reference.checks,
+            reference.mismatches,
+            reference.samples,
+        )
+        assert list(fast._tops.items()) == list(reference._tops.items())
+        assert list(fast._tickers.items()) == list(reference._tickers.items())
+    # the run exercised every path: matches both ways round, mismatches, trims
+    assert reference.checks > 500 and 0 < reference.mismatches < reference.checks
+    assert len(reference.samples) == 10

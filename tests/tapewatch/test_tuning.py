@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tapewatch.adapters.signal_store import candidate_row
 from tapewatch.features import LARGE_SIZES_KEPT, large_trade_sizes, largest_sizes
 from tapewatch.quality import Breakpoints, tier_for
+from tapewatch.risk import Candidate as RiskCandidate
 from tapewatch.settings import load_settings
 from tapewatch.trade_flow import TradeWindow
 from tapewatch.tuning import (
@@ -22,6 +24,7 @@ from tapewatch.tuning import (
     tier_grid,
     tune,
 )
+from tests.tapewatch.engine_rig import Rig
 from tests.tapewatch.feature_builders import long_setup
 
 NOW = 1_800_000_000_000
@@ -370,3 +373,22 @@ def test_breakpoints_must_stay_ordered_to_be_applied() -> None:
         check_parameters({"quality_low_min": 70, "quality_medium_min": 65, "quality_high_min": 80})
     with pytest.raises(TuningError, match="quality_high_min = 120 is out of range"):
         check_parameters({"quality_high_min": 120})
+
+
+def test_the_engine_stores_the_large_trade_size_each_candidate_was_counted_at() -> None:
+    t = 1_700_000_100_000
+    rejected = Rig(large_trade_size=600_000)  # the setup's 3 buys are 620 000 USD each: large
+    for i in range(20):  # LOW's daily cap (20) already used today
+        rejected.engine.risk.count(
+            RiskCandidate(signal_id=f"x{i}", symbol="ETHUSDT", direction="LONG", tier="LOW", event_time=t)
+        )
+    rejected.context()
+    rejected.long_setup(t, bid=65.0, ask=35.0, qty=6200.0)  # a LOW setup held back by LOW's daily cap
+    signalled = Rig(large_trade_size=60_000)
+    signalled.context()
+    signalled.long_setup(t)
+    [held] = rejected.candidates()
+    [signal] = signalled.candidates()
+    assert (held.fate, held.large_trade_size) == ("tier_daily_cap", 600_000)
+    assert (signal.fate, signal.large_trade_size) == ("signal", 60_000)
+    assert candidate_row(held)["large_trade_size"] == 600_000  # what sql/0008's column receives

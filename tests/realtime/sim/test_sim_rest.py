@@ -12,6 +12,7 @@ from realtime.sim import SimExchange
 from realtime.sim.ratelimit import WeightLimiter
 from realtime.sim.rest import Reply, answer
 from realtime.sim.venue import Venue
+from tapewatch.trade_gaps import FILL_MAX_PAGES, FILL_PAGE_SIZE
 
 from .support import run
 
@@ -143,10 +144,14 @@ def test_bad_requests_get_binances_error_codes() -> None:
                 await _get(sim, "/fapi/v1/depth", symbol="BTCUSDT", limit="ten"),
                 await _get(sim, "/fapi/v1/nothing"),
                 await _get(sim, "/elsewhere"),
+                await _get(
+                    sim, "/fapi/v1/klines", symbol="BTCUSDT", interval="1m", startTime=2000, endTime=1000
+                ),
+                await _get(sim, "/fapi/v1/aggTrades", symbol="BTCUSDT", startTime=2000, endTime=1999),
             ]
 
     r = run(scenario())
-    assert [x.status_code for x in r] == [400, 400, 400, 400, 400, 400, 400, 404, 404]
+    assert [x.status_code for x in r] == [400, 400, 400, 400, 400, 400, 400, 404, 404, 400, 400]
     assert r[0].json() == {"code": -1121, "msg": "Invalid symbol."}
     assert r[1].json()["code"] == -1121
     assert r[2].json() == {"code": -4021, "msg": "7 is not valid depth limit"}
@@ -155,6 +160,7 @@ def test_bad_requests_get_binances_error_codes() -> None:
     assert r[5].json()["code"] == -1102
     assert r[6].json()["code"] == -1100
     assert all("x-mbx-used-weight-1m" in x.headers for x in r[:8])
+    assert r[9].json() == r[10].json() == {"code": -1023, "msg": "Start time is greater than end time."}
 
 
 def test_over_the_weight_limit_429_then_hammering_on_418() -> None:
@@ -223,9 +229,9 @@ def test_agg_trades_of_a_history_minute_match_its_kline_and_a_range_over_an_hour
     assert later == [t for t in whole if t["T"] >= minute + 20_000] and 0 < len(later) < len(whole)
     # the history's ids stay below the live trades' (fromId paging runs forward across the start)
     venue.step(lambda _: True)
-    while not venue.publisher.recent[0]:
+    while not len(venue.publisher.recent[0]):
         venue.step(lambda _: True)
-    assert whole[-1]["a"] < venue.publisher.recent[0][0][0]
+    assert whole[-1]["a"] < (venue.publisher.recent[0].first_id or 0)
     refused = answer(
         venue,
         "/fapi/v1/aggTrades",
@@ -233,3 +239,42 @@ def test_agg_trades_of_a_history_minute_match_its_kline_and_a_range_over_an_hour
     )
     assert isinstance(refused, Reply) and refused.status == 400
     assert msgspec.json.decode(refused.body)["code"] == -1127
+
+
+def _agg_trades(venue: Venue, **params: Any) -> list[dict[str, Any]]:
+    reply = answer(
+        venue, "/fapi/v1/aggTrades", {"symbol": "BTCUSDT", **{k: str(v) for k, v in params.items()}}
+    )
+    assert isinstance(reply, Reply) and reply.status == 200, reply
+    rows: list[dict[str, Any]] = msgspec.json.decode(reply.body)
+    return rows
+
+
+def test_from_id_serves_the_widest_gap_tapewatch_fills_and_counts_older_requests() -> None:
+    """fromId paging reaches back FILL_MAX_PAGES * FILL_PAGE_SIZE ids (the widest gap tapewatch fills); an
+    older fromId starts at the oldest kept trade, and that shortfall is counted, not silent."""
+    venue = Venue(2, 1, 1_767_571_200_000)
+    sym = venue.market.symbols[0]
+    widest = FILL_MAX_PAGES * FILL_PAGE_SIZE
+    for _ in range(15):  # 15 steps of 1 000 taker fills each, as a busy minute would bring
+        first, t = sym.agg_id, venue.now_ms
+        sym.trades.extend(
+            (first + k, sym.top[0], 1 + k % 5, sym.trade_id + k, sym.trade_id + k, t, k % 2 == 0)
+            for k in range(1000)
+        )
+        sym.agg_id += 1000
+        sym.trade_id += 1000
+        venue.step(lambda _: False)
+    newest = sym.agg_id - 1
+    from_id = newest - widest + 1
+    page = _agg_trades(venue, fromId=from_id, limit=1000)
+    assert [r["a"] for r in page] == list(range(from_id, from_id + 1000))
+    assert venue.agg_trades_from_id_too_old == 0
+    oldest = venue.publisher.recent[0].first_id
+    assert oldest is not None and oldest <= from_id
+    older = _agg_trades(venue, fromId=oldest - 5, limit=3)
+    assert [r["a"] for r in older] == [oldest, oldest + 1, oldest + 2]
+    assert venue.agg_trades_from_id_too_old == 1
+    assert [r["a"] for r in _agg_trades(venue, limit=2)] == [newest - 1, newest]
+    t = page[10]["T"]
+    assert all(t <= r["T"] <= t + 50 for r in _agg_trades(venue, startTime=t, endTime=t + 50, limit=1000))

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
@@ -264,3 +265,34 @@ def test_manual_mode_moves_time_only_when_told() -> None:
 def test_speed_must_be_positive() -> None:
     with pytest.raises(ValueError, match="speed"):
         SimExchange(port=0, symbols=1, speed=0)
+
+
+def test_subscribe_naming_a_malformed_stream_is_refused_whole_and_counted() -> None:
+    """As Binance USD-M: a malformed stream name gets ``{"code": 2, "msg": "Invalid request: invalid stream"}``
+    and nothing of that request is subscribed; ``/sim/status`` counts the refusals."""
+
+    async def scenario() -> dict[str, Any]:
+        async with SimExchange(port=0, symbols=4, speed=20) as sim, connect(f"{sim.ws_market_url}/ws") as ws:
+            out: dict[str, Any] = {}
+            for key, msg in (
+                (
+                    "bad",
+                    {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade", "btcusdt@aggtrades"], "id": 4},
+                ),
+                ("no_symbol", {"method": "SUBSCRIBE", "params": ["aggTrade"], "id": 5}),
+                ("list", {"method": "LIST_SUBSCRIPTIONS", "id": 6}),
+                ("good", {"method": "SUBSCRIBE", "params": ["ethusdt@aggTrade"], "id": 7}),
+            ):
+                await ws.send(json.dumps(msg))
+                out[key] = orjson.loads(await ws.recv())
+            async with httpx.AsyncClient(base_url=sim.rest_url) as c:
+                out["status"] = (await c.get("/sim/status")).json()
+            return out
+
+    r = run(scenario())
+    assert r["bad"] == {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 4}
+    assert r["no_symbol"] == {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 5}
+    assert r["list"] == {"result": [], "id": 6}
+    assert r["good"] == {"result": None, "id": 7}
+    assert r["status"]["invalid_subscribes"] == 2
+    assert r["status"]["agg_trades_from_id_too_old"] == 0

@@ -1,0 +1,41 @@
+"""The value types and environment names of the settings: what Binance accepts, and which ``TAPEWATCH_*``
+variables are not settings. Split from :mod:`tapewatch.settings` (which re-exports every name here)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+#: Kline intervals Binance USD-M accepts.
+TIMEFRAMES: tuple[str, ...] = (
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
+)  # fmt: skip
+Timeframe = Literal[
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"
+]
+#: Depth snapshot sizes Binance USD-M accepts, with their request weight.
+SNAPSHOT_WEIGHTS: dict[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+SnapshotLimit = Literal[5, 10, 20, 50, 100, 500, 1000]
+
+ENV_PREFIX = "TAPEWATCH_"
+CONFIG_FILE_ENV = "TAPEWATCH_CONFIG_FILE"
+#: The ``TAPEWATCH_*`` environment variables that are not settings, with who reads them. Every other
+#: ``TAPEWATCH_*`` variable must name a setting: a misspelt setting name is refused, not ignored.
+NON_SETTING_ENV: dict[str, str] = {
+    CONFIG_FILE_ENV: "the YAML settings file (load_settings; --config wins)",
+    "TAPEWATCH_TEST_DATABASE_URL": "tests: the PostgreSQL to use (tests/conftest.py)",
+    "TAPEWATCH_TEST_REDIS_URL": "tests: the Redis to use (tests/conftest.py)",
+    "TAPEWATCH_UPDATE_README_SCREENSHOT": "tests: =1 makes the browser test refresh the README screenshot",
+}
+
+
+def check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    """``value`` unchanged when it is None or a URL of one of ``schemes``; else ValueError naming them."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.netloc or parts.path or parts.query):
+        raise ValueError(
+            f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}; got {value!r}"
+        )
+    return value
