@@ -128,6 +128,9 @@ def weekly_metrics(
             "|---|---|---|---|",
             *(f"| best | {t.symbol} | {t.signals} | {t.total_r:+.3f} |" for t in result.best_symbols),
             *(f"| worst | {t.symbol} | {t.signals} | {t.total_r:+.3f} |" for t in result.worst_symbols),
+            # best: total R > 0, worst: < 0 (tapewatch.metrics.best_and_worst); either may be empty
+            *(["| best | none | | |"] if not result.best_symbols else []),
+            *(["| worst | none | | |"] if not result.worst_symbols else []),
         ]
     )
     trends = {

@@ -381,6 +381,9 @@ class ControlLoop:
             "control_reads": self.counters["reads"],
             "control_commands": sum(n for k, n in self.counters.items() if k.startswith("applied_")),
             "control_ignored_symbols": self.counters["ignored_symbols"],
+            # universes refused (none of their symbols tradable, or empty) and checks exchangeInfo could not make
+            "control_rejected": self.counters["rejected"],
+            "control_universe_unchecked": self.counters["universe_unchecked"],
             "control_errors": self.counters["errors"],
         }
         if a is not None:

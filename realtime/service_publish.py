@@ -106,6 +106,8 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         **(service.control.metrics() if service.control is not None else {}),
         **market.totals(),
         **(service.incidents.metrics() if service.incidents is not None else {}),
+        # incident checks that raised (a bug in the watch, logged with its traceback): the feed went on
+        "incident_check_errors": service.counters["incident_check_errors"],
         **capture_metrics(service.capture),
         **(service.sink.metrics() if isinstance(service.sink, Dispatch) else {}),
     }

@@ -23,7 +23,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     if args.markdown:
         print(readme_section())
         return 0
-    settings = settings_for(args)
+    settings = settings_for(args, var_dir=False)  # shows a bad var_dir rather than refusing to
     for name, value in settings.model_dump().items():
         print(f"{name} = {value!r}")
     return 0

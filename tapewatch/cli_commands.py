@@ -5,27 +5,70 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 from pathlib import Path
+from typing import Any
 
 from tapewatch.errors import ConfigError
 from tapewatch.settings import Settings, load_settings
 
+log = logging.getLogger(__name__)
 
-def settings_for(args: argparse.Namespace) -> Settings:
-    """The settings of this invocation (``--config``, the environment), with logging configured."""
+
+def settings_for(args: argparse.Namespace, *, var_dir: bool = True) -> Settings:
+    """The settings of this invocation (``--config``, the environment), with logging configured.
+
+    ``var_dir``: the command keeps its embedded servers, captures or reports under ``settings.var_dir``, so a
+    ``var_dir`` that can never be a directory is refused here, naming the setting, not deep in a mkdir."""
     from tapewatch import logs
 
     settings = load_settings(args.config)
     logs.configure(
         settings.log_level if not getattr(args, "verbose", False) else "DEBUG", settings.log_format
     )
+    if var_dir:
+        check_var_dir(settings.var_dir)
     return settings
+
+
+def check_var_dir(path: Path) -> None:
+    """ConfigError unless ``path`` is a directory, or could be created as one (its nearest existing ancestor
+    is a directory this user can write into). Nothing is created: a command that never reaches its first
+    write leaves no empty ``var/`` behind."""
+    advice = "set TAPEWATCH_VAR_DIR (setting var_dir) to a directory this user can write into"
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        what = (
+            "is not a directory" if existing == path else f"cannot be created: {existing} is not a directory"
+        )
+        raise ConfigError(f"var_dir (TAPEWATCH_VAR_DIR) = {path} {what}; {advice}")
+    if existing != path and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"var_dir (TAPEWATCH_VAR_DIR) = {path} cannot be created: {existing} is not writable; {advice}"
+        )
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """``path`` created if missing (as the command would do next), or ConfigError naming ``what`` (the option
+    that gave the path) and the OS's reason, instead of a NotADirectoryError/PermissionError traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        raise ConfigError(f"{what} {path}: cannot use it as a directory ({reason}); {_GIVE_A_DIR}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: the directory is not writable; {_GIVE_A_DIR}")
+    return path
+
+
+_GIVE_A_DIR = "give a directory this user can write into (it is created if missing)"
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from realtime.replay import replay
 
-    settings = settings_for(args)
+    settings = settings_for(args, var_dir=False)
     summary = replay([Path(p) for p in args.files], settings)
     if args.json:
         print(json.dumps(summary, sort_keys=False))
@@ -39,13 +82,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         for symbol, feats in summary["final"].items():
             print(f"  {symbol}: " + ", ".join(f"{k}={v}" for k, v in feats.items()))
+    if not decoded_anything(summary, args.files):
+        return 2
     return 0 if summary["book_mismatches"] == 0 else 1
+
+
+def decoded_anything(summary: dict[str, Any], files: list[str]) -> bool:
+    """False, with a warning, when lines were read but none decoded (not a capture: e.g. a text file), so
+    ``replay``/``backtest`` exit 2 as for any bad file; a warning only when there was nothing to read at all
+    (an empty or zero-byte file proves nothing, but it is not wrong either)."""
+    names = ", ".join(files)
+    if summary["messages"] == 0:
+        log.warning("no lines to replay in %s: the input is empty", names, extra={"files": names})
+    elif summary["malformed"] >= summary["messages"]:
+        log.warning(
+            "none of the %d lines in %s decoded (malformed %d): is it a capture (*.jsonl.gz written by "
+            "`tapewatch run` or `tapewatch sim --record`)?",
+            summary["messages"],
+            names,
+            summary["malformed"],
+            extra={"files": names},
+        )
+        return False
+    return True
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from realtime.backtest import backtest
 
-    result = backtest([Path(p) for p in args.files], settings_for(args))
+    result = backtest([Path(p) for p in args.files], settings_for(args, var_dir=False))
+    if not decoded_anything(result, args.files):
+        if args.json:
+            print(json.dumps(result))
+        return 2
     if args.json:
         print(json.dumps(result))
         return 0
@@ -105,7 +174,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     from realtime.sim.faults import parse_duration, parse_faults
 
-    settings = settings_for(args)
+    settings = settings_for(args, var_dir=False)
     if args.record:
         from realtime.sim.record import parse_gap, record
 
@@ -122,8 +191,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
             duration_ms = int(parse_duration(args.duration) * 1000)
         except ValueError as exc:
             raise ConfigError(f"sim --record: {exc}") from exc
+        if duration_ms <= 0:
+            raise ConfigError(f"sim --record: --duration {args.duration} is no time at all; use e.g. 10m")
         result = record(
-            Path(args.record),
+            writable_dir(Path(args.record), "sim --record"),
             duration_ms,
             seed=args.seed,
             symbols=args.symbols,
@@ -144,6 +215,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise ConfigError(f"--faults: {exc}") from exc
     host = args.host or settings.sim_host
     port = args.port if args.port is not None else settings.sim_port
+    if args.clock_file is not None:  # saved while serving: a bad path must not surface as "cannot listen"
+        check_clock_file(args.clock_file)
     try:
         if args.episode_rate != 1.0 or args.clock_file is not None:
             from realtime.demo import serve_sim  # the demo's simulator: more episodes, resumable clock
@@ -163,10 +236,22 @@ def cmd_sim(args: argparse.Namespace) -> int:
         else:
             asyncio.run(serve(host, port, args.seed, args.symbols, args.speed, faults))
     except OSError as exc:
+        if exc.filename is not None:  # a file, not the socket: e.g. the clock file could not be saved
+            raise ConfigError(f"sim: {exc.filename}: {exc.strerror}; check --clock-file") from exc
         raise ConfigError(
             f"cannot listen on {host}:{port} ({exc.strerror}); set --port or TAPEWATCH_SIM_PORT"
         ) from exc
     return 0
+
+
+def check_clock_file(path: Path) -> None:
+    """ConfigError unless ``--clock-file`` names a file (not a directory) in a directory that exists or can be
+    created and is writable: the simulator saves its clock there while it serves."""
+    if path.is_dir():
+        raise ConfigError(
+            f"sim --clock-file {path} is a directory; give a file path, e.g. var/demo/clock.json"
+        )
+    writable_dir(path.parent, "sim --clock-file's directory")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

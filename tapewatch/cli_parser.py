@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from tapewatch.cli_admin import cmd_db, cmd_rescan, cmd_settings, cmd_status, cmd_tuning
@@ -15,6 +17,63 @@ from tapewatch.cli_commands import (
     cmd_run,
     cmd_sim,
 )
+from tapewatch.streams import WHOLE_MARKET_SYMBOLS as MAX_SYMBOLS
+
+
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    """``text`` as an int or a finite float, or the argparse error that names what was expected."""
+    try:
+        value = kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high`` (no upper bound when ``high`` is None).
+
+    Checked here so a bad value is one usage line with exit code 2, not a traceback from deep inside the
+    command (an OverflowError from the socket, a ValueError from the simulator, an AssertionError from Dash)."""
+
+    def parse(text: str) -> int:
+        value = int(_number(text, int))
+        if value < low or (high is not None and value > high):
+            allowed = f"{low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use an integer {allowed}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in "invalid <name> value" messages
+    return parse
+
+
+def float_above(low: float, *, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above ``low`` (or at least ``low`` when ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        value = _number(text, float)
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(
+                f"{value:g} is out of range; use a number {'>=' if inclusive else '>'} {low:g}"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+#: a TCP port to listen on (0, "any free port", is refused: the other processes must know where to connect)
+PORT = int_range(1, 65535)
+#: how many perpetuals the simulated exchange lists (``realtime.sim.symbols.build_universe``)
+SIM_SYMBOLS = int_range(1, MAX_SYMBOLS)
+#: the simulator's seed (split into 32-bit words for numpy's SeedSequence, which refuses negative ones)
+SEED = int_range(0)
+#: seconds or simulated seconds per wall second: strictly positive
+POSITIVE = float_above(0.0)
+#: the rate of planted episodes: 0 plants none
+NON_NEGATIVE = float_above(0.0, inclusive=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the realtime service: books, trade flow, capture, live state in Redis")
     p.add_argument("--exchange", choices=("binance", "sim"), default="binance", help="market data source")
     p.add_argument("--symbols", help="comma-separated symbols (default: TAPEWATCH_SYMBOLS or top by volume)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--status-every", type=float, default=None, help="print the live state every N seconds")
+    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
+    p.add_argument("--status-every", type=POSITIVE, default=None, help="print the live state every N seconds")
     p.add_argument(
         "--shard", default=None, help="I/N: follow shard I of N of the universe (default TAPEWATCH_SHARD)"
     )
@@ -52,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sim", help="the simulated Binance USD-M exchange (REST + websockets on 127.0.0.1)")
     p.add_argument("--host", default=None, help="listen address (default TAPEWATCH_SIM_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="listen port (default TAPEWATCH_SIM_PORT, 8765)")
-    p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same market")
-    p.add_argument("--symbols", type=int, default=40, help="number of perpetual symbols (up to 800)")
-    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    p.add_argument("--port", type=PORT, default=None, help="listen port (default TAPEWATCH_SIM_PORT, 8765)")
+    p.add_argument("--seed", type=SEED, default=1, help="random seed (>= 0): same seed, same market")
+    p.add_argument(
+        "--symbols", type=SIM_SYMBOLS, default=40, help=f"number of perpetual symbols (1..{MAX_SYMBOLS})"
+    )
+    p.add_argument("--speed", type=POSITIVE, default=1.0, help="simulated seconds per wall second (> 0)")
     p.add_argument(
         "--faults", default=None, help="fault schedule, e.g. gap=30s,drop=5m,malformed=1m,rest5xx=0.02"
     )
@@ -69,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --record: drop one depth diff of SYMBOL at OFFSET (e.g. ETHUSDT@30m), a resync follows",
     )
     p.add_argument(
-        "--episode-rate", type=float, default=1.0, help="planted order-flow episodes, times the usual rate"
+        "--episode-rate",
+        type=NON_NEGATIVE,
+        default=1.0,
+        help="planted order-flow episodes, times the usual rate",
     )
     p.add_argument(
         "--clock-file",
@@ -83,16 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the whole platform on the simulated exchange: realtime, Dagster, dashboard (Ctrl-C stops it)",
     )
-    p.add_argument("--seed", type=int, default=1, help="simulated market seed")
-    p.add_argument("--symbols", type=int, default=20, help="simulated perpetual symbols")
-    p.add_argument("--speed", type=float, default=20.0, help="simulated seconds per wall second")
-    p.add_argument("--episode-rate", type=float, default=3.0, help="planted episodes, times the usual rate")
+    p.add_argument("--seed", type=SEED, default=1, help="simulated market seed (>= 0)")
     p.add_argument(
-        "--daily-cap-scale", type=int, default=10, help="daily signal caps times this (unless set explicitly)"
+        "--symbols", type=SIM_SYMBOLS, default=20, help=f"simulated perpetual symbols (1..{MAX_SYMBOLS})"
     )
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--speed", type=POSITIVE, default=20.0, help="simulated seconds per wall second (> 0)")
     p.add_argument(
-        "--status-every", type=float, default=15.0, help="seconds between status lines/live tables"
+        "--episode-rate", type=NON_NEGATIVE, default=3.0, help="planted episodes, times the usual rate"
+    )
+    p.add_argument(
+        "--daily-cap-scale",
+        type=int_range(1),
+        default=10,
+        help="daily signal caps times this (unless set explicitly)",
+    )
+    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--status-every", type=POSITIVE, default=15.0, help="seconds between status lines/live tables"
     )
     p.add_argument("--no-dagster", action="store_true", help="do not start the Dagster webserver and daemon")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
@@ -116,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tuning", help="monthly tuning proposals: list, show, propose, apply, rollback")
     tsub = p.add_subparsers(dest="tuning_command", required=True, metavar="ACTION")
     t = tsub.add_parser("list", help="the newest proposals")
-    t.add_argument("--limit", type=int, default=20)
+    t.add_argument("--limit", type=int_range(1), default=20, help="at most this many (>= 1)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_tuning)
     t = tsub.add_parser("show", help="one proposal: parameters and results beside the current ones")
@@ -145,18 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default=None, help="listen address (default TAPEWATCH_DASHBOARD_HOST, 127.0.0.1)"
     )
     p.add_argument(
-        "--port", type=int, default=None, help="listen port (default TAPEWATCH_DASHBOARD_PORT, 8050)"
+        "--port", type=PORT, default=None, help="listen port (default TAPEWATCH_DASHBOARD_PORT, 8050)"
     )
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("dagster", help="the Dagster webserver and daemon (Ctrl-C stops both)")
     p.add_argument(
-        "--port", type=int, default=None, help="webserver port (default TAPEWATCH_DAGSTER_PORT, 3000)"
+        "--port", type=PORT, default=None, help="webserver port (default TAPEWATCH_DAGSTER_PORT, 3000)"
     )
     p.set_defaults(func=cmd_dagster)
 
     p = sub.add_parser("rescan", help="launch the universe rescan in the running Dagster instance and wait")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the run to finish")
+    p.add_argument(
+        "--timeout",
+        type=NON_NEGATIVE,
+        default=900.0,
+        help="seconds to wait for the run to finish (0: one look)",
+    )
     p.set_defaults(func=cmd_rescan)
     return parser
 

@@ -128,6 +128,7 @@ class SignalEngine:
         self._incidents: dict[str, BookIncidents] = {}  # symbol -> its book's gaps and resyncs by event time
         self._context: dict[str, tuple[int, float | None]] = {}  # symbol -> (last 15m open time, avg volume)
         self._last_tick = 0
+        self._jumps = market.counters["event_time_jumps"]  # confirmed clock jumps seen (_follow_released)
         self._window_s = settings.trade_history_window
 
     # --- entry point ------------------------------------------------------------------------------------
@@ -152,11 +153,26 @@ class SignalEngine:
                 self._following.follow(st, out)
             elif st.caught_up:
                 st.caught_up = []  # no open signal to follow them
+        jumps = self.market.counters["event_time_jumps"]
+        if jumps != self._jumps:  # rare: the frames of a confirmed jump were applied
+            self._jumps = jumps
+            self._follow_released(out)
         if self.open and now - self._last_tick >= 1000:
             self._last_tick = now
             self._following.expire(now, self.market.symbols, out)
         self._evaluate(st, now, out)
         return out if out else None
+
+    def _follow_released(self, out: EngineOutput) -> None:
+        """Follow every symbol's trades that a confirmed clock jump released (``SymbolState.caught_up``) before
+        the new clock expires anything: the frame that confirms a jump is often another symbol's, and a stop or
+        target touched by a released trade before the hold ran out must win over the expiry. Without open
+        signals there is nothing to follow; each symbol's own next trade frame drains its list."""
+        if not self.open:
+            return
+        for st in self.market.symbols.values():
+            if st.caught_up:
+                self._following.follow_caught_up(st, out)
 
     def set_paused(self, paused: bool) -> None:
         """Pause signalling (candidates are still evaluated and stored, with fate ``paused``) or resume it.

@@ -37,6 +37,11 @@ _SNAPSHOT = Kind.SNAPSHOT  # a module constant: read once per frame on the hot p
 RETURNS_HISTORY_BARS = 261
 #: Lost-trade id ranges kept per symbol for operators and tests (the counters keep counting past it).
 LOST_RANGES_KEPT = 100
+#: Update ids a bookTicker may lead its synced book by and still count as in order for a later, older ticker
+#: that does not (Market._ticker_id_bogus). Binance's ids are shared by all symbols and grew by about 80,000 a
+#: second in 2024 (BTCUSDT recording), tickers lead the 100 ms diffs by < 300,000 in the recordings: 10^9 is
+#: hours of a synced book not moving, while a corrupted id (10^15 for a book at 7*10^12) lies far past it.
+TICKER_LEAD_MAX_IDS = 1_000_000_000
 
 
 def history_klines(kline_history_bars: int) -> tuple[tuple[str, int], ...]:
@@ -97,11 +102,13 @@ class SymbolState:
         "check",
         "fill",
         "flow",
+        "gap_batch",
         "last_agg_id",
         "last_event_time",
         "last_ticker_id",
         "last_trade_id",
         "lost",
+        "skipped_gap",
         "snapshot_pending",
         "symbol",
         "trades_checked_ms",
@@ -118,9 +125,15 @@ class SymbolState:
         self.last_agg_id = -1
         self.fill: PendingFill | None = None  # an open aggTrade gap: later trades wait in it
         self.lost: deque[tuple[int, int]] = deque(maxlen=LOST_RANGES_KEPT)  # aggTrade ids given up
-        # (trade time, price) of the trades the last resolved gap applied at once, in id order: the followers of
-        # open signals (the engine) read them after the frame, since flow.last_price shows only the last
+        # the last skipped aggTrade gap: (id before it, id after it, ids counted missing), taken back should the
+        # id after it prove bogus (MarketTrades._agg_id_bogus)
+        self.skipped_gap: tuple[int, int, int] | None = None
+        # (trade time, price) of the trades the last resolved gap applied at once, in id order, and of those
+        # a clock jump released (MarketTrades._release_trade): the followers of open signals (the engine)
+        # read them after the symbol's trade frame, since flow.last_price shows only the last
         self.caught_up: list[tuple[int, float]] = []
+        # the caught_up list the last resolved gap made: still the same object while no consumer drained it
+        self.gap_batch: list[tuple[int, float]] | None = None
         self.last_trade_id = -1
         # the exchange's now when a trade page brought nothing newer than last_agg_id (Market.next_trade_id)
         self.trades_checked_ms = 0
@@ -251,11 +264,37 @@ class Market(MarketTrades):
         )
 
     def _on_book_ticker(self, st: SymbolState, ev: BookTicker) -> None:
-        if ev.update_id <= st.last_ticker_id:
+        if ev.update_id <= st.last_ticker_id and not self._ticker_id_bogus(st, ev):
             self.counters["out_of_order_book_ticker"] += 1
             return
         st.last_ticker_id = ev.update_id
         st.check.on_ticker(ev)
+
+    def _ticker_id_bogus(self, st: SymbolState, ev: BookTicker) -> bool:
+        """Whether the ticker ``ev``, older than the symbol's last one, shows that last one's id was bogus: both
+        judged against the synced book's last applied id, the last ticker lies more than
+        :data:`TICKER_LEAD_MAX_IDS` ahead of it and ``ev`` does not. Then the bogus ticker is forgotten (counted
+        ``book_ticker_ahead``, logged) and ``ev`` taken, else one corrupted ``u`` would make every later ticker
+        "out of order" and stop the top-of-book proof for good. Read only off the common path (an out-of-order
+        ticker; none in the real recordings), and never while the book is not synced: its id means nothing."""
+        book = st.book
+        if not book.synced:
+            return False
+        u = book.last_update_id
+        if st.last_ticker_id - u <= TICKER_LEAD_MAX_IDS or ev.update_id - u > TICKER_LEAD_MAX_IDS:
+            return False
+        st.check.forget_ticker(st.last_ticker_id)
+        n = self.counters["book_ticker_ahead"] = self.counters["book_ticker_ahead"] + 1
+        log.warning(
+            "bookTicker u=%d lay %d ids ahead of the book (u=%d): dropped, tickers go on from u=%d (%d so far)",
+            st.last_ticker_id,
+            st.last_ticker_id - u,
+            u,
+            ev.update_id,
+            n,
+            extra={"symbol": st.symbol, "stream": "bookTicker"},
+        )
+        return True
 
     def _on_kline(self, st: SymbolState, ev: Kline) -> None:
         candle = ev.candle
@@ -390,6 +429,9 @@ class Market(MarketTrades):
             "event_time_held": self.held,
             "held_frame_resyncs": self.counters["held_frame_resyncs"],
             "kline_ahead": self.counters["kline_ahead"],
+            "book_ticker_ahead": self.counters["book_ticker_ahead"],
+            "agg_id_ahead": self.counters["agg_id_ahead"],
+            "trade_time_regressed": self.counters["trade_time_regressed"],
             **self.trade_gap_totals(),
         }
 

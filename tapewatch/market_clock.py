@@ -38,9 +38,10 @@ outruns — so a replay takes the decisions the live run took:
 
 A trade far ahead keeps its id: the aggTrade gap bookkeeping sees its time before the windows hold or reject it,
 so one that opens a gap has it skipped as too old to fill, and one held in a fill gives the fill up early (both
-counted, as :mod:`tapewatch.trade_gaps` counts them). A held frame whose replay asks for a snapshot (a book that
-went out of sync meanwhile) leaves its book waiting with no request in flight: the symbol's next diff asks
-(``held_frame_resyncs``).
+counted, as :mod:`tapewatch.trade_gaps` counts them). A held trade that a confirmed jump applies also goes to the
+followers of open signals (``SymbolState.caught_up``), which see only the newest trade of a frame. A held frame
+whose replay asks for a snapshot (a book that went out of sync meanwhile) leaves its book waiting with no request
+in flight: the symbol's next diff asks (``held_frame_resyncs``).
 
 Frames not checked, and why (:class:`~tapewatch.market.Market`):
 

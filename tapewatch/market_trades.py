@@ -35,6 +35,22 @@ TRADE_GAP_COUNTERS = (
 )
 
 
+#: aggTrade ids a symbol's trades can advance by within the clock tolerance (60 s) of trade time: 500,000 is
+#: 8,000 trades a second for a whole minute, far past any real symbol (BTCUSDT's busiest minutes stay under a
+#: tenth of it). A trade that far below the last applied id yet within the tolerance of the symbol's last trade
+#: shows that last id was bogus (:meth:`MarketTrades._agg_id_bogus`); a skipped gap counts at most this many ids
+#: per tolerance of trade time it spans (:func:`counted_gap`). Not ``market.TICKER_LEAD_MAX_IDS``: bookTicker and
+#: depth ids are shared by every symbol and grow 100 times faster than one symbol's aggTrade ids.
+AGG_ID_LEAD_MAX_IDS = 500_000
+
+
+def counted_gap(missing: int, since_ms: int, tolerance_ms: int) -> int:
+    """The ids a skipped gap of ``missing`` ids, opened ``since_ms`` of trade time after the last applied trade,
+    adds to ``trades_missing``: capped at what that time can explain (:data:`AGG_ID_LEAD_MAX_IDS` per tolerance),
+    since a wider gap is a bogus id, not lost trades (one id of 2**70 would add 10^21)."""
+    return min(missing, AGG_ID_LEAD_MAX_IDS * (1 + max(0, since_ms) // max(1, tolerance_ms)))
+
+
 class MarketTrades(MarketClock):
     """The aggTrade/trade handlers and gap bookkeeping of :class:`~tapewatch.market.Market`. A trade stamped
     beyond the tolerance of the exchange's clock (:mod:`tapewatch.market_clock`) keeps its id but never enters the
@@ -49,34 +65,79 @@ class MarketTrades(MarketClock):
             return self._on_held_trade(st, st.fill, ev)
         a, last = ev.agg_id, st.last_agg_id
         if a <= last:
-            self.counters["out_of_order_trade"] += 1
-            st.trades_checked_ms = self.now_ms  # the exchange has nothing newer than what is applied
-            return None
+            if last - a > AGG_ID_LEAD_MAX_IDS and self._agg_id_bogus(st, ev):
+                last = st.last_agg_id  # the id before the bogus one: this trade goes on from it
+            if a <= last:
+                self.counters["out_of_order_trade"] += 1
+                st.trades_checked_ms = self.now_ms  # the exchange has nothing newer than what is applied
+                return None
         if a != last + 1 and last >= 0:
             return self._open_gap(st, ev)
         st.last_agg_id = a
         self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
         return None
 
+    def _agg_id_bogus(self, st: SymbolState, ev: AggTrade) -> bool:
+        """Whether the trade ``ev``, more than :data:`AGG_ID_LEAD_MAX_IDS` ids below the symbol's last applied one
+        yet stamped within the clock tolerance of the symbol's last trade, shows that last id was bogus (a
+        corrupted ``a``: no symbol trades that many ids in that time). Then the last id is forgotten (counted
+        ``agg_id_ahead``, logged) and the symbol's ids go back to the one before it: the id before the gap the
+        bogus id skipped (that gap's counts taken back), else ``ev``'s own id - 1. Without it one runaway id
+        drops every later trade of the symbol as out of order until a restart. Read only off the common path."""
+        flow_time = st.flow.last_time
+        if not flow_time or abs(ev.trade_time - flow_time) > self.clock_tolerance_ms:
+            return False
+        bogus, gap = st.last_agg_id, st.skipped_gap
+        if gap is not None and gap[1] == bogus:  # the bogus id skipped a gap: it was none, take it back
+            before, counted = gap[0], gap[2]
+            self.counters["trade_gaps"] -= 1
+            self.counters["trade_gaps_skipped"] -= 1
+            self.counters["trades_missing"] -= counted
+            self.counters["trades_skipped"] -= counted
+        else:
+            before = ev.agg_id - 1
+        st.skipped_gap = None
+        st.last_agg_id = before
+        n = self.counters["agg_id_ahead"] = self.counters["agg_id_ahead"] + 1
+        log.warning(
+            "aggTrade id %d lay %d ids ahead of trade %d within %d ms of trade time: forgotten as bogus (its trade stays applied), trades go on"
+            " from id %d (%d so far)",
+            bogus,
+            bogus - ev.agg_id,
+            ev.agg_id,
+            abs(ev.trade_time - flow_time),
+            before + 1,
+            n,
+            extra={"symbol": st.symbol, "stream": "aggTrade"},
+        )
+        return True
+
     # --- aggTrade gaps ----------------------------------------------------------------------------------
     def _open_gap(self, st: SymbolState, ev: AggTrade) -> TradeFillNeeded | None:
         request = TradeFillNeeded(st.symbol, st.last_agg_id + 1, ev.agg_id - 1)
         self.counters["trade_gaps"] += 1
-        self.counters["trades_missing"] += request.missing
-        skip = self._gap_config.skip_reason(request.missing, ev.trade_time - st.vwap.last_time)
+        since_ms = ev.trade_time - st.vwap.last_time
+        skip = self._gap_config.skip_reason(request.missing, since_ms)
         if skip is not None:  # too large or too long ago to matter: go on from this trade
+            counted = counted_gap(request.missing, since_ms, self.clock_tolerance_ms)
+            self.counters["trades_missing"] += counted
             self.counters["trade_gaps_skipped"] += 1
-            self.counters["trades_skipped"] += request.missing
+            self.counters["trades_skipped"] += counted
             log.warning(
-                "aggTrade gap not filled (%s): %s, trades go on from id %d",
+                "aggTrade gap not filled (%s): %s, trades go on from id %d%s",
                 request.reason,
                 skip,
                 ev.agg_id,
+                f" ({counted} ids counted missing: more ids than the trade time explains)"
+                if counted < request.missing
+                else "",
                 extra={"symbol": st.symbol, "stream": "aggTrade"},
             )
+            st.skipped_gap = (st.last_agg_id, ev.agg_id, counted)
             st.last_agg_id = ev.agg_id
             self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
             return None
+        self.counters["trades_missing"] += request.missing
         st.fill = PendingFill(request.from_id, ev, self._gap_config)
         log.info(
             "aggTrade gap: %d trades missing (%s), later trades held until filled",
@@ -101,14 +162,15 @@ class MarketTrades(MarketClock):
         its request is returned while that gap is still open)."""
         st.fill = None
         self.counters["trades_filled"] += len(done.filled)
-        # the trades applied at once, in id order, for the followers of open signals (the engine) to read after the
-        # frame, since flow.last_price shows only the last; replaced, not extended: a consumer drains it after every
-        # frame, and without one it stays one batch
-        caught_up = [
-            (ev.trade_time, ev.price)
-            for ev in done.filled
-            if self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
-        ]
+        # the trades applied at once, in id order, for the followers of open signals (the engine) to read
+        # after the frame, since flow.last_price shows only the last; a new batch, not an extension of the
+        # last one (a consumer drains it after every trade frame of the symbol, and without one it stays one
+        # batch), but trades a clock jump released since it was drained are kept, ahead of it (_release_trade)
+        released = st.caught_up if st.caught_up is not st.gap_batch else []
+        caught_up = st.caught_up = st.gap_batch = released
+        for ev in done.filled:
+            if self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker):
+                caught_up.append((ev.trade_time, ev.price))
         st.last_agg_id = fill.to_id
         if done.lost:
             lost = sum(b - a + 1 for a, b in done.lost)
@@ -128,7 +190,6 @@ class MarketTrades(MarketClock):
             # applied (not held by a new gap) and taken by the windows (not held or rejected as ahead of the clock)
             if ev.agg_id <= st.last_agg_id and self.deferred == deferred:
                 caught_up.append((ev.trade_time, ev.price))
-        st.caught_up = caught_up
         pending = st.fill
         if (
             request is not None
@@ -179,19 +240,44 @@ class MarketTrades(MarketClock):
             # last trade it is its own clock, not a frame ahead of the market's
             and not (st.flow.last_time and time - st.flow.last_time <= self.clock_tolerance_ms)
             and not self.jump(
-                st.symbol, time, lambda: self._add_trade(st, time, price, qty, buyer_is_maker), trade=True
+                st.symbol, time, lambda: self._release_trade(st, time, price, qty, buyer_is_maker), trade=True
             )
         ):
             return False
         self._add_trade(st, time, price, qty, buyer_is_maker)
         return True
 
+    def _release_trade(
+        self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool
+    ) -> None:
+        """Add a trade held far ahead of the clock to the windows, now that its jump is confirmed, and hand it to
+        the followers of open signals (``caught_up``). They read the newest trade of their symbol's trade frames
+        only (``flow.last_price``), and the frame that releases it is another symbol's, or this symbol's next
+        trade: without it a stop or target it touched would be missed. At most one trade per symbol a jump."""
+        self._add_trade(st, time, price, qty, buyer_is_maker)
+        st.caught_up.append((time, price))
+
     def _add_trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
-        """Add a trade the clock accepted (at once, or held until its jump was confirmed) to the windows."""
+        """Add a trade the clock accepted (at once, or held until its jump was confirmed) to the windows. One
+        stamped before the symbol's last trade (``trade_time_regressed``: ids in order, times not) is added all
+        the same, counted, and logged at power-of-two counts."""
         if time < st.flow.last_time:
-            self.counters["trade_time_regressed"] += 1
+            self._trade_time_regressed(st, time)
         st.flow.add(time, price, qty, buyer_is_maker)
         st.vwap.add(time, price, qty, buyer_is_maker)
+
+    def _trade_time_regressed(self, st: SymbolState, time: int) -> None:
+        """Count (and at 1, 2, 4, ... log) a trade older than the symbol's last one: the exchange's trade times
+        went back, which the windows take but an operator should see."""
+        n = self.counters["trade_time_regressed"] = self.counters["trade_time_regressed"] + 1
+        if n & (n - 1) == 0:
+            log.warning(
+                "trade at %d is %d ms older than the symbol's last trade (%d so far)",
+                time,
+                st.flow.last_time - time,
+                n,
+                extra={"symbol": st.symbol, "stream": "trade"},
+            )
 
     def trade_gap_totals(self) -> dict[str, int]:
         """The :data:`TRADE_GAP_COUNTERS` figures; ``trades_pending``: the ids of the open gaps, not yet counted

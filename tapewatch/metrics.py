@@ -10,7 +10,9 @@ Definitions (the README repeats them for operators):
 - ``total_pnl_r`` / ``total_pnl_pct``: sums of the signals' P&L in R and in % of capital (no compounding).
 - **Sharpe ratio**: of the daily R series (the sum of ``pnl_r`` of each UTC day's signals, a day without
   signals counting 0): ``mean / sample stdev (n-1) × sqrt(365)`` — crypto trades every day of the year, and the
-  risk-free rate is 0 (R is already excess over flat). None with fewer than 2 days or no variation. The daily
+  risk-free rate is 0 (R is already excess over flat). None with no variation, or with fewer than
+  ``MIN_SHARPE_SIGNAL_DAYS`` (5) days *with signals* in the window: one day of v among N empty ones always
+  gives sign(v)·sqrt(365/N) (−3.49 for a single losing day in 30), a number that says nothing. The daily
   block uses the trailing ``sharpe_days`` (30) days ending at its day, the weekly block its 7 days,
   :func:`summarize` the days from the first to the last signal (or the range given).
 - **From SQL**: a consumer that aggregates in the database (the dashboard) computes a :class:`Tally` (counts
@@ -18,8 +20,9 @@ Definitions (the README repeats them for operators):
   :func:`summary_of` and :func:`sharpe_from_sums`; row-level code passes any :class:`Finished` to :func:`tally`.
 - **Max drawdown**: the largest fall of the cumulative R curve (starting at 0, signals in the order they
   ended) below an earlier peak, as a positive number of R.
-- Weekly: ``best_symbols`` / ``worst_symbols``: the ``top_n`` (3) symbols with the highest / lowest total R
-  (ties by name; the lists overlap when there are fewer than 2·n symbols). ``strategy_efficiency``: total R
+- Weekly: ``best_symbols`` / ``worst_symbols``: the ``top_n`` (3) symbols with the highest positive / lowest
+  negative total R (ties by name); a symbol at exactly 0 R is in neither, no symbol is in both, and either
+  list may be short or empty (a week of losses has no best symbol). ``strategy_efficiency``: total R
   per signal generated. Trends: least-squares slope, per week, of the weekly win rate and of the weekly mean
   quality score over the ``trend_weeks`` (8) weeks ending with this one (weeks without data are left out;
   None with fewer than 2 points).
@@ -46,6 +49,9 @@ DAY_MS = 86_400_000
 EPOCH = date(1970, 1, 1)
 #: Periods per year of the daily series, for the Sharpe ratio.
 DAYS_PER_YEAR = 365
+#: Fewest UTC days with at least one signal in a Sharpe window for the ratio to be given (None below): with
+#: k active days among N the ratio is a function of those k values and N, an artefact for small k.
+MIN_SHARPE_SIGNAL_DAYS = 5
 
 
 class Finished(Protocol):
@@ -271,10 +277,12 @@ def sharpe_ratio(daily_r: Sequence[float]) -> float | None:
     return statistics.fmean(daily_r) / spread * math.sqrt(DAYS_PER_YEAR)
 
 
-def sharpe_from_sums(days: int, total: float, total_sq: float) -> float | None:
+def sharpe_from_sums(days: int, total: float, total_sq: float, signal_days: int) -> float | None:
     """:func:`sharpe_ratio` of a daily R series given only its length, its sum and its sum of squares (days
-    without signals add 0 to both): what a database can aggregate. None below 2 days or without variation."""
-    if days < 2:
+    without signals add 0 to both): what a database can aggregate. None below 2 days, without variation, or
+    with fewer than :data:`MIN_SHARPE_SIGNAL_DAYS` of the days having a signal (``signal_days``), as
+    :func:`window_sharpe`."""
+    if days < 2 or signal_days < MIN_SHARPE_SIGNAL_DAYS:
         return None
     mean = total / days
     variance = (total_sq - days * mean * mean) / (days - 1)
@@ -312,6 +320,14 @@ def daily_r(outcomes: Iterable[Outcome], first: date, last: date) -> list[float]
     return [by_day[first + timedelta(days=i)] for i in range((last - first).days + 1)]
 
 
+def window_sharpe(outcomes: Sequence[Outcome], first: date, last: date) -> float | None:
+    """:func:`sharpe_ratio` of the daily R of ``outcomes`` from ``first`` to ``last``; None when fewer than
+    :data:`MIN_SHARPE_SIGNAL_DAYS` of those days have a signal (see the module docstring)."""
+    if len({day_of(o.signal.created) for o in outcomes}) < MIN_SHARPE_SIGNAL_DAYS:
+        return None
+    return sharpe_ratio(daily_r(outcomes, first, last))
+
+
 def _finished(outcomes: Iterable[Outcome]) -> list[Outcome]:
     result = list(outcomes)
     for o in result:
@@ -345,18 +361,22 @@ def summarize(
     days = [day_of(o.signal.created) for o in members]
     first = first_day or (min(days) if days else None)
     last = last_day or (max(days) if days else None)
-    sharpe = sharpe_ratio(daily_r(members, first, last)) if first and last else None
+    sharpe = (
+        window_sharpe([o for o in members if first <= day_of(o.signal.created) <= last], first, last)
+        if first and last
+        else None
+    )
     return _summary(members, sharpe)
 
 
 def _by_tier(
     members: Sequence[Outcome], window: Sequence[Outcome], first: date, last: date
 ) -> tuple[Summary, dict[Tier, Summary]]:
-    overall = _summary(members, sharpe_ratio(daily_r(window, first, last)))
+    overall = _summary(members, window_sharpe(window, first, last))
     by_tier = {
         tier: _summary(
             [o for o in members if o.signal.tier == tier],
-            sharpe_ratio(daily_r((o for o in window if o.signal.tier == tier), first, last)),
+            window_sharpe([o for o in window if o.signal.tier == tier], first, last),
         )
         for tier in TIERS
     }
@@ -372,9 +392,11 @@ def symbol_totals(outcomes: Iterable[Outcome]) -> list[SymbolTotal]:
 
 
 def best_and_worst(totals: Sequence[SymbolTotal], top_n: int) -> tuple[list[SymbolTotal], list[SymbolTotal]]:
-    """The ``top_n`` symbols with the highest and with the lowest total R (ties by name)."""
-    best = sorted(totals, key=lambda t: (-t.total_r, t.symbol))[:top_n]
-    worst = sorted(totals, key=lambda t: (t.total_r, t.symbol))[:top_n]
+    """Up to ``top_n`` symbols with the highest total R above 0 (best first) and up to ``top_n`` with the lowest
+    below 0 (worst first), ties by name. Disjoint by construction: with few symbols a losing one is never
+    listed as "best" nor a winning one as "worst"; a list is empty when no symbol qualifies."""
+    best = sorted((t for t in totals if t.total_r > 0), key=lambda t: (-t.total_r, t.symbol))[:top_n]
+    worst = sorted((t for t in totals if t.total_r < 0), key=lambda t: (t.total_r, t.symbol))[:top_n]
     return best, worst
 
 

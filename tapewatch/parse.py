@@ -1,7 +1,10 @@
 """Decode raw frames (websocket combined-stream frames, capture lines) into typed events.
 
 A frame that cannot be decoded is never raised into the service: it is counted under a reason
-(``malformed_json``, ``schema``, ``bad_value``, ``unknown_stream``, ``ignored``) and skipped.
+(``malformed_json``, ``schema``, ``bad_value``, ``unknown_stream``, ``symbol_mismatch``, ``interval_mismatch``,
+``ignored``) and skipped. A websocket payload must name the symbol of its stream (``s``), and a kline the
+interval of its stream (``k.i``): an ETHUSDT trade on ``btcusdt@aggTrade`` would enter BTCUSDT's windows, a
+``kline_1m`` payload of interval ``7x`` open a candle series of its own.
 
 The backup feed's REST answers (:mod:`tapewatch.polled`) decode here too: a polled depth snapshot into one frame,
 an aggTrades page or polled klines into one frame per row (``take_pending`` after the None they return, or
@@ -57,7 +60,16 @@ _KLINE_ROWS = RowsDecoder(KlineRow)
 REST_DEPTH_PATHS = ("/fapi/v1/depth", "/dapi/v1/depth")
 REST_KLINES_PATHS = ("/fapi/v1/klines", "/dapi/v1/klines")
 #: Rejection reasons that mean the exchange (or the wire) sent something wrong.
-MALFORMED_REASONS = ("malformed_json", "schema", "bad_value", "unknown_stream")
+MALFORMED_REASONS = (
+    "malformed_json",
+    "schema",
+    "bad_value",
+    "unknown_stream",
+    "symbol_mismatch",
+    "interval_mismatch",
+)
+#: The websocket payloads that carry their symbol (``s``), checked against the stream's.
+_SYMBOL_KINDS = frozenset({Kind.DEPTH, Kind.BOOK_TICKER, Kind.AGG_TRADE, Kind.TRADE, Kind.KLINE})
 #: What a value-out-of-bounds message holds (msgspec's ``Meta`` bounds, :func:`tapewatch.events.check_ohlc`).
 _BOUND_MARKS = (" > ", " >= ", " < ", " <= ")
 
@@ -172,8 +184,9 @@ class FrameDecoder:
         self.rejected_by_stream: Counter[tuple[str, str]] = Counter()
         self.decoded = 0
         self._streams: dict[str, tuple[str, Kind, str] | None] = {}
-        # stream -> (SYMBOL, kind, payload type the fast path must have decoded): one probe per line
-        self._fast_routes: dict[str, tuple[str, Kind, type]] = {}
+        # stream -> (SYMBOL, kind, payload type the fast path must have decoded, a kline stream's interval or
+        # None): one probe per line
+        self._fast_routes: dict[str, tuple[str, Kind, type, str | None]] = {}
         self._polled: dict[str, PolledTarget | None] = {}
         self._pending: list[Frame] = []  # the frames of the last polled page (see take_pending)
 
@@ -207,13 +220,14 @@ class FrameDecoder:
             self._streams[stream] = target
         return target
 
-    def _fast_route(self, stream: str) -> tuple[str, Kind, type]:
+    def _fast_route(self, stream: str) -> tuple[str, Kind, type, str | None]:
         target = self._target(stream)
         if target is None or target[1] not in _FAST_TYPE:
             # REST answers and unknown streams: a type no payload has, so they take the two-step way
-            route: tuple[str, Kind, type] = ("", Kind.SNAPSHOT, _NO_FAST_TYPE)
+            route: tuple[str, Kind, type, str | None] = ("", Kind.SNAPSHOT, _NO_FAST_TYPE, None)
         else:
-            route = (target[0], target[1], _FAST_TYPE[target[1]])
+            symbol, kind, detail = target
+            route = (symbol, kind, _FAST_TYPE[kind], detail if kind is Kind.KLINE else None)
         if len(self._fast_routes) < 100_000:
             self._fast_routes[stream] = route
         return route
@@ -243,8 +257,24 @@ class FrameDecoder:
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._reject_body(stream, exc)
             return None
+        if kind in _SYMBOL_KINDS and self._mismatch(stream, symbol, detail, event):
+            return None
         self.decoded += 1
         return Frame(recv, stream, symbol, kind, event)
+
+    def _mismatch(self, stream: str, symbol: str, detail: str, event: Any) -> bool:
+        """Reject (counted, logged) a websocket payload naming another symbol than its stream
+        (``symbol_mismatch``), or a kline another interval (``interval_mismatch``): taken, it would feed the
+        other symbol's data into this one's windows and book, or start a candle series of a stray interval."""
+        if event.symbol != symbol:
+            self._reject("symbol_mismatch", stream, f"payload symbol {event.symbol!r}, stream {symbol!r}")
+            return True
+        if type(event) is Kline and event.candle.interval != detail:
+            self._reject(
+                "interval_mismatch", stream, f"kline interval {event.candle.interval!r}, stream {detail!r}"
+            )
+            return True
+        return False
 
     def _reject_body(self, stream: str, exc: msgspec.ValidationError | msgspec.DecodeError) -> None:
         if isinstance(exc, msgspec.ValidationError):
@@ -329,7 +359,13 @@ class FrameDecoder:
         else:
             stream, event = fast.stream, fast.data
             route = self._fast_routes.get(stream) or self._fast_route(stream)
-            if type(event) is route[2]:  # the payload is what the stream name says it carries
+            # the payload is what the stream name says it carries, for its symbol (and interval), else the
+            # two-step way below classifies the rejection
+            if (
+                type(event) is route[2]
+                and event.symbol == route[0]
+                and (route[3] is None or event.candle.interval == route[3])  # type: ignore[union-attr]
+            ):
                 self.decoded += 1
                 return Frame(fast.recv, stream, route[0], route[1], event)
         try:

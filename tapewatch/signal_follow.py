@@ -57,22 +57,26 @@ class OpenSignals:
     def follow(self, st: SymbolState, out: EngineOutput) -> None:
         """Feed the symbol's newest trade (and the trades a filled aggTrade gap applied at once) to its
         open signals."""
-        if st.caught_up:  # a filled aggTrade gap applied these at once: every price counts, in order
-            caught, st.caught_up = st.caught_up, []
-            for sid, held in list(self.held.items()):
-                if held.signal.symbol == st.symbol:
-                    for trade_time, trade_price in caught:
-                        self._emit(
-                            sid, held, held.tracker.on_trade(trade_time, trade_price), trade_price, out
-                        )
-                        if held.tracker.finished:
-                            break
+        self.follow_caught_up(st, out)
         price, time = st.flow.last_price, st.flow.last_time
         if price is None:
             return
         for sid, held in list(self.held.items()):
             if held.signal.symbol == st.symbol:
                 self._emit(sid, held, held.tracker.on_trade(time, price), price, out)
+
+    def follow_caught_up(self, st: SymbolState, out: EngineOutput) -> None:
+        """Feed the trades applied at once to the symbol's open signals, in order, and drain the list: those of a
+        filled aggTrade gap, or the one a confirmed clock jump released (also on another symbol's frame)."""
+        if not st.caught_up:
+            return
+        caught, st.caught_up = st.caught_up, []
+        for sid, held in list(self.held.items()):
+            if held.signal.symbol == st.symbol:
+                for trade_time, trade_price in caught:
+                    self._emit(sid, held, held.tracker.on_trade(trade_time, trade_price), trade_price, out)
+                    if held.tracker.finished:
+                        break
 
     def expire(self, now: int, symbols: Mapping[str, SymbolState], out: EngineOutput) -> None:
         """Advance every open signal's clock to event time ``now`` (trigger windows, hold bounds)."""

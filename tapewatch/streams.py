@@ -39,6 +39,9 @@ _ROUTES: dict[Kind, Path] = {
 }
 
 DEPTH_SPEEDS = ("", "@100ms", "@0ms", "@500ms", "@250ms")
+#: About how many perpetuals Binance USD-M lists: the whole market the connection pool is sized for, and the
+#: simulated exchange's largest universe (``tapewatch sim --symbols``).
+WHOLE_MARKET_SYMBOLS = 800
 
 
 class StreamName(NamedTuple):

@@ -83,6 +83,10 @@ class TopCheck:
         if len(tickers) > 2 * self.keep:
             _drop_oldest(tickers, self.keep)
 
+    def forget_ticker(self, update_id: int) -> None:
+        """Drop the pending ticker of ``update_id`` (one the market found bogus), so it is never compared."""
+        self._tickers.pop(update_id, None)
+
     def reset(self) -> None:
         """Forget pending tops and tickers (the book was resynced)."""
         self._tops.clear()

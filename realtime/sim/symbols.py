@@ -13,9 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from tapewatch.streams import WHOLE_MARKET_SYMBOLS
+
 Tier = Literal["liquid", "thin", "wide", "low_oi"]
 
-MAX_SYMBOLS = 800
+MAX_SYMBOLS = WHOLE_MARKET_SYMBOLS
 
 # name, start price, price decimals (tick = 10**-d), quantity decimals (step = 10**-q), tier, 24h quote volume
 _REAL: tuple[tuple[str, float, int, int, Tier, float], ...] = (

@@ -71,6 +71,11 @@ RUN_MONITOR_POLL_S = 60
 #: Days sensor and schedule ticks are kept (skipped ticks: the 30 s sensors make thousands a day).
 TICK_RETENTION_DAYS = 30
 SKIPPED_TICK_RETENTION_DAYS = 7
+#: Our loggers whose records Dagster copies into the run's event log (the UI's run page), at INFO and above:
+#: without them a warning of tapewatch code run by an asset (holes in the candles, a capped outcome) only
+#: reaches the process's stderr.
+MANAGED_PYTHON_LOGGERS = ("tapewatch", "assets", "orchestration")
+PYTHON_LOG_LEVEL = "INFO"
 
 
 def dagster_home(settings: Settings) -> Path:
@@ -147,6 +152,10 @@ def dagster_yaml(postgres_url: str, max_concurrent_runs: int, home: Path) -> str
             for kind in ("schedule", "sensor")
         },
         "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
+        "python_logs": {
+            "managed_python_loggers": list(MANAGED_PYTHON_LOGGERS),
+            "python_log_level": PYTHON_LOG_LEVEL,
+        },
         "local_artifact_storage": {
             "module": "dagster.core.storage.root",
             "class": "LocalArtifactStorage",

@@ -51,7 +51,7 @@ WITH days AS (
     GROUP BY GROUPING SETS ((s.symbol, day), (s.priority, day), (day))
 )
 SELECT level, symbol, tier, sum(n), sum(triggered), sum(wins), sum(holds), sum(hold_ms), sum(r), sum(pct),
-    sum(quality), sum(r * r), min(day), max(day)
+    sum(quality), sum(r * r), min(day), max(day), count(*)
 FROM days GROUP BY level, symbol, tier
 """
 # (symbol, tier, time, R) in the order the signals ended: the drawdowns and the equity curve walk it.
@@ -151,7 +151,7 @@ def performance(
 
     def summary(row: Sequence[Any], drawdown: float) -> Summary:
         t = _tally(row[3:11])
-        sharpe = sharpe_from_sums(days, t.total_r, float(row[11] or 0))
+        sharpe = sharpe_from_sums(days, t.total_r, float(row[11] or 0), int(row[14]))
         return summary_of(t, sharpe=sharpe, max_drawdown_r=drawdown)
 
     by_symbol = [GroupSummary(g[1], summary(g, dd.by_symbol.get(g[1], 0.0))) for g in groups if g[0] == 1]

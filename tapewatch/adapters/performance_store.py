@@ -15,7 +15,7 @@ Periods are half-open ``[start, end)`` of event time (ms) or of wall-clock time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
@@ -311,21 +311,32 @@ def fate_counts(db: Database, start_ms: int, end_ms: int) -> dict[str, int]:
 
 
 def incidents(db: Database, start: datetime, end: datetime) -> list[Incident]:
-    """Incidents that started in ``[start, end)`` (wall-clock), oldest first: feed incidents, and the health
-    sensors' incidents when that table exists (sql/0005; a database without it gives feed incidents only)."""
+    """Incidents that overlap ``[start, end)`` (wall-clock), oldest first: started before ``end`` and ended
+    at or after ``start`` or still open, so one that crosses the period's start or has not ended is listed.
+    Feed incidents, and the health sensors' incidents when that table exists (sql/0005; a database without
+    it gives feed incidents only). A feed incident keeps the event time of the frame that revealed it, when
+    there was one (``Incident.event_time``); health incidents have wall-clock times only."""
     feed = sa.text(
-        "SELECT kind, symbol, detail, recorded_at, resolved_at FROM feed_incidents "
-        "WHERE recorded_at >= :s AND recorded_at < :e ORDER BY recorded_at, id"
+        "SELECT kind, symbol, detail, recorded_at, resolved_at, event_time FROM feed_incidents "
+        "WHERE recorded_at < :e AND (resolved_at IS NULL OR resolved_at >= :s) ORDER BY recorded_at, id"
     )
     health = sa.text(
         "SELECT kind, reason, action, recovery, started_at, ended_at FROM health_incidents "
-        "WHERE started_at >= :s AND started_at < :e ORDER BY started_at, id"
+        "WHERE started_at < :e AND (ended_at IS NULL OR ended_at >= :s) ORDER BY started_at, id"
     )
     bounds = {"s": start, "e": end}
     with db.begin() as conn:
         found = [
-            Incident(source="feed", kind=k, symbol=sym, detail=detail, started=at, ended=resolved)
-            for k, sym, detail, at, resolved in conn.execute(feed, bounds)
+            Incident(
+                source="feed",
+                kind=k,
+                symbol=sym,
+                detail=detail,
+                started=at,
+                ended=resolved,
+                event_time=None if event_ms is None else datetime.fromtimestamp(event_ms / 1000, UTC),
+            )
+            for k, sym, detail, at, resolved, event_ms in conn.execute(feed, bounds)
         ]
         if conn.execute(sa.text("SELECT to_regclass('health_incidents')")).scalar() is not None:
             found += [

@@ -39,7 +39,10 @@ REPORT_KINDS: tuple[ReportKind, ...] = ("daily", "weekly", "monthly")
 
 
 class Incident(msgspec.Struct, frozen=True, kw_only=True):
-    """A system incident in the period: ``source`` is ``feed`` (market data) or ``health`` (sensors)."""
+    """A system incident overlapping the period: ``source`` is ``feed`` (market data) or ``health``
+    (sensors). ``started`` / ``ended`` are wall-clock (when the service saw it), unlike the signals, which are
+    dated by exchange event time; ``event_time`` is the event time of the frame that revealed a feed incident,
+    when there was one (in the demo the simulator's clock runs ahead of the wall clock)."""
 
     source: str
     kind: str
@@ -47,6 +50,7 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     ended: datetime | None = None
     symbol: str | None = None
     detail: str = ""
+    event_time: datetime | None = None
 
 
 class ReportInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +125,9 @@ class ReportContent(msgspec.Struct, frozen=True, kw_only=True):
     incident_counts: list[tuple[str, int]]
     disagreements: int
     sharpe_days: int
+    #: UTC days with at least one signal in the overall Sharpe window (the ratio needs
+    #: ``tapewatch.metrics.MIN_SHARPE_SIGNAL_DAYS`` of them).
+    signal_days: int = 0
 
 
 def period_of(kind: ReportKind, day: date) -> tuple[date, date]:
@@ -195,6 +202,15 @@ def _summaries(data: ReportInput, last_day: date) -> tuple[Summary, dict[Tier, S
     return period_metrics(data.outcomes, data.first_day, last_day)
 
 
+def _signal_days(data: ReportInput, members: Sequence[Outcome]) -> int:
+    """Days with signals in the overall Sharpe window: the ``sharpe_days`` ending at a daily report's day,
+    else the period."""
+    if data.kind != "daily":
+        return len({day_of(o.signal.created) for o in members})
+    since = data.first_day - timedelta(days=data.sharpe_days - 1)
+    return len({d for o in data.outcomes if since <= (d := day_of(o.signal.created)) <= data.first_day})
+
+
 def build_content(data: ReportInput) -> ReportContent:
     """Derive every table and chart series of the report of ``data`` (ValueError on unfinished outcomes)."""
     last_day = data.end_day - timedelta(days=1)
@@ -244,6 +260,7 @@ def build_content(data: ReportInput) -> ReportContent:
         incident_counts=sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
         disagreements=data.disagreements,
         sharpe_days=data.sharpe_days,
+        signal_days=_signal_days(data, members),
     )
 
 

@@ -8,12 +8,13 @@ is the same text without the images, for places that cannot show local files (th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from html import escape
 
 import msgspec
 
-from tapewatch.metrics import Summary, SymbolTotal
+from tapewatch.metrics import MIN_SHARPE_SIGNAL_DAYS, Summary, SymbolTotal
 from tapewatch.reports import svg
 from tapewatch.reports.content import ReportContent
 
@@ -21,13 +22,16 @@ Table = tuple[tuple[str, ...], list[tuple[str, ...]]]
 #: Most symbols shown in the per-symbol table and chart; most incidents listed one by one.
 MAX_SYMBOLS = 20
 MAX_INCIDENTS = 30
+#: A cell that reads as a number (or is empty / "—"): right-aligned in HTML; any other cell makes its column
+#: text, left-aligned.
+_NUMERIC_CELL = re.compile(r"[+\-−]?\d[\d.,]*( %| points)?|—|")
 
 _STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 900px; color: #1f2328; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: right; }
-th:first-child, td:first-child { text-align: left; } th { background: #f6f8fa; }
+th.text, td.text { text-align: left; } th { background: #f6f8fa; }
 .note { color: #57606a; } .empty { font-weight: bold; font-size: 1.1em; }
 """
 
@@ -94,42 +98,19 @@ def sections(c: ReportContent) -> list[Section]:
             "re-run the report (or its partition) once they have finished."
         )
     summary_table: Table = (
-        ("tier", "signals", "triggered", "wins", "win rate", "avg hold min", "total R", "total %", "Sharpe",
-         "max DD R"),
+        ("tier", "signals", "triggered", "wins", "win rate", "avg hold min", "total R", "total % of capital",
+         "Sharpe", "max DD R"),
         [_summary_row("ALL", c.overall), *(_summary_row(t, s) for t, s in c.by_tier.items())],
     )  # fmt: skip
-    sharpe_note = (
-        f"Sharpe: daily R series over the {c.sharpe_days} days ending this day, mean / stdev × √365."
-        if c.kind == "daily"
-        else "Sharpe: daily R series over the period's days, mean / stdev × √365."
-    )
     out = [
         Section(heading="Summary", notes=head),
-        Section(heading="Performance (spec 9.1)", notes=[sharpe_note], table=summary_table),
+        Section(heading="Performance (spec 9.1)", notes=_sharpe_notes(c), table=summary_table),
     ]
     strategy = [f"Strategy efficiency (total R per signal): {fmt_num(c.strategy_efficiency, 3, sign=True)}"]
     if c.kind == "weekly":
         strategy.append(f"Win-rate trend: {fmt_points(c.win_rate_trend)} per week")
         strategy.append(f"Mean-quality trend: {fmt_num(c.quality_trend, 2, sign=True)} points per week")
-    out.append(
-        Section(
-            heading="Best and worst symbols",
-            notes=strategy,
-            table=(
-                ("rank", "best", "R", "worst", "R"),
-                [
-                    (
-                        str(i + 1),
-                        b.symbol if b else "",
-                        fmt_num(b.total_r, 2, sign=True) if b else "",
-                        w.symbol if w else "",
-                        fmt_num(w.total_r, 2, sign=True) if w else "",
-                    )
-                    for i, (b, w) in enumerate(_pairs(c.best_symbols, c.worst_symbols))
-                ],
-            ),
-        )
-    )
+    out.append(_best_and_worst(c, strategy))
     out.append(Section(heading="Equity curve", notes=["Cumulative P&L in R, signals in the order they ended."],
                        chart="equity_r"))  # fmt: skip
     out.append(
@@ -142,25 +123,7 @@ def sections(c: ReportContent) -> list[Section]:
             chart="win_rate_tier",
         )
     )
-    out.append(
-        Section(
-            heading="Win rate by symbol",
-            table=(
-                ("symbol", "signals", "triggered", "win rate", "total R"),
-                [
-                    (
-                        r.symbol,
-                        str(r.signals),
-                        str(r.triggered),
-                        fmt_pct(r.win_rate),
-                        fmt_num(r.total_r, 2, True),
-                    )
-                    for r in c.by_symbol[:MAX_SYMBOLS]
-                ],
-            ),
-            chart="win_rate_symbol",
-        )
-    )
+    out.append(_by_symbol(c))
     out.append(
         Section(
             heading="Quality vs outcome",
@@ -186,7 +149,15 @@ def sections(c: ReportContent) -> list[Section]:
             chart="fates" if c.fates else None,
         )
     )
-    incident_notes = [] if c.incidents else ["No system incidents in this period."]
+    incident_notes = (
+        [
+            "Incidents that overlap the period's days by wall-clock time (UTC): started and ended are when "
+            "the service saw them, not the exchange event time the signals are dated by; a feed incident "
+            "shows the event time of the frame that revealed it, when there was one."
+        ]
+        if c.incidents
+        else ["No system incidents in this period."]
+    )
     if len(c.incidents) > MAX_INCIDENTS:
         incident_notes.append(f"The first {MAX_INCIDENTS} of {len(c.incidents)} are listed.")
     out.append(
@@ -194,11 +165,20 @@ def sections(c: ReportContent) -> list[Section]:
             heading="System incidents",
             notes=incident_notes,
             table=(
-                ("started (UTC)", "ended", "source", "kind", "symbol", "detail"),
+                (
+                    "started (wall clock, UTC)",
+                    "ended",
+                    "event time (UTC)",
+                    "source",
+                    "kind",
+                    "symbol",
+                    "detail",
+                ),
                 [
                     (
                         i.started.strftime("%Y-%m-%d %H:%M:%S"),
                         i.ended.strftime("%Y-%m-%d %H:%M:%S") if i.ended else "open",
+                        i.event_time.strftime("%Y-%m-%d %H:%M:%S") if i.event_time else "",
                         i.source,
                         i.kind,
                         i.symbol or "",
@@ -222,6 +202,68 @@ def sections(c: ReportContent) -> list[Section]:
         )
     )
     return out
+
+
+def _sharpe_notes(c: ReportContent) -> list[str]:
+    """How the Sharpe column is computed, and why it may be "—" (too few days with signals)."""
+    window = (
+        f"the daily R series over the {c.sharpe_days} days ending this day"
+        if c.kind == "daily"
+        else "the daily R series over the period's days"
+    )
+    notes = [
+        f"Sharpe: {window}, mean / stdev × √365; shown as — when fewer than {MIN_SHARPE_SIGNAL_DAYS} of those "
+        "days have signals (of that tier), where it would only reflect how many days the window has."
+    ]
+    if c.signal_days < MIN_SHARPE_SIGNAL_DAYS:
+        notes.append(f"Only {c.signal_days} day(s) with signals in the Sharpe window: no Sharpe ratio yet.")
+    return notes
+
+
+def _best_and_worst(c: ReportContent, notes: list[str]) -> Section:
+    """Winners (total R > 0) and losers (< 0) side by side; "none" for an empty side, no table if both are."""
+    heading = "Best and worst symbols"
+    if not c.best_symbols and not c.worst_symbols:
+        return Section(
+            heading=heading, notes=[*notes, "Best and worst symbols: none (no symbol above or below 0 R)."]
+        )
+    rows: list[tuple[str, ...]] = [
+        (
+            str(i + 1),
+            b.symbol if b else ("none" if i == 0 else ""),
+            fmt_num(b.total_r, 2, sign=True) if b else "",
+            w.symbol if w else ("none" if i == 0 else ""),
+            fmt_num(w.total_r, 2, sign=True) if w else "",
+        )
+        for i, (b, w) in enumerate(_pairs(c.best_symbols, c.worst_symbols))
+    ]
+    return Section(
+        heading=heading,
+        notes=[*notes, "Best: total R above 0; worst: below 0 (a symbol is never in both)."],
+        table=(("rank", "best", "R", "worst", "R"), rows),
+    )
+
+
+def _by_symbol(c: ReportContent) -> Section:
+    """The per-symbol table, cut to the :data:`MAX_SYMBOLS` with the most signals (said when cut)."""
+    heading = "Win rate by symbol"
+    if not c.by_symbol:
+        return Section(
+            heading=heading, notes=["By symbol: none (no finished signals)."], chart="win_rate_symbol"
+        )
+    notes: list[str] = []
+    if len(c.by_symbol) > MAX_SYMBOLS:
+        notes.append(f"The {MAX_SYMBOLS} of {len(c.by_symbol)} symbols with the most signals.")
+    rows: list[tuple[str, ...]] = [
+        (r.symbol, str(r.signals), str(r.triggered), fmt_pct(r.win_rate), fmt_num(r.total_r, 2, True))
+        for r in c.by_symbol[:MAX_SYMBOLS]
+    ]
+    return Section(
+        heading=heading,
+        notes=notes,
+        table=(("symbol", "signals", "triggered", "win rate", "total R"), rows),
+        chart="win_rate_symbol",
+    )
 
 
 def _pairs(
@@ -288,15 +330,7 @@ def _html(c: ReportContent, parts: list[Section], svgs: dict[str, str]) -> str:
             cls = "empty" if note.startswith("No signals") else "note"
             body.append(f'<p class="{cls}">{escape(note)}</p>')
         if s.table is not None:
-            header, rows = s.table
-            body.append(
-                "<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>"
-            )
-            body.append(
-                "<tbody>"
-                + "".join("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in row) + "</tr>" for row in rows)
-                + "</tbody></table>"
-            )
+            body.append(_html_table(s.table))
         if s.chart is not None:
             body.append(f'<figure id="chart-{s.chart}">{svgs[s.chart]}</figure>')
     return (
@@ -305,6 +339,26 @@ def _html(c: ReportContent, parts: list[Section], svgs: dict[str, str]) -> str:
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def _text_columns(table: Table) -> list[bool]:
+    """Per column, whether it holds text (any cell that does not read as a number): left-aligned."""
+    header, rows = table
+    return [any(not _NUMERIC_CELL.fullmatch(row[i]) for row in rows) for i in range(len(header))]
+
+
+def _html_table(table: Table) -> str:
+    """The table as HTML, text columns left-aligned and number columns right-aligned."""
+    header, rows = table
+    text = _text_columns(table)
+
+    def cell(tag: str, i: int, value: str) -> str:
+        cls = ' class="text"' if text[i] else ""
+        return f"<{tag}{cls}>{escape(value)}</{tag}>"
+
+    head = "<tr>" + "".join(cell("th", i, h) for i, h in enumerate(header)) + "</tr>"
+    body = "".join("<tr>" + "".join(cell("td", i, x) for i, x in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead>{head}</thead><tbody>{body}</tbody></table>"
 
 
 def render(content: ReportContent, chart_dir: str) -> RenderedReport:

@@ -155,7 +155,7 @@ def test_incidents_read_feed_and_health_tables(db: Database) -> None:
             sa.text(
                 "INSERT INTO feed_incidents (symbol, kind, detail, recorded_at, resolved_at) VALUES "
                 "('BTCUSDT', 'gap', 'pu mismatch', :a, :b), (NULL, 'reconnect', 'socket 1', :c, NULL), "
-                "('ETHUSDT', 'stale', 'outside', :d, NULL)"
+                "('ETHUSDT', 'stale', 'outside', :d, :d)"
             ),
             {"a": _at(3), "b": _at(3) + timedelta(seconds=2), "c": _at(5), "d": _at(0) - timedelta(hours=1)},
         )
@@ -176,6 +176,46 @@ def test_incidents_read_feed_and_health_tables(db: Database) -> None:
     assert gap.symbol == "BTCUSDT" and gap.ended == _at(3) + timedelta(seconds=2)
     assert health.detail == "spread z 4.2; action: signalling paused; recovery: signalling resumed"
     assert reconnect.symbol is None and reconnect.ended is None
+
+
+def test_incidents_crossing_the_period_start_or_still_open_are_listed(db: Database) -> None:
+    """Overlap, not "started in": one that began the evening before and ended in the period, one still
+    open since the day before, one ending exactly at the start; not one over before the period nor one
+    starting at its end. A feed incident keeps its event time."""
+    day_start, day_end = _at(0), _at(0) + timedelta(days=1)
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO feed_incidents (kind, detail, event_time, recorded_at, resolved_at) VALUES "
+                "('gap', 'crosses', 1704066600000, :eve, :morning), ('stale', 'open', NULL, :eve, NULL), "
+                "('gap', 'touches', NULL, :eve, :start), ('gap', 'before', NULL, :eve, :late_eve), "
+                "('gap', 'after', NULL, :end, NULL)"
+            ),
+            {
+                "eve": day_start - timedelta(hours=2),
+                "late_eve": day_start - timedelta(seconds=1),
+                "start": day_start,
+                "morning": _at(1),
+                "end": day_end,
+            },
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO health_incidents (kind, reason, action, started_at, ended_at) VALUES "
+                "('api_connectivity', 'ping failed', 'alert', :eve, NULL)"
+            ),
+            {"eve": day_start - timedelta(days=3)},
+        )
+    found = incidents(db, day_start, day_end)
+    assert sorted((i.source, i.detail.split(";")[0]) for i in found) == [
+        ("feed", "crosses"),
+        ("feed", "open"),
+        ("feed", "touches"),
+        ("health", "ping failed"),
+    ]
+    crosses = next(i for i in found if i.detail == "crosses")
+    assert crosses.event_time == datetime(2023, 12, 31, 23, 50, tzinfo=UTC)
+    assert all(i.event_time is None for i in found if i is not crosses)
 
 
 def test_incidents_without_the_health_table_are_the_feed_ones(db: Database) -> None:

@@ -18,6 +18,7 @@ from dashboard import actions, app, tuning_panel
 from dashboard import backend as be
 from dashboard.pages import health, live, performance, quality, reports, system, universe
 from dashboard.process_usage import ProcessSampler
+from tapewatch import metrics
 from tapewatch.adapters import dashboard_queries as q
 from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.embedded import start_redis, stop_redis
@@ -419,22 +420,26 @@ def test_the_command_refuses_a_public_bind_without_password(capsys: Any, monkeyp
 
 def test_performance_sharpe_runs_over_the_whole_chosen_period(backend: be.Backend) -> None:
     d0 = 19_723 * DAY  # 2024-01-01 00:00 UTC
+    backend.clock = lambda: (d0 + 7 * DAY - 1) / 1000  # "7 days" = 2023-12-31 23:59:59.999 .. now
+    store_finished(backend.db, [finished("BTCUSDT", d0 + DAY + 10 * HOUR, 2.0)])
+    kpis, *_ = performance.refresh_performance("7 days", "all", 0)
+    assert "— Sharpe" in text_of(kpis)  # one day with signals: no ratio (as in the reports)
     store_finished(
         backend.db,
         [
-            finished("BTCUSDT", d0 + DAY + 10 * HOUR, 2.0),
+            finished("ETHUSDT", d0 + 2 * DAY + 10 * HOUR, 0.5),
             finished("ETHUSDT", d0 + 3 * DAY + 10 * HOUR, -1.0),
             finished("BTCUSDT", d0 + 4 * DAY + 10 * HOUR, 1.5),
+            finished("BTCUSDT", d0 + 5 * DAY + 10 * HOUR, -0.5),
         ],
     )
-    backend.clock = lambda: (d0 + 7 * DAY - 1) / 1000  # "7 days" = 2023-12-31 23:59:59.999 .. now
     kpis, *_ = performance.refresh_performance("7 days", "all", 0)
-    # the 8 UTC days it touches: 0, 0, 2, 0, -1, 1.5, 0, 0 -> mean 0.3125, sample variance
-    # (7.25 - 8 * 0.3125²) / 7 = 0.924107; 0.3125 / 0.961305 * sqrt(365) = 6.21 (not 8.67, the Sharpe of the
-    # 4 days from the first to the last signal)
-    assert "6.21 Sharpe" in text_of(kpis)
+    # the 8 UTC days it touches, empty ones as 0 (not only the 5 from the first to the last signal)
+    week = metrics.sharpe_ratio([0.0, 0.0, 2.0, 0.5, -1.0, 1.5, -0.5, 0.0])
+    assert f"{week:.2f} Sharpe" in text_of(kpis)
     kpis, *_ = performance.refresh_performance("all", "all", 0)
-    assert "8.67 Sharpe" in text_of(kpis)  # only "all" is narrowed to the days with signals
+    narrowed = metrics.sharpe_ratio([2.0, 0.5, -1.0, 1.5, -0.5])  # only "all" is narrowed to those days
+    assert f"{narrowed:.2f} Sharpe" in text_of(kpis) and f"{week:.2f}" != f"{narrowed:.2f}"
 
 
 def test_confidence_calibration_is_over_triggered_signals(backend: be.Backend) -> None:

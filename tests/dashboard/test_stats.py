@@ -39,13 +39,20 @@ def test_sharpe_from_sums_is_the_sharpe_of_the_series() -> None:
     for _ in range(50):
         series = [rng.choice([0.0, 0.0, rng.uniform(-3, 3)]) for _ in range(rng.randint(2, 60))]
         expected = metrics.sharpe_ratio(series)
-        got = metrics.sharpe_from_sums(len(series), math.fsum(series), math.fsum(x * x for x in series))
+        active = sum(1 for x in series if x)
+        got = metrics.sharpe_from_sums(
+            len(series), math.fsum(series), math.fsum(x * x for x in series), active
+        )
+        if active < metrics.MIN_SHARPE_SIGNAL_DAYS:
+            assert got is None  # too few days with signals: no ratio, as in the reports
+            continue
         assert (got is None) == (expected is None)
         if expected is not None:
             assert got == pytest.approx(expected, rel=1e-9)
-    assert metrics.sharpe_from_sums(1, 2.0, 4.0) is None  # one day
-    assert metrics.sharpe_from_sums(30, 30 * 1.45, 30 * 1.45**2) is None  # no variation (rounding aside)
-    assert metrics.sharpe_from_sums(5, 0.0, 0.0) is None
+    assert metrics.sharpe_from_sums(1, 2.0, 4.0, 1) is None  # one day
+    # no variation (rounding aside)
+    assert metrics.sharpe_from_sums(30, 30 * 1.45, 30 * 1.45**2, 30) is None
+    assert metrics.sharpe_from_sums(5, 0.0, 0.0, 5) is None
 
 
 def test_a_chosen_period_counts_every_day_it_touches() -> None:
@@ -120,15 +127,24 @@ def _three_days(db: Database) -> list[Outcome]:
 
 def test_sharpe_of_a_chosen_period_counts_its_days_without_signals(db: Database) -> None:
     _three_days(db)
-    week = ds.performance(db, D0, D0 + 7 * DAY_MS)
-    # daily R over the 7 days: 0, 2, 0, -1, 1.5, 0, 0 -> mean 2.5/7 = 0.357143, sample variance
-    # (7.25 - 7 * 0.357143²) / 6 = 1.059524, stdev 1.029332; 0.357143 / 1.029332 * sqrt(365) = 6.6288
-    assert week.sharpe_days == 7
-    assert week.overall.sharpe_ratio == pytest.approx(6.62877, abs=1e-4)
-    # "all time" runs from the first to the last day with a signal: 2, 0, -1, 1.5 -> 8.6721
+    # three days with signals: too few for a ratio (one value among empty days is an artefact), as in reports
+    assert ds.performance(db, D0, D0 + 7 * DAY_MS).overall.sharpe_ratio is None
+    store_finished(
+        db,
+        [
+            finished("SOLUSDT", D0 + 5 * DAY_MS + 10 * HOUR, 0.5),
+            finished("SOLUSDT", D0 + 9 * DAY_MS + 10 * HOUR, -0.5),
+        ],
+    )
+    # daily R over 10 days: 0, 2, 0, -1, 1.5, 0.5, 0, 0, 0, -0.5 (five days with signals)
+    period = ds.performance(db, D0, D0 + 10 * DAY_MS)
+    assert period.sharpe_days == 10
+    daily = [0.0, 2.0, 0.0, -1.0, 1.5, 0.5, 0.0, 0.0, 0.0, -0.5]
+    assert period.overall.sharpe_ratio == pytest.approx(metrics.sharpe_ratio(daily), rel=1e-9)
+    # "all time" runs from the first to the last day with a signal: the leading empty day drops out
     everything = ds.performance(db, 0, D0 + 30 * DAY_MS, open_ended=True)
-    assert everything.sharpe_days == 4
-    assert everything.overall.sharpe_ratio == pytest.approx(8.67214, abs=1e-4)
+    assert everything.sharpe_days == 9
+    assert everything.overall.sharpe_ratio == pytest.approx(metrics.sharpe_ratio(daily[1:]), rel=1e-9)
 
 
 def test_sql_aggregates_equal_the_metrics_of_the_reports(db: Database) -> None:

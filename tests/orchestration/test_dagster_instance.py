@@ -167,3 +167,29 @@ async def _base_url(client: object) -> str:
 def test_a_failure_to_fail_orphaned_runs_is_reported_with_the_process_s_last_lines(tmp_path: Path) -> None:
     with pytest.raises(ChildFailed, match="previous Dagster instance left failed"):
         fail_orphaned_runs(tmp_path / "no-such-home", dict(os.environ))
+
+
+def test_our_module_loggers_reach_the_run_log(instance: dg.DagsterInstance) -> None:
+    """A warning logged by tapewatch code inside an asset is in the run's event log (the UI's run page),
+    not only on the process's stderr; INFO too, DEBUG not."""
+    assert instance.managed_python_loggers == ["tapewatch", "assets", "orchestration"]
+    assert instance.python_log_level == "INFO"
+    module_log = logging.getLogger("tapewatch.outcome_batch")
+
+    @dg.asset
+    def logs_from_a_module() -> int:
+        module_log.warning("MODULE-WARNING holes in the candles", extra={"symbol": "BTCUSDT"})
+        module_log.info("MODULE-INFO capped outcome")
+        module_log.debug("MODULE-DEBUG detail")
+        return 1
+
+    result = dg.materialize([logs_from_a_module], instance=instance)
+    found = {
+        (entry.level, entry.user_message)
+        for entry in instance.all_logs(result.run_id)
+        if "MODULE-" in (entry.user_message or "")
+    }
+    assert found == {
+        (logging.WARNING, "MODULE-WARNING holes in the candles"),
+        (logging.INFO, "MODULE-INFO capped outcome"),
+    }

@@ -290,7 +290,10 @@ def test_backfill_of_past_daily_partitions_and_the_weekly_and_monthly_assets(
     assert row is not None and row["signals_generated"] == 3
     expiry_r, planted_r = planted["expiry"][1], planted["planted"][1]
     assert row["strategy_efficiency"] == pytest.approx((expiry_r + planted_r) / 3)
-    assert {s["symbol"] for s in row["best_symbols"]} == {"BTCUSDT", "ETHUSDT"}
+    # best: total R above 0 only, worst: below 0 only (ETHUSDT's week is not a winner): never both
+    assert {s["symbol"] for s in row["best_symbols"]} == {"BTCUSDT"}
+    assert all(s["total_r"] > 0 for s in row["best_symbols"])
+    assert all(s["total_r"] < 0 for s in row["worst_symbols"])
     assert "Weekly report — 2024-W10" in (tmp_path / "reports/weekly/2024-03-04.html").read_text()
 
     month = dg.materialize([monthly_report], partition_key="2024-03-01", resources=res)

@@ -191,6 +191,8 @@ def test_unknown_symbols_are_ignored_and_a_universe_of_none_is_refused(
             await asyncio.sleep(0.3)
             assert target.universe == ["FFFUSDT"]  # kept
             assert loop.counters["ignored_symbols"] == 3
+            metrics = loop.metrics()  # the refusal reaches the metrics hash
+            assert (metrics["control_rejected"], metrics["control_ignored_symbols"]) == (1, 3)
         finally:
             await _stop(state, task)
 
@@ -245,6 +247,7 @@ def test_a_universe_waits_until_exchange_info_can_check_it(
             assert target.universe == START
             await wait_for(lambda: target.universe == ["EEEUSDT"], "the universe once checked", within=5)
             assert loop.counters["universe_unchecked"] == 2
+            assert loop.metrics()["control_universe_unchecked"] == 2  # reaches the metrics hash
         finally:
             await _stop(state, task)
 

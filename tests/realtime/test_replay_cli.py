@@ -179,3 +179,41 @@ def test_the_console_script_prints_the_same_summary(
     assert done.returncode == 0, done.stderr
     _, in_process, _ = replay_json(capsys, capture)
     assert untimed(json.loads(done.stdout.strip().splitlines()[-1])) == untimed(in_process)
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+def test_lines_of_which_none_decode_exit_2_with_a_warning(
+    command: str, capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A text file that is no capture (/etc/shadow, say) is read line by line and none decodes: the summary is
+    printed, but the run proves nothing and exits 2 as for any bad file, saying why. One bad line among good
+    ones is an ordinary replay (counted ``malformed``)."""
+    text = tmp_path / "shadow"
+    text.write_text("root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    code = main([command, "--json", str(text)])
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["messages"], summary["malformed"]) == (2, 2)
+    assert code == 2
+    (warning,) = [x for x in err.splitlines() if "none of the" in x]
+    assert "WARNING" in warning and f"none of the 2 lines in {text} decoded (malformed 2)" in warning
+    mixed = write_gz(tmp_path / "mixed.jsonl.gz", [b"not json", *list(recording_lines(capture))[:50]])
+    code = main([command, "--json", str(mixed)])
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and (summary["messages"], summary["malformed"]) == (51, 1)
+    assert "none of the" not in err and "input is empty" not in err
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+@pytest.mark.parametrize("content", [b"", gzip.compress(b"", mtime=0)], ids=["zero-byte", "empty-gzip"])
+def test_an_empty_capture_is_replayed_with_a_warning(
+    command: str, content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "00.jsonl.gz"
+    empty.write_bytes(content)
+    code = main([command, str(empty)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith("0 messages")
+    (warning,) = [x for x in err.splitlines() if "WARNING" in x]
+    assert f"no lines to replay in {empty}: the input is empty" in warning

@@ -4,9 +4,11 @@ stale klines, the capture's losses and the signal dispatch's health."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -83,3 +85,35 @@ def test_the_metrics_hash_shows_engine_candle_capture_and_dispatch_losses(
     assert healthy["capture_errors"] == healthy["capture_queued"] == 0
     assert healthy["relay_healthy"] == 1 and healthy["pending_held_signals"] == 0
     assert failing["relay_healthy"] == 0 and failing["relay_storage_errors"] == 1
+
+
+class _BrokenWatch:
+    """An incident watch with a bug: every check raises."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+        self.thrice = asyncio.Event()
+
+    def check(self, *args: object) -> None:
+        self.checks += 1
+        if self.checks == 3:
+            self.thrice.set()
+        raise RuntimeError("a bug in the watch")
+
+
+def test_incident_checks_that_raise_reach_the_metrics_hash() -> None:
+    """The incident loop survives a watch that raises (logged, counted): the count must reach the metrics hash, or
+    a watch that never works looks like a quiet feed."""
+    settings = load_settings()
+    service = FeedService(settings, rest=BinanceRest.from_settings(settings), pool=StreamPool(settings))
+    watch = service.watch = cast(Any, _BrokenWatch())
+
+    async def scenario() -> None:
+        task = asyncio.create_task(service.incident_loop(interval=0))
+        await asyncio.wait_for(watch.thrice.wait(), 30)  # a bound, not a timing: a hang fails, not blocks
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert service.metrics()["incident_check_errors"] == watch.checks >= 3

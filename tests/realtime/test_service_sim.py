@@ -4,6 +4,7 @@ Redis, and a replay of the capture the run wrote rebuilds the same state."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ async def universe_of(settings: Settings) -> list[str]:
         return await choose_universe(rest, settings)
 
 
+#: Seconds the service may take, after its run and fault script, to stop (well above a normal stop).
+STOP_GRACE_S = 90.0
+
+
 async def run_with(
     sim: SimExchange,
     settings: Settings,
@@ -64,9 +69,18 @@ async def run_with(
             stop.set()  # a failing fault script must not leave the service running
 
     injector = asyncio.create_task(inject())
-    service = await run_service(settings, redis_url=redis_url, stop=stop, **service)
+    running = asyncio.create_task(run_service(settings, redis_url=redis_url, stop=stop, **service))
+    done, _ = await asyncio.wait({running}, timeout=seconds + STOP_GRACE_S)
+    if not done:  # a hang: say where every task waits, instead of a bare timeout of the whole test
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=12, file=stacks)
+        running.cancel()
+        pytest.fail(
+            f"the service did not stop within {STOP_GRACE_S:.0f} s of its run; tasks:\n{stacks.getvalue()}"
+        )
     await injector
-    return service
+    return running.result()
 
 
 def test_books_stay_exact_and_replay_rebuilds_the_same_state(

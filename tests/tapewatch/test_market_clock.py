@@ -441,3 +441,68 @@ def test_the_clock_never_moves_back_when_the_confirming_frame_is_older_than_a_he
     feed.diff("ETHUSDT", back + 10_000)
     feed.diff("SOLUSDT", back)
     assert m.now_ms == back + 30_000 and m.counters["event_time_jumps"] == 1
+
+
+def priced_trade(feed: Feed, symbol: str, t: int, price: float) -> Frame:
+    """An aggTrade of ``symbol`` at ``price``, continuing its ids."""
+    a = feed.agg[symbol] = feed.agg.get(symbol, 0) + 1
+    ev = AggTrade(symbol, t, a, price, 1.0, a, a, t, False)
+    return feed.send(symbol, Kind.AGG_TRADE, f"{symbol.lower()}@aggTrade", ev)
+
+
+@pytest.mark.parametrize("universe", [1, 3])
+def test_a_trade_released_by_a_clock_jump_reaches_the_open_signals_follower(universe: int) -> None:
+    """After an outage, a trade held far ahead of the clock touches the stop; the jump is confirmed (by two other
+    symbols' diffs, or alone by the symbol's next trade) and the tape is back above the stop by the symbol's
+    next trade frame. The follower sees each frame's newest trade: without the released one in ``caught_up``
+    the stop touch would be missed and the signal left open."""
+    settings = load_settings()
+    market = Market(MarketConfig.from_settings(settings))
+    engine = SignalEngine(settings, market)
+    signal = entry("BTCUSDT")
+    t = signal.event_time
+    engine.resume([(signal, None)])
+    feed = Feed(market)
+    others = ("ETHUSDT", "SOLUSDT")[: universe - 1]
+    for symbol in ("BTCUSDT", *others):
+        feed.synced(symbol, t)
+    exits: list[str | None] = []
+
+    def both(frame: Frame) -> None:
+        if (out := engine.on_frame(frame)) is not None:
+            exits.extend(s.exit_reason for s in out.signals)
+
+    both(priced_trade(feed, "BTCUSDT", t + 1_000, signal.entry_price))  # triggers the LONG
+    back = t + OUTAGE
+    both(priced_trade(feed, "BTCUSDT", back, signal.stop_loss - 0.01))  # far ahead: held for a jump
+    assert feed.counts() == (1, 0) and exits == []
+    for k, symbol in enumerate(others, 1):
+        both(feed.diff(symbol, back + 10 * k))
+    both(priced_trade(feed, "BTCUSDT", back + 30, signal.entry_price))  # confirms alone, or the next trade
+    assert feed.counts() == (0, 1) and market.now_ms >= back
+    assert market.symbols["BTCUSDT"].flow.last_price == signal.entry_price
+    assert exits == ["STOP"] and engine.open == {}
+
+
+def test_a_released_trade_waiting_for_its_follower_survives_a_gap_resolved_meanwhile() -> None:
+    """A trade held for a jump, released by other symbols' diffs, waits in ``caught_up`` for the symbol's next
+    trade frame; when that frame resolves an aggTrade gap, the gap's batch comes after it instead of replacing
+    it (a follower drains the list after every trade frame of the symbol, so nothing older is in it)."""
+    feed = Feed()
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        feed.synced(symbol, T)
+    st = feed.market.symbols["BTCUSDT"]
+    back = T + OUTAGE
+    priced_trade(feed, "BTCUSDT", T + 1, 100.0)
+    st.caught_up = []  # drained, as the engine does after every trade frame
+    priced_trade(feed, "BTCUSDT", back, 99.0)  # id 2, far ahead: held for a jump
+    feed.agg["BTCUSDT"] = 3  # id 3 missing: id 4 opens a gap and waits in it
+    priced_trade(feed, "BTCUSDT", back + 2, 101.0)
+    assert st.fill is not None and feed.counts() == (1, 0)
+    feed.diff("ETHUSDT", back + 10)
+    feed.diff("SOLUSDT", back + 20)  # the jump is confirmed: id 2 is applied
+    assert feed.counts() == (0, 1) and st.caught_up == [(back, 99.0)]
+    fill_page(feed, 3, back + 1)  # the REST page fills the gap: ids 3 and 4 are applied at once
+    assert st.fill is None and st.last_agg_id == 4
+    assert st.caught_up == [(back, 99.0), (back + 1, 100.0), (back + 2, 101.0)]
+    assert len(st.vwap) == 4  # every trade in the windows (the 5-minute one let the first go)

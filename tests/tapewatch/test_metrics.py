@@ -13,7 +13,7 @@ The set (all entry 100, R = 1, position 0.5 of capital so 1 R = 0.5 % of capital
 Total -0.1002 R; wins 3 of 5 (the break-even and the expiry end above 0 after fees); mean hold 75/5 = 15 min;
 cumulative R 1.39925, 0.29975, 0.6995, 0.9993, -0.1002: max drawdown 1.39925 + 0.1002 = 1.49945 R.
 A daily R series of one value v and n-1 zero days has mean v/n and sample stdev |v|/sqrt(n), so its Sharpe
-ratio is sign(v)·sqrt(365/n).
+ratio would be sign(v)·sqrt(365/n) whatever v: below MIN_SHARPE_SIGNAL_DAYS days with signals it is None.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from datetime import date, timedelta
 import pytest
 
 from tapewatch.metrics import (
+    MIN_SHARPE_SIGNAL_DAYS,
     Summary,
     daily_metrics,
     day_of,
@@ -65,7 +66,8 @@ def test_daily_overall_by_hand() -> None:
     assert o.total_pnl_pct == pytest.approx(-0.0501)
     assert o.max_drawdown_r == pytest.approx(1.49945)
     assert o.mean_quality == pytest.approx(74.6)
-    assert o.sharpe_ratio == pytest.approx(-math.sqrt(365 / 30))  # one day of -0.1002 in a 30-day window
+    # one day of -0.1002 in a 30-day window would be -sqrt(365/30) = -3.49, an artefact: not given
+    assert o.sharpe_ratio is None
 
 
 def test_daily_per_tier_by_hand() -> None:
@@ -75,14 +77,14 @@ def test_daily_per_tier_by_hand() -> None:
     assert (high.signals_generated, high.wins, high.win_rate) == (3, 3, 1.0)
     assert high.total_pnl_r == pytest.approx(2.0988) and high.max_drawdown_r == 0.0
     assert high.average_hold_minutes == pytest.approx(23.0)  # (15 + 9 + 45) / 3
-    assert high.sharpe_ratio == pytest.approx(math.sqrt(365 / 30))
+    assert high.sharpe_ratio is None  # one day with signals
     assert high.mean_quality == pytest.approx(82.666666666)
     # MEDIUM: the loss; LOW: the same-candle stop
     for tier in (medium, low):
         assert (tier.signals_generated, tier.wins, tier.win_rate) == (1, 0, 0.0)
         assert tier.total_pnl_r == pytest.approx(-1.0995) and tier.max_drawdown_r == pytest.approx(1.0995)
         assert tier.average_hold_minutes == pytest.approx(3.0)
-        assert tier.sharpe_ratio == pytest.approx(-math.sqrt(365 / 30))
+        assert tier.sharpe_ratio is None
 
 
 def test_untriggered_signals_count_as_sent_but_not_in_win_rate_or_hold() -> None:
@@ -99,11 +101,24 @@ def test_a_day_counts_signals_created_that_utc_day_only() -> None:
     tuesday = daily_metrics(outcomes, DAY + timedelta(days=1)).overall
     assert monday.signals_generated == tuesday.signals_generated == 5
     assert tuesday.total_pnl_r == pytest.approx(-0.1002)
-    # Tuesday's 30-day window now holds two days of -0.1002: mean 2v/30, stdev sqrt((2v² - 4v²/30)/29)
-    v = -0.1002
-    expected = (2 * v / 30) / math.sqrt((2 * v * v - 4 * v * v / 30) / 29) * math.sqrt(365)
-    assert tuesday.sharpe_ratio == pytest.approx(expected)
+    assert tuesday.sharpe_ratio is None  # two days with signals in its window
     assert daily_metrics(outcomes, DAY - timedelta(days=1)).overall == Summary(sharpe_ratio=None)
+
+
+def test_the_sharpe_ratio_needs_five_days_with_signals() -> None:
+    """Four days with signals in the 30-day window: no ratio (it would be a function of 4 values and the
+    window length); the fifth day gives the ratio of the whole series, zero days included."""
+    v = -0.1002
+    win = scenario_outcome("win", MONDAY + 3 * 24 * H + H, tier="HIGH")
+    outcomes = [o for d in range(4) for o in fixed_set(MONDAY + d * 24 * H)] + [win]
+    assert MIN_SHARPE_SIGNAL_DAYS == 5
+    assert daily_metrics(outcomes, DAY + timedelta(days=3)).overall.sharpe_ratio is None
+    outcomes += fixed_set(MONDAY + 4 * 24 * H)
+    fifth = daily_metrics(outcomes, DAY + timedelta(days=4))
+    day4 = v + win.pnl_r
+    assert fifth.overall.sharpe_ratio == pytest.approx(sharpe_ratio([0.0] * 25 + [v, v, v, day4, v]))
+    # per tier, its own days with signals: MEDIUM (the ETHUSDT loss every day) has five
+    assert fifth.by_tier["MEDIUM"].sharpe_ratio == pytest.approx(sharpe_ratio([0.0] * 25 + [-1.0995] * 5))
 
 
 def test_spec_keys() -> None:
@@ -133,17 +148,15 @@ def test_weekly_by_hand() -> None:
     w = weekly_metrics(earlier + fixed_set() + later, DAY)
     assert w.week_start == DAY
     assert w.overall.signals_generated == 5
-    assert w.overall.sharpe_ratio == pytest.approx(-math.sqrt(365 / 7))  # the week's 7 days
+    assert w.overall.sharpe_ratio is None  # one day with signals among the week's 7
     assert [(s.symbol, s.signals, round(s.total_r, 6)) for s in w.best_symbols] == [
         ("BTCUSDT", 2, 1.799),
         ("SOLUSDT", 1, 0.2998),
-        ("ETHUSDT", 1, -1.0995),  # tied with XRPUSDT: by name
-    ]
+    ]  # only winners: ETHUSDT (-1.10 R) is not "best" although there are fewer than 2 × 3 symbols
     assert [(s.symbol, round(s.total_r, 6)) for s in w.worst_symbols] == [
-        ("ETHUSDT", -1.0995),
+        ("ETHUSDT", -1.0995),  # tied with XRPUSDT: by name
         ("XRPUSDT", -1.0995),
-        ("SOLUSDT", 0.2998),
-    ]
+    ]  # only losers: SOLUSDT (+0.30 R) is not "worst"
     assert w.strategy_efficiency == pytest.approx(-0.1002 / 5)
     # win rate by week (x = -2, -1, 0): 0, 0.5, 0.6 -> slope 0.3 per week
     assert w.win_rate_trend == pytest.approx(0.3)
@@ -164,11 +177,14 @@ def test_summarize_covers_the_days_spanned() -> None:
     s = summarize(outcomes)
     v = -0.1002
     assert s.signals_generated == 10 and s.total_pnl_r == pytest.approx(2 * v)
-    assert s.sharpe_ratio == pytest.approx(sharpe_ratio([v, 0.0, v]))
-    assert summarize(outcomes, DAY, DAY + timedelta(days=9)).sharpe_ratio == pytest.approx(
-        sharpe_ratio([v, 0, v] + [0.0] * 7)
-    )
+    assert s.sharpe_ratio is None  # two days with signals: below MIN_SHARPE_SIGNAL_DAYS
     assert summarize(fixed_set()).sharpe_ratio is None  # one day: undefined
+    # five days with signals (Mon, Wed, Thu, Sat, Sun) over the 10 days asked for: the ratio of the series
+    five = [o for d in (0, 2, 3, 5, 6) for o in fixed_set(MONDAY + d * 24 * H)]
+    assert summarize(five, DAY, DAY + timedelta(days=9)).sharpe_ratio == pytest.approx(
+        sharpe_ratio([v, 0, v, v, 0, v, v, 0, 0, 0])
+    )
+    assert summarize(five).sharpe_ratio == pytest.approx(sharpe_ratio([v, 0, v, v, 0, v, v]))
     assert summarize([]) == Summary()
 
 

@@ -15,7 +15,7 @@ from datetime import date
 import msgspec
 import pytest
 
-from tapewatch.metrics import best_and_worst, period_metrics, symbol_totals
+from tapewatch.metrics import SymbolTotal, best_and_worst, period_metrics, symbol_totals
 from tapewatch.outcome import Outcome, OutcomeParams, OutcomeState, evaluate_candles
 from tapewatch.outcome_batch import (
     BatchRun,
@@ -188,10 +188,10 @@ def test_period_metrics_over_a_week_by_hand() -> None:
     assert (overall.signals_generated, overall.signals_triggered, overall.wins) == (5, 5, 3)
     assert overall.total_pnl_r == pytest.approx(-0.1002)
     assert overall.max_drawdown_r == pytest.approx(1.49945)
-    # one day of -0.1002 and six empty days: sign(v)·sqrt(365/7)
-    assert overall.sharpe_ratio == pytest.approx(-math.sqrt(365 / 7))
+    # one day of -0.1002 and six empty days would give sign(v)·sqrt(365/7): one day with signals is too few
+    assert overall.sharpe_ratio is None
     assert by_tier["HIGH"].total_pnl_r == pytest.approx(2.0988)
-    assert by_tier["HIGH"].sharpe_ratio == pytest.approx(math.sqrt(365 / 7))
+    assert by_tier["HIGH"].sharpe_ratio is None
 
 
 def test_period_metrics_ignore_signals_outside_and_refuse_a_reversed_period() -> None:
@@ -210,8 +210,21 @@ def test_symbol_totals_and_best_and_worst_by_hand() -> None:
         "XRPUSDT": (1, pytest.approx(-1.0995)),
     }
     best, worst = best_and_worst(symbol_totals(fixed_set()), 3)
-    assert [t.symbol for t in best] == ["BTCUSDT", "SOLUSDT", "ETHUSDT"]  # ETH before XRP on the tie
-    assert [t.symbol for t in worst] == ["ETHUSDT", "XRPUSDT", "SOLUSDT"]
+    assert [t.symbol for t in best] == ["BTCUSDT", "SOLUSDT"]  # winners only
+    assert [t.symbol for t in worst] == ["ETHUSDT", "XRPUSDT"]  # losers only, ETH before XRP on the tie
+
+
+def test_best_and_worst_never_share_a_symbol_and_skip_the_flat_ones() -> None:
+    totals = [
+        SymbolTotal(symbol="ETHUSDT", signals=2, total_r=-1.10),
+        SymbolTotal(symbol="SOLUSDT", signals=1, total_r=0.30),
+        SymbolTotal(symbol="ADAUSDT", signals=1, total_r=0.0),
+    ]
+    best, worst = best_and_worst(totals, 3)
+    assert [t.symbol for t in best] == ["SOLUSDT"] and [t.symbol for t in worst] == ["ETHUSDT"]
+    only_losses = [SymbolTotal(symbol="ETHUSDT", signals=1, total_r=-1.0)]
+    assert best_and_worst(only_losses, 3) == ([], only_losses)
+    assert best_and_worst([SymbolTotal(symbol="ADAUSDT", signals=1, total_r=0.0)], 3) == ([], [])
 
 
 # --- the creation minute (audit /tmp/a2/precreation.py): exact partial bar, or the capped candle ---------

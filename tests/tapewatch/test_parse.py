@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tapewatch.events import AggTrade, BookTicker, Candle, DepthSnapshot, DepthUpdate, Kline, KlineHistory
-from tapewatch.parse import FrameDecoder
+from tapewatch.parse import MALFORMED_REASONS, FrameDecoder
 from tapewatch.polled import poll_stream
 from tapewatch.streams import Kind
 from tests.helpers import FIXTURES
@@ -34,8 +34,8 @@ def test_documented_payloads_decode_into_typed_events() -> None:
     # unknown extra fields (ps, st) are tolerated
     extra = d.decode_capture_line(capture_line("btcusdt@depth", fixture("ws_futures_depth_update.json")))
     assert extra is not None and isinstance(extra.event, DepthUpdate)
-    ticker = d.decode_capture_line(capture_line("btcusdt@bookTicker", fixture("ws_futures_book_ticker.json")))
-    assert ticker is not None and isinstance(ticker.event, BookTicker)
+    ticker = d.decode_capture_line(capture_line("bnbusdt@bookTicker", fixture("ws_futures_book_ticker.json")))
+    assert ticker is not None and isinstance(ticker.event, BookTicker) and ticker.symbol == "BNBUSDT"
     snap = d.decode_capture_line(
         capture_line("rest:/fapi/v1/depth?symbol=BTCUSDT&limit=1000", fixture("usdt_futures_depth.json"))
     )
@@ -205,3 +205,61 @@ def test_a_flat_or_touching_candle_is_possible() -> None:
         frame = d.decode_capture_line(capture_line("btcusdt@kline_15m", _kline(high, low, open_, close)))
         assert frame is not None and isinstance(frame.event, Kline)
     assert d.rejected == {}
+
+
+AGG_ETH = {
+    "e": "aggTrade",
+    "E": 5,
+    "a": 7,
+    "s": "ETHUSDT",
+    "p": "3000",
+    "q": "2",
+    "f": 1,
+    "l": 2,
+    "T": 4,
+    "m": True,
+}
+TICKER_ETH = {
+    "e": "bookTicker",
+    "u": 9,
+    "s": "ETHUSDT",
+    "b": "3000",
+    "B": "1",
+    "a": "3001",
+    "A": "1",
+    "E": 5,
+    "T": 5,
+}
+
+
+@pytest.mark.parametrize("payload", [AGG_ETH, TICKER_ETH], ids=["aggTrade", "bookTicker"])
+def test_a_payload_of_another_symbol_than_its_stream_is_rejected_not_applied_to_it(
+    payload: dict[str, object],
+) -> None:
+    """An ETHUSDT trade or ticker on a btcusdt stream would enter BTCUSDT's windows or top-of-book proof: both the
+    capture fast path and the websocket path reject it as ``symbol_mismatch``, a malformed reason (so it reaches
+    the ``malformed`` metric and the replay summary)."""
+    stream = f"btcusdt@{payload['e']}"
+    d = FrameDecoder()
+    assert d.decode_capture_line(capture_line(stream, payload)) is None
+    assert d.decode_ws_frame(1, json.dumps({"stream": stream, "data": payload})) is None
+    assert d.rejected == {"symbol_mismatch": 2} and d.rejected_by_stream == {("symbol_mismatch", stream): 2}
+    assert "symbol_mismatch" in MALFORMED_REASONS
+    ok = d.decode_capture_line(capture_line(f"ethusdt@{payload['e']}", payload))  # its own stream: taken
+    assert ok is not None and ok.symbol == "ETHUSDT" and d.decoded == 1
+
+
+def test_a_kline_of_another_interval_than_its_stream_is_rejected() -> None:
+    """A ``kline_1m`` frame whose candle says ``"i": "7x"`` would start a candle series of its own, silently."""
+    k = {
+        "t": 0, "T": 59_999, "s": "ETHUSDT", "i": "7x", "f": 1, "L": 2, "o": "1", "c": "2", "h": "3",
+        "l": "0.5", "v": "10", "n": 2, "x": True, "q": "15", "V": "5", "Q": "7", "B": "0",
+    }  # fmt: skip
+    payload = {"e": "kline", "E": 60_000, "s": "ETHUSDT", "k": k}
+    d = FrameDecoder()
+    assert d.decode_capture_line(capture_line("ethusdt@kline_1m", payload)) is None
+    assert d.decode_ws_frame(1, json.dumps({"stream": "ethusdt@kline_1m", "data": payload})) is None
+    assert d.rejected == {"interval_mismatch": 2} and "interval_mismatch" in MALFORMED_REASONS
+    k["i"] = "1m"
+    frame = d.decode_capture_line(capture_line("ethusdt@kline_1m", payload))
+    assert frame is not None and isinstance(frame.event, Kline) and frame.event.candle.interval == "1m"

@@ -11,8 +11,8 @@ import pytest
 
 from tapewatch.reports import Incident, ReportInput, build_content, lookback_start, period_of, render
 from tapewatch.reports.svg import bar_chart, line_chart, scatter_chart
-from tests.tapewatch.outcome_helpers import MONDAY, SCENARIOS, absolute, make_signal, track
-from tests.tapewatch.test_metrics import fixed_set
+from tests.tapewatch.outcome_helpers import MONDAY, SCENARIOS, absolute, make_signal, scenario_outcome, track
+from tests.tapewatch.test_metrics import H, fixed_set
 
 DAY = date(2024, 3, 4)
 NOW = datetime(2024, 3, 5, 0, 10, tzinfo=UTC)
@@ -65,7 +65,7 @@ def test_content_by_hand() -> None:
     assert buckets[(80, 90)].signals == 3 and buckets[(80, 90)].win_rate == 1.0
     assert buckets[(90, 100)].signals == 0 and buckets[(90, 100)].win_rate is None
     assert c.strategy_efficiency == pytest.approx(-0.1002 / 5)
-    assert [s.symbol for s in c.best_symbols] == ["BTCUSDT", "SOLUSDT", "ETHUSDT"]
+    assert [s.symbol for s in c.best_symbols] == ["BTCUSDT", "SOLUSDT"]  # winners only
     assert c.fates == [("signal", 5), ("low_quality", 7), ("cooldown", 2)]  # 'signal' first, then by count
     assert [i.kind for i in c.incidents] == ["gap", "data_quality"]  # by start time
     assert c.incident_counts == [("feed: gap", 1), ("health: data_quality", 1)]
@@ -78,7 +78,7 @@ def test_markdown_and_html_say_the_same_numbers() -> None:
         assert "60.0 %" in text and "-0.10" in text and "1.50" in text  # win rate, total R, max drawdown
         assert "1 signal(s) of this period were still open" in text
         assert "low_quality" in text and "data_quality" in text
-    assert "| ALL | 5 | 5 | 3 | 60.0 % | 15.0 | -0.10 | -0.050 | -3.49 | 1.50 |" in r.markdown
+    assert "| ALL | 5 | 5 | 3 | 60.0 % | 15.0 | -0.10 | -0.050 | — | 1.50 |" in r.markdown  # 1 day: no Sharpe
     assert "pu 5 != 4 \\| resync" in r.markdown  # a pipe in a cell does not break the table
 
 
@@ -136,7 +136,7 @@ def test_weekly_report_has_trends_and_monthly_has_best_symbols() -> None:
                     outcomes=tuple(fixed_set()))
     )  # fmt: skip
     assert month.title == "Monthly report — 2024-03 (UTC)"
-    assert [s.symbol for s in month.worst_symbols] == ["ETHUSDT", "XRPUSDT", "SOLUSDT"]
+    assert [s.symbol for s in month.worst_symbols] == ["ETHUSDT", "XRPUSDT"]  # losers only
     assert month.win_rate_trend is None
 
 
@@ -201,3 +201,79 @@ def test_the_win_rate_trend_is_signed_in_points() -> None:
     from tapewatch.reports.render import fmt_points
 
     assert (fmt_points(0.05), fmt_points(-0.05), fmt_points(None)) == ("+5.0 points", "-5.0 points", "—")
+
+
+def _markdown_table(markdown: str, heading: str) -> list[str]:
+    """The table lines of the section ``heading`` (header first); empty when the section has none."""
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("|")]
+
+
+def test_best_and_worst_are_winners_and_losers_and_an_empty_side_says_none() -> None:
+    losers = daily_input(outcomes=tuple(o for o in fixed_set() if o.pnl_r < 0))
+    r = render(build_content(losers), "2024-03-04")
+    assert _markdown_table(r.markdown, "Best and worst symbols")[2:] == [
+        "| 1 | none |  | ETHUSDT | -1.10 |",  # a losing symbol is never listed as "best"
+        "| 2 |  |  | XRPUSDT | -1.10 |",
+    ]
+    empty = render(build_content(daily_input(outcomes=())), "2024-03-04")
+    for text in (empty.markdown, empty.html):
+        assert "Best and worst symbols: none" in text and "By symbol: none" in text
+    # no header-only tables
+    assert _markdown_table(empty.markdown, "Best and worst symbols") == []
+    assert _markdown_table(empty.markdown, "Win rate by symbol") == []
+    assert "<th>rank</th>" not in empty.html and "<th>win rate</th><th>total R</th>" not in empty.html
+
+
+def test_the_per_symbol_table_says_how_it_was_cut() -> None:
+    many = tuple(
+        scenario_outcome("win", MONDAY + i * 60_000, symbol=f"S{i:02d}USDT") for i in range(25)
+    ) + tuple(scenario_outcome("loss", MONDAY + H, symbol="S24USDT") for _ in range(1))
+    r = render(build_content(daily_input(outcomes=many)), "2024-03-04")
+    assert "The 20 of 25 symbols with the most signals." in r.markdown
+    rows = _markdown_table(r.markdown, "Win rate by symbol")[2:]
+    assert len(rows) == 20 and rows[0].startswith("| S24USDT | 2 |")  # the one with two signals first
+    few = render(build_content(daily_input()), "2024-03-04")
+    assert "symbols with the most signals" not in few.markdown
+
+
+def test_summary_columns_and_the_sharpe_needs_five_days_with_signals() -> None:
+    r = render(build_content(daily_input()), "2024-03-04")
+    header = _markdown_table(r.markdown, "Performance (spec 9.1)")[0]
+    assert "| total % of capital |" in header and "| total % |" not in header
+    assert "Only 1 day(s) with signals in the Sharpe window: no Sharpe ratio yet." in r.markdown
+    # five days with signals in the week: a ratio, and no "only" note
+    week = tuple(o for d in (0, 1, 2, 4, 6) for o in fixed_set(MONDAY + d * 86_400_000))
+    c = build_content(
+        ReportInput(kind="weekly", first_day=DAY, end_day=date(2024, 3, 11), generated_at=NOW, outcomes=week)
+    )
+    assert c.signal_days == 5 and c.overall.sharpe_ratio is not None
+    text = render(c, "2024-03-04").markdown
+    all_row = _markdown_table(text, "Performance (spec 9.1)")[2]
+    assert all_row.split(" | ")[8] == f"{c.overall.sharpe_ratio:.2f}"
+    assert "no Sharpe ratio yet" not in text
+
+
+def test_html_aligns_text_columns_left_and_numbers_right() -> None:
+    html = render(build_content(daily_input()), "2024-03-04").html
+    assert (
+        '<tr><th>rank</th><th class="text">best</th><th>R</th><th class="text">worst</th><th>R</th></tr>'
+        in html
+    )
+    assert '<td class="text">BTCUSDT</td><td>+1.80</td>' in html
+    assert '<td class="text">feed</td><td class="text">gap</td>' in html
+    assert "th.text, td.text { text-align: left; }" in html
+
+
+def test_incident_times_are_labelled_wall_clock_and_show_an_event_time() -> None:
+    stale = Incident(
+        source="feed",
+        kind="stale",
+        started=datetime(2024, 3, 3, 23, tzinfo=UTC),  # crossed the period's start
+        event_time=datetime(2024, 3, 4, 7, 30, tzinfo=UTC),  # the simulator's clock ran ahead
+    )
+    r = render(build_content(daily_input(incidents=(stale,))), "2024-03-04")
+    assert "overlap the period's days by wall-clock time (UTC)" in r.markdown
+    assert _markdown_table(r.markdown, "System incidents")[2] == (
+        "| 2024-03-03 23:00:00 | open | 2024-03-04 07:30:00 | feed | stale |  |  |"
+    )

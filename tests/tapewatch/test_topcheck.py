@@ -190,3 +190,45 @@ def test_on_sides_keeps_the_result_of_on_book_of_the_top_step_by_step() -> None:
     # the run exercised every path: matches both ways round, mismatches, trims
     assert reference.checks > 500 and 0 < reference.mismatches < reference.checks
     assert len(reference.samples) == 10
+
+
+# --- one bookTicker whose update id is corrupted far ahead ------------------------------------------------
+
+BOGUS_U = 10**15  # a book at u=107: far past TICKER_LEAD_MAX_IDS
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_ticker_id_corrupted_far_ahead_does_not_stop_the_proof(order: str) -> None:
+    """A ticker stamped u=10^15 would make every later ticker "out of order" and end the proof for the symbol:
+    the next ticker, consistent with the synced book, shows it bogus; it is dropped (counted) and the proof
+    goes on. An agreeing ticker is still checked, a disagreeing one still a mismatch."""
+    bogus = ticker(BOGUS_U, "100.0", "6.0", "101.0", "0.5")
+    for wrong, mismatches in ((None, 0), (ticker(107, "100.1", "6.0", "101.0", "0.5"), 1)):
+        lines = market_lines(order, wrong)
+        market = run_market([*lines[:3], bogus, *lines[3:]])
+        totals = market.totals()
+        assert (totals["book_checks"], totals["book_mismatches"]) == (2, mismatches)
+        assert (totals["book_ticker_ahead"], totals["out_of_order"]) == (1, 0)
+        st = market.symbols["BTCUSDT"]
+        assert st.last_ticker_id == 107 and BOGUS_U not in st.check._tickers
+
+
+def test_a_ticker_older_than_the_last_one_is_still_out_of_order() -> None:
+    """Both tickers close to the book: the older one is skipped and counted, the bogus rule does not apply."""
+    lines = market_lines("book_first", None)
+    market = run_market([*lines, ticker(106, "100.0", "5.0", "101.0", "1.0")])
+    totals = market.totals()
+    assert (totals["out_of_order"], totals["book_ticker_ahead"], totals["book_checks"]) == (1, 0, 2)
+    assert market.symbols["BTCUSDT"].last_ticker_id == 107
+
+
+def test_a_bogus_ticker_before_the_book_syncs_is_dropped_once_it_has() -> None:
+    """While the book is not synced its id means nothing: later tickers stay out of order (counted) until it
+    syncs, and the first one after that drops the bogus one."""
+    lines = market_lines("book_first", None)  # sync diff, snapshot, ticker 105, diff 107, ticker 107
+    bogus = ticker(BOGUS_U, "100.0", "6.0", "101.0", "0.5")
+    early = ticker(104, "100.0", "5.0", "101.0", "1.0")
+    market = run_market([bogus, early, *lines])
+    totals = market.totals()
+    assert (totals["out_of_order"], totals["book_ticker_ahead"]) == (1, 1)
+    assert totals["book_checks"] == 2  # u=105 and u=107, as without the bogus ticker

@@ -7,6 +7,7 @@ import pytest
 
 from tapewatch.events import AggTrade, DepthUpdate
 from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, SnapshotNeeded
+from tapewatch.market_trades import AGG_ID_LEAD_MAX_IDS
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.streams import Kind
 from tapewatch.trade_gaps import PendingFill, TradeFillNeeded, TradeGapConfig, missing_ranges
@@ -367,3 +368,59 @@ def test_a_quiet_symbol_asks_for_the_newest_trades_once_an_hour_not_every_poll()
     assert market.next_trade_id(SYMBOL) is None
     rest_page(market, [10, 11], from_id=None)  # trading again: 11 continues the ids
     assert market.next_trade_id(SYMBOL) == 12 and market.totals()["trade_gaps"] == 0
+
+
+@pytest.mark.parametrize("bogus", [2**70, 100 + 10**6], ids=["2**70", "last+10**6"])
+def test_one_runaway_trade_id_does_not_stop_the_symbols_trades(
+    bogus: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupted ``a`` far ahead: the gap it skips is no gap, and the real trades after it, far below its id yet
+    within the clock tolerance of the symbol's last trade, show it bogus. They are applied (not dropped as out of
+    order until a restart), the bogus gap's counts are taken back, and the id counted ``agg_id_ahead`` and logged."""
+    market = market_with()
+    for i in range(90, 101):
+        ws(market, i, time=i * 1000)
+    assert ws(market, bogus, time=100_500) is None  # skipped at once: wider than a fill fetches
+    st = market.state(SYMBOL)
+    assert st.last_agg_id == bogus
+    for i in range(101, 111):
+        assert ws(market, i, time=i * 1000) is None
+    assert st.last_agg_id == 110 and st.vwap.last_price == 210.0 and len(st.vwap) == 11 + 1 + 10
+    totals = market.totals()
+    assert totals["out_of_order"] == 0 and totals["agg_id_ahead"] == 1
+    assert {k: totals[k] for k in TRADE_GAP_COUNTERS} == dict.fromkeys(TRADE_GAP_COUNTERS, 0)
+    assert f"aggTrade id {bogus} lay" in caplog.text
+
+
+def test_a_runaway_id_counts_no_more_missing_trades_than_its_trade_time_explains() -> None:
+    """Until the next trade shows it bogus (or for good, when none comes), a skipped gap adds at most the ids a
+    minute of trade time can hold to ``trades_missing``, not 10^21; the figures still add up."""
+    market = market_with()
+    ws(market, 1, time=1_000)
+    ws(market, 2**70, time=2_000)
+    totals = market.totals()
+    assert totals["trades_missing"] == totals["trades_skipped"] == AGG_ID_LEAD_MAX_IDS
+    assert totals["trade_gaps_skipped"] == 1
+
+
+def test_trades_far_below_the_last_id_but_far_older_stay_out_of_order() -> None:
+    """Only a trade within the clock tolerance of the last one may prove the last id bogus: an old replayed page
+    far behind is out of order, as before."""
+    market = market_with()
+    ws(market, 2_000_000, time=600_000)
+    assert ws(market, 5, time=5_000) is None  # 595 s older: a stale trade, not a bogus last id
+    st = market.state(SYMBOL)
+    assert st.last_agg_id == 2_000_000 and market.totals()["out_of_order"] == 1
+    assert market.totals()["agg_id_ahead"] == 0
+
+
+def test_a_trade_older_than_the_last_one_is_counted_in_the_totals_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    market = market_with()
+    ws(market, 1, time=5_000)
+    for i in range(2, 5):
+        ws(market, i, time=4_000)  # ids in order, times not
+    assert market.totals()["trade_time_regressed"] == 3
+    logged = [r for r in caplog.records if "older than the symbol's last trade" in r.getMessage()]
+    assert len(logged) == 2  # at counts 1 and 2, not 3

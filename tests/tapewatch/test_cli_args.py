@@ -1,0 +1,149 @@
+"""Bad command-line arguments and unusable paths: one clear line on stderr and exit code 2, never a traceback
+(``tapewatch.cli_parser`` checks numbers; the commands turn an unusable user-given path into a ConfigError)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from realtime.sim.symbols import MAX_SYMBOLS
+from tapewatch.cli import main
+from tapewatch.cli_parser import build_parser
+
+
+@pytest.fixture(autouse=True)
+def _settings_and_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The commands read the environment and configure logging for a process: undo the latter after each test.
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """The exit code of ``tapewatch ARGV`` (argparse's SystemExit included) and its stderr."""
+    code, _, err = run_out(capsys, *argv)
+    return code, err
+
+
+def run_out(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The exit code of ``tapewatch ARGV``, its stdout and its stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["sim", "--port", "99999"], "argument --port: 99999 is out of range; use an integer 1..65535"),
+        (["sim", "--port", "-1"], "argument --port: -1 is out of range"),
+        (
+            ["sim", "--symbols", "0"],
+            f"argument --symbols: 0 is out of range; use an integer 1..{MAX_SYMBOLS}",
+        ),
+        (["sim", "--symbols", "5000"], "argument --symbols: 5000 is out of range"),
+        (["sim", "--speed", "0"], "argument --speed: 0 is out of range; use a number > 0"),
+        (["sim", "--speed", "nan"], "argument --speed: 'nan' is not a finite number"),
+        (
+            ["sim", "--record", "x", "--duration", "1m", "--speed", "-1"],
+            "argument --speed: -1 is out of range",
+        ),
+        (["sim", "--seed", "-1"], "argument --seed: -1 is out of range; use an integer >= 0"),
+        (["sim", "--episode-rate", "-2"], "argument --episode-rate: -2 is out of range; use a number >= 0"),
+        (["dashboard", "--port", "70000"], "argument --port: 70000 is out of range"),
+        (["dagster", "--port", "0"], "argument --port: 0 is out of range"),
+        (["tuning", "list", "--limit", "-1"], "argument --limit: -1 is out of range; use an integer >= 1"),
+        (["tuning", "list", "--limit", "ten"], "argument --limit: 'ten' is not an integer"),
+        (["demo", "--symbols", "801"], "argument --symbols: 801 is out of range"),
+        (["demo", "--daily-cap-scale", "0"], "argument --daily-cap-scale: 0 is out of range"),
+        (["demo", "--status-every", "0"], "argument --status-every: 0 is out of range"),
+        (["run", "--duration", "-5"], "argument --duration: -5 is out of range"),
+        (["rescan", "--timeout", "-1"], "argument --timeout: -1 is out of range; use a number >= 0"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error_naming_the_argument_and_its_range(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    # The parser alone: a value it let through would start the command (a demo, a server) instead of failing.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and says in err and "Traceback" not in err
+
+
+def test_the_command_line_exits_2_with_the_usage_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, err = run(capsys, "sim", "--port", "99999")  # was an OverflowError from the socket, exit 1
+    assert code == 2 and err.startswith("usage: tapewatch sim") and "Traceback" not in err
+    # the bounds themselves are accepted
+    sim = build_parser().parse_args(
+        ["sim", "--port", "65535", "--symbols", str(MAX_SYMBOLS), "--seed", "0", "--episode-rate", "0"]
+    )
+    assert (sim.port, sim.symbols, sim.seed, sim.episode_rate) == (65535, MAX_SYMBOLS, 0, 0.0)
+    assert build_parser().parse_args(["dashboard", "--port", "1"]).port == 1
+    assert build_parser().parse_args(["tuning", "list", "--limit", "1"]).limit == 1
+
+
+def test_a_record_directory_that_is_a_file_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "passwd"
+    file.write_text("root:x:0:0\n")
+    code, err = run(capsys, "sim", "--record", str(file), "--duration", "1m", "--symbols", "1")
+    assert code == 2
+    assert f"sim --record {file}: cannot use it as a directory (it is a file)" in err
+    code, err = run(capsys, "sim", "--record", str(file / "sub"), "--duration", "1m", "--symbols", "1")
+    assert code == 2 and f"sim --record {file / 'sub'}" in err and "Not a directory" in err
+    assert file.read_text() == "root:x:0:0\n"
+
+
+def test_a_record_of_no_time_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(capsys, "sim", "--record", str(tmp_path / "rec"), "--duration", "0s", "--symbols", "1")
+    assert code == 2 and "--duration 0s is no time at all" in err
+
+
+def test_a_clock_file_in_a_file_is_refused_before_serving_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "plain"
+    file.write_text("")
+    with socket.socket() as s:  # a free port: the old code started serving before it hit the clock file
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["sim", "--port", str(port), "--symbols", "1", "--clock-file"]
+    code, err = run(capsys, *argv, str(file / "clock.json"))
+    assert code == 2 and f"sim --clock-file's directory {file}" in err and "cannot listen" not in err
+    code, err = run(capsys, *argv, str(tmp_path))
+    assert code == 2 and f"sim --clock-file {tmp_path} is a directory" in err
+
+
+@pytest.mark.parametrize("below", ["", "sub/dir"])
+def test_a_var_dir_that_cannot_be_a_directory_is_a_configuration_error_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], below: str
+) -> None:
+    file = tmp_path / "passwd"
+    file.write_text("root:x:0:0\n")
+    var_dir = file / below if below else file
+    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(var_dir))
+    for argv in (["db", "upgrade"], ["tuning", "list"]):
+        code, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert f"var_dir (TAPEWATCH_VAR_DIR) = {var_dir}" in err and "set TAPEWATCH_VAR_DIR" in err
+    assert file.read_text() == "root:x:0:0\n"
+    code, out, _ = run_out(
+        capsys, "settings"
+    )  # shows the settings, the bad var_dir too, rather than refusing
+    assert code == 0 and f"var_dir = PosixPath('{var_dir}')" in out
