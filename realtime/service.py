@@ -39,8 +39,8 @@ from realtime.live_state import LiveState
 from realtime.loop_lag import LoopLagMonitor
 from realtime.service_publish import (
     component_name,
-    publish_last_signal,
     publish_loop,
+    publish_on_exit,
     service_metrics,
     signal_record,
 )
@@ -159,6 +159,7 @@ class FeedService:
             else None
         )
         self.last_signal: dict[str, str] | None = None  # the newest signal, for `tapewatch status`
+        self.ws_silent_ms = 0  # as the publish loop last measured it (published with the metrics)
         self.sink = sink
         self._history_tasks: set[asyncio.Task[None]] = set()
         self.snapshots = SnapshotScheduler(
@@ -419,7 +420,7 @@ class FeedService:
             await self._run_tasks()
         finally:
             await self.backup.stop(catch_up=False)
-            await publish_last_signal(self)  # a signal of the last second is shown by `tapewatch status` too
+            await publish_on_exit(self)  # the last second's counts and signal reach `tapewatch status` too
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -130,6 +130,11 @@ class WsSilence:
         return int((now_s - self._since) * 1000)
 
 
+def published_metrics(service: FeedService) -> dict[str, int | float]:
+    """The metrics hash as published: the service's metrics and the websocket silence last measured."""
+    return {**service.metrics(), "ws_silent_ms": service.ws_silent_ms}
+
+
 async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
     """Heartbeat, per-symbol feed stats and metrics to Redis, once per ``interval`` (returns at once
     without Redis)."""
@@ -142,7 +147,9 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
     while True:
         service.observe()
         expected = bool(service.universe) and not service.backup.on
-        silent_ms = silence.update(service.pool.stats.frames_total(), time.monotonic(), expected=expected)
+        service.ws_silent_ms = silence.update(
+            service.pool.stats.frames_total(), time.monotonic(), expected=expected
+        )
         try:
             info = {"pid": pid, **(service.control.info() if service.control is not None else {})}
             if not service.shard.whole:
@@ -150,7 +157,7 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
             await redis.beat(service.component, ttl_s=max(10.0, interval * 10), info=info)
             for symbol in service.universe:
                 await redis.publish_feed(symbol, service.feed(symbol), ttl_s=max(60.0, interval * 60))
-            await redis.publish_metrics({**service.metrics(), "ws_silent_ms": silent_ms}, service.component)
+            await redis.publish_metrics(published_metrics(service), service.component)
             if service.closes is not None:
                 await service.closes.publish(service.universe)
             last_signal = service.last_signal
@@ -165,14 +172,17 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
         await asyncio.sleep(interval)
 
 
-async def publish_last_signal(service: FeedService, within_s: float = 2.0) -> None:
-    """On the way out: record the newest signal once more (the publish loop runs once a second, so a signal of
-    the last second would otherwise never reach ``tapewatch status``). Best effort, bounded by ``within_s``."""
+async def publish_on_exit(service: FeedService, within_s: float = 2.0) -> None:
+    """On the way out: the metrics hash and the newest signal once more (the publish loop runs once a second,
+    so the counts of the last second, and a signal of it, would otherwise never reach ``tapewatch status`` or
+    the dashboard). Best effort, bounded by ``within_s``."""
     redis, last = service.redis, service.last_signal
-    if redis is None or last is None:
+    if redis is None:
         return
     try:
         async with asyncio.timeout(within_s):
-            await redis.set_last_signal(last)
+            await redis.publish_metrics(published_metrics(service), service.component)
+            if last is not None:
+                await redis.set_last_signal(last)
     except (StorageUnavailable, TimeoutError) as exc:
-        log.warning("cannot record the last signal in Redis on the way out: %s", exc)
+        log.warning("cannot record the final metrics and last signal in Redis on the way out: %s", exc)
