@@ -3,13 +3,9 @@ expires anything (:mod:`tapewatch.market_clock`, ``SymbolState.caught_up``)."""
 
 from __future__ import annotations
 
-from tapewatch.engine import SignalEngine
-from tapewatch.market import Market, MarketConfig
 from tapewatch.market_clock import CLOCK_TOLERANCE_MS
 from tapewatch.parse import Frame
-from tapewatch.settings import load_settings
-from tests.adapters.signal_builders import entry
-from tests.tapewatch.test_market_clock import Feed, priced_trade
+from tests.tapewatch.test_market_clock import engine_following, priced_trade
 
 
 def test_a_stop_touched_by_a_released_trade_wins_over_the_hold_expiring_on_the_same_frame() -> None:
@@ -17,13 +13,8 @@ def test_a_stop_touched_by_a_released_trade_wins_over_the_hold_expiring_on_the_s
     diffs 20 and 30 s after the hold's end confirm it, on SOL's frame, whose new clock is past the hold. The
     released trade must reach the follower before that clock expires the signal: STOPPED, not EXPIRED (BTC's
     next trade frame, which would have delivered it, comes too late)."""
-    settings = load_settings()
-    market = Market(MarketConfig.from_settings(settings))
-    engine = SignalEngine(settings, market)
-    signal = entry("BTCUSDT")
-    t = signal.event_time
-    engine.resume([(signal, None)])
-    feed = Feed(market)
+    engine, signal, feed = engine_following("BTCUSDT")
+    market, t = feed.market, signal.event_time
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         feed.synced(symbol, t)
     exits: list[str | None] = []

@@ -22,6 +22,7 @@ from tapewatch.market_clock import CLOCK_TOLERANCE_MS, MarketClock
 from tapewatch.parse import Frame
 from tapewatch.polled import PolledSnapshot
 from tapewatch.settings import load_settings
+from tapewatch.signal import Signal
 from tapewatch.streams import Kind
 from tests.adapters.signal_builders import entry
 from tests.tapewatch.candle_helpers import make_candle
@@ -247,15 +248,21 @@ def test_with_no_frame_before_it_the_first_diff_starts_the_clock() -> None:
     assert feed.market.now_ms == T + YEAR and feed.counts() == (0, 0)
 
 
-@pytest.mark.parametrize("first", ["depth", "trade"])
-def test_an_open_signal_is_not_expired_by_another_symbols_diff_a_year_ahead(first: str) -> None:
+def engine_following(symbol: str) -> tuple[SignalEngine, Signal, Feed]:
+    """A signal engine following one open ENTRY signal of ``symbol`` (resumed, as after a restart) and a feed
+    of frames into its market, with the settings' market config."""
     settings = load_settings()
     market = Market(MarketConfig.from_settings(settings))
     engine = SignalEngine(settings, market)
-    signal = entry("BTCUSDT")
-    t = signal.event_time
+    signal = entry(symbol)
     engine.resume([(signal, None)])
-    feed = Feed(market)
+    return engine, signal, Feed(market)
+
+
+@pytest.mark.parametrize("first", ["depth", "trade"])
+def test_an_open_signal_is_not_expired_by_another_symbols_diff_a_year_ahead(first: str) -> None:
+    engine, signal, feed = engine_following("BTCUSDT")
+    t = signal.event_time
     outputs = []
 
     def both(frame: Frame) -> None:
@@ -456,13 +463,8 @@ def test_a_trade_released_by_a_clock_jump_reaches_the_open_signals_follower(univ
     symbols' diffs, or alone by the symbol's next trade) and the tape is back above the stop by the symbol's
     next trade frame. The follower sees each frame's newest trade: without the released one in ``caught_up``
     the stop touch would be missed and the signal left open."""
-    settings = load_settings()
-    market = Market(MarketConfig.from_settings(settings))
-    engine = SignalEngine(settings, market)
-    signal = entry("BTCUSDT")
-    t = signal.event_time
-    engine.resume([(signal, None)])
-    feed = Feed(market)
+    engine, signal, feed = engine_following("BTCUSDT")
+    market, t = feed.market, signal.event_time
     others = ("ETHUSDT", "SOLUSDT")[: universe - 1]
     for symbol in ("BTCUSDT", *others):
         feed.synced(symbol, t)
