@@ -31,301 +31,58 @@ Definitions (the README repeats them for operators):
 from __future__ import annotations
 
 import math
-import operator
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
-from itertools import accumulate
-from typing import Protocol
 
-import msgspec
-
+from tapewatch.metrics_series import (
+    DAY_MS,
+    DAYS_PER_YEAR,
+    EPOCH,
+    MIN_SHARPE_SIGNAL_DAYS,
+    daily_r,
+    day_of,
+    max_drawdown,
+    sharpe_from_sums,
+    sharpe_ratio,
+    slope,
+    window_sharpe,
+)
+from tapewatch.metrics_tally import Finished, Tally, finished_view, summary_of, tally
+from tapewatch.metrics_types import DailyMetrics, Summary, SymbolTotal, WeeklyMetrics
 from tapewatch.outcome import Outcome
 from tapewatch.quality import TIERS, Tier
 
-DAY_MS = 86_400_000
-EPOCH = date(1970, 1, 1)
-#: Periods per year of the daily series, for the Sharpe ratio.
-DAYS_PER_YEAR = 365
-#: Fewest UTC days with at least one signal in a Sharpe window for the ratio to be given (None below): with
-#: k active days among N the ratio is a function of those k values and N, an artefact for small k.
-MIN_SHARPE_SIGNAL_DAYS = 5
-
-
-class Finished(Protocol):
-    """A finished signal as the metrics see it (an :class:`Outcome` through :func:`finished_view`, or a row
-    read by the dashboard): times in ms of event time, P&L after fees."""
-
-    @property
-    def created_ms(self) -> int: ...
-    @property
-    def trigger_ms(self) -> int | None: ...
-    @property
-    def exit_ms(self) -> int | None: ...
-    @property
-    def pnl_r(self) -> float: ...
-    @property
-    def pnl_pct(self) -> float: ...
-    @property
-    def quality_score(self) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Tally:
-    """Counts and sums over a group of finished signals: everything a :class:`Summary` derives from except
-    the Sharpe ratio and the drawdown (which need the daily series and the order the signals ended).
-
-    ``triggered``: signals with a trigger time; ``wins``: triggered with ``pnl_r > 0``; ``holds`` /
-    ``hold_ms_total``: triggered signals with an exit time and the sum of their trigger→exit times."""
-
-    signals: int = 0
-    triggered: int = 0
-    wins: int = 0
-    holds: int = 0
-    hold_ms_total: float = 0.0
-    total_r: float = 0.0
-    total_pct: float = 0.0
-    quality_total: float = 0.0
-
-    def __add__(self, other: Tally) -> Tally:
-        """The tally of both groups together (they must not share signals)."""
-        return Tally(
-            signals=self.signals + other.signals,
-            triggered=self.triggered + other.triggered,
-            wins=self.wins + other.wins,
-            holds=self.holds + other.holds,
-            hold_ms_total=self.hold_ms_total + other.hold_ms_total,
-            total_r=self.total_r + other.total_r,
-            total_pct=self.total_pct + other.total_pct,
-            quality_total=self.quality_total + other.quality_total,
-        )
-
-    @property
-    def win_rate(self) -> float | None:
-        """``wins / triggered``; None when none triggered."""
-        return self.wins / self.triggered if self.triggered else None
-
-    @property
-    def average_r(self) -> float | None:
-        """Total R per signal (None without signals)."""
-        return self.total_r / self.signals if self.signals else None
-
-    @property
-    def average_hold_minutes(self) -> float | None:
-        return self.hold_ms_total / self.holds / 60_000 if self.holds else None
-
-    @property
-    def mean_quality(self) -> float | None:
-        return self.quality_total / self.signals if self.signals else None
-
-
-class _OutcomeView:
-    """An :class:`Outcome` seen as a :class:`Finished`."""
-
-    __slots__ = ("_o",)
-
-    def __init__(self, outcome: Outcome) -> None:
-        self._o = outcome
-
-    @property
-    def created_ms(self) -> int:
-        return self._o.signal.created
-
-    @property
-    def trigger_ms(self) -> int | None:
-        return self._o.trigger_time
-
-    @property
-    def exit_ms(self) -> int | None:
-        return self._o.exit_time
-
-    @property
-    def pnl_r(self) -> float:
-        return self._o.pnl_r
-
-    @property
-    def pnl_pct(self) -> float:
-        return self._o.pnl_pct
-
-    @property
-    def quality_score(self) -> float:
-        return self._o.signal.quality_score
-
-
-def finished_view(outcome: Outcome) -> Finished:
-    """``outcome`` as a :class:`Finished` (no copy)."""
-    return _OutcomeView(outcome)
-
-
-def tally(rows: Iterable[Finished]) -> Tally:
-    """The :class:`Tally` of ``rows`` (each counted once; the caller decides which rows belong)."""
-    signals = triggered = wins = holds = 0
-    hold_total = 0.0
-    r: list[float] = []
-    pct: list[float] = []
-    quality = 0.0
-    for row in rows:
-        signals += 1
-        r.append(row.pnl_r)
-        pct.append(row.pnl_pct)
-        quality += row.quality_score
-        if row.trigger_ms is not None:
-            triggered += 1
-            wins += row.pnl_r > 0
-            if row.exit_ms is not None:
-                holds += 1
-                hold_total += row.exit_ms - row.trigger_ms
-    return Tally(
-        signals=signals,
-        triggered=triggered,
-        wins=wins,
-        holds=holds,
-        hold_ms_total=hold_total,
-        total_r=math.fsum(r),
-        total_pct=math.fsum(pct),
-        quality_total=quality,
-    )
-
-
-def summary_of(t: Tally, *, sharpe: float | None, max_drawdown_r: float) -> Summary:
-    """The :class:`Summary` of a tallied group, with its Sharpe ratio and drawdown computed by the caller."""
-    return Summary(
-        signals_generated=t.signals,
-        signals_triggered=t.triggered,
-        wins=t.wins,
-        win_rate=t.win_rate,
-        average_hold_minutes=t.average_hold_minutes,
-        total_pnl_r=t.total_r,
-        total_pnl_pct=t.total_pct,
-        sharpe_ratio=sharpe,
-        max_drawdown_r=max_drawdown_r,
-        mean_quality=t.mean_quality,
-    )
-
-
-class Summary(msgspec.Struct, frozen=True, kw_only=True):
-    """Spec 9.1 daily block for a set of signals (see the module docstring for each definition)."""
-
-    signals_generated: int = 0
-    signals_triggered: int = 0
-    wins: int = 0
-    win_rate: float | None = None
-    average_hold_minutes: float | None = None
-    total_pnl_r: float = 0.0
-    total_pnl_pct: float = 0.0
-    sharpe_ratio: float | None = None
-    max_drawdown_r: float = 0.0
-    mean_quality: float | None = None
-
-    @property
-    def average_r(self) -> float | None:
-        """Total R per signal generated (None without signals)."""
-        return self.total_pnl_r / self.signals_generated if self.signals_generated else None
-
-    def to_spec(self) -> dict[str, float | int | None]:
-        """The keys of spec 9.1 ``PERFORMANCE_METRICS['daily']`` (hold in minutes, P&L and drawdown in R),
-        plus ``total_pnl_pct``."""
-        return {
-            "signals_generated": self.signals_generated,
-            "signals_triggered": self.signals_triggered,
-            "win_rate": self.win_rate,
-            "average_hold_time": self.average_hold_minutes,
-            "total_pnl": self.total_pnl_r,
-            "total_pnl_pct": self.total_pnl_pct,
-            "sharpe_ratio": self.sharpe_ratio,
-            "max_drawdown": self.max_drawdown_r,
-        }
-
-
-class DailyMetrics(msgspec.Struct, frozen=True, kw_only=True):
-    day: date
-    overall: Summary
-    by_tier: dict[Tier, Summary]
-
-
-class SymbolTotal(msgspec.Struct, frozen=True, kw_only=True):
-    symbol: str
-    signals: int
-    total_r: float
-
-
-class WeeklyMetrics(msgspec.Struct, frozen=True, kw_only=True):
-    week_start: date
-    overall: Summary
-    by_tier: dict[Tier, Summary]
-    best_symbols: tuple[SymbolTotal, ...]
-    worst_symbols: tuple[SymbolTotal, ...]
-    strategy_efficiency: float | None
-    win_rate_trend: float | None
-    quality_trend: float | None
-
-
-def day_of(event_time: int) -> date:
-    """The UTC date of an event time in ms."""
-    return EPOCH + timedelta(days=event_time // DAY_MS)
-
-
-def sharpe_ratio(daily_r: Sequence[float]) -> float | None:
-    """``mean / sample stdev × sqrt(365)`` of a daily R series; None below 2 days or without variation."""
-    if len(daily_r) < 2:
-        return None
-    spread = statistics.stdev(daily_r)
-    if spread == 0 or not math.isfinite(spread):
-        return None
-    return statistics.fmean(daily_r) / spread * math.sqrt(DAYS_PER_YEAR)
-
-
-def sharpe_from_sums(days: int, total: float, total_sq: float, signal_days: int) -> float | None:
-    """:func:`sharpe_ratio` of a daily R series given only its length, its sum and its sum of squares (days
-    without signals add 0 to both): what a database can aggregate. None below 2 days, without variation, or
-    with fewer than :data:`MIN_SHARPE_SIGNAL_DAYS` of the days having a signal (``signal_days``), as
-    :func:`window_sharpe`."""
-    if days < 2 or signal_days < MIN_SHARPE_SIGNAL_DAYS:
-        return None
-    mean = total / days
-    variance = (total_sq - days * mean * mean) / (days - 1)
-    # the sums lose the exact zero of a constant series: a variance at rounding level is none
-    if not math.isfinite(variance) or variance <= 1e-12 * max(total_sq / days, 1e-300):
-        return None
-    return mean / math.sqrt(variance) * math.sqrt(DAYS_PER_YEAR)
-
-
-def max_drawdown(pnl_r: Iterable[float]) -> float:
-    """Largest fall of the cumulative sum of ``pnl_r`` (from 0) below its running peak, >= 0."""
-    # C-level loops (the dashboard runs this over 100,000 signals): the curve from 0, its running peak, the
-    # largest gap between them
-    curve = list(accumulate(pnl_r, initial=0.0))
-    return float(max(map(operator.sub, accumulate(curve, max), curve)))
-
-
-def slope(points: Sequence[tuple[float, float]]) -> float | None:
-    """Least-squares slope of ``(x, y)`` points; None with fewer than 2 distinct x."""
-    if len(points) < 2:
-        return None
-    mx = statistics.fmean(x for x, _ in points)
-    my = statistics.fmean(y for _, y in points)
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    if sxx == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in points) / sxx
-
-
-def daily_r(outcomes: Iterable[Outcome], first: date, last: date) -> list[float]:
-    """R per UTC day from ``first`` to ``last`` inclusive (0 for a day without signals)."""
-    by_day: dict[date, float] = defaultdict(float)
-    for o in outcomes:
-        by_day[day_of(o.signal.created)] += o.pnl_r
-    return [by_day[first + timedelta(days=i)] for i in range((last - first).days + 1)]
-
-
-def window_sharpe(outcomes: Sequence[Outcome], first: date, last: date) -> float | None:
-    """:func:`sharpe_ratio` of the daily R of ``outcomes`` from ``first`` to ``last``; None when fewer than
-    :data:`MIN_SHARPE_SIGNAL_DAYS` of those days have a signal (see the module docstring)."""
-    if len({day_of(o.signal.created) for o in outcomes}) < MIN_SHARPE_SIGNAL_DAYS:
-        return None
-    return sharpe_ratio(daily_r(outcomes, first, last))
+# the records, tallies and series statistics live in metrics_types, metrics_tally and metrics_series and are
+# re-exported here
+__all__ = [
+    "DAYS_PER_YEAR",
+    "DAY_MS",
+    "EPOCH",
+    "MIN_SHARPE_SIGNAL_DAYS",
+    "DailyMetrics",
+    "Finished",
+    "Summary",
+    "SymbolTotal",
+    "Tally",
+    "WeeklyMetrics",
+    "best_and_worst",
+    "daily_metrics",
+    "daily_r",
+    "day_of",
+    "finished_view",
+    "max_drawdown",
+    "period_metrics",
+    "sharpe_from_sums",
+    "sharpe_ratio",
+    "slope",
+    "summarize",
+    "summary_of",
+    "symbol_totals",
+    "tally",
+    "weekly_metrics",
+    "window_sharpe",
+]
 
 
 def _finished(outcomes: Iterable[Outcome]) -> list[Outcome]:

@@ -46,18 +46,20 @@ triggered signal with P&L above 0 R; mean and total R are over every signal (an 
 
 from __future__ import annotations
 
-import itertools
 import math
-import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import TypeAdapter, ValidationError
-
-from tapewatch.errors import FatalError
 from tapewatch.quality import Breakpoints
-from tapewatch.settings import Settings, allowed_range
+from tapewatch.tuning_grid import BREAKPOINT_STEPS, COUNT_STEPS, RATIO_STEPS, grid, tier_grid
+from tapewatch.tuning_params import (
+    TUNABLE,
+    TuningError,
+    UnknownProposal,
+    check_parameters,
+    current_parameters,
+)
 from tapewatch.tuning_score import (
     Params,
     Result,
@@ -67,8 +69,10 @@ from tapewatch.tuning_score import (
     score,
     score_views,
 )
+from tapewatch.tuning_tiers import choose_breakpoints, separation
 
-# Sample, View, Result, score and score_views live in tuning_score and are re-exported here
+# Sample, View, Result, score and score_views live in tuning_score, the tunable names, their validation and the
+# errors in tuning_params, the grids in tuning_grid, separation in tuning_tiers; all are re-exported here
 __all__ = [
     "BREAKPOINT_STEPS",
     "COUNT_STEPS",
@@ -95,95 +99,8 @@ __all__ = [
 ]
 
 WEEK_MS = 7 * 86_400_000
-#: The settings a tuning may change (their names are the spec's CONFIG keys).
-TUNABLE: tuple[str, ...] = (
-    "orderbook_imbalance_threshold",
-    "min_large_trades",
-    "large_trade_size",
-    "volume_confirmation_multiplier",
-    "quality_low_min",
-    "quality_medium_min",
-    "quality_high_min",
-)
-#: How far the grid tightens each threshold from its current value.
-RATIO_STEPS = (1.0, 1.1, 1.25, 1.5)
-COUNT_STEPS = (0, 1, 2, 3)
-#: Quality points added to a tier breakpoint (spec 7.2 scores move in steps of 5 or more, but for 8 per trade).
-BREAKPOINT_STEPS = (0, 5, 10)
 
 Status = Literal["proposed", "no_change", "insufficient_data"]
-
-
-class TuningError(FatalError):
-    """A tuning proposal cannot be used as asked (unknown id, nothing to apply, bad parameters)."""
-
-
-class UnknownProposal(TuningError):
-    """No tuning proposal has this id."""
-
-
-def current_parameters(settings: Settings) -> Params:
-    """The tunable settings as they are now."""
-    return {name: getattr(settings, name) for name in TUNABLE}
-
-
-def grid(current: Mapping[str, float | int]) -> list[Params]:
-    """Every parameter set the search tries: each threshold, ``large_trade_size`` and ``quality_low_min`` at
-    its current value and tightened by the steps (kept within its allowed range, LOW below MEDIUM), HIGH and
-    MEDIUM at their current values (:func:`tier_grid` varies them). The current set comes first."""
-    imb = current["orderbook_imbalance_threshold"]
-    vol = current["volume_confirmation_multiplier"]
-    large = int(current["min_large_trades"])
-    size = current["large_trade_size"]
-    low, medium = int(current["quality_low_min"]), int(current["quality_medium_min"])
-    imbalances = sorted({round(imb * r, 6) for r in RATIO_STEPS if imb * r < 1})
-    volumes = sorted({round(vol * r, 6) for r in RATIO_STEPS if vol * r <= 100})
-    counts = sorted({large + c for c in COUNT_STEPS if large + c <= 1000})
-    sizes = sorted({round(size * r) if r != 1.0 else size for r in RATIO_STEPS})
-    lows = sorted({low + c for c in BREAKPOINT_STEPS if low + c < medium})
-    sets = [
-        {
-            **current,
-            "orderbook_imbalance_threshold": i,
-            "min_large_trades": n,
-            "large_trade_size": z,
-            "volume_confirmation_multiplier": v,
-            "quality_low_min": q,
-        }
-        for z, q, i, n, v in itertools.product(sizes, lows, imbalances, counts, volumes)
-    ]
-    return sorted(sets, key=lambda p: p != dict(current))
-
-
-def tier_grid(params: Mapping[str, float | int]) -> list[Params]:
-    """``params`` with MEDIUM and HIGH at their values and tightened by :data:`BREAKPOINT_STEPS`, kept ordered
-    (LOW < MEDIUM < HIGH <= 100); ``params`` itself first."""
-    low, medium, high = (
-        int(params[k]) for k in ("quality_low_min", "quality_medium_min", "quality_high_min")
-    )
-    return [
-        {**params, "quality_medium_min": m, "quality_high_min": h}
-        for m in (medium + c for c in BREAKPOINT_STEPS)
-        for h in (high + c for c in BREAKPOINT_STEPS)
-        if low < m < h <= 100
-    ]
-
-
-def separation(result: Result, tier_min: int) -> tuple[int, float]:
-    """How well ``result``'s tiers separate: (adjacent tier pairs — HIGH over MEDIUM, MEDIUM over LOW — both
-    with ``tier_min`` signals and the upper's mean R strictly above the lower's, the smallest such gap; 0 when
-    none). Higher is better."""
-    means: list[float | None] = []
-    for tier in ("HIGH", "MEDIUM", "LOW"):
-        part = result.by_tier.get(tier, {})
-        mean, n = part.get("mean_r"), part.get("signals") or 0
-        means.append(float(mean) if mean is not None and n >= tier_min else None)
-    gaps = [
-        upper - lower
-        for upper, lower in itertools.pairwise(means)
-        if upper is not None and lower is not None and upper > lower + 1e-12
-    ]
-    return len(gaps), min(gaps, default=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +196,7 @@ def tune(
     status, chosen, note = _thresholds(
         fit_score, score, judge, base, cur_in, cur_out, candidates, min_samples, weeks
     )
-    tiers, tier_note = _tiers(fit_score, judge, chosen, min_out_of_sample(min_samples, weeks))
+    tiers, tier_note = choose_breakpoints(fit_score, judge, chosen, min_out_of_sample(min_samples, weeks))
     if tiers != chosen:
         return make("proposed", tiers, f"{note}; {tier_note}")
     return make(status, chosen, f"{note}; {tier_note}" if tier_note else note)
@@ -323,39 +240,6 @@ def _thresholds(
     return "proposed", best, f"mean R per signal in-sample {cur_in.mean_r:.3f} -> {best_in.mean_r:.3f}"
 
 
-def _tiers(
-    fit_score: Callable[[Params], Result], judge: Sequence[Sample], basis: Params, tier_min: int
-) -> tuple[Params, str]:
-    """The MEDIUM/HIGH breakpoints that best separate the tiers in-sample for ``basis`` (see the module
-    docstring), with a note; ``basis`` itself (and "" or why not) when none does better."""
-    best, best_key = basis, separation(fit_score(basis), tier_min)
-    for params in tier_grid(basis)[1:]:
-        key = separation(fit_score(params), tier_min)
-        if key > best_key:
-            best, best_key = params, key
-    if best == basis:
-        return basis, ""
-    was_out = separation(score(judge, basis), tier_min)[0]
-    now_out = separation(score(judge, best), tier_min)[0]
-    label = f"quality_medium_min={best['quality_medium_min']}, quality_high_min={best['quality_high_min']}"
-    if now_out == 0:  # no judged tier pair (too few signals per tier in the judged week): never judged
-        return (
-            basis,
-            f"tier breakpoints kept: {label} orders no tier pair out of sample (each tier needs "
-            f"{tier_min} signals in the judged week)",
-        )
-    if now_out < was_out:
-        return (
-            basis,
-            f"tier breakpoints kept: {label} orders fewer tiers out of sample ({now_out} < {was_out})",
-        )
-    was_in = separation(fit_score(basis), tier_min)[0]
-    return (
-        best,
-        f"tiers separate better with {label} ({was_in} -> {best_key[0]} of 2 tier pairs in order in-sample)",
-    )
-
-
 def min_out_of_sample(min_samples: int, weeks: int) -> int:
     """Signals the judged week must keep: the in-sample minimum per fitting week, at least 1."""
     return max(1, math.ceil(min_samples / (weeks - 1)))
@@ -370,49 +254,3 @@ def _better(a: Result, b: Result) -> bool:
 
 def _describe(params: Mapping[str, float | int]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in params.items())
-
-
-def check_parameters(params: Mapping[str, Any]) -> Params:
-    """``params`` validated against the settings' own types and bounds (only tunable names). Raises
-    TuningError naming each bad key and its allowed range."""
-    bad: list[str] = []
-    out: Params = {}
-    for name, value in params.items():
-        if name not in TUNABLE:
-            bad.append(f"{name} is not a tunable setting (tunable: {', '.join(TUNABLE)})")
-            continue
-        spec = Settings.model_fields[name]
-        kind = int if spec.annotation is int else float
-        try:
-            checked: float | int = TypeAdapter(kind).validate_python(value)
-        except ValidationError:
-            bad.append(f"{name} = {value!r} is not a {kind.__name__}")
-            continue
-        out[name] = checked
-        for meta in spec.metadata:
-            if not all(_within(checked, meta, attr) for attr in _BOUNDS):
-                bad.append(f"{name} = {value!r} is out of range; allowed: {allowed_range(name)}")
-    if not bad and all(k in out for k in _BREAKPOINT_KEYS):
-        try:
-            _breakpoints(out)
-        except ValueError as exc:
-            bad.append(str(exc))
-    if bad:
-        raise TuningError("bad tuning parameters: " + "; ".join(dict.fromkeys(bad)))
-    return out
-
-
-_BREAKPOINT_KEYS = ("quality_low_min", "quality_medium_min", "quality_high_min")
-
-
-_BOUNDS: dict[str, Callable[[float, float], bool]] = {
-    "gt": operator.gt,
-    "ge": operator.ge,
-    "lt": operator.lt,
-    "le": operator.le,
-}
-
-
-def _within(value: float, meta: object, attr: str) -> bool:
-    bound = getattr(meta, attr, None)
-    return bound is None or _BOUNDS[attr](value, bound)
