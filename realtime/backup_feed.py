@@ -44,7 +44,6 @@ from realtime.timebase import REAL_TIME, Timebase
 from tapewatch.adapters import binance_weights as weights
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.errors import BinanceRequestError, IpBanned, RetryableError
-from tapewatch.events import rows_sent
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.polled import POLL_FRAGMENT, poll_stream
 from tapewatch.settings import SNAPSHOT_WEIGHTS, Settings
@@ -88,11 +87,12 @@ async def fetch_trades_page(
     whether the page was full (more may follow). The REST client's errors are raised.
 
     Full is judged on the rows the exchange sent, not on the trades kept: a page of ``limit`` rows with one
-    bad trade dropped (counted by the client) still means more trades wait, so paging goes on at once."""
+    bad trade dropped (counted by the client) still means more trades wait, so paging goes on at once. The
+    count comes from the frame decoder's one decode of the body (``FrameDecoder.page_rows``)."""
     _, answer = await rest.agg_trades(symbol, from_id=from_id, limit=limit)
     recv = wall_ms()
     frames = tuple(decoder.decode_frames(recv, answer.stream, answer.body))
-    full = rows_sent(answer.body) >= limit
+    full = decoder.page_rows >= limit
     return Polled(recv, answer.stream, answer.body, frames), full
 
 

@@ -324,21 +324,18 @@ class SignalEngine:
             return None
         proposal = propose(features, evaluation, self.settings, self.history)
         size = st.flow.large_trade_size  # what large_buys / large_sells were counted at: kept for tuning
+
+        def row(fate: str, detail: str = "") -> str:
+            """Append the candidate row of this setup with ``fate``; returns the fate."""
+            candidate = make_candidate(
+                features, evaluation, proposal.quality, fate, detail, large_trade_size=size
+            )
+            out.candidates.append(candidate)
+            return fate
+
         signal = proposal.signal
         if signal is None:
-            if quiet:
-                return None
-            out.candidates.append(
-                make_candidate(
-                    features,
-                    evaluation,
-                    proposal.quality,
-                    proposal.fate,
-                    proposal.fate_detail,
-                    large_trade_size=size,
-                )
-            )
-            return proposal.fate
+            return None if quiet else row(proposal.fate, proposal.fate_detail)
         risk_candidate = RiskCandidate(
             signal_id=signal.signal_id,
             symbol=st.symbol,
@@ -354,34 +351,13 @@ class SignalEngine:
         if quiet and (decision is None or not decision.passed):
             return None
         if decision is None:
-            out.candidates.append(
-                make_candidate(
-                    features,
-                    evaluation,
-                    proposal.quality,
-                    FATE_SHARED_GATE_UNAVAILABLE,
-                    "the global risk ledger (PostgreSQL) is unreachable: not issued unchecked",
-                    large_trade_size=size,
-                )
-            )
-            return FATE_SHARED_GATE_UNAVAILABLE
+            unreachable = "the global risk ledger (PostgreSQL) is unreachable: not issued unchecked"
+            return row(FATE_SHARED_GATE_UNAVAILABLE, unreachable)
         self.risk.record(decision)
         if not decision.passed:
             fate = str(decision.rule)
-            out.candidates.append(
-                make_candidate(
-                    features,
-                    evaluation,
-                    proposal.quality,
-                    fate,
-                    decision.reason or fate,
-                    large_trade_size=size,
-                )
-            )
-            return fate
-        out.candidates.append(
-            make_candidate(features, evaluation, proposal.quality, FATE_SIGNAL, large_trade_size=size)
-        )
+            return row(fate, decision.reason or fate)
+        row(FATE_SIGNAL)
         out.signals.append(signal)
         self._following.add(signal)
         self.counters["signals"] += 1

@@ -258,7 +258,8 @@ _RAW_ROWS = msgspec.json.Decoder(list[msgspec.Raw])
 def rows_sent(body: bytes) -> int:
     """How many rows a JSON list answer holds, bad ones included (0 when it is not a list: the client has
     rejected such a body before this is asked). A page is full by this count, not by the rows kept: a page
-    of ``limit`` rows with one bad row dropped still means more rows wait."""
+    of ``limit`` rows with one bad row dropped still means more rows wait. This decodes the body again: where
+    a :class:`RowsDecoder` has just decoded it, count its rows and bad rows instead (the backup feed does)."""
     try:
         return len(_RAW_ROWS.decode(body))
     except msgspec.DecodeError:
@@ -290,7 +291,8 @@ def _row_key(raw: msgspec.Raw) -> object:
 class RowsDecoder(Generic[R]):
     """Decodes a JSON list of ``row`` s, dropping the rows that fail (one impossible kline, one ticker with a
     negative price) instead of losing the whole answer: ``decode`` returns the good rows, in order, and the
-    bad ones as :class:`BadRow` s for the caller to count and log.
+    bad ones as :class:`BadRow` s for the caller to count and log. Every row of the list is one or the other, so
+    ``len(rows) + len(bad)`` is how many rows the list held: a page is full by that count, not by the rows kept.
 
     The whole list is decoded at once first (the usual case costs nothing extra); only when that fails are the
     rows decoded one by one. A body that is not JSON or not a list, or a non-empty list whose every row fails

@@ -189,6 +189,10 @@ class FrameDecoder:
         self._fast_routes: dict[str, tuple[str, Kind, type, str | None]] = {}
         self._polled: dict[str, PolledTarget | None] = {}
         self._pending: list[Frame] = []  # the frames of the last polled page (see take_pending)
+        #: how many rows the page last decoded by :meth:`decode_frames` held, its dropped rows included (0 for
+        #: anything but an aggTrades page or polled klines, or a body that could not be used): a page is full
+        #: by this count, taken from the one decode of the body, not by the frames kept
+        self.page_rows = 0
 
     def _reject(self, reason: str, stream: str, detail: object = "") -> None:
         self.rejected[reason] += 1
@@ -302,7 +306,7 @@ class FrameDecoder:
             self._reject("ignored", stream)
             return None
         try:
-            events = decode_polled(target, recv, data, lambda bad: self._reject_rows(stream, bad))
+            events, rows = decode_polled(target, recv, data, lambda bad: self._reject_rows(stream, bad))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._reject_body(stream, exc)
             return None
@@ -311,6 +315,7 @@ class FrameDecoder:
         if kind is Kind.SNAPSHOT:
             return Frame(recv, stream, symbol, kind, events[0])
         self._pending = [Frame(recv, stream, symbol, kind, event) for event in events]
+        self.page_rows = rows
         return None
 
     def _decode_control(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> None:
@@ -345,8 +350,10 @@ class FrameDecoder:
 
     def decode_frames(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> list[Frame]:
         """Every frame of one payload, in order: one for a stream message or a REST snapshot or history,
-        one per row of a polled page; none when it cannot be used (counted)."""
+        one per row of a polled page; none when it cannot be used (counted). :attr:`page_rows` then says how
+        many rows a page held."""
         self._pending = []
+        self.page_rows = 0
         frame = self.decode_payload(recv, stream, data)
         return [frame] if frame is not None else self.take_pending()
 

@@ -97,38 +97,46 @@ _TRADES_DECODER = RowsDecoder(RestAggTrade)
 _KLINES_DECODER = RowsDecoder(KlineRow)
 
 
+class PolledEvents(NamedTuple):
+    """The events of one polled answer, in order, and how many rows its list held, the bad rows left out of
+    ``events`` included (0 for a depth snapshot): a page is full by ``rows``, not by the events kept."""
+
+    events: list[PolledSnapshot] | list[AggTrade] | list[Kline]
+    rows: int
+
+
 def decode_polled(
     target: PolledTarget,
     recv: int,
     data: bytes | msgspec.Raw,
     on_bad_rows: Callable[[list[BadRow]], None],
-) -> list[PolledSnapshot] | list[AggTrade] | list[Kline]:
-    """The events of one polled answer, in order (one snapshot, or one per row). Raises
+) -> PolledEvents:
+    """The events of one polled answer, in order (one snapshot, or one per row), with its row count. Raises
     ``msgspec.ValidationError`` / ``msgspec.DecodeError`` for a body that does not fit, and for a snapshot with
     one bad level (a book without it would be wrong). A bad row of an aggTrades page or of polled klines is
     left out and passed to ``on_bad_rows`` (to be counted): the other rows are kept."""
     if target.kind is Kind.SNAPSHOT:
         snap = _SNAPSHOT_DECODER.decode(data)
-        return [
-            PolledSnapshot(
-                snap.last_update_id,
-                snap.bids,
-                snap.asks,
-                snap.event_time,
-                snap.transaction_time,
-                target.every_ms,
-            )
-        ]
+        polled = PolledSnapshot(
+            snap.last_update_id,
+            snap.bids,
+            snap.asks,
+            snap.event_time,
+            snap.transaction_time,
+            target.every_ms,
+        )
+        return PolledEvents([polled], 0)
     if target.kind is Kind.AGG_TRADE:
         trades, bad = _TRADES_DECODER.decode(data)
         if bad:
             on_bad_rows(bad)
-        return agg_trades_from_rest(trades, target.symbol)
+        return PolledEvents(agg_trades_from_rest(trades, target.symbol), len(trades) + len(bad))
     rows, bad = _KLINES_DECODER.decode(data)
     if bad:
         on_bad_rows(bad)
     candles = candles_from_rows(rows, target.interval, recv)
-    return [Kline(symbol=target.symbol, event_time=recv, candle=c) for c in candles]
+    klines = [Kline(symbol=target.symbol, event_time=recv, candle=c) for c in candles]
+    return PolledEvents(klines, len(rows) + len(bad))
 
 
 class DepthCoverage(NamedTuple):

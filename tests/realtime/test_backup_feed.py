@@ -9,10 +9,13 @@ import json
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
+import tapewatch.events
+import tapewatch.polled
 from realtime.backup_feed import POLL_FRAGMENT, BackupConfig, BackupFeed, Poll, Polled, fetch_trades_page
 from realtime.capture import CaptureWriter, iter_capture
 from realtime.replay import replay
@@ -21,7 +24,7 @@ from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.weight_budget import WeightBudget
-from tapewatch.events import AggTrade, DepthSnapshot, Kline
+from tapewatch.events import AggTrade, BadRow, DepthSnapshot, Kline, RestAggTrade, RowsDecoder
 from tapewatch.market import TRADE_GAP_COUNTERS, Market
 from tapewatch.parse import FrameDecoder
 from tapewatch.polled import PolledSnapshot, poll_stream
@@ -81,6 +84,7 @@ def test_polls_continue_by_trade_id_and_carry_the_capture_stream_names(tmp_path:
     """Two real symbols and one the exchange does not list, polled for a few seconds into a real Market."""
     delivered: list[Polled] = []
     requests: list[tuple[float, str]] = []
+    started_at: list[float] = []  # start of each aggTrades request
 
     async def scenario() -> tuple[BackupFeed, Market, list[str], float, int]:
         async with SimExchange(port=0, seed=7, symbols=5, speed=5.0) as sim:
@@ -96,6 +100,15 @@ def test_polls_continue_by_trade_id_and_carry_the_capture_stream_names(tmp_path:
             async with BinanceRest.from_settings(settings) as rest:
                 info, _ = await rest.exchange_info()
                 symbols = sorted(tradable_perpetuals(info.symbols))[:2]
+                agg_trades = rest.agg_trades
+
+                async def timed_agg_trades(*args: Any, **kwargs: Any) -> Any:
+                    # when each request starts: the feed paces its requests, not the answers (which a loaded
+                    # machine may deliver late, then early)
+                    started_at.append(time.monotonic())
+                    return await agg_trades(*args, **kwargs)
+
+                rest.agg_trades = timed_agg_trades  # type: ignore[method-assign]
                 feed = BackupFeed(
                     rest,
                     FrameDecoder(),
@@ -161,7 +174,7 @@ def test_polls_continue_by_trade_id_and_carry_the_capture_stream_names(tmp_path:
     refusals = {key: n for key, n in feed.rest.stats.requests.items() if key[1] == "400"}
     assert sum(refusals.values()) == 1
     # pacing: aggTrades requests no closer than their share of the budget allows
-    trade_times = [t for t, s in requests if "/aggTrades?" in s][: -len(symbols)]  # without the catch-up
+    trade_times = started_at[: -len(symbols)]  # without the catch-up
     assert len(trade_times) <= 1 + polling / feed.config.spacing(Poll.TRADES) + 1
     gaps = [b - a for a, b in itertools.pairwise(trade_times)]
     assert min(gaps) >= feed.config.spacing(Poll.TRADES) * 0.9
@@ -452,3 +465,40 @@ def test_a_short_page_with_a_bad_trade_is_not_full() -> None:
     ids, full, _ = _page_full([_agg_row(1), _agg_row(2, price="0"), _agg_row(3)], limit=4)
     assert ids == [1, 3]
     assert not full
+
+
+class _CountingRows(RowsDecoder[RestAggTrade]):
+    """The frame decoder's aggTrades rows decoder, counting the bodies it decodes."""
+
+    def __init__(self) -> None:
+        super().__init__(RestAggTrade)
+        self.calls = 0
+
+    def decode(self, data: bytes | msgspec.Raw) -> tuple[list[RestAggTrade], list[BadRow]]:
+        self.calls += 1
+        return super().decode(data)
+
+
+class _RawRowsSeen:
+    """The decoder that splits a JSON list into raw rows, counting the bodies it splits (msgspec's decoder
+    cannot be subclassed, so this one delegates to a real one)."""
+
+    def __init__(self) -> None:
+        self._real = msgspec.json.Decoder(list[msgspec.Raw])
+        self.calls = 0
+
+    def decode(self, data: bytes | msgspec.Raw) -> list[msgspec.Raw]:
+        self.calls += 1
+        return self._real.decode(data)
+
+
+def test_a_page_is_judged_full_from_the_frame_decoders_one_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame decoder decodes the body once and its row count says the page is full: the body is not
+    decoded again (split into raw rows) just to count them."""
+    frame_rows, raw_rows = _CountingRows(), _RawRowsSeen()
+    monkeypatch.setattr(tapewatch.polled, "_TRADES_DECODER", frame_rows)
+    monkeypatch.setattr(tapewatch.events, "_RAW_ROWS", raw_rows)
+    ids, full, dropped = _page_full([_agg_row(i) for i in range(1, 5)], limit=4)
+    assert ids == [1, 2, 3, 4] and full and dropped == {}
+    assert frame_rows.calls == 1  # the frame decoder decoded the page once, as a whole ...
+    assert raw_rows.calls == 0  # ... and nothing split it into raw rows again to count them

@@ -101,6 +101,23 @@ def test_bad_polled_bodies_are_counted_not_raised() -> None:
     assert decoder.rejected["malformed_json"] == 1 and decoder.rejected["ignored"] == 1
 
 
+def test_a_page_counts_the_rows_it_held_dropped_ones_included() -> None:
+    """``page_rows`` comes from the one decode of the page (the backup feed judges a page full by it): a bad
+    row left out of the frames still counts, and anything that is not a page counts none."""
+    decoder = FrameDecoder()
+    rows = [rest_trade(5, 1_000), rest_trade(6, 1_001, price=0.0), rest_trade(7, 1_002), rest_trade(8, 1_003)]
+    frames = decoder.decode_frames(9, TRADES, json.dumps(rows).encode())
+    assert [f.event.agg_id for f in frames] == [5, 7, 8]  # type: ignore[union-attr]
+    assert decoder.page_rows == 4 and decoder.rejected["bad_value"] == 1
+    klines = [kline_row(0, 1.5), kline_row(60_000, 1.8)]
+    assert len(decoder.decode_frames(120_000, KLINES_1M, json.dumps(klines).encode())) == 2
+    assert decoder.page_rows == 2
+    assert len(decoder.decode_frames(9, DEPTH, json.dumps(depth_body(1, 9)).encode())) == 1
+    assert decoder.page_rows == 0  # a snapshot is no page
+    decoder.decode_frames(9, TRADES, json.dumps(rows).encode())
+    assert decoder.decode_frames(9, TRADES, b"[{not json") == [] and decoder.page_rows == 0
+
+
 def test_polled_depth_makes_a_usable_book_in_the_market() -> None:
     decoder, market = FrameDecoder(), Market(MarketConfig(stale_after_ms=5_000))
     (frame,) = decode_all(decoder, line(1, DEPTH, depth_body(77, 10_000)))
