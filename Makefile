@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean browser
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tapewatch/_sides.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapewatch needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
 	@echo ">> creating $(VENV) and installing tapewatch (first run takes a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@rm -f tapewatch/_sides.*.so  # a C file that no longer compiles must not leave its old build in use
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -c 'from tapewatch import book_sides as s; print(">> native order-book sides: " + ("built" if s.NATIVE else "NOT built (no C compiler or Python headers: apt-get install gcc python3-dev); the pure-Python sides give the same results, slower"))'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -45,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache build tapewatch/_sides.*.so

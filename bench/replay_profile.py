@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
+from tapewatch import book_sides  # noqa: E402
 from tapewatch.book import OrderBook  # noqa: E402
 from tapewatch.market import Market, snapshot_limit  # noqa: E402
 from tapewatch.parse import FrameDecoder  # noqa: E402
@@ -129,7 +130,16 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="capture files or directories")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cprofile", action="store_true", help="also print a function profile of replay")
+    parser.add_argument(
+        "--python-sides",
+        action="store_true",
+        help="use the pure-Python book sides even where the native ones exist",
+    )
     args = parser.parse_args()
+    if args.python_sides:
+        book_sides.new_sides = book_sides.py_sides
+    native = book_sides.new_sides is not book_sides.py_sides
+    print(f"book sides: {'native (tapewatch._sides)' if native else 'pure Python'}")
     ns = profile_stages(args.paths, args.repeat)
     print(f"CPU ns per message ({', '.join(str(p) for p in args.paths)}):")
     for stage in STAGES:

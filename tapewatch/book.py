@@ -17,8 +17,10 @@ Nothing here reads a clock: ``now_ms`` is passed in where freshness matters.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
-from tapewatch.book_sides import Asks, Bids, Side, update_side
+from tapewatch import book_sides
+from tapewatch.book_sides import Side
 from tapewatch.book_types import (
     APPLIED,
     APPLIED_SYNC,
@@ -64,10 +66,36 @@ _POLLED = BookState.POLLED
 class OrderBook:
     """The local book of one symbol. Read it only while :meth:`is_usable` says so."""
 
-    def __init__(self, symbol: str, max_buffer: int = 5000) -> None:
+    # slots: replay keeps ~800 books, out of cache; a slot is read at a fixed offset of the object
+    __slots__ = (
+        "_ask_ceiling",
+        "_bid_floor",
+        "_buffer",
+        "applied",
+        "asks",
+        "beyond_snapshot",
+        "bids",
+        "crossed_events",
+        "dropped",
+        "ever_synced",
+        "gaps",
+        "last_event_time",
+        "last_update_id",
+        "polled_every_ms",
+        "polled_levels",
+        "resyncs",
+        "snapshot_id",
+        "state",
+        "symbol",
+        "synced_at",
+    )
+
+    def __init__(
+        self, symbol: str, max_buffer: int = 5000, sides: Callable[[], tuple[Side, Side]] | None = None
+    ) -> None:
         self.symbol = symbol
-        self.bids: Side = Bids()
-        self.asks: Side = Asks()
+        # native sides when built (tapewatch.book_sides): same behaviour either way
+        self.bids, self.asks = (sides or book_sides.new_sides)()
         self.state = _WAITING_SNAPSHOT
         self.last_update_id = 0
         self.last_event_time = 0
@@ -97,7 +125,7 @@ class OrderBook:
         """Feed one depth diff.
 
         The synced case is the hot loop of replay (one call per diff, a diff often carries 1-3 levels), so it
-        is written out here: one method call per diff, the sides' dict and key list read once."""
+        is written out here: one method call per diff, each side updated and its best price read once."""
         if self.state is not _SYNCED:
             return self._apply_unsynced(ev)
         last = self.last_update_id
@@ -111,19 +139,19 @@ class OrderBook:
             self._go_out_of_sync()
             self._buffer.append(ev)
             return NeedsResync(reason)
+        bids, asks = self.bids, self.asks
         levels = ev.bids
-        bk = self.bids.keys
         if levels:  # a 100 ms diff often moves one side only
-            update_side(self.bids.qty, bk, levels)
+            bids.update(levels)
         levels = ev.asks
-        ak = self.asks.keys
         if levels:
-            update_side(self.asks.qty, ak, levels)
+            asks.update(levels)
         self.last_update_id = final
         self.last_event_time = ev.event_time
         self.applied += 1
-        # One comparison chain; the rare bad cases are sorted out in _check_top.
-        if bk and ak and self._bid_floor <= bk[-1] < ak[0] <= self._ask_ceiling:
+        # One comparison chain; the rare bad cases (an empty side among them) are sorted out in _check_top.
+        bid, ask = bids.best_price(), asks.best_price()
+        if bid is not None and ask is not None and self._bid_floor <= bid < ask <= self._ask_ceiling:
             return APPLIED
         return self._check_top(ev, False)
 
@@ -221,9 +249,9 @@ class OrderBook:
     def _apply_diff(self, ev: DepthUpdate, synced_now: bool) -> Outcome:
         bids, asks = self.bids, self.asks
         if ev.bids:  # a 100 ms diff often moves one side only
-            update_side(bids.qty, bids.keys, ev.bids)
+            bids.update(ev.bids)
         if ev.asks:
-            update_side(asks.qty, asks.keys, ev.asks)
+            asks.update(ev.asks)
         self.last_update_id = ev.final_id
         self.last_event_time = ev.event_time
         self.state = _SYNCED
@@ -232,8 +260,8 @@ class OrderBook:
             self.synced_at = ev.event_time
             self.ever_synced = True
         # One comparison chain on the hot path; the rare bad cases are sorted out in _check_top.
-        bk, ak = bids.keys, asks.keys
-        if bk and ak and self._bid_floor <= bk[-1] < ak[0] <= self._ask_ceiling:
+        bid, ask = bids.best_price(), asks.best_price()
+        if bid is not None and ask is not None and self._bid_floor <= bid < ask <= self._ask_ceiling:
             return APPLIED_SYNC if synced_now else APPLIED
         return self._check_top(ev, synced_now)
 
@@ -241,11 +269,11 @@ class OrderBook:
         """After a diff left a side empty, crossed the book, or moved past a partial snapshot's depth."""
         if self.is_crossed():
             self.crossed_events += 1
-            bid, ask = self.bids.best(), self.asks.best()
+            best_bid, best_ask = self.bids.best(), self.asks.best()
             self._go_out_of_sync()
-            return NeedsResync(f"crossed book after u={ev.final_id}: bid {bid} >= ask {ask}")
-        bk, ak = self.bids.keys, self.asks.keys
-        if (bk and bk[-1] < self._bid_floor) or (ak and ak[0] > self._ask_ceiling):
+            return NeedsResync(f"crossed book after u={ev.final_id}: bid {best_bid} >= ask {best_ask}")
+        bid, ask = self.bids.best_price(), self.asks.best_price()
+        if (bid is not None and bid < self._bid_floor) or (ask is not None and ask > self._ask_ceiling):
             self.beyond_snapshot += 1
             self._go_out_of_sync()
             return NeedsResync(f"price moved beyond the snapshot's depth after u={ev.final_id}")
@@ -271,8 +299,8 @@ class OrderBook:
         return len(self._buffer)
 
     def is_crossed(self) -> bool:
-        bk, ak = self.bids.keys, self.asks.keys
-        return bool(bk and ak and bk[-1] >= ak[0])
+        bid, ask = self.bids.best_price(), self.asks.best_price()
+        return bid is not None and ask is not None and bid >= ask
 
     def health(self, now_ms: int, stale_after_ms: int) -> BookHealth:
         """The book's state as its readers name it: SYNCING until it first synced, RESYNCING when out of sync
@@ -301,11 +329,10 @@ class OrderBook:
 
     def top(self) -> Top | None:
         """Best bid and ask with their quantities; None while a side is empty."""
-        bk, ak = self.bids.keys, self.asks.keys
-        if not bk or not ak:
+        bid, ask = self.bids.best(), self.asks.best()
+        if bid is None or ask is None:
             return None
-        bid, ask = bk[-1], ak[0]
-        return Top(bid, self.bids.qty[bid], ask, self.asks.qty[ask])
+        return Top(bid[0], bid[1], ask[0], ask[1])
 
     def imbalance(self, levels: int = 10) -> float:
         """``(bid - ask) / (bid + ask)`` of the quantities on the top ``levels`` levels; 0 when empty."""

@@ -153,6 +153,12 @@ def depth_coverage(book: OrderBook, fraction: float) -> DepthCoverage:
     if book.state is not BookState.POLLED:
         return DepthCoverage("stream", None, False)
     mid = book.mid()
-    bids, asks = book.bids.keys, book.asks.keys  # ascending: the worst bid first, the worst ask last
-    truncated = mid is None or bids[0] > mid * (1 - fraction) or asks[-1] < mid * (1 + fraction)
+    worst_bid, worst_ask = book.bids.worst_price(), book.asks.worst_price()
+    truncated = (
+        mid is None
+        or worst_bid is None
+        or worst_ask is None
+        or worst_bid > mid * (1 - fraction)
+        or worst_ask < mid * (1 + fraction)
+    )
     return DepthCoverage("poll", book.polled_levels, truncated)

@@ -48,23 +48,17 @@ class TopCheck:
         ``update_id``), same result. The per-diff path of :class:`~tapewatch.market.Market`: a :class:`Top` is
         built only when it is kept for a later ticker (or a mismatch is reported), not when a pending ticker
         is compared at once, and a symbol without pending tickers skips their lookup."""
-        bk, ak = bids.keys, asks.keys
-        if not bk or not ak:
+        bid, ask = bids.best(), asks.best()
+        if bid is None or ask is None:
             return
-        bid, ask = bk[-1], ak[0]
         if self._tickers:
             ticker = self._tickers.pop(update_id, None)
             if ticker is not None:
                 self.checks += 1
-                if (ticker.bid_price, ticker.bid_qty, ticker.ask_price, ticker.ask_qty) != (
-                    bid,
-                    bids.qty[bid],
-                    ask,
-                    asks.qty[ask],
-                ):
-                    self._mismatch(ticker, Top(bid, bids.qty[bid], ask, asks.qty[ask]))
+                if (ticker.bid_price, ticker.bid_qty) != bid or (ticker.ask_price, ticker.ask_qty) != ask:
+                    self._mismatch(ticker, Top(bid[0], bid[1], ask[0], ask[1]))
                 return
-        self._store(update_id, Top(bid, bids.qty[bid], ask, asks.qty[ask]))
+        self._store(update_id, Top(bid[0], bid[1], ask[0], ask[1]))
 
     def _store(self, update_id: int, top: Top) -> None:
         """Keep ``top`` for a ticker of ``update_id`` still to come (the newest ``keep`` survive a trim)."""

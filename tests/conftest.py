@@ -37,6 +37,7 @@ from tapewatch.adapters.db import create_engine, upgrade
 from tapewatch.adapters.embedded import start_postgres, start_redis, stop_embedded
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
+from tests.helpers import require_native_sides
 
 STORAGE_FIXTURES = frozenset(
     {
@@ -214,3 +215,19 @@ def _drop_dead_sessions_databases(server_url: str) -> None:
         pid = name.removeprefix(_DB_PREFIX).split("_", 1)[0]
         if pid.isdigit() and not psutil.pid_exists(int(pid)):
             _drop_database(server_url, name)
+
+
+@pytest.fixture(params=["native", "python"])
+def both_sides(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a book test once with the native sides (tapewatch/_sides.c) and once with the pure-Python ones:
+    every OrderBook built during the test (by the test or by a Market) gets that implementation. Opt in with
+    ``pytestmark = pytest.mark.usefixtures("both_sides")``. The native run skips where the extension could not
+    be built (no C compiler), and fails under CI, where it must have been built."""
+    from tapewatch import book_sides
+
+    if request.param == "native":
+        require_native_sides()
+        monkeypatch.setattr(book_sides, "new_sides", book_sides.native_sides)
+    else:
+        monkeypatch.setattr(book_sides, "new_sides", book_sides.py_sides)
+    return str(request.param)

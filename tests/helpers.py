@@ -46,3 +46,19 @@ def snapshot(
         bids if bids is not None else [(100.0, 1.0), (99.0, 2.0)],
         asks if asks is not None else [(101.0, 1.0), (102.0, 3.0)],
     )
+
+
+def require_native_sides() -> None:
+    """Skip a test of the native book sides where tapewatch._sides could not be built (no C compiler at
+    install); fail it under CI, whose machine builds it."""
+    import os
+
+    import pytest
+
+    from tapewatch import book_sides
+
+    if not book_sides.NATIVE:
+        message = "tapewatch._sides is not built (no C compiler at install): only the Python sides are tested"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -47,6 +47,19 @@ async def universe_of(settings: Settings) -> list[str]:
 
 #: Seconds the service may take, after its run and fault script, to stop (well above a normal stop).
 STOP_GRACE_S = 90.0
+#: Seconds a fault script may take: the probes sample for ~20 s in 0.1 s sleeps, which a loaded machine stretches
+#: (the service, the simulator and the probe share one event loop); the stop deadline counts from its end.
+FAULT_SCRIPT_LIMIT_S = 180.0
+
+
+def _fail_with_stacks(message: str, *tasks: asyncio.Task[Any]) -> None:
+    """A hang: say where every task waits, instead of a bare timeout of the whole test."""
+    stacks = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=stacks)
+    for task in tasks:
+        task.cancel()
+    pytest.fail(f"{message}; tasks:\n{stacks.getvalue()}")
 
 
 async def run_with(
@@ -70,14 +83,15 @@ async def run_with(
 
     injector = asyncio.create_task(inject())
     running = asyncio.create_task(run_service(settings, redis_url=redis_url, stop=stop, **service))
+    await asyncio.wait({injector, running}, timeout=FAULT_SCRIPT_LIMIT_S, return_when=asyncio.FIRST_COMPLETED)
+    if not injector.done() and not running.done():
+        _fail_with_stacks(
+            f"the fault script did not end within {FAULT_SCRIPT_LIMIT_S:.0f} s", injector, running
+        )
     done, _ = await asyncio.wait({running}, timeout=seconds + STOP_GRACE_S)
-    if not done:  # a hang: say where every task waits, instead of a bare timeout of the whole test
-        stacks = io.StringIO()
-        for task in asyncio.all_tasks():
-            task.print_stack(limit=12, file=stacks)
-        running.cancel()
-        pytest.fail(
-            f"the service did not stop within {STOP_GRACE_S:.0f} s of its run; tasks:\n{stacks.getvalue()}"
+    if not done:
+        _fail_with_stacks(
+            f"the service did not stop within {STOP_GRACE_S:.0f} s of its run", injector, running
         )
     await injector
     return running.result()

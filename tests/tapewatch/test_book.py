@@ -13,6 +13,8 @@ from tapewatch.market import Market
 from tapewatch.parse import FrameDecoder
 from tests.helpers import ALL_RECORDINGS, RECORDINGS, diff, recording_lines, snapshot
 
+pytestmark = pytest.mark.usefixtures("both_sides")  # native and Python book sides
+
 
 def synced_book() -> OrderBook:
     book = OrderBook("BTCUSDT")
@@ -270,5 +272,6 @@ def test_book_names_are_the_split_modules_own_objects() -> None:
     for name in ("Applied", "Buffered", "Dropped", "NeedsResync", "Top", "BookHealth", "BookState", "Health"):
         assert getattr(book, name) is getattr(book_types, name), name
     ob = book.OrderBook("X")
-    assert isinstance(ob.bids, book_sides.Bids) and isinstance(ob.asks, book_sides.Asks)
+    bids, asks = book_sides.new_sides()  # whichever implementation the test runs with (both_sides)
+    assert type(ob.bids) is type(bids) and type(ob.asks) is type(asks)
     assert isinstance(ob.reset(), book_types.NeedsResync)

@@ -13,6 +13,8 @@ from tapewatch.events import DepthSnapshot
 from tapewatch.parse import FrameDecoder
 from tests.helpers import USDM_CRYPTOFEED, recording_lines, snapshot
 
+pytestmark = pytest.mark.usefixtures("both_sides")  # native and Python book sides
+
 
 def spec_detect_large_orders(orderbook: list[Any], avg_size: float) -> list[dict[str, Any]]:
     """Transcription of spec 6.1 (strictly greater than 5x)."""

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 
 import msgspec
+import pytest
 
 from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChange, DepthRestart
 from tapewatch.market import Market, SnapshotNeeded
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.streams import Kind
+
+pytestmark = pytest.mark.usefixtures("both_sides")  # native and Python book sides
 
 SYMBOL = "BTCUSDT"
 DEPTH = "btcusdt@depth@100ms"

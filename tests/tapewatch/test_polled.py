@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tapewatch.events import AggTrade, Candle, Kline
 from tapewatch.market import Market, MarketConfig
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.polled import POLL_FRAGMENT, PolledSnapshot, poll_stream, polled_target
 from tapewatch.streams import Kind
+
+pytestmark = pytest.mark.usefixtures("both_sides")  # native and Python book sides
 
 TRADES = "rest:/fapi/v1/aggTrades?symbol=BTCUSDT&fromId=5&limit=1000"
 DEPTH = poll_stream("rest:/fapi/v1/depth?symbol=BTCUSDT&limit=50", 4_688)

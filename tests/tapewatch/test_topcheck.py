@@ -15,6 +15,8 @@ from tapewatch.parse import FrameDecoder
 from tapewatch.topcheck import TopCheck
 from tests.helpers import diff, snapshot
 
+pytestmark = pytest.mark.usefixtures("both_sides")  # native and Python book sides
+
 FIELDS = ["bid_price", "bid_qty", "ask_price", "ask_qty"]
 ORDERS = ["ticker_first", "book_first"]
 WRONG = {
