@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tapewatch.events import DepthSnapshot, DepthUpdate
 
@@ -51,10 +55,6 @@ def snapshot(
 def require_native_sides() -> None:
     """Skip a test of the native book sides where tapewatch._sides could not be built (no C compiler at
     install); fail it under CI, whose machine builds it."""
-    import os
-
-    import pytest
-
     from tapewatch import book_sides
 
     if not book_sides.NATIVE:
@@ -62,3 +62,27 @@ def require_native_sides() -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def shared_sim_capture(
+    factory: pytest.TempPathFactory, minutes: float, *, seed: int, symbols: int, episode_rate: float
+) -> Path:
+    """The directory of a sim recording (``var/capture/`` and ``episodes.json``), recorded once per test run and
+    shared by every module, on every xdist worker, that asks for the same one (a 40-minute recording takes a
+    minute or more of a loaded machine). The workers of one run share the parent of their base temp dirs;
+    a lock file makes the first one record while the others wait, then read."""
+    import fcntl
+
+    from realtime.sim.record import record
+
+    base = factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-sim-captures"
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / f"sim-{minutes:g}min-seed{seed}-{symbols}sym-episodes{episode_rate:g}"
+    with (root / f"{out.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "recorded").exists():
+            shutil.rmtree(out, ignore_errors=True)  # a recording a killed worker left half-written
+            record(out, int(minutes * 60_000), seed=seed, symbols=symbols, episode_rate_scale=episode_rate)
+            (out / "recorded").touch()
+    return out

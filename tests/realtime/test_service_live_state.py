@@ -5,6 +5,7 @@ that goes quiet while the others flow."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,24 @@ def test_live_state_reaches_redis_while_the_service_runs(
     async def probe(sim: SimExchange) -> None:
         live = AsyncRedisState.from_url(redis_url, keys=redis_keys)
         try:
-            for i in range(200):  # ~20 s of samples
+            # at least 20 s of wall time, sampled every 0.1 s when the loop lets it, and on until an open signal
+            # was seen in Redis and the silenced symbol reported quiet (at most 120 s): the service, the
+            # simulator and this probe share one event loop, which a loaded machine slows down
+            started, silenced = time.monotonic(), False
+            while (elapsed := time.monotonic() - started) < 20.0 or (
+                elapsed < 120.0 and not (quiet_seen and any(hash_ for _, hash_ in samples))
+            ):
                 await asyncio.sleep(0.1)
                 live_state = services[0].live if services else None
                 if live_state is not None and live_state.counters["live_rebuilds"]:  # after the first write
                     samples.append((set(services[0].engine.open), await _open_signals(live)))
-                if i == 100:  # one symbol goes silent on every stream while the others flow
+                if not silenced and services and time.monotonic() - started >= 10.0:
+                    silenced = True  # one symbol goes silent on every stream while the others flow
                     for stream in symbol_streams(
                         symbols[-1], services[0].settings.update_frequency, TIMEFRAMES
                     ):
                         sim.faults.stale(stream, 5.0)
-                if i > 100 and not quiet_seen and symbols[-1] in services[0].quiet.quiet:
+                if silenced and not quiet_seen and symbols[-1] in services[0].quiet.quiet:
                     quiet_seen.update(services[0].metrics())  # the first publish that found it quiet
                     quiet_seen["feed"] = services[0].feed(symbols[-1])
         finally:

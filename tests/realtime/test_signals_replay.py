@@ -12,8 +12,8 @@ import pytest
 
 from realtime.backtest import backtest
 from realtime.replay import replay
-from realtime.sim.record import record
 from tapewatch.settings import Settings
+from tests.helpers import shared_sim_capture
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +52,9 @@ EPISODE_SLACK_MS = 300_000
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
-    out = tmp_path_factory.mktemp("simcapture")
-    result = record(out, 40 * 60_000, seed=3, symbols=12, episode_rate_scale=3.0)
-    yield out / "var" / "capture", json.loads(result.episodes_path.read_text())
+    # the recording tests/tapewatch/test_engine_shared_gate.py uses too: recorded once per run
+    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=12, episode_rate=3.0)
+    yield out / "var" / "capture", json.loads((out / "episodes.json").read_text())
 
 
 def matches(episode: dict[str, Any], symbol: str, direction: str, time: int) -> bool:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from realtime.capture import iter_capture
-from realtime.sim.record import record
 from tapewatch.engine import SignalEngine
 from tapewatch.market import Market, MarketConfig
 from tapewatch.parse import Frame, FrameDecoder
@@ -19,6 +18,7 @@ from tapewatch.polled import poll_stream
 from tapewatch.settings import load_settings
 from tapewatch.signal import Candidate
 from tapewatch.streams import Kind
+from tests.helpers import shared_sim_capture
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,7 @@ POLL_EVERY_MS = 2_000
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("polled")
-    record(out, 40 * 60_000, seed=3, symbols=8, episode_rate_scale=3.0)
+    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=8, episode_rate=3.0)
     return out / "var" / "capture"
 
 

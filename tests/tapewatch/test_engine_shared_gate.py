@@ -15,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 from realtime.capture import iter_capture
-from realtime.sim.record import record
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.engine import EngineOutput, SignalEngine
@@ -28,14 +27,15 @@ from tapewatch.risk import FATE_SHARED_GATE_UNAVAILABLE, Candidate, Correlation,
 from tapewatch.settings import Settings, load_settings
 from tapewatch.sharding import WHOLE, Shard, shard_of
 from tests.adapters.signal_builders import entry
+from tests.helpers import shared_sim_capture
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sharedgate")
-    record(out, 40 * 60_000, seed=3, symbols=12, episode_rate_scale=3.0)
+    # the recording tests/realtime/test_signals_replay.py uses too: recorded once per run
+    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=12, episode_rate=3.0)
     return out / "var" / "capture"
 
 
