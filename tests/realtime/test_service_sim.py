@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ STOP_GRACE_S = 90.0
 #: Seconds a fault script may take: the probes sample for ~20 s in 0.1 s sleeps, which a loaded machine stretches
 #: (the service, the simulator and the probe share one event loop); the stop deadline counts from its end.
 FAULT_SCRIPT_LIMIT_S = 180.0
+
+
+def until_signals(
+    signals: Callable[[], int], at_least_s: float = 25.0, at_most_s: float = 120.0
+) -> Callable[[SimExchange], Awaitable[None]]:
+    """A fault script that injects nothing: the run goes on for ``at_least_s`` of wall time, and on until it
+    has issued a signal (at most ``at_most_s``). A loaded machine slows the simulated market the service
+    keeps up with, so a fixed run may end before the first planted episode has played out."""
+
+    async def wait(sim: SimExchange) -> None:
+        started = time.monotonic()
+        await asyncio.sleep(at_least_s)
+        for _ in range(int((at_most_s - at_least_s) / 0.25)):
+            if signals() or time.monotonic() - started >= at_most_s:
+                return
+            await asyncio.sleep(0.25)
+
+    return wait
 
 
 def _fail_with_stacks(message: str, *tasks: asyncio.Task[Any]) -> None:
@@ -187,7 +206,8 @@ def test_live_signals_are_the_ones_a_replay_of_the_capture_gives(
     async def scenario() -> FeedService:
         async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=20.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix)
-            return await run_with(sim, settings, redis_url, 25.0, sink=sink)
+            issued = until_signals(lambda: sum(len(out.signals) for out in sink.outputs))
+            return await run_with(sim, settings, redis_url, 0.0, issued, sink=sink)
 
     service = asyncio.run(scenario())
     live = [s.signal_id for out in sink.outputs for s in out.signals]
@@ -237,11 +257,21 @@ def test_live_signals_are_stored_and_published_exactly_once(
     tmp_path: Path, redis_url: str, redis_keys: Keyspace, migrated_database_url: str
 ) -> None:
     """With PostgreSQL and Redis, every signal of the live run is one row and one stream entry."""
+    services: list[FeedService] = []
 
     async def scenario() -> FeedService:
         async with SimExchange(port=0, seed=3, symbols=6, speed=40.0, episode_rate_scale=20.0) as sim:
             settings = settings_for(sim, tmp_path, redis_keys.prefix)
-            return await run_with(sim, settings, redis_url, 25.0, database_url=migrated_database_url)
+            issued = until_signals(lambda: services[0].engine.counters["signals"] if services else 0)
+            return await run_with(
+                sim,
+                settings,
+                redis_url,
+                0.0,
+                issued,
+                database_url=migrated_database_url,
+                started=services.append,
+            )
 
     service = asyncio.run(scenario())
     expected = [s.signal_id for s in run_replay([tmp_path / "capture"], load_settings()).signals]

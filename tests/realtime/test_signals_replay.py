@@ -57,6 +57,18 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
     yield out / "var" / "capture", json.loads((out / "episodes.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def backtested(capture: tuple[Path, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``backtest`` of the capture, once for the module (a pass over 40 minutes of 12 symbols)."""
+    return backtest([capture[0]], Settings())
+
+
+@pytest.fixture(scope="module")
+def replayed(capture: tuple[Path, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``replay`` of the capture, once for the module: a second, independent pass."""
+    return replay([capture[0]], Settings())
+
+
 def matches(episode: dict[str, Any], symbol: str, direction: str, time: int) -> bool:
     return (
         episode["symbol"] == symbol
@@ -65,10 +77,11 @@ def matches(episode: dict[str, Any], symbol: str, direction: str, time: int) -> 
     )
 
 
-def test_engine_finds_planted_episodes_deterministically(capture: tuple[Path, list[dict[str, Any]]]) -> None:
-    path, episodes = capture
-    result = backtest([path], Settings())
-    again = replay([path], Settings())
+def test_engine_finds_planted_episodes_deterministically(
+    capture: tuple[Path, list[dict[str, Any]]], backtested: dict[str, Any], replayed: dict[str, Any]
+) -> None:
+    _, episodes = capture
+    result, again = backtested, replayed
     for key in ("messages", "candidates", "signals", "exits", "candidate_fates", "final", "book_mismatches"):
         assert result[key] == again[key], key
     assert result["book_mismatches"] == 0 and result["gaps"] == 0
@@ -89,10 +102,8 @@ def test_engine_finds_planted_episodes_deterministically(capture: tuple[Path, li
     assert precision >= 0.6, precision
 
 
-def test_backtest_lists_every_signal_with_spec_fields_and_metrics(
-    capture: tuple[Path, list[dict[str, Any]]],
-) -> None:
-    result = backtest([capture[0]], Settings())
+def test_backtest_lists_every_signal_with_spec_fields_and_metrics(backtested: dict[str, Any]) -> None:
+    result = backtested
     for s in result["signal_list"]:
         assert set(SPEC_82) <= set(s), set(SPEC_82) - set(s)
         assert s["signal_type"] == "ENTRY" and s["reasons"]
@@ -108,7 +119,7 @@ def test_backtest_lists_every_signal_with_spec_fields_and_metrics(
 
 
 def test_a_captured_pause_is_obeyed_by_the_replay(
-    capture: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+    capture: tuple[Path, list[dict[str, Any]]], replayed: dict[str, Any], tmp_path: Path
 ) -> None:
     """The live service captures pause/resume where it took effect (stream ``control:paused``): a replay pauses
     at the same place in the tape, so it issues the live run's signals and no others."""
@@ -119,7 +130,7 @@ def test_a_captured_pause_is_obeyed_by_the_replay(
     path, _ = capture
     files = sorted(path.rglob("*.jsonl.gz"))
     lines = [line for f in files for line in gzip.decompress(f.read_bytes()).splitlines(keepends=True)]
-    plain = replay([path], Settings())
+    plain = replayed
     assert plain["signals"] > 0
     pause = json.dumps({"recv": 0, "stream": CONTROL_PAUSED, "data": {"paused": True, "reason": "ops"}})
     paused_file = tmp_path / "paused" / "00.jsonl.gz"
