@@ -356,8 +356,11 @@ class OutboxRelay:
             await self.publish_pending()
             if self.healthy:
                 delay = self.retry_base
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that arrives as the
+                # wake does (it returns the result instead), and the relay would then run on forever
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wake.wait()
             else:
                 await self._sleep(delay)
                 delay = min(self.retry_max, delay * 2)

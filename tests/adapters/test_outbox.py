@@ -345,3 +345,29 @@ def test_a_killed_writer_and_relay_restarted_leave_one_row_and_one_entry_per_sig
     assert len(rows) == n and all(r.published_at is not None for r in rows)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM signals")).scalar_one() == n
+
+
+def test_a_cancel_that_arrives_with_a_wake_stops_the_relay(
+    db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    """Cancelled in the same step as it is woken (the service stopping while its last signals are saved), the
+    relay ends. With ``asyncio.wait_for`` on Python 3.11 it returned the wake instead, swallowing the cancel,
+    and ran on forever: the service's stop hung on it under load."""
+
+    async def scenario() -> tuple[bool, bool]:
+        client = _async_client(redis_url)
+        relay = _relay(client, db, redis_keys, poll_interval=30.0)
+        task = asyncio.create_task(relay.run())
+        try:
+            # until it waits for a wake after its first pass (asyncio.Event keeps its waiters in _waiters)
+            while not relay._wake._waiters:  # type: ignore[attr-defined]  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            relay.wake()
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            return task in done, task.cancelled()
+        finally:
+            task.cancel()
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (True, True)

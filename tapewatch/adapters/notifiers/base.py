@@ -201,7 +201,10 @@ class NotifierWorker:
             due = self.notifier.due()
             timeout = None if due is None else max(0.0, due - self._clock())
             try:
-                notice = await asyncio.wait_for(self._queue.get(), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that arrives with a
+                # notice (it returns the notice instead), and the notifier would then run on forever
+                async with asyncio.timeout(timeout):
+                    notice = await self._queue.get()
             except TimeoutError:
                 await self.flush()
                 continue
