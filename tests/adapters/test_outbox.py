@@ -59,6 +59,11 @@ def _async_client(url: str) -> redis.asyncio.Redis:
     return AsyncRedisState.from_url(url).client
 
 
+def _idle(relay: OutboxRelay) -> bool:
+    """The relay has ended its pass and waits for a wake (asyncio.Event keeps its waiters in ``_waiters``)."""
+    return bool(relay._wake._waiters)  # type: ignore[attr-defined]
+
+
 def test_each_signal_is_published_once_in_order(
     db: Database, engine: Engine, redis_url: str, redis_keys: Keyspace
 ) -> None:
@@ -263,7 +268,8 @@ def test_a_database_error_is_a_failed_pass_and_the_relay_publishes_once_it_is_go
         try:
             store.save_signal(entry())
             relay.wake()
-            await until(lambda: relay.stats.published == 1)
+            # the pass over: rows saved while it still ran would be published by it, before the rename
+            await until(lambda: relay.stats.published == 1 and _idle(relay))
             store.save_signals(entries(2, start=10_000_000))  # not woken: they wait for the next pass
             await asyncio.to_thread(rename, "outbox", "outbox_away")
             relay.wake()
@@ -359,8 +365,7 @@ def test_a_cancel_that_arrives_with_a_wake_stops_the_relay(
         relay = _relay(client, db, redis_keys, poll_interval=30.0)
         task = asyncio.create_task(relay.run())
         try:
-            # until it waits for a wake after its first pass (asyncio.Event keeps its waiters in _waiters)
-            while not relay._wake._waiters:  # type: ignore[attr-defined]  # noqa: ASYNC110
+            while not _idle(relay):  # noqa: ASYNC110 - the relay is another task; no event to await
                 await asyncio.sleep(0.01)
             relay.wake()
             task.cancel()

@@ -56,15 +56,19 @@ def test_live_state_reaches_redis_while_the_service_runs(
                 if live_state is not None and live_state.counters["live_rebuilds"]:  # after the first write
                     samples.append((set(services[0].engine.open), await _open_signals(live)))
                 if not silenced and services and time.monotonic() - started >= 10.0:
-                    silenced = True  # one symbol goes silent on every stream while the others flow
+                    # one symbol goes silent on every stream while the others flow, until it is seen quiet
+                    # (however late a loaded loop gets to see it)
+                    silenced = True
                     for stream in symbol_streams(
                         symbols[-1], services[0].settings.update_frequency, TIMEFRAMES
                     ):
-                        sim.faults.stale(stream, 5.0)
+                        sim.faults.stale(stream)
                 if silenced and not quiet_seen and symbols[-1] in services[0].quiet.quiet:
                     quiet_seen.update(services[0].metrics())  # the first publish that found it quiet
                     quiet_seen["feed"] = services[0].feed(symbols[-1])
+                    sim.faults.unstale()
         finally:
+            sim.faults.unstale()
             await live.aclose()
 
     async def scenario() -> FeedService:
