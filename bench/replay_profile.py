@@ -25,7 +25,8 @@ import logging
 import pstats
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +104,21 @@ STAGE_FUNCS: dict[str, Callable[[list[Path]], int]] = {
 }
 
 
+def sides_in_use() -> str:
+    """``native`` or ``python``: the book sides new books get (tapewatch.book_sides.new_sides)."""
+    return "python" if book_sides.new_sides is book_sides.py_sides else "native"
+
+
+@contextmanager
+def python_sides() -> Iterator[None]:
+    """Books made inside get the pure-Python sides, the fallback where tapewatch._sides was not built."""
+    saved, book_sides.new_sides = book_sides.new_sides, book_sides.py_sides
+    try:
+        yield
+    finally:
+        book_sides.new_sides = saved
+
+
 def cpu_best_of(repeat: int, fn: Callable[[], int]) -> tuple[float, int]:
     """Best CPU time (seconds of this process) of ``repeat`` calls, and the last call's result."""
     best, result = float("inf"), 0
@@ -136,10 +152,9 @@ def main() -> None:
         help="use the pure-Python book sides even where the native ones exist",
     )
     args = parser.parse_args()
-    if args.python_sides:
+    if args.python_sides:  # for the whole run, the profile included
         book_sides.new_sides = book_sides.py_sides
-    native = book_sides.new_sides is not book_sides.py_sides
-    print(f"book sides: {'native (tapewatch._sides)' if native else 'pure Python'}")
+    print(f"book sides: {sides_in_use()}")
     ns = profile_stages(args.paths, args.repeat)
     print(f"CPU ns per message ({', '.join(str(p) for p in args.paths)}):")
     for stage in STAGES:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.engine import measure_engine  # noqa: E402
 from bench.market_rate import describe, estimate  # noqa: E402
-from bench.replay_profile import parse_and_books  # noqa: E402
+from bench.replay_profile import parse_and_books, python_sides, sides_in_use  # noqa: E402
 from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
 from realtime.replay import replay  # noqa: E402
 from realtime.sim.record import record  # noqa: E402
@@ -33,9 +33,6 @@ from tapewatch.streams import Kind  # noqa: E402
 RECORDINGS = ROOT.parent / "shared" / "data" / "binance-futures"
 BENCH_DIR = ROOT / "var" / "bench"
 
-
-#: Which book sides the figures use (tapewatch.book_sides): native where tapewatch._sides was built.
-SIDES = "native" if book_sides.NATIVE else "python"
 
 #: Bump when the simulator's record output changes, so cached captures are recorded again.
 SIM_FORMAT = 3
@@ -105,13 +102,10 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
     # the target's own words: parse + book update (no bookTicker proof, trade windows, candles) vs raw decode
     books_s, _ = best_of(repeat, lambda: parse_and_books(paths))
     # the same stage on the pure-Python book sides, the fallback where tapewatch._sides could not be built
-    py_books_s = books_s
-    if book_sides.new_sides is not book_sides.py_sides:
-        book_sides.new_sides = book_sides.py_sides
-        try:
+    sides, py_books_s = sides_in_use(), books_s
+    if sides == "native":
+        with python_sides():
             py_books_s, _ = best_of(repeat, lambda: parse_and_books(paths))
-        finally:
-            book_sides.new_sides = book_sides.native_sides
     eng_s, eng = best_of(1, lambda: replay(paths))
     span_ms = _span_ms(paths)
     fig: dict[str, object] = {
@@ -123,7 +117,7 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
         "replay_over_raw": round(rep_s / raw_s, 2),
         "parse_books_msg_s": round(raw.lines / books_s),
         "parse_books_over_raw": round(books_s / raw_s, 2),
-        "book_sides": SIDES,
+        "book_sides": sides,
         "parse_books_python_sides_over_raw": round(py_books_s / raw_s, 2),
         "replay_with_engine_msg_s": round(eng["messages"] / eng_s),
         "signals": eng["signals"],
@@ -138,7 +132,7 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
         f"\n== {name}: {raw.lines:,} messages, {fig['bytes_mb']} MB of JSON, {fig['capture_span_s']} s of market\n"
         f"  raw gzip+JSON decode : {fig['raw_decode_msg_s']:>10,} msg/s\n"
         f"  parse + book update  : {fig['parse_books_msg_s']:>10,} msg/s   = {fig['parse_books_over_raw']}x the raw cost"
-        f" (target <= 3x; {SIDES} book sides)\n"
+        f" (target <= 3x; {sides} book sides)\n"
         f"    with Python sides  : {round(raw.lines / py_books_s):>10,} msg/s   ="
         f" {fig['parse_books_python_sides_over_raw']}x (the fallback without a C compiler)\n"
         f"  replay (all market state): {fig['replay_msg_s']:>7,} msg/s   = {fig['replay_over_raw']}x the raw cost\n"
@@ -173,12 +167,10 @@ def main() -> None:
         help="use the pure-Python book sides even where the native ones exist",
     )
     args = parser.parse_args()
-    global SIDES
     if args.python_sides:
         book_sides.new_sides = book_sides.py_sides
-        SIDES = "python"
     print(
-        f"book sides: {SIDES} ({'tapewatch._sides, C' if SIDES == 'native' else 'pure Python'})", flush=True
+        f"book sides: {sides_in_use()} ({'tapewatch._sides, C' if sides_in_use() == 'native' else 'pure Python'})"
     )
     # the signal engine on a whole-market-shaped capture: 300 symbols (issue 4)
     engine = measure_engine(

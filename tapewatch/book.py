@@ -17,10 +17,8 @@ Nothing here reads a clock: ``now_ms`` is passed in where freshness matters.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
 from tapewatch import book_sides
-from tapewatch.book_sides import Side
 from tapewatch.book_types import (
     APPLIED,
     APPLIED_SYNC,
@@ -90,12 +88,10 @@ class OrderBook:
         "synced_at",
     )
 
-    def __init__(
-        self, symbol: str, max_buffer: int = 5000, sides: Callable[[], tuple[Side, Side]] | None = None
-    ) -> None:
+    def __init__(self, symbol: str, max_buffer: int = 5000) -> None:
         self.symbol = symbol
         # native sides when built (tapewatch.book_sides): same behaviour either way
-        self.bids, self.asks = (sides or book_sides.new_sides)()
+        self.bids, self.asks = book_sides.new_sides()
         self.state = _WAITING_SNAPSHOT
         self.last_update_id = 0
         self.last_event_time = 0
