@@ -380,6 +380,53 @@ def test_a_failing_notifier_does_not_block_or_break_the_other(db: Database, engi
     assert statuses == {"webhook": ["failed"], "telegram": ["sent"], "broken": ["failed"]}
 
 
+def test_a_cancel_that_arrives_with_a_notice_stops_the_worker(db: Database) -> None:
+    """A worker holding a digest waits for a notice with a deadline. Cancelled in the same step as a notice
+    arrives (the service stopping while its last signals are relayed), it ends and leaves the notice unsent.
+    With ``asyncio.wait_for`` on Python 3.11 the wait returned the notice, swallowing the cancel, and the
+    worker ran on forever."""
+
+    class Holding:
+        """A notifier that holds a digest due in 30 s, and records what it is asked to send."""
+
+        name = "holding"
+
+        def __init__(self) -> None:
+            self.submitted: list[str] = []
+
+        async def submit(self, notice: Notice) -> list[Delivery]:
+            self.submitted.append(notice.signal_id)
+            return [Delivery(notice.signal_id, "sent", 1, "ok")]
+
+        def due(self) -> float | None:
+            return clock.now + 30.0
+
+        async def flush(self) -> list[Delivery]:
+            return []
+
+        async def aclose(self) -> None:
+            pass
+
+    clock = Clock(1_000.0)
+    notifier = Holding()
+    signal = entry()
+
+    async def scenario() -> tuple[bool, bool, int]:
+        worker = NotifierWorker(notifier, Deliveries(db), clock=clock)
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.05)  # the worker is waiting for a notice, with the digest's deadline
+            worker.offer(_notice(signal))
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            return task in done, task.cancelled(), worker.unhandled
+        finally:
+            task.cancel()
+
+    assert _run(scenario()) == (True, True, 1)
+    assert notifier.submitted == []
+
+
 def test_relay_to_notifiers_end_to_end_and_the_backlog_after_a_restart(
     db: Database, engine: Engine, redis_url: str, redis_keys: Keyspace
 ) -> None:
