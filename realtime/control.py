@@ -18,6 +18,13 @@ only what changed, logs each change in one line and counts it:
 
 Redis being away never stops the service: what was applied stays applied, the outage is logged once (and its
 end), and the loop retries with capped exponential backoff.
+
+Redis coming back empty (restarted without persistence, flushed) must not read as "resume, no universe": the
+control marker (``control:marker``, set by the first read and kept by every control write) tells the two
+apart. When it is gone or replaced while control state is applied, the loop keeps what it applied, logs an
+ERROR, counts it (``control_state_lost``) and writes the applied values back where their keys are absent, with
+control events from ``<component> (restored)``; a key present again is a command written since, applied as
+usual. Several shards may restore at once: the write is atomic and per key, so each value is written once.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import msgspec
+
 from realtime.backoff import Backoff
+from realtime.service_publish import component_name
 from realtime.timebase import REAL_TIME, Timebase
 from tapewatch.adapters.redis_state import MAX_BLOCK_MS, AsyncRedisState, ControlEvent, ControlState
 from tapewatch.errors import StorageUnavailable
@@ -159,6 +169,8 @@ class ControlLoop:
         self._judged: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
         self._unchecked = False
         self._start_universe: tuple[str, ...] = ()
+        # The control marker seen at the last read (None: not established yet).
+        self._marker: str | None = None
 
     # --- the loop -------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -220,9 +232,58 @@ class ControlLoop:
         return self._tb.monotonic() + wait
 
     async def _read_and_apply(self, cause: str) -> None:
-        state = await self.redis.read_control()
+        state, marker = await self.redis.read_control_marked()
         self.counters["reads"] += 1
+        if self.applied is None or self._marker is None:
+            # Nothing applied yet (a first start on an empty Redis included): nothing can have been lost.
+            self._marker, _ = await self.redis.restore_control(ControlState(), source=self._restorer)
+        elif marker != self._marker:
+            state = await self._restore(state, self.applied)
         await self.apply(state, cause)
+
+    @property
+    def _restorer(self) -> str:
+        return f"{component_name(self.shard)} (restored)"
+
+    # --- Redis lost its data ----------------------------------------------------------------------------------
+    async def _restore(self, state: ControlState, applied: AppliedControl) -> ControlState:
+        """Redis lost the control keys: write the applied values back where their key is absent and return
+        ``state`` with them (a key present is a command written since the loss, applied as usual)."""
+        lost = self._lost(state, applied)
+        self._marker, written = await self.redis.restore_control(lost, source=self._restorer)
+        self.counters["state_lost"] += 1
+        log.error(
+            "control: Redis lost its data (restarted without persistence?): control state restored from the "
+            "service: %s; %s; enable persistence (appendonly yes) on Redis",
+            _describe_applied(applied),
+            f"written back: {', '.join(written)}" if written else "nothing to write back",
+            extra={**_EXTRA, "restored": ",".join(written)},
+        )
+        return msgspec.structs.replace(
+            state,
+            universe=state.universe if lost.universe is None else lost.universe,
+            paused_reason=state.paused_reason if lost.paused_reason is None else lost.paused_reason,
+            backup_feed=state.backup_feed or lost.backup_feed,
+            max_universe=state.max_universe if lost.max_universe is None else lost.max_universe,
+        )
+
+    def _lost(self, state: ControlState, applied: AppliedControl) -> ControlState:
+        """The applied control values whose key ``state`` lacks (an unreadable key is not lacking)."""
+        keys = self.redis.keys
+
+        def absent(key: str, value: object) -> bool:
+            return value in (None, False) and key not in state.invalid
+
+        return ControlState(
+            universe=applied.base
+            if applied.source == "control" and absent(keys.control_universe, state.universe)
+            else None,
+            paused_reason=applied.paused_reason if absent(keys.control_paused, state.paused_reason) else None,
+            backup_feed=applied.backup_feed and absent(keys.control_backup_feed, state.backup_feed),
+            max_universe=applied.max_universe
+            if absent(keys.control_max_universe, state.max_universe)
+            else None,
+        )
 
     # --- applying -------------------------------------------------------------------------------------------
     async def apply(self, state: ControlState, cause: str = "") -> AppliedControl:
@@ -385,6 +446,8 @@ class ControlLoop:
             "control_rejected": self.counters["rejected"],
             "control_universe_unchecked": self.counters["universe_unchecked"],
             "control_errors": self.counters["errors"],
+            # times Redis came back without the control state (restored from what this service applied)
+            "control_state_lost": self.counters["state_lost"],
         }
         if a is not None:
             out.update(
@@ -410,6 +473,15 @@ class ControlLoop:
             "universe_source": a.source,
             "control_redis": "up" if self.redis_up else "down",
         }
+
+
+def _describe_applied(a: AppliedControl) -> str:
+    """``paused='maintenance', universe=2 symbols (control key), max_universe=1, backup_feed=on``."""
+    universe = f"{len(a.base)} symbols ({'control key' if a.source == 'control' else 'start-up choice'})"
+    return (
+        f"paused={a.paused_reason!r}, universe={universe}, max_universe={a.max_universe or 'none'}, "
+        f"backup_feed={'on' if a.backup_feed else 'off'}"
+    )
 
 
 def _cause(events: Sequence[ControlEvent]) -> str:

@@ -15,6 +15,7 @@ them sit under one prefix, ``tw:`` in production; tests use a unique prefix each
 | ``tw:control:backup_feed``         | string | ``1`` = use the backup market-data feed; absent = primary      |
 | ``tw:control:max_universe``        | string | most symbols to follow (shrink under load); absent = no cap  |
 | ``tw:control:events``              | stream | one entry per control change, so the service wakes up        |
+| ``tw:control:marker``              | string | a token set (SET NX) with the first control write and kept by every one; gone = Redis lost its data |
 | ``tw:stream:signals``              | stream | published signals                                            |
 | ``tw:last_signal``                 | string | JSON ``{"ts" (ms), "info"}`` of the newest signal published (no TTL) |
 | ``tw:last_rescan``                 | string | JSON ``{"ts" (ms), "info"}`` of the newest universe rescan (no TTL) |
@@ -26,6 +27,11 @@ them sit under one prefix, ``tw:`` in production; tests use a unique prefix each
 dispatch writes ``last_signal`` with ``RedisState.set_last_signal`` / ``AsyncRedisState.set_last_signal``
 (``info``: ``signal_id``, ``symbol``, ``direction``, ``priority``, ``event_time``); the rescan job writes
 ``last_rescan`` with ``set_last_rescan`` (``info``: ``run_id``, ``symbols``, ``added``, ``removed``).
+
+``control:marker`` tells an absent control key ("not paused", "the service's own universe") from a Redis that
+came back empty: the realtime service sets it on its first read, every control write keeps it (SET NX), and
+nothing deletes it. When it is gone (or replaced) while the service has applied control state, Redis lost its
+data; the service keeps what it applied and writes it back (``ControlLoop``).
 """
 
 from __future__ import annotations
@@ -119,6 +125,12 @@ class Keyspace:
     def control_events(self) -> str:
         """Stream: one entry per control change (``command``, ``value``, ``ts``, ``source``)."""
         return f"{self.prefix}control:events"
+
+    @property
+    def control_marker(self) -> str:
+        """String: a token set (SET NX) with the first control write or read and kept since; its absence
+        while the service has applied control state means Redis lost its data."""
+        return f"{self.prefix}control:marker"
 
     @property
     def signals_stream(self) -> str:

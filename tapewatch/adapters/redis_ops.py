@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -43,6 +44,30 @@ Clock = Callable[[], float]
 CONTROL_EVENTS_MAXLEN = 1000
 #: Longest XREAD block: it must stay below the client's socket timeout.
 MAX_BLOCK_MS = 5000
+
+# Restores the control keys a Redis lost, atomically, so that several services (shards) doing it at once
+# write each key and its event once: every key is SET NX (a command written since the loss wins), an event
+# is added only for a key actually written, and the marker is set NX. Returns the marker now held and the
+# commands written. KEYS: marker, events stream, the control keys; ARGV: marker token, ts, source, stream
+# maxlen, then a (command, value) pair per control key.
+_RESTORE_CONTROL = """
+local written = {}
+for i = 3, #KEYS do
+  local command, value = ARGV[2 * i - 1], ARGV[2 * i]
+  if redis.call('SET', KEYS[i], value, 'NX') then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+      'command', command, 'value', value, 'ts', ARGV[2], 'source', ARGV[3])
+    written[#written + 1] = command
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return {redis.call('GET', KEYS[1]), written}
+"""
+
+
+def new_marker() -> str:
+    """A fresh control-marker token (unique: a replaced marker is told from the one a service knew)."""
+    return uuid.uuid4().hex
 
 
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -236,31 +261,68 @@ class Ops:
         return Op((call("get", key),), lambda r: decode_closes(key, r[0]))
 
     # --- control -------------------------------------------------------------------------------------
-    def read_control(self) -> Op[ControlState]:
+    def _control_names(self) -> tuple[str, str, str, str]:
         keys = self.keys
-        names = (
-            keys.control_universe,
-            keys.control_paused,
-            keys.control_backup_feed,
-            keys.control_max_universe,
-        )
+        return keys.control_universe, keys.control_paused, keys.control_backup_feed, keys.control_max_universe
+
+    def read_control(self) -> Op[ControlState]:
+        names = self._control_names()
         # Errors stay in the replies (a key of the wrong type): they make that key invalid, not the call fail.
         return Op(
             tuple(call("get", n) for n in names), lambda r: decode_control(names, r), raise_on_error=False
         )
 
+    def read_control_marked(self) -> Op[tuple[ControlState, str | None]]:
+        """The control values and the control marker (None: absent or unreadable), in one round trip."""
+        names = self._control_names()
+
+        def finish(replies: list[Any]) -> tuple[ControlState, str | None]:
+            marker = replies[-1]
+            return decode_control(names, replies[:-1]), marker if isinstance(marker, str) else None
+
+        calls = (*(call("get", n) for n in names), call("get", self.keys.control_marker))
+        return Op(calls, finish, raise_on_error=False)
+
     def set_control(self, key: str, command: str, value: str | None, source: str) -> Op[None]:
         change = call("set", key, value) if value is not None else call("delete", key)
         fields = {"command": command, "value": value or "", "ts": str(self.now_ms()), "source": source}
         event = call("xadd", self.keys.control_events, fields, maxlen=CONTROL_EVENTS_MAXLEN, approximate=True)
-        return Op((change, event), lambda _: None, transaction=True)
+        # every write keeps the marker (a resume deletes only its key): its absence means lost data
+        marker = call("set", self.keys.control_marker, new_marker(), nx=True)
+        return Op((change, event, marker), lambda _: None, transaction=True)
+
+    def restore_control(self, state: ControlState, source: str) -> Op[tuple[str, list[str]]]:
+        """Write back the non-default values of ``state`` where their key is absent (one event each), and
+        the marker where it is absent; yields the marker now held and the commands written. With a default
+        ``state``: only make sure the marker exists."""
+        keys = self.keys
+        values = {
+            "universe": (keys.control_universe, _encode_universe(state.universe)),
+            "paused": (keys.control_paused, state.paused_reason),
+            "backup_feed": (keys.control_backup_feed, "1" if state.backup_feed else None),
+            "max_universe": (keys.control_max_universe, _optional_str(state.max_universe)),
+        }
+        kept = [(command, key, value) for command, (key, value) in values.items() if value is not None]
+        args: list[str] = [new_marker(), str(self.now_ms()), source, str(CONTROL_EVENTS_MAXLEN)]
+        for command, _, value in kept:
+            args += [command, value]
+        script = call(
+            "eval",
+            _RESTORE_CONTROL,
+            2 + len(kept),
+            keys.control_marker,
+            keys.control_events,
+            *(key for _, key, _ in kept),
+            *args,
+        )
+        return Op((script,), lambda r: (str(r[0][0]), [str(c) for c in r[0][1]]))
 
     def set_universe(self, symbols: Sequence[str] | None, source: str) -> Op[None]:
         value = None
         if symbols is not None:
             if isinstance(symbols, str):
                 raise TypeError("symbols must be a sequence of symbols, not one string")
-            value = msgspec.json.encode([check_symbol(s) for s in symbols]).decode()
+            value = _encode_universe([check_symbol(s) for s in symbols])
         return self.set_control(self.keys.control_universe, "universe", value, source)
 
     def set_max_universe(self, limit: int | None, source: str) -> Op[None]:
@@ -279,3 +341,11 @@ class Ops:
         return Op(
             (call("xrevrange", self.keys.control_events, count=1),), lambda r: r[0][0][0] if r[0] else "0-0"
         )
+
+
+def _encode_universe(symbols: Sequence[str] | None) -> str | None:
+    return None if symbols is None else msgspec.json.encode(list(symbols)).decode()
+
+
+def _optional_str(value: int | None) -> str | None:
+    return None if value is None else str(value)

@@ -364,6 +364,18 @@ class AsyncRedisState:
         """The current control values (unreadable ones are listed in ``invalid`` and ignored)."""
         return await self._run(self._ops.read_control())
 
+    async def read_control_marked(self) -> tuple[ControlState, str | None]:
+        """The control values and the control marker (``control:marker``; None when absent): a marker gone or
+        replaced since the last read means Redis lost its data."""
+        return await self._run(self._ops.read_control_marked())
+
+    async def restore_control(self, state: ControlState, *, source: str) -> tuple[str, list[str]]:
+        """Write back the non-default values of ``state`` whose key is absent, each with a control event from
+        ``source``, and set the marker if absent, atomically (several shards may do it at once: each key is
+        written once, a command written meanwhile is kept). Returns the marker now held and the commands
+        written; with a default ``state``, only the marker is made sure of."""
+        return await self._run(self._ops.restore_control(state, source))
+
     async def last_control_event_id(self) -> str:
         """The id of the newest control event ("0-0" when none): where to start waiting from."""
         return await self._run(self._ops.last_control_event_id())

@@ -44,6 +44,7 @@ def test_production_key_names() -> None:
         "tw:control:max_universe",
     )
     assert KEYS.control_events == "tw:control:events"
+    assert KEYS.control_marker == "tw:control:marker"
     assert KEYS.signals_stream == "tw:stream:signals"
     assert KEYS.pattern == "tw:*"
 
@@ -376,6 +377,46 @@ def test_hostile_control_values_are_ignored_and_reported(
     redis_client.set(keys.control_max_universe, "5")
     redis_client.delete(keys.control_paused)
     assert redis_state.read_control() == ControlState(universe=("SOLUSDT",), backup_feed=True, max_universe=5)
+
+
+def test_every_control_write_keeps_one_marker_and_a_restore_writes_only_absent_keys(
+    redis_url: str, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    keys = redis_state.keys
+    redis_state.pause("maintenance", source="ops")
+    marker = redis_client.get(keys.control_marker)
+    assert marker  # set by the first write
+    redis_state.resume(source="ops")
+    redis_state.set_universe(["BTCUSDT"], source="dagster")
+    assert redis_client.get(keys.control_marker) == marker  # kept, not replaced, by every write
+
+    async def restore(state: ControlState) -> tuple[tuple[ControlState, str | None], tuple[str, list[str]]]:
+        service = AsyncRedisState.from_url(redis_url, keys=keys)
+        try:
+            done = await service.restore_control(state, source="realtime (restored)")
+            return await service.read_control_marked(), done
+        finally:
+            await service.aclose()
+
+    redis_client.delete(keys.control_marker)
+    lost = ControlState(universe=("ETHUSDT",), paused_reason="maintenance", backup_feed=True, max_universe=3)
+    (read, now), (held, written) = asyncio.run(restore(lost))
+    assert held == now and held not in (None, marker)  # a new marker: told from the one known before
+    # the universe written since the loss is kept; the absent keys are written back, one event each
+    assert written == ["paused", "backup_feed", "max_universe"]
+    assert read == ControlState(
+        universe=("BTCUSDT",), paused_reason="maintenance", backup_feed=True, max_universe=3
+    )
+    events = redis_state.control_events()[-3:]
+    assert [(e.command, e.value, e.source) for e in events] == [
+        ("paused", "maintenance", "realtime (restored)"),
+        ("backup_feed", "1", "realtime (restored)"),
+        ("max_universe", "3", "realtime (restored)"),
+    ]
+    # a second restorer (another shard) finds everything there: nothing written, the same marker
+    (_, again), (held_again, written_again) = asyncio.run(restore(lost))
+    assert (held_again, written_again, again) == (held, [], held)
+    assert len(redis_state.control_events()) == 6
 
 
 def test_bad_control_commands_are_refused_before_reaching_redis(redis_state: RedisState) -> None:
