@@ -432,6 +432,7 @@ class Market(MarketTrades):
             "book_ticker_ahead": self.counters["book_ticker_ahead"],
             "agg_id_ahead": self.counters["agg_id_ahead"],
             "trade_time_regressed": self.counters["trade_time_regressed"],
+            "trade_too_old": self.counters["trade_too_old"],
             **self.trade_gap_totals(),
         }
 

@@ -185,10 +185,15 @@ class MarketTrades(MarketClock):
             )
         request: TradeFillNeeded | None = None
         for ev in done.held:
-            deferred = self.deferred
+            deferred, too_old = self.deferred, self.counters["trade_too_old"]
             request = self._on_agg_trade(st, ev) or request
-            # applied (not held by a new gap) and taken by the windows (not held or rejected as ahead of the clock)
-            if ev.agg_id <= st.last_agg_id and self.deferred == deferred:
+            # applied (not held by a new gap) and taken by the windows (not held or rejected as ahead of the clock,
+            # nor left out as too old)
+            if (
+                ev.agg_id <= st.last_agg_id
+                and self.deferred == deferred
+                and self.counters["trade_too_old"] == too_old
+            ):
                 caught_up.append((ev.trade_time, ev.price))
         pending = st.fill
         if (
@@ -233,7 +238,8 @@ class MarketTrades(MarketClock):
             self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker)
 
     def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> bool:
-        """Add a trade to the symbol's windows; False when it is held or rejected as ahead of the clock."""
+        """Add a trade to the symbol's windows; False when it is held or rejected as ahead of the clock, or left
+        out as older than a window (``trade_too_old``): the followers of open signals are not given it."""
         if (
             time > self.ahead_ms
             # a tape running on while every depth stream is quiet: within the tolerance of the symbol's own
@@ -244,8 +250,7 @@ class MarketTrades(MarketClock):
             )
         ):
             return False
-        self._add_trade(st, time, price, qty, buyer_is_maker)
-        return True
+        return self._add_trade(st, time, price, qty, buyer_is_maker)
 
     def _release_trade(
         self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool
@@ -254,17 +259,26 @@ class MarketTrades(MarketClock):
         the followers of open signals (``caught_up``). They read the newest trade of their symbol's trade frames
         only (``flow.last_price``), and the frame that releases it is another symbol's, or this symbol's next
         trade: without it a stop or target it touched would be missed. At most one trade per symbol a jump."""
-        self._add_trade(st, time, price, qty, buyer_is_maker)
-        st.caught_up.append((time, price))
+        if self._add_trade(st, time, price, qty, buyer_is_maker):
+            st.caught_up.append((time, price))
 
-    def _add_trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
-        """Add a trade the clock accepted (at once, or held until its jump was confirmed) to the windows. One
-        stamped before the symbol's last trade (``trade_time_regressed``: ids in order, times not) is added all
-        the same, counted, and logged at power-of-two counts."""
+    def _add_trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> bool:
+        """Add a trade the clock accepted (at once, or held until its jump was confirmed) to the windows; False
+        when a window left it out. One stamped before the symbol's last trade (``trade_time_regressed``: ids in
+        order, times not) is counted and logged at power-of-two counts; within a window's horizon it is added
+        all the same (a few ms of skew), but the last price and time stay the newest trade's. Older than a
+        window's horizon it could never be inside that window: left out of it (appended it would stay counted
+        for a whole window, and once was the last price), counted ``trade_too_old`` and logged likewise."""
         if time < st.flow.last_time:
             self._trade_time_regressed(st, time)
-        st.flow.add(time, price, qty, buyer_is_maker)
-        st.vwap.add(time, price, qty, buyer_is_maker)
+        in_flow = st.flow.add(time, price, qty, buyer_is_maker)
+        in_vwap = st.vwap.add(time, price, qty, buyer_is_maker)
+        if in_flow and in_vwap:
+            return True
+        self._trade_too_old(
+            st, time, [w.window_ms for w, took in ((st.flow, in_flow), (st.vwap, in_vwap)) if not took]
+        )
+        return False
 
     def _trade_time_regressed(self, st: SymbolState, time: int) -> None:
         """Count (and at 1, 2, 4, ... log) a trade older than the symbol's last one: the exchange's trade times
@@ -275,6 +289,21 @@ class MarketTrades(MarketClock):
                 "trade at %d is %d ms older than the symbol's last trade (%d so far)",
                 time,
                 st.flow.last_time - time,
+                n,
+                extra={"symbol": st.symbol, "stream": "trade"},
+            )
+
+    def _trade_too_old(self, st: SymbolState, time: int, windows_ms: list[int]) -> None:
+        """Count (and at 1, 2, 4, ... log) a trade stamped further before the symbol's last one than the horizon
+        of the windows ``windows_ms`` (a bogus time, or a stale trade), which left it out."""
+        n = self.counters["trade_too_old"] = self.counters["trade_too_old"] + 1
+        if n & (n - 1) == 0:
+            log.warning(
+                "trade at %d is %d ms older than the symbol's last trade: left out of its %s ms windows and not"
+                " followed (%d so far)",
+                time,
+                st.flow.last_time - time,
+                ", ".join(map(str, windows_ms)),
                 n,
                 extra={"symbol": st.symbol, "stream": "trade"},
             )

@@ -2,7 +2,9 @@
 
 A window of length ``w`` ms ending at ``now`` (the symbol's latest trade time) holds the trades with
 ``T >= now - w`` — the same set as the spec's ``TradeFlowAnalyzer`` (``current - T <= window``).
-Running sums are kept as trades enter and leave, never rebuilt.
+Running sums are kept as trades enter and leave, never rebuilt. A trade stamped before the latest one still
+enters (trades leave from the front only, so it stays until those before it have left), unless it is older
+than the window's horizon: it could never be inside it, and appended it would stay counted for a whole window.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class TradeWindow:
         "large_buys",
         "large_sells",
         "large_trade_size",
+        "last_price",
         "last_time",
         "pq",
         "q",
@@ -48,12 +51,17 @@ class TradeWindow:
         self.quote_volume = 0.0
         self.pq = 0.0  # Σ p·q, for VWAP
         self.q = 0.0  # Σ q
-        self.last_time = 0
+        self.last_time = 0  # time of the newest trade: the window ends there
+        self.last_price: float | None = None  # its price (of the later arrival on a tie)
         self._expired = 0
 
-    def add(self, time: int, price: float, qty: float, buyer_is_maker: bool) -> None:
-        """Add a trade. A trade older than the latest one is still counted (windows end at the latest); one stamped
-        far ahead would hold the window at its time, so the market never adds one (:mod:`tapewatch.market_clock`)."""
+    def add(self, time: int, price: float, qty: float, buyer_is_maker: bool) -> bool:
+        """Add a trade; False when it is older than the window's horizon (``time < last_time - window_ms``) and
+        so left out. A trade older than the latest one but within it is still counted (windows end at the
+        latest) and leaves :attr:`last_time` and :attr:`last_price` as they were; one stamped far ahead would
+        hold the window at its time, so the market never adds one (:mod:`tapewatch.market_clock`)."""
+        if time < self.last_time - self.window_ms:
+            return False
         quote = price * qty
         trade = FlowTrade(time, price, qty, quote, buyer_is_maker, quote >= self.large_trade_size)
         self._trades.append(trade)
@@ -65,11 +73,13 @@ class TradeWindow:
                 self.large_sells += 1
             else:
                 self.large_buys += 1
-        if time > self.last_time:
+        if time >= self.last_time:
             self.last_time = time
+            self.last_price = price
         cutoff = self.last_time - self.window_ms
         if self._trades[0].time < cutoff:  # checked here: most trades expire nothing, and a call costs
             self._expire(cutoff)
+        return True
 
     def _expire(self, cutoff: int) -> None:
         trades = self._trades
@@ -101,9 +111,10 @@ class TradeWindow:
         return len(self._trades)
 
     @property
-    def last_price(self) -> float | None:
-        """Price of the most recent trade in the window."""
-        return self._trades[-1].price if self._trades else None
+    def last_added(self) -> FlowTrade | None:
+        """The trade added last (arrival order): the newest (:attr:`last_time`, :attr:`last_price`), or one
+        stamped a little before it. Never expired while the newest trade, which lies before it, is not."""
+        return self._trades[-1] if self._trades else None
 
     @property
     def vwap(self) -> float | None:
