@@ -18,6 +18,14 @@ from tapewatch.signal import ExitReason, Signal, TierHistory, make_exit_signal
 if TYPE_CHECKING:
     from tapewatch.engine import EngineOutput
 
+#: How far the expiry of open signals trails the market clock (ms of event time). The clock moves with depth
+#: diffs, which come on another websocket than the aggTrades (``/public`` and ``/market``): a diff stamped past a
+#: signal's deadline can arrive before a trade of its symbol stamped before it, and that trade (the stop, the
+#: trigger) must decide, not the expiry. The skew of the two streams is tens of ms; 2 s also covers a congested
+#: connection, and costs nothing but a quiet symbol's signal noticing its expiry 2 s late (the EXIT still carries
+#: the deadline's time).
+EXPIRY_GRACE_MS = 2_000
+
 _EXIT_REASONS: dict[OutcomeState, ExitReason] = {
     OutcomeState.TP1: "TP1",
     OutcomeState.TP2: "TP2",
@@ -56,14 +64,22 @@ class OpenSignals:
 
     def follow(self, st: SymbolState, out: EngineOutput) -> None:
         """Feed the symbol's newest trade (and the trades a filled aggTrade gap applied at once) to its
-        open signals."""
+        open signals. A trade added last but stamped before the newest (``trade_time_regressed``, within the
+        windows) did trade: it goes first, with its own time (the tracker never moves its clock back), then the
+        newest again, so the tracker's last price stays the newest trade's. One older than a window
+        (``trade_too_old``) was left out of the windows and is not followed."""
         self.follow_caught_up(st, out)
-        price, time = st.flow.last_price, st.flow.last_time
-        if price is None:
+        flow = st.flow
+        price, time, late = flow.last_price, flow.last_time, flow.last_added
+        if price is None or late is None:
             return
+        trades = [(time, price)] if late.time >= time else [(late.time, late.price), (time, price)]
         for sid, held in list(self.held.items()):
             if held.signal.symbol == st.symbol:
-                self._emit(sid, held, held.tracker.on_trade(time, price), price, out)
+                for trade_time, trade_price in trades:
+                    self._emit(sid, held, held.tracker.on_trade(trade_time, trade_price), trade_price, out)
+                    if held.tracker.finished:
+                        break
 
     def follow_caught_up(self, st: SymbolState, out: EngineOutput) -> None:
         """Feed the trades applied at once to the symbol's open signals, in order, and drain the list: those of a
@@ -79,11 +95,20 @@ class OpenSignals:
                         break
 
     def expire(self, now: int, symbols: Mapping[str, SymbolState], out: EngineOutput) -> None:
-        """Advance every open signal's clock to event time ``now`` (trigger windows, hold bounds)."""
+        """Advance the open signals' clocks to event time ``now`` less :data:`EXPIRY_GRACE_MS` (trigger windows,
+        hold bounds), all but those of a symbol whose aggTrade gap is being filled (:func:`trades_pending`).
+
+        An expiry keeps the deadline's time and the last price traded by then whenever it is noticed, and a
+        trade of the symbol stamped after the deadline expires its signals at once (``OutcomeTracker.on_trade``):
+        the grace delays only the expiry of a quiet symbol."""
+        clock = now - EXPIRY_GRACE_MS
         for sid, held in list(self.held.items()):
-            events = held.tracker.on_time(now)
+            st = symbols.get(held.signal.symbol)
+            if st is not None and trades_pending(st):
+                continue
+            events = held.tracker.on_time(clock)
             if events:
-                last = symbols[held.signal.symbol].flow.last_price or held.signal.entry_price
+                last = (st.flow.last_price if st is not None else None) or held.signal.entry_price
                 self._emit(sid, held, events, last, out)
 
     def _emit(
@@ -104,6 +129,14 @@ class OpenSignals:
             del self.held[sid]
             self._on_finish(outcome)
             out.finished.append(outcome)
+
+
+def trades_pending(st: SymbolState) -> bool:
+    """Whether trades of the symbol already received wait to be applied: its aggTrade gap is being filled (the
+    trades after it are held until the REST page comes, or the fill times out in trade time). A deadline they
+    may precede must wait for them: the gap's resolution feeds them to the followers in order
+    (``SymbolState.caught_up``), and one stamped after the deadline expires the signal there."""
+    return st.fill is not None
 
 
 def learn(history: dict[Tier, TierHistory], outcome: Outcome) -> None:
