@@ -104,7 +104,7 @@ class OpenSignals:
         clock = now - EXPIRY_GRACE_MS
         for sid, held in list(self.held.items()):
             st = symbols.get(held.signal.symbol)
-            if st is not None and trades_pending(st):
+            if st is not None and trades_pending(st, clock):
                 continue
             events = held.tracker.on_time(clock)
             if events:
@@ -131,12 +131,15 @@ class OpenSignals:
             out.finished.append(outcome)
 
 
-def trades_pending(st: SymbolState) -> bool:
-    """Whether trades of the symbol already received wait to be applied: its aggTrade gap is being filled (the
-    trades after it are held until the REST page comes, or the fill times out in trade time). A deadline they
-    may precede must wait for them: the gap's resolution feeds them to the followers in order
-    (``SymbolState.caught_up``), and one stamped after the deadline expires the signal there."""
-    return st.fill is not None
+def trades_pending(st: SymbolState, clock: int) -> bool:
+    """Whether trades of the symbol already received wait to be applied at event time ``clock``: its aggTrade
+    gap is being filled (the trades after it are held until the REST page comes, or the fill times out in trade
+    time). A deadline they may precede must wait for them: the gap's resolution feeds them to the followers in
+    order (``SymbolState.caught_up``), and one stamped after the deadline expires the signal there. Not past the
+    gap's give-up time (``PendingFill.gives_up_by``): a fill that failed on a symbol that stopped trading would
+    otherwise keep its signals open for good (its held trades then wait for the symbol's next trade)."""
+    fill = st.fill
+    return fill is not None and clock <= fill.gives_up_by
 
 
 def learn(history: dict[Tier, TierHistory], outcome: Outcome) -> None:

@@ -127,6 +127,12 @@ class PendingFill:
         """Ids of the gap (counted filled or lost when it resolves)."""
         return self.to_id - self.from_id + 1
 
+    @property
+    def gives_up_by(self) -> int:
+        """The trade time past which the held trades give the gap up (the revealing trade's time plus the
+        timeout): a later trade of the symbol resolves it, whatever the fill did."""
+        return self.first_time + self._timeout_ms
+
     def add(self, ev: AggTrade) -> Resolved | str:
         """Take one more trade of the symbol: :data:`DUPLICATE`, :data:`HELD`, or the gap
         :class:`Resolved` (complete, or given up because the held trades now span more than the timeout of

@@ -130,3 +130,23 @@ def test_no_expiry_while_the_symbols_aggtrade_gap_is_being_filled(late_ms: int) 
     run.send(fill_page(feed, missing, hold_end - 40, sig.entry_price))
     assert st.fill is None
     assert run.exits == [("STOP", hold_end - 20, sig.stop_loss - 0.01)] and run.engine.open == {}
+
+
+def test_a_gap_whose_fill_never_comes_holds_the_expiry_only_until_the_gap_would_be_given_up() -> None:
+    """The fill failed and the symbol stopped trading: nothing would ever resolve the gap. Its signals wait for
+    it only up to the gap's give-up time of trade time (the revealing trade's time plus the fill timeout), then
+    expire on the clock as a quiet symbol's do, at the deadline's time."""
+    run, hold_end = triggered_run()
+    sig, feed = run.signal, run.feed
+    feed.agg["BTCUSDT"] += 1  # that id never comes, and no REST page either
+    revealing = hold_end - 30
+    run.send(priced_trade(feed, "BTCUSDT", revealing, sig.entry_price))
+    st = feed.market.symbols["BTCUSDT"]
+    assert st.fill is not None
+    gives_up_by = revealing + feed.market.config.trade_fill_timeout_ms
+    assert st.fill.gives_up_by == gives_up_by
+    run.send(feed.diff("BTCUSDT", gives_up_by + EXPIRY_GRACE_MS))
+    assert run.exits == [] and len(run.engine.open) == 1
+    # the engine's next once-a-second tick
+    run.send(feed.diff("BTCUSDT", gives_up_by + EXPIRY_GRACE_MS + 1_000))
+    assert [(r, t) for r, t, _ in run.exits] == [("EXPIRED", hold_end)] and run.engine.open == {}
