@@ -330,9 +330,34 @@ class Market:
             tick = best + outward * k
             if side.get(tick) == 0:
                 self._set(sym, is_ask, tick, self._qty(sym, is_ask, k), t)
+        self._thin(sym, is_ask, side, t)
         cap = sym.spec.levels + MAX_EXTRA_LEVELS
         while len(side) > cap:  # makers far out cancel as many as were added, so the side stays bounded
             self._set(sym, is_ask, side.worst(), 0, t)
+
+    def _thin(self, sym: SymbolState, is_ask: bool, side: Side, t: int) -> None:
+        """Cancel the levels behind the dense block that sit closer than ``level_gap`` to the level before them.
+
+        They are what is left of an earlier dense block once the touch moved away: makers quote one tick apart
+        next to the touch only. Kept, every requote would leave such a block behind, the side would fill up
+        with one-tick levels wherever the price had been, and the level budget would push the far levels out:
+        the narrower side's top 100 levels of a tail book shrank from 0.63 % to 0.13 % of the price within five
+        minutes, less than the price moves, so clients with a 100-level snapshot kept going out of sync. Only
+        the first :data:`GAP_SCAN` levels are looked at, as for holes."""
+        gap = sym.spec.level_gap
+        keys = side.keys
+        start = min(len(keys), sym.spec.dense_levels) - 1
+        if gap <= 1 or start < 0:
+            return
+        kept = keys[start]
+        stale: list[int] = []
+        for key in keys[start + 1 : GAP_SCAN]:
+            if key - kept < gap:
+                stale.append(key)
+            else:
+                kept = key
+        for key in stale:
+            self._set(sym, is_ask, side.sign * key, 0, t)
 
     def _first_gap(self, sym: SymbolState, side: Side) -> tuple[int, int] | None:
         """The first unusually wide gap from the touch, as (depth, tick of the level before it), or None.
@@ -382,10 +407,14 @@ class Market:
         elif n > spec.levels + MAX_EXTRA_LEVELS:
             self._set(sym, is_ask, side.worst(), 0, t)
         else:
+            # A level added between two others keeps the book's spacing there: one tick in the dense block,
+            # at least ``level_gap`` behind it (see :meth:`_thin`).
             depth = min(n - 2, int(d.exp(10.0)))
             inner, outer = side.nth(depth), side.nth(depth + 1)
-            if abs(outer - inner) > 1:
-                self._set(sym, is_ask, inner + outward, self._qty(sym, is_ask, depth + 1), t)
+            dense = depth + 1 < spec.dense_levels
+            step = 1 if dense else spec.level_gap + d.below(spec.level_gap)
+            if abs(outer - inner) >= step + (1 if dense else spec.level_gap):
+                self._set(sym, is_ask, inner + outward * step, self._qty(sym, is_ask, depth + 1), t)
             elif depth > 0:
                 self._set(sym, is_ask, inner, 0, t)
 
