@@ -21,7 +21,7 @@ from realtime.status_view import status_table, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.dispatch import DispatchStopped
+from tapewatch.adapters.dispatch import DispatchStopped, innermost_frame
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
 from tapewatch.adapters.risk_ledger import RiskLedger
@@ -101,6 +101,39 @@ def watch_dispatch(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         stop.set()
 
     task.add_done_callback(ended)
+
+
+#: Seconds the stop waits for the cancelled dispatch to end before it says what still runs and goes on.
+DISPATCH_STOP_GRACE_S = 15.0
+
+
+async def stop_dispatch(
+    task: asyncio.Task[None],
+    running: Callable[[], list[asyncio.Task[None]]],
+    grace: float = DISPATCH_STOP_GRACE_S,
+) -> bool:
+    """Cancel the dispatch ``task`` and wait at most ``grace`` s for it to end; True when it did (an error it
+    ended with, other than the cancel, is raised). Otherwise a task that swallowed the cancel keeps it
+    waiting: each of ``running`` (its tasks not ended) is logged as an ERROR with the frame it waits in and
+    cancelled once more (its TaskGroup cancels them only once), and the stop goes on without waiting. Should
+    one swallow that cancel too, ``asyncio.run`` still waits for it at exit (it cancels every task left)."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=grace)
+    if task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
+        return True
+    for stuck in running() or [task]:
+        log.error(
+            "the %s task did not stop within %g s of its cancel; it waits at %s (cancelled again, the stop "
+            "goes on)",
+            stuck.get_name(),
+            grace,
+            innermost_frame(stuck),
+            extra={"task": stuck.get_name(), "grace_s": grace},
+        )
+        stuck.cancel()
+    return False
 
 
 def dispatch_failure(task: asyncio.Task[None] | None) -> DispatchStopped | None:
@@ -228,9 +261,7 @@ async def run_service(
             failure = dispatch_failure(dispatch_task)
             if dispatch is not None and dispatch_task is not None:
                 if not dispatch_task.done():
-                    dispatch_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await dispatch_task
+                    await stop_dispatch(dispatch_task, dispatch.running_tasks)
                 if not await dispatch.aclose(grace=10):
                     log.error("some signals were not written or published before exit (see above)")
             log.info("realtime service stopped: %s", summary(service))

@@ -23,9 +23,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Iterable
 from dataclasses import asdict
+from typing import Any
 
 import redis.asyncio
 
+from tapewatch.adapters.cancels import await_chain, where
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.notifiers import Notifications
 from tapewatch.adapters.outbox import Outbox, OutboxRelay
@@ -51,6 +53,13 @@ async def _until_cancelled(name: str, work: Awaitable[None]) -> None:
     raise DispatchStopped(f"the {name} returned; it should run until cancelled")
 
 
+def innermost_frame(task: asyncio.Task[Any]) -> str:
+    """``file:line in function`` of the innermost coroutine in ``task``'s await chain ("?" when there is none):
+    where it waits."""
+    chain = await_chain(task)
+    return where(chain[-1]) if chain else "?"
+
+
 class Dispatch:
     """Storage buffer, outbox relay and notifiers, wired together."""
 
@@ -61,6 +70,7 @@ class Dispatch:
         self.pending = pending
         self.relay = relay
         self.notifications = notifications
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     def from_settings(
@@ -98,9 +108,17 @@ class Dispatch:
         relay raises or returns (or the notifiers raise), the others are cancelled and the error is raised (an
         ``ExceptionGroup``). The notifiers return at once when none is configured."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(_until_cancelled("storage writer", self.pending.run()), name="pending-writes")
-            group.create_task(_until_cancelled("outbox relay", self.relay.run()), name="outbox-relay")
-            group.create_task(self.notifications.run(), name="notifiers")
+            self._tasks = [
+                group.create_task(
+                    _until_cancelled("storage writer", self.pending.run()), name="pending-writes"
+                ),
+                group.create_task(_until_cancelled("outbox relay", self.relay.run()), name="outbox-relay"),
+                group.create_task(self.notifications.run(), name="notifiers"),
+            ]
+
+    def running_tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks of :meth:`run` that have not ended (after a cancel: those that do not stop)."""
+        return [task for task in self._tasks if not task.done()]
 
     async def aclose(self, grace: float = 10.0) -> bool:
         """Last chance before exit: write what is held and publish what is stored, within ``grace`` s;

@@ -12,7 +12,6 @@ in ``redis_ops``, and run here by either client. Any Redis failure surfaces as S
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ import redis.asyncio.retry
 import redis.retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from tapewatch.adapters.cancels import honouring_cancel
 from tapewatch.adapters.redis_keys import KEYS, REALTIME, Keyspace
 from tapewatch.adapters.redis_ops import MAX_BLOCK_MS, Clock, Op, Ops, T, call
 from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat, LastEvent, SymbolFeed
@@ -69,17 +69,6 @@ def _storage_errors(where: str) -> Iterator[None]:
             "and that TAPEWATCH_REDIS_URL points to it (leave it unset to use the embedded server under the "
             "var dir)."
         ) from exc
-
-
-def _honour_cancel() -> None:
-    """Raise CancelledError when the current task was asked to stop during the last await but it returned.
-
-    Python 3.11's ``asyncio.wait_for`` (redis-py connects and writes with it) returns normally when the
-    cancellation lands just as the inner await completes; the task still counts the request (``cancelling()``).
-    Swallowed, it would leave a cancelled task running (a task group then waits forever at shutdown)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _client_options(
@@ -293,8 +282,7 @@ class AsyncRedisState:
                 pipe = self.client.pipeline(transaction=op.transaction)
                 for name, args, kwargs in op.calls:
                     getattr(pipe, name)(*args, **kwargs)
-                replies = await pipe.execute(raise_on_error=op.raise_on_error)
-            _honour_cancel()
+                replies = await honouring_cancel(pipe.execute(raise_on_error=op.raise_on_error))
             result = op.finish(replies)
             if not isinstance(result, Op):
                 return result

@@ -18,6 +18,7 @@ import redis.asyncio
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tapewatch.adapters.cancels import await_chain
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import start_redis, stop_redis
 from tapewatch.adapters.outbox import Outbox, OutboxRelay, OutboxRow, stream_id_for
@@ -376,3 +377,61 @@ def test_a_cancel_that_arrives_with_a_wake_stops_the_relay(
             await client.aclose()
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_cancel_that_lands_while_redis_py_writes_the_xadd_stops_the_relay(
+    db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    """redis-py writes each command under ``asyncio.wait_for``, which on Python 3.11 swallows a cancel that lands
+    once the write is done but before it resumes; the XADD completed and the cancelled relay ran on forever
+    (the service's stop hung in the dispatch TaskGroup). Cancelled there, the relay ends."""
+    SignalStore(db).save_signals(entries(3))
+
+    async def scenario() -> tuple[bool, bool]:
+        client = _async_client(redis_url)
+        relay = _relay(client, db, redis_keys, poll_interval=30.0)
+        task = asyncio.create_task(relay.run())
+        try:
+            # step the loop until the relay is inside the write of its first XADD: the window of the swallow
+            while "send_packed_command" not in (frame.f_code.co_name for frame in await_chain(task)):
+                assert not task.done()
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2)
+            return task in done, task.cancelled()
+        finally:
+            task.cancel()
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_cancel_at_any_step_of_an_xadd_ends_it(redis_url: str, redis_keys: Keyspace) -> None:
+    """A cancel accepted at any loop step of one XADD (connecting, writing, reading the reply) ends it with
+    CancelledError, never with a result: the cancelled task must not go on to its next command."""
+
+    async def scenario() -> list[tuple[int, str]]:
+        client = _async_client(redis_url)
+        # the relay's Redis side only: xadd never reads the outbox
+        relay = OutboxRelay(None, client, keys=redis_keys, maxlen=None)  # type: ignore[arg-type]
+        outcomes: list[tuple[int, str]] = []
+        try:
+            for attempt in range(32):
+                steps, warm = attempt // 2, attempt % 2 == 1
+                if warm:  # on an open connection (a cancel mid-command closes it: the next one reconnects)
+                    await client.ping()
+                row = OutboxRow(attempt + 1, f"signal-{attempt}", "{}")
+                task = asyncio.create_task(relay.xadd(row))
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                accepted = task.cancel()
+                await asyncio.wait({task}, timeout=2)
+                if not task.done():
+                    outcomes.append((attempt, "hung"))
+                elif accepted and not task.cancelled():
+                    outcomes.append((attempt, f"returned {task.result()} after its cancel"))
+        finally:
+            await client.aclose()
+        return outcomes
+
+    assert asyncio.run(scenario()) == []

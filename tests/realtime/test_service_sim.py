@@ -19,6 +19,7 @@ from realtime.replay import replay, run_replay
 from realtime.service import FeedService, choose_universe
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.cancels import await_chain, where
 from tapewatch.adapters.db import normalize_url
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
@@ -72,10 +73,18 @@ def until_signals(
 
 
 def _fail_with_stacks(message: str, *tasks: asyncio.Task[Any]) -> None:
-    """A hang: say where every task waits, instead of a bare timeout of the whole test."""
+    """A hang: say where every task waits, instead of a bare timeout of the whole test. Each task's whole await
+    chain is printed, innermost frame last (Python 3.11's ``Task.print_stack`` shows only the outermost)."""
+
+    def chain(task: asyncio.Task[Any]) -> str:
+        lines = [f"    {where(frame)}" for frame in await_chain(task)]
+        # the leaf: the Future the task waits on
+        lines.append(f"    awaiting {getattr(task, '_fut_waiter', None)!r}")
+        return "\n".join(lines)
+
     stacks = io.StringIO()
     for task in asyncio.all_tasks():
-        task.print_stack(limit=12, file=stacks)
+        stacks.write(f"{task!r}\n{chain(task)}\n")
     for task in tasks:
         task.cancel()
     pytest.fail(f"{message}; tasks:\n{stacks.getvalue()}")
