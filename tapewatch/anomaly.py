@@ -49,6 +49,8 @@ STD_FLOOR: dict[str, float] = {
 REL_STD_FLOOR: dict[str, float] = {"spread": 0.5}
 REL_STD_FLOOR_DEFAULT = 0.05
 _BOTH_WAYS = frozenset({"message_rate"})
+#: A change of the number of symbols followed (share of it) across which the overall message rate is not judged.
+UNIVERSE_CHANGE = 0.1
 OVERALL = "*"
 
 
@@ -81,6 +83,7 @@ class Prev(msgspec.Struct, frozen=True, kw_only=True):
     price: float | None = None
     messages: int | None = None
     resyncs: int | None = None
+    symbols: int = 0  # the totals: symbols followed at that check
 
 
 class SeriesState(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,9 +143,18 @@ class QualityConfig:
     window: int = 30
     min_samples: int = 10
     min_symbols: int = 3
+    calm_rate: float = 0.05
+    false_alarm: float = 1e-4
 
     def __post_init__(self) -> None:
-        if not (self.k > 0 and self.window >= 2 and self.min_samples >= 2 and self.min_symbols >= 1):
+        if not (
+            self.k > 0
+            and self.window >= 2
+            and self.min_samples >= 2
+            and self.min_symbols >= 1
+            and 0 < self.calm_rate < 1
+            and 0 < self.false_alarm < 1
+        ):
             raise ValueError(f"bad data-quality config: {self}")
 
     @property
@@ -184,11 +196,13 @@ def assess(
         series[symbol] = _judge(symbol, old, values, prev, config, found, counts)
     if totals is not None:
         old = state.series.get(OVERALL, SeriesState())
-        values = _total_values(old.prev, totals, counts)
-        prev = Prev(ts_ms=totals.updated_ms, messages=totals.messages, resyncs=totals.resyncs)
+        values = _per_symbol(_total_values(old.prev, totals, counts), len(feeds), old.prev.symbols)
+        prev = Prev(
+            ts_ms=totals.updated_ms, messages=totals.messages, resyncs=totals.resyncs, symbols=len(feeds)
+        )
         series[OVERALL] = _judge(OVERALL, old, values, prev, config, found, counts)
     anomalous_symbols = {a.symbol for a in found if a.symbol != OVERALL}
-    needed = max(1, min(config.min_symbols, len(feeds)))
+    needed = symbols_needed(len(feeds), config)
     dirty = any(a.symbol == OVERALL for a in found) or len(anomalous_symbols) >= needed
     assessment = Assessment(
         anomalies=sorted(found, key=lambda a: -abs(a.sigmas)),
@@ -220,6 +234,21 @@ def _feed_values(prev: Prev, feed: FeedSample, counts: dict[str, int]) -> dict[s
     return values
 
 
+def symbols_needed(symbols: int, config: QualityConfig) -> int:
+    """How many of ``symbols`` must show an anomalous series at once for a check to be dirty: the fewest
+    (at least ``min_symbols``) that a calm market, each symbol anomalous at rate ``calm_rate`` independently,
+    reaches with probability at most ``false_alarm``; all of them when fewer follow."""
+    if symbols <= config.min_symbols:
+        return max(1, symbols)
+    p, q = config.calm_rate, 1.0 - config.calm_rate
+    below = 0.0  # P(fewer than k anomalous symbols)
+    for k in range(symbols + 1):
+        if k >= config.min_symbols and 1.0 - below <= config.false_alarm:
+            return k
+        below += math.comb(symbols, k) * p**k * q ** (symbols - k)
+    return symbols
+
+
 def _total_values(prev: Prev, totals: TotalsSample, counts: dict[str, int]) -> dict[str, float] | None:
     if totals.updated_ms <= prev.ts_ms:
         return None
@@ -235,6 +264,17 @@ def _total_values(prev: Prev, totals: TotalsSample, counts: dict[str, int]) -> d
         if rate is not None:
             values[name] = rate
     return values
+
+
+def _per_symbol(values: dict[str, float] | None, symbols: int, before: int) -> dict[str, float] | None:
+    """The service's message rate per symbol followed, so that a universe resized on purpose (a rescan, the
+    load sensor's shrink and its restore) is no anomaly; not judged at all across a change of more than
+    :data:`UNIVERSE_CHANGE` of the symbols (the interval mixes both sizes)."""
+    if values is None or "message_rate" not in values or symbols == 0:
+        return values
+    if before and abs(symbols - before) > UNIVERSE_CHANGE * before:
+        return {k: v for k, v in values.items() if k != "message_rate"}
+    return {**values, "message_rate": values["message_rate"] / symbols}
 
 
 def _rate(old: int | None, new: int, old_ms: int, new_ms: int, counts: dict[str, int]) -> float | None:

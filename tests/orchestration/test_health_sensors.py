@@ -343,14 +343,16 @@ def test_data_quality_pauses_on_anomalies_and_resumes_when_clean(
         assert "no anomaly" in str(result.skip_reason)
     assert not redis_state.read_control().paused
 
-    result = quality_at(cursor, 9, _calm(9, rng, frozenset({"AAAUSDT", "BBBUSDT", "CCCUSDT"})), 2)
+    # every symbol at once: of four, all must be anomalous (tapewatch.anomaly.symbols_needed)
+    everyone = frozenset({"AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"})
+    result = quality_at(cursor, 9, _calm(9, rng, everyone), 2)
     cursor = result.cursor
     assert "-> paused" in str(result.skip_reason)
     reason = redis_state.read_control().paused_reason
     assert reason is not None and reason.startswith(PAUSE_PREFIX) and "spread" in reason
     [incident] = open_health_incidents(db)
     assert incident.kind == "data_quality" and incident.action == "signalling paused"
-    assert incident.values["anomalous_symbols"] == 3
+    assert incident.values["anomalous_symbols"] == 4
 
     for minute in (10, 11):
         result = quality_at(cursor, minute, _calm(minute, rng), 2)

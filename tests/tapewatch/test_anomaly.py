@@ -16,9 +16,11 @@ from tapewatch.anomaly import (
     Stat,
     TotalsSample,
     assess,
+    symbols_needed,
 )
 
-CONFIG = QualityConfig(k=3.0, window=30, min_samples=10, min_symbols=2)
+# two of the three symbols make a dirty check (a calm rate this low asks no more: see symbols_needed)
+CONFIG = QualityConfig(k=3.0, window=30, min_samples=10, min_symbols=2, calm_rate=0.005)
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
 
 
@@ -198,3 +200,70 @@ def test_warm_up_judges_nothing() -> None:
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError, match="data-quality config"):
         QualityConfig(k=0)
+
+
+def _calm_market(
+    symbols: int, checks: int, seed: int = 7, fat_tails: bool = False, config: QualityConfig | None = None
+) -> list[bool]:
+    """``symbols`` independent random walks with steady message rates and one-tick spreads (nothing abnormal),
+    judged once a minute as the sensor does; whether each check was dirty. ``fat_tails``: Student-t (4 df)
+    returns instead of Gaussian ones, as real markets have."""
+    rng = random.Random(seed)
+    config = config or QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
+    prices = [100.0 * (1 + i) for i in range(symbols)]
+    messages = [0] * symbols
+    total = 0
+    state, dirty = QualityState(), []
+    for t in range(checks):
+        sample = {}
+        for i in range(symbols):
+            if fat_tails:
+                z = rng.gauss(0, 1) / math.sqrt(sum(rng.gauss(0, 1) ** 2 for _ in range(4)) / 4)
+            else:
+                z = rng.gauss(0, 1)
+            prices[i] *= math.exp(0.002 * z)  # 20 bp a minute
+            messages[i] += max(0, int(rng.gauss(600, 25)))  # ~10 messages a second
+            sample[f"S{i}"] = FeedSample(f"S{i}", 1_000_000 + t * 60_000, prices[i], 1e-4, messages[i])
+        total = sum(messages)
+        totals = TotalsSample(1_000_000 + t * 60_000, total, 0)
+        state, found = assess(state, sample, totals, config)
+        dirty.append(found.dirty)
+    return dirty
+
+
+@pytest.mark.parametrize("fat_tails", [False, True])
+def test_a_calm_market_of_thirty_symbols_is_not_dirty_for_a_day(fat_tails: bool) -> None:
+    """The audit's case: each symbol shows a 3-sd value ~2 % of the minutes (more with fat tails), so with a
+    fixed "3 symbols at once" rule a calm 30-symbol universe paused signalling 35-80 times a day. The number of
+    symbols needed grows with the universe so that a calm market makes a dirty check about once a week."""
+    dirty = _calm_market(30, 1_440, fat_tails=fat_tails)
+    assert sum(dirty) <= 2
+
+
+def test_the_symbols_needed_grow_with_the_universe_and_never_exceed_it() -> None:
+    config = QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
+    needed = {n: symbols_needed(n, config) for n in (1, 2, 3, 10, 30, 100, 800)}
+    assert needed[1] == 1 and needed[2] == 2 and needed[3] == 3  # all of them when fewer than min_symbols
+    assert 3 <= needed[10] <= 10
+    assert needed[10] <= needed[30] <= needed[100] <= needed[800]
+    assert needed[30] > 3 and needed[800] < 800 // 4  # a broad feed problem still trips it
+
+
+def test_a_universe_cut_in_half_is_not_a_message_rate_anomaly() -> None:
+    """Halving the universe (the load sensor's shrink) halves the service's total message rate: judged per
+    symbol followed, it is no anomaly; nor is restoring it."""
+    config = QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
+    state = QualityState()
+    messages = [0] * 30
+    total = 0  # the service's message counter since it started
+    for t in range(60):
+        follow = 30 if t < 30 or t >= 45 else 15  # cut at minute 30, restored at 45
+        for i in range(follow):
+            messages[i] += 600
+        total += 600 * follow
+        sample = {
+            f"S{i}": FeedSample(f"S{i}", 1_000_000 + t * 60_000, 100.0, 1e-4, messages[i])
+            for i in range(follow)
+        }
+        state, found = assess(state, sample, TotalsSample(1_000_000 + t * 60_000, total, 0), config)
+        assert not found.dirty, (t, found.anomalies)
