@@ -2,7 +2,9 @@
 
 A combined-stream connection ``<base>/stream?streams=a/b/c`` carries two kinds of text frames:
 data ``{"stream": "<name>", "data": {...}}`` and replies to our control messages
-``{"result": null, "id": 7}`` or ``{"error": {"code": 2, "msg": "..."}, "id": 7}``.
+``{"result": null, "id": 7}`` or an error: ``{"error": {"code": 2, "msg": "..."}, "id": 7}`` (what the servers
+send) or ``{"code": 0, "msg": "Unknown property", "id": 7}`` (the shape of the USD-M documentation's error
+table); both are taken as a refusal.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Incoming(msgspec.Struct, frozen=True, gc=False):
     id: int | None = None
     result: msgspec.Raw = msgspec.Raw()
     error: msgspec.Raw = msgspec.Raw()
+    code: int | None = None
+    msg: str | None = None
 
 
 class _Control(msgspec.Struct, frozen=True):
@@ -49,12 +53,16 @@ def control_message(method: Method, params: Sequence[str], request_id: int) -> s
 
 
 def has_error(frame: Incoming) -> bool:
-    """True when a reply carries a non-null ``error``."""
-    return len(frame.error) > 0 and bytes(frame.error) != b"null"
+    """True when a reply carries a non-null ``error``, or a top-level ``code`` (the documented shape)."""
+    return (len(frame.error) > 0 and bytes(frame.error) != b"null") or (
+        frame.stream is None and frame.code is not None
+    )
 
 
 def describe_error(frame: Incoming) -> str:
     """``code N: message`` of an error reply (the raw text when it is not Binance's usual shape)."""
+    if frame.code is not None and len(frame.error) == 0:
+        return f"code {frame.code}: {frame.msg or ''}"
     raw = bytes(frame.error)
     try:
         body = _error_decoder.decode(raw)

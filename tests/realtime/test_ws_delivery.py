@@ -70,6 +70,9 @@ def test_frames_are_classified_without_touching_the_payload() -> None:
     assert has_error(refused) and describe_error(refused) == "code 2: Invalid request: too many"
     odd = incoming_decoder.decode(b'{"error":"boom","id":5}')
     assert has_error(odd) and describe_error(odd) == '"boom"'
+    # the shape of the USD-M documentation's error table: a top-level code (0 included) and msg
+    documented = incoming_decoder.decode(b'{"code":0,"msg":"Unknown property","id":8}')
+    assert has_error(documented) and describe_error(documented) == "code 0: Unknown property"
 
     listed = incoming_decoder.decode(b'{"result":["a@aggTrade","b@trade"],"id":6}')
     assert decode_list_result(listed) == ["a@aggTrade", "b@trade"]
