@@ -30,6 +30,16 @@ Ownership: a sensor undoes only what it did. A pause, a backup feed or a univers
 this sensor did not set is left as it is (the incident says so), and on recovery it is not lifted; a cap the
 operator changed while the sensor held its own is not overwritten by the restore.
 
+A Redis that comes back empty (restarted without persistence) loses the pause and the cap with everything
+else, and the realtime service, which keeps what it applied, writes them back with control events from
+``realtime (restored)`` (``ControlLoop``): in either order with the sensor's recovery. So the pause reason and
+the cap a sensor set are its claim, kept in its cursor, and ``tapewatch.health.held`` decides: the same value
+in force, written last by the sensor or by the service's restore, is still the sensor's to lift; an absent
+key with no control event of anyone else's was lost, not lifted, and the claim outlives the recovery until the
+value is back (then lifted) or someone else's (a different value, or a dashboard/CLI event after the
+sensor's: theirs). A lost cap with an operator's cap to restore is restored at once (the service's restore
+writes only absent keys).
+
 A cursor that is lost (reset from the UI, unreadable) would forget what the sensor did and leave its action in
 force for good, so a sensor whose cursor has not yet been checked (``recovered`` false) first reads what it
 did from durable state: its open incident in PostgreSQL (the action "backup feed on"; the ``cap`` and
@@ -61,16 +71,19 @@ from tapewatch.adapters.health_store import (
 )
 from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.redis_values import ControlEvent
 from tapewatch.anomaly import FeedSample, QualityConfig, QualityState, TotalsSample, assess
 from tapewatch.errors import StorageUnavailable, TapewatchError
 from tapewatch.health import (
     Connectivity,
     FeedDwell,
+    Held,
     PendingIncident,
     Streak,
     Transition,
     decode_state,
     encode_state,
+    held,
     judge_connectivity,
     overload,
     queued,
@@ -80,6 +93,10 @@ from tapewatch.streams import combined_url
 
 SOURCE = "dagster:health"
 PAUSE_PREFIX = "data quality: "
+#: How the source of the realtime service's restore ends (``realtime (restored)``, ``realtime-IofN (restored)``:
+#: ``realtime.control``): it writes back what the service had applied, so a value of this sensor's it wrote
+#: back is still this sensor's.
+RESTORED_SUFFIX = " (restored)"
 _RUNNING = dg.DefaultSensorStatus.RUNNING
 #: Seconds between two connectivity checks (at least): the dwell's probation counts in them.
 CONNECTIVITY_INTERVAL_S = 30
@@ -103,19 +120,23 @@ class ConnectivityState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DataQualityState(QualityState, frozen=True, kw_only=True):
-    """The anomaly statistics and streak, ``paused_ours`` (the pause in force is this sensor's: it resumes
-    only its own), ``pending`` incident changes not recorded yet and ``recovered`` (what it did before its
-    cursor was lost has been read back from durable state)."""
+    """The anomaly statistics and streak, ``pause`` (the reason of the pause this sensor set and has not
+    lifted, None: none; it resumes only its own; kept past the recovery while the pause is lost with Redis's
+    data), ``pending`` incident changes not recorded yet and ``recovered`` (what it did before its cursor was
+    lost has been read back from durable state). ``paused_ours`` is only read, from cursors written before
+    ``pause``: the pause in force was this sensor's (its prefix then tells its reason)."""
 
+    pause: str | None = None
     paused_ours: bool = False
     pending: _Pending = ()
     recovered: bool = False
 
 
 class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):
-    """``cap``: the universe cap this sensor set and holds (None: none); ``previous_cap``: the one to restore
-    on recovery (the operator's); ``pending``: incident changes not recorded yet; ``recovered``: what it did
-    before its cursor was lost has been read back from durable state."""
+    """``cap``: the universe cap this sensor set and holds (None: none; kept past the recovery while it is
+    lost with Redis's data); ``previous_cap``: the one to restore on recovery (the operator's); ``pending``:
+    incident changes not recorded yet; ``recovered``: what it did before its cursor was lost has been read
+    back from durable state."""
 
     streak: Streak = msgspec.field(default_factory=Streak)
     cap: int | None = None
@@ -189,6 +210,32 @@ def _unrecovered(exc: TapewatchError) -> str:
     return f"; what this sensor did before its cursor was lost not read yet ({exc}), retried next tick"
 
 
+def _last_event(rs: RedisState, command: str) -> ControlEvent | None:
+    """The newest control event of ``command`` (None: none in the stream)."""
+    last, after = None, "0-0"
+    while events := rs.control_events(after, count=500):
+        last = next((e for e in reversed(events) if e.command == command), last)
+        after = events[-1].id
+    return last
+
+
+def _holder(rs: RedisState, command: str, mine: str | None, live: str | None) -> Held:
+    """Whose the value ``mine`` this sensor set for ``command`` (None: none) is, ``live`` being in force
+    (``tapewatch.health.held``); the control events are read only when the values leave it open."""
+    if mine is None or live not in (mine, None):
+        return Held.GONE
+    last = _last_event(rs, command)
+    if last is None:
+        return held(mine=mine, live=live, last_value=None, last_ours=False)
+    ours = last.source == SOURCE or last.source.endswith(RESTORED_SUFFIX)
+    return held(mine=mine, live=live, last_value=last.value, last_ours=ours)
+
+
+def _text(cap: int | None) -> str | None:
+    """A universe cap as its control key holds it (None: absent)."""
+    return None if cap is None else str(cap)
+
+
 _Recovering = TypeVar("_Recovering", ConnectivityState, PerformanceState)
 
 
@@ -234,10 +281,11 @@ def _recover_pause(
     """``state`` with a pause of this sensor's (its reason starts with :data:`PAUSE_PREFIX`) taken back as its
     own, and the alarm in force while that pause or its open incident lasts; and a note. Done once per cursor
     (``recovered``); without PostgreSQL the pause is still recovered from its prefix and the incident is read
-    at the next tick."""
+    at the next tick. A pause absent while its incident is open may have been lost with Redis's data: the
+    incident's reason (the pause's) is claimed, and lifted if the realtime service writes it back."""
     if state.recovered:
         return state, ""
-    ours = paused is not None and paused.startswith(PAUSE_PREFIX) and not state.paused_ours
+    ours = paused is not None and paused.startswith(PAUSE_PREFIX) and state.pause is None
     note = ""
     try:
         incident = _open_incident(database, "data_quality", state.pending)
@@ -245,9 +293,11 @@ def _recover_pause(
     except TapewatchError as exc:
         incident, note = None, _unrecovered(exc)
     if ours:
-        state = replace(state, paused_ours=True)
+        state = replace(state, pause=paused)
         note = f"; pause ({paused}) taken back as this sensor's{note}"
     elif incident is not None and not state.streak.tripped:
+        if paused is None and incident.action == "signalling paused" and state.pause is None:
+            state = replace(state, pause=incident.reason)  # lost with Redis's data too: lifted once back
         note = f"; open incident {incident.id} taken back{note}"
     if (ours or incident is not None) and not state.streak.tripped:
         state = replace(state, streak=Streak(tripped=True))
@@ -258,13 +308,14 @@ def _recover_cap(
     state: PerformanceState, rs: RedisState, database: DatabaseResource
 ) -> tuple[PerformanceState, str]:
     """``state`` with the universe cap of this sensor's open incident (its ``cap`` and ``previous_cap``) taken
-    back when that cap is still in force, and the alarm in force while the incident is open; and a note.
-    Done once per cursor (``recovered``)."""
+    back when that cap is still this sensor's (in force, or lost with Redis's data), and the alarm in force
+    while the incident is open; and a note. Done once per cursor (``recovered``)."""
     state, incident, note = _taken_back(state, "system_performance", database)
     if incident is None:
         return state, note
     cap, previous = incident.values.get("cap"), incident.values.get("previous_cap")
-    if isinstance(cap, int) and cap == rs.read_control().max_universe:
+    live = _text(rs.read_control().max_universe)
+    if isinstance(cap, int) and _holder(rs, "max_universe", str(cap), live) is not Held.GONE:
         previous = previous if isinstance(previous, int) else None
         state = replace(state, cap=cap, previous_cap=previous)
         return state, f"; universe cap {cap} taken back as this sensor's (to restore: {previous})"
@@ -510,6 +561,7 @@ def data_quality_sensor(
             paused_now = rs.read_control().paused_reason
         except StorageUnavailable as exc:
             return _result(f"Redis unavailable, nothing judged: {exc}", state, warning)
+        state = _migrated(state, paused_now)
         state, recovered = _recover_pause(state, paused_now, database)
         samples = {
             sym: FeedSample(sym, f.updated_ms, f.last_price, f.spread, f.messages) for sym, f in feeds.items()
@@ -536,29 +588,25 @@ def data_quality_sensor(
             if move is Transition.TRIP:
                 reason = PAUSE_PREFIX + "; ".join(a.describe() for a in found.anomalies[:3])
                 paused = rs.read_control().paused_reason
-                if paused is not None and not (state.paused_ours and paused.startswith(PAUSE_PREFIX)):
+                if paused is not None and _holder(rs, "paused", state.pause, paused) is not Held.OURS:
                     # someone else's pause is in force: ours would overwrite its reason, then lift it
-                    action, ours = f"signalling already paused ({paused}), left as is", False
+                    action, mine = f"signalling already paused ({paused}), left as is", None
                 else:
                     rs.pause(reason, source=SOURCE)
-                    action, ours = "signalling paused", True
+                    action, mine = "signalling paused", reason
                 change = _change("data_quality", "open", reason, values, action)
-                new = replace(new, paused_ours=ours, pending=queued(state.pending, change))
-                done = " -> paused" if ours else f" -> {action}"
+                new = replace(new, pause=mine, pending=queued(state.pending, change))
+                done = " -> paused" if mine else f" -> {action}"
             elif move is Transition.RECOVER:
-                # an operator's own pause (even one put over ours) is not ours to lift
-                paused = rs.read_control().paused_reason
-                if state.paused_ours and paused is not None and paused.startswith(PAUSE_PREFIX):
-                    rs.resume(source=SOURCE)
-                    recovery = "signalling resumed"
-                else:
-                    recovery = "pause left in force: not this sensor's"
+                recovery, mine = _resume(rs, state.pause)
                 change = _change("data_quality", "close", recovery, values)
-                new = replace(new, paused_ours=False, pending=queued(state.pending, change))
+                new = replace(new, pause=mine, pending=queued(state.pending, change))
                 done = " -> resumed" if recovery == "signalling resumed" else f" -> {recovery}"
         except TapewatchError as exc:
             thresholds = (1, s.data_quality_clean_checks)
             return _retry_next_tick(new, judged.streak, move, thresholds, exc, warning)
+        if move is Transition.NONE and new.pause is not None and not new.streak.tripped:
+            new, done = _lift_lost_pause(rs, new)
     pending, note = _record(database, new.pending)
     head = (
         f"{len(found.anomalies)} anomalies ({found.details['anomalous_symbols']} symbols): "
@@ -568,6 +616,45 @@ def data_quality_sensor(
     )
     tail = f"{found.symbols} symbols, {found.judged} values judged, {found.unknown} unknown"
     return _result(f"{head}{done} ({tail}){recovered}{note}", replace(new, pending=pending), warning)
+
+
+def _migrated(state: DataQualityState, paused: str | None) -> DataQualityState:
+    """``state`` of a cursor written before ``pause``: its ``paused_ours`` claimed the pause in force when
+    that pause has this sensor's prefix."""
+    if not state.paused_ours:
+        return state
+    mine = paused if paused is not None and paused.startswith(PAUSE_PREFIX) else None
+    return replace(state, pause=state.pause or mine, paused_ours=False)
+
+
+def _resume(rs: RedisState, pause: str | None) -> tuple[str, str | None]:
+    """Lift the pause this sensor set (``pause``: its reason; None: none) on recovery: the recovery, and the
+    claim kept (a pause lost with Redis's data, lifted once the realtime service writes it back)."""
+    paused = rs.read_control().paused_reason
+    holder = _holder(rs, "paused", pause, paused)
+    if holder is Held.OURS:
+        rs.resume(source=SOURCE)
+        return "signalling resumed", None
+    if holder is Held.LOST:
+        return "pause lost with Redis's data (the realtime service keeps it): lifted once written back", pause
+    # an operator's own pause (even one put over ours, or ours set again by hand) is not ours to lift
+    recovery = "pause left in force: not this sensor's" if paused else "pause already lifted by someone else"
+    return recovery, None
+
+
+def _lift_lost_pause(rs: RedisState, state: DataQualityState) -> tuple[DataQualityState, str]:
+    """After a recovery that found this sensor's pause lost with Redis's data: lift it once the realtime
+    service wrote it back; forget it once it is someone else's. The state and a note."""
+    try:
+        holder = _holder(rs, "paused", state.pause, rs.read_control().paused_reason)
+        if holder is Held.LOST:
+            return state, f" (its pause lost with Redis's data is lifted once written back: {state.pause})"
+        if holder is Held.OURS:
+            rs.resume(source=SOURCE)
+            return replace(state, pause=None), " -> resumed (its pause lost with Redis's data, written back)"
+    except TapewatchError as exc:
+        return state, f" (its pause lost with Redis's data not checked: {exc}; retried next tick)"
+    return replace(state, pause=None), ""
 
 
 def _count(value: float | None) -> int | None:
@@ -600,16 +687,22 @@ def _shrink(
 ) -> tuple[PerformanceState, str]:
     """Halve the universe (a trip, or an escalation while the overload lasts); the new state and a note."""
     live = rs.read_control().max_universe
-    # the cap to restore: the one in force at the trip, or one the operator set while we held ours
-    previous = live if move is Transition.TRIP or live != state.cap else state.previous_cap
-    current = live if live is not None else _universe_size(rs, fallback)
+    ours = _holder(rs, "max_universe", _text(state.cap), _text(live)) is not Held.GONE
+    if state.cap is not None and ours:
+        # this sensor's cap, in force or lost with Redis's data (the service still applies it): the one to
+        # restore stays the operator's
+        previous, current = state.previous_cap, state.cap
+    else:
+        # the cap to restore: the one in force at the trip, or one the operator set while we held ours
+        previous = live
+        current = live if live is not None else _universe_size(rs, fallback)
     target = shrunk_universe(current, floor)
     if target is not None:
         rs.set_max_universe(target, source=SOURCE)
         note = f" -> universe capped at {target} (was {current})"
     else:
         note = f" -> universe of {current} is at the floor, not shrunk"
-    cap = target if target is not None else (state.cap if live == state.cap else None)
+    cap = target if target is not None else (state.cap if ours else None)
     change = _change(
         "system_performance",
         "open",
@@ -625,20 +718,53 @@ def _shrink(
 def _restore(
     rs: RedisState, state: PerformanceState, streak: Streak, values: dict[str, Any]
 ) -> tuple[PerformanceState, str]:
-    """Put back the cap the universe had before the overload, unless someone changed ours since."""
+    """Put back the cap the universe had before the overload, unless someone changed ours since. A cap of
+    this sensor's lost with Redis's data is claimed on (the realtime service writes it back) when there is no
+    operator's cap to put back at once."""
     live = rs.read_control().max_universe
+    holder = _holder(rs, "max_universe", _text(state.cap), _text(live))
+    kept: tuple[int | None, int | None] = (None, None)  # the claim kept: cap, previous cap
     if state.cap is None:
         recovery = "universe cap unchanged (it was never shrunk)"
-    elif live == state.cap:
+    elif holder is Held.OURS or (holder is Held.LOST and state.previous_cap is not None):
         rs.set_max_universe(state.previous_cap, source=SOURCE)
         recovery = "universe cap " + (
             "lifted" if state.previous_cap is None else f"back to {state.previous_cap}"
         )
+        if holder is Held.LOST:
+            recovery += f" (this sensor's cap {state.cap} was lost with Redis's data)"
+    elif holder is Held.LOST:
+        recovery = (
+            f"universe cap {state.cap} lost with Redis's data (the realtime service keeps it): lifted once"
+            " written back"
+        )
+        kept = (state.cap, None)
     else:
         recovery = f"universe cap {live} set by someone else since the shrink, left as is"
     change = _change("system_performance", "close", recovery, values)
-    state = PerformanceState(streak=streak, pending=queued(state.pending, change), recovered=True)
+    cap, previous = kept
+    state = PerformanceState(
+        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change), recovered=True
+    )
     return state, f" -> {recovery}"
+
+
+def _lift_lost_cap(rs: RedisState, state: PerformanceState) -> tuple[PerformanceState, str]:
+    """After a recovery that found this sensor's cap lost with Redis's data: lift it once the realtime
+    service wrote it back; forget it once it is someone else's. The state and a note."""
+    try:
+        holder = _holder(rs, "max_universe", _text(state.cap), _text(rs.read_control().max_universe))
+        if holder is Held.LOST:
+            return state, f" (its cap {state.cap} lost with Redis's data is lifted once written back)"
+        if holder is Held.OURS:
+            rs.set_max_universe(state.previous_cap, source=SOURCE)
+    except TapewatchError as exc:
+        return state, f" (its universe cap lost with Redis's data not checked: {exc}; retried next tick)"
+    forgotten = replace(state, cap=None, previous_cap=None)
+    if holder is Held.OURS:
+        back = "lifted" if state.previous_cap is None else f"back to {state.previous_cap}"
+        return forgotten, f" -> universe cap {back} (its cap {state.cap} was lost with Redis's data)"
+    return forgotten, ""
 
 
 def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorDefinition:
@@ -686,6 +812,8 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
                     )
                 elif move is Transition.RECOVER:
                     new, note = _restore(rs, state, streak, values)
+                elif state.cap is not None and not streak.tripped:
+                    new, note = _lift_lost_cap(rs, new)
         except TapewatchError as exc:  # Redis: the action did not take effect
             thresholds = (s.performance_trip_checks, s.performance_clear_checks)
             return _retry_next_tick(state, state.streak, move, thresholds, exc, warning)

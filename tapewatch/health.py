@@ -16,6 +16,8 @@ Nothing here reads a clock: "now" and every measurement are arguments.
   websockets silent again soon after it), up to a maximum: a lying probe costs a switch every dwell, not
   every few checks.
 - :func:`overload`: CPU or memory above its threshold; :func:`shrunk_universe` halves the universe.
+- :func:`held`: whether a control value a sensor set (a pause, a universe cap) is still its own to lift, lost
+  with Redis's data (the realtime service writes it back), or someone else's now.
 - Data quality: :mod:`tapewatch.anomaly`.
 - :class:`PendingIncident` / :func:`queued`: an incident change whose action already took effect (in Redis)
   but that PostgreSQL could not record yet. The sensor commits the action to its cursor at once and keeps the
@@ -216,6 +218,31 @@ def shrunk_universe(current: int, floor: int) -> int | None:
         raise ValueError(f"current must be >= 0 and floor >= 1; got {current}, {floor}")
     target = max(floor, current // 2)
     return target if target < current else None
+
+
+class Held(enum.Enum):
+    """Whose the control value a sensor set is now: still its own (``OURS``: to lift on recovery), lost with
+    Redis's data (``LOST``: the realtime service writes back what it applied, so it is still the sensor's to
+    lift once back), or someone else's (``GONE``: changed or lifted by an operator; left as it is)."""
+
+    OURS = "ours"
+    LOST = "lost"
+    GONE = "gone"
+
+
+def held(*, mine: str, live: str | None, last_value: str | None, last_ours: bool) -> Held:
+    """Whose the control value ``mine`` a sensor set is, ``live`` being in force (None: the key is absent).
+
+    ``last_value``: the value of the newest control event of that command (None: no event: a Redis that lost
+    its data lost its events too); ``last_ours``: that event was written by the sensor or by the realtime
+    service's restore. The value decides, whoever wrote it last of those two; an event of anyone else's
+    (the dashboard, the CLI) after the sensor's makes it theirs, even with the same value. An absent key with
+    no such event was lost, not lifted: an operator's lift leaves its event."""
+    if live == mine:
+        return Held.OURS if last_value is None or last_ours else Held.GONE
+    if live is None and (last_value is None or (last_ours and last_value == mine)):
+        return Held.LOST
+    return Held.GONE
 
 
 def encode_state(state: msgspec.Struct) -> str:
