@@ -4,8 +4,9 @@ possible.
 Files are read in event order (ordered by their first line's ``recv``, see
 :mod:`tapewatch.adapters.capture_order`) and lines in file order, which is the order the live run received
 them, so a replay rebuilds
-the same books and emits the same signals as the live run. Snapshot and aggTrade fill requests are not acted
-on: the snapshots and trade pages the live run fetched are in the capture and arrive in their place.
+the same books and emits the same signals as the live run. Snapshot, aggTrade fill and kline refill requests are
+not acted on: the snapshots, trade pages and klines the live run fetched are in the capture and arrive in their
+place.
 """
 
 from __future__ import annotations
@@ -19,12 +20,26 @@ from typing import Any
 
 from realtime.capture import iter_capture
 from tapewatch.engine import SignalEngine
-from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, SnapshotNeeded
+from tapewatch.market import (
+    TRADE_GAP_COUNTERS,
+    KlineFillNeeded,
+    Market,
+    MarketConfig,
+    Request,
+    SnapshotNeeded,
+)
 from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.settings import Settings, load_settings
 from tapewatch.signal import Candidate, Signal
 from tapewatch.streams import Kind
+
+
+def request_kind(request: Request) -> str:
+    """How the summary counts what the market asked for: a snapshot, an aggTrade fill or a kline refill."""
+    if isinstance(request, SnapshotNeeded):
+        return "snapshot"
+    return "kline_fill" if isinstance(request, KlineFillNeeded) else "fill"
 
 
 @dataclass
@@ -64,7 +79,7 @@ def run_replay(
                 engine.on_frame(frame)
             return
         if (request := on_frame(frame)) is not None:
-            requests["snapshot" if isinstance(request, SnapshotNeeded) else "fill"] += 1
+            requests[request_kind(request)] += 1
         if engine is not None and (out := engine.on_frame(frame)) is not None:
             result.candidates.extend(out.candidates)
             result.signals.extend(out.signals)
@@ -78,7 +93,7 @@ def run_replay(
                 step(polled)
             continue
         if (request := on_frame(frame)) is not None:
-            requests["snapshot" if isinstance(request, SnapshotNeeded) else "fill"] += 1
+            requests[request_kind(request)] += 1
         if engine is not None and (out := engine.on_frame(frame)) is not None:
             result.candidates.extend(out.candidates)
             result.signals.extend(out.signals)
@@ -100,6 +115,11 @@ def run_replay(
         # skipped (too many or too long ago to fetch), pending (open gaps when the capture ends)
         **{name: totals[name] for name in TRADE_GAP_COUNTERS},
         "trade_fill_requests": requests["fill"],
+        # candle holes (a lost closing kline, lost bars) and their REST refills, answered from the capture
+        "kline_gaps": totals["kline_gaps"],
+        "kline_fill_requests": requests["kline_fill"],
+        "kline_bars_filled": totals["kline_bars_filled"],
+        "kline_fill_failed": totals["kline_fill_failed"],
         "book_checks": totals["book_checks"],
         "book_mismatches": totals["book_mismatches"],
         "candidates": len(result.candidates),

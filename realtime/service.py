@@ -15,6 +15,13 @@ beats and publishes metrics as ``realtime-IofN``, checks every candidate against
 ``shared_gate`` (the PostgreSQL risk ledger) and publishes its symbols' 1m closes for their correlation rule
 (:mod:`realtime.closes_publisher`). Frames of streams no longer followed (in flight when a symbol left the
 universe) are counted as ``late_unsubscribed`` and dropped before capture, never as malformed.
+
+A symbol that leaves the universe (a rescan, the hourly quick check, an emergency exclusion, ``max_universe``)
+while it has open signals is *retained*: its aggTrade and 1m kline streams stay subscribed so its signals are
+followed to their real end (target, stop or expiry) and the correlation rule still sees its returns, while its
+book is let go and no candidate is evaluated on it (a ``control:depth_restart`` frame with reason
+``unsubscribed`` is captured where that happened, so a replay does the same). Once its last signal ends it is
+unsubscribed. A retained symbol stays with the shard that follows its signals (a symbol's shard never changes).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from realtime.incidents import IncidentRecorder
 from realtime.live_metrics import LatencyRing, QuietWatch, RateMeter
 from realtime.live_state import LiveState
 from realtime.loop_lag import LoopLagMonitor
+from realtime.pacer import Pacer
 from realtime.service_publish import (
     component_name,
     publish_loop,
@@ -50,11 +58,12 @@ from realtime.trade_fill import TradeFiller
 from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.binance_weights import MAX_KLINES_LIMIT
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
-from tapewatch.engine import EngineOutput, RemoteCloses, SignalEngine
+from tapewatch.engine import DEPTH_UNSUBSCRIBED, EngineOutput, RemoteCloses, SignalEngine
 from tapewatch.errors import FatalError, RetryableError
 from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChange, DepthRestart, DepthSnapshot
-from tapewatch.market import Market, MarketConfig, SnapshotNeeded, history_klines
+from tapewatch.market import KlineFillNeeded, Market, MarketConfig, SnapshotNeeded, history_klines
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.risk import SharedGate
 from tapewatch.settings import Settings
@@ -65,6 +74,12 @@ from tapewatch.universe import top_by_volume, tradable_perpetuals
 log = logging.getLogger(__name__)
 
 TIMEFRAMES = ("1m", "15m")
+#: Share of the usable REST weight kline refills are paced to (weight 1 a request below 100 bars): a reconnect
+#: of the whole market asks for two per symbol at once, which must not crowd out the books' snapshots.
+KLINE_FILL_SHARE = 0.1
+#: What a retained symbol keeps (see the module docstring): its trades and its 1m candles.
+RETAINED_KINDS = (Kind.AGG_TRADE, Kind.KLINE)
+RETAINED_TIMEFRAMES = ("1m",)
 
 
 def _wall_ms() -> int:
@@ -130,6 +145,7 @@ class FeedService:
         self.decoder = FrameDecoder()
         self.market = Market(MarketConfig.from_settings(settings))
         self.universe: list[str] = []
+        self.retained: list[str] = []  # out of the universe, still followed for their open signals
         self._wanted: frozenset[str] = frozenset()  # the streams of the universe: others' frames are late
         self.counters: Counter[str] = Counter()
         self.started_ms = _wall_ms()
@@ -162,10 +178,15 @@ class FeedService:
         self.ws_silent_ms = 0  # as the publish loop last measured it (published with the metrics)
         self.sink = sink
         self._history_tasks: set[asyncio.Task[None]] = set()
+        # kline refills (the market's KlineFillNeeded): the newest per (symbol, interval), served in order
+        self._kline_fills: dict[tuple[str, str], KlineFillNeeded] = {}
+        self._kline_fill_ready = asyncio.Event()
+        self._kline_fill_pacer = Pacer(60.0 / (KLINE_FILL_SHARE * settings.usable_weight_per_minute))
         self.snapshots = SnapshotScheduler(
             self._fetch_snapshot,
             self._on_snapshot,
             limit_for=self._snapshot_limit,
+            failed=self.market.snapshot_failed,
             min_interval=settings.resync_min_interval,
         )
         self._tradable: frozenset[str] | None = None
@@ -186,27 +207,94 @@ class FeedService:
 
     # --- universe -------------------------------------------------------------------------------------
     def set_universe(self, symbols: list[str]) -> None:
-        """Watch exactly these symbols (subscribe/unsubscribe live; no reconnect)."""
+        """Watch exactly these symbols (subscribe/unsubscribe live; no reconnect). A symbol out of them with
+        open signals is retained until they end (see the module docstring)."""
+        held = self.engine.open_symbols()
         for gone in set(self.universe) - set(symbols):
             self.snapshots.cancel(gone)
-            self.fills.cancel(gone)
+            if gone not in held:
+                self.fills.cancel(gone)  # a retained symbol's trades must stay whole: its gap fills go on
         for new in [s for s in symbols if s not in self.universe]:
+            if new in self.retained:
+                self._rejoined(new)
             self._joined[new] = _wall_ms()
             task = asyncio.get_running_loop().create_task(self._fetch_history(new), name=f"history-{new}")
             self._history_tasks.add(task)
             task.add_done_callback(self._history_tasks.discard)
+        kept = [s for s in self.retained if s not in symbols]
+        for sym, ids in held.items():
+            if sym not in symbols and sym not in kept:
+                self._retain(sym, ids)
+                kept.append(sym)
         self.universe = list(symbols)
-        self._wanted = frozenset(self._streams(self.universe))
-        if self.backup.on:  # the websockets stay off: the backup feed polls the new universe
-            self.backup.set_symbols(symbols)
-            log.info("universe: %d symbols, polled by the backup feed", len(symbols))
+        self.retained = kept
+        self._follow_streams()
+
+    def _retain(self, symbol: str, signal_ids: list[str]) -> None:
+        """``symbol`` leaves the universe with open signals: its book goes, its trades stay followed."""
+        self._restart_depth(symbol, DEPTH_UNSUBSCRIBED)  # from here on not evaluated, live and in replay
+        log.info(
+            "%s left the universe; kept subscribed while signal %s %s open",
+            symbol,
+            ", ".join(signal_ids),
+            "is" if len(signal_ids) == 1 else "are",
+            extra={"symbol": symbol, "signal_id": signal_ids[0]},
+        )
+
+    def _rejoined(self, symbol: str) -> None:
+        """A retained symbol is back in the universe: evaluated again once its depth stream starts (the pool
+        reports it); the backup feed starts no stream, so the service restarts the book itself."""
+        if self.backup.on:
+            self._restart_depth(symbol, "subscribe")
+        log.info(
+            "%s is back in the universe (was kept for its open signals)", symbol, extra={"symbol": symbol}
+        )
+
+    def _release_finished(self) -> None:
+        """Unsubscribe the retained symbols whose last open signal just ended."""
+        held = self.engine.open_symbols()
+        done = [s for s in self.retained if s not in held]
+        if not done:
             return
-        streams = self._streams(symbols)
+        self.retained = [s for s in self.retained if s in held]
+        for symbol in done:
+            self.fills.cancel(symbol)
+            log.info(
+                "%s released: its last open signal ended, unsubscribed", symbol, extra={"symbol": symbol}
+            )
+        self._follow_streams()
+
+    def _follow_streams(self) -> None:
+        """Subscribe (or poll) exactly the streams of the universe and of the retained symbols."""
+        streams = self._streams(self.universe) + self._retained_streams()
+        self._wanted = frozenset(streams)
+        if self.backup.on:  # the websockets stay off: the backup feed polls the new universe
+            self.backup.set_symbols([*self.universe, *self.retained])
+            log.info(
+                "universe: %d symbols (%d retained), polled by the backup feed",
+                len(self.universe),
+                len(self.retained),
+            )
+            return
         self.pool.set_streams(streams)
-        log.info("universe: %d symbols, %d streams", len(symbols), len(streams))
+        log.info(
+            "universe: %d symbols, %d streams (%d symbols retained for open signals)",
+            len(self.universe),
+            len(streams),
+            len(self.retained),
+        )
 
     def _streams(self, symbols: list[str]) -> list[str]:
         return [s for sym in symbols for s in symbol_streams(sym, self.settings.update_frequency, TIMEFRAMES)]
+
+    def _retained_streams(self) -> list[str]:
+        freq = self.settings.update_frequency
+        return [
+            s
+            for sym in self.retained
+            for s in symbol_streams(sym, freq, RETAINED_TIMEFRAMES)
+            if parse_stream(s).kind in RETAINED_KINDS
+        ]
 
     async def tradable_symbols(self) -> frozenset[str]:
         """The tradable USDT perpetuals of exchangeInfo, fetched once and kept (the REST client's errors
@@ -233,10 +321,10 @@ class FeedService:
             return
         if on:
             self.pool.set_streams([])
-            self.backup.start(self.universe)
+            self.backup.start([*self.universe, *self.retained])
         else:
             await self.backup.stop()
-            self.pool.set_streams(self._streams(self.universe))
+            self.pool.set_streams(self._streams(self.universe) + self._retained_streams())
 
     def apply_polled(self, polled: Polled) -> None:
         """An answer of the backup feed: captured byte-exact, then its frames applied like live frames."""
@@ -255,12 +343,60 @@ class FeedService:
                 self.counters["history_failed"] += 1
                 log.warning("no %s kline history: %s", interval, exc, extra={"symbol": symbol})
                 continue
-            recv = _wall_ms()
-            if self.capture is not None:
-                self.capture.write(recv, answer.stream, answer.body)
-            frame = self.decoder.decode_payload(recv, answer.stream, answer.body)
-            if frame is not None:
-                self._apply(frame)
+            self._apply_klines(answer)
+
+    def _apply_klines(self, answer: RestAnswer) -> None:
+        """A REST klines answer (history, refill): captured under its ``rest:`` name, decoded and applied."""
+        recv = _wall_ms()
+        if self.capture is not None:
+            self.capture.write(recv, answer.stream, answer.body)
+        frame = self.decoder.decode_payload(recv, answer.stream, answer.body)
+        if frame is not None:
+            self._apply(frame)
+
+    def _kline_fill_needed(self, need: KlineFillNeeded) -> None:
+        """Queue a refill (the market asks at most one per symbol and interval until it is answered)."""
+        key = (need.symbol, need.interval)
+        self._kline_fills.pop(key, None)
+        self._kline_fills[key] = need
+        self.counters["kline_fill_requests"] += 1
+        self._kline_fill_ready.set()
+
+    async def serve_kline_fills(self) -> None:
+        """Serve the queued refills forever, paced to ``KLINE_FILL_SHARE`` of the REST weight (cancel to stop).
+        The backup feed's kline polls go on meanwhile: a polled closed bar replaces a provisional one as the
+        refill does, and bars already closed are never taken twice (``CandleSeries.extend_history``)."""
+        while True:
+            await self._kline_fill_ready.wait()
+            self._kline_fill_ready.clear()
+            while self._kline_fills:
+                need = self._kline_fills.pop(next(iter(self._kline_fills)))
+                await self._kline_fill_pacer.wait()
+                await self.fetch_kline_fill(need)
+
+    async def fetch_kline_fill(self, need: KlineFillNeeded) -> None:
+        """One refill: ``/fapi/v1/klines`` with ``startTime``/``endTime``, applied like the history (a REST
+        failure is counted and logged; the market asks again when it finds the refill unanswered)."""
+        try:
+            _, answer = await self.rest.klines(
+                need.symbol,
+                need.interval,
+                min(need.bars, MAX_KLINES_LIMIT),
+                start_ms=need.start,
+                end_ms=need.end,
+            )
+        except (RetryableError, FatalError) as exc:
+            self.counters["kline_fill_errors"] += 1
+            log.warning(
+                "%s kline refill from %d to %d failed: %s",
+                need.interval,
+                need.start,
+                need.end,
+                exc,
+                extra={"symbol": need.symbol, "stream": f"kline_{need.interval}"},
+            )
+            return
+        self._apply_klines(answer)
 
     def _snapshot_limit(self, symbol: str) -> int:
         top = self.universe[: self.settings.universe_size]
@@ -290,19 +426,25 @@ class FeedService:
             if name.kind is not Kind.DEPTH:
                 continue
             if isinstance(item, StreamsStarted):
-                # frames after this marker do not continue the old ones: the book starts over, through the frame
-                # captured here in order with the frames, so a replay restarts it at the same place in the tape
-                self.counters[f"depth_restart_{item.reason}"] += 1
-                restart = DepthRestart(name.symbol, item.reason)
-                recv = _wall_ms()  # the marker carries no time: when it took effect
-                if self.capture is not None:
-                    self.capture.write(recv, CONTROL_DEPTH_RESTART, msgspec.json.encode(restart))
-                frame = Frame(recv, CONTROL_DEPTH_RESTART, name.symbol, Kind.CONTROL, restart)
-                if isinstance(request := self.market.on_frame(frame), SnapshotNeeded):
+                # frames after this marker do not continue the old ones: the book starts over
+                if isinstance(request := self._restart_depth(name.symbol, item.reason), SnapshotNeeded):
                     self._snapshot_needed(request, None)
-                self.engine.on_frame(frame)  # as in replay: the engine notes the restart where it happened
             else:
                 self.snapshots.cancel(name.symbol)
+
+    def _restart_depth(self, symbol: str, reason: str) -> SnapshotNeeded | None:
+        """Restart ``symbol``'s book through a ``control:depth_restart`` frame captured here, in order with the
+        frames, so a replay restarts it (and the engine notes it) at the same place in the tape. Returns the
+        market's snapshot request (the caller decides whether to fetch it)."""
+        self.counters[f"depth_restart_{reason}"] += 1
+        restart = DepthRestart(symbol, reason)
+        recv = _wall_ms()  # the marker carries no time: when it took effect
+        if self.capture is not None:
+            self.capture.write(recv, CONTROL_DEPTH_RESTART, msgspec.json.encode(restart))
+        frame = Frame(recv, CONTROL_DEPTH_RESTART, symbol, Kind.CONTROL, restart)
+        request = self.market.on_frame(frame)
+        self.engine.on_frame(frame)  # as in replay: the engine notes the restart where it happened
+        return request if isinstance(request, SnapshotNeeded) else None
 
     def _apply(self, frame: Frame) -> None:
         event_time = getattr(frame.event, "event_time", 0)
@@ -314,6 +456,8 @@ class FeedService:
         if request is not None:
             if isinstance(request, SnapshotNeeded):
                 self._snapshot_needed(request, event_time)
+            elif isinstance(request, KlineFillNeeded):
+                self._kline_fill_needed(request)
             elif self.backup.on:
                 # the backup feed polls trades from the newest one the market holds: it fills the gap itself
                 self.counters["trade_fill_by_backup"] += 1
@@ -342,6 +486,8 @@ class FeedService:
                 self.sink.accept(out)
             if self.live is not None:
                 self.live.on_output(out)
+            if out.finished and self.retained:
+                self._release_finished()
 
     def _snapshot_needed(self, request: SnapshotNeeded, event_time: int | None) -> None:
         self.snapshots.request(request.symbol, request.reason)
@@ -429,6 +575,7 @@ class FeedService:
             group.create_task(self.consume(), name="consume")
             group.create_task(self.snapshots.run(), name="snapshots")
             group.create_task(self.fills.run(), name="trade-fill")
+            group.create_task(self.serve_kline_fills(), name="kline-fill")
             group.create_task(publish_loop(self), name="publish")
             group.create_task(self.loop_lag.run(), name="loop-lag")
             if self.live is not None:

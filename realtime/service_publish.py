@@ -75,6 +75,8 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         # frames of symbols that just left the universe: expected, so apart from malformed
         "late_unsubscribed": pool.late_unsubscribed + service.counters["late_unsubscribed"],
         "symbols": len(universe),
+        # out of the universe, still followed (trades only) until their open signals end
+        "retained_symbols": len(service.retained),
         "synced": sum(1 for s in universe if market.book_usable(s)),
         "snapshots_waiting": service.snapshots.waiting,
         "snapshots_fetched": service.snapshots.counters["fetched"],
@@ -154,12 +156,13 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
             info = {"pid": pid, **(service.control.info() if service.control is not None else {})}
             if not service.shard.whole:
                 info["shard"] = service.shard.label
+            info["retained"] = len(service.retained)  # next to the universe's size: symbols kept for signals
             await redis.beat(service.component, ttl_s=max(10.0, interval * 10), info=info)
             for symbol in service.universe:
                 await redis.publish_feed(symbol, service.feed(symbol), ttl_s=max(60.0, interval * 60))
             await redis.publish_metrics(published_metrics(service), service.component)
             if service.closes is not None:
-                await service.closes.publish(service.universe)
+                await service.closes.publish([*service.universe, *service.retained])
             last_signal = service.last_signal
             if last_signal is not None and last_signal is not published_signal:
                 await redis.set_last_signal(last_signal)  # what `tapewatch status` shows

@@ -5,6 +5,11 @@ requests, spaces the resyncs of one symbol by ``min_interval``, picks the snapsh
 symbols get ``snapshot_limit`` levels, the long tail the cheaper ``tail_snapshot_limit``) and hands each
 answer back to the service in the event loop. Pacing against Binance's weight limit is the REST client's
 shared budget: 300 symbols resyncing at once are queued there, never fired together.
+
+A fetch that fails (any error, once the REST client's own retries are spent) is not retried here: it is
+counted (``rejected`` for a request Binance refused, e.g. an invalid symbol; ``failed`` otherwise) and
+handed to ``failed`` with the least wait before a new fetch can work (a 429 pause, an IP ban), so the market
+lets its book ask again after a per-symbol backoff (:meth:`tapewatch.market.Market.snapshot_failed`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from realtime.timebase import REAL_TIME, Timebase
-from tapewatch.errors import BinanceRequestError, IpBanned, RetryableError
+from tapewatch.errors import BinanceRequestError, IpBanned, RateLimited, TapewatchError
 from tapewatch.events import DepthSnapshot
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,8 @@ class RestAnswer(Protocol):
 
 Fetch = Callable[[str, int], Awaitable[tuple[DepthSnapshot, RestAnswer]]]
 Deliver = Callable[[str, DepthSnapshot, RestAnswer], None]
+#: Told of a fetch that failed: (symbol, why, seconds before a new fetch can work: 0 unless paused or banned).
+Failed = Callable[[str, str, float], None]
 
 
 class SnapshotScheduler:
@@ -45,16 +52,16 @@ class SnapshotScheduler:
         deliver: Deliver,
         *,
         limit_for: Callable[[str], int],
+        failed: Failed | None = None,
         min_interval: float = 1.0,
         workers: int = 8,
-        retry_delay: float = 2.0,
         timebase: Timebase = REAL_TIME,
     ) -> None:
         self._fetch = fetch
         self._deliver = deliver
+        self._failed = failed
         self._limit_for = limit_for
         self._min_interval = min_interval
-        self._retry_delay = retry_delay
         self._workers = workers
         self._tb = timebase
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -106,18 +113,8 @@ class SnapshotScheduler:
             self.in_flight += 1
             try:
                 snapshot, answer = await self._fetch(symbol, self._limit_for(symbol))
-            except BinanceRequestError as exc:
-                self.counters["rejected"] += 1
-                log.error("snapshot refused by Binance, symbol dropped: %s", exc, extra={"symbol": symbol})
-                continue
-            except (RetryableError, IpBanned) as exc:
-                self.counters["failed"] += 1
-                delay = self._retry_delay
-                if isinstance(exc, IpBanned):  # nothing can be fetched before the ban ends
-                    delay = max(delay, (exc.until_ms - self._tb.wall_ms()) / 1000)
-                log.warning("snapshot failed, retrying in %.1f s: %s", delay, exc, extra={"symbol": symbol})
-                await self._tb.sleep(delay)
-                self.request(symbol, "retry after failure")
+            except Exception as exc:  # any failure: the symbol's book must be able to ask again
+                self._fetch_failed(symbol, exc)
                 continue
             finally:
                 self.in_flight -= 1
@@ -125,3 +122,23 @@ class SnapshotScheduler:
                 continue
             self.counters["fetched"] += 1
             self._deliver(symbol, snapshot, answer)
+
+    def _fetch_failed(self, symbol: str, exc: Exception) -> None:
+        """Count a failed fetch and tell ``failed`` (which logs it, once per backoff step)."""
+        wait = 0.0
+        if isinstance(exc, BinanceRequestError):
+            self.counters["rejected"] += 1
+            why = f"refused by Binance: {exc}"
+        else:
+            self.counters["failed"] += 1
+            why = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, IpBanned):  # nothing can be fetched before the ban ends
+                wait = max(0.0, (exc.until_ms - self._tb.wall_ms()) / 1000)
+            elif isinstance(exc, RateLimited):
+                wait = max(0.0, exc.retry_after)
+            elif not isinstance(exc, TapewatchError):  # a bug, not a feed failure: its traceback is needed
+                log.exception("snapshot fetch raised unexpectedly", extra={"symbol": symbol})
+        if self._failed is None:
+            log.warning("snapshot failed: %s", why, extra={"symbol": symbol})
+            return
+        self._failed(symbol, why, wait)

@@ -83,7 +83,8 @@ def status_table(service: FeedService, limit: int = 12) -> str:
         )
     m = service.metrics()
     rows.append(
-        f"messages {m['messages']:,}  synced {m['synced']}/{m['symbols']}  malformed {m['malformed']}  "
+        f"messages {m['messages']:,}  synced {m['synced']}/{m['symbols']}  retained {m['retained_symbols']}  "
+        f"malformed {m['malformed']}  "
         f"gaps {m['gaps']}  resyncs {m['resyncs']}  reconnects {m['reconnects']}  "
         f"book checks {m['book_checks']:,} (mismatches {m['book_mismatches']})"
     )

@@ -169,7 +169,17 @@ class OrderBook:
         ``limit`` is the depth that was asked for. A partial snapshot (``limit`` below 1000 and as many
         levels as asked) knows nothing past its worst price: when the best price moves past it, the top may
         miss a level no diff ever mentioned, so the book asks for a resync.
+
+        Dropped, the book unchanged: a snapshot for a book that holds a consistent view (synced by diffs, or
+        polled) and so asked for none, e.g. a fetch answered after a depth stream restart's first snapshot
+        synced the book. Older than the book, it would force a resync; newer, it would still leave the book
+        unusable until a diff spans it. The decision reads the book's state only (a replay takes it too).
         """
+        if self.state is _SYNCED or self.state is _POLLED:
+            self.dropped += 1
+            return Dropped(
+                f"late snapshot lastUpdateId={snap.last_update_id}: the book is synced at u={self.last_update_id}"
+            )
         self.bids.load(snap.bids)
         self.asks.load(snap.asks)
         partial = limit if limit is not None and limit < FULL_DEPTH else None

@@ -13,6 +13,11 @@ With shards (``tapewatch run --shard I/N``) a candidate that passes the local ri
 the ``shared_gate`` (the global ledger); a rejection there is its fate, and a ledger that cannot be reached
 rejects it with fate ``shared_gate_unavailable`` (fail closed: an unchecked signal is not issued). Symbols of
 other shards are correlated through ``remote_closes``, their closed 1m closes as the other shards publish them.
+
+A symbol that left the universe while it had open signals stays followed (``realtime.service`` keeps its trades
+subscribed) but is no longer evaluated: the service captures a depth restart with reason
+:data:`DEPTH_UNSUBSCRIBED` where it let the symbol's book go, and from that frame on (live and in replay alike)
+the symbol makes no candidate, until its depth stream starts again (it rejoined the universe).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Literal
 
 from tapewatch.book_incidents import BookIncidents
 from tapewatch.correlation import return_correlation
-from tapewatch.events import Candle, ControlChange
+from tapewatch.events import Candle, ControlChange, DepthRestart
 from tapewatch.feature_vector import PRIMARY_TF, feature_vector
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import Outcome, OutcomeParams
@@ -68,6 +73,10 @@ log = logging.getLogger(__name__)
 RemoteCloses = Callable[[str], Sequence[tuple[int, float]] | None]
 
 RETURNS_TF = "1m"
+
+#: The reason of the captured depth restart (``control:depth_restart``) that marks a symbol retained: it left
+#: the universe with open signals, its book is let go and its trades are only followed, never evaluated.
+DEPTH_UNSUBSCRIBED = "unsubscribed"
 
 
 @dataclass(slots=True)
@@ -130,6 +139,7 @@ class SignalEngine:
         self._last_tick = 0
         self._jumps = market.counters["event_time_jumps"]  # confirmed clock jumps seen (_follow_released)
         self._window_s = settings.trade_history_window
+        self._retained: set[str] = set()  # left the universe with open signals: followed, not evaluated
 
     # --- entry point ------------------------------------------------------------------------------------
     def on_frame(self, frame: Frame) -> EngineOutput | None:
@@ -137,6 +147,8 @@ class SignalEngine:
         if kind is not Kind.DEPTH and kind is not Kind.AGG_TRADE and kind is not Kind.TRADE:
             if kind is Kind.CONTROL and isinstance(frame.event, ControlChange):
                 self.set_paused(frame.event.paused)
+            elif kind is Kind.CONTROL and isinstance(frame.event, DepthRestart):
+                self._note_depth_restart(frame.event)
             if kind is Kind.SNAPSHOT or kind is Kind.CONTROL:  # a resync (a stream restart is a control)
                 self._observe_book(frame.symbol)
             return None
@@ -160,8 +172,25 @@ class SignalEngine:
         if self.open and now - self._last_tick >= 1000:
             self._last_tick = now
             self._following.expire(now, self.market.symbols, out)
-        self._evaluate(st, now, out)
+        if frame.symbol not in self._retained:
+            self._evaluate(st, now, out)
         return out if out else None
+
+    def _note_depth_restart(self, restart: DepthRestart) -> None:
+        """A depth stream let go with open signals (:data:`DEPTH_UNSUBSCRIBED`) makes the symbol retained; any
+        other restart (it subscribed again) makes it evaluated again."""
+        if restart.reason == DEPTH_UNSUBSCRIBED:
+            self._retained.add(restart.symbol)
+        else:
+            self._retained.discard(restart.symbol)
+
+    def open_symbols(self) -> dict[str, list[str]]:
+        """The symbols with open signals, each with the ids of its open signals."""
+        return self._following.symbols()
+
+    def is_retained(self, symbol: str) -> bool:
+        """Whether ``symbol`` is only followed, not evaluated (see :data:`DEPTH_UNSUBSCRIBED`)."""
+        return symbol in self._retained
 
     def _follow_released(self, out: EngineOutput) -> None:
         """Follow every symbol's trades that a confirmed clock jump released (``SymbolState.caught_up``) before

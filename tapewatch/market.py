@@ -37,6 +37,9 @@ _SNAPSHOT = Kind.SNAPSHOT  # a module constant: read once per frame on the hot p
 RETURNS_HISTORY_BARS = 261
 #: Lost-trade id ranges kept per symbol for operators and tests (the counters keep counting past it).
 LOST_RANGES_KEPT = 100
+#: Exchange time (ms) a kline refill may go unanswered before it is asked again (counted ``kline_fill_failed``):
+#: the service paces refills (a reconnect of the whole market asks for two per symbol), so it waits long.
+KLINE_FILL_TIMEOUT_MS = 600_000
 #: Update ids a bookTicker may lead its synced book by and still count as in order for a later, older ticker
 #: that does not (Market._ticker_id_bogus). Binance's ids are shared by all symbols and grew by about 80,000 a
 #: second in 2024 (BTCUSDT recording), tickers lead the 100 ms diffs by < 300,000 in the recordings: 10^9 is
@@ -81,6 +84,18 @@ def snapshot_limit(stream: str) -> int | None:
     return int(digits) if sep and digits.isdigit() else None
 
 
+class KlineFillNeeded(NamedTuple):
+    """The candle series of ``symbol`` and ``interval`` misses the bars opening from ``start`` to ``end`` (ms,
+    both included: a ``startTime``/``endTime`` REST klines request) or holds them only provisionally
+    (:class:`~tapewatch.candles.CandleSeries`). The answer, captured, is applied as history (``Kind.KLINES``)."""
+
+    symbol: str
+    interval: str
+    start: int
+    end: int
+    bars: int  # the most bars the range holds: the request's limit
+
+
 class SnapshotNeeded(NamedTuple):
     """The book of ``symbol`` needs a REST snapshot (cold start, gap, crossed book, stream restart)."""
 
@@ -88,8 +103,15 @@ class SnapshotNeeded(NamedTuple):
     reason: str
 
 
-#: What :meth:`Market.on_frame` may ask of its caller: a book snapshot or the trades of an aggTrade gap.
-Request = SnapshotNeeded | TradeFillNeeded | None
+#: Exchange time (ms) a book waits after its first failed snapshot before its next diff asks again; doubled
+#: on each failure in a row, up to SNAPSHOT_RETRY_MAX_MS (see Market.snapshot_failed).
+SNAPSHOT_RETRY_MS = 5_000
+SNAPSHOT_RETRY_MAX_MS = 300_000
+
+
+#: What :meth:`Market.on_frame` may ask of its caller: a book snapshot, the trades of an aggTrade gap or the
+#: klines of a candle hole.
+Request = SnapshotNeeded | TradeFillNeeded | KlineFillNeeded | None
 
 
 class SymbolState:
@@ -176,6 +198,8 @@ class Market(MarketTrades):
         self.counters: Counter[str] = Counter()
         self.messages = 0
         self._snapshot_limit: int | None = None
+        # symbol -> (snapshots failed in a row, exchange time before which its book asks no new one)
+        self._snapshot_backoff: dict[str, tuple[int, int]] = {}
         c = self.config
         self._gap_config = TradeGapConfig(
             c.trade_fill_timeout_ms,
@@ -296,18 +320,82 @@ class Market(MarketTrades):
         )
         return True
 
-    def _on_kline(self, st: SymbolState, ev: Kline) -> None:
+    def _on_kline(self, st: SymbolState, ev: Kline) -> KlineFillNeeded | None:
         candle = ev.candle
         if candle.open_time > self.ahead_ms and self._kline_ahead(st, candle.open_time):
-            return
-        series = st.candles.get(candle.interval)
-        (series or self.series(st, candle.interval)).update(candle)
+            return None
+        series = st.candles.get(candle.interval) or self.series(st, candle.interval)
+        series.update(candle)
+        if series.missing is None:
+            return None
+        return self.kline_fill(st, series, candle.interval, max(self.now_ms, ev.event_time))
 
-    def _on_kline_history(self, st: SymbolState, ev: KlineHistory) -> None:
+    def _on_kline_history(self, st: SymbolState, ev: KlineHistory) -> KlineFillNeeded | None:
         candles = ev.candles
         if candles and max(c.open_time for c in candles) > self.ahead_ms:
             candles = [c for c in candles if not self._kline_ahead(st, c.open_time)]
-        self.series(st, ev.interval).extend_history(candles)
+        series = self.series(st, ev.interval)
+        filled = series.bars_filled
+        series.extend_history(candles)
+        self.counters["kline_bars_filled"] += series.bars_filled - filled
+        asked = series.asked
+        if asked is None:
+            return None
+        series.asked = None  # answered: the refill in flight is done, whatever it brought
+        if series.missing is None:
+            return None
+        if series.missing[1] > asked[1]:  # a hole found while the refill was in flight: ask for the rest
+            return self.kline_fill(st, series, ev.interval, self.now_ms)
+        self._kline_fill_failed(st, series, ev.interval, "the answer lacks them: given up")
+        series.missing = None  # not asked again: REST has no more to give (a later hole may span them again)
+        return None
+
+    def kline_fill(
+        self, st: SymbolState, series: CandleSeries, interval: str, now: int
+    ) -> KlineFillNeeded | None:
+        """The refill a candle hole needs (``series.missing``), at most one in flight per symbol and interval:
+        counted (``kline_gaps``) and logged once per hole; asked again, the first one given up (counted
+        ``kline_fill_failed``), when the one in flight got no answer within :data:`KLINE_FILL_TIMEOUT_MS` of
+        ``now`` (the exchange's time of the frame, so a replay takes the same decisions: it never hears of a
+        failed request either). A hole found while a refill is in flight is asked for when its answer came."""
+        missing = series.missing
+        assert missing is not None
+        if series.holes != series.holes_seen:
+            self.counters["kline_gaps"] += series.holes - series.holes_seen
+            series.holes_seen = series.holes
+            log.warning(
+                "%s klines missing or unclosed from %d to %d: closed provisionally, refill %s",
+                interval,
+                missing[0],
+                missing[1],
+                "asked" if series.asked is None else "asked when the one in flight is answered",
+                extra={"symbol": st.symbol, "stream": f"kline_{interval}"},
+            )
+        asked = series.asked
+        if asked is not None:
+            if now - asked[0] <= KLINE_FILL_TIMEOUT_MS:
+                return None
+            self._kline_fill_failed(st, series, interval, "no answer in time: asked again")
+        # only the bars the series keeps are worth asking for (a disconnect of hours holds more)
+        last = series.closed[-1]  # a hole always follows a closed bar
+        bar_ms = last.close_time - last.open_time + 1
+        keep = series.closed.maxlen or len(series.closed)
+        start, end = max(missing[0], missing[1] + 1 - keep * bar_ms), missing[1]
+        series.missing = (start, end)
+        series.asked = (now, end)
+        return KlineFillNeeded(st.symbol, interval, start, end, (end - start) // bar_ms + 1)
+
+    def _kline_fill_failed(self, st: SymbolState, series: CandleSeries, interval: str, why: str) -> None:
+        """Count and log a refill that brought nothing (its bars stay as they are: provisional or absent)."""
+        self.counters["kline_fill_failed"] += 1
+        log.warning(
+            "%s kline refill of %s failed (%s)",
+            interval,
+            series.missing,
+            why,
+            extra={"symbol": st.symbol, "stream": f"kline_{interval}"},
+        )
+        series.asked = None
 
     def _kline_ahead(self, st: SymbolState, open_time: int) -> bool:
         """Whether a bar opening at ``open_time`` lies beyond the tolerance of the running clock: every later
@@ -342,9 +430,53 @@ class Market(MarketTrades):
         if type(ev) is PolledSnapshot:
             return self._on_polled(st, ev)
         self.counters["snapshots"] += 1
+        if st.book.synced:
+            self._late_snapshot(st, ev)
+            return None
         st.snapshot_pending = False
+        if self._snapshot_backoff:
+            self._snapshot_backoff.pop(st.symbol, None)
         st.check.reset()
         return self._book_outcome(st, st.book.load_snapshot(ev, self._snapshot_limit))
+
+    def _late_snapshot(self, st: SymbolState, ev: DepthSnapshot) -> None:
+        """A snapshot for a book that holds a consistent view (synced by diffs, or polled) and so asked for
+        none: a fetch that was in flight when the depth stream restarted, answered after a first snapshot
+        already synced the book. Loading it would throw the book away (and, older than the book, force a
+        resync): it is dropped, counted (``late_snapshots``) and logged. The rule reads the book's state only,
+        so a replay of the capture drops the same frames."""
+        self.counters["late_snapshots"] += 1
+        log.info(
+            "late snapshot lastUpdateId=%d dropped: the book is already synced at u=%d",
+            ev.last_update_id,
+            st.book.last_update_id,
+            extra={"symbol": st.symbol, "stream": "depth"},
+        )
+
+    def snapshot_failed(self, symbol: str, reason: str, retry_after_s: float = 0.0) -> None:
+        """The snapshot fetched for ``symbol``'s book failed for good (``reason``; the REST client's retries
+        spent, or Binance refused it). The book keeps buffering, no longer waits for that answer, and its first
+        diff after a backoff of exchange time asks again: :data:`SNAPSHOT_RETRY_MS` doubled on each failure in
+        a row up to :data:`SNAPSHOT_RETRY_MAX_MS`, at least ``retry_after_s`` (a pause or a ban of the REST
+        client). Counted (``snapshot_failed``), logged once per failure, i.e. per backoff step; a loaded
+        snapshot ends the backoff. Live only: a replay never hears of a failed fetch (it has no answer to
+        apply), and waits for the captured snapshot as it always does."""
+        st = self.state(symbol)
+        failures = self._snapshot_backoff.get(symbol, (0, 0))[0] + 1
+        wait_ms = max(
+            min(SNAPSHOT_RETRY_MAX_MS, SNAPSHOT_RETRY_MS << min(failures - 1, 16)),
+            round(retry_after_s * 1000),
+        )
+        self._snapshot_backoff[symbol] = (failures, self.now_ms + wait_ms)
+        st.snapshot_pending = False
+        self.counters["snapshot_failed"] += 1
+        log.warning(
+            "snapshot failed (%d in a row): %s; the book asks again after %.0f s",
+            failures,
+            reason,
+            wait_ms / 1000,
+            extra={"symbol": symbol, "stream": "depth"},
+        )
 
     def _on_polled(self, st: SymbolState, ev: PolledSnapshot) -> SnapshotNeeded | None:
         """A snapshot the backup feed polled: the book is loaded from it alone (``OrderBook.load_polled``),
@@ -410,8 +542,12 @@ class Market(MarketTrades):
             st.snapshot_pending = True
             return SnapshotNeeded(st.symbol, outcome.reason)
         if isinstance(outcome, Buffered) and not st.snapshot_pending:
+            backoff = self._snapshot_backoff.get(st.symbol) if self._snapshot_backoff else None
+            if backoff is not None and self.now_ms < backoff[1]:
+                return None  # the last snapshot failed: wait out the backoff (Market.snapshot_failed)
             st.snapshot_pending = True
-            return SnapshotNeeded(st.symbol, "cold start")
+            reason = "cold start" if backoff is None else "retry after a failed snapshot"
+            return SnapshotNeeded(st.symbol, reason)
         return None
 
     # --- totals --------------------------------------------------------------------------------------
@@ -428,7 +564,14 @@ class Market(MarketTrades):
             "event_time_jumps": self.counters["event_time_jumps"],
             "event_time_held": self.held,
             "held_frame_resyncs": self.counters["held_frame_resyncs"],
+            # snapshots dropped as late (the book already synced) and fetches that failed (live only)
+            "late_snapshots": self.counters["late_snapshots"],
+            "snapshot_failed": self.counters["snapshot_failed"],
             "kline_ahead": self.counters["kline_ahead"],
+            # candle holes (a lost closing kline, lost bars), the bars REST refills brought, refills that failed
+            "kline_gaps": self.counters["kline_gaps"],
+            "kline_bars_filled": self.counters["kline_bars_filled"],
+            "kline_fill_failed": self.counters["kline_fill_failed"],
             "book_ticker_ahead": self.counters["book_ticker_ahead"],
             "agg_id_ahead": self.counters["agg_id_ahead"],
             "trade_time_regressed": self.counters["trade_time_regressed"],

@@ -62,6 +62,13 @@ class OpenSignals:
         )
         self.held[signal.signal_id] = HeldSignal(signal, tracker)
 
+    def symbols(self) -> dict[str, list[str]]:
+        """The symbols with open signals, each with its open signals' ids (in the order they opened)."""
+        out: dict[str, list[str]] = {}
+        for sid, held in self.held.items():
+            out.setdefault(held.signal.symbol, []).append(sid)
+        return out
+
     def follow(self, st: SymbolState, out: EngineOutput) -> None:
         """Feed the symbol's newest trade (and the trades a filled aggTrade gap applied at once) to its
         open signals. A trade added last but stamped before the newest (``trade_time_regressed``, within the

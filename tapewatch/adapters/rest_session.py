@@ -6,11 +6,15 @@ map onto the tapewatch error tree:
 
 - ``429`` -> every caller pauses ``Retry-After`` seconds, then the call is retried (at most
   ``max_retries`` times, then :class:`~tapewatch.errors.RateLimited`);
+- ``403`` -> Binance's web application firewall refused the request (a rate or security rule): treated as a
+  429 without ``Retry-After`` (every caller pauses :data:`WAF_PAUSE` seconds, then the call is retried, then
+  :class:`~tapewatch.errors.RateLimited`), counted in ``waf_blocked``;
 - ``418`` -> the IP is banned: nothing is sent until the ban ends, callers get
   :class:`~tapewatch.errors.IpBanned`;
-- ``5xx``, timeouts, connection errors -> retried with exponential backoff and full jitter, then
-  :class:`~tapewatch.errors.FeedError`;
-- other ``4xx`` -> :class:`~tapewatch.errors.BinanceRequestError` with Binance's ``code``/``msg``, no retry;
+- ``5xx``, ``408`` (Binance's backend timed out), timeouts, connection errors -> retried with exponential
+  backoff and full jitter, then :class:`~tapewatch.errors.FeedError`;
+- other ``4xx`` (400 bad parameter or symbol, 404) -> :class:`~tapewatch.errors.BinanceRequestError` with
+  Binance's ``code``/``msg``, no retry;
 - a 2xx body that is not the expected JSON -> :class:`~tapewatch.errors.FeedError`, counted in ``malformed``
   (a list answer with a few bad rows keeps its good rows: the bad ones are counted in ``dropped_rows``).
 """
@@ -53,6 +57,11 @@ class BodyDecoder(Protocol[T_co]):
 USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 #: Pause after a 429 that carries no usable Retry-After: the rest of a weight window.
 DEFAULT_RATE_LIMIT_PAUSE = 60.0
+#: Pause after a 403 (a WAF rule violated) without Retry-After: as long as a 429's, Binance states no length.
+WAF_PAUSE = DEFAULT_RATE_LIMIT_PAUSE
+#: 4xx answers that are Binance's side, not the request's: retried like a 5xx (408: "a timeout has occurred
+#: while waiting for a response from the backend server", USD-M General Info).
+RETRIED_4XX = frozenset({408})
 #: Ban assumed after a 418 that states no length (Binance's shortest ban is 2 minutes).
 DEFAULT_BAN_SECONDS = 120.0
 _BANNED_UNTIL = re.compile(rb"banned until (\d{10,16})")
@@ -82,6 +91,7 @@ class RestStats:
     malformed: Counter[str] = field(default_factory=Counter)
     dropped_rows: Counter[str] = field(default_factory=Counter)  # bad rows left out of a kept answer
     rate_limited: int = 0
+    waf_blocked: int = 0  # 403 answers (Binance's web application firewall)
     banned: int = 0
     backoff_seconds: float = 0.0
     callback_errors: int = 0
@@ -190,6 +200,7 @@ class RestSession:
             "malformed": dict(s.malformed),
             "dropped_rows": dict(s.dropped_rows),
             "rate_limited": s.rate_limited,
+            "waf_blocked": s.waf_blocked,
             "banned": s.banned,
             "backoff_seconds": s.backoff_seconds,
             "callback_errors": s.callback_errors,
@@ -242,21 +253,17 @@ class RestSession:
             body = response.content
             if 200 <= status < 300:
                 return RestResponse(path_and_query, status, body, used)
-            if status == 429:
-                pause = _retry_after(response.headers)
-                pause = DEFAULT_RATE_LIMIT_PAUSE if pause is None else pause
-                self.stats.rate_limited += 1
-                self.budget.pause(pause)
-                log.warning("GET %s: 429, every caller pauses %.0f s", path_and_query, pause, extra=extra)
+            if status == 429 or status == 403:
+                pause = self._pause_all(path_and_query, response, extra)
                 if attempt >= self._max_retries:
-                    raise RateLimited(f"GET {path_and_query}: 429 on all {attempt + 1} attempts", pause)
+                    raise RateLimited(f"GET {path_and_query}: {status} on all {attempt + 1} attempts", pause)
                 self.stats.retries[endpoint] += 1
                 attempt += 1
                 continue
             if status == 418:
                 raise self._banned(path_and_query, response, extra)
             code, msg = _binance_error(body)
-            if status >= 500:
+            if status >= 500 or status in RETRIED_4XX:
                 if attempt >= self._max_retries:
                     raise FeedError(
                         f"GET {path_and_query}: HTTP {status} on all {attempt + 1} attempts: {msg}"
@@ -287,6 +294,27 @@ class RestSession:
                 self.stats.callback_errors += 1
                 log.exception("on_response failed for %s", resp.stream, extra={"stream": resp.stream})
         return value
+
+    def _pause_all(self, path_and_query: str, response: httpx.Response, extra: dict[str, Any]) -> float:
+        """Pause every caller after a 429 (a rate limit: ``Retry-After`` seconds) or a 403 (the WAF refused the
+        request: :data:`WAF_PAUSE` seconds unless ``Retry-After`` says otherwise)."""
+        pause = _retry_after(response.headers)
+        if response.status_code == 429:
+            self.stats.rate_limited += 1
+            pause = DEFAULT_RATE_LIMIT_PAUSE if pause is None else pause
+            log.warning("GET %s: 429, every caller pauses %.0f s", path_and_query, pause, extra=extra)
+        else:
+            self.stats.waf_blocked += 1
+            pause = WAF_PAUSE if pause is None else pause
+            _, msg = _binance_error(response.content)
+            log.warning(
+                "GET %s: 403, Binance's firewall (WAF) refused the request (%s); every caller pauses %.0f s. "
+                "Lower the request rate (rest_weight_limit); if 403s persist the IP or its region is blocked: "
+                "move the service to another host",
+                path_and_query, msg[:120] or "no detail", pause, extra=extra,
+            )  # fmt: skip
+        self.budget.pause(pause)
+        return pause
 
     def _banned(self, path_and_query: str, response: httpx.Response, extra: dict[str, Any]) -> IpBanned:
         """Start the ban a 418 announces and return the error to raise."""

@@ -43,3 +43,52 @@ def test_rows_before_the_last_are_closed_even_when_the_callers_clock_is_behind()
     assert [c.closed for c in candles] == [True, True, True, False]
     # a clock past the last close closes the last row too
     assert candles_from_rows(rows, "1h", 14 * hour)[-1].closed
+
+
+def test_a_bar_whose_closing_kline_was_lost_is_closed_provisionally_and_refilled() -> None:
+    # update(t0, open) -> update(t1, open) -> update(t1, closed) -> update(t2, open): the close of t0 was lost
+    s = CandleSeries(keep=10)
+    s.update(bar(0, 1.0, False))
+    s.update(bar(60_000, 2.0, False))
+    s.update(bar(60_000, 2.5, True))
+    s.update(bar(120_000, 3.0, False))
+    assert [(c.open_time, c.close, c.closed) for c in s.closed] == [(0, 1.0, True), (60_000, 2.5, True)]
+    assert s.provisional == {0} and s.holes == 1
+    assert s.missing == (0, 59_999)  # the refill asks for bar t0 again
+    # the REST answer replaces the provisional bar; the bar closed by its own kline is not duplicated
+    added = s.extend_history([bar(0, 1.2, True), bar(60_000, 9.9, True)])
+    assert added == 1 and s.bars_filled == 1
+    assert [(c.open_time, c.close) for c in s.bars()] == [(0, 1.2), (60_000, 2.5), (120_000, 3.0)]
+    assert s.provisional == set() and s.missing is None
+
+
+def test_a_hole_of_several_bars_asks_for_the_whole_range() -> None:
+    s = CandleSeries(keep=10)
+    s.update(bar(0, 1.0, True))
+    s.update(bar(60_000, 2.0, False))
+    s.update(bar(300_000, 6.0, False))  # a long disconnect: bar 1 never closed, bars 2..4 never seen
+    assert s.missing == (60_000, 299_999) and s.provisional == {60_000}
+    assert [c.open_time for c in s.closed] == [0, 60_000]
+    # a partial answer narrows the range to what is still missing
+    s.extend_history([bar(60_000, 2.1, True), bar(120_000, 3.0, True)])
+    assert s.missing == (180_000, 299_999)
+    s.extend_history([bar(t * 60_000, float(t), True) for t in range(3, 6)])  # bar 5 is forming: not taken
+    assert [c.open_time for c in s.bars()] == [t * 60_000 for t in range(6)]
+    assert s.missing is None and s.bars_filled == 4
+
+
+def test_whole_bars_lost_after_a_closed_one_are_a_hole_too() -> None:
+    s = CandleSeries(keep=10)
+    s.update(bar(0, 1.0, True))
+    s.update(bar(180_000, 4.0, False))
+    assert s.missing == (60_000, 179_999) and s.provisional == set() and s.holes == 1
+
+
+def test_a_closed_kline_for_a_provisional_bar_replaces_it() -> None:
+    # a backup-feed poll lists the last closed bars: the provisional one among them is replaced, not "stale"
+    s = CandleSeries(keep=10)
+    s.update(bar(0, 1.0, False))
+    s.update(bar(60_000, 2.0, False))
+    assert s.update(bar(0, 1.5, True))
+    assert [(c.open_time, c.close) for c in s.closed] == [(0, 1.5)] and s.provisional == set()
+    assert s.stale_updates == 0
