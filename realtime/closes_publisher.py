@@ -28,7 +28,9 @@ class ClosesPublisher:
         self.market = market
         self.ttl_s = ttl_s
         self.published = 0  # symbol publications so far
-        self._last: dict[str, int] = {}  # symbol -> open time of the last close published
+        # symbol -> (open time of the last close published, the series' revision then)
+        self._last: dict[str, tuple[int, int]] = {}
+        self._due_revisions: dict[str, int] = {}
 
     def due(self, symbols: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
         """The closes to publish now: symbols of ``symbols`` with a closed 1m candle not published yet."""
@@ -36,10 +38,13 @@ class ClosesPublisher:
         for symbol in symbols:
             st = self.market.symbols.get(symbol)
             series = st.candles.get(INTERVAL) if st is not None else None
-            if series is None or not series.closed or series.closed[-1].open_time == self._last.get(symbol):
+            if series is None or not series.closed:
                 continue
+            if (series.closed[-1].open_time, series.revision) == self._last.get(symbol):
+                continue  # nothing new, and no bar replaced in place (a refill, a confirmation)
             bars = list(series.closed)[-CLOSES_KEPT:]
             out[symbol] = [(c.open_time, c.close) for c in bars]
+            self._due_revisions[symbol] = series.revision
         return out
 
     async def publish(self, symbols: Iterable[str]) -> int:
@@ -50,6 +55,6 @@ class ClosesPublisher:
             return 0
         await self.redis.publish_closes(due, ttl_s=self.ttl_s)
         for symbol, bars in due.items():
-            self._last[symbol] = bars[-1][0]
+            self._last[symbol] = (bars[-1][0], self._due_revisions.pop(symbol, 0))
         self.published += len(due)
         return len(due)

@@ -32,6 +32,10 @@ class CandleSeries:
 
     ``asked``: (time asked, last open time asked) of the refill in flight, and ``holes_seen``: the holes
     counted so far, are the market state's bookkeeping (:meth:`tapewatch.market.Market.kline_fill`).
+
+    ``revision`` grows whenever a closed bar changes in place or bars are inserted (a confirmation, a refill,
+    the history): with the newest closed bar's open time, it tells a reader caching something derived from the
+    closed bars (the volume context, the published closes) that it is stale.
     """
 
     __slots__ = (
@@ -43,6 +47,7 @@ class CandleSeries:
         "holes_seen",
         "missing",
         "provisional",
+        "revision",
         "stale_updates",
     )
 
@@ -56,6 +61,7 @@ class CandleSeries:
         self.bars_filled = 0  # provisional bars replaced by closed ones, missing bars brought by a refill
         self.asked: tuple[int, int] | None = None
         self.holes_seen = 0
+        self.revision = 0
 
     @property
     def last_open_time(self) -> int:
@@ -110,6 +116,7 @@ class CandleSeries:
                 break
         self.provisional.discard(candle.open_time)
         self.bars_filled += 1
+        self.revision += 1
         return True
 
     def extend_history(self, candles: Iterable[Candle]) -> int:
@@ -146,6 +153,7 @@ class CandleSeries:
             closed.extend(bars)
         self.provisional.difference_update(c.open_time for c in news)
         self.bars_filled += filled
+        self.revision += 1
         if missing is not None:
             self.missing = self._still_missing(*missing)
         return len(news)

@@ -135,7 +135,8 @@ class SignalEngine:
         self._breakpoints = breakpoints(settings)
         self._trade_stale_ms = round(settings.trade_stale_after * 1000)
         self._incidents: dict[str, BookIncidents] = {}  # symbol -> its book's gaps and resyncs by event time
-        self._context: dict[str, tuple[int, float | None]] = {}  # symbol -> (last 15m open time, avg volume)
+        # symbol -> ((last 15m open time, series revision), average volume)
+        self._context: dict[str, tuple[tuple[int, int], float | None]] = {}
         self._last_tick = 0
         self._jumps = market.counters["event_time_jumps"]  # confirmed clock jumps seen (_follow_released)
         self._window_s = settings.trade_history_window
@@ -314,11 +315,12 @@ class SignalEngine:
         series = st.candles.get(PRIMARY_TF)
         if series is None or not series.closed:
             return None
-        last_open = series.closed[-1].open_time
+        # the newest closed bar and the series' revision (a refill or a confirmation changed bars in place)
+        key = (series.closed[-1].open_time, series.revision)
         cached = self._context.get(st.symbol)
-        if cached is None or cached[0] != last_open:
+        if cached is None or cached[0] != key:
             avg = average_window_volume(list(series.closed), self._window_s, self.settings.kline_history_bars)
-            cached = self._context[st.symbol] = (last_open, avg)
+            cached = self._context[st.symbol] = (key, avg)
         avg = cached[1]
         return st.flow.quote_volume / avg if avg else None
 

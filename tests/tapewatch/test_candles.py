@@ -92,3 +92,20 @@ def test_a_closed_kline_for_a_provisional_bar_replaces_it() -> None:
     assert s.update(bar(0, 1.5, True))
     assert [(c.open_time, c.close) for c in s.closed] == [(0, 1.5)] and s.provisional == set()
     assert s.stale_updates == 0
+
+
+def test_the_revision_grows_when_closed_bars_change_in_place() -> None:
+    """Readers cache what they derive from the closed bars by the newest bar's open time; a refill or a
+    confirmation that replaces a bar in place leaves that time as it was, so the revision must move."""
+    s = CandleSeries(keep=10)
+    s.update(bar(0, 1.0, False))
+    s.update(bar(60_000, 2.0, False))  # bar 0 closed provisionally: the newest closed bar
+    before = (s.closed[-1].open_time, s.revision)
+    s.extend_history([bar(0, 1.5, True)])  # the refill replaces it in place
+    assert s.closed[-1].open_time == before[0] and s.closed[-1].close == 1.5
+    assert s.revision > before[1]
+    s.update(bar(60_000, 2.0, True))
+    s.update(bar(180_000, 4.0, False))  # bar 120_000 lost: none to estimate, nothing provisional
+    revision = s.revision
+    s.update(bar(180_000, 4.0, True))  # an ordinary close appends: the open time moves, the revision need not
+    assert s.revision == revision
