@@ -215,7 +215,9 @@ class FeedService:
             if gone not in held:
                 self.fills.cancel(gone)  # a retained symbol's trades must stay whole: its gap fills go on
         for new in [s for s in symbols if s not in self.universe]:
-            if new in self.retained:
+            # still retained, or released while the engine still skips it (its depth restart never came:
+            # the backup feed starts no stream)
+            if new in self.retained or self.engine.is_retained(new):
                 self._rejoined(new)
             self._joined[new] = _wall_ms()
             task = asyncio.get_running_loop().create_task(self._fetch_history(new), name=f"history-{new}")

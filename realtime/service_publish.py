@@ -83,6 +83,10 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "queue_drops": service.pool.frames.drops,
         "reconnects": sum(pool.reconnects.values()),
         "redis_errors": service.counters["redis_errors"],
+        # REST candle requests: history at a symbol's start that failed; kline refills queued and failed
+        "history_failed": service.counters["history_failed"],
+        "kline_fill_requests": service.counters["kline_fill_requests"],
+        "kline_fill_errors": service.counters["kline_fill_errors"],
         # klines for a bar older than the newest one, ignored
         "candle_stale_updates": sum(
             series.stale_updates for st in market.symbols.values() for series in st.candles.values()

@@ -341,6 +341,10 @@ class Market(MarketTrades):
         asked = series.asked
         if asked is None:
             return None
+        if not candles or max(c.close_time for c in candles) < asked[1]:
+            # not the refill's answer (it reaches the end asked for): the history of a symbol that
+            # (re)joined while a refill was in flight; the refill's own answer, or its timeout, settles it
+            return None
         series.asked = None  # answered: the refill in flight is done, whatever it brought
         if series.missing is None:
             return None

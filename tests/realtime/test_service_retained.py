@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -157,6 +158,7 @@ def test_a_symbol_leaving_with_an_open_signal_is_followed_to_its_stop_then_unsub
         assert service.engine.open == {}
         assert pool.of(X) == [] and service.retained == [] and service.metrics()["retained_symbols"] == 0
         assert f"{X} released" in caplog.text
+        assert service.engine.is_retained(X)  # released, its book let go: evaluated again once it restarts
 
     asyncio.run(live())
     capture.close()
@@ -170,6 +172,16 @@ def test_a_symbol_leaving_with_an_open_signal_is_followed_to_its_stop_then_unsub
     assert [(s.signal_id, s.signal_type, s.exit_reason, s.event_time) for s in replay.signals] == [
         (s.signal_id, s.signal_type, s.exit_reason, s.event_time) for s in sink.signals()
     ]
+
+    async def rejoin_on_the_backup_feed() -> None:
+        # the backup feed is on (it starts no depth stream whose start would end the retention): the service
+        # restarts X's book itself when X rejoins, though X was released from the retained list already
+        service.backup = cast(Any, SimpleNamespace(on=True, set_symbols=lambda symbols: None))
+        service.set_universe([X, Y])
+        await asyncio.gather(*service._history_tasks)
+        assert not service.engine.is_retained(X)
+
+    asyncio.run(rejoin_on_the_backup_feed())
 
 
 def test_an_open_signal_resumed_at_start_outside_the_chosen_universe_is_followed(tmp_path: Path) -> None:

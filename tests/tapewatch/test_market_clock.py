@@ -508,3 +508,25 @@ def test_a_released_trade_waiting_for_its_follower_survives_a_gap_resolved_meanw
     assert st.fill is None and st.last_agg_id == 4
     assert st.caught_up == [(back, 99.0), (back + 1, 100.0), (back + 2, 101.0)]
     assert len(st.vwap) == 4  # every trade in the windows (the 5-minute one let the first go)
+
+
+def test_a_join_history_arriving_while_a_refill_is_in_flight_is_not_taken_for_its_answer() -> None:
+    """A symbol rejoins with an old forming bar: its first kline opens a hole and a refill is asked. The join's
+    history (the last bars, not reaching the hole's end) comes first: it must not settle the refill as failed;
+    the refill's own answer does."""
+    feed = two_books()
+    market = feed.market
+    stream = "btcusdt@kline_1m"
+    start = T - 10 * 60_000
+    feed.send("BTCUSDT", Kind.KLINE, stream, kline("BTCUSDT", start + 1, start))
+    feed.send("BTCUSDT", Kind.KLINE, stream, kline("BTCUSDT", T + 2, T))  # bar `start` never closed
+    series = market.symbols["BTCUSDT"].candles["1m"]
+    assert series.missing is not None and series.asked is not None
+    rest = "rest:/fapi/v1/klines?symbol=BTCUSDT&interval=1m"
+    older = [make_candle(start - 60_000 * k, 101.0, 99.0, 100.0, length_ms=60_000) for k in (3, 2, 1)]
+    feed.send("BTCUSDT", Kind.KLINES, rest, KlineHistory("1m", older))
+    assert market.counters["kline_fill_failed"] == 0 and series.asked is not None
+    refill = [make_candle(start + 60_000 * k, 101.0, 99.0, 100.0, length_ms=60_000) for k in range(10)]
+    feed.send("BTCUSDT", Kind.KLINES, rest + "&startTime=1", KlineHistory("1m", refill))
+    assert market.counters["kline_fill_failed"] == 0 and series.asked is None and series.missing is None
+    assert market.counters["kline_bars_filled"] == 10
