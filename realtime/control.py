@@ -35,8 +35,6 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import msgspec
-
 from realtime.backoff import Backoff
 from realtime.service_publish import component_name
 from realtime.timebase import REAL_TIME, Timebase
@@ -247,8 +245,10 @@ class ControlLoop:
 
     # --- Redis lost its data ----------------------------------------------------------------------------------
     async def _restore(self, state: ControlState, applied: AppliedControl) -> ControlState:
-        """Redis lost the control keys: write the applied values back where their key is absent and return
-        ``state`` with them (a key present is a command written since the loss, applied as usual)."""
+        """Redis lost the control keys: write the applied values back where their key is absent and no command
+        of theirs was written since the loss (the events stream was lost with the keys, so an event in it is
+        newer: an operator's resume leaves its key absent and must stand), then return the control state as
+        Redis now holds it (another shard may have restored it first)."""
         lost = self._lost(state, applied)
         self._marker, written = await self.redis.restore_control(lost, source=self._restorer)
         self.counters["state_lost"] += 1
@@ -259,13 +259,7 @@ class ControlLoop:
             f"written back: {', '.join(written)}" if written else "nothing to write back",
             extra={**_EXTRA, "restored": ",".join(written)},
         )
-        return msgspec.structs.replace(
-            state,
-            universe=state.universe if lost.universe is None else lost.universe,
-            paused_reason=state.paused_reason if lost.paused_reason is None else lost.paused_reason,
-            backup_feed=state.backup_feed or lost.backup_feed,
-            max_universe=state.max_universe if lost.max_universe is None else lost.max_universe,
-        )
+        return await self.redis.read_control()
 
     def _lost(self, state: ControlState, applied: AppliedControl) -> ControlState:
         """The applied control values whose key ``state`` lacks (an unreadable key is not lacking)."""

@@ -22,6 +22,7 @@ from tapewatch.signal import Signal
 
 if TYPE_CHECKING:
     from realtime.service import FeedService
+    from tapewatch.adapters.redis_state import AsyncRedisState
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,16 @@ async def publish_on_exit(service: FeedService, within_s: float = 2.0) -> None:
     """On the way out: the metrics hash and the newest signal once more (the publish loop runs once a second,
     so the counts of the last second, and a signal of it, would otherwise never reach ``tapewatch status`` or
     the dashboard). Best effort, bounded by ``within_s``."""
-    redis, last = service.redis, service.last_signal
-    if redis is None:
+    if service.redis is None:
         return
+    # In a task of its own: this runs in the finally of the service's cancelled run, whose cancel request
+    # stays counted, and every Redis call made from it would raise CancelledError once its command had run
+    # (tapewatch.adapters.cancels): the metrics were written, the last signal never.
+    await asyncio.create_task(_publish_final(service, service.redis, within_s), name="publish-on-exit")
+
+
+async def _publish_final(service: FeedService, redis: AsyncRedisState, within_s: float) -> None:
+    last = service.last_signal
     try:
         async with asyncio.timeout(within_s):
             await redis.publish_metrics(published_metrics(service), service.component)

@@ -196,6 +196,11 @@ def assess(
         series[symbol] = _judge(symbol, old, values, prev, config, found, counts)
     if totals is not None:
         old = state.series.get(OVERALL, SeriesState())
+        if old.prev.symbols == 0 and "message_rate" in old.stats:
+            # a cursor from before the rate was judged per symbol: its statistics are of the total rate
+            old = SeriesState(
+                prev=old.prev, stats={k: v for k, v in old.stats.items() if k != "message_rate"}
+            )
         values = _per_symbol(_total_values(old.prev, totals, counts), len(feeds), old.prev.symbols)
         prev = Prev(
             ts_ms=totals.updated_ms, messages=totals.messages, resyncs=totals.resyncs, symbols=len(feeds)
@@ -240,12 +245,19 @@ def symbols_needed(symbols: int, config: QualityConfig) -> int:
     reaches with probability at most ``false_alarm``; all of them when fewer follow."""
     if symbols <= config.min_symbols:
         return max(1, symbols)
-    p, q = config.calm_rate, 1.0 - config.calm_rate
-    below = 0.0  # P(fewer than k anomalous symbols)
+    log_p, log_q = math.log(config.calm_rate), math.log1p(-config.calm_rate)
+    below = 0.0  # P(fewer than k anomalous symbols); terms in logs: comb(n, k) * p**k overflows from n ~ 3000
     for k in range(symbols + 1):
         if k >= config.min_symbols and 1.0 - below <= config.false_alarm:
             return k
-        below += math.comb(symbols, k) * p**k * q ** (symbols - k)
+        log_term = (
+            math.lgamma(symbols + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(symbols - k + 1)
+            + k * log_p
+            + (symbols - k) * log_q
+        )
+        below += math.exp(log_term)
     return symbols
 
 
@@ -270,9 +282,10 @@ def _per_symbol(values: dict[str, float] | None, symbols: int, before: int) -> d
     """The service's message rate per symbol followed, so that a universe resized on purpose (a rescan, the
     load sensor's shrink and its restore) is no anomaly; not judged at all across a change of more than
     :data:`UNIVERSE_CHANGE` of the symbols (the interval mixes both sizes)."""
-    if values is None or "message_rate" not in values or symbols == 0:
+    if values is None or "message_rate" not in values:
         return values
-    if before and abs(symbols - before) > UNIVERSE_CHANGE * before:
+    if symbols == 0 or (before and abs(symbols - before) > UNIVERSE_CHANGE * before):
+        # no symbol to share it (no feed stats published), or the interval mixes two universe sizes
         return {k: v for k, v in values.items() if k != "message_rate"}
     return {**values, "message_rate": values["message_rate"] / symbols}
 

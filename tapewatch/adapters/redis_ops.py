@@ -46,15 +46,25 @@ CONTROL_EVENTS_MAXLEN = 1000
 MAX_BLOCK_MS = 5000
 
 # Restores the control keys a Redis lost, atomically, so that several services (shards) doing it at once
-# write each key and its event once: every key is SET NX (a command written since the loss wins), an event
-# is added only for a key actually written, and the marker is set NX. Returns the marker now held and the
+# write each key and its event once: every key is SET NX (a command written since the loss wins), a key whose
+# command has an event not from a restore is left alone (the events stream was lost with the keys, so such an
+# event is newer than the loss: an operator's resume or clear leaves its key absent on purpose), an event is
+# added only for a key actually written, and the marker is set NX. Returns the marker now held and the
 # commands written. KEYS: marker, events stream, the control keys; ARGV: marker token, ts, source, stream
 # maxlen, then a (command, value) pair per control key.
 _RESTORE_CONTROL = """
+local since = {}
+for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[4])) do
+  local fields, command, source = entry[2], nil, nil
+  for j = 1, #fields, 2 do
+    if fields[j] == 'command' then command = fields[j + 1] elseif fields[j] == 'source' then source = fields[j + 1] end
+  end
+  if command and source and string.sub(source, -11) ~= ' (restored)' then since[command] = true end
+end
 local written = {}
 for i = 3, #KEYS do
   local command, value = ARGV[2 * i - 1], ARGV[2 * i]
-  if redis.call('SET', KEYS[i], value, 'NX') then
+  if not since[command] and redis.call('SET', KEYS[i], value, 'NX') then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
       'command', command, 'value', value, 'ts', ARGV[2], 'source', ARGV[3])
     written[#written + 1] = command

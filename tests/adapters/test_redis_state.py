@@ -398,7 +398,9 @@ def test_every_control_write_keeps_one_marker_and_a_restore_writes_only_absent_k
         finally:
             await service.aclose()
 
-    redis_client.delete(keys.control_marker)
+    # Redis loses its data (the events stream with the keys); then a universe is written: a new marker
+    redis_client.delete(*redis_client.scan_iter(match=keys.pattern))
+    redis_state.set_universe(["BTCUSDT"], source="dagster")
     lost = ControlState(universe=("ETHUSDT",), paused_reason="maintenance", backup_feed=True, max_universe=3)
     (read, now), (held, written) = asyncio.run(restore(lost))
     assert held == now and held not in (None, marker)  # a new marker: told from the one known before
@@ -416,7 +418,31 @@ def test_every_control_write_keeps_one_marker_and_a_restore_writes_only_absent_k
     # a second restorer (another shard) finds everything there: nothing written, the same marker
     (_, again), (held_again, written_again) = asyncio.run(restore(lost))
     assert (held_again, written_again, again) == (held, [], held)
-    assert len(redis_state.control_events()) == 6
+    assert len(redis_state.control_events()) == 4
+
+
+def test_a_restore_leaves_a_key_whose_command_was_written_since_the_loss(
+    redis_url: str, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    """After the loss an operator resumed (the key stays absent, its event is the only trace): the restore
+    must not write the pause back. The events stream was lost with the keys, so any event in it is newer."""
+    keys = redis_state.keys
+    redis_state.pause("maintenance", source="ops")
+    redis_client.delete(*redis_client.scan_iter(match=keys.pattern))
+    redis_state.resume(source="dashboard")
+
+    async def restore() -> list[str]:
+        service = AsyncRedisState.from_url(redis_url, keys=keys)
+        try:
+            _, written = await service.restore_control(
+                ControlState(paused_reason="maintenance", max_universe=2), source="realtime (restored)"
+            )
+            return written
+        finally:
+            await service.aclose()
+
+    assert asyncio.run(restore()) == ["max_universe"]
+    assert redis_state.read_control() == ControlState(max_universe=2)
 
 
 def test_bad_control_commands_are_refused_before_reaching_redis(redis_state: RedisState) -> None:

@@ -162,6 +162,32 @@ def test_a_command_written_after_the_loss_wins_over_the_restored_state(
     assert len(_errors(caplog)) == 1
 
 
+def test_a_resume_written_after_the_loss_is_not_undone_by_the_restore(
+    redis_url: str, redis_keys: Keyspace, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    """Redis lost its data, then an operator resumed before the service noticed: the resume deletes an absent
+    key, so only its event says it happened. The events stream was lost with the keys, so that event is newer
+    than the loss: the restore must leave the pause lifted (it wrote it back, and kept the service paused)."""
+    redis_state.pause("maintenance", source="ops")
+
+    async def scenario() -> None:
+        target = Target()
+        state, loop, task = await _with_loop(redis_url, redis_keys, target, ControlConfig(reread_every=60))
+        try:
+            await wait_for(lambda: target.paused == "maintenance", "the pause applied")
+            await asyncio.to_thread(_lose_data, redis_client, redis_keys)
+            await asyncio.to_thread(redis_state.resume, source="dashboard")
+            await wait_for(lambda: target.paused is None, "the resume applied")
+            assert loop.metrics()["control_state_lost"] == 1  # the loss was noticed, and nothing undone
+            assert (await asyncio.to_thread(redis_state.read_control)).paused_reason is None
+            events = await asyncio.to_thread(redis_state.control_events)
+            assert [(e.command, e.source) for e in events] == [("paused", "dashboard")]  # nothing restored
+        finally:
+            await _stop(state, task)
+
+    asyncio.run(scenario())
+
+
 def test_two_shards_restore_each_value_once(
     redis_url: str, redis_keys: Keyspace, redis_state: RedisState, redis_client: redis.Redis
 ) -> None:

@@ -267,3 +267,38 @@ def test_a_universe_cut_in_half_is_not_a_message_rate_anomaly() -> None:
         }
         state, found = assess(state, sample, TotalsSample(1_000_000 + t * 60_000, total, 0), config)
         assert not found.dirty, (t, found.anomalies)
+
+
+def test_a_cursor_from_before_per_symbol_rates_does_not_pause_signalling() -> None:
+    """The sensor's cursor of the version before held the overall message rate as a total: read back, its
+    statistics are dropped rather than compared with a per-symbol rate (that read as -19 sd and paused)."""
+    config = QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
+    old_cursor = (
+        b'{"series":{"*":{"prev":{"ts_ms":1000000,"messages":0,"resyncs":0},'
+        b'"stats":{"message_rate":[20,300.0,4.0],"resync_rate":[20,0.0,0.0]}}}}'
+    )
+    cursor = msgspec.json.decode(old_cursor, type=QualityState)  # no "symbols": written before it existed
+    feeds = {f"S{i}": FeedSample(f"S{i}", 1_060_000, 100.0, 1e-4, 600) for i in range(30)}
+    state, found = assess(cursor, feeds, TotalsSample(1_060_000, 18_000, 0), config)
+    assert not found.dirty, found.anomalies
+    assert state.series[OVERALL].prev.symbols == 30
+
+
+def test_totals_without_any_feed_stats_are_not_judged_as_a_total() -> None:
+    config = QualityConfig(k=3, window=30, min_samples=3, min_symbols=3)
+    state = QualityState()
+    for t in range(10):  # 30 symbols at 10 msg/s each, judged per symbol
+        feeds = {
+            f"S{i}": FeedSample(f"S{i}", 1_000_000 + t * 60_000, 100.0, 1e-4, 600 * t) for i in range(30)
+        }
+        state, found = assess(state, feeds, TotalsSample(1_000_000 + t * 60_000, 18_000 * t, 0), config)
+        assert not found.dirty
+    # a check whose feed hashes are all gone (expired) while the metrics hash is there
+    state, found = assess(state, {}, TotalsSample(1_000_000 + 10 * 60_000, 18_000 * 10, 0), config)
+    assert not found.dirty, found.anomalies
+
+
+def test_the_symbols_needed_are_computed_for_any_universe_size() -> None:
+    config = QualityConfig()
+    assert symbols_needed(1_000, config) == 78
+    assert 250 < symbols_needed(5_000, config) < 400  # ~6 % of them: no overflow on a large count
