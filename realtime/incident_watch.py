@@ -12,7 +12,8 @@ Once a second, :meth:`IncidentWatch.check` polls counters rather than hooking in
 - gap/resync incidents of books synced again (or gone from the universe) are resolved;
 - decoder rejections and malformed websocket frames are summed per stream and recorded once per stream
   per minute (``malformed``, a point event with the counts in its detail);
-- the REST client's 429/418 counters open ``rate_limited``/``banned``, resolved when the pause or ban ends.
+- the REST client's 429/403/418 counters open ``rate_limited`` (429, or 403: Binance's firewall)/``banned``,
+  resolved when the pause or ban ends.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class IncidentWatch:
         self._seen_rejected: Counter[tuple[str, str]] = Counter()
         self._seen_total = 0
         self._seen_transport = (0, 0)
-        self._seen_rest = (0, 0)
+        self._seen_rest = (0, 0, 0)  # 429s, 418s, 403s seen
 
     def depth_stream(self, symbol: str) -> str:
         """The depth stream name of ``symbol`` (the ``stream`` of its gap, resync and stale incidents)."""
@@ -245,13 +246,21 @@ class IncidentWatch:
 
     def _check_rest(self, rest: RestSession) -> None:
         stats, budget = rest.stats, rest.budget
-        seen_429, seen_418 = self._seen_rest
-        self._seen_rest = (stats.rate_limited, stats.banned)
-        if stats.rate_limited > seen_429:
+        seen_429, seen_418, seen_403 = self._seen_rest
+        self._seen_rest = (stats.rate_limited, stats.banned, stats.waf_blocked)
+        if stats.rate_limited > seen_429 or stats.waf_blocked > seen_403:
+            answered = [
+                f"429 (too many requests) {stats.rate_limited - seen_429} times"
+                if stats.rate_limited > seen_429
+                else "",
+                f"403 (its web application firewall: fewer requests from this IP) {stats.waf_blocked - seen_403} times"
+                if stats.waf_blocked > seen_403
+                else "",
+            ]
             self.recorder.open(
                 "rate_limited",
                 stream=REST,
-                detail=f"Binance answered 429 (too many requests) {stats.rate_limited - seen_429} times; "
+                detail=f"Binance answered {' and '.join(a for a in answered if a)}; "
                 f"every REST call paused {budget.paused_for():.0f} s",
             )
         elif budget.paused_for() <= 0:

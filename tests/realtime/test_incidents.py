@@ -438,3 +438,33 @@ def test_the_service_records_an_injected_gap_and_a_dropped_connection(
     assert all(r.resolved_at is not None for r in reconnects), "every connection came back"
     assert malformed and sum(int(r.detail.split()[0]) for r in malformed) >= 1
     assert service.metrics()["incidents_queued"] == 0 and service.metrics()["incidents_dropped"] == 0
+
+
+def test_a_firewall_block_opens_a_rate_limit_incident_until_the_pause_ends(db: Database) -> None:
+    """A 403 from Binance's web application firewall pauses every REST call like a 429: the operator sees it
+    as an incident saying so, resolved when calls resume."""
+    recorder = IncidentRecorder(db, close_leftovers=False)
+    watch = IncidentWatch(recorder)
+    clock = FakeClock()
+    blocked = Reply(403, b"<html><body>403 Forbidden</body></html>", {"Retry-After": "9"})
+
+    async def main(server: RestTestServer) -> None:
+        budget = WeightBudget(100, clock=clock, sleep=clock.sleep, wall_clock=lambda: 1_700_000_000.0)
+        async with BinanceRest(server.url, budget, max_retries=0, sleep=clock.sleep) as rest:
+            check: Callable[[], None] = lambda: watch.check(Market(), [], FrameDecoder(), None, rest)  # noqa: E731
+            check()
+            with pytest.raises(Exception, match=r"403|firewall"):
+                await rest.server_time()
+            check()
+            assert recorder.is_open("rate_limited", stream="rest")
+            clock.now += 10
+            check()
+            assert not recorder.is_open("rate_limited", stream="rest")
+
+    with RestTestServer(clock) as server:
+        server.route("/fapi/v1/time", [blocked])
+        asyncio.run(main(server))
+    write_all(recorder)
+    (limited,) = written(db)
+    assert limited.kind == "rate_limited" and "403 (its web application firewall" in limited.detail
+    assert "paused 9 s" in limited.detail and limited.resolved_at is not None
