@@ -88,6 +88,10 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "history_failed": service.counters["history_failed"],
         "kline_fill_requests": service.counters["kline_fill_requests"],
         "kline_fill_errors": service.counters["kline_fill_errors"],
+        # REST answers 429 (rate limited), 403 (Binance's firewall) and 418 (IP banned), all endpoints
+        "rest_rate_limited": service.rest.stats.rate_limited,
+        "rest_waf_blocked": service.rest.stats.waf_blocked,
+        "rest_banned": service.rest.stats.banned,
         # klines for a bar older than the newest one, ignored
         "candle_stale_updates": sum(
             series.stale_updates for st in market.symbols.values() for series in st.candles.values()

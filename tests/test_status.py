@@ -330,3 +330,46 @@ def test_the_one_line_status_of_the_demo_console(
         line = format_status_line(gather_status(load_settings()))
     assert line.startswith("status: realtime up · ")
     assert "last signal " in line and "(ENTRY BTCUSDT LONG)" in line and "problem" not in line
+
+
+def test_the_dashboard_is_probed_on_the_port_its_heartbeat_names(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None, redis_state: RedisState
+) -> None:
+    """`tapewatch dashboard --port` overrides the settings; the dashboard's heartbeat names its real port."""
+    with http_server(200) as served, closed_port() as configured:
+        env.setenv("TAPEWATCH_DASHBOARD_PORT", str(configured))
+        redis_state.beat("dashboard", ttl_s=30, info={"port": served, "host": "0.0.0.0"})
+        _, report = status_json(capsys)
+    assert report["services"]["dashboard"] == {"url": f"http://127.0.0.1:{served}/", "reachable": True}
+    assert not any(p.startswith("dashboard") for p in report["problems"]), report["problems"]
+
+
+def test_redis_data_loss_and_rest_and_snapshot_losses_are_shown(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace
+) -> None:
+    async def publish() -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_keys)
+        try:
+            await state.beat("realtime", ttl_s=30)
+            losses = {"retained_symbols": 2, "control_state_lost": 1, "snapshot_failed": 3, "late_snapshots": 4,
+                      "kline_fill_failed": 5, "trade_too_old": 6}  # fmt: skip
+            await state.publish_metrics(losses)
+        finally:
+            await state.aclose()
+
+    asyncio.run(publish())
+    _, report = status_json(capsys)
+    _, table = status(capsys)
+    # shown, not a failure: the service restored its control state (a health probe must not fail until the
+    # next restart for a loss already handled; the service logged an ERROR saying to enable persistence)
+    assert not [p for p in report["problems"] if "Redis" in p]
+    assert report["metrics"]["control_state_lost"] == 1
+    for shown in (
+        "retained 2",
+        "redis data lost 1",
+        "snapshots failed 3",
+        "late snapshots 4",
+        "kline refills failed 5",
+        "trades too old 6",
+    ):
+        assert shown in table

@@ -184,12 +184,18 @@ class RedisState:
         return self._run(self._ops.metrics(component))
 
     def realtime_metrics(self) -> dict[str, float]:
-        """The realtime service's metrics: the single instance's, or every shard's (``realtime-IofN``, from
-        ``tapewatch run --shard I/N``) combined by :func:`combine_metrics`."""
-        shards = realtime_shards(self.heartbeats())
-        if not shards:
+        """The realtime service's metrics: the single instance's when its heartbeat is live, else the live
+        shards' (``realtime-IofN``, from ``tapewatch run --shard I/N``) combined by :func:`combine_metrics`.
+        Components are remembered after their heartbeat expires, so a dead shard counts only when nothing is
+        alive: then every shard's last figures (or the single instance's when there never were shards)."""
+        beats = self.heartbeats()
+        if beats.get(REALTIME) is not None:
             return self.metrics(REALTIME)
-        return combine_metrics([self.metrics(name) for name in shards])
+        shards = realtime_shards(beats)
+        live = [name for name in shards if beats[name] is not None]
+        if live or shards:
+            return combine_metrics([self.metrics(name) for name in live or shards])
+        return self.metrics(REALTIME)
 
     def set_last_signal(self, info: Mapping[str, str | int | float | bool | None]) -> None:
         """Record the newest published signal (``info``: signal_id, symbol, direction, ...), stamped now."""

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +44,12 @@ SHOWN_METRICS = (
     ("redis_errors", "redis errors"),
     ("incidents_queued", "incidents queued"),
     ("incidents_dropped", "incidents dropped"),
+    ("retained_symbols", "retained"),
+    ("control_state_lost", "redis data lost"),
+    ("snapshot_failed", "snapshots failed"),
+    ("late_snapshots", "late snapshots"),
+    ("kline_fill_failed", "kline refills failed"),
+    ("trade_too_old", "trades too old"),
 )
 NO_REALTIME = "no realtime heartbeat yet: start `tapewatch run` or `make demo`"
 
@@ -57,6 +63,8 @@ class ComponentStatus:
     age_s: float | None = None
     pid: int | None = None
     host: str | None = None
+    # the heartbeat's details (a web component's real ``port``, maybe ``host``); not in ``--json``
+    info: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +182,9 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
             status.components.append(ComponentStatus(name, up=False))
             status.problems.append(f"component {name} is down (its heartbeat expired)")
         else:
-            status.components.append(ComponentStatus(name, True, beat.age(now_ms), beat.pid, beat.host))
+            status.components.append(
+                ComponentStatus(name, True, beat.age(now_ms), beat.pid, beat.host, dict(beat.info))
+            )
     if REALTIME not in beats and not shards:
         status.problems.append(NO_REALTIME)
     counts = Counter(feed.state or "unknown" for feed in feeds.values())
@@ -192,20 +202,38 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def service_urls(settings: Settings) -> dict[str, str]:
-    """The URL each web component answers on when it is up (what ``tapewatch status`` probes)."""
-    return {
-        DAGSTER: f"http://{settings.dagster_host}:{settings.dagster_port}/server_info",
-        DASHBOARD: f"http://{settings.dashboard_host}:{settings.dashboard_port}/",
-    }
+#: Bind addresses that are no address to connect to: the settings' host is probed instead.
+_ANY_HOST = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def service_urls(
+    settings: Settings, beats: Mapping[str, Mapping[str, str | int | float | bool]] | None = None
+) -> dict[str, str]:
+    """The URL each web component answers on when it is up (what ``tapewatch status`` probes): the settings'
+    host and port, or the ``port`` (and ``host``) its live heartbeat's details in ``beats`` name (``tapewatch
+    dashboard --port`` overrides the settings, and the dashboard publishes the port it serves on)."""
+    beats = beats or {}
+    dagster = _where(settings.dagster_host, settings.dagster_port, beats.get(DAGSTER, {}))
+    dashboard = _where(settings.dashboard_host, settings.dashboard_port, beats.get(DASHBOARD, {}))
+    return {DAGSTER: f"http://{dagster}/server_info", DASHBOARD: f"http://{dashboard}/"}
+
+
+def _where(host: str, port: int, info: Mapping[str, str | int | float | bool]) -> str:
+    """``host:port`` from a heartbeat's ``host``/``port`` details where they are usable, else the given ones."""
+    beat_port, beat_host = info.get("port"), info.get("host")
+    if isinstance(beat_port, int) and not isinstance(beat_port, bool) and 0 < beat_port < 65536:
+        port = beat_port
+    if isinstance(beat_host, str) and beat_host.strip() not in _ANY_HOST:
+        host = beat_host.strip()
+    return f"{host}:{port}"
 
 
 def _from_http(status: Status, settings: Settings) -> None:
     """Probe the web servers. One that does not answer is a problem when its component's heartbeat is up (the
     process lives but its server does not answer); an expired heartbeat is reported already, and a component
     that never sent one is not part of this deployment (running without Dagster or the dashboard is fine)."""
-    beating = {c.name for c in status.components if c.up}
-    for name, url in service_urls(settings).items():
+    beating = {c.name: c.info for c in status.components if c.up}
+    for name, url in service_urls(settings, beating).items():
         reachable = http_ok(url)
         status.services.append(ServiceStatus(name, url, reachable))
         if not reachable and name in beating:

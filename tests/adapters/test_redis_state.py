@@ -185,6 +185,35 @@ def test_metrics_snapshots_replace_each_other(
     assert redis_state.metrics("dashboard") == {}
 
 
+def test_realtime_metrics_are_the_live_services_not_dead_shards(
+    redis_url: str, redis_state: RedisState, redis_client: redis.Redis
+) -> None:
+    """Components are remembered after their heartbeat expires: shards that ran once must not hide the single
+    service running now, nor a dead shard's last figures count with the live shards'."""
+
+    async def publish(component: str, messages: int) -> None:
+        state = AsyncRedisState.from_url(redis_url, keys=redis_state.keys, clock=clock)
+        try:
+            await state.beat(component, ttl_s=30)
+            await state.publish_metrics({"messages": messages, "loop_lag_ms": messages / 100}, component)
+        finally:
+            await state.aclose()
+
+    def expire(component: str) -> None:
+        redis_client.delete(redis_state.keys.heartbeat(component))
+
+    for shard, messages in (("realtime-0of2", 100), ("realtime-1of2", 200)):
+        asyncio.run(publish(shard, messages))
+    assert redis_state.realtime_metrics()["messages"] == 300  # both shards live: summed
+    expire("realtime-0of2")
+    assert redis_state.realtime_metrics()["messages"] == 200  # only the live shard
+    expire("realtime-1of2")
+    assert redis_state.realtime_metrics()["messages"] == 300  # none alive: their last figures
+    asyncio.run(publish(REALTIME, 999_999))
+    metrics = redis_state.realtime_metrics()
+    assert (metrics["messages"], metrics["loop_lag_ms"]) == (999_999, 9_999.99)  # the single service's
+
+
 # --- open signals and per-symbol features (written by the service, read by the dashboard) -----------------
 
 

@@ -117,3 +117,13 @@ def test_incident_checks_that_raise_reach_the_metrics_hash() -> None:
 
     asyncio.run(scenario())
     assert service.metrics()["incident_check_errors"] == watch.checks >= 3
+
+
+def test_the_rest_clients_refusals_reach_the_metrics_hash() -> None:
+    """429, 403 and 418 answers are counted by the REST client: the metrics hash must carry them (``rest_*``)."""
+    settings = load_settings()
+    service = FeedService(settings, rest=BinanceRest.from_settings(settings), pool=StreamPool(settings))
+    stats = service.rest.stats
+    stats.rate_limited, stats.waf_blocked, stats.banned = 3, 2, 1
+    metrics = service.metrics()
+    assert (metrics["rest_rate_limited"], metrics["rest_waf_blocked"], metrics["rest_banned"]) == (3, 2, 1)
