@@ -199,8 +199,16 @@ def make_entry_signal(
     )
 
 
-def make_exit_signal(parent: Signal, reason: ExitReason, exit_price: float, event_time: int) -> Signal:
-    """The EXIT signal closing ``parent`` for ``reason`` at ``exit_price`` (event time ``event_time`` ms)."""
+#: The reason an EXIT of a signal whose entry never filled carries after its first one.
+NOT_TRIGGERED = "not triggered: the entry was never filled"
+
+
+def make_exit_signal(
+    parent: Signal, reason: ExitReason, exit_price: float, event_time: int, *, triggered: bool = True
+) -> Signal:
+    """The EXIT signal closing ``parent`` for ``reason`` at ``exit_price`` (event time ``event_time`` ms);
+    ``triggered`` false (an expiry before the entry filled) adds :data:`NOT_TRIGGERED` to its reasons: there
+    was no position, and the price is only the market's at the expiry."""
     if parent.signal_type != "ENTRY":
         raise ValueError(f"signal {parent.signal_id} is an EXIT; only an ENTRY can be exited")
     if reason not in EXIT_REASONS:
@@ -214,7 +222,10 @@ def make_exit_signal(parent: Signal, reason: ExitReason, exit_price: float, even
         signal_type="EXIT",
         timestamp=iso_timestamp(event_time),
         event_time=event_time,
-        reasons=[f"{reason} at {fmt_num(exit_price, _PRICE_DIGITS)}"],
+        reasons=[
+            f"{reason} at {fmt_num(exit_price, _PRICE_DIGITS)}",
+            *([] if triggered else [NOT_TRIGGERED]),
+        ],
         exit_reason=reason,
         parent_signal_id=parent.signal_id,
         exit_price=exit_price,

@@ -124,11 +124,9 @@ class OpenSignals:
         for ev in events:
             reason = _EXIT_REASONS.get(ev.state)
             if reason is not None:
-                out.signals.append(
-                    make_exit_signal(
-                        held.signal, reason, ev.price if ev.price is not None else last_price, ev.time
-                    )
-                )
+                price = ev.price if ev.price is not None else last_price
+                triggered = held.tracker.outcome().trigger_time is not None
+                out.signals.append(make_exit_signal(held.signal, reason, price, ev.time, triggered=triggered))
         if events and not held.tracker.finished:
             out.updated.append(held.tracker.outcome())
         if held.tracker.finished:

@@ -558,3 +558,28 @@ def test_a_backlog_the_database_refuses_is_logged_and_dispatch_goes_on(
     with caplog.at_level(logging.WARNING):
         _run(run())
     assert any("could not read the notification backlog" in r.getMessage() for r in caplog.records)
+
+
+# --- what a trader reads ---------------------------------------------------------------------------------
+
+
+def test_prices_are_plain_decimals_a_trader_can_type() -> None:
+    from tapewatch.adapters.notifiers.telegram import _num
+
+    assert _num(0.000012345) == "0.000012345"  # not 1.2345e-05
+    assert _num(60300.7) == "60300.7" and _num(99.09900000000001) == "99.099"  # float noise trimmed
+    assert _num(2.0) == "2"
+
+
+def test_an_exit_of_a_signal_that_never_triggered_says_so() -> None:
+    from tapewatch.adapters.notifiers.telegram import format_signal
+    from tapewatch.signal import NOT_TRIGGERED, make_exit_signal
+
+    signal = entry()
+    untriggered = make_exit_signal(
+        signal, "EXPIRED", signal.entry_price * 0.99, signal.event_time + 60_000, triggered=False
+    )
+    assert NOT_TRIGGERED in untriggered.reasons
+    assert "not triggered (the entry never filled: no position)" in format_signal(untriggered).splitlines()[0]
+    filled = make_exit_signal(signal, "EXPIRED", signal.entry_price, signal.event_time + 60_000)
+    assert NOT_TRIGGERED not in filled.reasons and "not triggered" not in format_signal(filled)

@@ -23,6 +23,7 @@ from realtime.replay import run_replay
 from realtime.service import FeedService
 from realtime.ws_delivery import FrameQueue, Received, StreamsStarted
 from realtime.ws_stats import TransportStats
+from tapewatch.adapters.rest_session import RestStats
 from tapewatch.engine import EngineOutput
 from tapewatch.errors import FatalError
 from tapewatch.events import Candle, DepthSnapshot
@@ -58,6 +59,9 @@ class _Answer:
 
 class _Rest:
     """The 15m kline history of every symbol (a context for the setup); no 1m history."""
+
+    def __init__(self) -> None:
+        self.stats = RestStats()  # the client's counters the service publishes
 
     async def klines(self, symbol: str, interval: str, limit: int, **kwargs: Any) -> tuple[None, _Answer]:
         if interval != "15m":

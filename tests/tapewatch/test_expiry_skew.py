@@ -150,3 +150,23 @@ def test_a_gap_whose_fill_never_comes_holds_the_expiry_only_until_the_gap_would_
     # the engine's next once-a-second tick
     run.send(feed.diff("BTCUSDT", gives_up_by + EXPIRY_GRACE_MS + 1_000))
     assert [(r, t) for r, t, _ in run.exits] == [("EXPIRED", hold_end)] and run.engine.open == {}
+
+
+def test_an_expiry_before_the_entry_filled_says_the_signal_never_triggered() -> None:
+    from tapewatch.signal import NOT_TRIGGERED
+
+    engine, signal, feed = engine_following("BTCUSDT")
+    run = Run(engine, signal, feed)
+    exits: list[Signal] = []
+    t = signal.event_time
+    deadline = t + engine.outcome_params.response_ms[signal.priority]
+    for at in range(t + 1_000, deadline + EXPIRY_GRACE_MS + 3_000, TAPE_STEP_MS):
+        run.send(feed.diff("BTCUSDT", at))
+        out = engine.on_frame(priced_trade(feed, "BTCUSDT", at + 5, signal.entry_price - 1.0))  # never filled
+        if out is not None:
+            exits.extend(out.signals)
+    (expired,) = exits
+    assert expired.exit_reason == "EXPIRED" and NOT_TRIGGERED in expired.reasons
+    triggered, hold_end = triggered_run()  # one that filled: its expiry says nothing of the kind
+    triggered.send(triggered.feed.diff("BTCUSDT", hold_end + EXPIRY_GRACE_MS + 1))
+    assert triggered.reasons() == ["EXPIRED"]

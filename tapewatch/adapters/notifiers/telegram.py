@@ -19,13 +19,14 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 
 import httpx
 import msgspec
 
 from tapewatch.adapters.notifiers.base import Clock, Delivery, Notice, Sleep
 from tapewatch.settings import Settings
-from tapewatch.signal import Signal
+from tapewatch.signal import NOT_TRIGGERED, Signal
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,22 @@ def _redact_in_http_logs(token: str) -> None:
 
 
 def _num(value: float) -> str:
-    return f"{value:.10g}"
+    """A price as a trader types it: 10 significant digits, plain decimals (``0.000012345``, never
+    ``1.2345e-05``)."""
+    return format(Decimal(f"{value:.10g}"), "f")
 
 
 def format_signal(signal: Signal) -> str:
     """The message of one signal: direction, symbol, tier and quality; the trade plan; the reasons."""
     if signal.signal_type == "EXIT":
         price = _num(signal.exit_price) if signal.exit_price is not None else "?"
+        untriggered = (
+            " · not triggered (the entry never filled: no position)"
+            if NOT_TRIGGERED in signal.reasons
+            else ""
+        )
         lines = [
-            f"⚪ EXIT {signal.exit_reason} · {signal.direction} {signal.symbol} at {price}",
+            f"⚪ EXIT {signal.exit_reason} · {signal.direction} {signal.symbol} at {price}{untriggered}",
             f"Entry {_num(signal.entry_price)} · Stop {_num(signal.stop_loss)} · TP1 "
             f"{_num(signal.take_profit_1)} · TP2 {_num(signal.take_profit_2)}",
             f"{signal.timestamp} · {signal.signal_id} (entry {signal.parent_signal_id})",
