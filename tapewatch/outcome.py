@@ -23,10 +23,12 @@ STOPPED and EXPIRED; ``WAITING`` may also end ``EXPIRED`` untriggered).
   that reaches TP1 and comes back to the entry counts TP1 then the stop at entry). The candle that triggers
   the signal counts in full, its part before the trigger included (conservative for stops).
 - **The creation minute**: a candle that opens before the signal's creation and closes after it mixes prices
-  from before the signal existed with prices after. Its adverse extreme counts (it may be after creation: the
-  worst order), its favourable one is capped at the entry (``LONG high = min(high, entry)``, SHORT mirrored):
-  a target touched before the signal existed is never credited. Where the trades are at hand, the batch
-  replaces that candle by the exact partial bar ``[created, minute end)`` (:mod:`tapewatch.outcome_batch`).
+  from before the signal existed with prices after, and holds the trade that created the signal (which the
+  live tracker never follows). It does not trigger a waiting signal. Were the signal already triggered, its
+  adverse extreme would count (the worst order) and its favourable one would be capped at the entry
+  (``LONG high = min(high, entry)``, SHORT mirrored): a target touched before the signal existed is never
+  credited. Where the trades are at hand, the batch replaces that candle by the exact partial bar of the
+  trades after ``created`` to the minute's end (:mod:`tapewatch.outcome_batch`).
 - **P&L** of each part: ``(sign·(exit - entry) - fee·(entry + exit)) / R`` in R (R = |entry - stop| at
   creation, fee the taker fee per side), summed over parts by share; in % of capital it is the same return on
   notional times ``position_size`` (the signal's ``suggested_position_size``) × 100.
@@ -335,8 +337,8 @@ def evaluate_candles(
 
     Windows count in whole candles: a candle counts toward the response window or the hold if it opens
     before the deadline (one opening at the deadline lies after it). Candles that close before the signal's
-    creation are skipped; one that straddles it counts with its favourable extreme capped at the entry (see
-    the module docstring); the others are taken in open-time order, each at the event time
+    creation are skipped; one that straddles it cannot trigger a waiting signal and otherwise counts with its
+    favourable extreme capped at the entry (see the module docstring); the others are taken in open-time order, each at the event time
     ``max(open_time, time so far)``. ``until`` is the last event time the data covers (default: the last
     candle's ``close_time``): once it reaches the deadline the signal expires; before that the outcome may
     be provisional (not ``finished``). Raises ValueError on an impossible candle.
@@ -351,6 +353,8 @@ def evaluate_candles(
         if bar.open_time >= life.deadline:
             break
         life.advance(bar.open_time)
+        if bar.open_time < signal.created and life.state is OutcomeState.WAITING:
+            continue  # it holds the creating trade (never followed live) and prices from before: no trigger
         low, high = bar.low, bar.high
         if bar.open_time < signal.created:  # prices from before the signal existed reach no target
             if signal.sign > 0:

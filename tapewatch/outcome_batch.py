@@ -6,11 +6,12 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
 - Its candles are the 1-minute klines from the minute of its creation to that end (one REST request per
   1,500 minutes: :func:`kline_windows`).
 - **The creation minute** holds prices from before the signal existed. When the signal was created inside a
-  minute, its candle is replaced by the exact partial bar ``[created, minute end)`` built from that span's
-  trades (:func:`creation_bars`: open = first trade, high/low/close over those trades; no trade, no bar).
+  minute, its candle is replaced by the exact partial bar ``(created, minute end)`` built from that span's
+  trades after the creating one (:func:`creation_bars`: open = first trade, high/low/close over those
+  trades; no trade, no bar). The trade at ``created`` made the signal and, as live, is not followed.
   Where no trades can be had (a failed request, input without trades) or they contradict the candle, the
-  candle stays and :func:`tapewatch.outcome.evaluate_candles` caps its favourable extreme at the entry
-  (the worst order). :class:`CreationBar` says which was used.
+  candle stays and :func:`tapewatch.outcome.evaluate_candles` does not let it trigger the signal (it holds
+  the creating trade). :class:`CreationBar` says which was used.
 - Only candles that are closed count (a forming candle's range can still grow). When the candles do not
   reach the end (the exchange has no data for part of the window), the outcome is **incomplete** and is not
   stored: the live value, if any, stays until a later run has the data.
@@ -112,8 +113,8 @@ def kline_windows(signal: OpenSignal, params: OutcomeParams) -> list[KlineWindow
 class CreationBar(enum.StrEnum):
     """How the minute of a signal's creation was counted."""
 
-    EXACT = "exact"  # the partial bar [created, minute end) from that span's trades (or none: no trade)
-    CAPPED = "capped"  # the whole candle, its favourable extreme capped at the entry (no usable trades)
+    EXACT = "exact"  # the partial bar (created, minute end) from that span's trades (or none: no trade)
+    CAPPED = "capped"  # the whole candle, which cannot trigger the signal (no usable trades)
     ALIGNED = "aligned"  # created on a minute boundary, or no candle of that minute: nothing to settle
 
 
@@ -137,12 +138,14 @@ def creation_span(signal: OpenSignal) -> tuple[int, int] | None:
 
 
 def partial_bar(signal: OpenSignal, trades: Iterable[tuple[int, float]]) -> PriceBar | None:
-    """The bar of ``trades`` (event time, price) traded in the creation span, in time order; None when
-    nothing traded there (or the signal was created on a minute boundary)."""
+    """The bar of ``trades`` (event time, price) traded in the creation span after ``created`` (the trade at
+    ``created`` made the signal: like the live tracker, it is not followed), in time order; None when nothing
+    traded there (or the signal was created on a minute boundary)."""
     span = creation_span(signal)
     if span is None:
         return None
-    inside = [(t, p) for t, p in trades if span[0] <= t <= span[1]]
+    # strictly after ``created``: the trade at it made the signal, and the live tracker never sees it
+    inside = [(t, p) for t, p in trades if span[0] < t <= span[1]]
     prices = [p for _, p in sorted(inside, key=lambda trade: trade[0])]  # stable: same-ms trades keep order
     if not prices:
         return None

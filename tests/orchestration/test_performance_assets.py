@@ -4,8 +4,9 @@ The simulator (manual clock, fixed seed) starts at 2024-03-06 00:00 UTC with 25 
 1-minute history behind it, so the whole of 2024-03-05 (partition ``D``) has klines. Signals are planted on
 ``D`` with levels read from the klines the simulator serves, so their outcomes are known by hand:
 
-- ``expiry``  BTCUSDT HIGH LONG 10:00:01, entry = the 10:00 open, stop and targets beyond the window's
-  range: triggers at once, expires after 45 min at the close of the 10:45 candle. No live outcome (the live
+- ``expiry``  BTCUSDT HIGH LONG 10:00:01, entry = the 10:00 close (a price traded after the signal existed:
+  the creating trade and what traded before it never trigger), stop and targets beyond the window's range:
+  triggers in its creation minute, expires after 45 min at the close of the 10:45 candle. No live outcome (the live
   tracker missed it).
 - ``never``   BTCUSDT HIGH LONG 11:00:01, entry 5 % above the response window's high: never triggers,
   EXPIRED untriggered, 0 R. Its live outcome is WAITING (unfinished): filled by the batch.
@@ -122,13 +123,13 @@ def make_signal(symbol: str, created: int, entry_price: float, stop: float, tp1:
 
 
 def around(sim: SimExchange, symbol: str, created: int) -> tuple[Signal, float]:
-    """A signal entering at the open of its minute with levels outside the next 47 minutes' range, and
+    """A signal entering at the close of its minute with levels outside the next 47 minutes' range, and
     the P&L in R it must end with (expiry at the close of the candle 45 minutes later)."""
     minute = created - created % M
     rows = klines(sim, symbol, minute, minute + 46 * M)
     assert len(rows) == 47 and rows[0][0] == minute
     low, high = min(float(r[3]) for r in rows), max(float(r[2]) for r in rows)
-    price = float(rows[0][1])
+    price = float(rows[0][4])  # the creation minute's close: traded after the signal existed
     sig = make_signal(symbol, created, price, low - price * 0.01, high + price * 0.01, high + price * 0.02)
     exit_price = float(rows[45][4])  # the 10:45 candle opens before the deadline 10:45:01; 10:46 after it
     pnl_r = ((exit_price - price) - FEE * (price + exit_price)) / (price - sig.stop_loss)

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from tapewatch.metrics import SymbolTotal, best_and_worst, period_metrics, symbol_totals
-from tapewatch.outcome import Outcome, OutcomeParams, OutcomeState, evaluate_candles
+from tapewatch.outcome import Outcome, OutcomeParams, OutcomeState, OutcomeTracker, evaluate_candles
 from tapewatch.outcome_batch import (
     BatchRun,
     CreationBar,
@@ -268,7 +268,8 @@ def test_exact_partial_bar_matches_the_live_tracker() -> None:
         o, how = _settle(case, exact=True)
         assert how is CreationBar.EXACT
         assert o.state is state and o.pnl_r == pytest.approx(pnl_r)
-        assert o.trigger_time == CREATED
+        # the creating trade is not followed: neither case trades through the entry again before minute 1
+        assert o.trigger_time == MONDAY + M1
     a, _ = _settle(CASE_A, exact=True)
     assert not a.tp1_hit and a.mfe_r == pytest.approx(0.05)  # 100.05 in the next minute
 
@@ -277,19 +278,49 @@ def test_without_trades_the_creation_candle_counts_capped() -> None:
     a, how = _settle(CASE_A, exact=False)
     assert how is CreationBar.CAPPED
     assert a.state is OutcomeState.STOPPED and not a.tp1_hit and a.pnl_r == pytest.approx(-1.0)
-    # case B: the dip may have come after creation; the worst order counts it
+    # case B: the capped candle does not trigger the waiting signal, so its dip cannot stop it
     b, _ = _settle(CASE_B, exact=False)
-    assert b.state is OutcomeState.STOPPED and b.pnl_r == pytest.approx(-1.0)
+    assert b.state is OutcomeState.TP2 and b.pnl_r == pytest.approx(1.5)
+    assert a.trigger_time == b.trigger_time == MONDAY + M1
+
+
+# the audit's repro: a HIGH LONG made by a trade at its entry (100.0); the price then only falls to 98.9
+REPRO = (
+    [_bar(MONDAY, 99.9, 100.0, 99.5, 99.5), _bar(MONDAY + M1, 99.4, 99.4, 98.9, 99.0),
+     _bar(MONDAY + 2 * M1, 99.0, 99.1, 98.9, 99.0)],
+    [(MONDAY + 1_000, 99.9), (CREATED, 100.0), (CREATED + 5_000, 99.5), (MONDAY + M1 + 10_000, 98.9)],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_the_creating_trade_does_not_trigger_the_batch_outcome(exact: bool) -> None:
+    sig = make_signal(CREATED, tier="HIGH")
+    bars, trades = REPRO
+    live_tracker = OutcomeTracker(sig)
+    for t, p in trades:  # the engine follows open signals before it evaluates: never the creating trade
+        if t > CREATED:
+            live_tracker.on_trade(t, p)
+    live_tracker.on_time(MONDAY + 3 * M1)
+    live = live_tracker.outcome()
+    assert live.state is OutcomeState.EXPIRED and live.trigger_time is None and live.pnl_r == 0.0
+    inside = [(t, p) for t, p in trades if t >= CREATED]  # what the asset fetches: from created on
+    settled, how = creation_bars(sig, bars, inside if exact else None)
+    assert how is (CreationBar.EXACT if exact else CreationBar.CAPPED)
+    batch = batch_outcome(sig, settled, OutcomeParams())
+    assert batch is not None
+    assert (batch.state, batch.trigger_time, batch.pnl_r) == (live.state, live.trigger_time, live.pnl_r)
+    assert disagreement(live, batch, 0.05) is None
 
 
 def test_partial_bar_is_built_from_the_trades_of_the_creation_span_only() -> None:
     sig = make_signal(CREATED)
     trades = [(CREATED + 9_000, 100.3), (CREATED - 1, 90.0), (CREATED, 100.1), (CREATED + 9_000, 99.8),
               (MONDAY + M1 - 1, 100.2), (MONDAY + M1, 120.0)]  # fmt: skip
-    assert partial_bar(sig, trades) == PriceBar(
-        open_time=CREATED, close_time=MONDAY + M1 - 1, open=100.1, high=100.3, low=99.8, close=100.2
+    assert partial_bar(sig, trades) == PriceBar(  # the trade at CREATED made the signal: not in the bar
+        open_time=CREATED, close_time=MONDAY + M1 - 1, open=100.3, high=100.3, low=99.8, close=100.2
     )
     assert partial_bar(sig, [(CREATED - 1, 100.0)]) is None
+    assert partial_bar(sig, [(CREATED, 100.0)]) is None
     on_boundary = make_signal(MONDAY)
     assert creation_span(on_boundary) is None and partial_bar(on_boundary, [(MONDAY, 100.0)]) is None
 

@@ -409,11 +409,17 @@ def test_a_target_touched_before_creation_is_not_credited() -> None:
     ]
     o = evaluate_candles(signal, bars, params)
     assert not o.tp1_hit and o.state is S.STOPPED and o.pnl_r == pytest.approx(-1.0)
-    assert o.mfe_r == pytest.approx(0.05) and o.trigger_time == signal.created
+    # the capped creation candle does not trigger: the next minute does (100.05 >= 100)
+    assert o.mfe_r == pytest.approx(0.05) and o.trigger_time == MONDAY + M1
 
 
 def test_a_short_target_touched_before_creation_is_not_credited() -> None:
     params = OutcomeParams(taker_fee=0.0)
     signal = make_signal(MONDAY + 40_000, direction="SHORT")  # entry 100, stop 101, TP1 99
-    o = evaluate_candles(signal, [_bar(MONDAY, 99.5, 100.05, 98.9, 100.0)], params, until=MONDAY + 46 * M1)
-    assert o.triggered and not o.tp1_hit and o.state is S.EXPIRED and o.exit_price == 100.0
+    creation = _bar(MONDAY, 99.5, 100.05, 98.9, 100.0)
+    o = evaluate_candles(signal, [creation], params, until=MONDAY + 46 * M1)
+    # the capped creation candle holds the creating trade: it triggers nothing, so the signal expires untriggered
+    assert not o.triggered and not o.tp1_hit and o.state is S.EXPIRED and o.pnl_r == 0.0
+    then = _bar(MONDAY + M1, 99.8, 100.0, 99.6, 100.0)  # trades through the entry: the trigger
+    o = evaluate_candles(signal, [creation, then], params, until=MONDAY + 46 * M1)
+    assert o.trigger_time == MONDAY + M1 and not o.tp1_hit and o.state is S.EXPIRED and o.exit_price == 100.0
