@@ -434,28 +434,25 @@ class Market(MarketTrades):
         if type(ev) is PolledSnapshot:
             return self._on_polled(st, ev)
         self.counters["snapshots"] += 1
-        if st.book.synced:
-            self._late_snapshot(st, ev)
+        late = st.book.synced  # the book drops a snapshot it did not ask for (OrderBook.load_snapshot)
+        outcome = st.book.load_snapshot(ev, self._snapshot_limit)
+        if late:
+            assert isinstance(outcome, Dropped)
+            self._late_snapshot(st, outcome)
             return None
         st.snapshot_pending = False
         if self._snapshot_backoff:
             self._snapshot_backoff.pop(st.symbol, None)
         st.check.reset()
-        return self._book_outcome(st, st.book.load_snapshot(ev, self._snapshot_limit))
+        return self._book_outcome(st, outcome)
 
-    def _late_snapshot(self, st: SymbolState, ev: DepthSnapshot) -> None:
-        """A snapshot for a book that holds a consistent view (synced by diffs, or polled) and so asked for
-        none: a fetch that was in flight when the depth stream restarted, answered after a first snapshot
-        already synced the book. Loading it would throw the book away (and, older than the book, force a
-        resync): it is dropped, counted (``late_snapshots``) and logged. The rule reads the book's state only,
-        so a replay of the capture drops the same frames."""
+    def _late_snapshot(self, st: SymbolState, dropped: Dropped) -> None:
+        """A snapshot the book dropped as late: it holds a consistent view (synced by diffs, or polled) and so
+        asked for none, e.g. a fetch in flight when the depth stream restarted, answered after a first snapshot
+        already synced the book. Counted (``late_snapshots``) and logged; the book's rule reads its state
+        only, so a replay of the capture drops the same frames."""
         self.counters["late_snapshots"] += 1
-        log.info(
-            "late snapshot lastUpdateId=%d dropped: the book is already synced at u=%d",
-            ev.last_update_id,
-            st.book.last_update_id,
-            extra={"symbol": st.symbol, "stream": "depth"},
-        )
+        log.info("%s: dropped", dropped.reason, extra={"symbol": st.symbol, "stream": "depth"})
 
     def snapshot_failed(self, symbol: str, reason: str, retry_after_s: float = 0.0) -> None:
         """The snapshot fetched for ``symbol``'s book failed for good (``reason``; the REST client's retries
