@@ -266,12 +266,17 @@ class FeedService:
             )
         self._follow_streams()
 
+    @property
+    def followed(self) -> list[str]:
+        """The symbols whose data flows in: the universe, then the retained ones."""
+        return [*self.universe, *self.retained]
+
     def _follow_streams(self) -> None:
         """Subscribe (or poll) exactly the streams of the universe and of the retained symbols."""
-        streams = self._streams(self.universe) + self._retained_streams()
+        streams = self._followed_streams()
         self._wanted = frozenset(streams)
         if self.backup.on:  # the websockets stay off: the backup feed polls the new universe
-            self.backup.set_symbols([*self.universe, *self.retained])
+            self.backup.set_symbols(self.followed)
             log.info(
                 "universe: %d symbols (%d retained), polled by the backup feed",
                 len(self.universe),
@@ -289,9 +294,10 @@ class FeedService:
     def _streams(self, symbols: list[str]) -> list[str]:
         return [s for sym in symbols for s in symbol_streams(sym, self.settings.update_frequency, TIMEFRAMES)]
 
-    def _retained_streams(self) -> list[str]:
+    def _followed_streams(self) -> list[str]:
+        """The streams of the universe's symbols, then the retained symbols' trades and 1m candles."""
         freq = self.settings.update_frequency
-        return [
+        return self._streams(self.universe) + [
             s
             for sym in self.retained
             for s in symbol_streams(sym, freq, RETAINED_TIMEFRAMES)
@@ -323,10 +329,10 @@ class FeedService:
             return
         if on:
             self.pool.set_streams([])
-            self.backup.start([*self.universe, *self.retained])
+            self.backup.start(self.followed)
         else:
             await self.backup.stop()
-            self.pool.set_streams(self._streams(self.universe) + self._retained_streams())
+            self.pool.set_streams(self._followed_streams())
 
     def apply_polled(self, polled: Polled) -> None:
         """An answer of the backup feed: captured byte-exact, then its frames applied like live frames."""

@@ -171,7 +171,7 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
                 await redis.publish_feed(symbol, service.feed(symbol), ttl_s=max(60.0, interval * 60))
             await redis.publish_metrics(published_metrics(service), service.component)
             if service.closes is not None:
-                await service.closes.publish([*service.universe, *service.retained])
+                await service.closes.publish(service.followed)
             last_signal = service.last_signal
             if last_signal is not None and last_signal is not published_signal:
                 await redis.set_last_signal(last_signal)  # what `tapewatch status` shows
