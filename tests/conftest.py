@@ -33,7 +33,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tapewatch.adapters.db import create_engine, upgrade
+from tapewatch.adapters.db import Database, create_engine, upgrade
 from tapewatch.adapters.embedded import start_postgres, start_redis, stop_embedded
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
@@ -136,6 +136,14 @@ def migrated_database_url(database_url: str, _migrated_template: str) -> Iterato
     """URL of a new database of this test's own, with every migration of sql/ applied (dropped afterwards)."""
     with _database(database_url, template=_migrated_template) as url:
         yield url
+
+
+@pytest.fixture
+def db(migrated_database_url: str) -> Iterator[Database]:
+    """The storage adapter on this test's own migrated database."""
+    database = Database(migrated_database_url)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

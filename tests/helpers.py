@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
+from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.events import DepthSnapshot, DepthUpdate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +88,10 @@ def shared_sim_capture(
             record(out, int(minutes * 60_000), seed=seed, symbols=symbols, episode_rate_scale=episode_rate)
             (out / "recorded").touch()
     return out
+
+
+def lose_redis_data(client: redis.Redis, keys: Keyspace) -> None:
+    """What a Redis restart without persistence does to a test's keys (only them: the Redis is shared)."""
+    found = list(client.scan_iter(match=keys.pattern, count=1000))
+    assert found, "nothing to lose"
+    client.delete(*found)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
 
-import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -23,13 +21,6 @@ from tests.adapters.http_sink import HttpSink
 from tests.adapters.signal_builders import candidate, entry, exit_of, win
 
 SECRET = "dispatch-secret"
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 def test_engine_output_reaches_postgresql_the_stream_and_the_webhook_once(

@@ -22,13 +22,6 @@ from tapewatch.settings import load_settings
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def db(migrated_database_url: str) -> Database:
-    database = Database(migrated_database_url)
-    yield database  # type: ignore[misc]
-    database.dispose()
-
-
 def test_open_is_once_per_kind_and_close_records_the_recovery(db: Database) -> None:
     first = open_incident(db, "data_quality", reason="spread anomaly", action="signalling paused",
                           values={"n": 1}, at=T0)  # fmt: skip

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio
@@ -65,13 +64,6 @@ def _notice(signal: Signal) -> Notice:
 
 def _run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 # --- signatures ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import signal as signals
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,13 +29,6 @@ from tapewatch.signal import decode_signal
 from tests.adapters.signal_builders import entries, entry, exit_of
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 def _relay(client: redis.asyncio.Redis, db: Database, keys: Keyspace, **kwargs: object) -> OutboxRelay:

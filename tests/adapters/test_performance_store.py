@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -37,13 +36,6 @@ from tests.adapters.signal_builders import MINUTE, T0, candidate, entry, loss, t
 
 DAY0 = T0 - T0 % 86_400_000  # 2024-01-01 00:00 UTC
 D = date(2024, 1, 1)
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 def _stored(db: Database) -> dict[str, object]:

@@ -17,6 +17,7 @@ from tapewatch.adapters.embedded import start_redis, stop_redis
 from tapewatch.adapters.redis_keys import KEYS, REALTIME, Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, ControlState, RedisState, SymbolFeed
 from tapewatch.errors import ConfigError, StorageUnavailable
+from tests.helpers import lose_redis_data
 
 NOW = 1_723_111_200.0  # 2024-08-08 10:00:00 UTC, a fixed wall clock
 
@@ -428,7 +429,7 @@ def test_every_control_write_keeps_one_marker_and_a_restore_writes_only_absent_k
             await service.aclose()
 
     # Redis loses its data (the events stream with the keys); then a universe is written: a new marker
-    redis_client.delete(*redis_client.scan_iter(match=keys.pattern))
+    lose_redis_data(redis_client, keys)
     redis_state.set_universe(["BTCUSDT"], source="dagster")
     lost = ControlState(universe=("ETHUSDT",), paused_reason="maintenance", backup_feed=True, max_universe=3)
     (read, now), (held, written) = asyncio.run(restore(lost))
@@ -457,7 +458,7 @@ def test_a_restore_leaves_a_key_whose_command_was_written_since_the_loss(
     must not write the pause back. The events stream was lost with the keys, so any event in it is newer."""
     keys = redis_state.keys
     redis_state.pause("maintenance", source="ops")
-    redis_client.delete(*redis_client.scan_iter(match=keys.pattern))
+    lose_redis_data(redis_client, keys)
     redis_state.resume(source="dashboard")
 
     async def restore() -> list[str]:

@@ -33,13 +33,6 @@ def no_corr(a: str, b: str) -> float | None:
     return None
 
 
-@pytest.fixture
-def db(migrated_database_url: str) -> Database:
-    database = Database(migrated_database_url)
-    yield database  # type: ignore[misc]
-    database.dispose()
-
-
 def test_concurrency_cap_counts_every_shard(db: Database) -> None:
     a, b = RiskLedger(db, RiskParams(), shard="0/2"), RiskLedger(db, RiskParams(), shard="1/2")
     for i in range(5):

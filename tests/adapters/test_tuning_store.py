@@ -39,13 +39,6 @@ HOUR = 3_600_000
 NOW = 1_704_067_200_123 + 5 * WEEK_MS
 
 
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
-
-
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -28,13 +28,6 @@ from tapewatch.universe import Minimums, Reason, SymbolStats, select_universe
 from tapewatch.universe_checks import Exclusion
 
 MINS = Minimums(min_24h_volume=50e6, min_open_interest=10e6, max_spread=0.0002)
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 def stats(symbol: str, volume: float, **extra: float | None) -> SymbolStats:

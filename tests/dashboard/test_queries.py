@@ -13,13 +13,6 @@ from tests.adapters.signal_builders import T0
 from tests.dashboard.support import DAY, closed_url, many_entries, seed_signals
 
 
-@pytest.fixture
-def db(migrated_database_url: str) -> Database:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
-
-
 def test_pages_cover_every_row_once_in_a_stable_order(db: Database) -> None:
     SignalStore(db).save_signals(list(many_entries(250)))
     ids: list[str] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -22,13 +21,6 @@ from tests.dashboard.support import closed_url, finished, store_finished
 
 D0 = 19_723 * DAY_MS  # 2024-01-01 00:00 UTC
 HOUR = 3_600_000
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 # --- pure -----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,13 +25,6 @@ from tapewatch.adapters.health_store import list_health_incidents, open_health_i
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, SymbolFeed
 from tests.orchestration.health_support import closed_port_url, resources, sim_exchange, tick
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 class Resources(Protocol):

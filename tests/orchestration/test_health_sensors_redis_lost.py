@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tapewatch.adapters.db import Database
 from tapewatch.adapters.health_store import list_health_incidents, open_health_incidents
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, ControlState, RedisState, SymbolFeed
+from tests.helpers import lose_redis_data
 from tests.orchestration.health_support import resources, tick
 
 RESTORED = "realtime (restored)"  # the source of the realtime service's restore (realtime.control)
@@ -29,25 +29,11 @@ QUICK = {"performance_trip_checks": "1", "performance_clear_checks": "1", "min_u
 
 
 @pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
 def res(migrated_database_url: str, redis_url: str, redis_keys: Keyspace, tmp_path: Path) -> dict[str, Any]:
     """The sensors' resources: judging data quality after 3 samples, clearing after 1 clean check; the
     performance sensor as in ``QUICK``."""
     settings = {"anomaly_min_samples": "3", "data_quality_clean_checks": "1", **QUICK}
     return resources(migrated_database_url, redis_url, redis_keys, var_dir=str(tmp_path), **settings)
-
-
-def _lose_data(client: redis.Redis, keys: Keyspace) -> None:
-    """What a restart without persistence does to this test's keys (only them: the Redis is shared)."""
-    found = list(client.scan_iter(match=keys.pattern, count=1000))
-    assert found, "nothing to lose"
-    client.delete(*found)
 
 
 def _service_restores(redis_url: str, keys: Keyspace, state: ControlState) -> list[str]:
@@ -114,7 +100,7 @@ def test_data_quality_lifts_its_pause_that_redis_lost_and_the_service_wrote_back
     reason = redis_state.read_control().paused_reason
     assert reason is not None and reason.startswith(PAUSE_PREFIX)
 
-    _lose_data(redis_client, redis_keys)
+    lose_redis_data(redis_client, redis_keys)
     lost = ControlState(paused_reason=reason)  # what the service had applied
     if order == ORDERS[0]:
         assert _service_restores(redis_url, redis_keys, lost) == ["paused"]
@@ -165,7 +151,7 @@ def test_system_performance_lifts_its_cap_that_redis_lost_and_the_service_wrote_
     result = tick(sensor, None, res)
     assert redis_state.read_control().max_universe == cap
 
-    _lose_data(redis_client, redis_keys)
+    lose_redis_data(redis_client, redis_keys)
     lost = ControlState(universe=symbols, max_universe=cap)  # what the service had applied
     load[0] = 10.0
     if order == ORDERS[0]:
@@ -197,7 +183,7 @@ def test_an_overload_while_redis_is_empty_keeps_the_operators_cap_to_restore(
     redis_state.set_max_universe(40, source="dashboard:alice")
     result = tick(sensor, None, res)
     assert redis_state.read_control().max_universe == 20
-    _lose_data(redis_client, redis_keys)
+    lose_redis_data(redis_client, redis_keys)
     # still overloaded before the service noticed: the sensor's cap 20 is lost, not the operator's doing
     result = tick(sensor, result.cursor, res)
     assert "universe capped at 10 (was 20)" in str(result.skip_reason), result.skip_reason
@@ -246,7 +232,7 @@ def test_data_quality_lifts_its_lost_pause_after_its_cursor_is_lost_too(
         cursor = quality_at(cursor, minute, 0).cursor
     assert "-> paused" in str(quality_at(cursor, 6, 500).skip_reason)
     reason = redis_state.read_control().paused_reason
-    _lose_data(redis_client, redis_keys)
+    lose_redis_data(redis_client, redis_keys)
     # the cursor is reset as well: the open incident's reason is the pause's
     result = quality_at(None, 7, 0)
     assert "lost with Redis's data" in str(result.skip_reason), result.skip_reason
@@ -268,7 +254,7 @@ def test_system_performance_restores_the_operators_cap_after_redis_and_its_curso
     redis_state.set_max_universe(40, source="dashboard:alice")
     tick(sensor, None, res)
     assert redis_state.read_control().max_universe == 20
-    _lose_data(redis_client, redis_keys)
+    lose_redis_data(redis_client, redis_keys)
     load[0] = 10.0
     result = tick(sensor, None, res)  # reset, and the load is gone
     assert "universe cap 20 taken back as this sensor's (to restore: 40)" in str(result.skip_reason)

@@ -1,10 +1,7 @@
 """A failed Dagster run opens a ``dagster_run`` health incident naming the job and the run id; the incident
 closes once every failing job has succeeded again (real runs in an ephemeral instance, real PostgreSQL)."""
 
-from collections.abc import Iterator
-
 import dagster as dg
-import pytest
 
 from orchestration.definitions import defs
 from orchestration.resources import DatabaseResource
@@ -28,13 +25,6 @@ def retried_job() -> None:
 @dg.job
 def plain_job() -> None:
     flaky()
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 def _react(

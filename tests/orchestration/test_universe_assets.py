@@ -55,13 +55,6 @@ def sim() -> Iterator[SimExchange]:
         yield exchange
 
 
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
-
-
 Resources = functools.partial[dict[str, Any]]
 
 

@@ -13,17 +13,11 @@ from realtime.control import ControlConfig, ControlLoop
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, ControlState, RedisState
 from tapewatch.sharding import Shard
+from tests.helpers import lose_redis_data
 from tests.realtime.control_helpers import wait_for
 from tests.realtime.test_control import Target, _stop, _tradable, _with_loop
 
 LOST = "Redis lost its data"
-
-
-def _lose_data(client: redis.Redis, keys: Keyspace) -> None:
-    """What a restart without persistence does to this test's keys (only them: the Redis is shared)."""
-    found = list(client.scan_iter(match=keys.pattern, count=1000))
-    assert found, "nothing to lose"
-    client.delete(*found)
 
 
 async def _reads(loop: ControlLoop, more: int) -> None:
@@ -59,7 +53,7 @@ def test_a_redis_that_comes_back_empty_keeps_the_pause_and_the_universe_and_writ
             assert target.universe == ["EEEUSDT"]
             calls = list(target.calls)
 
-            await asyncio.to_thread(_lose_data, redis_client, redis_keys)
+            await asyncio.to_thread(lose_redis_data, redis_client, redis_keys)
             await _reads(loop, 3)  # the periodic re-read finds the keys gone
             assert target.paused == "maintenance"  # not resumed behind the operator's back
             assert target.universe == ["EEEUSDT"] and target.backup
@@ -148,7 +142,7 @@ def test_a_command_written_after_the_loss_wins_over_the_restored_state(
         state, loop, task = await _with_loop(redis_url, redis_keys, target, ControlConfig(reread_every=60))
         try:
             await wait_for(lambda: target.universe == ["EEEUSDT", "AAAUSDT"], "the state applied")
-            await asyncio.to_thread(_lose_data, redis_client, redis_keys)
+            await asyncio.to_thread(lose_redis_data, redis_client, redis_keys)
             # the write recreates the marker, but not the one the service knew
             await asyncio.to_thread(redis_state.set_universe, ["FFFUSDT"], source="dagster")
             await wait_for(lambda: target.universe == ["FFFUSDT"], "the new universe")
@@ -175,7 +169,7 @@ def test_a_resume_written_after_the_loss_is_not_undone_by_the_restore(
         state, loop, task = await _with_loop(redis_url, redis_keys, target, ControlConfig(reread_every=60))
         try:
             await wait_for(lambda: target.paused == "maintenance", "the pause applied")
-            await asyncio.to_thread(_lose_data, redis_client, redis_keys)
+            await asyncio.to_thread(lose_redis_data, redis_client, redis_keys)
             await asyncio.to_thread(redis_state.resume, source="dashboard")
             await wait_for(lambda: target.paused is None, "the resume applied")
             assert loop.metrics()["control_state_lost"] == 1  # the loss was noticed, and nothing undone
@@ -205,7 +199,7 @@ def test_two_shards_restore_each_value_once(
         try:
             await wait_for(lambda: all(t.paused == "maintenance" for t in targets), "both paused")
             universes = [list(t.universe) for t in targets]
-            await asyncio.to_thread(_lose_data, redis_client, redis_keys)
+            await asyncio.to_thread(lose_redis_data, redis_client, redis_keys)
             await wait_for(lambda: any(loop.counters["state_lost"] for loop in loops), "the loss noticed")
             for loop in loops:
                 await _reads(loop, 3)

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -27,13 +25,6 @@ from tapewatch.settings import load_settings
 from tests.adapters.signal_builders import entry
 
 M15 = 900_000
-
-
-@pytest.fixture
-def db(migrated_database_url: str) -> Iterator[Database]:
-    database = Database(migrated_database_url)
-    yield database
-    database.dispose()
 
 
 def _kline(i: int) -> bytes:
