@@ -14,7 +14,8 @@ import dagster as dg
 import pytest
 import redis
 
-from orchestration.health import PAUSE_PREFIX, data_quality_sensor, performance_sensor
+from orchestration.health_load import performance_sensor
+from orchestration.health_quality import PAUSE_PREFIX, data_quality_sensor
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.health_store import list_health_incidents, open_health_incidents
 from tapewatch.adapters.redis_keys import Keyspace

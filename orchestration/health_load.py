@@ -1,0 +1,206 @@
+"""``system_performance_sensor`` (30 s): CPU or memory overload (psutil, on the machine running the sensor)
+halves the universe, again while it lasts; healthy checks restore the operator's cap. See
+``orchestration.health`` for what the health sensors share."""
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import psutil
+from msgspec.structs import replace
+
+from orchestration.health_control import SOURCE, control_text, whose
+from orchestration.health_cursor import PerformanceState, retry_next_tick, sensor_result
+from orchestration.health_incidents import incident_change, record_incidents, taken_back, unrecovered
+from orchestration.resources import DatabaseResource, RedisResource, TapewatchSettings
+from tapewatch.adapters.redis_state import RedisState
+from tapewatch.errors import TapewatchError
+from tapewatch.health import Held, Streak, Transition, decode_state, overload, queued, shrunk_universe
+
+_RUNNING = dg.DefaultSensorStatus.RUNNING
+
+
+def _recover_cap(
+    state: PerformanceState, rs: RedisState, database: DatabaseResource
+) -> tuple[PerformanceState, str]:
+    """``state`` with the universe cap of this sensor's open incident (its ``cap`` and ``previous_cap``) taken
+    back when that cap is still this sensor's (in force, or lost with Redis's data), and the alarm in force
+    while the incident is open; and a note. Done once per cursor (``recovered``)."""
+    state, incident, note = taken_back(state, "system_performance", database)
+    if incident is None:
+        return state, note
+    cap, previous = incident.values.get("cap"), incident.values.get("previous_cap")
+    live = control_text(rs.read_control().max_universe)
+    if isinstance(cap, int) and whose(rs, "max_universe", str(cap), live) is not Held.GONE:
+        previous = previous if isinstance(previous, int) else None
+        state = replace(state, cap=cap, previous_cap=previous)
+        return state, f"; universe cap {cap} taken back as this sensor's (to restore: {previous})"
+    return state, f"; open incident {incident.id} taken back"
+
+
+def measure_load() -> tuple[float, float]:
+    """CPU use over one second and memory use, both in % of the machine."""
+    return psutil.cpu_percent(interval=1.0), psutil.virtual_memory().percent
+
+
+def _universe_size(rs: RedisState, fallback: int) -> int:
+    control = rs.read_control()
+    if control.max_universe is not None:
+        return control.max_universe
+    feeds = len(rs.feeds())
+    if feeds:
+        return feeds
+    return len(control.universe) if control.universe else fallback
+
+
+def _shrink(
+    rs: RedisState,
+    state: PerformanceState,
+    streak: Streak,
+    move: Transition,
+    values: dict[str, Any],
+    fallback: int,
+    floor: int,
+) -> tuple[PerformanceState, str]:
+    """Halve the universe (a trip, or an escalation while the overload lasts); the new state and a note."""
+    live = rs.read_control().max_universe
+    ours = whose(rs, "max_universe", control_text(state.cap), control_text(live)) is not Held.GONE
+    if state.cap is not None and ours:
+        # this sensor's cap, in force or lost with Redis's data (the service still applies it): the one to
+        # restore stays the operator's
+        previous, current = state.previous_cap, state.cap
+    else:
+        # the cap to restore: the one in force at the trip, or one the operator set while we held ours
+        previous = live
+        current = live if live is not None else _universe_size(rs, fallback)
+    target = shrunk_universe(current, floor)
+    if target is not None:
+        rs.set_max_universe(target, source=SOURCE)
+        note = f" -> universe capped at {target} (was {current})"
+    else:
+        note = f" -> universe of {current} is at the floor, not shrunk"
+    cap = target if target is not None else (state.cap if ours else None)
+    change = incident_change(
+        "system_performance",
+        "open",
+        "; ".join(values["problems"]),
+        {**values, "cap": cap, "previous_cap": previous},
+        note.removeprefix(" -> "),
+    )
+    return PerformanceState(
+        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change), recovered=True
+    ), note
+
+
+def _restore(
+    rs: RedisState, state: PerformanceState, streak: Streak, values: dict[str, Any]
+) -> tuple[PerformanceState, str]:
+    """Put back the cap the universe had before the overload, unless someone changed ours since. A cap of
+    this sensor's lost with Redis's data is claimed on (the realtime service writes it back) when there is no
+    operator's cap to put back at once."""
+    live = rs.read_control().max_universe
+    holder = whose(rs, "max_universe", control_text(state.cap), control_text(live))
+    kept: tuple[int | None, int | None] = (None, None)  # the claim kept: cap, previous cap
+    if state.cap is None:
+        recovery = "universe cap unchanged (it was never shrunk)"
+    elif holder is Held.OURS or (holder is Held.LOST and state.previous_cap is not None):
+        rs.set_max_universe(state.previous_cap, source=SOURCE)
+        recovery = "universe cap " + (
+            "lifted" if state.previous_cap is None else f"back to {state.previous_cap}"
+        )
+        if holder is Held.LOST:
+            recovery += f" (this sensor's cap {state.cap} was lost with Redis's data)"
+    elif holder is Held.LOST:
+        recovery = (
+            f"universe cap {state.cap} lost with Redis's data (the realtime service keeps it): lifted once"
+            " written back"
+        )
+        kept = (state.cap, None)
+    else:
+        recovery = f"universe cap {live} set by someone else since the shrink, left as is"
+    change = incident_change("system_performance", "close", recovery, values)
+    cap, previous = kept
+    state = PerformanceState(
+        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change), recovered=True
+    )
+    return state, f" -> {recovery}"
+
+
+def _lift_lost_cap(rs: RedisState, state: PerformanceState) -> tuple[PerformanceState, str]:
+    """After a recovery that found this sensor's cap lost with Redis's data: lift it once the realtime
+    service wrote it back; forget it once it is someone else's. The state and a note."""
+    try:
+        holder = whose(
+            rs, "max_universe", control_text(state.cap), control_text(rs.read_control().max_universe)
+        )
+        if holder is Held.LOST:
+            return state, f" (its cap {state.cap} lost with Redis's data is lifted once written back)"
+        if holder is Held.OURS:
+            rs.set_max_universe(state.previous_cap, source=SOURCE)
+    except TapewatchError as exc:
+        return state, f" (its universe cap lost with Redis's data not checked: {exc}; retried next tick)"
+    forgotten = replace(state, cap=None, previous_cap=None)
+    if holder is Held.OURS:
+        back = "lifted" if state.previous_cap is None else f"back to {state.previous_cap}"
+        return forgotten, f" -> universe cap {back} (its cap {state.cap} was lost with Redis's data)"
+    return forgotten, ""
+
+
+def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorDefinition:
+    """The system performance sensor with its load measurement (tests pass their own)."""
+
+    @dg.sensor(
+        name="system_performance_sensor",
+        minimum_interval_seconds=30,
+        default_status=_RUNNING,
+        description="CPU/memory overload shrinks the universe.",
+    )
+    def system_performance_sensor(
+        context: dg.SensorEvaluationContext,
+        settings: TapewatchSettings,
+        redis: RedisResource,
+        database: DatabaseResource,
+    ) -> dg.SensorResult:
+        s = settings.settings()
+        state, warning = decode_state(context.cursor, PerformanceState)
+        recovered = ""
+        if not state.recovered:
+            try:
+                with redis.open() as rs:
+                    state, recovered = _recover_cap(state, rs, database)
+            except TapewatchError as exc:  # Redis down: read back at the next tick
+                recovered = unrecovered(exc)
+        cpu, memory = measure()
+        problems = overload(
+            cpu_percent=cpu,
+            memory_percent=memory,
+            cpu_threshold=s.cpu_threshold,
+            memory_threshold=s.memory_threshold,
+        )
+        streak, move = state.streak.step(
+            bool(problems), trip_after=s.performance_trip_checks, clear_after=s.performance_clear_checks
+        )
+        new = replace(state, streak=streak)
+        values = {"cpu_percent": cpu, "memory_percent": memory, "problems": problems}
+        note = ""
+        try:
+            with redis.open() as rs:
+                if move in (Transition.TRIP, Transition.ESCALATE):
+                    new, note = _shrink(
+                        rs, state, streak, move, values, s.universe_size, s.min_universe_under_load
+                    )
+                elif move is Transition.RECOVER:
+                    new, note = _restore(rs, state, streak, values)
+                elif state.cap is not None and not streak.tripped:
+                    new, note = _lift_lost_cap(rs, new)
+        except TapewatchError as exc:  # Redis: the action did not take effect
+            thresholds = (s.performance_trip_checks, s.performance_clear_checks)
+            return retry_next_tick(state, state.streak, move, thresholds, exc, warning)
+        pending, unrecorded = record_incidents(database, new.pending)
+        head = "; ".join(problems) if problems else f"CPU {cpu:.0f} %, memory {memory:.0f} %: fine"
+        return sensor_result(f"{head}{note}{recovered}{unrecorded}", replace(new, pending=pending), warning)
+
+    return system_performance_sensor
+
+
+system_performance_sensor = performance_sensor(measure_load)
