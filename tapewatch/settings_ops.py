@@ -44,6 +44,13 @@ class OperationsSettings(BaseModel):
     notify_max_age: float = Field(
         900, ge=0, le=86_400, description="At start, notify published signals at most this old (s)."
     )
+    notify_late_after: float = Field(
+        90,
+        gt=0,
+        le=86_400,
+        description="A notification sent more than this long (s) after the service produced its signal "
+        "(wall clock) is labelled DELAYED and counted as late.",
+    )
     webhook_url: str | None = Field(None, description="POST every published signal here (JSON); unset = off.")
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key of the X-Tapewatch-Signature header; required with webhook_url."

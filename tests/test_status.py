@@ -344,6 +344,32 @@ def test_the_dashboard_is_probed_on_the_port_its_heartbeat_names(
     assert not any(p.startswith("dashboard") for p in report["problems"]), report["problems"]
 
 
+def test_dagster_is_probed_on_the_port_its_heartbeat_names(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None, redis_url: str
+) -> None:
+    """`tapewatch dagster --port` overrides the settings: the heartbeat `tapewatch dagster` sends names the
+    port its webserver serves on (it named only a `url`, so status probed the configured port and reported a
+    running Dagster as not answering)."""
+    from tapewatch.adapters.dagster_home import dagster_heartbeat
+    from tapewatch.settings import load_settings
+
+    with http_server(200) as served, closed_port() as configured:
+        env.setenv("TAPEWATCH_DAGSTER_PORT", str(configured))
+        beat = dagster_heartbeat(load_settings(), redis_url, served)  # what `tapewatch dagster --port` sends
+        try:
+            code, report = status_json(capsys)
+            _, table = status(capsys)
+        finally:
+            beat.close()
+    assert report["components"]["dagster"]["up"] is True
+    assert report["services"]["dagster"] == {
+        "url": f"http://127.0.0.1:{served}/server_info",
+        "reachable": True,
+    }
+    assert code == 0 and report["problems"] == []
+    assert "dagster web   up" in table
+
+
 def test_redis_data_loss_and_rest_and_snapshot_losses_are_shown(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace
 ) -> None:

@@ -316,7 +316,7 @@ def run_dagster(settings: Settings, port: int | None = None) -> int:
         if orphans:
             sup.say(f"{len(orphans)} run(s) left in progress by the previous instance marked failed")
         sup.say(f"Dagster is up at http://{settings.dagster_host}:{port} ({seconds:.0f} s); Ctrl-C stops it")
-        beat = _heartbeat(settings, redis_url, port)
+        beat = dagster_heartbeat(settings, redis_url, port)
         try:
             return sup.run(tick=beat.send, every=HEARTBEAT_EVERY)
         finally:
@@ -363,8 +363,13 @@ class _Heartbeat:
         self.state.close()
 
 
-def _heartbeat(settings: Settings, redis_url: str, port: int) -> _Heartbeat:
+def dagster_heartbeat(settings: Settings, redis_url: str, port: int) -> _Heartbeat:
+    """Send the first heartbeat of the webserver serving on ``settings.dagster_host`` and ``port`` and return
+    the sender (``send`` every ``HEARTBEAT_EVERY`` s, ``close`` at the end). Its details name the ``port`` and
+    ``host`` the webserver serves on, the convention of every web component (the dashboard's too), which
+    ``tapewatch status`` probes: ``--port`` or ``tapewatch demo``'s choice of a free port overrides the
+    settings."""
     state = RedisState.from_url(redis_url, keys=Keyspace(settings.redis_prefix))
-    beat = _Heartbeat(state, {"url": f"http://{settings.dagster_host}:{port}"})
+    beat = _Heartbeat(state, {"port": port, "host": settings.dagster_host})
     beat.send()
     return beat

@@ -92,7 +92,10 @@ class Dispatch:
         candidates: Iterable[Candidate] = (),
         outcomes: Iterable[Outcome] = (),
     ) -> None:
-        """Queue what the engine produced (never blocks): signals in order, candidates, latest outcomes."""
+        """Queue what the engine produced (never blocks): signals in order, candidates, latest outcomes.
+        The notifiers note when the signals were handed over (what a late notification is measured from)."""
+        signals = list(signals)
+        self.notifications.produced(signals)
         self.pending.add_signals(signals)
         self.pending.add_candidates(candidates)
         for outcome in outcomes:

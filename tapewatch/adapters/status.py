@@ -63,7 +63,7 @@ class ComponentStatus:
     age_s: float | None = None
     pid: int | None = None
     host: str | None = None
-    # the heartbeat's details (a web component's real ``port``, maybe ``host``); not in ``--json``
+    # the heartbeat's details (a web component's real ``port`` and maybe ``host``); not in ``--json``
     info: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
@@ -210,8 +210,9 @@ def service_urls(
     settings: Settings, beats: Mapping[str, Mapping[str, str | int | float | bool]] | None = None
 ) -> dict[str, str]:
     """The URL each web component answers on when it is up (what ``tapewatch status`` probes): the settings'
-    host and port, or the ``port`` (and ``host``) its live heartbeat's details in ``beats`` name (``tapewatch
-    dashboard --port`` overrides the settings, and the dashboard publishes the port it serves on)."""
+    host and port, or the ``port`` (and ``host``) its live heartbeat's details in ``beats`` name. Every web
+    component publishes the port it serves on (``tapewatch dagster --port`` and ``tapewatch dashboard --port``
+    override the settings)."""
     beats = beats or {}
     dagster = _where(settings.dagster_host, settings.dagster_port, beats.get(DAGSTER, {}))
     dashboard = _where(settings.dashboard_host, settings.dashboard_port, beats.get(DASHBOARD, {}))

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
+from pathlib import Path
 
+import pytest
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.dispatch import Dispatch, DispatchStopped
+from tapewatch.adapters.embedded import start_redis, stop_redis
 from tapewatch.adapters.notifiers import verify_signature
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
@@ -112,3 +117,63 @@ def test_run_ends_with_an_error_when_the_relay_stops_and_takes_the_writer_with_i
     (stopped,) = error.exceptions
     assert isinstance(stopped, DispatchStopped) and "outbox relay returned" in str(stopped)
     assert writer_gone  # the others were cancelled with it
+
+
+def test_a_signal_held_by_a_redis_outage_is_notified_as_delayed_and_a_prompt_one_is_not(
+    db: Database, server_tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real Redis stopped and started again: the signal produced meanwhile reaches Telegram late and says so;
+    one produced while everything is up does not, though its event time (2024, as on the simulator's clock,
+    which runs at ``--speed``) is far from the wall clock: the delay is measured from when the service produced
+    the signal, in wall-clock time."""
+    redis_dir = server_tmp_path / "redis"
+    url = start_redis(redis_dir)
+    prompt, held = entry(), entry("ETHUSDT")
+    with HttpSink() as telegram:
+        settings = load_settings(
+            telegram_bot_token="123:token",
+            telegram_chat_id="42",
+            telegram_api_url=telegram.url,
+            notify_late_after=1.5,
+            outbox_retry_max=0.2,
+        )
+
+        async def service() -> dict[str, int]:
+            client = AsyncRedisState.from_url(url).client
+            dispatch = Dispatch.from_settings(settings, db, client, keys=Keyspace())
+            task = asyncio.create_task(dispatch.run())
+            try:
+                async with asyncio.timeout(30):
+                    dispatch.add([prompt])
+                    while len(telegram.requests) < 1:  # noqa: ASYNC110 - the notifier is another task
+                        await asyncio.sleep(0.01)
+                    await asyncio.to_thread(stop_redis, redis_dir)
+                    dispatch.add([held])  # stored in PostgreSQL, not published: Redis is down
+                    await asyncio.sleep(2.0)
+                    assert len(telegram.requests) == 1 and not dispatch.relay.healthy
+                    await asyncio.to_thread(start_redis, redis_dir)
+                    while len(telegram.requests) < 2:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                    await dispatch.notifications.join()
+                return dispatch.metrics()
+            finally:
+                task.cancel()
+                await dispatch.aclose(grace=5)
+                await client.aclose()
+
+        try:
+            with caplog.at_level(logging.WARNING, logger="tapewatch.adapters.notifiers"):
+                metrics = asyncio.run(service())
+        finally:
+            stop_redis(redis_dir)
+    prompt_text, held_text = (r.json()["text"] for r in telegram.requests)
+    assert "DELAYED" not in prompt_text and prompt_text.startswith("🟢 LONG BTCUSDT")
+    first_line = held_text.splitlines()[0]
+    assert re.fullmatch(
+        r"⚠️ DELAYED \ds: sent late after an outage; check the price before acting", first_line
+    )
+    assert "LONG ETHUSDT" in held_text.splitlines()[1]
+    assert metrics["notify_telegram_sent"] == 2 and metrics["notify_telegram_late"] == 1
+    (logged,) = [r for r in caplog.records if "labelled DELAYED" in r.getMessage()]
+    assert logged.symbol == "ETHUSDT" and logged.signal_id == held.signal_id  # type: ignore[attr-defined]
+    assert logged.delay_s >= 2.0  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 
 import pytest
 import redis.asyncio
@@ -575,3 +576,180 @@ def test_an_exit_of_a_signal_that_never_triggered_says_so() -> None:
     assert "not triggered (the entry never filled: no position)" in format_signal(untriggered).splitlines()[0]
     filled = make_exit_signal(signal, "EXPIRED", signal.entry_price, signal.event_time + 60_000)
     assert NOT_TRIGGERED not in filled.reasons and "not triggered" not in format_signal(filled)
+
+
+# --- late notifications: labelled DELAYED, counted and logged ------------------------------------------------
+
+NOW = 1_900_000_000.0  # the wall clock at send; the signals' event times (2024, or a sim clock) play no part
+
+
+def test_telegram_labels_a_late_message_and_not_a_prompt_one() -> None:
+    held, prompt = entry(), entry("ETHUSDT")  # both with an event time of 2024: far from the wall clock
+    with HttpSink() as server:
+
+        async def send() -> list[Delivery]:
+            bot = _telegram(server, late_after=60.0, clock=Clock(NOW), sleep=Sleeps())
+            try:
+                return [
+                    *await bot.submit(Notice(held, encode(held), produced_at=NOW - 605.2)),
+                    *await bot.submit(Notice(prompt, encode(prompt), produced_at=NOW - 2.0)),
+                    *await bot.submit(_notice(entry("SOLUSDT"))),  # production time unknown: no label
+                ]
+            finally:
+                await bot.aclose()
+
+        sent: list[Delivery] = _run(send())  # type: ignore[assignment]
+    late, on_time, unknown = sent
+    assert late.status == "sent" and late.late_s == pytest.approx(605.2)
+    assert on_time.late_s is None and unknown.late_s is None
+    late_text, prompt_text, unknown_text = (r.json()["text"] for r in server.requests)
+    first, second = late_text.splitlines()[:2]
+    assert first == "⚠️ DELAYED 10m 5s: sent late after an outage; check the price before acting"
+    assert second.startswith("🟢 LONG BTCUSDT")
+    assert "DELAYED" not in prompt_text and prompt_text.startswith("🟢 LONG ETHUSDT")
+    assert "DELAYED" not in unknown_text
+
+
+def test_telegram_measures_the_delay_when_it_sends_after_waiting_for_retry_after() -> None:
+    """A prompt message that Telegram makes wait past the threshold is labelled at the attempt that goes."""
+    signal = entry()
+    clock = Clock(NOW)
+
+    def answer(request: Request) -> Answer:
+        if len(server.requests) == 1:
+            clock.now += 120.0  # the 429's wait
+            return Answer.json(429, {"ok": False, "parameters": {"retry_after": 120}})
+        return Answer()
+
+    with HttpSink(answer) as server:
+
+        async def send() -> list[Delivery]:
+            bot = _telegram(server, late_after=60.0, clock=clock, sleep=Sleeps())
+            try:
+                return await bot.submit(Notice(signal, encode(signal), produced_at=NOW - 1.0))
+            finally:
+                await bot.aclose()
+
+        sent: list[Delivery] = _run(send())  # type: ignore[assignment]
+    [delivery] = sent
+    first, second = (r.json()["text"] for r in server.requests)
+    assert "DELAYED" not in first and second.startswith("⚠️ DELAYED 2m 1s: ")
+    assert delivery.late_s == pytest.approx(121.0)
+
+
+def test_a_digest_names_its_late_signals() -> None:
+    clock = Clock(60 * 1000 + 5.0)
+    late, prompt = entry("BTCUSDT"), entry("ETHUSDT")
+    with HttpSink() as server:
+
+        async def send() -> list[Delivery]:
+            bot = _telegram(server, max_per_minute=1, late_after=60.0, clock=clock, sleep=Sleeps())
+            try:
+                await bot.submit(_notice(entry("SOLUSDT")))  # the minute's one message
+                await bot.submit(Notice(late, encode(late), produced_at=clock.now - 300))  # folded
+                await bot.submit(Notice(prompt, encode(prompt), produced_at=clock.now))  # folded
+                clock.now = 60 * 1001
+                return await bot.flush()
+            finally:
+                await bot.aclose()
+
+        digest: list[Delivery] = _run(send())  # type: ignore[assignment]
+    assert [(d.status, d.late_s) for d in digest] == [("sent", 355.0), ("sent", None)]
+    lines = server.requests[-1].json()["text"].splitlines()
+    assert lines[0].startswith("⚠️ DELAYED 5m 55s: ") and lines[1].startswith("📋 2 more signals")
+    assert lines[2].startswith("• LONG BTCUSDT") and lines[2].endswith(" · DELAYED 5m 55s")
+    assert lines[3].startswith("• LONG ETHUSDT") and "DELAYED" not in lines[3]
+
+
+def test_webhook_marks_a_late_request_in_a_header_and_keeps_the_signed_body() -> None:
+    held, prompt = entry(), entry("ETHUSDT")
+    with HttpSink() as server:
+
+        async def send() -> list[Delivery]:
+            hook = WebhookNotifier(server.url, SECRET, late_after=60.0, clock=Clock(NOW), sleep=Sleeps())
+            try:
+                return [
+                    *await hook.submit(Notice(held, encode(held), produced_at=NOW - 605.2)),
+                    *await hook.submit(Notice(prompt, encode(prompt), produced_at=NOW - 2.0)),
+                ]
+            finally:
+                await hook.aclose()
+
+        sent: list[Delivery] = _run(send())  # type: ignore[assignment]
+    late, on_time = sent
+    assert late.late_s == pytest.approx(605.2) and on_time.late_s is None
+    late_request, prompt_request = server.requests
+    assert late_request.headers["x-tapewatch-delayed"] == "605"
+    assert "x-tapewatch-delayed" not in prompt_request.headers
+    assert late_request.body == encode(held)
+    assert verify_signature(SECRET, late_request.body, late_request.headers["x-tapewatch-signature"])
+
+
+def test_a_worker_counts_and_logs_a_late_send_dated_by_the_outbox_after_a_restart(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notice this process did not produce (published before a restart) is dated by its outbox row."""
+    held, prompt = entry(), entry("ETHUSDT")
+    SignalStore(db).save_signals([held, prompt])  # outbox rows stored now (PostgreSQL's clock)
+    clock = Clock(time.time() + 600)  # notified ten minutes later
+    with HttpSink() as server:
+
+        async def deliver() -> NotifierWorker:
+            bot = _telegram(server, late_after=60.0, clock=clock, sleep=Sleeps())
+            worker = NotifierWorker(bot, Deliveries(db), clock=clock)
+            await worker.handle(_notice(held))  # no production time: the outbox row's
+            await worker.handle(Notice(prompt, encode(prompt), produced_at=clock.now - 1))
+            await bot.aclose()
+            return worker
+
+        with caplog.at_level(logging.WARNING):
+            worker: NotifierWorker = _run(deliver())  # type: ignore[assignment]
+    assert worker.stats.sent == 2 and worker.stats.late == 1
+    texts = [r.json()["text"] for r in server.requests]
+    assert texts[0].startswith("⚠️ DELAYED 10m ") and "DELAYED" not in texts[1]
+    (record,) = [r for r in caplog.records if "labelled DELAYED" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.symbol == "BTCUSDT" and record.signal_id == held.signal_id  # type: ignore[attr-defined]
+    assert 595 < record.delay_s < 610  # type: ignore[attr-defined]
+    assert f"signal {held.signal_id} (BTCUSDT) sent 10m " in record.getMessage()
+
+
+def test_late_after_is_a_positive_setting_the_notifiers_follow() -> None:
+    settings = load_settings(
+        webhook_url="https://example.org/hook",
+        webhook_secret=SECRET,
+        telegram_bot_token=TOKEN,
+        telegram_chat_id="42",
+        notify_late_after=30,
+    )
+    assert [n.late_after for n in notifiers_from_settings(settings)] == [30, 30]  # type: ignore[attr-defined]
+    assert load_settings().notify_late_after == 90
+    with pytest.raises(ConfigError, match="notify_late_after"):
+        load_settings(notify_late_after=0)
+
+
+def test_the_delay_runs_from_the_hand_over_not_from_the_outbox_row(db: Database) -> None:
+    """While PostgreSQL is down a signal is held in memory and its outbox row is written only when it
+    returns: the delay is measured from when the service handed the signal over (``produced``)."""
+    held = entry()
+    handed_over = Clock(NOW - 300)
+    SignalStore(db).save_signal(held)  # the row is written later than the hand-over (now, after the outage)
+    rows = Outbox(db).unpublished()
+    with HttpSink() as server:
+
+        async def notify() -> None:
+            deliveries = Deliveries(db)
+            bot = _telegram(server, late_after=60.0, clock=Clock(NOW), sleep=Sleeps())
+            notifications = Notifications([NotifierWorker(bot, deliveries)], deliveries, clock=handed_over)
+            task = asyncio.create_task(notifications.run())
+            try:
+                notifications.produced([held])
+                notifications.offer(rows)
+                await asyncio.wait_for(notifications.join(), 10)
+            finally:
+                task.cancel()
+                await notifications.aclose()
+
+        _run(notify())
+    (request,) = server.requests
+    assert request.json()["text"].startswith("⚠️ DELAYED 5m 0s: ")

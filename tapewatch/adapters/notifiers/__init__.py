@@ -5,18 +5,25 @@ The outbox relay calls :meth:`Notifications.offer` with the rows it has just pub
 (:class:`~tapewatch.adapters.notifiers.base.NotifierWorker`), at most once (the ``notifications`` table).
 At start, :meth:`Notifications.run` first offers the published rows of the last ``notify_max_age`` seconds
 that a notifier never claimed: what a process stopped between publishing and notifying left undone.
+
+:meth:`Notifications.produced` notes the wall-clock time the service hands each signal to dispatch; the notice
+of that signal carries it, so a notification held by an outage is labelled DELAYED when it finally goes
+(``notify_late_after``; see ``notifiers.base``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.notifiers.base import (
+    Clock,
     Deliveries,
     Delivery,
     Notice,
@@ -29,6 +36,7 @@ from tapewatch.adapters.notifiers.webhook import WebhookNotifier, sign, verify_s
 from tapewatch.adapters.outbox import OutboxRow
 from tapewatch.errors import StorageUnavailable
 from tapewatch.settings import Settings
+from tapewatch.signal import Signal
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +56,21 @@ __all__ = [
 ]
 
 _RESTART_PAUSE = 5.0
+#: Production times kept for signals not yet published (older ones are forgotten: their notices are then
+#: dated by their outbox rows). Signals are a few a minute; this covers hours of an outage.
+_PRODUCED_MAX = 10_000
 
 
 class Notifications:
     """Hands published signals to every notifier worker; one worker failing never touches the others."""
 
     def __init__(
-        self, workers: Sequence[NotifierWorker], deliveries: Deliveries, *, max_age_s: float = 900.0
+        self,
+        workers: Sequence[NotifierWorker],
+        deliveries: Deliveries,
+        *,
+        max_age_s: float = 900.0,
+        clock: Clock = time.time,
     ) -> None:
         names = [w.name for w in workers]
         if len(set(names)) != len(names):
@@ -63,6 +79,8 @@ class Notifications:
         self.deliveries = deliveries
         self.max_age_s = max_age_s
         self.bad_payloads = 0
+        self._clock = clock
+        self._produced: OrderedDict[str, float] = OrderedDict()  # signal id -> wall clock (epoch s)
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database) -> Notifications:
@@ -74,13 +92,24 @@ class Notifications:
         ]
         return cls(workers, deliveries, max_age_s=settings.notify_max_age)
 
+    def produced(self, signals: Iterable[Signal]) -> None:
+        """Note that the service produced ``signals`` now (wall clock): what their notifications' delay is
+        measured from, however long PostgreSQL or Redis then hold them (never blocks)."""
+        if not self.workers:
+            return
+        now = self._clock()
+        for signal in signals:
+            self._produced.setdefault(signal.signal_id, now)  # a repeat keeps the first time
+        while len(self._produced) > _PRODUCED_MAX:
+            self._produced.popitem(last=False)
+
     def offer(self, rows: Sequence[OutboxRow]) -> None:
         """Queue published rows for every notifier (never blocks; the relay's ``on_published`` callback)."""
         if not self.workers:
             return
         for row in rows:
             try:
-                notice = Notice.from_row(row)
+                notice = Notice.from_row(row, self._produced.pop(row.signal_id, None))
             except ValueError as exc:
                 self.bad_payloads += 1
                 log.error(

@@ -7,6 +7,14 @@ logged). Delivery is **at most once** per signal and notifier: before sending, t
 ``(signal_id, notifier)`` row of ``notifications``; a notice whose row exists (already sent, failed, or
 claimed by a process that died while sending) is skipped. The row ends ``sent``, ``failed`` (with the last
 error) or ``folded`` (waiting for a Telegram digest).
+
+**Late notifications.** A notice knows when the service produced its signal, in wall-clock time
+(``Notice.produced_at``: when this process handed it to dispatch, else when PostgreSQL stored its outbox row).
+Never the signal's ``event_time``: that is the exchange's clock, and the simulator's runs at ``--speed`` (the
+demo's signals are minutes "old" or in the future the moment they are made). A notifier that sends a notice
+more than ``notify_late_after`` seconds after that (PostgreSQL or Redis was down, the process restarted,
+Telegram made it wait) labels it (:func:`delayed_banner`) and reports the delay in ``Delivery.late_s``; the
+worker counts it (``late``) and logs it with the symbol, the signal id and the delay.
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.outbox import OutboxRow
@@ -38,26 +47,55 @@ class Notice:
 
     signal: Signal
     payload: bytes
+    # when the service produced the signal (wall clock, epoch s; see the module docstring); None = unknown
+    produced_at: float | None = None
 
     @classmethod
-    def from_row(cls, row: OutboxRow) -> Notice:
+    def from_row(cls, row: OutboxRow, produced_at: float | None = None) -> Notice:
         """The notice of an outbox row; ValueError when its payload is not a valid signal."""
-        return cls(decode_signal(row.payload), row.payload.encode())
+        return cls(decode_signal(row.payload), row.payload.encode(), produced_at)
 
     @property
     def signal_id(self) -> str:
         return self.signal.signal_id
 
 
+def late_by(notice: Notice, now: float, late_after: float) -> float | None:
+    """Seconds between the production of ``notice``'s signal and ``now`` (wall clock, epoch s) when over
+    ``late_after``; None when not late, or when the production time is unknown."""
+    if notice.produced_at is None:
+        return None
+    delay = now - notice.produced_at
+    return delay if delay > late_after else None
+
+
+def format_delay(seconds: float) -> str:
+    """A delay as a trader reads it: ``45s``, ``10m 5s``, ``2h 3m`` (whole seconds)."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60}s"
+    return f"{whole // 3600}h {whole % 3600 // 60}m"
+
+
+def delayed_banner(seconds: float) -> str:
+    """The first line of a message sent ``seconds`` after its signal was produced (over the threshold)."""
+    return f"⚠️ DELAYED {format_delay(seconds)}: sent late after an outage; check the price before acting"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """What became of one notice: ``sent`` (``detail`` says how), ``failed`` (``detail``: the last error),
-    ``folded`` (held for a digest; a later delivery says sent or failed). ``attempts``: requests made."""
+    ``folded`` (held for a digest; a later delivery says sent or failed). ``attempts``: requests made.
+    ``late_s``: a notice sent over ``notify_late_after`` seconds after its signal was produced, labelled
+    so: that delay; None otherwise."""
 
     signal_id: str
     status: Status
     attempts: int = 0
     detail: str = ""
+    late_s: float | None = None
 
 
 class Notifier(Protocol):
@@ -116,6 +154,15 @@ class Deliveries:
             row = conn.execute(query, {"s": signal_id, "n": notifier}).first()
         return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
 
+    def stored_at(self, signal_id: str) -> float | None:
+        """When PostgreSQL stored the outbox row of ``signal_id`` (epoch s, its clock); None when there is none."""
+        query = sa.text(
+            "SELECT extract(epoch FROM created_at)::float8 FROM outbox WHERE signal_id = CAST(:s AS uuid)"
+        )
+        with self.db.begin() as conn:
+            value = conn.execute(query, {"s": signal_id}).scalar()
+        return None if value is None else float(value)
+
     def unnotified(self, notifier: str, max_age_s: float, limit: int = 1000) -> list[OutboxRow]:
         """Published rows at most ``max_age_s`` old that ``notifier`` never claimed, oldest first: what a
         process that stopped between publishing and notifying left undone."""
@@ -133,12 +180,14 @@ class Deliveries:
 @dataclass(slots=True)
 class WorkerStats:
     """Counters of one notifier since start. ``skipped``: notices claimed before (never sent twice);
-    ``dropped``: notices refused by a full queue; ``errors``: the notifier raised (a bug, caught)."""
+    ``dropped``: notices refused by a full queue; ``errors``: the notifier raised (a bug, caught); ``late``:
+    sent (and labelled) over ``notify_late_after`` seconds after the signal was produced."""
 
     offered: int = 0
     dropped: int = 0
     skipped: int = 0
     sent: int = 0
+    late: int = 0
     failed: int = 0
     folded: int = 0
     errors: int = 0
@@ -165,6 +214,7 @@ class NotifierWorker:
         self.stats = WorkerStats()
         self._queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=queue_size)
         self._unhandled = 0
+        self._symbols: dict[str, str] = {}  # signal id -> symbol of the notices handed to the notifier
         self._clock = clock
         self._sleep = sleep
 
@@ -218,6 +268,8 @@ class NotifierWorker:
         """Claim, deliver and record one notice; never raises (a failure is recorded and logged)."""
         if not await self._claim(notice):
             return
+        notice = await self._with_production_time(notice)
+        self._symbols[notice.signal_id] = notice.signal.symbol
         try:
             deliveries = await self.notifier.submit(notice)
         except Exception as exc:
@@ -237,6 +289,18 @@ class NotifierWorker:
             log.exception("%s failed to flush", self.name, extra={"notifier": self.name})
             return
         await self._record(deliveries)
+
+    async def _with_production_time(self, notice: Notice) -> Notice:
+        """``notice`` with a production time: a signal this process did not produce (published before a
+        restart, or by another process) is dated by its outbox row; unknown when PostgreSQL cannot say."""
+        if notice.produced_at is not None:
+            return notice
+        try:
+            stored_at = await asyncio.to_thread(self.deliveries.stored_at, notice.signal_id)
+        except (StorageUnavailable, SQLAlchemyError) as exc:
+            log.info("%s: when signal %s was stored is unknown: %s", self.name, notice.signal_id, exc)
+            return notice
+        return notice if stored_at is None else replace(notice, produced_at=stored_at)
 
     async def _claim(self, notice: Notice) -> bool:
         delay = 0.5
@@ -264,8 +328,15 @@ class NotifierWorker:
 
     async def _record(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
+            symbol = (
+                self._symbols.get(delivery.signal_id, "")
+                if delivery.status == "folded"
+                else self._symbols.pop(delivery.signal_id, "")
+            )
             if delivery.status == "sent":
                 self.stats.sent += 1
+                if delivery.late_s is not None:
+                    self._late(delivery, symbol, delivery.late_s)
             elif delivery.status == "failed":
                 self.stats.failed += 1
                 log.warning(
@@ -284,3 +355,19 @@ class NotifierWorker:
                 # the claim stays: the signal is never sent twice; only its final status is unknown
                 self.stats.storage_errors += 1
                 log.warning("%s: could not record the delivery of %s: %s", self.name, delivery.signal_id, exc)
+
+    def _late(self, delivery: Delivery, symbol: str, delay: float) -> None:
+        self.stats.late += 1
+        log.warning(
+            "%s: signal %s (%s) sent %s after it was produced, labelled DELAYED",
+            self.name,
+            delivery.signal_id,
+            symbol or "?",
+            format_delay(delay),
+            extra={
+                "notifier": self.name,
+                "symbol": symbol,
+                "signal_id": delivery.signal_id,
+                "delay_s": round(delay, 1),
+            },
+        )

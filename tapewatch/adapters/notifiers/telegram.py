@@ -10,6 +10,10 @@ A 429 answer's ``parameters.retry_after`` (or ``Retry-After`` header) is honoure
 retry (up to ``telegram_retry_after_max`` s, beyond which the message fails). 5xx, timeouts and connection
 errors are retried with exponential backoff; other errors (a bad token, a chat the bot cannot post to) fail
 at once. Up to ``telegram_max_attempts`` requests per message. The token is never logged.
+
+A message sent over ``notify_late_after`` seconds after its signal was produced starts with a
+``⚠️ DELAYED 10m 5s: …; check the price before acting`` line (measured at each attempt); in a digest, each late
+signal's line ends with its delay and the digest starts with the longest (see ``notifiers.base``).
 """
 
 from __future__ import annotations
@@ -18,13 +22,21 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 import httpx
 import msgspec
 
-from tapewatch.adapters.notifiers.base import Clock, Delivery, Notice, Sleep
+from tapewatch.adapters.notifiers.base import (
+    Clock,
+    Delivery,
+    Notice,
+    Sleep,
+    delayed_banner,
+    format_delay,
+    late_by,
+)
 from tapewatch.settings import Settings
 from tapewatch.signal import NOT_TRIGGERED, Signal
 
@@ -73,8 +85,9 @@ def _num(value: float) -> str:
     return format(Decimal(f"{value:.10g}"), "f")
 
 
-def format_signal(signal: Signal) -> str:
-    """The message of one signal: direction, symbol, tier and quality; the trade plan; the reasons."""
+def format_signal(signal: Signal, delayed_s: float | None = None) -> str:
+    """The message of one signal: direction, symbol, tier and quality; the trade plan; the reasons. Sent
+    ``delayed_s`` seconds after the signal was produced (over the threshold): a DELAYED line on top."""
     if signal.signal_type == "EXIT":
         price = _num(signal.exit_price) if signal.exit_price is not None else "?"
         untriggered = (
@@ -99,27 +112,33 @@ def format_signal(signal: Signal) -> str:
             *(["Why: " + "; ".join(signal.reasons)] if signal.reasons else []),
             f"{signal.timestamp} · {signal.signal_id}",
         ]
+    if delayed_s is not None:
+        lines.insert(0, delayed_banner(delayed_s))
     return _clip("\n".join(lines))
 
 
-def _one_line(signal: Signal) -> str:
+def _one_line(signal: Signal, delayed_s: float | None = None) -> str:
+    late = "" if delayed_s is None else f" · DELAYED {format_delay(delayed_s)}"
     if signal.signal_type == "EXIT":
         price = _num(signal.exit_price) if signal.exit_price is not None else "?"
-        return f"• EXIT {signal.exit_reason} {signal.direction} {signal.symbol} at {price}"
+        return f"• EXIT {signal.exit_reason} {signal.direction} {signal.symbol} at {price}{late}"
     return (
         f"• {signal.direction} {signal.symbol} {signal.priority} q{signal.quality_score} · entry "
         f"{_num(signal.entry_price)} stop {_num(signal.stop_loss)} TP1 {_num(signal.take_profit_1)} "
-        f"TP2 {_num(signal.take_profit_2)}"
+        f"TP2 {_num(signal.take_profit_2)}{late}"
     )
 
 
-def format_digest(signals: Sequence[Signal], cap: int) -> str:
-    """One message for the signals folded in a minute: a line each, cut to Telegram's length limit."""
+def format_digest(signals: Sequence[Signal], cap: int, delays: Sequence[float | None] | None = None) -> str:
+    """One message for the signals folded in a minute: a line each, cut to Telegram's length limit.
+    ``delays``: each signal's delay when sent late (None when not); any late one puts a DELAYED line on top
+    with the longest delay, and its own line says its delay."""
+    late = [d for d in delays or () if d is not None]
     head = f"📋 {len(signals)} more signals in the last minute (over the cap of {cap} messages a minute):"
-    lines = [head]
-    size = len(head)
+    lines = [delayed_banner(max(late)), head] if late else [head]
+    size = sum(len(line) + 1 for line in lines)
     for i, signal in enumerate(signals):
-        line = _one_line(signal)
+        line = _one_line(signal, delays[i] if delays else None)
         rest = len(signals) - i
         if size + len(line) + 1 > MAX_TEXT - 40 and rest > 0:
             lines.append(f"… and {rest} more")
@@ -150,6 +169,7 @@ class TelegramNotifier:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         timeout: float = 10.0,
+        late_after: float = 90.0,
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -169,6 +189,7 @@ class TelegramNotifier:
         self.retry_after_max = retry_after_max
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.late_after = late_after
         self.messages = 0  # messages Telegram accepted, digests included
         self.digests = 0
         self._client = client or httpx.AsyncClient(timeout=timeout)
@@ -194,6 +215,7 @@ class TelegramNotifier:
             max_attempts=settings.telegram_max_attempts,
             retry_after_max=settings.telegram_retry_after_max,
             timeout=settings.telegram_timeout,
+            late_after=settings.notify_late_after,
             clock=clock,
             sleep=sleep,
         )
@@ -226,8 +248,14 @@ class TelegramNotifier:
                 *done,
                 Delivery(notice.signal_id, "folded", 0, "over the per-minute cap: in the next digest"),
             ]
-        ok, attempts, detail = await self._send(format_signal(notice.signal))
-        return [*done, Delivery(notice.signal_id, "sent" if ok else "failed", attempts, detail)]
+        ok, attempts, detail, at = await self._send(
+            lambda now: format_signal(notice.signal, self._late(notice, now))
+        )
+        late = self._late(notice, at) if ok else None
+        return [*done, Delivery(notice.signal_id, "sent" if ok else "failed", attempts, detail, late)]
+
+    def _late(self, notice: Notice, now: float) -> float | None:
+        return late_by(notice, now, self.late_after)
 
     async def flush(self) -> list[Delivery]:
         due = self.due()
@@ -237,20 +265,34 @@ class TelegramNotifier:
         # The digest counts in the minute it is sent in; it takes that minute's first slot, since submit
         # flushes before sending anything in a new minute.
         self._take_slot()
-        text = format_digest([n.signal for n in folded], self.max_per_minute)
-        ok, attempts, detail = await self._send(text)
+        signals = [n.signal for n in folded]
+        ok, attempts, detail, at = await self._send(
+            lambda now: format_digest(signals, self.max_per_minute, [self._late(n, now) for n in folded])
+        )
         if ok:
             self.digests += 1
             detail = f"in a digest of {len(folded)}"
-        return [Delivery(n.signal_id, "sent" if ok else "failed", attempts, detail) for n in folded]
+        return [
+            Delivery(
+                n.signal_id,
+                "sent" if ok else "failed",
+                attempts,
+                detail,
+                self._late(n, at) if ok else None,
+            )
+            for n in folded
+        ]
 
     # --- the Bot API ------------------------------------------------------------------------------------
-    async def _send(self, text: str) -> tuple[bool, int, str]:
-        """POST one message; (accepted, requests made, what happened)."""
-        body = {"chat_id": self.chat_id, "text": text, "disable_web_page_preview": True}
+    async def _send(self, render: Callable[[float], str]) -> tuple[bool, int, str, float]:
+        """POST one message, its text rendered at each attempt for the clock time then (a DELAYED label
+        follows the retries' waits); (accepted, requests made, what happened, clock time of the last attempt)."""
         error = ""
+        now = self._clock()
         for attempt in range(1, self.max_attempts + 1):
             pause = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+            now = self._clock()
+            body = {"chat_id": self.chat_id, "text": render(now), "disable_web_page_preview": True}
             try:
                 response = await self._client.post(self._url, json=body)
             except httpx.TimeoutException:
@@ -261,15 +303,15 @@ class TelegramNotifier:
                 answer = _answer(response)
                 if response.status_code == 200 and answer.ok:
                     self.messages += 1
-                    return True, attempt, "sent"
+                    return True, attempt, "sent", now
                 error = f"HTTP {response.status_code}: {answer.description or response.text[:200]}".strip()
                 if response.status_code == 429:
                     wait = _retry_after(response, answer)
                     if wait > self.retry_after_max:
-                        return False, attempt, f"{error} (retry_after {wait:g} s is over the maximum)"
+                        return False, attempt, f"{error} (retry_after {wait:g} s is over the maximum)", now
                     pause = wait
                 elif response.status_code < 500:
-                    return False, attempt, error
+                    return False, attempt, error, now
             log.info(
                 "Telegram attempt %d/%d failed (%s)",
                 attempt,
@@ -279,7 +321,7 @@ class TelegramNotifier:
             )
             if attempt < self.max_attempts:
                 await self._sleep(pause)
-        return False, self.max_attempts, error
+        return False, self.max_attempts, error, now
 
     async def aclose(self) -> None:
         await self._client.aclose()

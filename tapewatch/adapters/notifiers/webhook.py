@@ -10,6 +10,9 @@ Any 2xx is success. 5xx, 408, 429 (its ``Retry-After`` honoured), timeouts and c
 with exponential backoff (``webhook_backoff_base`` doubling up to ``webhook_backoff_max``, which also caps a
 ``Retry-After``) until
 ``webhook_max_attempts``; other answers (4xx, redirects) fail at once: retrying cannot fix them.
+
+A request sent over ``notify_late_after`` seconds after the signal was produced (an outage held it) carries
+``X-Tapewatch-Delayed: <whole seconds>``; the body stays the signal exactly as published (and signed).
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 
 import httpx
 
 from tapewatch import __version__
-from tapewatch.adapters.notifiers.base import Delivery, Notice, Sleep
+from tapewatch.adapters.notifiers.base import Clock, Delivery, Notice, Sleep, late_by
 from tapewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Tapewatch-Signature"
 SIGNAL_ID_HEADER = "X-Tapewatch-Signal-Id"
+DELAYED_HEADER = "X-Tapewatch-Delayed"
 _RETRYABLE = frozenset({408, 429})
 
 
@@ -57,7 +62,9 @@ class WebhookNotifier:
         max_attempts: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        late_after: float = 90.0,
         client: httpx.AsyncClient | None = None,
+        clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not secret:
@@ -69,11 +76,15 @@ class WebhookNotifier:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.late_after = late_after
+        self._clock = clock
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, sleep: Sleep = asyncio.sleep) -> WebhookNotifier:
+    def from_settings(
+        cls, settings: Settings, *, clock: Clock = time.time, sleep: Sleep = asyncio.sleep
+    ) -> WebhookNotifier:
         """The webhook of ``settings``; ValueError when ``webhook_url`` or ``webhook_secret`` is unset."""
         if not settings.webhook_url or settings.webhook_secret is None:
             raise ValueError("webhook_url and webhook_secret must both be set")
@@ -84,6 +95,8 @@ class WebhookNotifier:
             max_attempts=settings.webhook_max_attempts,
             backoff_base=settings.webhook_backoff_base,
             backoff_max=settings.webhook_backoff_max,
+            late_after=settings.notify_late_after,
+            clock=clock,
             sleep=sleep,
         )
 
@@ -105,6 +118,9 @@ class WebhookNotifier:
         error = ""
         for attempt in range(1, self.max_attempts + 1):
             pause = self.backoff(attempt)
+            late = late_by(notice, self._clock(), self.late_after)
+            if late is not None:
+                headers[DELAYED_HEADER] = str(int(late))
             try:
                 response = await self._client.post(self.url, content=body, headers=headers)
             except httpx.TimeoutException:
@@ -114,7 +130,7 @@ class WebhookNotifier:
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    return [Delivery(notice.signal_id, "sent", attempt, f"HTTP {status}")]
+                    return [Delivery(notice.signal_id, "sent", attempt, f"HTTP {status}", late)]
                 error = f"HTTP {status}: {response.text[:200]}".strip()
                 if status < 500 and status not in _RETRYABLE:
                     return [Delivery(notice.signal_id, "failed", attempt, error)]
