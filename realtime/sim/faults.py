@@ -1,10 +1,11 @@
 """Fault injection for the simulated exchange: what can go wrong with Binance, on demand.
 
 Faults never touch the market model (the same seed still gives the same market); they change what is
-delivered: a dropped connection, a missing diff, a stream gone quiet, a malformed frame, a REST error
-or a slow snapshot, the 24-hour cut. Three ways to trigger them:
+delivered: a dropped connection, reconnects refused for a while, a missing diff, a stream gone quiet, a
+malformed frame, a REST error or a slow snapshot, the 24-hour cut. Three ways to trigger them:
 
-- from Python, on a running exchange: ``sim.faults.gap("BTCUSDT")``, ``sim.faults.drop_connections()``;
+- from Python, on a running exchange: ``sim.faults.gap("BTCUSDT")``, ``sim.faults.drop_connections()``
+  (after ``sim.faults.hold()``: an outage that lasts until ``sim.faults.release()``);
 - from another process: ``POST /sim/faults?action=gap&symbol=BTCUSDT`` (parameters in the query string:
   the shared websocket/HTTP port reads no request bodies), ``GET /sim/faults`` shows the state;
 - on a schedule, from :class:`FaultConfig` (the ``--faults`` CLI flag, see :func:`parse_faults`).
@@ -123,6 +124,7 @@ class Faults:
         self._stale: dict[str, float] = {}  # stream name -> until (inf = until cleared)
         self._rest: list[tuple[int, int, str]] = []  # [status, remaining count, path prefix]
         self._slow: tuple[float, int] | None = None  # seconds, remaining count (-1 = forever)
+        self._held: float | None = None  # websocket handshakes refused until then (inf = until released)
         self.counts: dict[str, int] = {}
         self._drop: Callable[[], int] = lambda: 0
         self._inject: Callable[[str, str | None], int] = lambda kind, stream: 0
@@ -143,9 +145,20 @@ class Faults:
 
     # --- websocket faults ------------------------------------------------------------------------------
     def drop_connections(self) -> int:
-        """Cut every websocket connection at once (no close frame: the client sees 1006); return how many."""
+        """Cut every websocket connection at once (no close frame: the client sees 1006); return how many.
+        The clients reconnect at once; :meth:`hold` first makes an outage of it."""
         self._count("drop")
         return self._drop()
+
+    def hold(self, seconds: float | None = None) -> None:
+        """Refuse every websocket handshake (HTTP 503, as an exchange gateway during an outage) for
+        ``seconds`` or until :meth:`release`; open connections stay as they are, REST is answered."""
+        self._held = float("inf") if seconds is None else self._clock() + seconds
+        self._count("hold")
+
+    def release(self) -> None:
+        """Let websocket handshakes in again (a no-op when none are held)."""
+        self._held = None
 
     def gap(self, symbol: str, within: float = 5.0) -> None:
         """Lose the next diff of every depth stream of ``symbol`` (sent within ``within`` seconds)."""
@@ -195,9 +208,19 @@ class Faults:
         self._stale.clear()
         self._rest.clear()
         self._slow = None
+        self._held = None
         self.max_connection_age = self.config.max_connection_age
 
     # --- what the server asks --------------------------------------------------------------------------
+    def holding(self) -> bool:
+        """Whether a websocket handshake is refused now."""
+        if self._held is None:
+            return False
+        if self._clock() < self._held:
+            return True
+        self._held = None
+        return False
+
     def take_gap(self, stream: str) -> bool:
         until = self._gaps.pop(stream, None)
         return until is not None and self._clock() <= until
@@ -251,6 +274,11 @@ class Faults:
             self.stale(_need(params, "stream"), None if seconds is None else float(seconds))
         elif action == "unstale":
             self.unstale(params.get("stream"))
+        elif action == "hold":
+            seconds = params.get("seconds")
+            self.hold(None if seconds is None else float(seconds))
+        elif action == "release":
+            self.release()
         elif action == "malformed":
             return {"sent": self.malformed(params.get("kind", "invalid_json"), params.get("stream"))}
         elif action == "rest_error":
@@ -265,8 +293,8 @@ class Faults:
             self.clear()
         else:
             raise ValueError(
-                f"unknown action {action!r}; known: drop, gap, stale, unstale, malformed, rest_error, "
-                "slow_snapshots, cut, clear"
+                f"unknown action {action!r}; known: drop, gap, stale, unstale, hold, release, malformed, "
+                "rest_error, slow_snapshots, cut, clear"
             )
         return self.state()
 
@@ -277,6 +305,7 @@ class Faults:
             "max_connection_age": self.max_connection_age,
             "pending_gaps": sorted(s for s, until in self._gaps.items() if until >= now),
             "stale": sorted(self._stale),
+            "held": self.holding(),
             "rest_errors": [{"status": s, "count": c, "path": p} for s, c, p in self._rest],
             "slow_snapshots": None
             if self._slow is None

@@ -310,6 +310,10 @@ class SimExchange:
             return _response(
                 400, error_body(-1130, f"Too many streams; at most {MAX_STREAMS}"), self.limiter.peek()
             )
+        if self.faults.holding():  # an outage: the handshake fails, the client tries again later
+            return _response(
+                503, error_body(-1001, "Service unavailable (injected outage)."), self.limiter.peek()
+            )
         return None
 
     async def _rest(self, path: str, params: dict[str, str]) -> Response:

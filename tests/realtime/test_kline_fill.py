@@ -1,6 +1,8 @@
 """A kline bar whose closing frame was lost (a reconnect across the bar boundary): the market closes it
 provisionally and asks for a refill, the service serves it with a REST klines request captured under its
-``rest:`` name, and a replay of the capture takes the same decisions from the captured answer."""
+``rest:`` name, and a replay of the capture takes the same decisions from the captured answer. Here the exact
+request and the replayed bars, from hand-made frames; test_kline_fill_sim.py has the same against the simulated
+exchange, with a real outage across the boundary."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import orjson
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from realtime.sim import FaultConfig, SimExchange, parse_duration, parse_faults
 from tapewatch.book import NeedsResync, OrderBook
@@ -172,6 +172,51 @@ def test_lifetime_can_be_shortened_on_open_connections() -> None:
             return exc.rcvd.code if exc.rcvd else None
 
     assert run(scenario()) == 1001
+
+
+def test_a_hold_refuses_reconnects_until_released_or_over() -> None:
+    """A dropped connection, then an outage: every handshake fails (HTTP 503) while REST is answered, until
+    the hold is released (from Python or over HTTP) or its time is up."""
+
+    async def handshake(sim: SimExchange) -> int | None:
+        try:
+            async with connect(f"{sim.ws_market_url}/ws/btcusdt@aggTrade"):
+                return None
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    async def scenario() -> dict[str, object]:
+        async with (
+            SimExchange(port=0, symbols=2, speed=10) as sim,
+            httpx.AsyncClient(base_url=sim.rest_url) as c,
+            connect(f"{sim.ws_public_url}/ws/btcusdt@bookTicker") as ws,
+        ):
+            await ws.recv()
+            sim.faults.hold()
+            out: dict[str, object] = {"dropped": sim.faults.drop_connections()}
+            out["closed"] = (await _until_closed(ws)).rcvd
+            out["held"] = [await handshake(sim), (await c.get("/fapi/v1/ping")).status_code]
+            out["state"] = (await c.get("/sim/faults")).json()["held"]
+            sim.faults.release()
+            out["released"] = await handshake(sim)
+            await c.post("/sim/faults", params={"action": "hold"})
+            out["held_over_http"] = await handshake(sim)
+            await c.post("/sim/faults", params={"action": "release"})
+            out["released_over_http"] = await handshake(sim)
+            sim.faults.hold(0.3)
+            out["timed"] = await handshake(sim)
+            await asyncio.sleep(0.35)
+            out["over"] = await handshake(sim)
+            out["counts"] = sim.faults.counts
+            return out
+
+    out = run(scenario())
+    assert out["dropped"] == 1 and out["closed"] is None  # cut without a close frame
+    assert out["held"] == [503, 200] and out["state"] is True
+    assert out["released"] is None
+    assert (out["held_over_http"], out["released_over_http"]) == (503, None)
+    assert (out["timed"], out["over"]) == (503, None)
+    assert out["counts"] == {"hold": 3, "drop": 1}
 
 
 def test_http_control_endpoint_triggers_faults_from_another_process() -> None:
