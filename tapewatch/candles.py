@@ -122,15 +122,20 @@ class CandleSeries:
     def extend_history(self, candles: Iterable[Candle]) -> int:
         """Fill with REST klines (oldest first): closed bars older than the forming one that are not held are
         added in their place (the history at start, a refill of ``missing``), a provisional bar is replaced;
-        bars already closed are kept as they are. Returns how many bars were added or replaced; ``missing``
+        bars already closed are kept as they are. A bar that closes before the newest one the stream opened
+        counts as closed even when the answer marked it forming (its ``closed`` flag comes from the REST
+        client's clock, which may run behind the exchange's). Returns how many bars were added or replaced; ``missing``
         is narrowed to what is still missing (None when nothing is)."""
         closed, forming = self.closed, self.forming
         before = forming.open_time if forming is not None else None
         held = {c.open_time for c in closed}
+        # A bar closing before the newest bar the stream opened is closed on the exchange, whatever the REST
+        # client's clock made of it (a refill's single row looks forming to a clock behind the exchange's).
+        newest = self.last_open_time
         news = [
-            c
+            c if c.closed else msgspec.structs.replace(c, closed=True)
             for c in candles
-            if c.closed
+            if (c.closed or c.close_time < newest)
             and (before is None or c.open_time < before)
             and (c.open_time not in held or c.open_time in self.provisional)
         ]

@@ -109,3 +109,18 @@ def test_the_revision_grows_when_closed_bars_change_in_place() -> None:
     revision = s.revision
     s.update(bar(180_000, 4.0, True))  # an ordinary close appends: the open time moves, the revision need not
     assert s.revision == revision
+
+
+def test_a_refill_answer_marked_forming_by_a_slow_clock_still_fills_the_hole() -> None:
+    """The REST client marks a row closed from its own clock; a refill's single row, asked once the stream
+    opened the next bar, is closed on the exchange even when that clock runs behind and marked it forming."""
+    s = CandleSeries(keep=10)
+    s.update(bar(0, 1.0, False))
+    s.update(bar(60_000, 2.0, False))  # bar 0's closing kline lost: closed provisionally, a hole to refill
+    assert s.provisional == {0} and s.missing == (0, 59_999)
+    assert s.extend_history([bar(0, 1.5, False)]) == 1  # the refill's row, "forming" by a clock 1 s behind
+    assert [(c.open_time, c.close, c.closed) for c in s.closed] == [(0, 1.5, True)]
+    assert s.provisional == set() and s.missing is None and s.bars_filled == 1
+    # a row the stream has not moved past stays out: it may still be forming
+    assert s.extend_history([bar(60_000, 2.5, False)]) == 0
+    assert s.forming is not None and s.forming.close == 2.0
