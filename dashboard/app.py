@@ -17,7 +17,9 @@ from dashboard import backend as be
 from dashboard import ui
 from dashboard.process_usage import MB, ProcessSampler
 from tapewatch.adapters.redis_keys import DASHBOARD, REALTIME
+from tapewatch.adapters.redis_state import realtime_shards
 from tapewatch.errors import ConfigError, StorageUnavailable
+from tapewatch.health import realtime_instances
 from tapewatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ def check_bind(host: str, password: str | None) -> None:
 
 
 def status_pills(backend: be.Backend, problems: list[str]) -> list[html.Span]:
-    """PostgreSQL, Redis and realtime up/down, and whether signalling is paused, as coloured pills."""
+    """PostgreSQL, Redis and realtime up/down (realtime: every shard up, with shards; the title names the ones
+    down), and whether signalling is paused, as coloured pills."""
     pills: list[html.Span] = []
     pg_down = any(p.startswith("PostgreSQL") for p in problems)
     redis_down = any(p.startswith("Redis") for p in problems)
@@ -47,11 +50,15 @@ def status_pills(backend: be.Backend, problems: list[str]) -> list[html.Span]:
     pills.append(html.Span("Redis", className=f"tw-pill {'bad' if redis_down else 'ok'}"))
     if not redis_down:
         try:
-            beat = backend.redis.heartbeat(REALTIME)
+            beats = backend.redis.heartbeats()
             control = backend.redis.read_control()
         except StorageUnavailable:
             return pills
-        pills.append(html.Span("realtime", className=f"tw-pill {'ok' if beat else 'bad'}"))
+        # the single service, or every shard of `tapewatch run --shard I/N`: red while any is down
+        instances = realtime_instances(beats, REALTIME, realtime_shards(beats))
+        down = sorted(name for name, beat in instances.items() if beat is None)
+        title = f"down: {', '.join(down)}" if down else ", ".join(sorted(instances))
+        pills.append(html.Span("realtime", className=f"tw-pill {'bad' if down else 'ok'}", title=title))
         if control.paused:
             pills.append(html.Span("PAUSED", className="tw-pill warn", title=control.paused_reason or ""))
         if control.backup_feed:

@@ -4,7 +4,9 @@ psutil measures a process's CPU % between two calls on the *same* ``Process`` ob
 nothing to compare with and returns 0.0), so the sampler keeps one object per process, keyed by pid and
 creation time (a pid reused by a new process starts afresh) and says "unknown" (None) on first sight rather
 than a false 0 %. A process that publishes its own ``cpu`` (%) and ``rss`` (bytes) in its heartbeat info is
-read from there instead: that also works for processes on other hosts.
+read from there instead: that also works for processes on other hosts. The dashboard and the realtime service
+(each shard too) publish them (the realtime service also its host's ``host_cpu`` and ``host_memory`` %, what
+the system performance sensor judges: ``tapewatch.health.host_load``).
 """
 
 from __future__ import annotations

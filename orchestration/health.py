@@ -14,7 +14,8 @@ Sensors (running by default; each keeps its memory in its cursor, JSON):
   spreads and message rates per symbol, and overall message and resync rates (``tapewatch.anomaly``) →
   signalling paused; ``data_quality_clean_checks`` clean checks → resumed.
 - ``system_performance_sensor`` (30 s): CPU above ``cpu_threshold`` % or memory above ``memory_threshold`` %
-  (psutil, on the machine running the sensor) → the universe is capped at half its size (again while the
+  of the realtime service's host (the ``host_cpu``/``host_memory`` its heartbeat carries; the worst shard host;
+  else psutil on the machine running the sensor) → the universe is capped at half its size (again while the
   overload lasts, never below ``min_universe_under_load``); ``performance_clear_checks`` healthy checks → the
   cap the operator had before is restored.
 

@@ -1,9 +1,12 @@
 """``api_connectivity_sensor`` (30 s): the Binance REST ping, the realtime heartbeat and what the websockets
-deliver; the backup feed switched on and back (with its minimum dwell), incidents opened and closed. See
+deliver; the backup feed switched on and back (with its minimum dwell), incidents opened and closed. With
+shards (``tapewatch run --shard I/N``) the worst shard is judged: the oldest or missing heartbeat, the longest
+silence of any route; the backup feed flag is global, so a silent shard switches every shard to it. See
 ``orchestration.health`` for what the health sensors share."""
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -16,7 +19,7 @@ from orchestration.health_cursor import ConnectivityState, retry_next_tick, sens
 from orchestration.health_incidents import incident_change, record_incidents, taken_back
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
 from tapewatch.adapters.redis_keys import REALTIME
-from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.errors import StorageUnavailable, TapewatchError
 from tapewatch.health import (
     Connectivity,
@@ -27,6 +30,9 @@ from tapewatch.health import (
     decode_state,
     judge_connectivity,
     queued,
+    realtime_instances,
+    worst_heartbeat,
+    worst_silence,
 )
 from tapewatch.streams import combined_url
 
@@ -75,6 +81,35 @@ def _probe(base_url: str, symbols: Sequence[str], timeout: float) -> str | None:
     except (OSError, WebSocketException) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Realtime:
+    """The realtime service as one check sees it: the worst instance's heartbeat (``component``: its name, or
+    the names of those without one; ``age_s``: None when missing), whether some instance beats within the
+    maximum age (``running``: it can run the backup feed), and the longest websocket silence of the instances
+    that beat (``silent_s``; None: not published) and where (``silent_where``: route and instance)."""
+
+    component: str = REALTIME
+    age_s: float | None = None
+    running: bool = False
+    silent_s: float | None = None
+    silent_where: str = ""
+
+
+def _realtime(rs: RedisState, max_age_s: float) -> Realtime:
+    """Read the realtime instances (the single service, or every shard of ``tapewatch run --shard I/N``:
+    :func:`realtime_instances`) and judge the worst: the oldest or missing heartbeat, the longest silence of
+    any route of any instance that beats (its own metrics, read per instance to name it)."""
+    beats = rs.heartbeats()
+    instances = realtime_instances(beats, REALTIME, realtime_shards(beats))
+    now_ms = int(time.time() * 1000)
+    ages = {name: None if beat is None else beat.age(now_ms) for name, beat in instances.items()}
+    component, age = worst_heartbeat(ages)
+    live = {name: rs.metrics(name) for name, beat in instances.items() if beat is not None}
+    silent, where = worst_silence(live)
+    running = any(a is not None and a <= max_age_s for a in ages.values())
+    return Realtime(component=component, age_s=age, running=running, silent_s=silent, silent_where=where)
 
 
 def _probe_symbols(rs: RedisState) -> list[str]:
@@ -190,11 +225,9 @@ def api_connectivity_sensor(
     timeout = min(s.rest_timeout, 5.0)
     rest_error = _ping(binance, timeout)
     with redis.open() as rs:
-        age, silent, backup_on, probe_error, redis_down = None, None, False, None, False
+        seen, backup_on, probe_error, redis_down = Realtime(), False, None, False
         try:
-            beat = rs.heartbeat(REALTIME)
-            age = None if beat is None else beat.age(int(time.time() * 1000))
-            silent = _seconds(rs.realtime_metrics().get("ws_silent_ms"))
+            seen = _realtime(rs, s.heartbeat_max_age)
             backup_on = rs.read_control().backup_feed
             if backup_on:
                 probe_error = _probe(s.binance_ws_public_url, _probe_symbols(rs), timeout)
@@ -205,12 +238,15 @@ def api_connectivity_sensor(
             state, recovered = _recover_feed(state, backup_on, database)
         found = judge_connectivity(
             rest_error=rest_error,
-            heartbeat_age_s=age,
-            ws_silent_s=silent,
+            heartbeat_age_s=seen.age_s,
+            ws_silent_s=seen.silent_s,
             probe_error=probe_error,
             backup_on=backup_on,
             backup_ours=state.backup_ours,
             max_age_s=s.heartbeat_max_age,
+            component=seen.component,
+            running=seen.running,
+            silent_where=seen.silent_where,
         )
         steps = {"trip_after": s.timeout_threshold, "clear_after": s.api_recovery_checks}
         alarm, alarm_move = state.streak.step(bool(found.problems), **steps)
@@ -231,9 +267,11 @@ def api_connectivity_sensor(
         )
         values = {
             "problems": found.problems,
-            "heartbeat_age_s": age,
+            "realtime": seen.component,
+            "heartbeat_age_s": seen.age_s,
             "rest_error": rest_error,
-            "ws_silent_s": silent,
+            "ws_silent_s": seen.silent_s,
+            "ws_silent_where": seen.silent_where,
             "probe_error": probe_error,
         }
         try:
@@ -261,7 +299,3 @@ def api_connectivity_sensor(
     )
     tail = f"failures {alarm.failures}, passes {alarm.passes}, backup {'on' if backup_on else 'off'}"
     return sensor_result(f"{summary}{done} ({tail}){recovered}{note}", replace(new, pending=pending), warning)
-
-
-def _seconds(ms: float | None) -> float | None:
-    return None if ms is None else ms / 1000.0

@@ -1,6 +1,8 @@
-"""``system_performance_sensor`` (30 s): CPU or memory overload (psutil, on the machine running the sensor)
-halves the universe, again while it lasts; healthy checks restore the operator's cap. See
-``orchestration.health`` for what the health sensors share."""
+"""``system_performance_sensor`` (30 s): CPU or memory overload of the realtime service's host halves the
+universe, again while it lasts; healthy checks restore the operator's cap. The load is the one the realtime
+instances publish in their heartbeats (``host_cpu``, ``host_memory``; the worst host of the shards), or, when
+no live heartbeat carries it, the machine running the sensor's (psutil); the tick and the incident say which.
+See ``orchestration.health`` for what the health sensors share."""
 
 from collections.abc import Callable
 from typing import Any
@@ -13,9 +15,22 @@ from orchestration.health_control import SOURCE, control_text, whose
 from orchestration.health_cursor import PerformanceState, retry_next_tick, sensor_result
 from orchestration.health_incidents import incident_change, record_incidents, taken_back, unrecovered
 from orchestration.resources import DatabaseResource, RedisResource, TapewatchSettings
-from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.redis_keys import REALTIME
+from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.errors import TapewatchError
-from tapewatch.health import Held, Streak, Transition, decode_state, overload, queued, shrunk_universe
+from tapewatch.health import (
+    Held,
+    HostLoad,
+    Streak,
+    Transition,
+    decode_state,
+    host_load,
+    overload,
+    queued,
+    realtime_instances,
+    shrunk_universe,
+    worst_load,
+)
 
 _RUNNING = dg.DefaultSensorStatus.RUNNING
 
@@ -41,6 +56,36 @@ def _recover_cap(
 def measure_load() -> tuple[float, float]:
     """CPU use over one second and memory use, both in % of the machine."""
     return psutil.cpu_percent(interval=1.0), psutil.virtual_memory().percent
+
+
+#: Where the load comes from when no realtime heartbeat carries it.
+LOCAL = "this machine, running the sensor"
+
+
+def realtime_load(rs: RedisState) -> HostLoad | None:
+    """The worst host load the live realtime instances (the service, or its shards) published in their
+    heartbeats; None when none did (none beats, or a service from before it published its load)."""
+    beats = rs.heartbeats()
+    loads = [
+        load
+        for name, beat in realtime_instances(beats, REALTIME, realtime_shards(beats)).items()
+        if beat is not None and (load := host_load(f"{name} on {beat.host or 'an unnamed host'}", beat.info))
+    ]
+    return worst_load(loads)
+
+
+def _load(redis: RedisResource, measure: Callable[[], tuple[float, float]]) -> HostLoad:
+    """The load to judge: the realtime hosts' worst, else this machine's (``measure``), saying why."""
+    try:
+        with redis.open() as rs:
+            found = realtime_load(rs)
+        why = "no live realtime heartbeat carries its host's load"
+    except TapewatchError as exc:
+        found, why = None, f"realtime heartbeats unreadable: {exc}"
+    if found is not None:
+        return found
+    cpu, memory = measure()
+    return HostLoad(source=f"{LOCAL} ({why})", cpu_percent=cpu, memory_percent=memory)
 
 
 def _universe_size(rs: RedisState, fallback: int) -> int:
@@ -83,7 +128,7 @@ def _shrink(
     change = incident_change(
         "system_performance",
         "open",
-        "; ".join(values["problems"]),
+        f"{'; '.join(values['problems'])} ({values['source']})",
         {**values, "cap": cap, "previous_cap": previous},
         note.removeprefix(" -> "),
     )
@@ -147,7 +192,8 @@ def _lift_lost_cap(rs: RedisState, state: PerformanceState) -> tuple[Performance
 
 
 def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorDefinition:
-    """The system performance sensor with its load measurement (tests pass their own)."""
+    """The system performance sensor with its local load measurement, used when no realtime heartbeat
+    carries its host's load (tests pass their own)."""
 
     @dg.sensor(
         name="system_performance_sensor",
@@ -170,7 +216,8 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
                     state, recovered = _recover_cap(state, rs, database)
             except TapewatchError as exc:  # Redis down: read back at the next tick
                 recovered = unrecovered(exc)
-        cpu, memory = measure()
+        load = _load(redis, measure)
+        cpu, memory = load.cpu_percent, load.memory_percent
         problems = overload(
             cpu_percent=cpu,
             memory_percent=memory,
@@ -181,7 +228,7 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
             bool(problems), trip_after=s.performance_trip_checks, clear_after=s.performance_clear_checks
         )
         new = replace(state, streak=streak)
-        values = {"cpu_percent": cpu, "memory_percent": memory, "problems": problems}
+        values = {"cpu_percent": cpu, "memory_percent": memory, "problems": problems, "source": load.source}
         note = ""
         try:
             with redis.open() as rs:
@@ -198,6 +245,7 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
             return retry_next_tick(state, state.streak, move, thresholds, exc, warning)
         pending, unrecorded = record_incidents(database, new.pending)
         head = "; ".join(problems) if problems else f"CPU {cpu:.0f} %, memory {memory:.0f} %: fine"
+        head = f"{head} ({load.source})"
         return sensor_result(f"{head}{note}{recovered}{unrecorded}", replace(new, pending=pending), warning)
 
     return system_performance_sensor

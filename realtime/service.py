@@ -68,7 +68,7 @@ from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.risk import SharedGate
 from tapewatch.settings import Settings
 from tapewatch.sharding import parse_shard
-from tapewatch.streams import Kind, UnknownStream, parse_stream, symbol_streams
+from tapewatch.streams import Kind, Path, UnknownStream, parse_stream, symbol_streams
 from tapewatch.universe import top_by_volume, tradable_perpetuals
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class FeedService:
         )
         self.last_signal: dict[str, str] | None = None  # the newest signal, for `tapewatch status`
         self.ws_silent_ms = 0  # as the publish loop last measured it (published with the metrics)
+        self.ws_silent_routes: dict[Path, int] = {}  # the same per route (public, market)
         self.sink = sink
         self._history_tasks: set[asyncio.Task[None]] = set()
         # kline refills (the market's KlineFillNeeded): the newest per (symbol, interval), served in order

@@ -1,8 +1,8 @@
-"""What the realtime service publishes to Redis once a second: its heartbeat (as :func:`component_name`),
-each symbol's feed stats, the metrics dict (:func:`service_metrics`, plus ``ws_silent_ms``:
-:class:`WsSilence`), a shard's 1m closes and the newest signal (:func:`signal_record`, what
-``tapewatch status`` shows). Redis being away is counted as
-``redis_errors`` and logged, never fatal."""
+"""What the realtime service publishes to Redis once a second: its heartbeat (as :func:`component_name`, with
+its process's and host's load: :class:`LoadSampler`), each symbol's feed stats, the metrics dict
+(:func:`service_metrics`, plus the websocket silence of each route and of the worst: :class:`RouteSilence`),
+a shard's 1m closes and the newest signal (:func:`signal_record`, what ``tapewatch status`` shows). Redis
+being away is counted as ``redis_errors`` and logged, never fatal."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
+import psutil
+
 from realtime.capture import CaptureWriter
+from realtime.ws_pool import PATHS
 from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.book import BookState
 from tapewatch.errors import StorageUnavailable
+from tapewatch.health import HOST_CPU, HOST_MEMORY, PROCESS_CPU, PROCESS_RSS, WS_SILENT, ws_silent_key
 from tapewatch.parse import MALFORMED_REASONS
 from tapewatch.sharding import Shard
 from tapewatch.signal import Signal
+from tapewatch.streams import Path
 
 if TYPE_CHECKING:
     from realtime.service import FeedService
@@ -141,9 +147,80 @@ class WsSilence:
         return int((now_s - self._since) * 1000)
 
 
+class RouteSilence:
+    """The websocket silence of each route (``public``: depth, bookTicker; ``market``: aggTrade, klines), each
+    a :class:`WsSilence` of that route's frames: a dead ``/market`` while ``/public`` flows leaves every
+    symbol's trades stale, and a count of all frames would not show it. A route with no stream wanted is not
+    silent."""
+
+    def __init__(self, frames: Mapping[Path, int], now_s: float) -> None:
+        self._routes = {route: WsSilence(frames.get(route, 0), now_s) for route in PATHS}
+
+    def update(
+        self, frames: Mapping[Path, int], wanted: Collection[Path], now_s: float, *, expected: bool
+    ) -> dict[Path, int]:
+        """Each route's silence now (ms), from its frame count (``frames``, received so far); counted only
+        while frames are ``expected`` (see :meth:`WsSilence.update`) and the route is ``wanted`` (has
+        streams)."""
+        return {
+            route: silence.update(frames.get(route, 0), now_s, expected=expected and route in wanted)
+            for route, silence in self._routes.items()
+        }
+
+
+def silence_metrics(routes: Mapping[Path, int]) -> dict[str, int]:
+    """``ws_silent_<route>_ms`` of each route, and ``ws_silent_ms``: the worst route's."""
+    return {WS_SILENT: max(routes.values(), default=0), **{ws_silent_key(r): ms for r, ms in routes.items()}}
+
+
+class LoadSampler:
+    """What the heartbeat says of the load: this process's CPU % and resident bytes (``cpu``, ``rss``, as the
+    dashboard publishes its own) and its host's CPU % and memory % (``host_cpu``, ``host_memory``: what the
+    system performance sensor judges). psutil reads /proc and does not block: CPU % is measured between two
+    samples (``interval=None``), so the first sample has none rather than a false 0 %."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._first = True
+        self._failed = False
+
+    def sample(self) -> dict[str, int | float]:
+        """The figures now ({} when psutil cannot read them: logged once)."""
+        try:
+            with self._process.oneshot():
+                cpu = self._process.cpu_percent(interval=None)
+                rss = self._process.memory_info().rss
+            host_cpu = psutil.cpu_percent(interval=None)
+            host_memory = psutil.virtual_memory().percent
+        except (psutil.Error, OSError) as exc:
+            if not self._failed:
+                log.warning("cannot read this process's or host's load for the heartbeat: %s", exc)
+            self._failed = True
+            return {}
+        out: dict[str, int | float] = {PROCESS_RSS: int(rss), HOST_MEMORY: round(host_memory, 1)}
+        if not self._first:
+            out |= {PROCESS_CPU: round(cpu, 1), HOST_CPU: round(host_cpu, 1)}
+        self._first = False
+        return out
+
+
 def published_metrics(service: FeedService) -> dict[str, int | float]:
-    """The metrics hash as published: the service's metrics and the websocket silence last measured."""
-    return {**service.metrics(), "ws_silent_ms": service.ws_silent_ms}
+    """The metrics hash as published: the service's metrics and the websocket silence the publish loop last
+    measured, each route's (``service.ws_silent_routes``) and the worst route's (``service.ws_silent_ms``)."""
+    routes = service.ws_silent_routes
+    silence = silence_metrics(routes) if routes else {WS_SILENT: service.ws_silent_ms}
+    return {**service.metrics(), **silence}
+
+
+def _heartbeat_info(service: FeedService, pid: int, load: LoadSampler) -> dict[str, str | int | float | bool]:
+    info: dict[str, str | int | float | bool] = {
+        "pid": pid,
+        **(service.control.info() if service.control is not None else {}),
+    }
+    if not service.shard.whole:
+        info["shard"] = service.shard.label
+    info["retained"] = len(service.retained)  # next to the universe's size: symbols kept for signals
+    return info | load.sample()
 
 
 async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
@@ -154,19 +231,21 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
         return
     pid = os.getpid()
     published_signal: dict[str, str] | None = None
-    silence = WsSilence(service.pool.stats.frames_total(), time.monotonic())
+    pool = service.pool
+    silence = RouteSilence(pool.route_frames(), time.monotonic())
+    load = LoadSampler()
     while True:
         service.observe()
         expected = bool(service.universe) and not service.backup.on
-        service.ws_silent_ms = silence.update(
-            service.pool.stats.frames_total(), time.monotonic(), expected=expected
+        routes = silence.update(
+            pool.route_frames(), pool.routes_wanted(), time.monotonic(), expected=expected
         )
+        service.ws_silent_routes = dict(routes)
+        service.ws_silent_ms = max(routes.values(), default=0)
         try:
-            info = {"pid": pid, **(service.control.info() if service.control is not None else {})}
-            if not service.shard.whole:
-                info["shard"] = service.shard.label
-            info["retained"] = len(service.retained)  # next to the universe's size: symbols kept for signals
-            await redis.beat(service.component, ttl_s=max(10.0, interval * 10), info=info)
+            await redis.beat(
+                service.component, ttl_s=max(10.0, interval * 10), info=_heartbeat_info(service, pid, load)
+            )
             for symbol in service.universe:
                 await redis.publish_feed(symbol, service.feed(symbol), ttl_s=max(60.0, interval * 60))
             await redis.publish_metrics(published_metrics(service), service.component)

@@ -180,6 +180,20 @@ class StreamPool:
                 )
         return out
 
+    def routes_wanted(self) -> set[Path]:
+        """The routes (``public``, ``market``) with streams wanted now: the ones whose frames are expected."""
+        return {path for path in PATHS if any(slot.desired for slot in self._slots[path])}
+
+    def route_frames(self) -> dict[Path, int]:
+        """Data frames received so far on each route's connections (from the per-stream counts)."""
+        out: dict[Path, int] = dict.fromkeys(PATHS, 0)
+        for stream, count in self.stats.frames.items():
+            try:
+                out[route(stream)] += count
+            except UnknownStream:  # never subscribed (set_streams skips such names)
+                continue
+        return out
+
     def stale_streams(self) -> list[str]:
         """Streams silent for ``stale_after`` seconds on connections that are otherwise alive."""
         return sorted(s for path in PATHS for slot in self._slots[path] for s in slot.stale_streams)

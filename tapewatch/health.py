@@ -8,14 +8,17 @@ Nothing here reads a clock: "now" and every measurement are arguments.
   (act), ``clear_after`` passes in a row while tripped recover it (undo). While tripped, every further
   ``trip_after`` failures in a row escalate (the performance sensor shrinks the universe again).
 - :func:`judge_connectivity`: the REST ping failed, the realtime heartbeat is missing or too old, or the
-  websockets deliver nothing; and whether the backup feed is the answer (only to a websocket failure).
+  websockets deliver nothing; and whether the backup feed is the answer (only to a websocket failure). With
+  shards (``tapewatch run --shard I/N``) the worst instance is judged: :func:`realtime_instances` says which
+  instances count, :func:`worst_heartbeat` and :func:`worst_silence` pick the worst of them.
 - :class:`FeedDwell`: the hysteresis of the switch back from the backup feed. While it is on, the service's
   websockets are unsubscribed and say nothing; only the sensor's own probe can be judged, and the probe may
   receive while the service's websockets would not (another host, network path or subscription). So the
   switch back also waits a minimum dwell, doubled after each switch back that failed (the service's
   websockets silent again soon after it), up to a maximum: a lying probe costs a switch every dwell, not
   every few checks.
-- :func:`overload`: CPU or memory above its threshold; :func:`shrunk_universe` halves the universe.
+- :func:`overload`: CPU or memory above its threshold, of the worst realtime host (:func:`worst_load`, from
+  the heartbeats' ``host_cpu``/``host_memory``); :func:`shrunk_universe` halves the universe.
 - :func:`held`: whether a control value a sensor set (a pause, a universe cap) is still its own to lift, lost
   with Redis's data (the realtime service writes it back), or someone else's now.
 - Data quality: :mod:`tapewatch.anomaly`.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +40,7 @@ import msgspec
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=msgspec.Struct)
+B = TypeVar("B")
 #: Incident changes a sensor keeps while PostgreSQL is down; the oldest go beyond this (logged).
 MAX_PENDING = 50
 
@@ -98,10 +103,66 @@ class Connectivity:
 #: The heartbeat key expires when the service stops renewing it (its TTL: 10 s at the default 1 s publish
 #: interval, well under ``heartbeat_max_age``), so a stopped or stalled service shows as a missing heartbeat,
 #: never as an old one; an old one is seen only with a TTL longer than ``heartbeat_max_age``.
-NO_HEARTBEAT = (
-    "no realtime heartbeat: its key expired, not renewed for longer than its TTL (the service is down or "
+_NO_HEARTBEAT = (
+    "no {} heartbeat: its key expired, not renewed for longer than its TTL (the service is down or "
     "stalled), or Redis is unreadable"
 )
+NO_HEARTBEAT = _NO_HEARTBEAT.format("realtime")
+#: The metrics of the websocket silence: the worst route's, and one per route (:func:`ws_silent_key`).
+WS_SILENT = "ws_silent_ms"
+
+
+def ws_silent_key(route: str) -> str:
+    """The metric of one route's websocket silence (``ws_silent_market_ms``). It ends in ``_ms``, so shards'
+    figures combine by their worst (``tapewatch.adapters.redis_state.combine_metrics``), never summed."""
+    return f"ws_silent_{route}_ms"
+
+
+def realtime_instances(
+    beats: Mapping[str, B | None], single: str, shards: Sequence[str]
+) -> dict[str, B | None]:
+    """The realtime instances to judge, with their heartbeats (None: expired), among every component that ever
+    beat (``beats``): the single instance ``single`` when it beats or when no shard ever did, else every shard
+    (``shards``: the ``realtime-IofN`` among ``beats``, ``redis_state.realtime_shards``) — a shard down is
+    part of the universe not followed. The single instance left over from before the shards is not judged
+    while none of it beats (nor the shards while the single instance beats), as the metrics are read."""
+    if beats.get(single) is not None or not shards:
+        return {single: beats.get(single)}
+    return {name: beats.get(name) for name in shards}
+
+
+def worst_heartbeat(ages: Mapping[str, float | None]) -> tuple[str, float | None]:
+    """The worst of the instances' heartbeat ages (seconds; None: none): the ones without a heartbeat (their
+    names joined, age None), else the oldest. ValueError without an instance."""
+    if not ages:
+        raise ValueError("no realtime instance to judge")
+    missing = sorted(name for name, age in ages.items() if age is None)
+    if missing:
+        return ", ".join(missing), None
+    name = max(sorted(ages), key=lambda n: ages[n] or 0.0)
+    return name, ages[name]
+
+
+def worst_silence(metrics: Mapping[str, Mapping[str, float]]) -> tuple[float | None, str]:
+    """The longest websocket silence (seconds) in the metrics of the instances that beat (by name), and where
+    (``/market of realtime-0of2``: the worst route's figure, :func:`ws_silent_key`; the instance's name alone
+    when it publishes only ``ws_silent_ms``, as a service from before the per-route figures). (None, "") when
+    no instance publishes one. A route without streams publishes 0: it is not silent."""
+    head, tail = ws_silent_key("|").split("|")
+    worst: tuple[float, str] | None = None
+    for name in sorted(metrics):
+        values = metrics[name]
+        found = [
+            (ms, f"/{key[len(head) : -len(tail)]} of {name}")
+            for key, ms in sorted(values.items())
+            if key.startswith(head) and key.endswith(tail) and key != WS_SILENT
+        ]
+        if not found and WS_SILENT in values:
+            found = [(values[WS_SILENT], name)]
+        for ms, where in found:
+            if worst is None or ms > worst[0]:
+                worst = (ms, where)
+    return (None, "") if worst is None else (worst[0] / 1000.0, worst[1])
 
 
 def judge_connectivity(
@@ -113,15 +174,21 @@ def judge_connectivity(
     backup_on: bool,
     backup_ours: bool,
     max_age_s: float,
+    component: str = "realtime",
+    running: bool | None = None,
+    silent_where: str = "",
 ) -> Connectivity:
     """Judge the REST API and the websocket feed separately (spec 11.1 ``api_connectivity``).
 
     ``rest_error``: None when the REST ping answered, else what went wrong; ``heartbeat_age_s``: age of the
-    realtime heartbeat (None: none, expired or unreadable); ``ws_silent_s``: how long the service's websockets
-    have delivered no frame while they were meant to (None: not published); ``probe_error``: while the backup
-    feed is on (``backup_on``; the service's websockets are then off), None when the sensor's own websocket
-    probe received a frame, else why not; ``backup_ours``: that backup feed is this sensor's; ``max_age_s``:
-    the heartbeat's maximum age and the longest websocket silence.
+    realtime heartbeat (None: none, expired or unreadable) — with shards the worst shard's, ``component``
+    naming it (or them); ``ws_silent_s``: how long the service's websockets have delivered no frame while they
+    were meant to (None: not published) — the worst route of the worst instance that beats, ``silent_where``
+    saying which; ``probe_error``: while the backup feed is on (``backup_on``; the service's websockets are
+    then off), None when the sensor's own websocket probe received a frame, else why not; ``backup_ours``:
+    that backup feed is this sensor's; ``max_age_s``: the heartbeat's maximum age and the longest websocket
+    silence; ``running``: some realtime instance beats within ``max_age_s`` (None: the judged one does) —
+    with shards, a silent shard that beats can run the backup feed though another shard is down.
 
     The backup feed (REST polling, inside the service) is the answer only to a websocket failure: with REST
     down it would poll a dead API and switch off the websockets that still deliver, and with the service
@@ -132,27 +199,38 @@ def judge_connectivity(
         problems.append(f"Binance REST ping failed: {rest_error}")
     alive = heartbeat_age_s is not None and heartbeat_age_s <= max_age_s
     if heartbeat_age_s is None:
-        problems.append(NO_HEARTBEAT)
+        problems.append(_NO_HEARTBEAT.format(component))
     elif not alive:
-        problems.append(f"realtime heartbeat is {heartbeat_age_s:.0f} s old (> {max_age_s:g} s)")
+        problems.append(f"{component} heartbeat is {heartbeat_age_s:.0f} s old (> {max_age_s:g} s)")
+    runs = alive if running is None else running
     if backup_on:
         ws_down = probe_error is not None
         if ws_down:
             problems.append(f"websocket probe got no frame: {probe_error}")
     else:
-        ws_down = alive and ws_silent_s is not None and ws_silent_s > max_age_s
+        ws_down = runs and ws_silent_s is not None and ws_silent_s > max_age_s
         if ws_down and ws_silent_s is not None:
-            problems.append(f"websockets delivered nothing for {ws_silent_s:.0f} s (> {max_age_s:g} s)")
-    backup_failing = ws_down and (backup_ours or (rest_ok and alive))
+            on = f" on {silent_where}" if silent_where else ""
+            problems.append(f"websockets delivered nothing for {ws_silent_s:.0f} s{on} (> {max_age_s:g} s)")
+    backup_failing = ws_down and (backup_ours or (rest_ok and runs))
+    return Connectivity(
+        problems=problems,
+        backup_failing=backup_failing,
+        report=_report(rest_ok, ws_down, runs, alive, component),
+    )
+
+
+def _report(rest_ok: bool, ws_down: bool, runs: bool, alive: bool, component: str) -> str:
+    """What a connectivity check does about its problems when the backup feed is not the answer."""
+    if not runs:
+        return "reported only: the realtime service is not running, and the backup feed runs inside it"
+    if not rest_ok and ws_down:
+        return "reported only: REST is down too, and the backup feed polls it"
+    if not rest_ok:
+        return "reported only: the websockets deliver; snapshots and resyncs cannot be fetched meanwhile"
     if not alive:
-        report = "reported only: the realtime service is not running, and the backup feed runs inside it"
-    elif not rest_ok and ws_down:
-        report = "reported only: REST is down too, and the backup feed polls it"
-    elif not rest_ok:
-        report = "reported only: the websockets deliver; snapshots and resyncs cannot be fetched meanwhile"
-    else:
-        report = "reported only"
-    return Connectivity(problems=problems, backup_failing=backup_failing, report=report)
+        return f"reported only: {component} is not running, and the backup feed runs inside it"
+    return "reported only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +287,46 @@ def overload(
     if memory_percent > memory_threshold:
         problems.append(f"memory {memory_percent:.0f} % > {memory_threshold:g} %")
     return problems
+
+
+#: The heartbeat details of a realtime instance's host load (%, psutil) and its own process's CPU % and
+#: resident bytes (``cpu``, ``rss``: the keys the dashboard publishes too).
+HOST_CPU, HOST_MEMORY, PROCESS_CPU, PROCESS_RSS = "host_cpu", "host_memory", "cpu", "rss"
+
+
+@dataclass(frozen=True, slots=True)
+class HostLoad:
+    """The load of one machine (%), and whose: ``source`` names the instance and its host."""
+
+    source: str
+    cpu_percent: float
+    memory_percent: float
+
+
+def host_load(source: str, info: Mapping[str, object]) -> HostLoad | None:
+    """The host load a realtime instance published in its heartbeat details (``host_cpu``, ``host_memory``);
+    None when it did not publish both as numbers within [0, 100] (its first beat has no CPU figure yet)."""
+    cpu, memory = _percent(info.get(HOST_CPU)), _percent(info.get(HOST_MEMORY))
+    if cpu is None or memory is None:
+        return None
+    return HostLoad(source=source, cpu_percent=cpu, memory_percent=memory)
+
+
+def _percent(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 100.0:
+        return None
+    return float(value)
+
+
+def worst_load(loads: Sequence[HostLoad]) -> HostLoad | None:
+    """The worst of several hosts' loads: the highest CPU and the highest memory (each judged against its own
+    threshold, so one host over either is an overload), named by the hosts they come from; None for none."""
+    if not loads:
+        return None
+    cpu = max(loads, key=lambda load: load.cpu_percent)
+    memory = max(loads, key=lambda load: load.memory_percent)
+    source = cpu.source if cpu is memory else f"CPU: {cpu.source}; memory: {memory.source}"
+    return HostLoad(source=source, cpu_percent=cpu.cpu_percent, memory_percent=memory.memory_percent)
 
 
 def shrunk_universe(current: int, floor: int) -> int | None:

@@ -368,6 +368,24 @@ def test_an_outage_shows_a_banner_on_every_page(down_backend: be.Backend) -> Non
     assert "not recorded" in health.pause(down_backend, "x", WHO)
 
 
+def _realtime_pill(backend: be.Backend) -> Any:
+    [pill] = [p for p in app.status_pills(backend, []) if p.children == "realtime"]
+    return pill
+
+
+def test_the_realtime_pill_sees_every_shard(backend: be.Backend) -> None:
+    # `tapewatch run --shard I/N` beats as realtime-IofN, never as realtime: a healthy sharded setup is green
+    backend.redis.beat("realtime-0of2", ttl_s=60)
+    backend.redis.beat("realtime-1of2", ttl_s=60)
+    pill = _realtime_pill(backend)
+    assert pill.className == "tw-pill ok" and pill.title == "realtime-0of2, realtime-1of2"
+    # one shard down: part of the universe is not followed, and the pill names it
+    backend.redis.beat("realtime-1of2", ttl_s=0.001)
+    time.sleep(0.05)
+    pill = _realtime_pill(backend)
+    assert pill.className == "tw-pill bad" and pill.title == "down: realtime-1of2"
+
+
 def test_the_page_recovers_when_redis_returns(
     dash_app: Any, migrated_database_url: str, server_tmp_path: Path
 ) -> None:

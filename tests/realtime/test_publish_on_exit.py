@@ -30,6 +30,7 @@ def test_the_last_signal_is_recorded_from_the_finally_of_a_cancelled_run(
             settings, rest=cast(Any, _Rest()), pool=cast(Any, _Pool()), sink=_Sink(), redis=state
         )
         service.last_signal = {"signal_id": "s-1", "symbol": "BTCUSDT", "direction": "LONG"}
+        service.ws_silent_routes, service.ws_silent_ms = {"public": 0, "market": 42_000}, 42_000
 
         async def run() -> None:
             try:
@@ -47,3 +48,10 @@ def test_the_last_signal_is_recorded_from_the_finally_of_a_cancelled_run(
     asyncio.run(scenario())
     last = redis_state.last_signal()
     assert last is not None and last.info["signal_id"] == "s-1"
+    # the final metrics keep the silence of each route, as the publish loop measured it last
+    metrics = redis_state.metrics()
+    assert (metrics["ws_silent_ms"], metrics["ws_silent_public_ms"], metrics["ws_silent_market_ms"]) == (
+        42_000,
+        0,
+        42_000,
+    )
