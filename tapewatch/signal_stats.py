@@ -64,22 +64,41 @@ def drawdowns(rows: Iterable[tuple[str, str, float]]) -> Drawdowns:
     )
 
 
-def equity_curve(points: Iterable[tuple[int, float]], max_points: int = 1500) -> list[tuple[int, float]]:
-    """Cumulative R after each ``(time ms, pnl_r)`` point (given in the order the signals ended), thinned to
-    at most ``max_points`` points (evenly, always keeping the last, so the curve's end is exact)."""
+def equity_runs(n: int, max_points: int) -> int:
+    """Into how many runs :func:`equity_curve` splits the points of an ``n``-point curve that lie between its
+    first and its last: ``n`` when ``n <= max_points`` (a point each: every point is kept), else
+    ``(max_points - 2) // 2`` (two points kept of each, the first and the last besides). ValueError below 2."""
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2; got {max_points}")
+    return n if n <= max_points else (max_points - 2) // 2
+
+
+def equity_curve(points: Iterable[tuple[int, float]], max_points: int = 1500) -> list[tuple[int, float]]:
+    """Cumulative R after each ``(time ms, pnl_r)`` point (given in the order the signals ended), thinned to
+    at most ``max_points`` points so that its shape survives: the first and the last point (the curve's end is
+    exact), and of the points between them, split by position into :func:`equity_runs` runs (point ``i`` of
+    ``n`` is in run ``i * runs // n``), each run's lowest and highest, the earliest on ties. Peaks and troughs
+    stay: a drawdown whose peak and trough fall in different runs is drawn to its full depth (one within a
+    run shows as that run's range)."""
     curve: list[tuple[int, float]] = []
     total = 0.0
     for t, r in points:
         total += r
         curve.append((t, total))
-    if len(curve) <= max_points:
+    n = len(curve)
+    runs = equity_runs(n, max_points)
+    if n <= max_points:
         return curve
-    step = len(curve) / (max_points - 1)
-    thinned = [curve[int(i * step)] for i in range(max_points - 1)]
-    thinned.append(curve[-1])
-    return thinned
+    lowest: dict[int, int] = {}
+    highest: dict[int, int] = {}
+    for i in range(1, n - 1) if runs else ():
+        run, equity = i * runs // n, curve[i][1]
+        if run not in lowest or equity < curve[lowest[run]][1]:
+            lowest[run] = i
+        if run not in highest or equity > curve[highest[run]][1]:
+            highest[run] = i
+    kept = {0, n - 1, *lowest.values(), *highest.values()}
+    return [curve[i] for i in sorted(kept)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +201,7 @@ __all__ = [
     "decile",
     "drawdowns",
     "equity_curve",
+    "equity_runs",
     "quality_band",
     "quality_bands",
     "sharpe_day_count",

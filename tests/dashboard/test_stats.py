@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import math
 import random
+import uuid
 from datetime import timedelta
+from typing import Any
 
+import msgspec
 import pytest
+import sqlalchemy as sa
 
 from tapewatch import metrics
 from tapewatch import signal_stats as st
@@ -17,10 +21,12 @@ from tapewatch.adapters.db import Database
 from tapewatch.errors import StorageUnavailable
 from tapewatch.metrics import DAY_MS, Tally
 from tapewatch.outcome import Outcome
+from tapewatch.signal import Signal
 from tests.dashboard.support import closed_url, finished, store_finished
 
 D0 = 19_723 * DAY_MS  # 2024-01-01 00:00 UTC
 HOUR = 3_600_000
+MINUTE = 60_000
 
 
 # --- pure -----------------------------------------------------------------------------------------------
@@ -64,12 +70,29 @@ def test_a_chosen_period_counts_every_day_it_touches() -> None:
 
 def test_equity_curve_thins_but_keeps_the_end() -> None:
     curve = st.equity_curve(((i, 1.0) for i in range(5000)), max_points=100)
-    assert len(curve) == 100
+    assert len(curve) == 100  # the first, the last, the lowest and highest of 49 runs between them
     assert curve[-1] == (4999, pytest.approx(5000.0))
     assert [r for _, r in curve] == sorted(r for _, r in curve)
     assert st.equity_curve([(1, 2.0), (2, -1.0)]) == [(1, 2.0), (2, 1.0)]
     with pytest.raises(ValueError, match="max_points"):
         st.equity_curve([], max_points=1)
+
+
+def test_the_thinned_equity_curve_keeps_its_peaks_and_troughs() -> None:
+    # a slow climb, a one-signal spike up between the points an even sampling keeps, then a long fall
+    rs = [0.01] * 10_000
+    rs[3_333], rs[3_334] = 50.0, -50.0
+    rs[5_000:5_300] = [-0.5] * 300
+    full = st.equity_curve(enumerate(rs), max_points=len(rs))
+    curve = st.equity_curve(enumerate(rs), max_points=300)
+    assert len(curve) <= 300 and curve[0] == full[0] and curve[-1] == full[-1]
+    assert max(r for _, r in curve) == max(r for _, r in full) == full[3_333][1]  # the spike
+    assert min(r for _, r in curve) == min(r for _, r in full) == full[5_299][1]  # the trough
+    # the max drawdown read off the thinned curve is the whole one (the spike's top to the trough)
+    steps = [b - a for (_, a), (_, b) in zip([(0, 0.0), *curve], curve, strict=False)]
+    assert metrics.max_drawdown(steps) == pytest.approx(metrics.max_drawdown(rs)) == pytest.approx(183.35)
+    # too few points for a run: the first and the last only
+    assert st.equity_curve(enumerate(rs), max_points=3) == [full[0], full[-1]]
 
 
 def test_drawdowns_per_group_follow_the_order_signals_ended() -> None:
@@ -186,6 +209,80 @@ def test_sql_aggregates_equal_the_metrics_of_the_reports(db: Database) -> None:
     high = ds.performance(db, D0, D0 + 7 * DAY_MS, tier="HIGH")
     same(high.overall, by_tier["HIGH"])
     assert [g.key for g in high.by_tier] == ["HIGH"]
+
+
+def _ended_mix(db: Database, n: int = 300) -> list[tuple[Signal, Outcome]]:
+    """``n`` finished signals of random R on four symbols and three tiers, stored: exit times shared by many
+    (ties broken by creation time, then by signal id), a few without an exit time, runs of 0 R (ties in the
+    equity), several signals created in the same millisecond."""
+    rng = random.Random(11)
+    made = []
+    for i in range(n):
+        signal, outcome = finished(
+            ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")[i % 4],
+            D0 + (i // 4) * 1000,  # four symbols per millisecond: distinct signal ids
+            rng.choice([round(rng.uniform(-1.5, 2.5), 6), 0.0, -1.05]),
+            tier=rng.choice(["HIGH", "MEDIUM", "LOW"]),
+        )
+        exit_time = None if rng.random() < 0.05 else D0 + HOUR + rng.randrange(40) * MINUTE
+        made.append((signal, msgspec.structs.replace(outcome, exit_time=exit_time)))
+    store_finished(db, made)
+    return made
+
+
+def _in_end_order(made: list[tuple[Signal, Outcome]]) -> list[tuple[Signal, Outcome]]:
+    """In the order the signals ended: exit time (none first), creation time, signal id (as PostgreSQL
+    orders a uuid)."""
+    return sorted(
+        made,
+        key=lambda so: (
+            so[1].exit_time is not None,
+            so[1].exit_time or 0,
+            so[0].event_time,
+            uuid.UUID(so[0].signal_id),
+        ),
+    )
+
+
+def test_drawdowns_and_curve_from_sql_equal_the_pure_definitions(db: Database) -> None:
+    made = _ended_mix(db)
+    for tier in (None, "MEDIUM"):
+        ended = [(sig, o) for sig, o in _in_end_order(made) if tier is None or sig.priority == tier]
+        want = st.drawdowns((sig.symbol, sig.priority, o.pnl_r) for sig, o in ended)
+        points = [(o.exit_time if o.exit_time is not None else sig.event_time, o.pnl_r) for sig, o in ended]
+        assert want.overall > 0 and all(want.by_symbol.values())
+        for max_points in (2, 3, 41, 1500):
+            got = ds.performance(db, D0, D0 + DAY_MS, tier=tier, max_points=max_points)
+            assert got.overall.max_drawdown_r == pytest.approx(want.overall, abs=1e-9)
+            assert {g.key: g.summary.max_drawdown_r for g in got.by_symbol} == {
+                k: pytest.approx(v, abs=1e-9) for k, v in want.by_symbol.items()
+            }
+            assert {g.key: g.summary.max_drawdown_r for g in got.by_tier} == {
+                k: pytest.approx(v, abs=1e-9) for k, v in want.by_tier.items()
+            }
+            curve = st.equity_curve(points, max_points)
+            assert [t for t, _ in got.curve] == [t for t, _ in curve], (tier, max_points)
+            assert [r for _, r in got.curve] == pytest.approx([r for _, r in curve], abs=1e-9)
+    assert len(ds.performance(db, D0, D0 + DAY_MS, max_points=1500).curve) == len(made)  # not thinned
+
+
+def test_performance_reads_a_bounded_result_not_every_signal(db: Database) -> None:
+    made = _ended_mix(db)
+    fetched: list[int] = []
+
+    def count_rows(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            fetched.append(cursor.rowcount)
+
+    sa.event.listen(db.engine, "after_cursor_execute", count_rows)
+    try:
+        got = ds.performance(db, D0, D0 + DAY_MS, max_points=20)
+    finally:
+        sa.event.remove(db.engine, "after_cursor_execute", count_rows)
+    assert got.overall.signals_generated == len(made) == 300
+    assert len(got.curve) <= 20
+    # the groups (4 symbols + 3 tiers + everything), their drawdowns, the thinned curve: never a row per signal
+    assert fetched and max(fetched) <= 20, fetched
 
 
 def test_calibration_is_measured_over_triggered_signals_only(db: Database) -> None:
