@@ -4,10 +4,12 @@ Per UTC day ``D`` (partition ``YYYY-MM-DD``, the day of the signals' creation ev
 signals of ``D`` that have no finished batch outcome yet (none at all: the live tracker missed them while
 the service was down; a live one; an unfinished one) and whose last possible end has passed
 (``tapewatch.outcome_batch``), fetches each one's 1-minute klines through ``BinanceRestResource``, and the
-aggTrades from its creation to the end of that minute (the exact first bar; without them the creation candle
-counts with its favourable extreme capped at the entry: metadata ``creation_minute_exact`` / ``_capped``),
-evaluates them (``tapewatch.outcome.evaluate_candles``: same-candle stop and target counts the stop) and
-stores the result with ``source='batch'``, which replaces the live value. The check
+aggTrades of its deciding minutes, asked one after the other as the evaluation names them (the creation
+minute from ``created`` on, the trigger's minute, the minute of the trigger window's deadline, the minute of
+the hold's deadline up to it: ``tapewatch.outcome.MinuteRole``; without them a minute counts capped, the
+conservative way: metadata ``<role>_minute_exact`` / ``_capped``), evaluates them
+(``tapewatch.outcome.evaluate``: same-candle stop and target counts the stop) and stores the result with
+``source='batch'``, which replaces the live value. The check
 ``batch_agrees_with_live`` warns, with the list, when a finished live outcome differs from the batch one
 in state or in P&L by more than ``outcome_pnl_tolerance`` R (the batch value stands either way).
 
@@ -19,6 +21,7 @@ disagreements an earlier pass of the same day found.
 
 import asyncio
 import time
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -29,14 +32,12 @@ from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.performance_store import disagreement_count, entries_to_settle, save_batch
 from tapewatch.errors import TapewatchError
 from tapewatch.events import Candle, rows_sent
-from tapewatch.outcome import OpenSignal, Outcome, OutcomeParams
+from tapewatch.outcome import MinuteRead, MinuteRole, OpenSignal, Outcome, OutcomeParams, TradeSpan
 from tapewatch.outcome_batch import (
     BatchRun,
-    CreationBar,
     Disagreement,
+    batch_evaluation,
     batch_outcome,
-    creation_bars,
-    creation_span,
     is_due,
     kline_windows,
 )
@@ -48,12 +49,15 @@ DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, tim
 AGREEMENT_CHECK = "batch_agrees_with_live"
 #: Kline requests in flight at once (the client's weight budget paces them further).
 FETCH_CONCURRENCY = 8
-#: aggTrades per request (Binance's maximum) and pages at most for one creation minute (weight 20 each);
-#: beyond that the creation candle counts capped.
+#: aggTrades per request (Binance's maximum) and pages at most for one deciding minute (weight 20 each);
+#: beyond that the minute counts capped.
 TRADE_PAGE = 1000
 MAX_TRADE_PAGES = 20
-#: Binance serves aggTrades "not older than one year": older creation minutes count capped without asking.
+#: Binance serves aggTrades "not older than one year": older minutes count capped without asking.
 AGG_TRADES_HISTORY_MS = 365 * 86_400_000
+#: Deciding minutes fetched at most for one signal (creation, trigger or trigger deadline, hold deadline: 3
+#: as a rule); the evaluation reads any further one capped.
+MAX_TRADE_MINUTES = 6
 
 
 def day_of_partition(key: str) -> date:
@@ -67,12 +71,12 @@ def day_ms(day: date) -> int:
 
 
 class Fetched(msgspec.Struct, kw_only=True):
-    """What one signal's outcome is computed from: its klines, and the trades of its creation span (None: not
-    to be had, ``note`` says why; the creation candle then counts capped)."""
+    """What one signal's outcome is computed from: its klines, and the trades of its deciding minutes by the
+    minute's open time (None: not to be had, ``notes`` say why; the minute then counts capped)."""
 
     candles: list[Candle]
-    trades: list[tuple[int, float]] | None
-    note: str = ""
+    trades: dict[int, list[tuple[int, float]] | None] = msgspec.field(default_factory=dict)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 async def fetch_klines(client: BinanceRest, sig: OpenSignal, params: OutcomeParams) -> list[Candle]:
@@ -84,21 +88,18 @@ async def fetch_klines(client: BinanceRest, sig: OpenSignal, params: OutcomePara
     return candles
 
 
-async def fetch_creation_trades(
-    client: BinanceRest, sig: OpenSignal, now_ms: int
+async def fetch_trades(
+    client: BinanceRest, symbol: str, span: TradeSpan, now_ms: int
 ) -> list[tuple[int, float]] | str:
-    """(event time, price) of every aggTrade from the signal's creation to the end of its minute, paged by
-    time (``startTime`` = the last trade's time, repeats dropped by id); a string says why there are none to
-    be had (too old for Binance, too many pages)."""
-    span = creation_span(sig)
-    if span is None:
-        return []
-    if now_ms - sig.created > AGG_TRADES_HISTORY_MS:
+    """(event time, price) of every aggTrade of ``symbol`` in ``span`` (one minute at most), paged by time
+    (``startTime`` = the last trade's time, repeats dropped by id); a string says why there are none to be
+    had (too old for Binance, too many pages)."""
+    if now_ms - span.start > AGG_TRADES_HISTORY_MS:
         return "older than Binance keeps aggTrades"
     trades: list[tuple[int, float]] = []
-    start, last_id = span[0], -1
+    start, last_id = span.start, -1
     for _ in range(MAX_TRADE_PAGES):
-        page, answer = await client.agg_trades(sig.symbol, start_ms=start, end_ms=span[1], limit=TRADE_PAGE)
+        page, answer = await client.agg_trades(symbol, start_ms=start, end_ms=span.end, limit=TRADE_PAGE)
         new = [t for t in page if t.agg_id > last_id]
         trades += [(t.trade_time, t.price) for t in new]
         if rows_sent(answer.body) < TRADE_PAGE:  # a bad trade the client dropped does not end the paging
@@ -106,30 +107,56 @@ async def fetch_creation_trades(
         if not new:
             return f"more than {TRADE_PAGE} aggTrades in one millisecond"
         last_id, start = new[-1].agg_id, new[-1].trade_time
-    return f"more than {MAX_TRADE_PAGES * TRADE_PAGE} aggTrades in the creation minute"
+    return f"more than {MAX_TRADE_PAGES * TRADE_PAGE} aggTrades in the minute"
+
+
+async def fetch_deciding_trades(
+    client: BinanceRest, sig: OpenSignal, candles: list[Candle], params: OutcomeParams, now_ms: int
+) -> Fetched:
+    """The signal's klines with the trades of its deciding minutes, fetched one after the other as the
+    evaluation names them (each answer can move the next one: the trigger's time sets the hold's end)."""
+    got = Fetched(candles=candles)
+    for _ in range(MAX_TRADE_MINUTES):
+        span = batch_evaluation(sig, candles, params, got.trades).wanted
+        if span is None:
+            break
+        try:
+            trades = await fetch_trades(client, sig.symbol, span, now_ms)
+        except (TapewatchError, ValueError) as exc:
+            trades = f"{type(exc).__name__}: {exc}"
+        if isinstance(trades, str):
+            got.notes.append(f"{span.role.value} minute counted capped: {trades}")
+        got.trades[span.minute] = None if isinstance(trades, str) else trades
+    return got
 
 
 async def fetch_candles(
     client: BinanceRest, signals: list[OpenSignal], params: OutcomeParams, now_ms: int
 ) -> dict[str, Fetched | str]:
-    """Per signal id, its klines and creation trades, or the error that prevented fetching the klines."""
+    """Per signal id, its klines and deciding minutes' trades, or the error that prevented fetching the
+    klines (or reading them)."""
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
     async def one(sig: OpenSignal) -> tuple[str, Fetched | str]:
         async with gate:
             try:
                 candles = await fetch_klines(client, sig, params)
+                return sig.signal_id, await fetch_deciding_trades(client, sig, candles, params, now_ms)
             except (TapewatchError, ValueError) as exc:
                 return sig.signal_id, f"{type(exc).__name__}: {exc}"
-            try:
-                trades = await fetch_creation_trades(client, sig, now_ms)
-            except (TapewatchError, ValueError) as exc:
-                trades = f"{type(exc).__name__}: {exc}"
-        if isinstance(trades, str):
-            return sig.signal_id, Fetched(candles=candles, trades=None, note=trades)
-        return sig.signal_id, Fetched(candles=candles, trades=trades)
 
     return dict(await asyncio.gather(*(one(s) for s in signals)))
+
+
+def capped_reasons(got: Fetched, minutes: Iterable[MinuteRead]) -> list[str]:
+    """Why deciding minutes counted capped: their trades could not be had, or contradict their candle (a
+    hold's end known to the minute only needs no reason: the trigger's minute says it)."""
+    contradicted = [
+        f"{read.role.value} minute counted capped: its trades contradict its candle"
+        for read in minutes
+        if not read.exact and got.trades.get(read.minute) is not None
+    ]
+    return [*got.notes, *contradicted]
 
 
 def _disagreement_table(found: list[Disagreement]) -> str:
@@ -214,11 +241,11 @@ def signal_outcomes(
             if isinstance(got, str):
                 run.failed[sig.signal_id] = got
                 continue
-            bars, creation = creation_bars(sig, got.candles, got.trades)
-            if creation is CreationBar.CAPPED:
-                context.log.info("signal %s: creation minute counted capped: %s", sig.signal_id, got.note)
-            batch = batch_outcome(sig, bars, params, settle_holes=settle_holes)
-            run.record(entry.live, batch, cfg.outcome_pnl_tolerance, creation)
+            minutes = batch_evaluation(sig, got.candles, params, got.trades).minutes
+            for why in capped_reasons(got, minutes):
+                context.log.info("signal %s: %s", sig.signal_id, why)
+            batch = batch_outcome(sig, got.candles, params, trades=got.trades, settle_holes=settle_holes)
+            run.record(entry.live, batch, cfg.outcome_pnl_tolerance, minutes)
             if batch is not None:
                 outcomes.append(batch)
         if due and len(run.failed) == len(due):
@@ -242,8 +269,11 @@ def signal_outcomes(
             "disagreed_with_live": len(run.disagreements),
             "incomplete_klines": run.incomplete,
             "fetch_failed": len(run.failed),
-            "creation_minute_exact": run.creation.get(CreationBar.EXACT.value, 0),
-            "creation_minute_capped": run.creation.get(CreationBar.CAPPED.value, 0),
+            **{
+                f"{role.value}_minute_{how}": run.minutes.get(f"{role.value}_{how}", 0)
+                for role in MinuteRole
+                for how in ("exact", "capped")
+            },
         },
         check_results=[agreement_check(run, day_total)],
     )
@@ -255,10 +285,12 @@ __all__ = [
     "PARTITIONS_START",
     "Fetched",
     "agreement_check",
+    "capped_reasons",
     "day_ms",
     "day_of_partition",
     "fetch_candles",
-    "fetch_creation_trades",
+    "fetch_deciding_trades",
     "fetch_klines",
+    "fetch_trades",
     "signal_outcomes",
 ]

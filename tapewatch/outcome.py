@@ -1,8 +1,8 @@
 """What a signal would have done: trigger, targets, stop or expiry, P&L after fees, MFE/MAE. Pure.
 
 One set of rules, two ways to feed it: :class:`OutcomeTracker` follows a live signal trade by trade (and
-reports each state change as an :class:`OutcomeEvent`, the EXIT signals), and :func:`evaluate_candles`
-computes the authoritative outcome from 1-minute candles. A trade is the degenerate candle whose open, high,
+reports each state change as an :class:`OutcomeEvent`, the EXIT signals), and :func:`evaluate` computes the
+authoritative outcome from 1-minute candles and, where the minute decides, their aggTrades. A trade is the degenerate candle whose open, high,
 low and close are its price, so both go through the same state machine.
 
 States: ``WAITING`` → ``TRIGGERED`` → ``TP1`` → ``TP2`` | ``STOPPED`` | ``EXPIRED`` (final states are TP2,
@@ -10,25 +10,32 @@ STOPPED and EXPIRED; ``WAITING`` may also end ``EXPIRED`` untriggered).
 
 - **Trigger**: price trades through the entry (``>= entry`` LONG, ``<= entry`` SHORT) at an event time within
   ``[created, created + response window]`` of the tier (HIGH 60 s, MEDIUM 300 s, LOW 900 s; a trade at
-  exactly the deadline still counts, a candle must open before it); else the signal ends EXPIRED
+  exactly the deadline still counts, one a millisecond later does not); else the signal ends EXPIRED
   untriggered at the deadline. The fill is the entry price.
 - **Targets**: ``tp1_share`` (50 %) is closed at TP1, the rest at TP2, both at the target price (limit orders:
   no better fill is assumed). After TP1 the stop moves to the entry (``move_stop_to_entry``).
 - **Stop**: the rest is closed at the stop, or at the first price beyond it when the market gaps through
   (a trade past the stop, a candle that opens past it): a stop fills at that price or worse.
 - **Expiry**: at the tier's upper hold bound (45/90/180 min) after the trigger, the rest is closed at the last
-  price seen at or before that time (for candles: the close of the last candle opening before it).
+  price seen at or before that time (for candles: see the deciding minutes).
 - **Within one price range the order is unknown**, so the worst order is assumed: the stop is tested before a
   target, and again after each target (a candle that holds the stop and a target counts the stop; a candle
-  that reaches TP1 and comes back to the entry counts TP1 then the stop at entry). The candle that triggers
-  the signal counts in full, its part before the trigger included (conservative for stops).
-- **The creation minute**: a candle that opens before the signal's creation and closes after it mixes prices
-  from before the signal existed with prices after, and holds the trade that created the signal (which the
-  live tracker never follows). It does not trigger a waiting signal. Were the signal already triggered, its
-  adverse extreme would count (the worst order) and its favourable one would be capped at the entry
-  (``LONG high = min(high, entry)``, SHORT mirrored): a target touched before the signal existed is never
-  credited. Where the trades are at hand, the batch replaces that candle by the exact partial bar of the
-  trades after ``created`` to the minute's end (:mod:`tapewatch.outcome_batch`).
+  that reaches TP1 and comes back to the entry counts TP1 then the stop at entry).
+- **Deciding minutes**: a candle is not one range where *when* in its minute prices traded decides
+  (:class:`MinuteRole`): it reaches a waiting signal's entry and opens before the signal existed (its prices
+  may predate it: ``creation``), or holds the response window's last millisecond (``trigger_deadline``), or
+  not (``trigger``: the trigger's time starts the hold, so it places the hold's end); or it holds the hold's
+  last millisecond (``hold_deadline``). With that minute's aggTrades (:func:`evaluate` ``trades``, fetched by
+  the batch asset) it is **exact**: replayed trade by trade exactly as the live tracker is fed (a trade at
+  exactly a deadline counts, one a millisecond later does not; only the trades in the creating trade's very
+  millisecond are left out: the signal does not say which trade created it). Without usable trades it is
+  **capped**, read the conservative way: a creation or trigger-deadline candle does not trigger the signal
+  (its prices may all predate the signal or follow the window: counting them made signals that never filled
+  triggered losses); a trigger candle counts in full from its open, its part before the trigger included
+  (conservative for stops), so the trigger and the hold's end are known to the minute only and the candle
+  holding that end is capped too; a hold-deadline candle counts its open and its adverse extreme as traded by
+  the deadline and its favourable side as after it, and a position it leaves open expires at that adverse
+  extreme (the worst last price it can have had).
 - **P&L** of each part: ``(sign·(exit - entry) - fee·(entry + exit)) / R`` in R (R = |entry - stop| at
   creation, fee the taker fee per side), summed over parts by share; in % of capital it is the same return on
   notional times ``position_size`` (the signal's ``suggested_position_size``) × 100.
@@ -39,10 +46,13 @@ STOPPED and EXPIRED; ``WAITING`` may also end ``EXPIRED`` untriggered).
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
+
+import msgspec
 
 from tapewatch.outcome_models import (
     FINAL_STATES,
@@ -62,13 +72,19 @@ __all__ = [
     "FINAL_STATES",
     "MINUTE_MS",
     "Bar",
+    "Evaluation",
+    "MinuteRead",
+    "MinuteRole",
+    "MinuteTrades",
     "OpenSignal",
     "Outcome",
     "OutcomeEvent",
     "OutcomeParams",
     "OutcomeState",
     "OutcomeTracker",
+    "TradeSpan",
     "check_kind",
+    "evaluate",
     "evaluate_candles",
 ]
 
@@ -330,41 +346,175 @@ def _check_bar(bar: Bar) -> None:
         raise ValueError(f"candle at {bar.open_time}: close_time {bar.close_time} is before its open")
 
 
-def evaluate_candles(
-    signal: OpenSignal, candles: Iterable[Bar], params: OutcomeParams | None = None, until: int | None = None
-) -> Outcome:
-    """The outcome of ``signal`` over 1-minute candles, by the module's rules.
+#: The trades (event time, price) of deciding minutes by the minute's open time, in trade order; None: asked for
+#: and not to be had. A minute absent from the mapping has not been asked for (it is read capped meanwhile).
+MinuteTrades = Mapping[int, Sequence[tuple[int, float]] | None]
 
-    Windows count in whole candles: a candle counts toward the response window or the hold if it opens
-    before the deadline (one opening at the deadline lies after it). Candles that close before the signal's
-    creation are skipped; one that straddles it cannot trigger a waiting signal and otherwise counts with its
-    favourable extreme capped at the entry (see the module docstring); the others are taken in open-time order, each at the event time
-    ``max(open_time, time so far)``. ``until`` is the last event time the data covers (default: the last
-    candle's ``close_time``): once it reaches the deadline the signal expires; before that the outcome may
-    be provisional (not ``finished``). Raises ValueError on an impossible candle.
+
+class MinuteRole(enum.StrEnum):
+    """Why a 1-minute candle cannot be read as one price range: when in its minute things traded decides."""
+
+    CREATION = "creation"  # it reaches the entry and opens before the signal existed
+    TRIGGER = "trigger"  # it reaches a waiting signal's entry: the trigger's time starts the hold
+    TRIGGER_DEADLINE = "trigger_deadline"  # the same, and it holds the response window's last ms
+    HOLD_DEADLINE = "hold_deadline"  # it holds the hold's last ms
+
+
+class TradeSpan(msgspec.Struct, frozen=True, kw_only=True):
+    """The aggTrades a deciding minute is read from: event times ``start`` to ``end`` (both included) of the
+    minute opening at ``minute``."""
+
+    minute: int
+    start: int
+    end: int
+    role: MinuteRole
+
+
+class MinuteRead(msgspec.Struct, frozen=True, kw_only=True):
+    """How a deciding minute counted: ``exact`` (from its trades) or capped (the conservative reading)."""
+
+    minute: int
+    role: MinuteRole
+    exact: bool
+
+
+class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
+    """An outcome, the deciding minutes it read (in time order) and ``wanted``: the first of them whose trades
+    were not given (None: nothing to ask). Once given, a new evaluation may want another one: what comes after
+    a minute (the trigger's time, so the hold's end) depends on what its trades decide."""
+
+    outcome: Outcome
+    minutes: tuple[MinuteRead, ...]
+    wanted: TradeSpan | None
+
+
+def _role(life: _Life, bar: Bar) -> MinuteRole | None:
+    """The role of ``bar`` (opening at or before the next deadline) for the signal as it stands, or None when
+    it can be read as one range."""
+    sig = life.sig
+    if life.state is OutcomeState.WAITING:
+        favourable = bar.high if sig.sign > 0 else bar.low
+        if sig.sign * (favourable - sig.entry) < 0:
+            return None  # nothing in it triggers the signal, whenever it traded
+        if bar.open_time < sig.created:
+            return MinuteRole.CREATION
+        if bar.close_time >= life.trigger_deadline:
+            return MinuteRole.TRIGGER_DEADLINE
+        return MinuteRole.TRIGGER
+    assert life.hold_deadline is not None  # triggered
+    return MinuteRole.HOLD_DEADLINE if bar.close_time >= life.hold_deadline else None
+
+
+def _span(life: _Life, bar: Bar, role: MinuteRole, exact_trigger: bool) -> TradeSpan | None:
+    """The trades ``bar`` is read from in ``role``; None when none would help: a hold whose trigger is known
+    to the minute only has an end no trade can place."""
+    if role is MinuteRole.CREATION:
+        start, end = life.sig.created, bar.close_time
+    elif role is MinuteRole.HOLD_DEADLINE:
+        if not exact_trigger:
+            return None
+        assert life.hold_deadline is not None
+        start, end = bar.open_time, life.hold_deadline  # nothing after the hold's end counts
+    else:
+        start, end = bar.open_time, bar.close_time  # a trigger by the deadline leaves the rest to count
+    return TradeSpan(minute=bar.open_time, start=start, end=end, role=role)
+
+
+def _fits(bar: Bar, trades: Sequence[tuple[int, float]]) -> bool:
+    """Whether ``trades`` agree with their candle (every price within its range): if not, the two sources
+    disagree and neither is trusted over the conservative reading."""
+    return all(bar.low <= price <= bar.high for _, price in trades)
+
+
+def _replay(life: _Life, trades: Sequence[tuple[int, float]], span: TradeSpan) -> None:
+    """Feed the trades of ``span`` one by one, as the live tracker is fed: a trade at exactly a deadline counts,
+    one a millisecond later expires the signal first. Trades in the creating trade's millisecond are left out
+    (the signal does not say which trade of that millisecond created it; the live tracker follows the later
+    ones): the known gap of the batch outcome."""
+    for time, price in sorted(trades, key=lambda trade: trade[0]):  # stable: same-ms trades keep their order
+        if not span.start <= time <= span.end or time <= life.sig.created:
+            continue
+        life.advance(time)
+        life.step(price, price, price, price)
+        if life.finished:
+            return
+
+
+def _read_capped(life: _Life, bar: Bar, role: MinuteRole) -> None:
+    """Read a deciding candle without its trades, the conservative way (module docstring)."""
+    if role is MinuteRole.TRIGGER:
+        life.advance(bar.open_time)
+        life.step(bar.open, bar.low, bar.high, bar.close)  # in full: the trigger at its open, the stop first
+    elif role is MinuteRole.HOLD_DEADLINE:
+        life.advance(bar.open_time)
+        # the open and the adverse extreme traded by the deadline, the favourable side after it
+        adverse = bar.low if life.sig.sign > 0 else bar.high
+        low, high = (adverse, bar.open) if life.sig.sign > 0 else (bar.open, adverse)
+        life.step(bar.open, low, high, adverse)
+    # CREATION, TRIGGER_DEADLINE: prices that may all predate the signal or follow its window trigger nothing
+
+
+def evaluate(
+    signal: OpenSignal,
+    candles: Iterable[Bar],
+    params: OutcomeParams | None = None,
+    until: int | None = None,
+    trades: MinuteTrades | None = None,
+) -> Evaluation:
+    """The outcome of ``signal`` over 1-minute candles, by the module's rules, reading each deciding minute
+    from its ``trades`` where given and usable, else capped.
+
+    A candle counts if it opens at or before the next deadline (its first millisecond may hold a trade at
+    exactly the deadline). Candles that close before the signal's creation are skipped; the others are taken
+    in open-time order, each at the event time ``max(open_time, time so far)``. ``until`` is the last event
+    time the data covers (default: the last candle's ``close_time``): once it reaches the deadline the signal
+    expires; before that the outcome may be provisional (not ``finished``). Raises ValueError on an impossible
+    candle.
     """
     life = _Life(signal, params or OutcomeParams())
     bars = sorted(candles, key=lambda b: b.open_time)
     for bar in bars:
         _check_bar(bar)
+    given: MinuteTrades = trades if trades is not None else {}
+    reads: list[MinuteRead] = []
+    wanted: TradeSpan | None = None
+    exact_trigger = False  # the trigger's time comes from a trade, not from a candle's open
     for bar in bars:
         if bar.close_time < signal.created:
             continue
-        if bar.open_time >= life.deadline:
+        if bar.open_time > life.deadline:
             break
-        life.advance(bar.open_time)
-        if bar.open_time < signal.created and life.state is OutcomeState.WAITING:
-            continue  # it holds the creating trade (never followed live) and prices from before: no trigger
-        low, high = bar.low, bar.high
-        if bar.open_time < signal.created:  # prices from before the signal existed reach no target
-            if signal.sign > 0:
-                high = min(high, signal.entry)
+        role = _role(life, bar)
+        if role is None:
+            life.advance(bar.open_time)
+            life.step(bar.open, bar.low, bar.high, bar.close)
+        else:
+            span = _span(life, bar, role, exact_trigger)
+            if span is not None and wanted is None and span.minute not in given:
+                wanted = span
+            got = given.get(bar.open_time) if span is not None else None
+            usable = got if got is not None and _fits(bar, got) else None
+            reads.append(MinuteRead(minute=bar.open_time, role=role, exact=usable is not None))
+            if span is None or usable is None:
+                _read_capped(life, bar, role)
             else:
-                low = max(low, signal.entry)
-        life.step(bar.open, low, high, bar.close)
+                waiting = life.state is OutcomeState.WAITING
+                _replay(life, usable, span)
+                exact_trigger = exact_trigger or (waiting and life.trigger_time is not None)
         if life.finished:
             break
     end = until if until is not None else (bars[-1].close_time if bars else None)
-    if end is not None and not life.finished and end + 1 >= life.deadline:
-        life.advance(life.deadline + 1)  # every candle opening before the deadline has been seen
-    return life.outcome()
+    if end is not None and not life.finished and end >= life.deadline:
+        life.advance(life.deadline + 1)  # every candle opening at or before the deadline has been seen
+    return Evaluation(outcome=life.outcome(), minutes=tuple(reads), wanted=wanted)
+
+
+def evaluate_candles(
+    signal: OpenSignal,
+    candles: Iterable[Bar],
+    params: OutcomeParams | None = None,
+    until: int | None = None,
+    trades: MinuteTrades | None = None,
+) -> Outcome:
+    """The outcome of :func:`evaluate` (without ``trades``: every deciding minute capped)."""
+    return evaluate(signal, candles, params, until, trades).outcome

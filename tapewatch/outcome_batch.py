@@ -5,13 +5,15 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
   ``created + response window + upper hold bound`` of its tier (after that, whatever happened, it is over).
 - Its candles are the 1-minute klines from the minute of its creation to that end (one REST request per
   1,500 minutes: :func:`kline_windows`).
-- **The creation minute** holds prices from before the signal existed. When the signal was created inside a
-  minute, its candle is replaced by the exact partial bar ``(created, minute end)`` built from that span's
-  trades after the creating one (:func:`creation_bars`: open = first trade, high/low/close over those
-  trades; no trade, no bar). The trade at ``created`` made the signal and, as live, is not followed.
-  Where no trades can be had (a failed request, input without trades) or they contradict the candle, the
-  candle stays and :func:`tapewatch.outcome.evaluate_candles` does not let it trigger the signal (it holds
-  the creating trade). :class:`CreationBar` says which was used.
+- **Deciding minutes** (:class:`tapewatch.outcome.MinuteRole`): the candle of the creation minute, of the
+  trigger, of the trigger window's deadline and of the hold's deadline cannot be read as one range (part of
+  it predates the signal or follows a deadline, or the trigger's time inside it starts the hold). They are
+  read from their aggTrades, exactly as the live tracker is fed, or capped when those cannot be had
+  (:func:`tapewatch.outcome.evaluate`). Which minutes decide depends on what the earlier ones decided (the
+  hold's end follows the trigger's time), so the asset asks step by step: :func:`batch_evaluation` names the
+  first minute whose trades it lacks (``wanted``), the asset fetches them (None when not to be had) and asks
+  again, until nothing is wanted. The trades in the creating trade's very millisecond are left out: the
+  signal record does not identify that trade.
 - Only candles that are closed count (a forming candle's range can still grow). When the candles do not
   reach the end (the exchange has no data for part of the window), the outcome is **incomplete** and is not
   stored: the live value, if any, stays until a later run has the data.
@@ -32,7 +34,6 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -43,10 +44,14 @@ import msgspec
 from tapewatch.outcome import (
     MINUTE_MS,
     Bar,
+    Evaluation,
+    MinuteRead,
+    MinuteTrades,
     OpenSignal,
     Outcome,
     OutcomeParams,
     OutcomeState,
+    evaluate,
     evaluate_candles,
 )
 
@@ -110,85 +115,10 @@ def kline_windows(signal: OpenSignal, params: OutcomeParams) -> list[KlineWindow
     return windows
 
 
-class CreationBar(enum.StrEnum):
-    """How the minute of a signal's creation was counted."""
-
-    EXACT = "exact"  # the partial bar (created, minute end) from that span's trades (or none: no trade)
-    CAPPED = "capped"  # the whole candle, which cannot trigger the signal (no usable trades)
-    ALIGNED = "aligned"  # created on a minute boundary, or no candle of that minute: nothing to settle
-
-
-class PriceBar(msgspec.Struct, frozen=True, kw_only=True):
-    """A price range over ``[open_time, close_time]`` (ms): the part of the creation minute after the signal."""
-
-    open_time: int
-    close_time: int
-    open: float
-    high: float
-    low: float
-    close: float
-
-
-def creation_span(signal: OpenSignal) -> tuple[int, int] | None:
-    """``(created, last ms of its minute)``, the span whose trades make the partial first bar; None when the
-    signal was created on a minute boundary (its first candle starts with it)."""
-    if signal.created % MINUTE_MS == 0:
-        return None
-    return signal.created, signal.created - signal.created % MINUTE_MS + MINUTE_MS - 1
-
-
-def partial_bar(signal: OpenSignal, trades: Iterable[tuple[int, float]]) -> PriceBar | None:
-    """The bar of ``trades`` (event time, price) traded in the creation span after ``created`` (the trade at
-    ``created`` made the signal: like the live tracker, it is not followed), in time order; None when nothing
-    traded there (or the signal was created on a minute boundary)."""
-    span = creation_span(signal)
-    if span is None:
-        return None
-    # strictly after ``created``: the trade at it made the signal, and the live tracker never sees it
-    inside = [(t, p) for t, p in trades if span[0] < t <= span[1]]
-    prices = [p for _, p in sorted(inside, key=lambda trade: trade[0])]  # stable: same-ms trades keep order
-    if not prices:
-        return None
-    return PriceBar(
-        open_time=span[0],
-        close_time=span[1],
-        open=prices[0],
-        high=max(prices),
-        low=min(prices),
-        close=prices[-1],
-    )
-
-
-def creation_bars(
-    signal: OpenSignal, candles: Iterable[Bar], trades: Sequence[tuple[int, float]] | None
-) -> tuple[list[Bar], CreationBar]:
-    """``candles`` with the candle straddling the signal's creation replaced by the exact partial bar of
-    ``trades`` (all trades of the creation span, in any order; None: they could not be had). The candle stays
-    (counted capped by :func:`evaluate_candles`) when ``trades`` is None or contradicts it (a price outside
-    its range: the two sources disagree, so neither is trusted over the worst order)."""
-    bars = list(candles)
-    span = creation_span(signal)
-    minute = (
-        None
-        if span is None
-        else next((b for b in bars if b.open_time < signal.created <= b.close_time), None)
-    )
-    if span is None or minute is None:
-        return bars, CreationBar.ALIGNED
-    if trades is None:
-        return bars, CreationBar.CAPPED
-    bar = partial_bar(signal, trades)
-    if bar is not None and not minute.low <= bar.low <= bar.high <= minute.high:
-        return bars, CreationBar.CAPPED
-    rest = [b for b in bars if b is not minute]
-    return (rest if bar is None else [bar, *rest]), CreationBar.EXACT
-
-
 def missing_minutes(signal: OpenSignal, bars: Iterable[Bar], until: int) -> list[int]:
     """Open times of the 1-minute candles missing from ``bars`` among those the outcome reads before event
     time ``until`` (exclusive): from the signal's first whole minute on. The minute of a creation inside a
-    minute is not asked for: its candle may rightly be replaced by the partial bar, or dropped when nothing
-    traded after the signal (:func:`creation_bars`)."""
+    minute is not asked for (without its candle, it counts as if nothing traded in it after the signal)."""
     first = signal.created + (-signal.created) % MINUTE_MS  # the creation minute when created on its start
     present = {b.open_time - b.open_time % MINUTE_MS for b in bars}
     return [minute for minute in range(first, until, MINUTE_MS) if minute not in present]
@@ -202,21 +132,42 @@ def _minutes_text(minutes: Sequence[int]) -> str:
     return f"{len(minutes)} minute(s): {shown}{more} UTC"
 
 
+def _closed(bars: Iterable[Bar]) -> list[Bar]:
+    """The candles that are closed (a forming candle's range can still grow)."""
+    return [b for b in bars if getattr(b, "closed", True)]
+
+
+def batch_evaluation(
+    signal: OpenSignal, candles: Iterable[Bar], params: OutcomeParams, trades: MinuteTrades | None = None
+) -> Evaluation:
+    """:func:`tapewatch.outcome.evaluate` over the closed ``candles`` with the deciding minutes' ``trades``
+    fetched so far: its ``wanted`` is the next minute to fetch, its ``minutes`` how each one counted. Raises
+    ValueError on an impossible candle."""
+    return evaluate(signal, _closed(candles), params, trades=trades)
+
+
 def batch_outcome(
-    signal: OpenSignal, candles: Iterable[Bar], params: OutcomeParams, *, settle_holes: bool = False
+    signal: OpenSignal,
+    candles: Iterable[Bar],
+    params: OutcomeParams,
+    *,
+    trades: MinuteTrades | None = None,
+    settle_holes: bool = False,
 ) -> Outcome | None:
-    """The outcome of ``signal`` from its closed 1-minute candles; None when they stop short of its end or
-    miss a minute it depends on (incomplete data: nothing to store, retried by the next pass). With
+    """The outcome of ``signal`` from its closed 1-minute candles and the ``trades`` of its deciding minutes
+    (:func:`batch_evaluation`; a minute without them counts capped); None when the candles stop short of its
+    end or miss a minute it depends on (incomplete data: nothing to store, retried by the next pass). With
     ``settle_holes`` (the last pass over the day), a hole is taken as permanent (an exchange outage) and the
     outcome is settled from the candles that exist, with a warning. Raises ValueError on an impossible
     candle."""
     bars = sorted(candles, key=lambda b: b.open_time)
-    closed = [b for b in bars if getattr(b, "closed", True)]
+    closed = _closed(bars)
     if not closed:
         return None
-    outcome = evaluate_candles(signal, closed, params)
+    outcome = evaluate_candles(signal, closed, params, trades=trades)
     end = last_end(signal, params)
-    until = outcome.exit_time if outcome.exit_time is not None else end + 1
+    # through the exit's own minute: an expiry at a deadline on a minute's start reads that minute's first ms
+    until = outcome.exit_time + 1 if outcome.exit_time is not None else end + 1
     holes = missing_minutes(signal, bars, until)  # a forming candle is late, not missing
     if not holes:
         return outcome if outcome.finished else None
@@ -227,7 +178,9 @@ def batch_outcome(
             signal.symbol, signal.signal_id, _minutes_text(holes), extra=where,
         )  # fmt: skip
         return None
-    settled = evaluate_candles(signal, closed, params, until=end)  # the end is past: what exists is all
+    settled = evaluate_candles(
+        signal, closed, params, until=end, trades=trades
+    )  # the end is past: all there is
     log.warning(
         "%s %s: klines still miss %s on the last pass (an exchange outage: no trading then); "
         "outcome settled from the candles that exist: %s",
@@ -268,7 +221,8 @@ class BatchRun(msgspec.Struct, kw_only=True):
     filled: int = 0  # no live outcome, or an unfinished one: the live tracker missed the end
     agreed: int = 0
     incomplete: int = 0  # candles stop short of the end: nothing written
-    creation: dict[str, int] = msgspec.field(default_factory=dict)  # CreationBar value -> signals
+    #: deciding minutes by how they counted, ``<role>_exact`` / ``<role>_capped`` (MinuteRole values)
+    minutes: dict[str, int] = msgspec.field(default_factory=dict)
     failed: dict[str, str] = msgspec.field(default_factory=dict)  # signal id -> error
     disagreements: list[Disagreement] = msgspec.field(default_factory=list)
 
@@ -277,11 +231,12 @@ class BatchRun(msgspec.Struct, kw_only=True):
         live: Outcome | None,
         batch: Outcome | None,
         tolerance_r: float,
-        creation: CreationBar | None = None,
+        minutes: Iterable[MinuteRead] = (),
     ) -> None:
-        """Count one signal's result (``batch`` None: incomplete data) and how its creation minute counted."""
-        if creation is not None:
-            self.creation[creation.value] = self.creation.get(creation.value, 0) + 1
+        """Count one signal's result (``batch`` None: incomplete data) and how its deciding minutes counted."""
+        for read in minutes:
+            key = f"{read.role.value}_{'exact' if read.exact else 'capped'}"
+            self.minutes[key] = self.minutes.get(key, 0) + 1
         if batch is None:
             self.incomplete += 1
             return
@@ -299,17 +254,13 @@ class BatchRun(msgspec.Struct, kw_only=True):
 __all__ = [
     "MAX_KLINES",
     "BatchRun",
-    "CreationBar",
     "Disagreement",
     "KlineWindow",
-    "PriceBar",
+    "batch_evaluation",
     "batch_outcome",
-    "creation_bars",
-    "creation_span",
     "disagreement",
     "is_due",
     "kline_windows",
     "last_end",
     "missing_minutes",
-    "partial_bar",
 ]

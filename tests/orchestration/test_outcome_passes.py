@@ -5,8 +5,8 @@ pass (the run ``daily_report_schedule`` tags ``tapewatch/pass=first``) and is se
 exist on the final pass and on a run by hand (no tag). The pass tags are those of the schedule's own run
 requests, so the asset and the schedule must agree on them.
 
-Two BTCUSDT / ETHUSDT HIGH LONG signals of 2024-03-05 created on a minute boundary (so no aggTrades are
-asked for), entry 100, stop 99, R = 1; their klines: 99.5 in minute 1, the stop (99.0) in minute 3 only,
+Two BTCUSDT / ETHUSDT HIGH LONG signals of 2024-03-05 created on a minute boundary (no aggTrades are
+asked for: 2024 is older than the year Binance keeps them), entry 100, stop 99, R = 1; their klines: 99.5 in minute 1, the stop (99.0) in minute 3 only,
 then 99.2 to the hold bound (99.3 in minute 46, after it):
 
 - ``holed`` (BTCUSDT): minute 3 is missing. Unsettled on the first pass; settled EXPIRED on the final one
@@ -102,7 +102,7 @@ def klines_url() -> Iterator[str]:
     with RestTestServer() as server:
         server.route("/fapi/v1/klines", KlinesServer(candles))
         yield server.url
-        assert all(p.startswith("/fapi/v1/klines?") for p in server.paths())  # no aggTrades: minute-aligned
+        assert all(p.startswith("/fapi/v1/klines?") for p in server.paths())  # no aggTrades: too old
 
 
 def resources(rest_url: str, database_url: str, var_dir: Path) -> dict[str, Any]:

@@ -4,13 +4,15 @@ The simulator (manual clock, fixed seed) starts at 2024-03-06 00:00 UTC with 25 
 1-minute history behind it, so the whole of 2024-03-05 (partition ``D``) has klines. Signals are planted on
 ``D`` with levels read from the klines the simulator serves, so their outcomes are known by hand:
 
-- ``expiry``  BTCUSDT HIGH LONG 10:00:01, entry = the 10:00 close (a price traded after the signal existed:
-  the creating trade and what traded before it never trigger), stop and targets beyond the window's range:
-  triggers in its creation minute, expires after 45 min at the close of the 10:45 candle. No live outcome (the live
-  tracker missed it).
+- ``expiry``  BTCUSDT HIGH LONG 10:00:00, entry = the 10:00 close (a price traded after the signal existed),
+  stop and targets beyond the window's range: triggers in its first minute. 2024 is older than the year
+  Binance keeps aggTrades, so its deciding minutes count capped: the trigger at the 10:00 candle's open, the
+  hold's end known to the minute only, so the 10:45 candle that holds it counts its adverse extreme as the
+  last price by the end: it expires after 45 min at the 10:45 low. No live outcome (the live tracker
+  missed it).
 - ``never``   BTCUSDT HIGH LONG 11:00:01, entry 5 % above the response window's high: never triggers,
   EXPIRED untriggered, 0 R. Its live outcome is WAITING (unfinished): filled by the batch.
-- ``planted`` ETHUSDT HIGH LONG 12:00:01, built like ``expiry``; a live outcome says TP2: the batch
+- ``planted`` ETHUSDT HIGH LONG 12:00:00, built like ``expiry``; a live outcome says TP2: the batch
   disagrees (EXPIRED), its value is stored and the asset check warns with the signal listed.
 """
 
@@ -51,7 +53,7 @@ from tapewatch.adapters.db import Database
 from tapewatch.adapters.performance_store import get_report, list_reports, load_daily, load_weekly
 from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.errors import ConfigError
-from tapewatch.outcome import OutcomeParams, OutcomeState, OutcomeTracker
+from tapewatch.outcome import Outcome, OutcomeParams, OutcomeState, OutcomeTracker
 from tapewatch.outcome_batch import is_due
 from tapewatch.quality import Tier
 from tapewatch.settings import Settings, load_settings
@@ -123,23 +125,25 @@ def make_signal(symbol: str, created: int, entry_price: float, stop: float, tp1:
 
 
 def around(sim: SimExchange, symbol: str, created: int) -> tuple[Signal, float]:
-    """A signal entering at the close of its minute with levels outside the next 47 minutes' range, and
-    the P&L in R it must end with (expiry at the close of the candle 45 minutes later)."""
+    """A signal created at the start of a minute, entering at its close with levels outside the next 47
+    minutes' range, and the P&L in R it must end with (expiry at the low of the candle 45 minutes later:
+    without aggTrades, the candle holding the hold's end counts capped)."""
+    assert created % M == 0
     minute = created - created % M
     rows = klines(sim, symbol, minute, minute + 46 * M)
     assert len(rows) == 47 and rows[0][0] == minute
     low, high = min(float(r[3]) for r in rows), max(float(r[2]) for r in rows)
     price = float(rows[0][4])  # the creation minute's close: traded after the signal existed
     sig = make_signal(symbol, created, price, low - price * 0.01, high + price * 0.01, high + price * 0.02)
-    exit_price = float(rows[45][4])  # the 10:45 candle opens before the deadline 10:45:01; 10:46 after it
+    exit_price = float(rows[45][3])  # the hold ends in the 10:45 candle: its adverse extreme, capped
     pnl_r = ((exit_price - price) - FEE * (price + exit_price)) / (price - sig.stop_loss)
     return sig, pnl_r
 
 
 @pytest.fixture
 def planted(sim: SimExchange, migrated_database_url: str) -> Iterator[dict[str, Any]]:
-    expiry, expiry_r = around(sim, "BTCUSDT", D_MS + 10 * 60 * M + 1000)
-    planted, planted_r = around(sim, "ETHUSDT", D_MS + 12 * 60 * M + 1000)
+    expiry, expiry_r = around(sim, "BTCUSDT", D_MS + 10 * 60 * M)
+    planted, planted_r = around(sim, "ETHUSDT", D_MS + 12 * 60 * M)
     created = D_MS + 11 * 60 * M + 1000
     window = klines(sim, "BTCUSDT", created - created % M, created - created % M + M)
     top = max(float(r[2]) for r in window) * 1.05
@@ -335,12 +339,51 @@ def test_unknown_symbol_is_counted_and_an_unreachable_exchange_fails_clearly(
         db.dispose()
 
 
+def agg_trades(sim: SimExchange, symbol: str, start: int, end: int) -> list[tuple[int, float]]:
+    resp = httpx.get(
+        f"{sim.rest_url}/fapi/v1/aggTrades",
+        params={"symbol": symbol, "startTime": start, "endTime": end, "limit": 1000},
+        timeout=10,
+    )
+    resp.raise_for_status()
+    return [(int(r["T"]), float(r["p"])) for r in resp.json()]
+
+
+def settle_yesterday(
+    exchange: SimExchange, sig: Signal, day: int, database_url: str, tmp_path: Path
+) -> tuple[Outcome, dict[str, Any]]:
+    """Store ``sig``, run ``signal_outcomes`` for ``day``: the batch outcome and the metadata values."""
+    db = Database(database_url)
+    try:
+        SignalStore(db).save_signal(sig)
+        res = resources(exchange.rest_url, database_url, tmp_path)
+        key = datetime.fromtimestamp(day / 1000, UTC).date().isoformat()
+        result = dg.materialize([signal_outcomes], partition_key=key, resources=res)
+        meta = {
+            k: v.value
+            for k, v in result.asset_materializations_for_node("signal_outcomes")[0].metadata.items()
+        }
+        got = SignalStore(db).get_outcome(sig.signal_id)
+        assert got is not None and got[1] == "batch"
+        return got[0], meta
+    finally:
+        db.dispose()
+
+
+def minute_counts(meta: dict[str, Any]) -> dict[str, int]:
+    """The deciding minutes' metadata that are not 0."""
+    return {k: v for k, v in meta.items() if k.endswith(("_minute_exact", "_minute_capped")) and v}
+
+
+# The simulator's history trades four times a minute: the open at 0 s, the extremes at 15 and 30 s (the low
+# first when the candle closes up, the high first when it closes down), the close at 59 s. Binance serves
+# aggTrades for a year, so these days are yesterday's.
 def test_the_creation_minute_counts_only_trades_after_the_signal(
     migrated_database_url: str, tmp_path: Path
 ) -> None:
     """A signal created 20 s into a minute whose low (at 15 s, before it) lies under its stop, and nothing after
-    reaches the stop or a target: the aggTrades of [created, minute end] make it expire (the capped candle
-    would have stopped it). Binance serves aggTrades for a year, so this day is yesterday's."""
+    reaches the stop or a target: the aggTrades of [created, minute end] make it trigger at 30 s (the high)
+    and expire 45 min later, at the trade at exactly that ms (the capped candle would have stopped it)."""
     today = int(time.time() * 1000) // 86_400_000 * 86_400_000
     day = today - 86_400_000
     with serve_sim(today) as exchange:
@@ -357,29 +400,53 @@ def test_the_creation_minute_counts_only_trades_after_the_signal(
         top = max(r[1] for r in ohlc[i : i + 47])
         stop = (low + floor) / 2
         sig = make_signal("BTCUSDT", day + i * M + 20_000, c, stop, top * 1.01, top * 1.02)
-        exit_price = ohlc[i + 45][3]
+        trigger = day + i * M + 30_000  # the high, the first trade after the signal
+        end = trigger + 45 * M
+        (exit_time, exit_price), *_ = [t for t in agg_trades(exchange, "BTCUSDT", end, end) if t[0] == end]
         expected_r = ((exit_price - c) - FEE * (c + exit_price)) / (c - stop)
-        db = Database(migrated_database_url)
-        try:
-            SignalStore(db).save_signal(sig)
-            res = resources(exchange.rest_url, migrated_database_url, tmp_path)
-            key = datetime.fromtimestamp(day / 1000, UTC).date().isoformat()
-            result = dg.materialize([signal_outcomes], partition_key=key, resources=res)
-            meta = {
-                k: v.value
-                for k, v in result.asset_materializations_for_node("signal_outcomes")[0].metadata.items()
-            }
-            assert (meta["written"], meta["creation_minute_exact"], meta["creation_minute_capped"]) == (
-                1,
-                1,
-                0,
-            )
-            got = SignalStore(db).get_outcome(sig.signal_id)
-            assert got is not None and got[1] == "batch"
-            assert got[0].state is OutcomeState.EXPIRED and got[0].trigger_time == sig.event_time
-            assert got[0].pnl_r == pytest.approx(expected_r)
-        finally:
-            db.dispose()
+        got, meta = settle_yesterday(exchange, sig, day, migrated_database_url, tmp_path)
+    assert got.state is OutcomeState.EXPIRED and got.trigger_time == trigger
+    assert got.exit_time == exit_time == end and got.exit_price == exit_price
+    assert got.pnl_r == pytest.approx(expected_r)
+    assert meta["written"] == 1
+    assert minute_counts(meta) == {"creation_minute_exact": 1, "hold_deadline_minute_exact": 1}
+
+
+def test_the_hold_ends_at_the_millisecond_its_trigger_trade_sets(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A signal created 10 s into a minute that closes up, entering at its low: the 15 s trade triggers it, so
+    its 45-min hold ends 15 s into the minute 45 min later. That minute closes down: its high trades at
+    exactly the end (the expiry's price: a trade at the deadline counts, as live), its low 15 s after it,
+    under the stop, does not. Before, the hold ran from ``created`` and that candle counted whole: STOPPED."""
+    today = int(time.time() * 1000) // 86_400_000 * 86_400_000
+    day = today - 86_400_000
+    with serve_sim(today) as exchange:
+        rows = klines(exchange, "BTCUSDT", day, day + 1439 * M)
+        ohlc = [tuple(float(x) for x in r[1:5]) for r in rows]
+        for i in range(60, 1380):
+            o, _, low, c = ohlc[i]
+            end_open, end_high, end_low, end_close = ohlc[i + 45]
+            floor = min(
+                low, end_open, *(r[2] for r in ohlc[i + 1 : i + 45])
+            )  # all the hold trades by its end
+            if c >= o and end_close < end_open and end_low < floor - low * 0.0005:
+                break
+        else:
+            pytest.fail("no suitable minute in the simulated history")
+        top = max(r[1] for r in ohlc[i : i + 47])
+        stop = (end_low + floor) / 2
+        created = day + i * M + 10_000
+        sig = make_signal("BTCUSDT", created, low, stop, top * 1.01, top * 1.02)
+        end = created + 5_000 + 45 * M
+        tape = agg_trades(exchange, "BTCUSDT", end - 15_000, end - 15_000 + M - 1)
+        assert [(t - end, p) for t, p in tape][1:3] == [(0, end_high), (15_000, end_low)]  # as described
+        expected_r = ((end_high - low) - FEE * (low + end_high)) / (low - stop)
+        got, meta = settle_yesterday(exchange, sig, day, migrated_database_url, tmp_path)
+    assert got.state is OutcomeState.EXPIRED and got.trigger_time == created + 5_000
+    assert (got.exit_time, got.exit_price) == (end, end_high)
+    assert got.pnl_r == pytest.approx(expected_r)
+    assert minute_counts(meta) == {"creation_minute_exact": 1, "hold_deadline_minute_exact": 1}
 
 
 def test_an_unreachable_database_fails_the_report_with_advice(tmp_path: Path) -> None:

@@ -16,19 +16,14 @@ import msgspec
 import pytest
 
 from tapewatch.metrics import SymbolTotal, best_and_worst, period_metrics, symbol_totals
-from tapewatch.outcome import Outcome, OutcomeParams, OutcomeState, OutcomeTracker, evaluate_candles
+from tapewatch.outcome import OutcomeParams, OutcomeState
 from tapewatch.outcome_batch import (
     BatchRun,
-    CreationBar,
-    PriceBar,
     batch_outcome,
-    creation_bars,
-    creation_span,
     disagreement,
     is_due,
     kline_windows,
     last_end,
-    partial_bar,
 )
 from tests.tapewatch.candle_helpers import unchecked
 from tests.tapewatch.outcome_helpers import (
@@ -225,121 +220,3 @@ def test_best_and_worst_never_share_a_symbol_and_skip_the_flat_ones() -> None:
     only_losses = [SymbolTotal(symbol="ETHUSDT", signals=1, total_r=-1.0)]
     assert best_and_worst(only_losses, 3) == ([], only_losses)
     assert best_and_worst([SymbolTotal(symbol="ADAUSDT", signals=1, total_r=0.0)], 3) == ([], [])
-
-
-# --- the creation minute (audit /tmp/a2/precreation.py): exact partial bar, or the capped candle ---------
-NO_FEE = OutcomeParams(taker_fee=0.0)
-CREATED = MONDAY + 40_000  # 12:00:40
-
-
-def _bar(minute: int, o: float, h: float, low: float, c: float) -> PriceBar:
-    return PriceBar(open_time=minute, close_time=minute + M1 - 1, open=o, high=h, low=low, close=c)
-
-
-# case A: TP1 (101.1) traded at 12:00:05, before the signal; afterwards the price only falls
-CASE_A = (
-    [_bar(MONDAY, 100.5, 101.1, 99.95, 100.0), _bar(MONDAY + M1, 100.0, 100.05, 99.5, 99.6),
-     _bar(MONDAY + 2 * M1, 99.6, 99.7, 98.9, 99.0)],
-    [(MONDAY + 5_000, 101.1), (CREATED, 100.0), (CREATED + 5_000, 99.95)],
-)  # fmt: skip
-# case B: a dip under the stop (98.9) at 12:00:03, before the signal; afterwards the price rises to TP2
-CASE_B = (
-    [_bar(MONDAY, 99.2, 100.2, 98.9, 100.1), _bar(MONDAY + M1, 100.1, 101.2, 100.05, 101.1),
-     _bar(MONDAY + 2 * M1, 101.1, 102.1, 101.0, 102.0)],
-    [(MONDAY + 3_000, 98.9), (CREATED, 100.1)],
-)  # fmt: skip
-
-
-def _settle(case: tuple[list[PriceBar], list[tuple[int, float]]], exact: bool) -> tuple[Outcome, CreationBar]:
-    sig = make_signal(CREATED, tier="MEDIUM")
-    bars, trades = case
-    span = creation_span(sig)
-    assert span == (CREATED, MONDAY + M1 - 1)
-    # the asset asks Binance for [created, minute end] only; the earlier trade is not in its answer
-    inside = [(t, p) for t, p in trades if t >= CREATED]
-    settled, how = creation_bars(sig, bars, inside if exact else None)
-    outcome = batch_outcome(sig, settled, NO_FEE)
-    assert outcome is None or outcome.state is not OutcomeState.WAITING
-    return evaluate_candles(sig, settled, NO_FEE, until=MONDAY + 10 * 60 * M1), how
-
-
-def test_exact_partial_bar_matches_the_live_tracker() -> None:
-    for case, state, pnl_r in ((CASE_A, OutcomeState.STOPPED, -1.0), (CASE_B, OutcomeState.TP2, 1.5)):
-        o, how = _settle(case, exact=True)
-        assert how is CreationBar.EXACT
-        assert o.state is state and o.pnl_r == pytest.approx(pnl_r)
-        # the creating trade is not followed: neither case trades through the entry again before minute 1
-        assert o.trigger_time == MONDAY + M1
-    a, _ = _settle(CASE_A, exact=True)
-    assert not a.tp1_hit and a.mfe_r == pytest.approx(0.05)  # 100.05 in the next minute
-
-
-def test_without_trades_the_creation_candle_counts_capped() -> None:
-    a, how = _settle(CASE_A, exact=False)
-    assert how is CreationBar.CAPPED
-    assert a.state is OutcomeState.STOPPED and not a.tp1_hit and a.pnl_r == pytest.approx(-1.0)
-    # case B: the capped candle does not trigger the waiting signal, so its dip cannot stop it
-    b, _ = _settle(CASE_B, exact=False)
-    assert b.state is OutcomeState.TP2 and b.pnl_r == pytest.approx(1.5)
-    assert a.trigger_time == b.trigger_time == MONDAY + M1
-
-
-# the audit's repro: a HIGH LONG made by a trade at its entry (100.0); the price then only falls to 98.9
-REPRO = (
-    [_bar(MONDAY, 99.9, 100.0, 99.5, 99.5), _bar(MONDAY + M1, 99.4, 99.4, 98.9, 99.0),
-     _bar(MONDAY + 2 * M1, 99.0, 99.1, 98.9, 99.0)],
-    [(MONDAY + 1_000, 99.9), (CREATED, 100.0), (CREATED + 5_000, 99.5), (MONDAY + M1 + 10_000, 98.9)],
-)  # fmt: skip
-
-
-@pytest.mark.parametrize("exact", [True, False])
-def test_the_creating_trade_does_not_trigger_the_batch_outcome(exact: bool) -> None:
-    sig = make_signal(CREATED, tier="HIGH")
-    bars, trades = REPRO
-    live_tracker = OutcomeTracker(sig)
-    for t, p in trades:  # the engine follows open signals before it evaluates: never the creating trade
-        if t > CREATED:
-            live_tracker.on_trade(t, p)
-    live_tracker.on_time(MONDAY + 3 * M1)
-    live = live_tracker.outcome()
-    assert live.state is OutcomeState.EXPIRED and live.trigger_time is None and live.pnl_r == 0.0
-    inside = [(t, p) for t, p in trades if t >= CREATED]  # what the asset fetches: from created on
-    settled, how = creation_bars(sig, bars, inside if exact else None)
-    assert how is (CreationBar.EXACT if exact else CreationBar.CAPPED)
-    batch = batch_outcome(sig, settled, OutcomeParams())
-    assert batch is not None
-    assert (batch.state, batch.trigger_time, batch.pnl_r) == (live.state, live.trigger_time, live.pnl_r)
-    assert disagreement(live, batch, 0.05) is None
-
-
-def test_partial_bar_is_built_from_the_trades_of_the_creation_span_only() -> None:
-    sig = make_signal(CREATED)
-    trades = [(CREATED + 9_000, 100.3), (CREATED - 1, 90.0), (CREATED, 100.1), (CREATED + 9_000, 99.8),
-              (MONDAY + M1 - 1, 100.2), (MONDAY + M1, 120.0)]  # fmt: skip
-    assert partial_bar(sig, trades) == PriceBar(  # the trade at CREATED made the signal: not in the bar
-        open_time=CREATED, close_time=MONDAY + M1 - 1, open=100.3, high=100.3, low=99.8, close=100.2
-    )
-    assert partial_bar(sig, [(CREATED - 1, 100.0)]) is None
-    assert partial_bar(sig, [(CREATED, 100.0)]) is None
-    on_boundary = make_signal(MONDAY)
-    assert creation_span(on_boundary) is None and partial_bar(on_boundary, [(MONDAY, 100.0)]) is None
-
-
-def test_creation_bars_drops_a_quiet_creation_minute_and_keeps_contradicted_candles() -> None:
-    sig = make_signal(CREATED)
-    bars = CASE_A[0]
-    settled, how = creation_bars(sig, bars, [])  # nothing traded after creation in that minute
-    assert how is CreationBar.EXACT and settled == bars[1:]
-    # a trade outside the candle's range: the sources disagree, the capped candle stays
-    settled, how = creation_bars(sig, bars, [(CREATED + 1, 101.5)])
-    assert how is CreationBar.CAPPED and settled == bars
-    assert creation_bars(make_signal(MONDAY), bars, None) == (bars, CreationBar.ALIGNED)
-    assert creation_bars(sig, bars[1:], None) == (bars[1:], CreationBar.ALIGNED)
-
-
-def test_batch_run_counts_how_the_creation_minute_was_counted() -> None:
-    run = BatchRun(due=3)
-    run.record(None, None, 0.05, CreationBar.EXACT)
-    run.record(None, None, 0.05, CreationBar.CAPPED)
-    run.record(None, None, 0.05, CreationBar.EXACT)
-    assert run.creation == {"exact": 2, "capped": 1}

@@ -251,9 +251,9 @@ def test_candles_before_creation_are_skipped_and_short_data_is_provisional() -> 
     o = evaluate_candles(signal, before + now)
     assert o.state is S.TRIGGERED and not o.finished and o.exit_time is None
     deadline = signal.created + 45 * M1
-    # complete through the last ms before the deadline: every candle that counts has been seen
-    assert evaluate_candles(signal, now, until=deadline - 2).state is S.TRIGGERED
-    expired = evaluate_candles(signal, now, until=deadline - 1)
+    # complete through the deadline's ms: every candle that counts (one opening at the deadline too) was seen
+    assert evaluate_candles(signal, now, until=deadline - 1).state is S.TRIGGERED
+    expired = evaluate_candles(signal, now, until=deadline)
     assert expired.state is S.EXPIRED and expired.exit_price == 100.5 and expired.exit_time == deadline
     assert evaluate_candles(signal, []).state is S.WAITING
 
@@ -362,17 +362,24 @@ def test_invariants_on_random_paths(seed: int) -> None:
         assert o.events[-1].realized_r == pytest.approx(o.pnl_r)
 
 
-def test_a_candle_opening_at_a_deadline_lies_after_it() -> None:
+def test_a_candle_opening_at_a_deadline_holds_its_first_ms_and_counts_capped() -> None:
     signal = make_signal()  # HIGH: 60 s to trigger
     trades = absolute(signal, [(0, 99.9), (M1, 100.0), (M1 + 30_000, 100.2)])
-    # the trade at exactly 60 s triggers; its candle (60-120 s) is almost all after the window: it does not
+    # the trade at exactly 60 s triggers; its candle (60-120 s) is almost all after the window: without its
+    # trades it does not trigger (its prices may all follow the window); with them it does, at 60 s exactly
     assert track(signal, trades).triggered
     late = evaluate_candles(signal, candles_from_trades(trades))
     assert late.state is S.EXPIRED and not late.triggered and late.exit_time == signal.created + M1
-    # the same for the hold: the candle opening at the 45-min bound is not counted, the one before closes it
-    path = [(0, 100.0), (44 * M1 + 59_000, 100.3), (45 * M1, 98.0)]
-    held = evaluate_candles(signal, candles_from_trades(absolute(signal, path)))
-    assert held.state is S.EXPIRED and held.exit_price == 100.3
+    minute = {signal.created + M1: [t for t in trades if t[0] >= signal.created + M1]}
+    exact = evaluate_candles(signal, candles_from_trades(trades), trades=minute)
+    assert exact.trigger_time == signal.created + M1
+    # the hold: the candle opening at the 45-min bound holds a trade at exactly the bound (the live tracker
+    # stops on it); capped, its adverse extreme counts as traded by the bound: the stop, filled at its open
+    path = absolute(signal, [(0, 100.0), (44 * M1 + 59_000, 100.3), (45 * M1, 98.0)])
+    live = track(signal, path)
+    held = evaluate_candles(signal, candles_from_trades(path))
+    assert (held.state, held.exit_price, held.exit_time) == (live.state, live.exit_price, live.exit_time)
+    assert held.state is S.STOPPED and held.exit_price == 98.0
 
 
 def test_outcome_round_trips_through_json_and_resumes_from_it() -> None:
@@ -415,11 +422,12 @@ def test_a_target_touched_before_creation_is_not_credited() -> None:
 
 def test_a_short_target_touched_before_creation_is_not_credited() -> None:
     params = OutcomeParams(taker_fee=0.0)
-    signal = make_signal(MONDAY + 40_000, direction="SHORT")  # entry 100, stop 101, TP1 99
+    # entry 100, stop 101, TP1 99; MEDIUM: the next minute lies wholly inside the response window
+    signal = make_signal(MONDAY + 40_000, direction="SHORT", tier="MEDIUM")
     creation = _bar(MONDAY, 99.5, 100.05, 98.9, 100.0)
-    o = evaluate_candles(signal, [creation], params, until=MONDAY + 46 * M1)
+    o = evaluate_candles(signal, [creation], params, until=MONDAY + 91 * M1)
     # the capped creation candle holds the creating trade: it triggers nothing, so the signal expires untriggered
     assert not o.triggered and not o.tp1_hit and o.state is S.EXPIRED and o.pnl_r == 0.0
     then = _bar(MONDAY + M1, 99.8, 100.0, 99.6, 100.0)  # trades through the entry: the trigger
-    o = evaluate_candles(signal, [creation, then], params, until=MONDAY + 46 * M1)
+    o = evaluate_candles(signal, [creation, then], params, until=MONDAY + 91 * M1)
     assert o.trigger_time == MONDAY + M1 and not o.tp1_hit and o.state is S.EXPIRED and o.exit_price == 100.0

@@ -14,11 +14,11 @@ import random
 import msgspec
 import pytest
 
-from assets.outcomes import TRADE_PAGE, fetch_creation_trades, fetch_klines
+from assets.outcomes import TRADE_PAGE, fetch_klines, fetch_trades
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.weight_budget import WeightBudget
 from tapewatch.events import Candle
-from tapewatch.outcome import OpenSignal, OutcomeParams, OutcomeState
+from tapewatch.outcome import MinuteRole, OpenSignal, OutcomeParams, OutcomeState, TradeSpan
 from tapewatch.outcome_batch import batch_outcome, last_end, missing_minutes
 from tests.adapters.rest_test_server import FakeClock, Reply, RestTestServer
 from tests.tapewatch.outcome_helpers import M1, MONDAY, absolute, binance_candles, make_signal
@@ -124,7 +124,7 @@ def test_a_kline_row_dropped_by_the_rest_client_is_retried_until_the_exchange_se
 
 
 def test_creation_trades_page_on_past_a_full_page_with_a_bad_trade() -> None:
-    """A full aggTrades page (``TRADE_PAGE`` rows) of the creation minute with one impossible trade, which the
+    """A full aggTrades page (``TRADE_PAGE`` rows) of a deciding minute with one impossible trade, which the
     client drops: the page still counts as full, so the next page is fetched and its trades are kept."""
     sig = make_signal(created=MONDAY + 30_000)
     rows = [
@@ -147,7 +147,8 @@ def test_creation_trades_page_on_past_a_full_page_with_a_bad_trade() -> None:
         async with BinanceRest(
             url, budget, sleep=clock.sleep, wall_clock=lambda: wall, rng=random.Random(1)
         ) as rest:
-            return await fetch_creation_trades(rest, sig, int(wall * 1000))
+            span = TradeSpan(minute=MONDAY, start=sig.created, end=MONDAY + M1 - 1, role=MinuteRole.CREATION)
+            return await fetch_trades(rest, sig.symbol, span, int(wall * 1000))
 
     with RestTestServer() as server:
         server.route(
