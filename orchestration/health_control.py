@@ -15,11 +15,7 @@ RESTORED_SUFFIX = " (restored)"
 
 def last_event(rs: RedisState, command: str) -> ControlEvent | None:
     """The newest control event of ``command`` (None: none in the stream)."""
-    last, after = None, "0-0"
-    while events := rs.control_events(after, count=500):
-        last = next((e for e in reversed(events) if e.command == command), last)
-        after = events[-1].id
-    return last
+    return rs.newest_control_events().get(command)
 
 
 def whose(rs: RedisState, command: str, mine: str | None, live: str | None) -> Held:

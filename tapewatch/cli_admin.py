@@ -10,11 +10,12 @@ from tapewatch.cli_commands import settings_for
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tapewatch.adapters.status import format_status, gather_status
+    from tapewatch.adapters.status import gather_status
+    from tapewatch.adapters.status_format import format_status
 
     status = gather_status(settings_for(args))
     print(json.dumps(status.to_json()) if args.json else format_status(status))
-    return 0 if status.ok else 1
+    return status.exit_code  # 0 all well, 1 something down, 3 degraded (README, `tapewatch status`)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:

@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db)
 
     p = sub.add_parser(
-        "status", help="each component up/down, realtime metrics, open feed incidents (exit 1 if not healthy)"
+        "status",
+        help="each component up/down, realtime metrics, open feed incidents (exit 1: something down, 3: up but degraded)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON object as the last line of stdout")
     p.set_defaults(func=cmd_status)

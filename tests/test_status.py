@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -314,7 +314,8 @@ def test_a_web_server_that_never_ran_here_is_not_a_problem(
 def test_the_one_line_status_of_the_demo_console(
     env: pytest.MonkeyPatch, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
 ) -> None:
-    from tapewatch.adapters.status import format_status_line, gather_status
+    from tapewatch.adapters.status import gather_status
+    from tapewatch.adapters.status_format import format_status_line
     from tapewatch.settings import load_settings
 
     with closed_port() as port:
@@ -399,3 +400,164 @@ def test_redis_data_loss_and_rest_and_snapshot_losses_are_shown(
         "trades too old 6",
     ):
         assert shown in table
+
+
+# --- what stops signals: silent websockets, stale metrics, control values in force ----------------------
+
+
+def publish_realtime(
+    redis_url: str,
+    keys: Keyspace,
+    metrics: Mapping[str, float],
+    *,
+    component: str = "realtime",
+    lag_s: float = 0,
+) -> None:
+    """A realtime instance beating now, whose metrics (``ws_silent_*`` figures included) were published
+    ``lag_s`` seconds ago by its own clock."""
+
+    async def publish() -> None:
+        then = AsyncRedisState.from_url(redis_url, keys=keys, clock=lambda: time.time() - lag_s)
+        now = AsyncRedisState.from_url(redis_url, keys=keys)
+        try:
+            await then.publish_metrics({"symbols": 2, "synced": 2, **metrics}, component)
+            await now.beat(component, ttl_s=30)
+        finally:
+            await then.aclose()
+            await now.aclose()
+
+    asyncio.run(publish())
+
+
+FLOWING = {"ws_silent_ms": 200, "ws_silent_public_ms": 200, "ws_silent_market_ms": 150}
+SILENT_MARKET = {"ws_silent_ms": 3_600_000, "ws_silent_public_ms": 300, "ws_silent_market_ms": 3_600_000}
+
+
+def test_all_well_exits_0_with_every_control_at_its_normal_state(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace
+) -> None:
+    publish_realtime(redis_url, redis_keys, FLOWING, lag_s=1.0)  # the previous loop's metrics: fine
+    code, report = status_json(capsys)
+    assert code == 0 and report["problems"] == [] and report["degraded"] == []
+    assert report["ok"] is True and report["verdict"] == "ok" and report["exit_code"] == 0
+    assert report["controls"] == {"paused": None, "backup_feed": None, "max_universe": None}
+    code, table = status(capsys)
+    assert code == 0 and table.splitlines()[0].endswith(": OK")
+    assert "controls: signalling on · primary feed · no universe cap" in table and "degraded:" not in table
+
+
+def test_silent_websockets_with_the_backup_feed_off_are_a_problem(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    """A fresh heartbeat, the /market websocket silent for an hour, no backup feed: no signal can be issued."""
+    env.setenv("TAPEWATCH_HEARTBEAT_MAX_AGE", "60")
+    publish_realtime(redis_url, redis_keys, SILENT_MARKET)
+    code, report = status_json(capsys)
+    assert code == 1 and report["ok"] is False and report["verdict"] == "down"
+    assert report["components"]["realtime"]["up"] is True
+    assert report["problems"] == ["websockets delivered nothing for 3600 s on /market of realtime (> 60 s)"]
+    code, table = status(capsys)
+    assert code == 1 and table.splitlines()[0].endswith(": 1 PROBLEM")
+    assert "  - websockets delivered nothing for 3600 s on /market of realtime" in table
+
+    # the backup feed on: the service's websockets are off by design; up, but degraded
+    redis_state.set_backup_feed(True, source="dagster:health")
+    code, report = status_json(capsys)
+    assert code == 3 and report["problems"] == [] and report["verdict"] == "degraded"
+    assert report["controls"]["backup_feed"]["by"] == "dagster:health"
+    (line,) = report["degraded"]
+    assert line.startswith("backup feed on (REST polling instead of the websockets) since ")
+    assert line.endswith(" by dagster:health")
+    code, table = status(capsys)
+    assert code == 3 and table.splitlines()[0].endswith(": DEGRADED: backup feed on")
+    assert "controls: signalling on · BACKUP FEED ON · no universe cap" in table
+
+
+def test_each_shard_is_judged_and_the_silent_one_named(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace
+) -> None:
+    publish_realtime(redis_url, redis_keys, FLOWING, component="realtime-0of2")
+    silent = {"ws_silent_ms": 90_000, "ws_silent_public_ms": 90_000, "ws_silent_market_ms": 0}
+    publish_realtime(redis_url, redis_keys, silent, component="realtime-1of2")
+    code, report = status_json(capsys)
+    assert code == 1
+    assert report["problems"] == [
+        "websockets delivered nothing for 90 s on /public of realtime-1of2 (> 30 s)"
+    ]
+    # combined, the worst shard's figure is shown as before
+    assert report["metrics"]["ws_silent_ms"] == 90_000 and report["metrics"]["symbols"] == 4
+
+
+def test_metrics_published_long_before_the_heartbeat_are_stale(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace
+) -> None:
+    """The service beats but its metrics (and so its websocket silence) stopped being published."""
+    publish_realtime(redis_url, redis_keys, FLOWING, lag_s=600)
+    code, report = status_json(capsys)
+    assert code == 1
+    (problem,) = report["problems"]
+    assert problem.startswith(
+        "realtime metrics are stale: last published 10.0 min before its heartbeat (> 30 s)"
+    )
+    publish_realtime(redis_url, redis_keys, FLOWING)
+    assert status_json(capsys)[0] == 0
+
+
+def test_a_pause_by_an_operator_is_shown_with_who_and_why_and_exits_3(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None, redis_state: RedisState
+) -> None:
+    redis_state.pause("exchange maintenance", source="dashboard:alice")
+    code, report = status_json(capsys)
+    assert code == 3 and report["ok"] is True and report["problems"] == []
+    assert report["verdict"] == "degraded" and report["exit_code"] == 3
+    paused = report["controls"]["paused"]
+    assert paused["value"] == "exchange maintenance" and paused["by"] == "dashboard:alice"
+    assert abs(datetime.fromisoformat(paused["since"]).timestamp() - time.time()) < 60
+    assert report["controls"]["backup_feed"] is None and report["controls"]["max_universe"] is None
+    (line,) = report["degraded"]
+    assert line.startswith("signalling paused since ") and line.endswith(
+        " by dashboard:alice: exchange maintenance"
+    )
+    code, table = status(capsys)
+    assert code == 3 and table.splitlines()[0].endswith(": DEGRADED: signalling paused")
+    assert "controls: SIGNALLING PAUSED · primary feed · no universe cap" in table
+    assert f"degraded:\n  - {line[:30]}" in table
+
+    # the performance sensor's cap too; then a pause whose event is gone (Redis lost it): who is unknown
+    redis_state.set_max_universe(10, source="dagster:health")
+    redis_state.client.delete(redis_state.keys.control_events)
+    code, report = status_json(capsys)
+    assert code == 3
+    assert report["controls"]["paused"] == {"value": "exchange maintenance", "by": None, "since": None}
+    assert report["degraded"] == [
+        "signalling paused (who and when unknown: no control event of it in Redis): exchange maintenance",
+        "universe capped at 10 symbols (who and when unknown: no control event of it in Redis)",
+    ]
+
+    redis_state.resume(source="dashboard:alice")
+    redis_state.set_max_universe(None, source="dagster:health")
+    code, report = status_json(capsys)
+    assert code == 0 and report["degraded"] == [] and report["controls"]["paused"] is None
+
+
+def test_down_beats_degraded_and_the_console_line_says_both(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace
+) -> None:
+    from tapewatch.adapters.status import gather_status
+    from tapewatch.adapters.status_format import format_status_line
+    from tapewatch.settings import load_settings
+
+    publish_realtime(redis_url, redis_keys, SILENT_MARKET)
+    state = RedisState.from_url(redis_url, keys=redis_keys)
+    try:
+        state.pause("data quality: 3 anomalies", source="dagster:health")
+    finally:
+        state.close()
+    code, report = status_json(capsys)
+    assert code == 1 and report["verdict"] == "down" and len(report["degraded"]) == 1
+    line = format_status_line(gather_status(load_settings()))
+    assert "degraded: signalling paused" in line and "1 problem(s): websockets delivered nothing" in line

@@ -45,7 +45,8 @@ from tapewatch.adapters.embedded import (
 )
 from tapewatch.adapters.redis_keys import REALTIME, Keyspace
 from tapewatch.adapters.redis_state import RedisState
-from tapewatch.adapters.status import format_status_line, gather_status, http_ok, service_urls
+from tapewatch.adapters.status import gather_status, http_ok, service_urls
+from tapewatch.adapters.status_format import format_status_line
 from tapewatch.adapters.supervisor import ChildFailed, ChildSpec, Supervisor
 from tapewatch.errors import ConfigError, FatalError
 from tapewatch.settings import Settings

@@ -261,6 +261,16 @@ class RedisState:
         """Control changes after stream id ``after`` (oldest first, at most ``count``)."""
         return self._run(self._ops.control_events(after, None, count))
 
+    def newest_control_events(self) -> dict[str, ControlEvent]:
+        """The newest control event of each command in the control stream (capped near 1,000 entries): who set
+        each control value last, and when."""
+        newest: dict[str, ControlEvent] = {}
+        after = "0-0"
+        while events := self.control_events(after, count=500):
+            newest |= {event.command: event for event in events}
+            after = events[-1].id
+        return newest
+
 
 class AsyncRedisState:
     """Asynchronous access for the realtime service: publish its state, read and wait for control changes."""

@@ -1,12 +1,22 @@
 """``tapewatch status``: is the platform up? Gathered from Redis and PostgreSQL, never starting anything.
 
 Redis says which components run (every component that ever sent a heartbeat is remembered; an expired
-heartbeat means it is down), the realtime metrics, the per-symbol feed states and the newest signal and
-universe rescan. PostgreSQL says which feed incidents are open. With no URL configured, the embedded
-servers are used when they are running (``find_redis``/``find_database``); they are never started here.
+heartbeat means it is down), the realtime metrics, the per-symbol feed states, the control values in force
+and the newest signal and universe rescan. PostgreSQL says which feed incidents are open. With no URL
+configured, the embedded servers are used when they are running (``find_redis``/``find_database``); they are
+never started here.
 
-:func:`gather_status` collects a :class:`Status`; ``status.problems`` lists what is wrong (empty = healthy),
-:func:`format_status` renders the operator's table and ``Status.to_json`` the ``--json`` object.
+:func:`gather_status` collects a :class:`Status`; ``status.problems`` lists what is down (no signal can be
+issued, or a part is missing), ``status.degraded`` the control values in force that limit the platform
+(signalling paused, backup feed, universe cap); ``status.exit_code`` is the command's exit code (``EXIT_*``).
+:func:`tapewatch.adapters.status_format.format_status` renders the operator's table and ``Status.to_json`` the ``--json`` object.
+
+Each realtime instance that beats (the single service, or every shard: :func:`tapewatch.health.realtime_instances`)
+is judged as the connectivity sensor judges it (:func:`tapewatch.health.judge_connectivity`, without the REST
+ping and the websocket probe): its heartbeat older than ``heartbeat_max_age``, or its websockets silent longer
+while the backup feed is off, is a problem. So are its metrics when they were last published more than
+``heartbeat_max_age`` before its heartbeat (both stamped by the service's clock: its publishing is stuck past
+the heartbeat, so its figures and silence are old).
 """
 
 from __future__ import annotations
@@ -27,31 +37,19 @@ from tapewatch.adapters.health_store import HealthIncident, open_health_incident
 from tapewatch.adapters.incidents import IncidentRow, incident_counts, open_incidents
 from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, Keyspace
 from tapewatch.adapters.redis_state import LastEvent, RedisState, realtime_shards
+from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat
+from tapewatch.adapters.status_format import age_text
 from tapewatch.errors import TapewatchError
+from tapewatch.health import judge_connectivity, realtime_instances, worst_silence
 from tapewatch.settings import Settings
 
-#: Metrics shown in the table (all of them are in ``--json``), with their labels.
-SHOWN_METRICS = (
-    ("symbols", "symbols"),
-    ("synced", "synced"),
-    ("messages", "messages"),
-    ("gaps", "gaps"),
-    ("resyncs", "resyncs"),
-    ("reconnects", "reconnects"),
-    ("malformed", "malformed"),
-    ("book_mismatches", "book mismatches"),
-    ("queue_drops", "queue drops"),
-    ("redis_errors", "redis errors"),
-    ("incidents_queued", "incidents queued"),
-    ("incidents_dropped", "incidents dropped"),
-    ("retained_symbols", "retained"),
-    ("control_state_lost", "redis data lost"),
-    ("snapshot_failed", "snapshots failed"),
-    ("late_snapshots", "late snapshots"),
-    ("kline_fill_failed", "kline refills failed"),
-    ("trade_too_old", "trades too old"),
-)
 NO_REALTIME = "no realtime heartbeat yet: start `tapewatch run` or `make demo`"
+
+#: ``tapewatch status`` exit codes (README): all well; something down (``problems``); up but degraded (a
+#: control value in force limits the platform: ``degraded``). 2 stays the CLI's configuration error.
+EXIT_OK, EXIT_DOWN, EXIT_DEGRADED = 0, 1, 3
+#: The control values that limit the platform while in force, with their short label.
+LIMITING = {"paused": "signalling paused", "backup_feed": "backup feed on", "max_universe": "universe capped"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +74,47 @@ class ServiceStatus:
     reachable: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ControlInForce:
+    """A control value in force that limits the platform (``command``: a key of :data:`LIMITING`), and who set
+    it when: the newest control event of ``command`` when it set this value (``by``: its source, such as
+    ``dagster:health`` or ``dashboard:alice``; ``since_ms``: its time), else None (the event was trimmed from
+    the stream, or Redis lost it)."""
+
+    command: str
+    value: str
+    by: str | None = None
+    since_ms: int | None = None
+
+    @property
+    def label(self) -> str:
+        """Short: ``signalling paused``, ``backup feed on``, ``universe capped at 10``."""
+        cap = f" at {self.value}" if self.command == "max_universe" else ""
+        return LIMITING[self.command] + cap
+
+    def describe(self, now_ms: int) -> str:
+        """One line for an operator: what, since when, by whom, and why (a pause's reason)."""
+        if self.since_ms is None:
+            who = " (who and when unknown: no control event of it in Redis)"
+        else:
+            at = datetime.fromtimestamp(self.since_ms / 1000, UTC)
+            age = age_text(max(0, now_ms - self.since_ms) / 1000)
+            who = f" since {at:%Y-%m-%d %H:%M:%S} UTC ({age} ago) by {self.by or '?'}"
+        what = {
+            "paused": "signalling paused",
+            "backup_feed": "backup feed on (REST polling instead of the websockets)",
+            "max_universe": f"universe capped at {self.value} symbols",
+        }[self.command]
+        return what + who + (f": {self.value}" if self.command == "paused" else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """``value`` (the pause's reason, ``1``, the cap), ``by`` and ``since`` (ISO 8601), null when unknown."""
+        since = (
+            None if self.since_ms is None else datetime.fromtimestamp(self.since_ms / 1000, UTC).isoformat()
+        )
+        return {"value": self.value, "by": self.by, "since": since}
+
+
 @dataclass(slots=True)
 class Status:
     """Everything ``tapewatch status`` reports. ``None`` fields could not be read (see ``problems``)."""
@@ -96,18 +135,39 @@ class Status:
     recent_incidents: dict[str, int] = field(default_factory=dict)
     # open actions of the health sensors (backup feed, pause, shrink): table health_incidents
     health_incidents: list[HealthIncident] = field(default_factory=list)
+    # the control values in force that limit the platform (read from Redis; empty: none)
+    controls: list[ControlInForce] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when every component is up and both servers answered."""
+        """True when nothing is down: every component up, both servers answered, the realtime service's
+        websockets and metrics live. A degraded platform is ``ok`` (see ``exit_code``)."""
         return not self.problems
+
+    @property
+    def degraded(self) -> list[str]:
+        """The control values in force that limit the platform, one line each (empty: none)."""
+        now_ms = int(self.checked_at.timestamp() * 1000)
+        return [control.describe(now_ms) for control in self.controls]
+
+    @property
+    def verdict(self) -> str:
+        """``down`` (problems), ``degraded`` (only control values in force) or ``ok``."""
+        return "down" if self.problems else "degraded" if self.controls else "ok"
+
+    @property
+    def exit_code(self) -> int:
+        """``EXIT_DOWN`` with problems, else ``EXIT_DEGRADED`` with a control value in force, else ``EXIT_OK``."""
+        return {"down": EXIT_DOWN, "degraded": EXIT_DEGRADED, "ok": EXIT_OK}[self.verdict]
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` object: every field, times as ISO 8601 / epoch ms, ages in seconds."""
         now_ms = int(self.checked_at.timestamp() * 1000)
         return {
             "ok": self.ok,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
             "checked_at": self.checked_at.isoformat(),
             "redis": self.redis,
             "redis_ok": self.redis_ok,
@@ -128,8 +188,18 @@ class Status:
                 "last_hour": self.recent_incidents,
                 "health_open": [row.to_json() for row in self.health_incidents],
             },
+            "controls": self._controls_json(),
+            "degraded": self.degraded,
             "problems": self.problems,
         }
+
+    def _controls_json(self) -> dict[str, Any] | None:
+        """Each limiting control value: its ``ControlInForce.to_json`` or null when not in force; null as a
+        whole when Redis was not readable."""
+        if not self.redis_ok:
+            return None
+        found = {control.command: control.to_json() for control in self.controls}
+        return {command: found.get(command) for command in LIMITING}
 
 
 def _last_json(event: LastEvent | None, now_ms: int) -> dict[str, Any] | None:
@@ -167,9 +237,16 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
         beats = state.heartbeats()
         shards = realtime_shards(beats)  # `tapewatch run --shard I/N`: realtime-IofN each
         status.metrics = state.realtime_metrics()
+        # each realtime instance that beats, with its own metrics, judged as the health sensors judge it
+        instances = realtime_instances(beats, REALTIME, shards)
+        own = {name: state.metrics(name) for name, beat in instances.items() if beat is not None}
         feeds = state.feeds()
         status.last_signal = state.last_signal()
         status.last_rescan = state.last_rescan()
+        control = state.read_control()
+        status.controls = controls_in_force(
+            control, state.newest_control_events() if _limits(control) else {}
+        )
     except TapewatchError as exc:
         status.problems.append(str(exc))
         return
@@ -187,8 +264,78 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
             )
     if REALTIME not in beats and not shards:
         status.problems.append(NO_REALTIME)
+    live = {name: beat for name, beat in instances.items() if beat is not None}
+    status.problems += judge_realtime(
+        live, own, backup_on=control.backup_feed, max_age_s=settings.heartbeat_max_age, now_ms=now_ms
+    )
     counts = Counter(feed.state or "unknown" for feed in feeds.values())
     status.feeds = {"total": len(feeds), **dict(sorted(counts.items()))}
+
+
+def judge_realtime(
+    beats: Mapping[str, Heartbeat],
+    metrics: Mapping[str, Mapping[str, float]],
+    *,
+    backup_on: bool,
+    max_age_s: float,
+    now_ms: int,
+) -> list[str]:
+    """What stops signals in the realtime instances that beat (``beats``, by name, with their own ``metrics``):
+    per instance, what the connectivity sensor finds without its REST ping and websocket probe — its
+    heartbeat older than ``max_age_s``, its websockets silent longer than that on some route while the backup
+    feed is off (``backup_on``; the service's websockets are then off and not judged) — and its metrics
+    published more than ``max_age_s`` before its heartbeat (stuck publishing: its figures are old)."""
+    problems: list[str] = []
+    for name, beat in sorted(beats.items()):
+        values = metrics.get(name, {})
+        silent_s, where = worst_silence({name: values})
+        found = judge_connectivity(
+            rest_error=None,
+            heartbeat_age_s=beat.age(now_ms),
+            ws_silent_s=silent_s,
+            probe_error=None,
+            backup_on=backup_on,
+            backup_ours=False,
+            max_age_s=max_age_s,
+            component=name,
+            running=True,
+            silent_where=where,
+        )
+        problems += found.problems
+        updated = values.get("updated_ms")
+        if updated is not None and beat.ts - updated > max_age_s * 1000:
+            problems.append(
+                f"{name} metrics are stale: last published {age_text((beat.ts - updated) / 1000)} before its "
+                f"heartbeat (> {max_age_s:g} s): it beats but no longer publishes its figures and websocket "
+                f"silence (see its log for Redis errors)"
+            )
+    return problems
+
+
+def _limits(control: ControlState) -> bool:
+    return control.paused or control.backup_feed or control.max_universe is not None
+
+
+def controls_in_force(control: ControlState, events: Mapping[str, ControlEvent]) -> list[ControlInForce]:
+    """The limiting control values in force (:data:`LIMITING` order), each with who set it when: the newest
+    control event of its command (``events``) when that event set this value."""
+    live = {
+        "paused": control.paused_reason,
+        "backup_feed": "1" if control.backup_feed else None,
+        "max_universe": None if control.max_universe is None else str(control.max_universe),
+    }
+    found: list[ControlInForce] = []
+    for command, value in live.items():
+        if value is None:
+            continue
+        event = events.get(command)
+        # a set backup feed may be written as 1, true, on...: any non-empty value of its event set it
+        sets = event is not None and event.value != "" and (command == "backup_feed" or event.value == value)
+        if event is not None and sets:
+            found.append(ControlInForce(command, value, event.source, event.ts))
+        else:
+            found.append(ControlInForce(command, value))
+    return found
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -276,135 +423,3 @@ def _hide_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-# --- the table ------------------------------------------------------------------------------------------
-
-
-def format_status(status: Status) -> str:
-    """The operator's view: servers, components, realtime summary, newest signal/rescan, open incidents."""
-    now_ms = int(status.checked_at.timestamp() * 1000)
-    verdict = (
-        "OK" if status.ok else f"{len(status.problems)} PROBLEM{'S' if len(status.problems) > 1 else ''}"
-    )
-    lines = [
-        f"tapewatch status at {status.checked_at:%Y-%m-%d %H:%M:%S} UTC: {verdict}",
-        f"  redis     {status.redis or 'unreachable'}",
-        f"  postgres  {status.database or 'unreachable'}",
-    ]
-    if status.components:
-        lines += ["", f"{'component':<14}{'state':<7}{'heartbeat':>12}  {'pid':<8}host"]
-        for c in status.components:
-            age = f"{_age(c.age_s)} ago" if c.age_s is not None else "-"
-            lines.append(
-                f"{c.name:<14}{'up' if c.up else 'DOWN':<7}{age:>12}  {c.pid or '-'!s:<8}{c.host or '-'}"
-            )
-    if status.services:
-        lines.append("")
-        for svc in status.services:
-            lines.append(f"{svc.name + ' web':<14}{'up' if svc.reachable else 'no answer':<10} {svc.url}")
-    if status.metrics:
-        shown = [
-            f"{label} {status.metrics[key]:,.0f}" for key, label in SHOWN_METRICS if key in status.metrics
-        ]
-        updated = status.metrics.get("updated_ms")
-        if updated:
-            shown.append(f"updated {_age(max(0, now_ms - updated) / 1000)} ago")
-        lines += ["", "realtime: " + " · ".join(shown)]
-    if status.feeds:
-        states = ", ".join(f"{state} {n}" for state, n in status.feeds.items() if state != "total")
-        lines.append(f"feeds:    {status.feeds['total']} symbols ({states or 'none'})")
-    if status.redis_ok:
-        lines += [
-            "",
-            f"last_signal: {_last(status.last_signal, now_ms)}",
-            f"last_rescan: {_last(status.last_rescan, now_ms)}",
-        ]
-    else:
-        lines += [
-            "",
-            "last_signal: unknown (Redis not readable)",
-            "last_rescan: unknown (Redis not readable)",
-        ]
-    if status.open_incidents is not None:
-        lines += ["", _incidents_title(status)]
-        if status.incidents:
-            lines.append(f"  {'recorded (UTC)':<21}{'kind':<13}{'symbol':<14}{'stream':<26}detail")
-            for row in status.incidents:
-                lines.append(
-                    f"  {row.recorded_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {row.kind:<13}"
-                    f"{row.symbol or '-':<14}{_cut(row.stream or '-', 25):<26}{_cut(row.detail, 90)}"
-                )
-        if status.recent_incidents:
-            recent = ", ".join(f"{kind} {n}" for kind, n in status.recent_incidents.items())
-            lines.append(f"  recorded in the last hour: {recent}")
-        lines += _health_lines(status.health_incidents)
-    if status.problems:
-        lines += ["", "problems:", *(f"  - {problem}" for problem in status.problems)]
-    return "\n".join(lines)
-
-
-def format_status_line(status: Status) -> str:
-    """One line for a running platform's console: components, newest signal, open incidents, problems."""
-    now_ms = int(status.checked_at.timestamp() * 1000)
-    parts = [
-        ", ".join(f"{c.name} {'up' if c.up else 'DOWN'}" for c in status.components) or "no component yet"
-    ]
-    web = [f"{s.name} web {'up' if s.reachable else 'down'}" for s in status.services]
-    if web:
-        parts.append(", ".join(web))
-    if status.redis_ok:
-        last = status.last_signal
-        if last is None:
-            parts.append("no signal yet")
-        else:
-            what = " ".join(str(last.info.get(k, "")) for k in ("signal_type", "symbol", "direction"))
-            parts.append(f"last signal {_age(last.age(now_ms))} ago ({what.strip()})")
-    if status.open_incidents is not None:
-        parts.append(f"open incidents {status.open_incidents}")
-    if status.problems:
-        parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
-    return "status: " + " · ".join(parts)
-
-
-def _health_lines(incidents: list[HealthIncident]) -> list[str]:
-    """The open health incidents (what the health sensors did and why), or "none"."""
-    if not incidents:
-        return ["  health actions in force: none"]
-    lines = [f"  health actions in force: {len(incidents)}"]
-    for row in incidents:
-        lines.append(
-            f"  {row.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {row.kind:<19}{_cut(row.action, 30):<31}"
-            f"{_cut(row.reason, 90)}"
-        )
-    return lines
-
-
-def _incidents_title(status: Status) -> str:
-    total = status.open_incidents or 0
-    if total == 0:
-        return "open incidents: none"
-    shown = len(status.incidents)
-    return f"open incidents: {total}" + (f" (the newest {shown} shown)" if shown < total else "")
-
-
-def _last(event: LastEvent | None, now_ms: int) -> str:
-    if event is None:
-        return "none yet"
-    at = datetime.fromtimestamp(event.ts / 1000, UTC)
-    details = ", ".join(f"{k}={v}" for k, v in event.info.items())
-    return f"{at:%Y-%m-%d %H:%M:%S} UTC ({_age(event.age(now_ms))} ago)" + (f": {details}" if details else "")
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86_400:.1f} d"
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

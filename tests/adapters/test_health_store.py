@@ -15,7 +15,8 @@ from tapewatch.adapters.health_store import (
     open_incident,
 )
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.adapters.status import format_status, gather_status
+from tapewatch.adapters.status import gather_status
+from tapewatch.adapters.status_format import format_status
 from tapewatch.errors import MigrationError, StorageUnavailable
 from tapewatch.settings import load_settings
 

@@ -251,7 +251,9 @@ def test_the_whole_platform_starts_signals_and_stops_clean(server_tmp_path: Path
             )
             report = json.loads(status.stdout.strip().splitlines()[-1])
             assert report["components"]["realtime"]["up"] is True
-            assert status.returncode == 0, report["problems"]
+            # 3: up but degraded (a health sensor may pause or cap the simulated market): nothing down
+            assert status.returncode in (0, 3), report["problems"]
+            assert report["problems"] == [], report["problems"]
     finally:
         code = demo.stop()
     output = demo.output()

@@ -1,0 +1,184 @@
+"""How ``tapewatch status`` shows a :class:`~tapewatch.adapters.status.Status`: the operator's table
+(:func:`format_status`) and the one line a running platform's console prints (:func:`format_status_line`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tapewatch.adapters.health_store import HealthIncident
+    from tapewatch.adapters.redis_state import LastEvent
+    from tapewatch.adapters.status import ControlInForce, Status
+
+#: Metrics shown in the table (all of them are in ``--json``), with their labels.
+SHOWN_METRICS = (
+    ("symbols", "symbols"),
+    ("synced", "synced"),
+    ("messages", "messages"),
+    ("gaps", "gaps"),
+    ("resyncs", "resyncs"),
+    ("reconnects", "reconnects"),
+    ("malformed", "malformed"),
+    ("book_mismatches", "book mismatches"),
+    ("queue_drops", "queue drops"),
+    ("redis_errors", "redis errors"),
+    ("incidents_queued", "incidents queued"),
+    ("incidents_dropped", "incidents dropped"),
+    ("retained_symbols", "retained"),
+    ("control_state_lost", "redis data lost"),
+    ("snapshot_failed", "snapshots failed"),
+    ("late_snapshots", "late snapshots"),
+    ("kline_fill_failed", "kline refills failed"),
+    ("trade_too_old", "trades too old"),
+)
+
+
+def format_status(status: Status) -> str:
+    """The operator's view: servers, components, realtime summary, newest signal/rescan, open incidents."""
+    now_ms = int(status.checked_at.timestamp() * 1000)
+    if status.problems:
+        verdict = f"{len(status.problems)} PROBLEM{'S' if len(status.problems) > 1 else ''}"
+    elif status.controls:
+        verdict = "DEGRADED: " + ", ".join(control.label for control in status.controls)
+    else:
+        verdict = "OK"
+    lines = [
+        f"tapewatch status at {status.checked_at:%Y-%m-%d %H:%M:%S} UTC: {verdict}",
+        f"  redis     {status.redis or 'unreachable'}",
+        f"  postgres  {status.database or 'unreachable'}",
+    ]
+    if status.components:
+        lines += ["", f"{'component':<14}{'state':<7}{'heartbeat':>12}  {'pid':<8}host"]
+        for c in status.components:
+            age = f"{age_text(c.age_s)} ago" if c.age_s is not None else "-"
+            lines.append(
+                f"{c.name:<14}{'up' if c.up else 'DOWN':<7}{age:>12}  {c.pid or '-'!s:<8}{c.host or '-'}"
+            )
+    if status.services:
+        lines.append("")
+        for svc in status.services:
+            lines.append(f"{svc.name + ' web':<14}{'up' if svc.reachable else 'no answer':<10} {svc.url}")
+    if status.metrics:
+        shown = [
+            f"{label} {status.metrics[key]:,.0f}" for key, label in SHOWN_METRICS if key in status.metrics
+        ]
+        updated = status.metrics.get("updated_ms")
+        if updated:
+            shown.append(f"updated {age_text(max(0, now_ms - updated) / 1000)} ago")
+        lines += ["", "realtime: " + " · ".join(shown)]
+    if status.feeds:
+        states = ", ".join(f"{state} {n}" for state, n in status.feeds.items() if state != "total")
+        lines.append(f"feeds:    {status.feeds['total']} symbols ({states or 'none'})")
+    if not (status.metrics or status.feeds):
+        lines.append("")
+    if status.redis_ok:
+        lines += [
+            f"controls: {_controls_line(status.controls)}",
+            "",
+            f"last_signal: {_last(status.last_signal, now_ms)}",
+            f"last_rescan: {_last(status.last_rescan, now_ms)}",
+        ]
+    else:
+        lines += [
+            "controls: unknown (Redis not readable)",
+            "",
+            "last_signal: unknown (Redis not readable)",
+            "last_rescan: unknown (Redis not readable)",
+        ]
+    if status.open_incidents is not None:
+        lines += ["", _incidents_title(status)]
+        if status.incidents:
+            lines.append(f"  {'recorded (UTC)':<21}{'kind':<13}{'symbol':<14}{'stream':<26}detail")
+            for row in status.incidents:
+                lines.append(
+                    f"  {row.recorded_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {row.kind:<13}"
+                    f"{row.symbol or '-':<14}{_cut(row.stream or '-', 25):<26}{_cut(row.detail, 90)}"
+                )
+        if status.recent_incidents:
+            recent = ", ".join(f"{kind} {n}" for kind, n in status.recent_incidents.items())
+            lines.append(f"  recorded in the last hour: {recent}")
+        lines += _health_lines(status.health_incidents)
+    if status.controls:
+        lines += ["", "degraded:", *(f"  - {line}" for line in status.degraded)]
+    if status.problems:
+        lines += ["", "problems:", *(f"  - {problem}" for problem in status.problems)]
+    return "\n".join(lines)
+
+
+def _controls_line(controls: list[ControlInForce]) -> str:
+    """The limiting controls at a glance: each one's label when in force, else its normal state."""
+    found = {control.command: control.label.upper() for control in controls}
+    normal = {"paused": "signalling on", "backup_feed": "primary feed", "max_universe": "no universe cap"}
+    return " · ".join(found.get(command, text) for command, text in normal.items())
+
+
+def format_status_line(status: Status) -> str:
+    """One line for a running platform's console: components, newest signal, open incidents, problems."""
+    now_ms = int(status.checked_at.timestamp() * 1000)
+    parts = [
+        ", ".join(f"{c.name} {'up' if c.up else 'DOWN'}" for c in status.components) or "no component yet"
+    ]
+    web = [f"{s.name} web {'up' if s.reachable else 'down'}" for s in status.services]
+    if web:
+        parts.append(", ".join(web))
+    if status.redis_ok:
+        last = status.last_signal
+        if last is None:
+            parts.append("no signal yet")
+        else:
+            what = " ".join(str(last.info.get(k, "")) for k in ("signal_type", "symbol", "direction"))
+            parts.append(f"last signal {age_text(last.age(now_ms))} ago ({what.strip()})")
+    if status.open_incidents is not None:
+        parts.append(f"open incidents {status.open_incidents}")
+    if status.controls:
+        parts.append("degraded: " + ", ".join(control.label for control in status.controls))
+    if status.problems:
+        parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
+    return "status: " + " · ".join(parts)
+
+
+def _health_lines(incidents: list[HealthIncident]) -> list[str]:
+    """The open health incidents (what the health sensors did and why), or "none"."""
+    if not incidents:
+        return ["  health actions in force: none"]
+    lines = [f"  health actions in force: {len(incidents)}"]
+    for row in incidents:
+        lines.append(
+            f"  {row.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  {row.kind:<19}{_cut(row.action, 30):<31}"
+            f"{_cut(row.reason, 90)}"
+        )
+    return lines
+
+
+def _incidents_title(status: Status) -> str:
+    total = status.open_incidents or 0
+    if total == 0:
+        return "open incidents: none"
+    shown = len(status.incidents)
+    return f"open incidents: {total}" + (f" (the newest {shown} shown)" if shown < total else "")
+
+
+def _last(event: LastEvent | None, now_ms: int) -> str:
+    if event is None:
+        return "none yet"
+    at = datetime.fromtimestamp(event.ts / 1000, UTC)
+    details = ", ".join(f"{k}={v}" for k, v in event.info.items())
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC ({age_text(event.age(now_ms))} ago)" + (
+        f": {details}" if details else ""
+    )
+
+
+def age_text(seconds: float) -> str:
+    """A duration as the table shows it: ``4.2 s``, ``3.5 min``, ``2.0 h``, ``1.5 d``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
