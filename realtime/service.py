@@ -39,6 +39,7 @@ from realtime.backup_feed import BackupConfig, BackupFeed, Polled
 from realtime.capture import CaptureWriter
 from realtime.closes_publisher import ClosesPublisher
 from realtime.control import ControlConfig, ControlLoop
+from realtime.history import HistoryLoader
 from realtime.incident_watch import IncidentWatch
 from realtime.incidents import IncidentRecorder
 from realtime.live_metrics import LatencyRing, QuietWatch, RateMeter
@@ -178,7 +179,16 @@ class FeedService:
         self.ws_silent_ms = 0  # as the publish loop last measured it (published with the metrics)
         self.ws_silent_routes: dict[Path, int] = {}  # the same per route (public, market)
         self.sink = sink
-        self._history_tasks: set[asyncio.Task[None]] = set()
+        # the kline history of each joining symbol, retried until had (see realtime.history)
+        self.history = HistoryLoader(
+            self._fetch_klines,
+            self._apply_klines,
+            self._history_wanted,
+            history_klines(settings.kline_history_bars),
+            counters=self.counters,
+            ban_left=lambda: self.rest.budget.banned_for(),
+        )
+        self._history_tasks = self.history.tasks
         # kline refills (the market's KlineFillNeeded): the newest per (symbol, interval), served in order
         self._kline_fills: dict[tuple[str, str], KlineFillNeeded] = {}
         self._kline_fill_ready = asyncio.Event()
@@ -215,15 +225,14 @@ class FeedService:
             self.snapshots.cancel(gone)
             if gone not in held:
                 self.fills.cancel(gone)  # a retained symbol's trades must stay whole: its gap fills go on
+                self.history.cancel(gone)  # a retained one still wants its 1m history (_history_wanted)
         for new in [s for s in symbols if s not in self.universe]:
             # still retained, or released while the engine still skips it (its depth restart never came:
             # the backup feed starts no stream)
             if new in self.retained or self.engine.is_retained(new):
                 self._rejoined(new)
             self._joined[new] = _wall_ms()
-            task = asyncio.get_running_loop().create_task(self._fetch_history(new), name=f"history-{new}")
-            self._history_tasks.add(task)
-            task.add_done_callback(self._history_tasks.discard)
+            self.history.start(new)
         kept = [s for s in self.retained if s not in symbols]
         for sym, ids in held.items():
             if sym not in symbols and sym not in kept:
@@ -342,17 +351,16 @@ class FeedService:
         for frame in polled.frames:
             self._apply(frame)
 
-    async def _fetch_history(self, symbol: str) -> None:
-        """The candle history behind the 15m context and the 1m returns, captured and applied like a frame
-        (so a replay decodes exactly what the live run applied)."""
-        for interval, limit in history_klines(self.settings.kline_history_bars):
-            try:
-                _, answer = await self.rest.klines(symbol, interval, limit)
-            except (RetryableError, FatalError) as exc:
-                self.counters["history_failed"] += 1
-                log.warning("no %s kline history: %s", interval, exc, extra={"symbol": symbol})
-                continue
-            self._apply_klines(answer)
+    async def _fetch_klines(self, symbol: str, interval: str, limit: int) -> RestAnswer:
+        """One request of a symbol's candle history (the 15m context, the 1m returns): the answer is captured
+        and applied like a frame by ``_apply_klines`` (so a replay decodes exactly what the live run applied)."""
+        _, answer = await self.rest.klines(symbol, interval, limit)
+        return answer
+
+    def _history_wanted(self, symbol: str, interval: str) -> bool:
+        """Whether ``symbol`` still needs its ``interval`` history: in the universe, or retained for open
+        signals (then only what a retained symbol follows, its 1m candles)."""
+        return symbol in self.universe or (symbol in self.retained and interval in RETAINED_TIMEFRAMES)
 
     def _apply_klines(self, answer: RestAnswer) -> None:
         """A REST klines answer (history, refill): captured under its ``rest:`` name, decoded and applied."""
@@ -574,6 +582,7 @@ class FeedService:
         try:
             await self._run_tasks()
         finally:
+            await self.history.stop()
             await self.backup.stop(catch_up=False)
             await publish_on_exit(self)  # the last second's counts and signal reach `tapewatch status` too
 

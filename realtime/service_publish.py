@@ -90,8 +90,11 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "queue_drops": service.pool.frames.drops,
         "reconnects": sum(pool.reconnects.values()),
         "redis_errors": service.counters["redis_errors"],
-        # REST candle requests: history at a symbol's start that failed; kline refills queued and failed
+        # REST candle requests: history at a symbol's start (failed attempts, retries after a backoff, the
+        # loader's unexpected errors); kline refills queued and failed
         "history_failed": service.counters["history_failed"],
+        "history_retries": service.counters["history_retries"],
+        "history_errors": service.counters["history_errors"],
         "kline_fill_requests": service.counters["kline_fill_requests"],
         "kline_fill_errors": service.counters["kline_fill_errors"],
         # REST answers 429 (rate limited), 403 (Binance's firewall) and 418 (IP banned), all endpoints
