@@ -207,6 +207,7 @@ class FeedService:
             self.apply_polled,
             next_trade_id=self.market.next_trade_id,
             config=backup or BackupConfig.from_settings(settings),
+            open_symbols=self.engine.open_symbols,  # polled first when the feed cannot follow every symbol
         )
         # the trades an aggTrade id gap misses (a reconnect, the switch back from the backup feed)
         self.fills = TradeFiller(rest, self.decoder, self.apply_polled, wanted=self.market.fill_pending)
