@@ -6,7 +6,9 @@ the service was down; a live one; an unfinished one) and whose last possible end
 (``tapewatch.outcome_batch``), fetches each one's 1-minute klines through ``BinanceRestResource``, and the
 aggTrades of its deciding minutes, asked one after the other as the evaluation names them (the creation
 minute from ``created`` on, the trigger's minute, the minute of the trigger window's deadline, the minute of
-the hold's deadline up to it: ``tapewatch.outcome.MinuteRole``; without them a minute counts capped, the
+the hold's deadline up to it: ``tapewatch.outcome.MinuteRole``; kept with their ids, so the trades of the
+creation millisecond applied after the signal, ids above its stored ``created_after_agg_id``, count as they
+did live; without the trades a minute counts capped, the
 conservative way: metadata ``<role>_minute_exact`` / ``_capped``), evaluates them
 (``tapewatch.outcome.evaluate``: same-candle stop and target counts the stop) and stores the result with
 ``source='batch'``, which replaces the live value. The check
@@ -41,6 +43,7 @@ from tapewatch.outcome_batch import (
     is_due,
     kline_windows,
 )
+from tapewatch.signal import Signal
 from tapewatch.signal_follow import open_signal
 
 #: First day of the daily, weekly and monthly partitions (a Monday); backfills reach back to it.
@@ -70,12 +73,18 @@ def day_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
+def batch_signal(signal: Signal) -> OpenSignal:
+    """The outcome's view of a stored ENTRY signal, with the last aggTrade id applied at its creation."""
+    return msgspec.structs.replace(open_signal(signal), created_after_agg_id=signal.created_after_agg_id)
+
+
 class Fetched(msgspec.Struct, kw_only=True):
-    """What one signal's outcome is computed from: its klines, and the trades of its deciding minutes by the
-    minute's open time (None: not to be had, ``notes`` say why; the minute then counts capped)."""
+    """What one signal's outcome is computed from: its klines, and the trades (event time, price, aggTrade
+    id) of its deciding minutes by the minute's open time (None: not to be had, ``notes`` say why; the minute
+    then counts capped)."""
 
     candles: list[Candle]
-    trades: dict[int, list[tuple[int, float]] | None] = msgspec.field(default_factory=dict)
+    trades: dict[int, list[tuple[int, float, int]] | None] = msgspec.field(default_factory=dict)
     notes: list[str] = msgspec.field(default_factory=list)
 
 
@@ -90,18 +99,18 @@ async def fetch_klines(client: BinanceRest, sig: OpenSignal, params: OutcomePara
 
 async def fetch_trades(
     client: BinanceRest, symbol: str, span: TradeSpan, now_ms: int
-) -> list[tuple[int, float]] | str:
-    """(event time, price) of every aggTrade of ``symbol`` in ``span`` (one minute at most), paged by time
-    (``startTime`` = the last trade's time, repeats dropped by id); a string says why there are none to be
-    had (too old for Binance, too many pages)."""
+) -> list[tuple[int, float, int]] | str:
+    """(event time, price, aggTrade id) of every aggTrade of ``symbol`` in ``span`` (one minute at most), paged
+    by time (``startTime`` = the last trade's time, repeats dropped by id); a string says why there are none
+    to be had (too old for Binance, too many pages)."""
     if now_ms - span.start > AGG_TRADES_HISTORY_MS:
         return "older than Binance keeps aggTrades"
-    trades: list[tuple[int, float]] = []
+    trades: list[tuple[int, float, int]] = []
     start, last_id = span.start, -1
     for _ in range(MAX_TRADE_PAGES):
         page, answer = await client.agg_trades(symbol, start_ms=start, end_ms=span.end, limit=TRADE_PAGE)
         new = [t for t in page if t.agg_id > last_id]
-        trades += [(t.trade_time, t.price) for t in new]
+        trades += [(t.trade_time, t.price, t.agg_id) for t in new]
         if rows_sent(answer.body) < TRADE_PAGE:  # a bad trade the client dropped does not end the paging
             return trades
         if not new:
@@ -227,7 +236,7 @@ def signal_outcomes(
     now_ms = int(time.time() * 1000)
     with database.open() as db:
         pending = entries_to_settle(db, day_ms(day), day_ms(day + timedelta(days=1)))
-        due = [(p, open_signal(p.signal)) for p in pending if is_due(open_signal(p.signal), params, now_ms)]
+        due = [(p, batch_signal(p.signal)) for p in pending if is_due(open_signal(p.signal), params, now_ms)]
         signals = [s for _, s in due]
         fetched = (
             binance.run(lambda client: fetch_candles(client, signals, params, now_ms), cfg) if due else {}
@@ -285,6 +294,7 @@ __all__ = [
     "PARTITIONS_START",
     "Fetched",
     "agreement_check",
+    "batch_signal",
     "capped_reasons",
     "day_ms",
     "day_of_partition",

@@ -353,7 +353,9 @@ class SignalEngine:
             if not quiet:
                 self.counters["rules_rejected"] += 1
             return None
-        proposal = propose(features, evaluation, self.settings, self.history)
+        proposal = propose(
+            features, evaluation, self.settings, self.history, created_after_agg_id=created_after_agg_id(st)
+        )
         size = st.flow.large_trade_size  # what large_buys / large_sells were counted at: kept for tuning
 
         def row(fate: str, detail: str = "") -> str:
@@ -474,6 +476,17 @@ class SignalEngine:
         for symbol, left in cooldowns.items():
             if left > 0:
                 self.risk.start_cooldown(symbol, left)
+
+
+def created_after_agg_id(st: SymbolState) -> int | None:
+    """The id of the last aggTrade the market applied for the symbol, stored with a signal created now: the
+    signal's followers are fed only trades applied after it (:meth:`SignalEngine.on_frame` follows before it
+    evaluates), all of higher ids, so the batch outcome keeps exactly those of the creation millisecond. None
+    before any aggTrade, and when the symbol's trades come from the ``@trade`` stream (trade ids, which
+    ``/fapi/v1/aggTrades`` does not know): the batch then leaves that millisecond out, as before."""
+    if st.last_agg_id < 0 or st.last_trade_id >= 0:
+        return None
+    return st.last_agg_id
 
 
 def _risk_candidate(signal: Signal) -> RiskCandidate:

@@ -27,8 +27,11 @@ STOPPED and EXPIRED; ``WAITING`` may also end ``EXPIRED`` untriggered).
   not (``trigger``: the trigger's time starts the hold, so it places the hold's end); or it holds the hold's
   last millisecond (``hold_deadline``). With that minute's aggTrades (:func:`evaluate` ``trades``, fetched by
   the batch asset) it is **exact**: replayed trade by trade exactly as the live tracker is fed (a trade at
-  exactly a deadline counts, one a millisecond later does not; only the trades in the creating trade's very
-  millisecond are left out: the signal does not say which trade created it). Without usable trades it is
+  exactly a deadline counts, one a millisecond later does not). Of the trades stamped at or after the
+  creation, those the live tracker followed count (:func:`followed`): aggTrade ids above the signal's
+  ``created_after_agg_id``, applied after it was created, so the creation millisecond's later trades count and
+  the creating trade does not; a signal or a trade without an id keeps the older rule, which leaves the whole
+  creation millisecond out. Without usable trades it is
   **capped**, read the conservative way: a creation or trigger-deadline candle does not trigger the signal
   (its prices may all predate the signal or follow the window: counting them made signals that never filled
   triggered losses); a trigger candle counts in full from its open, its part before the trigger included
@@ -82,10 +85,12 @@ __all__ = [
     "OutcomeParams",
     "OutcomeState",
     "OutcomeTracker",
+    "TapeTrade",
     "TradeSpan",
     "check_kind",
     "evaluate",
     "evaluate_candles",
+    "followed",
 ]
 
 
@@ -346,9 +351,11 @@ def _check_bar(bar: Bar) -> None:
         raise ValueError(f"candle at {bar.open_time}: close_time {bar.close_time} is before its open")
 
 
-#: The trades (event time, price) of deciding minutes by the minute's open time, in trade order; None: asked for
-#: and not to be had. A minute absent from the mapping has not been asked for (it is read capped meanwhile).
-MinuteTrades = Mapping[int, Sequence[tuple[int, float]] | None]
+#: A trade of a deciding minute: (event time, price, aggTrade id), or (event time, price) when its id is unknown.
+TapeTrade = tuple[int, float, int] | tuple[int, float]
+#: The trades of deciding minutes by the minute's open time, in trade order; None: asked for and not to be
+#: had. A minute absent from the mapping has not been asked for (it is read capped meanwhile).
+MinuteTrades = Mapping[int, Sequence[TapeTrade] | None]
 
 
 class MinuteRole(enum.StrEnum):
@@ -420,19 +427,31 @@ def _span(life: _Life, bar: Bar, role: MinuteRole, exact_trigger: bool) -> Trade
     return TradeSpan(minute=bar.open_time, start=start, end=end, role=role)
 
 
-def _fits(bar: Bar, trades: Sequence[tuple[int, float]]) -> bool:
+def _fits(bar: Bar, trades: Sequence[TapeTrade]) -> bool:
     """Whether ``trades`` agree with their candle (every price within its range): if not, the two sources
     disagree and neither is trusted over the conservative reading."""
-    return all(bar.low <= price <= bar.high for _, price in trades)
+    return all(bar.low <= trade[1] <= bar.high for trade in trades)
 
 
-def _replay(life: _Life, trades: Sequence[tuple[int, float]], span: TradeSpan) -> None:
-    """Feed the trades of ``span`` one by one, as the live tracker is fed: a trade at exactly a deadline counts,
-    one a millisecond later expires the signal first. Trades in the creating trade's millisecond are left out
-    (the signal does not say which trade of that millisecond created it; the live tracker follows the later
-    ones): the known gap of the batch outcome."""
-    for time, price in sorted(trades, key=lambda trade: trade[0]):  # stable: same-ms trades keep their order
-        if not span.start <= time <= span.end or time <= life.sig.created:
+def followed(sig: OpenSignal, trade: TapeTrade) -> bool:
+    """Whether the live tracker of ``sig`` was fed ``trade``: the engine follows a signal with the trades
+    applied after its creation (never the creating one), all of aggTrade ids above ``created_after_agg_id``,
+    and the tracker skips those stamped before ``created``. Without either id the trade counts when stamped
+    after the creation millisecond: that millisecond's trades cannot be told apart (left out)."""
+    time = trade[0]
+    if time < sig.created:
+        return False
+    if sig.created_after_agg_id is not None and len(trade) == 3:
+        return trade[2] > sig.created_after_agg_id
+    return time > sig.created
+
+
+def _replay(life: _Life, trades: Sequence[TapeTrade], span: TradeSpan) -> None:
+    """Feed the trades of ``span`` that the live tracker was fed (:func:`followed`) one by one, as it was fed:
+    a trade at exactly a deadline counts, one a millisecond later expires the signal first."""
+    for trade in sorted(trades, key=lambda t: t[0]):  # stable: same-ms trades keep their (id) order
+        time, price = trade[0], trade[1]
+        if not span.start <= time <= span.end or not followed(life.sig, trade):
             continue
         life.advance(time)
         life.step(price, price, price, price)

@@ -12,8 +12,9 @@ the live tracker's. Pure: the Dagster asset fetches the candles and stores the r
   (:func:`tapewatch.outcome.evaluate`). Which minutes decide depends on what the earlier ones decided (the
   hold's end follows the trigger's time), so the asset asks step by step: :func:`batch_evaluation` names the
   first minute whose trades it lacks (``wanted``), the asset fetches them (None when not to be had) and asks
-  again, until nothing is wanted. The trades in the creating trade's very millisecond are left out: the
-  signal record does not identify that trade.
+  again, until nothing is wanted. Of the creation millisecond's trades, those with an aggTrade id above the
+  signal's ``created_after_agg_id`` count (the live tracker followed exactly those); a signal stored without
+  it leaves that millisecond out (:func:`tapewatch.outcome.followed`).
 - Only candles that are closed count (a forming candle's range can still grow). When the candles do not
   reach the end (the exchange has no data for part of the window), the outcome is **incomplete** and is not
   stored: the live value, if any, stays until a later run has the data.

@@ -42,7 +42,10 @@ def check_kind(symbol: str, direction: str, tier: str) -> None:
 
 class OpenSignal(msgspec.Struct, frozen=True, kw_only=True):
     """The parts of an ENTRY signal its outcome depends on. ``created`` is its event time (ms);
-    ``position_size`` its ``suggested_position_size`` (notional as a share of capital)."""
+    ``position_size`` its ``suggested_position_size`` (notional as a share of capital);
+    ``created_after_agg_id`` its ``created_after_agg_id``: the last aggTrade id applied when it was created,
+    which tells the batch outcome the trades of the creation millisecond the live tracker followed (higher
+    ids) from those before the signal (None: unknown; only the live tracker's view needs none)."""
 
     signal_id: str
     symbol: str
@@ -55,6 +58,7 @@ class OpenSignal(msgspec.Struct, frozen=True, kw_only=True):
     tp2: float
     position_size: float = 0.0
     quality_score: float = 0.0
+    created_after_agg_id: int | None = None
 
     def __post_init__(self) -> None:
         check_kind(self.symbol, self.direction, self.tier)
@@ -76,6 +80,10 @@ class OpenSignal(msgspec.Struct, frozen=True, kw_only=True):
         if not (math.isfinite(self.quality_score) and 0 <= self.quality_score <= 100):
             raise ValueError(
                 f"{self.symbol}: quality_score must be within [0, 100]; got {self.quality_score}"
+            )
+        if self.created_after_agg_id is not None and self.created_after_agg_id < 0:
+            raise ValueError(
+                f"{self.symbol}: created_after_agg_id must be >= 0; got {self.created_after_agg_id}"
             )
 
     @property

@@ -8,6 +8,13 @@ parent's id as namespace. A candidate shares the id of the signal it became (or 
 Both types validate themselves at construction and at JSON decoding: a NaN, a price <= 0, a stop or target
 on the wrong side of the entry raises :class:`ValueError` (``msgspec.ValidationError`` when decoding, a
 ValueError subclass) with a message naming the field.
+
+A signal carries one field that is stored but never published (:data:`STORED_ONLY`):
+``created_after_agg_id``, the id of the last aggTrade of its symbol the market had applied when it was created
+(the live tracker follows the trades with higher ids). The batch outcome reads it to tell the trades of the
+creation millisecond the live tracker followed from those that came before the signal; a trader has no use
+for it, so :func:`encode_published` (the outbox, so the Redis stream, webhook and Telegram) leaves it out and
+the published format stays spec 8.2 plus the evidence.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ FATE_LOW_QUALITY = "low_quality"
 FATE_NO_PLAN = "no_plan"
 
 _PRICE_DIGITS = 10
+#: Fields kept in storage (the ``signals`` row and its ``payload``) but left out of the published JSON.
+STORED_ONLY = ("created_after_agg_id",)
 
 
 def signal_id_for(symbol: str, direction: Direction, trigger_time_ms: int) -> str:
@@ -65,6 +74,10 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     Evidence: ``event_time`` (ms, the trigger's exchange time; ``timestamp`` is it in ISO form),
     ``reasons`` (one line per condition met), ``data_quality``. EXIT signals (``signal_type == "EXIT"``) also
     carry ``exit_reason``, ``parent_signal_id`` and ``exit_price``; their price levels are the parent's.
+
+    Stored, not published (:data:`STORED_ONLY`): ``created_after_agg_id``, an ENTRY's last aggTrade id of its
+    symbol at creation (None: unknown: stored before it was recorded, no aggTrade applied yet, or trades from
+    the ``@trade`` stream, whose ids are not aggTrade ids; always None on an EXIT).
     """
 
     signal_id: str
@@ -91,6 +104,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     exit_reason: ExitReason | None = None
     parent_signal_id: str | None = None
     exit_price: float | None = None
+    created_after_agg_id: int | None = None
 
     def __post_init__(self) -> None:
         who = f"signal {self.symbol} {self.direction}"
@@ -122,6 +136,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
                 f"{who}: timestamp {self.timestamp!r} does not match event_time {self.event_time} ms"
             )
         uuid.UUID(self.signal_id)  # raises ValueError on a malformed id
+        if self.created_after_agg_id is not None and self.created_after_agg_id < 0:
+            raise ValueError(f"{who}: created_after_agg_id must be >= 0; got {self.created_after_agg_id}")
         self._check_kind(who)
 
     def _check_kind(self, who: str) -> None:
@@ -135,6 +151,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
             return
         if self.exit_reason is None or self.parent_signal_id is None or self.exit_price is None:
             raise ValueError(f"{who}: an EXIT signal needs exit_reason, parent_signal_id and exit_price")
+        if self.created_after_agg_id is not None:
+            raise ValueError(f"{who}: created_after_agg_id belongs to the ENTRY signal, not an EXIT")
         check_price(f"{who} exit_price", self.exit_price)
         if self.signal_id != exit_signal_id(self.parent_signal_id, self.exit_reason):
             raise ValueError(f"{who}: EXIT signal_id must be UUIDv5(parent id, {self.exit_reason})")
@@ -160,8 +178,10 @@ def make_entry_signal(
     *,
     confidence: float,
     expected_hold_time: str,
+    created_after_agg_id: int | None = None,
 ) -> Signal:
-    """The ENTRY signal of a passed evaluation. Raises ValueError when the evaluation did not pass, the
+    """The ENTRY signal of a passed evaluation; ``created_after_agg_id`` the last aggTrade id of the symbol
+    applied when it is created (None: unknown). Raises ValueError when the evaluation did not pass, the
     quality has no tier (below 50), or the parts disagree (other symbol, time or direction)."""
     if not evaluation.passed:
         raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
@@ -196,6 +216,7 @@ def make_entry_signal(
         event_time=features.event_time,
         reasons=evaluation.reasons,
         data_quality=features.data_quality,
+        created_after_agg_id=created_after_agg_id,
     )
 
 
@@ -229,6 +250,7 @@ def make_exit_signal(
         exit_reason=reason,
         parent_signal_id=parent.signal_id,
         exit_price=exit_price,
+        created_after_agg_id=None,
     )
 
 
@@ -256,10 +278,13 @@ def propose(
     evaluation: Evaluation,
     settings: Settings,
     history: Mapping[Tier, TierHistory] | None = None,
+    *,
+    created_after_agg_id: int | None = None,
 ) -> Proposal:
     """Score a passed evaluation, plan its trade and build its ENTRY signal, using ``history`` of the
-    signal's tier (none known = the quality prior and the middle of the hold band). Raises ValueError when
-    the evaluation did not pass; a low score or an impossible plan is a Proposal without a signal."""
+    signal's tier (none known = the quality prior and the middle of the hold band); ``created_after_agg_id``
+    is stored with the signal (:class:`Signal`). Raises ValueError when the evaluation did not pass; a low
+    score or an impossible plan is a Proposal without a signal."""
     if not evaluation.passed:
         raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
     tiers = breakpoints(settings)  # the quality_*_min settings, which monthly tuning may tighten
@@ -293,6 +318,7 @@ def propose(
         plan,
         confidence=confidence(past.tp1_hits, past.signals, quality.score),
         expected_hold_time=expected_hold_time(priority_levels(settings)[quality.tier], past.hold_ms),
+        created_after_agg_id=created_after_agg_id,
     )
     return Proposal(quality=quality, signal=signal, fate=FATE_SIGNAL)
 
@@ -381,8 +407,17 @@ _encoder = msgspec.json.Encoder()
 
 
 def encode(record: Signal | Candidate) -> bytes:
-    """JSON of a signal or candidate (field names as spec 8.2)."""
+    """JSON of a signal or candidate (field names as spec 8.2), every field: what is stored."""
     return _encoder.encode(record)
+
+
+def encode_published(signal: Signal) -> bytes:
+    """The published JSON of a signal (the outbox payload): :func:`encode` without the :data:`STORED_ONLY`
+    fields. :func:`decode_signal` reads it back with those fields None."""
+    data = msgspec.to_builtins(signal)
+    for name in STORED_ONLY:
+        del data[name]
+    return _encoder.encode(data)
 
 
 def decode_signal(data: bytes | str) -> Signal:

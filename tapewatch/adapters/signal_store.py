@@ -4,7 +4,9 @@ SQLAlchemy Core: the realtime service calls it through ``asyncio.to_thread`` (or
 Writes are idempotent because ids are deterministic (DESIGN §3): saving a signal that is already stored (a
 replay, a restart, a retried flush) writes nothing and returns False. A signal and its outbox row are
 written in one transaction, so a stored signal is always published eventually (see
-:mod:`tapewatch.adapters.outbox`) and a published one is always stored.
+:mod:`tapewatch.adapters.outbox`) and a published one is always stored. The outbox row holds the published
+JSON (:func:`tapewatch.signal.encode_published`); the ``signals`` row keeps every field, the stored-only
+``created_after_agg_id`` too (its column, and its ``payload``, which signals are read back from).
 
 Every method raises :class:`~tapewatch.errors.StorageUnavailable` when PostgreSQL cannot be reached;
 statement errors (a row the schema refuses) pass through as SQLAlchemy errors.
@@ -27,7 +29,7 @@ from tapewatch.adapters.db import Database
 from tapewatch.outcome import Outcome, OutcomeState
 from tapewatch.quality import TIERS, Tier
 from tapewatch.risk import DAY_MS
-from tapewatch.signal import Candidate, Signal, TierHistory, encode
+from tapewatch.signal import Candidate, Signal, TierHistory, encode_published
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ signals = sa.Table(
     sa.Column("exit_reason", sa.Text),
     sa.Column("parent_signal_id", UUID(as_uuid=False)),
     sa.Column("payload", JSONB),
+    sa.Column("created_after_agg_id", sa.BigInteger),
 )
 
 outbox = sa.Table(
@@ -136,7 +139,8 @@ def event_datetime(event_time_ms: int) -> datetime:
 
 
 def signal_row(signal: Signal) -> dict[str, Any]:
-    """The ``signals`` row of ``signal``: every spec 8.2 field, its evidence, and the full JSON."""
+    """The ``signals`` row of ``signal``: every spec 8.2 field, its evidence, the stored-only
+    ``created_after_agg_id``, and the full JSON (all of them)."""
     return {
         "signal_id": signal.signal_id,
         "symbol": signal.symbol,
@@ -163,6 +167,7 @@ def signal_row(signal: Signal) -> dict[str, Any]:
         "parent_signal_id": signal.parent_signal_id,
         "exit_price": signal.exit_price,
         "payload": msgspec.to_builtins(signal),
+        "created_after_agg_id": signal.created_after_agg_id,
     }
 
 
@@ -263,7 +268,8 @@ class SignalStore:
     def _insert_signal(conn: Connection, signal: Signal) -> bool:
         if conn.execute(_insert_new(signals, signals.c.signal_id), signal_row(signal)).first() is None:
             return False
-        conn.execute(outbox.insert().values(signal_id=signal.signal_id, payload=encode(signal).decode()))
+        published = encode_published(signal).decode()
+        conn.execute(outbox.insert().values(signal_id=signal.signal_id, payload=published))
         return True
 
     def save_candidates(self, batch: Sequence[Candidate]) -> int:

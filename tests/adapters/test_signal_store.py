@@ -17,7 +17,7 @@ from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.errors import StorageUnavailable
 from tapewatch.outcome import OutcomeParams, OutcomeState, OutcomeTracker
 from tapewatch.risk import DAY_MS, utc_day
-from tapewatch.signal import encode
+from tapewatch.signal import encode_published
 from tests.adapters.signal_builders import (
     MINUTE,
     T0,
@@ -60,7 +60,7 @@ def test_saving_the_same_signal_twice_writes_one_row_and_one_outbox_row(
         rows = conn.execute(sa.text("SELECT seq, signal_id::text, payload, published_at FROM outbox")).all()
     assert len(rows) == 1
     assert rows[0].signal_id == signal.signal_id and rows[0].published_at is None
-    assert rows[0].payload == encode(signal).decode()  # the exact JSON that will be published
+    assert rows[0].payload == encode_published(signal).decode()  # the exact JSON that will be published
     assert store.get_signal(signal.signal_id) == signal
 
 

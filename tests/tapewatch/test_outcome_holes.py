@@ -141,7 +141,7 @@ def test_creation_trades_page_on_past_a_full_page_with_a_bad_trade() -> None:
     }
     wall = (last_end(sig, P) + 3_600_000) / 1000
 
-    async def fetch(url: str) -> list[tuple[int, float]] | str:
+    async def fetch(url: str) -> list[tuple[int, float, int]] | str:
         clock = FakeClock()
         budget = WeightBudget(1920, snapshot_capacity=960, clock=clock, sleep=clock.sleep)
         async with BinanceRest(
@@ -161,4 +161,4 @@ def test_creation_trades_page_on_past_a_full_page_with_a_bad_trade() -> None:
         got = asyncio.run(fetch(server.url))
     assert isinstance(got, list)
     assert len(got) == TRADE_PAGE  # 999 good rows of the first page + the second page's new trade
-    assert got[-1] == (sig.created + 2_000, 101.5)
+    assert got[-1] == (sig.created + 2_000, 101.5, TRADE_PAGE)  # with its aggTrade id
