@@ -45,40 +45,61 @@ def test_drop_connections_cuts_every_socket_without_a_close_frame() -> None:
     assert all(exc.rcvd is None for exc in closed)  # abnormal closure (1006)
 
 
-def test_gap_makes_the_clients_book_see_a_sequence_gap() -> None:
-    async def scenario() -> list[str]:
+@pytest.mark.parametrize("client_lag_ms", [0, 8_000])
+def test_gap_makes_the_clients_book_see_a_sequence_gap(client_lag_ms: int) -> None:
+    """A gap on a synced book is a sequence gap, however far behind the client reads its stream.
+
+    A client on a loaded machine reads diffs long after they were sent: those queued before its snapshot
+    are dropped as old. So the gap is injected once the book is synced (injected after a fixed number of
+    diffs, it could eat the very diff that spans the snapshot: "snapshot too old", not "gap"), and the diffs
+    are read up to a simulated time past it (a fixed number could all be older than the gap).
+    ``client_lag_ms`` makes such a client at will: it fetches its snapshot that much simulated time after
+    its first diff, about one queued diff per 100 ms."""
+
+    async def next_diff(ws: object, decoder: FrameDecoder) -> DepthUpdate:
+        payload = await ws.recv(decode=False)  # type: ignore[attr-defined]
+        frame = decoder.decode_payload(0, "btcusdt@depth@100ms", payload)
+        assert frame is not None and isinstance(frame.event, DepthUpdate)
+        return frame.event
+
+    async def scenario() -> tuple[list[str], list[str], int]:
         decoder = FrameDecoder()
         book = OrderBook("BTCUSDT")
-        reasons: list[str] = []
         async with (
             SimExchange(port=0, symbols=3, speed=10) as sim,
             connect(f"{sim.ws_public_url}/ws/btcusdt@depth@100ms") as ws,
             httpx.AsyncClient() as rest,
         ):
-            # the first diff before the snapshot, as the procedure says (buffered): the subscription is live,
-            # so the snapshot cannot be older than the stream this connection receives (a loaded machine
-            # could register the subscriber after the diffs that followed an early snapshot)
-            first = decoder.decode_payload(0, "btcusdt@depth@100ms", await ws.recv(decode=False))
-            assert first is not None and isinstance(first.event, DepthUpdate)
-            book.apply(first.event)
+            # the procedure: buffer the stream (its first diff is in the book's buffer), then the snapshot
+            book.apply(await next_diff(ws, decoder))
+            await sim.wait_until(sim.now_ms + client_lag_ms)  # the diffs meanwhile queue up unread
             snap = (
                 await rest.get(f"{sim.rest_url}/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 1000})
             ).content
             event = decoder.decode_payload(0, "rest:/fapi/v1/depth?symbol=BTCUSDT&limit=1000", snap)
             assert event is not None and isinstance(event.event, DepthSnapshot)
-            assert not isinstance(book.load_snapshot(event.event), NeedsResync)
-            for n in range(40):
-                frame = decoder.decode_payload(0, "btcusdt@depth@100ms", await ws.recv(decode=False))
-                assert frame is not None and isinstance(frame.event, DepthUpdate)
-                outcome = book.apply(frame.event)
+            outcome, synced_diffs = book.load_snapshot(event.event), 0
+            while not isinstance(outcome, NeedsResync) and synced_diffs < 5:  # synced, then 5 diffs applied
+                outcome = book.apply(await next_diff(ws, decoder))
+                synced_diffs += book.synced
+            if isinstance(outcome, NeedsResync):
+                return [outcome.reason], [], book.dropped
+            gap_at = sim.now_ms
+            sim.faults.gap("BTCUSDT")  # the next diff sent is lost
+            after: list[str] = []
+            while True:  # every diff sent until 3 simulated seconds after the gap (each queued one first)
+                diff = await next_diff(ws, decoder)
+                outcome = book.apply(diff)
                 if isinstance(outcome, NeedsResync):
-                    reasons.append(outcome.reason)
-                if n == 10:
-                    sim.faults.gap("BTCUSDT")
-        return reasons
+                    after.append(outcome.reason)
+                if diff.event_time >= gap_at + 3_000:
+                    return [], after, book.dropped
 
-    reasons = run(scenario())
-    assert len(reasons) == 1 and reasons[0].startswith("gap")
+    before, after, dropped = run(scenario())
+    assert before == []  # nothing out of sync before the gap: a client following the procedure syncs
+    assert len(after) == 1 and after[0].startswith("gap"), after
+    if client_lag_ms:
+        assert dropped > 40  # the lagging client dropped more old diffs than the 40 a fixed count read
 
 
 async def _streams_for(ws: object, seconds: float) -> list[str]:
