@@ -7,9 +7,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from realtime.backup_feed import BackupConfig
 from realtime.capture import CaptureStats, CaptureWriter
@@ -21,7 +21,7 @@ from realtime.status_view import status_table, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.dispatch import DispatchStopped, innermost_frame
+from tapewatch.adapters.dispatch import Dispatch, DispatchStopped, innermost_frame
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
 from tapewatch.adapters.risk_ledger import RiskLedger
@@ -187,7 +187,9 @@ async def run_service(
     ``started`` is called with the service once it is built (before it runs).
 
     Should the signal dispatch (PostgreSQL writer, outbox relay) end while the service runs, the service stops
-    and DispatchStopped is raised once it has shut down (``tapewatch run`` exits with status 1).
+    and DispatchStopped is raised once it has shut down (``tapewatch run`` exits with status 1). A service that
+    crashes shuts down the same way (:func:`shut_down`: held signals and incidents written, or said lost), then
+    its own error is raised.
 
     With ``settings.shard`` I/N, N > 1, both URLs are required: the global risk ledger lives in PostgreSQL and
     the shards' 1m closes in Redis (ConfigError otherwise)."""
@@ -252,19 +254,11 @@ async def run_service(
             if duration is not None:
                 waiters.append(asyncio.create_task(asyncio.sleep(duration)))
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for t in [*waiters, *([status_task] if status_task else [])]:
-                t.cancel()
-            for t in [*waiters, *([status_task] if status_task else [])]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await service.close_incidents()
-            failure = dispatch_failure(dispatch_task)
-            if dispatch is not None and dispatch_task is not None:
-                if not dispatch_task.done():
-                    await stop_dispatch(dispatch_task, dispatch.running_tasks)
-                if not await dispatch.aclose(grace=10):
-                    log.error("some signals were not written or published before exit (see above)")
-            log.info("realtime service stopped: %s", summary(service))
+            try:
+                await end_tasks([*waiters, *([status_task] if status_task else [])])  # the service's error
+            finally:
+                # a crashed service too: its held signals and queued incidents are written, or said lost
+                failure = await shut_down(service, dispatch, dispatch_task)
             if failure is not None:
                 raise failure
             return service
@@ -277,6 +271,53 @@ async def run_service(
             closes_state.close()
         if database is not None:
             database.dispose()
+
+
+async def end_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for every one to end; then raise the first error one ended with (other than
+    its cancel): the service's own, when it crashed."""
+    for task in tasks:
+        task.cancel()
+    error: Exception | None = None
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+async def shut_down(
+    service: FeedService, dispatch: Dispatch | None, dispatch_task: asyncio.Task[None] | None
+) -> BaseException | None:
+    """The service's last steps, each taken whatever became of the others (and of the service): write the
+    queued incidents (5 s), stop the dispatch (at most :data:`DISPATCH_STOP_GRACE_S` s), write and publish
+    what it holds (10 s; an ERROR says when some is left). Errors are logged, not raised: the one the process
+    must exit with (the dispatch ended by itself, or with an error when stopped) is returned, None otherwise."""
+    try:
+        await service.close_incidents()
+    except Exception:
+        log.exception("writing the queued feed incidents at shutdown failed")
+    failure: BaseException | None = dispatch_failure(dispatch_task)
+    if dispatch is not None and dispatch_task is not None:
+        if not dispatch_task.done():
+            try:
+                await stop_dispatch(dispatch_task, dispatch.running_tasks)
+            except Exception as exc:
+                log.exception("the signal dispatch ended with an error when stopped")
+                failure = failure or exc
+        try:
+            flushed = await dispatch.aclose(grace=10)
+        except Exception:
+            log.exception("writing and publishing the held signals at shutdown failed")
+            flushed = False
+        if not flushed:
+            log.error("some signals were not written or published before exit (see above)")
+    log.info("realtime service stopped: %s", summary(service))
+    return failure
 
 
 async def _status_loop(service: FeedService, every: float, out: Callable[[str], None]) -> None:

@@ -71,6 +71,7 @@ class Notifications:
         *,
         max_age_s: float = 900.0,
         clock: Clock = time.time,
+        restart_pause: float = _RESTART_PAUSE,
     ) -> None:
         names = [w.name for w in workers]
         if len(set(names)) != len(names):
@@ -80,6 +81,7 @@ class Notifications:
         self.max_age_s = max_age_s
         self.bad_payloads = 0
         self._clock = clock
+        self._restart_pause = restart_pause
         self._produced: OrderedDict[str, float] = OrderedDict()  # signal id -> wall clock (epoch s)
 
     @classmethod
@@ -139,8 +141,8 @@ class Notifications:
         return offered
 
     async def run(self) -> None:
-        """Offer the backlog, then run every worker until cancelled; a worker that crashes (a bug) is logged
-        and restarted after a pause, the others keep running."""
+        """Offer the backlog, then run every worker until cancelled; a worker that crashes (a bug) is counted
+        (its ``crashes``), logged and restarted after a pause, the others keep running."""
         try:
             await self.offer_backlog()
         except (StorageUnavailable, SQLAlchemyError) as exc:
@@ -156,8 +158,15 @@ class Notifications:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("notifier %s crashed; restarting it in %g s", worker.name, _RESTART_PAUSE)
-                await asyncio.sleep(_RESTART_PAUSE)
+                worker.stats.crashes += 1
+                log.exception(
+                    "notifier %s crashed (%d times since start); restarting it in %g s",
+                    worker.name,
+                    worker.stats.crashes,
+                    self._restart_pause,
+                    extra={"notifier": worker.name},
+                )
+                await asyncio.sleep(self._restart_pause)
 
     async def join(self) -> None:
         """Return when every notice offered so far is handled by every worker."""

@@ -8,6 +8,12 @@ logged). Delivery is **at most once** per signal and notifier: before sending, t
 claimed by a process that died while sending) is skipped. The row ends ``sent``, ``failed`` (with the last
 error) or ``folded`` (waiting for a Telegram digest).
 
+**PostgreSQL failing.** Any database error on the claim or the record (the server gone, or one that refuses
+the statement: a read-only standby after a failover, a missing grant) is an outage for the worker, never a
+crash: the claim is retried with a growing pause (``claim_attempts``), then the notice is given up (logged);
+a record that cannot be written is logged and the claim stays (the signal is never sent twice, only its
+final status is unknown). Both count ``storage_errors``.
+
 **Late notifications.** A notice knows when the service produced its signal, in wall-clock time
 (``Notice.produced_at``: when this process handed it to dispatch, else when PostgreSQL stored its outbox row).
 Never the signal's ``event_time``: that is the exchange's clock, and the simulator's runs at ``--speed`` (the
@@ -181,7 +187,9 @@ class Deliveries:
 class WorkerStats:
     """Counters of one notifier since start. ``skipped``: notices claimed before (never sent twice);
     ``dropped``: notices refused by a full queue; ``errors``: the notifier raised (a bug, caught); ``late``:
-    sent (and labelled) over ``notify_late_after`` seconds after the signal was produced."""
+    sent (and labelled) over ``notify_late_after`` seconds after the signal was produced;
+    ``storage_errors``: claims and records PostgreSQL failed or refused; ``crashes``: the worker itself
+    raised (a bug) and was restarted by its supervisor (:class:`~tapewatch.adapters.notifiers.Notifications`)."""
 
     offered: int = 0
     dropped: int = 0
@@ -192,6 +200,7 @@ class WorkerStats:
     folded: int = 0
     errors: int = 0
     storage_errors: int = 0
+    crashes: int = 0
 
 
 class NotifierWorker:
@@ -303,19 +312,23 @@ class NotifierWorker:
         return notice if stored_at is None else replace(notice, produced_at=stored_at)
 
     async def _claim(self, notice: Notice) -> bool:
+        """Claim ``notice``'s delivery; False when claimed before, or when PostgreSQL fails or refuses the claim
+        ``claim_attempts`` times in a row (retried with a growing pause; counted, logged: never sent unclaimed)."""
         delay = 0.5
         for attempt in range(1, self.claim_attempts + 1):
             try:
                 claimed = await asyncio.to_thread(self.deliveries.claim, notice.signal_id, self.name)
-            except StorageUnavailable as exc:
+            except (StorageUnavailable, SQLAlchemyError) as exc:
                 self.stats.storage_errors += 1
                 if attempt == self.claim_attempts:
                     log.error(
-                        "%s: signal %s not notified: PostgreSQL is unavailable to record the delivery (%s)",
+                        "%s: signal %s not notified: PostgreSQL could not record its delivery after %d "
+                        "attempts (%s)",
                         self.name,
                         notice.signal_id,
-                        exc,
-                        extra={"notifier": self.name},
+                        attempt,
+                        _first_line(exc),
+                        extra={"notifier": self.name, "symbol": notice.signal.symbol},
                     )
                     return False
                 await self._sleep(delay)
@@ -351,10 +364,17 @@ class NotifierWorker:
                 self.stats.folded += 1
             try:
                 await asyncio.to_thread(self.deliveries.record, self.name, delivery)
-            except StorageUnavailable as exc:
+            except (StorageUnavailable, SQLAlchemyError) as exc:
                 # the claim stays: the signal is never sent twice; only its final status is unknown
                 self.stats.storage_errors += 1
-                log.warning("%s: could not record the delivery of %s: %s", self.name, delivery.signal_id, exc)
+                log.warning(
+                    "%s: could not record that signal %s was %s (it stays claimed): %s",
+                    self.name,
+                    delivery.signal_id,
+                    delivery.status,
+                    _first_line(exc),
+                    extra={"notifier": self.name},
+                )
 
     def _late(self, delivery: Delivery, symbol: str, delay: float) -> None:
         self.stats.late += 1
@@ -371,3 +391,9 @@ class NotifierWorker:
                 "delay_s": round(delay, 1),
             },
         )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error (SQLAlchemy's carry the statement and its parameters on the next ones)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
