@@ -18,6 +18,7 @@ from orchestration.health_control import SOURCE
 from orchestration.health_cursor import ConnectivityState, retry_next_tick, sensor_result
 from orchestration.health_incidents import incident_change, record_incidents, taken_back
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
+from orchestration.sensor_ticks import recorded_sensor
 from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.errors import StorageUnavailable, TapewatchError
@@ -206,7 +207,7 @@ def _switched(
     return replace(state, switched_ms=now_ms, relapses=relapses), why
 
 
-@dg.sensor(
+@recorded_sensor(
     minimum_interval_seconds=CONNECTIVITY_INTERVAL_S,
     default_status=_RUNNING,
     description="Binance REST and websockets.",

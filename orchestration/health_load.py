@@ -15,6 +15,7 @@ from orchestration.health_control import SOURCE, control_text, whose
 from orchestration.health_cursor import PerformanceState, retry_next_tick, sensor_result
 from orchestration.health_incidents import incident_change, record_incidents, taken_back, unrecovered
 from orchestration.resources import DatabaseResource, RedisResource, TapewatchSettings
+from orchestration.sensor_ticks import recorded_sensor
 from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.errors import TapewatchError
@@ -195,7 +196,7 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
     """The system performance sensor with its local load measurement, used when no realtime heartbeat
     carries its host's load (tests pass their own)."""
 
-    @dg.sensor(
+    @recorded_sensor(
         name="system_performance_sensor",
         minimum_interval_seconds=30,
         default_status=_RUNNING,

@@ -10,6 +10,7 @@ from orchestration.health_control import SOURCE, whose
 from orchestration.health_cursor import DataQualityState, retry_next_tick, sensor_result
 from orchestration.health_incidents import incident_change, open_incident_of, record_incidents, unrecovered
 from orchestration.resources import DatabaseResource, RedisResource, TapewatchSettings
+from orchestration.sensor_ticks import recorded_sensor
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.anomaly import FeedSample, QualityConfig, TotalsSample, assess
 from tapewatch.errors import StorageUnavailable, TapewatchError
@@ -49,7 +50,7 @@ def _recover_pause(
     return state, note
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=_RUNNING, description="Feed anomalies > k sd.")
+@recorded_sensor(minimum_interval_seconds=60, default_status=_RUNNING, description="Feed anomalies > k sd.")
 def data_quality_sensor(
     context: dg.SensorEvaluationContext,
     settings: TapewatchSettings,

@@ -27,6 +27,7 @@ import msgspec
 
 from assets.universe import UNIVERSE_ASSETS
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
+from orchestration.sensor_ticks import recorded_sensor
 from tapewatch.adapters.dagster_runs import EXCLUSIVE_TAG, RESCAN_EXCLUSIVE, RESCAN_JOB, RETRY_TAGS
 from tapewatch.adapters.redis_values import SymbolFeed
 from tapewatch.adapters.universe_fetch import fetch_statistics
@@ -240,7 +241,7 @@ def emergency_requests(check: EmergencyCheck, rescan_id: int) -> list[dg.RunRequ
     ]
 
 
-@dg.sensor(
+@recorded_sensor(
     job=universe_exclusion_job,
     minimum_interval_seconds=SENSOR_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,

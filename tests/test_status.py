@@ -24,7 +24,7 @@ from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import find_database, find_redis, start_postgres, start_redis, stop_embedded
 from tapewatch.adapters.incidents import NewIncident, write_changes
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, SymbolFeed
+from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, SymbolFeed, TickOutcome
 from tapewatch.cli import main
 from tapewatch.settings import Settings
 from tests.adapters.rest_test_server import closed_port
@@ -561,3 +561,94 @@ def test_down_beats_degraded_and_the_console_line_says_both(
     assert code == 1 and report["verdict"] == "down" and len(report["degraded"]) == 1
     line = format_status_line(gather_status(load_settings()))
     assert "degraded: signalling paused" in line and "1 problem(s): websockets delivered nothing" in line
+
+
+def record_ticks(
+    redis_url: str,
+    keys: Keyspace,
+    sensor: str,
+    outcome: TickOutcome,
+    *,
+    ago_s: float,
+    interval_s: float = 30,
+    times: int = 1,
+) -> None:
+    """What a Dagster sensor leaves in Redis: ``times`` ticks ending ``ago_s`` seconds ago."""
+    state = RedisState.from_url(redis_url, keys=keys, clock=lambda: time.time() - ago_s)
+    try:
+        for _ in range(times):
+            state.record_sensor_tick(sensor, outcome, f"{outcome} tick", interval_s=interval_s)
+    finally:
+        state.close()
+
+
+def test_a_sensor_that_stopped_ticking_or_keeps_failing_is_a_problem_while_dagster_beats(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    realtime_up: None,
+    redis_url: str,
+    redis_keys: Keyspace,
+    redis_state: RedisState,
+) -> None:
+    record_ticks(
+        redis_url, redis_keys, "data_quality_sensor", "skipped", ago_s=200, interval_s=60
+    )  # > 3 × 60 s
+    record_ticks(redis_url, redis_keys, "api_connectivity_sensor", "skipped", ago_s=80)  # < 3 × 30 s
+    record_ticks(redis_url, redis_keys, "system_performance_sensor", "error", ago_s=5, times=3)
+    with http_server(200) as dagster_port:
+        env.setenv("TAPEWATCH_DAGSTER_PORT", str(dagster_port))
+        redis_state.beat("dagster", ttl_s=30)  # Dagster runs (its web server answers)
+        code, report = status_json(capsys)
+        _, table = status(capsys)
+    assert code == 1
+    assert report["sensors"]["judged"] is True
+    ticks = report["sensors"]["ticks"]
+    assert list(ticks) == [
+        "api_connectivity_sensor",
+        "data_quality_sensor",
+        "system_performance_sensor",
+        "emergency_exclusion_sensor",
+    ]
+    stale = ticks["data_quality_sensor"]
+    assert stale["state"] == "stale" and 199 < stale["age_s"] < 230 and stale["outcome"] == "skipped"
+    assert ticks["api_connectivity_sensor"]["state"] == "ok"
+    failing = ticks["system_performance_sensor"]
+    assert (
+        failing["state"] == "failing"
+        and failing["errors_in_a_row"] == 3
+        and failing["reason"] == "error tick"
+    )
+    assert ticks["emergency_exclusion_sensor"] == {
+        **ticks["emergency_exclusion_sensor"],
+        "state": "no tick yet",
+    }
+    assert ticks["emergency_exclusion_sensor"]["problem"] is None  # it may have just started
+    assert len(report["problems"]) == 2, report["problems"]
+    stale_problem, failing_problem = report["problems"]
+    assert (
+        stale_problem.startswith("sensor data_quality_sensor last ticked 3.")
+        and "> 3 × its 60 s" in stale_problem
+    )
+    assert failing_problem.startswith("sensor system_performance_sensor failed its last 3 ticks (error tick)")
+    assert "  data_quality_sensor         STALE" in table and "  api_connectivity_sensor     ok" in table
+    assert "  system_performance_sensor   FAILING" in table and "problems:" in table
+
+
+def test_sensor_ticks_are_not_judged_without_dagster(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    realtime_up: None,
+    redis_url: str,
+    redis_keys: Keyspace,
+) -> None:
+    with closed_port() as port:
+        env.setenv("TAPEWATCH_DAGSTER_PORT", str(port))
+        _, table = status(capsys)
+        assert "sensors: dagster not running" in table  # a deployment without Dagster: a note, no table
+        record_ticks(redis_url, redis_keys, "data_quality_sensor", "skipped", ago_s=3600, interval_s=60)
+        code, report = status_json(capsys)
+        _, table = status(capsys)
+    assert code == 0 and report["problems"] == []
+    assert report["sensors"]["judged"] is False
+    assert report["sensors"]["ticks"]["data_quality_sensor"]["state"] == "not judged"
+    assert "sensors (dagster not running: not judged):" in table

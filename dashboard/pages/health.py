@@ -1,5 +1,6 @@
 """Health: the control state (signalling paused, backup feed, reduced universe) with Pause / Resume buttons,
-health incidents (start, end, reason, action taken), feed incidents, and the audit log of operator actions."""
+the Dagster sensors' last ticks (a stale or failing one in red: its automatic reactions have stopped), health
+incidents (start, end, reason, action taken), feed incidents, and the audit log of operator actions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dashboard import actions, ui
 from dashboard import backend as be
 from tapewatch.adapters import dashboard_queries as q
 from tapewatch.adapters import health_store, incidents
+from tapewatch.adapters.status import SensorStatus, read_sensors
 from tapewatch.errors import StorageUnavailable
 
 DEFAULT_REASON = "paused from the dashboard"
@@ -46,6 +48,7 @@ def layout(**_: Any) -> html.Div:
                     className="tw-controls",
                 ),
             ),
+            ui.section("Dagster sensors", html.Div(id="health-sensors")),
             ui.table(
                 "Health incidents (sensors)",
                 "health-incidents",
@@ -140,6 +143,39 @@ def health_view(backend: be.Backend) -> tuple[Any, ...]:
     )
 
 
+def sensor_view(backend: be.Backend) -> html.Div:
+    """The sensors' last ticks as ``tapewatch status`` judges them (``read_sensors``): one row each, a stale or
+    failing one in red with its problem; a note while Dagster is not running (then not judged)."""
+    found, problem = be.attempt(lambda: read_sensors(backend.redis, backend.now_ms()))
+    if found is None:
+        return html.Div(f"unknown: {problem}", className="tw-muted")
+    running, sensors = found
+    if not running and all(sensor.tick is None for sensor in sensors):
+        return html.Div("Dagster not running: no sensor has ticked.", className="tw-muted")
+    note = (
+        []
+        if running
+        else [html.Div("Dagster not running: the last ticks are not judged.", className="tw-muted")]
+    )
+    header = html.Tr([html.Th(h) for h in ("sensor", "state", "last tick (UTC)", "age", "outcome", "reason")])
+    rows = [_sensor_row(sensor, backend.now_ms()) for sensor in sensors]
+    return html.Div([*note, html.Table([html.Thead(header), html.Tbody(rows)], style={"width": "100%"})])
+
+
+def _sensor_row(sensor: SensorStatus, now_ms: int) -> html.Tr:
+    tick = sensor.tick
+    cells = [
+        sensor.name,
+        sensor.state.upper() if sensor.problem else sensor.state,
+        ui.fmt_time(None if tick is None else tick.ts),
+        "—" if tick is None else ui.fmt_age(tick.age(now_ms)),
+        "—" if tick is None else tick.outcome,
+        sensor.problem or ("" if tick is None else tick.reason),
+    ]
+    # red (as the page's other errors) when its automatic reactions have stopped
+    return html.Tr([html.Td(cell) for cell in cells], className="tw-error" if sensor.problem else None)
+
+
 def _health_rows(health: list[health_store.HealthIncident]) -> list[dict[str, Any]]:
     return [{**h.to_json(), "started_at": _when(h.started_at), "ended_at": _when(h.ended_at)} for h in health]
 
@@ -208,6 +244,11 @@ def control_button(pause_clicks: int | None, resume_clicks: int | None, reason: 
 )
 def refresh_health(_: int | None, __: Any) -> tuple[Any, ...]:
     return health_view(be.current())
+
+
+@callback(Output("health-sensors", "children"), Input("health-interval", "n_intervals"))
+def refresh_sensors(_: int | None) -> html.Div:
+    return sensor_view(be.current())
 
 
 # registered last, with its layout function (Dash reads the layout at registration)

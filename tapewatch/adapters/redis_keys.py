@@ -22,6 +22,7 @@ them sit under one prefix, ``tw:`` in production; tests use a unique prefix each
 | ``tw:open_signals``                | hash   | signal_id → JSON of an open ENTRY signal with its live outcome (state, unrealised R) |
 | ``tw:symbol:<SYMBOL>:features``    | string | JSON of the symbol's last evaluated feature vector (``{"ts", "features"}``), TTL |
 | ``tw:symbol:<SYMBOL>:closes``      | string | JSON ``{"ts", "bars": [[open_time, close], ...]}``: its last closed 1m closes, published by the shard that owns it (``--shard I/N``, N > 1) for the others' correlation rule, TTL |
+| ``tw:sensor_ticks``                | hash   | sensor name → JSON of its last tick (``SensorTick``: ``ts``, ``outcome``, ``reason``, ``interval_s``, ``errors``, ``completed_ms``), no TTL |
 
 ``last_signal`` and ``last_rescan`` are what ``tapewatch status`` shows (``none yet`` while absent). The signal
 dispatch writes ``last_signal`` with ``RedisState.set_last_signal`` / ``AsyncRedisState.set_last_signal``
@@ -32,6 +33,11 @@ dispatch writes ``last_signal`` with ``RedisState.set_last_signal`` / ``AsyncRed
 came back empty: the realtime service sets it on its first read, every control write keeps it (SET NX), and
 nothing deletes it. When it is gone (or replaced) while the service has applied control state, Redis lost its
 data; the service keeps what it applied and writes it back (``ControlLoop``).
+
+``sensor_ticks`` is written by the Dagster sensors of :data:`SENSORS` at the end of each evaluation
+(``orchestration.sensor_ticks``) and read by ``tapewatch status`` and the dashboard's Health page: a sensor
+whose last tick grows old (switched off, hung, or not evaluated) or keeps raising is one whose automatic
+reactions have stopped. It has no TTL: an old tick is the point.
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ PREFIX = "tw:"
 REALTIME = "realtime"
 DAGSTER = "dagster"
 DASHBOARD = "dashboard"
+
+#: The Dagster sensors that record their ticks (the fields of ``sensor_ticks``), as ``tapewatch status`` and the
+#: dashboard list them: the health checks of spec 11.1 and the emergency exclusion of spec 4.2.
+SENSORS = (
+    "api_connectivity_sensor",
+    "data_quality_sensor",
+    "system_performance_sensor",
+    "emergency_exclusion_sensor",
+)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SYMBOL = re.compile(r"^[A-Z0-9]+$")
@@ -159,6 +174,11 @@ class Keyspace:
     def closes(self, symbol: str) -> str:
         """String: JSON ``{"ts", "bars"}`` of ``symbol``'s last closed 1m closes (published by its shard)."""
         return f"{self.prefix}symbol:{check_symbol(symbol)}:closes"
+
+    @property
+    def sensor_ticks(self) -> str:
+        """Hash: sensor name (one of :data:`SENSORS`) → JSON of the last tick it completed or failed."""
+        return f"{self.prefix}sensor_ticks"
 
     @property
     def pattern(self) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio
 import redis.asyncio.retry
@@ -27,7 +28,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from tapewatch.adapters.cancels import honouring_cancel
 from tapewatch.adapters.redis_keys import KEYS, REALTIME, Keyspace
 from tapewatch.adapters.redis_ops import MAX_BLOCK_MS, Clock, Op, Ops, T, call
-from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat, LastEvent, SymbolFeed
+from tapewatch.adapters.redis_values import (
+    ControlEvent,
+    ControlState,
+    Heartbeat,
+    LastEvent,
+    SensorTick,
+    SymbolFeed,
+    TickOutcome,
+    decode_tick,
+)
 from tapewatch.errors import ConfigError, StorageUnavailable
 
 # The records callers use, importable from here with the classes that return them.
@@ -39,7 +49,9 @@ __all__ = [
     "Heartbeat",
     "LastEvent",
     "RedisState",
+    "SensorTick",
     "SymbolFeed",
+    "TickOutcome",
 ]
 
 log = logging.getLogger(__name__)
@@ -270,6 +282,36 @@ class RedisState:
             newest |= {event.command: event for event in events}
             after = events[-1].id
         return newest
+
+    def record_sensor_tick(
+        self, sensor: str, outcome: TickOutcome, reason: str = "", *, interval_s: float
+    ) -> SensorTick:
+        """Record that Dagster sensor ``sensor`` ended a tick now (``outcome``, ``reason``; its interval
+        ``interval_s``), counting the ticks in a row that raised; the tick recorded. Each sensor's ticks are
+        evaluated one at a time, so reading the previous one first is safe."""
+        key = self.keys.sensor_ticks
+
+        def write(replies: list[Any]) -> Op[SensorTick]:
+            tick = SensorTick.after(
+                decode_tick(sensor, replies[0]),
+                ts=self._ops.now_ms(),
+                outcome=outcome,
+                reason=reason,
+                interval_s=interval_s,
+            )
+            return Op((call("hset", key, sensor, msgspec.json.encode(tick)),), lambda _: tick)
+
+        read_first: Op[SensorTick] = Op((call("hget", key, sensor),), write)
+        return self._run(read_first)
+
+    def sensor_ticks(self) -> dict[str, SensorTick]:
+        """The last tick of every sensor that recorded one, by name (unreadable ones are logged and left out)."""
+
+        def read(replies: list[Any]) -> dict[str, SensorTick]:
+            ticks = {name: decode_tick(name, raw) for name, raw in (replies[0] or {}).items()}
+            return {name: tick for name, tick in ticks.items() if tick is not None}
+
+        return self._run(Op((call("hgetall", self.keys.sensor_ticks),), read))
 
 
 class AsyncRedisState:

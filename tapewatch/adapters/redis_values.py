@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -271,3 +271,55 @@ def decode_event(entry_id: str, fields: dict[str, str]) -> ControlEvent:
         ts=ts,
         source=fields.get("source", ""),
     )
+
+
+#: How a sensor's tick ended: it returned runs to launch or nothing to say (``ok``), a skip reason
+#: (``skipped``: the health sensors say what they saw and did this way), or it raised (``error``).
+TickOutcome = Literal["ok", "skipped", "error"]
+#: Longest reason kept with a tick (the Dagster UI has the whole of it).
+MAX_TICK_REASON = 500
+
+
+class SensorTick(msgspec.Struct, frozen=True, kw_only=True):
+    """A Dagster sensor's last tick: when it ended (``ts``, wall clock ms), how (``outcome``) and why
+    (``reason``: the skip reason, or the error), the sensor's ``interval_s``, the ticks in a row that raised
+    (``errors``; 0 after one that completed) and when it last completed one (``completed_ms``; None: never)."""
+
+    ts: int
+    outcome: TickOutcome
+    reason: str = ""
+    interval_s: float
+    errors: int = 0
+    completed_ms: int | None = None
+
+    def age(self, now_ms: int) -> float:
+        """Seconds since the tick ended."""
+        return max(0, now_ms - self.ts) / 1000
+
+    @classmethod
+    def after(
+        cls, previous: SensorTick | None, *, ts: int, outcome: TickOutcome, reason: str, interval_s: float
+    ) -> SensorTick:
+        """The tick ending at ``ts``, following ``previous`` (None: the sensor's first)."""
+        failed = outcome == "error"
+        errors = (previous.errors if previous is not None else 0) + 1 if failed else 0
+        completed = (previous.completed_ms if previous is not None else None) if failed else ts
+        return cls(
+            ts=ts,
+            outcome=outcome,
+            reason=reason[:MAX_TICK_REASON],
+            interval_s=interval_s,
+            errors=errors,
+            completed_ms=completed,
+        )
+
+
+def decode_tick(sensor: str, raw: str | None) -> SensorTick | None:
+    """The stored tick of ``sensor``; None when absent or unreadable (logged)."""
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=SensorTick)
+    except msgspec.DecodeError as exc:
+        log.warning("unreadable tick of sensor %s %r: %s", sensor, raw[:200], exc)
+        return None

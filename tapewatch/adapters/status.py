@@ -17,6 +17,12 @@ ping and the websocket probe): its heartbeat older than ``heartbeat_max_age``, o
 while the backup feed is off, is a problem. So are its metrics when they were last published more than
 ``heartbeat_max_age`` before its heartbeat (both stamped by the service's clock: its publishing is stuck past
 the heartbeat, so its figures and silence are old).
+
+The Dagster sensors of :data:`~tapewatch.adapters.redis_keys.SENSORS` record each tick in Redis
+(``orchestration.sensor_ticks``); while the ``dagster`` component beats, one whose last tick is older than
+:data:`STALE_INTERVALS` times its interval (switched off, hung, not evaluated) or whose last
+:data:`FAILED_TICKS` ticks raised is a problem (:func:`judge_sensors`): its automatic reactions have stopped.
+Without a live ``dagster`` heartbeat they are shown, not judged (a deployment without Dagster is not broken).
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import find_database, find_redis
 from tapewatch.adapters.health_store import HealthIncident, open_health_incidents
 from tapewatch.adapters.incidents import IncidentRow, incident_counts, open_incidents
-from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, Keyspace
-from tapewatch.adapters.redis_state import LastEvent, RedisState, realtime_shards
+from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, SENSORS, Keyspace
+from tapewatch.adapters.redis_state import LastEvent, RedisState, SensorTick, realtime_shards
 from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat
 from tapewatch.adapters.status_format import age_text
 from tapewatch.errors import TapewatchError
@@ -50,6 +56,10 @@ NO_REALTIME = "no realtime heartbeat yet: start `tapewatch run` or `make demo`"
 EXIT_OK, EXIT_DOWN, EXIT_DEGRADED = 0, 1, 3
 #: The control values that limit the platform while in force, with their short label.
 LIMITING = {"paused": "signalling paused", "backup_feed": "backup feed on", "max_universe": "universe capped"}
+#: A sensor whose last tick is older than this many of its intervals is stale (not ticking).
+STALE_INTERVALS = 3
+#: A sensor whose last ticks raised this many times in a row is failing.
+FAILED_TICKS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,78 @@ class ControlInForce:
         return {"value": self.value, "by": self.by, "since": since}
 
 
+@dataclass(frozen=True, slots=True)
+class SensorStatus:
+    """A Dagster sensor as its last recorded tick shows it (``tick`` None: none recorded yet): ``state`` is
+    ``ok``, ``stale`` (not ticking), ``failing`` (raising), ``no tick yet`` or ``not judged`` (Dagster is not
+    running); ``problem`` says why its automatic reactions have stopped (None: they have not)."""
+
+    name: str
+    tick: SensorTick | None
+    state: str
+    problem: str | None = None
+
+    def to_json(self, now_ms: int) -> dict[str, Any]:
+        """The state, the tick's time (ISO 8601), age (s), outcome, reason, the sensor's interval, the errors in
+        a row, and the problem; null tick fields without a tick."""
+        tick = self.tick
+        return {
+            "state": self.state,
+            "last_tick": None if tick is None else datetime.fromtimestamp(tick.ts / 1000, UTC).isoformat(),
+            "age_s": None if tick is None else tick.age(now_ms),
+            "outcome": None if tick is None else tick.outcome,
+            "reason": None if tick is None else tick.reason,
+            "interval_s": None if tick is None else tick.interval_s,
+            "errors_in_a_row": None if tick is None else tick.errors,
+            "problem": self.problem,
+        }
+
+
+def judge_sensor(name: str, tick: SensorTick | None, now_ms: int) -> SensorStatus:
+    """Sensor ``name`` judged on its last tick: stale when older than :data:`STALE_INTERVALS` intervals,
+    failing after :data:`FAILED_TICKS` errors in a row (both problems); no tick is no problem (it may have
+    just started)."""
+    if tick is None:
+        return SensorStatus(name, None, "no tick yet")
+    age = tick.age(now_ms)
+    if age > STALE_INTERVALS * tick.interval_s:
+        return SensorStatus(
+            name,
+            tick,
+            "stale",
+            f"sensor {name} last ticked {age_text(age)} ago (> {STALE_INTERVALS} × its {tick.interval_s:g} s "
+            f"interval): switched off in the Dagster UI, hung, or not evaluated by the daemon; its automatic "
+            f"reactions have stopped",
+        )
+    if tick.errors >= FAILED_TICKS:
+        return SensorStatus(
+            name,
+            tick,
+            "failing",
+            f"sensor {name} failed its last {tick.errors} ticks ({tick.reason}): its automatic reactions have "
+            f"stopped; see its ticks in the Dagster UI",
+        )
+    return SensorStatus(name, tick, "ok")
+
+
+def judge_sensors(ticks: Mapping[str, SensorTick], *, judged: bool, now_ms: int) -> list[SensorStatus]:
+    """Each sensor of :data:`SENSORS` with its last tick in ``ticks``, judged (:func:`judge_sensor`) only when
+    ``judged`` (Dagster is running), else ``not judged``."""
+    return [
+        judge_sensor(name, ticks.get(name), now_ms)
+        if judged
+        else SensorStatus(name, ticks.get(name), "not judged")
+        for name in SENSORS
+    ]
+
+
+def read_sensors(state: RedisState, now_ms: int) -> tuple[bool, list[SensorStatus]]:
+    """Whether Dagster runs (a live ``dagster`` heartbeat) and every sensor judged on its recorded ticks
+    (only while it runs). Raises StorageUnavailable when Redis is down."""
+    running = state.heartbeat(DAGSTER) is not None
+    return running, judge_sensors(state.sensor_ticks(), judged=running, now_ms=now_ms)
+
+
 @dataclass(slots=True)
 class Status:
     """Everything ``tapewatch status`` reports. ``None`` fields could not be read (see ``problems``)."""
@@ -137,6 +219,9 @@ class Status:
     health_incidents: list[HealthIncident] = field(default_factory=list)
     # the control values in force that limit the platform (read from Redis; empty: none)
     controls: list[ControlInForce] = field(default_factory=list)
+    # the Dagster sensors' last ticks; judged only while Dagster runs (a live ``dagster`` heartbeat)
+    dagster_running: bool = False
+    sensors: list[SensorStatus] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -189,8 +274,19 @@ class Status:
                 "health_open": [row.to_json() for row in self.health_incidents],
             },
             "controls": self._controls_json(),
+            "sensors": self._sensors_json(now_ms),
             "degraded": self.degraded,
             "problems": self.problems,
+        }
+
+    def _sensors_json(self, now_ms: int) -> dict[str, Any] | None:
+        """``judged`` (Dagster running) and each sensor's ``SensorStatus.to_json``; null when Redis was not
+        readable."""
+        if not self.redis_ok:
+            return None
+        return {
+            "judged": self.dagster_running,
+            "ticks": {sensor.name: sensor.to_json(now_ms) for sensor in self.sensors},
         }
 
     def _controls_json(self) -> dict[str, Any] | None:
@@ -247,6 +343,7 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
         status.controls = controls_in_force(
             control, state.newest_control_events() if _limits(control) else {}
         )
+        status.dagster_running, status.sensors = read_sensors(state, int(clock() * 1000))
     except TapewatchError as exc:
         status.problems.append(str(exc))
         return
@@ -268,6 +365,7 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
     status.problems += judge_realtime(
         live, own, backup_on=control.backup_feed, max_age_s=settings.heartbeat_max_age, now_ms=now_ms
     )
+    status.problems += [sensor.problem for sensor in status.sensors if sensor.problem is not None]
     counts = Counter(feed.state or "unknown" for feed in feeds.values())
     status.feeds = {"total": len(feeds), **dict(sorted(counts.items()))}
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tapewatch.adapters.health_store import HealthIncident
     from tapewatch.adapters.redis_state import LastEvent
-    from tapewatch.adapters.status import ControlInForce, Status
+    from tapewatch.adapters.status import ControlInForce, SensorStatus, Status
 
 #: Metrics shown in the table (all of them are in ``--json``), with their labels.
 SHOWN_METRICS = (
@@ -78,6 +78,8 @@ def format_status(status: Status) -> str:
             "",
             f"last_signal: {_last(status.last_signal, now_ms)}",
             f"last_rescan: {_last(status.last_rescan, now_ms)}",
+            "",
+            *_sensor_lines(status.sensors, status.dagster_running, now_ms),
         ]
     else:
         lines += [
@@ -85,6 +87,8 @@ def format_status(status: Status) -> str:
             "",
             "last_signal: unknown (Redis not readable)",
             "last_rescan: unknown (Redis not readable)",
+            "",
+            "sensors: unknown (Redis not readable)",
         ]
     if status.open_incidents is not None:
         lines += ["", _incidents_title(status)]
@@ -136,6 +140,25 @@ def format_status_line(status: Status) -> str:
     if status.problems:
         parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
     return "status: " + " · ".join(parts)
+
+
+def _sensor_lines(sensors: list[SensorStatus], dagster_running: bool, now_ms: int) -> list[str]:
+    """The Dagster sensors' last ticks, one line each (``STALE``/``FAILING`` stand out); only a note when
+    Dagster is not running and no sensor ever ticked (a deployment without Dagster)."""
+    if not dagster_running and all(sensor.tick is None for sensor in sensors):
+        return ["sensors: dagster not running"]
+    title = "sensors" if dagster_running else "sensors (dagster not running: not judged)"
+    lines = [f"{title}:", f"  {'sensor':<28}{'state':<13}{'last tick':>12}  outcome"]
+    for sensor in sensors:
+        tick = sensor.tick
+        state = sensor.state.upper() if sensor.problem else sensor.state
+        if tick is None:
+            age, outcome = "-", "-"
+        else:
+            age = f"{age_text(tick.age(now_ms))} ago"
+            outcome = tick.outcome + (f": {_cut(tick.reason, 90)}" if tick.reason else "")
+        lines.append(f"  {sensor.name:<28}{state:<13}{age:>12}  {outcome}")
+    return lines
 
 
 def _health_lines(incidents: list[HealthIncident]) -> list[str]:
