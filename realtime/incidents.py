@@ -24,8 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.incidents import Change, CloseLeftovers, NewIncident, Resolve, write_changes
-from tapewatch.errors import StorageUnavailable
+from tapewatch.adapters.db_errors import as_outage, is_outage
+from tapewatch.adapters.incidents import (
+    Change,
+    CloseLeftovers,
+    NewIncident,
+    PartlyWritten,
+    Resolve,
+    write_changes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +220,19 @@ class IncidentRecorder:
     def _settle(self, batch: list[Change], future: asyncio.Future[int]) -> bool:
         """Account for a finished write of ``batch``; False when it must be retried (put back in front)."""
         exc = future.exception()
-        if isinstance(exc, StorageUnavailable):
+        if isinstance(exc, PartlyWritten):  # the first ones are settled: only the rest goes back
+            self.stats.written += exc.done - exc.refused
+            self.stats.refused += exc.refused
+            batch = batch[exc.done :]
+        if exc is not None and is_outage(exc):
+            # an outage: unreachable, read-only, a statement or lock wait cut by the session limits
             self._queue.extendleft(reversed(batch))
             while len(self._queue) > self.capacity and self._drop_oldest():
                 pass
             self.stats.write_errors += 1
-            self._outage(exc)
+            self._outage(as_outage(exc))
             return False
-        if exc is not None:  # a bug, not an outage: retrying would fail the same way
+        if exc is not None:  # a refused row or a bug, not an outage: retrying would fail the same way
             self.stats.refused += len(batch)
             log.error("writing %d incident changes failed; skipped", len(batch), exc_info=exc)
             return True

@@ -4,18 +4,24 @@ Migrations are plain SQL files named ``NNNN_name.sql`` in ``sql/`` at the reposi
 applies the ones a database lacks, in order, each in its own transaction, and records them in
 ``schema_migrations``. A PostgreSQL advisory lock makes concurrent upgrades (every process upgrades at
 start-up) wait for each other instead of applying a migration twice.
+
+Every session is bounded (:class:`SessionLimits`, by process role): a statement, a lock wait and a transaction
+left idle are cut by the server, and TCP keepalives with ``tcp_user_timeout`` find a dead network path, so
+a stalled server surfaces as StorageUnavailable instead of hanging the caller. Migrations run unbounded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -23,6 +29,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 import tapewatch
+from tapewatch.adapters.db_errors import CONDITIONS, describe, sqlstate
 from tapewatch.adapters.embedded import ensure_database
 from tapewatch.errors import ConfigError, MigrationError, StorageUnavailable
 from tapewatch.settings import Settings
@@ -36,6 +43,7 @@ _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works as long as every process uses the same one; this is "tapewatc" in ASCII.
 _LOCK_KEY = 0x7461706577617463
 _LOCK_NOT_AVAILABLE = "55P03"
+_MIGRATION_LOCK_WAIT_MS = 120_000
 _DRIVER_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 # Errors that mean "the server is unreachable or went away", from SQLAlchemy or from the driver used directly.
 _DISCONNECTS = (
@@ -93,18 +101,109 @@ def normalize_url(url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
-def create_engine(url: str, *, connect_timeout: int = 5, application_name: str = "tapewatch") -> Engine:
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Server-side time limits of every session of an engine (seconds; 0 = none), and how soon a dead
+    network path is noticed.
+
+    ``statement`` (``statement_timeout``) cuts a statement that runs longer, ``lock`` (``lock_timeout``) a
+    wait for a lock (table, row or advisory) — both raise SQLSTATE 57014/55P03, which callers count as an
+    outage; ``idle_in_transaction`` ends a session that leaves a transaction open and idle (its locks with
+    it). A server that stops answering altogether cannot enforce any of them: TCP keepalives (a probe after
+    ``keepalives_idle`` s of silence, every ``keepalives_interval`` s, ``keepalives_count`` unanswered ones
+    end the connection) and ``tcp_user_timeout`` (sent data unacknowledged that long ends it) do that on our
+    side, so a dead path fails in about 30 s instead of the kernel's 2 hours or more."""
+
+    statement: float
+    lock: float
+    idle_in_transaction: float
+    keepalives_idle: int = 10
+    keepalives_interval: int = 5
+    keepalives_count: int = 3
+    tcp_user_timeout: float = 30.0
+
+    def options(self) -> str:
+        """The libpq ``options`` that set the three server limits at connection start."""
+        return " ".join(
+            f"-c {name}={_ms(seconds)}"
+            for name, seconds in (
+                ("statement_timeout", self.statement),
+                ("lock_timeout", self.lock),
+                ("idle_in_transaction_session_timeout", self.idle_in_transaction),
+            )
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        """The libpq connection parameters: ``options`` and the keepalive/user-timeout parameters."""
+        return {
+            "options": self.options(),
+            "keepalives": 1,
+            "keepalives_idle": self.keepalives_idle,
+            "keepalives_interval": self.keepalives_interval,
+            "keepalives_count": self.keepalives_count,
+            "tcp_user_timeout": _ms(self.tcp_user_timeout),
+        }
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+#: The realtime service and ``tapewatch status``: their statements are single-row writes and small reads
+#: (milliseconds). Held for 10 s, a statement is stuck (a lock, a dying server), not slow: the storage buffer
+#: holds the signals and retries, rather than wait behind it with the outbox relay, notifiers and incidents.
+INTERACTIVE = SessionLimits(statement=10, lock=5, idle_in_transaction=60)
+#: The dashboard: its heaviest statement, Performance over every finished signal, takes about 1 s at 100,000
+#: signals (README, *Speed*); 30 s leaves room for far more while a page worker is still freed.
+DASHBOARD = SessionLimits(statement=30, lock=5, idle_in_transaction=60)
+#: Dagster assets and sensors: tuning reads weeks of candidates in one statement, the outcome batch and the
+#: archive write many rows; minutes at worst. 30 min still ends a run that would otherwise hang for good.
+BATCH = SessionLimits(statement=1800, lock=60, idle_in_transaction=1800)
+#: Anything else (the CLI's one-off commands, tools, tests): generous, but bounded.
+DEFAULT = SessionLimits(statement=300, lock=30, idle_in_transaction=600)
+#: The limits of each process, by the ``application_name`` it gives its engine.
+ROLE_LIMITS = {
+    "tapewatch-realtime": INTERACTIVE,
+    "tapewatch-status": INTERACTIVE,
+    "tapewatch-dashboard": DASHBOARD,
+    "tapewatch-dagster": BATCH,
+}
+#: A read-only server is probably a standby after a failover: errors in this set invalidate the pool, so the
+#: next attempt reconnects (and finds the new primary) instead of reusing sessions on the old server.
+_RECONNECT_STATES = frozenset({"25006"})
+
+
+def limits_for(application_name: str) -> SessionLimits:
+    """The session limits of the process that calls itself ``application_name`` (see ROLE_LIMITS)."""
+    return ROLE_LIMITS.get(application_name, DEFAULT)
+
+
+def create_engine(
+    url: str,
+    *,
+    connect_timeout: int = 5,
+    application_name: str = "tapewatch",
+    limits: SessionLimits | None = None,
+) -> Engine:
     """An engine on the psycopg 3 driver that checks a pooled connection before using it.
 
     ``connect_timeout`` (seconds, libpq's minimum is 2) bounds how long an unreachable server blocks a call.
+    ``limits`` (default: :func:`limits_for` the ``application_name``) bound every session; ``options`` of the
+    URL or of ``PGOPTIONS`` come after them, so an operator's ``-c statement_timeout=...`` wins.
     Every session is in UTC, whatever the server's, database's, role's or client's (``PGTZ``) default: a
     ``timestamptz`` read back is a UTC datetime, so what reports and pages label UTC is UTC."""
+    normalized = normalize_url(url)
+    bounds = limits if limits is not None else limits_for(application_name)
+    args = bounds.connect_args()
+    own = [sa.make_url(normalized).query.get("options"), os.environ.get("PGOPTIONS")]
+    args["options"] = " ".join([args["options"], *(o for o in own if isinstance(o, str) and o.strip())])
     engine = sa.create_engine(
-        normalize_url(url),
+        normalized,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": connect_timeout, "application_name": application_name},
+        connect_args={"connect_timeout": connect_timeout, "application_name": application_name, **args},
     )
     sa.event.listen(engine, "connect", _session_in_utc)
+    sa.event.listen(engine, "handle_error", _reconnect_after_failover)
     return engine
 
 
@@ -116,9 +215,17 @@ def _session_in_utc(dbapi_connection: psycopg.Connection[object], _record: objec
     dbapi_connection.commit()
 
 
+def _reconnect_after_failover(context: sa.engine.ExceptionContext) -> None:
+    # treated as a disconnect: SQLAlchemy invalidates the pool and marks the error ``connection_invalidated``,
+    # which storage_errors turns into StorageUnavailable (held and retried, not a refused row)
+    if sqlstate(context.original_exception) in _RECONNECT_STATES:
+        context.is_disconnect = True
+
+
 @contextmanager
 def storage_errors(engine: Engine) -> Iterator[None]:
-    """Turn "the server is gone" errors raised inside the block into StorageUnavailable with advice.
+    """Turn "the server is gone" errors raised inside the block into StorageUnavailable with advice: the
+    server unreachable or lost, a statement or lock wait cut by the session limits, a read-only server.
 
     Statement errors (a constraint violated, bad SQL) pass through unchanged: retrying cannot fix them."""
     try:
@@ -132,9 +239,21 @@ def storage_errors(engine: Engine) -> Iterator[None]:
 
 
 def unavailable_message(engine: Engine, exc: BaseException) -> str:
-    """What to tell an operator when PostgreSQL cannot be used."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    """What to tell an operator when PostgreSQL cannot be used: for a timeout or a read-only server, which
+    one and in which statement; otherwise how to check the server and the URL."""
     url = engine.url.render_as_string(hide_password=True)
+    code = sqlstate(exc)
+    if code == "25006":
+        return (
+            f"PostgreSQL at {url} is read-only ({describe(exc)}): a standby after a failover, or "
+            "default_transaction_read_only is on. Point TAPEWATCH_DATABASE_URL at the primary."
+        )
+    if code in CONDITIONS:
+        return (
+            f"PostgreSQL at {url} timed out ({describe(exc)}): another session holds a lock this needs "
+            "(see pg_locks), the statement is slow, or the server or the network stalled."
+        )
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return (
         f"PostgreSQL at {url} is unavailable ({reason[0] if reason else type(exc).__name__}). "
         "Check that the server is running and that TAPEWATCH_DATABASE_URL points to it "
@@ -221,8 +340,10 @@ def upgrade(engine: Engine, sql_dir: Path | None = None, *, lock_timeout: float 
 
 def _lock(conn: Connection, timeout: float) -> None:
     # A session lock outlives the per-migration transactions and is released by the server if we die.
+    # the wait is bounded by ``timeout`` alone, not by the session's statement limit (RESET below restores it)
     conn.execute(
-        sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": f"{max(1, int(timeout * 1000))}ms"}
+        sa.text("SELECT set_config('lock_timeout', :t, false), set_config('statement_timeout', '0', false)"),
+        {"t": f"{max(1, int(timeout * 1000))}ms"},
     )
     try:
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
@@ -236,6 +357,7 @@ def _lock(conn: Connection, timeout: float) -> None:
             "WHERE locktype = 'advisory'"
         ) from None
     conn.execute(sa.text("RESET lock_timeout"))
+    conn.execute(sa.text("RESET statement_timeout"))
     conn.commit()
 
 
@@ -275,6 +397,10 @@ def _apply(conn: Connection, migration: Migration) -> None:
     log.info("applying migration %s", migration.label, extra={"migration": migration.label})
     try:
         with conn.begin():
+            # a migration may rewrite a large table: no statement limit, and it waits for its locks as long
+            # as upgrade() waits for its own (the session was started with the role's shorter limits)
+            conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = {_MIGRATION_LOCK_WAIT_MS}"))
             # Through the driver's own cursor: a script holds several statements and may contain '%'.
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
@@ -296,10 +422,20 @@ class Database:
     """The PostgreSQL of tapewatch: one engine, its connectivity check and its migrations.
 
     Queries elsewhere run inside ``begin()`` (or ``storage_errors(db.engine)``) so that an unreachable
-    server surfaces as StorageUnavailable, which callers can count and retry."""
+    server surfaces as StorageUnavailable, which callers can count and retry. ``limits`` bound each session
+    (default: those of the ``application_name``'s role, see :data:`ROLE_LIMITS`)."""
 
-    def __init__(self, url: str, *, connect_timeout: int = 5, application_name: str = "tapewatch") -> None:
-        self.engine = create_engine(url, connect_timeout=connect_timeout, application_name=application_name)
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: int = 5,
+        application_name: str = "tapewatch",
+        limits: SessionLimits | None = None,
+    ) -> None:
+        self.engine = create_engine(
+            url, connect_timeout=connect_timeout, application_name=application_name, limits=limits
+        )
 
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"

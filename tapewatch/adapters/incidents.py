@@ -28,7 +28,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from tapewatch.adapters.db import Database
-from tapewatch.errors import MigrationError
+from tapewatch.adapters.db_errors import as_outage, is_refused_row
+from tapewatch.errors import MigrationError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +184,26 @@ def apply_changes(conn: Connection, changes: Sequence[Change]) -> None:
         conn.execute(_STATEMENTS[kind], [_params(c) for c in run])
 
 
+class PartlyWritten(StorageUnavailable):
+    """PostgreSQL became unavailable while a batch was written one change at a time: the first ``done``
+    changes are settled (``refused`` of them refused), the rest are not written."""
+
+    def __init__(self, outage: StorageUnavailable, *, done: int, refused: int) -> None:
+        super().__init__(str(outage))
+        self.done = done
+        self.refused = refused
+
+
 def write_changes(db: Database, changes: Sequence[Change]) -> int:
     """Write ``changes`` in order, in one transaction; return how many were refused by the database.
 
     When the batch fails on a statement error (a value the table refuses), each change is retried in its
     own transaction and those that still fail are logged and skipped: one bad row never blocks the rest.
-    Raises StorageUnavailable when PostgreSQL cannot be reached (nothing of the batch is lost then: the
-    caller keeps it and retries)."""
+    Only a refused row (:func:`tapewatch.adapters.db_errors.is_refused_row`: the data itself) is skipped; any
+    other database error (a missing table or grant, a timeout, a read-only server) and PostgreSQL out of reach
+    raise StorageUnavailable (nothing of the batch is lost then: the caller keeps it and retries); when that
+    happens after some changes were written one by one, :class:`PartlyWritten` says how many, so that only the
+    rest is retried (a change written twice would open an incident twice)."""
     if not changes:
         return 0
     try:
@@ -197,24 +211,28 @@ def write_changes(db: Database, changes: Sequence[Change]) -> int:
             apply_changes(conn, changes)
         return 0
     except sa_exc.DBAPIError as exc:
+        if not is_refused_row(exc):  # a missing table or grant, a timeout: held by the caller, retried
+            raise as_outage(exc) from exc
         log.warning(
             "a batch of %d incident changes was refused (%s); writing them one by one",
             len(changes),
             _first_line(exc),
         )
     refused = 0
-    for change in changes:
+    for done, change in enumerate(changes):
         try:
             with db.begin() as conn:
                 apply_changes(conn, [change])
-        except sa_exc.DBAPIError as exc:
+        except (sa_exc.DBAPIError, StorageUnavailable) as exc:
+            if not is_refused_row(exc):  # the changes before this one are written: they must not be again
+                raise PartlyWritten(as_outage(exc), done=done, refused=refused) from exc
             refused += 1
             log.error("incident change refused by PostgreSQL, skipped: %r (%s)", change, _first_line(exc))
     return refused
 
 
-def _first_line(exc: sa_exc.DBAPIError) -> str:
-    text = str(exc.orig or exc).strip().splitlines()
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 

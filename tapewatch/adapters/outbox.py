@@ -39,6 +39,7 @@ import sqlalchemy.exc as sa_exc
 
 from tapewatch.adapters.cancels import cancel_requests, honouring_cancel
 from tapewatch.adapters.db import Database
+from tapewatch.adapters.db_errors import as_outage
 from tapewatch.adapters.redis_keys import KEYS, Keyspace
 from tapewatch.errors import FatalError, StorageUnavailable
 from tapewatch.settings import Settings
@@ -271,8 +272,9 @@ class OutboxRelay:
             return done
         except sa_exc.SQLAlchemyError as exc:
             # reachable but failing (read-only after a failover, a missing grant, a lock timeout): a failed
-            # pass like any other; an exception here would end the relay and leave the signals unpublished
-            await self._failed(StorageUnavailable(_database_error(exc)), "postgresql")
+            # pass like any other; an exception here would end the relay and leave the signals unpublished.
+            # Unlike the storage buffer the relay has no row to skip: every database error is an outage here.
+            await self._failed(as_outage(exc), "postgresql")
             return done
         except PublishRefused as exc:
             await self._failed(exc, "refused")
@@ -371,13 +373,6 @@ class OutboxRelay:
             else:
                 await self._sleep(delay)
                 delay = min(self.retry_max, delay * 2)
-
-
-def _database_error(exc: sa_exc.SQLAlchemyError) -> str:
-    """A database error in one line: the driver's message without SQLAlchemy's statement and link."""
-    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
-    first = (str(cause).strip().splitlines() or [""])[0]
-    return f"PostgreSQL error ({type(cause).__name__}: {first})"
 
 
 def _text(value: object) -> str | None:

@@ -10,14 +10,20 @@ dropped and counted; **signals are never dropped**: they stay held past the boun
 losing one would break the no-loss promise of DESIGN §5. Outcomes are kept as the latest one per signal
 (a few per open signal), so they do not count toward the bound.
 
-A row PostgreSQL refuses (not an outage: a constraint, a bad value) cannot be written by retrying: it is
-logged with its id, counted in ``rejected`` and skipped, so it never blocks the rows behind it.
+A row PostgreSQL refuses (SQLSTATE class 22 or 23: a constraint, a bad value) cannot be written by retrying:
+it is logged with its id, counted in ``rejected`` and skipped, so it never blocks the rows behind it. Every
+other database error is an outage (:func:`tapewatch.adapters.db_errors.is_refused_row`): a read-only server,
+a statement or lock wait cut by the session limits, a missing table or grant; the rows stay held.
+
+``oldest_held_s`` (in :attr:`PendingWrites.stats`, published as ``pending_oldest_held_s``) is how long the
+oldest signal not yet written has been held: it grows while a write is stuck, whatever the cause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from typing import TypeVar
 
 import sqlalchemy.exc as sa_exc
 
+from tapewatch.adapters.db_errors import as_outage, describe, is_refused_row
 from tapewatch.adapters.signal_store import OutcomeSource, SignalStore
 from tapewatch.errors import StorageUnavailable
 from tapewatch.outcome import Outcome
@@ -39,7 +46,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(slots=True)
 class PendingStats:
-    """Counters since start. ``outages`` counts periods PostgreSQL was unavailable."""
+    """Counters since start. ``outages`` counts periods PostgreSQL was unavailable; ``oldest_held_s`` is a
+    gauge: whole seconds the oldest signal not yet written has been held (0: none)."""
 
     written_signals: int = 0
     duplicate_signals: int = 0
@@ -49,6 +57,15 @@ class PendingStats:
     rejected: int = 0
     storage_errors: int = 0
     outages: int = 0
+    oldest_held_s: int = 0
+
+
+@dataclass(slots=True)
+class _Added:
+    """Signals queued by one add_signals call: when, and how many of them are not yet gone."""
+
+    at: float
+    count: int
 
 
 class PendingWrites:
@@ -64,6 +81,7 @@ class PendingWrites:
         retry_max: float = 30.0,
         sleep: Sleep = asyncio.sleep,
         on_signals: Callable[[list[Signal]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_items < 1 or batch < 1:
             raise ValueError(f"max_items and batch must be >= 1; got {max_items}, {batch}")
@@ -72,10 +90,12 @@ class PendingWrites:
         self.batch = batch
         self.retry_interval = retry_interval
         self.retry_max = retry_max
-        self.stats = PendingStats()
+        self._stats = PendingStats()
+        self._clock = clock
         self._sleep = sleep
         self._on_signals = on_signals
         self._signals: deque[Signal] = deque()
+        self._added: deque[_Added] = deque()  # per add_signals call, oldest first: signals not yet gone
         self._candidates: deque[Candidate] = deque()
         self._outcomes: dict[str, tuple[Outcome, OutcomeSource]] = {}
         self._in_flight = 0  # signals and candidates taken out of the deques by a running write
@@ -105,7 +125,10 @@ class PendingWrites:
     # --- what the engine calls (never blocks, never raises for a full buffer) ------------------------------
     def add_signals(self, signals: Iterable[Signal]) -> None:
         """Queue signals for writing, in order (an EXIT after its ENTRY). Never dropped."""
+        before = len(self._signals)
         self._signals.extend(signals)
+        if len(self._signals) > before:
+            self._added.append(_Added(self._clock(), len(self._signals) - before))
         self._make_room()
         self._wake.set()
 
@@ -119,6 +142,27 @@ class PendingWrites:
         """Queue the outcome of a signal; it replaces an outcome of the same signal not yet written."""
         self._outcomes[outcome.signal.signal_id] = (outcome, source)
         self._wake.set()
+
+    @property
+    def stats(self) -> PendingStats:
+        """The counters, with ``oldest_held_s`` as of now."""
+        self._stats.oldest_held_s = int(self.oldest_held_s)
+        return self._stats
+
+    @property
+    def oldest_held_s(self) -> float:
+        """Seconds the oldest signal not yet written (held or being written) has waited; 0.0 when none."""
+        return max(0.0, self._clock() - self._added[0].at) if self._added else 0.0
+
+    def _signals_gone(self, count: int) -> None:
+        """``count`` signals, the oldest held, left for good (written, duplicates or refused)."""
+        while count > 0 and self._added:
+            run = self._added[0]
+            taken = min(count, run.count)
+            run.count -= taken
+            count -= taken
+            if run.count == 0:
+                self._added.popleft()
 
     @property
     def held(self) -> int:
@@ -150,7 +194,7 @@ class PendingWrites:
             dropped += 1
             over -= 1
         if dropped:
-            self.stats.dropped_candidates += dropped
+            self._stats.dropped_candidates += dropped
             before, self._outage_dropped = self._outage_dropped, self._outage_dropped + dropped
             if _crossed_power_of_ten(before, self._outage_dropped):
                 log.warning(
@@ -205,75 +249,89 @@ class PendingWrites:
     async def _write_signals(self) -> None:
         batch = self._take(self._signals)
         new: list[bool | None]
+        outage = None
         try:
             new = list(await asyncio.to_thread(self.store.save_signals, batch))
         except StorageUnavailable:
             self._put_back(self._signals, batch)
             raise
-        except sa_exc.SQLAlchemyError:
+        except sa_exc.SQLAlchemyError as exc:
+            if not is_refused_row(exc):
+                self._put_back(self._signals, batch)
+                raise as_outage(exc) from exc
             self._in_flight -= len(batch)
-            new = await self._one_by_one(batch, self._signals, self.store.save_signal, _signal_id)
+            new, outage = await self._one_by_one(batch, self._signals, self.store.save_signal, _signal_id)
         else:
             self._in_flight -= len(batch)
-        written = [s for s, fresh in zip(batch, new, strict=True) if fresh]
-        self.stats.written_signals += len(written)
-        self.stats.duplicate_signals += sum(1 for fresh in new if fresh is False)
+        self._signals_gone(len(new))  # new is shorter than batch when an outage stopped the one-by-one
+        written = [s for s, fresh in zip(batch, new, strict=False) if fresh]
+        self._stats.written_signals += len(written)
+        self._stats.duplicate_signals += sum(1 for fresh in new if fresh is False)
         if self._on_signals is not None and written:
             try:
                 self._on_signals(written)
             except Exception:
                 log.exception("the on_signals callback failed (the signals are stored)")
+        if outage is not None:
+            raise outage
 
     async def _write_candidates(self) -> None:
         batch = self._take(self._candidates)
+        outage = None
         try:
             await asyncio.to_thread(self.store.save_candidates, batch)
         except StorageUnavailable:
             self._put_back(self._candidates, batch)
             raise
-        except sa_exc.SQLAlchemyError:
+        except sa_exc.SQLAlchemyError as exc:
+            if not is_refused_row(exc):
+                self._put_back(self._candidates, batch)
+                raise as_outage(exc) from exc
             self._in_flight -= len(batch)
-            saved = await self._one_by_one(
+            saved, outage = await self._one_by_one(
                 batch, self._candidates, lambda c: self.store.save_candidates([c]) >= 0, _candidate_id
             )
-            self.stats.written_candidates += sum(1 for ok in saved if ok is not None)
+            self._stats.written_candidates += sum(1 for ok in saved if ok is not None)
         else:
             self._in_flight -= len(batch)
-            self.stats.written_candidates += len(batch)
+            self._stats.written_candidates += len(batch)
+        if outage is not None:
+            raise outage
 
     async def _write_outcomes(self) -> None:
         for signal_id, (outcome, source) in list(self._outcomes.items()):
             try:
                 await asyncio.to_thread(self.store.save_outcome, outcome, source=source)
             except sa_exc.SQLAlchemyError as exc:
-                self.stats.rejected += 1
-                log.error(
-                    "outcome of signal %s refused by PostgreSQL, skipped: %s", signal_id, _first_line(exc)
-                )
+                if not is_refused_row(exc):
+                    raise as_outage(exc) from exc  # the outcome stays: written when PostgreSQL can again
+                self._stats.rejected += 1
+                log.error("outcome of signal %s refused by PostgreSQL, skipped: %s", signal_id, describe(exc))
             else:
-                self.stats.written_outcomes += 1
+                self._stats.written_outcomes += 1
             # a newer outcome of the same signal may have arrived while this one was written
             if self._outcomes.get(signal_id, (None, None))[0] is outcome:
                 del self._outcomes[signal_id]
 
     async def _one_by_one(
         self, batch: list[T], held: deque[T], write: Callable[[T], bool], ident: Callable[[T], str]
-    ) -> list[bool | None]:
-        """Write a refused batch item by item, to skip only the rows PostgreSQL refuses: per item, what
-        ``write`` returned, or None when the item was refused. An outage puts the rest back and raises."""
+    ) -> tuple[list[bool | None], StorageUnavailable | None]:
+        """Write a refused batch item by item, to skip only the rows PostgreSQL refuses. Returns, per item
+        tried, what ``write`` returned (None: refused), and the outage that stopped it, if one did: the items
+        from there are back at the front of ``held``; the caller counts what was done, then raises it."""
         results: list[bool | None] = []
         for i, item in enumerate(batch):
             try:
                 results.append(await asyncio.to_thread(write, item))
-            except StorageUnavailable:
-                held.extendleft(reversed(batch[i:]))
-                self._make_room()
-                raise
-            except sa_exc.SQLAlchemyError as exc:
-                self.stats.rejected += 1
+            except (StorageUnavailable, sa_exc.SQLAlchemyError) as exc:
+                if not is_refused_row(exc):  # an outage
+                    held.extendleft(reversed(batch[i:]))
+                    self._make_room()
+                    return results, as_outage(exc)
+                self._stats.rejected += 1
                 results.append(None)
-                log.error("%s refused by PostgreSQL, skipped: %s", ident(item), _first_line(exc))
-        return results
+                log.error("%s refused by PostgreSQL, skipped: %s", ident(item), describe(exc))
+        return results, None
 
     def _take(self, held: deque[T]) -> list[T]:
         batch = [held.popleft() for _ in range(min(self.batch, len(held)))]
@@ -286,10 +344,10 @@ class PendingWrites:
         self._make_room()
 
     def _storage_failed(self, exc: StorageUnavailable) -> None:
-        self.stats.storage_errors += 1
+        self._stats.storage_errors += 1
         if self._down_since_errors == 0:
-            self.stats.outages += 1
-            self._outage_written = (self.stats.written_signals, self.stats.written_candidates)
+            self._stats.outages += 1
+            self._outage_written = (self._stats.written_signals, self._stats.written_candidates)
             log.warning(
                 "PostgreSQL unavailable: holding %d signals and %d candidates in memory (bound %d) until it "
                 "returns: %s",
@@ -307,8 +365,8 @@ class PendingWrites:
                 "PostgreSQL is back after %d failed attempts: wrote %d signals and %d candidates held "
                 "meanwhile; %d candidates were dropped",
                 self._down_since_errors,
-                self.stats.written_signals - signals0,
-                self.stats.written_candidates - candidates0,
+                self._stats.written_signals - signals0,
+                self._stats.written_candidates - candidates0,
                 self._outage_dropped,
             )
         self._down_since_errors = 0
@@ -332,11 +390,6 @@ def _signal_id(signal: Signal) -> str:
 
 def _candidate_id(candidate: Candidate) -> str:
     return f"candidate {candidate.candidate_id} ({candidate.symbol} {candidate.direction} {candidate.event_time})"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["PendingStats", "PendingWrites"]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from tapewatch.adapters import incidents
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.incidents import (
     MAX_DETAIL,
@@ -158,3 +159,49 @@ def test_an_unreachable_server_is_storage_unavailable() -> None:
             open_incidents(db)
     finally:
         db.dispose()
+
+
+def test_a_missing_table_is_an_outage_not_a_refused_row(db: Database) -> None:
+    """Not the data's fault (a table renamed away, a grant revoked): skipping would lose every incident."""
+    with db.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE feed_incidents RENAME TO feed_incidents_away"))
+    try:
+        with pytest.raises(StorageUnavailable, match="42P01"):
+            write_changes(db, [NewIncident("gap", at(0), "BTCUSDT", "a")])
+    finally:
+        with db.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE feed_incidents_away RENAME TO feed_incidents"))
+    assert rows(db) == []
+
+
+def test_an_outage_while_writing_one_by_one_says_how_many_are_settled(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused row sends the batch one change at a time; PostgreSQL going away after two of them must not
+    make the caller write those two again (an incident opened twice)."""
+    real, calls = incidents.apply_changes, []
+
+    def apply(conn: sa.Connection, changes: list[incidents.Change]) -> None:
+        calls.append(len(changes))
+        if len(calls) == 4:  # the batch, then one by one: the third change finds its table gone
+            with db.begin() as other:  # another session: this transaction has not touched the table yet
+                other.execute(sa.text("ALTER TABLE feed_incidents RENAME TO feed_incidents_away"))
+        real(conn, changes)
+
+    monkeypatch.setattr(incidents, "apply_changes", apply)
+    batch = [
+        NewIncident("gap", at(0), "BTCUSDT", "a"),
+        NewIncident("gap", at(1), "ETHUSDT", "b", event_time=2**63),  # beyond bigint: refused
+        NewIncident("gap", at(2), "SOLUSDT", "c"),
+    ]
+    try:
+        with pytest.raises(incidents.PartlyWritten) as caught:
+            write_changes(db, batch)
+    finally:
+        with db.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE feed_incidents_away RENAME TO feed_incidents"))
+    assert (caught.value.done, caught.value.refused) == (2, 1)
+    assert isinstance(caught.value, StorageUnavailable)  # held and retried by the recorder
+    monkeypatch.setattr(incidents, "apply_changes", real)
+    assert write_changes(db, batch[caught.value.done :]) == 0  # the recorder retries the rest only
+    assert [r["symbol"] for r in rows(db)] == ["BTCUSDT", "SOLUSDT"]

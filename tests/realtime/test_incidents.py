@@ -19,8 +19,16 @@ from realtime.ws_stats import TransportStats
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import start_postgres, stop_postgres
-from tapewatch.adapters.incidents import IncidentRow, NewIncident, list_incidents, write_changes
+from tapewatch.adapters.incidents import (
+    Change,
+    IncidentRow,
+    NewIncident,
+    PartlyWritten,
+    list_incidents,
+    write_changes,
+)
 from tapewatch.adapters.weight_budget import WeightBudget
+from tapewatch.errors import StorageUnavailable
 from tapewatch.market import Market, MarketConfig
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.streams import Kind
@@ -461,3 +469,31 @@ def test_a_firewall_block_opens_a_rate_limit_incident_until_the_pause_ends(db: D
     (limited,) = written(db)
     assert limited.kind == "rate_limited" and "403 (its web application firewall" in limited.detail
     assert "paused 9 s" in limited.detail and limited.resolved_at is not None
+
+
+def test_a_batch_partly_written_before_an_outage_is_retried_from_where_it_stopped(db: Database) -> None:
+    """The writer says how many changes of the batch it settled before PostgreSQL went away: only the rest
+    goes back in the queue, so no incident is written twice."""
+    batches: list[list[Change]] = []
+
+    def writer(batch: list[Change]) -> int:
+        batches.append(list(batch))
+        if len(batches) == 1:  # the first change written, then the server is gone
+            write_changes(db, batch[:1])
+            raise PartlyWritten(StorageUnavailable("PostgreSQL went away"), done=1, refused=0)
+        return write_changes(db, batch)
+
+    async def main() -> IncidentRecorder:
+        recorder = IncidentRecorder(db, close_leftovers=False, retry_min=0.01)
+        recorder._writer = writer
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+            recorder.open("stale", symbol=symbol, stream=f"{symbol.lower()}@depth@100ms", detail="quiet")
+        task = asyncio.create_task(recorder.run())
+        await drained(recorder)
+        task.cancel()
+        return recorder
+
+    recorder = asyncio.run(main())
+    assert [len(b) for b in batches] == [3, 2]
+    assert [row.symbol for row in written(db)] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert (recorder.stats.written, recorder.stats.refused, recorder.stats.write_errors) == (3, 0, 1)
