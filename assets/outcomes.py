@@ -6,7 +6,7 @@ the service was down; a live one; an unfinished one) and whose last possible end
 (``tapewatch.outcome_batch``), fetches each one's 1-minute klines through ``BinanceRestResource``, and the
 aggTrades of its deciding minutes, asked one after the other as the evaluation names them (the creation
 minute from ``created`` on, the trigger's minute, the minute of the trigger window's deadline, the minute of
-the hold's deadline up to it: ``tapewatch.outcome.MinuteRole``; kept with their ids, so the trades of the
+the hold's deadline: ``tapewatch.outcome.MinuteRole``; used only when they are the candle's whole tape; kept with their ids, so the trades of the
 creation millisecond applied after the signal, ids above its stored ``created_after_agg_id``, count as they
 did live; without the trades a minute counts capped, the
 conservative way: metadata ``<role>_minute_exact`` / ``_capped``), evaluates them

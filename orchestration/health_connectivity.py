@@ -70,10 +70,29 @@ def _ping(binance: BinanceRestResource, timeout: float) -> str | None:
     return None
 
 
-def _probe(base_url: str, symbols: Sequence[str], timeout: float) -> str | None:
-    """None when a websocket on ``base_url`` (the public route) delivers a bookTicker frame of one of
-    ``symbols`` within ``timeout`` s, else why not: the primary feed judged while the service's are off."""
-    streams = [f"{sym.lower()}@bookTicker" for sym in symbols]
+def _probe_routes(public_url: str, market_url: str, symbols: Sequence[str], timeout: float) -> str | None:
+    """None when both routes deliver (within ``timeout`` s each): ``/public`` a bookTicker frame and
+    ``/market`` an aggTrade or kline frame of one of ``symbols``; else which route failed and why. A switch
+    back judged on ``/public`` alone would follow a dead ``/market`` (trades, klines) straight back into
+    silence."""
+    routes = (
+        ("/public", public_url, [f"{sym.lower()}@bookTicker" for sym in symbols]),
+        (
+            "/market",
+            market_url,
+            [f"{sym.lower()}@{kind}" for sym in symbols for kind in ("aggTrade", "kline_1m")],
+        ),
+    )
+    for route, url, streams in routes:
+        error = _probe(url, streams, timeout)
+        if error is not None:
+            return f"{route}: {error}"
+    return None
+
+
+def _probe(base_url: str, streams: Sequence[str], timeout: float) -> str | None:
+    """None when a websocket on ``base_url`` subscribed to ``streams`` delivers a frame within ``timeout`` s,
+    else why not: the primary feed judged while the service's are off."""
     try:
         with ws_connect(combined_url(base_url, streams), open_timeout=timeout, close_timeout=1) as ws:
             ws.recv(timeout=timeout)
@@ -231,7 +250,9 @@ def api_connectivity_sensor(
             seen = _realtime(rs, s.heartbeat_max_age)
             backup_on = rs.read_control().backup_feed
             if backup_on:
-                probe_error = _probe(s.binance_ws_public_url, _probe_symbols(rs), timeout)
+                probe_error = _probe_routes(
+                    s.binance_ws_public_url, s.binance_ws_market_url, _probe_symbols(rs), timeout
+                )
         except StorageUnavailable:
             redis_down = True  # judged as a missing heartbeat
         recovered = ""

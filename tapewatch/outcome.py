@@ -417,20 +417,38 @@ def _span(life: _Life, bar: Bar, role: MinuteRole, exact_trigger: bool) -> Trade
     to the minute only has an end no trade can place."""
     if role is MinuteRole.CREATION:
         start, end = life.sig.created, bar.close_time
-    elif role is MinuteRole.HOLD_DEADLINE:
-        if not exact_trigger:
-            return None
-        assert life.hold_deadline is not None
-        start, end = bar.open_time, life.hold_deadline  # nothing after the hold's end counts
+    elif role is MinuteRole.HOLD_DEADLINE and not exact_trigger:
+        return None
     else:
-        start, end = bar.open_time, bar.close_time  # a trigger by the deadline leaves the rest to count
+        # the whole minute, checked whole against its candle (:func:`_complete`): a trigger by the deadline
+        # leaves the rest to count, and past the hold's end the replay expires the signal first
+        start, end = bar.open_time, bar.close_time
     return TradeSpan(minute=bar.open_time, start=start, end=end, role=role)
 
 
-def _fits(bar: Bar, trades: Sequence[TapeTrade]) -> bool:
-    """Whether ``trades`` agree with their candle (every price within its range): if not, the two sources
-    disagree and neither is trusted over the conservative reading."""
-    return all(bar.low <= trade[1] <= bar.high for trade in trades)
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def _complete(bar: Bar, trades: Sequence[TapeTrade], span: TradeSpan) -> bool:
+    """Whether ``trades`` are the whole tape of ``span`` as its candle shows it; if not (an empty or cut
+    answer, a price outside the candle), the two sources disagree and the minute is read the conservative way.
+
+    Every price lies within the candle. A span of the whole minute (trigger, deadlines) has trades, opening at
+    the candle's open, closing at its close and reaching its low and high; one from the signal's creation to
+    the minute's end closes at its close when it has any (none: nothing traded after the signal existed)."""
+    if any(not bar.low <= trade[1] <= bar.high for trade in trades):
+        return False
+    tape = sorted((t for t in trades if span.start <= t[0] <= span.end), key=lambda t: t[0])
+    from_open, to_close = span.start <= bar.open_time, span.end >= bar.close_time
+    if not tape:
+        return not from_open and to_close
+    prices = [t[1] for t in tape]
+    if from_open and not _same(prices[0], bar.open):
+        return False
+    if to_close and not _same(prices[-1], bar.close):
+        return False
+    return not (from_open and to_close) or (_same(min(prices), bar.low) and _same(max(prices), bar.high))
 
 
 def followed(sig: OpenSignal, trade: TapeTrade) -> bool:
@@ -512,7 +530,7 @@ def evaluate(
             if span is not None and wanted is None and span.minute not in given:
                 wanted = span
             got = given.get(bar.open_time) if span is not None else None
-            usable = got if got is not None and _fits(bar, got) else None
+            usable = got if got is not None and span is not None and _complete(bar, got, span) else None
             reads.append(MinuteRead(minute=bar.open_time, role=role, exact=usable is not None))
             if span is None or usable is None:
                 _read_capped(life, bar, role)

@@ -39,6 +39,9 @@ def res_for(migrated_database_url: str, redis_url: str, redis_keys: Keyspace, tm
         rest_url: str | None = None, *, database_url: str | None = None, **settings: str
     ) -> dict[str, Any]:
         url = database_url or migrated_database_url
+        public = settings.get("binance_ws_public_url")
+        if public is not None and "binance_ws_market_url" not in settings:  # the probe checks both routes
+            settings["binance_ws_market_url"] = public.removesuffix("/public") + "/market"
         return resources(url, redis_url, redis_keys, rest_url, var_dir=str(tmp_path), **settings)
 
     return make
@@ -110,6 +113,20 @@ def test_silent_websockets_switch_to_the_backup_feed_and_back(
             cursor = result.cursor
         assert "websocket probe got no frame" in str(result.skip_reason)
         assert len(list_health_incidents(db)) == 1
+        assert redis_state.read_control().backup_feed
+
+        # /public delivers but /market (trades, klines) is dead: switching back would go straight back into
+        # silence, so the backup feed stays
+        dead_market = res_for(
+            rest_url,
+            binance_ws_public_url=_ws(rest_url),
+            binance_ws_market_url=_ws(closed_port_url()).removesuffix("/public") + "/market",
+            backup_min_dwell="0",
+        )
+        for _ in range(3):
+            result = tick(api_connectivity_sensor, cursor, dead_market)
+            cursor = result.cursor
+        assert "websocket probe got no frame: /market:" in str(result.skip_reason)
         assert redis_state.read_control().backup_feed
 
         # recovery takes two checks with the probe receiving frames (api_recovery_checks)

@@ -153,7 +153,8 @@ def test_a_stop_after_the_hold_deadline_in_its_minute_does_not_count() -> None:
     )
     assert [(s.role, s.start, s.end) for s in asked] == [
         (R.CREATION, CREATED, MONDAY + M1 - 1),
-        (R.HOLD_DEADLINE, MONDAY + 45 * M1, HOLD_END),  # nothing after the end is fetched
+        # the whole minute, checked against its candle; the replay expires the signal at the end
+        (R.HOLD_DEADLINE, MONDAY + 45 * M1, MONDAY + 46 * M1 - 1),
     ]
     # that minute's trades not to be had: its adverse extreme counts as traded by the end (the stop)
     capped, reads, _ = settle(sig, bars, trades, missing={MONDAY + 45 * M1})
@@ -193,7 +194,7 @@ def test_a_position_still_open_at_the_hold_deadline_closes_at_the_last_price_by_
 
 def test_the_minutes_are_asked_for_in_turn_as_each_one_decides_the_next() -> None:
     """MEDIUM (5 min to trigger, 90 min hold), triggered 20 s into minute 2: its trades place the hold's end
-    at 92 min 20 s, so the minute to ask for next is 92, up to that ms."""
+    at 92 min 20 s, so the minute to ask for next is 92 (the whole minute: the replay expires the signal at that ms)."""
     sig = make_signal(MONDAY + 30_000, tier="MEDIUM")
     trigger = MONDAY + 2 * M1 + 20_000
     trades = [
@@ -205,7 +206,7 @@ def test_the_minutes_are_asked_for_in_turn_as_each_one_decides_the_next() -> Non
     batch, reads, asked = settle(sig, bars, trades)
     assert [(s.role, s.minute, s.start, s.end) for s in asked] == [
         (R.TRIGGER, MONDAY + 2 * M1, MONDAY + 2 * M1, MONDAY + 3 * M1 - 1),
-        (R.HOLD_DEADLINE, MONDAY + 92 * M1, MONDAY + 92 * M1, trigger + 90 * M1),
+        (R.HOLD_DEADLINE, MONDAY + 92 * M1, MONDAY + 92 * M1, MONDAY + 93 * M1 - 1),
     ]
     assert all(read.exact for read in reads)
     same(batch, live(sig, trades))
@@ -258,7 +259,7 @@ def _bar(minute: int, o: float, h: float, low: float, c: float) -> Candle:
 
 # case A: TP1 (101.1) traded at 12:00:05, before the signal; afterwards the price only falls
 CASE_A = (
-    [_bar(MONDAY, 100.5, 101.1, 99.95, 100.0), _bar(MONDAY + M1, 100.0, 100.05, 99.5, 99.6),
+    [_bar(MONDAY, 100.5, 101.1, 99.95, 99.95), _bar(MONDAY + M1, 100.0, 100.05, 99.5, 99.6),
      _bar(MONDAY + 2 * M1, 99.6, 99.7, 98.9, 99.0)],
     [(MONDAY + 5_000, 101.1), (CREATED_40, 100.0), (CREATED_40 + 5_000, 99.95)],
 )  # fmt: skip
@@ -366,3 +367,25 @@ def test_batch_run_counts_how_each_deciding_minute_was_counted() -> None:
         "trigger_exact": 1,
         "hold_deadline_exact": 1,
     }
+
+
+@pytest.mark.parametrize("answer", ["empty", "cut"])
+def test_an_empty_or_cut_answer_is_not_read_as_the_minute_s_tape(answer: str) -> None:
+    """A trigger minute whose candle reached the entry: an empty answer (a cut archive, a bad page) read as
+    "nothing traded" would leave a stopped signal untriggered (-1 R made 0 R); it counts capped instead."""
+    sig = make_signal(MONDAY + 30_000, tier="MEDIUM")
+    trades = [
+        (MONDAY + 30_000, 99.9), (MONDAY + M1 + 1_000, 99.95), (MONDAY + M1 + 20_000, 100.2),
+        (MONDAY + M1 + 40_000, 100.0), (MONDAY + 3 * M1, 98.0), (MONDAY + 100 * M1, 98.0),
+    ]  # fmt: skip
+    bars = binance_candles(trades)
+    want = live(sig, trades)
+    assert want.state is S.STOPPED and want.trigger_time == MONDAY + M1 + 20_000
+    minute = [t for t in trades if MONDAY + M1 <= t[0] < MONDAY + 2 * M1]
+    given = {
+        MONDAY: [t for t in trades if t[0] >= sig.created],
+        MONDAY + M1: [] if answer == "empty" else minute[:2],
+    }
+    ev = batch_evaluation(sig, bars, NO_FEE, given)
+    assert MinuteRead(minute=MONDAY + M1, role=R.TRIGGER, exact=False) in ev.minutes
+    assert ev.outcome.state is S.STOPPED and ev.outcome.triggered  # capped: the candle triggers at its open
