@@ -10,12 +10,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from realtime.replay import run_replay
 from tapewatch.metrics import summarize
 from tapewatch.outcome import Outcome
 from tapewatch.settings import Settings
+from tapewatch.signal import published_fields
 
 
 def backtest(paths: Iterable[Path], settings: Settings | None = None) -> dict[str, Any]:
@@ -29,7 +28,7 @@ def backtest(paths: Iterable[Path], settings: Settings | None = None) -> dict[st
     for signal in result.signals:
         if signal.signal_type != "ENTRY":
             continue
-        entry = msgspec.to_builtins(signal)
+        entry = published_fields(signal)
         outcome = outcomes.get(signal.signal_id)
         entry["outcome"] = _outcome_view(outcome) if outcome is not None else None
         signal_list.append(entry)

@@ -14,11 +14,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import msgspec
-
 from tapewatch.engine import SignalEngine
 from tapewatch.outcome import Outcome, OutcomeState
-from tapewatch.signal import Signal
+from tapewatch.signal import Signal, published_fields
 
 
 def open_share(outcome: Outcome) -> float:
@@ -51,7 +49,7 @@ def open_signal_view(
     ``state``, ``realised_r`` (closed shares, after fees), ``unrealised_r`` (the open share at ``price``),
     ``last_price``, ``trigger_time``, ``mfe_r``, ``mae_r``, ``as_of`` (event time of the outcome) and
     ``updated_ms`` (``now_ms``, wall clock)."""
-    view: dict[str, Any] = msgspec.to_builtins(signal)
+    view = published_fields(signal)
     mark = price if price is not None else outcome.last_price
     view.update(
         state=str(outcome.state),

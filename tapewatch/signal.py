@@ -23,7 +23,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -411,13 +411,19 @@ def encode(record: Signal | Candidate) -> bytes:
     return _encoder.encode(record)
 
 
+def published_fields(signal: Signal) -> dict[str, Any]:
+    """The fields a signal is shown with (the outbox, the live open-signals view, ``tapewatch backtest``):
+    every field but the :data:`STORED_ONLY` ones."""
+    data: dict[str, Any] = msgspec.to_builtins(signal)
+    for name in STORED_ONLY:
+        del data[name]
+    return data
+
+
 def encode_published(signal: Signal) -> bytes:
     """The published JSON of a signal (the outbox payload): :func:`encode` without the :data:`STORED_ONLY`
     fields. :func:`decode_signal` reads it back with those fields None."""
-    data = msgspec.to_builtins(signal)
-    for name in STORED_ONLY:
-        del data[name]
-    return _encoder.encode(data)
+    return _encoder.encode(published_fields(signal))
 
 
 def decode_signal(data: bytes | str) -> Signal:

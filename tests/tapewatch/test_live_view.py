@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 
 from tapewatch.live_view import open_share, open_signal_view, percentile, quiet_symbols, unrealised_r
@@ -73,6 +74,9 @@ def test_open_signal_view_holds_every_signal_field_and_the_live_outcome() -> Non
     assert view["updated_ms"] == 123 and view["trigger_time"] == signal.event_time + 1000
     # no price known: marked at the outcome's last price
     assert open_signal_view(signal, triggered, None, 0.0, 1)["last_price"] == signal.entry_price
+    # the stored-only fields are not shown (as in the published signal)
+    stored = msgspec.structs.replace(signal, created_after_agg_id=42)
+    assert "created_after_agg_id" not in open_signal_view(stored, triggered, None, 0.0, 1)
 
 
 def test_percentile_nearest_rank() -> None:
