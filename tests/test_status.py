@@ -652,3 +652,23 @@ def test_sensor_ticks_are_not_judged_without_dagster(
     assert report["sensors"]["judged"] is False
     assert report["sensors"]["ticks"]["data_quality_sensor"]["state"] == "not judged"
     assert "sensors (dagster not running: not judged):" in table
+
+
+def test_ticks_of_an_earlier_dagster_run_are_judged_from_its_restart(
+    redis_url: str, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    """Ticks stay in Redis across a Dagster restart: an hour-old tick is no evidence against a daemon that
+    started a minute ago (its sensors have their intervals to tick), but is once it has had them."""
+    from tapewatch.adapters.status import read_sensors
+
+    record_ticks(redis_url, redis_keys, "data_quality_sensor", "skipped", ago_s=3600, interval_s=60)
+    now_ms = int(time.time() * 1000)
+    redis_state.beat("dagster", ttl_s=30, info={"started_ms": now_ms - 60_000})  # restarted a minute ago
+    running, sensors = read_sensors(redis_state, now_ms)
+    quality = next(s for s in sensors if s.name == "data_quality_sensor")
+    assert running and (quality.state, quality.problem) == ("no tick yet", None)
+    redis_state.beat("dagster", ttl_s=30, info={"started_ms": now_ms - 600_000})  # up 10 min, no new tick
+    _, sensors = read_sensors(redis_state, now_ms)
+    quality = next(s for s in sensors if s.name == "data_quality_sensor")
+    assert quality.state == "stale" and quality.problem is not None
+    assert "has not ticked since Dagster started 10.0 min ago" in quality.problem

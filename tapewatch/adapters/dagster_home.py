@@ -32,6 +32,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -368,8 +369,14 @@ def dagster_heartbeat(settings: Settings, redis_url: str, port: int) -> _Heartbe
     the sender (``send`` every ``HEARTBEAT_EVERY`` s, ``close`` at the end). Its details name the ``port`` and
     ``host`` the webserver serves on, the convention of every web component (the dashboard's too), which
     ``tapewatch status`` probes: ``--port`` or ``tapewatch demo``'s choice of a free port overrides the
-    settings."""
+    settings. ``started_ms`` (wall clock) says since when the daemon runs: a sensor tick recorded before it
+    belongs to an earlier run of Dagster and proves nothing about this one."""
     state = RedisState.from_url(redis_url, keys=Keyspace(settings.redis_prefix))
-    beat = _Heartbeat(state, {"port": port, "host": settings.dagster_host})
+    info: dict[str, str | int | float | bool] = {
+        "port": port,
+        "host": settings.dagster_host,
+        "started_ms": int(time.time() * 1000),
+    }
+    beat = _Heartbeat(state, info)
     beat.send()
     return beat

@@ -152,22 +152,32 @@ class SensorStatus:
         }
 
 
-def judge_sensor(name: str, tick: SensorTick | None, now_ms: int) -> SensorStatus:
+def judge_sensor(
+    name: str, tick: SensorTick | None, now_ms: int, since_ms: int | None = None
+) -> SensorStatus:
     """Sensor ``name`` judged on its last tick: stale when older than :data:`STALE_INTERVALS` intervals,
     failing after :data:`FAILED_TICKS` errors in a row (both problems); no tick is no problem (it may have
-    just started)."""
+    just started). ``since_ms``: when the running Dagster started (None: unknown): a tick from before is an
+    earlier run's, so the sensor is judged from that start (it has its intervals to tick again)."""
     if tick is None:
         return SensorStatus(name, None, "no tick yet")
-    age = tick.age(now_ms)
+    before = since_ms is not None and tick.ts < since_ms
+    age = max(0, now_ms - max(tick.ts, since_ms or 0)) / 1000
     if age > STALE_INTERVALS * tick.interval_s:
+        last = (
+            f"has not ticked since Dagster started {age_text(age)} ago"
+            if before
+            else f"last ticked {age_text(age)} ago"
+        )
         return SensorStatus(
             name,
             tick,
             "stale",
-            f"sensor {name} last ticked {age_text(age)} ago (> {STALE_INTERVALS} × its {tick.interval_s:g} s "
-            f"interval): switched off in the Dagster UI, hung, or not evaluated by the daemon; its automatic "
-            f"reactions have stopped",
+            f"sensor {name} {last} (> {STALE_INTERVALS} × its {tick.interval_s:g} s interval): switched off in "
+            f"the Dagster UI, hung, or not evaluated by the daemon; its automatic reactions have stopped",
         )
+    if before:
+        return SensorStatus(name, tick, "no tick yet")
     if tick.errors >= FAILED_TICKS:
         return SensorStatus(
             name,
@@ -179,11 +189,13 @@ def judge_sensor(name: str, tick: SensorTick | None, now_ms: int) -> SensorStatu
     return SensorStatus(name, tick, "ok")
 
 
-def judge_sensors(ticks: Mapping[str, SensorTick], *, judged: bool, now_ms: int) -> list[SensorStatus]:
-    """Each sensor of :data:`SENSORS` with its last tick in ``ticks``, judged (:func:`judge_sensor`) only when
-    ``judged`` (Dagster is running), else ``not judged``."""
+def judge_sensors(
+    ticks: Mapping[str, SensorTick], *, judged: bool, now_ms: int, since_ms: int | None = None
+) -> list[SensorStatus]:
+    """Each sensor of :data:`SENSORS` with its last tick in ``ticks``, judged (:func:`judge_sensor`, Dagster
+    running since ``since_ms``) only when ``judged`` (Dagster is running), else ``not judged``."""
     return [
-        judge_sensor(name, ticks.get(name), now_ms)
+        judge_sensor(name, ticks.get(name), now_ms, since_ms)
         if judged
         else SensorStatus(name, ticks.get(name), "not judged")
         for name in SENSORS
@@ -193,8 +205,11 @@ def judge_sensors(ticks: Mapping[str, SensorTick], *, judged: bool, now_ms: int)
 def read_sensors(state: RedisState, now_ms: int) -> tuple[bool, list[SensorStatus]]:
     """Whether Dagster runs (a live ``dagster`` heartbeat) and every sensor judged on its recorded ticks
     (only while it runs). Raises StorageUnavailable when Redis is down."""
-    running = state.heartbeat(DAGSTER) is not None
-    return running, judge_sensors(state.sensor_ticks(), judged=running, now_ms=now_ms)
+    beat = state.heartbeat(DAGSTER)
+    started = beat.info.get("started_ms") if beat is not None else None
+    since = started if isinstance(started, int) and not isinstance(started, bool) else None
+    ticks = state.sensor_ticks()
+    return beat is not None, judge_sensors(ticks, judged=beat is not None, now_ms=now_ms, since_ms=since)
 
 
 @dataclass(slots=True)
