@@ -543,6 +543,13 @@ def test_a_pause_by_an_operator_is_shown_with_who_and_why_and_exits_3(
     code, report = status_json(capsys)
     assert code == 0 and report["degraded"] == [] and report["controls"]["paused"] is None
 
+    # an operator's standing cap is a deployment choice: shown, not alerted on (exit 0)
+    redis_state.set_max_universe(12, source="cli:ops")
+    code, report = status_json(capsys)
+    assert code == 0 and report["degraded"] == [] and report["controls"]["max_universe"]["by"] == "cli:ops"
+    code, table = status(capsys)
+    assert code == 0 and "controls: signalling on · primary feed · UNIVERSE CAPPED AT 12" in table
+
 
 def test_down_beats_degraded_and_the_console_line_says_both(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace

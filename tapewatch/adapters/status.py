@@ -51,6 +51,9 @@ from tapewatch.settings import Settings
 
 NO_REALTIME = "no realtime heartbeat yet: start `tapewatch run` or `make demo`"
 
+#: Who the health sensors are in the control events (``orchestration.health_control.SOURCE``): a universe cap they
+#: set is an overload, one an operator set is a choice.
+HEALTH_SOURCE = "dagster:health"
 #: ``tapewatch status`` exit codes (README): all well; something down (``problems``); up but degraded (a
 #: control value in force limits the platform: ``degraded``). 2 stays the CLI's configuration error.
 EXIT_OK, EXIT_DOWN, EXIT_DEGRADED = 0, 1, 3
@@ -95,6 +98,13 @@ class ControlInForce:
     value: str
     by: str | None = None
     since_ms: int | None = None
+
+    @property
+    def degrades(self) -> bool:
+        """Whether it makes the platform degraded (exit 3): a pause and the backup feed always; a universe
+        cap only when the health sensors set it (an overload), or when who set it is unknown. An operator's
+        standing cap is a deployment choice, shown but not alerted on forever."""
+        return self.command != "max_universe" or self.by is None or self.by.startswith(HEALTH_SOURCE)
 
     @property
     def label(self) -> str:
@@ -249,12 +259,12 @@ class Status:
     def degraded(self) -> list[str]:
         """The control values in force that limit the platform, one line each (empty: none)."""
         now_ms = int(self.checked_at.timestamp() * 1000)
-        return [control.describe(now_ms) for control in self.controls]
+        return [control.describe(now_ms) for control in self.controls if control.degrades]
 
     @property
     def verdict(self) -> str:
         """``down`` (problems), ``degraded`` (only control values in force) or ``ok``."""
-        return "down" if self.problems else "degraded" if self.controls else "ok"
+        return "down" if self.problems else "degraded" if self.degraded else "ok"
 
     @property
     def exit_code(self) -> int:

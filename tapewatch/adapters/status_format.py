@@ -39,8 +39,8 @@ def format_status(status: Status) -> str:
     now_ms = int(status.checked_at.timestamp() * 1000)
     if status.problems:
         verdict = f"{len(status.problems)} PROBLEM{'S' if len(status.problems) > 1 else ''}"
-    elif status.controls:
-        verdict = "DEGRADED: " + ", ".join(control.label for control in status.controls)
+    elif status.degraded:
+        verdict = "DEGRADED: " + ", ".join(control.label for control in status.controls if control.degrades)
     else:
         verdict = "OK"
     lines = [
@@ -103,7 +103,7 @@ def format_status(status: Status) -> str:
             recent = ", ".join(f"{kind} {n}" for kind, n in status.recent_incidents.items())
             lines.append(f"  recorded in the last hour: {recent}")
         lines += _health_lines(status.health_incidents)
-    if status.controls:
+    if status.degraded:
         lines += ["", "degraded:", *(f"  - {line}" for line in status.degraded)]
     if status.problems:
         lines += ["", "problems:", *(f"  - {problem}" for problem in status.problems)]
@@ -135,8 +135,8 @@ def format_status_line(status: Status) -> str:
             parts.append(f"last signal {age_text(last.age(now_ms))} ago ({what.strip()})")
     if status.open_incidents is not None:
         parts.append(f"open incidents {status.open_incidents}")
-    if status.controls:
-        parts.append("degraded: " + ", ".join(control.label for control in status.controls))
+    if status.degraded:
+        parts.append("degraded: " + ", ".join(control.label for control in status.controls if control.degrades))
     if status.problems:
         parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
     return "status: " + " · ".join(parts)
