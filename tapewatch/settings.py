@@ -4,8 +4,9 @@ Values come, highest priority first, from keyword overrides, ``TAPEWATCH_*`` env
 an optional YAML file (``TAPEWATCH_CONFIG_FILE`` or ``--config``) and the defaults below. The spec's
 CONFIG and DATA_CONFIG keys keep their names (``TAPEWATCH_MIN_24H_VOLUME`` sets ``min_24h_volume``).
 A bad value fails at start with a :class:`~tapewatch.errors.ConfigError` naming the key and its range; so
-do a YAML file that does not parse (with its line) or is not a mapping, an infinite or NaN number, and a
-``TAPEWATCH_*`` environment variable that is neither a setting nor in :data:`NON_SETTING_ENV` (a typo).
+do a YAML file that does not parse (with its line), is not a mapping or sets a key twice, a boolean for a number,
+an infinite or NaN number, and a ``TAPEWATCH_*`` environment variable that is neither a setting nor in
+:data:`NON_SETTING_ENV` (a typo). A bad value from the YAML file is named by the file and its line.
 
 The fields live in two groups, :mod:`tapewatch.settings_market` and :mod:`tapewatch.settings_ops` (mixins, in
 that order: the order of the README's reference and of validation), the value types and environment names in
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -85,6 +86,17 @@ class Settings(OperationsSettings, MarketSettings, BaseSettings):
             sources.append(InitSettingsSource(settings_cls, init_kwargs=_yaml_data))
         return tuple(sources)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic takes True as 1: `min_24h_volume: yes` in a YAML file meant a $1 minimum
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError(
+                "expected a number, not a boolean (YAML reads true/false, yes/no and on/off as booleans)"
+            )
+        return value
+
     @property
     def capture_dir(self) -> Path:
         return self.var_dir / "capture"
@@ -115,13 +127,70 @@ def allowed_range(name: str) -> str:
     return field.description or "see the settings reference"
 
 
+class _BadKey(Exception):
+    """A key of the YAML file that cannot be a setting: set twice, or not a string."""
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key set twice in one mapping (YAML forbids it; PyYAML silently keeps the
+    last) and a top-level key that is not a string (pydantic-settings failed on it with a traceback), and
+    noting the line of each top-level key (lowercased, as the settings read them) for the error messages."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.key_lines: dict[str, int] = {}
+        self._root: yaml.Node | None = None
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._root = node
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        top = node is self._root
+        seen: dict[Hashable, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden: not a repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if top and not isinstance(key, str):
+                raise _BadKey(
+                    f"line {line}: key {key!r} (of type {type(key).__name__}) is not a setting name; setting names "
+                    "are words like max_spread"
+                )
+            # top-level keys are read case-insensitively: max_spread and MAX_SPREAD are the same setting
+            folded = key.lower() if top and isinstance(key, str) else key
+            if not isinstance(folded, Hashable):
+                continue  # the constructor below refuses it as an unhashable key
+            if folded in seen:
+                raise _BadKey(
+                    f"line {line}: key {key!r} is set twice (also at line {seen[folded]}); set each key once"
+                )
+            seen[folded] = line
+            if top:
+                self.key_lines[str(folded)] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The settings of a YAML file, or ConfigError naming the file, the line of a syntax error and the fix."""
+    return _read_config(path)[0]
+
+
+def _read_config(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The settings of a YAML file and the line of each (by lowercased key), or ConfigError (read_config_file)."""
     where = f"config file {path} (set by --config or {CONFIG_FILE_ENV})"
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{where} does not exist")
+    if not path.is_file():
+        kind = " (a directory)" if path.is_dir() else ""
+        raise ConfigError(f"{where} is not a regular file{kind}: name the YAML file itself")
+    loader: _SettingsLoader | None = None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _SettingsLoader(path.read_text(encoding="utf-8"))
+        data = loader.get_single_data()
+    except _BadKey as exc:
+        raise ConfigError(f"{where}, {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -132,14 +201,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where} cannot be read: {exc}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if data is None:  # an empty file (or only comments): no settings
-        return {}
+        return {}, {}
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a single {type(data).__name__} value"
         raise ConfigError(
             f"{where} must map setting names to values (`max_spread: 0.0003`, one per line); it holds {kind}"
         )
-    return data
+    return data, loader.key_lines
 
 
 def _did_you_mean(key: str, known: set[str], prefix: str = "") -> str:
@@ -165,28 +237,47 @@ def unknown_env(environ: Mapping[str, str]) -> list[str]:
     return lines
 
 
+def _label(key: str, overrides: Mapping[str, Any], yaml_lines: Mapping[str, int], path: object) -> str:
+    """Where the value of ``key`` came from: its environment name, or the YAML file and line when it is the
+    file's (keyword overrides and the environment win over the file; a default keeps the environment name)."""
+    env = ENV_PREFIX + key.upper()
+    from_env = any(name.upper() == env for name in os.environ)
+    if key in overrides or from_env or key not in yaml_lines:
+        return env
+    return f"config file {path}, line {yaml_lines[key]}"
+
+
+def _unknown_key_hint(key: str) -> str:
+    """``did you mean …?`` for an unknown key, read as a setting name also when spelt as its environment name
+    (TAPEWATCH_MAX_SPREAD in a YAML file)."""
+    return _did_you_mean(key.lower().removeprefix(ENV_PREFIX.lower()), set(Settings.model_fields))
+
+
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build the settings, or raise ConfigError with one line per bad key (env name, value, allowed range)
-    and per unknown ``TAPEWATCH_*`` environment variable."""
+    """Build the settings, or raise ConfigError with one line per bad key (env name, or the YAML file and line,
+    value, allowed range) and per unknown ``TAPEWATCH_*`` environment variable."""
     global _yaml_data
-    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    # `TAPEWATCH_CONFIG_FILE=` (empty) is unset, as an empty variable means in a shell or a compose file
+    path = config_file or os.environ.get(CONFIG_FILE_ENV) or None
     lines = unknown_env(os.environ)
     settings: Settings | None = None
+    yaml_lines: dict[str, int] = {}
     try:
-        _yaml_data = read_config_file(Path(path)) if path is not None else None
+        if path is not None:
+            _yaml_data, yaml_lines = _read_config(Path(path))
         settings = Settings(**overrides)
     except ValidationError as exc:
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else "?"
-            env = ENV_PREFIX + key.upper()
             if err["type"] == "extra_forbidden":
-                hint = _did_you_mean(key, set(Settings.model_fields))
                 lines.append(
-                    f"unknown setting {key!r}: {hint}remove it (see the settings reference in the README)"
+                    f"unknown setting {key!r}: {_unknown_key_hint(key)}remove it (see the settings reference "
+                    "in the README)"
                 )
                 continue
             allowed = allowed_range(key) if key in Settings.model_fields else ""
-            lines.append(f"{key} ({env}) = {err.get('input')!r}: {err['msg']}; allowed: {allowed}")
+            label = _label(key, overrides, yaml_lines, path)
+            lines.append(f"{key} ({label}) = {err.get('input')!r}: {err['msg']}; allowed: {allowed}")
     finally:
         _yaml_data = None
     if settings is None or lines:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from tapewatch.settings_types import SnapshotLimit, Timeframe, check_url
+from tapewatch.settings_types import SnapshotLimit, Timeframe, check_redis_url, check_url
 
 
 class MarketSettings(BaseModel):
@@ -115,7 +115,9 @@ class MarketSettings(BaseModel):
     )
 
     # --- Dagster instance (issue 5) ----------------------------------------------------------------------
-    dagster_host: str = Field("127.0.0.1", description="Dagster webserver host (tapewatch dagster, rescan).")
+    dagster_host: str = Field(
+        "127.0.0.1", min_length=1, description="Dagster webserver host (tapewatch dagster, rescan)."
+    )
     dagster_port: int = Field(3000, ge=1, le=65535, description="Dagster webserver port.")
     dagster_max_concurrent_runs: int = Field(
         4, ge=1, le=100, description="Dagster runs at once (queued run coordinator)."
@@ -303,7 +305,15 @@ class MarketSettings(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
-        return check_url(value, ("redis", "rediss", "unix"))
+        return check_redis_url(value)
+
+    @field_validator("var_dir", mode="before")
+    @classmethod
+    def _check_var_dir(cls, value: Any) -> Any:
+        # Path("") is ".": TAPEWATCH_VAR_DIR= put the embedded servers and captures in the current directory
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a directory, like var or /srv/tapewatch; got an empty value")
+        return value
 
     @field_validator("binance_rest_url")
     @classmethod

@@ -7,7 +7,7 @@ A pydantic mixin of :class:`tapewatch.settings.Settings`, after :class:`~tapewat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 
@@ -78,6 +78,15 @@ class OperationsSettings(BaseModel):
     telegram_retry_after_max: float = Field(
         300, gt=0, le=3600, description="Longest 429 retry_after (s) honoured; longer gives up."
     )
+
+    @field_validator(
+        "webhook_secret", "telegram_bot_token", "telegram_chat_id", "dashboard_password", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `TAPEWATCH_TELEGRAM_BOT_TOKEN=` meant "off" to the pair check but "on" to the notifiers, which then
+        # failed at start; an empty value of these optional strings is now unset, as their checks read it
+        return None if value == "" else value
 
     @field_validator("webhook_url")
     @classmethod
@@ -225,7 +234,7 @@ class OperationsSettings(BaseModel):
         return value
 
     # --- simulator and logging -------------------------------------------------------------------------
-    sim_host: str = Field("127.0.0.1", description="Simulated exchange host.")
+    sim_host: str = Field("127.0.0.1", min_length=1, description="Simulated exchange host.")
     sim_port: int = Field(8765, ge=1, le=65535, description="Simulated exchange port.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")

@@ -3,8 +3,9 @@ variables are not settings. Split from :mod:`tapewatch.settings` (which re-expor
 
 from __future__ import annotations
 
+import re
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 #: Kline intervals Binance USD-M accepts.
 TIMEFRAMES: tuple[str, ...] = (
@@ -30,7 +31,8 @@ NON_SETTING_ENV: dict[str, str] = {
 
 
 def check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
-    """``value`` unchanged when it is None or a URL of one of ``schemes``; else ValueError naming them."""
+    """``value`` unchanged when it is None or a URL of one of ``schemes`` whose port, if any, is a number
+    from 0 to 65535; else ValueError naming what is allowed (the drivers would fail later, with a traceback)."""
     if value is None:
         return None
     parts = urlsplit(value)
@@ -38,4 +40,31 @@ def check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
         raise ValueError(
             f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}; got {value!r}"
         )
+    try:
+        parts.port  # noqa: B018 -- read for its check: urlsplit parses the port only when asked
+    except ValueError:
+        raise ValueError(
+            f"the port of {value!r} must be a number from 0 to 65535 (like host:5432), "
+            "or left out for the default"
+        ) from None
+    return value
+
+
+def check_redis_url(value: str | None) -> str | None:
+    """``value`` unchanged when it is None or a Redis URL redis-py reads as written: ``check_url``, a database
+    number (the path of redis:// and rediss://, ``?db=``) that is a whole number. redis-py ignores a path
+    like ``/abc`` and silently uses database 0; ``?db=abc`` fails at the first connection."""
+    value = check_url(value, ("redis", "rediss", "unix"))
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    db_path = parts.path if parts.scheme != "unix" else ""  # a unix:// path is the socket's
+    if db_path not in ("", "/") and not re.fullmatch(r"/[0-9]+", db_path):
+        raise ValueError(
+            f"the path of {value!r} must be empty or a database number, like redis://host:6379/0; "
+            f"got {db_path!r}"
+        )
+    for db in parse_qs(parts.query).get("db", []):
+        if not re.fullmatch(r"[0-9]+", db):
+            raise ValueError(f"db= of {value!r} must be a database number, like ?db=0; got {db!r}")
     return value
