@@ -4,9 +4,11 @@ bound beyond loopback, and the process heartbeat. ``tapewatch dashboard`` calls 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -38,6 +40,29 @@ def check_bind(host: str, password: str | None) -> None:
             f"the dashboard is bound to {host}, beyond this machine: set TAPEWATCH_DASHBOARD_PASSWORD (and "
             "optionally TAPEWATCH_DASHBOARD_USER) to require basic auth, or bind to 127.0.0.1"
         )
+
+
+def check_port(host: str, port: int) -> None:
+    """ConfigError, naming the setting, unless the dashboard can listen on ``host:port`` (a port taken, an
+    address not of this machine): checked before anything starts, instead of Werkzeug's "Address already in
+    use" and exit 1 after the start-up banner. Binds as Werkzeug will (its address family, SO_REUSEADDR)."""
+    from werkzeug.serving import get_sockaddr, select_address_family
+
+    family = select_address_family(host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(get_sockaddr(host, port, family))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {host}:{port} for the dashboard is taken; use --port or set TAPEWATCH_DASHBOARD_PORT "
+                    "(setting dashboard_port) to a free port, or stop what holds it"
+                ) from exc
+            raise ConfigError(
+                f"the dashboard cannot listen on {host}:{port} ({exc.strerror}); use --host/--port or set "
+                "TAPEWATCH_DASHBOARD_HOST / TAPEWATCH_DASHBOARD_PORT (settings dashboard_host, dashboard_port)"
+            ) from exc
 
 
 def status_pills(backend: be.Backend, problems: list[str]) -> list[html.Span]:
@@ -119,23 +144,25 @@ def create_app(backend: be.Backend, *, password: str | None = None) -> dash.Dash
     def _shell(_: int | None) -> tuple[list[html.Span], html.Div]:
         return shell_status()
 
-    set_up(app)
-    if password:  # after set_up: its request goes in without credentials
+    credentials = (backend.settings.dashboard_user, password) if password else None
+    if credentials:  # before set_up: Flask takes no new request hook once the app has served a request
         import dash_auth
 
-        dash_auth.BasicAuth(app, {backend.settings.dashboard_user: password})
+        dash_auth.BasicAuth(app, {credentials[0]: credentials[1]})
+    set_up(app, credentials)
     return app
 
 
-def set_up(app: dash.Dash) -> None:
+def set_up(app: dash.Dash, credentials: tuple[str, str] | None = None) -> None:
     """Finish the app's setup now, in this one thread, before it serves anyone.
 
     Dash completes an app on its first request (hooks that merge the pages' callbacks into the app and add
     the page router), each hook setting its "done" flag *before* doing the work and without a lock: concurrent
     first requests then see a half-built app — a dependency list without the pages' callbacks (seen: 1 KB
     instead of 7 KB), or a callback Dash does not know yet, a 500. One request through Flask's test client
-    runs those hooks before the server opens; ValueError if it does not answer 200."""
-    response = app.server.test_client().get(app.config.requests_pathname_prefix)
+    runs those hooks before the server opens, as ``credentials`` (user, password) when basic auth is on;
+    ValueError if it does not answer 200."""
+    response = app.server.test_client().get(app.config.requests_pathname_prefix, auth=credentials)
     if response.status_code != 200:
         raise ValueError(f"the dashboard failed its set-up request: HTTP {response.status_code}")
 

@@ -273,7 +273,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard.app import check_bind, serve
+    from dashboard.app import check_bind, check_port, serve
     from tapewatch.adapters.db import open_database
     from tapewatch.adapters.embedded import ensure_database, ensure_redis
 
@@ -282,6 +282,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.dashboard_port
     password = settings.dashboard_password.get_secret_value() if settings.dashboard_password else None
     check_bind(host, password)  # before starting anything
+    check_port(host, port)
     open_database(settings).dispose()  # migrations at start-up
     serve(
         settings,
