@@ -69,8 +69,9 @@ def capture_metrics(capture: CaptureWriter | None) -> dict[str, int]:
 
 
 def service_metrics(service: FeedService) -> dict[str, int | float]:
-    """The service's metrics snapshot: feed, books, candles, engine, latency, backup feed, control, incidents,
-    the capture and the signal dispatch (``pending_*``, ``relay_*``, ``notify_*``: see ``Dispatch.metrics``)."""
+    """The service's metrics snapshot: feed, websocket transport (``ws_control_*``, ``stale_stream*``), REST
+    client (``rest_*``), books, candles, engine, latency, backup feed, control, incidents, the capture and the
+    signal dispatch (``pending_*``, ``relay_*``, ``notify_*``: see ``Dispatch.metrics``)."""
     market, engine, pool = service.market, service.engine, service.pool.stats
     universe = service.universe
     return {
@@ -89,6 +90,16 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "snapshots_fetched": service.snapshots.counters["fetched"],
         "queue_drops": service.pool.frames.drops,
         "reconnects": sum(pool.reconnects.values()),
+        # the transport's live changes: SUBSCRIBE/UNSUBSCRIBE the server refused (retried) or left unanswered,
+        # and streams given up after max_control_retries refusals
+        "ws_control_errors": pool.control_errors,
+        "ws_control_timeouts": pool.control_timeouts,
+        "ws_control_gave_up": pool.control_gave_up,
+        # silent streams on live connections: reports, of those quiet markets, and reconnects of a connection
+        # for one silent depth/bookTicker/markPrice stream
+        "stale_stream_reports": pool.stale_stream_reports,
+        "stale_stream_quiet": pool.stale_stream_quiet,
+        "stale_stream_reconnects": pool.stale_stream_reconnects.total(),
         "redis_errors": service.counters["redis_errors"],
         # REST candle requests: history at a symbol's start (failed attempts, retries after a backoff, the
         # loader's unexpected errors); kline refills queued and failed
@@ -101,6 +112,9 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "rest_rate_limited": service.rest.stats.rate_limited,
         "rest_waf_blocked": service.rest.stats.waf_blocked,
         "rest_banned": service.rest.stats.banned,
+        # REST answers that did not decode (rejected), and bad rows dropped from kept list answers
+        "rest_malformed": service.rest.stats.malformed.total(),
+        "rest_dropped_rows": service.rest.stats.dropped_rows.total(),
         # klines for a bar older than the newest one, ignored
         "candle_stale_updates": sum(
             series.stale_updates for st in market.symbols.values() for series in st.candles.values()

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -21,8 +22,12 @@ from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
 from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.errors import FeedError
 from tapewatch.settings import load_settings
+from tests.adapters.rest_test_server import Reply, RestTestServer
 from tests.adapters.signal_builders import entry
+from tests.realtime.binance_ws_server import BinanceWsServer, eventually, run
+from tests.realtime.ws_pool_helpers import make_pool, up
 
 M15 = 900_000
 
@@ -118,3 +123,60 @@ def test_the_rest_clients_refusals_reach_the_metrics_hash() -> None:
     stats.rate_limited, stats.waf_blocked, stats.banned = 3, 2, 1
     metrics = service.metrics()
     assert (metrics["rest_rate_limited"], metrics["rest_waf_blocked"], metrics["rest_banned"]) == (3, 2, 1)
+
+
+def _kline_row(open_time: int, low: str = "90") -> list[Any]:
+    return [open_time, "100", "110", low, "105", "1", open_time + 59_999, "100", 5, "0.5", "50", "0"]
+
+
+def test_the_metrics_hash_shows_refused_subscriptions_silent_streams_and_bad_rest_rows(
+    tmp_path: Path,
+) -> None:
+    """The transport's refusals and stale-stream counters and the REST client's dropped rows were counted and
+    never published: the README names them, ``tapewatch status`` and the System page could not show them."""
+    t0 = 1_700_000_000_000
+    one_bad = json.dumps([_kline_row(t0), _kline_row(t0 + 60_000, low="0"), _kline_row(t0 + 120_000)])
+    all_bad = json.dumps([_kline_row(t0, low="0")])
+
+    async def body(rest_url: str) -> None:
+        settings = load_settings(var_dir=tmp_path, binance_rest_url=rest_url)
+        async with (
+            BinanceWsServer() as server,
+            make_pool(
+                server,
+                stale_after=0.4,
+                watchdog_interval=0.05,
+                control_rate=8,
+                max_params_per_message=1,
+                max_control_retries=1,
+            ) as pool,
+            BinanceRest.from_settings(settings) as rest,
+        ):
+            service = FeedService(settings, rest=rest, pool=pool)
+            server.refuse_subscribe = {"bad@aggTrade": 99}
+            pool.set_streams(["a@depth@100ms", "a@bookTicker", "a@aggTrade"])
+            await up(server, pool, 2)
+            # a refused SUBSCRIBE (retried once, then given up); a quiet aggTrade stream; a depth stream
+            # silent on a busy connection: reconnected once, then silent again (a quiet market)
+            pool.set_streams(["a@depth@100ms", "a@bookTicker", "a@aggTrade", "b@aggTrade", "bad@aggTrade"])
+            server.start_feed(["a@bookTicker", "a@aggTrade"], 0.02)
+            await eventually(lambda: pool.failed_streams() == ["bad@aggTrade"], what="bad given up")
+            await eventually(
+                lambda: pool.stale_streams() == ["a@depth@100ms", "b@aggTrade"], within=10, what="quiet depth"
+            )
+            candles, _ = await rest.klines("BTCUSDT", "1m", limit=3)  # one bad row dropped
+            with pytest.raises(FeedError):
+                await rest.klines("BTCUSDT", "1m", limit=1)  # every row bad: the answer is rejected
+            metrics = service.metrics()
+            await server.stop_feeds()
+
+        assert len(candles) == 2
+        assert (metrics["ws_control_errors"], metrics["ws_control_gave_up"]) == (2, 1)
+        assert metrics["ws_control_timeouts"] == 0
+        assert metrics["stale_stream_reports"] == 2 and metrics["stale_stream_quiet"] == 1
+        assert metrics["stale_stream_reconnects"] == 1
+        assert (metrics["rest_dropped_rows"], metrics["rest_malformed"]) == (1, 1)
+
+    with RestTestServer() as rest_server:
+        rest_server.route("/fapi/v1/klines", [Reply(body=one_bad.encode()), Reply(body=all_bad.encode())])
+        run(lambda: body(rest_server.url))
