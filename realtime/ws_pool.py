@@ -209,7 +209,8 @@ class StreamPool:
         return {conn.conn_id: sorted(names) for conn, names in zip(live, answers, strict=True)}
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters plus queue, stale and failed streams, JSON-ready (for the heartbeat and metrics)."""
+        """Counters plus queue, stale and failed streams, JSON-ready: the whole transport state at a glance (a
+        debugging view; the metrics hash publishes the counters through ``service_metrics``)."""
         out = self.stats.snapshot()
         out["queue_drops"] = self.frames.drops
         out["queue_depth"] = self.frames.frames_queued()
