@@ -136,7 +136,9 @@ def format_status_line(status: Status) -> str:
     if status.open_incidents is not None:
         parts.append(f"open incidents {status.open_incidents}")
     if status.degraded:
-        parts.append("degraded: " + ", ".join(control.label for control in status.controls if control.degrades))
+        parts.append(
+            "degraded: " + ", ".join(control.label for control in status.controls if control.degrades)
+        )
     if status.problems:
         parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
     return "status: " + " · ".join(parts)
