@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.capture import iter_capture
+from realtime.capture import capture_files, iter_capture
 from tapewatch.engine import SignalEngine
 from tapewatch.market import (
     TRADE_GAP_COUNTERS,
@@ -42,6 +42,17 @@ def request_kind(request: Request) -> str:
     return "kline_fill" if isinstance(request, KlineFillNeeded) else "fill"
 
 
+class CaptureDecoder(FrameDecoder):
+    """The replay's frame decoder: a line that is not even JSON is reported with the file it is in (``source``,
+    set as each file begins) rather than the live decoder's ``<capture>``, so a replay of several files names
+    the one to look at."""
+
+    source = "<capture>"
+
+    def _reject(self, reason: str, stream: str, detail: object = "") -> None:
+        super()._reject(reason, self.source if stream == "<capture>" else stream, detail)
+
+
 @dataclass
 class ReplayResult:
     """The summary object of ``replay --json`` plus every record the engine produced."""
@@ -60,7 +71,7 @@ def run_replay(
     false) the signal engine. Without ``settings``, they are loaded as the CLI loads them (environment and
     ``TAPEWATCH_CONFIG_FILE``, unknown ``TAPEWATCH_*`` variables refused): a bare Settings() would skip both."""
     settings = settings or load_settings()
-    decoder = FrameDecoder()
+    decoder = CaptureDecoder()
     market = Market(MarketConfig.from_settings(settings))
     engine = SignalEngine(settings, market) if signals else None
     result = ReplayResult(summary={}, engine=engine)
@@ -85,19 +96,21 @@ def run_replay(
             result.signals.extend(out.signals)
             result.finished.extend(out.finished)
 
-    for line in iter_capture(paths):
-        messages += 1
-        frame = decode(line)
-        if frame is None:
-            for polled in take_pending():  # a backup-feed page (aggTrades, klines): a frame per row, in order
-                step(polled)
-            continue
-        if (request := on_frame(frame)) is not None:
-            requests[request_kind(request)] += 1
-        if engine is not None and (out := engine.on_frame(frame)) is not None:
-            result.candidates.extend(out.candidates)
-            result.signals.extend(out.signals)
-            result.finished.extend(out.finished)
+    for path in capture_files(paths):  # every path checked before the first line is read
+        decoder.source = str(path)
+        for line in iter_capture([path]):
+            messages += 1
+            frame = decode(line)
+            if frame is None:
+                for polled in take_pending():  # a backup-feed page (aggTrades, klines): a frame per row
+                    step(polled)
+                continue
+            if (request := on_frame(frame)) is not None:
+                requests[request_kind(request)] += 1
+            if engine is not None and (out := engine.on_frame(frame)) is not None:
+                result.candidates.extend(out.candidates)
+                result.signals.extend(out.signals)
+                result.finished.extend(out.finished)
     seconds = time.perf_counter() - start
     totals = market.totals()
     entries = [s for s in result.signals if s.signal_type == "ENTRY"]

@@ -62,7 +62,7 @@ from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.binance_weights import MAX_KLINES_LIMIT
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
 from tapewatch.engine import DEPTH_UNSUBSCRIBED, EngineOutput, RemoteCloses, SignalEngine
-from tapewatch.errors import FatalError, RetryableError
+from tapewatch.errors import ConfigError, FatalError, RetryableError
 from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChange, DepthRestart, DepthSnapshot
 from tapewatch.market import KlineFillNeeded, Market, MarketConfig, SnapshotNeeded, history_klines
 from tapewatch.parse import Frame, FrameDecoder
@@ -90,7 +90,8 @@ def _wall_ms() -> int:
 async def choose_universe(
     rest: BinanceRest, settings: Settings, tradable: Collection[str] | None = None
 ) -> list[str]:
-    """``Settings.symbols`` if given (unknown names are dropped with an error), else the top by volume.
+    """``Settings.symbols`` if given (unknown names are dropped with an error; ConfigError when none is left:
+    a fixed list is not silently replaced by nothing), else the top by volume.
 
     ``tradable``: the tradable symbols of exchangeInfo when already fetched."""
     if tradable is None:
@@ -98,11 +99,18 @@ async def choose_universe(
         tradable = tradable_perpetuals(info.symbols)
     if settings.symbols:
         unknown = sorted(set(settings.symbols) - set(tradable))
+        chosen = [s for s in settings.symbols if s in tradable]
+        if not chosen:
+            raise ConfigError(
+                f"--symbols / TAPEWATCH_SYMBOLS: none of {', '.join(unknown)} is a tradable USDT perpetual of "
+                f"{settings.binance_rest_url}; give listed symbols, like BTCUSDT,ETHUSDT"
+            )
         if unknown:
             log.error(
-                "not tradable USDT perpetuals, ignored: %s (check TAPEWATCH_SYMBOLS)", ", ".join(unknown)
+                "not tradable USDT perpetuals, ignored: %s (check --symbols / TAPEWATCH_SYMBOLS)",
+                ", ".join(unknown),
             )
-        return [s for s in settings.symbols if s in tradable]
+        return chosen
     tickers, _ = await rest.ticker_24hr()
     return top_by_volume(set(tradable), tickers, settings.universe_size)
 

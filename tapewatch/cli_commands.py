@@ -4,9 +4,11 @@ demo, the dashboard, Dagster. Each imports the process it starts lazily (see ``t
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +142,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tapewatch.adapters.embedded import ensure_database, ensure_redis
 
     settings = exchange_settings(settings_for(args), args.exchange)
+    # model_copy does not validate: the parser has checked both (``cli_parser.symbol_list`` and ``shard``)
     if args.symbols:
-        settings = settings.model_copy(
-            update={"symbols": tuple(s.strip().upper() for s in args.symbols.split(","))}
-        )
-    if args.shard:  # scale-out: this instance follows shard I of N (model_copy does not validate: parse here)
-        from tapewatch.sharding import parse_shard
-
-        try:
-            settings = settings.model_copy(update={"shard": parse_shard(args.shard).label})
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        settings = settings.model_copy(update={"symbols": args.symbols})
+    if args.shard is not None:  # scale-out: this instance follows shard I of N
+        settings = settings.model_copy(update={"shard": args.shard.label})
     db = open_database(settings)  # migrations at start-up
     try:
         from tapewatch.adapters.tuning_store import with_active_parameters
@@ -186,6 +182,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 "faults) do not apply; plant sequence gaps with --gap SYMBOL@OFFSET, or record a faulty session "
                 "with `tapewatch run --exchange sim` against `tapewatch sim --faults ...`"
             )
+        if args.duration.strip().startswith("-"):
+            raise ConfigError(f"sim --record: --duration {args.duration} is negative; use e.g. 10m")
         try:
             gaps = [parse_gap(g) for g in args.gap]
             duration_ms = int(parse_duration(args.duration) * 1000)
@@ -193,6 +191,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             raise ConfigError(f"sim --record: {exc}") from exc
         if duration_ms <= 0:
             raise ConfigError(f"sim --record: --duration {args.duration} is no time at all; use e.g. 10m")
+        check_gaps(args.gap, gaps, duration_ms, args.duration, args.symbols)  # before the directory is made
         result = record(
             writable_dir(Path(args.record), "sim --record"),
             duration_ms,
@@ -207,6 +206,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return 0
     if args.gap:
         raise ConfigError("--gap plants a gap in a recording: use it with --record DIR --duration D")
+    if args.duration is not None:
+        raise ConfigError(
+            f"--duration {args.duration} is the length of a recording: use it with --record DIR (the server "
+            "runs until Ctrl-C)"
+        )
     from realtime.sim.server import serve
 
     try:
@@ -238,10 +242,38 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.filename is not None:  # a file, not the socket: e.g. the clock file could not be saved
             raise ConfigError(f"sim: {exc.filename}: {exc.strerror}; check --clock-file") from exc
-        raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror}); set --port or TAPEWATCH_SIM_PORT"
-        ) from exc
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); {listen_advice(exc)}") from exc
     return 0
+
+
+def listen_advice(exc: OSError) -> str:
+    """Which setting to change when the simulator cannot listen: the address when it is not one of this
+    machine's (or not an address at all), the port otherwise (in use, or privileged)."""
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return "set --host or TAPEWATCH_SIM_HOST to an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+    return "set --port or TAPEWATCH_SIM_PORT"
+
+
+def check_gaps(
+    specs: list[str], gaps: list[tuple[str, int]], duration_ms: int, duration: str, symbols: int
+) -> None:
+    """ConfigError unless every ``--gap`` names a simulated symbol (of the first ``symbols``) at an offset
+    within the recording: checked before ``sim --record`` creates its directory."""
+    from realtime.sim.symbols import build_universe
+
+    names = [spec.symbol for spec in build_universe(symbols)]
+    for spec, (symbol, offset_ms) in zip(specs, gaps, strict=True):
+        if symbol not in names:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise ConfigError(
+                f"sim --record: --gap {spec}: {symbol} is not one of the {len(names)} simulated symbols "
+                f"(--symbols {symbols}: {shown})"
+            )
+        if not 0 <= offset_ms < duration_ms:
+            raise ConfigError(
+                f"sim --record: --gap {spec}: the offset is not within the recording (--duration {duration}); "
+                "use an offset below the duration"
+            )
 
 
 def check_clock_file(path: Path) -> None:

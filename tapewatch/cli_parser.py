@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tapewatch.cli_admin import cmd_db, cmd_rescan, cmd_settings, cmd_status, cmd_tuning
 from tapewatch.cli_commands import (
@@ -17,6 +19,7 @@ from tapewatch.cli_commands import (
     cmd_run,
     cmd_sim,
 )
+from tapewatch.sharding import Shard, parse_shard
 from tapewatch.streams import WHOLE_MARKET_SYMBOLS as MAX_SYMBOLS
 
 
@@ -49,19 +52,50 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def float_above(low: float, *, inclusive: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number above ``low`` (or at least ``low`` when ``inclusive``)."""
+def float_above(low: float, *, inclusive: bool = False, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number above ``low`` (or at least ``low`` when ``inclusive``), and at most
+    ``high`` when given."""
+    allowed = f"{'>=' if inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
 
     def parse(text: str) -> float:
         value = _number(text, float)
-        if value < low or (value == low and not inclusive):
-            raise argparse.ArgumentTypeError(
-                f"{value:g} is out of range; use a number {'>=' if inclusive else '>'} {low:g}"
-            )
+        if value < low or (value == low and not inclusive) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value:g} is out of range; use a number {allowed}")
         return value
 
     parse.__name__ = "number"
     return parse
+
+
+def symbol_list(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated symbol names (upper-cased; empty items dropped), at least one."""
+    names = tuple(s.strip().upper() for s in text.split(",") if s.strip())
+    bad = [s for s in names if not s.isalnum()]
+    if bad or not names:
+        what = f"{bad[0]!r} is not a symbol name" if bad else f"{text!r} names no symbol"
+        raise argparse.ArgumentTypeError(
+            f"{what}; use letters and digits, comma-separated, like BTCUSDT,ETHUSDT"
+        )
+    return names
+
+
+def shard(text: str) -> Shard:
+    """An argparse type: ``I/N``, shard I of N (:func:`tapewatch.sharding.parse_shard`)."""
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, except that a value starting with ``-`` and a digit is an option's value, not an
+    unknown option: ``--shard -1/2`` and ``--duration -5m`` then get the option's own range error, not
+    "expected one argument" (argparse takes only plain negative numbers such as ``-5`` as values). No option
+    of ``tapewatch`` looks like ``-1``. Subparsers are built with the parser's class, so they get it too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 #: a TCP port to listen on (0, "any free port", is refused: the other processes must know where to connect)
@@ -70,14 +104,29 @@ PORT = int_range(1, 65535)
 SIM_SYMBOLS = int_range(1, MAX_SYMBOLS)
 #: the simulator's seed (split into 32-bit words for numpy's SeedSequence, which refuses negative ones)
 SEED = int_range(0)
-#: seconds or simulated seconds per wall second: strictly positive
+#: seconds: strictly positive
 POSITIVE = float_above(0.0)
-#: the rate of planted episodes: 0 plants none
+#: seconds to wait: 0 is one look
 NON_NEGATIVE = float_above(0.0, inclusive=True)
+#: simulated seconds per wall second. The simulator slows its clock (with a warning) when it cannot keep up,
+#: which a few hundred symbols reach long before this bound; beyond it the clock arithmetic itself goes wrong
+#: (``--speed 1e308`` was "inf s behind").
+MAX_SPEED = 10_000.0
+SPEED = float_above(0.0, high=MAX_SPEED)
+#: the rate of planted episodes, times the usual: 0 plants none. A symbol's episodes are at least ~10
+#: simulated minutes apart (the first one 5 minutes in), so the simulator saturates near 100 already.
+MAX_EPISODE_RATE = 1_000.0
+EPISODE_RATE = float_above(0.0, inclusive=True, high=MAX_EPISODE_RATE)
+#: seconds between status lines: each one formats the whole live state, so not more than twice a second
+#: (``--status-every 1e-9`` printed 229,504 tables in 5 s and starved the service)
+MIN_STATUS_EVERY = 0.5
+STATUS_EVERY = float_above(MIN_STATUS_EVERY, inclusive=True)
+#: ``tuning list --limit``: the newest this many proposals (an unbounded one overflowed PostgreSQL's bigint)
+MAX_LIST_LIMIT = 10_000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tapewatch",
         description="Order-flow signals for Binance USD-M perpetual futures (signals only, never orders).",
     )
@@ -101,11 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the realtime service: books, trade flow, capture, live state in Redis")
     p.add_argument("--exchange", choices=("binance", "sim"), default="binance", help="market data source")
-    p.add_argument("--symbols", help="comma-separated symbols (default: TAPEWATCH_SYMBOLS or top by volume)")
-    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
-    p.add_argument("--status-every", type=POSITIVE, default=None, help="print the live state every N seconds")
     p.add_argument(
-        "--shard", default=None, help="I/N: follow shard I of N of the universe (default TAPEWATCH_SHARD)"
+        "--symbols",
+        type=symbol_list,
+        help="comma-separated symbols (default: TAPEWATCH_SYMBOLS or top by volume)",
+    )
+    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--status-every",
+        type=STATUS_EVERY,
+        default=None,
+        help=f"print the live state every N seconds (>= {MIN_STATUS_EVERY:g})",
+    )
+    p.add_argument(
+        "--shard",
+        type=shard,
+        default=None,
+        help="I/N: follow shard I of N of the universe (default TAPEWATCH_SHARD)",
     )
     p.set_defaults(func=cmd_run)
 
@@ -116,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--symbols", type=SIM_SYMBOLS, default=40, help=f"number of perpetual symbols (1..{MAX_SYMBOLS})"
     )
-    p.add_argument("--speed", type=POSITIVE, default=1.0, help="simulated seconds per wall second (> 0)")
+    p.add_argument(
+        "--speed",
+        type=SPEED,
+        default=1.0,
+        help=f"simulated seconds per wall second (> 0, at most {MAX_SPEED:g})",
+    )
     p.add_argument(
         "--faults", default=None, help="fault schedule, e.g. gap=30s,drop=5m,malformed=1m,rest5xx=0.02"
     )
@@ -131,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--episode-rate",
-        type=NON_NEGATIVE,
+        type=EPISODE_RATE,
         default=1.0,
-        help="planted order-flow episodes, times the usual rate",
+        help=f"planted order-flow episodes, times the usual rate (0..{MAX_EPISODE_RATE:g})",
     )
     p.add_argument(
         "--clock-file",
@@ -151,9 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--symbols", type=SIM_SYMBOLS, default=20, help=f"simulated perpetual symbols (1..{MAX_SYMBOLS})"
     )
-    p.add_argument("--speed", type=POSITIVE, default=20.0, help="simulated seconds per wall second (> 0)")
     p.add_argument(
-        "--episode-rate", type=NON_NEGATIVE, default=3.0, help="planted episodes, times the usual rate"
+        "--speed",
+        type=SPEED,
+        default=20.0,
+        help=f"simulated seconds per wall second (> 0, at most {MAX_SPEED:g})",
+    )
+    p.add_argument(
+        "--episode-rate",
+        type=EPISODE_RATE,
+        default=3.0,
+        help=f"planted episodes, times the usual rate (0..{MAX_EPISODE_RATE:g})",
     )
     p.add_argument(
         "--daily-cap-scale",
@@ -163,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
     p.add_argument(
-        "--status-every", type=POSITIVE, default=15.0, help="seconds between status lines/live tables"
+        "--status-every",
+        type=STATUS_EVERY,
+        default=15.0,
+        help=f"seconds between status lines/live tables (>= {MIN_STATUS_EVERY:g})",
     )
     p.add_argument("--no-dagster", action="store_true", help="do not start the Dagster webserver and daemon")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
@@ -188,7 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tuning", help="monthly tuning proposals: list, show, propose, apply, rollback")
     tsub = p.add_subparsers(dest="tuning_command", required=True, metavar="ACTION")
     t = tsub.add_parser("list", help="the newest proposals")
-    t.add_argument("--limit", type=int_range(1), default=20, help="at most this many (>= 1)")
+    t.add_argument(
+        "--limit",
+        type=int_range(1, MAX_LIST_LIMIT),
+        default=20,
+        help=f"at most this many (1..{MAX_LIST_LIMIT})",
+    )
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_tuning)
     t = tsub.add_parser("show", help="one proposal: parameters and results beside the current ones")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SPEC = re.compile(r"^\s*(-?\d+)\s*/\s*(-?\d+)\s*$")  # signed: ``-1/2`` gets the range error
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +23,13 @@ class Shard:
     count: int
 
     def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"a shard is I/N with 0 <= I < N and N >= 1; got {self.index}/{self.count}")
+        got = f"{self.index}/{self.count}"
+        if self.count < 1:
+            raise ValueError(f"shard count N must be at least 1 (I/N: instance I of N); got {got}")
+        if not 0 <= self.index < self.count:
+            raise ValueError(
+                f"shard index must be within 0..{self.count - 1} (I/N: instance I of N); got {got}"
+            )
 
     @property
     def label(self) -> str:
@@ -53,8 +58,9 @@ def shard_of(symbol: str, count: int) -> int:
 
 
 def parse_shard(text: str) -> Shard:
-    """``"I/N"`` → Shard; ValueError with the expected form otherwise."""
+    """``"I/N"`` → Shard; ValueError with the expected form otherwise. The message names no option: the value
+    comes from ``--shard`` or from ``TAPEWATCH_SHARD``, and the caller says which."""
     match = _SPEC.match(text)
     if match is None:
-        raise ValueError(f"--shard takes I/N, like 0/2 (instance 0 of 2); got {text!r}")
+        raise ValueError(f"a shard is I/N, like 0/2 (instance 0 of 2); got {text!r}")
     return Shard(int(match.group(1)), int(match.group(2)))

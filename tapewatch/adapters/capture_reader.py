@@ -101,8 +101,8 @@ def capture_files(paths: Iterable[Path | str]) -> list[Path]:
     ``*.jsonl.gz`` files (recursively) sorted by path, then all of them ordered by the ``recv`` of their
     first line (a stable sort: only the first line of each file is read). A file whose first line cannot be
     read (empty, not gzip, damaged) stays right after the file listed before it. Logs one INFO line when
-    this changed the order. Raises CaptureError for a missing path or a directory that holds no capture
-    file, before anything is read."""
+    this changed the order. Raises CaptureError for a missing path, one that is neither a regular file nor a
+    directory (``/dev/null``), or a directory that holds no capture file, before anything is read."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -112,6 +112,10 @@ def capture_files(paths: Iterable[Path | str]) -> list[Path]:
             files.extend(found)
         elif p.is_file():
             files.append(p)
+        elif p.exists():  # a device, a FIFO, a socket: reading it would block or yield no capture
+            raise CaptureError(
+                f"{p} is not a regular file; give capture files (*.jsonl.gz) or directories of them"
+            )
         else:
             raise CaptureError(f"capture file not found: {p}")
     return in_event_order(files)

@@ -217,3 +217,21 @@ def test_an_empty_capture_is_replayed_with_a_warning(
     assert code == 0 and out.startswith("0 messages")
     (warning,) = [x for x in err.splitlines() if "WARNING" in x]
     assert f"no lines to replay in {empty}: the input is empty" in warning
+
+
+def test_a_path_that_is_not_a_regular_file_exits_2_saying_so(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = replay(capsys, "/dev/null")
+    assert code == 2 and out == ""
+    assert "/dev/null is not a regular file" in err and "not found" not in err  # it exists
+
+
+def test_a_line_that_is_not_json_is_reported_with_its_file(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = list(recording_lines(capture))
+    first = write_gz(tmp_path / "p1.jsonl.gz", lines[:100])
+    second = write_gz(tmp_path / "p2.jsonl.gz", [*lines[100:150], b"not json", *lines[150:200]])
+    code, summary, err = replay_json(capsys, first, second)
+    assert code == 0 and (summary["messages"], summary["malformed"]) == (201, 1)
+    (warning,) = [x for x in err.splitlines() if "frame rejected (malformed_json)" in x]
+    assert f"on {second}:" in warning and "<capture>" not in warning and str(first) not in warning

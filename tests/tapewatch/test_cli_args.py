@@ -62,13 +62,47 @@ def run_out(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["sim", "--episode-rate", "-2"], "argument --episode-rate: -2 is out of range; use a number >= 0"),
         (["dashboard", "--port", "70000"], "argument --port: 70000 is out of range"),
         (["dagster", "--port", "0"], "argument --port: 0 is out of range"),
-        (["tuning", "list", "--limit", "-1"], "argument --limit: -1 is out of range; use an integer >= 1"),
+        (
+            ["tuning", "list", "--limit", "-1"],
+            "argument --limit: -1 is out of range; use an integer 1..10000",
+        ),
         (["tuning", "list", "--limit", "ten"], "argument --limit: 'ten' is not an integer"),
         (["demo", "--symbols", "801"], "argument --symbols: 801 is out of range"),
         (["demo", "--daily-cap-scale", "0"], "argument --daily-cap-scale: 0 is out of range"),
         (["demo", "--status-every", "0"], "argument --status-every: 0 is out of range"),
         (["run", "--duration", "-5"], "argument --duration: -5 is out of range"),
         (["rescan", "--timeout", "-1"], "argument --timeout: -1 is out of range; use a number >= 0"),
+        # upper bounds: an unbounded value overflowed PostgreSQL's bigint, or starved the service
+        (
+            ["tuning", "list", "--limit", "99999999999999999999"],
+            "argument --limit: 99999999999999999999 is out of range; use an integer 1..10000",
+        ),
+        (
+            ["run", "--status-every", "1e-9"],
+            "argument --status-every: 1e-09 is out of range; use a number >= 0.5",
+        ),
+        (["demo", "--status-every", "0.1"], "argument --status-every: 0.1 is out of range"),
+        (
+            ["sim", "--speed", "1e308"],
+            "argument --speed: 1e+308 is out of range; use a number > 0 and <= 10000",
+        ),
+        (["demo", "--speed", "20000"], "argument --speed: 20000 is out of range"),
+        (
+            ["sim", "--record", "x", "--duration", "1m", "--episode-rate", "1e308"],
+            "argument --episode-rate: 1e+308 is out of range; use a number >= 0 and <= 1000",
+        ),
+        (["demo", "--episode-rate", "1001"], "argument --episode-rate: 1001 is out of range"),
+        # a value that looks like an option: its own range error, not argparse's "expected one argument"
+        (
+            ["run", "--shard", "-1/2"],
+            "argument --shard: shard index must be within 0..1 (I/N: instance I of N); got -1/2",
+        ),
+        (["run", "--shard", "2/2"], "argument --shard: shard index must be within 0..1"),
+        (["run", "--shard", "x"], "argument --shard: a shard is I/N, like 0/2 (instance 0 of 2); got 'x'"),
+        (["run", "--duration", "-5m"], "argument --duration: '-5m' is not a number"),
+        (["run", "--symbols", "-1"], "argument --symbols: '-1' is not a symbol name; use letters and digits"),
+        (["run", "--symbols", ",,,"], "argument --symbols: ',,,' names no symbol"),
+        (["run", "--symbols", "BTCUSDT,ETH-USDT"], "argument --symbols: 'ETH-USDT' is not a symbol name"),
     ],
 )
 def test_a_number_out_of_range_is_a_usage_error_naming_the_argument_and_its_range(
@@ -147,3 +181,76 @@ def test_a_var_dir_that_cannot_be_a_directory_is_a_configuration_error_naming_th
         capsys, "settings"
     )  # shows the settings, the bad var_dir too, rather than refusing
     assert code == 0 and f"var_dir = PosixPath('{var_dir}')" in out
+
+
+def test_a_symbol_list_drops_empty_items_and_the_bounds_themselves_are_accepted() -> None:
+    run = build_parser().parse_args(
+        ["run", "--symbols", " btcusdt,,ETHUSDT, ", "--shard", "1/2", "--status-every", "0.5"]
+    )
+    assert (run.symbols, run.shard.label, run.status_every) == (("BTCUSDT", "ETHUSDT"), "1/2", 0.5)
+    sim = build_parser().parse_args(["sim", "--speed", "10000", "--episode-rate", "1000"])
+    assert (sim.speed, sim.episode_rate) == (10_000.0, 1_000.0)
+    assert build_parser().parse_args(["tuning", "list", "--limit", "10000"]).limit == 10_000
+
+
+@pytest.mark.parametrize(
+    ("gap", "says"),
+    [
+        (
+            "FOOUSDT@30s",
+            "--gap FOOUSDT@30s: FOOUSDT is not one of the 3 simulated symbols (--symbols 3: BTCUSDT,",
+        ),
+        ("BTCUSDT@5m", "--gap BTCUSDT@5m: the offset is not within the recording (--duration 1m)"),
+    ],
+)
+def test_a_gap_outside_the_recording_is_refused_before_the_directory_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gap: str, says: str
+) -> None:
+    rec = tmp_path / "rec"
+    code, err = run(capsys, "sim", "--record", str(rec), "--duration", "1m", "--symbols", "3", "--gap", gap)
+    assert code == 2 and f"configuration error: sim --record: {says}" in err and "Traceback" not in err
+    assert not rec.exists()  # the old code left an empty rec/ behind (and a ValueError traceback)
+
+
+def test_a_negative_record_duration_gets_its_own_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = tmp_path / "rec"
+    code, err = run(capsys, "sim", "--record", str(rec), "--duration", "-5m", "--symbols", "1")
+    assert code == 2 and "sim --record: --duration -5m is negative" in err and not rec.exists()
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something listens on: a simulator the old code started anyway fails at once instead of serving."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_a_duration_without_record_is_refused(capsys: pytest.CaptureFixture[str], busy_port: int) -> None:
+    code, err = run(capsys, "sim", "--port", str(busy_port), "--symbols", "1", "--duration", "5m")
+    assert code == 2
+    assert "--duration 5m is the length of a recording: use it with --record DIR" in err
+    assert "cannot listen" not in err  # refused before serving, as a lone --gap is
+
+
+def test_an_address_of_another_machine_names_the_host_setting(
+    capsys: pytest.CaptureFixture[str], busy_port: int
+) -> None:
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is no address of this machine: binding it fails with EADDRNOTAVAIL
+    code, err = run(capsys, "sim", "--host", "192.0.2.1", "--port", str(busy_port), "--symbols", "1")
+    assert code == 2 and "cannot listen on 192.0.2.1:" in err
+    assert "set --host or TAPEWATCH_SIM_HOST" in err and "set --port" not in err
+    code, err = run(capsys, "sim", "--port", str(busy_port), "--symbols", "1")  # in use: the port it is
+    assert code == 2 and "set --port or TAPEWATCH_SIM_PORT" in err
+
+
+def test_a_bad_shard_in_the_environment_names_the_variable_not_the_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TAPEWATCH_SHARD", "x")
+    code, err = run(capsys, "run", "--duration", "1")
+    assert code == 2 and "shard (TAPEWATCH_SHARD) = 'x'" in err and "a shard is I/N" in err
+    assert "--shard" not in err  # the old message said "--shard takes I/N" though no --shard was given

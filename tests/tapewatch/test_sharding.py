@@ -40,3 +40,19 @@ def test_parse(text: str, shard: Shard) -> None:
 def test_parse_rejects_with_the_expected_form(text: str) -> None:
     with pytest.raises(ValueError, match="I/N"):
         parse_shard(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("-1/2", "shard index must be within 0..1"),
+        ("2/2", "shard index must be within 0..1"),
+        ("0/0", "shard count N must be at least 1"),
+        ("x", "a shard is I/N, like 0/2"),
+    ],
+)
+def test_the_error_says_what_is_wrong_and_names_no_option(text: str, says: str) -> None:
+    # the value comes from --shard or TAPEWATCH_SHARD: the caller names which
+    with pytest.raises(ValueError, match=says) as raised:
+        parse_shard(text)
+    assert "--shard" not in str(raised.value)
