@@ -22,6 +22,7 @@ import pytest
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import find_database, find_redis, start_postgres, start_redis, stop_embedded
+from tapewatch.adapters.health_store import close_incident, open_incident
 from tapewatch.adapters.incidents import NewIncident, write_changes
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, SymbolFeed, TickOutcome
@@ -508,7 +509,11 @@ def test_metrics_published_long_before_the_heartbeat_are_stale(
 
 
 def test_a_pause_by_an_operator_is_shown_with_who_and_why_and_exits_3(
-    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], realtime_up: None, redis_state: RedisState
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    realtime_up: None,
+    redis_state: RedisState,
+    db: Database,
 ) -> None:
     redis_state.pause("exchange maintenance", source="dashboard:alice")
     code, report = status_json(capsys)
@@ -527,8 +532,9 @@ def test_a_pause_by_an_operator_is_shown_with_who_and_why_and_exits_3(
     assert "controls: SIGNALLING PAUSED · primary feed · no universe cap" in table
     assert f"degraded:\n  - {line[:30]}" in table
 
-    # the performance sensor's cap too; then a pause whose event is gone (Redis lost it): who is unknown
+    # the performance sensor's cap for an overload too; then a pause whose event is gone (Redis lost it)
     redis_state.set_max_universe(10, source="dagster:health")
+    open_incident(db, "system_performance", reason="CPU 95 % > 80 %", action="universe capped at 10")
     redis_state.client.delete(redis_state.keys.control_events)
     code, report = status_json(capsys)
     assert code == 3
@@ -540,6 +546,7 @@ def test_a_pause_by_an_operator_is_shown_with_who_and_why_and_exits_3(
 
     redis_state.resume(source="dashboard:alice")
     redis_state.set_max_universe(None, source="dagster:health")
+    close_incident(db, "system_performance", recovery="cap lifted")
     code, report = status_json(capsys)
     assert code == 0 and report["degraded"] == [] and report["controls"]["paused"] is None
 
@@ -549,6 +556,15 @@ def test_a_pause_by_an_operator_is_shown_with_who_and_why_and_exits_3(
     assert code == 0 and report["degraded"] == [] and report["controls"]["max_universe"]["by"] == "cli:ops"
     code, table = status(capsys)
     assert code == 0 and "controls: signalling on · primary feed · UNIVERSE CAPPED AT 12" in table
+    # an overload shrinks it (degraded), and the sensor writes the operator's cap back in its own name when
+    # the overload ends: the operator's choice again, not degraded
+    redis_state.set_max_universe(6, source="dagster:health")
+    open_incident(db, "system_performance", reason="CPU 95 % > 80 %", action="universe capped at 6")
+    assert status_json(capsys)[0] == 3
+    redis_state.set_max_universe(12, source="dagster:health")
+    close_incident(db, "system_performance", recovery="cap restored to 12")
+    code, report = status_json(capsys)
+    assert code == 0 and report["controls"]["max_universe"]["by"] == "dagster:health"
 
 
 def test_down_beats_degraded_and_the_console_line_says_both(

@@ -99,12 +99,17 @@ class ControlInForce:
     by: str | None = None
     since_ms: int | None = None
 
-    @property
-    def degrades(self) -> bool:
-        """Whether it makes the platform degraded (exit 3): a pause and the backup feed always; a universe
-        cap only when the health sensors set it (an overload), or when who set it is unknown. An operator's
-        standing cap is a deployment choice, shown but not alerted on forever."""
-        return self.command != "max_universe" or self.by is None or self.by.startswith(HEALTH_SOURCE)
+    def degrades(self, overload: bool | None) -> bool:
+        """Whether it makes the platform degraded (exit 3): a pause and the backup feed always; a universe cap
+        only while it answers an overload: ``overload`` says whether the system performance sensor's incident
+        is open (None: PostgreSQL unread; then the cap's last setter decides: the health sensors, or unknown).
+        An operator's standing cap is a deployment choice, shown but not alerted on forever — also once the
+        sensor has written it back after an overload, in its own name."""
+        if self.command != "max_universe":
+            return True
+        if overload is not None:
+            return overload
+        return self.by is None or self.by.startswith(HEALTH_SOURCE)
 
     @property
     def label(self) -> str:
@@ -256,10 +261,20 @@ class Status:
         return not self.problems
 
     @property
+    def degrading(self) -> list[ControlInForce]:
+        """The control values in force that make the platform degraded (:meth:`ControlInForce.degrades`)."""
+        overload = (
+            any(row.kind == "system_performance" for row in self.health_incidents)
+            if self.database_ok
+            else None
+        )
+        return [control for control in self.controls if control.degrades(overload)]
+
+    @property
     def degraded(self) -> list[str]:
         """The control values in force that limit the platform, one line each (empty: none)."""
         now_ms = int(self.checked_at.timestamp() * 1000)
-        return [control.describe(now_ms) for control in self.controls if control.degrades]
+        return [control.describe(now_ms) for control in self.degrading]
 
     @property
     def verdict(self) -> str:

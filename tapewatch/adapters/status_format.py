@@ -40,7 +40,7 @@ def format_status(status: Status) -> str:
     if status.problems:
         verdict = f"{len(status.problems)} PROBLEM{'S' if len(status.problems) > 1 else ''}"
     elif status.degraded:
-        verdict = "DEGRADED: " + ", ".join(control.label for control in status.controls if control.degrades)
+        verdict = "DEGRADED: " + ", ".join(control.label for control in status.degrading)
     else:
         verdict = "OK"
     lines = [
@@ -136,9 +136,7 @@ def format_status_line(status: Status) -> str:
     if status.open_incidents is not None:
         parts.append(f"open incidents {status.open_incidents}")
     if status.degraded:
-        parts.append(
-            "degraded: " + ", ".join(control.label for control in status.controls if control.degrades)
-        )
+        parts.append("degraded: " + ", ".join(control.label for control in status.degrading))
     if status.problems:
         parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
     return "status: " + " · ".join(parts)
