@@ -8,6 +8,7 @@ import errno
 import importlib
 import logging
 import os
+import secrets
 import socket
 import threading
 from pathlib import Path
@@ -148,6 +149,9 @@ def create_app(backend: be.Backend, *, password: str | None = None) -> dash.Dash
     if credentials:  # before set_up: Flask takes no new request hook once the app has served a request
         import dash_auth
 
+        # dash_auth keeps the user in Flask's session: without a key every request logs "Session is not
+        # available"; one per process (a restart asks the browser for the password again, as basic auth does)
+        app.server.secret_key = secrets.token_hex(32)
         dash_auth.BasicAuth(app, {credentials[0]: credentials[1]})
     set_up(app, credentials)
     return app

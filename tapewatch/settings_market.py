@@ -297,6 +297,12 @@ class MarketSettings(BaseModel):
             )
         return value
 
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: Any) -> Any:
+        # `TAPEWATCH_DATABASE_URL=` in a shell or a compose file means "not set": the embedded server
+        return None if value == "" else value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

@@ -80,12 +80,20 @@ class OperationsSettings(BaseModel):
     )
 
     @field_validator(
-        "webhook_secret", "telegram_bot_token", "telegram_chat_id", "dashboard_password", mode="before"
+        "webhook_url",
+        "webhook_secret",
+        "telegram_bot_token",
+        "telegram_chat_id",
+        "dashboard_password",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `TAPEWATCH_TELEGRAM_BOT_TOKEN=` meant "off" to the pair check but "on" to the notifiers, which then
-        # failed at start; an empty value of these optional strings is now unset, as their checks read it
+        # failed at start; an empty value of these optional strings is now unset, as their checks read it.
+        # A Telegram chat id is a number (a group's is negative): YAML reads it as one
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         return None if value == "" else value
 
     @field_validator("webhook_url")
@@ -208,7 +216,10 @@ class OperationsSettings(BaseModel):
     )
     dashboard_port: int = Field(8050, ge=1, le=65535, description="Dashboard listen port.")
     dashboard_user: str = Field(
-        "tapewatch", min_length=1, description="Basic-auth user name of the dashboard (with the password)."
+        "tapewatch",
+        min_length=1,
+        pattern=r"^[^:]+$",
+        description="Basic-auth user name of the dashboard (with the password); no ':' (basic auth's separator).",
     )
     dashboard_password: SecretStr | None = Field(
         None, description="Basic-auth password; required when dashboard_host is not 127.0.0.1/localhost."

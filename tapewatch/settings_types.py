@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 #: Kline intervals Binance USD-M accepts.
 TIMEFRAMES: tuple[str, ...] = (
@@ -58,8 +58,9 @@ def check_redis_url(value: str | None) -> str | None:
     if value is None:
         return None
     parts = urlsplit(value)
-    db_path = parts.path if parts.scheme != "unix" else ""  # a unix:// path is the socket's
-    if db_path not in ("", "/") and not re.fullmatch(r"/[0-9]+", db_path):
+    # a unix:// path is the socket's; redis-py reads the database as the path unquoted, slashes dropped
+    db_path = unquote(parts.path).replace("/", "") if parts.scheme != "unix" else ""
+    if db_path != "" and not re.fullmatch(r"[0-9]+", db_path):
         raise ValueError(
             f"the path of {value!r} must be empty or a database number, like redis://host:6379/0; "
             f"got {db_path!r}"

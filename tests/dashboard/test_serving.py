@@ -55,7 +55,9 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
 
 
 @pytest.fixture
-def protected_dashboard(migrated_database_url: str, redis_url: str, redis_keys: Keyspace) -> Iterator[str]:
+def protected_dashboard(
+    migrated_database_url: str, redis_url: str, redis_keys: Keyspace
+) -> Iterator[tuple[str, Any]]:
     """`tapewatch dashboard` with TAPEWATCH_DASHBOARD_PASSWORD set (what every non-local deployment runs)."""
     port = free_port()
     env = {
@@ -78,7 +80,7 @@ def protected_dashboard(migrated_database_url: str, redis_url: str, redis_keys: 
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_up(url, proc, log)
-        yield url
+        yield url, log
     finally:
         proc.terminate()
         try:
@@ -89,9 +91,9 @@ def protected_dashboard(migrated_database_url: str, redis_url: str, redis_keys: 
 
 
 @pytest.mark.e2e
-def test_the_dashboard_with_a_password_serves_only_with_it(protected_dashboard: str) -> None:
+def test_the_dashboard_with_a_password_serves_only_with_it(protected_dashboard: tuple[str, Any]) -> None:
     # It crashed at start: the basic auth was added after the set-up request, when Flask takes no more hooks.
-    url = protected_dashboard
+    url, log = protected_dashboard
     assert _get(url + "/")[0] == 401
     assert _get(url + "/_dash-dependencies")[0] == 401
     assert _get(url + "/", USER, "wrong")[0] == 401
@@ -100,6 +102,9 @@ def test_the_dashboard_with_a_password_serves_only_with_it(protected_dashboard: 
     assert status == 200 and b"tapewatch" in page
     status, dependencies = _get(url + "/_dash-dependencies", USER)
     assert status == 200 and b"live-open-grid" in dependencies  # the app was finished before serving
+    # dash_auth keeps the user in Flask's session: without a secret key every request logged a warning
+    log.seek(0)
+    assert b"Session is not available" not in log.read()
 
 
 def test_a_taken_port_is_refused_before_anything_starts(capsys: Any, monkeypatch: Any) -> None:

@@ -31,7 +31,7 @@ def _yaml(tmp_path: Path, text: str) -> Path:
         ("redis_url", "redis://127.0.0.1:notaport/0", "must be a number from 0 to 65535"),
         ("redis_url", "redis://127.0.0.1:70000/0", "must be a number from 0 to 65535"),
         # redis-py ignored the path and used database 0
-        ("redis_url", "redis://127.0.0.1:6379/abc", "must be empty or a database number, like redis://host:6379/0; got '/abc'"),
+        ("redis_url", "redis://127.0.0.1:6379/abc", "must be empty or a database number, like redis://host:6379/0; got 'abc'"),
         ("redis_url", "unix:///tmp/redis.sock?db=abc", "must be a database number, like ?db=0; got 'abc'"),
     ],
 )  # fmt: skip
@@ -47,7 +47,15 @@ def test_a_url_whose_port_or_database_is_not_a_number_is_refused(
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://127.0.0.1:6379/3", "rediss://h", "redis://h:6379/", "unix:///tmp/r.sock?db=0"]
+    "url",
+    [
+        "redis://127.0.0.1:6379/3",
+        "rediss://h",
+        "redis://h:6379/",
+        "unix:///tmp/r.sock?db=0",
+        "redis://h/0/",  # redis-py drops the slashes: database 0
+        "redis://h/%31",  # and unquotes: database 1
+    ],
 )
 def test_redis_urls_redis_py_reads_as_written_are_accepted(url: str) -> None:
     assert load_settings(redis_url=url).redis_url == url
@@ -177,3 +185,23 @@ def test_an_empty_telegram_token_is_unset(monkeypatch: pytest.MonkeyPatch) -> No
     settings = load_settings()
     assert settings.telegram_bot_token is None and settings.webhook_secret is None
     assert notifiers_from_settings(settings) == []
+
+
+@pytest.mark.parametrize("key", ["database_url", "redis_url", "webhook_url"])
+def test_an_empty_url_variable_is_unset(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TAPEWATCH_DATABASE_URL=` in a shell or a compose file means "not set" (the embedded server, or off)."""
+    monkeypatch.setenv("TAPEWATCH_" + key.upper(), "")
+    assert getattr(load_settings(), key) is None
+
+
+def test_a_numeric_telegram_chat_id_in_yaml_is_taken(tmp_path: Path) -> None:
+    """A group's chat id is a negative number, and YAML reads it as one: it was refused as not a string."""
+    cfg = _yaml(tmp_path, "telegram_bot_token: '123:abc'\ntelegram_chat_id: -1001234567890\n")
+    assert load_settings(cfg).telegram_chat_id == "-1001234567890"
+
+
+def test_a_dashboard_user_with_a_colon_is_refused() -> None:
+    """Basic auth separates the user from the password with ':': nobody could log in as ``a:b`` (and the
+    dashboard's own warm-up request failed at start with a traceback)."""
+    with pytest.raises(ConfigError, match="dashboard_user"):
+        load_settings(dashboard_user="a:b")
