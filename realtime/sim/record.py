@@ -25,8 +25,10 @@ from realtime.capture_writer import capture_path
 from realtime.sim.draws import Draws
 from realtime.sim.episodes import Episode, ground_truth_json
 from realtime.sim.faults import parse_duration
+from realtime.sim.model import SymbolState
 from realtime.sim.protocol import dumps
 from realtime.sim.venue import Venue
+from tapewatch.book_types import FULL_DEPTH
 from tapewatch.market import history_klines
 from tapewatch.settings import SNAPSHOT_WEIGHTS
 
@@ -190,6 +192,9 @@ def record(
             raise ValueError(f"gap {name}@{offset} ms: not a simulated symbol or not within the recording")
         gap_at[venue.index[name.upper()]] = start + offset
     gapped: set[int] = set()
+    # symbol index -> the worst bid and ask (ticks) its last partial snapshot listed (None: the side was listed
+    # whole): the client's book resyncs once the best price moves past them (tapewatch.book's blind spot)
+    bounds: dict[int, tuple[int | None, int | None]] = {}
     depth_stream = {f"{spec.stream_prefix}@depth@100ms": spec.index for spec in venue.specs}
 
     while venue.now_ms < end:
@@ -202,8 +207,15 @@ def record(
                 gapped.add(i)
                 continue  # lost on the way: the client never sees this diff
             recv = (public if path == "public" else market).receive(e, stream, payload)
+            resync = False
             if i is not None and i in gapped:
                 gapped.discard(i)  # the client sees pu != its last u and asks for a new snapshot
+                resync = True
+            elif i is not None and i in bounds and _beyond(venue.market.symbols[i], bounds[i]):
+                del bounds[i]  # the client's book moved past its partial snapshot: it asks for a new one
+                resync = True
+            if resync:
+                assert i is not None
                 limit = snapshot_limit if i < full_snapshot_symbols else tail_snapshot_limit
                 requests.append((recv + _REST_ONE_WAY_MS, i, limit))
                 requests.sort()
@@ -213,6 +225,12 @@ def record(
         for i in [i for i in venue.market.touched if i in pending]:
             limit = pending.pop(i)
             sym = venue.market.symbols[i]
+            if limit < FULL_DEPTH:
+                bids, asks = sym.bids.top(limit), sym.asks.top(limit)
+                bounds[i] = (
+                    bids[-1][0] if len(bids) >= limit else None,
+                    asks[-1][0] if len(asks) >= limit else None,
+                )
             recv = now + _REST_BODY_MS
             stream = f"rest:/fapi/v1/depth?symbol={sym.spec.symbol}&limit={limit}"
             rest.append(
@@ -230,6 +248,14 @@ def record(
         extra={"out_dir": str(out_dir), "seed": seed, "symbols": symbols},
     )  # fmt: skip
     return RecordResult(writer.files, writer.lines, episodes, episodes_path)
+
+
+def _beyond(sym: SymbolState, bound: tuple[int | None, int | None]) -> bool:
+    """Whether ``sym``'s best bid or ask has moved past the worst price its client's partial snapshot listed."""
+    floor, ceiling = bound
+    return (floor is not None and len(sym.bids) > 0 and sym.bids.best() < floor) or (
+        ceiling is not None and len(sym.asks) > 0 and sym.asks.best() > ceiling
+    )
 
 
 def parse_gap(text: str) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from tapewatch.book import Applied, NeedsResync, OrderBook
 from tapewatch.events import BookTicker, DepthSnapshot, DepthUpdate
+from tapewatch.market import snapshot_limit
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.topcheck import TopCheck
 
@@ -68,7 +69,9 @@ class Books:
         if isinstance(ev, DepthUpdate):
             self._outcome(book, check, book.apply(ev), ev.final_id)
         elif isinstance(ev, DepthSnapshot):
-            self._outcome(book, check, book.load_snapshot(ev), book.last_update_id)
+            # the depth asked for, as the market passes it: a partial snapshot has a blind spot past its levels
+            loaded = book.load_snapshot(ev, snapshot_limit(frame.stream))
+            self._outcome(book, check, loaded, book.last_update_id)
         elif isinstance(ev, BookTicker):
             check.on_ticker(ev)
 

@@ -92,6 +92,29 @@ def test_an_injected_gap_is_followed_by_a_resync_snapshot(tmp_path: Path) -> Non
     assert books.mismatches == 0
 
 
+def test_a_book_that_moves_past_its_partial_snapshot_gets_a_resync_snapshot(tmp_path: Path) -> None:
+    """A live client's book resyncs once the price moves past the worst level of its partial snapshot
+    (tapewatch.book: beyond the snapshot's depth); the recording must hold the snapshot it then fetches, or
+    a replay leaves that book out of sync for good (before: the smaller symbols' books were lost 14-86 min
+    into a 2 h recording)."""
+    record(tmp_path, 60_000, seed=5, symbols=4, full_snapshot_symbols=0, tail_snapshot_limit=5)
+    books = Books()
+    snapshots = 0
+    for line in capture_lines(tmp_path):
+        frame = books.decoder.decode_capture_line(line)
+        if frame is not None and frame.stream.startswith("rest:/fapi/v1/depth"):
+            snapshots += 1
+        books.feed(frame)
+    beyond = [r for r in books.resync_reasons if "beyond the snapshot's depth" in r]
+    # no gap: only the partial snapshots' blind spot
+    assert beyond and len(beyond) == len(books.resync_reasons)
+    # every resync answered, but for at most one per symbol still in flight when the recording ends
+    resyncs = snapshots - 4
+    assert resyncs > 4 and 0 <= len(beyond) - resyncs <= 4
+    assert sum(b.synced for b in books.books.values()) >= 4 - (len(beyond) - resyncs)
+    assert books.mismatches == 0
+
+
 def test_a_capture_across_an_hour_boundary_goes_to_two_hour_files(tmp_path: Path) -> None:
     start = DEFAULT_RECORD_START_MS + 3_600_000 - 5_000
     result = record(tmp_path, 10_000, seed=1, symbols=2, start_ms=start)
