@@ -360,7 +360,8 @@ class MarketSettings(BaseModel):
     @classmethod
     def _split_symbols(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [s for s in value.replace(" ", "").split(",") if s]
+            # spaces around a name go (`BTCUSDT, ETHUSDT`); inside one it is a typo, refused as on the command line
+            value = [s.strip() for s in value.split(",") if s.strip()]
         if isinstance(value, list | tuple):
             bad = [s for s in value if not (isinstance(s, str) and s.isalnum())]
             if bad:

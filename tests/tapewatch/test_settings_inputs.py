@@ -205,3 +205,14 @@ def test_a_dashboard_user_with_a_colon_is_refused() -> None:
     dashboard's own warm-up request failed at start with a traceback)."""
     with pytest.raises(ConfigError, match="dashboard_user"):
         load_settings(dashboard_user="a:b")
+
+
+def test_a_symbol_with_a_space_inside_is_refused_as_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run --symbols "BTC USDT"` is refused; the same in TAPEWATCH_SYMBOLS became BTCUSDT silently."""
+    monkeypatch.setenv("TAPEWATCH_SYMBOLS", "BTC USDT")
+    with pytest.raises(ConfigError, match="symbols must be letters and digits"):
+        load_settings()
+    monkeypatch.setenv("TAPEWATCH_SYMBOLS", " btcusdt , ETHUSDT ")
+    assert load_settings().symbols == ("BTCUSDT", "ETHUSDT")
