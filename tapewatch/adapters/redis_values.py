@@ -114,24 +114,24 @@ class LastEvent(msgspec.Struct, frozen=True, kw_only=True):
 # --- encoding and decoding (pure; bad values are logged and skipped, never raised) -----------------------
 
 
-def decode_heartbeat(raw: str | None) -> Heartbeat | None:
+def _decode(raw: str | None, type_: type[T], what: str) -> T | None:
+    """``raw`` JSON as ``type_``; None when absent (expired, never published) or unreadable (logged as
+    ``what``)."""
     if raw is None:
         return None
     try:
-        return msgspec.json.decode(raw, type=Heartbeat)
-    except msgspec.DecodeError as exc:
-        log.warning("unreadable heartbeat %r: %s", raw[:200], exc)
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        log.warning("unreadable %s %r: %s", what, raw[:200], exc)
         return None
+
+
+def decode_heartbeat(raw: str | None) -> Heartbeat | None:
+    return _decode(raw, Heartbeat, "heartbeat")
 
 
 def decode_last(key: str, raw: str | None) -> LastEvent | None:
-    if raw is None:
-        return None
-    try:
-        return msgspec.json.decode(raw, type=LastEvent)
-    except msgspec.DecodeError as exc:
-        log.warning("unreadable %s %r: %s", key, raw[:200], exc)
-        return None
+    return _decode(raw, LastEvent, key)
 
 
 def encode_features(ts: int, values: Mapping[str, Any]) -> bytes:
@@ -144,13 +144,8 @@ class _Closes(msgspec.Struct, frozen=True):
 
 
 def decode_closes(key: str, raw: str | None) -> list[tuple[int, float]] | None:
-    if raw is None:
-        return None  # expired, or never published
-    try:
-        return msgspec.json.decode(raw, type=_Closes).bars
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        log.warning("unreadable %s %r: %s", key, raw[:200], exc)
-        return None
+    closes = _decode(raw, _Closes, key)
+    return None if closes is None else closes.bars
 
 
 def decode_features(key: str, raw: str | None) -> dict[str, Any] | None:
@@ -316,10 +311,4 @@ class SensorTick(msgspec.Struct, frozen=True, kw_only=True):
 
 def decode_tick(sensor: str, raw: str | None) -> SensorTick | None:
     """The stored tick of ``sensor``; None when absent or unreadable (logged)."""
-    if raw is None:
-        return None
-    try:
-        return msgspec.json.decode(raw, type=SensorTick)
-    except msgspec.DecodeError as exc:
-        log.warning("unreadable tick of sensor %s %r: %s", sensor, raw[:200], exc)
-        return None
+    return _decode(raw, SensorTick, f"tick of sensor {sensor}")
