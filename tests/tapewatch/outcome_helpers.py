@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import pytest
+
 from tapewatch.events import Candle
 from tapewatch.outcome import OpenSignal, Outcome, OutcomeParams, OutcomeTracker, evaluate_candles
 from tapewatch.quality import Tier
@@ -148,3 +150,14 @@ def scenario_outcome(
     if by == "trades":
         return track(signal, trades, params)
     return evaluate_candles(signal, candles_from_trades(trades), params)
+
+
+def same(batch: Outcome | None, want: Outcome, *, excursions: bool = False) -> None:
+    """The batch outcome equals the live one: state, trigger, exit and P&L (and MFE/MAE with ``excursions``)."""
+    assert batch is not None
+    got = (batch.state, batch.trigger_time, batch.exit_time, batch.exit_price)
+    assert got == (want.state, want.trigger_time, want.exit_time, want.exit_price)
+    if excursions:
+        assert (batch.pnl_r, batch.mfe_r, batch.mae_r) == pytest.approx((want.pnl_r, want.mfe_r, want.mae_r))
+    else:
+        assert batch.pnl_r == pytest.approx(want.pnl_r)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
-import pytest
 
 from tapewatch.events import Candle, Trade
 from tapewatch.outcome import (
@@ -28,7 +27,7 @@ from tapewatch.outcome_batch import batch_evaluation, batch_outcome, last_end
 from tapewatch.signal_follow import open_signal
 from tapewatch.streams import Kind
 from tests.tapewatch.engine_rig import T0, Rig
-from tests.tapewatch.outcome_helpers import M1, MONDAY, binance_candles, make_signal
+from tests.tapewatch.outcome_helpers import M1, MONDAY, binance_candles, make_signal, same
 
 P = OutcomeParams()
 S = OutcomeState
@@ -64,13 +63,6 @@ def live(sig: OpenSignal, tape: Sequence[IdTrade], after_id: int) -> Outcome:
     return tracker.outcome()
 
 
-def same(batch: Outcome | None, want: Outcome) -> None:
-    assert batch is not None
-    got = (batch.state, batch.trigger_time, batch.exit_time, batch.exit_price)
-    assert got == (want.state, want.trigger_time, want.exit_time, want.exit_price)
-    assert (batch.pnl_r, batch.mfe_r, batch.mae_r) == pytest.approx((want.pnl_r, want.mfe_r, want.mae_r))
-
-
 def with_id(sig: OpenSignal, after_id: int | None) -> OpenSignal:
     return msgspec.structs.replace(sig, created_after_agg_id=after_id)
 
@@ -98,7 +90,7 @@ def test_a_later_trade_of_the_creation_millisecond_triggers_and_the_stop_counts_
     assert want.state is S.STOPPED and want.trigger_time == CREATED and want.exit_price == 98.9
     assert want.mfe_r == 0.0  # the creating trade's 100.2 was never fed to the tracker
     batch, reads = settle(sig, bars, TAPE)
-    same(batch, want)
+    same(batch, want, excursions=True)
     assert reads == (MinuteRead(minute=MONDAY, role=MinuteRole.CREATION, exact=True),)
     # a signal stored without the id keeps the older rule: the creation millisecond left out, nothing after it
     # in the trigger window reaches the entry, so it expires untriggered (the known gap, for old rows)
@@ -126,7 +118,7 @@ def test_a_trade_stamped_after_the_creation_but_applied_before_it_is_left_out() 
     want = live(sig, tape, 10)
     assert want.state is S.EXPIRED and not want.triggered
     batch, _ = settle(sig, bars, tape)
-    same(batch, want)
+    same(batch, want, excursions=True)
     # by time alone (no id recorded) that trade counts: triggered, then stopped
     old, _ = settle(with_id(sig, None), bars, tape)
     assert old is not None and old.state is S.STOPPED
@@ -158,7 +150,7 @@ def test_the_engine_records_the_last_agg_id_and_its_follower_matches_the_batch()
     bars = binance_candles([(t[0], t[1]) for t in [*tape, tail]])
     sig = with_id(open_signal(signal), signal.created_after_agg_id)
     batch, reads = settle(sig, bars, [*tape, tail])
-    same(batch, finished)
+    same(batch, finished, excursions=True)
     assert reads == (MinuteRead(minute=T0, role=MinuteRole.CREATION, exact=True),)
 
 

@@ -29,7 +29,14 @@ from tapewatch.outcome import (
 from tapewatch.outcome_batch import BatchRun, batch_evaluation, batch_outcome, disagreement, last_end
 from tapewatch.quality import Tier
 from tapewatch.rules import Direction
-from tests.tapewatch.outcome_helpers import M1, MONDAY, binance_candles, candles_from_trades, make_signal
+from tests.tapewatch.outcome_helpers import (
+    M1,
+    MONDAY,
+    binance_candles,
+    candles_from_trades,
+    make_signal,
+    same,
+)
 
 P = OutcomeParams()
 NO_FEE = OutcomeParams(taker_fee=0.0)
@@ -66,13 +73,6 @@ def live(sig: OpenSignal, trades: Trades, params: OutcomeParams = P) -> Outcome:
             tracker.on_trade(t, p)
     tracker.on_time(last_end(sig, params) + 1)
     return tracker.outcome()
-
-
-def same(batch: Outcome | None, want: Outcome) -> None:
-    assert batch is not None
-    got = (batch.state, batch.trigger_time, batch.exit_time, batch.exit_price)
-    assert got == (want.state, want.trigger_time, want.exit_time, want.exit_price)
-    assert batch.pnl_r == pytest.approx(want.pnl_r)
 
 
 # --- the trigger window's deadline ------------------------------------------------------------------------
