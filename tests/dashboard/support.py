@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import IO
 
 import msgspec
+import pytest
 
 from dashboard import backend as be
 from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
+from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.live_view import open_signal_view
@@ -157,3 +168,60 @@ class DagsterStatusServer(LocalHttpServer):
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _answers(url: str) -> bool:
+    """Whether the server at ``url`` answers HTTP below 500 (401 included: up behind its login)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status) < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+
+
+@contextmanager
+def dashboard_process(
+    database_url: str, redis_url: str, keys: Keyspace, **env: str
+) -> Iterator[tuple[str, IO[bytes]]]:
+    """`tapewatch dashboard` as a real process on this test's PostgreSQL and Redis (plus ``env``, e.g. a
+    password), on a free port: its URL once it answers, and its log (stdout and stderr); stopped at the end."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "TAPEWATCH_DATABASE_URL": database_url,
+        "TAPEWATCH_REDIS_URL": redis_url,
+        "TAPEWATCH_REDIS_PREFIX": keys.prefix,
+        "TAPEWATCH_DAGSTER_PORT": str(free_port()),
+        **env,
+    }
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tapewatch.cli", "dashboard", "--port", str(port)],
+            cwd=ROOT,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    if _answers(url + "/_dash-layout"):
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"the dashboard did not start: {log.read().decode()[-3000:]}")
+                time.sleep(0.3)
+            yield url, log
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

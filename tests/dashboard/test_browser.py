@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from tapewatch.adapters.dashboard_queries import recent_actions
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
-from tests.dashboard.support import NOW_MS, free_port, publish_open, seed_signals
+from tests.dashboard.support import NOW_MS, dashboard_process, publish_open, seed_signals
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -56,45 +54,11 @@ def _browser_or_skip() -> None:
 
 @pytest.fixture
 def dashboard_url(migrated_database_url: str, redis_url: str, redis_keys: Keyspace) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "TAPEWATCH_DATABASE_URL": migrated_database_url,
-        "TAPEWATCH_REDIS_URL": redis_url,
-        "TAPEWATCH_REDIS_PREFIX": redis_keys.prefix,
-        "TAPEWATCH_DAGSTER_PORT": str(free_port()),
-        "TAPEWATCH_DASHBOARD_REFRESH": "1",
-    }
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below, after the process ends)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tapewatch.cli", "dashboard", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_dash-layout", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"the dashboard did not start: {log.read().decode()[-3000:]}")
-                time.sleep(0.3)
+    with dashboard_process(migrated_database_url, redis_url, redis_keys, TAPEWATCH_DASHBOARD_REFRESH="1") as (
+        url,
+        _,
+    ):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _driver(profile: Path):  # type: ignore[no-untyped-def]

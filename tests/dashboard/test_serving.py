@@ -3,12 +3,7 @@ PostgreSQL database and Redis keys), and refused before it starts when its port 
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -22,7 +17,7 @@ import pytest
 from dashboard.app import check_port
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.errors import ConfigError
-from tests.dashboard.support import free_port
+from tests.dashboard.support import dashboard_process, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "ops", "s3cret"
@@ -41,53 +36,19 @@ def _get(url: str, user: str | None = None, password: str = PASSWORD) -> tuple[i
         return exc.code, exc.read()
 
 
-def _wait_up(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            _get(url)  # any HTTP answer (401 included): the server is up
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"the dashboard did not start: {log.read().decode()[-3000:]}")
-            time.sleep(0.3)
-
-
 @pytest.fixture
 def protected_dashboard(
     migrated_database_url: str, redis_url: str, redis_keys: Keyspace
 ) -> Iterator[tuple[str, Any]]:
     """`tapewatch dashboard` with TAPEWATCH_DASHBOARD_PASSWORD set (what every non-local deployment runs)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "TAPEWATCH_DATABASE_URL": migrated_database_url,
-        "TAPEWATCH_REDIS_URL": redis_url,
-        "TAPEWATCH_REDIS_PREFIX": redis_keys.prefix,
-        "TAPEWATCH_DAGSTER_PORT": str(free_port()),
-        "TAPEWATCH_DASHBOARD_USER": USER,
-        "TAPEWATCH_DASHBOARD_PASSWORD": PASSWORD,
-    }
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below, after the process ends)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tapewatch.cli", "dashboard", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_up(url, proc, log)
-        yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with dashboard_process(
+        migrated_database_url,
+        redis_url,
+        redis_keys,
+        TAPEWATCH_DASHBOARD_USER=USER,
+        TAPEWATCH_DASHBOARD_PASSWORD=PASSWORD,
+    ) as running:
+        yield running
 
 
 @pytest.mark.e2e
