@@ -252,7 +252,9 @@ class PendingWrites:
         outage = None
         try:
             new = list(await asyncio.to_thread(self.store.save_signals, batch))
-        except StorageUnavailable:
+        except (StorageUnavailable, asyncio.CancelledError):
+            # cancelled (a stop) while the thread writes: held again, so the last flush retries or reports it
+            # (should the thread commit after all, the retry finds the rows there: duplicates, not new ones)
             self._put_back(self._signals, batch)
             raise
         except sa_exc.SQLAlchemyError as exc:
@@ -280,7 +282,7 @@ class PendingWrites:
         outage = None
         try:
             await asyncio.to_thread(self.store.save_candidates, batch)
-        except StorageUnavailable:
+        except (StorageUnavailable, asyncio.CancelledError):  # as for signals
             self._put_back(self._candidates, batch)
             raise
         except sa_exc.SQLAlchemyError as exc:
@@ -323,6 +325,9 @@ class PendingWrites:
         for i, item in enumerate(batch):
             try:
                 results.append(await asyncio.to_thread(write, item))
+            except asyncio.CancelledError:  # a stop: the items from here are held again, as on an outage
+                held.extendleft(reversed(batch[i:]))
+                raise
             except (StorageUnavailable, sa_exc.SQLAlchemyError) as exc:
                 if not is_refused_row(exc):  # an outage
                     held.extendleft(reversed(batch[i:]))

@@ -326,3 +326,35 @@ def test_migrations_are_not_cut_by_the_statement_limit(empty_database_url: str, 
             assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "500ms"
     finally:
         db.dispose()
+
+
+def test_a_write_cancelled_while_it_waits_holds_its_signals_again(migrated_database_url: str) -> None:
+    """A stop cancels the writer while its thread waits on PostgreSQL: the batch was neither held nor written,
+    so the last flush found nothing to retry and the stop reported "0 signals not written" (a CI run of
+    test_service_crash saw it). It is held again, and written once the lock is gone."""
+    db = Database(migrated_database_url, application_name="tapewatch-realtime")
+    store = SignalStore(db)
+    signals = entries(2)
+
+    async def service(locker: psycopg.Connection[tuple[object, ...]]) -> PendingWrites:
+        pending = PendingWrites(store)
+        locker.execute("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        pending.add_signals(signals)
+        writing = asyncio.create_task(pending.flush())
+        await asyncio.sleep(0.5)  # the thread now waits for the lock
+        writing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writing
+        assert pending.held_signals == 2
+        _release(locker)
+        assert await pending.flush() is True
+        return pending
+
+    try:
+        with psycopg.connect(_libpq(migrated_database_url)) as locker:
+            pending = asyncio.run(service(locker))
+        assert _ids(db.engine, "outbox", "signal_id") == _signal_ids(signals)
+    finally:
+        db.dispose()
+    # the cancelled thread's own write may have committed first: then the retry finds them as duplicates
+    assert pending.stats.written_signals + pending.stats.duplicate_signals == 2
