@@ -19,7 +19,7 @@ from orchestration.health_cursor import ConnectivityState, retry_next_tick, sens
 from orchestration.health_incidents import incident_change, record_incidents, taken_back
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
 from orchestration.sensor_ticks import recorded_sensor
-from tapewatch.adapters.redis_keys import REALTIME
+from tapewatch.adapters.redis_keys import REALTIME, SENSORS
 from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.errors import StorageUnavailable, TapewatchError
 from tapewatch.health import (
@@ -38,7 +38,7 @@ from tapewatch.health import (
 from tapewatch.streams import combined_url
 
 #: Seconds between two connectivity checks (at least): the dwell's probation counts in them.
-CONNECTIVITY_INTERVAL_S = 30
+CONNECTIVITY_INTERVAL_S = SENSORS["api_connectivity_sensor"]
 _RUNNING = dg.DefaultSensorStatus.RUNNING
 
 
@@ -227,7 +227,6 @@ def _switched(
 
 
 @recorded_sensor(
-    minimum_interval_seconds=CONNECTIVITY_INTERVAL_S,
     default_status=_RUNNING,
     description="Binance REST and websockets.",
 )

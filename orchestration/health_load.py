@@ -198,7 +198,6 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
 
     @recorded_sensor(
         name="system_performance_sensor",
-        minimum_interval_seconds=30,
         default_status=_RUNNING,
         description="CPU/memory overload shrinks the universe.",
     )

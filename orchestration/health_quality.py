@@ -50,7 +50,7 @@ def _recover_pause(
     return state, note
 
 
-@recorded_sensor(minimum_interval_seconds=60, default_status=_RUNNING, description="Feed anomalies > k sd.")
+@recorded_sensor(default_status=_RUNNING, description="Feed anomalies > k sd.")
 def data_quality_sensor(
     context: dg.SensorEvaluationContext,
     settings: TapewatchSettings,

@@ -55,13 +55,11 @@ def record_tick(
         log.warning("tick of %s (%s) not recorded: %s", sensor, outcome, exc)
 
 
-def recorded_sensor(
-    *, minimum_interval_seconds: int, **sensor_args: Any
-) -> Callable[[SensorFn], dg.SensorDefinition]:
-    """``dg.sensor(minimum_interval_seconds=..., **sensor_args)`` whose every evaluation records its tick.
+def recorded_sensor(**sensor_args: Any) -> Callable[[SensorFn], dg.SensorDefinition]:
+    """``dg.sensor(**sensor_args)`` whose every evaluation records its tick.
 
-    The sensor (its ``name``, else the function's) must be one of ``SENSORS`` (what status lists) and take a
-    ``redis: RedisResource`` (where the tick is recorded)."""
+    The sensor (its ``name``, else the function's) must be one of ``SENSORS`` (what status lists), which gives
+    its ``minimum_interval_seconds``, and take a ``redis: RedisResource`` (where the tick is recorded)."""
 
     def decorate(fn: SensorFn) -> dg.SensorDefinition:
         name = str(sensor_args.get("name") or fn.__name__)
@@ -72,6 +70,7 @@ def recorded_sensor(
         signature = inspect.signature(fn)
         if "redis" not in signature.parameters:
             raise TypeError(f"sensor {name} records its ticks in Redis: it needs a `redis: RedisResource`")
+        minimum_interval_seconds = SENSORS[name]
 
         @functools.wraps(fn)
         def evaluate(*args: Any, **kwargs: Any) -> dg.SensorResult:

@@ -47,8 +47,6 @@ from tapewatch.universe_checks import (
 
 log = logging.getLogger(__name__)
 
-SENSOR_INTERVAL = 30
-
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -243,7 +241,6 @@ def emergency_requests(check: EmergencyCheck, rescan_id: int) -> list[dg.RunRequ
 
 @recorded_sensor(
     job=universe_exclusion_job,
-    minimum_interval_seconds=SENSOR_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Live spread/depth/volume from Redis; excludes a symbol breaking the minimums (spec 4.2).",
 )

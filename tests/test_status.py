@@ -695,3 +695,31 @@ def test_ticks_of_an_earlier_dagster_run_are_judged_from_its_restart(
     quality = next(s for s in sensors if s.name == "data_quality_sensor")
     assert quality.state == "stale" and quality.problem is not None
     assert "has not ticked since Dagster started 10.0 min ago" in quality.problem
+
+
+def test_a_sensor_that_never_ticked_is_stale_once_dagster_has_run_its_intervals(
+    redis_state: RedisState,
+) -> None:
+    """A sensor switched off before its first tick (or never evaluated) leaves nothing in Redis: judged on
+    its declared interval from Dagster's start, not forever "no tick yet"."""
+    from tapewatch.adapters.redis_keys import SENSORS
+    from tapewatch.adapters.status import read_sensors
+
+    now_ms = int(time.time() * 1000)
+    redis_state.beat("dagster", ttl_s=30, info={"started_ms": now_ms - 60_000})  # up a minute: may tick yet
+    running, sensors = read_sensors(redis_state, now_ms)
+    assert running and [(s.state, s.problem) for s in sensors] == [("no tick yet", None)] * len(SENSORS)
+    redis_state.beat("dagster", ttl_s=30, info={"started_ms": now_ms - 150_000})  # 2.5 min: 30 s ones late
+    states = {s.name: s.state for s in read_sensors(redis_state, now_ms)[1]}
+    assert states == {
+        "api_connectivity_sensor": "stale",
+        "data_quality_sensor": "no tick yet",  # 60 s interval: 3 intervals are 3 min
+        "system_performance_sensor": "stale",
+        "emergency_exclusion_sensor": "stale",
+    }
+    quality = next(
+        s for s in read_sensors(redis_state, now_ms + 60_000)[1] if s.name == "data_quality_sensor"
+    )
+    assert quality.state == "stale" and quality.problem is not None
+    assert "has not ticked since Dagster started 3.5 min ago (no tick ever recorded)" in quality.problem
+    assert "> 3 × its 60 s interval" in quality.problem

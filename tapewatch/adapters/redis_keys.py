@@ -54,13 +54,15 @@ DAGSTER = "dagster"
 DASHBOARD = "dashboard"
 
 #: The Dagster sensors that record their ticks (the fields of ``sensor_ticks``), as ``tapewatch status`` and the
-#: dashboard list them: the health checks of spec 11.1 and the emergency exclusion of spec 4.2.
-SENSORS = (
-    "api_connectivity_sensor",
-    "data_quality_sensor",
-    "system_performance_sensor",
-    "emergency_exclusion_sensor",
-)
+#: dashboard list them: the health checks of spec 11.1 and the emergency exclusion of spec 4.2, each with its
+#: interval in seconds (the one place it is set: ``orchestration.sensor_ticks.recorded_sensor`` declares the
+#: sensor with it, and status judges a sensor that never ticked by it).
+SENSORS: dict[str, int] = {
+    "api_connectivity_sensor": 30,
+    "data_quality_sensor": 60,
+    "system_performance_sensor": 30,
+    "emergency_exclusion_sensor": 30,
+}
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SYMBOL = re.compile(r"^[A-Z0-9]+$")

@@ -171,16 +171,21 @@ def judge_sensor(
     name: str, tick: SensorTick | None, now_ms: int, since_ms: int | None = None
 ) -> SensorStatus:
     """Sensor ``name`` judged on its last tick: stale when older than :data:`STALE_INTERVALS` intervals,
-    failing after :data:`FAILED_TICKS` errors in a row (both problems); no tick is no problem (it may have
-    just started). ``since_ms``: when the running Dagster started (None: unknown): a tick from before is an
-    earlier run's, so the sensor is judged from that start (it has its intervals to tick again)."""
-    if tick is None:
+    failing after :data:`FAILED_TICKS` errors in a row (both problems). ``since_ms``: when the running Dagster
+    started (None: unknown): a tick from before is an earlier run's, so the sensor is judged from that start
+    (it has its intervals to tick again). A sensor with no tick at all is judged the same way, on its interval
+    in :data:`SENSORS`: "no tick yet" while it may have just started, stale once Dagster has run longer than
+    that without one (switched off before its first tick, or never evaluated) — unknown when ``since_ms`` is."""
+    interval = tick.interval_s if tick is not None else SENSORS.get(name)
+    if tick is None and (since_ms is None or interval is None):
         return SensorStatus(name, None, "no tick yet")
-    before = since_ms is not None and tick.ts < since_ms
-    age = max(0, now_ms - max(tick.ts, since_ms or 0)) / 1000
-    if age > STALE_INTERVALS * tick.interval_s:
+    assert interval is not None
+    before = tick is None or (since_ms is not None and tick.ts < since_ms)
+    age = max(0, now_ms - max(tick.ts if tick is not None else 0, since_ms or 0)) / 1000
+    if age > STALE_INTERVALS * interval:
         last = (
             f"has not ticked since Dagster started {age_text(age)} ago"
+            + ("" if tick is not None else " (no tick ever recorded)")
             if before
             else f"last ticked {age_text(age)} ago"
         )
@@ -188,10 +193,10 @@ def judge_sensor(
             name,
             tick,
             "stale",
-            f"sensor {name} {last} (> {STALE_INTERVALS} × its {tick.interval_s:g} s interval): switched off in "
+            f"sensor {name} {last} (> {STALE_INTERVALS} × its {interval:g} s interval): switched off in "
             f"the Dagster UI, hung, or not evaluated by the daemon; its automatic reactions have stopped",
         )
-    if before:
+    if before or tick is None:
         return SensorStatus(name, tick, "no tick yet")
     if tick.errors >= FAILED_TICKS:
         return SensorStatus(

@@ -104,6 +104,6 @@ def test_every_listed_sensor_records_and_an_unlisted_one_is_refused() -> None:
     assert set(SENSORS) <= {sensor.name for sensor in defs.sensors or ()}
     with pytest.raises(ValueError, match="SENSORS"):
 
-        @recorded_sensor(minimum_interval_seconds=30)
+        @recorded_sensor()
         def some_other_sensor(context: dg.SensorEvaluationContext, redis: RedisResource) -> dg.SensorResult:
             return dg.SensorResult()
