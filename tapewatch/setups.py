@@ -5,12 +5,17 @@ for ``setup_reset_seconds``, so a setup flickering around a threshold stays one 
 makes a candidate. While it persists, a new one is made only when it is worth another look:
 
 - its quality tier rises above that of its last candidate (first seen LOW or below the LOW minimum, it grows
-  to MEDIUM or HIGH);
+  to MEDIUM or HIGH) — at a later millisecond than that candidate: a candidate's id is UUIDv5 of (symbol,
+  direction, event time), so a rise within the same millisecond (several large trades of one sweep stamped
+  alike) waits for the setup's next event, else two rows would share one id and the second (perhaps the
+  signal) would be lost to the first;
 - its last candidate was rejected by a transient rule of the risk gate (:data:`TRANSIENT_RULES`: paused, a
   daily cap, concurrency, correlation, locally or in the shared gate, or the shared gate being unreachable)
   and the gate would now pass — a re-check, read-only, so a setup still held back makes no row and uses up
   nothing (a cooldown's count included). When: every :data:`RECHECK_MS` of event time; a daily cap only
-  from the next UTC day (the day's counts only grow); after the shared gate (the ledger in PostgreSQL) held
+  from the next UTC day (the day's counts only grow) — except a tier's own cap when the setup's tier has
+  changed since (it fell, say from HIGH to MEDIUM, and MEDIUM's cap may have room): then every
+  :data:`RECHECK_MS`; after the shared gate (the ledger in PostgreSQL) held
   it back or could not be reached, not before :data:`RECHECK_SHARED_MS` (each such re-check is a
   transaction under the ledger's lock, on the event loop).
 
@@ -54,6 +59,9 @@ class Setup:
     done: bool = False  # its candidate became a signal
     held_back: bool = False
     next_check: int = 0
+    fate: str | None = None  # its last candidate's fate
+    made_at: int | None = None  # its last candidate's event time (its id's)
+    fall_check: int = 0  # held back by its tier's cap: when its changed tier may be re-checked next
 
 
 class Setups:
@@ -71,12 +79,16 @@ class Setups:
             self._setups[key] = Setup(last_held=now)
             return "new"
         setup.last_held = now
-        if setup.done:
+        if setup.done or now == setup.made_at:  # one candidate id per millisecond
             return "skip"
         if _RANK[tier] > _RANK[setup.tier]:
             return "rise"
         if setup.held_back and now >= setup.next_check:
             setup.next_check = now + RECHECK_MS
+            return "recheck"
+        if setup.fate == "tier_daily_cap" and tier != setup.tier and now >= setup.fall_check:
+            # its tier fell since its own tier's cap held it back: the lower tier's cap may have room
+            setup.fall_check = now + RECHECK_MS
             return "recheck"
         return "skip"
 
@@ -93,6 +105,7 @@ class Setups:
         e.g. the rules disagreed with the cheap test)."""
         setup = self._setups[(symbol, direction)]
         setup.tier = tier
+        setup.fate, setup.made_at, setup.fall_check = fate, now, now + RECHECK_MS
         setup.done = fate == FATE_SIGNAL
         setup.held_back = fate in TRANSIENT_RULES
         if fate in _DAILY_CAPS:

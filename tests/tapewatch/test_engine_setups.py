@@ -12,7 +12,7 @@ from tapewatch.risk import Decision
 from tapewatch.setups import RECHECK_MS, RECHECK_SHARED_MS, Setups
 from tapewatch.signal import signal_id_for
 
-from .engine_rig import SYM, Rig
+from .engine_rig import SYM, T0, Rig
 
 T = 1_700_000_100_000
 SET_UP = T + 22  # the third large buy of Rig.long_setup(T)
@@ -166,3 +166,51 @@ def test_a_setup_the_ledger_holds_back_costs_few_ledger_round_trips() -> None:
         assert [c.fate for c in rig.candidates()] == [rule]
         assert 1 <= ledger.calls <= most, (rule, ledger.calls)
         assert rig.engine.counters["rules_rejected"] == 0
+
+
+def test_a_rise_within_the_millisecond_of_the_last_candidate_waits_for_the_next_event() -> None:
+    """A sweep prints several large aggTrades stamped alike: the third makes a MEDIUM candidate (held back by
+    MEDIUM's cap), the fourth lifts the setup to HIGH in the same millisecond. Both would have the id of
+    (symbol, direction, that millisecond), and the store keeps the first: the signal would be lost. The rise
+    is taken on the setup's next event instead."""
+    rig = Rig(max_daily_medium=0)
+    rig.context()
+    t = T0 + 60_000
+    rig.snapshot([(99.9, 135.0)], [(100.1, 65.0)], t)
+    rig.depth(t)
+    rig.trade(t + 10, 99.0, 10.0)
+    for _ in range(4):
+        rig.trade(t + 20, 100.0, 7000.0)  # one sweep: four large buys in one millisecond
+    assert fates(rig) == [("tier_daily_cap", "MEDIUM", t + 20)]
+    rig.trade(t + 21, 100.0, 1.0)  # the setup's next event
+    assert fates(rig) == [("tier_daily_cap", "MEDIUM", t + 20), ("signal", "HIGH", t + 21)]
+    ids = [c.candidate_id for c in rig.candidates()]
+    assert len(set(ids)) == 2 and rig.signals()[0].signal_id == signal_id_for(SYM, "LONG", t + 21)
+
+
+def test_a_setup_held_back_by_its_tiers_cap_is_rechecked_when_its_tier_falls() -> None:
+    """HIGH's cap is used up: a HIGH setup is held back until the next UTC day. When the book thins and the same
+    setup is MEDIUM, MEDIUM's cap has room: it is signalled (before, it stayed silent all day)."""
+    rig = Rig(max_daily_high=0)
+    rig.context()
+    t = T0 + 60_000
+    rig.long_setup(t)  # HIGH
+    assert fates(rig) == [("tier_daily_cap", "HIGH", t + 22)]
+    rig.depth(t + 100, bids=[(99.9, 135.0)], asks=[(100.1, 65.0)])  # imbalance 0.35: MEDIUM now
+    assert len(rig.candidates()) == 1  # re-checked at most every RECHECK_MS
+    rig.depth(t + 22 + RECHECK_MS)
+    assert fates(rig) == [("tier_daily_cap", "HIGH", t + 22), ("signal", "MEDIUM", t + 22 + RECHECK_MS)]
+    for k in range(1, 30):
+        rig.depth(t + 22 + RECHECK_MS + k * 500)  # a signal stays one signal
+    assert len(rig.candidates()) == 2 and len(rig.signals()) == 1
+
+
+def test_a_fallen_tier_still_held_back_by_its_own_cap_makes_no_row() -> None:
+    rig = Rig(max_daily_high=0, max_daily_medium=0)
+    rig.context()
+    t = T0 + 60_000
+    rig.long_setup(t)
+    rig.depth(t + 100, bids=[(99.9, 135.0)], asks=[(100.1, 65.0)])  # MEDIUM: its cap is used up too
+    for k in range(1, 60):
+        rig.depth(t + 100 + k * 500)
+    assert fates(rig) == [("tier_daily_cap", "HIGH", t + 22)]
