@@ -21,6 +21,7 @@ from dashboard import ui
 from dashboard.process_usage import MB, ProcessSampler
 from tapewatch.adapters.redis_keys import DASHBOARD, REALTIME
 from tapewatch.adapters.redis_state import realtime_shards
+from tapewatch.adapters.status_format import http_url
 from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.health import realtime_instances
 from tapewatch.settings import Settings
@@ -213,7 +214,8 @@ def serve(settings: Settings, *, database_url: str, redis_url: str, host: str, p
     beat = threading.Thread(target=_heartbeat, args=(backend, stop), name="dashboard-heartbeat", daemon=True)
     beat.start()
     print(
-        f">> tapewatch dashboard on http://{host}:{port}/" + (" (basic auth)" if password else ""), flush=True
+        f">> tapewatch dashboard on {http_url(host, port)}/" + (" (basic auth)" if password else ""),
+        flush=True,
     )
     try:
         app.run(host=host, port=port, debug=False)

@@ -19,14 +19,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
+    from tapewatch.settings import shown_value
     from tapewatch.settings_doc import readme_section
 
     if args.markdown:
         print(readme_section())
         return 0
     settings = settings_for(args, var_dir=False)  # shows a bad var_dir rather than refusing to
-    for name, value in settings.model_dump().items():
-        print(f"{name} = {value!r}")
+    for name, value in settings.model_dump().items():  # secrets and URL passwords masked
+        print(f"{name} = {shown_value(name, value)!r}")
     return 0
 
 

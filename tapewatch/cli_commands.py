@@ -7,6 +7,7 @@ import argparse
 import errno
 import json
 import logging
+import math
 import os
 import socket
 from pathlib import Path
@@ -32,6 +33,30 @@ def settings_for(args: argparse.Namespace, *, var_dir: bool = True) -> Settings:
     if var_dir:
         check_var_dir(settings.var_dir)
     return settings
+
+
+def duration_seconds(text: str) -> float:
+    """An argparse type: a time span in seconds, in the forms ``sim --duration`` reads (``90``, ``90s``, ``10m``,
+    ``2h``, ``1d``: :func:`realtime.sim.faults.parse_duration`; a bare number, ``1.5`` or ``1e3`` too, is
+    seconds as before), finite and above 0. Here, not in ``cli_parser``, because only the command modules may
+    import ``realtime`` (lazily)."""
+    from realtime.sim.faults import parse_duration
+
+    advice = "use a time above 0, like 90 (seconds), 90s, 10m or 2h"
+    if text.strip().startswith("-"):
+        raise argparse.ArgumentTypeError(f"{text} is negative; {advice}")
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        try:
+            seconds = float(text)  # what the option took before: 1e3, .5
+        except ValueError:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite time; {advice}")
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is no time at all; {advice}")
+    return seconds
 
 
 def check_var_dir(path: Path) -> None:

@@ -18,7 +18,9 @@ from tapewatch.cli_commands import (
     cmd_replay,
     cmd_run,
     cmd_sim,
+    duration_seconds,
 )
+from tapewatch.settings_types import check_host
 from tapewatch.sharding import Shard, parse_shard
 from tapewatch.streams import WHOLE_MARKET_SYMBOLS as MAX_SYMBOLS
 
@@ -87,6 +89,15 @@ def shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def host(text: str) -> str:
+    """An argparse type: a host name or address to listen on, without spaces
+    (:func:`tapewatch.settings_types.check_host`; ``--host "  "`` failed only at the socket)."""
+    try:
+        return check_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, except that a value starting with ``-`` and a digit is an option's value, not an
     unknown option: ``--shard -1/2`` and ``--duration -5m`` then get the option's own range error, not
@@ -104,8 +115,6 @@ PORT = int_range(1, 65535)
 SIM_SYMBOLS = int_range(1, MAX_SYMBOLS)
 #: the simulator's seed (split into 32-bit words for numpy's SeedSequence, which refuses negative ones)
 SEED = int_range(0)
-#: seconds: strictly positive
-POSITIVE = float_above(0.0)
 #: seconds to wait: 0 is one look
 NON_NEGATIVE = float_above(0.0, inclusive=True)
 #: simulated seconds per wall second. The simulator slows its clock (with a warning) when it cannot keep up,
@@ -155,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=symbol_list,
         help="comma-separated symbols (default: TAPEWATCH_SYMBOLS or top by volume)",
     )
-    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--duration",
+        type=duration_seconds,
+        default=None,
+        help="stop after this long: seconds, or e.g. 90s, 10m, 2h",
+    )
     p.add_argument(
         "--status-every",
         type=STATUS_EVERY,
@@ -171,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sim", help="the simulated Binance USD-M exchange (REST + websockets on 127.0.0.1)")
-    p.add_argument("--host", default=None, help="listen address (default TAPEWATCH_SIM_HOST, 127.0.0.1)")
+    p.add_argument(
+        "--host", type=host, default=None, help="listen address (default TAPEWATCH_SIM_HOST, 127.0.0.1)"
+    )
     p.add_argument("--port", type=PORT, default=None, help="listen port (default TAPEWATCH_SIM_PORT, 8765)")
     p.add_argument("--seed", type=SEED, default=1, help="random seed (>= 0): same seed, same market")
     p.add_argument(
@@ -235,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="daily signal caps times this (unless set explicitly)",
     )
-    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--duration",
+        type=duration_seconds,
+        default=None,
+        help="stop after this long: seconds, or e.g. 90s, 10m, 2h",
+    )
     p.add_argument(
         "--status-every",
         type=STATUS_EVERY,
@@ -296,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="the Dash dashboard: live signals, performance, quality, health")
     p.add_argument(
-        "--host", default=None, help="listen address (default TAPEWATCH_DASHBOARD_HOST, 127.0.0.1)"
+        "--host",
+        type=host,
+        default=None,
+        help="listen address (default TAPEWATCH_DASHBOARD_HOST, 127.0.0.1)",
     )
     p.add_argument(
         "--port", type=PORT, default=None, help="listen port (default TAPEWATCH_DASHBOARD_PORT, 8050)"

@@ -19,10 +19,10 @@ import difflib
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -36,11 +36,13 @@ from tapewatch.settings_ops import OperationsSettings
 from tapewatch.settings_types import (
     CONFIG_FILE_ENV,
     ENV_PREFIX,
+    MASK,
     NON_SETTING_ENV,
     SNAPSHOT_WEIGHTS,
     TIMEFRAMES,
     SnapshotLimit,
     Timeframe,
+    mask_url,
 )
 
 __all__ = [
@@ -55,7 +57,9 @@ __all__ = [
     "Timeframe",
     "allowed_range",
     "load_settings",
+    "mask_url",
     "read_config_file",
+    "shown_value",
     "unknown_env",
 ]
 
@@ -253,6 +257,16 @@ def _unknown_key_hint(key: str) -> str:
     return _did_you_mean(key.lower().removeprefix(ENV_PREFIX.lower()), set(Settings.model_fields))
 
 
+def shown_value(key: str, value: Any) -> Any:
+    """``value`` of setting ``key`` as messages may show it: a secret setting's masked, a URL's password masked
+    (:func:`mask_url`), anything else unchanged."""
+    field = Settings.model_fields.get(key)
+    annotation = field.annotation if field is not None else None
+    if value and (annotation is SecretStr or SecretStr in get_args(annotation)):
+        return MASK
+    return mask_url(value) if isinstance(value, str) else value
+
+
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
     """Build the settings, or raise ConfigError with one line per bad key (env name, or the YAML file and line,
     value, allowed range) and per unknown ``TAPEWATCH_*`` environment variable."""
@@ -277,7 +291,8 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
                 continue
             allowed = allowed_range(key) if key in Settings.model_fields else ""
             label = _label(key, overrides, yaml_lines, path)
-            lines.append(f"{key} ({label}) = {err.get('input')!r}: {err['msg']}; allowed: {allowed}")
+            shown = shown_value(key, err.get("input"))
+            lines.append(f"{key} ({label}) = {shown!r}: {err['msg']}; allowed: {allowed}")
     finally:
         _yaml_data = None
     if settings is None or lines:

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from tapewatch.settings_types import SnapshotLimit, Timeframe, check_redis_url, check_url
+from tapewatch.settings_types import (
+    SnapshotLimit,
+    Timeframe,
+    check_host,
+    check_redis_url,
+    check_url,
+)
 
 
 class MarketSettings(BaseModel):
@@ -320,6 +326,11 @@ class MarketSettings(BaseModel):
         if isinstance(value, str) and not value.strip():
             raise ValueError("must name a directory, like var or /srv/tapewatch; got an empty value")
         return value
+
+    @field_validator("dagster_host")
+    @classmethod
+    def _check_dagster_host(cls, value: str) -> str:
+        return check_host(value)
 
     @field_validator("binance_rest_url")
     @classmethod

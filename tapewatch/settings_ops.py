@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 
-from tapewatch.settings_types import check_url
+from tapewatch.settings_types import check_host, check_url
 
 
 class OperationsSettings(BaseModel):
@@ -249,6 +249,11 @@ class OperationsSettings(BaseModel):
     sim_port: int = Field(8765, ge=1, le=65535, description="Simulated exchange port.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+
+    @field_validator("dashboard_host", "sim_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        return check_host(value)
 
     @field_validator("shard")
     @classmethod

@@ -723,3 +723,22 @@ def test_a_sensor_that_never_ticked_is_stale_once_dagster_has_run_its_intervals(
     assert quality.state == "stale" and quality.problem is not None
     assert "has not ticked since Dagster started 3.5 min ago (no tick ever recorded)" in quality.problem
     assert "> 3 × its 60 s interval" in quality.problem
+
+
+def test_web_urls_probed_bracket_an_ipv6_host() -> None:
+    from tapewatch.adapters.status import service_urls
+
+    urls = service_urls(Settings(), {"dashboard": {"host": "::1", "port": 8051}})
+    assert urls["dashboard"] == "http://[::1]:8051/"
+    assert urls["dagster"].startswith("http://127.0.0.1:")
+
+
+def test_status_never_shows_the_redis_password(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with closed_port() as port:
+        # redis-py also reads the password from the query
+        env.setenv("TAPEWATCH_REDIS_URL", f"redis://127.0.0.1:{port}/0?password=pa55")
+        code, report = status_json(capsys)
+    assert code == 1 and "pa55" not in json.dumps(report)
+    assert report["redis"].startswith(f"redis://127.0.0.1:{port}/0?password=***")

@@ -292,13 +292,22 @@ def dagster_commands(settings: Settings, port: int | None = None) -> dict[str, l
 def run_dagster(settings: Settings, port: int | None = None) -> int:
     """``tapewatch dagster``: embedded servers, the home, then webserver + daemon until Ctrl-C/SIGTERM.
 
-    Raises ConfigError when the port is taken (naming ``dagster_port``). Returns the exit code: 0 after a
-    requested stop, a child's code when one dies (its last lines are printed)."""
-    from tapewatch.adapters.platform import port_free
+    Raises ConfigError when the port is taken (naming ``dagster_port``) or the host is not this machine's
+    (naming ``dagster_host``). Returns the exit code: 0 after a requested stop, a child's code when one dies
+    (its last lines are printed)."""
+    from tapewatch.adapters.platform import host_advice, port_free
+    from tapewatch.adapters.status_format import http_url
     from tapewatch.adapters.supervisor import ChildFailed, Supervisor
 
     port = port or settings.dagster_port
-    if not port_free(settings.dagster_host, port):
+    try:
+        free = port_free(settings.dagster_host, port)
+    except OSError as exc:  # a name that does not resolve, an address not of this machine
+        raise ConfigError(
+            f"the Dagster webserver cannot listen on {settings.dagster_host} ({exc.strerror or exc}); "
+            f"{host_advice('dagster_host')}"
+        ) from exc
+    if not free:
         raise ConfigError(
             f"port {settings.dagster_host}:{port} for the Dagster webserver is taken; use --port or set "
             f"TAPEWATCH_DAGSTER_PORT (setting dagster_port) to a free port, or stop what holds it"
@@ -316,7 +325,9 @@ def run_dagster(settings: Settings, port: int | None = None) -> int:
             return 1
         if orphans:
             sup.say(f"{len(orphans)} run(s) left in progress by the previous instance marked failed")
-        sup.say(f"Dagster is up at http://{settings.dagster_host}:{port} ({seconds:.0f} s); Ctrl-C stops it")
+        sup.say(
+            f"Dagster is up at {http_url(settings.dagster_host, port)} ({seconds:.0f} s); Ctrl-C stops it"
+        )
         beat = dagster_heartbeat(settings, redis_url, port)
         try:
             return sup.run(tick=beat.send, every=HEARTBEAT_EVERY)

@@ -20,6 +20,7 @@ resumes it: signal ids are deterministic and the simulator's clock only moves fo
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -46,7 +47,7 @@ from tapewatch.adapters.embedded import (
 from tapewatch.adapters.redis_keys import REALTIME, Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.status import gather_status, http_ok, service_urls
-from tapewatch.adapters.status_format import format_status_line
+from tapewatch.adapters.status_format import format_status_line, http_url
 from tapewatch.adapters.supervisor import ChildFailed, ChildSpec, Supervisor
 from tapewatch.errors import ConfigError, FatalError
 from tapewatch.settings import Settings
@@ -85,7 +86,12 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host, self.port)
+
+    @property
+    def host_setting(self) -> str:
+        """The setting of this endpoint's host (``sim_port`` → ``sim_host``)."""
+        return self.setting.removesuffix("_port") + "_host"
 
 
 def endpoints(settings: Settings, commands: frozenset[str], options: DemoOptions) -> dict[str, Endpoint]:
@@ -103,27 +109,57 @@ def endpoints(settings: Settings, commands: frozenset[str], options: DemoOptions
 
 
 def check_ports(found: Mapping[str, Endpoint]) -> None:
-    """Raise ConfigError naming the setting (and, when visible, the process) of every port already taken."""
-    taken = []
+    """Raise ConfigError naming the setting (and, when visible, the process) of every port already taken, and
+    the host setting of every host that is not an address of this machine."""
+    problems = []
     for endpoint in found.values():
-        if not port_free(endpoint.host, endpoint.port):
+        try:
+            free = port_free(endpoint.host, endpoint.port)
+        except OSError as exc:
+            problems.append(
+                f"{endpoint.what} cannot listen on {endpoint.host} ({exc.strerror or exc}); "
+                f"{host_advice(endpoint.host_setting)}"
+            )
+            continue
+        if not free:
             env = "TAPEWATCH_" + endpoint.setting.upper()
-            taken.append(
+            problems.append(
                 f"port {endpoint.host}:{endpoint.port} for {endpoint.what} is taken{_holder(endpoint.port)}; "
                 f"set {env} (setting {endpoint.setting}) to a free port, or stop what holds it"
             )
-    if taken:
-        raise ConfigError("\n  ".join(taken))
+    if problems:
+        raise ConfigError("\n  ".join(problems))
+
+
+def host_advice(setting: str) -> str:
+    """What to do when the host of ``setting`` is not an address of this machine."""
+    return (
+        f"set TAPEWATCH_{setting.upper()} (setting {setting}) to an address of this machine, "
+        "e.g. 127.0.0.1, ::1 or 0.0.0.0"
+    )
 
 
 def port_free(host: str, port: int) -> bool:
-    """True when nothing listens on ``host:port`` (binding it here succeeds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """True when ``host:port`` can be listened on here: every address ``host`` resolves to, IPv4 or IPv6, binds;
+    False when one is in use (or a privileged port). Raises OSError when the host is at fault: a name that does
+    not resolve (``socket.gaierror``), or an address that is not this machine's."""
+    # every address a server on host:port binds, as asyncio's create_server does: localhost may be 127.0.0.1 and ::1
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, _, _, _, address in dict.fromkeys(infos):
         try:
-            sock.bind((host, port))
-        except OSError:
-            return False
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # a family this machine lacks: asyncio's create_server skips it too
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as servers bind it: [::]:port says nothing of 0.0.0.0:port
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return False
+                raise
     return True
 
 
@@ -137,10 +173,12 @@ def _holder(port: int) -> str:
 
 
 def port_open(host: str, port: int) -> bool:
-    """True when something accepts connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+    """True when something accepts connections on ``host:port`` (an IPv4 or IPv6 address, or a name)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 # --- the lock ------------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.embedded import find_database, find_redis
@@ -44,10 +43,10 @@ from tapewatch.adapters.incidents import IncidentRow, incident_counts, open_inci
 from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, SENSORS, Keyspace
 from tapewatch.adapters.redis_state import LastEvent, RedisState, SensorTick, realtime_shards
 from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat
-from tapewatch.adapters.status_format import age_text
+from tapewatch.adapters.status_format import age_text, http_url
 from tapewatch.errors import TapewatchError
 from tapewatch.health import judge_connectivity, realtime_instances, worst_silence
-from tapewatch.settings import Settings
+from tapewatch.settings import Settings, mask_url
 
 NO_REALTIME = "no realtime heartbeat yet: start `tapewatch run` or `make demo`"
 
@@ -368,7 +367,7 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
             f"{settings.var_dir / 'redis'}; {NO_REALTIME} (or set TAPEWATCH_REDIS_URL)"
         )
         return
-    status.redis = f"{_hide_password(url)} (prefix {settings.redis_prefix})"
+    status.redis = f"{mask_url(url)} (prefix {settings.redis_prefix})"
     try:
         state = RedisState.from_url(url, keys=Keyspace(prefix=settings.redis_prefix), clock=clock)
     except TapewatchError as exc:
@@ -506,17 +505,18 @@ def service_urls(
     beats = beats or {}
     dagster = _where(settings.dagster_host, settings.dagster_port, beats.get(DAGSTER, {}))
     dashboard = _where(settings.dashboard_host, settings.dashboard_port, beats.get(DASHBOARD, {}))
-    return {DAGSTER: f"http://{dagster}/server_info", DASHBOARD: f"http://{dashboard}/"}
+    return {DAGSTER: f"{dagster}/server_info", DASHBOARD: f"{dashboard}/"}
 
 
 def _where(host: str, port: int, info: Mapping[str, str | int | float | bool]) -> str:
-    """``host:port`` from a heartbeat's ``host``/``port`` details where they are usable, else the given ones."""
+    """``http://host:port`` from a heartbeat's ``host``/``port`` details where they are usable, else the given
+    ones (an IPv6 address in brackets)."""
     beat_port, beat_host = info.get("port"), info.get("host")
     if isinstance(beat_port, int) and not isinstance(beat_port, bool) and 0 < beat_port < 65536:
         port = beat_port
     if isinstance(beat_host, str) and beat_host.strip() not in _ANY_HOST:
         host = beat_host.strip()
-    return f"{host}:{port}"
+    return http_url(host, port)
 
 
 def _from_http(status: Status, settings: Settings) -> None:
@@ -558,11 +558,3 @@ def _from_database(status: Status, settings: Settings, limit: int) -> None:
         status.problems.append(str(exc))
     finally:
         db.dispose()
-
-
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -205,3 +205,8 @@ def age_text(seconds: float) -> str:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets (``http://[::1]:8050``)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from realtime.sim.faults import parse_duration
 from realtime.sim.symbols import MAX_SYMBOLS
 from tapewatch.cli import main
 from tapewatch.cli_parser import build_parser
@@ -70,7 +71,7 @@ def run_out(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["demo", "--symbols", "801"], "argument --symbols: 801 is out of range"),
         (["demo", "--daily-cap-scale", "0"], "argument --daily-cap-scale: 0 is out of range"),
         (["demo", "--status-every", "0"], "argument --status-every: 0 is out of range"),
-        (["run", "--duration", "-5"], "argument --duration: -5 is out of range"),
+        (["run", "--duration", "-5"], "argument --duration: -5 is negative; use a time above 0, like 90"),
         (["rescan", "--timeout", "-1"], "argument --timeout: -1 is out of range; use a number >= 0"),
         # upper bounds: an unbounded value overflowed PostgreSQL's bigint, or starved the service
         (
@@ -99,7 +100,7 @@ def run_out(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         ),
         (["run", "--shard", "2/2"], "argument --shard: shard index must be within 0..1"),
         (["run", "--shard", "x"], "argument --shard: a shard is I/N, like 0/2 (instance 0 of 2); got 'x'"),
-        (["run", "--duration", "-5m"], "argument --duration: '-5m' is not a number"),
+        (["run", "--duration", "-5m"], "argument --duration: -5m is negative; use a time above 0"),
         (["run", "--symbols", "-1"], "argument --symbols: '-1' is not a symbol name; use letters and digits"),
         (["run", "--symbols", ",,,"], "argument --symbols: ',,,' names no symbol"),
         (["run", "--symbols", "BTCUSDT,ETH-USDT"], "argument --symbols: 'ETH-USDT' is not a symbol name"),
@@ -113,6 +114,51 @@ def test_a_number_out_of_range_is_a_usage_error_naming_the_argument_and_its_rang
         build_parser().parse_args(argv)
     err = capsys.readouterr().err
     assert exited.value.code == 2 and says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_duration_takes_the_forms_sim_takes_and_a_bare_number_is_still_seconds(command: str) -> None:
+    # `run --duration 2h` was "'2h' is not a number" while `sim --record --duration 2h` took it
+    parse = build_parser().parse_args
+    seen = {text: parse([command, "--duration", text]).duration for text in ("90", "1.5", "90s", "10m", "2h")}
+    assert seen == {"90": 90.0, "1.5": 1.5, "90s": 90.0, "10m": 600.0, "2h": 7200.0}
+    # the very parser sim uses: one idea, one piece of code
+    assert parse([command, "--duration", "1d"]).duration == parse_duration("1d") == 86_400
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("0", "argument --duration: 0 is no time at all; use a time above 0, like 90 (seconds), 90s, 10m or 2h"),
+        ("0s", "argument --duration: 0s is no time at all"),
+        ("-2h", "argument --duration: -2h is negative"),
+        ("soon", "argument --duration: not a duration: 'soon' (use e.g. 250ms, 30s, 5m, 2h, 1d)"),
+        ("5 weeks", "argument --duration: not a duration: '5 weeks'"),
+        ("9" * 400 + "d", "is not a finite time"),  # float('9' * 400) is inf: a service that never stops
+        ("nan", "argument --duration: nan is not a finite time"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_bad_duration_is_a_usage_error_naming_the_option(
+    capsys: pytest.CaptureFixture[str], command: str, value: str, says: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--duration", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["sim", "dashboard"])
+@pytest.mark.parametrize("value", ["  ", "", "127.0.0.1 "])
+def test_a_listen_host_of_spaces_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], command: str, value: str
+) -> None:
+    # "  " reached the socket (an obscure gaierror after the start-up banner); "" silently meant the setting
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--host", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "argument --host: must name a host without spaces" in err
+    assert build_parser().parse_args([command, "--host", "::1"]).host == "::1"
 
 
 def test_the_command_line_exits_2_with_the_usage_line_not_a_traceback(

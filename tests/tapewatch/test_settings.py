@@ -193,3 +193,15 @@ def test_a_replay_without_settings_loads_them_as_the_cli_does(
     monkeypatch.setenv("TAPEWATCH_CONFIG_FILE", str(cfg))
     with pytest.raises(ConfigError, match="max_spread"):
         replay([tmp_path])
+
+
+def test_the_settings_command_never_prints_a_password_or_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", "postgresql+psycopg://u:s3cret@db.example:5432/tw")
+    monkeypatch.setenv("TAPEWATCH_REDIS_URL", "redis://:r3dis@cache.example:6379/0")
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "r3dis" not in out
+    assert "database_url = 'postgresql+psycopg://u:***@db.example:5432/tw'" in out
+    assert "redis_url = 'redis://:***@cache.example:6379/0'" in out

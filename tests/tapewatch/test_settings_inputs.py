@@ -11,7 +11,7 @@ import pytest
 from tapewatch.adapters.notifiers import notifiers_from_settings
 from tapewatch.cli import main
 from tapewatch.errors import ConfigError
-from tapewatch.settings import load_settings
+from tapewatch.settings import load_settings, mask_url
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:
@@ -216,3 +216,109 @@ def test_a_symbol_with_a_space_inside_is_refused_as_on_the_command_line(
         load_settings()
     monkeypatch.setenv("TAPEWATCH_SYMBOLS", " btcusdt , ETHUSDT ")
     assert load_settings().symbols == ("BTCUSDT", "ETHUSDT")
+
+
+# --- secrets in messages, hosts of spaces -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "shown"),
+    [
+        ("database_url", "postgresql+psycopg://u:s3cret@h:99999/db", "postgresql+psycopg://u:***@h:99999/db"),
+        ("database_url", "mysql://u:s3cret@h/db", "mysql://u:***@h/db"),
+        ("database_url", "postgresql://u:s3cret@h:notaport/db", "postgresql://u:***@h:notaport/db"),
+        # a / in the password: urllib reads "s3" as the port, SQLAlchemy reads the whole password
+        ("database_url", "postgresql://u:s3cret/x@h/db", "postgresql://u:***@h/db"),
+        ("database_url", "postgresql://u:s3cret@[::1/db", "postgresql://u:***@[::1/db"),
+        ("database_url", "postgresql://u@h:99999/db?password=s3cret", "postgresql://u@h:99999/db?password=***"),
+        ("redis_url", "redis://:s3cret@h/abc", "redis://:***@h/abc"),
+        ("redis_url", "redis://default:s3cret@h:6379/?db=x", "redis://default:***@h:6379/?db=x"),
+        ("webhook_url", "ftp://u:s3cret@h/hook", "ftp://u:***@h/hook"),
+    ],
+)  # fmt: skip
+def test_a_refused_url_is_shown_without_its_password(
+    key: str, url: str, shown: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the whole URL went to the console and the logs, password included, twice (the input and the message)
+    monkeypatch.setenv("TAPEWATCH_" + key.upper(), url)
+    monkeypatch.setenv("TAPEWATCH_WEBHOOK_SECRET", "k")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "s3cret" not in message
+    assert f"{key} (TAPEWATCH_{key.upper()}) = {shown!r}: Value error, " in message
+
+
+def test_a_refused_secret_setting_is_not_shown(tmp_path: Path) -> None:
+    cfg = _yaml(tmp_path, "telegram_bot_token: [123:s3cret]\ntelegram_chat_id: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "s3cret" not in str(err.value) and "telegram_bot_token (config file" in str(err.value)
+    assert "= '***': " in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://u:s3cret@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),  # an @ in the password
+        ("postgresql://u:a\nb@h/db", "postgresql://u:***@h/db"),
+        ("redis://u:s3cret@[::1]:6379/0", "redis://u:***@[::1]:6379/0"),
+        ("postgresql:///db?host=/tmp&sslpassword=s3cret&user=u", "postgresql:///db?host=/tmp&sslpassword=***&user=u"),
+        ("https://hooks.example/x?token=s3cret&a=1", "https://hooks.example/x?token=***&a=1"),
+        # nothing secret: unchanged, an @ in the path included
+        ("https://h:8080/x@y", "https://h:8080/x@y"),
+        ("redis://user@h:6379/0", "redis://user@h:6379/0"),
+        ("not a url", "not a url"),
+    ],
+)  # fmt: skip
+def test_mask_url_hides_passwords_and_nothing_else(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize("key", ["dashboard_host", "sim_host", "dagster_host"])
+@pytest.mark.parametrize(
+    ("value", "why"), [("  ", "got only spaces"), ("my host", "got 'my host', with a space")]
+)
+def test_a_host_of_spaces_is_refused_naming_the_key(
+    key: str, value: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TAPEWATCH_SIM_HOST="  " was taken; the server failed later, at the socket ("Name or service not known")
+    env = "TAPEWATCH_" + key.upper()
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert f"{key} ({env}) = {value!r}: Value error, must name a host without spaces" in str(err.value)
+    assert why in str(err.value)
+    for good in ("::1", "0.0.0.0", "localhost"):  # every real host still passes
+        monkeypatch.setenv(env, good)
+        assert getattr(load_settings(), key) == good
+
+
+@pytest.mark.parametrize(
+    ("key", "url"),
+    [
+        ("database_url", "postgresql+psycopg://u:s3cret@   :5432/db"),
+        ("redis_url", "redis://   :6379/0"),
+        ("webhook_url", "https://  /hook"),
+        ("telegram_api_url", "https://api telegram.org"),
+        ("binance_rest_url", "https:// /"),
+        ("binance_ws_market_url", "wss://  :443/market"),
+    ],
+)
+def test_a_url_whose_host_is_spaces_is_refused_naming_the_key(
+    key: str, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = "TAPEWATCH_" + key.upper()
+    monkeypatch.setenv(env, url)
+    monkeypatch.setenv("TAPEWATCH_WEBHOOK_SECRET", "k")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert f"{key} ({env}) = " in message and "must be a name or address without spaces" in message
+    assert "s3cret" not in message
+    # a URL with no host at all (PostgreSQL on a unix socket) or an IPv6 one still passes
+    monkeypatch.delenv(env)
+    ok = {"database_url": "postgresql:///db?host=/tmp", "redis_url": "redis://[::1]:6379/0"}
+    assert load_settings(**ok).database_url == ok["database_url"]
