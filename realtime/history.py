@@ -17,8 +17,10 @@ Replay: only answers are captured (``apply`` writes each under its ``rest:`` nam
 failed attempt leaves nothing in the capture, so a replay applies the answer of the attempt that succeeded at
 the place the live run applied it, and rebuilds the same candles.
 
-Any other exception ends the symbol's task; its done-callback logs it with the traceback and counts it
-(``history_errors``), so no task ends with an exception nobody retrieved.
+Any other exception (a bug, a limit the REST client refuses) ends that interval's request, not the symbol's
+task: it is logged with the traceback and counted (``history_errors``), and the next interval is fetched (a
+15m request that failed so left the 1m history unfetched too). An exception outside a request still ends the
+task; its done-callback logs and counts it the same way, so no task ends with an exception nobody retrieved.
 """
 
 from __future__ import annotations
@@ -110,7 +112,17 @@ class HistoryLoader:
     async def load(self, symbol: str) -> None:
         """Every history interval of ``symbol``, each retried until it succeeds or is no longer wanted."""
         for interval, limit in self._intervals:
-            await self._load_interval(symbol, interval, limit)
+            try:
+                await self._load_interval(symbol, interval, limit)
+            except Exception as exc:  # a bug, a limit refused: logged and counted; the next interval goes on
+                self.counters["history_errors"] += 1
+                log.error(
+                    "the %s kline history request failed (not retried): %r",
+                    interval,
+                    exc,
+                    exc_info=exc,
+                    extra={"symbol": symbol, "stream": f"kline_{interval}"},
+                )
 
     async def _load_interval(self, symbol: str, interval: str, limit: int) -> None:
         backoff = Backoff(self.retry.base, self.retry.cap, healthy_after=math.inf, random=self._tb.random)

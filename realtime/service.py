@@ -67,14 +67,14 @@ from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChang
 from tapewatch.market import KlineFillNeeded, Market, MarketConfig, SnapshotNeeded, history_klines
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.risk import SharedGate
-from tapewatch.settings import Settings
+from tapewatch.settings import PRIMARY_TF, Settings
 from tapewatch.sharding import parse_shard
 from tapewatch.streams import Kind, Path, UnknownStream, parse_stream, symbol_streams
 from tapewatch.universe import top_by_volume, tradable_perpetuals
 
 log = logging.getLogger(__name__)
 
-TIMEFRAMES = ("1m", "15m")
+TIMEFRAMES = ("1m", PRIMARY_TF)
 #: Share of the usable REST weight kline refills are paced to (weight 1 a request below 100 bars): a reconnect
 #: of the whole market asks for two per symbol at once, which must not crowd out the books' snapshots.
 KLINE_FILL_SHARE = 0.1

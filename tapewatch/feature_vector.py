@@ -15,9 +15,7 @@ from tapewatch.events import Candle
 from tapewatch.features import DataQuality, Features, large_trade_sizes
 from tapewatch.market import SymbolState
 from tapewatch.polled import depth_coverage
-
-#: The candle interval of the context: volume intensity, RSI, divergences, levels, ATR.
-PRIMARY_TF = "15m"
+from tapewatch.settings import PRIMARY_TF as PRIMARY_TF  # the candles of the context (the setting primary_tf)
 
 
 def feature_vector(

@@ -70,6 +70,7 @@ class MarketConfig:
     def from_settings(cls, s: Settings) -> MarketConfig:
         return cls(
             trade_window_ms=s.trade_history_window * 1000,
+            vwap_window_ms=s.context_tf_ms,  # the rolling VWAP window is context_tf long
             large_trade_size=s.large_trade_size,
             stale_after_ms=int(s.book_stale_after * 1000),
             kline_history_bars=s.kline_history_bars,

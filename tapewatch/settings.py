@@ -35,10 +35,13 @@ from tapewatch.settings_market import MarketSettings
 from tapewatch.settings_ops import OperationsSettings
 from tapewatch.settings_types import (
     CONFIG_FILE_ENV,
+    CONTEXT_TIMEFRAMES,
     ENV_PREFIX,
     MASK,
     NON_SETTING_ENV,
+    PRIMARY_TF,
     SNAPSHOT_WEIGHTS,
+    TIMEFRAME_MS,
     TIMEFRAMES,
     SnapshotLimit,
     Timeframe,
@@ -47,10 +50,13 @@ from tapewatch.settings_types import (
 
 __all__ = [
     "CONFIG_FILE_ENV",
+    "CONTEXT_TIMEFRAMES",
     "ENV_PREFIX",
     "NON_SETTING_ENV",
+    "PRIMARY_TF",
     "SNAPSHOT_WEIGHTS",
     "TIMEFRAMES",
+    "TIMEFRAME_MS",
     "ConfigError",
     "Settings",
     "SnapshotLimit",
@@ -104,6 +110,11 @@ class Settings(OperationsSettings, MarketSettings, BaseSettings):
     @property
     def capture_dir(self) -> Path:
         return self.var_dir / "capture"
+
+    @property
+    def context_tf_ms(self) -> int:
+        """Length of ``context_tf``, ms: the rolling VWAP window."""
+        return TIMEFRAME_MS[self.context_tf]
 
     @property
     def usable_weight_per_minute(self) -> int:

@@ -14,6 +14,10 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from tapewatch.settings_types import (
+    CONTEXT_TIMEFRAMES,
+    PRIMARY_TF,
+    ContextTimeframe,
+    PrimaryTimeframe,
     SnapshotLimit,
     Timeframe,
     check_host,
@@ -41,8 +45,16 @@ class MarketSettings(BaseModel):
     min_large_trades: int = Field(3, ge=1, le=1000, description="Large trades needed in the trade window.")
     large_trade_size: float = Field(50_000, gt=0, description="Quote size (USD) from which a trade is large.")
     volume_confirmation_multiplier: float = Field(1.8, gt=0, le=100, description="Volume intensity needed.")
-    primary_tf: Timeframe = Field("15m", description="Primary timeframe (RSI, ATR, levels).")
-    context_tf: Timeframe = Field("1h", description="Context timeframe (rolling VWAP window).")
+    primary_tf: PrimaryTimeframe = Field(
+        "15m",
+        description="Primary timeframe (RSI, ATR, levels, volume context): only 15m is supported; another value "
+        "is refused at start.",
+    )
+    context_tf: ContextTimeframe = Field(
+        "1h",
+        description="Context timeframe: the length of the rolling VWAP window over trades (the feature keeps its "
+        "name vwap_1h). At most 4h: every trade of the window is kept per symbol.",
+    )
     max_daily_signals: int = Field(
         80, ge=0, le=10_000, description="Signals per UTC day (event time), all tiers."
     )
@@ -50,9 +62,22 @@ class MarketSettings(BaseModel):
     correlation_threshold: float = Field(0.6, ge=0, le=1, description="Reject above this return correlation.")
 
     # --- spec DATA_CONFIG ----------------------------------------------------------------------------
-    orderbook_depth: int = Field(20, ge=1, le=1000, description="Book levels kept in views and Redis.")
+    orderbook_depth: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Book levels a side published with each symbol's live features in Redis (bids, asks; fewer "
+        "when the book holds fewer: a polled book 50) and searched for walls (bid_walls, ask_walls: >= 5x the "
+        "mean level size); the imbalance stays on the top 10 (spec 6.1).",
+    )
     trade_history_window: int = Field(300, ge=1, le=86_400, description="Seconds of trades analysed.")
-    kline_history_bars: int = Field(100, ge=1, le=1500, description="Candles of context per symbol.")
+    kline_history_bars: int = Field(
+        100,
+        ge=1,
+        le=1499,
+        description="Closed 15m candles of context per symbol (at most 1499: the history request adds the "
+        "forming one, and Binance answers at most 1500).",
+    )
     update_frequency: Literal[100, 250, 500] = Field(100, description="Depth stream speed, ms.")
 
     # --- universe --------------------------------------------------------------------------------------
@@ -69,7 +94,13 @@ class MarketSettings(BaseModel):
     universe_weight_volatility: float = Field(
         0.20, ge=0, le=1, description="Score weight of ATR/price (spec)."
     )
-    universe_weight_activity: float = Field(0.20, ge=0, le=1, description="Score weight of trades/s (spec).")
+    universe_weight_activity: float = Field(
+        0.20,
+        ge=0,
+        le=1,
+        description="Score weight of trades/s (spec). The score divides by the four weights' sum: they may not "
+        "all be 0.",
+    )
     universe_ref_volume: float = Field(
         100_000_000, gt=0, description="24h quote volume (USD) worth a full volume score (spec $100M)."
     )
@@ -283,6 +314,38 @@ class MarketSettings(BaseModel):
     min_stop_atr_multiple: float = Field(
         0.5, ge=0, le=50, description="Closest stop, in ATR(15m); at most stop_atr_multiple."
     )
+
+    @field_validator("primary_tf", mode="before")
+    @classmethod
+    def _check_primary_tf(cls, value: Any) -> Any:
+        if value != PRIMARY_TF:
+            raise ValueError(
+                f"only {PRIMARY_TF} is supported: RSI, ATR and levels are read on {PRIMARY_TF} candles (DESIGN §4)"
+            )
+        return value
+
+    @field_validator("context_tf", mode="before")
+    @classmethod
+    def _check_context_tf(cls, value: Any) -> Any:
+        if value not in CONTEXT_TIMEFRAMES:
+            raise ValueError(
+                f"must be one of {', '.join(CONTEXT_TIMEFRAMES)}: it is the rolling VWAP window, and every trade "
+                "of the window is kept per symbol"
+            )
+        return value
+
+    @field_validator("universe_weight_activity")
+    @classmethod
+    def _check_weights_sum(cls, value: float, info: ValidationInfo) -> float:
+        # the score divides by the weights' sum: all 0 made every rescan fail
+        keys = ("universe_weight_volume", "universe_weight_liquidity", "universe_weight_volatility")
+        others = [info.data.get(key) for key in keys]
+        if value == 0 and all(w == 0 for w in others):
+            raise ValueError(
+                f"{', '.join(keys)} and universe_weight_activity are all 0: the universe score divides by their "
+                "sum, so at least one must be above 0"
+            )
+        return value
 
     @field_validator("universe_rescan_interval")
     @classmethod

@@ -14,6 +14,20 @@ TIMEFRAMES: tuple[str, ...] = (
 Timeframe = Literal[
     "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"
 ]
+#: Length of each timeframe of :data:`TIMEFRAMES` up to a week, ms (``1M`` has none: months differ).
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+    "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000,
+    "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
+}  # fmt: skip
+#: The one primary timeframe (``primary_tf``): RSI, ATR, levels and the volume context are read on its candles,
+#: which the streams, the REST history, the simulator and the stored features (``atr_15m``) all assume.
+PRIMARY_TF = "15m"
+PrimaryTimeframe = Literal["15m"]
+#: The context timeframes (``context_tf``, the rolling VWAP window): every trade of the window is kept per
+#: symbol, so it stops at 4 h.
+CONTEXT_TIMEFRAMES: tuple[str, ...] = ("15m", "30m", "1h", "2h", "4h")
+ContextTimeframe = Literal["15m", "30m", "1h", "2h", "4h"]
 #: Depth snapshot sizes Binance USD-M accepts, with their request weight.
 SNAPSHOT_WEIGHTS: dict[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 SnapshotLimit = Literal[5, 10, 20, 50, 100, 500, 1000]

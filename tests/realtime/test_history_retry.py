@@ -195,6 +195,8 @@ def test_an_unexpected_exception_is_logged_and_counted_not_left_unretrieved(
     assert service.counters["history_errors"] == 1 and service.history.pending == 0
     [record] = [r for r in caplog.records if r.name == "realtime.history"]
     assert record.levelno == logging.ERROR and record.exc_info is not None and "a bug" in record.getMessage()
+    # the failed 15m request does not end the symbol's history: its 1m candles are still fetched
+    assert rest.asked == [(X, "15m"), (X, "1m")]
 
 
 # --- against the simulated exchange ---------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_env_and_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("max_spread", -0.1, "max_spread (TAPEWATCH_MAX_SPREAD) = -0.1"),
         ("orderbook_imbalance_threshold", 1.5, "allowed: > 0 and < 1"),
-        ("primary_tf", "7m", "allowed: one of 1m, 3m"),
+        ("universe_atr_interval", "7m", "allowed: one of 1m, 3m"),
         ("database_url", "mysql://db", "expected a URL starting with postgresql://"),
         ("redis_url", "not a url", "expected a URL starting with redis://"),
         ("binance_ws_public_url", "http://x", "ws:// or wss://"),
