@@ -6,6 +6,7 @@ Bodies are short: the fetching is :mod:`tapewatch.adapters.universe_fetch`, the 
 through the Redis control key (``RedisState.set_universe``).
 """
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -13,16 +14,19 @@ import dagster as dg
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
 from tapewatch.adapters.universe_fetch import exchange_symbols as fetch_exchange_symbols
 from tapewatch.adapters.universe_fetch import failed_share, fetch_statistics
-from tapewatch.adapters.universe_store import publish_current, save_rescan
+from tapewatch.adapters.universe_store import live_spreads, publish_current, save_rescan
+from tapewatch.errors import StorageUnavailable
 from tapewatch.settings import Settings
 from tapewatch.universe import (
     Selection,
     SymbolStats,
+    fixed_selection,
     minimums_from,
     references_from,
     select_universe,
     weights_from,
 )
+from tapewatch.universe_checks import confirm_spreads
 
 GROUP = "universe"
 #: More failed per-symbol fetches than this share and the rescan stops: the universe stays as it is.
@@ -47,9 +51,14 @@ def symbol_statistics(
     exchange_symbols: list[str],
 ) -> list[SymbolStats]:
     """Per symbol: 24h quote volume, open interest in USD, spread and depth within 1 % of mid, ATR/price,
-    trades per second. Symbols below the volume minimum get only their ticker numbers (no extra calls)."""
+    trades per second. Symbols below the volume minimum get only their ticker numbers (no extra calls), but
+    for those of a fixed universe (``symbols``); a symbol the 24h tickers lack has every statistic missing."""
     config = settings.settings()
-    report = binance.run(lambda client: fetch_statistics(client, exchange_symbols, config), config)
+    report = binance.run(
+        # a fixed universe's symbols are measured in full even below the volume minimum: their scores are kept
+        lambda client: fetch_statistics(client, exchange_symbols, config, always=config.symbols),
+        config,
+    )
     if failed_share(report) > MAX_FAILED_SHARE:
         first = "; ".join(f"{s.symbol}: {s.errors[0]}" for s in report.stats if s.errors)[:2000]
         raise dg.Failure(
@@ -62,6 +71,7 @@ def symbol_statistics(
             "symbols": len(report.stats),
             "measured (above the volume minimum)": report.fetched,
             "with a failed call": report.failed,
+            "without a 24h ticker (missing_statistic)": dg.MetadataValue.json(list(report.no_ticker)),
             "request weight": report.weight,
         }
     )
@@ -72,6 +82,7 @@ def _params(config: Settings) -> dict[str, Any]:
     w, r, m = weights_from(config), references_from(config), minimums_from(config)
     return {
         "universe_size": config.universe_size,
+        "fixed": list(config.symbols),
         "minimums": {k: getattr(m, k) for k in m.__slots__},
         "weights": {k: getattr(w, k) for k in w.__slots__},
         "references": {k: getattr(r, k) for k in r.__slots__},
@@ -87,22 +98,53 @@ def _table(selection: Selection, limit: int = 40) -> str:
     return "\n".join(lines)
 
 
+def _live_spreads(
+    context: dg.AssetExecutionContext, redis: RedisResource, config: Settings
+) -> dict[str, float]:
+    """The fresh live spreads the realtime service publishes ({} when Redis is down: the snapshots stand)."""
+    try:
+        with redis.open() as state:
+            return live_spreads(state, int(time.time() * 1000), config.universe_live_stale_after)
+    except StorageUnavailable as exc:
+        context.log.warning(f"no live spreads ({exc}): every spread is the REST snapshot's")
+        return {}
+
+
 @dg.asset(group_name=GROUP, compute_kind="python")
 def symbol_scores(
-    context: dg.AssetExecutionContext, settings: TapewatchSettings, symbol_statistics: list[SymbolStats]
+    context: dg.AssetExecutionContext,
+    settings: TapewatchSettings,
+    redis: RedisResource,
+    symbol_statistics: list[SymbolStats],
 ) -> Selection:
-    """Spec 4.1 score of every symbol, the minimums, the rank, and the reason each one is in or out."""
+    """Spec 4.1 score of every symbol, the minimums, the rank, and the reason each one is in or out.
+
+    A REST snapshot spread above the maximum is one moment: where the realtime service publishes a fresh live
+    spread for the symbol within the maximum, that one counts (as in the quick check); elsewhere the snapshot
+    does. With a fixed universe (``symbols``, TAPEWATCH_SYMBOLS) exactly its tradable symbols are selected,
+    in its order, and every symbol keeps its score (:func:`~tapewatch.universe.fixed_selection`)."""
     config = settings.settings()
+    stats, overruled = confirm_spreads(
+        symbol_statistics, _live_spreads(context, redis, config), config.max_spread
+    )
     selection = select_universe(
-        symbol_statistics,
+        stats,
         config.universe_size,
         minimums_from(config),
         weights_from(config),
         references_from(config),
     )
+    if config.symbols:
+        selection = fixed_selection(selection, config.symbols)
+    if overruled:
+        context.log.info(
+            f"snapshot spread above the maximum overruled by the live spread: {', '.join(overruled)}"
+        )
     context.add_output_metadata(
         {
             "selected": len(selection.symbols),
+            "fixed universe (TAPEWATCH_SYMBOLS)": dg.MetadataValue.json(list(config.symbols)),
+            "snapshot spread overruled by the live spread": dg.MetadataValue.json(list(overruled)),
             "reasons": dg.MetadataValue.json(selection.reasons()),
             "ranking": dg.MetadataValue.md(_table(selection)),
         }

@@ -9,7 +9,10 @@
   above the maximum in the REST snapshot must be confirmed by the fresh live spread in Redis.
 - ``emergency_exclusion_sensor`` (every 30 s): the live spread, depth and volume the realtime service keeps
   in Redis; a symbol breaking the minimums for ``emergency_strikes`` checks in a row is excluded by a run of
-  ``universe_exclusion_job`` (one run per symbol, so each exclusion shows in the UI with its reason).
+  ``universe_exclusion_job`` (one run per symbol, so each exclusion shows in the UI with its reason). While no
+  universe is stored (a fresh deployment) it requests the first ``universe_rescan_job`` instead of waiting up
+  to ``universe_rescan_interval`` hours for the schedule: once (the run key), unless a rescan is already
+  queued or running, and again an hour later should that one have failed for good.
 
 Both exclude nobody when more than ``max_exclusion_share`` of the universe breaks a minimum at once (a
 market-wide condition: logged as a warning, shown in the run's metadata or the sensor's skip reason).
@@ -20,7 +23,7 @@ Schedules and the sensor run by default. Exclusions last until the next full res
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import dagster as dg
 import msgspec
@@ -29,19 +32,22 @@ from assets.universe import UNIVERSE_ASSETS
 from orchestration.resources import BinanceRestResource, DatabaseResource, RedisResource, TapewatchSettings
 from orchestration.sensor_ticks import recorded_sensor
 from tapewatch.adapters.dagster_runs import EXCLUSIVE_TAG, RESCAN_EXCLUSIVE, RESCAN_JOB, RETRY_TAGS
-from tapewatch.adapters.redis_values import SymbolFeed
 from tapewatch.adapters.universe_fetch import fetch_statistics
-from tapewatch.adapters.universe_store import current_universe, exclude, publish_current
+from tapewatch.adapters.universe_store import (
+    current_universe,
+    exclude,
+    live_liquidity,
+    live_spreads,
+    publish_current,
+)
 from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.settings import Settings, load_settings
 from tapewatch.universe import Reason, minimums_from, rescan_cron
 from tapewatch.universe_checks import (
     EmergencyCheck,
     Exclusion,
-    LiveLiquidity,
     emergency_check,
     emergency_rules_from,
-    fresh_spreads,
     quick_check,
 )
 
@@ -50,23 +56,6 @@ log = logging.getLogger(__name__)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def live_liquidity(feeds: Mapping[str, SymbolFeed]) -> dict[str, LiveLiquidity]:
-    """The liquidity figures of the feed stats the realtime service published."""
-    return {
-        s: LiveLiquidity(
-            s,
-            f.spread,
-            f.depth_1pct_usd,
-            f.quote_volume_window,
-            f.last_event_ms,
-            f.updated_ms,
-            f.quiet_s,
-            f.window_covered_s,
-        )
-        for s, f in feeds.items()
-    }
 
 
 universe_rescan_job = dg.define_asset_job(
@@ -90,15 +79,16 @@ def universe_quick_check(
     with database.open() as db:
         current = current_universe(db)
         if current is None or not current.symbols:
-            context.log.info("no universe stored yet: nothing to check (run universe_rescan_job first)")
+            context.log.info(
+                "no universe stored yet: nothing to check (emergency_exclusion_sensor requests the first "
+                "universe_rescan_job)"
+            )
             return
         report = binance.run(lambda c: fetch_statistics(c, current.symbols, config, full=False), config)
         # the REST spread is one snapshot: a spread failure stands only if the live spread confirms it
         try:
             with redis.open() as state:
-                spreads = fresh_spreads(
-                    live_liquidity(state.feeds()), _now_ms(), config.universe_live_stale_after
-                )
+                spreads = live_spreads(state, _now_ms(), config.universe_live_stale_after)
         except StorageUnavailable as exc:
             context.log.warning(
                 f"no live spreads ({exc}): spread failures cannot be confirmed, none excludes"
@@ -212,6 +202,42 @@ universe_quick_check_schedule = dg.ScheduleDefinition(
 )
 
 
+#: While no universe is stored, the emergency sensor requests a first rescan at most once per this many
+#: seconds (its run key changes that often): a first rescan that failed for good (its retries spent) is asked
+#: again after it, not on every tick.
+FIRST_RESCAN_EVERY_S = 3600
+#: Run statuses of a rescan that is still to come or going on.
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def first_rescan(context: dg.SensorEvaluationContext, now_ms: int) -> dg.SensorResult:
+    """No universe is stored yet: request ``universe_rescan_job`` unless one is queued or running (the
+    schedule's, ``tapewatch rescan``'s, the dashboard's, or the one requested before), so the quick check and
+    the emergency check get a universe to check minutes after a deployment instead of hours."""
+    in_flight = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=RESCAN_JOB, statuses=_IN_FLIGHT), limit=1
+    )
+    if in_flight:
+        run = in_flight[0]
+        return dg.SensorResult(
+            skip_reason=f"no universe stored yet; the first rescan is {run.status.value} (run {run.run_id})"
+        )
+    slot = now_ms // (FIRST_RESCAN_EVERY_S * 1000)
+    context.log.info("no universe stored yet: requesting the first universe rescan")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"first-rescan:{slot}", job_name=RESCAN_JOB, tags={"tapewatch/first_rescan": "true"}
+            )
+        ]
+    )
+
+
 class _Cursor(msgspec.Struct, frozen=True):
     strikes: dict[str, int] = {}
 
@@ -221,6 +247,7 @@ def emergency_requests(check: EmergencyCheck, rescan_id: int) -> list[dg.RunRequ
     return [
         dg.RunRequest(
             run_key=f"emergency:{e.symbol}:{rescan_id}",
+            job_name=universe_exclusion_job.name,
             run_config={
                 "ops": {
                     "universe_exclusion": {
@@ -240,9 +267,10 @@ def emergency_requests(check: EmergencyCheck, rescan_id: int) -> list[dg.RunRequ
 
 
 @recorded_sensor(
-    job=universe_exclusion_job,
+    jobs=[universe_exclusion_job, universe_rescan_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Live spread/depth/volume from Redis; excludes a symbol breaking the minimums (spec 4.2).",
+    description="Live spread/depth/volume from Redis; excludes a symbol breaking the minimums (spec 4.2). "
+    "Requests the first universe rescan while none is stored.",
 )
 def emergency_exclusion_sensor(
     context: dg.SensorEvaluationContext,
@@ -259,7 +287,7 @@ def emergency_exclusion_sensor(
     except StorageUnavailable as exc:
         return dg.SensorResult(skip_reason=f"storage unavailable, retrying next tick: {exc}")
     if current is None:
-        return dg.SensorResult(skip_reason="no universe stored yet")
+        return first_rescan(context, _now_ms())
     rules = emergency_rules_from(settings.settings())
     check = emergency_check(
         current.symbols,

@@ -9,7 +9,10 @@ on any entry, and re-reads them anyway every ``reread_every`` seconds in case an
 only what changed, logs each change in one line and counts it:
 
 - ``universe``: follow the listed symbols, live (subscribe/unsubscribe, no reconnect); unknown or non-tradable
-  symbols are logged and ignored. Absent: the universe the service chose at start.
+  symbols are logged and ignored. Absent: the universe the service chose at start. With a fixed universe
+  (``Settings.symbols``: ``TAPEWATCH_SYMBOLS`` or ``tapewatch run --symbols``) only a list drawn from it is
+  followed (the rescan publishes the fixed list, exclusions remove symbols from it); a list naming any other
+  symbol (a platform choosing by score, not told of the fixed list) is refused and the fixed list kept.
 - ``max_universe``: keep the first N symbols of that universe (shed load); the full one returns when the key
   goes.
 - ``paused``: the risk gate rejects every candidate with fate ``paused`` (candidates are still evaluated and
@@ -136,7 +139,8 @@ class ControlLoop:
     ``tradable`` returns the tradable symbols of exchangeInfo (the service fetches them once at start-up and
     keeps them); it is only called when the control key names a universe. With ``shard`` (``--shard I/N``)
     the control keys stay global — the universe and ``max_universe`` are the platform's whole choice — and
-    this instance follows only the symbols of its shard among them.
+    this instance follows only the symbols of its shard among them. ``fixed``: the service's fixed universe
+    (``Settings.symbols``; empty: chosen by score).
     """
 
     def __init__(
@@ -148,10 +152,12 @@ class ControlLoop:
         config: ControlConfig | None = None,
         timebase: Timebase = REAL_TIME,
         shard: Shard = WHOLE,
+        fixed: Collection[str] = (),
     ) -> None:
         self.redis = redis
         self.target = target
         self.shard = shard
+        self.fixed = frozenset(fixed)
         self.config = config or ControlConfig()
         self.counters: Counter[str] = Counter()
         self.applied: AppliedControl | None = None
@@ -385,6 +391,21 @@ class ControlLoop:
             )
             self._judged = (asked, None)
             return before.base, before.source
+        outside = [symbol for symbol in kept if symbol not in self.fixed] if self.fixed else []
+        if outside:
+            # the platform chose by score (Dagster without the same TAPEWATCH_SYMBOLS): the fixed list stands
+            self.counters["rejected"] += 1
+            log.error(
+                "control: the universe names %d symbols outside the fixed universe (TAPEWATCH_SYMBOLS / "
+                "--symbols): %s; keeping the fixed list of %d symbols (set the same TAPEWATCH_SYMBOLS for "
+                "Dagster, whose rescan then publishes it)",
+                len(outside),
+                ", ".join(outside[:20]) + (" ..." if len(outside) > 20 else ""),
+                len(self._start_universe),
+                extra=_EXTRA,
+            )
+            self._judged = (asked, None)
+            return self._start_universe, "start"
         self._judged = (asked, kept)
         return kept, "control"
 

@@ -220,7 +220,14 @@ class FeedService:
         # the trades an aggTrade id gap misses (a reconnect, the switch back from the backup feed)
         self.fills = TradeFiller(rest, self.decoder, self.apply_polled, wanted=self.market.fill_pending)
         self.control = (
-            ControlLoop(redis, self, tradable=self.tradable_symbols, config=control, shard=self.shard)
+            ControlLoop(
+                redis,
+                self,
+                tradable=self.tradable_symbols,
+                config=control,
+                shard=self.shard,
+                fixed=self.settings.symbols or (),
+            )
             if redis is not None
             else None
         )

@@ -11,6 +11,7 @@ from tapewatch.adapters.redis_state import SymbolFeed
 
 if TYPE_CHECKING:
     from realtime.service import FeedService
+    from tapewatch.market import SymbolState
 
 
 def window_covered_s(joined_ms: int | None, now_ms: int, window_ms: int) -> float | None:
@@ -22,8 +23,21 @@ def window_covered_s(joined_ms: int | None, now_ms: int, window_ms: int) -> floa
     return round(max(0, min(window_ms, now_ms - joined_ms)) / 1000, 3)
 
 
+def last_market_event_ms(st: SymbolState) -> int | None:
+    """The exchange time of the newest market event received for the symbol, whatever became of it: a depth
+    diff (applied, or held while the book waits for a resync snapshot), a polled snapshot, or a trade; None
+    before any.
+
+    Not the book's own last event time: a book waiting for a snapshot (REST depth failing, a ban, the growing
+    retry delay) holds its diffs unapplied, so its time stops while the symbol trades on, and the emergency
+    sensor would read the wait as "no event, $0 volume" and exclude a busy symbol."""
+    newest = max(st.last_event_time, st.book.last_event_time, st.flow.last_time)
+    return newest or None
+
+
 def symbol_feed(service: FeedService, symbol: str, now_ms: int | None = None) -> SymbolFeed:
-    """The symbol's feed stats as published (book figures None while the book is not usable); the
+    """The symbol's feed stats as published (book figures None while the book is not usable; ``last_event_ms``
+    the newest market event of any kind, see :func:`last_market_event_ms`); the
     liquidity figures are computed here, once per publish, not per message. ``now_ms``: the wall clock
     (default: read now), against which the seconds the trade window covers are measured."""
     wall_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -46,7 +60,7 @@ def symbol_feed(service: FeedService, symbol: str, now_ms: int | None = None) ->
         best_bid=top.bid_price if top else None,
         best_ask=top.ask_price if top else None,
         imbalance_top10=round(book.imbalance(10), 6) if usable else None,
-        last_event_ms=book.last_event_time or None,
+        last_event_ms=last_market_event_ms(st),
         lag_ms=service.lag_ms.get(symbol),
         messages=book.applied,
         gaps=book.gaps,

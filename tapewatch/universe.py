@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -311,6 +311,59 @@ def select_universe(
         ranked.append(Decision(symbol, inside, reason, detail, rank, value, components, seen[symbol]))
     failed.sort(key=lambda d: d.symbol)
     return Selection(tuple(ranked + failed))
+
+
+#: Where a fixed universe comes from (``Settings.symbols``), as the rescan's reasons name it.
+FIXED_BY = "TAPEWATCH_SYMBOLS"
+
+
+def fixed_selection(scored: Selection, fixed: Sequence[str]) -> Selection:
+    """The rescan of a fixed universe: exactly the symbols of ``fixed`` that were candidates (tradable), in
+    its order, whatever their score or minimums; every other candidate is out.
+
+    ``scored`` is the score-based selection of the same candidates: its score, components and statistics are
+    kept for every symbol and its verdict is quoted in the detail, so the history still shows what the score
+    would have chosen (the quick check and the emergency check still remove a fixed symbol that breaks a
+    minimum; the next rescan brings it back). Reasons stay those of the stored history: a fixed symbol is
+    ``selected`` ("fixed by TAPEWATCH_SYMBOLS", rank = its position in the list); another keeps the minimum it
+    breaks (or ``missing_statistic``), else is ``rank_beyond_size``, its detail starting "not in the fixed
+    list"; a fixed symbol that was no candidate (not a tradable USDT perpetual) is out as
+    ``missing_statistic``."""
+    by_symbol = {d.symbol: d for d in scored.decisions}
+    wanted = list(dict.fromkeys(fixed))
+    chosen: list[Decision] = []
+    absent: list[Decision] = []
+    for symbol in wanted:
+        d = by_symbol.get(symbol)
+        if d is None:
+            detail = f"fixed by {FIXED_BY} but not a tradable USDT perpetual (exchangeInfo): not followed"
+            absent.append(
+                Decision(
+                    symbol, False, Reason.MISSING_STATISTIC, detail, None, None, None, SymbolStats(symbol)
+                )
+            )
+            continue
+        verdict = d.detail if d.selected or d.reason is Reason.RANK_BEYOND_SIZE else f"out, {d.detail}"
+        detail = f"fixed by {FIXED_BY} (position {len(chosen) + 1}; by score: {verdict})"
+        chosen.append(
+            Decision(symbol, True, Reason.SELECTED, detail, len(chosen) + 1, d.score, d.components, d.stats)
+        )
+    inside = set(wanted)
+    others = [
+        Decision(
+            d.symbol,
+            False,
+            Reason.RANK_BEYOND_SIZE if d.reason is Reason.SELECTED else d.reason,
+            f"not in the fixed list ({FIXED_BY}); by score: {d.detail}",
+            None,
+            d.score,
+            d.components,
+            d.stats,
+        )
+        for d in scored.decisions
+        if d.symbol not in inside
+    ]
+    return Selection(tuple(chosen + sorted(others + absent, key=lambda d: d.symbol)))
 
 
 # --- from the settings ---------------------------------------------------------------------------------

@@ -113,6 +113,28 @@ def quick_check(
     return QuickCheck(tuple(kept), tuple(excluded), tuple(unknown), tuple(unconfirmed))
 
 
+def confirm_spreads(
+    stats: Sequence[SymbolStats], live_spread: Mapping[str, float], max_spread: float
+) -> tuple[list[SymbolStats], tuple[str, ...]]:
+    """The full rescan's spreads, judged as the quick check judges them: a REST snapshot spread above
+    ``max_spread`` is one moment, so where the symbol's fresh live spread (``live_spread``, from the realtime
+    service) is known and within the maximum, the live spread replaces it; where no live spread is known the
+    snapshot stands (a rescan measures symbols nobody follows, and those must still pass on the snapshot).
+
+    Returns the statistics (order kept) and the symbols whose snapshot spread the live one overruled."""
+    out: list[SymbolStats] = []
+    overruled: list[str] = []
+    for s in stats:
+        rest = usable(s.spread)
+        live = usable(live_spread.get(s.symbol))
+        if rest is not None and rest > max_spread and live is not None and 0 < live <= max_spread:
+            out.append(replace(s, spread=live))
+            overruled.append(s.symbol)
+        else:
+            out.append(s)
+    return out, tuple(overruled)
+
+
 def fresh_spreads(live: Mapping[str, LiveLiquidity], now_ms: int, stale_after_s: float) -> dict[str, float]:
     """The live spreads of ``live`` published at most ``stale_after_s`` before ``now_ms`` (the quick
     check's confirmation)."""
@@ -128,7 +150,9 @@ def fresh_spreads(live: Mapping[str, LiveLiquidity], now_ms: int, stale_after_s:
 class LiveLiquidity:
     """What the realtime service publishes about one symbol's market right now (None = not known).
 
-    ``last_event_ms`` is the exchange time of the symbol's newest book event, ``updated_ms`` the wall clock
+    ``last_event_ms`` is the exchange time of the symbol's newest market event received (a depth diff, held
+    or applied, a polled snapshot, a trade: a book waiting for a resync snapshot still receives its diffs and
+    trades, and that is no silence), ``updated_ms`` the wall clock
     when the service published these values, ``quiet_s`` the seconds the service has received nothing for
     the symbol while others flow (None when it is not quiet), ``window_covered_s`` the seconds of trades
     ``quote_volume_window`` covers (less than the window for a while after the service started or the symbol
@@ -145,8 +169,8 @@ class LiveLiquidity:
 
 
 def silent_seconds(live: LiveLiquidity) -> float | None:
-    """How long the symbol has had no market event, as of its publication: the larger of ``updated_ms -
-    last_event_ms`` and ``quiet_s``; None when neither is known."""
+    """How long nothing has arrived from the exchange for the symbol, as of its publication: the larger of
+    ``updated_ms - last_event_ms`` and ``quiet_s``; None when neither is known."""
     ages: list[float] = []
     if live.last_event_ms is not None and live.updated_ms:
         ages.append((live.updated_ms - live.last_event_ms) / 1000)

@@ -9,13 +9,16 @@ ourselves; a larger market simply waits for the budget (the client paces every c
 A failed call (5xx after retries, timeout, -1121 invalid symbol, a malformed body) is recorded as that
 symbol's error and its statistic stays missing; it never fails the whole rescan. An IP ban does: every
 call would fail, and a universe built from nothing must not replace the current one. One bad row of the 24h
-tickers (a negative price) loses only its symbol: the client drops it (counted in ``dropped_rows``, logged) and
-the symbol is skipped like one Binance did not list; a dropped kline leaves the ATR one candle short.
+tickers (a negative price) loses only its symbol's ticker: the client drops it (counted in ``dropped_rows``,
+logged). A symbol without a 24h ticker row (a new listing, a dropped bad row) is kept with every statistic
+missing and the reason in its ``errors``: the rescan records it out as ``missing_statistic`` (the quick check
+keeps it as unknown) instead of losing it without a word. A dropped kline leaves the ATR one candle short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,6 +33,8 @@ from tapewatch.universe_stats import TickerStats, measure
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 #: Symbols measured at once (the weight budget paces them anyway; this bounds open sockets).
 CONCURRENCY = 8
 
@@ -37,12 +42,18 @@ CONCURRENCY = 8
 @dataclass(frozen=True, slots=True)
 class FetchReport:
     """What a fetch measured and what it cost: the statistics, how many symbols got per-symbol calls,
-    how many of those had a failed call, and the request weight reserved."""
+    how many of those had a failed call, the request weight reserved, and the symbols the 24h tickers had no
+    row for (in ``stats`` with every statistic missing)."""
 
     stats: list[SymbolStats]
     fetched: int
     failed: int
     weight: int
+    no_ticker: tuple[str, ...] = ()
+
+
+#: The error recorded for a symbol the 24h tickers have no (valid) row for.
+NO_TICKER = "24h ticker: no row for the symbol (not listed in /fapi/v1/ticker/24hr, or its row was invalid)"
 
 
 async def exchange_symbols(client: BinanceRest) -> list[str]:
@@ -83,19 +94,34 @@ async def _measure_one(client: BinanceRest, t: TickerStats, settings: Settings, 
 
 
 async def fetch_statistics(
-    client: BinanceRest, symbols: Collection[str], settings: Settings, *, full: bool = True
+    client: BinanceRest,
+    symbols: Collection[str],
+    settings: Settings,
+    *,
+    full: bool = True,
+    always: Collection[str] = (),
 ) -> FetchReport:
-    """Statistics of every symbol of ``symbols`` (those absent from the 24h tickers are skipped).
+    """Statistics of every symbol of ``symbols``; one the 24h tickers have no row for gets every statistic
+    missing and :data:`NO_TICKER` in its ``errors`` (``missing_statistic`` in a rescan, never dropped unseen).
 
-    Symbols below ``min_24h_volume`` get only their ticker numbers (they are out anyway). ``full=False``
-    (the quick check) skips the klines. Raises IpBanned (nothing can be measured) and FeedError when even
-    the 24h tickers cannot be fetched."""
+    Symbols below ``min_24h_volume`` get only their ticker numbers (they are out anyway), except those of
+    ``always`` (a fixed universe: measured in full, so their scores are recorded). ``full=False`` (the quick
+    check) skips the klines. Raises IpBanned (nothing can be measured) and FeedError when even the 24h tickers
+    cannot be fetched."""
     wanted = set(symbols)
     start_weight = client.budget.stats.weight_reserved
     tickers, _ = await client.ticker_24hr()
     rows = sorted((_ticker(t) for t in tickers if t.symbol in wanted), key=lambda t: t.symbol)
-    above = [t for t in rows if t.quote_volume >= settings.min_24h_volume]
-    below = [t for t in rows if t.quote_volume < settings.min_24h_volume]
+    forced = set(always)
+    above = [t for t in rows if t.quote_volume >= settings.min_24h_volume or t.symbol in forced]
+    below = [t for t in rows if t.quote_volume < settings.min_24h_volume and t.symbol not in forced]
+    no_ticker = tuple(sorted(wanted - {t.symbol for t in rows}))
+    if no_ticker:
+        log.warning(
+            "universe: no 24h ticker row for %d symbols (recorded as missing_statistic): %s",
+            len(no_ticker),
+            ", ".join(no_ticker[:20]) + (" ..." if len(no_ticker) > 20 else ""),
+        )
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(t: TickerStats) -> SymbolStats:
@@ -103,15 +129,23 @@ async def fetch_statistics(
             return await _measure_one(client, t, settings, full)
 
     measured = list(await asyncio.gather(*(one(t) for t in above)))
-    stats = measured + [measure(t, atr_period=settings.universe_atr_period) for t in below]
+    stats = (
+        measured
+        + [measure(t, atr_period=settings.universe_atr_period) for t in below]
+        + [SymbolStats(symbol, errors=(NO_TICKER,)) for symbol in no_ticker]
+    )
     return FetchReport(
         stats=sorted(stats, key=lambda s: s.symbol),
         fetched=len(above),
         failed=sum(1 for s in measured if s.errors),
         weight=client.budget.stats.weight_reserved - start_weight,
+        no_ticker=no_ticker,
     )
 
 
 def failed_share(report: FetchReport) -> float:
-    """The share of per-symbol fetches with at least one failed call (0 when none were made)."""
-    return report.failed / report.fetched if report.fetched else 0.0
+    """The share of symbols that could not be measured: per-symbol fetches with at least one failed call, and
+    symbols without a 24h ticker row, among both (0 when there were none). A ticker answer that lost most of
+    its rows must stop a rescan as surely as failing calls do."""
+    attempted = report.fetched + len(report.no_ticker)
+    return (report.failed + len(report.no_ticker)) / attempted if attempted else 0.0

@@ -26,9 +26,10 @@ from sqlalchemy.engine import Connection
 
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.redis_values import SymbolFeed
 from tapewatch.errors import FatalError
 from tapewatch.universe import STAT_NAMES, Decision, Reason, ScoreComponents, SymbolStats
-from tapewatch.universe_checks import Exclusion
+from tapewatch.universe_checks import Exclusion, LiveLiquidity, fresh_spreads
 
 log = logging.getLogger(__name__)
 
@@ -429,3 +430,29 @@ def publish_current(db: Database, state: RedisState, *, source: str) -> Rescan |
             }
         )
         return rescan
+
+
+# --- the realtime service's live values ------------------------------------------------------------------
+
+
+def live_liquidity(feeds: Mapping[str, SymbolFeed]) -> dict[str, LiveLiquidity]:
+    """The liquidity figures of the feed stats the realtime service published."""
+    return {
+        s: LiveLiquidity(
+            s,
+            f.spread,
+            f.depth_1pct_usd,
+            f.quote_volume_window,
+            f.last_event_ms,
+            f.updated_ms,
+            f.quiet_s,
+            f.window_covered_s,
+        )
+        for s, f in feeds.items()
+    }
+
+
+def live_spreads(state: RedisState, now_ms: int, stale_after_s: float) -> dict[str, float]:
+    """The fresh live spreads in Redis (published at most ``stale_after_s`` before ``now_ms``), by symbol: what
+    confirms or overrules a REST snapshot's spread. Raises StorageUnavailable when Redis is down."""
+    return fresh_spreads(live_liquidity(state.feeds()), now_ms, stale_after_s)

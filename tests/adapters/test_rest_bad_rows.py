@@ -18,12 +18,13 @@ import pytest
 
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.rest_session import RestResponse
-from tapewatch.adapters.universe_fetch import exchange_symbols, fetch_statistics
+from tapewatch.adapters.universe_fetch import NO_TICKER, exchange_symbols, failed_share, fetch_statistics
 from tapewatch.adapters.weight_budget import WeightBudget
 from tapewatch.errors import FeedError
 from tapewatch.events import AggTrade, Kline, KlineHistory
 from tapewatch.parse import FrameDecoder
 from tapewatch.settings import Settings
+from tapewatch.universe import Reason, minimums_from, select_universe
 from tests.adapters.rest_test_server import FakeClock, Reply, RestTestServer
 
 T = TypeVar("T")
@@ -188,11 +189,19 @@ def test_the_universe_scan_measures_the_symbols_whose_ticker_is_good(server: Res
     settings = Settings(min_24h_volume=500)
     symbols = ["BTCUSDT", "BADUSDT", "ETHUSDT"]
     report, _, _ = call(server, lambda r: fetch_statistics(r, symbols, settings, full=False))
-    assert [s.symbol for s in report.stats] == [
-        "BTCUSDT",
-        "ETHUSDT",
-    ]  # BADUSDT: as if Binance had not listed it
+    assert [s.symbol for s in report.stats] == ["BADUSDT", "BTCUSDT", "ETHUSDT"]
     assert report.fetched == 2 and report.failed == 0
+    # BADUSDT lost its ticker row: kept with nothing measured and the reason, never dropped without a word
+    bad = report.stats[0]
+    assert report.no_ticker == ("BADUSDT",) and bad.errors == (NO_TICKER,)
+    assert bad.quote_volume_24h is None and bad.spread is None and bad.open_interest_usd is None
+    assert report.stats[1].quote_volume_24h == 1000.0 and report.stats[1].spread is not None
+    assert failed_share(report) == pytest.approx(1 / 3)
+    # a rescan records it out as missing_statistic, naming the missing ticker
+    decision = {d.symbol: d for d in select_universe(report.stats, 5, minimums_from(settings)).decisions}
+    assert (
+        decision["BADUSDT"].reason is Reason.MISSING_STATISTIC and "24h ticker" in decision["BADUSDT"].detail
+    )
 
 
 def test_one_bad_book_ticker_does_not_lose_the_others(server: RestTestServer) -> None:

@@ -75,14 +75,12 @@ def test_the_emergency_exclusion_sensor_records_its_ticks(
     migrated_database_url: str, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
 ) -> None:
     res = resources(migrated_database_url, redis_url, redis_keys)
-    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res))
+    with dg.instance_for_test() as instance:
+        # no universe stored yet: the tick requests the first rescan
+        out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
     assert isinstance(out, dg.SensorResult)
     recorded = redis_state.sensor_ticks()["emergency_exclusion_sensor"]
-    assert (recorded.outcome, recorded.reason, recorded.interval_s) == (
-        "skipped",
-        "no universe stored yet",
-        30,
-    )
+    assert (recorded.outcome, recorded.reason, recorded.interval_s) == ("ok", "1 run(s) requested", 30)
 
 
 def test_a_tick_whose_redis_is_down_returns_its_result_and_logs_the_tick_not_recorded(

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 from assets.universe import UNIVERSE_ASSETS
+from orchestration.definitions import defs as universe_definitions
 from orchestration.universe import (
     emergency_exclusion_sensor,
     rescan_schedule_cron,
@@ -125,6 +126,66 @@ def test_a_failed_call_leaves_one_symbol_out_with_the_error_and_a_second_rescan_
     assert broken[0].stats.open_interest_usd is None
     assert len(history[0].symbols) == 6
     assert set(history[0].added) == set(history[0].symbols) - set(history[1].symbols)
+
+
+def test_a_fixed_universe_is_published_exactly_with_every_score_and_the_checks_still_remove_a_broken_symbol(
+    sim: SimExchange, res_for: Resources, db: Database, redis_state: RedisState
+) -> None:
+    """TAPEWATCH_SYMBOLS fixes the universe: the rescan publishes exactly that list, in its order, whatever
+    the scores and minimums say (before, it ignored the list and published the top by score, which the
+    realtime service then followed), records every symbol's score and why it is in or out; the quick check
+    still removes a fixed symbol that breaks a minimum (safety first)."""
+    fixed = "FILUSDT,BTCUSDT,ATOMUSDT,NOPEUSDT"  # thin, liquid, too wide, not listed
+    result = rescan(sim, res_for, symbols=fixed)
+    assert result.success
+    current = current_universe(db)
+    assert current is not None and current.symbols == ("FILUSDT", "BTCUSDT", "ATOMUSDT")
+    assert redis_state.read_control().universe == current.symbols
+    assert current.params["fixed"] == fixed.split(",")
+    rows = {m.symbol: m for m in members(db, current.rescan_id)}
+    for position, symbol in enumerate(current.symbols, start=1):
+        m = rows[symbol]
+        assert m.selected and m.reason is Reason.SELECTED and m.rank == position
+        assert m.detail.startswith(f"fixed by TAPEWATCH_SYMBOLS (position {position}; by score: ")
+        assert m.score is not None  # measured in full, below the volume minimum too
+    assert "by score: out, 24h volume" in rows["FILUSDT"].detail
+    assert "by score: out, spread" in rows["ATOMUSDT"].detail
+    nope = rows["NOPEUSDT"]
+    assert not nope.selected and nope.reason is Reason.MISSING_STATISTIC and "not a tradable" in nope.detail
+    others = [m for s, m in rows.items() if s not in fixed.split(",")]
+    assert len(others) == 17 and not any(m.selected or m.rank is not None for m in others)
+    assert all(m.detail.startswith("not in the fixed list (TAPEWATCH_SYMBOLS); by score: ") for m in others)
+    assert sum(m.score is not None for m in others) >= 10  # the liquid ones keep their scores
+    # the quick check removes the fixed symbol below the volume minimum
+    quick = universe_quick_check_job.execute_in_process(resources=res_for(sim.rest_url, symbols=fixed))
+    assert quick.success
+    after = current_universe(db)
+    assert after is not None and after.removed == ("FILUSDT",)
+    assert redis_state.read_control().universe == ("BTCUSDT", "ATOMUSDT")
+
+
+def test_a_rescan_takes_the_live_spread_over_a_wide_snapshot_where_the_service_publishes_one(
+    sim: SimExchange,
+    res_for: Resources,
+    db: Database,
+    redis_url: str,
+    redis_keys: Keyspace,
+) -> None:
+    """One REST snapshot's spread is one moment: where the realtime service publishes a fresh live spread
+    within the maximum, it counts (as in the quick check); where it publishes none, the snapshot stands."""
+    live = SymbolFeed(state="synced", spread=0.0001, depth_1pct_usd=5e6)
+    with publishing_feeds(redis_url, redis_keys, {"ATOMUSDT": live}):
+        result = rescan(sim, res_for, universe_size="20")
+    assert result.success
+    current = current_universe(db)
+    assert current is not None
+    rows = {m.symbol: m for m in members(db, current.rescan_id)}
+    atom = rows["ATOMUSDT"]
+    assert atom.reason is Reason.SELECTED and atom.stats.spread == 0.0001
+    (mat,) = result.asset_materializations_for_node("symbol_scores")
+    assert "ATOMUSDT" in mat.metadata["snapshot spread overruled by the live spread"].value  # type: ignore[operator]
+    # no live spread for the others: a wide snapshot still keeps a symbol out
+    assert rows["UNIUSDT"].reason in (Reason.SPREAD_TOO_WIDE, Reason.BELOW_MIN_VOLUME)
 
 
 def test_an_empty_selection_fails_and_leaves_the_universe_unchanged(
@@ -333,13 +394,52 @@ def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_vol
     assert after is not None and after.symbols == ("BUSDT",) and after.removed == ("AUSDT",)
 
 
-def test_the_sensor_skips_without_a_universe_or_storage(res_for: Resources, redis_keys: Keyspace) -> None:
+def test_without_a_universe_the_sensor_requests_the_first_rescan_once(
+    res_for: Resources, db: Database, redis_keys: Keyspace
+) -> None:
+    """A fresh deployment has no universe: the quick check and the emergency check would have nothing to check
+    until the 6-hourly schedule's first rescan. The sensor requests it, unless a rescan is on its way."""
     res = res_for()
-    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res))
-    assert isinstance(out, dg.SensorResult) and out.skip_reason and "no universe" in str(out.skip_reason)
+    with dg.instance_for_test() as instance:
+        out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
+        assert isinstance(out, dg.SensorResult) and not out.skip_reason
+        (request,) = out.run_requests or []
+        assert (
+            request.job_name == RESCAN_JOB and request.run_key and request.run_key.startswith("first-rescan:")
+        )
+        # the next tick within the hour asks with the same run key: Dagster launches it once
+        again = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
+        assert isinstance(again, dg.SensorResult)
+        assert [r.run_key for r in again.run_requests or []] == [request.run_key]
+        # a rescan on its way (the schedule's, tapewatch rescan's, or the one requested): nothing more
+        job = universe_definitions.resolve_job_def(RESCAN_JOB)
+        running = instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.STARTED)
+        out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
+        assert isinstance(out, dg.SensorResult) and not out.run_requests
+        assert "no universe stored yet" in str(out.skip_reason) and running.run_id in str(out.skip_reason)
+        # it failed for good: asked again (Dagster takes the request once its run key changes, within the hour)
+        instance.report_run_failed(running)
+        out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
+        assert isinstance(out, dg.SensorResult) and [r.job_name for r in out.run_requests or []] == [
+            RESCAN_JOB
+        ]
+        # once a universe is stored the sensor checks it and requests no rescan
+        save_healthy_universe(db, ("AUSDT", "BUSDT"))
+        out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
+        assert (
+            isinstance(out, dg.SensorResult)
+            and not out.run_requests
+            and "2 symbols checked" in str(out.skip_reason)
+        )
     down = {**res, "redis": type(res["redis"])(url="redis://127.0.0.1:9/0", prefix=redis_keys.prefix)}
     out = emergency_exclusion_sensor(dg.build_sensor_context(resources=down))
     assert isinstance(out, dg.SensorResult) and "storage unavailable" in str(out.skip_reason)
+
+
+def test_exclusion_requests_name_their_job() -> None:
+    # the sensor targets two jobs (exclusions, and the first rescan): every request must say which
+    sensor = universe_definitions.resolve_sensor_def("emergency_exclusion_sensor")
+    assert {t.job_name for t in sensor.targets} == {universe_exclusion_job.name, RESCAN_JOB}
 
 
 def test_jobs_and_schedule_are_wired() -> None:

@@ -85,9 +85,10 @@ async def _with_loop(
     target: Target,
     config: ControlConfig,
     tradable: TradableSymbols = _tradable,
+    fixed: Collection[str] = (),
 ) -> tuple[AsyncRedisState, ControlLoop, asyncio.Task[None]]:
     state = AsyncRedisState.from_url(redis_url, keys=keys)
-    loop = ControlLoop(state, target, tradable=tradable, config=config)
+    loop = ControlLoop(state, target, tradable=tradable, config=config, fixed=fixed)
     return state, loop, asyncio.create_task(loop.run())
 
 
@@ -201,6 +202,41 @@ def test_unknown_symbols_are_ignored_and_a_universe_of_none_is_refused(
     assert len(ignored) == 2  # once per command, not once per re-read
     assert "NOPEUSDT, DELISTEDUSDT" in ignored[0].getMessage()
     assert sum("names no tradable symbol" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_fixed_universe_follows_its_exclusions_but_never_a_score_based_universe(
+    redis_url: str, redis_keys: Keyspace, redis_state: RedisState, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="realtime.control")
+
+    async def scenario() -> None:
+        target = Target()
+        state, loop, task = await _with_loop(
+            redis_url, redis_keys, target, ControlConfig(reread_every=0.1), fixed=START
+        )
+        try:
+            # the rescan publishes the fixed list, an exclusion removes BBBUSDT from it: followed
+            await asyncio.to_thread(redis_state.set_universe, START, source="universe_rescan")
+            await asyncio.to_thread(
+                redis_state.set_universe, ["AAAUSDT", "CCCUSDT", "DDDUSDT"], source="emergency_exclusion"
+            )
+            await wait_for(lambda: target.universe == ["AAAUSDT", "CCCUSDT", "DDDUSDT"], "the exclusion")
+            # a platform choosing by score (Dagster not told of the fixed list): refused, the fixed list stands
+            await asyncio.to_thread(
+                redis_state.set_universe, ["EEEUSDT", "AAAUSDT"], source="universe_rescan"
+            )
+            await wait_for(lambda: loop.counters["rejected"] == 1, "the score-based universe refused")
+            await asyncio.sleep(0.4)  # several periodic re-reads of the same value
+            assert target.universe == START and loop.counters["rejected"] == 1
+            assert loop.applied is not None and loop.applied.source == "start"
+        finally:
+            await _stop(state, task)
+
+    asyncio.run(scenario())
+    refused = [r.getMessage() for r in caplog.records if "outside the fixed universe" in r.getMessage()]
+    assert (
+        len(refused) == 1 and "names 1 symbols outside" in refused[0] and "--symbols): EEEUSDT;" in refused[0]
+    )
 
 
 def test_an_empty_universe_is_refused(

@@ -10,6 +10,7 @@ from tapewatch.universe import Minimums, Reason, SymbolStats
 from tapewatch.universe_checks import (
     EmergencyRules,
     LiveLiquidity,
+    confirm_spreads,
     emergency_check,
     emergency_rules_from,
     fresh_spreads,
@@ -188,3 +189,21 @@ def test_stale_live_values_neither_strike_nor_forgive() -> None:
     dead = {s: healthy(s, spread=0.001, updated_ms=NOW - 40_000) for s in universe}
     result = emergency_check(universe, dead, replace(RULES, strikes=1), {}, now_ms=NOW)
     assert result.exclusions == () and result.strikes == {} and result.stale == tuple(universe)
+
+
+# --- the full rescan's spread: one REST snapshot, overruled by a live spread where one is published --------------
+
+
+def test_a_rescan_spread_above_the_maximum_is_overruled_only_by_a_known_live_spread_within_it() -> None:
+    stats = [
+        SymbolStats("WIDEUSDT", spread=0.0005),  # a momentary gap in the snapshot; live one tick
+        SymbolStats("REALUSDT", spread=0.0005),  # wide live too
+        SymbolStats("NOLIVEUSDT", spread=0.0005),  # nobody follows it: the snapshot stands
+        SymbolStats("LOCKEDUSDT", spread=0.0005),  # a zero live spread is a bad read, not a tight market
+        SymbolStats("FINEUSDT", spread=0.0001),  # within the maximum: never touched
+    ]
+    live = {"WIDEUSDT": 0.0001, "REALUSDT": 0.0009, "LOCKEDUSDT": 0.0, "FINEUSDT": 0.00015}
+    out, overruled = confirm_spreads(stats, live, MINS.max_spread)
+    assert overruled == ("WIDEUSDT",)
+    assert [s.spread for s in out] == [0.0001, 0.0005, 0.0005, 0.0005, 0.0001]
+    assert [s.symbol for s in out] == [s.symbol for s in stats]
