@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -61,17 +62,69 @@ def capture_dir(settings: Settings, shard: Shard) -> Path:
     return settings.capture_dir / f"shard-{shard.index}of{shard.count}"
 
 
-def remote_closes_reader(state: RedisState) -> RemoteCloses:
-    """Another shard's 1m closes from Redis for the correlation rule; unknown (None) while Redis is away."""
+#: A read of another shard's closes runs on the event loop, in the middle of judging a candidate: bounded
+#: (connect and reply) and never retried; after a failure Redis is not asked again for CLOSES_RETRY_AFTER_S
+#: (those correlations are unknown meanwhile, which never rejects).
+CLOSES_READ_TIMEOUT_S = 0.5
+CLOSES_RETRY_AFTER_S = 10.0
+
+
+def closes_state(url: str, keys: Keyspace, timeout_s: float = CLOSES_READ_TIMEOUT_S) -> RedisState:
+    """The Redis client the correlation rule reads other shards' closes with: ``timeout_s`` to connect and to
+    answer, no retry (the shared client waits 10 s a try, and tries three times)."""
+    return RedisState.from_url(url, keys=keys, timeout_s=timeout_s)
+
+
+def remote_closes_reader(
+    state: RedisState,
+    *,
+    retry_after_s: float = CLOSES_RETRY_AFTER_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> RemoteCloses:
+    """Another shard's 1m closes from Redis for the correlation rule; unknown (None) while Redis is away. After
+    a failed read Redis is not asked for ``retry_after_s``: a stalled Redis costs the event loop one read's
+    timeout per window, not one per symbol and candidate."""
+    down_until = float("-inf")
 
     def read(symbol: str) -> list[tuple[int, float]] | None:
+        nonlocal down_until
+        if clock() < down_until:
+            return None
         try:
             return state.closes(symbol)
         except StorageUnavailable as exc:
-            log.warning("cannot read the 1m closes of %s from Redis (correlation unknown): %s", symbol, exc)
+            down_until = clock() + retry_after_s
+            log.warning(
+                "cannot read the 1m closes of %s from Redis (correlations with other shards' symbols unknown, "
+                "not read for %g s): %s",
+                symbol,
+                retry_after_s,
+                exc,
+            )
             return None
 
     return read
+
+
+#: How often the shard's ledger upkeep runs (kept releases written, an earlier run's reservations settled).
+LEDGER_UPKEEP_S = 1.0
+
+
+async def ledger_upkeep(ledger: RiskLedger, interval: float = LEDGER_UPKEEP_S) -> None:
+    """:meth:`RiskLedger.upkeep` once per ``interval``, in a thread (PostgreSQL may be slow or away: the event
+    loop never waits for it); a failure is logged (the first, then every 60th) and tried again."""
+    failures = 0
+    while True:
+        try:
+            await asyncio.to_thread(ledger.upkeep)
+            failures = 0
+        except StorageUnavailable as exc:
+            failures += 1
+            if failures % 60 == 1:
+                log.warning("the global risk ledger's upkeep failed (tried again in %g s): %s", interval, exc)
+        except Exception:  # a bug must not end the retries of the releases: logged with its traceback
+            log.exception("the global risk ledger's upkeep raised (tried again in %g s)", interval)
+        await asyncio.sleep(interval)
 
 
 def _ending(exc: BaseException | None) -> str:
@@ -212,10 +265,11 @@ async def run_service(
     )
     database = Database(database_url, application_name="tapewatch-realtime") if database_url else None
     # scale-out: the ledger judges each candidate against every shard; other shards' closes come from Redis
-    ledger = closes_state = None
+    ledger: RiskLedger | None = None
+    closes: RedisState | None = None
     if not shard.whole and database is not None and redis_url:
         ledger = RiskLedger(database, RiskParams.from_settings(settings), shard=shard.label)
-        closes_state = RedisState.from_url(redis_url, keys=Keyspace(prefix=settings.redis_prefix))
+        closes = closes_state(redis_url, Keyspace(prefix=settings.redis_prefix))
     try:
         async with BinanceRest.from_settings(settings) as rest, StreamPool(settings) as pool:
             incidents = IncidentRecorder(database) if database is not None else None
@@ -235,13 +289,24 @@ async def run_service(
                 control=control,
                 backup=backup,
                 shared_gate=ledger,
-                remote_closes=remote_closes_reader(closes_state) if closes_state is not None else None,
+                remote_closes=remote_closes_reader(closes) if closes is not None else None,
             )
             dispatch_task = None
             if dispatch is not None:
                 await asyncio.to_thread(restore_engine, service.engine, dispatch)
                 dispatch_task = asyncio.create_task(dispatch.run(), name="dispatch")
                 watch_dispatch(dispatch_task, stop)
+            upkeep_task = None
+            if ledger is not None:
+                # before the first candidate: release this shard's signals finished before a restart, delete the
+                # reservations of signals it never stored (kept for later when PostgreSQL cannot do it now)
+                try:
+                    await asyncio.to_thread(ledger.upkeep)
+                except StorageUnavailable as exc:
+                    log.warning(
+                        "cannot settle the global risk ledger at start (tried again each second): %s", exc
+                    )
+                upkeep_task = asyncio.create_task(ledger_upkeep(ledger), name="ledger-upkeep")
             if started is not None:
                 started(service)
             task = asyncio.create_task(service.run(), name="feed-service")
@@ -250,12 +315,13 @@ async def run_service(
                 if status_every
                 else None
             )
+            extra_tasks = [t for t in (status_task, upkeep_task) if t is not None]
             waiters = [asyncio.create_task(stop.wait()), task]
             if duration is not None:
                 waiters.append(asyncio.create_task(asyncio.sleep(duration)))
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             try:
-                await end_tasks([*waiters, *([status_task] if status_task else [])])  # the service's error
+                await end_tasks([*waiters, *extra_tasks])  # the service's error
             finally:
                 # a crashed service too: its held signals and queued incidents are written, or said lost
                 failure = await shut_down(service, dispatch, dispatch_task)
@@ -267,8 +333,8 @@ async def run_service(
             close_capture(capture)
         if redis is not None:
             await redis.aclose()
-        if closes_state is not None:
-            closes_state.close()
+        if closes is not None:
+            closes.close()
         if database is not None:
             database.dispose()
 

@@ -285,7 +285,9 @@ class SharedGate(Protocol):
     correlation against every shard's open signals, atomically. ``reserve`` returns the verdict (a passed one
     holds the slot until ``release`` or ``expires_at``, event time ms; reserving the same ``signal_id`` again
     passes without counting twice) and raises :class:`tapewatch.errors.StorageUnavailable` when it cannot be
-    checked; ``release`` frees the slot at event time ``at`` (False when it was not held)."""
+    checked; ``release`` frees the slot at event time ``at`` (False when it was not held) and raises
+    StorageUnavailable when it cannot do so now — the implementation keeps such a release and retries it until
+    it is written (a finished signal must not hold a slot of every shard until its expiry)."""
 
     def reserve(self, candidate: Candidate, expires_at: int, correlation: Correlation) -> Decision: ...
 
@@ -309,13 +311,13 @@ def reserve_shared(
 
 
 def release_shared(shared: SharedGate, signal: OpenSignal, at: int) -> bool | None:
-    """``shared.release`` of a finished signal; None (logged) when the shared gate cannot be reached — its
-    reservation then frees itself at its ``expires_at``."""
+    """``shared.release`` of a finished signal; None (logged) when the shared gate cannot write it now — it
+    keeps the release and retries it (see :class:`SharedGate`)."""
     try:
         return shared.release(signal.signal_id, at)
     except StorageUnavailable as exc:
         log.warning(
-            "cannot release the signal in the global risk ledger (it frees at its expiry): %s",
+            "cannot release the signal in the global risk ledger now (kept, retried until written): %s",
             exc,
             extra={"symbol": signal.symbol},
         )

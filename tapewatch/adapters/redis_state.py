@@ -23,7 +23,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from tapewatch.adapters.cancels import honouring_cancel
 from tapewatch.adapters.redis_keys import KEYS, REALTIME, Keyspace
@@ -136,11 +136,20 @@ class RedisState:
         self._where = _describe(client)
 
     @classmethod
-    def from_url(cls, url: str, *, keys: Keyspace = KEYS, clock: Clock = time.time) -> RedisState:
-        """A state on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
-        return cls(
-            redis.Redis.from_url(url, **_client_options(url, redis.retry.Retry)), keys=keys, clock=clock
-        )
+    def from_url(
+        cls, url: str, *, keys: Keyspace = KEYS, clock: Clock = time.time, timeout_s: float | None = None
+    ) -> RedisState:
+        """A state on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``). ``timeout_s``: a
+        client for a caller that must not wait (the event loop): that long to connect and to answer, and no
+        retry; None: the shared defaults (a few quick retries)."""
+        options = _client_options(url, redis.retry.Retry)
+        if timeout_s is not None:
+            options |= {
+                "socket_connect_timeout": timeout_s,
+                "socket_timeout": timeout_s,
+                "retry": redis.retry.Retry(NoBackoff(), 0),
+            }
+        return cls(redis.Redis.from_url(url, **options), keys=keys, clock=clock)
 
     def close(self) -> None:
         self.client.close()

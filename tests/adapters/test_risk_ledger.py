@@ -12,8 +12,11 @@ import sqlalchemy as sa
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.risk_ledger import _LOCK_KEY as LOCK_KEY
 from tapewatch.adapters.risk_ledger import RiskLedger
+from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.engine import _risk_candidate
 from tapewatch.errors import StorageUnavailable
 from tapewatch.risk import DAY_MS, Candidate, RiskParams
+from tests.adapters.signal_builders import entry, win
 
 T0 = 1_700_000_000_000 // DAY_MS * DAY_MS + 3_600_000  # 01:00 UTC of some day
 HOUR = 3_600_000
@@ -155,16 +158,24 @@ def test_an_unreachable_database_fails_fast_until_the_retry_window_ends() -> Non
         with pytest.raises(StorageUnavailable, match=r"127\.0\.0\.1:1"):
             ledger.reserve(cand("AUSDT"), T0 + HOUR, no_corr)
         assert ledger.refused == 0
-        # within the window: refused at once, with the reason and when it is tried again
+        # within the window: a reservation is refused at once, with the reason and when it is tried again
         now[0] += 9.0
         with pytest.raises(StorageUnavailable, match="not retried for 10 s"):
-            ledger.release(cand("AUSDT").signal_id, T0 + HOUR)
+            ledger.reserve(cand("BUSDT"), T0 + HOUR, no_corr)
         assert ledger.refused == 1
-        # after it: tried again (and fails again, opening a new window)
+        # a release is not refused: not tried on the event loop either, but kept for the upkeep to write
+        with pytest.raises(StorageUnavailable, match="kept and retried"):
+            ledger.release(cand("AUSDT").signal_id, T0 + HOUR)
+        assert ledger.refused == 1 and ledger.releases_deferred == 1
+        assert ledger.pending_releases == {cand("AUSDT").signal_id: T0 + HOUR}
+        # after it: tried again (and fails again, opening a new window); the release is still kept
         now[0] += 1.5
         with pytest.raises(StorageUnavailable, match="is unavailable"):
             ledger.reserve(cand("AUSDT"), T0 + HOUR, no_corr)
         assert ledger.refused == 1
+        with pytest.raises(StorageUnavailable, match="is unavailable"):
+            ledger.upkeep()  # tried whatever the window (it runs in a thread, off the event loop)
+        assert ledger.pending_releases == {cand("AUSDT").signal_id: T0 + HOUR}
     finally:
         db.dispose()
 
@@ -186,3 +197,191 @@ def test_a_ledger_lock_held_too_long_fails_closed_instead_of_blocking(
         assert ledger.reserve(cand("BUSDT"), T0 + HOUR, no_corr).passed
     finally:
         holder.dispose()
+
+
+# --- the lock is held for the ledger's rows only ----------------------------------------------------------
+
+
+def _open_other_shards_longs(db: Database, symbols: list[str]) -> None:
+    ledger = RiskLedger(db, RiskParams(), shard="1/2")
+    for i, symbol in enumerate(symbols):
+        assert ledger.reserve(cand(symbol, T0 + i), T0 + HOUR, no_corr).passed
+
+
+def test_the_ledger_lock_is_not_held_while_correlations_are_read(
+    db: Database, migrated_database_url: str
+) -> None:
+    # shard 1 holds two open LONGs; shard 0's LONG candidate needs their correlations (another shard's closes,
+    # read from Redis), and that read hangs until shard 1 has reserved and released
+    _open_other_shards_longs(db, ["BBBUSDT", "CCCUSDT"])
+    reading, other_done = threading.Event(), threading.Event()
+    asked: list[tuple[str, str]] = []
+
+    def slow_corr(a: str, b: str) -> float | None:
+        asked.append((a, b))
+        reading.set()
+        other_done.wait(10)
+        return 0.1
+
+    result: list[bool] = []
+    a = RiskLedger(Database(migrated_database_url), RiskParams(), shard="0/2", statement_timeout_s=1.0)
+    b = RiskLedger(Database(migrated_database_url), RiskParams(), shard="1/2", statement_timeout_s=1.0)
+    try:
+        reader = threading.Thread(
+            target=lambda: result.append(a.reserve(cand("AAAUSDT", T0 + 10), T0 + HOUR, slow_corr).passed)
+        )
+        reader.start()
+        assert reading.wait(10)
+        t = time.monotonic()
+        # the other shard is not kept waiting for the lock (it was cut at the 1 s lock timeout before)
+        assert b.reserve(cand("ZZZUSDT", T0 + 11, direction="SHORT"), T0 + HOUR, no_corr).passed
+        assert b.release(cand("BBBUSDT", T0).signal_id, T0 + 12)
+        assert time.monotonic() - t < 0.9
+        other_done.set()
+        reader.join(20)
+        assert result == [True]
+        # the correlations asked: the LONGs open when shard 0 looked (BBBUSDT was released meanwhile, harmless)
+        assert sorted(asked) == [("AAAUSDT", "BBBUSDT"), ("AAAUSDT", "CCCUSDT")]
+    finally:
+        other_done.set()
+        a.db.dispose()
+        b.db.dispose()
+
+
+def test_a_signal_opened_while_correlations_were_read_is_correlated_before_reserving(db: Database) -> None:
+    _open_other_shards_longs(db, ["BBBUSDT"])
+    other = RiskLedger(db, RiskParams(), shard="1/2")
+    asked: list[str] = []
+
+    def corr(a: str, b: str) -> float | None:
+        asked.append(b)
+        if b == "BBBUSDT":  # while this is read, shard 1 opens a LONG on a symbol that moves with ours
+            assert other.reserve(cand("CCCUSDT", T0 + 5), T0 + HOUR, no_corr).passed
+        return 0.9 if b == "CCCUSDT" else 0.1
+
+    ledger = RiskLedger(db, RiskParams(), shard="0/2")
+    decision = ledger.reserve(cand("AAAUSDT", T0 + 10), T0 + HOUR, corr)
+    assert decision.rule == "correlation" and "CCCUSDT r=0.90" in (decision.reason or "")
+    assert asked == ["BBBUSDT", "CCCUSDT"]  # each read once, outside the lock
+    assert len(ledger.counts(T0 + 10, T0 // DAY_MS).open) == 2  # nothing reserved for AAAUSDT
+
+
+# --- releases that failed are kept and written later ------------------------------------------------------
+
+
+def _five_open(db: Database, ledger: RiskLedger) -> list[Candidate]:
+    held = [cand(f"S{i}USDT", T0 + i) for i in range(5)]
+    for c in held:
+        assert ledger.reserve(c, T0 + HOUR, no_corr).passed
+    return held
+
+
+def _fail_once(ledger: RiskLedger, holder: Database) -> None:
+    """A blip: another session holds the ledger's lock past the statement timeout; ``ledger``'s reservation
+    fails (and opens its fail-fast window)."""
+    with holder.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+        with pytest.raises(StorageUnavailable):
+            ledger.reserve(cand("XUSDT", T0 + 50), T0 + HOUR, no_corr)
+
+
+def test_a_release_in_the_fail_fast_window_is_kept_and_written_by_the_upkeep(
+    db: Database, migrated_database_url: str
+) -> None:
+    shard0 = RiskLedger(db, RiskParams(), shard="0/2", statement_timeout_s=0.3)
+    shard1 = RiskLedger(db, RiskParams(), shard="1/2")
+    held = _five_open(db, shard0)
+    holder = Database(migrated_database_url)
+    try:
+        _fail_once(shard0, holder)
+    finally:
+        holder.dispose()
+    # PostgreSQL is fine again, but shard 0 failed 1 s ago: its finished signal's release is kept, not lost
+    with pytest.raises(StorageUnavailable, match="kept and retried"):
+        shard0.release(held[0].signal_id, T0 + 60)
+    late = shard1.reserve(cand("YUSDT", T0 + 70, direction="SHORT"), T0 + HOUR, no_corr)
+    assert late.rule == "concurrency" and "(5/5)" in (late.reason or "")
+    assert shard0.upkeep() == 1  # what the service runs each second, off its event loop
+    assert shard0.pending_releases == {}
+    assert shard1.reserve(cand("YUSDT", T0 + 71, direction="SHORT"), T0 + HOUR, no_corr).passed
+    with db.begin() as conn:
+        released_at = conn.execute(
+            sa.text("SELECT released_at FROM risk_reservations WHERE signal_id = CAST(:s AS uuid)"),
+            {"s": held[0].signal_id},
+        ).scalar()
+    assert released_at == T0 + 60  # at the signal's end, not when it was finally written
+
+
+def test_a_kept_release_is_written_before_the_shards_next_reservation(
+    db: Database, migrated_database_url: str
+) -> None:
+    now = [0.0]
+    shard0 = RiskLedger(
+        db, RiskParams(), shard="0/2", statement_timeout_s=0.3, retry_after_s=10.0, clock=lambda: now[0]
+    )
+    held = _five_open(db, shard0)
+    holder = Database(migrated_database_url)
+    try:
+        _fail_once(shard0, holder)
+    finally:
+        holder.dispose()
+    with pytest.raises(StorageUnavailable, match="kept and retried"):
+        shard0.release(held[0].signal_id, T0 + 60)
+    now[0] += 11.0  # no upkeep ran (a replay, or before its first tick): the next reservation writes it first
+    assert shard0.reserve(cand("YUSDT", T0 + 70), T0 + HOUR, no_corr).passed
+    assert shard0.pending_releases == {}
+
+
+# --- a restarted shard settles what its earlier run left -----------------------------------------------------
+
+
+def test_a_restarted_shard_releases_its_finished_signals_and_deletes_those_never_stored(db: Database) -> None:
+    store = SignalStore(db)
+    finished, still_open, unstored = entry("AAAUSDT", T0), entry("BBBUSDT", T0 + 1), entry("CCCUSDT", T0 + 2)
+    others = entry("DDDUSDT", T0 + 3)  # shard 1's, never stored: not shard 0's to judge
+    before = RiskLedger(db, RiskParams(), shard="0/2")
+    for s in (finished, still_open, unstored):
+        assert before.reserve(_risk_candidate(s), T0 + HOUR, no_corr).passed
+    assert (
+        RiskLedger(db, RiskParams(), shard="1/2").reserve(_risk_candidate(others), T0 + HOUR, no_corr).passed
+    )
+    store.save_signals([finished, still_open])
+    done = win(finished)
+    store.save_outcome(done)
+    # the process was killed before it wrote `unstored` or released `finished`; the restarted one settles
+    after = RiskLedger(db, RiskParams(), shard="0/2", unstored_grace_s=0.0)
+    new = entry("EEEUSDT", T0 + 4)  # reserved by the new process, its write still queued: never touched
+    assert after.reserve(_risk_candidate(new), T0 + HOUR, no_corr).passed
+    settled = after.settle()
+    assert (settled.released, settled.deleted) == (1, 1)
+    with db.begin() as conn:
+        rows: dict[str, int | None] = {
+            str(symbol): released_at
+            for symbol, released_at in conn.execute(
+                sa.text("SELECT symbol, released_at FROM risk_reservations")
+            )
+        }
+    assert rows == {"AAAUSDT": done.exit_time, "BBBUSDT": None, "DDDUSDT": None, "EEEUSDT": None}
+    counts = after.counts(T0 + 10, T0 // DAY_MS)
+    assert {c.symbol for c in counts.open} == {"BBBUSDT", "DDDUSDT", "EEEUSDT"}
+    assert sum(counts.day.values()) == 4  # the signal nobody received no longer counts in its day
+    again = after.settle()
+    assert (again.released, again.deleted) == (0, 0)
+
+
+def test_a_reservation_younger_than_the_grace_is_settled_only_once_the_grace_has_passed(db: Database) -> None:
+    # a predecessor of this shard still writing (a restart overlapping it): its fresh reservation is left alone
+    RiskLedger(db, RiskParams(), shard="0/2").reserve(cand("AAAUSDT"), T0 + HOUR, no_corr)
+    now = [0.0]
+    ledger = RiskLedger(db, RiskParams(), shard="0/2", unstored_grace_s=1.0, clock=lambda: now[0])
+    assert ledger.upkeep() == 0
+    assert len(ledger.counts(T0 + 1, T0 // DAY_MS).open) == 1
+    time.sleep(1.1)
+    now[0] += 1.1
+    assert ledger.upkeep() == 1  # the grace has passed: it was never stored, so it goes
+    assert ledger.counts(T0 + 1, T0 // DAY_MS).day == {}
+    # settled: later upkeeps only write kept releases
+    RiskLedger(db, RiskParams(), shard="0/2").reserve(cand("BUSDT"), T0 + HOUR, no_corr)
+    time.sleep(1.1)
+    now[0] += 1.1
+    assert ledger.upkeep() == 0
