@@ -1,7 +1,7 @@
 """The simulated market: pure, deterministic dynamics of every symbol's book and trades.
 
 The market advances in fixed steps of :data:`STEP_MS` simulated milliseconds. Each symbol has a
-latent fair price (a random walk with volatility regimes and, after planted episodes, a drift) and a
+latent fair price (a random walk with volatility regimes and, during and after planted episodes, a drift) and a
 limit book of a few hundred levels per side that makers keep around it: they requote toward the fair
 price, change and cancel levels away from the touch and refill what takers consumed. Takers arrive as
 a Poisson process with heavy-tailed sizes and lean toward the fair price. Every book change takes the
@@ -22,6 +22,7 @@ import numpy as np
 from realtime.sim.draws import Draws
 from realtime.sim.episodes import (
     FAVOURED_QTY,
+    GIVE_BACK,
     LARGE_TRADE_QUOTE,
     OPPOSITE_QTY,
     RATE_BOOST,
@@ -117,10 +118,13 @@ class Market:
         episode_rate_scale: float = 1.0,
     ) -> None:
         seq = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, 0x5151])
-        vec_seed, event_seed, episode_seed = seq.spawn(3)
+        # The first three children are what ``spawn(3)`` gave before episodes pushed the price: the pushes take
+        # a fourth stream, so the tape's other draws and the episodes' schedule stay those of the seed.
+        vec_seed, event_seed, episode_seed, push_seed = seq.spawn(4)
         self._vec = np.random.Generator(np.random.PCG64(vec_seed))
         self._draws = Draws(np.random.Generator(np.random.PCG64(event_seed)))
         self._episode_draws = Draws(np.random.Generator(np.random.PCG64(episode_seed)))
+        self._push_draws = Draws(np.random.Generator(np.random.PCG64(push_seed)))
         self.specs = list(specs)
         self.now_ms = start_ms - start_ms % STEP_MS
         self.start_ms = self.now_ms
@@ -223,8 +227,10 @@ class Market:
             sym.buy_bias = 0.0
             sym.pending_large.clear()
             self.rate_mult[i] = 1.0
+            # Moved: the planted move follows. Not moved: the push fails and part of it is given back.
             span = max(STEP_MS, ep.move_end_ms - ep.end_ms)
-            self.drift[i] = math.log1p(ep.move_fraction) * STEP_MS / span if ep.moved else 0.0
+            after = math.log1p(ep.move_fraction) if ep.moved else -GIVE_BACK * math.log1p(ep.push_fraction)
+            self.drift[i] = after * STEP_MS / span
             self.vol_mult[i] = 0.6 if ep.moved else 0.4  # a planted move, not noise, decides the outcome
             sym.calm_until = ep.move_end_ms
             rate = max(1e-9, sym.spec.episodes_per_hour * self._episode_rate_scale)
@@ -235,8 +241,10 @@ class Market:
             self.drift[i] = 0.0
             self.vol_mult[i] = 1.0
         elif ep is None and not sym.calm_until and t0 >= sym.next_episode_ms:
-            ep = plan_episode(self._episode_draws, sym.spec.symbol, t0, sym.spec.daily_vol)
+            ep = plan_episode(self._episode_draws, sym.spec.symbol, t0, sym.spec.daily_vol, self._push_draws)
             self.episodes.append(ep)
+            # Takers trading one way push the fair price that way while the episode lasts.
+            self.drift[i] = math.log1p(ep.push_fraction) * STEP_MS / max(STEP_MS, ep.end_ms - ep.start_ms)
             sym.episode = ep
             sym.next_episode_ms = NEVER
             sym.pending_large = list(ep.large_trade_times)
