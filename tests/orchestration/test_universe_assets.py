@@ -395,11 +395,15 @@ def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_vol
 
 
 def test_without_a_universe_the_sensor_requests_the_first_rescan_once(
-    res_for: Resources, db: Database, redis_keys: Keyspace
+    res_for: Resources, db: Database, redis_keys: Keyspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fresh deployment has no universe: the quick check and the emergency check would have nothing to check
     until the 6-hourly schedule's first rescan. The sensor requests it, unless a rescan is on its way."""
     res = res_for()
+    # the job's resources read their URLs from the environment (EnvVar), as in a deployment; embedded servers
+    # (no URL set) included
+    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", db.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("TAPEWATCH_REDIS_URL", res["redis"].url)
     with dg.instance_for_test() as instance:
         out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
         assert isinstance(out, dg.SensorResult) and not out.skip_reason
