@@ -12,6 +12,7 @@ best of ``--repeat``, so other processes on the machine do not distort the split
 - ``replay``: parse + the whole market state (books, bookTicker proof, trade windows, candles) =
   ``tapewatch replay`` without the signal engine.
 
+Every stage runs with the collector set as ``tapewatch replay`` sets it (:func:`realtime.replay.fewer_collections`).
 The differences between stages are the costs of decode, book apply and the rest of Market dispatch, per
 message of the capture. ``--cprofile`` adds a function profile of the replay stage (its overhead inflates
 small functions: read it for call counts and shares, not for timings).
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
+from realtime.replay import fewer_collections  # noqa: E402
 from tapewatch import book_sides  # noqa: E402
 from tapewatch.book import OrderBook  # noqa: E402
 from tapewatch.market import Market, snapshot_limit  # noqa: E402
@@ -133,7 +135,8 @@ def profile_stages(paths: list[Path], repeat: int = 2) -> dict[str, float]:
     """CPU nanoseconds per message of each stage (see the module docstring), measured in this run."""
     out: dict[str, float] = {}
     for stage in STAGES:
-        seconds, lines = cpu_best_of(repeat, lambda f=STAGE_FUNCS[stage]: f(paths))  # type: ignore[misc]
+        with fewer_collections():
+            seconds, lines = cpu_best_of(repeat, lambda f=STAGE_FUNCS[stage]: f(paths))  # type: ignore[misc]
         out[stage] = seconds / max(lines, 1) * 1e9
     return out
 
@@ -166,9 +169,10 @@ def main() -> None:
     )
     if args.cprofile:
         prof = cProfile.Profile()
-        prof.enable()
-        _replay(args.paths)
-        prof.disable()
+        with fewer_collections():
+            prof.enable()
+            _replay(args.paths)
+            prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 

@@ -190,7 +190,16 @@ class OrderBook:
         self.state = _WAITING_SYNC_EVENT
         buffered, self._buffer = list(self._buffer), deque(maxlen=self._buffer.maxlen)
         outcome: Outcome = Dropped("snapshot loaded; waiting for the event that spans it")
-        for i, ev in enumerate(buffered):
+        # The leading diffs the snapshot already holds (u < lastUpdateId: most of a cold start's buffer) are
+        # dropped and counted as _try_first drops them, without a Dropped built for each to be thrown away.
+        sid, older = self.snapshot_id, 0
+        for ev in buffered:
+            if ev.final_id >= sid:
+                break
+            older += 1
+        self.dropped += older
+        for i in range(older, len(buffered)):
+            ev = buffered[i]
             result = self.apply(ev)
             if isinstance(result, NeedsResync):
                 self._buffer.extend(buffered[i + 1 :])  # kept for the next snapshot

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from tapewatch.book import APPLIED, Applied, Buffered, Dropped, NeedsResync, OrderBook, Outcome
+from tapewatch.book import APPLIED, BUFFERED, Applied, Buffered, Dropped, NeedsResync, OrderBook, Outcome
 from tapewatch.candles import CandleSeries
 from tapewatch.events import BookTicker, DepthRestart, DepthSnapshot, DepthUpdate, Kline, KlineHistory
 from tapewatch.market_clock import CLOCK_TOLERANCE_MS
@@ -235,8 +235,9 @@ class Market(MarketTrades):
         """Apply one decoded frame. Returns a snapshot request when the symbol's book needs one, a fill
         request when its aggTrade ids skipped."""
         self.messages += 1
-        st = self.symbols.get(frame.symbol)
-        if st is None:
+        try:  # a subscript, not .get(): one probe per frame without a method call
+            st = self.symbols[frame.symbol]
+        except KeyError:
             st = self.state(frame.symbol)
         kind = frame.kind
         if kind is _SNAPSHOT:
@@ -250,9 +251,7 @@ class Market(MarketTrades):
             if t <= self.ahead_ms:  # the common path
                 self.now_ms = t
                 self.ahead_ms = t + self.clock_tolerance_ms
-            elif self.jump(st.symbol, t, lambda: self._held_diff(st, ev)):
-                self.advance(t)  # never back: the held frames a jump applied may lie past this one
-            else:  # far ahead of the clock and not confirmed: neither the book nor the clock takes it (yet)
+            elif not self._diff_ahead(st, ev):
                 return None
         st.last_event_time = t
         book = st.book
@@ -260,7 +259,19 @@ class Market(MarketTrades):
         if outcome is APPLIED:  # the common case, without the dispatch of _book_outcome
             st.check.on_sides(ev.final_id, book.bids, book.asks)  # the bookTicker proof, no Top unless kept
             return None
+        if outcome is BUFFERED and st.snapshot_pending:  # waiting for the snapshot asked for (a cold start)
+            return None
         return self._book_outcome(st, outcome)
+
+    def _diff_ahead(self, st: SymbolState, ev: DepthUpdate) -> bool:
+        """A diff far ahead of the clock: True when it confirms a jump (the clock is moved to it and the diff
+        applies now), False while it is held or rejected: neither the book nor the clock takes it (yet). Apart
+        from _on_depth, whose every call would otherwise build the closure's cells."""
+        t = ev.event_time
+        if self.jump(st.symbol, t, lambda: self._held_diff(st, ev)):
+            self.advance(t)  # never back: the held frames a jump applied may lie past this one
+            return True
+        return False
 
     def _held_diff(self, st: SymbolState, ev: DepthUpdate) -> None:
         """Apply a diff held far ahead of the clock, now that its jump is confirmed (the clock is within the

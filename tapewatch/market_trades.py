@@ -240,17 +240,22 @@ class MarketTrades(MarketClock):
     def _trade(self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool) -> bool:
         """Add a trade to the symbol's windows; False when it is held or rejected as ahead of the clock, or left
         out as older than a window (``trade_too_old``): the followers of open signals are not given it."""
-        if (
-            time > self.ahead_ms
-            # a tape running on while every depth stream is quiet: within the tolerance of the symbol's own
-            # last trade it is its own clock, not a frame ahead of the market's
-            and not (st.flow.last_time and time - st.flow.last_time <= self.clock_tolerance_ms)
-            and not self.jump(
-                st.symbol, time, lambda: self._release_trade(st, time, price, qty, buyer_is_maker), trade=True
-            )
-        ):
+        if time > self.ahead_ms and not self._trade_ahead(st, time, price, qty, buyer_is_maker):
             return False
         return self._add_trade(st, time, price, qty, buyer_is_maker)
+
+    def _trade_ahead(
+        self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool
+    ) -> bool:
+        """A trade past :attr:`ahead_ms`: True when the windows take it now, False while it is held or rejected.
+        Apart from _trade, whose every call would otherwise build the closure's cells."""
+        # a tape running on while every depth stream is quiet: within the tolerance of the symbol's own last
+        # trade it is its own clock, not a frame ahead of the market's
+        if st.flow.last_time and time - st.flow.last_time <= self.clock_tolerance_ms:
+            return True
+        return self.jump(
+            st.symbol, time, lambda: self._release_trade(st, time, price, qty, buyer_is_maker), trade=True
+        )
 
     def _release_trade(
         self, st: SymbolState, time: int, price: float, qty: float, buyer_is_maker: bool

@@ -365,16 +365,19 @@ class FrameDecoder:
             pass
         else:
             stream, event = fast.stream, fast.data
-            route = self._fast_routes.get(stream) or self._fast_route(stream)
+            try:  # a subscript, not .get(): one probe per line without a method call
+                symbol, kind, payload, interval = self._fast_routes[stream]
+            except KeyError:
+                symbol, kind, payload, interval = self._fast_route(stream)
             # the payload is what the stream name says it carries, for its symbol (and interval), else the
             # two-step way below classifies the rejection
             if (
-                type(event) is route[2]
-                and event.symbol == route[0]
-                and (route[3] is None or event.candle.interval == route[3])  # type: ignore[union-attr]
+                type(event) is payload
+                and event.symbol == symbol
+                and (interval is None or event.candle.interval == interval)  # type: ignore[union-attr]
             ):
                 self.decoded += 1
-                return Frame(fast.recv, stream, route[0], route[1], event)
+                return Frame(fast.recv, stream, symbol, kind, event)
         try:
             cap = _line_decoder.decode(line)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
