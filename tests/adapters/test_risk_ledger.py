@@ -285,20 +285,26 @@ def _fail_once(ledger: RiskLedger, holder: Database) -> None:
             ledger.reserve(cand("XUSDT", T0 + 50), T0 + HOUR, no_corr)
 
 
+def _kept_release(db: Database, url: str, shard0: RiskLedger) -> list[Candidate]:
+    """Five signals open on ``shard0``, which then fails a call (its fail-fast window opens): PostgreSQL is fine
+    again, but the release of the first one's end (at T0 + 60) is kept, not lost. Returns the five."""
+    held = _five_open(db, shard0)
+    holder = Database(url)
+    try:
+        _fail_once(shard0, holder)
+    finally:
+        holder.dispose()
+    with pytest.raises(StorageUnavailable, match="kept and retried"):
+        shard0.release(held[0].signal_id, T0 + 60)
+    return held
+
+
 def test_a_release_in_the_fail_fast_window_is_kept_and_written_by_the_upkeep(
     db: Database, migrated_database_url: str
 ) -> None:
     shard0 = RiskLedger(db, RiskParams(), shard="0/2", statement_timeout_s=0.3)
     shard1 = RiskLedger(db, RiskParams(), shard="1/2")
-    held = _five_open(db, shard0)
-    holder = Database(migrated_database_url)
-    try:
-        _fail_once(shard0, holder)
-    finally:
-        holder.dispose()
-    # PostgreSQL is fine again, but shard 0 failed 1 s ago: its finished signal's release is kept, not lost
-    with pytest.raises(StorageUnavailable, match="kept and retried"):
-        shard0.release(held[0].signal_id, T0 + 60)
+    held = _kept_release(db, migrated_database_url, shard0)
     late = shard1.reserve(cand("YUSDT", T0 + 70, direction="SHORT"), T0 + HOUR, no_corr)
     assert late.rule == "concurrency" and "(5/5)" in (late.reason or "")
     assert shard0.upkeep() == 1  # what the service runs each second, off its event loop
@@ -319,14 +325,7 @@ def test_a_kept_release_is_written_before_the_shards_next_reservation(
     shard0 = RiskLedger(
         db, RiskParams(), shard="0/2", statement_timeout_s=0.3, retry_after_s=10.0, clock=lambda: now[0]
     )
-    held = _five_open(db, shard0)
-    holder = Database(migrated_database_url)
-    try:
-        _fail_once(shard0, holder)
-    finally:
-        holder.dispose()
-    with pytest.raises(StorageUnavailable, match="kept and retried"):
-        shard0.release(held[0].signal_id, T0 + 60)
+    _kept_release(db, migrated_database_url, shard0)
     now[0] += 11.0  # no upkeep ran (a replay, or before its first tick): the next reservation writes it first
     assert shard0.reserve(cand("YUSDT", T0 + 70), T0 + HOUR, no_corr).passed
     assert shard0.pending_releases == {}
