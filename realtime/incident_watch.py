@@ -214,13 +214,14 @@ class IncidentWatch:
                     self._seen_rejected[key] = n
         if transport is not None:
             seen_bad, seen_unowned = self._seen_transport
+            # frames still in flight after their stream's UNSUBSCRIBE (a universe change) are expected, not
+            # malformed: counted apart (late_unsubscribed), as the malformed metric counts them
+            unowned = transport.unowned_frames - transport.late_unsubscribed
             if transport.malformed > seen_bad:
                 self._malformed.setdefault(None, Counter())["invalid_frame"] += transport.malformed - seen_bad
-            if transport.unowned_frames > seen_unowned:
-                self._malformed.setdefault(None, Counter())["unsubscribed_stream"] += (
-                    transport.unowned_frames - seen_unowned
-                )
-            self._seen_transport = (transport.malformed, transport.unowned_frames)
+            if unowned > seen_unowned:
+                self._malformed.setdefault(None, Counter())["unsubscribed_stream"] += unowned - seen_unowned
+            self._seen_transport = (transport.malformed, unowned)
 
     def _flush_malformed(self) -> None:
         if not self._malformed:
