@@ -6,9 +6,8 @@ features.
   unrealised R once per ``interval``, removed when the signal finishes. The first write after start — and
   after any failed write — replaces the whole hash with the engine's open signals (those it resumed from
   PostgreSQL), so a signal that finished while the service was down or Redis was away never lingers.
-- ``Keyspace.symbol_features(symbol)`` (``{"ts", "features"}`` of :func:`tapewatch.live_view.live_features`
-  plus the book's top ``orderbook_depth`` levels a side and their walls,
-  :func:`tapewatch.book_analytics.book_levels_view`, None while the book is not usable; with a TTL): once per
+- ``Keyspace.symbol_features(symbol)`` (``{"ts", "features"}`` of :func:`tapewatch.live_view.live_features`,
+  the book's top ``orderbook_depth`` levels a side and their walls included; with a TTL): once per
   ``interval`` for each symbol evaluated since the last write.
 
 Redis being away is counted (``live_errors``) and logged once per outage; the engine never waits for it.
@@ -24,8 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 from tapewatch.adapters.redis_state import AsyncRedisState
-from tapewatch.book_analytics import book_levels_view
-from tapewatch.book_types import Health
 from tapewatch.engine import EngineOutput, SignalEngine
 from tapewatch.errors import StorageUnavailable
 from tapewatch.live_view import live_features, open_signal_view
@@ -56,7 +53,6 @@ class LiveState:
         self.interval = interval
         self.features_ttl = features_ttl
         self.wall_ms = wall_ms
-        self.depth = engine.settings.orderbook_depth  # book levels a side published with the features
         self.counters = {"live_writes": 0, "live_errors": 0, "live_rebuilds": 0, "features_written": 0}
         self._dirty: set[str] = set()
         self._removed: set[str] = set()
@@ -122,7 +118,6 @@ class LiveState:
                 continue  # not evaluated since the last write
             entry = live_features(self.engine, symbol)
             if entry is not None:
-                entry[1].update(self.book_levels(symbol, entry[1].get("book") == Health.SYNCED))
                 batch[symbol] = entry
         if not batch:
             return
@@ -130,15 +125,6 @@ class LiveState:
         for symbol, (ts, _) in batch.items():
             self._published_eval[symbol] = ts
         self.counters["features_written"] += len(batch)
-
-    def book_levels(self, symbol: str, usable: bool) -> dict[str, Any]:
-        """The top ``orderbook_depth`` levels a side of ``symbol``'s book and their walls
-        (:func:`~tapewatch.book_analytics.book_levels_view`); each None while the book is not ``usable``."""
-        st = self.engine.market.symbols.get(symbol)
-        if not usable or st is None:
-            return dict.fromkeys(("bids", "asks", "bid_walls", "ask_walls"))
-        book = st.book
-        return book_levels_view(book.bids.top(self.depth), book.asks.top(self.depth))
 
     async def run(self) -> None:
         """Write changes as they come and refresh once per ``interval``, until cancelled."""

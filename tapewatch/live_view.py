@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tapewatch.book_analytics import book_levels_view
 from tapewatch.engine import SignalEngine
 from tapewatch.outcome import Outcome, OutcomeState
 from tapewatch.signal import Signal, published_fields
@@ -101,7 +102,8 @@ def quiet_symbols(
 
 def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any]] | None:
     """(event time of the symbol's last evaluation, the values it is judged on now and the spec 7.1 required
-    conditions they meet); None before its first evaluation. Book values are None unless the book is usable.
+    conditions they meet); None before its first evaluation. Book values are None unless the book is usable;
+    they include its top ``orderbook_depth`` levels a side and their walls (:func:`book_levels_view`).
 
     Cheap (no candle features): the live view of the engine's quick test, not the full candidate vector."""
     counts = engine.per_symbol.get(symbol)
@@ -118,6 +120,11 @@ def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any
     price, vwap = flow.last_price, st.vwap.vwap
     intensity = engine.intensity(st)
     bid_usd, ask_usd = book.depth_within(0.01) if usable else (None, None)
+    levels: dict[str, Any] = (
+        book_levels_view(book.bids.top(s.orderbook_depth), book.asks.top(s.orderbook_depth))
+        if usable
+        else dict.fromkeys(("bids", "asks", "bid_walls", "ask_walls"))
+    )
     volume_ok = intensity is not None and intensity > s.volume_confirmation_multiplier
     above = price is not None and vwap is not None and price > vwap
     below = price is not None and vwap is not None and price < vwap
@@ -137,6 +144,7 @@ def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any
         "depth_bid_usd": None if bid_usd is None else round(bid_usd, 2),
         "depth_ask_usd": None if ask_usd is None else round(ask_usd, 2),
         "book": str(health.state),
+        **levels,
         "trades": trades,
         "long_required": bool(
             fresh
