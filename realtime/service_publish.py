@@ -18,6 +18,7 @@ import psutil
 from realtime.capture import CaptureWriter
 from realtime.ws_pool import PATHS
 from tapewatch.adapters.dispatch import Dispatch
+from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.book import BookState
 from tapewatch.errors import StorageUnavailable
 from tapewatch.health import HOST_CPU, HOST_MEMORY, PROCESS_CPU, PROCESS_RSS, WS_SILENT, ws_silent_key
@@ -126,6 +127,7 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "rules_rejected": engine.counters["rules_rejected"],
         "signals": engine.counters["signals"],
         **{k: v for k, v in engine.counters.items() if k.startswith("shared_gate_")},
+        **(engine.shared_gate.metrics() if isinstance(engine.shared_gate, RiskLedger) else {}),
         **({"closes_published": service.closes.published} if service.closes is not None else {}),
         "open_signals": len(engine.open),
         **service.rates.rates,

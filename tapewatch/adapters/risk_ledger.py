@@ -279,6 +279,16 @@ class RiskLedger:
         with self._lock:
             return dict(self._pending)
 
+    def metrics(self) -> dict[str, int]:
+        """What the service publishes of the ledger: releases kept after a failure and not written yet (each holds
+        a slot of every shard until it is), releases that could not be written when asked, and calls refused
+        without trying while PostgreSQL was failing."""
+        return {
+            "shared_gate_releases_pending": len(self.pending_releases),
+            "shared_gate_releases_deferred": self.releases_deferred,
+            "shared_gate_refused": self.refused,
+        }
+
     def retry_releases(self, *, fail_fast: bool = False) -> int:
         """Write the releases kept after a failure, in one transaction; returns how many reservations they
         freed. Raises StorageUnavailable (they stay kept) when PostgreSQL fails."""

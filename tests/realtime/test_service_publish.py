@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,8 +22,10 @@ from tapewatch.adapters.db import Database
 from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
+from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.adapters.signal_store import SignalStore
-from tapewatch.errors import FeedError
+from tapewatch.errors import FeedError, StorageUnavailable
+from tapewatch.risk import RiskParams
 from tapewatch.settings import load_settings
 from tests.adapters.rest_test_server import Reply, RestTestServer
 from tests.adapters.signal_builders import entry
@@ -123,6 +126,29 @@ def test_the_rest_clients_refusals_reach_the_metrics_hash() -> None:
     stats.rate_limited, stats.waf_blocked, stats.banned = 3, 2, 1
     metrics = service.metrics()
     assert (metrics["rest_rate_limited"], metrics["rest_waf_blocked"], metrics["rest_banned"]) == (3, 2, 1)
+
+
+def test_a_shards_kept_ledger_releases_reach_the_metrics_hash() -> None:
+    """A release the global ledger could not write holds a slot of every shard until the upkeep writes it: the
+    metrics hash must say how many are kept, or the shards look full for no visible reason."""
+    settings = load_settings(shard="0/2")
+    db = Database("postgresql://postgres@127.0.0.1:1/none", connect_timeout=1)  # nothing listens there
+    ledger = RiskLedger(db, RiskParams(), retry_after_s=10.0)
+    service = FeedService(
+        settings, rest=BinanceRest.from_settings(settings), pool=StreamPool(settings), shared_gate=ledger
+    )
+    try:
+        assert service.metrics()["shared_gate_releases_pending"] == 0
+        with pytest.raises(StorageUnavailable, match="kept and retried"):
+            ledger.release(str(uuid.uuid4()), 1_700_000_000_000)
+        with pytest.raises(StorageUnavailable, match="PostgreSQL failed within 10 s"):
+            ledger.release(str(uuid.uuid4()), 1_700_000_000_000)  # within the window: not tried, kept too
+        metrics = service.metrics()
+    finally:
+        db.dispose()
+    assert metrics["shared_gate_releases_pending"] == 2
+    assert metrics["shared_gate_releases_deferred"] == 2
+    assert metrics["shared_gate_refused"] == 0  # releases are kept, not refused
 
 
 def _kline_row(open_time: int, low: str = "90") -> list[Any]:
