@@ -134,6 +134,7 @@ def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any
     features: dict[str, Any] = {
         "price": price,
         "vwap_1h": vwap,
+        "vwap_window": s.context_tf,  # the VWAP's rolling window (context_tf; the key keeps its 1h name)
         "large_buys": flow.large_buys,
         "large_sells": flow.large_sells,
         "quote_volume_window": round(flow.quote_volume, 2),

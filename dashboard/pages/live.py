@@ -195,6 +195,29 @@ def _levels(backend: be.Backend, symbol: str, open_rows: list[dict[str, Any]]) -
     return page.rows[0] if page.rows else None
 
 
+def _depth_text(values: dict[str, Any]) -> str:
+    """Σ qty of the levels the live view holds a side (the top ``orderbook_depth``); a dash while the book is not
+    usable (the view then holds no levels)."""
+    bids, asks = values.get("bids"), values.get("asks")
+    if not bids or not asks:
+        return "—"
+    return f"{ui.fmt_num(sum(q for _, q in bids), 3)} / {ui.fmt_num(sum(q for _, q in asks), 3)}"
+
+
+def _walls_text(walls: list[list[float]] | None, shown: int = 3) -> str:
+    """Walls (levels ≥ 5× the mean level of both sides in the view, spec 6.1 ``detect_large_orders``) as ``qty @ price
+    (k×)``, the largest first; "none" when the book holds none, a dash when it is not usable."""
+    if walls is None:
+        return "—"
+    if not walls:
+        return "none"
+    biggest = sorted(walls, key=lambda w: -w[2])[:shown]
+    text = ", ".join(
+        f"{ui.fmt_num(qty, 3)} @ {ui.fmt_price(price)} ({multiple:.1f}×)" for price, qty, multiple in biggest
+    )
+    return text + (f" (+{len(walls) - shown} more)" if len(walls) > shown else "")
+
+
 def symbol_panel(
     backend: be.Backend, symbol: str | None, prices: dict[str, list[list[float]]] | None
 ) -> tuple[list[Any], Any, dict[str, list[list[float]]]]:
@@ -229,7 +252,10 @@ def symbol_panel(
             f"{values.get('large_buys', '—')} / {values.get('large_sells', '—')}",
         ),
         ("volume intensity", ui.fmt_num(values.get("volume_intensity"), 2)),
-        ("VWAP 1h", ui.fmt_price(values.get("vwap_1h"))),
+        (f"VWAP {values.get('vwap_window') or '1h'}", ui.fmt_price(values.get("vwap_1h"))),
+        (f"top {len(values.get('bids') or [])} levels Σ qty (bid / ask)", _depth_text(values)),
+        ("bid walls", _walls_text(values.get("bid_walls"))),
+        ("ask walls", _walls_text(values.get("ask_walls"))),
         (
             "required LONG / SHORT",
             f"{values.get('long_required', '—')} / {values.get('short_required', '—')}",

@@ -72,7 +72,23 @@ def test_live_shows_open_signals_and_the_symbol_panel(
         msgspec.json.encode(
             {
                 "ts": NOW_MS,
-                "features": {"price": 101.5, "imbalance_top10": 0.41, "large_buys": 4, "large_sells": 1},
+                "features": {
+                    "price": 101.5,
+                    "imbalance_top10": 0.41,
+                    "large_buys": 4,
+                    "large_sells": 1,
+                    "vwap_1h": 100.25,
+                    "vwap_window": "4h",
+                    "bids": [[101.4, 2.0], [101.3, 30.0], [101.2, 1.0]],
+                    "asks": [[101.6, 1.5], [101.7, 0.5]],
+                    "bid_walls": [
+                        [101.3, 30.0, 4.5],
+                        [101.0, 50.0, 7.5],
+                        [100.9, 40.0, 6.0],
+                        [100.8, 35.0, 5.2],
+                    ],
+                    "ask_walls": [],
+                },
             }
         ),
     )
@@ -85,6 +101,11 @@ def test_live_shows_open_signals_and_the_symbol_panel(
     book, fig, prices = live.refresh_symbol(0, "SOLUSDT", {})
     facts = text_of(book)
     assert "0.410" in facts and "4 / 1" in facts
+    # the VWAP's window as configured (context_tf), the book's levels and its walls (largest first, 3 shown)
+    assert "VWAP 4h 100.25" in facts and "VWAP 1h" not in facts
+    assert "top 3 levels Σ qty (bid / ask) 33.000 / 2.000" in facts
+    assert "bid walls 50.000 @ 101 (7.5×), 40.000 @ 100.9 (6.0×), 35.000 @ 100.8 (5.2×) (+1 more)" in facts
+    assert "ask walls none" in facts
     assert prices["SOLUSDT"][-1] == [NOW_MS, 101.5]
     levels = {round(shape["y0"], 6) for shape in fig.layout.shapes}
     assert round(made["open"].stop_loss, 6) in levels and round(made["open"].take_profit_2, 6) in levels

@@ -129,6 +129,7 @@ def test_the_live_view_shows_no_required_conditions_met_on_a_stale_tape() -> Non
     rig.depth(LAST_TRADE + 30_000, bids=[(99.9, 500.0)])  # a LONG setup on a fresh tape: judged
     view = live_features(rig.engine, "BTCUSDT")
     assert view is not None and view[1]["trades"] == "fresh" and view[1]["long_required"] is True
+    assert view[1]["vwap_window"] == rig.engine.settings.context_tf  # the dashboard labels the VWAP with it
     rig.depth(LAST_TRADE + 60_001)  # the tape stopped: the engine skips the symbol, and the view says so
     view = live_features(rig.engine, "BTCUSDT")
     assert view is not None and view[1]["trades"] == "stale"
