@@ -46,6 +46,7 @@ from realtime.live_metrics import LatencyRing, QuietWatch, RateMeter
 from realtime.live_state import LiveState
 from realtime.loop_lag import LoopLagMonitor
 from realtime.pacer import Pacer
+from realtime.performance_log import performance_log_loop
 from realtime.service_publish import (
     component_name,
     publish_loop,
@@ -611,6 +612,7 @@ class FeedService:
             group.create_task(self.fills.run(), name="trade-fill")
             group.create_task(self.serve_kline_fills(), name="kline-fill")
             group.create_task(publish_loop(self), name="publish")
+            group.create_task(performance_log_loop(self.metrics), name="performance-log")  # spec 13.1
             group.create_task(self.loop_lag.run(), name="loop-lag")
             if self.live is not None:
                 group.create_task(self.live.run(), name="live-state")
