@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from tapewatch.adapters import dashboard_queries as q
 from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_state import RedisState
@@ -59,6 +60,15 @@ def current() -> Backend:
     if _current is None:
         raise RuntimeError("no dashboard backend: start the dashboard with `tapewatch dashboard`")
     return _current
+
+
+def signal_now_ms(backend: Backend) -> int:
+    """ "Now" on the clock of the signals (exchange event time), where a page's periods end: the later of the
+    wall clock and the newest stored signal's event time. The simulator's clock runs ahead of the wall clock
+    (``--speed``; a resumed demo carries on where it stopped), so its signals lie in the wall clock's future and
+    periods cut at the wall clock would leave them out. One indexed lookup; call it once per refresh.
+    StorageUnavailable when PostgreSQL is down."""
+    return max(backend.now_ms(), q.newest_signal_time(backend.db) or 0)
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str | None]:

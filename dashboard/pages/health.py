@@ -49,7 +49,7 @@ def layout(**_: Any) -> html.Div:
                 ),
             ),
             ui.section("Dagster sensors", html.Div(id="health-sensors")),
-            ui.table(
+            _listed(
                 "Health incidents (sensors)",
                 "health-incidents",
                 [
@@ -64,7 +64,7 @@ def layout(**_: Any) -> html.Div:
             ),
             html.Div(
                 [
-                    ui.table(
+                    _listed(
                         "Feed incidents",
                         "health-feed-incidents",
                         [
@@ -76,7 +76,7 @@ def layout(**_: Any) -> html.Div:
                         ],
                         height=240,
                     ),
-                    ui.table(
+                    _listed(
                         "Operator actions",
                         "health-actions",
                         [
@@ -95,6 +95,31 @@ def layout(**_: Any) -> html.Div:
             ),
         ]
     )
+
+
+#: Rows each table reads: the newest this many (plus every open incident, however old).
+HEALTH_ROWS, FEED_ROWS, ACTION_ROWS = 100, 200, 100
+
+
+def _listed(title: str, component_id: str, columns: list[dict[str, Any]], **grid_args: Any) -> html.Section:
+    """A titled table with a line under the title saying what it lists (``<component_id>-note``)."""
+    return ui.section(
+        title,
+        html.Div(id=f"{component_id}-note", className="tw-muted"),
+        ui.grid(component_id, columns, **grid_args),
+    )
+
+
+def listing_note(listing: incidents.Listing[Any], noun: str, *, has_open: bool = True) -> str:
+    """What a table lists: how many rows (and open ones) when it holds them all; else "the newest N of M", plus
+    the open ones older than those (always listed, however old)."""
+    opened = f" · {listing.open:,} open" if has_open and listing.open else ""
+    if not listing.capped:
+        return f"{listing.total:,} {noun}{opened}" if listing.total else ""
+    older_open = len(listing.rows) - listing.limit  # open ones older than the newest N, listed all the same
+    plus = f", plus {older_open:,} older open" if older_open > 0 else ""
+    total = f"{listing.total:,}+" if listing.more else f"{listing.total:,}"
+    return f"the newest {listing.limit:,} of {total} {noun}{plus}{opened}"
 
 
 def _when(value: Any) -> str:
@@ -122,24 +147,29 @@ def control_facts(backend: be.Backend) -> list[Any]:
 
 
 def health_view(backend: be.Backend) -> tuple[Any, ...]:
-    """Control facts, health incidents, feed incidents, operator actions, banner (a table whose read failed is
-    ``no_update``)."""
+    """Control facts, health incidents, feed incidents, operator actions, banner, and the note of each table
+    (what it lists: the newest N of M, every open incident included; a table whose read failed and its note
+    are ``no_update``)."""
     problems: list[str] = []
     try:
         control = control_facts(backend)
     except StorageUnavailable as exc:
         control, problems = [html.Dt("control"), html.Dd("unknown (Redis unavailable)")], [str(exc)]
-    health, problem = be.attempt(lambda: health_store.list_health_incidents(backend.db, limit=100))
-    feed, problem2 = be.attempt(lambda: incidents.list_incidents(backend.db, limit=200))
-    done, problem3 = be.attempt(lambda: q.recent_actions(backend.db, limit=100))
+    health, problem = be.attempt(lambda: health_store.health_listing(backend.db, limit=HEALTH_ROWS))
+    feed, problem2 = be.attempt(lambda: incidents.incident_listing(backend.db, limit=FEED_ROWS))
+    done, problem3 = be.attempt(lambda: q.action_listing(backend.db, limit=ACTION_ROWS))
     problems += [p for p in (problem, problem2, problem3) if p and p not in problems]
+    no = dash.no_update
     # a table whose read failed keeps its last rows (no_update) under the banner
     return (
         control,
-        dash.no_update if health is None else _health_rows(health),
-        dash.no_update if feed is None else _feed_rows(feed),
-        dash.no_update if done is None else _action_rows(done),
+        no if health is None else _health_rows(health.rows),
+        no if feed is None else _feed_rows(feed.rows),
+        no if done is None else _action_rows(done.rows),
         ui.banner(problems),
+        no if health is None else listing_note(health, "incidents"),
+        no if feed is None else listing_note(feed, "incidents"),
+        no if done is None else listing_note(done, "actions", has_open=False),
     )
 
 
@@ -239,6 +269,9 @@ def control_button(pause_clicks: int | None, resume_clicks: int | None, reason: 
     Output("health-feed-incidents", "rowData"),
     Output("health-actions", "rowData"),
     Output("health-banner", "children"),
+    Output("health-incidents-note", "children"),
+    Output("health-feed-incidents-note", "children"),
+    Output("health-actions-note", "children"),
     Input("health-interval", "n_intervals"),
     Input("health-action-result", "children"),
 )

@@ -1,6 +1,7 @@
-"""Live: open signals with their live outcome (from Redis, refreshed every ``dashboard_refresh`` s), a symbol's
-panel (book imbalance, large trades, price with the signal's levels), and every signal ever issued (paged on
-the server: sort and filter run in PostgreSQL)."""
+"""Live: open signals with their live outcome (from Redis) and the signals finished in the last hour with
+their final state and realised R (PostgreSQL), refreshed every ``dashboard_refresh`` s; a symbol's panel (book
+imbalance, large trades, price with the signal's levels); and every signal ever issued (paged on the server:
+sort and filter run in PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from tapewatch.errors import StorageUnavailable
 
 #: Price points kept per symbol for the live chart (at 1 s refresh: 15 minutes).
 PRICE_POINTS = 900
+DAY_MS = 86_400_000
+#: Finished signals stay in the open table this long (event time of their exit, on the signals' clock) ...
+RECENT_MS = 3_600_000
+#: ... at most this many (the last to finish).
+RECENT_ROWS = 20
 NO_SIGNALS = "No open signals — the service is watching the tape; signals appear here within a second."
 WARMING_UP = (
     "No signals yet — the service is warming up (it needs a setup that meets every required condition)."
@@ -68,7 +74,7 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="live-banner"),
             html.Div(id="live-kpis", className="tw-kpis"),
             ui.section(
-                "Open signals",
+                "Open signals, and those finished in the last hour (final state, realised R)",
                 html.Div(id="live-open-empty"),
                 ui.grid("live-open-grid", OPEN_COLUMNS, height=230, getRowId="params.data.signal_id"),
             ),
@@ -114,17 +120,36 @@ def open_signals(backend: be.Backend) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-int(r.get("event_time") or 0), str(r.get("signal_id"))))
 
 
+def stored_facts(backend: be.Backend) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """From PostgreSQL: the signal counts of the last 24 h and the signals finished in the last
+    :data:`RECENT_MS` (at most :data:`RECENT_ROWS`), both on the signals' clock (``signal_now_ms``)."""
+    now = be.signal_now_ms(backend)
+    counts = q.signal_counts(backend.db, now - DAY_MS)
+    recent = q.recently_finished(backend.db, now - RECENT_MS, RECENT_ROWS)
+    return counts, [{**row, "unrealised_r": None, "finished": True} for row in recent]
+
+
+def open_and_recent(open_rows: list[dict[str, Any]], finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The open signals (Redis) and the recently finished ones (PostgreSQL) as one table, newest first. A
+    signal in both finished a moment ago (Redis drops it as PostgreSQL stores its outcome): its final row wins."""
+    done = {str(r["signal_id"]) for r in finished}
+    rows = [r for r in open_rows if str(r.get("signal_id")) not in done] + finished
+    return sorted(rows, key=lambda r: (-int(r.get("event_time") or 0), str(r.get("signal_id"))))
+
+
 def live_state(backend: be.Backend) -> tuple[Any, ...]:
-    """Open-signal rows, the empty state (or the notice that they are frozen), the KPIs, the banner and the
-    symbols to pick from. With Redis down, the rows, the message, the KPIs and the symbols keep their last
-    data (``no_update``) under the banner."""
+    """The open and recently finished signals' rows, the empty state (or the notice that the open ones are
+    frozen), the KPIs, the banner and the symbols to pick from. With Redis down, the rows, the message, the KPIs
+    and the symbols keep their last data (``no_update``) under the banner; with PostgreSQL down the open
+    signals are still shown."""
     problems: list[str] = []
     rows, problem = be.attempt(lambda: open_signals(backend))
     if problem:
         problems.append(problem)
-    counts, problem = be.attempt(lambda: q.signal_counts(backend.db, backend.now_ms() - 86_400_000))
+    stored, problem = be.attempt(lambda: stored_facts(backend))
     if problem:
         problems.append(problem)
+    counts, recent = stored if stored is not None else (None, [])
     realtime, last, feeds, paused = None, None, [], None
     try:
         realtime, _ = read_status(backend.redis, backend.settings.dashboard_stale_after)
@@ -138,6 +163,8 @@ def live_state(backend: be.Backend) -> tuple[Any, ...]:
         no = dash.no_update
         return no, no, no, ui.banner(problems), no
     now = backend.now_ms()
+    table = open_and_recent(rows, recent)
+    rows = [r for r in table if not r.get("finished")]  # open: not finished in PostgreSQL meanwhile
     if rows and not realtime.running:
         message = frozen_notice(realtime, rows, now)
     elif rows:
@@ -164,8 +191,8 @@ def live_state(backend: be.Backend) -> tuple[Any, ...]:
             "bad" if paused or not realtime.running else "",
         ),
     ]
-    symbols = sorted({str(r["symbol"]) for r in rows} | set(feeds))
-    return rows, message, kpis, ui.banner(problems), symbols
+    symbols = sorted({str(r["symbol"]) for r in table} | set(feeds))
+    return table, message, kpis, ui.banner(problems), symbols
 
 
 def frozen_notice(realtime: RealtimeStatus, rows: list[dict[str, Any]], now: int) -> html.Div:

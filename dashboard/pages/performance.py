@@ -71,13 +71,13 @@ def layout(**_: Any) -> html.Div:
     )
 
 
-def period_range(backend: be.Backend, period: str) -> tuple[int, int]:
-    """``[since, until)`` in ms for a period label (ValueError for an unknown one)."""
+def period_range(now_ms: int, period: str) -> tuple[int, int]:
+    """``[since, until)`` in ms for a period label ending at ``now_ms`` (:func:`dashboard.backend.signal_now_ms`:
+    the signals' clock, not the wall clock); ValueError for an unknown label."""
     if period not in PERIODS:
         raise ValueError(f"unknown period {period!r}; choose one of {', '.join(PERIODS)}")
-    now = backend.now_ms()
     days = PERIODS[period]
-    return (0 if days is None else now - days * DAY_MS), now + 1
+    return (0 if days is None else now_ms - days * DAY_MS), now_ms + 1
 
 
 def stat_row(key: str, s: Summary) -> dict[str, Any]:
@@ -99,11 +99,13 @@ def stat_row(key: str, s: Summary) -> dict[str, Any]:
 def performance_view(backend: be.Backend, period: str, tier: str) -> tuple[Any, ...]:
     """KPIs, equity figure, per-symbol rows, per-tier rows, banner and empty state for the chosen period
     (during an outage every output but the banner is ``no_update``)."""
-    since, until = period_range(backend, period)
     chosen = None if tier == "all" else tier
-    found, problem = be.attempt(
-        lambda: stats.performance(backend.db, since, until, open_ended=PERIODS[period] is None, tier=chosen)
-    )
+
+    def read() -> stats.Performance:
+        since, until = period_range(be.signal_now_ms(backend), period)
+        return stats.performance(backend.db, since, until, open_ended=PERIODS[period] is None, tier=chosen)
+
+    found, problem = be.attempt(read)
     if problem or found is None:
         # an outage: the page keeps its last data (no_update) under the banner
         return (*(dash.no_update,) * 4, ui.banner([problem or "no data"]), dash.no_update)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 import dash
+import plotly.graph_objects as go
 from dash import Input, Output, State, callback, dcc, html
 
 from dashboard import actions, tuning_panel, ui
@@ -15,6 +16,7 @@ from dashboard.pages.performance import PERIODS, period_range
 from tapewatch.adapters import dashboard_queries as q
 from tapewatch.adapters import dashboard_stats as stats
 from tapewatch.metrics import DAY_MS
+from tapewatch.signal_stats import Band
 
 SCATTER_POINTS = 2000
 HOUR_MS = 3_600_000
@@ -33,7 +35,9 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="quality-empty"),
             html.Div(
                 [
-                    ui.section("Win rate by quality band", dcc.Graph(id="quality-bands")),
+                    ui.section(
+                        "Win rate by quality band (n = triggered / finished)", dcc.Graph(id="quality-bands")
+                    ),
                     ui.section(
                         "Calibration of confidence (TP1 before stop)", dcc.Graph(id="quality-calibration")
                     ),
@@ -54,35 +58,64 @@ def layout(**_: Any) -> html.Div:
     )
 
 
+def band_label(band: Band) -> str:
+    """A quality band's bar label: its triggered/total signals (the win rate is over the triggered ones) and
+    its average R."""
+    return f"n={band.tally.triggered}/{band.tally.signals} · {ui.fmt_r(band.tally.average_r)}"
+
+
+def bands_figure(fig: go.Figure, bands: list[Band]) -> None:
+    """Win rate by quality band: a bar per band with triggered signals; a band without any (none finished, or
+    all expired untriggered) has no win rate — no bar, and a marked gap when it holds signals."""
+    fig.add_bar(
+        x=[b.label for b in bands],
+        y=[None if b.tally.win_rate is None else b.tally.win_rate * 100 for b in bands],
+        name="win rate %",
+        marker_color="#58a6ff",
+        text=[band_label(b) for b in bands],
+        textposition="outside",
+        hovertext=[
+            f"{b.tally.triggered} of {b.tally.signals} finished signals triggered; win rate over the triggered"
+            for b in bands
+        ],
+    )
+    for band in bands:
+        if band.tally.win_rate is None and band.tally.signals:
+            fig.add_annotation(
+                x=band.label,
+                y=0,
+                yanchor="bottom",
+                showarrow=False,
+                text=f"no win rate: {band_label(band)}",
+                font={"color": ui.MUTED, "size": 10},
+                textangle=-90,
+            )
+    fig.update_yaxes(title="win rate % (of triggered)", range=[0, 110])
+
+
 def quality_view(backend: be.Backend, period: str) -> tuple[Any, ...]:
     """Bands figure, calibration figure, scatter figure, rejections figure, banner, empty state (during an
     outage every output but the banner is ``no_update``)."""
-    since, until = period_range(backend, period)
-    found, problem = be.attempt(
-        lambda: (
+
+    def read() -> tuple[Any, ...]:
+        since, until = period_range(be.signal_now_ms(backend), period)
+        # rejections bucketed by hour over at most 3 days, else by day (an "all" period counts 400 days)
+        span = until - max(since, until - 400 * DAY_MS)
+        bucket = HOUR_MS if span <= 3 * DAY_MS else 24 * HOUR_MS
+        return (
             stats.quality(backend.db, since, until),
             stats.quality_points(backend.db, since, until, SCATTER_POINTS),
+            q.rejection_counts(backend.db, since, until, bucket),
         )
-    )
-    span = until - max(since, backend.now_ms() - 400 * DAY_MS)
-    bucket = HOUR_MS if span <= 3 * DAY_MS else 24 * HOUR_MS
-    fates, problem2 = be.attempt(lambda: q.rejection_counts(backend.db, since, until, bucket))
-    problems = [p for p in (problem, problem2) if p]
-    if problems or found is None or fates is None:
+
+    found, problem = be.attempt(read)
+    if problem or found is None:
         # an outage: the page keeps its last figures (no_update) under the banner
-        return (*(dash.no_update,) * 4, ui.banner(problems or ["no data"]), dash.no_update)
+        return (*(dash.no_update,) * 4, ui.banner([problem or "no data"]), dash.no_update)
     bands_fig, cal_fig = ui.figure(height=260), ui.figure(height=260)
     scatter_fig, rej_fig = ui.figure(height=280), ui.figure(height=280)
-    (bands, cal), points = found
-    bands_fig.add_bar(
-        x=[b.label for b in bands],
-        y=[(b.tally.win_rate or 0) * 100 for b in bands],
-        name="win rate %",
-        marker_color="#58a6ff",
-        text=[f"n={b.tally.signals} · {ui.fmt_r(b.tally.average_r)}" for b in bands],
-        textposition="outside",
-    )
-    bands_fig.update_yaxes(title="win rate %", range=[0, 110])
+    (bands, cal), points, fates = found
+    bands_figure(bands_fig, bands)
     cal_fig.add_scatter(
         x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot", "color": ui.MUTED}
     )

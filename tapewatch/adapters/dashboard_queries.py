@@ -18,9 +18,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from tapewatch.adapters.db import Database
+from tapewatch.adapters.incidents import Listing, count_rows
 from tapewatch.adapters.signal_store import signal_outcomes, signals
 
 #: Most rows one grid request may ask for (AG Grid's infinite model asks for 100 at a time by default).
@@ -212,6 +214,55 @@ def signal_counts(db: Database, since_ms: int) -> dict[str, int]:
     return {"total": int(total), "finished": int(finished), "open": int(total) - int(finished)}
 
 
+def newest_signal_time(db: Database) -> int | None:
+    """Event time (ms) of the newest stored ENTRY signal; None when none is stored. One step down an index
+    (``signals_entries_time_idx``): cheap enough for every refresh."""
+    query = sa.select(sa.func.max(_s.event_time)).where(_s.signal_type == "ENTRY")
+    with db.begin() as conn:
+        newest = conn.execute(query).scalar()
+    return None if newest is None else int(newest)
+
+
+#: What :func:`recently_finished` returns of a finished signal: the columns of the Live page's open-signal
+#: table (``last_price`` is the exit price, ``realised_r`` the final P&L in R), plus its trigger and exit times.
+_FINISHED_ROW: dict[str, ColumnElement[Any]] = {
+    "signal_id": sa.cast(_s.signal_id, sa.Text),
+    "event_time": _s.event_time,
+    "symbol": _s.symbol,
+    "direction": _s.direction,
+    "priority": _s.priority,
+    "state": _o.state,
+    "entry_price": _s.entry_price,
+    "stop_loss": _s.stop_loss,
+    "take_profit_1": _s.take_profit_1,
+    "take_profit_2": _s.take_profit_2,
+    "last_price": _o.exit_price,
+    "realised_r": _o.pnl_r,
+    "quality_score": _s.quality_score,
+    "confidence": _s.confidence,
+    "risk_reward_ratio": _s.risk_reward_ratio,
+    "trigger_time": _o.trigger_time,
+    "exit_time": _o.exit_time,
+}
+
+
+def recently_finished(db: Database, since_ms: int, limit: int = 20) -> list[dict[str, Any]]:
+    """The ENTRY signals that finished (TP2, STOPPED, EXPIRED) at or after ``since_ms`` (event time of the
+    exit), the last to finish first, at most ``limit``: read down ``signal_outcomes_exit_time_idx``, so it
+    stays cheap however many signals are stored. ValueError for a limit outside 1..MAX_PAGE."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be within 1..{MAX_PAGE}; got {limit}")
+    query = (
+        sa.select(*(expr.label(name) for name, expr in _FINISHED_ROW.items()))
+        .select_from(signal_outcomes.join(signals, _s.signal_id == _o.signal_id))
+        .where(_o.finished, _o.exit_time >= since_ms, _s.signal_type == "ENTRY")
+        .order_by(_o.exit_time.desc(), _o.signal_id.desc())
+        .limit(limit)
+    )
+    with db.begin() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
 def rejection_counts(
     db: Database, since_ms: int, until_ms: int, bucket_ms: int
 ) -> list[tuple[int, str, int]]:
@@ -274,17 +325,30 @@ def record_action(
         )
 
 
+def action_listing(db: Database, limit: int = 100) -> Listing[OperatorAction]:
+    """The newest ``limit`` operator actions, newest first, and how many are stored
+    (:func:`~tapewatch.adapters.incidents.count_rows`)."""
+    with db.begin() as conn:
+        newest = _recent_actions(conn, limit)
+        total, more = count_rows(conn, "operator_actions", len(newest), limit)
+    return Listing(rows=newest, limit=limit, total=total, open=0, more=more)
+
+
 def recent_actions(db: Database, limit: int = 50) -> list[OperatorAction]:
     """The newest ``limit`` operator actions, newest first."""
     with db.begin() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT id, action, detail, actor, client_addr, source, result, error, recorded_at "
-                "FROM operator_actions ORDER BY recorded_at DESC, id DESC LIMIT :limit"
-            ),
-            {"limit": limit},
-        )
-        return [OperatorAction(*row) for row in rows]
+        return _recent_actions(conn, limit)
+
+
+def _recent_actions(conn: Connection, limit: int) -> list[OperatorAction]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, action, detail, actor, client_addr, source, result, error, recorded_at "
+            "FROM operator_actions ORDER BY recorded_at DESC, id DESC LIMIT :limit"
+        ),
+        {"limit": limit},
+    )
+    return [OperatorAction(*row) for row in rows]
 
 
 __all__ = [
@@ -292,7 +356,10 @@ __all__ = [
     "SIGNAL_COLUMNS",
     "OperatorAction",
     "Page",
+    "action_listing",
+    "newest_signal_time",
     "recent_actions",
+    "recently_finished",
     "record_action",
     "rejection_counts",
     "signal_counts",

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.incidents import reading
+from tapewatch.adapters.incidents import Listing, count_rows, open_first, reading
 
 #: The kinds the table accepts: one per health sensor, and failed Dagster runs (``orchestration.run_alerts``).
 KINDS: Final = ("api_connectivity", "data_quality", "system_performance", "dagster_run")
@@ -146,3 +146,29 @@ def list_health_incidents(
             {"kind": kind, "since": since, "limit": limit},
         )
         return [HealthIncident(*row) for row in rows]
+
+
+def health_listing(db: Database, *, limit: int = 100) -> Listing[HealthIncident]:
+    """The newest ``limit`` incidents and every open one however old (at most one per kind), open ones first,
+    then newest first; how many are stored (:func:`~tapewatch.adapters.incidents.count_rows`) and open."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1; got {limit}")
+    with reading(db, _TABLE) as conn:
+        newest = [
+            HealthIncident(*row)
+            for row in conn.execute(
+                sa.text(
+                    f"SELECT {_COLUMNS} FROM health_incidents ORDER BY started_at DESC, id DESC LIMIT :limit"
+                ),
+                {"limit": limit},
+            )
+        ]
+        opened = [
+            HealthIncident(*row)
+            for row in conn.execute(
+                sa.text(f"SELECT {_COLUMNS} FROM health_incidents WHERE ended_at IS NULL")
+            )
+        ]
+        total, more = count_rows(conn, _TABLE, len(newest), limit)
+    rows = open_first([*opened, *newest], is_open=lambda h: h.open, when=lambda h: h.started_at)
+    return Listing(rows=rows, limit=limit, total=total, open=len(opened), more=more)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -120,6 +120,53 @@ class IncidentRow:
             "recorded_at": self.recorded_at.isoformat(),
             "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
         }
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[R]):
+    """What a dashboard table shows of a table that keeps growing: every open row, whatever its age, and the
+    newest ``limit`` rows — open ones first, then newest first —, with how many rows are stored (``total``)
+    and how many of them are open (``open``)."""
+
+    rows: list[R]
+    limit: int
+    total: int
+    open: int
+    #: ``total`` is a floor: counting stopped there (:data:`COUNT_LIMIT`), more rows are stored
+    more: bool = False
+
+    @property
+    def capped(self) -> bool:
+        """Whether rows are left out (older closed ones)."""
+        return self.more or self.total > len(self.rows)
+
+
+#: Rows counted at most for a :class:`Listing`'s total (beyond, "10,000+"): the Health page counts every
+#: second, and a table that is never pruned would otherwise be scanned whole each time.
+COUNT_LIMIT: Final = 10_000
+
+
+def count_rows(conn: Connection, table: str, shown: int, limit: int) -> tuple[int, bool]:
+    """How many rows ``table`` (a name from the code, never from input) holds, given that the newest ``limit``
+    read gave ``shown``: those when fewer, else counted up to :data:`COUNT_LIMIT`; and whether there are more."""
+    if shown < limit:
+        return shown, False
+    counted = int(
+        conn.execute(
+            sa.text(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT :cap) AS t"), {"cap": COUNT_LIMIT + 1}
+        ).scalar_one()
+    )
+    return min(counted, COUNT_LIMIT), counted > COUNT_LIMIT
+
+
+def open_first(rows: Iterable[R], *, is_open: Callable[[R], bool], when: Callable[[R], Any]) -> list[R]:
+    """``rows`` without repeats (by ``id``), the open ones first, each group newest first (``when``, then id)."""
+    unique = {row.id: row for row in rows}.values()  # type: ignore[attr-defined]
+    newest = sorted(unique, key=lambda r: (when(r), r.id), reverse=True)  # type: ignore[attr-defined]
+    return sorted(newest, key=lambda r: not is_open(r))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,17 +288,19 @@ def open_incidents(db: Database, limit: int = 20) -> OpenIncidents:
 
     Raises StorageUnavailable when PostgreSQL cannot be reached, MigrationError when the table is missing."""
     with reading(db, "feed_incidents") as conn:
-        total = conn.execute(
-            sa.text("SELECT count(*) FROM feed_incidents WHERE resolved_at IS NULL")
-        ).scalar()
-        rows = conn.execute(
-            sa.text(
-                f"SELECT {_COLUMNS} FROM feed_incidents WHERE resolved_at IS NULL "
-                "ORDER BY recorded_at DESC, id DESC LIMIT :limit"
-            ),
-            {"limit": limit},
-        )
-        return OpenIncidents(int(total or 0), [IncidentRow(*row) for row in rows])
+        return _open_rows(conn, limit)
+
+
+def _open_rows(conn: Connection, limit: int) -> OpenIncidents:
+    total = conn.execute(sa.text("SELECT count(*) FROM feed_incidents WHERE resolved_at IS NULL")).scalar()
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_COLUMNS} FROM feed_incidents WHERE resolved_at IS NULL "
+            "ORDER BY recorded_at DESC, id DESC LIMIT :limit"
+        ),
+        {"limit": limit},
+    )
+    return OpenIncidents(int(total or 0), [IncidentRow(*row) for row in rows])
 
 
 def incident_counts(db: Database, since: datetime) -> dict[str, int]:
@@ -281,6 +330,30 @@ def list_incidents(
             {"kind": kind, "symbol": symbol, "limit": limit},
         )
         return [IncidentRow(*row) for row in rows]
+
+
+def incident_listing(db: Database, *, limit: int = 200, open_limit: int = 1000) -> Listing[IncidentRow]:
+    """The newest ``limit`` incidents and every open one however old (the newest ``open_limit`` of them: a
+    bound for a storm), open ones first, then newest first; how many are stored (:func:`count_rows`) and how
+    many are open."""
+    if limit < 1 or open_limit < 1:
+        raise ValueError(f"limit and open_limit must be >= 1; got {limit}, {open_limit}")
+    with reading(db, "feed_incidents") as conn:
+        newest = [
+            IncidentRow(*row)
+            for row in conn.execute(
+                sa.text(
+                    f"SELECT {_COLUMNS} FROM feed_incidents ORDER BY recorded_at DESC, id DESC LIMIT :limit"
+                ),
+                {"limit": limit},
+            )
+        ]
+        total, more = count_rows(conn, "feed_incidents", len(newest), limit)
+        opened = _open_rows(conn, open_limit)
+    rows = open_first(
+        [*opened.newest, *newest], is_open=lambda r: r.resolved_at is None, when=lambda r: r.recorded_at
+    )
+    return Listing(rows=rows, limit=limit, total=total, open=opened.total, more=more)
 
 
 @contextmanager

@@ -165,7 +165,9 @@ def test_performance_by_symbol_and_tier(backend: be.Backend) -> None:
 def test_quality_page(backend: be.Backend) -> None:
     seed_signals(backend.db)
     bands, cal, scatter, rejections, _banner, empty = quality.refresh_quality("30 days", 0)
-    assert sum(int(t.split("=")[1].split(" ")[0]) for t in bands.data[0].text) == 3
+    # "n=triggered/finished · avg R": the seeded three finished signals were all triggered
+    assert sum(int(t.split("/")[1].split(" ")[0]) for t in bands.data[0].text) == 3
+    assert sum(int(t.split("=")[1].split("/")[0]) for t in bands.data[0].text) == 3
     assert {trace.name for trace in rejections.data} == {"signal", "cooldown", "correlation"}
     assert sum(len(t.x) for t in scatter.data) == 3
     assert len(cal.data) == 2 and text_of(empty) == ""
@@ -262,7 +264,7 @@ def test_pause_and_resume_change_redis_and_are_recorded(backend: be.Backend) -> 
     assert "PAUSED" in text_of(control)
     assert health.resume(backend, WHO) == "resume done"
     assert not backend.redis.read_control().paused
-    _, _, _, action_rows, _banner = health.refresh_health(0, None)
+    _, _, _, action_rows, _banner, *_notes = health.refresh_health(0, None)
     assert [(a["action"], a["actor"], a["client_addr"], a["result"]) for a in action_rows] == [
         ("resume", "alice", "10.1.2.3", "ok"),
         ("pause", "alice", "10.1.2.3", "ok"),

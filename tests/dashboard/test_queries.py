@@ -98,6 +98,28 @@ def test_signal_counts(db: Database) -> None:
     assert q.signal_counts(db, T0 + DAY) == {"total": 0, "finished": 0, "open": 0}
 
 
+def test_recently_finished_and_the_newest_signal_time(db: Database) -> None:
+    assert q.newest_signal_time(db) is None and q.recently_finished(db, 0) == []
+    made = seed_signals(db)  # three finished (TP2 at +10 min, TP2, STOPPED at +3 min), one still open
+    assert q.newest_signal_time(db) == made["open"].event_time
+    rows = q.recently_finished(db, 0)
+    assert [(r["symbol"], r["state"]) for r in rows] == [
+        ("ETHUSDT", "STOPPED"),
+        ("BTCUSDT", "TP2"),
+        ("BTCUSDT", "TP2"),
+    ]
+    assert rows[0]["signal_id"] == made["loss"].signal_id and rows[0]["realised_r"] < 0
+    assert rows[0]["last_price"] == made["loss"].stop_loss  # the exit price
+    # since: by exit time; limit: the last to finish
+    assert [r["signal_id"] for r in q.recently_finished(db, rows[1]["exit_time"])] == [
+        made["loss"].signal_id,
+        made["win2"].signal_id,
+    ]
+    assert [r["signal_id"] for r in q.recently_finished(db, 0, limit=1)] == [made["loss"].signal_id]
+    with pytest.raises(ValueError, match="limit"):
+        q.recently_finished(db, 0, limit=0)
+
+
 def test_rejections_by_bucket_and_fate(db: Database) -> None:
     seed_signals(db)
     counts = q.rejection_counts(db, 0, T0 + DAY, 3_600_000)
