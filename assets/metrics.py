@@ -4,9 +4,19 @@ Both read the finished outcomes of ``signal_outcomes`` (``tapewatch.adapters.per
 with ``tapewatch.metrics`` and store the result in PostgreSQL (tables ``daily_metrics``, ``weekly_metrics``)
 and as asset metadata. Signals whose outcome is not final yet are left out and counted as
 ``signals_open``; materialising the partition again later (a backfill) gives the final numbers.
+
+Each reads more than its own period: the daily Sharpe ratio the ``metrics_sharpe_days`` (30) days ending at its
+day, the weekly trends the ``metrics_trend_weeks`` (8) weeks ending with its week. Both declare that look-back
+as their dependency on ``signal_outcomes`` (:func:`lookback`), so the asset graph knows it: outcomes settled
+later for an earlier day mark every partition that reads them stale in the UI, and a backfill of outcomes and
+metrics together materialises each metrics partition after all the outcomes it reads. The look-back lengths are
+read from the settings when the code location loads (like the schedules' times): a changed setting needs a
+reload, and a run whose settings differ from the declared look-back logs a warning.
 """
 
-from collections.abc import Mapping
+import logging
+import warnings
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -22,12 +32,52 @@ from tapewatch.adapters.performance_store import (
     save_weekly,
     unfinished_counts,
 )
+from tapewatch.errors import ConfigError
 from tapewatch.metrics import Summary
 from tapewatch.outcome import Outcome
 from tapewatch.quality import Tier
+from tapewatch.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 #: Weeks from Monday to Sunday (UTC); the key is the Monday.
 WEEKLY_PARTITIONS = dg.WeeklyPartitionsDefinition(start_date=PARTITIONS_START, day_offset=1, timezone="UTC")
+
+
+def lookback_lengths(load: Callable[[], Settings] = load_settings) -> tuple[int, int]:
+    """``(metrics_sharpe_days, metrics_trend_weeks)`` of the settings; the defaults, with a logged warning, when
+    the settings cannot be read (the code location still loads; the runs then fail on the same ConfigError)."""
+    try:
+        settings = load()
+    except ConfigError as exc:
+        log.warning("metrics look-backs use the defaults: %s", str(exc).replace("\n", " "))
+        settings = Settings.model_construct()
+    return settings.metrics_sharpe_days, settings.metrics_trend_weeks
+
+
+#: The look-backs declared in the asset graph, read when the code location loads.
+SHARPE_DAYS, TREND_WEEKS = lookback_lengths()
+
+
+def lookback(periods: int) -> dg.TimeWindowPartitionMapping:
+    """The dependency of a partition on the ``periods`` upstream partitions' worth of time ending with its own
+    (in the downstream's units: days for ``daily_metrics``, weeks for ``weekly_metrics``). Partitions before
+    the first one (the look-back of the first days and weeks after 2024-01-01) are left out, never "required
+    but nonexistent" (an asset backfill raises on those; Dagster 1.13.27 happens to leave windows before the
+    start out even without the flag, which states it)."""
+    with warnings.catch_warnings():  # the parameter is "beta" in Dagster 1.13: known, and tested here
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.TimeWindowPartitionMapping(
+            start_offset=-(periods - 1), allow_nonexistent_upstream_partitions=True
+        )
+
+
+def _declared(context: dg.AssetExecutionContext, name: str, used: int, declared: int) -> None:
+    if used != declared:
+        context.log.warning(
+            f"{name} is {used} but the asset graph declares a look-back of {declared} (read when the code "
+            "location loaded): reload it, or staleness and backfill order follow the old look-back"
+        )
 
 
 def summary_markdown(rows: dict[str, Summary]) -> str:
@@ -70,7 +120,7 @@ def period_outcomes(
 
 @dg.asset(
     partitions_def=DAILY_PARTITIONS,
-    deps=[signal_outcomes],
+    deps=[dg.AssetDep(signal_outcomes, partition_mapping=lookback(SHARPE_DAYS))],
     group_name="performance",
     description="Spec 9.1 daily metrics per tier and overall (UTC day of signal creation).",
 )
@@ -78,6 +128,7 @@ def daily_metrics(
     context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
 ) -> dg.MaterializeResult[Any]:
     cfg = settings.settings()
+    _declared(context, "metrics_sharpe_days", cfg.metrics_sharpe_days, SHARPE_DAYS)
     day = day_of_partition(context.partition_key)
     window_start = day - timedelta(days=cfg.metrics_sharpe_days - 1)
     with database.open() as db:
@@ -105,7 +156,7 @@ def week_of_partition(key: str) -> date:
 
 @dg.asset(
     partitions_def=WEEKLY_PARTITIONS,
-    deps=[signal_outcomes],
+    deps=[dg.AssetDep(signal_outcomes, partition_mapping=lookback(TREND_WEEKS))],
     group_name="performance",
     description="Spec 9.1 weekly metrics: best/worst symbols, strategy efficiency, quality trends.",
 )
@@ -113,6 +164,7 @@ def weekly_metrics(
     context: dg.AssetExecutionContext, settings: TapewatchSettings, database: DatabaseResource
 ) -> dg.MaterializeResult[Any]:
     cfg = settings.settings()
+    _declared(context, "metrics_trend_weeks", cfg.metrics_trend_weeks, TREND_WEEKS)
     monday = week_of_partition(context.partition_key)
     span_start = monday - timedelta(weeks=cfg.metrics_trend_weeks - 1)
     with database.open() as db:
@@ -155,8 +207,12 @@ def weekly_metrics(
 
 
 __all__ = [
+    "SHARPE_DAYS",
+    "TREND_WEEKS",
     "WEEKLY_PARTITIONS",
     "daily_metrics",
+    "lookback",
+    "lookback_lengths",
     "period_outcomes",
     "spec_numbers",
     "summary_markdown",

@@ -19,11 +19,20 @@ The check is partitioned like the asset (one result per day, so a run for anothe
 failing one) and judges the whole stored day (``disagreement_count`` over the day's recorded
 disagreements), not just this pass: a later pass with nothing left to compare still reports the
 disagreements an earlier pass of the same day found.
+
+The check ``klines_fetched`` (also one result per day) fails, naming the signals and the errors, when a run
+could not fetch the klines of some due signals of the day: those have no batch outcome, so the day's
+numbers miss them (or use their live outcome, when one finished). Every run asks again for every due signal
+of the day still without a batch outcome, so its result is the day's state; a run that fetched none (and
+fails) records it too. WARN on the first pass (the day's final pass asks again a few hours later), ERROR on
+any other run: the day's final numbers and report are then incomplete until a later run fetches them
+(``outcomes_catch_up_schedule`` in ``orchestration.performance`` retries the days before each final pass,
+for a bounded number of days; after that a run by hand).
 """
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -50,6 +59,7 @@ from tapewatch.signal_follow import open_signal
 PARTITIONS_START = "2024-01-01"
 DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
 AGREEMENT_CHECK = "batch_agrees_with_live"
+FETCH_CHECK = "klines_fetched"
 #: Kline requests in flight at once (the client's weight budget paces them further).
 FETCH_CONCURRENCY = 8
 #: aggTrades per request (Binance's maximum) and pages at most for one deciding minute (weight 20 each);
@@ -210,6 +220,42 @@ def agreement_check(run: BatchRun, day_total: int) -> dg.AssetCheckResult:
     )
 
 
+def fetch_check(
+    failed: Mapping[str, str], symbols: Mapping[str, str], first_pass: bool
+) -> dg.AssetCheckResult:
+    """The check result of one run: failed while the klines of some due signals could not be fetched
+    (``failed``: signal id -> error; ``symbols``: signal id -> symbol), listing them. WARN on the day's first
+    pass, which the final pass follows; ERROR otherwise: the day's final numbers miss those signals (or use
+    their unchecked live outcome)."""
+    rows = [
+        f"| {sid} | {symbols.get(sid, '?')} | {error.replace('|', '/').replace(chr(10), ' ')} |"
+        for sid, error in failed.items()
+    ]
+    retry = (
+        "the day's final pass asks again"
+        if first_pass
+        else "the day's numbers miss them (or use their live outcome) until a later run fetches them "
+        "(outcomes_catch_up_schedule, or a run by hand)"
+    )
+    return dg.AssetCheckResult(
+        check_name=FETCH_CHECK,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.WARN if first_pass else dg.AssetCheckSeverity.ERROR,
+        description=(
+            "every due signal of the day had its klines fetched"
+            if not failed
+            else f"the klines of {len(failed)} due signal(s) of the day could not be fetched, so they have no "
+            f"batch outcome: {retry}"
+        ),
+        metadata={
+            "fetch_failed": len(failed),
+            "list": dg.MetadataValue.md(
+                "\n".join(["| signal | symbol | error |", "|---|---|---|", *rows]) if rows else "none"
+            ),
+        },
+    )
+
+
 @dg.asset(
     partitions_def=DAILY_PARTITIONS,
     check_specs=[
@@ -219,7 +265,14 @@ def agreement_check(run: BatchRun, day_total: int) -> dg.AssetCheckResult:
             description="Finished live outcomes of the day agree with the batch outcome from 1-minute "
             "candles (judged over every disagreement stored for the day).",
             partitions_def=DAILY_PARTITIONS,  # one result per day: another day's run never overwrites it
-        )
+        ),
+        dg.AssetCheckSpec(
+            FETCH_CHECK,
+            asset="signal_outcomes",
+            description="The klines of every due signal of the day could be fetched (a signal whose klines "
+            "could not be has no batch outcome: the day's numbers miss it, or use its live outcome).",
+            partitions_def=DAILY_PARTITIONS,
+        ),
     ],
     group_name="performance",
     description="Authoritative outcomes of the day's finished ENTRY signals, from 1-minute klines.",
@@ -229,7 +282,7 @@ def signal_outcomes(
     settings: TapewatchSettings,
     database: DatabaseResource,
     binance: BinanceRestResource,
-) -> dg.MaterializeResult:  # type: ignore[type-arg]  # Dagster matches the bare class
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:  # type: ignore[type-arg]  # the bare class
     cfg = settings.settings()
     params = OutcomeParams.from_settings(cfg)
     day = day_of_partition(context.partition_key)
@@ -243,7 +296,8 @@ def signal_outcomes(
         )
         run = BatchRun(due=len(due))
         # the first pass (00:10) leaves a hole to a later pass; the final pass and runs by hand settle it
-        settle_holes = context.run.tags.get("tapewatch/pass") != "first"
+        first_pass = context.run.tags.get("tapewatch/pass") == "first"
+        settle_holes = not first_pass
         outcomes: list[Outcome] = []
         for entry, sig in due:
             got = fetched[sig.signal_id]
@@ -257,7 +311,9 @@ def signal_outcomes(
             run.record(entry.live, batch, cfg.outcome_pnl_tolerance, minutes)
             if batch is not None:
                 outcomes.append(batch)
+        fetch_result = fetch_check(run.failed, {s.signal_id: s.symbol for s in signals}, first_pass)
         if due and len(run.failed) == len(due):
+            yield fetch_result  # recorded though the run fails: the day's check names the signals
             raise dg.Failure(
                 description=f"no klines could be fetched for any of the {len(due)} signals of {day}; first "
                 f"error: {next(iter(run.failed.values()))}. Check TAPEWATCH_BINANCE_REST_URL and the network.",
@@ -266,7 +322,7 @@ def signal_outcomes(
         day_total = disagreement_count(db, day_ms(day), day_ms(day + timedelta(days=1)))
     for signal_id, error in run.failed.items():
         context.log.warning("signal %s: klines not fetched: %s", signal_id, error)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "day": day.isoformat(),
             "signals_pending": len(pending),
@@ -284,13 +340,14 @@ def signal_outcomes(
                 for how in ("exact", "capped")
             },
         },
-        check_results=[agreement_check(run, day_total)],
+        check_results=[agreement_check(run, day_total), fetch_result],
     )
 
 
 __all__ = [
     "AGREEMENT_CHECK",
     "DAILY_PARTITIONS",
+    "FETCH_CHECK",
     "PARTITIONS_START",
     "Fetched",
     "agreement_check",
@@ -299,6 +356,7 @@ __all__ = [
     "day_ms",
     "day_of_partition",
     "fetch_candles",
+    "fetch_check",
     "fetch_deciding_trades",
     "fetch_klines",
     "fetch_trades",

@@ -13,6 +13,11 @@
   03:55 UTC) for the week that just ended.
 - ``monthly_report_job``: ``monthly_report``; ``monthly_report_schedule`` 50 min after the final pass of the
   month's last day (defaults: the 1st, 04:15 UTC) for the month before.
+- ``outcomes_catch_up_schedule``: at each final pass's tick, ``daily_performance_job`` again (tag
+  ``tapewatch/pass=catch-up``) for each of the :data:`CATCH_UP_DAYS` days before the final pass's day that
+  still holds ENTRY signals without a batch outcome (klines that could not be fetched, a run that failed):
+  their final passes are over, so nothing else would ask again. Older days stay failing in the
+  ``klines_fetched`` check until a run by hand.
 
 Why after the final pass: the weekly and monthly numbers read the stored outcomes, and those of the period's
 last day are all final only after its final pass; the 30/50 min leave the daily runs time to finish (and
@@ -37,10 +42,14 @@ from datetime import UTC, date, datetime, time, timedelta
 import dagster as dg
 
 from assets.metrics import daily_metrics, weekly_metrics
-from assets.outcomes import PARTITIONS_START, signal_outcomes
+from assets.outcomes import PARTITIONS_START, day_ms, signal_outcomes
 from assets.reports import daily_report, monthly_report, weekly_report
+from orchestration.resources import DatabaseResource
 from tapewatch.adapters.dagster_runs import RETRY_TAGS
-from tapewatch.errors import ConfigError
+from tapewatch.adapters.db import Database
+from tapewatch.adapters.performance_store import entries_to_settle
+from tapewatch.errors import ConfigError, TapewatchError
+from tapewatch.metrics import day_of
 from tapewatch.outcome import OpenSignal, OutcomeParams
 from tapewatch.outcome_batch import last_end
 from tapewatch.quality import Tier
@@ -60,6 +69,8 @@ FINAL_MARGIN = timedelta(minutes=10)
 #: After the final pass of a period's last day: the daily runs' time to finish before the reports read it.
 WEEKLY_DELAY = timedelta(minutes=30)
 MONTHLY_DELAY = timedelta(minutes=50)
+#: Days before a final pass's day whose signals still without a batch outcome its tick runs again.
+CATCH_UP_DAYS = 7
 
 daily_performance_job = dg.define_asset_job(
     "daily_performance_job",
@@ -211,6 +222,66 @@ def monthly_key(now: datetime, times: ReportTimes = REPORT_TIMES) -> str | None:
     return first.isoformat() if first >= _FIRST_DAY else None
 
 
+def catch_up_window(now: datetime, times: ReportTimes = REPORT_TIMES) -> tuple[date, date] | None:
+    """``[first, end)``: the :data:`CATCH_UP_DAYS` days before the day whose final pass runs at tick ``now``
+    (from the first partition on); None when ``now`` is no final pass's time or no such day exists yet."""
+    ended = now.astimezone(UTC) - times.final
+    if ended != _midnight(ended):
+        return None
+    end = ended.date() - _DAY  # the final pass's own day: its pass runs at this tick
+    first = max(end - timedelta(days=CATCH_UP_DAYS), _FIRST_DAY)
+    return (first, end) if first < end else None
+
+
+def unsettled_days(db: Database, first: date, end: date) -> list[date]:
+    """The days of ``[first, end)`` with ENTRY signals that have no finished batch outcome, oldest first."""
+    return sorted({day_of(p.signal.event_time) for p in entries_to_settle(db, day_ms(first), day_ms(end))})
+
+
+def catch_up_schedule(times: ReportTimes, note: str = "") -> dg.ScheduleDefinition:
+    """``outcomes_catch_up_schedule``: at the final pass's time, the days before it still holding signals
+    without a batch outcome (read from PostgreSQL), each run again."""
+    _, hour, minute = _clock(times.final)
+
+    @dg.schedule(
+        name="outcomes_catch_up_schedule",
+        cron_schedule=f"{minute} {hour} * * *",
+        execution_timezone="UTC",
+        job=daily_performance_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            f"At each final pass ({_hhmm(times.final)}): outcomes, metrics and report again for each of the "
+            f"{CATCH_UP_DAYS} days before the final pass's day that still holds ENTRY signals without a batch "
+            f"outcome (klines not fetched, a failed run).{note}"
+        ),
+    )
+    def outcomes_catch_up_schedule(
+        context: dg.ScheduleEvaluationContext, database: DatabaseResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time
+        window = catch_up_window(now, times)
+        if window is None:
+            return dg.SkipReason(f"no day to catch up on at {now:%Y-%m-%d %H:%M}")
+        first, end = window
+        try:
+            with database.open() as db:
+                days = unsettled_days(db, first, end)
+        except TapewatchError as exc:
+            return dg.SkipReason(f"days {first} .. {end - _DAY} not checked: {exc}")
+        if not days:
+            return dg.SkipReason(f"every signal of {first} .. {end - _DAY} has its batch outcome")
+        return [
+            dg.RunRequest(
+                run_key=f"{day}:catch-up:{end}",  # one a tick: a day still unsettled runs again the next one
+                partition_key=day.isoformat(),
+                tags={"tapewatch/pass": "catch-up"},
+            )
+            for day in days
+        ]
+
+    return outcomes_catch_up_schedule
+
+
 def _hhmm(offset: timedelta) -> str:
     _, hour, minute = _clock(offset)
     return f"{hour:02}:{minute:02} UTC"
@@ -324,10 +395,16 @@ def report_schedules(
 daily_report_schedule, weekly_report_schedule, monthly_report_schedule = report_schedules(
     REPORT_TIMES, _TIMES_NOTE
 )
+outcomes_catch_up_schedule = catch_up_schedule(REPORT_TIMES, _TIMES_NOTE)
 
 
 defs = dg.Definitions(
     assets=[signal_outcomes, daily_metrics, weekly_metrics, daily_report, weekly_report, monthly_report],
     jobs=[daily_performance_job, weekly_performance_job, monthly_report_job],
-    schedules=[daily_report_schedule, weekly_report_schedule, monthly_report_schedule],
+    schedules=[
+        daily_report_schedule,
+        weekly_report_schedule,
+        monthly_report_schedule,
+        outcomes_catch_up_schedule,
+    ],
 )

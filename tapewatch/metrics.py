@@ -11,8 +11,9 @@ Definitions (the README repeats them for operators):
 - **Sharpe ratio**: of the daily R series (the sum of ``pnl_r`` of each UTC day's signals, a day without
   signals counting 0): ``mean / sample stdev (n-1) × sqrt(365)`` — crypto trades every day of the year, and the
   risk-free rate is 0 (R is already excess over flat). None with no variation, or with fewer than
-  ``MIN_SHARPE_SIGNAL_DAYS`` (5) days *with signals* in the window: one day of v among N empty ones always
-  gives sign(v)·sqrt(365/N) (−3.49 for a single losing day in 30), a number that says nothing. The daily
+  ``MIN_SHARPE_SIGNAL_DAYS`` (5) days *with a triggered signal* in the window: one day of v among N empty
+  ones always gives sign(v)·sqrt(365/N) (−3.49 for a single losing day in 30), a number that says nothing,
+  and a day whose signals never triggered adds exactly 0 R, as an empty one does. The daily
   block uses the trailing ``sharpe_days`` (30) days ending at its day, the weekly block its 7 days,
   :func:`summarize` the days from the first to the last signal (or the range given).
 - **From SQL**: a consumer that aggregates in the database (the dashboard) computes a :class:`Tally` (counts
@@ -45,6 +46,7 @@ from tapewatch.metrics_series import (
     max_drawdown,
     sharpe_from_sums,
     sharpe_ratio,
+    sharpe_signal_days,
     slope,
     window_sharpe,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "period_metrics",
     "sharpe_from_sums",
     "sharpe_ratio",
+    "sharpe_signal_days",
     "slope",
     "summarize",
     "summary_of",

@@ -18,8 +18,10 @@ DAY_MS = 86_400_000
 EPOCH = date(1970, 1, 1)
 #: Periods per year of the daily series, for the Sharpe ratio.
 DAYS_PER_YEAR = 365
-#: Fewest UTC days with at least one signal in a Sharpe window for the ratio to be given (None below): with
-#: k active days among N the ratio is a function of those k values and N, an artefact for small k.
+#: Fewest UTC days with at least one *triggered* signal in a Sharpe window for the ratio to be given (None
+#: below): with k active days among N the ratio is a function of those k values and N, an artefact for small
+#: k. A day whose signals all stayed untriggered adds exactly 0 R, like a day without signals, so it is no
+#: active day (counting it let one losing day among 29 zeros show sign(v)·sqrt(365/30) = −3.49).
 MIN_SHARPE_SIGNAL_DAYS = 5
 
 
@@ -41,8 +43,8 @@ def sharpe_ratio(daily_r: Sequence[float]) -> float | None:
 def sharpe_from_sums(days: int, total: float, total_sq: float, signal_days: int) -> float | None:
     """:func:`sharpe_ratio` of a daily R series given only its length, its sum and its sum of squares (days
     without signals add 0 to both): what a database can aggregate. None below 2 days, without variation, or
-    with fewer than :data:`MIN_SHARPE_SIGNAL_DAYS` of the days having a signal (``signal_days``), as
-    :func:`window_sharpe`."""
+    with fewer than :data:`MIN_SHARPE_SIGNAL_DAYS` of the days having a triggered signal (``signal_days``:
+    the caller counts days with a triggered signal, as :func:`sharpe_signal_days`), as :func:`window_sharpe`."""
     if days < 2 or signal_days < MIN_SHARPE_SIGNAL_DAYS:
         return None
     mean = total / days
@@ -81,9 +83,16 @@ def daily_r(outcomes: Iterable[Outcome], first: date, last: date) -> list[float]
     return [by_day[first + timedelta(days=i)] for i in range((last - first).days + 1)]
 
 
+def sharpe_signal_days(outcomes: Iterable[Outcome]) -> int:
+    """How many UTC days of creation the *triggered* ``outcomes`` span: the days that count towards
+    :data:`MIN_SHARPE_SIGNAL_DAYS` (an untriggered signal adds exactly 0 R, as an empty day does)."""
+    return len({day_of(o.signal.created) for o in outcomes if o.triggered})
+
+
 def window_sharpe(outcomes: Sequence[Outcome], first: date, last: date) -> float | None:
     """:func:`sharpe_ratio` of the daily R of ``outcomes`` from ``first`` to ``last``; None when fewer than
-    :data:`MIN_SHARPE_SIGNAL_DAYS` of those days have a signal (see :mod:`tapewatch.metrics`)."""
-    if len({day_of(o.signal.created) for o in outcomes}) < MIN_SHARPE_SIGNAL_DAYS:
+    :data:`MIN_SHARPE_SIGNAL_DAYS` of those days have a triggered signal (:func:`sharpe_signal_days`; see
+    :mod:`tapewatch.metrics`)."""
+    if sharpe_signal_days(outcomes) < MIN_SHARPE_SIGNAL_DAYS:
         return None
     return sharpe_ratio(daily_r(outcomes, first, last))

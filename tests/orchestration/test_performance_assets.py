@@ -36,7 +36,7 @@ from dagster._utils.schedules import (  # dagster's own cron reading (lists too)
 )
 
 from assets.metrics import daily_metrics, weekly_metrics
-from assets.outcomes import AGREEMENT_CHECK, signal_outcomes
+from assets.outcomes import AGREEMENT_CHECK, FETCH_CHECK, signal_outcomes
 from assets.reports import daily_report, monthly_report, weekly_report
 from orchestration import performance
 from orchestration.performance import (
@@ -214,8 +214,10 @@ def test_outcomes_metrics_and_report_of_a_day(
     assert values["filled_missed_by_live"] == 2 and values["disagreed_with_live"] == 1
     assert values["fetch_failed"] == 0 and values["incomplete_klines"] == 0
 
-    (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == AGREEMENT_CHECK and not check.passed
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks[FETCH_CHECK].passed  # every due signal's klines were fetched
+    check = checks[AGREEMENT_CHECK]
+    assert not check.passed
     assert check.severity is dg.AssetCheckSeverity.WARN
     listing = check.metadata["list"].value
     assert planted_sig.signal_id in listing and "TP2" in listing and "EXPIRED" in listing
@@ -255,7 +257,7 @@ def test_outcomes_metrics_and_report_of_a_day(
     }
     assert meta2["signals_pending"] == 0 and meta2["due"] == 0
     # ... but the day's check still fails: it judges every disagreement stored for the day
-    (final,) = again.get_asset_check_evaluations()
+    final = next(c for c in again.get_asset_check_evaluations() if c.check_name == AGREEMENT_CHECK)
     assert not final.passed and final.partition == D
     assert final.metadata["disagreements"].value == 1 and final.metadata["found_by_this_run"].value == 0
 
@@ -327,6 +329,14 @@ def test_unknown_symbol_is_counted_and_an_unreachable_exchange_fails_clearly(
             for k, v in mixed.asset_materializations_for_node("signal_outcomes")[0].metadata.items()
         }
         assert meta["due"] == 2 and meta["fetch_failed"] == 1 and meta["written"] == 1
+        # ... and the day's check fails, naming it: the signal has no batch outcome, the day's numbers miss it
+        fetched = next(c for c in mixed.get_asset_check_evaluations() if c.check_name == FETCH_CHECK)
+        assert not fetched.passed and fetched.partition == D
+        assert fetched.severity is dg.AssetCheckSeverity.ERROR  # not the first pass: no scheduled retry today
+        listing = str(fetched.metadata["list"].value)
+        assert signal_id_for("NOSUCHUSDT", "LONG", D_MS + 60 * M) in listing and "NOSUCHUSDT" in listing
+        assert "-1121" in listing or "Invalid symbol" in listing
+        assert fetched.metadata["fetch_failed"].value == 1
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

@@ -121,6 +121,24 @@ def test_the_sharpe_ratio_needs_five_days_with_signals() -> None:
     assert fifth.by_tier["MEDIUM"].sharpe_ratio == pytest.approx(sharpe_ratio([0.0] * 25 + [-1.0995] * 5))
 
 
+def test_days_whose_signals_never_triggered_do_not_count_towards_the_five() -> None:
+    """Four days whose only signal never triggered (0 R each) and one losing day: one day carries R among 30,
+    so the ratio would be −sqrt(365/30) = −3.49 whatever the loss. No ratio; a fifth triggered day gives it."""
+    untriggered = [
+        scenario_outcome("untriggered", MONDAY - d * 24 * H + H, signal_id=f"u{d}") for d in (1, 2, 3, 4)
+    ]
+    assert all(not o.triggered and o.pnl_r == 0.0 for o in untriggered)
+    loss = scenario_outcome("loss", MONDAY + H, signal_id="loss")
+    assert daily_metrics([*untriggered, loss], DAY).overall.sharpe_ratio is None
+    assert summarize([*untriggered, loss]).sharpe_ratio is None
+    triggered = [
+        scenario_outcome("loss", MONDAY - d * 24 * H + 2 * H, signal_id=f"t{d}") for d in (1, 2, 3, 4)
+    ]
+    assert daily_metrics([*untriggered, *triggered, loss], DAY).overall.sharpe_ratio == pytest.approx(
+        sharpe_ratio([0.0] * 25 + [-1.0995] * 5)
+    )
+
+
 def test_spec_keys() -> None:
     spec = daily_metrics(fixed_set(), DAY).overall.to_spec()
     assert list(spec) == [
