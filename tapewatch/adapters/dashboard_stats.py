@@ -64,7 +64,7 @@ WITH days AS (
     GROUP BY GROUPING SETS ((s.symbol, day), (s.priority, day), (day))
 )
 SELECT level, symbol, tier, sum(n), sum(triggered), sum(wins), sum(holds), sum(hold_ms), sum(r), sum(pct),
-    sum(quality), sum(r * r), min(day), max(day), count(*)
+    sum(quality), sum(r * r), min(day), max(day), count(*) FILTER (WHERE triggered > 0)
 FROM days GROUP BY level, symbol, tier
 """
 # The order the signals ended, which the drawdowns and the equity curve walk (the pure definitions in

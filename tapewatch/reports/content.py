@@ -26,6 +26,7 @@ from tapewatch.metrics import (
     daily_metrics,
     day_of,
     period_metrics,
+    sharpe_signal_days,
     summarize,
     symbol_totals,
     weekly_metrics,
@@ -203,12 +204,12 @@ def _summaries(data: ReportInput, last_day: date) -> tuple[Summary, dict[Tier, S
 
 
 def _signal_days(data: ReportInput, members: Sequence[Outcome]) -> int:
-    """Days with signals in the overall Sharpe window: the ``sharpe_days`` ending at a daily report's day,
-    else the period."""
+    """Days with a triggered signal in the overall Sharpe window (:func:`sharpe_signal_days`, the days the
+    Sharpe guard counts): the ``sharpe_days`` ending at a daily report's day, else the period."""
     if data.kind != "daily":
-        return len({day_of(o.signal.created) for o in members})
+        return sharpe_signal_days(members)
     since = data.first_day - timedelta(days=data.sharpe_days - 1)
-    return len({d for o in data.outcomes if since <= (d := day_of(o.signal.created)) <= data.first_day})
+    return sharpe_signal_days(o for o in data.outcomes if since <= day_of(o.signal.created) <= data.first_day)
 
 
 def build_content(data: ReportInput) -> ReportContent:

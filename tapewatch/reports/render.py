@@ -205,7 +205,7 @@ def sections(c: ReportContent) -> list[Section]:
 
 
 def _sharpe_notes(c: ReportContent) -> list[str]:
-    """How the Sharpe column is computed, and why it may be "—" (too few days with signals)."""
+    """How the Sharpe column is computed, and why it may be "—" (too few days with a triggered signal)."""
     window = (
         f"the daily R series over the {c.sharpe_days} days ending this day"
         if c.kind == "daily"
@@ -213,10 +213,12 @@ def _sharpe_notes(c: ReportContent) -> list[str]:
     )
     notes = [
         f"Sharpe: {window}, mean / stdev × √365; shown as — when fewer than {MIN_SHARPE_SIGNAL_DAYS} of those "
-        "days have signals (of that tier), where it would only reflect how many days the window has."
+        "days have a triggered signal (of that tier), where it would only reflect how many days the window has."
     ]
     if c.signal_days < MIN_SHARPE_SIGNAL_DAYS:
-        notes.append(f"Only {c.signal_days} day(s) with signals in the Sharpe window: no Sharpe ratio yet.")
+        notes.append(
+            f"Only {c.signal_days} day(s) with a triggered signal in the Sharpe window: no Sharpe ratio yet."
+        )
     return notes
 
 

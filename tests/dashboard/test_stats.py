@@ -162,6 +162,17 @@ def test_sharpe_of_a_chosen_period_counts_its_days_without_signals(db: Database)
     assert everything.overall.sharpe_ratio == pytest.approx(metrics.sharpe_ratio(daily[1:]), rel=1e-9)
 
 
+def test_days_whose_signals_never_triggered_do_not_make_a_sharpe_ratio(db: Database) -> None:
+    """Four days of untriggered signals (0 R each, as an empty day) and one losing day: the daily R series is one
+    value among zeros, whose ratio is an artefact of the window (−√(365/N)): no ratio, as the Dagster metrics."""
+    made = [finished("BTCUSDT", D0 + d * DAY_MS + 10 * HOUR, 0.0, triggered=False) for d in range(4)]
+    outcomes = store_finished(db, [*made, finished("ETHUSDT", D0 + 4 * DAY_MS + 10 * HOUR, -1.0)])
+    got = ds.performance(db, D0, D0 + 7 * DAY_MS)
+    assert got.overall.signals_generated == 5 and got.overall.sharpe_ratio is None
+    overall, _ = metrics.period_metrics(outcomes, metrics.day_of(D0), metrics.day_of(D0) + timedelta(6))
+    assert overall.sharpe_ratio is None
+
+
 def test_sql_aggregates_equal_the_metrics_of_the_reports(db: Database) -> None:
     rng = random.Random(3)
     made = []

@@ -241,7 +241,7 @@ def test_summary_columns_and_the_sharpe_needs_five_days_with_signals() -> None:
     r = render(build_content(daily_input()), "2024-03-04")
     header = _markdown_table(r.markdown, "Performance (spec 9.1)")[0]
     assert "| total % of capital |" in header and "| total % |" not in header
-    assert "Only 1 day(s) with signals in the Sharpe window: no Sharpe ratio yet." in r.markdown
+    assert "Only 1 day(s) with a triggered signal in the Sharpe window: no Sharpe ratio yet." in r.markdown
     # five days with signals in the week: a ratio, and no "only" note
     week = tuple(o for d in (0, 1, 2, 4, 6) for o in fixed_set(MONDAY + d * 86_400_000))
     c = build_content(
@@ -252,6 +252,19 @@ def test_summary_columns_and_the_sharpe_needs_five_days_with_signals() -> None:
     all_row = _markdown_table(text, "Performance (spec 9.1)")[2]
     assert all_row.split(" | ")[8] == f"{c.overall.sharpe_ratio:.2f}"
     assert "no Sharpe ratio yet" not in text
+    # days whose signals all expired untriggered add 0 R, as empty days: they do not count towards the five
+    idle = tuple(scenario_outcome("untriggered", MONDAY + d * 86_400_000) for d in (1, 2, 4, 6))
+    c = build_content(
+        ReportInput(
+            kind="weekly",
+            first_day=DAY,
+            end_day=date(2024, 3, 11),
+            generated_at=NOW,
+            outcomes=(*fixed_set(MONDAY), *idle),
+        )
+    )
+    assert c.signal_days == 1 and c.overall.sharpe_ratio is None
+    assert "Only 1 day(s) with a triggered signal" in render(c, "2024-03-04").markdown
 
 
 def test_html_aligns_text_columns_left_and_numbers_right() -> None:
