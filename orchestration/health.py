@@ -11,13 +11,16 @@ Sensors (running by default; each keeps its memory in its cursor, JSON):
   again) failed, and doubles the next dwell, up to ``backup_max_dwell`` (``tapewatch.health.FeedDwell``).
   REST down or the service down is an incident reported, never a switch (``judge_connectivity``).
 - ``data_quality_sensor`` (60 s): anomalies beyond ``anomaly_threshold`` standard deviations in price jumps,
-  spreads and message rates per symbol, and overall message and resync rates (``tapewatch.anomaly``) →
-  signalling paused; ``data_quality_clean_checks`` clean checks → resumed.
+  spreads and message rates per symbol, and overall in the symbols' message rate relative to their own usual
+  rates and in the resync rate (``tapewatch.anomaly``) → signalling paused; ``data_quality_clean_checks``
+  clean checks → resumed.
 - ``system_performance_sensor`` (30 s): CPU above ``cpu_threshold`` % or memory above ``memory_threshold`` %
-  of the realtime service's host (the ``host_cpu``/``host_memory`` its heartbeat carries; the worst shard host;
-  else psutil on the machine running the sensor) → the universe is capped at half its size (again while the
-  overload lasts, never below ``min_universe_under_load``); ``performance_clear_checks`` healthy checks → the
-  cap the operator had before is restored.
+  of the realtime service's host (the ``host_cpu``, averaged over 60 s, and ``host_memory`` its heartbeat
+  carries; the worst shard host; else psutil on the machine running the sensor) for ``performance_trip_checks``
+  checks in a row → the universe is capped at half its size (again while the overload lasts, never below
+  ``min_universe_under_load``); ``performance_clear_checks`` checks in a row at or below the lower restore
+  thresholds (doubled after each restore a new cut followed soon: ``tapewatch.health.RestoreWait``) → the cap
+  the operator had before is restored.
 
 Every action opens a health incident and every recovery closes it (``tapewatch.adapters.health_store``).
 Sensors launch no runs: each tick ends with a skip reason saying what it saw and did.

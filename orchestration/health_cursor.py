@@ -45,13 +45,17 @@ class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):
     """``cap``: the universe cap this sensor set and holds (None: none; kept past the recovery while it is
     lost with Redis's data); ``previous_cap``: the one to restore on recovery (the operator's); ``pending``:
     incident changes not recorded yet; ``recovered``: what it did before its cursor was lost has been read
-    back from durable state."""
+    back from durable state; ``restored_ms``: when it last restored the universe (wall clock, ms; None:
+    never); ``relapses``: restores in a row that a new shrink followed within the probation (the calm checks
+    a restore waits for double with each: ``tapewatch.health.RestoreWait``)."""
 
     streak: Streak = msgspec.field(default_factory=Streak)
     cap: int | None = None
     previous_cap: int | None = None
     pending: Pending = ()
     recovered: bool = False
+    restored_ms: int | None = None
+    relapses: int = 0
 
 
 def sensor_result(message: str, cursor: msgspec.Struct, warning: str | None) -> dg.SensorResult:

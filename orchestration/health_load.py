@@ -1,9 +1,16 @@
 """``system_performance_sensor`` (30 s): CPU or memory overload of the realtime service's host halves the
-universe, again while it lasts; healthy checks restore the operator's cap. The load is the one the realtime
-instances publish in their heartbeats (``host_cpu``, ``host_memory``; the worst host of the shards), or, when
-no live heartbeat carries it, the machine running the sensor's (psutil); the tick and the incident say which.
+universe, again while it lasts; calm checks restore the operator's cap. The load is the one the realtime
+instances publish in their heartbeats (``host_cpu``: the host's CPU averaged over the last 60 s;
+``host_memory``; the worst host of the shards), or, when no live heartbeat carries it, the machine running the
+sensor's (psutil, averaged the same way over its ticks); the tick and the incident say which.
+
+An overload must last (``performance_trip_checks`` checks in a row, 3 min by default) to cut; a restore waits
+for ``performance_clear_checks`` checks in a row at or below the lower restore thresholds
+(``cpu_restore_threshold``, ``memory_restore_threshold``), twice as many after each restore a new cut followed
+within ``performance_relapse_within`` (``tapewatch.health.RestoreWait``), so the universe does not flap.
 See ``orchestration.health`` for what the health sensors share."""
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,17 +27,19 @@ from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.errors import TapewatchError
 from tapewatch.health import (
+    CpuAverage,
     Held,
     HostLoad,
+    PendingIncident,
+    RestoreWait,
     Streak,
     Transition,
+    cpu_busy_total,
     decode_state,
-    host_load,
+    heartbeat_load,
     overload,
     queued,
-    realtime_instances,
     shrunk_universe,
-    worst_load,
 )
 
 _RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -54,9 +63,23 @@ def _recover_cap(
     return state, f"; open incident {incident.id} taken back"
 
 
-def measure_load() -> tuple[float, float]:
-    """CPU use over one second and memory use, both in % of the machine."""
-    return psutil.cpu_percent(interval=1.0), psutil.virtual_memory().percent
+class LocalLoad:
+    """This machine's CPU use, averaged like a heartbeat's (:class:`tapewatch.health.CpuAverage`, sampled at
+    each tick; over one second at the first, which has nothing to compare with), and its memory use, in %."""
+
+    def __init__(self) -> None:
+        self._cpu = CpuAverage()
+
+    def _sample(self) -> float | None:
+        busy, total = cpu_busy_total(psutil.cpu_times()._asdict())
+        return self._cpu.add(time.monotonic(), busy, total)
+
+    def __call__(self) -> tuple[float, float]:
+        cpu = self._sample()
+        if cpu is None:
+            time.sleep(1.0)
+            cpu = self._sample()
+        return (cpu if cpu is not None else 0.0), psutil.virtual_memory().percent
 
 
 #: Where the load comes from when no realtime heartbeat carries it.
@@ -67,12 +90,7 @@ def realtime_load(rs: RedisState) -> HostLoad | None:
     """The worst host load the live realtime instances (the service, or its shards) published in their
     heartbeats; None when none did (none beats, or a service from before it published its load)."""
     beats = rs.heartbeats()
-    loads = [
-        load
-        for name, beat in realtime_instances(beats, REALTIME, realtime_shards(beats)).items()
-        if beat is not None and (load := host_load(f"{name} on {beat.host or 'an unnamed host'}", beat.info))
-    ]
-    return worst_load(loads)
+    return heartbeat_load(beats, REALTIME, realtime_shards(beats))
 
 
 def _load(redis: RedisResource, measure: Callable[[], tuple[float, float]]) -> HostLoad:
@@ -107,8 +125,10 @@ def _shrink(
     values: dict[str, Any],
     fallback: int,
     floor: int,
+    relapse: str = "",
 ) -> tuple[PerformanceState, str]:
-    """Halve the universe (a trip, or an escalation while the overload lasts); the new state and a note."""
+    """Halve the universe (a trip, or an escalation while the overload lasts); the new state and a note.
+    ``relapse``: what the incident's reason adds when this trip follows a restore too soon."""
     live = rs.read_control().max_universe
     ours = whose(rs, "max_universe", control_text(state.cap), control_text(live)) is not Held.GONE
     if state.cap is not None and ours:
@@ -129,13 +149,11 @@ def _shrink(
     change = incident_change(
         "system_performance",
         "open",
-        f"{'; '.join(values['problems'])} ({values['source']})",
+        f"{'; '.join(values['problems'])} ({values['source']}){relapse}",
         {**values, "cap": cap, "previous_cap": previous},
         note.removeprefix(" -> "),
     )
-    return PerformanceState(
-        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change), recovered=True
-    ), note
+    return _acted(state, streak, cap, previous, change), note
 
 
 def _restore(
@@ -165,11 +183,22 @@ def _restore(
     else:
         recovery = f"universe cap {live} set by someone else since the shrink, left as is"
     change = incident_change("system_performance", "close", recovery, values)
-    cap, previous = kept
-    state = PerformanceState(
-        streak=streak, cap=cap, previous_cap=previous, pending=queued(state.pending, change), recovered=True
+    return _acted(state, streak, *kept, change), f" -> {recovery}"
+
+
+def _acted(
+    state: PerformanceState, streak: Streak, cap: int | None, previous: int | None, change: PendingIncident
+) -> PerformanceState:
+    """``state`` after a shrink or a restore: its streak, the cap it holds and the one to restore, and the
+    incident change queued (what else it keeps, its restores' record included, stays)."""
+    return replace(
+        state,
+        streak=streak,
+        cap=cap,
+        previous_cap=previous,
+        pending=queued(state.pending, change),
+        recovered=True,
     )
-    return state, f" -> {recovery}"
 
 
 def _lift_lost_cap(rs: RedisState, state: PerformanceState) -> tuple[PerformanceState, str]:
@@ -190,6 +219,21 @@ def _lift_lost_cap(rs: RedisState, state: PerformanceState) -> tuple[Performance
         back = "lifted" if state.previous_cap is None else f"back to {state.previous_cap}"
         return forgotten, f" -> universe cap {back} (its cap {state.cap} was lost with Redis's data)"
     return forgotten, ""
+
+
+def _relapses(state: PerformanceState, move: Transition, wait: RestoreWait, now_ms: int) -> tuple[int, str]:
+    """The failed restores in a row after this check's ``move`` (a new cut within the probation of the last
+    restore is one more; any other cut starts again from none), and what a failed one adds to the reason."""
+    if move is not Transition.TRIP:
+        return state.relapses, ""
+    if not wait.relapsed(restored_ms=state.restored_ms, now_ms=now_ms) or state.restored_ms is None:
+        return 0, ""
+    relapses = state.relapses + 1
+    ago = (now_ms - state.restored_ms) / 1000
+    return relapses, (
+        f"; restore failed: overloaded again {ago:.0f} s after it, the next restore waits for"
+        f" {wait.required(relapses)} calm checks (failed restores in a row: {relapses})"
+    )
 
 
 def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorDefinition:
@@ -224,9 +268,28 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
             cpu_threshold=s.cpu_threshold,
             memory_threshold=s.memory_threshold,
         )
-        streak, move = state.streak.step(
-            bool(problems), trip_after=s.performance_trip_checks, clear_after=s.performance_clear_checks
+        # above a restore threshold: not an overload, nor calm enough to put the symbols cut back
+        high = overload(
+            cpu_percent=cpu,
+            memory_percent=memory,
+            cpu_threshold=s.cpu_restore_threshold,
+            memory_threshold=s.memory_restore_threshold,
         )
+        wait = RestoreWait(
+            clear_after=s.performance_clear_checks,
+            max_clear=s.performance_max_clear_checks,
+            probation_s=s.performance_relapse_within,
+        )
+        clear_after = wait.required(state.relapses)
+        streak, move = (
+            state.streak.between()
+            if high and not problems
+            else state.streak.step(
+                bool(problems), trip_after=s.performance_trip_checks, clear_after=clear_after
+            )
+        )
+        now_ms = int(time.time() * 1000)
+        relapses, relapse = _relapses(state, move, wait, now_ms)
         new = replace(state, streak=streak)
         values = {"cpu_percent": cpu, "memory_percent": memory, "problems": problems, "source": load.source}
         note = ""
@@ -234,21 +297,32 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
             with redis.open() as rs:
                 if move in (Transition.TRIP, Transition.ESCALATE):
                     new, note = _shrink(
-                        rs, state, streak, move, values, s.universe_size, s.min_universe_under_load
+                        rs, state, streak, move, values, s.universe_size, s.min_universe_under_load, relapse
                     )
+                    new = replace(new, relapses=relapses)
                 elif move is Transition.RECOVER:
                     new, note = _restore(rs, state, streak, values)
+                    new = replace(new, restored_ms=now_ms)
                 elif state.cap is not None and not streak.tripped:
                     new, note = _lift_lost_cap(rs, new)
         except TapewatchError as exc:  # Redis: the action did not take effect
-            thresholds = (s.performance_trip_checks, s.performance_clear_checks)
+            thresholds = (s.performance_trip_checks, clear_after)
             return retry_next_tick(state, state.streak, move, thresholds, exc, warning)
         pending, unrecorded = record_incidents(database, new.pending)
-        head = "; ".join(problems) if problems else f"CPU {cpu:.0f} %, memory {memory:.0f} %: fine"
+        if problems:
+            head = "; ".join(problems)
+        elif high and streak.tripped:
+            head = f"{'; '.join(high)} (restore threshold): not calm enough to restore the universe"
+        else:
+            head = f"CPU {cpu:.0f} %, memory {memory:.0f} %: fine"
         head = f"{head} ({load.source})"
+        if streak.tripped and not problems and not high:
+            note += f" (calm checks {streak.passes} of {wait.required(new.relapses)} before the restore)"
+        if move is Transition.TRIP and relapse:
+            note += relapse
         return sensor_result(f"{head}{note}{recovered}{unrecorded}", replace(new, pending=pending), warning)
 
     return system_performance_sensor
 
 
-system_performance_sensor = performance_sensor(measure_load)
+system_performance_sensor = performance_sensor(LocalLoad())

@@ -76,11 +76,7 @@ def data_quality_sensor(
         }
         totals = None
         if metrics.get("updated_ms"):
-            totals = TotalsSample(
-                int(metrics["updated_ms"]),
-                _count(metrics.get("messages")),
-                _count(metrics.get("resyncs")),
-            )
+            totals = TotalsSample(int(metrics["updated_ms"]), _count(metrics.get("resyncs")))
         judged, found = assess(state, samples, totals, config)
         streak, move = judged.streak.step(found.dirty, trip_after=1, clear_after=s.data_quality_clean_checks)
         # every field assess() judged, plus what only this sensor keeps
@@ -123,6 +119,7 @@ def data_quality_sensor(
         else "no anomaly"
     )
     tail = f"{found.symbols} symbols, {found.judged} values judged, {found.unknown} unknown"
+    tail += f"; {found.note}" if found.note else ""
     return sensor_result(f"{head}{done} ({tail}){recovered}{note}", replace(new, pending=pending), warning)
 
 

@@ -1,5 +1,6 @@
 """What the realtime service publishes to Redis once a second: its heartbeat (as :func:`component_name`, with
-its process's and host's load: :class:`LoadSampler`), each symbol's feed stats, the metrics dict
+its process's and host's load: :class:`LoadSampler`), each symbol's feed stats (and their removal once the
+symbol left the universe: :func:`publish_feeds`), the metrics dict
 (:func:`service_metrics`, plus the websocket silence of each route and of the worst: :class:`RouteSilence`),
 a shard's 1m closes and the newest signal (:func:`signal_record`, what ``tapewatch status`` shows). Redis
 being away is counted as ``redis_errors`` and logged, never fatal."""
@@ -10,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 import psutil
@@ -21,7 +22,16 @@ from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.book import BookState
 from tapewatch.errors import StorageUnavailable
-from tapewatch.health import HOST_CPU, HOST_MEMORY, PROCESS_CPU, PROCESS_RSS, WS_SILENT, ws_silent_key
+from tapewatch.health import (
+    HOST_CPU,
+    HOST_MEMORY,
+    PROCESS_CPU,
+    PROCESS_RSS,
+    WS_SILENT,
+    CpuAverage,
+    cpu_busy_total,
+    ws_silent_key,
+)
 from tapewatch.parse import MALFORMED_REASONS
 from tapewatch.sharding import Shard
 from tapewatch.signal import Signal
@@ -193,13 +203,17 @@ def silence_metrics(routes: Mapping[Path, int]) -> dict[str, int]:
 
 
 class LoadSampler:
-    """What the heartbeat says of the load: this process's CPU % and resident bytes (``cpu``, ``rss``, as the
-    dashboard publishes its own) and its host's CPU % and memory % (``host_cpu``, ``host_memory``: what the
-    system performance sensor judges). psutil reads /proc and does not block: CPU % is measured between two
-    samples (``interval=None``), so the first sample has none rather than a false 0 %."""
+    """What the heartbeat says of the load: this process's CPU % since the previous beat and resident bytes
+    (``cpu``, ``rss``, as the dashboard publishes its own), its host's memory % now (``host_memory``) and its
+    host's CPU % averaged over the last 60 s (``host_cpu``: :class:`tapewatch.health.CpuAverage` of the
+    host's cumulative CPU times, sampled at each beat — the system performance sensor judges these two). psutil
+    reads /proc and does not block; CPU % is measured between samples, so the first beat has none rather than
+    a false 0 %, and the host's covers less than 60 s during the service's first minute."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._process = psutil.Process()
+        self._host_cpu = CpuAverage()
+        self._clock = clock
         self._first = True
         self._failed = False
 
@@ -209,18 +223,38 @@ class LoadSampler:
             with self._process.oneshot():
                 cpu = self._process.cpu_percent(interval=None)
                 rss = self._process.memory_info().rss
-            host_cpu = psutil.cpu_percent(interval=None)
+            busy, total = cpu_busy_total(psutil.cpu_times()._asdict())
             host_memory = psutil.virtual_memory().percent
         except (psutil.Error, OSError) as exc:
             if not self._failed:
                 log.warning("cannot read this process's or host's load for the heartbeat: %s", exc)
             self._failed = True
             return {}
+        host_cpu = self._host_cpu.add(self._clock(), busy, total)
         out: dict[str, int | float] = {PROCESS_RSS: int(rss), HOST_MEMORY: round(host_memory, 1)}
         if not self._first:
-            out |= {PROCESS_CPU: round(cpu, 1), HOST_CPU: round(host_cpu, 1)}
+            out[PROCESS_CPU] = round(cpu, 1)
+        if host_cpu is not None:
+            out[HOST_CPU] = round(host_cpu, 1)
         self._first = False
         return out
+
+
+async def publish_feeds(
+    redis: AsyncRedisState, service: FeedService, published: set[str], ttl_s: float
+) -> None:
+    """Publish the feed stats of each symbol of the universe, then remove those of the symbols published
+    before that have left it (``published``: the symbols whose stats this instance wrote and has not removed,
+    kept up to date). Left alone, a symbol's stats would stay in Redis until they expire (``ttl_s``), and
+    the data-quality sensor would count a symbol no longer followed. Removed here, after the publish, by the
+    one task that writes them: a removal elsewhere could run between a publish's read of the universe and its
+    write, and the write would bring the stats back. A removal Redis refused is retried at the next publish."""
+    for symbol in service.universe:
+        await redis.publish_feed(symbol, service.feed(symbol), ttl_s=ttl_s)
+        published.add(symbol)
+    for symbol in sorted(published - set(service.universe)):
+        await redis.remove_feed(symbol)
+        published.discard(symbol)
 
 
 def published_metrics(service: FeedService) -> dict[str, int | float]:
@@ -253,6 +287,7 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
     pool = service.pool
     silence = RouteSilence(pool.route_frames(), time.monotonic())
     load = LoadSampler()
+    feeds: set[str] = set()
     while True:
         service.observe()
         expected = bool(service.universe) and not service.backup.on
@@ -265,8 +300,7 @@ async def publish_loop(service: FeedService, interval: float = 1.0) -> None:
             await redis.beat(
                 service.component, ttl_s=max(10.0, interval * 10), info=_heartbeat_info(service, pid, load)
             )
-            for symbol in service.universe:
-                await redis.publish_feed(symbol, service.feed(symbol), ttl_s=max(60.0, interval * 60))
+            await publish_feeds(redis, service, feeds, ttl_s=max(60.0, interval * 60))
             await redis.publish_metrics(published_metrics(service), service.component)
             if service.closes is not None:
                 await service.closes.publish(service.followed)

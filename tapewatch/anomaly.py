@@ -6,7 +6,8 @@ Series checked at every call (one per minute):
 
 - per symbol: ``price_jump`` = ``|ln(price / previous price)|`` between two checks, ``spread`` (relative,
   as published), ``message_rate`` = new messages per second since the previous check;
-- overall (the realtime metrics hash): ``message_rate`` and ``resync_rate`` (book resyncs per second).
+- overall: ``relative_message_rate`` (:func:`relative_rate`: the symbols' message rates summed, over the sum of
+  their own usual rates) and ``resync_rate`` (book resyncs per second, from the realtime metrics hash).
 
 Rolling mean and variance are exponentially weighted over ``window`` checks (``alpha = 2 / (window + 1)``),
 so the cursor holds three numbers per series, not a window of values. A value is anomalous when the series
@@ -38,6 +39,7 @@ STD_FLOOR: dict[str, float] = {
     "price_jump": 1e-4,  # 1 bp of log return
     "spread": 1e-5,  # 0.1 bp
     "message_rate": 0.5,  # messages per second
+    "relative_message_rate": 0.02,  # 2 % of the symbols' usual rate
     "resync_rate": 0.02,  # resyncs per second (about one a minute)
 }
 #: Relative floor: std is at least this share of |mean| (:data:`REL_STD_FLOOR_DEFAULT` for kinds not listed).
@@ -48,10 +50,13 @@ STD_FLOOR: dict[str, float] = {
 #: spread must exceed ``1 + k/2`` times its mean (2.5x at k = 3) to count, which a real blow-out does.
 REL_STD_FLOOR: dict[str, float] = {"spread": 0.5}
 REL_STD_FLOOR_DEFAULT = 0.05
-_BOTH_WAYS = frozenset({"message_rate"})
-#: A change of the number of symbols followed (share of it) across which the overall message rate is not judged.
+_BOTH_WAYS = frozenset({"message_rate", "relative_message_rate"})
+#: A change of the symbols measured (symbols in one check's set and not the other's, as a share of the larger
+#: set) beyond which the overall message rate is not judged at that check.
 UNIVERSE_CHANGE = 0.1
 OVERALL = "*"
+#: The overall series; any other kind an older cursor holds under :data:`OVERALL` is dropped.
+OVERALL_SERIES = frozenset({"relative_message_rate", "resync_rate"})
 
 
 class Stat(msgspec.Struct, frozen=True, array_like=True):
@@ -77,13 +82,16 @@ class Stat(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Prev(msgspec.Struct, frozen=True, kw_only=True):
-    """What a symbol (or the totals) looked like at the previous check, for jumps and rates."""
+    """What a symbol (or the totals) looked like at the previous check, for jumps and rates.
+
+    ``members`` (overall only): the symbols whose message rate was measured at the last check that measured
+    any (a cursor written before it has none: the next check is compared with nothing)."""
 
     ts_ms: int = 0
     price: float | None = None
     messages: int | None = None
     resyncs: int | None = None
-    symbols: int = 0  # the totals: symbols followed at that check
+    members: tuple[str, ...] = ()
 
 
 class SeriesState(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,10 +121,9 @@ class FeedSample:
 
 @dataclass(frozen=True, slots=True)
 class TotalsSample:
-    """The realtime service's totals (its metrics hash): messages and resyncs since it started."""
+    """The realtime service's totals (its metrics hash): book resyncs since it started."""
 
     updated_ms: int
-    messages: int | None
     resyncs: int | None
 
 
@@ -165,7 +172,8 @@ class QualityConfig:
 @dataclass(frozen=True, slots=True)
 class Assessment:
     """What one check found: the anomalies, whether the check is dirty, how many values were judged,
-    how many were unknown (None in the feed), and counter resets seen (a restarted service)."""
+    how many were unknown (None in the feed), and counter resets seen (a restarted service); ``note``: why
+    the overall message rate was not judged, when a change of the symbols measured stopped it ("" else)."""
 
     anomalies: list[Anomaly]
     dirty: bool
@@ -174,6 +182,7 @@ class Assessment:
     resets: int
     symbols: int
     details: dict[str, int] = field(default_factory=dict)
+    note: str = ""
 
 
 def assess(
@@ -189,23 +198,33 @@ def assess(
     found: list[Anomaly] = []
     counts = {"judged": 0, "unknown": 0, "resets": 0}
     series: dict[str, SeriesState] = {}
+    rates: dict[str, tuple[float, Stat]] = {}  # symbol -> its message rate now, its statistics before it
     for symbol, feed in sorted(feeds.items()):
         old = state.series.get(symbol, SeriesState())
         values = _feed_values(old.prev, feed, counts)
+        if values is not None and "message_rate" in values:
+            rates[symbol] = (values["message_rate"], old.stats.get("message_rate", Stat()))
         prev = Prev(ts_ms=feed.updated_ms, price=feed.last_price, messages=feed.messages)
         series[symbol] = _judge(symbol, old, values, prev, config, found, counts)
+    old = state.series.get(OVERALL, SeriesState())
+    # statistics of a kind no longer judged (an older cursor's total or per-symbol message rate) are dropped
+    old = SeriesState(prev=old.prev, stats={k: v for k, v in old.stats.items() if k in OVERALL_SERIES})
+    overall: dict[str, float] = {}
+    members, note = old.prev.members, ""
+    if rates:
+        members = tuple(sorted(rates))
+        relative, note = relative_rate(rates, old.prev.members, config.min_samples)
+        if relative is not None:
+            overall["relative_message_rate"] = relative
+    ts_ms, resyncs = old.prev.ts_ms, old.prev.resyncs
     if totals is not None:
-        old = state.series.get(OVERALL, SeriesState())
-        if old.prev.symbols == 0 and "message_rate" in old.stats:
-            # a cursor from before the rate was judged per symbol: its statistics are of the total rate
-            old = SeriesState(
-                prev=old.prev, stats={k: v for k, v in old.stats.items() if k != "message_rate"}
-            )
-        values = _per_symbol(_total_values(old.prev, totals, counts), len(feeds), old.prev.symbols)
-        prev = Prev(
-            ts_ms=totals.updated_ms, messages=totals.messages, resyncs=totals.resyncs, symbols=len(feeds)
-        )
-        series[OVERALL] = _judge(OVERALL, old, values, prev, config, found, counts)
+        overall |= _total_values(old.prev, totals, counts) or {}
+        ts_ms, resyncs = max(ts_ms, totals.updated_ms), totals.resyncs
+    if rates or totals is not None:
+        prev = Prev(ts_ms=ts_ms, resyncs=resyncs, members=members)
+        series[OVERALL] = _judge(OVERALL, old, overall, prev, config, found, counts)
+    elif OVERALL in state.series:
+        series[OVERALL] = old
     anomalous_symbols = {a.symbol for a in found if a.symbol != OVERALL}
     needed = symbols_needed(len(feeds), config)
     dirty = any(a.symbol == OVERALL for a in found) or len(anomalous_symbols) >= needed
@@ -217,6 +236,7 @@ def assess(
         resets=counts["resets"],
         symbols=len(feeds),
         details={"anomalous_symbols": len(anomalous_symbols), "symbols_needed": needed},
+        note=note,
     )
     return QualityState(series=series, streak=state.streak), assessment
 
@@ -261,33 +281,42 @@ def symbols_needed(symbols: int, config: QualityConfig) -> int:
     return symbols
 
 
+def relative_rate(
+    rates: Mapping[str, tuple[float, Stat]], before: tuple[str, ...], min_samples: int
+) -> tuple[float | None, str]:
+    """The overall message rate of one check, like with like: the message rates of the symbols measured now
+    (``rates``: each symbol's rate and its own statistics before it), summed, over the sum of the same
+    symbols' own usual rates (their rolling means) — about 1 on a calm feed, whichever symbols are followed.
+    Only symbols past their own warm-up (``min_samples``) count. A total divided by the number of symbols was
+    no such thing: a universe cut keeps the busiest symbols (its rate per symbol rises), and the feed stats
+    of the symbols cut linger in Redis until they expire (their count stays, the rate per symbol halves).
+
+    None (with a note saying why) when nothing can be judged: no warm symbol, their usual rates too low to
+    divide by, or the symbols measured changed by more than :data:`UNIVERSE_CHANGE` since the previous check
+    that measured any (``before``: those symbols; a rescan, the load sensor's cut or its restore) — that
+    check is skipped, not alarmed on: its intervals may straddle the change."""
+    if before:
+        changed = len(set(rates) ^ set(before))
+        if changed > UNIVERSE_CHANGE * max(len(rates), len(before)):
+            return None, (
+                f"overall message rate not judged: the symbols measured changed ({len(before)} -> "
+                f"{len(rates)}, {changed} in or out)"
+            )
+    warm = [(rate, stat.mean) for rate, stat in rates.values() if stat.n >= min_samples]
+    usual = sum(mean for _, mean in warm)
+    if not warm or usual < STD_FLOOR["message_rate"]:
+        return None, ""
+    return sum(rate for rate, _ in warm) / usual, ""
+
+
 def _total_values(prev: Prev, totals: TotalsSample, counts: dict[str, int]) -> dict[str, float] | None:
     if totals.updated_ms <= prev.ts_ms:
         return None
-    values: dict[str, float] = {}
-    for name, old, new in (
-        ("message_rate", prev.messages, totals.messages),
-        ("resync_rate", prev.resyncs, totals.resyncs),
-    ):
-        if new is None:
-            counts["unknown"] += 1
-            continue
-        rate = _rate(old, new, prev.ts_ms, totals.updated_ms, counts)
-        if rate is not None:
-            values[name] = rate
-    return values
-
-
-def _per_symbol(values: dict[str, float] | None, symbols: int, before: int) -> dict[str, float] | None:
-    """The service's message rate per symbol followed, so that a universe resized on purpose (a rescan, the
-    load sensor's shrink and its restore) is no anomaly; not judged at all across a change of more than
-    :data:`UNIVERSE_CHANGE` of the symbols (the interval mixes both sizes)."""
-    if values is None or "message_rate" not in values:
-        return values
-    if symbols == 0 or (before and abs(symbols - before) > UNIVERSE_CHANGE * before):
-        # no symbol to share it (no feed stats published), or the interval mixes two universe sizes
-        return {k: v for k, v in values.items() if k != "message_rate"}
-    return {**values, "message_rate": values["message_rate"] / symbols}
+    if totals.resyncs is None:
+        counts["unknown"] += 1
+        return None
+    rate = _rate(prev.resyncs, totals.resyncs, prev.ts_ms, totals.updated_ms, counts)
+    return None if rate is None else {"resync_rate": rate}
 
 
 def _rate(old: int | None, new: int, old_ms: int, new_ms: int, counts: dict[str, int]) -> float | None:

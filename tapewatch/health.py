@@ -18,7 +18,11 @@ Nothing here reads a clock: "now" and every measurement are arguments.
   websockets silent again soon after it), up to a maximum: a lying probe costs a switch every dwell, not
   every few checks.
 - :func:`overload`: CPU or memory above its threshold, of the worst realtime host (:func:`worst_load`, from
-  the heartbeats' ``host_cpu``/``host_memory``); :func:`shrunk_universe` halves the universe.
+  the heartbeats' ``host_cpu``/``host_memory``; :func:`heartbeat_load`); :func:`shrunk_universe` halves the
+  universe. The host CPU a heartbeat carries is averaged over :data:`HOST_CPU_SPAN_S` (:class:`CpuAverage`),
+  never one short reading: a one-second spike is no overload. A universe cut is restored only after a run of
+  checks below the (lower) restore thresholds, as many as :class:`RestoreWait` asks: doubled after each
+  restore that the overload followed within its probation.
 - :func:`held`: whether a control value a sensor set (a pause, a universe cap) is still its own to lift, lost
   with Redis's data (the realtime service writes it back), or someone else's now.
 - Data quality: :mod:`tapewatch.anomaly`.
@@ -31,9 +35,10 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -82,6 +87,11 @@ class Streak(msgspec.Struct, frozen=True, kw_only=True):
             return Streak(), Transition.RECOVER
         # a passing check breaks a run of failures
         return Streak(failures=0, passes=passes if self.tripped else 0, tripped=self.tripped), Transition.NONE
+
+    def between(self) -> tuple[Streak, Transition]:
+        """The streak after a check that neither fails nor passes (a load above the restore threshold but
+        not above the trip threshold): it breaks both runs, a run of failures and a run of passes."""
+        return Streak(tripped=self.tripped), Transition.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +299,77 @@ def overload(
     return problems
 
 
+@dataclass(frozen=True, slots=True)
+class RestoreWait:
+    """How many calm checks in a row (below the restore thresholds) the system performance sensor waits for
+    before it restores the universe it cut: ``clear_after``, doubled for each failed restore in a row, at
+    most ``max_clear``. A restore failed when a new cut came within ``probation_s`` of it: putting the
+    symbols back brought the overload back, and restoring as soon again would flap."""
+
+    clear_after: int
+    max_clear: int
+    probation_s: float
+
+    def __post_init__(self) -> None:
+        if self.clear_after < 1 or self.max_clear < self.clear_after or self.probation_s < 0:
+            raise ValueError(
+                f"need 1 <= clear_after <= max_clear and probation_s >= 0; got clear_after={self.clear_after},"
+                f" max_clear={self.max_clear}, probation_s={self.probation_s}"
+            )
+
+    def required(self, relapses: int) -> int:
+        """The calm checks in a row a restore waits for after ``relapses`` failed restores in a row."""
+        return min(self.max_clear, self.clear_after << min(max(relapses, 0), 32))
+
+    def relapsed(self, *, restored_ms: int | None, now_ms: int) -> bool:
+        """Whether a cut now means the restore at ``restored_ms`` (None: none) failed: it came within the
+        probation."""
+        return restored_ms is not None and now_ms - restored_ms < self.probation_s * 1000
+
+
 #: The heartbeat details of a realtime instance's host load (%, psutil) and its own process's CPU % and
-#: resident bytes (``cpu``, ``rss``: the keys the dashboard publishes too).
+#: resident bytes (``cpu``, ``rss``: the keys the dashboard publishes too). ``host_cpu`` is the host's CPU
+#: averaged over the last :data:`HOST_CPU_SPAN_S` seconds (:class:`CpuAverage`); ``host_memory`` the memory
+#: in use when the beat was written (a level, not a rate); ``cpu`` this process's CPU since the previous beat.
 HOST_CPU, HOST_MEMORY, PROCESS_CPU, PROCESS_RSS = "host_cpu", "host_memory", "cpu", "rss"
+#: The span (s) the host CPU of a heartbeat (``host_cpu``) is averaged over.
+HOST_CPU_SPAN_S = 60.0
+
+
+def cpu_busy_total(times: Mapping[str, float]) -> tuple[float, float]:
+    """(busy, total) CPU seconds of a ``psutil.cpu_times()`` reading (as a dict), counted as psutil's
+    ``cpu_percent`` counts them: idle and iowait are not busy; guest times are already in user and nice."""
+    total = sum(times.values()) - times.get("guest", 0.0) - times.get("guest_nice", 0.0)
+    return total - times.get("idle", 0.0) - times.get("iowait", 0.0), total
+
+
+class CpuAverage:
+    """A host's CPU % averaged over the last ``span_s`` seconds, from its cumulative busy and total CPU
+    seconds (:func:`cpu_busy_total`) sampled now and then — at each heartbeat, each sensor tick. One
+    short reading (``cpu_percent`` over a second) swings with every burst: a Dagster run starting, a
+    garbage collection, a reconnect; the load that calls for fewer symbols is the one that lasts."""
+
+    def __init__(self, span_s: float = HOST_CPU_SPAN_S) -> None:
+        if not span_s > 0:
+            raise ValueError(f"span_s must be > 0; got {span_s}")
+        self.span_s = span_s
+        self._samples: deque[tuple[float, float, float]] = deque()
+
+    def add(self, now_s: float, busy_s: float, total_s: float) -> float | None:
+        """Fold in a sample taken at ``now_s`` (a monotonic clock, s) and return the CPU % from the newest
+        earlier sample at least ``span_s`` old (the oldest one while the history is shorter) to this one;
+        None without an earlier sample or CPU time elapsed since it. A clock or counter that went back (a
+        host whose counters restarted) starts the history afresh."""
+        last = self._samples[-1] if self._samples else None
+        if last is not None and (now_s < last[0] or total_s < last[2]):
+            self._samples.clear()
+        self._samples.append((now_s, busy_s, total_s))
+        while len(self._samples) > 2 and self._samples[1][0] <= now_s - self.span_s:
+            self._samples.popleft()
+        _, busy0, total0 = self._samples[0]
+        if total_s <= total0:
+            return None
+        return min(100.0, max(0.0, 100.0 * (busy_s - busy0) / (total_s - total0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +394,27 @@ def _percent(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 100.0:
         return None
     return float(value)
+
+
+class Beat(Protocol):
+    """What :func:`heartbeat_load` reads of a heartbeat (``tapewatch.adapters.redis_state.Heartbeat``)."""
+
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def info(self) -> Mapping[str, object]: ...
+
+
+def heartbeat_load(beats: Mapping[str, Beat | None], single: str, shards: Sequence[str]) -> HostLoad | None:
+    """The worst host load the live realtime instances (:func:`realtime_instances`: the single instance
+    ``single`` or the ``shards``) published in their heartbeats (``beats``; None: expired); None when none
+    did. What the system performance sensor judges, and the dashboard shows."""
+    loads = [
+        load
+        for name, beat in realtime_instances(beats, single, shards).items()
+        if beat is not None and (load := host_load(f"{name} on {beat.host or 'an unnamed host'}", beat.info))
+    ]
+    return worst_load(loads)
 
 
 def worst_load(loads: Sequence[HostLoad]) -> HostLoad | None:

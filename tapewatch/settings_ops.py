@@ -183,17 +183,77 @@ class OperationsSettings(BaseModel):
         5, ge=1, le=1000, description="Consecutive clean data-quality checks before signalling resumes."
     )
     cpu_threshold: float = Field(
-        80, gt=0, le=100, description="CPU use (%) above which the universe shrinks."
+        80,
+        gt=0,
+        le=100,
+        description="Host CPU use (%, averaged over the last 60 s) above which the universe shrinks.",
     )
     memory_threshold: float = Field(
         85, gt=0, le=100, description="Memory use (%) above which the universe shrinks."
     )
+    cpu_restore_threshold: float = Field(
+        70,
+        ge=0,
+        lt=100,
+        description="A shrunk universe is restored only while host CPU (%, 60 s average) stays at or below "
+        "this; below cpu_threshold.",
+    )
+    memory_restore_threshold: float = Field(
+        75,
+        ge=0,
+        lt=100,
+        description="A shrunk universe is restored only while memory use (%) stays at or below this; below "
+        "memory_threshold.",
+    )
+
+    @field_validator("cpu_restore_threshold", "memory_restore_threshold")
+    @classmethod
+    def _check_restore_threshold(cls, value: float, info: ValidationInfo) -> float:
+        name = (info.field_name or "").replace("_restore", "")
+        bound = info.data.get(name)
+        if bound is not None and value >= bound:
+            raise ValueError(
+                f"must be below {name} ({bound:g}): else the load that just shrank the universe counts as calm "
+                "enough to restore it, and the universe flaps"
+            )
+        return value
+
     performance_trip_checks: int = Field(
-        2, ge=1, le=1000, description="Consecutive overloaded checks before the universe shrinks (again)."
+        6,
+        ge=1,
+        le=1000,
+        description="Consecutive overloaded checks (30 s apart: 6 = 3 min) before the universe shrinks (again).",
     )
     performance_clear_checks: int = Field(
-        10, ge=1, le=1000, description="Consecutive healthy checks before the universe cap is lifted."
+        10,
+        ge=1,
+        le=1000,
+        description="Consecutive checks below the restore thresholds before the universe cap is lifted; "
+        "doubled after each failed restore.",
     )
+    performance_max_clear_checks: int = Field(
+        120,
+        ge=1,
+        le=100_000,
+        description="The most performance_clear_checks grows to by doubling (120 = 1 h at 30 s); at least "
+        "performance_clear_checks.",
+    )
+    performance_relapse_within: float = Field(
+        1800,
+        ge=0,
+        le=86_400,
+        description="A new shrink this soon (s) after a restore means the restore failed: the next restore "
+        "waits twice as many calm checks (0: never).",
+    )
+
+    @field_validator("performance_max_clear_checks")
+    @classmethod
+    def _check_max_clear_checks(cls, value: int, info: ValidationInfo) -> int:
+        bound = info.data.get("performance_clear_checks")
+        if bound is not None and value < bound:
+            raise ValueError(f"must be at least performance_clear_checks ({bound})")
+        return value
+
     min_universe_under_load: int = Field(
         5, ge=1, le=2000, description="The universe is never shrunk below this many symbols."
     )

@@ -1,6 +1,10 @@
-"""System: CPU and memory (the host, and each tapewatch process on it), messages per second per stream,
-event→signal latency p50/p99, event-loop lag, websocket reconnects, book resyncs, PostgreSQL/Redis status and
-the heartbeat age of every process — live."""
+"""System: CPU and memory (the realtime service's host, and each tapewatch process), messages per second per
+stream, event→signal latency p50/p99, event-loop lag, websocket reconnects, book resyncs, PostgreSQL/Redis
+status and the heartbeat age of every process — live.
+
+The host CPU and memory are the ones the realtime heartbeat publishes (``host_cpu``: averaged over the last
+60 s; ``host_memory``; with shards the worst host), the figures the system performance sensor judges against
+its thresholds — not the dashboard's own host, which may be another machine, read over the last second."""
 
 from __future__ import annotations
 
@@ -8,19 +12,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import dash
-import psutil
 from dash import Input, Output, State, callback, dcc, html
 
 from dashboard import backend as be
 from dashboard import ui
 from dashboard.process_usage import ProcessSampler, this_host, usage_from_info
 from dashboard.realtime_status import UPDATED, RealtimeStatus, status_of
+from tapewatch.adapters.redis_keys import REALTIME
+from tapewatch.adapters.redis_state import realtime_shards
 from tapewatch.errors import StorageUnavailable
+from tapewatch.health import HostLoad, heartbeat_load
 
 HISTORY_POINTS = 300
 RATE_PREFIX = "msgs_per_s_"
 NO_METRICS = "No realtime metrics yet — start the service with `tapewatch run` (or `make demo`)."
 NOT_RUNNING = "The realtime service is not running (no heartbeat): start it with `tapewatch run`."
+#: The label of the host CPU: the realtime heartbeat's, averaged as the performance sensor judges it.
+HOST_CPU_LABEL = "host CPU (60 s avg)"
 
 
 def layout(**_: Any) -> html.Div:
@@ -106,8 +114,8 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
     realtime = status_of(beats, metrics, backend.settings.dashboard_stale_after)
     live = realtime.fresh(now)
     figures = {k: v for k, v in metrics.items() if k != UPDATED}
-    cpu = psutil.cpu_percent(interval=None)
-    memory = psutil.virtual_memory().percent
+    load = heartbeat_load(beats, REALTIME, realtime_shards(beats))
+    cpu, memory = (load.cpu_percent, load.memory_percent) if load is not None else (None, None)
     rates = {k.removeprefix(RATE_PREFIX): v for k, v in figures.items() if k.startswith(RATE_PREFIX)}
     tone = "" if live else "stale"
 
@@ -115,8 +123,7 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
         return ui.kpi(label if live or value == "—" else f"{label} (stale)", value, tone)
 
     kpis = [
-        ui.kpi("host CPU", f"{cpu:.0f} %", "bad" if cpu > backend.settings.cpu_threshold else ""),
-        ui.kpi("host memory", f"{memory:.0f} %", "bad" if memory > backend.settings.memory_threshold else ""),
+        *_host_kpis(load, backend.settings.cpu_threshold, backend.settings.memory_threshold),
         figure_kpi("messages/s", ui.fmt_num(sum(rates.values()), 0) if rates else "—"),
         figure_kpi("event→signal p50", _ms(figures.get("signal_latency_ms_p50"))),
         figure_kpi("event→signal p99", _ms(figures.get("signal_latency_ms_p99"))),
@@ -162,6 +169,18 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
     )
 
 
+def _host_kpis(load: HostLoad | None, cpu_threshold: float, memory_threshold: float) -> list[html.Div]:
+    """The realtime host's CPU (60 s average) and memory, as its heartbeat publishes them and the system
+    performance sensor judges them (red above the thresholds); "—" while no live heartbeat carries them."""
+    if load is None:
+        return [ui.kpi(HOST_CPU_LABEL, "—"), ui.kpi("host memory", "—")]
+    cpu, memory = load.cpu_percent, load.memory_percent
+    return [
+        ui.kpi(HOST_CPU_LABEL, f"{cpu:.0f} %", "bad" if cpu > cpu_threshold else ""),
+        ui.kpi("host memory", f"{memory:.0f} %", "bad" if memory > memory_threshold else ""),
+    ]
+
+
 def _notice(realtime: RealtimeStatus, now: int, figures: dict[str, float], problems: list[str]) -> html.Div:
     """What the realtime figures are: nothing to say when live; why they are stale, or absent, otherwise."""
     if realtime.fresh(now) or problems:
@@ -175,7 +194,9 @@ def _notice(realtime: RealtimeStatus, now: int, figures: dict[str, float], probl
     )
 
 
-def _trend_point(now: int, cpu: float, memory: float, figures: dict[str, float]) -> dict[str, Any]:
+def _trend_point(
+    now: int, cpu: float | None, memory: float | None, figures: dict[str, float]
+) -> dict[str, Any]:
     # stale latency is not plotted as if measured now
     return {
         "t": now,
@@ -189,8 +210,8 @@ def _trend_point(now: int, cpu: float, memory: float, figures: dict[str, float])
 def _trend(history: list[dict[str, Any]]) -> Any:
     trend = ui.figure(height=240)
     times = [ui.fmt_time(int(p["t"])) for p in history]
-    trend.add_scatter(x=times, y=[p["cpu"] for p in history], name="CPU %", mode="lines")
-    trend.add_scatter(x=times, y=[p["memory"] for p in history], name="memory %", mode="lines")
+    trend.add_scatter(x=times, y=[p["cpu"] for p in history], name="host CPU % (60 s avg)", mode="lines")
+    trend.add_scatter(x=times, y=[p["memory"] for p in history], name="host memory %", mode="lines")
     trend.add_scatter(x=times, y=[p["p99"] for p in history], name="latency p99 ms", mode="lines", yaxis="y2")
     trend.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "ms"})
     return trend

@@ -7,21 +7,26 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
+import psutil
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from realtime import service_publish
 from realtime.capture import CaptureWriter
 from realtime.service import FeedService
+from realtime.service_publish import publish_loop
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.adapters.redis_keys import Keyspace
-from tapewatch.adapters.redis_state import AsyncRedisState
+from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
 from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.errors import FeedError, StorageUnavailable
@@ -206,3 +211,70 @@ def test_the_metrics_hash_shows_refused_subscriptions_silent_streams_and_bad_res
     with RestTestServer() as rest_server:
         rest_server.route("/fapi/v1/klines", [Reply(body=one_bad.encode()), Reply(body=all_bad.encode())])
         run(lambda: body(rest_server.url))
+
+
+def test_a_symbol_that_leaves_the_universe_has_its_feed_stats_removed(
+    redis_url: str, redis_keys: Keyspace
+) -> None:
+    """The feed stats of a symbol cut from the universe stayed in Redis until they expired (60 s), and the
+    data-quality sensor counted it as followed: right after the load sensor's cut 15 -> 7 it saw the total
+    rate shared by 15 symbols, read as halved, and paused signalling. The publish loop removes them."""
+    settings = load_settings()
+    followed = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+
+    reader = RedisState.from_url(redis_url, keys=redis_keys)
+
+    def shown(symbols: list[str]) -> Callable[[], bool]:
+        return lambda: set(reader.feeds()) == set(symbols)
+
+    async def body() -> None:
+        redis = AsyncRedisState.from_url(redis_url, keys=redis_keys)
+        rest = BinanceRest.from_settings(settings)
+        service = FeedService(settings, rest=rest, pool=StreamPool(settings), redis=redis)
+        service.universe = list(followed)
+        task = asyncio.create_task(publish_loop(service, interval=0.05))
+        try:
+            await eventually(shown(followed), what="every symbol published")
+            service.universe = followed[:2]  # as set_universe leaves it once the cut is applied
+            await eventually(shown(followed[:2]), within=2, what="the symbols cut removed")
+            service.universe = followed[:3]  # back in: published again
+            await eventually(shown(followed[:3]), within=2, what="the symbol back published")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await service.pool.close()
+            await redis.aclose()
+
+    try:
+        run(body)
+    finally:
+        reader.close()
+
+
+def test_the_heartbeat_carries_the_hosts_cpu_averaged_over_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat's ``host_cpu`` was the host's CPU over the last second: a 2-s burst on a host at 70 %
+    read 100 % and the performance sensor cut the universe. It is the average over the last 60 s."""
+    times = {"user": 0.0, "system": 0.0, "idle": 0.0}
+    clock = [0.0]
+
+    def second(percent: float) -> None:  # one second of a 2-CPU host at ``percent``
+        clock[0] += 1
+        times["user"] += 2 * percent / 100
+        times["idle"] += 2 * (1 - percent / 100)
+
+    monkeypatch.setattr(psutil, "cpu_times", lambda: SimpleNamespace(_asdict=lambda: dict(times)))
+    sampler = service_publish.LoadSampler(clock=lambda: clock[0])
+    first = sampler.sample()
+    assert "host_cpu" not in first and 0 < first["host_memory"] <= 100  # nothing to compare with yet
+    for _ in range(120):
+        second(70.0)
+        sampler.sample()
+    second(100.0)
+    sampler.sample()
+    second(100.0)
+    assert sampler.sample()["host_cpu"] == pytest.approx(71.0, abs=0.1)  # not 100
+    for _ in range(60):
+        second(95.0)
+        beat = sampler.sample()
+    assert beat["host_cpu"] == pytest.approx(95.0)  # a load that lasts shows in full

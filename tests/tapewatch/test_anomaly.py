@@ -104,7 +104,7 @@ def warm(minutes: int = 25, seed: int = 7) -> tuple[QualityState, random.Random]
     rng = random.Random(seed)
     state = QualityState()
     for minute in range(1, minutes + 1):
-        totals = TotalsSample(1_000_000 + minute * 60_000, minute * 1800, minute)
+        totals = TotalsSample(1_000_000 + minute * 60_000, minute)
         state, found = assess(state, feeds(minute, rng), totals, CONFIG)
         assert not found.dirty, found.anomalies
     return state, rng
@@ -114,7 +114,7 @@ def test_a_calm_market_is_clean_and_the_state_survives_the_cursor() -> None:
     state, _ = warm()
     assert set(state.series) == {*SYMBOLS, OVERALL}
     assert set(state.series["AAAUSDT"].stats) == {"price_jump", "spread", "message_rate"}
-    assert set(state.series[OVERALL].stats) == {"message_rate", "resync_rate"}
+    assert set(state.series[OVERALL].stats) == {"relative_message_rate", "resync_rate"}
     cursor = msgspec.json.encode(state)
     assert msgspec.json.decode(cursor, type=QualityState) == state
 
@@ -123,9 +123,7 @@ def test_one_symbol_alone_is_reported_but_not_dirty() -> None:
     state, rng = warm()
     minute = 26
     sample = feeds(minute, rng, AAAUSDT=(None, 0.002, -1))  # spread ten times wider
-    state, found = assess(
-        state, sample, TotalsSample(1_000_000 + minute * 60_000, minute * 1800, minute), CONFIG
-    )
+    state, found = assess(state, sample, TotalsSample(1_000_000 + minute * 60_000, minute), CONFIG)
     assert [(a.symbol, a.series) for a in found.anomalies] == [("AAAUSDT", "spread")]
     assert found.anomalies[0].sigmas > 3
     assert not found.dirty  # min_symbols is 2
@@ -135,7 +133,7 @@ def test_anomalies_on_enough_symbols_make_a_dirty_check() -> None:
     state, rng = warm()
     minute = 26
     sample = feeds(minute, rng, AAAUSDT=(150.0, None, -1), BBBUSDT=(None, 0.003, -1))
-    _, found = assess(state, sample, TotalsSample(1_000_000 + minute * 60_000, minute * 1800, minute), CONFIG)
+    _, found = assess(state, sample, TotalsSample(1_000_000 + minute * 60_000, minute), CONFIG)
     assert {(a.symbol, a.series) for a in found.anomalies} == {
         ("AAAUSDT", "price_jump"),
         ("BBBUSDT", "spread"),
@@ -147,13 +145,15 @@ def test_anomalies_on_enough_symbols_make_a_dirty_check() -> None:
 def test_an_overall_resync_burst_or_a_silent_feed_is_dirty_on_its_own() -> None:
     state, rng = warm()
     minute = 26
-    burst = TotalsSample(1_000_000 + minute * 60_000, minute * 1800, 25 + 40)  # 40 resyncs in a minute
+    burst = TotalsSample(1_000_000 + minute * 60_000, 25 + 40)  # 40 resyncs in a minute
     _, found = assess(state, feeds(minute, rng), burst, CONFIG)
     assert [(a.symbol, a.series) for a in found.anomalies] == [(OVERALL, "resync_rate")]
     assert found.dirty
-    silent = TotalsSample(1_000_000 + minute * 60_000, 25 * 1800 + 10, 25)  # messages almost stopped
-    _, found = assess(state, feeds(minute, rng), silent, CONFIG)
-    assert [(a.symbol, a.series, a.sigmas < 0) for a in found.anomalies] == [(OVERALL, "message_rate", True)]
+    # messages almost stopped on every symbol: the overall rate, relative to the symbols' usual rates, too
+    silent = feeds(minute, rng, **{symbol: (None, None, 25 * 600 + 100) for symbol in SYMBOLS})
+    _, found = assess(state, silent, TotalsSample(1_000_000 + minute * 60_000, 25), CONFIG)
+    overall = [(a.series, a.sigmas < 0) for a in found.anomalies if a.symbol == OVERALL]
+    assert overall == [("relative_message_rate", True)] and found.dirty
 
 
 def test_narrower_spreads_and_quieter_prices_are_not_anomalies() -> None:
@@ -212,7 +212,6 @@ def _calm_market(
     config = config or QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
     prices = [100.0 * (1 + i) for i in range(symbols)]
     messages = [0] * symbols
-    total = 0
     state, dirty = QualityState(), []
     for t in range(checks):
         sample = {}
@@ -224,8 +223,7 @@ def _calm_market(
             prices[i] *= math.exp(0.002 * z)  # 20 bp a minute
             messages[i] += max(0, int(rng.gauss(600, 25)))  # ~10 messages a second
             sample[f"S{i}"] = FeedSample(f"S{i}", 1_000_000 + t * 60_000, prices[i], 1e-4, messages[i])
-        total = sum(messages)
-        totals = TotalsSample(1_000_000 + t * 60_000, total, 0)
+        totals = TotalsSample(1_000_000 + t * 60_000, 0)
         state, found = assess(state, sample, totals, config)
         dirty.append(found.dirty)
     return dirty
@@ -255,33 +253,116 @@ def test_a_universe_cut_in_half_is_not_a_message_rate_anomaly() -> None:
     config = QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
     state = QualityState()
     messages = [0] * 30
-    total = 0  # the service's message counter since it started
     for t in range(60):
         follow = 30 if t < 30 or t >= 45 else 15  # cut at minute 30, restored at 45
         for i in range(follow):
             messages[i] += 600
-        total += 600 * follow
         sample = {
             f"S{i}": FeedSample(f"S{i}", 1_000_000 + t * 60_000, 100.0, 1e-4, messages[i])
             for i in range(follow)
         }
-        state, found = assess(state, sample, TotalsSample(1_000_000 + t * 60_000, total, 0), config)
+        state, found = assess(state, sample, TotalsSample(1_000_000 + t * 60_000, 0), config)
         assert not found.dirty, (t, found.anomalies)
 
 
-def test_a_cursor_from_before_per_symbol_rates_does_not_pause_signalling() -> None:
-    """The sensor's cursor of the version before held the overall message rate as a total: read back, its
-    statistics are dropped rather than compared with a per-symbol rate (that read as -19 sd and paused)."""
+#: Message rates (msg/s) of 15 symbols, the busiest first: activity falls off with rank, as on the exchange
+#: (each symbol 0.85 of the one before), so the symbols a cut keeps are the busiest.
+UNEVEN = [37.1 * 0.85**i for i in range(15)]
+
+
+def _cut(
+    seed: int, *, keep: int = 7, linger: float | None = None, drop_at: int | None = None
+) -> list[tuple[int, list[str], str]]:
+    """The data-quality checks (one a minute) of 15 symbols with :data:`UNEVEN` rates (Poisson-like counts,
+    +-3 % bursts); at minute 40 the universe keeps the ``keep`` busiest. ``linger``: the symbols cut stay in
+    Redis until their feed stats expire — republished for that share of the minute before the cut, then
+    left as they were for one check more (the service never removed them); else they are gone at the cut.
+    ``drop_at``: from that minute on every symbol kept delivers 40 % of its usual rate (a real feed
+    problem). Each dirty check: (minute, the anomalies, the check's note)."""
+    rng = random.Random(seed)
     config = QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
-    old_cursor = (
-        b'{"series":{"*":{"prev":{"ts_ms":1000000,"messages":0,"resyncs":0},'
-        b'"stats":{"message_rate":[20,300.0,4.0],"resync_rate":[20,0.0,0.0]}}}}'
+    state, messages, updated, out = QualityState(), [0] * 15, [0] * 15, []
+    for t in range(60):
+        now = 1_000_000 + t * 60_000
+        for i, rate in enumerate(UNEVEN):
+            share = 1.0 if t < 40 or i < keep else (linger or 0.0) if t == 40 else 0.0
+            share *= 0.4 if drop_at is not None and t >= drop_at else 1.0
+            if share:
+                mean = rate * 60 * share * rng.uniform(0.97, 1.03)
+                messages[i] += max(0, int(rng.gauss(mean, math.sqrt(mean))))
+                updated[i] = now if t < 40 or i < keep else now - 60_000 + int(share * 60_000)
+        shown = [
+            i
+            for i in range(15)
+            if t < 40 or i < keep or (linger is not None and now - updated[i] < 60_000 * 2)
+        ]
+        sample = {f"S{i}": FeedSample(f"S{i}", updated[i], 100.0, 1e-4, messages[i]) for i in shown}
+        state, found = assess(state, sample, TotalsSample(now, 0), config)
+        if found.dirty:
+            out.append((t, [a.describe() for a in found.anomalies], found.note))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_cut_that_keeps_the_busiest_symbols_is_no_anomaly(seed: int) -> None:
+    """The audit's case: 15 -> 7 kept the busiest symbols, whose rate per symbol is well above the 15's, so a
+    total divided by the symbols followed read as +4 to +12 sd and paused signalling at every cut. Each
+    symbol kept is compared with its own usual rate: the cut is no anomaly."""
+    assert _cut(seed) == []
+
+
+@pytest.mark.parametrize("linger", [0.1, 0.5, 0.9])
+def test_feed_stats_lingering_after_a_cut_are_no_anomaly(linger: float) -> None:
+    """The symbols cut keep their feed stats in Redis until they expire: the total over all 15 stats read as
+    a rate per symbol halved (-4 to -8 sd). Only symbols republished count, each against its own rate."""
+    assert _cut(3, linger=linger) == []
+
+
+def test_a_feed_problem_right_after_a_cut_is_still_an_anomaly() -> None:
+    """The check across the cut is skipped (its symbols changed), not the ones after it: a feed delivering
+    40 % of its usual rate two minutes after the cut pauses signalling."""
+    dirty = _cut(5, drop_at=42)
+    assert dirty and dirty[0][0] == 42
+    assert any("overall relative_message_rate" in a and "-" in a.split(" is ")[1][:2] for a in dirty[0][1])
+
+
+def test_the_check_across_a_change_of_the_symbols_is_skipped_and_says_so() -> None:
+    config = QualityConfig(k=3, window=30, min_samples=3, min_symbols=3)
+    state, notes = QualityState(), []
+    for t in range(12):
+        follow = 20 if t < 8 else 10
+        sample = {
+            f"S{i}": FeedSample(f"S{i}", 1_000_000 + t * 60_000, 100.0, 1e-4, (20 - i) * 60 * t)
+            for i in range(follow)
+        }
+        state, found = assess(state, sample, None, config)
+        assert not found.dirty
+        notes.append(found.note)
+    assert (
+        notes[8] == "overall message rate not judged: the symbols measured changed (20 -> 10, 10 in or out)"
     )
-    cursor = msgspec.json.decode(old_cursor, type=QualityState)  # no "symbols": written before it existed
+    assert [t for t, note in enumerate(notes) if note] == [8]
+    assert state.series[OVERALL].prev.members == tuple(sorted(f"S{i}" for i in range(10)))
+
+
+@pytest.mark.parametrize(
+    "overall",
+    [
+        b'{"prev":{"ts_ms":1000000,"messages":0,"resyncs":0},'  # the total message rate
+        b'"stats":{"message_rate":[20,300.0,4.0],"resync_rate":[20,0.0,0.0]}}',
+        b'{"prev":{"ts_ms":1000000,"messages":0,"resyncs":0,"symbols":30},'  # the rate per symbol followed
+        b'"stats":{"message_rate":[20,10.0,0.01],"resync_rate":[20,0.0,0.0]}}',
+    ],
+)
+def test_a_cursor_from_before_relative_rates_does_not_pause_signalling(overall: bytes) -> None:
+    """The sensor's cursors of the versions before held the overall message rate as a total, then per symbol
+    followed: read back, those statistics are dropped rather than compared with a relative rate."""
+    config = QualityConfig(k=3, window=30, min_samples=10, min_symbols=3)
+    cursor = msgspec.json.decode(b'{"series":{"*":' + overall + b"}}", type=QualityState)
     feeds = {f"S{i}": FeedSample(f"S{i}", 1_060_000, 100.0, 1e-4, 600) for i in range(30)}
-    state, found = assess(cursor, feeds, TotalsSample(1_060_000, 18_000, 0), config)
+    state, found = assess(cursor, feeds, TotalsSample(1_060_000, 0), config)
     assert not found.dirty, found.anomalies
-    assert state.series[OVERALL].prev.symbols == 30
+    assert set(state.series[OVERALL].stats) == {"resync_rate"}
 
 
 def test_totals_without_any_feed_stats_are_not_judged_as_a_total() -> None:
@@ -291,10 +372,10 @@ def test_totals_without_any_feed_stats_are_not_judged_as_a_total() -> None:
         feeds = {
             f"S{i}": FeedSample(f"S{i}", 1_000_000 + t * 60_000, 100.0, 1e-4, 600 * t) for i in range(30)
         }
-        state, found = assess(state, feeds, TotalsSample(1_000_000 + t * 60_000, 18_000 * t, 0), config)
+        state, found = assess(state, feeds, TotalsSample(1_000_000 + t * 60_000, 0), config)
         assert not found.dirty
     # a check whose feed hashes are all gone (expired) while the metrics hash is there
-    state, found = assess(state, {}, TotalsSample(1_000_000 + 10 * 60_000, 18_000 * 10, 0), config)
+    state, found = assess(state, {}, TotalsSample(1_000_000 + 10 * 60_000, 0), config)
     assert not found.dirty, found.anomalies
 
 

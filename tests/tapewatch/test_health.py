@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
+from tapewatch.errors import ConfigError
 from tapewatch.health import (
     Connectivity,
+    CpuAverage,
     FeedDwell,
+    HostLoad,
     PendingIncident,
+    RestoreWait,
     Streak,
     Transition,
+    cpu_busy_total,
     decode_state,
     encode_state,
+    heartbeat_load,
     judge_connectivity,
     overload,
     queued,
     shrunk_universe,
 )
+from tapewatch.settings import load_settings
 
 
 def run(checks: list[bool], trip_after: int = 3, clear_after: int = 2) -> list[Transition]:
@@ -188,3 +197,101 @@ def test_the_probation_is_never_shorter_than_a_silence_takes_to_trip() -> None:
     assert FeedDwell.of(min_s=600, max_s=60, max_age_s=30, trip_after=1, interval_s=30).required_s(2) == 600
     with pytest.raises(ValueError, match="trip_after=0"):
         FeedDwell.of(min_s=1, max_s=1, max_age_s=30, trip_after=0, interval_s=30)
+
+
+def _host(seconds: list[float], *, start: float = 0.0, cpus: int = 2) -> list[float | None]:
+    """What a :class:`CpuAverage` fed once a second says of a host busy ``seconds[i]`` % in second ``i``
+    (its cumulative CPU times, as ``psutil.cpu_times`` counts them on ``cpus`` CPUs)."""
+    average, busy, total, out = CpuAverage(), 0.0, 0.0, []
+    out.append(average.add(start, busy, total))
+    for i, percent in enumerate(seconds, 1):
+        busy += cpus * percent / 100
+        total += cpus
+        out.append(average.add(start + i, busy, total))
+    return out
+
+
+def test_the_host_cpu_is_averaged_over_the_last_minute_not_read_over_one_second() -> None:
+    """The audit's case: the heartbeat carried one second's CPU, so a demo host at 56-79 % with a 2-s burst
+    (a Dagster run starting) read 100 % and the performance sensor cut the universe on it. Over the last
+    60 s the burst is a point or so."""
+    calm = [56.0, 79.0, 70.0, 65.0, 75.0, 61.0] * 20  # 2 minutes, 67.7 % on average
+    readings = _host([*calm, 100.0, 100.0])
+    assert readings[0] is None  # nothing to compare with yet
+    assert readings[1] == pytest.approx(56.0)  # the first minute: since the first sample
+    assert readings[-3] == pytest.approx(406 / 6)
+    assert readings[-1] == pytest.approx(406 / 6 + 2 * 32 / 60, abs=0.5)  # ~69 %, not 100 %
+    # an overload that lasts does show: a full minute at 95 % reads 95 %
+    assert _host([*calm, *[95.0] * 60])[-1] == pytest.approx(95.0)
+
+
+def test_the_cpu_average_covers_the_last_span_and_starts_afresh_when_counters_go_back() -> None:
+    average = CpuAverage(span_s=10)
+    for t in range(0, 31):  # 50 % for 20 s, then 100 %
+        value = average.add(float(t), (min(t, 20) * 0.5 + max(0, t - 20)) * 2, t * 2.0)
+    assert value == pytest.approx(100.0)  # the last 10 s only
+    assert average.add(31.0, 0.0, 1.0) is None  # the host's counters restarted: a new history
+    assert average.add(32.0, 0.5, 2.0) == pytest.approx(50.0)
+    idle = CpuAverage()
+    assert idle.add(0.0, 0.0, 5.0) is None and idle.add(1.0, 0.0, 5.0) is None  # no CPU time elapsed
+    with pytest.raises(ValueError, match="span_s"):
+        CpuAverage(span_s=0)
+
+
+def test_busy_cpu_time_is_counted_as_psutil_counts_it() -> None:
+    times = {"user": 10.0, "nice": 1.0, "system": 4.0, "idle": 80.0, "iowait": 3.0, "irq": 1.0,
+             "softirq": 1.0, "steal": 0.0, "guest": 2.0, "guest_nice": 0.0}  # fmt: skip
+    # guest time is already in user: not counted twice; idle and iowait are not busy
+    busy, total = cpu_busy_total(times)
+    assert busy == pytest.approx(17.0) and total == pytest.approx(100.0)
+
+
+def test_a_check_between_the_restore_and_the_trip_thresholds_breaks_both_runs() -> None:
+    assert Streak(failures=2).between() == (Streak(), Transition.NONE)  # an overload must be in a row
+    tripped = Streak(passes=1, tripped=True)
+    assert tripped.between() == (Streak(tripped=True), Transition.NONE)  # so must the calm
+    assert tripped.step(False, trip_after=3, clear_after=2)[1] is Transition.RECOVER
+
+
+def test_the_restore_waits_twice_as_long_after_each_failed_restore_up_to_its_maximum() -> None:
+    wait = RestoreWait(clear_after=10, max_clear=60, probation_s=1800)
+    assert [wait.required(n) for n in range(5)] == [10, 20, 40, 60, 60]
+    assert wait.required(10_000) == 60 and wait.required(-1) == 10
+    # a cut 29 min after a restore: the restore failed; 30 min after, it had held
+    assert wait.relapsed(restored_ms=0, now_ms=1_799_000)
+    assert not wait.relapsed(restored_ms=0, now_ms=1_800_000)
+    assert not wait.relapsed(restored_ms=None, now_ms=1)
+    with pytest.raises(ValueError, match="max_clear"):
+        RestoreWait(clear_after=10, max_clear=5, probation_s=0)
+
+
+def test_the_restore_thresholds_must_be_below_the_cut_thresholds() -> None:
+    settings = load_settings()
+    assert (settings.cpu_restore_threshold, settings.memory_restore_threshold) == (70, 75)
+    assert settings.performance_trip_checks == 6  # 3 min of checks 30 s apart, not two readings
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"cpu_restore_threshold": 80}, "cpu_restore_threshold.*must be below cpu_threshold \\(80\\)"),
+        ({"memory_threshold": 70}, "memory_restore_threshold.*must be below memory_threshold \\(70\\)"),
+        ({"performance_max_clear_checks": 5}, "must be at least performance_clear_checks \\(10\\)"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(**bad)
+
+
+class _Beat(msgspec.Struct, frozen=True):
+    host: str
+    info: dict[str, float]
+
+
+def test_the_load_of_the_heartbeats_is_the_worst_live_realtime_hosts() -> None:
+    beats = {
+        "realtime-0of2": _Beat("a", {"host_cpu": 85.0, "host_memory": 30.0}),
+        "realtime-1of2": _Beat("b", {"host_cpu": 20.0, "host_memory": 90.0}),
+        "dashboard": _Beat("c", {"host_cpu": 99.0, "host_memory": 99.0}),  # not a realtime instance
+    }
+    load = heartbeat_load(beats, "realtime", ["realtime-0of2", "realtime-1of2"])
+    assert load == HostLoad(
+        source="CPU: realtime-0of2 on a; memory: realtime-1of2 on b", cpu_percent=85.0, memory_percent=90.0
+    )
+    assert heartbeat_load({"realtime": None}, "realtime", []) is None
