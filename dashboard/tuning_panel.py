@@ -1,6 +1,7 @@
 """The tuning part of the Quality page: the parameters in force against the newest proposal, side by side,
 and an Apply button that calls the same store function as ``tapewatch tuning apply``
-(``tuning_store.apply_proposal``), recorded as an operator action."""
+(``tuning_store.apply_proposal``), recorded as an operator action. An apply takes effect when the realtime
+service restarts: the block says whether the running service uses the set in force (restart pending)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from dash import dcc, html
 from dashboard import actions, ui
 from dashboard import backend as be
 from tapewatch.adapters import tuning_store
+from tapewatch.adapters.redis_keys import REALTIME
+from tapewatch.errors import StorageUnavailable
+from tapewatch.tuning_use import TuningUse
 
 NO_PROPOSAL = "No tuning proposal yet — the monthly tuning job writes one (or `tapewatch tuning propose`)."
 
@@ -54,18 +58,28 @@ def view(backend: be.Backend) -> tuple[Any, int | None]:
     """The side-by-side table (or an explanation) and the id of the proposal Apply would apply (None when
     the newest run proposes no change)."""
 
-    def read() -> tuple[list[tuning_store.Proposal], dict[str, float | int]]:
-        return tuning_store.list_proposals(backend.db, limit=1), tuning_store.active_parameters(backend.db)
+    def read() -> tuple[list[tuning_store.Proposal], dict[str, float | int], TuningUse]:
+        try:
+            started = tuning_store.started_by_instance(backend.redis.heartbeats())
+        except StorageUnavailable:  # which tuning the realtime runs is unknown; the rest is still shown
+            started = {REALTIME: None}
+        return (
+            tuning_store.list_proposals(backend.db, limit=1),
+            tuning_store.active_parameters(backend.db),
+            tuning_store.tuning_use(backend.db, started),
+        )
 
     found, problem = be.attempt(read)
     if problem or found is None:
         return html.Div(problem, className="tw-error"), None
-    proposals, in_force = found
+    proposals, in_force, use = found
     if not proposals:
         return ui.empty(NO_PROPOSAL), None
     newest = proposals[0]
     header = html.Div(
         [
+            # an apply takes effect when `tapewatch run` restarts: say when the service still runs another set
+            html.Div(f"in force: {use.line()}", className="tw-error" if use.pending else "tw-muted"),
             html.Div(f"proposal #{newest.id} · {newest.status} · {newest.note}"),
             html.Div(f"proposed, out of sample: {_result(newest.out_of_sample)}"),
             html.Div(f"current, out of sample: {_result(newest.current_out_of_sample)}"),

@@ -273,6 +273,13 @@ def _heartbeat_info(service: FeedService, pid: int, load: LoadSampler) -> dict[s
     if not service.shard.whole:
         info["shard"] = service.shard.label
     info["retained"] = len(service.retained)  # next to the universe's size: symbols kept for signals
+    # the applied tuning row it started with (0: none), so that status can say a restart is pending
+    from tapewatch.adapters.tuning_store import applied_record
+    from tapewatch.tuning_use import HEARTBEAT_FIELD
+
+    record = applied_record(service.settings)
+    if record is not None:
+        info[HEARTBEAT_FIELD] = record
     return info | load.sample()
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from tapewatch.cli_commands import settings_for
+
+if TYPE_CHECKING:
+    from tapewatch.settings import Settings
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -114,6 +118,28 @@ def _print_failures(host: str, port: int, run_id: str) -> None:
         print("\n".join(failure.lines()), file=sys.stderr)
 
 
+def _realtime_tuning(settings: Settings) -> dict[str, int | None]:
+    """Each live realtime instance's applied tuning row as its heartbeat says (0: none; None: it does not
+    say). No Redis running: no instance; Redis not answering: one unknown instance, ``realtime``."""
+    from tapewatch.adapters.embedded import find_redis
+    from tapewatch.adapters.redis_keys import REALTIME, Keyspace
+    from tapewatch.adapters.redis_state import RedisState
+    from tapewatch.adapters.tuning_store import started_by_instance
+    from tapewatch.errors import TapewatchError
+
+    url = find_redis(settings)
+    if url is None:  # `tapewatch run` always has a Redis: none, no realtime running
+        return {}
+    try:
+        state = RedisState.from_url(url, keys=Keyspace(prefix=settings.redis_prefix), timeout_s=3.0)
+        try:
+            return started_by_instance(state.heartbeats())
+        finally:
+            state.close()
+    except TapewatchError:
+        return {REALTIME: None}
+
+
 def cmd_tuning(args: argparse.Namespace) -> int:
     import getpass
     import time
@@ -126,8 +152,6 @@ def cmd_tuning(args: argparse.Namespace) -> int:
     db = open_database(settings)
     try:
         if args.tuning_command == "list":
-            active = ts.history(db, 1)
-            in_force = active[0].proposal_id if active and active[0].parameters else None
             rows = ts.list_proposals(db, args.limit)
             if args.json:
                 print(json.dumps([p.to_json() for p in rows]))
@@ -136,9 +160,11 @@ def cmd_tuning(args: argparse.Namespace) -> int:
                 print(
                     "no tuning proposals yet (the monthly schedule makes one; or `tapewatch tuning propose`)"
                 )
+                return 0
+            # the row in force against what the running realtime started with: applied is not yet used
+            use = ts.tuning_use(db, _realtime_tuning(settings))
             for p in rows:
-                mark = "  <- in force" if p.id == in_force else ""
-                print(f"{p.id:>5}  {p.created_at:%Y-%m-%d %H:%M}  {p.status:<18} {p.note}{mark}")
+                print(f"{p.id:>5}  {p.created_at:%Y-%m-%d %H:%M}  {p.status:<18} {p.note}{use.mark(p.id)}")
         elif args.tuning_command == "show":
             p = ts.get_proposal(db, args.id)
             print(json.dumps(p.to_json(), indent=None if args.json else 2))

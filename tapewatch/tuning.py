@@ -14,8 +14,9 @@ candidate whose score falls below the set's LOW minimum is no longer a signal.
 
 Stored candidates passed the thresholds in force when they were recorded, so a looser threshold would admit
 setups that were never stored: the grid only **tightens** from the current values (thresholds up, counts up,
-``large_trade_size`` up, quality breakpoints up). Each tightening only removes signals or moves them down a
-tier, never admits one that was not stored:
+``large_trade_size`` up, quality breakpoints up). Among the stored candidates each tightening only removes
+signals or moves them down a tier — but the engine running the tighter set would not only remove signals
+(see *Tighter sets are under-counted* below):
 
 - ``large_trade_size``: each feature vector keeps the sizes of its largest large trades per side
   (:data:`tapewatch.features.LARGE_SIZES_KEPT`), so large trades are re-counted at a larger size, the required
@@ -30,15 +31,33 @@ tier, never admits one that was not stored:
   tiers (HIGH over MEDIUM, MEDIUM over LOW) whose in-sample mean R is in order, each with at least
   :func:`min_out_of_sample` signals, then the widest smallest gap; a change stands only if it puts at least
   one tier pair in order out of sample (each tier with that many signals in the judged week: a change never
-  judged is never proposed) and keeps as many tiers in order there as the current breakpoints. A re-tiered signal keeps the outcome tracked under
-  its original tier (response window and hold differ per tier): the per-tier results are an estimate.
+  judged is never proposed), keeps as many tiers in order there as the current breakpoints, and the tier
+  pairs it claims (in order in-sample, judged out of sample) are in order in the judged week beyond chance
+  (:func:`tapewatch.tuning_evidence.ordering_p` <= :data:`~tapewatch.tuning_evidence.LEVEL`). A re-tiered
+  signal keeps the outcome tracked under its original tier (response window and hold differ per tier): the
+  per-tier results are an estimate.
 
 Walk-forward: the window is ``weeks`` weeks of event time ending at ``now``; all weeks but the last fit (pick
 the set with the best mean R per signal among those keeping ``min_samples`` signals in-sample), the last week
 judges. The proposal stands only if the chosen set beats the current one in-sample, keeps at least
 :func:`min_out_of_sample` signals in the judged week (the in-sample minimum per fitting week; fewer:
-``insufficient_data``, a set never judged is never proposed) and does not do worse there than the current
-set; otherwise the current thresholds are kept (``no_change``) — the tier breakpoints may still be proposed.
+``insufficient_data``, a set never judged is never proposed) and does **significantly** better there than the
+current set: a seeded one-sided permutation test of its mean R per signal against the current set's on the
+judged signals (:func:`tapewatch.tuning_evidence.improvement_p` <= ``LEVEL``, 0.025). The best of 768 sets
+in-sample is as likely to be picked for noise as for an effect; "no worse in the judged week" let outcomes
+that were pure noise make a proposal in 27 % to 63 % of the months (15 to 100 candidates a week); the tests
+keep it to at most :data:`~tapewatch.tuning_evidence.SIGNIFICANCE` (5 %). Otherwise the current thresholds
+are kept (``no_change``, the note gives both means and the p-value) — the tier breakpoints may still be
+proposed.
+
+Tighter sets are under-counted. Only the candidates stored under the current set are re-scored, and the engine
+stores one candidate per symbol and direction while a setup persists, at its first passing check. Under a
+tighter set that first check often fails while a later check of the same setup, seconds later and stronger,
+passes: the engine would signal it (with another entry and outcome), tuning cannot see it. So a tighter
+set's predicted signal count is an under-count, and its R is that of other trades: in one backtest (README,
+monthly tuning) tuning's model of ``volume_confirmation_multiplier`` 2.25 kept 8 signals at +0.62 R where the
+backtest of that set gave 19 at +9.32 R. Every proposal of tighter thresholds says so in its note
+(:data:`UNDER_COUNTED`).
 
 Win rate is the one of spec 9.1 (``tapewatch.metrics``): wins over **triggered** signals, a win being a
 triggered signal with P&L above 0 R; mean and total R are over every signal (an untriggered one counts 0 R).
@@ -52,6 +71,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tapewatch.quality import Breakpoints
+from tapewatch.tuning_evidence import LEVEL, SIGNIFICANCE, improvement_p
 from tapewatch.tuning_grid import BREAKPOINT_STEPS, COUNT_STEPS, RATIO_STEPS, grid, tier_grid
 from tapewatch.tuning_params import (
     TUNABLE,
@@ -77,6 +97,7 @@ __all__ = [
     "BREAKPOINT_STEPS",
     "COUNT_STEPS",
     "RATIO_STEPS",
+    "SIGNIFICANCE",
     "TUNABLE",
     "WEEK_MS",
     "Params",
@@ -99,6 +120,13 @@ __all__ = [
 ]
 
 WEEK_MS = 7 * 86_400_000
+
+#: Said with every proposal of tighter thresholds (why: the module docstring, "Tighter sets are under-counted").
+UNDER_COUNTED = (
+    "predicted signal counts of a tighter set are under-counted: only the stored candidates are re-scored, "
+    "and under tighter thresholds the engine often signals the same setup at a later check that was never "
+    "stored (README, monthly tuning)"
+)
 
 Status = Literal["proposed", "no_change", "insufficient_data"]
 
@@ -197,6 +225,8 @@ def tune(
         fit_score, score, judge, base, cur_in, cur_out, candidates, min_samples, weeks
     )
     tiers, tier_note = choose_breakpoints(fit_score, judge, chosen, min_out_of_sample(min_samples, weeks))
+    if chosen != base:
+        note += "; " + UNDER_COUNTED
     if tiers != chosen:
         return make("proposed", tiers, f"{note}; {tier_note}")
     return make(status, chosen, f"{note}; {tier_note}" if tier_note else note)
@@ -237,7 +267,39 @@ def _thresholds(
             f"the best in-sample set ({_describe(best)}) did worse out of sample "
             f"({best_out.mean_r:.3f} R vs {cur_out.mean_r:.3f} R per signal); current thresholds kept",
         )
-    return "proposed", best, f"mean R per signal in-sample {cur_in.mean_r:.3f} -> {best_in.mean_r:.3f}"
+    p = improvement_p(*_judged(judge, best, base))
+    out = (
+        f"out of sample {cur_out.mean_r:.3f} -> {best_out.mean_r:.3f} R per signal "
+        f"({cur_out.signals} -> {best_out.signals} signals; one-sided permutation test p = {p:.3f}"
+    )
+    if p > LEVEL:
+        return (
+            "no_change",
+            base,
+            f"the best in-sample set ({_describe(best)}) did not do significantly better out of sample: "
+            f"{out} > {LEVEL:g}); current thresholds kept",
+        )
+    return (
+        "proposed",
+        best,
+        f"mean R per signal in-sample {cur_in.mean_r:.3f} -> {best_in.mean_r:.3f}, {out} <= {LEVEL:g})",
+    )
+
+
+def _judged(
+    judge: Sequence[Sample], best: Params, base: Params
+) -> tuple[list[float], list[bool], list[bool]]:
+    """The judged signals either set keeps: their R, whether ``best`` keeps each, whether ``base`` does."""
+    r: list[float] = []
+    in_best: list[bool] = []
+    in_base: list[bool] = []
+    for s in judge:
+        kept_best, kept_base = s.passes(best) is True, s.passes(base) is True
+        if s.pnl_r is not None and (kept_best or kept_base):
+            r.append(s.pnl_r)
+            in_best.append(kept_best)
+            in_base.append(kept_base)
+    return r, in_best, in_base
 
 
 def min_out_of_sample(min_samples: int, weeks: int) -> int:

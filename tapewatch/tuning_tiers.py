@@ -7,25 +7,36 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 
+from tapewatch.tuning_evidence import LEVEL, ordering_p
 from tapewatch.tuning_grid import tier_grid
-from tapewatch.tuning_score import Params, Result, Sample, score
+from tapewatch.tuning_score import Params, Result, Sample, _breakpoints, score
+
+TIERS = ("HIGH", "MEDIUM", "LOW")
 
 
 def separation(result: Result, tier_min: int) -> tuple[int, float]:
     """How well ``result``'s tiers separate: (adjacent tier pairs — HIGH over MEDIUM, MEDIUM over LOW — both
     with ``tier_min`` signals and the upper's mean R strictly above the lower's, the smallest such gap; 0 when
     none). Higher is better."""
-    means: list[float | None] = []
-    for tier in ("HIGH", "MEDIUM", "LOW"):
+    gaps = list(_gaps(result, tier_min).values())
+    return len(gaps), min(gaps, default=0.0)
+
+
+def _gaps(result: Result, tier_min: int, ordered: bool = True) -> dict[tuple[str, str], float]:
+    """(upper, lower) -> the upper's mean R minus the lower's, for the adjacent tier pairs both with
+    ``tier_min`` signals; only those strictly in order when ``ordered``."""
+    means: dict[str, float] = {}
+    for tier in TIERS:
         part = result.by_tier.get(tier, {})
         mean, n = part.get("mean_r"), part.get("signals") or 0
-        means.append(float(mean) if mean is not None and n >= tier_min else None)
-    gaps = [
-        upper - lower
-        for upper, lower in itertools.pairwise(means)
-        if upper is not None and lower is not None and upper > lower + 1e-12
-    ]
-    return len(gaps), min(gaps, default=0.0)
+        if mean is not None and n >= tier_min:
+            means[tier] = float(mean)
+    gaps = {
+        (upper, lower): means[upper] - means[lower]
+        for upper, lower in itertools.pairwise(TIERS)
+        if upper in means and lower in means
+    }
+    return {pair: gap for pair, gap in gaps.items() if gap > 1e-12 or not ordered}
 
 
 def choose_breakpoints(
@@ -54,8 +65,35 @@ def choose_breakpoints(
             basis,
             f"tier breakpoints kept: {label} orders fewer tiers out of sample ({now_out} < {was_out})",
         )
+    # the pairs the change claims in order (in-sample) that the judged week can judge: ordered beyond chance?
+    claimed = _gaps(fit_score(best), tier_min)
+    pairs = [pair for pair in _gaps(score(judge, best), tier_min, ordered=False) if pair in claimed]
+    r, tiers = _judged_tiers(judge, best)
+    p = ordering_p(r, tiers, pairs)
+    if p > LEVEL:
+        return (
+            basis,
+            f"tier breakpoints kept: {label} orders the tiers out of sample no better than chance "
+            f"(one-sided permutation test p = {p:.3f} > {LEVEL:g})",
+        )
     was_in = separation(fit_score(basis), tier_min)[0]
     return (
         best,
-        f"tiers separate better with {label} ({was_in} -> {best_key[0]} of 2 tier pairs in order in-sample)",
+        f"tiers separate better with {label} ({was_in} -> {best_key[0]} of 2 tier pairs in order in-sample; "
+        f"out of sample p = {p:.3f} <= {LEVEL:g})",
     )
+
+
+def _judged_tiers(judge: Sequence[Sample], params: Params) -> tuple[list[float], list[str]]:
+    """Each judged signal of ``params`` (known outcome, kept by the set): its R and its tier under the set."""
+    size, bp = params["large_trade_size"], _breakpoints(params)
+    r: list[float] = []
+    tiers: list[str] = []
+    for s in judge:
+        if s.pnl_r is None:
+            continue
+        view = s.view(size, bp)
+        if view.passes(params) and view.tier is not None:
+            r.append(s.pnl_r)
+            tiers.append(view.tier)
+    return r, tiers

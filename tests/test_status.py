@@ -740,3 +740,52 @@ def test_web_urls_probed_bracket_an_ipv6_host() -> None:
     urls = service_urls(Settings(), {"dashboard": {"host": "::1", "port": 8051}})
     assert urls["dashboard"] == "http://[::1]:8051/"
     assert urls["dagster"].startswith("http://127.0.0.1:")
+
+
+def test_an_applied_tuning_the_running_service_does_not_use_yet_is_said_restart_pending(
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_state: RedisState,
+    migrated_database_url: str,
+) -> None:
+    """`tapewatch tuning apply` takes effect when `tapewatch run` restarts: status compares the row in force
+    with the one the realtime heartbeat says it started with (a restart pending is shown, not a problem)."""
+    import sqlalchemy as sa
+
+    from tapewatch.adapters.tuning_store import apply_proposal
+    from tapewatch.settings import load_settings
+
+    db = Database(migrated_database_url)
+    try:
+        with db.begin() as conn:
+            proposal_id = conn.execute(
+                sa.text(
+                    "INSERT INTO tuning_proposals (window_start, split_at, window_end, status, parameters, "
+                    "current_parameters, in_sample, out_of_sample, current_in_sample, current_out_of_sample, "
+                    "note, applied_parameters) VALUES (0, 1, 2, 'proposed', '{\"min_large_trades\": 4}', "
+                    "'{\"min_large_trades\": 3}', '{}', '{}', '{}', '{}', 'better', '{}') RETURNING id"
+                )
+            ).scalar_one()
+        row = apply_proposal(db, proposal_id, actor="alice", settings=load_settings())
+    finally:
+        db.dispose()
+    redis_state.beat("realtime", ttl_s=30, info={"pid": 4242, "tuning_record": 0})  # started before the apply
+
+    code, table = status(capsys)
+    assert code == 0 and table.splitlines()[0].endswith(": OK")  # pending is not a problem
+    assert (
+        f"tuning:   applied #{proposal_id} (record {row.id}), restart pending: realtime started with "
+        "nothing applied" in table
+    )
+    _, report = status_json(capsys)
+    assert report["tuning"] == {
+        "in_force": {"record": row.id, "action": "apply", "proposal": proposal_id},
+        "running": {"realtime": 0},
+        "restart_pending": ["realtime"],
+    }
+
+    redis_state.beat("realtime", ttl_s=30, info={"pid": 4242, "tuning_record": row.id})  # restarted
+    _, table = status(capsys)
+    assert f"tuning:   applied #{proposal_id} (record {row.id}), in use" in table
+    _, report = status_json(capsys)
+    assert report["tuning"]["restart_pending"] == []

@@ -2,7 +2,9 @@
 
 Redis says which components run (every component that ever sent a heartbeat is remembered; an expired
 heartbeat means it is down), the realtime metrics, the per-symbol feed states, the control values in force
-and the newest signal and universe rescan. PostgreSQL says which feed incidents are open. With no URL
+and the newest signal and universe rescan. PostgreSQL says which feed incidents are open, and which applied
+tuning is in force: against the one each live realtime instance started with (its heartbeat says), a restart
+is pending when they differ (:mod:`tapewatch.tuning_use`; shown, never a problem). With no URL
 configured, the embedded servers are used when they are running (``find_redis``/``find_database``); they are
 never started here.
 
@@ -44,9 +46,11 @@ from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, SENSORS,
 from tapewatch.adapters.redis_state import LastEvent, RedisState, SensorTick, realtime_shards
 from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat
 from tapewatch.adapters.status_format import age_text, http_url
+from tapewatch.adapters.tuning_store import started_by_instance, tuning_use
 from tapewatch.errors import TapewatchError
 from tapewatch.health import judge_connectivity, realtime_instances, worst_silence
 from tapewatch.settings import Settings, mask_url
+from tapewatch.tuning_use import TuningUse
 
 NO_REALTIME = "no realtime heartbeat yet: start `tapewatch run` or `make demo`"
 
@@ -256,6 +260,10 @@ class Status:
     # the Dagster sensors' last ticks; judged only while Dagster runs (a live ``dagster`` heartbeat)
     dagster_running: bool = False
     sensors: list[SensorStatus] = field(default_factory=list)
+    # the applied tuning in force against the one each live realtime instance started with (None: unread);
+    # ``tuning_started``: each live instance's row id as its heartbeat says (0: none, None: it does not say)
+    tuning: TuningUse | None = None
+    tuning_started: dict[str, int | None] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -319,6 +327,7 @@ class Status:
             },
             "controls": self._controls_json(),
             "sensors": self._sensors_json(now_ms),
+            "tuning": None if self.tuning is None else self.tuning.to_json(),
             "degraded": self.degraded,
             "problems": self.problems,
         }
@@ -406,6 +415,7 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
     if REALTIME not in beats and not shards:
         status.problems.append(NO_REALTIME)
     live = {name: beat for name, beat in instances.items() if beat is not None}
+    status.tuning_started = started_by_instance(beats)
     status.problems += judge_realtime(
         live, own, backup_on=control.backup_feed, max_age_s=settings.heartbeat_max_age, now_ms=now_ms
     )
@@ -554,6 +564,8 @@ def _from_database(status: Status, settings: Settings, limit: int) -> None:
         status.recent_incidents = incident_counts(db, status.checked_at - timedelta(hours=1))
         status.health_incidents = open_health_incidents(db)
         status.database_ok = True
+        if status.redis_ok:  # which realtime instances run is known: is a restart pending?
+            status.tuning = tuning_use(db, status.tuning_started)
     except TapewatchError as exc:
         status.problems.append(str(exc))
     finally:

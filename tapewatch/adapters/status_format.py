@@ -75,6 +75,7 @@ def format_status(status: Status) -> str:
     if status.redis_ok:
         lines += [
             f"controls: {_controls_line(status.controls)}",
+            f"tuning:   {_tuning_line(status)}",
             "",
             f"last_signal: {_last(status.last_signal, now_ms)}",
             f"last_rescan: {_last(status.last_rescan, now_ms)}",
@@ -84,6 +85,7 @@ def format_status(status: Status) -> str:
     else:
         lines += [
             "controls: unknown (Redis not readable)",
+            "tuning:   unknown (Redis not readable: which tuning the realtime service runs)",
             "",
             "last_signal: unknown (Redis not readable)",
             "last_rescan: unknown (Redis not readable)",
@@ -108,6 +110,13 @@ def format_status(status: Status) -> str:
     if status.problems:
         lines += ["", "problems:", *(f"  - {problem}" for problem in status.problems)]
     return "\n".join(lines)
+
+
+def _tuning_line(status: Status) -> str:
+    """The applied tuning in force and whether the running realtime uses it (``…, restart pending: …``)."""
+    if status.tuning is None:
+        return "unknown (PostgreSQL not readable)"
+    return status.tuning.line()
 
 
 def _controls_line(controls: list[ControlInForce]) -> str:
@@ -137,6 +146,8 @@ def format_status_line(status: Status) -> str:
         parts.append(f"open incidents {status.open_incidents}")
     if status.degraded:
         parts.append("degraded: " + ", ".join(control.label for control in status.degrading))
+    if status.tuning is not None and status.tuning.pending:
+        parts.append(f"tuning {status.tuning.in_force.describe()}: restart pending")
     if status.problems:
         parts.append(f"{len(status.problems)} problem(s): {status.problems[0]}")
     return "status: " + " · ".join(parts)

@@ -7,12 +7,16 @@
   newest row holds the parameters in force, and each row remembers which row a rollback returns to, so
   successive rollbacks walk back through earlier sets down to the settings' own values.
 - :func:`active_parameters` is what is in force; :func:`with_active_parameters` lays it over a settings
-  object (values the operator set explicitly — environment, YAML, command line — win and are reported).
+  object (values the operator set explicitly — environment, YAML, command line — win and are reported), which
+  remembers the row it was tuned with (:func:`applied_record`, published in the realtime heartbeat);
+  :func:`tuning_use` compares the row in force with the rows the running instances started with (a restart
+  pending: :mod:`tapewatch.tuning_use`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +26,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
 from tapewatch.adapters.db import Database
+from tapewatch.adapters.redis_keys import REALTIME
+from tapewatch.adapters.redis_state import realtime_shards
+from tapewatch.adapters.redis_values import Heartbeat
+from tapewatch.health import realtime_instances
 from tapewatch.quality import breakpoints
 from tapewatch.settings import Settings
 from tapewatch.tuning import (
@@ -35,6 +43,7 @@ from tapewatch.tuning import (
     current_parameters,
     tune,
 )
+from tapewatch.tuning_use import NOTHING_APPLIED, Record, TuningUse, started_with
 
 log = logging.getLogger(__name__)
 
@@ -352,8 +361,53 @@ def active_parameters(db: Database) -> dict[str, float | int]:
 
 def with_active_parameters(db: Database, settings: Settings) -> tuple[Settings, Params, Params]:
     """``settings`` with the tuned parameters in force laid over it; also what was applied and what was
-    skipped because the operator set that value explicitly (environment, YAML, command line win)."""
-    return _with_active(settings, active_parameters(db))
+    skipped because the operator set that value explicitly (environment, YAML, command line win). The
+    returned settings remember the ``tuning_applications`` row they were tuned with (:func:`applied_record`),
+    read with its parameters: what the realtime service publishes in its heartbeat."""
+    with db.begin() as conn:
+        current = _in_force(conn)
+    tuned, applied, skipped = _with_active(settings, {} if current is None else dict(current.parameters))
+    # An attribute of this settings object, not a setting: copies keep it, a Settings built anew has none.
+    setattr(tuned, _RECORD_ATTR, 0 if current is None else current.id)
+    return tuned, applied, skipped
+
+
+_RECORD_ATTR = "_tuning_record"
+
+
+def applied_record(settings: Settings) -> int | None:
+    """The id of the ``tuning_applications`` row :func:`with_active_parameters` laid over ``settings`` (0:
+    none was in force); None for settings that did not come from it."""
+    value = getattr(settings, _RECORD_ATTR, None)
+    return value if isinstance(value, int) else None
+
+
+def tuning_use(db: Database, started: Mapping[str, int | None]) -> TuningUse:
+    """The row in force against the row each live realtime instance says it started with (``started``: its
+    id, 0 for none, None when it does not say; :func:`tapewatch.tuning_use.started_with`)."""
+    ids = sorted({i for i in started.values() if i})
+    with db.begin() as conn:
+        current = _in_force(conn)
+        query = f"SELECT {_APPLIED_COLUMNS} FROM tuning_applications WHERE id = ANY(:ids)"
+        rows = conn.execute(sa.text(query), {"ids": ids}).all() if ids else []
+    found = {row.id: _record(AppliedTuning(*row)) for row in rows}
+    found[0] = NOTHING_APPLIED
+    return TuningUse(
+        NOTHING_APPLIED if current is None else _record(current),
+        {name: None if i is None else found.get(i) for name, i in started.items()},
+    )
+
+
+def started_by_instance(beats: Mapping[str, Heartbeat | None]) -> dict[str, int | None]:
+    """Each live realtime instance among ``beats`` (every component's heartbeat, None: expired; the instances
+    as status judges them) with the applied tuning row it says it started with (0: none; None: it does not
+    say)."""
+    live = realtime_instances(beats, REALTIME, realtime_shards(beats))
+    return {name: started_with(beat.info) for name, beat in live.items() if beat is not None}
+
+
+def _record(row: AppliedTuning) -> Record:
+    return Record(row.id, row.action, row.proposal_id, dict(row.parameters))
 
 
 def _with_active(settings: Settings, active: dict[str, Any]) -> tuple[Settings, Params, Params]:

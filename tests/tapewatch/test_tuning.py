@@ -316,23 +316,23 @@ def test_separation_counts_ordered_tier_pairs_with_enough_signals() -> None:
     assert separation(tiers(HIGH=(1, 9.0), MEDIUM=(3, 0.5)), 2) == (0, 0.0)  # too few HIGH
 
 
-def tiered(judge_flipped: bool = False) -> list[Sample]:
+def tiered(judge_flipped: bool = False, per_week: int = 2) -> list[Sample]:
     """HIGH holds a losing 82 and a winning 90: raising HIGH to 85 orders the tiers (LOW below MEDIUM kept
-    fixed by a MEDIUM of 55, so the search cannot drop LOW)."""
+    fixed by a MEDIUM of 55, so the search cannot drop LOW); ``per_week`` of each score a week."""
     out = []
     for w in range(5):
         last = w == 4
-        for i in range(2):
+        for i in range(per_week):
             t = NOW - (5 - w) * WEEK_MS + (i + 1) * 3_600_000
             r82, r90 = (3.0, 0.5) if (last and judge_flipped) else (-1.0, 2.0)
-            for k, (q, r) in enumerate(((52, -0.5), (70, 0.5), (82, r82), (90, r90))):
+            for k, (q, r) in enumerate(((52, -1.0), (70, 0.5), (82, r82), (90, r90))):
                 out.append(sample(t + k * 60_000, 0.45, r, quality=q))
     return out
 
 
 def test_high_and_medium_are_moved_to_separate_the_tiers() -> None:
     current = {**CURRENT, "quality_medium_min": 55}
-    result = tune(tiered(), current, now_ms=NOW, weeks=5, min_samples=8)
+    result = tune(tiered(per_week=6), current, now_ms=NOW, weeks=5, min_samples=8)
     assert result.status == "proposed"
     assert (result.parameters["quality_medium_min"], result.parameters["quality_high_min"]) == (55, 85)
     assert {k: v for k, v in result.parameters.items() if not k.startswith("quality")} == {
@@ -341,7 +341,17 @@ def test_high_and_medium_are_moved_to_separate_the_tiers() -> None:
     assert result.in_sample.by_tier["HIGH"]["mean_r"] == 2.0
     assert result.current_in_sample.by_tier["HIGH"]["mean_r"] == 0.5
     assert "tiers separate better" in result.note and "1 -> 2 of 2" in result.note
+    assert "out of sample p = 0.00" in result.note
     assert result.in_sample.mean_r == result.current_in_sample.mean_r  # tiers never change the mean
+    assert "under-counted" not in result.note  # the thresholds, hence the signals, are unchanged
+
+
+def test_a_tier_change_ordered_no_better_than_chance_out_of_sample_is_not_proposed() -> None:
+    # 2 signals a score in the judged week: the tiers come out in order there, but by chance about 1 time in 14
+    current = {**CURRENT, "quality_medium_min": 55}
+    result = tune(tiered(), current, now_ms=NOW, weeks=5, min_samples=8)
+    assert result.status == "no_change" and result.parameters == current
+    assert "tier breakpoints kept" in result.note and "no better than chance" in result.note
 
 
 def test_a_tier_change_that_fails_out_of_sample_is_not_proposed() -> None:
