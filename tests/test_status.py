@@ -517,6 +517,33 @@ def test_metrics_published_long_before_the_heartbeat_are_stale(
     assert status_json(capsys)[0] == 0
 
 
+def test_signals_held_unwritten_or_unpublished_are_a_problem(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, redis_keys: Keyspace
+) -> None:
+    """The service beats and its feed flows, but its signals reach no trader: held unwritten (PostgreSQL failing)
+    or stored and not published (the outbox relay failing). Status must not say OK."""
+    held = {"pending_oldest_held_s": 38, "pending_held_signals": 2, "relay_healthy": 1}
+    publish_realtime(redis_url, redis_keys, FLOWING | held)
+    code, report = status_json(capsys)
+    assert code == 1
+    (problem,) = report["problems"]
+    assert problem.startswith(
+        "realtime holds 2 signal(s) not yet written to PostgreSQL, the oldest for 38.0 s (> 10 s)"
+    )
+    publish_realtime(
+        redis_url, redis_keys, FLOWING | held | {"pending_oldest_held_s": 9}
+    )  # briefly held: fine
+    assert status_json(capsys)[0] == 0
+    relay = {"relay_healthy": 0, "relay_redis_errors": 3, "relay_storage_errors": 0}
+    publish_realtime(redis_url, redis_keys, FLOWING | relay)
+    code, report = status_json(capsys)
+    assert code == 1
+    (problem,) = report["problems"]
+    assert problem.startswith(
+        "realtime's outbox relay failed its last pass (Redis errors 3, PostgreSQL errors 0"
+    )
+
+
 def test_a_pause_by_an_operator_is_shown_with_who_and_why_and_exits_3(
     env: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

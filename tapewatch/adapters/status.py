@@ -424,6 +424,32 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
     status.feeds = {"total": len(feeds), **dict(sorted(counts.items()))}
 
 
+#: Seconds a signal may wait unwritten (PostgreSQL failing, or slow) before status reports it: the trader gets
+#: no signal until it is stored, and a restart would lose it.
+HELD_SIGNAL_PROBLEM_S = 10
+
+
+def _dispatch_problems(name: str, values: Mapping[str, float]) -> list[str]:
+    """The signal dispatch's figures of one realtime instance (``pending_*``, ``relay_*``: see
+    :meth:`tapewatch.adapters.dispatch.Dispatch.metrics`) that say signals are not reaching the trader."""
+    problems: list[str] = []
+    held_s = values.get("pending_oldest_held_s", 0)
+    if held_s > HELD_SIGNAL_PROBLEM_S:
+        held = int(values.get("pending_held_signals", 0))
+        problems.append(
+            f"{name} holds {held} signal(s) not yet written to PostgreSQL, the oldest for {age_text(held_s)} "
+            f"(> {HELD_SIGNAL_PROBLEM_S} s): they reach no trader until written (kept in memory and retried; "
+            "a restart now would lose them) — check PostgreSQL (TAPEWATCH_DATABASE_URL) and the service's log"
+        )
+    if values.get("relay_healthy", 1) == 0:
+        problems.append(
+            f"{name}'s outbox relay failed its last pass (Redis errors {int(values.get('relay_redis_errors', 0))}, "
+            f"PostgreSQL errors {int(values.get('relay_storage_errors', 0))} since start): stored signals are not "
+            "reaching the Redis stream until it succeeds — check Redis (TAPEWATCH_REDIS_URL) and the service's log"
+        )
+    return problems
+
+
 def judge_realtime(
     beats: Mapping[str, Heartbeat],
     metrics: Mapping[str, Mapping[str, float]],
@@ -436,7 +462,10 @@ def judge_realtime(
     per instance, what the connectivity sensor finds without its REST ping and websocket probe — its
     heartbeat older than ``max_age_s``, its websockets silent longer than that on some route while the backup
     feed is off (``backup_on``; the service's websockets are then off and not judged) — and its metrics
-    published more than ``max_age_s`` before its heartbeat (stuck publishing: its figures are old)."""
+    published more than ``max_age_s`` before its heartbeat (stuck publishing: its figures are old); and what
+    keeps its signals from the trader while it runs: a signal held unwritten (PostgreSQL failing) for more than
+    :data:`HELD_SIGNAL_PROBLEM_S`, or an outbox relay whose last pass failed (stored signals not reaching the
+    Redis stream)."""
     problems: list[str] = []
     for name, beat in sorted(beats.items()):
         values = metrics.get(name, {})
@@ -454,6 +483,7 @@ def judge_realtime(
             silent_where=where,
         )
         problems += found.problems
+        problems += _dispatch_problems(name, values)
         updated = values.get("updated_ms")
         if updated is not None and beat.ts - updated > max_age_s * 1000:
             problems.append(
