@@ -22,6 +22,13 @@ only what changed, logs each change in one line and counts it:
 Redis being away never stops the service: what was applied stays applied, the outage is logged once (and its
 end), and the loop retries with capped exponential backoff.
 
+Until the control keys have been read once, the service fails closed: a start (or a first read that fails)
+while Redis is unreachable cannot know whether the platform paused signalling, so the loop pauses it with the
+reason ``control state unknown: Redis unreachable`` (:data:`UNKNOWN_PREFIX`; logged at ERROR, candidates get fate
+``paused``) and lifts that pause by itself at the first successful read, which then applies the real pause (or
+none: ``signalling resumed``, logged). Meanwhile it retries every ``UNKNOWN_RETRY_CAP`` seconds at most. That
+pause is the service's own: it is never written to Redis.
+
 Redis coming back empty (restarted without persistence, flushed) must not read as "resume, no universe": the
 control marker (``control:marker``, set by the first read and kept by every control write) tells the two
 apart. When it is gone or replaced while control state is applied, the loop keeps what it applied, logs an
@@ -50,6 +57,12 @@ log = logging.getLogger(__name__)
 _EXTRA = {"component": "control"}
 
 UniverseSource = Literal["start", "control"]
+
+#: The pause reason while the control keys were never read (Redis unreachable at start): fail closed.
+UNKNOWN_PREFIX = "control state unknown"
+#: The longest wait between reads while that pause holds (the backoff's cap otherwise): Redis coming back
+#: should lift it within seconds.
+UNKNOWN_RETRY_CAP = 2.0
 
 
 class Steerable(Protocol):
@@ -175,6 +188,10 @@ class ControlLoop:
         self._start_universe: tuple[str, ...] = ()
         # The control marker seen at the last read (None: not established yet).
         self._marker: str | None = None
+        # The pause this loop set because the control keys were never read (None: none held), and whether a
+        # read has told the target the real pause yet.
+        self.held: str | None = None
+        self._pause_read = False
 
     # --- the loop -------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -206,28 +223,51 @@ class ControlLoop:
                     next_read = self._next_read()
             except StorageUnavailable as exc:
                 after = None
-                await self._redis_failed(exc)
-            except Exception:
+                self._note_failure(exc)
+                self._hold_if_unknown("Redis unreachable", exc)
+                await self._tb.sleep(self._retry_delay())
+            except Exception as exc:
                 # A bug in applying a command must not take the service down: log it, retry later.
                 self.counters["errors"] += 1
                 log.exception("control: applying the control state failed; retrying", extra=_EXTRA)
                 after, cause = None, "retry after an error"
-                await self._tb.sleep(self._backoff.next_delay(self._tb.monotonic()))
+                self._hold_if_unknown(f"applying it failed ({type(exc).__name__})", exc)
+                await self._tb.sleep(self._retry_delay())
 
     async def sync(self, cause: str = "start") -> bool:
         """Read the control keys once and apply them; False (logged, counted) when Redis is unavailable or
-        applying failed."""
+        applying failed. Failing before any read succeeded, it pauses signalling until one does (fail closed:
+        see the module docstring)."""
         try:
             await self._read_and_apply(cause)
         except StorageUnavailable as exc:
             self._note_failure(exc)
+            self._hold_if_unknown("Redis unreachable", exc)
             return False
-        except Exception:
+        except Exception as exc:
             self.counters["errors"] += 1
             log.exception("control: applying the control state failed; the loop retries", extra=_EXTRA)
+            self._hold_if_unknown(f"applying it failed ({type(exc).__name__})", exc)
             return False
         self._redis_ok()
         return True
+
+    def _hold_if_unknown(self, why: str, exc: Exception) -> None:
+        """Pause signalling when no read has told the target whether the platform paused it (fail closed)."""
+        if self._pause_read or self.held is not None:
+            return
+        self.held = f"{UNKNOWN_PREFIX}: {why}"
+        self.target.set_paused(self.held)
+        log.error(
+            "control: cannot read the control state (%s): signalling paused until it is read, since the "
+            "platform may have paused it; candidates get fate 'paused' meanwhile",
+            exc,
+            extra={**_EXTRA, "paused": self.held},
+        )
+
+    def _retry_delay(self) -> float:
+        delay = self._backoff.next_delay(self._tb.monotonic())
+        return min(delay, UNKNOWN_RETRY_CAP) if self.held is not None else delay
 
     def _next_read(self) -> float:
         wait = self.config.reread_every
@@ -291,7 +331,8 @@ class ControlLoop:
         before = self.applied
         if before is None:
             start = tuple(self.target.universe)
-            before = AppliedControl(base=start, source="start", universe=start)
+            # the target may be paused by the fail-closed hold: the first read lifts or replaces that pause
+            before = AppliedControl(base=start, source="start", universe=start, paused_reason=self.held)
             self._start_universe = start
         why = f" ({cause})" if cause else ""
         base, source = await self._base_universe(state, before)
@@ -305,12 +346,21 @@ class ControlLoop:
             backup_feed=state.backup_feed,
             invalid_keys=len(state.invalid),
         )
+        held, self.held = self.held, None
         if after.paused_reason != before.paused_reason:
             self.target.set_paused(after.paused_reason)
-            if after.paused:
+            if held is not None:
+                log.warning(
+                    "control: control state read%s: the pause held while it was unknown is lifted; %s",
+                    why,
+                    f"signalling paused: {after.paused_reason!r}" if after.paused else "signalling resumed",
+                    extra=_EXTRA,
+                )
+            elif after.paused:
                 self._applied("pause", "signalling paused: %r%s", after.paused_reason, why)
             else:
                 self._applied("resume", "signalling resumed%s", why)
+        self._pause_read = True
         # Websockets off before a universe change (nothing to subscribe), back on after it (subscribe once).
         if after.backup_feed and not before.backup_feed:
             await self.target.set_backup_feed(True)
@@ -430,10 +480,6 @@ class ControlLoop:
                 extra=_EXTRA,
             )
 
-    async def _redis_failed(self, exc: StorageUnavailable) -> None:
-        self._note_failure(exc)
-        await self._tb.sleep(self._backoff.next_delay(self._tb.monotonic()))
-
     def _redis_ok(self) -> None:
         if not self.redis_up:
             down = self._tb.monotonic() - (self._down_since or self._tb.monotonic())
@@ -463,7 +509,11 @@ class ControlLoop:
             "control_errors": self.counters["errors"],
             # times Redis came back without the control state (restored from what this service applied)
             "control_state_lost": self.counters["state_lost"],
+            # 1 while signalling is paused because the control keys were never read (Redis unreachable)
+            "control_unknown_paused": int(self.held is not None),
         }
+        if a is None and self.held is not None:
+            out["control_paused"] = 1
         if a is not None:
             out.update(
                 control_paused=int(a.paused),
@@ -479,7 +529,10 @@ class ControlLoop:
         """The applied control state for the heartbeat (what the dashboard shows next to "realtime up")."""
         a = self.applied
         if a is None:
-            return {"control": "not read yet"}
+            info: dict[str, str | int | float | bool] = {"control": "not read yet"}
+            if self.held is not None:
+                info["paused"] = self.held  # the pause held while the control state is unknown
+            return info
         return {
             "paused": a.paused_reason or "",
             "backup_feed": a.backup_feed,

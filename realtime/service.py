@@ -595,7 +595,10 @@ class FeedService:
             log.error("the universe is empty: no symbol to watch (check TAPEWATCH_SYMBOLS / UNIVERSE_SIZE)")
         self.set_universe(symbols)
         if self.control is not None:
-            await self.control.sync()  # before the first frame: a paused service never lets a signal through
+            # before the first frame: a paused service never lets a signal through. Should the read fail
+            # (Redis unreachable), the pause is unknown and the loop pauses signalling itself (fail closed, logged)
+            # until its first read, made by control.run
+            await self.control.sync()
         try:
             await self._run_tasks()
         finally:

@@ -13,7 +13,8 @@ Exactly once, whatever dies when:
   stream belongs to another database (PostgreSQL was reset, Redis was not): the row is not marked, the
   relay stops and says so (``conflicts``), rather than lose signals silently;
 - Redis down: rows stay unpublished (``redis_errors``, one log line per outage) and are published in order
-  when it returns, retried with a growing pause up to ``retry_max`` seconds;
+  when it returns, retried with a growing pause up to ``retry_max`` seconds, at most :data:`RETRY_CAP` (2 s:
+  held signals reach the stream within seconds of the return; a probe of a server that is down costs little);
 - PostgreSQL down, or answering with an error (a read-only server after a failover, a missing grant): nothing
   can be read or marked; the same retry (``storage_errors``). No database error ends the relay.
 
@@ -47,6 +48,9 @@ from tapewatch.settings import Settings
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+#: The longest pause (s) between two passes while Redis or PostgreSQL fails: the signals waiting are published
+#: at most this long after it is back (``outbox_retry_max`` may only shorten it).
+RETRY_CAP = 2.0
 #: Redis's answer to an XADD whose id is not above the stream's last id.
 _NOT_ABOVE_TOP = "equal or smaller"
 
@@ -152,7 +156,7 @@ class OutboxRelay:
         batch: int = 100,
         poll_interval: float = 1.0,
         retry_base: float = 0.5,
-        retry_max: float = 30.0,
+        retry_max: float = RETRY_CAP,
         maxlen: int | None = 100_000,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -191,7 +195,7 @@ class OutboxRelay:
             on_published=on_published,
             batch=settings.outbox_batch,
             poll_interval=settings.outbox_poll_interval,
-            retry_max=settings.outbox_retry_max,
+            retry_max=min(settings.outbox_retry_max, RETRY_CAP),
             maxlen=settings.signals_stream_maxlen,
         )
 
@@ -354,7 +358,8 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publish as signals are saved (:meth:`wake`) and every ``poll_interval`` seconds; after a failure
-        retry after ``retry_base`` seconds, doubling up to ``retry_max``. Runs until cancelled."""
+        retry after ``retry_base`` seconds, doubling up to ``retry_max`` (:data:`RETRY_CAP` by default). Runs
+        until cancelled."""
         delay = self.retry_base
         cancels = cancel_requests()
         while True:

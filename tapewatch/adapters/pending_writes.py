@@ -15,6 +15,16 @@ it is logged with its id, counted in ``rejected`` and skipped, so it never block
 other database error is an outage (:func:`tapewatch.adapters.db_errors.is_refused_row`): a read-only server,
 a statement or lock wait cut by the session limits, a missing table or grant; the rows stay held.
 
+An outcome references its signal (a foreign key), so it is never tried before its signal: an ENTRY that
+finishes while the writer is busy on candidates has both added during that write, and each flush writes the
+signals held again before every batch of candidates and before the outcomes, which come last. (Tried first, the
+outcome was refused by PostgreSQL as a bad row and skipped for good: after a restart the finished signal came
+back as open.)
+
+While PostgreSQL is down, :meth:`PendingWrites.run` retries after a pause that doubles from
+``retry_interval`` up to ``retry_max`` (at most :data:`RETRY_CAP` seconds): held signals go out within a
+few seconds of PostgreSQL's return, and a probe of a server that is down costs one failed connection.
+
 ``oldest_held_s`` (in :attr:`PendingWrites.stats`, published as ``pending_oldest_held_s``) is how long the
 oldest signal not yet written has been held: it grows while a write is stuck, whatever the cause.
 """
@@ -42,6 +52,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+
+#: The longest pause (s) between two attempts while PostgreSQL is down: held signals wait at most this long
+#: after it returns.
+RETRY_CAP = 2.0
 
 
 @dataclass(slots=True)
@@ -78,7 +92,7 @@ class PendingWrites:
         max_items: int = 10_000,
         batch: int = 500,
         retry_interval: float = 0.5,
-        retry_max: float = 30.0,
+        retry_max: float = RETRY_CAP,
         sleep: Sleep = asyncio.sleep,
         on_signals: Callable[[list[Signal]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -114,11 +128,12 @@ class PendingWrites:
         *,
         on_signals: Callable[[list[Signal]], None] | None = None,
     ) -> PendingWrites:
-        """A buffer bounded by ``pending_writes_max``, retrying at most every ``outbox_retry_max`` seconds."""
+        """A buffer bounded by ``pending_writes_max``; while PostgreSQL is down it retries after at most
+        ``outbox_retry_max`` seconds, and never waits more than :data:`RETRY_CAP`."""
         return cls(
             store,
             max_items=settings.pending_writes_max,
-            retry_max=settings.outbox_retry_max,
+            retry_max=min(settings.outbox_retry_max, RETRY_CAP),
             on_signals=on_signals,
         )
 
@@ -217,13 +232,15 @@ class PendingWrites:
     # --- writing -----------------------------------------------------------------------------------------
     async def flush(self) -> bool:
         """Write everything held, signals first, then candidates, then outcomes; True when all is written,
-        False when PostgreSQL is unavailable (what is not written stays held)."""
+        False when PostgreSQL is unavailable (what is not written stays held). Signals added meanwhile are
+        written before the next batch of candidates and before the outcomes (an outcome needs its signal)."""
         async with self._lock:
             try:
-                while self._signals:
-                    await self._write_signals()
-                while self._candidates:
-                    await self._write_candidates()
+                while self._signals or self._candidates:
+                    while self._signals:
+                        await self._write_signals()
+                    if self._candidates:
+                        await self._write_candidates()
                 if self._outcomes:
                     await self._write_outcomes()
             except StorageUnavailable as exc:
@@ -234,7 +251,7 @@ class PendingWrites:
 
     async def run(self) -> None:
         """Write what is added, as it is added; while PostgreSQL is down retry with a growing pause (up to
-        ``retry_max`` s). Runs until cancelled."""
+        ``retry_max`` s, :data:`RETRY_CAP` by default). Runs until cancelled."""
         delay = self.retry_interval
         while True:
             await self._wake.wait()

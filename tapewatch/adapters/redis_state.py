@@ -377,6 +377,16 @@ class AsyncRedisState:
         """Drop the feed stats of a symbol that left the universe."""
         await self._run(self._ops.remove_feed(symbol))
 
+    async def publish_feeds(
+        self, feeds: Mapping[str, SymbolFeed], *, removed: Iterable[str] = (), ttl_s: float = 300.0
+    ) -> None:
+        """``publish_feed`` of every symbol of ``feeds`` and ``remove_feed`` of every symbol of ``removed``, in
+        one round trip (one transaction): a slow Redis costs the publish one reply, not one per symbol."""
+        ops = [self._ops.publish_feed(symbol, feed, ttl_s) for symbol, feed in feeds.items()]
+        ops += [self._ops.remove_feed(symbol) for symbol in removed]
+        if ops:
+            await self._run(Op(tuple(c for op in ops for c in op.calls), lambda _: None, transaction=True))
+
     async def publish_metrics(self, values: Mapping[str, int | float], component: str = REALTIME) -> None:
         """Replace the metrics snapshot of ``component`` (``updated_ms`` is added)."""
         await self._run(self._ops.publish_metrics(values, component))

@@ -348,20 +348,18 @@ def test_redis_down_keeps_the_state_logs_once_and_backs_off(
             assert not task.done()
         finally:
             await _stop(state, task)
-        assert target.calls == [] and target.universe == START
+        # never read: the pause is unknown, so signalling is paused (fail closed), once
+        assert len(target.calls) == 1 and target.calls[0][0] == "paused" and target.universe == START
+        held = str(target.calls[0][1])
+        assert held == "control state unknown: Redis unreachable"
         assert loop.counters["redis_errors"] >= 7
         assert loop.metrics()["control_redis_up"] == 0
-        assert loop.info() == {"control": "not read yet"}
+        assert loop.info() == {"control": "not read yet", "paused": held}
 
     asyncio.run(scenario())
-    assert sleeps[:6] == [
-        0.5,
-        1.0,
-        2.0,
-        4.0,
-        4.0,
-        4.0,
-    ]  # full jitter (random 0.5) of a doubling, capped ceiling
+    # full jitter (random 0.5) of a doubling, capped ceiling (8 s: 4 s drawn), and at most 2 s while the
+    # control state is unknown
+    assert sleeps[:6] == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
     warnings = [r for r in caplog.records if r.name == "realtime.control" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "Redis unavailable" in warnings[0].getMessage()
 

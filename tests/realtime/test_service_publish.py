@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -278,3 +280,57 @@ def test_the_heartbeat_carries_the_hosts_cpu_averaged_over_a_minute(monkeypatch:
         second(95.0)
         beat = sampler.sample()
     assert beat["host_cpu"] == pytest.approx(95.0)  # a load that lasts shows in full
+
+
+def test_a_slow_redis_does_not_let_the_heartbeat_expire(redis_url: str, redis_keys: Keyspace) -> None:
+    """Behind a Redis answering 0.3 s late, the publish loop sent one round trip per symbol before the next
+    heartbeat: 20 symbols kept the heartbeat (10 s to live) unrenewed for ~7 s, and at 0.7 s a reply it
+    vanished for seconds. The feed stats go in one round trip: beats stay about a second and a few replies
+    apart, and a symbol cut from the universe still has its stats removed."""
+    from tests.adapters.test_pending_writes_outage import forwarder, free_port, redis_upstream, redis_url_via
+
+    settings = load_settings()
+    followed = [f"S{i:02d}USDT" for i in range(20)]
+    port = free_port()
+    reader = RedisState.from_url(redis_url, keys=redis_keys)  # reads the server itself, not through the delay
+    beats: list[float] = []
+
+    async def body() -> None:
+        async with forwarder(port, redis_upstream(redis_url), delay=0.3):
+            redis = AsyncRedisState.from_url(redis_url_via(port, redis_url), keys=redis_keys)
+            service = FeedService(
+                settings, rest=BinanceRest.from_settings(settings), pool=StreamPool(settings), redis=redis
+            )
+            service.universe = list(followed)
+            task = asyncio.create_task(publish_loop(service, interval=1.0))
+            try:
+                seen: int | None = None
+                deadline = time.monotonic() + 10
+                while len(beats) < 4 and time.monotonic() < deadline:
+                    beat = await asyncio.to_thread(reader.heartbeat, service.component)
+                    if beat is not None and beat.ts != seen:
+                        seen = beat.ts
+                        beats.append(time.monotonic())
+                    await asyncio.sleep(0.05)
+                gaps = [b - a for a, b in itertools.pairwise(beats)]
+                assert len(beats) == 4 and max(gaps) < 3.5, (
+                    f"{len(beats)} heartbeats in 10 s, {', '.join(f'{g:.1f}' for g in gaps)} s apart"
+                )
+                assert set(await asyncio.to_thread(reader.feeds)) == set(followed)
+                service.universe = followed[:5]
+                await eventually(
+                    lambda: set(reader.feeds()) == set(followed[:5]),
+                    within=10,
+                    what="the symbols cut removed",
+                )
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await service.pool.close()
+                await redis.aclose()
+
+    try:
+        run(body, timeout=30)
+    finally:
+        reader.close()
