@@ -28,6 +28,13 @@ fails) records it too. WARN on the first pass (the day's final pass asks again a
 any other run: the day's final numbers and report are then incomplete until a later run fetches them
 (``outcomes_catch_up_schedule`` in ``orchestration.performance`` retries the days before each final pass,
 for a bounded number of days; after that a run by hand).
+
+A run that could fetch the klines of none of its due signals fails (Binance unreachable, a wrong URL) —
+except a catch-up run (tag ``tapewatch/pass=catch-up``): it asks only for the signals earlier runs could not
+fetch, so fetching none of them is its usual outcome while a symbol stays refused (delisted: ``-1121``), not
+a sign of an outage (the day's own passes, which ask for every signal, say that). Its ``klines_fetched``
+ERROR is the day's state; failing the run as well made one failed run a day, and a ``dagster_run`` incident
+that no later run could close, for a day nothing can settle.
 """
 
 import asyncio
@@ -297,6 +304,7 @@ def signal_outcomes(
         run = BatchRun(due=len(due))
         # the first pass (00:10) leaves a hole to a later pass; the final pass and runs by hand settle it
         first_pass = context.run.tags.get("tapewatch/pass") == "first"
+        catch_up = context.run.tags.get("tapewatch/pass") == "catch-up"
         settle_holes = not first_pass
         outcomes: list[Outcome] = []
         for entry, sig in due:
@@ -312,7 +320,7 @@ def signal_outcomes(
             if batch is not None:
                 outcomes.append(batch)
         fetch_result = fetch_check(run.failed, {s.signal_id: s.symbol for s in signals}, first_pass)
-        if due and len(run.failed) == len(due):
+        if due and len(run.failed) == len(due) and not catch_up:
             yield fetch_result  # recorded though the run fails: the day's check names the signals
             raise dg.Failure(
                 description=f"no klines could be fetched for any of the {len(due)} signals of {day}; first "

@@ -16,16 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from tapewatch.adapters import dashboard_queries as q
 from tapewatch.adapters.dagster_runs import DagsterRuns
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.redis_keys import REALTIME
+from tapewatch.adapters.redis_state import RedisState, realtime_shards
 from tapewatch.errors import MigrationError, StorageUnavailable
 from tapewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The realtime heartbeat's field with its market clock (``realtime.service_publish._heartbeat_info``).
+MARKET_NOW = "market_now_ms"
 
 
 @dataclass
@@ -64,11 +67,26 @@ def current() -> Backend:
 
 def signal_now_ms(backend: Backend) -> int:
     """ "Now" on the clock of the signals (exchange event time), where a page's periods end: the later of the
-    wall clock and the newest stored signal's event time. The simulator's clock runs ahead of the wall clock
-    (``--speed``; a resumed demo carries on where it stopped), so its signals lie in the wall clock's future and
-    periods cut at the wall clock would leave them out. One indexed lookup; call it once per refresh.
-    StorageUnavailable when PostgreSQL is down."""
-    return max(backend.now_ms(), q.newest_signal_time(backend.db) or 0)
+    wall clock and the market clock the live realtime instances publish in their heartbeats (``market_now_ms``,
+    the freshest of the service or its shards). The simulator's clock runs ahead of the wall clock (``--speed``;
+    a resumed demo carries on where it stopped), so its signals lie in the wall clock's future and periods cut
+    at the wall clock would leave them out; on Binance the market clock is about the wall clock. Not the newest
+    stored signal: one stray future-dated row (a simulator run pointed at this database) emptied every period
+    until the wall clock caught up. The wall clock alone when no realtime instance beats or Redis is down. One
+    Redis read; call it once per refresh."""
+    wall = backend.now_ms()
+    try:
+        beats = backend.redis.heartbeats()
+    except StorageUnavailable as exc:
+        log.debug("no realtime market clock (Redis): %s", exc)
+        return wall
+    now = wall
+    for name in [REALTIME, *realtime_shards(beats)]:
+        beat = beats.get(name)
+        clock = beat.info.get(MARKET_NOW) if beat is not None else None  # None: down, or from before it
+        if isinstance(clock, int | float) and not isinstance(clock, bool):
+            now = max(now, int(clock))
+    return now
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str | None]:

@@ -47,7 +47,9 @@ class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):
     incident changes not recorded yet; ``recovered``: what it did before its cursor was lost has been read
     back from durable state; ``restored_ms``: when it last restored the universe (wall clock, ms; None:
     never); ``relapses``: restores in a row that a new shrink followed within the probation (the calm checks
-    a restore waits for double with each: ``tapewatch.health.RestoreWait``)."""
+    a restore waits for double with each: ``tapewatch.health.RestoreWait``); ``causes``: the resources whose
+    overload made the cut in force (``cpu``, ``memory``), the ones a restore judges against their lower
+    restore thresholds (None: not known, a cursor written before they were kept, or no cut)."""
 
     streak: Streak = msgspec.field(default_factory=Streak)
     cap: int | None = None
@@ -56,6 +58,7 @@ class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):
     recovered: bool = False
     restored_ms: int | None = None
     relapses: int = 0
+    causes: tuple[str, ...] | None = None
 
 
 def sensor_result(message: str, cursor: msgspec.Struct, warning: str | None) -> dg.SensorResult:

@@ -5,9 +5,12 @@ instances publish in their heartbeats (``host_cpu``: the host's CPU averaged ove
 sensor's (psutil, averaged the same way over its ticks); the tick and the incident say which.
 
 An overload must last (``performance_trip_checks`` checks in a row, 3 min by default) to cut; a restore waits
-for ``performance_clear_checks`` checks in a row at or below the lower restore thresholds
-(``cpu_restore_threshold``, ``memory_restore_threshold``), twice as many after each restore a new cut followed
-within ``performance_relapse_within`` (``tapewatch.health.RestoreWait``), so the universe does not flap.
+for ``performance_clear_checks`` checks in a row with the resource(s) that caused the cut at or below their
+lower restore thresholds (``cpu_restore_threshold``, ``memory_restore_threshold``) and the other at or below its
+trip threshold (a host whose memory sits at 80 % gets back the symbols a CPU overload cut once the CPU calms
+down), twice as many after each restore a new cut followed within ``performance_relapse_within``
+(``tapewatch.health.RestoreWait``), so the universe does not flap. The causes are kept in the cursor and the
+incident's values (``causes``); a cursor without them reads them back from the cut's incident.
 See ``orchestration.health`` for what the health sensors share."""
 
 import time
@@ -20,7 +23,13 @@ from msgspec.structs import replace
 
 from orchestration.health_control import SOURCE, control_text, whose
 from orchestration.health_cursor import PerformanceState, retry_next_tick, sensor_result
-from orchestration.health_incidents import incident_change, record_incidents, taken_back, unrecovered
+from orchestration.health_incidents import (
+    incident_change,
+    open_incident_of,
+    record_incidents,
+    taken_back,
+    unrecovered,
+)
 from orchestration.resources import DatabaseResource, RedisResource, TapewatchSettings
 from orchestration.sensor_ticks import recorded_sensor
 from tapewatch.adapters.redis_keys import REALTIME
@@ -43,6 +52,42 @@ from tapewatch.health import (
 )
 
 _RUNNING = dg.DefaultSensorStatus.RUNNING
+KIND = "system_performance"
+#: The resources an overload names, with the first word of their problem (``tapewatch.health.overload``).
+_RESOURCES = (("cpu", "CPU "), ("memory", "memory "))
+BOTH = tuple(name for name, _ in _RESOURCES)
+
+
+def overloaded(problems: list[str]) -> tuple[str, ...]:
+    """The resources ``problems`` (:func:`tapewatch.health.overload`) name, in :data:`BOTH`'s order."""
+    return tuple(name for name, word in _RESOURCES if any(p.startswith(word) for p in problems))
+
+
+def causes_of(values: dict[str, Any]) -> tuple[str, ...]:
+    """The causes of a cut from its incident's values: ``causes``, else (an incident from before they were
+    recorded) the resources its ``problems`` name; both when neither says."""
+    kept = values.get("causes")
+    if isinstance(kept, list) and kept:
+        return tuple(name for name in BOTH if name in kept)
+    problems = values.get("problems")
+    found = overloaded([str(p) for p in problems]) if isinstance(problems, list) else ()
+    return found or BOTH
+
+
+def _known_causes(state: PerformanceState, database: DatabaseResource) -> tuple[PerformanceState, str]:
+    """``state`` with the causes of its cut known: a cursor written before they were kept (or one whose cut
+    was read back after it was lost) reads them from the cut's incident — the one queued in the cursor, else
+    the one open in PostgreSQL. PostgreSQL down: left unknown (both resources judged this tick), and a note."""
+    if state.causes is not None or not state.streak.tripped:
+        return state, ""
+    queued_opens = [c for c in state.pending if c.kind == KIND and c.op == "open"]
+    if queued_opens:
+        return replace(state, causes=causes_of(queued_opens[-1].values)), ""
+    try:
+        incident = open_incident_of(database, KIND, ())
+    except TapewatchError as exc:
+        return state, f"; the cut's causes not read ({exc}): both resources judged, read again next tick"
+    return replace(state, causes=causes_of(incident.values if incident is not None else {})), ""
 
 
 def _recover_cap(
@@ -51,7 +96,7 @@ def _recover_cap(
     """``state`` with the universe cap of this sensor's open incident (its ``cap`` and ``previous_cap``) taken
     back when that cap is still this sensor's (in force, or lost with Redis's data), and the alarm in force
     while the incident is open; and a note. Done once per cursor (``recovered``)."""
-    state, incident, note = taken_back(state, "system_performance", database)
+    state, incident, note = taken_back(state, KIND, database)
     if incident is None:
         return state, note
     cap, previous = incident.values.get("cap"), incident.values.get("previous_cap")
@@ -147,7 +192,7 @@ def _shrink(
         note = f" -> universe of {current} is at the floor, not shrunk"
     cap = target if target is not None else (state.cap if ours else None)
     change = incident_change(
-        "system_performance",
+        KIND,
         "open",
         f"{'; '.join(values['problems'])} ({values['source']}){relapse}",
         {**values, "cap": cap, "previous_cap": previous},
@@ -182,7 +227,7 @@ def _restore(
         kept = (state.cap, None)
     else:
         recovery = f"universe cap {live} set by someone else since the shrink, left as is"
-    change = incident_change("system_performance", "close", recovery, values)
+    change = incident_change(KIND, "close", recovery, values)
     return _acted(state, streak, *kept, change), f" -> {recovery}"
 
 
@@ -260,6 +305,11 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
                     state, recovered = _recover_cap(state, rs, database)
             except TapewatchError as exc:  # Redis down: read back at the next tick
                 recovered = unrecovered(exc)
+        state, unknown = _known_causes(state, database)
+        recovered += unknown
+        # the resources whose overload made the cut in force: only they must calm down to their restore
+        # thresholds; the other must only be no overload (before any cut: none, so `high` is `problems`)
+        causes = (state.causes if state.causes is not None else BOTH) if state.streak.tripped else ()
         load = _load(redis, measure)
         cpu, memory = load.cpu_percent, load.memory_percent
         problems = overload(
@@ -268,12 +318,12 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
             cpu_threshold=s.cpu_threshold,
             memory_threshold=s.memory_threshold,
         )
-        # above a restore threshold: not an overload, nor calm enough to put the symbols cut back
+        # a cause above its restore threshold: not an overload, nor calm enough to put the symbols cut back
         high = overload(
             cpu_percent=cpu,
             memory_percent=memory,
-            cpu_threshold=s.cpu_restore_threshold,
-            memory_threshold=s.memory_restore_threshold,
+            cpu_threshold=s.cpu_restore_threshold if "cpu" in causes else s.cpu_threshold,
+            memory_threshold=s.memory_restore_threshold if "memory" in causes else s.memory_threshold,
         )
         wait = RestoreWait(
             clear_after=s.performance_clear_checks,
@@ -296,13 +346,22 @@ def performance_sensor(measure: Callable[[], tuple[float, float]]) -> dg.SensorD
         try:
             with redis.open() as rs:
                 if move in (Transition.TRIP, Transition.ESCALATE):
+                    # an escalation by the other resource adds it: both must then calm down
+                    cut_by = tuple(name for name in BOTH if name in {*causes, *overloaded(problems)})
                     new, note = _shrink(
-                        rs, state, streak, move, values, s.universe_size, s.min_universe_under_load, relapse
+                        rs,
+                        state,
+                        streak,
+                        move,
+                        {**values, "causes": list(cut_by)},
+                        s.universe_size,
+                        s.min_universe_under_load,
+                        relapse,
                     )
-                    new = replace(new, relapses=relapses)
+                    new = replace(new, relapses=relapses, causes=cut_by)
                 elif move is Transition.RECOVER:
                     new, note = _restore(rs, state, streak, values)
-                    new = replace(new, restored_ms=now_ms)
+                    new = replace(new, restored_ms=now_ms, causes=None)
                 elif state.cap is not None and not streak.tripped:
                     new, note = _lift_lost_cap(rs, new)
         except TapewatchError as exc:  # Redis: the action did not take effect

@@ -17,7 +17,9 @@
   ``tapewatch/pass=catch-up``) for each of the :data:`CATCH_UP_DAYS` days before the final pass's day that
   still holds ENTRY signals without a batch outcome (klines that could not be fetched, a run that failed):
   their final passes are over, so nothing else would ask again. Older days stay failing in the
-  ``klines_fetched`` check until a run by hand.
+  ``klines_fetched`` check until a run by hand. Catch-up runs carry ``dagster/max_retries=0`` (the job's
+  retries are for its scheduled passes): the next tick is their retry, and a day whose signals cannot be
+  fetched (a delisted symbol) makes one run a day, not three.
 
 Why after the final pass: the weekly and monthly numbers read the stored outcomes, and those of the period's
 last day are all final only after its final pass; the 30/50 min leave the daily runs time to finish (and
@@ -71,6 +73,8 @@ WEEKLY_DELAY = timedelta(minutes=30)
 MONTHLY_DELAY = timedelta(minutes=50)
 #: Days before a final pass's day whose signals still without a batch outcome its tick runs again.
 CATCH_UP_DAYS = 7
+#: The tags of a catch-up run: its pass, and no retry by the daemon (the job's RETRY_TAGS set to 0).
+CATCH_UP_TAGS = {"tapewatch/pass": "catch-up", **{tag: "0" for tag in RETRY_TAGS}}
 
 daily_performance_job = dg.define_asset_job(
     "daily_performance_job",
@@ -274,7 +278,7 @@ def catch_up_schedule(times: ReportTimes, note: str = "") -> dg.ScheduleDefiniti
             dg.RunRequest(
                 run_key=f"{day}:catch-up:{end}",  # one a tick: a day still unsettled runs again the next one
                 partition_key=day.isoformat(),
-                tags={"tapewatch/pass": "catch-up"},
+                tags=CATCH_UP_TAGS,
             )
             for day in days
         ]

@@ -275,6 +275,9 @@ def _heartbeat_info(service: FeedService, pid: int, load: LoadSampler) -> dict[s
     if not service.shard.whole:
         info["shard"] = service.shard.label
     info["retained"] = len(service.retained)  # next to the universe's size: symbols kept for signals
+    # the exchange's "now" (0 before the first frame): where the dashboard's periods end when the simulator
+    # runs ahead of the wall clock
+    info["market_now_ms"] = service.market.now_ms
     # the applied tuning row it started with (0: none), so that status can say a restart is pending
     from tapewatch.adapters.tuning_store import applied_record
     from tapewatch.tuning_use import HEARTBEAT_FIELD

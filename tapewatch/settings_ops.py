@@ -191,20 +191,32 @@ class OperationsSettings(BaseModel):
     memory_threshold: float = Field(
         85, gt=0, le=100, description="Memory use (%) above which the universe shrinks."
     )
+    # None: unset, replaced by _default_restore_threshold (validate_default) before the type is checked. (A
+    # default_factory reading the trip threshold adds an error line of its own to every other invalid setting.)
     cpu_restore_threshold: float = Field(
-        70,
+        None,  # type: ignore[assignment]
         ge=0,
         lt=100,
         description="A shrunk universe is restored only while host CPU (%, 60 s average) stays at or below "
-        "this; below cpu_threshold.",
+        "this; below cpu_threshold. Unset: cpu_threshold - 10 (70 with the defaults).",
     )
     memory_restore_threshold: float = Field(
-        75,
+        None,  # type: ignore[assignment]
         ge=0,
         lt=100,
         description="A shrunk universe is restored only while memory use (%) stays at or below this; below "
-        "memory_threshold.",
+        "memory_threshold. Unset: memory_threshold - 10 (75 with the defaults).",
     )
+
+    @field_validator("cpu_restore_threshold", "memory_restore_threshold", mode="before")
+    @classmethod
+    def _default_restore_threshold(cls, value: Any, info: ValidationInfo) -> Any:
+        # a fixed default (70 / 75) made a lower trip threshold (TAPEWATCH_CPU_THRESHOLD=65, valid before the
+        # restore thresholds existed) an error at the start of every process: the default follows the trip
+        if value is not None:
+            return value
+        bound = info.data.get((info.field_name or "").replace("_restore", ""))
+        return max(0.0, bound - 10) if bound is not None else 0.0  # no bound: its own error is reported
 
     @field_validator("cpu_restore_threshold", "memory_restore_threshold")
     @classmethod
@@ -214,7 +226,7 @@ class OperationsSettings(BaseModel):
         if bound is not None and value >= bound:
             raise ValueError(
                 f"must be below {name} ({bound:g}): else the load that just shrank the universe counts as calm "
-                "enough to restore it, and the universe flaps"
+                f"enough to restore it, and the universe flaps (unset, it is {name} - 10)"
             )
         return value
 
@@ -232,11 +244,11 @@ class OperationsSettings(BaseModel):
         "doubled after each failed restore.",
     )
     performance_max_clear_checks: int = Field(
-        120,
+        None,  # type: ignore[assignment]  # unset: replaced by _default_max_clear_checks
         ge=1,
         le=100_000,
         description="The most performance_clear_checks grows to by doubling (120 = 1 h at 30 s); at least "
-        "performance_clear_checks.",
+        "performance_clear_checks. Unset: the larger of 120 and performance_clear_checks.",
     )
     performance_relapse_within: float = Field(
         1800,
@@ -245,6 +257,14 @@ class OperationsSettings(BaseModel):
         description="A new shrink this soon (s) after a restore means the restore failed: the next restore "
         "waits twice as many calm checks (0: never).",
     )
+
+    @field_validator("performance_max_clear_checks", mode="before")
+    @classmethod
+    def _default_max_clear_checks(cls, value: Any, info: ValidationInfo) -> Any:
+        # a fixed 120 made TAPEWATCH_PERFORMANCE_CLEAR_CHECKS above 120 (valid before) an error at every start
+        if value is not None:
+            return value
+        return max(120, info.data.get("performance_clear_checks") or 0)
 
     @field_validator("performance_max_clear_checks")
     @classmethod

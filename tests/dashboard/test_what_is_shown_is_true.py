@@ -177,22 +177,48 @@ def test_a_signal_that_finishes_stays_on_the_live_table_with_its_outcome(
     assert text_of(message) == live.NO_SIGNALS and "SOLUSDT" in symbols
 
 
-def test_periods_end_at_the_newest_signal_when_the_simulator_runs_ahead(backend: be.Backend) -> None:
+def test_periods_end_at_the_realtime_market_clock_when_the_simulator_runs_ahead(backend: be.Backend) -> None:
     # a demo resumed where it stopped: its event time is three days ahead of the wall clock (NOW_MS), and
     # it has run two event days since (a signal an hour, each finished ten minutes later)
     ahead = NOW_MS + 3 * DAY
     store_finished(
         backend.db, [finished("BTCUSDT", ahead + k * HOUR, 1.0 if k % 2 else -1.0) for k in range(48)]
     )
+    # its shards publish their market clock in their heartbeats: periods end at the freshest one
+    now = ahead + 47 * HOUR + 12 * MINUTE
+    backend.redis.beat("realtime-0of2", ttl_s=60, info={"market_now_ms": now - 2000})
+    backend.redis.beat("realtime-1of2", ttl_s=60, info={"market_now_ms": now})
+    assert be.signal_now_ms(backend) == now
     kpis, *_ = performance.refresh_performance("24 h", "all", 0)
-    assert _kpi(kpis, "finished signals") == "25"  # the last 24 h of the signals' clock: hours 23..47
+    assert _kpi(kpis, "finished signals") == "24"  # the last 24 h of the signals' clock: hours 24..47
     bands, *_, empty = quality.refresh_quality("24 h", 0)
-    assert sum(int(t.split("/")[1].split(" ")[0]) for t in bands.data[0].text) == 25
+    assert sum(int(t.split("/")[1].split(" ")[0]) for t in bands.data[0].text) == 24
     assert text_of(empty) == ""
     rows, _, kpis, _, _ = live.refresh_live(0)
-    assert _kpi(kpis, "signals 24 h") == "25"
-    # finished within the last hour of that clock (from 46 h on): on the open table
-    assert [r["event_time"] for r in rows] == [ahead + 47 * HOUR, ahead + 46 * HOUR]
+    assert _kpi(kpis, "signals 24 h") == "24"
+    # finished within the last hour of that clock (from 46 h 12 min on): on the open table
+    assert [r["event_time"] for r in rows] == [ahead + 47 * HOUR]
+
+
+def test_a_stray_future_dated_signal_does_not_empty_the_periods(backend: be.Backend) -> None:
+    """The review's case: "now" was the later of the wall clock and the newest stored signal, so one signal
+    stored 30 days ahead (a simulator run pointed at this database, a bad clock) emptied every period until
+    the wall clock caught up. The realtime service's market clock is about the wall clock on Binance."""
+    store_finished(backend.db, [finished("BTCUSDT", NOW_MS - k * HOUR - 20 * MINUTE, 1.0) for k in range(24)])
+    store_finished(backend.db, [finished("ETHUSDT", NOW_MS + 30 * DAY, 1.0)])
+    for market_now in (None, NOW_MS - 1500):  # no realtime heartbeat; one with the exchange's clock
+        if market_now is not None:
+            backend.redis.beat("realtime", ttl_s=60, info={"market_now_ms": market_now})
+        assert be.signal_now_ms(backend) == NOW_MS
+        kpis, *_ = performance.refresh_performance("24 h", "all", 0)
+        assert _kpi(kpis, "finished signals") == "24"
+        kpis, *_ = performance.refresh_performance("7 days", "all", 0)
+        assert _kpi(kpis, "finished signals") == "24"
+        rows, _, kpis, _, _ = live.refresh_live(0)
+        # the stray row still counts and shows (these Live reads have no end: all since 24 h / 1 h ago), but no
+        # longer ends the periods: the last 24 h of signals are there
+        assert _kpi(kpis, "signals 24 h") == "25"
+        assert NOW_MS - 20 * MINUTE in [r["event_time"] for r in rows]  # finished 10 min ago
 
 
 def test_a_quality_band_without_triggered_signals_has_no_win_rate(backend: be.Backend) -> None:

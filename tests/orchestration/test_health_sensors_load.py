@@ -6,13 +6,14 @@ heartbeat publishes (``host_cpu``: the host's CPU averaged over 60 s)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestration.health_load import performance_sensor
+from orchestration.health_load import causes_of, performance_sensor
 from orchestration.health_quality import data_quality_sensor
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.health_store import list_health_incidents
@@ -126,6 +127,50 @@ def test_a_cut_long_after_a_restore_waits_as_long_as_the_first(res: Any, redis_s
         assert host.check(95.0) == 8
         assert host.checks(10.0, 2) == [8, None]
         assert "restore failed" not in host.reasons[-3]
+
+
+def test_a_cpu_cut_is_restored_once_the_cpu_calms_on_a_host_whose_memory_sits_between_its_thresholds(
+    res: Any, redis_state: RedisState, db: Database
+) -> None:
+    """The review's case: memory at a steady 80 % (above its 75 % restore threshold, below its 85 % cut) and a
+    CPU overload. The restore asked both resources to be at their restore thresholds, so the memory that did
+    not cause the cut kept it for good (2 h of CPU at 20 %: still 8). Only the cause must calm down to its
+    restore threshold; the other must stay below its cut."""
+    redis_state.set_universe(UNIVERSE, source="rescan")
+    host = Host(redis_state, res(performance_relapse_within="0"))  # the memory cut below is no relapse
+    assert host.checks(90.0, 6, memory=80.0)[-1] == 8
+    (cut,) = list_health_incidents(db, kind="system_performance")
+    assert cut.values["causes"] == ["cpu"]
+    assert host.checks(75.0, 5, memory=80.0) == [8] * 5  # the cause above its restore threshold: kept
+    assert "CPU 75 % > 70 % (restore threshold): not calm enough" in host.reasons[-1]
+    assert host.checks(20.0, 10, memory=80.0) == [8] * 9 + [None]
+    # a memory cut: the CPU between its thresholds does not hold the restore back, the memory at 80 % does
+    assert host.checks(75.0, 6, memory=90.0)[-1] == 8
+    assert host.checks(75.0, 12, memory=80.0) == [8] * 12
+    assert "memory 80 % > 75 % (restore threshold)" in host.reasons[-1]
+    assert host.checks(75.0, 10, memory=70.0) == [8] * 9 + [None]
+    # cut by the CPU, halved again by the memory: both are causes, both must calm down
+    assert host.checks(90.0, 6, memory=40.0)[-1] == 8
+    assert host.checks(20.0, 6, memory=90.0)[-1] == 5  # the floor
+    assert host.checks(20.0, 12, memory=80.0) == [5] * 12
+    assert host.checks(20.0, 10, memory=70.0) == [5] * 9 + [None]
+
+
+def test_a_cursor_from_before_the_causes_reads_them_from_the_cuts_incident(
+    res: Any, redis_state: RedisState
+) -> None:
+    redis_state.set_universe(UNIVERSE, source="rescan")
+    host = Host(redis_state, res())
+    assert host.checks(90.0, 6, memory=80.0)[-1] == 8
+    old = json.loads(host.cursor or "{}")
+    old.pop("causes")  # as the sensor wrote it before it kept them
+    host.cursor = json.dumps(old)
+    assert host.checks(20.0, 10, memory=80.0) == [8] * 9 + [None]
+    assert "unreadable cursor" not in " ".join(host.reasons)
+    # an incident from before the causes were recorded: the resources its problems name
+    assert causes_of({"problems": ["CPU 90 % > 80 %"]}) == ("cpu",)
+    assert causes_of({"problems": ["CPU 90 % > 80 %", "memory 90 % > 85 %"]}) == ("cpu", "memory")
+    assert causes_of({}) == ("cpu", "memory")
 
 
 #: Message rates (msg/s) of the 15 symbols, the busiest first, falling off with rank as on the exchange.

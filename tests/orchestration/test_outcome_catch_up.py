@@ -140,6 +140,33 @@ def test_a_signal_whose_klines_fail_fails_the_check_and_is_fetched_again_by_the_
         db.dispose()
 
 
+def test_a_catch_up_run_is_not_retried_and_does_not_fail_while_the_symbol_is_refused(
+    flaky: tuple[str, FlakyKlines], migrated_database_url: str, tmp_path: Path
+) -> None:
+    """The review's case: a day whose only unsettled signal is on a symbol Binance refuses (delisted). Each
+    catch-up run failed (no klines for any due signal) and was retried twice (the job's retry tags): three
+    failed runs and a ``dagster_run`` incident each morning for 7 days. The run is not retried, and it does
+    not fail: the day's ``klines_fetched`` check says ERROR, naming the signal."""
+    url, _ = flaky
+    refused = long_signal("BTCUSDT", HOLED_AT)
+    db = Database(migrated_database_url)
+    try:
+        SignalStore(db).save_signals([refused])
+        res = resources(url, migrated_database_url, tmp_path)
+        (request,), _ = catch_up("2024-03-07", res)
+        # the run's tags: the job's (dagster/max_retries=2) under the request's
+        assert (request.tags["tapewatch/pass"], request.tags["dagster/max_retries"]) == ("catch-up", "0")
+        meta, check = run(res, dict(request.tags))
+        assert meta is not None and (meta["due"], meta["written"], meta["fetch_failed"]) == (1, 0, 1)
+        assert not check.passed and check.severity is dg.AssetCheckSeverity.ERROR
+        assert refused.signal_id in str(check.metadata["list"].value)
+        # the day's own passes still fail the run when nothing can be fetched (an outage, a wrong URL)
+        meta, check = run(res, dict(scheduled("03:25", res).tags))
+        assert meta is None and not check.passed
+    finally:
+        db.dispose()
+
+
 def test_the_catch_up_says_so_when_postgresql_is_unreachable(tmp_path: Path) -> None:
     res = resources("http://127.0.0.1:1", "postgresql://tw@127.0.0.1:1/x", tmp_path)
     res["database"] = DatabaseResource(url="postgresql://tw@127.0.0.1:1/x")

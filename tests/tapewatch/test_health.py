@@ -271,12 +271,31 @@ def test_the_restore_thresholds_must_be_below_the_cut_thresholds() -> None:
     assert settings.performance_trip_checks == 6  # 3 min of checks 30 s apart, not two readings
     cases: list[tuple[dict[str, Any], str]] = [
         ({"cpu_restore_threshold": 80}, "cpu_restore_threshold.*must be below cpu_threshold \\(80\\)"),
-        ({"memory_threshold": 70}, "memory_restore_threshold.*must be below memory_threshold \\(70\\)"),
+        (
+            {"memory_threshold": 70, "memory_restore_threshold": 75},
+            "memory_restore_threshold.*must be below memory_threshold \\(70\\)",
+        ),
         ({"performance_max_clear_checks": 5}, "must be at least performance_clear_checks \\(10\\)"),
     ]
     for bad, message in cases:
         with pytest.raises(ConfigError, match=message):
             load_settings(**bad)
+
+
+def test_settings_valid_before_the_restore_thresholds_still_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TAPEWATCH_CPU_THRESHOLD=65, a memory threshold of 75 or less, or more than 120 clear checks were valid
+    before the restore thresholds and the longest wait came, with fixed defaults that made them a ConfigError
+    at the start of every process. Unset, those follow the settings they are bounded by."""
+    monkeypatch.setenv("TAPEWATCH_CPU_THRESHOLD", "65")
+    monkeypatch.setenv("TAPEWATCH_MEMORY_THRESHOLD", "70")
+    monkeypatch.setenv("TAPEWATCH_PERFORMANCE_CLEAR_CHECKS", "200")
+    settings = load_settings()
+    assert (settings.cpu_restore_threshold, settings.memory_restore_threshold) == (55, 60)
+    assert settings.performance_max_clear_checks == 200
+    monkeypatch.setenv("TAPEWATCH_CPU_RESTORE_THRESHOLD", "50")  # set: kept as set
+    monkeypatch.setenv("TAPEWATCH_PERFORMANCE_CLEAR_CHECKS", "20")
+    settings = load_settings()
+    assert (settings.cpu_restore_threshold, settings.performance_max_clear_checks) == (50, 120)
 
 
 class _Beat(msgspec.Struct, frozen=True):
