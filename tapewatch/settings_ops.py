@@ -35,7 +35,11 @@ class OperationsSettings(BaseModel):
     )
     outbox_batch: int = Field(100, ge=1, le=10_000, description="Outbox rows published per relay pass.")
     outbox_retry_max: float = Field(
-        30, gt=0, le=3600, description="Longest wait (s) between relay retries while Redis is down."
+        2,
+        gt=0,
+        le=3600,
+        description="Longest wait (s) between retries of the outbox relay (Redis or PostgreSQL failing) and of the "
+        "storage buffer (PostgreSQL down); capped at 2 s, so held signals go out within about 2 s of the return.",
     )
     signals_stream_maxlen: int = Field(
         100_000, ge=1000, le=100_000_000, description="Entries kept in the Redis signal stream (approx.)."

@@ -124,8 +124,8 @@ def stored_facts(backend: be.Backend) -> tuple[dict[str, int], list[dict[str, An
     """From PostgreSQL: the signal counts of the last 24 h and the signals finished in the last
     :data:`RECENT_MS` (at most :data:`RECENT_ROWS`), both on the signals' clock (``signal_now_ms``)."""
     now = be.signal_now_ms(backend)
-    counts = q.signal_counts(backend.db, now - DAY_MS)
-    recent = q.recently_finished(backend.db, now - RECENT_MS, RECENT_ROWS)
+    counts = q.signal_counts(backend.db, now - DAY_MS, now)
+    recent = q.recently_finished(backend.db, now - RECENT_MS, RECENT_ROWS, now)
     return counts, [{**row, "unrealised_r": None, "finished": True} for row in recent]
 
 

@@ -198,8 +198,9 @@ def signal_page(
     return Page(rows=rows, total=total)
 
 
-def signal_counts(db: Database, since_ms: int) -> dict[str, int]:
-    """ENTRY signals created at or after ``since_ms``: ``total``, ``open`` (outcome not final) and
+def signal_counts(db: Database, since_ms: int, until_ms: int | None = None) -> dict[str, int]:
+    """ENTRY signals created at or after ``since_ms`` (and at or before ``until_ms`` when given: a signal dated
+    in the future of the page's clock is no signal of the period): ``total``, ``open`` (outcome not final) and
     ``finished``."""
     query = (
         sa.select(
@@ -209,18 +210,11 @@ def signal_counts(db: Database, since_ms: int) -> dict[str, int]:
         .select_from(signals.outerjoin(signal_outcomes, _o.signal_id == _s.signal_id))
         .where(_s.signal_type == "ENTRY", _s.event_time >= since_ms)
     )
+    if until_ms is not None:
+        query = query.where(_s.event_time <= until_ms)
     with db.begin() as conn:
         total, finished = conn.execute(query).one()
     return {"total": int(total), "finished": int(finished), "open": int(total) - int(finished)}
-
-
-def newest_signal_time(db: Database) -> int | None:
-    """Event time (ms) of the newest stored ENTRY signal; None when none is stored. One step down an index
-    (``signals_entries_time_idx``): cheap enough for every refresh."""
-    query = sa.select(sa.func.max(_s.event_time)).where(_s.signal_type == "ENTRY")
-    with db.begin() as conn:
-        newest = conn.execute(query).scalar()
-    return None if newest is None else int(newest)
 
 
 #: What :func:`recently_finished` returns of a finished signal: the columns of the Live page's open-signal
@@ -246,10 +240,13 @@ _FINISHED_ROW: dict[str, ColumnElement[Any]] = {
 }
 
 
-def recently_finished(db: Database, since_ms: int, limit: int = 20) -> list[dict[str, Any]]:
+def recently_finished(
+    db: Database, since_ms: int, limit: int = 20, until_ms: int | None = None
+) -> list[dict[str, Any]]:
     """The ENTRY signals that finished (TP2, STOPPED, EXPIRED) at or after ``since_ms`` (event time of the
-    exit), the last to finish first, at most ``limit``: read down ``signal_outcomes_exit_time_idx``, so it
-    stays cheap however many signals are stored. ValueError for a limit outside 1..MAX_PAGE."""
+    exit; at or before ``until_ms`` when given), the last to finish first, at most ``limit``: read down
+    ``signal_outcomes_exit_time_idx``, so it stays cheap however many signals are stored. ValueError for a
+    limit outside 1..MAX_PAGE."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be within 1..{MAX_PAGE}; got {limit}")
     query = (
@@ -259,6 +256,8 @@ def recently_finished(db: Database, since_ms: int, limit: int = 20) -> list[dict
         .order_by(_o.exit_time.desc(), _o.signal_id.desc())
         .limit(limit)
     )
+    if until_ms is not None:
+        query = query.where(_o.exit_time <= until_ms)
     with db.begin() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
 
@@ -357,7 +356,6 @@ __all__ = [
     "OperatorAction",
     "Page",
     "action_listing",
-    "newest_signal_time",
     "recent_actions",
     "recently_finished",
     "record_action",

@@ -96,12 +96,12 @@ def test_signal_counts(db: Database) -> None:
     seed_signals(db)
     assert q.signal_counts(db, 0) == {"total": 4, "finished": 3, "open": 1}
     assert q.signal_counts(db, T0 + DAY) == {"total": 0, "finished": 0, "open": 0}
+    assert q.signal_counts(db, 0, T0 - 1) == {"total": 0, "finished": 0, "open": 0}  # none by then
 
 
-def test_recently_finished_and_the_newest_signal_time(db: Database) -> None:
-    assert q.newest_signal_time(db) is None and q.recently_finished(db, 0) == []
+def test_recently_finished(db: Database) -> None:
+    assert q.recently_finished(db, 0) == []
     made = seed_signals(db)  # three finished (TP2 at +10 min, TP2, STOPPED at +3 min), one still open
-    assert q.newest_signal_time(db) == made["open"].event_time
     rows = q.recently_finished(db, 0)
     assert [(r["symbol"], r["state"]) for r in rows] == [
         ("ETHUSDT", "STOPPED"),
@@ -116,6 +116,9 @@ def test_recently_finished_and_the_newest_signal_time(db: Database) -> None:
         made["win2"].signal_id,
     ]
     assert [r["signal_id"] for r in q.recently_finished(db, 0, limit=1)] == [made["loss"].signal_id]
+    # until: none finished after it (a row dated past the page's clock is left out)
+    before = q.recently_finished(db, 0, until_ms=rows[0]["exit_time"] - 1)
+    assert made["loss"].signal_id not in [r["signal_id"] for r in before] and len(before) == 2
     with pytest.raises(ValueError, match="limit"):
         q.recently_finished(db, 0, limit=0)
 

@@ -215,10 +215,11 @@ def test_a_stray_future_dated_signal_does_not_empty_the_periods(backend: be.Back
         kpis, *_ = performance.refresh_performance("7 days", "all", 0)
         assert _kpi(kpis, "finished signals") == "24"
         rows, _, kpis, _, _ = live.refresh_live(0)
-        # the stray row still counts and shows (these Live reads have no end: all since 24 h / 1 h ago), but no
-        # longer ends the periods: the last 24 h of signals are there
-        assert _kpi(kpis, "signals 24 h") == "25"
+        # the stray row neither counts nor shows (it lies past the page's clock), nor ends the periods: the last
+        # 24 h of signals are there
+        assert _kpi(kpis, "signals 24 h") == "24"
         assert NOW_MS - 20 * MINUTE in [r["event_time"] for r in rows]  # finished 10 min ago
+        assert NOW_MS + 30 * DAY not in [r["event_time"] for r in rows]
 
 
 def test_a_quality_band_without_triggered_signals_has_no_win_rate(backend: be.Backend) -> None:
