@@ -70,6 +70,14 @@ def status_json(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]
     return code, json.loads(out.strip().splitlines()[-1])
 
 
+def the_problem(capsys: pytest.CaptureFixture[str]) -> str:
+    """``tapewatch status --json`` exits 1 naming a single problem: that problem."""
+    code, report = status_json(capsys)
+    assert code == 1
+    (problem,) = report["problems"]
+    return str(problem)
+
+
 def run_realtime(redis_url: str, keys: Keyspace, feeds: dict[str, str]) -> None:
     """What a running realtime service leaves in Redis: heartbeat, metrics, per-symbol feed states."""
 
@@ -507,10 +515,7 @@ def test_metrics_published_long_before_the_heartbeat_are_stale(
 ) -> None:
     """The service beats but its metrics (and so its websocket silence) stopped being published."""
     publish_realtime(redis_url, redis_keys, FLOWING, lag_s=600)
-    code, report = status_json(capsys)
-    assert code == 1
-    (problem,) = report["problems"]
-    assert problem.startswith(
+    assert the_problem(capsys).startswith(
         "realtime metrics are stale: last published 10.0 min before its heartbeat (> 30 s)"
     )
     publish_realtime(redis_url, redis_keys, FLOWING)
@@ -524,10 +529,7 @@ def test_signals_held_unwritten_or_unpublished_are_a_problem(
     or stored and not published (the outbox relay failing). Status must not say OK."""
     held = {"pending_oldest_held_s": 38, "pending_held_signals": 2, "relay_healthy": 1}
     publish_realtime(redis_url, redis_keys, FLOWING | held)
-    code, report = status_json(capsys)
-    assert code == 1
-    (problem,) = report["problems"]
-    assert problem.startswith(
+    assert the_problem(capsys).startswith(
         "realtime holds 2 signal(s) not yet written to PostgreSQL, the oldest for 38.0 s (> 10 s)"
     )
     publish_realtime(
@@ -536,10 +538,7 @@ def test_signals_held_unwritten_or_unpublished_are_a_problem(
     assert status_json(capsys)[0] == 0
     relay = {"relay_healthy": 0, "relay_redis_errors": 3, "relay_storage_errors": 0}
     publish_realtime(redis_url, redis_keys, FLOWING | relay)
-    code, report = status_json(capsys)
-    assert code == 1
-    (problem,) = report["problems"]
-    assert problem.startswith(
+    assert the_problem(capsys).startswith(
         "realtime's outbox relay failed its last pass (Redis errors 3, PostgreSQL errors 0"
     )
 

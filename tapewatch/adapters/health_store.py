@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from tapewatch.adapters.db import Database
-from tapewatch.adapters.incidents import Listing, count_rows, open_first, reading
+from tapewatch.adapters.incidents import Listing, count_rows, newest_rows, open_first, reading
 
 #: The kinds the table accepts: one per health sensor, and failed Dagster runs (``orchestration.run_alerts``).
 KINDS: Final = ("api_connectivity", "data_quality", "system_performance", "dagster_run")
@@ -154,15 +154,7 @@ def health_listing(db: Database, *, limit: int = 100) -> Listing[HealthIncident]
     if limit < 1:
         raise ValueError(f"limit must be >= 1; got {limit}")
     with reading(db, _TABLE) as conn:
-        newest = [
-            HealthIncident(*row)
-            for row in conn.execute(
-                sa.text(
-                    f"SELECT {_COLUMNS} FROM health_incidents ORDER BY started_at DESC, id DESC LIMIT :limit"
-                ),
-                {"limit": limit},
-            )
-        ]
+        newest = [HealthIncident(*row) for row in newest_rows(conn, _TABLE, _COLUMNS, "started_at", limit)]
         opened = [
             HealthIncident(*row)
             for row in conn.execute(

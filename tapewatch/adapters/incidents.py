@@ -162,6 +162,14 @@ def count_rows(conn: Connection, table: str, shown: int, limit: int) -> tuple[in
     return min(counted, COUNT_LIMIT), counted > COUNT_LIMIT
 
 
+def newest_rows(conn: Connection, table: str, columns: str, when: str, limit: int) -> Sequence[Sequence[Any]]:
+    """The newest ``limit`` rows of ``table`` (its ``columns``), newest first by ``when`` then id: a
+    :class:`Listing`'s newest part. Every name is from the code, never from input."""
+    return conn.execute(
+        sa.text(f"SELECT {columns} FROM {table} ORDER BY {when} DESC, id DESC LIMIT :limit"), {"limit": limit}
+    ).all()
+
+
 def open_first(rows: Iterable[R], *, is_open: Callable[[R], bool], when: Callable[[R], Any]) -> list[R]:
     """``rows`` without repeats (by ``id``), the open ones first, each group newest first (``when``, then id)."""
     unique = {row.id: row for row in rows}.values()  # type: ignore[attr-defined]
@@ -340,13 +348,7 @@ def incident_listing(db: Database, *, limit: int = 200, open_limit: int = 1000) 
         raise ValueError(f"limit and open_limit must be >= 1; got {limit}, {open_limit}")
     with reading(db, "feed_incidents") as conn:
         newest = [
-            IncidentRow(*row)
-            for row in conn.execute(
-                sa.text(
-                    f"SELECT {_COLUMNS} FROM feed_incidents ORDER BY recorded_at DESC, id DESC LIMIT :limit"
-                ),
-                {"limit": limit},
-            )
+            IncidentRow(*row) for row in newest_rows(conn, "feed_incidents", _COLUMNS, "recorded_at", limit)
         ]
         total, more = count_rows(conn, "feed_incidents", len(newest), limit)
         opened = _open_rows(conn, open_limit)

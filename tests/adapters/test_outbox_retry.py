@@ -21,7 +21,7 @@ from tapewatch.adapters.redis_state import AsyncRedisState
 from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.settings import load_settings
 from tests.adapters.signal_builders import entries
-from tests.adapters.test_pending_writes_outage import forwarder, free_port, redis_upstream, redis_url_via
+from tests.tcp_proxy import forwarder, free_port, redis_upstream, redis_url_via
 
 
 @pytest.mark.slow

@@ -192,6 +192,14 @@ def test_the_service_overlay_uses_applied_values_unless_set_explicitly(db: Datab
     assert set(skipped) == {"orderbook_imbalance_threshold"}
 
 
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str, var_dir: Path) -> None:
+    """The ``tapewatch`` commands the test runs (``main([...])``) read ``database_url`` and ``var_dir``, and no
+    config file."""
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", database_url)
+    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(var_dir))
+
+
 def test_the_tuning_command(
     db: Database,
     migrated_database_url: str,
@@ -199,9 +207,7 @@ def test_the_tuning_command(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
-    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", migrated_database_url)
-    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(tmp_path))
+    cli_env(monkeypatch, migrated_database_url, tmp_path)
     assert main(["tuning", "list"]) == 0
     assert "no tuning proposals yet" in capsys.readouterr().out
     store_history(db)

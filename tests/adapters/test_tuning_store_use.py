@@ -30,6 +30,7 @@ from tapewatch.tuning_use import HEARTBEAT_FIELD
 from tests.adapters.test_tuning_store import (  # _restore_logging: autouse, `tapewatch` configures logging
     NOW,
     _restore_logging,  # noqa: F401
+    cli_env,
     settings,
     store_history,
 )
@@ -44,7 +45,13 @@ class _Load:
 
 def heartbeat_info(tuned: Any) -> dict[str, Any]:
     """What the realtime service's heartbeat says, run with ``tuned`` settings."""
-    service = SimpleNamespace(settings=tuned, control=None, shard=parse_shard(tuned.shard), retained=[])
+    service = SimpleNamespace(
+        settings=tuned,
+        control=None,
+        shard=parse_shard(tuned.shard),
+        retained=[],
+        market=SimpleNamespace(now_ms=0),
+    )
     return _heartbeat_info(service, 4242, _Load())  # type: ignore[arg-type]
 
 
@@ -134,11 +141,9 @@ def test_tuning_list_says_an_apply_waits_for_the_next_start(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
-    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", migrated_database_url)
+    cli_env(monkeypatch, migrated_database_url, tmp_path)
     monkeypatch.setenv("TAPEWATCH_REDIS_URL", redis_url)
     monkeypatch.setenv("TAPEWATCH_REDIS_PREFIX", redis_keys.prefix)
-    monkeypatch.setenv("TAPEWATCH_VAR_DIR", str(tmp_path))
     store_history(db)
     started(redis_state, with_active_parameters(db, load_settings())[0])
     proposal = propose(db, settings(), now_ms=NOW)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,21 @@ def res(migrated_database_url: str, redis_url: str, redis_keys: Keyspace, tmp_pa
     return make
 
 
+#: Cut after one check over a threshold, restored after two calm ones.
+QUICK = {"performance_trip_checks": "1", "performance_clear_checks": "2"}
+
+
+@pytest.fixture
+def make_host(res: Any, redis_state: RedisState) -> Callable[..., Host]:
+    """A :class:`Host` following :data:`UNIVERSE`, its sensor run with these settings."""
+
+    def make(**settings: str) -> Host:
+        redis_state.set_universe(UNIVERSE, source="rescan")
+        return Host(redis_state, res(**settings))
+
+    return make
+
+
 class Host:
     """The realtime host as the sensor reads it: each check, a heartbeat carrying ``host_cpu`` (and memory)."""
 
@@ -56,13 +72,12 @@ class Host:
 
 
 def test_a_busy_demo_host_with_brief_spikes_keeps_its_universe(
-    res: Any, redis_state: RedisState, db: Database
+    make_host: Callable[..., Host], db: Database
 ) -> None:
     """The audit's case, with the default settings: the demo host runs at 56-79 %, and now and then two
     checks in a row read just over 80 % (a Dagster run starting). Two such readings cut 15 -> 7, and one
     during the ten calm checks restarted the count, so the universe flapped. An overload must last 3 min."""
-    redis_state.set_universe(UNIVERSE, source="rescan")
-    host = Host(redis_state, res())
+    host = make_host()
     calm = [70.0, 76.0, 79.0, 65.0, 72.0, 78.0, 61.0, 74.0, 77.0, 69.0]
     caps = [host.check(cpu) for cpu in [72.0, 81.0, 81.0, *calm, 81.0, 81.0, *calm, 83.0, 84.0, 81.0, *calm]]
     assert caps == [None] * len(caps)
@@ -71,10 +86,9 @@ def test_a_busy_demo_host_with_brief_spikes_keeps_its_universe(
 
 
 def test_a_lasting_overload_cuts_and_a_load_between_the_thresholds_keeps_the_cut(
-    res: Any, redis_state: RedisState, db: Database
+    make_host: Callable[..., Host], db: Database
 ) -> None:
-    redis_state.set_universe(UNIVERSE, source="rescan")
-    host = Host(redis_state, res())  # cut after 6 checks above 80 %, restore after 10 at or below 70 %
+    host = make_host()  # cut after 6 checks above 80 %, restore after 10 at or below 70 %
     assert host.checks(90.0, 5) == [None] * 5
     assert host.check(90.0) == 8  # 3 min of overload
     # 75 %: no overload (the cut is not halved again), nor calm enough to put the symbols back
@@ -91,15 +105,9 @@ def test_a_lasting_overload_cuts_and_a_load_between_the_thresholds_keeps_the_cut
 
 
 def test_a_restore_the_overload_followed_makes_the_next_wait_twice_as_long(
-    res: Any, redis_state: RedisState, db: Database
+    make_host: Callable[..., Host], db: Database
 ) -> None:
-    redis_state.set_universe(UNIVERSE, source="rescan")
-    quick = {
-        "performance_trip_checks": "1",
-        "performance_clear_checks": "2",
-        "performance_max_clear_checks": "6",
-    }
-    host = Host(redis_state, res(**quick))
+    host = make_host(**QUICK, performance_max_clear_checks="6")
     assert host.check(95.0) == 8
     assert host.checks(10.0, 2) == [8, None]  # restored after 2 calm checks
     assert host.check(95.0) == 8  # overloaded again at once: the restore failed
@@ -115,14 +123,8 @@ def test_a_restore_the_overload_followed_makes_the_next_wait_twice_as_long(
     assert "failed restores in a row: 3" in incidents[3].reason
 
 
-def test_a_cut_long_after_a_restore_waits_as_long_as_the_first(res: Any, redis_state: RedisState) -> None:
-    redis_state.set_universe(UNIVERSE, source="rescan")
-    settings = {
-        "performance_trip_checks": "1",
-        "performance_clear_checks": "2",
-        "performance_relapse_within": "0",
-    }
-    host = Host(redis_state, res(**settings))
+def test_a_cut_long_after_a_restore_waits_as_long_as_the_first(make_host: Callable[..., Host]) -> None:
+    host = make_host(**QUICK, performance_relapse_within="0")
     for _ in range(3):
         assert host.check(95.0) == 8
         assert host.checks(10.0, 2) == [8, None]
@@ -130,14 +132,13 @@ def test_a_cut_long_after_a_restore_waits_as_long_as_the_first(res: Any, redis_s
 
 
 def test_a_cpu_cut_is_restored_once_the_cpu_calms_on_a_host_whose_memory_sits_between_its_thresholds(
-    res: Any, redis_state: RedisState, db: Database
+    make_host: Callable[..., Host], db: Database
 ) -> None:
     """The review's case: memory at a steady 80 % (above its 75 % restore threshold, below its 85 % cut) and a
     CPU overload. The restore asked both resources to be at their restore thresholds, so the memory that did
     not cause the cut kept it for good (2 h of CPU at 20 %: still 8). Only the cause must calm down to its
     restore threshold; the other must stay below its cut."""
-    redis_state.set_universe(UNIVERSE, source="rescan")
-    host = Host(redis_state, res(performance_relapse_within="0"))  # the memory cut below is no relapse
+    host = make_host(performance_relapse_within="0")  # the memory cut below is no relapse
     assert host.checks(90.0, 6, memory=80.0)[-1] == 8
     (cut,) = list_health_incidents(db, kind="system_performance")
     assert cut.values["causes"] == ["cpu"]
@@ -157,10 +158,9 @@ def test_a_cpu_cut_is_restored_once_the_cpu_calms_on_a_host_whose_memory_sits_be
 
 
 def test_a_cursor_from_before_the_causes_reads_them_from_the_cuts_incident(
-    res: Any, redis_state: RedisState
+    make_host: Callable[..., Host],
 ) -> None:
-    redis_state.set_universe(UNIVERSE, source="rescan")
-    host = Host(redis_state, res())
+    host = make_host()
     assert host.checks(90.0, 6, memory=80.0)[-1] == 8
     old = json.loads(host.cursor or "{}")
     old.pop("causes")  # as the sensor wrote it before it kept them

@@ -23,8 +23,6 @@ from assets.outcomes import FETCH_CHECK, signal_outcomes
 from orchestration import performance
 from orchestration.performance import CATCH_UP_DAYS, ReportTimes, catch_up_window
 from orchestration.resources import DatabaseResource
-from tapewatch.adapters.db import Database
-from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.outcome import OutcomeParams, OutcomeState
 from tapewatch.settings import load_settings
 from tests.adapters.rest_test_server import Reply, RestTestServer
@@ -38,6 +36,7 @@ from tests.orchestration.test_outcome_passes import (
     long_signal,
     resources,
     scheduled,
+    stored,
 )
 
 REFUSED = Reply(status=400, body=b'{"code":-1121,"msg":"Invalid symbol."}')
@@ -93,10 +92,7 @@ def test_a_signal_whose_klines_fail_fails_the_check_and_is_fetched_again_by_the_
 ) -> None:
     url, klines = flaky
     refused, fine = long_signal("BTCUSDT", HOLED_AT), long_signal("ETHUSDT", WHOLE_AT)
-    db = Database(migrated_database_url)
-    try:
-        store = SignalStore(db)
-        store.save_signals([refused, fine])
+    with stored(migrated_database_url, refused, fine) as store:
         res = resources(url, migrated_database_url, tmp_path)
 
         # the first pass: ETHUSDT settled, the run succeeds, the check fails (WARN: the final pass asks again)
@@ -136,8 +132,6 @@ def test_a_signal_whose_klines_fail_fails_the_check_and_is_fetched_again_by_the_
         assert settled[0].state is OutcomeState.STOPPED and settled[0].pnl_r == pytest.approx(STOP_R)
         requests, skipped = catch_up("2024-03-08", res)
         assert not requests and skipped and "has its batch outcome" in skipped
-    finally:
-        db.dispose()
 
 
 def test_a_catch_up_run_is_not_retried_and_does_not_fail_while_the_symbol_is_refused(
@@ -149,9 +143,7 @@ def test_a_catch_up_run_is_not_retried_and_does_not_fail_while_the_symbol_is_ref
     not fail: the day's ``klines_fetched`` check says ERROR, naming the signal."""
     url, _ = flaky
     refused = long_signal("BTCUSDT", HOLED_AT)
-    db = Database(migrated_database_url)
-    try:
-        SignalStore(db).save_signals([refused])
+    with stored(migrated_database_url, refused):
         res = resources(url, migrated_database_url, tmp_path)
         (request,), _ = catch_up("2024-03-07", res)
         # the run's tags: the job's (dagster/max_retries=2) under the request's
@@ -163,8 +155,6 @@ def test_a_catch_up_run_is_not_retried_and_does_not_fail_while_the_symbol_is_ref
         # the day's own passes still fail the run when nothing can be fetched (an outage, a wrong URL)
         meta, check = run(res, dict(scheduled("03:25", res).tags))
         assert meta is None and not check.passed
-    finally:
-        db.dispose()
 
 
 def test_the_catch_up_says_so_when_postgresql_is_unreachable(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ then 99.2 to the hold bound (99.3 in minute 46, after it):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -105,6 +106,18 @@ def klines_url() -> Iterator[str]:
         assert all(p.startswith("/fapi/v1/klines?") for p in server.paths())  # no aggTrades: too old
 
 
+@contextlib.contextmanager
+def stored(database_url: str, *signals: Signal) -> Iterator[SignalStore]:
+    """A store on ``database_url`` holding ``signals``; its connections are closed after the block."""
+    db = Database(database_url)
+    try:
+        store = SignalStore(db)
+        store.save_signals(list(signals))
+        yield store
+    finally:
+        db.dispose()
+
+
 def resources(rest_url: str, database_url: str, var_dir: Path) -> dict[str, Any]:
     return {
         "settings": TapewatchSettings(overrides={"var_dir": str(var_dir)}),
@@ -141,10 +154,7 @@ def test_a_hole_is_left_by_the_first_pass_and_settled_by_the_final_pass_or_a_run
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     holed, whole = long_signal("BTCUSDT", HOLED_AT), long_signal("ETHUSDT", WHOLE_AT)
-    db = Database(migrated_database_url)
-    try:
-        store = SignalStore(db)
-        store.save_signals([holed, whole])
+    with stored(migrated_database_url, holed, whole) as store:
         res = resources(klines_url, migrated_database_url, tmp_path)
 
         first = scheduled("00:10", res)
@@ -177,5 +187,3 @@ def test_a_hole_is_left_by_the_first_pass_and_settled_by_the_final_pass_or_a_run
         assert len(warnings) == 1 and "settled from the candles that exist" in warnings[0]
         assert "2024-03-05 10:03 UTC" in warnings[0]
         assert store.get_outcome(whole.signal_id) == stopped  # the first pass's batch value stands
-    finally:
-        db.dispose()

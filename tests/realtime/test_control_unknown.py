@@ -2,17 +2,15 @@
 
 The audit started the service while Redis was unreachable: ``control.sync()`` failed, its False was ignored and
 the service issued (and sent by webhook) four ENTRY signals in 70 s while the operator had paused it. Redis here
-is real: unreachable is a closed port, and "back" is a forwarder to the test Redis opening on that port."""
+is real: unreachable is a closed port, and "back" is a forwarder to the test Redis opening on that port
+(:mod:`tests.tcp_proxy`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,59 +21,7 @@ from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
 from tapewatch.signal import Candidate
 from tests.realtime.control_helpers import running_service, sim_settings, wait_for
 from tests.realtime.test_control import ListSink, Target, _tradable
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-
-
-@contextlib.asynccontextmanager
-async def forwarder(port: int, redis_url: str) -> AsyncIterator[None]:
-    """127.0.0.1:``port`` forwards to the test Redis (``redis://`` or ``unix://``) for the block."""
-    target = urlsplit(redis_url)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if target.scheme == "unix":
-            up_reader, up_writer = await asyncio.open_unix_connection(target.path)
-        else:
-            up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port or 6379)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-
-    def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(forward(reader, writer))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-        for task in list(tasks):  # the connections made through it end with it
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _db_of(redis_url: str) -> str:
-    """The database number of ``redis_url`` (``/0`` or ``?db=0``), to keep it through the forwarder."""
-    parts = urlsplit(redis_url)
-    if parts.scheme == "unix":
-        return dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("db", "0")
-    return parts.path.strip("/") or "0"
+from tests.tcp_proxy import forwarder, free_port, redis_upstream, redis_url_via
 
 
 def test_a_first_read_that_fails_pauses_until_the_control_keys_are_read(
@@ -85,11 +31,11 @@ def test_a_first_read_that_fails_pauses_until_the_control_keys_are_read(
     the platform's own pause once read; resumed by the platform: resumed."""
     caplog.set_level(logging.INFO, logger="realtime.control")
     redis_state.pause("maintenance", source="ops")
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> None:
         target = Target()
-        state = AsyncRedisState.from_url(f"redis://127.0.0.1:{port}/{_db_of(redis_url)}", keys=redis_keys)
+        state = AsyncRedisState.from_url(redis_url_via(port, redis_url), keys=redis_keys)
         loop = ControlLoop(state, target, tradable=_tradable, config=ControlConfig(reread_every=60))
         task: asyncio.Task[None] | None = None
         try:
@@ -100,7 +46,7 @@ def test_a_first_read_that_fails_pauses_until_the_control_keys_are_read(
             task = asyncio.create_task(loop.run())
             await asyncio.sleep(0.3)  # still unreachable: the hold stays
             assert target.paused.startswith(UNKNOWN_PREFIX)
-            async with forwarder(port, redis_url):
+            async with forwarder(port, redis_upstream(redis_url)):
                 took = await wait_for(lambda: target.paused == "maintenance", "the platform's pause read")
                 assert took < 5  # retried every 2 s at most while the pause is unknown
                 assert loop.metrics()["control_unknown_paused"] == 0
@@ -133,8 +79,8 @@ def test_a_service_started_while_redis_is_unreachable_issues_no_signal_until_it_
     """The running service, an accelerated market with planted episodes: every candidate while the control
     state is unknown is stored with fate ``paused``, no ENTRY; once Redis answers (no pause set) it resumes."""
     sink = ListSink()
-    port = _free_port()
-    unreachable = f"redis://127.0.0.1:{port}/{_db_of(redis_url)}"
+    port = free_port()
+    unreachable = redis_url_via(port, redis_url)
 
     async def scenario() -> None:
         async with SimExchange(port=0, seed=1, symbols=6, speed=60.0, episode_rate_scale=30.0) as sim:
@@ -148,7 +94,7 @@ def test_a_service_started_while_redis_is_unreachable_issues_no_signal_until_it_
                 await wait_for(lambda: len(_candidates(sink)) >= 2, "two candidates", within=40)
                 assert {c.fate for c in _candidates(sink)} == {"paused"}
                 assert not [s for out in sink.outputs for s in out.signals if s.signal_type == "ENTRY"]
-                async with forwarder(port, redis_url):
+                async with forwarder(port, redis_upstream(redis_url)):
                     await wait_for(lambda: not service.engine.risk.paused, "resumed once read", within=10)
                     assert control.applied is not None
 

@@ -9,7 +9,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -38,8 +38,24 @@ from tests.adapters.rest_test_server import Reply, RestTestServer
 from tests.adapters.signal_builders import entry
 from tests.realtime.binance_ws_server import BinanceWsServer, eventually, run
 from tests.realtime.ws_pool_helpers import make_pool, up
+from tests.tcp_proxy import forwarder, free_port, redis_upstream, redis_url_via
 
 M15 = 900_000
+
+
+@contextlib.asynccontextmanager
+async def publishing(service: FeedService, redis: AsyncRedisState, *, interval: float) -> AsyncIterator[None]:
+    """``service``'s publish loop runs every ``interval`` seconds for the block; after it, the loop is stopped
+    and the service's pool and ``redis`` (its Redis) are closed."""
+    task = asyncio.create_task(publish_loop(service, interval=interval))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await service.pool.close()
+        await redis.aclose()
 
 
 def _kline(i: int) -> bytes:
@@ -234,19 +250,12 @@ def test_a_symbol_that_leaves_the_universe_has_its_feed_stats_removed(
         rest = BinanceRest.from_settings(settings)
         service = FeedService(settings, rest=rest, pool=StreamPool(settings), redis=redis)
         service.universe = list(followed)
-        task = asyncio.create_task(publish_loop(service, interval=0.05))
-        try:
+        async with publishing(service, redis, interval=0.05):
             await eventually(shown(followed), what="every symbol published")
             service.universe = followed[:2]  # as set_universe leaves it once the cut is applied
             await eventually(shown(followed[:2]), within=2, what="the symbols cut removed")
             service.universe = followed[:3]  # back in: published again
             await eventually(shown(followed[:3]), within=2, what="the symbol back published")
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await service.pool.close()
-            await redis.aclose()
 
     try:
         run(body)
@@ -287,8 +296,6 @@ def test_a_slow_redis_does_not_let_the_heartbeat_expire(redis_url: str, redis_ke
     heartbeat: 20 symbols kept the heartbeat (10 s to live) unrenewed for ~7 s, and at 0.7 s a reply it
     vanished for seconds. The feed stats go in one round trip: beats stay about a second and a few replies
     apart, and a symbol cut from the universe still has its stats removed."""
-    from tests.adapters.test_pending_writes_outage import forwarder, free_port, redis_upstream, redis_url_via
-
     settings = load_settings()
     followed = [f"S{i:02d}USDT" for i in range(20)]
     port = free_port()
@@ -302,8 +309,7 @@ def test_a_slow_redis_does_not_let_the_heartbeat_expire(redis_url: str, redis_ke
                 settings, rest=BinanceRest.from_settings(settings), pool=StreamPool(settings), redis=redis
             )
             service.universe = list(followed)
-            task = asyncio.create_task(publish_loop(service, interval=1.0))
-            try:
+            async with publishing(service, redis, interval=1.0):
                 seen: int | None = None
                 deadline = time.monotonic() + 10
                 while len(beats) < 4 and time.monotonic() < deadline:
@@ -323,12 +329,6 @@ def test_a_slow_redis_does_not_let_the_heartbeat_expire(redis_url: str, redis_ke
                     within=10,
                     what="the symbols cut removed",
                 )
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                await service.pool.close()
-                await redis.aclose()
 
     try:
         run(body, timeout=30)

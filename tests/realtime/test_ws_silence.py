@@ -4,18 +4,18 @@ sensor judges the primary feed by; the heartbeat beats whether or not data arriv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 
 from realtime.service import FeedService
-from realtime.service_publish import RouteSilence, WsSilence, publish_loop, silence_metrics
+from realtime.service_publish import RouteSilence, WsSilence, silence_metrics
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
 from tapewatch.settings import load_settings
 from tests.realtime.binance_ws_server import BinanceWsServer, run
+from tests.realtime.test_service_publish import publishing
 
 
 def test_silence_grows_while_no_frame_arrives_and_resets_on_one() -> None:
@@ -72,18 +72,11 @@ def test_a_dead_market_route_is_published_as_silent_while_public_flows(
             )
             service.universe = ["BTCUSDT"]
             service.pool.set_streams(["btcusdt@bookTicker", "btcusdt@aggTrade", "btcusdt@kline_1m"])
-            task = asyncio.create_task(publish_loop(service, interval=0.1))
-            try:
+            async with publishing(service, redis, interval=0.1):
                 until = time.monotonic() + 2.0
                 while time.monotonic() < until:
                     await server.publish("btcusdt@bookTicker", b'{"u":1,"s":"BTCUSDT"}')
                     await asyncio.sleep(0.05)
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                await service.pool.close()
-                await redis.aclose()
             assert service.pool.stats.frames["btcusdt@bookTicker"] > 10  # /public did deliver
 
     run(body)
