@@ -196,8 +196,10 @@ def test_the_whole_platform_starts_signals_and_stops_clean(server_tmp_path: Path
     var_dir = server_tmp_path / "var"
     ports = {"sim": free_port(), "dagster": free_port(), "dashboard": free_port()}
     env = demo_env(var_dir, **ports)
-    settings = Settings(
+    settings = Settings(  # as the demo sees it (demo_env): embedded servers, whatever this process's env says
         var_dir=var_dir,
+        database_url=None,
+        redis_url=None,
         sim_port=ports["sim"],
         dagster_port=ports["dagster"],
         dashboard_port=ports["dashboard"],
