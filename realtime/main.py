@@ -17,7 +17,7 @@ from realtime.capture import CaptureStats, CaptureWriter
 from realtime.control import ControlConfig
 from realtime.incidents import IncidentRecorder
 from realtime.service import FeedService, SignalSink
-from realtime.signal_desk import open_dispatch, restore_engine
+from realtime.signal_desk import open_dispatch, start_engine
 from realtime.status_view import status_table, summary
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
@@ -292,8 +292,9 @@ async def run_service(
                 remote_closes=remote_closes_reader(closes) if closes is not None else None,
             )
             dispatch_task = None
+            # the engine rebuilt from PostgreSQL (with a dispatch) and captured as it starts, tuning and all
+            await asyncio.to_thread(start_engine, service.engine, dispatch, capture)
             if dispatch is not None:
-                await asyncio.to_thread(restore_engine, service.engine, dispatch)
                 dispatch_task = asyncio.create_task(dispatch.run(), name="dispatch")
                 watch_dispatch(dispatch_task, stop)
             upkeep_task = None

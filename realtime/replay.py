@@ -12,6 +12,7 @@ place.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -20,8 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.capture import capture_files, iter_capture
-from tapewatch.engine import SignalEngine
+import msgspec
+
+from realtime.capture import ReadStats, capture_files, iter_capture
+from tapewatch.engine import EngineState, SignalEngine
+from tapewatch.errors import ConfigError
+from tapewatch.events import ENGINE_START_VERSION, EngineStart
 from tapewatch.market import (
     TRADE_GAP_COUNTERS,
     KlineFillNeeded,
@@ -32,9 +37,14 @@ from tapewatch.market import (
 )
 from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
+from tapewatch.quality import breakpoints
 from tapewatch.settings import Settings, load_settings
 from tapewatch.signal import Candidate, Signal
 from tapewatch.streams import Kind
+from tapewatch.tuning_params import check_parameters
+from tapewatch.tuning_score import Params
+
+log = logging.getLogger(__name__)
 
 #: The collector's first threshold while a replay runs (Python's default: 700 allocations). A replay keeps much
 #: of what it allocates for a while (diffs buffered until their snapshot, trade windows, candles), and with the
@@ -84,6 +94,28 @@ class ReplayResult:
     engine: SignalEngine | None = None
 
 
+def started_settings(base: Settings, parameters: dict[str, float | int]) -> tuple[Settings, Params, Params]:
+    """The settings a captured engine start (:class:`~tapewatch.events.EngineStart`) runs the replay's engine
+    with: ``base`` with the live run's tunable parameter values laid over it, but for those the replay's own
+    settings set explicitly (they win, as they do over an applied tuning live: a replay can ask "what if");
+    also what was laid over and what was kept back because it is set explicitly (values equal to the base's
+    are in neither)."""
+    checked = check_parameters(parameters)
+    explicit = base.model_fields_set
+    changed = {k: v for k, v in checked.items() if getattr(base, k) != v}
+    applied = {k: v for k, v in changed.items() if k not in explicit}
+    skipped = {k: v for k, v in changed.items() if k in explicit}
+    tuned = base.model_copy(update=applied) if applied else base  # model_copy does not validate: tiers below
+    try:
+        breakpoints(tuned)
+    except ValueError as exc:
+        raise ConfigError(
+            f"the capture's engine start parameters and the explicit settings together give bad quality tiers "
+            f"({exc}); change the explicit quality_*_min settings"
+        ) from exc
+    return tuned, applied, skipped
+
+
 def run_replay(
     paths: Iterable[Path], settings: Settings | None = None, *, signals: bool = True
 ) -> ReplayResult:
@@ -102,11 +134,59 @@ def run_replay(
     decode = decoder.decode_capture_line
     take_pending = decoder.take_pending
 
+    base = settings
+    retired: Counter[str] = Counter()  # the totals of the markets of engine starts before the last
+    starts: list[dict[str, Any]] = []  # the captured engine starts, as the summary says them
+    start_lines = Counter[
+        str
+    ]()  # control:engine_start lines read: the service wrote them, no message it received
+
+    def start_engine(recv: int, line: EngineStart) -> None:
+        """A captured engine start: a fresh market and engine, as the live service's start had, with the live
+        run's tunable parameters and the engine state it restored from PostgreSQL (the same restore)."""
+        nonlocal market, engine, on_frame
+        start_lines["read"] += 1
+        if line.version != ENGINE_START_VERSION:
+            log.warning(
+                "capture line control:engine_start of version %d is not known (this tapewatch reads %d): "
+                "ignored, the replay goes on with the engine it has",
+                line.version,
+                ENGINE_START_VERSION,
+            )
+            return
+        try:
+            state = msgspec.json.decode(line.state, type=EngineState)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            decoder.rejected["bad_engine_start"] += 1
+            log.warning("capture line control:engine_start has an unreadable state (%s): ignored", exc)
+            return
+        tuned, applied, skipped = started_settings(base, line.parameters)
+        retired.update(market.totals())
+        market = Market(MarketConfig.from_settings(tuned))
+        on_frame = market.on_frame
+        if signals:
+            engine = SignalEngine(tuned, market)
+            engine.restore(state)
+            result.engine = engine
+        starts.append(
+            {"recv": recv, "open_signals": len(state.open), "tuning": line.tuning, "parameters": applied}
+        )
+        log.info(
+            "engine state restored from the capture: %d open signals, %s%s",
+            len(state.open),
+            f"tuning #{line.tuning}" if line.tuning else "no tuning applied",
+            f", parameters {applied}" if applied else "",
+        )
+        if skipped:
+            log.warning("captured parameters not laid over because they are set explicitly: %s", skipped)
+
     def step(frame: Frame) -> None:
         """One frame through the market and the engine (the loop below inlines the same for speed). A
-        captured command (pause/resume) goes to the engine only."""
+        captured command (pause/resume) goes to the engine only; a captured engine start (re)starts both."""
         if frame.kind is Kind.CONTROL:
-            if engine is not None:
+            if type(frame.event) is EngineStart:
+                start_engine(frame.recv, frame.event)
+            elif engine is not None:
                 engine.on_frame(frame)
             return
         if (request := on_frame(frame)) is not None:
@@ -116,10 +196,14 @@ def run_replay(
             result.signals.extend(out.signals)
             result.finished.extend(out.finished)
 
+    stats = ReadStats()  # what the reader skipped: torn lines, damaged stretches
+    newest_torn_tail = 0  # the torn last line of the newest file (a writer killed mid-line): no damage
     with fewer_collections():
-        for path in capture_files(paths):  # every path checked before the first line is read
+        files = capture_files(paths)  # every path checked before the first line is read
+        for path in files:
             decoder.source = str(path)
-            for line in iter_capture([path]):
+            torn_tails = stats.torn_at_end
+            for line in iter_capture([path], stats):
                 messages += 1
                 frame = decode(line)
                 if frame is None:
@@ -132,8 +216,12 @@ def run_replay(
                     result.candidates.extend(out.candidates)
                     result.signals.extend(out.signals)
                     result.finished.extend(out.finished)
+            newest_torn_tail = stats.torn_at_end - torn_tails
     seconds = time.perf_counter() - start
+    messages -= start_lines["read"]  # the live market counted no such line
     totals = market.totals()
+    for name, n in retired.items():
+        totals[name] += n
     entries = [s for s in result.signals if s.signal_type == "ENTRY"]
     result.summary = {
         "messages": messages,
@@ -141,6 +229,16 @@ def run_replay(
         "messages_per_second": round(messages / seconds, 1) if seconds > 0 else 0.0,
         "malformed": sum(decoder.rejected[r] for r in MALFORMED_REASONS),
         "rejected": dict(sorted(decoder.rejected.items())),
+        # what the reader met (see tapewatch.adapters.capture_reader.ReadStats): files cut short or damaged,
+        # torn lines skipped, bytes of them, stretches that did not inflate (their lines are lost; garbage
+        # inflated from damaged bytes is counted in ``malformed``); ``capture_damaged``: lines were lost
+        # anywhere but a torn last line of the newest file, so the replay is not what the live run saw
+        "files_read": stats.files,
+        "torn_files": stats.torn_files,
+        "torn_lines": stats.torn_lines,
+        "skipped_bytes": stats.skipped_bytes,
+        "damaged_stretches": stats.damaged,
+        "capture_damaged": stats.damaged > 0 or stats.torn_lines > newest_torn_tail,
         "gaps": totals["gaps"],
         "resyncs": totals["resyncs"],
         "snapshot_requests": requests["snapshot"],
@@ -164,6 +262,9 @@ def run_replay(
         if engine
         else {},
         "final": market.final(),
+        # each control:engine_start line the capture holds: the engine state and parameters the live run
+        # started with, which the replay started with at the same place (none in captures made before them)
+        "engine_starts": starts,
     }
     return result
 

@@ -70,6 +70,7 @@ from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.risk import SharedGate
 from tapewatch.settings import PRIMARY_TF, Settings
 from tapewatch.sharding import parse_shard
+from tapewatch.signal_follow import moved_outcomes
 from tapewatch.streams import Kind, Path, UnknownStream, parse_stream, symbol_streams
 from tapewatch.universe import top_by_volume, tradable_perpetuals
 
@@ -602,6 +603,11 @@ class FeedService:
         try:
             await self._run_tasks()
         finally:
+            if self.sink is not None:
+                # the open signals' best and worst moves since last stored: a restart resumes them from the store
+                moved = moved_outcomes(self.engine.open.values())
+                if moved:
+                    self.sink.accept(EngineOutput(updated=moved))
             await self.history.stop()
             await self.backup.stop(catch_up=False)
             await publish_on_exit(self)  # the last second's counts and signal reach `tapewatch status` too

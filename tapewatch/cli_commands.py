@@ -105,13 +105,62 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"({summary['messages_per_second']:.0f}/s); malformed {summary['malformed']}, gaps {summary['gaps']}, "
             f"resyncs {summary['resyncs']}, book checks {summary['book_checks']} "
             f"({summary['book_mismatches']} mismatches); candidates {summary['candidates']}, "
-            f"signals {summary['signals']}"
+            f"signals {summary['signals']}; {read_damage(summary)}"
         )
+        for said in engine_starts_said(summary):
+            print(f"  {said}")
         for symbol, feats in summary["final"].items():
             print(f"  {symbol}: " + ", ".join(f"{k}={v}" for k, v in feats.items()))
-    if not decoded_anything(summary, args.files):
+    return replay_exit_code(summary, args.files)
+
+
+def engine_starts_said(summary: dict[str, Any]) -> list[str]:
+    """A line per engine start the capture holds (``control:engine_start``), for the text summary of ``replay``
+    and ``backtest``: the engine state and tuning the live run started with, which the replay started with."""
+    out = []
+    for s in summary.get("engine_starts", []):
+        tuning = f"tuning #{s['tuning']}" if s["tuning"] else "no tuning applied"
+        params = ", ".join(f"{k}={v}" for k, v in s["parameters"].items())
+        out.append(
+            f"engine state restored from the capture: {s['open_signals']} open signals, {tuning}"
+            + (f" ({params})" if params else "")
+        )
+    return out
+
+
+def read_damage(summary: dict[str, Any]) -> str:
+    """What the reader skipped, for the text summary of ``replay`` and ``backtest``."""
+    return f"torn lines {summary['torn_lines']}, damaged stretches {summary['damaged_stretches']}"
+
+
+def replay_exit_code(summary: dict[str, Any], files: list[str]) -> int:
+    """The exit code of ``replay`` and ``backtest``, once their summary is printed: 2 when nothing decoded
+    (:func:`decoded_anything`), 1 when a book check mismatched or the capture was damaged (lines lost
+    anywhere but a torn last line of the newest file, which a writer killed mid-line leaves: that stays the
+    reader's warning), each said in one ERROR line, else 0."""
+    if not decoded_anything(summary, files):
         return 2
-    return 0 if summary["book_mismatches"] == 0 else 1
+    code = 0
+    if summary["book_mismatches"]:
+        log.error(
+            "%d of %d book checks mismatched: a book rebuilt from the capture disagreed with the captured "
+            "bookTicker",
+            summary["book_mismatches"],
+            summary["book_checks"],
+            extra={"book_mismatches": summary["book_mismatches"]},
+        )
+        code = 1
+    if summary["capture_damaged"]:
+        log.error(
+            "the capture is damaged (%d damaged stretch(es), %d torn line(s), %d malformed line(s)): lines "
+            "were lost, so this replay is not what the live run saw; the reader's warnings name the files",
+            summary["damaged_stretches"],
+            summary["torn_lines"],
+            summary["malformed"],
+            extra={"damaged_stretches": summary["damaged_stretches"], "torn_lines": summary["torn_lines"]},
+        )
+        code = 1
+    return code
 
 
 def decoded_anything(summary: dict[str, Any], files: list[str]) -> bool:
@@ -138,18 +187,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from realtime.backtest import backtest
 
     result = backtest([Path(p) for p in args.files], settings_for(args, var_dir=False))
-    if not decoded_anything(result, args.files):
-        if args.json:
-            print(json.dumps(result))
-        return 2
     if args.json:
         print(json.dumps(result))
-        return 0
+        return replay_exit_code(result, args.files)
     m = result["metrics"]
     print(
         f"{result['messages']} messages, {result['candidates']} candidates, {result['signals']} signals "
         f"({result['open_at_end']} still open at the end)"
     )
+    print(
+        f"  malformed {result['malformed']}, book checks {result['book_checks']} "
+        f"({result['book_mismatches']} mismatches); {read_damage(result)}"
+    )
+    for said in engine_starts_said(result):
+        print(f"  {said}")
     print("  " + ", ".join(f"{k}={v}" for k, v in m.items()))
     for s in result["signal_list"]:
         o = s["outcome"] or {}
@@ -157,7 +208,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             f"  {s['timestamp']} {s['symbol']:<12} {s['direction']:<5} {s['priority']:<6} q={s['quality_score']:<3}"
             f" entry {s['entry_price']:g} stop {s['stop_loss']:g} -> {o.get('state')} {o.get('pnl_r')}"
         )
-    return 0
+    return replay_exit_code(result, args.files)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from tapewatch.book_incidents import BookIncidents
 from tapewatch.correlation import return_correlation
 from tapewatch.events import Candle, ControlChange, DepthRestart
@@ -102,6 +104,25 @@ class SymbolCounts:
     evaluations: int = 0
     last_evaluated: int = 0
     not_evaluated: Counter[str] = field(default_factory=Counter)
+
+
+class OpenEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A signal still open when the engine was rebuilt, with its outcome so far."""
+
+    signal: Signal
+    outcome: Outcome | None = None
+
+
+class EngineState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the engine is rebuilt with after a restart (:meth:`SignalEngine.restore`): the tier history, the
+    signals still open, the signals counted per UTC day of event time (the daily caps) and the cooldowns left
+    per symbol. Read from PostgreSQL by the realtime service and captured in its ``control:engine_start``
+    line, so a replay rebuilds the same engine."""
+
+    history: dict[Tier, TierHistory] = {}
+    open: list[OpenEntry] = []
+    day_counts: dict[int, dict[Tier, int]] = {}
+    cooldowns: dict[str, int] = {}
 
 
 class SignalEngine:
@@ -442,6 +463,16 @@ class SignalEngine:
         return closes_as_candles(closes) if closes else None
 
     # --- restart ------------------------------------------------------------------------------------------
+    def restore(self, state: EngineState) -> None:
+        """Rebuild after a restart from ``state`` (the live service reads it from PostgreSQL, a replay from
+        the capture): the tier history is laid over, then :meth:`resume`."""
+        self.history.update(state.history)
+        self.resume(
+            ((e.signal, e.outcome) for e in state.open),
+            day_counts=state.day_counts,
+            cooldowns=state.cooldowns,
+        )
+
     def resume(
         self,
         open_signals: Iterable[tuple[Signal, Outcome | None]],

@@ -158,6 +158,25 @@ class DepthRestart(msgspec.Struct, frozen=True, gc=False):
 CONTROL_DEPTH_RESTART = "control:depth_restart"
 
 
+class EngineStart(msgspec.Struct, frozen=True, gc=False):
+    """The realtime service started its signal engine (one line per start, stream ``control:engine_start``),
+    so a capture replays to the live run's signals on its own: ``parameters``, the tunable parameter values
+    the run used (the applied tuning laid over its settings), ``tuning``, the id of the applied
+    ``tuning_applications`` row (0: none; None: not known), and ``state``, what the engine was rebuilt with
+    from PostgreSQL (:class:`tapewatch.engine.EngineState`, kept undecoded here). A replay starts a fresh engine
+    there, as the live run did. ``version`` is the line's format (:data:`ENGINE_START_VERSION`)."""
+
+    version: int
+    parameters: dict[str, float | int]
+    tuning: int | None
+    state: msgspec.Raw
+
+
+#: The capture stream of engine starts (see :class:`EngineStart`), and the format its lines have now.
+CONTROL_ENGINE_START = "control:engine_start"
+ENGINE_START_VERSION = 1
+
+
 class KlineRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One row of ``/fapi/v1/klines`` (an array; the trailing "ignore" element is dropped)."""
 
@@ -218,6 +237,7 @@ MarketEvent = (
     | KlineHistory
     | ControlChange
     | DepthRestart
+    | EngineStart
 )
 
 

@@ -26,6 +26,7 @@ import msgspec
 
 from tapewatch.events import (
     CONTROL_DEPTH_RESTART,
+    CONTROL_ENGINE_START,
     CONTROL_PAUSED,
     AggTrade,
     BadRow,
@@ -34,6 +35,7 @@ from tapewatch.events import (
     DepthRestart,
     DepthSnapshot,
     DepthUpdate,
+    EngineStart,
     Kline,
     KlineHistory,
     KlineRow,
@@ -104,6 +106,7 @@ class Frame(msgspec.Struct, frozen=True, gc=False):
 _line_decoder = msgspec.json.Decoder(CaptureLine)
 _control_decoder = msgspec.json.Decoder(ControlChange)
 _restart_decoder = msgspec.json.Decoder(DepthRestart)
+_engine_start_decoder = msgspec.json.Decoder(EngineStart)
 
 
 # Fast path for capture lines of websocket payloads: one decode of the whole line, the payload type picked
@@ -243,7 +246,10 @@ class FrameDecoder:
             if stream.startswith("rest:"):
                 return self._decode_polled(recv, stream, data)
             if stream == CONTROL_PAUSED:
-                self._decode_control(recv, stream, data)
+                self._decode_control(recv, stream, data, _control_decoder)
+                return None
+            if stream == CONTROL_ENGINE_START:
+                self._decode_control(recv, stream, data, _engine_start_decoder)
                 return None
             if stream == CONTROL_DEPTH_RESTART:
                 return self._decode_restart(recv, stream, data)
@@ -318,11 +324,17 @@ class FrameDecoder:
         self.page_rows = rows
         return None
 
-    def _decode_control(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> None:
-        """A captured pause/resume: like a page, it waits in :meth:`take_pending` (None is returned), so only
-        the callers that apply pending frames see it — never the market's per-message path."""
+    def _decode_control(
+        self,
+        recv: int,
+        stream: str,
+        data: bytes | msgspec.Raw,
+        decoder: msgspec.json.Decoder[ControlChange] | msgspec.json.Decoder[EngineStart],
+    ) -> None:
+        """A captured pause/resume or engine start: like a page, it waits in :meth:`take_pending` (None is
+        returned), so only the callers that apply pending frames see it — never the market's per-message path."""
         try:
-            event = _control_decoder.decode(data)
+            event = decoder.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._reject_body(stream, exc)
             return

@@ -6,7 +6,7 @@ Owned by :class:`tapewatch.engine.SignalEngine` and pure like it: every time is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 #: the deadline's time).
 EXPIRY_GRACE_MS = 2_000
 
+#: How often (ms of event time) the outcomes of open signals whose best or worst move (MFE/MAE) grew without a
+#: state change are handed out again (``EngineOutput.updated``, so stored): a restart resumes them from what
+#: was stored, and without this the MFE/MAE reached since the last state change would be lost with it.
+#: The service's stop hands out the rest (:func:`moved_outcomes`).
+SAVE_MOVES_EVERY_MS = 60_000
+
 _EXIT_REASONS: dict[OutcomeState, ExitReason] = {
     OutcomeState.TP1: "TP1",
     OutcomeState.TP2: "TP2",
@@ -36,10 +42,27 @@ _EXIT_REASONS: dict[OutcomeState, ExitReason] = {
 
 @dataclass(slots=True)
 class HeldSignal:
-    """An open ENTRY signal and the tracker of its outcome so far."""
+    """An open ENTRY signal and the tracker of its outcome so far; ``saved``: the (MFE, MAE) of the outcome
+    last handed out for storage (or resumed from)."""
 
     signal: Signal
     tracker: OutcomeTracker
+    saved: tuple[float, float] = (0.0, 0.0)
+
+
+def moved_outcomes(held: Iterable[HeldSignal]) -> list[Outcome]:
+    """The outcomes of the open signals whose MFE or MAE moved since their outcome was last handed out, each
+    then noted as handed out: what the service stores periodically and at its stop, so a restart resumes
+    them with their best and worst move so far."""
+    moved: list[Outcome] = []
+    for h in held:
+        if h.tracker.finished:
+            continue
+        outcome = h.tracker.outcome()
+        if (outcome.mfe_r, outcome.mae_r) != h.saved:
+            h.saved = (outcome.mfe_r, outcome.mae_r)
+            moved.append(outcome)
+    return moved
 
 
 class OpenSignals:
@@ -52,6 +75,7 @@ class OpenSignals:
         self.params = params
         self.held: dict[str, HeldSignal] = {}
         self._on_finish = on_finish
+        self._moves_saved_at: int | None = None  # event time moved outcomes were last handed out
 
     def add(self, signal: Signal, outcome: Outcome | None = None) -> None:
         """Follow an ENTRY signal: a new one, or one resumed with its ``outcome`` so far."""
@@ -60,7 +84,8 @@ class OpenSignals:
             if outcome is not None
             else OutcomeTracker(open_signal(signal), self.params)
         )
-        self.held[signal.signal_id] = HeldSignal(signal, tracker)
+        saved = (outcome.mfe_r, outcome.mae_r) if outcome is not None else (0.0, 0.0)
+        self.held[signal.signal_id] = HeldSignal(signal, tracker, saved)
 
     def symbols(self) -> dict[str, list[str]]:
         """The symbols with open signals, each with its open signals' ids (in the order they opened)."""
@@ -107,8 +132,15 @@ class OpenSignals:
 
         An expiry keeps the deadline's time and the last price traded by then whenever it is noticed, and a
         trade of the symbol stamped after the deadline expires its signals at once (``OutcomeTracker.on_trade``):
-        the grace delays only the expiry of a quiet symbol."""
+        the grace delays only the expiry of a quiet symbol.
+
+        Every :data:`SAVE_MOVES_EVERY_MS` it also hands out (``out.updated``) the outcomes whose MFE/MAE moved."""
         clock = now - EXPIRY_GRACE_MS
+        if self._moves_saved_at is None:
+            self._moves_saved_at = now
+        elif now - self._moves_saved_at >= SAVE_MOVES_EVERY_MS:
+            self._moves_saved_at = now
+            out.updated.extend(moved_outcomes(self.held.values()))
         for sid, held in list(self.held.items()):
             st = symbols.get(held.signal.symbol)
             if st is not None and trades_pending(st, clock):
@@ -128,7 +160,9 @@ class OpenSignals:
                 triggered = held.tracker.outcome().trigger_time is not None
                 out.signals.append(make_exit_signal(held.signal, reason, price, ev.time, triggered=triggered))
         if events and not held.tracker.finished:
-            out.updated.append(held.tracker.outcome())
+            outcome = held.tracker.outcome()
+            held.saved = (outcome.mfe_r, outcome.mae_r)
+            out.updated.append(outcome)
         if held.tracker.finished:
             outcome = held.tracker.outcome()
             del self.held[sid]

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RECORD_START_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z
 RECORD_KLINES = ("1m", "15m")
+FLUSH_POINT_MS = 1000  # a full-flush point per second of receive time, like a live capture's
 _FLUSH_LAG_MS = 250  # a frame produced later can never be received more than this before ``now``
 _REST_ONE_WAY_MS = 15
 _REST_BODY_MS = 25
@@ -69,7 +70,10 @@ class _Connection:
 
 
 class _Writer:
-    """Hour files under ``root`` (``YYYY/MM/DD/HH.jsonl.gz``), each one deterministic gzip member."""
+    """Hour files under ``root`` (``YYYY/MM/DD/HH.jsonl.gz``), each one deterministic gzip member with a
+    full-flush point (``Z_FULL_FLUSH``, between whole lines) every ``FLUSH_POINT_MS`` of receive time, as
+    the live capture writer (:mod:`realtime.capture_writer`) makes one every ``flush_interval`` (1 s): a
+    damaged byte then costs the reader about a second of lines, not the rest of the hour."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -79,6 +83,7 @@ class _Writer:
         self._hour = -1
         self._z: zlib._Compress | None = None
         self._buf: list[str] = []
+        self._next_flush = 0  # receive time (ms) of the next flush point
 
     def write(self, recv: int, line: str) -> None:
         hour = recv // 3_600_000
@@ -91,14 +96,20 @@ class _Writer:
             self._z = zlib.compressobj(3, zlib.DEFLATED, 31)  # gzip wrapper, mtime 0, no name
             self.files.append(path)
             path.write_bytes(b"")
+            self._next_flush = (recv // FLUSH_POINT_MS + 1) * FLUSH_POINT_MS
+        elif recv >= self._next_flush:
+            self._flush(zlib.Z_FULL_FLUSH)  # the lines before this one end an interval
+            self._next_flush = (recv // FLUSH_POINT_MS + 1) * FLUSH_POINT_MS
         self._buf.append(line)
         self.lines += 1
         if len(self._buf) >= 4096:
             self._flush()
 
-    def _flush(self) -> None:
-        if self._buf and self._z is not None and self._path is not None:
+    def _flush(self, mode: int | None = None) -> None:
+        if self._z is not None and self._path is not None and (self._buf or mode is not None):
             data = self._z.compress("".join(self._buf).encode())
+            if mode is not None:
+                data += self._z.flush(mode)
             self._buf.clear()
             with self._path.open("ab") as fh:
                 fh.write(data)

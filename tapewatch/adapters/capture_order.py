@@ -4,6 +4,7 @@ Replay runs lines in the order it reads them, so files given out of order (one c
 listed backwards, an hour file named before the one it follows) would run the market backwards: books
 refused as out of order, an older final state, no error. Only the first line of each file is read (the
 first compressed chunk, inflated up to its newline), so ordering costs nothing next to the read itself.
+That read also finds a ``.gz`` file that is not gzip, which is refused here, before any file is replayed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import cast
 
 import msgspec
 from zlib_ng import zlib_ng
+
+from tapewatch.errors import CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,12 @@ _head_decoder = msgspec.json.Decoder(_Head)
 
 def in_event_order(files: list[Path]) -> list[Path]:
     """``files`` stably sorted by the ``recv`` of their first line. A file whose first line cannot be read
-    (empty, not gzip, damaged at its start) keeps the place right after the file listed before it. Logs one
-    INFO line when the order changed."""
+    (empty, plain text that is not a capture line, damaged at its start) keeps the place right after the
+    file listed before it. Logs one INFO line when the order changed. Raises CaptureError for a ``.gz``
+    file that is not gzip (wherever it is in the list: nothing has been read yet)."""
     if len(files) < 2:
+        for path in files:
+            first_recv(path)  # the same check: one file is refused with the same message
         return files
     keys: list[int] = []
     key = -1  # an unreadable first file keeps its place at the front
@@ -58,13 +64,16 @@ def in_event_order(files: list[Path]) -> list[Path]:
 
 
 def first_recv(path: Path) -> int | None:
-    """The ``recv`` of the file's first line (gzip or plain); None when it cannot be read."""
+    """The ``recv`` of the file's first line (gzip or plain); None when it cannot be read. Raises
+    CaptureError when the file is named ``.gz`` but is not gzip, with the message the reader gives."""
     text = b""
     try:
         with path.open("rb") as fh:
             chunk = fh.read(_HEAD)
             gz = chunk[:1] == b"\x1f"  # 0x1f never starts a JSON line
-            if not chunk or (not gz and path.name.endswith(".gz")):
+            if chunk and not gz and path.name.endswith(".gz"):
+                raise CaptureError(not_gzip(path, chunk[:3]))
+            if not chunk:
                 return None
             d = zlib_ng.decompressobj(31) if gz else None  # wbits 31: a gzip member
             while chunk and b"\n" not in text and len(text) < _FIRST_LINE_MAX:
@@ -78,3 +87,8 @@ def first_recv(path: Path) -> int | None:
         return _head_decoder.decode(text.split(b"\n", 1)[0].strip()).recv
     except msgspec.DecodeError:
         return None
+
+
+def not_gzip(path: Path, head: bytes) -> str:
+    """The error for a ``.gz`` file that is not gzip (``head``: its first three bytes)."""
+    return f"{path} is not a gzip file (starts with {head!r}); capture files are gzip"

@@ -21,7 +21,7 @@ A break is benign when the writer was killed (every line it flushed is read) and
 to be skipped (lines in them are lost): :class:`ReadStats` counts the two apart, so the archive can refuse to
 record, and so to prune, a file it could not read whole. Each file that was cut short or damaged gets ONE
 warning naming it, which says whether lines were lost. Missing files and files that are not
-gzip (when named ``.gz``) raise :class:`~tapewatch.errors.CaptureError`.
+gzip (when named ``.gz``) raise :class:`~tapewatch.errors.CaptureError` before any line is read.
 
 Files are read in event order whatever order they are given in: by the ``recv`` of their first line (see
 :func:`capture_files`), so one capture split in pieces replays the same however the pieces are listed.
@@ -39,7 +39,7 @@ from typing import Protocol, cast
 import msgspec
 from zlib_ng import zlib_ng
 
-from tapewatch.adapters.capture_order import in_event_order
+from tapewatch.adapters.capture_order import in_event_order, not_gzip
 from tapewatch.adapters.capture_resume import Resume, find_resume
 from tapewatch.errors import CaptureError
 
@@ -86,7 +86,8 @@ class ReadStats:
     """What a read went through: ``files`` read, ``lines`` yielded, ``torn_files`` (cut short or damaged),
     ``skipped_bytes`` (decompressed bytes of torn or damaged lines that were not yielded), ``torn_lines``
     (partial lines skipped at a break), ``damaged`` (stretches of bytes that did not inflate and were skipped:
-    whatever they held is lost)."""
+    whatever they held is lost), ``torn_at_end`` (files whose last line was torn with no line read after it:
+    what a writer cut mid-line at the end of its file leaves; those torn lines are in ``torn_lines`` too)."""
 
     files: int = 0
     lines: int = 0
@@ -94,15 +95,17 @@ class ReadStats:
     skipped_bytes: int = 0
     torn_lines: int = 0
     damaged: int = 0
+    torn_at_end: int = 0
 
 
 def capture_files(paths: Iterable[Path | str]) -> list[Path]:
     """The capture files to read, in event order: files as given, directories expanded to their
     ``*.jsonl.gz`` files (recursively) sorted by path, then all of them ordered by the ``recv`` of their
     first line (a stable sort: only the first line of each file is read). A file whose first line cannot be
-    read (empty, not gzip, damaged) stays right after the file listed before it. Logs one INFO line when
-    this changed the order. Raises CaptureError for a missing path, one that is neither a regular file nor a
-    directory (``/dev/null``), or a directory that holds no capture file, before anything is read."""
+    read (empty, damaged) stays right after the file listed before it. Logs one INFO line when this changed
+    the order. Raises CaptureError for a missing path, one that is neither a regular file nor a directory
+    (``/dev/null``), a directory that holds no capture file, or a ``.gz`` file that is not gzip, before
+    anything is read."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -125,9 +128,8 @@ def iter_capture(paths: Iterable[Path | str], stats: ReadStats | None = None) ->
     """Yield every complete line (bytes, without the newline) of the given capture files, in order.
 
     Accepts gzip files (``.jsonl.gz``, concatenated members allowed) and plain ``.jsonl`` files. Empty
-    lines are skipped. Paths are checked before the first line is yielded (see :func:`capture_files`);
-    a ``.gz`` file that is not gzip raises CaptureError when it is reached. ``stats``, if given, is
-    updated as the lines are read.
+    lines are skipped. Paths are checked before the first line is yielded (see :func:`capture_files`),
+    a ``.gz`` file that is not gzip among them. ``stats``, if given, is updated as the lines are read.
     """
     files = capture_files(paths)
     return _iter_files(files, stats if stats is not None else ReadStats())
@@ -153,7 +155,7 @@ def _iter_file(path: Path, stats: ReadStats) -> Iterator[bytes]:
         if head[:1] == GZIP_MAGIC[:1]:
             yield from _split_lines(_inflate(fd, size, stats), path, stats)
         elif path.name.endswith(".gz"):
-            raise CaptureError(f"{path} is not a gzip file (starts with {head!r}); capture files are gzip")
+            raise CaptureError(not_gzip(path, head))
         else:
             yield from _split_lines(_read_plain(fd), path, stats)
     finally:
@@ -171,6 +173,7 @@ def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -
     carry = b""
     breaks = 0
     skipped = 0
+    torn_last = False  # a line was torn and no line has been read since
     damaged = stats.damaged  # before this file
     for piece in pieces:
         if piece is None:
@@ -178,30 +181,38 @@ def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -
             if carry:
                 if _is_json(carry):  # torn right before its newline: the line itself is whole
                     stats.lines += 1
+                    torn_last = False
                     yield carry
                 else:
                     skipped += len(carry)
                     stats.torn_lines += 1
+                    torn_last = True
                 carry = b""
             continue
         if carry:
             piece = carry + piece
         lines = piece.split(b"\n")
         carry = lines.pop()
-        stats.lines += len(lines) - lines.count(b"")
-        yield from filter(None, lines)
+        if lines:
+            count = len(lines) - lines.count(b"")
+            stats.lines += count
+            torn_last = torn_last and not count
+            yield from filter(None, lines)
     if carry:
         # No newline after the last line: yield it if it is whole (a hand-made file), else it is torn.
         if _is_json(carry):
             stats.lines += 1
+            torn_last = False
             yield carry
         else:
             breaks += 1
             skipped += len(carry)
             stats.torn_lines += 1
+            torn_last = True
     if not breaks:
         return
     stats.torn_files += 1
+    stats.torn_at_end += int(torn_last)
     stats.skipped_bytes += skipped
     if stats.damaged > damaged:
         log.warning(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import realtime.replay as replay_module
-from realtime.capture import iter_capture
+from realtime.capture import ReadStats, iter_capture
 from realtime.replay import REPLAY_GC_THRESHOLD, replay
 from tapewatch.errors import CaptureError
 from tests.helpers import USDM_CRYPTOFEED
@@ -28,8 +28,8 @@ def _recording_reader(
 ) -> Callable[[Iterable[Path]], Iterator[bytes]]:
     """The real capture reader, noting the collector's thresholds while the replay reads its lines."""
 
-    def reader(paths: Iterable[Path]) -> Iterator[bytes]:
-        for n, line in enumerate(iter_capture(paths)):
+    def reader(paths: Iterable[Path], stats: ReadStats | None = None) -> Iterator[bytes]:
+        for n, line in enumerate(iter_capture(paths, stats)):
             seen.append(gc.get_threshold())
             if fail_after is not None and n >= fail_after:
                 raise CaptureError("torn in the middle")

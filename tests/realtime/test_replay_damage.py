@@ -1,0 +1,179 @@
+"""What ``replay`` and ``backtest`` say about a capture they could not read whole, or whose books disagree
+with the captured bookTicker: the reader's counts in the summary, exit 1 (a torn last line of the newest
+file, which a writer killed mid-line leaves, is only a warning); a ``.gz`` file that is not gzip refused
+before any file is replayed; the sim recorder's full-flush points, which bound what damage costs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from realtime.capture import ReadStats, capture_files, iter_capture
+from realtime.sim.record import record
+from tapewatch.cli import main
+from tapewatch.errors import CaptureError
+from tests.helpers import recording_lines
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three minutes of three simulated symbols in one hour file, as `sim --record` writes it."""
+    out = tmp_path_factory.mktemp("replaydamage")
+    record(out, 180_000, seed=5, symbols=3)
+    (path,) = sorted(out.rglob("*.jsonl.gz"))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _settings_and_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("TAPEWATCH_LOG_LEVEL", "INFO")
+    monkeypatch.setenv("TAPEWATCH_LOG_FORMAT", "text")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def run(capsys: pytest.CaptureFixture[str], command: str, *args: Path | str) -> tuple[int, str, str]:
+    code = main([command, *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(
+    capsys: pytest.CaptureFixture[str], command: str, *files: Path
+) -> tuple[int, dict[str, Any], str]:
+    code, out, err = run(capsys, command, "--json", *files)
+    return code, json.loads(out.strip().splitlines()[-1]), err
+
+
+def write_gz(path: Path, lines: list[bytes], tail: bytes = b"") -> Path:
+    path.write_bytes(gzip.compress(b"".join(x + b"\n" for x in lines) + tail, mtime=0))
+    return path
+
+
+def damaged_copy(capture: Path, path: Path) -> Path:
+    """``capture`` with 64 zero bytes in the middle of its compressed data."""
+    data = bytearray(capture.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_sim_record_writes_flush_points_so_damage_costs_about_a_second(capture: Path, tmp_path: Path) -> None:
+    """A live capture has a full-flush point every second; a recording must too, or 64 damaged bytes cost the
+    rest of the hour (or inflate to garbage lines up to its end)."""
+    total = sum(1 for _ in recording_lines(capture))
+    stats = ReadStats()
+    lines = list(iter_capture([damaged_copy(capture, tmp_path / "damaged.jsonl.gz")], stats))
+    assert stats.damaged >= 1
+    garbage = 0
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            garbage += 1
+    # about one second of three symbols is lost (a few hundred lines of ~180 s), and little garbage is read
+    assert total - len(lines) < total // 50, (total, len(lines))
+    assert garbage < 200, garbage
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+def test_a_damaged_capture_is_reported_and_exits_1(
+    command: str, capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, good, err = run_json(capsys, command, capture)
+    assert code == 0 and "ERROR" not in err
+    assert (good["files_read"], good["torn_lines"], good["damaged_stretches"]) == (1, 0, 0)
+    assert good["capture_damaged"] is False
+    damaged = damaged_copy(capture, tmp_path / "damaged.jsonl.gz")
+    code, bad, err = run_json(capsys, command, damaged)
+    assert code == 1
+    assert bad["damaged_stretches"] >= 1 and bad["torn_files"] == 1 and bad["capture_damaged"] is True
+    (error,) = [x for x in err.splitlines() if "ERROR" in x]
+    assert "the capture is damaged" in error and "lines were lost" in error
+    code, out, _ = run(capsys, command, damaged)
+    assert code == 1 and "damaged stretches " in out and "damaged stretches 0" not in out
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+def test_a_torn_last_line_of_the_newest_file_is_a_warning_elsewhere_damage(
+    command: str, capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = list(recording_lines(capture))
+    half = len(lines) // 2
+    torn = lines[half - 1][: len(lines[half - 1]) // 2]
+    older, newer = lines[: half - 1], lines[half:]
+    # the newest file ends on a torn line (a writer killed mid-line): every line before it was read
+    p1 = write_gz(tmp_path / "p1.jsonl.gz", older)
+    p2 = write_gz(tmp_path / "p2.jsonl.gz", newer[:-1], tail=newer[-1][:40])
+    code, summary, err = run_json(capsys, command, p1, p2)
+    assert code == 0 and "ERROR" not in err
+    assert (summary["torn_lines"], summary["capture_damaged"]) == (1, False)
+    # the older file ends on a torn line and the capture goes on: a line the live run read is missing
+    q1 = write_gz(tmp_path / "q1.jsonl.gz", older, tail=torn)
+    q2 = write_gz(tmp_path / "q2.jsonl.gz", newer)
+    code, summary, err = run_json(capsys, command, q2, q1)  # listed out of order: the newest is q2
+    assert code == 1
+    assert (summary["torn_lines"], summary["damaged_stretches"], summary["capture_damaged"]) == (1, 0, True)
+    assert "the capture is damaged" in err
+
+
+def altered_ticker(capture: Path, path: Path) -> Path:
+    """``capture`` with one late bookTicker whose bid quantity disagrees with the book (see
+    test_replay_cli's book-ticker test)."""
+    lines = list(recording_lines(capture))
+    diff_ids: dict[str, set[int]] = {}
+    for raw in lines:
+        obj = json.loads(raw)
+        if obj["stream"].endswith("@depth@100ms"):
+            diff_ids.setdefault(obj["data"]["s"], set()).add(obj["data"]["u"])
+    at = next(
+        i
+        for i in range(len(lines) * 3 // 4, len(lines))
+        if (obj := json.loads(lines[i]))["stream"].endswith("@bookTicker")
+        and obj["data"]["u"] in diff_ids[obj["data"]["s"]]
+    )
+    ticker = json.loads(lines[at])["data"]
+    qty = f'"B":"{ticker["B"]}"'.encode()
+    wrong = lines[at].replace(qty, f'"B":"{float(ticker["B"]) + 1:.3f}"'.encode())
+    return write_gz(path, [*lines[:at], wrong, *lines[at + 1 :]])
+
+
+def test_backtest_fails_on_a_book_mismatch_as_replay_does(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    altered = altered_ticker(capture, tmp_path / "altered.jsonl.gz")
+    for command in ("backtest", "replay"):
+        code, summary, err = run_json(capsys, command, altered)
+        assert code == 1, command
+        assert summary["book_mismatches"] == 1 and summary["capture_damaged"] is False
+        (error,) = [x for x in err.splitlines() if "ERROR" in x]
+        assert f"1 of {summary['book_checks']} book checks mismatched" in error
+        code, out, _ = run(capsys, command, altered)
+        assert code == 1 and "(1 mismatches)" in out, command
+
+
+def test_a_gz_file_that_is_not_gzip_later_in_the_list_is_refused_before_reading(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_bytes(b'{"recv":1,"stream":"btcusdt@aggTrade","data":{}}\n')
+    message = f"{fake} is not a gzip file (starts with b'{{\"r'); capture files are gzip"
+    with pytest.raises(CaptureError) as refused:
+        capture_files([capture, fake])  # ordering the files reads their first lines: refused there
+    assert str(refused.value) == message
+    with pytest.raises(CaptureError):
+        iter_capture([capture, fake])  # before the first line of the good file is yielded
+    for command in ("replay", "backtest"):
+        code, out, err = run(capsys, command, "--json", capture, fake)
+        assert code == 2 and out == "" and message in err, command
