@@ -41,7 +41,7 @@ from tapewatch.quality import breakpoints
 from tapewatch.settings import Settings, load_settings
 from tapewatch.signal import Candidate, Signal
 from tapewatch.streams import Kind
-from tapewatch.tuning_params import check_parameters
+from tapewatch.tuning_params import TUNABLE, check_parameters
 from tapewatch.tuning_score import Params
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,17 @@ def started_settings(base: Settings, parameters: dict[str, float | int]) -> tupl
     with: ``base`` with the live run's tunable parameter values laid over it, but for those the replay's own
     settings set explicitly (they win, as they do over an applied tuning live: a replay can ask "what if");
     also what was laid over and what was kept back because it is set explicitly (values equal to the base's
-    are in neither)."""
-    checked = check_parameters(parameters)
+    are in neither). A name this release does not treat as tunable (a capture from another release) is dropped
+    with one warning naming it: the known ones are still validated and laid over."""
+    unknown = [k for k in parameters if k not in TUNABLE]
+    if unknown:
+        log.warning(
+            "the capture's engine start names parameter(s) this tapewatch does not tune: %s; ignored, the "
+            "replay runs with its own settings for them",
+            ", ".join(unknown),
+            extra={"unknown_parameters": unknown},
+        )
+    checked = check_parameters({k: v for k, v in parameters.items() if k in TUNABLE})
     explicit = base.model_fields_set
     changed = {k: v for k, v in checked.items() if getattr(base, k) != v}
     applied = {k: v for k, v in changed.items() if k not in explicit}
@@ -197,12 +206,10 @@ def run_replay(
             result.finished.extend(out.finished)
 
     stats = ReadStats()  # what the reader skipped: torn lines, damaged stretches
-    newest_torn_tail = 0  # the torn last line of the newest file (a writer killed mid-line): no damage
     with fewer_collections():
         files = capture_files(paths)  # every path checked before the first line is read
         for path in files:
             decoder.source = str(path)
-            torn_tails = stats.torn_at_end
             for line in iter_capture([path], stats):
                 messages += 1
                 frame = decode(line)
@@ -216,8 +223,13 @@ def run_replay(
                     result.candidates.extend(out.candidates)
                     result.signals.extend(out.signals)
                     result.finished.extend(out.finished)
-            newest_torn_tail = stats.torn_at_end - torn_tails
     seconds = time.perf_counter() - start
+    if not start_lines["read"] and signals:
+        log.info(
+            "the capture holds no engine start line (control:engine_start): the engine started empty (no "
+            "open signals, cooldowns or daily counts) with the settings given; a run's later hour files carry "
+            "none, give the run's first file to start from its restored state"
+        )
     messages -= start_lines["read"]  # the live market counted no such line
     totals = market.totals()
     for name, n in retired.items():
@@ -231,14 +243,16 @@ def run_replay(
         "rejected": dict(sorted(decoder.rejected.items())),
         # what the reader met (see tapewatch.adapters.capture_reader.ReadStats): files cut short or damaged,
         # torn lines skipped, bytes of them, stretches that did not inflate (their lines are lost; garbage
-        # inflated from damaged bytes is counted in ``malformed``); ``capture_damaged``: lines were lost
-        # anywhere but a torn last line of the newest file, so the replay is not what the live run saw
+        # inflated from damaged bytes is counted in ``malformed``); ``capture_damaged``: bytes did not inflate,
+        # so lines were lost and the replay is not what the live run saw. A torn line is not damage: it is
+        # what a writer killed mid-line leaves (the reader's warning says every complete line was read),
+        # wherever it is, also when a restarted writer appended to the same file
         "files_read": stats.files,
         "torn_files": stats.torn_files,
         "torn_lines": stats.torn_lines,
         "skipped_bytes": stats.skipped_bytes,
         "damaged_stretches": stats.damaged,
-        "capture_damaged": stats.damaged > 0 or stats.torn_lines > newest_torn_tail,
+        "capture_damaged": stats.damaged > 0,
         "gaps": totals["gaps"],
         "resyncs": totals["resyncs"],
         "snapshot_requests": requests["snapshot"],

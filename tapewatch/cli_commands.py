@@ -135,9 +135,9 @@ def read_damage(summary: dict[str, Any]) -> str:
 
 def replay_exit_code(summary: dict[str, Any], files: list[str]) -> int:
     """The exit code of ``replay`` and ``backtest``, once their summary is printed: 2 when nothing decoded
-    (:func:`decoded_anything`), 1 when a book check mismatched or the capture was damaged (lines lost
-    anywhere but a torn last line of the newest file, which a writer killed mid-line leaves: that stays the
-    reader's warning), each said in one ERROR line, else 0."""
+    (:func:`decoded_anything`), 1 when a book check mismatched or the capture was damaged (bytes that did not
+    inflate: lines lost; a torn line, which a writer killed mid-line leaves, stays the reader's warning), each
+    said in one ERROR line, else 0."""
     if not decoded_anything(summary, files):
         return 2
     code = 0
@@ -195,6 +195,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"{result['messages']} messages, {result['candidates']} candidates, {result['signals']} signals "
         f"({result['open_at_end']} still open at the end)"
     )
+    if result["restored_finished"] or result["restored_open"]:
+        print(
+            f"  restored from the capture's engine start, not in the metrics: {result['restored_finished']} "
+            f"finished, {result['restored_open']} still open"
+        )
     print(
         f"  malformed {result['malformed']}, book checks {result['book_checks']} "
         f"({result['book_mismatches']} mismatches); {read_damage(result)}"

@@ -17,6 +17,7 @@ import pytest
 
 from realtime.sim.record import record
 from tapewatch.cli import main
+from tapewatch.events import CONTROL_ENGINE_START, ENGINE_START_VERSION
 from tests.helpers import recording_lines
 
 SUMMARY_KEYS = {"messages", "seconds", "messages_per_second", "malformed", "gaps", "resyncs", "book_checks",
@@ -238,3 +239,44 @@ def test_a_line_that_is_not_json_is_reported_with_its_file(
     assert code == 0 and (summary["messages"], summary["malformed"]) == (201, 1)
     (warning,) = [x for x in err.splitlines() if "frame rejected (malformed_json)" in x]
     assert f"on {second}:" in warning and "<capture>" not in warning and str(first) not in warning
+
+
+def engine_start_line(recv: int, parameters: dict[str, Any]) -> bytes:
+    """A ``control:engine_start`` line as `tapewatch run` captures it, with an empty engine state."""
+    data = {"version": ENGINE_START_VERSION, "parameters": parameters, "tuning": 0, "state": {}}
+    return json.dumps({"recv": recv, "stream": CONTROL_ENGINE_START, "data": data}).encode()
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+def test_an_engine_start_naming_a_parameter_this_release_does_not_tune_is_replayed(
+    command: str, capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A capture from another release may carry a tunable parameter this one does not know: it is dropped
+    with one warning naming it, and the known ones are still validated and laid over."""
+    lines = list(recording_lines(capture))
+    recv = json.loads(lines[0])["recv"]
+    parameters = {"min_large_trades": 7, "spoof_ratio_min": 2.0}
+    started = write_gz(tmp_path / "00.jsonl.gz", [engine_start_line(recv, parameters), *lines])
+    code = main([command, "--json", str(started)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["engine_starts"] == [
+        {"recv": recv, "open_signals": 0, "tuning": 0, "parameters": {"min_large_trades": 7}}
+    ]
+    (warning,) = [x for x in err.splitlines() if "does not tune" in x]
+    assert "WARNING" in warning and "spoof_ratio_min" in warning and "min_large_trades" not in warning
+    assert "no engine start line" not in err
+    # a known name with a bad value is still refused
+    bad = write_gz(tmp_path / "bad.jsonl.gz", [engine_start_line(recv, {"min_large_trades": -1}), *lines])
+    assert main([command, "--json", str(bad)]) != 0
+    capsys.readouterr()
+
+
+def test_a_capture_without_an_engine_start_says_the_engine_starts_empty(
+    capture: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = replay(capsys, "--json", capture)
+    assert code == 0
+    (note,) = [x for x in err.splitlines() if "no engine start line" in x]
+    assert "INFO" in note and "started empty" in note and "settings given" in note
