@@ -20,6 +20,7 @@ from realtime.capture import CaptureWriter
 from realtime.ws_pool import PATHS
 from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.adapters.risk_ledger import RiskLedger
+from tapewatch.adapters.tuning_store import applied_record
 from tapewatch.book import BookState
 from tapewatch.errors import StorageUnavailable
 from tapewatch.health import (
@@ -36,6 +37,7 @@ from tapewatch.parse import MALFORMED_REASONS
 from tapewatch.sharding import Shard
 from tapewatch.signal import Signal
 from tapewatch.streams import Path
+from tapewatch.tuning_use import HEARTBEAT_FIELD
 
 if TYPE_CHECKING:
     from realtime.service import FeedService
@@ -279,9 +281,6 @@ def _heartbeat_info(service: FeedService, pid: int, load: LoadSampler) -> dict[s
     # runs ahead of the wall clock
     info["market_now_ms"] = service.market.now_ms
     # the applied tuning row it started with (0: none), so that status can say a restart is pending
-    from tapewatch.adapters.tuning_store import applied_record
-    from tapewatch.tuning_use import HEARTBEAT_FIELD
-
     record = applied_record(service.settings)
     if record is not None:
         info[HEARTBEAT_FIELD] = record

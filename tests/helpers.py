@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,57 @@ def shared_sim_capture(
             record(out, int(minutes * 60_000), seed=seed, symbols=symbols, episode_rate_scale=episode_rate)
             (out / "recorded").touch()
     return out
+
+
+def sim_hour_file(
+    factory: pytest.TempPathFactory, minutes: float = 3, *, seed: int = 5, symbols: int = 3
+) -> Path:
+    """The one hour file of a short sim recording (:func:`shared_sim_capture`, no extra episodes), as
+    ``sim --record`` writes it: recorded once per test run, read-only for the tests."""
+    recording = shared_sim_capture(factory, minutes, seed=seed, symbols=symbols, episode_rate=1.0)
+    (path,) = sorted(recording.rglob("*.jsonl.gz"))
+    return path
+
+
+@contextmanager
+def restored_logging() -> Iterator[None]:
+    """Undo what a CLI command does to the process's logging: it configures it for a process (root handlers on
+    stderr, the level), which must not leak into the next test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def write_gz(path: Path, lines: list[bytes], tail: bytes = b"") -> Path:
+    path.write_bytes(gzip.compress(b"".join(x + b"\n" for x in lines) + tail, mtime=0))
+    return path
+
+
+def altered_ticker(capture: Path, path: Path) -> Path:
+    """``capture`` written to ``path`` with one late bookTicker whose bid quantity disagrees with the book: a
+    ticker late in the capture that carries the final update id of a depth diff of its symbol, so the proof
+    compares it with the book (a ticker inside a diff's range would not be compared)."""
+    lines = list(recording_lines(capture))
+    diff_ids: dict[str, set[int]] = {}
+    for raw in lines:
+        obj = json.loads(raw)
+        if obj["stream"].endswith("@depth@100ms"):
+            diff_ids.setdefault(obj["data"]["s"], set()).add(obj["data"]["u"])
+    at = next(
+        i
+        for i in range(len(lines) * 3 // 4, len(lines))
+        if (obj := json.loads(lines[i]))["stream"].endswith("@bookTicker")
+        and obj["data"]["u"] in diff_ids[obj["data"]["s"]]
+    )
+    ticker = json.loads(lines[at])["data"]
+    qty = f'"B":"{ticker["B"]}"'.encode()
+    assert lines[at].count(qty) == 1
+    wrong = lines[at].replace(qty, f'"B":"{float(ticker["B"]) + 1:.3f}"'.encode())
+    return write_gz(path, [*lines[:at], wrong, *lines[at + 1 :]])
 
 
 def lose_redis_data(client: redis.Redis, keys: Keyspace) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from realtime.sim.record import record
 from tapewatch.cli import main
 from tapewatch.events import CONTROL_ENGINE_START, ENGINE_START_VERSION
-from tests.helpers import recording_lines
+from tests.helpers import altered_ticker, recording_lines, restored_logging, sim_hour_file, write_gz
 
 SUMMARY_KEYS = {"messages", "seconds", "messages_per_second", "malformed", "gaps", "resyncs", "book_checks",
                 "book_mismatches", "candidates", "signals", "final"}  # fmt: skip
@@ -32,10 +30,7 @@ READ = ("files_read", "torn_files", "torn_lines", "skipped_bytes", "damaged_stre
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three minutes of three simulated symbols: one hour file, books synced by snapshot + diffs."""
-    out = tmp_path_factory.mktemp("replaycli")
-    record(out, 180_000, seed=5, symbols=3)
-    (path,) = sorted(out.rglob("*.jsonl.gz"))
-    return path
+    return sim_hour_file(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -45,11 +40,8 @@ def _settings_and_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
     monkeypatch.setenv("TAPEWATCH_LOG_LEVEL", "INFO")
     monkeypatch.setenv("TAPEWATCH_LOG_FORMAT", "text")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 def replay(capsys: pytest.CaptureFixture[str], *args: Path | str) -> tuple[int, str, str]:
@@ -65,11 +57,6 @@ def replay_json(capsys: pytest.CaptureFixture[str], *files: Path) -> tuple[int, 
 
 def untimed(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k not in TIMINGS and k not in READ}
-
-
-def write_gz(path: Path, lines: list[bytes], tail: bytes = b"") -> Path:
-    path.write_bytes(gzip.compress(b"".join(x + b"\n" for x in lines) + tail, mtime=0))
-    return path
 
 
 def test_a_missing_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,27 +112,8 @@ def test_a_torn_last_line_is_skipped_with_a_warning(
 def test_a_book_ticker_that_disagrees_with_the_book_fails_the_replay(
     capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    lines = list(recording_lines(capture))
-    # A bookTicker late in the capture that carries the final update id of a depth diff of its symbol: the
-    # proof compares it with the book (a ticker inside a diff's range would not be compared).
-    diff_ids: dict[str, set[int]] = {}
-    for raw in lines:
-        obj = json.loads(raw)
-        if obj["stream"].endswith("@depth@100ms"):
-            diff_ids.setdefault(obj["data"]["s"], set()).add(obj["data"]["u"])
-    at = next(
-        i
-        for i in range(len(lines) * 3 // 4, len(lines))
-        if (obj := json.loads(lines[i]))["stream"].endswith("@bookTicker")
-        and obj["data"]["u"] in diff_ids[obj["data"]["s"]]
-    )
-    ticker = json.loads(lines[at])["data"]
-    qty = f'"B":"{ticker["B"]}"'.encode()
-    assert lines[at].count(qty) == 1
-    wrong = lines[at].replace(qty, f'"B":"{float(ticker["B"]) + 1:.3f}"'.encode())
-    altered = [*lines[:at], wrong, *lines[at + 1 :]]
     _, good, _ = replay_json(capsys, capture)
-    code, bad, _ = replay_json(capsys, write_gz(tmp_path / "altered.jsonl.gz", altered))
+    code, bad, _ = replay_json(capsys, altered_ticker(capture, tmp_path / "altered.jsonl.gz"))
     assert code == 1
     assert (bad["book_checks"], bad["book_mismatches"]) == (good["book_checks"], 1)
     code, out, _ = replay(capsys, tmp_path / "altered.jsonl.gz")

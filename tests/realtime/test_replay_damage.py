@@ -5,9 +5,7 @@ before any file is replayed; the sim recorder's full-flush points, which bound w
 
 from __future__ import annotations
 
-import gzip
 import json
-import logging
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +14,15 @@ from typing import Any
 import pytest
 
 from realtime.capture import ReadStats, capture_files, iter_capture
-from realtime.sim.record import record
 from tapewatch.cli import main
 from tapewatch.errors import CaptureError
-from tests.helpers import recording_lines
+from tests.helpers import altered_ticker, recording_lines, restored_logging, sim_hour_file, write_gz
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three minutes of three simulated symbols in one hour file, as `sim --record` writes it."""
-    out = tmp_path_factory.mktemp("replaydamage")
-    record(out, 180_000, seed=5, symbols=3)
-    (path,) = sorted(out.rglob("*.jsonl.gz"))
-    return path
+    return sim_hour_file(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -36,11 +30,8 @@ def _settings_and_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
     monkeypatch.setenv("TAPEWATCH_LOG_LEVEL", "INFO")
     monkeypatch.setenv("TAPEWATCH_LOG_FORMAT", "text")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 def run(capsys: pytest.CaptureFixture[str], command: str, *args: Path | str) -> tuple[int, str, str]:
@@ -54,11 +45,6 @@ def run_json(
 ) -> tuple[int, dict[str, Any], str]:
     code, out, err = run(capsys, command, "--json", *files)
     return code, json.loads(out.strip().splitlines()[-1]), err
-
-
-def write_gz(path: Path, lines: list[bytes], tail: bytes = b"") -> Path:
-    path.write_bytes(gzip.compress(b"".join(x + b"\n" for x in lines) + tail, mtime=0))
-    return path
 
 
 def damaged_copy(capture: Path, path: Path) -> Path:
@@ -151,27 +137,6 @@ def test_a_writer_killed_mid_block_then_restarted_in_the_same_hour_is_not_damage
     assert (summary["damaged_stretches"], summary["capture_damaged"]) == (0, False)
     (warning,) = [x for x in err.splitlines() if "WARNING" in x and "capture file" in x]
     assert "cut short" in warning and "every complete line was read" in warning
-
-
-def altered_ticker(capture: Path, path: Path) -> Path:
-    """``capture`` with one late bookTicker whose bid quantity disagrees with the book (see
-    test_replay_cli's book-ticker test)."""
-    lines = list(recording_lines(capture))
-    diff_ids: dict[str, set[int]] = {}
-    for raw in lines:
-        obj = json.loads(raw)
-        if obj["stream"].endswith("@depth@100ms"):
-            diff_ids.setdefault(obj["data"]["s"], set()).add(obj["data"]["u"])
-    at = next(
-        i
-        for i in range(len(lines) * 3 // 4, len(lines))
-        if (obj := json.loads(lines[i]))["stream"].endswith("@bookTicker")
-        and obj["data"]["u"] in diff_ids[obj["data"]["s"]]
-    )
-    ticker = json.loads(lines[at])["data"]
-    qty = f'"B":"{ticker["B"]}"'.encode()
-    wrong = lines[at].replace(qty, f'"B":"{float(ticker["B"]) + 1:.3f}"'.encode())
-    return write_gz(path, [*lines[:at], wrong, *lines[at + 1 :]])
 
 
 def test_backtest_fails_on_a_book_mismatch_as_replay_does(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,17 +13,15 @@ from realtime.sim.faults import parse_duration
 from realtime.sim.symbols import MAX_SYMBOLS
 from tapewatch.cli import main
 from tapewatch.cli_parser import build_parser
+from tests.helpers import restored_logging
 
 
 @pytest.fixture(autouse=True)
 def _settings_and_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The commands read the environment and configure logging for a process: undo the latter after each test.
     monkeypatch.delenv("TAPEWATCH_CONFIG_FILE", raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
