@@ -42,6 +42,9 @@ from tapewatch.signal import Candidate, Signal
 
 log = logging.getLogger(__name__)
 
+#: Seconds the stop gives the notifiers to send their held digests when storing and publishing used the grace.
+_NOTIFY_GRACE_MIN = 2.0
+
 
 class DispatchStopped(FatalError):
     """The dispatch (storage writer, outbox relay or notifiers) ended while the service ran: signals would no
@@ -125,9 +128,11 @@ class Dispatch:
 
     async def aclose(self, grace: float = 10.0) -> bool:
         """Last chance before exit: write what is held and publish what is stored, within ``grace`` s;
-        then close the notifiers. True when nothing was left behind. What is left is logged: stored
-        signals are published at the next start; held ones are lost with the process."""
+        then send the notifiers' held digests (the rest of the grace, at least a moment) and close them. True
+        when nothing was left behind. What is left is logged: stored signals are published at the next start;
+        held ones are lost with the process; folded ones are notified at the next start."""
         done = False
+        deadline = asyncio.get_running_loop().time() + grace
         try:
             async with asyncio.timeout(grace):
                 done = await self.pending.flush()
@@ -142,8 +147,11 @@ class Dispatch:
                 self.pending.held_candidates,
                 self.relay.last_error or "timed out",
             )
+        # the digests the notifiers hold go now (what the rest of the grace cuts short stays folded: the next
+        # start re-offers it); at least a moment even when storing took the whole grace
+        left = max(_NOTIFY_GRACE_MIN, deadline - asyncio.get_running_loop().time())
         with contextlib.suppress(Exception):
-            await self.notifications.aclose()
+            await self.notifications.aclose(grace=left)
         return done
 
     def metrics(self) -> dict[str, int]:

@@ -29,6 +29,7 @@ Without a live ``dagster`` heartbeat they are shown, not judged (a deployment wi
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -429,10 +430,40 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
 HELD_SIGNAL_PROBLEM_S = 10
 
 
-def _dispatch_problems(name: str, values: Mapping[str, float]) -> list[str]:
-    """The signal dispatch's figures of one realtime instance (``pending_*``, ``relay_*``: see
-    :meth:`tapewatch.adapters.dispatch.Dispatch.metrics`) that say signals are not reaching the trader."""
+#: What to check when a notifier's deliveries fail, by notifier name.
+_NOTIFIER_FIX = {
+    "telegram": "check TAPEWATCH_TELEGRAM_BOT_TOKEN / TAPEWATCH_TELEGRAM_CHAT_ID (the bot must be able to post "
+    "to the chat), the network to TAPEWATCH_TELEGRAM_API_URL and the service's log",
+    "webhook": "check TAPEWATCH_WEBHOOK_URL, that the receiver is up and accepts the signed request, and the "
+    "service's log",
+}
+_FAILING = re.compile(r"notify_(.+)_failing")
+
+
+def _notifier_problems(name: str, values: Mapping[str, float]) -> list[str]:
+    """A notifier whose last deliveries all failed (``notify_<notifier>_failing``: failed since the last one
+    sent; 0 again at the next success, so a healthy notifier never shows)."""
     problems: list[str] = []
+    for key, value in sorted(values.items()):
+        found = _FAILING.fullmatch(key)
+        if found is None or value <= 0:
+            continue
+        notifier = found.group(1)
+        sent = int(values.get(f"notify_{notifier}_sent", 0))
+        since = "none was sent since start" if sent == 0 else f"none sent since ({sent} sent before)"
+        fix = _NOTIFIER_FIX.get(notifier, "check its settings and the service's log")
+        problems.append(
+            f"{name}'s {notifier} notifier failed its last {int(value)} deliver{'y' if value == 1 else 'ies'} "
+            f"and {since}: traders get no {notifier} messages — {fix} (failed deliveries of the last "
+            "notify_max_age are re-sent once at the next start)"
+        )
+    return problems
+
+
+def _dispatch_problems(name: str, values: Mapping[str, float]) -> list[str]:
+    """The signal dispatch's figures of one realtime instance (``pending_*``, ``relay_*``, ``notify_*``: see
+    :meth:`tapewatch.adapters.dispatch.Dispatch.metrics`) that say signals are not reaching the trader."""
+    problems: list[str] = _notifier_problems(name, values)
     held_s = values.get("pending_oldest_held_s", 0)
     if held_s > HELD_SIGNAL_PROBLEM_S:
         held = int(values.get("pending_held_signals", 0))

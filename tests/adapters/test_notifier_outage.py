@@ -82,7 +82,7 @@ class Recording:
     def due(self) -> float | None:
         return None
 
-    async def flush(self) -> list[Delivery]:
+    async def flush(self, *, force: bool = False) -> list[Delivery]:
         return []
 
     async def aclose(self) -> None:

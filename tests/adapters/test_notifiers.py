@@ -26,6 +26,8 @@ from tapewatch.adapters.notifiers import (
     sign,
     verify_signature,
 )
+from tapewatch.adapters.notifiers.plan import PlanRules
+from tapewatch.adapters.notifiers.webhook import webhook_body
 from tapewatch.adapters.outbox import Outbox, OutboxRelay, OutboxRow
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
@@ -107,7 +109,11 @@ def test_webhook_posts_the_signed_payload_and_retries_5xx_with_backoff() -> None
         assert verify_signature(SECRET, request.body, request.headers["x-tapewatch-signature"])
         assert request.headers["x-tapewatch-signal-id"] == signal.signal_id
         assert request.headers["content-type"] == "application/json"
-        assert request.body == encode(signal)
+        assert request.body == webhook_body(_notice(signal), PlanRules())
+        # the published JSON, byte for byte, then the added fields (backward compatible: none renamed)
+        assert request.body.startswith(encode(signal)[:-1] + b",")
+        body = json.loads(request.body)
+        assert body["trigger_by_ms"] == signal.event_time + 60_000 and body["response_window_s"] == 60
 
 
 def test_webhook_retries_a_timeout_and_honours_retry_after_on_429() -> None:
@@ -323,7 +329,7 @@ def test_a_failing_notifier_does_not_block_or_break_the_other(db: Database, engi
         def due(self) -> float | None:
             return None
 
-        async def flush(self) -> list[Delivery]:
+        async def flush(self, *, force: bool = False) -> list[Delivery]:
             return []
 
         async def aclose(self) -> None:
@@ -394,7 +400,7 @@ def test_a_cancel_that_arrives_with_a_notice_stops_the_worker(db: Database) -> N
         def due(self) -> float | None:
             return clock.now + 30.0
 
-        async def flush(self) -> list[Delivery]:
+        async def flush(self, *, force: bool = False) -> list[Delivery]:
             return []
 
         async def aclose(self) -> None:
@@ -681,7 +687,7 @@ def test_webhook_marks_a_late_request_in_a_header_and_keeps_the_signed_body() ->
     late_request, prompt_request = server.requests
     assert late_request.headers["x-tapewatch-delayed"] == "605"
     assert "x-tapewatch-delayed" not in prompt_request.headers
-    assert late_request.body == encode(held)
+    assert late_request.body == webhook_body(Notice(held, encode(held)), PlanRules())
     assert verify_signature(SECRET, late_request.body, late_request.headers["x-tapewatch-signature"])
 
 

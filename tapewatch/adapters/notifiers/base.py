@@ -21,6 +21,16 @@ demo's signals are minutes "old" or in the future the moment they are made). A n
 more than ``notify_late_after`` seconds after that (PostgreSQL or Redis was down, the process restarted,
 Telegram made it wait) labels it (:func:`delayed_banner`) and reports the delay in ``Delivery.late_s``; the
 worker counts it (``late``) and logs it with the symbol, the signal id and the delay.
+
+**Failures.** A delivery the notifier gives up on is counted (``failed``; ``failing``: failed since the last
+one sent, what ``tapewatch status`` reports) and logged with its symbol. A failure retrying cannot fix (a bad
+Telegram token, a chat the bot cannot post to, a webhook answering 4xx) carries what the operator must fix
+(``Delivery.fix``): logged once at ERROR, then counted (each further signal failing the same way is logged at
+INFO with the count) until a delivery succeeds.
+
+**Re-offered at start.** A row left ``folded`` (the process stopped before its digest went) or ``failed`` within
+``notify_max_age`` of its publication is offered again at the next start (``Notice.retry``; a failed one once:
+``notifications.retries``); the worker takes it back only while the row is still in that state.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.outbox import OutboxRow
 from tapewatch.errors import StorageUnavailable
-from tapewatch.signal import Signal, decode_signal
+from tapewatch.signal import Signal, decode_signal, exit_signal_id
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +65,17 @@ class Notice:
     payload: bytes
     # when the service produced the signal (wall clock, epoch s; see the module docstring); None = unknown
     produced_at: float | None = None
+    # an EXIT STOP/EXPIRED: whether its ENTRY hit TP1 before (the stop was then moved); None = unknown
+    tp1_hit: bool | None = None
+    # a delivery re-offered at start: the state its row was left in ("folded" or "failed"); None = a new one
+    retry: Status | None = None
 
     @classmethod
-    def from_row(cls, row: OutboxRow, produced_at: float | None = None) -> Notice:
+    def from_row(
+        cls, row: OutboxRow, produced_at: float | None = None, *, retry: Status | None = None
+    ) -> Notice:
         """The notice of an outbox row; ValueError when its payload is not a valid signal."""
-        return cls(decode_signal(row.payload), row.payload.encode(), produced_at)
+        return cls(decode_signal(row.payload), row.payload.encode(), produced_at, retry=retry)
 
     @property
     def signal_id(self) -> str:
@@ -95,19 +111,22 @@ class Delivery:
     """What became of one notice: ``sent`` (``detail`` says how), ``failed`` (``detail``: the last error),
     ``folded`` (held for a digest; a later delivery says sent or failed). ``attempts``: requests made.
     ``late_s``: a notice sent over ``notify_late_after`` seconds after its signal was produced, labelled
-    so: that delay; None otherwise."""
+    so: that delay; None otherwise. ``fix``: a failure retrying cannot fix, what the operator must do (names
+    the settings); empty otherwise."""
 
     signal_id: str
     status: Status
     attempts: int = 0
     detail: str = ""
     late_s: float | None = None
+    fix: str = ""
 
 
 class Notifier(Protocol):
     """A destination for published signals. ``submit`` delivers one notice (retrying as it sees fit) and
     returns what became of it and of any notice it had held; ``due``/``flush`` serve notifiers that hold
-    notices for later (a digest): ``due()`` is the clock time ``flush`` has work, None when nothing is held."""
+    notices for later (a digest): ``due()`` is the clock time ``flush`` has work, None when nothing is held;
+    ``flush(force=True)`` sends all it holds now (at a stop)."""
 
     name: str
 
@@ -115,7 +134,7 @@ class Notifier(Protocol):
 
     def due(self) -> float | None: ...
 
-    async def flush(self) -> list[Delivery]: ...
+    async def flush(self, *, force: bool = False) -> list[Delivery]: ...
 
     async def aclose(self) -> None: ...
 
@@ -160,6 +179,24 @@ class Deliveries:
             row = conn.execute(query, {"s": signal_id, "n": notifier}).first()
         return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
 
+    def reclaim(self, signal_id: str, notifier: str, left: Status) -> bool:
+        """Take back a delivery re-offered at start: True when its row was still ``left`` (``folded``, or
+        ``failed`` and never re-offered before), now ``sending`` again; False otherwise (sent since, or taken)."""
+        query = sa.text(
+            "UPDATE notifications SET status = 'sending', updated_at = now(), "
+            "retries = retries + CASE WHEN status = 'failed' THEN 1 ELSE 0 END "
+            "WHERE signal_id = :s AND notifier = :n AND status = :left "
+            "AND (status = 'folded' OR retries = 0) RETURNING signal_id"
+        )
+        with self.db.begin() as conn:
+            return conn.execute(query, {"s": signal_id, "n": notifier, "left": left}).first() is not None
+
+    def exists(self, signal_id: str) -> bool:
+        """Whether the signal ``signal_id`` is stored (e.g. the TP1 EXIT of an ENTRY)."""
+        query = sa.text("SELECT 1 FROM signals WHERE signal_id = CAST(:s AS uuid)")
+        with self.db.begin() as conn:
+            return conn.execute(query, {"s": signal_id}).first() is not None
+
     def stored_at(self, signal_id: str) -> float | None:
         """When PostgreSQL stored the outbox row of ``signal_id`` (epoch s, its clock); None when there is none."""
         query = sa.text(
@@ -182,6 +219,45 @@ class Deliveries:
             rows = conn.execute(query, {"n": notifier, "age": max_age_s, "limit": limit})
             return [OutboxRow(*row) for row in rows]
 
+    def unfinished(
+        self, notifier: str, max_age_s: float, limit: int = 1000
+    ) -> list[tuple[OutboxRow, Status]]:
+        """Published rows at most ``max_age_s`` old whose delivery to ``notifier`` was left ``folded`` (the
+        process stopped before its digest went) or ``failed`` and never re-offered, with that status, oldest
+        first: what a start re-offers (see the module docstring)."""
+        query = sa.text(
+            "SELECT o.seq, o.signal_id::text, o.payload, o.attempts, n.status FROM outbox o "
+            "JOIN notifications n ON n.signal_id = o.signal_id AND n.notifier = :n "
+            "WHERE o.published_at IS NOT NULL AND o.published_at >= now() - make_interval(secs => :age) "
+            "AND (n.status = 'folded' OR (n.status = 'failed' AND n.retries = 0)) "
+            "ORDER BY o.seq LIMIT :limit"
+        )
+        with self.db.begin() as conn:
+            rows = conn.execute(query, {"n": notifier, "age": max_age_s, "limit": limit})
+            return [(OutboxRow(*row[:4]), _status(row[4])) for row in rows]
+
+    def too_old(self, notifier: str, max_age_s: float, within_s: float = 86_400.0) -> int:
+        """Rows published in the last ``within_s`` seconds but over ``max_age_s`` ago that ``notifier`` never
+        claimed: what a start does not notify (stale), counted so it is said."""
+        query = sa.text(
+            "SELECT count(*) FROM outbox o WHERE o.published_at IS NOT NULL "
+            "AND o.published_at < now() - make_interval(secs => :age) "
+            "AND o.published_at >= now() - make_interval(secs => :within) "
+            "AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.signal_id = o.signal_id AND n.notifier = :n)"
+        )
+        with self.db.begin() as conn:
+            return int(
+                conn.execute(query, {"n": notifier, "age": max_age_s, "within": within_s}).scalar() or 0
+            )
+
+
+def _status(value: object) -> Status:
+    if value == "folded":
+        return "folded"
+    if value == "failed":
+        return "failed"
+    raise ValueError(f"not a re-offered delivery status: {value!r}")
+
 
 @dataclass(slots=True)
 class WorkerStats:
@@ -189,7 +265,9 @@ class WorkerStats:
     ``dropped``: notices refused by a full queue; ``errors``: the notifier raised (a bug, caught); ``late``:
     sent (and labelled) over ``notify_late_after`` seconds after the signal was produced;
     ``storage_errors``: claims and records PostgreSQL failed or refused; ``crashes``: the worker itself
-    raised (a bug) and was restarted by its supervisor (:class:`~tapewatch.adapters.notifiers.Notifications`)."""
+    raised (a bug) and was restarted by its supervisor (:class:`~tapewatch.adapters.notifiers.Notifications`);
+    ``failing``: deliveries failed since the last one sent (0 once one is sent: what ``tapewatch status``
+    reports); ``retried``: deliveries re-offered at start and taken back (folded or failed before)."""
 
     offered: int = 0
     dropped: int = 0
@@ -201,6 +279,8 @@ class WorkerStats:
     errors: int = 0
     storage_errors: int = 0
     crashes: int = 0
+    failing: int = 0
+    retried: int = 0
 
 
 class NotifierWorker:
@@ -224,6 +304,7 @@ class NotifierWorker:
         self._queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=queue_size)
         self._unhandled = 0
         self._symbols: dict[str, str] = {}  # signal id -> symbol of the notices handed to the notifier
+        self._fix_logged: dict[str, int] = {}  # fix -> failures since it was logged at ERROR (until a send)
         self._clock = clock
         self._sleep = sleep
 
@@ -278,6 +359,7 @@ class NotifierWorker:
         if not await self._claim(notice):
             return
         notice = await self._with_production_time(notice)
+        notice = await self._with_tp1(notice)
         self._symbols[notice.signal_id] = notice.signal.symbol
         try:
             deliveries = await self.notifier.submit(notice)
@@ -289,10 +371,13 @@ class NotifierWorker:
             deliveries = [Delivery(notice.signal_id, "failed", 0, f"{type(exc).__name__}: {exc}")]
         await self._record(deliveries)
 
-    async def flush(self) -> None:
-        """Send what the notifier holds and is due (a digest); never raises."""
+    async def flush(self, *, force: bool = False) -> None:
+        """Send what the notifier holds and is due (a digest), all it holds when ``force`` (at a stop); never
+        raises."""
+        if force and self.notifier.due() is None:
+            return  # nothing held
         try:
-            deliveries = await self.notifier.flush()
+            deliveries = await (self.notifier.flush(force=True) if force else self.notifier.flush())
         except Exception:
             self.stats.errors += 1
             log.exception("%s failed to flush", self.name, extra={"notifier": self.name})
@@ -311,13 +396,35 @@ class NotifierWorker:
             return notice
         return notice if stored_at is None else replace(notice, produced_at=stored_at)
 
+    async def _with_tp1(self, notice: Notice) -> Notice:
+        """An EXIT STOP/EXPIRED with whether its ENTRY hit TP1 before (its TP1 EXIT is stored): the stop in force
+        was then the entry; unknown (None) when PostgreSQL cannot say."""
+        signal = notice.signal
+        if notice.tp1_hit is not None or signal.exit_reason not in ("STOP", "EXPIRED"):
+            return notice
+        if signal.parent_signal_id is None:
+            return notice
+        tp1_id = exit_signal_id(signal.parent_signal_id, "TP1")
+        try:
+            hit = await asyncio.to_thread(self.deliveries.exists, tp1_id)
+        except (StorageUnavailable, SQLAlchemyError) as exc:
+            log.info("%s: whether signal %s hit TP1 is unknown: %s", self.name, signal.parent_signal_id, exc)
+            return notice
+        return replace(notice, tp1_hit=hit)
+
     async def _claim(self, notice: Notice) -> bool:
         """Claim ``notice``'s delivery; False when claimed before, or when PostgreSQL fails or refuses the claim
         ``claim_attempts`` times in a row (retried with a growing pause; counted, logged: never sent unclaimed)."""
         delay = 0.5
         for attempt in range(1, self.claim_attempts + 1):
             try:
-                claimed = await asyncio.to_thread(self.deliveries.claim, notice.signal_id, self.name)
+                if notice.retry is None:
+                    claimed = await asyncio.to_thread(self.deliveries.claim, notice.signal_id, self.name)
+                else:
+                    claimed = await asyncio.to_thread(
+                        self.deliveries.reclaim, notice.signal_id, self.name, notice.retry
+                    )
+                    self.stats.retried += claimed
             except (StorageUnavailable, SQLAlchemyError) as exc:
                 self.stats.storage_errors += 1
                 if attempt == self.claim_attempts:
@@ -348,18 +455,14 @@ class NotifierWorker:
             )
             if delivery.status == "sent":
                 self.stats.sent += 1
+                self.stats.failing = 0
+                self._fix_logged.clear()
                 if delivery.late_s is not None:
                     self._late(delivery, symbol, delivery.late_s)
             elif delivery.status == "failed":
                 self.stats.failed += 1
-                log.warning(
-                    "%s gave up on signal %s after %d attempts: %s",
-                    self.name,
-                    delivery.signal_id,
-                    delivery.attempts,
-                    delivery.detail,
-                    extra={"notifier": self.name},
-                )
+                self.stats.failing += 1
+                self._failed(delivery, symbol)
             else:
                 self.stats.folded += 1
             try:
@@ -375,6 +478,47 @@ class NotifierWorker:
                     _first_line(exc),
                     extra={"notifier": self.name},
                 )
+
+    def _failed(self, delivery: Delivery, symbol: str) -> None:
+        """Log a delivery given up: a failure with a fix at ERROR the first time (until a delivery succeeds),
+        then at INFO with the count; a transient one (retries exhausted) at WARNING."""
+        extra = {"notifier": self.name, "symbol": symbol, "signal_id": delivery.signal_id}
+        if not delivery.fix:
+            log.warning(
+                "%s gave up on signal %s (%s) after %d attempts: %s",
+                self.name,
+                delivery.signal_id,
+                symbol or "?",
+                delivery.attempts,
+                delivery.detail,
+                extra=extra,
+            )
+            return
+        repeats = self._fix_logged.get(delivery.fix)
+        if repeats is None:
+            self._fix_logged[delivery.fix] = 0
+            log.error(
+                "%s cannot deliver signals: %s (signal %s, %s, not notified) — %s; further signals failing "
+                "the same way are counted (notify_%s_failing) until one is sent",
+                self.name,
+                delivery.detail,
+                delivery.signal_id,
+                symbol or "?",
+                delivery.fix,
+                self.name,
+                extra=extra,
+            )
+            return
+        self._fix_logged[delivery.fix] = repeats + 1
+        log.info(
+            "%s: signal %s (%s) not notified either: %s (%d signals failed so since the error was logged)",
+            self.name,
+            delivery.signal_id,
+            symbol or "?",
+            delivery.detail,
+            repeats + 1,
+            extra=extra,
+        )
 
     def _late(self, delivery: Delivery, symbol: str, delay: float) -> None:
         self.stats.late += 1

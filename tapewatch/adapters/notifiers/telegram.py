@@ -3,13 +3,22 @@
 ``POST <telegram_api_url>/bot<token>/sendMessage`` with ``{"chat_id", "text"}`` (plain text, so nothing in a
 reason can break Markdown). Telegram limits bots to about 20 messages a minute in a group, so at most
 ``telegram_max_per_minute`` messages are sent per clock minute; the signals beyond it are **folded** into
-one digest message, sent when the minute is over (it takes the first slot of the minute it is sent in), so a
-burst never floods the chat: every minute carries at most the cap, digest included.
+one digest, sent when the minute is over (it takes the first slot of the minute it is sent in), so a
+burst never floods the chat: every minute carries at most the cap, digest included. A digest lists every
+signal: when they do not fit one message (4096 characters) it is split into parts, each taking a slot; parts
+beyond the minute's slots stay held for the next minute. At a stop the held digest is sent at once
+(``flush(force=True)``, within the stop's grace); what a stop still leaves ``folded`` is re-offered at the
+next start.
 
 A 429 answer's ``parameters.retry_after`` (or ``Retry-After`` header) is honoured: wait that long, then
 retry (up to ``telegram_retry_after_max`` s, beyond which the message fails). 5xx, timeouts and connection
 errors are retried with exponential backoff; other errors (a bad token, a chat the bot cannot post to) fail
-at once. Up to ``telegram_max_attempts`` requests per message. The token is never logged.
+at once, with what to fix (``Delivery.fix``: the settings to check), which the worker logs once at ERROR.
+Up to ``telegram_max_attempts`` requests per message. The token is never logged.
+
+An ENTRY says by when it must trigger (its priority's response window); an EXIT says what it closes and the
+stop then in force (TP1: half closed, the stop moved to the entry; a STOP after TP1: at the entry, break-even):
+see ``notifiers.plan``.
 
 A message sent over ``notify_late_after`` seconds after its signal was produced starts with a
 ``⚠️ DELAYED 10m 5s: …; check the price before acting`` line (measured at each attempt); in a digest, each late
@@ -37,13 +46,20 @@ from tapewatch.adapters.notifiers.base import (
     format_delay,
     late_by,
 )
+from tapewatch.adapters.notifiers.plan import PlanRules, exit_plan, trigger_by_ms
 from tapewatch.settings import Settings
-from tapewatch.signal import NOT_TRIGGERED, Signal
+from tapewatch.signal import NOT_TRIGGERED, Signal, iso_timestamp
 
 log = logging.getLogger(__name__)
 
 #: Telegram's limit on a message's text.
 MAX_TEXT = 4096
+#: What to fix when Telegram refuses the bot or the chat (401, 403, 404, 400 "chat not found").
+FIX_TOKEN = "check TAPEWATCH_TELEGRAM_BOT_TOKEN (the bot's token from @BotFather)"
+FIX_CHAT = (
+    "check TAPEWATCH_TELEGRAM_CHAT_ID and that the bot is a member of that chat allowed to post (an admin of a "
+    "channel)"
+)
 
 
 class _Parameters(msgspec.Struct):
@@ -85,22 +101,66 @@ def _num(value: float) -> str:
     return format(Decimal(f"{value:.10g}"), "f")
 
 
-def format_signal(signal: Signal, delayed_s: float | None = None) -> str:
-    """The message of one signal: direction, symbol, tier and quality; the trade plan; the reasons. Sent
-    ``delayed_s`` seconds after the signal was produced (over the threshold): a DELAYED line on top."""
+def _share(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def _exit_lines(signal: Signal, rules: PlanRules, tp1_hit: bool | None) -> list[str]:
+    """An EXIT: what it closes and the stop then in force (never the original stop once it moved)."""
+    price = _num(signal.exit_price) if signal.exit_price is not None else "?"
+    plan = exit_plan(signal, rules, tp1_hit)
+    entry, stop = _num(signal.entry_price), _num(signal.stop_loss)
+    targets = f"TP1 {_num(signal.take_profit_1)} · TP2 {_num(signal.take_profit_2)}"
+    if NOT_TRIGGERED in signal.reasons:
+        what = "not triggered (the entry never filled: no position)"
+        levels = f"Entry {entry} · Stop {stop} · {targets}"
+    elif signal.exit_reason == "TP1":
+        rest = f"the other {_share(plan.open_share)} runs to TP2 {_num(signal.take_profit_2)}"
+        what = f"close {_share(plan.closed_share)} of the position; {rest}"
+        if plan.stop_moved:
+            what += f"; move the stop to the entry {entry}"
+            levels = f"Entry {entry} · Stop now {entry} (was {stop}) · {targets}"
+        else:
+            levels = f"Entry {entry} · Stop {stop} (unchanged) · {targets}"
+    elif plan.tp1_hit:
+        what = f"close the rest ({_share(plan.closed_share)} of the position)"
+        if signal.exit_reason == "STOP" and plan.stop_moved:
+            what += f" at the stop moved to the entry {entry} after TP1: break-even on the rest"
+        if plan.stop_moved:
+            levels = f"Entry {entry} · Stop {entry} (moved at TP1; was {stop}) · {targets}"
+        else:
+            levels = f"Entry {entry} · Stop {stop} · {targets}"
+    else:
+        what = "close the whole position"
+        levels = f"Entry {entry} · Stop {stop} · {targets}"
+    return [
+        f"⚪ EXIT {signal.exit_reason} · {signal.direction} {signal.symbol} at {price} · {what}",
+        levels,
+        f"{signal.timestamp} · {signal.signal_id} (entry {signal.parent_signal_id})",
+    ]
+
+
+def _trigger_line(signal: Signal, rules: PlanRules) -> str:
+    window = rules.response_s[signal.priority]
+    return (
+        f"Trigger by {iso_timestamp(trigger_by_ms(signal, rules))} ({signal.priority} window "
+        f"{format_delay(window)}): not filled by then = no trade"
+    )
+
+
+def format_signal(
+    signal: Signal,
+    delayed_s: float | None = None,
+    *,
+    rules: PlanRules | None = None,
+    tp1_hit: bool | None = None,
+) -> str:
+    """The message of one signal: direction, symbol, tier and quality; the trade plan and by when it must
+    trigger; the reasons (an EXIT: what it closes and the stop in force, ``tp1_hit`` as ``notifiers.plan``).
+    Sent ``delayed_s`` seconds after the signal was produced (over the threshold): a DELAYED line on top."""
+    rules = rules or PlanRules()
     if signal.signal_type == "EXIT":
-        price = _num(signal.exit_price) if signal.exit_price is not None else "?"
-        untriggered = (
-            " · not triggered (the entry never filled: no position)"
-            if NOT_TRIGGERED in signal.reasons
-            else ""
-        )
-        lines = [
-            f"⚪ EXIT {signal.exit_reason} · {signal.direction} {signal.symbol} at {price}{untriggered}",
-            f"Entry {_num(signal.entry_price)} · Stop {_num(signal.stop_loss)} · TP1 "
-            f"{_num(signal.take_profit_1)} · TP2 {_num(signal.take_profit_2)}",
-            f"{signal.timestamp} · {signal.signal_id} (entry {signal.parent_signal_id})",
-        ]
+        lines = _exit_lines(signal, rules, tp1_hit)
     else:
         mark = "🟢" if signal.direction == "LONG" else "🔴"
         lines = [
@@ -109,6 +169,7 @@ def format_signal(signal: Signal, delayed_s: float | None = None) -> str:
             f"{_num(signal.take_profit_1)} · TP2 {_num(signal.take_profit_2)}",
             f"R:R {signal.risk_reward_ratio:.2f} · confidence {signal.confidence:.0%} · size "
             f"{signal.suggested_position_size:.2%} of capital · hold ~{signal.expected_hold_time}",
+            _trigger_line(signal, rules),
             *(["Why: " + "; ".join(signal.reasons)] if signal.reasons else []),
             f"{signal.timestamp} · {signal.signal_id}",
         ]
@@ -117,35 +178,81 @@ def format_signal(signal: Signal, delayed_s: float | None = None) -> str:
     return _clip("\n".join(lines))
 
 
-def _one_line(signal: Signal, delayed_s: float | None = None) -> str:
+def _one_line(
+    signal: Signal,
+    delayed_s: float | None = None,
+    rules: PlanRules | None = None,
+    tp1_hit: bool | None = None,
+) -> str:
+    rules = rules or PlanRules()
     late = "" if delayed_s is None else f" · DELAYED {format_delay(delayed_s)}"
     if signal.signal_type == "EXIT":
         price = _num(signal.exit_price) if signal.exit_price is not None else "?"
-        return f"• EXIT {signal.exit_reason} {signal.direction} {signal.symbol} at {price}{late}"
+        plan = exit_plan(signal, rules, tp1_hit)
+        if NOT_TRIGGERED in signal.reasons:
+            what = "not triggered"
+        elif signal.exit_reason == "TP1":
+            what = f"close {_share(plan.closed_share)}" + (
+                f", stop to entry {_num(signal.entry_price)}" if plan.stop_moved else ""
+            )
+        elif plan.tp1_hit:
+            what = "close the rest" + (
+                " (break-even stop)" if plan.stop_moved and signal.exit_reason == "STOP" else ""
+            )
+        else:
+            what = "close all"
+        return f"• EXIT {signal.exit_reason} {signal.direction} {signal.symbol} at {price} · {what}{late}"
     return (
         f"• {signal.direction} {signal.symbol} {signal.priority} q{signal.quality_score} · entry "
         f"{_num(signal.entry_price)} stop {_num(signal.stop_loss)} TP1 {_num(signal.take_profit_1)} "
-        f"TP2 {_num(signal.take_profit_2)}{late}"
+        f"TP2 {_num(signal.take_profit_2)} · by {iso_timestamp(trigger_by_ms(signal, rules))[11:19]}Z{late}"
     )
 
 
-def format_digest(signals: Sequence[Signal], cap: int, delays: Sequence[float | None] | None = None) -> str:
-    """One message for the signals folded in a minute: a line each, cut to Telegram's length limit.
-    ``delays``: each signal's delay when sent late (None when not); any late one puts a DELAYED line on top
-    with the longest delay, and its own line says its delay."""
-    late = [d for d in delays or () if d is not None]
-    head = f"📋 {len(signals)} more signals in the last minute (over the cap of {cap} messages a minute):"
-    lines = [delayed_banner(max(late)), head] if late else [head]
-    size = sum(len(line) + 1 for line in lines)
-    for i, signal in enumerate(signals):
-        line = _one_line(signal, delays[i] if delays else None)
-        rest = len(signals) - i
-        if size + len(line) + 1 > MAX_TEXT - 40 and rest > 0:
-            lines.append(f"… and {rest} more")
-            break
-        lines.append(line)
+def digest_parts(
+    signals: Sequence[Signal],
+    cap: int,
+    delays: Sequence[float | None] | None = None,
+    *,
+    rules: PlanRules | None = None,
+    tp1_hits: Sequence[bool | None] | None = None,
+) -> list[tuple[str, int]]:
+    """The messages of the signals folded in a minute, every signal on a line of its own, split so that each
+    message fits Telegram's length limit: (text, how many signals it lists), in order. ``delays``: each
+    signal's delay when sent late (None when not); a part with a late one has a DELAYED line on top with its
+    longest delay, and each late line says its delay."""
+    tp1 = tp1_hits or [None] * len(signals)
+    lines = [_one_line(s, delays[i] if delays else None, rules, tp1[i]) for i, s in enumerate(signals)]
+    groups: list[list[int]] = []
+    size = 0
+    for i, line in enumerate(lines):
+        if not groups or size + len(line) + 1 > MAX_TEXT - 300:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
         size += len(line) + 1
-    return "\n".join(lines)
+    parts: list[tuple[str, int]] = []
+    for n, group in enumerate(groups, start=1):
+        late = [d for i in group if delays and (d := delays[i]) is not None]
+        of = f" (part {n}/{len(groups)})" if len(groups) > 1 else ""
+        parts.append((_digest_text(len(signals), cap, [lines[i] for i in group], late, of), len(group)))
+    return parts
+
+
+def _digest_text(total: int, cap: int, lines: Sequence[str], late: Sequence[float], note: str = "") -> str:
+    head = f"📋 {total} more signals in the last minute (over the cap of {cap} messages a minute){note}:"
+    return _clip("\n".join([*([delayed_banner(max(late))] if late else []), head, *lines]))
+
+
+def format_digest(
+    signals: Sequence[Signal],
+    cap: int,
+    delays: Sequence[float | None] | None = None,
+    *,
+    rules: PlanRules | None = None,
+) -> str:
+    """The digest of ``signals`` as one text: its parts (:func:`digest_parts`) joined."""
+    return "\n".join(text for text, _ in digest_parts(signals, cap, delays, rules=rules))
 
 
 def _clip(text: str) -> str:
@@ -170,6 +277,7 @@ class TelegramNotifier:
         backoff_max: float = 30.0,
         timeout: float = 10.0,
         late_after: float = 90.0,
+        rules: PlanRules | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -190,6 +298,7 @@ class TelegramNotifier:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.late_after = late_after
+        self.rules = rules or PlanRules()
         self.messages = 0  # messages Telegram accepted, digests included
         self.digests = 0
         self._client = client or httpx.AsyncClient(timeout=timeout)
@@ -216,6 +325,7 @@ class TelegramNotifier:
             retry_after_max=settings.telegram_retry_after_max,
             timeout=settings.telegram_timeout,
             late_after=settings.notify_late_after,
+            rules=PlanRules.from_settings(settings),
             clock=clock,
             sleep=sleep,
         )
@@ -249,29 +359,56 @@ class TelegramNotifier:
                 Delivery(notice.signal_id, "folded", 0, "over the per-minute cap: in the next digest"),
             ]
         ok, attempts, detail, at = await self._send(
-            lambda now: format_signal(notice.signal, self._late(notice, now))
+            lambda now: format_signal(
+                notice.signal, self._late(notice, now), rules=self.rules, tp1_hit=notice.tp1_hit
+            )
         )
         late = self._late(notice, at) if ok else None
-        return [*done, Delivery(notice.signal_id, "sent" if ok else "failed", attempts, detail, late)]
+        fix = "" if ok else _fix(detail)
+        return [*done, Delivery(notice.signal_id, "sent" if ok else "failed", attempts, detail, late, fix)]
 
     def _late(self, notice: Notice, now: float) -> float | None:
         return late_by(notice, now, self.late_after)
 
-    async def flush(self) -> list[Delivery]:
+    async def flush(self, *, force: bool = False) -> list[Delivery]:
+        """Send the held digest when due (all of it now when ``force``: at a stop). Its parts beyond the
+        minute's free slots stay held for the next minute (never when forced)."""
         due = self.due()
-        if due is None or self._clock() < due:
+        if due is None or (not force and self._clock() < due):
             return []
         folded, self._folded = self._folded, []
-        # The digest counts in the minute it is sent in; it takes that minute's first slot, since submit
-        # flushes before sending anything in a new minute.
-        self._take_slot()
         signals = [n.signal for n in folded]
-        ok, attempts, detail, at = await self._send(
-            lambda now: format_digest(signals, self.max_per_minute, [self._late(n, now) for n in folded])
-        )
+        hits = [n.tp1_hit for n in folded]
+        parts = digest_parts(signals, self.max_per_minute, rules=self.rules, tp1_hits=hits)
+        deliveries: list[Delivery] = []
+        start = 0
+        for index, (_, count) in enumerate(parts):
+            # The first part counts in the minute it is sent in and takes that minute's first slot, since
+            # submit flushes before sending anything in a new minute; later parts need a free slot.
+            if not self._take_slot() and index > 0 and not force:
+                self._folded = folded[start:]
+                self._folded_minute = self._minute
+                break
+            held = folded[start : start + count]
+            note = f" (part {index + 1}/{len(parts)})" if len(parts) > 1 else ""
+            deliveries += await self._send_digest(held, len(folded), note)
+            start += count
+        return deliveries
+
+    async def _send_digest(self, held: list[Notice], total: int, note: str) -> list[Delivery]:
+        """Send one digest message listing ``held`` (of ``total`` folded; ``note``: which part)."""
+
+        def render(now: float) -> str:
+            delays = [self._late(n, now) for n in held]
+            lines = [_one_line(n.signal, d, self.rules, n.tp1_hit) for n, d in zip(held, delays, strict=True)]
+            late = [d for d in delays if d is not None]
+            return _digest_text(total, self.max_per_minute, lines, late, note)
+
+        ok, attempts, detail, at = await self._send(render)
         if ok:
             self.digests += 1
-            detail = f"in a digest of {len(folded)}"
+            detail = f"in a digest of {total}"
+        fix = "" if ok else _fix(detail)
         return [
             Delivery(
                 n.signal_id,
@@ -279,8 +416,9 @@ class TelegramNotifier:
                 attempts,
                 detail,
                 self._late(n, at) if ok else None,
+                fix,
             )
-            for n in folded
+            for n in held
         ]
 
     # --- the Bot API ------------------------------------------------------------------------------------
@@ -325,6 +463,16 @@ class TelegramNotifier:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _fix(detail: str) -> str:
+    """What the operator must fix after a failure retrying cannot fix ("" when it may pass by itself)."""
+    if detail.startswith(("HTTP 401", "HTTP 404")):
+        return FIX_TOKEN
+    lowered = detail.lower()
+    if detail.startswith("HTTP 403") or (detail.startswith("HTTP 400") and "chat" in lowered):
+        return FIX_CHAT
+    return ""
 
 
 def _answer(response: httpx.Response) -> _Answer:

@@ -1,7 +1,10 @@
 """The webhook notifier: each published signal is POSTed as JSON to a URL, signed with HMAC-SHA256.
 
 Request: ``POST <webhook_url>``, body = the signal's JSON exactly as published to the Redis stream (spec
-8.2 field names), headers ``Content-Type: application/json``, ``X-Tapewatch-Signal-Id: <signal_id>`` (the
+8.2 field names), followed by a few added fields (never renaming one; see ``notifiers.plan``): an ENTRY's
+``trigger_by`` (ISO UTC), ``trigger_by_ms`` and ``response_window_s`` (it must trigger by then, else it expires),
+an EXIT's ``closed_share`` and ``open_share`` (of the original position), ``stop_in_force``,
+``stop_moved_to_entry`` and ``tp1_hit`` (after TP1 the stop in force is the entry, not ``stop_loss``). Headers ``Content-Type: application/json``, ``X-Tapewatch-Signal-Id: <signal_id>`` (the
 same on every retry: receivers de-duplicate on it) and ``X-Tapewatch-Signature: sha256=<hex>``, the
 HMAC-SHA256 of the raw body under ``webhook_secret``. A receiver checks it with :func:`verify_signature`
 (or the same three lines in its own language) before trusting the body.
@@ -12,7 +15,10 @@ with exponential backoff (``webhook_backoff_base`` doubling up to ``webhook_back
 ``webhook_max_attempts``; other answers (4xx, redirects) fail at once: retrying cannot fix them.
 
 A request sent over ``notify_late_after`` seconds after the signal was produced (an outage held it) carries
-``X-Tapewatch-Delayed: <whole seconds>``; the body stays the signal exactly as published (and signed).
+``X-Tapewatch-Delayed: <whole seconds>``; the body stays the same (and signed).
+
+Answers retrying cannot fix (4xx but 408/429, redirects) fail with what to check (``Delivery.fix``: the URL
+and the receiver), logged once at ERROR by the worker.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import logging
 import time
 
 import httpx
+import msgspec
 
 from tapewatch import __version__
 from tapewatch.adapters.notifiers.base import Clock, Delivery, Notice, Sleep, late_by
+from tapewatch.adapters.notifiers.plan import PlanRules, webhook_fields
 from tapewatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,16 @@ SIGNATURE_HEADER = "X-Tapewatch-Signature"
 SIGNAL_ID_HEADER = "X-Tapewatch-Signal-Id"
 DELAYED_HEADER = "X-Tapewatch-Delayed"
 _RETRYABLE = frozenset({408, 429})
+FIX = "check TAPEWATCH_WEBHOOK_URL and that the receiver accepts the request (its answer is in the detail)"
+
+
+def webhook_body(notice: Notice, rules: PlanRules) -> bytes:
+    """The request body: the published JSON of ``notice`` (byte for byte) with the added fields at its end."""
+    extra = msgspec.json.encode(webhook_fields(notice.signal, rules, notice.tp1_hit))
+    payload = notice.payload.rstrip()
+    if not payload.endswith(b"}") or payload == b"{}":
+        return notice.payload
+    return payload[:-1] + b"," + extra[1:]
 
 
 def sign(secret: str | bytes, body: bytes) -> str:
@@ -63,6 +81,7 @@ class WebhookNotifier:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         late_after: float = 90.0,
+        rules: PlanRules | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -77,6 +96,7 @@ class WebhookNotifier:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.late_after = late_after
+        self.rules = rules or PlanRules()
         self._clock = clock
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._sleep = sleep
@@ -96,6 +116,7 @@ class WebhookNotifier:
             backoff_base=settings.webhook_backoff_base,
             backoff_max=settings.webhook_backoff_max,
             late_after=settings.notify_late_after,
+            rules=PlanRules.from_settings(settings),
             clock=clock,
             sleep=sleep,
         )
@@ -108,7 +129,7 @@ class WebhookNotifier:
         return float(min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
 
     async def submit(self, notice: Notice) -> list[Delivery]:
-        body = notice.payload
+        body = webhook_body(notice, self.rules)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"tapewatch/{__version__}",
@@ -133,7 +154,7 @@ class WebhookNotifier:
                     return [Delivery(notice.signal_id, "sent", attempt, f"HTTP {status}", late)]
                 error = f"HTTP {status}: {response.text[:200]}".strip()
                 if status < 500 and status not in _RETRYABLE:
-                    return [Delivery(notice.signal_id, "failed", attempt, error)]
+                    return [Delivery(notice.signal_id, "failed", attempt, error, fix=FIX)]
                 pause = max(pause, min(self.backoff_max, _retry_after(response) or 0.0))
             log.info(
                 "webhook attempt %d/%d for %s failed (%s)",
@@ -150,7 +171,7 @@ class WebhookNotifier:
     def due(self) -> float | None:
         return None
 
-    async def flush(self) -> list[Delivery]:
+    async def flush(self, *, force: bool = False) -> list[Delivery]:
         return []
 
     async def aclose(self) -> None:
