@@ -9,15 +9,20 @@
   above the maximum in the REST snapshot must be confirmed by the fresh live spread in Redis.
 - ``emergency_exclusion_sensor`` (every 30 s): the live spread, depth and volume the realtime service keeps
   in Redis; a symbol breaking the minimums for ``emergency_strikes`` checks in a row is excluded by a run of
-  ``universe_exclusion_job`` (one run per symbol, so each exclusion shows in the UI with its reason). While no
-  universe is stored (a fresh deployment) it requests the first ``universe_rescan_job`` instead of waiting up
-  to ``universe_rescan_interval`` hours for the schedule: once (the run key), unless a rescan is already
-  queued or running, and again an hour later should that one have failed for good.
+  ``universe_exclusion_job`` (one run per symbol, so each exclusion shows in the UI with its reason). Silence
+  (no event for longer than the trade window: $0 volume) counts only while another symbol of the same
+  realtime shard flows: a shard that lost the exchange excludes nobody. While no universe is stored (a fresh
+  deployment) it requests the first ``universe_rescan_job`` instead of waiting up to
+  ``universe_rescan_interval`` hours for the schedule: once (the run key), unless a rescan is already queued
+  or running, and again an hour later should that one have failed for good.
 
 Both exclude nobody when more than ``max_exclusion_share`` of the universe breaks a minimum at once (a
 market-wide condition: logged as a warning, shown in the run's metadata or the sensor's skip reason).
 
 Schedules and the sensor run by default. Exclusions last until the next full rescan re-measures everything.
+The quick check and the exclusion publish the newest version whenever Redis does not record it as published
+yet, even with nothing new to exclude: a run retried after Redis refused its publish hands the version its
+first try stored to the service.
 """
 
 import json
@@ -38,7 +43,7 @@ from tapewatch.adapters.universe_store import (
     exclude,
     live_liquidity,
     live_spreads,
-    publish_current,
+    publish_pending,
 )
 from tapewatch.errors import ConfigError, StorageUnavailable
 from tapewatch.settings import Settings, load_settings
@@ -102,9 +107,14 @@ def universe_quick_check(
             max_share=config.max_exclusion_share,
         )
         rescan = exclude(db, result.excluded, source="quick_check", run_id=context.run_id)
-        if rescan is not None:
-            with redis.open() as state:
-                publish_current(db, state, source="universe_quick_check")
+        # also when nothing new was excluded: a version an earlier try stored but could not publish (Redis
+        # down) is published now, else the service would follow the symbols it excluded until the next rescan
+        with redis.open() as state:
+            published = publish_pending(db, state, source="universe_quick_check")
+    if published is not None and (rescan is None or published.rescan_id != rescan.rescan_id):
+        context.log.warning(
+            f"published universe version {published.rescan_id}, stored but not published before"
+        )
     if result.market_wide is not None:
         context.log.warning(result.market_wide)
     for e in result.excluded:
@@ -119,6 +129,7 @@ def universe_quick_check(
             ),
             "market-wide (nobody excluded)": result.market_wide or "no",
             "held back": dg.MetadataValue.json({e.symbol: e.detail for e in result.held}),
+            "published version": "none (already published)" if published is None else published.rescan_id,
         }
     )
 
@@ -145,11 +156,14 @@ def universe_exclusion(
     with database.open() as db:
         # EmptyUniverseRefused (the last symbol) fails the run: it shows in the UI, the universe stays
         rescan = exclude(db, [exclusion], source="emergency", run_id=context.run_id)
-        if rescan is None:
-            context.log.info(f"{config.symbol} is no longer in the universe: nothing to do")
-            return
+        # also when the symbol is already out: a retry of a run whose publish failed (Redis down) stored the
+        # exclusion the first time and must still hand it to the service
         with redis.open() as state:
-            publish_current(db, state, source="emergency_exclusion")
+            published = publish_pending(db, state, source="emergency_exclusion")
+    if rescan is None:
+        done = "" if published is None else f"; published universe version {published.rescan_id}"
+        context.log.info(f"{config.symbol} is no longer in the universe: nothing to exclude{done}")
+        return
     context.log.warning(f"excluded {config.symbol}: {config.detail}")
 
 
@@ -303,6 +317,13 @@ def emergency_exclusion_sensor(
             f"{len(check.stale)} symbols' live values are older than {rules.stale_after_s:g} s (is the realtime "
             f"service publishing?): ignored: {', '.join(check.stale[:10])}"
         )
+    silent = ""
+    if check.silent_shards:
+        silent = (
+            f"no event for over {rules.window_seconds:g} s from realtime shard {', '.join(check.silent_shards)} "
+            "(its feed is down, not its symbols: silence excludes none of them)"
+        )
+        context.log.warning(silent)
     if check.market_wide is not None:
         context.log.warning(check.market_wide)
     if not requests:
@@ -313,6 +334,8 @@ def emergency_exclusion_sensor(
         )
         if check.market_wide is not None:
             skip = f"{check.market_wide}. {skip}"
+        if silent:
+            skip = f"{skip}; {silent}"
         return dg.SensorResult(skip_reason=skip, cursor=new_cursor)
     return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 

@@ -126,8 +126,12 @@ _yaml_data: dict[str, Any] | None = None
 
 
 def allowed_range(name: str) -> str:
-    """Human-readable allowed values of a field, e.g. ``> 0 and < 1`` or ``one of 15m, 1h``."""
+    """Human-readable allowed values of a field, e.g. ``> 0 and < 1`` or ``one of 15m, 1h``; a field whose
+    validator allows less than its bounds states its rule as ``json_schema_extra={"allowed": ...}``."""
     field = Settings.model_fields[name]
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("allowed"), str):
+        return str(extra["allowed"])
     bounds: list[str] = []
     for meta in field.metadata:
         for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):

@@ -34,9 +34,14 @@ class MarketSettings(BaseModel):
     universe_rescan_interval: float = Field(
         6,
         gt=0,
-        le=168,
-        description="Hours between full universe rescans: a divisor of 24 h (1, 2, 3, 4, 6, 8, 12, 24) or, "
-        "under 1 h, of 60 min (0.25 = 15 min), so the cron schedule repeats evenly.",
+        le=24,
+        # what error messages and the README's settings reference say is allowed (the bounds alone are not)
+        json_schema_extra={
+            "allowed": "a divisor of 24 hours (1, 2, 3, 4, 6, 8, 12 or 24) or, under 1 hour, of "
+            "60 minutes (0.25 = 15 min, 0.5 = 30 min, ...)"
+        },
+        description="Hours between full universe rescans (a cron schedule aligned to midnight UTC: the "
+        "interval must repeat evenly in a day, or an hour).",
     )
     min_24h_volume: float = Field(50_000_000, ge=0, description="Minimum 24h quote volume, USD.")
     min_open_interest: float = Field(10_000_000, ge=0, description="Minimum open interest, USD.")

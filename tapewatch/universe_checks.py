@@ -156,7 +156,8 @@ class LiveLiquidity:
     when the service published these values, ``quiet_s`` the seconds the service has received nothing for
     the symbol while others flow (None when it is not quiet), ``window_covered_s`` the seconds of trades
     ``quote_volume_window`` covers (less than the window for a while after the service started or the symbol
-    joined: its trades are counted from then on)."""
+    joined: its trades are counted from then on), ``shard`` the realtime instance that published them
+    (``I/N``; None when not known: a service that predates the field)."""
 
     symbol: str
     spread: float | None = None
@@ -166,6 +167,7 @@ class LiveLiquidity:
     updated_ms: int | None = None
     quiet_s: float | None = None
     window_covered_s: float | None = None
+    shard: str | None = None
 
 
 def silent_seconds(live: LiveLiquidity) -> float | None:
@@ -212,13 +214,15 @@ class EmergencyCheck:
 
     ``unknown``: no usable live value; ``stale``: values published too long ago (ignored: their strikes
     are carried as they were); ``market_wide``: why nobody was struck this time, when too many broke a rule
-    at once (their strikes are carried too)."""
+    at once (their strikes are carried too); ``silent_shards``: the realtime shards none of whose symbols had
+    an event within the trade window (their feed is down: the silence rule spares their symbols)."""
 
     exclusions: tuple[Exclusion, ...]
     strikes: dict[str, int]
     unknown: tuple[str, ...]
     stale: tuple[str, ...] = ()
     market_wide: str | None = None
+    silent_shards: tuple[str, ...] = ()
 
 
 def _silent(live: LiveLiquidity, rules: EmergencyRules) -> float | None:
@@ -248,8 +252,8 @@ def live_violation(
 ) -> tuple[Reason, str] | None:
     """The first rule ``live`` breaks now, or None (also when the values are unknown).
 
-    ``market_flows`` False (no symbol of the universe had an event within the window: the feed, not the
-    symbol, is down) turns off the silence rule."""
+    ``market_flows`` False (no symbol the same feed carries had an event within the window: the feed, not
+    the symbol, is down) turns off the silence rule."""
     spread = usable(live.spread)
     if spread is not None and spread > rules.max_spread:
         return Reason.SPREAD_TOO_WIDE, f"live spread {spread:.4%} > {rules.max_spread:.4%}"
@@ -291,8 +295,10 @@ def emergency_check(
     A symbol without live values, or with all of them unknown (None), is neither excluded nor struck, and
     its count is forgotten. Values published more than ``rules.stale_after_s`` before ``now_ms`` (a service
     that stopped publishing) are ignored: no strike, the count carried as it was. The silence rule applies
-    only while the market flows (some symbol of the universe had an event within the trade window): when all
-    are silent the feed is down, and that never empties the universe. When more than ``rules.max_share`` of
+    to a symbol only while its feed flows: some symbol published by the same realtime shard (``shard``; of
+    the universe when not known) had an event within the trade window. When all of a shard's symbols are
+    silent its feed is down (one instance of ``tapewatch run --shard I/N`` lost the exchange while the others
+    flow), and that never excludes its symbols (``silent_shards`` names it). When more than ``rules.max_share`` of
     the universe breaks a rule on this check, it is the market: nobody is struck or excluded (counts carried)
     and ``market_wide`` says why."""
     fresh: dict[str, LiveLiquidity] = {}
@@ -303,8 +309,16 @@ def emergency_check(
             stale.append(symbol)
         elif values is not None:
             fresh[symbol] = values
-    market_flows = any(
-        (age := silent_seconds(v)) is not None and age <= rules.window_seconds for v in fresh.values()
+    # the feeds that flow: the shards with a symbol that had an event within the window
+    flowing = {
+        v.shard
+        for v in fresh.values()
+        if (age := silent_seconds(v)) is not None and age <= rules.window_seconds
+    }
+    # the shards none of whose symbols flows, one at least known silent past the window (a shard that has
+    # received nothing since it started is not named: its silence is not known yet)
+    silent_shards = sorted(
+        {v.shard for v in fresh.values() if v.shard is not None and _silent(v, rules) is not None} - flowing
     )
     unknown: list[str] = []
     violations: dict[str, tuple[Reason, str]] = {}
@@ -312,6 +326,8 @@ def emergency_check(
         values = fresh.get(symbol)
         if symbol in stale:
             continue
+        # a symbol whose shard is not known is judged against every feed (the universe flows)
+        market_flows = bool(flowing) if values is None or values.shard is None else values.shard in flowing
         if values is None or (
             all(usable(v) is None for v in (values.spread, values.depth_1pct_usd))
             and window_volume(values, rules) is None
@@ -328,7 +344,7 @@ def emergency_check(
     )
     if why is not None:
         carried.update({s: strikes[s] for s in violations if s in strikes})
-        return EmergencyCheck((), carried, tuple(unknown), tuple(stale), why)
+        return EmergencyCheck((), carried, tuple(unknown), tuple(stale), why, tuple(silent_shards))
     exclusions: list[Exclusion] = []
     counts = carried
     for symbol, (reason, detail) in violations.items():
@@ -346,7 +362,9 @@ def emergency_check(
             exclusions.append(Exclusion(symbol, reason, detail, recorded))
         else:
             counts[symbol] = count
-    return EmergencyCheck(tuple(exclusions), counts, tuple(unknown), tuple(stale))
+    return EmergencyCheck(
+        tuple(exclusions), counts, tuple(unknown), tuple(stale), silent_shards=tuple(silent_shards)
+    )
 
 
 def emergency_rules_from(settings: Settings) -> EmergencyRules:

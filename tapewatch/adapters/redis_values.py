@@ -69,6 +69,9 @@ class SymbolFeed(msgspec.Struct, frozen=True, kw_only=True):
     not_evaluated: int = 0
     not_evaluated_reason: str | None = None
     quiet_s: float | None = None
+    # the realtime instance that published these stats (``tapewatch run --shard I/N``'s ``I/N``, ``0/1``
+    # unsharded; "" from a service that predates the field): the emergency sensor judges silence per shard
+    shard: str = ""
     updated_ms: int = 0
 
 

@@ -5,7 +5,9 @@ row per symbol it evaluated): a full rescan writes every candidate with its stat
 a quick check or an emergency exclusion copies the current universe, marks the excluded symbols out with
 their reason, and records each exclusion in ``universe_exclusions``. The newest version is the current
 universe. Versions are written under one advisory lock, so two writers never fork the history, and
-:func:`publish_current` hands the newest one to Redis under the same lock, so publishes keep that order.
+:func:`publish_current` hands the newest one to Redis under the same lock, so publishes keep that order;
+:func:`publish_pending` does so only when Redis does not record it as published yet (what a writer with
+nothing new to store calls, so that a retry finishes a publish that failed).
 
 Read side (the dashboard's): :func:`current_universe`, :func:`recent_rescans` (with the symbols added and
 removed against the version before), :func:`members`, :func:`exclusions`, :func:`rescan_by_run`. Every
@@ -412,12 +414,33 @@ def publish_current(db: Database, state: RedisState, *, source: str) -> Rescan |
     Writers call this after committing their version, but it publishes whatever is newest, read and written
     under the writers' advisory lock: a slow run that publishes late publishes the newer version another run
     stored meanwhile, never its own older one. Raises StorageUnavailable when PostgreSQL or Redis is down."""
+    return _publish(db, state, source, always=True)
+
+
+def publish_pending(db: Database, state: RedisState, *, source: str) -> Rescan | None:
+    """:func:`publish_current`, but only when the newest version is not the one Redis records as the last
+    published (``last_rescan``'s ``rescan_id``, written after the universe itself): a version whose publish
+    failed (Redis down after the version was committed) is published by the next writer or retry, even one
+    that has nothing new to store. Returns the version published, or None when there was nothing to publish.
+    Raises StorageUnavailable when PostgreSQL or Redis is down (whether a publish is pending is then unknown)."""
+    return _publish(db, state, source, always=False)
+
+
+def published_rescan_id(state: RedisState) -> int | None:
+    """The id of the version Redis records as the last published (``last_rescan``), None when unknown."""
+    last = state.last_rescan()
+    value = None if last is None else last.info.get("rescan_id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _publish(db: Database, state: RedisState, source: str, *, always: bool) -> Rescan | None:
     with db.begin() as conn:
         latest = _lock_and_latest(conn)
-        if latest is None:
+        if latest is None or (not always and published_rescan_id(state) == latest):
             return None
         rescan = _rescan(conn, latest)
-        # still under the lock: no newer version can commit (and publish) between this read and this write
+        # still under the lock: no newer version can commit (and publish) between this read and this write;
+        # the universe first, the record of it last: a record never names a version Redis does not follow
         state.set_universe(list(rescan.symbols), source=source)
         state.set_last_rescan(
             {
@@ -447,6 +470,7 @@ def live_liquidity(feeds: Mapping[str, SymbolFeed]) -> dict[str, LiveLiquidity]:
             f.updated_ms,
             f.quiet_s,
             f.window_covered_s,
+            f.shard or None,
         )
         for s, f in feeds.items()
     }

@@ -18,6 +18,7 @@ import pytest
 
 from assets.universe import UNIVERSE_ASSETS
 from orchestration.definitions import defs as universe_definitions
+from orchestration.resources import RedisResource
 from orchestration.universe import (
     emergency_exclusion_sensor,
     rescan_schedule_cron,
@@ -37,6 +38,7 @@ from tapewatch.adapters.universe_store import (
     current_universe,
     exclusions,
     members,
+    publish_current,
     recent_rescans,
     save_rescan,
 )
@@ -261,6 +263,77 @@ def test_quick_check_and_emergency_exclusion_remove_symbols_as_runs(
     assert current_universe(db) == after
 
 
+def unreachable_redis(res: dict[str, Any], keys: Keyspace) -> dict[str, Any]:
+    """``res`` with a Redis nobody listens on: every publish fails (StorageUnavailable)."""
+    return {**res, "redis": RedisResource(url="redis://127.0.0.1:1/0", prefix=keys.prefix)}
+
+
+def test_a_retried_exclusion_publishes_what_the_failed_try_stored(
+    res_for: Resources, db: Database, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    """The first try stores the exclusion, then Redis refuses the publish: the retry finds the symbol already
+    out and must still hand the stored universe to the service (it used to succeed doing nothing)."""
+    symbols = ("AUSDT", "BUSDT", "CUSDT")
+    save_healthy_universe(db, symbols)
+    res = res_for()
+    publish_current(db, redis_state, source="test")  # as the rescan did
+    assert redis_state.read_control().universe == symbols
+    config = exclusion_config("BUSDT")
+    first = universe_exclusion_job.execute_in_process(
+        run_config=config, resources=unreachable_redis(res, redis_keys), raise_on_error=False
+    )
+    assert not first.success
+    stored = current_universe(db)
+    assert stored is not None and stored.symbols == ("AUSDT", "CUSDT")
+    assert redis_state.read_control().universe == symbols  # the service still follows BUSDT
+    assert universe_exclusion_job.execute_in_process(run_config=config, resources=res).success
+    assert redis_state.read_control().universe == ("AUSDT", "CUSDT")
+    last = redis_state.last_rescan()
+    assert last is not None and last.info["rescan_id"] == stored.rescan_id
+    assert current_universe(db) == stored  # nothing stored twice
+    # once published, another no-op run publishes nothing (no control event, no fresh "last rescan")
+    events = len(redis_state.control_events())
+    assert universe_exclusion_job.execute_in_process(run_config=config, resources=res).success
+    assert len(redis_state.control_events()) == events
+
+
+def exclusion_config(symbol: str) -> dict[str, Any]:
+    """The run config of ``universe_exclusion_job`` excluding ``symbol`` for a wide live spread."""
+    return {
+        "ops": {
+            "universe_exclusion": {
+                "config": {"symbol": symbol, "reason": "spread_too_wide", "detail": "live spread wide"}
+            }
+        }
+    }
+
+
+def test_a_retried_quick_check_publishes_what_the_failed_try_stored(
+    sim: SimExchange, res_for: Resources, db: Database, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    assert rescan(sim, res_for).success
+    first = current_universe(db)
+    assert first is not None and redis_state.read_control().universe == first.symbols
+    chosen = sorted(
+        (m for m in members(db, first.rescan_id) if m.selected), key=lambda m: m.stats.quote_volume_24h or 0
+    )
+    smallest, next_up = (m.stats.quote_volume_24h or 0.0 for m in chosen[:2])
+    strict = res_for(sim.rest_url, min_24h_volume=str((smallest * next_up) ** 0.5), max_spread="0.01")
+    failed = universe_quick_check_job.execute_in_process(
+        resources=unreachable_redis(strict, redis_keys), raise_on_error=False
+    )
+    assert not failed.success
+    stored = current_universe(db)
+    assert stored is not None and stored.removed == (chosen[0].symbol,)
+    assert redis_state.read_control().universe == first.symbols
+    # the retry: the smallest is no longer in the universe, nothing new to exclude, the stored version goes out
+    retry = universe_quick_check_job.execute_in_process(resources=strict)
+    assert retry.success and current_universe(db) == stored
+    assert redis_state.read_control().universe == stored.symbols
+    (output,) = [e for e in retry.events_for_node("universe_quick_check") if e.is_successful_output]
+    assert output.step_output_data.metadata["published version"].value == stored.rescan_id
+
+
 @pytest.mark.parametrize(
     ("loose", "reason", "out"),
     [
@@ -394,6 +467,31 @@ def test_the_sensor_excludes_a_symbol_that_stopped_trading_though_its_window_vol
     assert after is not None and after.symbols == ("BUSDT",) and after.removed == ("AUSDT",)
 
 
+def test_the_sensor_spares_the_symbols_of_a_shard_that_lost_the_exchange(
+    res_for: Resources, db: Database, redis_url: str, redis_keys: Keyspace
+) -> None:
+    """``tapewatch run --shard I/N``: shard 1/2 receives nothing for 400 s while shard 0/2 flows. Its symbols'
+    silence is its feed's, not their $0 volume; a symbol silent among shard 0/2's flowing ones still leaves."""
+    save_healthy_universe(db, ("AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT", "FUSDT"))
+    now = int(time.time() * 1000)
+    live = {"state": "synced", "spread": 0.0001, "depth_1pct_usd": 5e6, "quote_volume_window": 5e6}
+
+    def feed(shard: str, age_s: float) -> SymbolFeed:
+        return SymbolFeed(**live, shard=shard, last_event_ms=now - int(age_s * 1000))  # type: ignore[arg-type]
+
+    feeds = {s: feed("0/2", 0) for s in ("AUSDT", "BUSDT", "FUSDT")}
+    feeds |= {"CUSDT": feed("0/2", 400), "DUSDT": feed("1/2", 400), "EUSDT": feed("1/2", 400)}
+    publish_feeds(redis_url, redis_keys, feeds)
+    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res_for(emergency_strikes="1")))
+    assert isinstance(out, dg.SensorResult)
+    assert [r.tags["tapewatch/symbol"] for r in out.run_requests or []] == ["CUSDT"]
+    # shard 0/2 alone left: nothing else to exclude, and the skip reason names the silent shard
+    publish_feeds(redis_url, redis_keys, {"CUSDT": feed("0/2", 0)})
+    out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res_for(emergency_strikes="1")))
+    assert isinstance(out, dg.SensorResult) and not out.run_requests
+    assert "realtime shard 1/2" in str(out.skip_reason)
+
+
 def test_without_a_universe_the_sensor_requests_the_first_rescan_once(
     res_for: Resources, db: Database, redis_keys: Keyspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,7 +561,7 @@ def test_the_rescan_cron_follows_the_setting_and_falls_back_on_a_bad_one(
     assert any("TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("hours", [36, 7, 1.5, 0.001])
+@pytest.mark.parametrize("hours", [7, 1.5, 0.001])  # 36 h: above the 24-h bound (the test below)
 def test_an_interval_cron_cannot_repeat_evenly_is_refused_by_name(
     hours: float, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -476,6 +574,21 @@ def test_an_interval_cron_cannot_repeat_evenly_is_refused_by_name(
     with caplog.at_level(logging.WARNING):
         cron, description = rescan_schedule_cron(lambda: load_settings(universe_rescan_interval=hours))
     assert cron == "0 */6 * * *" and "repeat evenly" in description
+
+
+@pytest.mark.parametrize("hours", [36, 48, 168, 7, 0])
+def test_a_refused_interval_is_told_the_real_rule(hours: float) -> None:
+    """The message used to say "allowed: > 0 and <= 168" while nothing above 24 h was accepted."""
+    with pytest.raises(ConfigError) as raised:
+        load_settings(universe_rescan_interval=hours)
+    message = str(raised.value)
+    assert "<= 168" not in message
+    assert (
+        "allowed: a divisor of 24 hours (1, 2, 3, 4, 6, 8, 12 or 24) or, under 1 hour, of 60 minutes"
+        in message
+    )
+    for fine in (24, 0.25):
+        assert load_settings(universe_rescan_interval=fine).universe_rescan_interval == fine
 
 
 def test_a_bad_setting_never_stops_the_code_location_from_loading() -> None:

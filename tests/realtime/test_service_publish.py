@@ -31,6 +31,7 @@ from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
 from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.adapters.signal_store import SignalStore
+from tapewatch.adapters.universe_store import live_liquidity
 from tapewatch.errors import FeedError, StorageUnavailable
 from tapewatch.risk import RiskParams
 from tapewatch.settings import load_settings
@@ -261,6 +262,34 @@ def test_a_symbol_that_leaves_the_universe_has_its_feed_stats_removed(
         run(body)
     finally:
         reader.close()
+
+
+def test_the_feed_stats_name_the_shard_that_published_them(redis_url: str, redis_keys: Keyspace) -> None:
+    """The emergency sensor judges silence per shard (a shard that lost the exchange must not have its symbols
+    excluded as "$0 volume" while the other shards flow): each record says which instance wrote it."""
+    settings = load_settings(shard="1/3")
+    followed = ["BTCUSDT", "ETHUSDT"]
+
+    async def body() -> None:
+        redis = AsyncRedisState.from_url(redis_url, keys=redis_keys)
+        service = FeedService(
+            settings, rest=BinanceRest.from_settings(settings), pool=StreamPool(settings), redis=redis
+        )
+        service.universe = list(followed)
+        try:
+            await service_publish.publish_feeds(redis, service, set(), ttl_s=60.0)
+        finally:
+            await service.pool.close()
+            await redis.aclose()
+
+    run(body)
+    reader = RedisState.from_url(redis_url, keys=redis_keys)
+    try:
+        feeds = reader.feeds()
+    finally:
+        reader.close()
+    assert {s: f.shard for s, f in feeds.items()} == dict.fromkeys(followed, "1/3")
+    assert {s: v.shard for s, v in live_liquidity(feeds).items()} == dict.fromkeys(followed, "1/3")
 
 
 def test_the_heartbeat_carries_the_hosts_cpu_averaged_over_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ RULES = EmergencyRules(
 MINS = Minimums(min_24h_volume=50e6, min_open_interest=10e6, max_spread=0.0002)
 
 
-def healthy(symbol: str, now: int = NOW, **changes: float | None) -> LiveLiquidity:
+def healthy(symbol: str, now: int = NOW, **changes: float | str | None) -> LiveLiquidity:
     """A symbol trading $200M a day, one-tick spread, full window, published just now."""
     base = LiveLiquidity(
         symbol,
@@ -81,6 +81,57 @@ def test_once_the_window_is_full_a_collapsed_volume_is_struck() -> None:
     for covered in (299.0, None):
         partial = {**live, "AAAUSDT": replace(dying, window_covered_s=covered)}
         assert emergency_check(list(live), partial, RULES, {}, now_ms=NOW).strikes == {}
+
+
+def test_a_shard_that_lost_the_exchange_excludes_none_of_its_symbols() -> None:
+    """``tapewatch run --shard I/N``: one instance loses Binance for 6 min while the others flow. Its symbols'
+    silence is its feed's outage, not their $0 volume (the universe-wide test let 6 of 30 go)."""
+    universe = [f"S{i}USDT" for i in range(30)]
+    shard = {s: f"{i % 3}/3" for i, s in enumerate(universe)}
+    dead = {s for s in universe if shard[s] == "2/3"}
+    strikes: dict[str, int] = {}
+    for tick in range(4):
+        now = NOW + tick * 30_000
+        live = {
+            s: healthy(s, now, shard=shard[s], spread=None, last_event_ms=NOW - 360_000)
+            if s in dead
+            else healthy(s, now, shard=shard[s])
+            for s in universe
+        }
+        result = emergency_check(universe, live, RULES, strikes, now_ms=now)
+        assert result.exclusions == () and result.strikes == {}, tick
+        assert result.silent_shards == ("2/3",) and result.market_wide is None
+        strikes = result.strikes
+    # one silent symbol among a flowing shard's symbols is still struck, and excluded on the third strike
+    live = {s: healthy(s, shard=shard[s]) for s in universe}
+    live["S1USDT"] = healthy("S1USDT", shard=shard["S1USDT"], last_event_ms=NOW - 360_000)
+    result = emergency_check(universe, live, RULES, {"S1USDT": 2}, now_ms=NOW)
+    (excl,) = result.exclusions
+    assert (
+        excl.symbol == "S1USDT"
+        and excl.reason is Reason.BELOW_MIN_VOLUME
+        and "no event for 360 s" in excl.detail
+    )
+    assert result.silent_shards == ()
+    # a shard of one symbol is its own feed: alone silent, it is the feed's silence (nothing to compare with)
+    live = {
+        "AUSDT": healthy("AUSDT", shard="0/2"),
+        "BUSDT": healthy("BUSDT", shard="1/2", last_event_ms=NOW - 360_000),
+    }
+    result = emergency_check(list(live), live, RULES, {"BUSDT": 2}, now_ms=NOW)
+    assert result.exclusions == () and result.silent_shards == ("1/2",)
+
+
+def test_without_the_shard_the_silence_rule_spans_the_universe() -> None:
+    # values from a service that predates the shard field: one silent symbol while the others flow is struck,
+    # all silent is the feed
+    live = {s: healthy(s) for s in ("AUSDT", "BUSDT", "CUSDT")}
+    live["CUSDT"] = healthy("CUSDT", last_event_ms=NOW - 360_000)
+    (excl,) = emergency_check(list(live), live, RULES, {"CUSDT": 2}, now_ms=NOW).exclusions
+    assert excl.symbol == "CUSDT"
+    silent = {s: healthy(s, last_event_ms=NOW - 360_000) for s in live}
+    result = emergency_check(list(silent), silent, RULES, {"CUSDT": 2}, now_ms=NOW)
+    assert result.exclusions == () and result.silent_shards == ()
 
 
 # --- 2. a market-wide condition is nobody's exclusion --------------------------------------------------------
