@@ -37,7 +37,8 @@ from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
 from realtime.replay import fewer_collections  # noqa: E402
 from tapewatch import book_sides  # noqa: E402
 from tapewatch.book import OrderBook  # noqa: E402
-from tapewatch.market import Market, snapshot_limit  # noqa: E402
+from tapewatch.market import Market  # noqa: E402
+from tapewatch.market_depth import snapshot_limit  # noqa: E402
 from tapewatch.parse import FrameDecoder  # noqa: E402
 from tapewatch.streams import Kind  # noqa: E402
 

@@ -24,17 +24,13 @@ from typing import Any
 import msgspec
 
 from realtime.capture import ReadStats, capture_files, iter_capture
-from tapewatch.engine import EngineState, SignalEngine
+from tapewatch.engine import SignalEngine
+from tapewatch.engine_restore import EngineState
 from tapewatch.errors import ConfigError
 from tapewatch.events import ENGINE_START_VERSION, EngineStart
-from tapewatch.market import (
-    TRADE_GAP_COUNTERS,
-    KlineFillNeeded,
-    Market,
-    MarketConfig,
-    Request,
-    SnapshotNeeded,
-)
+from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, Request
+from tapewatch.market_depth import SnapshotNeeded
+from tapewatch.market_klines import KlineFillNeeded
 from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.quality import breakpoints

@@ -30,12 +30,11 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection
 from typing import Protocol
 
 import msgspec
 
-from realtime.backup_feed import BackupConfig, BackupFeed, Polled
+from realtime.backup_feed import BackupConfig, BackupFeed
 from realtime.capture import CaptureWriter
 from realtime.closes_publisher import ClosesPublisher
 from realtime.control import ControlConfig, ControlLoop
@@ -54,67 +53,29 @@ from realtime.service_publish import (
     service_metrics,
     signal_record,
 )
-from realtime.snapshots import RestAnswer, SnapshotScheduler
+from realtime.service_rest import KLINE_FILL_SHARE, FeedRest
+from realtime.service_universe import FeedUniverse, choose_universe
+from realtime.snapshots import SnapshotScheduler
 from realtime.status_view import symbol_feed
+from realtime.timebase import _wall_ms
 from realtime.trade_fill import TradeFiller
 from realtime.ws_delivery import Received, StreamsStarted, StreamsStopped
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
-from tapewatch.adapters.binance_weights import MAX_KLINES_LIMIT
 from tapewatch.adapters.redis_state import AsyncRedisState, SymbolFeed
-from tapewatch.engine import DEPTH_UNSUBSCRIBED, EngineOutput, RemoteCloses, SignalEngine
-from tapewatch.errors import ConfigError, FatalError, RetryableError
-from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChange, DepthRestart, DepthSnapshot
-from tapewatch.market import KlineFillNeeded, Market, MarketConfig, SnapshotNeeded, history_klines
+from tapewatch.engine import EngineOutput, RemoteCloses, SignalEngine
+from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChange, DepthRestart
+from tapewatch.market import Market, MarketConfig
+from tapewatch.market_depth import SnapshotNeeded
+from tapewatch.market_klines import KlineFillNeeded, history_klines
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.risk import SharedGate
-from tapewatch.settings import PRIMARY_TF, Settings
+from tapewatch.settings import Settings
 from tapewatch.sharding import parse_shard
 from tapewatch.signal_follow import moved_outcomes
-from tapewatch.streams import Kind, Path, UnknownStream, parse_stream, symbol_streams
-from tapewatch.universe import top_by_volume, tradable_perpetuals
+from tapewatch.streams import Kind, Path, UnknownStream, parse_stream
 
 log = logging.getLogger(__name__)
-
-TIMEFRAMES = ("1m", PRIMARY_TF)
-#: Share of the usable REST weight kline refills are paced to (weight 1 a request below 100 bars): a reconnect
-#: of the whole market asks for two per symbol at once, which must not crowd out the books' snapshots.
-KLINE_FILL_SHARE = 0.1
-#: What a retained symbol keeps (see the module docstring): its trades and its 1m candles.
-RETAINED_KINDS = (Kind.AGG_TRADE, Kind.KLINE)
-RETAINED_TIMEFRAMES = ("1m",)
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def choose_universe(
-    rest: BinanceRest, settings: Settings, tradable: Collection[str] | None = None
-) -> list[str]:
-    """``Settings.symbols`` if given (unknown names are dropped with an error; ConfigError when none is left:
-    a fixed list is not silently replaced by nothing), else the top by volume.
-
-    ``tradable``: the tradable symbols of exchangeInfo when already fetched."""
-    if tradable is None:
-        info, _ = await rest.exchange_info()
-        tradable = tradable_perpetuals(info.symbols)
-    if settings.symbols:
-        unknown = sorted(set(settings.symbols) - set(tradable))
-        chosen = [s for s in settings.symbols if s in tradable]
-        if not chosen:
-            raise ConfigError(
-                f"--symbols / TAPEWATCH_SYMBOLS: none of {', '.join(unknown)} is a tradable USDT perpetual of "
-                f"{settings.binance_rest_url}; give listed symbols, like BTCUSDT,ETHUSDT"
-            )
-        if unknown:
-            log.error(
-                "not tradable USDT perpetuals, ignored: %s (check --symbols / TAPEWATCH_SYMBOLS)",
-                ", ".join(unknown),
-            )
-        return chosen
-    tickers, _ = await rest.ticker_24hr()
-    return top_by_volume(set(tradable), tickers, settings.universe_size)
 
 
 class SignalSink(Protocol):
@@ -124,8 +85,10 @@ class SignalSink(Protocol):
     def accept(self, output: EngineOutput) -> None: ...
 
 
-class FeedService:
-    """The market-data half of the realtime service."""
+class FeedService(FeedUniverse, FeedRest):
+    """The market-data half of the realtime service (the symbols it follows in
+    :class:`~realtime.service_universe.FeedUniverse`, the REST answers it applies in
+    :class:`~realtime.service_rest.FeedRest`)."""
 
     def __init__(
         self,
@@ -235,111 +198,6 @@ class FeedService:
         )
 
     # --- universe -------------------------------------------------------------------------------------
-    def set_universe(self, symbols: list[str]) -> None:
-        """Watch exactly these symbols (subscribe/unsubscribe live; no reconnect). A symbol out of them with
-        open signals is retained until they end (see the module docstring)."""
-        held = self.engine.open_symbols()
-        for gone in set(self.universe) - set(symbols):
-            self.snapshots.cancel(gone)
-            if gone not in held:
-                self.fills.cancel(gone)  # a retained symbol's trades must stay whole: its gap fills go on
-                self.history.cancel(gone)  # a retained one still wants its 1m history (_history_wanted)
-        for new in [s for s in symbols if s not in self.universe]:
-            # still retained, or released while the engine still skips it (its depth restart never came:
-            # the backup feed starts no stream)
-            if new in self.retained or self.engine.is_retained(new):
-                self._rejoined(new)
-            self._joined[new] = _wall_ms()
-            self.history.start(new)
-        kept = [s for s in self.retained if s not in symbols]
-        for sym, ids in held.items():
-            if sym not in symbols and sym not in kept:
-                self._retain(sym, ids)
-                kept.append(sym)
-        self.universe = list(symbols)
-        self.retained = kept
-        self._follow_streams()
-
-    def _retain(self, symbol: str, signal_ids: list[str]) -> None:
-        """``symbol`` leaves the universe with open signals: its book goes, its trades stay followed."""
-        self._restart_depth(symbol, DEPTH_UNSUBSCRIBED)  # from here on not evaluated, live and in replay
-        log.info(
-            "%s left the universe; kept subscribed while signal %s %s open",
-            symbol,
-            ", ".join(signal_ids),
-            "is" if len(signal_ids) == 1 else "are",
-            extra={"symbol": symbol, "signal_id": signal_ids[0]},
-        )
-
-    def _rejoined(self, symbol: str) -> None:
-        """A retained symbol is back in the universe: evaluated again once its depth stream starts (the pool
-        reports it); the backup feed starts no stream, so the service restarts the book itself."""
-        if self.backup.on:
-            self._restart_depth(symbol, "subscribe")
-        log.info(
-            "%s is back in the universe (was kept for its open signals)", symbol, extra={"symbol": symbol}
-        )
-
-    def _release_finished(self) -> None:
-        """Unsubscribe the retained symbols whose last open signal just ended."""
-        held = self.engine.open_symbols()
-        done = [s for s in self.retained if s not in held]
-        if not done:
-            return
-        self.retained = [s for s in self.retained if s in held]
-        for symbol in done:
-            self.fills.cancel(symbol)
-            log.info(
-                "%s released: its last open signal ended, unsubscribed", symbol, extra={"symbol": symbol}
-            )
-        self._follow_streams()
-
-    @property
-    def followed(self) -> list[str]:
-        """The symbols whose data flows in: the universe, then the retained ones."""
-        return [*self.universe, *self.retained]
-
-    def _follow_streams(self) -> None:
-        """Subscribe (or poll) exactly the streams of the universe and of the retained symbols."""
-        streams = self._followed_streams()
-        self._wanted = frozenset(streams)
-        if self.backup.on:  # the websockets stay off: the backup feed polls the new universe
-            self.backup.set_symbols(self.followed)
-            log.info(
-                "universe: %d symbols (%d retained), polled by the backup feed",
-                len(self.universe),
-                len(self.retained),
-            )
-            return
-        self.pool.set_streams(streams)
-        log.info(
-            "universe: %d symbols, %d streams (%d symbols retained for open signals)",
-            len(self.universe),
-            len(streams),
-            len(self.retained),
-        )
-
-    def _streams(self, symbols: list[str]) -> list[str]:
-        return [s for sym in symbols for s in symbol_streams(sym, self.settings.update_frequency, TIMEFRAMES)]
-
-    def _followed_streams(self) -> list[str]:
-        """The streams of the universe's symbols, then the retained symbols' trades and 1m candles."""
-        freq = self.settings.update_frequency
-        return self._streams(self.universe) + [
-            s
-            for sym in self.retained
-            for s in symbol_streams(sym, freq, RETAINED_TIMEFRAMES)
-            if parse_stream(s).kind in RETAINED_KINDS
-        ]
-
-    async def tradable_symbols(self) -> frozenset[str]:
-        """The tradable USDT perpetuals of exchangeInfo, fetched once and kept (the REST client's errors
-        are raised while it cannot be fetched)."""
-        if self._tradable is None:
-            info, _ = await self.rest.exchange_info()
-            self._tradable = frozenset(tradable_perpetuals(info.symbols))
-        return self._tradable
-
     # --- control (realtime.control steers these) ------------------------------------------------------
     def set_paused(self, reason: str | None) -> None:
         """Pause signalling (``reason`` given) or resume it: while paused, candidates are still evaluated and
@@ -361,81 +219,6 @@ class FeedService:
         else:
             await self.backup.stop()
             self.pool.set_streams(self._followed_streams())
-
-    def apply_polled(self, polled: Polled) -> None:
-        """An answer of the backup feed: captured byte-exact, then its frames applied like live frames."""
-        if self.capture is not None:
-            self.capture.write(polled.recv, polled.stream, polled.body)
-        for frame in polled.frames:
-            self._apply(frame)
-
-    async def _fetch_klines(self, symbol: str, interval: str, limit: int) -> RestAnswer:
-        """One request of a symbol's candle history (the 15m context, the 1m returns): the answer is captured
-        and applied like a frame by ``_apply_klines`` (so a replay decodes exactly what the live run applied)."""
-        _, answer = await self.rest.klines(symbol, interval, limit)
-        return answer
-
-    def _history_wanted(self, symbol: str, interval: str) -> bool:
-        """Whether ``symbol`` still needs its ``interval`` history: in the universe, or retained for open
-        signals (then only what a retained symbol follows, its 1m candles)."""
-        return symbol in self.universe or (symbol in self.retained and interval in RETAINED_TIMEFRAMES)
-
-    def _apply_klines(self, answer: RestAnswer) -> None:
-        """A REST klines answer (history, refill): captured under its ``rest:`` name, decoded and applied."""
-        recv = _wall_ms()
-        if self.capture is not None:
-            self.capture.write(recv, answer.stream, answer.body)
-        frame = self.decoder.decode_payload(recv, answer.stream, answer.body)
-        if frame is not None:
-            self._apply(frame)
-
-    def _kline_fill_needed(self, need: KlineFillNeeded) -> None:
-        """Queue a refill (the market asks at most one per symbol and interval until it is answered)."""
-        key = (need.symbol, need.interval)
-        self._kline_fills.pop(key, None)
-        self._kline_fills[key] = need
-        self.counters["kline_fill_requests"] += 1
-        self._kline_fill_ready.set()
-
-    async def serve_kline_fills(self) -> None:
-        """Serve the queued refills forever, paced to ``KLINE_FILL_SHARE`` of the REST weight (cancel to stop).
-        The backup feed's kline polls go on meanwhile: a polled closed bar replaces a provisional one as the
-        refill does, and bars already closed are never taken twice (``CandleSeries.extend_history``)."""
-        while True:
-            await self._kline_fill_ready.wait()
-            self._kline_fill_ready.clear()
-            while self._kline_fills:
-                need = self._kline_fills.pop(next(iter(self._kline_fills)))
-                await self._kline_fill_pacer.wait()
-                await self.fetch_kline_fill(need)
-
-    async def fetch_kline_fill(self, need: KlineFillNeeded) -> None:
-        """One refill: ``/fapi/v1/klines`` with ``startTime``/``endTime``, applied like the history (a REST
-        failure is counted and logged; the market asks again when it finds the refill unanswered)."""
-        try:
-            _, answer = await self.rest.klines(
-                need.symbol,
-                need.interval,
-                min(need.bars, MAX_KLINES_LIMIT),
-                start_ms=need.start,
-                end_ms=need.end,
-            )
-        except (RetryableError, FatalError) as exc:
-            self.counters["kline_fill_errors"] += 1
-            log.warning(
-                "%s kline refill from %d to %d failed: %s",
-                need.interval,
-                need.start,
-                need.end,
-                exc,
-                extra={"symbol": need.symbol, "stream": f"kline_{need.interval}"},
-            )
-            return
-        self._apply_klines(answer)
-
-    def _snapshot_limit(self, symbol: str) -> int:
-        top = self.universe[: self.settings.universe_size]
-        return self.settings.snapshot_limit if symbol in top else self.settings.tail_snapshot_limit
 
     # --- frames ---------------------------------------------------------------------------------------
     def handle(self, item: Received | StreamsStarted | StreamsStopped) -> None:
@@ -523,20 +306,6 @@ class FeedService:
                 self.live.on_output(out)
             if out.finished and self.retained:
                 self._release_finished()
-
-    def _snapshot_needed(self, request: SnapshotNeeded, event_time: int | None) -> None:
-        self.snapshots.request(request.symbol, request.reason)
-        if self.watch is not None:
-            self.watch.on_snapshot_needed(request.symbol, request.reason, event_time)
-
-    async def _fetch_snapshot(self, symbol: str, limit: int) -> tuple[DepthSnapshot, RestAnswer]:
-        return await self.rest.depth(symbol, limit)
-
-    def _on_snapshot(self, symbol: str, snapshot: DepthSnapshot, answer: RestAnswer) -> None:
-        recv = _wall_ms()
-        if self.capture is not None:
-            self.capture.write(recv, answer.stream, answer.body)
-        self._apply(Frame(recv, answer.stream, symbol, Kind.SNAPSHOT, snapshot))
 
     async def consume(self) -> None:
         """Drain the transport queue forever."""

@@ -12,7 +12,8 @@ import msgspec
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.dispatch import Dispatch
 from tapewatch.adapters.redis_state import AsyncRedisState
-from tapewatch.engine import DAY_MS, EngineState, OpenEntry, SignalEngine
+from tapewatch.engine import DAY_MS, SignalEngine
+from tapewatch.engine_restore import EngineState, OpenEntry
 from tapewatch.events import CONTROL_ENGINE_START, ENGINE_START_VERSION, EngineStart
 from tapewatch.risk import utc_day
 from tapewatch.settings import Settings

@@ -22,59 +22,34 @@ the symbol makes no candidate, until its depth stream starts again (it rejoined 
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import msgspec
-
 from tapewatch.book_incidents import BookIncidents
-from tapewatch.correlation import return_correlation
-from tapewatch.events import Candle, ControlChange, DepthRestart
-from tapewatch.feature_vector import PRIMARY_TF, feature_vector
+from tapewatch.engine_candidates import EngineCandidates
+from tapewatch.engine_restore import EngineRestore
+from tapewatch.events import ControlChange, DepthRestart
+from tapewatch.feature_vector import PRIMARY_TF
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import Outcome, OutcomeParams
 from tapewatch.parse import Frame
 from tapewatch.quality import Tier, breakpoints, score_quality
 from tapewatch.risk import DAY_MS as DAY_MS  # re-exported: realtime.signal_desk reads it from here
-from tapewatch.risk import (
-    FATE_SHARED_GATE_UNAVAILABLE,
-    Decision,
-    RiskParams,
-    RiskState,
-    SharedGate,
-    closes_as_candles,
-    gate,
-    release_shared,
-    reserve_shared,
-)
-from tapewatch.risk import Candidate as RiskCandidate
-from tapewatch.rules import Direction, check
+from tapewatch.risk import RiskParams, RiskState, SharedGate
+from tapewatch.rules import Direction
 from tapewatch.settings import Settings
 from tapewatch.setups import Setups
 from tapewatch.sharding import WHOLE, Shard
-from tapewatch.signal import (
-    FATE_SIGNAL,
-    Candidate,
-    Signal,
-    TierHistory,
-    make_candidate,
-    propose,
-    signal_id_for,
-)
-from tapewatch.signal_follow import HeldSignal, OpenSignals, learn
+from tapewatch.signal import Candidate, Signal, TierHistory
+from tapewatch.signal_follow import HeldSignal, OpenSignals
 from tapewatch.streams import Kind
 from tapewatch.volume import average_window_volume
-
-log = logging.getLogger(__name__)
 
 #: ``remote_closes(symbol)``: (open time, close) of a symbol's latest closed 1m candles, oldest first, as
 #: another shard published them; None when unknown.
 RemoteCloses = Callable[[str], Sequence[tuple[int, float]] | None]
-
-RETURNS_TF = "1m"
 
 #: The reason of the captured depth restart (``control:depth_restart``) that marks a symbol retained: it left
 #: the universe with open signals, its book is let go and its trades are only followed, never evaluated.
@@ -106,27 +81,10 @@ class SymbolCounts:
     not_evaluated: Counter[str] = field(default_factory=Counter)
 
 
-class OpenEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """A signal still open when the engine was rebuilt, with its outcome so far."""
-
-    signal: Signal
-    outcome: Outcome | None = None
-
-
-class EngineState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the engine is rebuilt with after a restart (:meth:`SignalEngine.restore`): the tier history, the
-    signals still open, the signals counted per UTC day of event time (the daily caps) and the cooldowns left
-    per symbol. Read from PostgreSQL by the realtime service and captured in its ``control:engine_start``
-    line, so a replay rebuilds the same engine."""
-
-    history: dict[Tier, TierHistory] = {}
-    open: list[OpenEntry] = []
-    day_counts: dict[int, dict[Tier, int]] = {}
-    cooldowns: dict[str, int] = {}
-
-
-class SignalEngine:
-    """Candidates, signals and live outcomes from the market state."""
+class SignalEngine(EngineCandidates, EngineRestore):
+    """Candidates, signals and live outcomes from the market state (a setup judged and gated in
+    :class:`~tapewatch.engine_candidates.EngineCandidates`, the rebuild after a restart in
+    :class:`~tapewatch.engine_restore.EngineRestore`)."""
 
     def __init__(
         self,
@@ -301,21 +259,6 @@ class SignalEngine:
             ):  # a quiet re-check that changed nothing leaves the setup as it was
                 self._setups.judged(st.symbol, direction, now, tier, fate)
 
-    def _gate_would_pass(self, symbol: str, direction: Direction, tier: Tier, now: int) -> bool:
-        """The local risk gate's verdict on the setup now, read-only (a cooldown is not used up)."""
-        candidate = RiskCandidate(
-            signal_id=signal_id_for(symbol, direction, now),
-            symbol=symbol,
-            direction=direction,
-            tier=tier,
-            event_time=now,
-        )
-        return self._local_gate(candidate, now).passed
-
-    def _local_gate(self, candidate: RiskCandidate, now: int) -> Decision:
-        """The risk gate on this engine's state at event time ``now`` (nothing recorded)."""
-        return gate(candidate, self.risk, self.risk_params, lambda a, b: self.correlation(a, b, now))
-
     def trades_state(self, st: SymbolState, now: int) -> Literal["fresh", "filling", "stale"]:
         """Whether the symbol's trade features may be judged at event time ``now``. They are as of the last
         applied trade (DESIGN §4): while a gap fill holds the later trades the window has a hole
@@ -344,187 +287,3 @@ class SignalEngine:
             cached = self._context[st.symbol] = (key, avg)
         avg = cached[1]
         return st.flow.quote_volume / avg if avg else None
-
-    def _candidate(
-        self,
-        st: SymbolState,
-        direction: Direction,
-        now: int,
-        imbalance: float,
-        intensity: float | None,
-        price: float,
-        vwap: float,
-        out: EngineOutput,
-        *,
-        quiet: bool = False,
-    ) -> str | None:
-        """Judge the setup: a candidate row (and the signal, if it passes) in ``out``; returns its fate, None
-        when no row was made. ``quiet``: a re-check of a setup held back, which makes a row only when it
-        becomes a signal and records no rejection."""
-        try:
-            incidents = self._incidents.get(st.symbol)
-            features = feature_vector(st, now, imbalance, intensity, price, vwap, incidents)
-        except ValueError as exc:
-            if not quiet:  # counted once per setup, not once per re-check
-                self.counters["bad_features"] += 1
-                log.warning("cannot build features: %s", exc, extra={"symbol": st.symbol})
-            return None
-        evaluation = check(features, self.settings, direction)
-        if not evaluation.passed:  # the cheap test and the rules disagree: the rules win
-            if not quiet:
-                self.counters["rules_rejected"] += 1
-            return None
-        proposal = propose(
-            features, evaluation, self.settings, self.history, created_after_agg_id=created_after_agg_id(st)
-        )
-        size = st.flow.large_trade_size  # what large_buys / large_sells were counted at: kept for tuning
-
-        def row(fate: str, detail: str = "") -> str:
-            """Append the candidate row of this setup with ``fate``; returns the fate."""
-            candidate = make_candidate(
-                features, evaluation, proposal.quality, fate, detail, large_trade_size=size
-            )
-            out.candidates.append(candidate)
-            return fate
-
-        signal = proposal.signal
-        if signal is None:
-            return None if quiet else row(proposal.fate, proposal.fate_detail)
-        risk_candidate = RiskCandidate(
-            signal_id=signal.signal_id,
-            symbol=st.symbol,
-            direction=direction,
-            tier=signal.priority,
-            event_time=now,
-        )
-        decision: Decision | None = self._local_gate(risk_candidate, now)
-        if decision is not None and decision.passed and self.shared_gate is not None:
-            decision = self._reserve(risk_candidate, quiet)
-            if quiet and (decision is None or not decision.passed):
-                self._setups.held_by_shared_gate(st.symbol, direction, now)
-        if quiet and (decision is None or not decision.passed):
-            return None
-        if decision is None:
-            unreachable = "the global risk ledger (PostgreSQL) is unreachable: not issued unchecked"
-            return row(FATE_SHARED_GATE_UNAVAILABLE, unreachable)
-        self.risk.record(decision)
-        if not decision.passed:
-            fate = str(decision.rule)
-            return row(fate, decision.reason or fate)
-        row(FATE_SIGNAL)
-        out.signals.append(signal)
-        self._following.add(signal)
-        self.counters["signals"] += 1
-        return FATE_SIGNAL
-
-    def _reserve(self, candidate: RiskCandidate, recheck: bool = False) -> Decision | None:
-        """The shared gate's verdict on a candidate the local gate passed; None when it cannot be reached.
-        A ``recheck`` of a setup held back (no row unless it passes) is counted apart."""
-        assert self.shared_gate is not None
-        tier, p = candidate.tier, self.outcome_params
-        # the latest a signal can still be open: trigger window, then the upper hold bound
-        expires_at = candidate.event_time + p.response_ms[tier] + p.hold_ms[tier]
-        decision = reserve_shared(
-            self.shared_gate, candidate, expires_at, lambda a, b: self.correlation(a, b, candidate.event_time)
-        )
-        if decision is not None and decision.passed:
-            return decision
-        if recheck:
-            self.counters["shared_gate_rechecks_held"] += 1
-        else:
-            self.counters[
-                "shared_gate_rejected" if decision is not None else FATE_SHARED_GATE_UNAVAILABLE
-            ] += 1
-        return decision
-
-    def _finish(self, outcome: Outcome) -> None:
-        """A followed signal ended: free its risk slot and shared-gate reservation, feed its tier history."""
-        self.risk.finish(outcome, self.risk_params)
-        at = outcome.exit_time if outcome.exit_time is not None else outcome.as_of
-        if self.shared_gate is not None and release_shared(self.shared_gate, outcome.signal, at) is None:
-            self.counters["shared_gate_release_errors"] += 1
-        learn(self.history, outcome)
-
-    def correlation(self, a: str, b: str, now: int) -> float | None:
-        """Return correlation of ``a`` and ``b`` over the 1m closes up to event time ``now``; a symbol this
-        engine does not follow is read from ``remote_closes`` (another shard's). None when unknown."""
-        bars_a, bars_b = self._returns_bars(a), self._returns_bars(b)
-        if bars_a is None or bars_b is None:
-            return None
-        return return_correlation(bars_a, bars_b, end_time=now)
-
-    def _returns_bars(self, symbol: str) -> Sequence[Candle] | None:
-        st = self.market.symbols.get(symbol)
-        if st is not None and RETURNS_TF in st.candles:
-            return st.candles[RETURNS_TF].bars(include_forming=False)
-        if self.remote_closes is None:
-            return None
-        closes = self.remote_closes(symbol)
-        return closes_as_candles(closes) if closes else None
-
-    # --- restart ------------------------------------------------------------------------------------------
-    def restore(self, state: EngineState) -> None:
-        """Rebuild after a restart from ``state`` (the live service reads it from PostgreSQL, a replay from
-        the capture): the tier history is laid over, then :meth:`resume`."""
-        self.history.update(state.history)
-        self.resume(
-            ((e.signal, e.outcome) for e in state.open),
-            day_counts=state.day_counts,
-            cooldowns=state.cooldowns,
-        )
-
-    def resume(
-        self,
-        open_signals: Iterable[tuple[Signal, Outcome | None]],
-        *,
-        day_counts: Mapping[int, Mapping[Tier, int]] = {},
-        cooldowns: Mapping[str, int] = {},
-    ) -> None:
-        """Rebuild after a restart from what was stored: the signals still open (with their outcome so far),
-        the signals already counted per UTC day (the daily caps) and the cooldowns left per symbol.
-
-        Open signals of symbols another shard owns are left to it (their reservations in the shared gate stay
-        as they are; this engine's own are already reserved, and reserving is idempotent)."""
-        for signal, outcome in open_signals:
-            if signal.signal_type != "ENTRY" or signal.signal_id in self.open:
-                continue
-            if not self.shard.owns(signal.symbol):
-                continue
-            self._following.add(signal, outcome)
-            self.risk.open(_risk_candidate(signal))
-        for day, counts in day_counts.items():
-            for tier, n in counts.items():
-                for i in range(n):
-                    self.risk.count(
-                        RiskCandidate(
-                            signal_id=f"restored-{day}-{tier}-{i}",
-                            symbol="RESTORED",
-                            direction="LONG",
-                            tier=tier,
-                            event_time=day * DAY_MS,
-                        )
-                    )
-        for symbol, left in cooldowns.items():
-            if left > 0:
-                self.risk.start_cooldown(symbol, left)
-
-
-def created_after_agg_id(st: SymbolState) -> int | None:
-    """The id of the last aggTrade the market applied for the symbol, stored with a signal created now: the
-    signal's followers are fed only trades applied after it (:meth:`SignalEngine.on_frame` follows before it
-    evaluates), all of higher ids, so the batch outcome keeps exactly those of the creation millisecond. None
-    before any aggTrade, and when the symbol's trades come from the ``@trade`` stream (trade ids, which
-    ``/fapi/v1/aggTrades`` does not know): the batch then leaves that millisecond out, as before."""
-    if st.last_agg_id < 0 or st.last_trade_id >= 0:
-        return None
-    return st.last_agg_id
-
-
-def _risk_candidate(signal: Signal) -> RiskCandidate:
-    return RiskCandidate(
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        direction=signal.direction,
-        tier=signal.priority,
-        event_time=signal.event_time,
-    )

@@ -29,7 +29,7 @@ from realtime.sim.model import SymbolState
 from realtime.sim.protocol import dumps
 from realtime.sim.venue import Venue
 from tapewatch.book_types import FULL_DEPTH
-from tapewatch.market import history_klines
+from tapewatch.market_klines import history_klines
 from tapewatch.settings import SNAPSHOT_WEIGHTS
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from tapewatch.adapters.db import Database
 from tapewatch.adapters.risk_ledger import _LOCK_KEY as LOCK_KEY
 from tapewatch.adapters.risk_ledger import RiskLedger
 from tapewatch.adapters.signal_store import SignalStore
-from tapewatch.engine import _risk_candidate
+from tapewatch.engine_restore import _risk_candidate
 from tapewatch.errors import StorageUnavailable
 from tapewatch.risk import DAY_MS, Candidate, RiskParams
 from tests.adapters.signal_builders import entry, win

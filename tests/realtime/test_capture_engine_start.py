@@ -204,7 +204,7 @@ def test_a_capture_without_an_engine_start_replays_as_before(capture: Path) -> N
 
 def test_the_engine_start_state_round_trips() -> None:
     """The state is captured with msgspec and read back to the same value (floats exactly)."""
-    from tapewatch.engine import EngineState, OpenEntry
+    from tapewatch.engine_restore import EngineState, OpenEntry
 
     s = entry("BTCUSDT", 1_760_000_000_000)
     state = EngineState(open=[OpenEntry(signal=s, outcome=triggered(s))], day_counts={20_000: {"HIGH": 3}})

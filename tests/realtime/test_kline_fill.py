@@ -19,7 +19,7 @@ from realtime.service import FeedService
 from realtime.ws_delivery import Received
 from tapewatch.adapters.rest_session import RestResponse
 from tapewatch.events import Candle
-from tapewatch.market import KlineFillNeeded
+from tapewatch.market_klines import KlineFillNeeded
 from tapewatch.settings import Settings
 
 T0 = 1_700_000_040_000  # a minute boundary

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from realtime.live_state import LiveState
-from realtime.service import TIMEFRAMES, FeedService
+from realtime.service import FeedService
+from realtime.service_universe import TIMEFRAMES
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState

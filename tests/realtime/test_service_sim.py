@@ -16,7 +16,8 @@ import sqlalchemy
 
 from realtime.main import exchange_settings, run_service
 from realtime.replay import replay, run_replay
-from realtime.service import FeedService, choose_universe
+from realtime.service import FeedService
+from realtime.service_universe import choose_universe
 from realtime.sim.server import SimExchange
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.adapters.cancels import await_chain, where

@@ -10,7 +10,8 @@ from realtime.snapshots import RestAnswer, SnapshotScheduler
 from realtime.timebase import Timebase
 from tapewatch.errors import BinanceRequestError, FeedError, IpBanned, RateLimited
 from tapewatch.events import DepthSnapshot, DepthUpdate
-from tapewatch.market import Market, SnapshotNeeded
+from tapewatch.market import Market
+from tapewatch.market_depth import SnapshotNeeded
 from tapewatch.parse import Frame
 from tapewatch.streams import Kind
 

@@ -15,7 +15,8 @@ import msgspec
 import pytest
 
 from tapewatch.events import CONTROL_DEPTH_RESTART, CONTROL_PAUSED, ControlChange, DepthRestart
-from tapewatch.market import Market, SnapshotNeeded
+from tapewatch.market import Market
+from tapewatch.market_depth import SnapshotNeeded
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.streams import Kind
 

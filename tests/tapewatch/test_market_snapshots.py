@@ -13,7 +13,8 @@ import pytest
 from tapewatch.book import Applied, Dropped, OrderBook
 from tapewatch.book_types import BookState
 from tapewatch.events import DepthSnapshot, DepthUpdate
-from tapewatch.market import SNAPSHOT_RETRY_MAX_MS, SNAPSHOT_RETRY_MS, Market, SnapshotNeeded
+from tapewatch.market import Market
+from tapewatch.market_depth import SNAPSHOT_RETRY_MAX_MS, SNAPSHOT_RETRY_MS, SnapshotNeeded
 from tapewatch.parse import Frame
 from tapewatch.polled import PolledSnapshot
 from tapewatch.streams import Kind

@@ -8,7 +8,7 @@ import pytest
 
 from tapewatch.adapters.binance_weights import klines_weight
 from tapewatch.errors import ConfigError
-from tapewatch.market import history_klines
+from tapewatch.market_klines import history_klines
 from tapewatch.settings import load_settings
 from tapewatch.universe import ScoreComponents, score, weights_from
 from tests.tapewatch.engine_rig import SYM, T0, Rig

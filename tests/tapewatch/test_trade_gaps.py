@@ -6,7 +6,8 @@ import msgspec
 import pytest
 
 from tapewatch.events import AggTrade, DepthUpdate
-from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, SnapshotNeeded
+from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig
+from tapewatch.market_depth import SnapshotNeeded
 from tapewatch.market_trades import AGG_ID_LEAD_MAX_IDS
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.streams import Kind

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from tapewatch.book import Applied, NeedsResync, OrderBook
 from tapewatch.events import BookTicker, DepthSnapshot, DepthUpdate
-from tapewatch.market import snapshot_limit
+from tapewatch.market_depth import snapshot_limit
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.topcheck import TopCheck
 
