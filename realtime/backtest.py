@@ -23,11 +23,15 @@ def backtest(paths: Iterable[Path], settings: Settings | None = None) -> dict[st
     """The ``backtest --json`` object: the replay summary plus ``signal_list`` and ``metrics``."""
     result = run_replay(paths, settings)
     issued = {s.signal_id for s in result.signals if s.signal_type == "ENTRY"}
+    # A signal's latest view stands, as PostgreSQL keeps one row per signal: a signal an engine finished can
+    # be restored open by a later engine start (the live run was stopped before its outcome was written) and
+    # followed again; it is counted once, as the last engine left it.
     outcomes: dict[str, Outcome] = {o.signal.signal_id: o for o in result.finished}
     still_open = list(result.engine.open) if result.engine is not None else []
     if result.engine is not None:
         for sid, held in result.engine.open.items():
             outcomes[sid] = held.tracker.outcome()
+    done = [o for o in outcomes.values() if o.finished]
     signal_list = []
     for signal in result.signals:
         if signal.signal_type != "ENTRY":
@@ -36,14 +40,14 @@ def backtest(paths: Iterable[Path], settings: Settings | None = None) -> dict[st
         outcome = outcomes.get(signal.signal_id)
         entry["outcome"] = _outcome_view(outcome) if outcome is not None else None
         signal_list.append(entry)
-    finished = [o for o in result.finished if o.signal.signal_id in issued]
+    finished = [o for o in done if o.signal.signal_id in issued]
     return {
         **result.summary,
         "signal_list": signal_list,
         "metrics": summarize(finished).to_spec(),
         "open_at_end": sum(1 for sid in still_open if sid in issued),
         # signals a captured engine start restored (issued before the capture): not in the metrics
-        "restored_finished": sum(1 for o in result.finished if o.signal.signal_id not in issued),
+        "restored_finished": sum(1 for o in done if o.signal.signal_id not in issued),
         "restored_open": sum(1 for sid in still_open if sid not in issued),
     }
 

@@ -209,3 +209,52 @@ def test_the_engine_start_state_round_trips() -> None:
     s = entry("BTCUSDT", 1_760_000_000_000)
     state = EngineState(open=[OpenEntry(signal=s, outcome=triggered(s))], day_counts={20_000: {"HIGH": 3}})
     assert msgspec.json.decode(msgspec.json.encode(state), type=EngineState) == state
+
+
+def test_a_signal_finished_before_a_restart_and_restored_by_it_counts_once(
+    capture: Path, tmp_path: Path
+) -> None:
+    """A live run finished a signal but was stopped before its outcome reached PostgreSQL: the next run
+    restored it open and followed it again. The backtest counts it once, as the last engine left it."""
+    from realtime.replay import run_replay
+    from tapewatch.engine_restore import EngineState, OpenEntry
+
+    plain = run_replay([capture], Settings())
+    done = sorted(plain.finished, key=lambda o: o.exit_time or 0)
+    assert done, "the capture must finish a signal"
+    first = done[0]
+    assert first.exit_time is not None
+    body = list(iter_capture(capture_files([capture])))
+    cut = next(i for i, line in enumerate(body) if json.loads(line)["recv"] > first.exit_time + 5_000)
+    # the second run starts after the first finished the signal, with the signal restored open (triggered)
+    signal = next(s for s in plain.signals if s.signal_id == first.signal.signal_id)
+    state = EngineState(open=[OpenEntry(signal=signal, outcome=triggered(signal))])
+    start = Lines()
+    start.write(
+        json.loads(body[cut])["recv"],
+        CONTROL_ENGINE_START,
+        msgspec.json.encode(
+            {
+                "version": 1,
+                "parameters": {},
+                "tuning": 0,
+                "state": msgspec.json.decode(msgspec.json.encode(state)),
+            }
+        ),
+    )
+    captured = tmp_path / "00.jsonl.gz"
+    captured.write_bytes(
+        gzip.compress(b"".join(line + b"\n" for line in [*body[:cut], *start.lines, *body[cut:]]))
+    )
+
+    result = backtest([captured], Settings())
+    assert [s["open_signals"] for s in result["engine_starts"]] == [1]
+    listed = [s for s in result["signal_list"] if s["signal_id"] == first.signal.signal_id]
+    assert len(listed) == 1
+    views = [s["outcome"] for s in result["signal_list"] if s["outcome"] is not None]
+    finished = [o for o in views if o["finished"]]
+    # every finished signal of the list once in the metrics, and the restored one in open_at_end or the
+    # metrics, never both
+    assert result["metrics"]["signals_generated"] == len(finished)
+    assert result["open_at_end"] == len(views) - len(finished)
+    assert result["restored_finished"] == 0 and result["restored_open"] == 0
