@@ -9,10 +9,14 @@ on any entry, and re-reads them anyway every ``reread_every`` seconds in case an
 only what changed, logs each change in one line and counts it:
 
 - ``universe``: follow the listed symbols, live (subscribe/unsubscribe, no reconnect); unknown or non-tradable
-  symbols are logged and ignored. Absent: the universe the service chose at start. With a fixed universe
-  (``Settings.symbols``: ``TAPEWATCH_SYMBOLS`` or ``tapewatch run --symbols``) only a list drawn from it is
-  followed (the rescan publishes the fixed list, exclusions remove symbols from it); a list naming any other
-  symbol (a platform choosing by score, not told of the fixed list) is refused and the fixed list kept.
+  symbols are logged and ignored. The tradable list is the service's exchangeInfo, fetched at start and kept; a
+  universe naming a symbol it does not list (a contract listed since, chosen by a rescan) has exchangeInfo
+  fetched again (``refresh``, at most once per ``recheck_after``: a command that comes sooner is applied with
+  the known symbols and judged again once the refetch is allowed) before that symbol is ignored. Absent: the
+  universe the service chose at start. With a fixed universe (``Settings.symbols``: ``TAPEWATCH_SYMBOLS`` or
+  ``tapewatch run --symbols``) only a list drawn from it is followed (the rescan publishes the fixed list,
+  exclusions remove symbols from it); a list naming any other symbol (a platform choosing by score, not told of
+  the fixed list) is refused and the fixed list kept.
 - ``max_universe``: keep the first N symbols of that universe (shed load); the full one returns when the key
   goes.
 - ``paused``: the risk gate rejects every candidate with fate ``paused`` (candidates are still evaluated and
@@ -85,7 +89,8 @@ class ControlConfig:
     """Timing of the control loop (seconds).
 
     ``reread_every``: the keys are re-read at least this often even when no event arrives.
-    ``recheck_after``: a universe that could not be checked yet (exchangeInfo unavailable) is retried this soon.
+    ``recheck_after``: a universe that could not be checked yet (exchangeInfo unavailable) is retried this soon;
+    also the shortest time between two refetches of exchangeInfo for symbols it did not list.
     ``retry_base``/``retry_cap``: backoff while Redis is unavailable (full jitter, doubling up to the cap).
     """
 
@@ -150,10 +155,12 @@ class ControlLoop:
     Redis or command trouble.
 
     ``tradable`` returns the tradable symbols of exchangeInfo (the service fetches them once at start-up and
-    keeps them); it is only called when the control key names a universe. With ``shard`` (``--shard I/N``)
-    the control keys stay global — the universe and ``max_universe`` are the platform's whole choice — and
-    this instance follows only the symbols of its shard among them. ``fixed``: the service's fixed universe
-    (``Settings.symbols``; empty: chosen by score).
+    keeps them); it is only called when the control key names a universe. ``refresh`` fetches exchangeInfo
+    again and returns its tradable symbols (the service also re-captures the tick sizes then): called when a
+    universe names a symbol ``tradable`` does not list, at most once per ``recheck_after`` (None: never). With
+    ``shard`` (``--shard I/N``) the control keys stay global — the universe and ``max_universe`` are the
+    platform's whole choice — and this instance follows only the symbols of its shard among them. ``fixed``: the
+    service's fixed universe (``Settings.symbols``; empty: chosen by score).
     """
 
     def __init__(
@@ -162,6 +169,7 @@ class ControlLoop:
         target: Steerable,
         *,
         tradable: TradableSymbols,
+        refresh: TradableSymbols | None = None,
         config: ControlConfig | None = None,
         timebase: Timebase = REAL_TIME,
         shard: Shard = WHOLE,
@@ -176,6 +184,7 @@ class ControlLoop:
         self.applied: AppliedControl | None = None
         self.redis_up = True
         self._tradable = tradable
+        self._refresh = refresh
         self._tb = timebase
         self._backoff = Backoff(
             self.config.retry_base, self.config.retry_cap, healthy_after=float("inf"), random=timebase.random
@@ -185,6 +194,12 @@ class ControlLoop:
         # The last universe command judged, and the verdict (so a periodic re-read does not log it again).
         self._judged: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
         self._unchecked = False
+        # exchangeInfo refetches for symbols the kept list lacks: when the last one was asked for (monotonic),
+        # whether the last verdict is on the kept list only (a refetch was not allowed yet: judged again once it
+        # is), and the unknown symbols last logged for the command (not logged again by that second judgement)
+        self._refetched_at: float | None = None
+        self._provisional = False
+        self._logged_ignored: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._start_universe: tuple[str, ...] = ()
         # The control marker seen at the last read (None: not established yet).
         self._marker: str | None = None
@@ -273,7 +288,37 @@ class ControlLoop:
         wait = self.config.reread_every
         if self._unchecked:
             wait = min(wait, self.config.recheck_after)
+        if self._provisional:
+            wait = min(wait, max(self._refetch_wait(), 0.001))
         return self._tb.monotonic() + wait
+
+    def _refetch_wait(self) -> float:
+        """Seconds until exchangeInfo may be fetched again (<= 0: now)."""
+        if self._refetched_at is None:
+            return 0.0
+        return self._refetched_at + self.config.recheck_after - self._tb.monotonic()
+
+    async def _tradable_for(self, asked: Sequence[str]) -> Collection[str]:
+        """The tradable symbols to judge ``asked`` on: the kept list, or a fresh one when ``asked`` names a
+        symbol the kept list lacks and a refetch is allowed (else the verdict is provisional). The REST
+        client's errors are raised."""
+        tradable = await self._tradable()
+        self._provisional = False
+        if self._refresh is None or all(symbol in tradable for symbol in asked):
+            return tradable
+        if self._refetch_wait() > 0:
+            self._provisional = True
+            return tradable
+        self._refetched_at = self._tb.monotonic()
+        self.counters["tradable_refetched"] += 1
+        fresh = await self._refresh()
+        listed = [s for s in dict.fromkeys(asked) if s in fresh and s not in tradable]
+        log.info(
+            "control: exchangeInfo fetched again for symbols it did not list%s",
+            f"; now tradable: {', '.join(listed[:20])}" if listed else ": none of them is tradable",
+            extra=_EXTRA,
+        )
+        return fresh
 
     async def _read_and_apply(self, cause: str) -> None:
         state, marker = await self.redis.read_control_marked()
@@ -401,13 +446,18 @@ class ControlLoop:
         if state.universe is None:
             self._judged = None
             self._unchecked = False
+            self._provisional = False
             return self._start_universe, "start"
         asked = state.universe
-        if self._judged is not None and self._judged[0] == asked:
+        # judged before on the kept list only, and a refetch is allowed now: judged again (the refusals that
+        # verdict logged are not logged again)
+        again = self._provisional and self._refetch_wait() <= 0
+        refused_before = again and self._judged == (asked, None)
+        if self._judged is not None and self._judged[0] == asked and not again:
             verdict = self._judged[1]
             return (verdict, "control") if verdict is not None else (before.base, before.source)
         try:
-            tradable = await self._tradable()
+            tradable = await self._tradable_for(asked)
         except Exception as exc:  # the REST client's errors, whatever they are: check again soon
             if not self._unchecked:
                 log.warning(
@@ -423,7 +473,8 @@ class ControlLoop:
             return before.base, before.source
         self._unchecked = False
         kept, ignored = known_symbols(asked, tradable)
-        if ignored:
+        if ignored and self._logged_ignored != (asked, ignored):
+            self._logged_ignored = (asked, ignored)
             self.counters["ignored_symbols"] += len(ignored)
             log.warning(
                 "control: ignoring %d unknown or non-tradable symbols of the universe: %s",
@@ -431,6 +482,8 @@ class ControlLoop:
                 ", ".join(ignored[:20]) + (" ..." if len(ignored) > 20 else ""),
                 extra=_EXTRA,
             )
+        if not kept and refused_before:
+            return before.base, before.source
         if not kept:  # an empty list too: watching nothing is never what the platform means
             self.counters["rejected"] += 1
             log.error(
@@ -442,6 +495,8 @@ class ControlLoop:
             self._judged = (asked, None)
             return before.base, before.source
         outside = [symbol for symbol in kept if symbol not in self.fixed] if self.fixed else []
+        if outside and refused_before:
+            return self._start_universe, "start"
         if outside:
             # the platform chose by score (Dagster without the same TAPEWATCH_SYMBOLS): the fixed list stands
             self.counters["rejected"] += 1
@@ -506,6 +561,8 @@ class ControlLoop:
             # universes refused (none of their symbols tradable, or empty) and checks exchangeInfo could not make
             "control_rejected": self.counters["rejected"],
             "control_universe_unchecked": self.counters["universe_unchecked"],
+            # exchangeInfo fetched again for a universe naming a symbol the kept list lacked (a new listing)
+            "control_tradable_refetched": self.counters["tradable_refetched"],
             "control_errors": self.counters["errors"],
             # times Redis came back without the control state (restored from what this service applied)
             "control_state_lost": self.counters["state_lost"],

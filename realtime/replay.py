@@ -27,7 +27,7 @@ from realtime.capture import ReadStats, capture_files, iter_capture
 from tapewatch.engine import SignalEngine
 from tapewatch.engine_restore import EngineState
 from tapewatch.errors import ConfigError
-from tapewatch.events import ENGINE_START_VERSION, EngineStart
+from tapewatch.events import ENGINE_START_VERSION, EngineStart, Instruments
 from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, Request
 from tapewatch.market_depth import SnapshotNeeded
 from tapewatch.market_klines import KlineFillNeeded
@@ -144,7 +144,10 @@ def run_replay(
     starts: list[dict[str, Any]] = []  # the captured engine starts, as the summary says them
     start_lines = Counter[
         str
-    ]()  # control:engine_start lines read: the service wrote them, no message it received
+    ]()  # control:engine_start and control:instruments lines read: the service wrote them, not received
+    instruments: Instruments | None = (
+        None  # the last control:instruments line: the tick sizes stops are put on
+    )
 
     def start_engine(recv: int, line: EngineStart) -> None:
         """A captured engine start: a fresh market and engine, as the live service's start had, with the live
@@ -172,6 +175,8 @@ def run_replay(
         if signals:
             engine = SignalEngine(tuned, market)
             engine.restore(state)
+            if instruments is not None:  # the tick sizes stand until the next exchangeInfo fetch's line
+                engine.set_instruments(instruments)
             result.engine = engine
         starts.append(
             {"recv": recv, "open_signals": len(state.open), "tuning": line.tuning, "parameters": applied}
@@ -187,10 +192,17 @@ def run_replay(
 
     def step(frame: Frame) -> None:
         """One frame through the market and the engine (the loop below inlines the same for speed). A
-        captured command (pause/resume) goes to the engine only; a captured engine start (re)starts both."""
+        captured command (pause/resume) goes to the engine only; a captured engine start (re)starts both; the
+        captured tick sizes (``control:instruments``) go to the engine, as the live service gave them to its."""
+        nonlocal instruments
         if frame.kind is Kind.CONTROL:
             if type(frame.event) is EngineStart:
                 start_engine(frame.recv, frame.event)
+            elif type(frame.event) is Instruments:
+                start_lines["instruments"] += 1
+                instruments = frame.event
+                if engine is not None:
+                    engine.set_instruments(instruments)
             elif engine is not None:
                 engine.on_frame(frame)
             return
@@ -226,7 +238,7 @@ def run_replay(
             "open signals, cooldowns or daily counts) with the settings given; a run's later hour files carry "
             "none, give the run's first file to start from its restored state"
         )
-    messages -= start_lines["read"]  # the live market counted no such line
+    messages -= start_lines["read"] + start_lines["instruments"]  # the live market counted no such line
     totals = market.totals()
     for name, n in retired.items():
         totals[name] += n

@@ -189,6 +189,7 @@ class FeedService(FeedUniverse, FeedRest):
                 redis,
                 self,
                 tradable=self.tradable_symbols,
+                refresh=self.refresh_tradable,  # a symbol listed since the start: exchangeInfo again
                 config=control,
                 shard=self.shard,
                 fixed=self.settings.symbols or (),

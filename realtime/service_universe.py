@@ -11,6 +11,8 @@ import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from realtime.backup_feed import BackupFeed
 from realtime.history import HistoryLoader
 from realtime.snapshots import SnapshotScheduler
@@ -20,11 +22,14 @@ from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.engine import DEPTH_UNSUBSCRIBED, SignalEngine
 from tapewatch.errors import ConfigError
+from tapewatch.events import CONTROL_INSTRUMENTS, Instruments
 from tapewatch.settings import PRIMARY_TF, Settings
 from tapewatch.streams import Kind, parse_stream, symbol_streams
+from tapewatch.trade_plan import tick_sizes
 from tapewatch.universe import top_by_volume, tradable_perpetuals
 
 if TYPE_CHECKING:
+    from realtime.capture import CaptureWriter
     from tapewatch.market_depth import SnapshotNeeded
 
 log = logging.getLogger("realtime.service")  # the service's logger: its lines keep the name they always had
@@ -69,6 +74,7 @@ class FeedUniverse:
     settings: Settings
     rest: BinanceRest
     pool: StreamPool
+    capture: CaptureWriter | None
     engine: SignalEngine
     snapshots: SnapshotScheduler
     fills: TradeFiller
@@ -183,11 +189,24 @@ class FeedUniverse:
 
     async def tradable_symbols(self) -> frozenset[str]:
         """The tradable USDT perpetuals of exchangeInfo, fetched once and kept (the REST client's errors
-        are raised while it cannot be fetched)."""
+        are raised while it cannot be fetched); :meth:`refresh_tradable` fetches them again."""
         if self._tradable is None:
-            info, _ = await self.rest.exchange_info()
-            self._tradable = frozenset(tradable_perpetuals(info.symbols))
+            return await self.refresh_tradable()
         return self._tradable
+
+    async def refresh_tradable(self) -> frozenset[str]:
+        """Fetch exchangeInfo (through the REST weight budget) and keep its tradable USDT perpetuals; their tick
+        sizes go to the engine through a ``control:instruments`` line captured right there, so a replay puts
+        stops and targets on the same grid from the same place in the tape. The control loop calls it when a
+        universe names a symbol the kept list lacks (listed since the start)."""
+        info, _ = await self.rest.exchange_info()
+        tradable = frozenset(tradable_perpetuals(info.symbols))
+        self._tradable = tradable
+        line = Instruments(tick_sizes((s.symbol, s.tick_size) for s in info.symbols if s.symbol in tradable))
+        if self.capture is not None:
+            self.capture.write(_wall_ms(), CONTROL_INSTRUMENTS, msgspec.json.encode(line))
+        self.engine.set_instruments(line)
+        return tradable
 
     def _history_wanted(self, symbol: str, interval: str) -> bool:
         """Whether ``symbol`` still needs its ``interval`` history: in the universe, or retained for open

@@ -39,7 +39,7 @@ from tapewatch.quality import Tier, breakpoints, score_quality
 from tapewatch.risk import DAY_MS as DAY_MS  # re-exported: realtime.signal_desk reads it from here
 from tapewatch.risk import RiskParams, RiskState, SharedGate
 from tapewatch.rules import Direction
-from tapewatch.settings import Settings
+from tapewatch.settings import TIMEFRAME_MS, Settings
 from tapewatch.setups import Setups
 from tapewatch.sharding import WHOLE, Shard
 from tapewatch.signal import Candidate, Signal, TierHistory
@@ -54,6 +54,17 @@ RemoteCloses = Callable[[str], Sequence[tuple[int, float]] | None]
 #: The reason of the captured depth restart (``control:depth_restart``) that marks a symbol retained: it left
 #: the universe with open signals, its book is let go and its trades are only followed, never evaluated.
 DEPTH_UNSUBSCRIBED = "unsubscribed"
+
+#: How many context (``primary_tf``, 15m) bars the newest closed one may end before an evaluation's event time
+#: and still be judged on (``not_evaluated_context_stale`` beyond). The bar forming at the event is never
+#: closed and the one before it closes with a kline sent at its end, so a live stream keeps the newest closed
+#: bar ending less than one bar (plus the kline's delivery) before the event; two leave a whole bar for a late
+#: or lost closing kline (the next bar's first kline closes it provisionally and asks for its refill). Beyond,
+#: the symbol's kline stream is silent while its other streams flow (a connection only reported, up to its
+#: 23.5 h rollover, or a symbol whose hole is still being refilled): RSI(9), divergence, levels, volume
+#: intensity and the ATR of the stop and size would come from old bars. A constant, not a setting: the bound
+#: follows from how klines close; a looser one only lets older context through.
+CONTEXT_MAX_AGE_BARS = 2
 
 
 @dataclass(slots=True)
@@ -74,7 +85,7 @@ class EngineOutput:
 class SymbolCounts:
     """How often a symbol was evaluated, the event time of the last evaluation, and why setups on it could
     not be judged (``book_stale``, ``book_syncing`` before its first sync, ``book_resyncing`` out of sync after
-    it, ``book_crossed``, ``no_context``, ``trades_stale``, ``trades_filling``)."""
+    it, ``book_crossed``, ``no_context``, ``context_stale``, ``trades_stale``, ``trades_filling``)."""
 
     evaluations: int = 0
     last_evaluated: int = 0
@@ -113,6 +124,7 @@ class SignalEngine(EngineCandidates, EngineRestore):
         self._setups = Setups(int(settings.setup_reset_seconds * 1000))
         self._breakpoints = breakpoints(settings)
         self._trade_stale_ms = round(settings.trade_stale_after * 1000)
+        self._context_max_age_ms = CONTEXT_MAX_AGE_BARS * TIMEFRAME_MS[PRIMARY_TF]
         self._incidents: dict[str, BookIncidents] = {}  # symbol -> its book's gaps and resyncs by event time
         # symbol -> ((last 15m open time, series revision), average volume)
         self._context: dict[str, tuple[tuple[int, int], float | None]] = {}
@@ -227,6 +239,9 @@ class SignalEngine(EngineCandidates, EngineRestore):
         if intensity is None:  # no 15m context yet (kline history missing): the setup cannot be judged
             self._not_evaluated(counts, "no_context")
             return
+        if self.context_stale(st, now):  # the kline stream went silent: the candle features are old
+            self._not_evaluated(counts, "context_stale")
+            return
         if intensity <= s.volume_confirmation_multiplier:
             return
         book = st.book
@@ -268,6 +283,12 @@ class SignalEngine(EngineCandidates, EngineRestore):
         if now - st.flow.last_time > self._trade_stale_ms:
             return "stale"
         return "fresh"
+
+    def context_stale(self, st: SymbolState, now: int) -> bool:
+        """Whether the symbol's newest closed context bar ended more than :data:`CONTEXT_MAX_AGE_BARS` bars
+        before event time ``now`` (at the bound exactly it is still judged). Call once closed bars exist."""
+        newest = st.candles[PRIMARY_TF].closed[-1]
+        return now - (newest.close_time + 1) > self._context_max_age_ms
 
     def _not_evaluated(self, counts: SymbolCounts, reason: str) -> None:
         self.counters[f"not_evaluated_{reason}"] += 1

@@ -3,6 +3,12 @@ the local risk gate and (with shards) the shared gate decide whether it becomes 
 its risk slot and reservation and feeds its tier history.
 
 A mixin of :class:`tapewatch.engine.SignalEngine` (kept apart to keep that module small); pure like it.
+
+The stop and targets of a signal are put on its symbol's price grid (:func:`tapewatch.trade_plan.plan_trade`)
+from the tick sizes of the last ``control:instruments`` line (:meth:`EngineCandidates.set_instruments`: the
+service applies each one as it fetches exchangeInfo and captures it, a replay applies the captured one at the
+same place). A capture without that line (older ones), or a symbol it does not list, leaves them unrounded:
+counted (``plans_unrounded``) and logged once.
 """
 
 from __future__ import annotations
@@ -10,11 +16,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from tapewatch.book_incidents import BookIncidents
 from tapewatch.correlation import return_correlation
-from tapewatch.events import Candle
+from tapewatch.events import Candle, Instruments
 from tapewatch.feature_vector import feature_vector
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import Outcome, OutcomeParams
@@ -36,6 +43,7 @@ from tapewatch.settings import Settings
 from tapewatch.setups import Setups
 from tapewatch.signal import FATE_SIGNAL, TierHistory, make_candidate, propose, signal_id_for
 from tapewatch.signal_follow import OpenSignals, learn
+from tapewatch.trade_plan import parse_tick_size
 
 if TYPE_CHECKING:
     from tapewatch.engine import EngineOutput, RemoteCloses
@@ -60,6 +68,52 @@ class EngineCandidates:
     _following: OpenSignals
     _setups: Setups
     _incidents: dict[str, BookIncidents]
+    # symbol -> price step, from the last control:instruments line (None: no line yet); instance attributes
+    # once set_instruments runs, these class values until then
+    _tick_sizes: dict[str, Decimal] | None = None
+    _unrounded_logged: frozenset[str] = frozenset()  # symbols whose unrounded plan was logged ("" : no line)
+
+    def set_instruments(self, instruments: Instruments) -> None:
+        """Take the symbols' price steps of a ``control:instruments`` line, replacing those known. A step that
+        is not a decimal > 0 is dropped (its symbol's plans stay unrounded) and logged."""
+        ticks: dict[str, Decimal] = {}
+        bad: list[str] = []
+        for symbol, text in instruments.tick_sizes.items():
+            try:
+                ticks[symbol] = parse_tick_size(text)
+            except ValueError:
+                bad.append(f"{symbol}={text!r}")
+        if bad:
+            log.warning(
+                "control:instruments: %d tick sizes are not decimals > 0, their symbols' stops and targets are "
+                "not rounded: %s",
+                len(bad),
+                ", ".join(bad[:10]),
+            )
+        self._tick_sizes = ticks
+        self._unrounded_logged = frozenset()
+        log.info("tick sizes of %d symbols known: stops and targets on their price grid", len(ticks))
+
+    def _note_unrounded(self, symbol: str) -> None:
+        """A signal issued with a plan made without the symbol's tick size: counted, logged once per symbol
+        (once in all while no control:instruments line was seen)."""
+        self.counters["plans_unrounded"] += 1
+        key = symbol if self._tick_sizes is not None else ""
+        if key in self._unrounded_logged:
+            return
+        self._unrounded_logged = self._unrounded_logged | {key}
+        if key:
+            log.warning(
+                "no tick size known for %s (not in the last exchangeInfo): its stop and targets are not rounded "
+                "to the price grid",
+                symbol,
+                extra={"symbol": symbol},
+            )
+        else:
+            log.warning(
+                "no tick sizes known (no control:instruments line yet, as in captures made before it): stops and "
+                "targets are not rounded to the price grid"
+            )
 
     def _gate_would_pass(self, symbol: str, direction: Direction, tier: Tier, now: int) -> bool:
         """The local risk gate's verdict on the setup now, read-only (a cooldown is not used up)."""
@@ -105,8 +159,14 @@ class EngineCandidates:
             if not quiet:
                 self.counters["rules_rejected"] += 1
             return None
+        tick = None if self._tick_sizes is None else self._tick_sizes.get(st.symbol)
         proposal = propose(
-            features, evaluation, self.settings, self.history, created_after_agg_id=created_after_agg_id(st)
+            features,
+            evaluation,
+            self.settings,
+            self.history,
+            created_after_agg_id=created_after_agg_id(st),
+            tick_size=tick,
         )
         size = st.flow.large_trade_size  # what large_buys / large_sells were counted at: kept for tuning
 
@@ -143,6 +203,8 @@ class EngineCandidates:
             fate = str(decision.rule)
             return row(fate, decision.reason or fate)
         row(FATE_SIGNAL)
+        if tick is None:
+            self._note_unrounded(st.symbol)
         out.signals.append(signal)
         self._following.add(signal)
         self.counters["signals"] += 1

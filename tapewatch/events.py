@@ -177,6 +177,19 @@ CONTROL_ENGINE_START = "control:engine_start"
 ENGINE_START_VERSION = 1
 
 
+class Instruments(msgspec.Struct, frozen=True, gc=False):
+    """The symbols' price steps (exchangeInfo ``PRICE_FILTER.tickSize``, as plain decimals: ``{"BTCUSDT":
+    "0.1"}``), the grid the signal engine puts stops and targets on. The realtime service captures one line
+    (stream ``control:instruments``) each time it fetches exchangeInfo, and applies it to its engine right
+    there, so a replay rounds from the same place in the tape. Each line replaces the previous one whole."""
+
+    tick_sizes: dict[str, str]
+
+
+#: The capture stream of the symbols' price steps (see :class:`Instruments`).
+CONTROL_INSTRUMENTS = "control:instruments"
+
+
 class KlineRow(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One row of ``/fapi/v1/klines`` (an array; the trailing "ignore" element is dropped)."""
 
@@ -238,6 +251,7 @@ MarketEvent = (
     | ControlChange
     | DepthRestart
     | EngineStart
+    | Instruments
 )
 
 

@@ -38,7 +38,8 @@ def snapshot_limit(stream: str) -> int | None:
 
 
 class SnapshotNeeded(NamedTuple):
-    """The book of ``symbol`` needs a REST snapshot (cold start, gap, crossed book, stream restart)."""
+    """The book of ``symbol`` needs a REST snapshot (cold start, gap, crossed book, a bookTicker that proved it
+    wrong, stream restart)."""
 
     symbol: str
     reason: str
@@ -77,8 +78,9 @@ class MarketDepth(MarketClock):
         book = st.book
         outcome = book.apply(ev)
         if outcome is APPLIED:  # the common case, without the dispatch of _book_outcome
-            st.check.on_sides(ev.final_id, book.bids, book.asks)  # the bookTicker proof, no Top unless kept
-            return None
+            # the bookTicker proof (no Top unless kept): a mismatch restarts the book
+            wrong = st.check.on_sides(ev.final_id, book.bids, book.asks)
+            return None if wrong is None else self._proven_wrong(st, wrong)
         if outcome is BUFFERED and st.snapshot_pending:  # waiting for the snapshot asked for (a cold start)
             return None
         return self._book_outcome(st, outcome)
@@ -111,12 +113,23 @@ class MarketDepth(MarketClock):
                 extra={"symbol": st.symbol, "stream": "depth"},
             )
 
-    def _on_book_ticker(self, st: SymbolState, ev: BookTicker) -> None:
+    def _on_book_ticker(self, st: SymbolState, ev: BookTicker) -> SnapshotNeeded | None:
         if ev.update_id <= st.last_ticker_id and not self._ticker_id_bogus(st, ev):
             self.counters["out_of_order_book_ticker"] += 1
-            return
+            return None
         st.last_ticker_id = ev.update_id
-        st.check.on_ticker(ev)
+        wrong = st.check.on_ticker(ev)
+        return None if wrong is None else self._proven_wrong(st, wrong)
+
+    def _proven_wrong(self, st: SymbolState, mismatch: str) -> SnapshotNeeded | None:
+        """A bookTicker disagreed with the book at the same update id (``mismatch``, counted by the check):
+        the book is wrong and is never read again as it is. It goes out of sync and asks for a snapshot by the
+        path a sequence gap takes (:meth:`_book_outcome`: ``resync_requests``, logged, one snapshot pending,
+        fetched by the live service's scheduler like every resync), reason ``book_mismatch: ...``, counted
+        ``resync_book_mismatch``; the engine skips the symbol (``book_resyncing``) until a snapshot synced it
+        again. A replay of the capture takes the same decision and finds the snapshot the live run fetched."""
+        self.counters["resync_book_mismatch"] += 1
+        return self._book_outcome(st, st.book.reset(f"book_mismatch: {mismatch}"))
 
     def _ticker_id_bogus(self, st: SymbolState, ev: BookTicker) -> bool:
         """Whether the ticker ``ev``, older than the symbol's last one, shows that last one's id was bogus: both
@@ -240,10 +253,10 @@ class MarketDepth(MarketClock):
     def _book_outcome(self, st: SymbolState, outcome: Outcome) -> SnapshotNeeded | None:
         if isinstance(outcome, Applied):
             book = st.book
-            st.check.on_sides(book.last_update_id, book.bids, book.asks)
             if outcome.synced_now:
                 self.counters["syncs"] += 1
-            return None
+            wrong = st.check.on_sides(book.last_update_id, book.bids, book.asks)
+            return None if wrong is None else self._proven_wrong(st, wrong)
         if isinstance(outcome, NeedsResync):
             self.counters["resync_requests"] += 1
             st.check.reset()

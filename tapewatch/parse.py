@@ -27,6 +27,7 @@ import msgspec
 from tapewatch.events import (
     CONTROL_DEPTH_RESTART,
     CONTROL_ENGINE_START,
+    CONTROL_INSTRUMENTS,
     CONTROL_PAUSED,
     AggTrade,
     BadRow,
@@ -36,6 +37,7 @@ from tapewatch.events import (
     DepthSnapshot,
     DepthUpdate,
     EngineStart,
+    Instruments,
     Kline,
     KlineHistory,
     KlineRow,
@@ -107,6 +109,7 @@ _line_decoder = msgspec.json.Decoder(CaptureLine)
 _control_decoder = msgspec.json.Decoder(ControlChange)
 _restart_decoder = msgspec.json.Decoder(DepthRestart)
 _engine_start_decoder = msgspec.json.Decoder(EngineStart)
+_instruments_decoder = msgspec.json.Decoder(Instruments)
 
 
 # Fast path for capture lines of websocket payloads: one decode of the whole line, the payload type picked
@@ -251,6 +254,9 @@ class FrameDecoder:
             if stream == CONTROL_ENGINE_START:
                 self._decode_control(recv, stream, data, _engine_start_decoder)
                 return None
+            if stream == CONTROL_INSTRUMENTS:
+                self._decode_control(recv, stream, data, _instruments_decoder)
+                return None
             if stream == CONTROL_DEPTH_RESTART:
                 return self._decode_restart(recv, stream, data)
             self._reject("unknown_stream", stream)
@@ -329,10 +335,13 @@ class FrameDecoder:
         recv: int,
         stream: str,
         data: bytes | msgspec.Raw,
-        decoder: msgspec.json.Decoder[ControlChange] | msgspec.json.Decoder[EngineStart],
+        decoder: msgspec.json.Decoder[ControlChange]
+        | msgspec.json.Decoder[EngineStart]
+        | msgspec.json.Decoder[Instruments],
     ) -> None:
-        """A captured pause/resume or engine start: like a page, it waits in :meth:`take_pending` (None is
-        returned), so only the callers that apply pending frames see it — never the market's per-message path."""
+        """A captured pause/resume, engine start or instruments line: like a page, it waits in
+        :meth:`take_pending` (None is returned), so only the callers that apply pending frames see it — never the
+        market's per-message path."""
         try:
             event = decoder.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:

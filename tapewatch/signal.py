@@ -23,6 +23,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -280,11 +281,13 @@ def propose(
     history: Mapping[Tier, TierHistory] | None = None,
     *,
     created_after_agg_id: int | None = None,
+    tick_size: Decimal | None = None,
 ) -> Proposal:
     """Score a passed evaluation, plan its trade and build its ENTRY signal, using ``history`` of the
     signal's tier (none known = the quality prior and the middle of the hold band); ``created_after_agg_id``
-    is stored with the signal (:class:`Signal`). Raises ValueError when the evaluation did not pass; a low
-    score or an impossible plan is a Proposal without a signal."""
+    is stored with the signal (:class:`Signal`); ``tick_size`` is the symbol's price step, the grid of the stop
+    and targets (None: not rounded, see :func:`~tapewatch.trade_plan.plan_trade`). Raises ValueError when the
+    evaluation did not pass; a low score or an impossible plan is a Proposal without a signal."""
     if not evaluation.passed:
         raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
     tiers = breakpoints(settings)  # the quality_*_min settings, which monthly tuning may tighten
@@ -307,6 +310,7 @@ def propose(
             features.atr_15m,
             features.support if long else features.resistance,
             settings,
+            tick_size=tick_size,
         )
     except ValueError as exc:
         return Proposal(quality=quality, signal=None, fate=FATE_NO_PLAN, fate_detail=str(exc))

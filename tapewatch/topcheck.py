@@ -5,6 +5,10 @@ separate streams in either order. The checker remembers recent book tops by ``u`
 bookTickers by ``u`` (both bounded) and compares whichever arrives second. A bookTicker whose ``u``
 falls strictly inside a diff's ``[U, u]`` shows a state a diff-built book never has: it is not
 comparable and is not counted.
+
+A mismatch proves the local book wrong: each comparing call returns its description (None otherwise) and the
+market restarts the book (:meth:`tapewatch.market_depth.MarketDepth._proven_wrong`), so it is never read until
+a new snapshot has synced it.
 """
 
 from __future__ import annotations
@@ -33,32 +37,34 @@ class TopCheck:
     _tops: dict[int, Top] = field(default_factory=dict)
     _tickers: dict[int, BookTicker] = field(default_factory=dict)
 
-    def on_book(self, update_id: int, top: Top | None) -> None:
-        """Record the top of book right after the diff with final id ``update_id`` was applied."""
+    def on_book(self, update_id: int, top: Top | None) -> str | None:
+        """Record the top of book right after the diff with final id ``update_id`` was applied. Returns the
+        mismatch (its sample text) when a ticker of ``update_id`` came first and disagrees, else None."""
         if top is None:
-            return
+            return None
         ticker = self._tickers.pop(update_id, None)
         if ticker is not None:
-            self._compare(ticker, top)
-            return
+            return self._compare(ticker, top)
         self._store(update_id, top)
+        return None
 
-    def on_sides(self, update_id: int, bids: Side, asks: Side) -> None:
+    def on_sides(self, update_id: int, bids: Side, asks: Side) -> str | None:
         """:meth:`on_book` for the top of ``bids`` / ``asks`` (a book's sides right after the diff with final id
         ``update_id``), same result. The per-diff path of :class:`~tapewatch.market.Market`: a :class:`Top` is
         built only when it is kept for a later ticker (or a mismatch is reported), not when a pending ticker
         is compared at once, and a symbol without pending tickers skips their lookup."""
         bid, ask = bids.best(), asks.best()
         if bid is None or ask is None:
-            return
+            return None
         if self._tickers:
             ticker = self._tickers.pop(update_id, None)
             if ticker is not None:
                 self.checks += 1
                 if (ticker.bid_price, ticker.bid_qty) != bid or (ticker.ask_price, ticker.ask_qty) != ask:
-                    self._mismatch(ticker, Top(bid[0], bid[1], ask[0], ask[1]))
-                return
+                    return self._mismatch(ticker, Top(bid[0], bid[1], ask[0], ask[1]))
+                return None
         self._store(update_id, Top(bid[0], bid[1], ask[0], ask[1]))
+        return None
 
     def _store(self, update_id: int, top: Top) -> None:
         """Keep ``top`` for a ticker of ``update_id`` still to come (the newest ``keep`` survive a trim)."""
@@ -67,15 +73,17 @@ class TopCheck:
         if len(tops) > 2 * self.keep:
             _drop_oldest(tops, self.keep)
 
-    def on_ticker(self, ticker: BookTicker) -> None:
+    def on_ticker(self, ticker: BookTicker) -> str | None:
+        """Compare ``ticker`` with the book's top at its update id when that is known, else keep it for the
+        diff still to come. Returns the mismatch (its sample text) when it disagrees, else None."""
         top = self._tops.pop(ticker.update_id, None)
         if top is not None:
-            self._compare(ticker, top)
-            return
+            return self._compare(ticker, top)
         tickers = self._tickers
         tickers[ticker.update_id] = ticker
         if len(tickers) > 2 * self.keep:
             _drop_oldest(tickers, self.keep)
+        return None
 
     def forget_ticker(self, update_id: int) -> None:
         """Drop the pending ticker of ``update_id`` (one the market found bogus), so it is never compared."""
@@ -86,7 +94,7 @@ class TopCheck:
         self._tops.clear()
         self._tickers.clear()
 
-    def _compare(self, t: BookTicker, top: Top) -> None:
+    def _compare(self, t: BookTicker, top: Top) -> str | None:
         self.checks += 1
         if (t.bid_price, t.bid_qty, t.ask_price, t.ask_qty) != (
             top.bid_price,
@@ -94,16 +102,20 @@ class TopCheck:
             top.ask_price,
             top.ask_qty,
         ):
-            self._mismatch(t, top)
+            return self._mismatch(t, top)
+        return None
 
-    def _mismatch(self, t: BookTicker, top: Top) -> None:
-        """Count a ticker that disagrees with the book at its update id; keep the first 10 as samples."""
+    def _mismatch(self, t: BookTicker, top: Top) -> str:
+        """Count a ticker that disagrees with the book at its update id (the first 10 kept as samples); returns
+        its description."""
         self.mismatches += 1
+        sample = (
+            f"{t.symbol} u={t.update_id}: ticker {t.bid_price}x{t.bid_qty} / {t.ask_price}x{t.ask_qty}"
+            f" vs book {top.bid_price}x{top.bid_qty} / {top.ask_price}x{top.ask_qty}"
+        )
         if len(self.samples) < 10:
-            self.samples.append(
-                f"{t.symbol} u={t.update_id}: ticker {t.bid_price}x{t.bid_qty} / {t.ask_price}x{t.ask_qty}"
-                f" vs book {top.bid_price}x{top.bid_qty} / {top.ask_price}x{top.ask_qty}"
-            )
+            self.samples.append(sample)
+        return sample
 
 
 def _drop_oldest(entries: dict[int, V], keep: int) -> None:

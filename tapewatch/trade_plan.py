@@ -6,17 +6,26 @@
   ``stop_atr_multiple`` × ATR(15m) from the entry; never closer than ``min_stop_atr_multiple`` × ATR.
   A level on the wrong side of the entry (support at or above the ask) is ignored.
 - **Targets**: TP1 = entry ± ``tp1_r`` R, TP2 = entry ± ``tp2_r`` R, where R = |entry - stop|.
+- **Tick grid**: with the symbol's tick size (exchangeInfo ``PRICE_FILTER.tickSize``) the stop is rounded to the
+  grid *away* from the entry (never tighter than the rules ask) and R is taken from that stop; the targets are
+  rounded *toward* the entry (never further than ``tp1_r``/``tp2_r`` R). The prices are exact multiples of the
+  tick (``66938.4``, not ``66938.40000000001``): Binance rejects an order off the grid. The entry is the touch,
+  a price of the book, already on it. Without a tick size nothing is rounded.
 - **risk_reward_ratio**: expected reward with half the position closed at TP1 and half at TP2, over the risk:
   ``(tp1_r + tp2_r) / 2`` (1.5 with the defaults).
-- **suggested_position_size**: the share of capital (notional / capital) whose loss at the stop equals
-  ``risk_per_signal``: ``risk_per_signal / (R / entry)``, capped at ``max_position_size``.
+- **suggested_position_size**: the share of capital (notional / capital) whose loss at the stop, the taker fee
+  of both sides included (as the outcome charges it), equals ``risk_per_signal``:
+  ``risk_per_signal / ((R + fee·(entry + stop)) / entry)``, capped at ``max_position_size``. R stays the stop
+  distance (the unit of the targets and of P&L in R), so a stop-out is -1 R less the fees in R, and
+  ``risk_per_signal`` of capital.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 import msgspec
 
@@ -32,6 +41,8 @@ LEVEL_BUFFER_ATR = 0.1
 TP1_SHARE = 0.5
 #: Prior weight ``k`` of :func:`confidence`: how many past signals the quality score is worth.
 CONFIDENCE_PRIOR_WEIGHT = 20.0
+#: A price within this share of a tick of a grid point is on it (float noise: 0.3 / 0.1 = 2.9999999999999996).
+GRID_TOLERANCE = Decimal("1e-9")
 
 
 class TradePlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,12 +72,15 @@ def plan_trade(
     settings: Settings,
     *,
     level_buffer_atr: float = LEVEL_BUFFER_ATR,
+    tick_size: Decimal | None = None,
 ) -> TradePlan:
     """The trade plan of a ``direction`` setup at this touch (see the module docstring for the rules).
 
     ``level`` is the nearest support (LONG) or resistance (SHORT), or None. ``atr`` must be > 0: without
-    ATR(15m) no stop can be placed, and the caller rejects the candidate instead. Raises ValueError on a
-    non-finite or non-positive price, a crossed book, or targets that would fall to zero or below.
+    ATR(15m) no stop can be placed, and the caller rejects the candidate instead. ``tick_size``: the symbol's
+    price step (:func:`parse_tick_size`); None: prices are not rounded. Raises ValueError on a non-finite or
+    non-positive price, a crossed book, targets that would fall to zero or below, or a risk too small for the
+    tick (a target that rounds onto the entry or onto the other target).
     """
     check_price("best_bid", best_bid)
     check_price("best_ask", best_ask)
@@ -93,13 +107,25 @@ def plan_trade(
         distance, basis = floor, "min_atr"
 
     stop = entry - sign * distance
+    if tick_size is not None:
+        stop = on_tick(stop, tick_size, up=not long)  # away from the entry: down for LONG, up for SHORT
+        distance = abs(entry - stop)
     tp1 = entry + sign * settings.tp1_r * distance
     tp2 = entry + sign * settings.tp2_r * distance
+    if tick_size is not None:
+        tp1 = on_tick(tp1, tick_size, up=not long)  # toward the entry: down for LONG, up for SHORT
+        tp2 = on_tick(tp2, tick_size, up=not long)
     for name, price in (("stop", stop), ("take_profit_1", tp1), ("take_profit_2", tp2)):
         if not price > 0:
             raise ValueError(
                 f"{direction} {name} {price} at entry {entry} with risk {distance} is not a positive price"
             )
+    if not sign * entry < sign * tp1 < sign * tp2:
+        grid = f" on the tick grid {tick_size}" if tick_size is not None else ""
+        raise ValueError(
+            f"{direction} targets {tp1} and {tp2}{grid} do not lie apart beyond the entry {entry}: the risk "
+            f"{distance} is too small for the price step"
+        )
     return TradePlan(
         direction=direction,
         entry=entry,
@@ -109,7 +135,7 @@ def plan_trade(
         risk=distance,
         risk_reward_ratio=risk_reward_ratio(settings.tp1_r, settings.tp2_r),
         suggested_position_size=position_size(
-            entry, stop, settings.risk_per_signal, settings.max_position_size
+            entry, stop, settings.risk_per_signal, settings.max_position_size, taker_fee=settings.taker_fee
         ),
         stop_basis=basis,
     )
@@ -124,9 +150,52 @@ def risk_reward_ratio(tp1_r: float, tp2_r: float, tp1_share: float = TP1_SHARE) 
     return tp1_share * tp1_r + (1.0 - tp1_share) * tp2_r
 
 
-def position_size(entry: float, stop: float, risk_per_signal: float, max_position_size: float) -> float:
-    """Notional as a share of capital that loses ``risk_per_signal`` of capital at the stop, capped at
-    ``max_position_size``: ``min(risk_per_signal / (|entry - stop| / entry), max_position_size)``."""
+def parse_tick_size(text: str) -> Decimal:
+    """A price step as exchangeInfo gives it (``"0.10"``, ``"1e-07"``), normalised (``0.1``, ``1E-7``).
+    Raises ValueError unless it is a finite decimal > 0."""
+    try:
+        tick = Decimal(text)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError(f"tick size must be a decimal number > 0; got {text!r}") from None
+    if not (tick.is_finite() and tick > 0):
+        raise ValueError(f"tick size must be a decimal number > 0; got {text!r}")
+    return tick.normalize()
+
+
+def tick_text(tick: float) -> str:
+    """A tick size (a float as exchangeInfo's decoder gives it) as the plain decimal it stands for:
+    ``0.1`` -> ``"0.1"``, ``1e-07`` -> ``"0.0000001"``, ``10.0`` -> ``"10"``."""
+    return format(parse_tick_size(repr(tick)), "f")
+
+
+def tick_sizes(steps: Iterable[tuple[str, float | None]]) -> dict[str, str]:
+    """``{symbol: tick}`` of (symbol, exchangeInfo ``tickSize``) pairs as plain decimals (:func:`tick_text`),
+    the body of a ``control:instruments`` line; a symbol without a usable tick size (None, <= 0, not finite) is
+    left out (its plans are not rounded)."""
+    out: dict[str, str] = {}
+    for symbol, tick in steps:
+        if tick is not None and math.isfinite(tick) and tick > 0:
+            out[symbol] = tick_text(tick)
+    return out
+
+
+def on_tick(price: float, tick: Decimal, *, up: bool) -> float:
+    """``price`` on the grid of ``tick``: a price already on it (within float noise) is kept, any other is
+    rounded ``up`` (toward +inf) or down. Computed in decimal, so the float returned is the one the grid price
+    reads as (``66938.4``), never one a float step off it."""
+    steps = Decimal(repr(price)) / tick
+    nearest = steps.to_integral_value(ROUND_HALF_EVEN)
+    if abs(steps - nearest) > GRID_TOLERANCE:
+        nearest = steps.to_integral_value(ROUND_CEILING if up else ROUND_FLOOR)
+    return float(nearest * tick)
+
+
+def position_size(
+    entry: float, stop: float, risk_per_signal: float, max_position_size: float, *, taker_fee: float
+) -> float:
+    """Notional as a share of capital that loses ``risk_per_signal`` of capital at the stop, the taker fee of
+    both sides included, capped at ``max_position_size``:
+    ``min(risk_per_signal / ((|entry - stop| + taker_fee·(entry + stop)) / entry), max_position_size)``."""
     check_price("entry", entry)
     check_price("stop", stop)
     if entry == stop:
@@ -135,7 +204,10 @@ def position_size(entry: float, stop: float, risk_per_signal: float, max_positio
         raise ValueError(f"risk_per_signal must be finite and > 0; got {risk_per_signal}")
     if not (math.isfinite(max_position_size) and max_position_size > 0):
         raise ValueError(f"max_position_size must be finite and > 0; got {max_position_size}")
-    return min(risk_per_signal / (abs(entry - stop) / entry), max_position_size)
+    if not (math.isfinite(taker_fee) and taker_fee >= 0):
+        raise ValueError(f"taker_fee must be finite and >= 0; got {taker_fee}")
+    loss = abs(entry - stop) + taker_fee * (entry + stop)  # per unit at the stop, both sides' fees included
+    return min(risk_per_signal / (loss / entry), max_position_size)
 
 
 def confidence(

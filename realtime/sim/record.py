@@ -7,7 +7,9 @@ depth snapshot per symbol, paced by the REST weight budget, so each snapshot arr
 The server answers a snapshot right after the first step in which that symbol's book changed, as the
 live server does. ``recv`` is the event time plus a small deterministic latency that never reorders a
 connection's frames. An injected gap drops one diff; the emulated client notices it at the next diff and
-fetches a resync snapshot, so replay's resync path is exercised.
+fetches a resync snapshot, so replay's resync path is exercised. Like the live service after its exchangeInfo
+fetch, the capture starts with a ``control:instruments`` line (the tick sizes of the simulator's tradable
+symbols), so a replay puts stops and targets on the same price grid.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from realtime.capture_writer import capture_path
@@ -28,9 +31,13 @@ from realtime.sim.faults import parse_duration
 from realtime.sim.model import SymbolState
 from realtime.sim.protocol import dumps
 from realtime.sim.venue import Venue
+from tapewatch.adapters.binance_models import SymbolInfo
 from tapewatch.book_types import FULL_DEPTH
+from tapewatch.events import CONTROL_INSTRUMENTS, Instruments
 from tapewatch.market_klines import history_klines
 from tapewatch.settings import SNAPSHOT_WEIGHTS
+from tapewatch.trade_plan import tick_sizes
+from tapewatch.universe import tradable_perpetuals
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,7 @@ FLUSH_POINT_MS = 1000  # a full-flush point per second of receive time, like a l
 _FLUSH_LAG_MS = 250  # a frame produced later can never be received more than this before ``now``
 _REST_ONE_WAY_MS = 15
 _REST_BODY_MS = 25
+_INSTRUMENTS_AFTER_MS = 10  # the exchangeInfo answer, before the kline history is asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +185,11 @@ def record(
     jitter = Draws(np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFF, 0x7EC]))))
     public, market = _Connection(jitter), _Connection(jitter)
     rest: deque[tuple[int, str]] = deque()
-    # As the live service does at start: the candle history behind the 15m context and 1m returns.
+    # As the live service does at start: exchangeInfo, whose tick sizes it captures (realtime.service_universe)
+    recv = start + _INSTRUMENTS_AFTER_MS
+    body = msgspec.json.encode(_instruments(venue)).decode()
+    rest.append((recv, f'{{"recv":{recv},"stream":"{CONTROL_INSTRUMENTS}","data":{body}}}\n'))
+    # and the candle history behind the 15m context and 1m returns.
     for n, spec in enumerate(venue.specs):
         sym = venue.market.symbols[spec.index]
         for interval, limit in HISTORY_KLINES:
@@ -259,6 +271,16 @@ def record(
         extra={"out_dir": str(out_dir), "seed": seed, "symbols": symbols},
     )  # fmt: skip
     return RecordResult(writer.files, writer.lines, episodes, episodes_path)
+
+
+def _instruments(venue: Venue) -> Instruments:
+    """The ``control:instruments`` line the live service captures from this exchangeInfo: the tick sizes of its
+    tradable USDT perpetuals, decoded as the REST client decodes them."""
+    symbols = msgspec.json.decode(
+        dumps(venue.exchange_info()["symbols"]), type=list[SymbolInfo], strict=False
+    )
+    tradable = tradable_perpetuals(symbols)
+    return Instruments(tick_sizes((s.symbol, s.tick_size) for s in symbols if s.symbol in tradable))
 
 
 def _beyond(sym: SymbolState, bound: tuple[int | None, int | None]) -> bool:

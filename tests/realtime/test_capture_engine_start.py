@@ -23,7 +23,7 @@ from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
 from tapewatch.adapters.tuning_store import applied_record, apply_proposal, with_active_parameters
 from tapewatch.engine import SignalEngine
-from tapewatch.events import CONTROL_ENGINE_START
+from tapewatch.events import CONTROL_ENGINE_START, Instruments
 from tapewatch.market import Market, MarketConfig
 from tapewatch.outcome import Outcome
 from tapewatch.parse import FrameDecoder
@@ -63,6 +63,9 @@ def live_run(engine: SignalEngine, market: Market, capture: Path) -> tuple[list[
     outcomes: dict[str, Outcome] = {}
 
     def feed(frame: Any) -> None:
+        if isinstance(frame.event, Instruments):  # the service gives its engine the tick sizes it fetched
+            engine.set_instruments(frame.event)
+            return
         if frame.kind is not Kind.CONTROL or frame.symbol:
             market.on_frame(frame)
         out = engine.on_frame(frame)

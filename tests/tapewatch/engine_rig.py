@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 
 from tapewatch.engine import EngineOutput, SignalEngine
-from tapewatch.events import AggTrade, Candle, DepthSnapshot, DepthUpdate, KlineHistory
-from tapewatch.market import Market, MarketConfig
+from tapewatch.events import AggTrade, Candle, DepthSnapshot, DepthUpdate, Kline, KlineHistory
+from tapewatch.market import Market, MarketConfig, Request
 from tapewatch.parse import Frame, FrameDecoder
 from tapewatch.settings import load_settings
 from tapewatch.signal import Candidate, Signal
@@ -53,12 +53,15 @@ class Rig:
         self.uid = 1000
         self.agg = 1
         self.outputs: list[EngineOutput] = []
+        self.requests: list[Request] = []  # what the market asked for (snapshots, fills), in order
 
     def feed(self, kind: Kind, stream: str, event: Any) -> None:
         self.frame(Frame(0, stream, SYM, kind, event))
 
     def frame(self, frame: Frame) -> None:
-        self.market.on_frame(frame)
+        request = self.market.on_frame(frame)
+        if request is not None:
+            self.requests.append(request)
         out = self.engine.on_frame(frame)
         if out is not None:
             self.outputs.append(out)
@@ -76,6 +79,14 @@ class Rig:
             f"rest:/fapi/v1/klines?symbol={SYM}&interval=15m&limit=100",
             KlineHistory("15m", candles15(end=end)),
         )
+
+    def bar(self, open_time: int, closed: bool = True) -> None:
+        """The closing kline of the 15m bar opening at ``open_time``, as the stream sends it at the bar's end;
+        ``closed`` False: a kline of the bar forming, sent as it opens."""
+        (candle,) = candles15(1, end=open_time + 900_000)
+        sent = open_time + 900_000 if closed else open_time
+        candle = msgspec.structs.replace(candle, closed=closed)
+        self.feed(Kind.KLINE, f"{SYM.lower()}@kline_15m", Kline(SYM, sent, candle))
 
     def snapshot(self, bids: Levels, asks: Levels, time: int) -> None:
         stream = f"rest:/fapi/v1/depth?symbol={SYM}&limit=1000"

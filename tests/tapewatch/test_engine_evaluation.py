@@ -6,9 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tapewatch.book_incidents import MAX_KEPT, BookIncidents
+from tapewatch.engine import CONTEXT_MAX_AGE_BARS
+from tapewatch.events import KlineHistory
 from tapewatch.live_view import live_features
+from tapewatch.market_klines import KlineFillNeeded
+from tapewatch.streams import Kind
 
-from .engine_rig import Rig
+from .engine_rig import T0, Rig, candles15
 
 T = 1_700_000_100_000
 LAST_TRADE = T + 22
@@ -45,7 +49,10 @@ def test_a_symbol_whose_last_trade_is_older_than_trade_stale_after_is_not_evalua
 def test_twenty_minutes_of_depth_after_the_last_trade_make_no_candidate() -> None:
     rig = Rig()
     ask_heavy_tape(rig)
+    rig.bar(T - 900_000)  # the kline stream goes on (the context stays current): bars close at T, T + 15 min
     for k in range(1, 1201):
+        if k == 900:
+            rig.bar(T)
         rig.depth(T + k * 1000, bids=[(99.9, 500.0)] if k == 1200 else [])
     assert rig.candidates() == []
     assert rig.engine.counters["not_evaluated_trades_stale"] == 1200 - 60  # each depth event after 60 s
@@ -134,3 +141,57 @@ def test_the_live_view_shows_no_required_conditions_met_on_a_stale_tape() -> Non
     view = live_features(rig.engine, "BTCUSDT")
     assert view is not None and view[1]["trades"] == "stale"
     assert view[1]["long_required"] is False and view[1]["short_required"] is False
+
+
+# --- the 15m context must be current -----------------------------------------------------------------------
+
+BAR = 900_000
+
+
+@pytest.mark.parametrize(
+    ("age_ms", "evaluated"), [(0, True), (2 * BAR, True), (2 * BAR + 1, False), (48 * 3_600_000, False)]
+)
+def test_a_symbol_whose_newest_closed_15m_bar_ended_over_two_bars_before_is_not_evaluated(
+    age_ms: int, evaluated: bool
+) -> None:
+    """The kline stream silent while the others flow: RSI, levels, intensity and the ATR would be those of old
+    bars. Judged while the newest closed bar ended at most CONTEXT_MAX_AGE_BARS (2) bars before the event."""
+    assert CONTEXT_MAX_AGE_BARS == 2
+    rig = Rig()
+    rig.context()  # the newest closed bar ends at T0
+    event = T0 + age_ms  # the third large buy: the one event that evaluates the setup
+    rig.clock(event - 22)
+    rig.long_setup(event - 22)
+    counts = rig.engine.per_symbol["BTCUSDT"].not_evaluated
+    if evaluated:
+        [candidate] = rig.candidates()
+        assert candidate.fate == "signal" and candidate.event_time == event
+        assert counts["context_stale"] == 0
+    else:
+        assert rig.candidates() == []
+        assert counts["context_stale"] == 1 and rig.engine.counters["not_evaluated_context_stale"] == 1
+        assert live_features(rig.engine, "BTCUSDT") is not None  # the reason reaches the live view
+        assert live_features(rig.engine, "BTCUSDT")[1]["not_evaluated"] == {"context_stale": 1}  # type: ignore[index]
+
+
+def test_a_silent_kline_stream_that_resumes_brings_the_symbol_back_once_its_hole_is_refilled() -> None:
+    """Six hours without 15m klines: the stream's next kline opens a hole (a refill asked for); the symbol stays
+    unjudged (``context_stale``) until the refill's bars arrive, then its setup is judged on current bars."""
+    rig = Rig()
+    rig.context()
+    resumed = T0 + 6 * 3_600_000
+    rig.clock(resumed)
+    rig.bar(resumed, closed=False)  # the forming bar: the six hours before it are a hole
+    [fill] = [r for r in rig.requests if isinstance(r, KlineFillNeeded)]
+    assert (fill.symbol, fill.start, fill.end) == ("BTCUSDT", T0, resumed - 1)
+    rig.long_setup(resumed + 1_000)
+    assert rig.candidates() == [] and rig.engine.counters["not_evaluated_context_stale"] == 1
+    rig.feed(
+        Kind.KLINES,
+        "rest:/fapi/v1/klines?symbol=BTCUSDT&interval=15m",
+        KlineHistory("15m", candles15(24, resumed)),
+    )
+    assert rig.market.symbols["BTCUSDT"].candles["15m"].closed[-1].close_time == resumed - 1
+    rig.trade(resumed + 2_000, 100.0, 7000.0)  # a fourth large buy: the setup is judged again
+    [candidate] = rig.candidates()
+    assert candidate.fate == "signal" and candidate.event_time == resumed + 2_000

@@ -161,6 +161,21 @@ def test_a_captured_pause_decodes_to_a_control_frame_for_the_engine_only() -> No
     assert decoder.rejected["schema"] == 1
 
 
+def test_captured_tick_sizes_decode_to_a_control_frame_for_the_engine_only() -> None:
+    from tapewatch.events import CONTROL_INSTRUMENTS, Instruments
+
+    decoder = FrameDecoder()
+    line = (
+        b'{"recv":1,"stream":"' + CONTROL_INSTRUMENTS.encode() + b'","data":{"tick_sizes":{"BTCUSDT":"0.1"}}}'
+    )
+    assert decoder.decode_capture_line(line) is None  # never handed to the market's per-message path
+    (frame,) = decoder.take_pending()
+    assert frame.kind is Kind.CONTROL and frame.event == Instruments(tick_sizes={"BTCUSDT": "0.1"})
+    bad = b'{"recv":1,"stream":"' + CONTROL_INSTRUMENTS.encode() + b'","data":{"tick_sizes":{"BTCUSDT":0.1}}}'
+    assert decoder.decode_capture_line(bad) is None and decoder.take_pending() == []
+    assert decoder.rejected["schema"] == 1 and "unknown_stream" not in decoder.rejected
+
+
 def _kline(high: str, low: str, open_: str = "100", close: str = "100") -> dict[str, object]:
     k = {"t": 0, "T": 899_999, "i": "15m", "o": open_, "c": close, "h": high, "l": low, "v": "1", "n": 1,
          "x": True, "q": "100"}  # fmt: skip

@@ -115,7 +115,10 @@ def test_a_long_entry_signal_has_every_spec_field_and_its_evidence() -> None:
     assert raw["take_profit_1"] == pytest.approx(100.01 + 0.49)
     assert raw["take_profit_2"] == pytest.approx(100.01 + 0.98)
     assert raw["confidence"] == pytest.approx(0.97) and raw["risk_reward_ratio"] == 1.5
-    assert raw["suggested_position_size"] == 1.0  # 0.5 % / 0.49 % = 1.02, capped at max_position_size
+    # 0.5 % of capital / (0.49 + the taker fee on both sides, 0.05 % of 100.01 + 99.52) per 100.01: 0.85
+    assert raw["suggested_position_size"] == pytest.approx(
+        0.005 / ((0.49 + 0.0005 * (100.01 + 99.52)) / 100.01)
+    )
     assert raw["expected_hold_time"] == "30min"
     assert raw["reasons"][:2] == ["imbalance 0.41 > 0.28", "large buys 4 >= 3"]
     assert raw["data_quality"]["book_sync_age_ms"] == 42_000 and raw["data_quality"]["resyncs_in_window"] == 1
@@ -129,7 +132,8 @@ def test_a_short_entry_signal_counts_large_sells() -> None:
     assert (sig.direction, sig.entry_price, sig.large_trades_count) == ("SHORT", 99.99, 3)
     assert (sig.quality_score, sig.priority) == (25 + 20 + 24, "MEDIUM")
     assert (sig.stop_loss, sig.take_profit_1, sig.take_profit_2) == pytest.approx((102.99, 96.99, 93.99))
-    assert sig.suggested_position_size == pytest.approx(0.005 / (3.0 / 99.99))  # 3 = 1.5 ATR, not capped
+    # 3 = 1.5 ATR, plus the taker fee on both sides; not capped
+    assert sig.suggested_position_size == pytest.approx(0.005 / ((3.0 + 0.0005 * (99.99 + 102.99)) / 99.99))
     assert "resistance test: no data" not in sig.reasons  # reasons hold the conditions met only
     assert sig.expected_hold_time == "60min"
     assert decode_signal(encode(sig)) == sig

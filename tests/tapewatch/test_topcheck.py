@@ -1,5 +1,6 @@
 """The bookTicker proof (``tapewatch.topcheck``) can fail: a ticker that disagrees with the local book at the
-same update id is counted as a mismatch, on any of the four fields, whichever of the two arrives first."""
+same update id is counted as a mismatch, on any of the four fields, whichever of the two arrives first, and the
+market restarts the book it proved wrong (a resync, reason ``book_mismatch``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from tapewatch.book import OrderBook, Top
 from tapewatch.events import BookTicker
 from tapewatch.market import Market
+from tapewatch.market_depth import SnapshotNeeded
 from tapewatch.parse import FrameDecoder
 from tapewatch.topcheck import TopCheck
 from tests.helpers import diff, snapshot
@@ -122,13 +124,14 @@ def market_lines(order: str, wrong_ticker: bytes | None) -> list[bytes]:
     return [*body, t107, last] if order == "ticker_first" else [*body, last, t107]
 
 
-def run_market(lines: list[bytes]) -> Market:
+def run_market(lines: list[bytes], synced: bool = True) -> Market:
+    """The market fed ``lines``; its book ends ``synced`` (not: a ticker proved it wrong, it awaits a snapshot)."""
     decoder, market = FrameDecoder(), Market()
     for raw in lines:
         frame = decoder.decode_capture_line(raw)
         assert frame is not None, raw
         market.on_frame(frame)
-    assert market.symbols["BTCUSDT"].book.synced
+    assert market.symbols["BTCUSDT"].book.synced is synced
     return market
 
 
@@ -138,11 +141,56 @@ def run_market(lines: list[bytes]) -> Market:
     [ticker(107, "100.1", "6.0", "101.0", "0.5"), ticker(107, "100.0", "6.0", "101.0", "0.4")],
     ids=["price", "quantity"],
 )
-def test_the_market_counts_a_ticker_that_disagrees_with_its_book(order: str, wrong: bytes) -> None:
+def test_the_market_counts_a_ticker_that_disagrees_with_its_book_and_resyncs_it(
+    order: str, wrong: bytes
+) -> None:
     good = run_market(market_lines(order, None)).totals()
     assert (good["book_checks"], good["book_mismatches"]) == (2, 0)  # u=105 (the sync) and u=107
-    bad = run_market(market_lines(order, wrong)).totals()
-    assert (bad["book_checks"], bad["book_mismatches"]) == (2, 1)
+    assert good["resyncs"] == 0
+    market = run_market(market_lines(order, wrong), synced=False)
+    bad = market.totals()
+    assert (bad["book_checks"], bad["book_mismatches"], bad["resyncs"]) == (2, 1, 1)
+    assert market.counters["resync_book_mismatch"] == 1 and market.counters["resync_requests"] == 1
+    st = market.symbols["BTCUSDT"]
+    assert st.snapshot_pending and st.book.health(T0 + 107, 5_000).state == "resyncing"
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_the_frame_that_shows_the_mismatch_asks_for_a_snapshot_and_a_new_one_syncs_the_book(
+    order: str,
+) -> None:
+    """Whichever frame completes the comparison (the ticker, or the diff after it) returns the snapshot request,
+    once; the book's next diffs wait for it, and a snapshot spanned by a diff syncs the book again, its proof
+    going on (an agreeing ticker is checked, nothing more counted as a mismatch)."""
+    decoder, market = FrameDecoder(), Market()
+    wrong = ticker(107, "100.1", "6.0", "101.0", "0.5")
+    requests = []
+    for raw in market_lines(order, wrong):
+        frame = decoder.decode_capture_line(raw)
+        assert frame is not None
+        requests.append(market.on_frame(frame))
+    *before, last = requests
+    # the sync diff (buffered: a cold start), the snapshot, the agreeing ticker 105, the first of 107's pair
+    assert before == [SnapshotNeeded("BTCUSDT", "cold start"), None, None, None]
+    assert isinstance(last, SnapshotNeeded) and last.reason.startswith(
+        "book_mismatch: BTCUSDT u=107: ticker 100.1x6.0"
+    )
+    later = [
+        depth(108, 109, 107, [["100.0", "7.0"]], []),  # buffered: the snapshot is pending, none asked again
+        line(
+            "rest:/fapi/v1/depth?symbol=BTCUSDT&limit=1000",
+            {"lastUpdateId": 109, "E": T0, "T": T0, "bids": [["100.0", "7.0"]], "asks": [["101.0", "0.5"]]},
+        ),
+        depth(109, 110, 109, [["100.0", "8.0"]], []),  # spans the snapshot: synced
+        ticker(110, "100.0", "8.0", "101.0", "0.5"),
+    ]
+    for raw in later:
+        frame = decoder.decode_capture_line(raw)
+        assert frame is not None
+        assert market.on_frame(frame) is None
+    st = market.symbols["BTCUSDT"]
+    assert st.book.synced and not st.snapshot_pending
+    assert (st.check.checks, st.check.mismatches, st.book.resyncs) == (3, 1, 1)
 
 
 # --- the market's per-diff form (on_sides) against the reference (on_book of book.top()) -----------------
@@ -207,7 +255,7 @@ def test_a_ticker_id_corrupted_far_ahead_does_not_stop_the_proof(order: str) -> 
     bogus = ticker(BOGUS_U, "100.0", "6.0", "101.0", "0.5")
     for wrong, mismatches in ((None, 0), (ticker(107, "100.1", "6.0", "101.0", "0.5"), 1)):
         lines = market_lines(order, wrong)
-        market = run_market([*lines[:3], bogus, *lines[3:]])
+        market = run_market([*lines[:3], bogus, *lines[3:]], synced=not mismatches)
         totals = market.totals()
         assert (totals["book_checks"], totals["book_mismatches"]) == (2, mismatches)
         assert (totals["book_ticker_ahead"], totals["out_of_order"]) == (1, 0)

@@ -11,7 +11,7 @@ import pytest
 
 from realtime.sim.record import DEFAULT_RECORD_START_MS, parse_gap, record
 from tapewatch.book import OrderBook
-from tapewatch.events import AggTrade, DepthUpdate
+from tapewatch.events import CONTROL_INSTRUMENTS, AggTrade, DepthUpdate, Instruments
 from tapewatch.parse import FrameDecoder
 
 from .support import Books, capture_lines
@@ -62,7 +62,9 @@ def test_each_snapshot_arrives_after_a_few_diffs_and_a_diff_spans_it(tmp_path: P
     decoder = FrameDecoder()
     for line in capture_lines(tmp_path):
         frame = decoder.decode_capture_line(line)
-        assert frame is not None
+        if frame is None:  # the service's control:instruments line, for the engine only
+            assert [type(f.event) for f in decoder.take_pending()] == [Instruments]
+            continue
         if frame.stream.startswith("rest:/fapi/v1/depth"):
             assert frame.stream == f"rest:/fapi/v1/depth?symbol={frame.symbol}&limit=1000"
             snapshot_id[frame.symbol] = frame.event.last_update_id  # type: ignore[union-attr]
@@ -205,7 +207,9 @@ def test_capture_starts_with_the_kline_history_a_live_run_fetches(tmp_path: Path
     streams = []
     for line in capture_lines(tmp_path):
         frame = decoder.decode_capture_line(line)
-        assert frame is not None
+        if frame is None:  # the service's control:instruments line, for the engine only
+            assert [type(f.event) for f in decoder.take_pending()] == [Instruments]
+            continue
         if frame.stream.startswith("rest:/fapi/v1/klines"):
             streams.append(frame.stream)
         market.on_frame(frame)
@@ -245,3 +249,21 @@ def test_the_record_command_takes_gaps_and_the_episode_rate_and_refuses_faults(
     assert "SYMBOL@OFFSET" in capsys.readouterr().err
     assert main(["sim", "--gap", "ETHUSDT@1m"]) == 2
     assert "--record" in capsys.readouterr().err
+
+
+def test_capture_starts_with_the_tick_sizes_a_live_run_captures(tmp_path: Path) -> None:
+    """As the live service captures the tick sizes of its exchangeInfo fetch (``control:instruments``) before the
+    kline history, so a replay of a sim capture puts stops and targets on the same price grid."""
+    from realtime.sim.venue import Venue
+
+    record(tmp_path, 2_000, seed=4, symbols=3)
+    first = orjson.loads(next(iter(capture_lines(tmp_path))))
+    assert first["stream"] == CONTROL_INSTRUMENTS
+    served = Venue(4, 3, DEFAULT_RECORD_START_MS).exchange_info()["symbols"]
+    ticks = {
+        s["symbol"]: next(f["tickSize"] for f in s["filters"] if f["filterType"] == "PRICE_FILTER")
+        for s in served
+        if s["contractType"] == "PERPETUAL" and s["status"] == "TRADING" and s["quoteAsset"] == "USDT"
+    }
+    assert ticks.keys() == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert first["data"] == {"tick_sizes": ticks}  # the step the simulator serves, as plain decimals
