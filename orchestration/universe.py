@@ -220,6 +220,8 @@ universe_quick_check_schedule = dg.ScheduleDefinition(
 #: seconds (its run key changes that often): a first rescan that failed for good (its retries spent) is asked
 #: again after it, not on every tick.
 FIRST_RESCAN_EVERY_S = 3600
+#: The tag of the rescan the sensor requests itself while no universe is stored.
+FIRST_RESCAN_TAG = "tapewatch/first_rescan"
 #: Run statuses of a rescan that is still to come or going on.
 _IN_FLIGHT = [
     dg.DagsterRunStatus.NOT_STARTED,
@@ -234,10 +236,13 @@ def first_rescan(context: dg.SensorEvaluationContext, now_ms: int) -> dg.SensorR
     schedule's, ``tapewatch rescan``'s, the dashboard's, or the one requested before), so the quick check and
     the emergency check get a universe to check minutes after a deployment instead of hours."""
     in_flight = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=RESCAN_JOB, statuses=_IN_FLIGHT), limit=1
+        filters=dg.RunsFilter(job_name=RESCAN_JOB, statuses=_IN_FLIGHT), limit=20
     )
     if in_flight:
-        run = in_flight[0]
+        # the one it requested itself, else the one that runs first (get_runs lists the newest first): not a
+        # `tapewatch rescan` queued behind it, which a plain newest-first pick named as "the first rescan"
+        own = [run for run in in_flight if run.tags.get(FIRST_RESCAN_TAG) == "true"]
+        run = (own or in_flight)[-1]
         return dg.SensorResult(
             skip_reason=f"no universe stored yet; the first rescan is {run.status.value} (run {run.run_id})"
         )
@@ -246,7 +251,7 @@ def first_rescan(context: dg.SensorEvaluationContext, now_ms: int) -> dg.SensorR
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"first-rescan:{slot}", job_name=RESCAN_JOB, tags={"tapewatch/first_rescan": "true"}
+                run_key=f"first-rescan:{slot}", job_name=RESCAN_JOB, tags={FIRST_RESCAN_TAG: "true"}
             )
         ]
     )

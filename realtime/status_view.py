@@ -79,8 +79,14 @@ def symbol_feed(service: FeedService, symbol: str, now_ms: int | None = None) ->
     )
 
 
-def status_table(service: FeedService, limit: int = 12) -> str:
-    """A plain-text table of the live book and flow state of the first ``limit`` symbols."""
+#: Symbols shown in the live table; the rest are counted in one line (the dashboard's Live page shows any
+#: symbol's book in its symbol panel; ``tapewatch status`` counts every symbol's feed state).
+TABLE_SYMBOLS = 12
+
+
+def status_table(service: FeedService, limit: int = TABLE_SYMBOLS) -> str:
+    """A plain-text table of the live book and flow state of the first ``limit`` symbols of the universe,
+    then ``… and N more`` when there are more, then the service's totals."""
     rows = [
         f"{'symbol':<12}{'book':<11}{'bid':>14}{'ask':>14}{'imb10':>8}{'LB5m':>6}{'LS5m':>6}"
         f"{'qvol5m $':>14}{'vwap1h':>14}{'gaps':>6}{'resync':>7}{'checks':>8}{'bad':>5}"
@@ -94,6 +100,12 @@ def status_table(service: FeedService, limit: int = 12) -> str:
             f"{_num(f.imbalance_top10, 3):>8}{st.flow.large_buys:>6}{st.flow.large_sells:>6}"
             f"{st.flow.quote_volume:>14,.0f}{_num(vwap):>14}{f.gaps:>6}{f.resyncs:>7}"
             f"{f.book_checks:>8}{f.book_mismatches:>5}"
+        )
+    hidden = len(service.universe) - limit
+    if hidden > 0:
+        rows.append(
+            f"… and {hidden} more symbol{'s' if hidden > 1 else ''} "
+            "(any symbol: the dashboard's Live page; feed states of all: tapewatch status)"
         )
     m = service.metrics()
     rows.append(

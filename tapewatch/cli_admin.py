@@ -38,9 +38,94 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from tapewatch.adapters.db import cli_upgrade
 
+    if args.db_command == "stop":
+        return db_stop(settings_for(args))
     applied = cli_upgrade(settings_for(args))
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
+
+
+#: ``tapewatch db stop`` refused: something of the platform still uses the embedded servers.
+DB_STOP_REFUSED = 1
+
+
+def db_stop(settings: Settings) -> int:
+    """``tapewatch db stop``: stop the embedded PostgreSQL and Redis under the var dir, which every command
+    starts when no URL is set and leaves running for the next one. Refused (exit 1, naming who) while a demo
+    holds the var dir's lock, a component beats in the embedded Redis, or a session is open on the embedded
+    PostgreSQL: stopping them under a running process would cut it off. Servers of a configured URL are never
+    touched."""
+    from tapewatch.adapters.embedded import stop_postgres, stop_redis
+    from tapewatch.adapters.platform import demo_lock_holder
+
+    var_dir = settings.var_dir.resolve()
+    for name, url in (
+        ("TAPEWATCH_DATABASE_URL", settings.database_url),
+        ("TAPEWATCH_REDIS_URL", settings.redis_url),
+    ):
+        if url is not None:
+            print(
+                f"{name} is set: that server is not tapewatch's to stop; only the embedded ones under {var_dir}"
+            )
+    holder = demo_lock_holder(var_dir)
+    if holder is not None:
+        print(
+            f"not stopping: a tapewatch demo (pid {holder}) runs on {var_dir}; press Ctrl-C in its terminal (it "
+            f"stops the embedded servers it started), or `kill {holder}`",
+            file=sys.stderr,
+        )
+        return DB_STOP_REFUSED
+    users = _embedded_users(settings)
+    if users:
+        print(
+            f"not stopping the embedded servers under {var_dir}: still in use by {'; '.join(users)}. Stop those "
+            "first (Ctrl-C in their terminal, or kill the pid), then run this again",
+            file=sys.stderr,
+        )
+        return DB_STOP_REFUSED
+    for what, stop, where in (("PostgreSQL", stop_postgres, "pg"), ("Redis", stop_redis, "redis")):
+        if stop(var_dir / where):
+            print(f"stopped the embedded {what} in {var_dir / where}")
+        else:
+            print(f"no embedded {what} was running in {var_dir / where}")
+    return 0
+
+
+def _embedded_users(settings: Settings) -> list[str]:
+    """Who uses the embedded servers under the var dir: each component with a live heartbeat in the embedded
+    Redis (name, pid, host), and the client sessions open on the embedded PostgreSQL (by application)."""
+    from collections import Counter
+
+    import psycopg
+
+    from tapewatch.adapters.embedded import find_database, find_redis
+    from tapewatch.adapters.redis_keys import Keyspace
+    from tapewatch.adapters.redis_state import RedisState
+
+    embedded = settings.model_copy(update={"database_url": None, "redis_url": None})
+    users: list[str] = []
+    redis_url = find_redis(embedded)
+    if redis_url is not None:
+        state = RedisState.from_url(redis_url, keys=Keyspace(prefix=settings.redis_prefix), timeout_s=3.0)
+        try:
+            beats = state.heartbeats()
+        finally:
+            state.close()
+        users += [
+            f"{name} (pid {b.pid} on {b.host or '?'})" for name, b in sorted(beats.items()) if b is not None
+        ]
+    database_url = find_database(embedded)
+    if database_url is not None:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT coalesce(nullif(application_name, ''), 'unnamed'), datname FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        sessions = Counter(f"{app} on {db}" for app, db in rows)
+        if sessions:
+            listed = ", ".join(f"{what} ×{n}" if n > 1 else what for what, n in sorted(sessions.items()))
+            users.append(f"{sum(sessions.values())} PostgreSQL session(s): {listed}")
+    return users
 
 
 #: ``tapewatch rescan`` exit codes (README, CLI section): 0 the rescan succeeded; 1 it failed or was cancelled

@@ -271,10 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="the README's settings reference")
     p.set_defaults(func=cmd_settings)
 
-    p = sub.add_parser("db", help="database maintenance")
+    p = sub.add_parser("db", help="database maintenance; stop the embedded servers")
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dbsub.add_parser("upgrade", help="apply pending migrations from sql/")
     up.set_defaults(func=cmd_db)
+    stop = dbsub.add_parser(
+        "stop",
+        help="stop the embedded PostgreSQL and Redis under the var dir (refused while the platform uses them)",
+    )
+    stop.set_defaults(func=cmd_db)
 
     p = sub.add_parser(
         "status",

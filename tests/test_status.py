@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from tapewatch.adapters.health_store import close_incident, open_incident
 from tapewatch.adapters.incidents import NewIncident, write_changes
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState, SymbolFeed, TickOutcome
+from tapewatch.adapters.status_format import tapewatch_command
 from tapewatch.cli import main
 from tapewatch.settings import Settings
 from tests.adapters.rest_test_server import closed_port
@@ -164,7 +166,8 @@ def test_nothing_ever_ran_is_a_failure_that_says_how_to_start(
     code, report = status_json(capsys)
     assert code == 1 and report["ok"] is False
     assert report["components"] == {}
-    assert report["problems"] == ["no realtime heartbeat yet: start `tapewatch run` or `make demo`"]
+    tw = tapewatch_command()  # `tapewatch`, or `.venv/bin/tapewatch` when the venv is not on PATH
+    assert report["problems"] == [f"no realtime heartbeat yet: start `{tw} run` or `make demo`"]
     assert report["incidents"]["open"] == 0
     code, table = status(capsys)
     assert code == 1 and "1 PROBLEM" in table.splitlines()[0] and "open incidents: none" in table
@@ -238,10 +241,13 @@ def test_without_urls_or_running_servers_nothing_is_started(
     assert code == 1
     redis_problem, pg_problem = report["problems"]
     assert "Redis is not running" in redis_problem and "TAPEWATCH_REDIS_URL" in redis_problem
-    assert "no realtime heartbeat yet" in redis_problem
+    # after a demo stopped its embedded servers: nothing runs, said as such (not "unreachable" servers)
+    assert "so no component of the platform runs here" in redis_problem
+    assert f"start `{tapewatch_command()} run` or `make demo`" in redis_problem
     assert "PostgreSQL is not running" in pg_problem and "TAPEWATCH_DATABASE_URL" in pg_problem
     assert not (tmp_path / "var").exists(), "status must never start the embedded servers"
     _, table = status(capsys)
+    assert "  redis     not running\n  postgres  not running" in table and "unreachable" not in table
     assert "last_signal: unknown (Redis not readable)" in table
 
 
@@ -815,3 +821,32 @@ def test_an_applied_tuning_the_running_service_does_not_use_yet_is_said_restart_
     assert f"tuning:   applied #{proposal_id} (record {row.id}), in use" in table
     _, report = status_json(capsys)
     assert report["tuning"]["restart_pending"] == []
+
+
+def test_hints_name_tapewatch_as_it_can_be_typed_here(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`make` installs into .venv without putting it on PATH: a hint saying `tapewatch status` would fail."""
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").touch()
+    script = venv_bin / "tapewatch"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv is not on PATH
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert tapewatch_command() == "venv/bin/tapewatch"  # relative to where the operator is
+    monkeypatch.chdir(other := tmp_path / "other")
+    assert tapewatch_command() == str(script)  # from elsewhere: the whole path
+    monkeypatch.chdir("/")
+    assert tapewatch_command() == str(script)
+    (other / "tapewatch").write_text("#!/bin/sh\n")
+    (other / "tapewatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{other}:/usr/bin")  # another installation's tapewatch comes first
+    assert tapewatch_command() == str(script)
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin")  # activated: the name alone is this installation
+    assert tapewatch_command() == "tapewatch"
+    script.unlink()
+    assert tapewatch_command() == f"{venv_bin / 'python'} -m tapewatch.cli"

@@ -106,10 +106,18 @@ class History:
     taker_volume: np.ndarray
     taker_quote: np.ndarray
     first_trade_id: int
+    #: The first live aggTrade id when it is not half the first live trade id (a resumed market goes on with
+    #: the ids it stopped at); the synthesized history trades' agg ids run up to just below it.
+    live_agg_id: int | None = None
 
     @property
     def next_trade_id(self) -> int:
         return self.first_trade_id + int(self.trades.sum())
+
+    @property
+    def next_agg_id(self) -> int:
+        """The first live aggTrade id."""
+        return self.next_trade_id // 2 + 1 if self.live_agg_id is None else self.live_agg_id
 
 
 def generate_history(spec: SymbolSpec, rng: np.random.Generator, end_ms: int, minutes: int) -> History:
@@ -178,7 +186,7 @@ def history_trades(h: History, start: int, end: int) -> list[HistoryTrade]:
     hi = min(len(h.trades), (end - h.start_ms) // MINUTE + 1)
     if hi <= lo:
         return []
-    agg_base = h.next_trade_id // 2 + 1 - len(_HISTORY_TRADE_OFFSETS) * len(h.trades)
+    agg_base = h.next_agg_id - len(_HISTORY_TRADE_OFFSETS) * len(h.trades)
     out: list[HistoryTrade] = []
     for k, row in enumerate(_history_rows(h, lo, hi), start=lo):
         t, o, high, low, c, volume, _, n, _, _, first, _ = row

@@ -79,7 +79,7 @@ class SymbolState:
         "unit",
     )
 
-    def __init__(self, spec: SymbolSpec, first_trade_id: int) -> None:
+    def __init__(self, spec: SymbolSpec, first_trade_id: int, first_agg_id: int | None = None) -> None:
         self.spec = spec
         self.index = spec.index
         self.bids = Side(is_bid=True)
@@ -87,7 +87,7 @@ class SymbolState:
         self.last_id = 0
         self.last_change_ms = 0
         self.trade_id = first_trade_id
-        self.agg_id = first_trade_id // 2 + 1
+        self.agg_id = first_trade_id // 2 + 1 if first_agg_id is None else first_agg_id
         self.last_qty = 1
         self.unit = spec.tick * spec.step  # quote value of one step at a price of one tick
         level_quote = max(300.0, 2.0 * spec.mean_trade_quote)
@@ -116,7 +116,12 @@ class Market:
         start_ms: int,
         first_trade_ids: Sequence[int] | None = None,
         episode_rate_scale: float = 1.0,
+        *,
+        first_agg_ids: Sequence[int | None] | None = None,
+        first_update_id: int | None = None,
     ) -> None:
+        """``first_agg_ids`` (default: half the first trade id) and ``first_update_id`` (default: from the seed)
+        let a resumed market go on with the ids the last run stopped at (:mod:`realtime.sim.resume`)."""
         seq = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, 0x5151])
         # The first three children are what ``spawn(3)`` gave before episodes pushed the price: the pushes take
         # a fourth stream, so the tape's other draws and the episodes' schedule stay those of the seed.
@@ -128,7 +133,9 @@ class Market:
         self.specs = list(specs)
         self.now_ms = start_ms - start_ms % STEP_MS
         self.start_ms = self.now_ms
-        self._next_id = FIRST_UPDATE_ID + (seed % 997) * 1_000_000_000
+        self._next_id = (
+            FIRST_UPDATE_ID + (seed % 997) * 1_000_000_000 if first_update_id is None else first_update_id
+        )
         self.episodes: list[Episode] = []
         self.touched: list[int] = []
         self._episode_rate_scale = episode_rate_scale
@@ -144,7 +151,8 @@ class Market:
         self.drift = np.zeros(n)
         self.next_event = np.full(n, NEVER, dtype=np.int64)
         ids = first_trade_ids or [1_000_000 * (i + 1) for i in range(n)]
-        self.symbols = [SymbolState(spec, ids[i]) for i, spec in enumerate(self.specs)]
+        aggs = first_agg_ids or [None] * n
+        self.symbols = [SymbolState(spec, ids[i], aggs[i]) for i, spec in enumerate(self.specs)]
         for sym in self.symbols:
             self._seed_book(sym)
             rate = sym.spec.episodes_per_hour * episode_rate_scale
@@ -466,5 +474,10 @@ class Market:
             self._requote(sym, t, fair)
 
     # --- reading ---------------------------------------------------------------------------------------
+    @property
+    def next_update_id(self) -> int:
+        """The id the next book change takes."""
+        return self._next_id
+
     def fair_price(self, index: int) -> float:
         return math.exp(float(self.log_fair[index]))

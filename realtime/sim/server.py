@@ -35,6 +35,7 @@ from realtime.sim.hub import MAX_STREAMS, Client, Hub, parse_ws_path
 from realtime.sim.model import STEP_MS
 from realtime.sim.protocol import dumps, error_body
 from realtime.sim.ratelimit import WeightLimiter
+from realtime.sim.resume import MarketResume
 from realtime.sim.venue import Venue
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ class SimExchange:
         manual: bool = False,
         clock: Callable[[], float] = time.monotonic,
         episode_rate_scale: float = 1.0,
+        resume: MarketResume | None = None,
     ) -> None:
+        """``resume``: go on with the market a previous run left (see :class:`~realtime.sim.venue.Venue`)."""
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.host = host
@@ -72,7 +75,7 @@ class SimExchange:
         self.manual = manual
         self._clock = clock
         start = int(time.time() * 1000) if start_ms is None else start_ms
-        self.venue = Venue(seed, symbols, start, episode_rate_scale=episode_rate_scale)
+        self.venue = Venue(seed, symbols, start, episode_rate_scale=episode_rate_scale, resume=resume)
         self.faults = Faults(faults, clock, seed)
         self.faults.bind(self._drop_all, self._inject)
         self.limiter = WeightLimiter(weight_limit, clock)

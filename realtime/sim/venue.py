@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from realtime.sim.candles import (
 )
 from realtime.sim.model import STEP_MS, Fill, Market, SymbolState
 from realtime.sim.publisher import Msg, Publisher, Want
+from realtime.sim.resume import MarketResume
 from realtime.sim.symbols import SymbolSpec, build_universe, extra_listings
 
 log = logging.getLogger(__name__)
@@ -44,21 +46,37 @@ class Venue:
         kline_intervals: Sequence[str] = tuple(INTERVAL_MS),
         history_minutes: int = HISTORY_MINUTES,
         episode_rate_scale: float = 1.0,
+        resume: MarketResume | None = None,
     ) -> None:
+        """``resume``: the market where a previous run stopped (:mod:`realtime.sim.resume`); each symbol it
+        names starts its fair price, book and history at the saved price and goes on with the saved ids, the
+        others start as a fresh venue's. It never changes the random draws: pass a new ``seed`` for those."""
         self.seed = seed
-        self.specs: list[SymbolSpec] = build_universe(symbols)
+        saved = resume.symbols if resume is not None else {}
+        self.specs: list[SymbolSpec] = [
+            replace(spec, price=saved[spec.symbol].price) if spec.symbol in saved else spec
+            for spec in build_universe(symbols)
+        ]
         start = start_ms - start_ms % STEP_MS
         rng = np.random.Generator(
             np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, 0x4157]))
         )
         minute = start - start % MINUTE
         histories = [generate_history(spec, rng, minute, history_minutes) for spec in self.specs]
+        for k, spec in enumerate(self.specs):
+            if (s := saved.get(spec.symbol)) is not None:  # history trade ids run up to the saved next one
+                h = histories[k]
+                histories[k] = replace(
+                    h, first_trade_id=s.next_trade_id - int(h.trades.sum()), live_agg_id=s.next_agg_id
+                )
         self.market = Market(
             self.specs,
             seed,
             start,
             [h.next_trade_id for h in histories],
             episode_rate_scale=episode_rate_scale,
+            first_agg_ids=[h.live_agg_id for h in histories] if saved else None,
+            first_update_id=resume.next_update_id if resume is not None else None,
         )
         self.candles = [
             CandleBook(spec, h, start, kline_intervals) for spec, h in zip(self.specs, histories, strict=True)

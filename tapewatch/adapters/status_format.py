@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,6 +37,24 @@ SHOWN_METRICS = (
 )
 
 
+def tapewatch_command() -> str:
+    """``tapewatch`` as the operator can type it here, for the hints printed to them: ``tapewatch`` when that
+    name on PATH is this installation's script; else the script beside this interpreter, relative to the
+    working directory when under it (``.venv/bin/tapewatch``: ``make`` installs into a venv it never puts on
+    PATH; another ``tapewatch`` on PATH is another installation); ``<python> -m tapewatch.cli`` when this
+    installation has no script."""
+    script = Path(sys.executable).parent / "tapewatch"
+    if not script.is_file():  # not installed as a script: the module, with this interpreter
+        return f"{sys.executable} -m tapewatch.cli"
+    found = shutil.which("tapewatch")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "tapewatch"
+    here = Path.cwd()
+    if here != Path(here.anchor) and script.is_relative_to(here):
+        return str(script.relative_to(here))
+    return str(script)
+
+
 def format_status(status: Status) -> str:
     """The operator's view: servers, components, realtime summary, newest signal/rescan, open incidents."""
     now_ms = int(status.checked_at.timestamp() * 1000)
@@ -45,8 +66,9 @@ def format_status(status: Status) -> str:
         verdict = "OK"
     lines = [
         f"tapewatch status at {status.checked_at:%Y-%m-%d %H:%M:%S} UTC: {verdict}",
-        f"  redis     {status.redis or 'unreachable'}",
-        f"  postgres  {status.database or 'unreachable'}",
+        # None: no URL set and no embedded server running (a configured one that fails is named, with why)
+        f"  redis     {status.redis or 'not running'}",
+        f"  postgres  {status.database or 'not running'}",
     ]
     if status.components:
         lines += ["", f"{'component':<14}{'state':<7}{'heartbeat':>12}  {'pid':<8}host"]

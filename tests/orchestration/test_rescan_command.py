@@ -26,7 +26,14 @@ from tapewatch.adapters.dagster_home import (
     settings_env,
     start_instance,
 )
-from tapewatch.adapters.dagster_runs import DagsterUnavailable, job_available, launch_and_wait
+from tapewatch.adapters.dagster_runs import (
+    DagsterRuns,
+    DagsterUnavailable,
+    RunAhead,
+    job_available,
+    launch_and_wait,
+    wait_for_run,
+)
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
@@ -235,3 +242,62 @@ def test_a_queued_rescan_that_timed_out_says_what_queued_means() -> None:
     assert "http://127.0.0.1:3000/runs/r1" in text
     assert "daemon is not running" in text and "queue is full" in text
     assert "daemon" not in timeout_advice("r1", "STARTED", 50, "u")
+
+
+def test_the_runs_ahead_query_is_valid_for_this_dagster() -> None:
+    """The query :meth:`DagsterRuns.runs_ahead` sends, checked against the installed webserver's schema."""
+    from dagster_graphql.schema import create_schema
+    from graphql import parse, validate
+
+    from tapewatch.adapters.dagster_runs import _AHEAD_QUERY
+
+    assert validate(create_schema().graphql_schema, parse(_AHEAD_QUERY)) == []
+
+
+class _ScriptedRuns(DagsterRuns):
+    """Run statuses and the runs going on, in the order a webserver would answer them (no Dagster here)."""
+
+    statuses: Iterator[str]
+    ahead: Iterator[list[RunAhead]]
+
+    def __init__(self, statuses: list[str], ahead: list[list[RunAhead]]) -> None:
+        super().__init__("127.0.0.1", 1)
+        object.__setattr__(self, "statuses", iter(statuses))  # a frozen dataclass's subclass
+        object.__setattr__(self, "ahead", iter(ahead))
+
+    def status(self, run_id: str) -> str:
+        return next(self.statuses)
+
+    def runs_ahead(self, job_name: str, run_id: str) -> list[RunAhead]:
+        return next(self.ahead)
+
+
+def test_a_queued_rescan_names_the_run_it_waits_behind_once_per_change() -> None:
+    first = RunAhead("661aa01e", "STARTED", since=1000.0)
+    retry = RunAhead("7b2c0d11", "STARTING", since=1090.0)
+    runs = _ScriptedRuns(
+        ["QUEUED"] * 4 + ["STARTING", "STARTED", "SUCCESS"],
+        [[first], [first], [retry], []],
+    )
+    said: list[str] = []
+    ticks = iter(range(0, 1000, 5))  # each look at the clock is 5 s later: every poll may look again
+    outcome = wait_for_run(
+        runs,
+        RESCAN_JOB,
+        "ours",
+        on_status=said.append,
+        sleep=lambda _: None,
+        clock=lambda: float(next(ticks)),
+        wall=lambda: 1040.0,
+    )
+    assert outcome.ok
+    assert said == [
+        "QUEUED",
+        "QUEUED behind run 661aa01e (STARTED 40 s ago): universe_rescan_job runs one at a time, this one "
+        "starts when that ends",
+        "QUEUED behind run 7b2c0d11 (STARTING 0 s ago): universe_rescan_job runs one at a time, this one "
+        "starts when that ends",
+        "STARTING",
+        "STARTED",
+        "SUCCESS",
+    ]

@@ -20,6 +20,7 @@ from assets.universe import UNIVERSE_ASSETS
 from orchestration.definitions import defs as universe_definitions
 from orchestration.resources import RedisResource
 from orchestration.universe import (
+    FIRST_RESCAN_TAG,
     emergency_exclusion_sensor,
     rescan_schedule_cron,
     universe_exclusion_job,
@@ -604,3 +605,28 @@ def test_a_bad_setting_never_stops_the_code_location_from_loading() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("0 */6 * * * |") and "TAPEWATCH_UNIVERSE_RESCAN_INTERVAL" in proc.stdout
+
+
+def test_the_first_rescan_named_is_the_sensor_s_own_not_a_rescan_queued_behind_it(
+    res_for: Resources, db: Database, redis_keys: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    res = res_for()
+    monkeypatch.setenv("TAPEWATCH_DATABASE_URL", db.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("TAPEWATCH_REDIS_URL", res["redis"].url)
+    job = universe_definitions.resolve_job_def(RESCAN_JOB)
+    with dg.instance_for_test() as instance:
+        own = instance.create_run_for_job(
+            job_def=job, status=dg.DagsterRunStatus.STARTED, tags={FIRST_RESCAN_TAG: "true"}
+        )
+        # `tapewatch rescan` launched after it, waiting (NOT_STARTED: a QUEUED run needs a code location here)
+        queued = instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.NOT_STARTED)
+        out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
+        assert isinstance(out, dg.SensorResult) and not out.run_requests
+        assert f"the first rescan is STARTED (run {own.run_id})" in str(out.skip_reason)
+        assert queued.run_id not in str(out.skip_reason)
+        # none of its own on the way: the one that runs first (the oldest), not the newest queued
+        instance.report_run_failed(own)
+        scheduled = instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.NOT_STARTED)
+        out = emergency_exclusion_sensor(dg.build_sensor_context(resources=res, instance=instance))
+        assert isinstance(out, dg.SensorResult) and f"(run {queued.run_id})" in str(out.skip_reason)
+        assert scheduled.run_id not in str(out.skip_reason)

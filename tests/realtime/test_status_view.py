@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
+import pytest
 
 from realtime.service import FeedService
-from realtime.status_view import symbol_feed, window_covered_s
+from realtime.status_view import status_table, symbol_feed, window_covered_s
 from tapewatch.adapters.universe_store import live_liquidity
 from tapewatch.errors import FatalError
 from tapewatch.events import AggTrade, DepthSnapshot, DepthUpdate
@@ -115,3 +116,26 @@ def test_a_book_waiting_for_a_resync_snapshot_is_not_silent_while_its_symbol_tra
         assert "ALTUSDT" not in strikes
     assert [(e.symbol, e.reason) for e in check.exclusions] == [("DEADUSDT", Reason.BELOW_MIN_VOLUME)]
     assert "no event for" in check.exclusions[0].detail
+
+
+def test_the_live_table_says_how_many_symbols_it_leaves_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    service = FeedService(load_settings(), rest=cast(Any, _Rest()), pool=cast(Any, _Pool()))
+    # the totals line (the whole metrics snapshot needs a live transport and REST client; not tested here)
+    totals = dict.fromkeys(
+        ("messages", "synced", "symbols", "retained_symbols", "malformed", "gaps", "resyncs", "reconnects"), 0
+    )
+    monkeypatch.setattr(service, "metrics", lambda: totals | {"book_checks": 0, "book_mismatches": 0})
+    symbols = [f"S{i:02d}USDT" for i in range(20)]
+
+    async def join() -> None:
+        service.set_universe(symbols)
+        await asyncio.sleep(0)  # let the history tasks fail quietly
+
+    asyncio.run(join())
+    lines = status_table(service).splitlines()
+    shown = [line.split()[0] for line in lines[1:] if line.split()[0] in symbols]
+    assert shown == symbols[:12]
+    assert lines[-2].startswith("… and 8 more symbols (any symbol: the dashboard's Live page")
+    assert lines[-1].startswith("messages ")
+    every = status_table(service, limit=20).splitlines()
+    assert len(every) == 22 and not any(line.startswith("…") for line in every)  # all shown: no such line
