@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml setup.py tapewatch/_sides.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapewatch needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
-	@echo ">> creating $(VENV) and installing tapewatch (first run takes a minute)"
+	@echo ">> creating $(VENV) and installing tapewatch (first run takes one to three minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@rm -f tapewatch/_sides.*.so  # a C file that no longer compiles must not leave its old build in use
