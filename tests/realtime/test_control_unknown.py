@@ -95,7 +95,7 @@ def test_a_service_started_while_redis_is_unreachable_issues_no_signal_until_it_
                 assert {c.fate for c in _candidates(sink)} == {"paused"}
                 assert not [s for out in sink.outputs for s in out.signals if s.signal_type == "ENTRY"]
                 async with forwarder(port, redis_upstream(redis_url)):
-                    await wait_for(lambda: not service.engine.risk.paused, "resumed once read", within=10)
+                    await wait_for(lambda: not service.engine.risk.paused, "resumed once read", within=30)
                     assert control.applied is not None
 
     asyncio.run(scenario())
