@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from realtime.capture import capture_files, iter_capture
-from realtime.replay import run_replay
+from realtime.replay import ReplayResult, run_replay
 from tapewatch.events import CONTROL_INSTRUMENTS
 from tapewatch.settings import Settings
 from tests.helpers import shared_sim_capture
@@ -30,6 +30,12 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield out / "var" / "capture"
 
 
+@pytest.fixture(scope="module")
+def replayed(capture: Path) -> ReplayResult:
+    """The capture replayed as recorded, once for the tests that read it."""
+    return run_replay([capture], Settings())
+
+
 def _lines(capture: Path) -> list[bytes]:
     return list(iter_capture(capture_files([capture])))
 
@@ -39,12 +45,12 @@ def _on_grid(price: float, tick: str) -> bool:
     return Decimal(repr(price)) % Decimal(tick) == 0
 
 
-def test_a_sim_capture_replays_to_signals_on_the_tick_grid(capture: Path) -> None:
+def test_a_sim_capture_replays_to_signals_on_the_tick_grid(capture: Path, replayed: ReplayResult) -> None:
     lines = _lines(capture)
     head = orjson.loads(lines[0])
     assert head["stream"] == CONTROL_INSTRUMENTS
     ticks: dict[str, str] = head["data"]["tick_sizes"]
-    result = run_replay([capture], Settings())
+    result = replayed
     entries = [s for s in result.signals if s.signal_type == "ENTRY"]
     assert len(entries) >= 4
     assert result.engine is not None and result.engine.counters["plans_unrounded"] == 0
@@ -77,10 +83,10 @@ def test_a_capture_without_the_line_replays_unrounded_counted_and_logged_once(
 
 
 def test_a_symbol_the_line_does_not_list_is_not_rounded_and_is_logged_once(
-    capture: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    capture: Path, replayed: ReplayResult, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     lines = _lines(capture)
-    first = run_replay([capture], Settings())
+    first = replayed
     symbol = next(s.symbol for s in first.signals if s.signal_type == "ENTRY")
     head = orjson.loads(lines[0])
     del head["data"]["tick_sizes"][symbol]
