@@ -22,11 +22,10 @@ from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.engine import DEPTH_UNSUBSCRIBED, SignalEngine
 from tapewatch.errors import ConfigError
-from tapewatch.events import CONTROL_INSTRUMENTS, Instruments
+from tapewatch.events import CONTROL_INSTRUMENTS
 from tapewatch.settings import PRIMARY_TF, Settings
 from tapewatch.streams import Kind, parse_stream, symbol_streams
-from tapewatch.trade_plan import tick_sizes
-from tapewatch.universe import top_by_volume, tradable_perpetuals
+from tapewatch.universe import top_by_volume, tradable_instruments, tradable_perpetuals
 
 if TYPE_CHECKING:
     from realtime.capture import CaptureWriter
@@ -200,9 +199,9 @@ class FeedUniverse:
         stops and targets on the same grid from the same place in the tape. The control loop calls it when a
         universe names a symbol the kept list lacks (listed since the start)."""
         info, _ = await self.rest.exchange_info()
-        tradable = frozenset(tradable_perpetuals(info.symbols))
+        listed, line = tradable_instruments(info.symbols)
+        tradable = frozenset(listed)
         self._tradable = tradable
-        line = Instruments(tick_sizes((s.symbol, s.tick_size) for s in info.symbols if s.symbol in tradable))
         if self.capture is not None:
             self.capture.write(_wall_ms(), CONTROL_INSTRUMENTS, msgspec.json.encode(line))
         self.engine.set_instruments(line)

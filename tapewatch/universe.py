@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from tapewatch.events import Instruments
 from tapewatch.settings import Settings
+from tapewatch.trade_plan import tick_sizes
 
 
 class SymbolLike(Protocol):
@@ -27,6 +29,11 @@ class SymbolLike(Protocol):
     def status(self) -> str: ...
     @property
     def quote_asset(self) -> str: ...
+
+
+class InstrumentLike(SymbolLike, Protocol):
+    @property
+    def tick_size(self) -> float | None: ...
 
 
 class TickerLike(Protocol):
@@ -43,6 +50,13 @@ def tradable_perpetuals(symbols: Iterable[SymbolLike]) -> set[str]:
         for s in symbols
         if s.contract_type == "PERPETUAL" and s.status == "TRADING" and s.quote_asset == "USDT"
     }
+
+
+def tradable_instruments(symbols: Sequence[InstrumentLike]) -> tuple[set[str], Instruments]:
+    """The tradable perpetuals of exchangeInfo's ``symbols`` (:func:`tradable_perpetuals`) and their price steps
+    as the ``control:instruments`` line carries them (:func:`~tapewatch.trade_plan.tick_sizes`)."""
+    tradable = tradable_perpetuals(symbols)
+    return tradable, Instruments(tick_sizes((s.symbol, s.tick_size) for s in symbols if s.symbol in tradable))
 
 
 def top_by_volume(tradable: set[str], tickers: Iterable[TickerLike], size: int) -> list[str]:

@@ -36,8 +36,7 @@ from tapewatch.book_types import FULL_DEPTH
 from tapewatch.events import CONTROL_INSTRUMENTS, Instruments
 from tapewatch.market_klines import history_klines
 from tapewatch.settings import SNAPSHOT_WEIGHTS
-from tapewatch.trade_plan import tick_sizes
-from tapewatch.universe import tradable_perpetuals
+from tapewatch.universe import tradable_instruments
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +278,7 @@ def _instruments(venue: Venue) -> Instruments:
     symbols = msgspec.json.decode(
         dumps(venue.exchange_info()["symbols"]), type=list[SymbolInfo], strict=False
     )
-    tradable = tradable_perpetuals(symbols)
-    return Instruments(tick_sizes((s.symbol, s.tick_size) for s in symbols if s.symbol in tradable))
+    return tradable_instruments(symbols)[1]
 
 
 def _beyond(sym: SymbolState, bound: tuple[int | None, int | None]) -> bool:
