@@ -342,3 +342,30 @@ def test_digest_parts_beyond_the_minute_s_slots_wait_for_the_next_minute() -> No
         assert len(server.requests) == 3
     assert statuses.count("folded") == 59
     assert flushed == ["sent"] * 59
+
+
+def test_a_late_digest_still_lists_every_signal_in_each_message() -> None:
+    """A digest sent long after its signals (DELAYED labels on every line, and a banner) still fits each
+    message whole: the split leaves room for the labels the parts are rendered with when sent."""
+    signals = entries(60, symbol="1000SHIBUSDT")
+    clock = [600.0 * 60 + 1]
+    with HttpSink() as server:
+
+        async def late() -> list[Status]:
+            bot = TelegramNotifier(
+                TOKEN, "-1", api_url=server.url, max_per_minute=1, clock=lambda: clock[0], sleep=Sleeps()
+            )
+            produced = clock[0] - 99 * 3600  # produced 99 hours before: every line says DELAYED 99h ...
+            for s in signals:
+                await bot.submit(Notice(s, encode_published(s), produced_at=produced))
+            clock[0] += 60
+            sent = [d.status for d in await bot.flush(force=True)]
+            await bot.aclose()
+            return sent
+
+        sent = asyncio.run(late())
+        texts = [json.loads(r.body)["text"] for r in server.requests]
+    assert sent == ["sent"] * 59
+    assert all(len(text) <= MAX_TEXT for text in texts)
+    assert "DELAYED 99h" in texts[-1] and not any(text.endswith("…") for text in texts)
+    assert "\n".join(texts).count("• LONG 1000SHIBUSDT") == 59  # the first went alone, the rest folded

@@ -209,6 +209,10 @@ def _one_line(
     )
 
 
+#: The most a DELAYED label adds to a digest line (`` · DELAYED 999h 59m``): the room each line is sized with.
+LATE_ROOM = len(f" · DELAYED {format_delay(999 * 3600 + 59 * 60)}")
+
+
 def digest_parts(
     signals: Sequence[Signal],
     cap: int,
@@ -222,37 +226,39 @@ def digest_parts(
     signal's delay when sent late (None when not); a part with a late one has a DELAYED line on top with its
     longest delay, and each late line says its delay."""
     tp1 = tp1_hits or [None] * len(signals)
-    lines = [_one_line(s, delays[i] if delays else None, rules, tp1[i]) for i, s in enumerate(signals)]
+    plain = [_one_line(s, None, rules, tp1[i]) for i, s in enumerate(signals)]
+    lines = [_one_line(s, delays[i], rules, tp1[i]) for i, s in enumerate(signals)] if delays else plain
+    # Each line is sized with room for the longest DELAYED label: a part is rendered again at each attempt
+    # to send it, with the delays then (a retry's wait can make any line late), and must still fit whole.
     groups: list[list[int]] = []
     size = 0
-    for i, line in enumerate(lines):
-        if not groups or size + len(line) + 1 > MAX_TEXT - 300:
+    for i, line in enumerate(plain):
+        width = len(line) + LATE_ROOM + 1
+        if not groups or size + width > MAX_TEXT - 300:
             groups.append([])
             size = 0
         groups[-1].append(i)
-        size += len(line) + 1
+        size += width
     parts: list[tuple[str, int]] = []
     for n, group in enumerate(groups, start=1):
         late = [d for i in group if delays and (d := delays[i]) is not None]
-        of = f" (part {n}/{len(groups)})" if len(groups) > 1 else ""
-        parts.append((_digest_text(len(signals), cap, [lines[i] for i in group], late, of), len(group)))
+        parts.append(
+            (
+                _digest_text(len(signals), cap, [lines[i] for i in group], late, _part_note(n, len(groups))),
+                len(group),
+            )
+        )
     return parts
+
+
+def _part_note(n: int, of: int) -> str:
+    """Which part of a digest split in ``of`` messages this is ("" when it is not split)."""
+    return f" (part {n}/{of})" if of > 1 else ""
 
 
 def _digest_text(total: int, cap: int, lines: Sequence[str], late: Sequence[float], note: str = "") -> str:
     head = f"📋 {total} more signals in the last minute (over the cap of {cap} messages a minute){note}:"
     return _clip("\n".join([*([delayed_banner(max(late))] if late else []), head, *lines]))
-
-
-def format_digest(
-    signals: Sequence[Signal],
-    cap: int,
-    delays: Sequence[float | None] | None = None,
-    *,
-    rules: PlanRules | None = None,
-) -> str:
-    """The digest of ``signals`` as one text: its parts (:func:`digest_parts`) joined."""
-    return "\n".join(text for text, _ in digest_parts(signals, cap, delays, rules=rules))
 
 
 def _clip(text: str) -> str:
@@ -390,8 +396,7 @@ class TelegramNotifier:
                 self._folded_minute = self._minute
                 break
             held = folded[start : start + count]
-            note = f" (part {index + 1}/{len(parts)})" if len(parts) > 1 else ""
-            deliveries += await self._send_digest(held, len(folded), note)
+            deliveries += await self._send_digest(held, len(folded), _part_note(index + 1, len(parts)))
             start += count
         return deliveries
 
