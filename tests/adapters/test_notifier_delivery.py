@@ -22,11 +22,11 @@ from tapewatch.adapters.notifiers import (
     WebhookNotifier,
 )
 from tapewatch.adapters.notifiers.base import Status
-from tapewatch.adapters.notifiers.plan import PlanRules
 from tapewatch.adapters.notifiers.telegram import MAX_TEXT, digest_parts, format_signal
 from tapewatch.adapters.outbox import Outbox, OutboxRow
 from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.adapters.status import _dispatch_problems
+from tapewatch.outcome_models import OutcomeParams
 from tapewatch.signal import Signal, encode_published, make_exit_signal
 from tests.adapters.http_sink import Answer, HttpSink
 from tests.adapters.signal_builders import entries, entry, exit_of
@@ -257,7 +257,7 @@ def test_status_reports_a_notifier_only_while_its_last_deliveries_fail() -> None
 
 def test_an_entry_says_by_when_it_must_trigger() -> None:
     signal = entry()  # HIGH: 60 s
-    text = format_signal(signal, rules=PlanRules())
+    text = format_signal(signal, rules=OutcomeParams())
     deadline = signal.event_time + 60_000
     from tapewatch.signal import iso_timestamp
 
@@ -270,7 +270,7 @@ def test_exits_say_what_they_close_and_the_stop_in_force() -> None:
     tp1 = format_signal(exit_of(opening, "TP1"))
     assert "close 50% of the position; the other 50% runs to TP2" in tp1
     assert f"move the stop to the entry {entry_price}" in tp1 and f"Stop now {entry_price} (was " in tp1
-    kept = format_signal(exit_of(opening, "TP1"), rules=PlanRules(move_stop_to_entry=False))
+    kept = format_signal(exit_of(opening, "TP1"), rules=OutcomeParams(move_stop_to_entry=False))
     assert "move the stop" not in kept and "(unchanged)" in kept
 
     break_even = make_exit_signal(opening, "STOP", opening.entry_price, opening.event_time + 600_000)

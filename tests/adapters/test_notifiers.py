@@ -26,13 +26,13 @@ from tapewatch.adapters.notifiers import (
     sign,
     verify_signature,
 )
-from tapewatch.adapters.notifiers.plan import PlanRules
 from tapewatch.adapters.notifiers.webhook import webhook_body
 from tapewatch.adapters.outbox import Outbox, OutboxRelay, OutboxRow
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState
 from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.errors import ConfigError
+from tapewatch.outcome_models import OutcomeParams
 from tapewatch.settings import load_settings
 from tapewatch.signal import Signal, encode
 from tests.adapters.http_sink import Answer, HttpSink, Request
@@ -109,7 +109,7 @@ def test_webhook_posts_the_signed_payload_and_retries_5xx_with_backoff() -> None
         assert verify_signature(SECRET, request.body, request.headers["x-tapewatch-signature"])
         assert request.headers["x-tapewatch-signal-id"] == signal.signal_id
         assert request.headers["content-type"] == "application/json"
-        assert request.body == webhook_body(_notice(signal), PlanRules())
+        assert request.body == webhook_body(_notice(signal), OutcomeParams())
         # the published JSON, byte for byte, then the added fields (backward compatible: none renamed)
         assert request.body.startswith(encode(signal)[:-1] + b",")
         body = json.loads(request.body)
@@ -687,7 +687,7 @@ def test_webhook_marks_a_late_request_in_a_header_and_keeps_the_signed_body() ->
     late_request, prompt_request = server.requests
     assert late_request.headers["x-tapewatch-delayed"] == "605"
     assert "x-tapewatch-delayed" not in prompt_request.headers
-    assert late_request.body == webhook_body(Notice(held, encode(held)), PlanRules())
+    assert late_request.body == webhook_body(Notice(held, encode(held)), OutcomeParams())
     assert verify_signature(SECRET, late_request.body, late_request.headers["x-tapewatch-signature"])
 
 

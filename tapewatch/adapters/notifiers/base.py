@@ -374,10 +374,8 @@ class NotifierWorker:
     async def flush(self, *, force: bool = False) -> None:
         """Send what the notifier holds and is due (a digest), all it holds when ``force`` (at a stop); never
         raises."""
-        if force and self.notifier.due() is None:
-            return  # nothing held
         try:
-            deliveries = await (self.notifier.flush(force=True) if force else self.notifier.flush())
+            deliveries = await self.notifier.flush(force=force)
         except Exception:
             self.stats.errors += 1
             log.exception("%s failed to flush", self.name, extra={"notifier": self.name})

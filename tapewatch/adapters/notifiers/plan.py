@@ -1,6 +1,6 @@
 """What a notice tells a trader beyond the signal's fields: by when an ENTRY must trigger, and what an EXIT
 closes and which stop is then in force. The same figures for every notifier (Telegram's text, the webhook's
-added JSON fields), from the trade-plan rules the outcome tracker follows (``tapewatch.outcome``).
+added JSON fields), from the rules the outcome tracker follows (``tapewatch.outcome_models.OutcomeParams``).
 
 - ENTRY: it must trigger within its priority's response window (``response_window_*``) of the signal's event
   time, else it expires untriggered: ``trigger_by``.
@@ -13,44 +13,17 @@ added JSON fields), from the trade-plan rules the outcome tracker follows (``tap
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from tapewatch.quality import Tier
-from tapewatch.settings import Settings
+from tapewatch.outcome_models import OutcomeParams
 from tapewatch.signal import NOT_TRIGGERED, Signal, iso_timestamp
-from tapewatch.trade_plan import TP1_SHARE
 
 
-def _default_windows() -> dict[Tier, float]:
-    return {"HIGH": 60.0, "MEDIUM": 300.0, "LOW": 900.0}
-
-
-@dataclass(frozen=True, slots=True)
-class PlanRules:
-    """The settings a notice's guidance follows: response windows (s) per priority, the share closed at TP1,
-    whether the stop moves to the entry at TP1."""
-
-    response_s: Mapping[Tier, float] = field(default_factory=_default_windows)
-    tp1_share: float = TP1_SHARE
-    move_stop_to_entry: bool = True
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PlanRules:
-        return cls(
-            response_s={
-                "HIGH": settings.response_window_high,
-                "MEDIUM": settings.response_window_medium,
-                "LOW": settings.response_window_low,
-            },
-            move_stop_to_entry=settings.move_stop_to_entry_at_tp1,
-        )
-
-
-def trigger_by_ms(signal: Signal, rules: PlanRules) -> int:
-    """The last event time (epoch ms) an ENTRY may trigger at: its event time plus its priority's window."""
-    return signal.event_time + round(rules.response_s[signal.priority] * 1000)
+def trigger_by_ms(signal: Signal, rules: OutcomeParams) -> int:
+    """The last event time (epoch ms) an ENTRY may trigger at: its event time plus its priority's window (the
+    outcome tracker's ``trigger_deadline``)."""
+    return signal.event_time + rules.response_ms[signal.priority]
 
 
 def after_tp1(signal: Signal, tp1_hit: bool | None) -> bool:
@@ -81,7 +54,7 @@ class ExitPlan:
     tp1_hit: bool
 
 
-def exit_plan(signal: Signal, rules: PlanRules, tp1_hit: bool | None = None) -> ExitPlan:
+def exit_plan(signal: Signal, rules: OutcomeParams, tp1_hit: bool | None = None) -> ExitPlan:
     """What the EXIT ``signal`` does under ``rules`` (``tp1_hit``: see :func:`after_tp1`)."""
     rest = 1.0 - rules.tp1_share
     if signal.exit_reason == "TP1":
@@ -95,7 +68,7 @@ def exit_plan(signal: Signal, rules: PlanRules, tp1_hit: bool | None = None) -> 
     return ExitPlan(rest if hit else 1.0, 0.0, stop, moved, hit)
 
 
-def webhook_fields(signal: Signal, rules: PlanRules, tp1_hit: bool | None = None) -> dict[str, Any]:
+def webhook_fields(signal: Signal, rules: OutcomeParams, tp1_hit: bool | None = None) -> dict[str, Any]:
     """The fields the webhook adds to the published JSON (never renaming one): ENTRY ``trigger_by`` (ISO UTC)
     and ``trigger_by_ms``, ``response_window_s``; EXIT ``closed_share``, ``open_share``, ``stop_in_force``,
     ``stop_moved_to_entry``, ``tp1_hit``."""
@@ -104,7 +77,7 @@ def webhook_fields(signal: Signal, rules: PlanRules, tp1_hit: bool | None = None
         return {
             "trigger_by": iso_timestamp(deadline),
             "trigger_by_ms": deadline,
-            "response_window_s": rules.response_s[signal.priority],
+            "response_window_s": rules.response_ms[signal.priority] / 1000,
         }
     plan = exit_plan(signal, rules, tp1_hit)
     return {

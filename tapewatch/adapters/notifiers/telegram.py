@@ -46,7 +46,8 @@ from tapewatch.adapters.notifiers.base import (
     format_delay,
     late_by,
 )
-from tapewatch.adapters.notifiers.plan import PlanRules, exit_plan, trigger_by_ms
+from tapewatch.adapters.notifiers.plan import exit_plan, trigger_by_ms
+from tapewatch.outcome_models import OutcomeParams
 from tapewatch.settings import Settings
 from tapewatch.signal import NOT_TRIGGERED, Signal, iso_timestamp
 
@@ -105,7 +106,7 @@ def _share(share: float) -> str:
     return f"{share:.0%}"
 
 
-def _exit_lines(signal: Signal, rules: PlanRules, tp1_hit: bool | None) -> list[str]:
+def _exit_lines(signal: Signal, rules: OutcomeParams, tp1_hit: bool | None) -> list[str]:
     """An EXIT: what it closes and the stop then in force (never the original stop once it moved)."""
     price = _num(signal.exit_price) if signal.exit_price is not None else "?"
     plan = exit_plan(signal, rules, tp1_hit)
@@ -140,8 +141,8 @@ def _exit_lines(signal: Signal, rules: PlanRules, tp1_hit: bool | None) -> list[
     ]
 
 
-def _trigger_line(signal: Signal, rules: PlanRules) -> str:
-    window = rules.response_s[signal.priority]
+def _trigger_line(signal: Signal, rules: OutcomeParams) -> str:
+    window = rules.response_ms[signal.priority] / 1000
     return (
         f"Trigger by {iso_timestamp(trigger_by_ms(signal, rules))} ({signal.priority} window "
         f"{format_delay(window)}): not filled by then = no trade"
@@ -152,13 +153,13 @@ def format_signal(
     signal: Signal,
     delayed_s: float | None = None,
     *,
-    rules: PlanRules | None = None,
+    rules: OutcomeParams | None = None,
     tp1_hit: bool | None = None,
 ) -> str:
     """The message of one signal: direction, symbol, tier and quality; the trade plan and by when it must
     trigger; the reasons (an EXIT: what it closes and the stop in force, ``tp1_hit`` as ``notifiers.plan``).
     Sent ``delayed_s`` seconds after the signal was produced (over the threshold): a DELAYED line on top."""
-    rules = rules or PlanRules()
+    rules = rules or OutcomeParams()
     if signal.signal_type == "EXIT":
         lines = _exit_lines(signal, rules, tp1_hit)
     else:
@@ -181,10 +182,10 @@ def format_signal(
 def _one_line(
     signal: Signal,
     delayed_s: float | None = None,
-    rules: PlanRules | None = None,
+    rules: OutcomeParams | None = None,
     tp1_hit: bool | None = None,
 ) -> str:
-    rules = rules or PlanRules()
+    rules = rules or OutcomeParams()
     late = "" if delayed_s is None else f" · DELAYED {format_delay(delayed_s)}"
     if signal.signal_type == "EXIT":
         price = _num(signal.exit_price) if signal.exit_price is not None else "?"
@@ -218,7 +219,7 @@ def digest_parts(
     cap: int,
     delays: Sequence[float | None] | None = None,
     *,
-    rules: PlanRules | None = None,
+    rules: OutcomeParams | None = None,
     tp1_hits: Sequence[bool | None] | None = None,
 ) -> list[tuple[str, int]]:
     """The messages of the signals folded in a minute, every signal on a line of its own, split so that each
@@ -283,7 +284,7 @@ class TelegramNotifier:
         backoff_max: float = 30.0,
         timeout: float = 10.0,
         late_after: float = 90.0,
-        rules: PlanRules | None = None,
+        rules: OutcomeParams | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -304,7 +305,7 @@ class TelegramNotifier:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.late_after = late_after
-        self.rules = rules or PlanRules()
+        self.rules = rules or OutcomeParams()
         self.messages = 0  # messages Telegram accepted, digests included
         self.digests = 0
         self._client = client or httpx.AsyncClient(timeout=timeout)
@@ -331,7 +332,7 @@ class TelegramNotifier:
             retry_after_max=settings.telegram_retry_after_max,
             timeout=settings.telegram_timeout,
             late_after=settings.notify_late_after,
-            rules=PlanRules.from_settings(settings),
+            rules=OutcomeParams.from_settings(settings),
             clock=clock,
             sleep=sleep,
         )

@@ -34,7 +34,8 @@ import msgspec
 
 from tapewatch import __version__
 from tapewatch.adapters.notifiers.base import Clock, Delivery, Notice, Sleep, late_by
-from tapewatch.adapters.notifiers.plan import PlanRules, webhook_fields
+from tapewatch.adapters.notifiers.plan import webhook_fields
+from tapewatch.outcome_models import OutcomeParams
 from tapewatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _RETRYABLE = frozenset({408, 429})
 FIX = "check TAPEWATCH_WEBHOOK_URL and that the receiver accepts the request (its answer is in the detail)"
 
 
-def webhook_body(notice: Notice, rules: PlanRules) -> bytes:
+def webhook_body(notice: Notice, rules: OutcomeParams) -> bytes:
     """The request body: the published JSON of ``notice`` (byte for byte) with the added fields at its end."""
     extra = msgspec.json.encode(webhook_fields(notice.signal, rules, notice.tp1_hit))
     payload = notice.payload.rstrip()
@@ -81,7 +82,7 @@ class WebhookNotifier:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         late_after: float = 90.0,
-        rules: PlanRules | None = None,
+        rules: OutcomeParams | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -96,7 +97,7 @@ class WebhookNotifier:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.late_after = late_after
-        self.rules = rules or PlanRules()
+        self.rules = rules or OutcomeParams()
         self._clock = clock
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._sleep = sleep
@@ -116,7 +117,7 @@ class WebhookNotifier:
             backoff_base=settings.webhook_backoff_base,
             backoff_max=settings.webhook_backoff_max,
             late_after=settings.notify_late_after,
-            rules=PlanRules.from_settings(settings),
+            rules=OutcomeParams.from_settings(settings),
             clock=clock,
             sleep=sleep,
         )
