@@ -365,10 +365,8 @@ class MarketSettings(BaseModel):
         else:
             even = whole % 60 == 0 and 24 % (whole // 60) == 0
         if not even:
-            raise ValueError(
-                f"universe_rescan_interval must repeat evenly in a cron schedule: a divisor of 24 hours (1, 2, 3, "
-                f"4, 6, 8, 12 or 24) or, under 1 hour, of 60 minutes (e.g. 0.25 = 15 min, 0.5 = 30 min); got {value:g}"
-            )
+            # the rule itself follows as the field's "allowed" text (json_schema_extra), said once
+            raise ValueError(f"universe_rescan_interval must repeat evenly in a cron schedule; got {value:g}")
         return value
 
     @field_validator("database_url", "redis_url", mode="before")
