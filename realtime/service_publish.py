@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
-import msgspec
 import psutil
 
 from realtime.capture import CaptureWriter
@@ -256,10 +255,9 @@ async def publish_feeds(
     at the next publish."""
     universe = list(service.universe)
     gone = sorted(published - set(universe))
-    # each record names its shard: a shard that lost the exchange is silent while the others flow, and the
-    # emergency sensor must see that as the shard's outage, not as its symbols' $0 volume
-    shard = service.shard.label
-    feeds = {symbol: msgspec.structs.replace(service.feed(symbol), shard=shard) for symbol in universe}
+    # each record names its shard (symbol_feed): a shard that lost the exchange is silent while the others
+    # flow, and the emergency sensor must see that as the shard's outage, not as its symbols' $0 volume
+    feeds = {symbol: service.feed(symbol) for symbol in universe}
     published.update(universe)  # maybe written even when the reply is lost: removed once they leave
     await redis.publish_feeds(feeds, removed=gone, ttl_s=ttl_s)
     published.difference_update(gone)

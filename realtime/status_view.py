@@ -76,6 +76,7 @@ def symbol_feed(service: FeedService, symbol: str, now_ms: int | None = None) ->
         not_evaluated=sum(not_evaluated.values()),
         not_evaluated_reason=not_evaluated.most_common(1)[0][0] if not_evaluated else None,
         quiet_s=quiet_ms / 1000 if quiet_ms is not None else None,
+        shard=service.shard.label,
     )
 
 
