@@ -72,13 +72,6 @@ def load_start(clock_file: Path | None, now_ms: int, seed: int) -> DemoStart:
     return DemoStart(start, resume_seed(seed, start), market, resumed=True)
 
 
-def resume_point(clock_file: Path | None, now_ms: int) -> int:
-    """The simulated start time: ``now_ms``, or the saved clock when it is ahead of ``now_ms``.
-
-    A missing or unreadable file (first start, or a torn write) starts at ``now_ms``; it is logged, not fatal."""
-    return load_start(clock_file, now_ms, 0).start_ms
-
-
 def save_clock(clock_file: Path, now_ms: int, market: MarketResume | None = None) -> None:
     """Write the simulator's clock, and the market to go on with, atomically (a reader never sees half a file)."""
     clock_file.parent.mkdir(parents=True, exist_ok=True)

@@ -368,7 +368,10 @@ def test_the_demo_scales_the_daily_caps_but_keeps_the_operator_s() -> None:
 
 
 def test_the_demo_simulator_resumes_its_clock_and_never_goes_back(tmp_path: Path) -> None:
-    from realtime.demo import resume_point, save_clock
+    from realtime.demo import load_start, save_clock
+
+    def resume_point(clock_file: Path | None, now_ms: int) -> int:
+        return load_start(clock_file, now_ms, 0).start_ms
 
     clock = tmp_path / "demo" / "sim-clock.json"
     assert resume_point(clock, 1_000) == 1_000  # first start: now

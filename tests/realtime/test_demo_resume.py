@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from realtime.demo import load_start, resume_point, save_clock, serve_sim
+from realtime.demo import load_start, save_clock, serve_sim
 from realtime.sim.resume import MarketResume, capture, resume_seed
 from realtime.sim.venue import Venue
 
@@ -102,7 +102,7 @@ def test_a_fresh_start_keeps_the_seed_and_an_old_clock_file_resumes_the_clock_on
     old = load_start(clock, 1_000, SEED)
     assert (old.start_ms, old.market, old.resumed) == (5_000, None, True)
     assert old.seed == resume_seed(SEED, 5_000) != SEED
-    assert resume_point(clock, 1_000) == 5_000
+    assert load_start(clock, 1_000, 0).start_ms == 5_000
 
     clock.write_text(json.dumps({"now_ms": 5_000, "market": {"symbols": {"BTCUSDT": {"price": -1}}}}))
     bad = load_start(clock, 1_000, SEED)  # a market that cannot be read: the clock still resumes
