@@ -55,7 +55,7 @@ def db_stop(settings: Settings) -> int:
     holds the var dir's lock, a component beats in the embedded Redis, or a session is open on the embedded
     PostgreSQL: stopping them under a running process would cut it off. Servers of a configured URL are never
     touched."""
-    from tapewatch.adapters.embedded import stop_postgres, stop_redis
+    from tapewatch.adapters.embedded import stop_embedded
     from tapewatch.adapters.platform import demo_lock_holder
 
     var_dir = settings.var_dir.resolve()
@@ -83,8 +83,10 @@ def db_stop(settings: Settings) -> int:
             file=sys.stderr,
         )
         return DB_STOP_REFUSED
-    for what, stop, where in (("PostgreSQL", stop_postgres, "pg"), ("Redis", stop_redis, "redis")):
-        if stop(var_dir / where):
+    for what, where, stopped in zip(
+        ("PostgreSQL", "Redis"), ("pg", "redis"), stop_embedded(var_dir), strict=True
+    ):
+        if stopped:
             print(f"stopped the embedded {what} in {var_dir / where}")
         else:
             print(f"no embedded {what} was running in {var_dir / where}")

@@ -88,12 +88,12 @@ def find_redis(settings: Settings) -> str | None:
     return redis_url(redis_dir) if _redis_answers(redis_socket_path(redis_dir)) else None
 
 
-def stop_embedded(var_dir: Path) -> None:
+def stop_embedded(var_dir: Path) -> tuple[bool, bool]:
     """Stop the embedded PostgreSQL and Redis under ``var_dir`` cleanly; a no-op for those not running.
+    Returns whether each (PostgreSQL, Redis) was running and is now stopped.
 
     Every process still using them loses its connections: call this when the platform shuts down."""
-    stop_postgres(var_dir / "pg")
-    stop_redis(var_dir / "redis")
+    return stop_postgres(var_dir / "pg"), stop_redis(var_dir / "redis")
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------------
