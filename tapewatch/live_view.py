@@ -18,6 +18,7 @@ from tapewatch.book_analytics import book_levels_view
 from tapewatch.engine import SignalEngine
 from tapewatch.outcome import Outcome, OutcomeState
 from tapewatch.signal import Signal, published_fields
+from tapewatch.trade_plan import net_per_unit
 
 
 def open_share(outcome: Outcome) -> float:
@@ -39,7 +40,7 @@ def unrealised_r(outcome: Outcome, price: float | None, taker_fee: float) -> flo
         or price <= 0
     ):
         return 0.0
-    per_unit = sig.sign * (price - sig.entry) - taker_fee * (sig.entry + price)
+    per_unit = net_per_unit(sig.sign, sig.entry, price, taker_fee)
     return open_share(outcome) * per_unit / sig.risk
 
 

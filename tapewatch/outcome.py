@@ -67,6 +67,7 @@ from tapewatch.outcome_models import (
     OutcomeState,
     check_kind,
 )
+from tapewatch.trade_plan import net_per_unit
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class _Life:
 
     def _close(self, state: OutcomeState, price: float, share: float) -> None:
         entry, fee = self.sig.entry, self.params.taker_fee
-        pnl = self.sig.sign * (price - entry) - fee * (entry + price)  # per unit, after both sides' fees
+        pnl = net_per_unit(self.sig.sign, entry, price, fee)
         self.realized_r += share * pnl / self.sig.risk
         self.realized_ret += share * pnl / entry
         self.open_share -= share

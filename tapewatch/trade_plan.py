@@ -190,6 +190,12 @@ def on_tick(price: float, tick: Decimal, *, up: bool) -> float:
     return float(nearest * tick)
 
 
+def net_per_unit(sign: float, entry: float, price: float, taker_fee: float) -> float:
+    """P&L per unit of a position opened at ``entry`` and closed at ``price`` (``sign`` 1 LONG, -1 SHORT), after
+    the taker fee of both sides: what the outcome charges, what position sizes are computed from."""
+    return sign * (price - entry) - taker_fee * (entry + price)
+
+
 def position_size(
     entry: float, stop: float, risk_per_signal: float, max_position_size: float, *, taker_fee: float
 ) -> float:
@@ -206,7 +212,8 @@ def position_size(
         raise ValueError(f"max_position_size must be finite and > 0; got {max_position_size}")
     if not (math.isfinite(taker_fee) and taker_fee >= 0):
         raise ValueError(f"taker_fee must be finite and >= 0; got {taker_fee}")
-    loss = abs(entry - stop) + taker_fee * (entry + stop)  # per unit at the stop, both sides' fees included
+    # per unit at the stop, both sides' fees included (the stop lies on the loss side: below a LONG's entry)
+    loss = -net_per_unit(1 if stop < entry else -1, entry, stop, taker_fee)
     return min(risk_per_signal / (loss / entry), max_position_size)
 
 
