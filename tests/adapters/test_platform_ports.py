@@ -28,11 +28,17 @@ needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopba
 
 @pytest.fixture
 def held_v6() -> Iterator[int]:
-    """A port something listens on at [::1] (only there)."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-        sock.bind(("::1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    """A port something listens on at [::1] (only there), whose IPv4 namesake is free when it is handed out:
+    other tests' servers on 127.0.0.1 take random ports too, and one of them may hold that number by chance."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+            sock.listen()
+            port: int = sock.getsockname()[1]
+            if port_free("127.0.0.1", port):
+                yield port
+                return
+    pytest.fail("no IPv6 port whose IPv4 namesake is free in 20 tries")
 
 
 def _free_port(host: str, family: socket.AddressFamily) -> int:
