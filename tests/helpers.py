@@ -93,6 +93,13 @@ def shared_sim_capture(
     return out
 
 
+def signal_capture(factory: pytest.TempPathFactory, *, symbols: int = 12) -> Path:
+    """The ``var/capture`` directory of the sim recording the signal tests replay (:func:`shared_sim_capture`):
+    20 minutes of 12 symbols with episodes planted at 12 times the simulator's rate, so a short tape (a replay
+    takes seconds) gives the engine five signals to issue, follow and finish."""
+    return shared_sim_capture(factory, 20, seed=3, symbols=symbols, episode_rate=12.0) / "var" / "capture"
+
+
 def sim_hour_file(
     factory: pytest.TempPathFactory, minutes: float = 3, *, seed: int = 5, symbols: int = 3
 ) -> Path:

@@ -32,7 +32,7 @@ from tapewatch.settings import Settings
 from tapewatch.signal import Signal
 from tapewatch.streams import Kind
 from tests.adapters.signal_builders import entry, loss, triggered, win
-from tests.helpers import shared_sim_capture
+from tests.helpers import signal_capture
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,7 @@ class Lines:
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=12, episode_rate=3.0)
-    yield out / "var" / "capture"
+    yield signal_capture(tmp_path_factory)
 
 
 def live_run(engine: SignalEngine, market: Market, capture: Path) -> tuple[list[Signal], dict[str, Outcome]]:

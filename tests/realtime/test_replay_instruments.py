@@ -18,16 +18,14 @@ from realtime.capture import capture_files, iter_capture
 from realtime.replay import ReplayResult, run_replay
 from tapewatch.events import CONTROL_INSTRUMENTS
 from tapewatch.settings import Settings
-from tests.helpers import shared_sim_capture
+from tests.helpers import signal_capture
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    # the recording tests/realtime/test_signals_replay.py uses too: recorded once per run
-    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=12, episode_rate=3.0)
-    yield out / "var" / "capture"
+    yield signal_capture(tmp_path_factory)  # recorded once per run for every module that replays it
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from realtime.backtest import backtest
 from realtime.replay import replay
 from tapewatch.settings import Settings
-from tests.helpers import shared_sim_capture
+from tests.helpers import signal_capture
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +52,8 @@ EPISODE_SLACK_MS = 300_000
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
-    # the recording tests/tapewatch/test_engine_shared_gate.py uses too: recorded once per run
-    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=12, episode_rate=3.0)
-    yield out / "var" / "capture", json.loads((out / "episodes.json").read_text())
+    path = signal_capture(tmp_path_factory)  # recorded once per run for every module that replays it
+    yield path, json.loads((path.parent.parent / "episodes.json").read_text())
 
 
 @pytest.fixture(scope="module")

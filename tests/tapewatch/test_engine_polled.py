@@ -18,7 +18,7 @@ from tapewatch.polled import poll_stream
 from tapewatch.settings import load_settings
 from tapewatch.signal import Candidate
 from tapewatch.streams import Kind
-from tests.helpers import shared_sim_capture
+from tests.helpers import signal_capture
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,7 @@ POLL_EVERY_MS = 2_000
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=8, episode_rate=3.0)
-    return out / "var" / "capture"
+    return signal_capture(tmp_path_factory, symbols=8)
 
 
 def as_polled(capture: Path) -> Iterator[bytes]:

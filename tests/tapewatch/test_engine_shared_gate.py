@@ -27,16 +27,14 @@ from tapewatch.risk import FATE_SHARED_GATE_UNAVAILABLE, Candidate, Correlation,
 from tapewatch.settings import Settings, load_settings
 from tapewatch.sharding import WHOLE, Shard, shard_of
 from tests.adapters.signal_builders import entry
-from tests.helpers import shared_sim_capture
+from tests.helpers import signal_capture
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # the recording tests/realtime/test_signals_replay.py uses too: recorded once per run
-    out = shared_sim_capture(tmp_path_factory, 40, seed=3, symbols=12, episode_rate=3.0)
-    return out / "var" / "capture"
+    return signal_capture(tmp_path_factory)  # recorded once per run for every module that replays it
 
 
 @dataclass
