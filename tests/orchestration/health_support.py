@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import threading
 from collections.abc import Iterator, Mapping
@@ -67,9 +68,16 @@ def resources(
     return found
 
 
+@functools.cache
+def _instance() -> dg.DagsterInstance:
+    """One ephemeral instance for every tick of the process (the health sensors do not use it): Dagster builds
+    one per context otherwise, and stamping its in-memory storages took most of a tick's time."""
+    return dg.DagsterInstance.ephemeral()
+
+
 def tick(sensor: dg.SensorDefinition, cursor: str | None, res: Mapping[str, Any]) -> dg.SensorResult:
     """One evaluation of ``sensor`` with ``cursor``; its result (skip reason and new cursor)."""
-    with dg.build_sensor_context(cursor=cursor, resources=dict(res)) as context:
+    with dg.build_sensor_context(cursor=cursor, resources=dict(res), instance=_instance()) as context:
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     assert not result.run_requests
