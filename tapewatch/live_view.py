@@ -126,11 +126,14 @@ def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any
         if usable
         else dict.fromkeys(("bids", "asks", "bid_walls", "ask_walls"))
     )
-    volume_ok = intensity is not None and intensity > s.volume_confirmation_multiplier
+    # the 15m context: none yet, or its newest closed bar too old to judge on (the engine skips the symbol)
+    now = engine.market.now_ms
+    context = "none" if intensity is None else "stale" if engine.context_stale(st, now) else "fresh"
+    volume_ok = context == "fresh" and intensity is not None and intensity > s.volume_confirmation_multiplier
     above = price is not None and vwap is not None and price > vwap
     below = price is not None and vwap is not None and price < vwap
     threshold = s.orderbook_imbalance_threshold
-    trades = engine.trades_state(st, engine.market.now_ms)
+    trades = engine.trades_state(st, now)
     fresh = trades == "fresh"  # the engine judges no setup on stale or held-back trades
     features: dict[str, Any] = {
         "price": price,
@@ -148,6 +151,7 @@ def live_features(engine: SignalEngine, symbol: str) -> tuple[int, dict[str, Any
         "book": str(health.state),
         **levels,
         "trades": trades,
+        "context": context,
         "long_required": bool(
             fresh
             and flow.large_buys >= s.min_large_trades

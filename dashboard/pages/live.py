@@ -283,6 +283,9 @@ def symbol_panel(
         (f"top {len(values.get('bids') or [])} levels Σ qty (bid / ask)", _depth_text(values)),
         ("bid walls", _walls_text(values.get("bid_walls"))),
         ("ask walls", _walls_text(values.get("ask_walls"))),
+        # why the required conditions can read false while the numbers look met: the engine judges no setup on
+        # a stale tape or on old 15m bars
+        ("tape / 15m context", f"{values.get('trades', '—')} / {values.get('context', '—')}"),
         (
             "required LONG / SHORT",
             f"{values.get('long_required', '—')} / {values.get('short_required', '—')}",

@@ -88,6 +88,10 @@ def test_live_shows_open_signals_and_the_symbol_panel(
                         [100.8, 35.0, 5.2],
                     ],
                     "ask_walls": [],
+                    "trades": "fresh",
+                    "context": "stale",
+                    "long_required": False,
+                    "short_required": False,
                 },
             }
         ),
@@ -106,6 +110,8 @@ def test_live_shows_open_signals_and_the_symbol_panel(
     assert "top 3 levels Σ qty (bid / ask) 33.000 / 2.000" in facts
     assert "bid walls 50.000 @ 101 (7.5×), 40.000 @ 100.9 (6.0×), 35.000 @ 100.8 (5.2×) (+1 more)" in facts
     assert "ask walls none" in facts
+    # why the required conditions read false: the 15m bars are too old to judge on
+    assert "tape / 15m context fresh / stale" in facts and "required LONG / SHORT False / False" in facts
     assert prices["SOLUSDT"][-1] == [NOW_MS, 101.5]
     levels = {round(shape["y0"], 6) for shape in fig.layout.shapes}
     assert round(made["open"].stop_loss, 6) in levels and round(made["open"].take_profit_2, 6) in levels

@@ -167,11 +167,19 @@ def test_a_symbol_whose_newest_closed_15m_bar_ended_over_two_bars_before_is_not_
         [candidate] = rig.candidates()
         assert candidate.fate == "signal" and candidate.event_time == event
         assert counts["context_stale"] == 0
+        view = live_features(rig.engine, "BTCUSDT")
+        assert view is not None and view[1]["context"] == "fresh" and view[1]["long_required"] is True
     else:
         assert rig.candidates() == []
         assert counts["context_stale"] == 1 and rig.engine.counters["not_evaluated_context_stale"] == 1
         assert live_features(rig.engine, "BTCUSDT") is not None  # the reason reaches the live view
         assert live_features(rig.engine, "BTCUSDT")[1]["not_evaluated"] == {"context_stale": 1}  # type: ignore[index]
+        # the live view (judged at the exchange's now, here moved to the event) does not show the setup as met
+        # on old bars: the engine does not judge it
+        rig.clock(event)
+        view = live_features(rig.engine, "BTCUSDT")
+        assert view is not None and view[1]["context"] == "stale"
+        assert view[1]["long_required"] is False and view[1]["short_required"] is False
 
 
 def test_a_silent_kline_stream_that_resumes_brings_the_symbol_back_once_its_hole_is_refilled() -> None:
