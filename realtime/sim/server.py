@@ -32,6 +32,7 @@ from realtime.sim import rest
 from realtime.sim.episodes import Episode
 from realtime.sim.faults import FaultConfig, Faults, malformed_payload
 from realtime.sim.hub import MAX_STREAMS, Client, Hub, parse_ws_path
+from realtime.sim.lag import LagReport
 from realtime.sim.model import STEP_MS
 from realtime.sim.protocol import dumps, error_body
 from realtime.sim.ratelimit import WeightLimiter
@@ -79,6 +80,7 @@ class SimExchange:
         self.faults = Faults(faults, clock, seed)
         self.faults.bind(self._drop_all, self._inject)
         self.limiter = WeightLimiter(weight_limit, clock)
+        self.lag = LagReport()  # the clock falling behind a machine too slow for it
         self.hub = Hub()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -207,9 +209,9 @@ class SimExchange:
                 last_check = now
                 self._drop_slow_consumers()
                 if target - self.venue.now_ms > 5_000:
-                    log.warning(
-                        "simulation is %.1f s behind; slowing the clock", (target - self.venue.now_ms) / 1000
-                    )
+                    message = self.lag.behind(target - self.venue.now_ms, now)
+                    if message is not None:
+                        log.warning(message)
                     wall0, sim0 = now, self.venue.now_ms
             if steps >= MAX_STEPS_PER_TICK:
                 await asyncio.sleep(0)
