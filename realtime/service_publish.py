@@ -138,6 +138,8 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "bad_features": engine.counters["bad_features"],
         "rules_rejected": engine.counters["rules_rejected"],
         "signals": engine.counters["signals"],
+        # signals issued with stop and targets off the tick grid (no tick size known for the symbol)
+        "plans_unrounded": engine.counters["plans_unrounded"],
         **{k: v for k, v in engine.counters.items() if k.startswith("shared_gate_")},
         **(engine.shared_gate.metrics() if isinstance(engine.shared_gate, RiskLedger) else {}),
         **({"closes_published": service.closes.published} if service.closes is not None else {}),

@@ -86,7 +86,7 @@ def test_the_metrics_hash_shows_engine_candle_capture_and_dispatch_losses(
                 frame = service.decoder.decode_payload(1, "btcusdt@kline_15m", _kline(i))
                 assert frame is not None
                 service.market.on_frame(frame)
-            service.engine.counters.update(bad_features=2, rules_rejected=1)
+            service.engine.counters.update(bad_features=2, rules_rejected=1, plans_unrounded=3)
             capture.write(1_700_000_000_000, "btcusdt@kline_15m", _kline(7))
             assert capture.flush(5)
             capture.close(5)
@@ -103,7 +103,7 @@ def test_the_metrics_hash_shows_engine_candle_capture_and_dispatch_losses(
 
     healthy, failing = asyncio.run(scenario())
     assert healthy["candle_stale_updates"] == 1
-    assert (healthy["bad_features"], healthy["rules_rejected"]) == (2, 1)
+    assert (healthy["bad_features"], healthy["rules_rejected"], healthy["plans_unrounded"]) == (2, 1, 3)
     assert (healthy["capture_lines"], healthy["capture_dropped"], healthy["capture_lost"]) == (1, 1, 0)
     assert healthy["capture_errors"] == healthy["capture_queued"] == 0
     assert healthy["relay_healthy"] == 1 and healthy["pending_held_signals"] == 0
