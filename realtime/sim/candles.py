@@ -94,6 +94,12 @@ class Forming:
         )
 
 
+def first_agg_id(first_trade_id: int) -> int:
+    """The first aggTrade id of a market that starts fresh at ``first_trade_id``: about two fills make one
+    aggTrade, so half the trade id (a resumed market goes on with the ids it stopped at instead)."""
+    return first_trade_id // 2 + 1
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """1-minute candles before the start; row k opens at ``start_ms + k * MINUTE``."""
@@ -117,7 +123,7 @@ class History:
     @property
     def next_agg_id(self) -> int:
         """The first live aggTrade id."""
-        return self.next_trade_id // 2 + 1 if self.live_agg_id is None else self.live_agg_id
+        return first_agg_id(self.next_trade_id) if self.live_agg_id is None else self.live_agg_id
 
 
 def generate_history(spec: SymbolSpec, rng: np.random.Generator, end_ms: int, minutes: int) -> History:

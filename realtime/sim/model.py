@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from realtime.sim.candles import first_agg_id as default_agg_id
 from realtime.sim.draws import Draws
 from realtime.sim.episodes import (
     FAVOURED_QTY,
@@ -87,7 +88,7 @@ class SymbolState:
         self.last_id = 0
         self.last_change_ms = 0
         self.trade_id = first_trade_id
-        self.agg_id = first_trade_id // 2 + 1 if first_agg_id is None else first_agg_id
+        self.agg_id = default_agg_id(first_trade_id) if first_agg_id is None else first_agg_id
         self.last_qty = 1
         self.unit = spec.tick * spec.step  # quote value of one step at a price of one tick
         level_quote = max(300.0, 2.0 * spec.mean_trade_quote)
