@@ -452,10 +452,10 @@ class ControlLoop:
         # judged before on the kept list only, and a refetch is allowed now: judged again (the refusals that
         # verdict logged are not logged again)
         again = self._provisional and self._refetch_wait() <= 0
-        refused_before = again and self._judged == (asked, None)
         if self._judged is not None and self._judged[0] == asked and not again:
             verdict = self._judged[1]
             return (verdict, "control") if verdict is not None else (before.base, before.source)
+        refused_before = self._judged == (asked, None)  # and judged again now: its refusal is not repeated
         try:
             tradable = await self._tradable_for(asked)
         except Exception as exc:  # the REST client's errors, whatever they are: check again soon

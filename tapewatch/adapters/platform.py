@@ -185,6 +185,12 @@ def port_open(host: str, port: int) -> bool:
 # --- the lock ------------------------------------------------------------------------------------------
 
 
+def _recorded_holder(handle: IO[str]) -> str:
+    """The pid the holder of the demo lock wrote in its file (``unknown`` if it wrote none yet)."""
+    handle.seek(0)
+    return handle.read().strip() or "unknown"
+
+
 @contextlib.contextmanager
 def demo_lock(var_dir: Path) -> Iterator[Path]:
     """Hold ``<var_dir>/demo.lock`` for the life of the demo; PlatformBusy if another demo holds it.
@@ -197,8 +203,7 @@ def demo_lock(var_dir: Path) -> Iterator[Path]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = _recorded_holder(handle)
             raise PlatformBusy(
                 f"another tapewatch demo (pid {holder}) is running on {var_dir}: open its terminal and press "
                 f"Ctrl-C, or `kill {holder}`; or use another TAPEWATCH_VAR_DIR"
@@ -223,7 +228,7 @@ def demo_lock_holder(var_dir: Path) -> str | None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return handle.read().strip() or "unknown"
+                return _recorded_holder(handle)
             fcntl.flock(handle, fcntl.LOCK_UN)
     except FileNotFoundError:
         pass
