@@ -5,7 +5,8 @@ Definitions (the README repeats them for operators):
 - A signal belongs to the **UTC day (and week) of its creation** event time.
 - ``signals_generated``: signals issued; ``signals_triggered``: those whose entry traded within the response
   window. A **win** is a triggered signal whose P&L in R after fees is above 0; ``win_rate = wins /
-  triggered`` (None when none triggered). A TP1-then-entry "break-even" is a win (half closed at +1 R).
+  triggered`` (None when none triggered). A TP1-then-entry "break-even" is a win only when the half closed at
+  TP1 covers the fees of both halves (+0.30 R at a 0.5 % stop with 0.05 % a side, −0.0003 R at 0.2 %).
 - ``average_hold_minutes``: mean time from trigger to end over triggered signals.
 - ``total_pnl_r`` / ``total_pnl_pct``: sums of the signals' P&L in R and in % of capital (no compounding).
 - **Sharpe ratio**: of the daily R series (the sum of ``pnl_r`` of each UTC day's signals, a day without

@@ -30,14 +30,21 @@ def day_of(event_time: int) -> date:
     return EPOCH + timedelta(days=event_time // DAY_MS)
 
 
+def _annualised(mean: float, variance: float, mean_square: float) -> float | None:
+    """``mean / sqrt(variance) × sqrt(365)``; None without variation. A variance at rounding level of the values'
+    mean square is none: the same R values summed in another order differ in the last bit, and such a series
+    must not read as a Sharpe ratio of 1e17 (nor differ between the series and its database sums)."""
+    if not math.isfinite(variance) or variance <= 1e-12 * max(mean_square, 1e-300):
+        return None
+    return mean / math.sqrt(variance) * math.sqrt(DAYS_PER_YEAR)
+
+
 def sharpe_ratio(daily_r: Sequence[float]) -> float | None:
     """``mean / sample stdev × sqrt(365)`` of a daily R series; None below 2 days or without variation."""
     if len(daily_r) < 2:
         return None
-    spread = statistics.stdev(daily_r)
-    if spread == 0 or not math.isfinite(spread):
-        return None
-    return statistics.fmean(daily_r) / spread * math.sqrt(DAYS_PER_YEAR)
+    mean_square = statistics.fmean(r * r for r in daily_r)
+    return _annualised(statistics.fmean(daily_r), statistics.variance(daily_r), mean_square)
 
 
 def sharpe_from_sums(days: int, total: float, total_sq: float, signal_days: int) -> float | None:
@@ -48,11 +55,7 @@ def sharpe_from_sums(days: int, total: float, total_sq: float, signal_days: int)
     if days < 2 or signal_days < MIN_SHARPE_SIGNAL_DAYS:
         return None
     mean = total / days
-    variance = (total_sq - days * mean * mean) / (days - 1)
-    # the sums lose the exact zero of a constant series: a variance at rounding level is none
-    if not math.isfinite(variance) or variance <= 1e-12 * max(total_sq / days, 1e-300):
-        return None
-    return mean / math.sqrt(variance) * math.sqrt(DAYS_PER_YEAR)
+    return _annualised(mean, (total_sq - days * mean * mean) / (days - 1), total_sq / days)
 
 
 def max_drawdown(pnl_r: Iterable[float]) -> float:

@@ -45,6 +45,9 @@ _FINISHED = """
     WHERE s.signal_type = 'ENTRY' AND o.finished AND s.event_time >= :since AND s.event_time < :until
       AND (CAST(:tier AS text) IS NULL OR s.priority = CAST(:tier AS text))
 """
+# The first and last UTC day with a finished signal in the period, whatever the tier filter: an "all time"
+# Sharpe ratio runs over those days for every tier, so a tier's figure is the same in the tier grid and filtered.
+_SPAN = f"SELECT min(s.event_time) / {DAY_MS}, max(s.event_time) / {DAY_MS} {_FINISHED}"
 _TALLY = """
     count(*), count(o.trigger_time),
     count(*) FILTER (WHERE o.trigger_time IS NOT NULL AND o.pnl_r > 0),
@@ -190,7 +193,8 @@ def performance(
 ) -> Performance:
     """The performance of the finished ENTRY signals created in ``[since_ms, until_ms)`` (of ``tier`` only
     when given). Sharpe ratios run over every UTC day of the period (days without signals count 0 R), or,
-    when ``open_ended`` ("all time"), from the first to the last day with a signal. The equity curve is thinned
+    when ``open_ended`` ("all time"), from the first to the last day with a signal of any tier (so a tier's ratio
+    is the same filtered and in the tier grid). The equity curve is thinned
     to at most ``max_points`` points as :func:`signal_stats.equity_curve` does. ValueError for an unknown tier,
     an empty period or ``max_points`` below 2."""
     params = _params(since_ms, until_ms, tier)
@@ -205,7 +209,9 @@ def performance(
         dd = _drawdowns(conn.execute(sa.text(_DRAWDOWNS), params).all())
         n = int(overall_row[3])
         curve = _curve(conn.execute(sa.text(_CURVE), {**params, "n": n, "runs": equity_runs(n, max_points)}))
-    first_day, last_day = int(overall_row[12]), int(overall_row[13])
+        first_day, last_day = int(overall_row[12]), int(overall_row[13])
+        if open_ended and tier is not None:
+            first_day, last_day = map(int, conn.execute(sa.text(_SPAN), {**params, "tier": None}).one())
     days = sharpe_day_count(
         since_ms, until_ms, open_ended=open_ended, first_ms=first_day * DAY_MS, last_ms=last_day * DAY_MS
     )

@@ -162,6 +162,26 @@ def test_sharpe_of_a_chosen_period_counts_its_days_without_signals(db: Database)
     assert everything.overall.sharpe_ratio == pytest.approx(metrics.sharpe_ratio(daily[1:]), rel=1e-9)
 
 
+def test_an_all_time_tier_filter_gives_the_tier_grid_s_sharpe_ratio(db: Database) -> None:
+    """ "All time" runs from the first to the last day with a signal of any tier: filtering on a tier must not
+    shorten the window to that tier's own days (the filtered HIGH ratio read 5.22 beside 3.30 in the grid)."""
+    high = [-1.05, 1.45, 0.4, 1.45, -0.2, 0.4]
+    store_finished(
+        db,
+        [
+            finished("ETHUSDT", D0 + 10 * HOUR, 0.4, tier="MEDIUM"),
+            *(finished("BTCUSDT", D0 + (10 + d) * DAY_MS + 10 * HOUR, r) for d, r in enumerate(high)),
+        ],
+    )
+    everything = ds.performance(db, 0, D0 + 30 * DAY_MS, open_ended=True)
+    (grid_high,) = [g.summary for g in everything.by_tier if g.key == "HIGH"]
+    assert everything.sharpe_days == 16 and grid_high.sharpe_ratio is not None
+    assert grid_high.sharpe_ratio == pytest.approx(metrics.sharpe_ratio([0.0] * 10 + high), rel=1e-9)
+    filtered = ds.performance(db, 0, D0 + 30 * DAY_MS, open_ended=True, tier="HIGH")
+    assert filtered.sharpe_days == 16
+    assert filtered.overall.sharpe_ratio == pytest.approx(grid_high.sharpe_ratio, rel=1e-9)
+
+
 def test_days_whose_signals_never_triggered_do_not_make_a_sharpe_ratio(db: Database) -> None:
     """Four days of untriggered signals (0 R each, as an empty day) and one losing day: the daily R series is one
     value among zeros, whose ratio is an artefact of the window (−√(365/N)): no ratio, as the Dagster metrics."""

@@ -29,6 +29,7 @@ from tapewatch.metrics import (
     daily_metrics,
     day_of,
     max_drawdown,
+    sharpe_from_sums,
     sharpe_ratio,
     slope,
     summarize,
@@ -119,6 +120,21 @@ def test_the_sharpe_ratio_needs_five_days_with_signals() -> None:
     assert fifth.overall.sharpe_ratio == pytest.approx(sharpe_ratio([0.0] * 25 + [v, v, v, day4, v]))
     # per tier, its own days with signals: MEDIUM (the ETHUSDT loss every day) has five
     assert fifth.by_tier["MEDIUM"].sharpe_ratio == pytest.approx(sharpe_ratio([0.0] * 25 + [-1.0995] * 5))
+
+
+def test_daily_totals_equal_but_for_rounding_have_no_sharpe_ratio_as_their_sums_have_none() -> None:
+    """The same R values summed in another order differ in the last bit: no variation, so no ratio (it read
+    2.6e17), as the database sums the dashboard aggregates give."""
+    daily = [1.49905, 1.4990500000000002] * 4
+    assert daily[0] != daily[1]
+    assert sharpe_ratio(daily) is None
+    assert sharpe_from_sums(len(daily), sum(daily), sum(r * r for r in daily), len(daily)) is None
+    # a real spread is still a ratio, the same from the series and from its sums
+    spread = [1.5, 1.4, 1.6, 1.45, 1.55, 1.5, 1.52, 1.48]
+    ratio = sharpe_ratio(spread)
+    assert ratio is not None and ratio == pytest.approx(
+        sharpe_from_sums(len(spread), sum(spread), sum(r * r for r in spread), len(spread)), rel=1e-9
+    )
 
 
 def test_days_whose_signals_never_triggered_do_not_count_towards_the_five() -> None:
