@@ -293,10 +293,20 @@ def overload(
             raise ValueError(f"{name} must be within [0, 100]; got {value}")
     problems: list[str] = []
     if cpu_percent > cpu_threshold:
-        problems.append(f"CPU {cpu_percent:.0f} % > {cpu_threshold:g} %")
+        problems.append(f"CPU {_above(cpu_percent, cpu_threshold)} % > {cpu_threshold:g} %")
     if memory_percent > memory_threshold:
-        problems.append(f"memory {memory_percent:.0f} % > {memory_threshold:g} %")
+        problems.append(f"memory {_above(memory_percent, memory_threshold)} % > {memory_threshold:g} %")
     return problems
+
+
+def _above(value: float, threshold: float) -> str:
+    """``value`` (above ``threshold``) in whole percent, or with the decimals it takes to read as above it
+    (80.1 % over 80 % is not "80 % > 80 %")."""
+    for decimals in range(4):
+        text = f"{value:.{decimals}f}"
+        if float(text) > threshold:
+            return text
+    return f"{value:g}"
 
 
 @dataclass(frozen=True, slots=True)

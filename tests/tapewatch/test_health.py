@@ -135,8 +135,12 @@ def test_on_the_backup_feed_the_probe_decides_the_way_back() -> None:
 def test_overload_is_strictly_above_the_threshold() -> None:
     assert overload(cpu_percent=80, memory_percent=85, cpu_threshold=80, memory_threshold=85) == []
     assert overload(cpu_percent=80.5, memory_percent=90, cpu_threshold=80, memory_threshold=85) == [
-        "CPU 80 % > 80 %",
+        "CPU 80.5 % > 80 %",  # never "CPU 80 % > 80 %": the decimals it takes to read as above
         "memory 90 % > 85 %",
+    ]
+    assert overload(cpu_percent=80.04, memory_percent=85.6, cpu_threshold=80, memory_threshold=85) == [
+        "CPU 80.04 % > 80 %",
+        "memory 86 % > 85 %",
     ]
     with pytest.raises(ValueError, match="cpu_percent"):
         overload(cpu_percent=-1, memory_percent=0, cpu_threshold=80, memory_threshold=85)
