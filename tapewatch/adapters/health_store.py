@@ -71,7 +71,8 @@ def open_incident(
     at: datetime | None = None,
 ) -> HealthIncident:
     """Open an incident of ``kind`` (started ``at``, default now) and return it; when one of that kind is
-    open already, return that one with its ``values`` replaced by these (nothing else changes).
+    open already, return that one with its ``values`` and ``action`` replaced by these (the action in force: a
+    universe cut again names the new cap), its reason and start kept.
 
     ValueError for an unknown kind or an empty reason/action; StorageUnavailable when PostgreSQL is down."""
     _check_kind(kind)
@@ -83,7 +84,7 @@ def open_incident(
             sa.text(
                 'INSERT INTO health_incidents (kind, reason, action, "values", started_at) '
                 "VALUES (:kind, :reason, :action, :values, COALESCE(:at, now())) "
-                'ON CONFLICT (kind) WHERE ended_at IS NULL DO UPDATE SET "values" = EXCLUDED."values" '
+                'ON CONFLICT (kind) WHERE ended_at IS NULL DO UPDATE SET "values" = EXCLUDED."values", action = EXCLUDED.action '
                 f"RETURNING {_COLUMNS}"
             ).bindparams(sa.bindparam("values", type_=JSONB), sa.bindparam("at", type_=sa.DateTime(True))),
             params,

@@ -30,6 +30,7 @@ def test_open_is_once_per_kind_and_close_records_the_recovery(db: Database) -> N
         db, "data_quality", reason="other", action="other", values={"n": 2}, at=T0 + timedelta(minutes=1)
     )
     assert again.id == first.id and again.reason == "spread anomaly" and again.values == {"n": 2}
+    assert again.action == "other"  # the action in force (a second universe cut names its new cap)
     other = open_incident(db, "api_connectivity", reason="ping failed", action="backup feed on", at=T0)
     assert other.id != first.id
     assert {i.kind for i in open_health_incidents(db)} == {"api_connectivity", "data_quality"}
