@@ -39,6 +39,9 @@ class DataQualityState(QualityState, frozen=True, kw_only=True):
     paused_ours: bool = False
     pending: Pending = ()
     recovered: bool = False
+    backup_feed: bool = (
+        False  # the backup feed was on at the previous check (its message rates are not judged)
+    )
 
 
 class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):

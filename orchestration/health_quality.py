@@ -66,9 +66,10 @@ def data_quality_sensor(
         try:
             feeds = rs.feeds()
             metrics = rs.realtime_metrics()
-            paused_now = rs.read_control().paused_reason
+            control = rs.read_control()
         except StorageUnavailable as exc:
             return sensor_result(f"Redis unavailable, nothing judged: {exc}", state, warning)
+        paused_now = control.paused_reason
         state = _migrated(state, paused_now)
         state, recovered = _recover_pause(state, paused_now, database)
         samples = {
@@ -77,10 +78,15 @@ def data_quality_sensor(
         totals = None
         if metrics.get("updated_ms"):
             totals = TotalsSample(int(metrics["updated_ms"]), _count(metrics.get("resyncs")))
-        judged, found = assess(state, samples, totals, config)
+        # REST polling gives a symbol a fraction of its streamed messages: its rates are no data fault, and
+        # must not teach the statistics a rate the streams never have (the interval after a switch back too)
+        apart = control.backup_feed or state.backup_feed
+        judged, found = assess(state, samples, totals, config, rates_apart=apart)
         streak, move = judged.streak.step(found.dirty, trip_after=1, clear_after=s.data_quality_clean_checks)
         # every field assess() judged, plus what only this sensor keeps
-        new = replace(state, **{**msgspec.structs.asdict(judged), "streak": streak})
+        new = replace(
+            state, **{**msgspec.structs.asdict(judged), "streak": streak}, backup_feed=control.backup_feed
+        )
         values = {
             "anomalies": [a.describe() for a in found.anomalies[:20]],
             "anomalous_symbols": found.details["anomalous_symbols"],

@@ -190,11 +190,16 @@ def assess(
     feeds: Mapping[str, FeedSample],
     totals: TotalsSample | None,
     config: QualityConfig,
+    *,
+    rates_apart: bool = False,
 ) -> tuple[QualityState, Assessment]:
     """Judge one check's samples against the rolling statistics, then fold them in.
 
     Symbols whose stats were not republished since the previous check (same ``updated_ms``) are left as
-    they are; symbols that left the feed are forgotten (the cursor stays bounded)."""
+    they are; symbols that left the feed are forgotten (the cursor stays bounded). ``rates_apart``: this
+    check's message rates do not compare with the statistics (the backup feed polls REST instead of the
+    streams, or the interval straddles a switch of feed): neither judged nor folded in, so the statistics
+    stay those of the streams."""
     found: list[Anomaly] = []
     counts = {"judged": 0, "unknown": 0, "resets": 0}
     series: dict[str, SeriesState] = {}
@@ -202,6 +207,8 @@ def assess(
     for symbol, feed in sorted(feeds.items()):
         old = state.series.get(symbol, SeriesState())
         values = _feed_values(old.prev, feed, counts)
+        if rates_apart and values is not None:
+            values.pop("message_rate", None)
         if values is not None and "message_rate" in values:
             rates[symbol] = (values["message_rate"], old.stats.get("message_rate", Stat()))
         prev = Prev(ts_ms=feed.updated_ms, price=feed.last_price, messages=feed.messages)
@@ -220,6 +227,8 @@ def assess(
     if totals is not None:
         overall |= _total_values(old.prev, totals, counts) or {}
         ts_ms, resyncs = max(ts_ms, totals.updated_ms), totals.resyncs
+    if rates_apart:
+        note = "message rates not judged: the backup feed is on or was at the previous check"
     if rates or totals is not None:
         prev = Prev(ts_ms=ts_ms, resyncs=resyncs, members=members)
         series[OVERALL] = _judge(OVERALL, old, overall, prev, config, found, counts)

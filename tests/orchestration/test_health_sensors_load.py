@@ -178,10 +178,17 @@ RATES = [37.1 * 0.85**i for i in range(15)]
 
 
 def _publish(
-    url: str, keys: Keyspace, now_s: float, follow: int, counts: list[int], rnd: random.Random
+    url: str,
+    keys: Keyspace,
+    now_s: float,
+    follow: int,
+    counts: list[int],
+    rnd: random.Random,
+    scale: float = 1.0,
 ) -> None:
     """One minute of the realtime service as Redis sees it: the feed stats of the ``follow`` symbols it
-    follows (those of the symbols cut removed, as its publish loop does) and its metrics hash."""
+    follows (those of the symbols cut removed, as its publish loop does) and its metrics hash; ``scale``:
+    the share of their usual message rates they get (REST polling: ~1/50)."""
 
     async def main() -> None:
         state = AsyncRedisState.from_url(url, keys=keys, clock=lambda: now_s)
@@ -190,7 +197,7 @@ def _publish(
                 if i >= follow:
                     await state.remove_feed(UNIVERSE[i])
                     continue
-                counts[i] += max(0, int(rnd.gauss(rate * 60, (rate * 60) ** 0.5)))
+                counts[i] += max(0, int(rnd.gauss(rate * 60 * scale, (rate * 60 * scale) ** 0.5)))
                 feed = SymbolFeed(state="synced", messages=counts[i], last_price=100.0, spread=1e-4)
                 await state.publish_feed(UNIVERSE[i], feed, ttl_s=600.0)
             await state.publish_metrics({"messages": sum(counts), "resyncs": 0})
@@ -225,3 +232,32 @@ def test_the_load_sensors_cut_does_not_make_the_data_quality_sensor_pause(
         assert redis_state.read_control().paused_reason is None, reasons
     assert "overall message rate not judged: the symbols measured changed (15 -> 7" in reasons[0]
     assert all("no anomaly" in r for r in reasons)
+
+
+def test_the_backup_feed_neither_pauses_signalling_nor_blinds_the_check_after_it(
+    res: Any, redis_state: RedisState, redis_url: str, redis_keys: Keyspace
+) -> None:
+    """The audit's chain: the connectivity sensor switched to the backup feed, REST polling gave every symbol
+    ~1/50 of its streamed messages, and the data-quality sensor paused signalling for it ("message_rate ...
+    -16 sd"), then learnt the polled rates: back on the streams, a real fault (a quarter of the rate) went
+    unseen for 30 checks. Rates on the backup feed (and across the switch back) are neither judged nor learnt."""
+    redis_state.set_universe(UNIVERSE[:15], source="rescan")
+    rnd, counts, dq, start = random.Random(2), [0] * 15, None, 1_800_000_000
+    settings = res()
+    for minute in range(25):  # every statistic warm
+        _publish(redis_url, redis_keys, start + minute * 60, 15, counts, rnd)
+        dq = tick(data_quality_sensor, dq, settings).cursor
+    redis_state.set_backup_feed(True, source="test")
+    for minute in range(25, 35):
+        _publish(redis_url, redis_keys, start + minute * 60, 15, counts, rnd, scale=0.02)
+        result = tick(data_quality_sensor, dq, settings)
+        dq = result.cursor
+        assert redis_state.read_control().paused_reason is None, result.skip_reason
+        assert "message rates not judged" in str(result.skip_reason)
+    redis_state.set_backup_feed(False, source="test")
+    _publish(redis_url, redis_keys, start + 35 * 60, 15, counts, rnd)  # straddles the switch back
+    dq = tick(data_quality_sensor, dq, settings).cursor
+    assert redis_state.read_control().paused_reason is None
+    _publish(redis_url, redis_keys, start + 36 * 60, 15, counts, rnd, scale=0.25)  # a real fault
+    result = tick(data_quality_sensor, dq, settings)
+    assert redis_state.read_control().paused_reason is not None, result.skip_reason

@@ -383,3 +383,27 @@ def test_the_symbols_needed_are_computed_for_any_universe_size() -> None:
     config = QualityConfig()
     assert symbols_needed(1_000, config) == 78
     assert 250 < symbols_needed(5_000, config) < 400  # ~6 % of them: no overflow on a large count
+
+
+def test_the_backup_feed_s_polled_rates_are_not_judged_nor_learnt() -> None:
+    """While the backup feed polls REST a symbol gets ~1/50 of its streamed messages: no data fault. Judged, it
+    paused signalling for the switch itself; learnt, it left the statistics blind to a real fault after the
+    switch back (a quarter of the rate went unseen for 30+ checks)."""
+    state, rng = warm()
+    before = {symbol: state.series[symbol].stats["message_rate"] for symbol in SYMBOLS}
+    messages = 25 * 600
+    for minute in range(26, 31):  # five checks on the backup feed
+        messages += 12
+        sample = feeds(minute, rng, **{symbol: (None, None, messages) for symbol in SYMBOLS})
+        totals = TotalsSample(1_000_000 + minute * 60_000, minute)
+        state, found = assess(state, sample, totals, CONFIG, rates_apart=True)
+        assert not found.dirty and "message rates not judged" in found.note
+    assert {symbol: state.series[symbol].stats["message_rate"] for symbol in SYMBOLS} == before
+    messages += 300  # the check that straddles the switch back: apart too
+    sample = feeds(31, rng, **{symbol: (None, None, messages) for symbol in SYMBOLS})
+    state, found = assess(state, sample, TotalsSample(1_000_000 + 31 * 60_000, 31), CONFIG, rates_apart=True)
+    assert not found.dirty
+    messages += 150  # back on the streams, every symbol at a quarter of its rate: a fault, seen at once
+    sample = feeds(32, rng, **{symbol: (None, None, messages) for symbol in SYMBOLS})
+    _, found = assess(state, sample, TotalsSample(1_000_000 + 32 * 60_000, 32), CONFIG)
+    assert found.dirty and any(a.series == "message_rate" and a.sigmas < 0 for a in found.anomalies)
