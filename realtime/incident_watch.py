@@ -167,6 +167,13 @@ class IncidentWatch:
                 note = f"book synced again at u={st.book.last_update_id}"
             else:
                 continue
+            # the recovery is logged as the problem was (spec 13.1: errors and recoveries), once per incident
+            log.info(
+                "book incident resolved (%s): %s",
+                ", ".join(sorted(kinds)),
+                note,
+                extra={"symbol": symbol, "stream": self.depth_stream(symbol)},
+            )
             for kind in sorted(kinds):
                 self.recorder.resolve(
                     kind, symbol=table_symbol(symbol), stream=self.depth_stream(symbol), note=note

@@ -230,7 +230,10 @@ def write_all(recorder: IncidentRecorder) -> None:
     assert asyncio.run(recorder.close()) == 0
 
 
-def test_a_gap_opens_an_incident_resolved_when_the_book_is_synced_again(db: Database) -> None:
+def test_a_gap_opens_an_incident_resolved_when_the_book_is_synced_again(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="realtime.incident_watch")
     recorder = IncidentRecorder(db, close_leftovers=False)
     watch = IncidentWatch(recorder)
     market = synced_market("BTCUSDT", "ETHUSDT")
@@ -246,6 +249,10 @@ def test_a_gap_opens_an_incident_resolved_when_the_book_is_synced_again(db: Data
     assert market.state("BTCUSDT").book.synced
     watch.check(market, ["BTCUSDT", "ETHUSDT"], FrameDecoder())
     assert not recorder.is_open("gap", symbol="BTCUSDT", stream=DEPTH)
+    # the recovery is in the log too, with its symbol and stream, as the "book out of sync" warning was
+    (line,) = [r for r in caplog.records if "book incident resolved" in r.getMessage()]
+    assert line.getMessage() == "book incident resolved (gap): book synced again at u=14"
+    assert (line.__dict__["symbol"], line.__dict__["stream"]) == ("BTCUSDT", DEPTH)
     write_all(recorder)
     (row,) = written(db)
     assert (row.kind, row.symbol, row.stream, row.event_time) == ("gap", "BTCUSDT", DEPTH, 1_200)
