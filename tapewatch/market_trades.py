@@ -172,6 +172,13 @@ class MarketTrades(MarketClock):
             if self._trade(st, ev.trade_time, ev.price, ev.qty, ev.buyer_is_maker):
                 caught_up.append((ev.trade_time, ev.price))
         st.last_agg_id = fill.to_id
+        if not done.lost:  # the recovery, logged as its gap was (spec 13.1: errors and recoveries)
+            log.info(
+                "aggTrade gap filled: %d trades fetched, %d held trades applied after them",
+                len(done.filled),
+                len(done.held),
+                extra={"symbol": st.symbol, "stream": "aggTrade"},
+            )
         if done.lost:
             lost = sum(b - a + 1 for a, b in done.lost)
             self.counters["trades_lost"] += lost

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 import pytest
 
@@ -89,7 +91,10 @@ def test_a_gap_asks_for_the_missing_ids_and_holds_later_trades() -> None:
     assert gap_counters(market)["trade_gaps"] == 1 and gap_counters(market)["trades_missing"] == 3
 
 
-def test_the_fill_enters_the_windows_before_the_held_trades_in_id_order() -> None:
+def test_the_fill_enters_the_windows_before_the_held_trades_in_id_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tapewatch.market_trades")
     market = market_with()
     for i in (1, 2, 6, 7):
         ws(market, i)
@@ -108,6 +113,10 @@ def test_the_fill_enters_the_windows_before_the_held_trades_in_id_order() -> Non
     }
     assert ws(market, 8) is None and len(st.vwap) == 8  # back to normal
     assert not market.fill_pending(SYMBOL, 3)
+    # the recovery is logged with its symbol and stream, as the gap was
+    (line,) = [r for r in caplog.records if "aggTrade gap filled" in r.getMessage()]
+    assert line.getMessage() == "aggTrade gap filled: 3 trades fetched, 2 held trades applied after them"
+    assert (line.__dict__["symbol"], line.__dict__["stream"]) == (SYMBOL, "aggTrade")
 
 
 def test_duplicates_while_waiting_are_dropped_and_counted() -> None:
