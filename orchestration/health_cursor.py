@@ -32,16 +32,15 @@ class DataQualityState(QualityState, frozen=True, kw_only=True):
     """The anomaly statistics and streak, ``pause`` (the reason of the pause this sensor set and has not
     lifted, None: none; it resumes only its own; kept past the recovery while the pause is lost with Redis's
     data), ``pending`` incident changes not recorded yet and ``recovered`` (what it did before its cursor was
-    lost has been read back from durable state). ``paused_ours`` is only read, from cursors written before
-    ``pause``: the pause in force was this sensor's (its prefix then tells its reason)."""
+    lost has been read back from durable state), ``backup_feed`` (the backup feed was on at the previous check:
+    the message rates of the interval since are not judged). ``paused_ours`` is only read, from cursors written
+    before ``pause``: the pause in force was this sensor's (its prefix then tells its reason)."""
 
     pause: str | None = None
     paused_ours: bool = False
     pending: Pending = ()
     recovered: bool = False
-    backup_feed: bool = (
-        False  # the backup feed was on at the previous check (its message rates are not judged)
-    )
+    backup_feed: bool = False
 
 
 class PerformanceState(msgspec.Struct, frozen=True, kw_only=True):

@@ -179,7 +179,7 @@ class MarketTrades(MarketClock):
                 len(done.held),
                 extra={"symbol": st.symbol, "stream": "aggTrade"},
             )
-        if done.lost:
+        else:
             lost = sum(b - a + 1 for a, b in done.lost)
             self.counters["trades_lost"] += lost
             st.lost.extend(done.lost)

@@ -84,7 +84,8 @@ def open_incident(
             sa.text(
                 'INSERT INTO health_incidents (kind, reason, action, "values", started_at) '
                 "VALUES (:kind, :reason, :action, :values, COALESCE(:at, now())) "
-                'ON CONFLICT (kind) WHERE ended_at IS NULL DO UPDATE SET "values" = EXCLUDED."values", action = EXCLUDED.action '
+                "ON CONFLICT (kind) WHERE ended_at IS NULL "
+                'DO UPDATE SET "values" = EXCLUDED."values", action = EXCLUDED.action '
                 f"RETURNING {_COLUMNS}"
             ).bindparams(sa.bindparam("values", type_=JSONB), sa.bindparam("at", type_=sa.DateTime(True))),
             params,
