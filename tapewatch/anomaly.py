@@ -15,12 +15,22 @@ has ``min_samples`` checks behind it and ``|value - mean| > k * std`` (only upwa
 resyncs: a calmer market is no anomaly; both ways for message rates: a silent feed is one). ``std`` has a
 floor (:data:`STD_FLOOR`, or 5 % of the mean; half the mean for spreads, :data:`REL_STD_FLOOR`): a series that
 never moved has zero variance, and without a floor the first tick of any size would be "infinitely many
-sigmas"; a spread moves in whole ticks, so one tick more than usual must not count as many sigmas. Each value is folded into its series
-after it was judged, so a lasting change of regime stops being anomalous after a while.
+sigmas"; a spread moves in whole ticks, so one tick more than usual must not count as many sigmas.
 
-A check is *dirty* (signalling should pause) when an overall series is anomalous or when at least
-``min_symbols`` symbols (all of them, if fewer follow) have an anomalous series: with ~100 series tested a
-minute, one lone 3-sigma value is expected now and then from heavy-tailed markets alone.
+A check is *dirty* (signalling should pause) when an overall series is anomalous at two checks in a row
+(:data:`LASTING`) or beyond ``2k`` (:data:`EXTREME`), or when enough symbols have an anomalous series at once
+(:func:`symbols_needed`: at least ``min_symbols``, more in a larger universe; with ~100 series tested a minute,
+lone 3-sigma values are expected from heavy-tailed markets alone). In a universe of at most ``min_symbols``
+symbols, all of them are needed, and a symbol's anomaly counts only once it lasted two checks.
+
+What the statistics learn (:meth:`Stat.after`): the values of a clean check are folded in after they were
+judged, an anomalous one clipped to ``mean ± k sd`` (so a lone 30-sd print does not widen the variance until the
+next fault passes unseen). A dirty check teaches nothing: while a fault lasts, every series keeps the statistics
+of before it, so the fault stays anomalous (signalling stays paused) for as long as it lasts, and the feed is
+clean again the moment it ends. A change that lasts ``window`` dirty checks in a row is taken as a new regime:
+the checks are learnt from again, and a series anomalous all along starts its statistics again from its latest
+value (:attr:`Assessment.renewed` says which), so a market that stays twice as busy resumes signalling after
+about ``window`` minutes instead of never.
 """
 
 from __future__ import annotations
@@ -55,6 +65,15 @@ _BOTH_WAYS = frozenset({"message_rate", "relative_message_rate"})
 #: set) beyond which the overall message rate is not judged at that check.
 UNIVERSE_CHANGE = 0.1
 OVERALL = "*"
+#: An overall series' anomaly (or a symbol's, in a universe of at most ``min_symbols``) makes a check dirty
+#: once it lasted this many checks in a row: a lone value beyond k sd is expected now and then (heavy tails,
+#: and a rolling variance over ``window`` checks is often a fifth too low), and with no other series to
+#: confirm it, it paused signalling for nothing (a calm day of 5 heavy-tailed symbols: 10-20 pauses).
+LASTING = 2
+#: ... except an overall value beyond this many times ``k``: a sum over the symbols or the service's resync
+#: count is not heavy-tailed as one symbol's price is (a 10-sd minute is an ordinary news candle), and a burst
+#: of resyncs across the books pauses at once.
+EXTREME = 2.0
 #: The overall series; any other kind an older cursor holds under :data:`OVERALL` is dropped.
 OVERALL_SERIES = frozenset({"relative_message_rate", "resync_rate"})
 
@@ -65,20 +84,43 @@ class Stat(msgspec.Struct, frozen=True, array_like=True):
     n: int = 0
     mean: float = 0.0
     var: float = 0.0
+    run: int = 0  # checks in a row this series was anomalous (0 in a cursor written before it)
 
     def add(self, x: float, alpha: float) -> Stat:
-        """The statistics with ``x`` folded in (the first value sets the mean)."""
+        """The statistics with ``x`` folded in (the first value sets the mean); the run of anomalies ends."""
         if self.n == 0:
             return Stat(1, x, 0.0)
         diff = x - self.mean
         incr = alpha * diff
         return Stat(self.n + 1, self.mean + incr, (1 - alpha) * (self.var + diff * incr))
 
+    def std(self, kind: str) -> float:
+        """The standard deviation with the floors of ``kind`` applied."""
+        rel = REL_STD_FLOOR.get(kind, REL_STD_FLOOR_DEFAULT)
+        return max(math.sqrt(max(self.var, 0.0)), STD_FLOOR[kind], rel * abs(self.mean))
+
     def deviation(self, x: float, kind: str) -> float:
         """``(x - mean) / std`` with the floors of ``kind`` applied."""
-        rel = REL_STD_FLOOR.get(kind, REL_STD_FLOOR_DEFAULT)
-        std = max(math.sqrt(max(self.var, 0.0)), STD_FLOOR[kind], rel * abs(self.mean))
-        return (x - self.mean) / std
+        return (x - self.mean) / self.std(kind)
+
+    def after(self, x: float, sigmas: float | None, kind: str, config: QualityConfig, *, hold: bool) -> Stat:
+        """The statistics after the value ``x`` of one check: ``sigmas`` its deviation when it was anomalous
+        (None: it was not, or not judged); ``hold``: the check was dirty, so nothing is learnt from it.
+
+        A normal value is folded in (unless held). An anomalous one is folded in clipped to ``mean ± k std``
+        (unless held): a lone extreme value teaches the series that such values happen without making its
+        variance so wide that the next ones pass unseen. Anomalous for ``window`` checks in a row, the series
+        has a new level: its statistics start again from ``x`` (and warm up before it is judged again)."""
+        if sigmas is None:
+            return Stat(self.n, self.mean, self.var) if hold else self.add(x, config.alpha)
+        run = self.run + 1
+        if run >= config.window:
+            return Stat(1, x, 0.0)
+        if hold:
+            return Stat(self.n, self.mean, self.var, run)
+        edge = self.mean + math.copysign(config.k * self.std(kind), sigmas)
+        folded = self.add(edge, config.alpha)
+        return Stat(folded.n, folded.mean, folded.var, run)
 
 
 class Prev(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,10 +144,12 @@ class SeriesState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QualityState(msgspec.Struct, frozen=True, kw_only=True):
-    """The data-quality sensor's memory: per symbol and overall, and its streak of dirty checks."""
+    """The data-quality sensor's memory: per symbol and overall, its streak of dirty checks, and ``held``: the
+    dirty checks in a row, from none of which anything was learnt (see :func:`assess`)."""
 
     series: dict[str, SeriesState] = {}
     streak: Streak = msgspec.field(default_factory=Streak)
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +180,17 @@ class Anomaly:
     value: float
     mean: float
     sigmas: float
+    run: int = 1  # checks in a row, this one included, the series was anomalous
 
     def describe(self) -> str:
         who = "overall" if self.symbol == OVERALL else self.symbol
-        return f"{who} {self.series} {self.value:.6g} is {self.sigmas:+.1f} sd from its mean {self.mean:.6g}"
+        text = f"{who} {self.series} {self.value:.6g} is {self.sigmas:+.1f} sd from its mean {self.mean:.6g}"
+        return text + (f" ({self.run} checks in a row)" if self.run > 1 else "")
+
+    @property
+    def lasting(self) -> bool:
+        """Anomalous at :data:`LASTING` checks in a row."""
+        return self.run >= LASTING
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +224,8 @@ class QualityConfig:
 class Assessment:
     """What one check found: the anomalies, whether the check is dirty, how many values were judged,
     how many were unknown (None in the feed), and counter resets seen (a restarted service); ``note``: why
-    the overall message rate was not judged, when a change of the symbols measured stopped it ("" else)."""
+    the overall message rate was not judged, when a change of the symbols measured stopped it ("" else);
+    ``renewed``: the series taken at a new level at this check (their statistics start again)."""
 
     anomalies: list[Anomaly]
     dirty: bool
@@ -183,6 +235,7 @@ class Assessment:
     symbols: int
     details: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    renewed: list[str] = field(default_factory=list)
 
 
 def assess(
@@ -202,7 +255,7 @@ def assess(
     stay those of the streams."""
     found: list[Anomaly] = []
     counts = {"judged": 0, "unknown": 0, "resets": 0}
-    series: dict[str, SeriesState] = {}
+    checked: dict[str, _Checked] = {}
     rates: dict[str, tuple[float, Stat]] = {}  # symbol -> its message rate now, its statistics before it
     for symbol, feed in sorted(feeds.items()):
         old = state.series.get(symbol, SeriesState())
@@ -212,7 +265,7 @@ def assess(
         if values is not None and "message_rate" in values:
             rates[symbol] = (values["message_rate"], old.stats.get("message_rate", Stat()))
         prev = Prev(ts_ms=feed.updated_ms, price=feed.last_price, messages=feed.messages)
-        series[symbol] = _judge(symbol, old, values, prev, config, found, counts)
+        checked[symbol] = _judge(symbol, old, values, prev, config, found, counts)
     old = state.series.get(OVERALL, SeriesState())
     # statistics of a kind no longer judged (an older cursor's total or per-symbol message rate) are dropped
     old = SeriesState(prev=old.prev, stats={k: v for k, v in old.stats.items() if k in OVERALL_SERIES})
@@ -231,12 +284,22 @@ def assess(
         note = "message rates not judged: the backup feed is on or was at the previous check"
     if rates or totals is not None:
         prev = Prev(ts_ms=ts_ms, resyncs=resyncs, members=members)
-        series[OVERALL] = _judge(OVERALL, old, overall, prev, config, found, counts)
+        checked[OVERALL] = _judge(OVERALL, old, overall, prev, config, found, counts)
     elif OVERALL in state.series:
-        series[OVERALL] = old
+        checked[OVERALL] = _Checked(old, None, {})
     anomalous_symbols = {a.symbol for a in found if a.symbol != OVERALL}
     needed = symbols_needed(len(feeds), config)
-    dirty = any(a.symbol == OVERALL for a in found) or len(anomalous_symbols) >= needed
+    # with all of a small universe needed, one lone value would do: as for the overall series, ask it to last
+    counted = {
+        a.symbol for a in found if a.symbol != OVERALL and (len(feeds) > config.min_symbols or a.lasting)
+    }
+    dirty = (
+        any(a.symbol == OVERALL and (a.lasting or abs(a.sigmas) > EXTREME * config.k) for a in found)
+        or len(counted) >= needed
+    )
+    hold = dirty and state.held < config.window
+    renewed: list[str] = []
+    series = {symbol: c.fold(symbol, config, hold, renewed) for symbol, c in checked.items()}
     assessment = Assessment(
         anomalies=sorted(found, key=lambda a: -abs(a.sigmas)),
         dirty=dirty,
@@ -246,8 +309,10 @@ def assess(
         symbols=len(feeds),
         details={"anomalous_symbols": len(anomalous_symbols), "symbols_needed": needed},
         note=note,
+        renewed=renewed,
     )
-    return QualityState(series=series, streak=state.streak), assessment
+    held = state.held + 1 if dirty else 0
+    return QualityState(series=series, streak=state.streak, held=held), assessment
 
 
 def _feed_values(prev: Prev, feed: FeedSample, counts: dict[str, int]) -> dict[str, float] | None:
@@ -337,6 +402,34 @@ def _rate(old: int | None, new: int, old_ms: int, new_ms: int, counts: dict[str,
     return (new - old) * 1000.0 / (new_ms - old_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """One symbol's (or the totals') series judged at a check, before anything was learnt from it:
+    ``prev`` the sample to keep (None: nothing new), ``values`` each series' value and its deviation
+    when anomalous."""
+
+    old: SeriesState
+    prev: Prev | None
+    values: dict[str, tuple[float, float | None]]
+
+    def fold(self, symbol: str, config: QualityConfig, hold: bool, renewed: list[str]) -> SeriesState:
+        """The series after the check (``hold``: it was dirty; see :meth:`Stat.after`); a series whose
+        statistics started again at a new level is told in ``renewed``."""
+        if self.prev is None:
+            return self.old
+        stats = dict(self.old.stats)
+        for name, (value, sigmas) in self.values.items():
+            stat = stats.get(name, Stat())
+            stats[name] = stat.after(value, sigmas, name, config, hold=hold)
+            if sigmas is not None and stats[name].n == 1:
+                who = "overall" if symbol == OVERALL else symbol
+                renewed.append(
+                    f"{who} {name} anomalous for {config.window} checks in a row: taken as its new level "
+                    f"({value:.6g}, was {stat.mean:.6g}); its statistics start again"
+                )
+        return SeriesState(prev=self.prev, stats=stats)
+
+
 def _judge(
     symbol: str,
     old: SeriesState,
@@ -345,19 +438,21 @@ def _judge(
     config: QualityConfig,
     found: list[Anomaly],
     counts: dict[str, int],
-) -> SeriesState:
+) -> _Checked:
     if values is None:
-        return old
-    stats = dict(old.stats)
+        return _Checked(old, None, {})
+    judged: dict[str, tuple[float, float | None]] = {}
     for name, value in values.items():
-        stat = stats.get(name, Stat())
+        stat = old.stats.get(name, Stat())
+        sigmas = None
         if stat.n >= config.min_samples:
             counts["judged"] += 1
-            sigmas = stat.deviation(value, name)
-            if _beyond(sigmas, config.k, name):
-                found.append(Anomaly(symbol, name, value, stat.mean, sigmas))
-        stats[name] = stat.add(value, config.alpha)
-    return SeriesState(prev=prev, stats=stats)
+            deviation = stat.deviation(value, name)
+            if _beyond(deviation, config.k, name):
+                found.append(Anomaly(symbol, name, value, stat.mean, deviation, stat.run + 1))
+                sigmas = deviation
+        judged[name] = (value, sigmas)
+    return _Checked(old, prev, judged)
 
 
 def _beyond(sigmas: float, k: float, kind: str) -> bool:

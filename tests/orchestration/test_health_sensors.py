@@ -370,6 +370,28 @@ def test_data_quality_pauses_on_anomalies_and_resumes_when_clean(
     assert closed.recovery == "signalling resumed"
 
 
+def test_data_quality_stays_paused_while_the_fault_lasts(
+    res_for: Resources, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    """Every spread blown out for 12 minutes: paused at its first check and never resumed during it (the
+    fault's values used to become the statistics' normal within a few checks, and signalling resumed on
+    a fault still going on); resumed after the clean checks once it ended."""
+    quality_at = _quality_ticks(
+        res_for(anomaly_min_samples="5", data_quality_clean_checks="2"), redis_url, redis_keys
+    )
+    rng = random.Random(6)
+    everyone = frozenset({"AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"})
+    cursor, told = None, []
+    for minute in range(1, 26):
+        feeds = _calm(minute, rng, everyone if 9 <= minute < 21 else frozenset())
+        result = quality_at(cursor, minute, feeds, 2)
+        cursor = result.cursor
+        told.append(str(result.skip_reason))
+        assert redis_state.read_control().paused == (9 <= minute < 22), (minute, told[-1])
+    assert "-> paused" in told[8] and "(12 checks in a row)" in told[19]
+    assert "-> resumed" in told[21] and sum("-> paused" in line for line in told) == 1
+
+
 def _calm_quality(
     res_for: Resources, redis_url: str, keys: Keyspace
 ) -> tuple[QualityTick, random.Random, str | None]:
