@@ -126,8 +126,6 @@ def data_quality_sensor(
     )
     tail = f"{found.symbols} symbols, {found.judged} values judged, {found.unknown} unknown"
     tail += f"; {found.note}" if found.note else ""
-    tail += "".join(f"; {renewed}" for renewed in found.renewed[:3])
-    tail += f"; {len(found.renewed) - 3} more series at a new level" if len(found.renewed) > 3 else ""
     return sensor_result(f"{head}{done} ({tail}){recovered}{note}", replace(new, pending=pending), warning)
 
 

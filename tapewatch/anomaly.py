@@ -10,12 +10,15 @@ Series checked at every call (one per minute):
   their own usual rates) and ``resync_rate`` (book resyncs per second, from the realtime metrics hash).
 
 Rolling mean and variance are exponentially weighted over ``window`` checks (``alpha = 2 / (window + 1)``),
-so the cursor holds three numbers per series, not a window of values. A value is anomalous when the series
-has ``min_samples`` checks behind it and ``|value - mean| > k * std`` (only upwards for jumps, spreads and
-resyncs: a calmer market is no anomaly; both ways for message rates: a silent feed is one). ``std`` has a
-floor (:data:`STD_FLOOR`, or 5 % of the mean; half the mean for spreads, :data:`REL_STD_FLOOR`): a series that
-never moved has zero variance, and without a floor the first tick of any size would be "infinitely many
-sigmas"; a spread moves in whole ticks, so one tick more than usual must not count as many sigmas.
+so the cursor holds a few numbers per series, not a window of values. A value is anomalous when the series
+has ``min_samples`` checks behind it and ``|value - mean| > k * std``, in the direction a data fault takes:
+upwards for jumps, spreads and resyncs (a calmer market is no anomaly), downwards for message rates (a silent
+or slowed feed is a fault; a busier market is not, and a market-wide burst of activity, every symbol's rate up
+at once, paused signalling exactly when order flow matters most; a duplicated feed is the books' and the trade
+ids' to catch). ``std`` has a floor (:data:`STD_FLOOR`, or 5 % of the mean; half the mean for spreads,
+:data:`REL_STD_FLOOR`): a series that never moved has zero variance, and without a floor the first tick of any
+size would be "infinitely many sigmas"; a spread moves in whole ticks, so one tick more than usual must not
+count as many sigmas.
 
 A check is *dirty* (signalling should pause) when an overall series is anomalous at two checks in a row
 (:data:`LASTING`) or beyond ``2k`` (:data:`EXTREME`), or when enough symbols have an anomalous series at once
@@ -23,14 +26,13 @@ A check is *dirty* (signalling should pause) when an overall series is anomalous
 lone 3-sigma values are expected from heavy-tailed markets alone). In a universe of at most ``min_symbols``
 symbols, all of them are needed, and a symbol's anomaly counts only once it lasted two checks.
 
-What the statistics learn (:meth:`Stat.after`): the values of a clean check are folded in after they were
-judged, an anomalous one clipped to ``mean ± k sd`` (so a lone 30-sd print does not widen the variance until the
-next fault passes unseen). A dirty check teaches nothing: while a fault lasts, every series keeps the statistics
-of before it, so the fault stays anomalous (signalling stays paused) for as long as it lasts, and the feed is
-clean again the moment it ends. A change that lasts ``window`` dirty checks in a row is taken as a new regime:
-the checks are learnt from again, and a series anomalous all along starts its statistics again from its latest
-value (:attr:`Assessment.renewed` says which), so a market that stays twice as busy resumes signalling after
-about ``window`` minutes instead of never.
+What the statistics learn (:meth:`Stat.after`): a normal value is folded in with the full weight ``alpha``; an
+anomalous one with :data:`ANOMALY_WEIGHT` of it, clipped to ``mean ± 2k sd`` (:data:`FOLD_CLIP`). Folded in
+whole, a fault became the statistics' normal within 2-6 checks (a feed silent for 20 minutes resumed
+signalling at its 6th) and one 40-sd print widened the sd until the next fault passed unseen; never folded in,
+a change that lasts would keep signalling paused for good. At a twentieth of the weight a fault stays anomalous
+for half an hour or more, the statistics are barely moved by it (its end is clean at once), and a lasting
+change of level is learnt within about an hour.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import msgspec
 
@@ -60,7 +61,8 @@ STD_FLOOR: dict[str, float] = {
 #: spread must exceed ``1 + k/2`` times its mean (2.5x at k = 3) to count, which a real blow-out does.
 REL_STD_FLOOR: dict[str, float] = {"spread": 0.5}
 REL_STD_FLOOR_DEFAULT = 0.05
-_BOTH_WAYS = frozenset({"message_rate", "relative_message_rate"})
+#: Series judged downwards (a silent or slowed feed); the others upwards.
+_DOWNWARDS = frozenset({"message_rate", "relative_message_rate"})
 #: A change of the symbols measured (symbols in one check's set and not the other's, as a share of the larger
 #: set) beyond which the overall message rate is not judged at that check.
 UNIVERSE_CHANGE = 0.1
@@ -74,6 +76,11 @@ LASTING = 2
 #: count is not heavy-tailed as one symbol's price is (a 10-sd minute is an ordinary news candle), and a burst
 #: of resyncs across the books pauses at once.
 EXTREME = 2.0
+#: The share of the weight ``alpha`` an anomalous value is folded in with, and the bound (times ``k`` sd from
+#: the mean) it is clipped to first: see the module docstring (a silent feed is learnt in ~45 checks, a feed
+#: at a fifth of its rate in ~30, a market at a third of its activity in ~20; a 40-sd print widens the sd 6 %).
+ANOMALY_WEIGHT = 0.05
+FOLD_CLIP = 2.0
 #: The overall series; any other kind an older cursor holds under :data:`OVERALL` is dropped.
 OVERALL_SERIES = frozenset({"relative_message_rate", "resync_rate"})
 
@@ -103,24 +110,15 @@ class Stat(msgspec.Struct, frozen=True, array_like=True):
         """``(x - mean) / std`` with the floors of ``kind`` applied."""
         return (x - self.mean) / self.std(kind)
 
-    def after(self, x: float, sigmas: float | None, kind: str, config: QualityConfig, *, hold: bool) -> Stat:
-        """The statistics after the value ``x`` of one check: ``sigmas`` its deviation when it was anomalous
-        (None: it was not, or not judged); ``hold``: the check was dirty, so nothing is learnt from it.
-
-        A normal value is folded in (unless held). An anomalous one is folded in clipped to ``mean ± k std``
-        (unless held): a lone extreme value teaches the series that such values happen without making its
-        variance so wide that the next ones pass unseen. Anomalous for ``window`` checks in a row, the series
-        has a new level: its statistics start again from ``x`` (and warm up before it is judged again)."""
+    def after(self, x: float, sigmas: float | None, kind: str, config: QualityConfig) -> Stat:
+        """The statistics after the value ``x`` of one check; ``sigmas``: its deviation when it was anomalous
+        (None: it was not, or it was not judged). See the module docstring: a normal value is folded in
+        whole, an anomalous one clipped and at :data:`ANOMALY_WEIGHT` of the weight."""
         if sigmas is None:
-            return Stat(self.n, self.mean, self.var) if hold else self.add(x, config.alpha)
-        run = self.run + 1
-        if run >= config.window:
-            return Stat(1, x, 0.0)
-        if hold:
-            return Stat(self.n, self.mean, self.var, run)
-        edge = self.mean + math.copysign(config.k * self.std(kind), sigmas)
-        folded = self.add(edge, config.alpha)
-        return Stat(folded.n, folded.mean, folded.var, run)
+            return self.add(x, config.alpha)
+        bound = FOLD_CLIP * config.k * self.std(kind)
+        folded = self.add(min(max(x, self.mean - bound), self.mean + bound), config.alpha * ANOMALY_WEIGHT)
+        return Stat(folded.n, folded.mean, folded.var, self.run + 1)
 
 
 class Prev(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,12 +142,10 @@ class SeriesState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QualityState(msgspec.Struct, frozen=True, kw_only=True):
-    """The data-quality sensor's memory: per symbol and overall, its streak of dirty checks, and ``held``: the
-    dirty checks in a row, from none of which anything was learnt (see :func:`assess`)."""
+    """The data-quality sensor's memory: per symbol and overall, and its streak of dirty checks."""
 
     series: dict[str, SeriesState] = {}
     streak: Streak = msgspec.field(default_factory=Streak)
-    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +220,7 @@ class QualityConfig:
 class Assessment:
     """What one check found: the anomalies, whether the check is dirty, how many values were judged,
     how many were unknown (None in the feed), and counter resets seen (a restarted service); ``note``: why
-    the overall message rate was not judged, when a change of the symbols measured stopped it ("" else);
-    ``renewed``: the series taken at a new level at this check (their statistics start again)."""
+    the overall message rate was not judged, when a change of the symbols measured stopped it ("" else)."""
 
     anomalies: list[Anomaly]
     dirty: bool
@@ -235,7 +230,6 @@ class Assessment:
     symbols: int
     details: dict[str, int] = field(default_factory=dict)
     note: str = ""
-    renewed: list[str] = field(default_factory=list)
 
 
 def assess(
@@ -255,7 +249,7 @@ def assess(
     stay those of the streams."""
     found: list[Anomaly] = []
     counts = {"judged": 0, "unknown": 0, "resets": 0}
-    checked: dict[str, _Checked] = {}
+    series: dict[str, SeriesState] = {}
     rates: dict[str, tuple[float, Stat]] = {}  # symbol -> its message rate now, its statistics before it
     for symbol, feed in sorted(feeds.items()):
         old = state.series.get(symbol, SeriesState())
@@ -265,7 +259,7 @@ def assess(
         if values is not None and "message_rate" in values:
             rates[symbol] = (values["message_rate"], old.stats.get("message_rate", Stat()))
         prev = Prev(ts_ms=feed.updated_ms, price=feed.last_price, messages=feed.messages)
-        checked[symbol] = _judge(symbol, old, values, prev, config, found, counts)
+        series[symbol] = _judge(symbol, old, values, prev, config, found, counts)
     old = state.series.get(OVERALL, SeriesState())
     # statistics of a kind no longer judged (an older cursor's total or per-symbol message rate) are dropped
     old = SeriesState(prev=old.prev, stats={k: v for k, v in old.stats.items() if k in OVERALL_SERIES})
@@ -284,9 +278,9 @@ def assess(
         note = "message rates not judged: the backup feed is on or was at the previous check"
     if rates or totals is not None:
         prev = Prev(ts_ms=ts_ms, resyncs=resyncs, members=members)
-        checked[OVERALL] = _judge(OVERALL, old, overall, prev, config, found, counts)
+        series[OVERALL] = _judge(OVERALL, old, overall, prev, config, found, counts)
     elif OVERALL in state.series:
-        checked[OVERALL] = _Checked(old, None, {})
+        series[OVERALL] = old
     anomalous_symbols = {a.symbol for a in found if a.symbol != OVERALL}
     needed = symbols_needed(len(feeds), config)
     # with all of a small universe needed, one lone value would do: as for the overall series, ask it to last
@@ -297,9 +291,6 @@ def assess(
         any(a.symbol == OVERALL and (a.lasting or abs(a.sigmas) > EXTREME * config.k) for a in found)
         or len(counted) >= needed
     )
-    hold = dirty and state.held < config.window
-    renewed: list[str] = []
-    series = {symbol: c.fold(symbol, config, hold, renewed) for symbol, c in checked.items()}
     assessment = Assessment(
         anomalies=sorted(found, key=lambda a: -abs(a.sigmas)),
         dirty=dirty,
@@ -309,10 +300,8 @@ def assess(
         symbols=len(feeds),
         details={"anomalous_symbols": len(anomalous_symbols), "symbols_needed": needed},
         note=note,
-        renewed=renewed,
     )
-    held = state.held + 1 if dirty else 0
-    return QualityState(series=series, streak=state.streak, held=held), assessment
+    return QualityState(series=series, streak=state.streak), assessment
 
 
 def _feed_values(prev: Prev, feed: FeedSample, counts: dict[str, int]) -> dict[str, float] | None:
@@ -402,34 +391,6 @@ def _rate(old: int | None, new: int, old_ms: int, new_ms: int, counts: dict[str,
     return (new - old) * 1000.0 / (new_ms - old_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    """One symbol's (or the totals') series judged at a check, before anything was learnt from it:
-    ``prev`` the sample to keep (None: nothing new), ``values`` each series' value and its deviation
-    when anomalous."""
-
-    old: SeriesState
-    prev: Prev | None
-    values: dict[str, tuple[float, float | None]]
-
-    def fold(self, symbol: str, config: QualityConfig, hold: bool, renewed: list[str]) -> SeriesState:
-        """The series after the check (``hold``: it was dirty; see :meth:`Stat.after`); a series whose
-        statistics started again at a new level is told in ``renewed``."""
-        if self.prev is None:
-            return self.old
-        stats = dict(self.old.stats)
-        for name, (value, sigmas) in self.values.items():
-            stat = stats.get(name, Stat())
-            stats[name] = stat.after(value, sigmas, name, config, hold=hold)
-            if sigmas is not None and stats[name].n == 1:
-                who = "overall" if symbol == OVERALL else symbol
-                renewed.append(
-                    f"{who} {name} anomalous for {config.window} checks in a row: taken as its new level "
-                    f"({value:.6g}, was {stat.mean:.6g}); its statistics start again"
-                )
-        return SeriesState(prev=self.prev, stats=stats)
-
-
 def _judge(
     symbol: str,
     old: SeriesState,
@@ -438,12 +399,12 @@ def _judge(
     config: QualityConfig,
     found: list[Anomaly],
     counts: dict[str, int],
-) -> _Checked:
+) -> SeriesState:
     if values is None:
-        return _Checked(old, None, {})
-    judged: dict[str, tuple[float, float | None]] = {}
+        return old
+    stats = dict(old.stats)
     for name, value in values.items():
-        stat = old.stats.get(name, Stat())
+        stat = stats.get(name, Stat())
         sigmas = None
         if stat.n >= config.min_samples:
             counts["judged"] += 1
@@ -451,10 +412,9 @@ def _judge(
             if _beyond(deviation, config.k, name):
                 found.append(Anomaly(symbol, name, value, stat.mean, deviation, stat.run + 1))
                 sigmas = deviation
-        judged[name] = (value, sigmas)
-    return _Checked(old, prev, judged)
+        stats[name] = stat.after(value, sigmas, name, config)
+    return SeriesState(prev=prev, stats=stats)
 
 
 def _beyond(sigmas: float, k: float, kind: str) -> bool:
-    side: Literal["both", "up"] = "both" if kind in _BOTH_WAYS else "up"
-    return abs(sigmas) > k if side == "both" else sigmas > k
+    return -sigmas > k if kind in _DOWNWARDS else sigmas > k
