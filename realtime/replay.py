@@ -238,10 +238,12 @@ def run_replay(
             "open signals, cooldowns or daily counts) with the settings given; a run's later hour files carry "
             "none, give the run's first file to start from its restored state"
         )
-    messages -= start_lines["read"] + start_lines["instruments"]  # the live market counted no such line
     totals = market.totals()
     for name, n in retired.items():
         totals[name] += n
+    # the live market counted no such line: the service wrote them, it did not receive them
+    messages -= start_lines["read"] + start_lines["instruments"]
+    messages -= totals["checkpoint_checks"] + totals["checkpoint_loads"]
     entries = [s for s in result.signals if s.signal_type == "ENTRY"]
     result.summary = {
         "messages": messages,
@@ -276,6 +278,11 @@ def run_replay(
         "kline_fill_failed": totals["kline_fill_failed"],
         "book_checks": totals["book_checks"],
         "book_mismatches": totals["book_mismatches"],
+        # the live run's book checkpoints (control:book_checkpoint): checked against the replay's synced book,
+        # differing from it (the live book is taken), taken by a book not synced here (a later hour file alone)
+        "checkpoint_checks": totals["checkpoint_checks"],
+        "checkpoint_mismatches": totals["checkpoint_mismatches"],
+        "checkpoint_loads": totals["checkpoint_loads"],
         "candidates": len(result.candidates),
         "signals": len(entries),
         "exits": len(result.signals) - len(entries),

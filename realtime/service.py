@@ -36,6 +36,7 @@ import msgspec
 
 from realtime.backup_feed import BackupConfig, BackupFeed
 from realtime.capture import CaptureWriter
+from realtime.checkpoints import Checkpoints
 from realtime.closes_publisher import ClosesPublisher
 from realtime.control import ControlConfig, ControlLoop
 from realtime.history import HistoryLoader
@@ -123,6 +124,7 @@ class FeedService(FeedUniverse, FeedRest):
         self._wanted: frozenset[str] = frozenset()  # the streams of the universe: others' frames are late
         self.counters: Counter[str] = Counter()
         self.started_ms = _wall_ms()
+        self.checkpoints = Checkpoints(settings.capture_checkpoint_seconds, self.started_ms)
         self.lag_ms: dict[str, int] = {}
         self._last_recv: dict[str, int] = {}  # symbol -> local receive time of its newest frame
         self._joined: dict[str, int] = {}  # symbol -> when it joined the universe (wall clock, ms)
@@ -230,6 +232,7 @@ class FeedService(FeedUniverse, FeedRest):
                 self.counters["late_unsubscribed"] += 1
                 return
             if self.capture is not None:
+                self.checkpoints.maybe_write(item.recv_ms, self.market, self.followed, self.capture)
                 self.capture.write(item.recv_ms, item.stream, item.raw)
             frame = self.decoder.decode_payload(item.recv_ms, item.stream, item.raw)
             if frame is not None:

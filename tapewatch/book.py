@@ -34,7 +34,7 @@ from tapewatch.book_types import (
     Outcome,
     Top,
 )
-from tapewatch.events import DepthSnapshot, DepthUpdate
+from tapewatch.events import BookCheckpoint, DepthSnapshot, DepthUpdate
 
 __all__ = [
     "APPLIED",
@@ -198,11 +198,16 @@ class OrderBook:
                 break
             older += 1
         self.dropped += older
-        for i in range(older, len(buffered)):
-            ev = buffered[i]
-            result = self.apply(ev)
+        return self._apply_buffered(buffered, older, outcome)
+
+    def _apply_buffered(self, buffered: list[DepthUpdate], start: int, outcome: Outcome) -> Outcome:
+        """Apply ``buffered[start:]`` over a snapshot or checkpoint just loaded: the outcome (APPLIED_SYNC
+        once any diff synced the book, else ``outcome`` or the last applied), or the resync a gap among them
+        asks for (the diffs after it are kept for the next snapshot)."""
+        for i in range(start, len(buffered)):
+            result = self.apply(buffered[i])
             if isinstance(result, NeedsResync):
-                self._buffer.extend(buffered[i + 1 :])  # kept for the next snapshot
+                self._buffer.extend(buffered[i + 1 :])
                 return result
             if isinstance(result, Applied):
                 outcome = APPLIED_SYNC if result.synced_now or outcome is APPLIED_SYNC else result
@@ -244,6 +249,64 @@ class OrderBook:
         self.ever_synced = True
         self.applied += 1
         return APPLIED_SYNC if first else APPLIED
+
+    def checkpoint(self) -> BookCheckpoint | None:
+        """The book as a :class:`BookCheckpoint` (every level, best first); None unless it is synced by
+        snapshot + diffs (a polled book stands on its polls, and an unsynced one holds nothing to keep)."""
+        if self.state is not _SYNCED:
+            return None
+        ceiling = self._ask_ceiling
+        return BookCheckpoint(
+            symbol=self.symbol,
+            last_update_id=self.last_update_id,
+            event_time=self.last_event_time,
+            synced_at=self.synced_at,
+            bid_floor=self._bid_floor,
+            ask_ceiling=None if ceiling == float("inf") else ceiling,
+            bids=self.bids.top(len(self.bids)),
+            asks=self.asks.top(len(self.asks)),
+        )
+
+    def differs(self, cp: BookCheckpoint) -> str | None:
+        """How this book differs from the checkpoint ``cp`` (None: it is the same book: synced at the same
+        update id, with the same levels and the same partial-snapshot bounds)."""
+        mine = self.checkpoint()
+        if mine is None:
+            return f"the book is not synced ({self.state.value}) where the live one was, at u={cp.last_update_id}"
+        if mine.last_update_id != cp.last_update_id:
+            return f"the book is at u={mine.last_update_id}, the live one was at u={cp.last_update_id}"
+        for side, ours, theirs in (("bid", mine.bids, cp.bids), ("ask", mine.asks, cp.asks)):
+            if ours != theirs:
+                at = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
+                where = f"level {at + 1}: {ours[at]} vs {theirs[at]}" if at is not None else "depth"
+                return (
+                    f"{side}s differ at u={cp.last_update_id} ({len(ours)} vs {len(theirs)} levels; {where})"
+                )
+        if (mine.bid_floor, mine.ask_ceiling) != (cp.bid_floor, cp.ask_ceiling):
+            return f"the partial snapshot's bounds differ at u={cp.last_update_id}"
+        return None
+
+    def restore(self, cp: BookCheckpoint) -> Outcome:
+        """Take the book from a checkpoint of the live one: synced at ``cp.last_update_id``, as if the diffs up
+        to it had been applied here. Diffs buffered before it that it already holds are dropped (counted);
+        later ones apply over it, and a gap among them asks for a resync as any gap does. Not counted as a
+        resync: the book is not out of sync, it is given the state the live run had."""
+        self.bids.load(cp.bids)
+        self.asks.load(cp.asks)
+        self._bid_floor = cp.bid_floor
+        self._ask_ceiling = float("inf") if cp.ask_ceiling is None else cp.ask_ceiling
+        self.snapshot_id = 0
+        self.last_update_id = cp.last_update_id
+        self.last_event_time = cp.event_time
+        self.synced_at = cp.synced_at
+        self.state = _SYNCED
+        self.ever_synced = True
+        buffered, self._buffer = list(self._buffer), deque(maxlen=self._buffer.maxlen)
+        held = 0  # the leading diffs the checkpoint already holds
+        while held < len(buffered) and buffered[held].final_id <= cp.last_update_id:
+            held += 1
+        self.dropped += held
+        return self._apply_buffered(buffered, held, APPLIED_SYNC)
 
     def reset(self, reason: str = "reset") -> NeedsResync:
         """Forget the book (e.g. the stream reconnected); the caller must fetch a new snapshot."""

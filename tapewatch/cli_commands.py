@@ -109,6 +109,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         for said in engine_starts_said(summary):
             print(f"  {said}")
+        if said := checkpoints_said(summary):
+            print(f"  {said}")
         for symbol, feats in summary["final"].items():
             print(f"  {symbol}: " + ", ".join(f"{k}={v}" for k, v in feats.items()))
     return replay_exit_code(summary, args.files)
@@ -128,6 +130,17 @@ def engine_starts_said(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def checkpoints_said(summary: dict[str, Any]) -> str:
+    """The live run's book checkpoints the replay met (``control:book_checkpoint``), or "" when none."""
+    checks, loads = summary.get("checkpoint_checks", 0), summary.get("checkpoint_loads", 0)
+    if not checks and not loads:
+        return ""
+    return (
+        f"book checkpoints of the live run: {checks} checked ({summary['checkpoint_mismatches']} differing), "
+        f"{loads} taken by a book not synced here"
+    )
+
+
 def read_damage(summary: dict[str, Any]) -> str:
     """What the reader skipped, for the text summary of ``replay`` and ``backtest``."""
     return f"torn lines {summary['torn_lines']}, damaged stretches {summary['damaged_stretches']}"
@@ -135,7 +148,7 @@ def read_damage(summary: dict[str, Any]) -> str:
 
 def replay_exit_code(summary: dict[str, Any], files: list[str]) -> int:
     """The exit code of ``replay`` and ``backtest``, once their summary is printed: 2 when nothing decoded
-    (:func:`decoded_anything`), 1 when a book check mismatched or the capture was damaged (bytes that did not
+    (:func:`decoded_anything`), 1 when a book check or a book checkpoint mismatched or the capture was damaged (bytes that did not
     inflate: lines lost; a torn line, which a writer killed mid-line leaves, stays the reader's warning), each
     said in one ERROR line, else 0."""
     if not decoded_anything(summary, files):
@@ -148,6 +161,15 @@ def replay_exit_code(summary: dict[str, Any], files: list[str]) -> int:
             summary["book_mismatches"],
             summary["book_checks"],
             extra={"book_mismatches": summary["book_mismatches"]},
+        )
+        code = 1
+    if summary.get("checkpoint_mismatches"):
+        log.error(
+            "%d of %d book checkpoints differed from the replay's book: the replay went its own way (the "
+            "live books were taken); the warnings name the symbols and levels",
+            summary["checkpoint_mismatches"],
+            summary["checkpoint_checks"],
+            extra={"checkpoint_mismatches": summary["checkpoint_mismatches"]},
         )
         code = 1
     if summary["capture_damaged"]:
@@ -205,6 +227,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"({result['book_mismatches']} mismatches); {read_damage(result)}"
     )
     for said in engine_starts_said(result):
+        print(f"  {said}")
+    if said := checkpoints_said(result):
         print(f"  {said}")
     print("  " + ", ".join(f"{k}={v}" for k, v in m.items()))
     for s in result["signal_list"]:

@@ -172,6 +172,30 @@ class EngineStart(msgspec.Struct, frozen=True, gc=False):
     state: msgspec.Raw
 
 
+class BookCheckpoint(msgspec.Struct, frozen=True, gc=False):
+    """The live service's book of ``symbol``, synced, as of the diff with final id ``last_update_id``: every
+    level (best first), the event time of that diff (``event_time``) and of the diff that completed the book's
+    last sync (``synced_at``), and the bounds of the partial snapshot it grew from (``bid_floor``: 0.0 for none;
+    ``ask_ceiling``: None for none). Captured (stream ``control:book_checkpoint``) for every synced book at the
+    start of each checkpoint period (``capture_checkpoint_seconds``; each hour file starts with one), before the
+    first frame of the period: a replay that reaches it with the book synced checks that its book is the
+    live one (``checkpoint_checks``, ``checkpoint_mismatches``), and one that starts there (the run's earlier
+    hour files pruned) takes the book from it instead of waiting for a snapshot that never comes."""
+
+    symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    last_update_id: Annotated[int, msgspec.Meta(ge=1)]
+    event_time: Annotated[int, msgspec.Meta(ge=0)]
+    synced_at: Annotated[int, msgspec.Meta(ge=0)]
+    bid_floor: Annotated[float, msgspec.Meta(ge=0, lt=1e15)]
+    ask_ceiling: Price | None
+    bids: list[Level]
+    asks: list[Level]
+
+
+#: The capture stream of book checkpoints (see :class:`BookCheckpoint`).
+CONTROL_BOOK_CHECKPOINT = "control:book_checkpoint"
+
+
 #: The capture stream of engine starts (see :class:`EngineStart`), and the format its lines have now.
 CONTROL_ENGINE_START = "control:engine_start"
 ENGINE_START_VERSION = 1
@@ -249,6 +273,7 @@ MarketEvent = (
     | Kline
     | KlineHistory
     | ControlChange
+    | BookCheckpoint
     | DepthRestart
     | EngineStart
     | Instruments

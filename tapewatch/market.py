@@ -217,6 +217,10 @@ class Market(MarketDepth, MarketKlines, MarketTrades):
             "resyncs": sum(b.resyncs for b in books),
             "book_checks": sum(c.checks for c in checks),
             "book_mismatches": sum(c.mismatches for c in checks),
+            # the live run's book checkpoints: checked against a synced book here, differing, taken as the book
+            "checkpoint_checks": self.counters["checkpoint_checks"],
+            "checkpoint_mismatches": self.counters["checkpoint_mismatches"],
+            "checkpoint_loads": self.counters["checkpoint_loads"],
             "out_of_order": self.counters["out_of_order_trade"] + self.counters["out_of_order_book_ticker"],
             "event_time_ahead": self.counters["event_time_ahead"],
             "event_time_jumps": self.counters["event_time_jumps"],

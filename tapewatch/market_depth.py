@@ -14,7 +14,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, NamedTuple
 
 from tapewatch.book import APPLIED, BUFFERED, Applied, Buffered, Dropped, NeedsResync, Outcome
-from tapewatch.events import BookTicker, DepthRestart, DepthSnapshot, DepthUpdate
+from tapewatch.events import BookCheckpoint, BookTicker, DepthRestart, DepthSnapshot, DepthUpdate
 from tapewatch.market_clock import MarketClock
 from tapewatch.polled import PolledSnapshot
 
@@ -232,10 +232,46 @@ class MarketDepth(MarketClock):
 
     def _on_control(self, st: SymbolState, ev: object) -> SnapshotNeeded | None:
         """A captured depth stream restart restarts the book, live and in replay alike (the live service
-        applies the frame it captures); other commands (pause/resume) are the engine's."""
+        applies the frame it captures); a captured book checkpoint checks or gives the book (replay only: the
+        live service writes it from its books); other commands (pause/resume) are the engine's."""
         if type(ev) is DepthRestart:
             return self.restart_stream(st.symbol, f"depth stream {ev.reason}")
+        if type(ev) is BookCheckpoint:
+            return self._on_checkpoint(st, ev)
         return None
+
+    def _on_checkpoint(self, st: SymbolState, cp: BookCheckpoint) -> SnapshotNeeded | None:
+        """The live run's book at a checkpoint: a synced book here must be the same (``checkpoint_checks``);
+        one that is not (``checkpoint_mismatches``, logged: the replay went its own way) takes the live one,
+        as does a book that is not synced here (``checkpoint_loads``: a replay that starts at this hour file,
+        the earlier ones pruned, has no snapshot to wait for), so the replay goes on from what the live run
+        had, and the engine reads what it read."""
+        book = st.book
+        if book.synced:
+            self.counters["checkpoint_checks"] += 1
+            differs = book.differs(cp)
+            if differs is None:
+                return None
+            self.counters["checkpoint_mismatches"] += 1
+            log.warning(
+                "book differs from the live run's checkpoint: %s; the live book is taken",
+                differs,
+                extra={"symbol": st.symbol, "stream": "depth"},
+            )
+        else:
+            self.counters["checkpoint_loads"] += 1
+            log.info(
+                "book taken from the live run's checkpoint at u=%d (it was %s here)",
+                cp.last_update_id,
+                book.state.value,
+                extra={"symbol": st.symbol, "stream": "depth"},
+            )
+        st.snapshot_pending = False
+        if self._snapshot_backoff:
+            self._snapshot_backoff.pop(st.symbol, None)
+        st.check.reset()
+        st.last_event_time = max(st.last_event_time, cp.event_time)
+        return self._book_outcome(st, book.restore(cp))
 
     def book_usable(self, symbol: str) -> bool:
         """True when the symbol's book is synced, not crossed and fresh against the exchange's now."""

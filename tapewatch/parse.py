@@ -25,12 +25,14 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from tapewatch.events import (
+    CONTROL_BOOK_CHECKPOINT,
     CONTROL_DEPTH_RESTART,
     CONTROL_ENGINE_START,
     CONTROL_INSTRUMENTS,
     CONTROL_PAUSED,
     AggTrade,
     BadRow,
+    BookCheckpoint,
     BookTicker,
     ControlChange,
     DepthRestart,
@@ -108,6 +110,7 @@ class Frame(msgspec.Struct, frozen=True, gc=False):
 _line_decoder = msgspec.json.Decoder(CaptureLine)
 _control_decoder = msgspec.json.Decoder(ControlChange)
 _restart_decoder = msgspec.json.Decoder(DepthRestart)
+_checkpoint_decoder = msgspec.json.Decoder(BookCheckpoint)
 _engine_start_decoder = msgspec.json.Decoder(EngineStart)
 _instruments_decoder = msgspec.json.Decoder(Instruments)
 
@@ -258,7 +261,9 @@ class FrameDecoder:
                 self._decode_control(recv, stream, data, _instruments_decoder)
                 return None
             if stream == CONTROL_DEPTH_RESTART:
-                return self._decode_restart(recv, stream, data)
+                return self._decode_symbol_control(recv, stream, data, _restart_decoder)
+            if stream == CONTROL_BOOK_CHECKPOINT:
+                return self._decode_symbol_control(recv, stream, data, _checkpoint_decoder)
             self._reject("unknown_stream", stream)
             return None
         symbol, kind, detail = target
@@ -350,11 +355,18 @@ class FrameDecoder:
         self.decoded += 1
         self._pending = [Frame(recv, stream, "", Kind.CONTROL, event)]
 
-    def _decode_restart(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
-        """A captured depth stream restart: unlike a pause it is returned, a :attr:`Kind.CONTROL` frame of its
-        symbol, so it takes the market's per-message path (``Market.on_frame`` restarts the book)."""
+    def _decode_symbol_control(
+        self,
+        recv: int,
+        stream: str,
+        data: bytes | msgspec.Raw,
+        decoder: msgspec.json.Decoder[DepthRestart] | msgspec.json.Decoder[BookCheckpoint],
+    ) -> Frame | None:
+        """A captured depth stream restart or book checkpoint: unlike a pause it is returned, a
+        :attr:`Kind.CONTROL` frame of its symbol, so it takes the market's per-message path (``Market.on_frame``
+        restarts the book, or checks it against the checkpoint)."""
         try:
-            event = _restart_decoder.decode(data)
+            event = decoder.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self._reject_body(stream, exc)
             return None

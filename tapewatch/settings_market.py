@@ -278,6 +278,22 @@ class MarketSettings(BaseModel):
     # --- capture ---------------------------------------------------------------------------------------
     capture_enabled: bool = Field(True, description="Write every incoming frame to var/capture/.")
     capture_flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between capture flushes.")
+    capture_checkpoint_seconds: int = Field(
+        3600,
+        ge=0,
+        le=3600,
+        description="Seconds between book checkpoints in the capture (a divisor of 3600: each hour file starts "
+        "with one; 0: none).",
+    )
+
+    @field_validator("capture_checkpoint_seconds")
+    @classmethod
+    def _check_checkpoint_period(cls, value: int) -> int:
+        if value and 3600 % value:
+            raise ValueError(
+                "must divide 3600 (1, 2, 5, 60, 600, 3600 ...) so each hour file starts with one, or be 0"
+            )
+        return value
 
     # --- signal management (spec 8.1 SIGNAL_MANAGEMENT) and trade plans -------------------------------------
     max_daily_high: int = Field(20, ge=0, le=10_000, description="HIGH signals per UTC day (event time).")
