@@ -290,3 +290,37 @@ def test_incident_times_are_labelled_wall_clock_and_show_an_event_time() -> None
     assert _markdown_table(r.markdown, "System incidents")[2] == (
         "| 2024-03-03 23:00:00 | open | 2024-03-04 07:30:00 | feed | stale |  |  |"
     )
+
+
+def test_a_pause_is_in_the_summary_and_listed_however_many_feed_incidents_came_first() -> None:
+    """The reports audit: a day of 40 resyncs, then a 14:00-17:30 data-quality pause: only the first 30
+    incidents by time were listed, and the pause was in neither the Markdown nor the summary."""
+    resyncs = tuple(
+        Incident(
+            source="feed", kind="resync", symbol="ETHUSDT", started=datetime(2024, 3, 4, 1, i, tzinfo=UTC)
+        )
+        for i in range(40)
+    )
+    pause = Incident(
+        source="health",
+        kind="data_quality",
+        detail="overall relative_message_rate 0.1 is -9.0 sd; action: signalling paused",
+        started=datetime(2024, 3, 4, 14, tzinfo=UTC),
+        ended=datetime(2024, 3, 4, 17, 30, tzinfo=UTC),
+    )
+    still = Incident(  # switched to the backup feed at 23:30, not back when the report was made at 00:10
+        source="health", kind="api_connectivity", started=datetime(2024, 3, 4, 23, 30, tzinfo=UTC)
+    )
+    r = render(build_content(daily_input(incidents=(*resyncs, pause, still))), "2024-03-04")
+    for text in (r.markdown, r.preview_markdown):
+        assert "Signalling paused by the data-quality check (feed anomalies): 1 time(s), 3 h 30 min" in text
+        assert (
+            "the backup feed switched on when the websockets failed): 1 time(s), 30 min within the period"
+            in text
+        )
+        assert "(1 still in force when the report was made)" in text
+    rows = _markdown_table(r.markdown, "System incidents")
+    assert any("| health | data_quality |" in row and "2024-03-04 17:30:00" in row for row in rows)
+    assert sum("| feed | resync |" in row for row in rows) == 28  # 30 listed: both health incidents and 28
+    assert "every health incident (2) and the first 28 of 40 feed incidents" in r.markdown
+    assert "By kind: feed: resync 40, health: api_connectivity 1, health: data_quality 1." in r.markdown
