@@ -22,8 +22,11 @@ from tapewatch.adapters.performance_store import (
     fate_counts,
     incidents,
     save_report,
+    unfinished_counts,
 )
 from tapewatch.adapters.report_files import write_report
+from tapewatch.outcome_models import OutcomeParams
+from tapewatch.quality import TIERS
 from tapewatch.reports import (
     RenderedReport,
     ReportInput,
@@ -52,6 +55,9 @@ def publish_report(
         kind, first, sharpe_days=cfg.metrics_sharpe_days, trend_weeks=cfg.metrics_trend_weeks
     )
     outcomes, open_by_tier = period_outcomes(db, since, first, end)
+    params, now_ms = OutcomeParams.from_settings(cfg), int(now.timestamp() * 1000)
+    ended = {tier: now_ms - params.response_ms[tier] - params.hold_ms[tier] for tier in TIERS}
+    overdue = unfinished_counts(db, start_ms, end_ms, created_before=ended)
     data = ReportInput(
         kind=kind,
         first_day=first,
@@ -59,6 +65,7 @@ def publish_report(
         generated_at=now,
         outcomes=tuple(outcomes),
         open_signals=sum(open_by_tier.values()),
+        overdue_signals=sum(overdue.values()),
         fates=fate_counts(db, start_ms, end_ms),
         incidents=tuple(incidents(db, _midnight(first), _midnight(end))),
         disagreements=disagreement_count(db, start_ms, end_ms),

@@ -14,7 +14,7 @@ Periods are half-open ``[start, end)`` of event time (ms) or of wall-clock time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -194,7 +194,7 @@ def disagreement_count(db: Database, start_ms: int, end_ms: int) -> int:
 def _entries(start_ms: int, end_ms: int) -> sa.Select[Any]:
     o = signal_outcomes.c
     return (
-        sa.select(signals.c.priority, o.outcome, o.finished)
+        sa.select(signals.c.priority, signals.c.event_time, o.outcome, o.finished)
         .select_from(signals.outerjoin(signal_outcomes, o.signal_id == signals.c.signal_id))
         .where(
             signals.c.signal_type == "ENTRY",
@@ -212,15 +212,30 @@ def finished_outcomes(db: Database, start_ms: int, end_ms: int) -> list[Outcome]
         return [msgspec.convert(row.outcome, Outcome) for row in conn.execute(query)]
 
 
-def unfinished_counts(db: Database, start_ms: int, end_ms: int) -> dict[Tier, int]:
+def unfinished_counts(
+    db: Database, start_ms: int, end_ms: int, *, created_before: Mapping[Tier, int] | None = None
+) -> dict[Tier, int]:
     """Per tier (every tier present), the ENTRY signals created in ``[start_ms, end_ms)`` without a finished
-    outcome yet: still open, or never followed (the service was down and the batch has not run)."""
+    outcome yet: still open, or never followed (the service was down and the batch has not run).
+
+    ``created_before`` (per tier: now − the tier's response window − its hold bound) keeps only those whose
+    last possible end has passed: not open any more, and not counted (the live tracker did not finish them
+    and the outcome batch has not yet: their candles not fetched)."""
     rows = (
         _entries(start_ms, end_ms)
         .where(sa.not_(sa.func.coalesce(signal_outcomes.c.finished, False)))
         .subquery()
     )
     query = sa.select(rows.c.priority, sa.func.count()).group_by(rows.c.priority)
+    if created_before is not None:
+        query = query.where(
+            sa.or_(
+                *(
+                    sa.and_(rows.c.priority == tier, rows.c.event_time < ms)
+                    for tier, ms in created_before.items()
+                )
+            )
+        )
     found: dict[Tier, int] = dict.fromkeys(TIERS, 0)
     with db.begin() as conn:
         for tier, count in conn.execute(query):

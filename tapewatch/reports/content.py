@@ -56,7 +56,9 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
 
 class ReportInput(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a report is built from. ``outcomes`` are finished outcomes of signals created from
-    :func:`lookback_start` to the period's end; ``open_signals`` the period's signals not finished yet;
+    :func:`lookback_start` to the period's end; ``open_signals`` the period's signals not finished yet, of
+    which ``overdue_signals`` are past their last possible end (no outcome: neither the live tracker nor the
+    outcome batch finished them);
     ``fates`` the period's candidates per fate (``signal`` or the rejection reason)."""
 
     kind: ReportKind
@@ -65,6 +67,7 @@ class ReportInput(msgspec.Struct, frozen=True, kw_only=True):
     generated_at: datetime
     outcomes: tuple[Outcome, ...] = ()
     open_signals: int = 0
+    overdue_signals: int = 0
     fates: dict[str, int] = msgspec.field(default_factory=dict)
     incidents: tuple[Incident, ...] = ()
     disagreements: int = 0
@@ -110,6 +113,7 @@ class ReportContent(msgspec.Struct, frozen=True, kw_only=True):
     generated_at: datetime
     signals: int
     open_signals: int
+    overdue_signals: int
     overall: Summary
     by_tier: dict[Tier, Summary]
     equity_r: list[float]
@@ -245,6 +249,7 @@ def build_content(data: ReportInput) -> ReportContent:
         generated_at=data.generated_at,
         signals=len(members),
         open_signals=data.open_signals,
+        overdue_signals=data.overdue_signals,
         overall=overall,
         by_tier={tier: by_tier[tier] for tier in TIERS},
         equity_r=equity,

@@ -96,10 +96,17 @@ def sections(c: ReportContent) -> list[Section]:
             "No signals in this period yet: nothing has finished, so there is no performance to show."
         )
     head += health_notes(c)
-    if c.open_signals:
+    if still_open := c.open_signals - c.overdue_signals:
         head.append(
-            f"{c.open_signals} signal(s) of this period were still open and are not counted; "
+            f"{still_open} signal(s) of this period were still open and are not counted; "
             "re-run the report (or its partition) once they have finished."
+        )
+    if c.overdue_signals:
+        head.append(
+            f"{c.overdue_signals} signal(s) of this period are past their end without an outcome and are not "
+            "counted: the live tracker did not finish them (the service was down) and the outcome batch has "
+            "not yet (their 1-minute candles not fetched); materialize signal_outcomes for their days, then "
+            "re-run the report."
         )
     summary_table: Table = (
         ("tier", "signals", "triggered", "wins", "win rate", "avg hold min", "total R", "total % of capital",

@@ -92,6 +92,13 @@ def test_finished_outcomes_and_unfinished_counts(db: Database) -> None:
     assert set(counts) == {"HIGH", "MEDIUM", "LOW"}
     assert sum(counts.values()) == 2 and counts[tier] == 2  # the open one and the never-followed one
     assert finished_outcomes(db, DAY0 + 86_400_000, DAY0 + 2 * 86_400_000) == []
+    # past their end: created before the cut-off of their tier (now − response window − hold bound)
+    cut = dict.fromkeys(("HIGH", "MEDIUM", "LOW"), T0 + 90_000)  # after ETHUSDT's creation, before SOLUSDT's
+    overdue = unfinished_counts(db, DAY0, DAY0 + 86_400_000, created_before=cut)
+    assert overdue[tier] == 1 and sum(overdue.values()) == 1  # the open ETHUSDT one; not SOLUSDT yet
+    later = unfinished_counts(db, DAY0, DAY0 + 86_400_000, created_before={**cut, tier: T0 + 10 * MINUTE})
+    assert later[tier] == 2
+    assert sum(unfinished_counts(db, DAY0, DAY0 + 86_400_000, created_before={**cut, tier: T0}).values()) == 0
 
 
 def test_daily_and_weekly_rows_round_trip_and_are_replaced(db: Database) -> None:

@@ -324,3 +324,14 @@ def test_a_pause_is_in_the_summary_and_listed_however_many_feed_incidents_came_f
     assert sum("| feed | resync |" in row for row in rows) == 28  # 30 listed: both health incidents and 28
     assert "every health incident (2) and the first 28 of 40 feed incidents" in r.markdown
     assert "By kind: feed: resync 40, health: api_connectivity 1, health: data_quality 1." in r.markdown
+
+
+def test_signals_past_their_end_without_an_outcome_are_not_called_open() -> None:
+    """The reports audit: a signal the live tracker missed and whose candles were never fetched was "still
+    open ... re-run once they have finished" two days later: it never finishes on its own."""
+    r = render(build_content(daily_input(open_signals=3, overdue_signals=2)), "2024-03-04")
+    assert "1 signal(s) of this period were still open" in r.markdown
+    assert "2 signal(s) of this period are past their end without an outcome" in r.markdown
+    assert "materialize signal_outcomes for their days" in r.markdown
+    only = render(build_content(daily_input(open_signals=2, overdue_signals=2)), "2024-03-04").markdown
+    assert "still open" not in only and "2 signal(s) of this period are past their end" in only
