@@ -21,6 +21,7 @@ from tapewatch.adapters.performance_store import (
     disagreement_count,
     fate_counts,
     incidents,
+    operator_events,
     save_report,
     unfinished_counts,
 )
@@ -58,6 +59,7 @@ def publish_report(
     params, now_ms = OutcomeParams.from_settings(cfg), int(now.timestamp() * 1000)
     ended = {tier: now_ms - params.response_ms[tier] - params.hold_ms[tier] for tier in TIERS}
     overdue = unfinished_counts(db, start_ms, end_ms, created_before=ended)
+    changes, paused_at_start = operator_events(db, _midnight(first), _midnight(end))
     data = ReportInput(
         kind=kind,
         first_day=first,
@@ -68,6 +70,8 @@ def publish_report(
         overdue_signals=sum(overdue.values()),
         fates=fate_counts(db, start_ms, end_ms),
         incidents=tuple(incidents(db, _midnight(first), _midnight(end))),
+        operator_events=tuple(changes),
+        paused_at_start=paused_at_start,
         disagreements=disagreement_count(db, start_ms, end_ms),
         sharpe_days=cfg.metrics_sharpe_days,
         trend_weeks=cfg.metrics_trend_weeks,

@@ -28,7 +28,7 @@ from tapewatch.metrics import DailyMetrics, Summary, WeeklyMetrics
 from tapewatch.outcome import Outcome
 from tapewatch.outcome_batch import Disagreement
 from tapewatch.quality import TIERS, Tier
-from tapewatch.reports.content import Incident, ReportKind
+from tapewatch.reports.content import Incident, OperatorEvent, ReportKind
 from tapewatch.signal import Signal
 
 _meta = sa.MetaData()
@@ -353,7 +353,7 @@ def incidents(db: Database, start: datetime, end: datetime) -> list[Incident]:
             )
             for k, sym, detail, at, resolved, event_ms in conn.execute(feed, bounds)
         ]
-        if conn.execute(sa.text("SELECT to_regclass('health_incidents')")).scalar() is not None:
+        if _has_table(conn, "health_incidents"):
             found += [
                 Incident(
                     source="health",
@@ -365,6 +365,55 @@ def incidents(db: Database, start: datetime, end: datetime) -> list[Incident]:
                 for k, reason, action, recovery, at, ended in conn.execute(health, bounds)
             ]
     return sorted(found, key=lambda i: i.started)
+
+
+def _has_table(conn: sa.Connection, name: str) -> bool:
+    """Whether ``name`` exists (a database migrated before the table's migration has none)."""
+    return conn.execute(sa.text("SELECT to_regclass(:name)"), {"name": name}).scalar() is not None
+
+
+def operator_events(db: Database, start: datetime, end: datetime) -> tuple[list[OperatorEvent], bool]:
+    """The operators' changes in ``[start, end)`` (wall clock), oldest first: the dashboard's actions
+    (``operator_actions``, sql/0006) and the tuning applied or rolled back (``tuning_applications``, sql/0005),
+    each read only where its table exists; and whether an operator's pause was in force at ``start`` (the last
+    pause or resume that succeeded before it was a pause)."""
+    events: list[OperatorEvent] = []
+    paused = False
+    with db.begin() as conn:
+        if _has_table(conn, "operator_actions"):
+            rows = conn.execute(
+                sa.text(
+                    "SELECT recorded_at, action, detail, actor, result FROM operator_actions "
+                    "WHERE recorded_at >= :s AND recorded_at < :e ORDER BY recorded_at, id"
+                ),
+                {"s": start, "e": end},
+            )
+            events += [
+                OperatorEvent(at=at, action=action, detail=detail, actor=actor, ok=result == "ok")
+                for at, action, detail, actor, result in rows
+            ]
+            last = conn.execute(
+                sa.text(
+                    "SELECT action FROM operator_actions WHERE recorded_at < :s AND result = 'ok' "
+                    "AND action IN ('pause', 'resume') ORDER BY recorded_at DESC, id DESC LIMIT 1"
+                ),
+                {"s": start},
+            ).scalar()
+            paused = last == "pause"
+        if _has_table(conn, "tuning_applications"):
+            rows = conn.execute(
+                sa.text(
+                    "SELECT applied_at, action, proposal_id, parameters, actor FROM tuning_applications "
+                    "WHERE applied_at >= :s AND applied_at < :e ORDER BY applied_at, id"
+                ),
+                {"s": start, "e": end},
+            )
+            for at, action, proposal, parameters, actor in rows:
+                to = f"proposal {proposal}" if proposal is not None else "the settings' own values"
+                values = ", ".join(f"{k}={v}" for k, v in sorted((parameters or {}).items()))
+                detail = f"to {to}" + (f": {values}" if values else "")
+                events.append(OperatorEvent(at=at, action=f"tuning {action}", detail=detail, actor=actor))
+    return sorted(events, key=lambda e: e.at), paused
 
 
 # --- reports ----------------------------------------------------------------------------------------------
@@ -431,6 +480,7 @@ __all__ = [
     "list_reports",
     "load_daily",
     "load_weekly",
+    "operator_events",
     "save_batch",
     "save_daily",
     "save_report",

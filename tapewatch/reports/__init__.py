@@ -9,6 +9,7 @@ from __future__ import annotations
 from tapewatch.reports.content import (
     REPORT_KINDS,
     Incident,
+    OperatorEvent,
     ReportContent,
     ReportInput,
     ReportKind,
@@ -21,6 +22,7 @@ from tapewatch.reports.render import RenderedReport, render
 __all__ = [
     "REPORT_KINDS",
     "Incident",
+    "OperatorEvent",
     "RenderedReport",
     "ReportContent",
     "ReportInput",

@@ -54,12 +54,27 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     event_time: datetime | None = None
 
 
+class OperatorEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A change an operator made during the period (wall clock, UTC): an ``operator_actions`` row (``pause``,
+    ``resume``, ``rescan``, ...; ``ok`` False when it failed) or a ``tuning_applications`` row (``action``
+    ``tuning apply`` / ``tuning rollback``). A pause or a new tuning changes how many signals a period has, so
+    the report says so."""
+
+    at: datetime
+    action: str
+    detail: str = ""
+    actor: str = ""
+    ok: bool = True
+
+
 class ReportInput(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a report is built from. ``outcomes`` are finished outcomes of signals created from
     :func:`lookback_start` to the period's end; ``open_signals`` the period's signals not finished yet, of
     which ``overdue_signals`` are past their last possible end (no outcome: neither the live tracker nor the
     outcome batch finished them);
-    ``fates`` the period's candidates per fate (``signal`` or the rejection reason)."""
+    ``fates`` the period's candidates per fate (``signal`` or the rejection reason); ``operator_events`` the
+    operators' changes during the period, oldest first, and ``paused_at_start`` whether an operator's pause
+    was in force when it began."""
 
     kind: ReportKind
     first_day: date
@@ -70,6 +85,8 @@ class ReportInput(msgspec.Struct, frozen=True, kw_only=True):
     overdue_signals: int = 0
     fates: dict[str, int] = msgspec.field(default_factory=dict)
     incidents: tuple[Incident, ...] = ()
+    operator_events: tuple[OperatorEvent, ...] = ()
+    paused_at_start: bool = False
     disagreements: int = 0
     sharpe_days: int = 30
     trend_weeks: int = 8
@@ -128,6 +145,8 @@ class ReportContent(msgspec.Struct, frozen=True, kw_only=True):
     fates: list[tuple[str, int]]
     incidents: list[Incident]
     incident_counts: list[tuple[str, int]]
+    operator_events: list[OperatorEvent]
+    paused_at_start: bool
     disagreements: int
     sharpe_days: int
     #: UTC days with at least one signal in the overall Sharpe window (the ratio needs
@@ -264,6 +283,8 @@ def build_content(data: ReportInput) -> ReportContent:
         fates=sorted(data.fates.items(), key=lambda kv: (kv[0] != "signal", -kv[1], kv[0])),
         incidents=sorted(data.incidents, key=lambda i: i.started),
         incident_counts=sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
+        operator_events=sorted(data.operator_events, key=lambda e: e.at),
+        paused_at_start=data.paused_at_start,
         disagreements=data.disagreements,
         sharpe_days=data.sharpe_days,
         signal_days=_signal_days(data, members),
@@ -282,6 +303,7 @@ def _title(kind: ReportKind, first: date, last: date) -> str:
 __all__ = [
     "REPORT_KINDS",
     "Incident",
+    "OperatorEvent",
     "QualityRow",
     "ReportContent",
     "ReportInput",

@@ -9,22 +9,24 @@ is the same text without the images, for places that cannot show local files (th
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from datetime import time as dt_time
 from html import escape
 
 import msgspec
 
 from tapewatch.metrics import MIN_SHARPE_SIGNAL_DAYS, Summary, SymbolTotal
 from tapewatch.reports import svg
-from tapewatch.reports.content import Incident, ReportContent
+from tapewatch.reports.content import ReportContent
+from tapewatch.reports.context import (
+    Table,
+    health_notes,
+    incident_listing,
+    operator_listing,
+    operator_notes,
+)
 
-Table = tuple[tuple[str, ...], list[tuple[str, ...]]]
-#: Most symbols shown in the per-symbol table and chart; most incidents listed one by one.
+#: Most symbols shown in the per-symbol table and chart.
 MAX_SYMBOLS = 20
-MAX_INCIDENTS = 30
 #: A cell that reads as a number (or is empty / "—"): right-aligned in HTML; any other cell makes its column
 #: text, left-aligned.
 _NUMERIC_CELL = re.compile(r"[+\-−]?\d[\d.,]*( %| points)?|—|")
@@ -95,7 +97,7 @@ def sections(c: ReportContent) -> list[Section]:
         head.append(
             "No signals in this period yet: nothing has finished, so there is no performance to show."
         )
-    head += health_notes(c)
+    head += health_notes(c) + operator_notes(c)
     if still_open := c.open_signals - c.overdue_signals:
         head.append(
             f"{still_open} signal(s) of this period were still open and are not counted; "
@@ -161,6 +163,7 @@ def sections(c: ReportContent) -> list[Section]:
         )
     )
     out.append(_incidents(c))
+    out.append(_operators(c))
     out.append(
         Section(
             heading="Outcome checks",
@@ -173,93 +176,14 @@ def sections(c: ReportContent) -> list[Section]:
     return out
 
 
-#: What a health sensor's incident did, for the report's summary (``health_incidents.kind``).
-HEALTH_ACTIONS = {
-    "data_quality": "Signalling paused by the data-quality check (feed anomalies)",
-    "api_connectivity": "Connectivity incidents (the backup feed switched on when the websockets failed)",
-    "system_performance": "Universe cut under load",
-}
-
-
-def health_notes(c: ReportContent) -> list[str]:
-    """One line per kind of health incident overlapping the period: how many, and how long they lasted within
-    the period's days (wall clock, UTC; an incident still open counts until the report was generated). A
-    pause of signalling explains a quiet period, so it is said in the summary, not only in the incident list."""
-    start = datetime.combine(c.first_day, dt_time(), UTC)
-    end = min(datetime.combine(c.last_day + timedelta(days=1), dt_time(), UTC), _utc(c.generated_at))
-    found: dict[str, list[Incident]] = defaultdict(list)
-    for incident in c.incidents:
-        if incident.source == "health":
-            found[incident.kind].append(incident)
-    notes = []
-    for kind, those in sorted(found.items()):
-        seconds = sum(
-            max(
-                0.0,
-                (min(_utc(i.ended) if i.ended else end, end) - max(_utc(i.started), start)).total_seconds(),
-            )
-            for i in those
-        )
-        still = sum(1 for i in those if i.ended is None)
-        notes.append(
-            f"{HEALTH_ACTIONS.get(kind, kind)}: {len(those)} time(s), {fmt_duration(seconds)} within the period"
-            + (f" ({still} still in force when the report was made)" if still else "")
-            + "."
-        )
-    return notes
-
-
-def fmt_duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _incidents(c: ReportContent) -> Section:
-    """The system incidents: every health incident (a pause, a switch to the backup feed, a universe cut) and
-    as many feed incidents as fit in :data:`MAX_INCIDENTS`, oldest first, and the count of each kind (a busy day
-    has hundreds of resyncs: listed first by time, they pushed a data-quality pause out of the list)."""
-    if not c.incidents:
-        return Section(heading="System incidents", notes=["No system incidents in this period."])
-    health = [i for i in c.incidents if i.source == "health"]
-    feed = [i for i in c.incidents if i.source != "health"]
-    listed = sorted(health + feed[: max(0, MAX_INCIDENTS - len(health))], key=lambda i: i.started)
-    notes = [
-        "Incidents that overlap the period's days by wall-clock time (UTC): started and ended are when "
-        "the service saw them, not the exchange event time the signals are dated by; a feed incident "
-        "shows the event time of the frame that revealed it, when there was one.",
-        "By kind: " + ", ".join(f"{kind} {n}" for kind, n in c.incident_counts) + ".",
-    ]
-    if len(listed) < len(c.incidents):
-        notes.append(
-            f"Listed: every health incident ({len(health)}) and the first {len(listed) - len(health)} of "
-            f"{len(feed)} feed incidents."
-        )
-    header: tuple[str, ...] = (
-        "started (wall clock, UTC)",
-        "ended",
-        "event time (UTC)",
-        "source",
-        "kind",
-        "symbol",
-        "detail",
-    )
-    rows: list[tuple[str, ...]] = [
-        (
-            i.started.strftime("%Y-%m-%d %H:%M:%S"),
-            i.ended.strftime("%Y-%m-%d %H:%M:%S") if i.ended else "open",
-            i.event_time.strftime("%Y-%m-%d %H:%M:%S") if i.event_time else "",
-            i.source,
-            i.kind,
-            i.symbol or "",
-            i.detail[:120],
-        )
-        for i in listed
-    ]
-    return Section(heading="System incidents", notes=notes, table=(header, rows), chart="incidents")
+    notes, table = incident_listing(c)
+    return Section(heading="System incidents", notes=notes, table=table, chart="incidents" if table else None)
+
+
+def _operators(c: ReportContent) -> Section:
+    notes, table = operator_listing(c)
+    return Section(heading="Operator actions and tuning changes", notes=notes, table=table)
 
 
 def _sharpe_notes(c: ReportContent) -> list[str]:

@@ -22,6 +22,7 @@ from tapewatch.adapters.performance_store import (
     list_reports,
     load_daily,
     load_weekly,
+    operator_events,
     save_batch,
     save_daily,
     save_report,
@@ -215,6 +216,42 @@ def test_incidents_crossing_the_period_start_or_still_open_are_listed(db: Databa
     crosses = next(i for i in found if i.detail == "crosses")
     assert crosses.event_time == datetime(2023, 12, 31, 23, 50, tzinfo=UTC)
     assert all(i.event_time is None for i in found if i is not crosses)
+
+
+def test_operator_events_read_the_dashboard_s_actions_and_the_tuning_applied(db: Database) -> None:
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO operator_actions (action, detail, actor, result, error, recorded_at) VALUES "
+                "('pause', 'night', 'ann', 'ok', '', :before), ('resume', '', 'ann', 'failed', 'redis down', :a), "
+                "('rescan', 'run 1', 'bob', 'ok', '', :b), ('resume', '', 'ann', 'ok', '', :next_day)"
+            ),
+            {
+                "before": _at(0) - timedelta(hours=2),
+                "a": _at(1),
+                "b": _at(2),
+                "next_day": _at(0) + timedelta(days=1),
+            },
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO tuning_applications (action, proposal_id, parameters, actor, applied_at) "
+                "VALUES ('rollback', NULL, '{}', 'ann', :t)"
+            ),
+            {"t": _at(3)},
+        )
+    events, paused = operator_events(db, _at(0), _at(0) + timedelta(days=1))
+    assert (
+        paused
+    )  # the pause of the evening before was in force at midnight (the failed resume lifted nothing)
+    assert [(e.action, e.ok) for e in events] == [
+        ("resume", False),
+        ("rescan", True),
+        ("tuning rollback", True),
+    ]
+    assert events[2].detail == "to the settings' own values" and events[2].actor == "ann"
+    later, paused_later = operator_events(db, _at(0) + timedelta(days=1), _at(0) + timedelta(days=2))
+    assert [e.action for e in later] == ["resume"] and paused_later
 
 
 def test_incidents_without_the_health_table_are_the_feed_ones(db: Database) -> None:

@@ -9,7 +9,15 @@ from xml.etree import ElementTree
 import msgspec
 import pytest
 
-from tapewatch.reports import Incident, ReportInput, build_content, lookback_start, period_of, render
+from tapewatch.reports import (
+    Incident,
+    OperatorEvent,
+    ReportInput,
+    build_content,
+    lookback_start,
+    period_of,
+    render,
+)
 from tapewatch.reports.svg import bar_chart, line_chart, scatter_chart
 from tests.tapewatch.outcome_helpers import MONDAY, SCENARIOS, absolute, make_signal, scenario_outcome, track
 from tests.tapewatch.test_metrics import H, fixed_set
@@ -335,3 +343,40 @@ def test_signals_past_their_end_without_an_outcome_are_not_called_open() -> None
     assert "materialize signal_outcomes for their days" in r.markdown
     only = render(build_content(daily_input(open_signals=2, overdue_signals=2)), "2024-03-04").markdown
     assert "still open" not in only and "2 signal(s) of this period are past their end" in only
+
+
+def test_an_operator_s_pauses_and_tuning_changes_are_said_in_the_summary_and_listed() -> None:
+    """The reports audit: a day paused by an operator for hours, or traded under a new tuning from noon, gave
+    a report that never said so (fewer signals, other parameters, no word why)."""
+    events = (
+        OperatorEvent(
+            at=datetime(2024, 3, 4, 9, tzinfo=UTC), action="pause", detail="maintenance", actor="ann"
+        ),
+        OperatorEvent(at=datetime(2024, 3, 4, 9, 30, tzinfo=UTC), action="resume", actor="ann"),
+        OperatorEvent(at=datetime(2024, 3, 4, 10, tzinfo=UTC), action="pause", actor="bob", ok=False),
+        OperatorEvent(
+            at=datetime(2024, 3, 4, 12, tzinfo=UTC),
+            action="tuning apply",
+            detail="to proposal 7: min_large_trades=4",
+            actor="ann",
+        ),
+        OperatorEvent(at=datetime(2024, 3, 4, 22, tzinfo=UTC), action="pause", actor="ann"),  # never lifted
+    )
+    r = render(build_content(daily_input(operator_events=events)), "2024-03-04")
+    # 30 min, then 22:00 to the period's end (the report was made after it): 2 h 30 min; the failed one not
+    assert "Signalling paused by an operator: 2 time(s), 2 h 30 min within the period" in r.markdown
+    assert "(still paused when the report was made)" in r.markdown
+    assert (
+        "Tuning changed 1 time(s) during the period: apply to proposal 7: min_large_trades=4 at 2024-03-04 12:00"
+        in (r.markdown)
+    )
+    rows = _markdown_table(r.markdown, "Operator actions and tuning changes")
+    assert rows[2] == "| 2024-03-04 09:00:00 | pause | maintenance | ann | ok |"
+    assert "| failed |" in rows[4] and len(rows) == 2 + len(events)
+    # a pause in force when the day began counts from midnight
+    carried = render(
+        build_content(daily_input(operator_events=events[1:2], paused_at_start=True)), "2024-03-04"
+    ).markdown
+    assert "1 time(s) (one already in force when the period began), 9 h 30 min within the period" in carried
+    quiet = render(build_content(daily_input()), "2024-03-04").markdown
+    assert "No operator action or tuning change in this period." in quiet and "by an operator" not in quiet
