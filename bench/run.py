@@ -35,7 +35,7 @@ BENCH_DIR = ROOT / "var" / "bench"
 
 
 #: Bump when the simulator's record output changes, so cached captures are recorded again.
-SIM_FORMAT = 6
+SIM_FORMAT = 7
 
 
 def sim_capture(symbols: int, minutes: float, seed: int = 1, episode_rate: float = 1.0) -> Path:

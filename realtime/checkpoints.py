@@ -15,10 +15,10 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 import msgspec
 
-from realtime.capture_writer import CaptureWriter
 from tapewatch.events import CONTROL_BOOK_CHECKPOINT
 from tapewatch.market import Market
 
@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 _NEVER = sys.maxsize
 _encode = msgspec.json.Encoder().encode
+
+
+class LineSink(Protocol):
+    """Where checkpoint lines go: the capture writer (live), or the simulator's recorder."""
+
+    def write(self, recv_ms: int, stream: str, payload: bytes) -> None: ...
 
 
 class Checkpoints:
@@ -41,9 +47,7 @@ class Checkpoints:
         """The start of the period after the one ``recv_ms`` lies in."""
         return (recv_ms // self.period_ms + 1) * self.period_ms if self.period_ms else _NEVER
 
-    def maybe_write(
-        self, recv_ms: int, market: Market, symbols: Iterable[str], capture: CaptureWriter
-    ) -> int:
+    def maybe_write(self, recv_ms: int, market: Market, symbols: Iterable[str], capture: LineSink) -> int:
         """Before capturing a frame received at ``recv_ms``: when it opens a new period, write the synced
         book of each of ``symbols`` (the ones followed: a symbol that left keeps a book nobody updates),
         received at ``recv_ms``, so it lands in that frame's hour file, ahead of it. The book lines written

@@ -30,6 +30,7 @@ from realtime.sim.episodes import Episode, ground_truth_json
 from realtime.sim.faults import parse_duration
 from realtime.sim.model import SymbolState
 from realtime.sim.protocol import dumps
+from realtime.sim.record_books import ClientBooks
 from realtime.sim.venue import Venue
 from tapewatch.adapters.binance_models import SymbolInfo
 from tapewatch.book_types import FULL_DEPTH
@@ -82,8 +83,9 @@ class _Writer:
     the live capture writer (:mod:`realtime.capture_writer`) makes one every ``flush_interval`` (1 s): a
     damaged byte then costs the reader about a second of lines, not the rest of the hour."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, books: ClientBooks | None = None) -> None:
         self.root = root
+        self.books = books
         self.files: list[Path] = []
         self.lines = 0
         self._path: Path | None = None
@@ -93,6 +95,16 @@ class _Writer:
         self._next_flush = 0  # receive time (ms) of the next flush point
 
     def write(self, recv: int, line: str) -> None:
+        """Write one line; with ``books``, the book checkpoint first when the line opens a new period, and
+        the line applied to the client's books after."""
+        if self.books is None:
+            self._put(recv, line)
+            return
+        self.books.before(recv, self._put)
+        self._put(recv, line)
+        self.books.after(line)
+
+    def _put(self, recv: int, line: str) -> None:
         hour = recv // 3_600_000
         if hour != self._hour:
             self._close()
@@ -150,12 +162,15 @@ def record(
     tail_snapshot_limit: int = 100,
     full_snapshot_symbols: int = 30,
     weight_per_minute: int = 1920,
+    checkpoint_s: int = 3600,
 ) -> RecordResult:
     """Write ``duration_ms`` of simulated market to ``out_dir/var/capture/YYYY/MM/DD/HH.jsonl.gz``.
 
     ``gaps``: (symbol, offset ms from the start) pairs; the first ``depth@100ms`` diff of that symbol at
     or after the offset is dropped and a resync snapshot follows. The first ``full_snapshot_symbols``
-    symbols get ``snapshot_limit``-level snapshots, the rest ``tail_snapshot_limit`` (weight 20 / 5).
+    symbols get ``snapshot_limit``-level snapshots, the rest ``tail_snapshot_limit`` (weight 20 / 5). Every
+    ``checkpoint_s`` of receive time (each hour file's start by default) the client's synced books are written
+    as the live service writes them (``control:book_checkpoint``, :mod:`realtime.sim.record_books`).
     Also writes ``out_dir/episodes.json``. Same arguments, byte-identical output.
     """
     if duration_ms <= 0:
@@ -196,7 +211,7 @@ def record(
             stream = f"rest:/fapi/v1/klines?symbol={spec.symbol}&interval={interval}&limit={limit}"
             body = dumps(venue.klines(sym, interval, None, None, limit)).decode()
             rest.append((recv, f'{{"recv":{recv},"stream":"{stream}","data":{body}}}\n'))
-    writer = _Writer(out_dir / "var" / "capture")
+    writer = _Writer(out_dir / "var" / "capture", ClientBooks(checkpoint_s, start))
 
     # Initial snapshot requests, in symbol order, spread out by their REST weight.
     requests: list[tuple[int, int, int]] = []  # (arrival at the server, symbol index, limit)
