@@ -241,13 +241,15 @@ class MarketDepth(MarketClock):
         return None
 
     def _on_checkpoint(self, st: SymbolState, cp: BookCheckpoint) -> SnapshotNeeded | None:
-        """The live run's book at a checkpoint: a synced book here must be the same (``checkpoint_checks``);
-        one that is not (``checkpoint_mismatches``, logged: the replay went its own way) takes the live one,
-        as does a book that is not synced here (``checkpoint_loads``: a replay that starts at this hour file,
-        the earlier ones pruned, has no snapshot to wait for), so the replay goes on from what the live run
-        had, and the engine reads what it read."""
+        """The live run's book at a checkpoint: a book that has synced here must be the same
+        (``checkpoint_checks``); one that is not — other levels, another update id, or out of sync where the
+        live one was synced: the replay lost a line the live run applied (a full capture queue, the last second
+        of a killed writer) — is counted (``checkpoint_mismatches``, logged) and takes the live one, as does a
+        book that never synced here (``checkpoint_loads``: a replay that starts at this hour file, the earlier
+        ones pruned, has no snapshot to wait for), so the replay goes on from what the live run had, and the
+        engine reads what it read."""
         book = st.book
-        if book.synced:
+        if book.ever_synced:
             self.counters["checkpoint_checks"] += 1
             differs = book.differs(cp)
             if differs is None:

@@ -133,7 +133,7 @@ def operator_notes(c: ReportContent) -> list[str]:
         carried = " (one already in force when the period began)" if c.paused_at_start else ""
         notes.append(
             f"Signalling paused by an operator: {pauses} time(s){carried}, {fmt_duration(seconds)} within the "
-            "period" + (" (still paused when the report was made)" if still else "") + "."
+            "period" + (" (still paused at the period's end)" if still else "") + "."
         )
     tunings = [e for e in c.operator_events if e.action.startswith("tuning ")]
     if tunings:
@@ -143,7 +143,8 @@ def operator_notes(c: ReportContent) -> list[str]:
                 f"{e.action.removeprefix('tuning ')} {e.detail} at {_utc(e.at):%Y-%m-%d %H:%M}"
                 for e in tunings
             )
-            + " (signals before and after a change were made with different parameters)."
+            + " (a tuning takes effect when `tapewatch run` next starts its engine: signals before and after "
+            "that were made with different parameters)."
         )
     return notes
 

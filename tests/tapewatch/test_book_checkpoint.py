@@ -128,3 +128,25 @@ def test_a_bad_checkpoint_line_is_counted_not_raised() -> None:
     nan = line(msgspec.structs.replace(synced().checkpoint(), bids=[]))  # type: ignore[type-var]
     assert decoder.decode_capture_line(nan.replace(b'"bids":[]', b'"bids":[[-1.0,2.0]]')) is None
     assert sum(decoder.rejected.values()) == 2
+
+
+def test_a_book_out_of_sync_where_the_live_one_was_synced_is_a_mismatch_not_a_load() -> None:
+    """The review: a replay that lost a diff the live run applied (a full capture queue, a killed writer's
+    last second) resyncs and waits; at the next checkpoint its book was counted as "taken" and the replay
+    exited 0. A book that has synced in this replay and is out of sync there differs from the live one."""
+    market, decoder = Market(), FrameDecoder()
+    cp = synced().checkpoint()
+    assert cp is not None
+    market.on_frame(decoder.decode_capture_line(line(cp)))  # type: ignore[arg-type]
+    market.on_frame(decoder.decode_capture_line(line(cp)))  # type: ignore[arg-type]
+    book = market.symbols["BTCUSDT"].book
+    book.apply(diff(115, 118, 114))  # 111-114 never came: out of sync, waiting for a snapshot
+    later = msgspec.structs.replace(cp, last_update_id=120)
+    market.on_frame(decoder.decode_capture_line(line(later)))  # type: ignore[arg-type]
+    totals = market.totals()
+    assert (totals["checkpoint_checks"], totals["checkpoint_mismatches"], totals["checkpoint_loads"]) == (
+        2,
+        1,
+        1,
+    )
+    assert book.synced and book.last_update_id == 120

@@ -365,7 +365,7 @@ def test_an_operator_s_pauses_and_tuning_changes_are_said_in_the_summary_and_lis
     r = render(build_content(daily_input(operator_events=events)), "2024-03-04")
     # 30 min, then 22:00 to the period's end (the report was made after it): 2 h 30 min; the failed one not
     assert "Signalling paused by an operator: 2 time(s), 2 h 30 min within the period" in r.markdown
-    assert "(still paused when the report was made)" in r.markdown
+    assert "(still paused at the period's end)" in r.markdown
     assert (
         "Tuning changed 1 time(s) during the period: apply to proposal 7: min_large_trades=4 at 2024-03-04 12:00"
         in (r.markdown)
