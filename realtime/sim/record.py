@@ -145,6 +145,9 @@ class _Writer:
         self._close()
 
 
+#: How far past the recording's end a line's receive time may lie (latency, a REST answer's body).
+_LAST_RECV_LAG_MS = 60_000
+
 #: (interval, limit) of the kline history fetched at start, as ``tapewatch run`` does with the defaults.
 HISTORY_KLINES = history_klines(100)
 
@@ -211,7 +214,10 @@ def record(
             stream = f"rest:/fapi/v1/klines?symbol={spec.symbol}&interval={interval}&limit={limit}"
             body = dumps(venue.klines(sym, interval, None, None, limit)).decode()
             rest.append((recv, f'{{"recv":{recv},"stream":"{stream}","data":{body}}}\n'))
-    writer = _Writer(out_dir / "var" / "capture", ClientBooks(checkpoint_s, start))
+    # the client's books cost a decode of every depth line: kept only when a checkpoint falls within the recording
+    period_ms = checkpoint_s * 1000
+    due = period_ms and (start // period_ms + 1) * period_ms <= end + _LAST_RECV_LAG_MS
+    writer = _Writer(out_dir / "var" / "capture", ClientBooks(checkpoint_s, start) if due else None)
 
     # Initial snapshot requests, in symbol order, spread out by their REST weight.
     requests: list[tuple[int, int, int]] = []  # (arrival at the server, symbol index, limit)

@@ -104,8 +104,14 @@ def test_live_state_reaches_redis_while_the_service_runs(
             assert view["state"] in OPEN_STATES
             assert isinstance(view["unrealised_r"], float) and view["entry_price"] > 0
             assert view["updated_ms"] > 0 and "quality_score" in view and "reasons" in view
-        # most samples agree exactly with the engine (a change can be in flight for one write)
-        agree = sum(1 for open_ids, hash_ in samples if open_ids == set(hash_))
+        # most samples agree with the engine as of that sample or the one before (a change can be in flight for
+        # one write; on a loaded machine the probe samples seconds apart, so the write that follows a change
+        # may be after the next sample: 9 of 14 samples agreed exactly in one CI-like run)
+        agree = sum(
+            1
+            for i, (open_ids, hash_) in enumerate(samples)
+            if set(hash_) in (open_ids, samples[i - 1][0] if i else open_ids)
+        )
         assert agree >= 0.8 * len(samples), (agree, len(samples))
         # feed hash: liquidity figures of a synced book, evaluation counts
         feeds = state.feeds()
