@@ -35,7 +35,10 @@ class LineSink(Protocol):
 
 
 class Checkpoints:
-    """When the next checkpoint is due, and writing one: ``period_s`` 0 writes none."""
+    """When the next checkpoint is due (``due_ms``: a frame received at or after it opens a new period; never
+    when ``period_s`` is 0), and writing one. Callers compare a frame's receive time with ``due_ms`` themselves
+    before calling :meth:`write`, so a frame that opens no period costs one comparison, not a call and the
+    symbols' list built for it."""
 
     def __init__(self, period_s: int, now_ms: int) -> None:
         self.period_ms = period_s * 1000
@@ -47,13 +50,11 @@ class Checkpoints:
         """The start of the period after the one ``recv_ms`` lies in."""
         return (recv_ms // self.period_ms + 1) * self.period_ms if self.period_ms else _NEVER
 
-    def maybe_write(self, recv_ms: int, market: Market, symbols: Iterable[str], capture: LineSink) -> int:
-        """Before capturing a frame received at ``recv_ms``: when it opens a new period, write the synced
-        book of each of ``symbols`` (the ones followed: a symbol that left keeps a book nobody updates),
-        received at ``recv_ms``, so it lands in that frame's hour file, ahead of it. The book lines written
-        (0 when none was due)."""
-        if recv_ms < self.due_ms:
-            return 0
+    def write(self, recv_ms: int, market: Market, symbols: Iterable[str], capture: LineSink) -> int:
+        """Before capturing a frame received at ``recv_ms``, at or after ``due_ms``: write the synced book of
+        each of ``symbols`` (the ones followed: a symbol that left keeps a book nobody updates), received at
+        ``recv_ms``, so it lands in that frame's hour file, ahead of it, and set the next ``due_ms``. The book
+        lines written."""
         self.due_ms = self._after(recv_ms)
         started = time.perf_counter()
         n = 0

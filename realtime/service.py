@@ -232,7 +232,8 @@ class FeedService(FeedUniverse, FeedRest):
                 self.counters["late_unsubscribed"] += 1
                 return
             if self.capture is not None:
-                self.checkpoints.maybe_write(item.recv_ms, self.market, self.followed, self.capture)
+                if item.recv_ms >= self.checkpoints.due_ms:  # one comparison a frame; a write once an hour
+                    self.checkpoints.write(item.recv_ms, self.market, self.followed, self.capture)
                 self.capture.write(item.recv_ms, item.stream, item.raw)
             frame = self.decoder.decode_payload(item.recv_ms, item.stream, item.raw)
             if frame is not None:

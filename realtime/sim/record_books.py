@@ -38,7 +38,8 @@ class ClientBooks:
     def before(self, recv: int, put: Callable[[int, str], None]) -> None:
         """Before the line received at ``recv`` is written: the checkpoint, when it opens a new period, each
         book's line given to ``put(recv, line)``."""
-        self.checkpoints.maybe_write(recv, self.market, self.market.symbols, _Lines(put))
+        if recv >= self.checkpoints.due_ms:
+            self.checkpoints.write(recv, self.market, self.market.symbols, _Lines(put))
 
     def after(self, line: str) -> None:
         """The line just written: applied to the books when it is a depth diff or a depth snapshot."""
