@@ -377,6 +377,10 @@ class FeedService(FeedUniverse, FeedRest):
         try:
             await self._run_tasks()
         finally:
+            # first: nothing consumes the frames any more, and connections left open would go on reading and
+            # decoding the whole stream into the queue while the rest shuts down (under load the final publish
+            # below missed its time limit for it)
+            await self.pool.close()
             if self.sink is not None:
                 # the open signals' best and worst moves since last stored: a restart resumes them from the store
                 moved = moved_outcomes(self.engine.open.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,3 +56,43 @@ def test_the_last_signal_is_recorded_from_the_finally_of_a_cancelled_run(
         0,
         42_000,
     )
+
+
+def test_a_stopped_service_closes_its_streams_before_the_final_publish(
+    tmp_path: Path, redis_url: str, redis_keys: Keyspace, redis_state: RedisState
+) -> None:
+    """Nothing reads the frames once the run is cancelled: the connections close first. Left open through the
+    slower shutdown steps they went on reading and decoding the whole stream into a queue nobody emptied, and on
+    a loaded machine the final publish missed its time limit for it (the newest signal never reached Redis)."""
+    order: list[str] = []
+
+    class Pool(_Pool):
+        async def close(self) -> None:
+            order.append("streams closed")
+            await super().close()
+
+    class State(AsyncRedisState):
+        async def set_last_signal(self, info: Mapping[str, str | int | float | bool | None]) -> None:
+            order.append("last signal published")
+            await super().set_last_signal(info)
+
+    async def scenario() -> bool:
+        state = State.from_url(redis_url, keys=redis_keys)
+        pool = Pool()
+        try:
+            settings = load_settings(var_dir=tmp_path)
+            service = FeedService(settings, rest=cast(Any, _Rest()), pool=cast(Any, pool), redis=state)
+            task = asyncio.create_task(service.run(["ETHUSDT"]))
+            await asyncio.sleep(0.2)  # the publish loop's first round: no signal yet
+            service.last_signal = {"signal_id": "s-2", "symbol": "ETHUSDT", "direction": "SHORT"}
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return pool.closed
+        finally:
+            await state.aclose()
+
+    assert asyncio.run(scenario())
+    assert order == ["streams closed", "last signal published"]
+    last = redis_state.last_signal()
+    assert last is not None and last.info["signal_id"] == "s-2"

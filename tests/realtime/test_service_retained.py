@@ -43,12 +43,22 @@ class _Pool:
         self.streams: list[str] = []
         self.stats = TransportStats()
         self.frames = FrameQueue(10)
+        self.closed = False
 
     def set_streams(self, streams: Sequence[str]) -> None:
         self.streams = list(streams)
 
     def of(self, symbol: str) -> list[str]:
         return sorted(s for s in self.streams if s.startswith(symbol.lower() + "@"))
+
+    def routes_wanted(self) -> set[str]:
+        return {"public"} if self.streams else set()
+
+    def route_frames(self) -> dict[str, int]:
+        return {"public": 0, "market": 0}
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 @dataclass(frozen=True)
