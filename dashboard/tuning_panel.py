@@ -12,6 +12,7 @@ from dash import dcc, html
 from dashboard import actions, ui
 from dashboard import backend as be
 from tapewatch.adapters import tuning_store
+from tapewatch.adapters.dashboard_queries import APPLY_TUNING_ACTION
 from tapewatch.adapters.redis_keys import REALTIME
 from tapewatch.errors import StorageUnavailable
 from tapewatch.tuning_use import TuningUse
@@ -112,4 +113,4 @@ def apply(backend: be.Backend, proposal_id: int | None, who: actions.Origin) -> 
         )
         return f"(record {done.id}; restart `tapewatch run` to use it)"
 
-    return actions.perform(backend, "apply_tuning", f"proposal {proposal_id}", who, change).message
+    return actions.perform(backend, APPLY_TUNING_ACTION, f"proposal {proposal_id}", who, change).message

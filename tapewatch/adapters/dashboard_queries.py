@@ -278,6 +278,9 @@ def rejection_counts(
         return [(int(b), str(fate), int(n)) for b, fate, n in rows]
 
 
+APPLY_TUNING_ACTION = "apply_tuning"  # the dashboard's apply; tuning_applications holds what it applied
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorAction:
     """One row of ``operator_actions`` (sql/0006): a state change asked from the dashboard."""
@@ -351,6 +354,7 @@ def _recent_actions(conn: Connection, limit: int) -> list[OperatorAction]:
 
 
 __all__ = [
+    "APPLY_TUNING_ACTION",
     "MAX_PAGE",
     "SIGNAL_COLUMNS",
     "OperatorAction",

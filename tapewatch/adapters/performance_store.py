@@ -22,6 +22,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
+from tapewatch.adapters.dashboard_queries import APPLY_TUNING_ACTION
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.signal_store import SignalStore, entries_with_outcomes, signal_outcomes, signals
 from tapewatch.metrics import DailyMetrics, Summary, WeeklyMetrics
@@ -375,11 +376,13 @@ def _has_table(conn: sa.Connection, name: str) -> bool:
 def operator_events(db: Database, start: datetime, end: datetime) -> tuple[list[OperatorEvent], bool]:
     """The operators' changes in ``[start, end)`` (wall clock), oldest first: the dashboard's actions
     (``operator_actions``, sql/0006) and the tuning applied or rolled back (``tuning_applications``, sql/0005),
-    each read only where its table exists; and whether an operator's pause was in force at ``start`` (the last
+    each read only where its table exists (a dashboard apply that succeeded is the tuning record alone, not
+    both); and whether an operator's pause was in force at ``start`` (the last
     pause or resume that succeeded before it was a pause)."""
     events: list[OperatorEvent] = []
     paused = False
     with db.begin() as conn:
+        has_tunings = _has_table(conn, "tuning_applications")
         if _has_table(conn, "operator_actions"):
             rows = conn.execute(
                 sa.text(
@@ -391,6 +394,8 @@ def operator_events(db: Database, start: datetime, end: datetime) -> tuple[list[
             events += [
                 OperatorEvent(at=at, action=action, detail=detail, actor=actor, ok=result == "ok")
                 for at, action, detail, actor, result in rows
+                # a tuning the dashboard applied is in tuning_applications too, with its parameters: said once
+                if not (action == APPLY_TUNING_ACTION and result == "ok" and has_tunings)
             ]
             last = conn.execute(
                 sa.text(
@@ -400,7 +405,7 @@ def operator_events(db: Database, start: datetime, end: datetime) -> tuple[list[
                 {"s": start},
             ).scalar()
             paused = last == "pause"
-        if _has_table(conn, "tuning_applications"):
+        if has_tunings:
             rows = conn.execute(
                 sa.text(
                     "SELECT applied_at, action, proposal_id, parameters, actor FROM tuning_applications "

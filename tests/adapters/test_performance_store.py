@@ -220,36 +220,54 @@ def test_incidents_crossing_the_period_start_or_still_open_are_listed(db: Databa
 
 def test_operator_events_read_the_dashboard_s_actions_and_the_tuning_applied(db: Database) -> None:
     with db.begin() as conn:
+        proposal = conn.execute(
+            sa.text(
+                "INSERT INTO tuning_proposals (window_start, split_at, window_end, status, parameters, "
+                "current_parameters, in_sample, out_of_sample, current_in_sample, current_out_of_sample) "
+                "VALUES (0, 1, 2, 'proposed', '{}', '{}', '{}', '{}', '{}', '{}') RETURNING id"
+            )
+        ).scalar_one()
         conn.execute(
             sa.text(
                 "INSERT INTO operator_actions (action, detail, actor, result, error, recorded_at) VALUES "
                 "('pause', 'night', 'ann', 'ok', '', :before), ('resume', '', 'ann', 'failed', 'redis down', :a), "
-                "('rescan', 'run 1', 'bob', 'ok', '', :b), ('resume', '', 'ann', 'ok', '', :next_day)"
+                "('rescan', 'run 1', 'bob', 'ok', '', :b), ('resume', '', 'ann', 'ok', '', :next_day), "
+                # an apply from the dashboard: its action row and (below) its tuning record; then one refused
+                "('apply_tuning', 'proposal ' || :p || ' (record 1)', 'cy', 'ok', '', :c), "
+                "('apply_tuning', 'proposal 6', 'cy', 'failed', 'out of date', :d)"
             ),
             {
                 "before": _at(0) - timedelta(hours=2),
                 "a": _at(1),
                 "b": _at(2),
+                "c": _at(4),
+                "d": _at(5),
+                "p": str(proposal),
                 "next_day": _at(0) + timedelta(days=1),
             },
         )
         conn.execute(
             sa.text(
                 "INSERT INTO tuning_applications (action, proposal_id, parameters, actor, applied_at) "
-                "VALUES ('rollback', NULL, '{}', 'ann', :t)"
+                "VALUES ('rollback', NULL, '{}', 'ann', :t), "
+                "('apply', :p, '{\"min_quality\": 65}', 'cy', :c)"
             ),
-            {"t": _at(3)},
+            {"t": _at(3), "c": _at(4), "p": proposal},
         )
     events, paused = operator_events(db, _at(0), _at(0) + timedelta(days=1))
     assert (
         paused
     )  # the pause of the evening before was in force at midnight (the failed resume lifted nothing)
+    # the dashboard's apply is said once, by its tuning record (with what it changed); the refused one stays
     assert [(e.action, e.ok) for e in events] == [
         ("resume", False),
         ("rescan", True),
         ("tuning rollback", True),
+        ("tuning apply", True),
+        ("apply_tuning", False),
     ]
     assert events[2].detail == "to the settings' own values" and events[2].actor == "ann"
+    assert events[3].detail == f"to proposal {proposal}: min_quality=65" and events[3].actor == "cy"
     later, paused_later = operator_events(db, _at(0) + timedelta(days=1), _at(0) + timedelta(days=2))
     assert [e.action for e in later] == ["resume"] and paused_later
 
