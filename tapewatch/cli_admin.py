@@ -55,8 +55,8 @@ def db_stop(settings: Settings) -> int:
     holds the var dir's lock, a component beats in the embedded Redis, or a session is open on the embedded
     PostgreSQL: stopping them under a running process would cut it off. Servers of a configured URL are never
     touched."""
+    from tapewatch.adapters.demo_lock import demo_lock_holder
     from tapewatch.adapters.embedded import stop_embedded
-    from tapewatch.adapters.platform import demo_lock_holder
 
     var_dir = settings.var_dir.resolve()
     for name, url in (

@@ -295,7 +295,7 @@ def run_dagster(settings: Settings, port: int | None = None) -> int:
     Raises ConfigError when the port is taken (naming ``dagster_port``) or the host is not this machine's
     (naming ``dagster_host``). Returns the exit code: 0 after a requested stop, a child's code when one dies
     (its last lines are printed)."""
-    from tapewatch.adapters.platform import host_advice, port_free
+    from tapewatch.adapters.ports import host_advice, port_free
     from tapewatch.adapters.status_format import http_url
     from tapewatch.adapters.supervisor import ChildFailed, Supervisor
 

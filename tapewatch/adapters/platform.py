@@ -19,16 +19,13 @@ resumes it: signal ids are deterministic and the simulator's clock only moves fo
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import functools
 import json
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,6 +33,7 @@ from typing import IO
 import psutil
 
 from tapewatch.adapters.db import open_database
+from tapewatch.adapters.demo_lock import demo_lock
 from tapewatch.adapters.embedded import (
     ensure_database,
     ensure_redis,
@@ -44,21 +42,17 @@ from tapewatch.adapters.embedded import (
     stop_postgres,
     stop_redis,
 )
+from tapewatch.adapters.ports import Endpoint, check_ports, port_open
 from tapewatch.adapters.redis_keys import DAGSTER, DASHBOARD, REALTIME, Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.redis_values import Heartbeat
 from tapewatch.adapters.status import gather_status, http_ok, service_urls
-from tapewatch.adapters.status_format import format_status_line, http_url, tapewatch_command
+from tapewatch.adapters.status_format import format_status_line, tapewatch_command
 from tapewatch.adapters.supervisor import ChildFailed, ChildSpec, Supervisor
-from tapewatch.errors import ConfigError, FatalError
 from tapewatch.settings import Settings
 
 #: Seconds each part may take to answer after it started (a cold Dagster start is the slowest).
 READY_TIMEOUTS = {"sim": 60.0, "realtime": 120.0, "dagster": 240.0, "dashboard": 120.0}
-
-
-class PlatformBusy(FatalError):
-    """Another ``tapewatch demo`` holds the lock of this var dir."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,25 +70,6 @@ class DemoOptions:
     dashboard: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A port the platform listens on, and the setting that moves it."""
-
-    what: str
-    host: str
-    port: int
-    setting: str
-
-    @property
-    def url(self) -> str:
-        return http_url(self.host, self.port)
-
-    @property
-    def host_setting(self) -> str:
-        """The setting of this endpoint's host (``sim_port`` → ``sim_host``)."""
-        return self.setting.removesuffix("_port") + "_host"
-
-
 def endpoints(settings: Settings, commands: frozenset[str], options: DemoOptions) -> dict[str, Endpoint]:
     """The ports of the parts this demo will start (Dagster/dashboard only when their commands exist)."""
     found = {"sim": Endpoint("the simulated exchange", settings.sim_host, settings.sim_port, "sim_port")}
@@ -107,132 +82,6 @@ def endpoints(settings: Settings, commands: frozenset[str], options: DemoOptions
             "the dashboard", settings.dashboard_host, settings.dashboard_port, "dashboard_port"
         )
     return found
-
-
-def check_ports(found: Mapping[str, Endpoint]) -> None:
-    """Raise ConfigError naming the setting (and, when visible, the process) of every port already taken, and
-    the host setting of every host that is not an address of this machine."""
-    problems = []
-    for endpoint in found.values():
-        try:
-            free = port_free(endpoint.host, endpoint.port)
-        except OSError as exc:
-            problems.append(
-                f"{endpoint.what} cannot listen on {endpoint.host} ({exc.strerror or exc}); "
-                f"{host_advice(endpoint.host_setting)}"
-            )
-            continue
-        if not free:
-            env = "TAPEWATCH_" + endpoint.setting.upper()
-            problems.append(
-                f"port {endpoint.host}:{endpoint.port} for {endpoint.what} is taken{_holder(endpoint.port)}; "
-                f"set {env} (setting {endpoint.setting}) to a free port, or stop what holds it"
-            )
-    if problems:
-        raise ConfigError("\n  ".join(problems))
-
-
-def host_advice(setting: str) -> str:
-    """What to do when the host of ``setting`` is not an address of this machine."""
-    return (
-        f"set TAPEWATCH_{setting.upper()} (setting {setting}) to an address of this machine, "
-        "e.g. 127.0.0.1, ::1 or 0.0.0.0"
-    )
-
-
-def port_free(host: str, port: int) -> bool:
-    """True when ``host:port`` can be listened on here: every address ``host`` resolves to, IPv4 or IPv6, binds;
-    False when one is in use (or a privileged port). Raises OSError when the host is at fault: a name that does
-    not resolve (``socket.gaierror``), or an address that is not this machine's."""
-    # every address a server on host:port binds, as asyncio's create_server does: localhost may be 127.0.0.1 and ::1
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    for family, _, _, _, address in dict.fromkeys(infos):
-        try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-        except OSError:  # a family this machine lacks: asyncio's create_server skips it too
-            continue
-        with sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:  # as servers bind it: [::]:port says nothing of 0.0.0.0:port
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    return False
-                raise
-    return True
-
-
-def _holder(port: int) -> str:
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections("tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                cmd = " ".join(psutil.Process(conn.pid).cmdline())[:80]
-                return f" (by pid {conn.pid}: {cmd})"
-    return ""
-
-
-def port_open(host: str, port: int) -> bool:
-    """True when something accepts connections on ``host:port`` (an IPv4 or IPv6 address, or a name)."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-# --- the lock ------------------------------------------------------------------------------------------
-
-
-def _recorded_holder(handle: IO[str]) -> str:
-    """The pid the holder of the demo lock wrote in its file (``unknown`` if it wrote none yet)."""
-    handle.seek(0)
-    return handle.read().strip() or "unknown"
-
-
-@contextlib.contextmanager
-def demo_lock(var_dir: Path) -> Iterator[Path]:
-    """Hold ``<var_dir>/demo.lock`` for the life of the demo; PlatformBusy if another demo holds it.
-
-    An flock dies with its holder, so a killed demo never leaves a lock that blocks the next one; the file
-    itself stays (it only records the holder's pid for the message)."""
-    var_dir.mkdir(parents=True, exist_ok=True)
-    path = var_dir / "demo.lock"
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _recorded_holder(handle)
-            raise PlatformBusy(
-                f"another tapewatch demo (pid {holder}) is running on {var_dir}: open its terminal and press "
-                f"Ctrl-C, or `kill {holder}`; or use another TAPEWATCH_VAR_DIR"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
-            yield path
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def demo_lock_holder(var_dir: Path) -> str | None:
-    """The pid (as the lock file records it; ``unknown`` if it does not) of the demo running on ``var_dir``,
-    or None when no demo holds its lock. Only looks: the lock is released at once and the file unchanged."""
-    try:
-        with open(var_dir / "demo.lock") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _recorded_holder(handle)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    except FileNotFoundError:
-        pass
-    return None
 
 
 # --- the demo ------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import psutil
 import psycopg
 import pytest
 
+from tapewatch.adapters.demo_lock import demo_lock, demo_lock_holder
 from tapewatch.adapters.embedded import find_database, find_redis, start_redis, stop_embedded
-from tapewatch.adapters.platform import demo_lock, demo_lock_holder
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.cli import main

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from tapewatch.adapters.platform import DemoOptions, Endpoint, _print_urls, forget_absent
+from tapewatch.adapters.platform import DemoOptions, _print_urls, forget_absent
+from tapewatch.adapters.ports import Endpoint
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tapewatch.adapters.status import gather_status

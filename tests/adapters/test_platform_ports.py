@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tapewatch.adapters.dagster_home import run_dagster
-from tapewatch.adapters.platform import Endpoint, check_ports, port_free, port_open
+from tapewatch.adapters.ports import Endpoint, check_ports, port_free, port_open
 from tapewatch.errors import ConfigError
 from tapewatch.settings import load_settings
 

@@ -344,7 +344,7 @@ def test_a_second_demo_on_the_same_var_dir_says_which_one_runs(server_tmp_path: 
 
 def test_a_stale_lock_file_does_not_block_the_next_start(server_tmp_path: Path) -> None:
     """A lock file left by a killed demo (nobody holds its flock) is taken over, not reported."""
-    from tapewatch.adapters.platform import demo_lock
+    from tapewatch.adapters.demo_lock import demo_lock
 
     var_dir = server_tmp_path / "var"
     var_dir.mkdir()
