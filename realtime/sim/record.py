@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 
 from realtime.capture_writer import capture_path
+from realtime.sim.capture_line import capture_line
 from realtime.sim.draws import Draws
 from realtime.sim.episodes import Episode, ground_truth_json
 from realtime.sim.faults import parse_duration
@@ -73,7 +74,7 @@ class _Connection:
     def receive(self, event_time: int, stream: str, payload: str) -> int:
         recv = max(self.last, event_time + 30 + int(self._draws.u() * 20))
         self.last = recv
-        self.lines.append((recv, f'{{"recv":{recv},"stream":"{stream}","data":{payload}}}\n'))
+        self.lines.append((recv, capture_line(recv, stream, payload)))
         return recv
 
 
@@ -205,7 +206,7 @@ def record(
     # As the live service does at start: exchangeInfo, whose tick sizes it captures (realtime.service_universe)
     recv = start + _INSTRUMENTS_AFTER_MS
     body = msgspec.json.encode(_instruments(venue)).decode()
-    rest.append((recv, f'{{"recv":{recv},"stream":"{CONTROL_INSTRUMENTS}","data":{body}}}\n'))
+    rest.append((recv, capture_line(recv, CONTROL_INSTRUMENTS, body)))
     # and the candle history behind the 15m context and 1m returns.
     for n, spec in enumerate(venue.specs):
         sym = venue.market.symbols[spec.index]
@@ -213,7 +214,7 @@ def record(
             recv = start + 50 + n // 8
             stream = f"rest:/fapi/v1/klines?symbol={spec.symbol}&interval={interval}&limit={limit}"
             body = dumps(venue.klines(sym, interval, None, None, limit)).decode()
-            rest.append((recv, f'{{"recv":{recv},"stream":"{stream}","data":{body}}}\n'))
+            rest.append((recv, capture_line(recv, stream, body)))
     # the client's books cost a decode of every depth line: kept only when a checkpoint falls within the recording
     period_ms = checkpoint_s * 1000
     due = period_ms and (start // period_ms + 1) * period_ms <= end + _LAST_RECV_LAG_MS
@@ -276,9 +277,7 @@ def record(
                 )
             recv = now + _REST_BODY_MS
             stream = f"rest:/fapi/v1/depth?symbol={sym.spec.symbol}&limit={limit}"
-            rest.append(
-                (recv, f'{{"recv":{recv},"stream":"{stream}","data":{venue.snapshot(sym, limit)}}}\n')
-            )
+            rest.append((recv, capture_line(recv, stream, venue.snapshot(sym, limit))))
         _drain((public.lines, market.lines, rest), writer, now - _FLUSH_LAG_MS)
     _drain((public.lines, market.lines, rest), writer, None)
     writer.close()

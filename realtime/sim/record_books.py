@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from realtime.checkpoints import Checkpoints
+from realtime.sim.capture_line import capture_line
 from tapewatch.market import Market
 from tapewatch.parse import FrameDecoder
 
@@ -24,7 +25,7 @@ class _Lines:
         self._put = put
 
     def write(self, recv_ms: int, stream: str, payload: bytes) -> None:
-        self._put(recv_ms, f'{{"recv":{recv_ms},"stream":"{stream}","data":{payload.decode()}}}\n')
+        self._put(recv_ms, capture_line(recv_ms, stream, payload.decode()))
 
 
 class ClientBooks:
