@@ -171,10 +171,11 @@ def _compare(
         "<=": value <= threshold,
     }[op]
     shown = op if met else _negate(op)
+    value_text, threshold_text = fmt_pair(value, threshold, digits)
     if label == "price vs VWAP 1h":
-        reason = f"price {fmt_num(value, digits)} {shown} VWAP 1h {fmt_num(threshold, digits)}"
+        reason = f"price {value_text} {shown} VWAP 1h {threshold_text}"
     else:
-        reason = f"{label} {fmt_num(value, digits)} {shown} {fmt_num(threshold, digits)}"
+        reason = f"{label} {value_text} {shown} {threshold_text}"
     return Condition(
         name=name, required=required, met=met, value=value, threshold=threshold, op=op, reason=reason
     )
@@ -222,6 +223,16 @@ def _level_test(f: Features, long: bool) -> Condition:
 
 def _negate(op: Op) -> str:
     return {">": "<=", ">=": "<", "<": ">=", "<=": ">"}.get(op, "!" + op)
+
+
+def fmt_pair(value: float, threshold: float, digits: int = 4) -> tuple[str, str]:
+    """``value`` and ``threshold`` for a comparison in a reason, to ``digits`` significant digits, or as many more
+    as it takes to tell them apart (up to 15): a value just past its threshold never reads ``1.8 > 1.8``."""
+    for shown in range(digits, 16):
+        pair = fmt_num(value, shown), fmt_num(threshold, shown)
+        if value == threshold or pair[0] != pair[1]:
+            return pair
+    return pair
 
 
 def fmt_num(value: float, digits: int = 4) -> str:

@@ -192,3 +192,20 @@ def test_neutral_tape_gives_no_candidate() -> None:
 )
 def test_fmt_num(value: float, digits: int, text: str) -> None:
     assert fmt_num(value, digits) == text
+
+
+@pytest.mark.parametrize(
+    ("intensity", "reason"),
+    [
+        (1.800457, "volume intensity 1.8005 > 1.8"),  # a backtest's signal read "1.8 > 1.8"
+        (1.8, "volume intensity 1.8 <= 1.8"),  # equal: not met, and shown as equal
+        (1.79999999, "volume intensity 1.79999999 <= 1.8"),
+        (2.10345, "volume intensity 2.103 > 1.8"),  # apart at four digits: four digits
+    ],
+)
+def test_a_value_next_to_its_threshold_is_shown_with_the_digits_that_tell_them_apart(
+    intensity: float, reason: str
+) -> None:
+    e = check(long_setup(volume_intensity=intensity), S, "LONG")
+    (condition,) = [c for c in e.conditions if c.name == "volume_intensity"]
+    assert condition.reason == reason
