@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`.
 # Both create .venv and install tapewatch on first use (and again when pyproject.toml changes).
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,10 +11,17 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py tapewatch/_sides.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapewatch needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
 	@echo ">> creating $(VENV) and installing tapewatch (first run takes one to three minutes)"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a venv whose creation failed half-way (no ensurepip: Debian's python3-venv missing) has a python and no pip
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } || { \
+		rm -rf $(VENV); \
+		echo ">> cannot create $(VENV) with $(PYTHON) -m venv (see above). On Debian/Ubuntu: apt-get install python3-venv"; \
+		echo ">> (or python3.X-venv for your version), then run make again"; exit 1; }
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@rm -f tapewatch/_sides.*.so  # a C file that no longer compiles must not leave its old build in use
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -P tapewatch/_embedded_wheels.py pyproject.toml  # -P: not tapewatch/ on sys.path (its signal.py)
+	@$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]' | \
+		grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR)' ; \
+		test $${PIPESTATUS[0]} -eq 0
 	@$(BIN)/python -c 'from tapewatch import book_sides as s; print(">> native order-book sides: " + ("built" if s.NATIVE else "NOT built (no C compiler or Python headers: apt-get install gcc python3-dev); the pure-Python sides give the same results, slower"))'
 	@touch $(STAMP)
 
