@@ -75,7 +75,15 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
         specs = [f"{n}=={v}" for n, v in wanted.items()]
-        fetch = [*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", BUILT_FOR]
+        fetch = [
+            *pip,
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            BUILT_FOR,
+        ]
         if subprocess.run([*fetch, "--dest", str(where), *specs]).returncode != 0:
             print(
                 f">> cannot download the Python {BUILT_FOR} wheels of {', '.join(specs)} for this machine: use "
