@@ -222,6 +222,11 @@ def _levels(backend: be.Backend, symbol: str, open_rows: list[dict[str, Any]]) -
     return page.rows[0] if page.rows else None
 
 
+def _depth_label(levels: int) -> str:
+    """No book in the features yet: no level count to name ("top 0 levels" read as an empty book)."""
+    return f"top {levels} levels Σ qty (bid / ask)" if levels else "top levels Σ qty (bid / ask)"
+
+
 def _depth_text(values: dict[str, Any]) -> str:
     """Σ qty of the levels the live view holds a side (the top ``orderbook_depth``); a dash while the book is not
     usable (the view then holds no levels)."""
@@ -280,7 +285,7 @@ def symbol_panel(
         ),
         ("volume intensity", ui.fmt_num(values.get("volume_intensity"), 2)),
         (f"VWAP {values.get('vwap_window') or '1h'}", ui.fmt_price(values.get("vwap_1h"))),
-        (f"top {len(values.get('bids') or [])} levels Σ qty (bid / ask)", _depth_text(values)),
+        (_depth_label(len(values.get("bids") or [])), _depth_text(values)),
         ("bid walls", _walls_text(values.get("bid_walls"))),
         ("ask walls", _walls_text(values.get("ask_walls"))),
         # why the required conditions can read false while the numbers look met: the engine judges no setup on

@@ -21,7 +21,8 @@ from tapewatch.adapters.dashboard_queries import recent_actions
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
-from tests.dashboard.support import NOW_MS, dashboard_process, publish_open, seed_signals
+from tests.adapters.signal_builders import entry
+from tests.dashboard.support import NOW_MS, T0, dashboard_process, publish_open, seed_signals
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -84,6 +85,47 @@ def _driver(profile: Path):  # type: ignore[no-untyped-def]
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
+def _choose(driver, wait, dropdown: str, label: str) -> None:  # type: ignore[no-untyped-def]
+    """Open the Dash dropdown ``dropdown`` and pick its option ``label``."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, dropdown).click()
+    options = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[role=option]"))
+    next(option for option in options if option.text.strip() == label).click()
+
+
+def _seed_universe_and_report(db: Database) -> None:
+    """A rescan (one symbol selected, one refused for its volume) and a daily report."""
+    from datetime import date
+
+    from tapewatch.adapters import universe_store
+    from tapewatch.adapters.performance_store import StoredReport, save_report
+    from tapewatch.universe import Minimums, SymbolStats, select_universe
+
+    stats = [
+        SymbolStats("BTCUSDT", 9e9, 5e9, 0.00001, 5e7, 0.01, 50, 60000),
+        SymbolStats("DOGEUSDT", 1e6, 1e6, 0.00001, 1e5, 0.01, 5, 0.1),
+    ]
+    selection = select_universe(
+        stats, 30, Minimums(min_24h_volume=5e7, min_open_interest=1e7, max_spread=0.0002)
+    )
+    universe_store.save_rescan(db, selection.decisions, run_id="run-1")
+    save_report(
+        db,
+        StoredReport(
+            kind="daily",
+            period="2024-01-01",
+            period_start=date(2024, 1, 1),
+            period_end=date(2024, 1, 2),
+            markdown_path="reports/daily/2024-01-01.md",
+            html_path="reports/daily/2024-01-01.html",
+            markdown="# Daily 2024-01-01",
+            html="<h1>Daily 2024-01-01</h1><p>3 signals</p>",
+            signals=3,
+        ),
+    )
+
+
 def test_every_page_in_a_real_browser(
     dashboard_url: str, migrated_database_url: str, redis_url: str, redis_keys: Keyspace
 ) -> None:
@@ -105,6 +147,7 @@ def test_every_page_in_a_real_browser(
             ),
         )
         state.beat("realtime")
+        _seed_universe_and_report(db)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="tw-chromium-") as profile:
             driver = _driver(Path(profile))
@@ -118,14 +161,23 @@ def test_every_page_in_a_real_browser(
                         wait.until(lambda d: "SOLUSDT" in d.find_element(By.ID, "live-open-grid").text)
                         wait.until(lambda d: "ETHUSDT" in d.find_element(By.ID, "live-history-grid").text)
                         assert "TRIGGERED" in driver.find_element(By.ID, "live-open-grid").text
+                        # the symbol panel: the open signal's symbol, with its features from Redis
+                        wait.until(lambda d: "0.41" in d.find_element(By.ID, "live-book").text)
+                        assert (
+                            "top levels Σ qty" in driver.find_element(By.ID, "live-book").text
+                        )  # no book yet
+                        # a signal issued while the page is open appears without a reload
+                        publish_open(client, redis_keys, entry("XRPUSDT", T0 + 100 * 60_000))
+                        wait.until(lambda d: "XRPUSDT" in d.find_element(By.ID, "live-open-grid").text)
                     elif name == "performance":
-                        driver.find_element(By.ID, "performance-period").click()
-                        wait.until(lambda d: "all" in d.page_source)
-                        for option in driver.find_elements(By.CSS_SELECTOR, "[role=option]"):
-                            if option.text.strip() == "all":
-                                option.click()
-                                break
+                        _choose(driver, wait, "performance-period", "all")
                         wait.until(lambda d: "BTCUSDT" in d.find_element(By.ID, "performance-symbols").text)
+                    elif name == "quality":
+                        _choose(driver, wait, "quality-period", "all")
+                        wait.until(lambda d: "No finished signals in this period" not in d.page_source)
+                        wait.until(
+                            lambda d: d.find_elements(By.CSS_SELECTOR, "#quality-bands .trace.bars path")
+                        )
                     elif name == "system":
                         wait.until(lambda d: "realtime" in d.find_element(By.ID, "system-components").text)
                     elif name == "health":
@@ -137,15 +189,25 @@ def test_every_page_in_a_real_browser(
                         wait.until(lambda d: not state.read_control().paused)
                         wait.until(lambda d: "resume" in d.find_element(By.ID, "health-actions").text)
                     elif name == "universe":
-                        wait.until(lambda d: "No universe rescan yet" in d.page_source)
+                        wait.until(
+                            lambda d: "DOGEUSDT" in d.page_source and "below_min_volume" in d.page_source
+                        )
+                        assert "No universe rescan yet" not in driver.page_source
                     elif name == "reports":
-                        wait.until(lambda d: "No reports yet" in d.page_source)
+                        frame = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#reports-body iframe"))
+                        driver.switch_to.frame(frame)
+                        wait.until(lambda d: "Daily 2024-01-01" in d.find_element(By.TAG_NAME, "body").text)
+                        driver.switch_to.default_content()
                     time.sleep(0.5)  # let charts finish drawing before the screenshot
                     assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
             finally:
                 driver.quit()
-        recorded = [(a.action, a.result, a.actor) for a in reversed(recent_actions(db))]
-        assert recorded == [("pause", "ok", "anonymous"), ("resume", "ok", "anonymous")]
+        # who pressed, as the HTTP request said: no login configured, from this machine
+        recorded = [(a.action, a.result, a.actor, a.client_addr) for a in reversed(recent_actions(db))]
+        assert recorded == [
+            ("pause", "ok", "anonymous", "127.0.0.1"),
+            ("resume", "ok", "anonymous", "127.0.0.1"),
+        ]
         if os.environ.get("TAPEWATCH_UPDATE_README_SCREENSHOT") == "1":  # tests never touch tracked files
             docs = ROOT / "docs" / "screenshots"
             docs.mkdir(parents=True, exist_ok=True)
