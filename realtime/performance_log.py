@@ -32,6 +32,7 @@ PERFORMANCE_FIELDS = (
     "signal_latency_ms_p99",
     "loop_lag_ms_p99",
     "loop_lag_ms_max",
+    "processing_lag_ms_p99",
     "reconnects",
     "malformed",
     "redis_errors",

@@ -44,7 +44,7 @@ from realtime.incident_watch import IncidentWatch
 from realtime.incidents import IncidentRecorder
 from realtime.live_metrics import LatencyRing, QuietWatch, RateMeter
 from realtime.live_state import LiveState
-from realtime.loop_lag import LoopLagMonitor
+from realtime.loop_lag import LoopLagMonitor, processing_lag
 from realtime.pacer import Pacer
 from realtime.performance_log import performance_log_loop
 from realtime.service_publish import (
@@ -133,6 +133,7 @@ class FeedService(FeedUniverse, FeedRest):
         self.latency = LatencyRing()
         self.quiet = QuietWatch(int(settings.symbol_quiet_after * 1000))
         self.loop_lag = LoopLagMonitor(warn_after=settings.loop_lag_warn)
+        self.processing_lag = processing_lag(settings.processing_lag_warn)
         self.engine = SignalEngine(
             settings, self.market, shared_gate=shared_gate, remote_closes=remote_closes, shard=self.shard
         )
@@ -315,9 +316,12 @@ class FeedService(FeedUniverse, FeedRest):
     async def consume(self) -> None:
         """Drain the transport queue forever."""
         frames = self.pool.frames
+        lag = self.processing_lag
         while True:
             item = await frames.get()
             self.handle(item)
+            if isinstance(item, Received):
+                lag.record_ms(time.time() * 1000 - item.recv_ms)
 
     # --- live state -----------------------------------------------------------------------------------
     def feed(self, symbol: str) -> SymbolFeed:

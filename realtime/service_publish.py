@@ -148,6 +148,7 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         **service.latency.metrics(),
         **service.quiet.metrics(),
         **service.loop_lag.metrics(),
+        **service.processing_lag.metrics(),
         **(service.live.metrics() if service.live is not None else {}),
         **service.backup.metrics(),
         **service.fills.metrics(),

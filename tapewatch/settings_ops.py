@@ -148,6 +148,12 @@ class OperationsSettings(BaseModel):
     loop_lag_warn: float = Field(
         0.5, gt=0, le=60, description="Event-loop lag (s) above which a late wake-up is logged and counted."
     )
+    processing_lag_warn: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="Receive-to-processed time (s) of a frame above which it is counted and logged (behind the feed).",
+    )
 
     # --- health sensors (spec 11.1 HEALTH_CHECKS), market-data archive, monthly tuning (issue 5) ----------
     timeout_threshold: int = Field(

@@ -128,6 +128,7 @@ def system_view(backend: be.Backend, history: list[dict[str, Any]] | None) -> tu
         figure_kpi("event→signal p50", _ms(figures.get("signal_latency_ms_p50"))),
         figure_kpi("event→signal p99", _ms(figures.get("signal_latency_ms_p99"))),
         figure_kpi("loop lag p99", _ms(figures.get("loop_lag_ms_p99"))),
+        figure_kpi("recv→processed p99", _ms(figures.get("processing_lag_ms_p99"))),
         figure_kpi("reconnects", ui.fmt_num(figures.get("reconnects"), 0)),
         figure_kpi("resyncs", ui.fmt_num(figures.get("resyncs"), 0)),
         ui.kpi("PostgreSQL", "down" if any(p.startswith("PostgreSQL") for p in problems) else "up"),

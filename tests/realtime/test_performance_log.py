@@ -87,6 +87,7 @@ def test_the_services_own_metrics_make_a_line() -> None:
         "msgs_per_s_depth",
         "signal_latency_ms_p99",
         "loop_lag_ms_max",
+        "processing_lag_ms_p99",
     ):
         assert key in fields, key
     assert fields["messages_per_s"] == 0.0 and fields["signals_new"] == 0
