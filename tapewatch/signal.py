@@ -255,13 +255,21 @@ def make_exit_signal(
     )
 
 
+#: How many finished (triggered) signals per tier feed ``confidence`` and the expected hold time: the engine keeps
+#: the last ones as they finish, and a restart reads the same number back from PostgreSQL.
+TIER_HISTORY_LIMIT = 200
+
+
 class TierHistory(msgspec.Struct, frozen=True, kw_only=True):
     """Outcomes of the past signals of one tier: ``tp1_hits`` of ``signals`` reached TP1 before their stop
-    (for :func:`~tapewatch.trade_plan.confidence`), and their hold times in ms (for the expected hold)."""
+    (for :func:`~tapewatch.trade_plan.confidence`), and their hold times in ms (for the expected hold).
+    ``tp1`` is whether each of the last ``signals`` did, oldest first, so the window can move on as signals
+    finish (empty in a history made of counts alone: then it grows without dropping any)."""
 
     tp1_hits: int = 0
     signals: int = 0
     hold_ms: list[int] = msgspec.field(default_factory=list)
+    tp1: list[bool] = msgspec.field(default_factory=list)
 
 
 class Proposal(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tapewatch.market import SymbolState
 from tapewatch.outcome import OpenSignal, Outcome, OutcomeEvent, OutcomeParams, OutcomeState, OutcomeTracker
 from tapewatch.quality import Tier
-from tapewatch.signal import ExitReason, Signal, TierHistory, make_exit_signal
+from tapewatch.signal import TIER_HISTORY_LIMIT, ExitReason, Signal, TierHistory, make_exit_signal
 
 if TYPE_CHECKING:
     from tapewatch.engine import EngineOutput
@@ -188,8 +188,14 @@ def learn(history: dict[Tier, TierHistory], outcome: Outcome) -> None:
         return
     tier = outcome.signal.tier
     past = history.get(tier, TierHistory())
-    holds = [*past.hold_ms, outcome.hold_ms][-200:] if outcome.hold_ms is not None else list(past.hold_ms)
-    history[tier] = TierHistory(
+    holds = past.hold_ms
+    if outcome.hold_ms is not None:
+        holds = [*holds, outcome.hold_ms][-TIER_HISTORY_LIMIT:]
+    if len(past.tp1) == past.signals:  # the last signals' flags: the window moves on, as a restart reads it
+        flags = [*past.tp1, outcome.tp1_hit][-TIER_HISTORY_LIMIT:]
+        history[tier] = TierHistory(tp1_hits=sum(flags), signals=len(flags), hold_ms=holds, tp1=flags)
+        return
+    history[tier] = TierHistory(  # counts alone (no flags to drop the oldest by): they grow
         tp1_hits=past.tp1_hits + (1 if outcome.tp1_hit else 0), signals=past.signals + 1, hold_ms=holds
     )
 

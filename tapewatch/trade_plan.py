@@ -222,7 +222,7 @@ def confidence(
 ) -> float:
     """Chance of reaching TP1 before the stop, estimated as ``(hits + k * q) / (total + k)``.
 
-    ``hits`` of ``total`` past signals of the same quality band reached TP1 before their stop;
+    ``hits`` of ``total`` past signals of the same tier (a quality band) reached TP1 before their stop;
     ``q = quality_score / 100`` is the prior and ``k = prior_weight`` (20) how many observations it is worth.
     With no history the confidence is ``q``; as history accumulates it moves to the observed rate
     ``hits / total`` (at ``total = k`` halfway). Result within [0, 1].

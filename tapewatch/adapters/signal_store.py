@@ -29,13 +29,11 @@ from tapewatch.adapters.db import Database
 from tapewatch.outcome import Outcome, OutcomeState
 from tapewatch.quality import TIERS, Tier
 from tapewatch.risk import DAY_MS
-from tapewatch.signal import Candidate, Signal, TierHistory, encode_published
+from tapewatch.signal import TIER_HISTORY_LIMIT, Candidate, Signal, TierHistory, encode_published
 
 log = logging.getLogger(__name__)
 
 OutcomeSource = Literal["live", "batch"]
-#: How many finished signals per tier feed confidence and expected hold time (as the engine keeps).
-TIER_HISTORY_LIMIT = 200
 # A constant every writer shares: outbox rows must be committed in seq order (the relay publishes them as
 # stream ids '<seq>-1', and a row committed after a higher seq was published could never be published).
 _OUTBOX_LOCK_KEY = 0x7477_6F75_7462_6F78  # "twoutbox"
@@ -355,10 +353,12 @@ class SignalStore:
         for tier in TIERS:
             mine = [row for row in rows if row.priority == tier]
             if mine:
+                flags = [row.tp1_time is not None for row in mine]
                 history[tier] = TierHistory(
-                    tp1_hits=sum(1 for row in mine if row.tp1_time is not None),
-                    signals=len(mine),
+                    tp1_hits=sum(flags),
+                    signals=len(flags),
                     hold_ms=[row.exit_time - row.trigger_time for row in mine],
+                    tp1=flags,
                 )
         return history
 

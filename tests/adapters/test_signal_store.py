@@ -17,7 +17,7 @@ from tapewatch.adapters.signal_store import SignalStore
 from tapewatch.errors import StorageUnavailable
 from tapewatch.outcome import OutcomeParams, OutcomeState, OutcomeTracker
 from tapewatch.risk import DAY_MS, utc_day
-from tapewatch.signal import encode_published
+from tapewatch.signal import TierHistory, encode_published
 from tests.adapters.signal_builders import (
     MINUTE,
     T0,
@@ -220,8 +220,33 @@ def test_tier_history_counts_tp1_hits_and_hold_times_of_finished_triggered_signa
     high = history["HIGH"]
     assert (high.tp1_hits, high.signals) == (3, 5)
     assert sorted(high.hold_ms) == sorted([10 * MINUTE] * 3 + [MINUTE, 2 * MINUTE])
+    assert high.tp1 == [False, False, True, True, True]  # oldest first: the losses ended first
     last_two = store.tier_history(limit=2)["HIGH"]
     assert last_two.signals == 2  # the two that ended last (by exit time)
+
+
+def test_a_restored_tier_history_goes_on_as_the_engine_s_own(store: SignalStore) -> None:
+    """A restart reads the last TIER_HISTORY_LIMIT signals back; the engine that never stopped keeps the same
+    window as signals finish, so both give the next signal the same confidence (the engine's counts once grew
+    for good while a restart read the last 200: a restarted run disagreed with one that never stopped)."""
+    from tapewatch.signal import TIER_HISTORY_LIMIT
+    from tapewatch.signal_follow import learn
+
+    made = entries(TIER_HISTORY_LIMIT + 12, symbol="BTCUSDT")
+    # 40 wins (out after 10 min) end before every loss (stopped after 20 min): the hits are the oldest
+    outcomes = [win(s) if i < 40 else loss(s, after=20 * MINUTE) for i, s in enumerate(made)]
+    outcomes.sort(key=lambda o: o.exit_time or 0)  # the order they finish in, as the engine learns them
+    store.save_signals(made)
+    live: dict[str, TierHistory] = {}
+    for outcome in outcomes[:-1]:
+        store.save_outcome(outcome)
+        learn(live, outcome)  # type: ignore[arg-type]
+    restored: dict[str, TierHistory] = dict(store.tier_history())  # type: ignore[arg-type]
+    assert live["HIGH"] == restored["HIGH"]
+    assert (live["HIGH"].signals, live["HIGH"].tp1_hits) == (TIER_HISTORY_LIMIT, 40 - 11)
+    learn(live, outcomes[-1])  # type: ignore[arg-type]
+    learn(restored, outcomes[-1])  # type: ignore[arg-type]
+    assert live["HIGH"] == restored["HIGH"] and live["HIGH"].tp1_hits == 40 - 12
     with pytest.raises(ValueError, match="limit"):
         store.tier_history(limit=0)
 
