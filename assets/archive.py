@@ -5,8 +5,10 @@ Per hour ``H`` (partition key ``YYYY-MM-DD-HH:00``) it reads ``<var_dir>/capture
 ``trades.parquet`` (aggTrade), ``book_tops.parquet`` (bookTicker) and ``candles.parquet`` (closed klines),
 zstd-compressed, each replaced atomically. Checks (computed here, reported with the materialization):
 
-- ``rows_present``: every table has rows when the hour has capture lines; fails when the hour's file exists
-  but yields no line, or was damaged (bytes that did not inflate were skipped: their lines are lost);
+- ``rows_present``: every table has rows when the hour has capture lines, at least one per websocket line of
+  its stream (aggTrade, bookTicker, kline; counted from the lines' stream names before decoding) less the lines
+  the decoder refused; fails when the hour's file exists but yields no line, or was damaged (bytes that did not
+  inflate were skipped: their lines are lost), or when rows were lost between the file and a table;
 - ``no_time_gaps``: per symbol, no silence longer than ``archive_max_gap_seconds`` in its trades or book
   tops, counting from the start of the hour to the first event and from the last event to the end of the
   hour; a symbol expected but without rows (it has frames in another stream of this hour, or rows in the
@@ -178,7 +180,32 @@ def _rows_verdict(cols: HourColumns, counts: Mapping[str, int]) -> tuple[bool, s
             f"the capture file is damaged ({cols.damaged} stretch(es) that do not inflate were skipped; "
             "their lines are lost): not recorded as archived, so its raw file is never pruned"
         )
-    return (not empty, "every table has rows" if not empty else f"empty despite {cols.lines} lines: {empty}")
+    if empty:
+        return False, f"empty despite {cols.lines} lines: {empty}"
+    short = rows_short(cols, counts)
+    if short:
+        return False, "fewer rows than the capture's lines of their streams: " + "; ".join(short)
+    return True, "every table has rows, at least one per websocket line of its stream"
+
+
+#: Table → the websocket stream kind whose each line is one of its rows (REST pages add more).
+_ROWS_FROM = {"trades": "aggTrade", "book_tops": "bookTicker", "candles": "kline"}
+
+
+def rows_short(cols: HourColumns, counts: Mapping[str, int]) -> list[str]:
+    """The tables with fewer rows than the hour's websocket lines of their stream (counted from the stream
+    names, before decoding) less every line the decoder refused: rows lost between the file and the table.
+    A kline line of a candle still forming makes no row, and is counted apart."""
+    short = []
+    for table, kind in _ROWS_FROM.items():
+        lines = cols.stream_lines[kind]
+        made = counts.get(table, 0) + (cols.forming_candles if kind == "kline" else 0)
+        if made < lines - cols.rejected_total:
+            short.append(
+                f"{table}: {counts.get(table, 0)} rows from {lines} {kind} lines "
+                f"({cols.rejected_total} lines refused by the decoder)"
+            )
+    return short
 
 
 def check_results(

@@ -76,7 +76,9 @@ class HourColumns:
     ``lines``: complete lines read; ``torn_lines``: partial lines skipped at a cut; ``damaged``: stretches
     of the file that did not inflate (their lines are lost: the read was cut short); ``rejected``: lines the
     decoder refused, by reason; ``forming_candles``: kline updates of candles not yet closed (skipped);
-    ``symbols``: every symbol with a decoded frame in any stream (depth and REST answers included)."""
+    ``symbols``: every symbol with a decoded frame in any stream (depth and REST answers included);
+    ``stream_lines``: websocket lines of each stream kind that makes rows (``aggTrade``, ``bookTicker``,
+    ``kline``), counted from the line's stream name before any decoding — what the rows are checked against."""
 
     files: list[tuple[str, int]] = field(default_factory=list)
     lines: int = 0
@@ -85,6 +87,7 @@ class HourColumns:
     forming_candles: int = 0
     symbols: set[str] = field(default_factory=set)
     rejected: Counter[str] = field(default_factory=Counter)
+    stream_lines: Counter[str] = field(default_factory=Counter)
     trades: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in TRADE_COLUMNS})
     tops: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in TOP_COLUMNS})
     candles: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in CANDLE_COLUMNS})
@@ -112,8 +115,12 @@ def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
         out.files.append((path.relative_to(var_dir).as_posix(), path.stat().st_size))
     decoder = FrameDecoder()
     stats = ReadStats()
+    kinds = out.stream_lines
     for line in iter_capture(paths, stats):
         out.lines += 1
+        kind = _row_stream_kind(line)
+        if kind is not None:
+            kinds[kind] += 1
         first = decoder.decode_capture_line(line)
         # a backup-feed page (polled aggTrades or klines) decodes to several frames, taken after the None
         for frame in [first] if first is not None else decoder.take_pending():
@@ -133,6 +140,25 @@ def read_hour(var_dir: Path, hour: datetime) -> HourColumns:
     out.rejected.update(decoder.rejected)
     out.torn_lines, out.damaged = stats.torn_lines, stats.damaged
     return out
+
+
+_STREAM_KEY = b'"stream":"'
+#: Websocket stream name endings whose each line is one row (a trade, a book top, a kline update).
+_ROW_STREAMS = ((b"@aggTrade", "aggTrade"), (b"@bookTicker", "bookTicker"))
+
+
+def _row_stream_kind(line: bytes) -> str | None:
+    """The kind of a websocket line that makes one row, read from its stream name alone (REST pages and
+    other streams: None)."""
+    start = line.find(_STREAM_KEY)
+    if start < 0:
+        return None
+    start += len(_STREAM_KEY)
+    stream = line[start : line.find(b'"', start)]
+    for suffix, kind in _ROW_STREAMS:
+        if stream.endswith(suffix):
+            return kind
+    return "kline" if b"@kline_" in stream and not stream.startswith(b"rest:") else None
 
 
 def _append(cols: dict[str, list[Any]], symbol: str, recv: int, t: AggTrade) -> None:

@@ -402,3 +402,38 @@ def test_trades_polled_by_the_backup_feed_are_archived(tmp_path: Path) -> None:
     cols = read_hour(var_dir, HOUR)
     assert cols.lines == 1
     assert len(cols.trades["symbol"]) == 3 and set(cols.trades["symbol"]) == {"BTCUSDT"}
+
+
+def test_rows_fewer_than_the_lines_of_their_stream_fail_the_row_check() -> None:
+    """The rows are checked against the lines of their stream counted before decoding: a reader that lost
+    lines on the way fails rows_present instead of passing on a non-empty table."""
+    from assets.archive import _rows_verdict, rows_short
+    from tapewatch.adapters.capture_files import HourColumns
+
+    cols = HourColumns(files=[("capture/x.jsonl.gz", 10)], lines=1_000, forming_candles=90)
+    cols.stream_lines.update({"aggTrade": 500, "bookTicker": 400, "kline": 100})
+    whole = {"trades": 500, "book_tops": 400, "candles": 10}
+    assert rows_short(cols, whole) == [] and _rows_verdict(cols, whole)[0]
+    # backup-feed pages add trades beyond the websocket lines: more rows is fine
+    assert rows_short(cols, whole | {"trades": 700}) == []
+    half = whole | {"book_tops": 200}
+    ok, note = _rows_verdict(cols, half)
+    assert not ok and "book_tops: 200 rows from 400 bookTicker lines (0 lines refused by the decoder)" in note
+    # lines the decoder refused are said and counted, not taken for lost rows
+    cols.rejected.update({"bad_price": 200})
+    assert rows_short(cols, half) == []
+
+
+def test_the_stream_kind_of_a_line_is_read_from_its_name() -> None:
+    from tapewatch.adapters.capture_files import _row_stream_kind
+
+    def line(stream: str) -> bytes:
+        return b'{"recv":1,"stream":"%s","data":{}}' % stream.encode()
+
+    assert _row_stream_kind(line("btcusdt@aggTrade")) == "aggTrade"
+    assert _row_stream_kind(line("btcusdt@bookTicker")) == "bookTicker"
+    assert _row_stream_kind(line("btcusdt@kline_1m")) == "kline"
+    assert _row_stream_kind(line("btcusdt@depth@100ms")) is None
+    assert _row_stream_kind(line("rest:/fapi/v1/aggTrades?symbol=BTCUSDT&fromId=5&limit=1000")) is None
+    assert _row_stream_kind(line("control:pause")) is None
+    assert _row_stream_kind(b'{"recv":1,"data":{}}') is None
