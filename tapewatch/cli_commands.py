@@ -212,32 +212,46 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return replay_exit_code(result, args.files)
+    print("\n".join(backtest_text(result)))
+    return replay_exit_code(result, args.files)
+
+
+def backtest_text(result: dict[str, Any]) -> list[str]:
+    """The lines ``backtest`` prints without ``--json``: the counts (entries and exits apart, and how many
+    entries finished: the metrics are theirs), what the reader and the engine starts said, the metrics, and a
+    line per entry with its outcome."""
+    lines: list[str] = []
     m = result["metrics"]
-    print(
+    entries = len(result["signal_list"])
+    finished = sum(1 for s in result["signal_list"] if (s["outcome"] or {}).get("finished"))
+    lines.append(
         f"{result['messages']} messages, {result['candidates']} candidates, {result['signals']} signals "
-        f"({result['open_at_end']} still open at the end)"
+        f"({entries} entries and {result['signals'] - entries} exits; of the entries {finished} finished, "
+        f"{result['open_at_end']} still open at the end)"
     )
     if result["restored_finished"] or result["restored_open"]:
-        print(
+        lines.append(
             f"  restored from the capture's engine start, not in the metrics: {result['restored_finished']} "
             f"finished, {result['restored_open']} still open"
         )
-    print(
+    lines.append(
         f"  malformed {result['malformed']}, book checks {result['book_checks']} "
         f"({result['book_mismatches']} mismatches); {read_damage(result)}"
     )
     for said in engine_starts_said(result):
-        print(f"  {said}")
+        lines.append(f"  {said}")
     if said := checkpoints_said(result):
-        print(f"  {said}")
-    print("  " + ", ".join(f"{k}={v}" for k, v in m.items()))
+        lines.append(f"  {said}")
+    lines.append(
+        f"  metrics of the {finished} finished entries: " + ", ".join(f"{k}={v}" for k, v in m.items())
+    )
     for s in result["signal_list"]:
         o = s["outcome"] or {}
-        print(
+        lines.append(
             f"  {s['timestamp']} {s['symbol']:<12} {s['direction']:<5} {s['priority']:<6} q={s['quality_score']:<3}"
             f" entry {s['entry_price']:g} stop {s['stop_loss']:g} -> {o.get('state')} {o.get('pnl_r')}"
         )
-    return replay_exit_code(result, args.files)
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:

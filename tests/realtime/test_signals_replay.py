@@ -115,6 +115,18 @@ def test_backtest_lists_every_signal_with_spec_fields_and_metrics(backtested: di
     finished = [s for s in result["signal_list"] if s["outcome"]["finished"]]
     assert result["metrics"]["signals_generated"] == len(finished)
     assert result["open_at_end"] == len(result["signal_list"]) - len(finished)
+    # the text output says whose metrics they are: "6 signals" beside signals_generated=1 read as a bug
+    from tapewatch.cli_commands import backtest_text
+
+    entries, exits = len(result["signal_list"]), result["signals"] - len(result["signal_list"])
+    text = backtest_text(result)
+    assert (
+        f"({entries} entries and {exits} exits; of the entries {len(finished)} finished, "
+        f"{result['open_at_end']} still open at the end)"
+    ) in text[0]
+    (metrics_line,) = [line for line in text if "metrics of the" in line]
+    assert metrics_line.startswith(f"  metrics of the {len(finished)} finished entries: signals_generated=")
+    assert len([line for line in text if " entry " in line and " stop " in line]) == entries
 
 
 def test_a_captured_pause_is_obeyed_by_the_replay(
