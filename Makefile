@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean browser
 
-$(STAMP): pyproject.toml setup.py tapewatch/_sides.c
+$(STAMP): pyproject.toml setup.py embedded_wheels.py tapewatch/_sides.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapewatch needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
 	@echo ">> creating $(VENV) and installing tapewatch (first run takes one to three minutes)"
 	@# a venv whose creation failed half-way (no ensurepip: Debian's python3-venv missing) has a python and no pip
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py tapewatch/_sides.c
 		echo ">> (or python3.X-venv for your version), then run make again"; exit 1; }
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@rm -f tapewatch/_sides.*.so  # a C file that no longer compiles must not leave its old build in use
-	@$(BIN)/python -P tapewatch/_embedded_wheels.py pyproject.toml  # -P: not tapewatch/ on sys.path (its signal.py)
+	@$(BIN)/python embedded_wheels.py pyproject.toml
 	@$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]' | \
 		grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR)' ; \
 		test $${PIPESTATUS[0]} -eq 0

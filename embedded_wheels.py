@@ -9,8 +9,8 @@ and never imported). So on 3.13+ this downloads the pinned 3.12 wheels, renames 
 accepts for a newer interpreter, and installs them without dependencies; ``pip install -e .`` then finds the
 pinned versions already there. On 3.11 and 3.12 it does nothing.
 
-Usage: ``python -P tapewatch/_embedded_wheels.py [pyproject.toml]`` (``-P``: the script's directory must not shadow the
-standard library: tapewatch has a ``signal`` module); exit 0 when nothing was needed or all went in.
+Usage: ``python embedded_wheels.py [pyproject.toml]``; exit 0 when nothing was needed or all went in. It lives
+beside ``setup.py``, outside the package: an install step, not part of tapewatch.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def stable_abi_name(wheel: str) -> str:
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 13):
         return 0
-    pyproject = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "pyproject.toml"
+    pyproject = Path(argv[0]) if argv else Path(__file__).resolve().parent / "pyproject.toml"
     wanted = {n: v for n, v in pinned(pyproject).items() if installed(n) != v}
     if not wanted:
         return 0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from tapewatch.book_incidents import BookIncidents
 from tapewatch.correlation import return_correlation
 from tapewatch.events import Candle, Instruments
-from tapewatch.feature_vector import feature_vector
+from tapewatch.feature_vector import feature_vector, with_walls
 from tapewatch.market import Market, SymbolState
 from tapewatch.outcome import Outcome, OutcomeParams
 from tapewatch.quality import Tier
@@ -172,8 +172,9 @@ class EngineCandidates:
 
         def row(fate: str, detail: str = "") -> str:
             """Append the candidate row of this setup with ``fate``; returns the fate."""
+            recorded = with_walls(features, st, self.settings.orderbook_depth)
             candidate = make_candidate(
-                features, evaluation, proposal.quality, fate, detail, large_trade_size=size
+                recorded, evaluation, proposal.quality, fate, detail, large_trade_size=size
             )
             out.candidates.append(candidate)
             return fate

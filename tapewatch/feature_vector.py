@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
+from tapewatch.book_analytics import book_walls
 from tapewatch.book_incidents import BookIncidents
 from tapewatch.candle_features import candle_features
 from tapewatch.events import Candle
@@ -68,4 +71,16 @@ def feature_vector(
             depth_levels=coverage.levels,
             depth_truncated=coverage.truncated,
         ),
+    )
+
+
+def with_walls(features: Features, st: SymbolState, depth: int) -> Features:
+    """``features`` with the book's walls (spec 6.1 ``detect_large_orders`` over the top ``depth`` levels a side,
+    one average for both sides: :func:`tapewatch.book_analytics.book_walls`). Read once per candidate, not per
+    evaluation: the engine evaluates on every event, a candidate is stored once per setup."""
+    bid_walls, ask_walls = book_walls(st.book.bids.top(depth), st.book.asks.top(depth))
+    return msgspec.structs.replace(
+        features,
+        bid_walls=tuple((w.price, w.qty, round(w.size_multiple, 3)) for w in bid_walls),
+        ask_walls=tuple((w.price, w.qty, round(w.size_multiple, 3)) for w in ask_walls),
     )

@@ -63,7 +63,10 @@ class Features(msgspec.Struct, frozen=True, kw_only=True):
     stored before they existed) — what lets tuning re-count large trades at a larger size;
     ``volume_intensity`` is the window's quote volume over its 15m-context average (a ratio, DESIGN §4);
     ``price`` is the last trade; ``vwap_1h`` the rolling 1-hour VWAP; ``rsi9`` RSI(9) on 15m;
-    ``support`` / ``resistance`` the nearest levels below / above the price; ``atr_15m`` ATR on 15m.
+    ``support`` / ``resistance`` the nearest levels below / above the price; ``atr_15m`` ATR on 15m;
+    ``bid_walls`` / ``ask_walls`` the walls of spec 6.1 ``detect_large_orders`` in the top ``orderbook_depth``
+    levels a side (``(price, qty, size multiple)``, best first; :func:`tapewatch.book_analytics.book_walls`),
+    recorded with a candidate (None: not recorded — every evaluation's features, and older candidates).
     """
 
     symbol: str
@@ -85,6 +88,8 @@ class Features(msgspec.Struct, frozen=True, kw_only=True):
     resistance: float | None = None
     atr_15m: float | None = None
     data_quality: DataQuality = msgspec.field(default_factory=DataQuality)
+    bid_walls: tuple[tuple[float, float, float], ...] | None = None
+    ask_walls: tuple[tuple[float, float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if not (self.symbol and self.symbol.isascii() and self.symbol.isalnum() and self.symbol.isupper()):

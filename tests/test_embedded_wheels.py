@@ -1,4 +1,4 @@
-"""The install step that puts the embedded servers' 3.12 wheels on a newer Python (tapewatch/_embedded_wheels.py;
+"""The install step that puts the embedded servers' 3.12 wheels on a newer Python (embedded_wheels.py;
 its whole run on 3.13 is checked by hand, see the README's troubleshooting)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tapewatch import _embedded_wheels as ew
+import embedded_wheels as ew
 
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def test_the_pinned_versions_are_read_from_pyproject() -> None:

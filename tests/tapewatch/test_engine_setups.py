@@ -214,3 +214,21 @@ def test_a_fallen_tier_still_held_back_by_its_own_cap_makes_no_row() -> None:
     for k in range(1, 60):
         rig.depth(t + 100 + k * 500)
     assert fates(rig) == [("tier_daily_cap", "HIGH", t + 22)]
+
+
+def test_a_candidate_records_the_walls_of_its_book() -> None:
+    """spec 6.1 detect_large_orders as features: a stored candidate carries the walls of the top levels (>= 5x the
+    mean level size of both sides), so the candidate log says where the book was stacked."""
+    rig = Rig()
+    rig.context()
+    bids = [(99.9, 3000.0), *((round(99.8 - i / 10, 1), 50.0) for i in range(9))]
+    asks = [(round(100.1 + i / 10, 1), 50.0) for i in range(10)]
+    rig.snapshot(bids, asks, T)
+    rig.depth(T)
+    rig.trade(T + 10, 99.0, 10.0)
+    for i in range(3):
+        rig.trade(T + 20 + i, 100.0, 7000.0)
+    (candidate,) = rig.candidates()
+    # the mean level: (3000 + 9 * 50 + 10 * 50) / 20 = 197.5; the wall is 15.19 of it
+    assert candidate.features.bid_walls == ((99.9, 3000.0, 15.19),)
+    assert candidate.features.ask_walls == ()
