@@ -13,10 +13,10 @@ from typing import Any, cast
 
 import pytest
 
-from realtime.loop_lag import LagRing, LoopLagMonitor, processing_lag
+from realtime.loop_lag import PROCESSING_LAG_EVERY, LagRing, LoopLagMonitor, processing_lag
 from realtime.service import FeedService
 from realtime.service_publish import published_metrics
-from realtime.ws_delivery import Received
+from realtime.ws_delivery import FrameQueue, Received
 from tapewatch.settings import load_settings
 from tests.realtime.test_service_retained import _Pool, _Rest
 
@@ -57,22 +57,26 @@ def test_the_loop_monitor_keeps_its_metric_names_and_seconds() -> None:
 
 def test_the_service_measures_how_long_after_receipt_each_frame_is_processed(tmp_path: Path) -> None:
     """Frames received 3 s before the consumer reaches them (a backlog) are 3 s behind the feed: counted,
-    logged, in the published metrics; a frame taken at once is not."""
+    logged, in the published metrics; a frame taken at once is not. One delivery in PROCESSING_LAG_EVERY is
+    timed."""
 
     async def scenario() -> tuple[dict[str, Any], int | None]:
         pool = _Pool()
+        pool.frames = FrameQueue(100)
         service = FeedService(load_settings(var_dir=tmp_path), rest=cast(Any, _Rest()), pool=cast(Any, pool))
         service.set_universe(["ETHUSDT"])
         now_ms = int(time.time() * 1000)
-        for n in range(1, 5):
-            recv = now_ms - 3_000 if n < 4 else now_ms
+        # one delivery in PROCESSING_LAG_EVERY is timed: three timed ones of a backlog 3 s old, then a fresh one
+        frames = 4 * PROCESSING_LAG_EVERY
+        for n in range(1, frames + 1):
+            recv = now_ms - 3_000 if n <= 3 * PROCESSING_LAG_EVERY else now_ms
             # exchange -> receive: 250 ms (the symbol's lag_ms in the feed hash)
             trade = {"e": "aggTrade", "E": recv - 250, "s": "ETHUSDT", "a": n, "p": "100.5", "q": "2"}
             trade |= {"f": n, "l": n, "T": recv - 251, "m": False}
             pool.frames.put_frame(Received(recv, "ethusdt@aggTrade", json.dumps(trade).encode()))
         task = asyncio.create_task(service.consume())
         for _ in range(100):
-            if len(service.processing_lag.lags_ms) == 4:
+            if len(service.processing_lag.lags_ms) == 4:  # 4 * PROCESSING_LAG_EVERY frames taken
                 break
             await asyncio.sleep(0.01)
         task.cancel()
