@@ -78,6 +78,9 @@ from tapewatch.streams import Kind, Path, UnknownStream, parse_stream
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping service waits for the peer's closing handshake of each stream connection.
+STREAMS_CLOSE_TIMEOUT_S = 0.5
+
 
 class SignalSink(Protocol):
     """Where the engine's candidates, signals and finished outcomes go (storage, streams, notifiers). It
@@ -384,16 +387,22 @@ class FeedService(FeedUniverse, FeedRest):
         finally:
             # first: nothing consumes the frames any more, and connections left open would go on reading and
             # decoding the whole stream into the queue while the rest shuts down (under load the final publish
-            # below missed its time limit for it)
-            await self.pool.close()
-            if self.sink is not None:
-                # the open signals' best and worst moves since last stored: a restart resumes them from the store
-                moved = moved_outcomes(self.engine.open.values())
-                if moved:
-                    self.sink.accept(EngineOutput(updated=moved))
-            await self.history.stop()
-            await self.backup.stop(catch_up=False)
-            await publish_on_exit(self)  # the last second's counts and signal reach `tapewatch status` too
+            # below missed its time limit for it). A reader ends with its connection's closing handshake, which a
+            # busy peer answers late: waited for STREAMS_CLOSE_TIMEOUT_S at most, not the usual 5 s
+            closing = asyncio.create_task(self.pool.close(close_timeout=STREAMS_CLOSE_TIMEOUT_S))
+            await asyncio.wait({closing}, timeout=STREAMS_CLOSE_TIMEOUT_S + 0.5)
+            try:
+                if self.sink is not None:
+                    # the open signals' best and worst moves since last stored: a restart resumes them from it
+                    moved = moved_outcomes(self.engine.open.values())
+                    if moved:
+                        self.sink.accept(EngineOutput(updated=moved))
+                await self.history.stop()
+                await self.backup.stop(catch_up=False)
+                # the last second's counts and signal reach `tapewatch status` too
+                await publish_on_exit(self)
+            finally:
+                await closing
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as group:

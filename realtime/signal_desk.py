@@ -50,7 +50,8 @@ def restore_engine(engine: SignalEngine, dispatch: Dispatch, now_ms: int | None 
     stop-outs still hold a cooldown."""
     store = dispatch.store
     now = now_ms if now_ms is not None else exchange_now(dispatch)
-    history = store.tier_history()
+    # a shard learns from its own symbols' signals only: so does its restart
+    history = store.tier_history(owns=None if engine.shard.whole else engine.shard.owns)
     open_entries = store.open_signals()
     today = utc_day(now)
     counts = {day: store.signal_counts(day) for day in (today - 1, today)}

@@ -147,13 +147,16 @@ class StreamPool:
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
-    async def close(self) -> None:
-        """Close every connection and stop; idempotent."""
+    async def close(self, *, close_timeout: float | None = None) -> None:
+        """Close every connection and stop; idempotent. ``close_timeout``: how long each connection waits for
+        the peer's closing handshake (a process on its way out: a busy peer answers late, and the reader goes
+        on reading its frames until it does); None: the connections' own (``CLOSE_TIMEOUT``)."""
         self._closed = True
         slots = [slot for path in PATHS for slot in self._slots[path]]
         for path in PATHS:
             self._slots[path] = []
-        await asyncio.gather(*(slot.stop() for slot in slots), *self._stopping, return_exceptions=True)
+        stops = (slot.stop(close_timeout=close_timeout) for slot in slots)
+        await asyncio.gather(*stops, *self._stopping, return_exceptions=True)
 
     # --- what operators and metrics read ---------------------------------------------------------------
 

@@ -105,8 +105,12 @@ class StreamSlot:
         if self._task is None:
             self._task = asyncio.create_task(self._supervise(), name=f"ws-slot {self.name}")
 
-    async def stop(self) -> None:
-        """Close the connection(s) and stop; the streams still delivered get a ``stopped`` marker."""
+    async def stop(self, *, close_timeout: float | None = None) -> None:
+        """Close the connection(s) and stop; the streams still delivered get a ``stopped`` marker.
+        ``close_timeout``: the current connection waits at most that long for the peer's closing handshake
+        (its reader goes on reading the peer's frames until then) instead of ``CLOSE_TIMEOUT``."""
+        if close_timeout is not None and self.conn is not None:
+            self.conn.ws.close_timeout = min(close_timeout, self.conn.ws.close_timeout or close_timeout)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -172,7 +172,11 @@ class EngineCandidates:
 
         def row(fate: str, detail: str = "") -> str:
             """Append the candidate row of this setup with ``fate``; returns the fate."""
-            recorded = with_walls(features, st, self.settings.orderbook_depth)
+            try:
+                recorded = with_walls(features, st, self.settings.orderbook_depth)
+            except ValueError as exc:  # a level no book should hold: the candidate is stored without walls
+                log.warning("cannot read the walls of the book: %s", exc, extra={"symbol": st.symbol})
+                recorded = features
             candidate = make_candidate(
                 recorded, evaluation, proposal.quality, fate, detail, large_trade_size=size
             )

@@ -227,12 +227,13 @@ def _negate(op: Op) -> str:
 
 def fmt_pair(value: float, threshold: float, digits: int = 4) -> tuple[str, str]:
     """``value`` and ``threshold`` for a comparison in a reason, to ``digits`` significant digits, or as many more
-    as it takes to tell them apart (up to 15): a value just past its threshold never reads ``1.8 > 1.8``."""
-    for shown in range(digits, 16):
+    as it takes to tell them apart: a value just past its threshold never reads ``1.8 > 1.8`` (17 significant
+    digits tell any two floats apart; ``repr`` is the last resort)."""
+    for shown in range(digits, max(digits, 17) + 1):
         pair = fmt_num(value, shown), fmt_num(threshold, shown)
         if value == threshold or pair[0] != pair[1]:
             return pair
-    return pair
+    return repr(value), repr(threshold)
 
 
 def fmt_num(value: float, digits: int = 4) -> str:

@@ -15,7 +15,7 @@ statement errors (a row the schema refuses) pass through as SQLAlchemy errors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -325,33 +325,44 @@ class SignalStore:
         not_final = sa.or_(o.signal_id.is_(None), sa.not_(o.finished))
         return [OpenEntry(signal=s, outcome=out) for s, out in entries_with_outcomes(self.db, not_final)]
 
-    def tier_history(self, limit: int = TIER_HISTORY_LIMIT) -> dict[Tier, TierHistory]:
-        """Per tier, the last ``limit`` finished and triggered signals (by exit time): how many reached TP1
-        before the stop, how many there were, and their hold times (ms, oldest first) — what
-        ``confidence`` and ``expected_hold_time`` are computed from. Tiers without history are absent."""
+    def tier_history(
+        self, limit: int = TIER_HISTORY_LIMIT, owns: Callable[[str], bool] | None = None
+    ) -> dict[Tier, TierHistory]:
+        """Per tier, the last ``limit`` finished and triggered signals (by exit time, then id): how many reached
+        TP1 before the stop, how many there were, and their hold times (ms, oldest first) — what ``confidence``
+        and ``expected_hold_time`` are computed from. Tiers without history are absent. ``owns``: only the
+        signals of the symbols it owns (a shard's, :meth:`tapewatch.sharding.Shard.owns`), as the shard's running
+        engine learns only from its own; every finished row is then read once, at start, and picked here."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1; got {limit}")
         o = signal_outcomes.c
-        ranked = (
+        finished = (
             sa.select(
-                signals.c.priority,
-                o.tp1_time,
-                o.trigger_time,
-                o.exit_time,
-                sa.func.row_number()
-                .over(partition_by=signals.c.priority, order_by=(o.exit_time.desc(), o.signal_id))
-                .label("rank"),
+                signals.c.priority, signals.c.symbol, o.signal_id, o.tp1_time, o.trigger_time, o.exit_time
             )
             .join(signal_outcomes, o.signal_id == signals.c.signal_id)
             .where(o.finished, o.trigger_time.is_not(None), o.exit_time.is_not(None))
-            .subquery()
         )
-        query = sa.select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.exit_time)
+        if owns is None:
+            ranked = finished.add_columns(
+                sa.func.row_number()
+                .over(partition_by=signals.c.priority, order_by=(o.exit_time.desc(), o.signal_id.desc()))
+                .label("rank")
+            ).subquery()
+            query = (
+                sa.select(ranked)
+                .where(ranked.c.rank <= limit)
+                .order_by(ranked.c.exit_time, ranked.c.signal_id)
+            )
+        else:
+            query = finished.order_by(o.exit_time, o.signal_id)
         with self.db.begin() as conn:
             rows = conn.execute(query).all()
+        if owns is not None:
+            rows = [row for row in rows if owns(row.symbol)]
         history: dict[Tier, TierHistory] = {}
         for tier in TIERS:
-            mine = [row for row in rows if row.priority == tier]
+            mine = [row for row in rows if row.priority == tier][-limit:]
             if mine:
                 flags = [row.tp1_time is not None for row in mine]
                 history[tier] = TierHistory(

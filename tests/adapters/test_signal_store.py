@@ -247,6 +247,20 @@ def test_a_restored_tier_history_goes_on_as_the_engine_s_own(store: SignalStore)
     learn(live, outcomes[-1])  # type: ignore[arg-type]
     learn(restored, outcomes[-1])  # type: ignore[arg-type]
     assert live["HIGH"] == restored["HIGH"] and live["HIGH"].tp1_hits == 40 - 12
+
+
+def test_a_shard_restores_the_tier_history_of_its_own_symbols(store: SignalStore) -> None:
+    """A shard's engine learns from the signals of the symbols it owns only: its restart reads those back."""
+    btc, eth = entries(3, symbol="BTCUSDT"), entries(2, symbol="ETHUSDT", start=T0 + 10_000)
+    store.save_signals([*btc, *eth])
+    for s in btc:
+        store.save_outcome(win(s))
+    for s in eth:
+        store.save_outcome(loss(s))
+    mine = store.tier_history(owns=lambda symbol: symbol == "ETHUSDT")["HIGH"]
+    assert (mine.tp1_hits, mine.signals, mine.tp1) == (0, 2, [False, False])
+    assert store.tier_history()["HIGH"].signals == 5
+    assert store.tier_history(limit=1, owns=lambda symbol: symbol == "BTCUSDT")["HIGH"].signals == 1
     with pytest.raises(ValueError, match="limit"):
         store.tier_history(limit=0)
 

@@ -89,9 +89,12 @@ def _choose(driver, wait, dropdown: str, label: str) -> None:  # type: ignore[no
     """Open the Dash dropdown ``dropdown`` and pick its option ``label``."""
     from selenium.webdriver.common.by import By
 
+    def option(d):  # type: ignore[no-untyped-def]
+        found = (o for o in d.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text.strip() == label)
+        return next(found, None)
+
     driver.find_element(By.ID, dropdown).click()
-    options = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[role=option]"))
-    next(option for option in options if option.text.strip() == label).click()
+    wait.until(option).click()
 
 
 def _seed_universe_and_report(db: Database) -> None:

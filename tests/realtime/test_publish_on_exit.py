@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from realtime.service import FeedService
+from realtime.service import STREAMS_CLOSE_TIMEOUT_S, FeedService
 from realtime.service_publish import publish_on_exit
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import AsyncRedisState, RedisState
@@ -67,9 +67,9 @@ def test_a_stopped_service_closes_its_streams_before_the_final_publish(
     order: list[str] = []
 
     class Pool(_Pool):
-        async def close(self) -> None:
+        async def close(self, *, close_timeout: float | None = None) -> None:
             order.append("streams closed")
-            await super().close()
+            await super().close(close_timeout=close_timeout)
 
     class State(AsyncRedisState):
         async def set_last_signal(self, info: Mapping[str, str | int | float | bool | None]) -> None:
@@ -88,6 +88,8 @@ def test_a_stopped_service_closes_its_streams_before_the_final_publish(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # a peer's late closing handshake is not waited for the usual 5 s on the way out
+            assert pool.close_timeout == STREAMS_CLOSE_TIMEOUT_S < 1
             return pool.closed
         finally:
             await state.aclose()

@@ -44,6 +44,7 @@ class _Pool:
         self.stats = TransportStats()
         self.frames = FrameQueue(10)
         self.closed = False
+        self.close_timeout: float | None = None
 
     def set_streams(self, streams: Sequence[str]) -> None:
         self.streams = list(streams)
@@ -57,8 +58,9 @@ class _Pool:
     def route_frames(self) -> dict[str, int]:
         return {"public": 0, "market": 0}
 
-    async def close(self) -> None:
+    async def close(self, *, close_timeout: float | None = None) -> None:
         self.closed = True
+        self.close_timeout = close_timeout
 
 
 @dataclass(frozen=True)

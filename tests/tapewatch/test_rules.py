@@ -209,3 +209,11 @@ def test_a_value_next_to_its_threshold_is_shown_with_the_digits_that_tell_them_a
     e = check(long_setup(volume_intensity=intensity), S, "LONG")
     (condition,) = [c for c in e.conditions if c.name == "volume_intensity"]
     assert condition.reason == reason
+
+
+def test_fmt_pair_tells_any_two_floats_apart() -> None:
+    from tapewatch.rules import fmt_pair
+
+    assert fmt_pair(1.8000000000000003, 1.8) == ("1.8000000000000003", "1.8")
+    assert fmt_pair(2.5, 2.5, 20) == ("2.5", "2.5")  # equal: shown alike, whatever the digits asked
+    assert fmt_pair(0.41, -0.28) == ("0.41", "-0.28")
