@@ -131,6 +131,61 @@ def store_finished(db: Database, made: list[tuple[Signal, Outcome]]) -> list[Out
     return [outcome for _, outcome in made]
 
 
+def seed_rescan(db: Database) -> None:
+    """A universe rescan of two symbols: BTCUSDT selected, DOGEUSDT refused for its volume (run ``run-1``)."""
+    from tapewatch.adapters import universe_store
+    from tapewatch.universe import Minimums, SymbolStats, select_universe
+
+    stats = [
+        SymbolStats(
+            "BTCUSDT",
+            quote_volume_24h=9e9,
+            open_interest_usd=5e9,
+            spread=0.00001,
+            depth_1pct_usd=5e7,
+            atr_ratio=0.01,
+            trades_per_second=50,
+            last_price=60000,
+        ),
+        SymbolStats(
+            "DOGEUSDT",
+            quote_volume_24h=1e6,
+            open_interest_usd=1e6,
+            spread=0.00001,
+            depth_1pct_usd=1e5,
+            atr_ratio=0.01,
+            trades_per_second=5,
+            last_price=0.1,
+        ),
+    ]
+    selection = select_universe(
+        stats, 30, Minimums(min_24h_volume=5e7, min_open_interest=1e7, max_spread=0.0002)
+    )
+    universe_store.save_rescan(db, selection.decisions, run_id="run-1")
+
+
+def seed_daily_report(db: Database, *, markdown: str, html: str) -> None:
+    """The daily report of 2024-01-01 (3 signals) with this ``markdown`` and ``html``."""
+    from datetime import date
+
+    from tapewatch.adapters.performance_store import StoredReport, save_report
+
+    save_report(
+        db,
+        StoredReport(
+            kind="daily",
+            period="2024-01-01",
+            period_start=date(2024, 1, 1),
+            period_end=date(2024, 1, 2),
+            markdown_path="reports/daily/2024-01-01.md",
+            html_path="reports/daily/2024-01-01.html",
+            markdown=markdown,
+            html=html,
+            signals=3,
+        ),
+    )
+
+
 def publish_open(redis_client: object, keys: object, signal: Signal) -> None:
     """Write ``signal`` into the open-signals hash as the realtime service does (its live outcome view)."""
     outcome = triggered(signal)

@@ -22,7 +22,15 @@ from tapewatch.adapters.db import Database
 from tapewatch.adapters.redis_keys import Keyspace
 from tapewatch.adapters.redis_state import RedisState
 from tests.adapters.signal_builders import entry
-from tests.dashboard.support import NOW_MS, T0, dashboard_process, publish_open, seed_signals
+from tests.dashboard.support import (
+    NOW_MS,
+    T0,
+    dashboard_process,
+    publish_open,
+    seed_daily_report,
+    seed_rescan,
+    seed_signals,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -97,38 +105,6 @@ def _choose(driver, wait, dropdown: str, label: str) -> None:  # type: ignore[no
     wait.until(option).click()
 
 
-def _seed_universe_and_report(db: Database) -> None:
-    """A rescan (one symbol selected, one refused for its volume) and a daily report."""
-    from datetime import date
-
-    from tapewatch.adapters import universe_store
-    from tapewatch.adapters.performance_store import StoredReport, save_report
-    from tapewatch.universe import Minimums, SymbolStats, select_universe
-
-    stats = [
-        SymbolStats("BTCUSDT", 9e9, 5e9, 0.00001, 5e7, 0.01, 50, 60000),
-        SymbolStats("DOGEUSDT", 1e6, 1e6, 0.00001, 1e5, 0.01, 5, 0.1),
-    ]
-    selection = select_universe(
-        stats, 30, Minimums(min_24h_volume=5e7, min_open_interest=1e7, max_spread=0.0002)
-    )
-    universe_store.save_rescan(db, selection.decisions, run_id="run-1")
-    save_report(
-        db,
-        StoredReport(
-            kind="daily",
-            period="2024-01-01",
-            period_start=date(2024, 1, 1),
-            period_end=date(2024, 1, 2),
-            markdown_path="reports/daily/2024-01-01.md",
-            html_path="reports/daily/2024-01-01.html",
-            markdown="# Daily 2024-01-01",
-            html="<h1>Daily 2024-01-01</h1><p>3 signals</p>",
-            signals=3,
-        ),
-    )
-
-
 def test_every_page_in_a_real_browser(
     dashboard_url: str, migrated_database_url: str, redis_url: str, redis_keys: Keyspace
 ) -> None:
@@ -150,7 +126,8 @@ def test_every_page_in_a_real_browser(
             ),
         )
         state.beat("realtime")
-        _seed_universe_and_report(db)
+        seed_rescan(db)
+        seed_daily_report(db, markdown="# Daily 2024-01-01", html="<h1>Daily 2024-01-01</h1><p>3 signals</p>")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="tw-chromium-") as profile:
             driver = _driver(Path(profile))

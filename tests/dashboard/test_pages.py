@@ -32,6 +32,8 @@ from tests.dashboard.support import (
     finished,
     make_backend,
     publish_open,
+    seed_daily_report,
+    seed_rescan,
     seed_signals,
     store_finished,
 )
@@ -317,37 +319,9 @@ def test_a_run_status_is_asked_again_only_after_a_pause_when_dagster_is_down(bac
 
 
 def test_universe_page(backend: be.Backend) -> None:
-    from tapewatch.adapters import universe_store
-    from tapewatch.universe import Minimums, SymbolStats, select_universe
-
     _, members, _, _, _, empty, _, _ = universe.refresh_universe(0, None, None)
     assert members == [] and text_of(empty) == universe.NO_RESCAN
-    stats = [
-        SymbolStats(
-            "BTCUSDT",
-            quote_volume_24h=9e9,
-            open_interest_usd=5e9,
-            spread=0.00001,
-            depth_1pct_usd=5e7,
-            atr_ratio=0.01,
-            trades_per_second=50,
-            last_price=60000,
-        ),
-        SymbolStats(
-            "DOGEUSDT",
-            quote_volume_24h=1e6,
-            open_interest_usd=1e6,
-            spread=0.00001,
-            depth_1pct_usd=1e5,
-            atr_ratio=0.01,
-            trades_per_second=5,
-            last_price=0.1,
-        ),
-    ]
-    selection = select_universe(
-        stats, 30, Minimums(min_24h_volume=5e7, min_open_interest=1e7, max_spread=0.0002)
-    )
-    universe_store.save_rescan(backend.db, selection.decisions, run_id="run-1")
+    seed_rescan(backend.db)
     _kpis, members, rescans, _exclusions, _banner, empty, status, _ = universe.refresh_universe(0, None, "x")
     assert [(m["symbol"], m["selected"]) for m in members] == [("BTCUSDT", "yes"), ("DOGEUSDT", "")]
     assert members[1]["reason"] == "below_min_volume"
@@ -355,26 +329,11 @@ def test_universe_page(backend: be.Backend) -> None:
 
 
 def test_reports_page(backend: be.Backend) -> None:
-    from datetime import date
-
-    from tapewatch.adapters.performance_store import StoredReport, save_report
-
     options, value, _ = reports.refresh_reports("all", 0, None)
     assert options == [] and value is None
     assert text_of(reports.show_report(None)) == reports.NO_REPORTS
-    save_report(
-        backend.db,
-        StoredReport(
-            kind="daily",
-            period="2024-01-01",
-            period_start=date(2024, 1, 1),
-            period_end=date(2024, 1, 2),
-            markdown_path="reports/daily/2024-01-01.md",
-            html_path="reports/daily/2024-01-01.html",
-            markdown="# Daily report 2024-01-01\n\n| signals | 3 |",
-            html="<h1>Daily</h1>",
-            signals=3,
-        ),
+    seed_daily_report(
+        backend.db, markdown="# Daily report 2024-01-01\n\n| signals | 3 |", html="<h1>Daily</h1>"
     )
     options, value, _banner = reports.refresh_reports("daily", 0, None)
     assert value == "daily|2024-01-01" and "3 signals" in options[0]["label"]
