@@ -35,6 +35,14 @@ fetch, so fetching none of them is its usual outcome while a symbol stays refuse
 a sign of an outage (the day's own passes, which ask for every signal, say that). Its ``klines_fetched``
 ERROR is the day's state; failing the run as well made one failed run a day, and a ``dagster_run`` incident
 that no later run could close, for a day nothing can settle.
+
+``candidate_outcomes`` (same partitions, in ``daily_performance_job`` beside ``signal_outcomes``): the would-be
+outcome of each candidate of ``D`` that did not become a signal (``low_quality``, ``cooldown``, the caps,
+``concurrency``, ``correlation``, ...) and has a trade plan (sql/0012), by the same fetch and the same
+``batch_outcome`` (a low_quality candidate with LOW's response window and hold: ``tapewatch.candidate_outcome``),
+stored in ``candidate_outcomes`` for monthly tuning. A candidate whose klines could not be fetched, or do not
+reach its end yet, is asked again by the next run (logged, counted in the metadata; the run does not fail:
+metrics and reports never read these outcomes).
 """
 
 import asyncio
@@ -47,6 +55,7 @@ import msgspec
 
 from orchestration.resources import BinanceRestResource, DatabaseResource, TapewatchSettings
 from tapewatch.adapters.binance_rest import BinanceRest
+from tapewatch.adapters.candidate_outcome_store import candidates_to_settle, save_candidate_outcomes
 from tapewatch.adapters.performance_store import disagreement_count, entries_to_settle, save_batch
 from tapewatch.errors import TapewatchError
 from tapewatch.events import Candle, rows_sent
@@ -352,6 +361,53 @@ def signal_outcomes(
     )
 
 
+@dg.asset(
+    partitions_def=DAILY_PARTITIONS,
+    group_name="performance",
+    description="Would-be outcomes of the day's candidates that did not become signals (low_quality, cooldown, "
+    "the caps, ...) and have a trade plan, from 1-minute klines as signal_outcomes: what monthly tuning scores "
+    "them by.",
+)
+def candidate_outcomes(
+    context: dg.AssetExecutionContext,
+    settings: TapewatchSettings,
+    database: DatabaseResource,
+    binance: BinanceRestResource,
+) -> dg.MaterializeResult:  # type: ignore[type-arg]  # the bare class
+    cfg = settings.settings()
+    params = OutcomeParams.from_settings(cfg)  # a low_quality candidate: LOW's window and hold
+    day = day_of_partition(context.partition_key)
+    now_ms = int(time.time() * 1000)
+    settle_holes = context.run.tags.get("tapewatch/pass") != "first"  # as signal_outcomes
+    with database.open() as db:
+        pending = candidates_to_settle(db, day_ms(day), day_ms(day + timedelta(days=1)))
+        due = [c for c in pending if is_due(c, params, now_ms)]
+        fetched = binance.run(lambda client: fetch_candles(client, due, params, now_ms), cfg) if due else {}
+        failed = {sid: got for sid, got in fetched.items() if isinstance(got, str)}
+        outcomes: list[Outcome] = []
+        for c in due:
+            got = fetched[c.signal_id]
+            if not isinstance(got, str):  # None: the candles stop short of the end or miss a minute
+                batch = batch_outcome(c, got.candles, params, trades=got.trades, settle_holes=settle_holes)
+                outcomes += [] if batch is None else [batch]
+        written = save_candidate_outcomes(db, outcomes)
+    for candidate_id, error in failed.items():
+        context.log.warning(
+            "candidate %s: klines not fetched (asked again by the next run): %s", candidate_id, error
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "day": day.isoformat(),
+            "candidates_pending": len(pending),
+            "still_open": len(pending) - len(due),
+            "due": len(due),
+            "written": written,
+            "incomplete_klines": len(due) - len(failed) - len(outcomes),
+            "fetch_failed": len(failed),
+        }
+    )
+
+
 __all__ = [
     "AGREEMENT_CHECK",
     "DAILY_PARTITIONS",
@@ -360,6 +416,7 @@ __all__ = [
     "Fetched",
     "agreement_check",
     "batch_signal",
+    "candidate_outcomes",
     "capped_reasons",
     "day_ms",
     "day_of_partition",

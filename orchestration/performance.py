@@ -1,6 +1,7 @@
 """Outcomes, metrics and reports (spec 9.1, 13.2): assets, jobs and the three report schedules.
 
-- ``daily_performance_job`` (daily partitions): ``signal_outcomes`` → ``daily_metrics`` → ``daily_report``.
+- ``daily_performance_job`` (daily partitions): ``signal_outcomes`` → ``daily_metrics`` → ``daily_report``, and
+  ``candidate_outcomes`` beside them (the would-be outcomes of the day's candidates turned away, for tuning).
   ``daily_report_schedule`` runs it twice for each day: the **first** pass at 00:10 UTC for yesterday, and
   the **final** pass once every outcome of the day can be final: the latest last possible end of a signal
   created in the day's last millisecond (``tapewatch.outcome_batch.last_end`` over the tiers: response
@@ -44,7 +45,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import dagster as dg
 
 from assets.metrics import daily_metrics, weekly_metrics
-from assets.outcomes import PARTITIONS_START, day_ms, signal_outcomes
+from assets.outcomes import PARTITIONS_START, candidate_outcomes, day_ms, signal_outcomes
 from assets.reports import daily_report, monthly_report, weekly_report
 from orchestration.resources import DatabaseResource
 from tapewatch.adapters.dagster_runs import RETRY_TAGS
@@ -78,8 +79,9 @@ CATCH_UP_TAGS = {"tapewatch/pass": "catch-up", **{tag: "0" for tag in RETRY_TAGS
 
 daily_performance_job = dg.define_asset_job(
     "daily_performance_job",
-    selection=[signal_outcomes, daily_metrics, daily_report],
-    description="Outcomes from klines, spec 9.1 daily metrics and the daily report of one UTC day.",
+    selection=[signal_outcomes, candidate_outcomes, daily_metrics, daily_report],
+    description="Outcomes from klines (signals', and the would-be ones of the candidates turned away), spec 9.1 "
+    "daily metrics and the daily report of one UTC day.",
     tags=RETRY_TAGS,  # a failed report run is re-executed by the daemon (dagster.yaml run_retries)
 )
 weekly_performance_job = dg.define_asset_job(
@@ -403,7 +405,15 @@ outcomes_catch_up_schedule = catch_up_schedule(REPORT_TIMES, _TIMES_NOTE)
 
 
 defs = dg.Definitions(
-    assets=[signal_outcomes, daily_metrics, weekly_metrics, daily_report, weekly_report, monthly_report],
+    assets=[
+        signal_outcomes,
+        candidate_outcomes,
+        daily_metrics,
+        weekly_metrics,
+        daily_report,
+        weekly_report,
+        monthly_report,
+    ],
     jobs=[daily_performance_job, weekly_performance_job, monthly_report_job],
     schedules=[
         daily_report_schedule,

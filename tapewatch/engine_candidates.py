@@ -160,12 +160,13 @@ class EngineCandidates:
                 self.counters["rules_rejected"] += 1
             return None
         tick = None if self._tick_sizes is None else self._tick_sizes.get(st.symbol)
+        after_agg_id = created_after_agg_id(st)
         proposal = propose(
             features,
             evaluation,
             self.settings,
             self.history,
-            created_after_agg_id=created_after_agg_id(st),
+            created_after_agg_id=after_agg_id,
             tick_size=tick,
         )
         size = st.flow.large_trade_size  # what large_buys / large_sells were counted at: kept for tuning
@@ -177,8 +178,17 @@ class EngineCandidates:
             except ValueError as exc:  # a level no book should hold: the candidate is stored without walls
                 log.warning("cannot read the walls of the book: %s", exc, extra={"symbol": st.symbol})
                 recorded = features
+            # the plan the signal has or would have had: a candidate turned away keeps it for its would-be
+            # outcome (monthly tuning scores it)
             candidate = make_candidate(
-                recorded, evaluation, proposal.quality, fate, detail, large_trade_size=size
+                recorded,
+                evaluation,
+                proposal.quality,
+                fate,
+                detail,
+                large_trade_size=size,
+                plan=proposal.plan,
+                created_after_agg_id=after_agg_id,
             )
             out.candidates.append(candidate)
             return fate

@@ -274,12 +274,15 @@ class TierHistory(msgspec.Struct, frozen=True, kw_only=True):
 
 class Proposal(msgspec.Struct, frozen=True, kw_only=True):
     """What the pure pipeline makes of a passed evaluation: an ENTRY signal for the risk gate to admit
-    (``fate == "signal"``), or no signal with the reason (``low_quality``, ``no_plan``)."""
+    (``fate == "signal"``), or no signal with the reason (``low_quality``, ``no_plan``). ``plan``: the trade
+    plan the signal has or would have had (a ``low_quality`` setup's too: its would-be outcome is tracked for
+    tuning); None when none can be made (``no_plan``, or a low-quality setup whose plan fails)."""
 
     quality: QualityScore
     signal: Signal | None
     fate: str
     fate_detail: str = ""
+    plan: TradePlan | None = None
 
 
 def propose(
@@ -300,28 +303,17 @@ def propose(
         raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
     tiers = breakpoints(settings)  # the quality_*_min settings, which monthly tuning may tighten
     quality = score_features(features, tiers)
+    plan, why_not = _plan(features, evaluation.direction, settings, tick_size)
     if quality.tier is None:
         return Proposal(
             quality=quality,
             signal=None,
             fate=FATE_LOW_QUALITY,
             fate_detail=f"score {quality.score} < {tiers.low}",
+            plan=plan,
         )
-    if not features.atr_15m:
-        return Proposal(quality=quality, signal=None, fate=FATE_NO_PLAN, fate_detail="ATR(15m) unknown")
-    long = evaluation.direction == "LONG"
-    try:
-        plan = plan_trade(
-            evaluation.direction,
-            features.best_bid,
-            features.best_ask,
-            features.atr_15m,
-            features.support if long else features.resistance,
-            settings,
-            tick_size=tick_size,
-        )
-    except ValueError as exc:
-        return Proposal(quality=quality, signal=None, fate=FATE_NO_PLAN, fate_detail=str(exc))
+    if plan is None:
+        return Proposal(quality=quality, signal=None, fate=FATE_NO_PLAN, fate_detail=why_not)
     past = (history or {}).get(quality.tier, TierHistory())
     signal = make_entry_signal(
         features,
@@ -332,7 +324,29 @@ def propose(
         expected_hold_time=expected_hold_time(priority_levels(settings)[quality.tier], past.hold_ms),
         created_after_agg_id=created_after_agg_id,
     )
-    return Proposal(quality=quality, signal=signal, fate=FATE_SIGNAL)
+    return Proposal(quality=quality, signal=signal, fate=FATE_SIGNAL, plan=plan)
+
+
+def _plan(
+    features: Features, direction: Direction, settings: Settings, tick_size: Decimal | None
+) -> tuple[TradePlan | None, str]:
+    """The trade plan of the setup (:func:`~tapewatch.trade_plan.plan_trade`), or None and why not."""
+    if not features.atr_15m:
+        return None, "ATR(15m) unknown"
+    long = direction == "LONG"
+    try:
+        plan = plan_trade(
+            direction,
+            features.best_bid,
+            features.best_ask,
+            features.atr_15m,
+            features.support if long else features.resistance,
+            settings,
+            tick_size=tick_size,
+        )
+    except ValueError as exc:
+        return None, str(exc)
+    return plan, ""
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -340,7 +354,9 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     vector, every condition met and unmet, its quality, and its fate: ``"signal"`` (then ``signal_id`` is
     set) or a rejection code (``low_quality``, ``no_plan``, or the risk gate's reasons), detailed in
     ``fate_detail`` ("correlation with ETHUSDT r=0.72"). ``large_trade_size``: the size (USD) its large trades
-    were counted at, so tuning re-counts it from there (None: not recorded)."""
+    were counted at, so tuning re-counts it from there (None: not recorded). ``plan``: the trade plan its
+    signal has or would have had (None: ``no_plan``, or stored before plans were), what its would-be outcome is
+    computed from, with ``created_after_agg_id`` (as :class:`Signal`'s: None when unknown)."""
 
     candidate_id: str
     symbol: str
@@ -353,8 +369,18 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     fate_detail: str = ""
     signal_id: str | None = None
     large_trade_size: float | None = None
+    plan: TradePlan | None = None
+    created_after_agg_id: int | None = None
 
     def __post_init__(self) -> None:
+        if self.plan is not None and self.plan.direction != self.direction:
+            raise ValueError(
+                f"candidate {self.candidate_id}: plan is {self.plan.direction}, not {self.direction}"
+            )
+        if self.created_after_agg_id is not None and self.created_after_agg_id < 0:
+            raise ValueError(
+                f"candidate {self.candidate_id}: created_after_agg_id must be >= 0; got {self.created_after_agg_id}"
+            )
         if self.large_trade_size is not None and not (
             math.isfinite(self.large_trade_size) and self.large_trade_size > 0
         ):
@@ -391,9 +417,12 @@ def make_candidate(
     fate_detail: str = "",
     *,
     large_trade_size: float | None = None,
+    plan: TradePlan | None = None,
+    created_after_agg_id: int | None = None,
 ) -> Candidate:
     """The candidate record of a passed evaluation; ``fate == "signal"`` links it to the signal of the same
-    id; ``large_trade_size`` is the size its large trades were counted at (kept for tuning). Raises
+    id; ``large_trade_size`` is the size its large trades were counted at, ``plan`` the trade plan it has or
+    would have had and ``created_after_agg_id`` the symbol's last aggTrade id then (kept for tuning). Raises
     ValueError when the evaluation did not pass (a near miss is not a candidate)."""
     if not evaluation.passed:
         raise ValueError(f"{evaluation.symbol} {evaluation.direction}: required conditions are not all met")
@@ -410,6 +439,8 @@ def make_candidate(
         fate_detail=fate_detail,
         signal_id=cid if fate == FATE_SIGNAL else None,
         large_trade_size=large_trade_size,
+        plan=plan,
+        created_after_agg_id=created_after_agg_id,
     )
 
 

@@ -1,9 +1,13 @@
 """Monthly tuning, pure: re-score stored candidates over a grid of signal thresholds, walk-forward.
 
-Every candidate is stored with its feature vector (DESIGN §4). A candidate that became a signal has a known
-outcome (``signal_outcomes.pnl_r`` once finished); a rejected candidate's would-be outcome is **unknown**
-(no plan was tracked for it), so it is counted and left out. A parameter set keeps a scored sample when the
-sample's features still meet the set's required conditions (spec 7.1):
+Every candidate is stored with its feature vector (DESIGN §4) and, unless no plan could be made (``no_plan``),
+the trade plan its signal has or would have had. A candidate that became a signal has a known outcome
+(``signal_outcomes.pnl_r`` once finished); one the risk gate or the quality floor turned away has its
+would-be outcome (``candidate_outcomes``, from the same klines by the same code, once finished) and is scored
+**as if admitted**: the risk gate is not re-run under the set (the other signals open at the time differ per
+set; see the README). Only a candidate without a plan, or whose outcome is not finished yet, is **unknown**:
+counted (``unknown_outcome``) and left out. A parameter set keeps a scored sample when the sample's features
+still meet the set's required conditions (spec 7.1):
 
 - ``|imbalance_top10| > orderbook_imbalance_threshold`` on the sample's side (positive LONG, negative SHORT);
 - large trades on its side ``>= min_large_trades``;

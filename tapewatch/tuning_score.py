@@ -15,8 +15,9 @@ Params = dict[str, float | int]
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One stored candidate as tuning sees it. ``pnl_r`` None = outcome unknown (rejected, or not finished);
-    ``triggered``: its entry traded (False for an unknown outcome or a signal that expired untriggered).
+    """One stored candidate as tuning sees it. ``pnl_r``: its signal's outcome in R, or its would-be outcome's
+    when it was turned away; None = unknown (no plan, or not finished); ``triggered``: its entry traded (False
+    for an unknown outcome or one that expired untriggered).
     ``quality_score`` is the stored spec 7.2 score; ``large_buy_sizes`` / ``large_sell_sizes`` the stored
     large-trade sizes (None: stored before they were recorded); ``large_buys`` / ``large_sells`` were counted
     at ``large_trade_size`` (the candidate's own, stored with it; else the size in force when tuning ran)."""

@@ -105,6 +105,11 @@ candidates = sa.Table(
     sa.Column("fate_detail", sa.Text),
     sa.Column("signal_id", UUID(as_uuid=False)),
     sa.Column("large_trade_size", sa.Double),
+    *(
+        sa.Column(name, sa.Double)
+        for name in ("entry_price", "stop_loss", "take_profit_1", "take_profit_2", "suggested_position_size")
+    ),
+    sa.Column("created_after_agg_id", sa.BigInteger),
 )
 
 signal_outcomes = sa.Table(
@@ -170,7 +175,8 @@ def signal_row(signal: Signal) -> dict[str, Any]:
 
 
 def candidate_row(candidate: Candidate) -> dict[str, Any]:
-    """The ``candidates`` row of ``candidate``."""
+    """The ``candidates`` row of ``candidate``, its trade plan (sql/0012: NULL without one) included."""
+    plan = candidate.plan
     return {
         "candidate_id": candidate.candidate_id,
         "symbol": candidate.symbol,
@@ -185,17 +191,20 @@ def candidate_row(candidate: Candidate) -> dict[str, Any]:
         "fate_detail": candidate.fate_detail,
         "signal_id": candidate.signal_id,
         "large_trade_size": candidate.large_trade_size,
+        "entry_price": None if plan is None else plan.entry,
+        "stop_loss": None if plan is None else plan.stop,
+        "take_profit_1": None if plan is None else plan.take_profit_1,
+        "take_profit_2": None if plan is None else plan.take_profit_2,
+        "suggested_position_size": None if plan is None else plan.suggested_position_size,
+        "created_after_agg_id": candidate.created_after_agg_id,
     }
 
 
-def outcome_row(outcome: Outcome, source: OutcomeSource) -> dict[str, Any]:
-    """The ``signal_outcomes`` row of ``outcome`` written by ``source``."""
-    if source not in ("live", "batch"):
-        raise ValueError(f"outcome source must be 'live' or 'batch'; got {source!r}")
+def outcome_columns(outcome: Outcome) -> dict[str, Any]:
+    """The columns an outcome row has in ``signal_outcomes`` and ``candidate_outcomes`` alike: state, times,
+    exit, P&L, excursions and the whole outcome."""
     return {
-        "signal_id": outcome.signal.signal_id,
         "state": outcome.state.value,
-        "finished": outcome.finished,
         "as_of": outcome.as_of,
         "trigger_time": outcome.trigger_time,
         "tp1_time": outcome.tp1_time,
@@ -205,8 +214,19 @@ def outcome_row(outcome: Outcome, source: OutcomeSource) -> dict[str, Any]:
         "pnl_pct": outcome.pnl_pct,
         "mfe_r": outcome.mfe_r,
         "mae_r": outcome.mae_r,
-        "source": source,
         "outcome": msgspec.to_builtins(outcome),
+    }
+
+
+def outcome_row(outcome: Outcome, source: OutcomeSource) -> dict[str, Any]:
+    """The ``signal_outcomes`` row of ``outcome`` written by ``source``."""
+    if source not in ("live", "batch"):
+        raise ValueError(f"outcome source must be 'live' or 'batch'; got {source!r}")
+    return {
+        "signal_id": outcome.signal.signal_id,
+        "finished": outcome.finished,
+        "source": source,
+        **outcome_columns(outcome),
     }
 
 

@@ -103,8 +103,10 @@ def load_samples(
     db: Database, start_ms: int, end_ms: int, large_trade_size: float = 50_000.0
 ) -> list[Sample]:
     """The candidates with ``start_ms <= event_time < end_ms`` as tuning samples, with the outcome of those
-    that became signals and finished (others: unknown), their stored quality score and large-trade sizes
-    (None for candidates stored before the sizes were), each counted at its own stored ``large_trade_size``.
+    that became signals and finished, and the would-be outcome (``candidate_outcomes``, sql/0012) of those
+    turned away (unknown: no plan, not finished yet, or stored before plans were), their stored quality score
+    and large-trade sizes (None for candidates stored before the sizes were), each counted at its own stored
+    ``large_trade_size``.
 
     A candidate stored before that size was recorded (column NULL, sql/0008) is taken as counted at
     ``large_trade_size`` (pass the one in force): right unless the size changed while it was stored."""
@@ -113,9 +115,12 @@ def load_samples(
             sa.text(
                 "SELECT c.event_time, c.direction, c.features, c.tier, c.quality_score, "
                 "c.large_trade_size AS counted_at, "
-                "CASE WHEN o.finished THEN o.pnl_r END AS pnl_r, "
-                "COALESCE(o.finished AND o.trigger_time IS NOT NULL, false) AS triggered "
+                "COALESCE(CASE WHEN o.finished THEN o.pnl_r END, w.pnl_r) AS pnl_r, "
+                "CASE WHEN o.signal_id IS NOT NULL THEN o.finished AND o.trigger_time IS NOT NULL "
+                "ELSE w.trigger_time IS NOT NULL END AS triggered "
                 "FROM candidates c LEFT JOIN signal_outcomes o ON o.signal_id = c.signal_id "
+                # a candidate turned away: its would-be outcome (only finished ones are stored)
+                "LEFT JOIN candidate_outcomes w ON w.candidate_id = c.candidate_id AND c.signal_id IS NULL "
                 "WHERE c.event_time >= :start AND c.event_time < :end ORDER BY c.event_time"
             ),
             {"start": start_ms, "end": end_ms},

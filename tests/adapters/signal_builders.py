@@ -32,12 +32,18 @@ def entries(n: int, *, symbol: str = "BTCUSDT", start: int = T0, step: int = 100
 def candidate(
     symbol: str = "BTCUSDT", t: int = T0, fate: str = "signal", *, short: bool = False, **changes: Any
 ) -> Candidate:
-    """The candidate record of a clean setup, with ``fate`` ("signal" or a rejection code)."""
+    """The candidate record of a clean setup, with ``fate`` ("signal" or a rejection code) and the trade plan
+    its signal has or would have had, as the engine stores it."""
     features = (short_setup if short else long_setup)(symbol=symbol, event_time=t, **changes)
     proposal = propose(features, check(features, S, "SHORT" if short else "LONG"), S)
     detail = "" if fate == "signal" else f"rejected: {fate}"
     return make_candidate(
-        features, check(features, S, "SHORT" if short else "LONG"), proposal.quality, fate, detail
+        features,
+        check(features, S, "SHORT" if short else "LONG"),
+        proposal.quality,
+        fate,
+        detail,
+        plan=proposal.plan,
     )
 
 
