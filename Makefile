@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean browser
 
-$(STAMP): pyproject.toml setup.py embedded_wheels.py tapewatch/_sides.c
+$(STAMP): pyproject.toml setup.py embedded_wheels.py tapewatch/_sides.c tapewatch/_native_lines.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tapewatch needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
 	@echo ">> creating $(VENV) and installing tapewatch (first run takes one to three minutes)"
 	@# a venv whose creation failed half-way (no ensurepip: Debian's python3-venv missing) has a python and no pip

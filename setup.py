@@ -12,6 +12,7 @@ setup(
         Extension(
             "tapewatch._sides",
             ["tapewatch/_sides.c"],
+            depends=["tapewatch/_native_lines.c"],  # included by _sides.c
             optional=True,
             extra_compile_args=[
                 "-O2",

@@ -10,7 +10,9 @@ best of ``--repeat``, so other processes on the machine do not distort the split
 - ``parse+books``: parse + depth diffs and snapshots applied to the order books, nothing else (the strict
   "parse + book-update cost" of issue 3);
 - ``replay``: parse + the whole market state (books, bookTicker proof, trade windows, candles) =
-  ``tapewatch replay`` without the signal engine.
+  ``tapewatch replay`` without the signal engine, on the Python path;
+- ``native``: the same replay with depth diffs and bookTickers on the native path (:mod:`tapewatch.native_lines`;
+  ``tapewatch replay --books-only``), where it was built.
 
 Every stage runs with the collector set as ``tapewatch replay`` sets it (:func:`realtime.replay.fewer_collections`).
 The differences between stages are the costs of decode, book apply and the rest of Market dispatch, per
@@ -34,15 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
-from realtime.replay import fewer_collections  # noqa: E402
+from realtime.replay import fewer_collections, replay  # noqa: E402
 from tapewatch import book_sides  # noqa: E402
 from tapewatch.book import OrderBook  # noqa: E402
 from tapewatch.market import Market  # noqa: E402
 from tapewatch.market_depth import snapshot_limit  # noqa: E402
+from tapewatch.native_lines import AVAILABLE as NATIVE_LINES  # noqa: E402
 from tapewatch.parse import FrameDecoder  # noqa: E402
+from tapewatch.settings import Settings  # noqa: E402
 from tapewatch.streams import Kind  # noqa: E402
 
-STAGES = ("read", "raw", "parse", "parse+books", "replay")
+STAGES = ("read", "raw", "parse", "parse+books", "replay", "native")
 
 
 def _read(paths: list[Path]) -> int:
@@ -98,12 +102,18 @@ def _replay(paths: list[Path]) -> int:
     return n
 
 
+def _native(paths: list[Path]) -> int:
+    summary = replay(paths, Settings(), signals=False, native=True)
+    return int(summary["messages"])
+
+
 STAGE_FUNCS: dict[str, Callable[[list[Path]], int]] = {
     "read": _read,
     "raw": _raw,
     "parse": _parse,
     "parse+books": parse_and_books,
     "replay": _replay,
+    "native": _native,
 }
 
 
@@ -136,6 +146,8 @@ def profile_stages(paths: list[Path], repeat: int = 2) -> dict[str, float]:
     """CPU nanoseconds per message of each stage (see the module docstring), measured in this run."""
     out: dict[str, float] = {}
     for stage in STAGES:
+        if stage == "native" and not (NATIVE_LINES and sides_in_use() == "native"):
+            continue
         with fewer_collections():
             seconds, lines = cpu_best_of(repeat, lambda f=STAGE_FUNCS[stage]: f(paths))  # type: ignore[misc]
         out[stage] = seconds / max(lines, 1) * 1e9
@@ -161,8 +173,10 @@ def main() -> None:
     print(f"book sides: {sides_in_use()}")
     ns = profile_stages(args.paths, args.repeat)
     print(f"CPU ns per message ({', '.join(str(p) for p in args.paths)}):")
-    for stage in STAGES:
-        print(f"  {stage:12s} {ns[stage]:8.0f}   {ns[stage] / ns['raw']:.2f}x raw")
+    for stage in (s for s in STAGES if s in ns):
+        print(
+            f"  {stage:12s} {ns[stage]:8.0f}   {ns[stage] / ns['raw']:.2f}x raw   {1e9 / ns[stage]:>9,.0f} msg/s"
+        )
     print(
         f"  split: inflate+lines {ns['read']:.0f}, typed decode {ns['parse'] - ns['read']:.0f}"
         f" (orjson {ns['raw'] - ns['read']:.0f}), books {ns['parse+books'] - ns['parse']:.0f},"

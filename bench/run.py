@@ -98,7 +98,11 @@ def book_update_cost(paths: list[Path]) -> dict[str, float]:
 
 def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
     raw_s, raw = best_of(repeat, lambda: count_and_decode_raw(paths))
+    # books-only replay: the native path for depth diffs and bookTickers where it was built (tapewatch.native_lines)
     rep_s, summary = best_of(repeat, lambda: replay(paths, signals=False))
+    py_rep_s = rep_s
+    if summary["native_lines"]:  # the same replay on the Python path alone
+        py_rep_s, _ = best_of(repeat, lambda: replay(paths, signals=False, native=False))
     # the target's own words: parse + book update (no bookTicker proof, trade windows, candles) vs raw decode
     books_s, _ = best_of(repeat, lambda: parse_and_books(paths))
     # the same stage on the pure-Python book sides, the fallback where tapewatch._sides could not be built
@@ -115,6 +119,8 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
         "raw_decode_msg_s": round(raw.lines / raw_s),
         "replay_msg_s": round(summary["messages"] / rep_s),
         "replay_over_raw": round(rep_s / raw_s, 2),
+        "native_lines": summary["native_lines"],
+        "replay_python_path_msg_s": round(summary["messages"] / py_rep_s),
         "parse_books_msg_s": round(raw.lines / books_s),
         "parse_books_over_raw": round(books_s / raw_s, 2),
         "book_sides": sides,
@@ -135,7 +141,9 @@ def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
         f" (target <= 3x; {sides} book sides)\n"
         f"    with Python sides  : {round(raw.lines / py_books_s):>10,} msg/s   ="
         f" {fig['parse_books_python_sides_over_raw']}x (the fallback without a C compiler)\n"
-        f"  replay (all market state): {fig['replay_msg_s']:>7,} msg/s   = {fig['replay_over_raw']}x the raw cost\n"
+        f"  replay (all market state): {fig['replay_msg_s']:>7,} msg/s   = {fig['replay_over_raw']}x the raw cost"
+        f" ({fig['native_lines']:,} lines on the native path)\n"
+        f"    on the Python path : {fig['replay_python_path_msg_s']:>10,} msg/s\n"
         f"  replay + signal engine: {fig['replay_with_engine_msg_s']:>9,} msg/s   ({fig['signals']} signals)\n"
         f"  replay vs real time  : {fig['speedup_vs_real_time']}x  (capture produced {fig['capture_msg_s']} msg/s)\n"
         f"  book update          : {fig['us_per_event']} us per depth event, {fig['ns_per_level']} ns per level"

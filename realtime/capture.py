@@ -12,6 +12,7 @@ from realtime.capture_reader import (
     capture_files,
     count_and_decode_raw,
     iter_capture,
+    iter_capture_batches,
 )
 from realtime.capture_writer import MS_PER_HOUR, CaptureStats, CaptureWriter, ClosedFile, capture_path
 
@@ -26,4 +27,5 @@ __all__ = [
     "capture_path",
     "count_and_decode_raw",
     "iter_capture",
+    "iter_capture_batches",
 ]

@@ -13,9 +13,16 @@ from typing import NamedTuple
 
 import orjson
 
-from tapewatch.adapters.capture_reader import ReadStats, capture_files, iter_capture
+from tapewatch.adapters.capture_reader import ReadStats, capture_files, iter_capture, iter_capture_batches
 
-__all__ = ["RawDecodeResult", "ReadStats", "capture_files", "count_and_decode_raw", "iter_capture"]
+__all__ = [
+    "RawDecodeResult",
+    "ReadStats",
+    "capture_files",
+    "count_and_decode_raw",
+    "iter_capture",
+    "iter_capture_batches",
+]
 
 
 class RawDecodeResult(NamedTuple):

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from realtime.capture import ReadStats, capture_files, iter_capture
+from realtime.capture import ReadStats, capture_files, iter_capture_batches
 from tapewatch.engine import SignalEngine
 from tapewatch.engine_restore import EngineState
 from tapewatch.errors import ConfigError
@@ -31,6 +31,8 @@ from tapewatch.events import ENGINE_START_VERSION, EngineStart, Instruments
 from tapewatch.market import TRADE_GAP_COUNTERS, Market, MarketConfig, Request
 from tapewatch.market_depth import SnapshotNeeded
 from tapewatch.market_klines import KlineFillNeeded
+from tapewatch.native_lines import AVAILABLE as NATIVE_AVAILABLE
+from tapewatch.native_lines import NativeLines
 from tapewatch.outcome import Outcome
 from tapewatch.parse import MALFORMED_REASONS, Frame, FrameDecoder
 from tapewatch.quality import breakpoints
@@ -88,6 +90,8 @@ class ReplayResult:
     signals: list[Signal] = field(default_factory=list)
     finished: list[Outcome] = field(default_factory=list)
     engine: SignalEngine | None = None
+    #: the market state as the replay left it (the last engine start's)
+    market: Market | None = None
 
 
 def started_settings(base: Settings, parameters: dict[str, float | int]) -> tuple[Settings, Params, Params]:
@@ -122,15 +126,32 @@ def started_settings(base: Settings, parameters: dict[str, float | int]) -> tupl
 
 
 def run_replay(
-    paths: Iterable[Path], settings: Settings | None = None, *, signals: bool = True
+    paths: Iterable[Path],
+    settings: Settings | None = None,
+    *,
+    signals: bool = True,
+    native: bool | None = None,
 ) -> ReplayResult:
     """Replay capture files (or directories of them) through decode, books and (unless ``signals`` is
     false) the signal engine. Without ``settings``, they are loaded as the CLI loads them (environment and
-    ``TAPEWATCH_CONFIG_FILE``, unknown ``TAPEWATCH_*`` variables refused): a bare Settings() would skip both."""
+    ``TAPEWATCH_CONFIG_FILE``, unknown ``TAPEWATCH_*`` variables refused): a bare Settings() would skip both.
+
+    Without the engine, depth diffs and bookTickers take the native path (:mod:`tapewatch.native_lines`) where
+    it was built, unless ``native`` is False; ``native=True`` asks for it (an error where it is not built). The
+    results are the same either way; the summary's ``native_lines`` says how many lines it took."""
     settings = settings or load_settings()
+    if native and signals:
+        raise ValueError("the native replay path serves a replay without the signal engine (signals=False)")
+    if native and not NATIVE_AVAILABLE:
+        raise ConfigError(
+            "the native replay path is not built here (tapewatch._sides): reinstall with a C compiler"
+        )
+    use_native = not signals and native is not False and NATIVE_AVAILABLE
     decoder = CaptureDecoder()
     market = Market(MarketConfig.from_settings(settings))
     engine = SignalEngine(settings, market) if signals else None
+    fast = NativeLines(market, decoder) if use_native else None
+    native_counts: Counter[str] = Counter()  # the lines the native path took, over every market of the replay
     result = ReplayResult(summary={}, engine=engine)
     messages = 0
     requests: Counter[str] = Counter()  # what the market asked for: snapshots, aggTrade fills
@@ -152,7 +173,7 @@ def run_replay(
     def start_engine(recv: int, line: EngineStart) -> None:
         """A captured engine start: a fresh market and engine, as the live service's start had, with the live
         run's tunable parameters and the engine state it restored from PostgreSQL (the same restore)."""
-        nonlocal market, engine, on_frame
+        nonlocal market, engine, on_frame, fast
         start_lines["read"] += 1
         if line.version != ENGINE_START_VERSION:
             log.warning(
@@ -172,6 +193,10 @@ def run_replay(
         retired.update(market.totals())
         market = Market(MarketConfig.from_settings(tuned))
         on_frame = market.on_frame
+        if fast is not None:
+            native_counts.update(fast.finish())
+            take_requests(fast)
+            fast = NativeLines(market, decoder)
         if signals:
             engine = SignalEngine(tuned, market)
             engine.restore(state)
@@ -213,24 +238,44 @@ def run_replay(
             result.signals.extend(out.signals)
             result.finished.extend(out.finished)
 
+    def take_requests(fast: NativeLines) -> None:
+        """Count what the market asked for on lines the native path finished (a resync after a mismatch)."""
+        for request in fast.requests:
+            requests[request_kind(request)] += 1
+        fast.requests.clear()
+
     stats = ReadStats()  # what the reader skipped: torn lines, damaged stretches
     with fewer_collections():
         files = capture_files(paths)  # every path checked before the first line is read
         for path in files:
             decoder.source = str(path)
-            for line in iter_capture([path], stats):
-                messages += 1
-                frame = decode(line)
-                if frame is None:
-                    for polled in take_pending():  # a backup-feed page (aggTrades, klines): a frame per row
-                        step(polled)
-                    continue
-                if (request := on_frame(frame)) is not None:
-                    requests[request_kind(request)] += 1
-                if engine is not None and (out := engine.on_frame(frame)) is not None:
-                    result.candidates.extend(out.candidates)
-                    result.signals.extend(out.signals)
-                    result.finished.extend(out.finished)
+            for batch in iter_capture_batches([path], stats):
+                messages += len(batch)
+                i, n = 0, len(batch)
+                while i < n:
+                    if fast is not None:
+                        i = fast.feed(batch, i)  # the index of the first line it did not take
+                        if fast.requests:
+                            take_requests(fast)
+                        if i == n:
+                            break
+                    line = batch[i]
+                    i += 1
+                    frame = decode(line)
+                    if frame is None:
+                        # a backup-feed page (aggTrades, klines): a frame per row
+                        for polled in take_pending():
+                            step(polled)
+                        continue
+                    if (request := on_frame(frame)) is not None:
+                        requests[request_kind(request)] += 1
+                    if engine is not None and (out := engine.on_frame(frame)) is not None:
+                        result.candidates.extend(out.candidates)
+                        result.signals.extend(out.signals)
+                        result.finished.extend(out.finished)
+    if fast is not None:
+        native_counts.update(fast.finish())
+        take_requests(fast)
     seconds = time.perf_counter() - start
     if not start_lines["read"] and signals:
         log.info(
@@ -238,6 +283,7 @@ def run_replay(
             "open signals, cooldowns or daily counts) with the settings given; a run's later hour files carry "
             "none, give the run's first file to start from its restored state"
         )
+    result.market = market
     totals = market.totals()
     for name, n in retired.items():
         totals[name] += n
@@ -294,12 +340,18 @@ def run_replay(
         # each control:engine_start line the capture holds: the engine state and parameters the live run
         # started with, which the replay started with at the same place (none in captures made before them)
         "engine_starts": starts,
+        # lines of depth diffs and bookTickers the native path applied (0 with the engine, or where not built)
+        "native_lines": native_counts["taken"] + native_counts["callbacks"],
     }
     return result
 
 
 def replay(
-    paths: Iterable[Path], settings: Settings | None = None, *, signals: bool = True
+    paths: Iterable[Path],
+    settings: Settings | None = None,
+    *,
+    signals: bool = True,
+    native: bool | None = None,
 ) -> dict[str, Any]:
     """The summary object of ``tapewatch replay --json``."""
-    return run_replay(paths, settings, signals=signals).summary
+    return run_replay(paths, settings, signals=signals, native=native).summary

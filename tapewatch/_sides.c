@@ -398,6 +398,9 @@ static PySequenceMethods Side_as_sequence = {
 SIDE_TYPE(BidsType, "NativeBids", "The bid side of a book: best (highest) price first when read.");
 SIDE_TYPE(AsksType, "NativeAsks", "The ask side of a book: best (lowest) price first when read.");
 
+/* The native replay path for depth diffs and bookTickers (it applies diffs to these sides directly). */
+#include "_native_lines.c"
+
 static struct PyModuleDef sides_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tapewatch._sides",
@@ -408,7 +411,9 @@ static struct PyModuleDef sides_module = {
 PyMODINIT_FUNC
 PyInit__sides(void)
 {
-    PyTypeObject *types[] = {&BidsType, &AsksType};
+    PyTypeObject *types[] = {&BidsType, &AsksType, &FeederType};
+    if (lines_init_strings() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&sides_module);
     if (m == NULL)
         return NULL;

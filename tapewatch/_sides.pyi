@@ -1,6 +1,6 @@
 """Types of the native book sides (tapewatch/_sides.c); see tapewatch.book_sides.Side for the contract."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 class _NativeSide:
     def __len__(self) -> int: ...
@@ -16,3 +16,22 @@ class _NativeSide:
 
 class NativeBids(_NativeSide): ...
 class NativeAsks(_NativeSide): ...
+
+class LineFeeder:
+    """Depth diffs and bookTickers of capture lines applied to a Market in C (tapewatch/_native_lines.c; driven by
+    tapewatch.native_lines.NativeLines)."""
+
+    def __init__(
+        self,
+        market: object,
+        route: Callable[[str], object],
+        after_apply: Callable[..., object],
+        mismatch: Callable[..., object],
+        drop_oldest: Callable[..., object],
+        synced: object,
+        state_type: type,
+        book_type: type,
+        check_type: type,
+    ) -> None: ...
+    def feed(self, lines: list[bytes], start: int, /) -> int: ...
+    def counts(self) -> dict[str, int]: ...

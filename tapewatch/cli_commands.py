@@ -96,7 +96,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from realtime.replay import replay
 
     settings = settings_for(args, var_dir=False)
-    summary = replay([Path(p) for p in args.files], settings)
+    summary = replay([Path(p) for p in args.files], settings, signals=not args.books_only)
     if args.json:
         print(json.dumps(summary, sort_keys=False))
     else:
@@ -107,6 +107,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"({summary['book_mismatches']} mismatches); candidates {summary['candidates']}, "
             f"signals {summary['signals']}; {read_damage(summary)}"
         )
+        if args.books_only:
+            print(
+                f"  books only (no signal engine): {summary['native_lines']} depth/bookTicker lines on the native path"
+            )
         for said in engine_starts_said(summary):
             print(f"  {said}")
         if said := checkpoints_said(summary):

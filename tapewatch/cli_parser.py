@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="replay capture files through the live code, as fast as possible")
     p.add_argument("files", nargs="+", help="capture files (*.jsonl.gz) or directories of them")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    p.add_argument(
+        "--books-only",
+        action="store_true",
+        help="the market state only (books, bookTicker proof, trade windows, candles), without the signal "
+        "engine: faster (depth diffs and bookTickers take the native path where it was built)",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(

@@ -245,6 +245,12 @@ class FrameDecoder:
             self._fast_routes[stream] = route
         return route
 
+    def websocket_route(self, stream: str) -> tuple[str, Kind] | None:
+        """(SYMBOL, kind) of a websocket stream whose lines :meth:`decode_capture_line` decodes in one step; None
+        for REST answers, control lines and unknown streams."""
+        route = self._fast_routes.get(stream) or self._fast_route(stream)
+        return None if route[2] is _NO_FAST_TYPE else (route[0], route[1])
+
     def decode_payload(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
         """Decode one payload of a known stream name; None (and counted) when it cannot be used."""
         target = self._target(stream)

@@ -132,15 +132,29 @@ def iter_capture(paths: Iterable[Path | str], stats: ReadStats | None = None) ->
     a ``.gz`` file that is not gzip among them. ``stats``, if given, is updated as the lines are read.
     """
     files = capture_files(paths)
+    return _iter_lines(files, stats if stats is not None else ReadStats())
+
+
+def iter_capture_batches(
+    paths: Iterable[Path | str], stats: ReadStats | None = None
+) -> Iterator[list[bytes]]:
+    """:func:`iter_capture`'s lines in batches (lists of lines in order, none empty; a batch is the lines an
+    inflated piece completes), for a reader that takes many lines per call (the native replay path)."""
+    files = capture_files(paths)
     return _iter_files(files, stats if stats is not None else ReadStats())
 
 
-def _iter_files(files: list[Path], stats: ReadStats) -> Iterator[bytes]:
+def _iter_lines(files: list[Path], stats: ReadStats) -> Iterator[bytes]:
+    for batch in _iter_files(files, stats):
+        yield from batch
+
+
+def _iter_files(files: list[Path], stats: ReadStats) -> Iterator[list[bytes]]:
     for path in files:
         yield from _iter_file(path, stats)
 
 
-def _iter_file(path: Path, stats: ReadStats) -> Iterator[bytes]:
+def _iter_file(path: Path, stats: ReadStats) -> Iterator[list[bytes]]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -167,9 +181,9 @@ def _read_plain(fd: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -> Iterator[bytes]:
-    """Cut text pieces into lines; ``None`` marks a break in the text (the partial line before it is
-    dropped). Logs one warning for the file if anything was cut short."""
+def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -> Iterator[list[bytes]]:
+    """Cut text pieces into lines, yielded in batches (the lines each piece completes); ``None`` marks a break in
+    the text (the partial line before it is dropped). Logs one warning for the file if anything was cut short."""
     carry = b""
     breaks = 0
     skipped = 0
@@ -182,7 +196,7 @@ def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -
                 if _is_json(carry):  # torn right before its newline: the line itself is whole
                     stats.lines += 1
                     torn_last = False
-                    yield carry
+                    yield [carry]
                 else:
                     skipped += len(carry)
                     stats.torn_lines += 1
@@ -197,13 +211,14 @@ def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -
             count = len(lines) - lines.count(b"")
             stats.lines += count
             torn_last = torn_last and not count
-            yield from filter(None, lines)
+            if count:
+                yield lines if count == len(lines) else [line for line in lines if line]
     if carry:
         # No newline after the last line: yield it if it is whole (a hand-made file), else it is torn.
         if _is_json(carry):
             stats.lines += 1
             torn_last = False
-            yield carry
+            yield [carry]
         else:
             breaks += 1
             skipped += len(carry)

@@ -16,7 +16,14 @@ import pytest
 
 from tapewatch.cli import main
 from tapewatch.events import CONTROL_ENGINE_START, ENGINE_START_VERSION
-from tests.helpers import altered_ticker, recording_lines, restored_logging, sim_hour_file, write_gz
+from tests.helpers import (
+    altered_ticker,
+    recording_lines,
+    require_native_sides,
+    restored_logging,
+    sim_hour_file,
+    write_gz,
+)
 
 SUMMARY_KEYS = {"messages", "seconds", "messages_per_second", "malformed", "gaps", "resyncs", "book_checks",
                 "book_mismatches", "candidates", "signals", "final"}  # fmt: skip
@@ -255,3 +262,26 @@ def test_a_capture_without_an_engine_start_says_the_engine_starts_empty(
     assert code == 0
     (note,) = [x for x in err.splitlines() if "no engine start line" in x]
     assert "INFO" in note and "started empty" in note and "settings given" in note
+
+
+def test_books_only_gives_the_same_market_state_and_says_what_the_native_path_took(
+    capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--books-only`` replays without the signal engine: the same books, proof and features as the full
+    replay (no candidates), depth diffs and bookTickers on the native path where it was built; a mismatch still
+    fails it."""
+    require_native_sides()
+    _, full, _ = replay_json(capsys, capture)
+    code, out, _ = replay(capsys, "--books-only", "--json", capture)
+    books = json.loads(out.strip().splitlines()[-1])
+    assert code == 0
+    assert books["native_lines"] > books["messages"] // 2 and full["native_lines"] == 0
+    engine_only = ("candidates", "signals", "exits", "candidate_fates", "not_evaluated", "native_lines")
+    assert {k: v for k, v in untimed(books).items() if k not in engine_only} == {
+        k: v for k, v in untimed(full).items() if k not in engine_only
+    }
+    assert books["candidates"] == 0
+    code, out, _ = replay(capsys, "--books-only", capture)
+    assert code == 0 and f"books only (no signal engine): {books['native_lines']} depth/bookTicker" in out
+    code, bad, _ = replay(capsys, "--books-only", altered_ticker(capture, tmp_path / "altered.jsonl.gz"))
+    assert code == 1 and "(1 mismatches)" in bad

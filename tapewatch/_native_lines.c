@@ -1,0 +1,1244 @@
+/* tapewatch._sides.LineFeeder: capture lines of depth diffs and bookTickers applied to a Market in C (the native
+ * replay path; tapewatch.native_lines drives it). Included by _sides.c: it applies diffs to the native sides
+ * directly.
+ *
+ * It takes a line only when it knows the Python path would take the same common path, and decides that before it
+ * changes anything: a well-formed websocket line of a depth diff or a bookTicker (plain JSON, decimal strings,
+ * the payload's symbol the stream's), a synced book whose last id the diff continues, an event time the market
+ * clock takes without a jump, a ticker newer than the symbol's last. Every other line (snapshots, trades, klines,
+ * REST answers, anything unusual or malformed) is left to the Python path: feed() returns its index. What it
+ * does to the state is what Market._on_depth / _on_book_ticker, OrderBook.apply and TopCheck.on_sides /
+ * on_ticker do on their common path; the rare turns after a change (a top the floor/ceiling check refuses, a
+ * ticker that disagrees with the book) call back into Python, which finishes them with the same code as live.
+ * tests/tapewatch/test_native_lines.py replays every capture both ways and compares the whole market state.
+ */
+#include <structmember.h>
+
+#define KIND_OTHER 0
+#define KIND_DEPTH 1
+#define KIND_TICKER 2
+#define MAX_NUMBER 40 /* longer decimal strings go the Python way */
+
+typedef struct {
+    char *stream; /* the stream name (a copy), key of the route table */
+    Py_ssize_t len;
+    Py_hash_t hash;
+    int kind;           /* KIND_*: OTHER caches "never fast" */
+    PyObject *symbol;   /* str */
+    PyObject *st;       /* SymbolState */
+    PyObject *book;     /* OrderBook */
+    PyObject *check;    /* TopCheck */
+    SideObject *bids;
+    SideObject *asks;
+} Route;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *market;
+    PyObject *route_fn;      /* stream -> (kind, symbol, st, book, check, bids, asks) | None | False */
+    PyObject *after_apply;   /* (st, line) after a diff whose new top the book must judge itself */
+    PyObject *mismatch;      /* (st, update_id, ticker, top) a ticker that disagrees with the book */
+    PyObject *drop_oldest;   /* topcheck._drop_oldest(dict, keep) */
+    PyObject *synced;        /* BookState.SYNCED */
+    PyTypeObject *st_type, *book_type, *check_type;
+    /* slot offsets */
+    Py_ssize_t st_last_event_time, st_last_ticker_id;
+    Py_ssize_t book_state, book_last_update_id, book_last_event_time, book_applied, book_floor, book_ceiling;
+    Py_ssize_t check_keep, check_checks, check_tops, check_tickers;
+    /* routes: an open-addressing table of indices into an array */
+    Route *routes;
+    Py_ssize_t nroutes, caproutes;
+    Py_ssize_t *table; /* -1 empty */
+    Py_ssize_t tablecap;
+    /* the levels of the diff being read: price, qty pairs; bids first, then asks */
+    double *levels;
+    Py_ssize_t levelcap;
+    /* what was taken */
+    long long taken;      /* lines applied entirely here */
+    long long callbacks;  /* lines applied here and finished by a callback (their decode is counted there) */
+    long long diffs, tickers;
+} FeederObject;
+
+/* --- slots ---------------------------------------------------------------------------------------------- */
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, const char *name)
+{
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s has no slot %s", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *def = ((PyMemberDescrObject *)descr)->d_member;
+    if (def->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, name);
+        return -1;
+    }
+    return def->offset;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* Set a slot to a new reference (stolen). */
+static inline void
+slot_set(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+}
+
+/* A slot holding a Python int, read as a long long; -1 with an error if unset or not one that fits. */
+static int
+slot_ll(PyObject *obj, Py_ssize_t off, long long *out)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL || !PyLong_CheckExact(v))
+        return -1;
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+static int
+slot_set_ll(PyObject *obj, Py_ssize_t off, long long value)
+{
+    PyObject *v = PyLong_FromLongLong(value);
+    if (v == NULL)
+        return -1;
+    slot_set(obj, off, v);
+    return 0;
+}
+
+/* --- JSON scanning (only what the fast path takes; anything else fails and the line goes the Python way) --- */
+
+typedef struct {
+    const char *p, *end;
+} Scan;
+
+static inline void
+ws(Scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static inline int
+expect(Scan *s, char c)
+{
+    ws(s);
+    if (s->p < s->end && *s->p == c) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A string without escapes: its bytes in [*a, *a + *n). */
+static inline int
+string(Scan *s, const char **a, Py_ssize_t *n)
+{
+    if (!expect(s, '"'))
+        return 0;
+    const char *start = s->p;
+    const char *q = memchr(start, '"', (size_t)(s->end - start));
+    if (q == NULL || memchr(start, '\\', (size_t)(q - start)) != NULL)
+        return 0;
+    *a = start;
+    *n = q - start;
+    s->p = q + 1;
+    return 1;
+}
+
+/* A JSON integer, 0 or positive, at most 18 digits, no leading zero, not the start of a float. */
+static inline int
+integer(Scan *s, long long *out)
+{
+    ws(s);
+    const char *p = s->p;
+    long long v = 0;
+    int digits = 0;
+    while (p < s->end && *p >= '0' && *p <= '9') {
+        v = v * 10 + (*p - '0');
+        p++;
+        if (++digits > 18)
+            return 0;
+    }
+    if (digits == 0 || (digits > 1 && *s->p == '0'))
+        return 0;
+    if (p < s->end && (*p == '.' || *p == 'e' || *p == 'E' || *p == '-' || *p == '+'))
+        return 0;
+    s->p = p;
+    *out = v;
+    return 1;
+}
+
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                               1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* A decimal in a JSON string, "digits" or "digits.digits" (no sign, no exponent, no leading zero before
+ * more digits), as the nearest double: exactly Python's float() of it (Clinger's fast path when the digits
+ * fit in 53 bits and the scale in 10^22, else the interpreter's own conversion). */
+static inline int
+decimal(Scan *s, double *out)
+{
+    if (!expect(s, '"'))
+        return 0;
+    const char *start = s->p, *p = s->p;
+    unsigned long long m = 0;
+    int digits = 0, scale = 0, big = 0;
+    while (p < s->end && *p >= '0' && *p <= '9') {
+        if (m < (1ULL << 53) / 10 - 1)
+            m = m * 10 + (unsigned long long)(*p - '0');
+        else
+            big = 1;
+        digits++;
+        p++;
+    }
+    if (digits == 0 || (digits > 1 && *start == '0'))
+        return 0;
+    if (p < s->end && *p == '.') {
+        p++;
+        int frac = 0;
+        while (p < s->end && *p >= '0' && *p <= '9') {
+            if (m < (1ULL << 53) / 10 - 1)
+                m = m * 10 + (unsigned long long)(*p - '0');
+            else
+                big = 1;
+            frac++;
+            p++;
+        }
+        if (frac == 0)
+            return 0;
+        scale = frac;
+    }
+    if (p >= s->end || *p != '"' || p - start > MAX_NUMBER)
+        return 0;
+    if (!big && scale <= 22) {
+        *out = (double)m / POW10[scale];
+    }
+    else {
+        char buf[MAX_NUMBER + 1];
+        memcpy(buf, start, (size_t)(p - start));
+        buf[p - start] = '\0';
+        double v = PyOS_string_to_double(buf, NULL, NULL);
+        if (v == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        *out = v;
+    }
+    s->p = p + 1;
+    return 1;
+}
+
+/* Skip one JSON value (an unknown key's), checking its grammar as a JSON parser would: a line that is not JSON
+ * goes the Python way, which counts it. Strings: ASCII without control characters, escapes allowed. */
+static int skip_value(Scan *s, int depth);
+
+static int
+skip_string(Scan *s)
+{
+    if (!expect(s, '"'))
+        return 0;
+    while (s->p < s->end) {
+        unsigned char c = (unsigned char)*s->p++;
+        if (c == '"')
+            return 1;
+        if (c < 0x20 || c >= 0x80)
+            return 0;
+        if (c == '\\') {
+            if (s->p >= s->end || !strchr("\"\\/bfnrtu", *s->p))
+                return 0;
+            s->p++;
+        }
+    }
+    return 0;
+}
+
+static int
+skip_number(Scan *s)
+{
+    const char *p = s->p, *e = s->end;
+    if (p < e && *p == '-')
+        p++;
+    if (p >= e || *p < '0' || *p > '9')
+        return 0;
+    if (*p == '0')
+        p++;
+    else
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    if (p < e && *p == '.') {
+        p++;
+        if (p >= e || *p < '0' || *p > '9')
+            return 0;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= e || *p < '0' || *p > '9')
+            return 0;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    s->p = p;
+    return 1;
+}
+
+static int
+skip_literal(Scan *s, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+        return 0;
+    s->p += n;
+    return 1;
+}
+
+static int
+skip_value(Scan *s, int depth)
+{
+    ws(s);
+    if (s->p >= s->end || depth > 32)
+        return 0;
+    char c = *s->p;
+    if (c == '"')
+        return skip_string(s);
+    if (c == '{') {
+        s->p++;
+        if (expect(s, '}'))
+            return 1;
+        do {
+            if (!skip_string(s) || !expect(s, ':') || !skip_value(s, depth + 1))
+                return 0;
+        } while (expect(s, ','));
+        return expect(s, '}');
+    }
+    if (c == '[') {
+        s->p++;
+        if (expect(s, ']'))
+            return 1;
+        do {
+            if (!skip_value(s, depth + 1))
+                return 0;
+        } while (expect(s, ','));
+        return expect(s, ']');
+    }
+    if (c == 't')
+        return skip_literal(s, "true");
+    if (c == 'f')
+        return skip_literal(s, "false");
+    if (c == 'n')
+        return skip_literal(s, "null");
+    return skip_number(s);
+}
+
+static inline int
+key_is(const char *a, Py_ssize_t n, const char *name)
+{
+    return (Py_ssize_t)strlen(name) == n && memcmp(a, name, (size_t)n) == 0;
+}
+
+/* --- the routes ----------------------------------------------------------------------------------------- */
+
+static Py_hash_t
+hash_bytes(const char *a, Py_ssize_t n)
+{
+    unsigned long long h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)a[i]) * 1099511628211ULL;
+    return (Py_hash_t)(h >> 1);
+}
+
+static int
+table_grow(FeederObject *self)
+{
+    Py_ssize_t cap = self->tablecap ? self->tablecap * 2 : 1024;
+    Py_ssize_t *table = PyMem_New(Py_ssize_t, (size_t)cap);
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < cap; i++)
+        table[i] = -1;
+    for (Py_ssize_t r = 0; r < self->nroutes; r++) {
+        Py_ssize_t i = self->routes[r].hash & (cap - 1);
+        while (table[i] >= 0)
+            i = (i + 1) & (cap - 1);
+        table[i] = r;
+    }
+    PyMem_Free(self->table);
+    self->table = table;
+    self->tablecap = cap;
+    return 0;
+}
+
+/* The route of a stream, asked of Python the first time; NULL with no error: not now (no state yet). */
+static Route *
+route_of(FeederObject *self, const char *a, Py_ssize_t n)
+{
+    Py_hash_t h = hash_bytes(a, n);
+    if (self->tablecap) {
+        Py_ssize_t i = h & (self->tablecap - 1);
+        Py_ssize_t r;
+        while ((r = self->table[i]) >= 0) {
+            Route *route = &self->routes[r];
+            if (route->hash == h && route->len == n && memcmp(route->stream, a, (size_t)n) == 0)
+                return route;
+            i = (i + 1) & (self->tablecap - 1);
+        }
+    }
+    PyObject *name = PyUnicode_DecodeUTF8(a, n, NULL);
+    if (name == NULL) { /* not UTF-8: the Python way counts the line */
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *answer = PyObject_CallOneArg(self->route_fn, name);
+    Py_DECREF(name);
+    if (answer == NULL)
+        return NULL;
+    if (answer == Py_False) {
+        Py_DECREF(answer);
+        return NULL;
+    }
+    Route route = {0};
+    route.kind = KIND_OTHER;
+    if (answer != Py_None) {
+        long kind;
+        PyObject *symbol, *st, *book, *check, *bids, *asks;
+        if (!PyArg_ParseTuple(answer, "lUOOOOO", &kind, &symbol, &st, &book, &check, &bids, &asks)) {
+            Py_DECREF(answer);
+            return NULL;
+        }
+        if ((kind == KIND_DEPTH || kind == KIND_TICKER) && Py_IS_TYPE(st, self->st_type) &&
+            Py_IS_TYPE(book, self->book_type) && Py_IS_TYPE(check, self->check_type) &&
+            Py_IS_TYPE(bids, &BidsType) && Py_IS_TYPE(asks, &AsksType)) {
+            route.kind = (int)kind;
+            route.symbol = Py_NewRef(symbol);
+            route.st = Py_NewRef(st);
+            route.book = Py_NewRef(book);
+            route.check = Py_NewRef(check);
+            route.bids = (SideObject *)Py_NewRef(bids);
+            route.asks = (SideObject *)Py_NewRef(asks);
+        }
+    }
+    Py_DECREF(answer);
+    if (self->nroutes == self->caproutes) {
+        Py_ssize_t cap = self->caproutes ? self->caproutes * 2 : 256;
+        Route *routes = self->routes;
+        PyMem_Resize(routes, Route, (size_t)cap);
+        if (routes == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        self->routes = routes;
+        self->caproutes = cap;
+    }
+    route.stream = PyMem_Malloc((size_t)(n ? n : 1));
+    if (route.stream == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(route.stream, a, (size_t)n);
+    route.len = n;
+    route.hash = h;
+    self->routes[self->nroutes++] = route;
+    if (2 * self->nroutes > self->tablecap) {
+        if (table_grow(self) < 0)
+            return NULL;
+    }
+    else {
+        Py_ssize_t i = h & (self->tablecap - 1);
+        while (self->table[i] >= 0)
+            i = (i + 1) & (self->tablecap - 1);
+        self->table[i] = self->nroutes - 1;
+    }
+    return &self->routes[self->nroutes - 1];
+}
+
+/* --- payloads ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    long long E, T, U, u, pu;
+    const char *sym;
+    Py_ssize_t symlen;
+    Py_ssize_t nbids, nasks; /* levels in FeederObject.levels: bids, then asks */
+} Diff;
+
+typedef struct {
+    long long u;
+    double b, B, a, A;
+    const char *sym;
+    Py_ssize_t symlen;
+} Ticker;
+
+static int
+push_level(FeederObject *self, Py_ssize_t at, double price, double qty)
+{
+    if (2 * (at + 1) > self->levelcap) {
+        Py_ssize_t cap = self->levelcap ? self->levelcap * 2 : 256;
+        double *levels = self->levels;
+        PyMem_Resize(levels, double, (size_t)cap);
+        if (levels == NULL)
+            return 0;
+        self->levels = levels;
+        self->levelcap = cap;
+    }
+    self->levels[2 * at] = price;
+    self->levels[2 * at + 1] = qty;
+    return 1;
+}
+
+/* [["price","qty"],...] with 0 < price < 1e15 and qty < 1e18 (tapewatch.events.Price / Qty), appended. */
+static int
+levels(FeederObject *self, Scan *s, Py_ssize_t *count, Py_ssize_t offset)
+{
+    if (!expect(s, '['))
+        return 0;
+    Py_ssize_t n = 0;
+    if (expect(s, ']')) {
+        *count = 0;
+        return 1;
+    }
+    for (;;) {
+        double price, qty;
+        if (!expect(s, '[') || !decimal(s, &price) || !expect(s, ',') || !decimal(s, &qty) || !expect(s, ']'))
+            return 0;
+        if (!(price > 0.0 && price < 1e15 && qty < 1e18))
+            return 0;
+        if (!push_level(self, offset + n, price, qty))
+            return 0;
+        n++;
+        if (expect(s, ']'))
+            break;
+        if (!expect(s, ','))
+            return 0;
+    }
+    *count = n;
+    return 1;
+}
+
+#define SEEN(bit)                                                                                          \
+    do {                                                                                                   \
+        if (seen & (bit))                                                                                  \
+            return 0;                                                                                      \
+        seen |= (bit);                                                                                     \
+    } while (0)
+
+static int
+parse_diff(FeederObject *self, Scan *s, Diff *d)
+{
+    if (!expect(s, '{'))
+        return 0;
+    unsigned seen = 0;
+    const char *k;
+    Py_ssize_t kn;
+    Py_ssize_t nb = 0, na = 0;
+    /* the bids must be read before the asks to share the buffer: asks first go the Python way */
+    if (expect(s, '}'))
+        return 0;
+    for (;;) {
+        if (!string(s, &k, &kn) || !expect(s, ':'))
+            return 0;
+        if (key_is(k, kn, "e")) {
+            const char *e;
+            Py_ssize_t en;
+            SEEN(1);
+            if (!string(s, &e, &en) || !key_is(e, en, "depthUpdate"))
+                return 0;
+        }
+        else if (key_is(k, kn, "E")) {
+            SEEN(2);
+            if (!integer(s, &d->E))
+                return 0;
+        }
+        else if (key_is(k, kn, "T")) {
+            SEEN(4);
+            if (!integer(s, &d->T))
+                return 0;
+        }
+        else if (key_is(k, kn, "s")) {
+            SEEN(8);
+            if (!string(s, &d->sym, &d->symlen))
+                return 0;
+        }
+        else if (key_is(k, kn, "U")) {
+            SEEN(16);
+            if (!integer(s, &d->U))
+                return 0;
+        }
+        else if (key_is(k, kn, "u")) {
+            SEEN(32);
+            if (!integer(s, &d->u))
+                return 0;
+        }
+        else if (key_is(k, kn, "pu")) {
+            SEEN(64);
+            if (!integer(s, &d->pu))
+                return 0;
+        }
+        else if (key_is(k, kn, "b")) {
+            SEEN(128);
+            if (!levels(self, s, &nb, 0))
+                return 0;
+        }
+        else if (key_is(k, kn, "a")) {
+            if (!(seen & 128))
+                return 0;
+            SEEN(256);
+            if (!levels(self, s, &na, nb))
+                return 0;
+        }
+        else if (!skip_value(s, 0)) {
+            return 0;
+        }
+        if (expect(s, '}'))
+            break;
+        if (!expect(s, ','))
+            return 0;
+    }
+    d->nbids = nb;
+    d->nasks = na;
+    return seen == 511;
+}
+
+static int
+parse_ticker(Scan *s, Ticker *t)
+{
+    if (!expect(s, '{'))
+        return 0;
+    unsigned seen = 0;
+    const char *k;
+    Py_ssize_t kn;
+    long long ignored;
+    if (expect(s, '}'))
+        return 0;
+    for (;;) {
+        if (!string(s, &k, &kn) || !expect(s, ':'))
+            return 0;
+        if (key_is(k, kn, "e")) {
+            const char *e;
+            Py_ssize_t en;
+            SEEN(1);
+            if (!string(s, &e, &en) || !key_is(e, en, "bookTicker"))
+                return 0;
+        }
+        else if (key_is(k, kn, "u")) {
+            SEEN(2);
+            if (!integer(s, &t->u))
+                return 0;
+        }
+        else if (key_is(k, kn, "s")) {
+            SEEN(4);
+            if (!string(s, &t->sym, &t->symlen))
+                return 0;
+        }
+        else if (key_is(k, kn, "b")) {
+            SEEN(8);
+            if (!decimal(s, &t->b))
+                return 0;
+        }
+        else if (key_is(k, kn, "B")) {
+            SEEN(16);
+            if (!decimal(s, &t->B))
+                return 0;
+        }
+        else if (key_is(k, kn, "a")) {
+            SEEN(32);
+            if (!decimal(s, &t->a))
+                return 0;
+        }
+        else if (key_is(k, kn, "A")) {
+            SEEN(64);
+            if (!decimal(s, &t->A))
+                return 0;
+        }
+        else if (key_is(k, kn, "E")) {
+            SEEN(128);
+            if (!integer(s, &ignored))
+                return 0;
+        }
+        else if (key_is(k, kn, "T")) {
+            SEEN(256);
+            if (!integer(s, &ignored))
+                return 0;
+        }
+        else if (!skip_value(s, 0)) {
+            return 0;
+        }
+        if (expect(s, '}'))
+            break;
+        if (!expect(s, ','))
+            return 0;
+    }
+    if ((seen & 127) != 127)
+        return 0;
+    return t->b > 0.0 && t->b < 1e15 && t->a > 0.0 && t->a < 1e15 && t->B < 1e18 && t->A < 1e18;
+}
+
+/* --- the market clock (Market.now_ms / ahead_ms, read as feed starts, written back before Python runs) ----- */
+
+typedef struct {
+    long long now, ahead, tolerance;
+    int dirty;
+} Clock;
+
+static PyObject *s_now_ms, *s_ahead_ms, *s_tolerance;
+
+static int
+attr_ll(PyObject *obj, PyObject *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+clock_read(FeederObject *self, Clock *c)
+{
+    c->dirty = 0;
+    if (attr_ll(self->market, s_now_ms, &c->now) < 0 || attr_ll(self->market, s_ahead_ms, &c->ahead) < 0 ||
+        attr_ll(self->market, s_tolerance, &c->tolerance) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+set_attr_ll(PyObject *obj, PyObject *name, long long value)
+{
+    PyObject *v = PyLong_FromLongLong(value);
+    if (v == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int
+clock_write(FeederObject *self, Clock *c)
+{
+    if (!c->dirty)
+        return 0;
+    c->dirty = 0;
+    if (set_attr_ll(self->market, s_now_ms, c->now) < 0 || set_attr_ll(self->market, s_ahead_ms, c->ahead) < 0)
+        return -1;
+    return 0;
+}
+
+/* --- applying ------------------------------------------------------------------------------------------- */
+
+#define TAKEN 1
+#define SLOW 0
+#define FAILED -1
+
+/* A kept quote: (bid price, bid qty, ask price, ask qty[, symbol]). It holds only floats and a str, so it can be
+ * in no reference cycle: untracked at once, as the collector would untrack it at its first pass (a replay keeps
+ * ~1,000 per symbol, and each collection would walk them). */
+static PyObject *
+quote(double bp, double bq, double ap, double aq, PyObject *symbol)
+{
+    PyObject *t =
+        symbol ? Py_BuildValue("(ddddO)", bp, bq, ap, aq, symbol) : Py_BuildValue("(dddd)", bp, bq, ap, aq);
+    if (t != NULL && PyObject_GC_IsTracked(t))
+        PyObject_GC_UnTrack(t);
+    return t;
+}
+
+/* Keep ``value`` under ``key`` in a TopCheck dict, trimmed to the newest ``keep`` past twice that. */
+static int
+keep_entry(FeederObject *self, PyObject *check, Py_ssize_t dict_off, PyObject *key, PyObject *value)
+{
+    PyObject *dict = SLOT(check, dict_off);
+    if (dict == NULL || !PyDict_CheckExact(dict)) {
+        PyErr_SetString(PyExc_TypeError, "TopCheck dicts are not dicts");
+        return -1;
+    }
+    if (PyDict_SetItem(dict, key, value) < 0)
+        return -1;
+    long long keep;
+    if (slot_ll(check, self->check_keep, &keep) < 0) {
+        PyErr_SetString(PyExc_TypeError, "TopCheck.keep is not an int");
+        return -1;
+    }
+    if (PyDict_GET_SIZE(dict) > 2 * keep) {
+        PyObject *r = PyObject_CallFunctionObjArgs(self->drop_oldest, dict, SLOT(check, self->check_keep), NULL);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* dict.pop(key) into *found (a new reference, NULL when absent); -1 on error. */
+static int
+dict_pop(PyObject *dict, PyObject *key, PyObject **found)
+{
+    PyObject *v = PyDict_GetItemWithError(dict, key);
+    if (v == NULL) {
+        *found = NULL;
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(v);
+    if (PyDict_DelItem(dict, key) < 0) {
+        Py_DECREF(v);
+        return -1;
+    }
+    *found = v;
+    return 0;
+}
+
+static int
+count_check(FeederObject *self, PyObject *check)
+{
+    long long checks;
+    if (slot_ll(check, self->check_checks, &checks) < 0) {
+        PyErr_SetString(PyExc_TypeError, "TopCheck.checks is not an int");
+        return -1;
+    }
+    return slot_set_ll(check, self->check_checks, checks + 1);
+}
+
+/* The four numbers of a kept quote (a tuple of floats). */
+static int
+quote_numbers(PyObject *t, double out[4])
+{
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) < 4) {
+        PyErr_SetString(PyExc_TypeError, "a kept quote is not a tuple");
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(t, i));
+        if (out[i] == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static int
+call_mismatch(FeederObject *self, Clock *c, Route *r, PyObject *key, PyObject *ticker, PyObject *top)
+{
+    if (clock_write(self, c) < 0)
+        return -1;
+    PyObject *res = PyObject_CallFunctionObjArgs(self->mismatch, r->st, key, ticker, top, NULL);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return clock_read(self, c);
+}
+
+static int
+apply_diff(FeederObject *self, Clock *c, Route *r, Diff *d, PyObject *line)
+{
+    PyObject *book = r->book, *st = r->st;
+    /* decide first: the clock takes the time without a jump, the book is synced and this diff continues it */
+    long long t = d->E;
+    if (t > c->now && t > c->ahead)
+        return SLOW;
+    if (SLOT(book, self->book_state) != self->synced)
+        return SLOW;
+    long long last;
+    if (slot_ll(book, self->book_last_update_id, &last) < 0)
+        return SLOW;
+    if (d->u <= last || d->pu != last)
+        return SLOW;
+    PyObject *floor_o = SLOT(book, self->book_floor), *ceil_o = SLOT(book, self->book_ceiling);
+    if (floor_o == NULL || ceil_o == NULL || !PyFloat_CheckExact(floor_o) || !PyFloat_CheckExact(ceil_o))
+        return SLOW;
+    long long applied;
+    if (slot_ll(book, self->book_applied, &applied) < 0)
+        return SLOW;
+    /* MarketDepth._on_depth */
+    if (t > c->now) {
+        c->now = t;
+        c->ahead = t + c->tolerance;
+        c->dirty = 1;
+    }
+    PyObject *time_o = PyLong_FromLongLong(t);
+    if (time_o == NULL)
+        return FAILED;
+    slot_set(st, self->st_last_event_time, Py_NewRef(time_o));
+    /* OrderBook.apply, synced */
+    SideObject *bids = r->bids, *asks = r->asks;
+    const double *lv = self->levels;
+    for (Py_ssize_t i = 0; i < d->nbids; i++) {
+        if (set_level(bids, lv[2 * i], lv[2 * i + 1], 0) < 0) {
+            Py_DECREF(time_o);
+            return FAILED;
+        }
+    }
+    for (Py_ssize_t i = d->nbids; i < d->nbids + d->nasks; i++) {
+        if (set_level(asks, -lv[2 * i], lv[2 * i + 1], 0) < 0) {
+            Py_DECREF(time_o);
+            return FAILED;
+        }
+    }
+    PyObject *key = PyLong_FromLongLong(d->u);
+    if (key == NULL) {
+        Py_DECREF(time_o);
+        return FAILED;
+    }
+    slot_set(book, self->book_last_update_id, Py_NewRef(key));
+    slot_set(book, self->book_last_event_time, time_o);
+    if (slot_set_ll(book, self->book_applied, applied + 1) < 0) {
+        Py_DECREF(key);
+        return FAILED;
+    }
+    self->diffs++;
+    int ok = bids->n > 0 && asks->n > 0;
+    double bp = 0, bq = 0, ap = 0, aq = 0;
+    if (ok) {
+        bp = bids->k[bids->n - 1];
+        bq = bids->q[bids->n - 1];
+        ap = -asks->k[asks->n - 1];
+        aq = asks->q[asks->n - 1];
+        ok = PyFloat_AS_DOUBLE(floor_o) <= bp && bp < ap && ap <= PyFloat_AS_DOUBLE(ceil_o);
+    }
+    if (!ok) { /* OrderBook._check_top and what follows: Python */
+        Py_DECREF(key);
+        if (clock_write(self, c) < 0)
+            return FAILED;
+        PyObject *res = PyObject_CallFunctionObjArgs(self->after_apply, st, line, NULL);
+        if (res == NULL)
+            return FAILED;
+        Py_DECREF(res);
+        self->callbacks++;
+        return clock_read(self, c) < 0 ? FAILED : TAKEN + 1;
+    }
+    /* TopCheck.on_sides */
+    PyObject *check = r->check;
+    PyObject *tickers = SLOT(check, self->check_tickers);
+    if (tickers == NULL || !PyDict_CheckExact(tickers)) {
+        Py_DECREF(key);
+        PyErr_SetString(PyExc_TypeError, "TopCheck._tickers is not a dict");
+        return FAILED;
+    }
+    int rc = 0;
+    if (PyDict_GET_SIZE(tickers)) {
+        PyObject *held;
+        if (dict_pop(tickers, key, &held) < 0) {
+            Py_DECREF(key);
+            return FAILED;
+        }
+        if (held != NULL) {
+            double h[4];
+            if (quote_numbers(held, h) < 0)
+                rc = -1;
+            else if (h[0] == bp && h[1] == bq && h[2] == ap && h[3] == aq)
+                rc = count_check(self, check);
+            else {
+                PyObject *top = quote(bp, bq, ap, aq, NULL);
+                rc = top == NULL ? -1 : call_mismatch(self, c, r, key, held, top);
+                Py_XDECREF(top);
+            }
+            Py_DECREF(held);
+            Py_DECREF(key);
+            return rc < 0 ? FAILED : TAKEN;
+        }
+    }
+    PyObject *top = quote(bp, bq, ap, aq, NULL);
+    rc = top == NULL ? -1 : keep_entry(self, check, self->check_tops, key, top);
+    Py_XDECREF(top);
+    Py_DECREF(key);
+    return rc < 0 ? FAILED : TAKEN;
+}
+
+static int
+apply_ticker(FeederObject *self, Clock *c, Route *r, Ticker *t)
+{
+    PyObject *st = r->st, *check = r->check;
+    long long last;
+    if (slot_ll(st, self->st_last_ticker_id, &last) < 0 || t->u <= last)
+        return SLOW; /* out of order (or a bogus last id): MarketDepth._on_book_ticker decides */
+    PyObject *tops = SLOT(check, self->check_tops);
+    if (tops == NULL || !PyDict_CheckExact(tops))
+        return SLOW;
+    PyObject *key = PyLong_FromLongLong(t->u);
+    if (key == NULL)
+        return FAILED;
+    slot_set(st, self->st_last_ticker_id, Py_NewRef(key));
+    self->tickers++;
+    PyObject *top;
+    int rc = 0;
+    if (dict_pop(tops, key, &top) < 0) {
+        Py_DECREF(key);
+        return FAILED;
+    }
+    if (top != NULL) {
+        double q[4];
+        if (quote_numbers(top, q) < 0)
+            rc = -1;
+        else if (q[0] == t->b && q[1] == t->B && q[2] == t->a && q[3] == t->A)
+            rc = count_check(self, check);
+        else {
+            PyObject *held = quote(t->b, t->B, t->a, t->A, r->symbol);
+            rc = held == NULL ? -1 : call_mismatch(self, c, r, key, held, top);
+            Py_XDECREF(held);
+        }
+        Py_DECREF(top);
+    }
+    else {
+        PyObject *held = quote(t->b, t->B, t->a, t->A, r->symbol);
+        rc = held == NULL ? -1 : keep_entry(self, check, self->check_tickers, key, held);
+        Py_XDECREF(held);
+    }
+    Py_DECREF(key);
+    return rc < 0 ? FAILED : TAKEN;
+}
+
+/* One line: TAKEN (or TAKEN + 1: finished by a callback), SLOW (nothing changed), FAILED (an error is set). */
+static int
+take_line(FeederObject *self, Clock *c, PyObject *line)
+{
+    if (!PyBytes_CheckExact(line))
+        return SLOW;
+    Scan s = {PyBytes_AS_STRING(line), PyBytes_AS_STRING(line) + PyBytes_GET_SIZE(line)};
+    if (!expect(&s, '{'))
+        return SLOW;
+    const char *k;
+    Py_ssize_t kn;
+    long long recv;
+    Route *route = NULL;
+    int seen = 0, kind = 0;
+    Diff d = {0};
+    Ticker t = {0};
+    if (expect(&s, '}'))
+        return SLOW;
+    for (;;) {
+        if (!string(&s, &k, &kn) || !expect(&s, ':'))
+            return SLOW;
+        if (key_is(k, kn, "recv")) {
+            if (seen & 1 || !integer(&s, &recv))
+                return SLOW;
+            seen |= 1;
+        }
+        else if (key_is(k, kn, "stream")) {
+            const char *a;
+            Py_ssize_t n;
+            if (seen & 2 || !string(&s, &a, &n))
+                return SLOW;
+            seen |= 2;
+            route = route_of(self, a, n);
+            if (route == NULL)
+                return PyErr_Occurred() ? FAILED : SLOW;
+            if (route->kind == KIND_OTHER)
+                return SLOW;
+            /* a diff for a book that is not synced (buffered until its snapshot): not worth parsing here */
+            if (route->kind == KIND_DEPTH && SLOT(route->book, self->book_state) != self->synced)
+                return SLOW;
+        }
+        else if (key_is(k, kn, "data")) {
+            if (seen & 4 || !(seen & 2)) /* the stream first, as tapewatch writes it */
+                return SLOW;
+            seen |= 4;
+            kind = route->kind;
+            if (kind == KIND_DEPTH) {
+                if (!parse_diff(self, &s, &d))
+                    return SLOW;
+            }
+            else if (!parse_ticker(&s, &t)) {
+                return SLOW;
+            }
+        }
+        else if (!skip_value(&s, 0)) {
+            return SLOW;
+        }
+        if (expect(&s, '}'))
+            break;
+        if (!expect(&s, ','))
+            return SLOW;
+    }
+    ws(&s);
+    if (s.p != s.end || seen != 7)
+        return SLOW;
+    /* the payload names the stream's symbol */
+    const char *sym = kind == KIND_DEPTH ? d.sym : t.sym;
+    Py_ssize_t symlen = kind == KIND_DEPTH ? d.symlen : t.symlen;
+    Py_ssize_t want;
+    const char *own = PyUnicode_AsUTF8AndSize(route->symbol, &want);
+    if (own == NULL)
+        return FAILED;
+    if (want != symlen || memcmp(own, sym, (size_t)symlen) != 0)
+        return SLOW;
+    return kind == KIND_DEPTH ? apply_diff(self, c, route, &d, line) : apply_ticker(self, c, route, &t);
+}
+
+/* feed(lines, start) -> the index of the first line from ``start`` not taken (len(lines) when all were). */
+static PyObject *
+Feeder_feed(FeederObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "feed(lines: list[bytes], start: int)");
+        return NULL;
+    }
+    PyObject *lines = args[0];
+    Py_ssize_t i = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0)
+        i = 0;
+    Clock c;
+    if (clock_read(self, &c) < 0)
+        return NULL;
+    for (; i < PyList_GET_SIZE(lines); i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        Py_INCREF(line);
+        int rc = take_line(self, &c, line);
+        Py_DECREF(line);
+        if (rc == FAILED) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            clock_write(self, &c);
+            PyErr_Restore(type, value, tb);
+            return NULL;
+        }
+        if (rc == SLOW)
+            break;
+        if (rc == TAKEN)
+            self->taken++;
+    }
+    if (clock_write(self, &c) < 0)
+        return NULL;
+    return PyLong_FromSsize_t(i);
+}
+
+static PyObject *
+Feeder_counts(FeederObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("{s:L,s:L,s:L,s:L}", "taken", self->taken, "callbacks", self->callbacks, "diffs",
+                         self->diffs, "tickers", self->tickers);
+}
+
+static int
+Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"market",      "route",      "after_apply", "mismatch", "drop_oldest", "synced",
+                            "state_type",  "book_type",  "check_type",  NULL};
+    PyObject *market, *route, *after, *mismatch, *drop, *synced, *st_type, *book_type, *check_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOO!O!O!", names, &market, &route, &after, &mismatch, &drop,
+                                     &synced, &PyType_Type, &st_type, &PyType_Type, &book_type, &PyType_Type,
+                                     &check_type))
+        return -1;
+    if (self->market != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a LineFeeder is made once");
+        return -1;
+    }
+    self->market = Py_NewRef(market);
+    self->route_fn = Py_NewRef(route);
+    self->after_apply = Py_NewRef(after);
+    self->mismatch = Py_NewRef(mismatch);
+    self->drop_oldest = Py_NewRef(drop);
+    self->synced = Py_NewRef(synced);
+    self->st_type = (PyTypeObject *)Py_NewRef(st_type);
+    self->book_type = (PyTypeObject *)Py_NewRef(book_type);
+    self->check_type = (PyTypeObject *)Py_NewRef(check_type);
+    PyTypeObject *S = self->st_type, *B = self->book_type, *C = self->check_type;
+    if ((self->st_last_event_time = slot_offset(S, "last_event_time")) < 0 ||
+        (self->st_last_ticker_id = slot_offset(S, "last_ticker_id")) < 0 ||
+        (self->book_state = slot_offset(B, "state")) < 0 ||
+        (self->book_last_update_id = slot_offset(B, "last_update_id")) < 0 ||
+        (self->book_last_event_time = slot_offset(B, "last_event_time")) < 0 ||
+        (self->book_applied = slot_offset(B, "applied")) < 0 ||
+        (self->book_floor = slot_offset(B, "_bid_floor")) < 0 ||
+        (self->book_ceiling = slot_offset(B, "_ask_ceiling")) < 0 ||
+        (self->check_keep = slot_offset(C, "keep")) < 0 || (self->check_checks = slot_offset(C, "checks")) < 0 ||
+        (self->check_tops = slot_offset(C, "_tops")) < 0 ||
+        (self->check_tickers = slot_offset(C, "_tickers")) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+Feeder_traverse(FeederObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->market);
+    Py_VISIT(self->route_fn);
+    Py_VISIT(self->after_apply);
+    Py_VISIT(self->mismatch);
+    Py_VISIT(self->drop_oldest);
+    Py_VISIT(self->synced);
+    for (Py_ssize_t r = 0; r < self->nroutes; r++) {
+        Py_VISIT(self->routes[r].symbol);
+        Py_VISIT(self->routes[r].st);
+        Py_VISIT(self->routes[r].book);
+        Py_VISIT(self->routes[r].check);
+    }
+    return 0;
+}
+
+static int
+Feeder_clear(FeederObject *self)
+{
+    Py_CLEAR(self->market);
+    Py_CLEAR(self->route_fn);
+    Py_CLEAR(self->after_apply);
+    Py_CLEAR(self->mismatch);
+    Py_CLEAR(self->drop_oldest);
+    Py_CLEAR(self->synced);
+    Py_CLEAR(self->st_type);
+    Py_CLEAR(self->book_type);
+    Py_CLEAR(self->check_type);
+    for (Py_ssize_t r = 0; r < self->nroutes; r++) {
+        Route *route = &self->routes[r];
+        PyMem_Free(route->stream);
+        route->stream = NULL;
+        Py_CLEAR(route->symbol);
+        Py_CLEAR(route->st);
+        Py_CLEAR(route->book);
+        Py_CLEAR(route->check);
+        Py_CLEAR(route->bids);
+        Py_CLEAR(route->asks);
+    }
+    self->nroutes = 0;
+    return 0;
+}
+
+static void
+Feeder_dealloc(FeederObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Feeder_clear(self);
+    PyMem_Free(self->routes);
+    PyMem_Free(self->table);
+    PyMem_Free(self->levels);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Feeder_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))Feeder_feed, METH_FASTCALL,
+     "feed(lines, start) -> index of the first line not taken (the Python path takes it)."},
+    {"counts", (PyCFunction)Feeder_counts, METH_NOARGS, "Lines taken so far, by how."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FeederType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tapewatch._sides.LineFeeder",
+    .tp_doc = PyDoc_STR("Depth diffs and bookTickers of capture lines applied to a Market in C."),
+    .tp_basicsize = sizeof(FeederObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Feeder_init,
+    .tp_dealloc = (destructor)Feeder_dealloc,
+    .tp_traverse = (traverseproc)Feeder_traverse,
+    .tp_clear = (inquiry)Feeder_clear,
+    .tp_methods = Feeder_methods,
+};
+
+static int
+lines_init_strings(void)
+{
+    s_now_ms = PyUnicode_InternFromString("now_ms");
+    s_ahead_ms = PyUnicode_InternFromString("ahead_ms");
+    s_tolerance = PyUnicode_InternFromString("clock_tolerance_ms");
+    return (s_now_ms && s_ahead_ms && s_tolerance) ? 0 : -1;
+}

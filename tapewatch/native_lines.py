@@ -1,0 +1,115 @@
+"""The native replay path: capture lines of depth diffs and bookTickers applied to a :class:`Market` in C.
+
+A books-only replay (``tapewatch replay --books-only``, the bench's ``replay`` stage) spends most of its time on
+the two most frequent kinds of line, depth diffs and bookTickers, and most of that in the interpreter: a typed
+decode, a frame, the market's dispatch, the book's method calls, the top-of-book proof. The native feeder
+(``tapewatch._sides.LineFeeder``, ``tapewatch/_native_lines.c``) reads such a line and applies it to the same
+:class:`~tapewatch.market.SymbolState` (book sides, update ids, the market clock, the
+:class:`~tapewatch.topcheck.TopCheck` dicts) without building a Python object per line.
+
+It takes a line only on the common path, which it recognises before changing anything: well-formed JSON, a
+synced book that the diff continues, an event time the clock takes without a jump, a ticker newer than the last.
+Anything else — snapshots, trades, klines, control lines, REST answers, a gap, a jump, an out-of-order ticker, a
+malformed line — is left to the Python path (:meth:`NativeLines.feed` returns its index), which handles it as
+live does. The two rare turns that come after a change are finished here in Python with the market's own code: a
+diff whose new top the book must judge (:meth:`_after_apply`) and a ticker that disagrees with the book
+(:meth:`_mismatch`). tests/tapewatch/test_native_lines.py replays every capture both ways and compares the whole
+market state.
+
+The signal engine reads every depth frame, so a replay with the engine does not use this path.
+"""
+
+from __future__ import annotations
+
+from tapewatch import book_sides
+from tapewatch.book import OrderBook
+from tapewatch.book_types import BookState
+from tapewatch.market import Market, Request, SymbolState
+from tapewatch.parse import FrameDecoder
+from tapewatch.streams import Kind
+from tapewatch.topcheck import HeldTicker, Quote, TopCheck, _drop_oldest
+
+try:
+    from tapewatch._sides import LineFeeder
+except ImportError:  # built without a C compiler (or an older build): the Python path does everything
+    AVAILABLE = False
+else:
+    AVAILABLE = True
+
+_KINDS = {Kind.DEPTH: 1, Kind.BOOK_TICKER: 2}
+#: What the feeder is told of a stream: (kind code, symbol, state, book, proof, bids, asks); False: not yet;
+#: None: never (its lines take the Python path).
+RouteAnswer = tuple[int, str, SymbolState, OrderBook, TopCheck, object, object] | bool | None
+
+
+class NativeLines:
+    """Feeds the depth and bookTicker lines of a batch to ``market`` in C (see the module). ``requests`` collects
+    what the market asked for on lines finished here (a resync after a mismatch), for the caller to count as it
+    counts the Python path's; :meth:`finish` adds the lines taken to the market's and the decoder's counts."""
+
+    def __init__(self, market: Market, decoder: FrameDecoder) -> None:
+        if not AVAILABLE or not book_sides.NATIVE:
+            raise RuntimeError("the native replay path is not built (tapewatch._sides): use the Python path")
+        self.market = market
+        self.decoder = decoder
+        self.requests: list[Request] = []
+        self._finished = False
+        self._feeder = LineFeeder(
+            market,
+            self._route,
+            self._after_apply,
+            self._mismatch,
+            _drop_oldest,
+            BookState.SYNCED,
+            SymbolState,
+            OrderBook,
+            TopCheck,
+        )
+        self.feed = self._feeder.feed
+
+    def _route(self, stream: str) -> RouteAnswer:
+        """What the feeder needs of a stream, asked once per stream: its kind, symbol and state; None when its
+        lines never take the native path, False when not yet (the symbol has no state: its first line creates it
+        on the Python path)."""
+        route = self.decoder.websocket_route(stream)
+        code = None if route is None else _KINDS.get(route[1])
+        if route is None or code is None:
+            return None
+        symbol = route[0]
+        st = self.market.symbols.get(symbol)
+        if st is None:
+            return False
+        return code, symbol, st, st.book, st.check, st.book.bids, st.book.asks
+
+    def _after_apply(self, st: SymbolState, line: bytes) -> None:
+        """A diff the feeder applied whose new top the floor/ceiling test refused (an empty side, a crossed book, a
+        price past a partial snapshot's depth): the book judges it (:meth:`OrderBook._check_top`) and the market
+        acts on the outcome, as :meth:`Market._on_depth` does."""
+        frame = self.decoder.decode_capture_line(line)
+        assert frame is not None, "the feeder took a line the decoder refuses"
+        self.market.messages += 1
+        outcome = st.book._check_top(frame.event, False)  # type: ignore[arg-type]
+        if (request := self.market._book_outcome(st, outcome)) is not None:
+            self.requests.append(request)
+
+    def _mismatch(self, st: SymbolState, update_id: int, ticker: HeldTicker, top: Quote) -> None:
+        """A ticker that disagreed with the book at ``update_id``: counted, and the book restarted, as
+        :meth:`Market._on_book_ticker` / :meth:`Market._on_depth` do."""
+        wrong = st.check.mismatched(update_id, ticker, top)
+        if (request := self.market._proven_wrong(st, wrong)) is not None:
+            self.requests.append(request)
+
+    def counts(self) -> dict[str, int]:
+        """Lines taken: ``taken`` entirely in C, ``callbacks`` finished here, ``diffs`` and ``tickers`` of both."""
+        counts: dict[str, int] = self._feeder.counts()
+        return counts
+
+    def finish(self) -> dict[str, int]:
+        """Add the lines taken entirely in C to ``market.messages`` and ``decoder.decoded`` (counted in C while
+        feeding; a line finished by a callback was counted there), once; returns :meth:`counts`."""
+        counts = self.counts()
+        if not self._finished:
+            self._finished = True
+            self.market.messages += counts["taken"]
+            self.decoder.decoded += counts["taken"]
+        return counts

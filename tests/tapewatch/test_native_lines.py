@@ -1,0 +1,317 @@
+"""The native replay path (tapewatch.native_lines, tapewatch/_native_lines.c) against the Python path.
+
+Each capture is replayed without the signal engine twice, with the native path and without it, and the whole
+market state must come out the same: every book (state, ids, counts, every level of both sides, the diffs it
+holds), every symbol's top-of-book proof (counts, samples, the tops and tickers it keeps, in order), the clock,
+the counters, and the summary. The captures: the real recordings, simulator recordings with a sequence gap and
+with a ticker that disagrees with its book, and the real recording with hundreds of lines damaged in every way a
+line can be wrong (the native path must leave each to the Python path, which counts it as live does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from realtime.replay import run_replay
+from realtime.sim.record import record
+from tapewatch.market import Market
+from tapewatch.settings import Settings
+from tests.helpers import (
+    ALL_RECORDINGS,
+    USDM_CRYPTOFEED,
+    altered_ticker,
+    recording_lines,
+    require_native_sides,
+    sim_hour_file,
+    write_gz,
+)
+
+pytestmark = pytest.mark.usefixtures("native")
+
+TIMINGS = ("seconds", "messages_per_second", "native_lines")
+
+
+@pytest.fixture
+def native() -> None:
+    require_native_sides()
+
+
+def market_state(market: Market) -> dict[str, Any]:
+    """Everything the market holds that a line can change, comparable with ==."""
+    state: dict[str, Any] = {
+        "clock": (market.now_ms, market.ahead_ms),
+        "messages": market.messages,
+        "counters": dict(market.counters),
+        "totals": market.totals(),
+    }
+    for symbol, st in sorted(market.symbols.items()):
+        book, check = st.book, st.check
+        state[symbol] = {
+            "book": (
+                book.state,
+                book.last_update_id,
+                book.last_event_time,
+                book.applied,
+                book.dropped,
+                book.gaps,
+                book.resyncs,
+                book.crossed_events,
+                book.beyond_snapshot,
+                book.snapshot_id,
+                book.synced_at,
+                book.ever_synced,
+            ),
+            "bids": book.bids.top(1_000_000),
+            "asks": book.asks.top(1_000_000),
+            "buffer": list(book._buffer),
+            "symbol": (st.last_event_time, st.last_ticker_id, st.snapshot_pending),
+            "check": (check.checks, check.mismatches, check.samples),
+            "tops": list(check._tops.items()),
+            "tickers": list(check._tickers.items()),
+            "features": st.features(),
+        }
+    return state
+
+
+def both_ways(paths: list[Path]) -> tuple[dict[str, Any], int]:
+    """Replay ``paths`` both ways, assert the same summary and market state; returns the state and the lines
+    the native path took."""
+    fast = run_replay(paths, Settings(), signals=False, native=True)
+    slow = run_replay(paths, Settings(), signals=False, native=False)
+    assert fast.market is not None and slow.market is not None
+    assert slow.summary["native_lines"] == 0
+    drop = set(TIMINGS)
+    assert {k: v for k, v in fast.summary.items() if k not in drop} == {
+        k: v for k, v in slow.summary.items() if k not in drop
+    }
+    state = market_state(slow.market)
+    assert market_state(fast.market) == state
+    return state, fast.summary["native_lines"]
+
+
+@pytest.mark.parametrize("path", ALL_RECORDINGS, ids=lambda p: p.name.split(".")[0])
+def test_the_real_recordings_come_out_the_same_both_ways(path: Path) -> None:
+    state, taken = both_ways([path])
+    depth_and_tickers = sum(
+        1 for line in recording_lines(path) if b"@depth" in line[:120] or b"@bookTicker" in line[:120]
+    )
+    # the path is used: most depth and ticker lines (the rest: before the first snapshot, out of order)
+    assert taken > depth_and_tickers // 2
+    assert state["totals"]["book_checks"] > 0 and state["totals"]["book_mismatches"] == 0
+
+
+def test_a_sim_recording_with_gaps_and_checkpoints_comes_out_the_same(tmp_path: Path) -> None:
+    """Sequence gaps (resyncs through the Python path, the native path taking the book again once synced) and
+    the simulator's hourly book checkpoints."""
+    record(
+        tmp_path,
+        150_000,
+        seed=11,
+        symbols=6,
+        gaps=[("BTCUSDT", 30_000), ("ETHUSDT", 60_000)],
+        checkpoint_s=60,
+    )
+    state, taken = both_ways([tmp_path / "var" / "capture"])
+    assert state["totals"]["gaps"] >= 2 and state["totals"]["resyncs"] >= 2
+    assert state["totals"]["checkpoint_checks"] > 0 and state["totals"]["checkpoint_mismatches"] == 0
+    assert taken > 1000
+
+
+def test_a_ticker_that_disagrees_with_its_book_is_found_both_ways(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The mismatch is counted, the book restarted and a snapshot asked for, whichever way the line went."""
+    capture = altered_ticker(sim_hour_file(tmp_path_factory), tmp_path / "altered.jsonl.gz")
+    state, _ = both_ways([capture])
+    assert state["totals"]["book_mismatches"] == 1
+
+
+# --- damaged lines ----------------------------------------------------------------------------------------------
+
+
+def _replace_value(line: bytes, key: bytes, value: bytes) -> bytes:
+    """``line`` with the first value of ``"key":`` replaced by ``value`` (the raw JSON text)."""
+    at = line.index(b'"' + key + b'":', line.index(b'"data"')) + len(key) + 3
+    end = at
+    depth = 0
+    while True:  # to the end of the value: a string, a number or a bracketed list
+        c = line[end : end + 1]
+        if c == b'"' and depth == 0 and end > at:
+            end += 1
+            break
+        if c in (b"[", b"{"):
+            depth += 1
+        elif c in (b"]", b"}"):
+            if depth == 0:
+                break
+            depth -= 1
+            if depth == 0:
+                end += 1
+                break
+        elif c == b"," and depth == 0:
+            break
+        end += 1
+    return line[:at] + value + line[end:]
+
+
+def _first_price(line: bytes) -> bytes:
+    data = json.loads(line)["data"]
+    if "b" in data and isinstance(data["b"], list):
+        return b'"b"' if data["b"] else b'"a"'
+    return b'"b"'
+
+
+DAMAGE = [
+    # numbers the decoder refuses or reads differently
+    lambda line: line.replace(b'"u":', b'"u":0', 1),  # a leading zero
+    lambda line: _replace_value(line, b"u", b"-5"),
+    lambda line: _replace_value(line, b"u", b"1.5"),
+    lambda line: _replace_value(line, b"u", b"12345678901234567890123"),
+    lambda line: _replace_value(line, b"u", b'"77"'),  # a string (the lax decoder may take it)
+    lambda line: _replace_value(line, b"E", b"1e3"),
+    lambda line: _replace_value(line, b"E", b"null"),
+    # prices and quantities
+    lambda line: line.replace(b'[["', b'[["0', 1),
+    lambda line: line.replace(b'[["', b'[["-', 1),
+    lambda line: line.replace(b'[["', b'[["NaN', 1),
+    lambda line: line.replace(b'[["', b'[["1e2', 1),
+    lambda line: line.replace(b'[["', b'[[" ', 1),
+    lambda line: line.replace(b'","', b'.","', 1),
+    lambda line: line.replace(b'","', b'","0', 1),
+    lambda line: line.replace(b'[["', b"[[", 1),
+    lambda line: line.replace(b'"b":"', b'"b":"0.', 1),
+    lambda line: line.replace(b'"b":"', b'"b":"9999999999999999', 1),
+    lambda line: line.replace(b'"B":"', b'"B":"-', 1),
+    lambda line: line.replace(b'"A":"', b'"A":"1e30', 1),
+    lambda line: line.replace(b'"b":"', b'"b":', 1),
+    # structure
+    lambda line: line[: len(line) // 2],
+    lambda line: line + b"x",
+    lambda line: line + b" ",
+    lambda line: line[:-1],
+    lambda line: line.replace(b'{"recv"', b'{"junk":[1,{"a":"\\u00e9\\n"},true,null,-2.5e-3],"recv"', 1),
+    lambda line: line.replace(b'{"recv"', b'{"junk":[1 2],"recv"', 1),
+    lambda line: line.replace(b'{"recv"', b'{"junk":"\xc3\xa9","recv"', 1),
+    lambda line: line.replace(b'{"recv"', b'{"junk":"\xff","recv"', 1),
+    lambda line: line.replace(b'{"recv"', b'{"junk":tru,"recv"', 1),
+    lambda line: line.replace(b'"data":{', b'"data":{"extra":{"x":[]},', 1),
+    lambda line: line.replace(b'"data":{', b'"data":{"s":"ETHUSDT",', 1),  # the key twice
+    lambda line: line.replace(b'"data":{', b'"data":{"u":1,', 1),
+    lambda line: line.replace(b'"recv":', b'"recv":1,"recv":', 1),
+    lambda line: line.replace(b'"stream":', b'"stream":"x","stream":', 1),
+    lambda line: line.replace(b'"e":"', b'"e":"x', 1),
+    lambda line: line.replace(b'"e":"', b'"f":"', 1),
+    lambda line: line.replace(b'"s":"', b'"s":"X', 1),
+    lambda line: line.replace(b'"s":"', b'"s":"\\u0041', 1),
+    lambda line: line.replace(b"@", b"\\u0040", 1),
+    lambda line: line.replace(b'"stream":"', b'"stream":"X', 1),
+    lambda line: line.replace(b'"recv":', b'"recv": ', 1).replace(b',"stream"', b' , "stream"', 1),
+    lambda line: line.replace(b'"pu":', b'"pu":1', 1),
+    lambda line: line.replace(b',"a":[', b',"a":[["1","1"],', 1),  # a crossed ask
+    lambda line: line.replace(b'"b":[', b'"b":[["999999","1"],', 1),  # a crossed bid
+    lambda line: _move_data_first(line),
+    lambda line: _asks_first(line),
+    lambda line: _without(line, b"T"),
+    lambda line: _without(line, b"e"),
+    lambda line: _without(line, b"a"),
+]
+
+
+def _move_data_first(line: bytes) -> bytes:
+    obj = json.loads(line)
+    return json.dumps({"data": obj["data"], "recv": obj["recv"], "stream": obj["stream"]}).encode()
+
+
+def _asks_first(line: bytes) -> bytes:
+    obj = json.loads(line)
+    data = obj["data"]
+    if "a" in data:
+        data = {"a": data["a"], **{k: v for k, v in data.items() if k != "a"}}
+    return json.dumps(
+        {"recv": obj["recv"], "stream": obj["stream"], "data": data}, separators=(",", ":")
+    ).encode()
+
+
+def _without(line: bytes, key: str | bytes) -> bytes:
+    key = key.decode() if isinstance(key, bytes) else key
+    obj = json.loads(line)
+    obj["data"].pop(key, None)
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _pick(lines: list[bytes], stream: bytes) -> int:
+    """The index of a line of ``stream`` past the middle of the recording (its book synced by then)."""
+    return next(i for i in range(len(lines) // 2, len(lines)) if stream in lines[i][:80])
+
+
+def _older_ticker(line: bytes) -> bytes:
+    """A ticker older than the symbol's last (out of order)."""
+    obj = json.loads(line)
+    if obj["data"].get("e") != "bookTicker":
+        return line
+    return _replace_value(line, b"u", str(obj["data"]["u"] - 10**9).encode())
+
+
+def _an_hour_ahead(line: bytes) -> bytes:
+    """A diff an hour ahead of the market clock (a jump the clock must confirm first)."""
+    obj = json.loads(line)
+    if obj["data"].get("e") != "depthUpdate":
+        return line
+    return _replace_value(line, b"E", str(obj["data"]["E"] + 3_600_000).encode())
+
+
+DAMAGE += [
+    _older_ticker,
+    _an_hour_ahead,
+    lambda line: line.replace(b'[["', b'[["0","1"],["', 1),  # a zero price, then the rest
+    lambda line: line.replace(b'[["', b'[["0.0","1"],["', 1),
+    lambda line: line.replace(b'[["', b'[["1000000000000000","1"],["', 1),  # 1e15: past the bound
+    lambda line: line.replace(b'[["', b'[["5","1000000000000000000"],["', 1),  # qty 1e18
+    lambda line: line.replace(b'"b":"', b'"b":"0","x":"', 1),
+    lambda line: line.replace(b'"B":"', b'"B":"1000000000000000000","x":"', 1),
+]
+
+_LINES = list(recording_lines(USDM_CRYPTOFEED))
+_AT = {"depth": _pick(_LINES, b"@depth"), "ticker": _pick(_LINES, b"@bookTicker")}
+_CASES = [
+    pytest.param(kind, n, id=f"{kind}-{n}")
+    for kind, at in _AT.items()
+    for n, damage in enumerate(DAMAGE)
+    if damage(_LINES[at]) != _LINES[at]
+]
+
+
+@pytest.mark.parametrize(("kind", "damage"), _CASES)
+def test_a_damaged_line_comes_out_the_same_both_ways(tmp_path: Path, kind: str, damage: int) -> None:
+    """One depth or ticker line of the real recording (past its middle: the book is synced and the native path
+    takes the line undamaged) damaged one way: a number the decoder refuses or reads another way, a price or
+    quantity out of bounds, broken JSON, a key twice or missing, keys out of the usual order, escapes, bytes that
+    are not UTF-8, another symbol, an older ticker, a gap, a crossed book. The native path must take none of them
+    on a guess: the replays agree on everything, counts of rejected lines included."""
+    lines = list(_LINES)
+    at = _AT[kind]
+    lines[at] = DAMAGE[damage](lines[at])
+    both_ways([write_gz(tmp_path / "damaged.jsonl.gz", lines)])
+
+
+def test_the_undamaged_lines_picked_take_the_native_path(tmp_path: Path) -> None:
+    """The lines the damage tests change are ones the native path takes when whole: cut from the recording
+    there, the native path takes one line fewer each."""
+    _, whole = both_ways([USDM_CRYPTOFEED])
+    for at in _AT.values():
+        lines = _LINES[:at] + _LINES[at + 1 :]
+        _, without = both_ways([write_gz(tmp_path / "cut.jsonl.gz", lines)])
+        assert without < whole
+
+
+def test_the_engine_replay_does_not_use_the_native_path() -> None:
+    """The engine reads every depth frame: a replay with it takes the Python path, and asking for both is an
+    error."""
+    result = run_replay([USDM_CRYPTOFEED], Settings(), signals=True)
+    assert result.summary["native_lines"] == 0
+    with pytest.raises(ValueError, match="without the signal engine"):
+        run_replay([USDM_CRYPTOFEED], Settings(), signals=True, native=True)
