@@ -244,9 +244,14 @@ class RiskState:
     def finish(self, outcome: Outcome, params: RiskParams) -> bool:
         """A signal reached its end: it is no longer open, and a stop-out starts the symbol's cooldown.
         Returns whether the signal was open here."""
-        was_open = self._open.pop(outcome.signal.signal_id, None) is not None
-        if outcome.stopped_out:
-            self.start_cooldown(outcome.signal.symbol, params.cooldown_after_loss)
+        return self.close(outcome.signal.signal_id, outcome.signal.symbol, outcome.stopped_out, params)
+
+    def close(self, signal_id: str, symbol: str, stopped_out: bool, params: RiskParams) -> bool:
+        """:meth:`finish` of the signal ``signal_id`` on ``symbol`` from what its end was (monthly tuning has
+        the stored outcome's facts, not an :class:`Outcome`)."""
+        was_open = self._open.pop(signal_id, None) is not None
+        if stopped_out:
+            self.start_cooldown(symbol, params.cooldown_after_loss)
         return was_open
 
 

@@ -3,11 +3,11 @@
 Every candidate is stored with its feature vector (DESIGN §4) and, unless no plan could be made (``no_plan``),
 the trade plan its signal has or would have had. A candidate that became a signal has a known outcome
 (``signal_outcomes.pnl_r`` once finished); one the risk gate or the quality floor turned away has its
-would-be outcome (``candidate_outcomes``, from the same klines by the same code, once finished) and is scored
-**as if admitted**: the risk gate is not re-run under the set (the other signals open at the time differ per
-set; see the README). Only a candidate without a plan, or whose outcome is not finished yet, is **unknown**:
-counted (``unknown_outcome``) and left out. A parameter set keeps a scored sample when the sample's features
-still meet the set's required conditions (spec 7.1):
+would-be outcome (``candidate_outcomes``, from the same klines by the same code, once finished). Only a
+candidate without a plan, or whose outcome is not finished yet, is **unknown**: counted (``unknown_outcome``)
+and left out. A parameter set keeps a scored sample when the sample's features still meet the set's required
+conditions (spec 7.1), and (given ``risk``) the risk gate re-run over the set's candidates in time order
+admits it (:mod:`tapewatch.tuning_gate`: the other signals open at each moment differ per set):
 
 - ``|imbalance_top10| > orderbook_imbalance_threshold`` on the sample's side (positive LONG, negative SHORT);
 - large trades on its side ``>= min_large_trades``;
@@ -75,7 +75,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tapewatch.quality import Breakpoints
+from tapewatch.risk import RiskParams
 from tapewatch.tuning_evidence import LEVEL, SIGNIFICANCE, improvement_p
+from tapewatch.tuning_gate import risk_gate
 from tapewatch.tuning_grid import BREAKPOINT_STEPS, COUNT_STEPS, RATIO_STEPS, grid, tier_grid
 from tapewatch.tuning_params import (
     TUNABLE,
@@ -85,11 +87,13 @@ from tapewatch.tuning_params import (
     current_parameters,
 )
 from tapewatch.tuning_score import (
+    Gate,
     Params,
     Result,
     Sample,
     View,
     _breakpoints,
+    kept_views,
     score,
     score_views,
 )
@@ -160,9 +164,11 @@ def tune(
     now_ms: int,
     weeks: int,
     min_samples: int,
+    risk: RiskParams | None = None,
 ) -> Tuning:
     """Walk-forward search of :func:`grid` over the samples of the ``weeks`` weeks before ``now_ms``, then of
-    :func:`tier_grid` for the chosen thresholds."""
+    :func:`tier_grid` for the chosen thresholds. With ``risk``, every set's candidates go through the risk gate
+    again (:mod:`tapewatch.tuning_gate`): a set scores the ones it would have admitted."""
     if weeks < 2 or min_samples < 1:
         raise ValueError(f"weeks must be >= 2 and min_samples >= 1; got {weeks}, {min_samples}")
     start, split = now_ms - weeks * WEEK_MS, now_ms - WEEK_MS
@@ -180,7 +186,12 @@ def tune(
     other_size = sum(
         1 for s in fit + judge if s.pnl_r is not None and s.large_trade_size != base["large_trade_size"]
     )
-    cur_in, cur_out = score(fit, base), score(judge, base)
+    gate = None if risk is None else risk_gate(risk)
+
+    def score_of(samples: Iterable[Sample], params: Mapping[str, float | int]) -> Result:
+        return score(samples, params, gate)
+
+    cur_in, cur_out = score_of(fit, base), score_of(judge, base)
     candidates = grid(base)
     counts = {
         "candidates": len(fit) + len(judge),
@@ -200,7 +211,7 @@ def tune(
         key = (params["large_trade_size"], _breakpoints(params))
         if key not in views:
             views[key] = [s.view(*key) for s in scored]
-        return score_views(views[key], params)
+        return score_views(views[key], params, gate)
 
     def make(status: Status, params: Params, note: str) -> Tuning:
         if without_sizes:
@@ -215,7 +226,7 @@ def tune(
                 "below it"
             )
         return Tuning(
-            status, start, split, now_ms, params, base, score(fit, params), score(judge, params),
+            status, start, split, now_ms, params, base, score_of(fit, params), score_of(judge, params),
             cur_in, cur_out, counts, note,
         )  # fmt: skip
 
@@ -226,9 +237,11 @@ def tune(
             f"{cur_in.signals} scored signals in the fitting weeks < tuning_min_samples ({min_samples})",
         )
     status, chosen, note = _thresholds(
-        fit_score, score, judge, base, cur_in, cur_out, candidates, min_samples, weeks
+        fit_score, score_of, judge, base, cur_in, cur_out, candidates, min_samples, weeks, gate
     )
-    tiers, tier_note = choose_breakpoints(fit_score, judge, chosen, min_out_of_sample(min_samples, weeks))
+    tiers, tier_note = choose_breakpoints(
+        fit_score, score_of, judge, chosen, min_out_of_sample(min_samples, weeks), gate
+    )
     if chosen != base:
         note += "; " + UNDER_COUNTED
     if tiers != chosen:
@@ -246,6 +259,7 @@ def _thresholds(
     candidates: Sequence[Params],
     min_samples: int,
     weeks: int,
+    gate: Gate | None = None,
 ) -> tuple[Status, Params, str]:
     """The walk-forward choice among the grid: (status, the chosen set — ``base`` unless proposed, note)."""
     best, best_in = base, cur_in
@@ -271,7 +285,7 @@ def _thresholds(
             f"the best in-sample set ({_describe(best)}) did worse out of sample "
             f"({best_out.mean_r:.3f} R vs {cur_out.mean_r:.3f} R per signal); current thresholds kept",
         )
-    p = improvement_p(*_judged(judge, best, base))
+    p = improvement_p(*_judged(judge, best, base, gate))
     out = (
         f"out of sample {cur_out.mean_r:.3f} -> {best_out.mean_r:.3f} R per signal "
         f"({cur_out.signals} -> {best_out.signals} signals; one-sided permutation test p = {p:.3f}"
@@ -291,19 +305,28 @@ def _thresholds(
 
 
 def _judged(
-    judge: Sequence[Sample], best: Params, base: Params
+    judge: Sequence[Sample], best: Params, base: Params, gate: Gate | None = None
 ) -> tuple[list[float], list[bool], list[bool]]:
-    """The judged signals either set keeps: their R, whether ``best`` keeps each, whether ``base`` does."""
+    """The judged signals either set keeps (and ``gate`` admits): their R, whether ``best`` keeps each, whether
+    ``base`` does."""
+    scored = [s for s in judge if s.pnl_r is not None]
+    in_best, in_base = _kept_ids(scored, best, gate), _kept_ids(scored, base, gate)
     r: list[float] = []
-    in_best: list[bool] = []
-    in_base: list[bool] = []
-    for s in judge:
-        kept_best, kept_base = s.passes(best) is True, s.passes(base) is True
-        if s.pnl_r is not None and (kept_best or kept_base):
-            r.append(s.pnl_r)
-            in_best.append(kept_best)
-            in_base.append(kept_base)
-    return r, in_best, in_base
+    kept_best: list[bool] = []
+    kept_base: list[bool] = []
+    for s in scored:
+        b, c = id(s) in in_best, id(s) in in_base
+        if b or c:
+            r.append(s.pnl_r)  # type: ignore[arg-type]  # scored: not None
+            kept_best.append(b)
+            kept_base.append(c)
+    return r, kept_best, kept_base
+
+
+def _kept_ids(samples: Sequence[Sample], params: Params, gate: Gate | None) -> set[int]:
+    size, bp = params["large_trade_size"], _breakpoints(params)
+    kept, _, _ = kept_views([s.view(size, bp) for s in samples], params, gate)
+    return {id(v.sample) for v in kept}
 
 
 def min_out_of_sample(min_samples: int, weeks: int) -> int:

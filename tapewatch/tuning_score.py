@@ -4,7 +4,7 @@ result (signals, wins, R, per tier). :mod:`tapewatch.tuning` searches the sets a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +35,14 @@ class Sample:
     large_buy_sizes: tuple[int, ...] | None = None
     large_sell_sizes: tuple[int, ...] | None = None
     large_trade_size: float = 50_000.0
+    # what the risk gate re-run needs (tapewatch.tuning_gate): the candidate's id and symbol, when its signal
+    # (or would-be signal) ended (event time ms; None: unknown), whether it ended stopped out (a loss: the
+    # symbol's cooldown), whether signaling was paused when it came
+    key: str = ""
+    symbol: str = ""
+    end_time: int | None = None
+    stopped_out: bool = False
+    paused: bool = False
 
     def passes(self, params: Mapping[str, float | int]) -> bool | None:
         """True when the features meet the required conditions of ``params`` and the quality score (large
@@ -119,6 +127,7 @@ class Result:
     by_tier: dict[str, dict[str, float | None]] = field(default_factory=dict)
     triggered: int = 0
     undecided: int = 0
+    gated: int = 0
 
     @property
     def win_rate(self) -> float | None:
@@ -138,17 +147,26 @@ class Result:
             "total_r": self.total_r,
             "by_tier": self.by_tier,
             "undecided": self.undecided,
+            "gated": self.gated,
         }
 
 
-def score(samples: Iterable[Sample], params: Mapping[str, float | int]) -> Result:
-    """The result of ``params`` on the samples with a known outcome, each tiered by the set's breakpoints."""
+#: Admits the views a set keeps, in event time order, as the risk gate would have (tapewatch.tuning_gate).
+Gate = Callable[[Sequence[View]], list[View]]
+
+
+def score(samples: Iterable[Sample], params: Mapping[str, float | int], gate: Gate | None = None) -> Result:
+    """The result of ``params`` on the samples with a known outcome, each tiered by the set's breakpoints;
+    with ``gate``, only the samples the risk gate admits (the rest counted in ``gated``)."""
     size, bp = params["large_trade_size"], _breakpoints(params)
-    return score_views([s.view(size, bp) for s in samples if s.pnl_r is not None], params)
+    return score_views([s.view(size, bp) for s in samples if s.pnl_r is not None], params, gate)
 
 
-def score_views(views: Iterable[View], params: Mapping[str, float | int]) -> Result:
-    """:func:`score` on views already taken at the set's size and breakpoints (the grid shares them)."""
+def kept_views(
+    views: Iterable[View], params: Mapping[str, float | int], gate: Gate | None = None
+) -> tuple[list[View], int, int]:
+    """The views ``params`` keeps (its conditions, then ``gate`` when given), the views left undecided (sizes
+    not stored) and those the gate turned away."""
     kept: list[View] = []
     undecided = 0
     for v in views:
@@ -157,6 +175,15 @@ def score_views(views: Iterable[View], params: Mapping[str, float | int]) -> Res
             kept.append(v)
         elif ok is None:
             undecided += 1
+    if gate is None:
+        return kept, undecided, 0
+    admitted = gate(kept)
+    return admitted, undecided, len(kept) - len(admitted)
+
+
+def score_views(views: Iterable[View], params: Mapping[str, float | int], gate: Gate | None = None) -> Result:
+    """:func:`score` on views already taken at the set's size and breakpoints (the grid shares them)."""
+    kept, undecided, gated = kept_views(views, params, gate)
     tiers: dict[str, list[Sample]] = {}
     for v in kept:
         tiers.setdefault(v.tier or "none", []).append(v.sample)
@@ -165,7 +192,7 @@ def score_views(views: Iterable[View], params: Mapping[str, float | int]) -> Res
         part = _tally(mine)
         by_tier[tier] = {"signals": part.signals, "win_rate": part.win_rate, "mean_r": part.mean_r}
     whole = _tally([v.sample for v in kept])
-    return Result(whole.signals, whole.wins, whole.total_r, by_tier, whole.triggered, undecided)
+    return Result(whole.signals, whole.wins, whole.total_r, by_tier, whole.triggered, undecided, gated)
 
 
 def _tally(samples: Sequence[Sample]) -> Result:

@@ -5,11 +5,11 @@ breakpoints that separate them best for chosen thresholds (the rules: :mod:`tape
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from tapewatch.tuning_evidence import LEVEL, ordering_p
 from tapewatch.tuning_grid import tier_grid
-from tapewatch.tuning_score import Params, Result, Sample, _breakpoints, score
+from tapewatch.tuning_score import Gate, Params, Result, Sample, _breakpoints, kept_views
 
 TIERS = ("HIGH", "MEDIUM", "LOW")
 
@@ -40,7 +40,12 @@ def _gaps(result: Result, tier_min: int, ordered: bool = True) -> dict[tuple[str
 
 
 def choose_breakpoints(
-    fit_score: Callable[[Params], Result], judge: Sequence[Sample], basis: Params, tier_min: int
+    fit_score: Callable[[Params], Result],
+    score: Callable[[Iterable[Sample], Mapping[str, float | int]], Result],
+    judge: Sequence[Sample],
+    basis: Params,
+    tier_min: int,
+    gate: Gate | None = None,
 ) -> tuple[Params, str]:
     """The MEDIUM/HIGH breakpoints that best separate the tiers in-sample for ``basis`` (see
     :mod:`tapewatch.tuning`), with a note; ``basis`` itself (and "" or why not) when none does better."""
@@ -68,7 +73,7 @@ def choose_breakpoints(
     # the pairs the change claims in order (in-sample) that the judged week can judge: ordered beyond chance?
     claimed = _gaps(fit_score(best), tier_min)
     pairs = [pair for pair in _gaps(score(judge, best), tier_min, ordered=False) if pair in claimed]
-    r, tiers = _judged_tiers(judge, best)
+    r, tiers = _judged_tiers(judge, best, gate)
     p = ordering_p(r, tiers, pairs)
     if p > LEVEL:
         return (
@@ -84,16 +89,14 @@ def choose_breakpoints(
     )
 
 
-def _judged_tiers(judge: Sequence[Sample], params: Params) -> tuple[list[float], list[str]]:
-    """Each judged signal of ``params`` (known outcome, kept by the set): its R and its tier under the set."""
+def _judged_tiers(
+    judge: Sequence[Sample], params: Params, gate: Gate | None = None
+) -> tuple[list[float], list[str]]:
+    """Each judged signal of ``params`` (known outcome, kept by the set, admitted by ``gate``): its R and its tier
+    under the set."""
     size, bp = params["large_trade_size"], _breakpoints(params)
-    r: list[float] = []
-    tiers: list[str] = []
-    for s in judge:
-        if s.pnl_r is None:
-            continue
-        view = s.view(size, bp)
-        if view.passes(params) and view.tier is not None:
-            r.append(s.pnl_r)
-            tiers.append(view.tier)
-    return r, tiers
+    views = [s.view(size, bp) for s in judge if s.pnl_r is not None]
+    kept, _, _ = kept_views(views, params, gate)
+    r = [v.sample.pnl_r for v in kept if v.tier is not None]
+    tiers = [v.tier for v in kept if v.tier is not None]
+    return r, tiers  # type: ignore[return-value]  # kept views have an outcome and a tier

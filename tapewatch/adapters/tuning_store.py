@@ -31,6 +31,7 @@ from tapewatch.adapters.redis_state import realtime_shards
 from tapewatch.adapters.redis_values import Heartbeat
 from tapewatch.health import realtime_instances
 from tapewatch.quality import breakpoints
+from tapewatch.risk import RiskParams
 from tapewatch.settings import Settings
 from tapewatch.tuning import (
     TUNABLE,
@@ -113,8 +114,14 @@ def load_samples(
     with db.begin() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT c.event_time, c.direction, c.features, c.tier, c.quality_score, "
-                "c.large_trade_size AS counted_at, "
+                "SELECT c.candidate_id, c.symbol, c.event_time, c.direction, c.features, c.tier, "
+                "c.quality_score, c.large_trade_size AS counted_at, c.fate = 'paused' AS paused, "
+                # what the risk gate re-run needs: when the signal (or would-be signal) ended, and whether it
+                # ended stopped out before TP1 (Outcome.stopped_out)
+                "CASE WHEN o.signal_id IS NOT NULL THEN CASE WHEN o.finished THEN COALESCE(o.exit_time, o.as_of) END "
+                "ELSE COALESCE(w.exit_time, w.as_of) END AS end_time, "
+                "COALESCE(CASE WHEN o.signal_id IS NOT NULL THEN o.finished AND o.state = 'STOPPED' "
+                "AND o.tp1_time IS NULL ELSE w.state = 'STOPPED' AND w.tp1_time IS NULL END, false) AS stopped_out, "
                 "COALESCE(CASE WHEN o.finished THEN o.pnl_r END, w.pnl_r) AS pnl_r, "
                 "CASE WHEN o.signal_id IS NOT NULL THEN o.finished AND o.trigger_time IS NOT NULL "
                 "ELSE w.trigger_time IS NOT NULL END AS triggered "
@@ -143,6 +150,11 @@ def load_samples(
                 large_buy_sizes=_sizes(f.get("large_buy_sizes")),
                 large_sell_sizes=_sizes(f.get("large_sell_sizes")),
                 large_trade_size=large_trade_size if row.counted_at is None else float(row.counted_at),
+                key=str(row.candidate_id),
+                symbol=row.symbol,
+                end_time=None if row.end_time is None else int(row.end_time),
+                stopped_out=bool(row.stopped_out),
+                paused=bool(row.paused),
             )
         )
     return samples
@@ -166,6 +178,7 @@ def propose(db: Database, settings: Settings, *, now_ms: int) -> Proposal:
         now_ms=now_ms,
         weeks=settings.tuning_weeks,
         min_samples=settings.tuning_min_samples,
+        risk=RiskParams.from_settings(settings),  # every set's candidates through the risk gate again
     )
     return get_proposal(db, save_proposal(db, result, applied=applied))
 

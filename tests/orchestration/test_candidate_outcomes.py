@@ -172,6 +172,15 @@ def test_would_be_outcomes_come_from_the_klines_and_tuning_scores_them(
     )
     assert samples[weak.event_time].pnl_r == pytest.approx(weak_r) and samples[weak.event_time].triggered
     assert samples[planted["blind"].event_time].pnl_r is None
+    # what the risk gate re-run reads: the id, the symbol, the end and whether it was a stop-out
+    s = samples[cooled.event_time]
+    assert (s.key, s.symbol, s.end_time, s.stopped_out, s.paused) == (
+        cooled.candidate_id,
+        cooled.symbol,
+        got_cooled.exit_time,
+        False,
+        False,
+    )
     params = current_parameters(S70)
     current = score(samples.values(), params)  # the cooldown one as if admitted; 69 < LOW's 70
     assert (current.signals, current.total_r) == (1, pytest.approx(cooled_r))
