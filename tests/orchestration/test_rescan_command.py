@@ -1,11 +1,13 @@
 """``tapewatch dagster``'s instance and ``tapewatch rescan``: the home and environment, the error paths, and a
-rescan launched in a running webserver + daemon (e2e), then one that fails and says why."""
+rescan launched in a running webserver + daemon (e2e), then one that fails and says why; in the same instance, a
+backfill of past partitions launched as the UI launches one, run to the end by the daemon."""
 
 from __future__ import annotations
 
 import io
 import os
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +154,7 @@ def instance_settings(
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # an instance, four rescans and a backfill (~50 s of daemon ticks and runs)
 def test_rescan_runs_the_job_in_a_running_instance(
     instance_settings: Settings,
     migrated_database_url: str,
@@ -194,7 +197,10 @@ def test_rescan_runs_the_job_in_a_running_instance(
         # a rescan we stop waiting for says so, and that it goes on; its own exit code
         timed_out_code = main(["rescan", "--timeout", "0"])
         timed_out = capsys.readouterr()
+        # a backfill of past partitions, launched as the UI launches one: the daemon runs it to the end
+        backfill = backfill_and_wait(port, ["signal_outcomes"], BACKFILL_DAYS, timeout=240)
         pids = [c.pid for c in sup.children]
+    assert backfill == "COMPLETED_SUCCESS", log.getvalue()[-5000:]
     assert timed_out_code == RESCAN_TIMED_OUT, timed_out.out + timed_out.err
     assert "timed out after 0 s waiting for run" in timed_out.err and "the run continues" in timed_out.err
     failed_run = (
@@ -234,6 +240,48 @@ def test_rescan_runs_the_job_in_a_running_instance(
         if str(port) in " ".join(p.info["cmdline"] or []) and "dagster" in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
+
+
+BACKFILL_DAYS = ["2024-03-04", "2024-03-05"]
+_LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on PartitionKeysNotFoundError { message }
+  }
+}"""
+_BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+    ... on PythonError { message }
+    ... on BackfillNotFoundError { message }
+  }
+}"""
+_BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def backfill_and_wait(port: int, assets: list[str], partitions: list[str], timeout: float) -> str:
+    """Launch a backfill of ``assets`` over ``partitions`` through the webserver's GraphQL API (the mutation the
+    UI's "Materialize" of a partition range sends) and wait for the backfill daemon to finish it; its status."""
+    runs = DagsterRuns("127.0.0.1", port)
+    params = {"assetSelection": [{"path": [a]} for a in assets], "partitionNames": partitions}
+    launched = runs._query(_LAUNCH_BACKFILL, {"params": params}, "launchPartitionBackfill")
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.monotonic() + timeout
+    status = "REQUESTED"
+    while time.monotonic() < deadline:
+        got = runs._query(_BACKFILL_STATUS, {"id": launched["backfillId"]}, "partitionBackfillOrError")
+        assert got["__typename"] == "PartitionBackfill", got
+        status = str(got["status"])
+        if status in _BACKFILL_DONE:
+            break
+        time.sleep(2)
+    return status
 
 
 def test_a_queued_rescan_that_timed_out_says_what_queued_means() -> None:
