@@ -48,6 +48,7 @@ from assets.metrics import daily_metrics, weekly_metrics
 from assets.outcomes import PARTITIONS_START, candidate_outcomes, day_ms, signal_outcomes
 from assets.reports import daily_report, monthly_report, weekly_report
 from orchestration.resources import DatabaseResource
+from tapewatch.adapters.candidate_outcome_store import candidates_to_settle
 from tapewatch.adapters.dagster_runs import RETRY_TAGS
 from tapewatch.adapters.db import Database
 from tapewatch.adapters.performance_store import entries_to_settle
@@ -240,13 +241,17 @@ def catch_up_window(now: datetime, times: ReportTimes = REPORT_TIMES) -> tuple[d
 
 
 def unsettled_days(db: Database, first: date, end: date) -> list[date]:
-    """The days of ``[first, end)`` with ENTRY signals that have no finished batch outcome, oldest first."""
-    return sorted({day_of(p.signal.event_time) for p in entries_to_settle(db, day_ms(first), day_ms(end))})
+    """The days of ``[first, end)`` with ENTRY signals that have no finished batch outcome, or with candidates
+    turned away that have a plan and no would-be outcome yet (``candidate_outcomes``), oldest first."""
+    start_ms, end_ms = day_ms(first), day_ms(end)
+    times = [p.signal.event_time for p in entries_to_settle(db, start_ms, end_ms)]
+    times += [c.created for c in candidates_to_settle(db, start_ms, end_ms)]
+    return sorted({day_of(t) for t in times})
 
 
 def catch_up_schedule(times: ReportTimes, note: str = "") -> dg.ScheduleDefinition:
     """``outcomes_catch_up_schedule``: at the final pass's time, the days before it still holding signals
-    without a batch outcome (read from PostgreSQL), each run again."""
+    without a batch outcome or candidates without a would-be outcome (read from PostgreSQL), each run again."""
     _, hour, minute = _clock(times.final)
 
     @dg.schedule(
@@ -258,7 +263,8 @@ def catch_up_schedule(times: ReportTimes, note: str = "") -> dg.ScheduleDefiniti
         description=(
             f"At each final pass ({_hhmm(times.final)}): outcomes, metrics and report again for each of the "
             f"{CATCH_UP_DAYS} days before the final pass's day that still holds ENTRY signals without a batch "
-            f"outcome (klines not fetched, a failed run).{note}"
+            f"outcome, or candidates turned away without a would-be outcome (klines not fetched, a failed run)."
+            f"{note}"
         ),
     )
     def outcomes_catch_up_schedule(
@@ -275,7 +281,10 @@ def catch_up_schedule(times: ReportTimes, note: str = "") -> dg.ScheduleDefiniti
         except TapewatchError as exc:
             return dg.SkipReason(f"days {first} .. {end - _DAY} not checked: {exc}")
         if not days:
-            return dg.SkipReason(f"every signal of {first} .. {end - _DAY} has its batch outcome")
+            return dg.SkipReason(
+                f"every signal of {first} .. {end - _DAY} has its batch outcome (and every candidate turned "
+                "away its would-be outcome)"
+            )
         return [
             dg.RunRequest(
                 run_key=f"{day}:catch-up:{end}",  # one a tick: a day still unsettled runs again the next one

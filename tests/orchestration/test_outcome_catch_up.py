@@ -180,3 +180,32 @@ def test_the_catch_up_window_follows_the_final_pass() -> None:
     two_days = ReportTimes.from_params(OutcomeParams.from_settings(load_settings(hold_time_low_max=2 * 1440)))
     assert catch_up_window(at("2024-03-13", "00:25"), two_days) == (date(2024, 3, 3), date(2024, 3, 10))
     assert performance.catch_up_schedule(two_days).cron_schedule == "25 0 * * *"
+
+
+def test_a_day_whose_turned_away_candidate_has_no_would_be_outcome_is_caught_up(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A day with no signal but a candidate the gate turned away (cooldown) whose would-be outcome its passes
+    could not settle: the catch-up runs the day again (its job settles candidates too), until the outcome is
+    stored."""
+    from tapewatch.adapters.candidate_outcome_store import candidates_to_settle, save_candidate_outcomes
+    from tapewatch.adapters.db import Database
+    from tapewatch.adapters.signal_store import SignalStore
+    from tapewatch.outcome import Outcome
+    from tests.adapters.signal_builders import candidate
+
+    cooled = candidate("SOLUSDT", HOLED_AT, fate="cooldown")
+    assert cooled.plan is not None
+    db = Database(migrated_database_url)
+    try:
+        SignalStore(db).save_candidates([cooled])
+        res = resources("http://127.0.0.1:1", migrated_database_url, tmp_path)
+        requests, _ = catch_up("2024-03-07", res)
+        assert [(r.partition_key, r.tags.get("tapewatch/pass")) for r in requests] == [(D, "catch-up")]
+        (pending,) = candidates_to_settle(db, HOLED_AT - 1, HOLED_AT + 1)
+        settled = Outcome(signal=pending, state=OutcomeState.EXPIRED, as_of=pending.created + 3_600_000)
+        save_candidate_outcomes(db, [settled])
+        requests, skipped = catch_up("2024-03-08", res)
+        assert not requests and skipped and "would-be outcome" in skipped
+    finally:
+        db.dispose()
