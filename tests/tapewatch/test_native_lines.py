@@ -158,13 +158,6 @@ def _replace_value(line: bytes, key: bytes, value: bytes) -> bytes:
     return line[:at] + value + line[end:]
 
 
-def _first_price(line: bytes) -> bytes:
-    data = json.loads(line)["data"]
-    if "b" in data and isinstance(data["b"], list):
-        return b'"b"' if data["b"] else b'"a"'
-    return b'"b"'
-
-
 DAMAGE = [
     # numbers the decoder refuses or reads differently
     lambda line: line.replace(b'"u":', b'"u":0', 1),  # a leading zero
