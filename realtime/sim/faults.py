@@ -122,7 +122,8 @@ class Faults:
         self._rng = random.Random(seed ^ 0xFA17)
         self._gaps: dict[str, float] = {}  # depth stream name -> expiry
         self._stale: dict[str, float] = {}  # stream name -> until (inf = until cleared)
-        self._rest: list[tuple[int, int, str]] = []  # [status, remaining count, path prefix]
+        # [status, remaining count, path prefix, symbol (None: any request)]
+        self._rest: list[tuple[int, int, str, str | None]] = []
         self._slow: tuple[float, int] | None = None  # seconds, remaining count (-1 = forever)
         self._held: float | None = None  # websocket handshakes refused until then (inf = until released)
         self.counts: dict[str, int] = {}
@@ -191,11 +192,14 @@ class Faults:
         self.max_connection_age = seconds
 
     # --- REST faults -----------------------------------------------------------------------------------
-    def rest_error(self, status: int, count: int = 1, path: str = "/fapi/") -> None:
-        """Answer the next ``count`` REST requests under ``path`` with ``status`` (418, 429 or 5xx)."""
+    def rest_error(
+        self, status: int, count: int = 1, path: str = "/fapi/", symbol: str | None = None
+    ) -> None:
+        """Answer the next ``count`` REST requests under ``path`` with ``status`` (418, 429 or 5xx); with
+        ``symbol``, only requests whose ``symbol`` parameter is that symbol."""
         if status not in REST_FAULT_STATUSES:
             raise ValueError(f"status must be one of {REST_FAULT_STATUSES}, got {status}")
-        self._rest.append((status, count, path))
+        self._rest.append((status, count, path, symbol))
         self._count("rest_error")
 
     def slow_snapshots(self, seconds: float, count: int = -1) -> None:
@@ -234,13 +238,14 @@ class Faults:
         del self._stale[stream]
         return False
 
-    def take_rest_error(self, path: str) -> int | None:
-        for k, (status, remaining, prefix) in enumerate(self._rest):
-            if path.startswith(prefix):
+    def take_rest_error(self, path: str, params: Mapping[str, str] | None = None) -> int | None:
+        asked = None if params is None else params.get("symbol")
+        for k, (status, remaining, prefix, symbol) in enumerate(self._rest):
+            if path.startswith(prefix) and (symbol is None or symbol == asked):
                 if remaining <= 1:
                     del self._rest[k]
                 else:
-                    self._rest[k] = (status, remaining - 1, prefix)
+                    self._rest[k] = (status, remaining - 1, prefix, symbol)
                 return status
         if self.config.rest_error_rate and self._rng.random() < self.config.rest_error_rate:
             return self._rng.choice((500, 502, 503, 504))
@@ -283,7 +288,10 @@ class Faults:
             return {"sent": self.malformed(params.get("kind", "invalid_json"), params.get("stream"))}
         elif action == "rest_error":
             self.rest_error(
-                int(_need(params, "status")), int(params.get("count", "1")), params.get("path", "/fapi/")
+                int(_need(params, "status")),
+                int(params.get("count", "1")),
+                params.get("path", "/fapi/"),
+                params.get("symbol"),
             )
         elif action == "slow_snapshots":
             self.slow_snapshots(float(_need(params, "seconds")), int(params.get("count", "-1")))
@@ -306,7 +314,9 @@ class Faults:
             "pending_gaps": sorted(s for s, until in self._gaps.items() if until >= now),
             "stale": sorted(self._stale),
             "held": self.holding(),
-            "rest_errors": [{"status": s, "count": c, "path": p} for s, c, p in self._rest],
+            "rest_errors": [
+                {"status": s, "count": c, "path": p, "symbol": sym} for s, c, p, sym in self._rest
+            ],
             "slow_snapshots": None
             if self._slow is None
             else {"seconds": self._slow[0], "count": self._slow[1]},

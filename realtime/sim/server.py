@@ -332,7 +332,7 @@ class SimExchange:
             until = int(time.time() * 1000) + verdict.retry_after * 1000
             msg = f"Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans."
             return _response(418, error_body(-1003, msg), verdict.used, verdict.retry_after)
-        forced = self.faults.take_rest_error(path)
+        forced = self.faults.take_rest_error(path, params)
         if forced is not None:
             return _fault_response(forced, verdict.used)
         reply = rest.answer(self.venue, path, params)

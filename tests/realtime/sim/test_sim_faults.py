@@ -165,6 +165,11 @@ def test_rest_errors_and_slow_snapshots() -> None:
             sim.faults.rest_error(418, path="/fapi/v1/depth")
             out.append(await c.get("/fapi/v1/ping"))
             out.append(await c.get("/fapi/v1/depth", params={"symbol": "BTCUSDT"}))
+            # a fault for one symbol leaves another symbol's request alone and waits for its own
+            sim.faults.rest_error(503, path="/fapi/v1/openInterest", symbol="ETHUSDT")
+            out.append(await c.get("/fapi/v1/openInterest", params={"symbol": "BTCUSDT"}))
+            out.append(await c.get("/fapi/v1/openInterest", params={"symbol": "ETHUSDT"}))
+            out.append(await c.get("/fapi/v1/openInterest", params={"symbol": "ETHUSDT"}))
             sim.faults.slow_snapshots(0.5, count=1)
             t0 = time.monotonic()
             slow = await c.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 5})
@@ -175,7 +180,7 @@ def test_rest_errors_and_slow_snapshots() -> None:
             return out, t1 - t0, t2 - t1
 
     out, slow, fast = run(scenario())
-    assert [r.status_code for r in out] == [503, 503, 200, 429, 200, 418]
+    assert [r.status_code for r in out] == [503, 503, 200, 429, 200, 418, 200, 503, 200]
     assert out[0].json()["code"] == -1001
     assert int(out[3].headers["retry-after"]) > 0 and int(out[5].headers["retry-after"]) > 0
     assert slow >= 0.5 > fast
@@ -250,8 +255,11 @@ def test_http_control_endpoint_triggers_faults_from_another_process() -> None:
             await ws.recv()
             out = {
                 "gap": await c.post("/sim/faults", params={"action": "gap", "symbol": "BTCUSDT"}),
-                "rest": await c.post("/sim/faults", params={"action": "rest_error", "status": "502"}),
-                "hit": await c.get("/fapi/v1/ping"),
+                "rest": await c.post(
+                    "/sim/faults", params={"action": "rest_error", "status": "502", "symbol": "BTCUSDT"}
+                ),
+                "miss": await c.get("/fapi/v1/ping"),  # no symbol: not this fault's
+                "hit": await c.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 5}),
                 "state": await c.get("/sim/faults"),
                 "bad": await c.post("/sim/faults", params={"action": "explode"}),
                 "drop": await c.post("/sim/faults", params={"action": "drop"}),
@@ -263,8 +271,10 @@ def test_http_control_endpoint_triggers_faults_from_another_process() -> None:
 
     r = run(scenario())
     assert r["gap"].status_code == 200 and "btcusdt@depth@100ms" in r["gap"].json()["pending_gaps"]
-    assert r["rest"].json()["rest_errors"] == [{"status": 502, "count": 1, "path": "/fapi/"}]
-    assert r["hit"].status_code == 502
+    assert r["rest"].json()["rest_errors"] == [
+        {"status": 502, "count": 1, "path": "/fapi/", "symbol": "BTCUSDT"}
+    ]
+    assert r["miss"].status_code == 200 and r["hit"].status_code == 502
     assert r["state"].json()["counts"] == {"gap": 1, "rest_error": 1}
     assert r["bad"].status_code == 400 and "unknown action" in r["bad"].json()["error"]
     assert r["drop"].json() == {"dropped": 1}
