@@ -17,6 +17,7 @@
 #define KIND_OTHER 0
 #define KIND_DEPTH 1
 #define KIND_TICKER 2
+#define KIND_AGG 3
 #define MAX_NUMBER 40 /* longer decimal strings go the Python way */
 
 typedef struct {
@@ -30,6 +31,8 @@ typedef struct {
     PyObject *check;    /* TopCheck */
     SideObject *bids;
     SideObject *asks;
+    PyObject *flow; /* KIND_AGG: the symbol's two TradeWindows */
+    PyObject *vwap;
 } Route;
 
 typedef struct {
@@ -40,9 +43,10 @@ typedef struct {
     PyObject *mismatch;      /* (st, update_id, ticker, top) a ticker that disagrees with the book */
     PyObject *drop_oldest;   /* topcheck._drop_oldest(dict, keep) */
     PyObject *synced;        /* BookState.SYNCED */
-    PyTypeObject *st_type, *book_type, *check_type;
+    PyTypeObject *st_type, *book_type, *check_type, *window_type;
     /* slot offsets */
-    Py_ssize_t st_last_event_time, st_last_ticker_id;
+    Py_ssize_t st_last_event_time, st_last_ticker_id, st_last_agg_id, st_fill;
+    Py_ssize_t window_last_time;
     Py_ssize_t book_state, book_last_update_id, book_last_event_time, book_applied, book_floor, book_ceiling;
     Py_ssize_t check_keep, check_checks, check_tops, check_tickers;
     /* routes: an open-addressing table of indices into an array */
@@ -56,7 +60,7 @@ typedef struct {
     /* what was taken */
     long long taken;      /* lines applied entirely here */
     long long callbacks;  /* lines applied here and finished by a callback (their decode is counted there) */
-    long long diffs, tickers;
+    long long diffs, tickers, trades;
 } FeederObject;
 
 /* --- slots ---------------------------------------------------------------------------------------------- */
@@ -418,9 +422,17 @@ route_of(FeederObject *self, const char *a, Py_ssize_t n)
             Py_DECREF(answer);
             return NULL;
         }
-        if ((kind == KIND_DEPTH || kind == KIND_TICKER) && Py_IS_TYPE(st, self->st_type) &&
-            Py_IS_TYPE(book, self->book_type) && Py_IS_TYPE(check, self->check_type) &&
-            Py_IS_TYPE(bids, &BidsType) && Py_IS_TYPE(asks, &AsksType)) {
+        if (kind == KIND_AGG && Py_IS_TYPE(st, self->st_type) && Py_IS_TYPE(bids, self->window_type) &&
+            Py_IS_TYPE(asks, self->window_type)) { /* (3, symbol, st, book, check, flow, vwap) */
+            route.kind = KIND_AGG;
+            route.symbol = Py_NewRef(symbol);
+            route.st = Py_NewRef(st);
+            route.flow = Py_NewRef(bids);
+            route.vwap = Py_NewRef(asks);
+        }
+        else if ((kind == KIND_DEPTH || kind == KIND_TICKER) && Py_IS_TYPE(st, self->st_type) &&
+                 Py_IS_TYPE(book, self->book_type) && Py_IS_TYPE(check, self->check_type) &&
+                 Py_IS_TYPE(bids, &BidsType) && Py_IS_TYPE(asks, &AsksType)) {
             route.kind = (int)kind;
             route.symbol = Py_NewRef(symbol);
             route.st = Py_NewRef(st);
@@ -479,6 +491,14 @@ typedef struct {
     const char *sym;
     Py_ssize_t symlen;
 } Ticker;
+
+typedef struct {
+    long long a, T;
+    double p, q;
+    int m;
+    const char *sym;
+    Py_ssize_t symlen;
+} Agg;
 
 static int
 push_level(FeederObject *self, Py_ssize_t at, double price, double qty)
@@ -682,6 +702,102 @@ parse_ticker(Scan *s, Ticker *t)
     if ((seen & 127) != 127)
         return 0;
     return t->b > 0.0 && t->b < 1e15 && t->a > 0.0 && t->a < 1e15 && t->B < 1e18 && t->A < 1e18;
+}
+
+/* true or false */
+static inline int
+boolean(Scan *s, int *out)
+{
+    if (s->p < s->end && *s->p == 't' && skip_literal(s, "true")) {
+        *out = 1;
+        return 1;
+    }
+    if (s->p < s->end && *s->p == 'f' && skip_literal(s, "false")) {
+        *out = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* An aggTrade payload (tapewatch.events.AggTrade: every field given, 0 < p < 1e15, 0 < q < 1e18), its "e"
+ * "aggTrade" as Binance sends it. */
+static int
+parse_agg(Scan *s, Agg *t)
+{
+    if (!expect(s, '{'))
+        return 0;
+    unsigned seen = 0;
+    const char *k;
+    Py_ssize_t kn;
+    long long ignored;
+    if (expect(s, '}'))
+        return 0;
+    for (;;) {
+        if (!string(s, &k, &kn) || !expect(s, ':'))
+            return 0;
+        if (key_is(k, kn, "e")) {
+            const char *e;
+            Py_ssize_t en;
+            SEEN(1);
+            if (!string(s, &e, &en) || !key_is(e, en, "aggTrade"))
+                return 0;
+        }
+        else if (key_is(k, kn, "E")) {
+            SEEN(2);
+            if (!integer(s, &ignored))
+                return 0;
+        }
+        else if (key_is(k, kn, "a")) {
+            SEEN(4);
+            if (!integer(s, &t->a))
+                return 0;
+        }
+        else if (key_is(k, kn, "s")) {
+            SEEN(8);
+            if (!string(s, &t->sym, &t->symlen))
+                return 0;
+        }
+        else if (key_is(k, kn, "p")) {
+            SEEN(16);
+            if (!decimal(s, &t->p))
+                return 0;
+        }
+        else if (key_is(k, kn, "q")) {
+            SEEN(32);
+            if (!decimal(s, &t->q))
+                return 0;
+        }
+        else if (key_is(k, kn, "f")) {
+            SEEN(64);
+            if (!integer(s, &ignored))
+                return 0;
+        }
+        else if (key_is(k, kn, "l")) {
+            SEEN(128);
+            if (!integer(s, &ignored))
+                return 0;
+        }
+        else if (key_is(k, kn, "T")) {
+            SEEN(256);
+            if (!integer(s, &t->T))
+                return 0;
+        }
+        else if (key_is(k, kn, "m")) {
+            SEEN(512);
+            if (!boolean(s, &t->m))
+                return 0;
+        }
+        else if (!skip_value(s, 0)) {
+            return 0;
+        }
+        if (expect(s, '}'))
+            break;
+        if (!expect(s, ','))
+            return 0;
+    }
+    if (seen != 1023)
+        return 0;
+    return t->p > 0.0 && t->p < 1e15 && t->q > 0.0 && t->q < 1e18;
 }
 
 /* --- the market clock (Market.now_ms / ahead_ms, read as feed starts, written back before Python runs) ----- */
@@ -996,6 +1112,59 @@ apply_ticker(FeederObject *self, Clock *c, Route *r, Ticker *t)
     return rc < 0 ? FAILED : TAKEN;
 }
 
+static PyObject *s_add;
+
+/* MarketTrades._on_agg_trade on its common path: no gap held open, the id the next after the last applied one,
+ * a trade time the clock takes (not past ahead_ms) and not before either window's newest trade: the id is kept
+ * and the trade added to both windows (TradeWindow.add, in Python). Trades do not move the market clock. */
+static int
+apply_agg(FeederObject *self, Clock *c, Route *r, Agg *t)
+{
+    PyObject *st = r->st;
+    if (t->T > c->ahead)
+        return SLOW;
+    if (SLOT(st, self->st_fill) != Py_None)
+        return SLOW;
+    /* the next id (a symbol's first trade, last = -1, goes the Python way unless its id is 0: the same then) */
+    long long last, flow_time;
+    if (slot_ll(st, self->st_last_agg_id, &last) < 0 || last == LLONG_MAX || t->a != last + 1)
+        return SLOW;
+    /* not before the symbol's newest trade (MarketTrades._add_trade; both windows have the same newest) */
+    if (slot_ll(r->flow, self->window_last_time, &flow_time) < 0 || t->T < flow_time)
+        return SLOW;
+    if (slot_set_ll(st, self->st_last_agg_id, t->a) < 0)
+        return FAILED;
+    PyObject *args[5] = {NULL, PyLong_FromLongLong(t->T), PyFloat_FromDouble(t->p), PyFloat_FromDouble(t->q),
+                         t->m ? Py_True : Py_False};
+    if (args[1] == NULL || args[2] == NULL || args[3] == NULL) {
+        Py_XDECREF(args[1]);
+        Py_XDECREF(args[2]);
+        Py_XDECREF(args[3]);
+        return FAILED;
+    }
+    int rc = TAKEN;
+    PyObject *windows[2] = {r->flow, r->vwap};
+    for (int w = 0; w < 2 && rc == TAKEN; w++) {
+        args[0] = windows[w];
+        PyObject *took = PyObject_VectorcallMethod(s_add, args, 5, NULL);
+        if (took == NULL)
+            rc = FAILED;
+        else {
+            if (took != Py_True) { /* cannot be: the trade is not before the window's newest */
+                PyErr_SetString(PyExc_RuntimeError, "TradeWindow.add left out a trade the feeder took");
+                rc = FAILED;
+            }
+            Py_DECREF(took);
+        }
+    }
+    Py_DECREF(args[1]);
+    Py_DECREF(args[2]);
+    Py_DECREF(args[3]);
+    if (rc == TAKEN)
+        self->trades++;
+    return rc;
+}
+
 /* One line: TAKEN (or TAKEN + 1: finished by a callback), SLOW (nothing changed), FAILED (an error is set). */
 static int
 take_line(FeederObject *self, Clock *c, PyObject *line)
@@ -1012,6 +1181,7 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
     int seen = 0, kind = 0;
     Diff d = {0};
     Ticker t = {0};
+    Agg g = {0};
     if (expect(&s, '}'))
         return SLOW;
     for (;;) {
@@ -1046,6 +1216,10 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
                 if (!parse_diff(self, &s, &d))
                     return SLOW;
             }
+            else if (kind == KIND_AGG) {
+                if (!parse_agg(&s, &g))
+                    return SLOW;
+            }
             else if (!parse_ticker(&s, &t)) {
                 return SLOW;
             }
@@ -1062,14 +1236,16 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
     if (s.p != s.end || seen != 7)
         return SLOW;
     /* the payload names the stream's symbol */
-    const char *sym = kind == KIND_DEPTH ? d.sym : t.sym;
-    Py_ssize_t symlen = kind == KIND_DEPTH ? d.symlen : t.symlen;
+    const char *sym = kind == KIND_DEPTH ? d.sym : kind == KIND_AGG ? g.sym : t.sym;
+    Py_ssize_t symlen = kind == KIND_DEPTH ? d.symlen : kind == KIND_AGG ? g.symlen : t.symlen;
     Py_ssize_t want;
     const char *own = PyUnicode_AsUTF8AndSize(route->symbol, &want);
     if (own == NULL)
         return FAILED;
     if (want != symlen || memcmp(own, sym, (size_t)symlen) != 0)
         return SLOW;
+    if (kind == KIND_AGG)
+        return apply_agg(self, c, route, &g);
     return kind == KIND_DEPTH ? apply_diff(self, c, route, &d, line) : apply_ticker(self, c, route, &t);
 }
 
@@ -1115,19 +1291,19 @@ Feeder_feed(FeederObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Feeder_counts(FeederObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{s:L,s:L,s:L,s:L}", "taken", self->taken, "callbacks", self->callbacks, "diffs",
-                         self->diffs, "tickers", self->tickers);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L}", "taken", self->taken, "callbacks", self->callbacks, "diffs",
+                         self->diffs, "tickers", self->tickers, "trades", self->trades);
 }
 
 static int
 Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"market",      "route",      "after_apply", "mismatch", "drop_oldest", "synced",
-                            "state_type",  "book_type",  "check_type",  NULL};
-    PyObject *market, *route, *after, *mismatch, *drop, *synced, *st_type, *book_type, *check_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOO!O!O!", names, &market, &route, &after, &mismatch, &drop,
-                                     &synced, &PyType_Type, &st_type, &PyType_Type, &book_type, &PyType_Type,
-                                     &check_type))
+    static char *names[] = {"market",     "route",     "after_apply", "mismatch",    "drop_oldest", "synced",
+                            "state_type", "book_type", "check_type",  "window_type", NULL};
+    PyObject *market, *route, *after, *mismatch, *drop, *synced, *st_type, *book_type, *check_type, *window_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOO!O!O!O!", names, &market, &route, &after, &mismatch,
+                                     &drop, &synced, &PyType_Type, &st_type, &PyType_Type, &book_type,
+                                     &PyType_Type, &check_type, &PyType_Type, &window_type))
         return -1;
     if (self->market != NULL) {
         PyErr_SetString(PyExc_TypeError, "a LineFeeder is made once");
@@ -1142,9 +1318,12 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
     self->st_type = (PyTypeObject *)Py_NewRef(st_type);
     self->book_type = (PyTypeObject *)Py_NewRef(book_type);
     self->check_type = (PyTypeObject *)Py_NewRef(check_type);
-    PyTypeObject *S = self->st_type, *B = self->book_type, *C = self->check_type;
+    self->window_type = (PyTypeObject *)Py_NewRef(window_type);
+    PyTypeObject *S = self->st_type, *B = self->book_type, *C = self->check_type, *W = self->window_type;
     if ((self->st_last_event_time = slot_offset(S, "last_event_time")) < 0 ||
         (self->st_last_ticker_id = slot_offset(S, "last_ticker_id")) < 0 ||
+        (self->st_last_agg_id = slot_offset(S, "last_agg_id")) < 0 || (self->st_fill = slot_offset(S, "fill")) < 0 ||
+        (self->window_last_time = slot_offset(W, "last_time")) < 0 ||
         (self->book_state = slot_offset(B, "state")) < 0 ||
         (self->book_last_update_id = slot_offset(B, "last_update_id")) < 0 ||
         (self->book_last_event_time = slot_offset(B, "last_event_time")) < 0 ||
@@ -1172,6 +1351,8 @@ Feeder_traverse(FeederObject *self, visitproc visit, void *arg)
         Py_VISIT(self->routes[r].st);
         Py_VISIT(self->routes[r].book);
         Py_VISIT(self->routes[r].check);
+        Py_VISIT(self->routes[r].flow);
+        Py_VISIT(self->routes[r].vwap);
     }
     return 0;
 }
@@ -1188,6 +1369,7 @@ Feeder_clear(FeederObject *self)
     Py_CLEAR(self->st_type);
     Py_CLEAR(self->book_type);
     Py_CLEAR(self->check_type);
+    Py_CLEAR(self->window_type);
     for (Py_ssize_t r = 0; r < self->nroutes; r++) {
         Route *route = &self->routes[r];
         PyMem_Free(route->stream);
@@ -1198,6 +1380,8 @@ Feeder_clear(FeederObject *self)
         Py_CLEAR(route->check);
         Py_CLEAR(route->bids);
         Py_CLEAR(route->asks);
+        Py_CLEAR(route->flow);
+        Py_CLEAR(route->vwap);
     }
     self->nroutes = 0;
     return 0;
@@ -1223,7 +1407,7 @@ static PyMethodDef Feeder_methods[] = {
 
 static PyTypeObject FeederType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tapewatch._sides.LineFeeder",
-    .tp_doc = PyDoc_STR("Depth diffs and bookTickers of capture lines applied to a Market in C."),
+    .tp_doc = PyDoc_STR("Depth diffs, bookTickers and aggTrades of capture lines applied to a Market in C."),
     .tp_basicsize = sizeof(FeederObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -1240,5 +1424,6 @@ lines_init_strings(void)
     s_now_ms = PyUnicode_InternFromString("now_ms");
     s_ahead_ms = PyUnicode_InternFromString("ahead_ms");
     s_tolerance = PyUnicode_InternFromString("clock_tolerance_ms");
-    return (s_now_ms && s_ahead_ms && s_tolerance) ? 0 : -1;
+    s_add = PyUnicode_InternFromString("add");
+    return (s_now_ms && s_ahead_ms && s_tolerance && s_add) ? 0 : -1;
 }

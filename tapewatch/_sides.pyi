@@ -18,8 +18,8 @@ class NativeBids(_NativeSide): ...
 class NativeAsks(_NativeSide): ...
 
 class LineFeeder:
-    """Depth diffs and bookTickers of capture lines applied to a Market in C (tapewatch/_native_lines.c; driven by
-    tapewatch.native_lines.NativeLines)."""
+    """Depth diffs, bookTickers and aggTrades of capture lines applied to a Market in C
+    (tapewatch/_native_lines.c; driven by tapewatch.native_lines.NativeLines)."""
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class LineFeeder:
         state_type: type,
         book_type: type,
         check_type: type,
+        window_type: type,
     ) -> None: ...
     def feed(self, lines: list[bytes], start: int, /) -> int: ...
     def counts(self) -> dict[str, int]: ...

@@ -28,6 +28,7 @@ from tapewatch.market import Market, Request, SymbolState
 from tapewatch.parse import FrameDecoder
 from tapewatch.streams import Kind
 from tapewatch.topcheck import HeldTicker, Quote, TopCheck, _drop_oldest
+from tapewatch.trade_flow import TradeWindow
 
 try:
     from tapewatch._sides import LineFeeder
@@ -36,9 +37,10 @@ except ImportError:  # built without a C compiler (or an older build): the Pytho
 else:
     AVAILABLE = True
 
-_KINDS = {Kind.DEPTH: 1, Kind.BOOK_TICKER: 2}
-#: What the feeder is told of a stream: (kind code, symbol, state, book, proof, bids, asks); False: not yet;
-#: None: never (its lines take the Python path).
+_KINDS = {Kind.DEPTH: 1, Kind.BOOK_TICKER: 2, Kind.AGG_TRADE: 3}
+#: What the feeder is told of a stream: (kind code, symbol, state, book, proof, bids, asks) — for an aggTrade
+#: stream the last two are the symbol's trade windows (flow, vwap); False: not yet; None: never (its lines take
+#: the Python path).
 RouteAnswer = tuple[int, str, SymbolState, OrderBook, TopCheck, object, object] | bool | None
 
 
@@ -64,6 +66,7 @@ class NativeLines:
             SymbolState,
             OrderBook,
             TopCheck,
+            TradeWindow,
         )
         self.feed = self._feeder.feed
 
@@ -79,6 +82,8 @@ class NativeLines:
         st = self.market.symbols.get(symbol)
         if st is None:
             return False
+        if route[1] is Kind.AGG_TRADE:
+            return code, symbol, st, st.book, st.check, st.flow, st.vwap
         return code, symbol, st, st.book, st.check, st.book.bids, st.book.asks
 
     def _after_apply(self, st: SymbolState, line: bytes) -> None:
@@ -100,7 +105,8 @@ class NativeLines:
             self.requests.append(request)
 
     def counts(self) -> dict[str, int]:
-        """Lines taken: ``taken`` entirely in C, ``callbacks`` finished here, ``diffs`` and ``tickers`` of both."""
+        """Lines taken: ``taken`` entirely in C, ``callbacks`` finished here; ``diffs``, ``tickers`` and ``trades``
+        (aggTrades) by kind."""
         counts: dict[str, int] = self._feeder.counts()
         return counts
 

@@ -17,6 +17,9 @@ NO_RESCAN = "No universe rescan yet — Dagster runs one every few hours; press 
 #: After Dagster did not answer, the run's status is asked again only this much later (a hung webserver
 #: would otherwise hold a worker for the client's timeout on every 5 s tick).
 RETRY_MS = 30_000
+#: Rows the page shows of the rescan history and of the exclusions (newest first); their titles say so.
+RESCAN_ROWS = 20
+EXCLUSION_ROWS = 100
 
 
 def layout(**_: Any) -> html.Div:
@@ -76,7 +79,7 @@ def layout(**_: Any) -> html.Div:
             html.Div(
                 [
                     ui.table(
-                        "Last rescans",
+                        f"Last rescans (the newest {RESCAN_ROWS})",
                         "universe-rescans",
                         [
                             ui.column("created_at", "when"),
@@ -89,7 +92,7 @@ def layout(**_: Any) -> html.Div:
                         height=220,
                     ),
                     ui.table(
-                        "Exclusions",
+                        f"Exclusions (the newest {EXCLUSION_ROWS}; PostgreSQL's universe_exclusions keeps them all)",
                         "universe-exclusions",
                         [
                             ui.column("created_at", "when"),
@@ -120,8 +123,8 @@ def universe_view(backend: be.Backend) -> tuple[Any, ...]:
         return (
             current,
             members,
-            universe_store.recent_rescans(backend.db, 20),
-            universe_store.exclusions(backend.db, 100),
+            universe_store.recent_rescans(backend.db, RESCAN_ROWS),
+            universe_store.exclusions(backend.db, EXCLUSION_ROWS),
         )
 
     found, problem = be.attempt(read)

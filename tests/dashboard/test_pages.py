@@ -326,6 +326,10 @@ def test_universe_page(backend: be.Backend) -> None:
     assert [(m["symbol"], m["selected"]) for m in members] == [("BTCUSDT", "yes"), ("DOGEUSDT", "")]
     assert members[1]["reason"] == "below_min_volume"
     assert rescans[0]["added"] == "BTCUSDT" and status == "x"
+    # the two history tables show the newest rows only, and their titles say how many
+    titles = text_of(universe.layout())
+    assert f"Exclusions (the newest {universe.EXCLUSION_ROWS};" in titles
+    assert f"Last rescans (the newest {universe.RESCAN_ROWS})" in titles
 
 
 def test_reports_page(backend: be.Backend) -> None:

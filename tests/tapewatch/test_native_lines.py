@@ -11,6 +11,7 @@ line can be wrong (the native path must leave each to the Python path, which cou
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from realtime.replay import run_replay
 from realtime.sim.record import record
 from tapewatch.market import Market
 from tapewatch.settings import Settings
+from tapewatch.trade_flow import TradeWindow
 from tests.helpers import (
     ALL_RECORDINGS,
     USDM_CRYPTOFEED,
@@ -73,8 +75,24 @@ def market_state(market: Market) -> dict[str, Any]:
             "tops": list(check._tops.items()),
             "tickers": list(check._tickers.items()),
             "features": st.features(),
+            "trades": (st.last_agg_id, st.fill, st.skipped_gap, st.trades_checked_ms, list(st.caught_up)),
+            "windows": [_window(w) for w in (st.flow, st.vwap)],
         }
     return state
+
+
+def _window(w: TradeWindow) -> tuple[Any, ...]:
+    return (
+        list(w._trades),
+        w.large_buys,
+        w.large_sells,
+        w.quote_volume,
+        w.pq,
+        w.q,
+        w.last_time,
+        w.last_price,
+        w._expired,
+    )
 
 
 def both_ways(paths: list[Path]) -> tuple[dict[str, Any], int]:
@@ -268,13 +286,80 @@ DAMAGE += [
     lambda line: line.replace(b'"B":"', b'"B":"1000000000000000000","x":"', 1),
 ]
 
+
+def _trade_value(key: str, value: bytes | None = None, shift: int = 0) -> Callable[[bytes], bytes]:
+    """An aggTrade line with ``key``'s value replaced by ``value`` (raw JSON), or moved by ``shift``; other lines
+    as they are."""
+
+    def damage(line: bytes) -> bytes:
+        obj = json.loads(line)
+        if obj["data"].get("e") != "aggTrade":
+            return line
+        raw = value if value is not None else str(obj["data"][key] + shift).encode()
+        return _replace_value(line, key.encode(), raw)
+
+    return damage
+
+
+def _trade_without(key: str) -> Callable[[bytes], bytes]:
+    """An aggTrade line without ``key``; other lines as they are."""
+    return lambda line: _without(line, key) if b'"e":"aggTrade"' in line else line
+
+
+DAMAGE += [
+    _trade_value("a", shift=2),  # a gap: the Python path opens it
+    _trade_value("a", shift=-1),  # the last id again: out of order
+    _trade_value("a", shift=-(10**6)),  # far below the last (a bogus-id check)
+    _trade_value("a", b"-5"),
+    _trade_value("a", b'"88"'),
+    _trade_value("a", b"1e3"),
+    _trade_value("T", shift=3_600_000),  # an hour ahead of the clock
+    _trade_value("T", shift=-60_000),  # a minute before the symbol's newest trade (time regressed)
+    _trade_value("T", shift=-3_600_000),  # before both windows' horizon: left out
+    _trade_value("T", b"null"),
+    _trade_value("p", b'"0"'),
+    _trade_value("p", b'"0.0"'),
+    _trade_value("p", b'"-7.6"'),
+    _trade_value("p", b'"1000000000000000"'),
+    _trade_value("p", b'"7.6e0"'),
+    _trade_value("p", b"7.6"),
+    _trade_value("q", b'"0"'),
+    _trade_value("q", b'"1000000000000000000"'),
+    _trade_value("q", b'"01"'),
+    _trade_value("m", b"1"),
+    _trade_value("m", b'"true"'),
+    _trade_value("m", b"null"),
+    _trade_value("m", b"tru"),
+    _trade_value("m", b"falsey"),
+    _trade_value("f", b'"1"'),
+    _trade_value("l", b"1.0"),
+    _trade_value("E", b'"1"'),
+    lambda line: line.replace(b'"e":"aggTrade"', b'"e":"trade"', 1),
+    lambda line: line.replace(b'"m":true', b'"m":false', 1),  # a valid change: taken either way
+    lambda line: line.replace(b'"m":', b'"m":true,"m":', 1),
+    lambda line: line.replace(b'"a":', b'"x":1,"a":', 1),  # an unknown key: skipped as msgspec does
+    *(_trade_without(key) for key in ("m", "q", "f", "l", "E", "p")),
+]
+
+
+def _changes(damage: Callable[[bytes], bytes], line: bytes) -> bool:
+    try:
+        return damage(line) != line
+    except ValueError:  # a key the line does not have
+        return False
+
+
 _LINES = list(recording_lines(USDM_CRYPTOFEED))
-_AT = {"depth": _pick(_LINES, b"@depth"), "ticker": _pick(_LINES, b"@bookTicker")}
+_AT = {
+    "depth": _pick(_LINES, b"@depth"),
+    "ticker": _pick(_LINES, b"@bookTicker"),
+    "trade": _pick(_LINES, b"@aggTrade"),
+}
 _CASES = [
     pytest.param(kind, n, id=f"{kind}-{n}")
     for kind, at in _AT.items()
     for n, damage in enumerate(DAMAGE)
-    if damage(_LINES[at]) != _LINES[at]
+    if _changes(damage, _LINES[at])
 ]
 
 
@@ -289,6 +374,26 @@ def test_a_damaged_line_comes_out_the_same_both_ways(tmp_path: Path, kind: str, 
     at = _AT[kind]
     lines[at] = DAMAGE[damage](lines[at])
     both_ways([write_gz(tmp_path / "damaged.jsonl.gz", lines)])
+
+
+def test_trades_swapped_open_a_gap_that_the_late_one_fills_both_ways(tmp_path: Path) -> None:
+    """Two trades of a symbol in the wrong order: the later id opens a gap (its trades held) and the earlier one
+    arriving next fills it, on the Python path, even though its id is the next after the last applied one."""
+    lines = list(_LINES)
+    trades = {
+        i: (obj["stream"], obj["data"]["a"])
+        for i, line in enumerate(lines)
+        if i > len(lines) // 2 and b"@aggTrade" in line[:80] and (obj := json.loads(line))
+    }
+    first, second = next(
+        (i, j)
+        for i, (stream, a) in trades.items()
+        for j, (other, b) in trades.items()
+        if j > i and other == stream and b == a + 1
+    )
+    lines[first], lines[second] = lines[second], lines[first]
+    state, _ = both_ways([write_gz(tmp_path / "swapped.jsonl.gz", lines)])
+    assert state["totals"]["trade_gaps"] == 1 and state["totals"]["trades_filled"] == 1
 
 
 def test_the_undamaged_lines_picked_take_the_native_path(tmp_path: Path) -> None:
