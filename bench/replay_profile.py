@@ -11,7 +11,7 @@ best of ``--repeat``, so other processes on the machine do not distort the split
   "parse + book-update cost" of issue 3);
 - ``replay``: parse + the whole market state (books, bookTicker proof, trade windows, candles) =
   ``tapewatch replay`` without the signal engine, on the Python path;
-- ``native``: the same replay with depth diffs and bookTickers on the native path (:mod:`tapewatch.native_lines`;
+- ``native``: the same replay with depth diffs, bookTickers, aggTrades and klines on the native path (:mod:`tapewatch.native_lines`;
   ``tapewatch replay --books-only``), where it was built.
 
 Every stage runs with the collector set as ``tapewatch replay`` sets it (:func:`realtime.replay.fewer_collections`).

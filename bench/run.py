@@ -98,7 +98,7 @@ def book_update_cost(paths: list[Path]) -> dict[str, float]:
 
 def measure(name: str, paths: list[Path], repeat: int) -> dict[str, object]:
     raw_s, raw = best_of(repeat, lambda: count_and_decode_raw(paths))
-    # books-only replay: the native path for depth diffs and bookTickers where it was built (tapewatch.native_lines)
+    # books-only replay: the native path for depth diffs, bookTickers, aggTrades and klines where it was built (tapewatch.native_lines)
     rep_s, summary = best_of(repeat, lambda: replay(paths, signals=False))
     py_rep_s = rep_s
     if summary["native_lines"]:  # the same replay on the Python path alone

@@ -136,7 +136,7 @@ def run_replay(
     false) the signal engine. Without ``settings``, they are loaded as the CLI loads them (environment and
     ``TAPEWATCH_CONFIG_FILE``, unknown ``TAPEWATCH_*`` variables refused): a bare Settings() would skip both.
 
-    Without the engine, depth diffs and bookTickers take the native path (:mod:`tapewatch.native_lines`) where
+    Without the engine, depth diffs, bookTickers, aggTrades and klines take the native path (:mod:`tapewatch.native_lines`) where
     it was built, unless ``native`` is False; ``native=True`` asks for it (an error where it is not built). The
     results are the same either way; the summary's ``native_lines`` says how many lines it took."""
     settings = settings or load_settings()
@@ -340,7 +340,7 @@ def run_replay(
         # each control:engine_start line the capture holds: the engine state and parameters the live run
         # started with, which the replay started with at the same place (none in captures made before them)
         "engine_starts": starts,
-        # lines of depth diffs and bookTickers the native path applied (0 with the engine, or where not built)
+        # lines of depth diffs, bookTickers, aggTrades and klines the native path applied (0 with the engine, or where not built)
         "native_lines": native_counts["taken"] + native_counts["callbacks"],
     }
     return result

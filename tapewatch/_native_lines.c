@@ -1,16 +1,20 @@
-/* tapewatch._sides.LineFeeder: capture lines of depth diffs and bookTickers applied to a Market in C (the native
- * replay path; tapewatch.native_lines drives it). Included by _sides.c: it applies diffs to the native sides
- * directly.
+/* tapewatch._sides.LineFeeder: capture lines of depth diffs, bookTickers, aggTrades and klines applied to a Market
+ * in C (the native replay path; tapewatch.native_lines drives it). Included by _sides.c: it applies diffs to the
+ * native sides directly.
  *
  * It takes a line only when it knows the Python path would take the same common path, and decides that before it
- * changes anything: a well-formed websocket line of a depth diff or a bookTicker (plain JSON, decimal strings,
- * the payload's symbol the stream's), a synced book whose last id the diff continues, an event time the market
- * clock takes without a jump, a ticker newer than the symbol's last. Every other line (snapshots, trades, klines,
- * REST answers, anything unusual or malformed) is left to the Python path: feed() returns its index. What it
- * does to the state is what Market._on_depth / _on_book_ticker, OrderBook.apply and TopCheck.on_sides /
- * on_ticker do on their common path; the rare turns after a change (a top the floor/ceiling check refuses, a
- * ticker that disagrees with the book) call back into Python, which finishes them with the same code as live.
- * tests/tapewatch/test_native_lines.py replays every capture both ways and compares the whole market state.
+ * changes anything: a well-formed websocket line of one of the four kinds (plain JSON, decimal strings, the
+ * payload's symbol the stream's), a synced book whose last id the diff continues, an event time the market clock
+ * takes without a jump, a ticker newer than the symbol's last, an aggTrade whose id is the next after the last
+ * applied one (no gap held open) at a time the clock takes and not before the symbol's newest trade, a possible
+ * kline bar of the stream's interval within the clock's tolerance for an existing series. Every other line
+ * (snapshots, @trade fills, REST answers, anything unusual or malformed) is left to the Python path: feed()
+ * returns its index. What it does to the state is what Market._on_depth / _on_book_ticker / _on_agg_trade /
+ * _on_kline, OrderBook.apply and TopCheck.on_sides / on_ticker do on their common path (trades and candles go to
+ * TradeWindow.add and CandleSeries.update, Python methods); the rare turns after a change (a top the
+ * floor/ceiling check refuses, a ticker that disagrees with the book, a kline that left a candle hole) call back
+ * into Python, which finishes them with the same code as live. tests/tapewatch/test_native_lines.py replays
+ * every capture both ways and compares the whole market state.
  */
 #include <structmember.h>
 
@@ -18,6 +22,7 @@
 #define KIND_DEPTH 1
 #define KIND_TICKER 2
 #define KIND_AGG 3
+#define KIND_KLINE 4
 #define MAX_NUMBER 40 /* longer decimal strings go the Python way */
 
 typedef struct {
@@ -33,6 +38,8 @@ typedef struct {
     SideObject *asks;
     PyObject *flow; /* KIND_AGG: the symbol's two TradeWindows */
     PyObject *vwap;
+    PyObject *series;   /* KIND_KLINE: the symbol's CandleSeries of the stream's interval */
+    PyObject *interval; /* str */
 } Route;
 
 typedef struct {
@@ -42,11 +49,12 @@ typedef struct {
     PyObject *after_apply;   /* (st, line) after a diff whose new top the book must judge itself */
     PyObject *mismatch;      /* (st, update_id, ticker, top) a ticker that disagrees with the book */
     PyObject *drop_oldest;   /* topcheck._drop_oldest(dict, keep) */
+    PyObject *after_kline;   /* (st, series, interval, event_time) after a kline that left a candle hole */
     PyObject *synced;        /* BookState.SYNCED */
-    PyTypeObject *st_type, *book_type, *check_type, *window_type;
+    PyTypeObject *st_type, *book_type, *check_type, *window_type, *series_type, *candle_type;
     /* slot offsets */
     Py_ssize_t st_last_event_time, st_last_ticker_id, st_last_agg_id, st_fill;
-    Py_ssize_t window_last_time;
+    Py_ssize_t window_last_time, series_missing;
     Py_ssize_t book_state, book_last_update_id, book_last_event_time, book_applied, book_floor, book_ceiling;
     Py_ssize_t check_keep, check_checks, check_tops, check_tickers;
     /* routes: an open-addressing table of indices into an array */
@@ -60,7 +68,7 @@ typedef struct {
     /* what was taken */
     long long taken;      /* lines applied entirely here */
     long long callbacks;  /* lines applied here and finished by a callback (their decode is counted there) */
-    long long diffs, tickers, trades;
+    long long diffs, tickers, trades, klines;
 } FeederObject;
 
 /* --- slots ---------------------------------------------------------------------------------------------- */
@@ -422,7 +430,15 @@ route_of(FeederObject *self, const char *a, Py_ssize_t n)
             Py_DECREF(answer);
             return NULL;
         }
-        if (kind == KIND_AGG && Py_IS_TYPE(st, self->st_type) && Py_IS_TYPE(bids, self->window_type) &&
+        if (kind == KIND_KLINE && Py_IS_TYPE(st, self->st_type) && Py_IS_TYPE(book, self->series_type) &&
+            PyUnicode_CheckExact(check)) { /* (4, symbol, st, series, interval, None, None) */
+            route.kind = KIND_KLINE;
+            route.symbol = Py_NewRef(symbol);
+            route.st = Py_NewRef(st);
+            route.series = Py_NewRef(book);
+            route.interval = Py_NewRef(check);
+        }
+        else if (kind == KIND_AGG && Py_IS_TYPE(st, self->st_type) && Py_IS_TYPE(bids, self->window_type) &&
             Py_IS_TYPE(asks, self->window_type)) { /* (3, symbol, st, book, check, flow, vwap) */
             route.kind = KIND_AGG;
             route.symbol = Py_NewRef(symbol);
@@ -500,6 +516,14 @@ typedef struct {
     Py_ssize_t symlen;
 } Agg;
 
+typedef struct {
+    long long E, t, T, n;
+    double o, c, h, l, v, q, V, Q;
+    int x;
+    const char *sym, *i;
+    Py_ssize_t symlen, ilen;
+} Kl;
+
 static int
 push_level(FeederObject *self, Py_ssize_t at, double price, double qty)
 {
@@ -546,160 +570,160 @@ levels(FeederObject *self, Scan *s, Py_ssize_t *count, Py_ssize_t offset)
     return 1;
 }
 
+/* A field reader of an object's key k: 1 read, 0 the line refused, -1 not a key it reads (skipped). */
+typedef int (*Field)(Scan *s, const char *k, Py_ssize_t kn, void *out, unsigned *seen);
+
 #define SEEN(bit)                                                                                          \
     do {                                                                                                   \
-        if (seen & (bit))                                                                                  \
+        if (*seen & (bit))                                                                                 \
             return 0;                                                                                      \
-        seen |= (bit);                                                                                     \
+        *seen |= (bit);                                                                                    \
     } while (0)
+
+/* A JSON object (not {}) whose keys ``field`` reads; the bits of the keys read are or-ed into *seen. */
+static int
+object(Scan *s, Field field, void *out, unsigned *seen)
+{
+    if (!expect(s, '{') || expect(s, '}'))
+        return 0;
+    for (;;) {
+        const char *k;
+        Py_ssize_t kn;
+        if (!string(s, &k, &kn) || !expect(s, ':'))
+            return 0;
+        int rc = field(s, k, kn, out, seen);
+        if (rc == 0 || (rc < 0 && !skip_value(s, 0)))
+            return 0;
+        if (expect(s, '}'))
+            return 1;
+        if (!expect(s, ','))
+            return 0;
+    }
+}
+
+/* "e": the payload's event name, which must be ``want`` (stricter than msgspec, which ignores it) */
+static int
+event_is(Scan *s, const char *want)
+{
+    const char *e;
+    Py_ssize_t en;
+    return string(s, &e, &en) && key_is(e, en, want);
+}
+
+typedef struct {
+    FeederObject *self;
+    Diff *d;
+    Py_ssize_t nb, na;
+} DiffRead;
+
+static int
+diff_field(Scan *s, const char *k, Py_ssize_t kn, void *out, unsigned *seen)
+{
+    DiffRead *r = out;
+    Diff *d = r->d;
+    if (key_is(k, kn, "e")) {
+        SEEN(1);
+        return event_is(s, "depthUpdate");
+    }
+    if (key_is(k, kn, "E")) {
+        SEEN(2);
+        return integer(s, &d->E);
+    }
+    if (key_is(k, kn, "T")) {
+        SEEN(4);
+        return integer(s, &d->T);
+    }
+    if (key_is(k, kn, "s")) {
+        SEEN(8);
+        return string(s, &d->sym, &d->symlen);
+    }
+    if (key_is(k, kn, "U")) {
+        SEEN(16);
+        return integer(s, &d->U);
+    }
+    if (key_is(k, kn, "u")) {
+        SEEN(32);
+        return integer(s, &d->u);
+    }
+    if (key_is(k, kn, "pu")) {
+        SEEN(64);
+        return integer(s, &d->pu);
+    }
+    if (key_is(k, kn, "b")) {
+        SEEN(128);
+        return levels(r->self, s, &r->nb, 0);
+    }
+    if (key_is(k, kn, "a")) {
+        /* the bids must be read before the asks to share the buffer: asks first go the Python way */
+        if (!(*seen & 128))
+            return 0;
+        SEEN(256);
+        return levels(r->self, s, &r->na, r->nb);
+    }
+    return -1;
+}
 
 static int
 parse_diff(FeederObject *self, Scan *s, Diff *d)
 {
-    if (!expect(s, '{'))
-        return 0;
+    DiffRead r = {self, d, 0, 0};
     unsigned seen = 0;
-    const char *k;
-    Py_ssize_t kn;
-    Py_ssize_t nb = 0, na = 0;
-    /* the bids must be read before the asks to share the buffer: asks first go the Python way */
-    if (expect(s, '}'))
+    if (!object(s, diff_field, &r, &seen))
         return 0;
-    for (;;) {
-        if (!string(s, &k, &kn) || !expect(s, ':'))
-            return 0;
-        if (key_is(k, kn, "e")) {
-            const char *e;
-            Py_ssize_t en;
-            SEEN(1);
-            if (!string(s, &e, &en) || !key_is(e, en, "depthUpdate"))
-                return 0;
-        }
-        else if (key_is(k, kn, "E")) {
-            SEEN(2);
-            if (!integer(s, &d->E))
-                return 0;
-        }
-        else if (key_is(k, kn, "T")) {
-            SEEN(4);
-            if (!integer(s, &d->T))
-                return 0;
-        }
-        else if (key_is(k, kn, "s")) {
-            SEEN(8);
-            if (!string(s, &d->sym, &d->symlen))
-                return 0;
-        }
-        else if (key_is(k, kn, "U")) {
-            SEEN(16);
-            if (!integer(s, &d->U))
-                return 0;
-        }
-        else if (key_is(k, kn, "u")) {
-            SEEN(32);
-            if (!integer(s, &d->u))
-                return 0;
-        }
-        else if (key_is(k, kn, "pu")) {
-            SEEN(64);
-            if (!integer(s, &d->pu))
-                return 0;
-        }
-        else if (key_is(k, kn, "b")) {
-            SEEN(128);
-            if (!levels(self, s, &nb, 0))
-                return 0;
-        }
-        else if (key_is(k, kn, "a")) {
-            if (!(seen & 128))
-                return 0;
-            SEEN(256);
-            if (!levels(self, s, &na, nb))
-                return 0;
-        }
-        else if (!skip_value(s, 0)) {
-            return 0;
-        }
-        if (expect(s, '}'))
-            break;
-        if (!expect(s, ','))
-            return 0;
-    }
-    d->nbids = nb;
-    d->nasks = na;
+    d->nbids = r.nb;
+    d->nasks = r.na;
     return seen == 511;
+}
+
+static int
+ticker_field(Scan *s, const char *k, Py_ssize_t kn, void *out, unsigned *seen)
+{
+    Ticker *t = out;
+    long long ignored;
+    if (key_is(k, kn, "e")) {
+        SEEN(1);
+        return event_is(s, "bookTicker");
+    }
+    if (key_is(k, kn, "u")) {
+        SEEN(2);
+        return integer(s, &t->u);
+    }
+    if (key_is(k, kn, "s")) {
+        SEEN(4);
+        return string(s, &t->sym, &t->symlen);
+    }
+    if (key_is(k, kn, "b")) {
+        SEEN(8);
+        return decimal(s, &t->b);
+    }
+    if (key_is(k, kn, "B")) {
+        SEEN(16);
+        return decimal(s, &t->B);
+    }
+    if (key_is(k, kn, "a")) {
+        SEEN(32);
+        return decimal(s, &t->a);
+    }
+    if (key_is(k, kn, "A")) {
+        SEEN(64);
+        return decimal(s, &t->A);
+    }
+    if (key_is(k, kn, "E")) {
+        SEEN(128);
+        return integer(s, &ignored);
+    }
+    if (key_is(k, kn, "T")) {
+        SEEN(256);
+        return integer(s, &ignored);
+    }
+    return -1;
 }
 
 static int
 parse_ticker(Scan *s, Ticker *t)
 {
-    if (!expect(s, '{'))
-        return 0;
     unsigned seen = 0;
-    const char *k;
-    Py_ssize_t kn;
-    long long ignored;
-    if (expect(s, '}'))
-        return 0;
-    for (;;) {
-        if (!string(s, &k, &kn) || !expect(s, ':'))
-            return 0;
-        if (key_is(k, kn, "e")) {
-            const char *e;
-            Py_ssize_t en;
-            SEEN(1);
-            if (!string(s, &e, &en) || !key_is(e, en, "bookTicker"))
-                return 0;
-        }
-        else if (key_is(k, kn, "u")) {
-            SEEN(2);
-            if (!integer(s, &t->u))
-                return 0;
-        }
-        else if (key_is(k, kn, "s")) {
-            SEEN(4);
-            if (!string(s, &t->sym, &t->symlen))
-                return 0;
-        }
-        else if (key_is(k, kn, "b")) {
-            SEEN(8);
-            if (!decimal(s, &t->b))
-                return 0;
-        }
-        else if (key_is(k, kn, "B")) {
-            SEEN(16);
-            if (!decimal(s, &t->B))
-                return 0;
-        }
-        else if (key_is(k, kn, "a")) {
-            SEEN(32);
-            if (!decimal(s, &t->a))
-                return 0;
-        }
-        else if (key_is(k, kn, "A")) {
-            SEEN(64);
-            if (!decimal(s, &t->A))
-                return 0;
-        }
-        else if (key_is(k, kn, "E")) {
-            SEEN(128);
-            if (!integer(s, &ignored))
-                return 0;
-        }
-        else if (key_is(k, kn, "T")) {
-            SEEN(256);
-            if (!integer(s, &ignored))
-                return 0;
-        }
-        else if (!skip_value(s, 0)) {
-            return 0;
-        }
-        if (expect(s, '}'))
-            break;
-        if (!expect(s, ','))
-            return 0;
-    }
-    if ((seen & 127) != 127)
+    if (!object(s, ticker_field, t, &seen) || (seen & 127) != 127)
         return 0;
     return t->b > 0.0 && t->b < 1e15 && t->a > 0.0 && t->a < 1e15 && t->B < 1e18 && t->A < 1e18;
 }
@@ -719,85 +743,177 @@ boolean(Scan *s, int *out)
     return 0;
 }
 
-/* An aggTrade payload (tapewatch.events.AggTrade: every field given, 0 < p < 1e15, 0 < q < 1e18), its "e"
- * "aggTrade" as Binance sends it. */
+static int
+agg_field(Scan *s, const char *k, Py_ssize_t kn, void *out, unsigned *seen)
+{
+    Agg *t = out;
+    long long ignored;
+    if (key_is(k, kn, "e")) {
+        SEEN(1);
+        return event_is(s, "aggTrade");
+    }
+    if (key_is(k, kn, "E")) {
+        SEEN(2);
+        return integer(s, &ignored);
+    }
+    if (key_is(k, kn, "a")) {
+        SEEN(4);
+        return integer(s, &t->a);
+    }
+    if (key_is(k, kn, "s")) {
+        SEEN(8);
+        return string(s, &t->sym, &t->symlen);
+    }
+    if (key_is(k, kn, "p")) {
+        SEEN(16);
+        return decimal(s, &t->p);
+    }
+    if (key_is(k, kn, "q")) {
+        SEEN(32);
+        return decimal(s, &t->q);
+    }
+    if (key_is(k, kn, "f")) {
+        SEEN(64);
+        return integer(s, &ignored);
+    }
+    if (key_is(k, kn, "l")) {
+        SEEN(128);
+        return integer(s, &ignored);
+    }
+    if (key_is(k, kn, "T")) {
+        SEEN(256);
+        return integer(s, &t->T);
+    }
+    if (key_is(k, kn, "m")) {
+        SEEN(512);
+        return boolean(s, &t->m);
+    }
+    return -1;
+}
+
+/* An aggTrade payload (tapewatch.events.AggTrade: every field given, 0 < p < 1e15, 0 < q < 1e18). */
 static int
 parse_agg(Scan *s, Agg *t)
 {
-    if (!expect(s, '{'))
-        return 0;
     unsigned seen = 0;
-    const char *k;
-    Py_ssize_t kn;
-    long long ignored;
-    if (expect(s, '}'))
-        return 0;
-    for (;;) {
-        if (!string(s, &k, &kn) || !expect(s, ':'))
-            return 0;
-        if (key_is(k, kn, "e")) {
-            const char *e;
-            Py_ssize_t en;
-            SEEN(1);
-            if (!string(s, &e, &en) || !key_is(e, en, "aggTrade"))
-                return 0;
-        }
-        else if (key_is(k, kn, "E")) {
-            SEEN(2);
-            if (!integer(s, &ignored))
-                return 0;
-        }
-        else if (key_is(k, kn, "a")) {
-            SEEN(4);
-            if (!integer(s, &t->a))
-                return 0;
-        }
-        else if (key_is(k, kn, "s")) {
-            SEEN(8);
-            if (!string(s, &t->sym, &t->symlen))
-                return 0;
-        }
-        else if (key_is(k, kn, "p")) {
-            SEEN(16);
-            if (!decimal(s, &t->p))
-                return 0;
-        }
-        else if (key_is(k, kn, "q")) {
-            SEEN(32);
-            if (!decimal(s, &t->q))
-                return 0;
-        }
-        else if (key_is(k, kn, "f")) {
-            SEEN(64);
-            if (!integer(s, &ignored))
-                return 0;
-        }
-        else if (key_is(k, kn, "l")) {
-            SEEN(128);
-            if (!integer(s, &ignored))
-                return 0;
-        }
-        else if (key_is(k, kn, "T")) {
-            SEEN(256);
-            if (!integer(s, &t->T))
-                return 0;
-        }
-        else if (key_is(k, kn, "m")) {
-            SEEN(512);
-            if (!boolean(s, &t->m))
-                return 0;
-        }
-        else if (!skip_value(s, 0)) {
-            return 0;
-        }
-        if (expect(s, '}'))
-            break;
-        if (!expect(s, ','))
-            return 0;
-    }
-    if (seen != 1023)
+    if (!object(s, agg_field, t, &seen) || seen != 1023)
         return 0;
     return t->p > 0.0 && t->p < 1e15 && t->q > 0.0 && t->q < 1e18;
+}
+
+/* A price (tapewatch.events.Price: 0 < p < 1e15) or a quantity (Qty: 0 <= q < 1e18) */
+static inline int
+price(Scan *s, double *out)
+{
+    return decimal(s, out) && *out > 0.0 && *out < 1e15;
+}
+
+static inline int
+qty(Scan *s, double *out)
+{
+    return decimal(s, out) && *out < 1e18;
+}
+
+static int
+candle_field(Scan *s, const char *key, Py_ssize_t kn, void *out, unsigned *seen)
+{
+    Kl *k = out;
+    if (key_is(key, kn, "t")) {
+        SEEN(1);
+        return integer(s, &k->t);
+    }
+    if (key_is(key, kn, "T")) {
+        SEEN(2);
+        return integer(s, &k->T);
+    }
+    if (key_is(key, kn, "i")) {
+        SEEN(4);
+        return string(s, &k->i, &k->ilen);
+    }
+    if (key_is(key, kn, "o")) {
+        SEEN(8);
+        return price(s, &k->o);
+    }
+    if (key_is(key, kn, "c")) {
+        SEEN(16);
+        return price(s, &k->c);
+    }
+    if (key_is(key, kn, "h")) {
+        SEEN(32);
+        return price(s, &k->h);
+    }
+    if (key_is(key, kn, "l")) {
+        SEEN(64);
+        return price(s, &k->l);
+    }
+    if (key_is(key, kn, "v")) {
+        SEEN(128);
+        return qty(s, &k->v);
+    }
+    if (key_is(key, kn, "n")) {
+        SEEN(256);
+        return integer(s, &k->n);
+    }
+    if (key_is(key, kn, "x")) {
+        SEEN(512);
+        return boolean(s, &k->x);
+    }
+    if (key_is(key, kn, "q")) {
+        SEEN(1024);
+        return qty(s, &k->q);
+    }
+    if (key_is(key, kn, "V")) {
+        SEEN(2048);
+        return qty(s, &k->V);
+    }
+    if (key_is(key, kn, "Q")) {
+        SEEN(4096);
+        return qty(s, &k->Q);
+    }
+    return -1;
+}
+
+/* The "k" object of a kline (tapewatch.events.Candle: V and Q may be absent, 0 then), a possible candle
+ * (check_ohlc: low <= open, close <= high). */
+static int
+parse_candle(Scan *s, Kl *k)
+{
+    unsigned seen = 0;
+    k->V = k->Q = 0.0;
+    if (!object(s, candle_field, k, &seen) || (seen & 2047) != 2047)
+        return 0;
+    return k->l <= k->h && k->l <= k->o && k->o <= k->h && k->l <= k->c && k->c <= k->h;
+}
+
+static int
+kline_field(Scan *s, const char *key, Py_ssize_t kn, void *out, unsigned *seen)
+{
+    Kl *k = out;
+    if (key_is(key, kn, "e")) {
+        SEEN(1);
+        return event_is(s, "kline");
+    }
+    if (key_is(key, kn, "E")) {
+        SEEN(2);
+        return integer(s, &k->E);
+    }
+    if (key_is(key, kn, "s")) {
+        SEEN(4);
+        return string(s, &k->sym, &k->symlen);
+    }
+    if (key_is(key, kn, "k")) {
+        SEEN(8);
+        return parse_candle(s, k);
+    }
+    return -1;
+}
+
+/* A kline payload (tapewatch.events.Kline). */
+static int
+parse_kline(Scan *s, Kl *k)
+{
+    unsigned seen = 0;
+    return object(s, kline_field, k, &seen) && seen == 15;
 }
 
 /* --- the market clock (Market.now_ms / ahead_ms, read as feed starts, written back before Python runs) ----- */
@@ -1165,6 +1281,68 @@ apply_agg(FeederObject *self, Clock *c, Route *r, Agg *t)
     return rc;
 }
 
+static PyObject *s_update;
+
+/* MarketKlines._on_kline on its common path: a bar opening within the clock's tolerance, of the stream's interval,
+ * for a symbol whose series of that interval exists: the candle (tapewatch.events.Candle, built here) goes to
+ * CandleSeries.update; a hole it leaves is handed to the market's kline_fill (a callback). */
+static int
+apply_kline(FeederObject *self, Clock *c, Route *r, Kl *k)
+{
+    if (k->t > c->ahead)
+        return SLOW;
+    Py_ssize_t want;
+    const char *own = PyUnicode_AsUTF8AndSize(r->interval, &want);
+    if (own == NULL)
+        return FAILED;
+    if (want != k->ilen || memcmp(own, k->i, (size_t)want) != 0)
+        return SLOW;
+    PyObject *args[13] = {PyLong_FromLongLong(k->t),
+                          PyLong_FromLongLong(k->T),
+                          Py_NewRef(r->interval),
+                          PyFloat_FromDouble(k->o),
+                          PyFloat_FromDouble(k->c),
+                          PyFloat_FromDouble(k->h),
+                          PyFloat_FromDouble(k->l),
+                          PyFloat_FromDouble(k->v),
+                          PyLong_FromLongLong(k->n),
+                          Py_NewRef(k->x ? Py_True : Py_False),
+                          PyFloat_FromDouble(k->q),
+                          PyFloat_FromDouble(k->V),
+                          PyFloat_FromDouble(k->Q)};
+    PyObject *candle = NULL;
+    int ok = 1;
+    for (int a = 0; a < 13; a++)
+        ok = ok && args[a] != NULL;
+    if (ok)
+        candle = PyObject_Vectorcall((PyObject *)self->candle_type, args, 13, NULL);
+    for (int a = 0; a < 13; a++)
+        Py_XDECREF(args[a]);
+    if (candle == NULL)
+        return FAILED;
+    PyObject *call[2] = {r->series, candle};
+    PyObject *res = PyObject_VectorcallMethod(s_update, call, 2, NULL);
+    Py_DECREF(candle);
+    if (res == NULL)
+        return FAILED;
+    Py_DECREF(res);
+    self->klines++;
+    if (SLOT(r->series, self->series_missing) == Py_None)
+        return TAKEN;
+    /* a hole to refill: the market asks for it (counted, logged, at most one refill in flight) */
+    if (clock_write(self, c) < 0)
+        return FAILED;
+    PyObject *e = PyLong_FromLongLong(k->E);
+    if (e == NULL)
+        return FAILED;
+    res = PyObject_CallFunctionObjArgs(self->after_kline, r->st, r->series, r->interval, e, NULL);
+    Py_DECREF(e);
+    if (res == NULL)
+        return FAILED;
+    Py_DECREF(res);
+    return clock_read(self, c) < 0 ? FAILED : TAKEN;
+}
+
 /* One line: TAKEN (or TAKEN + 1: finished by a callback), SLOW (nothing changed), FAILED (an error is set). */
 static int
 take_line(FeederObject *self, Clock *c, PyObject *line)
@@ -1182,6 +1360,7 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
     Diff d = {0};
     Ticker t = {0};
     Agg g = {0};
+    Kl kl = {0};
     if (expect(&s, '}'))
         return SLOW;
     for (;;) {
@@ -1220,6 +1399,10 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
                 if (!parse_agg(&s, &g))
                     return SLOW;
             }
+            else if (kind == KIND_KLINE) {
+                if (!parse_kline(&s, &kl))
+                    return SLOW;
+            }
             else if (!parse_ticker(&s, &t)) {
                 return SLOW;
             }
@@ -1236,8 +1419,11 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
     if (s.p != s.end || seen != 7)
         return SLOW;
     /* the payload names the stream's symbol */
-    const char *sym = kind == KIND_DEPTH ? d.sym : kind == KIND_AGG ? g.sym : t.sym;
-    Py_ssize_t symlen = kind == KIND_DEPTH ? d.symlen : kind == KIND_AGG ? g.symlen : t.symlen;
+    const char *sym = kind == KIND_DEPTH ? d.sym : kind == KIND_AGG ? g.sym : kind == KIND_KLINE ? kl.sym : t.sym;
+    Py_ssize_t symlen = kind == KIND_DEPTH  ? d.symlen
+                        : kind == KIND_AGG  ? g.symlen
+                        : kind == KIND_KLINE ? kl.symlen
+                                             : t.symlen;
     Py_ssize_t want;
     const char *own = PyUnicode_AsUTF8AndSize(route->symbol, &want);
     if (own == NULL)
@@ -1246,6 +1432,8 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
         return SLOW;
     if (kind == KIND_AGG)
         return apply_agg(self, c, route, &g);
+    if (kind == KIND_KLINE)
+        return apply_kline(self, c, route, &kl);
     return kind == KIND_DEPTH ? apply_diff(self, c, route, &d, line) : apply_ticker(self, c, route, &t);
 }
 
@@ -1291,19 +1479,22 @@ Feeder_feed(FeederObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Feeder_counts(FeederObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L}", "taken", self->taken, "callbacks", self->callbacks, "diffs",
-                         self->diffs, "tickers", self->tickers, "trades", self->trades);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L}", "taken", self->taken, "callbacks", self->callbacks, "diffs",
+                         self->diffs, "tickers", self->tickers, "trades", self->trades, "klines", self->klines);
 }
 
 static int
 Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"market",     "route",     "after_apply", "mismatch",    "drop_oldest", "synced",
-                            "state_type", "book_type", "check_type",  "window_type", NULL};
-    PyObject *market, *route, *after, *mismatch, *drop, *synced, *st_type, *book_type, *check_type, *window_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOO!O!O!O!", names, &market, &route, &after, &mismatch,
-                                     &drop, &synced, &PyType_Type, &st_type, &PyType_Type, &book_type,
-                                     &PyType_Type, &check_type, &PyType_Type, &window_type))
+    static char *names[] = {"market",      "route",       "after_apply", "mismatch",    "after_kline",
+                            "drop_oldest", "synced",      "state_type",  "book_type",   "check_type",
+                            "window_type", "series_type", "candle_type", NULL};
+    PyObject *market, *route, *after, *mismatch, *after_kline, *drop, *synced, *st_type, *book_type, *check_type,
+        *window_type, *series_type, *candle_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOO!O!O!O!O!O!", names, &market, &route, &after, &mismatch,
+                                     &after_kline, &drop, &synced, &PyType_Type, &st_type, &PyType_Type,
+                                     &book_type, &PyType_Type, &check_type, &PyType_Type, &window_type,
+                                     &PyType_Type, &series_type, &PyType_Type, &candle_type))
         return -1;
     if (self->market != NULL) {
         PyErr_SetString(PyExc_TypeError, "a LineFeeder is made once");
@@ -1313,17 +1504,21 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
     self->route_fn = Py_NewRef(route);
     self->after_apply = Py_NewRef(after);
     self->mismatch = Py_NewRef(mismatch);
+    self->after_kline = Py_NewRef(after_kline);
     self->drop_oldest = Py_NewRef(drop);
     self->synced = Py_NewRef(synced);
     self->st_type = (PyTypeObject *)Py_NewRef(st_type);
     self->book_type = (PyTypeObject *)Py_NewRef(book_type);
     self->check_type = (PyTypeObject *)Py_NewRef(check_type);
     self->window_type = (PyTypeObject *)Py_NewRef(window_type);
+    self->series_type = (PyTypeObject *)Py_NewRef(series_type);
+    self->candle_type = (PyTypeObject *)Py_NewRef(candle_type);
     PyTypeObject *S = self->st_type, *B = self->book_type, *C = self->check_type, *W = self->window_type;
     if ((self->st_last_event_time = slot_offset(S, "last_event_time")) < 0 ||
         (self->st_last_ticker_id = slot_offset(S, "last_ticker_id")) < 0 ||
         (self->st_last_agg_id = slot_offset(S, "last_agg_id")) < 0 || (self->st_fill = slot_offset(S, "fill")) < 0 ||
         (self->window_last_time = slot_offset(W, "last_time")) < 0 ||
+        (self->series_missing = slot_offset(self->series_type, "missing")) < 0 ||
         (self->book_state = slot_offset(B, "state")) < 0 ||
         (self->book_last_update_id = slot_offset(B, "last_update_id")) < 0 ||
         (self->book_last_event_time = slot_offset(B, "last_event_time")) < 0 ||
@@ -1344,6 +1539,7 @@ Feeder_traverse(FeederObject *self, visitproc visit, void *arg)
     Py_VISIT(self->route_fn);
     Py_VISIT(self->after_apply);
     Py_VISIT(self->mismatch);
+    Py_VISIT(self->after_kline);
     Py_VISIT(self->drop_oldest);
     Py_VISIT(self->synced);
     for (Py_ssize_t r = 0; r < self->nroutes; r++) {
@@ -1353,6 +1549,7 @@ Feeder_traverse(FeederObject *self, visitproc visit, void *arg)
         Py_VISIT(self->routes[r].check);
         Py_VISIT(self->routes[r].flow);
         Py_VISIT(self->routes[r].vwap);
+        Py_VISIT(self->routes[r].series);
     }
     return 0;
 }
@@ -1364,12 +1561,15 @@ Feeder_clear(FeederObject *self)
     Py_CLEAR(self->route_fn);
     Py_CLEAR(self->after_apply);
     Py_CLEAR(self->mismatch);
+    Py_CLEAR(self->after_kline);
     Py_CLEAR(self->drop_oldest);
     Py_CLEAR(self->synced);
     Py_CLEAR(self->st_type);
     Py_CLEAR(self->book_type);
     Py_CLEAR(self->check_type);
     Py_CLEAR(self->window_type);
+    Py_CLEAR(self->series_type);
+    Py_CLEAR(self->candle_type);
     for (Py_ssize_t r = 0; r < self->nroutes; r++) {
         Route *route = &self->routes[r];
         PyMem_Free(route->stream);
@@ -1382,6 +1582,8 @@ Feeder_clear(FeederObject *self)
         Py_CLEAR(route->asks);
         Py_CLEAR(route->flow);
         Py_CLEAR(route->vwap);
+        Py_CLEAR(route->series);
+        Py_CLEAR(route->interval);
     }
     self->nroutes = 0;
     return 0;
@@ -1425,5 +1627,6 @@ lines_init_strings(void)
     s_ahead_ms = PyUnicode_InternFromString("ahead_ms");
     s_tolerance = PyUnicode_InternFromString("clock_tolerance_ms");
     s_add = PyUnicode_InternFromString("add");
-    return (s_now_ms && s_ahead_ms && s_tolerance && s_add) ? 0 : -1;
+    s_update = PyUnicode_InternFromString("update");
+    return (s_now_ms && s_ahead_ms && s_tolerance && s_add && s_update) ? 0 : -1;
 }

@@ -18,7 +18,7 @@ class NativeBids(_NativeSide): ...
 class NativeAsks(_NativeSide): ...
 
 class LineFeeder:
-    """Depth diffs, bookTickers and aggTrades of capture lines applied to a Market in C
+    """Depth diffs, bookTickers, aggTrades and klines of capture lines applied to a Market in C
     (tapewatch/_native_lines.c; driven by tapewatch.native_lines.NativeLines)."""
 
     def __init__(
@@ -27,12 +27,15 @@ class LineFeeder:
         route: Callable[[str], object],
         after_apply: Callable[..., object],
         mismatch: Callable[..., object],
+        after_kline: Callable[..., object],
         drop_oldest: Callable[..., object],
         synced: object,
         state_type: type,
         book_type: type,
         check_type: type,
         window_type: type,
+        series_type: type,
+        candle_type: type,
     ) -> None: ...
     def feed(self, lines: list[bytes], start: int, /) -> int: ...
     def counts(self) -> dict[str, int]: ...

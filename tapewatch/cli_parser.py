@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--books-only",
         action="store_true",
         help="the market state only (books, bookTicker proof, trade windows, candles), without the signal "
-        "engine: faster (depth diffs and bookTickers take the native path where it was built)",
+        "engine: faster (depth diffs, bookTickers, aggTrades and klines take the native path where it was built)",
     )
     p.set_defaults(func=cmd_replay)
 

@@ -1,20 +1,27 @@
-"""The native replay path: capture lines of depth diffs and bookTickers applied to a :class:`Market` in C.
+"""The native replay path: capture lines of depth diffs, bookTickers, aggTrades and klines applied to a
+:class:`Market` in C.
 
 A books-only replay (``tapewatch replay --books-only``, the bench's ``replay`` stage) spends most of its time on
-the two most frequent kinds of line, depth diffs and bookTickers, and most of that in the interpreter: a typed
-decode, a frame, the market's dispatch, the book's method calls, the top-of-book proof. The native feeder
-(``tapewatch._sides.LineFeeder``, ``tapewatch/_native_lines.c``) reads such a line and applies it to the same
+the four most frequent kinds of line, and most of that in the interpreter: a typed decode, a frame, the market's
+dispatch, the book's method calls, the top-of-book proof. The native feeder (``tapewatch._sides.LineFeeder``,
+``tapewatch/_native_lines.c``) reads such a line and applies it to the same
 :class:`~tapewatch.market.SymbolState` (book sides, update ids, the market clock, the
-:class:`~tapewatch.topcheck.TopCheck` dicts) without building a Python object per line.
+:class:`~tapewatch.topcheck.TopCheck` dicts, the last aggTrade id) without a typed frame or a dispatch per line; an
+aggTrade goes into the two trade windows through ``TradeWindow.add`` and a kline's candle (a
+:class:`~tapewatch.events.Candle` built in C) into its series through ``CandleSeries.update``, the same methods as
+the Python path.
 
 It takes a line only on the common path, which it recognises before changing anything: well-formed JSON, a
-synced book that the diff continues, an event time the clock takes without a jump, a ticker newer than the last.
-Anything else — snapshots, trades, klines, control lines, REST answers, a gap, a jump, an out-of-order ticker, a
-malformed line — is left to the Python path (:meth:`NativeLines.feed` returns its index), which handles it as
-live does. The two rare turns that come after a change are finished here in Python with the market's own code: a
-diff whose new top the book must judge (:meth:`_after_apply`) and a ticker that disagrees with the book
-(:meth:`_mismatch`). tests/tapewatch/test_native_lines.py replays every capture both ways and compares the whole
-market state.
+synced book that the diff continues, an event time the clock takes without a jump, a ticker newer than the last,
+an aggTrade whose id is the next after the last applied one (no gap held) at a time the clock takes and not before
+the symbol's newest trade, a kline of the stream's interval within the clock's tolerance, its bar possible, for an
+existing series. Anything else — snapshots, ``@trade`` fills, a series' first kline, control lines, REST answers, a
+gap, a jump, an out-of-order ticker or trade, a malformed line — is left to the Python path
+(:meth:`NativeLines.feed` returns its index), which handles it as live does. The rare turns that come after a
+change are finished here in Python with the market's own code: a diff whose new top the book must judge
+(:meth:`_after_apply`), a ticker that disagrees with the book (:meth:`_mismatch`) and a kline that left a candle
+hole (:meth:`_after_kline`). tests/tapewatch/test_native_lines.py replays every capture both ways and compares the
+whole market state.
 
 The signal engine reads every depth frame, so a replay with the engine does not use this path.
 """
@@ -24,6 +31,8 @@ from __future__ import annotations
 from tapewatch import book_sides
 from tapewatch.book import OrderBook
 from tapewatch.book_types import BookState
+from tapewatch.candles import CandleSeries
+from tapewatch.events import Candle
 from tapewatch.market import Market, Request, SymbolState
 from tapewatch.parse import FrameDecoder
 from tapewatch.streams import Kind
@@ -37,11 +46,11 @@ except ImportError:  # built without a C compiler (or an older build): the Pytho
 else:
     AVAILABLE = True
 
-_KINDS = {Kind.DEPTH: 1, Kind.BOOK_TICKER: 2, Kind.AGG_TRADE: 3}
+_KINDS = {Kind.DEPTH: 1, Kind.BOOK_TICKER: 2, Kind.AGG_TRADE: 3, Kind.KLINE: 4}
 #: What the feeder is told of a stream: (kind code, symbol, state, book, proof, bids, asks) — for an aggTrade
-#: stream the last two are the symbol's trade windows (flow, vwap); False: not yet; None: never (its lines take
-#: the Python path).
-RouteAnswer = tuple[int, str, SymbolState, OrderBook, TopCheck, object, object] | bool | None
+#: stream the last two are the symbol's trade windows (flow, vwap); for a kline stream (4, symbol, state, candle
+#: series, interval, None, None); False: not yet; None: never (its lines take the Python path).
+RouteAnswer = tuple[int, str, SymbolState, object, object, object, object] | bool | None
 
 
 class NativeLines:
@@ -61,12 +70,15 @@ class NativeLines:
             self._route,
             self._after_apply,
             self._mismatch,
+            self._after_kline,
             _drop_oldest,
             BookState.SYNCED,
             SymbolState,
             OrderBook,
             TopCheck,
             TradeWindow,
+            CandleSeries,
+            Candle,
         )
         self.feed = self._feeder.feed
 
@@ -78,11 +90,16 @@ class NativeLines:
         code = None if route is None else _KINDS.get(route[1])
         if route is None or code is None:
             return None
-        symbol = route[0]
+        symbol, kind, interval = route
         st = self.market.symbols.get(symbol)
         if st is None:
             return False
-        if route[1] is Kind.AGG_TRADE:
+        if kind is Kind.KLINE:
+            series = st.candles.get(interval) if interval is not None else None
+            if series is None:  # its first kline or history creates it, on the Python path
+                return False
+            return code, symbol, st, series, interval, None, None
+        if kind is Kind.AGG_TRADE:
             return code, symbol, st, st.book, st.check, st.flow, st.vwap
         return code, symbol, st, st.book, st.check, st.book.bids, st.book.asks
 
@@ -97,6 +114,13 @@ class NativeLines:
         if (request := self.market._book_outcome(st, outcome)) is not None:
             self.requests.append(request)
 
+    def _after_kline(self, st: SymbolState, series: CandleSeries, interval: str, event_time: int) -> None:
+        """A kline the feeder gave to its series that left a candle hole: the refill is asked for (counted,
+        logged, at most one in flight), as :meth:`MarketKlines._on_kline` does."""
+        market = self.market
+        if (request := market.kline_fill(st, series, interval, max(market.now_ms, event_time))) is not None:
+            self.requests.append(request)
+
     def _mismatch(self, st: SymbolState, update_id: int, ticker: HeldTicker, top: Quote) -> None:
         """A ticker that disagreed with the book at ``update_id``: counted, and the book restarted, as
         :meth:`Market._on_book_ticker` / :meth:`Market._on_depth` do."""
@@ -105,8 +129,8 @@ class NativeLines:
             self.requests.append(request)
 
     def counts(self) -> dict[str, int]:
-        """Lines taken: ``taken`` entirely in C, ``callbacks`` finished here; ``diffs``, ``tickers`` and ``trades``
-        (aggTrades) by kind."""
+        """Lines taken: ``taken`` entirely in C, ``callbacks`` finished here; ``diffs``, ``tickers``, ``trades``
+        (aggTrades) and ``klines`` by kind."""
         counts: dict[str, int] = self._feeder.counts()
         return counts
 

@@ -245,11 +245,12 @@ class FrameDecoder:
             self._fast_routes[stream] = route
         return route
 
-    def websocket_route(self, stream: str) -> tuple[str, Kind] | None:
-        """(SYMBOL, kind) of a websocket stream whose lines :meth:`decode_capture_line` decodes in one step; None
-        for REST answers, control lines and unknown streams."""
+    def websocket_route(self, stream: str) -> tuple[str, Kind, str | None] | None:
+        """(SYMBOL, kind, interval of a kline stream else None) of a websocket stream whose lines
+        :meth:`decode_capture_line` decodes in one step; None for REST answers, control lines and unknown
+        streams."""
         route = self._fast_routes.get(stream) or self._fast_route(stream)
-        return None if route[2] is _NO_FAST_TYPE else (route[0], route[1])
+        return None if route[2] is _NO_FAST_TYPE else (route[0], route[1], route[3])
 
     def decode_payload(self, recv: int, stream: str, data: bytes | msgspec.Raw) -> Frame | None:
         """Decode one payload of a known stream name; None (and counted) when it cannot be used."""

@@ -10,6 +10,7 @@ line can be wrong (the native path must leave each to the Python path, which cou
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from realtime.replay import run_replay
 from realtime.sim.record import record
+from tapewatch.candles import CandleSeries
 from tapewatch.market import Market
 from tapewatch.settings import Settings
 from tapewatch.trade_flow import TradeWindow
@@ -77,8 +79,13 @@ def market_state(market: Market) -> dict[str, Any]:
             "features": st.features(),
             "trades": (st.last_agg_id, st.fill, st.skipped_gap, st.trades_checked_ms, list(st.caught_up)),
             "windows": [_window(w) for w in (st.flow, st.vwap)],
+            "candles": {i: _series(c) for i, c in sorted(st.candles.items())},
         }
     return state
+
+
+def _series(c: CandleSeries) -> tuple[Any, ...]:
+    return (*(getattr(c, name) for name in CandleSeries.__slots__ if name != "closed"), list(c.closed))
 
 
 def _window(w: TradeWindow) -> tuple[Any, ...]:
@@ -287,23 +294,45 @@ DAMAGE += [
 ]
 
 
-def _trade_value(key: str, value: bytes | None = None, shift: int = 0) -> Callable[[bytes], bytes]:
-    """An aggTrade line with ``key``'s value replaced by ``value`` (raw JSON), or moved by ``shift``; other lines
-    as they are."""
+def _payload_value(
+    kind: str, key: str, value: bytes | None = None, shift: int = 0
+) -> Callable[[bytes], bytes]:
+    """A line of payload ``kind`` (``"e"``) with ``key``'s value (a kline's: its candle's) replaced by ``value``
+    (raw JSON), or moved by ``shift``; other lines as they are."""
 
     def damage(line: bytes) -> bytes:
         obj = json.loads(line)
-        if obj["data"].get("e") != "aggTrade":
+        if obj["data"].get("e") != kind:
             return line
-        raw = value if value is not None else str(obj["data"][key] + shift).encode()
-        return _replace_value(line, key.encode(), raw)
+        inner = kind == "kline"
+        raw = (
+            value
+            if value is not None
+            else str((obj["data"]["k"] if inner else obj["data"])[key] + shift).encode()
+        )
+        if not inner:
+            return _replace_value(line, key.encode(), raw)
+        at = line.index(b'"k":{')  # _replace_value looks from "data" on: from "k" on, as if it were that
+        return line[:at] + _replace_value(b'{"data":' + line[at:], key.encode(), raw)[len(b'{"data":') :]
 
     return damage
 
 
-def _trade_without(key: str) -> Callable[[bytes], bytes]:
-    """An aggTrade line without ``key``; other lines as they are."""
-    return lambda line: _without(line, key) if b'"e":"aggTrade"' in line else line
+def _payload_without(kind: str, key: str, *, candle: bool = False) -> Callable[[bytes], bytes]:
+    """A line of payload ``kind`` without ``key`` (in its candle with ``candle``); other lines as they are."""
+
+    def damage(line: bytes) -> bytes:
+        obj = json.loads(line)
+        if obj["data"].get("e") != kind:
+            return line
+        (obj["data"]["k"] if candle else obj["data"]).pop(key)
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    return damage
+
+
+_trade_value = functools.partial(_payload_value, "aggTrade")
+_kline_value = functools.partial(_payload_value, "kline")
 
 
 DAMAGE += [
@@ -338,7 +367,48 @@ DAMAGE += [
     lambda line: line.replace(b'"m":true', b'"m":false', 1),  # a valid change: taken either way
     lambda line: line.replace(b'"m":', b'"m":true,"m":', 1),
     lambda line: line.replace(b'"a":', b'"x":1,"a":', 1),  # an unknown key: skipped as msgspec does
-    *(_trade_without(key) for key in ("m", "q", "f", "l", "E", "p")),
+    *(_payload_without("aggTrade", key) for key in ("m", "q", "f", "l", "E", "p")),
+]
+
+
+DAMAGE += [
+    _kline_value("t", shift=3_600_000),  # a bar an hour ahead of the clock
+    _kline_value("t", shift=-60_000),  # a bar before the forming one (stale)
+    _kline_value("t", shift=60_000),  # the next bar, the forming one's close lost: a hole to refill
+    _kline_value("t", shift=120_000),  # two bars on: past the clock's tolerance
+    _kline_value("t", b'"1"'),
+    _kline_value("T", b"null"),
+    _kline_value("i", b'"5m"'),  # another interval than the stream's
+    _kline_value("i", b"1"),
+    _kline_value("o", b'"0"'),
+    _kline_value("l", b'"0"'),  # a zero low: still low <= open, close <= high
+    _kline_value("h", b'"1000000000000000"'),  # a high of 1e15: past the bound, the bar still possible
+    _kline_value("h", b'"0.5"'),  # a high below the low
+    _kline_value("l", b'"1000"'),  # a low above the high
+    _kline_value("c", b'"1e0"'),
+    _kline_value("o", b'"1000000000000000"'),
+    _kline_value("v", b'"-1"'),
+    _kline_value("v", b'"1000000000000000000"'),
+    _kline_value("q", b"3"),
+    _kline_value("V", b'"x"'),
+    _kline_value("n", b"1.5"),
+    _kline_value("n", b'"50"'),
+    _kline_value("x", b"0"),
+    _kline_value("x", b"true"),  # a valid change: the bar closes, taken either way
+    lambda line: line.replace(b'"e":"kline"', b'"e":"klines"', 1),
+    lambda line: line.replace(b'"k":{', b'"k":{"t":1,', 1),  # a key twice
+    lambda line: line.replace(b'"k":{', b'"k":{"zz":[1,{"y":null}],', 1),  # an unknown key: skipped
+    lambda line: line.replace(b'"k":{', b'"k":[', 1),
+    *(
+        _payload_without("kline", key, candle=True)
+        for key in ("t", "T", "i", "o", "c", "h", "l", "v", "n", "x", "q")
+    ),
+    *(
+        _payload_without("kline", key, candle=True) for key in ("V", "Q")
+    ),  # optional: 0 then, taken either way
+    *(_payload_without("kline", key) for key in ("k", "E", "s")),
+    *(_payload_without("bookTicker", key) for key in ("u", "s", "b", "B", "A")),
+    *(_payload_without("depthUpdate", key) for key in ("U", "u", "pu", "s", "b", "E")),
 ]
 
 
@@ -354,6 +424,7 @@ _AT = {
     "depth": _pick(_LINES, b"@depth"),
     "ticker": _pick(_LINES, b"@bookTicker"),
     "trade": _pick(_LINES, b"@aggTrade"),
+    "kline": _pick(_LINES, b"@kline"),
 }
 _CASES = [
     pytest.param(kind, n, id=f"{kind}-{n}")
