@@ -524,8 +524,36 @@ typedef struct {
     Py_ssize_t symlen, ilen;
 } Kl;
 
+/* A price (tapewatch.events.Price: 0 < p < 1e15) or a quantity (Qty: 0 <= q < 1e18) */
+static inline int
+price(Scan *s, double *out)
+{
+    return decimal(s, out) && *out > 0.0 && *out < 1e15;
+}
+
+static inline int
+qty(Scan *s, double *out)
+{
+    return decimal(s, out) && *out < 1e18;
+}
+
+/* true or false */
+static inline int
+boolean(Scan *s, int *out)
+{
+    if (s->p < s->end && *s->p == 't' && skip_literal(s, "true")) {
+        *out = 1;
+        return 1;
+    }
+    if (s->p < s->end && *s->p == 'f' && skip_literal(s, "false")) {
+        *out = 0;
+        return 1;
+    }
+    return 0;
+}
+
 static int
-push_level(FeederObject *self, Py_ssize_t at, double price, double qty)
+push_level(FeederObject *self, Py_ssize_t at, double p, double q)
 {
     if (2 * (at + 1) > self->levelcap) {
         Py_ssize_t cap = self->levelcap ? self->levelcap * 2 : 256;
@@ -536,12 +564,12 @@ push_level(FeederObject *self, Py_ssize_t at, double price, double qty)
         self->levels = levels;
         self->levelcap = cap;
     }
-    self->levels[2 * at] = price;
-    self->levels[2 * at + 1] = qty;
+    self->levels[2 * at] = p;
+    self->levels[2 * at + 1] = q;
     return 1;
 }
 
-/* [["price","qty"],...] with 0 < price < 1e15 and qty < 1e18 (tapewatch.events.Price / Qty), appended. */
+/* [["price","qty"],...]: a price and a quantity each (tapewatch.events.Price / Qty), appended. */
 static int
 levels(FeederObject *self, Scan *s, Py_ssize_t *count, Py_ssize_t offset)
 {
@@ -553,12 +581,10 @@ levels(FeederObject *self, Scan *s, Py_ssize_t *count, Py_ssize_t offset)
         return 1;
     }
     for (;;) {
-        double price, qty;
-        if (!expect(s, '[') || !decimal(s, &price) || !expect(s, ',') || !decimal(s, &qty) || !expect(s, ']'))
+        double p, q;
+        if (!expect(s, '[') || !price(s, &p) || !expect(s, ',') || !qty(s, &q) || !expect(s, ']'))
             return 0;
-        if (!(price > 0.0 && price < 1e15 && qty < 1e18))
-            return 0;
-        if (!push_level(self, offset + n, price, qty))
+        if (!push_level(self, offset + n, p, q))
             return 0;
         n++;
         if (expect(s, ']'))
@@ -694,19 +720,19 @@ ticker_field(Scan *s, const char *k, Py_ssize_t kn, void *out, unsigned *seen)
     }
     if (key_is(k, kn, "b")) {
         SEEN(8);
-        return decimal(s, &t->b);
+        return price(s, &t->b);
     }
     if (key_is(k, kn, "B")) {
         SEEN(16);
-        return decimal(s, &t->B);
+        return qty(s, &t->B);
     }
     if (key_is(k, kn, "a")) {
         SEEN(32);
-        return decimal(s, &t->a);
+        return price(s, &t->a);
     }
     if (key_is(k, kn, "A")) {
         SEEN(64);
-        return decimal(s, &t->A);
+        return qty(s, &t->A);
     }
     if (key_is(k, kn, "E")) {
         SEEN(128);
@@ -723,24 +749,7 @@ static int
 parse_ticker(Scan *s, Ticker *t)
 {
     unsigned seen = 0;
-    if (!object(s, ticker_field, t, &seen) || (seen & 127) != 127)
-        return 0;
-    return t->b > 0.0 && t->b < 1e15 && t->a > 0.0 && t->a < 1e15 && t->B < 1e18 && t->A < 1e18;
-}
-
-/* true or false */
-static inline int
-boolean(Scan *s, int *out)
-{
-    if (s->p < s->end && *s->p == 't' && skip_literal(s, "true")) {
-        *out = 1;
-        return 1;
-    }
-    if (s->p < s->end && *s->p == 'f' && skip_literal(s, "false")) {
-        *out = 0;
-        return 1;
-    }
-    return 0;
+    return object(s, ticker_field, t, &seen) && (seen & 127) == 127;
 }
 
 static int
@@ -766,11 +775,11 @@ agg_field(Scan *s, const char *k, Py_ssize_t kn, void *out, unsigned *seen)
     }
     if (key_is(k, kn, "p")) {
         SEEN(16);
-        return decimal(s, &t->p);
+        return price(s, &t->p);
     }
     if (key_is(k, kn, "q")) {
         SEEN(32);
-        return decimal(s, &t->q);
+        return qty(s, &t->q) && t->q > 0.0; /* AggTrade.qty: > 0, not >= 0 */
     }
     if (key_is(k, kn, "f")) {
         SEEN(64);
@@ -796,22 +805,7 @@ static int
 parse_agg(Scan *s, Agg *t)
 {
     unsigned seen = 0;
-    if (!object(s, agg_field, t, &seen) || seen != 1023)
-        return 0;
-    return t->p > 0.0 && t->p < 1e15 && t->q > 0.0 && t->q < 1e18;
-}
-
-/* A price (tapewatch.events.Price: 0 < p < 1e15) or a quantity (Qty: 0 <= q < 1e18) */
-static inline int
-price(Scan *s, double *out)
-{
-    return decimal(s, out) && *out > 0.0 && *out < 1e15;
-}
-
-static inline int
-qty(Scan *s, double *out)
-{
-    return decimal(s, out) && *out < 1e18;
+    return object(s, agg_field, t, &seen) && seen == 1023;
 }
 
 static int

@@ -60,9 +60,16 @@ class MarketKlines(MarketClock):
             return None
         series = st.candles.get(candle.interval) or self.series(st, candle.interval)
         series.update(candle)
+        return self.kline_updated(st, series, candle.interval, ev.event_time)
+
+    def kline_updated(
+        self, st: SymbolState, series: CandleSeries, interval: str, event_time: int
+    ) -> KlineFillNeeded | None:
+        """After a kline of ``event_time`` went into ``series``: the refill of the hole it left, if any (asked at
+        the later of the clock and the frame's time). The native replay path calls it too."""
         if series.missing is None:
             return None
-        return self.kline_fill(st, series, candle.interval, max(self.now_ms, ev.event_time))
+        return self.kline_fill(st, series, interval, max(self.now_ms, event_time))
 
     def _on_kline_history(self, st: SymbolState, ev: KlineHistory) -> KlineFillNeeded | None:
         candles = ev.candles

@@ -116,9 +116,8 @@ class NativeLines:
 
     def _after_kline(self, st: SymbolState, series: CandleSeries, interval: str, event_time: int) -> None:
         """A kline the feeder gave to its series that left a candle hole: the refill is asked for (counted,
-        logged, at most one in flight), as :meth:`MarketKlines._on_kline` does."""
-        market = self.market
-        if (request := market.kline_fill(st, series, interval, max(market.now_ms, event_time))) is not None:
+        logged, at most one in flight) by :meth:`MarketKlines.kline_updated`, as on the Python path."""
+        if (request := self.market.kline_updated(st, series, interval, event_time)) is not None:
             self.requests.append(request)
 
     def _mismatch(self, st: SymbolState, update_id: int, ticker: HeldTicker, top: Quote) -> None:

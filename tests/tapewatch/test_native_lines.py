@@ -291,6 +291,8 @@ DAMAGE += [
     lambda line: line.replace(b'[["', b'[["5","1000000000000000000"],["', 1),  # qty 1e18
     lambda line: line.replace(b'"b":"', b'"b":"0","x":"', 1),
     lambda line: line.replace(b'"B":"', b'"B":"1000000000000000000","x":"', 1),
+    lambda line: line.replace(b'"a":"', b'"a":"0","x":"', 1),  # a ticker's zero ask
+    lambda line: line.replace(b'"a":"', b'"a":"1000000000000000","x":"', 1),  # 1e15: past the bound
 ]
 
 
