@@ -4,7 +4,8 @@
  *
  * It takes a line only when it knows the Python path would take the same common path, and decides that before it
  * changes anything: a well-formed websocket line of one of the four kinds (plain JSON, decimal strings, the
- * payload's symbol the stream's), a synced book whose last id the diff continues, an event time the market clock
+ * payload's symbol the stream's), a synced book whose last id the diff continues (or one waiting for the snapshot
+ * it asked for, which keeps the diff: a BufferedDiff), an event time the market clock
  * takes without a jump, a ticker newer than the symbol's last, an aggTrade whose id is the next after the last
  * applied one (no gap held open) at a time the clock takes and not before the symbol's newest trade, a possible
  * kline bar of the stream's interval within the clock's tolerance for an existing series. Every other line
@@ -51,11 +52,13 @@ typedef struct {
     PyObject *drop_oldest;   /* topcheck._drop_oldest(dict, keep) */
     PyObject *after_kline;   /* (st, series, interval, event_time) after a kline that left a candle hole */
     PyObject *synced;        /* BookState.SYNCED */
+    PyObject *waiting;       /* BookState.WAITING_SNAPSHOT: a diff is kept (BufferedDiff) for the snapshot */
     PyTypeObject *st_type, *book_type, *check_type, *window_type, *series_type, *candle_type;
     /* slot offsets */
-    Py_ssize_t st_last_event_time, st_last_ticker_id, st_last_agg_id, st_fill;
+    Py_ssize_t st_last_event_time, st_last_ticker_id, st_last_agg_id, st_fill, st_snapshot_pending;
     Py_ssize_t window_last_time, series_missing;
-    Py_ssize_t book_state, book_last_update_id, book_last_event_time, book_applied, book_floor, book_ceiling;
+    Py_ssize_t book_state, book_last_update_id, book_last_event_time, book_applied, book_floor, book_ceiling,
+        book_buffer;
     Py_ssize_t check_keep, check_checks, check_tops, check_tickers;
     /* routes: an open-addressing table of indices into an array */
     Route *routes;
@@ -68,7 +71,7 @@ typedef struct {
     /* what was taken */
     long long taken;      /* lines applied entirely here */
     long long callbacks;  /* lines applied here and finished by a callback (their decode is counted there) */
-    long long diffs, tickers, trades, klines;
+    long long diffs, buffered, tickers, trades, klines;
 } FeederObject;
 
 /* --- slots ---------------------------------------------------------------------------------------------- */
@@ -962,6 +965,111 @@ clock_write(FeederObject *self, Clock *c)
     return 0;
 }
 
+/* --- diffs kept for a snapshot ----------------------------------------------------------------------------- */
+
+/* tapewatch._sides.BufferedDiff: a depth diff the feeder kept in a book's buffer while the book waits for its
+ * snapshot (tapewatch.book_types.Diff: what OrderBook reads of a DepthUpdate, with the same values). One object
+ * holding the levels as doubles: a cold start buffers ~10 s of every symbol's diffs and drops most of them at the
+ * snapshot, so each costs one allocation and one free; the level lists are built when the book applies it. */
+typedef struct {
+    PyObject_VAR_HEAD       /* ob_size: the doubles in v (price, qty pairs: the bids, then the asks) */
+    PyObject *symbol;       /* str */
+    long long E, T, U, u, pu;
+    Py_ssize_t nbids;
+    double v[1];
+} BufferedObject;
+
+static PyObject *
+buffered_levels(BufferedObject *self, Py_ssize_t from, Py_ssize_t to)
+{
+    PyObject *list = PyList_New(to - from);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = from; i < to; i++) {
+        PyObject *level = Py_BuildValue("(dd)", self->v[2 * i], self->v[2 * i + 1]);
+        if (level == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i - from, level);
+    }
+    return list;
+}
+
+static PyObject *
+Buffered_bids(BufferedObject *self, void *Py_UNUSED(closure))
+{
+    return buffered_levels(self, 0, self->nbids);
+}
+
+static PyObject *
+Buffered_asks(BufferedObject *self, void *Py_UNUSED(closure))
+{
+    return buffered_levels(self, self->nbids, Py_SIZE(self) / 2);
+}
+
+static PyObject *
+Buffered_repr(BufferedObject *self)
+{
+    return PyUnicode_FromFormat("BufferedDiff(symbol=%R, U=%lld, u=%lld, pu=%lld, E=%lld, levels=%zd+%zd)",
+                                self->symbol, self->U, self->u, self->pu, self->E, self->nbids,
+                                Py_SIZE(self) / 2 - self->nbids);
+}
+
+static void
+Buffered_dealloc(BufferedObject *self)
+{
+    Py_XDECREF(self->symbol);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Buffered_members[] = {
+    {"symbol", T_OBJECT_EX, offsetof(BufferedObject, symbol), READONLY, NULL},
+    {"event_time", T_LONGLONG, offsetof(BufferedObject, E), READONLY, NULL},
+    {"transaction_time", T_LONGLONG, offsetof(BufferedObject, T), READONLY, NULL},
+    {"first_id", T_LONGLONG, offsetof(BufferedObject, U), READONLY, NULL},
+    {"final_id", T_LONGLONG, offsetof(BufferedObject, u), READONLY, NULL},
+    {"prev_final_id", T_LONGLONG, offsetof(BufferedObject, pu), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Buffered_getset[] = {
+    {"bids", (getter)Buffered_bids, NULL, "The bid levels, (price, qty) each, as the diff listed them.", NULL},
+    {"asks", (getter)Buffered_asks, NULL, "The ask levels, (price, qty) each, as the diff listed them.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject BufferedType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tapewatch._sides.BufferedDiff",
+    .tp_doc = PyDoc_STR("A depth diff kept by the native replay path for a book waiting for its snapshot."),
+    .tp_basicsize = offsetof(BufferedObject, v),
+    .tp_itemsize = sizeof(double),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)Buffered_dealloc,
+    .tp_repr = (reprfunc)Buffered_repr,
+    .tp_members = Buffered_members,
+    .tp_getset = Buffered_getset,
+};
+
+static PyObject *
+buffered_new(PyObject *symbol, const Diff *d, const double *levels)
+{
+    Py_ssize_t n = 2 * (d->nbids + d->nasks);
+    BufferedObject *b = PyObject_NewVar(BufferedObject, &BufferedType, n);
+    if (b == NULL)
+        return NULL;
+    b->symbol = Py_NewRef(symbol);
+    b->E = d->E;
+    b->T = d->T;
+    b->U = d->U;
+    b->u = d->u;
+    b->pu = d->pu;
+    b->nbids = d->nbids;
+    if (n)
+        memcpy(b->v, levels, (size_t)n * sizeof(double));
+    return (PyObject *)b;
+}
+
 /* --- applying ------------------------------------------------------------------------------------------- */
 
 #define TAKEN 1
@@ -1063,10 +1171,49 @@ call_mismatch(FeederObject *self, Clock *c, Route *r, PyObject *key, PyObject *t
     return clock_read(self, c);
 }
 
+static PyObject *s_append;
+
+/* MarketDepth._on_depth for a book waiting for the snapshot it asked for (a cold start, a resync): the clock takes
+ * the time as for any diff, and OrderBook.apply keeps the diff in the book's buffer (a BufferedDiff). */
+static int
+buffer_diff(FeederObject *self, Clock *c, Route *r, Diff *d)
+{
+    PyObject *book = r->book, *st = r->st;
+    long long t = d->E;
+    if (t > c->now && t > c->ahead)
+        return SLOW;
+    if (SLOT(st, self->st_snapshot_pending) != Py_True) /* none asked for: the Python way asks */
+        return SLOW;
+    PyObject *buffer = SLOT(book, self->book_buffer);
+    if (buffer == NULL)
+        return SLOW;
+    PyObject *kept = buffered_new(r->symbol, d, self->levels);
+    if (kept == NULL)
+        return FAILED;
+    if (t > c->now) {
+        c->now = t;
+        c->ahead = t + c->tolerance;
+        c->dirty = 1;
+    }
+    if (slot_set_ll(st, self->st_last_event_time, t) < 0) {
+        Py_DECREF(kept);
+        return FAILED;
+    }
+    PyObject *res = PyObject_CallMethodOneArg(buffer, s_append, kept);
+    Py_DECREF(kept);
+    if (res == NULL)
+        return FAILED;
+    Py_DECREF(res);
+    self->buffered++;
+    return TAKEN;
+}
+
 static int
 apply_diff(FeederObject *self, Clock *c, Route *r, Diff *d, PyObject *line)
 {
     PyObject *book = r->book, *st = r->st;
+    if (SLOT(book, self->book_state) == self->waiting)
+        return buffer_diff(self, c, r, d);
     /* decide first: the clock takes the time without a jump, the book is synced and this diff continues it */
     long long t = d->E;
     if (t > c->now && t > c->ahead)
@@ -1376,8 +1523,9 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
                 return PyErr_Occurred() ? FAILED : SLOW;
             if (route->kind == KIND_OTHER)
                 return SLOW;
-            /* a diff for a book that is not synced (buffered until its snapshot): not worth parsing here */
-            if (route->kind == KIND_DEPTH && SLOT(route->book, self->book_state) != self->synced)
+            /* a diff for a book neither synced nor waiting for its snapshot: the Python way */
+            if (route->kind == KIND_DEPTH && SLOT(route->book, self->book_state) != self->synced &&
+                SLOT(route->book, self->book_state) != self->waiting)
                 return SLOW;
         }
         else if (key_is(k, kn, "data")) {
@@ -1473,20 +1621,22 @@ Feeder_feed(FeederObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Feeder_counts(FeederObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L}", "taken", self->taken, "callbacks", self->callbacks, "diffs",
-                         self->diffs, "tickers", self->tickers, "trades", self->trades, "klines", self->klines);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L}", "taken", self->taken, "callbacks", self->callbacks,
+                         "diffs", self->diffs, "buffered", self->buffered, "tickers", self->tickers, "trades",
+                         self->trades, "klines", self->klines);
 }
 
 static int
 Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"market",      "route",       "after_apply", "mismatch",    "after_kline",
-                            "drop_oldest", "synced",      "state_type",  "book_type",   "check_type",
-                            "window_type", "series_type", "candle_type", NULL};
-    PyObject *market, *route, *after, *mismatch, *after_kline, *drop, *synced, *st_type, *book_type, *check_type,
-        *window_type, *series_type, *candle_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOO!O!O!O!O!O!", names, &market, &route, &after, &mismatch,
-                                     &after_kline, &drop, &synced, &PyType_Type, &st_type, &PyType_Type,
+                            "drop_oldest", "synced",      "waiting",     "state_type",  "book_type",
+                            "check_type",  "window_type", "series_type", "candle_type", NULL};
+    PyObject *market, *route, *after, *mismatch, *after_kline, *drop, *synced, *waiting, *st_type, *book_type,
+        *check_type, *window_type, *series_type, *candle_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOO!O!O!O!O!O!", names, &market, &route, &after,
+                                     &mismatch, &after_kline, &drop, &synced, &waiting, &PyType_Type, &st_type,
+                                     &PyType_Type,
                                      &book_type, &PyType_Type, &check_type, &PyType_Type, &window_type,
                                      &PyType_Type, &series_type, &PyType_Type, &candle_type))
         return -1;
@@ -1501,6 +1651,7 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
     self->after_kline = Py_NewRef(after_kline);
     self->drop_oldest = Py_NewRef(drop);
     self->synced = Py_NewRef(synced);
+    self->waiting = Py_NewRef(waiting);
     self->st_type = (PyTypeObject *)Py_NewRef(st_type);
     self->book_type = (PyTypeObject *)Py_NewRef(book_type);
     self->check_type = (PyTypeObject *)Py_NewRef(check_type);
@@ -1511,6 +1662,7 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
     if ((self->st_last_event_time = slot_offset(S, "last_event_time")) < 0 ||
         (self->st_last_ticker_id = slot_offset(S, "last_ticker_id")) < 0 ||
         (self->st_last_agg_id = slot_offset(S, "last_agg_id")) < 0 || (self->st_fill = slot_offset(S, "fill")) < 0 ||
+        (self->st_snapshot_pending = slot_offset(S, "snapshot_pending")) < 0 ||
         (self->window_last_time = slot_offset(W, "last_time")) < 0 ||
         (self->series_missing = slot_offset(self->series_type, "missing")) < 0 ||
         (self->book_state = slot_offset(B, "state")) < 0 ||
@@ -1519,6 +1671,7 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
         (self->book_applied = slot_offset(B, "applied")) < 0 ||
         (self->book_floor = slot_offset(B, "_bid_floor")) < 0 ||
         (self->book_ceiling = slot_offset(B, "_ask_ceiling")) < 0 ||
+        (self->book_buffer = slot_offset(B, "_buffer")) < 0 ||
         (self->check_keep = slot_offset(C, "keep")) < 0 || (self->check_checks = slot_offset(C, "checks")) < 0 ||
         (self->check_tops = slot_offset(C, "_tops")) < 0 ||
         (self->check_tickers = slot_offset(C, "_tickers")) < 0)
@@ -1536,6 +1689,7 @@ Feeder_traverse(FeederObject *self, visitproc visit, void *arg)
     Py_VISIT(self->after_kline);
     Py_VISIT(self->drop_oldest);
     Py_VISIT(self->synced);
+    Py_VISIT(self->waiting);
     for (Py_ssize_t r = 0; r < self->nroutes; r++) {
         Py_VISIT(self->routes[r].symbol);
         Py_VISIT(self->routes[r].st);
@@ -1558,6 +1712,7 @@ Feeder_clear(FeederObject *self)
     Py_CLEAR(self->after_kline);
     Py_CLEAR(self->drop_oldest);
     Py_CLEAR(self->synced);
+    Py_CLEAR(self->waiting);
     Py_CLEAR(self->st_type);
     Py_CLEAR(self->book_type);
     Py_CLEAR(self->check_type);
@@ -1622,5 +1777,6 @@ lines_init_strings(void)
     s_tolerance = PyUnicode_InternFromString("clock_tolerance_ms");
     s_add = PyUnicode_InternFromString("add");
     s_update = PyUnicode_InternFromString("update");
-    return (s_now_ms && s_ahead_ms && s_tolerance && s_add && s_update) ? 0 : -1;
+    s_append = PyUnicode_InternFromString("append");
+    return (s_now_ms && s_ahead_ms && s_tolerance && s_add && s_update && s_append) ? 0 : -1;
 }

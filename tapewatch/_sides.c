@@ -411,7 +411,7 @@ static struct PyModuleDef sides_module = {
 PyMODINIT_FUNC
 PyInit__sides(void)
 {
-    PyTypeObject *types[] = {&BidsType, &AsksType, &FeederType};
+    PyTypeObject *types[] = {&BidsType, &AsksType, &FeederType, &BufferedType};
     if (lines_init_strings() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&sides_module);

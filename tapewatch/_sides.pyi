@@ -19,7 +19,8 @@ class NativeAsks(_NativeSide): ...
 
 class LineFeeder:
     """Depth diffs, bookTickers, aggTrades and klines of capture lines applied to a Market in C
-    (tapewatch/_native_lines.c; driven by tapewatch.native_lines.NativeLines)."""
+    (tapewatch/_native_lines.c; driven by tapewatch.native_lines.NativeLines). The diffs a book waiting for its
+    snapshot keeps go into its buffer as ``tapewatch._sides.BufferedDiff`` (a tapewatch.book_types.Diff)."""
 
     def __init__(
         self,
@@ -30,6 +31,7 @@ class LineFeeder:
         after_kline: Callable[..., object],
         drop_oldest: Callable[..., object],
         synced: object,
+        waiting: object,
         state_type: type,
         book_type: type,
         check_type: type,

@@ -28,13 +28,14 @@ from tapewatch.book_types import (
     BookHealth,
     BookState,
     Buffered,
+    Diff,
     Dropped,
     Health,
     NeedsResync,
     Outcome,
     Top,
 )
-from tapewatch.events import BookCheckpoint, DepthSnapshot, DepthUpdate
+from tapewatch.events import BookCheckpoint, DepthSnapshot
 
 __all__ = [
     "APPLIED",
@@ -45,6 +46,7 @@ __all__ = [
     "BookHealth",
     "BookState",
     "Buffered",
+    "Diff",
     "Dropped",
     "Health",
     "NeedsResync",
@@ -110,14 +112,14 @@ class OrderBook:
         self._ask_ceiling = float("inf")
         self.applied = 0
         self.dropped = 0
-        self._buffer: deque[DepthUpdate] = deque(maxlen=max_buffer)
+        self._buffer: deque[Diff] = deque(maxlen=max_buffer)
         # A polled book (state POLLED): the poller's interval between two polls of it, and the levels per side
         # its snapshot listed (the fewer of the two sides).
         self.polled_every_ms = 0
         self.polled_levels = 0
 
     # --- state machine -------------------------------------------------------------------------------
-    def apply(self, ev: DepthUpdate) -> Outcome:
+    def apply(self, ev: Diff) -> Outcome:
         """Feed one depth diff.
 
         The synced case is the hot loop of replay (one call per diff, a diff often carries 1-3 levels), so it
@@ -151,7 +153,7 @@ class OrderBook:
             return APPLIED
         return self._check_top(ev, False)
 
-    def _apply_unsynced(self, ev: DepthUpdate) -> Outcome:
+    def _apply_unsynced(self, ev: Diff) -> Outcome:
         """A diff while waiting for a snapshot (buffered), for the event spanning it, or on a polled book."""
         if self.state is _WAITING_SNAPSHOT:
             self._buffer.append(ev)
@@ -200,7 +202,7 @@ class OrderBook:
         self.dropped += older
         return self._apply_buffered(buffered, older, outcome)
 
-    def _apply_buffered(self, buffered: list[DepthUpdate], start: int, outcome: Outcome) -> Outcome:
+    def _apply_buffered(self, buffered: list[Diff], start: int, outcome: Outcome) -> Outcome:
         """Apply ``buffered[start:]`` over a snapshot or checkpoint just loaded: the outcome (APPLIED_SYNC
         once any diff synced the book, else ``outcome`` or the last applied), or the resync a gap among them
         asks for (the diffs after it are kept for the next snapshot)."""
@@ -313,7 +315,7 @@ class OrderBook:
         self._go_out_of_sync()
         return NeedsResync(reason)
 
-    def _try_first(self, ev: DepthUpdate) -> Outcome:
+    def _try_first(self, ev: Diff) -> Outcome:
         sid = self.snapshot_id
         if ev.final_id < sid:
             self.dropped += 1
@@ -324,7 +326,7 @@ class OrderBook:
             return NeedsResync(f"snapshot too old: first event U={ev.first_id} > lastUpdateId={sid}")
         return self._apply_diff(ev, synced_now=True)
 
-    def _apply_diff(self, ev: DepthUpdate, synced_now: bool) -> Outcome:
+    def _apply_diff(self, ev: Diff, synced_now: bool) -> Outcome:
         bids, asks = self.bids, self.asks
         if ev.bids:  # a 100 ms diff often moves one side only
             bids.update(ev.bids)
@@ -343,7 +345,7 @@ class OrderBook:
             return APPLIED_SYNC if synced_now else APPLIED
         return self._check_top(ev, synced_now)
 
-    def _check_top(self, ev: DepthUpdate, synced_now: bool) -> Outcome:
+    def _check_top(self, ev: Diff, synced_now: bool) -> Outcome:
         """After a diff left a side empty, crossed the book, or moved past a partial snapshot's depth."""
         if self.is_crossed():
             self.crossed_events += 1

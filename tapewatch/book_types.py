@@ -5,11 +5,14 @@ import them from :mod:`tapewatch.book` as before (it re-exports every name here)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import msgspec
+
+from tapewatch.events import Level
 
 
 class BookState(StrEnum):
@@ -27,6 +30,29 @@ class Health(StrEnum):
     RESYNCING = "resyncing"  # synced once, then out of sync (a gap, a crossed book, a stream restart)
     STALE = "stale"
     CROSSED = "crossed"
+
+
+class Diff(Protocol):
+    """What the book reads of a depth diff: a :class:`tapewatch.events.DepthUpdate`, or a diff the native replay
+    path kept in the buffer of a book waiting for its snapshot (``tapewatch._sides.BufferedDiff``: the same values,
+    the levels made when read)."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def event_time(self) -> int: ...
+    @property
+    def transaction_time(self) -> int: ...
+    @property
+    def first_id(self) -> int: ...
+    @property
+    def final_id(self) -> int: ...
+    @property
+    def prev_final_id(self) -> int: ...
+    @property
+    def bids(self) -> Sequence[Level]: ...
+    @property
+    def asks(self) -> Sequence[Level]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ aggTrade goes into the two trade windows through ``TradeWindow.add`` and a kline
 the Python path.
 
 It takes a line only on the common path, which it recognises before changing anything: well-formed JSON, a
-synced book that the diff continues, an event time the clock takes without a jump, a ticker newer than the last,
+synced book that the diff continues or a book waiting for the snapshot it asked for (the diff is kept in the
+book's buffer as a ``BufferedDiff``: the DepthUpdate's values in one object, most of a cold start's buffer being
+dropped at the snapshot unread), an event time the clock takes without a jump, a ticker newer than the last,
 an aggTrade whose id is the next after the last applied one (no gap held) at a time the clock takes and not before
 the symbol's newest trade, a kline of the stream's interval within the clock's tolerance, its bar possible, for an
 existing series. Anything else — snapshots, ``@trade`` fills, a series' first kline, control lines, REST answers, a
@@ -73,6 +75,7 @@ class NativeLines:
             self._after_kline,
             _drop_oldest,
             BookState.SYNCED,
+            BookState.WAITING_SNAPSHOT,
             SymbolState,
             OrderBook,
             TopCheck,
@@ -128,8 +131,8 @@ class NativeLines:
             self.requests.append(request)
 
     def counts(self) -> dict[str, int]:
-        """Lines taken: ``taken`` entirely in C, ``callbacks`` finished here; ``diffs``, ``tickers``, ``trades``
-        (aggTrades) and ``klines`` by kind."""
+        """Lines taken: ``taken`` entirely in C, ``callbacks`` finished here; ``diffs`` (applied), ``buffered``
+        (diffs kept for a snapshot), ``tickers``, ``trades`` (aggTrades) and ``klines`` by kind."""
         counts: dict[str, int] = self._feeder.counts()
         return counts
 

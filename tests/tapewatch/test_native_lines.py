@@ -20,7 +20,9 @@ import pytest
 
 from realtime.replay import run_replay
 from realtime.sim.record import record
+from tapewatch.book_types import Diff
 from tapewatch.candles import CandleSeries
+from tapewatch.events import DepthUpdate
 from tapewatch.market import Market
 from tapewatch.settings import Settings
 from tapewatch.trade_flow import TradeWindow
@@ -71,7 +73,7 @@ def market_state(market: Market) -> dict[str, Any]:
             ),
             "bids": book.bids.top(1_000_000),
             "asks": book.asks.top(1_000_000),
-            "buffer": list(book._buffer),
+            "buffer": [_diff(d) for d in book._buffer],
             "symbol": (st.last_event_time, st.last_ticker_id, st.snapshot_pending),
             "check": (check.checks, check.mismatches, check.samples),
             "tops": list(check._tops.items()),
@@ -82,6 +84,21 @@ def market_state(market: Market) -> dict[str, Any]:
             "candles": {i: _series(c) for i, c in sorted(st.candles.items())},
         }
     return state
+
+
+def _diff(d: Diff) -> tuple[Any, ...]:
+    """A buffered diff by what the book reads of it: a DepthUpdate on the Python path, a BufferedDiff on the
+    native one."""
+    return (
+        d.symbol,
+        d.event_time,
+        d.transaction_time,
+        d.first_id,
+        d.final_id,
+        d.prev_final_id,
+        d.bids,
+        d.asks,
+    )
 
 
 def _series(c: CandleSeries) -> tuple[Any, ...]:
@@ -421,18 +438,38 @@ def _changes(damage: Callable[[bytes], bytes], line: bytes) -> bool:
         return False
 
 
+def late_snapshot(lines: list[bytes], diffs: int) -> tuple[list[bytes], list[int]]:
+    """``lines`` with the first depth snapshot answered late: moved past the next ``diffs`` diffs of its symbol,
+    which its book keeps meanwhile (on the native path: its diff before them asked for the snapshot, on the Python
+    path). Returns the lines and the indices of those diffs in them."""
+    at = next(i for i, line in enumerate(lines) if b'"stream":"rest:/fapi/v1/depth?' in line[:100])
+    symbol = json.loads(lines[at])["stream"].split("symbol=")[1].split("&")[0].lower().encode()
+    moved = lines[:at] + lines[at + 1 :]
+    kept = [i for i in range(at, len(moved)) if b'"stream":"%s@depth' % symbol in moved[i][:100]][:diffs]
+    moved.insert(kept[-1] + 1, lines[at])
+    return moved, kept
+
+
 _LINES = list(recording_lines(USDM_CRYPTOFEED))
+_LATE, _BUFFERED = late_snapshot(_LINES, 12)
 _AT = {
     "depth": _pick(_LINES, b"@depth"),
     "ticker": _pick(_LINES, b"@bookTicker"),
     "trade": _pick(_LINES, b"@aggTrade"),
     "kline": _pick(_LINES, b"@kline"),
+    "buffered": _BUFFERED[len(_BUFFERED) // 2],  # in _LATE: a diff kept for the late snapshot
 }
+
+
+def _lines(kind: str) -> list[bytes]:
+    return _LATE if kind == "buffered" else _LINES
+
+
 _CASES = [
     pytest.param(kind, n, id=f"{kind}-{n}")
     for kind, at in _AT.items()
     for n, damage in enumerate(DAMAGE)
-    if _changes(damage, _LINES[at])
+    if _changes(damage, _lines(kind)[at])
 ]
 
 
@@ -443,7 +480,7 @@ def test_a_damaged_line_comes_out_the_same_both_ways(tmp_path: Path, kind: str, 
     quantity out of bounds, broken JSON, a key twice or missing, keys out of the usual order, escapes, bytes that
     are not UTF-8, another symbol, an older ticker, a gap, a crossed book. The native path must take none of them
     on a guess: the replays agree on everything, counts of rejected lines included."""
-    lines = list(_LINES)
+    lines = list(_lines(kind))
     at = _AT[kind]
     lines[at] = DAMAGE[damage](lines[at])
     both_ways([write_gz(tmp_path / "damaged.jsonl.gz", lines)])
@@ -472,11 +509,34 @@ def test_trades_swapped_open_a_gap_that_the_late_one_fills_both_ways(tmp_path: P
 def test_the_undamaged_lines_picked_take_the_native_path(tmp_path: Path) -> None:
     """The lines the damage tests change are ones the native path takes when whole: cut from the recording
     there, the native path takes one line fewer each."""
-    _, whole = both_ways([USDM_CRYPTOFEED])
-    for at in _AT.values():
-        lines = _LINES[:at] + _LINES[at + 1 :]
+    for kind, at in _AT.items():
+        whole_lines = _lines(kind)
+        _, whole = both_ways([write_gz(tmp_path / "whole.jsonl.gz", whole_lines)])
+        lines = whole_lines[:at] + whole_lines[at + 1 :]
         _, without = both_ways([write_gz(tmp_path / "cut.jsonl.gz", lines)])
-        assert without < whole
+        assert without < whole, kind
+
+
+def test_diffs_kept_for_a_late_snapshot_come_out_the_same_both_ways(tmp_path: Path) -> None:
+    """A snapshot answered after a dozen diffs of its symbol: the book keeps them (the native path as
+    BufferedDiffs, holding the same values as the DepthUpdates of the Python path), drops those the snapshot
+    holds and applies the rest. Cut before the snapshot, the books end holding them, compared one by one."""
+    state, _ = both_ways([write_gz(tmp_path / "late.jsonl.gz", _LATE)])
+    assert state["totals"]["book_mismatches"] == 0
+    snapshot = _BUFFERED[-1] + 1
+    cut = write_gz(tmp_path / "cut.jsonl.gz", _LATE[:snapshot])
+    state, _ = both_ways([cut])
+    symbol = json.loads(_LATE[snapshot])["stream"].split("symbol=")[1].split("&")[0]
+    buffer = state[symbol]["buffer"]
+    assert len(buffer) == 1 + len(_BUFFERED)  # the diff that asked for the snapshot, then those kept
+    assert [d[4] for d in buffer[1:]] == [json.loads(_LATE[i])["data"]["u"] for i in _BUFFERED]
+    assert any(d[6] or d[7] for d in buffer)  # levels to compare
+    fast = run_replay([cut], Settings(), signals=False, native=True).market
+    assert fast is not None
+    kept = list(fast.symbols[symbol].book._buffer)
+    assert isinstance(kept[0], DepthUpdate)
+    assert [type(d).__name__ for d in kept[1:]] == ["BufferedDiff"] * len(_BUFFERED)
+    assert repr(kept[1]).startswith(f"BufferedDiff(symbol='{symbol}', U=")
 
 
 def test_the_engine_replay_does_not_use_the_native_path() -> None:
