@@ -27,8 +27,10 @@
 #define MAX_NUMBER 40 /* longer decimal strings go the Python way */
 
 typedef struct {
-    char *stream; /* the stream name (a copy), key of the route table */
+    char *stream; /* the stream name (a copy), key of the route table; then the symbol's and the interval's bytes */
     Py_ssize_t len;
+    const char *sym, *ival; /* within stream's allocation: what a payload's "s" and "i" are compared with */
+    Py_ssize_t symlen, ilen;
     Py_hash_t hash;
     int kind;           /* KIND_*: OTHER caches "never fast" */
     PyObject *symbol;   /* str */
@@ -473,12 +475,26 @@ route_of(FeederObject *self, const char *a, Py_ssize_t n)
         self->routes = routes;
         self->caproutes = cap;
     }
-    route.stream = PyMem_Malloc((size_t)(n ? n : 1));
+    Py_ssize_t symlen = 0, ilen = 0;
+    const char *sym = NULL, *ival = NULL;
+    if (route.symbol != NULL && (sym = PyUnicode_AsUTF8AndSize(route.symbol, &symlen)) == NULL)
+        return NULL;
+    if (route.interval != NULL && (ival = PyUnicode_AsUTF8AndSize(route.interval, &ilen)) == NULL)
+        return NULL;
+    route.stream = PyMem_Malloc((size_t)(n + symlen + ilen + 1));
     if (route.stream == NULL) {
         PyErr_NoMemory();
         return NULL;
     }
     memcpy(route.stream, a, (size_t)n);
+    if (symlen)
+        memcpy(route.stream + n, sym, (size_t)symlen);
+    if (ilen)
+        memcpy(route.stream + n + symlen, ival, (size_t)ilen);
+    route.sym = route.stream + n;
+    route.symlen = symlen;
+    route.ival = route.stream + n + symlen;
+    route.ilen = ilen;
     route.len = n;
     route.hash = h;
     self->routes[self->nroutes++] = route;
@@ -1432,11 +1448,7 @@ apply_kline(FeederObject *self, Clock *c, Route *r, Kl *k)
 {
     if (k->t > c->ahead)
         return SLOW;
-    Py_ssize_t want;
-    const char *own = PyUnicode_AsUTF8AndSize(r->interval, &want);
-    if (own == NULL)
-        return FAILED;
-    if (want != k->ilen || memcmp(own, k->i, (size_t)want) != 0)
+    if (r->ilen != k->ilen || memcmp(r->ival, k->i, (size_t)k->ilen) != 0)
         return SLOW;
     PyObject *args[13] = {PyLong_FromLongLong(k->t),
                           PyLong_FromLongLong(k->T),
@@ -1566,11 +1578,7 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
                         : kind == KIND_AGG  ? g.symlen
                         : kind == KIND_KLINE ? kl.symlen
                                              : t.symlen;
-    Py_ssize_t want;
-    const char *own = PyUnicode_AsUTF8AndSize(route->symbol, &want);
-    if (own == NULL)
-        return FAILED;
-    if (want != symlen || memcmp(own, sym, (size_t)symlen) != 0)
+    if (route->symlen != symlen || memcmp(route->sym, sym, (size_t)symlen) != 0)
         return SLOW;
     if (kind == KIND_AGG)
         return apply_agg(self, c, route, &g);

@@ -50,7 +50,7 @@ GZIP_MAGIC = b"\x1f\x8b\x08"  # gzip id bytes + deflate method: where a member s
 # chance in compressed data once in 2**64 positions, so where they appear a new member starts, whatever
 # came before (a member cut mid-write would otherwise swallow the next one as garbage).
 MEMBER_HEADER = GZIP_MAGIC + b"\x00\x00\x00\x00\x00"
-_CHUNK = 1 << 20  # compressed bytes per read
+_CHUNK = 1 << 18  # compressed bytes per read (~1 MB of text: its lines are parsed while still in the cache)
 _SCAN = 1 << 20  # bytes per read when searching for the next member
 _PLAIN_CHUNK = 1 << 23  # bytes per read of a plain .jsonl file
 _MAX_OUT = 1 << 23  # decompressed bytes per zlib call: bounds memory on a pathological file
@@ -203,9 +203,9 @@ def _split_lines(pieces: Iterable[bytes | None], path: Path, stats: ReadStats) -
                     torn_last = True
                 carry = b""
             continue
-        if carry:
-            piece = carry + piece
         lines = piece.split(b"\n")
+        if carry:  # the line the last piece began: joined here, not by copying the whole piece
+            lines[0] = carry + lines[0]
         carry = lines.pop()
         if lines:
             count = len(lines) - lines.count(b"")
