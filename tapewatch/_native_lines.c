@@ -26,13 +26,14 @@
 #define KIND_KLINE 4
 #define MAX_NUMBER 40 /* longer decimal strings go the Python way */
 
+#define ROUTE_KEY 72 /* bytes of a route's names kept in the route itself (longer ones: on the heap) */
+
 typedef struct {
-    char *stream; /* the stream name (a copy), key of the route table; then the symbol's and the interval's bytes */
-    Py_ssize_t len;
-    const char *sym, *ival; /* within stream's allocation: what a payload's "s" and "i" are compared with */
-    Py_ssize_t symlen, ilen;
-    Py_hash_t hash;
     int kind;           /* KIND_*: OTHER caches "never fast" */
+    Py_ssize_t len, symlen, ilen; /* of the stream name, the symbol, the interval */
+    char *heap;         /* the names when longer than ROUTE_KEY, else NULL */
+    char key[ROUTE_KEY]; /* the stream name (key of the route table), then the symbol's and the interval's bytes:
+                          * what a payload's "s" and "i" are compared with */
     PyObject *symbol;   /* str */
     PyObject *st;       /* SymbolState */
     PyObject *book;     /* OrderBook */
@@ -44,6 +45,18 @@ typedef struct {
     PyObject *series;   /* KIND_KLINE: the symbol's CandleSeries of the stream's interval */
     PyObject *interval; /* str */
 } Route;
+
+/* A slot of the route table: the stream name's hash and the route's index (-1: empty). */
+typedef struct {
+    Py_hash_t hash;
+    Py_ssize_t route;
+} TableSlot;
+
+static inline const char *
+route_key(const Route *r)
+{
+    return r->heap ? r->heap : r->key;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -58,14 +71,15 @@ typedef struct {
     PyTypeObject *st_type, *book_type, *check_type, *window_type, *series_type, *candle_type;
     /* slot offsets */
     Py_ssize_t st_last_event_time, st_last_ticker_id, st_last_agg_id, st_fill, st_snapshot_pending;
-    Py_ssize_t window_last_time, series_missing;
+    Py_ssize_t window_last_time, series_missing, series_forming, series_closed;
+    Py_ssize_t candle[13]; /* Candle's fields, in its order (open_time, close_time, interval, open, ...) */
     Py_ssize_t book_state, book_last_update_id, book_last_event_time, book_applied, book_floor, book_ceiling,
         book_buffer;
     Py_ssize_t check_keep, check_checks, check_tops, check_tickers;
     /* routes: an open-addressing table of indices into an array */
     Route *routes;
     Py_ssize_t nroutes, caproutes;
-    Py_ssize_t *table; /* -1 empty */
+    TableSlot *table;
     Py_ssize_t tablecap;
     /* the levels of the diff being read: price, qty pairs; bids first, then asks */
     double *levels;
@@ -361,36 +375,53 @@ skip_value(Scan *s, int depth)
 static inline int
 key_is(const char *a, Py_ssize_t n, const char *name)
 {
-    return (Py_ssize_t)strlen(name) == n && memcmp(a, name, (size_t)n) == 0;
+    /* the first byte before memcmp: most keys are one or two bytes, compared with several names each */
+    return (Py_ssize_t)strlen(name) == n && (n == 0 || (a[0] == name[0] && memcmp(a, name, (size_t)n) == 0));
 }
 
 /* --- the routes ----------------------------------------------------------------------------------------- */
 
+/* A stream name's hash, eight bytes at a time (a name is read for every line). */
 static Py_hash_t
 hash_bytes(const char *a, Py_ssize_t n)
 {
-    unsigned long long h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)a[i]) * 1099511628211ULL;
+    unsigned long long h = 0x9E3779B97F4A7C15ULL ^ (unsigned long long)n, w;
+    for (; n >= 8; a += 8, n -= 8) {
+        memcpy(&w, a, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, a, (size_t)n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
     return (Py_hash_t)(h >> 1);
+}
+
+static void
+table_put(TableSlot *table, Py_ssize_t cap, Py_hash_t hash, Py_ssize_t route)
+{
+    Py_ssize_t i = hash & (cap - 1);
+    while (table[i].route >= 0)
+        i = (i + 1) & (cap - 1);
+    table[i].hash = hash;
+    table[i].route = route;
 }
 
 static int
 table_grow(FeederObject *self)
 {
     Py_ssize_t cap = self->tablecap ? self->tablecap * 2 : 1024;
-    Py_ssize_t *table = PyMem_New(Py_ssize_t, (size_t)cap);
+    TableSlot *table = PyMem_New(TableSlot, (size_t)cap);
     if (table == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (Py_ssize_t i = 0; i < cap; i++)
-        table[i] = -1;
-    for (Py_ssize_t r = 0; r < self->nroutes; r++) {
-        Py_ssize_t i = self->routes[r].hash & (cap - 1);
-        while (table[i] >= 0)
-            i = (i + 1) & (cap - 1);
-        table[i] = r;
+        table[i].route = -1;
+    for (Py_ssize_t t = 0; t < self->tablecap; t++) {
+        if (self->table[t].route >= 0)
+            table_put(table, cap, self->table[t].hash, self->table[t].route);
     }
     PyMem_Free(self->table);
     self->table = table;
@@ -405,11 +436,13 @@ route_of(FeederObject *self, const char *a, Py_ssize_t n)
     Py_hash_t h = hash_bytes(a, n);
     if (self->tablecap) {
         Py_ssize_t i = h & (self->tablecap - 1);
-        Py_ssize_t r;
-        while ((r = self->table[i]) >= 0) {
-            Route *route = &self->routes[r];
-            if (route->hash == h && route->len == n && memcmp(route->stream, a, (size_t)n) == 0)
-                return route;
+        const TableSlot *slot;
+        while ((slot = &self->table[i])->route >= 0) {
+            if (slot->hash == h) {
+                Route *route = &self->routes[slot->route];
+                if (route->len == n && memcmp(route_key(route), a, (size_t)n) == 0)
+                    return route;
+            }
             i = (i + 1) & (self->tablecap - 1);
         }
     }
@@ -481,33 +514,25 @@ route_of(FeederObject *self, const char *a, Py_ssize_t n)
         return NULL;
     if (route.interval != NULL && (ival = PyUnicode_AsUTF8AndSize(route.interval, &ilen)) == NULL)
         return NULL;
-    route.stream = PyMem_Malloc((size_t)(n + symlen + ilen + 1));
-    if (route.stream == NULL) {
-        PyErr_NoMemory();
-        return NULL;
+    char *key = route.key;
+    if (n + symlen + ilen > ROUTE_KEY) {
+        if ((key = route.heap = PyMem_Malloc((size_t)(n + symlen + ilen))) == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
     }
-    memcpy(route.stream, a, (size_t)n);
+    memcpy(key, a, (size_t)n);
     if (symlen)
-        memcpy(route.stream + n, sym, (size_t)symlen);
+        memcpy(key + n, sym, (size_t)symlen);
     if (ilen)
-        memcpy(route.stream + n + symlen, ival, (size_t)ilen);
-    route.sym = route.stream + n;
+        memcpy(key + n + symlen, ival, (size_t)ilen);
     route.symlen = symlen;
-    route.ival = route.stream + n + symlen;
     route.ilen = ilen;
     route.len = n;
-    route.hash = h;
     self->routes[self->nroutes++] = route;
-    if (2 * self->nroutes > self->tablecap) {
-        if (table_grow(self) < 0)
-            return NULL;
-    }
-    else {
-        Py_ssize_t i = h & (self->tablecap - 1);
-        while (self->table[i] >= 0)
-            i = (i + 1) & (self->tablecap - 1);
-        self->table[i] = self->nroutes - 1;
-    }
+    if (2 * self->nroutes > self->tablecap && table_grow(self) < 0)
+        return NULL;
+    table_put(self->table, self->tablecap, h, self->nroutes - 1);
     return &self->routes[self->nroutes - 1];
 }
 
@@ -1438,7 +1463,87 @@ apply_agg(FeederObject *self, Clock *c, Route *r, Agg *t)
     return rc;
 }
 
-static PyObject *s_update;
+static PyObject *s_update, *s_copy;
+
+/* The open time of a Candle (or a subclass); -1 when it is not one or its open_time is not an int. */
+static long long
+candle_open(FeederObject *self, PyObject *candle)
+{
+    long long t;
+    if (candle == NULL || !PyObject_TypeCheck(candle, self->candle_type) || slot_ll(candle, self->candle[0], &t) < 0)
+        return -1;
+    return t;
+}
+
+/* CandleSeries.update's common case, a kline that does not close the forming bar it updates: the forming candle is
+ * replaced (``series.forming = candle``, update's answer False). 1 done; 0 not that case (nothing changed); -1 an
+ * error. The new Candle is a copy of the forming one (Struct.__copy__) given the kline's values: its __post_init__
+ * (check_ohlc) has nothing to add to parse_candle's check of the same bounds. */
+static int
+kline_forming(FeederObject *self, Route *r, Kl *k)
+{
+    PyObject *series = r->series;
+    PyObject *forming = SLOT(series, self->series_forming);
+    if (k->x || forming == NULL || !Py_IS_TYPE(forming, self->candle_type) || candle_open(self, forming) != k->t)
+        return 0;
+    PyObject *closed = SLOT(series, self->series_closed);
+    if (closed == NULL)
+        return 0;
+    Py_ssize_t n = PyObject_Length(closed);
+    if (n < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (n > 0) { /* update() counts a kline for a bar at or before the last closed one as stale (CandleSeries never
+                  * leaves a closed bar at or after the forming one: a guard, as update() has) */
+        PyObject *last = PySequence_GetItem(closed, n - 1);
+        if (last == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        long long last_open = candle_open(self, last);
+        Py_DECREF(last);
+        if (last_open < 0 || last_open >= k->t)
+            return 0;
+    }
+    PyObject *candle = PyObject_CallMethodNoArgs(forming, s_copy);
+    if (candle == NULL)
+        return -1;
+    if (!Py_IS_TYPE(candle, self->candle_type)) {
+        Py_DECREF(candle);
+        PyErr_SetString(PyExc_TypeError, "Candle.__copy__ gave another type");
+        return -1;
+    }
+    /* open_time and interval stay: the same bar of the same series */
+    PyObject *values[13] = {NULL,
+                            PyLong_FromLongLong(k->T),
+                            NULL,
+                            PyFloat_FromDouble(k->o),
+                            PyFloat_FromDouble(k->c),
+                            PyFloat_FromDouble(k->h),
+                            PyFloat_FromDouble(k->l),
+                            PyFloat_FromDouble(k->v),
+                            PyLong_FromLongLong(k->n),
+                            Py_NewRef(Py_False),
+                            PyFloat_FromDouble(k->q),
+                            PyFloat_FromDouble(k->V),
+                            PyFloat_FromDouble(k->Q)};
+    int ok = 1;
+    for (int f = 0; f < 13; f++) {
+        if (f == 0 || f == 2)
+            continue;
+        if (values[f] == NULL)
+            ok = 0;
+        else
+            slot_set(candle, self->candle[f], values[f]);
+    }
+    if (!ok) {
+        Py_DECREF(candle);
+        return -1;
+    }
+    slot_set(series, self->series_forming, candle);
+    return 1;
+}
 
 /* MarketKlines._on_kline on its common path: a bar opening within the clock's tolerance, of the stream's interval,
  * for a symbol whose series of that interval exists: the candle (tapewatch.events.Candle, built here) goes to
@@ -1448,8 +1553,13 @@ apply_kline(FeederObject *self, Clock *c, Route *r, Kl *k)
 {
     if (k->t > c->ahead)
         return SLOW;
-    if (r->ilen != k->ilen || memcmp(r->ival, k->i, (size_t)k->ilen) != 0)
+    if (r->ilen != k->ilen || memcmp(route_key(r) + r->len + r->symlen, k->i, (size_t)k->ilen) != 0)
         return SLOW;
+    int fast = kline_forming(self, r, k);
+    if (fast < 0)
+        return FAILED;
+    if (fast)
+        goto updated;
     PyObject *args[13] = {PyLong_FromLongLong(k->t),
                           PyLong_FromLongLong(k->T),
                           Py_NewRef(r->interval),
@@ -1479,6 +1589,7 @@ apply_kline(FeederObject *self, Clock *c, Route *r, Kl *k)
     if (res == NULL)
         return FAILED;
     Py_DECREF(res);
+updated:
     self->klines++;
     if (SLOT(r->series, self->series_missing) == Py_None)
         return TAKEN;
@@ -1578,7 +1689,7 @@ take_line(FeederObject *self, Clock *c, PyObject *line)
                         : kind == KIND_AGG  ? g.symlen
                         : kind == KIND_KLINE ? kl.symlen
                                              : t.symlen;
-    if (route->symlen != symlen || memcmp(route->sym, sym, (size_t)symlen) != 0)
+    if (route->symlen != symlen || memcmp(route_key(route) + route->len, sym, (size_t)symlen) != 0)
         return SLOW;
     if (kind == KIND_AGG)
         return apply_agg(self, c, route, &g);
@@ -1673,6 +1784,8 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
         (self->st_snapshot_pending = slot_offset(S, "snapshot_pending")) < 0 ||
         (self->window_last_time = slot_offset(W, "last_time")) < 0 ||
         (self->series_missing = slot_offset(self->series_type, "missing")) < 0 ||
+        (self->series_forming = slot_offset(self->series_type, "forming")) < 0 ||
+        (self->series_closed = slot_offset(self->series_type, "closed")) < 0 ||
         (self->book_state = slot_offset(B, "state")) < 0 ||
         (self->book_last_update_id = slot_offset(B, "last_update_id")) < 0 ||
         (self->book_last_event_time = slot_offset(B, "last_event_time")) < 0 ||
@@ -1684,6 +1797,14 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
         (self->check_tops = slot_offset(C, "_tops")) < 0 ||
         (self->check_tickers = slot_offset(C, "_tickers")) < 0)
         return -1;
+    static const char *candle_fields[13] = {"open_time", "close_time", "interval",     "open",
+                                            "close",     "high",       "low",          "volume",
+                                            "trades",    "closed",     "quote_volume", "taker_buy_volume",
+                                            "taker_buy_quote_volume"};
+    for (int f = 0; f < 13; f++) {
+        if ((self->candle[f] = slot_offset(self->candle_type, candle_fields[f])) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -1729,8 +1850,8 @@ Feeder_clear(FeederObject *self)
     Py_CLEAR(self->candle_type);
     for (Py_ssize_t r = 0; r < self->nroutes; r++) {
         Route *route = &self->routes[r];
-        PyMem_Free(route->stream);
-        route->stream = NULL;
+        PyMem_Free(route->heap);
+        route->heap = NULL;
         Py_CLEAR(route->symbol);
         Py_CLEAR(route->st);
         Py_CLEAR(route->book);
@@ -1786,5 +1907,6 @@ lines_init_strings(void)
     s_add = PyUnicode_InternFromString("add");
     s_update = PyUnicode_InternFromString("update");
     s_append = PyUnicode_InternFromString("append");
-    return (s_now_ms && s_ahead_ms && s_tolerance && s_add && s_update && s_append) ? 0 : -1;
+    s_copy = PyUnicode_InternFromString("__copy__");
+    return (s_now_ms && s_ahead_ms && s_tolerance && s_add && s_update && s_append && s_copy) ? 0 : -1;
 }
