@@ -72,6 +72,11 @@ typedef struct {
     /* slot offsets */
     Py_ssize_t st_last_event_time, st_last_ticker_id, st_last_agg_id, st_fill, st_snapshot_pending;
     Py_ssize_t window_last_time, series_missing, series_forming, series_closed;
+    /* TradeWindow's slots and FlowTrade's fields (TradeWindow.add in C) */
+    Py_ssize_t window_trades, window_ms, window_large_size, window_large_buys, window_large_sells, window_last_price,
+        window_qv, window_pq, window_q, window_expired;
+    Py_ssize_t trade_time, trade_qty, trade_quote, trade_is_sell, trade_large;
+    PyTypeObject *trade_type; /* FlowTrade */
     Py_ssize_t candle[13]; /* Candle's fields, in its order (open_time, close_time, interval, open, ...) */
     Py_ssize_t book_state, book_last_update_id, book_last_event_time, book_applied, book_floor, book_ceiling,
         book_buffer;
@@ -1410,11 +1415,140 @@ apply_ticker(FeederObject *self, Clock *c, Route *r, Ticker *t)
     return rc < 0 ? FAILED : TAKEN;
 }
 
-static PyObject *s_add;
+static PyObject *s_add, *s_popleft, *s_resum;
+
+/* A slot holding a float, read as a double; 0 when it does not (unset, or another type). */
+static inline int
+slot_double(PyObject *obj, Py_ssize_t off, double *out)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL || !PyFloat_CheckExact(v))
+        return 0;
+    *out = PyFloat_AS_DOUBLE(v);
+    return 1;
+}
+
+static int
+slot_set_double(PyObject *obj, Py_ssize_t off, double value)
+{
+    PyObject *v = PyFloat_FromDouble(value);
+    if (v == NULL)
+        return -1;
+    slot_set(obj, off, v);
+    return 0;
+}
+
+/* TradeWindow.add(time, price, qty, buyer_is_maker) for a trade not before the window's newest, in C: the same
+ * steps in the same order (the same sums, bit for bit), a FlowTrade appended, the trades older than the window's
+ * horizon expired (TradeWindow._expire; its re-summing, rare, is the Python method). 1 done; 0 the window's slots
+ * are not the plain ints and floats this reads (nothing changed: the caller calls the Python method); -1 an
+ * error. ``time`` is t->T, ``price`` and ``qty`` its objects. */
+static int
+window_add(FeederObject *self, PyObject *w, const Agg *t, PyObject *time, PyObject *price, PyObject *qty)
+{
+    long long ms, last, buys, sells, expired;
+    double size, qv, pq, q;
+    PyObject *trades = SLOT(w, self->window_trades), *size_o = SLOT(w, self->window_large_size);
+    if (trades == NULL || size_o == NULL || slot_ll(w, self->window_ms, &ms) < 0 ||
+        slot_ll(w, self->window_last_time, &last) < 0 || t->T < last ||
+        slot_ll(w, self->window_large_buys, &buys) < 0 || slot_ll(w, self->window_large_sells, &sells) < 0 ||
+        slot_ll(w, self->window_expired, &expired) < 0 || !slot_double(w, self->window_qv, &qv) ||
+        !slot_double(w, self->window_pq, &pq) || !slot_double(w, self->window_q, &q))
+        return 0;
+    if (PyFloat_CheckExact(size_o))
+        size = PyFloat_AS_DOUBLE(size_o);
+    else { /* an int: compared exactly as a double only up to 2**53 */
+        long long n;
+        if (slot_ll(w, self->window_large_size, &n) < 0 || n > (1LL << 53) || n < -(1LL << 53))
+            return 0;
+        size = (double)n;
+    }
+    double quote = t->p * t->q;
+    int large = quote >= size;
+    PyObject *quote_o = PyFloat_FromDouble(quote);
+    if (quote_o == NULL)
+        return -1;
+    PyObject *args[6] = {time, price, qty, quote_o, t->m ? Py_True : Py_False, large ? Py_True : Py_False};
+    PyObject *trade = PyObject_Vectorcall((PyObject *)self->trade_type, args, 6, NULL);
+    Py_DECREF(quote_o);
+    if (trade == NULL)
+        return -1;
+    PyObject *res = PyObject_CallMethodOneArg(trades, s_append, trade);
+    Py_DECREF(trade);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    qv += quote;
+    pq += quote;
+    q += t->q;
+    if (large) {
+        if (t->m)
+            sells++;
+        else
+            buys++;
+    }
+    slot_set(w, self->window_last_time, Py_NewRef(time)); /* not before the newest: the newest now */
+    slot_set(w, self->window_last_price, Py_NewRef(price));
+    long long cutoff = t->T - ms, gone = 0;
+    Py_ssize_t left;
+    for (;;) { /* TradeWindow._expire */
+        if ((left = PyObject_Length(trades)) < 0)
+            return -1;
+        if (left == 0)
+            break;
+        PyObject *first = PySequence_GetItem(trades, 0);
+        if (first == NULL)
+            return -1;
+        long long ft;
+        double fq, fquote;
+        if (!Py_IS_TYPE(first, self->trade_type) || slot_ll(first, self->trade_time, &ft) < 0 ||
+            !slot_double(first, self->trade_quote, &fquote) || !slot_double(first, self->trade_qty, &fq)) {
+            Py_DECREF(first);
+            PyErr_SetString(PyExc_TypeError, "a TradeWindow holds something other than a FlowTrade");
+            return -1;
+        }
+        int old_large = SLOT(first, self->trade_large) == Py_True;
+        int old_sell = SLOT(first, self->trade_is_sell) == Py_True;
+        Py_DECREF(first);
+        if (ft >= cutoff)
+            break;
+        PyObject *old = PyObject_CallMethodNoArgs(trades, s_popleft);
+        if (old == NULL)
+            return -1;
+        Py_DECREF(old);
+        gone++;
+        qv -= fquote;
+        pq -= fquote;
+        q -= fq;
+        if (old_large) {
+            if (old_sell)
+                sells--;
+            else
+                buys--;
+        }
+    }
+    if (slot_set_double(w, self->window_qv, qv) < 0 || slot_set_double(w, self->window_pq, pq) < 0 ||
+        slot_set_double(w, self->window_q, q) < 0 || slot_set_ll(w, self->window_large_buys, buys) < 0 ||
+        slot_set_ll(w, self->window_large_sells, sells) < 0)
+        return -1;
+    if (gone) {
+        expired += gone;
+        if (slot_set_ll(w, self->window_expired, expired) < 0)
+            return -1;
+        if (expired >= left) { /* TradeWindow._resum: rare, in Python */
+            PyObject *r = PyObject_CallMethodNoArgs(w, s_resum);
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        }
+    }
+    return 1;
+}
 
 /* MarketTrades._on_agg_trade on its common path: no gap held open, the id the next after the last applied one,
  * a trade time the clock takes (not past ahead_ms) and not before either window's newest trade: the id is kept
- * and the trade added to both windows (TradeWindow.add, in Python). Trades do not move the market clock. */
+ * and the trade added to both windows (TradeWindow.add: window_add, or the Python method for a window whose slots
+ * it does not read). Trades do not move the market clock. */
 static int
 apply_agg(FeederObject *self, Clock *c, Route *r, Agg *t)
 {
@@ -1443,6 +1577,13 @@ apply_agg(FeederObject *self, Clock *c, Route *r, Agg *t)
     int rc = TAKEN;
     PyObject *windows[2] = {r->flow, r->vwap};
     for (int w = 0; w < 2 && rc == TAKEN; w++) {
+        int done = window_add(self, windows[w], t, args[1], args[2], args[3]);
+        if (done < 0) {
+            rc = FAILED;
+            break;
+        }
+        if (done)
+            continue;
         args[0] = windows[w];
         PyObject *took = PyObject_VectorcallMethod(s_add, args, 5, NULL);
         if (took == NULL)
@@ -1865,14 +2006,14 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"market",      "route",       "after_apply", "mismatch",    "after_kline",
                             "drop_oldest", "synced",      "waiting",     "state_type",  "book_type",
-                            "check_type",  "window_type", "series_type", "candle_type", NULL};
+                            "check_type",  "window_type", "series_type", "candle_type", "trade_type", NULL};
     PyObject *market, *route, *after, *mismatch, *after_kline, *drop, *synced, *waiting, *st_type, *book_type,
-        *check_type, *window_type, *series_type, *candle_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOO!O!O!O!O!O!", names, &market, &route, &after,
+        *check_type, *window_type, *series_type, *candle_type, *trade_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOO!O!O!O!O!O!O!", names, &market, &route, &after,
                                      &mismatch, &after_kline, &drop, &synced, &waiting, &PyType_Type, &st_type,
                                      &PyType_Type,
                                      &book_type, &PyType_Type, &check_type, &PyType_Type, &window_type,
-                                     &PyType_Type, &series_type, &PyType_Type, &candle_type))
+                                     &PyType_Type, &series_type, &PyType_Type, &candle_type, &PyType_Type, &trade_type))
         return -1;
     if (self->market != NULL) {
         PyErr_SetString(PyExc_TypeError, "a LineFeeder is made once");
@@ -1892,6 +2033,7 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
     self->window_type = (PyTypeObject *)Py_NewRef(window_type);
     self->series_type = (PyTypeObject *)Py_NewRef(series_type);
     self->candle_type = (PyTypeObject *)Py_NewRef(candle_type);
+    self->trade_type = (PyTypeObject *)Py_NewRef(trade_type);
     PyTypeObject *S = self->st_type, *B = self->book_type, *C = self->check_type, *W = self->window_type;
     if ((self->st_last_event_time = slot_offset(S, "last_event_time")) < 0 ||
         (self->st_last_ticker_id = slot_offset(S, "last_ticker_id")) < 0 ||
@@ -1920,6 +2062,18 @@ Feeder_init(FeederObject *self, PyObject *args, PyObject *kwds)
         if ((self->candle[f] = slot_offset(self->candle_type, candle_fields[f])) < 0)
             return -1;
     }
+    PyTypeObject *F = self->trade_type;
+    if ((self->window_trades = slot_offset(W, "_trades")) < 0 || (self->window_ms = slot_offset(W, "window_ms")) < 0 ||
+        (self->window_large_size = slot_offset(W, "large_trade_size")) < 0 ||
+        (self->window_large_buys = slot_offset(W, "large_buys")) < 0 ||
+        (self->window_large_sells = slot_offset(W, "large_sells")) < 0 ||
+        (self->window_last_price = slot_offset(W, "last_price")) < 0 ||
+        (self->window_qv = slot_offset(W, "quote_volume")) < 0 || (self->window_pq = slot_offset(W, "pq")) < 0 ||
+        (self->window_q = slot_offset(W, "q")) < 0 || (self->window_expired = slot_offset(W, "_expired")) < 0 ||
+        (self->trade_time = slot_offset(F, "time")) < 0 || (self->trade_qty = slot_offset(F, "qty")) < 0 ||
+        (self->trade_quote = slot_offset(F, "quote")) < 0 || (self->trade_is_sell = slot_offset(F, "is_sell")) < 0 ||
+        (self->trade_large = slot_offset(F, "large")) < 0)
+        return -1;
     return 0;
 }
 
@@ -1963,6 +2117,7 @@ Feeder_clear(FeederObject *self)
     Py_CLEAR(self->window_type);
     Py_CLEAR(self->series_type);
     Py_CLEAR(self->candle_type);
+    Py_CLEAR(self->trade_type);
     for (Py_ssize_t r = 0; r < self->nroutes; r++) {
         Route *route = &self->routes[r];
         PyMem_Free(route->heap);
@@ -2023,5 +2178,10 @@ lines_init_strings(void)
     s_update = PyUnicode_InternFromString("update");
     s_append = PyUnicode_InternFromString("append");
     s_copy = PyUnicode_InternFromString("__copy__");
-    return (s_now_ms && s_ahead_ms && s_tolerance && s_add && s_update && s_append && s_copy) ? 0 : -1;
+    s_popleft = PyUnicode_InternFromString("popleft");
+    s_resum = PyUnicode_InternFromString("_resum");
+    return (s_now_ms && s_ahead_ms && s_tolerance && s_add && s_update && s_append && s_copy && s_popleft &&
+            s_resum)
+               ? 0
+               : -1;
 }

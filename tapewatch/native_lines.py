@@ -39,7 +39,7 @@ from tapewatch.market import Market, Request, SymbolState
 from tapewatch.parse import FrameDecoder
 from tapewatch.streams import Kind
 from tapewatch.topcheck import HeldTicker, Quote, TopCheck, _drop_oldest
-from tapewatch.trade_flow import TradeWindow
+from tapewatch.trade_flow import FlowTrade, TradeWindow
 
 try:
     from tapewatch._sides import LineFeeder
@@ -82,6 +82,7 @@ class NativeLines:
             TradeWindow,
             CandleSeries,
             Candle,
+            FlowTrade,
         )
         self.feed = self._feeder.feed
 

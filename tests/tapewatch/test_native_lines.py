@@ -119,11 +119,12 @@ def _window(w: TradeWindow) -> tuple[Any, ...]:
     )
 
 
-def both_ways(paths: list[Path]) -> tuple[dict[str, Any], int]:
+def both_ways(paths: list[Path], settings: Settings | None = None) -> tuple[dict[str, Any], int]:
     """Replay ``paths`` both ways, assert the same summary and market state; returns the state and the lines
     the native path took."""
-    fast = run_replay(paths, Settings(), signals=False, native=True)
-    slow = run_replay(paths, Settings(), signals=False, native=False)
+    settings = settings or Settings()
+    fast = run_replay(paths, settings, signals=False, native=True)
+    slow = run_replay(paths, settings, signals=False, native=False)
     assert fast.market is not None and slow.market is not None
     assert slow.summary["native_lines"] == 0
     drop = set(TIMINGS)
@@ -515,6 +516,57 @@ def test_the_undamaged_lines_picked_take_the_native_path(tmp_path: Path) -> None
         lines = whole_lines[:at] + whole_lines[at + 1 :]
         _, without = both_ways([write_gz(tmp_path / "cut.jsonl.gz", lines)])
         assert without < whole, kind
+
+
+def test_trades_leave_a_short_window_the_same_both_ways() -> None:
+    """A trade window of a few seconds and a low large-trade size: trades expire from the windows at every few
+    trades (their sums and large counts taken back, the sums recomputed once as many have left as remain), the
+    native path's TradeWindow.add doing what the Python one does, bit for bit."""
+    state, _ = both_ways([USDM_CRYPTOFEED], Settings(trade_history_window=3, large_trade_size=500))
+    flows = [s["windows"][0] for s in state.values() if isinstance(s, dict) and "windows" in s]
+    held = sum(len(w[0]) for w in flows)
+    trades = sum(1 for line in _LINES if b"@aggTrade" in line[:80])
+    assert 0 < held < trades // 4  # most trades left the windows
+    assert sum(w[1] + w[2] for w in flows) > 0  # large trades held
+
+
+def _symbol_trades() -> dict[str, list[tuple[int, int]]]:
+    """(trade time, line index) of every aggTrade of the recording, by symbol, in order."""
+    trades: dict[str, list[tuple[int, int]]] = {}
+    for i, line in enumerate(_LINES):
+        if b"@aggTrade" in line[:80]:
+            data = json.loads(line)["data"]
+            trades.setdefault(data["s"], []).append((data["T"], i))
+    return trades
+
+
+def test_a_trade_at_the_window_edge_stays_the_same_both_ways(tmp_path: Path) -> None:
+    """A symbol's last trade stamped exactly the window's length after the oldest trade held (a window of whole
+    seconds): that trade is at the horizon, not past it, and stays in the window (``time < cutoff`` expires)."""
+    for symbol, trades in _symbol_trades().items():
+        (before, _), (last, at) = trades[-2], trades[-1]
+        for seconds in range(1, 40):
+            oldest = next(t for t, _ in trades if t >= before - seconds * 1000)
+            edge = oldest + seconds * 1000
+            if before <= edge <= last:  # in order, and no later than the clock took the trade
+                lines = list(_LINES)
+                lines[at] = _replace_value(lines[at], b"T", str(edge).encode())
+                capture = write_gz(tmp_path / "edge.jsonl.gz", lines)
+                state, _ = both_ways([capture], Settings(trade_history_window=seconds))
+                held = state[symbol]["windows"][0][0]
+                assert held[0].time == oldest and held[-1].time == edge
+                return
+    pytest.fail("no trade of the recording can be put at its window's edge")
+
+
+def test_a_trade_of_exactly_the_large_size_is_large_both_ways() -> None:
+    """The large-trade size set to one trade's quote (price x quantity, as the decoder's floats give it): that
+    trade is large (``quote >= large_trade_size``) either way."""
+    data = json.loads(_LINES[_symbol_trades()["SUSHIUSDT"][5][1]])["data"]
+    quote = float(data["p"]) * float(data["q"])
+    state, _ = both_ways([USDM_CRYPTOFEED], Settings(large_trade_size=quote))
+    held = state["SUSHIUSDT"]["windows"][0][0]
+    assert [t.large for t in held if t.quote == quote] == [True]
 
 
 def test_diffs_kept_for_a_late_snapshot_come_out_the_same_both_ways(tmp_path: Path) -> None:
