@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
+from realtime.malloc_tuning import keep_freed_memory  # noqa: E402
 from realtime.replay import fewer_collections, replay  # noqa: E402
 from tapewatch import book_sides  # noqa: E402
 from tapewatch.book import OrderBook  # noqa: E402
@@ -167,7 +168,14 @@ def main() -> None:
         action="store_true",
         help="use the pure-Python book sides even where the native ones exist",
     )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (tapewatch replay sets them: realtime.malloc_tuning)",
+    )
     args = parser.parse_args()
+    kept = False if args.default_malloc else keep_freed_memory()
+    print(f"malloc thresholds: {'set for replay' if kept else 'default'}")
     if args.python_sides:  # for the whole run, the profile included
         book_sides.new_sides = book_sides.py_sides
     print(f"book sides: {sides_in_use()}")

@@ -22,6 +22,7 @@ from bench.engine import measure_engine  # noqa: E402
 from bench.market_rate import describe, estimate  # noqa: E402
 from bench.replay_profile import parse_and_books, python_sides, sides_in_use  # noqa: E402
 from realtime.capture import count_and_decode_raw, iter_capture  # noqa: E402
+from realtime.malloc_tuning import keep_freed_memory  # noqa: E402
 from realtime.replay import replay  # noqa: E402
 from realtime.sim.record import record  # noqa: E402
 from tapewatch import book_sides  # noqa: E402
@@ -175,6 +176,7 @@ def main() -> None:
         help="use the pure-Python book sides even where the native ones exist",
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as tapewatch replay does (realtime.malloc_tuning)
     if args.python_sides:
         book_sides.new_sides = book_sides.py_sides
     print(

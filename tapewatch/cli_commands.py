@@ -93,8 +93,10 @@ _GIVE_A_DIR = "give a directory this user can write into (it is created if missi
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from realtime.malloc_tuning import keep_freed_memory
     from realtime.replay import replay
 
+    keep_freed_memory()
     settings = settings_for(args, var_dir=False)
     summary = replay([Path(p) for p in args.files], settings, signals=not args.books_only)
     if args.json:
@@ -109,7 +111,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         if args.books_only:
             print(
-                f"  books only (no signal engine): {summary['native_lines']} depth/bookTicker lines on the native path"
+                f"  books only (no signal engine): {summary['native_lines']} depth/bookTicker/aggTrade/kline lines "
+                "on the native path"
             )
         for said in engine_starts_said(summary):
             print(f"  {said}")
@@ -211,7 +214,9 @@ def decoded_anything(summary: dict[str, Any], files: list[str]) -> bool:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from realtime.backtest import backtest
+    from realtime.malloc_tuning import keep_freed_memory
 
+    keep_freed_memory()
     result = backtest([Path(p) for p in args.files], settings_for(args, var_dir=False))
     if args.json:
         print(json.dumps(result))
