@@ -412,6 +412,7 @@ class FeedService(FeedUniverse, FeedRest):
             group.create_task(self.snapshots.run(), name="snapshots")
             group.create_task(self.fills.run(), name="trade-fill")
             group.create_task(self.serve_kline_fills(), name="kline-fill")
+            group.create_task(self.refresh_instruments_loop(), name="instruments-refresh")
             group.create_task(publish_loop(self), name="publish")
             group.create_task(performance_log_loop(self.metrics), name="performance-log")  # spec 13.1
             group.create_task(self.loop_lag.run(), name="loop-lag")

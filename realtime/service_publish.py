@@ -121,6 +121,8 @@ def service_metrics(service: FeedService) -> dict[str, int | float]:
         "history_errors": service.counters["history_errors"],
         "kline_fill_requests": service.counters["kline_fill_requests"],
         "kline_fill_errors": service.counters["kline_fill_errors"],
+        "instruments_refreshed": service.counters["instruments_refreshed"],
+        "instruments_refresh_failed": service.counters["instruments_refresh_failed"],
         # REST answers 429 (rate limited), 403 (Binance's firewall) and 418 (IP banned), all endpoints
         "rest_rate_limited": service.rest.stats.rate_limited,
         "rest_waf_blocked": service.rest.stats.waf_blocked,

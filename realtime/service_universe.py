@@ -7,7 +7,9 @@ A mixin of :class:`realtime.service.FeedService` (kept apart to keep that module
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,7 @@ from realtime.trade_fill import TradeFiller
 from realtime.ws_pool import StreamPool
 from tapewatch.adapters.binance_rest import BinanceRest
 from tapewatch.engine import DEPTH_UNSUBSCRIBED, SignalEngine
-from tapewatch.errors import ConfigError
+from tapewatch.errors import ConfigError, FatalError, RetryableError
 from tapewatch.events import CONTROL_INSTRUMENTS
 from tapewatch.settings import PRIMARY_TF, Settings
 from tapewatch.streams import Kind, parse_stream, symbol_streams
@@ -84,6 +86,7 @@ class FeedUniverse:
     _wanted: frozenset[str]
     _joined: dict[str, int]
     _tradable: frozenset[str] | None
+    counters: Counter[str]
 
     if TYPE_CHECKING:
 
@@ -206,6 +209,30 @@ class FeedUniverse:
             self.capture.write(_wall_ms(), CONTROL_INSTRUMENTS, msgspec.json.encode(line))
         self.engine.set_instruments(line)
         return tradable
+
+    async def refresh_instruments_loop(self) -> None:
+        """exchangeInfo again every ``exchange_info_refresh`` seconds (0: never): Binance changes tick sizes
+        (a price step made finer or coarser) and lists and delists contracts while the service runs, and the
+        engine puts stops and targets on the tick sizes it has. Each fetch is counted (``instruments_refreshed``)
+        and captured as a ``control:instruments`` line (:meth:`refresh_tradable`); a fetch that fails once the
+        REST client's retries are spent is counted (``instruments_refresh_failed``) and logged, and the kept
+        list and tick sizes stand until the next one."""
+        every = self.settings.exchange_info_refresh
+        if every <= 0:
+            return
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh_tradable()
+            except (RetryableError, FatalError) as exc:
+                self.counters["instruments_refresh_failed"] += 1
+                log.warning(
+                    "exchangeInfo refresh failed (%s): the kept tick sizes and listings stand; next try in %.0f s",
+                    exc,
+                    every,
+                )
+            else:
+                self.counters["instruments_refreshed"] += 1
 
     def _history_wanted(self, symbol: str, interval: str) -> bool:
         """Whether ``symbol`` still needs its ``interval`` history: in the universe, or retained for open

@@ -90,6 +90,13 @@ class MarketSettings(BaseModel):
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Fixed universe (comma list); empty = chosen by score."
     )
+    exchange_info_refresh: float = Field(
+        3600,
+        ge=0,
+        le=86_400,
+        description="Seconds between the realtime service's exchangeInfo fetches (tick sizes, listings); "
+        "0 = at start and for unknown symbols only.",
+    )
 
     # --- universe selection (issue 5: spec 4.1 score, rescans, quick and emergency checks) -------------------
     universe_weight_volume: float = Field(0.35, ge=0, le=1, description="Score weight of 24h volume (spec).")
