@@ -16,6 +16,7 @@ setup(
             optional=True,
             extra_compile_args=[
                 "-O2",
+                "-ffp-contract=off",  # no fused multiply-adds: the C sums must be Python's, bit for bit
                 "-Wall",
                 "-Wextra",
                 "-Wno-unused-parameter",

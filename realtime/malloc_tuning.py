@@ -28,17 +28,26 @@ TRIM_THRESHOLD = 256 << 20
 def keep_freed_memory() -> bool:
     """Set glibc's malloc thresholds for a replay (see the module); True when set, False where the C library is
     not glibc (nothing is changed there)."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
     try:
+        if (
+            platform.libc_ver()[0] != "glibc"
+        ):  # reads the interpreter's binary where it cannot ask the C library
+            return False
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = bool(
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    )
-    if not done:
-        log.warning("glibc refused the replay's malloc thresholds: the replay runs, with more page faults")
-    return done
+    refused = [
+        name
+        for name, param, value in (
+            ("M_MMAP_THRESHOLD", M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        )
+        if mallopt(param, value) != 1
+    ]
+    if refused:
+        log.warning(
+            "glibc refused the replay's malloc setting %s: the replay runs, with more page faults", refused
+        )
+    return not refused

@@ -434,6 +434,24 @@ table_grow(FeederObject *self)
     return 0;
 }
 
+/* Release what a route holds (its references and its names on the heap). */
+static void
+route_clear(Route *route)
+{
+    PyMem_Free(route->heap);
+    route->heap = NULL;
+    Py_CLEAR(route->symbol);
+    Py_CLEAR(route->st);
+    Py_CLEAR(route->book);
+    Py_CLEAR(route->check);
+    Py_CLEAR(route->bids);
+    Py_CLEAR(route->asks);
+    Py_CLEAR(route->flow);
+    Py_CLEAR(route->vwap);
+    Py_CLEAR(route->series);
+    Py_CLEAR(route->interval);
+}
+
 /* The route of a stream, asked of Python the first time; NULL with no error: not now (no state yet). */
 static Route *
 route_of(FeederObject *self, const char *a, Py_ssize_t n)
@@ -508,6 +526,7 @@ route_of(FeederObject *self, const char *a, Py_ssize_t n)
         PyMem_Resize(routes, Route, (size_t)cap);
         if (routes == NULL) {
             PyErr_NoMemory();
+            route_clear(&route);
             return NULL;
         }
         self->routes = routes;
@@ -515,14 +534,16 @@ route_of(FeederObject *self, const char *a, Py_ssize_t n)
     }
     Py_ssize_t symlen = 0, ilen = 0;
     const char *sym = NULL, *ival = NULL;
-    if (route.symbol != NULL && (sym = PyUnicode_AsUTF8AndSize(route.symbol, &symlen)) == NULL)
+    if ((route.symbol != NULL && (sym = PyUnicode_AsUTF8AndSize(route.symbol, &symlen)) == NULL) ||
+        (route.interval != NULL && (ival = PyUnicode_AsUTF8AndSize(route.interval, &ilen)) == NULL)) {
+        route_clear(&route);
         return NULL;
-    if (route.interval != NULL && (ival = PyUnicode_AsUTF8AndSize(route.interval, &ilen)) == NULL)
-        return NULL;
+    }
     char *key = route.key;
     if (n + symlen + ilen > ROUTE_KEY) {
         if ((key = route.heap = PyMem_Malloc((size_t)(n + symlen + ilen))) == NULL) {
             PyErr_NoMemory();
+            route_clear(&route);
             return NULL;
         }
     }
@@ -1606,6 +1627,30 @@ apply_agg(FeederObject *self, Clock *c, Route *r, Agg *t)
 
 static PyObject *s_update, *s_copy;
 
+/* A Candle's 13 field values, in its order, from a kline (new references; 0 when one could not be made: those
+ * made are still there for the caller to release). */
+static int
+candle_values(const Kl *k, PyObject *interval, PyObject *out[13])
+{
+    out[0] = PyLong_FromLongLong(k->t);
+    out[1] = PyLong_FromLongLong(k->T);
+    out[2] = Py_NewRef(interval);
+    out[3] = PyFloat_FromDouble(k->o);
+    out[4] = PyFloat_FromDouble(k->c);
+    out[5] = PyFloat_FromDouble(k->h);
+    out[6] = PyFloat_FromDouble(k->l);
+    out[7] = PyFloat_FromDouble(k->v);
+    out[8] = PyLong_FromLongLong(k->n);
+    out[9] = Py_NewRef(k->x ? Py_True : Py_False);
+    out[10] = PyFloat_FromDouble(k->q);
+    out[11] = PyFloat_FromDouble(k->V);
+    out[12] = PyFloat_FromDouble(k->Q);
+    int ok = 1;
+    for (int f = 0; f < 13; f++)
+        ok = ok && out[f] != NULL;
+    return ok;
+}
+
 /* The open time of a Candle (or a subclass); -1 when it is not one or its open_time is not an int. */
 static long long
 candle_open(FeederObject *self, PyObject *candle)
@@ -1650,32 +1695,14 @@ kline_forming(FeederObject *self, Route *r, Kl *k)
     PyObject *candle = PyObject_CallMethodNoArgs(forming, s_copy);
     if (candle == NULL)
         return -1;
-    if (!Py_IS_TYPE(candle, self->candle_type)) {
-        Py_DECREF(candle);
-        PyErr_SetString(PyExc_TypeError, "Candle.__copy__ gave another type");
-        return -1;
+    if (candle == forming || Py_REFCNT(candle) != 1 || !Py_IS_TYPE(candle, self->candle_type)) {
+        Py_DECREF(candle); /* not a new Candle of its own (another msgspec?): its slots are not ours to set */
+        return 0;
     }
-    /* open_time and interval stay: the same bar of the same series */
-    PyObject *values[13] = {NULL,
-                            PyLong_FromLongLong(k->T),
-                            NULL,
-                            PyFloat_FromDouble(k->o),
-                            PyFloat_FromDouble(k->c),
-                            PyFloat_FromDouble(k->h),
-                            PyFloat_FromDouble(k->l),
-                            PyFloat_FromDouble(k->v),
-                            PyLong_FromLongLong(k->n),
-                            Py_NewRef(Py_False),
-                            PyFloat_FromDouble(k->q),
-                            PyFloat_FromDouble(k->V),
-                            PyFloat_FromDouble(k->Q)};
-    int ok = 1;
+    PyObject *values[13];
+    int ok = candle_values(k, r->interval, values);
     for (int f = 0; f < 13; f++) {
-        if (f == 0 || f == 2)
-            continue;
-        if (values[f] == NULL)
-            ok = 0;
-        else
+        if (values[f] != NULL)
             slot_set(candle, self->candle[f], values[f]);
     }
     if (!ok) {
@@ -1696,35 +1723,23 @@ apply_kline(FeederObject *self, Clock *c, Route *r, Kl *k)
         return SLOW;
     if (r->ilen != k->ilen || memcmp(route_key(r) + r->len + r->symlen, k->i, (size_t)k->ilen) != 0)
         return SLOW;
+    /* the route's objects (the route holds them), not the route: Python code may run before their last use */
+    PyObject *series = r->series, *st = r->st, *interval = r->interval;
     int fast = kline_forming(self, r, k);
     if (fast < 0)
         return FAILED;
     if (fast)
         goto updated;
-    PyObject *args[13] = {PyLong_FromLongLong(k->t),
-                          PyLong_FromLongLong(k->T),
-                          Py_NewRef(r->interval),
-                          PyFloat_FromDouble(k->o),
-                          PyFloat_FromDouble(k->c),
-                          PyFloat_FromDouble(k->h),
-                          PyFloat_FromDouble(k->l),
-                          PyFloat_FromDouble(k->v),
-                          PyLong_FromLongLong(k->n),
-                          Py_NewRef(k->x ? Py_True : Py_False),
-                          PyFloat_FromDouble(k->q),
-                          PyFloat_FromDouble(k->V),
-                          PyFloat_FromDouble(k->Q)};
+    PyObject *args[13];
     PyObject *candle = NULL;
-    int ok = 1;
-    for (int a = 0; a < 13; a++)
-        ok = ok && args[a] != NULL;
+    int ok = candle_values(k, interval, args);
     if (ok)
         candle = PyObject_Vectorcall((PyObject *)self->candle_type, args, 13, NULL);
     for (int a = 0; a < 13; a++)
         Py_XDECREF(args[a]);
     if (candle == NULL)
         return FAILED;
-    PyObject *call[2] = {r->series, candle};
+    PyObject *call[2] = {series, candle};
     PyObject *res = PyObject_VectorcallMethod(s_update, call, 2, NULL);
     Py_DECREF(candle);
     if (res == NULL)
@@ -1732,7 +1747,7 @@ apply_kline(FeederObject *self, Clock *c, Route *r, Kl *k)
     Py_DECREF(res);
 updated:
     self->klines++;
-    if (SLOT(r->series, self->series_missing) == Py_None)
+    if (SLOT(series, self->series_missing) == Py_None)
         return TAKEN;
     /* a hole to refill: the market asks for it (counted, logged, at most one refill in flight) */
     if (clock_write(self, c) < 0)
@@ -1740,7 +1755,7 @@ updated:
     PyObject *e = PyLong_FromLongLong(k->E);
     if (e == NULL)
         return FAILED;
-    res = PyObject_CallFunctionObjArgs(self->after_kline, r->st, r->series, r->interval, e, NULL);
+    res = PyObject_CallFunctionObjArgs(self->after_kline, st, series, interval, e, NULL);
     Py_DECREF(e);
     if (res == NULL)
         return FAILED;
@@ -1959,6 +1974,10 @@ Feeder_feed(FeederObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (clock_read(self, &c) < 0)
         return NULL;
     Ahead ahead[AHEAD];
+    for (int j = 0; j < AHEAD; j++) {
+        ahead[j].hashed = 0;
+        ahead[j].route = -1;
+    }
     for (Py_ssize_t j = i; j < i + 4 && j < PyList_GET_SIZE(lines); j++) {
         ahead_hash(self, PyList_GET_ITEM(lines, j), &ahead[j & (AHEAD - 1)]);
         if (j < i + 2)
@@ -2088,6 +2107,13 @@ Feeder_traverse(FeederObject *self, visitproc visit, void *arg)
     Py_VISIT(self->drop_oldest);
     Py_VISIT(self->synced);
     Py_VISIT(self->waiting);
+    Py_VISIT(self->st_type);
+    Py_VISIT(self->book_type);
+    Py_VISIT(self->check_type);
+    Py_VISIT(self->window_type);
+    Py_VISIT(self->series_type);
+    Py_VISIT(self->candle_type);
+    Py_VISIT(self->trade_type);
     for (Py_ssize_t r = 0; r < self->nroutes; r++) {
         Py_VISIT(self->routes[r].symbol);
         Py_VISIT(self->routes[r].st);
@@ -2118,21 +2144,11 @@ Feeder_clear(FeederObject *self)
     Py_CLEAR(self->series_type);
     Py_CLEAR(self->candle_type);
     Py_CLEAR(self->trade_type);
-    for (Py_ssize_t r = 0; r < self->nroutes; r++) {
-        Route *route = &self->routes[r];
-        PyMem_Free(route->heap);
-        route->heap = NULL;
-        Py_CLEAR(route->symbol);
-        Py_CLEAR(route->st);
-        Py_CLEAR(route->book);
-        Py_CLEAR(route->check);
-        Py_CLEAR(route->bids);
-        Py_CLEAR(route->asks);
-        Py_CLEAR(route->flow);
-        Py_CLEAR(route->vwap);
-        Py_CLEAR(route->series);
-        Py_CLEAR(route->interval);
-    }
+    for (Py_ssize_t r = 0; r < self->nroutes; r++)
+        route_clear(&self->routes[r]);
+    PyMem_Free(self->table); /* no slot may name a route cleared here */
+    self->table = NULL;
+    self->tablecap = 0;
     self->nroutes = 0;
     return 0;
 }

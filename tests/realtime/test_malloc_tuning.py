@@ -7,6 +7,7 @@ import json
 import platform
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -51,3 +52,31 @@ def test_another_c_library_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(malloc_tuning.platform, "libc_ver", lambda: ("", ""))
     monkeypatch.setattr(malloc_tuning.ctypes, "CDLL", lambda *a: pytest.fail("mallopt called"))
     assert malloc_tuning.keep_freed_memory() is False
+
+
+def test_a_c_library_that_cannot_be_asked_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """platform.libc_ver reads the interpreter's binary where it cannot ask: an error there is no crash."""
+
+    def unreadable() -> tuple[str, str]:
+        raise OSError("cannot read the interpreter")
+
+    monkeypatch.setattr(malloc_tuning.platform, "libc_ver", unreadable)
+    assert malloc_tuning.keep_freed_memory() is False
+
+
+@glibc
+def test_a_refused_threshold_is_said_and_the_other_still_set(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mallopt answering 0 for one setting (glibc answers 1 to every call this makes; another version might
+    not): that setting is logged by name, the other still set, and the call returns False."""
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 0 if param == malloc_tuning.M_MMAP_THRESHOLD else 1
+
+    monkeypatch.setattr(malloc_tuning.ctypes, "CDLL", lambda *a: SimpleNamespace(mallopt=mallopt))
+    assert malloc_tuning.keep_freed_memory() is False
+    assert [p for p, _ in calls] == [malloc_tuning.M_MMAP_THRESHOLD, malloc_tuning.M_TRIM_THRESHOLD]
+    assert "M_MMAP_THRESHOLD" in caplog.text and "M_TRIM_THRESHOLD" not in caplog.text
