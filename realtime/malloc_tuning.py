@@ -29,9 +29,8 @@ def keep_freed_memory() -> bool:
     """Set glibc's malloc thresholds for a replay (see the module); True when set, False where the C library is
     not glibc (nothing is changed there)."""
     try:
-        if (
-            platform.libc_ver()[0] != "glibc"
-        ):  # reads the interpreter's binary where it cannot ask the C library
+        # libc_ver reads the interpreter's binary where it cannot ask the C library: an OSError there
+        if platform.libc_ver()[0] != "glibc":
             return False
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     except (OSError, AttributeError):

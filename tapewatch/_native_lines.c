@@ -11,8 +11,8 @@
  * kline bar of the stream's interval within the clock's tolerance for an existing series. Every other line
  * (snapshots, @trade fills, REST answers, anything unusual or malformed) is left to the Python path: feed()
  * returns its index. What it does to the state is what Market._on_depth / _on_book_ticker / _on_agg_trade /
- * _on_kline, OrderBook.apply and TopCheck.on_sides / on_ticker do on their common path (trades and candles go to
- * TradeWindow.add and CandleSeries.update, Python methods); the rare turns after a change (a top the
+ * _on_kline, OrderBook.apply, TopCheck.on_sides / on_ticker, TradeWindow.add and CandleSeries.update do on their
+ * common path (a kline that closes or opens a bar goes to CandleSeries.update itself); the rare turns after a change (a top the
  * floor/ceiling check refuses, a ticker that disagrees with the book, a kline that left a candle hole) call back
  * into Python, which finishes them with the same code as live. tests/tapewatch/test_native_lines.py replays
  * every capture both ways and compares the whole market state.
@@ -1032,6 +1032,24 @@ clock_write(FeederObject *self, Clock *c)
     return 0;
 }
 
+/* A diff's event time that would make the clock jump (MarketDepth._on_depth leaves it to _diff_ahead). */
+static inline int
+clock_jumps(const Clock *c, long long t)
+{
+    return t > c->now && t > c->ahead;
+}
+
+/* MarketDepth._on_depth's common path: a later event time moves the clock. */
+static inline void
+clock_advance(Clock *c, long long t)
+{
+    if (t > c->now) {
+        c->now = t;
+        c->ahead = t + c->tolerance;
+        c->dirty = 1;
+    }
+}
+
 /* --- diffs kept for a snapshot ----------------------------------------------------------------------------- */
 
 /* tapewatch._sides.BufferedDiff: a depth diff the feeder kept in a book's buffer while the book waits for its
@@ -1247,7 +1265,7 @@ buffer_diff(FeederObject *self, Clock *c, Route *r, Diff *d)
 {
     PyObject *book = r->book, *st = r->st;
     long long t = d->E;
-    if (t > c->now && t > c->ahead)
+    if (clock_jumps(c, t))
         return SLOW;
     if (SLOT(st, self->st_snapshot_pending) != Py_True) /* none asked for: the Python way asks */
         return SLOW;
@@ -1257,11 +1275,7 @@ buffer_diff(FeederObject *self, Clock *c, Route *r, Diff *d)
     PyObject *kept = buffered_new(r->symbol, d, self->levels);
     if (kept == NULL)
         return FAILED;
-    if (t > c->now) {
-        c->now = t;
-        c->ahead = t + c->tolerance;
-        c->dirty = 1;
-    }
+    clock_advance(c, t);
     if (slot_set_ll(st, self->st_last_event_time, t) < 0) {
         Py_DECREF(kept);
         return FAILED;
@@ -1283,7 +1297,7 @@ apply_diff(FeederObject *self, Clock *c, Route *r, Diff *d, PyObject *line)
         return buffer_diff(self, c, r, d);
     /* decide first: the clock takes the time without a jump, the book is synced and this diff continues it */
     long long t = d->E;
-    if (t > c->now && t > c->ahead)
+    if (clock_jumps(c, t))
         return SLOW;
     if (SLOT(book, self->book_state) != self->synced)
         return SLOW;
@@ -1298,12 +1312,7 @@ apply_diff(FeederObject *self, Clock *c, Route *r, Diff *d, PyObject *line)
     long long applied;
     if (slot_ll(book, self->book_applied, &applied) < 0)
         return SLOW;
-    /* MarketDepth._on_depth */
-    if (t > c->now) {
-        c->now = t;
-        c->ahead = t + c->tolerance;
-        c->dirty = 1;
-    }
+    clock_advance(c, t); /* MarketDepth._on_depth */
     PyObject *time_o = PyLong_FromLongLong(t);
     if (time_o == NULL)
         return FAILED;
@@ -2173,7 +2182,7 @@ static PyMethodDef Feeder_methods[] = {
 
 static PyTypeObject FeederType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tapewatch._sides.LineFeeder",
-    .tp_doc = PyDoc_STR("Depth diffs, bookTickers and aggTrades of capture lines applied to a Market in C."),
+    .tp_doc = PyDoc_STR("Depth diffs, bookTickers, aggTrades and klines of capture lines applied to a Market in C."),
     .tp_basicsize = sizeof(FeederObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

@@ -7,9 +7,9 @@ dispatch, the book's method calls, the top-of-book proof. The native feeder (``t
 ``tapewatch/_native_lines.c``) reads such a line and applies it to the same
 :class:`~tapewatch.market.SymbolState` (book sides, update ids, the market clock, the
 :class:`~tapewatch.topcheck.TopCheck` dicts, the last aggTrade id) without a typed frame or a dispatch per line; an
-aggTrade goes into the two trade windows through ``TradeWindow.add`` and a kline's candle (a
-:class:`~tapewatch.events.Candle` built in C) into its series through ``CandleSeries.update``, the same methods as
-the Python path.
+aggTrade goes into the two trade windows by ``TradeWindow.add``'s steps written in C, a kline that updates the
+forming bar replaces it with a copy given the kline's values, and a kline that closes or opens a bar goes as a
+:class:`~tapewatch.events.Candle` built in C to ``CandleSeries.update``.
 
 It takes a line only on the common path, which it recognises before changing anything: well-formed JSON, a
 synced book that the diff continues or a book waiting for the snapshot it asked for (the diff is kept in the
